@@ -272,8 +272,10 @@ fn results_document(table: &str, options: &Options, skipped: &[&str]) -> String 
          - **N** is the workload's size: operations for `map_set`, `map_overwrite`, \
          `array_push`, `two_writers` (both writers together); the final array length for \
          `seq_stress`; maps in `items` for `nested`; objects for `graph_sync`; sets per \
-         replica for `sixteen`. automerge runs the incremental workloads at N = 20,000 \
-         because its per-operation remote apply grows with the document.\n\
+         replica for `sixteen`. Where a library cannot finish the default N in \
+         reasonable time it runs at a smaller one (listed below): automerge's remote apply \
+         rewrites its columnar op set, so each apply grows with the document; yrs's local \
+         insert or delete at an index walks the array from its start.\n\
          - **ops** are the edits made (each one update message), or the objects built for \
          the snapshot workloads. **µs/op** is total time / ops.\n\
          - **local / encode / apply** are sums over all operations: the local edit and \
@@ -293,6 +295,22 @@ fn results_document(table: &str, options: &Options, skipped: &[&str]) -> String 
     );
     for system in skipped {
         doc.push_str(&format!("- **{system}**: not yet implemented, skipped.\n"));
+    }
+    doc.push_str("\n## Smaller N\n\n");
+    for system in dispatch::SYSTEMS {
+        for workload in Workload::ALL {
+            match dispatch::default_n(system, workload) {
+                Some(n) if n != workload.default_n() => doc.push_str(&format!(
+                    "- {system} `{}`: N = {n} (default {})\n",
+                    workload.name(),
+                    workload.default_n()
+                )),
+                _ => {}
+            }
+        }
+    }
+    if options.quick {
+        doc.push_str("\nThis is a `--quick` run: every N above is divided by 10.\n");
     }
     doc
 }
