@@ -275,7 +275,9 @@ fn results_document(table: &str, options: &Options, skipped: &[&str]) -> String 
          replica for `sixteen`. Where a library cannot finish the default N in \
          reasonable time it runs at a smaller one (listed below): automerge's remote apply \
          rewrites its columnar op set, so each apply grows with the document; yrs's local \
-         insert or delete at an index walks the array from its start.\n\
+         insert or delete at an index walks the array from its start; loro's import of a \
+         change concurrent with its own history replays the history since their common \
+         ancestor, which grows in `sixteen`.\n\
          - **ops** are the edits made (each one update message), or the objects built for \
          the snapshot workloads. **µs/op** is total time / ops.\n\
          - **local / encode / apply** are sums over all operations: the local edit and \
