@@ -1,0 +1,140 @@
+//! Wire encodings: a compact binary envelope by default, JSON for debugging.
+//!
+//! Binary: one version byte, then the message in postcard (varint integers,
+//! length-prefixed strings). JSON: the same message as a JSON object; it
+//! starts with `{`, which no binary version byte is, so a receiver accepts
+//! either without being told which.
+
+use crate::error::ReceiveError;
+use crate::wire::Frame;
+
+/// The binary wire version this build speaks.
+pub const VERSION: u8 = 1;
+
+/// How outgoing messages are encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WireFormat {
+    /// Compact binary (the default).
+    #[default]
+    Binary,
+    /// JSON, for reading messages while debugging.
+    Json,
+}
+
+pub(crate) fn encode(frame: &Frame, format: WireFormat) -> Vec<u8> {
+    match format {
+        WireFormat::Binary => {
+            let mut out = Vec::with_capacity(32);
+            out.push(VERSION);
+            out = postcard::to_extend(frame, out).expect("encoding into a Vec cannot fail");
+            out
+        }
+        WireFormat::Json => serde_json::to_vec(frame).expect("wire types always serialize"),
+    }
+}
+
+pub(crate) fn decode(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
+    if bytes.len() > max {
+        return Err(ReceiveError::TooLarge {
+            size: bytes.len(),
+            max,
+        });
+    }
+    match bytes.first() {
+        None => Err(ReceiveError::Empty),
+        Some(b'{') => {
+            serde_json::from_slice(bytes).map_err(|e| ReceiveError::Malformed(e.to_string()))
+        }
+        Some(&VERSION) => {
+            let (frame, rest) = postcard::take_from_bytes::<Frame>(&bytes[1..])
+                .map_err(|e| ReceiveError::Malformed(e.to_string()))?;
+            if !rest.is_empty() {
+                return Err(ReceiveError::Malformed(format!(
+                    "{} trailing bytes after the message",
+                    rest.len()
+                )));
+            }
+            Ok(frame)
+        }
+        Some(&v) => Err(ReceiveError::UnsupportedVersion(v)),
+    }
+}
+
+/// Encodes a value that is not a message (canonical snapshots).
+pub(crate) fn encode_plain<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    out = postcard::to_extend(value, out).expect("encoding into a Vec cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::*;
+
+    fn sample() -> Frame {
+        Frame {
+            from: Tag(0xdead_beef),
+            body: Body::Ops {
+                seq: 3,
+                lamport: 40,
+                ops: vec![
+                    WireOp::Intro {
+                        tag: Tag(7),
+                        hostname: "b".into(),
+                    },
+                    WireOp::MapSet {
+                        obj: WireId { p: 1, c: 2 },
+                        key: "k".into(),
+                        value: WireValue::Bytes(vec![1, 2, 3]),
+                    },
+                ],
+            },
+        }
+    }
+
+    #[test]
+    fn binary_and_json_round_trip() {
+        for format in [WireFormat::Binary, WireFormat::Json] {
+            let bytes = encode(&sample(), format);
+            assert_eq!(decode(&bytes, 1 << 20).unwrap(), sample());
+        }
+    }
+
+    #[test]
+    fn bad_envelopes_are_typed_errors() {
+        assert_eq!(decode(&[], 10), Err(ReceiveError::Empty));
+        assert_eq!(
+            decode(&[9, 1], 10),
+            Err(ReceiveError::UnsupportedVersion(9))
+        );
+        assert!(matches!(
+            decode(&[0; 11], 10),
+            Err(ReceiveError::TooLarge { .. })
+        ));
+        let mut bytes = encode(&sample(), WireFormat::Binary);
+        bytes.truncate(bytes.len() - 1);
+        assert!(matches!(
+            decode(&bytes, 1 << 20),
+            Err(ReceiveError::Malformed(_))
+        ));
+        let mut bytes = encode(&sample(), WireFormat::Binary);
+        bytes.push(0);
+        assert!(matches!(
+            decode(&bytes, 1 << 20),
+            Err(ReceiveError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_huge_length_header_does_not_allocate() {
+        // An Ops message claiming 2^62 operations and then a gigabyte string.
+        let mut bytes = vec![VERSION, 1, 0, 0, 0, 1, 1, 1];
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f]);
+        bytes.extend_from_slice(&[4, 0, 0, 0, 0x80, 0x80, 0x80, 0x80, 0x04]);
+        assert!(matches!(
+            decode(&bytes, 1 << 20),
+            Err(ReceiveError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,104 @@
+//! Typed errors, one enum per failure domain.
+
+use crate::value::{ObjectId, ObjectKind};
+
+/// Why a local read or write was refused. A refused write changes nothing
+/// and sends nothing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The object is not in this replica: it was never received, or it was
+    /// reclaimed after it became unreachable from the root.
+    #[error(
+        "object {0:?} is not in this document (never received, or reclaimed after it was removed)"
+    )]
+    UnknownObject(ObjectId),
+    /// The object is a map where an array was expected, or the reverse.
+    #[error("object {object:?} is a {found:?}, not a {expected:?}")]
+    WrongKind {
+        /// The object.
+        object: ObjectId,
+        /// The kind the operation needs.
+        expected: ObjectKind,
+        /// The kind the object has.
+        found: ObjectKind,
+    },
+    /// An array index past the end.
+    #[error("index {index} is out of bounds for array {object:?} of length {len}")]
+    IndexOutOfBounds {
+        /// The array.
+        object: ObjectId,
+        /// The index asked for.
+        index: usize,
+        /// The array's length.
+        len: usize,
+    },
+    /// A reference to an object that was removed from the document and may
+    /// already be reclaimed on other replicas. Insert an object at its new
+    /// place before removing it from the old one, or insert a copy.
+    #[error(
+        "object {0:?} was removed from the document and cannot be referenced again; \
+         insert it at its new place before removing it, or insert a copy"
+    )]
+    Detached(ObjectId),
+    /// A `sync` is in progress; the document is replaced when it completes.
+    #[error("a sync is in progress; write after the document is ready")]
+    Syncing,
+    /// A permutation passed to a reorder is not a permutation of the array.
+    #[error("not a permutation of the {len} elements of array {object:?}")]
+    BadPermutation {
+        /// The array.
+        object: ObjectId,
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// Why an incoming message was refused. A refused message changes nothing;
+/// the replica keeps working.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiveError {
+    /// The message is larger than the configured limit.
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// The message is empty.
+    #[error("empty message")]
+    Empty,
+    /// The envelope names a format version this build does not speak.
+    #[error("unsupported wire version {0} (this build speaks version {supported})", supported = crate::codec::VERSION)]
+    UnsupportedVersion(u8),
+    /// The bytes do not decode as a message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The message decodes but breaks a protocol rule (an id from the future,
+    /// a peer the sender never introduced, a count beyond a limit...).
+    #[error("invalid message from {from:08x}: {reason}")]
+    Invalid {
+        /// The sender's tag.
+        from: u32,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Two different peers use the same tag.
+    #[error("peer tag {0:08x} is used by two different peers")]
+    TagCollision(u32),
+    /// Too much is waiting for missing predecessors; the message was dropped.
+    /// The replica resynchronises to recover.
+    #[error("too many messages are waiting for missing predecessors ({0} bytes buffered)")]
+    BacklogFull(usize),
+}
+
+impl ReceiveError {
+    pub(crate) fn invalid(from: u32, reason: impl Into<String>) -> Self {
+        ReceiveError::Invalid {
+            from,
+            reason: reason.into(),
+        }
+    }
+}

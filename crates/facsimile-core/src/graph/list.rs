@@ -1,0 +1,485 @@
+//! Arrays: a movable list.
+//!
+//! An array is a sequence of *slots* ordered by the RGA rule, and a set of
+//! *elements*, each with identity, a last-writer-wins value and a
+//! last-writer-wins position (the slot it currently occupies).
+//!
+//! - Inserting an element creates the element and its home slot, both named by
+//!   the insert's stamp, placed after an origin slot.
+//! - Moving an element creates a new slot after an origin and points the
+//!   element's position at it; concurrent moves of one element resolve by
+//!   stamp, so an element appears exactly once.
+//! - Deleting an element is permanent and clears its value (so a deleted
+//!   element never keeps an object alive).
+//!
+//! A slot is visible when it is the current position of a live element.
+//! Slots that are no longer visible stay as anchors for concurrent inserts
+//! until reclamation proves nobody can name them any more.
+//!
+//! RGA placement: a slot goes right after its origin, skipping every slot
+//! with a later stamp. Everything inserted after a slot has a later stamp than
+//! that slot (Lamport), so the skipped run is exactly the later siblings and
+//! their descendants, and the rule needs only the origin to be present.
+
+use rustc_hash::FxHashMap;
+
+use super::seq::{Cursor, LeafId, SeqItem, SeqTree};
+use crate::clock::Peers;
+use crate::value::{Id, Value};
+
+#[derive(Debug, Clone)]
+pub(crate) enum SlotKind {
+    /// The slot the element `id` was inserted at; holds the element's state.
+    Home {
+        value: Value,
+        deleted: bool,
+        /// The element lives at a move slot now.
+        away: bool,
+    },
+    /// A slot created by moving `elem` here.
+    Moved { elem: Id, live: bool },
+}
+
+fn is_dead(s: &Slot) -> bool {
+    match &s.kind {
+        SlotKind::Home { deleted, .. } => *deleted,
+        SlotKind::Moved { live, .. } => !*live,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub(crate) id: Id,
+    pub(crate) kind: SlotKind,
+}
+
+impl SeqItem for Slot {
+    #[inline]
+    fn is_visible(&self) -> bool {
+        match &self.kind {
+            SlotKind::Home { deleted, away, .. } => !*deleted && !*away,
+            SlotKind::Moved { live, .. } => *live,
+        }
+    }
+}
+
+impl Slot {
+    /// The element occupying or owning this slot.
+    pub(crate) fn elem(&self) -> Id {
+        match &self.kind {
+            SlotKind::Home { .. } => self.id,
+            SlotKind::Moved { elem, .. } => *elem,
+        }
+    }
+}
+
+/// Element state that differs from the defaults implied by its home slot
+/// (value written by the insert, position at the home slot).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ElemExtra {
+    pub(crate) value_stamp: Id,
+    pub(crate) pos: Id,
+    pub(crate) pos_stamp: Id,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ListObj {
+    tree: SeqTree<Slot>,
+    /// Slot id to the leaf holding it.
+    index: FxHashMap<Id, LeafId>,
+    extra: FxHashMap<Id, ElemExtra>,
+}
+
+impl ListObj {
+    pub(crate) fn len(&self) -> usize {
+        self.tree.visible_len()
+    }
+
+    pub(crate) fn slot_count(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub(crate) fn has_slot(&self, id: Id) -> bool {
+        self.index.contains_key(&id)
+    }
+
+    fn cursor(&self, id: Id) -> Option<Cursor> {
+        let leaf = *self.index.get(&id)?;
+        let pos = self.tree.leaf_items(leaf).iter().position(|s| s.id == id)?;
+        Some(Cursor { leaf, pos })
+    }
+
+    fn extra(&self, elem: Id) -> ElemExtra {
+        self.extra.get(&elem).copied().unwrap_or(ElemExtra {
+            value_stamp: elem,
+            pos: elem,
+            pos_stamp: elem,
+        })
+    }
+
+    /// The element at a visible index.
+    pub(crate) fn elem_at(&self, index: usize) -> Id {
+        self.tree.get(self.tree.locate_visible(index)).elem()
+    }
+
+    /// The slot at a visible index.
+    pub(crate) fn slot_at(&self, index: usize) -> Id {
+        self.tree.get(self.tree.locate_visible(index)).id
+    }
+
+    /// The value of a live element.
+    pub(crate) fn value_of(&self, elem: Id) -> Option<&Value> {
+        let c = self.cursor(elem)?;
+        match &self.tree.get(c).kind {
+            SlotKind::Home {
+                value,
+                deleted: false,
+                ..
+            } => Some(value),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn get(&self, index: usize) -> Option<&Value> {
+        if index >= self.len() {
+            return None;
+        }
+        self.value_of(self.elem_at(index))
+    }
+
+    /// Visible values in order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Value> + '_ {
+        self.tree
+            .iter_visible_from(0)
+            .map(move |slot| match &slot.kind {
+                SlotKind::Home { value, .. } => value,
+                SlotKind::Moved { elem, .. } => self
+                    .value_of(*elem)
+                    .expect("a live move slot has a live element"),
+            })
+    }
+
+    /// Visible elements in order, with their values and value stamps.
+    pub(crate) fn elements(&self) -> impl Iterator<Item = (Id, &Value, Id)> + '_ {
+        self.tree.iter_visible_from(0).map(move |slot| {
+            let elem = slot.elem();
+            let value = self
+                .value_of(elem)
+                .expect("a visible slot has a live element");
+            (elem, value, self.extra(elem).value_stamp)
+        })
+    }
+
+    /// The slot a live element occupies.
+    pub(crate) fn position_of(&self, elem: Id) -> Option<Id> {
+        let c = self.cursor(elem)?;
+        match self.tree.get(c).kind {
+            SlotKind::Home { deleted: true, .. } => None,
+            SlotKind::Home { away: false, .. } => Some(elem),
+            _ => Some(self.extra(elem).pos),
+        }
+    }
+
+    /// The visible index of a live element.
+    pub(crate) fn index_of(&self, elem: Id) -> Option<usize> {
+        let c = self.cursor(elem)?;
+        match self.tree.get(c).kind {
+            SlotKind::Home { deleted: true, .. } => None,
+            SlotKind::Home { away: false, .. } => Some(self.tree.visible_index(c)),
+            _ => {
+                let pos = self.cursor(self.extra(elem).pos)?;
+                Some(self.tree.visible_index(pos))
+            }
+        }
+    }
+
+    /// Places `slot` after `origin` (`None`: at the head) by the RGA rule.
+    fn integrate(&mut self, origin: Option<Id>, slot: Slot, peers: &Peers) -> Cursor {
+        let mut prev = origin.map(|o| self.cursor(o).expect("origin checked by caller"));
+        let mut next = match prev {
+            Some(p) => self.tree.next(p),
+            None => self.tree.first(),
+        };
+        while let Some(n) = next {
+            if !peers.later(self.tree.get(n).id, slot.id) {
+                break;
+            }
+            prev = Some(n);
+            next = self.tree.next(n);
+        }
+        let id = slot.id;
+        let index = &mut self.index;
+        let on_move = |s: &Slot, leaf: LeafId| {
+            index.insert(s.id, leaf);
+        };
+        let c = match prev {
+            Some(p) => self.tree.insert_after(p, slot, on_move),
+            None => self.tree.insert_first(slot, on_move),
+        };
+        self.index.insert(id, c.leaf);
+        c
+    }
+
+    /// Inserts elements with consecutive ids from `first` after `origin`.
+    /// Returns the visible index of the first one.
+    pub(crate) fn insert(
+        &mut self,
+        origin: Option<Id>,
+        first: Id,
+        values: impl IntoIterator<Item = Value>,
+        peers: &Peers,
+    ) -> usize {
+        let mut origin = origin;
+        let mut index = None;
+        for (i, value) in values.into_iter().enumerate() {
+            let id = Id::new(first.peer, first.counter + i as u64);
+            let slot = Slot {
+                id,
+                kind: SlotKind::Home {
+                    value,
+                    deleted: false,
+                    away: false,
+                },
+            };
+            let c = self.integrate(origin, slot, peers);
+            if index.is_none() {
+                index = Some(self.tree.visible_index(c));
+            }
+            origin = Some(id);
+        }
+        index.unwrap_or(0)
+    }
+
+    /// Deletes an element. Returns its old value and visible index when it
+    /// was live.
+    pub(crate) fn delete(&mut self, elem: Id) -> Option<(Value, usize)> {
+        let home = self.cursor(elem)?;
+        let away = match &self.tree.get(home).kind {
+            SlotKind::Home {
+                deleted: false,
+                away,
+                ..
+            } => *away,
+            _ => return None,
+        };
+        let live = if away {
+            self.cursor(self.extra(elem).pos)
+                .expect("a moved element's slot exists")
+        } else {
+            home
+        };
+        let index = self.tree.visible_index(live);
+        if away {
+            self.tree.update(live, |s| {
+                if let SlotKind::Moved { live, .. } = &mut s.kind {
+                    *live = false;
+                }
+            });
+        }
+        let old = self.tree.update(home, |s| match &mut s.kind {
+            SlotKind::Home { value, deleted, .. } => {
+                *deleted = true;
+                std::mem::replace(value, Value::Null)
+            }
+            SlotKind::Moved { .. } => unreachable!("home cursor"),
+        });
+        self.extra.remove(&elem);
+        Some((old, index))
+    }
+
+    /// Writes an element's value if `stamp` wins. Returns the old value and
+    /// the element's visible index when the visible value changed.
+    pub(crate) fn set(
+        &mut self,
+        elem: Id,
+        value: Value,
+        stamp: Id,
+        peers: &Peers,
+    ) -> Option<(Value, usize)> {
+        let home = self.cursor(elem)?;
+        if !matches!(
+            self.tree.get(home).kind,
+            SlotKind::Home { deleted: false, .. }
+        ) {
+            return None;
+        }
+        let mut extra = self.extra(elem);
+        if !peers.later(stamp, extra.value_stamp) {
+            return None;
+        }
+        extra.value_stamp = stamp;
+        self.extra.insert(elem, extra);
+        let old = self.tree.update(home, |s| match &mut s.kind {
+            SlotKind::Home { value: v, .. } => {
+                if v.same(&value) {
+                    None
+                } else {
+                    Some(std::mem::replace(v, value))
+                }
+            }
+            SlotKind::Moved { .. } => unreachable!("home cursor"),
+        })?;
+        Some((old, self.index_of(elem).expect("live element")))
+    }
+
+    /// Moves an element to a new slot `slot` placed after `origin`, if the
+    /// move wins. Returns whether the visible order changed.
+    pub(crate) fn move_elem(
+        &mut self,
+        elem: Id,
+        origin: Option<Id>,
+        slot: Id,
+        peers: &Peers,
+    ) -> bool {
+        let Some(home) = self.cursor(elem) else {
+            return false;
+        };
+        let (deleted, away) = match &self.tree.get(home).kind {
+            SlotKind::Home { deleted, away, .. } => (*deleted, *away),
+            SlotKind::Moved { .. } => return false,
+        };
+        let mut extra = self.extra(elem);
+        let wins = !deleted && peers.later(slot, extra.pos_stamp);
+        let new = self.integrate(
+            origin,
+            Slot {
+                id: slot,
+                kind: SlotKind::Moved { elem, live: false },
+            },
+            peers,
+        );
+        if !wins {
+            return false;
+        }
+        // Retire the old position, then light up the new one. The cursor of
+        // the new slot may have shifted if the retirement touched its leaf;
+        // visibility changes never move items, so it is still valid.
+        if away {
+            let old = self
+                .cursor(extra.pos)
+                .expect("a moved element's slot exists");
+            self.tree.update(old, |s| {
+                if let SlotKind::Moved { live, .. } = &mut s.kind {
+                    *live = false;
+                }
+            });
+        }
+        let home = self.cursor(elem).expect("home exists");
+        self.tree.update(home, |s| {
+            if let SlotKind::Home { away, .. } = &mut s.kind {
+                *away = true;
+            }
+        });
+        let new = self.cursor(slot).unwrap_or(new);
+        self.tree.update(new, |s| {
+            if let SlotKind::Moved { live, .. } = &mut s.kind {
+                *live = true;
+            }
+        });
+        extra.pos = slot;
+        extra.pos_stamp = slot;
+        self.extra.insert(elem, extra);
+        true
+    }
+
+    /// All slots in sequence order with the element state they carry, for
+    /// state transfer.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (&Slot, Option<ElemExtra>)> + '_ {
+        self.tree.iter().map(move |s| {
+            let extra = match s.kind {
+                SlotKind::Home { .. } => self.extra.get(&s.id).copied(),
+                SlotKind::Moved { .. } => None,
+            };
+            (s, extra)
+        })
+    }
+
+    /// Rebuilds a list from transferred slots in sequence order.
+    pub(crate) fn from_slots(slots: Vec<(Slot, Option<ElemExtra>)>) -> Self {
+        let mut extra = FxHashMap::default();
+        let mut items = Vec::with_capacity(slots.len());
+        for (slot, e) in slots {
+            if let Some(e) = e {
+                extra.insert(slot.id, e);
+            }
+            items.push(slot);
+        }
+        let mut index = FxHashMap::default();
+        index.reserve(items.len());
+        let tree = SeqTree::from_items(items, |s, leaf| {
+            index.insert(s.id, leaf);
+        });
+        ListObj { tree, index, extra }
+    }
+
+    /// Slots that no element can come back to: move slots that are not
+    /// current and home slots of deleted elements.
+    pub(crate) fn dead_slots(&self) -> Vec<Id> {
+        self.tree
+            .iter()
+            .filter(|s| is_dead(s))
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// Drops the given slots (dead ones only).
+    pub(crate) fn purge(&mut self, slots: &[Id]) {
+        let doomed: rustc_hash::FxHashSet<Id> = slots
+            .iter()
+            .copied()
+            .filter(|&id| self.cursor(id).is_some_and(|c| is_dead(self.tree.get(c))))
+            .collect();
+        if doomed.is_empty() {
+            return;
+        }
+        let tree = std::mem::take(&mut self.tree);
+        let kept: Vec<Slot> = tree
+            .into_items()
+            .into_iter()
+            .filter(|s| !doomed.contains(&s.id))
+            .collect();
+        self.index.clear();
+        let index = &mut self.index;
+        self.tree = SeqTree::from_items(kept, |s, leaf| {
+            index.insert(s.id, leaf);
+        });
+    }
+
+    /// Whether transferred element state is coherent: every live move slot
+    /// is its element's position, every moved live element's position is a
+    /// live move slot naming it, and deleted elements hold no value.
+    pub(crate) fn is_consistent(&self) -> bool {
+        self.tree.iter().all(|s| match &s.kind {
+            SlotKind::Moved { elem, live } => {
+                let Some(home) = self.cursor(*elem) else {
+                    // The element was purged; its dead move slots may remain.
+                    return !*live;
+                };
+                match &self.tree.get(home).kind {
+                    SlotKind::Home { deleted, away, .. } => {
+                        !*live || (!*deleted && *away && self.extra(*elem).pos == s.id)
+                    }
+                    SlotKind::Moved { .. } => false,
+                }
+            }
+            SlotKind::Home { deleted: true, value, .. } => matches!(value, Value::Null),
+            SlotKind::Home { away: true, .. } => {
+                let pos = self.extra(s.id).pos;
+                pos != s.id
+                    && self.cursor(pos).is_some_and(|c| {
+                        matches!(self.tree.get(c).kind, SlotKind::Moved { elem, live: true } if elem == s.id)
+                    })
+            }
+            SlotKind::Home { .. } => self.extra(s.id).pos == s.id,
+        })
+    }
+
+    /// Checks internal consistency; used by tests.
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn check(&self) {
+        self.tree.check();
+        for s in self.tree.iter() {
+            assert!(self.cursor(s.id).is_some(), "slot {:?} is indexed", s.id);
+        }
+    }
+}

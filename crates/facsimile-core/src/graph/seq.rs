@@ -1,0 +1,559 @@
+//! An order-statistic B+tree holding the slots of one list in sequence order.
+//!
+//! Leaves hold items in order and are linked both ways, so a scan can walk
+//! right from any item (the RGA integration rule needs that). Every node
+//! caches the number of visible items below it, so finding the item at a
+//! visible index and computing the visible index of an item are both
+//! `O(log n)`. Items never leave a leaf except by a split or a rebuild; a split
+//! reports every moved item so that the owner can keep its id index current.
+
+/// Whether an item counts towards visible indices.
+pub(crate) trait SeqItem {
+    fn is_visible(&self) -> bool;
+}
+
+/// Index of a leaf inside the tree's arena. Stable until the leaf splits
+/// (moved items are reported) or the tree is rebuilt.
+pub(crate) type LeafId = u32;
+
+const LEAF_MAX: usize = 64;
+const NODE_MAX: usize = 32;
+const NONE: u32 = u32::MAX;
+
+/// Position of one item: its leaf and its offset in that leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub(crate) leaf: LeafId,
+    pub(crate) pos: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Leaf<T> {
+    items: Vec<T>,
+    visible: u64,
+    parent: u32,
+    next: u32,
+    prev: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Inner {
+    children: Vec<u32>,
+    counts: Vec<u64>,
+    parent: u32,
+}
+
+/// The tree. `height == 0` means the root is a leaf.
+#[derive(Debug, Clone)]
+pub(crate) struct SeqTree<T> {
+    leaves: Vec<Leaf<T>>,
+    inners: Vec<Inner>,
+    root: u32,
+    height: u32,
+    first: LeafId,
+    len: usize,
+}
+
+impl<T: SeqItem> Default for SeqTree<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: SeqItem> SeqTree<T> {
+    pub(crate) fn new() -> Self {
+        SeqTree {
+            leaves: vec![Leaf {
+                items: Vec::new(),
+                visible: 0,
+                parent: NONE,
+                next: NONE,
+                prev: NONE,
+            }],
+            inners: Vec::new(),
+            root: 0,
+            height: 0,
+            first: 0,
+            len: 0,
+        }
+    }
+
+    /// Builds a tree from items already in sequence order. `place` is told
+    /// the leaf of every item.
+    pub(crate) fn from_items(items: Vec<T>, mut place: impl FnMut(&T, LeafId)) -> Self {
+        let mut tree = SeqTree::new();
+        if items.is_empty() {
+            return tree;
+        }
+        tree.len = items.len();
+        tree.leaves.clear();
+        let fill = LEAF_MAX * 3 / 4;
+        let mut iter = items.into_iter().peekable();
+        while iter.peek().is_some() {
+            let id = tree.leaves.len() as LeafId;
+            let chunk: Vec<T> = iter.by_ref().take(fill).collect();
+            let visible = chunk.iter().filter(|i| i.is_visible()).count() as u64;
+            for item in &chunk {
+                place(item, id);
+            }
+            let prev = if id == 0 { NONE } else { id - 1 };
+            if prev != NONE {
+                tree.leaves[prev as usize].next = id;
+            }
+            tree.leaves.push(Leaf {
+                items: chunk,
+                visible,
+                parent: NONE,
+                next: NONE,
+                prev,
+            });
+        }
+        // Build the inner levels bottom-up.
+        let mut level: Vec<(u32, u64)> = tree
+            .leaves
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as u32, l.visible))
+            .collect();
+        let mut height = 0;
+        let node_fill = NODE_MAX * 3 / 4;
+        while level.len() > 1 {
+            let mut next_level = Vec::with_capacity(level.len() / node_fill + 1);
+            for group in level.chunks(node_fill) {
+                let id = tree.inners.len() as u32;
+                for &(child, _) in group {
+                    if height == 0 {
+                        tree.leaves[child as usize].parent = id;
+                    } else {
+                        tree.inners[child as usize].parent = id;
+                    }
+                }
+                let total = group.iter().map(|&(_, c)| c).sum();
+                tree.inners.push(Inner {
+                    children: group.iter().map(|&(c, _)| c).collect(),
+                    counts: group.iter().map(|&(_, c)| c).collect(),
+                    parent: NONE,
+                });
+                next_level.push((id, total));
+            }
+            level = next_level;
+            height += 1;
+        }
+        tree.root = level[0].0;
+        tree.height = height;
+        tree
+    }
+
+    /// Number of items, visible or not.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Number of visible items.
+    pub(crate) fn visible_len(&self) -> usize {
+        if self.height == 0 {
+            self.leaves[self.root as usize].visible as usize
+        } else {
+            self.inners[self.root as usize].counts.iter().sum::<u64>() as usize
+        }
+    }
+
+    pub(crate) fn get(&self, c: Cursor) -> &T {
+        &self.leaves[c.leaf as usize].items[c.pos]
+    }
+
+    /// Items of one leaf, for scans that resolve an id inside its leaf.
+    pub(crate) fn leaf_items(&self, leaf: LeafId) -> &[T] {
+        &self.leaves[leaf as usize].items
+    }
+
+    /// Cursor of the visible item at `index` (`index < visible_len()`).
+    pub(crate) fn locate_visible(&self, mut index: usize) -> Cursor {
+        let mut node = self.root;
+        for _ in 0..self.height {
+            let inner = &self.inners[node as usize];
+            let mut chosen = *inner.children.last().expect("inner nodes are never empty");
+            for (i, &count) in inner.counts.iter().enumerate() {
+                if (index as u64) < count {
+                    chosen = inner.children[i];
+                    break;
+                }
+                index -= count as usize;
+            }
+            node = chosen;
+        }
+        let leaf = &self.leaves[node as usize];
+        for (pos, item) in leaf.items.iter().enumerate() {
+            if item.is_visible() {
+                if index == 0 {
+                    return Cursor { leaf: node, pos };
+                }
+                index -= 1;
+            }
+        }
+        unreachable!("visible counts are consistent with leaf contents")
+    }
+
+    /// Number of visible items before the item at `c`.
+    pub(crate) fn visible_index(&self, c: Cursor) -> usize {
+        let leaf = &self.leaves[c.leaf as usize];
+        let mut index = leaf.items[..c.pos]
+            .iter()
+            .filter(|i| i.is_visible())
+            .count() as u64;
+        let mut child = c.leaf;
+        let mut node = leaf.parent;
+        while node != NONE {
+            let inner = &self.inners[node as usize];
+            for (i, &ch) in inner.children.iter().enumerate() {
+                if ch == child {
+                    break;
+                }
+                index += inner.counts[i];
+            }
+            child = node;
+            node = inner.parent;
+        }
+        index as usize
+    }
+
+    /// The item after `c` in sequence order, if any.
+    pub(crate) fn next(&self, c: Cursor) -> Option<Cursor> {
+        let leaf = &self.leaves[c.leaf as usize];
+        if c.pos + 1 < leaf.items.len() {
+            return Some(Cursor {
+                leaf: c.leaf,
+                pos: c.pos + 1,
+            });
+        }
+        let mut next = leaf.next;
+        while next != NONE {
+            if !self.leaves[next as usize].items.is_empty() {
+                return Some(Cursor { leaf: next, pos: 0 });
+            }
+            next = self.leaves[next as usize].next;
+        }
+        None
+    }
+
+    /// The first item, if any.
+    pub(crate) fn first(&self) -> Option<Cursor> {
+        let mut leaf = self.first;
+        while leaf != NONE {
+            if !self.leaves[leaf as usize].items.is_empty() {
+                return Some(Cursor { leaf, pos: 0 });
+            }
+            leaf = self.leaves[leaf as usize].next;
+        }
+        None
+    }
+
+    /// Mutates the item at `c`, keeping visible counts right.
+    pub(crate) fn update<R>(&mut self, c: Cursor, f: impl FnOnce(&mut T) -> R) -> R {
+        let item = &mut self.leaves[c.leaf as usize].items[c.pos];
+        let before = item.is_visible();
+        let r = f(item);
+        let after = item.is_visible();
+        if before != after {
+            self.add_count(c.leaf, if after { 1 } else { -1 });
+        }
+        r
+    }
+
+    fn add_count(&mut self, leaf: LeafId, delta: i64) {
+        let l = &mut self.leaves[leaf as usize];
+        l.visible = l.visible.wrapping_add_signed(delta);
+        let mut child = leaf;
+        let mut node = l.parent;
+        while node != NONE {
+            let inner = &mut self.inners[node as usize];
+            let i = inner
+                .children
+                .iter()
+                .position(|&c| c == child)
+                .expect("child is listed by its parent");
+            inner.counts[i] = inner.counts[i].wrapping_add_signed(delta);
+            child = node;
+            node = inner.parent;
+        }
+    }
+
+    /// Inserts `item` so that it lands at position `pos` of `leaf` (items
+    /// from `pos` on shift right). `on_move` learns of every item that a
+    /// split moved to another leaf. Returns the cursor of the new item.
+    pub(crate) fn insert(
+        &mut self,
+        leaf: LeafId,
+        pos: usize,
+        item: T,
+        mut on_move: impl FnMut(&T, LeafId),
+    ) -> Cursor {
+        let visible = item.is_visible();
+        self.len += 1;
+        let mut target = Cursor { leaf, pos };
+        if self.leaves[leaf as usize].items.len() >= LEAF_MAX {
+            let new_leaf = self.split_leaf(leaf, &mut on_move);
+            let left_len = self.leaves[leaf as usize].items.len();
+            if pos > left_len {
+                target = Cursor {
+                    leaf: new_leaf,
+                    pos: pos - left_len,
+                };
+            }
+        }
+        self.leaves[target.leaf as usize]
+            .items
+            .insert(target.pos, item);
+        if visible {
+            self.add_count(target.leaf, 1);
+        }
+        target
+    }
+
+    /// Inserts `item` after the item at `c`.
+    pub(crate) fn insert_after(
+        &mut self,
+        c: Cursor,
+        item: T,
+        on_move: impl FnMut(&T, LeafId),
+    ) -> Cursor {
+        self.insert(c.leaf, c.pos + 1, item, on_move)
+    }
+
+    /// Inserts `item` before every other item.
+    pub(crate) fn insert_first(&mut self, item: T, on_move: impl FnMut(&T, LeafId)) -> Cursor {
+        let leaf = self.first;
+        self.insert(leaf, 0, item, on_move)
+    }
+
+    /// Moves the upper half of `leaf` into a new leaf placed right after it.
+    fn split_leaf(&mut self, leaf: LeafId, on_move: &mut impl FnMut(&T, LeafId)) -> LeafId {
+        let new_id = self.leaves.len() as LeafId;
+        let old = &mut self.leaves[leaf as usize];
+        let half = old.items.len() / 2;
+        let moved: Vec<T> = old.items.split_off(half);
+        let moved_visible = moved.iter().filter(|i| i.is_visible()).count() as u64;
+        old.visible -= moved_visible;
+        let next = old.next;
+        old.next = new_id;
+        let parent = old.parent;
+        for item in &moved {
+            on_move(item, new_id);
+        }
+        if next != NONE {
+            self.leaves[next as usize].prev = new_id;
+        }
+        self.leaves.push(Leaf {
+            items: moved,
+            visible: moved_visible,
+            parent,
+            next,
+            prev: leaf,
+        });
+        self.attach_sibling(parent, leaf, new_id, moved_visible, true);
+        new_id
+    }
+
+    /// Registers `new` (a leaf when `is_leaf`, else an inner node) in
+    /// `parent` right after `old`, moving `moved` visible items from `old`'s
+    /// count to `new`'s. Splits the parent when it overflows.
+    fn attach_sibling(&mut self, parent: u32, old: u32, new: u32, moved: u64, is_leaf: bool) {
+        if parent == NONE {
+            // The root split: grow a new root above both halves.
+            let root = self.inners.len() as u32;
+            let old_count = self.count_of(old, is_leaf);
+            self.inners.push(Inner {
+                children: vec![old, new],
+                counts: vec![old_count, moved],
+                parent: NONE,
+            });
+            self.set_parent(old, is_leaf, root);
+            self.set_parent(new, is_leaf, root);
+            self.root = root;
+            self.height += 1;
+            return;
+        }
+        let inner = &mut self.inners[parent as usize];
+        let i = inner
+            .children
+            .iter()
+            .position(|&c| c == old)
+            .expect("child is listed by its parent");
+        inner.counts[i] -= moved;
+        inner.children.insert(i + 1, new);
+        inner.counts.insert(i + 1, moved);
+        if inner.children.len() > NODE_MAX {
+            self.split_inner(parent, is_leaf);
+        }
+    }
+
+    fn split_inner(&mut self, node: u32, children_are_leaves: bool) {
+        let new_id = self.inners.len() as u32;
+        let old = &mut self.inners[node as usize];
+        let half = old.children.len() / 2;
+        let children = old.children.split_off(half);
+        let counts = old.counts.split_off(half);
+        let moved: u64 = counts.iter().sum();
+        let parent = old.parent;
+        for &c in &children {
+            self.set_parent(c, children_are_leaves, new_id);
+        }
+        self.inners.push(Inner {
+            children,
+            counts,
+            parent,
+        });
+        self.attach_sibling(parent, node, new_id, moved, false);
+    }
+
+    fn count_of(&self, id: u32, is_leaf: bool) -> u64 {
+        if is_leaf {
+            self.leaves[id as usize].visible
+        } else {
+            self.inners[id as usize].counts.iter().sum()
+        }
+    }
+
+    fn set_parent(&mut self, id: u32, is_leaf: bool, parent: u32) {
+        if is_leaf {
+            self.leaves[id as usize].parent = parent;
+        } else {
+            self.inners[id as usize].parent = parent;
+        }
+    }
+
+    /// Iterates all items in sequence order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        let mut leaf = self.first;
+        std::iter::from_fn(move || {
+            if leaf == NONE {
+                return None;
+            }
+            let l = &self.leaves[leaf as usize];
+            leaf = l.next;
+            Some(l.items.iter())
+        })
+        .flatten()
+    }
+
+    /// Iterates visible items in order, starting at visible index `start`.
+    pub(crate) fn iter_visible_from(&self, start: usize) -> impl Iterator<Item = &T> + '_ {
+        let begin = (start < self.visible_len()).then(|| self.locate_visible(start));
+        let mut cursor = begin;
+        std::iter::from_fn(move || {
+            loop {
+                let c = cursor?;
+                cursor = self.next(c);
+                let item = self.get(c);
+                if item.is_visible() {
+                    return Some(item);
+                }
+            }
+        })
+    }
+
+    /// Consumes the tree, yielding items in order.
+    pub(crate) fn into_items(self) -> Vec<T> {
+        let mut out = Vec::with_capacity(self.len);
+        let mut leaves: Vec<Option<Leaf<T>>> = self.leaves.into_iter().map(Some).collect();
+        let mut leaf = self.first;
+        while leaf != NONE {
+            let l = leaves[leaf as usize]
+                .take()
+                .expect("leaves are linked once");
+            leaf = l.next;
+            out.extend(l.items);
+        }
+        out
+    }
+
+    /// Checks every cached count and link; used by tests.
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn check(&self) {
+        fn walk<T: SeqItem>(t: &SeqTree<T>, node: u32, height: u32, parent: u32) -> u64 {
+            if height == 0 {
+                let l = &t.leaves[node as usize];
+                assert_eq!(l.parent, parent);
+                let v = l.items.iter().filter(|i| i.is_visible()).count() as u64;
+                assert_eq!(v, l.visible);
+                v
+            } else {
+                let n = &t.inners[node as usize];
+                assert_eq!(n.parent, parent);
+                let mut total = 0;
+                for (i, &c) in n.children.iter().enumerate() {
+                    let v = walk(t, c, height - 1, node);
+                    assert_eq!(v, n.counts[i]);
+                    total += v;
+                }
+                total
+            }
+        }
+        let total = walk(self, self.root, self.height, NONE);
+        assert_eq!(total as usize, self.visible_len());
+        assert_eq!(self.iter().count(), self.len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct It(u32, bool);
+    impl SeqItem for It {
+        fn is_visible(&self) -> bool {
+            self.1
+        }
+    }
+
+    #[test]
+    fn random_inserts_and_visibility_match_a_vec() {
+        for seed in 0..20 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut tree = SeqTree::new();
+            let mut model: Vec<It> = Vec::new();
+            for n in 0..3000u32 {
+                if !model.is_empty() && rng.random_bool(0.3) {
+                    let i = rng.random_range(0..model.len());
+                    // Find cursor of the i-th item by scanning.
+                    let mut c = tree.first().unwrap();
+                    for _ in 0..i {
+                        c = tree.next(c).unwrap();
+                    }
+                    let v = !model[i].1;
+                    model[i].1 = v;
+                    tree.update(c, |it: &mut It| it.1 = v);
+                } else {
+                    let i = rng.random_range(0..=model.len());
+                    let item = It(n, rng.random_bool(0.7));
+                    model.insert(i, item.clone());
+                    if i == 0 {
+                        tree.insert_first(item, |_, _| {});
+                    } else {
+                        let mut c = tree.first().unwrap();
+                        for _ in 0..i - 1 {
+                            c = tree.next(c).unwrap();
+                        }
+                        tree.insert_after(c, item, |_, _| {});
+                    }
+                }
+            }
+            tree.check();
+            let items: Vec<It> = tree.iter().cloned().collect();
+            assert_eq!(items, model);
+            let visible: Vec<&It> = model.iter().filter(|i| i.1).collect();
+            assert_eq!(tree.visible_len(), visible.len());
+            for (k, want) in visible.iter().enumerate() {
+                let c = tree.locate_visible(k);
+                assert_eq!(tree.get(c), *want);
+                assert_eq!(tree.visible_index(c), k);
+            }
+            let rebuilt = SeqTree::from_items(tree.clone().into_items(), |_, _| {});
+            rebuilt.check();
+            assert_eq!(rebuilt.iter().cloned().collect::<Vec<_>>(), model);
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! State transfer for joiners, and the canonical snapshot.
+//!
+//! The handshake: a joiner drops its state and broadcasts a sync request;
+//! every live peer answers with a small offer; the joiner fetches the state
+//! from the first offerer only, so exactly one peer sends the document. The
+//! answer carries, for every sender, the stream position it covers; the
+//! joiner applies what it buffered meanwhile beyond those positions, and asks
+//! senders to resend anything it missed in between.
+
+use rustc_hash::FxHashMap;
+use smol_str::SmolStr;
+
+use crate::codec;
+use crate::error::ReceiveError;
+use crate::graph::list::{ElemExtra, ListObj, Slot, SlotKind};
+use crate::graph::map::{MapEntry, MapObj};
+use crate::graph::{Graph, Obj, ObjData};
+use crate::replica::{Event, Origin, Phase, Replica, Stream};
+use crate::value::{Id, ObjectId, PeerId, PeerIdx, Value};
+use crate::wire::{
+    CanonObj, Canonical, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
+};
+
+/// Encodes local ids against a table of peers given by index.
+struct TableEnc<'a> {
+    index: &'a FxHashMap<PeerIdx, u32>,
+}
+
+impl TableEnc<'_> {
+    fn id(&self, id: Id) -> WireId {
+        WireId {
+            p: self.index[&id.peer],
+            c: id.counter,
+        }
+    }
+
+    fn value(&self, v: &Value) -> WireValue {
+        match v {
+            Value::Null => WireValue::Null,
+            Value::Bool(b) => WireValue::Bool(*b),
+            Value::Int(i) => WireValue::Int(*i),
+            Value::Float(f) => WireValue::Float(*f),
+            Value::Str(s) => WireValue::Str(s.clone()),
+            Value::Bytes(b) => WireValue::Bytes(b.to_vec()),
+            Value::Ref(o) => WireValue::Ref(self.id(o.0)),
+        }
+    }
+}
+
+/// Decodes ids of a transferred state against the interned table.
+struct TableDec<'a> {
+    table: &'a [PeerIdx],
+    from: u32,
+}
+
+impl TableDec<'_> {
+    fn id(&self, w: WireId) -> Result<Id, ReceiveError> {
+        let peer = self.table.get(w.p as usize).copied().ok_or_else(|| {
+            ReceiveError::invalid(self.from, format!("peer {} not in the table", w.p))
+        })?;
+        if w.c == 0 {
+            return Err(ReceiveError::invalid(self.from, "counter 0"));
+        }
+        Ok(Id::new(peer, w.c))
+    }
+
+    fn value(&self, w: WireValue) -> Result<Value, ReceiveError> {
+        Ok(match w {
+            WireValue::Null => Value::Null,
+            WireValue::Bool(b) => Value::Bool(b),
+            WireValue::Int(i) => Value::Int(i),
+            WireValue::Float(f) => Value::Float(f),
+            WireValue::Str(s) => Value::Str(s),
+            WireValue::Bytes(b) => Value::Bytes(b.into()),
+            WireValue::Ref(id) => Value::Ref(ObjectId(self.id(id)?)),
+        })
+    }
+}
+
+impl Replica {
+    /// The canonical encoding of the document: identical on every replica
+    /// that received the same messages, with nothing node-local in it.
+    pub fn snapshot(&mut self) -> Vec<u8> {
+        codec::encode_plain(&self.canonical())
+    }
+
+    pub(crate) fn canonical(&mut self) -> Canonical {
+        self.graph.sort_maps();
+        let order = self.graph.reachable();
+        // Peers appearing in the content, sorted, so indices do not depend on
+        // this replica's table.
+        let mut used: Vec<PeerIdx> = Vec::new();
+        let mut note = |id: Id| used.push(id.peer);
+        if self.graph.root_stamp.counter > 0 {
+            note(self.graph.root_stamp);
+        }
+        for &id in &order {
+            note(id);
+            match &self.graph.objects[&id].data {
+                ObjData::Map(m) => {
+                    for (_, e) in m.raw_entries() {
+                        if e.value.is_some() {
+                            note(e.stamp);
+                        }
+                    }
+                }
+                ObjData::List(l) => {
+                    for (e, _, stamp) in l.elements() {
+                        note(e);
+                        note(stamp);
+                    }
+                }
+            }
+        }
+        used.sort_by(|&a, &b| self.peers.cmp_peer(a, b));
+        used.dedup();
+        let index: FxHashMap<PeerIdx, u32> = used
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (p, i as u32))
+            .collect();
+        let enc = TableEnc { index: &index };
+        let objects = order
+            .iter()
+            .map(|&id| match &self.graph.objects[&id].data {
+                ObjData::Map(m) => CanonObj::Map {
+                    id: enc.id(id),
+                    entries: m
+                        .raw_entries()
+                        .filter_map(|(k, e)| {
+                            e.value
+                                .as_ref()
+                                .map(|v| (k.clone(), enc.value(v), enc.id(e.stamp)))
+                        })
+                        .collect(),
+                },
+                ObjData::List(l) => CanonObj::List {
+                    id: enc.id(id),
+                    elems: l
+                        .elements()
+                        .map(|(e, v, s)| (enc.id(e), enc.value(v), enc.id(s)))
+                        .collect(),
+                },
+            })
+            .collect();
+        Canonical {
+            peers: used
+                .iter()
+                .map(|&p| {
+                    let id = self.peers.get(p);
+                    (Tag(id.incarnation()), SmolStr::from(id.hostname()))
+                })
+                .collect(),
+            root: enc.value(&self.graph.root),
+            root_stamp: (self.graph.root_stamp.counter > 0).then(|| enc.id(self.graph.root_stamp)),
+            objects,
+        }
+    }
+
+    /// Everything a joiner needs to continue from this replica's state.
+    pub(crate) fn transfer_state(&mut self) -> TransferState {
+        let table: Vec<(Tag, SmolStr)> = self
+            .peers
+            .iter()
+            .map(|(_, p)| (Tag(p.incarnation()), SmolStr::from(p.hostname())))
+            .collect();
+        let index: FxHashMap<PeerIdx, u32> = self.peers.iter().map(|(p, _)| (p, p.0)).collect();
+        let enc = TableEnc { index: &index };
+        let mut streams: Vec<StreamState> = self
+            .streams
+            .values()
+            .filter_map(|s| {
+                Some(StreamState {
+                    peer: s.peer?.0,
+                    next_seq: s.next_seq,
+                    lamport: s.lamport,
+                    dict: s.dict.iter().map(|p| p.0).collect(),
+                })
+            })
+            .collect();
+        // This replica's own stream, as a receiver of it stands now.
+        let mut own_dict: Vec<(u32, PeerIdx)> =
+            self.out.dict.iter().map(|(&p, &i)| (i, p)).collect();
+        own_dict.sort();
+        streams.push(StreamState {
+            peer: PeerIdx::SELF.0,
+            next_seq: self.out.seq + 1,
+            lamport: self.sent_lamport,
+            dict: own_dict.into_iter().map(|(_, p)| p.0).collect(),
+        });
+        streams.sort_by_key(|s| s.peer);
+        let mut ids: Vec<Id> = self.graph.objects.keys().copied().collect();
+        ids.sort_by_key(|id| (id.peer, id.counter));
+        let objects = ids
+            .iter()
+            .map(|&id| match &self.graph.objects[&id].data {
+                ObjData::Map(m) => ObjState::Map {
+                    id: enc.id(id),
+                    entries: m
+                        .raw_entries()
+                        .map(|(k, e)| {
+                            (
+                                k.clone(),
+                                e.value.as_ref().map(|v| enc.value(v)),
+                                enc.id(e.stamp),
+                            )
+                        })
+                        .collect(),
+                },
+                ObjData::List(l) => ObjState::List {
+                    id: enc.id(id),
+                    slots: l
+                        .slots()
+                        .map(|(s, extra)| match &s.kind {
+                            SlotKind::Home {
+                                value,
+                                deleted,
+                                away,
+                            } => SlotState::Home {
+                                id: enc.id(s.id),
+                                value: enc.value(value),
+                                deleted: *deleted,
+                                away: *away,
+                                extra: extra.map(|e| {
+                                    (enc.id(e.value_stamp), enc.id(e.pos), enc.id(e.pos_stamp))
+                                }),
+                            },
+                            SlotKind::Moved { elem, live } => SlotState::Moved {
+                                id: enc.id(s.id),
+                                elem: enc.id(*elem),
+                                live: *live,
+                            },
+                        })
+                        .collect(),
+                },
+            })
+            .collect();
+        let mut members: Vec<u32> = self.gc.members.iter().map(|p| p.0).collect();
+        members.push(PeerIdx::SELF.0);
+        members.sort();
+        let sorted = |ack: &FxHashMap<u32, u64>| {
+            let mut a: Vec<(Tag, u64)> = ack.iter().map(|(&t, &c)| (Tag(t), c)).collect();
+            a.sort();
+            a
+        };
+        let own: FxHashMap<u32, u64> = self
+            .frontier()
+            .into_iter()
+            .map(|(p, c)| (self.peers.tag(p), c))
+            .collect();
+        let mut acks: Vec<(u32, Vec<(Tag, u64)>)> = self
+            .gc
+            .acks
+            .iter()
+            .map(|(m, ack)| (m.0, sorted(ack)))
+            .collect();
+        acks.push((PeerIdx::SELF.0, sorted(&own)));
+        acks.sort();
+        TransferState {
+            peers: table,
+            streams,
+            root: enc.value(&self.graph.root),
+            root_stamp: (self.graph.root_stamp.counter > 0).then(|| enc.id(self.graph.root_stamp)),
+            objects,
+            members,
+            acks,
+        }
+    }
+
+    /// Replaces this replica's document with a transferred state. Validates
+    /// everything first; on error nothing changed.
+    pub(crate) fn load_transfer(
+        &mut self,
+        from: Tag,
+        state: TransferState,
+    ) -> Result<(), ReceiveError> {
+        let bad = |reason: &str| ReceiveError::invalid(from.0, reason);
+        // Intern the table only after checking it cannot collide.
+        let mut fresh: Vec<PeerId> = Vec::new();
+        for (tag, hostname) in &state.peers {
+            let id = PeerId::new(hostname.as_str(), tag.0);
+            match self.peers.by_tag(tag.0) {
+                Some(p) if *self.peers.get(p) != id => {
+                    return Err(ReceiveError::TagCollision(tag.0));
+                }
+                Some(_) => {}
+                None if fresh.iter().any(|f| f.incarnation() == tag.0) => {
+                    return Err(ReceiveError::TagCollision(tag.0));
+                }
+                None => fresh.push(id),
+            }
+        }
+        let mut table = Vec::with_capacity(state.peers.len());
+        let base = self.peers.len();
+        let mut next_fresh = 0;
+        for (tag, _) in &state.peers {
+            match self.peers.by_tag(tag.0) {
+                Some(p) => table.push(p),
+                None => {
+                    table.push(PeerIdx((base + next_fresh) as u32));
+                    next_fresh += 1;
+                }
+            }
+        }
+        let dec = TableDec {
+            table: &table,
+            from: from.0,
+        };
+        let mut graph = Graph {
+            root: dec.value(state.root)?,
+            root_stamp: state
+                .root_stamp
+                .map(|s| dec.id(s))
+                .transpose()?
+                .unwrap_or(Id::ZERO),
+            objects: FxHashMap::default(),
+        };
+        for obj in state.objects {
+            let (id, data) = match obj {
+                ObjState::Map { id, entries } => {
+                    let mut map = MapObj::default();
+                    for (key, value, stamp) in entries {
+                        let entry = MapEntry {
+                            value: value.map(|v| dec.value(v)).transpose()?,
+                            stamp: dec.id(stamp)?,
+                        };
+                        map.restore(key, entry);
+                    }
+                    (dec.id(id)?, ObjData::Map(map))
+                }
+                ObjState::List { id, slots } => {
+                    let mut out = Vec::with_capacity(slots.len());
+                    let mut seen = rustc_hash::FxHashSet::default();
+                    for s in slots {
+                        let (slot, extra) = match s {
+                            SlotState::Home {
+                                id,
+                                value,
+                                deleted,
+                                away,
+                                extra,
+                            } => (
+                                Slot {
+                                    id: dec.id(id)?,
+                                    kind: SlotKind::Home {
+                                        value: dec.value(value)?,
+                                        deleted,
+                                        away,
+                                    },
+                                },
+                                extra
+                                    .map(|(v, p, s)| {
+                                        Ok::<_, ReceiveError>(ElemExtra {
+                                            value_stamp: dec.id(v)?,
+                                            pos: dec.id(p)?,
+                                            pos_stamp: dec.id(s)?,
+                                        })
+                                    })
+                                    .transpose()?,
+                            ),
+                            SlotState::Moved { id, elem, live } => (
+                                Slot {
+                                    id: dec.id(id)?,
+                                    kind: SlotKind::Moved {
+                                        elem: dec.id(elem)?,
+                                        live,
+                                    },
+                                },
+                                None,
+                            ),
+                        };
+                        if !seen.insert(slot.id) {
+                            return Err(bad("a list slot appears twice"));
+                        }
+                        out.push((slot, extra));
+                    }
+                    let list = ListObj::from_slots(out);
+                    if !list.is_consistent() {
+                        return Err(bad("inconsistent list state"));
+                    }
+                    (dec.id(id)?, ObjData::List(list))
+                }
+            };
+            if graph
+                .objects
+                .insert(
+                    id,
+                    Obj {
+                        data,
+                        mark: self.gc.mark,
+                    },
+                )
+                .is_some()
+            {
+                return Err(bad("an object appears twice"));
+            }
+        }
+        let mut streams: FxHashMap<u32, Stream> = FxHashMap::default();
+        for s in state.streams {
+            let peer = *table
+                .get(s.peer as usize)
+                .ok_or_else(|| bad("stream of an unknown peer"))?;
+            let dict = s
+                .dict
+                .iter()
+                .map(|&d| {
+                    table
+                        .get(d as usize)
+                        .copied()
+                        .ok_or_else(|| bad("dictionary entry unknown"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let tag = state.peers[s.peer as usize].0.0;
+            if tag == self.me.incarnation() {
+                continue;
+            }
+            streams.insert(
+                tag,
+                Stream {
+                    peer: Some(peer),
+                    next_seq: s.next_seq,
+                    lamport: s.lamport,
+                    dict,
+                    ..Stream::default()
+                },
+            );
+        }
+        let members: Vec<PeerIdx> = state
+            .members
+            .iter()
+            .map(|&m| {
+                table
+                    .get(m as usize)
+                    .copied()
+                    .ok_or_else(|| bad("unknown member"))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut acks = Vec::with_capacity(state.acks.len());
+        for (m, ack) in &state.acks {
+            let m = *table
+                .get(*m as usize)
+                .ok_or_else(|| bad("ack of an unknown member"))?;
+            acks.push((m, ack.iter().map(|&(t, c)| (t.0, c)).collect::<Vec<_>>()));
+        }
+        // Commit.
+        for id in fresh {
+            self.peers.intern(&id).expect("checked for collisions");
+        }
+        let max_counter = streams.values().map(|s| s.lamport).max().unwrap_or(0);
+        self.clock = self.clock.max(max_counter);
+        let old_root = std::mem::replace(&mut self.graph, graph).root;
+        self.streams = streams;
+        for m in members {
+            if m != PeerIdx::SELF && !self.gc.departed.contains(&m) {
+                self.gc.members.insert(m);
+            }
+        }
+        for (m, ack) in acks {
+            let known = self.gc.acks.entry(m).or_default();
+            for (p, c) in ack {
+                let e = known.entry(p).or_insert(0);
+                *e = (*e).max(c);
+            }
+        }
+        self.gc.dirty = true;
+        self.gc.changed = true;
+        let new_root = self.graph.root.clone();
+        if !old_root.same(&new_root) {
+            self.events.push_back(Event::RootChanged {
+                old: old_root,
+                new: new_root,
+                origin: Origin::Remote(self.peers.get(table[0]).clone()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops the local document and asks the peers for theirs. Writes are
+    /// refused until the sync completes ([`Event::Ready`]).
+    pub fn sync(&mut self) {
+        self.flush_pending_ops();
+        self.graph = Graph::default();
+        self.pending.clear();
+        self.pending_count = 0;
+        self.pending_creates.clear();
+        self.woken.clear();
+        self.streams.clear();
+        self.held_bytes = 0;
+        self.deferred_fetches.clear();
+        self.phase = Phase::Syncing(crate::replica::SyncState {
+            offers: Default::default(),
+            fetching: None,
+            backlog: Vec::new(),
+            backlog_bytes: 0,
+            request_deadline: self.now + self.config.sync_timeout,
+        });
+        let hostname = SmolStr::from(self.me.hostname());
+        self.send_sequenced(|seq| crate::wire::Body::SyncRequest { seq, hostname });
+    }
+}

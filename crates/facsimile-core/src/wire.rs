@@ -1,0 +1,272 @@
+//! Wire messages: serde types, encoded by [`crate::codec`].
+//!
+//! Every message names its sender by tag (the sender's incarnation). A
+//! sender's *sequenced* messages (hello, operations, acknowledgements,
+//! goodbye, sync requests) form one stream numbered from 1: receivers apply
+//! them in that order, drop duplicates and ask for retransmission on a gap.
+//! *Directed* messages (the sync handshake, retransmission requests) name one
+//! recipient; everybody else ignores them.
+//!
+//! Inside operations, ids are `(peer, counter)` pairs whose peer is an index
+//! into the sender's dictionary: 0 is the sender, `k` the `k`-th peer the
+//! sender introduced with [`WireOp::Intro`]. Dictionaries grow along the
+//! stream, so a receiver always learns an entry before it is used.
+//!
+//! Counters: an operations message carries the Lamport counter of its first
+//! operation; each operation consumes counters in order (see
+//! [`WireOp::counters`]) and the things it creates are named by them. No
+//! message type is recursive, so decoding needs no depth limit.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smol_str::SmolStr;
+
+/// A peer's tag: its incarnation. Four fixed bytes in binary, a hex string in
+/// JSON.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub(crate) struct Tag(pub(crate) u32);
+
+impl Serialize for Tag {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&format!("{:08x}", self.0))
+        } else {
+            self.0.to_le_bytes().serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Tag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            u32::from_str_radix(&s, 16)
+                .map(Tag)
+                .map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 4]>::deserialize(d).map(|b| Tag(u32::from_le_bytes(b)))
+        }
+    }
+}
+
+/// An id on the wire: a peer (dictionary or table index) and a counter.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub(crate) struct WireId {
+    pub(crate) p: u32,
+    pub(crate) c: u64,
+}
+
+/// A value on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum WireValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(SmolStr),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+    Ref(WireId),
+}
+
+/// One operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum WireOp {
+    /// Adds a peer to the sender's dictionary.
+    Intro { tag: Tag, hostname: SmolStr },
+    /// Creates a map with these entries, stamped with the map's id.
+    NewMap { entries: Vec<(SmolStr, WireValue)> },
+    /// Creates an array holding these values; element `i` is named by the
+    /// array's counter plus `1 + i`.
+    NewArray { values: Vec<WireValue> },
+    /// Replaces the root.
+    Root { value: WireValue },
+    /// Sets a map key.
+    MapSet {
+        obj: WireId,
+        key: SmolStr,
+        value: WireValue,
+    },
+    /// Deletes a map key.
+    MapDelete { obj: WireId, key: SmolStr },
+    /// Inserts elements after `origin` (`None`: at the head), each after the
+    /// previous one.
+    ListInsert {
+        obj: WireId,
+        origin: Option<WireId>,
+        values: Vec<WireValue>,
+    },
+    /// Deletes elements: runs of `len` consecutive counters from `start`.
+    ListDelete {
+        obj: WireId,
+        runs: Vec<(WireId, u32)>,
+    },
+    /// Sets an element's value.
+    ListSet {
+        obj: WireId,
+        elem: WireId,
+        value: WireValue,
+    },
+    /// Moves an element to a new slot after `origin`.
+    ListMove {
+        obj: WireId,
+        elem: WireId,
+        origin: Option<WireId>,
+    },
+}
+
+impl WireOp {
+    /// How many Lamport counters this operation consumes.
+    pub(crate) fn counters(&self) -> u64 {
+        match self {
+            WireOp::Intro { .. } | WireOp::ListDelete { .. } => 0,
+            WireOp::NewArray { values } => 1 + values.len() as u64,
+            WireOp::ListInsert { values, .. } => values.len() as u64,
+            WireOp::NewMap { .. }
+            | WireOp::Root { .. }
+            | WireOp::MapSet { .. }
+            | WireOp::MapDelete { .. }
+            | WireOp::ListSet { .. }
+            | WireOp::ListMove { .. } => 1,
+        }
+    }
+}
+
+/// One message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Frame {
+    pub(crate) from: Tag,
+    pub(crate) body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Body {
+    /// First message of a peer that did not ask for a sync.
+    Hello { seq: u64, hostname: SmolStr },
+    /// A group of operations, applied as one change.
+    Ops {
+        seq: u64,
+        lamport: u64,
+        ops: Vec<WireOp>,
+    },
+    /// The sender acknowledges having applied everything up to `frontier`
+    /// (per peer, the last counter) and lists the members it knows.
+    GcAck {
+        seq: u64,
+        frontier: Vec<(Tag, u64)>,
+        members: Vec<(Tag, SmolStr)>,
+    },
+    /// The sender leaves for good.
+    Goodbye { seq: u64 },
+    /// The sender dropped its state and asks for the document.
+    SyncRequest { seq: u64, hostname: SmolStr },
+    /// Directed: the sender can serve a sync.
+    SyncOffer { to: Tag },
+    /// Directed: the recipient is chosen to serve the sync.
+    SyncFetch { to: Tag },
+    /// Directed: the document, as of the sender's state.
+    SyncAnswer { to: Tag, state: Box<TransferState> },
+    /// Directed: resend your sequenced messages from `from_seq` on.
+    Resend { to: Tag, from_seq: u64 },
+    /// Directed: the messages asked for are no longer kept.
+    ResendGone { to: Tag },
+}
+
+impl Body {
+    /// The stream position of a sequenced message.
+    pub(crate) fn seq(&self) -> Option<u64> {
+        match self {
+            Body::Hello { seq, .. }
+            | Body::Ops { seq, .. }
+            | Body::GcAck { seq, .. }
+            | Body::Goodbye { seq }
+            | Body::SyncRequest { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+
+    /// The recipient of a directed message.
+    pub(crate) fn to(&self) -> Option<Tag> {
+        match self {
+            Body::SyncOffer { to }
+            | Body::SyncFetch { to }
+            | Body::SyncAnswer { to, .. }
+            | Body::Resend { to, .. }
+            | Body::ResendGone { to } => Some(*to),
+            _ => None,
+        }
+    }
+}
+
+/// Full replica state for a joiner. Ids index `peers`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TransferState {
+    pub(crate) peers: Vec<(Tag, SmolStr)>,
+    pub(crate) streams: Vec<StreamState>,
+    pub(crate) root: WireValue,
+    pub(crate) root_stamp: Option<WireId>,
+    pub(crate) objects: Vec<ObjState>,
+    pub(crate) members: Vec<u32>,
+    /// Acknowledged frontiers the answerer holds (its own included): they
+    /// belong to the streams the joiner continues from.
+    pub(crate) acks: Vec<(u32, Vec<(Tag, u64)>)>,
+}
+
+/// Where the answerer stands in one sender's stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StreamState {
+    pub(crate) peer: u32,
+    pub(crate) next_seq: u64,
+    pub(crate) lamport: u64,
+    pub(crate) dict: Vec<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum ObjState {
+    Map {
+        id: WireId,
+        entries: Vec<(SmolStr, Option<WireValue>, WireId)>,
+    },
+    List {
+        id: WireId,
+        slots: Vec<SlotState>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum SlotState {
+    Home {
+        id: WireId,
+        value: WireValue,
+        deleted: bool,
+        away: bool,
+        /// Value stamp, position and position stamp, when not the defaults.
+        extra: Option<(WireId, WireId, WireId)>,
+    },
+    Moved {
+        id: WireId,
+        elem: WireId,
+        live: bool,
+    },
+}
+
+/// The canonical document encoding: root and reachable objects in
+/// depth-first order, visible content only, peers sorted. Equal on every
+/// replica that received the same messages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Canonical {
+    pub(crate) peers: Vec<(Tag, SmolStr)>,
+    pub(crate) root: WireValue,
+    pub(crate) root_stamp: Option<WireId>,
+    pub(crate) objects: Vec<CanonObj>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum CanonObj {
+    Map {
+        id: WireId,
+        entries: Vec<(SmolStr, WireValue, WireId)>,
+    },
+    List {
+        id: WireId,
+        elems: Vec<(WireId, WireValue, WireId)>,
+    },
+}
