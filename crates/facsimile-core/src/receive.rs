@@ -125,6 +125,18 @@ impl Replica {
         match frame.body {
             Body::Hello { hostname, .. } => {
                 self.announce(tag, &hostname)?;
+                if self.is_ready() {
+                    let hostname = self.me.hostname().into();
+                    let seq = self.out.seq;
+                    self.send_directed(
+                        tag,
+                        Body::Welcome {
+                            to: tag,
+                            hostname,
+                            seq,
+                        },
+                    );
+                }
             }
             Body::SyncRequest { hostname, .. } => {
                 let peer = self.announce(tag, &hostname)?;
@@ -234,6 +246,29 @@ impl Replica {
                     );
                 }
                 self.events.push_back(Event::Ready);
+            }
+            Body::Welcome { hostname, seq, .. } => {
+                if !self.is_ready() {
+                    return Ok(());
+                }
+                // A peer that was there before this replica started: follow
+                // its stream from the start, as far as its log reaches.
+                let stream = self.streams.entry(from.0).or_insert_with(|| Stream {
+                    next_seq: 1,
+                    ..Stream::default()
+                });
+                let (next, asked) = (stream.next_seq, stream.resend_asked);
+                if seq >= next && !asked {
+                    stream.resend_asked = true;
+                    self.send_directed(
+                        from,
+                        Body::Resend {
+                            to: from,
+                            from_seq: next,
+                        },
+                    );
+                }
+                self.announce(from, &hostname)?;
             }
             Body::Resend { from_seq, .. } => {
                 let log = &self.out.log;

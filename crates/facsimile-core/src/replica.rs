@@ -440,6 +440,15 @@ impl Replica {
         Ok(self.list(obj)?.get(index).cloned())
     }
 
+    /// A number that changes whenever the array changes, to detect a change
+    /// between a read and a write.
+    ///
+    /// # Errors
+    /// As [`Replica::list_len`].
+    pub fn list_version(&self, obj: ObjectId) -> Result<u64, Error> {
+        Ok(self.list(obj)?.version())
+    }
+
     /// All elements of an array, in order.
     ///
     /// # Errors
@@ -1057,6 +1066,16 @@ impl Replica {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Whether a transmit is waiting to be polled.
+    pub fn has_transmits(&self) -> bool {
+        !self.out.queue.is_empty()
+    }
+
+    /// Whether an event is waiting to be polled.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// Says goodbye: peers stop waiting for this replica.

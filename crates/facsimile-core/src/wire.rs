@@ -164,6 +164,13 @@ pub(crate) enum Body {
     SyncFetch { to: Tag },
     /// Directed: the document, as of the sender's state.
     SyncAnswer { to: Tag, state: Box<TransferState> },
+    /// Directed: the answer to a hello, so that a peer that started later
+    /// learns of the sender and can ask for its messages.
+    Welcome {
+        to: Tag,
+        hostname: SmolStr,
+        seq: u64,
+    },
     /// Directed: resend your sequenced messages from `from_seq` on.
     Resend { to: Tag, from_seq: u64 },
     /// Directed: the messages asked for are no longer kept.
@@ -189,6 +196,7 @@ impl Body {
             Body::SyncOffer { to }
             | Body::SyncFetch { to }
             | Body::SyncAnswer { to, .. }
+            | Body::Welcome { to, .. }
             | Body::Resend { to, .. }
             | Body::ResendGone { to } => Some(*to),
             _ => None,

@@ -88,9 +88,16 @@ pub(crate) struct ListObj {
     /// Slot id to the leaf holding it.
     index: FxHashMap<Id, LeafId>,
     extra: FxHashMap<Id, ElemExtra>,
+    /// Bumped by every change; lets a caller detect that the list changed
+    /// between a read and a write.
+    version: u64,
 }
 
 impl ListObj {
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.tree.visible_len()
     }
@@ -208,6 +215,7 @@ impl ListObj {
             next = self.tree.next(n);
         }
         let id = slot.id;
+        self.version += 1;
         let index = &mut self.index;
         let on_move = |s: &Slot, leaf: LeafId| {
             index.insert(s.id, leaf);
@@ -269,6 +277,7 @@ impl ListObj {
             home
         };
         let index = self.tree.visible_index(live);
+        self.version += 1;
         if away {
             self.tree.update(live, |s| {
                 if let SlotKind::Moved { live, .. } = &mut s.kind {
@@ -309,6 +318,7 @@ impl ListObj {
         }
         extra.value_stamp = stamp;
         self.extra.insert(elem, extra);
+        self.version += 1;
         let old = self.tree.update(home, |s| match &mut s.kind {
             SlotKind::Home { value: v, .. } => {
                 if v.same(&value) {
@@ -409,7 +419,12 @@ impl ListObj {
         let tree = SeqTree::from_items(items, |s, leaf| {
             index.insert(s.id, leaf);
         });
-        ListObj { tree, index, extra }
+        ListObj {
+            tree,
+            index,
+            extra,
+            version: 0,
+        }
     }
 
     /// Slots that no element can come back to: move slots that are not

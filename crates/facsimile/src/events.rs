@@ -1,0 +1,332 @@
+//! Change events, listeners and subscriptions.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use facsimile_core::{ObjectId, Origin, Prop};
+use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use rustc_hash::FxHashMap;
+
+use crate::handle::ObjectRef;
+use crate::node::{Inner, Node};
+use crate::value::Value;
+
+/// One effective change to one object, local or remote.
+#[derive(Clone, Debug)]
+pub struct ChangeEvent {
+    pub(crate) target: ObjectRef,
+    pub(crate) prop: Option<Prop>,
+    pub(crate) new: Option<Value>,
+    pub(crate) old: Option<Value>,
+    pub(crate) origin: Origin,
+}
+
+impl ChangeEvent {
+    /// The object that changed.
+    pub fn target(&self) -> &ObjectRef {
+        &self.target
+    }
+
+    /// The key or index that changed; `None` for a mass change (an array
+    /// method, a batch of element writes).
+    pub fn prop(&self) -> Option<&Prop> {
+        self.prop.as_ref()
+    }
+
+    /// The value after the change, where there is one.
+    pub fn new_value(&self) -> Option<&Value> {
+        self.new.as_ref()
+    }
+
+    /// The value before the change, where there was one.
+    pub fn old_value(&self) -> Option<&Value> {
+        self.old.as_ref()
+    }
+
+    /// Whether the change was made here or received from a peer.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+}
+
+/// Everything a node reports, as delivered by [`Node::events`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// An object changed.
+    Change(ChangeEvent),
+    /// The root was replaced; this is the new root.
+    RootChanged(Value),
+    /// A sync completed; this is the root.
+    Ready(Value),
+}
+
+pub(crate) type ChangeFn = Arc<dyn Fn(&ChangeEvent) + Send + Sync>;
+pub(crate) type ValueFn = Arc<dyn Fn(&Value) + Send + Sync>;
+
+struct Sub<F> {
+    id: u64,
+    alive: Arc<AtomicBool>,
+    f: F,
+}
+
+/// Every listener of one node.
+#[derive(Default)]
+pub(crate) struct Subs {
+    next: u64,
+    global: Vec<Sub<ChangeFn>>,
+    objects: FxHashMap<ObjectId, Vec<Sub<ChangeFn>>>,
+    props: FxHashMap<(ObjectId, Prop), Vec<Sub<ChangeFn>>>,
+    root: Vec<Sub<ValueFn>>,
+    ready: Vec<Sub<ValueFn>>,
+    streams: Vec<Sub<UnboundedSender<Event>>>,
+}
+
+impl Subs {
+    fn fresh(&mut self) -> (u64, Arc<AtomicBool>) {
+        self.next += 1;
+        (self.next, Arc::new(AtomicBool::new(true)))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.global.is_empty()
+            && self.objects.is_empty()
+            && self.props.is_empty()
+            && self.root.is_empty()
+            && self.ready.is_empty()
+            && self.streams.is_empty()
+    }
+
+    pub(crate) fn add_global(&mut self, f: ChangeFn) -> (u64, Arc<AtomicBool>) {
+        let (id, alive) = self.fresh();
+        self.global.push(Sub {
+            id,
+            alive: alive.clone(),
+            f,
+        });
+        (id, alive)
+    }
+
+    pub(crate) fn add_object(&mut self, obj: ObjectId, f: ChangeFn) -> (u64, Arc<AtomicBool>) {
+        let (id, alive) = self.fresh();
+        self.objects.entry(obj).or_default().push(Sub {
+            id,
+            alive: alive.clone(),
+            f,
+        });
+        (id, alive)
+    }
+
+    pub(crate) fn add_prop(
+        &mut self,
+        obj: ObjectId,
+        prop: Prop,
+        f: ChangeFn,
+    ) -> (u64, Arc<AtomicBool>) {
+        let (id, alive) = self.fresh();
+        self.props.entry((obj, prop)).or_default().push(Sub {
+            id,
+            alive: alive.clone(),
+            f,
+        });
+        (id, alive)
+    }
+
+    pub(crate) fn add_root(&mut self, f: ValueFn) -> (u64, Arc<AtomicBool>) {
+        let (id, alive) = self.fresh();
+        self.root.push(Sub {
+            id,
+            alive: alive.clone(),
+            f,
+        });
+        (id, alive)
+    }
+
+    pub(crate) fn add_ready(&mut self, f: ValueFn) -> (u64, Arc<AtomicBool>) {
+        let (id, alive) = self.fresh();
+        self.ready.push(Sub {
+            id,
+            alive: alive.clone(),
+            f,
+        });
+        (id, alive)
+    }
+
+    pub(crate) fn add_stream(&mut self, tx: UnboundedSender<Event>) -> (u64, Arc<AtomicBool>) {
+        let (id, alive) = self.fresh();
+        self.streams.push(Sub {
+            id,
+            alive: alive.clone(),
+            f: tx,
+        });
+        (id, alive)
+    }
+
+    pub(crate) fn remove(&mut self, id: u64) {
+        self.global.retain(|s| s.id != id);
+        self.root.retain(|s| s.id != id);
+        self.ready.retain(|s| s.id != id);
+        self.streams.retain(|s| s.id != id);
+        self.objects.retain(|_, v| {
+            v.retain(|s| s.id != id);
+            !v.is_empty()
+        });
+        self.props.retain(|_, v| {
+            v.retain(|s| s.id != id);
+            !v.is_empty()
+        });
+    }
+
+    pub(crate) fn route_change(&self, ev: ChangeEvent, out: &mut Dispatch) {
+        let ev = Arc::new(ev);
+        let obj = ev.target.id();
+        let mut push = |s: &Sub<ChangeFn>| {
+            out.calls
+                .push(Call::Change(s.alive.clone(), s.f.clone(), ev.clone()));
+        };
+        self.global.iter().for_each(&mut push);
+        if let Some(list) = self.objects.get(&obj) {
+            list.iter().for_each(&mut push);
+        }
+        if let Some(prop) = &ev.prop {
+            if let Some(list) = self.props.get(&(obj, prop.clone())) {
+                list.iter().for_each(&mut push);
+            }
+        }
+        self.route_stream(Event::Change((*ev).clone()), out);
+    }
+
+    pub(crate) fn route_root(&self, v: Value, out: &mut Dispatch) {
+        let v = Arc::new(v);
+        for s in &self.root {
+            out.calls
+                .push(Call::Value(s.alive.clone(), s.f.clone(), v.clone()));
+        }
+        self.route_stream(Event::RootChanged((*v).clone()), out);
+    }
+
+    pub(crate) fn route_ready(&self, v: Value, out: &mut Dispatch) {
+        let v = Arc::new(v);
+        for s in &self.ready {
+            out.calls
+                .push(Call::Value(s.alive.clone(), s.f.clone(), v.clone()));
+        }
+        self.route_stream(Event::Ready((*v).clone()), out);
+    }
+
+    pub(crate) fn route_stream(&self, e: Event, out: &mut Dispatch) {
+        for s in &self.streams {
+            out.calls
+                .push(Call::Stream(s.alive.clone(), s.f.clone(), e.clone()));
+        }
+    }
+}
+
+enum Call {
+    Change(Arc<AtomicBool>, ChangeFn, Arc<ChangeEvent>),
+    Value(Arc<AtomicBool>, ValueFn, Arc<Value>),
+    Stream(Arc<AtomicBool>, UnboundedSender<Event>, Event),
+}
+
+/// Listener calls collected under the lock and run after it is released.
+#[derive(Default)]
+pub(crate) struct Dispatch {
+    calls: Vec<Call>,
+}
+
+impl Dispatch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Runs the calls in order, skipping listeners removed meanwhile.
+    pub(crate) fn run(self) {
+        for call in self.calls {
+            match call {
+                Call::Change(alive, f, ev) => {
+                    if alive.load(Ordering::Acquire) {
+                        f(&ev)
+                    }
+                }
+                Call::Value(alive, f, v) => {
+                    if alive.load(Ordering::Acquire) {
+                        f(&v)
+                    }
+                }
+                Call::Stream(alive, tx, e) => {
+                    if alive.load(Ordering::Acquire) && tx.unbounded_send(e).is_err() {
+                        alive.store(false, Ordering::Release);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A registered listener. Dropping it unsubscribes; [`Subscription::detach`]
+/// keeps the listener for the node's life instead.
+#[must_use = "dropping a Subscription unsubscribes at once; call .detach() to keep the listener"]
+pub struct Subscription {
+    pub(crate) node: Weak<Inner>,
+    pub(crate) id: u64,
+    pub(crate) alive: Arc<AtomicBool>,
+    detached: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Subscription({})", self.id)
+    }
+}
+
+impl Subscription {
+    pub(crate) fn new(node: &Node, id: u64, alive: Arc<AtomicBool>) -> Self {
+        Subscription {
+            node: node.downgrade(),
+            id,
+            alive,
+            detached: false,
+        }
+    }
+
+    /// Keeps the listener for the life of the node.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+
+    /// Whether the listener is still registered.
+    pub fn is_active(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.cancel();
+        }
+    }
+}
+
+/// An async stream of a node's events ([`Node::events`]).
+pub struct EventStream {
+    rx: UnboundedReceiver<Event>,
+    _sub: Subscription,
+}
+
+impl EventStream {
+    pub(crate) fn new(rx: UnboundedReceiver<Event>, sub: Subscription) -> Self {
+        EventStream { rx, _sub: sub }
+    }
+}
+
+impl futures_core::Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        Pin::new(&mut self.rx).poll_next(cx)
+    }
+}

@@ -1,0 +1,586 @@
+//! Handles: cheap, clonable names of one object on one node.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use facsimile_core::{ObjectId, Prop};
+use smol_str::SmolStr;
+
+use crate::error::{Error, Result};
+use crate::events::{ChangeEvent, Subscription};
+use crate::node::Node;
+use crate::value::{Input, Value};
+
+/// A map of this node's document. Reads and writes go through it; writes
+/// replicate. Equal handles name the same object on the same node.
+#[derive(Clone)]
+pub struct MapRef {
+    node: Node,
+    id: ObjectId,
+}
+
+/// An array of this node's document. Every mutating method of the
+/// JavaScript `Array` is here; each call is one change, sent as one message
+/// and reported as one change event with no property (a mass change), except
+/// [`ArrayRef::set`], which reports its index.
+#[derive(Clone)]
+pub struct ArrayRef {
+    node: Node,
+    id: ObjectId,
+}
+
+/// A map or an array.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ObjectRef {
+    /// A map.
+    Map(MapRef),
+    /// An array.
+    Array(ArrayRef),
+}
+
+impl ObjectRef {
+    /// The object's id on its node.
+    pub fn id(&self) -> ObjectId {
+        match self {
+            ObjectRef::Map(m) => m.id,
+            ObjectRef::Array(a) => a.id,
+        }
+    }
+
+    /// The node holding it.
+    pub fn node(&self) -> &Node {
+        match self {
+            ObjectRef::Map(m) => &m.node,
+            ObjectRef::Array(a) => &a.node,
+        }
+    }
+
+    /// The map, if it is one.
+    pub fn as_map(&self) -> Option<&MapRef> {
+        match self {
+            ObjectRef::Map(m) => Some(m),
+            ObjectRef::Array(_) => None,
+        }
+    }
+
+    /// The array, if it is one.
+    pub fn as_array(&self) -> Option<&ArrayRef> {
+        match self {
+            ObjectRef::Array(a) => Some(a),
+            ObjectRef::Map(_) => None,
+        }
+    }
+
+    /// Calls `f` for every change to this object.
+    pub fn on(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
+        on_object(self.node(), self.id(), f)
+    }
+
+    /// A deep copy as JSON.
+    ///
+    /// # Errors
+    /// As [`Value::to_json`].
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        match self {
+            ObjectRef::Map(m) => m.to_json(),
+            ObjectRef::Array(a) => a.to_json(),
+        }
+    }
+}
+
+fn on_object(
+    node: &Node,
+    id: ObjectId,
+    f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
+) -> Subscription {
+    let (sid, alive) = node.lock().subs.add_object(id, Arc::new(f));
+    Subscription::new(node, sid, alive)
+}
+
+fn on_prop(
+    node: &Node,
+    id: ObjectId,
+    prop: Prop,
+    f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
+) -> Subscription {
+    let (sid, alive) = node.lock().subs.add_prop(id, prop, Arc::new(f));
+    Subscription::new(node, sid, alive)
+}
+
+macro_rules! handle_common {
+    ($t:ident) => {
+        impl $t {
+            pub(crate) fn new(node: Node, id: ObjectId) -> Self {
+                $t { node, id }
+            }
+
+            /// The object's id on its node.
+            pub fn id(&self) -> ObjectId {
+                self.id
+            }
+
+            /// The node holding it.
+            pub fn node(&self) -> &Node {
+                &self.node
+            }
+
+            /// Calls `f` for every change to this object (not to objects it
+            /// contains).
+            pub fn on(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
+                on_object(&self.node, self.id, f)
+            }
+
+            /// Whether the object is still in this node's document.
+            pub fn exists(&self) -> bool {
+                self.node.read(|r| r.kind(self.id).is_some())
+            }
+
+            /// A deep copy as JSON.
+            ///
+            /// # Errors
+            /// As [`Value::to_json`].
+            pub fn to_json(&self) -> Result<serde_json::Value> {
+                Value::from(self.clone()).to_json()
+            }
+        }
+
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.id == other.id && self.node.same_node(&other.node)
+            }
+        }
+
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "{}({:?} on {})",
+                    stringify!($t),
+                    self.id,
+                    self.node.hostname()
+                )
+            }
+        }
+    };
+}
+
+handle_common!(MapRef);
+handle_common!(ArrayRef);
+
+impl From<MapRef> for Value {
+    fn from(m: MapRef) -> Self {
+        Value::Map(m)
+    }
+}
+
+impl From<ArrayRef> for Value {
+    fn from(a: ArrayRef) -> Self {
+        Value::Array(a)
+    }
+}
+
+impl MapRef {
+    /// The value of a key.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        let st = self.node.lock();
+        let v = st.replica.map_get(self.id, key).ok()??;
+        Some(self.node.value(&st.replica, v))
+    }
+
+    /// Sets a key. Writing the value already there sends and fires nothing.
+    ///
+    /// # Errors
+    /// [`Error::NoSender`], [`Error::UnknownObject`], [`Error::WrongKind`],
+    /// [`Error::Detached`], [`Error::ForeignHandle`], [`Error::Syncing`].
+    pub fn set(&self, key: &str, x: impl Into<Input>) -> Result<()> {
+        let input = x.into().into_core(&self.node)?;
+        self.node
+            .write(|r| r.map_set(self.id, key, input))
+            .map(|_| ())
+    }
+
+    /// Deletes a key. Returns whether it was there.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        self.node
+            .write(|r| r.map_delete(self.id, key))
+            .map(|old| old.is_some())
+    }
+
+    /// Sets several keys as one change, sent as one message (the
+    /// `Object.assign` case).
+    ///
+    /// # Errors
+    /// As [`MapRef::set`]; on error no key is written.
+    pub fn assign<K: AsRef<str>, V: Into<Input>>(
+        &self,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<()> {
+        let entries = entries
+            .into_iter()
+            .map(|(k, v)| Ok((SmolStr::from(k.as_ref()), v.into().into_core(&self.node)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.node.write(|r| {
+            r.begin();
+            let result = entries
+                .into_iter()
+                .try_for_each(|(k, v)| r.map_set(self.id, &k, v).map(|_| ()));
+            r.commit();
+            result
+        })
+    }
+
+    /// The keys, in key order (the same on every node).
+    pub fn keys(&self) -> Vec<String> {
+        self.node
+            .read(|r| r.map_keys(self.id))
+            .map(|ks| ks.into_iter().map(|k| k.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The entries, in key order.
+    ///
+    /// # Errors
+    /// [`Error::UnknownObject`] or [`Error::WrongKind`].
+    pub fn entries(&self) -> Result<Vec<(String, Value)>> {
+        let mut st = self.node.lock();
+        let entries = st.replica.map_entries(self.id)?;
+        Ok(entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), self.node.value(&st.replica, v)))
+            .collect())
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.node.read(|r| r.map_len(self.id)).unwrap_or(0)
+    }
+
+    /// Whether the map has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the key is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Calls `f` for every change of one key.
+    pub fn on_key(
+        &self,
+        key: &str,
+        f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
+    ) -> Subscription {
+        on_prop(&self.node, self.id, Prop::Key(key.into()), f)
+    }
+}
+
+impl ArrayRef {
+    /// The element at `index`.
+    pub fn get(&self, index: usize) -> Option<Value> {
+        let st = self.node.lock();
+        let v = st.replica.list_get(self.id, index).ok()??;
+        Some(self.node.value(&st.replica, v))
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.node.read(|r| r.list_len(self.id)).unwrap_or(0)
+    }
+
+    /// Whether the array is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All elements, in order.
+    ///
+    /// # Errors
+    /// [`Error::UnknownObject`] or [`Error::WrongKind`].
+    pub fn to_vec(&self) -> Result<Vec<Value>> {
+        let st = self.node.lock();
+        let values = st.replica.list_values(self.id)?;
+        Ok(values
+            .into_iter()
+            .map(|v| self.node.value(&st.replica, v))
+            .collect())
+    }
+
+    fn splice_inputs(&self, start: usize, delete: usize, items: Vec<Input>) -> Result<Vec<Value>> {
+        let items = items
+            .into_iter()
+            .map(|i| i.into_core(&self.node))
+            .collect::<Result<Vec<_>>>()?;
+        let removed = self
+            .node
+            .write(|r| r.list_splice(self.id, start, delete, items))?;
+        let st = self.node.lock();
+        Ok(removed
+            .into_iter()
+            .map(|v| self.node.value(&st.replica, v))
+            .collect())
+    }
+
+    /// Removes `delete` elements from `start` and inserts `items` there.
+    /// Returns the removed elements.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfBounds`] when `start > len`, and the errors of
+    /// [`MapRef::set`].
+    pub fn splice<V: Into<Input>>(
+        &self,
+        start: usize,
+        delete: usize,
+        items: impl IntoIterator<Item = V>,
+    ) -> Result<Vec<Value>> {
+        self.splice_inputs(start, delete, items.into_iter().map(Into::into).collect())
+    }
+
+    /// Appends an element.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn push(&self, x: impl Into<Input>) -> Result<()> {
+        let input = x.into().into_core(&self.node)?;
+        self.node
+            .write(|r| {
+                let len = r.list_len(self.id)?;
+                r.list_splice(self.id, len, 0, vec![input])
+            })
+            .map(|_| ())
+    }
+
+    /// Appends several elements as one change.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn extend<V: Into<Input>>(&self, items: impl IntoIterator<Item = V>) -> Result<()> {
+        let len = self.len();
+        self.splice(len, 0, items).map(|_| ())
+    }
+
+    /// Removes and returns the last element.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn pop(&self) -> Result<Option<Value>> {
+        let removed = self.node.write(|r| {
+            let len = r.list_len(self.id)?;
+            if len == 0 {
+                return Ok(Vec::new());
+            }
+            r.list_splice(self.id, len - 1, 1, vec![])
+        })?;
+        let st = self.node.lock();
+        Ok(removed
+            .into_iter()
+            .next()
+            .map(|v| self.node.value(&st.replica, v)))
+    }
+
+    /// Removes and returns the first element.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn shift(&self) -> Result<Option<Value>> {
+        Ok(self.splice(0, 1, Vec::<Input>::new())?.into_iter().next())
+    }
+
+    /// Inserts elements at the front, in order.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn unshift<V: Into<Input>>(&self, items: impl IntoIterator<Item = V>) -> Result<()> {
+        self.splice(0, 0, items).map(|_| ())
+    }
+
+    /// Inserts an element at `index`.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfBounds`] when `index > len`, and the errors of
+    /// [`MapRef::set`].
+    pub fn insert(&self, index: usize, x: impl Into<Input>) -> Result<()> {
+        self.splice(index, 0, [x]).map(|_| ())
+    }
+
+    /// Removes and returns the element at `index`.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfBounds`] when `index >= len`, and the errors of
+    /// [`MapRef::set`].
+    pub fn remove(&self, index: usize) -> Result<Value> {
+        let len = self.len();
+        if index >= len {
+            return Err(Error::IndexOutOfBounds { index, len });
+        }
+        self.splice(index, 1, Vec::<Input>::new())?
+            .into_iter()
+            .next()
+            .ok_or(Error::IndexOutOfBounds { index, len })
+    }
+
+    /// Sets the element at `index`; at `len` it appends, past it pads with
+    /// `Null` (as a JavaScript assignment past the end would with holes).
+    /// Reports a change of that index.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn set(&self, index: usize, x: impl Into<Input>) -> Result<()> {
+        let input = x.into().into_core(&self.node)?;
+        self.node
+            .write(|r| r.list_set(self.id, index, input))
+            .map(|_| ())
+    }
+
+    /// Shortens the array to `len` elements.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn truncate(&self, len: usize) -> Result<()> {
+        self.node
+            .write(|r| {
+                let n = r.list_len(self.id)?;
+                if len >= n {
+                    return Ok(Vec::new());
+                }
+                r.list_splice(self.id, len, n - len, vec![])
+            })
+            .map(|_| ())
+    }
+
+    /// Removes every element.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn clear(&self) -> Result<()> {
+        self.truncate(0)
+    }
+
+    /// Writes `x` at every index of `range` (clamped to the array).
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn fill(
+        &self,
+        x: impl Into<Input>,
+        range: impl std::ops::RangeBounds<usize>,
+    ) -> Result<()> {
+        let input = x.into();
+        let len = self.len();
+        let (a, b) = bounds(range, len);
+        let writes = (a..b)
+            .map(|i| Ok((i, input.clone().into_core(&self.node)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.node
+            .write(|r| r.list_set_many(self.id, writes))
+            .map(|_| ())
+    }
+
+    /// Copies the elements of `source` to the positions starting at
+    /// `target`, as JavaScript's `copyWithin` (overlaps handled as a copy).
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn copy_within(
+        &self,
+        source: impl std::ops::RangeBounds<usize>,
+        target: usize,
+    ) -> Result<()> {
+        let values = self.to_vec()?;
+        let len = values.len();
+        let (a, b) = bounds(source, len);
+        if target >= len {
+            return Ok(());
+        }
+        let n = (b - a).min(len - target);
+        let writes = (0..n)
+            .map(|k| {
+                Ok((
+                    target + k,
+                    Input::from(&values[a + k]).into_core(&self.node)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.node
+            .write(|r| r.list_set_many(self.id, writes))
+            .map(|_| ())
+    }
+
+    /// Reverses the array in place.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn reverse(&self) -> Result<()> {
+        self.reorder(|values| (0..values.len()).rev().collect())
+    }
+
+    /// Sorts the array with a comparator (stable, as JavaScript's `sort`).
+    /// Concurrent sorts on several nodes never duplicate or drop an element.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`].
+    pub fn sort_by(&self, mut compare: impl FnMut(&Value, &Value) -> Ordering) -> Result<()> {
+        self.reorder(|values| {
+            let mut order: Vec<usize> = (0..values.len()).collect();
+            order.sort_by(|&a, &b| compare(&values[a], &values[b]));
+            order
+        })
+    }
+
+    /// Computes a new order outside the node's lock (so the comparator may
+    /// read the store) and applies it if the array did not change meanwhile.
+    fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<()> {
+        loop {
+            let (values, stamp) = {
+                let st = self.node.lock();
+                let values = st.replica.list_values(self.id)?;
+                let stamp = st.replica.list_version(self.id)?;
+                (
+                    values
+                        .into_iter()
+                        .map(|v| self.node.value(&st.replica, v))
+                        .collect::<Vec<_>>(),
+                    stamp,
+                )
+            };
+            let order = order_of(&values);
+            let applied = self.node.write(|r| {
+                if r.list_version(self.id)? != stamp {
+                    return Ok(false);
+                }
+                r.list_reorder(self.id, &order)?;
+                Ok(true)
+            })?;
+            if applied {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Calls `f` for every change reported at one index.
+    pub fn on_index(
+        &self,
+        index: usize,
+        f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
+    ) -> Subscription {
+        on_prop(&self.node, self.id, Prop::Index(index), f)
+    }
+}
+
+fn bounds(range: impl std::ops::RangeBounds<usize>, len: usize) -> (usize, usize) {
+    use std::ops::Bound;
+    let a = match range.start_bound() {
+        Bound::Included(&a) => a,
+        Bound::Excluded(&a) => a + 1,
+        Bound::Unbounded => 0,
+    };
+    let b = match range.end_bound() {
+        Bound::Included(&b) => b + 1,
+        Bound::Excluded(&b) => b,
+        Bound::Unbounded => len,
+    };
+    (a.min(len), b.min(len).max(a.min(len)))
+}

@@ -1,0 +1,209 @@
+//! An in-process network of nodes.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use facsimile_core::Config;
+
+use crate::node::{Inner, Node, Outgoing};
+
+/// Nodes in one process, connected like the original's example `Network`:
+/// every message of a node reaches every other member, in send order.
+///
+/// In the default mode a message is delivered to every member before the
+/// sending call returns; messages sent while delivering (by listeners that
+/// write) are queued and delivered by the outermost call, never by
+/// recursion, so each sender's order holds. In manual mode
+/// ([`LocalNetwork::manual`]) messages wait until the test delivers them,
+/// interleaving senders at random from a seed.
+#[derive(Clone)]
+pub struct LocalNetwork {
+    inner: Arc<Mutex<Net>>,
+}
+
+struct Member {
+    tag: u32,
+    node: Weak<Inner>,
+}
+
+struct Net {
+    config: Config,
+    members: Vec<Member>,
+    /// Automatic mode: messages waiting for the delivering call.
+    queue: VecDeque<(usize, Outgoing)>,
+    delivering: bool,
+    /// Manual mode: per receiver, per sender FIFO queues.
+    manual: Option<Manual>,
+}
+
+struct Manual {
+    rng: SmallRng,
+    links: Vec<Vec<VecDeque<Outgoing>>>,
+}
+
+impl Default for LocalNetwork {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalNetwork {
+    /// A network that delivers at once.
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    /// A network whose nodes use these engine settings (for example JSON on
+    /// the wire, to read the messages).
+    pub fn with_config(config: Config) -> Self {
+        LocalNetwork {
+            inner: Arc::new(Mutex::new(Net {
+                config,
+                members: Vec::new(),
+                queue: VecDeque::new(),
+                delivering: false,
+                manual: None,
+            })),
+        }
+    }
+
+    /// A network that holds messages until [`LocalNetwork::deliver_one`] or
+    /// [`LocalNetwork::run`] delivers them, choosing among senders from
+    /// `seed`.
+    pub fn manual(seed: u64) -> Self {
+        Self::manual_with_config(seed, Config::default())
+    }
+
+    /// Manual mode with engine settings.
+    pub fn manual_with_config(seed: u64, config: Config) -> Self {
+        let net = Self::with_config(config);
+        net.lock().manual = Some(Manual {
+            rng: SmallRng::seed_from_u64(seed),
+            links: Vec::new(),
+        });
+        net
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Net> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a node and connects it. It receives messages sent from now
+    /// on; to get a document that exists already, call [`Node::sync`].
+    pub fn join(&self, hostname: &str) -> Node {
+        let config = self.lock().config.clone();
+        let node = Node::with_config(hostname, config);
+        self.attach(&node);
+        node
+    }
+
+    /// Connects an existing node (its sender is replaced).
+    pub fn attach(&self, node: &Node) {
+        let index = {
+            let mut net = self.lock();
+            net.members.push(Member {
+                tag: node.peer_id().incarnation(),
+                node: node.downgrade(),
+            });
+            let n = net.members.len();
+            if let Some(m) = &mut net.manual {
+                for links in &mut m.links {
+                    links.push(VecDeque::new());
+                }
+                m.links.push((0..n).map(|_| VecDeque::new()).collect());
+            }
+            n - 1
+        };
+        let net = self.clone();
+        node.set_sender(move |msg| net.post(index, msg));
+    }
+
+    fn post(&self, from: usize, msg: Outgoing) {
+        let mut net = self.lock();
+        if let Some(m) = &mut net.manual {
+            let targets: Vec<usize> = (0..m.links.len()).filter(|&to| to != from).collect();
+            for to in targets {
+                if msg
+                    .to()
+                    .is_none_or(|t| Some(t) == Some(net.members[to].tag))
+                {
+                    if let Some(m) = &mut net.manual {
+                        m.links[to][from].push_back(msg.clone());
+                    }
+                }
+            }
+            return;
+        }
+        net.queue.push_back((from, msg));
+        if net.delivering {
+            return;
+        }
+        net.delivering = true;
+        loop {
+            let Some((from, msg)) = net.queue.pop_front() else {
+                net.delivering = false;
+                return;
+            };
+            let targets: Vec<Node> = net
+                .members
+                .iter()
+                .enumerate()
+                .filter(|&(i, m)| i != from && msg.to().is_none_or(|t| t == m.tag))
+                .filter_map(|(_, m)| m.node.upgrade().map(|inner| Node { inner }))
+                .collect();
+            drop(net);
+            for node in targets {
+                // A node refusing a message keeps working; the network does
+                // not stop for it.
+                let _ = node.receive(msg.as_bytes());
+            }
+            net = self.lock();
+        }
+    }
+
+    /// Manual mode: delivers one message, chosen at random among senders
+    /// with messages in flight (each sender's order is kept). Returns false
+    /// when nothing is in flight.
+    pub fn deliver_one(&self) -> bool {
+        let (node, msg) = {
+            let mut net = self.lock();
+            let Some(m) = &mut net.manual else {
+                return false;
+            };
+            let mut ready = Vec::new();
+            for (to, links) in m.links.iter().enumerate() {
+                for (from, q) in links.iter().enumerate() {
+                    if !q.is_empty() {
+                        ready.push((to, from));
+                    }
+                }
+            }
+            if ready.is_empty() {
+                return false;
+            }
+            let (to, from) = ready[m.rng.random_range(0..ready.len())];
+            let msg = m.links[to][from].pop_front().expect("non-empty");
+            (net.members[to].node.upgrade(), msg)
+        };
+        if let Some(inner) = node {
+            let _ = Node { inner }.receive(msg.as_bytes());
+        }
+        true
+    }
+
+    /// Manual mode: delivers until nothing is in flight.
+    pub fn run(&self) {
+        while self.deliver_one() {}
+    }
+
+    /// Messages in flight (manual mode).
+    pub fn in_flight(&self) -> usize {
+        let net = self.lock();
+        net.manual
+            .as_ref()
+            .map_or(0, |m| m.links.iter().flatten().map(VecDeque::len).sum())
+    }
+}

@@ -1,0 +1,396 @@
+//! The node: one participant's replica behind a lock, with its transport
+//! hook and its listeners.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
+
+use facsimile_core::{Config, Event as CoreEvent, PeerId, Replica, Transmit};
+
+use crate::error::{Error, Result};
+use crate::events::{ChangeEvent, Dispatch, EventStream, Subs, Subscription};
+use crate::handle::{ArrayRef, MapRef, ObjectRef};
+use crate::value::{Input, Value};
+
+/// An outgoing message: pass [`Outgoing::as_bytes`] to every other node's
+/// [`Node::receive`], in the order the sender was called. When
+/// [`Outgoing::to`] names a recipient only that node needs it (delivering it
+/// to the others is harmless).
+#[derive(Clone, Debug)]
+pub struct Outgoing(pub(crate) Transmit);
+
+impl Outgoing {
+    /// The encoded message.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0.bytes
+    }
+
+    /// The encoded message, shared.
+    pub fn bytes(&self) -> Arc<[u8]> {
+        self.0.bytes.clone()
+    }
+
+    /// The recipient's incarnation ([`PeerId::incarnation`]) when the
+    /// message is for one node.
+    pub fn to(&self) -> Option<u32> {
+        self.0.to
+    }
+}
+
+pub(crate) type Sender = Arc<dyn Fn(Outgoing) + Send + Sync>;
+
+pub(crate) struct State {
+    pub(crate) replica: Replica,
+    sender: Option<Sender>,
+    pub(crate) subs: Subs,
+}
+
+pub(crate) struct Inner {
+    pub(crate) state: Mutex<State>,
+    /// Held by the one caller that sends transmits and runs callbacks, so
+    /// that both happen in order and outside the state lock.
+    pump: Mutex<()>,
+    epoch: Instant,
+    peer: PeerId,
+}
+
+/// One participant: a replica of the document, its transport hook and its
+/// listeners. Cheap to clone (all clones are the same node), `Send + Sync`.
+///
+/// Writes apply at once and are handed to the sender set with
+/// [`Node::set_sender`]; messages from other nodes go to
+/// [`Node::receive`]. Listeners run after each change is applied, outside
+/// every internal lock, so they may read and write the store.
+///
+/// # Example
+/// ```
+/// use facsimile::{LocalNetwork, Value};
+/// use serde_json::json;
+///
+/// let net = LocalNetwork::new();
+/// let a = net.join("alpha");
+/// let b = net.join("bravo");
+/// a.set_root(json!({"score": 1}))?;
+/// let root = b.root();
+/// assert_eq!(root.as_map().unwrap().get("score"), Some(Value::Int(1)));
+/// # Ok::<(), facsimile::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Node({:?})", self.inner.peer)
+    }
+}
+
+impl Node {
+    /// Creates a node with an empty document (root `Null`). The hostname
+    /// decides ties between concurrent writes (the higher one wins).
+    pub fn new(hostname: &str) -> Node {
+        Node::with_config(hostname, Config::default())
+    }
+
+    /// Creates a node with engine settings.
+    pub fn with_config(hostname: &str, config: Config) -> Node {
+        let peer = PeerId::new(hostname, rand::random());
+        Node {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    replica: Replica::new(peer.clone(), config),
+                    sender: None,
+                    subs: Subs::default(),
+                }),
+                pump: Mutex::new(()),
+                epoch: Instant::now(),
+                peer,
+            }),
+        }
+    }
+
+    /// The hostname.
+    pub fn hostname(&self) -> &str {
+        self.inner.peer.hostname()
+    }
+
+    /// This node's identity on the wire.
+    pub fn peer_id(&self) -> &PeerId {
+        &self.inner.peer
+    }
+
+    pub(crate) fn same_node(&self, other: &Node) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the function that sends this node's messages to the others (the
+    /// original's overridable `send`). Messages queued before are sent now.
+    pub fn set_sender(&self, send: impl Fn(Outgoing) + Send + Sync + 'static) {
+        self.lock().sender = Some(Arc::new(send));
+        self.pump();
+    }
+
+    /// Applies a message from another node.
+    ///
+    /// # Errors
+    /// [`Error::Receive`] when the bytes are not a valid message; the node
+    /// is unchanged and keeps working.
+    pub fn receive(&self, bytes: &[u8]) -> Result<()> {
+        let r = self.lock().replica.handle_message(bytes);
+        self.pump();
+        r.map_err(Error::from)
+    }
+
+    /// Runs a write on the replica, refusing it without a transport.
+    pub(crate) fn write<R>(
+        &self,
+        f: impl FnOnce(&mut Replica) -> Result<R, facsimile_core::Error>,
+    ) -> Result<R> {
+        let r = {
+            let mut st = self.lock();
+            if st.sender.is_none() {
+                return Err(Error::NoSender);
+            }
+            f(&mut st.replica).map_err(Error::from)
+        };
+        self.pump();
+        r
+    }
+
+    /// Runs a read on the replica.
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&mut Replica) -> R) -> R {
+        f(&mut self.lock().replica)
+    }
+
+    /// Wraps an engine value for this node.
+    pub(crate) fn value(&self, replica: &Replica, v: facsimile_core::Value) -> Value {
+        Value::from_core(self, v, |id| replica.kind(id))
+    }
+
+    /// Groups every write made inside `f` into one message and one change.
+    ///
+    /// # Errors
+    /// Whatever `f` returns.
+    pub fn batch<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        self.lock().replica.begin();
+        let r = f();
+        self.lock().replica.commit();
+        self.pump();
+        r
+    }
+
+    /// Replaces the root. Returns the new root (a handle when `x` creates an
+    /// object).
+    ///
+    /// # Errors
+    /// [`Error::NoSender`], [`Error::Syncing`], [`Error::Detached`],
+    /// [`Error::ForeignHandle`].
+    pub fn set_root(&self, x: impl Into<Input>) -> Result<Value> {
+        let input = x.into().into_core(self)?;
+        self.write(|r| r.set_root(input))?;
+        Ok(self.root())
+    }
+
+    /// The root value.
+    pub fn root(&self) -> Value {
+        let st = self.lock();
+        self.value(&st.replica, st.replica.root())
+    }
+
+    /// The root as a map, if it is one.
+    pub fn root_map(&self) -> Option<MapRef> {
+        self.root().as_map().cloned()
+    }
+
+    /// The root as an array, if it is one.
+    pub fn root_array(&self) -> Option<ArrayRef> {
+        self.root().as_array().cloned()
+    }
+
+    /// Drops the local document and asks the network for it. Exactly one
+    /// peer sends it; writes arriving meanwhile are applied after it. Listen
+    /// with [`Node::on_ready`] to know when it is complete.
+    pub fn sync(&self) {
+        self.lock().replica.sync();
+        self.pump();
+    }
+
+    /// Whether the document is complete (no sync in progress).
+    pub fn is_ready(&self) -> bool {
+        self.lock().replica.is_ready()
+    }
+
+    /// The canonical encoding of the document: two nodes that received the
+    /// same messages return identical bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.lock().replica.snapshot()
+    }
+
+    /// Peers known to be participating.
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.lock().replica.members()
+    }
+
+    /// Says goodbye: the other nodes stop waiting for this one.
+    pub fn leave(&self) {
+        self.lock().replica.leave();
+        self.pump();
+    }
+
+    /// Runs timers that are due (reclamation, sync retries). Every call into
+    /// the node does this too; call it when the node is otherwise idle.
+    pub fn tick(&self) {
+        self.pump();
+    }
+
+    /// Calls `f` for every change to any object of this node's document.
+    pub fn on_change(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
+        let (id, alive) = self.lock().subs.add_global(Arc::new(f));
+        Subscription::new(self, id, alive)
+    }
+
+    /// Calls `f` with the new root each time the root is replaced.
+    pub fn on_root_changed(&self, f: impl Fn(&Value) + Send + Sync + 'static) -> Subscription {
+        let (id, alive) = self.lock().subs.add_root(Arc::new(f));
+        Subscription::new(self, id, alive)
+    }
+
+    /// Calls `f` with the root each time a sync completes (every reference
+    /// reachable from the root is resolved).
+    pub fn on_ready(&self, f: impl Fn(&Value) + Send + Sync + 'static) -> Subscription {
+        let (id, alive) = self.lock().subs.add_ready(Arc::new(f));
+        Subscription::new(self, id, alive)
+    }
+
+    /// An async stream of every event, for tokio (or any executor) users.
+    /// The stream ends its subscription when dropped.
+    pub fn events(&self) -> EventStream {
+        let (tx, rx) = futures_channel::mpsc::unbounded();
+        let (id, alive) = self.lock().subs.add_stream(tx);
+        EventStream::new(rx, Subscription::new(self, id, alive))
+    }
+
+    /// Removes a listener; it never fires again.
+    pub fn off(&self, subscription: &Subscription) {
+        subscription.cancel();
+    }
+
+    pub(crate) fn remove_listener(&self, id: u64) {
+        self.lock().subs.remove(id);
+    }
+
+    /// Sends queued messages and runs listeners, in order, outside the state
+    /// lock. Re-entrant calls (a listener writing) and calls from other
+    /// threads leave their work to the caller already pumping.
+    pub(crate) fn pump(&self) {
+        loop {
+            let Ok(guard) = self.inner.pump.try_lock() else {
+                return;
+            };
+            loop {
+                let (sender, transmits, dispatch) = self.drain();
+                if transmits.is_empty() && dispatch.is_empty() {
+                    break;
+                }
+                if let Some(send) = sender {
+                    for t in transmits {
+                        send(Outgoing(t));
+                    }
+                }
+                dispatch.run();
+            }
+            drop(guard);
+            // Work queued by another thread while this one held the pump
+            // would otherwise wait for the next call.
+            if !self.has_work() {
+                return;
+            }
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        let st = self.lock();
+        (st.sender.is_some() && st.replica.has_transmits()) || st.replica.has_events()
+    }
+
+    fn drain(&self) -> (Option<Sender>, Vec<Transmit>, Dispatch) {
+        let mut st = self.lock();
+        let now = self.inner.epoch.elapsed();
+        if st.replica.poll_timeout().is_some_and(|at| now >= at) {
+            st.replica.handle_timeout(now);
+        }
+        let mut transmits = Vec::new();
+        if st.sender.is_some() {
+            while let Some(t) = st.replica.poll_transmit() {
+                transmits.push(t);
+            }
+        }
+        let mut dispatch = Dispatch::default();
+        let listening = !st.subs.is_empty();
+        while let Some(e) = st.replica.poll_event() {
+            if matches!(e, CoreEvent::NeedsSync) {
+                // The node missed messages no peer can resend any more: the
+                // only way back to the shared document is a full sync.
+                st.replica.sync();
+                continue;
+            }
+            if listening {
+                let st = &*st;
+                self.route(st, e, &mut dispatch);
+            }
+        }
+        (st.sender.clone(), transmits, dispatch)
+    }
+
+    /// Converts an engine event and collects the listeners it concerns.
+    fn route(&self, st: &State, e: CoreEvent, out: &mut Dispatch) {
+        let subs = &st.subs;
+        match e {
+            CoreEvent::Change(c) => {
+                let kind = st.replica.kind(c.object);
+                let target = match kind {
+                    Some(facsimile_core::ObjectKind::Array) => {
+                        ObjectRef::Array(ArrayRef::new(self.clone(), c.object))
+                    }
+                    _ => ObjectRef::Map(MapRef::new(self.clone(), c.object)),
+                };
+                let ev = ChangeEvent {
+                    target,
+                    prop: c.prop,
+                    new: c.new.map(|v| self.value(&st.replica, v)),
+                    old: c.old.map(|v| self.value(&st.replica, v)),
+                    origin: c.origin,
+                };
+                subs.route_change(ev, out);
+            }
+            CoreEvent::RootChanged { new, .. } => {
+                let v = self.value(&st.replica, new);
+                subs.route_root(v, out);
+            }
+            CoreEvent::Ready => {
+                let v = self.value(&st.replica, st.replica.root());
+                subs.route_ready(v, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Subscription {
+    pub(crate) fn cancel(&self) {
+        if self.alive.swap(false, Ordering::AcqRel) {
+            if let Some(inner) = self.node.upgrade() {
+                Node { inner }.remove_listener(self.id);
+            }
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Values as users see them, and what writes accept.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use facsimile_core::{Input as CoreInput, ObjectKind, Value as CoreValue};
+use smol_str::SmolStr;
+
+use crate::error::{Error, Result};
+use crate::handle::{ArrayRef, MapRef, ObjectRef};
+use crate::node::Node;
+
+/// A value read from the store: a scalar, or a handle to a map or an array.
+#[derive(Clone, Default)]
+pub enum Value {
+    /// The absence of a value.
+    #[default]
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer.
+    Int(i64),
+    /// A float (compared bitwise: `NaN` equals itself).
+    Float(f64),
+    /// A string.
+    String(SmolStr),
+    /// Bytes.
+    Bytes(Arc<[u8]>),
+    /// A map.
+    Map(MapRef),
+    /// An array.
+    Array(ArrayRef),
+}
+
+impl Value {
+    /// Converts an engine value; `kind` tells what a reference points to.
+    pub(crate) fn from_core(
+        node: &Node,
+        v: CoreValue,
+        kind: impl Fn(facsimile_core::ObjectId) -> Option<ObjectKind>,
+    ) -> Value {
+        match v {
+            CoreValue::Null => Value::Null,
+            CoreValue::Bool(b) => Value::Bool(b),
+            CoreValue::Int(i) => Value::Int(i),
+            CoreValue::Float(f) => Value::Float(f),
+            CoreValue::Str(s) => Value::String(s),
+            CoreValue::Bytes(b) => Value::Bytes(b),
+            CoreValue::Ref(id) => match kind(id) {
+                Some(ObjectKind::Array) => Value::Array(ArrayRef::new(node.clone(), id)),
+                // An object gone from this node reads as the map handle it
+                // was; every operation on it reports `UnknownObject`.
+                _ => Value::Map(MapRef::new(node.clone(), id)),
+            },
+        }
+    }
+
+    /// The map, if this is one.
+    pub fn as_map(&self) -> Option<&MapRef> {
+        match self {
+            Value::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The array, if this is one.
+    pub fn as_array(&self) -> Option<&ArrayRef> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The object, if this is a map or an array.
+    pub fn as_object(&self) -> Option<ObjectRef> {
+        match self {
+            Value::Map(m) => Some(ObjectRef::Map(m.clone())),
+            Value::Array(a) => Some(ObjectRef::Array(a.clone())),
+            _ => None,
+        }
+    }
+
+    /// The integer, if this is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The number as a float, if this is a number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
+    /// The boolean, if this is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The bytes, if this is a byte string.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Whether this is `Null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// A deep copy as JSON. Bytes become arrays of numbers.
+    ///
+    /// # Errors
+    /// [`Error::Cycle`] when an object contains itself, and
+    /// [`Error::UnknownObject`] for a handle whose object is gone.
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        let mut path = HashSet::new();
+        self.to_json_inner(&mut path)
+    }
+
+    fn to_json_inner(
+        &self,
+        path: &mut HashSet<facsimile_core::ObjectId>,
+    ) -> Result<serde_json::Value> {
+        use serde_json::Value as J;
+        Ok(match self {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::String(s) => J::String(s.to_string()),
+            Value::Bytes(b) => J::Array(b.iter().map(|&x| J::from(x)).collect()),
+            Value::Map(m) => {
+                if !path.insert(m.id()) {
+                    return Err(Error::Cycle(m.id()));
+                }
+                let mut out = serde_json::Map::new();
+                for (k, v) in m.entries()? {
+                    out.insert(k.to_string(), v.to_json_inner(path)?);
+                }
+                path.remove(&m.id());
+                J::Object(out)
+            }
+            Value::Array(a) => {
+                if !path.insert(a.id()) {
+                    return Err(Error::Cycle(a.id()));
+                }
+                let items = a
+                    .to_vec()?
+                    .iter()
+                    .map(|v| v.to_json_inner(path))
+                    .collect::<Result<_>>()?;
+                path.remove(&a.id());
+                J::Array(items)
+            }
+        })
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("Null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x:?}"),
+            Value::String(s) => write!(f, "{s:?}"),
+            Value::Bytes(b) => write!(f, "b{b:?}"),
+            Value::Map(m) => write!(f, "Map({:?})", m.id()),
+            Value::Array(a) => write!(f, "Array({:?})", a.id()),
+        }
+    }
+}
+
+impl PartialEq for Value {
+    /// Scalars compare by value (floats bitwise); maps and arrays by
+    /// identity.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            (Value::String(a), Value::String(b)) => a == b,
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::Map(a), Value::Map(b)) => a == b,
+            (Value::Array(a), Value::Array(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// What a write stores: a scalar, a reference to an existing map or array
+/// (shared objects and cycles), or a tree of new objects (from
+/// `serde_json::Value`, or built with [`Input::map`] and [`Input::array`]).
+#[derive(Clone, Debug)]
+pub struct Input(pub(crate) InputKind);
+
+#[derive(Clone, Debug)]
+pub(crate) enum InputKind {
+    Core(CoreInput),
+    Ref(Node, facsimile_core::ObjectId),
+    Map(Vec<(SmolStr, Input)>),
+    Array(Vec<Input>),
+}
+
+impl Input {
+    /// A new map with these entries.
+    pub fn map<K: Into<SmolStr>, V: Into<Input>>(
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Input {
+        Input(InputKind::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        ))
+    }
+
+    /// A new array with these elements.
+    pub fn array<V: Into<Input>>(items: impl IntoIterator<Item = V>) -> Input {
+        Input(InputKind::Array(
+            items.into_iter().map(Into::into).collect(),
+        ))
+    }
+
+    /// Null.
+    pub fn null() -> Input {
+        Input(InputKind::Core(CoreInput::Value(CoreValue::Null)))
+    }
+
+    /// Converts into the engine's input for `node`.
+    pub(crate) fn into_core(self, node: &Node) -> Result<CoreInput> {
+        Ok(match self.0 {
+            InputKind::Core(c) => c,
+            InputKind::Ref(owner, id) => {
+                if !owner.same_node(node) {
+                    return Err(Error::ForeignHandle(owner.hostname().to_string()));
+                }
+                CoreInput::Value(CoreValue::Ref(id))
+            }
+            InputKind::Map(entries) => CoreInput::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| Ok((k, v.into_core(node)?)))
+                    .collect::<Result<_>>()?,
+            ),
+            InputKind::Array(items) => CoreInput::Array(
+                items
+                    .into_iter()
+                    .map(|v| v.into_core(node))
+                    .collect::<Result<_>>()?,
+            ),
+        })
+    }
+}
+
+macro_rules! scalar_input {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Input {
+            fn from(x: $t) -> Self {
+                Input(InputKind::Core(CoreInput::from(x)))
+            }
+        }
+    )*};
+}
+
+scalar_input!(bool, i64, i32, u32, f64, &str, String, SmolStr, ());
+
+impl From<&String> for Input {
+    fn from(x: &String) -> Self {
+        Input::from(x.as_str())
+    }
+}
+
+impl From<Vec<u8>> for Input {
+    fn from(b: Vec<u8>) -> Self {
+        Input(InputKind::Core(CoreInput::Value(CoreValue::Bytes(
+            b.into(),
+        ))))
+    }
+}
+
+impl From<&[u8]> for Input {
+    fn from(b: &[u8]) -> Self {
+        Input(InputKind::Core(CoreInput::Value(CoreValue::Bytes(
+            b.into(),
+        ))))
+    }
+}
+
+impl From<serde_json::Value> for Input {
+    fn from(v: serde_json::Value) -> Self {
+        Input(InputKind::Core(CoreInput::from(v)))
+    }
+}
+
+impl From<&serde_json::Value> for Input {
+    fn from(v: &serde_json::Value) -> Self {
+        Input(InputKind::Core(CoreInput::from(v)))
+    }
+}
+
+impl From<&MapRef> for Input {
+    fn from(m: &MapRef) -> Self {
+        Input(InputKind::Ref(m.node().clone(), m.id()))
+    }
+}
+
+impl From<MapRef> for Input {
+    fn from(m: MapRef) -> Self {
+        Input::from(&m)
+    }
+}
+
+impl From<&ArrayRef> for Input {
+    fn from(a: &ArrayRef) -> Self {
+        Input(InputKind::Ref(a.node().clone(), a.id()))
+    }
+}
+
+impl From<ArrayRef> for Input {
+    fn from(a: ArrayRef) -> Self {
+        Input::from(&a)
+    }
+}
+
+impl From<&ObjectRef> for Input {
+    fn from(o: &ObjectRef) -> Self {
+        Input(InputKind::Ref(o.node().clone(), o.id()))
+    }
+}
+
+impl From<ObjectRef> for Input {
+    fn from(o: ObjectRef) -> Self {
+        Input::from(&o)
+    }
+}
+
+impl From<&Value> for Input {
+    fn from(v: &Value) -> Self {
+        let core = |c: CoreValue| Input(InputKind::Core(CoreInput::Value(c)));
+        match v {
+            Value::Null => core(CoreValue::Null),
+            Value::Bool(b) => core(CoreValue::Bool(*b)),
+            Value::Int(i) => core(CoreValue::Int(*i)),
+            Value::Float(f) => core(CoreValue::Float(*f)),
+            Value::String(s) => core(CoreValue::Str(s.clone())),
+            Value::Bytes(b) => core(CoreValue::Bytes(b.clone())),
+            Value::Map(m) => Input::from(m),
+            Value::Array(a) => Input::from(a),
+        }
+    }
+}
+
+impl From<Value> for Input {
+    fn from(v: Value) -> Self {
+        Input::from(&v)
+    }
+}
+
+impl<T: Into<Input>> From<Option<T>> for Input {
+    fn from(o: Option<T>) -> Self {
+        o.map_or_else(Input::null, Into::into)
+    }
+}
+
+macro_rules! value_eq {
+    ($($t:ty => $p:pat => $e:expr),* $(,)?) => {$(
+        impl PartialEq<$t> for Value {
+            fn eq(&self, other: &$t) -> bool {
+                match self { $p => $e(other), _ => false }
+            }
+        }
+    )*};
+}
+
+value_eq!(
+    i64 => Value::Int(i) => |o: &i64| i == o,
+    i32 => Value::Int(i) => |o: &i32| *i == i64::from(*o),
+    bool => Value::Bool(b) => |o: &bool| b == o,
+    f64 => Value::Float(f) => |o: &f64| f.to_bits() == o.to_bits(),
+    &str => Value::String(s) => |o: &&str| s == *o,
+    str => Value::String(s) => |o: &str| s == o,
+);
+
+macro_rules! value_from {
+    ($($t:ty => $v:ident),*) => {$(
+        impl From<$t> for Value {
+            fn from(x: $t) -> Self { Value::$v(x.into()) }
+        }
+    )*};
+}
+
+value_from!(bool => Bool, i64 => Int, i32 => Int, f64 => Float, &str => String, String => String);

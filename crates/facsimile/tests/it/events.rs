@@ -1,0 +1,370 @@
+//! Events are complete and exact: replaying what a node reported onto its
+//! earlier state reproduces its final state. Listeners that write converge.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use facsimile::{ArrayRef, Input, LocalNetwork, MapRef, Node, ObjectId, Prop, Value};
+use facsimile_core::sim::run_seeds;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+/// A value in the model: a scalar as JSON, or an object by id.
+#[derive(Clone, Debug, PartialEq)]
+enum MV {
+    Scalar(serde_json::Value),
+    Obj(ObjectId),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum MObj {
+    Map(BTreeMap<String, MV>),
+    List(Vec<MV>),
+}
+
+/// What a node's events say its document is.
+#[derive(Default, Debug)]
+struct Model {
+    root: Option<MV>,
+    objects: HashMap<ObjectId, MObj>,
+}
+
+fn scalar(v: &Value) -> MV {
+    MV::Scalar(v.to_json().expect("a scalar"))
+}
+
+impl Model {
+    /// Reads `v` into the model, including objects not seen before.
+    fn capture(&mut self, v: &Value) -> MV {
+        match v {
+            Value::Map(m) => {
+                if !self.objects.contains_key(&m.id()) {
+                    self.objects.insert(m.id(), MObj::Map(BTreeMap::new()));
+                    let entries = m.entries().unwrap_or_default();
+                    let content = entries
+                        .iter()
+                        .map(|(k, v)| (k.clone(), self.capture(v)))
+                        .collect();
+                    self.objects.insert(m.id(), MObj::Map(content));
+                }
+                MV::Obj(m.id())
+            }
+            Value::Array(a) => {
+                if !self.objects.contains_key(&a.id()) {
+                    self.objects.insert(a.id(), MObj::List(Vec::new()));
+                    let values = a.to_vec().unwrap_or_default();
+                    let content = values.iter().map(|v| self.capture(v)).collect();
+                    self.objects.insert(a.id(), MObj::List(content));
+                }
+                MV::Obj(a.id())
+            }
+            v => scalar(v),
+        }
+    }
+
+    /// The model's document as JSON, objects labelled by id (cycles safe).
+    fn render(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        let mut stack: Vec<ObjectId> = Vec::new();
+        let label = |v: &MV, stack: &mut Vec<ObjectId>| match v {
+            MV::Scalar(s) => s.clone(),
+            MV::Obj(id) => {
+                stack.push(*id);
+                json!(format!("{id:?}"))
+            }
+        };
+        let root = self
+            .root
+            .as_ref()
+            .map_or(json!(null), |r| label(r, &mut stack));
+        out.insert("root".into(), root);
+        while let Some(id) = stack.pop() {
+            let key = format!("{id:?}");
+            if out.contains_key(&key) {
+                continue;
+            }
+            let content = match self.objects.get(&id) {
+                Some(MObj::Map(m)) => {
+                    json!(
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), label(v, &mut stack)))
+                            .collect::<serde_json::Map<_, _>>()
+                    )
+                }
+                Some(MObj::List(l)) => {
+                    json!(l.iter().map(|v| label(v, &mut stack)).collect::<Vec<_>>())
+                }
+                None => json!("missing"),
+            };
+            out.insert(key, content);
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+/// Renders a node's actual document the same way.
+fn actual(node: &Node) -> serde_json::Value {
+    let mut m = Model::default();
+    let root = node.root();
+    m.root = Some(m.capture(&root));
+    m.render()
+}
+
+/// Keeps a model of `node` up to date from its events only.
+fn follow(node: &Node) -> (Arc<Mutex<Model>>, Vec<facsimile::Subscription>) {
+    let model = Arc::new(Mutex::new(Model::default()));
+    {
+        let mut m = model.lock().unwrap();
+        let root = node.root();
+        m.root = Some(m.capture(&root));
+    }
+    let md = model.clone();
+    let changes = node.on_change(move |e| {
+        let mut m = md.lock().unwrap();
+        let id = e.target().id();
+        match (e.prop(), e.target().as_array()) {
+            (None, Some(a)) => {
+                // A mass change: the array's content after the method.
+                let values = a.to_vec().unwrap_or_default();
+                let content = values.iter().map(|v| m.capture(v)).collect();
+                m.objects.insert(id, MObj::List(content));
+            }
+            (Some(Prop::Key(k)), _) => {
+                let new = e.new_value().map(|v| m.capture(v));
+                if let Some(MObj::Map(map)) = m.objects.get_mut(&id) {
+                    match new {
+                        Some(v) => {
+                            map.insert(k.to_string(), v);
+                        }
+                        None => {
+                            map.remove(k.as_str());
+                        }
+                    }
+                }
+            }
+            (Some(Prop::Index(i)), _) => {
+                let new = m.capture(e.new_value().expect("an index change has a value"));
+                if let Some(MObj::List(list)) = m.objects.get_mut(&id) {
+                    list[*i] = new;
+                }
+            }
+            (None, None) => panic!("mass change on a map"),
+        }
+    });
+    let md = model.clone();
+    let roots = node.on_root_changed(move |root| {
+        let mut m = md.lock().unwrap();
+        m.root = Some(m.capture(root));
+    });
+    (model, vec![changes, roots])
+}
+
+fn random_input(rng: &mut SmallRng, token: &mut i64, refs: &[Value]) -> Input {
+    *token += 1;
+    match rng.random_range(0..8) {
+        0 => Input::from(json!({"n": *token, "l": [*token]})),
+        1 => Input::from(json!([*token, "s"])),
+        2 if !refs.is_empty() => Input::from(&refs[rng.random_range(0..refs.len())]),
+        3 => Input::from(format!("s{token}")),
+        _ => Input::from(*token),
+    }
+}
+
+fn objects_of(node: &Node) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![node.root()];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(v) = stack.pop() {
+        match &v {
+            Value::Map(m) if seen.insert(m.id()) => {
+                stack.extend(m.entries().unwrap_or_default().into_iter().map(|(_, v)| v));
+                out.push(v.clone());
+            }
+            Value::Array(a) if seen.insert(a.id()) => {
+                stack.extend(a.to_vec().unwrap_or_default());
+                out.push(v.clone());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn random_op(node: &Node, rng: &mut SmallRng, token: &mut i64) {
+    let objects = objects_of(node);
+    if objects.is_empty() || rng.random_range(0..25) == 0 {
+        let _ = node.set_root(json!({"a": [], "b": {}}));
+        return;
+    }
+    let obj = &objects[rng.random_range(0..objects.len())];
+    let r = match obj {
+        Value::Map(m) => map_op(m, rng, token, &objects),
+        Value::Array(a) => array_op(a, rng, token, &objects),
+        _ => unreachable!(),
+    };
+    match r {
+        Ok(()) | Err(facsimile::Error::Detached(_)) => {}
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+fn map_op(
+    m: &MapRef,
+    rng: &mut SmallRng,
+    token: &mut i64,
+    refs: &[Value],
+) -> facsimile::Result<()> {
+    let key = ["a", "b", "c", "d"][rng.random_range(0..4)];
+    match rng.random_range(0..4) {
+        0 => m.delete(key).map(|_| ()),
+        1 => m.set(key, 1), // often a no-op
+        _ => m.set(key, random_input(rng, token, refs)),
+    }
+}
+
+fn array_op(
+    a: &ArrayRef,
+    rng: &mut SmallRng,
+    token: &mut i64,
+    refs: &[Value],
+) -> facsimile::Result<()> {
+    let len = a.len();
+    match rng.random_range(0..8) {
+        0 => a.push(random_input(rng, token, refs)),
+        1 => a.pop().map(|_| ()),
+        2 => a.unshift([random_input(rng, token, refs)]),
+        3 if len > 0 => a.set(rng.random_range(0..len), random_input(rng, token, refs)),
+        4 => a.reverse(),
+        5 => a.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}"))),
+        6 if len > 0 => a.fill(0, rng.random_range(0..len)..),
+        _ => {
+            let start = rng.random_range(0..=len);
+            let del = rng.random_range(0..=(len - start).min(2));
+            a.splice(start, del, [random_input(rng, token, refs)])
+                .map(|_| ())
+        }
+    }
+}
+
+#[test]
+fn events_replayed_reproduce_the_state() {
+    run_seeds(0..150, |seed| {
+        let net = LocalNetwork::manual(seed);
+        let nodes: Vec<Node> = ["n0", "n1", "n2"].iter().map(|h| net.join(h)).collect();
+        net.run();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut token = 0;
+        nodes[0]
+            .set_root(json!({"a": [1, 2], "b": {"x": 1}}))
+            .unwrap();
+        net.run();
+        let followers: Vec<_> = nodes.iter().map(follow).collect();
+        for _ in 0..80 {
+            let n = &nodes[rng.random_range(0..nodes.len())];
+            random_op(n, &mut rng, &mut token);
+            for _ in 0..rng.random_range(0..4) {
+                net.deliver_one();
+            }
+        }
+        net.run();
+        for (node, (model, _subs)) in nodes.iter().zip(&followers) {
+            let got = model.lock().unwrap().render();
+            assert_eq!(
+                got,
+                actual(node),
+                "seed {seed}: events of {} do not reproduce its state",
+                node.hostname()
+            );
+        }
+        assert_eq!(nodes[0].snapshot(), nodes[1].snapshot(), "seed {seed}");
+        assert_eq!(nodes[0].snapshot(), nodes[2].snapshot(), "seed {seed}");
+    });
+}
+
+#[test]
+fn listeners_that_write_converge() {
+    run_seeds(0..50, |seed| {
+        let net = LocalNetwork::manual(seed);
+        let nodes: Vec<Node> = ["n0", "n1", "n2"].iter().map(|h| net.join(h)).collect();
+        net.run();
+        nodes[0].set_root(json!({"count": 0, "log": []})).unwrap();
+        net.run();
+        // Each node echoes every remote change of "count" into its log, and
+        // the writer of a change reads and writes the object that fired.
+        let subs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let root = n.root_map().unwrap();
+                let r = root.clone();
+                let host = n.hostname().to_string();
+                root.on_key("count", move |e| {
+                    if matches!(e.origin(), facsimile::Origin::Remote(_)) {
+                        let log = r.get("log").unwrap();
+                        log.as_array()
+                            .unwrap()
+                            .push(format!("{host} saw {:?}", e.new_value()))
+                            .unwrap();
+                        r.set("last", host.as_str()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        for i in 1..20 {
+            let n = &nodes[rng.random_range(0..3)];
+            n.root_map().unwrap().set("count", i).unwrap();
+            for _ in 0..rng.random_range(0..6) {
+                net.deliver_one();
+            }
+        }
+        net.run();
+        assert_eq!(nodes[0].snapshot(), nodes[1].snapshot(), "seed {seed}");
+        assert_eq!(nodes[0].snapshot(), nodes[2].snapshot(), "seed {seed}");
+        let log = nodes[0].root_map().unwrap().get("log").unwrap();
+        assert!(
+            !log.as_array().unwrap().is_empty(),
+            "seed {seed}: listeners wrote"
+        );
+        drop(subs);
+    });
+}
+
+#[test]
+fn a_listener_may_write_the_object_that_fired_in_the_same_node() {
+    let net = LocalNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    let root = a.set_root(json!({"x": 0})).unwrap();
+    let root = root.as_map().unwrap().clone();
+    let r = root.clone();
+    let _sub = root.on_key("x", move |e| {
+        if let Some(Value::Int(x)) = e.new_value() {
+            if *x < 5 {
+                r.set("x", x + 1).unwrap();
+            }
+        }
+    });
+    root.set("x", 1).unwrap();
+    assert_eq!(root.get("x"), Some(Value::Int(5)));
+    assert_eq!(b.root_map().unwrap().get("x"), Some(Value::Int(5)));
+    assert_eq!(a.snapshot(), b.snapshot());
+}
+
+#[test]
+fn the_event_stream_delivers_changes() {
+    use futures_util::StreamExt;
+    let net = LocalNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    let mut stream = b.events();
+    a.set_root(json!({"k": 1})).unwrap();
+    a.root_map().unwrap().set("k", 2).unwrap();
+    let events: Vec<facsimile::Event> =
+        futures_executor::block_on(stream.by_ref().take(2).collect());
+    assert!(matches!(events[0], facsimile::Event::RootChanged(_)));
+    match &events[1] {
+        facsimile::Event::Change(c) => assert_eq!(c.new_value(), Some(&Value::Int(2))),
+        other => panic!("unexpected {other:?}"),
+    }
+}

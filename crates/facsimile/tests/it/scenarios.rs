@@ -1,0 +1,363 @@
+//! The original's test suite, restated (SPEC §6, scenarios 1–12), each run
+//! with the binary and the JSON wire encoding.
+
+use std::sync::{Arc, Mutex};
+
+use facsimile::{Error, Input, Node, Prop, Value};
+use serde_json::json;
+
+use crate::{manual_networks, networks};
+
+/// Scenario 1: a node with no transport refuses a store write with a clear
+/// error.
+#[test]
+fn s01_no_transport_refuses_writes() {
+    let node = Node::new("lonely");
+    let err = node.set_root(1).unwrap_err();
+    assert_eq!(err, Error::NoSender);
+    assert!(err.to_string().contains("set_sender"), "{err}");
+    assert!(node.root().is_null());
+    // Once a transport exists, writes work.
+    node.set_sender(|_| {});
+    node.set_root(1).unwrap();
+    assert_eq!(node.root(), Value::Int(1));
+}
+
+/// Scenario 2: the root may be a number; the other node sees the number.
+#[test]
+fn s02_root_may_be_a_number() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(3).unwrap();
+        assert_eq!(b.root(), Value::Int(3), "{wire}");
+        a.set_root(2.5).unwrap();
+        assert_eq!(b.root(), Value::Float(2.5), "{wire}");
+    }
+}
+
+/// Scenario 3: the root may be a map, an array (stays an array), nested
+/// maps and arrays.
+#[test]
+fn s03_maps_arrays_and_nesting() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({"x": 1})).unwrap();
+        assert_eq!(b.root().to_json().unwrap(), json!({"x": 1}), "{wire}");
+        a.set_root(json!([1, 2, 3])).unwrap();
+        assert!(
+            b.root().as_array().is_some(),
+            "{wire}: an array stays an array"
+        );
+        assert_eq!(b.root().to_json().unwrap(), json!([1, 2, 3]));
+        let doc = json!({"a": {"b": [1, {"c": [true, null, "s"]}, []]}, "d": {}});
+        a.set_root(doc.clone()).unwrap();
+        assert_eq!(b.root().to_json().unwrap(), doc, "{wire}");
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// Scenario 4: a map that references itself arrives as a cycle.
+#[test]
+fn s04_self_reference_arrives_as_a_cycle() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        let root = a.set_root(json!({"name": "loop"})).unwrap();
+        let root = root.as_map().unwrap();
+        root.set("self", root).unwrap();
+        let rb = b.root_map().unwrap();
+        let inner = rb.get("self").unwrap();
+        assert_eq!(
+            inner.as_map(),
+            Some(&rb),
+            "{wire}: the same object, not a copy"
+        );
+        assert_eq!(
+            inner.as_map().unwrap().get("name"),
+            Some(Value::from("loop"))
+        );
+        assert!(matches!(b.root().to_json(), Err(Error::Cycle(_))), "{wire}");
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// Scenario 5: a node created after the state exists calls `sync()` and
+/// gets it all.
+#[test]
+fn s05_late_node_syncs() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        let root = a
+            .set_root(json!({"list": [1, 2, 3], "m": {"k": "v"}}))
+            .unwrap();
+        let root = root.as_map().unwrap();
+        root.set("shared", root.get("m").unwrap()).unwrap();
+        b.root_map()
+            .unwrap()
+            .get("list")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .push(4)
+            .unwrap();
+
+        let late = net.join("late");
+        late.sync();
+        assert!(late.is_ready(), "{wire}");
+        assert_eq!(
+            late.root().to_json().unwrap(),
+            a.root().to_json().unwrap(),
+            "{wire}"
+        );
+        let lr = late.root_map().unwrap();
+        assert_eq!(
+            lr.get("shared").unwrap().as_map(),
+            lr.get("m").unwrap().as_map(),
+            "{wire}: sharing survives"
+        );
+        assert_eq!(late.snapshot(), a.snapshot(), "{wire}");
+        // And it keeps up afterwards.
+        lr.set("after", true).unwrap();
+        assert_eq!(a.root_map().unwrap().get("after"), Some(Value::Bool(true)));
+        assert_eq!(late.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// Scenario 6: set, delete and add keys; the other node ends with the same
+/// map.
+#[test]
+fn s06_set_delete_add() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        let m = a.set_root(json!({"x": 1, "y": 2})).unwrap();
+        let m = m.as_map().unwrap();
+        m.set("x", 10).unwrap();
+        assert!(m.delete("y").unwrap());
+        assert!(!m.delete("y").unwrap());
+        m.set("z", "new").unwrap();
+        assert_eq!(
+            b.root().to_json().unwrap(),
+            json!({"x": 10, "z": "new"}),
+            "{wire}"
+        );
+        assert_eq!(b.root_map().unwrap().keys(), vec!["x", "z"]);
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// Scenario 7: two nodes write the same key at once; the higher hostname's
+/// value wins on both.
+#[test]
+fn s07_concurrent_write_higher_hostname_wins() {
+    for seed in 0..20 {
+        for (wire, net) in manual_networks(seed) {
+            let low = net.join("alpha");
+            let high = net.join("bravo");
+            net.run();
+            low.set_root(json!({})).unwrap();
+            net.run();
+            // Both write at the same logical time without seeing each other.
+            low.root_map().unwrap().set("k", "from alpha").unwrap();
+            high.root_map().unwrap().set("k", "from bravo").unwrap();
+            net.run();
+            for node in [&low, &high] {
+                assert_eq!(
+                    node.root_map().unwrap().get("k"),
+                    Some(Value::from("from bravo")),
+                    "{wire} seed {seed} on {}",
+                    node.hostname()
+                );
+            }
+            assert_eq!(low.snapshot(), high.snapshot());
+        }
+    }
+}
+
+/// Scenario 8: assigning several keys at once arrives whole.
+#[test]
+fn s08_assign_arrives_whole() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({})).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rb = b.root_map().unwrap();
+        let (s, r) = (seen.clone(), rb.clone());
+        // Inside the first event, every key of the assignment is already there.
+        let _sub = rb.on(move |_| s.lock().unwrap().push(r.keys()));
+        let sent = Arc::new(Mutex::new(0));
+        let counter = sent.clone();
+        let tap = b.on_change(move |_| *counter.lock().unwrap() += 1);
+        a.root_map()
+            .unwrap()
+            .assign([
+                ("p", Input::from(1)),
+                ("q", Input::from(2)),
+                ("r", Input::from(3)),
+            ])
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "{wire}: one event per key");
+        assert!(
+            seen.iter().all(|keys| keys == &["p", "q", "r"]),
+            "{wire}: {seen:?}"
+        );
+        assert_eq!(*sent.lock().unwrap(), 3);
+        drop(tap);
+    }
+}
+
+/// Scenario 9 (unlocked part): `push` and `pop` replicate with the right
+/// result.
+#[test]
+fn s09_push_pop_replicate() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        let arr = a.set_root(json!([1, 2])).unwrap();
+        let arr = arr.as_array().unwrap();
+        arr.push(3).unwrap();
+        assert_eq!(arr.pop().unwrap(), Some(Value::Int(3)));
+        assert_eq!(arr.pop().unwrap(), Some(Value::Int(2)));
+        arr.push("x").unwrap();
+        let on_b = b.root_array().unwrap();
+        assert_eq!(
+            on_b.to_vec().unwrap(),
+            vec![Value::Int(1), Value::from("x")],
+            "{wire}"
+        );
+        assert_eq!(on_b.pop().unwrap(), Some(Value::from("x")));
+        assert_eq!(arr.to_vec().unwrap(), vec![Value::Int(1)], "{wire}");
+    }
+}
+
+/// Scenario 10: `root_changed` fires on both nodes for each root
+/// assignment, in order.
+#[test]
+fn s10_root_changed_in_order() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        let logs: Vec<Arc<Mutex<Vec<serde_json::Value>>>> =
+            (0..2).map(|_| Arc::default()).collect();
+        let subs: Vec<_> = [&a, &b]
+            .iter()
+            .zip(&logs)
+            .map(|(n, log)| {
+                let log = log.clone();
+                n.on_root_changed(move |root| log.lock().unwrap().push(root.to_json().unwrap()))
+            })
+            .collect();
+        a.set_root(1).unwrap();
+        b.set_root(json!({"two": 2})).unwrap();
+        a.set_root(json!([3])).unwrap();
+        a.set_root(json!([3])).unwrap(); // a new array: a new root
+        let want = vec![json!(1), json!({"two": 2}), json!([3]), json!([3])];
+        for log in &logs {
+            assert_eq!(*log.lock().unwrap(), want, "{wire}");
+        }
+        drop(subs);
+    }
+}
+
+/// Scenario 11: `ready` fires after `sync()` on a nested array-of-arrays
+/// root.
+#[test]
+fn s11_ready_after_sync_on_nested_arrays() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        a.set_root(json!([[1, [2, [3, []]]], [], [[4]]])).unwrap();
+        let late = net.join("late");
+        let ready = Arc::new(Mutex::new(Vec::new()));
+        let r = ready.clone();
+        let _sub = late.on_ready(move |root| r.lock().unwrap().push(root.to_json().unwrap()));
+        late.sync();
+        assert_eq!(
+            *ready.lock().unwrap(),
+            vec![json!([[1, [2, [3, []]]], [], [[4]]])],
+            "{wire}"
+        );
+    }
+}
+
+/// Scenario 12: global, per-object and per-property events fire exactly
+/// once for set and delete, with the right target and property; not for
+/// no-op writes, not for other properties; removed listeners never fire.
+#[test]
+fn s12_listeners() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({"k": 1, "other": 1})).unwrap();
+        for node in [&a, &b] {
+            let root = node.root_map().unwrap();
+            let global = Arc::new(Mutex::new(Vec::new()));
+            let object = Arc::new(Mutex::new(Vec::new()));
+            let prop = Arc::new(Mutex::new(Vec::new()));
+            let removed = Arc::new(Mutex::new(0));
+            let g = global.clone();
+            let _g = node
+                .on_change(move |e| g.lock().unwrap().push((e.target().id(), e.prop().cloned())));
+            let o = object.clone();
+            let _o = root.on(move |e| {
+                o.lock().unwrap().push((
+                    e.prop().cloned(),
+                    e.new_value().cloned(),
+                    e.old_value().cloned(),
+                ))
+            });
+            let p = prop.clone();
+            let _p = root.on_key("k", move |e| p.lock().unwrap().push(e.new_value().cloned()));
+            let rm = removed.clone();
+            let gone = root.on_key("k", move |_| *rm.lock().unwrap() += 1);
+            node.off(&gone);
+            let rm = removed.clone();
+            let dropped = root.on(move |_| *rm.lock().unwrap() += 1);
+            drop(dropped);
+
+            let writer = a.root_map().unwrap();
+            writer.set("k", 2).unwrap();
+            writer.set("k", 2).unwrap(); // no-op: nothing fires
+            writer.delete("k").unwrap();
+            writer.delete("k").unwrap(); // no-op
+            writer.set("other", 5).unwrap();
+
+            let key = |k: &str| Some(Prop::Key(k.into()));
+            assert_eq!(
+                *global.lock().unwrap(),
+                vec![
+                    (root.id(), key("k")),
+                    (root.id(), key("k")),
+                    (root.id(), key("other"))
+                ],
+                "{wire} on {}",
+                node.hostname()
+            );
+            assert_eq!(
+                *object.lock().unwrap(),
+                vec![
+                    (key("k"), Some(Value::Int(2)), Some(Value::Int(1))),
+                    (key("k"), None, Some(Value::Int(2))),
+                    (key("other"), Some(Value::Int(5)), Some(Value::Int(1))),
+                ],
+                "{wire}"
+            );
+            assert_eq!(
+                *prop.lock().unwrap(),
+                vec![Some(Value::Int(2)), None],
+                "{wire}"
+            );
+            assert_eq!(
+                *removed.lock().unwrap(),
+                0,
+                "{wire}: removed listeners never fire"
+            );
+            writer.set("k", 1).unwrap();
+            writer.set("other", 1).unwrap();
+        }
+    }
+}
