@@ -44,6 +44,22 @@ pub enum Error {
     /// A `sync` is in progress; the document is replaced when it completes.
     #[error("a sync is in progress; write after the document is ready")]
     Syncing,
+    /// Another replica holds (or is about to hold) the lock on the object.
+    #[error("Object is not owned by current host: another node holds the lock on {0:?}")]
+    NotOwner(ObjectId),
+    /// The array is locked by another replica (array methods), or a
+    /// fail-fast lock request found the lock taken.
+    #[error("object {0:?} is locked by another node")]
+    Locked(ObjectId),
+    /// The peers evicted this replica after it was silent too long; it must
+    /// rejoin (`reincarnate`) before it can lock again.
+    #[error(
+        "this node was evicted by its peers after being silent too long; it must rejoin before locking"
+    )]
+    Evicted,
+    /// Nobody holds the lock on the object.
+    #[error("object {0:?} is not locked")]
+    NotLocked(ObjectId),
     /// A permutation passed to a reorder is not a permutation of the array.
     #[error("not a permutation of the {len} elements of array {object:?}")]
     BadPermutation {

@@ -46,6 +46,7 @@ mod codec;
 mod error;
 mod gc;
 mod graph;
+mod locks;
 mod op;
 mod receive;
 mod replica;
@@ -57,5 +58,6 @@ mod wire;
 
 pub use codec::{VERSION, WireFormat};
 pub use error::{Error, ReceiveError};
+pub use locks::{LockEvent, LockState};
 pub use replica::{Change, Config, Event, Origin, Replica, Transmit};
 pub use value::{Input, ObjectId, ObjectKind, PeerId, Prop, Value};

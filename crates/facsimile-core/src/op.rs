@@ -67,6 +67,24 @@ pub(crate) enum Op {
         origin: Option<Id>,
         slot: Id,
     },
+    Lock {
+        obj: Id,
+        stamp: Id,
+    },
+    Unlock {
+        obj: Id,
+        req: Id,
+        token: u64,
+    },
+    LockAck {
+        obj: Id,
+        req: Id,
+        held: Option<(Id, u64)>,
+        members: Vec<PeerId>,
+    },
+    Evict {
+        peer: PeerId,
+    },
 }
 
 enum Dep {
@@ -308,6 +326,63 @@ impl Replica {
                         slot: stamp,
                     }
                 }
+                WireOp::Lock { obj } => {
+                    t.counter = here;
+                    let obj = t.id(sender, obj)?;
+                    t.counter = here + 1;
+                    Op::Lock { obj, stamp }
+                }
+                WireOp::Unlock { obj, req, token } => {
+                    t.counter = here;
+                    let obj = t.id(sender, obj)?;
+                    let req = t.id(sender, req)?;
+                    t.counter = here + 1;
+                    Op::Unlock { obj, req, token }
+                }
+                WireOp::LockAck {
+                    obj,
+                    req,
+                    held,
+                    members,
+                } => {
+                    t.counter = here;
+                    let obj = t.id(sender, obj)?;
+                    let req = t.id(sender, req)?;
+                    let held = held
+                        .map(|(r, tok)| Ok::<_, ReceiveError>((t.id(sender, r)?, tok)))
+                        .transpose()?;
+                    t.counter = here + 1;
+                    let members = members
+                        .into_iter()
+                        .map(|(tag, h)| {
+                            if h.len() > 1024 {
+                                return Err(ReceiveError::invalid(
+                                    tag.0,
+                                    "hostname longer than 1024 bytes",
+                                ));
+                            }
+                            Ok(PeerId::new(h.as_str(), tag.0))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Op::LockAck {
+                        obj,
+                        req,
+                        held,
+                        members,
+                    }
+                }
+                WireOp::Evict { peer, hostname } => {
+                    if hostname.len() > 1024 {
+                        return Err(ReceiveError::invalid(
+                            tag.0,
+                            "hostname longer than 1024 bytes",
+                        ));
+                    }
+                    Op::Evict {
+                        peer: PeerId::new(hostname.as_str(), peer.0),
+                    }
+                }
+                WireOp::Tick => continue,
             };
             ops.push(op);
         }
@@ -335,6 +410,8 @@ impl Replica {
         self.flush_touched(&origin);
         self.gc.changed = true;
         self.run_woken();
+        self.send_lock_acks();
+        self.try_grant_all();
         Ok(())
     }
 
@@ -429,6 +506,10 @@ impl Replica {
                 ids.extend(origin);
                 self.list_dep(*obj, &ids, &[])
             }
+            // Lock queues are keyed by id and need no object present.
+            Op::Lock { .. } | Op::Unlock { .. } | Op::LockAck { .. } | Op::Evict { .. } => {
+                Dep::Ready
+            }
         }
     }
 
@@ -509,6 +590,10 @@ impl Replica {
 
     /// Runs an operation whose dependencies are all present.
     fn execute(&mut self, op: Op, origin: &Origin) {
+        let sender = match origin {
+            Origin::Remote(p) => self.peers.by_tag(p.incarnation()).unwrap_or(PeerIdx::SELF),
+            Origin::Local => PeerIdx::SELF,
+        };
         match op {
             Op::NewMap { id, entries } => {
                 if self.graph.objects.contains_key(&id) {
@@ -616,6 +701,36 @@ impl Replica {
                     }
                 }
                 self.created(slot, 1);
+            }
+            Op::Lock { obj, stamp } => self.on_lock_request(obj, stamp),
+            Op::Unlock { obj, req, token } => self.on_unlock(obj, req, token),
+            Op::LockAck {
+                obj,
+                req,
+                held,
+                members,
+            } => {
+                for m in members {
+                    if m == self.me {
+                        continue;
+                    }
+                    if let Ok(p) = self.peers.intern(&m) {
+                        if !self.gc.departed.contains(&p) && self.gc.members.insert(p) {
+                            self.gc.changed = true;
+                            self.events.push_back(crate::replica::Event::PeerJoined(m));
+                        }
+                    }
+                }
+                self.on_lock_ack(sender, obj, req, held);
+            }
+            Op::Evict { peer } => {
+                if peer == self.me {
+                    self.locks.evicted = true;
+                    self.lose_all_locks();
+                    self.events.push_back(crate::replica::Event::Evicted);
+                } else if let Ok(p) = self.peers.intern(&peer) {
+                    self.depart(p);
+                }
             }
         }
     }

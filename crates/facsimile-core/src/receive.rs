@@ -37,6 +37,20 @@ impl Replica {
         }
         let size = bytes.len();
         if let Phase::Syncing(sync) = &mut self.phase {
+            if let Body::SyncOffer { joiner, .. } = frame.body {
+                if joiner.0 == self.me.incarnation() {
+                    let from = frame.from;
+                    if sync.fetching.is_none() {
+                        sync.fetching = Some((from, self.now + self.config.sync_timeout));
+                        self.send_directed(from, Body::SyncFetch { to: from });
+                    } else {
+                        sync.offers.push_back(from);
+                    }
+                }
+            }
+            let Phase::Syncing(sync) = &mut self.phase else {
+                unreachable!("checked above")
+            };
             if sync.backlog_bytes + size > self.config.max_backlog {
                 return Err(ReceiveError::BacklogFull(sync.backlog_bytes));
             }
@@ -79,14 +93,39 @@ impl Replica {
         Ok(())
     }
 
+    /// Notes that a member was heard from, for failure detection.
+    fn heard(&mut self, tag: Tag) {
+        if let Some(p) = self.streams.get(&tag.0).and_then(|s| s.peer) {
+            self.locks.heard.insert(p);
+        }
+    }
+
     /// Serves sync fetches once no operation waits: a waiting operation is
     /// counted in the stream positions but not in the state, so a snapshot
     /// taken now would lose it.
-    fn answer_fetches(&mut self) {
+    pub(crate) fn answer_fetches(&mut self) {
         if self.pending_count > 0 || self.deferred_fetches.is_empty() {
             return;
         }
-        for to in std::mem::take(&mut self.deferred_fetches) {
+        // Wait until every member has offered to this joiner: then
+        // everything they sent before the joiner listened is applied here.
+        let (ready, waiting): (Vec<Tag>, Vec<Tag>) = std::mem::take(&mut self.deferred_fetches)
+            .into_iter()
+            .partition(|j| {
+                let seen = self.offers_seen.get(&j.0);
+                self.offer_wait.get(&j.0).is_none_or(|wait| {
+                    wait.iter().all(|&m| {
+                        let t = self.peers.tag(m);
+                        !self.gc.members.contains(&m)
+                            || self.syncing_peers.contains(&m)
+                            || seen.is_some_and(|s| s.contains(&t))
+                    })
+                })
+            });
+        self.deferred_fetches = waiting;
+        for to in ready {
+            self.offers_seen.remove(&to.0);
+            self.offer_wait.remove(&to.0);
             if let Some(p) = self.peers.by_tag(to.0) {
                 if !self.gc.departed.contains(&p) {
                     self.gc.members.insert(p);
@@ -122,6 +161,7 @@ impl Replica {
 
     fn process_sequenced(&mut self, frame: Frame) -> Result<(), ReceiveError> {
         let tag = frame.from;
+        self.heard(tag);
         match frame.body {
             Body::Hello { hostname, .. } => {
                 self.announce(tag, &hostname)?;
@@ -140,10 +180,34 @@ impl Replica {
             }
             Body::SyncRequest { hostname, .. } => {
                 let peer = self.announce(tag, &hostname)?;
-                let _ = peer;
-                if self.is_ready() {
-                    self.send_directed(tag, Body::SyncOffer { to: tag });
+                self.syncing_peers.insert(peer);
+                // Only those already here can have sent what the joiner did
+                // not hear; later members reach it directly.
+                let wait: Vec<PeerIdx> = self
+                    .gc
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|&m| m != peer && !self.syncing_peers.contains(&m))
+                    .collect();
+                if self.offer_wait.len() > 4096 {
+                    self.offer_wait.clear();
                 }
+                self.offer_wait.insert(tag.0, wait);
+                if self.is_ready() {
+                    self.send_sequenced(|seq| Body::SyncOffer { seq, joiner: tag });
+                }
+            }
+            Body::Joined { .. } => {
+                if let Some(p) = self.streams.get(&tag.0).and_then(|s| s.peer) {
+                    self.syncing_peers.remove(&p);
+                }
+            }
+            Body::SyncOffer { joiner, .. } => {
+                if self.offers_seen.len() > 4096 {
+                    self.offers_seen.clear();
+                }
+                self.offers_seen.entry(joiner.0).or_default().insert(tag.0);
             }
             body => {
                 let sender = self
@@ -158,13 +222,7 @@ impl Replica {
                     Body::GcAck {
                         frontier, members, ..
                     } => self.handle_ack(sender, frontier, members),
-                    Body::Goodbye { .. } => {
-                        self.gc.departed.insert(sender);
-                        if self.gc.members.remove(&sender) {
-                            self.events
-                                .push_back(Event::PeerLeft(self.peers.get(sender).clone()));
-                        }
-                    }
+                    Body::Goodbye { .. } => self.depart(sender),
                     _ => unreachable!("only sequenced bodies reach here"),
                 }
             }
@@ -198,16 +256,6 @@ impl Replica {
     fn handle_directed(&mut self, frame: Frame) -> Result<(), ReceiveError> {
         let from = frame.from;
         match frame.body {
-            Body::SyncOffer { .. } => {
-                if let Phase::Syncing(sync) = &mut self.phase {
-                    if sync.fetching.is_none() {
-                        sync.fetching = Some((from, self.now + self.config.sync_timeout));
-                        self.send_directed(from, Body::SyncFetch { to: from });
-                    } else {
-                        sync.offers.push_back(from);
-                    }
-                }
-            }
             Body::SyncFetch { .. } => {
                 if self.is_ready() {
                     self.deferred_fetches.push(from);
@@ -227,25 +275,9 @@ impl Replica {
                     // Errors in the backlog concern their own senders only.
                     let _ = self.handle_sequenced(frame, size);
                 }
-                // A sender's last messages may have been in flight to the
-                // answerer and sent before this replica listened; nothing
-                // would reveal that gap, so ask every member for its tail.
-                let tails: Vec<(u32, u64)> = self
-                    .streams
-                    .iter()
-                    .filter(|(_, s)| s.peer.is_some_and(|p| self.gc.members.contains(&p)))
-                    .map(|(&tag, s)| (tag, s.next_seq))
-                    .collect();
-                for (tag, from_seq) in tails {
-                    self.send_directed(
-                        Tag(tag),
-                        Body::Resend {
-                            to: Tag(tag),
-                            from_seq,
-                        },
-                    );
-                }
                 self.events.push_back(Event::Ready);
+                self.send_sequenced(|seq| Body::Joined { seq });
+                self.send_lock_acks();
             }
             Body::Welcome { hostname, seq, .. } => {
                 if !self.is_ready() {
@@ -325,6 +357,7 @@ impl Replica {
                 }
                 self.send_sequenced(|seq| Body::SyncRequest { seq, hostname });
             }
+            self.check_liveness(now);
             return;
         }
         match self.gc.next_pass {
@@ -334,16 +367,31 @@ impl Replica {
                 self.gc.next_pass = Some(now + self.config.gc_interval);
             }
         }
+        self.check_liveness(now);
+        // A joiner may have been waiting for an evicted peer's offer.
+        self.answer_fetches();
     }
 
     /// When [`Replica::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Duration> {
         match &self.phase {
-            Phase::Syncing(sync) => Some(match sync.fetching {
-                Some((_, deadline)) => deadline,
-                None => sync.request_deadline,
-            }),
-            Phase::Live => Some(self.gc.next_pass.unwrap_or(self.now)),
+            Phase::Syncing(sync) => {
+                let at = match sync.fetching {
+                    Some((_, deadline)) => deadline,
+                    None => sync.request_deadline,
+                };
+                Some(match self.config.peer_timeout {
+                    Some(_) => at.min(self.locks.last_sent + self.config.heartbeat),
+                    None => at,
+                })
+            }
+            Phase::Live => {
+                let gc = self.gc.next_pass.unwrap_or(self.now);
+                Some(match self.config.peer_timeout {
+                    Some(_) => gc.min(self.locks.last_sent + self.config.heartbeat),
+                    None => gc,
+                })
+            }
         }
     }
 }

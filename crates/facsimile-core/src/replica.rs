@@ -27,6 +27,8 @@ pub struct Config {
     pub(crate) resend_log: usize,
     pub(crate) gc_interval: Duration,
     pub(crate) sync_timeout: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) peer_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -38,6 +40,8 @@ impl Default for Config {
             resend_log: 4096,
             gc_interval: Duration::from_secs(1),
             sync_timeout: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(1),
+            peer_timeout: None,
         }
     }
 }
@@ -111,6 +115,22 @@ impl Config {
         self.sync_timeout = timeout;
         self
     }
+
+    /// Detects silent peers: send a heartbeat when nothing was sent for
+    /// `heartbeat`, and evict a member not heard from for `timeout` (its
+    /// locks are freed and it is no longer waited for). Off by default, since
+    /// it needs [`Replica::handle_timeout`] to be called regularly.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = facsimile_core::Config::default()
+    ///     .failure_detection(Duration::from_millis(500), Duration::from_secs(5));
+    /// ```
+    pub fn failure_detection(mut self, heartbeat: Duration, timeout: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self.peer_timeout = Some(timeout);
+        self
+    }
 }
 
 /// Where a change came from.
@@ -164,6 +184,12 @@ pub enum Event {
     /// The replica lost track of a peer's stream and cannot recover by
     /// retransmission; call [`Replica::sync`].
     NeedsSync,
+    /// A lock was granted, released or lost.
+    Lock(crate::locks::LockEvent),
+    /// The peers evicted this replica (it was silent too long): its locks
+    /// are lost and they no longer wait for it. Rejoin with
+    /// [`Replica::reincarnate`].
+    Evicted,
 }
 
 /// An outgoing message. Send `bytes` to every other replica (or only to
@@ -278,11 +304,20 @@ pub struct Replica {
     pub(crate) held_bytes: usize,
     /// The last counter of this replica's last sent message.
     pub(crate) sent_lamport: u64,
-    /// Peers waiting for a sync answer until no operation waits.
+    /// Peers waiting for a sync answer (see `answer_fetches`).
     pub(crate) deferred_fetches: Vec<Tag>,
+    /// Members whose sync request was seen and whose sync has not completed:
+    /// they hold nothing a snapshot must cover.
+    pub(crate) syncing_peers: rustc_hash::FxHashSet<PeerIdx>,
+    /// For each joiner, the members it was requested among (their offers are
+    /// awaited before answering it).
+    pub(crate) offer_wait: FxHashMap<u32, Vec<PeerIdx>>,
+    /// For each joiner, the peers whose offer to it was applied here.
+    pub(crate) offers_seen: FxHashMap<u32, rustc_hash::FxHashSet<u32>>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) phase: Phase,
     pub(crate) gc: Gc,
+    pub(crate) locks: crate::locks::Locks,
     pub(crate) now: Duration,
     pub(crate) touched: Touched,
 }
@@ -306,9 +341,13 @@ impl Replica {
             held_bytes: 0,
             sent_lamport: 0,
             deferred_fetches: Vec::new(),
+            offers_seen: FxHashMap::default(),
+            offer_wait: FxHashMap::default(),
+            syncing_peers: Default::default(),
             events: VecDeque::new(),
             phase: Phase::Live,
             gc: Gc::default(),
+            locks: crate::locks::Locks::default(),
             now: Duration::ZERO,
             touched: Touched::default(),
         };
@@ -474,6 +513,10 @@ impl Replica {
         }
     }
 
+    pub(crate) fn writable_now(&self) -> Result<(), Error> {
+        self.writable()
+    }
+
     fn writable(&self) -> Result<(), Error> {
         match self.phase {
             Phase::Live => Ok(()),
@@ -481,7 +524,7 @@ impl Replica {
         }
     }
 
-    fn tick(&mut self) -> Id {
+    pub(crate) fn tick(&mut self) -> Id {
         self.clock += 1;
         if self.out.lamport.is_none() {
             self.out.lamport = Some(self.clock);
@@ -615,6 +658,7 @@ impl Replica {
     pub fn map_set(&mut self, obj: ObjectId, key: &str, input: Input) -> Result<bool, Error> {
         self.writable()?;
         let current = self.map(obj)?.get(key);
+        self.check_owner(obj.0, false)?;
         if let (Input::Value(v), Some(cur)) = (&input, current) {
             if v.same(cur) {
                 return Ok(false);
@@ -645,6 +689,7 @@ impl Replica {
         let Some(old) = self.map(obj)?.get(key).cloned() else {
             return Ok(None);
         };
+        self.check_owner(obj.0, false)?;
         self.begin();
         let stamp = self.tick();
         let key = SmolStr::from(key);
@@ -703,6 +748,7 @@ impl Replica {
     ) -> Result<Vec<Value>, Error> {
         self.writable()?;
         let len = self.list(obj)?.len();
+        self.check_owner(obj.0, true)?;
         if start > len {
             return Err(Error::IndexOutOfBounds {
                 object: obj,
@@ -770,6 +816,7 @@ impl Replica {
     pub fn list_set(&mut self, obj: ObjectId, index: usize, input: Input) -> Result<bool, Error> {
         self.writable()?;
         let len = self.list(obj)?.len();
+        self.check_owner(obj.0, true)?;
         if index >= len {
             let mut items: Vec<Input> = (len..index).map(|_| Input::Value(Value::Null)).collect();
             items.push(input);
@@ -793,6 +840,7 @@ impl Replica {
     ) -> Result<usize, Error> {
         self.writable()?;
         let list = self.list(obj)?;
+        self.check_owner(obj.0, true)?;
         let len = list.len();
         let mut effective = Vec::with_capacity(writes.len());
         for (index, input) in writes {
@@ -854,6 +902,7 @@ impl Replica {
     pub fn list_reorder(&mut self, obj: ObjectId, order: &[usize]) -> Result<bool, Error> {
         self.writable()?;
         let list = self.list(obj)?;
+        self.check_owner(obj.0, true)?;
         let len = list.len();
         let mut seen = vec![false; len];
         if order.len() != len
@@ -1036,6 +1085,7 @@ impl Replica {
             body: body(seq),
         };
         let bytes: Arc<[u8]> = codec::encode(&frame, self.config.format).into();
+        self.locks.last_sent = self.now;
         if self.config.resend_log > 0 {
             if self.out.log.len() >= self.config.resend_log {
                 self.out.log.pop_front();

@@ -147,13 +147,11 @@ impl Sim {
         r
     }
 
-    /// Takes node `i` off the network: it stops sending and receiving, and
-    /// what was in flight to or from it is lost.
+    /// Stops node `i` for good: it sends and receives nothing more. What it
+    /// sent before still reaches the others (the transport delivers every
+    /// message a node sent); what was in flight to it is lost.
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].online = false;
-        for node in &mut self.nodes {
-            node.inbox[i].clear();
-        }
         for q in &mut self.nodes[i].inbox {
             q.clear();
         }
@@ -194,6 +192,9 @@ impl Sim {
     pub fn step(&mut self) -> bool {
         let mut links = Vec::new();
         for (r, node) in self.nodes.iter().enumerate() {
+            if !node.online {
+                continue;
+            }
             for (s, q) in node.inbox.iter().enumerate() {
                 if !q.is_empty() {
                     links.push((r, s));
@@ -256,6 +257,18 @@ impl Sim {
     /// timeouts produces no message.
     pub fn settle(&mut self) {
         let step = self.config.gc_interval;
+        if self.config.peer_timeout.is_some() {
+            // Heartbeats never stop: settle for a fixed span instead, short
+            // enough that live replicas are never evicted.
+            let beat = self.config.heartbeat;
+            let rounds = (step.as_millis() / beat.as_millis().max(1)).max(1) as usize * 4;
+            for _ in 0..rounds {
+                self.run();
+                self.advance(beat);
+            }
+            self.run();
+            return;
+        }
         for _ in 0..64 {
             self.run();
             self.advance(step);
@@ -359,6 +372,21 @@ impl Replica {
     /// Number of objects held, reachable or not.
     pub fn object_count(&self) -> usize {
         self.graph.objects.len()
+    }
+
+    /// A readable rendering of the lock state, for failure messages.
+    pub fn debug_locks(&self) -> String {
+        format!(
+            "queues {:?}\nmine {:?}\nmembers {:?}\nheard {:?}",
+            self.locks.queues,
+            self.locks.mine,
+            self.gc.members,
+            self.gc
+                .members
+                .iter()
+                .map(|&m| (m, self.peer_stream(m).map(|s| s.lamport)))
+                .collect::<Vec<_>>()
+        )
     }
 
     /// A readable rendering of the reclamation state, for failure messages.

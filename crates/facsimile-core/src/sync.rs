@@ -256,6 +256,29 @@ impl Replica {
             .collect();
         acks.push((PeerIdx::SELF.0, sorted(&own)));
         acks.sort();
+        let mut locks: Vec<crate::wire::LockQueueState> = self
+            .locks
+            .last_token
+            .keys()
+            .chain(self.locks.queues.keys())
+            .copied()
+            .collect::<rustc_hash::FxHashSet<Id>>()
+            .into_iter()
+            .map(|obj| {
+                let queue = self
+                    .locks
+                    .queues
+                    .get(&obj)
+                    .map(|q| q.iter().map(|r| (enc.id(r.stamp), r.held)).collect())
+                    .unwrap_or_default();
+                (
+                    enc.id(obj),
+                    queue,
+                    self.locks.last_token.get(&obj).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        locks.sort_by_key(|(id, _, _)| (id.p, id.c));
         TransferState {
             peers: table,
             streams,
@@ -264,6 +287,8 @@ impl Replica {
             objects,
             members,
             acks,
+            locks,
+            syncing: self.syncing_peers.iter().map(|p| p.0).collect(),
         }
     }
 
@@ -442,6 +467,34 @@ impl Replica {
                 .ok_or_else(|| bad("ack of an unknown member"))?;
             acks.push((m, ack.iter().map(|&(t, c)| (t.0, c)).collect::<Vec<_>>()));
         }
+        let mut queues = FxHashMap::default();
+        let mut last_token = FxHashMap::default();
+        for (obj, queue, token) in state.locks {
+            let obj = dec.id(obj)?;
+            let queue = queue
+                .into_iter()
+                .map(|(s, held)| {
+                    Ok(crate::locks::LockReq {
+                        stamp: dec.id(s)?,
+                        held,
+                    })
+                })
+                .collect::<Result<Vec<_>, ReceiveError>>()?;
+            if !queue.is_empty() {
+                queues.insert(obj, queue);
+            }
+            last_token.insert(obj, token);
+        }
+        let syncing: Vec<PeerIdx> = state
+            .syncing
+            .iter()
+            .map(|&m| {
+                table
+                    .get(m as usize)
+                    .copied()
+                    .ok_or_else(|| bad("unknown syncing member"))
+            })
+            .collect::<Result<_, _>>()?;
         // Commit.
         for id in fresh {
             self.peers.intern(&id).expect("checked for collisions");
@@ -462,6 +515,23 @@ impl Replica {
                 *e = (*e).max(c);
             }
         }
+        // This replica's own requests were dropped with its state.
+        for q in queues.values_mut() {
+            q.retain(|r: &crate::locks::LockReq| r.stamp.peer != PeerIdx::SELF);
+        }
+        queues.retain(|_, q| !q.is_empty());
+        // Requests made before this replica joined still need its
+        // acknowledgement.
+        self.locks.owed = queues
+            .iter()
+            .flat_map(|(&obj, q)| q.iter().map(move |r| (obj, r.stamp)))
+            .collect();
+        self.locks.queues = queues;
+        self.locks.last_token = last_token;
+        self.syncing_peers = syncing
+            .into_iter()
+            .filter(|&p| p != PeerIdx::SELF)
+            .collect();
         self.gc.dirty = true;
         self.gc.changed = true;
         let new_root = self.graph.root.clone();
@@ -478,6 +548,13 @@ impl Replica {
     /// Drops the local document and asks the peers for theirs. Writes are
     /// refused until the sync completes ([`Event::Ready`]).
     pub fn sync(&mut self) {
+        self.flush_pending_ops();
+        // Requests cannot survive the state they were made in: withdraw
+        // them, so that nobody waits for this replica.
+        let mine: Vec<Id> = self.locks.mine.keys().copied().collect();
+        for obj in mine {
+            let _ = self.unlock(ObjectId(obj));
+        }
         self.flush_pending_ops();
         self.graph = Graph::default();
         self.pending.clear();
@@ -496,5 +573,22 @@ impl Replica {
         });
         let hostname = SmolStr::from(self.me.hostname());
         self.send_sequenced(|seq| crate::wire::Body::SyncRequest { seq, hostname });
+    }
+}
+
+impl Replica {
+    /// Starts over as a new incarnation of the same host, then syncs: what
+    /// a replica does after its peers evicted it ([`Event::Evicted`]). Object
+    /// ids obtained before are not valid afterwards.
+    pub fn reincarnate(&mut self, incarnation: u32) {
+        self.flush_pending_ops();
+        let me = PeerId::new(self.me.hostname(), incarnation);
+        self.peers = crate::clock::Peers::new(me.clone());
+        self.me = me;
+        self.out = crate::replica::Outbox::default();
+        self.gc = crate::gc::Gc::default();
+        self.locks = crate::locks::Locks::default();
+        self.phase = Phase::Live;
+        self.sync();
     }
 }

@@ -111,6 +111,26 @@ pub(crate) enum WireOp {
         elem: WireId,
         origin: Option<WireId>,
     },
+    /// Asks for the lock on `obj`; the request is named by this op's stamp.
+    Lock { obj: WireId },
+    /// Releases (token > 0) or withdraws (token 0) the request `req`.
+    Unlock {
+        obj: WireId,
+        req: WireId,
+        token: u64,
+    },
+    /// Acknowledges the request `req` on `obj`: whether the sender holds
+    /// the lock itself (its request and token) and the members it knows.
+    LockAck {
+        obj: WireId,
+        req: WireId,
+        held: Option<(WireId, u64)>,
+        members: Vec<(Tag, SmolStr)>,
+    },
+    /// The sender no longer waits for `peer`, which stopped answering.
+    Evict { peer: Tag, hostname: SmolStr },
+    /// Nothing but a tick of the sender's clock (a heartbeat).
+    Tick,
 }
 
 impl WireOp {
@@ -125,7 +145,12 @@ impl WireOp {
             | WireOp::MapSet { .. }
             | WireOp::MapDelete { .. }
             | WireOp::ListSet { .. }
-            | WireOp::ListMove { .. } => 1,
+            | WireOp::ListMove { .. }
+            | WireOp::Lock { .. }
+            | WireOp::Unlock { .. }
+            | WireOp::LockAck { .. }
+            | WireOp::Evict { .. }
+            | WireOp::Tick => 1,
         }
     }
 }
@@ -158,8 +183,12 @@ pub(crate) enum Body {
     Goodbye { seq: u64 },
     /// The sender dropped its state and asks for the document.
     SyncRequest { seq: u64, hostname: SmolStr },
-    /// Directed: the sender can serve a sync.
-    SyncOffer { to: Tag },
+    /// The sender's sync completed.
+    Joined { seq: u64 },
+    /// The sender saw `joiner`'s sync request and can serve it. Broadcast
+    /// and sequenced: whoever receives it has every earlier message of the
+    /// sender, which is what a snapshot for the joiner must cover.
+    SyncOffer { seq: u64, joiner: Tag },
     /// Directed: the recipient is chosen to serve the sync.
     SyncFetch { to: Tag },
     /// Directed: the document, as of the sender's state.
@@ -185,7 +214,9 @@ impl Body {
             | Body::Ops { seq, .. }
             | Body::GcAck { seq, .. }
             | Body::Goodbye { seq }
-            | Body::SyncRequest { seq, .. } => Some(*seq),
+            | Body::SyncRequest { seq, .. }
+            | Body::Joined { seq }
+            | Body::SyncOffer { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -193,8 +224,7 @@ impl Body {
     /// The recipient of a directed message.
     pub(crate) fn to(&self) -> Option<Tag> {
         match self {
-            Body::SyncOffer { to }
-            | Body::SyncFetch { to }
+            Body::SyncFetch { to }
             | Body::SyncAnswer { to, .. }
             | Body::Welcome { to, .. }
             | Body::Resend { to, .. }
@@ -216,7 +246,16 @@ pub(crate) struct TransferState {
     /// Acknowledged frontiers the answerer holds (its own included): they
     /// belong to the streams the joiner continues from.
     pub(crate) acks: Vec<(u32, Vec<(Tag, u64)>)>,
+    /// Per object: its lock queue (request, token when granted) and the
+    /// highest token known.
+    pub(crate) locks: Vec<LockQueueState>,
+    /// Members still syncing, as the answerer knows.
+    pub(crate) syncing: Vec<u32>,
 }
+
+/// One object's lock queue in a transferred state: the object, its
+/// requests (with the token of a known grant) and the highest token known.
+pub(crate) type LockQueueState = (WireId, Vec<(WireId, Option<u64>)>, u64);
 
 /// Where the answerer stands in one sender's stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

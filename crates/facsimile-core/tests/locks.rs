@@ -1,0 +1,267 @@
+//! Locks under random requests, releases, writes, crashes and joins on five
+//! replicas: never two holders, no request waits forever once the system is
+//! quiet, fencing tokens strictly increase, and every replica converges.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use facsimile_core::sim::{Sim, run_seeds};
+use facsimile_core::{
+    Config, Error, Event, Input, LockEvent, LockState, ObjectId, PeerId, Replica,
+};
+use rand::Rng;
+
+const HEARTBEAT: Duration = Duration::from_millis(100);
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The two lockable objects of the test document on replica `r`, by name.
+fn objects(r: &mut Replica) -> Option<[ObjectId; 2]> {
+    let root = r.root().as_ref_id()?;
+    let m = r.map_get(root, "m").ok()??.as_ref_id()?;
+    let a = r.map_get(root, "a").ok()??.as_ref_id()?;
+    Some([m, a])
+}
+
+struct Checker {
+    seen: Vec<usize>,
+    last_token: HashMap<(PeerId, u64), u64>,
+}
+
+impl Checker {
+    /// Delivers everything, checking after each delivery (grants must be
+    /// seen in the order they happen).
+    fn run(&mut self, sim: &mut Sim) {
+        self.check(sim);
+        while sim.step() {
+            self.check(sim);
+        }
+    }
+
+    /// Checks the grants reported since the last call and that no object
+    /// has two holders among live replicas.
+    fn check(&mut self, sim: &mut Sim) {
+        let seed = sim.seed();
+        self.seen.resize(sim.len(), 0);
+        for i in 0..sim.len() {
+            let events: Vec<Event> = sim.node(i).events[self.seen[i]..].to_vec();
+            self.seen[i] += events.len();
+            for e in events {
+                if let Event::Lock(LockEvent::Granted { object, token }) = e {
+                    let name = sim.replica(i).object_origin(object);
+                    let last = self.last_token.entry(name).or_insert(0);
+                    assert!(token > *last, "seed {seed}: token {token} after {last}");
+                    *last = token;
+                }
+            }
+        }
+        let mut holders: HashMap<(PeerId, u64), usize> = HashMap::new();
+        for i in sim.online() {
+            let r = sim.replica(i);
+            let Some(objs) = objects(r) else { continue };
+            for o in objs {
+                if let LockState::Held(_) = r.lock_state(o) {
+                    if let Some(other) = holders.insert(r.object_origin(o), i) {
+                        panic!("seed {seed}: replicas {other} and {i} hold the same lock");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn scenario(seed: u64) {
+    let config = Config::default().failure_detection(HEARTBEAT, TIMEOUT);
+    let mut sim = Sim::with_config(seed, 5, config);
+    let mut checker = Checker {
+        seen: Vec::new(),
+        last_token: HashMap::new(),
+    };
+    sim.with(0, |r| {
+        r.set_root(Input::Map(vec![
+            ("m".into(), Input::Map(vec![])),
+            ("a".into(), Input::Array(vec![])),
+        ]))
+        .unwrap();
+    });
+    sim.run();
+    let mut crashed = 0;
+    for step in 0..150 {
+        let online = sim.online();
+        let i = online[sim.rng().random_range(0..online.len())];
+        let action = sim.rng().random_range(0..100);
+        let which = sim.rng().random_range(0..2);
+        let r = sim.replica(i);
+        if let Some(objs) = objects(r).filter(|_| r.is_ready()) {
+            let o = objs[which];
+            match action {
+                0..=24 => {
+                    let _ = r.lock(o, true);
+                }
+                25..=34 => match r.lock(o, false) {
+                    Ok(_) | Err(Error::Locked(_)) => {}
+                    Err(e) => panic!("seed {seed}: {:?} step {step}: {e}", r.peer_id()),
+                },
+                35..=59 => {
+                    let _ = r.unlock(o);
+                }
+                60..=89 => {
+                    let result = if which == 0 {
+                        r.map_set(o, "k", Input::from(step as i64)).map(|_| ())
+                    } else {
+                        r.list_splice(o, 0, 0, vec![Input::from(step as i64)])
+                            .map(|_| ())
+                    };
+                    match result {
+                        Ok(()) => {}
+                        Err(Error::NotOwner(_)) if which == 0 => {}
+                        Err(Error::Locked(_)) if which == 1 => {}
+                        Err(e) => panic!("seed {seed}: unexpected {e}"),
+                    }
+                }
+                90..=94 if crashed < 2 && online.len() > 2 => {
+                    crashed += 1;
+                    sim.crash(i);
+                }
+                95..=99 => {
+                    let j = sim.add(&format!("late{step}"));
+                    sim.with(j, Replica::sync);
+                }
+                _ => {}
+            }
+        }
+        sim.collect(i);
+        let n = sim.rng().random_range(0..8);
+        for _ in 0..n {
+            sim.step();
+            checker.check(&mut sim);
+        }
+        if step % 10 == 9 {
+            // Deliver everything before time passes, so that only crashed
+            // replicas go silent.
+            checker.run(&mut sim);
+            sim.advance(HEARTBEAT);
+        }
+        checker.check(&mut sim);
+    }
+    // Quiet down: holders release, waiters get their turn, until nobody
+    // holds or waits. Crashed replicas are evicted after the timeout.
+    for _ in 0..200 {
+        checker.run(&mut sim);
+        let mut busy = false;
+        for i in sim.online() {
+            let r = sim.replica(i);
+            let Some(objs) = objects(r) else { continue };
+            for o in objs {
+                match r.lock_state(o) {
+                    LockState::Held(_) => {
+                        r.unlock(o).unwrap();
+                        busy = true;
+                    }
+                    LockState::Waiting => busy = true,
+                    LockState::None => {}
+                }
+            }
+            sim.collect(i);
+        }
+        if !busy {
+            break;
+        }
+        sim.advance(HEARTBEAT);
+        checker.check(&mut sim);
+    }
+    let dump: String = sim
+        .online()
+        .into_iter()
+        .map(|i| {
+            let r = sim.replica(i);
+            format!(
+                "--- {i} {:?} ready {}\n{}\n",
+                r.peer_id(),
+                r.is_ready(),
+                r.debug_locks()
+            )
+        })
+        .collect();
+    for i in sim.online() {
+        let r = sim.replica(i);
+        if let Some(objs) = objects(r) {
+            for o in objs {
+                if r.lock_state(o) != LockState::None {
+                    eprintln!("{dump}");
+                }
+                assert_eq!(
+                    r.lock_state(o),
+                    LockState::None,
+                    "seed {seed}: replica {i} still waits\n{}",
+                    r.debug_locks()
+                );
+            }
+        }
+    }
+    sim.settle();
+    sim.assert_converged();
+}
+
+#[test]
+fn five_replicas_lock_safely_over_500_seeds() {
+    run_seeds(0..500, scenario);
+}
+
+#[test]
+fn a_crashed_holder_loses_its_lock_after_the_timeout() {
+    let config = Config::default().failure_detection(HEARTBEAT, TIMEOUT);
+    let mut sim = Sim::with_config(1, 3, config);
+    sim.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
+    sim.run();
+    let o0 = sim.replica(0).root().as_ref_id().unwrap();
+    assert!(matches!(
+        sim.with(0, |r| r.lock(o0, true)).unwrap(),
+        LockState::Waiting
+    ));
+    sim.run();
+    assert!(matches!(sim.replica(0).lock_state(o0), LockState::Held(_)));
+    let o1 = sim.replica(1).root().as_ref_id().unwrap();
+    assert_eq!(sim.with(1, |r| r.lock(o1, true)), Ok(LockState::Waiting));
+    sim.run();
+    assert_eq!(sim.replica(1).lock_state(o1), LockState::Waiting);
+    assert_eq!(
+        sim.replica(1).map_set(o1, "k", 1.into()),
+        Err(Error::NotOwner(o1))
+    );
+    sim.crash(0);
+    // Nothing changes before the timeout ...
+    for _ in 0..9 {
+        sim.advance(HEARTBEAT);
+        sim.run();
+        assert_eq!(sim.replica(1).lock_state(o1), LockState::Waiting);
+    }
+    // ... and the waiter gets the lock after it.
+    for _ in 0..3 {
+        sim.advance(HEARTBEAT);
+        sim.run();
+    }
+    assert!(matches!(sim.replica(1).lock_state(o1), LockState::Held(_)));
+    assert!(
+        sim.node(1)
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PeerLeft(p) if p.hostname() == "r0"))
+    );
+}
+
+#[test]
+fn a_holder_that_leaves_frees_its_lock_at_once() {
+    let mut sim = Sim::new(2, 3);
+    sim.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
+    sim.run();
+    let o0 = sim.replica(0).root().as_ref_id().unwrap();
+    sim.with(0, |r| r.lock(o0, true)).unwrap();
+    sim.run();
+    let o1 = sim.replica(1).root().as_ref_id().unwrap();
+    sim.with(1, |r| r.lock(o1, true)).unwrap();
+    sim.run();
+    assert_eq!(sim.replica(1).lock_state(o1), LockState::Waiting);
+    sim.with(0, Replica::leave);
+    sim.run();
+    assert!(matches!(sim.replica(1).lock_state(o1), LockState::Held(_)));
+}
