@@ -59,6 +59,8 @@ pub(crate) struct Locks {
     pub(crate) acked: FxHashMap<Id, rustc_hash::FxHashSet<PeerIdx>>,
     /// The peers evicted this replica; it may not lock until it rejoins.
     pub(crate) evicted: bool,
+    /// When this replica evicted each peer (the stamp of its eviction).
+    pub(crate) evicted_at: FxHashMap<PeerIdx, Id>,
     /// When each member was last heard from, as of the last time check.
     pub(crate) last_heard: FxHashMap<PeerIdx, Duration>,
     /// Members heard from since the last time check (messages carry no
@@ -69,6 +71,7 @@ pub(crate) struct Locks {
 
 /// A lock event, reported by [`Replica::poll_event`] as [`Event::Lock`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockEvent {
     /// This replica now holds the lock on `object`.
     Granted {
@@ -99,6 +102,18 @@ pub enum LockEvent {
     },
 }
 
+impl LockEvent {
+    /// The object the event is about.
+    pub fn object(&self) -> ObjectId {
+        match self {
+            LockEvent::Granted { object, .. }
+            | LockEvent::Released { object, .. }
+            | LockEvent::Lost { object, .. }
+            | LockEvent::Withdrawn { object } => *object,
+        }
+    }
+}
+
 /// Whether this replica holds, waits for or has nothing to do with a lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockState {
@@ -111,13 +126,19 @@ pub enum LockState {
 }
 
 impl Locks {
-    /// Orders a queue: known grants first (by token), then by stamp.
+    /// Orders a queue: known grants first (by token), then by request
+    /// counter, ties to the higher peer (the original's "highest host locks
+    /// first").
     fn sort(queue: &mut [LockReq], peers: &crate::clock::Peers) {
         queue.sort_by(|a, b| match (a.held, b.held) {
             (Some(x), Some(y)) => x.cmp(&y),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => peers.cmp(a.stamp, b.stamp),
+            (None, None) => a
+                .stamp
+                .counter
+                .cmp(&b.stamp.counter)
+                .then_with(|| peers.cmp_peer(b.stamp.peer, a.stamp.peer)),
         });
     }
 }
@@ -454,7 +475,8 @@ impl Replica {
         }
         self.begin();
         for m in silent {
-            self.tick();
+            let stamp = self.tick();
+            self.locks.evicted_at.insert(m, stamp);
             let peer = self.peers.get(m);
             let (tag, hostname) = (Tag(peer.incarnation()), peer.hostname().into());
             self.out.ops.push(WireOp::Evict {
@@ -475,6 +497,35 @@ impl Replica {
             self.tick();
             self.out.ops.push(WireOp::Tick);
             self.commit();
+        }
+    }
+
+    /// A peer this replica evicted evicted it too: the earlier eviction
+    /// stands, so this replica yields if the peer's came first.
+    pub(crate) fn check_counter_eviction(&mut self, sender: PeerIdx, lamport: u64, ops: &[WireOp]) {
+        let Some(&mine) = self.locks.evicted_at.get(&sender) else {
+            return;
+        };
+        let mut counter = lamport;
+        for op in ops {
+            if let WireOp::Evict { peer, .. } = op {
+                if peer.0 == self.me.incarnation()
+                    && self.peers.later(mine, Id::new(sender, counter))
+                {
+                    self.evicted();
+                    return;
+                }
+            }
+            counter += op.counters();
+        }
+    }
+
+    /// This replica learned that its peers evicted it.
+    pub(crate) fn evicted(&mut self) {
+        if !self.locks.evicted {
+            self.locks.evicted = true;
+            self.lose_all_locks();
+            self.events.push_back(Event::Evicted);
         }
     }
 

@@ -725,9 +725,7 @@ impl Replica {
             }
             Op::Evict { peer } => {
                 if peer == self.me {
-                    self.locks.evicted = true;
-                    self.lose_all_locks();
-                    self.events.push_back(crate::replica::Event::Evicted);
+                    self.evicted();
                 } else if let Ok(p) = self.peers.intern(&peer) {
                     self.depart(p);
                 }

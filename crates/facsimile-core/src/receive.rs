@@ -217,6 +217,17 @@ impl Replica {
                     .ok_or_else(|| {
                         ReceiveError::invalid(tag.0, "message before the sender's hello")
                     })?;
+                if self.gc.departed.contains(&sender) {
+                    // Evicted (or gone): whatever it sends now is refused,
+                    // its writes under lost locks included. It rejoins as a
+                    // new incarnation. Only its verdict on this replica
+                    // counts: after a partition both sides evicted each
+                    // other, and the earlier eviction stands.
+                    if let Body::Ops { lamport, ops, .. } = &body {
+                        self.check_counter_eviction(sender, *lamport, ops);
+                    }
+                    return Ok(());
+                }
                 match body {
                     Body::Ops { lamport, ops, .. } => self.handle_ops(tag, sender, lamport, ops)?,
                     Body::GcAck {

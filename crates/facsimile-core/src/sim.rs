@@ -45,6 +45,7 @@ pub struct SimNode {
     /// Messages in flight to this node, one FIFO queue per sender.
     inbox: Vec<VecDeque<Arc<[u8]>>>,
     online: bool,
+    partitioned: bool,
 }
 
 /// The simulated network.
@@ -116,6 +117,7 @@ impl Sim {
             events: Vec::new(),
             inbox: (0..=n).map(|_| VecDeque::new()).collect(),
             online: true,
+            partitioned: false,
         });
         n
     }
@@ -157,6 +159,12 @@ impl Sim {
         }
     }
 
+    /// Cuts node `i` off (or reconnects it): messages to and from it wait
+    /// until the partition heals, while it keeps running.
+    pub fn partition(&mut self, i: usize, cut: bool) {
+        self.nodes[i].partitioned = cut;
+    }
+
     /// Moves node `i`'s transmits onto the links and its events into its log.
     pub fn collect(&mut self, i: usize) {
         while let Some(t) = self.nodes[i].replica.poll_transmit() {
@@ -196,7 +204,7 @@ impl Sim {
                 continue;
             }
             for (s, q) in node.inbox.iter().enumerate() {
-                if !q.is_empty() {
+                if !q.is_empty() && !node.partitioned && !self.nodes[s].partitioned {
                     links.push((r, s));
                 }
             }

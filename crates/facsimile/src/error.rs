@@ -54,6 +54,12 @@ pub enum Error {
     /// A deep conversion met a cycle.
     #[error("the value contains a cycle through object {0:?} and cannot become a tree")]
     Cycle(ObjectId),
+    /// Another node holds the lock on the object (map writes).
+    #[error("Object is not owned by current host (another node holds the lock on {0:?})")]
+    NotOwner(ObjectId),
+    /// The array is locked by another node (array methods).
+    #[error("array {0:?} is locked by another node")]
+    Locked(ObjectId),
     /// Any other refusal of the engine.
     #[error("{0}")]
     Refused(String),
@@ -79,6 +85,8 @@ impl From<facsimile_core::Error> for Error {
             E::IndexOutOfBounds { index, len, .. } => Error::IndexOutOfBounds { index, len },
             E::Detached(o) => Error::Detached(o),
             E::Syncing => Error::Syncing,
+            E::NotOwner(o) => Error::NotOwner(o),
+            E::Locked(o) => Error::Locked(o),
             // Permutations are built by this crate; a mismatch means the
             // array changed underneath, reported as a bounds error.
             E::BadPermutation { len, .. } => Error::IndexOutOfBounds { index: len, len },

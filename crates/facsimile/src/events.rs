@@ -4,9 +4,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
-use facsimile_core::{ObjectId, Origin, Prop};
+use facsimile_core::{LockEvent, ObjectId, Origin, Prop};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use rustc_hash::FxHashMap;
 
@@ -62,10 +62,13 @@ pub enum Event {
     RootChanged(Value),
     /// A sync completed; this is the root.
     Ready(Value),
+    /// A lock of this node was granted, released or lost.
+    Lock(LockEvent),
 }
 
 pub(crate) type ChangeFn = Arc<dyn Fn(&ChangeEvent) + Send + Sync>;
 pub(crate) type ValueFn = Arc<dyn Fn(&Value) + Send + Sync>;
+pub(crate) type LockFn = Arc<dyn Fn(&LockEvent) + Send + Sync>;
 
 struct Sub<F> {
     id: u64,
@@ -82,7 +85,10 @@ pub(crate) struct Subs {
     props: FxHashMap<(ObjectId, Prop), Vec<Sub<ChangeFn>>>,
     root: Vec<Sub<ValueFn>>,
     ready: Vec<Sub<ValueFn>>,
+    locks: Vec<Sub<LockFn>>,
     streams: Vec<Sub<UnboundedSender<Event>>>,
+    /// Tasks waiting for a lock on an object.
+    lock_wakers: FxHashMap<ObjectId, Vec<Waker>>,
 }
 
 impl Subs {
@@ -97,7 +103,46 @@ impl Subs {
             && self.props.is_empty()
             && self.root.is_empty()
             && self.ready.is_empty()
+            && self.locks.is_empty()
             && self.streams.is_empty()
+    }
+
+    pub(crate) fn add_lock(&mut self, f: LockFn) -> (u64, Arc<AtomicBool>) {
+        let (id, alive) = self.fresh();
+        self.locks.push(Sub {
+            id,
+            alive: alive.clone(),
+            f,
+        });
+        (id, alive)
+    }
+
+    pub(crate) fn add_lock_waker(&mut self, obj: ObjectId, waker: Waker) {
+        let list = self.lock_wakers.entry(obj).or_default();
+        if !list.iter().any(|w| w.will_wake(&waker)) {
+            list.push(waker);
+        }
+    }
+
+    pub(crate) fn wake_locks(&mut self, obj: ObjectId, out: &mut Dispatch) {
+        if let Some(list) = self.lock_wakers.remove(&obj) {
+            out.calls.extend(list.into_iter().map(Call::Wake));
+        }
+    }
+
+    pub(crate) fn wake_all_locks(&mut self, out: &mut Dispatch) {
+        for (_, list) in self.lock_wakers.drain() {
+            out.calls.extend(list.into_iter().map(Call::Wake));
+        }
+    }
+
+    pub(crate) fn route_lock(&self, e: LockEvent, out: &mut Dispatch) {
+        let e = Arc::new(e);
+        for s in &self.locks {
+            out.calls
+                .push(Call::Lock(s.alive.clone(), s.f.clone(), e.clone()));
+        }
+        self.route_stream(Event::Lock((*e).clone()), out);
     }
 
     pub(crate) fn add_global(&mut self, f: ChangeFn) -> (u64, Arc<AtomicBool>) {
@@ -169,6 +214,7 @@ impl Subs {
         self.global.retain(|s| s.id != id);
         self.root.retain(|s| s.id != id);
         self.ready.retain(|s| s.id != id);
+        self.locks.retain(|s| s.id != id);
         self.streams.retain(|s| s.id != id);
         self.objects.retain(|_, v| {
             v.retain(|s| s.id != id);
@@ -226,6 +272,8 @@ impl Subs {
 }
 
 enum Call {
+    Wake(Waker),
+    Lock(Arc<AtomicBool>, LockFn, Arc<LockEvent>),
     Change(Arc<AtomicBool>, ChangeFn, Arc<ChangeEvent>),
     Value(Arc<AtomicBool>, ValueFn, Arc<Value>),
     Stream(Arc<AtomicBool>, UnboundedSender<Event>, Event),
@@ -246,6 +294,12 @@ impl Dispatch {
     pub(crate) fn run(self) {
         for call in self.calls {
             match call {
+                Call::Wake(w) => w.wake(),
+                Call::Lock(alive, f, e) => {
+                    if alive.load(Ordering::Acquire) {
+                        f(&e)
+                    }
+                }
                 Call::Change(alive, f, ev) => {
                     if alive.load(Ordering::Acquire) {
                         f(&ev)

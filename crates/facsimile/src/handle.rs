@@ -93,7 +93,7 @@ fn on_object(
     id: ObjectId,
     f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
 ) -> Subscription {
-    let (sid, alive) = node.lock().subs.add_object(id, Arc::new(f));
+    let (sid, alive) = node.state().subs.add_object(id, Arc::new(f));
     Subscription::new(node, sid, alive)
 }
 
@@ -103,7 +103,7 @@ fn on_prop(
     prop: Prop,
     f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
 ) -> Subscription {
-    let (sid, alive) = node.lock().subs.add_prop(id, prop, Arc::new(f));
+    let (sid, alive) = node.state().subs.add_prop(id, prop, Arc::new(f));
     Subscription::new(node, sid, alive)
 }
 
@@ -167,6 +167,36 @@ macro_rules! handle_common {
 handle_common!(MapRef);
 handle_common!(ArrayRef);
 
+impl From<&MapRef> for ObjectRef {
+    fn from(m: &MapRef) -> Self {
+        ObjectRef::Map(m.clone())
+    }
+}
+
+impl From<MapRef> for ObjectRef {
+    fn from(m: MapRef) -> Self {
+        ObjectRef::Map(m)
+    }
+}
+
+impl From<&ArrayRef> for ObjectRef {
+    fn from(a: &ArrayRef) -> Self {
+        ObjectRef::Array(a.clone())
+    }
+}
+
+impl From<ArrayRef> for ObjectRef {
+    fn from(a: ArrayRef) -> Self {
+        ObjectRef::Array(a)
+    }
+}
+
+impl From<&ObjectRef> for ObjectRef {
+    fn from(o: &ObjectRef) -> Self {
+        o.clone()
+    }
+}
+
 impl From<MapRef> for Value {
     fn from(m: MapRef) -> Self {
         Value::Map(m)
@@ -182,7 +212,7 @@ impl From<ArrayRef> for Value {
 impl MapRef {
     /// The value of a key.
     pub fn get(&self, key: &str) -> Option<Value> {
-        let st = self.node.lock();
+        let st = self.node.state();
         let v = st.replica.map_get(self.id, key).ok()??;
         Some(self.node.value(&st.replica, v))
     }
@@ -245,7 +275,7 @@ impl MapRef {
     /// # Errors
     /// [`Error::UnknownObject`] or [`Error::WrongKind`].
     pub fn entries(&self) -> Result<Vec<(String, Value)>> {
-        let mut st = self.node.lock();
+        let mut st = self.node.state();
         let entries = st.replica.map_entries(self.id)?;
         Ok(entries
             .into_iter()
@@ -281,7 +311,7 @@ impl MapRef {
 impl ArrayRef {
     /// The element at `index`.
     pub fn get(&self, index: usize) -> Option<Value> {
-        let st = self.node.lock();
+        let st = self.node.state();
         let v = st.replica.list_get(self.id, index).ok()??;
         Some(self.node.value(&st.replica, v))
     }
@@ -301,7 +331,7 @@ impl ArrayRef {
     /// # Errors
     /// [`Error::UnknownObject`] or [`Error::WrongKind`].
     pub fn to_vec(&self) -> Result<Vec<Value>> {
-        let st = self.node.lock();
+        let st = self.node.state();
         let values = st.replica.list_values(self.id)?;
         Ok(values
             .into_iter()
@@ -317,7 +347,7 @@ impl ArrayRef {
         let removed = self
             .node
             .write(|r| r.list_splice(self.id, start, delete, items))?;
-        let st = self.node.lock();
+        let st = self.node.state();
         Ok(removed
             .into_iter()
             .map(|v| self.node.value(&st.replica, v))
@@ -374,7 +404,7 @@ impl ArrayRef {
             }
             r.list_splice(self.id, len - 1, 1, vec![])
         })?;
-        let st = self.node.lock();
+        let st = self.node.state();
         Ok(removed
             .into_iter()
             .next()
@@ -535,7 +565,7 @@ impl ArrayRef {
     fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<()> {
         loop {
             let (values, stamp) = {
-                let st = self.node.lock();
+                let st = self.node.state();
                 let values = st.replica.list_values(self.id)?;
                 let stamp = st.replica.list_version(self.id)?;
                 (

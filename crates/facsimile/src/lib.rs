@@ -43,6 +43,7 @@ mod error;
 mod events;
 mod handle;
 mod local;
+mod lock;
 mod node;
 mod value;
 
@@ -51,7 +52,9 @@ pub use events::{ChangeEvent, Event, EventStream, Subscription};
 pub use facsimile_core::{
     Config, ObjectId, ObjectKind, Origin, PeerId, Prop, ReceiveError, WireFormat,
 };
+pub use facsimile_core::{LockEvent, LockState};
 pub use handle::{ArrayRef, MapRef, ObjectRef};
 pub use local::LocalNetwork;
+pub use lock::{LockError, LockFuture, LockGuard};
 pub use node::{Node, Outgoing};
 pub use value::{Input, Value};

@@ -45,6 +45,12 @@ pub(crate) struct State {
     pub(crate) subs: Subs,
 }
 
+impl State {
+    pub(crate) fn has_sender(&self) -> bool {
+        self.sender.is_some()
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     /// Held by the one caller that sends transmits and runs callbacks, so
@@ -115,9 +121,10 @@ impl Node {
         self.inner.peer.hostname()
     }
 
-    /// This node's identity on the wire.
-    pub fn peer_id(&self) -> &PeerId {
-        &self.inner.peer
+    /// This node's identity on the wire (a new incarnation after its peers
+    /// evicted it).
+    pub fn peer_id(&self) -> PeerId {
+        self.state().replica.peer_id().clone()
     }
 
     pub(crate) fn same_node(&self, other: &Node) -> bool {
@@ -128,14 +135,14 @@ impl Node {
         Arc::downgrade(&self.inner)
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sets the function that sends this node's messages to the others (the
     /// original's overridable `send`). Messages queued before are sent now.
     pub fn set_sender(&self, send: impl Fn(Outgoing) + Send + Sync + 'static) {
-        self.lock().sender = Some(Arc::new(send));
+        self.state().sender = Some(Arc::new(send));
         self.pump();
     }
 
@@ -145,7 +152,7 @@ impl Node {
     /// [`Error::Receive`] when the bytes are not a valid message; the node
     /// is unchanged and keeps working.
     pub fn receive(&self, bytes: &[u8]) -> Result<()> {
-        let r = self.lock().replica.handle_message(bytes);
+        let r = self.state().replica.handle_message(bytes);
         self.pump();
         r.map_err(Error::from)
     }
@@ -156,7 +163,7 @@ impl Node {
         f: impl FnOnce(&mut Replica) -> Result<R, facsimile_core::Error>,
     ) -> Result<R> {
         let r = {
-            let mut st = self.lock();
+            let mut st = self.state();
             if st.sender.is_none() {
                 return Err(Error::NoSender);
             }
@@ -168,7 +175,16 @@ impl Node {
 
     /// Runs a read on the replica.
     pub(crate) fn read<R>(&self, f: impl FnOnce(&mut Replica) -> R) -> R {
-        f(&mut self.lock().replica)
+        f(&mut self.state().replica)
+    }
+
+    /// Whether a local write to `object` would be allowed by the locks:
+    /// `Err(NotOwner)` while another node holds or is queued for its lock.
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`].
+    pub fn check_writable(&self, object: &facsimile_core::ObjectId) -> Result<()> {
+        self.read(|r| r.check_writable(*object)).map_err(Error::from)
     }
 
     /// Wraps an engine value for this node.
@@ -181,9 +197,9 @@ impl Node {
     /// # Errors
     /// Whatever `f` returns.
     pub fn batch<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
-        self.lock().replica.begin();
+        self.state().replica.begin();
         let r = f();
-        self.lock().replica.commit();
+        self.state().replica.commit();
         self.pump();
         r
     }
@@ -202,7 +218,7 @@ impl Node {
 
     /// The root value.
     pub fn root(&self) -> Value {
-        let st = self.lock();
+        let st = self.state();
         self.value(&st.replica, st.replica.root())
     }
 
@@ -220,29 +236,29 @@ impl Node {
     /// peer sends it; writes arriving meanwhile are applied after it. Listen
     /// with [`Node::on_ready`] to know when it is complete.
     pub fn sync(&self) {
-        self.lock().replica.sync();
+        self.state().replica.sync();
         self.pump();
     }
 
     /// Whether the document is complete (no sync in progress).
     pub fn is_ready(&self) -> bool {
-        self.lock().replica.is_ready()
+        self.state().replica.is_ready()
     }
 
     /// The canonical encoding of the document: two nodes that received the
     /// same messages return identical bytes.
     pub fn snapshot(&self) -> Vec<u8> {
-        self.lock().replica.snapshot()
+        self.state().replica.snapshot()
     }
 
     /// Peers known to be participating.
     pub fn peers(&self) -> Vec<PeerId> {
-        self.lock().replica.members()
+        self.state().replica.members()
     }
 
     /// Says goodbye: the other nodes stop waiting for this one.
     pub fn leave(&self) {
-        self.lock().replica.leave();
+        self.state().replica.leave();
         self.pump();
     }
 
@@ -254,20 +270,30 @@ impl Node {
 
     /// Calls `f` for every change to any object of this node's document.
     pub fn on_change(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
-        let (id, alive) = self.lock().subs.add_global(Arc::new(f));
+        let (id, alive) = self.state().subs.add_global(Arc::new(f));
         Subscription::new(self, id, alive)
     }
 
     /// Calls `f` with the new root each time the root is replaced.
     pub fn on_root_changed(&self, f: impl Fn(&Value) + Send + Sync + 'static) -> Subscription {
-        let (id, alive) = self.lock().subs.add_root(Arc::new(f));
+        let (id, alive) = self.state().subs.add_root(Arc::new(f));
+        Subscription::new(self, id, alive)
+    }
+
+    /// Calls `f` for every lock event of this node (granted, released,
+    /// lost, withdrawn).
+    pub fn on_lock(
+        &self,
+        f: impl Fn(&facsimile_core::LockEvent) + Send + Sync + 'static,
+    ) -> Subscription {
+        let (id, alive) = self.state().subs.add_lock(Arc::new(f));
         Subscription::new(self, id, alive)
     }
 
     /// Calls `f` with the root each time a sync completes (every reference
     /// reachable from the root is resolved).
     pub fn on_ready(&self, f: impl Fn(&Value) + Send + Sync + 'static) -> Subscription {
-        let (id, alive) = self.lock().subs.add_ready(Arc::new(f));
+        let (id, alive) = self.state().subs.add_ready(Arc::new(f));
         Subscription::new(self, id, alive)
     }
 
@@ -275,7 +301,7 @@ impl Node {
     /// The stream ends its subscription when dropped.
     pub fn events(&self) -> EventStream {
         let (tx, rx) = futures_channel::mpsc::unbounded();
-        let (id, alive) = self.lock().subs.add_stream(tx);
+        let (id, alive) = self.state().subs.add_stream(tx);
         EventStream::new(rx, Subscription::new(self, id, alive))
     }
 
@@ -285,7 +311,7 @@ impl Node {
     }
 
     pub(crate) fn remove_listener(&self, id: u64) {
-        self.lock().subs.remove(id);
+        self.state().subs.remove(id);
     }
 
     /// Sends queued messages and runs listeners, in order, outside the state
@@ -318,12 +344,12 @@ impl Node {
     }
 
     fn has_work(&self) -> bool {
-        let st = self.lock();
+        let st = self.state();
         (st.sender.is_some() && st.replica.has_transmits()) || st.replica.has_events()
     }
 
     fn drain(&self) -> (Option<Sender>, Vec<Transmit>, Dispatch) {
-        let mut st = self.lock();
+        let mut st = self.state();
         let now = self.inner.epoch.elapsed();
         if st.replica.poll_timeout().is_some_and(|at| now >= at) {
             st.replica.handle_timeout(now);
@@ -337,11 +363,22 @@ impl Node {
         let mut dispatch = Dispatch::default();
         let listening = !st.subs.is_empty();
         while let Some(e) = st.replica.poll_event() {
-            if matches!(e, CoreEvent::NeedsSync) {
-                // The node missed messages no peer can resend any more: the
-                // only way back to the shared document is a full sync.
-                st.replica.sync();
-                continue;
+            match &e {
+                CoreEvent::NeedsSync => {
+                    // The node missed messages no peer can resend any more:
+                    // the only way back to the shared document is a sync.
+                    st.replica.sync();
+                    continue;
+                }
+                CoreEvent::Evicted => {
+                    // The peers stopped waiting for this node: rejoin as a
+                    // new incarnation. Waiting lock futures fail.
+                    st.replica.reincarnate(rand::random());
+                    st.subs.wake_all_locks(&mut dispatch);
+                    continue;
+                }
+                CoreEvent::Lock(l) => st.subs.wake_locks(l.object(), &mut dispatch),
+                _ => {}
             }
             if listening {
                 let st = &*st;
@@ -380,6 +417,7 @@ impl Node {
                 let v = self.value(&st.replica, st.replica.root());
                 subs.route_ready(v, out);
             }
+            CoreEvent::Lock(l) => subs.route_lock(l, out),
             _ => {}
         }
     }

@@ -1,6 +1,7 @@
 //! Integration tests of the `facsimile` crate, one binary.
 
 mod events;
+mod locks;
 mod scenarios;
 
 use facsimile::{Config, LocalNetwork, WireFormat};

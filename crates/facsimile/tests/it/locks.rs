@@ -1,0 +1,207 @@
+//! Locks through the `Node` API: SPEC §6 scenarios 9 (locked part), 13 and
+//! 14, and guard behaviour.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use facsimile::{Error, LocalNetwork, LockError, LockEvent, Value};
+use futures_executor::block_on;
+use futures_util::FutureExt;
+use futures_util::task::noop_waker_ref;
+use serde_json::json;
+
+use crate::networks;
+
+/// Scenario 9 (locked part): under a lock, `push`, `pop`, `reverse` and
+/// `sort` replicate as operations.
+#[test]
+fn s09_array_methods_under_a_lock() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!([3, 1, 2])).unwrap();
+        let arr = b.root_array().unwrap();
+        let guard = block_on(b.lock(&arr)).unwrap();
+        arr.push(5).unwrap();
+        assert_eq!(arr.pop().unwrap(), Some(Value::Int(5)));
+        arr.push(4).unwrap();
+        arr.reverse().unwrap();
+        assert_eq!(a.root().to_json().unwrap(), json!([4, 2, 1, 3]), "{wire}");
+        arr.sort_by(|x, y| x.as_i64().cmp(&y.as_i64())).unwrap();
+        assert_eq!(a.root().to_json().unwrap(), json!([1, 2, 3, 4]), "{wire}");
+        drop(guard);
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// Scenario 13: a lock is granted and writes under it replicate; while it
+/// is held the other node's request fails, its write fails with
+/// `NotOwner`, its release fails with `NotOwner`, its array method fails
+/// with `Locked`; releasing an unlocked object fails with `NotLocked`.
+#[test]
+fn s13_lock_rules() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({"m": {"x": 0}, "l": [1]})).unwrap();
+        let (ma, la) = {
+            let r = a.root_map().unwrap();
+            (
+                r.get("m").unwrap().as_map().unwrap().clone(),
+                r.get("l").unwrap().as_array().unwrap().clone(),
+            )
+        };
+        let (mb, lb) = {
+            let r = b.root_map().unwrap();
+            (
+                r.get("m").unwrap().as_map().unwrap().clone(),
+                r.get("l").unwrap().as_array().unwrap().clone(),
+            )
+        };
+        assert_eq!(
+            b.release(&(&mb).into()),
+            Err(LockError::NotLocked(mb.id())),
+            "{wire}"
+        );
+
+        let gm = block_on(a.lock(&ma)).unwrap();
+        let gl = block_on(a.lock(&la)).unwrap();
+        ma.set("x", 1).unwrap();
+        la.push(2).unwrap();
+        assert_eq!(
+            mb.get("x"),
+            Some(Value::Int(1)),
+            "{wire}: writes under a lock replicate"
+        );
+        assert_eq!(lb.to_vec().unwrap(), vec![Value::Int(1), Value::Int(2)]);
+
+        assert_eq!(
+            block_on(b.request(&mb)).unwrap_err(),
+            LockError::Locked(mb.id()),
+            "{wire}"
+        );
+        let err = mb.set("x", 99).unwrap_err();
+        assert_eq!(err, Error::NotOwner(mb.id()), "{wire}");
+        assert!(
+            err.to_string()
+                .contains("Object is not owned by current host")
+        );
+        assert_eq!(
+            b.release(&(&mb).into()),
+            Err(LockError::NotOwner(mb.id())),
+            "{wire}"
+        );
+        assert_eq!(lb.push(3).unwrap_err(), Error::Locked(lb.id()), "{wire}");
+        assert_eq!(
+            mb.get("x"),
+            Some(Value::Int(1)),
+            "{wire}: refused writes change nothing"
+        );
+
+        gm.release().unwrap();
+        drop(gl);
+        mb.set("x", 2).unwrap();
+        lb.push(3).unwrap();
+        assert_eq!(ma.get("x"), Some(Value::Int(2)), "{wire}");
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// Scenario 14: two nodes lock at once; the higher hostname gets it first,
+/// the other next, and both writes land.
+#[test]
+fn s14_concurrent_locks_go_to_the_higher_hostname_first() {
+    for seed in 0..20 {
+        let net = LocalNetwork::manual(seed);
+        let low = net.join("alpha");
+        let high = net.join("bravo");
+        net.run();
+        low.set_root(json!({"log": []})).unwrap();
+        net.run();
+        let log_low = low
+            .root_map()
+            .unwrap()
+            .get("log")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone();
+        let log_high = high
+            .root_map()
+            .unwrap()
+            .get("log")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        for node in [&low, &high] {
+            let o = order.clone();
+            let name = node.hostname().to_string();
+            node.on_lock(move |e| {
+                if let LockEvent::Granted { token, .. } = e {
+                    o.lock().unwrap().push((name.clone(), *token));
+                }
+            })
+            .detach();
+        }
+        // Both ask at the same logical time, before hearing each other.
+        let mut fl = low.lock(&log_low);
+        let mut fh = high.lock(&log_high);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(fl.poll_unpin(&mut cx).is_pending());
+        assert!(fh.poll_unpin(&mut cx).is_pending());
+        net.run();
+        let Poll::Ready(Ok(gh)) = fh.poll_unpin(&mut cx) else {
+            panic!("seed {seed}: bravo, the higher hostname, goes first");
+        };
+        assert!(fl.poll_unpin(&mut cx).is_pending(), "seed {seed}");
+        log_high.push("bravo").unwrap();
+        drop(gh);
+        net.run();
+        let Poll::Ready(Ok(gl)) = fl.poll_unpin(&mut cx) else {
+            panic!("seed {seed}: alpha goes next");
+        };
+        log_low.push("alpha").unwrap();
+        drop(gl);
+        net.run();
+        for node in [&low, &high] {
+            assert_eq!(
+                node.root().to_json().unwrap(),
+                json!({"log": ["bravo", "alpha"]}),
+                "seed {seed}"
+            );
+        }
+        let order = order.lock().unwrap();
+        assert_eq!(
+            order.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["bravo", "alpha"]
+        );
+        assert!(
+            order[1].1 > order[0].1,
+            "seed {seed}: fencing tokens increase"
+        );
+    }
+}
+
+#[test]
+fn a_dropped_lock_future_withdraws_its_request() {
+    let net = LocalNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({})).unwrap();
+    let ra = a.root_map().unwrap();
+    let rb = b.root_map().unwrap();
+    let guard = block_on(a.lock(&ra)).unwrap();
+    let mut waiting = b.lock(&rb);
+    let mut cx = Context::from_waker(noop_waker_ref());
+    assert!(waiting.poll_unpin(&mut cx).is_pending());
+    drop(waiting);
+    drop(guard);
+    // Nobody waits: a third party can take it at once.
+    let c = net.join("c");
+    c.sync();
+    let rc = c.root_map().unwrap();
+    let g = block_on(c.request(&rc)).unwrap();
+    assert!(g.is_held());
+}
