@@ -105,9 +105,21 @@ impl Sim {
         i
     }
 
+    /// Adds an existing replica (one restored from a saved state, say) to
+    /// the network.
+    pub fn add_replica(&mut self, replica: Replica) -> usize {
+        let i = self.insert(replica);
+        self.collect(i);
+        i
+    }
+
     fn push(&mut self, hostname: &str) -> usize {
         let incarnation = self.rng.random();
         let replica = Replica::new(PeerId::new(hostname, incarnation), self.config.clone());
+        self.insert(replica)
+    }
+
+    fn insert(&mut self, replica: Replica) -> usize {
         let n = self.nodes.len();
         for node in &mut self.nodes {
             node.inbox.push(VecDeque::new());

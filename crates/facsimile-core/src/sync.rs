@@ -15,7 +15,7 @@ use crate::error::ReceiveError;
 use crate::graph::list::{ElemExtra, ListObj, Slot, SlotKind};
 use crate::graph::map::{MapEntry, MapObj};
 use crate::graph::{Graph, Obj, ObjData};
-use crate::replica::{Event, Origin, Phase, Replica, Stream};
+use crate::replica::{Config, Event, Origin, Phase, Replica, Stream};
 use crate::value::{Id, ObjectId, PeerId, PeerIdx, Value};
 use crate::wire::{
     CanonObj, Canonical, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
@@ -590,5 +590,71 @@ impl Replica {
         self.locks = crate::locks::Locks::default();
         self.phase = Phase::Live;
         self.sync();
+    }
+}
+
+impl Replica {
+    /// Saves everything needed to continue this document later: the
+    /// document with its metadata, every stream position, lock queues and
+    /// acknowledgements. For persistence (the relay keeps one on disk).
+    pub fn export_state(&mut self) -> Vec<u8> {
+        self.flush_pending_ops();
+        codec::encode_plain(&self.transfer_state())
+    }
+
+    /// Starts a replica from a state saved with [`Replica::export_state`],
+    /// as a new incarnation `me` (the saved replica's identity becomes an
+    /// ordinary peer; evict it with [`Replica::evict`] so nobody waits for
+    /// it). The replica is ready at once.
+    ///
+    /// # Errors
+    /// A [`ReceiveError`] when the bytes are not a valid saved state.
+    pub fn from_exported(
+        me: PeerId,
+        config: Config,
+        bytes: &[u8],
+    ) -> Result<Replica, ReceiveError> {
+        let state: TransferState = match bytes.split_first() {
+            Some((&codec::VERSION, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| ReceiveError::Malformed(e.to_string()))?
+            }
+            Some((&v, _)) => return Err(ReceiveError::UnsupportedVersion(v)),
+            None => return Err(ReceiveError::Empty),
+        };
+        let mut r = Replica::new(me, config);
+        let from = state.peers.first().map(|(t, _)| *t).unwrap_or(Tag(0));
+        r.load_transfer(from, state)?;
+        // The saved replica's own requests were dropped with it.
+        let old = r.peers.by_tag(from.0);
+        if let Some(old) = old {
+            for q in r.locks.queues.values_mut() {
+                q.retain(|req| req.stamp.peer != old);
+            }
+            r.locks.queues.retain(|_, q| !q.is_empty());
+        }
+        r.events.clear();
+        r.events.push_back(Event::Ready);
+        Ok(r)
+    }
+
+    /// Declares `peer` gone (its transport reported it lost): its locks are
+    /// freed and nobody waits for it, on every replica.
+    pub fn evict(&mut self, peer: &PeerId) {
+        let Ok(p) = self.peers.intern(peer) else {
+            return;
+        };
+        if p == PeerIdx::SELF || self.gc.departed.contains(&p) {
+            return;
+        }
+        self.flush_pending_ops();
+        self.begin();
+        let stamp = self.tick();
+        self.locks.evicted_at.insert(p, stamp);
+        self.out.ops.push(crate::wire::WireOp::Evict {
+            peer: Tag(peer.incarnation()),
+            hostname: peer.hostname().into(),
+        });
+        self.depart(p);
+        self.commit();
     }
 }

@@ -290,3 +290,41 @@ fn explore() {
         .unwrap_or(0);
     run_seeds(100_000..100_000 + n, |seed| scenario(seed, 5, 200));
 }
+
+#[test]
+fn a_restored_replica_continues_as_a_new_incarnation() {
+    run_seeds(0..30, |seed| {
+        let mut sim = Sim::new(seed, 2);
+        let mut token = 0;
+        let mut ledger = Ledger::default();
+        for _ in 0..30 {
+            random_op(&mut sim, 0, &mut token, &mut ledger);
+            random_op(&mut sim, 1, &mut token, &mut ledger);
+            sim.steps(3);
+        }
+        sim.run();
+        let saved = sim.replica(0).export_state();
+        let old = sim.replica(0).peer_id().clone();
+        let restored = Replica::from_exported(
+            PeerId::new("r0", 0x5eed_0000 + seed as u32),
+            facsimile_core::Config::default(),
+            &saved,
+        )
+        .expect("a valid export");
+        assert_eq!(
+            restored.root().as_ref_id().is_some(),
+            sim.replica(0).root().as_ref_id().is_some()
+        );
+        // The restored replica joins the network in place of the old one.
+        let j = sim.add_replica(restored);
+        sim.crash(0);
+        sim.with(j, |r| r.evict(&old));
+        for _ in 0..20 {
+            random_op(&mut sim, j, &mut token, &mut ledger);
+            random_op(&mut sim, 1, &mut token, &mut ledger);
+            sim.steps(3);
+        }
+        sim.settle();
+        sim.assert_converged();
+    });
+}
