@@ -86,8 +86,14 @@ impl Id {
 /// Object ids are stable for the life of the object on a replica; the same
 /// object has an equal id on every replica only through the wire encoding,
 /// which translates peers.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ObjectId(pub(crate) Id);
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.0.peer.0, self.0.counter)
+    }
+}
 
 /// The kind of an object.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use facsimile::{LocalNetwork, Node, Value};
 use serde_json::json;
 
-fn main() -> Result<(), facsimile::Error> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let network = LocalNetwork::new();
 
     // Create our host network.
@@ -51,7 +51,7 @@ fn main() -> Result<(), facsimile::Error> {
 
     let root = ready.lock().unwrap().take().expect("the sync completed");
     println!("[client] ready: elements = {}", root.to_json()?["elements"]);
-    array_functions(&client)?;
+    array_functions(&client, &host)?;
 
     println!("[host]   elements = {}", elements.to_json()?);
     println!(
@@ -71,13 +71,27 @@ fn main() -> Result<(), facsimile::Error> {
     Ok(())
 }
 
-fn array_functions(client: &Node) -> Result<(), facsimile::Error> {
+fn array_functions(client: &Node, host: &Node) -> Result<(), Box<dyn std::error::Error>> {
     let array = client.root_map().unwrap().get("elements").unwrap();
-    let array = array.as_array().unwrap();
+    let array = array.as_array().unwrap().clone();
+
+    println!("[client] Locking");
+    let guard = futures_executor::block_on(client.lock(&array))?;
+    println!("[client] Locked (fencing token {})", guard.token());
+
+    println!("[host] Trying to create a dead lock");
+    let on_host = host.root_map().unwrap().get("elements").unwrap();
+    if let Err(e) = futures_executor::block_on(host.request(on_host.as_array().unwrap())) {
+        println!("[host] Intentional error: {e}");
+    }
+
     array.set(0, 999)?;
     array.set(1, 888)?;
     array.unshift([4])?;
     array.sort_by(|a, b| a.as_i64().cmp(&b.as_i64()))?;
+
+    println!("[client] Unlocking");
+    guard.release()?;
     Ok(())
 }
 
