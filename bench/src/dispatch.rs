@@ -2,6 +2,7 @@
 //! implementation.
 
 use crate::automerge_sys::Automerge;
+use crate::facsimile_sys::Facsimile;
 use crate::loro_sys::Loro;
 use crate::report::Report;
 use crate::system::System;
@@ -23,8 +24,7 @@ pub enum Availability {
 /// Whether `system` can run, or `None` if the name is unknown.
 pub fn availability(system: &str) -> Option<Availability> {
     match system {
-        "yrs" | "loro" | "automerge" => Some(Availability::Ready),
-        "facsimile" => Some(Availability::NotYetImplemented),
+        "yrs" | "loro" | "automerge" | "facsimile" => Some(Availability::Ready),
         _ => None,
     }
 }
@@ -35,6 +35,7 @@ pub fn default_n(system: &str, workload: Workload) -> Option<usize> {
         "yrs" => Some(Yrs::default_n(workload)),
         "loro" => Some(Loro::default_n(workload)),
         "automerge" => Some(Automerge::default_n(workload)),
+        "facsimile" => Some(Facsimile::default_n(workload)),
         _ => None,
     }
 }
@@ -46,6 +47,7 @@ pub fn run(system: &str, workload: Workload, n: usize) -> Option<Report> {
         "yrs" => Some(workload.run::<Yrs>(n)),
         "loro" => Some(workload.run::<Loro>(n)),
         "automerge" => Some(workload.run::<Automerge>(n)),
+        "facsimile" => Some(workload.run::<Facsimile>(n)),
         _ => None,
     }
 }

@@ -116,6 +116,38 @@ impl Node {
         }
     }
 
+    /// Creates a node from a state saved with [`Node::export_state`] (by this
+    /// node earlier, or by another node: a snapshot for a joiner that skips
+    /// the network handshake). The node is a new incarnation; it is ready at
+    /// once.
+    ///
+    /// # Errors
+    /// [`Error::Receive`] when the bytes are not a valid saved state.
+    pub fn from_exported(hostname: &str, config: Config, bytes: &[u8]) -> Result<Node> {
+        let peer = PeerId::new(hostname, rand::random());
+        let replica = Replica::from_exported(peer.clone(), config, bytes)?;
+        Ok(Node {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    replica,
+                    sender: None,
+                    subs: Subs::default(),
+                }),
+                pump: Mutex::new(()),
+                epoch: Instant::now(),
+                peer,
+            }),
+        })
+    }
+
+    /// Saves the whole replica (document, stream positions, locks) for
+    /// [`Node::from_exported`].
+    pub fn export_state(&self) -> Vec<u8> {
+        let bytes = self.state().replica.export_state();
+        self.pump();
+        bytes
+    }
+
     /// The hostname.
     pub fn hostname(&self) -> &str {
         self.inner.peer.hostname()
@@ -184,7 +216,8 @@ impl Node {
     /// # Errors
     /// [`Error::NotOwner`].
     pub fn check_writable(&self, object: &facsimile_core::ObjectId) -> Result<()> {
-        self.read(|r| r.check_writable(*object)).map_err(Error::from)
+        self.read(|r| r.check_writable(*object))
+            .map_err(Error::from)
     }
 
     /// Wraps an engine value for this node.
