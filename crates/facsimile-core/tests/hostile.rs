@@ -1,0 +1,977 @@
+//! Bad input: every kind of malformed or hostile message is refused with a
+//! typed error (or accepted where the protocol makes it a harmless no-op),
+//! leaves the document byte for byte as it was, sends nothing, never panics,
+//! and the replica keeps converging with its honest peers afterwards.
+//!
+//! Hostile messages are made from real ones: a replica of the test plays the
+//! attacker ("mallory"), and its messages are rewritten before delivery —
+//! as JSON where the structure matters, as bytes where the binary envelope
+//! does.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use facsimile_core::sim::run_seeds;
+use facsimile_core::{Config, Input, ObjectId, ReceiveError, Replica, Transmit, Value, WireFormat};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value as Json, json};
+use support::{Net, edit_json, kind_of};
+
+const A: usize = 0;
+const B: usize = 1;
+const M: usize = 2;
+
+fn config(format: WireFormat) -> Config {
+    Config::default().wire_format(format)
+}
+
+/// Alpha, bravo and mallory sharing a small document: a root map with a
+/// title, an array `items` and a map `meta`.
+fn world(format: WireFormat) -> Net {
+    let mut net = Net::new(&["alpha", "bravo", "mallory"], config(format));
+    net.nodes[A]
+        .set_root(Input::Map(vec![
+            ("title".into(), "doc".into()),
+            (
+                "items".into(),
+                Input::Array(vec![1.into(), 2.into(), 3.into()]),
+            ),
+            ("meta".into(), Input::Map(vec![("n".into(), 1.into())])),
+        ]))
+        .unwrap();
+    net.run();
+    let root = root(&net, B);
+    net.nodes[B].map_set(root, "b", 2.into()).unwrap();
+    net.run();
+    net
+}
+
+fn root(net: &Net, i: usize) -> ObjectId {
+    net.nodes[i].root().as_ref_id().expect("a root map")
+}
+
+fn child_of(r: &Replica, root: ObjectId, key: &str) -> ObjectId {
+    r.map_get(root, key)
+        .unwrap()
+        .and_then(|v| v.as_ref_id())
+        .expect("a child object")
+}
+
+fn child(net: &Net, i: usize, key: &str) -> ObjectId {
+    net.nodes[i]
+        .map_get(root(net, i), key)
+        .unwrap()
+        .and_then(|v| v.as_ref_id())
+        .expect("a child object")
+}
+
+/// Lets mallory make one honest write and returns its message, which stays
+/// queued for delivery.
+fn mallory_writes(net: &mut Net, write: impl FnOnce(&mut Replica, ObjectId)) -> Transmit {
+    net.run();
+    let root = root(net, M);
+    write(&mut net.nodes[M], root);
+    let queued = net.queued(M);
+    assert_eq!(queued.len(), 1, "one write, one message");
+    queued[0].clone()
+}
+
+/// Delivers hostile bytes to `victim`, which must refuse them and stay
+/// exactly as it was.
+fn refused(net: &mut Net, victim: usize, bytes: &[u8]) -> ReceiveError {
+    let r = &mut net.nodes[victim];
+    let before = r.snapshot();
+    let was_ready = r.is_ready();
+    let err = match r.handle_message(bytes) {
+        Err(e) => e,
+        Ok(()) => panic!(
+            "replica {victim} accepted a hostile message: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(4000)])
+        ),
+    };
+    assert_eq!(
+        r.snapshot(),
+        before,
+        "a refused message changed the document"
+    );
+    assert_eq!(r.is_ready(), was_ready);
+    assert!(
+        !r.has_transmits(),
+        "a refused message made the replica send"
+    );
+    err
+}
+
+/// Delivers bytes that the protocol defines as a no-op.
+fn harmless(net: &mut Net, victim: usize, bytes: &[u8]) {
+    let r = &mut net.nodes[victim];
+    let before = r.snapshot();
+    r.handle_message(bytes)
+        .expect("a harmless message is accepted");
+    assert_eq!(r.snapshot(), before, "a no-op changed the document");
+}
+
+fn is_invalid_from(e: &ReceiveError, tag: u32) -> bool {
+    matches!(e, ReceiveError::Invalid { from, .. } if *from == tag)
+}
+
+fn hex(tag: u32) -> String {
+    format!("{tag:08x}")
+}
+
+/// The honest replicas keep writing, converge, and a late joiner receives
+/// the same document.
+fn still_converges(net: &mut Net) {
+    net.run();
+    let (ra, rb) = (root(net, A), root(net, B));
+    net.nodes[A].map_set(ra, "after-a", 1.into()).unwrap();
+    net.nodes[B]
+        .map_set(rb, "after-b", Input::Array(vec![7.into()]))
+        .unwrap();
+    let items = child(net, B, "items");
+    net.nodes[B]
+        .list_splice(items, 0, 1, vec![9.into()])
+        .unwrap();
+    net.settle();
+    net.assert_converged();
+    let format = WireFormat::Binary;
+    let j = net.add("late", config(format));
+    net.sync(j);
+    net.settle();
+    net.assert_converged();
+    assert_eq!(
+        net.nodes[j].map_get(root(net, j), "after-a").unwrap(),
+        Some(1.into())
+    );
+}
+
+/// The first operation of this kind in a JSON operations message.
+fn op<'a>(v: &'a mut Json, kind: &str) -> &'a mut Json {
+    v["body"]["Ops"]["ops"]
+        .as_array_mut()
+        .expect("an operations message")
+        .iter_mut()
+        .find_map(|o| o.get_mut(kind))
+        .unwrap_or_else(|| panic!("no {kind} operation"))
+}
+
+fn lamport(bytes: &[u8]) -> u64 {
+    let v: Json = serde_json::from_slice(bytes).unwrap();
+    v["body"]["Ops"]["lamport"].as_u64().unwrap()
+}
+
+// ------------------------------------------------------------- envelopes
+
+#[test]
+fn an_empty_message_is_refused() {
+    let mut fresh = Replica::new(facsimile_core::PeerId::new("fresh", 7), Config::default());
+    assert_eq!(fresh.handle_message(&[]), Err(ReceiveError::Empty));
+    let mut net = world(WireFormat::Binary);
+    assert_eq!(refused(&mut net, B, &[]), ReceiveError::Empty);
+    still_converges(&mut net);
+}
+
+/// Every message kind of a full session (hello, welcome, operations of
+/// every kind, acknowledgements, the sync handshake and its answer,
+/// retransmission requests, goodbye), recorded as sent.
+fn session(format: WireFormat) -> Vec<Vec<u8>> {
+    let mut net = world(format);
+    let mut log: Vec<Vec<u8>> = Vec::new();
+    let drain = |net: &mut Net, log: &mut Vec<Vec<u8>>| {
+        while let Some((from, t)) = net.run_until(|_, _| true) {
+            log.push(t.bytes.to_vec());
+            net.deliver(from, &t);
+        }
+    };
+    let items = child(&net, A, "items");
+    let meta = child(&net, A, "meta");
+    let r = &mut net.nodes[A];
+    r.map_set(meta, "k", Input::Value(Value::Bytes(vec![1, 2, 3].into())))
+        .unwrap();
+    r.map_delete(meta, "n").unwrap();
+    r.list_splice(items, 1, 1, vec![Input::Map(vec![]), 2.5.into()])
+        .unwrap();
+    r.list_set(items, 0, "zero".into()).unwrap();
+    r.list_reorder(items, &[3, 2, 1, 0]).unwrap();
+    // Bravo receives alpha's last message first, holds it and asks for the
+    // missing ones.
+    let last = net.queued(A).pop_back().unwrap();
+    net.nodes[B].handle_message(&last.bytes).unwrap();
+    drain(&mut net, &mut log);
+    log.push(last.bytes.to_vec());
+    net.deliver(A, &last);
+    drain(&mut net, &mut log);
+    net.nodes[A]
+        .set_root(Input::Value(Value::Ref(meta)))
+        .unwrap();
+    let j = net.add("joiner", config(format));
+    net.nodes[j].sync();
+    drain(&mut net, &mut log);
+    // Acknowledgements for reclamation.
+    for i in 0..net.nodes.len() {
+        net.nodes[i].handle_timeout(Duration::from_secs(5));
+    }
+    drain(&mut net, &mut log);
+    net.nodes[B].leave();
+    drain(&mut net, &mut log);
+    log
+}
+
+#[test]
+fn every_truncation_of_every_message_is_refused() {
+    for format in [WireFormat::Binary, WireFormat::Json] {
+        let messages = session(format);
+        assert!(messages.len() >= 10, "{} messages", messages.len());
+        let mut net = world(WireFormat::Binary);
+        let mut fresh = Replica::new(facsimile_core::PeerId::new("fresh", 7), Config::default());
+        let fresh_before = fresh.snapshot();
+        let mut cuts = 0;
+        for msg in &messages {
+            for len in 0..msg.len() {
+                let e = refused(&mut net, B, &msg[..len]);
+                match (len, &e) {
+                    (0, ReceiveError::Empty) | (_, ReceiveError::Malformed(_)) => {}
+                    _ => panic!("prefix of {len} bytes: unexpected {e:?}"),
+                }
+                assert!(fresh.handle_message(&msg[..len]).is_err());
+                cuts += 1;
+            }
+        }
+        assert_eq!(fresh.snapshot(), fresh_before);
+        assert!(cuts > 500, "{cuts} truncations");
+        still_converges(&mut net);
+    }
+}
+
+#[test]
+fn random_garbage_is_refused() {
+    let mut net = world(WireFormat::Binary);
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut accepted = 0;
+    for round in 0..30_000 {
+        let len = rng.random_range(0..80);
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        match round % 3 {
+            // Past the envelope into the binary decoder.
+            0 if len > 0 => bytes[0] = facsimile_core::VERSION,
+            // Into the JSON decoder.
+            1 if len > 0 => bytes[0] = b'{',
+            _ => {}
+        }
+        let r = &mut net.nodes[B];
+        let before = r.snapshot();
+        match r.handle_message(&bytes) {
+            Err(e) => {
+                match (bytes.first(), &e) {
+                    (None, ReceiveError::Empty) => {}
+                    (Some(&v), ReceiveError::UnsupportedVersion(x))
+                        if v == *x && v != facsimile_core::VERSION && v != b'{' => {}
+                    (Some(&v), _) if v == facsimile_core::VERSION || v == b'{' => {}
+                    _ => panic!("{bytes:?}: unexpected {e:?}"),
+                }
+                assert!(!r.has_transmits());
+            }
+            // Random bytes can spell a message addressed to someone else,
+            // or one held until its sender's earlier messages arrive.
+            Ok(()) => accepted += 1,
+        }
+        assert_eq!(r.snapshot(), before);
+        while r.poll_transmit().is_some() {}
+    }
+    assert!(accepted < 300, "{accepted} garbage messages accepted");
+    still_converges(&mut net);
+}
+
+#[test]
+fn a_wrong_version_byte_is_refused() {
+    let mut net = world(WireFormat::Binary);
+    let msg = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", 1.into()).unwrap();
+    });
+    assert_eq!(msg.bytes[0], facsimile_core::VERSION);
+    for v in 0..=255u8 {
+        if v == facsimile_core::VERSION || v == b'{' {
+            continue;
+        }
+        let mut bytes = msg.bytes.to_vec();
+        bytes[0] = v;
+        assert_eq!(
+            refused(&mut net, B, &bytes),
+            ReceiveError::UnsupportedVersion(v)
+        );
+    }
+    still_converges(&mut net);
+}
+
+#[test]
+fn an_oversized_message_is_refused_before_decoding() {
+    let max = 4096;
+    let mut net = Net::with_configs(
+        &["alpha", "bravo", "mallory"],
+        vec![
+            config(WireFormat::Json),
+            config(WireFormat::Json).max_message_size(max),
+            config(WireFormat::Json),
+        ],
+    );
+    net.nodes[A].set_root(Input::Map(vec![])).unwrap();
+    net.run();
+    let msg = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", 1.into()).unwrap();
+    });
+    // A valid message padded with an unknown field past the limit.
+    let padded = edit_json(&msg.bytes, |v| {
+        v["pad"] = Json::String("x".repeat(max));
+    });
+    assert!(padded.len() > max);
+    assert_eq!(
+        refused(&mut net, B, &padded),
+        ReceiveError::TooLarge {
+            size: padded.len(),
+            max
+        }
+    );
+    // A gigabyte-class message is refused without looking at it.
+    let huge = vec![facsimile_core::VERSION; 64 << 20];
+    let t = Instant::now();
+    assert!(matches!(
+        refused(&mut net, B, &huge),
+        ReceiveError::TooLarge { .. }
+    ));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    let default_max = vec![b'{'; (64 << 20) + 1];
+    assert!(matches!(
+        net.nodes[A].handle_message(&default_max),
+        Err(ReceiveError::TooLarge { .. })
+    ));
+    // Exactly at the limit is fine.
+    let fits = edit_json(&msg.bytes, |v| {
+        v["pad"] = Json::String(String::new());
+    });
+    let fits = edit_json(&fits, |v| {
+        v["pad"] = Json::String("x".repeat(max - fits.len()));
+    });
+    assert_eq!(fits.len(), max);
+    net.nodes[B].handle_message(&fits).unwrap();
+    // The original is now a duplicate everywhere it was delivered.
+    net.run();
+    let ra = root(&net, A);
+    net.nodes[A].map_set(ra, "a", 1.into()).unwrap();
+    net.settle();
+    net.assert_converged();
+}
+
+// ------------------------------------------------------------ operations
+
+#[test]
+fn a_never_introduced_peer_index_is_refused() {
+    let mut net = world(WireFormat::Json);
+    let mt = net.tag(M);
+    let msg = mallory_writes(&mut net, |m, root| {
+        let items = child_of(m, root, "items");
+        m.list_splice(items, 1, 0, vec![Input::Value(Value::Ref(root))])
+            .unwrap();
+    });
+    for (what, path) in [
+        ("object", &["obj"][..]),
+        ("origin", &["origin"][..]),
+        ("value", &["values", "0", "Ref"][..]),
+    ] {
+        for p in [2, 9, u32::MAX] {
+            let bytes = edit_json(&msg.bytes, |v| {
+                let mut x = op(v, "ListInsert");
+                for k in path {
+                    x = match k.parse::<usize>() {
+                        Ok(i) => &mut x[i],
+                        Err(_) => &mut x[*k],
+                    };
+                }
+                x["p"] = json!(p);
+            });
+            let e = refused(&mut net, B, &bytes);
+            assert!(is_invalid_from(&e, mt), "{what} {p}: {e:?}");
+        }
+    }
+    still_converges(&mut net);
+}
+
+#[test]
+fn ids_from_the_senders_future_are_refused() {
+    let mut net = world(WireFormat::Json);
+    let mt = net.tag(M);
+    // Mallory creates a map and stores it: the map's id is its own counter.
+    let msg = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", Input::Map(vec![])).unwrap();
+    });
+    let l = lamport(&msg.bytes);
+    for c in [l + 1, l + 2, l + 1000, 1 << 62, (1 << 62) + 1, u64::MAX, 0] {
+        // The stored reference names an id at or after its own stamp.
+        let bytes = edit_json(&msg.bytes, |v| {
+            op(v, "MapSet")["value"]["Ref"] = json!({"p": 0, "c": c});
+        });
+        let e = refused(&mut net, B, &bytes);
+        assert!(is_invalid_from(&e, mt), "c={c}: {e:?}");
+    }
+    // A write to the object its own operation creates.
+    let bytes = edit_json(&msg.bytes, |v| {
+        op(v, "MapSet")["obj"] = json!({"p": 0, "c": l + 1});
+    });
+    assert!(is_invalid_from(&refused(&mut net, B, &bytes), mt));
+    still_converges(&mut net);
+}
+
+#[test]
+fn a_write_to_an_object_that_cannot_exist_is_a_no_op() {
+    let mut net = world(WireFormat::Json);
+    let msg = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", 1.into()).unwrap();
+    });
+    // Counter 1 of mallory was never an object: a past id that is absent
+    // reads as reclaimed, and writes to reclaimed objects have no effect.
+    let bytes = edit_json(&msg.bytes, |v| {
+        op(v, "MapSet")["obj"] = json!({"p": 0, "c": 1});
+    });
+    assert!(lamport(&msg.bytes) > 1);
+    // Delivered to everybody in place of the original, so the honest
+    // replicas still see the same stream; mallory itself applied the
+    // original and is not compared.
+    net.queued(M).clear();
+    harmless(&mut net, A, &bytes);
+    harmless(&mut net, B, &bytes);
+    net.excluded[M] = true;
+    // A map write to an array is equally void.
+    let msg = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m2", 1.into()).unwrap();
+    });
+    let items_id = {
+        let v: Json = serde_json::from_slice(&msg.bytes).unwrap();
+        let _ = v;
+        // Mallory's dictionary names alpha at index 1; alpha's array is the
+        // value of `items` in alpha's root map creation.
+        let (_, c) = net.nodes[B].object_origin(child(&net, B, "items"));
+        c
+    };
+    let bytes = edit_json(&msg.bytes, |v| {
+        op(v, "MapSet")["obj"] = json!({"p": 1, "c": items_id});
+    });
+    net.queued(M).clear();
+    harmless(&mut net, A, &bytes);
+    harmless(&mut net, B, &bytes);
+    still_converges(&mut net);
+}
+
+#[test]
+fn counters_that_go_backwards_are_refused() {
+    let mut net = world(WireFormat::Json);
+    let mt = net.tag(M);
+    let first = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", 1.into()).unwrap();
+    });
+    net.run();
+    let second = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", 2.into()).unwrap();
+    });
+    let before = lamport(&first.bytes);
+    for l in [0, 1, before - 1, before] {
+        let bytes = edit_json(&second.bytes, |v| v["body"]["Ops"]["lamport"] = json!(l));
+        assert!(
+            is_invalid_from(&refused(&mut net, B, &bytes), mt),
+            "lamport {l}"
+        );
+    }
+    // Counters near the top of the range would overflow.
+    for l in [(1u64 << 62) - 1, 1 << 62, u64::MAX] {
+        let bytes = edit_json(&second.bytes, |v| {
+            v["body"]["Ops"]["lamport"] = json!(l);
+            op(v, "MapSet")["value"] = json!({"Int": 3});
+            let ops = v["body"]["Ops"]["ops"].as_array_mut().unwrap();
+            let set = ops.last().unwrap().clone();
+            ops.push(set);
+        });
+        assert!(
+            is_invalid_from(&refused(&mut net, B, &bytes), mt),
+            "lamport {l}"
+        );
+    }
+    still_converges(&mut net);
+}
+
+#[test]
+fn delete_runs_of_two_billion_elements_are_bounded() {
+    let mut net = world(WireFormat::Json);
+    let mt = net.tag(M);
+    // Alpha moves its clock on, then makes a list whose element counters
+    // are far from the low ones.
+    let ra = root(&net, A);
+    for k in 0..20 {
+        net.nodes[A].map_set(ra, "clock", k.into()).unwrap();
+    }
+    net.nodes[A]
+        .map_set(ra, "list", Input::Array(vec![1.into(), 2.into(), 3.into()]))
+        .unwrap();
+    net.run();
+    let msg = mallory_writes(&mut net, |m, root| {
+        let list = child_of(m, root, "list");
+        m.list_splice(list, 0, 1, vec![]).unwrap();
+    });
+    // A run over mallory's own counters reaches past its message.
+    for (start, len) in [(1u64, 1u64 << 31), (1, u64::from(u32::MAX))] {
+        let bytes = edit_json(&msg.bytes, |v| {
+            op(v, "ListDelete")["runs"] = json!([[{"p": 0, "c": start}, len]]);
+        });
+        assert!(is_invalid_from(&refused(&mut net, B, &bytes), mt));
+    }
+    // An empty run is not a run.
+    let bytes = edit_json(&msg.bytes, |v| {
+        let run = &mut op(v, "ListDelete")["runs"][0];
+        run[1] = json!(0);
+    });
+    assert!(is_invalid_from(&refused(&mut net, B, &bytes), mt));
+    // A 2^31 run over alpha's low counters (none is an element of this
+    // list) is accepted and costs no more than the list's length.
+    let bytes = edit_json(&msg.bytes, |v| {
+        let run = &mut op(v, "ListDelete")["runs"][0];
+        run[0]["c"] = json!(2);
+        run[1] = json!(1u64 << 31);
+    });
+    net.queued(M).clear();
+    net.excluded[M] = true;
+    for victim in [A, B] {
+        let t = Instant::now();
+        harmless(&mut net, victim, &bytes);
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    let list = child(&net, B, "list");
+    assert_eq!(net.nodes[B].list_len(list).unwrap(), 3);
+    still_converges(&mut net);
+}
+
+fn varint(mut x: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (x & 0x7f) as u8;
+        x >>= 7;
+        if x == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("pattern in the message")
+}
+
+/// Replaces `len` bytes at `at` with `with`.
+fn splice(bytes: &[u8], at: usize, len: usize, with: &[u8]) -> Vec<u8> {
+    let mut out = bytes[..at].to_vec();
+    out.extend_from_slice(with);
+    out.extend_from_slice(&bytes[at + len..]);
+    out
+}
+
+/// Skips one varint, returning the offset after it.
+fn skip_varint(bytes: &[u8], mut at: usize) -> usize {
+    while bytes[at] & 0x80 != 0 {
+        at += 1;
+    }
+    at + 1
+}
+
+#[test]
+fn huge_length_headers_are_refused_without_allocating() {
+    let mut net = world(WireFormat::Binary);
+    let msg = mallory_writes(&mut net, |m, root| {
+        let items = child_of(m, root, "items");
+        m.begin();
+        m.map_set(
+            root,
+            "KKKKKKKK",
+            Input::Value(Value::Bytes(b"BBBBBBBB".to_vec().into())),
+        )
+        .unwrap();
+        m.list_splice(items, 0, 0, vec!["V1".into(), "V2".into(), "V3".into()])
+            .unwrap();
+        m.commit();
+    });
+    let bytes = &msg.bytes[..];
+    let key = find(bytes, b"KKKKKKKK") - 1;
+    let blob = find(bytes, b"BBBBBBBB") - 1;
+    assert_eq!((bytes[key], bytes[blob]), (8, 8));
+    // `[3, Str, 2, 'V', '1']`: the three inserted values.
+    let values = find(bytes, &[3, 4, 2, b'V', b'1']);
+    // Envelope: version, tag (4 bytes), body variant, seq, lamport, then the
+    // number of operations.
+    let ops = skip_varint(bytes, skip_varint(bytes, 6));
+    let cases = [
+        ("key of 1 GiB", key, 1u64 << 30),
+        ("key of 2^62 bytes", key, 1 << 62),
+        ("bytes of 1 GiB", blob, 1 << 30),
+        ("bytes of 2^64-1", blob, u64::MAX),
+        ("2^62 values", values, 1 << 62),
+        ("1 GiB of values", values, 1 << 30),
+        ("2^62 operations", ops, 1 << 62),
+        ("2^32 operations", ops, 1 << 32),
+    ];
+    for (what, at, len) in cases {
+        let hostile = splice(bytes, at, 1, &varint(len));
+        let t = Instant::now();
+        let e = refused(&mut net, B, &hostile);
+        assert!(matches!(e, ReceiveError::Malformed(_)), "{what}: {e:?}");
+        assert!(
+            t.elapsed() < Duration::from_millis(200),
+            "{what}: {:?}",
+            t.elapsed()
+        );
+    }
+    // An over-long varint is malformed too.
+    let hostile = splice(bytes, ops, 1, &[0xff; 11]);
+    assert!(matches!(
+        refused(&mut net, B, &hostile),
+        ReceiveError::Malformed(_)
+    ));
+    still_converges(&mut net);
+}
+
+#[test]
+fn deeply_nested_json_is_refused() {
+    let mut net = world(WireFormat::Json);
+    let msg = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", 1.into()).unwrap();
+    });
+    let text = |f: &dyn Fn(&mut Json)| String::from_utf8(edit_json(&msg.bytes, f)).unwrap();
+    let in_value = text(&|v| op(v, "MapSet")["value"] = json!("@@DEEP@@"));
+    let in_unknown_field = text(&|v| v["ignored"] = json!("@@DEEP@@"));
+    for depth in [200, 10_000, 1_000_000] {
+        let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        for nested in [&arrays, &objects] {
+            // Where a value is expected: the decoder's depth limit.
+            let bytes = in_value.replace("\"@@DEEP@@\"", nested);
+            let e = refused(&mut net, B, bytes.as_bytes());
+            assert!(matches!(e, ReceiveError::Malformed(_)), "{depth}: {e:?}");
+            // In a field that is skipped: refused or decoded, but never a
+            // stack overflow.
+            let bytes = in_unknown_field.replace("\"@@DEEP@@\"", nested);
+            let mut fresh =
+                Replica::new(facsimile_core::PeerId::new("fresh", 5), Config::default());
+            match fresh.handle_message(bytes.as_bytes()) {
+                // Held until the sender's earlier messages arrive.
+                Ok(()) | Err(ReceiveError::Malformed(_)) => {}
+                Err(e) => panic!("{depth}: {e:?}"),
+            }
+        }
+    }
+    still_converges(&mut net);
+}
+
+#[test]
+fn two_hostnames_with_one_tag_are_refused() {
+    let mut net = world(WireFormat::Json);
+    let (at, bt) = (net.tag(A), net.tag(B));
+    // An announcement in alpha's stream under another hostname.
+    net.run();
+    let ra = root(&net, A);
+    net.nodes[A].map_set(ra, "a", 1.into()).unwrap();
+    let from_a = net.queued(A)[0].clone();
+    let seq = {
+        let v: Json = serde_json::from_slice(&from_a.bytes).unwrap();
+        v["body"]["Ops"]["seq"].as_u64().unwrap()
+    };
+    for body in [
+        json!({"Hello": {"seq": seq, "hostname": "imposter"}}),
+        json!({"SyncRequest": {"seq": seq, "hostname": "imposter"}}),
+    ] {
+        let bytes = edit_json(&from_a.bytes, |v| v["body"] = body.clone());
+        assert_eq!(refused(&mut net, B, &bytes), ReceiveError::TagCollision(at));
+    }
+    net.run();
+    // Introductions that bind a known tag to another hostname, or one new
+    // tag to two hostnames.
+    let msg = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", 1.into()).unwrap();
+    });
+    for (intros, tag) in [
+        (vec![(hex(at), "imposter")], at),
+        (vec![(hex(bt), "imposter")], bt),
+        (vec![(hex(0xdead), "x"), (hex(0xdead), "y")], 0xdead),
+    ] {
+        let bytes = edit_json(&msg.bytes, |v| {
+            let ops = v["body"]["Ops"]["ops"].as_array_mut().unwrap();
+            for (i, (t, h)) in intros.iter().enumerate() {
+                ops.insert(i, json!({"Intro": {"tag": t, "hostname": h}}));
+            }
+        });
+        assert_eq!(
+            refused(&mut net, B, &bytes),
+            ReceiveError::TagCollision(tag)
+        );
+    }
+    // A hostname past the limit.
+    let bytes = edit_json(&msg.bytes, |v| {
+        let ops = v["body"]["Ops"]["ops"].as_array_mut().unwrap();
+        ops.insert(
+            0,
+            json!({"Intro": {"tag": hex(0xbeef), "hostname": "h".repeat(5000)}}),
+        );
+    });
+    assert!(is_invalid_from(&refused(&mut net, B, &bytes), net.tag(M)));
+    still_converges(&mut net);
+}
+
+#[test]
+fn duplicates_are_harmless() {
+    let mut net = world(WireFormat::Binary);
+    let msg = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", Input::Array(vec![1.into()])).unwrap();
+    });
+    net.run();
+    for _ in 0..3 {
+        harmless(&mut net, A, &msg.bytes);
+        harmless(&mut net, B, &msg.bytes);
+    }
+    assert!(!net.nodes[B].has_transmits());
+    still_converges(&mut net);
+}
+
+// ------------------------------------------------------------ state transfer
+
+/// A joiner ("charlie") that asked for a sync, and the honest answer it is
+/// about to receive, held back.
+fn joiner_with_answer() -> (Net, usize, usize, Transmit) {
+    let mut net = world(WireFormat::Json);
+    let items = child(&net, A, "items");
+    let ra = root(&net, A);
+    let a = &mut net.nodes[A];
+    a.list_reorder(items, &[2, 0, 1]).unwrap();
+    a.list_splice(items, 1, 1, vec![Input::Map(vec![("x".into(), 1.into())])])
+        .unwrap();
+    a.map_delete(ra, "title").unwrap();
+    net.run();
+    let c = net.add("charlie", config(WireFormat::Json));
+    let ct = net.tag(c);
+    net.nodes[c].sync();
+    let (from, answer) = net
+        .run_until(|_, t| t.to == Some(ct) && kind_of(&t.bytes).as_deref() == Some("SyncAnswer"))
+        .expect("a sync answer");
+    (net, c, from, answer)
+}
+
+fn state(v: &mut Json) -> &mut Json {
+    &mut v["body"]["SyncAnswer"]["state"]
+}
+
+fn first_list(state: &mut Json) -> &mut Json {
+    state["objects"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find_map(|o| o.get_mut("List"))
+        .expect("a list object")
+}
+
+fn first_map(state: &mut Json) -> &mut Json {
+    state["objects"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find_map(|o| o.get_mut("Map"))
+        .expect("a map object")
+}
+
+/// Empties every table of a transferred state.
+fn clear_tables(s: &mut Json) {
+    for (_, v) in s.as_object_mut().unwrap() {
+        if v.is_array() {
+            *v = json!([]);
+        }
+    }
+}
+
+type Mutation = (&'static str, fn(&mut Json));
+
+fn hostile_states() -> Vec<(Mutation, Option<u32>)> {
+    let m: Vec<Mutation> = vec![
+        ("an object twice", |s| {
+            let objs = s["objects"].as_array_mut().unwrap();
+            objs.push(objs[0].clone());
+        }),
+        ("a list slot twice", |s| {
+            let slots = first_list(s)["slots"].as_array_mut().unwrap();
+            slots.push(slots[0].clone());
+        }),
+        ("a home slot away with no move", |s| {
+            let slots = first_list(s)["slots"].as_array_mut().unwrap();
+            let home = slots.iter_mut().find_map(|x| x.get_mut("Home")).unwrap();
+            home["away"] = json!(true);
+            home["extra"] = Json::Null;
+        }),
+        ("a deleted element holding a value", |s| {
+            let slots = first_list(s)["slots"].as_array_mut().unwrap();
+            let home = slots.iter_mut().find_map(|x| x.get_mut("Home")).unwrap();
+            home["deleted"] = json!(true);
+            home["value"] = json!({"Int": 5});
+        }),
+        ("a live move slot of an element that is home", |s| {
+            let slots = first_list(s)["slots"].as_array_mut().unwrap();
+            let elem = slots.iter().find_map(|x| x.get("Home")).unwrap()["id"].clone();
+            slots
+                .push(json!({"Moved": {"id": {"p": 0, "c": 999_999}, "elem": elem, "live": true}}));
+        }),
+        ("a moved element whose position is not its move slot", |s| {
+            let slots = first_list(s)["slots"].as_array_mut().unwrap();
+            let home = slots
+                .iter_mut()
+                .filter_map(|x| x.get_mut("Home"))
+                .find(|h| h["away"] == json!(true))
+                .expect("a moved element");
+            home["extra"][1] = json!({"p": 0, "c": 999_999});
+        }),
+        ("an object id naming no peer", |s| {
+            first_map(s)["id"]["p"] = json!(999);
+        }),
+        ("a value naming no peer", |s| {
+            s["root"] = json!({"Ref": {"p": 4096, "c": 1}});
+        }),
+        ("a stamp naming no peer", |s| {
+            first_map(s)["entries"][0][2]["p"] = json!(u32::MAX);
+        }),
+        ("a slot naming no peer", |s| {
+            let slots = first_list(s)["slots"].as_array_mut().unwrap();
+            slots[0]
+                .as_object_mut()
+                .unwrap()
+                .values_mut()
+                .next()
+                .unwrap()["id"]["p"] = json!(77);
+        }),
+        ("a stream of no peer", |s| {
+            s["streams"][0]["peer"] = json!(999);
+        }),
+        ("a dictionary entry naming no peer", |s| {
+            s["streams"][0]["dict"] = json!([0, 999]);
+        }),
+        ("a member that is no peer", |s| {
+            s["members"] = json!([0, 999]);
+        }),
+        ("an acknowledgement of no peer", |s| {
+            s["acks"] = json!([[999, []]]);
+        }),
+        ("counter zero", |s| {
+            first_map(s)["id"]["c"] = json!(0);
+        }),
+    ];
+    m.into_iter().map(|x| (x, None)).collect()
+}
+
+#[test]
+fn hostile_sync_answers_are_refused() {
+    let mut cases = hostile_states();
+    // Peer tables binding a known tag to another hostname, or a new tag to
+    // two hostnames.
+    cases.push((
+        ("a known tag under another hostname", |s| {
+            let peers = s["peers"].as_array_mut().unwrap();
+            let mut p = peers[1].clone();
+            p[1] = json!("imposter");
+            peers.push(p);
+        }),
+        Some(0),
+    ));
+    cases.push((
+        ("a new tag under two hostnames", |s| {
+            let peers = s["peers"].as_array_mut().unwrap();
+            peers.push(json!(["0000dead", "x"]));
+            peers.push(json!(["0000dead", "y"]));
+        }),
+        Some(0xdead),
+    ));
+    let mut failures = Vec::new();
+    for ((what, mutate), collision) in cases {
+        let (mut net, c, from, answer) = joiner_with_answer();
+        let ft = net.tag(from);
+        let bytes = edit_json(&answer.bytes, |v| mutate(state(v)));
+        let r = &mut net.nodes[c];
+        let before = r.snapshot();
+        let e = match r.handle_message(&bytes) {
+            Ok(()) => {
+                failures.push(format!("{what}: accepted"));
+                continue;
+            }
+            Err(e) => e,
+        };
+        assert_eq!(r.snapshot(), before, "{what}");
+        assert!(!r.is_ready() && !r.has_transmits(), "{what}");
+        match (collision, &e) {
+            (Some(0xdead), ReceiveError::TagCollision(0xdead)) => {}
+            (Some(0), ReceiveError::TagCollision(_)) => {}
+            (None, ReceiveError::Invalid { from, .. }) if *from == ft => {}
+            _ => failures.push(format!("{what}: unexpected {e:?}")),
+        }
+        // The honest answer still completes the sync.
+        net.nodes[c].handle_message(&answer.bytes).unwrap();
+        assert!(net.nodes[c].is_ready());
+        still_converges(&mut net);
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+// ------------------------------------------------------------ mutation
+
+/// Mutated honest messages of every kind: whatever a replica makes of them,
+/// it does not panic, and a refusal leaves it as it was.
+#[test]
+fn mutated_messages_never_panic() {
+    run_seeds(0..4, |seed| {
+        let format = if seed % 2 == 0 {
+            WireFormat::Binary
+        } else {
+            WireFormat::Json
+        };
+        let messages = session(format);
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut net = world(format);
+        for _ in 0..20_000 {
+            let mut bytes = messages[rng.random_range(0..messages.len())].clone();
+            for _ in 0..rng.random_range(1..4) {
+                let n = bytes.len();
+                match rng.random_range(0..5) {
+                    0 => bytes[rng.random_range(0..n)] ^= 1 << rng.random_range(0..8),
+                    1 => bytes[rng.random_range(0..n)] = rng.random(),
+                    2 => {
+                        let at = rng.random_range(1..=n);
+                        bytes.insert(at, rng.random());
+                    }
+                    3 if n > 2 => {
+                        bytes.remove(rng.random_range(1..n));
+                    }
+                    _ => {
+                        let at = rng.random_range(1..n.max(2));
+                        let d = [0x00, 0x7f, 0x80, 0xff][rng.random_range(0..4)];
+                        if at < n {
+                            bytes[at] = d;
+                        }
+                    }
+                }
+            }
+            let victim = rng.random_range(0..net.nodes.len());
+            let r = &mut net.nodes[victim];
+            let before = r.snapshot();
+            if r.handle_message(&bytes).is_err() {
+                assert_eq!(r.snapshot(), before);
+            }
+            while r.poll_transmit().is_some() {}
+            while r.poll_event().is_some() {}
+        }
+    });
+}
+
