@@ -300,6 +300,11 @@ impl Replica {
         state: TransferState,
     ) -> Result<(), ReceiveError> {
         let bad = |reason: &str| ReceiveError::invalid(from.0, reason);
+        // The answerer's table starts with the answerer (its own index 0),
+        // which is also the origin of the changes the transfer makes.
+        if state.peers.first().map(|(tag, _)| *tag) != Some(from) {
+            return Err(bad("the peer table does not start with the sender"));
+        }
         // Intern the table only after checking it cannot collide.
         let mut fresh: Vec<PeerId> = Vec::new();
         for (tag, hostname) in &state.peers {

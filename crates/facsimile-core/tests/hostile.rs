@@ -869,6 +869,11 @@ fn hostile_states() -> Vec<(Mutation, Option<u32>)> {
         ("counter zero", |s| {
             first_map(s)["id"]["c"] = json!(0);
         }),
+        ("no peer table at all", |s| {
+            clear_tables(s);
+            s["root"] = json!({"Int": 5});
+            s["root_stamp"] = Json::Null;
+        }),
     ];
     m.into_iter().map(|x| (x, None)).collect()
 }
@@ -925,6 +930,22 @@ fn hostile_sync_answers_are_refused() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// Regression: an answer without a peer table (so without the answerer)
+/// that replaced the root indexed the empty table and panicked.
+#[test]
+fn an_answer_without_a_peer_table_is_refused() {
+    let (mut net, c, _, answer) = joiner_with_answer();
+    let bytes = edit_json(&answer.bytes, |v| {
+        let s = state(v);
+        clear_tables(s);
+        s["root"] = json!({"Int": 5});
+        s["root_stamp"] = Json::Null;
+    });
+    refused(&mut net, c, &bytes);
+    net.nodes[c].handle_message(&answer.bytes).unwrap();
+    still_converges(&mut net);
+}
+
 // ------------------------------------------------------------ mutation
 
 /// Mutated honest messages of every kind: whatever a replica makes of them,
@@ -974,4 +995,3 @@ fn mutated_messages_never_panic() {
         }
     });
 }
-
