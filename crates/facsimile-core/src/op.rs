@@ -21,7 +21,7 @@ use crate::value::{Id, ObjectId, PeerId, PeerIdx, Value};
 use crate::wire::{Tag, WireId, WireOp, WireValue};
 
 /// Largest counter accepted; keeps counter arithmetic far from overflow.
-const MAX_COUNTER: u64 = 1 << 62;
+pub(crate) const MAX_COUNTER: u64 = 1 << 62;
 
 /// An operation in local terms.
 #[derive(Clone, Debug)]

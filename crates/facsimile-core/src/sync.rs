@@ -15,6 +15,7 @@ use crate::error::ReceiveError;
 use crate::graph::list::{ElemExtra, ListObj, Slot, SlotKind};
 use crate::graph::map::{MapEntry, MapObj};
 use crate::graph::{Graph, Obj, ObjData};
+use crate::op::MAX_COUNTER;
 use crate::replica::{Config, Event, Origin, Phase, Replica, Stream};
 use crate::value::{Id, ObjectId, PeerId, PeerIdx, Value};
 use crate::wire::{
@@ -58,8 +59,11 @@ impl TableDec<'_> {
         let peer = self.table.get(w.p as usize).copied().ok_or_else(|| {
             ReceiveError::invalid(self.from, format!("peer {} not in the table", w.p))
         })?;
-        if w.c == 0 {
-            return Err(ReceiveError::invalid(self.from, "counter 0"));
+        if w.c == 0 || w.c > MAX_COUNTER {
+            return Err(ReceiveError::invalid(
+                self.from,
+                format!("counter {} out of range", w.c),
+            ));
         }
         Ok(Id::new(peer, w.c))
     }
@@ -430,6 +434,9 @@ impl Replica {
             let peer = *table
                 .get(s.peer as usize)
                 .ok_or_else(|| bad("stream of an unknown peer"))?;
+            if s.lamport > MAX_COUNTER || s.next_seq > MAX_COUNTER {
+                return Err(bad("stream position out of range"));
+            }
             let dict = s
                 .dict
                 .iter()

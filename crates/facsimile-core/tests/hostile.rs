@@ -869,6 +869,15 @@ fn hostile_states() -> Vec<(Mutation, Option<u32>)> {
         ("counter zero", |s| {
             first_map(s)["id"]["c"] = json!(0);
         }),
+        ("a stamp past the counter range", |s| {
+            first_map(s)["entries"][0][2]["c"] = json!(u64::MAX);
+        }),
+        ("a stream position past the counter range", |s| {
+            s["streams"][0]["lamport"] = json!(u64::MAX);
+        }),
+        ("a stream sequence past the counter range", |s| {
+            s["streams"][0]["next_seq"] = json!(u64::MAX);
+        }),
         ("no peer table at all", |s| {
             clear_tables(s);
             s["root"] = json!({"Int": 5});
@@ -943,6 +952,23 @@ fn an_answer_without_a_peer_table_is_refused() {
     });
     refused(&mut net, c, &bytes);
     net.nodes[c].handle_message(&answer.bytes).unwrap();
+    still_converges(&mut net);
+}
+
+/// Regression: a stream position at the top of the counter range made the
+/// joiner's next local write overflow its clock.
+#[test]
+fn an_answer_with_a_clock_at_the_top_of_the_range_is_refused() {
+    let (mut net, c, _, answer) = joiner_with_answer();
+    for lamport in [u64::MAX, u64::MAX - 1, (1 << 62) + 1] {
+        let bytes = edit_json(&answer.bytes, |v| {
+            state(v)["streams"][0]["lamport"] = json!(lamport);
+        });
+        refused(&mut net, c, &bytes);
+    }
+    net.nodes[c].handle_message(&answer.bytes).unwrap();
+    let rc = root(&net, c);
+    net.nodes[c].map_set(rc, "c", 1.into()).unwrap();
     still_converges(&mut net);
 }
 
