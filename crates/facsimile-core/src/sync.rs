@@ -353,7 +353,11 @@ impl Replica {
             let (id, data) = match obj {
                 ObjState::Map { id, entries } => {
                     let mut map = MapObj::default();
+                    let mut keys = rustc_hash::FxHashSet::default();
                     for (key, value, stamp) in entries {
+                        if !keys.insert(key.clone()) {
+                            return Err(bad("a map key appears twice"));
+                        }
                         let entry = MapEntry {
                             value: value.map(|v| dec.value(v)).transpose()?,
                             stamp: dec.id(stamp)?,

@@ -878,6 +878,10 @@ fn hostile_states() -> Vec<(Mutation, Option<u32>)> {
         ("a stream sequence past the counter range", |s| {
             s["streams"][0]["next_seq"] = json!(u64::MAX);
         }),
+        ("a map key twice", |s| {
+            let entries = first_map(s)["entries"].as_array_mut().unwrap();
+            entries.push(entries[0].clone());
+        }),
         ("no peer table at all", |s| {
             clear_tables(s);
             s["root"] = json!({"Int": 5});
@@ -969,6 +973,22 @@ fn an_answer_with_a_clock_at_the_top_of_the_range_is_refused() {
     net.nodes[c].handle_message(&answer.bytes).unwrap();
     let rc = root(&net, c);
     net.nodes[c].map_set(rc, "c", 1.into()).unwrap();
+    still_converges(&mut net);
+}
+
+/// Regression: a map key sent twice was counted twice.
+#[test]
+fn an_answer_with_a_map_key_twice_is_refused() {
+    let (mut net, c, _, answer) = joiner_with_answer();
+    let bytes = edit_json(&answer.bytes, |v| {
+        let entries = first_map(state(v))["entries"].as_array_mut().unwrap();
+        entries.push(entries[0].clone());
+    });
+    refused(&mut net, c, &bytes);
+    net.nodes[c].handle_message(&answer.bytes).unwrap();
+    let rc = root(&net, c);
+    let keys = net.nodes[c].map_keys(rc).unwrap().len();
+    assert_eq!(net.nodes[c].map_len(rc).unwrap(), keys);
     still_converges(&mut net);
 }
 
