@@ -433,6 +433,16 @@ impl Replica {
                 return Err(bad("an object appears twice"));
             }
         }
+        // `Ready` promises that every reference reachable from the root
+        // resolves; an honest state never holds a dangling one.
+        let dangling = |v: &Value| matches!(v, Value::Ref(o) if !graph.objects.contains_key(&o.0));
+        let mut complete = !dangling(&graph.root);
+        for id in graph.reachable() {
+            graph.objects[&id].children(|c| complete &= graph.objects.contains_key(&c));
+        }
+        if !complete {
+            return Err(bad("a reference to an object the state does not carry"));
+        }
         let mut streams: FxHashMap<u32, Stream> = FxHashMap::default();
         for s in state.streams {
             let peer = *table

@@ -882,6 +882,12 @@ fn hostile_states() -> Vec<(Mutation, Option<u32>)> {
             let entries = first_map(s)["entries"].as_array_mut().unwrap();
             entries.push(entries[0].clone());
         }),
+        ("a root naming an object not sent", |s| {
+            s["root"] = json!({"Ref": {"p": 0, "c": 999_999}});
+        }),
+        ("a map value naming an object not sent", |s| {
+            first_map(s)["entries"][0][1] = json!({"Ref": {"p": 0, "c": 999_999}});
+        }),
         ("no peer table at all", |s| {
             clear_tables(s);
             s["root"] = json!({"Int": 5});
@@ -989,6 +995,21 @@ fn an_answer_with_a_map_key_twice_is_refused() {
     let rc = root(&net, c);
     let keys = net.nodes[c].map_keys(rc).unwrap().len();
     assert_eq!(net.nodes[c].map_len(rc).unwrap(), keys);
+    still_converges(&mut net);
+}
+
+/// Regression: an answer whose root named an object it did not carry was
+/// accepted, leaving a dangling reference and a `Ready` document that is
+/// not complete.
+#[test]
+fn an_answer_with_a_dangling_reference_is_refused() {
+    let (mut net, c, _, answer) = joiner_with_answer();
+    for root_value in [json!({"Ref": {"p": 0, "c": 999_999}})] {
+        let bytes = edit_json(&answer.bytes, |v| state(v)["root"] = root_value.clone());
+        refused(&mut net, c, &bytes);
+    }
+    net.nodes[c].handle_message(&answer.bytes).unwrap();
+    net.nodes[c].check_invariants();
     still_converges(&mut net);
 }
 
