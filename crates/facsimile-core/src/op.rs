@@ -333,6 +333,11 @@ impl Replica {
                     Op::Lock { obj, stamp }
                 }
                 WireOp::Unlock { obj, req, token } => {
+                    // Tokens are raised counters: far below the top of the
+                    // range, so that raising one can never overflow.
+                    if token > MAX_COUNTER {
+                        return Err(ReceiveError::invalid(tag.0, "fencing token out of range"));
+                    }
                     t.counter = here;
                     let obj = t.id(sender, obj)?;
                     let req = t.id(sender, req)?;
@@ -348,6 +353,9 @@ impl Replica {
                     t.counter = here;
                     let obj = t.id(sender, obj)?;
                     let req = t.id(sender, req)?;
+                    if held.is_some_and(|(_, tok)| tok > MAX_COUNTER) {
+                        return Err(ReceiveError::invalid(tag.0, "fencing token out of range"));
+                    }
                     let held = held
                         .map(|(r, tok)| Ok::<_, ReceiveError>((t.id(sender, r)?, tok)))
                         .transpose()?;

@@ -496,6 +496,13 @@ impl Replica {
         let mut queues = FxHashMap::default();
         let mut last_token = FxHashMap::default();
         for (obj, queue, token) in state.locks {
+            if token > MAX_COUNTER
+                || queue
+                    .iter()
+                    .any(|(_, held)| held.is_some_and(|t| t > MAX_COUNTER))
+            {
+                return Err(bad("fencing token out of range"));
+            }
             let obj = dec.id(obj)?;
             let queue = queue
                 .into_iter()

@@ -878,6 +878,9 @@ fn hostile_states() -> Vec<(Mutation, Option<u32>)> {
         ("a stream sequence past the counter range", |s| {
             s["streams"][0]["next_seq"] = json!(u64::MAX);
         }),
+        ("a fencing token past the range", |s| {
+            s["locks"] = json!([[{"p": 0, "c": 1}, [], u64::MAX]]);
+        }),
         ("a map key twice", |s| {
             let entries = first_map(s)["entries"].as_array_mut().unwrap();
             entries.push(entries[0].clone());
@@ -1061,4 +1064,52 @@ fn mutated_messages_never_panic() {
             while r.poll_event().is_some() {}
         }
     });
+}
+
+/// Regression: a release or acknowledgement carrying a fencing token at the
+/// top of the range was accepted, and the next grant overflowed raising it.
+#[test]
+fn fencing_tokens_at_the_top_of_the_range_are_refused() {
+    let mut net = world(WireFormat::Json);
+    let mt = net.tag(M);
+    let meta = child(&net, M, "meta");
+    net.nodes[M].lock(meta, true).unwrap();
+    net.run();
+    let release = mallory_writes(&mut net, |m, root| {
+        let meta = child_of(m, root, "meta");
+        m.unlock(meta).unwrap();
+    });
+    for token in [(1u64 << 62) + 1, u64::MAX] {
+        let bytes = edit_json(&release.bytes, |v| op(v, "Unlock")["token"] = json!(token));
+        assert!(is_invalid_from(&refused(&mut net, B, &bytes), mt));
+    }
+    net.run();
+    // An acknowledgement claiming to hold the lock with such a token.
+    let meta_b = child(&net, B, "meta");
+    net.nodes[B].lock(meta_b, true).unwrap();
+    let ct = net.tag(B);
+    let ack = net
+        .run_until(|from, t| {
+            from == M
+                && serde_json::from_slice::<Json>(&t.bytes)
+                    .is_ok_and(|v| v.to_string().contains("LockAck"))
+        })
+        .map(|(_, t)| t)
+        .expect("mallory acknowledges bravo's request");
+    let _ = ct;
+    let bytes = edit_json(&ack.bytes, |v| {
+        let a = op(v, "LockAck");
+        let req = a["req"].clone();
+        a["held"] = json!([req, u64::MAX]);
+    });
+    assert!(is_invalid_from(&refused(&mut net, A, &bytes), mt));
+    net.deliver(M, &ack);
+    net.run();
+    let meta_b = child(&net, B, "meta");
+    assert!(matches!(
+        net.nodes[B].lock_state(meta_b),
+        facsimile_core::LockState::Held(t) if t < 1 << 62
+    ));
+    net.nodes[B].unlock(meta_b).unwrap();
+    still_converges(&mut net);
 }
