@@ -48,6 +48,58 @@ impl<'de> Deserialize<'de> for Tag {
     }
 }
 
+/// Floats keep every bit in both encodings. JSON has no NaN or infinities
+/// (serde_json writes them as `null`, which no receiver would accept), so
+/// there they are strings: `"inf"`, `"-inf"`, and `"NaN:"` with the bits.
+mod json_float {
+    use serde::{Deserializer, Serializer, de};
+
+    pub(crate) fn serialize<S: Serializer>(f: &f64, s: S) -> Result<S::Ok, S::Error> {
+        match *f {
+            f if f.is_finite() || !s.is_human_readable() => s.serialize_f64(f),
+            f64::INFINITY => s.serialize_str("inf"),
+            f64::NEG_INFINITY => s.serialize_str("-inf"),
+            f => s.serialize_str(&format!("NaN:{:016x}", f.to_bits())),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        if !d.is_human_readable() {
+            return <f64 as serde::Deserialize>::deserialize(d);
+        }
+        struct Float;
+        impl de::Visitor<'_> for Float {
+            type Value = f64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number, \"inf\", \"-inf\" or \"NaN:\" and 16 hex digits")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<f64, E> {
+                Ok(v)
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<f64, E> {
+                Ok(v as f64)
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<f64, E> {
+                Ok(v as f64)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+                let nan = |bits| u64::from_str_radix(bits, 16).ok().map(f64::from_bits);
+                match v {
+                    "inf" => Ok(f64::INFINITY),
+                    "-inf" => Ok(f64::NEG_INFINITY),
+                    _ => v
+                        .strip_prefix("NaN:")
+                        .filter(|bits| bits.len() == 16)
+                        .and_then(nan)
+                        .filter(|f| f.is_nan())
+                        .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Float)
+    }
+}
+
 /// An id on the wire: a peer (dictionary or table index) and a counter.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub(crate) struct WireId {
@@ -61,7 +113,7 @@ pub(crate) enum WireValue {
     Null,
     Bool(bool),
     Int(i64),
-    Float(f64),
+    Float(#[serde(with = "json_float")] f64),
     Str(SmolStr),
     Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     Ref(WireId),
