@@ -60,6 +60,38 @@ pub enum Error {
     /// The array is locked by another node (array methods).
     #[error("array {0:?} is locked by another node")]
     Locked(ObjectId),
+    /// The store does not hold what a type expects (typed reads and
+    /// updates, [`crate::typed`]). `path` is a JSON pointer from the value
+    /// read (empty for the value itself). Nothing was changed.
+    #[error("{}: expected {expected}, found {found}", display_path(.path))]
+    Type {
+        /// Where: a JSON pointer such as `/players/3/score`.
+        path: String,
+        /// What the type expects (`i64`, `struct Player`, ...).
+        expected: String,
+        /// What the store holds (`string`, `null`, `a map with 2 keys`, ...).
+        found: String,
+    },
+    /// A typed conversion failed for another reason: a missing field, an
+    /// unknown enum variant, an integer the store cannot hold, a map key
+    /// that is not a string, or an error of the type's own `Serialize` or
+    /// `Deserialize`. Nothing was changed.
+    #[error("{}: {message}", display_path(.path))]
+    Convert {
+        /// Where: a JSON pointer from the value read or written.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A JSON pointer names no place to write: it is malformed, or its
+    /// parent is not a map or an array.
+    #[error("cannot write at {path:?}: {reason}")]
+    Path {
+        /// The pointer.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// Any other refusal of the engine.
     #[error("{0}")]
     Refused(String),
@@ -93,6 +125,12 @@ impl From<facsimile_core::Error> for Error {
             other => Error::Refused(other.to_string()),
         }
     }
+}
+
+/// A JSON pointer for messages: the empty pointer (the value itself) reads
+/// as `(root)`.
+fn display_path(path: &str) -> &str {
+    if path.is_empty() { "(root)" } else { path }
 }
 
 /// Shorthand for results of store operations.

@@ -35,6 +35,10 @@
 //!   [`ArrayRef::on_index`], [`Node::on_root_changed`], [`Node::on_ready`],
 //!   and an async [`Node::events`] stream. They run after the change is
 //!   applied and may read and write the store.
+//! - Typed mirroring ([`typed`]): your own serde types in and out
+//!   ([`Node::set_root_from`], [`Node::root_as`]); [`Node::update`] sends
+//!   only what a closure changed, [`Node::watch`] calls back with the new
+//!   value; [`Node::get`] and [`Node::set_path`] take JSON pointers.
 //!
 //! The engine underneath is [`facsimile_core`], which does no IO.
 #![forbid(unsafe_code)]
@@ -45,6 +49,7 @@ mod handle;
 mod local;
 mod lock;
 mod node;
+pub mod typed;
 mod value;
 
 pub use error::{Error, Result};
@@ -57,4 +62,5 @@ pub use handle::{ArrayRef, MapRef, ObjectRef};
 pub use local::LocalNetwork;
 pub use lock::{LockError, LockFuture, LockGuard};
 pub use node::{Node, Outgoing};
+pub use typed::Watch;
 pub use value::{Input, Value};

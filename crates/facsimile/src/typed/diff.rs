@@ -1,0 +1,410 @@
+//! The diff of a [`Tree`] against the store: the minimal writes that make the
+//! store hold the tree, planned without writing, then applied as one group.
+//!
+//! The rules (documented on `crate::typed`):
+//! - a struct writes only the fields that differ and never touches keys the
+//!   struct does not declare; an absent field (`None`) deletes its key, and a
+//!   key holding `Null` counts as absent;
+//! - a map makes its key set equal: extra keys are deleted, new ones set,
+//!   common ones diffed;
+//! - an enum variant with data is diffed in place when the stored map holds
+//!   the same variant, and replaced whole otherwise (so that two nodes
+//!   switching variants at once cannot merge into a map of two variants);
+//! - an array keeps its longest common prefix and suffix, diffs the middle
+//!   element by element, and inserts or deletes the difference in length at
+//!   the end of the middle: a push, a pop, an insert or a removal anywhere,
+//!   or a change of one element costs one write;
+//! - a scalar that differs, or a value whose kind differs, is rewritten in
+//!   its parent slot (a new object when the value is a map or an array). An
+//!   integer in the store equals a float in the tree of the same value.
+
+use facsimile_core::{Input as CoreInput, ObjectId, ObjectKind, Replica, Value as CoreValue};
+use smol_str::SmolStr;
+
+use super::de::{MAX_DEPTH, ReadSet};
+use super::error::ConvError;
+use super::ser::Tree;
+use crate::error::Error;
+
+/// One planned write.
+#[derive(Debug)]
+pub(crate) enum Write {
+    Root(CoreInput),
+    Set(ObjectId, SmolStr, CoreInput),
+    Delete(ObjectId, SmolStr),
+    SetElems(ObjectId, Vec<(usize, CoreInput)>),
+    Splice(ObjectId, usize, usize, Vec<CoreInput>),
+}
+
+impl Write {
+    fn target(&self) -> Option<ObjectId> {
+        match self {
+            Write::Root(_) => None,
+            Write::Set(o, ..)
+            | Write::Delete(o, _)
+            | Write::SetElems(o, _)
+            | Write::Splice(o, ..) => Some(*o),
+        }
+    }
+}
+
+/// The writes that make the store hold a tree, and what computing them read.
+#[derive(Default, Debug)]
+pub(crate) struct Plan {
+    pub(crate) writes: Vec<Write>,
+    pub(crate) reads: ReadSet,
+}
+
+impl Plan {
+    /// The existing objects the plan writes to, each once.
+    pub(crate) fn targets(&self) -> Vec<ObjectId> {
+        let mut out: Vec<ObjectId> = Vec::new();
+        for o in self.writes.iter().filter_map(Write::target) {
+            if !out.contains(&o) {
+                out.push(o);
+            }
+        }
+        out
+    }
+
+    /// Applies the writes. Call inside one `begin`/`commit` group so they
+    /// form one message.
+    pub(crate) fn apply(self, r: &mut Replica) -> Result<(), facsimile_core::Error> {
+        for w in self.writes {
+            match w {
+                Write::Root(input) => {
+                    r.set_root(input)?;
+                }
+                Write::Set(o, k, input) => {
+                    r.map_set(o, &k, input)?;
+                }
+                Write::Delete(o, k) => {
+                    r.map_delete(o, &k)?;
+                }
+                Write::SetElems(o, writes) => {
+                    r.list_set_many(o, writes)?;
+                }
+                Write::Splice(o, start, delete, items) => {
+                    r.list_splice(o, start, delete, items)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the diff starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Target {
+    /// The root, which may be replaced.
+    Root,
+    /// An existing object, which keeps its identity: the tree must be of its
+    /// kind.
+    Object(ObjectId),
+}
+
+/// Plans the writes that make `target` hold `tree`.
+pub(crate) fn plan(r: &mut Replica, target: Target, tree: Tree) -> Result<Plan, Error> {
+    let mut d = Differ {
+        r,
+        plan: Plan::default(),
+        depth: 0,
+    };
+    match target {
+        Target::Root => {
+            let root = d.r.root();
+            d.plan.reads.root(&root);
+            if let Some(input) = d.diff(&root, tree)? {
+                d.plan.writes.push(Write::Root(input));
+            }
+        }
+        Target::Object(o) => {
+            let kind = d.r.kind(o).ok_or(Error::UnknownObject(o))?;
+            // The object keeps its identity, so a variant is written into it
+            // as the map it is, not replaced.
+            let tree = match tree {
+                Tree::Variant(name, t) => Tree::Map(vec![(SmolStr::new_static(name), *t)]),
+                t => t,
+            };
+            let fits = matches!(
+                (kind, &tree),
+                (ObjectKind::Map, Tree::Map(_) | Tree::Struct(_))
+                    | (ObjectKind::Array, Tree::Seq(_))
+            );
+            if !fits {
+                return Err(Error::Type {
+                    path: String::new(),
+                    expected: match kind {
+                        ObjectKind::Map => "a value that serializes as a map (a struct or a map)",
+                        ObjectKind::Array => "a value that serializes as an array",
+                    }
+                    .to_string(),
+                    found: tree.describe().to_string(),
+                });
+            }
+            if let Some(input) = d.diff(&CoreValue::Ref(o), tree)? {
+                // Unreachable by the check above; refuse rather than lose
+                // the object's identity.
+                drop(input);
+                return Err(Error::Refused(
+                    "the value cannot be written into this object".into(),
+                ));
+            }
+        }
+    }
+    Ok(d.plan)
+}
+
+struct Differ<'a> {
+    r: &'a mut Replica,
+    plan: Plan,
+    depth: usize,
+}
+
+/// Whether the stored scalar `cur` already holds the tree scalar `new`.
+fn scalar_matches(cur: &CoreValue, new: &CoreValue) -> bool {
+    match (cur, new) {
+        // A float field reads an integer as a float: writing it back
+        // unchanged must send nothing.
+        (CoreValue::Int(i), CoreValue::Float(f)) => (*i as f64) == *f,
+        _ => cur.same(new),
+    }
+}
+
+/// Sorts map entries by key, keeping the last of duplicate keys.
+fn sorted(mut entries: Vec<(SmolStr, Tree)>) -> Vec<(SmolStr, Tree)> {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(SmolStr, Tree)> = Vec::with_capacity(entries.len());
+    for (k, t) in entries {
+        match out.last_mut() {
+            Some(last) if last.0 == k => last.1 = t,
+            _ => out.push((k, t)),
+        }
+    }
+    out
+}
+
+impl Differ<'_> {
+    fn map_kind(&self, v: &CoreValue) -> Option<(ObjectId, ObjectKind)> {
+        let o = v.as_ref_id()?;
+        Some((o, self.r.kind(o)?))
+    }
+
+    fn get(&mut self, o: ObjectId, key: &str) -> Result<Option<CoreValue>, ConvError> {
+        let v = self
+            .r
+            .map_get(o, key)
+            .map_err(|e| ConvError::store(e.into()))?;
+        self.plan.reads.key(o, SmolStr::new(key), v.as_ref());
+        Ok(v)
+    }
+
+    fn descend(&mut self) -> Result<(), ConvError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ConvError::message(format!(
+                "values nested deeper than {MAX_DEPTH} levels cannot be written as a type"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Diffs `new` against the stored `cur`, planning writes inside `cur`'s
+    /// objects. Returns the input to write in `cur`'s slot when the slot
+    /// itself must change.
+    fn diff(&mut self, cur: &CoreValue, new: Tree) -> Result<Option<CoreInput>, ConvError> {
+        self.descend()?;
+        let out = match (self.map_kind(cur), new) {
+            (Some((o, ObjectKind::Map)), Tree::Struct(fields)) => {
+                self.fields(o, fields)?;
+                None
+            }
+            (Some((o, ObjectKind::Map)), Tree::Map(entries)) => {
+                self.entries(o, entries)?;
+                None
+            }
+            (Some((o, ObjectKind::Map)), Tree::Variant(name, t)) => {
+                let len = self.r.map_len(o).unwrap_or(0);
+                self.plan.reads.len(o, len);
+                match (len, self.get(o, name)?) {
+                    (1, Some(v)) => {
+                        if let Some(input) = self.diff(&v, *t).map_err(|e| e.at_key(name))? {
+                            self.plan
+                                .writes
+                                .push(Write::Set(o, SmolStr::new_static(name), input));
+                        }
+                        None
+                    }
+                    _ => Some(Tree::Variant(name, t).into_input()),
+                }
+            }
+            (Some((o, ObjectKind::Array)), Tree::Seq(items)) => {
+                self.list(o, items)?;
+                None
+            }
+            (_, Tree::Scalar(v)) => (!scalar_matches(cur, &v)).then_some(CoreInput::Value(v)),
+            (_, t) => Some(t.into_input()),
+        };
+        self.depth -= 1;
+        Ok(out)
+    }
+
+    fn fields(&mut self, o: ObjectId, fields: Vec<(&'static str, Tree)>) -> Result<(), ConvError> {
+        for (k, t) in fields {
+            let cur = self.get(o, k)?;
+            let key = SmolStr::new_static(k);
+            match (cur, t) {
+                (None | Some(CoreValue::Null), Tree::Absent) => {}
+                (Some(_), Tree::Absent) => self.plan.writes.push(Write::Delete(o, key)),
+                (None, t) => self.plan.writes.push(Write::Set(o, key, t.into_input())),
+                (Some(v), t) => {
+                    if let Some(input) = self.diff(&v, t).map_err(|e| e.at_key(k))? {
+                        self.plan.writes.push(Write::Set(o, key, input));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn entries(&mut self, o: ObjectId, entries: Vec<(SmolStr, Tree)>) -> Result<(), ConvError> {
+        let stored = self
+            .r
+            .map_entries(o)
+            .map_err(|e| ConvError::store(e.into()))?;
+        self.plan.reads.len(o, stored.len());
+        for (k, v) in &stored {
+            self.plan.reads.key(o, k.clone(), Some(v));
+        }
+        // Both sides sorted by key: a merge join.
+        let mut new = sorted(entries).into_iter().peekable();
+        let mut old = stored.into_iter().peekable();
+        loop {
+            let order = match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((a, _)), Some((b, _))) => a.cmp(b),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let (k, _) = old.next().expect("peeked");
+                    self.plan.writes.push(Write::Delete(o, k));
+                }
+                std::cmp::Ordering::Greater => {
+                    let (k, t) = new.next().expect("peeked");
+                    self.plan.writes.push(Write::Set(o, k, t.into_input()));
+                }
+                std::cmp::Ordering::Equal => {
+                    let (_, v) = old.next().expect("peeked");
+                    let (k, t) = new.next().expect("peeked");
+                    if let Some(input) = self.diff(&v, t).map_err(|e| e.at_key(&k))? {
+                        self.plan.writes.push(Write::Set(o, k, input));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn list(&mut self, o: ObjectId, items: Vec<Tree>) -> Result<(), ConvError> {
+        let old = self
+            .r
+            .list_values(o)
+            .map_err(|e| ConvError::store(e.into()))?;
+        self.plan.reads.list(self.r, o);
+        let (n, m) = (old.len(), items.len());
+        let mut prefix = 0;
+        while prefix < n.min(m) && self.equal(&old[prefix], &items[prefix]) {
+            prefix += 1;
+        }
+        let mut suffix = 0;
+        while suffix < n.min(m) - prefix && self.equal(&old[n - 1 - suffix], &items[m - 1 - suffix])
+        {
+            suffix += 1;
+        }
+        let old_mid = n - prefix - suffix;
+        let new_mid = m - prefix - suffix;
+        let paired = old_mid.min(new_mid);
+        let mut items = items.into_iter().skip(prefix);
+        let mut sets = Vec::new();
+        for (i, cur) in old.iter().enumerate().skip(prefix).take(paired) {
+            let t = items.next().expect("counted");
+            if let Some(input) = self.diff(cur, t).map_err(|e| e.at_index(i))? {
+                sets.push((i, input));
+            }
+        }
+        if !sets.is_empty() {
+            self.plan.writes.push(Write::SetElems(o, sets));
+        }
+        let at = prefix + paired;
+        if new_mid > paired {
+            let inserted: Vec<CoreInput> =
+                items.take(new_mid - paired).map(Tree::into_input).collect();
+            self.plan.writes.push(Write::Splice(o, at, 0, inserted));
+        } else if old_mid > paired {
+            self.plan
+                .writes
+                .push(Write::Splice(o, at, old_mid - paired, Vec::new()));
+        }
+        Ok(())
+    }
+
+    /// Whether the stored `cur` already holds `new` (deep, read-only).
+    fn equal(&mut self, cur: &CoreValue, new: &Tree) -> bool {
+        if self.depth > MAX_DEPTH {
+            return false;
+        }
+        self.depth += 1;
+        let eq = self.equal_inner(cur, new);
+        self.depth -= 1;
+        eq
+    }
+
+    fn equal_inner(&mut self, cur: &CoreValue, new: &Tree) -> bool {
+        match (self.map_kind(cur), new) {
+            (_, Tree::Scalar(v)) => scalar_matches(cur, v),
+            (Some((o, ObjectKind::Map)), Tree::Struct(fields)) => {
+                fields
+                    .iter()
+                    .all(|(k, t)| match (self.get(o, k).ok().flatten(), t) {
+                        (None | Some(CoreValue::Null), Tree::Absent) => true,
+                        (Some(v), t) => self.equal(&v, t),
+                        (None, _) => false,
+                    })
+            }
+            (Some((o, ObjectKind::Map)), Tree::Map(entries)) => {
+                let len = self.r.map_len(o).unwrap_or(0);
+                self.plan.reads.len(o, len);
+                // Duplicate keys in `entries` make it look longer than the
+                // map it would become: count as different, which only costs
+                // a finer diff.
+                len == entries.len()
+                    && entries
+                        .iter()
+                        .all(|(k, t)| match self.get(o, k).ok().flatten() {
+                            Some(v) => self.equal(&v, t),
+                            None => false,
+                        })
+            }
+            (Some((o, ObjectKind::Map)), Tree::Variant(name, t)) => {
+                let len = self.r.map_len(o).unwrap_or(0);
+                self.plan.reads.len(o, len);
+                len == 1
+                    && match self.get(o, name).ok().flatten() {
+                        Some(v) => self.equal(&v, t),
+                        None => false,
+                    }
+            }
+            (Some((o, ObjectKind::Array)), Tree::Seq(items)) => {
+                let Ok(values) = self.r.list_values(o) else {
+                    return false;
+                };
+                self.plan.reads.list(self.r, o);
+                values.len() == items.len()
+                    && values.iter().zip(items).all(|(v, t)| self.equal(v, t))
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Typed mirroring: your own `Serialize`/`Deserialize` types in, minimal
+//! replicated writes out (the Rust form of the original's transparent
+//! proxies).
+//!
+//! - [`Node::set_root_from`] / [`MapRef::set_from`] write a value;
+//!   [`Node::root_as`] / [`MapRef::get_as`] read one.
+//! - [`Node::update`] / [`MapRef::update`] read the store into `T`, run a
+//!   closure on it, and send only what the closure changed.
+//! - [`Node::watch`] / [`MapRef::watch`] call back with a freshly read `T`
+//!   after each change to what `T` reads.
+//! - [`Node::get`] and [`Node::set_path`] address values by JSON pointer.
+//!
+//! # How values map to the store
+//! As serde_json maps them: structs and maps are maps, sequences and tuples
+//! are arrays, newtypes are their content, unit and `()` are `Null`, enums
+//! are externally tagged (a unit variant is the string of its name, any
+//! other variant a map with the one key of its name), bytes (with
+//! `serde_bytes`) are bytes, integers are `i64` (a `u64` above `i64::MAX`
+//! is refused), and map keys are strings (integer, char, boolean and
+//! unit-variant keys are written as strings and parsed back).
+//!
+//! `Option::None` in a struct field is an absent key, so setting a field to
+//! `None` sends one delete and an absent key reads as `None`; a key holding
+//! `Null` also reads as `None` and is left alone when the field stays
+//! `None`. Elsewhere (an element of a `Vec`, a map value) `None` is `Null`,
+//! so that the element or the entry stays.
+//!
+//! # What a write sends
+//! A typed write diffs the value against the store and sends the smallest
+//! set of writes that makes the store hold it, all in one message:
+//! - an unchanged value sends nothing;
+//! - a struct writes only the fields that differ, and never touches keys it
+//!   does not declare (so a newer program's extra fields survive an older
+//!   program's update); a map (`HashMap`, `BTreeMap`, a flattened struct)
+//!   makes its key set equal, so a removed entry is one delete;
+//! - a nested struct, map or array is diffed in place (one changed field
+//!   deep inside is one write on the object holding it) — unless its kind
+//!   changed, in which case it is written whole as a new object;
+//! - an enum variant with data is diffed in place while the variant stays,
+//!   and written whole when the variant changes (so two nodes that switch
+//!   variants at once end with one variant, never a map of two);
+//! - a `Vec` keeps its longest common prefix and suffix and diffs what lies
+//!   between element by element, inserting or deleting the difference in
+//!   length at the end of that middle part. A push, a pop, an insertion or
+//!   removal anywhere, or a change of one element costs one write. Other
+//!   edits cost at most one write per element of the middle part plus one
+//!   insert or delete: a rotation (remove at the front, push at the back)
+//!   rewrites every element between the two ends.
+//!
+//! A stored integer equals a float of the same value (a float field reads an
+//! integer), so reading and writing back an unchanged value never sends a
+//! conversion.
+//!
+//! # Consistency of `update`
+//! The closure runs outside the node's lock (it may read and write the
+//! store). The read records what it looked at; before writing, under the
+//! lock, `update` checks that every value it read is unchanged, and if one
+//! changed (a message arrived or another thread wrote meanwhile) it reads
+//! again and runs the closure again. The closure may therefore run more
+//! than once: keep its effects on `T`, and do not write the object being
+//! updated from inside it. Writes made by another node concurrently, and not
+//! yet received, merge with the update by the usual per-key and per-element
+//! rules.
+//!
+//! Before anything is written, every object the update writes to passes the
+//! check of [`Node::check_writable`], under the same hold of the node's lock
+//! as the writes: if another node holds the lock on one of them the update
+//! fails with [`Error::NotOwner`] and nothing is applied or sent.
+//!
+//! # Errors
+//! A store that does not hold what `T` expects gives [`Error::Type`] naming
+//! the path (`/players/3/score: expected i64, found string`); other
+//! conversion failures (a missing field, an unknown variant) give
+//! [`Error::Convert`]. Paths are JSON pointers from the value read (the root
+//! for node methods, the object for handle methods). A failed read or
+//! update changes nothing.
+//!
+//! Shared objects are read as copies; an update that changes one copy
+//! writes into the shared object, which every reference sees. A cycle cannot
+//! be read as a type ([`Error::Cycle`]).
+
+mod de;
+mod diff;
+mod error;
+mod pointer;
+mod ser;
+
+use std::sync::{Arc, Mutex};
+
+use facsimile_core::ObjectId;
+use rustc_hash::FxHashSet;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::events::Subscription;
+use crate::handle::{ArrayRef, MapRef, ObjectRef};
+use crate::node::Node;
+use crate::value::{Input, InputKind, Value};
+
+use de::{ReadSet, Reader};
+use diff::Target;
+
+impl Input {
+    /// The value a `Serialize` type serializes to, as new objects: use it to
+    /// write a typed value into one key or element with the untyped methods
+    /// (`map.set("player", Input::from_serialize(&player)?)`). Unlike
+    /// [`MapRef::set_from`] it does not diff: the key gets new objects.
+    ///
+    /// # Errors
+    /// [`Error::Convert`] when the value has no store form (an integer above
+    /// `i64::MAX`, a map key that is not a string).
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{Input, LocalNetwork};
+    /// use serde_json::json;
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct Player { name: String, score: i64 }
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// let root = node.set_root(json!({}))?;
+    /// let root = root.as_map().unwrap();
+    /// root.set("p1", Input::from_serialize(&Player { name: "ada".into(), score: 3 })?)?;
+    /// assert_eq!(node.root().to_json()?, json!({"p1": {"name": "ada", "score": 3}}));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Input> {
+        Ok(Input(InputKind::Core(ser::to_tree(value)?.into_input())))
+    }
+}
+
+/// A typed listener registered with [`Node::watch`] or a handle's `watch`.
+/// Dropping it stops the listener; [`Watch::detach`] keeps it for the
+/// node's life instead.
+#[must_use = "dropping a Watch stops it at once; call .detach() to keep it"]
+pub struct Watch {
+    subs: Vec<Subscription>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").field("subs", &self.subs).finish()
+    }
+}
+
+impl Watch {
+    /// Keeps the listener for the life of the node.
+    pub fn detach(self) {
+        for s in self.subs {
+            s.detach();
+        }
+    }
+
+    /// Whether the listener is still registered.
+    pub fn is_active(&self) -> bool {
+        self.subs.iter().all(Subscription::is_active)
+    }
+}
+
+/// Reads `target` as `T` under one hold of the node's lock. The read set is
+/// returned even when the read fails, so a watcher knows what to wait for.
+fn read<T: DeserializeOwned>(node: &Node, target: Target) -> (Result<T>, ReadSet) {
+    let mut st = node.state();
+    let mut rd = Reader::new(&mut st.replica);
+    let value = match target {
+        Target::Root => rd.root(),
+        Target::Object(o) => rd.object(o),
+    };
+    (value, rd.reads)
+}
+
+/// Plans, checks and applies the writes that make `target` hold the tree of
+/// `value`. `reads` is what the caller's value was computed from: if it
+/// changed before the writes, nothing is written and `Ok(false)` asks the
+/// caller to start over.
+fn write_tree<T: Serialize + ?Sized>(
+    node: &Node,
+    target: Target,
+    value: &T,
+    reads: Option<&ReadSet>,
+) -> Result<bool> {
+    let tree = ser::to_tree(value)?;
+    let plan = {
+        let mut st = node.state();
+        if reads.is_some_and(|r| !r.valid(&st.replica)) {
+            return Ok(false);
+        }
+        diff::plan(&mut st.replica, target, tree)?
+    };
+    if plan.writes.is_empty() {
+        return Ok(true);
+    }
+    node.write(|r| {
+        // Between the plan and now the lock was released: write only if
+        // nothing the value or the plan depends on changed.
+        if reads.is_some_and(|rs| !rs.valid(r)) || !plan.reads.valid(r) {
+            return Ok(false);
+        }
+        // The check of `Node::check_writable`, for every object written,
+        // under the same hold of the lock as the writes: an object locked
+        // by another node refuses the whole update before anything is
+        // applied or sent.
+        for o in plan.targets() {
+            r.check_writable(o)?;
+        }
+        r.begin();
+        let applied = plan.apply(r);
+        r.commit();
+        applied.map(|()| true)
+    })
+}
+
+fn set_from<T: Serialize + ?Sized>(node: &Node, target: Target, value: &T) -> Result<()> {
+    while !write_tree(node, target, value, None)? {}
+    Ok(())
+}
+
+fn update<T, R>(node: &Node, target: Target, mut f: impl FnMut(&mut T) -> R) -> Result<R>
+where
+    T: Serialize + DeserializeOwned,
+{
+    loop {
+        let (value, reads) = read::<T>(node, target);
+        let mut value = value?;
+        let out = f(&mut value);
+        if write_tree(node, target, &value, Some(&reads))? {
+            return Ok(out);
+        }
+    }
+}
+
+struct WatchState {
+    reads: ReadSet,
+    objects: FxHashSet<ObjectId>,
+}
+
+impl WatchState {
+    fn new(reads: ReadSet) -> Self {
+        WatchState {
+            objects: reads.objects(),
+            reads,
+        }
+    }
+}
+
+fn watch<T: DeserializeOwned>(
+    node: &Node,
+    target: Target,
+    f: impl Fn(&T) + Send + Sync + 'static,
+) -> Watch {
+    let (_, reads) = read::<T>(node, target);
+    let state = Arc::new(Mutex::new(WatchState::new(reads)));
+    let weak = node.downgrade();
+    let check = {
+        let state = state.clone();
+        Arc::new(move || {
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            let node = Node { inner };
+            let value = {
+                let mut ws = state.lock().unwrap_or_else(|e| e.into_inner());
+                // Several events of one batch (or of batches applied
+                // together) find the read set already renewed: one call.
+                if node.read(|r| ws.reads.valid(r)) {
+                    return;
+                }
+                let (value, reads) = read::<T>(&node, target);
+                *ws = WatchState::new(reads);
+                value
+            };
+            // A state that does not decode as `T` (mid-migration, or written
+            // by another program) is skipped; the watch fires again when
+            // what it read changes.
+            if let Ok(value) = value {
+                f(&value);
+            }
+        })
+    };
+    let mut subs = Vec::with_capacity(3);
+    subs.push({
+        let check = check.clone();
+        node.on_change(move |ev| {
+            let relevant = state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .objects
+                .contains(&ev.target().id());
+            if relevant {
+                check();
+            }
+        })
+    });
+    if let Target::Root = target {
+        let check = check.clone();
+        subs.push(node.on_root_changed(move |_| check()));
+    }
+    subs.push(node.on_ready(move |_| check()));
+    Watch { subs }
+}
+
+impl Node {
+    /// Writes `value` as the root, sending only what differs from the store
+    /// (see [the rules](crate::typed)): writing the same value
+    /// twice sends nothing the second time. When the root holds another
+    /// kind of value (at first it is `Null`), it is replaced by new objects.
+    ///
+    /// To replace the root with new objects whatever it holds, use
+    /// `node.set_root(Input::from_serialize(&value)?)`.
+    ///
+    /// # Errors
+    /// [`Error::Convert`] when the value has no store form, and the errors of
+    /// [`Node::set_root`]. On error nothing is written.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    /// struct Game { round: i64, players: Vec<String> }
+    ///
+    /// let net = LocalNetwork::new();
+    /// let host = net.join("host");
+    /// let guest = net.join("guest");
+    /// host.set_root_from(&Game { round: 1, players: vec!["ada".into()] })?;
+    /// let game: Game = guest.root_as()?;
+    /// assert_eq!(game, Game { round: 1, players: vec!["ada".into()] });
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn set_root_from<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        set_from(self, Target::Root, value)
+    }
+
+    /// Reads the root as `T`.
+    ///
+    /// # Errors
+    /// [`Error::Type`] naming the path where the store does not hold what
+    /// `T` expects, [`Error::Convert`] for other conversion failures (a
+    /// missing field, an unknown variant), [`Error::Cycle`].
+    pub fn root_as<T: DeserializeOwned>(&self) -> Result<T> {
+        read(self, Target::Root).0
+    }
+
+    /// Reads the root into `T`, runs `f` on it, and sends the writes that
+    /// make the store hold the result: nothing for what `f` left unchanged,
+    /// one write for a changed field, one insert for a pushed element. All
+    /// of them go out as one message, and their events fire when `update`
+    /// returns. Returns what `f` returns.
+    ///
+    /// `f` runs outside the node's lock; if what it read changed before the
+    /// writes (a message arrived meanwhile), `update` reads again and runs
+    /// `f` again, so `f` should only change its argument.
+    ///
+    /// # Errors
+    /// The errors of [`Node::root_as`] (nothing is written),
+    /// [`Error::Convert`] when the new value has no store form, the refusal
+    /// [`Error::NotOwner`] when another node holds the lock on an object it
+    /// would write (checked before any write: nothing is sent), and the
+    /// errors of [`Node::set_root`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    /// struct Game { round: i64, log: Vec<String> }
+    ///
+    /// let net = LocalNetwork::new();
+    /// let host = net.join("host");
+    /// let guest = net.join("guest");
+    /// host.set_root_from(&Game { round: 1, log: vec![] })?;
+    /// // One write for the round, one insert for the log entry, one message.
+    /// host.update(|g: &mut Game| {
+    ///     g.round += 1;
+    ///     g.log.push("ada scored".into());
+    /// })?;
+    /// assert_eq!(guest.root_as::<Game>()?.round, 2);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn update<T, R>(&self, f: impl FnMut(&mut T) -> R) -> Result<R>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        update(self, Target::Root, f)
+    }
+
+    /// Calls `f` with the root read as `T` after each change to anything
+    /// `T` reads, local or remote: once per message (or per group of
+    /// messages applied together), not once per key. Changes to keys `T`
+    /// does not declare do not call it; states that do not read as `T` are
+    /// skipped. It does not fire for the current state: read that with
+    /// [`Node::root_as`].
+    ///
+    /// `f` runs like any listener: after the change, outside every lock.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use facsimile::LocalNetwork;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    /// struct Score { ada: i64, bob: i64 }
+    ///
+    /// let net = LocalNetwork::new();
+    /// let host = net.join("host");
+    /// let guest = net.join("guest");
+    /// host.set_root_from(&Score { ada: 0, bob: 0 })?;
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let _watch = guest.watch(move |s: &Score| log.lock().unwrap().push(s.clone()));
+    /// host.update(|s: &mut Score| { s.ada = 1; s.bob = 2 })?;
+    /// assert_eq!(*seen.lock().unwrap(), vec![Score { ada: 1, bob: 2 }]);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn watch<T: DeserializeOwned>(&self, f: impl Fn(&T) + Send + Sync + 'static) -> Watch {
+        watch(self, Target::Root, f)
+    }
+
+    /// The value at a JSON pointer (RFC 6901) from the root: `""` is the
+    /// root, `"/elements/0"` element 0 of the root's key `elements`. `None`
+    /// when nothing is there or the pointer is malformed (as
+    /// `serde_json::Value::pointer`).
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"elements": [1, 2, {"a/b": true}]}))?;
+    /// assert_eq!(node.get("/elements/0"), Some(Value::Int(1)));
+    /// assert_eq!(node.get("/elements/2/a~1b"), Some(Value::Bool(true)));
+    /// assert_eq!(node.get("/elements/7"), None);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn get(&self, pointer: &str) -> Option<Value> {
+        let segs = pointer::parse(pointer)?;
+        let st = self.state();
+        let v = pointer::resolve(&st.replica, st.replica.root(), &segs)?;
+        Some(self.value(&st.replica, v))
+    }
+
+    /// Writes `x` at a JSON pointer: `""` replaces the root, a key of a map
+    /// is set, an index of an array is set (at the length it appends, as
+    /// does `-`). The parent must exist.
+    ///
+    /// # Errors
+    /// [`Error::Path`] when the pointer is malformed or its parent is not a
+    /// map or an array, [`Error::IndexOutOfBounds`] past the end of an
+    /// array, and the errors of [`MapRef::set`] (and of [`ArrayRef::set`]
+    /// when the parent is an array).
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"a": {"list": [1]}}))?;
+    /// node.set_path("/a/b", 2)?;
+    /// node.set_path("/a/list/-", 3)?;
+    /// assert_eq!(node.root().to_json()?, json!({"a": {"b": 2, "list": [1, 3]}}));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn set_path(&self, pointer: &str, x: impl Into<Input>) -> Result<()> {
+        let path_error = |reason: &str| Error::Path {
+            path: pointer.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut segs = pointer::parse(pointer)
+            .ok_or_else(|| path_error("a JSON pointer is empty or starts with '/'"))?;
+        let Some(last) = segs.pop() else {
+            return self.set_root(x).map(|_| ());
+        };
+        let input = x.into().into_core(self)?;
+        let parent = |r: &facsimile_core::Replica| {
+            pointer::resolve(r, r.root(), &segs)
+                .and_then(|v| v.as_ref_id())
+                .filter(|&o| r.kind(o).is_some())
+                .ok_or_else(|| path_error("its parent is not a map or an array"))
+        };
+        self.write(|r| {
+            let obj = match parent(r) {
+                Ok(o) => o,
+                Err(e) => return Ok(Err(e)),
+            };
+            match r.kind(obj) {
+                Some(facsimile_core::ObjectKind::Array) => {
+                    let len = r.list_len(obj)?;
+                    let index = if last == "-" {
+                        len
+                    } else {
+                        match pointer::index(&last) {
+                            Some(i) => i,
+                            None => return Ok(Err(path_error("not an array index"))),
+                        }
+                    };
+                    if index > len {
+                        return Ok(Err(Error::IndexOutOfBounds { index, len }));
+                    }
+                    r.list_set(obj, index, input)?;
+                }
+                _ => {
+                    r.map_set(obj, &last, input)?;
+                }
+            }
+            Ok(Ok(()))
+        })?
+    }
+}
+
+macro_rules! typed_handle {
+    ($t:ident, $kind:literal) => {
+        impl $t {
+            #[doc = concat!("Reads this ", $kind, " as `T`.")]
+            ///
+            /// # Errors
+            /// As [`Node::root_as`], with paths from this object, and
+            /// [`Error::UnknownObject`] when it is gone.
+            pub fn get_as<T: DeserializeOwned>(&self) -> Result<T> {
+                read(self.node(), Target::Object(self.id())).0
+            }
+
+            #[doc = concat!("Writes `value` into this ", $kind, ", sending only what differs")]
+            /// (see [the rules](crate::typed)). The object keeps its
+            /// identity, so the value must serialize as one of its kind.
+            ///
+            /// # Errors
+            /// [`Error::Type`] when the value is of another kind, and the
+            /// errors of [`Node::set_root_from`].
+            pub fn set_from<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+                set_from(self.node(), Target::Object(self.id()), value)
+            }
+
+            #[doc = concat!("Reads this ", $kind, " into `T`, runs `f` on it and sends the")]
+            /// minimal writes, as one message. As [`Node::update`].
+            ///
+            /// # Errors
+            /// As [`Node::update`], with paths from this object.
+            pub fn update<T, R>(&self, f: impl FnMut(&mut T) -> R) -> Result<R>
+            where
+                T: Serialize + DeserializeOwned,
+            {
+                update(self.node(), Target::Object(self.id()), f)
+            }
+
+            #[doc = concat!("Calls `f` with this ", $kind, " read as `T` after each change to")]
+            /// anything `T` reads. As [`Node::watch`].
+            pub fn watch<T: DeserializeOwned>(
+                &self,
+                f: impl Fn(&T) + Send + Sync + 'static,
+            ) -> Watch {
+                watch(self.node(), Target::Object(self.id()), f)
+            }
+        }
+    };
+}
+
+typed_handle!(MapRef, "map");
+typed_handle!(ArrayRef, "array");
+typed_handle!(ObjectRef, "object");

@@ -1,0 +1,60 @@
+//! JSON pointers (RFC 6901): `/players/0/score` names key `players` of the
+//! root, element 0 of that array, key `score` of that map; `~1` stands for
+//! `/` and `~0` for `~` inside a key; the empty pointer names the root.
+
+use facsimile_core::{ObjectKind, Replica, Value as CoreValue};
+use smol_str::SmolStr;
+
+/// The steps of a pointer, or `None` when it is malformed (not empty and not
+/// starting with `/`, or a `~` not followed by `0` or `1`).
+pub(crate) fn parse(pointer: &str) -> Option<Vec<SmolStr>> {
+    if pointer.is_empty() {
+        return Some(Vec::new());
+    }
+    let rest = pointer.strip_prefix('/')?;
+    rest.split('/').map(unescape).collect()
+}
+
+fn unescape(seg: &str) -> Option<SmolStr> {
+    if !seg.contains('~') {
+        return Some(SmolStr::new(seg));
+    }
+    let mut out = String::with_capacity(seg.len());
+    let mut chars = seg.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '~' => match chars.next()? {
+                '0' => out.push('~'),
+                '1' => out.push('/'),
+                _ => return None,
+            },
+            c => out.push(c),
+        }
+    }
+    Some(out.into())
+}
+
+/// An array index as RFC 6901 spells it: `0`, or digits without a leading
+/// zero.
+pub(crate) fn index(seg: &str) -> Option<usize> {
+    if seg.is_empty() || (seg.len() > 1 && seg.starts_with('0')) {
+        return None;
+    }
+    if !seg.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    seg.parse().ok()
+}
+
+/// The value at `segs` from `from`, if every step exists.
+pub(crate) fn resolve(r: &Replica, from: CoreValue, segs: &[SmolStr]) -> Option<CoreValue> {
+    let mut cur = from;
+    for seg in segs {
+        let o = cur.as_ref_id()?;
+        cur = match r.kind(o)? {
+            ObjectKind::Map => r.map_get(o, seg).ok()??,
+            ObjectKind::Array => r.list_get(o, index(seg)?).ok()??,
+        };
+    }
+    Some(cur)
+}

@@ -1,0 +1,1168 @@
+//! Typed mirroring (SPEC §3): round trips, the writes each `update` sends,
+//! type errors, typed watching, JSON pointers, locks, and property tests.
+//!
+//! # How writes are counted
+//! The editor's nodes use the JSON wire format, and the test's transport
+//! keeps every message the editor sends. A message is decoded as plain JSON
+//! (not with the engine's own types) and each operation in an `Ops` message
+//! is counted by its name; an `ListInsert` counts the elements it inserts
+//! and a `ListDelete` the elements it deletes. `Intro` entries (which only
+//! name a peer for later operations) are not writes and are not counted.
+//! This measures exactly what crosses the network: the number of messages,
+//! and the number and kind of the operations inside them. The receiving
+//! node's change events are checked as well, to show what each write did
+//! there.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use facsimile::{ChangeEvent, Config, Error, Input, LocalNetwork, Node, Prop, Value, WireFormat};
+use futures_util::FutureExt;
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+// ---------------------------------------------------------------- harness
+
+/// Messages in flight: whether the editor sent it, and the bytes.
+type Queue = Arc<Mutex<VecDeque<(bool, Vec<u8>)>>>;
+
+/// A named edit of a `Vec`, and what it must send.
+type VecCase = (&'static str, fn(&mut Vec<i64>), Sent);
+
+/// Two nodes over an in-test transport that records what the editor sends.
+struct Pair {
+    editor: Node,
+    peer: Node,
+    sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    queue: Queue,
+    peer_events: Arc<Mutex<Vec<ChangeEvent>>>,
+}
+
+/// What the editor sent: messages carrying operations, and the operations
+/// by name (element counts for inserts and deletes).
+#[derive(Debug, Default, PartialEq)]
+struct Sent {
+    messages: usize,
+    ops: BTreeMap<String, usize>,
+}
+
+impl Sent {
+    fn of(messages: usize, ops: &[(&str, usize)]) -> Sent {
+        Sent {
+            messages,
+            ops: ops.iter().map(|&(k, n)| (k.to_string(), n)).collect(),
+        }
+    }
+
+    fn writes(&self) -> usize {
+        self.ops.values().sum()
+    }
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let config = Config::default().wire_format(WireFormat::Json);
+        let editor = Node::with_config("editor", config.clone());
+        let peer = Node::with_config("peer", config);
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let queue = Arc::new(Mutex::new(VecDeque::new()));
+        {
+            let (sent, queue) = (sent.clone(), queue.clone());
+            editor.set_sender(move |m| {
+                sent.lock().unwrap().push(m.as_bytes().to_vec());
+                queue
+                    .lock()
+                    .unwrap()
+                    .push_back((true, m.as_bytes().to_vec()));
+            });
+        }
+        {
+            let queue = queue.clone();
+            peer.set_sender(move |m| {
+                queue
+                    .lock()
+                    .unwrap()
+                    .push_back((false, m.as_bytes().to_vec()));
+            });
+        }
+        let peer_events = Arc::new(Mutex::new(Vec::new()));
+        let log = peer_events.clone();
+        peer.on_change(move |e| log.lock().unwrap().push(e.clone()))
+            .detach();
+        let pair = Pair {
+            editor,
+            peer,
+            sent,
+            queue,
+            peer_events,
+        };
+        pair.deliver();
+        pair
+    }
+
+    /// Delivers everything in flight, in each sender's order.
+    fn deliver(&self) {
+        loop {
+            let next = self.queue.lock().unwrap().pop_front();
+            let Some((from_editor, bytes)) = next else {
+                return;
+            };
+            let to = if from_editor {
+                &self.peer
+            } else {
+                &self.editor
+            };
+            to.receive(&bytes).unwrap();
+        }
+    }
+
+    /// Delivers, then forgets what was sent and received so far.
+    fn settle(&self) {
+        self.deliver();
+        self.sent.lock().unwrap().clear();
+        self.peer_events.lock().unwrap().clear();
+    }
+
+    /// Delivers, and returns what the editor sent since the last call.
+    fn take(&self) -> Sent {
+        self.deliver();
+        let mut out = Sent::default();
+        for bytes in self.sent.lock().unwrap().drain(..) {
+            let msg: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON message");
+            let Some(ops) = msg["body"]["Ops"]["ops"].as_array() else {
+                continue;
+            };
+            let mut counted = false;
+            for op in ops {
+                let (name, body) = op
+                    .as_object()
+                    .and_then(|o| o.iter().next())
+                    .expect("an externally tagged operation");
+                let n = match name.as_str() {
+                    "Intro" => continue,
+                    "ListInsert" => body["values"].as_array().map_or(0, Vec::len),
+                    "ListDelete" => body["runs"].as_array().map_or(0, |runs| {
+                        runs.iter().map(|r| r[1].as_u64().unwrap() as usize).sum()
+                    }),
+                    _ => 1,
+                };
+                counted = true;
+                *out.ops.entry(name.clone()).or_default() += n;
+            }
+            if counted {
+                out.messages += 1;
+            }
+        }
+        out
+    }
+
+    /// The peer's change events since the last call, as (target is the
+    /// root?, property).
+    fn peer_changes(&self) -> Vec<ChangeEvent> {
+        std::mem::take(&mut *self.peer_events.lock().unwrap())
+    }
+}
+
+// ------------------------------------------------------------------ types
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Game {
+    round: i64,
+    players: Vec<Player>,
+    scores: BTreeMap<String, i64>,
+    events: Vec<String>,
+    phase: Phase,
+    winner: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Player {
+    name: String,
+    pos: Pos,
+    score: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Pos {
+    x: f64,
+    y: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+enum Phase {
+    Lobby,
+    Playing { turn: u32 },
+    Over(String),
+}
+
+fn player(name: &str, score: i64) -> Player {
+    Player {
+        name: name.into(),
+        pos: Pos { x: 0.0, y: 0.0 },
+        score,
+    }
+}
+
+fn game() -> Game {
+    Game {
+        round: 1,
+        players: vec![
+            player("ada", 0),
+            player("bob", 0),
+            player("cy", 0),
+            player("di", 0),
+        ],
+        scores: [("ada".to_string(), 0), ("bob".to_string(), 0)].into(),
+        events: vec!["start".into()],
+        phase: Phase::Playing { turn: 0 },
+        winner: None,
+    }
+}
+
+/// A pair whose document is `game()` on both nodes.
+fn game_pair() -> Pair {
+    let p = Pair::new();
+    p.editor.set_root_from(&game()).unwrap();
+    p.settle();
+    assert_eq!(p.peer.root_as::<Game>().unwrap(), game());
+    p
+}
+
+fn root_id(node: &Node) -> facsimile::ObjectId {
+    node.root_map().unwrap().id()
+}
+
+// ---------------------------------------------- minimal writes of update
+
+/// A closure that changes nothing sends nothing at all.
+#[test]
+fn unchanged_update_sends_nothing() {
+    let p = game_pair();
+    p.editor.update(|_: &mut Game| {}).unwrap();
+    p.editor.update(|g: &mut Game| g.round = 1).unwrap();
+    assert_eq!(p.take(), Sent::default());
+    assert!(p.peer_changes().is_empty());
+}
+
+/// A changed scalar field is one `MapSet`, one change event on the peer.
+#[test]
+fn changed_scalar_field_is_one_write() {
+    let p = game_pair();
+    p.editor.update(|g: &mut Game| g.round = 2).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    let changes = p.peer_changes();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].prop(), Some(&Prop::Key("round".into())));
+    assert_eq!(changes[0].new_value(), Some(&Value::Int(2)));
+    assert_eq!(p.peer.root_as::<Game>().unwrap().round, 2);
+}
+
+/// A pushed element is one insert of one element.
+#[test]
+fn pushed_element_is_one_insert() {
+    let p = game_pair();
+    p.editor
+        .update(|g: &mut Game| g.events.push("ada scored".into()))
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("ListInsert", 1)]));
+    // A pushed struct is one insert too (its object is created with it).
+    p.editor
+        .update(|g: &mut Game| g.players.push(player("eve", 0)))
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("ListInsert", 1), ("NewMap", 2)]));
+    let g: Game = p.peer.root_as().unwrap();
+    assert_eq!(g.events, ["start", "ada scored"]);
+    assert_eq!(g.players.len(), 5);
+}
+
+/// Pop, removal and insertion in the middle, and setting one element each
+/// cost one write.
+#[test]
+fn vec_edits_cost_one_write_each() {
+    let p = Pair::new();
+    p.editor.set_root_from(&vec![1, 2, 3, 4, 5]).unwrap();
+    p.settle();
+    let cases: Vec<VecCase> = vec![
+        (
+            "pop",
+            |v| {
+                v.pop();
+            },
+            Sent::of(1, &[("ListDelete", 1)]),
+        ),
+        (
+            "remove(1)",
+            |v| {
+                v.remove(1);
+            },
+            Sent::of(1, &[("ListDelete", 1)]),
+        ),
+        (
+            "insert(1, 9)",
+            |v| v.insert(1, 9),
+            Sent::of(1, &[("ListInsert", 1)]),
+        ),
+        ("v[2] = 7", |v| v[2] = 7, Sent::of(1, &[("ListSet", 1)])),
+        (
+            "insert(0, 0)",
+            |v| v.insert(0, 0),
+            Sent::of(1, &[("ListInsert", 1)]),
+        ),
+        (
+            "remove(0)",
+            |v| {
+                v.remove(0);
+            },
+            Sent::of(1, &[("ListDelete", 1)]),
+        ),
+        (
+            "truncate(1)",
+            |v| v.truncate(1),
+            Sent::of(1, &[("ListDelete", 3)]),
+        ),
+        (
+            "extend([5, 6])",
+            |v| v.extend([5, 6]),
+            Sent::of(1, &[("ListInsert", 2)]),
+        ),
+    ];
+    let mut model = vec![1, 2, 3, 4, 5];
+    for (name, edit, expected) in cases {
+        edit(&mut model);
+        p.editor.update(|v: &mut Vec<i64>| edit(v)).unwrap();
+        assert_eq!(p.take(), expected, "{name}");
+        assert_eq!(p.peer.root_as::<Vec<i64>>().unwrap(), model, "{name}");
+    }
+}
+
+/// A removed map entry is one delete; an added one is one set.
+#[test]
+fn removed_map_entry_is_one_delete() {
+    let p = game_pair();
+    p.editor
+        .update(|g: &mut Game| g.scores.remove("bob"))
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapDelete", 1)]));
+    p.editor
+        .update(|g: &mut Game| g.scores.insert("cy".into(), 4))
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    let changes = p.peer_changes();
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0].prop(), Some(&Prop::Key("bob".into())));
+    assert_eq!(changes[1].prop(), Some(&Prop::Key("cy".into())));
+    let scores = p.peer.root_as::<Game>().unwrap().scores;
+    assert_eq!(
+        scores,
+        [("ada".to_string(), 0), ("cy".to_string(), 4)].into()
+    );
+}
+
+/// A nested struct that changed in one field is one write on the nested
+/// object (not on its parent, not a new object).
+#[test]
+fn nested_struct_field_is_one_write_on_the_nested_object() {
+    let p = game_pair();
+    let before = p.peer.get("/players/2/pos").unwrap();
+    p.editor
+        .update(|g: &mut Game| g.players[2].pos.x = 1.5)
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    let changes = p.peer_changes();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        Some(changes[0].target().clone()),
+        before.as_object(),
+        "the write lands on the object that was there"
+    );
+    assert_eq!(changes[0].prop(), Some(&Prop::Key("x".into())));
+    assert_eq!(p.peer.get("/players/2/pos"), Some(before));
+    assert_eq!(p.peer.get("/players/2/pos/x"), Some(Value::Float(1.5)));
+}
+
+/// Several changes in one update: one message, one write each, and the
+/// editor's own events fire after `update` returns, on the final state.
+#[test]
+fn all_writes_of_an_update_are_one_message_with_events_after() {
+    let p = game_pair();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let editor = p.editor.clone();
+    let _sub = p.editor.on_change(move |e| {
+        let round = editor.root_as::<Game>().unwrap().round;
+        log.lock().unwrap().push((e.prop().cloned(), round));
+    });
+    let seen_in_closure = seen.clone();
+    p.editor
+        .update(|g: &mut Game| {
+            g.round = 3;
+            g.players[0].score = 10;
+            g.players[1].pos.y = -1.0;
+            g.events.push("ada scored".into());
+            g.scores.remove("bob");
+            assert!(seen_in_closure.lock().unwrap().is_empty());
+        })
+        .unwrap();
+    assert_eq!(
+        p.take(),
+        Sent::of(1, &[("MapSet", 3), ("ListInsert", 1), ("MapDelete", 1)])
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(seen.iter().all(|(_, round)| *round == 3), "{seen:?}");
+    assert_eq!(p.peer_changes().len(), 5);
+}
+
+/// `None` in a struct field is an absent key: setting it is one set,
+/// clearing it one delete.
+#[test]
+fn option_fields_are_absent_keys() {
+    let p = game_pair();
+    assert_eq!(p.editor.get("/winner"), None);
+    p.editor
+        .update(|g: &mut Game| g.winner = Some("ada".into()))
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    p.editor.update(|g: &mut Game| g.winner = None).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapDelete", 1)]));
+    assert!(!p.peer.root_map().unwrap().contains_key("winner"));
+    // A key holding null reads as None and is left alone.
+    p.editor.set_path("/winner", ()).unwrap();
+    p.settle();
+    assert_eq!(p.editor.root_as::<Game>().unwrap().winner, None);
+    p.editor.update(|g: &mut Game| g.round += 1).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+}
+
+/// The same variant is diffed inside; another variant replaces the value
+/// (one write, so concurrent switches cannot merge two variants).
+#[test]
+fn enums_diff_inside_a_variant_and_replace_across() {
+    let p = game_pair();
+    p.editor
+        .update(|g: &mut Game| g.phase = Phase::Playing { turn: 1 })
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    p.editor
+        .update(|g: &mut Game| g.phase = Phase::Over("ada".into()))
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1), ("NewMap", 1)]));
+    assert_eq!(
+        p.peer.root().to_json().unwrap()["phase"],
+        json!({"Over": "ada"})
+    );
+    p.editor
+        .update(|g: &mut Game| g.phase = Phase::Lobby)
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    assert_eq!(p.peer.root().to_json().unwrap()["phase"], json!("Lobby"));
+    assert_eq!(p.peer.root_as::<Game>().unwrap().phase, Phase::Lobby);
+}
+
+/// Writing the whole value with `set_root_from` diffs too; so does
+/// `set_from` on a handle. Re-sending a value that is there sends nothing.
+#[test]
+fn set_from_diffs_against_the_store() {
+    let p = game_pair();
+    let mut g = game();
+    p.editor.set_root_from(&g).unwrap();
+    assert_eq!(p.take(), Sent::default());
+    g.players[3].score = 7;
+    p.editor.set_root_from(&g).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    let players = p.editor.get("/players").unwrap();
+    let players = players.as_array().unwrap();
+    g.players.pop();
+    players.set_from(&g.players).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("ListDelete", 1)]));
+    assert_eq!(p.peer.root_as::<Game>().unwrap(), g);
+    // A value of another kind does not fit an existing object.
+    let err = players.set_from(&json!({"a": 1})).unwrap_err();
+    assert!(matches!(err, Error::Type { .. }), "{err}");
+}
+
+/// Handles update in place: `obj.update::<T>` on a nested object.
+#[test]
+fn handle_update_and_get_as() {
+    let p = game_pair();
+    let ada = p.editor.get("/players/0").unwrap();
+    let ada = ada.as_map().unwrap();
+    assert_eq!(ada.get_as::<Player>().unwrap(), player("ada", 0));
+    ada.update(|pl: &mut Player| pl.score += 5).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    let events = p.editor.get("/events").unwrap().as_object().unwrap();
+    events
+        .update(|e: &mut Vec<String>| e.push("x".into()))
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("ListInsert", 1)]));
+    let g: Game = p.peer.root_as().unwrap();
+    assert_eq!(g.players[0].score, 5);
+    assert_eq!(g.events, ["start", "x"]);
+}
+
+/// Keys a struct does not declare are neither read nor touched by its
+/// updates (a newer program's fields survive an older program's update);
+/// a map's update makes its key set equal.
+#[test]
+fn struct_updates_keep_undeclared_keys() {
+    let p = game_pair();
+    p.editor.set_path("/extra", "from a newer program").unwrap();
+    p.settle();
+    p.editor.update(|g: &mut Game| g.round = 9).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    assert_eq!(
+        p.peer.get("/extra"),
+        Some(Value::from("from a newer program"))
+    );
+    // The same document read as a map of JSON values does remove it.
+    p.editor
+        .update(|m: &mut HashMap<String, serde_json::Value>| m.remove("extra"))
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapDelete", 1)]));
+}
+
+/// The update checks what it read before writing: when a message changes
+/// the store while the closure runs, the closure runs again on the new
+/// state, and neither change is lost.
+#[test]
+fn update_reruns_when_the_store_changed_meanwhile() {
+    let p = game_pair();
+    let mut calls = 0;
+    p.editor
+        .update(|g: &mut Game| {
+            calls += 1;
+            if calls == 1 {
+                // The peer's write arrives while the closure runs.
+                p.peer
+                    .update(|g: &mut Game| g.players[1].score = 42)
+                    .unwrap();
+                p.deliver();
+            }
+            g.round += 1;
+        })
+        .unwrap();
+    assert_eq!(calls, 2);
+    p.deliver();
+    for node in [&p.editor, &p.peer] {
+        let g: Game = node.root_as().unwrap();
+        assert_eq!((g.round, g.players[1].score), (2, 42));
+    }
+    assert_eq!(p.editor.snapshot(), p.peer.snapshot());
+}
+
+// ----------------------------------------------------------------- errors
+
+/// A type mismatch is a typed error naming the path; a failed update
+/// changes nothing and sends nothing.
+#[test]
+fn type_mismatch_names_the_path_and_changes_nothing() {
+    let p = game_pair();
+    p.editor.set_path("/players/3/score", "lots").unwrap();
+    p.settle();
+    let err = p.peer.root_as::<Game>().unwrap_err();
+    assert_eq!(
+        err,
+        Error::Type {
+            path: "/players/3/score".into(),
+            expected: "i64".into(),
+            found: "string".into(),
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "/players/3/score: expected i64, found string"
+    );
+
+    let before = p.editor.snapshot();
+    let mut ran = false;
+    let err = p
+        .editor
+        .update(|g: &mut Game| {
+            ran = true;
+            g.round = 100;
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Type { .. }), "{err}");
+    assert!(!ran, "the closure never sees a value that did not read");
+    assert_eq!(p.editor.snapshot(), before);
+    assert_eq!(p.take(), Sent::default());
+
+    // Other failures name their path too.
+    p.editor
+        .set_path("/players/1/pos", json!({"x": 1.0}))
+        .unwrap();
+    p.editor.set_path("/players/3/score", 0).unwrap();
+    let err = p.editor.root_as::<Game>().unwrap_err();
+    assert_eq!(err.to_string(), "/players/1/pos: missing field `y`");
+    p.editor.set_path("/players/1/pos/y", 2).unwrap();
+    p.editor.set_path("/phase", "Paused").unwrap();
+    let err = p.editor.root_as::<Game>().unwrap_err();
+    assert!(
+        matches!(&err, Error::Convert { path, .. } if path == "/phase"),
+        "{err}"
+    );
+    let err = p.editor.root_as::<Vec<i64>>().unwrap_err();
+    assert_eq!(err.to_string(), "(root): expected array, found map");
+    // An integer read as a float is fine.
+    p.editor.set_path("/phase", "Lobby").unwrap();
+    assert_eq!(p.editor.root_as::<Game>().unwrap().players[1].pos.y, 2.0);
+}
+
+/// Values the store cannot hold are refused before anything is written.
+#[test]
+fn unrepresentable_values_are_refused() {
+    let p = Pair::new();
+    let err = p.editor.set_root_from(&u64::MAX).unwrap_err();
+    assert!(matches!(err, Error::Convert { .. }), "{err}");
+    let err = p
+        .editor
+        .set_root_from(&HashMap::from([((1, 2), 3)]))
+        .unwrap_err();
+    assert!(matches!(err, Error::Type { .. }), "{err}");
+    assert!(p.editor.root().is_null());
+    assert_eq!(p.take(), Sent::default());
+}
+
+/// A cycle cannot be read as a type, and does not overflow the stack.
+#[test]
+fn cycles_are_refused() {
+    let p = Pair::new();
+    let root = p.editor.set_root(json!({"next": null})).unwrap();
+    let root = root.as_map().unwrap();
+    root.set("next", root).unwrap();
+    let err = p.editor.root_as::<serde_json::Value>().unwrap_err();
+    assert_eq!(err, Error::Cycle(root_id(&p.editor)));
+}
+
+// ----------------------------------------------------------------- locks
+
+/// `update` of an object locked by another node fails with `NotOwner`
+/// before any write is sent; an update that writes only objects outside
+/// the lock succeeds.
+#[test]
+fn update_of_a_locked_object_fails_with_not_owner() {
+    let p = game_pair();
+    let root = p.peer.root_map().unwrap();
+    // The grant needs the editor's acknowledgement: deliver while waiting.
+    let mut lock = std::pin::pin!(p.peer.lock(&root));
+    let guard = loop {
+        p.deliver();
+        if let Some(granted) = lock.as_mut().now_or_never() {
+            break granted.unwrap();
+        }
+    };
+    p.settle();
+    let before = p.editor.snapshot();
+    let err = p
+        .editor
+        .update(|g: &mut Game| {
+            g.players[0].score = 1; // a nested object: not locked
+            g.round = 2; // the root: locked by the peer
+        })
+        .unwrap_err();
+    assert_eq!(err, Error::NotOwner(root_id(&p.editor)));
+    assert_eq!(p.take(), Sent::default(), "nothing was sent");
+    assert_eq!(p.editor.snapshot(), before, "nothing was applied");
+    // Writing only inside the nested object is allowed.
+    p.editor
+        .update(|g: &mut Game| g.players[0].score = 1)
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    drop(guard);
+    p.deliver();
+    p.editor.update(|g: &mut Game| g.round = 2).unwrap();
+    p.deliver();
+    assert_eq!(p.peer.root_as::<Game>().unwrap().round, 2);
+}
+
+// --------------------------------------------------------------- watching
+
+/// A typed watch fires once per change batch with the fresh value, for
+/// remote and local changes, and not for keys the type does not read.
+#[test]
+fn watch_fires_once_per_batch_with_the_fresh_value() {
+    let p = game_pair();
+    let seen = Arc::new(Mutex::new(Vec::<Game>::new()));
+    let log = seen.clone();
+    let watch = p
+        .peer
+        .watch(move |g: &Game| log.lock().unwrap().push(g.clone()));
+    let take = || std::mem::take(&mut *seen.lock().unwrap());
+
+    p.editor
+        .update(|g: &mut Game| {
+            g.round = 2;
+            g.players[1].score = 3;
+            g.events.push("bob scored".into());
+        })
+        .unwrap();
+    p.deliver();
+    let got = take();
+    assert_eq!(got.len(), 1, "one call for a batch of three writes");
+    assert_eq!(got[0], p.editor.root_as::<Game>().unwrap());
+
+    // Undeclared keys are not what `Game` reads.
+    p.editor.set_path("/extra", 1).unwrap();
+    p.deliver();
+    assert!(take().is_empty());
+
+    // Local changes too, and a new root.
+    p.peer.update(|g: &mut Game| g.round = 5).unwrap();
+    assert_eq!(take().iter().map(|g| g.round).collect::<Vec<_>>(), [5]);
+    let mut g = game();
+    g.round = 7;
+    p.editor
+        .set_root(Input::from_serialize(&g).unwrap())
+        .unwrap();
+    p.deliver();
+    assert_eq!(take(), [g]);
+
+    // States that do not read as `Game` are skipped.
+    p.editor.set_path("/round", "x").unwrap();
+    p.deliver();
+    assert!(take().is_empty());
+    p.editor.set_path("/round", 8).unwrap();
+    p.deliver();
+    assert_eq!(take().len(), 1);
+
+    drop(watch);
+    p.editor.update(|g: &mut Game| g.round = 9).unwrap();
+    p.deliver();
+    assert!(take().is_empty());
+}
+
+/// A watch on a handle follows that object only.
+#[test]
+fn handle_watch_follows_its_object() {
+    let p = game_pair();
+    let pos = p.peer.get("/players/1/pos").unwrap().as_object().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<Pos>::new()));
+    let log = seen.clone();
+    let _w = pos.watch(move |p: &Pos| log.lock().unwrap().push(p.clone()));
+    p.editor.update(|g: &mut Game| g.round = 2).unwrap();
+    p.editor
+        .update(|g: &mut Game| g.players[1].pos = Pos { x: 1.0, y: 2.0 })
+        .unwrap();
+    p.deliver();
+    assert_eq!(*seen.lock().unwrap(), [Pos { x: 1.0, y: 2.0 }]);
+}
+
+// ----------------------------------------------------------- JSON pointers
+
+#[test]
+fn json_pointers_read_and_write() {
+    let net = LocalNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({"elements": [1, 2], "a/b": {"~": true}}))
+        .unwrap();
+    assert_eq!(b.get("/elements/0"), Some(Value::Int(1)));
+    assert_eq!(b.get("/a~1b/~0"), Some(Value::Bool(true)));
+    assert_eq!(b.get(""), Some(b.root()));
+    for missing in [
+        "/nope",
+        "/elements/2",
+        "/elements/01",
+        "/elements/x",
+        "elements",
+        "/a~2b",
+    ] {
+        assert_eq!(b.get(missing), None, "{missing}");
+    }
+    a.set_path("/elements/1", 5).unwrap();
+    a.set_path("/elements/-", 6).unwrap();
+    a.set_path("/elements/3", 7).unwrap();
+    a.set_path("/new", json!({"x": [1]})).unwrap();
+    a.set_path("/new/x/0", "y").unwrap();
+    assert_eq!(
+        b.root().to_json().unwrap(),
+        json!({"elements": [1, 5, 6, 7], "a/b": {"~": true}, "new": {"x": ["y"]}})
+    );
+    assert!(matches!(
+        a.set_path("/missing/x", 1),
+        Err(Error::Path { .. })
+    ));
+    assert!(matches!(
+        a.set_path("/elements/x", 1),
+        Err(Error::Path { .. })
+    ));
+    assert!(matches!(a.set_path("nope", 1), Err(Error::Path { .. })));
+    assert_eq!(
+        a.set_path("/elements/9", 1),
+        Err(Error::IndexOutOfBounds { index: 9, len: 4 })
+    );
+    a.set_path("", 3).unwrap();
+    assert_eq!(b.root(), Value::Int(3));
+    assert_eq!(a.snapshot(), b.snapshot());
+}
+
+// ------------------------------------------------------- every serde shape
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Meters(f64);
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Unit;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+enum Shape {
+    Empty,
+    Circle(Meters),
+    Rect(i32, i32),
+    Poly { points: Vec<(i8, i8)>, closed: bool },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Everything {
+    flag: bool,
+    small: u8,
+    big: i64,
+    wide: i128,
+    ratio: f32,
+    letter: char,
+    text: String,
+    #[serde(with = "serde_bytes")]
+    blob: Vec<u8>,
+    plain_bytes: Vec<u8>,
+    unit: (),
+    unit_struct: Unit,
+    newtype: Meters,
+    tuple: (i64, String, bool),
+    shapes: Vec<Shape>,
+    by_name: HashMap<String, Shape>,
+    by_id: BTreeMap<u32, String>,
+    by_kind: BTreeMap<Kind, i64>,
+    maybe: Option<Box<Everything>>,
+    maybes: Vec<Option<i64>>,
+    map_of_options: BTreeMap<String, Option<i64>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    skipped_when_empty: Vec<i64>,
+    json: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Red,
+    Blue,
+}
+
+fn everything() -> Everything {
+    Everything {
+        flag: true,
+        small: 255,
+        big: i64::MIN,
+        wide: -5,
+        ratio: 0.5,
+        letter: 'λ',
+        text: "hello".into(),
+        blob: vec![0, 1, 255],
+        plain_bytes: vec![9, 8],
+        unit: (),
+        unit_struct: Unit,
+        newtype: Meters(2.5),
+        tuple: (1, "two".into(), false),
+        shapes: vec![
+            Shape::Empty,
+            Shape::Circle(Meters(1.0)),
+            Shape::Rect(2, 3),
+            Shape::Poly {
+                points: vec![(0, 0), (1, -1)],
+                closed: true,
+            },
+        ],
+        by_name: [("sun".to_string(), Shape::Circle(Meters(9.0)))].into(),
+        by_id: [(7, "seven".to_string()), (11, "eleven".to_string())].into(),
+        by_kind: [(Kind::Red, 1), (Kind::Blue, 2)].into(),
+        maybe: Some(Box::new(Everything {
+            maybe: None,
+            shapes: vec![],
+            ..everything_leaf()
+        })),
+        maybes: vec![Some(1), None, Some(3)],
+        map_of_options: [("none".to_string(), None), ("one".to_string(), Some(1))].into(),
+        skipped_when_empty: vec![],
+        json: json!({"any": [1, "json", null, {"deep": true}]}),
+    }
+}
+
+fn everything_leaf() -> Everything {
+    Everything {
+        flag: false,
+        small: 0,
+        big: 0,
+        wide: 0,
+        ratio: 0.0,
+        letter: 'a',
+        text: String::new(),
+        blob: vec![],
+        plain_bytes: vec![],
+        unit: (),
+        unit_struct: Unit,
+        newtype: Meters(0.0),
+        tuple: (0, String::new(), true),
+        shapes: vec![],
+        by_name: HashMap::new(),
+        by_id: BTreeMap::new(),
+        by_kind: BTreeMap::new(),
+        maybe: None,
+        maybes: vec![],
+        map_of_options: BTreeMap::new(),
+        skipped_when_empty: vec![1],
+        json: json!(null),
+    }
+}
+
+/// Every serde shape round-trips through the store and the wire, is stored
+/// as serde_json would lay it out (bytes as bytes), and writing it again
+/// sends nothing.
+#[test]
+fn every_serde_shape_round_trips() {
+    for (wire, net) in crate::networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        let v = everything();
+        a.set_root_from(&v).unwrap();
+        assert_eq!(b.root_as::<Everything>().unwrap(), v, "{wire}");
+        assert_eq!(a.get("/blob"), Some(Value::Bytes(vec![0, 1, 255].into())));
+        assert_eq!(a.get("/shapes/0"), Some(Value::from("Empty")));
+        assert_eq!(a.get("/shapes/2/Rect/1"), Some(Value::Int(3)));
+        assert_eq!(a.get("/by_id/11"), Some(Value::from("eleven")));
+        assert_eq!(a.get("/map_of_options/none"), Some(Value::Null));
+        assert_eq!(a.get("/maybe/maybe"), None, "None is an absent key");
+        assert_eq!(a.get("/skipped_when_empty"), None);
+        assert_eq!(a.get("/maybe/skipped_when_empty/0"), Some(Value::Int(1)));
+        // The layout is serde_json's, bytes aside.
+        let mut expected = serde_json::to_value(&v).unwrap();
+        expected["maybe"].as_object_mut().unwrap().remove("maybe");
+        assert_eq!(b.root().to_json().unwrap(), expected, "{wire}");
+        // Emptying a skipped field deletes its key.
+        b.update(|e: &mut Everything| e.maybe.as_mut().unwrap().skipped_when_empty.clear())
+            .unwrap();
+        assert_eq!(a.get("/maybe/skipped_when_empty"), None);
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+// ------------------------------------------------------------ properties
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Doc {
+    id: u32,
+    name: String,
+    tags: Vec<String>,
+    items: Vec<Item>,
+    meta: BTreeMap<String, i64>,
+    choice: Choice,
+    maybe: Option<Item>,
+    #[serde(with = "serde_bytes")]
+    blob: Vec<u8>,
+    pair: (i64, bool),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Item {
+    n: i64,
+    f: f64,
+    label: Option<String>,
+    choice: Choice,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+enum Choice {
+    A,
+    B(i64),
+    C { x: i32, s: String },
+    D(u8, u8),
+}
+
+fn arb_choice() -> impl Strategy<Value = Choice> {
+    prop_oneof![
+        Just(Choice::A),
+        any::<i64>().prop_map(Choice::B),
+        (any::<i32>(), "[a-c]{0,3}").prop_map(|(x, s)| Choice::C { x, s }),
+        (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Choice::D(a, b)),
+    ]
+}
+
+fn arb_item() -> impl Strategy<Value = Item> {
+    (
+        -5i64..5,
+        prop_oneof![Just(0.0), Just(-1.5), -1e6f64..1e6],
+        proptest::option::of("[xy]{0,2}"),
+        arb_choice(),
+    )
+        .prop_map(|(n, f, label, choice)| Item {
+            n,
+            f,
+            label,
+            choice,
+        })
+}
+
+fn arb_doc() -> impl Strategy<Value = Doc> {
+    (
+        any::<u32>(),
+        "[a-z]{0,4}",
+        proptest::collection::vec("[a-c]{1,2}", 0..5),
+        proptest::collection::vec(arb_item(), 0..5),
+        proptest::collection::btree_map("[a-d]", -3i64..3, 0..4),
+        arb_choice(),
+        proptest::option::of(arb_item()),
+        proptest::collection::vec(any::<u8>(), 0..4),
+        (any::<i64>(), any::<bool>()),
+    )
+        .prop_map(
+            |(id, name, tags, items, meta, choice, maybe, blob, pair)| Doc {
+                id,
+                name,
+                tags,
+                items,
+                meta,
+                choice,
+                maybe,
+                blob,
+                pair,
+            },
+        )
+}
+
+/// One random edit, applied inside an `update` closure.
+#[derive(Clone, Debug)]
+enum Edit {
+    Replace(Doc),
+    Rename(String),
+    PushTag(String),
+    PopTag,
+    InsertItem(usize, Item),
+    RemoveItem(usize),
+    SetItemN(usize, i64),
+    SetItemChoice(usize, Choice),
+    SetMeta(String, i64),
+    RemoveMeta(String),
+    SetChoice(Choice),
+    SetMaybe(Option<Item>),
+    Reverse,
+}
+
+fn arb_edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        1 => arb_doc().prop_map(Edit::Replace),
+        1 => "[a-z]{0,4}".prop_map(Edit::Rename),
+        2 => "[a-c]{1,2}".prop_map(Edit::PushTag),
+        1 => Just(Edit::PopTag),
+        2 => (0usize..6, arb_item()).prop_map(|(i, it)| Edit::InsertItem(i, it)),
+        2 => (0usize..6).prop_map(Edit::RemoveItem),
+        3 => (0usize..6, -5i64..5).prop_map(|(i, n)| Edit::SetItemN(i, n)),
+        1 => (0usize..6, arb_choice()).prop_map(|(i, c)| Edit::SetItemChoice(i, c)),
+        2 => ("[a-d]", -3i64..3).prop_map(|(k, v)| Edit::SetMeta(k, v)),
+        1 => "[a-d]".prop_map(Edit::RemoveMeta),
+        1 => arb_choice().prop_map(Edit::SetChoice),
+        1 => proptest::option::of(arb_item()).prop_map(Edit::SetMaybe),
+        1 => Just(Edit::Reverse),
+    ]
+}
+
+impl Edit {
+    fn apply(&self, d: &mut Doc) {
+        let n = d.items.len();
+        match self.clone() {
+            Edit::Replace(new) => *d = new,
+            Edit::Rename(s) => d.name = s,
+            Edit::PushTag(t) => d.tags.push(t),
+            Edit::PopTag => drop(d.tags.pop()),
+            Edit::InsertItem(i, it) => d.items.insert(i.min(n), it),
+            Edit::RemoveItem(i) if i < n => drop(d.items.remove(i)),
+            Edit::SetItemN(i, v) if i < n => d.items[i].n = v,
+            Edit::SetItemChoice(i, c) if i < n => d.items[i].choice = c,
+            Edit::SetMeta(k, v) => drop(d.meta.insert(k, v)),
+            Edit::RemoveMeta(k) => drop(d.meta.remove(&k)),
+            Edit::SetChoice(c) => d.choice = c,
+            Edit::SetMaybe(m) => d.maybe = m,
+            Edit::Reverse => d.items.reverse(),
+            _ => {}
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// `set_root_from` then `root_as` returns the value, on the writer and
+    /// on the other node; writing it again sends nothing.
+    #[test]
+    fn prop_round_trip(doc in arb_doc()) {
+        let p = Pair::new();
+        p.editor.set_root_from(&doc).unwrap();
+        p.deliver();
+        prop_assert_eq!(p.editor.root_as::<Doc>().unwrap(), doc.clone());
+        prop_assert_eq!(p.peer.root_as::<Doc>().unwrap(), doc.clone());
+        p.take();
+        p.editor.set_root_from(&doc).unwrap();
+        prop_assert_eq!(p.take(), Sent::default());
+    }
+
+    /// Random edits through `update`, by random nodes of three: after each,
+    /// every node reads the editor's value (and the model's), a no-op
+    /// update sends nothing, and at the end the snapshots are identical.
+    #[test]
+    fn prop_updates_converge(
+        start in arb_doc(),
+        edits in proptest::collection::vec((0usize..3, arb_edit()), 1..12),
+    ) {
+        let net = LocalNetwork::new();
+        let nodes = [net.join("n0"), net.join("n1"), net.join("n2")];
+        nodes[0].set_root_from(&start).unwrap();
+        let mut model = start;
+        for (who, edit) in &edits {
+            let editor = &nodes[*who];
+            let after = editor
+                .update(|d: &mut Doc| {
+                    edit.apply(d);
+                    d.clone()
+                })
+                .unwrap();
+            edit.apply(&mut model);
+            prop_assert_eq!(&after, &model);
+            for node in &nodes {
+                prop_assert_eq!(node.root_as::<Doc>().unwrap(), model.clone(), "{:?}", edit);
+            }
+        }
+        let snapshot = nodes[0].snapshot();
+        for node in &nodes[1..] {
+            prop_assert_eq!(node.snapshot(), snapshot.clone());
+        }
+    }
+
+    /// Each single edit costs no more writes than the diff rules promise.
+    #[test]
+    fn prop_single_edits_are_minimal(start in arb_doc(), edit in arb_edit()) {
+        let p = Pair::new();
+        p.editor.set_root_from(&start).unwrap();
+        p.settle();
+        let mut expected = start.clone();
+        edit.apply(&mut expected);
+        p.editor.update(|d: &mut Doc| edit.apply(d)).unwrap();
+        let sent = p.take();
+        prop_assert!(sent.messages <= 1);
+        let bound = match &edit {
+            Edit::Replace(_) | Edit::Reverse => usize::MAX,
+            // A new item is one insert plus the objects it is made of.
+            // A new item: one insert (or set) and the objects it is made
+            // of (the item, and at most two for its choice).
+            Edit::InsertItem(..) => 4,
+            // An item replacing an item: its four fields, the choice by
+            // the rule below.
+            Edit::SetMaybe(Some(_)) => 6,
+            // The same variant: at most its two fields; another variant:
+            // one set and at most two new objects.
+            Edit::SetItemChoice(..) | Edit::SetChoice(_) => 3,
+            _ => 1,
+        };
+        prop_assert!(sent.writes() <= bound, "{:?}: {:?}", edit, sent);
+        if expected == start {
+            prop_assert_eq!(sent, Sent::default());
+        }
+        prop_assert_eq!(p.peer.root_as::<Doc>().unwrap(), expected);
+    }
+}
