@@ -33,6 +33,21 @@ pub(crate) fn encode(frame: &Frame, format: WireFormat) -> Vec<u8> {
     }
 }
 
+/// Encodes into `out`, replacing its contents (its capacity is reused).
+pub(crate) fn encode_into(frame: &Frame, format: WireFormat, out: &mut Vec<u8>) {
+    out.clear();
+    match format {
+        WireFormat::Binary => {
+            out.push(VERSION);
+            let buf = std::mem::take(out);
+            *out = postcard::to_extend(frame, buf).expect("encoding into a Vec cannot fail");
+        }
+        WireFormat::Json => {
+            serde_json::to_writer(&mut *out, frame).expect("wire types always serialize")
+        }
+    }
+}
+
 pub(crate) fn decode(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
     if bytes.len() > max {
         return Err(ReceiveError::TooLarge {

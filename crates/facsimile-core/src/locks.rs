@@ -329,6 +329,9 @@ impl Replica {
     /// Re-examines every own request (after acknowledgements, releases or
     /// departures).
     pub(crate) fn try_grant_all(&mut self) {
+        if self.locks.mine.is_empty() {
+            return;
+        }
         let objs: Vec<Id> = self.locks.mine.keys().copied().collect();
         for obj in objs {
             self.try_grant(obj);

@@ -63,6 +63,23 @@ impl Replica {
 
     fn handle_sequenced(&mut self, frame: Frame, size: usize) -> Result<(), ReceiveError> {
         let tag = frame.from;
+        let known = self.streams.contains_key(&tag.0);
+        let result = self.sequence(frame, size);
+        // A message that was refused (or dropped) leaves no stream behind:
+        // a stream whose sender is unknown holds reclamation back for good.
+        if !known
+            && self
+                .streams
+                .get(&tag.0)
+                .is_some_and(|s| s.peer.is_none() && s.held.is_empty())
+        {
+            self.streams.remove(&tag.0);
+        }
+        result
+    }
+
+    fn sequence(&mut self, frame: Frame, size: usize) -> Result<(), ReceiveError> {
+        let tag = frame.from;
         let seq = frame.body.seq().expect("directed messages were handled");
         let stream = self.streams.entry(tag.0).or_insert_with(|| Stream {
             next_seq: 1,
@@ -294,12 +311,15 @@ impl Replica {
                 if !self.is_ready() {
                     return Ok(());
                 }
+                // A bad announcement is refused before anything changes.
+                let peer = self.announce(from, &hostname)?;
                 // A peer that was there before this replica started: follow
                 // its stream from the start, as far as its log reaches.
                 let stream = self.streams.entry(from.0).or_insert_with(|| Stream {
                     next_seq: 1,
                     ..Stream::default()
                 });
+                stream.peer = Some(peer);
                 let (next, asked) = (stream.next_seq, stream.resend_asked);
                 if seq >= next && !asked {
                     stream.resend_asked = true;
@@ -311,7 +331,6 @@ impl Replica {
                         },
                     );
                 }
-                self.announce(from, &hostname)?;
             }
             Body::Resend { from_seq, .. } => {
                 let log = &self.out.log;

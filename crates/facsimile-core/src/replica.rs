@@ -240,6 +240,8 @@ pub(crate) struct Outbox {
     pub(crate) depth: u32,
     pub(crate) queue: VecDeque<Transmit>,
     pub(crate) log: VecDeque<(u64, Arc<[u8]>)>,
+    /// Encoding buffer, reused between messages.
+    pub(crate) scratch: Vec<u8>,
 }
 
 /// Lists touched by one message or one local call, for mass change events.
@@ -320,6 +322,8 @@ pub struct Replica {
     pub(crate) locks: crate::locks::Locks,
     pub(crate) now: Duration,
     pub(crate) touched: Touched,
+    /// Whether change events are recorded (nobody may be listening).
+    pub(crate) record_changes: bool,
 }
 
 impl Replica {
@@ -350,6 +354,7 @@ impl Replica {
             locks: crate::locks::Locks::default(),
             now: Duration::ZERO,
             touched: Touched::default(),
+            record_changes: true,
         };
         let hostname = SmolStr::from(r.me.hostname());
         r.send_sequenced(|seq| Body::Hello { seq, hostname });
@@ -640,11 +645,13 @@ impl Replica {
         let old = std::mem::replace(&mut self.graph.root, value.clone());
         self.graph.root_stamp = stamp;
         self.gc.note_detach(&old);
-        self.events.push_back(Event::RootChanged {
-            old,
-            new: value.clone(),
-            origin: Origin::Local,
-        });
+        if self.record_changes {
+            self.events.push_back(Event::RootChanged {
+                old,
+                new: value.clone(),
+                origin: Origin::Local,
+            });
+        }
         self.commit();
         Ok(value.as_ref_id())
     }
@@ -722,6 +729,9 @@ impl Replica {
         if let Some(change) = m.apply(&key, value, stamp, &self.peers) {
             if let Some(old) = &change.old {
                 self.gc.note_detach(old);
+            }
+            if !self.record_changes {
+                return;
             }
             self.events.push_back(Event::Change(Change {
                 object: ObjectId(obj),
@@ -963,6 +973,10 @@ impl Replica {
 
     /// Turns the lists touched since the last call into change events.
     pub(crate) fn flush_touched(&mut self, origin: &Origin) {
+        if !self.record_changes {
+            self.touched.lists.clear();
+            return;
+        }
         for (list, kind) in std::mem::take(&mut self.touched.lists) {
             let Some(ObjData::List(l)) = self.graph.get(list).map(|o| &o.data) else {
                 continue;
@@ -1073,18 +1087,24 @@ impl Replica {
         let ops = std::mem::take(&mut self.out.ops);
         self.sent_lamport = self.clock;
         self.gc.changed = true;
-        self.send_sequenced(|seq| Body::Ops { seq, lamport, ops });
+        let frame = self.send_sequenced(|seq| Body::Ops { seq, lamport, ops });
+        // Keep the operation buffer's capacity for the next message.
+        if let Body::Ops { mut ops, .. } = frame.body {
+            ops.clear();
+            self.out.ops = ops;
+        }
     }
 
     /// Queues a sequenced message, keeping it for retransmission.
-    pub(crate) fn send_sequenced(&mut self, body: impl FnOnce(u64) -> Body) {
+    pub(crate) fn send_sequenced(&mut self, body: impl FnOnce(u64) -> Body) -> Frame {
         self.out.seq += 1;
         let seq = self.out.seq;
         let frame = Frame {
             from: self.tag(),
             body: body(seq),
         };
-        let bytes: Arc<[u8]> = codec::encode(&frame, self.config.format).into();
+        codec::encode_into(&frame, self.config.format, &mut self.out.scratch);
+        let bytes: Arc<[u8]> = Arc::from(&self.out.scratch[..]);
         self.locks.last_sent = self.now;
         if self.config.resend_log > 0 {
             if self.out.log.len() >= self.config.resend_log {
@@ -1093,6 +1113,7 @@ impl Replica {
             self.out.log.push_back((seq, bytes.clone()));
         }
         self.out.queue.push_back(Transmit { to: None, bytes });
+        frame
     }
 
     /// Queues a directed message.
@@ -1116,6 +1137,12 @@ impl Replica {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Turns recording of [`Event::Change`] and [`Event::RootChanged`] on or
+    /// off (on by default). A program with no change listener saves the work.
+    pub fn record_changes(&mut self, on: bool) {
+        self.record_changes = on;
     }
 
     /// Whether a transmit is waiting to be polled.

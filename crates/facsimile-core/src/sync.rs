@@ -568,7 +568,7 @@ impl Replica {
         self.gc.dirty = true;
         self.gc.changed = true;
         let new_root = self.graph.root.clone();
-        if !old_root.same(&new_root) {
+        if !old_root.same(&new_root) && self.record_changes {
             self.events.push_back(Event::RootChanged {
                 old: old_root,
                 new: new_root,

@@ -93,7 +93,12 @@ fn on_object(
     id: ObjectId,
     f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
 ) -> Subscription {
-    let (sid, alive) = node.state().subs.add_object(id, Arc::new(f));
+    let (sid, alive) = {
+        let mut st = node.state();
+        let r = st.subs.add_object(id, Arc::new(f));
+        st.sync_recording();
+        r
+    };
     Subscription::new(node, sid, alive)
 }
 
@@ -103,7 +108,12 @@ fn on_prop(
     prop: Prop,
     f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
 ) -> Subscription {
-    let (sid, alive) = node.state().subs.add_prop(id, prop, Arc::new(f));
+    let (sid, alive) = {
+        let mut st = node.state();
+        let r = st.subs.add_prop(id, prop, Arc::new(f));
+        st.sync_recording();
+        r
+    };
     Subscription::new(node, sid, alive)
 }
 

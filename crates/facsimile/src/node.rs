@@ -49,6 +49,12 @@ impl State {
     pub(crate) fn has_sender(&self) -> bool {
         self.sender.is_some()
     }
+
+    /// Records change events only while somebody listens.
+    pub(crate) fn sync_recording(&mut self) {
+        let on = !self.subs.is_empty();
+        self.replica.record_changes(on);
+    }
 }
 
 pub(crate) struct Inner {
@@ -105,7 +111,11 @@ impl Node {
         Node {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
-                    replica: Replica::new(peer.clone(), config),
+                    replica: {
+                        let mut r = Replica::new(peer.clone(), config);
+                        r.record_changes(false);
+                        r
+                    },
                     sender: None,
                     subs: Subs::default(),
                 }),
@@ -125,7 +135,8 @@ impl Node {
     /// [`Error::Receive`] when the bytes are not a valid saved state.
     pub fn from_exported(hostname: &str, config: Config, bytes: &[u8]) -> Result<Node> {
         let peer = PeerId::new(hostname, rand::random());
-        let replica = Replica::from_exported(peer.clone(), config, bytes)?;
+        let mut replica = Replica::from_exported(peer.clone(), config, bytes)?;
+        replica.record_changes(false);
         Ok(Node {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -303,13 +314,23 @@ impl Node {
 
     /// Calls `f` for every change to any object of this node's document.
     pub fn on_change(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
-        let (id, alive) = self.state().subs.add_global(Arc::new(f));
+        let (id, alive) = {
+            let mut st = self.state();
+            let r = st.subs.add_global(Arc::new(f));
+            st.sync_recording();
+            r
+        };
         Subscription::new(self, id, alive)
     }
 
     /// Calls `f` with the new root each time the root is replaced.
     pub fn on_root_changed(&self, f: impl Fn(&Value) + Send + Sync + 'static) -> Subscription {
-        let (id, alive) = self.state().subs.add_root(Arc::new(f));
+        let (id, alive) = {
+            let mut st = self.state();
+            let r = st.subs.add_root(Arc::new(f));
+            st.sync_recording();
+            r
+        };
         Subscription::new(self, id, alive)
     }
 
@@ -319,14 +340,24 @@ impl Node {
         &self,
         f: impl Fn(&facsimile_core::LockEvent) + Send + Sync + 'static,
     ) -> Subscription {
-        let (id, alive) = self.state().subs.add_lock(Arc::new(f));
+        let (id, alive) = {
+            let mut st = self.state();
+            let r = st.subs.add_lock(Arc::new(f));
+            st.sync_recording();
+            r
+        };
         Subscription::new(self, id, alive)
     }
 
     /// Calls `f` with the root each time a sync completes (every reference
     /// reachable from the root is resolved).
     pub fn on_ready(&self, f: impl Fn(&Value) + Send + Sync + 'static) -> Subscription {
-        let (id, alive) = self.state().subs.add_ready(Arc::new(f));
+        let (id, alive) = {
+            let mut st = self.state();
+            let r = st.subs.add_ready(Arc::new(f));
+            st.sync_recording();
+            r
+        };
         Subscription::new(self, id, alive)
     }
 
@@ -334,7 +365,12 @@ impl Node {
     /// The stream ends its subscription when dropped.
     pub fn events(&self) -> EventStream {
         let (tx, rx) = futures_channel::mpsc::unbounded();
-        let (id, alive) = self.state().subs.add_stream(tx);
+        let (id, alive) = {
+            let mut st = self.state();
+            let r = st.subs.add_stream(tx);
+            st.sync_recording();
+            r
+        };
         EventStream::new(rx, Subscription::new(self, id, alive))
     }
 
@@ -344,7 +380,9 @@ impl Node {
     }
 
     pub(crate) fn remove_listener(&self, id: u64) {
-        self.state().subs.remove(id);
+        let mut st = self.state();
+        st.subs.remove(id);
+        st.sync_recording();
     }
 
     /// Sends queued messages and runs listeners, in order, outside the state
@@ -355,6 +393,7 @@ impl Node {
             let Ok(guard) = self.inner.pump.try_lock() else {
                 return;
             };
+            self.run_timers();
             loop {
                 let (sender, transmits, dispatch) = self.drain();
                 if transmits.is_empty() && dispatch.is_empty() {
@@ -381,12 +420,16 @@ impl Node {
         (st.sender.is_some() && st.replica.has_transmits()) || st.replica.has_events()
     }
 
-    fn drain(&self) -> (Option<Sender>, Vec<Transmit>, Dispatch) {
+    fn run_timers(&self) {
         let mut st = self.state();
         let now = self.inner.epoch.elapsed();
         if st.replica.poll_timeout().is_some_and(|at| now >= at) {
             st.replica.handle_timeout(now);
         }
+    }
+
+    fn drain(&self) -> (Option<Sender>, Vec<Transmit>, Dispatch) {
+        let mut st = self.state();
         let mut transmits = Vec::new();
         if st.sender.is_some() {
             while let Some(t) = st.replica.poll_transmit() {

@@ -229,16 +229,14 @@ impl ListObj {
     }
 
     /// Inserts elements with consecutive ids from `first` after `origin`.
-    /// Returns the visible index of the first one.
     pub(crate) fn insert(
         &mut self,
         origin: Option<Id>,
         first: Id,
         values: impl IntoIterator<Item = Value>,
         peers: &Peers,
-    ) -> usize {
+    ) {
         let mut origin = origin;
-        let mut index = None;
         for (i, value) in values.into_iter().enumerate() {
             let id = Id::new(first.peer, first.counter + i as u64);
             let slot = Slot {
@@ -249,13 +247,9 @@ impl ListObj {
                     away: false,
                 },
             };
-            let c = self.integrate(origin, slot, peers);
-            if index.is_none() {
-                index = Some(self.tree.visible_index(c));
-            }
+            self.integrate(origin, slot, peers);
             origin = Some(id);
         }
-        index.unwrap_or(0)
     }
 
     /// Deletes an element. Returns its old value and visible index when it
