@@ -1113,3 +1113,59 @@ fn fencing_tokens_at_the_top_of_the_range_are_refused() {
     net.nodes[B].unlock(meta_b).unwrap();
     still_converges(&mut net);
 }
+
+/// Regression: a refused message from a tag never heard of left an empty
+/// stream behind, and a stream whose sender is unknown holds reclamation
+/// back for good (on every replica, since this one stopped acknowledging).
+#[test]
+fn a_refused_message_from_a_stranger_leaves_no_trace() {
+    let mut net = world(WireFormat::Json);
+    let bt = net.tag(B);
+    let msg = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", 1.into()).unwrap();
+    });
+    net.run();
+    // Operations before any hello, from a stranger.
+    let stranger = edit_json(&msg.bytes, |v| {
+        v["from"] = json!(hex(0xbad));
+        v["body"]["Ops"]["seq"] = json!(1);
+    });
+    assert!(is_invalid_from(&refused(&mut net, B, &stranger), 0xbad));
+    // A welcome from a stranger with an impossible hostname, and one that
+    // binds alpha's tag to another hostname.
+    let welcome = |from: u32, hostname: &str| {
+        serde_json::to_vec(&json!({
+            "from": hex(from),
+            "body": {"Welcome": {"to": hex(bt), "hostname": hostname, "seq": 5}}
+        }))
+        .unwrap()
+    };
+    let long = "h".repeat(5000);
+    assert!(is_invalid_from(
+        &refused(&mut net, B, &welcome(0xbad, &long)),
+        0xbad
+    ));
+    let at = net.tag(A);
+    assert_eq!(
+        refused(&mut net, B, &welcome(at, "imposter")),
+        ReceiveError::TagCollision(at)
+    );
+    // Reclamation still completes everywhere.
+    let ra = root(&net, A);
+    net.nodes[A]
+        .map_set(ra, "tmp", Input::Map(vec![("x".into(), Input::Array(vec![]))]))
+        .unwrap();
+    net.run();
+    net.nodes[A].map_delete(ra, "tmp").unwrap();
+    net.settle();
+    net.settle();
+    for i in 0..net.nodes.len() {
+        let r = &mut net.nodes[i];
+        assert_eq!(
+            r.object_count(),
+            r.reachable_objects().len(),
+            "replica {i} kept unreachable objects"
+        );
+    }
+    still_converges(&mut net);
+}
