@@ -43,11 +43,13 @@
 
 mod clock;
 mod codec;
+mod envelope;
 mod error;
 mod gc;
 mod graph;
 mod locks;
 mod op;
+mod ordered;
 mod receive;
 mod replica;
 #[cfg(feature = "sim")]
@@ -57,6 +59,7 @@ mod value;
 mod wire;
 
 pub use codec::{VERSION, WireFormat};
+pub use envelope::Envelope;
 pub use error::{Error, ReceiveError};
 pub use locks::{LockEvent, LockState};
 pub use replica::{Change, Config, Event, Origin, Replica, Transmit};
