@@ -39,6 +39,10 @@ impl ReadSet {
         self.reads.push(Read::Root(v.clone()));
     }
 
+    fn reserve(&mut self, n: usize) {
+        self.reads.reserve(n);
+    }
+
     pub(crate) fn key(&mut self, obj: ObjectId, key: SmolStr, v: Option<&CoreValue>) {
         self.reads.push(Read::Key(obj, key, v.cloned()));
     }
@@ -362,6 +366,7 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
         match self.v {
             CoreValue::Ref(o) if self.rd.replica.kind(o) == Some(ObjectKind::Map) => {
                 self.rd.enter(o, |rd| {
+                    rd.reads.reserve(fields.len());
                     visitor.visit_map(StructAccess {
                         rd,
                         obj: o,

@@ -21,7 +21,7 @@
 use facsimile_core::{Input as CoreInput, ObjectId, ObjectKind, Replica, Value as CoreValue};
 use smol_str::SmolStr;
 
-use super::de::{MAX_DEPTH, ReadSet};
+use super::de::MAX_DEPTH;
 use super::error::ConvError;
 use super::ser::Tree;
 use crate::error::Error;
@@ -48,11 +48,12 @@ impl Write {
     }
 }
 
-/// The writes that make the store hold a tree, and what computing them read.
+/// The writes that make the store hold a tree. A plan is applied under the
+/// same hold of the node's lock as it was computed, so it needs no
+/// validation of its own.
 #[derive(Default, Debug)]
 pub(crate) struct Plan {
     pub(crate) writes: Vec<Write>,
-    pub(crate) reads: ReadSet,
 }
 
 impl Plan {
@@ -103,7 +104,7 @@ pub(crate) enum Target {
     Object(ObjectId),
 }
 
-/// Plans the writes that make `target` hold `tree`.
+/// Plans the writes that make `target` hold `tree`. Nothing is written.
 pub(crate) fn plan(r: &mut Replica, target: Target, tree: Tree) -> Result<Plan, Error> {
     let mut d = Differ {
         r,
@@ -113,7 +114,6 @@ pub(crate) fn plan(r: &mut Replica, target: Target, tree: Tree) -> Result<Plan, 
     match target {
         Target::Root => {
             let root = d.r.root();
-            d.plan.reads.root(&root);
             if let Some(input) = d.diff(&root, tree)? {
                 d.plan.writes.push(Write::Root(input));
             }
@@ -191,12 +191,9 @@ impl Differ<'_> {
     }
 
     fn get(&mut self, o: ObjectId, key: &str) -> Result<Option<CoreValue>, ConvError> {
-        let v = self
-            .r
+        self.r
             .map_get(o, key)
-            .map_err(|e| ConvError::store(e.into()))?;
-        self.plan.reads.key(o, SmolStr::new(key), v.as_ref());
-        Ok(v)
+            .map_err(|e| ConvError::store(e.into()))
     }
 
     fn descend(&mut self) -> Result<(), ConvError> {
@@ -225,7 +222,6 @@ impl Differ<'_> {
             }
             (Some((o, ObjectKind::Map)), Tree::Variant(name, t)) => {
                 let len = self.r.map_len(o).unwrap_or(0);
-                self.plan.reads.len(o, len);
                 match (len, self.get(o, name)?) {
                     (1, Some(v)) => {
                         if let Some(input) = self.diff(&v, *t).map_err(|e| e.at_key(name))? {
@@ -272,10 +268,6 @@ impl Differ<'_> {
             .r
             .map_entries(o)
             .map_err(|e| ConvError::store(e.into()))?;
-        self.plan.reads.len(o, stored.len());
-        for (k, v) in &stored {
-            self.plan.reads.key(o, k.clone(), Some(v));
-        }
         // Both sides sorted by key: a merge join.
         let mut new = sorted(entries).into_iter().peekable();
         let mut old = stored.into_iter().peekable();
@@ -312,7 +304,6 @@ impl Differ<'_> {
             .r
             .list_values(o)
             .map_err(|e| ConvError::store(e.into()))?;
-        self.plan.reads.list(self.r, o);
         let (n, m) = (old.len(), items.len());
         let mut prefix = 0;
         while prefix < n.min(m) && self.equal(&old[prefix], &items[prefix]) {
@@ -375,7 +366,6 @@ impl Differ<'_> {
             }
             (Some((o, ObjectKind::Map)), Tree::Map(entries)) => {
                 let len = self.r.map_len(o).unwrap_or(0);
-                self.plan.reads.len(o, len);
                 // Duplicate keys in `entries` make it look longer than the
                 // map it would become: count as different, which only costs
                 // a finer diff.
@@ -389,7 +379,6 @@ impl Differ<'_> {
             }
             (Some((o, ObjectKind::Map)), Tree::Variant(name, t)) => {
                 let len = self.r.map_len(o).unwrap_or(0);
-                self.plan.reads.len(o, len);
                 len == 1
                     && match self.get(o, name).ok().flatten() {
                         Some(v) => self.equal(&v, t),
@@ -400,7 +389,6 @@ impl Differ<'_> {
                 let Ok(values) = self.r.list_values(o) else {
                     return false;
                 };
-                self.plan.reads.list(self.r, o);
                 values.len() == items.len()
                     && values.iter().zip(items).all(|(v, t)| self.equal(v, t))
             }

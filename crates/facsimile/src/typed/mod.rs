@@ -172,9 +172,9 @@ fn read<T: DeserializeOwned>(node: &Node, target: Target) -> (Result<T>, ReadSet
 }
 
 /// Plans, checks and applies the writes that make `target` hold the tree of
-/// `value`. `reads` is what the caller's value was computed from: if it
-/// changed before the writes, nothing is written and `Ok(false)` asks the
-/// caller to start over.
+/// `value`, all under one hold of the node's lock. `reads` is what the
+/// caller's value was computed from: if any of it changed since, nothing is
+/// written and `Ok(false)` asks the caller to start over.
 fn write_tree<T: Serialize + ?Sized>(
     node: &Node,
     target: Target,
@@ -182,39 +182,32 @@ fn write_tree<T: Serialize + ?Sized>(
     reads: Option<&ReadSet>,
 ) -> Result<bool> {
     let tree = ser::to_tree(value)?;
-    let plan = {
-        let mut st = node.state();
-        if reads.is_some_and(|r| !r.valid(&st.replica)) {
-            return Ok(false);
-        }
-        diff::plan(&mut st.replica, target, tree)?
-    };
-    if plan.writes.is_empty() {
-        return Ok(true);
-    }
     node.write(|r| {
-        // Between the plan and now the lock was released: write only if
-        // nothing the value or the plan depends on changed.
-        if reads.is_some_and(|rs| !rs.valid(r)) || !plan.reads.valid(r) {
-            return Ok(false);
+        if reads.is_some_and(|rs| !rs.valid(r)) {
+            return Ok(Ok(false));
         }
-        // The check of `Node::check_writable`, for every object written,
-        // under the same hold of the lock as the writes: an object locked
-        // by another node refuses the whole update before anything is
-        // applied or sent.
+        let plan = match diff::plan(r, target, tree) {
+            Ok(plan) => plan,
+            Err(e) => return Ok(Err(e)),
+        };
+        // The check of `Node::check_writable` for every object written,
+        // before anything is applied: an object locked by another node
+        // refuses the whole update, and nothing is sent.
         for o in plan.targets() {
             r.check_writable(o)?;
         }
-        r.begin();
-        let applied = plan.apply(r);
-        r.commit();
-        applied.map(|()| true)
-    })
+        if !plan.writes.is_empty() {
+            r.begin();
+            let applied = plan.apply(r);
+            r.commit();
+            applied?;
+        }
+        Ok(Ok(true))
+    })?
 }
 
 fn set_from<T: Serialize + ?Sized>(node: &Node, target: Target, value: &T) -> Result<()> {
-    while !write_tree(node, target, value, None)? {}
-    Ok(())
+    write_tree(node, target, value, None).map(|_| ())
 }
 
 fn update<T, R>(node: &Node, target: Target, mut f: impl FnMut(&mut T) -> R) -> Result<R>

@@ -1166,3 +1166,46 @@ proptest! {
         prop_assert_eq!(p.peer.root_as::<Doc>().unwrap(), expected);
     }
 }
+
+/// The README's typed-mirroring example, verbatim.
+#[test]
+fn readme_example() -> Result<(), Error> {
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct Game {
+        round: i64,
+        players: Vec<Player>,
+        log: Vec<String>,
+    }
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct Player {
+        name: String,
+        score: i64,
+        team: Option<String>,
+    }
+
+    let net = LocalNetwork::new();
+    let server = net.join("server");
+    let client = net.join("client");
+    server.set_root_from(&Game {
+        round: 1,
+        players: vec![],
+        log: vec![],
+    })?;
+
+    let _watch =
+        client.watch(|g: &Game| println!("round {}, {} players", g.round, g.players.len()));
+    // One message: one insert for the player, one insert for the log entry.
+    server.update(|g: &mut Game| {
+        g.players.push(Player {
+            name: "ada".into(),
+            score: 0,
+            team: None,
+        });
+        g.log.push("ada joined".into());
+    })?;
+    // One write, on the player's own object.
+    server.update(|g: &mut Game| g.players[0].score += 10)?;
+    assert_eq!(client.root_as::<Game>()?.players[0].score, 10);
+    assert_eq!(client.get("/players/0/name").unwrap(), "ada");
+    Ok(())
+}
