@@ -41,6 +41,10 @@
 //!   value; [`Node::get`] and [`Node::set_path`] take JSON pointers.
 //!
 //! The engine underneath is [`facsimile_core`], which does no IO.
+//!
+//! # Features
+//! - `tcp`: [`net`], a tokio client of the relay (`facsimile serve`), with
+//!   reconnection, acknowledgements and optional TLS.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -48,6 +52,8 @@ mod events;
 mod handle;
 mod local;
 mod lock;
+#[cfg(feature = "tcp")]
+pub mod net;
 mod node;
 pub mod typed;
 mod value;

@@ -1,0 +1,332 @@
+//! The client commands: `get`, `set`, `watch`, `lock`.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use facsimile::net::{self, ConnectOptions, Connection, TlsOptions};
+use facsimile::{Event, LockEvent, ObjectId, ObjectRef, Origin, Prop, Value};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::{ClientArgs, Failure};
+
+/// How long a command waits for the relay to acknowledge its last messages
+/// when it leaves.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects and syncs, showing progress on a terminal when that is slow.
+async fn connect(addr: &str, args: &ClientArgs) -> Result<Connection, Failure> {
+    let mut options = ConnectOptions::new(&args.doc)
+        .token(&args.token)
+        .max_frame(args.max_frame)
+        .timeouts(args.timeout(), args.timeout());
+    if let Some(ca) = &args.tls_ca {
+        let mut tls = TlsOptions::from_ca_file(ca)
+            .map_err(|e| Failure(format!("cannot use --tls-ca: {e}")))?;
+        if let Some(name) = &args.tls_name {
+            tls = tls.server_name(name);
+        }
+        options = options.tls(tls);
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let done = done.clone();
+        let (addr, doc) = (addr.to_string(), args.doc.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let spin = ['|', '/', '-', '\\'];
+            let mut i = 0;
+            while !done.load(Ordering::Acquire) {
+                eprint!(
+                    "\r{} receiving document {doc:?} from {addr}... {:.1}s ",
+                    spin[i % 4],
+                    started.elapsed().as_secs_f64()
+                );
+                let _ = std::io::stderr().flush();
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            eprint!("\r\x1b[2K");
+        })
+    });
+    let conn = net::connect(addr, &args.hostname, options).await;
+    done.store(true, Ordering::Release);
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    conn.map_err(|e| Failure(e.to_string()))
+}
+
+fn to_json(v: &Value) -> serde_json::Value {
+    v.to_json()
+        .unwrap_or_else(|e| json!({ "$unprintable": e.to_string() }))
+}
+
+fn origin(o: &Origin) -> serde_json::Value {
+    match o {
+        Origin::Local => json!("local"),
+        Origin::Remote(peer) => json!(peer.to_string()),
+    }
+}
+
+/// Escapes a map key as a JSON pointer segment.
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The JSON pointer of an object: the first path found from the root
+/// (an object may be reachable several ways, or not at all).
+fn path_of(root: &Value, target: ObjectId) -> Option<String> {
+    let mut seen = HashSet::new();
+    let mut queue = VecDeque::from([(root.clone(), String::new())]);
+    while let Some((v, path)) = queue.pop_front() {
+        let Some(obj) = v.as_object() else { continue };
+        if obj.id() == target {
+            return Some(path);
+        }
+        if !seen.insert(obj.id()) {
+            continue;
+        }
+        match &obj {
+            ObjectRef::Map(m) => {
+                for (k, child) in m.entries().unwrap_or_default() {
+                    queue.push_back((child, format!("{path}/{}", escape(&k))));
+                }
+            }
+            ObjectRef::Array(a) => {
+                for (i, child) in a.to_vec().unwrap_or_default().into_iter().enumerate() {
+                    queue.push_back((child, format!("{path}/{i}")));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Whether `path` is `under` or inside it.
+fn within(path: &str, under: &str) -> bool {
+    under.is_empty()
+        || path == under
+        || (path.starts_with(under) && path.as_bytes().get(under.len()) == Some(&b'/'))
+        || under.starts_with(path) && under.as_bytes().get(path.len()) == Some(&b'/')
+}
+
+fn nothing_at(path: &str, doc: &str) -> Failure {
+    Failure(format!(
+        "nothing at {path:?} in document {doc:?}; `facsimile get ADDR` shows the whole document"
+    ))
+}
+
+pub(crate) async fn get(
+    addr: &str,
+    path: &str,
+    compact: bool,
+    args: &ClientArgs,
+) -> Result<(), Failure> {
+    let conn = connect(addr, args).await?;
+    let value = conn.node().get(path).ok_or_else(|| nothing_at(path, &args.doc))?;
+    let json = to_json(&value);
+    let text = if compact {
+        serde_json::to_string(&json)?
+    } else {
+        serde_json::to_string_pretty(&json)?
+    };
+    println!("{text}");
+    let _ = conn.close(CLOSE_TIMEOUT).await;
+    Ok(())
+}
+
+pub(crate) async fn set(
+    addr: &str,
+    path: &str,
+    json: &str,
+    args: &ClientArgs,
+) -> Result<(), Failure> {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+        Failure(format!(
+            "the value is not JSON ({e}); strings need quotes, as in '\"text\"'"
+        ))
+    })?;
+    let conn = connect(addr, args).await?;
+    conn.node()
+        .set_path(path, value)
+        .map_err(|e| Failure(format!("cannot write at {path:?}: {e}")))?;
+    conn.flush()
+        .await
+        .map_err(|e| Failure(format!("the write was not acknowledged: {e}")))?;
+    let _ = conn.close(CLOSE_TIMEOUT).await;
+    Ok(())
+}
+
+pub(crate) async fn watch(addr: &str, path: &str, args: &ClientArgs) -> Result<(), Failure> {
+    let conn = connect(addr, args).await?;
+    let node = conn.node().clone();
+    let mut events = node.events();
+    let print = |v: serde_json::Value| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{v}");
+        let _ = out.flush();
+    };
+    print(node.get(path).map_or(serde_json::Value::Null, |v| to_json(&v)));
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let event = tokio::select! {
+            e = events.next() => e,
+            _ = &mut interrupted => break,
+        };
+        let Some(event) = event else { break };
+        match event {
+            Event::Change(ev) => {
+                let root = node.root();
+                let Some(obj) = path_of(&root, ev.target().id()) else {
+                    continue; // no longer reachable from the root
+                };
+                let (full, prop) = match ev.prop() {
+                    Some(Prop::Key(k)) => (format!("{obj}/{}", escape(k)), json!(k.as_str())),
+                    Some(Prop::Index(i)) => (format!("{obj}/{i}"), json!(i)),
+                    None => (obj.clone(), serde_json::Value::Null),
+                };
+                if !within(&full, path) {
+                    continue;
+                }
+                let mut line = json!({ "path": full, "origin": origin(ev.origin()) });
+                match ev.prop() {
+                    Some(_) => {
+                        line["key"] = prop;
+                        line["old"] = ev.old_value().map_or(serde_json::Value::Null, to_json);
+                        line["new"] = ev.new_value().map_or(serde_json::Value::Null, to_json);
+                        line["deleted"] = json!(ev.new_value().is_none());
+                    }
+                    // A method changed the array as a whole: its new contents.
+                    None => {
+                        line["value"] = ev
+                            .target()
+                            .to_json()
+                            .unwrap_or_else(|e| json!({ "$unprintable": e.to_string() }))
+                    }
+                }
+                print(line);
+            }
+            Event::RootChanged(_) | Event::Ready(_) => {
+                // The document was replaced (or re-received after a
+                // resync): print what is at the path now.
+                let now = node.get(path).map_or(serde_json::Value::Null, |v| to_json(&v));
+                print(json!({ "path": path, "value": now, "replaced": true }));
+            }
+            _ => {}
+        }
+    }
+    let _ = conn.close(CLOSE_TIMEOUT).await;
+    Ok(())
+}
+
+pub(crate) async fn lock(
+    addr: &str,
+    path: &str,
+    command: &[String],
+    wait: Option<f64>,
+    args: &ClientArgs,
+) -> Result<u8, Failure> {
+    let conn = connect(addr, args).await?;
+    let node = conn.node().clone();
+    let value = node.get(path).ok_or_else(|| nothing_at(path, &args.doc))?;
+    let Some(object) = value.as_object() else {
+        return Err(Failure(format!(
+            "{path:?} holds {}, not a map or an array: locks are on objects; lock its parent",
+            to_json(&value)
+        )));
+    };
+    let lost = Arc::new(tokio::sync::Notify::new());
+    let _on_lock = {
+        let lost = lost.clone();
+        let id = object.id();
+        node.on_lock(move |e| {
+            if matches!(e, LockEvent::Lost { object, .. } if *object == id) {
+                lost.notify_one();
+            }
+        })
+    };
+    let acquire = node.lock(&object);
+    let guard = match wait {
+        Some(secs) => tokio::time::timeout(Duration::from_secs_f64(secs.max(0.0)), acquire)
+            .await
+            .map_err(|_| {
+                Failure(format!(
+                    "the lock on {path:?} was not granted within {secs}s (--wait)"
+                ))
+            })?,
+        None => acquire.await,
+    }
+    .map_err(|e| Failure(format!("cannot lock {path:?}: {e}")))?;
+    let token = guard.token();
+    tracing::info!(path, token, "lock granted");
+    let mut child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .env("FACSIMILE_LOCK_TOKEN", token.to_string())
+        .spawn()
+        .map_err(|e| Failure(format!("cannot run {:?}: {e}", command[0])))?;
+    // The relay may evict this node (its connection broke): the lock is
+    // then someone else's, and the command must not go on believing it
+    // holds it.
+    let mut check = tokio::time::interval(Duration::from_millis(200));
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s.map_err(|e| Failure(format!("waiting for the command: {e}")))?,
+            _ = lost.notified() => {}
+            _ = check.tick() => {
+                if guard.is_held() {
+                    continue;
+                }
+            }
+        }
+        if !guard.is_held() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(Failure(format!(
+                "lost the lock on {path:?} (this node was evicted by the relay); the command was stopped"
+            )));
+        }
+    };
+    drop(guard);
+    let _ = conn.close(CLOSE_TIMEOUT).await;
+    Ok(exit_code(status))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    if let Some(code) = status.code() {
+        return code.clamp(0, 255) as u8;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return (128 + sig).clamp(0, 255) as u8;
+        }
+    }
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_matches_whole_segments() {
+        assert!(within("/a/b", ""));
+        assert!(within("/a/b", "/a"));
+        assert!(within("/a", "/a"));
+        assert!(within("/a", "/a/b"), "replacing a parent changes the child");
+        assert!(!within("/ab", "/a"));
+        assert!(!within("/b", "/a"));
+    }
+
+    #[test]
+    fn keys_escape_as_pointer_segments() {
+        assert_eq!(escape("a/b~c"), "a~1b~0c");
+    }
+}

@@ -1,0 +1,210 @@
+//! The `facsimile` command: run a relay, and read, write, watch and lock
+//! the documents it serves.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+mod client;
+mod demo;
+mod serve;
+
+/// Mirror an object graph across processes and machines.
+///
+/// Run a relay with `facsimile serve`, then connect nodes to it from code
+/// (`facsimile::net::connect`) or from the shell with the commands below.
+/// PATH arguments are JSON pointers into the document: `/config/name`,
+/// `/items/0`; an omitted PATH (or "") is the whole document.
+#[derive(Parser)]
+#[command(name = "facsimile", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay: nodes connect to it, it orders, stores and passes on
+    /// their messages, and serves the document to nodes that join.
+    Serve(serve::ServeArgs),
+    /// Show facsimile at work: a relay and several nodes in this process
+    /// mirror a document, report changes, contend for a lock and welcome a
+    /// late joiner. Ends by itself.
+    Demo,
+    /// Print the document (or the part at PATH) as JSON, then every change
+    /// under PATH as a JSON line with its origin, until interrupted.
+    Watch {
+        /// The relay's address, HOST:PORT.
+        addr: String,
+        /// A JSON pointer into the document.
+        path: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the document (or the part at PATH) as JSON.
+    Get {
+        /// The relay's address, HOST:PORT.
+        addr: String,
+        /// A JSON pointer into the document.
+        path: Option<String>,
+        /// One line instead of indented JSON.
+        #[arg(long)]
+        compact: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Write JSON at PATH (a map key, an array index, `-` to append, or ""
+    /// for the root) and wait until the relay has it on disk.
+    Set {
+        /// The relay's address, HOST:PORT.
+        addr: String,
+        /// A JSON pointer; its parent must exist.
+        path: String,
+        /// The value, as JSON: 3, "text" (quoted for the shell: '"text"'),
+        /// {"a": [1, 2]}.
+        json: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Hold the distributed lock on the object (map or array) at PATH while
+    /// a command runs, then release it; exit with the command's status.
+    /// The command sees the lock's fencing token in FACSIMILE_LOCK_TOKEN.
+    /// If the lock is lost meanwhile (the relay evicted this node), the
+    /// command is killed and the exit status is 1.
+    Lock {
+        /// The relay's address, HOST:PORT.
+        addr: String,
+        /// A JSON pointer to a map or an array ("" for the root).
+        path: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+        /// Give up if the lock is not granted within this many seconds.
+        #[arg(long, value_name = "SECS")]
+        wait: Option<f64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// How a client command connects.
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// The document to use.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    doc: String,
+    /// The relay's shared token.
+    #[arg(
+        long,
+        env = "FACSIMILE_TOKEN",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    token: String,
+    /// Connect with TLS, trusting the certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The name the relay's TLS certificate must carry (default: the host
+    /// of ADDR).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_name: Option<String>,
+    /// This node's hostname (decides ties between concurrent writes and
+    /// lock requests: the higher one wins).
+    #[arg(long, default_value = "cli", value_name = "NAME")]
+    hostname: String,
+    /// Give up connecting, or receiving the document, after this many
+    /// seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    timeout: f64,
+    /// The largest frame accepted from the relay, in bytes.
+    #[arg(long, default_value_t = facsimile::net::protocol::DEFAULT_MAX_FRAME, value_name = "BYTES")]
+    max_frame: usize,
+}
+
+impl ClientArgs {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout.max(0.001))
+    }
+}
+
+/// An error for the user: what went wrong and what to do.
+pub(crate) struct Failure(pub(crate) String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match (&cli.command, cli.verbose) {
+        (_, 2..) => "debug",
+        (_, 1) => "info",
+        (Command::Serve(_), 0) => "info",
+        (_, 0) => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await.map(|()| 0),
+            Command::Demo => demo::run().await.map(|()| 0),
+            Command::Watch { addr, path, client } => {
+                client::watch(&addr, path.as_deref().unwrap_or(""), &client)
+                    .await
+                    .map(|()| 0)
+            }
+            Command::Get {
+                addr,
+                path,
+                compact,
+                client,
+            } => client::get(&addr, path.as_deref().unwrap_or(""), compact, &client)
+                .await
+                .map(|()| 0),
+            Command::Set {
+                addr,
+                path,
+                json,
+                client,
+            } => client::set(&addr, &path, &json, &client).await.map(|()| 0),
+            Command::Lock {
+                addr,
+                path,
+                command,
+                wait,
+                client,
+            } => client::lock(&addr, &path, &command, wait, &client).await,
+        }
+    });
+    // Background tasks (reconnection, timers) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

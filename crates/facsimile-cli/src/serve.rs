@@ -1,0 +1,122 @@
+//! `facsimile serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use facsimile_server::{Server, ServerConfig};
+
+use crate::Failure;
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on (port 0 picks a free port; the address is
+    /// printed on stdout).
+    #[arg(long, default_value = facsimile_server::DEFAULT_LISTEN, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Where documents are stored: one directory per document holding a
+    /// snapshot and a log.
+    #[arg(long, default_value = "facsimile-data", value_name = "DIR")]
+    data: PathBuf,
+    /// Keep nothing on disk (a restart loses every document).
+    #[arg(long, conflicts_with = "data")]
+    ephemeral: bool,
+    /// The shared token clients must present; without one anybody who can
+    /// reach the port may connect.
+    #[arg(long, env = "FACSIMILE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Serve TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The largest frame accepted or sent, in bytes; a document's whole
+    /// state must fit in one to reach a joiner.
+    #[arg(long, default_value_t = facsimile::net::protocol::DEFAULT_MAX_FRAME, value_name = "BYTES")]
+    max_frame: usize,
+    /// At most this many connections at once.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_clients: usize,
+    /// Bytes queued for one client before it is cut off as too slow.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    max_queue: usize,
+    /// Log size, in bytes, past which a document's snapshot is rewritten
+    /// and its log emptied.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    compact_bytes: u64,
+    /// Evict a node not heard from for this many seconds (nodes send a
+    /// heartbeat every second).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    peer_timeout: f64,
+}
+
+pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
+    let mut config = ServerConfig::default()
+        .listen(args.listen)
+        .max_frame(args.max_frame)
+        .max_clients(args.max_clients.max(1))
+        .client_queue(args.max_queue)
+        .compact_bytes(args.compact_bytes)
+        .failure_detection(
+            Duration::from_secs(1).min(Duration::from_secs_f64(args.peer_timeout / 3.0)),
+            Duration::from_secs_f64(args.peer_timeout.max(0.1)),
+        );
+    config = if args.ephemeral {
+        config.ephemeral()
+    } else {
+        config.data_dir(&args.data)
+    };
+    match &args.token {
+        Some(t) if !t.is_empty() => config = config.token(t.clone()),
+        _ => tracing::warn!("no --token: anybody who can reach the port may connect"),
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let tls = facsimile_server::tls::load(cert, key)
+            .map_err(|e| Failure(format!("cannot load the TLS certificate or key: {e}")))?;
+        config = config.tls(tls);
+    }
+    let server = Server::bind(config).await.map_err(|e| {
+        Failure(format!(
+            "cannot start the relay on {}: {e} (is another relay using the port or the data directory?)",
+            args.listen
+        ))
+    })?;
+    let addr = server
+        .local_addr()
+        .map_err(|e| Failure(format!("cannot read the listening address: {e}")))?;
+    println!("facsimile relay listening on {addr}");
+    tracing::info!(
+        %addr,
+        data = %if args.ephemeral { "(none)".to_string() } else { args.data.display().to_string() },
+        tls = args.tls_cert.is_some(),
+        "relay started"
+    );
+    server
+        .run_until(shutdown_signal())
+        .await
+        .map_err(|e| Failure(format!("the relay stopped: {e}")))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,168 @@
+//! The relay's settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use facsimile::net::protocol::DEFAULT_MAX_FRAME;
+use tokio_rustls::rustls;
+
+/// Settings of a [`crate::Server`]: `Default` plus chained setters.
+///
+/// ```
+/// use facsimile_server::ServerConfig;
+/// let config = ServerConfig::default()
+///     .listen("127.0.0.1:0".parse().unwrap())
+///     .data_dir("relay-data")
+///     .token("s3cret")
+///     .max_clients(64);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) data: Option<PathBuf>,
+    pub(crate) token: Option<String>,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) max_frame: usize,
+    pub(crate) max_clients: usize,
+    pub(crate) client_queue: usize,
+    pub(crate) compact_bytes: u64,
+    pub(crate) heartbeat: Duration,
+    pub(crate) peer_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+}
+
+/// The default address: port 7878 on loopback.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN.parse().expect("a valid address"),
+            data: Some(PathBuf::from("facsimile-data")),
+            token: None,
+            tls: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_clients: 1024,
+            client_queue: 64 << 20,
+            compact_bytes: 64 << 20,
+            heartbeat: Duration::from_secs(1),
+            peer_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The address to listen on (default `127.0.0.1:7878`; port 0 picks a
+    /// free one, see [`crate::Server::local_addr`]).
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().listen("0.0.0.0:7878".parse().unwrap());
+    /// ```
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Where documents are stored (default `./facsimile-data`): one
+    /// directory per document with a snapshot and a log.
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().data_dir("/var/lib/facsimile");
+    /// ```
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data = Some(dir.into());
+        self
+    }
+
+    /// Keeps nothing on disk: a restart loses every document.
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().ephemeral();
+    /// ```
+    pub fn ephemeral(mut self) -> Self {
+        self.data = None;
+        self
+    }
+
+    /// The shared token clients must present (default: none, anybody may
+    /// connect).
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().token("s3cret");
+    /// ```
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Serves TLS with this configuration (see [`crate::tls::load`]).
+    pub fn tls(mut self, tls: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The largest frame, in bytes, either way (default 16 MiB). A client
+    /// sending a larger one is disconnected; a document whose state exceeds
+    /// it cannot be sent to a joiner.
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().max_frame(1 << 20);
+    /// ```
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// At most this many connections at once (default 1024); more are
+    /// refused with a reason.
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().max_clients(16);
+    /// ```
+    pub fn max_clients(mut self, n: usize) -> Self {
+        self.max_clients = n;
+        self
+    }
+
+    /// Bytes queued for one client before it is cut off as too slow
+    /// (default 64 MiB; at least twice the largest frame is sensible).
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().client_queue(8 << 20);
+    /// ```
+    pub fn client_queue(mut self, bytes: usize) -> Self {
+        self.client_queue = bytes;
+        self
+    }
+
+    /// Log size past which a document's snapshot is rewritten and its log
+    /// emptied (default 64 MiB). Nodes that reconnect after a compaction
+    /// of what they missed sync instead of resuming.
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().compact_bytes(1 << 30);
+    /// ```
+    pub fn compact_bytes(mut self, bytes: u64) -> Self {
+        self.compact_bytes = bytes;
+        self
+    }
+
+    /// Failure detection: the relay sends a heartbeat when idle for
+    /// `heartbeat` (default 1 s) and evicts a node it has not heard from
+    /// for `timeout` (default 10 s), such as one that did not come back
+    /// after a relay restart.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = facsimile_server::ServerConfig::default()
+    ///     .failure_detection(Duration::from_millis(500), Duration::from_secs(5));
+    /// ```
+    pub fn failure_detection(mut self, heartbeat: Duration, timeout: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self.peer_timeout = timeout;
+        self
+    }
+}

@@ -1,0 +1,660 @@
+//! One document: the relay's replica, its store and its clients, driven by
+//! one thread.
+//!
+//! Every input (a client joining, a frame, a departure, a timer tick)
+//! arrives on one channel and is handled in order. The thread applies what
+//! it can take in one go, then commits the store once for the whole batch
+//! (group commit) and only then releases what the batch produced: the
+//! messages for the other clients, the relay's own messages and the
+//! acknowledgements. So no client ever sees, and no sender is ever told
+//! about, a message that a crash could still lose.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use facsimile::net::protocol::{ClientHello, Down, ServerHello, Up};
+use facsimile_core::{Config, Envelope, Event, PeerId, Replica};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::store::{Record, Snapshot, Store};
+
+/// The relay's hostname in every document.
+pub(crate) const RELAY_HOSTNAME: &str = "relay";
+
+/// At most this many inputs are applied before a commit.
+const MAX_BATCH: usize = 512;
+
+/// Frames a client's queue holds (its byte budget is the real bound).
+pub(crate) const QUEUE_FRAMES: usize = 1 << 16;
+
+pub(crate) type ConnId = u64;
+
+/// The sending side of a client's outgoing queue.
+pub(crate) struct Outbox {
+    pub(crate) tx: mpsc::Sender<Bytes>,
+    /// Bytes queued and not yet written to the socket.
+    pub(crate) queued: Arc<AtomicUsize>,
+    /// Cancelled to drop the connection at once.
+    pub(crate) cancel: CancellationToken,
+}
+
+/// An input of the document's thread.
+pub(crate) enum Cmd {
+    /// A client passed the handshake checks.
+    Join {
+        conn: ConnId,
+        hello: ClientHello,
+        addr: SocketAddr,
+        out: Outbox,
+    },
+    /// A frame from a client.
+    Frame { conn: ConnId, frame: Bytes },
+    /// A client's connection ended.
+    Leave { conn: ConnId, reason: String },
+    /// Time passes.
+    Tick,
+}
+
+struct Client {
+    hostname: String,
+    addr: SocketAddr,
+    out: Outbox,
+    /// Tags this connection sent from (a node that rejoins gets a new one).
+    tags: Vec<u32>,
+    /// Frames received, and acknowledged.
+    frames_in: u64,
+    acked: u64,
+    /// The last broadcast position queued for (or skipped for) the client.
+    sent_upto: u64,
+}
+
+enum Staged {
+    Broadcast {
+        position: u64,
+        frame: Bytes,
+        from: Option<ConnId>,
+    },
+    Direct {
+        conn: ConnId,
+        frame: Bytes,
+    },
+}
+
+pub(crate) struct Doc {
+    name: String,
+    config: Arc<ServerConfig>,
+    replica: Replica,
+    me: PeerId,
+    epoch: Instant,
+    store: Store,
+    log_id: u64,
+    /// The last position assigned, and the last one durable.
+    head: u64,
+    committed: u64,
+    /// Encoded broadcast frames after `tail_base`, for clients that resume.
+    tail: VecDeque<(u64, Bytes)>,
+    tail_base: u64,
+    tail_bytes: usize,
+    clients: HashMap<ConnId, Client>,
+    tags: HashMap<u32, ConnId>,
+    /// Tags of peers that left or were evicted: whatever they send is
+    /// dropped here, so no replica (a joiner included, which does not
+    /// learn who departed) ever applies it.
+    departed: HashSet<u32>,
+    relays: Vec<u32>,
+    staged: Vec<Staged>,
+    kicks: Vec<(ConnId, String)>,
+}
+
+/// How long a recovery took and what it found, for logs and benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recovery {
+    /// Log records replayed.
+    pub replayed: usize,
+    /// Whether a snapshot was loaded.
+    pub from_snapshot: bool,
+    /// The last position recovered.
+    pub position: u64,
+}
+
+impl Doc {
+    /// Opens a document: loads its snapshot, replays its log, evicts the
+    /// relay incarnations that ran before, and commits.
+    pub(crate) fn open(
+        name: &str,
+        dir: Option<PathBuf>,
+        config: Arc<ServerConfig>,
+    ) -> std::io::Result<(Doc, Recovery)> {
+        let (mut store, snapshot, records) = match &dir {
+            Some(dir) => {
+                let r = Store::open(dir)?;
+                (r.store, r.snapshot, r.records)
+            }
+            None => (Store::ephemeral(), None, Vec::new()),
+        };
+        let core_config = Config::default()
+            .max_message_size(config.max_frame)
+            .failure_detection(config.heartbeat, config.peer_timeout);
+        let departed: HashSet<u32> = snapshot
+            .as_ref()
+            .map(|s| s.departed.iter().copied().collect())
+            .unwrap_or_default();
+        let mut relays = snapshot
+            .as_ref()
+            .map(|s| s.relays.clone())
+            .unwrap_or_default();
+        let base = snapshot.as_ref().map_or(0, |s| s.position);
+        let invalid = |e: facsimile_core::ReceiveError| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("document {name}: the snapshot does not load: {e}"),
+            )
+        };
+        // A fresh incarnation that no peer of the document uses.
+        let (replica, me) = loop {
+            let me = PeerId::new(RELAY_HOSTNAME, rand::random());
+            if departed.contains(&me.incarnation()) || relays.contains(&me.incarnation()) {
+                continue;
+            }
+            let replica = match &snapshot {
+                Some(s) => match Replica::from_exported(me.clone(), core_config.clone(), &s.state)
+                {
+                    Ok(r) => r,
+                    Err(facsimile_core::ReceiveError::TagCollision(_)) => continue,
+                    Err(e) => return Err(invalid(e)),
+                },
+                None => Replica::new(me.clone(), core_config.clone()),
+            };
+            break (replica, me);
+        };
+        let log_id = store.log_id();
+        let mut doc = Doc {
+            name: name.to_string(),
+            config,
+            replica,
+            me,
+            epoch: Instant::now(),
+            store: Store::ephemeral(),
+            log_id,
+            head: base,
+            committed: base,
+            tail: VecDeque::new(),
+            tail_base: base,
+            tail_bytes: 0,
+            clients: HashMap::new(),
+            tags: HashMap::new(),
+            departed,
+            relays: Vec::new(),
+            staged: Vec::new(),
+            kicks: Vec::new(),
+        };
+        doc.replica.record_changes(false);
+        let mut recovery = Recovery {
+            replayed: 0,
+            from_snapshot: snapshot.is_some(),
+            position: base,
+        };
+        // Replay. The new incarnation's own messages (its hello, answers
+        // to what it replays) wait: the log's positions continue first.
+        let mut own: Vec<Bytes> = Vec::new();
+        for record in records {
+            match record {
+                Record::Relay(tag) => relays.push(tag),
+                Record::Message { position, bytes } => {
+                    if let Err(e) = doc.replica.handle_message(&bytes) {
+                        tracing::warn!(doc = name, position, error = %e, "a logged message was refused on replay");
+                    }
+                    doc.head = position;
+                    doc.push_tail(position, &bytes);
+                    recovery.replayed += 1;
+                    doc.collect_own(&mut own);
+                }
+            }
+        }
+        doc.collect_own(&mut own);
+        recovery.position = doc.head;
+        // From here on the store takes this incarnation's records.
+        std::mem::swap(&mut doc.store, &mut store);
+        doc.store.append_relay(doc.me.incarnation());
+        for bytes in own {
+            doc.broadcast(bytes, None);
+        }
+        // Earlier relays of this log are gone; nobody should wait for them.
+        relays.retain(|&r| r != doc.me.incarnation());
+        for &r in &relays {
+            doc.evict_tag(r);
+        }
+        relays.push(doc.me.incarnation());
+        let keep = relays.len().saturating_sub(16);
+        doc.relays = relays.split_off(keep);
+        doc.drain_replica();
+        doc.commit_and_release();
+        Ok((doc, recovery))
+    }
+
+    /// Runs the document until every sender of its channel is gone.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        while let Some(cmd) = rx.blocking_recv() {
+            self.handle(cmd);
+            for _ in 1..MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.commit_and_release();
+        }
+        tracing::debug!(doc = %self.name, "document closed");
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Join {
+                conn,
+                hello,
+                addr,
+                out,
+            } => self.join(conn, hello, addr, out),
+            Cmd::Frame { conn, frame } => self.frame(conn, frame),
+            Cmd::Leave { conn, reason } => {
+                if let Some(c) = self.clients.get(&conn) {
+                    tracing::info!(
+                        doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason,
+                        "client disconnected"
+                    );
+                    self.drop_client(conn);
+                }
+            }
+            Cmd::Tick => {
+                let now = self.epoch.elapsed();
+                if self.replica.poll_timeout().is_some_and(|at| now >= at) {
+                    self.replica.handle_timeout(now);
+                }
+            }
+        }
+        self.drain_replica();
+    }
+
+    fn join(&mut self, conn: ConnId, hello: ClientHello, addr: SocketAddr, out: Outbox) {
+        let tag = hello.incarnation;
+        if tag == self.me.incarnation() {
+            let frame = Down::Hello(ServerHello::Refused {
+                reason: "the node's incarnation collides with the relay's; reconnect".into(),
+            })
+            .encode();
+            let _ = out.tx.try_send(frame);
+            return;
+        }
+        let evicted = self.departed.contains(&tag);
+        let member = self.member(tag).is_some();
+        let resume = hello.resume.filter(|r| {
+            r.log == self.log_id && r.position >= self.tail_base && r.position <= self.committed
+        });
+        // Replaying more than half the client's queue would cut it off:
+        // a sync is cheaper then.
+        let replay: Vec<Bytes> = match resume {
+            Some(r) if !evicted => {
+                let from = self.tail.partition_point(|(p, _)| *p <= r.position);
+                let to = self.tail.partition_point(|(p, _)| *p <= self.committed);
+                let bytes: usize = self.tail.range(from..to).map(|(_, f)| f.len()).sum();
+                if bytes <= self.config.client_queue / 2 {
+                    self.tail.range(from..to).map(|(_, f)| f.clone()).collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        };
+        let resumed = !evicted
+            && resume.is_some_and(|r| !replay.is_empty() || r.position == self.committed);
+        if let Some(&old) = self.tags.get(&tag) {
+            // The same node again, while its old connection looks alive
+            // (a half-open socket): the new connection takes over.
+            if let Some(c) = self.clients.remove(&old) {
+                tracing::info!(doc = %self.name, peer = %c.hostname, old = %c.addr, new = %addr,
+                    "node reconnected; dropping its previous connection");
+                c.out.cancel.cancel();
+                for t in c.tags {
+                    if t != tag && self.tags.get(&t) == Some(&old) {
+                        self.tags.remove(&t);
+                        self.evict_tag(t);
+                    }
+                }
+            }
+        }
+        if !evicted {
+            self.tags.insert(tag, conn);
+        }
+        tracing::info!(
+            doc = %self.name, peer = %format!("{}#{:08x}", hello.hostname, tag), %addr,
+            resumed, evicted, replay = replay.len(), "client joined"
+        );
+        let mut client = Client {
+            hostname: hello.hostname,
+            addr,
+            out,
+            tags: if evicted { Vec::new() } else { vec![tag] },
+            frames_in: 0,
+            acked: 0,
+            sent_upto: self.committed,
+        };
+        let welcome = Down::Hello(ServerHello::Welcome {
+            log: self.log_id,
+            position: if resumed {
+                resume.map_or(self.committed, |r| r.position)
+            } else {
+                self.committed
+            },
+            relay: self.me.incarnation(),
+            resumed,
+            member,
+            evicted,
+        })
+        .encode();
+        let mut ok = push(&self.config, &mut client, welcome).is_ok();
+        for frame in replay {
+            ok = ok && push(&self.config, &mut client, frame).is_ok();
+        }
+        self.clients.insert(conn, client);
+        if !ok {
+            self.kicks
+                .push((conn, "could not queue the catch-up messages".into()));
+        }
+    }
+
+    fn frame(&mut self, conn: ConnId, frame: Bytes) {
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        client.frames_in += 1;
+        let (msg, up_to) = match Up::decode(frame) {
+            Ok(Up::Broadcast(m)) => (m, None),
+            Ok(Up::To(t, m)) => (m, Some(t)),
+            Err(e) => return self.kick(conn, e.to_string()),
+        };
+        let env = match Envelope::peek(&msg) {
+            Ok(env) => env,
+            Err(e) => return self.kick(conn, format!("not a facsimile message: {e}")),
+        };
+        if self.departed.contains(&env.from) {
+            tracing::debug!(doc = %self.name, from = %format!("{:08x}", env.from), "dropped a message of a departed peer");
+            return;
+        }
+        match self.tags.get(&env.from) {
+            Some(&c) if c != conn => {
+                return self.kick(
+                    conn,
+                    format!(
+                        "sent as peer {:08x}, which another connection speaks for",
+                        env.from
+                    ),
+                );
+            }
+            Some(_) => {}
+            None if env.from == self.me.incarnation() => {
+                return self.kick(conn, "sent as the relay itself".into());
+            }
+            None => {
+                self.tags.insert(env.from, conn);
+                if let Some(c) = self.clients.get_mut(&conn) {
+                    c.tags.push(env.from);
+                }
+            }
+        }
+        match up_to.or(env.to) {
+            Some(t) if t == self.me.incarnation() => {
+                if let Err(e) = self.replica.handle_message(&msg) {
+                    self.kick(conn, format!("refused message: {e}"));
+                }
+            }
+            Some(t) => {
+                // Not logged: directed messages are answers and requests
+                // between two live peers, repeated by them when lost.
+                if let Some(&to) = self.tags.get(&t) {
+                    self.staged.push(Staged::Direct {
+                        conn: to,
+                        frame: Down::Direct(msg).encode(),
+                    });
+                }
+            }
+            None => match self.replica.handle_message(&msg) {
+                Ok(()) => self.broadcast(msg, Some(conn)),
+                Err(e) => self.kick(conn, format!("refused message: {e}")),
+            },
+        }
+    }
+
+    /// Assigns the next position to a broadcast message, logs it and stages
+    /// it for everybody but its sender.
+    fn broadcast(&mut self, msg: Bytes, from: Option<ConnId>) {
+        self.head += 1;
+        let position = self.head;
+        self.store.append_message(position, &msg);
+        let frame = self.push_tail(position, &msg);
+        self.staged.push(Staged::Broadcast {
+            position,
+            frame,
+            from,
+        });
+    }
+
+    fn push_tail(&mut self, position: u64, msg: &Bytes) -> Bytes {
+        let frame = Down::Message {
+            position,
+            bytes: msg.clone(),
+        }
+        .encode();
+        self.tail_bytes += frame.len();
+        self.tail.push_back((position, frame.clone()));
+        frame
+    }
+
+    /// Collects the replica's broadcast messages during recovery (directed
+    /// ones answer peers of the past and are dropped).
+    fn collect_own(&mut self, own: &mut Vec<Bytes>) {
+        while let Some(t) = self.replica.poll_transmit() {
+            if t.to.is_none() {
+                own.push(Bytes::from_owner(t.bytes));
+            }
+        }
+        self.drain_events();
+    }
+
+    /// Stages the replica's messages and notes departures.
+    fn drain_replica(&mut self) {
+        while let Some(t) = self.replica.poll_transmit() {
+            let bytes = Bytes::from_owner(t.bytes);
+            match t.to {
+                None => self.broadcast(bytes, None),
+                Some(tag) => {
+                    if let Some(&conn) = self.tags.get(&tag) {
+                        self.staged.push(Staged::Direct {
+                            conn,
+                            frame: Down::Direct(bytes).encode(),
+                        });
+                    }
+                }
+            }
+        }
+        self.drain_events();
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(e) = self.replica.poll_event() {
+            match e {
+                Event::PeerLeft(p) => {
+                    tracing::debug!(doc = %self.name, peer = %p, "peer left");
+                    self.departed.insert(p.incarnation());
+                }
+                Event::PeerJoined(p) => tracing::debug!(doc = %self.name, peer = %p, "peer joined"),
+                Event::Evicted => tracing::error!(
+                    doc = %self.name,
+                    "a client evicted the relay; it keeps serving, but nodes refuse its messages"
+                ),
+                Event::NeedsSync => {
+                    tracing::warn!(doc = %self.name, "the relay lost track of a peer's stream")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn member(&self, tag: u32) -> Option<PeerId> {
+        self.replica
+            .members()
+            .into_iter()
+            .find(|p| p.incarnation() == tag)
+    }
+
+    /// Declares a peer gone: nobody waits for it, its locks pass on, and
+    /// whatever it still sends is dropped.
+    fn evict_tag(&mut self, tag: u32) {
+        self.departed.insert(tag);
+        if let Some(peer) = self.member(tag) {
+            self.replica.evict(&peer);
+        }
+    }
+
+    fn kick(&mut self, conn: ConnId, reason: String) {
+        if let Some(c) = self.clients.get(&conn) {
+            tracing::warn!(doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason, "disconnecting client");
+            c.out.cancel.cancel();
+            self.drop_client(conn);
+        }
+    }
+
+    fn drop_client(&mut self, conn: ConnId) {
+        let Some(c) = self.clients.remove(&conn) else {
+            return;
+        };
+        c.out.cancel.cancel();
+        for tag in c.tags {
+            if self.tags.get(&tag) == Some(&conn) {
+                self.tags.remove(&tag);
+                self.evict_tag(tag);
+            }
+        }
+    }
+
+    /// Makes the batch durable, then sends what it produced.
+    fn commit_and_release(&mut self) {
+        loop {
+            if let Err(e) = self.store.commit() {
+                // Nothing more can be acknowledged truthfully.
+                tracing::error!(doc = %self.name, error = %e, "cannot write the document's log; stopping the relay");
+                std::process::exit(2);
+            }
+            self.committed = self.head;
+            for s in std::mem::take(&mut self.staged) {
+                match s {
+                    Staged::Broadcast {
+                        position,
+                        frame,
+                        from,
+                    } => {
+                        for (&id, c) in self.clients.iter_mut() {
+                            if c.sent_upto >= position {
+                                continue;
+                            }
+                            c.sent_upto = position;
+                            if Some(id) != from {
+                                if let Err(reason) = push(&self.config, c, frame.clone()) {
+                                    self.kicks.push((id, reason));
+                                }
+                            }
+                        }
+                    }
+                    Staged::Direct { conn, frame } => {
+                        if let Some(c) = self.clients.get_mut(&conn) {
+                            if let Err(reason) = push(&self.config, c, frame) {
+                                self.kicks.push((conn, reason));
+                            }
+                        }
+                    }
+                }
+            }
+            for (&id, c) in self.clients.iter_mut() {
+                if c.frames_in > c.acked {
+                    c.acked = c.frames_in;
+                    if let Err(reason) = push(&self.config, c, Down::Ack(c.frames_in).encode()) {
+                        self.kicks.push((id, reason));
+                    }
+                }
+            }
+            for (conn, reason) in std::mem::take(&mut self.kicks) {
+                self.kick(conn, reason);
+            }
+            self.drain_replica();
+            if self.staged.is_empty() && !self.store.is_dirty() {
+                break;
+            }
+        }
+        self.maybe_compact();
+    }
+
+    /// Rewrites the snapshot and empties the log once it has grown past the
+    /// limit (without a disk, only the catch-up tail is trimmed).
+    fn maybe_compact(&mut self) {
+        let limit = self.config.compact_bytes;
+        let grown = if self.store.is_durable() {
+            self.store.log_bytes() > limit
+        } else {
+            self.tail_bytes as u64 > limit
+        };
+        if !grown {
+            return;
+        }
+        let started = Instant::now();
+        let snapshot = Snapshot {
+            log_id: self.log_id,
+            position: self.committed,
+            relays: self.relays.clone(),
+            departed: self.departed.iter().copied().collect(),
+            state: self.replica.export_state(),
+        };
+        if let Err(e) = self.store.compact(&snapshot) {
+            tracing::error!(doc = %self.name, error = %e, "cannot write the document's snapshot; stopping the relay");
+            std::process::exit(2);
+        }
+        self.tail.clear();
+        self.tail_bytes = 0;
+        self.tail_base = self.committed;
+        tracing::info!(
+            doc = %self.name,
+            position = self.committed,
+            bytes = snapshot.state.len(),
+            took = ?started.elapsed(),
+            "compacted the log into a snapshot"
+        );
+        // Exporting may have queued messages (none are expected).
+        self.drain_replica();
+        self.commit_and_release();
+    }
+}
+
+/// Queues a frame for a client; an error when its budget is exhausted.
+fn push(config: &ServerConfig, c: &mut Client, frame: Bytes) -> Result<(), String> {
+    let len = frame.len();
+    let queued = c.out.queued.fetch_add(len, Ordering::AcqRel) + len;
+    if queued > config.client_queue {
+        return Err(format!(
+            "too slow: {queued} bytes queued for it (limit {}, --max-queue)",
+            config.client_queue
+        ));
+    }
+    match c.out.tx.try_send(frame) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(_)) => Err(format!(
+            "too slow: {QUEUE_FRAMES} frames queued for it"
+        )),
+        // The connection is ending; its departure is on the way.
+        Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+    }
+}

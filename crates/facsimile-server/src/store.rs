@@ -1,0 +1,456 @@
+//! A document's durable store: a snapshot of the relay's replica plus an
+//! append-only log of every broadcast message since, in the relay's order.
+//!
+//! Files in the document's directory:
+//! - `snapshot`: magic, length, CRC-32, then [`Snapshot`] in postcard. It is
+//!   replaced atomically (written aside, synced, renamed, directory synced).
+//! - `log`: magic and the log's identity, then records, each a length, a
+//!   CRC-32 and a body: a message with its position, or the incarnation of
+//!   a relay that started on this log. Appends are synced
+//!   (`fdatasync`) before anything they contain is acknowledged or
+//!   forwarded.
+//!
+//! Recovery reads the snapshot, then the log; a record that is incomplete
+//! or fails its checksum ends the log (a write torn by a crash) and the
+//! file is cut there. Records at or below the snapshot's position are
+//! skipped, so a crash between writing a snapshot and truncating the log
+//! is harmless. See DESIGN.md, "The relay's store", for why a plain file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+const LOG_MAGIC: &[u8; 8] = b"FCSLOG\x00\x01";
+const SNAP_MAGIC: &[u8; 8] = b"FCSSNP\x00\x01";
+const LOG_HEADER: u64 = 16;
+const KIND_MESSAGE: u8 = 0;
+const KIND_RELAY: u8 = 1;
+
+/// What the snapshot file holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Snapshot {
+    /// The log's identity.
+    pub(crate) log_id: u64,
+    /// The last position the state covers.
+    pub(crate) position: u64,
+    /// Relay incarnations that ran on this log.
+    pub(crate) relays: Vec<u32>,
+    /// Tags of peers that left or were evicted: their messages are refused.
+    pub(crate) departed: Vec<u32>,
+    /// [`facsimile_core::Replica::export_state`].
+    #[serde(with = "serde_bytes")]
+    pub(crate) state: Vec<u8>,
+}
+
+/// One record of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// A broadcast message and its position.
+    Message { position: u64, bytes: Bytes },
+    /// A relay incarnation started on this log.
+    Relay(u32),
+}
+
+/// A document's store; `None` directory for a relay without persistence.
+pub(crate) struct Store {
+    dir: Option<PathBuf>,
+    log: Option<File>,
+    log_id: u64,
+    /// Bytes of the log file, written or not.
+    log_bytes: u64,
+    /// Records appended since the last commit.
+    buf: Vec<u8>,
+}
+
+/// What recovery found.
+pub(crate) struct Recovered {
+    pub(crate) store: Store,
+    pub(crate) snapshot: Option<Snapshot>,
+    pub(crate) records: Vec<Record>,
+}
+
+impl Store {
+    /// A store that keeps nothing.
+    pub(crate) fn ephemeral() -> Store {
+        Store {
+            dir: None,
+            log: None,
+            log_id: rand::random(),
+            log_bytes: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Opens (or creates) the store in `dir` and reads what it holds.
+    ///
+    /// # Errors
+    /// IO errors, and `InvalidData` when the files are not a store or the
+    /// snapshot and the log belong to different logs.
+    pub(crate) fn open(dir: &Path) -> io::Result<Recovered> {
+        fs::create_dir_all(dir)?;
+        let snapshot = read_snapshot(&dir.join("snapshot"))?;
+        let log_path = dir.join("log");
+        let (log_id, records, valid_len, file_len) = match read_file(&log_path)? {
+            Some(data) => {
+                let data = Bytes::from(data);
+                let (log_id, records, valid) = parse_log(&data, &log_path)?;
+                (Some(log_id), records, valid, data.len() as u64)
+            }
+            None => (None, Vec::new(), 0, 0),
+        };
+        let log_id = match (&snapshot, log_id) {
+            (Some(s), Some(l)) if s.log_id != l => {
+                return Err(invalid(format!(
+                    "{}: the snapshot belongs to log {:016x} but the log is {l:016x}; \
+                     restore the matching files or move the directory away",
+                    dir.display(),
+                    s.log_id
+                )));
+            }
+            (_, Some(l)) => l,
+            (Some(s), None) => s.log_id,
+            (None, None) => rand::random(),
+        };
+        let mut store = Store {
+            dir: Some(dir.to_path_buf()),
+            log: None,
+            log_id,
+            log_bytes: 0,
+            buf: Vec::new(),
+        };
+        if file_len == 0 {
+            store.reset_log()?;
+        } else {
+            let file = OpenOptions::new().append(true).open(&log_path)?;
+            if valid_len < file_len {
+                tracing::warn!(
+                    path = %log_path.display(),
+                    kept = valid_len,
+                    cut = file_len - valid_len,
+                    "the log ends in a torn or corrupt record; cutting it there"
+                );
+                file.set_len(valid_len)?;
+                file.sync_all()?;
+            }
+            store.log = Some(file);
+            store.log_bytes = valid_len;
+        }
+        let records = records
+            .into_iter()
+            .filter(|r| match (r, &snapshot) {
+                (Record::Message { position, .. }, Some(s)) => *position > s.position,
+                _ => true,
+            })
+            .collect();
+        Ok(Recovered {
+            store,
+            snapshot,
+            records,
+        })
+    }
+
+    /// The log's identity.
+    pub(crate) fn log_id(&self) -> u64 {
+        self.log_id
+    }
+
+    /// Whether the store writes to disk.
+    pub(crate) fn is_durable(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Size of the log, committed or not.
+    pub(crate) fn log_bytes(&self) -> u64 {
+        self.log_bytes + self.buf.len() as u64
+    }
+
+    /// Whether records wait for [`Store::commit`].
+    pub(crate) fn is_dirty(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Appends a message (durable after the next commit).
+    pub(crate) fn append_message(&mut self, position: u64, bytes: &[u8]) {
+        if self.dir.is_none() {
+            return;
+        }
+        let len = 1 + 8 + bytes.len();
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&(len as u32).to_le_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        self.buf.push(KIND_MESSAGE);
+        self.buf.extend_from_slice(&position.to_le_bytes());
+        self.buf.extend_from_slice(bytes);
+        self.seal(start);
+    }
+
+    /// Records that a relay incarnation starts on this log.
+    pub(crate) fn append_relay(&mut self, incarnation: u32) {
+        if self.dir.is_none() {
+            return;
+        }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&5u32.to_le_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        self.buf.push(KIND_RELAY);
+        self.buf.extend_from_slice(&incarnation.to_le_bytes());
+        self.seal(start);
+    }
+
+    fn seal(&mut self, start: usize) {
+        let crc = crc32fast::hash(&self.buf[start + 8..]);
+        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Writes the appended records and waits until they are on disk.
+    ///
+    /// # Errors
+    /// IO errors: nothing appended since the last commit may be taken as
+    /// durable.
+    pub(crate) fn commit(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let file = self.log.as_mut().expect("a durable store has a log");
+        file.write_all(&self.buf)?;
+        file.sync_data()?;
+        self.log_bytes += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Replaces the snapshot and empties the log. Call right after a
+    /// commit, with the state as of the last committed position.
+    ///
+    /// # Errors
+    /// IO errors; the previous snapshot and log stay valid.
+    pub(crate) fn compact(&mut self, snapshot: &Snapshot) -> io::Result<()> {
+        debug_assert!(self.buf.is_empty(), "compact after commit");
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        let body = postcard::to_allocvec(snapshot).map_err(|e| invalid(e.to_string()))?;
+        let mut data = Vec::with_capacity(body.len() + 20);
+        data.extend_from_slice(SNAP_MAGIC);
+        data.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        data.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        data.extend_from_slice(&body);
+        write_atomically(&dir, "snapshot", &data)?;
+        self.reset_log()
+    }
+
+    /// Starts an empty log (header only), atomically.
+    fn reset_log(&mut self) -> io::Result<()> {
+        let dir = self.dir.clone().expect("a durable store has a directory");
+        let mut header = Vec::with_capacity(LOG_HEADER as usize);
+        header.extend_from_slice(LOG_MAGIC);
+        header.extend_from_slice(&self.log_id.to_le_bytes());
+        write_atomically(&dir, "log", &header)?;
+        self.log = Some(OpenOptions::new().append(true).open(dir.join("log"))?);
+        self.log_bytes = LOG_HEADER;
+        Ok(())
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn read_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match File::open(path) {
+        Ok(mut f) => {
+            let mut data = Vec::new();
+            f.read_to_end(&mut data)?;
+            Ok(Some(data))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_snapshot(path: &Path) -> io::Result<Option<Snapshot>> {
+    let Some(data) = read_file(path)? else {
+        return Ok(None);
+    };
+    let bad = |what: &str| {
+        invalid(format!(
+            "{}: {what}; the relay cannot start from it (restore a backup or move it away)",
+            path.display()
+        ))
+    };
+    if data.len() < 20 || &data[..8] != SNAP_MAGIC {
+        return Err(bad("not a facsimile snapshot"));
+    }
+    let len = u64::from_le_bytes(data[8..16].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(data[16..20].try_into().expect("4 bytes"));
+    let body = &data[20..];
+    if body.len() as u64 != len || crc32fast::hash(body) != crc {
+        return Err(bad("the snapshot is damaged (length or checksum)"));
+    }
+    postcard::from_bytes(body)
+        .map(Some)
+        .map_err(|e| bad(&e.to_string()))
+}
+
+/// Parses a log: its identity, its valid records, and the length of the
+/// valid prefix.
+fn parse_log(data: &Bytes, path: &Path) -> io::Result<(u64, Vec<Record>, u64)> {
+    if data.len() < LOG_HEADER as usize || &data[..8] != LOG_MAGIC {
+        return Err(invalid(format!(
+            "{}: not a facsimile log; move it away to start afresh",
+            path.display()
+        )));
+    }
+    let log_id = u64::from_le_bytes(data[8..16].try_into().expect("8 bytes"));
+    let mut records = Vec::new();
+    let mut at = LOG_HEADER as usize;
+    while at + 8 <= data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
+        let body_at = at + 8;
+        if len == 0 || body_at + len > data.len() {
+            break;
+        }
+        let body = &data[body_at..body_at + len];
+        if crc32fast::hash(body) != crc {
+            break;
+        }
+        let record = match (body[0], len) {
+            (KIND_MESSAGE, 9..) => Record::Message {
+                position: u64::from_le_bytes(body[1..9].try_into().expect("8 bytes")),
+                bytes: data.slice(body_at + 9..body_at + len),
+            },
+            (KIND_RELAY, 5) => {
+                Record::Relay(u32::from_le_bytes(body[1..5].try_into().expect("4 bytes")))
+            }
+            _ => break,
+        };
+        records.push(record);
+        at = body_at + len;
+    }
+    Ok((log_id, records, at as u64))
+}
+
+/// Replaces `dir/name` with `data` so that a crash leaves the old or the
+/// new file, never a mix.
+fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "facsimile-store-{name}-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn records_survive_a_reopen_and_a_torn_tail_is_cut() {
+        let dir = temp_dir("torn");
+        let mut s = Store::open(&dir).unwrap().store;
+        let id = s.log_id();
+        s.append_relay(7);
+        s.append_message(1, b"one");
+        s.append_message(2, b"two");
+        s.commit().unwrap();
+        s.append_message(3, b"three");
+        s.commit().unwrap();
+        drop(s);
+        // A crash in the middle of the next append.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join("log"))
+            .unwrap();
+        f.write_all(&[20, 0, 0, 0, 1, 2, 3, 4, 0, 4]).unwrap();
+        drop(f);
+        let r = Store::open(&dir).unwrap();
+        assert_eq!(r.store.log_id(), id);
+        assert!(r.snapshot.is_none());
+        assert_eq!(r.records.len(), 4);
+        assert_eq!(r.records[0], Record::Relay(7));
+        assert_eq!(
+            r.records[3],
+            Record::Message {
+                position: 3,
+                bytes: Bytes::from_static(b"three")
+            }
+        );
+        let len = fs::metadata(dir.join("log")).unwrap().len();
+        assert_eq!(len, r.store.log_bytes(), "the torn record was cut");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_the_snapshot_and_only_later_records() {
+        let dir = temp_dir("compact");
+        let mut s = Store::open(&dir).unwrap().store;
+        for p in 1..=10 {
+            s.append_message(p, &[p as u8; 3]);
+        }
+        s.commit().unwrap();
+        let snap = Snapshot {
+            log_id: s.log_id(),
+            position: 10,
+            relays: vec![1],
+            departed: vec![5, 6],
+            state: vec![1, 2, 3],
+        };
+        s.compact(&snap).unwrap();
+        assert_eq!(s.log_bytes(), LOG_HEADER);
+        s.append_message(11, b"x");
+        s.commit().unwrap();
+        drop(s);
+        let r = Store::open(&dir).unwrap();
+        let got = r.snapshot.unwrap();
+        assert_eq!((got.position, got.departed, got.state), (10, vec![5, 6], vec![1, 2, 3]));
+        assert_eq!(
+            r.records,
+            vec![Record::Message {
+                position: 11,
+                bytes: Bytes::from_static(b"x")
+            }]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_covered_by_the_snapshot_are_skipped() {
+        // A crash after the snapshot was replaced but before the log was.
+        let dir = temp_dir("skip");
+        let mut s = Store::open(&dir).unwrap().store;
+        for p in 1..=4 {
+            s.append_message(p, b"m");
+        }
+        s.commit().unwrap();
+        let body = postcard::to_allocvec(&Snapshot {
+            log_id: s.log_id(),
+            position: 3,
+            ..Snapshot::default()
+        })
+        .unwrap();
+        let mut data = SNAP_MAGIC.to_vec();
+        data.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        data.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        data.extend_from_slice(&body);
+        write_atomically(&dir, "snapshot", &data).unwrap();
+        let r = Store::open(&dir).unwrap();
+        assert_eq!(r.records.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
