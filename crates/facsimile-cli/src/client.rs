@@ -128,7 +128,10 @@ pub(crate) async fn get(
     args: &ClientArgs,
 ) -> Result<(), Failure> {
     let conn = connect(addr, args).await?;
-    let value = conn.node().get(path).ok_or_else(|| nothing_at(path, &args.doc))?;
+    let value = conn
+        .node()
+        .get(path)
+        .ok_or_else(|| nothing_at(path, &args.doc))?;
     let json = to_json(&value);
     let text = if compact {
         serde_json::to_string(&json)?
@@ -171,7 +174,10 @@ pub(crate) async fn watch(addr: &str, path: &str, args: &ClientArgs) -> Result<(
         let _ = writeln!(out, "{v}");
         let _ = out.flush();
     };
-    print(node.get(path).map_or(serde_json::Value::Null, |v| to_json(&v)));
+    print(
+        node.get(path)
+            .map_or(serde_json::Value::Null, |v| to_json(&v)),
+    );
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
@@ -215,7 +221,9 @@ pub(crate) async fn watch(addr: &str, path: &str, args: &ClientArgs) -> Result<(
             Event::RootChanged(_) | Event::Ready(_) => {
                 // The document was replaced (or re-received after a
                 // resync): print what is at the path now.
-                let now = node.get(path).map_or(serde_json::Value::Null, |v| to_json(&v));
+                let now = node
+                    .get(path)
+                    .map_or(serde_json::Value::Null, |v| to_json(&v));
                 print(json!({ "path": path, "value": now, "replaced": true }));
             }
             _ => {}

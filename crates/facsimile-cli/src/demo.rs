@@ -37,7 +37,10 @@ fn narrate(node: &Node) -> Subscription {
             (Some(Prop::Index(i)), Some(v)) => format!("[{i}] = {}", compact(v)),
             _ => format!(
                 "array now {}",
-                ev.target().to_json().map(|j| j.to_string()).unwrap_or_default()
+                ev.target()
+                    .to_json()
+                    .map(|j| j.to_string())
+                    .unwrap_or_default()
             ),
         };
         say("", format_args!("  {me} sees {what}  (from {by})"));
@@ -45,7 +48,9 @@ fn narrate(node: &Node) -> Subscription {
 }
 
 fn compact(v: &facsimile::Value) -> String {
-    v.to_json().map(|j| j.to_string()).unwrap_or_else(|_| "<cycle>".into())
+    v.to_json()
+        .map(|j| j.to_string())
+        .unwrap_or_else(|_| "<cycle>".into())
 }
 
 /// Waits until the nodes hold the same document, then lets their
@@ -99,7 +104,9 @@ pub(crate) async fn run() -> Result<(), Failure> {
         let _ = stopped.await;
     }));
 
-    println!("facsimile demo: a relay and four nodes in this process, talking TCP over loopback.\n");
+    println!(
+        "facsimile demo: a relay and four nodes in this process, talking TCP over loopback.\n"
+    );
     say(
         "relay",
         format_args!("listening on {addr}, storing in {}", dir.0.display()),
@@ -182,12 +189,18 @@ pub(crate) async fn run() -> Result<(), Failure> {
         tokio::spawn(async move { c.lock(&items).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
-    say("", "alice and carol now wait for the lock; bob sorts the items and releases it");
+    say(
+        "",
+        "alice and carol now wait for the lock; bob sorts the items and releases it",
+    );
     items_b.sort_by(|x, y| compact(x).cmp(&compact(y)))?;
     settle(&[&a, &b, &c]).await?;
     drop(guard);
     // Requests are served in order; whoever comes second waits for the first.
-    let mut rest = vec![("alice", waiting_a, items_a.clone()), ("carol", waiting_c, items_c.clone())];
+    let mut rest = vec![
+        ("alice", waiting_a, items_a.clone()),
+        ("carol", waiting_c, items_c.clone()),
+    ];
     let mut order = Vec::new();
     while !rest.is_empty() {
         let i = loop {
@@ -219,7 +232,10 @@ pub(crate) async fn run() -> Result<(), Failure> {
         tokio::spawn(async move { a.lock(&items).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
-    say("carol", "... and crashes: her connection drops without a goodbye");
+    say(
+        "carol",
+        "... and crashes: her connection drops without a goodbye",
+    );
     carol.abort();
     drop(guard);
     let guard = waiting.await.map_err(|e| Failure(e.to_string()))??;

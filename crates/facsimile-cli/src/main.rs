@@ -18,7 +18,12 @@ mod serve;
 /// PATH arguments are JSON pointers into the document: `/config/name`,
 /// `/items/0`; an omitted PATH (or "") is the whole document.
 #[derive(Parser)]
-#[command(name = "facsimile", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "facsimile",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     /// More log output on stderr (-v: info, -vv: debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -164,12 +164,13 @@ impl Doc {
                 continue;
             }
             let replica = match &snapshot {
-                Some(s) => match Replica::from_exported(me.clone(), core_config.clone(), &s.state)
-                {
-                    Ok(r) => r,
-                    Err(facsimile_core::ReceiveError::TagCollision(_)) => continue,
-                    Err(e) => return Err(invalid(e)),
-                },
+                Some(s) => {
+                    match Replica::from_exported(me.clone(), core_config.clone(), &s.state) {
+                        Ok(r) => r,
+                        Err(facsimile_core::ReceiveError::TagCollision(_)) => continue,
+                        Err(e) => return Err(invalid(e)),
+                    }
+                }
                 None => Replica::new(me.clone(), core_config.clone()),
             };
             break (replica, me);
@@ -312,8 +313,8 @@ impl Doc {
             }
             _ => Vec::new(),
         };
-        let resumed = !evicted
-            && resume.is_some_and(|r| !replay.is_empty() || r.position == self.committed);
+        let resumed =
+            !evicted && resume.is_some_and(|r| !replay.is_empty() || r.position == self.committed);
         if let Some(&old) = self.tags.get(&tag) {
             // The same node again, while its old connection looks alive
             // (a half-open socket): the new connection takes over.
@@ -642,8 +643,11 @@ impl Doc {
 /// Queues a frame for a client; an error when its budget is exhausted.
 fn push(config: &ServerConfig, c: &mut Client, frame: Bytes) -> Result<(), String> {
     let len = frame.len();
-    let queued = c.out.queued.fetch_add(len, Ordering::AcqRel) + len;
-    if queued > config.client_queue {
+    let before = c.out.queued.fetch_add(len, Ordering::AcqRel);
+    let queued = before + len;
+    // One frame always fits (a joiner's document may exceed the budget on
+    // its own), so the bound is the budget plus one frame.
+    if before > 0 && queued > config.client_queue {
         return Err(format!(
             "too slow: {queued} bytes queued for it (limit {}, --max-queue)",
             config.client_queue
@@ -651,9 +655,9 @@ fn push(config: &ServerConfig, c: &mut Client, frame: Bytes) -> Result<(), Strin
     }
     match c.out.tx.try_send(frame) {
         Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(_)) => Err(format!(
-            "too slow: {QUEUE_FRAMES} frames queued for it"
-        )),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(format!("too slow: {QUEUE_FRAMES} frames queued for it"))
+        }
         // The connection is ending; its departure is on the way.
         Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
     }

@@ -173,7 +173,12 @@ impl Shared {
     /// when it is recovered.
     fn open_doc(self: &Arc<Self>, name: &str) -> io::Result<mpsc::Sender<Cmd>> {
         let _opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = self.docs.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some(tx) = self
+            .docs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
             return Ok(tx.clone());
         }
         let dir = self.config.data.as_ref().map(|d| d.join(name));
@@ -199,10 +204,9 @@ impl Shared {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                match ticks.try_send(Cmd::Tick) {
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                    // A busy document gets its tick with a later batch.
-                    _ => {}
+                // A busy document (full channel) gets its tick later.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = ticks.try_send(Cmd::Tick) {
+                    return;
                 }
             }
         });
@@ -289,8 +293,7 @@ async fn handle(shared: Arc<Shared>, stream: Box<dyn Stream>, addr: SocketAddr, 
              use matching versions of facsimile",
             hello.protocol
         ))
-    } else if config.token.is_some() && !same_secret(hello.token.as_bytes(), expected.as_bytes())
-    {
+    } else if config.token.is_some() && !same_secret(hello.token.as_bytes(), expected.as_bytes()) {
         Some("wrong token: pass the relay's --token (or set FACSIMILE_TOKEN)".into())
     } else if !valid_name(&hello.document) {
         Some(format!(
@@ -432,7 +435,16 @@ mod tests {
         for ok in ["default", "a", "inventory-2024", "x.y_z"] {
             assert!(valid_name(ok), "{ok}");
         }
-        for bad in ["", ".", "..", ".hidden", "a/b", "a b", "é", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a b",
+            "é",
+            &"x".repeat(129),
+        ] {
             assert!(!valid_name(bad), "{bad}");
         }
     }

@@ -418,7 +418,10 @@ mod tests {
         drop(s);
         let r = Store::open(&dir).unwrap();
         let got = r.snapshot.unwrap();
-        assert_eq!((got.position, got.departed, got.state), (10, vec![5, 6], vec![1, 2, 3]));
+        assert_eq!(
+            (got.position, got.departed, got.state),
+            (10, vec![5, 6], vec![1, 2, 3])
+        );
         assert_eq!(
             r.records,
             vec![Record::Message {

@@ -29,13 +29,12 @@ pub fn load(cert: &Path, key: &Path) -> io::Result<Arc<ServerConfig>> {
         return Err(bad(cert, "no PEM certificate in the file".into()));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
-    let config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| bad(cert, e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(chain, key_der)
-    .map_err(|e| bad(key, e.to_string()))?;
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(cert, e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key_der)
+            .map_err(|e| bad(key, e.to_string()))?;
     Ok(Arc::new(config))
 }
