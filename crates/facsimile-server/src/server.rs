@@ -49,6 +49,10 @@ struct Shared {
     limit: Arc<Semaphore>,
     next_conn: AtomicU64,
     connections: AtomicUsize,
+    /// Cancelled when the server stops: connections close without evicting
+    /// anybody (as after a crash, nodes resume when a relay is back).
+    stopping: CancellationToken,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Server {
@@ -67,6 +71,8 @@ impl Server {
             opening: Mutex::new(()),
             next_conn: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
+            stopping: CancellationToken::new(),
+            threads: Mutex::new(Vec::new()),
         });
         if let Some(dir) = shared.config.data.clone() {
             std::fs::create_dir_all(&dir).map_err(|e| {
@@ -108,8 +114,11 @@ impl Server {
         self.run_until(std::future::pending()).await
     }
 
-    /// Serves until `shutdown` completes. Nothing needs flushing then: every
-    /// acknowledged message is already on disk.
+    /// Serves until `shutdown` completes, then closes every connection and
+    /// waits for the documents' threads to finish their last batch. Nothing
+    /// else needs flushing: every acknowledged message is already on disk.
+    /// Nodes are not evicted by a shutdown; they resume when a relay is back
+    /// on the same data.
     ///
     /// # Errors
     /// When accepting connections fails for good.
@@ -134,6 +143,7 @@ impl Server {
                 },
                 _ = &mut shutdown => {
                     tracing::info!("shutting down");
+                    self.shared.stop().await;
                     return Ok(());
                 }
             };
@@ -169,6 +179,18 @@ impl Server {
 }
 
 impl Shared {
+    async fn stop(&self) {
+        self.stopping.cancel();
+        self.docs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+
     /// Opens a document's thread and its timer, once; returns its channel
     /// when it is recovered.
     fn open_doc(self: &Arc<Self>, name: &str) -> io::Result<mpsc::Sender<Cmd>> {
@@ -195,15 +217,23 @@ impl Shared {
         }
         let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
         let (tx, rx) = mpsc::channel(4096);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("doc-{name}"))
             .spawn(move || doc.run(rx))?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(thread);
         let ticks = tx.clone();
+        let stopping = self.stopping.clone();
         tokio::runtime::Handle::current().spawn(async move {
             let mut every = tokio::time::interval(TICK);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                every.tick().await;
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stopping.cancelled() => return,
+                }
                 // A busy document (full channel) gets its tick later.
                 if let Err(mpsc::error::TrySendError::Closed(_)) = ticks.try_send(Cmd::Tick) {
                     return;
@@ -354,6 +384,7 @@ async fn handle(shared: Arc<Shared>, stream: Box<dyn Stream>, addr: SocketAddr, 
         let frame = tokio::select! {
             f = reader.next() => f,
             _ = cancel.cancelled() => break None,
+            _ = shared.stopping.cancelled() => break None,
         };
         match frame {
             Some(Ok(frame)) => {
@@ -366,6 +397,7 @@ async fn handle(shared: Arc<Shared>, stream: Box<dyn Stream>, addr: SocketAddr, 
                 tokio::select! {
                     r = doc.send(cmd) => if r.is_err() { break Some("the document closed".into()) },
                     _ = cancel.cancelled() => break None,
+                    _ = shared.stopping.cancelled() => break None,
                 }
             }
             Some(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {

@@ -240,8 +240,9 @@ pub enum Status {
 
 /// A node connected to a relay, with the background task that carries its
 /// messages. The task reconnects on errors and ends when the connection is
-/// closed or every clone of the node is dropped.
-#[derive(Debug)]
+/// closed or every clone of the node is dropped. Cheap to clone: clones
+/// share the connection.
+#[derive(Clone, Debug)]
 pub struct Connection {
     node: Node,
     shared: Arc<Shared>,

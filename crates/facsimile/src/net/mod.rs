@@ -22,7 +22,7 @@
 //! alice.flush().await?; // the relay has it on disk
 //!
 //! let root = alice.node().root_map().unwrap();
-//! let guard = alice.node().lock(&root.clone().into()).await?;
+//! let guard = alice.node().lock(&root).await?;
 //! root.set("apples", 4)?;
 //! drop(guard);
 //! # Ok(()) }

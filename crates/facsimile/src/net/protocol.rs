@@ -329,7 +329,10 @@ mod tests {
             b"\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
             b"\x00\xff\xff",
         ] {
-            assert!(Down::decode(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+            assert!(
+                Down::decode(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
         }
         for bad in [&b""[..], b"\x07abc", b"\x01\x02"] {
             assert!(Up::decode(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
