@@ -662,3 +662,35 @@ fn push(config: &ServerConfig, c: &mut Client, frame: Bytes) -> Result<(), Strin
         Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use facsimile_core::{Config, Input, PeerId, Replica};
+
+    /// Clients send unacknowledged messages again after reconnecting; the
+    /// relay (and every node) must treat a message it already applied as a
+    /// no-op.
+    #[test]
+    fn a_resent_message_is_a_no_op() {
+        let mut client = Replica::new(PeerId::new("client", 1), Config::default());
+        let mut relay = Replica::new(PeerId::new("relay", 2), Config::default());
+        let root = client.set_root(Input::Map(vec![])).unwrap().expect("a map");
+        client.map_set(root, "k", 1.into()).unwrap();
+        let sent: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
+        for t in &sent {
+            relay.handle_message(&t.bytes).unwrap();
+        }
+        while relay.poll_transmit().is_some() {}
+        while relay.poll_event().is_some() {}
+        let before = relay.snapshot();
+        for t in &sent {
+            relay.handle_message(&t.bytes).unwrap();
+        }
+        assert_eq!(relay.snapshot(), before);
+        assert!(
+            relay.poll_transmit().is_none(),
+            "nothing to say about a duplicate"
+        );
+        assert!(relay.poll_event().is_none(), "no change from a duplicate");
+    }
+}

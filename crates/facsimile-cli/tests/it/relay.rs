@@ -368,3 +368,94 @@ async fn tls_connections_work_and_plain_ones_are_not_understood() {
     .await;
     assert!(plain.is_err(), "a plain client cannot talk to a TLS relay");
 }
+
+/// A TCP proxy whose connections the test can cut, to break a client's link
+/// while the relay stays up.
+struct Proxy {
+    addr: String,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(to: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let to = to.clone();
+                let mut cuts = cuts.clone();
+                cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_off_while_the_relay_stays_up_is_evicted_and_rejoins() {
+    let dir = TempDir::new("rejoin");
+    let relay = Relay::start(&dir, &[]);
+    let proxy = Proxy::start(relay.addr.clone()).await;
+    let a = connect(&relay, "alice").await;
+    a.node().set_root(json!({"shared": {}})).unwrap();
+    a.flush().await.unwrap();
+    let z = net::connect(&proxy.addr, "zed", options()).await.unwrap();
+    let shared = z.node().get("/shared").unwrap().as_map().unwrap().clone();
+    let guard = z.node().lock(&shared).await.unwrap();
+    shared.set("by", "zed").unwrap();
+    z.flush().await.unwrap();
+
+    proxy.cut();
+    // The relay evicts zed at once: its lock passes to alice.
+    let a_shared = a.node().get("/shared").unwrap().as_map().unwrap().clone();
+    let a_guard = tokio::time::timeout(Duration::from_secs(10), a.node().lock(&a_shared))
+        .await
+        .expect("the cut-off holder's lock passes on")
+        .unwrap();
+    a_shared.set("by", "alice").unwrap();
+    drop(a_guard);
+    a.flush().await.unwrap();
+
+    // Zed reconnects, learns it was evicted, and starts over.
+    wait_until("zed to rejoin", Duration::from_secs(10), || {
+        z.rejoins() == 1
+    })
+    .await;
+    assert!(!guard.is_held(), "zed knows its lock is gone");
+    drop(guard);
+    wait_until("zed to catch up", Duration::from_secs(10), || {
+        z.node().is_ready() && z.node().snapshot() == a.node().snapshot()
+    })
+    .await;
+    assert_eq!(
+        z.node().get("/shared/by"),
+        Some(Value::String("alice".into()))
+    );
+    // And writes again as its new incarnation.
+    z.node().set_path("/shared/again", true).unwrap();
+    z.flush().await.unwrap();
+    wait_until(
+        "alice to see zed's new write",
+        Duration::from_secs(10),
+        || a.node().get("/shared/again") == Some(Value::Bool(true)),
+    )
+    .await;
+    assert!(relay.log_text().contains("evicted=true"));
+}
