@@ -59,6 +59,9 @@ pub(crate) struct Locks {
     pub(crate) acked: FxHashMap<Id, rustc_hash::FxHashSet<PeerIdx>>,
     /// The peers evicted this replica; it may not lock until it rejoins.
     pub(crate) evicted: bool,
+    /// Own fail-fast requests refused on an ordered log, until the next
+    /// request for the object.
+    pub(crate) refused: rustc_hash::FxHashSet<Id>,
     /// When this replica evicted each peer (the stamp of its eviction).
     pub(crate) evicted_at: FxHashMap<PeerIdx, Id>,
     /// When each member was last heard from, as of the last time check.
@@ -100,6 +103,11 @@ pub enum LockEvent {
         /// The object.
         object: ObjectId,
     },
+    /// A fail-fast request found the lock taken at its log position.
+    Refused {
+        /// The object.
+        object: ObjectId,
+    },
 }
 
 impl LockEvent {
@@ -109,7 +117,8 @@ impl LockEvent {
             LockEvent::Granted { object, .. }
             | LockEvent::Released { object, .. }
             | LockEvent::Lost { object, .. }
-            | LockEvent::Withdrawn { object } => *object,
+            | LockEvent::Withdrawn { object }
+            | LockEvent::Refused { object } => *object,
         }
     }
 }
@@ -123,6 +132,9 @@ pub enum LockState {
     Waiting,
     /// Held, with this fencing token.
     Held(u64),
+    /// A fail-fast request was refused (on an ordered log, where the
+    /// decision comes back through the log).
+    Refused,
 }
 
 impl Locks {
@@ -147,6 +159,7 @@ impl Replica {
     /// The state of this replica's lock on `obj`.
     pub fn lock_state(&self, obj: ObjectId) -> LockState {
         match self.locks.mine.get(&obj.0) {
+            None if self.locks.refused.contains(&obj.0) => LockState::Refused,
             None => LockState::None,
             Some(Mine { token: None, .. }) => LockState::Waiting,
             Some(Mine { token: Some(t), .. }) => LockState::Held(*t),
@@ -158,6 +171,12 @@ impl Replica {
     pub fn lock_holder(&self, obj: ObjectId) -> Option<crate::PeerId> {
         let head = self.locks.queues.get(&obj.0)?.first()?;
         Some(self.peers.get(head.stamp.peer).clone())
+    }
+
+    /// The holder of `obj`'s lock and its token, when a grant is known here.
+    pub fn lock_holder_token(&self, obj: ObjectId) -> Option<(crate::PeerId, u64)> {
+        let head = self.locks.queues.get(&obj.0)?.first()?;
+        Some((self.peers.get(head.stamp.peer).clone(), head.held?))
     }
 
     /// Refuses a local write to `obj` when another replica holds or heads
@@ -216,10 +235,15 @@ impl Replica {
         if !wait && busy {
             return Err(Error::Locked(obj));
         }
+        self.locks.refused.remove(&obj.0);
         self.begin();
         let stamp = self.tick();
         let wobj = self.wire_id(obj.0);
-        self.out.ops.push(WireOp::Lock { obj: wobj });
+        self.out.ops.push(if wait {
+            WireOp::Lock { obj: wobj }
+        } else {
+            WireOp::TryLock { obj: wobj }
+        });
         self.locks.mine.insert(
             obj.0,
             Mine {
@@ -227,9 +251,15 @@ impl Replica {
                 token: None,
             },
         );
-        self.enqueue(obj.0, LockReq { stamp, held: None });
+        if !self.is_ordered() {
+            // On an ordered log the request takes its place when it comes
+            // back through the log.
+            self.enqueue(obj.0, LockReq { stamp, held: None });
+        }
         self.commit();
-        self.try_grant(obj.0);
+        if !self.is_ordered() {
+            self.try_grant(obj.0);
+        }
         Ok(self.lock_state(obj))
     }
 
@@ -254,7 +284,9 @@ impl Replica {
             req: wreq,
             token: mine.token.unwrap_or(0),
         });
-        self.dequeue(obj.0, mine.req);
+        if !self.is_ordered() {
+            self.dequeue(obj.0, mine.req);
+        }
         self.locks.acked.remove(&mine.req);
         self.commit();
         self.events.push_back(Event::Lock(match mine.token {
@@ -339,7 +371,10 @@ impl Replica {
     }
 
     /// Applies a received lock request.
-    pub(crate) fn on_lock_request(&mut self, obj: Id, stamp: Id) {
+    pub(crate) fn on_lock_request(&mut self, obj: Id, stamp: Id, wait: bool) {
+        if self.is_ordered() {
+            return self.ordered_request(obj, stamp, wait);
+        }
         if self.gc.departed.contains(&stamp.peer) {
             return;
         }
@@ -349,6 +384,9 @@ impl Replica {
 
     /// Applies a received release.
     pub(crate) fn on_unlock(&mut self, obj: Id, req: Id, token: u64) {
+        if self.is_ordered() {
+            return self.ordered_unlock(obj, req);
+        }
         self.dequeue(obj, req);
         let last = self.locks.last_token.entry(obj).or_insert(0);
         *last = (*last).max(token);
@@ -379,6 +417,11 @@ impl Replica {
 
     /// Queues the acknowledgements owed for requests received.
     pub(crate) fn send_lock_acks(&mut self) {
+        if self.is_ordered() {
+            // The log decides; nobody waits for acknowledgements.
+            self.locks.owed.clear();
+            return;
+        }
         if self.locks.owed.is_empty() || !self.is_ready() {
             return;
         }
@@ -431,7 +474,11 @@ impl Replica {
         }
         self.locks.queues.retain(|_, q| !q.is_empty());
         self.locks.last_heard.remove(&peer);
-        self.try_grant_all();
+        if self.is_ordered() {
+            self.ordered_regrant();
+        } else {
+            self.try_grant_all();
+        }
     }
 
     /// This replica was evicted by its peers: every lock it held is lost.
@@ -454,10 +501,14 @@ impl Replica {
 
     /// Heartbeats and failure detection, when configured.
     pub(crate) fn check_liveness(&mut self, now: Duration) {
-        let Some(timeout) = self.config.peer_timeout else {
+        let Some(timeout) = self.config.peer_timeout.or(self.config.lease) else {
             return;
         };
         self.heartbeat(now);
+        if self.is_ordered() {
+            // Leases expire by the log's clock, not this one.
+            return;
+        }
         for p in std::mem::take(&mut self.locks.heard) {
             self.locks.last_heard.insert(p, now);
         }
@@ -493,9 +544,8 @@ impl Replica {
 
     /// Sends a heartbeat when nothing was sent for a heartbeat interval.
     pub(crate) fn heartbeat(&mut self, now: Duration) {
-        if self.config.peer_timeout.is_some()
-            && now.saturating_sub(self.locks.last_sent) >= self.config.heartbeat
-        {
+        let on = self.config.peer_timeout.is_some() || self.config.lease.is_some();
+        if on && now.saturating_sub(self.locks.last_sent) >= self.config.heartbeat {
             self.begin();
             self.tick();
             self.out.ops.push(WireOp::Tick);

@@ -70,6 +70,7 @@ pub(crate) enum Op {
     Lock {
         obj: Id,
         stamp: Id,
+        wait: bool,
     },
     Unlock {
         obj: Id,
@@ -326,11 +327,12 @@ impl Replica {
                         slot: stamp,
                     }
                 }
-                WireOp::Lock { obj } => {
+                WireOp::Lock { obj } | WireOp::TryLock { obj } => {
+                    let wait = matches!(w, WireOp::Lock { .. });
                     t.counter = here;
                     let obj = t.id(sender, obj)?;
                     t.counter = here + 1;
-                    Op::Lock { obj, stamp }
+                    Op::Lock { obj, stamp, wait }
                 }
                 WireOp::Unlock { obj, req, token } => {
                     // Tokens are raised counters: far below the top of the
@@ -529,6 +531,10 @@ impl Replica {
         if let Op::ListDelete { obj, start, len } = op {
             return self.apply_delete_run(sender, obj, start, len, origin);
         }
+        if self.is_ordered() && self.refused_by_lock(&op, sender) {
+            // Written to an object another peer holds at this log position.
+            return;
+        }
         match self.dep(&op) {
             Dep::Gone => {}
             Dep::Wait(id) => self.park(id, sender, op),
@@ -710,7 +716,7 @@ impl Replica {
                 }
                 self.created(slot, 1);
             }
-            Op::Lock { obj, stamp } => self.on_lock_request(obj, stamp),
+            Op::Lock { obj, stamp, wait } => self.on_lock_request(obj, stamp, wait),
             Op::Unlock { obj, req, token } => self.on_unlock(obj, req, token),
             Op::LockAck {
                 obj,
@@ -766,6 +772,22 @@ impl Replica {
             self.apply_remote(sender, op, &origin);
             self.flush_touched(&origin);
         }
+    }
+}
+
+impl Replica {
+    /// On an ordered log, whether `op` writes an object held by a peer
+    /// other than its sender.
+    fn refused_by_lock(&self, op: &Op, sender: PeerIdx) -> bool {
+        let obj = match op {
+            Op::MapWrite { obj, .. }
+            | Op::ListInsert { obj, .. }
+            | Op::ListDelete { obj, .. }
+            | Op::ListSet { obj, .. }
+            | Op::ListMove { obj, .. } => *obj,
+            _ => return false,
+        };
+        self.held_by_other(obj, sender)
     }
 }
 

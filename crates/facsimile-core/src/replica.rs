@@ -29,6 +29,7 @@ pub struct Config {
     pub(crate) sync_timeout: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) peer_timeout: Option<Duration>,
+    pub(crate) lease: Option<Duration>,
 }
 
 impl Default for Config {
@@ -42,6 +43,7 @@ impl Default for Config {
             sync_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(1),
             peer_timeout: None,
+            lease: None,
         }
     }
 }
@@ -129,6 +131,22 @@ impl Config {
     pub fn failure_detection(mut self, heartbeat: Duration, timeout: Duration) -> Self {
         self.heartbeat = heartbeat;
         self.peer_timeout = Some(timeout);
+        self
+    }
+
+    /// Runs over a totally ordered log ([`Replica::handle_ordered`]): locks
+    /// are granted by log order with the log position as fencing token, and
+    /// a peer whose last message in the log is older than `lease` (by the
+    /// log's timestamps) loses its locks and membership. Heartbeats go out
+    /// every third of the lease.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = facsimile_core::Config::default().ordered(Duration::from_secs(3));
+    /// ```
+    pub fn ordered(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self.heartbeat = lease / 3;
         self
     }
 }
@@ -320,6 +338,7 @@ pub struct Replica {
     pub(crate) phase: Phase,
     pub(crate) gc: Gc,
     pub(crate) locks: crate::locks::Locks,
+    pub(crate) log: crate::ordered::LogState,
     pub(crate) now: Duration,
     pub(crate) touched: Touched,
     /// Whether change events are recorded (nobody may be listening).
@@ -352,6 +371,7 @@ impl Replica {
             phase: Phase::Live,
             gc: Gc::default(),
             locks: crate::locks::Locks::default(),
+            log: crate::ordered::LogState::default(),
             now: Duration::ZERO,
             touched: Touched::default(),
             record_changes: true,

@@ -7,6 +7,8 @@
 //! joiner applies what it buffered meanwhile beyond those positions, and asks
 //! senders to resend anything it missed in between.
 
+use std::time::Duration;
+
 use rustc_hash::FxHashMap;
 use smol_str::SmolStr;
 
@@ -293,6 +295,16 @@ impl Replica {
             acks,
             locks,
             syncing: self.syncing_peers.iter().map(|p| p.0).collect(),
+            log: self.is_ordered().then(|| {
+                let mut seen: Vec<(u32, u64)> = self
+                    .log
+                    .last_seen
+                    .iter()
+                    .map(|(p, t)| (p.0, t.as_millis() as u64))
+                    .collect();
+                seen.sort();
+                (self.log.position, seen)
+            }),
         }
     }
 
@@ -518,6 +530,22 @@ impl Replica {
             }
             last_token.insert(obj, token);
         }
+        let log = match &state.log {
+            Some((position, seen)) => Some((
+                *position,
+                seen.iter()
+                    .map(|&(p, t)| {
+                        Ok((
+                            *table
+                                .get(p as usize)
+                                .ok_or_else(|| bad("unknown peer in the log state"))?,
+                            Duration::from_millis(t),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, ReceiveError>>()?,
+            )),
+            None => None,
+        };
         let syncing: Vec<PeerIdx> = state
             .syncing
             .iter()
@@ -565,6 +593,11 @@ impl Replica {
             .into_iter()
             .filter(|&p| p != PeerIdx::SELF)
             .collect();
+        if let Some((position, seen)) = log {
+            self.log.position = position;
+            self.log.time = seen.iter().map(|&(_, t)| t).max().unwrap_or_default();
+            self.log.last_seen = seen.into_iter().collect();
+        }
         self.gc.dirty = true;
         self.gc.changed = true;
         let new_root = self.graph.root.clone();

@@ -165,6 +165,9 @@ pub(crate) enum WireOp {
     },
     /// Asks for the lock on `obj`; the request is named by this op's stamp.
     Lock { obj: WireId },
+    /// Asks for the lock on `obj` unless somebody holds or waits for it
+    /// (decided at its log position on an ordered log).
+    TryLock { obj: WireId },
     /// Releases (token > 0) or withdraws (token 0) the request `req`.
     Unlock {
         obj: WireId,
@@ -199,6 +202,7 @@ impl WireOp {
             | WireOp::ListSet { .. }
             | WireOp::ListMove { .. }
             | WireOp::Lock { .. }
+            | WireOp::TryLock { .. }
             | WireOp::Unlock { .. }
             | WireOp::LockAck { .. }
             | WireOp::Evict { .. }
@@ -303,6 +307,9 @@ pub(crate) struct TransferState {
     pub(crate) locks: Vec<LockQueueState>,
     /// Members still syncing, as the answerer knows.
     pub(crate) syncing: Vec<u32>,
+    /// On an ordered log: the position covered and each member's latest log
+    /// time in milliseconds (its lease).
+    pub(crate) log: Option<(u64, Vec<(u32, u64)>)>,
 }
 
 /// One object's lock queue in a transferred state: the object, its

@@ -158,7 +158,7 @@ fn scenario(seed: u64) {
                         busy = true;
                     }
                     LockState::Waiting => busy = true,
-                    LockState::None => {}
+                    LockState::None | LockState::Refused => {}
                 }
             }
             sim.collect(i);
@@ -348,7 +348,7 @@ fn nobody_starves_under_continuous_contention() {
                     grants[i] += 1;
                     r.unlock(o[i]).unwrap();
                 }
-                LockState::None => {
+                LockState::None | LockState::Refused => {
                     r.lock(o[i], true).unwrap();
                 }
                 LockState::Waiting => {}

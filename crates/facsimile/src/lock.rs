@@ -170,6 +170,10 @@ impl Future for LockFuture {
         match state {
             LockState::Held(token) => Poll::Ready(Ok(this.guard(token))),
             LockState::Waiting => Poll::Pending,
+            LockState::Refused => {
+                this.done = true;
+                Poll::Ready(Err(LockError::Locked(id)))
+            }
             LockState::None => {
                 this.done = true;
                 Poll::Ready(Err(LockError::Lost(id)))
@@ -182,7 +186,7 @@ impl Drop for LockFuture {
     fn drop(&mut self) {
         if self.started && !self.done {
             let id = self.object.id();
-            if self.node.read(|r| r.lock_state(id)) != LockState::None {
+            if self.node.read(|r| r.lock_state(id)) == LockState::Waiting {
                 let _ = self.node.release(&self.object);
             }
         }

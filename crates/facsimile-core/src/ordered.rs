@@ -1,0 +1,265 @@
+//! Replicas over a totally ordered log (NATS JetStream, a sequencer):
+//! locks decided by log order, leases by the log's timestamps.
+//!
+//! Every replica reads the same messages in the same order, each with its
+//! position in the log and the time the log assigned it. That makes every
+//! lock decision a function of the log prefix, the same everywhere, with no
+//! acknowledgements:
+//!
+//! - a request joins its object's queue at its position; the head of a queue
+//!   holds the lock, and its fencing token is the position of the message
+//!   that made it the head;
+//! - a fail-fast request finding the queue non-empty at its position is
+//!   refused;
+//! - a holder's lease is renewed by each of its messages in the log (it sends
+//!   heartbeats); when a message arrives whose log time is past a holder's
+//!   last message plus the lease, the holder is gone (locks, membership);
+//! - a write to an object held by another peer at the write's position is
+//!   refused by every replica. A writer that raced a grant (it wrote before
+//!   it read the grant) sees its own write refused when it reads it back and
+//!   resynchronises, so replicas never diverge.
+//!
+//! A replica's own messages come back through the log; their lock
+//! operations take effect then, and their document operations (applied
+//! locally at once) are checked.
+
+use std::time::Duration;
+
+use crate::codec;
+use crate::error::ReceiveError;
+use crate::locks::LockEvent;
+use crate::replica::{Event, Replica};
+use crate::value::{Id, ObjectId, PeerIdx};
+use crate::wire::{Body, WireId, WireOp};
+
+/// Where the log stands for this replica.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LogState {
+    /// Position of the message being (or last) applied.
+    pub(crate) position: u64,
+    /// Log time of that message.
+    pub(crate) time: Duration,
+    /// Log time of each peer's latest message (its lease).
+    pub(crate) last_seen: rustc_hash::FxHashMap<PeerIdx, Duration>,
+}
+
+impl Replica {
+    /// Whether locks and liveness follow a totally ordered log.
+    pub(crate) fn is_ordered(&self) -> bool {
+        self.config.lease.is_some()
+    }
+
+    /// The log position of the last message applied with
+    /// [`Replica::handle_ordered`] (a snapshot saved now covers the log up to
+    /// here).
+    pub fn log_position(&self) -> u64 {
+        self.log.position
+    }
+
+    /// Applies the message at `position` of a totally ordered log, stamped
+    /// by the log with `time`. Every replica must read the same log in order,
+    /// its own messages included (they come back to it). Requires
+    /// [`crate::Config::ordered`].
+    ///
+    /// # Errors
+    /// As [`Replica::handle_message`].
+    pub fn handle_ordered(
+        &mut self,
+        bytes: &[u8],
+        position: u64,
+        time: Duration,
+    ) -> Result<(), ReceiveError> {
+        if position <= self.log.position && position != 0 {
+            // Read again after a reconnect: already applied.
+            return Ok(());
+        }
+        let frame = codec::decode(bytes, self.config.max_message)?;
+        self.log.position = position;
+        self.log.time = self.log.time.max(time);
+        let now = self.log.time;
+        let sender = if frame.from.0 == self.me.incarnation() {
+            Some(PeerIdx::SELF)
+        } else {
+            self.peers.by_tag(frame.from.0)
+        };
+        if let Some(p) = sender {
+            self.log.last_seen.insert(p, now);
+        }
+        self.expire(now);
+        if frame.from.0 == self.me.incarnation() {
+            self.flush_pending_ops();
+            if let Body::Ops { lamport, ops, .. } = &frame.body {
+                self.own_echo(*lamport, ops);
+            }
+            return Ok(());
+        }
+        let r = self.handle_message(bytes);
+        if let Some(p) = self.peers.by_tag(frame.from.0) {
+            self.log.last_seen.entry(p).or_insert(now);
+        }
+        r
+    }
+
+    /// Peers silent past the lease lose their locks and their membership,
+    /// at the same log position on every replica.
+    fn expire(&mut self, now: Duration) {
+        let Some(lease) = self.config.lease else {
+            return;
+        };
+        let gone: Vec<PeerIdx> = self
+            .log
+            .last_seen
+            .iter()
+            .filter(|&(&p, &seen)| {
+                now.saturating_sub(seen) > lease
+                    && (p == PeerIdx::SELF || !self.gc.departed.contains(&p))
+            })
+            .map(|(&p, _)| p)
+            .collect();
+        for p in gone {
+            self.log.last_seen.remove(&p);
+            if p == PeerIdx::SELF {
+                // Our own lease ran out in the log: whatever we wrote after
+                // it is refused everywhere.
+                self.evicted();
+            } else {
+                self.depart(p);
+            }
+            self.ordered_regrant();
+        }
+    }
+
+    /// Lock and write checks of this replica's own message, read back from
+    /// the log.
+    fn own_echo(&mut self, lamport: u64, ops: &[WireOp]) {
+        let mut counter = lamport;
+        let mut dict: Vec<PeerIdx> = {
+            let mut d: Vec<(u32, PeerIdx)> = self.out.dict.iter().map(|(&p, &i)| (i, p)).collect();
+            d.sort();
+            d.into_iter().map(|(_, p)| p).collect()
+        };
+        dict.insert(0, PeerIdx::SELF);
+        let id = |w: &WireId| dict.get(w.p as usize).map(|&p| Id::new(p, w.c));
+        let mut refused = false;
+        for op in ops {
+            let here = counter;
+            counter += op.counters();
+            match op {
+                WireOp::Lock { obj } | WireOp::TryLock { obj } => {
+                    if let Some(obj) = id(obj) {
+                        let wait = matches!(op, WireOp::Lock { .. });
+                        self.ordered_request(obj, Id::new(PeerIdx::SELF, here), wait);
+                    }
+                }
+                WireOp::Unlock { obj, req, .. } => {
+                    if let (Some(obj), Some(req)) = (id(obj), id(req)) {
+                        self.ordered_unlock(obj, req);
+                    }
+                }
+                WireOp::MapSet { obj, .. }
+                | WireOp::MapDelete { obj, .. }
+                | WireOp::ListInsert { obj, .. }
+                | WireOp::ListDelete { obj, .. }
+                | WireOp::ListSet { obj, .. }
+                | WireOp::ListMove { obj, .. } => {
+                    if let Some(obj) = id(obj) {
+                        refused |= self.held_by_other(obj, PeerIdx::SELF);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if refused {
+            // This replica applied a write the log refuses: start over from
+            // the shared state.
+            self.events.push_back(Event::NeedsSync);
+        }
+    }
+
+    /// Whether `obj`'s lock is held by a peer other than `writer`.
+    pub(crate) fn held_by_other(&self, obj: Id, writer: PeerIdx) -> bool {
+        self.locks
+            .queues
+            .get(&obj)
+            .and_then(|q| q.first())
+            .is_some_and(|h| h.held.is_some() && h.stamp.peer != writer)
+    }
+
+    /// A request read from the log at the current position.
+    pub(crate) fn ordered_request(&mut self, obj: Id, stamp: Id, wait: bool) {
+        if stamp.peer != PeerIdx::SELF && self.gc.departed.contains(&stamp.peer) {
+            return;
+        }
+        let queue = self.locks.queues.entry(obj).or_default();
+        if queue.iter().any(|r| r.stamp == stamp) {
+            return;
+        }
+        if !wait && !queue.is_empty() {
+            // Fail-fast: refused at its position.
+            if stamp.peer == PeerIdx::SELF
+                && self.locks.mine.get(&obj).is_some_and(|m| m.req == stamp)
+            {
+                self.locks.mine.remove(&obj);
+                self.locks.refused.insert(obj);
+                self.events.push_back(Event::Lock(LockEvent::Refused {
+                    object: ObjectId(obj),
+                }));
+            }
+            return;
+        }
+        queue.push(crate::locks::LockReq { stamp, held: None });
+        if queue.len() == 1 {
+            self.ordered_grant(obj);
+        }
+    }
+
+    /// A release read from the log.
+    pub(crate) fn ordered_unlock(&mut self, obj: Id, req: Id) {
+        let was_head = self
+            .locks
+            .queues
+            .get(&obj)
+            .and_then(|q| q.first())
+            .is_some_and(|h| h.stamp == req);
+        self.dequeue(obj, req);
+        if was_head {
+            self.ordered_grant(obj);
+        }
+    }
+
+    /// Grants the head of `obj`'s queue, with the current position as token.
+    fn ordered_grant(&mut self, obj: Id) {
+        let token = self
+            .log
+            .position
+            .max(self.locks.last_token.get(&obj).copied().unwrap_or(0) + 1);
+        let Some(head) = self.locks.queues.get_mut(&obj).and_then(|q| q.first_mut()) else {
+            return;
+        };
+        if head.held.is_some() {
+            return;
+        }
+        head.held = Some(token);
+        let stamp = head.stamp;
+        self.locks.last_token.insert(obj, token);
+        if stamp.peer == PeerIdx::SELF {
+            if let Some(m) = self.locks.mine.get_mut(&obj) {
+                if m.req == stamp {
+                    m.token = Some(token);
+                    self.events.push_back(Event::Lock(LockEvent::Granted {
+                        object: ObjectId(obj),
+                        token,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Grants every queue whose head is free (after departures).
+    pub(crate) fn ordered_regrant(&mut self) {
+        let objs: Vec<Id> = self.locks.queues.keys().copied().collect();
+        for obj in objs {
+            self.ordered_grant(obj);
+        }
+    }
+}
