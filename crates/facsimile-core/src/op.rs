@@ -528,12 +528,12 @@ impl Replica {
     pub(crate) fn apply_remote(&mut self, sender: PeerIdx, op: Op, origin: &Origin) {
         // A delete run is split where an element has not arrived, so the
         // present ones take effect now.
-        if let Op::ListDelete { obj, start, len } = op {
-            return self.apply_delete_run(sender, obj, start, len, origin);
-        }
         if self.is_ordered() && self.refused_by_lock(&op, sender) {
             // Written to an object another peer holds at this log position.
             return;
+        }
+        if let Op::ListDelete { obj, start, len } = op {
+            return self.apply_delete_run(sender, obj, start, len, origin);
         }
         match self.dep(&op) {
             Dep::Gone => {}

@@ -41,6 +41,11 @@ pub(crate) struct LogState {
     pub(crate) time: Duration,
     /// Log time of each peer's latest message (its lease).
     pub(crate) last_seen: rustc_hash::FxHashMap<PeerIdx, Duration>,
+    /// Sequence number of this replica's latest message read back.
+    pub(crate) echoed: u64,
+    /// A write of this replica was refused by the log: its state is not the
+    /// log's until it reloads.
+    pub(crate) diverged: bool,
 }
 
 impl Replica {
@@ -54,6 +59,20 @@ impl Replica {
     /// here).
     pub fn log_position(&self) -> u64 {
         self.log.position
+    }
+
+    /// This replica's state as a snapshot of the log up to
+    /// [`Replica::log_position`], for joiners to start from with
+    /// [`Replica::from_exported`]. `None` while the state holds anything the
+    /// log does not (a message not yet read back, a refused write): try again
+    /// after reading further.
+    pub fn log_snapshot(&mut self) -> Option<Vec<u8>> {
+        let clean = self.is_ordered()
+            && self.out.ops.is_empty()
+            && self.out.seq == self.log.echoed
+            && !self.log.diverged
+            && self.is_ready();
+        clean.then(|| self.export_state())
     }
 
     /// Applies the message at `position` of a totally ordered log, stamped
@@ -88,6 +107,9 @@ impl Replica {
         self.expire(now);
         if frame.from.0 == self.me.incarnation() {
             self.flush_pending_ops();
+            if let Some(seq) = frame.body.seq() {
+                self.log.echoed = self.log.echoed.max(seq);
+            }
             if let Body::Ops { lamport, ops, .. } = &frame.body {
                 self.own_echo(*lamport, ops);
             }
@@ -169,9 +191,10 @@ impl Replica {
                 _ => {}
             }
         }
-        if refused {
-            // This replica applied a write the log refuses: start over from
-            // the shared state.
+        if refused && !self.log.diverged {
+            // This replica applied a write the log refuses: it must start
+            // over from a snapshot of the log.
+            self.log.diverged = true;
             self.events.push_back(Event::NeedsSync);
         }
     }

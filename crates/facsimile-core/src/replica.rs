@@ -200,7 +200,9 @@ pub enum Event {
     /// A peer said goodbye.
     PeerLeft(PeerId),
     /// The replica lost track of a peer's stream and cannot recover by
-    /// retransmission; call [`Replica::sync`].
+    /// retransmission; call [`Replica::sync`]. Over an ordered log: a write
+    /// of this replica raced a lock grant and the log refused it; leave and
+    /// start over from [`Replica::log_snapshot`].
     NeedsSync,
     /// A lock was granted, released or lost.
     Lock(crate::locks::LockEvent),

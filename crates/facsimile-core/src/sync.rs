@@ -690,8 +690,9 @@ impl Replica {
         let mut r = Replica::new(me, config);
         let from = state.peers.first().map(|(t, _)| *t).unwrap_or(Tag(0));
         r.load_transfer(from, state)?;
-        // The saved replica's own requests were dropped with it.
-        let old = r.peers.by_tag(from.0);
+        // The saved replica's own requests were dropped with it, unless it
+        // saved a snapshot of a shared log and lives on.
+        let old = r.peers.by_tag(from.0).filter(|_| !r.is_ordered());
         if let Some(old) = old {
             for q in r.locks.queues.values_mut() {
                 q.retain(|req| req.stamp.peer != old);
