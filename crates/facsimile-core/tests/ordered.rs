@@ -101,7 +101,7 @@ impl Log {
     }
 
     /// A new replica from the newest snapshot, reading the log from there.
-    fn from_snapshot(&mut self, i: usize) -> (Replica, usize) {
+    fn load_snapshot(&mut self, i: usize) -> (Replica, usize) {
         let (bytes, cursor) = self.snapshot.clone().expect("a snapshot");
         let me = self.me(i);
         let r = Replica::from_exported(me, config(), &bytes).unwrap();
@@ -114,7 +114,7 @@ impl Log {
     fn reload(&mut self, i: usize) {
         self.replicas[i].leave();
         self.publish(i);
-        let (r, cursor) = self.from_snapshot(i);
+        let (r, cursor) = self.load_snapshot(i);
         self.replicas[i] = r;
         self.cursors[i] = cursor;
         self.events[i].clear();
@@ -253,7 +253,7 @@ fn scenario(seed: u64) {
         if step == 100 {
             // A late joiner starts from the newest snapshot.
             let n = log.replicas.len();
-            let (r, cursor) = log.from_snapshot(n);
+            let (r, cursor) = log.load_snapshot(n);
             log.add(r, cursor);
         }
         if step % 10 == 9 {
