@@ -49,9 +49,18 @@ pub(crate) struct LogState {
 }
 
 impl Replica {
-    /// Whether locks and liveness follow a totally ordered log.
-    pub(crate) fn is_ordered(&self) -> bool {
+    /// Whether locks and liveness follow a totally ordered log
+    /// ([`crate::Config::ordered`]).
+    pub fn is_ordered(&self) -> bool {
         self.config.lease.is_some()
+    }
+
+    /// Gives up this replica before replacing it with one loaded from a log
+    /// snapshot: its locks are lost (with [`crate::LockEvent::Lost`] events)
+    /// and it says goodbye, so the others stop counting on it.
+    pub fn abandon(&mut self) {
+        self.lose_all_locks();
+        self.leave();
     }
 
     /// The log position of the last message applied with

@@ -383,6 +383,11 @@ impl Replica {
         r
     }
 
+    /// The settings this replica runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// This replica's peer id.
     pub fn peer_id(&self) -> &PeerId {
         &self.me

