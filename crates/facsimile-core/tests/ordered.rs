@@ -355,3 +355,43 @@ fn fencing_token_is_the_log_position_and_leases_expire_by_log_time() {
     assert!(token > position);
     log.replicas[1].map_set(o1, "k", Input::from(1)).unwrap();
 }
+
+#[test]
+fn a_log_outage_longer_than_the_lease_takes_no_lock_away() {
+    let mut log = Log::new(2, 11);
+    log.replicas[0].set_root(Input::Map(vec![])).unwrap();
+    log.publish(0);
+    log.run();
+    let o0 = object(&log.replicas[0]).unwrap();
+    log.replicas[0].lock(o0, true).unwrap();
+    log.publish(0);
+    log.run();
+    let LockState::Held(token) = log.replicas[0].lock_state(o0) else {
+        panic!("granted");
+    };
+    // Nothing reaches the log for ten leases (it was down); then both
+    // nodes' heartbeats arrive again.
+    log.now += LEASE * 10;
+    for _ in 0..8 {
+        log.advance(LEASE / 4);
+        log.run();
+    }
+    assert_eq!(log.replicas[0].lock_state(o0), LockState::Held(token));
+    for events in &log.events {
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::Evicted | Event::PeerLeft(_)))
+        );
+    }
+    // A holder that really stops still loses it, by the log's clock.
+    log.online[0] = false;
+    let o1 = object(&log.replicas[1]).unwrap();
+    log.replicas[1].lock(o1, true).unwrap();
+    log.publish(1);
+    for _ in 0..20 {
+        log.advance(LEASE / 4);
+        log.run();
+    }
+    assert!(matches!(log.replicas[1].lock_state(o1), LockState::Held(t) if t > token));
+}

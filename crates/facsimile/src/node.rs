@@ -216,10 +216,7 @@ impl Node {
     /// [`Error::Receive`] when the bytes are not a valid message; the node
     /// is unchanged and keeps working.
     pub fn receive_ordered(&self, bytes: &[u8], position: u64, time: Duration) -> Result<()> {
-        let r = self
-            .state()
-            .replica
-            .handle_ordered(bytes, position, time);
+        let r = self.state().replica.handle_ordered(bytes, position, time);
         self.pump();
         r.map_err(Error::from)
     }

@@ -256,7 +256,15 @@ async fn acknowledged_writes_survive_a_server_restart_and_retries_apply_once() {
     let b = join(&url, "bravo", options("restart")).await;
     a.node().set_root(json!({"log": []})).unwrap();
     a.flush().await.unwrap();
-    let log = a.node().root_map().unwrap().get("log").unwrap().as_array().unwrap().clone();
+    let log = a
+        .node()
+        .root_map()
+        .unwrap()
+        .get("log")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
     for i in 0..100i64 {
         log.push(i).unwrap();
     }
@@ -274,9 +282,23 @@ async fn acknowledged_writes_survive_a_server_restart_and_retries_apply_once() {
     }
     a.flush().await.unwrap();
     converged(&[a.node(), b.node()]).await;
-    let seen = b.node().root_map().unwrap().get("log").unwrap().as_array().unwrap().clone();
-    let values: Vec<i64> = (0..seen.len()).map(|i| seen.get(i).unwrap().as_i64().unwrap()).collect();
-    assert_eq!(values, (0..300).collect::<Vec<_>>(), "every write once, in order");
+    let seen = b
+        .node()
+        .root_map()
+        .unwrap()
+        .get("log")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    let values: Vec<i64> = (0..seen.len())
+        .map(|i| seen.get(i).unwrap().as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        (0..300).collect::<Vec<_>>(),
+        "every write once, in order"
+    );
     // A node joining after the restart reads all of it from the store.
     let c = join(&url, "charlie", options("restart")).await;
     converged(&[a.node(), b.node(), c.node()]).await;
@@ -310,7 +332,9 @@ async fn a_crashed_holder_loses_its_lock_after_the_lease() {
 async fn three_nodes_contending_in_a_loop_never_overlap() {
     let server = Server::start();
     let a = join(&server.url(), "alpha", options("mutex")).await;
-    a.node().set_root(json!({"counter": 0, "holder": null})).unwrap();
+    a.node()
+        .set_root(json!({"counter": 0, "holder": null}))
+        .unwrap();
     a.flush().await.unwrap();
     let b = join(&server.url(), "bravo", options("mutex")).await;
     let c = join(&server.url(), "charlie", options("mutex")).await;
@@ -326,7 +350,11 @@ async fn three_nodes_contending_in_a_loop_never_overlap() {
                 let guard = node.lock(&root).await.unwrap();
                 tokens.push(guard.token());
                 // Nobody else is inside: the holder mark is clear.
-                assert_eq!(root.get("holder"), Some(Value::Null), "{me} found the lock taken");
+                assert_eq!(
+                    root.get("holder"),
+                    Some(Value::Null),
+                    "{me} found the lock taken"
+                );
                 root.set("holder", me.as_str()).unwrap();
                 let n = root.get("counter").unwrap().as_i64().unwrap();
                 root.set("counter", n + 1).unwrap();
@@ -343,10 +371,18 @@ async fn three_nodes_contending_in_a_loop_never_overlap() {
     }
     converged(&[a.node(), b.node(), c.node()]).await;
     let root = a.node().root_map().unwrap();
-    assert_eq!(root.get("counter"), Some(Value::Int(3 * ROUNDS)), "no lost update");
+    assert_eq!(
+        root.get("counter"),
+        Some(Value::Int(3 * ROUNDS)),
+        "no lost update"
+    );
     tokens.sort_unstable();
     tokens.dedup();
-    assert_eq!(tokens.len() as i64, 3 * ROUNDS, "every grant has its own token");
+    assert_eq!(
+        tokens.len() as i64,
+        3 * ROUNDS,
+        "every grant has its own token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,7 +397,12 @@ async fn a_three_server_cluster_keeps_going_when_one_stops() {
             let store = dir.path().join(format!("js{i}"));
             std::fs::write(
                 &config,
-                conf(&format!("n{i}"), ports[i], &store, Some((routes[i], &others))),
+                conf(
+                    &format!("n{i}"),
+                    ports[i],
+                    &store,
+                    Some((routes[i], &others)),
+                ),
             )
             .unwrap();
             let mut s = Server {
@@ -374,7 +415,10 @@ async fn a_three_server_cluster_keeps_going_when_one_stops() {
             s
         })
         .collect();
-    let all: Vec<String> = ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+    let all: Vec<String> = ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect();
     let opts = options("cluster").stream_replicas(3);
     // The cluster elects its JetStream leader after the servers are up.
     let deadline = Instant::now() + PATIENCE;
@@ -400,7 +444,11 @@ async fn a_three_server_cluster_keeps_going_when_one_stops() {
     let nodes: Vec<&Node> = conns.iter().map(|c| c.node()).collect();
     converged(&nodes).await;
     for (i, conn) in conns.iter().enumerate() {
-        conn.node().root_map().unwrap().set(&format!("before{i}"), 1).unwrap();
+        conn.node()
+            .root_map()
+            .unwrap()
+            .set(&format!("before{i}"), 1)
+            .unwrap();
         conn.flush().await.unwrap();
     }
     servers[0].kill();

@@ -266,6 +266,9 @@ pub enum NetError {
     /// The connection was closed.
     #[error("the connection is closed")]
     Closed,
+    /// The NATS server could not be reached or refused an operation.
+    #[error("NATS: {0}")]
+    Nats(String),
 }
 
 /// The state of a relay connection, as reported by [`Connection::status`].

@@ -98,18 +98,12 @@ struct Ctx {
     id_prefix: String,
 }
 
-fn nats_error(url: &str, e: impl std::fmt::Display) -> NetError {
-    NetError::Connect {
-        addr: url.to_string(),
-        source: std::io::Error::other(e.to_string()),
-    }
-}
-
 fn protocol(what: &str, e: impl std::fmt::Display) -> NetError {
-    NetError::Protocol(format!("{what}: {e}"))
+    NetError::Nats(format!("{what}: {e}"))
 }
 
-/// Connects a new node to the document on the NATS server at `url`,
+/// Connects a new node to the document on the NATS server at `url` (or
+/// any of several, separated by commas),
 /// creating its stream and buckets if needed, loads the newest snapshot,
 /// replays the stream and returns once the node has read everything the
 /// stream held when it connected.
@@ -118,6 +112,11 @@ pub(crate) async fn connect(
     hostname: &str,
     options: ConnectOptions,
 ) -> Result<Connection, NetError> {
+    let servers = url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| protocol(url, e))?;
     let shared = Arc::new(Shared::new());
     let events = shared.clone();
     let connecting = async_nats::ConnectOptions::new()
@@ -138,14 +137,14 @@ pub(crate) async fn connect(
                 }
             }
         })
-        .connect(url);
+        .connect(servers);
     let client = tokio::time::timeout(options.connect_timeout, connecting)
         .await
         .map_err(|_| NetError::Timeout {
             what: "the NATS server",
             after: options.connect_timeout,
         })?
-        .map_err(|e| nats_error(url, e))?;
+        .map_err(|e| protocol(&format!("connecting to {url}"), e))?;
     let _ = shared.status.send(Status::Connected);
     let max_message = options.max_frame.min(client.server_info().max_payload);
     let js = jetstream::new(client);
@@ -329,7 +328,11 @@ async fn publish_batch(ctx: &Ctx, batch: Vec<Bytes>, first: u64) -> Result<(), S
         let message = jetstream::message::PublishMessage::build()
             .payload(frame)
             .message_id(id);
-        match ctx.js.send_publish(ctx.names.subject.clone(), message).await {
+        match ctx
+            .js
+            .send_publish(ctx.names.subject.clone(), message)
+            .await
+        {
             Ok(ack) => acks.push(Pending::Ack(ack)),
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
                 // It can never be stored: drop it rather than block every
