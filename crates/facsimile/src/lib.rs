@@ -45,6 +45,8 @@
 //! # Features
 //! - `tcp`: [`net`], a tokio client of the relay (`facsimile serve`), with
 //!   reconnection, acknowledgements and optional TLS.
+//! - `nats`: [`net::connect`] also takes `nats://` addresses: documents on
+//!   NATS JetStream, for many machines ([`net::nats`]).
 #![forbid(unsafe_code)]
 
 mod error;
