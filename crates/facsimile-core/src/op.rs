@@ -553,10 +553,12 @@ impl Replica {
                 return;
             }
         };
-        // A run longer than the list's slots cannot be honest; bound the work.
-        let len = u64::from(len).min(slots.max(1));
+        // An honest run names elements that are here, or on their way. The
+        // ones that arrived but are absent (reclaimed) cannot be many in an
+        // honest run: bound the work they cost by the list's slots.
+        let mut absent = 0;
         for k in 0..len {
-            let elem = Id::new(start.peer, start.counter + k);
+            let elem = Id::new(start.peer, start.counter + u64::from(k));
             let present = matches!(
                 self.graph.get(obj).map(|o| &o.data),
                 Some(ObjData::List(l)) if l.has_slot(elem)
@@ -570,9 +572,11 @@ impl Replica {
                     },
                     origin,
                 );
-            } else if let Dep::Wait(id) = self.status(elem) {
+            } else if self.awaited(elem) {
+                // Arrived in an operation that waits itself; the elements
+                // after it may be here already.
                 self.park(
-                    id,
+                    elem,
                     sender,
                     Op::ListDelete {
                         obj,
@@ -580,6 +584,26 @@ impl Replica {
                         len: 1,
                     },
                 );
+            } else if !self.arrived(elem) {
+                // Not sent yet as far as this replica knows, and neither is
+                // anything after it (a peer's counters arrive in order): the
+                // rest of the run waits for it as one operation, whatever
+                // the list's length here.
+                self.park(
+                    elem,
+                    sender,
+                    Op::ListDelete {
+                        obj,
+                        start: elem,
+                        len: len - k,
+                    },
+                );
+                return;
+            } else {
+                absent += 1;
+                if absent >= slots.max(1) {
+                    return;
+                }
             }
         }
     }

@@ -552,6 +552,44 @@ fn delete_runs_of_two_billion_elements_are_bounded() {
     still_converges(&mut net);
 }
 
+/// Regression, found by the `apply` fuzz target: the bound on delete runs
+/// counted the list as it was here, so an honest run over elements still in
+/// flight was cut to the list's length and the rest of it was lost.
+#[test]
+fn a_delete_run_over_elements_still_in_flight_waits_for_all_of_them() {
+    for format in [WireFormat::Binary, WireFormat::Json] {
+        let c = 2;
+        let mut net = Net::new(&["alpha", "bravo", "charlie"], config(format));
+        net.nodes[A].set_root(Input::Array(vec![1.into()])).unwrap();
+        net.run();
+        let list = |net: &Net, i: usize| net.nodes[i].root().as_ref_id().unwrap();
+        // Charlie replaces the one element with three; only alpha hears.
+        let lc = list(&net, c);
+        net.nodes[c]
+            .list_splice(lc, 0, 1, vec![2.into(), 3.into(), 4.into()])
+            .unwrap();
+        let held: Vec<Transmit> = net.queued(c).drain(..).collect();
+        for t in &held {
+            net.nodes[A].handle_message(&t.bytes).unwrap();
+        }
+        // Alpha deletes all three in one run, which reaches bravo first:
+        // bravo's list has one slot, the run is three long.
+        let la = list(&net, A);
+        net.nodes[A].list_splice(la, 0, 3, vec![]).unwrap();
+        net.run();
+        for t in &held {
+            net.nodes[B].handle_message(&t.bytes).unwrap();
+        }
+        net.settle();
+        net.assert_converged();
+        assert_eq!(
+            net.nodes[B].list_len(list(&net, B)).unwrap(),
+            0,
+            "{format:?}"
+        );
+    }
+}
+
 fn varint(mut x: u64) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
