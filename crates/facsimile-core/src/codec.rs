@@ -6,7 +6,7 @@
 //! either without being told which.
 
 use crate::error::ReceiveError;
-use crate::wire::Frame;
+use crate::wire::{Body, Frame};
 
 /// The binary wire version this build speaks.
 pub const VERSION: u8 = 1;
@@ -49,6 +49,23 @@ pub(crate) fn encode_into(frame: &Frame, format: WireFormat, out: &mut Vec<u8>) 
 }
 
 pub(crate) fn decode(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
+    let mut frame = decode_as_sent(bytes, max)?;
+    if let Body::Op { .. } = frame.body {
+        let Body::Op { seq, tick, op } =
+            std::mem::replace(&mut frame.body, Body::Goodbye { seq: 0 })
+        else {
+            unreachable!()
+        };
+        frame.body = Body::Ops {
+            seq,
+            tick,
+            ops: vec![op],
+        };
+    }
+    Ok(frame)
+}
+
+fn decode_as_sent(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
     if bytes.len() > max {
         return Err(ReceiveError::TooLarge {
             size: bytes.len(),
@@ -92,7 +109,7 @@ mod tests {
             from: Tag(0xdead_beef),
             body: Body::Ops {
                 seq: 3,
-                lamport: 40,
+                tick: 40,
                 ops: vec![
                     WireOp::Intro {
                         tag: Tag(7),

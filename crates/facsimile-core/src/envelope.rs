@@ -48,6 +48,7 @@ enum HeadBody {
     Welcome { to: Tag },
     Resend { to: Tag },
     ResendGone { to: Tag },
+    Op { seq: u64 },
 }
 
 impl Envelope {
@@ -88,6 +89,7 @@ impl Envelope {
                 let (to, seq) = match head.body {
                     HeadBody::Hello { seq }
                     | HeadBody::Ops { seq }
+                    | HeadBody::Op { seq }
                     | HeadBody::GcAck { seq }
                     | HeadBody::Goodbye { seq }
                     | HeadBody::SyncRequest { seq }
@@ -127,7 +129,7 @@ mod tests {
             },
             Body::Ops {
                 seq: 300,
-                lamport: 9,
+                tick: 9,
                 ops: vec![],
             },
             Body::GcAck {

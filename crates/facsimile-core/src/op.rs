@@ -155,24 +155,50 @@ impl Translator<'_> {
 impl Replica {
     /// Validates and applies an operations message from the stream of
     /// `tag`, whose peer is `sender`.
+    /// The first counter of an operations message that moves its
+    /// sender's counter by `tick`, checked against overflow.
+    fn first_counter(&self, tag: Tag, tick: u64, ops: &[WireOp]) -> Result<u64, ReceiveError> {
+        let stream = self.streams.get(&tag.0).expect("caller holds the stream");
+        if tick == 0 {
+            return Err(ReceiveError::invalid(
+                tag.0,
+                format!("counter does not follow {}", stream.lamport),
+            ));
+        }
+        let lamport = stream.lamport.saturating_add(tick);
+        let total: u64 = ops.iter().map(WireOp::counters).sum();
+        if lamport > MAX_COUNTER || lamport.saturating_add(total) > MAX_COUNTER {
+            return Err(ReceiveError::invalid(tag.0, "counters overflow"));
+        }
+        Ok(lamport)
+    }
+
+    /// The first counter of a refused operations message, moving the
+    /// sender's counter past it so that its next message decodes.
+    pub(crate) fn ops_counters(
+        &mut self,
+        tag: Tag,
+        tick: u64,
+        ops: &[WireOp],
+    ) -> Result<u64, ReceiveError> {
+        let lamport = self.first_counter(tag, tick, ops)?;
+        let total: u64 = ops.iter().map(WireOp::counters).sum();
+        if let Some(s) = self.streams.get_mut(&tag.0) {
+            s.lamport = (lamport + total).saturating_sub(1).max(lamport);
+        }
+        Ok(lamport)
+    }
+
     pub(crate) fn handle_ops(
         &mut self,
         tag: Tag,
         sender: PeerIdx,
-        lamport: u64,
+        tick: u64,
         wire_ops: Vec<WireOp>,
     ) -> Result<(), ReceiveError> {
+        let lamport = self.first_counter(tag, tick, &wire_ops)?;
         let stream = self.streams.get(&tag.0).expect("caller holds the stream");
-        if lamport <= stream.lamport || lamport > MAX_COUNTER {
-            return Err(ReceiveError::invalid(
-                tag.0,
-                format!("counter {lamport} does not follow {}", stream.lamport),
-            ));
-        }
         let total: u64 = wire_ops.iter().map(WireOp::counters).sum();
-        if lamport.saturating_add(total) > MAX_COUNTER {
-            return Err(ReceiveError::invalid(tag.0, "counters overflow"));
-        }
         // Pass 1: validate and translate without touching any state.
         let mut t = Translator {
             from: tag.0,

@@ -47,6 +47,8 @@ pub(crate) struct LogState {
     pub(crate) last_seen: rustc_hash::FxHashMap<PeerIdx, Duration>,
     /// Sequence number of this replica's latest message read back.
     pub(crate) echoed: u64,
+    /// The last counter of this replica's latest operations read back.
+    pub(crate) echoed_counter: u64,
     /// A write of this replica was refused by the log: its state is not the
     /// log's until it reloads.
     pub(crate) diverged: bool,
@@ -131,8 +133,11 @@ impl Replica {
             if let Some(seq) = frame.body.seq() {
                 self.log.echoed = self.log.echoed.max(seq);
             }
-            if let Body::Ops { lamport, ops, .. } = &frame.body {
-                self.own_echo(*lamport, ops);
+            if let Body::Ops { tick, ops, .. } = &frame.body {
+                let lamport = self.log.echoed_counter + tick;
+                let total: u64 = ops.iter().map(WireOp::counters).sum();
+                self.log.echoed_counter = (lamport + total).saturating_sub(1).max(lamport);
+                self.own_echo(lamport, ops);
             }
             return Ok(());
         }

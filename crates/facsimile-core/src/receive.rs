@@ -240,13 +240,15 @@ impl Replica {
                     // new incarnation. Only its verdict on this replica
                     // counts: after a partition both sides evicted each
                     // other, and the earlier eviction stands.
-                    if let Body::Ops { lamport, ops, .. } = &body {
-                        self.check_counter_eviction(sender, *lamport, ops);
+                    if let Body::Ops { tick, ops, .. } = &body {
+                        if let Ok(lamport) = self.ops_counters(tag, *tick, ops) {
+                            self.check_counter_eviction(sender, lamport, ops);
+                        }
                     }
                     return Ok(());
                 }
                 match body {
-                    Body::Ops { lamport, ops, .. } => self.handle_ops(tag, sender, lamport, ops)?,
+                    Body::Ops { tick, ops, .. } => self.handle_ops(tag, sender, tick, ops)?,
                     Body::GcAck {
                         frontier, members, ..
                     } => self.handle_ack(sender, frontier, members),

@@ -1111,11 +1111,18 @@ impl Replica {
             self.clock += 1;
             self.clock
         });
-        let ops = std::mem::take(&mut self.out.ops);
+        let mut ops = std::mem::take(&mut self.out.ops);
+        let tick = lamport - self.sent_lamport;
         self.sent_lamport = self.clock;
         self.gc.changed = true;
-        let frame = self.send_sequenced(|seq| Body::Ops { seq, lamport, ops });
-        // Keep the operation buffer's capacity for the next message.
+        if ops.len() == 1 {
+            let op = ops.pop().expect("one operation");
+            // Keep the operation buffer's capacity for the next message.
+            self.out.ops = ops;
+            self.send_sequenced(|seq| Body::Op { seq, tick, op });
+            return;
+        }
+        let frame = self.send_sequenced(|seq| Body::Ops { seq, tick, ops });
         if let Body::Ops { mut ops, .. } = frame.body {
             ops.clear();
             self.out.ops = ops;

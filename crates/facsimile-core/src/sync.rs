@@ -660,6 +660,8 @@ impl Replica {
         self.peers = crate::clock::Peers::new(me.clone());
         self.me = me;
         self.out = crate::replica::Outbox::default();
+        // The new incarnation's stream starts afresh.
+        self.sent_lamport = 0;
         self.gc = crate::gc::Gc::default();
         self.locks = crate::locks::Locks::default();
         self.phase = Phase::Live;

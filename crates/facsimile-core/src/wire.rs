@@ -222,10 +222,13 @@ pub(crate) struct Frame {
 pub(crate) enum Body {
     /// First message of a peer that did not ask for a sync.
     Hello { seq: u64, hostname: SmolStr },
-    /// A group of operations, applied as one change.
+    /// A group of operations, applied as one change. `tick` is the first
+    /// operation's counter minus the last counter of the sender's previous
+    /// operations message (at least 1): one byte where an absolute counter
+    /// takes three or more.
     Ops {
         seq: u64,
-        lamport: u64,
+        tick: u64,
         ops: Vec<WireOp>,
     },
     /// The sender acknowledges having applied everything up to `frontier`
@@ -260,6 +263,9 @@ pub(crate) enum Body {
     Resend { to: Tag, from_seq: u64 },
     /// Directed: the messages asked for are no longer kept.
     ResendGone { to: Tag },
+    /// [`Body::Ops`] with one operation (most messages), a byte shorter.
+    /// Decoding turns it into `Ops`.
+    Op { seq: u64, tick: u64, op: WireOp },
 }
 
 impl Body {
@@ -268,6 +274,7 @@ impl Body {
         match self {
             Body::Hello { seq, .. }
             | Body::Ops { seq, .. }
+            | Body::Op { seq, .. }
             | Body::GcAck { seq, .. }
             | Body::Goodbye { seq }
             | Body::SyncRequest { seq, .. }

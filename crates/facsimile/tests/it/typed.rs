@@ -4,7 +4,7 @@
 //! # How writes are counted
 //! The editor's nodes use the JSON wire format, and the test's transport
 //! keeps every message the editor sends. A message is decoded as plain JSON
-//! (not with the engine's own types) and each operation in an `Ops` message
+//! (not with the engine's own types) and each operation in an `Op`/`Ops` message
 //! is counted by its name; an `ListInsert` counts the elements it inserts
 //! and a `ListDelete` the elements it deletes. `Intro` entries (which only
 //! name a peer for later operations) are not writes and are not counted.
@@ -130,8 +130,13 @@ impl Pair {
         let mut out = Sent::default();
         for bytes in self.sent.lock().unwrap().drain(..) {
             let msg: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON message");
-            let Some(ops) = msg["body"]["Ops"]["ops"].as_array() else {
-                continue;
+            // A message of one operation is an `Op`, of several an `Ops`.
+            let ops = match msg["body"]["Op"].get("op") {
+                Some(op) => vec![op.clone()],
+                None => match msg["body"]["Ops"]["ops"].as_array() {
+                    Some(ops) => ops.clone(),
+                    None => continue,
+                },
             };
             let mut counted = false;
             for op in ops {
