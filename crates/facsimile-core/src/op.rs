@@ -18,7 +18,7 @@ use crate::graph::list::ListObj;
 use crate::graph::map::MapObj;
 use crate::replica::{Origin, Replica, TouchKind};
 use crate::value::{Id, ObjectId, PeerId, PeerIdx, Value};
-use crate::wire::{Tag, WireId, WireOp, WireValue};
+use crate::wire::{Tag, WireId, WireOp, WireOrigin, WireValue};
 
 /// Largest counter accepted; keeps counter arithmetic far from overflow.
 pub(crate) const MAX_COUNTER: u64 = 1 << 62;
@@ -302,7 +302,16 @@ impl Replica {
                     let n = values.len() as u64;
                     t.counter = here;
                     let obj = t.id(sender, obj)?;
-                    let origin = origin.map(|o| t.id(sender, o)).transpose()?;
+                    let origin = match origin {
+                        WireOrigin::Head => None,
+                        WireOrigin::Back(d) => {
+                            let c = here.checked_sub(d).filter(|_| d > 0).ok_or_else(|| {
+                                ReceiveError::invalid(tag.0, "insert origin out of range")
+                            })?;
+                            Some(t.id(sender, WireId { p: 0, c })?)
+                        }
+                        WireOrigin::Id(o) => Some(t.id(sender, o)?),
+                    };
                     let values = values
                         .into_iter()
                         .map(|v| t.value(sender, v))

@@ -16,7 +16,7 @@ use crate::graph::map::MapObj;
 use crate::graph::{Graph, Obj, ObjData};
 use crate::op::Op;
 use crate::value::{Id, Input, ObjectId, ObjectKind, PeerId, PeerIdx, Prop, Value};
-use crate::wire::{Body, Frame, Tag, WireId, WireOp, WireValue};
+use crate::wire::{Body, Frame, Tag, WireId, WireOp, WireOrigin, WireValue};
 
 /// Settings of a [`Replica`].
 #[derive(Clone, Debug)]
@@ -829,7 +829,13 @@ impl Replica {
             let origin = (start > 0).then(|| self.list(obj).expect("checked").slot_at(start - 1));
             let first = self.tick();
             self.clock += values.len() as u64 - 1;
-            let worigin = origin.map(|o| self.wire_id(o));
+            let worigin = match origin {
+                None => WireOrigin::Head,
+                Some(o) if o.peer == PeerIdx::SELF && o.counter < first.counter => {
+                    WireOrigin::Back(first.counter - o.counter)
+                }
+                Some(o) => WireOrigin::Id(self.wire_id(o)),
+            };
             self.out.ops.push(WireOp::ListInsert {
                 obj: wobj,
                 origin: worigin,

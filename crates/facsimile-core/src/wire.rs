@@ -143,7 +143,7 @@ pub(crate) enum WireOp {
     /// previous one.
     ListInsert {
         obj: WireId,
-        origin: Option<WireId>,
+        origin: WireOrigin,
         values: Vec<WireValue>,
     },
     /// Deletes elements: runs of `len` consecutive counters from `start`.
@@ -295,6 +295,18 @@ impl Body {
             _ => None,
         }
     }
+}
+
+/// Where a list insert goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum WireOrigin {
+    /// At the head.
+    Head,
+    /// After the sender's own element this many counters before the
+    /// insert's first (a push after the sender's previous push: one byte).
+    Back(u64),
+    /// After this element.
+    Id(WireId),
 }
 
 /// Full replica state for a joiner. Ids index `peers`.

@@ -377,7 +377,7 @@ fn a_never_introduced_peer_index_is_refused() {
     });
     for (what, path) in [
         ("object", &["obj"][..]),
-        ("origin", &["origin"][..]),
+        ("origin", &["origin", "Id"][..]),
         ("value", &["values", "0", "Ref"][..]),
     ] {
         for p in [2, 9, u32::MAX] {
