@@ -29,7 +29,7 @@ usage:
   facsimile-bench all [--quick] [--timeout SECS]
   facsimile-bench run SYSTEM WORKLOAD [--n N] [--timeout SECS]
 
-systems:   yrs, loro, automerge, facsimile (reserved, not yet implemented)
+systems:   facsimile, yrs, loro, automerge
 workloads: map_set, map_overwrite, array_push, nested, two_writers, seq_stress,
            graph_sync, sixteen";
 
