@@ -63,4 +63,4 @@ pub use envelope::Envelope;
 pub use error::{Error, ReceiveError};
 pub use locks::{LockEvent, LockState};
 pub use replica::{Change, Config, Event, Origin, Replica, Transmit};
-pub use value::{Input, ObjectId, ObjectKind, PeerId, Prop, Value};
+pub use value::{Input, ObjectId, ObjectKind, PeerId, Prop, Succession, Value};

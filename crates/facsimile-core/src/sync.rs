@@ -19,7 +19,7 @@ use crate::graph::map::{MapEntry, MapObj};
 use crate::graph::{Graph, Obj, ObjData};
 use crate::op::MAX_COUNTER;
 use crate::replica::{Config, Event, Origin, Phase, Replica, Stream};
-use crate::value::{Id, ObjectId, PeerId, PeerIdx, Value};
+use crate::value::{Id, ObjectId, PeerId, PeerIdx, Succession, Value};
 use crate::wire::{
     CanonObj, Canonical, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
 };
@@ -653,11 +653,13 @@ impl Replica {
 impl Replica {
     /// Starts over as a new incarnation of the same host, then syncs: what
     /// a replica does after its peers evicted it ([`Event::Evicted`]). Object
-    /// ids obtained before are not valid afterwards.
-    pub fn reincarnate(&mut self, incarnation: u32) {
+    /// ids obtained before read through the returned [`Succession`]
+    /// ([`ObjectId::after`]).
+    pub fn reincarnate(&mut self, incarnation: u32) -> Succession {
         self.flush_pending_ops();
         let me = PeerId::new(self.me.hostname(), incarnation);
-        self.peers = crate::clock::Peers::new(me.clone());
+        let (peers, succession) = self.successor_peers(&me);
+        self.peers = peers;
         self.me = me;
         self.out = crate::replica::Outbox::default();
         // The new incarnation's stream starts afresh.
@@ -666,6 +668,48 @@ impl Replica {
         self.locks = crate::locks::Locks::default();
         self.phase = Phase::Live;
         self.sync();
+        succession
+    }
+
+    /// A peer table for a new incarnation `me` taking this replica's place:
+    /// every other peer keeps its index, this one's identity comes last.
+    fn successor_peers(&self, me: &PeerId) -> (crate::clock::Peers, Succession) {
+        let mut peers = crate::clock::Peers::new(me.clone());
+        for (_, p) in self.peers.iter().skip(1) {
+            let _ = peers.intern(p);
+        }
+        let previous = match peers.intern(&self.me) {
+            Ok(p) | Err(p) => p,
+        };
+        let succession = Succession {
+            boundary: self.clock,
+            previous,
+        };
+        (peers, succession)
+    }
+
+    /// A new incarnation `me` to take this replica's place, loaded from a
+    /// saved state ([`Replica::export_state`], [`Replica::log_snapshot`]) or
+    /// empty, with this replica's settings. Object ids this replica handed
+    /// out stay valid through the [`Succession`] ([`ObjectId::after`]), and
+    /// the successor's counters continue above this one's.
+    ///
+    /// # Errors
+    /// A [`ReceiveError`] when the bytes are not a valid saved state.
+    pub fn successor(
+        &self,
+        me: PeerId,
+        saved: Option<&[u8]>,
+    ) -> Result<(Replica, Succession), ReceiveError> {
+        let mut r = Replica::new(me.clone(), self.config.clone());
+        let (peers, succession) = self.successor_peers(&me);
+        r.peers = peers;
+        r.clock = self.clock;
+        let r = match saved {
+            Some(bytes) => Replica::load_exported(r, bytes)?,
+            None => r,
+        };
+        Ok((r, succession))
     }
 }
 
@@ -690,6 +734,10 @@ impl Replica {
         config: Config,
         bytes: &[u8],
     ) -> Result<Replica, ReceiveError> {
+        Replica::load_exported(Replica::new(me, config), bytes)
+    }
+
+    fn load_exported(mut r: Replica, bytes: &[u8]) -> Result<Replica, ReceiveError> {
         let state: TransferState = match bytes.split_first() {
             Some((&codec::VERSION, rest)) => {
                 postcard::from_bytes(rest).map_err(|e| ReceiveError::Malformed(e.to_string()))?
@@ -697,7 +745,6 @@ impl Replica {
             Some((&v, _)) => return Err(ReceiveError::UnsupportedVersion(v)),
             None => return Err(ReceiveError::Empty),
         };
-        let mut r = Replica::new(me, config);
         let from = state.peers.first().map(|(t, _)| *t).unwrap_or(Tag(0));
         r.load_transfer(from, state)?;
         // The saved replica's own requests were dropped with it, unless it

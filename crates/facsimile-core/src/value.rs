@@ -89,6 +89,40 @@ impl Id {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ObjectId(pub(crate) Id);
 
+impl ObjectId {
+    /// This id as a replica that took this one's place names it: ids this
+    /// replica handed out before a [`Succession`] stay valid through it.
+    ///
+    /// ```
+    /// use facsimile_core::{Config, Input, PeerId, Replica};
+    /// let mut old = Replica::new(PeerId::new("a", 1), Config::default());
+    /// let root = old.set_root(Input::Map(vec![])).unwrap().unwrap();
+    /// let saved = old.export_state();
+    /// let (new, succession) = old.successor(PeerId::new("a", 2), Some(&saved)).unwrap();
+    /// assert!(new.kind(root.after(&succession)).is_some());
+    /// ```
+    #[must_use]
+    pub fn after(self, succession: &Succession) -> ObjectId {
+        if self.0.peer == PeerIdx::SELF && self.0.counter <= succession.boundary {
+            ObjectId(Id::new(succession.previous, self.0.counter))
+        } else {
+            self
+        }
+    }
+}
+
+/// What a replica that takes another's place as a new incarnation
+/// ([`crate::Replica::successor`], [`crate::Replica::reincarnate`]) needs to
+/// read the object ids handed out before: every other peer keeps its
+/// index, and the previous incarnation's own objects become a peer's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Succession {
+    /// The previous incarnation's last counter.
+    pub(crate) boundary: u64,
+    /// Its index in the successor.
+    pub(crate) previous: PeerIdx,
+}
+
 impl fmt::Debug for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}.{}", self.0.peer.0, self.0.counter)

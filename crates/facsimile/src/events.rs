@@ -92,6 +92,18 @@ pub(crate) struct Subs {
 }
 
 impl Subs {
+    /// Renames the objects listened to after the replica was succeeded.
+    pub(crate) fn succeeded(&mut self, s: &facsimile_core::Succession) {
+        self.objects = std::mem::take(&mut self.objects)
+            .into_iter()
+            .map(|(id, subs)| (id.after(s), subs))
+            .collect();
+        self.props = std::mem::take(&mut self.props)
+            .into_iter()
+            .map(|((id, prop), subs)| ((id.after(s), prop), subs))
+            .collect();
+    }
+
     fn fresh(&mut self) -> (u64, Arc<AtomicBool>) {
         self.next += 1;
         (self.next, Arc::new(AtomicBool::new(true)))

@@ -42,8 +42,8 @@ impl ObjectRef {
     /// The object's id on its node.
     pub fn id(&self) -> ObjectId {
         match self {
-            ObjectRef::Map(m) => m.id,
-            ObjectRef::Array(a) => a.id,
+            ObjectRef::Map(m) => m.id(),
+            ObjectRef::Array(a) => a.id(),
         }
     }
 
@@ -126,7 +126,7 @@ macro_rules! handle_common {
 
             /// The object's id on its node.
             pub fn id(&self) -> ObjectId {
-                self.id
+                self.node.resolve(self.id)
             }
 
             /// The node holding it.
@@ -137,12 +137,12 @@ macro_rules! handle_common {
             /// Calls `f` for every change to this object (not to objects it
             /// contains).
             pub fn on(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
-                on_object(&self.node, self.id, f)
+                on_object(&self.node, self.id(), f)
             }
 
             /// Whether the object is still in this node's document.
             pub fn exists(&self) -> bool {
-                self.node.read(|r| r.kind(self.id).is_some())
+                self.node.read(|r| r.kind(self.id()).is_some())
             }
 
             /// A deep copy as JSON.
@@ -156,7 +156,7 @@ macro_rules! handle_common {
 
         impl PartialEq for $t {
             fn eq(&self, other: &Self) -> bool {
-                self.id == other.id && self.node.same_node(&other.node)
+                self.node.same_node(&other.node) && self.id() == other.id()
             }
         }
 
@@ -166,7 +166,7 @@ macro_rules! handle_common {
                     f,
                     "{}({:?} on {})",
                     stringify!($t),
-                    self.id,
+                    self.id(),
                     self.node.hostname()
                 )
             }
@@ -223,7 +223,7 @@ impl MapRef {
     /// The value of a key.
     pub fn get(&self, key: &str) -> Option<Value> {
         let st = self.node.state();
-        let v = st.replica.map_get(self.id, key).ok()??;
+        let v = st.replica.map_get(self.id(), key).ok()??;
         Some(self.node.value(&st.replica, v))
     }
 
@@ -235,7 +235,7 @@ impl MapRef {
     pub fn set(&self, key: &str, x: impl Into<Input>) -> Result<()> {
         let input = x.into().into_core(&self.node)?;
         self.node
-            .write(|r| r.map_set(self.id, key, input))
+            .write(|r| r.map_set(self.id(), key, input))
             .map(|_| ())
     }
 
@@ -245,7 +245,7 @@ impl MapRef {
     /// As [`MapRef::set`].
     pub fn delete(&self, key: &str) -> Result<bool> {
         self.node
-            .write(|r| r.map_delete(self.id, key))
+            .write(|r| r.map_delete(self.id(), key))
             .map(|old| old.is_some())
     }
 
@@ -266,7 +266,7 @@ impl MapRef {
             r.begin();
             let result = entries
                 .into_iter()
-                .try_for_each(|(k, v)| r.map_set(self.id, &k, v).map(|_| ()));
+                .try_for_each(|(k, v)| r.map_set(self.id(), &k, v).map(|_| ()));
             r.commit();
             result
         })
@@ -275,7 +275,7 @@ impl MapRef {
     /// The keys, in key order (the same on every node).
     pub fn keys(&self) -> Vec<String> {
         self.node
-            .read(|r| r.map_keys(self.id))
+            .read(|r| r.map_keys(self.id()))
             .map(|ks| ks.into_iter().map(|k| k.to_string()).collect())
             .unwrap_or_default()
     }
@@ -286,7 +286,7 @@ impl MapRef {
     /// [`Error::UnknownObject`] or [`Error::WrongKind`].
     pub fn entries(&self) -> Result<Vec<(String, Value)>> {
         let mut st = self.node.state();
-        let entries = st.replica.map_entries(self.id)?;
+        let entries = st.replica.map_entries(self.id())?;
         Ok(entries
             .into_iter()
             .map(|(k, v)| (k.to_string(), self.node.value(&st.replica, v)))
@@ -295,7 +295,7 @@ impl MapRef {
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.node.read(|r| r.map_len(self.id)).unwrap_or(0)
+        self.node.read(|r| r.map_len(self.id())).unwrap_or(0)
     }
 
     /// Whether the map has no keys.
@@ -314,7 +314,7 @@ impl MapRef {
         key: &str,
         f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
     ) -> Subscription {
-        on_prop(&self.node, self.id, Prop::Key(key.into()), f)
+        on_prop(&self.node, self.id(), Prop::Key(key.into()), f)
     }
 }
 
@@ -322,13 +322,13 @@ impl ArrayRef {
     /// The element at `index`.
     pub fn get(&self, index: usize) -> Option<Value> {
         let st = self.node.state();
-        let v = st.replica.list_get(self.id, index).ok()??;
+        let v = st.replica.list_get(self.id(), index).ok()??;
         Some(self.node.value(&st.replica, v))
     }
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.node.read(|r| r.list_len(self.id)).unwrap_or(0)
+        self.node.read(|r| r.list_len(self.id())).unwrap_or(0)
     }
 
     /// Whether the array is empty.
@@ -342,7 +342,7 @@ impl ArrayRef {
     /// [`Error::UnknownObject`] or [`Error::WrongKind`].
     pub fn to_vec(&self) -> Result<Vec<Value>> {
         let st = self.node.state();
-        let values = st.replica.list_values(self.id)?;
+        let values = st.replica.list_values(self.id())?;
         Ok(values
             .into_iter()
             .map(|v| self.node.value(&st.replica, v))
@@ -356,7 +356,7 @@ impl ArrayRef {
             .collect::<Result<Vec<_>>>()?;
         let removed = self
             .node
-            .write(|r| r.list_splice(self.id, start, delete, items))?;
+            .write(|r| r.list_splice(self.id(), start, delete, items))?;
         let st = self.node.state();
         Ok(removed
             .into_iter()
@@ -387,8 +387,8 @@ impl ArrayRef {
         let input = x.into().into_core(&self.node)?;
         self.node
             .write(|r| {
-                let len = r.list_len(self.id)?;
-                r.list_splice(self.id, len, 0, vec![input])
+                let len = r.list_len(self.id())?;
+                r.list_splice(self.id(), len, 0, vec![input])
             })
             .map(|_| ())
     }
@@ -408,11 +408,11 @@ impl ArrayRef {
     /// As [`MapRef::set`].
     pub fn pop(&self) -> Result<Option<Value>> {
         let removed = self.node.write(|r| {
-            let len = r.list_len(self.id)?;
+            let len = r.list_len(self.id())?;
             if len == 0 {
                 return Ok(Vec::new());
             }
-            r.list_splice(self.id, len - 1, 1, vec![])
+            r.list_splice(self.id(), len - 1, 1, vec![])
         })?;
         let st = self.node.state();
         Ok(removed
@@ -471,7 +471,7 @@ impl ArrayRef {
     pub fn set(&self, index: usize, x: impl Into<Input>) -> Result<()> {
         let input = x.into().into_core(&self.node)?;
         self.node
-            .write(|r| r.list_set(self.id, index, input))
+            .write(|r| r.list_set(self.id(), index, input))
             .map(|_| ())
     }
 
@@ -482,11 +482,11 @@ impl ArrayRef {
     pub fn truncate(&self, len: usize) -> Result<()> {
         self.node
             .write(|r| {
-                let n = r.list_len(self.id)?;
+                let n = r.list_len(self.id())?;
                 if len >= n {
                     return Ok(Vec::new());
                 }
-                r.list_splice(self.id, len, n - len, vec![])
+                r.list_splice(self.id(), len, n - len, vec![])
             })
             .map(|_| ())
     }
@@ -515,7 +515,7 @@ impl ArrayRef {
             .map(|i| Ok((i, input.clone().into_core(&self.node)?)))
             .collect::<Result<Vec<_>>>()?;
         self.node
-            .write(|r| r.list_set_many(self.id, writes))
+            .write(|r| r.list_set_many(self.id(), writes))
             .map(|_| ())
     }
 
@@ -545,7 +545,7 @@ impl ArrayRef {
             })
             .collect::<Result<Vec<_>>>()?;
         self.node
-            .write(|r| r.list_set_many(self.id, writes))
+            .write(|r| r.list_set_many(self.id(), writes))
             .map(|_| ())
     }
 
@@ -576,8 +576,8 @@ impl ArrayRef {
         loop {
             let (values, stamp) = {
                 let st = self.node.state();
-                let values = st.replica.list_values(self.id)?;
-                let stamp = st.replica.list_version(self.id)?;
+                let values = st.replica.list_values(self.id())?;
+                let stamp = st.replica.list_version(self.id())?;
                 (
                     values
                         .into_iter()
@@ -588,10 +588,10 @@ impl ArrayRef {
             };
             let order = order_of(&values);
             let applied = self.node.write(|r| {
-                if r.list_version(self.id)? != stamp {
+                if r.list_version(self.id())? != stamp {
                     return Ok(false);
                 }
-                r.list_reorder(self.id, &order)?;
+                r.list_reorder(self.id(), &order)?;
                 Ok(true)
             })?;
             if applied {
@@ -606,7 +606,7 @@ impl ArrayRef {
         index: usize,
         f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
     ) -> Subscription {
-        on_prop(&self.node, self.id, Prop::Index(index), f)
+        on_prop(&self.node, self.id(), Prop::Index(index), f)
     }
 }
 

@@ -1,11 +1,11 @@
 //! The node: one participant's replica behind a lock, with its transport
 //! hook and its listeners.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use facsimile_core::{Config, Event as CoreEvent, PeerId, Replica, Transmit};
+use facsimile_core::{Config, Event as CoreEvent, ObjectId, PeerId, Replica, Succession, Transmit};
 
 use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, Dispatch, EventStream, Subs, Subscription};
@@ -68,6 +68,10 @@ pub(crate) struct Inner {
     pump: Mutex<()>,
     epoch: Instant,
     peer: PeerId,
+    /// The replica took new incarnations (evicted, reloaded): object ids
+    /// handed out before read through these, in order.
+    successions: RwLock<Vec<Succession>>,
+    succeeded: AtomicBool,
 }
 
 /// One participant: a replica of the document, its transport hook and its
@@ -127,6 +131,8 @@ impl Node {
                 pump: Mutex::new(()),
                 epoch: Instant::now(),
                 peer,
+                successions: RwLock::new(Vec::new()),
+                succeeded: AtomicBool::new(false),
             }),
         }
     }
@@ -153,6 +159,8 @@ impl Node {
                 pump: Mutex::new(()),
                 epoch: Instant::now(),
                 peer,
+                successions: RwLock::new(Vec::new()),
+                succeeded: AtomicBool::new(false),
             }),
         })
     }
@@ -182,6 +190,32 @@ impl Node {
 
     pub(crate) fn downgrade(&self) -> Weak<Inner> {
         Arc::downgrade(&self.inner)
+    }
+
+    /// The current name of an object id this node handed out, possibly
+    /// before its replica took a new incarnation.
+    pub(crate) fn resolve(&self, id: ObjectId) -> ObjectId {
+        if !self.inner.succeeded.load(Ordering::Acquire) {
+            return id;
+        }
+        let successions = self
+            .inner
+            .successions
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        successions.iter().fold(id, |id, s| id.after(s))
+    }
+
+    /// Records that the replica took a new incarnation (under the state
+    /// lock, so that no id is resolved against the wrong replica).
+    pub(crate) fn note_succession(&self, st: &mut State, s: Succession) {
+        self.inner
+            .successions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s);
+        self.inner.succeeded.store(true, Ordering::Release);
+        st.subs.succeeded(&s);
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
@@ -250,16 +284,12 @@ impl Node {
     /// [`Error::Receive`] when the snapshot is not valid; the node is
     /// unchanged.
     pub fn reload(&self, snapshot: Option<&[u8]>) -> Result<()> {
-        let replica = {
+        let (replica, succession) = {
             let st = self.state();
-            let config = st.replica.config().clone();
             let me = PeerId::new(self.hostname(), rand::random());
-            let mut r = match snapshot {
-                Some(bytes) => Replica::from_exported(me, config, bytes)?,
-                None => Replica::new(me, config),
-            };
+            let (mut r, s) = st.replica.successor(me, snapshot)?;
             r.record_changes(!st.subs.is_empty());
-            r
+            (r, s)
         };
         let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
         self.state().replica.abandon();
@@ -276,6 +306,7 @@ impl Node {
             let mut st = self.state();
             st.replica = replica;
             st.reload_wanted = false;
+            self.note_succession(&mut st, succession);
             st.subs.wake_all_locks(&mut wake);
         }
         drop(guard);
@@ -540,7 +571,8 @@ impl Node {
                 CoreEvent::Evicted => {
                     // The peers stopped waiting for this node: rejoin as a
                     // new incarnation. Waiting lock futures fail.
-                    st.replica.reincarnate(rand::random());
+                    let s = st.replica.reincarnate(rand::random());
+                    self.note_succession(&mut st, s);
                     st.subs.wake_all_locks(&mut dispatch);
                     continue;
                 }

@@ -876,7 +876,8 @@ impl Node {
         let mut dispatch = crate::events::Dispatch::default();
         {
             let mut st = self.state();
-            st.replica.reincarnate(rand::random());
+            let s = st.replica.reincarnate(rand::random());
+            self.note_succession(&mut st, s);
             st.subs.wake_all_locks(&mut dispatch);
         }
         dispatch.run();

@@ -3,6 +3,7 @@
 mod events;
 mod locks;
 mod scenarios;
+mod succession;
 mod typed;
 
 use facsimile::{Config, LocalNetwork, WireFormat};
