@@ -146,3 +146,29 @@ fn every_command_has_help() {
         assert!(!out.stdout.is_empty());
     }
 }
+
+#[test]
+fn client_commands_take_a_nats_address() {
+    let dir = TempDir::new("nats");
+    let nats = NatsServer::start(&dir);
+    let url = nats.url.as_str();
+    ok(&["set", url, "", r#"{"jobs": [], "n": 1}"#]);
+    ok(&["set", url, "/jobs/-", r#""build""#]);
+    assert_eq!(
+        ok(&["get", url, "--compact"]).trim(),
+        r#"{"jobs":["build"],"n":1}"#
+    );
+    // The lock is granted over the stream and released when the command ends.
+    let token = ok(&[
+        "lock",
+        url,
+        "/jobs",
+        "--",
+        "sh",
+        "-c",
+        "echo $FACSIMILE_LOCK_TOKEN",
+    ]);
+    assert!(token.trim().parse::<u64>().unwrap() > 0);
+    let status = run(&["lock", url, "/jobs", "--", "sh", "-c", "exit 4"]);
+    assert_eq!(status.status.code(), Some(4));
+}

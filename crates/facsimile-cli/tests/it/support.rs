@@ -167,3 +167,58 @@ pub(crate) fn run(args: &[&str]) -> std::process::Output {
         .output()
         .expect("the facsimile binary runs")
 }
+
+/// A nats-server with JetStream (`$NATS_SERVER`, else on the `PATH`), its
+/// store in `dir`; killed when dropped.
+pub(crate) struct NatsServer {
+    child: Child,
+    pub(crate) url: String,
+}
+
+impl NatsServer {
+    pub(crate) fn start(dir: &TempDir) -> NatsServer {
+        let bin = std::env::var_os("NATS_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("nats-server"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("nats.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 256MB }}\n",
+                dir.path().join("js").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting {bin:?} ({e}); run scripts/test.sh, which installs it")
+            });
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        for line in stderr.lines() {
+            if line.expect("nats-server's log").contains("Server is ready") {
+                break;
+            }
+        }
+        NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
