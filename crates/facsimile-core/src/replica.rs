@@ -1010,7 +1010,9 @@ impl Replica {
             self.touched.lists.clear();
             return;
         }
-        for (list, kind) in std::mem::take(&mut self.touched.lists) {
+        // Drained through a taken buffer, which goes back for the next call.
+        let mut touched = std::mem::take(&mut self.touched.lists);
+        for (list, kind) in touched.drain(..) {
             let Some(ObjData::List(l)) = self.graph.get(list).map(|o| &o.data) else {
                 continue;
             };
@@ -1035,6 +1037,7 @@ impl Replica {
             };
             self.events.push_back(Event::Change(change));
         }
+        self.touched.lists = touched;
     }
 
     // ------------------------------------------------------------- outgoing
