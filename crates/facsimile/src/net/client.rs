@@ -199,7 +199,8 @@ impl ConnectOptions {
 
     /// Over NATS: a snapshot of the document is saved once this many
     /// messages followed the last one (default 1,000), and the stream is
-    /// purged behind the previous snapshot.
+    /// purged up to ten times as many messages before it (a node further
+    /// behind than that starts over from the snapshot).
     ///
     /// ```
     /// let options = facsimile::net::ConnectOptions::new("doc").snapshot_every(10_000);
@@ -433,7 +434,7 @@ pub async fn connect(
     // Sync before the first message is read, so nothing is applied to the
     // empty local document.
     node.sync();
-    let _ = shared.status.send(Status::Connected);
+    let _ = shared.status.send_replace(Status::Connected);
     tokio::spawn(run(
         addr.to_string(),
         options.clone(),
@@ -544,7 +545,7 @@ impl Connection {
         self.shared.link().closed = true;
         self.shared.cancel.cancel();
         self.shared.progress.notify_waiters();
-        let _ = self.shared.status.send(Status::Closed);
+        let _ = self.shared.status.send_replace(Status::Closed);
     }
 }
 
@@ -736,7 +737,7 @@ async fn run(
     let mut backoff = options.backoff_min;
     loop {
         if let Some(s) = session.take() {
-            let _ = shared.status.send(Status::Connected);
+            let _ = shared.status.send_replace(Status::Connected);
             backoff = options.backoff_min;
             let reason = tokio::select! {
                 r = drive(s, &shared, &node) => r,
@@ -746,7 +747,7 @@ async fn run(
                 return;
             }
             tracing::warn!(%addr, %reason, "relay connection lost; reconnecting");
-            let _ = shared.status.send(Status::Disconnected(reason));
+            let _ = shared.status.send_replace(Status::Disconnected(reason));
         }
         let jitter = rand::random::<f64>() * 0.5 + 0.75;
         tokio::select! {
@@ -769,11 +770,15 @@ async fn run(
             }
             Err(e @ NetError::Refused(_)) => {
                 tracing::error!(%addr, error = %e, "reconnection refused");
-                let _ = shared.status.send(Status::Disconnected(e.to_string()));
+                let _ = shared
+                    .status
+                    .send_replace(Status::Disconnected(e.to_string()));
             }
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "reconnection failed");
-                let _ = shared.status.send(Status::Disconnected(e.to_string()));
+                let _ = shared
+                    .status
+                    .send_replace(Status::Disconnected(e.to_string()));
             }
         }
     }

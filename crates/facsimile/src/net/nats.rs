@@ -18,10 +18,10 @@
 //!   stored it (on a majority of its replicas).
 //! - Every `snapshot_every` messages one node (chosen by compare-and-set on
 //!   a key-value entry) saves a snapshot of the document with the stream
-//!   sequence it covers in an object store, and purges the stream up to
-//!   the previous snapshot. A joiner loads the newest snapshot and replays
+//!   sequence it covers in an object store, and purges the stream up to ten
+//!   intervals before it. A joiner loads the newest snapshot and replays
 //!   the stream from the next sequence with an ordered consumer; a node
-//!   that falls behind the purge does the same.
+//!   that falls further behind than the purge does the same.
 //! - A node whose write raced a lock grant (the log refused it) or whose
 //!   lease ran out starts over the same way, as a new incarnation.
 //!
@@ -52,6 +52,11 @@ use crate::node::{Inner, Node, Outgoing};
 const SNAPSHOT: &str = "snapshot";
 /// Its metadata key: the stream sequence the snapshot covers.
 const POSITION: &str = "position";
+/// How many snapshot intervals of messages the stream keeps behind the
+/// newest snapshot.
+const RETAINED_INTERVALS: u64 = 10;
+/// The longest a pull request for the stream's next messages waits.
+const PULL_EXPIRY: Duration = Duration::from_secs(2);
 /// How long a stream remembers message ids for deduplication.
 const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 
@@ -126,7 +131,7 @@ pub(crate) async fn connect(
             async move {
                 match event {
                     async_nats::Event::Connected => {
-                        let _ = events.status.send(Status::Connected);
+                        let _ = events.status.send_replace(Status::Connected);
                     }
                     async_nats::Event::Disconnected => {
                         let _ = events
@@ -145,7 +150,7 @@ pub(crate) async fn connect(
             after: options.connect_timeout,
         })?
         .map_err(|e| protocol(&format!("connecting to {url}"), e))?;
-    let _ = shared.status.send(Status::Connected);
+    let _ = shared.status.send_replace(Status::Connected);
     let max_message = options.max_frame.min(client.server_info().max_payload);
     let js = jetstream::new(client);
     let names = Names::new(&options.document);
@@ -446,6 +451,9 @@ async fn read_from(
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: from + 1,
             },
+            // A pull sent to a server that then died is noticed when it
+            // expires: keep that short, so a failover stalls reading briefly.
+            max_expires: PULL_EXPIRY,
             ..Default::default()
         })
         .await;
@@ -458,10 +466,16 @@ async fn read_from(
     };
     let _ = read.send(from);
     let mut position = from;
-    while let Some(message) = messages.next().await {
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => return Stop::Error(e.to_string()),
+    // Every live node writes at least a heartbeat per third of a lease, so
+    // a whole lease of silence means the consumer is stuck (its server went
+    // away mid-pull): start a new one from where reading stopped.
+    let stalled = ctx.options.lease.max(Duration::from_secs(1));
+    loop {
+        let message = match tokio::time::timeout(stalled, messages.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Stop::Error(e.to_string()),
+            Ok(None) => return Stop::Error("the stream's consumer ended".into()),
+            Err(_) => return Stop::Error(format!("no message for {stalled:?}")),
         };
         let (seq, time) = match message.info() {
             Ok(info) => (
@@ -493,7 +507,6 @@ async fn read_from(
         }
         snapshots.after(ctx, &n, seq).await;
     }
-    Stop::Error("the stream's consumer ended".into())
 }
 
 /// This node's part in saving snapshots.
@@ -521,6 +534,7 @@ impl SnapshotDuty {
                     ctx.stream.clone(),
                     bytes,
                     position,
+                    RETAINED_INTERVALS * ctx.options.snapshot_every,
                 ));
             }
         }
@@ -561,13 +575,15 @@ impl SnapshotDuty {
     }
 }
 
-/// Stores a snapshot, then purges the stream up to the snapshot it
-/// replaces (one interval stays, for nodes a little behind).
+/// Stores a snapshot, then purges the stream up to `retain` messages
+/// before it: nodes that far behind still catch up by reading; joiners
+/// start from the snapshot.
 async fn save_snapshot(
     store: object_store::ObjectStore,
     stream: stream::Stream,
     bytes: Vec<u8>,
     position: u64,
+    retain: u64,
 ) {
     let previous = store.info(SNAPSHOT).await.ok().and_then(|info| {
         info.metadata
@@ -587,9 +603,10 @@ async fn save_snapshot(
         return;
     }
     tracing::debug!(position, size = bytes.len(), "saved a snapshot");
-    if let Some(previous) = previous {
-        // Sequences up to and including the previous snapshot's.
-        if let Err(e) = stream.purge().sequence(previous + 1).await {
+    // Everything below `keep` goes; the newest snapshot covers it.
+    let keep = position.saturating_sub(retain);
+    if keep > 1 {
+        if let Err(e) = stream.purge().sequence(keep).await {
             tracing::warn!(error = %e, "purging the stream failed");
         }
     }
