@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release -p facsimile-cli --example nats_bench            # full run
 //! cargo run --release -p facsimile-cli --example nats_bench -- --quick # smaller
+//! cargo run --release -p facsimile-cli --example nats_bench -- --snapshot-every 100000
 //! ```
 //!
 //! The benchmark starts one nats-server with JetStream on a free loopback
@@ -12,6 +13,10 @@
 //! binary is `$NATS_SERVER`, else the one `scripts/test.sh` installs into
 //! `target/nats-venv`, else `nats-server` on the `PATH`. The clients and
 //! the observer run in this process, as with `relay_bench`.
+//!
+//! The connections use the default options, so a snapshot of the document
+//! is saved every 1,000 messages (`ConnectOptions::snapshot_every`);
+//! `--snapshot-every N` sets another interval.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -67,6 +72,7 @@ impl NatsServer {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
                 panic!(
                     "starting {}: {e} (run scripts/test.sh, which installs nats-server, \
                      or set NATS_SERVER)",
@@ -105,7 +111,20 @@ impl Drop for NatsServer {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let snapshot_every: Option<u64> = args.iter().position(|a| a == "--snapshot-every").map(|i| {
+        args.get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--snapshot-every takes a number of messages")
+    });
+    let options = move |doc: &str| {
+        let options = workload::options(doc);
+        match snapshot_every {
+            Some(n) => options.snapshot_every(n),
+            None => options,
+        }
+    };
     let server = NatsServer::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -113,6 +132,7 @@ fn main() {
         .unwrap();
     runtime.block_on(workload::table(
         &server.url,
+        &options,
         if quick { 4_000 } else { 32_000 },
     ));
 }

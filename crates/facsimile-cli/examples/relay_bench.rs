@@ -42,7 +42,7 @@ fn main() {
         let relay = tokio::spawn(server.run_until(async {
             let _ = stopped.await;
         }));
-        workload::table(&addr, if quick { 4_000 } else { 32_000 }).await;
+        workload::table(&addr, &options, if quick { 4_000 } else { 32_000 }).await;
         let _ = stop.send(());
         let _ = relay.await;
         let _ = std::fs::remove_dir_all(&dir);

@@ -6,16 +6,23 @@
 //! acknowledges them (it flushes every 100 writes); every write reaches
 //! every other client and the observer. Each string starts with the time
 //! of its write, so the observer's change event gives the latency.
+//!
+//! A node that falls behind its transport's log and starts over from a
+//! snapshot (over NATS, behind the stream's purge) never sees the writes
+//! in between; then a run ends when every node holds every client's last
+//! write, and the table is followed by how many deliveries were skipped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use facsimile::net::{self, ConnectOptions};
-use facsimile::{Origin, Value};
+use facsimile::{Node, Origin, Value};
 use serde_json::json;
 
 const PAYLOAD: usize = 64;
+/// A run that delivers nothing for this long has stalled.
+const STALL: Duration = Duration::from_secs(30);
 
 /// A new directory under the system's temporary directory.
 pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -28,6 +35,7 @@ pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The connection options of the benchmarks, for document `doc`.
 pub(crate) fn options(doc: &str) -> ConnectOptions {
     ConnectOptions::new(doc).timeouts(Duration::from_secs(30), Duration::from_secs(120))
 }
@@ -42,7 +50,7 @@ fn stamped(epoch: Instant) -> String {
 /// The size on the wire of one benchmark write (the transport's own
 /// framing not included).
 fn message_size() -> usize {
-    let node = facsimile::Node::new("client-00");
+    let node = Node::new("client-00");
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let s = sizes.clone();
     node.set_sender(move |m| s.lock().unwrap().push(m.as_bytes().len()));
@@ -59,11 +67,31 @@ struct Figures {
     writes: u64,
     secs: f64,
     delivered: u64,
+    expected: u64,
+    /// How many times a node started over from a snapshot.
+    reloads: u64,
     p50: Duration,
     p99: Duration,
 }
 
-async fn throughput(addr: &str, clients: usize, per_client: u64) -> Figures {
+/// Whether every node holds the last write of every client.
+fn converged(nodes: &[&Node], last: &[String]) -> bool {
+    nodes.iter().all(|n| {
+        n.root_map().is_some_and(|root| {
+            last.iter().enumerate().all(|(i, v)| {
+                let held = root.get(&format!("c{i}"));
+                matches!(held, Some(Value::String(s)) if s == v.as_str())
+            })
+        })
+    })
+}
+
+async fn throughput(
+    addr: &str,
+    options: &dyn Fn(&str) -> ConnectOptions,
+    clients: usize,
+    per_client: u64,
+) -> Figures {
     let doc = format!("bench-{clients}");
     let epoch = Instant::now();
     let first = net::connect(addr, "observer", options(&doc)).await.unwrap();
@@ -108,19 +136,50 @@ async fn throughput(addr: &str, clients: usize, per_client: u64) -> Figures {
         tasks.push(tokio::spawn(async move {
             let root = conn.node().root_map().unwrap();
             let key = format!("c{i}");
+            let mut last = String::new();
             for j in 0..per_client {
-                root.set(&key, stamped(epoch)).unwrap();
+                last = stamped(epoch);
+                root.set(&key, last.clone()).unwrap();
                 if j % 100 == 99 {
                     conn.flush().await.unwrap();
                 }
             }
             conn.flush().await.unwrap();
+            last
         }));
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    while delivered.load(Ordering::Relaxed) < expected {
+    let nodes: Vec<&Node> = std::iter::once(first.node())
+        .chain(conns.iter().map(|c| c.node()))
+        .collect();
+    let reloads = || first.rejoins() + conns.iter().map(|c| c.rejoins()).sum::<u64>();
+    // Each client's last write, once all of them have flushed.
+    let mut last: Option<Vec<String>> = None;
+    let mut polls = 0u64;
+    let mut progress = (0, Instant::now());
+    loop {
+        let n = delivered.load(Ordering::Relaxed);
+        if last.is_none() && tasks.iter().all(|t| t.is_finished()) {
+            let mut writes = Vec::new();
+            for t in tasks.drain(..) {
+                writes.push(t.await.unwrap());
+            }
+            last = Some(writes);
+        }
+        if let Some(last) = &last {
+            polls += 1;
+            if n >= expected || (polls % 10 == 0 && reloads() > 0 && converged(&nodes, last)) {
+                break;
+            }
+        }
+        if n > progress.0 {
+            progress = (n, Instant::now());
+        }
+        assert!(
+            progress.1.elapsed() < STALL,
+            "{clients} clients: no change event for {STALL:?}; {n} of {expected} deliveries, \
+             {} of {clients} clients done writing",
+            clients - tasks.iter().filter(|t| !t.is_finished()).count()
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let secs = started.elapsed().as_secs_f64();
@@ -130,7 +189,9 @@ async fn throughput(addr: &str, clients: usize, per_client: u64) -> Figures {
     let f = Figures {
         writes: clients as u64 * per_client,
         secs,
-        delivered: expected,
+        delivered: delivered.load(Ordering::Relaxed),
+        expected,
+        reloads: reloads(),
         p50: pick(0.50),
         p99: pick(0.99),
     };
@@ -144,15 +205,24 @@ async fn throughput(addr: &str, clients: usize, per_client: u64) -> Figures {
 
 /// Runs the workload against the server at `addr` with 1, 4 and 16
 /// clients, `total` writes each time, and prints the table.
-pub(crate) async fn table(addr: &str, total: u64) {
+pub(crate) async fn table(addr: &str, options: &dyn Fn(&str) -> ConnectOptions, total: u64) {
     let msg_bytes = message_size();
     println!("message size: {msg_bytes} bytes (a 64-byte string set on a map key)");
     println!(
         "\n| clients | writes | writes/s | deliveries/s | MB/s delivered | p50 latency | p99 latency |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let mut skipped = Vec::new();
     for clients in [1usize, 4, 16] {
-        let f = throughput(addr, clients, total / clients as u64).await;
+        let f = throughput(addr, options, clients, total / clients as u64).await;
+        if f.reloads > 0 {
+            skipped.push(format!(
+                "{clients} clients: {} reloads from a snapshot, {} of {} deliveries skipped",
+                f.reloads,
+                f.expected - f.delivered,
+                f.expected
+            ));
+        }
         let dps = f.delivered as f64 / f.secs;
         println!(
             "| {clients} | {} | {:.0} | {:.0} | {:.1} | {:.2} ms | {:.2} ms |",
@@ -163,5 +233,8 @@ pub(crate) async fn table(addr: &str, total: u64) {
             f.p50.as_secs_f64() * 1e3,
             f.p99.as_secs_f64() * 1e3
         );
+    }
+    for line in skipped {
+        println!("{line}");
     }
 }
