@@ -84,9 +84,9 @@ pub fn exchange(rs: &mut [Replica]) -> Vec<Vec<u8>> {
         for i in 0..rs.len() {
             while let Some(t) = rs[i].poll_transmit() {
                 quiet = false;
-                for j in 0..rs.len() {
-                    if j != i && t.to.is_none_or(|tag| tag == rs[j].peer_id().incarnation()) {
-                        rs[j].handle_message(&t.bytes).expect("honest message");
+                for (j, r) in rs.iter_mut().enumerate() {
+                    if j != i && t.to.is_none_or(|tag| tag == r.peer_id().incarnation()) {
+                        r.handle_message(&t.bytes).expect("honest message");
                     }
                 }
                 sent.push(t.bytes.to_vec());
