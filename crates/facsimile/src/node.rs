@@ -509,6 +509,26 @@ impl Node {
             let Ok(guard) = self.inner.pump.try_lock() else {
                 return;
             };
+            self.pump_locked(guard);
+            // Work queued by another thread while this one held the pump
+            // would otherwise wait for the next call.
+            if !self.has_work() {
+                return;
+            }
+        }
+    }
+
+    /// Hands every message queued so far to the sender before returning,
+    /// waiting for a pump running on another thread if need be. Not for
+    /// listeners (they run inside the pump).
+    pub(crate) fn pump_all(&self) {
+        let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
+        self.pump_locked(guard);
+        self.pump();
+    }
+
+    fn pump_locked(&self, guard: MutexGuard<'_, ()>) {
+        {
             self.run_timers();
             loop {
                 let (sender, transmits, dispatch) = self.drain();
@@ -523,11 +543,6 @@ impl Node {
                 dispatch.run();
             }
             drop(guard);
-            // Work queued by another thread while this one held the pump
-            // would otherwise wait for the next call.
-            if !self.has_work() {
-                return;
-            }
         }
     }
 

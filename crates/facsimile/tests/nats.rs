@@ -464,3 +464,23 @@ async fn a_three_server_cluster_keeps_going_when_one_stops() {
     converged(&nodes).await;
     assert_eq!(root_len(nodes[0]), 3 + 150);
 }
+
+#[tokio::test]
+async fn thousands_of_writes_queued_at_once_are_all_published() {
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("burst")).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    let root = a.node().root_map().unwrap();
+    // More than the client library lets wait for acknowledgement at once.
+    for i in 0..6_000i64 {
+        root.set(&format!("k{i}"), i).unwrap();
+    }
+    tokio::time::timeout(PATIENCE, a.flush())
+        .await
+        .expect("flush returns")
+        .unwrap();
+    let b = join(&server.url(), "bravo", options("burst")).await;
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(root_len(b.node()), 6_000);
+}

@@ -203,12 +203,20 @@ impl NatsServer {
             .unwrap_or_else(|e| {
                 panic!("starting {bin:?} ({e}); run scripts/test.sh, which installs it")
             });
+        // Read the log to its end on a thread of its own: a server whose
+        // stderr is closed dies on its next log line.
         let stderr = BufReader::new(child.stderr.take().unwrap());
-        for line in stderr.lines() {
-            if line.expect("nats-server's log").contains("Server is ready") {
-                break;
+        let (ready, started) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if line.contains("Server is ready") {
+                    let _ = ready.send(());
+                }
             }
-        }
+        });
+        started
+            .recv_timeout(Duration::from_secs(30))
+            .expect("nats-server did not become ready");
         NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),

@@ -478,8 +478,9 @@ impl Connection {
     /// was closed first.
     pub async fn flush(&self) -> Result<(), NetError> {
         // Messages the node queued but has not handed to the transport yet
-        // (a listener's writes) are sent by this tick.
-        self.node.tick();
+        // (a listener's writes, or writes another thread's pump is still
+        // sending) are handed over before the target is taken.
+        self.node.pump_all();
         let (target, dropped_before) = {
             let link = self.shared.link();
             (link.queued, link.dropped)

@@ -55,6 +55,11 @@ const POSITION: &str = "position";
 /// How many snapshot intervals of messages the stream keeps behind the
 /// newest snapshot.
 const RETAINED_INTERVALS: u64 = 10;
+/// Publishes awaiting their acknowledgement at most, well below the
+/// client's own limit (5,000), which waits without a timeout when reached.
+const MAX_IN_FLIGHT: usize = 1024;
+/// How long reading the snapshot may take before it is tried again.
+const SNAPSHOT_READ: Duration = Duration::from_secs(20);
 /// The longest a pull request for the stream's next messages waits.
 const PULL_EXPIRY: Duration = Duration::from_secs(2);
 /// How long a stream remembers message ids for deduplication.
@@ -256,31 +261,38 @@ async fn newest_snapshot(
 ) -> Result<Option<(Vec<u8>, u64)>, NetError> {
     let mut last_error = String::new();
     for _ in 0..5 {
-        let mut object = match store.get(SNAPSHOT).await {
-            Ok(o) => o,
-            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                last_error = e.to_string();
-                continue;
-            }
-        };
-        let Some(position) = object
-            .info()
-            .metadata
-            .get(POSITION)
-            .and_then(|p| p.parse::<u64>().ok())
-        else {
-            return Err(NetError::Protocol("a snapshot without its position".into()));
-        };
-        let mut bytes = Vec::with_capacity(object.info().size);
-        match object.read_to_end(&mut bytes).await {
-            Ok(_) => return Ok(Some((bytes, position))),
-            Err(e) => last_error = e.to_string(),
+        match tokio::time::timeout(SNAPSHOT_READ, read_snapshot(store)).await {
+            Ok(Ok(found)) => return Ok(found),
+            Ok(Err(e)) => last_error = e,
+            Err(_) => last_error = format!("no answer in {SNAPSHOT_READ:?}"),
         }
     }
-    Err(NetError::Protocol(format!(
+    Err(NetError::Nats(format!(
         "reading the document's snapshot: {last_error}"
     )))
+}
+
+/// One attempt at reading the newest snapshot.
+async fn read_snapshot(
+    store: &object_store::ObjectStore,
+) -> Result<Option<(Vec<u8>, u64)>, String> {
+    let mut object = match store.get(SNAPSHOT).await {
+        Ok(o) => o,
+        Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let position = object
+        .info()
+        .metadata
+        .get(POSITION)
+        .and_then(|p| p.parse::<u64>().ok())
+        .ok_or("a snapshot without its position")?;
+    let mut bytes = Vec::with_capacity(object.info().size);
+    object
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some((bytes, position)))
 }
 
 /// Publishes the node's frames in order, each with its message id, and
@@ -294,7 +306,8 @@ async fn publish(ctx: Arc<Ctx>) {
         let (batch, first) = {
             let mut link = shared.link();
             let link = &mut *link;
-            let batch: Vec<Bytes> = link.pending.drain(..).collect();
+            let n = link.pending.len().min(MAX_IN_FLIGHT);
+            let batch: Vec<Bytes> = link.pending.drain(..n).collect();
             let first = link.done + link.unacked.len() as u64;
             link.unacked.extend(batch.iter().cloned());
             (batch, first)
