@@ -152,12 +152,24 @@ impl Translator<'_> {
     }
 }
 
+/// The last counter of a message whose operations take `total` counters
+/// from `first` on (a message of deletes only still takes `first`).
+pub(crate) fn last_counter(first: u64, total: u64) -> u64 {
+    first + total.saturating_sub(1)
+}
+
 impl Replica {
     /// Validates and applies an operations message from the stream of
     /// `tag`, whose peer is `sender`.
     /// The first counter of an operations message that moves its
     /// sender's counter by `tick`, checked against overflow.
-    fn first_counter(&self, tag: Tag, tick: u64, ops: &[WireOp]) -> Result<u64, ReceiveError> {
+    /// Returns the first and the last counter.
+    fn message_counters(
+        &self,
+        tag: Tag,
+        tick: u64,
+        ops: &[WireOp],
+    ) -> Result<(u64, u64), ReceiveError> {
         let stream = self.streams.get(&tag.0).expect("caller holds the stream");
         if tick == 0 {
             return Err(ReceiveError::invalid(
@@ -170,7 +182,7 @@ impl Replica {
         if lamport > MAX_COUNTER || lamport.saturating_add(total) > MAX_COUNTER {
             return Err(ReceiveError::invalid(tag.0, "counters overflow"));
         }
-        Ok(lamport)
+        Ok((lamport, last_counter(lamport, total)))
     }
 
     /// The first counter of a refused operations message, moving the
@@ -181,10 +193,9 @@ impl Replica {
         tick: u64,
         ops: &[WireOp],
     ) -> Result<u64, ReceiveError> {
-        let lamport = self.first_counter(tag, tick, ops)?;
-        let total: u64 = ops.iter().map(WireOp::counters).sum();
+        let (lamport, last) = self.message_counters(tag, tick, ops)?;
         if let Some(s) = self.streams.get_mut(&tag.0) {
-            s.lamport = (lamport + total).saturating_sub(1).max(lamport);
+            s.lamport = last;
         }
         Ok(lamport)
     }
@@ -196,9 +207,8 @@ impl Replica {
         tick: u64,
         wire_ops: Vec<WireOp>,
     ) -> Result<(), ReceiveError> {
-        let lamport = self.first_counter(tag, tick, &wire_ops)?;
+        let (lamport, last) = self.message_counters(tag, tick, &wire_ops)?;
         let stream = self.streams.get(&tag.0).expect("caller holds the stream");
-        let total: u64 = wire_ops.iter().map(WireOp::counters).sum();
         // Pass 1: validate and translate without touching any state.
         let mut t = Translator {
             from: tag.0,
@@ -436,11 +446,6 @@ impl Replica {
         for p in &new_peers {
             self.peers.intern(p).expect("collisions were checked");
         }
-        let last = if total == 0 {
-            lamport
-        } else {
-            lamport + total - 1
-        };
         let stream = self
             .streams
             .get_mut(&tag.0)

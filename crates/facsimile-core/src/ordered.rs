@@ -136,13 +136,14 @@ impl Replica {
             if let Body::Ops { tick, ops, .. } = &frame.body {
                 let lamport = self.log.echoed_counter + tick;
                 let total: u64 = ops.iter().map(WireOp::counters).sum();
-                self.log.echoed_counter = (lamport + total).saturating_sub(1).max(lamport);
+                self.log.echoed_counter = crate::op::last_counter(lamport, total);
                 self.own_echo(lamport, ops);
             }
             return Ok(());
         }
-        let r = self.handle_message(bytes);
-        if let Some(p) = self.peers.by_tag(frame.from.0) {
+        let from = frame.from;
+        let r = self.handle_frame(frame, bytes.len());
+        if let Some(p) = self.peers.by_tag(from.0) {
             self.log.last_seen.entry(p).or_insert(now);
         }
         r
@@ -181,26 +182,19 @@ impl Replica {
     /// the log.
     fn own_echo(&mut self, lamport: u64, ops: &[WireOp]) {
         let mut counter = lamport;
-        let mut dict: Vec<PeerIdx> = {
-            let mut d: Vec<(u32, PeerIdx)> = self.out.dict.iter().map(|(&p, &i)| (i, p)).collect();
-            d.sort();
-            d.into_iter().map(|(_, p)| p).collect()
-        };
-        dict.insert(0, PeerIdx::SELF);
-        let id = |w: &WireId| dict.get(w.p as usize).map(|&p| Id::new(p, w.c));
         let mut refused = false;
         for op in ops {
             let here = counter;
             counter += op.counters();
             match op {
                 WireOp::Lock { obj } | WireOp::TryLock { obj } => {
-                    if let Some(obj) = id(obj) {
+                    if let Some(obj) = self.own_wire_id(obj) {
                         let wait = matches!(op, WireOp::Lock { .. });
                         self.ordered_request(obj, Id::new(PeerIdx::SELF, here), wait);
                     }
                 }
                 WireOp::Unlock { obj, req, .. } => {
-                    if let (Some(obj), Some(req)) = (id(obj), id(req)) {
+                    if let (Some(obj), Some(req)) = (self.own_wire_id(obj), self.own_wire_id(req)) {
                         self.ordered_unlock(obj, req);
                     }
                 }
@@ -210,7 +204,7 @@ impl Replica {
                 | WireOp::ListDelete { obj, .. }
                 | WireOp::ListSet { obj, .. }
                 | WireOp::ListMove { obj, .. } => {
-                    if let Some(obj) = id(obj) {
+                    if let Some(obj) = self.own_wire_id(obj) {
                         refused |= self.held_by_other(obj, PeerIdx::SELF);
                     }
                 }
@@ -223,6 +217,22 @@ impl Replica {
             self.log.diverged = true;
             self.events.push_back(Event::NeedsSync);
         }
+    }
+
+    /// An id of this replica's own outgoing stream: its dictionary read
+    /// backwards (wire index 0 is itself, the others were introduced in
+    /// its earlier messages).
+    fn own_wire_id(&self, w: &WireId) -> Option<Id> {
+        let peer = match w.p {
+            0 => Some(PeerIdx::SELF),
+            p => self
+                .out
+                .dict
+                .iter()
+                .find(|&(_, &i)| i == p)
+                .map(|(&peer, _)| peer),
+        };
+        peer.map(|p| Id::new(p, w.c))
     }
 
     /// Whether `obj`'s lock is held by a peer other than `writer`.

@@ -22,6 +22,11 @@ impl Replica {
     /// is unchanged and keeps working.
     pub fn handle_message(&mut self, bytes: &[u8]) -> Result<(), ReceiveError> {
         let frame = codec::decode(bytes, self.config.max_message)?;
+        self.handle_frame(frame, bytes.len())
+    }
+
+    /// Applies a decoded message of `size` encoded bytes.
+    pub(crate) fn handle_frame(&mut self, frame: Frame, size: usize) -> Result<(), ReceiveError> {
         if frame.from.0 == self.me.incarnation() {
             // Our own message, echoed by a broadcast transport.
             return Ok(());
@@ -35,7 +40,6 @@ impl Replica {
             }
             return self.handle_directed(frame);
         }
-        let size = bytes.len();
         if let Phase::Syncing(sync) = &mut self.phase {
             if let Body::SyncOffer { joiner, .. } = frame.body {
                 if joiner.0 == self.me.incarnation() {

@@ -152,7 +152,7 @@ impl LocalNetwork {
                 .iter()
                 .enumerate()
                 .filter(|&(i, m)| i != from && msg.to().is_none_or(|t| t == m.tag))
-                .filter_map(|(_, m)| m.node.upgrade().map(|inner| Node { inner }))
+                .filter_map(|(_, m)| Node::upgrade(&m.node))
                 .collect();
             drop(net);
             for node in targets {

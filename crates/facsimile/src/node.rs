@@ -116,25 +116,7 @@ impl Node {
     /// Creates a node with engine settings.
     pub fn with_config(hostname: &str, config: Config) -> Node {
         let peer = PeerId::new(hostname, rand::random());
-        Node {
-            inner: Arc::new(Inner {
-                state: Mutex::new(State {
-                    replica: {
-                        let mut r = Replica::new(peer.clone(), config);
-                        r.record_changes(false);
-                        r
-                    },
-                    sender: None,
-                    subs: Subs::default(),
-                    reload_wanted: false,
-                }),
-                pump: Mutex::new(()),
-                epoch: Instant::now(),
-                peer,
-                successions: RwLock::new(Vec::new()),
-                succeeded: AtomicBool::new(false),
-            }),
-        }
+        Node::from_replica(Replica::new(peer, config))
     }
 
     /// Creates a node from a state saved with [`Node::export_state`] (by this
@@ -146,9 +128,16 @@ impl Node {
     /// [`Error::Receive`] when the bytes are not a valid saved state.
     pub fn from_exported(hostname: &str, config: Config, bytes: &[u8]) -> Result<Node> {
         let peer = PeerId::new(hostname, rand::random());
-        let mut replica = Replica::from_exported(peer.clone(), config, bytes)?;
+        Ok(Node::from_replica(Replica::from_exported(
+            peer, config, bytes,
+        )?))
+    }
+
+    fn from_replica(mut replica: Replica) -> Node {
+        // Change events are recorded once somebody listens.
         replica.record_changes(false);
-        Ok(Node {
+        let peer = replica.peer_id().clone();
+        Node {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     replica,
@@ -162,7 +151,7 @@ impl Node {
                 successions: RwLock::new(Vec::new()),
                 succeeded: AtomicBool::new(false),
             }),
-        })
+        }
     }
 
     /// Saves the whole replica (document, stream positions, locks) for
@@ -190,6 +179,11 @@ impl Node {
 
     pub(crate) fn downgrade(&self) -> Weak<Inner> {
         Arc::downgrade(&self.inner)
+    }
+
+    /// The node behind a weak reference, while any clone of it lives.
+    pub(crate) fn upgrade(weak: &Weak<Inner>) -> Option<Node> {
+        weak.upgrade().map(|inner| Node { inner })
     }
 
     /// The current name of an object id this node handed out, possibly

@@ -756,7 +756,7 @@ async fn run(
             _ = shared.cancel.cancelled() => return,
         }
         backoff = (backoff * 2).min(options.backoff_max);
-        let Some(n) = node.upgrade().map(|inner| Node { inner }) else {
+        let Some(n) = Node::upgrade(&node) else {
             return;
         };
         let attempt = tokio::select! {
@@ -816,7 +816,7 @@ async fn drive(session: Session, shared: &Shared, node: &Weak<Inner>) -> String 
                 Ok(f) => f.freeze(),
                 Err(e) => return format!("reading from the relay: {e}"),
             };
-            let Some(node) = node.upgrade().map(|inner| Node { inner }) else {
+            let Some(node) = Node::upgrade(node) else {
                 return "the node was dropped".to_string();
             };
             match Down::decode(frame) {

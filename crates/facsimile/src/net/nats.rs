@@ -69,7 +69,8 @@ const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 #[derive(Clone, Debug)]
 struct Names {
     stream: String,
-    subject: String,
+    /// Cheap to clone: every publish names it.
+    subject: async_nats::Subject,
     claims: String,
     snapshots: String,
 }
@@ -88,7 +89,7 @@ impl Names {
         }
         Names {
             stream: format!("FACSIMILE_{enc}"),
-            subject: format!("facsimile.{enc}"),
+            subject: format!("facsimile.{enc}").into(),
             claims: format!("FACSIMILE_{enc}_CLAIMS"),
             snapshots: format!("FACSIMILE_{enc}_SNAPSHOTS"),
         }
@@ -162,7 +163,7 @@ pub(crate) async fn connect(
     let stream = js
         .get_or_create_stream(stream::Config {
             name: names.stream.clone(),
-            subjects: vec![names.subject.clone()],
+            subjects: vec![names.subject.to_string()],
             storage: stream::StorageType::File,
             num_replicas: options.stream_replicas,
             duplicate_window: DEDUP_WINDOW,
@@ -395,7 +396,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>, read: watch::Sender<u64>) {
     let mut snapshots = SnapshotDuty::default();
     let mut backoff = ctx.options.backoff_min;
     loop {
-        let Some(n) = node.upgrade().map(|inner| Node { inner }) else {
+        let Some(n) = Node::upgrade(&node) else {
             return;
         };
         let from = n.log_position();
@@ -411,7 +412,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>, read: watch::Sender<u64>) {
             }
             Stop::Reload => {
                 backoff = ctx.options.backoff_min;
-                let Some(n) = node.upgrade().map(|inner| Node { inner }) else {
+                let Some(n) = Node::upgrade(&node) else {
                     return;
                 };
                 match newest_snapshot(&ctx.snapshots).await {
@@ -507,7 +508,7 @@ async fn read_from(
             tracing::info!(position, seq, "fell behind the stream's purge");
             return Stop::Reload;
         }
-        let Some(n) = node.upgrade().map(|inner| Node { inner }) else {
+        let Some(n) = Node::upgrade(node) else {
             return Stop::Dropped;
         };
         if let Err(e) = n.receive_ordered(&message.payload, seq, time) {
