@@ -50,11 +50,11 @@ pub(crate) fn encode_into(frame: &Frame, format: WireFormat, out: &mut Vec<u8>) 
 
 pub(crate) fn decode(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
     let mut frame = decode_as_sent(bytes, max)?;
-    if let Body::Op { .. } = frame.body {
-        let Body::Op { seq, tick, op } =
-            std::mem::replace(&mut frame.body, Body::Goodbye { seq: 0 })
-        else {
-            unreachable!()
+    if let Body::Op { .. } | Body::Next { .. } = frame.body {
+        let (seq, tick, op) = match std::mem::replace(&mut frame.body, Body::Goodbye { seq: 0 }) {
+            Body::Op { seq, tick, op } => (seq, tick, op),
+            Body::Next { seq, op } => (seq, 1, op),
+            _ => unreachable!("matched above"),
         };
         frame.body = Body::Ops {
             seq,
@@ -122,6 +122,48 @@ mod tests {
                     },
                 ],
             },
+        }
+    }
+
+    #[test]
+    fn one_operation_bodies_decode_as_operations_messages() {
+        let op = WireOp::Append {
+            obj: WireId { p: 0, c: 2 },
+            value: WireValue::Int(5),
+        };
+        let from = Tag(1);
+        for (body, tick) in [
+            (
+                Body::Op {
+                    seq: 4,
+                    tick: 9,
+                    op: op.clone(),
+                },
+                9,
+            ),
+            (
+                Body::Next {
+                    seq: 4,
+                    op: op.clone(),
+                },
+                1,
+            ),
+        ] {
+            for format in [WireFormat::Binary, WireFormat::Json] {
+                let bytes = encode(
+                    &Frame {
+                        from,
+                        body: body.clone(),
+                    },
+                    format,
+                );
+                let want = Body::Ops {
+                    seq: 4,
+                    tick,
+                    ops: vec![op.clone()],
+                };
+                assert_eq!(decode(&bytes, 1 << 20).unwrap(), Frame { from, body: want });
+            }
         }
     }
 

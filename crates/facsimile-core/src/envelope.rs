@@ -49,6 +49,7 @@ enum HeadBody {
     Resend { to: Tag },
     ResendGone { to: Tag },
     Op { seq: u64 },
+    Next { seq: u64 },
 }
 
 impl Envelope {
@@ -90,6 +91,7 @@ impl Envelope {
                     HeadBody::Hello { seq }
                     | HeadBody::Ops { seq }
                     | HeadBody::Op { seq }
+                    | HeadBody::Next { seq }
                     | HeadBody::GcAck { seq }
                     | HeadBody::Goodbye { seq }
                     | HeadBody::SyncRequest { seq }
@@ -116,7 +118,7 @@ impl Envelope {
 mod tests {
     use super::*;
     use crate::codec::{WireFormat, encode};
-    use crate::wire::{Body, Frame};
+    use crate::wire::{Body, Frame, WireOp};
     use crate::{Config, PeerId, Replica};
 
     fn every_body() -> Vec<Body> {
@@ -159,6 +161,15 @@ mod tests {
             },
             Body::Resend { to, from_seq: 1 },
             Body::ResendGone { to },
+            Body::Op {
+                seq: 70_000,
+                tick: 3,
+                op: WireOp::Tick,
+            },
+            Body::Next {
+                seq: 8,
+                op: WireOp::Tick,
+            },
         ]
     }
 

@@ -120,6 +120,15 @@ impl Translator<'_> {
             })
     }
 
+    /// The sender's id `d` counters before `here` ([`WireOrigin::Back`]).
+    fn back(&self, sender: PeerIdx, here: u64, d: u64) -> Result<Id, ReceiveError> {
+        let c = here
+            .checked_sub(d)
+            .filter(|_| d > 0)
+            .ok_or_else(|| ReceiveError::invalid(self.from, "insert origin out of range"))?;
+        self.id(sender, WireId { p: 0, c })
+    }
+
     fn id(&self, sender: PeerIdx, w: WireId) -> Result<Id, ReceiveError> {
         if w.c == 0 || w.c > MAX_COUNTER {
             return Err(ReceiveError::invalid(
@@ -301,6 +310,19 @@ impl Replica {
                         stamp,
                     }
                 }
+                WireOp::Append { obj, value } => {
+                    t.counter = here;
+                    let obj = t.id(sender, obj)?;
+                    let origin = t.back(sender, here, 1)?;
+                    let value = t.value(sender, value)?;
+                    t.counter = here + 1;
+                    Op::ListInsert {
+                        obj,
+                        origin: Some(origin),
+                        first: stamp,
+                        values: vec![value],
+                    }
+                }
                 WireOp::ListInsert {
                     obj,
                     origin,
@@ -314,12 +336,7 @@ impl Replica {
                     let obj = t.id(sender, obj)?;
                     let origin = match origin {
                         WireOrigin::Head => None,
-                        WireOrigin::Back(d) => {
-                            let c = here.checked_sub(d).filter(|_| d > 0).ok_or_else(|| {
-                                ReceiveError::invalid(tag.0, "insert origin out of range")
-                            })?;
-                            Some(t.id(sender, WireId { p: 0, c })?)
-                        }
+                        WireOrigin::Back(d) => Some(t.back(sender, here, d)?),
                         WireOrigin::Id(o) => Some(t.id(sender, o)?),
                     };
                     let values = values

@@ -201,6 +201,7 @@ impl Replica {
                 WireOp::MapSet { obj, .. }
                 | WireOp::MapDelete { obj, .. }
                 | WireOp::ListInsert { obj, .. }
+                | WireOp::Append { obj, .. }
                 | WireOp::ListDelete { obj, .. }
                 | WireOp::ListSet { obj, .. }
                 | WireOp::ListMove { obj, .. } => {

@@ -836,10 +836,16 @@ impl Replica {
                 }
                 Some(o) => WireOrigin::Id(self.wire_id(o)),
             };
-            self.out.ops.push(WireOp::ListInsert {
-                obj: wobj,
-                origin: worigin,
-                values: wire,
+            self.out.ops.push(match worigin {
+                WireOrigin::Back(1) if wire.len() == 1 => WireOp::Append {
+                    obj: wobj,
+                    value: wire.pop().expect("one value"),
+                },
+                origin => WireOp::ListInsert {
+                    obj: wobj,
+                    origin,
+                    values: wire,
+                },
             });
             let peers = &self.peers;
             if let Some(ObjData::List(l)) = self.graph.get_mut(obj.0).map(|o| &mut o.data) {
@@ -1128,7 +1134,10 @@ impl Replica {
             let op = ops.pop().expect("one operation");
             // Keep the operation buffer's capacity for the next message.
             self.out.ops = ops;
-            self.send_sequenced(|seq| Body::Op { seq, tick, op });
+            self.send_sequenced(|seq| match tick {
+                1 => Body::Next { seq, op },
+                _ => Body::Op { seq, tick, op },
+            });
             return;
         }
         let frame = self.send_sequenced(|seq| Body::Ops { seq, tick, ops });

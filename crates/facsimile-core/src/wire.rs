@@ -186,6 +186,10 @@ pub(crate) enum WireOp {
     Evict { peer: Tag, hostname: SmolStr },
     /// Nothing but a tick of the sender's clock (a heartbeat).
     Tick,
+    /// [`WireOp::ListInsert`] of one value right after the sender's element
+    /// of the previous counter (`origin` [`WireOrigin::Back`]`(1)`): a push
+    /// after the sender's own push, three bytes shorter.
+    Append { obj: WireId, value: WireValue },
 }
 
 impl WireOp {
@@ -206,7 +210,8 @@ impl WireOp {
             | WireOp::Unlock { .. }
             | WireOp::LockAck { .. }
             | WireOp::Evict { .. }
-            | WireOp::Tick => 1,
+            | WireOp::Tick
+            | WireOp::Append { .. } => 1,
         }
     }
 }
@@ -266,6 +271,10 @@ pub(crate) enum Body {
     /// [`Body::Ops`] with one operation (most messages), a byte shorter.
     /// Decoding turns it into `Ops`.
     Op { seq: u64, tick: u64, op: WireOp },
+    /// [`Body::Op`] whose tick is 1 (the sender received nothing that moved
+    /// its counter since its previous message: every message of a lone
+    /// writer), a byte shorter. Decoding turns it into `Ops`.
+    Next { seq: u64, op: WireOp },
 }
 
 impl Body {
@@ -275,6 +284,7 @@ impl Body {
             Body::Hello { seq, .. }
             | Body::Ops { seq, .. }
             | Body::Op { seq, .. }
+            | Body::Next { seq, .. }
             | Body::GcAck { seq, .. }
             | Body::Goodbye { seq }
             | Body::SyncRequest { seq, .. }

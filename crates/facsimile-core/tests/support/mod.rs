@@ -183,13 +183,18 @@ impl Net {
 }
 
 /// Rewrites a JSON message.
-/// A one-operation message (`Op`) is edited in its general form (`Ops`),
-/// which decodes the same.
+/// A one-operation message (`Op`, `Next`) is edited in its general form
+/// (`Ops`), which decodes the same.
 pub fn edit_json(bytes: &[u8], f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     let mut v: serde_json::Value = serde_json::from_slice(bytes).expect("a JSON message");
     if let Some(one) = v["body"].get_mut("Op").map(serde_json::Value::take) {
         v["body"] = serde_json::json!({"Ops": {
             "seq": one["seq"], "tick": one["tick"], "ops": [one["op"]],
+        }});
+    }
+    if let Some(one) = v["body"].get_mut("Next").map(serde_json::Value::take) {
+        v["body"] = serde_json::json!({"Ops": {
+            "seq": one["seq"], "tick": 1, "ops": [one["op"]],
         }});
     }
     f(&mut v);

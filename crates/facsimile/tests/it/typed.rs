@@ -130,8 +130,12 @@ impl Pair {
         let mut out = Sent::default();
         for bytes in self.sent.lock().unwrap().drain(..) {
             let msg: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON message");
-            // A message of one operation is an `Op`, of several an `Ops`.
-            let ops = match msg["body"]["Op"].get("op") {
+            // A message of one operation is an `Op` (a `Next` when it moves
+            // the counter by one), of several an `Ops`.
+            let one = msg["body"]["Op"]
+                .get("op")
+                .or(msg["body"]["Next"].get("op"));
+            let ops = match one {
                 Some(op) => vec![op.clone()],
                 None => match msg["body"]["Ops"]["ops"].as_array() {
                     Some(ops) => ops.clone(),
@@ -144,7 +148,12 @@ impl Pair {
                     .as_object()
                     .and_then(|o| o.iter().next())
                     .expect("an externally tagged operation");
-                let n = match name.as_str() {
+                // An `Append` is a one-value `ListInsert`.
+                let name = match name.as_str() {
+                    "Append" => "ListInsert",
+                    name => name,
+                };
+                let n = match name {
                     "Intro" => continue,
                     "ListInsert" => body["values"].as_array().map_or(0, Vec::len),
                     "ListDelete" => body["runs"].as_array().map_or(0, |runs| {
@@ -153,7 +162,7 @@ impl Pair {
                     _ => 1,
                 };
                 counted = true;
-                *out.ops.entry(name.clone()).or_default() += n;
+                *out.ops.entry(name.to_owned()).or_default() += n;
             }
             if counted {
                 out.messages += 1;
