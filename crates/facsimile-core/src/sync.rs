@@ -195,11 +195,12 @@ impl Replica {
             dict: own_dict.into_iter().map(|(_, p)| p.0).collect(),
         });
         streams.sort_by_key(|s| s.peer);
-        let mut ids: Vec<Id> = self.graph.objects.keys().copied().collect();
-        ids.sort_by_key(|id| (id.peer, id.counter));
-        let objects = ids
-            .iter()
-            .map(|&id| match &self.graph.objects[&id].data {
+        let mut sorted: Vec<(Id, &Obj)> =
+            self.graph.objects.iter().map(|(&id, o)| (id, o)).collect();
+        sorted.sort_unstable_by_key(|(id, _)| (id.peer, id.counter));
+        let objects = sorted
+            .into_iter()
+            .map(|(id, obj)| match &obj.data {
                 ObjData::Map(m) => ObjState::Map {
                     id: enc.id(id),
                     entries: m
@@ -365,28 +366,25 @@ impl Replica {
                 .map(|s| dec.id(s))
                 .transpose()?
                 .unwrap_or(Id::ZERO),
-            objects: FxHashMap::default(),
+            objects: FxHashMap::with_capacity_and_hasher(state.objects.len(), Default::default()),
         };
         for obj in state.objects {
             let (id, data) = match obj {
                 ObjState::Map { id, entries } => {
                     let mut map = MapObj::default();
-                    let mut keys = rustc_hash::FxHashSet::default();
                     for (key, value, stamp) in entries {
-                        if !keys.insert(key.clone()) {
-                            return Err(bad("a map key appears twice"));
-                        }
                         let entry = MapEntry {
                             value: value.map(|v| dec.value(v)).transpose()?,
                             stamp: dec.id(stamp)?,
                         };
-                        map.restore(key, entry);
+                        if !map.restore(key, entry) {
+                            return Err(bad("a map key appears twice"));
+                        }
                     }
                     (dec.id(id)?, ObjData::Map(map))
                 }
                 ObjState::List { id, slots } => {
                     let mut out = Vec::with_capacity(slots.len());
-                    let mut seen = rustc_hash::FxHashSet::default();
                     for s in slots {
                         let (slot, extra) = match s {
                             SlotState::Home {
@@ -425,12 +423,10 @@ impl Replica {
                                 None,
                             ),
                         };
-                        if !seen.insert(slot.id) {
-                            return Err(bad("a list slot appears twice"));
-                        }
                         out.push((slot, extra));
                     }
-                    let list = ListObj::from_slots(out);
+                    let list = ListObj::from_slots(out)
+                        .ok_or_else(|| bad("a list slot appears twice"))?;
                     if !list.is_consistent() {
                         return Err(bad("inconsistent list state"));
                     }

@@ -398,8 +398,9 @@ impl ListObj {
         })
     }
 
-    /// Rebuilds a list from transferred slots in sequence order.
-    pub(crate) fn from_slots(slots: Vec<(Slot, Option<ElemExtra>)>) -> Self {
+    /// Rebuilds a list from transferred slots in sequence order; `None` when
+    /// two slots have the same id.
+    pub(crate) fn from_slots(slots: Vec<(Slot, Option<ElemExtra>)>) -> Option<Self> {
         let mut extra = FxHashMap::default();
         let mut items = Vec::with_capacity(slots.len());
         for (slot, e) in slots {
@@ -410,15 +411,16 @@ impl ListObj {
         }
         let mut index = FxHashMap::default();
         index.reserve(items.len());
+        let mut unique = true;
         let tree = SeqTree::from_items(items, |s, leaf| {
-            index.insert(s.id, leaf);
+            unique &= index.insert(s.id, leaf).is_none();
         });
-        ListObj {
+        unique.then_some(ListObj {
             tree,
             index,
             extra,
             version: 0,
-        }
+        })
     }
 
     /// Slots that no element can come back to: move slots that are not

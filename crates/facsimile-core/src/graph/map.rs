@@ -21,18 +21,140 @@ pub(crate) struct MapEntry {
     pub(crate) stamp: Id,
 }
 
+/// Up to this many keys (tombstones included) a map keeps its entries in a
+/// vector sorted by key: one allocation, no hashing, and already in
+/// iteration order. Most maps of an object graph are that small.
+const SMALL: usize = 16;
+
+#[derive(Debug, Clone)]
+enum Entries {
+    Small(Vec<(SmolStr, MapEntry)>),
+    Large {
+        map: IndexMap<SmolStr, MapEntry, FxBuildHasher>,
+        /// Set when a key was added out of order; iteration sorts first.
+        unsorted: bool,
+    },
+}
+
+impl Default for Entries {
+    fn default() -> Self {
+        Entries::Small(Vec::new())
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MapObj {
-    entries: IndexMap<SmolStr, MapEntry, FxBuildHasher>,
+    entries: Entries,
     live: usize,
-    /// Set when a key was added out of order; iteration sorts first.
-    unsorted: bool,
 }
 
 /// The visible effect of a write on one key.
 pub(crate) struct KeyChange {
     pub(crate) old: Option<Value>,
     pub(crate) new: Option<Value>,
+}
+
+/// Entries in storage order.
+pub(crate) enum Iter<'a> {
+    Small(std::slice::Iter<'a, (SmolStr, MapEntry)>),
+    Large(indexmap::map::Iter<'a, SmolStr, MapEntry>),
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a SmolStr, &'a MapEntry);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Small(it) => it.next().map(|(k, e)| (k, e)),
+            Iter::Large(it) => it.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Iter::Small(it) => it.size_hint(),
+            Iter::Large(it) => it.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+impl Entries {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        match self {
+            Entries::Small(v) => v.len(),
+            Entries::Large { map, .. } => map.len(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&MapEntry> {
+        match self {
+            Entries::Small(v) => v
+                .binary_search_by(|(k, _)| k.as_str().cmp(key))
+                .ok()
+                .map(|i| &v[i].1),
+            Entries::Large { map, .. } => map.get(key),
+        }
+    }
+
+    fn get_mut(&mut self, key: &str) -> Option<&mut MapEntry> {
+        match self {
+            Entries::Small(v) => v
+                .binary_search_by(|(k, _)| k.as_str().cmp(key))
+                .ok()
+                .map(|i| &mut v[i].1),
+            Entries::Large { map, .. } => map.get_mut(key),
+        }
+    }
+
+    /// Adds an entry. Returns `false` (and changes nothing) when the key is
+    /// present.
+    fn insert(&mut self, key: SmolStr, entry: MapEntry) -> bool {
+        match self {
+            Entries::Small(v) => {
+                // Keys mostly arrive in order (snapshots, generated names).
+                let at = match v.last() {
+                    Some((last, _)) if *last < key => v.len(),
+                    None => 0,
+                    Some(_) => match v.binary_search_by(|(k, _)| k.cmp(&key)) {
+                        Ok(_) => return false,
+                        Err(at) => at,
+                    },
+                };
+                if v.len() < SMALL {
+                    v.insert(at, (key, entry));
+                    return true;
+                }
+                let mut map = IndexMap::with_capacity_and_hasher(SMALL * 2, FxBuildHasher);
+                map.extend(v.drain(..));
+                let unsorted = at < SMALL;
+                map.insert(key, entry);
+                *self = Entries::Large { map, unsorted };
+                true
+            }
+            Entries::Large { map, unsorted } => {
+                let after_last = map.last().is_none_or(|(k, _)| *k < key);
+                match map.entry(key) {
+                    indexmap::map::Entry::Occupied(_) => false,
+                    indexmap::map::Entry::Vacant(slot) => {
+                        slot.insert(entry);
+                        *unsorted |= !after_last;
+                        true
+                    }
+                }
+            }
+        }
+    }
+
+    fn iter(&self) -> Iter<'_> {
+        match self {
+            Entries::Small(v) => Iter::Small(v.iter()),
+            Entries::Large { map, .. } => Iter::Large(map.iter()),
+        }
+    }
 }
 
 impl MapObj {
@@ -53,7 +175,6 @@ impl MapObj {
         stamp: Id,
         peers: &Peers,
     ) -> Option<KeyChange> {
-        let len = self.entries.len();
         match self.entries.get_mut(key) {
             Some(e) => {
                 if !peers.later(stamp, e.stamp) {
@@ -77,14 +198,6 @@ impl MapObj {
                 Some(KeyChange { old, new: value })
             }
             None => {
-                if len > 0
-                    && self
-                        .entries
-                        .get_index(len - 1)
-                        .is_some_and(|(k, _)| k > key)
-                {
-                    self.unsorted = true;
-                }
                 let live = value.is_some();
                 self.entries.insert(
                     key.clone(),
@@ -106,34 +219,30 @@ impl MapObj {
         }
     }
 
-    /// Restores an entry exactly as transferred in a snapshot.
-    pub(crate) fn restore(&mut self, key: SmolStr, entry: MapEntry) {
-        if entry.value.is_some() {
+    /// Restores an entry exactly as transferred in a snapshot. Returns
+    /// `false` (and changes nothing) when the key is already present.
+    pub(crate) fn restore(&mut self, key: SmolStr, entry: MapEntry) -> bool {
+        let live = entry.value.is_some();
+        let added = self.entries.insert(key, entry);
+        if added && live {
             self.live += 1;
         }
-        let len = self.entries.len();
-        if len > 0
-            && self
-                .entries
-                .get_index(len - 1)
-                .is_some_and(|(k, _)| *k > key)
-        {
-            self.unsorted = true;
-        }
-        self.entries.insert(key, entry);
+        added
     }
 
     /// Puts entries in iteration order if arrivals disturbed it.
     pub(crate) fn sort(&mut self) {
-        if self.unsorted {
-            self.entries.sort_unstable_keys();
-            self.unsorted = false;
+        if let Entries::Large { map, unsorted } = &mut self.entries
+            && *unsorted
+        {
+            map.sort_unstable_keys();
+            *unsorted = false;
         }
     }
 
     /// All entries, tombstones included, in storage order (call
     /// [`MapObj::sort`] first for iteration order).
-    pub(crate) fn raw_entries(&self) -> impl Iterator<Item = (&SmolStr, &MapEntry)> + '_ {
+    pub(crate) fn raw_entries(&self) -> Iter<'_> {
         self.entries.iter()
     }
 
@@ -146,7 +255,94 @@ impl MapObj {
 
     /// Drops tombstones whose stamp `stable` accepts.
     pub(crate) fn purge_tombstones(&mut self, stable: impl Fn(Id) -> bool) {
-        self.entries
-            .retain(|_, e| e.value.is_some() || !stable(e.stamp));
+        let keep = |e: &MapEntry| e.value.is_some() || !stable(e.stamp);
+        match &mut self.entries {
+            Entries::Small(v) => v.retain(|(_, e)| keep(e)),
+            Entries::Large { map, .. } => map.retain(|_, e| keep(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::clock::Peers;
+    use crate::value::{PeerId, PeerIdx};
+
+    /// Random writes, deletes, restores and purges across the small/large
+    /// boundary behave like a sorted map of registers.
+    #[test]
+    fn small_and_large_maps_match_a_model() {
+        let peers = Peers::new(PeerId::new("a", 1));
+        for seed in 1..200u64 {
+            let mut x = seed;
+            let mut rand = |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let mut map = MapObj::default();
+            let mut model: BTreeMap<SmolStr, (Option<i64>, u64)> = BTreeMap::new();
+            let keys = 1 + rand(40);
+            for counter in 1..300u64 {
+                let key = SmolStr::from(format!("k{}", rand(keys)));
+                let value = (rand(4) > 0).then_some(counter as i64);
+                let stamp = Id::new(PeerIdx::SELF, if rand(8) == 0 { 1 } else { counter });
+                match rand(10) {
+                    0 => {
+                        map.purge_tombstones(|_| true);
+                        model.retain(|_, (v, _)| v.is_some());
+                    }
+                    1 => {
+                        let entry = MapEntry {
+                            value: value.map(Value::Int),
+                            stamp,
+                        };
+                        let added = map.restore(key.clone(), entry);
+                        assert_eq!(added, !model.contains_key(&key), "seed {seed}");
+                        model.entry(key).or_insert((value, stamp.counter));
+                    }
+                    _ => {
+                        map.apply(&key, value.map(Value::Int), stamp, &peers);
+                        match model.get_mut(&key) {
+                            Some(e) if e.1 >= stamp.counter => {}
+                            Some(e) => *e = (value, stamp.counter),
+                            None => {
+                                model.insert(key, (value, stamp.counter));
+                            }
+                        }
+                    }
+                }
+                map.sort();
+                let got: Vec<_> = map
+                    .raw_entries()
+                    .map(|(k, e)| (k.clone(), (e.value.clone(), e.stamp.counter)))
+                    .collect();
+                let want: Vec<_> = model
+                    .iter()
+                    .map(|(k, (v, c))| (k.clone(), (v.map(Value::Int), *c)))
+                    .collect();
+                assert_eq!(got.len(), want.len(), "seed {seed}");
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(g.0 == w.0 && g.1.1 == w.1.1, "seed {seed}: {g:?} {w:?}");
+                    assert!(
+                        match (&g.1.0, &w.1.0) {
+                            (Some(a), Some(b)) => a.same(b),
+                            (a, b) => a.is_none() && b.is_none(),
+                        },
+                        "seed {seed}: {g:?} {w:?}"
+                    );
+                }
+                let live = model.values().filter(|(v, _)| v.is_some()).count();
+                assert_eq!(map.len(), live, "seed {seed}");
+                assert_eq!(map.entries.len(), model.len(), "seed {seed}");
+                for (k, (v, _)) in &model {
+                    assert_eq!(map.get(k).is_some(), v.is_some(), "seed {seed}");
+                }
+            }
+        }
     }
 }

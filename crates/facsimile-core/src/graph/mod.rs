@@ -87,9 +87,10 @@ impl Graph {
                 continue;
             };
             order.push(id);
-            let mut children = Vec::new();
-            obj.children(|c| children.push(c));
-            stack.extend(children.into_iter().rev());
+            // Pushed in order, then reversed in place: popped in order.
+            let from = stack.len();
+            obj.children(|c| stack.push(c));
+            stack[from..].reverse();
         }
         order
     }
