@@ -57,6 +57,10 @@ pub(crate) struct Gc {
     round: Option<Round>,
     /// Something may have become unreachable since the last mark.
     pub(crate) dirty: bool,
+    /// Tombstones or dead list slots may have been made since the last
+    /// mark. Without them or `dirty`, a round would find nothing, so none
+    /// starts: a document that only grows is never scanned.
+    pub(crate) garbage: bool,
     /// The frontier moved since the last acknowledgement.
     pub(crate) changed: bool,
     pub(crate) next_pass: Option<Duration>,
@@ -135,10 +139,26 @@ impl Replica {
     /// Marks reachable objects, settles the current round and starts the
     /// next one, and acknowledges the frontier to the members.
     pub(crate) fn gc_pass(&mut self) {
-        let mark_needed = self.gc.dirty || self.gc.round.is_some() || self.gc.changed;
-        if !mark_needed {
-            return;
+        // A parked operation arrived during the round but has not taken
+        // effect; it may name what the round would reclaim, so wait for it.
+        // A sender whose messages are held behind a gap before its hello
+        // is a peer not yet counted as a member; it must not be skipped.
+        let unknown_sender = self.streams.values().any(|s| s.peer.is_none());
+        let settled = self.pending_count == 0 && !unknown_sender;
+        if self.gc.dirty || self.gc.garbage || self.gc.round.is_some() {
+            self.mark_and_settle(settled);
         }
+        // An acknowledgement speaks for the applied state: while an
+        // operation waits, the frontier overstates it.
+        if self.gc.changed && !self.gc.members.is_empty() && settled {
+            self.send_ack();
+            self.gc.changed = false;
+        }
+    }
+
+    /// Marks reachable objects, settles the current round, and starts the
+    /// next one when there may be something to reclaim.
+    fn mark_and_settle(&mut self, settled: bool) {
         self.gc.mark = self.gc.mark.wrapping_add(1);
         let mark = self.gc.mark;
         for id in self.graph.reachable() {
@@ -146,12 +166,6 @@ impl Replica {
                 obj.mark = mark;
             }
         }
-        // A parked operation arrived during the round but has not taken
-        // effect; it may name what the round would reclaim, so wait for it.
-        // A sender whose messages are held behind a gap before its hello
-        // is a peer not yet counted as a member; it must not be skipped.
-        let unknown_sender = self.streams.values().any(|s| s.peer.is_none());
-        let settled = self.pending_count == 0 && !unknown_sender;
         if let Some(round) = self.gc.round.take() {
             if round.void {
                 self.gc.dirty = true;
@@ -161,7 +175,7 @@ impl Replica {
                 self.gc.round = Some(round);
             }
         }
-        if self.gc.round.is_none() {
+        if self.gc.round.is_none() && (self.gc.dirty || self.gc.garbage) {
             let candidates: FxHashSet<Id> = self
                 .graph
                 .objects
@@ -188,18 +202,13 @@ impl Replica {
                 void: false,
             };
             self.gc.dirty = false;
+            self.gc.garbage = false;
             if settled && self.gc.complete(&round, &self.peers) {
                 // Alone (or everybody already past this frontier): settle now.
                 self.reclaim(&round);
             } else {
                 self.gc.round = Some(round);
             }
-        }
-        // An acknowledgement speaks for the applied state: while an
-        // operation waits, the frontier overstates it.
-        if self.gc.changed && !self.gc.members.is_empty() && settled {
-            self.send_ack();
-            self.gc.changed = false;
         }
     }
 

@@ -763,6 +763,7 @@ impl Replica {
             Op::ListDelete { obj, start, .. } => {
                 if let Some(ObjData::List(l)) = self.graph.get_mut(obj).map(|o| &mut o.data) {
                     if let Some((old, _)) = l.delete(start) {
+                        self.gc.garbage = true;
                         self.gc.note_detach(&old);
                         self.touch(obj, TouchKind::Mass);
                     }
@@ -791,6 +792,8 @@ impl Replica {
             } => {
                 let peers = &self.peers;
                 if let Some(ObjData::List(l)) = self.graph.get_mut(obj).map(|o| &mut o.data) {
+                    // Whether it wins or not, a move leaves a dead slot.
+                    self.gc.garbage = true;
                     if l.move_elem(elem, after, slot, peers) {
                         self.touch(obj, TouchKind::Mass);
                     }

@@ -642,6 +642,9 @@ impl Replica {
     }
 
     pub(crate) fn insert_object(&mut self, id: Id, data: ObjData) {
+        // A new object may never become reachable (the write that stores
+        // it can lose to a concurrent one), so the next pass marks.
+        self.gc.dirty = true;
         self.graph.objects.insert(
             id,
             Obj {
@@ -753,6 +756,8 @@ impl Replica {
         else {
             return;
         };
+        // A delete leaves a tombstone.
+        self.gc.garbage |= value.is_none();
         if let Some(change) = m.apply(&key, value, stamp, &self.peers) {
             if let Some(old) = &change.old {
                 self.gc.note_detach(old);
@@ -817,6 +822,7 @@ impl Replica {
             for v in &removed {
                 self.gc.note_detach(v);
             }
+            self.gc.garbage = true;
         }
         if !items.is_empty() {
             let mut values = Vec::with_capacity(items.len());
@@ -988,6 +994,7 @@ impl Replica {
                     _ => unreachable!("checked"),
                 };
                 list.move_elem(elem, prev_slot, slot, peers);
+                self.gc.garbage = true;
             }
             prev_slot = self.list(obj).expect("checked").position_of(elem);
         }

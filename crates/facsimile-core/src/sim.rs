@@ -394,6 +394,18 @@ impl Replica {
         self.graph.objects.len()
     }
 
+    /// Map tombstones and dead list slots held.
+    pub fn hidden_count(&self) -> usize {
+        self.graph
+            .objects
+            .values()
+            .map(|o| match &o.data {
+                ObjData::Map(m) => m.raw_entries().filter(|(_, e)| e.value.is_none()).count(),
+                ObjData::List(l) => l.dead_slots().len(),
+            })
+            .sum()
+    }
+
     /// A readable rendering of the lock state, for failure messages.
     pub fn debug_locks(&self) -> String {
         format!(

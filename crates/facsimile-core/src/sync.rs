@@ -368,11 +368,14 @@ impl Replica {
                 .unwrap_or(Id::ZERO),
             objects: FxHashMap::with_capacity_and_hasher(state.objects.len(), Default::default()),
         };
+        // Whether the state holds tombstones or dead slots to reclaim.
+        let mut garbage = false;
         for obj in state.objects {
             let (id, data) = match obj {
                 ObjState::Map { id, entries } => {
                     let mut map = MapObj::default();
                     for (key, value, stamp) in entries {
+                        garbage |= value.is_none();
                         let entry = MapEntry {
                             value: value.map(|v| dec.value(v)).transpose()?,
                             stamp: dec.id(stamp)?,
@@ -425,11 +428,12 @@ impl Replica {
                         };
                         out.push((slot, extra));
                     }
-                    let list = ListObj::from_slots(out)
-                        .ok_or_else(|| bad("a list slot appears twice"))?;
+                    let list =
+                        ListObj::from_slots(out).ok_or_else(|| bad("a list slot appears twice"))?;
                     if !list.is_consistent() {
                         return Err(bad("inconsistent list state"));
                     }
+                    garbage |= list.slot_count() > list.len();
                     (dec.id(id)?, ObjData::List(list))
                 }
             };
@@ -451,9 +455,11 @@ impl Replica {
         // resolves; an honest state never holds a dangling one.
         let dangling = |v: &Value| matches!(v, Value::Ref(o) if !graph.objects.contains_key(&o.0));
         let mut complete = !dangling(&graph.root);
-        for id in graph.reachable() {
-            graph.objects[&id].children(|c| complete &= graph.objects.contains_key(&c));
+        let reachable = graph.reachable();
+        for id in &reachable {
+            graph.objects[id].children(|c| complete &= graph.objects.contains_key(&c));
         }
+        let unreachable = reachable.len() < graph.objects.len();
         if !complete {
             return Err(bad("a reference to an object the state does not carry"));
         }
@@ -602,7 +608,8 @@ impl Replica {
             self.log.stamp = Duration::from_nanos(l.stamp);
             self.log.last_seen = seen.into_iter().collect();
         }
-        self.gc.dirty = true;
+        self.gc.dirty |= unreachable;
+        self.gc.garbage |= garbage;
         self.gc.changed = true;
         let new_root = self.graph.root.clone();
         if !old_root.same(&new_root) && self.record_changes {

@@ -189,7 +189,8 @@ fn scenario(seed: u64, nodes: usize, ops: usize) {
     for i in sim.online() {
         let r = sim.replica(i);
         let reachable = r.reachable_objects().len();
-        if r.object_count() != reachable {
+        let hidden = r.hidden_count();
+        if r.object_count() != reachable || hidden != 0 {
             let mut all = String::new();
             for k in sim.online() {
                 let r = sim.replica(k);
@@ -200,7 +201,9 @@ fn scenario(seed: u64, nodes: usize, ops: usize) {
                     r.debug_gc()
                 );
             }
-            panic!("seed {seed}: replica {i} kept unreachable objects\n{all}");
+            panic!(
+                "seed {seed}: replica {i} kept unreachable objects or {hidden} tombstones and dead slots\n{all}"
+            );
         }
     }
     // No inserted element is lost unless deleted; none is duplicated
