@@ -72,6 +72,9 @@ struct Round {
     candidates: FxHashSet<Id>,
     /// Per array, the slots that were dead at the mark.
     dead_slots: Vec<(Id, Vec<Id>)>,
+    /// Whether tombstones and dead slots may exist (else only unreachable
+    /// objects are looked for).
+    sweep: bool,
     void: bool,
 }
 
@@ -161,14 +164,13 @@ impl Replica {
     fn mark_and_settle(&mut self, settled: bool) {
         self.gc.mark = self.gc.mark.wrapping_add(1);
         let mark = self.gc.mark;
-        for id in self.graph.reachable() {
-            if let Some(obj) = self.graph.get_mut(id) {
-                obj.mark = mark;
-            }
-        }
+        self.graph.mark_reachable(mark);
         if let Some(round) = self.gc.round.take() {
             if round.void {
+                // The next round looks again for what this one would have
+                // reclaimed.
                 self.gc.dirty = true;
+                self.gc.garbage |= round.sweep;
             } else if settled && self.gc.complete(&round, &self.peers) {
                 self.reclaim(&round);
             } else {
@@ -183,23 +185,28 @@ impl Replica {
                 .filter(|(_, o)| o.mark != mark)
                 .map(|(&id, _)| id)
                 .collect();
-            let dead_slots = self
-                .graph
-                .objects
-                .iter()
-                .filter_map(|(&id, o)| match &o.data {
-                    ObjData::List(l) => {
-                        let dead = l.dead_slots();
-                        (!dead.is_empty()).then_some((id, dead))
-                    }
-                    ObjData::Map(_) => None,
-                })
-                .collect();
+            let sweep = self.gc.garbage;
+            let dead_slots = match sweep {
+                false => Vec::new(),
+                true => self
+                    .graph
+                    .objects
+                    .iter()
+                    .filter_map(|(&id, o)| match &o.data {
+                        ObjData::List(l) => {
+                            let dead = l.dead_slots();
+                            (!dead.is_empty()).then_some((id, dead))
+                        }
+                        ObjData::Map(_) => None,
+                    })
+                    .collect(),
+            };
             let round = Round {
                 frontier: self.frontier(),
                 candidates,
                 dead_slots,
                 void: false,
+                sweep,
             };
             self.gc.dirty = false;
             self.gc.garbage = false;
@@ -223,9 +230,11 @@ impl Replica {
         // deletion is in `G`. A dead slot has no such stamp: purge the ones
         // that were dead at the mark.
         let stable = |s: Id| round.frontier.get(&s.peer).is_some_and(|&c| s.counter <= c);
-        for obj in self.graph.objects.values_mut() {
-            if let ObjData::Map(m) = &mut obj.data {
-                m.purge_tombstones(stable);
+        if round.sweep {
+            for obj in self.graph.objects.values_mut() {
+                if let ObjData::Map(m) = &mut obj.data {
+                    m.purge_tombstones(stable);
+                }
             }
         }
         for (id, slots) in &round.dead_slots {

@@ -443,7 +443,7 @@ impl Replica {
                     id,
                     Obj {
                         data,
-                        mark: self.gc.mark,
+                        mark: self.gc.mark.wrapping_sub(1),
                     },
                 )
                 .is_some()
@@ -453,13 +453,11 @@ impl Replica {
         }
         // `Ready` promises that every reference reachable from the root
         // resolves; an honest state never holds a dangling one.
-        let dangling = |v: &Value| matches!(v, Value::Ref(o) if !graph.objects.contains_key(&o.0));
-        let mut complete = !dangling(&graph.root);
-        let reachable = graph.reachable();
-        for id in &reachable {
-            graph.objects[id].children(|c| complete &= graph.objects.contains_key(&c));
-        }
-        let unreachable = reachable.len() < graph.objects.len();
+        // Objects arrive with the previous mark; marking gives the reachable
+        // ones the current one, as a local mark would.
+        let (reachable, dangling) = graph.mark_reachable(self.gc.mark);
+        let complete = !dangling;
+        let unreachable = reachable < graph.objects.len();
         if !complete {
             return Err(bad("a reference to an object the state does not carry"));
         }

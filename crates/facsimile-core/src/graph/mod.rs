@@ -95,6 +95,33 @@ impl Graph {
         order
     }
 
+    /// Sets `mark` on every object reachable from the root; objects that
+    /// already carry it are taken as visited, so `mark` must be new. Returns
+    /// how many objects were marked and whether a reference names an object
+    /// that is not here.
+    pub(crate) fn mark_reachable(&mut self, mark: u32) -> (usize, bool) {
+        let mut stack = Vec::new();
+        let mut dangling = false;
+        match &self.root {
+            Value::Ref(o) => stack.push(o.0),
+            _ => return (0, false),
+        }
+        let mut marked = 0;
+        while let Some(id) = stack.pop() {
+            let Some(obj) = self.objects.get_mut(&id) else {
+                dangling = true;
+                continue;
+            };
+            if obj.mark == mark {
+                continue;
+            }
+            obj.mark = mark;
+            marked += 1;
+            obj.children(|c| stack.push(c));
+        }
+        (marked, dangling)
+    }
+
     /// Sorts every map whose key order was disturbed.
     pub(crate) fn sort_maps(&mut self) {
         for obj in self.objects.values_mut() {
