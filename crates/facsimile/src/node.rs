@@ -521,23 +521,18 @@ impl Node {
         self.pump();
     }
 
+    /// One round of the pump: timers, then what was queued. Whatever the
+    /// sender or the listeners queue meanwhile is left to the caller's next
+    /// round ([`Node::has_work`]).
     fn pump_locked(&self, guard: MutexGuard<'_, ()>) {
-        {
-            self.run_timers();
-            loop {
-                let (sender, transmits, dispatch) = self.drain();
-                if transmits.is_empty() && dispatch.is_empty() {
-                    break;
-                }
-                if let Some(send) = sender {
-                    for t in transmits {
-                        send(Outgoing(t));
-                    }
-                }
-                dispatch.run();
+        let (sender, transmits, dispatch) = self.drain();
+        if let Some(send) = sender {
+            for t in transmits {
+                send(Outgoing(t));
             }
-            drop(guard);
         }
+        dispatch.run();
+        drop(guard);
     }
 
     fn has_work(&self) -> bool {
@@ -545,16 +540,14 @@ impl Node {
         (st.sender.is_some() && st.replica.has_transmits()) || st.replica.has_events()
     }
 
-    fn run_timers(&self) {
+    /// Runs due timers and takes what is queued: messages to send and
+    /// listener calls.
+    fn drain(&self) -> (Option<Sender>, Vec<Transmit>, Dispatch) {
         let mut st = self.state();
         let now = self.inner.epoch.elapsed();
         if st.replica.poll_timeout().is_some_and(|at| now >= at) {
             st.replica.handle_timeout(now);
         }
-    }
-
-    fn drain(&self) -> (Option<Sender>, Vec<Transmit>, Dispatch) {
-        let mut st = self.state();
         let mut transmits = Vec::new();
         if st.sender.is_some() {
             while let Some(t) = st.replica.poll_transmit() {

@@ -91,6 +91,10 @@ pub(crate) struct ListObj {
     /// Bumped by every change; lets a caller detect that the list changed
     /// between a read and a write.
     version: u64,
+    /// The slot inserted last and where it was put: the origin of the next
+    /// insert when somebody types or pushes. Checked before use, since a
+    /// split may have moved it.
+    last: Option<(Id, Cursor)>,
 }
 
 impl ListObj {
@@ -200,9 +204,19 @@ impl ListObj {
         }
     }
 
+    /// The cursor of an insert's origin.
+    fn origin_cursor(&self, id: Id) -> Option<Cursor> {
+        match self.last {
+            Some((last, c)) if last == id && self.tree.try_get(c).is_some_and(|s| s.id == id) => {
+                Some(c)
+            }
+            _ => self.cursor(id),
+        }
+    }
+
     /// Places `slot` after `origin` (`None`: at the head) by the RGA rule.
     fn integrate(&mut self, origin: Option<Id>, slot: Slot, peers: &Peers) -> Cursor {
-        let mut prev = origin.map(|o| self.cursor(o).expect("origin checked by caller"));
+        let mut prev = origin.map(|o| self.origin_cursor(o).expect("origin checked by caller"));
         let mut next = match prev {
             Some(p) => self.tree.next(p),
             None => self.tree.first(),
@@ -225,6 +239,7 @@ impl ListObj {
             None => self.tree.insert_first(slot, on_move),
         };
         self.index.insert(id, c.leaf);
+        self.last = Some((id, c));
         c
     }
 
@@ -420,6 +435,7 @@ impl ListObj {
             index,
             extra,
             version: 0,
+            last: None,
         })
     }
 

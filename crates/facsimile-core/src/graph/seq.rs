@@ -162,6 +162,11 @@ impl<T: SeqItem> SeqTree<T> {
         &self.leaves[c.leaf as usize].items[c.pos]
     }
 
+    /// The item at `c`, if `c` points at one.
+    pub(crate) fn try_get(&self, c: Cursor) -> Option<&T> {
+        self.leaves.get(c.leaf as usize)?.items.get(c.pos)
+    }
+
     /// Items of one leaf, for scans that resolve an id inside its leaf.
     pub(crate) fn leaf_items(&self, leaf: LeafId) -> &[T] {
         &self.leaves[leaf as usize].items
@@ -291,13 +296,17 @@ impl<T: SeqItem> SeqTree<T> {
         let visible = item.is_visible();
         self.len += 1;
         let mut target = Cursor { leaf, pos };
-        if self.leaves[leaf as usize].items.len() >= LEAF_MAX {
-            let new_leaf = self.split_leaf(leaf, &mut on_move);
-            let left_len = self.leaves[leaf as usize].items.len();
-            if pos > left_len {
+        let len = self.leaves[leaf as usize].items.len();
+        if len >= LEAF_MAX {
+            // Appending at a full leaf's end starts a new leaf and moves
+            // nothing: a list that grows at its end keeps full leaves and
+            // never re-files its items.
+            let at = if pos == len { len } else { len / 2 };
+            let new_leaf = self.split_leaf(leaf, at, &mut on_move);
+            if pos >= at {
                 target = Cursor {
                     leaf: new_leaf,
-                    pos: pos - left_len,
+                    pos: pos - at,
                 };
             }
         }
@@ -326,12 +335,18 @@ impl<T: SeqItem> SeqTree<T> {
         self.insert(leaf, 0, item, on_move)
     }
 
-    /// Moves the upper half of `leaf` into a new leaf placed right after it.
-    fn split_leaf(&mut self, leaf: LeafId, on_move: &mut impl FnMut(&T, LeafId)) -> LeafId {
+    /// Moves the items of `leaf` from `at` on into a new leaf placed right
+    /// after it.
+    fn split_leaf(
+        &mut self,
+        leaf: LeafId,
+        at: usize,
+        on_move: &mut impl FnMut(&T, LeafId),
+    ) -> LeafId {
         let new_id = self.leaves.len() as LeafId;
         let old = &mut self.leaves[leaf as usize];
-        let half = old.items.len() / 2;
-        let moved: Vec<T> = old.items.split_off(half);
+        let mut moved: Vec<T> = Vec::with_capacity(LEAF_MAX);
+        moved.extend(old.items.drain(at..));
         let moved_visible = moved.iter().filter(|i| i.is_visible()).count() as u64;
         old.visible -= moved_visible;
         let next = old.next;
