@@ -298,10 +298,6 @@ pub(crate) struct Dispatch {
 }
 
 impl Dispatch {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.calls.is_empty()
-    }
-
     /// Runs the calls in order, skipping listeners removed meanwhile.
     pub(crate) fn run(self) {
         for call in self.calls {
