@@ -1010,7 +1010,11 @@ impl Replica {
         }
     }
 
+    #[inline]
     pub(crate) fn touch(&mut self, list: Id, kind: TouchKind) {
+        if !self.record_changes {
+            return;
+        }
         match self.touched.lists.iter_mut().find(|(l, _)| *l == list) {
             Some((_, k)) => *k = TouchKind::Mass,
             None => self.touched.lists.push((list, kind)),

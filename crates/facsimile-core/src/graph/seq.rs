@@ -173,30 +173,50 @@ impl<T: SeqItem> SeqTree<T> {
     }
 
     /// Cursor of the visible item at `index` (`index < visible_len()`).
-    pub(crate) fn locate_visible(&self, mut index: usize) -> Cursor {
+    /// Each node is scanned from the end nearer to the index, so that
+    /// reaching the end of the list (a push) costs no more than its start.
+    pub(crate) fn locate_visible(&self, index: usize) -> Cursor {
+        let mut index = index as u64;
         let mut node = self.root;
+        let mut total = self.visible_len() as u64;
         for _ in 0..self.height {
             let inner = &self.inners[node as usize];
-            let mut chosen = *inner.children.last().expect("inner nodes are never empty");
-            for (i, &count) in inner.counts.iter().enumerate() {
-                if (index as u64) < count {
-                    chosen = inner.children[i];
-                    break;
+            let mut i = 0;
+            if index < total / 2 {
+                while i + 1 < inner.counts.len() && index >= inner.counts[i] {
+                    index -= inner.counts[i];
+                    i += 1;
                 }
-                index -= count as usize;
+            } else {
+                // Counting from the back: `after` items lie right of child i.
+                let mut after = total - index;
+                i = inner.counts.len() - 1;
+                while i > 0 && after > inner.counts[i] {
+                    after -= inner.counts[i];
+                    i -= 1;
+                }
+                index = inner.counts[i] - after;
             }
-            node = chosen;
+            total = inner.counts[i];
+            node = inner.children[i];
         }
         let leaf = &self.leaves[node as usize];
-        for (pos, item) in leaf.items.iter().enumerate() {
-            if item.is_visible() {
-                if index == 0 {
-                    return Cursor { leaf: node, pos };
-                }
-                index -= 1;
-            }
+        let visible = leaf
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.is_visible());
+        let found = if index < total / 2 {
+            visible.map(|(p, _)| p).nth(index as usize)
+        } else {
+            visible
+                .map(|(p, _)| p)
+                .nth_back((total - 1 - index) as usize)
+        };
+        Cursor {
+            leaf: node,
+            pos: found.expect("visible counts are consistent with leaf contents"),
         }
-        unreachable!("visible counts are consistent with leaf contents")
     }
 
     /// Number of visible items before the item at `c`.
@@ -272,10 +292,11 @@ impl<T: SeqItem> SeqTree<T> {
         let mut node = l.parent;
         while node != NONE {
             let inner = &mut self.inners[node as usize];
+            // From the back: lists mostly grow at their end.
             let i = inner
                 .children
                 .iter()
-                .position(|&c| c == child)
+                .rposition(|&c| c == child)
                 .expect("child is listed by its parent");
             inner.counts[i] = inner.counts[i].wrapping_add_signed(delta);
             child = node;
