@@ -226,7 +226,8 @@ impl Replica {
             counter: lamport,
         };
         let mut new_peers: Vec<PeerId> = Vec::new();
-        let mut ops = Vec::with_capacity(wire_ops.len());
+        let mut ops = std::mem::take(&mut self.op_buf);
+        ops.clear();
         for w in wire_ops {
             let here = t.counter;
             t.counter += w.counters();
@@ -471,9 +472,10 @@ impl Replica {
         stream.lamport = last;
         self.clock = self.clock.max(last);
         let origin = Origin::Remote(self.peers.get(sender).clone());
-        for op in ops {
+        for op in ops.drain(..) {
             self.apply_remote(sender, op, &origin);
         }
+        self.op_buf = ops;
         self.flush_touched(&origin);
         self.gc.changed = true;
         self.run_woken();

@@ -343,6 +343,9 @@ pub struct Replica {
     pub(crate) log: crate::ordered::LogState,
     pub(crate) now: Duration,
     pub(crate) touched: Touched,
+    /// The translated operations of the message being applied; kept for
+    /// its capacity.
+    pub(crate) op_buf: Vec<crate::op::Op>,
     /// Whether change events are recorded (nobody may be listening).
     pub(crate) record_changes: bool,
 }
@@ -376,6 +379,7 @@ impl Replica {
             log: crate::ordered::LogState::default(),
             now: Duration::ZERO,
             touched: Touched::default(),
+            op_buf: Vec::new(),
             record_changes: true,
         };
         let hostname = SmolStr::from(r.me.hostname());
@@ -825,16 +829,18 @@ impl Replica {
             self.gc.garbage = true;
         }
         if !items.is_empty() {
-            let mut values = Vec::with_capacity(items.len());
-            let mut wire = Vec::with_capacity(items.len());
-            for item in items {
-                let (v, w) = self.materialize(item);
-                values.push(v);
-                wire.push(w);
-            }
+            let n = items.len();
+            let mut items = items.into_iter();
+            // One item (a push, a typed character) needs no vectors.
+            let single = match n {
+                1 => items.next().map(|i| self.materialize(i)),
+                _ => None,
+            };
+            let (values, wire): (Vec<Value>, Vec<WireValue>) =
+                items.map(|i| self.materialize(i)).unzip();
             let origin = (start > 0).then(|| self.list(obj).expect("checked").slot_at(start - 1));
             let first = self.tick();
-            self.clock += values.len() as u64 - 1;
+            self.clock += n as u64 - 1;
             let worigin = match origin {
                 None => WireOrigin::Head,
                 Some(o) if o.peer == PeerIdx::SELF && o.counter < first.counter => {
@@ -842,20 +848,34 @@ impl Replica {
                 }
                 Some(o) => WireOrigin::Id(self.wire_id(o)),
             };
-            self.out.ops.push(match worigin {
-                WireOrigin::Back(1) if wire.len() == 1 => WireOp::Append {
-                    obj: wobj,
-                    value: wire.pop().expect("one value"),
-                },
-                origin => WireOp::ListInsert {
-                    obj: wobj,
-                    origin,
-                    values: wire,
-                },
-            });
+            let (op, one) = match (single, worigin) {
+                (Some((v, value)), WireOrigin::Back(1)) => {
+                    (WireOp::Append { obj: wobj, value }, Some(v))
+                }
+                (Some((v, w)), origin) => (
+                    WireOp::ListInsert {
+                        obj: wobj,
+                        origin,
+                        values: vec![w],
+                    },
+                    Some(v),
+                ),
+                (None, origin) => (
+                    WireOp::ListInsert {
+                        obj: wobj,
+                        origin,
+                        values: wire,
+                    },
+                    None,
+                ),
+            };
+            self.out.ops.push(op);
             let peers = &self.peers;
             if let Some(ObjData::List(l)) = self.graph.get_mut(obj.0).map(|o| &mut o.data) {
-                l.insert(origin, first, values, peers);
+                match one {
+                    Some(v) => l.insert(origin, first, std::iter::once(v), peers),
+                    None => l.insert(origin, first, values, peers),
+                }
             }
         }
         self.touch(obj.0, TouchKind::Mass);
