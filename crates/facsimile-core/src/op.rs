@@ -714,7 +714,7 @@ impl Replica {
                 }
                 let mut list = ListObj::default();
                 list.insert(None, Id::new(id.peer, id.counter + 1), values, &self.peers);
-                self.insert_object(id, ObjData::List(list));
+                self.insert_object(id, ObjData::List(Box::new(list)));
                 self.created(id, 1 + n);
             }
             Op::Root { value, stamp } => {

@@ -638,7 +638,7 @@ impl Replica {
                     values,
                     &self.peers,
                 );
-                self.insert_object(id, ObjData::List(list));
+                self.insert_object(id, ObjData::List(Box::new(list)));
                 self.out.ops.push(WireOp::NewArray { values: wire });
                 (Value::Ref(ObjectId(id)), WireValue::Ref(self.wire_id(id)))
             }

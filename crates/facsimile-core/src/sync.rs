@@ -434,7 +434,7 @@ impl Replica {
                         return Err(bad("inconsistent list state"));
                     }
                     garbage |= list.slot_count() > list.len();
-                    (dec.id(id)?, ObjData::List(list))
+                    (dec.id(id)?, ObjData::List(Box::new(list)))
                 }
             };
             if graph

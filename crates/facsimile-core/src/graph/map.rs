@@ -26,14 +26,18 @@ pub(crate) struct MapEntry {
 /// iteration order. Most maps of an object graph are that small.
 const SMALL: usize = 16;
 
+/// Boxed so that the many small maps stay small.
 #[derive(Debug, Clone)]
 enum Entries {
     Small(Vec<(SmolStr, MapEntry)>),
-    Large {
-        map: IndexMap<SmolStr, MapEntry, FxBuildHasher>,
-        /// Set when a key was added out of order; iteration sorts first.
-        unsorted: bool,
-    },
+    Large(Box<Large>),
+}
+
+#[derive(Debug, Clone)]
+struct Large {
+    map: IndexMap<SmolStr, MapEntry, FxBuildHasher>,
+    /// Set when a key was added out of order; iteration sorts first.
+    unsorted: bool,
 }
 
 impl Default for Entries {
@@ -86,7 +90,7 @@ impl Entries {
     fn len(&self) -> usize {
         match self {
             Entries::Small(v) => v.len(),
-            Entries::Large { map, .. } => map.len(),
+            Entries::Large(l) => l.map.len(),
         }
     }
 
@@ -96,7 +100,7 @@ impl Entries {
                 .binary_search_by(|(k, _)| k.as_str().cmp(key))
                 .ok()
                 .map(|i| &v[i].1),
-            Entries::Large { map, .. } => map.get(key),
+            Entries::Large(l) => l.map.get(key),
         }
     }
 
@@ -106,7 +110,7 @@ impl Entries {
                 .binary_search_by(|(k, _)| k.as_str().cmp(key))
                 .ok()
                 .map(|i| &mut v[i].1),
-            Entries::Large { map, .. } => map.get_mut(key),
+            Entries::Large(l) => l.map.get_mut(key),
         }
     }
 
@@ -132,10 +136,11 @@ impl Entries {
                 map.extend(v.drain(..));
                 let unsorted = at < SMALL;
                 map.insert(key, entry);
-                *self = Entries::Large { map, unsorted };
+                *self = Entries::Large(Box::new(Large { map, unsorted }));
                 true
             }
-            Entries::Large { map, unsorted } => {
+            Entries::Large(l) => {
+                let Large { map, unsorted } = &mut **l;
                 let after_last = map.last().is_none_or(|(k, _)| *k < key);
                 match map.entry(key) {
                     indexmap::map::Entry::Occupied(_) => false,
@@ -152,7 +157,7 @@ impl Entries {
     fn iter(&self) -> Iter<'_> {
         match self {
             Entries::Small(v) => Iter::Small(v.iter()),
-            Entries::Large { map, .. } => Iter::Large(map.iter()),
+            Entries::Large(l) => Iter::Large(l.map.iter()),
         }
     }
 }
@@ -232,11 +237,11 @@ impl MapObj {
 
     /// Puts entries in iteration order if arrivals disturbed it.
     pub(crate) fn sort(&mut self) {
-        if let Entries::Large { map, unsorted } = &mut self.entries
-            && *unsorted
+        if let Entries::Large(l) = &mut self.entries
+            && l.unsorted
         {
-            map.sort_unstable_keys();
-            *unsorted = false;
+            l.map.sort_unstable_keys();
+            l.unsorted = false;
         }
     }
 
@@ -258,7 +263,7 @@ impl MapObj {
         let keep = |e: &MapEntry| e.value.is_some() || !stable(e.stamp);
         match &mut self.entries {
             Entries::Small(v) => v.retain(|(_, e)| keep(e)),
-            Entries::Large { map, .. } => map.retain(|_, e| keep(e)),
+            Entries::Large(l) => l.map.retain(|_, e| keep(e)),
         }
     }
 }

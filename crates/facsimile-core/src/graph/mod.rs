@@ -13,7 +13,7 @@ use map::MapObj;
 #[derive(Debug, Clone)]
 pub(crate) enum ObjData {
     Map(MapObj),
-    List(ListObj),
+    List(Box<ListObj>),
 }
 
 #[derive(Debug, Clone)]
@@ -131,3 +131,6 @@ impl Graph {
         }
     }
 }
+
+// An object graph holds millions of these: keep them small.
+const _: () = assert!(std::mem::size_of::<Obj>() <= 40);
