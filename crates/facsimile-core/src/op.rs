@@ -696,7 +696,7 @@ impl Replica {
                 if self.graph.objects.contains_key(&id) {
                     return;
                 }
-                let mut map = MapObj::default();
+                let mut map = MapObj::with_capacity(entries.len());
                 for (k, v) in entries {
                     self.gc.note_ref(&v);
                     map.apply(&k, Some(v), id, &self.peers);

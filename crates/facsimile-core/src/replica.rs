@@ -611,7 +611,7 @@ impl Replica {
                     wire.push((k, w));
                 }
                 let id = self.tick();
-                let mut map = MapObj::default();
+                let mut map = MapObj::with_capacity(values.len());
                 for (k, v) in values {
                     map.apply(&k, Some(v), id, &self.peers);
                 }

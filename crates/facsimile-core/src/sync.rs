@@ -165,6 +165,8 @@ impl Replica {
 
     /// Everything a joiner needs to continue from this replica's state.
     pub(crate) fn transfer_state(&mut self) -> TransferState {
+        // Sorted once here rather than by every loader on its first read.
+        self.graph.sort_maps();
         let table: Vec<(Tag, SmolStr)> = self
             .peers
             .iter()
@@ -373,7 +375,7 @@ impl Replica {
         for obj in state.objects {
             let (id, data) = match obj {
                 ObjState::Map { id, entries } => {
-                    let mut map = MapObj::default();
+                    let mut map = MapObj::with_capacity(entries.len());
                     for (key, value, stamp) in entries {
                         garbage |= value.is_none();
                         let entry = MapEntry {

@@ -163,6 +163,18 @@ impl Entries {
 }
 
 impl MapObj {
+    /// An empty map with room for `n` keys.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        let entries = match n {
+            0..=SMALL => Entries::Small(Vec::with_capacity(n)),
+            _ => Entries::Large(Box::new(Large {
+                map: IndexMap::with_capacity_and_hasher(n, FxBuildHasher),
+                unsorted: false,
+            })),
+        };
+        MapObj { entries, live: 0 }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.live
     }
