@@ -104,54 +104,67 @@ impl Entries {
         }
     }
 
-    fn get_mut(&mut self, key: &str) -> Option<&mut MapEntry> {
-        match self {
-            Entries::Small(v) => v
-                .binary_search_by(|(k, _)| k.as_str().cmp(key))
-                .ok()
-                .map(|i| &mut v[i].1),
-            Entries::Large(l) => l.map.get_mut(key),
-        }
-    }
-
-    /// Adds an entry. Returns `false` (and changes nothing) when the key is
-    /// present.
-    fn insert(&mut self, key: SmolStr, entry: MapEntry) -> bool {
-        match self {
-            Entries::Small(v) => {
-                // Keys mostly arrive in order (snapshots, generated names).
-                let at = match v.last() {
-                    Some((last, _)) if *last < key => v.len(),
-                    None => 0,
-                    Some(_) => match v.binary_search_by(|(k, _)| k.cmp(&key)) {
-                        Ok(_) => return false,
-                        Err(at) => at,
-                    },
+    /// The entry of `key`, added as an empty tombstone when absent; `true`
+    /// when it was added. One lookup either way.
+    fn slot(&mut self, key: &SmolStr) -> (&mut MapEntry, bool) {
+        let fresh = MapEntry {
+            value: None,
+            stamp: Id::ZERO,
+        };
+        // Where the key is or goes in a small map, and whether that is full.
+        let small = match self {
+            // Keys mostly arrive in order (snapshots, generated names).
+            Entries::Small(v) => Some(match v.last() {
+                Some((last, _)) if last < key => (Err(v.len()), v.len() >= SMALL),
+                None => (Err(0), false),
+                Some(_) => (v.binary_search_by(|(k, _)| k.cmp(key)), v.len() >= SMALL),
+            }),
+            Entries::Large(_) => None,
+        };
+        match small {
+            Some((Err(_), true)) => {
+                // Full: the sorted entries move to a hash map, and the new
+                // key joins them below.
+                let Entries::Small(v) = self else {
+                    unreachable!("matched as small")
                 };
-                if v.len() < SMALL {
-                    v.insert(at, (key, entry));
-                    return true;
-                }
                 let mut map = IndexMap::with_capacity_and_hasher(SMALL * 2, FxBuildHasher);
                 map.extend(v.drain(..));
-                let unsorted = at < SMALL;
-                map.insert(key, entry);
-                *self = Entries::Large(Box::new(Large { map, unsorted }));
-                true
+                *self = Entries::Large(Box::new(Large {
+                    map,
+                    unsorted: false,
+                }));
             }
-            Entries::Large(l) => {
-                let Large { map, unsorted } = &mut **l;
-                let after_last = map.last().is_none_or(|(k, _)| *k < key);
-                match map.entry(key) {
-                    indexmap::map::Entry::Occupied(_) => false,
-                    indexmap::map::Entry::Vacant(slot) => {
-                        slot.insert(entry);
-                        *unsorted |= !after_last;
-                        true
+            Some((found, _)) => {
+                let Entries::Small(v) = self else {
+                    unreachable!("matched as small")
+                };
+                return match found {
+                    Ok(i) => (&mut v[i].1, false),
+                    Err(at) => {
+                        v.insert(at, (key.clone(), fresh));
+                        (&mut v[at].1, true)
                     }
-                }
+                };
             }
+            None => {}
         }
+        let Entries::Large(l) = self else {
+            unreachable!("small maps returned above")
+        };
+        let Large { map, unsorted } = &mut **l;
+        let (i, added) = match map.entry(key.clone()) {
+            indexmap::map::Entry::Occupied(o) => (o.index(), false),
+            indexmap::map::Entry::Vacant(v) => {
+                let i = v.index();
+                v.insert(fresh);
+                (i, true)
+            }
+        };
+        if added && i > 0 && map.get_index(i - 1).is_some_and(|(k, _)| k > key) {
+            *unsorted = true;
+        }
+        (map.get_index_mut(i).expect("present").1, added)
     }
 
     fn iter(&self) -> Iter<'_> {
@@ -192,57 +205,36 @@ impl MapObj {
         stamp: Id,
         peers: &Peers,
     ) -> Option<KeyChange> {
-        match self.entries.get_mut(key) {
-            Some(e) => {
-                if !peers.later(stamp, e.stamp) {
-                    return None;
-                }
-                e.stamp = stamp;
-                let same = match (&e.value, &value) {
-                    (Some(a), Some(b)) => a.same(b),
-                    (None, None) => true,
-                    _ => false,
-                };
-                if same {
-                    return None;
-                }
-                let old = std::mem::replace(&mut e.value, value.clone());
-                match (&old, &value) {
-                    (None, Some(_)) => self.live += 1,
-                    (Some(_), None) => self.live -= 1,
-                    _ => {}
-                }
-                Some(KeyChange { old, new: value })
-            }
-            None => {
-                let live = value.is_some();
-                self.entries.insert(
-                    key.clone(),
-                    MapEntry {
-                        value: value.clone(),
-                        stamp,
-                    },
-                );
-                if live {
-                    self.live += 1;
-                    Some(KeyChange {
-                        old: None,
-                        new: value,
-                    })
-                } else {
-                    None
-                }
-            }
+        let (e, added) = self.entries.slot(key);
+        // A new key's placeholder is an unstamped tombstone: any write wins.
+        if !added && !peers.later(stamp, e.stamp) {
+            return None;
         }
+        e.stamp = stamp;
+        let same = match (&e.value, &value) {
+            (Some(a), Some(b)) => a.same(b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return None;
+        }
+        let old = std::mem::replace(&mut e.value, value.clone());
+        match (&old, &value) {
+            (None, Some(_)) => self.live += 1,
+            (Some(_), None) => self.live -= 1,
+            _ => {}
+        }
+        Some(KeyChange { old, new: value })
     }
 
     /// Restores an entry exactly as transferred in a snapshot. Returns
     /// `false` (and changes nothing) when the key is already present.
     pub(crate) fn restore(&mut self, key: SmolStr, entry: MapEntry) -> bool {
-        let live = entry.value.is_some();
-        let added = self.entries.insert(key, entry);
-        if added && live {
-            self.live += 1;
+        let (e, added) = self.entries.slot(&key);
+        if added {
+            self.live += usize::from(entry.value.is_some());
+            *e = entry;
         }
         added
     }
