@@ -51,6 +51,35 @@ impl TableEnc<'_> {
 }
 
 /// Decodes ids of a transferred state against the interned table.
+/// Whether `id` is `prev` plus one (ids left out of a transferred state);
+/// `id` becomes `prev`.
+fn follows(prev: &mut Option<Id>, id: Id) -> bool {
+    let follows = prev.is_some_and(|p| p.peer == id.peer && p.counter + 1 == id.counter);
+    *prev = Some(id);
+    follows
+}
+
+/// Resolves an id of a transferred state that may be left out (`None`: the
+/// previous id plus one); it becomes the previous id.
+fn next_id(
+    dec: &TableDec<'_>,
+    prev: &mut Option<Id>,
+    w: Option<WireId>,
+) -> Result<Id, ReceiveError> {
+    let id = match (w, *prev) {
+        (Some(w), _) => dec.id(w)?,
+        (None, Some(p)) if p.counter < MAX_COUNTER => Id::new(p.peer, p.counter + 1),
+        (None, _) => {
+            return Err(ReceiveError::invalid(
+                dec.from,
+                "a left-out id follows nothing or leaves the counter range",
+            ));
+        }
+    };
+    *prev = Some(id);
+    Ok(id)
+}
+
 struct TableDec<'a> {
     table: &'a [PeerIdx],
     from: u32,
@@ -200,33 +229,48 @@ impl Replica {
         let mut sorted: Vec<(Id, &Obj)> =
             self.graph.objects.iter().map(|(&id, o)| (id, o)).collect();
         sorted.sort_unstable_by_key(|(id, _)| (id.peer, id.counter));
+        let mut prev: Option<Id> = None;
         let objects = sorted
             .into_iter()
-            .map(|(id, obj)| match &obj.data {
+            .map(|(id, obj)| (id, obj, follows(&mut prev, id)))
+            .map(|(id, obj, follows)| (id, obj, (!follows).then(|| enc.id(id))))
+            .map(|(id, obj, oid)| match &obj.data {
                 ObjData::Map(m) => ObjState::Map {
-                    id: enc.id(id),
+                    id: oid,
                     entries: m
                         .raw_entries()
                         .map(|(k, e)| {
                             (
                                 k.clone(),
                                 e.value.as_ref().map(|v| enc.value(v)),
-                                enc.id(e.stamp),
+                                (e.stamp != id).then(|| enc.id(e.stamp)),
                             )
                         })
                         .collect(),
                 },
                 ObjData::List(l) => ObjState::List {
-                    id: enc.id(id),
+                    id: oid,
                     slots: l
                         .slots()
-                        .map(|(s, extra)| match &s.kind {
+                        .scan(Some(id), |prev, (s, extra)| {
+                            let sid = (!follows(prev, s.id)).then(|| enc.id(s.id));
+                            Some((s, extra, sid))
+                        })
+                        .map(|(s, extra, sid)| match &s.kind {
+                            SlotKind::Home {
+                                value,
+                                deleted: false,
+                                away: false,
+                            } if extra.is_none() => SlotState::Live {
+                                id: sid,
+                                value: enc.value(value),
+                            },
                             SlotKind::Home {
                                 value,
                                 deleted,
                                 away,
                             } => SlotState::Home {
-                                id: enc.id(s.id),
+                                id: sid,
                                 value: enc.value(value),
                                 deleted: *deleted,
                                 away: *away,
@@ -235,7 +279,7 @@ impl Replica {
                                 }),
                             },
                             SlotKind::Moved { elem, live } => SlotState::Moved {
-                                id: enc.id(s.id),
+                                id: sid,
                                 elem: enc.id(*elem),
                                 live: *live,
                             },
@@ -372,24 +416,29 @@ impl Replica {
         };
         // Whether the state holds tombstones or dead slots to reclaim.
         let mut garbage = false;
+        let mut prev_obj = None;
         for obj in state.objects {
             let (id, data) = match obj {
                 ObjState::Map { id, entries } => {
+                    let id = next_id(&dec, &mut prev_obj, id)?;
                     let mut map = MapObj::with_capacity(entries.len());
                     for (key, value, stamp) in entries {
                         garbage |= value.is_none();
                         let entry = MapEntry {
                             value: value.map(|v| dec.value(v)).transpose()?,
-                            stamp: dec.id(stamp)?,
+                            stamp: stamp.map_or(Ok(id), |s| dec.id(s))?,
                         };
                         if !map.restore(key, entry) {
                             return Err(bad("a map key appears twice"));
                         }
                     }
-                    (dec.id(id)?, ObjData::Map(map))
+                    (id, ObjData::Map(map))
                 }
                 ObjState::List { id, slots } => {
+                    let id = next_id(&dec, &mut prev_obj, id)?;
                     let mut out = Vec::with_capacity(slots.len());
+                    let mut prev = Some(id);
+                    let mut slot_id = |w| next_id(&dec, &mut prev, w);
                     for s in slots {
                         let (slot, extra) = match s {
                             SlotState::Home {
@@ -400,7 +449,7 @@ impl Replica {
                                 extra,
                             } => (
                                 Slot {
-                                    id: dec.id(id)?,
+                                    id: slot_id(id)?,
                                     kind: SlotKind::Home {
                                         value: dec.value(value)?,
                                         deleted,
@@ -417,9 +466,20 @@ impl Replica {
                                     })
                                     .transpose()?,
                             ),
+                            SlotState::Live { id, value } => (
+                                Slot {
+                                    id: slot_id(id)?,
+                                    kind: SlotKind::Home {
+                                        value: dec.value(value)?,
+                                        deleted: false,
+                                        away: false,
+                                    },
+                                },
+                                None,
+                            ),
                             SlotState::Moved { id, elem, live } => (
                                 Slot {
-                                    id: dec.id(id)?,
+                                    id: slot_id(id)?,
                                     kind: SlotKind::Moved {
                                         elem: dec.id(elem)?,
                                         live,
@@ -436,7 +496,7 @@ impl Replica {
                         return Err(bad("inconsistent list state"));
                     }
                     garbage |= list.slot_count() > list.len();
-                    (dec.id(id)?, ObjData::List(Box::new(list)))
+                    (id, ObjData::List(Box::new(list)))
                 }
             };
             if graph

@@ -354,22 +354,31 @@ pub(crate) struct StreamState {
     pub(crate) dict: Vec<u32>,
 }
 
+/// One object in a transferred state. Ids that follow from their context
+/// are left out (`None`), which most are: objects come in id order and many
+/// were created one after the other, a map's entries written when it was
+/// created carry the map's own stamp, and an array's slots mostly have
+/// consecutive ids. An object's `id` is `None` when it is the previous
+/// object's id plus one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum ObjState {
     Map {
-        id: WireId,
-        entries: Vec<(SmolStr, Option<WireValue>, WireId)>,
+        id: Option<WireId>,
+        /// Key, value (`None`: a tombstone) and stamp (`None`: the map's id).
+        entries: Vec<(SmolStr, Option<WireValue>, Option<WireId>)>,
     },
     List {
-        id: WireId,
+        id: Option<WireId>,
         slots: Vec<SlotState>,
     },
 }
 
+/// A list slot; its `id` is `None` when it is the previous slot's id plus
+/// one (for the first slot, the list's id plus one).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum SlotState {
     Home {
-        id: WireId,
+        id: Option<WireId>,
         value: WireValue,
         deleted: bool,
         away: bool,
@@ -377,9 +386,15 @@ pub(crate) enum SlotState {
         extra: Option<(WireId, WireId, WireId)>,
     },
     Moved {
-        id: WireId,
+        id: Option<WireId>,
         elem: WireId,
         live: bool,
+    },
+    /// [`SlotState::Home`] of a live element at its home with the insert's
+    /// stamps (most elements): three bytes shorter.
+    Live {
+        id: Option<WireId>,
+        value: WireValue,
     },
 }
 

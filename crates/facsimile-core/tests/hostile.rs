@@ -825,6 +825,40 @@ fn first_map(state: &mut Json) -> &mut Json {
         .expect("a map object")
 }
 
+/// Writes out every id a transferred state leaves out, and every live
+/// element in the general home-slot form, so that mutations can name them.
+fn explicit(s: &mut Json) {
+    fn fill(id: &mut Json, prev: &mut Json) {
+        if id.is_null() {
+            *id = json!({"p": prev["p"], "c": prev["c"].as_u64().unwrap() + 1});
+        }
+        *prev = id.clone();
+    }
+    let mut prev = Json::Null;
+    for obj in s["objects"].as_array_mut().unwrap() {
+        let (kind, body) = obj.as_object_mut().unwrap().iter_mut().next().unwrap();
+        fill(&mut body["id"], &mut prev);
+        let id = body["id"].clone();
+        if kind == "Map" {
+            for entry in body["entries"].as_array_mut().unwrap() {
+                if entry[2].is_null() {
+                    entry[2] = id.clone();
+                }
+            }
+            continue;
+        }
+        let mut prev_slot = id;
+        for slot in body["slots"].as_array_mut().unwrap() {
+            if let Some(live) = slot.get("Live").cloned() {
+                *slot = json!({"Home": {"id": live["id"], "value": live["value"],
+                    "deleted": false, "away": false, "extra": null}});
+            }
+            let (_, inner) = slot.as_object_mut().unwrap().iter_mut().next().unwrap();
+            fill(&mut inner["id"], &mut prev_slot);
+        }
+    }
+}
+
 /// Empties every table of a transferred state.
 fn clear_tables(s: &mut Json) {
     for (_, v) in s.as_object_mut().unwrap() {
@@ -880,7 +914,7 @@ fn hostile_states() -> Vec<(Mutation, Option<u32>)> {
             s["root"] = json!({"Ref": {"p": 4096, "c": 1}});
         }),
         ("a stamp naming no peer", |s| {
-            first_map(s)["entries"][0][2]["p"] = json!(u32::MAX);
+            first_map(s)["entries"][0][2] = json!({"p": u32::MAX, "c": 1});
         }),
         ("a slot naming no peer", |s| {
             let slots = first_list(s)["slots"].as_array_mut().unwrap();
@@ -889,7 +923,27 @@ fn hostile_states() -> Vec<(Mutation, Option<u32>)> {
                 .unwrap()
                 .values_mut()
                 .next()
-                .unwrap()["id"]["p"] = json!(77);
+                .unwrap()["id"] = json!({"p": 77, "c": 1});
+        }),
+        ("a first object whose id is left out", |s| {
+            let first = &mut s["objects"][0];
+            let (_, body) = first.as_object_mut().unwrap().iter_mut().next().unwrap();
+            body["id"] = Json::Null;
+        }),
+        ("a slot counter past the range", |s| {
+            let slots = first_list(s)["slots"].as_array_mut().unwrap();
+            let last = slots.len() - 1;
+            // The left-out id of the next slot would overflow.
+            slots[last]
+                .as_object_mut()
+                .unwrap()
+                .values_mut()
+                .next()
+                .unwrap()["id"] = json!({"p": 0, "c": 1u64 << 62});
+            let next = slots[last].clone();
+            slots.push(next);
+            let pushed = slots.last_mut().unwrap().as_object_mut().unwrap();
+            pushed.values_mut().next().unwrap()["id"] = serde_json::Value::Null;
         }),
         ("a stream of no peer", |s| {
             s["streams"][0]["peer"] = json!(999);
@@ -907,7 +961,7 @@ fn hostile_states() -> Vec<(Mutation, Option<u32>)> {
             first_map(s)["id"]["c"] = json!(0);
         }),
         ("a stamp past the counter range", |s| {
-            first_map(s)["entries"][0][2]["c"] = json!(u64::MAX);
+            first_map(s)["entries"][0][2] = json!({"p": 0, "c": u64::MAX});
         }),
         ("a stream position past the counter range", |s| {
             s["streams"][0]["lamport"] = json!(u64::MAX);
@@ -963,7 +1017,10 @@ fn hostile_sync_answers_are_refused() {
     for ((what, mutate), collision) in cases {
         let (mut net, c, from, answer) = joiner_with_answer();
         let ft = net.tag(from);
-        let bytes = edit_json(&answer.bytes, |v| mutate(state(v)));
+        let bytes = edit_json(&answer.bytes, |v| {
+            explicit(state(v));
+            mutate(state(v))
+        });
         let r = &mut net.nodes[c];
         let before = r.snapshot();
         let e = match r.handle_message(&bytes) {
