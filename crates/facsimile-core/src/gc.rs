@@ -57,6 +57,8 @@ pub(crate) struct Gc {
     round: Option<Round>,
     /// Something may have become unreachable since the last mark.
     pub(crate) dirty: bool,
+    /// Objects were created that no write has attached yet.
+    pub(crate) fresh: bool,
     /// Tombstones or dead list slots may have been made since the last
     /// mark. Without them or `dirty`, a round would find nothing, so none
     /// starts: a document that only grows is never scanned.

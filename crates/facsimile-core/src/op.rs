@@ -701,6 +701,8 @@ impl Replica {
                     self.gc.note_ref(&v);
                     map.apply(&k, Some(v), id, &self.peers);
                 }
+                // A concurrent write may leave it unattached: mark.
+                self.gc.dirty = true;
                 self.insert_object(id, ObjData::Map(map));
                 self.created(id, 1);
             }
@@ -714,6 +716,7 @@ impl Replica {
                 }
                 let mut list = ListObj::default();
                 list.insert(None, Id::new(id.peer, id.counter + 1), values, &self.peers);
+                self.gc.dirty = true;
                 self.insert_object(id, ObjData::List(Box::new(list)));
                 self.created(id, 1 + n);
             }

@@ -594,6 +594,20 @@ impl Replica {
         }
     }
 
+    /// Objects a local write just created hang under `target` (`None`: the
+    /// root). They are reachable if `target` is known to be (marked at the
+    /// latest mark, nothing detached since), which spares the next pass a
+    /// mark; otherwise the next pass marks.
+    fn created_under(&mut self, target: Option<Id>) {
+        if !std::mem::take(&mut self.gc.fresh) {
+            return;
+        }
+        let mark = self.gc.mark;
+        let known = !self.gc.dirty
+            && target.is_none_or(|t| self.graph.get(t).is_some_and(|o| o.mark == mark));
+        self.gc.dirty |= !known;
+    }
+
     /// Creates the objects of an input tree (children first) and returns the
     /// value to store.
     fn materialize(&mut self, input: Input) -> (Value, WireValue) {
@@ -646,9 +660,9 @@ impl Replica {
     }
 
     pub(crate) fn insert_object(&mut self, id: Id, data: ObjData) {
-        // A new object may never become reachable (the write that stores
-        // it can lose to a concurrent one), so the next pass marks.
-        self.gc.dirty = true;
+        // Settled by the write that stores it (`created_under`), or by the
+        // remote operation that made it.
+        self.gc.fresh = true;
         self.graph.objects.insert(
             id,
             Obj {
@@ -674,6 +688,7 @@ impl Replica {
         }
         self.begin();
         let (value, wire) = self.materialize(input);
+        self.created_under(None);
         let stamp = self.tick();
         self.out.ops.push(WireOp::Root { value: wire });
         let old = std::mem::replace(&mut self.graph.root, value.clone());
@@ -708,6 +723,7 @@ impl Replica {
         self.check_input(&input)?;
         self.begin();
         let (value, wire) = self.materialize(input);
+        self.created_under(Some(obj.0));
         let stamp = self.tick();
         let key = SmolStr::from(key);
         let wobj = self.wire_id(obj.0);
@@ -838,6 +854,7 @@ impl Replica {
             };
             let (values, wire): (Vec<Value>, Vec<WireValue>) =
                 items.map(|i| self.materialize(i)).unzip();
+            self.created_under(Some(obj.0));
             let origin = (start > 0).then(|| self.list(obj).expect("checked").slot_at(start - 1));
             let first = self.tick();
             self.clock += n as u64 - 1;
@@ -945,6 +962,7 @@ impl Replica {
         let count = effective.len();
         for (elem, input) in effective {
             let (value, wire) = self.materialize(input);
+            self.created_under(Some(obj.0));
             let stamp = self.tick();
             let welem = self.wire_id(elem);
             self.out.ops.push(WireOp::ListSet {

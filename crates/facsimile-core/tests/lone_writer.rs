@@ -176,3 +176,38 @@ fn array_methods_match_vec() {
         }
     });
 }
+
+/// An object created under a map that became unreachable is reclaimed too,
+/// although nothing was detached after the mark that found the map.
+#[test]
+fn objects_created_under_a_detached_map_are_reclaimed() {
+    use std::time::Duration;
+    let mut sim = Sim::new(7, 2);
+    let root = sim
+        .with(0, |r| r.set_root(Input::Map(vec![])))
+        .unwrap()
+        .unwrap();
+    sim.with(0, |r| r.map_set(root, "m", Input::Map(vec![])))
+        .unwrap();
+    sim.settle();
+    let m = match sim.with(0, |r| r.map_get(root, "m")).unwrap() {
+        Some(Value::Ref(m)) => m,
+        other => panic!("a map, not {other:?}"),
+    };
+    sim.with(0, |r| r.map_set(root, "m", 1.into())).unwrap();
+    // One pass finds the map unreachable and waits for the other replica.
+    sim.advance(Duration::from_secs(1));
+    let created = sim.with(0, |r| r.map_set(m, "x", Input::Map(vec![])));
+    assert!(created.is_ok(), "{created:?}");
+    sim.settle();
+    sim.assert_converged();
+    for i in sim.online() {
+        let r = sim.replica(i);
+        let reachable = r.reachable_objects().len();
+        assert_eq!(
+            r.object_count(),
+            reachable,
+            "replica {i} keeps unreachable objects"
+        );
+    }
+}
