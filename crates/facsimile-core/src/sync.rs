@@ -26,13 +26,15 @@ use crate::wire::{
 
 /// Encodes local ids against a table of peers given by index.
 struct TableEnc<'a> {
-    index: &'a FxHashMap<PeerIdx, u32>,
+    /// Position of each peer in the encoded table; `None`: the replica's
+    /// own table, in its order.
+    index: Option<&'a FxHashMap<PeerIdx, u32>>,
 }
 
 impl TableEnc<'_> {
     fn id(&self, id: Id) -> WireId {
         WireId {
-            p: self.index[&id.peer],
+            p: self.index.map_or(id.peer.0, |index| index[&id.peer]),
             c: id.counter,
         }
     }
@@ -154,7 +156,9 @@ impl Replica {
             .enumerate()
             .map(|(i, &p)| (p, i as u32))
             .collect();
-        let enc = TableEnc { index: &index };
+        let enc = TableEnc {
+            index: Some(&index),
+        };
         let objects = order
             .iter()
             .map(|&id| match &self.graph.objects[&id].data {
@@ -201,8 +205,7 @@ impl Replica {
             .iter()
             .map(|(_, p)| (Tag(p.incarnation()), SmolStr::from(p.hostname())))
             .collect();
-        let index: FxHashMap<PeerIdx, u32> = self.peers.iter().map(|(p, _)| (p, p.0)).collect();
-        let enc = TableEnc { index: &index };
+        let enc = TableEnc { index: None };
         let mut streams: Vec<StreamState> = self
             .streams
             .values()
