@@ -57,7 +57,7 @@ pub(crate) struct Gc {
     round: Option<Round>,
     /// Something may have become unreachable since the last mark.
     pub(crate) dirty: bool,
-    /// Objects were created that no write has attached yet.
+    /// A local write created objects it has not attached yet.
     pub(crate) fresh: bool,
     /// Tombstones or dead list slots may have been made since the last
     /// mark. Without them or `dirty`, a round would find nothing, so none
@@ -141,8 +141,8 @@ impl Replica {
         f
     }
 
-    /// Marks reachable objects, settles the current round and starts the
-    /// next one, and acknowledges the frontier to the members.
+    /// Marks and settles rounds when there may be something to reclaim, and
+    /// acknowledges the frontier to the members.
     pub(crate) fn gc_pass(&mut self) {
         // A parked operation arrived during the round but has not taken
         // effect; it may name what the round would reclaim, so wait for it.

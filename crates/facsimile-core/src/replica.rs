@@ -611,6 +611,9 @@ impl Replica {
     /// Creates the objects of an input tree (children first) and returns the
     /// value to store.
     fn materialize(&mut self, input: Input) -> (Value, WireValue) {
+        // The write that stores what this creates settles it for
+        // reclamation (`created_under`).
+        self.gc.fresh |= !matches!(input, Input::Value(_));
         match input {
             Input::Value(v) => {
                 let w = self.wire_value(&v);
@@ -660,9 +663,6 @@ impl Replica {
     }
 
     pub(crate) fn insert_object(&mut self, id: Id, data: ObjData) {
-        // Settled by the write that stores it (`created_under`), or by the
-        // remote operation that made it.
-        self.gc.fresh = true;
         self.graph.objects.insert(
             id,
             Obj {

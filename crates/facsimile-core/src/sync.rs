@@ -52,7 +52,6 @@ impl TableEnc<'_> {
     }
 }
 
-/// Decodes ids of a transferred state against the interned table.
 /// Whether `id` is `prev` plus one (ids left out of a transferred state);
 /// `id` becomes `prev`.
 fn follows(prev: &mut Option<Id>, id: Id) -> bool {
@@ -82,6 +81,7 @@ fn next_id(
     Ok(id)
 }
 
+/// Decodes ids of a transferred state against the interned table.
 struct TableDec<'a> {
     table: &'a [PeerIdx],
     from: u32,
@@ -235,8 +235,10 @@ impl Replica {
         let mut prev: Option<Id> = None;
         let objects = sorted
             .into_iter()
-            .map(|(id, obj)| (id, obj, follows(&mut prev, id)))
-            .map(|(id, obj, follows)| (id, obj, (!follows).then(|| enc.id(id))))
+            .map(|(id, obj)| {
+                let oid = (!follows(&mut prev, id)).then(|| enc.id(id));
+                (id, obj, oid)
+            })
             .map(|(id, obj, oid)| match &obj.data {
                 ObjData::Map(m) => ObjState::Map {
                     id: oid,
