@@ -21,7 +21,8 @@ pub enum WireFormat {
     Json,
 }
 
-pub(crate) fn encode(frame: &Frame, format: WireFormat) -> Vec<u8> {
+/// Encodes a [`Frame`], or a type that serializes as one.
+pub(crate) fn encode<F: serde::Serialize>(frame: &F, format: WireFormat) -> Vec<u8> {
     match format {
         WireFormat::Binary => {
             let mut out = Vec::with_capacity(32);

@@ -152,8 +152,7 @@ impl Replica {
                     self.gc.members.insert(p);
                 }
             }
-            let state = Box::new(self.transfer_state());
-            self.send_directed(to, Body::SyncAnswer { to, state });
+            self.send_answer(to);
         }
     }
 

@@ -1223,10 +1223,15 @@ impl Replica {
             from: self.tag(),
             body,
         };
-        let bytes = codec::encode(&frame, self.config.format).into();
+        let bytes = codec::encode(&frame, self.config.format);
+        self.queue_directed(to, bytes);
+    }
+
+    /// Queues an encoded directed message.
+    pub(crate) fn queue_directed(&mut self, to: Tag, bytes: Vec<u8>) {
         self.out.queue.push_back(Transmit {
             to: Some(to.0),
-            bytes,
+            bytes: bytes.into(),
         });
     }
 

@@ -10,6 +10,8 @@
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
+use serde::ser::{SerializeSeq, SerializeStruct, SerializeStructVariant};
+use serde::{Serialize, Serializer};
 use smol_str::SmolStr;
 
 use crate::codec;
@@ -196,10 +198,10 @@ impl Replica {
         }
     }
 
-    /// Everything a joiner needs to continue from this replica's state.
-    pub(crate) fn transfer_state(&mut self) -> TransferState {
-        // Sorted once here rather than by every loader on its first read.
-        self.graph.sort_maps();
+    /// Everything a joiner needs to continue from this replica's state, as a
+    /// view that serializes straight from the graph. Maps must be sorted
+    /// first ([`Graph::sort_maps`]), so that a loader never has to.
+    pub(crate) fn transfer_view(&self) -> TransferState<ObjectsView<'_>> {
         let table: Vec<(Tag, SmolStr)> = self
             .peers
             .iter()
@@ -229,70 +231,9 @@ impl Replica {
             dict: own_dict.into_iter().map(|(_, p)| p.0).collect(),
         });
         streams.sort_by_key(|s| s.peer);
-        let mut sorted: Vec<(Id, &Obj)> =
+        let mut objects: Vec<(Id, &Obj)> =
             self.graph.objects.iter().map(|(&id, o)| (id, o)).collect();
-        sorted.sort_unstable_by_key(|(id, _)| (id.peer, id.counter));
-        let mut prev: Option<Id> = None;
-        let objects = sorted
-            .into_iter()
-            .map(|(id, obj)| {
-                let oid = (!follows(&mut prev, id)).then(|| enc.id(id));
-                (id, obj, oid)
-            })
-            .map(|(id, obj, oid)| match &obj.data {
-                ObjData::Map(m) => ObjState::Map {
-                    id: oid,
-                    entries: m
-                        .raw_entries()
-                        .map(|(k, e)| {
-                            (
-                                k.clone(),
-                                e.value.as_ref().map(|v| enc.value(v)),
-                                (e.stamp != id).then(|| enc.id(e.stamp)),
-                            )
-                        })
-                        .collect(),
-                },
-                ObjData::List(l) => ObjState::List {
-                    id: oid,
-                    slots: l
-                        .slots()
-                        .scan(Some(id), |prev, (s, extra)| {
-                            let sid = (!follows(prev, s.id)).then(|| enc.id(s.id));
-                            Some((s, extra, sid))
-                        })
-                        .map(|(s, extra, sid)| match &s.kind {
-                            SlotKind::Home {
-                                value,
-                                deleted: false,
-                                away: false,
-                            } if extra.is_none() => SlotState::Live {
-                                id: sid,
-                                value: enc.value(value),
-                            },
-                            SlotKind::Home {
-                                value,
-                                deleted,
-                                away,
-                            } => SlotState::Home {
-                                id: sid,
-                                value: enc.value(value),
-                                deleted: *deleted,
-                                away: *away,
-                                extra: extra.map(|e| {
-                                    (enc.id(e.value_stamp), enc.id(e.pos), enc.id(e.pos_stamp))
-                                }),
-                            },
-                            SlotKind::Moved { elem, live } => SlotState::Moved {
-                                id: sid,
-                                elem: enc.id(*elem),
-                                live: *live,
-                            },
-                        })
-                        .collect(),
-                },
-            })
-            .collect();
+        objects.sort_unstable_by_key(|(id, _)| (id.peer, id.counter));
         let mut members: Vec<u32> = self.gc.members.iter().map(|p| p.0).collect();
         members.push(PeerIdx::SELF.0);
         members.sort();
@@ -342,7 +283,7 @@ impl Replica {
             streams,
             root: enc.value(&self.graph.root),
             root_stamp: (self.graph.root_stamp.counter > 0).then(|| enc.id(self.graph.root_stamp)),
-            objects,
+            objects: ObjectsView(objects),
             members,
             acks,
             locks,
@@ -366,22 +307,45 @@ impl Replica {
         }
     }
 
-    /// Replaces this replica's document with a transferred state. Validates
-    /// everything first; on error nothing changed.
-    pub(crate) fn load_transfer(
-        &mut self,
+    /// The transferred state in wire types, as a joiner decodes it.
+    #[cfg(test)]
+    pub(crate) fn transfer_state(&mut self) -> TransferState {
+        self.graph.sort_maps();
+        let bytes = postcard::to_allocvec(&self.transfer_view()).expect("states serialize");
+        postcard::from_bytes(&bytes).expect("a transferred state decodes")
+    }
+
+    /// Queues the answer to a sync fetch: the document, encoded straight from
+    /// the graph.
+    pub(crate) fn send_answer(&mut self, to: Tag) {
+        self.graph.sort_maps();
+        let frame = AnswerFrame {
+            from: self.tag(),
+            to,
+            state: self.transfer_view(),
+        };
+        let bytes = codec::encode(&frame, self.config.format);
+        self.queue_directed(to, bytes);
+    }
+
+    /// The replica's index for each peer of a transferred table (which must
+    /// start with `from`), and the peers it does not know yet: they are
+    /// interned only when the state is committed.
+    fn peer_table(
+        &self,
         from: Tag,
-        state: TransferState,
-    ) -> Result<(), ReceiveError> {
-        let bad = |reason: &str| ReceiveError::invalid(from.0, reason);
+        peers: &[(Tag, SmolStr)],
+    ) -> Result<(Vec<PeerIdx>, Vec<PeerId>), ReceiveError> {
         // The answerer's table starts with the answerer (its own index 0),
         // which is also the origin of the changes the transfer makes.
-        if state.peers.first().map(|(tag, _)| *tag) != Some(from) {
-            return Err(bad("the peer table does not start with the sender"));
+        if peers.first().map(|(tag, _)| *tag) != Some(from) {
+            return Err(ReceiveError::invalid(
+                from.0,
+                "the peer table does not start with the sender",
+            ));
         }
-        // Intern the table only after checking it cannot collide.
         let mut fresh: Vec<PeerId> = Vec::new();
-        for (tag, hostname) in &state.peers {
+        for (tag, hostname) in peers {
             let id = PeerId::new(hostname.as_str(), tag.0);
             match self.peers.by_tag(tag.0) {
                 Some(p) if *self.peers.get(p) != id => {
@@ -394,20 +358,111 @@ impl Replica {
                 None => fresh.push(id),
             }
         }
-        let mut table = Vec::with_capacity(state.peers.len());
         let base = self.peers.len();
         let mut next_fresh = 0;
-        for (tag, _) in &state.peers {
-            match self.peers.by_tag(tag.0) {
-                Some(p) => table.push(p),
-                None => {
-                    table.push(PeerIdx((base + next_fresh) as u32));
+        let table = peers
+            .iter()
+            .map(|(tag, _)| {
+                self.peers.by_tag(tag.0).unwrap_or_else(|| {
                     next_fresh += 1;
-                }
-            }
-        }
+                    PeerIdx((base + next_fresh - 1) as u32)
+                })
+            })
+            .collect();
+        Ok((table, fresh))
+    }
+
+    /// Replaces this replica's document with a transferred state. Validates
+    /// everything first; on error nothing changed.
+    pub(crate) fn load_transfer(
+        &mut self,
+        from: Tag,
+        state: TransferState,
+    ) -> Result<(), ReceiveError> {
+        let (table, fresh) = self.peer_table(from, &state.peers)?;
+        let (objects, mut state) = state.replace_objects(Built::default());
         let dec = TableDec {
             table: &table,
+            from: from.0,
+        };
+        let mut builder = GraphBuilder::new(dec, self.gc.mark, objects.len());
+        for obj in objects {
+            builder.add(obj)?;
+        }
+        state.objects = builder.built;
+        self.commit_transfer(from, &table, fresh, state)
+    }
+
+    /// [`Replica::load_transfer`] for a state saved by
+    /// [`Replica::export_state`] (postcard, after the version byte), which
+    /// builds each object as soon as it is decoded instead of decoding the
+    /// whole state first. Returns the saved replica's tag.
+    fn load_saved(&mut self, mut bytes: &[u8]) -> Result<Tag, ReceiveError> {
+        fn take<'b, T: serde::Deserialize<'b>>(bytes: &mut &'b [u8]) -> Result<T, ReceiveError> {
+            let (value, rest) = postcard::take_from_bytes(bytes)
+                .map_err(|e| ReceiveError::Malformed(e.to_string()))?;
+            *bytes = rest;
+            Ok(value)
+        }
+        // The fields of `TransferState`, in order.
+        let b = &mut bytes;
+        let peers: Vec<(Tag, SmolStr)> = take(b)?;
+        let from = peers.first().map_or(Tag(0), |(t, _)| *t);
+        let (table, fresh) = self.peer_table(from, &peers)?;
+        let streams = take(b)?;
+        let root = take(b)?;
+        let root_stamp = take(b)?;
+        let count: usize = take(b)?;
+        let dec = TableDec {
+            table: &table,
+            from: from.0,
+        };
+        // Every object takes at least two bytes: a hostile count cannot
+        // reserve more than the input could fill.
+        let mut builder = GraphBuilder::new(dec, self.gc.mark, count.min(b.len() / 2));
+        for _ in 0..count {
+            builder.add(take(b)?)?;
+        }
+        let objects = builder.built;
+        let members = take(b)?;
+        let acks = take(b)?;
+        let locks = take(b)?;
+        let syncing = take(b)?;
+        let log = take(b)?;
+        if !b.is_empty() {
+            return Err(ReceiveError::Malformed(
+                "bytes after the end of the saved state".into(),
+            ));
+        }
+        let state = TransferState {
+            peers,
+            streams,
+            root,
+            root_stamp,
+            objects,
+            members,
+            acks,
+            locks,
+            syncing,
+            log,
+        };
+        self.commit_transfer(from, &table, fresh, state)?;
+        Ok(from)
+    }
+
+    /// Validates the rest of a transferred state whose objects are built,
+    /// then replaces this replica's document with it. On error nothing
+    /// changed.
+    fn commit_transfer(
+        &mut self,
+        from: Tag,
+        table: &[PeerIdx],
+        fresh: Vec<PeerId>,
+        state: TransferState<Built>,
+    ) -> Result<(), ReceiveError> {
+        let bad = |reason: &str| ReceiveError::invalid(from.0, reason);
+        let dec = TableDec {
+            table,
             from: from.0,
         };
         let mut graph = Graph {
@@ -417,107 +472,9 @@ impl Replica {
                 .map(|s| dec.id(s))
                 .transpose()?
                 .unwrap_or(Id::ZERO),
-            objects: FxHashMap::with_capacity_and_hasher(state.objects.len(), Default::default()),
+            objects: state.objects.objects,
         };
-        // Whether the state holds tombstones or dead slots to reclaim.
-        let mut garbage = false;
-        let mut prev_obj = None;
-        for obj in state.objects {
-            let (id, data) = match obj {
-                ObjState::Map { id, entries } => {
-                    let id = next_id(&dec, &mut prev_obj, id)?;
-                    let mut map = MapObj::with_capacity(entries.len());
-                    for (key, value, stamp) in entries {
-                        garbage |= value.is_none();
-                        let entry = MapEntry {
-                            value: value.map(|v| dec.value(v)).transpose()?,
-                            stamp: stamp.map_or(Ok(id), |s| dec.id(s))?,
-                        };
-                        if !map.restore(key, entry) {
-                            return Err(bad("a map key appears twice"));
-                        }
-                    }
-                    (id, ObjData::Map(map))
-                }
-                ObjState::List { id, slots } => {
-                    let id = next_id(&dec, &mut prev_obj, id)?;
-                    let mut out = Vec::with_capacity(slots.len());
-                    let mut prev = Some(id);
-                    let mut slot_id = |w| next_id(&dec, &mut prev, w);
-                    for s in slots {
-                        let (slot, extra) = match s {
-                            SlotState::Home {
-                                id,
-                                value,
-                                deleted,
-                                away,
-                                extra,
-                            } => (
-                                Slot {
-                                    id: slot_id(id)?,
-                                    kind: SlotKind::Home {
-                                        value: dec.value(value)?,
-                                        deleted,
-                                        away,
-                                    },
-                                },
-                                extra
-                                    .map(|(v, p, s)| {
-                                        Ok::<_, ReceiveError>(ElemExtra {
-                                            value_stamp: dec.id(v)?,
-                                            pos: dec.id(p)?,
-                                            pos_stamp: dec.id(s)?,
-                                        })
-                                    })
-                                    .transpose()?,
-                            ),
-                            SlotState::Live { id, value } => (
-                                Slot {
-                                    id: slot_id(id)?,
-                                    kind: SlotKind::Home {
-                                        value: dec.value(value)?,
-                                        deleted: false,
-                                        away: false,
-                                    },
-                                },
-                                None,
-                            ),
-                            SlotState::Moved { id, elem, live } => (
-                                Slot {
-                                    id: slot_id(id)?,
-                                    kind: SlotKind::Moved {
-                                        elem: dec.id(elem)?,
-                                        live,
-                                    },
-                                },
-                                None,
-                            ),
-                        };
-                        out.push((slot, extra));
-                    }
-                    let list =
-                        ListObj::from_slots(out).ok_or_else(|| bad("a list slot appears twice"))?;
-                    if !list.is_consistent() {
-                        return Err(bad("inconsistent list state"));
-                    }
-                    garbage |= list.slot_count() > list.len();
-                    (id, ObjData::List(Box::new(list)))
-                }
-            };
-            if graph
-                .objects
-                .insert(
-                    id,
-                    Obj {
-                        data,
-                        mark: self.gc.mark.wrapping_sub(1),
-                    },
-                )
-                .is_some()
-            {
-                return Err(bad("an object appears twice"));
-            }
-        }
+        let garbage = state.objects.garbage;
         // `Ready` promises that every reference reachable from the root
         // resolves; an honest state never holds a dangling one.
         // Objects arrive with the previous mark; marking gives the reachable
@@ -787,7 +744,8 @@ impl Replica {
     /// acknowledgements. For persistence (the relay keeps one on disk).
     pub fn export_state(&mut self) -> Vec<u8> {
         self.flush_pending_ops();
-        codec::encode_plain(&self.transfer_state())
+        self.graph.sort_maps();
+        codec::encode_plain(&self.transfer_view())
     }
 
     /// Starts a replica from a state saved with [`Replica::export_state`],
@@ -806,15 +764,11 @@ impl Replica {
     }
 
     fn load_exported(mut r: Replica, bytes: &[u8]) -> Result<Replica, ReceiveError> {
-        let state: TransferState = match bytes.split_first() {
-            Some((&codec::VERSION, rest)) => {
-                postcard::from_bytes(rest).map_err(|e| ReceiveError::Malformed(e.to_string()))?
-            }
+        let from = match bytes.split_first() {
+            Some((&codec::VERSION, rest)) => r.load_saved(rest)?,
             Some((&v, _)) => return Err(ReceiveError::UnsupportedVersion(v)),
             None => return Err(ReceiveError::Empty),
         };
-        let from = state.peers.first().map(|(t, _)| *t).unwrap_or(Tag(0));
-        r.load_transfer(from, state)?;
         // The saved replica's own requests were dropped with it, unless it
         // saved a snapshot of a shared log and lives on.
         let old = r.peers.by_tag(from.0).filter(|_| !r.is_ordered());
@@ -848,5 +802,343 @@ impl Replica {
         });
         self.depart(p);
         self.commit();
+    }
+}
+
+/// Objects of a transferred state in the graph's form, and whether they hold
+/// tombstones or dead slots to reclaim.
+#[derive(Default)]
+pub(crate) struct Built {
+    objects: FxHashMap<Id, Obj>,
+    garbage: bool,
+}
+
+/// Builds transferred objects one at a time, as they are decoded.
+struct GraphBuilder<'a> {
+    dec: TableDec<'a>,
+    built: Built,
+    /// The previous object's id, for ids left out.
+    prev: Option<Id>,
+    /// The mark objects arrive with: the previous one, so that marking from
+    /// the root tells the reachable ones, as a local mark would.
+    mark: u32,
+}
+
+impl<'a> GraphBuilder<'a> {
+    fn new(dec: TableDec<'a>, mark: u32, capacity: usize) -> Self {
+        GraphBuilder {
+            dec,
+            built: Built {
+                objects: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+                garbage: false,
+            },
+            prev: None,
+            mark: mark.wrapping_sub(1),
+        }
+    }
+
+    fn add(&mut self, obj: ObjState) -> Result<(), ReceiveError> {
+        let bad = |reason: &str| ReceiveError::invalid(self.dec.from, reason);
+        let (id, data) = match obj {
+            ObjState::Map { id, entries } => {
+                let id = next_id(&self.dec, &mut self.prev, id)?;
+                let mut map = MapObj::with_capacity(entries.len());
+                for (key, value, stamp) in entries {
+                    self.built.garbage |= value.is_none();
+                    let entry = MapEntry {
+                        value: value.map(|v| self.dec.value(v)).transpose()?,
+                        stamp: stamp.map_or(Ok(id), |s| self.dec.id(s))?,
+                    };
+                    if !map.restore(key, entry) {
+                        return Err(bad("a map key appears twice"));
+                    }
+                }
+                (id, ObjData::Map(map))
+            }
+            ObjState::List { id, slots } => {
+                let id = next_id(&self.dec, &mut self.prev, id)?;
+                let mut out = Vec::with_capacity(slots.len());
+                let mut prev = Some(id);
+                let mut slot_id = |w| next_id(&self.dec, &mut prev, w);
+                for s in slots {
+                    let (slot, extra) = match s {
+                        SlotState::Home {
+                            id,
+                            value,
+                            deleted,
+                            away,
+                            extra,
+                        } => (
+                            Slot {
+                                id: slot_id(id)?,
+                                kind: SlotKind::Home {
+                                    value: self.dec.value(value)?,
+                                    deleted,
+                                    away,
+                                },
+                            },
+                            extra
+                                .map(|(v, p, s)| {
+                                    Ok::<_, ReceiveError>(ElemExtra {
+                                        value_stamp: self.dec.id(v)?,
+                                        pos: self.dec.id(p)?,
+                                        pos_stamp: self.dec.id(s)?,
+                                    })
+                                })
+                                .transpose()?,
+                        ),
+                        SlotState::Live { id, value } => (
+                            Slot {
+                                id: slot_id(id)?,
+                                kind: SlotKind::Home {
+                                    value: self.dec.value(value)?,
+                                    deleted: false,
+                                    away: false,
+                                },
+                            },
+                            None,
+                        ),
+                        SlotState::Moved { id, elem, live } => (
+                            Slot {
+                                id: slot_id(id)?,
+                                kind: SlotKind::Moved {
+                                    elem: self.dec.id(elem)?,
+                                    live,
+                                },
+                            },
+                            None,
+                        ),
+                    };
+                    out.push((slot, extra));
+                }
+                let list =
+                    ListObj::from_slots(out).ok_or_else(|| bad("a list slot appears twice"))?;
+                if !list.is_consistent() {
+                    return Err(bad("inconsistent list state"));
+                }
+                self.built.garbage |= list.slot_count() > list.len();
+                (id, ObjData::List(Box::new(list)))
+            }
+        };
+        let obj = Obj {
+            data,
+            mark: self.mark,
+        };
+        if self.built.objects.insert(id, obj).is_some() {
+            return Err(bad("an object appears twice"));
+        }
+        Ok(())
+    }
+}
+
+/// A replica's objects in id order, serialized as the `objects` of a
+/// [`TransferState`] straight from the graph.
+pub(crate) struct ObjectsView<'a>(Vec<(Id, &'a Obj)>);
+
+impl Serialize for ObjectsView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let enc = TableEnc { index: None };
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        let mut prev = None;
+        for &(id, obj) in &self.0 {
+            let oid = (!follows(&mut prev, id)).then(|| enc.id(id));
+            match &obj.data {
+                ObjData::Map(map) => seq.serialize_element(&ObjState::<_, ()>::Map {
+                    id: oid,
+                    entries: EntriesView { map, id },
+                })?,
+                ObjData::List(list) => seq.serialize_element(&ObjState::<(), _>::List {
+                    id: oid,
+                    slots: SlotsView { list, id },
+                })?,
+            }
+        }
+        seq.end()
+    }
+}
+
+/// A map's entries, serialized as those of an [`ObjState::Map`].
+struct EntriesView<'a> {
+    map: &'a MapObj,
+    id: Id,
+}
+
+impl Serialize for EntriesView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let enc = TableEnc { index: None };
+        let entries = self.map.raw_entries();
+        let mut seq = s.serialize_seq(Some(entries.len()))?;
+        for (key, e) in entries {
+            let value = e.value.as_ref().map(|v| enc.value(v));
+            let stamp = (e.stamp != self.id).then(|| enc.id(e.stamp));
+            seq.serialize_element(&(key, value, stamp))?;
+        }
+        seq.end()
+    }
+}
+
+/// A list's slots, serialized as those of an [`ObjState::List`].
+struct SlotsView<'a> {
+    list: &'a ListObj,
+    id: Id,
+}
+
+impl Serialize for SlotsView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let enc = TableEnc { index: None };
+        let mut seq = s.serialize_seq(Some(self.list.slot_count()))?;
+        let mut prev = Some(self.id);
+        for (slot, extra) in self.list.slots() {
+            let id = (!follows(&mut prev, slot.id)).then(|| enc.id(slot.id));
+            let state = match &slot.kind {
+                SlotKind::Home {
+                    value,
+                    deleted: false,
+                    away: false,
+                } if extra.is_none() => SlotState::Live {
+                    id,
+                    value: enc.value(value),
+                },
+                SlotKind::Home {
+                    value,
+                    deleted,
+                    away,
+                } => SlotState::Home {
+                    id,
+                    value: enc.value(value),
+                    deleted: *deleted,
+                    away: *away,
+                    extra: extra
+                        .map(|e| (enc.id(e.value_stamp), enc.id(e.pos), enc.id(e.pos_stamp))),
+                },
+                SlotKind::Moved { elem, live } => SlotState::Moved {
+                    id,
+                    elem: enc.id(*elem),
+                    live: *live,
+                },
+            };
+            seq.serialize_element(&state)?;
+        }
+        seq.end()
+    }
+}
+
+/// The variant index of [`Body::SyncAnswer`](crate::wire::Body::SyncAnswer).
+const SYNC_ANSWER: u32 = 8;
+
+/// Serializes exactly as a [`Frame`](crate::wire::Frame) holding a
+/// [`Body::SyncAnswer`](crate::wire::Body::SyncAnswer), with the state
+/// serialized from a view of the graph.
+struct AnswerFrame<'a> {
+    from: Tag,
+    to: Tag,
+    state: TransferState<ObjectsView<'a>>,
+}
+
+impl Serialize for AnswerFrame<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Answer<'b, 'a>(&'b AnswerFrame<'a>);
+        impl Serialize for Answer<'_, '_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut v = s.serialize_struct_variant("Body", SYNC_ANSWER, "SyncAnswer", 2)?;
+                v.serialize_field("to", &self.0.to)?;
+                v.serialize_field("state", &self.0.state)?;
+                v.end()
+            }
+        }
+        let mut frame = s.serialize_struct("Frame", 2)?;
+        frame.serialize_field("from", &self.from)?;
+        frame.serialize_field("body", &Answer(self))?;
+        frame.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::WireFormat;
+    use crate::value::Input;
+
+    /// A replica whose state has every transferred form: tombstones, entries
+    /// stamped apart from their map, moved, deleted and rewritten elements,
+    /// and every kind of value.
+    fn busy_replica() -> Replica {
+        let mut r = Replica::new(PeerId::new("busy", 3), Config::default());
+        let root = r
+            .set_root(Input::Map(vec![
+                ("gone".into(), Input::Value(Value::Int(1))),
+                ("f".into(), Input::Value(Value::Float(0.5))),
+                ("b".into(), Input::Value(Value::Bytes(vec![1, 2].into()))),
+                (
+                    "list".into(),
+                    Input::Array((0..40).map(|i| Input::Value(Value::Int(i))).collect()),
+                ),
+            ]))
+            .unwrap()
+            .unwrap();
+        r.map_delete(root, "gone").unwrap();
+        r.map_set(
+            root,
+            "later",
+            Input::Value(Value::Str("a string longer than inline".into())),
+        )
+        .unwrap();
+        let Some(Value::Ref(list)) = r.map_get(root, "list").unwrap() else {
+            panic!("a list");
+        };
+        r.list_splice(list, 5, 3, vec![Input::Map(vec![])]).unwrap();
+        r.list_set(list, 10, Input::Value(Value::Null)).unwrap();
+        let mut order: Vec<usize> = (0..r.list_len(list).unwrap()).collect();
+        order.swap(0, 20);
+        order.rotate_left(3);
+        r.list_reorder(list, &order).unwrap();
+        r.list_reorder(list, &order).unwrap();
+        r
+    }
+
+    #[test]
+    fn a_sync_answer_encodes_as_the_derived_frame() {
+        for format in [WireFormat::Binary, WireFormat::Json] {
+            let mut r = busy_replica();
+            r.graph.sort_maps();
+            let answer = AnswerFrame {
+                from: r.tag(),
+                to: Tag(7),
+                state: r.transfer_view(),
+            };
+            let bytes = codec::encode(&answer, format);
+            let frame = codec::decode(&bytes, usize::MAX).expect("an answer decodes");
+            assert!(matches!(
+                frame.body,
+                crate::wire::Body::SyncAnswer { to: Tag(7), .. }
+            ));
+            assert_eq!(codec::encode(&frame, format), bytes, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn a_saved_state_loads_as_its_decoded_form_does() {
+        let mut r = busy_replica();
+        let saved = r.export_state();
+        let me = || PeerId::new("joiner", 9);
+        let mut streamed = Replica::from_exported(me(), Config::default(), &saved).unwrap();
+        let state: TransferState = postcard::from_bytes(&saved[1..]).unwrap();
+        let mut decoded = Replica::new(me(), Config::default());
+        decoded.load_transfer(state.peers[0].0, state).unwrap();
+        assert_eq!(streamed.export_state(), decoded.export_state());
+        assert_eq!(streamed.snapshot(), r.snapshot());
+    }
+
+    #[test]
+    fn a_cut_or_padded_saved_state_is_refused() {
+        let saved = busy_replica().export_state();
+        let load =
+            |bytes: &[u8]| Replica::from_exported(PeerId::new("j", 9), Config::default(), bytes);
+        for cut in 0..saved.len() {
+            assert!(load(&saved[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut padded = saved.clone();
+        padded.push(0);
+        assert!(matches!(load(&padded), Err(ReceiveError::Malformed(_))));
     }
 }

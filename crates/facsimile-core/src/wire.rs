@@ -320,13 +320,17 @@ pub(crate) enum WireOrigin {
 }
 
 /// Full replica state for a joiner. Ids index `peers`.
+///
+/// `O` holds the objects: decoded wire types by default, a view of the
+/// sender's graph when encoding (so a large state is never copied into wire
+/// types first), or the objects already built while decoding.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct TransferState {
+pub(crate) struct TransferState<O = Vec<ObjState>> {
     pub(crate) peers: Vec<(Tag, SmolStr)>,
     pub(crate) streams: Vec<StreamState>,
     pub(crate) root: WireValue,
     pub(crate) root_stamp: Option<WireId>,
-    pub(crate) objects: Vec<ObjState>,
+    pub(crate) objects: O,
     pub(crate) members: Vec<u32>,
     /// Acknowledged frontiers the answerer holds (its own included): they
     /// belong to the streams the joiner continues from.
@@ -339,6 +343,37 @@ pub(crate) struct TransferState {
     /// On an ordered log: the position covered and each member's latest log
     /// time in milliseconds (its lease).
     pub(crate) log: Option<LogTransfer>,
+}
+
+impl<O> TransferState<O> {
+    /// Swaps the objects for `objects`, returning the old ones.
+    pub(crate) fn replace_objects<P>(self, objects: P) -> (O, TransferState<P>) {
+        let TransferState {
+            peers,
+            streams,
+            root,
+            root_stamp,
+            objects: old,
+            members,
+            acks,
+            locks,
+            syncing,
+            log,
+        } = self;
+        let state = TransferState {
+            peers,
+            streams,
+            root,
+            root_stamp,
+            objects,
+            members,
+            acks,
+            locks,
+            syncing,
+            log,
+        };
+        (old, state)
+    }
 }
 
 /// One object's lock queue in a transferred state: the object, its
@@ -360,18 +395,18 @@ pub(crate) struct StreamState {
 /// created carry the map's own stamp, and an array's slots mostly have
 /// consecutive ids. An object's `id` is `None` when it is the previous
 /// object's id plus one.
+///
+/// `E` and `S` hold a map's entries and a list's slots: decoded wire types
+/// by default, views of the sender's objects when encoding.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) enum ObjState {
-    Map {
-        id: Option<WireId>,
-        /// Key, value (`None`: a tombstone) and stamp (`None`: the map's id).
-        entries: Vec<(SmolStr, Option<WireValue>, Option<WireId>)>,
-    },
-    List {
-        id: Option<WireId>,
-        slots: Vec<SlotState>,
-    },
+pub(crate) enum ObjState<E = Vec<EntryState>, S = Vec<SlotState>> {
+    Map { id: Option<WireId>, entries: E },
+    List { id: Option<WireId>, slots: S },
 }
+
+/// A map entry in a transferred state: key, value (`None`: a tombstone) and
+/// stamp (`None`: the map's id).
+pub(crate) type EntryState = (SmolStr, Option<WireValue>, Option<WireId>);
 
 /// A list slot; its `id` is `None` when it is the previous slot's id plus
 /// one (for the first slot, the list's id plus one).
