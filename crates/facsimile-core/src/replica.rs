@@ -482,12 +482,29 @@ impl Replica {
     /// # Errors
     /// As [`Replica::map_get`].
     pub fn map_entries(&mut self, obj: ObjectId) -> Result<Vec<(SmolStr, Value)>, Error> {
-        self.map(obj)?;
-        let Some(ObjData::Map(m)) = self.graph.get_mut(obj.0).map(|o| &mut o.data) else {
-            unreachable!("checked above")
-        };
-        m.sort();
-        Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        let mut out = Vec::with_capacity(self.map_len(obj)?);
+        self.map_for_each(obj, |k, v, _| out.push((k.clone(), v.clone())))?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each entry of a map, in key order, and this replica
+    /// (to look up what a value refers to): a read that copies nothing.
+    ///
+    /// # Errors
+    /// As [`Replica::map_get`].
+    pub fn map_for_each(
+        &mut self,
+        obj: ObjectId,
+        mut f: impl FnMut(&SmolStr, &Value, &Replica),
+    ) -> Result<(), Error> {
+        if let Some(ObjData::Map(m)) = self.graph.get_mut(obj.0).map(|o| &mut o.data) {
+            m.sort();
+        }
+        let this = &*self;
+        for (k, v) in this.map(obj)?.iter() {
+            f(k, v, this);
+        }
+        Ok(())
     }
 
     /// The keys of a map, in key order.
@@ -530,6 +547,22 @@ impl Replica {
     /// As [`Replica::list_len`].
     pub fn list_values(&self, obj: ObjectId) -> Result<Vec<Value>, Error> {
         Ok(self.list(obj)?.values().cloned().collect())
+    }
+
+    /// Calls `f` with each element of an array, in order, and this replica
+    /// (to look up what a value refers to): a read that copies nothing.
+    ///
+    /// # Errors
+    /// As [`Replica::list_len`].
+    pub fn list_for_each(
+        &self,
+        obj: ObjectId,
+        mut f: impl FnMut(&Value, &Replica),
+    ) -> Result<(), Error> {
+        for v in self.list(obj)?.values() {
+            f(v, self);
+        }
+        Ok(())
     }
 
     // --------------------------------------------------------------- writes

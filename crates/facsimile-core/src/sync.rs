@@ -18,7 +18,7 @@ use crate::codec;
 use crate::error::ReceiveError;
 use crate::graph::list::{ElemExtra, ListObj, Slot, SlotKind};
 use crate::graph::map::{MapEntry, MapObj};
-use crate::graph::{Graph, Obj, ObjData};
+use crate::graph::{Graph, Obj, ObjData, Objects};
 use crate::op::MAX_COUNTER;
 use crate::replica::{Config, Event, Origin, Phase, Replica, Stream};
 use crate::value::{Id, ObjectId, PeerId, PeerIdx, Succession, Value};
@@ -809,7 +809,7 @@ impl Replica {
 /// tombstones or dead slots to reclaim.
 #[derive(Default)]
 pub(crate) struct Built {
-    objects: FxHashMap<Id, Obj>,
+    objects: Objects,
     garbage: bool,
 }
 
@@ -829,7 +829,7 @@ impl<'a> GraphBuilder<'a> {
         GraphBuilder {
             dec,
             built: Built {
-                objects: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+                objects: Objects::with_capacity_and_hasher(capacity, Default::default()),
                 garbage: false,
             },
             prev: None,

@@ -286,11 +286,11 @@ impl MapRef {
     /// [`Error::UnknownObject`] or [`Error::WrongKind`].
     pub fn entries(&self) -> Result<Vec<(String, Value)>> {
         let mut st = self.node.state();
-        let entries = st.replica.map_entries(self.id())?;
-        Ok(entries
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), self.node.value(&st.replica, v)))
-            .collect())
+        let mut out = Vec::with_capacity(st.replica.map_len(self.id())?);
+        st.replica.map_for_each(self.id(), |k, v, r| {
+            out.push((k.to_string(), self.node.value(r, v.clone())));
+        })?;
+        Ok(out)
     }
 
     /// Number of keys.
@@ -342,11 +342,10 @@ impl ArrayRef {
     /// [`Error::UnknownObject`] or [`Error::WrongKind`].
     pub fn to_vec(&self) -> Result<Vec<Value>> {
         let st = self.node.state();
-        let values = st.replica.list_values(self.id())?;
-        Ok(values
-            .into_iter()
-            .map(|v| self.node.value(&st.replica, v))
-            .collect())
+        let mut out = Vec::with_capacity(st.replica.list_len(self.id())?);
+        st.replica
+            .list_for_each(self.id(), |v, r| out.push(self.node.value(r, v.clone())))?;
+        Ok(out)
     }
 
     fn splice_inputs(&self, start: usize, delete: usize, items: Vec<Input>) -> Result<Vec<Value>> {
