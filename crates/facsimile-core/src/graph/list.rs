@@ -23,6 +23,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::IdMap;
 use super::seq::{Cursor, LeafId, SeqItem, SeqTree};
 use crate::clock::Peers;
 use crate::value::{Id, Value};
@@ -86,7 +87,7 @@ pub(crate) struct ElemExtra {
 pub(crate) struct ListObj {
     tree: SeqTree<Slot>,
     /// Slot id to the leaf holding it.
-    index: FxHashMap<Id, LeafId>,
+    index: IdMap<LeafId>,
     extra: FxHashMap<Id, ElemExtra>,
     /// Bumped by every change; lets a caller detect that the list changed
     /// between a read and a write.
@@ -424,7 +425,7 @@ impl ListObj {
             }
             items.push(slot);
         }
-        let mut index = FxHashMap::default();
+        let mut index = IdMap::default();
         index.reserve(items.len());
         let mut unique = true;
         let tree = SeqTree::from_items(items, |s, leaf| {

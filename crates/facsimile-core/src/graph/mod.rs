@@ -14,7 +14,10 @@ use list::ListObj;
 use map::MapObj;
 
 /// The object table, by id.
-pub(crate) type Objects = HashMap<Id, Obj, BuildHasherDefault<ObjHasher>>;
+pub(crate) type Objects = IdMap<Obj>;
+
+/// A table keyed by ids that are mostly made and visited in order.
+pub(crate) type IdMap<V> = HashMap<Id, V, BuildHasherDefault<IdHasher>>;
 
 /// Hashes an id so that each aligned run of 64 counters of one peer lands in
 /// 64 neighbouring buckets, while the runs themselves are spread by a full
@@ -22,12 +25,12 @@ pub(crate) type Objects = HashMap<Id, Obj, BuildHasherDefault<ObjHasher>>;
 /// neighbours share cache lines and pages instead of every access missing
 /// both. A run holds at most 64 ids, so no input clusters more than that.
 #[derive(Default)]
-pub(crate) struct ObjHasher {
+pub(crate) struct IdHasher {
     counter: u64,
     peer: u64,
 }
 
-impl Hasher for ObjHasher {
+impl Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.peer = (self.peer.rotate_left(5) ^ u64::from(b)).wrapping_mul(MIX);
@@ -193,7 +196,7 @@ mod tests {
     use crate::value::PeerIdx;
 
     fn hash(peer: u32, counter: u64) -> u64 {
-        BuildHasherDefault::<ObjHasher>::default().hash_one(Id::new(PeerIdx(peer), counter))
+        BuildHasherDefault::<IdHasher>::default().hash_one(Id::new(PeerIdx(peer), counter))
     }
 
     #[test]
