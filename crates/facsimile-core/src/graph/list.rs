@@ -83,10 +83,22 @@ pub(crate) struct ElemExtra {
     pub(crate) pos_stamp: Id,
 }
 
+/// At most this many ids are probed to find a slot: every id whose counter
+/// is a multiple of it is indexed.
+const INDEX_STRIDE: u64 = 16;
+
+/// Whether a slot `id` right after the slot `prev` in the same leaf needs no
+/// entry in the id index: it is found from `prev`'s, one position on.
+fn covered(prev: Id, id: Id) -> bool {
+    prev.peer == id.peer && prev.counter + 1 == id.counter && id.counter % INDEX_STRIDE != 0
+}
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ListObj {
     tree: SeqTree<Slot>,
-    /// Slot id to the leaf holding it.
+    /// Slot id to the leaf holding it, for every slot not [`covered`] by the
+    /// slot before it: a run of consecutive ids (pushes, typing) takes one
+    /// entry per leaf and per [`INDEX_STRIDE`] ids.
     index: IdMap<LeafId>,
     extra: FxHashMap<Id, ElemExtra>,
     /// Bumped by every change; lets a caller detect that the list changed
@@ -112,13 +124,29 @@ impl ListObj {
     }
 
     pub(crate) fn has_slot(&self, id: Id) -> bool {
-        self.index.contains_key(&id)
+        // An indexed id needs no look into its leaf.
+        self.index.contains_key(&id) || self.origin_cursor(id).is_some()
     }
 
+    /// Where a slot is: found through the nearest indexed id at or below
+    /// its own, whose slot a covered one follows in the same leaf.
     fn cursor(&self, id: Id) -> Option<Cursor> {
-        let leaf = *self.index.get(&id)?;
-        let pos = self.tree.leaf_items(leaf).iter().position(|s| s.id == id)?;
-        Some(Cursor { leaf, pos })
+        let mut head = id;
+        loop {
+            if let Some(&leaf) = self.index.get(&head) {
+                let items = self.tree.leaf_items(leaf);
+                let at = items.iter().position(|s| s.id == head)?;
+                let pos = at + (id.counter - head.counter) as usize;
+                return items
+                    .get(pos)
+                    .filter(|s| s.id == id)
+                    .map(|_| Cursor { leaf, pos });
+            }
+            if head.counter % INDEX_STRIDE == 0 {
+                return None;
+            }
+            head.counter -= 1;
+        }
     }
 
     fn extra(&self, elem: Id) -> ElemExtra {
@@ -232,14 +260,31 @@ impl ListObj {
         let id = slot.id;
         self.version += 1;
         let index = &mut self.index;
+        let mut first = true;
         let on_move = |s: &Slot, leaf: LeafId| {
-            index.insert(s.id, leaf);
+            // The first slot of a new leaf follows nothing there.
+            if std::mem::take(&mut first) {
+                index.insert(s.id, leaf);
+            } else if let Some(l) = index.get_mut(&s.id) {
+                *l = leaf;
+            }
         };
         let c = match prev {
             Some(p) => self.tree.insert_after(p, slot, on_move),
             None => self.tree.insert_first(slot, on_move),
         };
-        self.index.insert(id, c.leaf);
+        let items = self.tree.leaf_items(c.leaf);
+        let before = c.pos.checked_sub(1).map(|p| items[p].id);
+        if !before.is_some_and(|b| covered(b, id)) {
+            self.index.insert(id, c.leaf);
+        }
+        // A next slot that the one before covered follows the new one now,
+        // which cannot cover it (its id is the one before's).
+        if let (Some(b), Some(next)) = (before, items.get(c.pos + 1)) {
+            if covered(b, next.id) {
+                self.index.insert(next.id, c.leaf);
+            }
+        }
         self.last = Some((id, c));
         c
     }
@@ -426,18 +471,35 @@ impl ListObj {
             items.push(slot);
         }
         let mut index = IdMap::default();
-        index.reserve(items.len());
-        let mut unique = true;
-        let tree = SeqTree::from_items(items, |s, leaf| {
-            unique &= index.insert(s.id, leaf).is_none();
-        });
-        unique.then_some(ListObj {
+        let tree = Self::build(items, &mut index)?;
+        Some(ListObj {
             tree,
             index,
             extra,
             version: 0,
             last: None,
         })
+    }
+
+    /// A tree of `items` in order, filling its id index into `index`
+    /// (empty); `None` when an id appears twice.
+    fn build(items: Vec<Slot>, index: &mut IdMap<LeafId>) -> Option<SeqTree<Slot>> {
+        let mut unique = true;
+        let mut prev: Option<(Id, LeafId)> = None;
+        let mut covered_ids = Vec::new();
+        let tree = SeqTree::from_items(items, |s, leaf| {
+            if prev.is_some_and(|(p, l)| l == leaf && covered(p, s.id)) {
+                covered_ids.push(s.id);
+            } else {
+                unique &= index.insert(s.id, leaf).is_none();
+            }
+            prev = Some((s.id, leaf));
+        });
+        // Of a twice-present id with the lowest counter, one copy follows
+        // no copy of the id before it, so it is indexed: either both copies
+        // are, or a covered copy is also in the index.
+        unique &= covered_ids.iter().all(|id| !index.contains_key(id));
+        unique.then_some(tree)
     }
 
     /// Slots that no element can come back to: move slots that are not
@@ -466,11 +528,9 @@ impl ListObj {
             .into_iter()
             .filter(|s| !doomed.contains(&s.id))
             .collect();
+        // The index keeps its capacity: it holds about as many entries again.
         self.index.clear();
-        let index = &mut self.index;
-        self.tree = SeqTree::from_items(kept, |s, leaf| {
-            index.insert(s.id, leaf);
-        });
+        self.tree = Self::build(kept, &mut self.index).expect("ids stay unique");
     }
 
     /// Whether transferred element state is coherent: every live move slot
@@ -507,7 +567,110 @@ impl ListObj {
     pub(crate) fn check(&self) {
         self.tree.check();
         for s in self.tree.iter() {
-            assert!(self.cursor(s.id).is_some(), "slot {:?} is indexed", s.id);
+            let found = self.cursor(s.id).map(|c| self.tree.get(c));
+            assert!(
+                found.is_some_and(|f| std::ptr::eq(f, s)),
+                "slot {:?} is found where it is",
+                s.id
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{PeerId, PeerIdx};
+
+    #[test]
+    fn twice_present_ids_are_refused_even_when_covered() {
+        let home = |c| {
+            let kind = SlotKind::Home {
+                value: Value::Null,
+                deleted: false,
+                away: false,
+            };
+            let id = Id::new(PeerIdx(0), c);
+            (Slot { id, kind }, None)
+        };
+        let slots = |cs: &[u64]| cs.iter().map(|&c| home(c)).collect::<Vec<_>>();
+        // The second 5 and 6 follow 4 and 5: neither needs an index entry.
+        assert!(ListObj::from_slots(slots(&[5, 6, 4, 5, 6])).is_none());
+        assert!(ListObj::from_slots(slots(&[5, 6, 6])).is_none());
+        assert!(ListObj::from_slots(slots(&[5, 6, 9, 4, 7])).is_some());
+    }
+
+    /// Runs of consecutive ids inserted anywhere (so leaves split inside
+    /// runs and runs cross index strides), from two peers, with deletes and
+    /// purges: every slot is found where it is, nothing absent is found, and
+    /// the order is the model's.
+    #[test]
+    fn slots_are_found_through_runs_splits_and_purges() {
+        let mut peers = Peers::new(PeerId::new("a", 1));
+        peers.intern(&PeerId::new("b", 2)).unwrap();
+        for seed in 1..120u64 {
+            let mut x = seed;
+            let mut rand = |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n.max(1)
+            };
+            let mut list = ListObj::default();
+            // Every slot in order: id and whether its element is live.
+            let mut model: Vec<(Id, bool)> = Vec::new();
+            let mut counter = 0;
+            for _ in 0..150 {
+                match rand(10) {
+                    0..=5 => {
+                        let long = rand(3) == 0;
+                        let n = 1 + rand(if long { 40 } else { 3 });
+                        let at = if rand(2) == 0 {
+                            model.len()
+                        } else {
+                            rand(model.len() as u64 + 1) as usize
+                        };
+                        let origin = at.checked_sub(1).map(|i| model[i].0);
+                        let first = Id::new(PeerIdx(rand(2) as u32), counter + 1);
+                        counter += n + rand(2);
+                        let values = (0..n).map(|i| Value::Int((first.counter + i) as i64));
+                        list.insert(origin, first, values, &peers);
+                        let ids = (0..n).map(|i| (Id::new(first.peer, first.counter + i), true));
+                        model.splice(at..at, ids);
+                    }
+                    6..=8 => {
+                        let live: Vec<usize> = (0..model.len()).filter(|&i| model[i].1).collect();
+                        if let Some(&i) = live.get(rand(live.len() as u64) as usize) {
+                            assert!(list.delete(model[i].0).is_some(), "seed {seed}");
+                            model[i].1 = false;
+                        }
+                    }
+                    _ => {
+                        let dead: Vec<Id> = model.iter().filter(|s| !s.1).map(|s| s.0).collect();
+                        list.purge(&dead);
+                        model.retain(|s| s.1);
+                        assert!(dead.iter().all(|&id| !list.has_slot(id)), "seed {seed}");
+                    }
+                }
+                list.check();
+                let values: Vec<i64> = list
+                    .values()
+                    .map(|v| match v {
+                        Value::Int(i) => *i,
+                        other => panic!("seed {seed}: {other:?}"),
+                    })
+                    .collect();
+                let expected: Vec<i64> = model
+                    .iter()
+                    .filter(|s| s.1)
+                    .map(|s| s.0.counter as i64)
+                    .collect();
+                assert_eq!(values, expected, "seed {seed}");
+                for peer in 0..2 {
+                    let absent = Id::new(PeerIdx(peer), counter + 1 + rand(20));
+                    assert!(!list.has_slot(absent), "seed {seed}: {absent:?}");
+                }
+            }
         }
     }
 }

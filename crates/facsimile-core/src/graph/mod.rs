@@ -48,11 +48,11 @@ impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         let run = self.counter >> 6;
         let within = self.counter & 63;
-        // splitmix64's finalizer over the run and the peer.
-        let mut h = run ^ self.peer.wrapping_mul(MIX);
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^= h >> 31;
+        // A folded multiply of the run and the peer: both halves of the
+        // 128-bit product, so every input bit reaches every output bit.
+        let x = run ^ self.peer.wrapping_mul(MIX);
+        let product = u128::from(x) * u128::from(FOLD);
+        let h = (product as u64) ^ ((product >> 64) as u64);
         // Low bits pick the bucket: consecutive within a run. The top seven
         // bits are the table's tag byte: varied within a run too, so that a
         // probe rarely compares keys that cannot match.
@@ -62,6 +62,7 @@ impl Hasher for IdHasher {
 }
 
 const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+const FOLD: u64 = 0xbf58_476d_1ce4_e5b9;
 
 #[derive(Debug, Clone)]
 pub(crate) enum ObjData {
