@@ -60,7 +60,7 @@ pub(crate) fn decode(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
         frame.body = Body::Ops {
             seq,
             tick,
-            ops: vec![op],
+            ops: smallvec::smallvec![op],
         };
     }
     Ok(frame)
@@ -111,7 +111,7 @@ mod tests {
             body: Body::Ops {
                 seq: 3,
                 tick: 40,
-                ops: vec![
+                ops: smallvec::smallvec![
                     WireOp::Intro {
                         tag: Tag(7),
                         hostname: "b".into(),
@@ -161,7 +161,7 @@ mod tests {
                 let want = Body::Ops {
                     seq: 4,
                     tick,
-                    ops: vec![op.clone()],
+                    ops: smallvec::smallvec![op.clone()],
                 };
                 assert_eq!(decode(&bytes, 1 << 20).unwrap(), Frame { from, body: want });
             }

@@ -132,7 +132,7 @@ mod tests {
             Body::Ops {
                 seq: 300,
                 tick: 9,
-                ops: vec![],
+                ops: smallvec::smallvec![],
             },
             Body::GcAck {
                 seq: 3,

@@ -10,6 +10,7 @@
 //! on it have no visible effect and are dropped (see `gc` for why no live
 //! reference can name a reclaimed object).
 
+use smallvec::SmallVec;
 use smol_str::SmolStr;
 
 use crate::error::ReceiveError;
@@ -48,7 +49,8 @@ pub(crate) enum Op {
         obj: Id,
         origin: Option<Id>,
         first: Id,
-        values: Vec<Value>,
+        /// Inline when one (a push, a typed character).
+        values: SmallVec<[Value; 1]>,
     },
     ListDelete {
         obj: Id,
@@ -214,7 +216,7 @@ impl Replica {
         tag: Tag,
         sender: PeerIdx,
         tick: u64,
-        wire_ops: Vec<WireOp>,
+        wire_ops: SmallVec<[WireOp; 1]>,
     ) -> Result<(), ReceiveError> {
         let (lamport, last) = self.message_counters(tag, tick, &wire_ops)?;
         let stream = self.streams.get(&tag.0).expect("caller holds the stream");
@@ -321,7 +323,7 @@ impl Replica {
                         obj,
                         origin: Some(origin),
                         first: stamp,
-                        values: vec![value],
+                        values: smallvec::smallvec![value],
                     }
                 }
                 WireOp::ListInsert {

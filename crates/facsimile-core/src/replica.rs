@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use smol_str::SmolStr;
 
 use crate::clock::Peers;
@@ -839,8 +840,10 @@ impl Replica {
         obj: ObjectId,
         start: usize,
         delete: usize,
-        items: Vec<Input>,
+        items: impl IntoIterator<Item = Input>,
     ) -> Result<Vec<Value>, Error> {
+        // One item (a push, a typed character) is kept inline.
+        let items: SmallVec<[Input; 1]> = items.into_iter().collect();
         self.writable()?;
         let len = self.list(obj)?.len();
         self.check_owner(obj.0, true)?;
@@ -885,8 +888,10 @@ impl Replica {
                 1 => items.next().map(|i| self.materialize(i)),
                 _ => None,
             };
-            let (values, wire): (Vec<Value>, Vec<WireValue>) =
-                items.map(|i| self.materialize(i)).unzip();
+            let (values, wire): (Vec<Value>, Vec<WireValue>) = match single {
+                Some(_) => Default::default(),
+                None => items.map(|i| self.materialize(i)).unzip(),
+            };
             self.created_under(Some(obj.0));
             let origin = (start > 0).then(|| self.list(obj).expect("checked").slot_at(start - 1));
             let first = self.tick();
@@ -1222,10 +1227,13 @@ impl Replica {
             });
             return;
         }
+        // Two or more operations stay in the buffer's allocation, which
+        // comes back for the next message.
+        let ops = SmallVec::from_vec(ops);
         let frame = self.send_sequenced(|seq| Body::Ops { seq, tick, ops });
-        if let Body::Ops { mut ops, .. } = frame.body {
-            ops.clear();
-            self.out.ops = ops;
+        if let Body::Ops { ops, .. } = frame.body {
+            self.out.ops = ops.into_vec();
+            self.out.ops.clear();
         }
     }
 

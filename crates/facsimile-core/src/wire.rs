@@ -18,6 +18,7 @@
 //! message type is recursive, so decoding needs no depth limit.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smallvec::SmallVec;
 use smol_str::SmolStr;
 
 /// A peer's tag: its incarnation. Four fixed bytes in binary, a hex string in
@@ -234,7 +235,8 @@ pub(crate) enum Body {
     Ops {
         seq: u64,
         tick: u64,
-        ops: Vec<WireOp>,
+        /// Inline when one: most messages carry one operation.
+        ops: SmallVec<[WireOp; 1]>,
     },
     /// The sender acknowledges having applied everything up to `frontier`
     /// (per peer, the last counter) and lists the members it knows.

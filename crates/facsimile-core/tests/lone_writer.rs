@@ -62,7 +62,7 @@ fn array_methods_match_vec() {
                         })
                         .collect();
                     model.splice(0..0, items.iter().copied());
-                    r.list_splice(list, 0, 0, items.into_iter().map(Input::from).collect())
+                    r.list_splice(list, 0, 0, items.into_iter().map(Input::from))
                         .unwrap();
                 }
                 4 => {
@@ -79,12 +79,7 @@ fn array_methods_match_vec() {
                         .splice(start..start + del, items.iter().copied())
                         .collect();
                     let got = r
-                        .list_splice(
-                            list,
-                            start,
-                            del,
-                            items.into_iter().map(Input::from).collect(),
-                        )
+                        .list_splice(list, start, del, items.into_iter().map(Input::from))
                         .unwrap();
                     assert_eq!(ints(got), want);
                 }

@@ -387,7 +387,7 @@ impl ArrayRef {
         self.node
             .write(|r| {
                 let len = r.list_len(self.id())?;
-                r.list_splice(self.id(), len, 0, vec![input])
+                r.list_splice(self.id(), len, 0, std::iter::once(input))
             })
             .map(|_| ())
     }

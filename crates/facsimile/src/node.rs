@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
+
 use facsimile_core::{Config, Event as CoreEvent, ObjectId, PeerId, Replica, Succession, Transmit};
 
 use crate::error::{Error, Result};
@@ -542,13 +544,14 @@ impl Node {
 
     /// Runs due timers and takes what is queued: messages to send and
     /// listener calls.
-    fn drain(&self) -> (Option<Sender>, Vec<Transmit>, Dispatch) {
+    fn drain(&self) -> (Option<Sender>, SmallVec<[Transmit; 2]>, Dispatch) {
         let mut st = self.state();
         let now = self.inner.epoch.elapsed();
         if st.replica.poll_timeout().is_some_and(|at| now >= at) {
             st.replica.handle_timeout(now);
         }
-        let mut transmits = Vec::new();
+        // Usually one message: kept inline.
+        let mut transmits = SmallVec::new();
         if st.sender.is_some() {
             while let Some(t) = st.replica.poll_transmit() {
                 transmits.push(t);
