@@ -199,9 +199,10 @@ impl Replica {
     }
 
     /// Everything a joiner needs to continue from this replica's state, as a
-    /// view that serializes straight from the graph. Maps must be sorted
-    /// first ([`Graph::sort_maps`]), so that a loader never has to.
-    pub(crate) fn transfer_view(&self) -> TransferState<ObjectsView<'_>> {
+    /// view that serializes straight from the graph.
+    pub(crate) fn transfer_view(&mut self) -> TransferState<ObjectsView<'_>> {
+        // Sorted once here rather than by every loader on its first read.
+        self.graph.sort_maps();
         let table: Vec<(Tag, SmolStr)> = self
             .peers
             .iter()
@@ -310,7 +311,6 @@ impl Replica {
     /// The transferred state in wire types, as a joiner decodes it.
     #[cfg(test)]
     pub(crate) fn transfer_state(&mut self) -> TransferState {
-        self.graph.sort_maps();
         let bytes = postcard::to_allocvec(&self.transfer_view()).expect("states serialize");
         postcard::from_bytes(&bytes).expect("a transferred state decodes")
     }
@@ -318,13 +318,13 @@ impl Replica {
     /// Queues the answer to a sync fetch: the document, encoded straight from
     /// the graph.
     pub(crate) fn send_answer(&mut self, to: Tag) {
-        self.graph.sort_maps();
+        let (from, format) = (self.tag(), self.config.format);
         let frame = AnswerFrame {
-            from: self.tag(),
+            from,
             to,
             state: self.transfer_view(),
         };
-        let bytes = codec::encode(&frame, self.config.format);
+        let bytes = codec::encode(&frame, format);
         self.queue_directed(to, bytes);
     }
 
@@ -344,6 +344,7 @@ impl Replica {
                 "the peer table does not start with the sender",
             ));
         }
+        // Intern the table only after checking it cannot collide.
         let mut fresh: Vec<PeerId> = Vec::new();
         for (tag, hostname) in peers {
             let id = PeerId::new(hostname.as_str(), tag.0);
@@ -358,14 +359,14 @@ impl Replica {
                 None => fresh.push(id),
             }
         }
-        let base = self.peers.len();
-        let mut next_fresh = 0;
+        // Fresh peers will take the next indices, in table order.
+        let mut next = self.peers.len() as u32;
         let table = peers
             .iter()
             .map(|(tag, _)| {
                 self.peers.by_tag(tag.0).unwrap_or_else(|| {
-                    next_fresh += 1;
-                    PeerIdx((base + next_fresh - 1) as u32)
+                    next += 1;
+                    PeerIdx(next - 1)
                 })
             })
             .collect();
@@ -744,7 +745,6 @@ impl Replica {
     /// acknowledgements. For persistence (the relay keeps one on disk).
     pub fn export_state(&mut self) -> Vec<u8> {
         self.flush_pending_ops();
-        self.graph.sort_maps();
         codec::encode_plain(&self.transfer_view())
     }
 
@@ -1100,7 +1100,6 @@ mod tests {
     fn a_sync_answer_encodes_as_the_derived_frame() {
         for format in [WireFormat::Binary, WireFormat::Json] {
             let mut r = busy_replica();
-            r.graph.sort_maps();
             let answer = AnswerFrame {
                 from: r.tag(),
                 to: Tag(7),
