@@ -266,7 +266,7 @@ fn attempt(r: &mut Replica, w: &Write) -> Result<(), facsimile_core::Error> {
                     .iter()
                     .take(6)
                     .map(|t| input(t, &objects, 0))
-                    .collect();
+                    .collect::<Vec<_>>();
                 r.list_splice(o, *start as usize % (len + 2), *delete as usize, items)
                     .map(drop)
             }
