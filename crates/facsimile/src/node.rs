@@ -63,6 +63,10 @@ impl State {
     }
 }
 
+/// What one pump round takes out of the state: the sender, the messages
+/// to send and the listener calls.
+type Drained = (Option<Sender>, SmallVec<[Transmit; 2]>, Dispatch);
+
 pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     /// Held by the one caller that sends transmits and runs callbacks, so
@@ -231,8 +235,9 @@ impl Node {
     /// [`Error::Receive`] when the bytes are not a valid message; the node
     /// is unchanged and keeps working.
     pub fn receive(&self, bytes: &[u8]) -> Result<()> {
-        let r = self.state().replica.handle_message(bytes);
-        self.pump();
+        let mut st = self.state();
+        let r = st.replica.handle_message(bytes);
+        self.pump_holding(st);
         r.map_err(Error::from)
     }
 
@@ -288,10 +293,13 @@ impl Node {
             (r, s)
         };
         let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
-        self.state().replica.abandon();
         // The goodbye and the lost-lock events of the old incarnation go
         // out before anything of the new one.
-        let (sender, transmits, dispatch) = self.drain();
+        let (sender, transmits, dispatch) = {
+            let mut st = self.state();
+            st.replica.abandon();
+            self.drain(&mut st)
+        };
         if let Some(send) = sender {
             for t in transmits {
                 send(Outgoing(t));
@@ -317,14 +325,12 @@ impl Node {
         &self,
         f: impl FnOnce(&mut Replica) -> Result<R, facsimile_core::Error>,
     ) -> Result<R> {
-        let r = {
-            let mut st = self.state();
-            if st.sender.is_none() {
-                return Err(Error::NoSender);
-            }
-            f(&mut st.replica).map_err(Error::from)
-        };
-        self.pump();
+        let mut st = self.state();
+        if st.sender.is_none() {
+            return Err(Error::NoSender);
+        }
+        let r = f(&mut st.replica).map_err(Error::from);
+        self.pump_holding(st);
         r
     }
 
@@ -523,11 +529,33 @@ impl Node {
         self.pump();
     }
 
+    /// [`Node::pump`] for a caller that holds the state: it drains under
+    /// that lock instead of taking it again.
+    fn pump_holding(&self, mut st: MutexGuard<'_, State>) {
+        let Ok(guard) = self.inner.pump.try_lock() else {
+            // Whoever pumps looks for this work once it lets go.
+            return;
+        };
+        let drained = self.drain(&mut st);
+        drop(st);
+        self.deliver(guard, drained);
+        if self.has_work() {
+            self.pump();
+        }
+    }
+
     /// One round of the pump: timers, then what was queued. Whatever the
     /// sender or the listeners queue meanwhile is left to the caller's next
     /// round ([`Node::has_work`]).
     fn pump_locked(&self, guard: MutexGuard<'_, ()>) {
-        let (sender, transmits, dispatch) = self.drain();
+        let drained = self.drain(&mut self.state());
+        self.deliver(guard, drained);
+    }
+
+    /// Sends what [`Node::drain`] took and runs the listener calls, outside
+    /// the state lock, then lets go of the pump.
+    fn deliver(&self, guard: MutexGuard<'_, ()>, drained: Drained) {
+        let (sender, transmits, dispatch) = drained;
         if let Some(send) = sender {
             for t in transmits {
                 send(Outgoing(t));
@@ -544,8 +572,7 @@ impl Node {
 
     /// Runs due timers and takes what is queued: messages to send and
     /// listener calls.
-    fn drain(&self) -> (Option<Sender>, SmallVec<[Transmit; 2]>, Dispatch) {
-        let mut st = self.state();
+    fn drain(&self, st: &mut State) -> Drained {
         let now = self.inner.epoch.elapsed();
         if st.replica.poll_timeout().is_some_and(|at| now >= at) {
             st.replica.handle_timeout(now);
@@ -577,7 +604,7 @@ impl Node {
                     // The peers stopped waiting for this node: rejoin as a
                     // new incarnation. Waiting lock futures fail.
                     let s = st.replica.reincarnate(rand::random());
-                    self.note_succession(&mut st, s);
+                    self.note_succession(st, s);
                     st.subs.wake_all_locks(&mut dispatch);
                     continue;
                 }
