@@ -523,6 +523,7 @@ impl Node {
     /// Hands every message queued so far to the sender before returning,
     /// waiting for a pump running on another thread if need be. Not for
     /// listeners (they run inside the pump).
+    #[cfg(feature = "tcp")]
     pub(crate) fn pump_all(&self) {
         let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
         self.pump_locked(guard);
