@@ -33,8 +33,14 @@ impl Facsimile {
         let outbox: Arc<Mutex<Vec<Arc<[u8]>>>> = Arc::default();
         let sink = outbox.clone();
         node.set_sender(move |msg| sink.lock().unwrap().push(msg.bytes()));
-        let root = node.root_map().expect("the benchmark document's root is a map");
-        let get_map = |name: &str| root.get(name).and_then(|v| v.as_map().cloned()).expect("root map");
+        let root = node
+            .root_map()
+            .expect("the benchmark document's root is a map");
+        let get_map = |name: &str| {
+            root.get(name)
+                .and_then(|v| v.as_map().cloned())
+                .expect("root map")
+        };
         let array = root
             .get(Root::Array.name())
             .and_then(|v| v.as_array().cloned())
@@ -141,7 +147,9 @@ impl System for Facsimile {
                 rest = tail;
             }
         } else {
-            self.node.receive(update).expect("facsimile: message refused");
+            self.node
+                .receive(update)
+                .expect("facsimile: message refused");
         }
         // What the node sent in answer (acknowledgements) belongs to no
         // edit; a real transport would carry it, the workloads do not need it.
