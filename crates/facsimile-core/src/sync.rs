@@ -378,10 +378,10 @@ impl Replica {
     pub(crate) fn load_transfer(
         &mut self,
         from: Tag,
-        state: TransferState,
+        mut state: TransferState,
     ) -> Result<(), ReceiveError> {
         let (table, fresh) = self.peer_table(from, &state.peers)?;
-        let (objects, mut state) = state.replace_objects(Built::default());
+        let objects = std::mem::take(&mut state.objects);
         let dec = TableDec {
             table: &table,
             from: from.0,
@@ -390,8 +390,7 @@ impl Replica {
         for obj in objects {
             builder.add(obj)?;
         }
-        state.objects = builder.built;
-        self.commit_transfer(from, &table, fresh, state)
+        self.commit_transfer(from, &table, fresh, builder.built, state)
     }
 
     /// [`Replica::load_transfer`] for a state saved by
@@ -424,7 +423,6 @@ impl Replica {
         for _ in 0..count {
             builder.add(take(b)?)?;
         }
-        let objects = builder.built;
         let members = take(b)?;
         let acks = take(b)?;
         let locks = take(b)?;
@@ -440,26 +438,27 @@ impl Replica {
             streams,
             root,
             root_stamp,
-            objects,
+            objects: Vec::new(),
             members,
             acks,
             locks,
             syncing,
             log,
         };
-        self.commit_transfer(from, &table, fresh, state)?;
+        self.commit_transfer(from, &table, fresh, builder.built, state)?;
         Ok(from)
     }
 
-    /// Validates the rest of a transferred state whose objects are built,
-    /// then replaces this replica's document with it. On error nothing
-    /// changed.
+    /// Validates the rest of a transferred state whose objects are `built`
+    /// already (its own `objects` are not read), then replaces this
+    /// replica's document with it. On error nothing changed.
     fn commit_transfer(
         &mut self,
         from: Tag,
         table: &[PeerIdx],
         fresh: Vec<PeerId>,
-        state: TransferState<Built>,
+        built: Built,
+        state: TransferState,
     ) -> Result<(), ReceiveError> {
         let bad = |reason: &str| ReceiveError::invalid(from.0, reason);
         let dec = TableDec {
@@ -473,9 +472,9 @@ impl Replica {
                 .map(|s| dec.id(s))
                 .transpose()?
                 .unwrap_or(Id::ZERO),
-            objects: state.objects.objects,
+            objects: built.objects,
         };
-        let garbage = state.objects.garbage;
+        let garbage = built.garbage;
         // `Ready` promises that every reference reachable from the root
         // resolves; an honest state never holds a dangling one.
         // Objects arrive with the previous mark; marking gives the reachable
@@ -807,8 +806,7 @@ impl Replica {
 
 /// Objects of a transferred state in the graph's form, and whether they hold
 /// tombstones or dead slots to reclaim.
-#[derive(Default)]
-pub(crate) struct Built {
+struct Built {
     objects: Objects,
     garbage: bool,
 }

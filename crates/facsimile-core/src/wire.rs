@@ -325,7 +325,7 @@ pub(crate) enum WireOrigin {
 ///
 /// `O` holds the objects: decoded wire types by default, a view of the
 /// sender's graph when encoding (so a large state is never copied into wire
-/// types first), or the objects already built while decoding.
+/// types first).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TransferState<O = Vec<ObjState>> {
     pub(crate) peers: Vec<(Tag, SmolStr)>,
@@ -345,37 +345,6 @@ pub(crate) struct TransferState<O = Vec<ObjState>> {
     /// On an ordered log: the position covered and each member's latest log
     /// time in milliseconds (its lease).
     pub(crate) log: Option<LogTransfer>,
-}
-
-impl<O> TransferState<O> {
-    /// Swaps the objects for `objects`, returning the old ones.
-    pub(crate) fn replace_objects<P>(self, objects: P) -> (O, TransferState<P>) {
-        let TransferState {
-            peers,
-            streams,
-            root,
-            root_stamp,
-            objects: old,
-            members,
-            acks,
-            locks,
-            syncing,
-            log,
-        } = self;
-        let state = TransferState {
-            peers,
-            streams,
-            root,
-            root_stamp,
-            objects,
-            members,
-            acks,
-            locks,
-            syncing,
-            log,
-        };
-        (old, state)
-    }
 }
 
 /// One object's lock queue in a transferred state: the object, its

@@ -609,13 +609,7 @@ mod tests {
         let mut peers = Peers::new(PeerId::new("a", 1));
         peers.intern(&PeerId::new("b", 2)).unwrap();
         for seed in 1..120u64 {
-            let mut x = seed;
-            let mut rand = |n: u64| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x % n.max(1)
-            };
+            let mut rand = crate::graph::tests::xorshift(seed);
             let mut list = ListObj::default();
             // Every slot in order: id and whether its element is live.
             let mut model: Vec<(Id, bool)> = Vec::new();

@@ -286,13 +286,7 @@ mod tests {
     fn small_and_large_maps_match_a_model() {
         let peers = Peers::new(PeerId::new("a", 1));
         for seed in 1..200u64 {
-            let mut x = seed;
-            let mut rand = |n: u64| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x % n
-            };
+            let mut rand = crate::graph::tests::xorshift(seed);
             let mut map = MapObj::default();
             let mut model: BTreeMap<SmolStr, (Option<i64>, u64)> = BTreeMap::new();
             let keys = 1 + rand(40);

@@ -196,6 +196,18 @@ mod tests {
     use super::*;
     use crate::value::PeerIdx;
 
+    /// A seeded xorshift: `rand(n)` is below `n` (0 when `n` is 0), the same
+    /// sequence for the same seed, for the graph's model tests.
+    pub(super) fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed;
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n.max(1)
+        }
+    }
+
     fn hash(peer: u32, counter: u64) -> u64 {
         BuildHasherDefault::<IdHasher>::default().hash_one(Id::new(PeerIdx(peer), counter))
     }
