@@ -89,6 +89,8 @@ impl System for Automerge {
         self.doc.save()
     }
 
+    type Update = Vec<u8>;
+
     fn edit(&mut self, op: Op<'_>, timer: &mut EditTimer) -> Vec<u8> {
         let doc = &mut self.doc;
         match op {

@@ -18,6 +18,24 @@ use crate::system::{EditTimer, Entries, Op, Root, System, Value, Visit};
 
 const FRAMED: u8 = 0xFF;
 
+/// An update: the one message an edit sent, as the node handed it over, or
+/// several framed together.
+pub enum Update {
+    /// The single message, shared with the node's resend log.
+    One(Arc<[u8]>),
+    /// `0xFF` and length-prefixed messages.
+    Framed(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Update {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Update::One(msg) => msg,
+            Update::Framed(bytes) => bytes,
+        }
+    }
+}
+
 /// A facsimile node and the messages it sent since the last edit.
 pub struct Facsimile {
     node: Node,
@@ -65,10 +83,10 @@ impl Facsimile {
     }
 
     /// Everything sent since the last call, as one update.
-    fn take_update(&self) -> Vec<u8> {
+    fn take_update(&self) -> Update {
         let mut out = self.outbox.lock().unwrap();
         if out.len() == 1 {
-            return out.pop().unwrap().to_vec();
+            return Update::One(out.pop().unwrap());
         }
         let mut framed = vec![FRAMED];
         for msg in out.drain(..) {
@@ -80,7 +98,7 @@ impl Facsimile {
             framed.push(len as u8);
             framed.extend_from_slice(&msg);
         }
-        framed
+        Update::Framed(framed)
     }
 }
 
@@ -113,7 +131,9 @@ impl System for Facsimile {
         self.node.export_state()
     }
 
-    fn edit(&mut self, op: Op<'_>, timer: &mut EditTimer) -> Vec<u8> {
+    type Update = Update;
+
+    fn edit(&mut self, op: Op<'_>, timer: &mut EditTimer) -> Update {
         let result = match op {
             Op::MapSet { key, value } => self.map.set(key, value),
             Op::ArrayPush { value } => self.array.push(value),

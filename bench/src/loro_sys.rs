@@ -79,6 +79,8 @@ impl System for Loro {
             .expect("loro: snapshot export failed")
     }
 
+    type Update = Vec<u8>;
+
     fn edit(&mut self, op: Op<'_>, timer: &mut EditTimer) -> Vec<u8> {
         match op {
             Op::MapSet { key, value } => self.map.insert(key, value),

@@ -83,6 +83,8 @@ impl System for Yrs {
             .encode_state_as_update_v1(&StateVector::default())
     }
 
+    type Update = Vec<u8>;
+
     fn edit(&mut self, op: Op<'_>, timer: &mut EditTimer) -> Vec<u8> {
         let mut txn = self.doc.transact_mut();
         match op {

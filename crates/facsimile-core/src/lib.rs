@@ -52,6 +52,7 @@ mod op;
 mod ordered;
 mod receive;
 mod replica;
+mod resend;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod sync;

@@ -337,24 +337,17 @@ impl Replica {
                     );
                 }
             }
-            Body::Resend { from_seq, .. } => {
-                let log = &self.out.log;
-                match log.front() {
-                    Some(&(first, _)) if first <= from_seq => {
-                        let again: Vec<Transmit> = log
-                            .iter()
-                            .filter(|(seq, _)| *seq >= from_seq)
-                            .map(|(_, bytes)| Transmit {
-                                to: Some(from.0),
-                                bytes: bytes.clone(),
-                            })
-                            .collect();
-                        self.out.queue.extend(again);
-                    }
-                    _ if from_seq > self.out.seq => {}
-                    _ => self.send_directed(from, Body::ResendGone { to: from }),
-                }
-            }
+            Body::Resend { from_seq, .. } => match self.out.log.since(from_seq) {
+                Some(again) => self
+                    .out
+                    .queue
+                    .extend(again.into_iter().map(|bytes| Transmit {
+                        to: Some(from.0),
+                        bytes,
+                    })),
+                _ if from_seq > self.out.seq => {}
+                _ => self.send_directed(from, Body::ResendGone { to: from }),
+            },
             Body::ResendGone { .. } => self.events.push_back(Event::NeedsSync),
             _ => unreachable!("only directed bodies carry a recipient"),
         }

@@ -16,6 +16,7 @@ use crate::graph::list::ListObj;
 use crate::graph::map::MapObj;
 use crate::graph::{Graph, Obj, ObjData};
 use crate::op::Op;
+use crate::resend::ResendLog;
 use crate::value::{Id, Input, ObjectId, ObjectKind, PeerId, PeerIdx, Prop, Value};
 use crate::wire::{Body, Frame, Tag, WireId, WireOp, WireOrigin, WireValue};
 
@@ -260,7 +261,7 @@ pub(crate) struct Outbox {
     pub(crate) lamport: Option<u64>,
     pub(crate) depth: u32,
     pub(crate) queue: VecDeque<Transmit>,
-    pub(crate) log: VecDeque<(u64, Arc<[u8]>)>,
+    pub(crate) log: ResendLog,
     /// Encoding buffer, reused between messages.
     pub(crate) scratch: Vec<u8>,
 }
@@ -1248,12 +1249,7 @@ impl Replica {
         codec::encode_into(&frame, self.config.format, &mut self.out.scratch);
         let bytes: Arc<[u8]> = Arc::from(&self.out.scratch[..]);
         self.locks.last_sent = self.now;
-        if self.config.resend_log > 0 {
-            if self.out.log.len() >= self.config.resend_log {
-                self.out.log.pop_front();
-            }
-            self.out.log.push_back((seq, bytes.clone()));
-        }
+        self.out.log.push(seq, &bytes, self.config.resend_log);
         self.out.queue.push_back(Transmit { to: None, bytes });
         frame
     }

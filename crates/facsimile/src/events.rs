@@ -300,6 +300,10 @@ pub(crate) struct Dispatch {
 impl Dispatch {
     /// Runs the calls in order, skipping listeners removed meanwhile.
     pub(crate) fn run(self) {
+        // Nearly always empty: skip building an iterator over nothing.
+        if self.calls.is_empty() {
+            return;
+        }
         for call in self.calls {
             match call {
                 Call::Wake(w) => w.wake(),

@@ -49,6 +49,7 @@
 //!   NATS JetStream, for many machines ([`net::nats`]).
 #![forbid(unsafe_code)]
 
+mod clock;
 mod error;
 mod events;
 mod handle;

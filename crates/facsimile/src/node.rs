@@ -3,12 +3,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use smallvec::SmallVec;
 
 use facsimile_core::{Config, Event as CoreEvent, ObjectId, PeerId, Replica, Succession, Transmit};
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, Dispatch, EventStream, Subs, Subscription};
 use crate::handle::{ArrayRef, MapRef, ObjectRef};
@@ -72,7 +73,7 @@ pub(crate) struct Inner {
     /// Held by the one caller that sends transmits and runs callbacks, so
     /// that both happen in order and outside the state lock.
     pump: Mutex<()>,
-    epoch: Instant,
+    clock: Clock,
     peer: PeerId,
     /// The replica took new incarnations (evicted, reloaded): object ids
     /// handed out before read through these, in order.
@@ -152,7 +153,7 @@ impl Node {
                     reload_wanted: false,
                 }),
                 pump: Mutex::new(()),
-                epoch: Instant::now(),
+                clock: Clock::new(),
                 peer,
                 successions: RwLock::new(Vec::new()),
                 succeeded: AtomicBool::new(false),
@@ -426,6 +427,8 @@ impl Node {
 
     /// Runs timers that are due (reclamation, sync retries). Every call into
     /// the node does this too; call it when the node is otherwise idle.
+    /// Time is read from a coarse monotonic clock where the system has one,
+    /// so a timer runs up to a few milliseconds after it is due.
     pub fn tick(&self) {
         self.pump();
     }
@@ -574,7 +577,7 @@ impl Node {
     /// Runs due timers and takes what is queued: messages to send and
     /// listener calls.
     fn drain(&self, st: &mut State) -> Drained {
-        let now = self.inner.epoch.elapsed();
+        let now = self.inner.clock.now();
         if st.replica.poll_timeout().is_some_and(|at| now >= at) {
             st.replica.handle_timeout(now);
         }
@@ -617,7 +620,13 @@ impl Node {
                 self.route(st, e, &mut dispatch);
             }
         }
-        (st.sender.clone(), transmits, dispatch)
+        // A receive rarely sends: no reference to the sender without need.
+        let sender = if transmits.is_empty() {
+            None
+        } else {
+            st.sender.clone()
+        };
+        (sender, transmits, dispatch)
     }
 
     /// Converts an engine event and collects the listeners it concerns.
