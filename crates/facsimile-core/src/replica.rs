@@ -655,8 +655,10 @@ impl Replica {
                 (v, w)
             }
             Input::Map(entries) => {
-                let mut values = Vec::with_capacity(entries.len());
-                let mut wire = Vec::with_capacity(entries.len());
+                // A one-entry map (common in object graphs) allocates only
+                // its own storage.
+                let mut values: SmallVec<[_; 1]> = SmallVec::with_capacity(entries.len());
+                let mut wire = SmallVec::with_capacity(entries.len());
                 for (k, v) in entries {
                     let (v, w) = self.materialize(v);
                     values.push((k.clone(), v));

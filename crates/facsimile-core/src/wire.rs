@@ -125,8 +125,11 @@ pub(crate) enum WireValue {
 pub(crate) enum WireOp {
     /// Adds a peer to the sender's dictionary.
     Intro { tag: Tag, hostname: SmolStr },
-    /// Creates a map with these entries, stamped with the map's id.
-    NewMap { entries: Vec<(SmolStr, WireValue)> },
+    /// Creates a map with these entries, stamped with the map's id. A
+    /// one-entry map (common in object graphs) needs no allocation.
+    NewMap {
+        entries: SmallVec<[(SmolStr, WireValue); 1]>,
+    },
     /// Creates an array holding these values; element `i` is named by the
     /// array's counter plus `1 + i`.
     NewArray { values: Vec<WireValue> },
