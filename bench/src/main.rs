@@ -33,13 +33,14 @@ systems:   facsimile, yrs, loro, automerge
 workloads: map_set, map_overwrite, array_push, nested, two_writers, seq_stress,
            graph_sync, sixteen";
 
-/// The per-pair timeout when none is given.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The per-pair timeout when none is given: five minutes for each of an
+/// incremental workload's two runs.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A pair whose first run takes less than this runs five times, in five
 /// passes over all such pairs, and reports its median run: one sample of a
-/// short run on a shared machine varies by up to a half.
-const REPEAT_BELOW: Duration = Duration::from_secs(3);
+/// run of a few seconds on a shared machine varies by up to a half.
+const REPEAT_BELOW: Duration = Duration::from_secs(10);
 
 /// Runs of a repeated pair.
 const REPEATS: usize = 5;
@@ -320,7 +321,7 @@ fn results_document(table: &str, options: &Options, skipped: &[&str]) -> String 
          `nested` and `graph_sync`, local is the build of the whole document in one \
          transaction.\n\
          - **total** is the wall time of the workload's loop (for the snapshot workloads: \
-         build, snapshot encode, decode and read). A pair whose first run takes under 3 s \
+         build, snapshot encode, decode and read). A pair whose first run takes under 10 s \
          runs five times, in five passes over all such pairs; its row is the run with \
          the median total.\n\
          - **read** walks every map and array of the received replica and sums the \

@@ -86,10 +86,10 @@ impl Workload {
 
     /// Runs the workload at size `n` on system `S`.
     ///
-    /// An incremental workload runs twice: once for its total time, peak
-    /// memory and result, with nothing but the whole loop timed, and once
-    /// more with every edit's phases timed, for the split between local
-    /// work, encoding and remote apply. Reading the clock five times per
+    /// An incremental workload runs twice: first with nothing but the whole
+    /// loop timed, for its total time, peak memory and result; then with
+    /// every edit's phases timed, for the split between local work,
+    /// encoding and remote apply. Reading the clock five times per
     /// operation costs about 0.1 µs here, as much as a fast library's whole
     /// operation, so the second run's total is not reported.
     pub fn run<S: System>(self, n: usize) -> Report {
