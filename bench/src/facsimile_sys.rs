@@ -21,7 +21,7 @@ const FRAMED: u8 = 0xFF;
 /// An update: the one message an edit sent, as the node handed it over, or
 /// several framed together.
 pub enum Update {
-    /// The single message, shared with the node's resend log.
+    /// The single message, as the node handed it to its sender.
     One(Arc<[u8]>),
     /// `0xFF` and length-prefixed messages.
     Framed(Vec<u8>),
