@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use facsimile_core::sim::run_seeds;
 use facsimile_core::{
-    Config, Error, Event, Input, LockEvent, LockState, ObjectId, PeerId, Replica,
+    Config, Error, Event, Input, LockEvent, LockState, ObjectId, PeerId, Replica, Value,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -394,4 +394,48 @@ fn a_log_outage_longer_than_the_lease_takes_no_lock_away() {
         log.run();
     }
     assert!(matches!(log.replicas[1].lock_state(o1), LockState::Held(t) if t > token));
+}
+
+#[test]
+fn after_a_log_outage_every_node_has_a_whole_lease_to_come_back() {
+    let mut log = Log::new(2, 13);
+    // The log's clock starts above zero, as a real log's does.
+    log.now = LEASE;
+    log.replicas[0].set_root(Input::Map(vec![])).unwrap();
+    log.publish(0);
+    log.run();
+    let o0 = object(&log.replicas[0]).unwrap();
+    log.replicas[0].lock(o0, true).unwrap();
+    log.publish(0);
+    log.run();
+    let LockState::Held(token) = log.replicas[0].lock_state(o0) else {
+        panic!("granted");
+    };
+    // The log is down for ten leases. Replica 1 reconnects first and
+    // heartbeats for most of a lease before replica 0 is back.
+    log.now += LEASE * 10;
+    log.online[0] = false;
+    let before = log.entries.len();
+    for _ in 0..3 {
+        log.advance(LEASE / 3);
+        log.run();
+    }
+    assert!(log.entries.len() >= before + 3, "replica 1's heartbeats");
+    log.online[0] = true;
+    log.replicas[0].map_set(o0, "back", Input::from(1)).unwrap();
+    log.publish(0);
+    for _ in 0..8 {
+        log.advance(LEASE / 4);
+        log.run();
+    }
+    assert_eq!(log.replicas[0].lock_state(o0), LockState::Held(token));
+    for events in &log.events {
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::Evicted | Event::PeerLeft(_) | Event::NeedsSync))
+        );
+    }
+    let o1 = object(&log.replicas[1]).unwrap();
+    assert_eq!(log.replicas[1].map_get(o1, "back"), Ok(Some(Value::Int(1))));
 }
