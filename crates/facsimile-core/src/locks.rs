@@ -542,10 +542,17 @@ impl Replica {
         self.commit();
     }
 
+    /// Whether this replica sends heartbeats: for failure detection, or to
+    /// renew its lease in a log.
+    pub(crate) fn sends_heartbeats(&self) -> bool {
+        self.config.peer_timeout.is_some() || self.config.lease.is_some()
+    }
+
     /// Sends a heartbeat when nothing was sent for a heartbeat interval.
     pub(crate) fn heartbeat(&mut self, now: Duration) {
-        let on = self.config.peer_timeout.is_some() || self.config.lease.is_some();
-        if on && now.saturating_sub(self.locks.last_sent) >= self.config.heartbeat {
+        if self.sends_heartbeats()
+            && now.saturating_sub(self.locks.last_sent) >= self.config.heartbeat
+        {
             self.begin();
             self.tick();
             self.out.ops.push(WireOp::Tick);

@@ -14,9 +14,10 @@
 //! - a holder's lease is renewed by each of its messages in the log (it sends
 //!   heartbeats); when a message arrives whose log time is past a holder's
 //!   last message plus the lease, the holder is gone (locks, membership).
-//!   A silence of the whole log longer than half a lease is an outage, not
-//!   anybody's failure: the lease clock skips it and every lease restarts
-//!   when the log resumes, so the nodes have a whole lease to come back;
+//!   A silence of the whole log longer than two heartbeat intervals (two
+//!   thirds of a lease) is an outage, not anybody's failure: every lease
+//!   restarts when the log resumes, so the nodes have a whole lease to come
+//!   back;
 //! - a write to an object held by another peer at the write's position is
 //!   refused by every replica. A writer that raced a grant (it wrote before
 //!   it read the grant) sees its own write refused when it reads it back and
@@ -41,9 +42,9 @@ pub(crate) struct LogState {
     /// Position of the message being (or last) applied.
     pub(crate) position: u64,
     /// The lease clock: the log's time, except that a silence of the whole
-    /// log longer than half a lease (the log was unavailable: live nodes
-    /// send heartbeats every third of a lease) counts as half a lease and
-    /// renews every lease.
+    /// log longer than half a lease counts as half a lease (live nodes send
+    /// heartbeats every third of a lease), and one longer than two thirds of
+    /// a lease (the log was unavailable) renews every lease.
     pub(crate) time: Duration,
     /// The log's own timestamp of that message.
     pub(crate) stamp: Duration,
@@ -120,9 +121,10 @@ impl Replica {
                 time.saturating_sub(self.log.stamp)
             };
             self.log.time += gap.min(lease / 2);
-            if gap > lease / 2 {
-                // The log was unavailable: nobody could renew, and nodes
-                // come back from it at different times. Every lease
+            if gap > lease * 2 / 3 {
+                // Two heartbeat intervals without a message from anyone:
+                // the log was unavailable. Nobody could renew, and nodes
+                // come back from it at different times: every lease
                 // restarts now.
                 let now = self.log.time;
                 self.log.last_seen.values_mut().for_each(|t| *t = now);

@@ -400,6 +400,15 @@ impl Replica {
         self.answer_fetches();
     }
 
+    /// `at`, or the next heartbeat if it is due earlier.
+    fn with_heartbeat(&self, at: Duration) -> Duration {
+        if self.sends_heartbeats() {
+            at.min(self.locks.last_sent + self.config.heartbeat)
+        } else {
+            at
+        }
+    }
+
     /// When [`Replica::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Duration> {
         match &self.phase {
@@ -408,17 +417,11 @@ impl Replica {
                     Some((_, deadline)) => deadline,
                     None => sync.request_deadline,
                 };
-                Some(match self.config.peer_timeout {
-                    Some(_) => at.min(self.locks.last_sent + self.config.heartbeat),
-                    None => at,
-                })
+                Some(self.with_heartbeat(at))
             }
             Phase::Live => {
                 let gc = self.gc.next_pass.unwrap_or(self.now);
-                Some(match self.config.peer_timeout {
-                    Some(_) => gc.min(self.locks.last_sent + self.config.heartbeat),
-                    None => gc,
-                })
+                Some(self.with_heartbeat(gc))
             }
         }
     }

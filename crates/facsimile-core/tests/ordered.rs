@@ -439,3 +439,24 @@ fn after_a_log_outage_every_node_has_a_whole_lease_to_come_back() {
     let o1 = object(&log.replicas[1]).unwrap();
     assert_eq!(log.replicas[1].map_get(o1, "back"), Ok(Some(Value::Int(1))));
 }
+
+#[test]
+fn an_ordered_replica_is_woken_for_each_heartbeat() {
+    // A lease short enough that heartbeats are due before anything else.
+    let lease = Duration::from_secs(1);
+    let mut r = Replica::new(PeerId::new("r", 1), Config::default().ordered(lease));
+    r.set_root(Input::Map(vec![])).unwrap();
+    let mut now = Duration::from_secs(10);
+    for _ in 0..5 {
+        r.handle_timeout(now);
+        while r.poll_transmit().is_some() {}
+        let at = r.poll_timeout().expect("a timer is set");
+        assert!(
+            at <= now + lease / 3,
+            "next wake-up {:?} after the last, heartbeats are due every {:?}",
+            at - now,
+            lease / 3
+        );
+        now = at;
+    }
+}

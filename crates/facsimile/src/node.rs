@@ -50,6 +50,9 @@ pub(crate) struct State {
     /// a log snapshot (the log refused one of its writes, or its lease ran
     /// out). The transport does it with [`Node::reload`].
     reload_wanted: bool,
+    /// The reload is wanted because this node's lease ran out in the log:
+    /// everything it wrote after that point was refused.
+    lease_lapsed: bool,
 }
 
 impl State {
@@ -151,6 +154,7 @@ impl Node {
                     sender: None,
                     subs: Subs::default(),
                     reload_wanted: false,
+                    lease_lapsed: false,
                 }),
                 pump: Mutex::new(()),
                 clock: Clock::new(),
@@ -276,6 +280,13 @@ impl Node {
         self.state().reload_wanted
     }
 
+    /// Whether the wanted reload ([`Node::needs_reload`]) is due to this
+    /// node's lease running out in the log rather than to one refused
+    /// write.
+    pub(crate) fn lease_lapsed(&self) -> bool {
+        self.state().lease_lapsed
+    }
+
     /// Replaces this node's replica with a new incarnation loaded from a
     /// log snapshot (from [`Node::log_snapshot`] of any node), or an empty
     /// one to replay the log from its start. The old incarnation says
@@ -311,6 +322,7 @@ impl Node {
             let mut st = self.state();
             st.replica = replica;
             st.reload_wanted = false;
+            st.lease_lapsed = false;
             self.note_succession(&mut st, succession);
             st.subs.wake_all_locks(&mut wake);
         }
@@ -596,6 +608,7 @@ impl Node {
                     // Only a snapshot of the log brings this node back; the
                     // transport loads one.
                     st.reload_wanted = true;
+                    st.lease_lapsed |= matches!(e, CoreEvent::Evicted);
                     continue;
                 }
                 CoreEvent::NeedsSync => {

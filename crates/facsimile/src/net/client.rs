@@ -257,11 +257,14 @@ pub enum NetError {
         /// The timeout.
         after: Duration,
     },
-    /// Messages were dropped unacknowledged: the relay had evicted this
-    /// node (it was disconnected or silent too long), so it rejoined as a
-    /// new incarnation and its unacknowledged writes are lost.
+    /// Messages were dropped unacknowledged, and their writes are lost:
+    /// the relay had evicted this node (it was disconnected or silent too
+    /// long), or over NATS the log refused them (the node's lease had run
+    /// out, a write raced another node's lock grant, or a message was
+    /// larger than the server accepts). The node started over as a new
+    /// incarnation where it had to.
     #[error(
-        "{0} unacknowledged messages were dropped: the relay evicted this node and it rejoined"
+        "{0} unacknowledged messages were dropped: this node was evicted, or the log refused them"
     )]
     WritesLost(u64),
     /// The connection was closed.
@@ -304,6 +307,10 @@ pub(super) struct Shared {
     pub(super) status: watch::Sender<Status>,
     pub(super) rejoins: AtomicU64,
     pub(super) cancel: CancellationToken,
+    /// Over a log (NATS): the position up to which the node has read the
+    /// log. Its own stored frames count as acknowledged once it has read
+    /// them back, so that a write the log refused is not acknowledged.
+    pub(super) log_read: watch::Sender<u64>,
 }
 
 /// The frames of the node: queued, or sent and not yet acknowledged.
@@ -319,6 +326,9 @@ pub(super) struct Link {
     pub(super) done: u64,
     /// Frames ever dropped unacknowledged.
     pub(super) dropped: u64,
+    /// Over a log (NATS): the highest log position the server gave one of
+    /// this connection's frames.
+    pub(super) stored_at: u64,
     resume: Option<Resume>,
     pub(super) closed: bool,
 }
@@ -332,6 +342,7 @@ impl Shared {
             status: watch::channel(Status::Disconnected("connecting".into())).0,
             rejoins: AtomicU64::new(0),
             cancel: CancellationToken::new(),
+            log_read: watch::channel(0).0,
         }
     }
 
@@ -470,12 +481,14 @@ impl Connection {
     }
 
     /// Waits until every message the node sent before this call is
-    /// acknowledged: applied by the relay and on its disk.
+    /// acknowledged: applied by the relay and on its disk, or, over NATS,
+    /// stored by the stream and read back by the node, which checks that
+    /// the log accepted them.
     ///
     /// # Errors
     /// [`NetError::WritesLost`] when some of them were dropped because the
-    /// relay had evicted the node; [`NetError::Closed`] when the connection
-    /// was closed first.
+    /// relay had evicted the node or the log refused them;
+    /// [`NetError::Closed`] when the connection was closed first.
     pub async fn flush(&self) -> Result<(), NetError> {
         // Messages the node queued but has not handed to the transport yet
         // (a listener's writes, or writes another thread's pump is still
@@ -485,23 +498,35 @@ impl Connection {
             let link = self.shared.link();
             (link.queued, link.dropped)
         };
-        loop {
+        let stored_at = loop {
             let notified = self.shared.progress.notified();
             {
                 let link = self.shared.link();
                 if link.done >= target {
-                    let lost = link.dropped - dropped_before;
-                    return if lost > 0 {
-                        Err(NetError::WritesLost(lost))
-                    } else {
-                        Ok(())
-                    };
+                    break link.stored_at;
                 }
                 if link.closed {
                     return Err(NetError::Closed);
                 }
             }
             notified.await;
+        };
+        // Over a log: read back up to the last of them. A refusal found on
+        // the way is counted as dropped before the position passes it.
+        let mut read = self.shared.log_read.subscribe();
+        tokio::select! {
+            r = read.wait_for(|&p| p >= stored_at) => {
+                if r.is_err() {
+                    return Err(NetError::Closed);
+                }
+            }
+            _ = self.shared.cancel.cancelled() => return Err(NetError::Closed),
+        }
+        let lost = self.shared.link().dropped - dropped_before;
+        if lost > 0 {
+            Err(NetError::WritesLost(lost))
+        } else {
+            Ok(())
         }
     }
 

@@ -15,7 +15,9 @@
 //!   stream's deduplication, and the engine holds back a sender's message
 //!   until its predecessors have been applied.
 //! - A write is acknowledged ([`Connection::flush`]) when the stream has
-//!   stored it (on a majority of its replicas).
+//!   stored it (on a majority of its replicas) and the node has read it
+//!   back accepted: a message stored after its sender's lease lapsed is
+//!   refused by the log, and `flush` reports it lost.
 //! - Every `snapshot_every` messages one node (chosen by compare-and-set on
 //!   a key-value entry) saves a snapshot of the document with the stream
 //!   sequence it covers in an object store, and purges the stream up to ten
@@ -43,7 +45,6 @@ use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
-use tokio::sync::watch;
 
 use super::client::{ConnectOptions, Connection, NetError, Shared, Status, ticker};
 use crate::node::{Inner, Node, Outgoing};
@@ -109,6 +110,13 @@ struct Ctx {
     id_prefix: String,
 }
 
+/// The longest wait between two attempts to reach the server or to
+/// publish: at most a quarter of the lease, so that a node is back within
+/// the lease the log grants everyone after an outage.
+fn retry_limit(options: &ConnectOptions) -> Duration {
+    options.backoff_max.min(options.lease / 4)
+}
+
 fn protocol(what: &str, e: impl std::fmt::Display) -> NetError {
     NetError::Nats(format!("{what}: {e}"))
 }
@@ -130,8 +138,18 @@ pub(crate) async fn connect(
         .map_err(|e| protocol(url, e))?;
     let shared = Arc::new(Shared::new());
     let events = shared.clone();
+    let (first_retry, last_retry) = (options.backoff_min, retry_limit(&options));
     let connecting = async_nats::ConnectOptions::new()
         .name(format!("facsimile {hostname}"))
+        .reconnect_delay_callback(move |attempts| {
+            let doublings = u32::try_from(attempts.saturating_sub(2)).unwrap_or(u32::MAX);
+            match attempts {
+                0 | 1 => Duration::ZERO,
+                _ => first_retry
+                    .saturating_mul(2u32.saturating_pow(doublings.min(31)))
+                    .min(last_retry),
+            }
+        })
         .event_callback(move |event| {
             let events = events.clone();
             async move {
@@ -231,8 +249,9 @@ pub(crate) async fn connect(
         shared: shared.clone(),
         id_prefix,
     });
-    let (read_tx, mut read_rx) = watch::channel(node.log_position());
-    tokio::spawn(read_log(ctx.clone(), node.downgrade(), read_tx));
+    shared.log_read.send_replace(node.log_position());
+    let mut read_rx = shared.log_read.subscribe();
+    tokio::spawn(read_log(ctx.clone(), node.downgrade()));
     tokio::spawn(publish(ctx.clone()));
     tokio::spawn(ticker(shared.clone(), node.downgrade()));
     let caught_up = async {
@@ -297,11 +316,14 @@ async fn read_snapshot(
 }
 
 /// Publishes the node's frames in order, each with its message id, and
-/// counts them acknowledged when the stream stored them. After a failure,
-/// every unacknowledged frame is published again under the same id.
+/// counts them stored when the stream acknowledged them. After a failure,
+/// and as soon as the client has reconnected, every frame not yet
+/// acknowledged is published again under the same id: the node's messages,
+/// its heartbeats among them, must reach the log within its lease.
 async fn publish(ctx: Arc<Ctx>) {
     let shared = &ctx.shared;
     let mut backoff = ctx.options.backoff_min;
+    let mut status = shared.status.subscribe();
     loop {
         let notified = shared.queued.notified();
         let (batch, first) = {
@@ -319,23 +341,47 @@ async fn publish(ctx: Arc<Ctx>) {
                 _ = shared.cancel.cancelled() => return,
             }
         }
-        match publish_batch(&ctx, batch, first).await {
-            Ok(()) => backoff = ctx.options.backoff_min,
-            Err(e) => {
-                tracing::warn!(error = %e, "publishing to NATS failed; retrying");
-                {
-                    let mut link = shared.link();
-                    let link = &mut *link;
-                    while let Some(f) = link.unacked.pop_back() {
-                        link.pending.push_front(f);
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shared.cancel.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(ctx.options.backoff_max);
+        status.mark_unchanged();
+        let outcome = tokio::select! {
+            r = publish_batch(&ctx, batch, first) => r.map_err(Some),
+            // Acknowledgements of what went out on the old connection may
+            // never come.
+            () = reconnected(&mut status) => Err(None),
+        };
+        if outcome.is_ok() {
+            backoff = ctx.options.backoff_min;
+            continue;
+        }
+        {
+            let mut link = shared.link();
+            let link = &mut *link;
+            while let Some(f) = link.unacked.pop_back() {
+                link.pending.push_front(f);
             }
+        }
+        if let Err(Some(e)) = outcome {
+            tracing::warn!(error = %e, "publishing to NATS failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                () = reconnected(&mut status) => {}
+                _ = shared.cancel.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(retry_limit(&ctx.options));
+        } else {
+            tracing::debug!("reconnected: publishing the unacknowledged frames again");
+        }
+    }
+}
+
+/// Resolves when the client has reconnected after the last look at
+/// `status`.
+async fn reconnected(status: &mut tokio::sync::watch::Receiver<Status>) {
+    loop {
+        if status.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if matches!(*status.borrow_and_update(), Status::Connected) {
+            return;
         }
     }
 }
@@ -379,7 +425,9 @@ async fn settle(ctx: &Ctx, acks: Vec<Pending>) -> Result<(), String> {
     for ack in acks {
         match ack {
             Pending::Ack(ack) => {
-                ack.await.map_err(|e| e.to_string())?;
+                let stored = ack.await.map_err(|e| e.to_string())?;
+                let mut link = ctx.shared.link();
+                link.stored_at = link.stored_at.max(stored.sequence);
             }
             Pending::Dropped => ctx.shared.link().dropped += 1,
         }
@@ -392,8 +440,9 @@ async fn settle(ctx: &Ctx, acks: Vec<Pending>) -> Result<(), String> {
 /// Reads the stream into the node, from the node's position on: reloads
 /// from the newest snapshot when the node needs it or fell behind the
 /// purge, and takes its turn saving snapshots.
-async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>, read: watch::Sender<u64>) {
+async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
     let mut snapshots = SnapshotDuty::default();
+    let mut echoes = Echoes::default();
     let mut backoff = ctx.options.backoff_min;
     loop {
         let Some(n) = Node::upgrade(&node) else {
@@ -402,7 +451,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>, read: watch::Sender<u64>) {
         let from = n.log_position();
         drop(n);
         let reason = tokio::select! {
-            r = read_from(&ctx, &node, from, &read, &mut snapshots) => r,
+            r = read_from(&ctx, &node, from, &mut echoes, &mut snapshots) => r,
             _ = ctx.shared.cancel.cancelled() => return,
         };
         match reason {
@@ -418,8 +467,12 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>, read: watch::Sender<u64>) {
                 match newest_snapshot(&ctx.snapshots).await {
                     Ok(snapshot) => {
                         let bytes = snapshot.as_ref().map(|(b, _)| b.as_slice());
+                        // Every frame queued so far is the old incarnation's.
+                        let queued = ctx.shared.link().queued;
+                        let lapsed = n.lease_lapsed();
                         match n.reload(bytes) {
                             Ok(()) => {
+                                echoes.started_over(&ctx.shared, queued, lapsed);
                                 ctx.shared
                                     .rejoins
                                     .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -452,11 +505,53 @@ enum Stop {
     Error(String),
 }
 
+/// What the reader learnt of this connection's own frames in the log.
+#[derive(Default)]
+struct Echoes {
+    /// Every frame below this index was read back and accepted.
+    accepted: u64,
+    /// One of them was refused: it made the node need a reload.
+    refused: bool,
+}
+
+impl Echoes {
+    /// Counts the frames the log refused as dropped once the node started
+    /// over, before its reading position moves on, so that a flush waiting
+    /// for them sees the loss. With the lease lapsed, the log refused every
+    /// frame of the old incarnation past the lapse; otherwise only the one
+    /// that raced a lock grant, if any.
+    fn started_over(&mut self, shared: &Shared, queued: u64, lapsed: bool) {
+        let lost = if lapsed {
+            queued.saturating_sub(self.accepted)
+        } else {
+            u64::from(self.refused)
+        };
+        self.accepted = self.accepted.max(queued);
+        self.refused = false;
+        if lost > 0 {
+            tracing::warn!(lost, lapsed, "the log refused messages of this node");
+            shared.link().dropped += lost;
+            shared.progress.notify_waiters();
+        }
+    }
+}
+
+/// The connection-wide index of a frame this connection published, from
+/// its message id.
+fn own_index(prefix: &str, message: &async_nats::Message) -> Option<u64> {
+    let id = message
+        .headers
+        .as_ref()?
+        .get(async_nats::header::NATS_MESSAGE_ID)?
+        .as_str();
+    id.strip_prefix(prefix)?.strip_prefix('.')?.parse().ok()
+}
+
 async fn read_from(
     ctx: &Ctx,
     node: &Weak<Inner>,
     from: u64,
-    read: &watch::Sender<u64>,
+    echoes: &mut Echoes,
     snapshots: &mut SnapshotDuty,
 ) -> Stop {
     let consumer = ctx
@@ -478,7 +573,7 @@ async fn read_from(
         },
         Err(e) => return Stop::Error(e.to_string()),
     };
-    let _ = read.send(from);
+    ctx.shared.log_read.send_replace(from);
     let mut position = from;
     // Every live node writes at least a heartbeat per third of a lease, so
     // a whole lease of silence means the consumer is stuck (its server went
@@ -514,11 +609,16 @@ async fn read_from(
         if let Err(e) = n.receive_ordered(&message.payload, seq, time) {
             tracing::warn!(error = %e, seq, "refused a message from the stream");
         }
-        position = seq;
-        let _ = read.send(seq);
+        let own = own_index(&ctx.id_prefix, &message);
         if n.needs_reload() {
+            echoes.refused |= own.is_some();
             return Stop::Reload;
         }
+        if let Some(i) = own {
+            echoes.accepted = echoes.accepted.max(i + 1);
+        }
+        position = seq;
+        ctx.shared.log_read.send_replace(seq);
         snapshots.after(ctx, &n, seq).await;
     }
 }
