@@ -356,19 +356,39 @@ fn fencing_token_is_the_log_position_and_leases_expire_by_log_time() {
     log.replicas[1].map_set(o1, "k", Input::from(1)).unwrap();
 }
 
-#[test]
-fn a_log_outage_longer_than_the_lease_takes_no_lock_away() {
-    let mut log = Log::new(2, 11);
+/// Two replicas on a log whose clock starts above zero, as a real log's
+/// does; replica 0 holds the lock on the root. Returns the root and the
+/// lock's token.
+fn root_held_by_replica_0(seed: u64) -> (Log, ObjectId, u64) {
+    let mut log = Log::new(2, seed);
+    log.now = LEASE;
     log.replicas[0].set_root(Input::Map(vec![])).unwrap();
     log.publish(0);
     log.run();
-    let o0 = object(&log.replicas[0]).unwrap();
-    log.replicas[0].lock(o0, true).unwrap();
+    let root = object(&log.replicas[0]).unwrap();
+    log.replicas[0].lock(root, true).unwrap();
     log.publish(0);
     log.run();
-    let LockState::Held(token) = log.replicas[0].lock_state(o0) else {
+    let LockState::Held(token) = log.replicas[0].lock_state(root) else {
         panic!("granted");
     };
+    (log, root, token)
+}
+
+/// Nobody was evicted, left or had to start over.
+fn nobody_left(log: &Log) {
+    for events in &log.events {
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::Evicted | Event::PeerLeft(_) | Event::NeedsSync))
+        );
+    }
+}
+
+#[test]
+fn a_log_outage_longer_than_the_lease_takes_no_lock_away() {
+    let (mut log, o0, token) = root_held_by_replica_0(11);
     // Nothing reaches the log for ten leases (it was down); then both
     // nodes' heartbeats arrive again.
     log.now += LEASE * 10;
@@ -377,13 +397,7 @@ fn a_log_outage_longer_than_the_lease_takes_no_lock_away() {
         log.run();
     }
     assert_eq!(log.replicas[0].lock_state(o0), LockState::Held(token));
-    for events in &log.events {
-        assert!(
-            !events
-                .iter()
-                .any(|e| matches!(e, Event::Evicted | Event::PeerLeft(_)))
-        );
-    }
+    nobody_left(&log);
     // A holder that really stops still loses it, by the log's clock.
     log.online[0] = false;
     let o1 = object(&log.replicas[1]).unwrap();
@@ -398,19 +412,7 @@ fn a_log_outage_longer_than_the_lease_takes_no_lock_away() {
 
 #[test]
 fn after_a_log_outage_every_node_has_a_whole_lease_to_come_back() {
-    let mut log = Log::new(2, 13);
-    // The log's clock starts above zero, as a real log's does.
-    log.now = LEASE;
-    log.replicas[0].set_root(Input::Map(vec![])).unwrap();
-    log.publish(0);
-    log.run();
-    let o0 = object(&log.replicas[0]).unwrap();
-    log.replicas[0].lock(o0, true).unwrap();
-    log.publish(0);
-    log.run();
-    let LockState::Held(token) = log.replicas[0].lock_state(o0) else {
-        panic!("granted");
-    };
+    let (mut log, o0, token) = root_held_by_replica_0(13);
     // The log is down for ten leases. Replica 1 reconnects first and
     // heartbeats for most of a lease before replica 0 is back.
     log.now += LEASE * 10;
@@ -429,13 +431,7 @@ fn after_a_log_outage_every_node_has_a_whole_lease_to_come_back() {
         log.run();
     }
     assert_eq!(log.replicas[0].lock_state(o0), LockState::Held(token));
-    for events in &log.events {
-        assert!(
-            !events
-                .iter()
-                .any(|e| matches!(e, Event::Evicted | Event::PeerLeft(_) | Event::NeedsSync))
-        );
-    }
+    nobody_left(&log);
     let o1 = object(&log.replicas[1]).unwrap();
     assert_eq!(log.replicas[1].map_get(o1, "back"), Ok(Some(Value::Int(1))));
 }
