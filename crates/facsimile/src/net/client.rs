@@ -123,7 +123,8 @@ impl ConnectOptions {
     }
 
     /// Waits `min` before the first reconnection attempt, doubling up to
-    /// `max` while attempts fail (with jitter).
+    /// `max` while attempts fail (with jitter). Over NATS the first attempt
+    /// is immediate, and no wait exceeds a quarter of the lease.
     ///
     /// ```
     /// use std::time::Duration;
