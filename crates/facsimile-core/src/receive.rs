@@ -171,9 +171,14 @@ impl Replica {
             };
             self.held_bytes -= size;
             if self.process_sequenced(frame).is_err() {
-                // Accepted earlier but invalid in order: the stream cannot
-                // continue without it.
-                self.events.push_back(Event::NeedsSync);
+                // Accepted earlier but invalid in order. Over an ordered log
+                // every replica drops it alike, and the sender's own message
+                // of that number may still come (a reload would meet the
+                // same entry again); elsewhere the stream cannot continue
+                // without it.
+                if !self.is_ordered() {
+                    self.events.push_back(Event::NeedsSync);
+                }
                 return;
             }
         }

@@ -2,12 +2,14 @@
 //! (its own messages included) at its own pace. Locks are decided by log
 //! position, leases expire by the log's timestamps, and replicas converge.
 
+mod support;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use facsimile_core::sim::run_seeds;
 use facsimile_core::{
-    Config, Error, Event, Input, LockEvent, LockState, ObjectId, PeerId, Replica, Value,
+    Config, Error, Event, Input, LockEvent, LockState, ObjectId, PeerId, Replica, Value, WireFormat,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -455,4 +457,60 @@ fn an_ordered_replica_is_woken_for_each_heartbeat() {
         );
         now = at;
     }
+}
+
+#[test]
+fn an_entry_invalid_in_order_sends_nobody_to_start_over() {
+    // Over a log a reload reads the same entries again: an entry that only
+    // fails once its sender's earlier messages are in must be dropped, not
+    // answered with a reload (each reload would meet it again).
+    let config = Config::default()
+        .ordered(LEASE)
+        .wire_format(WireFormat::Json);
+    let mut nodes = [
+        Replica::new(PeerId::new("a", 1), config.clone()),
+        Replica::new(PeerId::new("b", 2), config),
+    ];
+    let mut log: Vec<Vec<u8>> = Vec::new();
+    let sent = |r: &mut Replica| {
+        let mut out = Vec::new();
+        while let Some(t) = r.poll_transmit() {
+            out.push(t.bytes.to_vec());
+        }
+        out
+    };
+    let read = |nodes: &mut [Replica; 2], log: &[Vec<u8>], from: usize| {
+        for (i, bytes) in log.iter().enumerate().skip(from) {
+            for r in nodes.iter_mut() {
+                let _ = r.handle_ordered(bytes, i as u64 + 1, Duration::from_secs(100));
+            }
+        }
+    };
+    nodes[0].set_root(Input::Map(vec![])).unwrap();
+    for r in nodes.iter_mut() {
+        log.extend(sent(r));
+    }
+    read(&mut nodes, &log, 0);
+    let start = log.len();
+    let root = object(&nodes[1]).unwrap();
+    nodes[1].map_set(root, "x", Input::from(1)).unwrap();
+    let first = sent(&mut nodes[1]).pop().unwrap();
+    nodes[1].map_set(root, "y", Input::from(2)).unwrap();
+    let second = sent(&mut nodes[1]).pop().unwrap();
+    // A forged copy of bravo's second message, naming an id from bravo's
+    // future, reaches the log before bravo's messages do.
+    let forged = support::edit_json(&second, |v| {
+        v["body"]["Ops"]["ops"][0]["MapSet"]["value"] =
+            serde_json::json!({"Ref": {"p": 0, "c": 1_000_000}});
+    });
+    log.extend([forged, first, second]);
+    read(&mut nodes, &log, start);
+    for r in nodes.iter_mut() {
+        while let Some(e) = r.poll_event() {
+            assert!(!matches!(e, Event::NeedsSync | Event::Evicted), "{e:?}");
+        }
+    }
+    let a_root = object(&nodes[0]).unwrap();
+    assert_eq!(nodes[0].map_get(a_root, "y"), Ok(Some(Value::Int(2))));
+    assert_eq!(nodes[0].snapshot(), nodes[1].snapshot());
 }
