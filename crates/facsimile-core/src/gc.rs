@@ -78,6 +78,9 @@ struct Round {
     /// objects are looked for).
     sweep: bool,
     void: bool,
+    /// Over an ordered log: the sequence number of this replica's latest
+    /// message at the mark.
+    own_seq: u64,
 }
 
 impl Gc {
@@ -173,7 +176,7 @@ impl Replica {
                 // reclaimed.
                 self.gc.dirty = true;
                 self.gc.garbage |= round.sweep;
-            } else if settled && self.gc.complete(&round, &self.peers) {
+            } else if settled && self.round_complete(&round) {
                 self.reclaim(&round);
             } else {
                 self.gc.round = Some(round);
@@ -209,16 +212,28 @@ impl Replica {
                 dead_slots,
                 void: false,
                 sweep,
+                own_seq: self.out.seq,
             };
             self.gc.dirty = false;
             self.gc.garbage = false;
-            if settled && self.gc.complete(&round, &self.peers) {
+            if settled && self.round_complete(&round) {
                 // Alone (or everybody already past this frontier): settle now.
                 self.reclaim(&round);
             } else {
                 self.gc.round = Some(round);
             }
         }
+    }
+
+    /// Whether every member acknowledged the round's frontier. Over an
+    /// ordered log, also whether this replica has read back every message it
+    /// had sent at the mark: the membership it counts on is that of the log
+    /// prefix it has read, and a peer whose hello precedes this replica's
+    /// messages in the log may have written after reading them, naming
+    /// what they made unreachable, before this replica heard of it.
+    fn round_complete(&self, round: &Round) -> bool {
+        (!self.is_ordered() || self.log.echoed >= round.own_seq)
+            && self.gc.complete(round, &self.peers)
     }
 
     fn reclaim(&mut self, round: &Round) {

@@ -514,3 +514,38 @@ fn an_entry_invalid_in_order_sends_nobody_to_start_over() {
     assert_eq!(nodes[0].map_get(a_root, "y"), Ok(Some(Value::Int(2))));
     assert_eq!(nodes[0].snapshot(), nodes[1].snapshot());
 }
+
+#[test]
+fn a_replica_that_has_not_read_its_writes_back_reclaims_nothing_they_orphaned() {
+    let mut log = Log::new(3, 19);
+    log.now = LEASE;
+    // Replica 1 writes before reading anything; replica 2 reads that.
+    log.replicas[1].set_root(Input::Array(vec![])).unwrap();
+    log.publish(1);
+    while log.read(2) {}
+    let array = object(&log.replicas[2]).unwrap();
+    // Replica 1 orphans the array, and its timers run while it has read
+    // nothing of the log (it knows no other member yet).
+    log.replicas[1].set_root(Input::from(true)).unwrap();
+    log.publish(1);
+    log.advance(LEASE * 10);
+    // Replica 2, which has not read that yet, stores the array.
+    let nested = Input::Array(vec![Input::Value(Value::Ref(array))]);
+    log.replicas[2]
+        .set_root(Input::Array(vec![nested]))
+        .unwrap();
+    log.publish(2);
+    for _ in 0..8 {
+        log.run();
+        log.advance(LEASE / 4);
+    }
+    log.run();
+    let first = log.replicas[0].snapshot();
+    for r in &mut log.replicas {
+        assert!(
+            r.snapshot() == first,
+            "replicas diverged:\n{}",
+            r.debug_dump()
+        );
+    }
+}

@@ -125,7 +125,7 @@ fn protocol(what: &str, e: impl std::fmt::Display) -> NetError {
 /// any of several, separated by commas),
 /// creating its stream and buckets if needed, loads the newest snapshot,
 /// replays the stream and returns once the node has read everything the
-/// stream held when it connected.
+/// stream held when it connected, and its own first messages back.
 pub(crate) async fn connect(
     url: &str,
     hostname: &str,
@@ -261,17 +261,28 @@ pub(crate) async fn connect(
             }
         }
     };
-    if tokio::time::timeout(options.sync_timeout, caught_up)
-        .await
-        .is_err()
-    {
-        shared.cancel.cancel();
-        return Err(NetError::Timeout {
-            what: "the document (replaying the stream)",
-            after: options.sync_timeout,
-        });
+    let conn = Connection { node, shared };
+    // Then its own first messages, read back: the node's writes start from
+    // a state covering everything before them in the log, which
+    // reclamation counts on (DESIGN.md, "On a totally ordered log").
+    let ready = async {
+        caught_up.await;
+        conn.flush().await
+    };
+    match tokio::time::timeout(options.sync_timeout, ready).await {
+        Ok(Ok(())) => Ok(conn),
+        Ok(Err(e)) => {
+            conn.shared.cancel.cancel();
+            Err(e)
+        }
+        Err(_) => {
+            conn.shared.cancel.cancel();
+            Err(NetError::Timeout {
+                what: "the document (replaying the stream)",
+                after: options.sync_timeout,
+            })
+        }
     }
-    Ok(Connection { node, shared })
 }
 
 /// The newest snapshot and the stream sequence it covers. The object can
