@@ -23,7 +23,7 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
 mod common;
-use common::{Mutation, Write, mutate, write};
+use common::{Mutation, Write, converged, mutate, write};
 
 #[derive(Arbitrary, Debug)]
 struct Case {
@@ -240,22 +240,5 @@ fuzz_target!(|case: Case| {
         w.tick(Duration::from_secs(6));
     }
     w.deliver_all();
-    let mut first: Option<(usize, Vec<u8>)> = None;
-    for i in 0..n {
-        let r = &mut w.nodes[i];
-        r.check_invariants();
-        if w.tainted || !r.is_ready() {
-            continue;
-        }
-        let snap = r.snapshot();
-        match &first {
-            None => first = Some((i, snap)),
-            Some((j, s)) => assert!(
-                *s == snap,
-                "replicas {j} and {i} diverged\n{j}: {}\n{i}: {}",
-                w.nodes[*j].debug_dump(),
-                w.nodes[i].debug_dump()
-            ),
-        }
-    }
+    converged(&mut w.nodes, w.tainted);
 });

@@ -321,3 +321,25 @@ pub(crate) fn replace_leaf(v: &mut serde_json::Value, n: &mut usize, leaf: &Leaf
         _ => false,
     }
 }
+
+/// Checks every replica's invariants and, unless a forgery was accepted
+/// somewhere, that the ready ones hold the same document byte for byte.
+pub(crate) fn converged(nodes: &mut [Replica], tainted: bool) {
+    let mut first: Option<(usize, Vec<u8>)> = None;
+    for i in 0..nodes.len() {
+        nodes[i].check_invariants();
+        if tainted || !nodes[i].is_ready() {
+            continue;
+        }
+        let snap = nodes[i].snapshot();
+        match &first {
+            None => first = Some((i, snap)),
+            Some((j, s)) => assert!(
+                *s == snap,
+                "replicas {j} and {i} diverged\n{j}: {}\n{i}: {}",
+                nodes[*j].debug_dump(),
+                nodes[i].debug_dump()
+            ),
+        }
+    }
+}

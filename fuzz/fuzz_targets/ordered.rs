@@ -22,7 +22,7 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
 mod common;
-use common::{Mutation, Write, mutate, write};
+use common::{Mutation, Write, converged, mutate, write};
 
 const LEASE: Duration = Duration::from_secs(3);
 
@@ -255,22 +255,5 @@ fuzz_target!(|case: Case| {
         log.advance(LEASE / 4);
     }
     log.read_all();
-    let mut first: Option<(usize, Vec<u8>)> = None;
-    for i in 0..n {
-        let r = &mut log.nodes[i];
-        r.check_invariants();
-        if log.tainted || !r.is_ready() {
-            continue;
-        }
-        let snap = r.snapshot();
-        match &first {
-            None => first = Some((i, snap)),
-            Some((j, s)) => assert!(
-                *s == snap,
-                "replicas {j} and {i} diverged\n{j}: {}\n{i}: {}",
-                log.nodes[*j].debug_dump(),
-                log.nodes[i].debug_dump()
-            ),
-        }
-    }
+    converged(&mut log.nodes, log.tainted);
 });
