@@ -28,10 +28,15 @@ struct Log {
     snapshot: Option<(Vec<u8>, usize)>,
     incarnations: u32,
     last_token: u64,
+    config: Config,
 }
 
 impl Log {
     fn new(n: usize, seed: u64) -> Self {
+        Log::with_config(n, seed, config())
+    }
+
+    fn with_config(n: usize, seed: u64, config: Config) -> Self {
         let mut log = Log {
             entries: Vec::new(),
             replicas: Vec::new(),
@@ -42,10 +47,11 @@ impl Log {
             snapshot: None,
             incarnations: (seed as u32) * 64,
             last_token: 0,
+            config,
         };
         for i in 0..n {
             let me = log.me(i);
-            log.add(Replica::new(me, config()), 0);
+            log.add(Replica::new(me, log.config.clone()), 0);
         }
         log
     }
@@ -106,7 +112,7 @@ impl Log {
     fn load_snapshot(&mut self, i: usize) -> (Replica, usize) {
         let (bytes, cursor) = self.snapshot.clone().expect("a snapshot");
         let me = self.me(i);
-        let r = Replica::from_exported(me, config(), &bytes).unwrap();
+        let r = Replica::from_exported(me, self.config.clone(), &bytes).unwrap();
         (r, cursor)
     }
 
@@ -464,55 +470,44 @@ fn an_entry_invalid_in_order_sends_nobody_to_start_over() {
     // Over a log a reload reads the same entries again: an entry that only
     // fails once its sender's earlier messages are in must be dropped, not
     // answered with a reload (each reload would meet it again).
-    let config = Config::default()
-        .ordered(LEASE)
-        .wire_format(WireFormat::Json);
-    let mut nodes = [
-        Replica::new(PeerId::new("a", 1), config.clone()),
-        Replica::new(PeerId::new("b", 2), config),
-    ];
-    let mut log: Vec<Vec<u8>> = Vec::new();
-    let sent = |r: &mut Replica| {
-        let mut out = Vec::new();
-        while let Some(t) = r.poll_transmit() {
-            out.push(t.bytes.to_vec());
+    let mut log = Log::with_config(2, 23, config().wire_format(WireFormat::Json));
+    log.now = LEASE;
+    log.replicas[0].set_root(Input::Map(vec![])).unwrap();
+    log.publish(0);
+    log.run();
+    let root = object(&log.replicas[1]).unwrap();
+    let last_sent = |log: &mut Log| {
+        let mut last = None;
+        while let Some(t) = log.replicas[1].poll_transmit() {
+            last = Some(t.bytes.to_vec());
         }
-        out
+        last.unwrap()
     };
-    let read = |nodes: &mut [Replica; 2], log: &[Vec<u8>], from: usize| {
-        for (i, bytes) in log.iter().enumerate().skip(from) {
-            for r in nodes.iter_mut() {
-                let _ = r.handle_ordered(bytes, i as u64 + 1, Duration::from_secs(100));
-            }
-        }
-    };
-    nodes[0].set_root(Input::Map(vec![])).unwrap();
-    for r in nodes.iter_mut() {
-        log.extend(sent(r));
-    }
-    read(&mut nodes, &log, 0);
-    let start = log.len();
-    let root = object(&nodes[1]).unwrap();
-    nodes[1].map_set(root, "x", Input::from(1)).unwrap();
-    let first = sent(&mut nodes[1]).pop().unwrap();
-    nodes[1].map_set(root, "y", Input::from(2)).unwrap();
-    let second = sent(&mut nodes[1]).pop().unwrap();
+    log.replicas[1].map_set(root, "x", Input::from(1)).unwrap();
+    let first = last_sent(&mut log);
+    log.replicas[1].map_set(root, "y", Input::from(2)).unwrap();
+    let second = last_sent(&mut log);
     // A forged copy of bravo's second message, naming an id from bravo's
     // future, reaches the log before bravo's messages do.
     let forged = support::edit_json(&second, |v| {
         v["body"]["Ops"]["ops"][0]["MapSet"]["value"] =
             serde_json::json!({"Ref": {"p": 0, "c": 1_000_000}});
     });
-    log.extend([forged, first, second]);
-    read(&mut nodes, &log, start);
-    for r in nodes.iter_mut() {
-        while let Some(e) = r.poll_event() {
+    for bytes in [forged, first, second] {
+        log.entries.push((bytes, log.now));
+    }
+    log.run();
+    for events in &log.events {
+        for e in events {
             assert!(!matches!(e, Event::NeedsSync | Event::Evicted), "{e:?}");
         }
     }
-    let a_root = object(&nodes[0]).unwrap();
-    assert_eq!(nodes[0].map_get(a_root, "y"), Ok(Some(Value::Int(2))));
-    assert_eq!(nodes[0].snapshot(), nodes[1].snapshot());
+    let a_root = object(&log.replicas[0]).unwrap();
+    assert_eq!(
+        log.replicas[0].map_get(a_root, "y"),
+        Ok(Some(Value::Int(2)))
+    );
+    assert_eq!(log.replicas[0].snapshot(), log.replicas[1].snapshot());
 }
 
 #[test]

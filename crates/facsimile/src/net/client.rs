@@ -363,22 +363,28 @@ impl Shared {
         self.queued.notify_one();
     }
 
+    /// Completes the frames up to the `n`-th sent on this connection.
     pub(super) fn ack(&self, n: u64) -> Result<(), String> {
-        let mut link = self.link();
-        let Some(k) = n.checked_sub(link.acked_here) else {
-            return Err(format!("ack {n} goes back from {}", link.acked_here));
+        self.link().ack(n)?;
+        self.progress.notify_waiters();
+        Ok(())
+    }
+}
+
+impl Link {
+    pub(super) fn ack(&mut self, n: u64) -> Result<(), String> {
+        let Some(k) = n.checked_sub(self.acked_here) else {
+            return Err(format!("ack {n} goes back from {}", self.acked_here));
         };
-        if k as usize > link.unacked.len() {
+        if k as usize > self.unacked.len() {
             return Err(format!(
                 "ack of {k} frames, {} outstanding",
-                link.unacked.len()
+                self.unacked.len()
             ));
         }
-        link.unacked.drain(..k as usize);
-        link.acked_here = n;
-        link.done += k;
-        drop(link);
-        self.progress.notify_waiters();
+        self.unacked.drain(..k as usize);
+        self.acked_here = n;
+        self.done += k;
         Ok(())
     }
 }

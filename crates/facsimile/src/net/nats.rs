@@ -434,16 +434,20 @@ enum Pending {
 /// Awaits acknowledgements in order, completing frames as they arrive.
 async fn settle(ctx: &Ctx, acks: Vec<Pending>) -> Result<(), String> {
     for ack in acks {
-        match ack {
-            Pending::Ack(ack) => {
-                let stored = ack.await.map_err(|e| e.to_string())?;
-                let mut link = ctx.shared.link();
-                link.stored_at = link.stored_at.max(stored.sequence);
+        let stored = match ack {
+            Pending::Ack(ack) => Some(ack.await.map_err(|e| e.to_string())?.sequence),
+            Pending::Dropped => None,
+        };
+        {
+            let mut link = ctx.shared.link();
+            match stored {
+                Some(position) => link.stored_at = link.stored_at.max(position),
+                None => link.dropped += 1,
             }
-            Pending::Dropped => ctx.shared.link().dropped += 1,
+            let n = link.acked_here + 1;
+            link.ack(n)?;
         }
-        let n = ctx.shared.link().acked_here + 1;
-        ctx.shared.ack(n)?;
+        ctx.shared.progress.notify_waiters();
     }
     Ok(())
 }
