@@ -124,8 +124,9 @@ impl ListObj {
     }
 
     pub(crate) fn has_slot(&self, id: Id) -> bool {
-        // An indexed id needs no look into its leaf.
-        self.index.contains_key(&id) || self.origin_cursor(id).is_some()
+        // The slot inserted last (the origin of a push) or an indexed id
+        // needs no look into its leaf.
+        self.last_cursor(id).is_some() || self.index.contains_key(&id) || self.cursor(id).is_some()
     }
 
     /// Where a slot is: found through the nearest indexed id at or below
@@ -164,6 +165,19 @@ impl ListObj {
 
     /// The slot at a visible index.
     pub(crate) fn slot_at(&self, index: usize) -> Id {
+        // A push names the last element: when that is the slot inserted
+        // last and nothing follows it, no descent is needed.
+        if let Some((id, c)) = self.last {
+            if index + 1 == self.len()
+                && self
+                    .tree
+                    .try_get(c)
+                    .is_some_and(|s| s.id == id && s.is_visible())
+                && self.tree.next(c).is_none()
+            {
+                return id;
+            }
+        }
         self.tree.get(self.tree.locate_visible(index)).id
     }
 
@@ -235,11 +249,16 @@ impl ListObj {
 
     /// The cursor of an insert's origin.
     fn origin_cursor(&self, id: Id) -> Option<Cursor> {
+        self.last_cursor(id).or_else(|| self.cursor(id))
+    }
+
+    /// Where `id` is when it is the slot inserted last and has not moved.
+    fn last_cursor(&self, id: Id) -> Option<Cursor> {
         match self.last {
             Some((last, c)) if last == id && self.tree.try_get(c).is_some_and(|s| s.id == id) => {
                 Some(c)
             }
-            _ => self.cursor(id),
+            _ => None,
         }
     }
 

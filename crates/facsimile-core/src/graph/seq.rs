@@ -52,6 +52,9 @@ pub(crate) struct SeqTree<T> {
     height: u32,
     first: LeafId,
     len: usize,
+    /// Number of visible items: read by every push and index check, so
+    /// kept rather than summed over the root's children.
+    visible: u64,
 }
 
 impl<T: SeqItem> Default for SeqTree<T> {
@@ -75,6 +78,7 @@ impl<T: SeqItem> SeqTree<T> {
             height: 0,
             first: 0,
             len: 0,
+            visible: 0,
         }
     }
 
@@ -141,6 +145,7 @@ impl<T: SeqItem> SeqTree<T> {
         }
         tree.root = level[0].0;
         tree.height = height;
+        tree.visible = level[0].1;
         tree
     }
 
@@ -151,11 +156,7 @@ impl<T: SeqItem> SeqTree<T> {
 
     /// Number of visible items.
     pub(crate) fn visible_len(&self) -> usize {
-        if self.height == 0 {
-            self.leaves[self.root as usize].visible as usize
-        } else {
-            self.inners[self.root as usize].counts.iter().sum::<u64>() as usize
-        }
+        self.visible as usize
     }
 
     pub(crate) fn get(&self, c: Cursor) -> &T {
@@ -286,6 +287,7 @@ impl<T: SeqItem> SeqTree<T> {
     }
 
     fn add_count(&mut self, leaf: LeafId, delta: i64) {
+        self.visible = self.visible.wrapping_add_signed(delta);
         let l = &mut self.leaves[leaf as usize];
         l.visible = l.visible.wrapping_add_signed(delta);
         let mut child = leaf;
