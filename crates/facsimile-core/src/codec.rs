@@ -8,6 +8,8 @@
 use crate::error::ReceiveError;
 use crate::wire::{Body, Frame};
 
+mod fast;
+
 /// The binary wire version this build speaks.
 pub const VERSION: u8 = 1;
 
@@ -39,6 +41,9 @@ pub(crate) fn encode_into(frame: &Frame, format: WireFormat, out: &mut Vec<u8>) 
     out.clear();
     match format {
         WireFormat::Binary => {
+            if fast::encode(frame, out) {
+                return;
+            }
             out.push(VERSION);
             let buf = std::mem::take(out);
             *out = postcard::to_extend(frame, buf).expect("encoding into a Vec cannot fail");
@@ -50,6 +55,28 @@ pub(crate) fn encode_into(frame: &Frame, format: WireFormat, out: &mut Vec<u8>) 
 }
 
 pub(crate) fn decode(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
+    if bytes.len() <= max {
+        if let Some(frame) = fast::decode(bytes) {
+            return Ok(frame);
+        }
+    }
+    decode_serde(bytes, max)
+}
+
+/// Panics unless whatever the fast path reads from `bytes`, the serde path
+/// reads alike.
+#[cfg(feature = "sim")]
+pub(crate) fn check_paths_agree(bytes: &[u8]) {
+    if let Some(fast) = fast::decode(bytes) {
+        let slow = decode_serde(bytes, usize::MAX).expect("the serde path reads it too");
+        // Compared as bytes: a NaN is not equal to itself.
+        let bits = |f: &Frame| postcard::to_allocvec(f).expect("wire types always serialize");
+        assert_eq!(bits(&fast), bits(&slow), "the decoding paths disagree");
+    }
+}
+
+/// [`decode`] through serde alone: what the fast path must agree with.
+pub(crate) fn decode_serde(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
     let mut frame = decode_as_sent(bytes, max)?;
     if let Body::Op { .. } | Body::Next { .. } = frame.body {
         let (seq, tick, op) = match std::mem::replace(&mut frame.body, Body::Goodbye { seq: 0 }) {

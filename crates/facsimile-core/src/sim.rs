@@ -18,6 +18,13 @@ use crate::graph::ObjData;
 use crate::value::{Id, ObjectId, Value};
 use crate::{Config, Event, PeerId, Replica};
 
+/// Panics unless the two decoding paths of a message (the hand-written one
+/// for the commonest message and serde's) read `bytes` alike. For the
+/// `decode` fuzz target.
+pub fn check_decoders_agree(bytes: &[u8]) {
+    crate::codec::check_paths_agree(bytes);
+}
+
 /// Runs `check` for every seed, or only for the seed in the environment
 /// variable `FACSIMILE_SEED` when it is set. A panic names its seed.
 pub fn run_seeds(seeds: impl IntoIterator<Item = u64>, check: impl Fn(u64)) {

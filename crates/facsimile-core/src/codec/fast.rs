@@ -1,0 +1,382 @@
+//! The binary form of the most common message, written and read without
+//! serde: one operation (a map set or an append) with a scalar value, in a
+//! [`Body::Next`] or [`Body::Op`]. Most of a live document's traffic is this
+//! message, and serde's generic machinery cost more than the rest of its
+//! decoding.
+//!
+//! The bytes are exactly postcard's for the same [`Frame`]. Reading accepts
+//! only canonical encodings of that shape and leaves everything else, valid
+//! or not, to the serde path, so both paths agree on every input (the
+//! `decode` fuzz target checks it).
+
+use smallvec::SmallVec;
+use smol_str::SmolStr;
+
+use super::VERSION;
+use crate::wire::{Body, Frame, Tag, WireId, WireOp, WireValue};
+
+// Variant indices, in declaration order (serde's numbering).
+const BODY_OP: u32 = 12;
+const BODY_NEXT: u32 = 13;
+const OP_MAP_SET: u32 = 4;
+const OP_APPEND: u32 = 16;
+const VALUE_NULL: u32 = 0;
+const VALUE_BOOL: u32 = 1;
+const VALUE_INT: u32 = 2;
+const VALUE_FLOAT: u32 = 3;
+const VALUE_STR: u32 = 4;
+
+/// Writes `frame` into `out` (emptied first) when it has the fast shape.
+/// Returns false, with `out` untouched, otherwise.
+pub(super) fn encode(frame: &Frame, out: &mut Vec<u8>) -> bool {
+    let (seq, tick, op) = match &frame.body {
+        Body::Next { seq, op } => (*seq, None, op),
+        Body::Op { seq, tick, op } => (*seq, Some(*tick), op),
+        _ => return false,
+    };
+    let value = match op {
+        WireOp::MapSet { value, .. } | WireOp::Append { value, .. } => value,
+        _ => return false,
+    };
+    if !matches!(
+        value,
+        WireValue::Null
+            | WireValue::Bool(_)
+            | WireValue::Int(_)
+            | WireValue::Float(_)
+            | WireValue::Str(_)
+    ) {
+        return false;
+    }
+    out.clear();
+    out.push(VERSION);
+    out.extend_from_slice(&frame.from.0.to_le_bytes());
+    match tick {
+        None => varint(out, BODY_NEXT.into()),
+        Some(_) => varint(out, BODY_OP.into()),
+    }
+    varint(out, seq);
+    if let Some(tick) = tick {
+        varint(out, tick);
+    }
+    match op {
+        WireOp::MapSet { obj, key, .. } => {
+            varint(out, OP_MAP_SET.into());
+            id(out, *obj);
+            str(out, key);
+        }
+        WireOp::Append { obj, .. } => {
+            varint(out, OP_APPEND.into());
+            id(out, *obj);
+        }
+        _ => unreachable!("checked above"),
+    }
+    match value {
+        WireValue::Null => varint(out, VALUE_NULL.into()),
+        WireValue::Bool(b) => {
+            varint(out, VALUE_BOOL.into());
+            out.push(u8::from(*b));
+        }
+        WireValue::Int(i) => {
+            varint(out, VALUE_INT.into());
+            varint(out, ((i << 1) ^ (i >> 63)) as u64);
+        }
+        WireValue::Float(f) => {
+            varint(out, VALUE_FLOAT.into());
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        WireValue::Str(s) => {
+            varint(out, VALUE_STR.into());
+            str(out, s);
+        }
+        _ => unreachable!("checked above"),
+    }
+    true
+}
+
+#[inline]
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn id(out: &mut Vec<u8>, id: WireId) {
+    varint(out, id.p.into());
+    varint(out, id.c);
+}
+
+fn str(out: &mut Vec<u8>, s: &str) {
+    varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads a whole message of the fast shape, already as [`Body::Ops`] (what
+/// [`super::decode`] returns). `None` for anything else.
+pub(super) fn decode(bytes: &[u8]) -> Option<Frame> {
+    let mut r = Reader(bytes);
+    if r.byte()? != VERSION {
+        return None;
+    }
+    let from = Tag(u32::from_le_bytes(r.take(4)?.try_into().ok()?));
+    let (seq, tick) = match r.u32()? {
+        BODY_NEXT => (r.u64()?, 1),
+        BODY_OP => (r.u64()?, r.u64()?),
+        _ => return None,
+    };
+    let kind = r.u32()?;
+    let obj = WireId {
+        p: r.u32()?,
+        c: r.u64()?,
+    };
+    let key = match kind {
+        OP_MAP_SET => Some(r.str()?),
+        OP_APPEND => None,
+        _ => return None,
+    };
+    let value = match r.u32()? {
+        VALUE_NULL => WireValue::Null,
+        VALUE_BOOL => match r.byte()? {
+            0 => WireValue::Bool(false),
+            1 => WireValue::Bool(true),
+            _ => return None,
+        },
+        VALUE_INT => {
+            let z = r.u64()?;
+            WireValue::Int((z >> 1) as i64 ^ -((z & 1) as i64))
+        }
+        VALUE_FLOAT => WireValue::Float(f64::from_le_bytes(r.take(8)?.try_into().ok()?)),
+        VALUE_STR => WireValue::Str(r.str()?),
+        _ => return None,
+    };
+    if !r.0.is_empty() {
+        return None;
+    }
+    let op = match key {
+        Some(key) => WireOp::MapSet { obj, key, value },
+        None => WireOp::Append { obj, value },
+    };
+    Some(Frame {
+        from,
+        body: Body::Ops {
+            seq,
+            tick,
+            ops: SmallVec::from_buf([op]),
+        },
+    })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    #[inline]
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    /// A canonical varint of at most `max` bits: no trailing zero byte, no
+    /// bits beyond `max`.
+    #[inline]
+    fn varint(&mut self, max: u32) -> Option<u64> {
+        // Counters, sequence numbers and variants mostly take one byte.
+        match self.0.split_first() {
+            Some((&b, rest)) if b < 0x80 => {
+                self.0 = rest;
+                Some(b.into())
+            }
+            _ => self.long_varint(max),
+        }
+    }
+
+    fn long_varint(&mut self, max: u32) -> Option<u64> {
+        let mut v = 0u64;
+        let mut shift = 0u32;
+        loop {
+            let b = self.byte()?;
+            let bits = u64::from(b & 0x7F);
+            if shift > 0 && b == 0 {
+                return None;
+            }
+            if shift >= max || (max - shift < 7 && bits >> (max - shift) != 0) {
+                return None;
+            }
+            v |= bits << shift;
+            if b < 0x80 {
+                return Some(v);
+            }
+            shift += 7;
+        }
+    }
+
+    #[inline]
+    fn u32(&mut self) -> Option<u32> {
+        self.varint(32).map(|v| v as u32)
+    }
+
+    #[inline]
+    fn u64(&mut self) -> Option<u64> {
+        self.varint(64)
+    }
+
+    fn str(&mut self) -> Option<SmolStr> {
+        let len = usize::try_from(self.u64()?).ok()?;
+        let s = std::str::from_utf8(self.take(len)?).ok()?;
+        Some(SmolStr::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    fn random_value(rng: &mut SmallRng) -> WireValue {
+        match rng.random_range(0..6) {
+            0 => WireValue::Null,
+            1 => WireValue::Bool(rng.random()),
+            2 => WireValue::Int(match rng.random_range(0..4) {
+                0 => i64::MIN,
+                1 => i64::MAX,
+                2 => rng.random_range(-300..300),
+                _ => rng.random(),
+            }),
+            3 => WireValue::Float(f64::from_bits(rng.random())),
+            4 => WireValue::Str("ké".repeat(rng.random_range(0..100)).into()),
+            _ => WireValue::Bytes(vec![1, 2]),
+        }
+    }
+
+    fn random_frame(rng: &mut SmallRng) -> Frame {
+        let big = |rng: &mut SmallRng| match rng.random_range(0..3) {
+            0 => rng.random_range(0..200),
+            1 => u64::MAX,
+            _ => rng.random(),
+        };
+        let obj = WireId {
+            p: if rng.random() { 0 } else { rng.random() },
+            c: big(rng),
+        };
+        let value = random_value(rng);
+        let op = match rng.random_range(0..3) {
+            0 => WireOp::Append { obj, value },
+            1 => WireOp::MapSet {
+                obj,
+                key: "k".repeat(rng.random_range(0..40)).into(),
+                value,
+            },
+            _ => WireOp::Lock { obj },
+        };
+        let seq = big(rng);
+        let body = match rng.random_range(0..3) {
+            0 => Body::Next { seq, op },
+            1 => Body::Op {
+                seq,
+                tick: big(rng),
+                op,
+            },
+            _ => Body::Goodbye { seq },
+        };
+        Frame {
+            from: Tag(rng.random()),
+            body,
+        }
+    }
+
+    /// The serde path's reading, as bytes (a NaN is not equal to itself).
+    fn slow(bytes: &[u8]) -> Option<Vec<u8>> {
+        super::super::decode_serde(bytes, usize::MAX)
+            .ok()
+            .map(|f| postcard::to_allocvec(&f).unwrap())
+    }
+
+    fn fast(bytes: &[u8]) -> Option<Vec<u8>> {
+        decode(bytes).map(|f| postcard::to_allocvec(&f).unwrap())
+    }
+
+    #[test]
+    fn writes_what_postcard_writes_and_reads_it_back() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut fast_shapes = 0;
+        for _ in 0..20_000 {
+            let frame = random_frame(&mut rng);
+            let mut want = vec![VERSION];
+            want = postcard::to_extend(&frame, want).unwrap();
+            let mut out = vec![9, 9];
+            if encode(&frame, &mut out) {
+                fast_shapes += 1;
+                assert_eq!(out, want, "{frame:?}");
+                assert!(fast(&out).is_some(), "{frame:?}");
+                assert_eq!(fast(&out), slow(&out), "{frame:?}");
+            } else {
+                assert_eq!(out, [9, 9], "a refused shape leaves the buffer alone");
+                assert_eq!(decode(&want), None, "{frame:?}");
+            }
+        }
+        assert!(fast_shapes > 5_000, "{fast_shapes}");
+    }
+
+    #[test]
+    fn reads_nothing_the_serde_path_would_read_differently() {
+        // Every frame of the fast shape, corrupted byte by byte: whatever
+        // the fast path accepts, the serde path reads alike.
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut accepted = 0;
+        for _ in 0..2_000 {
+            let frame = random_frame(&mut rng);
+            let mut bytes = Vec::new();
+            if !encode(&frame, &mut bytes) {
+                continue;
+            }
+            for _ in 0..20 {
+                let mut b = bytes.clone();
+                match rng.random_range(0..3) {
+                    0 => {
+                        let i = rng.random_range(0..b.len());
+                        b[i] = rng.random();
+                    }
+                    1 => b.truncate(rng.random_range(0..b.len())),
+                    _ => b.push(rng.random()),
+                }
+                if let Some(f) = fast(&b) {
+                    accepted += 1;
+                    assert_eq!(Some(f), slow(&b), "{b:?}");
+                }
+            }
+        }
+        assert!(accepted > 1_000, "{accepted}");
+    }
+
+    #[test]
+    fn overlong_and_overflowing_varints_are_left_to_serde() {
+        // Next, seq 1, Append, obj (0, 2), Int 3, with the seq re-encoded.
+        let msg = |seq: &[u8]| {
+            let mut b = vec![VERSION, 1, 0, 0, 0, BODY_NEXT as u8];
+            b.extend_from_slice(seq);
+            b.extend_from_slice(&[OP_APPEND as u8, 0, 2, VALUE_INT as u8, 6]);
+            b
+        };
+        assert!(decode(&msg(&[1])).is_some());
+        assert_eq!(decode(&msg(&[0x81, 0x00])), None);
+        let mut max = vec![0xFF; 9];
+        max.push(0x01);
+        assert!(decode(&msg(&max)).is_some());
+        let mut over = vec![0xFF; 9];
+        over.push(0x02);
+        assert_eq!(decode(&msg(&over)), None);
+        assert_eq!(slow(&msg(&over)), None);
+    }
+}
