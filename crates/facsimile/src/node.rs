@@ -283,6 +283,7 @@ impl Node {
     /// Whether the wanted reload ([`Node::needs_reload`]) is due to this
     /// node's lease running out in the log rather than to one refused
     /// write.
+    #[cfg(feature = "nats")]
     pub(crate) fn lease_lapsed(&self) -> bool {
         self.state().lease_lapsed
     }
