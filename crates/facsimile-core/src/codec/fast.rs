@@ -29,67 +29,45 @@ const VALUE_STR: u32 = 4;
 /// Writes `frame` into `out` (emptied first) when it has the fast shape.
 /// Returns false, with `out` untouched, otherwise.
 pub(super) fn encode(frame: &Frame, out: &mut Vec<u8>) -> bool {
-    let (seq, tick, op) = match &frame.body {
-        Body::Next { seq, op } => (*seq, None, op),
-        Body::Op { seq, tick, op } => (*seq, Some(*tick), op),
+    let (body, seq, tick, op) = match &frame.body {
+        Body::Next { seq, op } => (BODY_NEXT, *seq, None, op),
+        Body::Op { seq, tick, op } => (BODY_OP, *seq, Some(*tick), op),
         _ => return false,
     };
-    let value = match op {
-        WireOp::MapSet { value, .. } | WireOp::Append { value, .. } => value,
+    let (kind, obj, key, value) = match op {
+        WireOp::MapSet { obj, key, value } => (OP_MAP_SET, obj, Some(key), value),
+        WireOp::Append { obj, value } => (OP_APPEND, obj, None, value),
         _ => return false,
     };
-    if !matches!(
-        value,
-        WireValue::Null
-            | WireValue::Bool(_)
-            | WireValue::Int(_)
-            | WireValue::Float(_)
-            | WireValue::Str(_)
-    ) {
-        return false;
-    }
+    let value_kind = match value {
+        WireValue::Null => VALUE_NULL,
+        WireValue::Bool(_) => VALUE_BOOL,
+        WireValue::Int(_) => VALUE_INT,
+        WireValue::Float(_) => VALUE_FLOAT,
+        WireValue::Str(_) => VALUE_STR,
+        _ => return false,
+    };
     out.clear();
     out.push(VERSION);
     out.extend_from_slice(&frame.from.0.to_le_bytes());
-    match tick {
-        None => varint(out, BODY_NEXT.into()),
-        Some(_) => varint(out, BODY_OP.into()),
-    }
+    varint(out, body.into());
     varint(out, seq);
     if let Some(tick) = tick {
         varint(out, tick);
     }
-    match op {
-        WireOp::MapSet { obj, key, .. } => {
-            varint(out, OP_MAP_SET.into());
-            id(out, *obj);
-            str(out, key);
-        }
-        WireOp::Append { obj, .. } => {
-            varint(out, OP_APPEND.into());
-            id(out, *obj);
-        }
-        _ => unreachable!("checked above"),
+    varint(out, kind.into());
+    id(out, *obj);
+    if let Some(key) = key {
+        str(out, key);
     }
+    varint(out, value_kind.into());
     match value {
-        WireValue::Null => varint(out, VALUE_NULL.into()),
-        WireValue::Bool(b) => {
-            varint(out, VALUE_BOOL.into());
-            out.push(u8::from(*b));
-        }
-        WireValue::Int(i) => {
-            varint(out, VALUE_INT.into());
-            varint(out, ((i << 1) ^ (i >> 63)) as u64);
-        }
-        WireValue::Float(f) => {
-            varint(out, VALUE_FLOAT.into());
-            out.extend_from_slice(&f.to_le_bytes());
-        }
-        WireValue::Str(s) => {
-            varint(out, VALUE_STR.into());
-            str(out, s);
-        }
-        _ => unreachable!("checked above"),
+        WireValue::Bool(b) => out.push(u8::from(*b)),
+        WireValue::Int(i) => varint(out, ((i << 1) ^ (i >> 63)) as u64),
+        WireValue::Float(f) => out.extend_from_slice(&f.to_le_bytes()),
+        WireValue::Str(s) => str(out, s),
+        // Null carries nothing; other values were refused above.
+        _ => {}
     }
     true
 }
