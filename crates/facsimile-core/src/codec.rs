@@ -6,7 +6,7 @@
 //! either without being told which.
 
 use crate::error::ReceiveError;
-use crate::wire::{Body, Frame};
+use crate::wire::Frame;
 
 mod fast;
 
@@ -77,23 +77,13 @@ pub(crate) fn check_paths_agree(bytes: &[u8]) {
 
 /// [`decode`] through serde alone: what the fast path must agree with.
 pub(crate) fn decode_serde(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
-    let mut frame = decode_as_sent(bytes, max)?;
-    if let Body::Op { .. } | Body::Next { .. } = frame.body {
-        let (seq, tick, op) = match std::mem::replace(&mut frame.body, Body::Goodbye { seq: 0 }) {
-            Body::Op { seq, tick, op } => (seq, tick, op),
-            Body::Next { seq, op } => (seq, 1, op),
-            _ => unreachable!("matched above"),
-        };
-        frame.body = Body::Ops {
-            seq,
-            tick,
-            ops: smallvec::smallvec![op],
-        };
-    }
+    let frame = deserialize(bytes, max)?;
+    crate::wire::check_limits(&frame)
+        .map_err(|reason| ReceiveError::invalid(frame.from.0, reason))?;
     Ok(frame)
 }
 
-fn decode_as_sent(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
+fn deserialize(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
     if bytes.len() > max {
         return Err(ReceiveError::TooLarge {
             size: bytes.len(),
@@ -135,62 +125,50 @@ mod tests {
     fn sample() -> Frame {
         Frame {
             from: Tag(0xdead_beef),
-            body: Body::Ops {
+            msg: Message::Sequenced {
                 seq: 3,
-                tick: 40,
-                ops: smallvec::smallvec![
-                    WireOp::Intro {
-                        tag: Tag(7),
-                        hostname: "b".into(),
-                    },
-                    WireOp::MapSet {
-                        obj: WireId { p: 1, c: 2 },
-                        key: "k".into(),
-                        value: WireValue::Bytes(vec![1, 2, 3]),
-                    },
-                ],
+                body: Sequenced::Ops {
+                    tick: 40,
+                    ops: smallvec::smallvec![
+                        WireOp::Intro {
+                            tag: Tag(7),
+                            hostname: Hostname::of(&crate::PeerId::new("b", 7)),
+                        },
+                        WireOp::MapSet {
+                            obj: WireId { p: 1, c: 2 },
+                            key: "k".into(),
+                            value: WireValue::Bytes(vec![1, 2, 3]),
+                        },
+                    ],
+                },
             },
         }
     }
 
     #[test]
-    fn one_operation_bodies_decode_as_operations_messages() {
+    fn one_operation_messages_take_the_short_forms() {
         let op = WireOp::Append {
             obj: WireId { p: 0, c: 2 },
             value: WireValue::Int(5),
         };
         let from = Tag(1);
-        for (body, tick) in [
-            (
-                Body::Op {
+        for (tick, body) in [(9, index::body::OP), (1, index::body::NEXT)] {
+            let frame = Frame {
+                from,
+                msg: Message::Sequenced {
                     seq: 4,
-                    tick: 9,
-                    op: op.clone(),
-                },
-                9,
-            ),
-            (
-                Body::Next {
-                    seq: 4,
-                    op: op.clone(),
-                },
-                1,
-            ),
-        ] {
-            for format in [WireFormat::Binary, WireFormat::Json] {
-                let bytes = encode(
-                    &Frame {
-                        from,
-                        body: body.clone(),
+                    body: Sequenced::Ops {
+                        tick,
+                        ops: smallvec::smallvec![op.clone()],
                     },
-                    format,
-                );
-                let want = Body::Ops {
-                    seq: 4,
-                    tick,
-                    ops: smallvec::smallvec![op.clone()],
-                };
-                assert_eq!(decode(&bytes, 1 << 20).unwrap(), Frame { from, body: want });
+                },
+            };
+            let binary = encode(&frame, WireFormat::Binary);
+            assert_eq!(u32::from(binary[5]), body, "tick {tick}");
+            for format in [WireFormat::Binary, WireFormat::Json] {
+                let bytes = encode(&frame, format);
+                assert_eq!(decode(&bytes, 1 << 20).unwrap(), frame);
+                assert_eq!(decode_serde(&bytes, 1 << 20).unwrap(), frame);
             }
         }
     }

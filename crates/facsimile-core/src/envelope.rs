@@ -3,11 +3,9 @@
 //! account for messages (the relay binds each connection to the tags it
 //! sends from, and evicts them when the connection drops).
 
-use serde::Deserialize;
-
 use crate::codec::{self, VERSION};
 use crate::error::ReceiveError;
-use crate::wire::Tag;
+use crate::wire::{Message, Tag, index};
 
 /// Who sent a message, to whom, and where it stands in its sender's stream,
 /// read without applying it (see [`Envelope::peek`]).
@@ -22,34 +20,6 @@ pub struct Envelope {
     /// The message's position in its sender's stream, for a sequenced
     /// (broadcast) message.
     pub seq: Option<u64>,
-}
-
-/// The head of a binary message: the sender and the first field of each
-/// body variant, which is the sequence number or the recipient. Postcard is
-/// not self-describing, so the variants must stay in the order of
-/// [`crate::wire::Body`]; the tests below check every one.
-#[derive(Deserialize)]
-struct Head {
-    from: Tag,
-    body: HeadBody,
-}
-
-#[derive(Deserialize)]
-enum HeadBody {
-    Hello { seq: u64 },
-    Ops { seq: u64 },
-    GcAck { seq: u64 },
-    Goodbye { seq: u64 },
-    SyncRequest { seq: u64 },
-    Joined { seq: u64 },
-    SyncOffer { seq: u64 },
-    SyncFetch { to: Tag },
-    SyncAnswer { to: Tag },
-    Welcome { to: Tag },
-    Resend { to: Tag },
-    ResendGone { to: Tag },
-    Op { seq: u64 },
-    Next { seq: u64 },
 }
 
 impl Envelope {
@@ -78,33 +48,38 @@ impl Envelope {
             None => Err(ReceiveError::Empty),
             Some(b'{') => {
                 let frame = codec::decode(bytes, usize::MAX)?;
+                let (to, seq) = match frame.msg {
+                    Message::Sequenced { seq, .. } => (None, Some(seq)),
+                    Message::Directed { to, .. } => (Some(to.0), None),
+                };
                 Ok(Envelope {
                     from: frame.from.0,
-                    to: frame.body.to().map(|t| t.0),
-                    seq: frame.body.seq(),
+                    to,
+                    seq,
                 })
             }
             Some(&VERSION) => {
-                let (head, _) = postcard::take_from_bytes::<Head>(&bytes[1..])
-                    .map_err(|e| ReceiveError::Malformed(e.to_string()))?;
-                let (to, seq) = match head.body {
-                    HeadBody::Hello { seq }
-                    | HeadBody::Ops { seq }
-                    | HeadBody::Op { seq }
-                    | HeadBody::Next { seq }
-                    | HeadBody::GcAck { seq }
-                    | HeadBody::Goodbye { seq }
-                    | HeadBody::SyncRequest { seq }
-                    | HeadBody::Joined { seq }
-                    | HeadBody::SyncOffer { seq } => (None, Some(seq)),
-                    HeadBody::SyncFetch { to }
-                    | HeadBody::SyncAnswer { to }
-                    | HeadBody::Welcome { to }
-                    | HeadBody::Resend { to }
-                    | HeadBody::ResendGone { to } => (Some(to.0), None),
+                // The sender, the body's variant, and its first field: the
+                // recipient of a directed body, the position of the others.
+                let malformed = |e: postcard::Error| ReceiveError::Malformed(e.to_string());
+                let (from, rest) =
+                    postcard::take_from_bytes::<Tag>(&bytes[1..]).map_err(malformed)?;
+                let (body, rest) = postcard::take_from_bytes::<u32>(rest).map_err(malformed)?;
+                let (to, seq) = match body {
+                    b if index::body::is_directed(b) => {
+                        let (to, _) = postcard::take_from_bytes::<Tag>(rest).map_err(malformed)?;
+                        (Some(to.0), None)
+                    }
+                    b if b <= index::body::LAST => {
+                        let (seq, _) = postcard::take_from_bytes::<u64>(rest).map_err(malformed)?;
+                        (None, Some(seq))
+                    }
+                    b => {
+                        return Err(ReceiveError::Malformed(format!("unknown message kind {b}")));
+                    }
                 };
                 Ok(Envelope {
-                    from: head.from.0,
+                    from: from.0,
                     to,
                     seq,
                 })
@@ -118,74 +93,90 @@ impl Envelope {
 mod tests {
     use super::*;
     use crate::codec::{WireFormat, encode};
-    use crate::wire::{Body, Frame, WireOp};
+    use crate::wire::{Directed, Frame, Hostname, Sequenced, WireOp};
     use crate::{Config, PeerId, Replica};
 
-    fn every_body() -> Vec<Body> {
-        let state = Replica::new(PeerId::new("a", 1), Config::default()).transfer_state();
+    fn every_message() -> Vec<Message> {
+        let saved = Replica::new(PeerId::new("a", 1), Config::default()).export_state();
+        let state = postcard::from_bytes(&saved[1..]).unwrap();
+        let hostname = || Hostname::of(&PeerId::new("h", 1));
         let to = Tag(0x0102_0304);
+        let seq = |seq, body| Message::Sequenced { seq, body };
+        let directed = |body| Message::Directed { to, body };
         vec![
-            Body::Hello {
-                seq: 1,
-                hostname: "h".into(),
-            },
-            Body::Ops {
-                seq: 300,
-                tick: 9,
-                ops: smallvec::smallvec![],
-            },
-            Body::GcAck {
-                seq: 3,
-                frontier: vec![],
-                members: vec![],
-            },
-            Body::Goodbye { seq: 4 },
-            Body::SyncRequest {
-                seq: 5,
-                hostname: "h".into(),
-            },
-            Body::Joined { seq: u64::MAX },
-            Body::SyncOffer {
-                seq: 7,
-                joiner: Tag(9),
-            },
-            Body::SyncFetch { to },
-            Body::SyncAnswer {
-                to,
+            seq(
+                1,
+                Sequenced::Hello {
+                    hostname: hostname(),
+                },
+            ),
+            seq(
+                300,
+                Sequenced::Ops {
+                    tick: 9,
+                    ops: smallvec::smallvec![],
+                },
+            ),
+            seq(
+                70_000,
+                Sequenced::Ops {
+                    tick: 3,
+                    ops: smallvec::smallvec![WireOp::Tick],
+                },
+            ),
+            seq(
+                8,
+                Sequenced::Ops {
+                    tick: 1,
+                    ops: smallvec::smallvec![WireOp::Tick],
+                },
+            ),
+            seq(
+                3,
+                Sequenced::GcAck {
+                    frontier: vec![],
+                    members: vec![],
+                },
+            ),
+            seq(4, Sequenced::Goodbye),
+            seq(
+                5,
+                Sequenced::SyncRequest {
+                    hostname: hostname(),
+                },
+            ),
+            seq(u64::MAX, Sequenced::Joined),
+            seq(7, Sequenced::SyncOffer { joiner: Tag(9) }),
+            directed(Directed::SyncFetch),
+            directed(Directed::SyncAnswer {
                 state: Box::new(state),
-            },
-            Body::Welcome {
-                to,
-                hostname: "h".into(),
+            }),
+            directed(Directed::Welcome {
+                hostname: hostname(),
                 seq: 2,
-            },
-            Body::Resend { to, from_seq: 1 },
-            Body::ResendGone { to },
-            Body::Op {
-                seq: 70_000,
-                tick: 3,
-                op: WireOp::Tick,
-            },
-            Body::Next {
-                seq: 8,
-                op: WireOp::Tick,
-            },
+            }),
+            directed(Directed::Resend { from_seq: 1 }),
+            directed(Directed::ResendGone),
         ]
     }
 
     #[test]
     fn the_envelope_of_every_message_kind_matches_its_full_decoding() {
-        for body in every_body() {
+        for msg in every_message() {
+            let (to, seq) = match &msg {
+                Message::Sequenced { seq, .. } => (None, Some(*seq)),
+                Message::Directed { to, .. } => (Some(to.0), None),
+            };
             let frame = Frame {
                 from: Tag(0xdead_beef),
-                body,
+                msg,
             };
             for format in [WireFormat::Binary, WireFormat::Json] {
                 let bytes = encode(&frame, format);
                 let env = Envelope::peek(&bytes).unwrap();
-                assert_eq!(env.from, 0xdead_beef, "{format:?} {:?}", frame.body);
-                assert_eq!(env.to, frame.body.to().map(|t| t.0), "{:?}", frame.body);
-                assert_eq!(env.seq, frame.body.seq(), "{:?}", frame.body);
+                assert_eq!(env.from, 0xdead_beef, "{format:?} {:?}", frame.msg);
+                assert_eq!(env.to, to, "{:?}", frame.msg);
+                assert_eq!(env.seq, seq, "{:?}", frame.msg);
             }
         }
     }

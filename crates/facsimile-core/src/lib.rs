@@ -43,25 +43,34 @@
 
 mod clock;
 mod codec;
+mod config;
+mod doc;
 mod envelope;
 mod error;
+mod event;
 mod gc;
 mod graph;
 mod locks;
+mod membership;
 mod op;
-mod ordered;
-mod receive;
+mod outbox;
+mod outputs;
+mod parked;
 mod replica;
 mod resend;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod streams;
 mod sync;
+mod timers;
 mod value;
 mod wire;
 
 pub use codec::{VERSION, WireFormat};
+pub use config::Config;
 pub use envelope::Envelope;
 pub use error::{Error, ReceiveError};
-pub use locks::{LockEvent, LockState};
-pub use replica::{Change, Config, Event, Origin, Replica, Transmit};
+pub use event::{Change, Event, LockEvent, LockState, Origin};
+pub use outbox::Transmit;
+pub use replica::Replica;
 pub use value::{Input, ObjectId, ObjectKind, PeerId, Prop, Succession, Value};

@@ -1,285 +1,36 @@
 //! The replica: one participant's copy of a document, with no IO.
+//!
+//! Every public entry point is here, and each delegates to the component
+//! that owns the state it concerns: the document ([`Doc`]), the peers'
+//! streams ([`Streams`]), membership ([`Membership`]), the lock protocol
+//! ([`Locks`]), the sync handshake ([`Phase`], [`SyncServer`]) and the
+//! outputs ([`Outputs`]: messages, events, timers). The private methods
+//! below the public ones route a message between components; DESIGN.md's
+//! "Map of the code" says which file a kind of change touches.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use smol_str::SmolStr;
 
 use crate::clock::Peers;
-use crate::codec::{self, WireFormat};
-use crate::error::Error;
-use crate::gc::Gc;
-use crate::graph::list::ListObj;
-use crate::graph::map::MapObj;
-use crate::graph::{Graph, Obj, ObjData};
-use crate::op::Op;
-use crate::resend::ResendLog;
-use crate::value::{Id, Input, ObjectId, ObjectKind, PeerId, PeerIdx, Prop, Value};
-use crate::wire::{Body, Frame, Tag, WireId, WireOp, WireOrigin, WireValue};
-
-/// Settings of a [`Replica`].
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub(crate) format: WireFormat,
-    pub(crate) max_message: usize,
-    pub(crate) max_backlog: usize,
-    pub(crate) resend_log: usize,
-    pub(crate) gc_interval: Duration,
-    pub(crate) sync_timeout: Duration,
-    pub(crate) heartbeat: Duration,
-    pub(crate) peer_timeout: Option<Duration>,
-    pub(crate) lease: Option<Duration>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            format: WireFormat::Binary,
-            max_message: 64 << 20,
-            max_backlog: 256 << 20,
-            resend_log: 4096,
-            gc_interval: Duration::from_secs(1),
-            sync_timeout: Duration::from_secs(5),
-            heartbeat: Duration::from_secs(1),
-            peer_timeout: None,
-            lease: None,
-        }
-    }
-}
-
-impl Config {
-    /// Encoding of outgoing messages (incoming ones are recognised either
-    /// way).
-    ///
-    /// ```
-    /// use facsimile_core::{Config, WireFormat};
-    /// let config = Config::default().wire_format(WireFormat::Json);
-    /// ```
-    pub fn wire_format(mut self, format: WireFormat) -> Self {
-        self.format = format;
-        self
-    }
-
-    /// Largest message accepted, in bytes (default 64 MiB). Larger input is
-    /// refused with [`ReceiveError::TooLarge`].
-    ///
-    /// ```
-    /// let config = facsimile_core::Config::default().max_message_size(1 << 20);
-    /// ```
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message = bytes;
-        self
-    }
-
-    /// Most bytes of messages held back while waiting for a sync or for a
-    /// missing predecessor (default 256 MiB).
-    ///
-    /// ```
-    /// let config = facsimile_core::Config::default().max_backlog(16 << 20);
-    /// ```
-    pub fn max_backlog(mut self, bytes: usize) -> Self {
-        self.max_backlog = bytes;
-        self
-    }
-
-    /// How many of its own recent messages a replica keeps to resend to a
-    /// peer that missed them (default 4096).
-    ///
-    /// ```
-    /// let config = facsimile_core::Config::default().resend_log(128);
-    /// ```
-    pub fn resend_log(mut self, messages: usize) -> Self {
-        self.resend_log = messages;
-        self
-    }
-
-    /// How often unreachable objects are looked for and acknowledgements
-    /// sent (default one second).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let config = facsimile_core::Config::default().gc_interval(Duration::from_millis(200));
-    /// ```
-    pub fn gc_interval(mut self, interval: Duration) -> Self {
-        self.gc_interval = interval;
-        self
-    }
-
-    /// How long a joiner waits for the chosen peer's answer before asking
-    /// another (default five seconds).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let config = facsimile_core::Config::default().sync_timeout(Duration::from_secs(1));
-    /// ```
-    pub fn sync_timeout(mut self, timeout: Duration) -> Self {
-        self.sync_timeout = timeout;
-        self
-    }
-
-    /// Detects silent peers: send a heartbeat when nothing was sent for
-    /// `heartbeat`, and evict a member not heard from for `timeout` (its
-    /// locks are freed and it is no longer waited for). Off by default, since
-    /// it needs [`Replica::handle_timeout`] to be called regularly.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let config = facsimile_core::Config::default()
-    ///     .failure_detection(Duration::from_millis(500), Duration::from_secs(5));
-    /// ```
-    pub fn failure_detection(mut self, heartbeat: Duration, timeout: Duration) -> Self {
-        self.heartbeat = heartbeat;
-        self.peer_timeout = Some(timeout);
-        self
-    }
-
-    /// Runs over a totally ordered log ([`Replica::handle_ordered`]): locks
-    /// are granted by log order with the log position as fencing token, and
-    /// a peer whose last message in the log is older than `lease` (by the
-    /// log's timestamps) loses its locks and membership. Heartbeats go out
-    /// every third of the lease.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let config = facsimile_core::Config::default().ordered(Duration::from_secs(3));
-    /// ```
-    pub fn ordered(mut self, lease: Duration) -> Self {
-        self.lease = Some(lease);
-        self.heartbeat = lease / 3;
-        self
-    }
-}
-
-/// Where a change came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// This replica's own write.
-    Local,
-    /// A write received from this peer.
-    Remote(PeerId),
-}
-
-/// One effective change to one object.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Change {
-    /// The changed object.
-    pub object: ObjectId,
-    /// The changed key or index; `None` when a method changed the object as
-    /// a whole (an array method, a batch of element writes).
-    pub prop: Option<Prop>,
-    /// The value before, where there was one.
-    pub old: Option<Value>,
-    /// The value after, where there is one.
-    pub new: Option<Value>,
-    /// Who made the change.
-    pub origin: Origin,
-}
-
-/// Something the program may want to react to, pulled with
-/// [`Replica::poll_event`].
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum Event {
-    /// An object changed.
-    Change(Change),
-    /// The root was replaced.
-    RootChanged {
-        /// The root before.
-        old: Value,
-        /// The root now.
-        new: Value,
-        /// Who replaced it.
-        origin: Origin,
-    },
-    /// A sync completed: the document is complete and every reference
-    /// reachable from the root is resolved.
-    Ready,
-    /// A peer announced itself.
-    PeerJoined(PeerId),
-    /// A peer said goodbye.
-    PeerLeft(PeerId),
-    /// The replica lost track of a peer's stream and cannot recover by
-    /// retransmission; call [`Replica::sync`]. Over an ordered log: a write
-    /// of this replica raced a lock grant and the log refused it; leave and
-    /// start over from [`Replica::log_snapshot`].
-    NeedsSync,
-    /// A lock was granted, released or lost.
-    Lock(crate::locks::LockEvent),
-    /// The peers evicted this replica (it was silent too long): its locks
-    /// are lost and they no longer wait for it. Rejoin with
-    /// [`Replica::reincarnate`].
-    Evicted,
-}
-
-/// An outgoing message. Send `bytes` to every other replica (or only to
-/// `to` when set; broadcasting those is harmless), in the order polled.
-#[must_use = "a transmit must be sent or the peers never converge"]
-#[derive(Clone, Debug)]
-pub struct Transmit {
-    /// The recipient's tag (its incarnation) when the message is for one peer.
-    pub to: Option<u32>,
-    /// The encoded message.
-    pub bytes: Arc<[u8]>,
-}
-
-/// Per-sender stream state.
-#[derive(Debug, Default)]
-pub(crate) struct Stream {
-    pub(crate) peer: Option<PeerIdx>,
-    pub(crate) next_seq: u64,
-    /// The sender's last counter applied here.
-    pub(crate) lamport: u64,
-    /// The sender's dictionary: wire peer index to local peer.
-    pub(crate) dict: Vec<PeerIdx>,
-    /// Messages that arrived ahead of a gap.
-    pub(crate) held: BTreeMap<u64, (Frame, usize)>,
-    pub(crate) resend_asked: bool,
-}
-
-pub(crate) enum Phase {
-    Live,
-    Syncing(SyncState),
-}
-
-pub(crate) struct SyncState {
-    pub(crate) offers: VecDeque<Tag>,
-    pub(crate) fetching: Option<(Tag, Duration)>,
-    pub(crate) backlog: Vec<(Frame, usize)>,
-    pub(crate) backlog_bytes: usize,
-    pub(crate) request_deadline: Duration,
-}
-
-/// The outgoing stream under construction.
-#[derive(Default)]
-pub(crate) struct Outbox {
-    pub(crate) seq: u64,
-    pub(crate) dict: FxHashMap<PeerIdx, u32>,
-    pub(crate) ops: Vec<WireOp>,
-    pub(crate) lamport: Option<u64>,
-    pub(crate) depth: u32,
-    pub(crate) queue: VecDeque<Transmit>,
-    pub(crate) log: ResendLog,
-    /// Encoding buffer, reused between messages.
-    pub(crate) scratch: Vec<u8>,
-}
-
-/// Lists touched by one message or one local call, for mass change events.
-#[derive(Default)]
-pub(crate) struct Touched {
-    pub(crate) lists: Vec<(Id, TouchKind)>,
-}
-
-pub(crate) enum TouchKind {
-    /// A single element set; carries what a property event needs.
-    Set {
-        elem: Id,
-        old: Value,
-    },
-    Mass,
-}
+use crate::codec::{self, VERSION};
+use crate::config::Config;
+use crate::doc::{Applied, Doc};
+use crate::error::{Error, ReceiveError};
+use crate::event::{Event, LockState, Origin};
+use crate::gc::{self, PassContext};
+use crate::locks::{Locks, Refusal};
+use crate::membership::Membership;
+use crate::op::{self, Op};
+use crate::outbox::Transmit;
+use crate::outputs::Outputs;
+use crate::streams::{Arrival, Streams};
+use crate::sync::transfer::{self, Source, Target, Transferred};
+use crate::sync::{Joining, Phase, Retry, SyncServer};
+use crate::timers::Timer;
+use crate::value::{Id, Input, ObjectId, ObjectKind, PeerId, PeerIdx, Succession, Value};
+use crate::wire::{self, Directed, Frame, Hostname, Message, Ops, Sequenced, Tag, WireOp};
 
 /// One participant's copy of a document: applies local writes, turns them
 /// into messages, applies messages from peers, and reports changes. It does
@@ -287,7 +38,8 @@ pub(crate) enum TouchKind {
 ///
 /// # Driving a replica
 /// - Inputs: local reads and writes (`map_set`, `list_splice`, ...), incoming
-///   bytes ([`Replica::handle_message`]) and the passage of time
+///   bytes ([`Replica::handle_message`], or [`Replica::handle_ordered`] over
+///   a totally ordered log) and the passage of time
 ///   ([`Replica::handle_timeout`]).
 /// - Outputs, to poll after every input, in this order:
 ///   [`Replica::poll_transmit`] until `None` (send them in order),
@@ -297,7 +49,6 @@ pub(crate) enum TouchKind {
 /// # Example
 /// ```
 /// use facsimile_core::{Config, Input, PeerId, Replica};
-/// use std::time::Duration;
 ///
 /// let mut a = Replica::new(PeerId::new("a", 1), Config::default());
 /// let mut b = Replica::new(PeerId::new("b", 2), Config::default());
@@ -312,80 +63,45 @@ pub(crate) enum TouchKind {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Replica {
-    pub(crate) me: PeerId,
-    pub(crate) config: Config,
-    pub(crate) peers: Peers,
-    pub(crate) graph: Graph,
-    pub(crate) clock: u64,
-    pub(crate) streams: FxHashMap<u32, Stream>,
-    pub(crate) out: Outbox,
-    pub(crate) pending: FxHashMap<Id, Vec<(PeerIdx, Op)>>,
-    pub(crate) pending_count: usize,
-    /// Ranges of ids that parked operations will create: `(peer, first, len)`.
-    pub(crate) pending_creates: Vec<(PeerIdx, u64, u64)>,
-    pub(crate) woken: VecDeque<(PeerIdx, Op)>,
-    /// Bytes of messages held behind stream gaps.
-    pub(crate) held_bytes: usize,
-    /// The last counter of this replica's last sent message.
-    pub(crate) sent_lamport: u64,
-    /// Peers waiting for a sync answer (see `answer_fetches`).
-    pub(crate) deferred_fetches: Vec<Tag>,
-    /// Members whose sync request was seen and whose sync has not completed:
-    /// they hold nothing a snapshot must cover.
-    pub(crate) syncing_peers: rustc_hash::FxHashSet<PeerIdx>,
-    /// For each joiner, the members it was requested among (their offers are
-    /// awaited before answering it).
-    pub(crate) offer_wait: FxHashMap<u32, Vec<PeerIdx>>,
-    /// For each joiner, the peers whose offer to it was applied here.
-    pub(crate) offers_seen: FxHashMap<u32, rustc_hash::FxHashSet<u32>>,
-    pub(crate) events: VecDeque<Event>,
-    pub(crate) phase: Phase,
-    pub(crate) gc: Gc,
-    pub(crate) locks: crate::locks::Locks,
-    pub(crate) log: crate::ordered::LogState,
-    pub(crate) now: Duration,
-    pub(crate) touched: Touched,
+    me: PeerId,
+    config: Config,
+    /// Every peer heard of; stamps name peers by index into it.
+    peers: Peers,
+    doc: Doc,
+    streams: Streams,
+    members: Membership,
+    locks: Locks,
+    /// Whether the document is here or being fetched.
+    phase: Phase,
+    serve: SyncServer,
+    out: Outputs,
     /// The translated operations of the message being applied; kept for
     /// its capacity.
-    pub(crate) op_buf: Vec<crate::op::Op>,
-    /// Whether change events are recorded (nobody may be listening).
-    pub(crate) record_changes: bool,
+    op_buf: Vec<Op>,
 }
 
 impl Replica {
     /// Creates an empty replica (root `Null`) that announces itself to its
     /// peers with its first transmit.
     pub fn new(me: PeerId, config: Config) -> Self {
+        let mut out = Outputs::new(Tag(me.incarnation()), &config);
+        // The first reclamation pass is due at once.
+        out.timers.set(Timer::Gc, Duration::ZERO);
         let mut r = Replica {
             peers: Peers::new(me.clone()),
+            locks: Locks::new(&config),
             me,
             config,
-            graph: Graph::default(),
-            clock: 0,
-            streams: FxHashMap::default(),
-            out: Outbox::default(),
-            pending: FxHashMap::default(),
-            pending_count: 0,
-            pending_creates: Vec::new(),
-            woken: VecDeque::new(),
-            held_bytes: 0,
-            sent_lamport: 0,
-            deferred_fetches: Vec::new(),
-            offers_seen: FxHashMap::default(),
-            offer_wait: FxHashMap::default(),
-            syncing_peers: Default::default(),
-            events: VecDeque::new(),
+            doc: Doc::default(),
+            streams: Streams::default(),
+            members: Membership::default(),
             phase: Phase::Live,
-            gc: Gc::default(),
-            locks: crate::locks::Locks::default(),
-            log: crate::ordered::LogState::default(),
-            now: Duration::ZERO,
-            touched: Touched::default(),
+            serve: SyncServer::default(),
+            out,
             op_buf: Vec::new(),
-            record_changes: true,
         };
-        let hostname = SmolStr::from(r.me.hostname());
-        r.send_sequenced(|seq| Body::Hello { seq, hostname });
+        let hostname = Hostname::of(&r.me);
+        r.out.send(Sequenced::Hello { hostname });
         r
     }
 
@@ -399,11 +115,6 @@ impl Replica {
         &self.me
     }
 
-    /// The peer id of a replica's peer index, for ids this replica minted.
-    pub(crate) fn tag(&self) -> Tag {
-        Tag(self.me.incarnation())
-    }
-
     /// Whether the document is complete (no sync in progress).
     pub fn is_ready(&self) -> bool {
         matches!(self.phase, Phase::Live)
@@ -412,10 +123,9 @@ impl Replica {
     /// Peers known to be participating (announced and not departed).
     pub fn members(&self) -> Vec<PeerId> {
         let mut m: Vec<PeerId> = self
-            .gc
             .members
             .iter()
-            .map(|&p| self.peers.get(p).clone())
+            .map(|p| self.peers.get(p).clone())
             .collect();
         m.sort();
         m
@@ -425,41 +135,17 @@ impl Replica {
 
     /// The root value.
     pub fn root(&self) -> Value {
-        self.graph.root.clone()
+        self.doc.root().clone()
     }
 
     /// The kind of an object, if it is present.
     pub fn kind(&self, obj: ObjectId) -> Option<ObjectKind> {
-        self.graph.get(obj.0).map(Obj::kind)
+        self.doc.kind(obj)
     }
 
     /// The creator and counter of an object, which name it on every replica.
     pub fn object_origin(&self, obj: ObjectId) -> (PeerId, u64) {
         (self.peers.get(obj.0.peer).clone(), obj.0.counter)
-    }
-
-    pub(crate) fn map(&self, obj: ObjectId) -> Result<&MapObj, Error> {
-        match self.graph.get(obj.0).map(|o| &o.data) {
-            Some(ObjData::Map(m)) => Ok(m),
-            Some(ObjData::List(_)) => Err(Error::WrongKind {
-                object: obj,
-                expected: ObjectKind::Map,
-                found: ObjectKind::Array,
-            }),
-            None => Err(Error::UnknownObject(obj)),
-        }
-    }
-
-    pub(crate) fn list(&self, obj: ObjectId) -> Result<&ListObj, Error> {
-        match self.graph.get(obj.0).map(|o| &o.data) {
-            Some(ObjData::List(l)) => Ok(l),
-            Some(ObjData::Map(_)) => Err(Error::WrongKind {
-                object: obj,
-                expected: ObjectKind::Array,
-                found: ObjectKind::Map,
-            }),
-            None => Err(Error::UnknownObject(obj)),
-        }
     }
 
     /// The value of a map key.
@@ -468,7 +154,7 @@ impl Replica {
     /// [`Error::UnknownObject`] or [`Error::WrongKind`] when `obj` is not a
     /// map here.
     pub fn map_get(&self, obj: ObjectId, key: &str) -> Result<Option<Value>, Error> {
-        Ok(self.map(obj)?.get(key).cloned())
+        Ok(self.doc.map(obj)?.get(key).cloned())
     }
 
     /// Number of keys of a map.
@@ -476,7 +162,7 @@ impl Replica {
     /// # Errors
     /// As [`Replica::map_get`].
     pub fn map_len(&self, obj: ObjectId) -> Result<usize, Error> {
-        Ok(self.map(obj)?.len())
+        Ok(self.doc.map(obj)?.len())
     }
 
     /// The entries of a map, in key order.
@@ -484,9 +170,8 @@ impl Replica {
     /// # Errors
     /// As [`Replica::map_get`].
     pub fn map_entries(&mut self, obj: ObjectId) -> Result<Vec<(SmolStr, Value)>, Error> {
-        let mut out = Vec::with_capacity(self.map_len(obj)?);
-        self.map_for_each(obj, |k, v, _| out.push((k.clone(), v.clone())))?;
-        Ok(out)
+        let map = self.doc.sorted_map(obj)?;
+        Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
     /// Calls `f` with each entry of a map, in key order, and this replica
@@ -499,11 +184,9 @@ impl Replica {
         obj: ObjectId,
         mut f: impl FnMut(&SmolStr, &Value, &Replica),
     ) -> Result<(), Error> {
-        if let Some(ObjData::Map(m)) = self.graph.get_mut(obj.0).map(|o| &mut o.data) {
-            m.sort();
-        }
+        self.doc.sorted_map(obj)?;
         let this = &*self;
-        for (k, v) in this.map(obj)?.iter() {
+        for (k, v) in this.doc.map(obj)?.iter() {
             f(k, v, this);
         }
         Ok(())
@@ -514,7 +197,8 @@ impl Replica {
     /// # Errors
     /// As [`Replica::map_get`].
     pub fn map_keys(&mut self, obj: ObjectId) -> Result<Vec<SmolStr>, Error> {
-        Ok(self.map_entries(obj)?.into_iter().map(|(k, _)| k).collect())
+        let map = self.doc.sorted_map(obj)?;
+        Ok(map.iter().map(|(k, _)| k.clone()).collect())
     }
 
     /// Length of an array.
@@ -523,7 +207,7 @@ impl Replica {
     /// [`Error::UnknownObject`] or [`Error::WrongKind`] when `obj` is not an
     /// array here.
     pub fn list_len(&self, obj: ObjectId) -> Result<usize, Error> {
-        Ok(self.list(obj)?.len())
+        Ok(self.doc.list(obj)?.len())
     }
 
     /// The element at `index`, if any.
@@ -531,7 +215,7 @@ impl Replica {
     /// # Errors
     /// As [`Replica::list_len`].
     pub fn list_get(&self, obj: ObjectId, index: usize) -> Result<Option<Value>, Error> {
-        Ok(self.list(obj)?.get(index).cloned())
+        Ok(self.doc.list(obj)?.get(index).cloned())
     }
 
     /// A number that changes whenever the array changes, to detect a change
@@ -540,7 +224,7 @@ impl Replica {
     /// # Errors
     /// As [`Replica::list_len`].
     pub fn list_version(&self, obj: ObjectId) -> Result<u64, Error> {
-        Ok(self.list(obj)?.version())
+        Ok(self.doc.list(obj)?.version())
     }
 
     /// All elements of an array, in order.
@@ -548,7 +232,7 @@ impl Replica {
     /// # Errors
     /// As [`Replica::list_len`].
     pub fn list_values(&self, obj: ObjectId) -> Result<Vec<Value>, Error> {
-        Ok(self.list(obj)?.values().cloned().collect())
+        Ok(self.doc.list(obj)?.values().cloned().collect())
     }
 
     /// Calls `f` with each element of an array, in order, and this replica
@@ -561,10 +245,16 @@ impl Replica {
         obj: ObjectId,
         mut f: impl FnMut(&Value, &Replica),
     ) -> Result<(), Error> {
-        for v in self.list(obj)?.values() {
+        for v in self.doc.list(obj)?.values() {
             f(v, self);
         }
         Ok(())
+    }
+
+    /// The canonical encoding of the document: identical on every replica
+    /// that received the same messages, with nothing node-local in it.
+    pub fn snapshot(&mut self) -> Vec<u8> {
+        codec::encode_plain(&self.doc.canonical(&self.peers))
     }
 
     // --------------------------------------------------------------- writes
@@ -572,141 +262,13 @@ impl Replica {
     /// Groups the writes that follow, until the matching
     /// [`Replica::commit`], into one message. Calls nest.
     pub fn begin(&mut self) {
-        self.out.depth += 1;
+        self.out.begin();
     }
 
     /// Ends a group opened by [`Replica::begin`]; the outermost one queues
     /// the message.
     pub fn commit(&mut self) {
-        self.out.depth = self.out.depth.saturating_sub(1);
-        if self.out.depth == 0 {
-            self.flush();
-        }
-    }
-
-    pub(crate) fn writable_now(&self) -> Result<(), Error> {
-        self.writable()
-    }
-
-    fn writable(&self) -> Result<(), Error> {
-        match self.phase {
-            Phase::Live => Ok(()),
-            Phase::Syncing(_) => Err(Error::Syncing),
-        }
-    }
-
-    pub(crate) fn tick(&mut self) -> Id {
-        self.clock += 1;
-        if self.out.lamport.is_none() {
-            self.out.lamport = Some(self.clock);
-        }
-        Id::new(PeerIdx::SELF, self.clock)
-    }
-
-    /// Checks that every existing object an input references may be
-    /// referenced: it is present, and it has not been unreachable since this
-    /// replica last acknowledged its state (see `gc`).
-    fn check_input(&mut self, input: &Input) -> Result<(), Error> {
-        match input {
-            Input::Value(Value::Ref(o)) => self.check_ref(*o),
-            Input::Value(_) => Ok(()),
-            Input::Map(entries) => entries.iter().try_for_each(|(_, v)| self.check_input(v)),
-            Input::Array(items) => items.iter().try_for_each(|v| self.check_input(v)),
-        }
-    }
-
-    fn check_ref(&mut self, o: ObjectId) -> Result<(), Error> {
-        match self.graph.get(o.0) {
-            None => Err(Error::UnknownObject(o)),
-            Some(obj) if obj.mark == self.gc.mark => Ok(()),
-            Some(_) => {
-                if self.gc.reachable_now(&self.graph, o.0) {
-                    Ok(())
-                } else {
-                    Err(Error::Detached(o))
-                }
-            }
-        }
-    }
-
-    /// Objects a local write just created hang under `target` (`None`: the
-    /// root). They are reachable if `target` is known to be (marked at the
-    /// latest mark, nothing detached since), which spares the next pass a
-    /// mark; otherwise the next pass marks.
-    fn created_under(&mut self, target: Option<Id>) {
-        if !std::mem::take(&mut self.gc.fresh) {
-            return;
-        }
-        let mark = self.gc.mark;
-        let known = !self.gc.dirty
-            && target.is_none_or(|t| self.graph.get(t).is_some_and(|o| o.mark == mark));
-        self.gc.dirty |= !known;
-    }
-
-    /// Creates the objects of an input tree (children first) and returns the
-    /// value to store.
-    fn materialize(&mut self, input: Input) -> (Value, WireValue) {
-        // The write that stores what this creates settles it for
-        // reclamation (`created_under`).
-        self.gc.fresh |= !matches!(input, Input::Value(_));
-        match input {
-            Input::Value(v) => {
-                let w = self.wire_value(&v);
-                (v, w)
-            }
-            Input::Map(entries) => {
-                // A one-entry map (common in object graphs) allocates only
-                // its own storage.
-                let mut values: SmallVec<[_; 1]> = SmallVec::with_capacity(entries.len());
-                let mut wire = SmallVec::with_capacity(entries.len());
-                for (k, v) in entries {
-                    let (v, w) = self.materialize(v);
-                    values.push((k.clone(), v));
-                    wire.push((k, w));
-                }
-                let id = self.tick();
-                let mut map = MapObj::with_capacity(values.len());
-                for (k, v) in values {
-                    map.apply(&k, Some(v), id, &self.peers);
-                }
-                self.insert_object(id, ObjData::Map(map));
-                self.out.ops.push(WireOp::NewMap { entries: wire });
-                let o = ObjectId(id);
-                (Value::Ref(o), WireValue::Ref(self.wire_id(id)))
-            }
-            Input::Array(items) => {
-                let mut values = Vec::with_capacity(items.len());
-                let mut wire = Vec::with_capacity(items.len());
-                for v in items {
-                    let (v, w) = self.materialize(v);
-                    values.push(v);
-                    wire.push(w);
-                }
-                let id = self.tick();
-                let n = values.len() as u64;
-                self.clock += n;
-                let mut list = ListObj::default();
-                list.insert(
-                    None,
-                    Id::new(PeerIdx::SELF, id.counter + 1),
-                    values,
-                    &self.peers,
-                );
-                self.insert_object(id, ObjData::List(Box::new(list)));
-                self.out.ops.push(WireOp::NewArray { values: wire });
-                (Value::Ref(ObjectId(id)), WireValue::Ref(self.wire_id(id)))
-            }
-        }
-    }
-
-    pub(crate) fn insert_object(&mut self, id: Id, data: ObjData) {
-        self.graph.objects.insert(
-            id,
-            Obj {
-                data,
-                mark: self.gc.mark,
-            },
-        );
+        self.out.end();
     }
 
     /// Replaces the root. Returns the new root object when `input` creates
@@ -717,29 +279,7 @@ impl Replica {
     /// [`Error::Detached`] for a reference that cannot be stored.
     pub fn set_root(&mut self, input: Input) -> Result<Option<ObjectId>, Error> {
         self.writable()?;
-        self.check_input(&input)?;
-        if let Input::Value(v) = &input {
-            if v.same(&self.graph.root) {
-                return Ok(v.as_ref_id());
-            }
-        }
-        self.begin();
-        let (value, wire) = self.materialize(input);
-        self.created_under(None);
-        let stamp = self.tick();
-        self.out.ops.push(WireOp::Root { value: wire });
-        let old = std::mem::replace(&mut self.graph.root, value.clone());
-        self.graph.root_stamp = stamp;
-        self.gc.note_detach(&old);
-        if self.record_changes {
-            self.events.push_back(Event::RootChanged {
-                old,
-                new: value.clone(),
-                origin: Origin::Local,
-            });
-        }
-        self.commit();
-        Ok(value.as_ref_id())
+        self.doc.set_root(input, &mut self.out, &self.peers)
     }
 
     /// Sets a map key. Returns whether anything changed (writing the value
@@ -747,97 +287,34 @@ impl Replica {
     ///
     /// # Errors
     /// [`Error::Syncing`], [`Error::UnknownObject`], [`Error::WrongKind`],
-    /// [`Error::Detached`].
+    /// [`Error::Detached`], and [`Error::NotOwner`] while another replica
+    /// holds the map's lock.
     pub fn map_set(&mut self, obj: ObjectId, key: &str, input: Input) -> Result<bool, Error> {
         self.writable()?;
-        let current = self.map(obj)?.get(key);
-        self.check_owner(obj.0, false)?;
-        if let (Input::Value(v), Some(cur)) = (&input, current) {
-            if v.same(cur) {
-                return Ok(false);
-            }
-        }
-        self.check_input(&input)?;
-        self.begin();
-        let (value, wire) = self.materialize(input);
-        self.created_under(Some(obj.0));
-        let stamp = self.tick();
-        let key = SmolStr::from(key);
-        let wobj = self.wire_id(obj.0);
-        self.out.ops.push(WireOp::MapSet {
-            obj: wobj,
-            key: key.clone(),
-            value: wire,
-        });
-        self.apply_map_write(obj.0, key, Some(value), stamp, Origin::Local);
-        self.commit();
-        Ok(true)
+        let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
+        self.doc
+            .map_set(obj, key, input, owner, &mut self.out, &self.peers)
     }
 
     /// Deletes a map key. Returns the value it held.
     ///
     /// # Errors
-    /// [`Error::Syncing`], [`Error::UnknownObject`], [`Error::WrongKind`].
+    /// [`Error::Syncing`], [`Error::UnknownObject`], [`Error::WrongKind`],
+    /// [`Error::NotOwner`].
     pub fn map_delete(&mut self, obj: ObjectId, key: &str) -> Result<Option<Value>, Error> {
         self.writable()?;
-        let Some(old) = self.map(obj)?.get(key).cloned() else {
-            return Ok(None);
-        };
-        self.check_owner(obj.0, false)?;
-        self.begin();
-        let stamp = self.tick();
-        let key = SmolStr::from(key);
-        let wobj = self.wire_id(obj.0);
-        self.out.ops.push(WireOp::MapDelete {
-            obj: wobj,
-            key: key.clone(),
-        });
-        self.apply_map_write(obj.0, key, None, stamp, Origin::Local);
-        self.commit();
-        Ok(Some(old))
-    }
-
-    /// Applies a map write that has passed every check, recording the change.
-    pub(crate) fn apply_map_write(
-        &mut self,
-        obj: Id,
-        key: SmolStr,
-        value: Option<Value>,
-        stamp: Id,
-        origin: Origin,
-    ) {
-        let Some(Obj {
-            data: ObjData::Map(m),
-            ..
-        }) = self.graph.objects.get_mut(&obj)
-        else {
-            return;
-        };
-        // A delete leaves a tombstone.
-        self.gc.garbage |= value.is_none();
-        if let Some(change) = m.apply(&key, value, stamp, &self.peers) {
-            if let Some(old) = &change.old {
-                self.gc.note_detach(old);
-            }
-            if !self.record_changes {
-                return;
-            }
-            self.events.push_back(Event::Change(Change {
-                object: ObjectId(obj),
-                prop: Some(Prop::Key(key)),
-                old: change.old,
-                new: change.new,
-                origin,
-            }));
-        }
+        let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
+        self.doc
+            .map_delete(obj, key, owner, &mut self.out, &self.peers)
     }
 
     /// Removes `delete` elements from `start` and inserts `items` there, as
     /// JavaScript's `splice`. Returns the removed values.
     ///
     /// # Errors
-    /// [`Error::IndexOutOfBounds`] when `start` is past the end, and the
-    /// errors of [`Replica::map_set`].
+    /// [`Error::IndexOutOfBounds`] when `start` is past the end,
+    /// [`Error::Locked`] while another replica holds the array's lock, and
+    /// the errors of [`Replica::map_set`].
     pub fn list_splice(
         &mut self,
         obj: ObjectId,
@@ -848,108 +325,20 @@ impl Replica {
         // One item (a push, a typed character) is kept inline.
         let items: SmallVec<[Input; 1]> = items.into_iter().collect();
         self.writable()?;
-        let len = self.list(obj)?.len();
-        self.check_owner(obj.0, true)?;
-        if start > len {
-            return Err(Error::IndexOutOfBounds {
-                object: obj,
-                index: start,
-                len,
-            });
-        }
-        for item in &items {
-            self.check_input(item)?;
-        }
-        let delete = delete.min(len - start);
-        if delete == 0 && items.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.begin();
-        let wobj = self.wire_id(obj.0);
-        let mut removed = Vec::with_capacity(delete);
-        if delete > 0 {
-            let list = self.list(obj)?;
-            let elems: Vec<Id> = (start..start + delete).map(|i| list.elem_at(i)).collect();
-            let runs = self.wire_runs(&elems);
-            self.out.ops.push(WireOp::ListDelete { obj: wobj, runs });
-            let list = self.list_mut(obj.0);
-            for e in elems {
-                if let Some((v, _)) = list.delete(e) {
-                    removed.push(v);
-                }
-            }
-            for v in &removed {
-                self.gc.note_detach(v);
-            }
-            self.gc.garbage = true;
-        }
-        if !items.is_empty() {
-            let n = items.len();
-            let mut items = items.into_iter();
-            // One item (a push, a typed character) needs no vectors.
-            let single = match n {
-                1 => items.next().map(|i| self.materialize(i)),
-                _ => None,
-            };
-            let (values, wire): (Vec<Value>, Vec<WireValue>) = match single {
-                Some(_) => Default::default(),
-                None => items.map(|i| self.materialize(i)).unzip(),
-            };
-            self.created_under(Some(obj.0));
-            let origin = (start > 0).then(|| self.list(obj).expect("checked").slot_at(start - 1));
-            let first = self.tick();
-            self.clock += n as u64 - 1;
-            let worigin = match origin {
-                None => WireOrigin::Head,
-                Some(o) if o.peer == PeerIdx::SELF && o.counter < first.counter => {
-                    WireOrigin::Back(first.counter - o.counter)
-                }
-                Some(o) => WireOrigin::Id(self.wire_id(o)),
-            };
-            let (op, one) = match (single, worigin) {
-                (Some((v, value)), WireOrigin::Back(1)) => {
-                    (WireOp::Append { obj: wobj, value }, Some(v))
-                }
-                (Some((v, w)), origin) => (
-                    WireOp::ListInsert {
-                        obj: wobj,
-                        origin,
-                        values: vec![w],
-                    },
-                    Some(v),
-                ),
-                (None, origin) => (
-                    WireOp::ListInsert {
-                        obj: wobj,
-                        origin,
-                        values: wire,
-                    },
-                    None,
-                ),
-            };
-            self.out.ops.push(op);
-            let peers = &self.peers;
-            if let Some(ObjData::List(l)) = self.graph.get_mut(obj.0).map(|o| &mut o.data) {
-                match one {
-                    Some(v) => l.insert(origin, first, std::iter::once(v), peers),
-                    None => l.insert(origin, first, values, peers),
-                }
-            }
-        }
-        self.touch(obj.0, TouchKind::Mass);
-        self.commit();
-        Ok(removed)
+        let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
+        self.doc
+            .list_splice(obj, start, delete, items, owner, &mut self.out, &self.peers)
     }
 
     /// Sets the element at `index`. Setting at `index == len` appends, and
     /// past the end pads with `Null` first. Returns whether anything changed.
     ///
     /// # Errors
-    /// As [`Replica::map_set`].
+    /// As [`Replica::list_splice`].
     pub fn list_set(&mut self, obj: ObjectId, index: usize, input: Input) -> Result<bool, Error> {
         self.writable()?;
-        let len = self.list(obj)?.len();
-        self.check_owner(obj.0, true)?;
+        let len = self.doc.list(obj)?.len();
+        self.locks.check_owner(obj.0, Refusal::Locked)?;
         if index >= len {
             let mut items: Vec<Input> = (len..index).map(|_| Input::Value(Value::Null)).collect();
             items.push(input);
@@ -965,64 +354,16 @@ impl Replica {
     ///
     /// # Errors
     /// [`Error::IndexOutOfBounds`] for an index at or past the end, and the
-    /// errors of [`Replica::map_set`].
+    /// errors of [`Replica::list_splice`].
     pub fn list_set_many(
         &mut self,
         obj: ObjectId,
         writes: Vec<(usize, Input)>,
     ) -> Result<usize, Error> {
         self.writable()?;
-        let list = self.list(obj)?;
-        self.check_owner(obj.0, true)?;
-        let len = list.len();
-        let mut effective = Vec::with_capacity(writes.len());
-        for (index, input) in writes {
-            if index >= len {
-                return Err(Error::IndexOutOfBounds {
-                    object: obj,
-                    index,
-                    len,
-                });
-            }
-            let elem = list.elem_at(index);
-            if let Input::Value(v) = &input {
-                if list.value_of(elem).is_some_and(|cur| cur.same(v)) {
-                    continue;
-                }
-            }
-            effective.push((elem, input));
-        }
-        for (_, input) in &effective {
-            self.check_input(input)?;
-        }
-        if effective.is_empty() {
-            return Ok(0);
-        }
-        self.begin();
-        let wobj = self.wire_id(obj.0);
-        let count = effective.len();
-        for (elem, input) in effective {
-            let (value, wire) = self.materialize(input);
-            self.created_under(Some(obj.0));
-            let stamp = self.tick();
-            let welem = self.wire_id(elem);
-            self.out.ops.push(WireOp::ListSet {
-                obj: wobj,
-                elem: welem,
-                value: wire,
-            });
-            let peers = &self.peers;
-            let list = match self.graph.get_mut(obj.0).map(|o| &mut o.data) {
-                Some(ObjData::List(l)) => l,
-                _ => unreachable!("checked"),
-            };
-            if let Some((old, _)) = list.set(elem, value, stamp, peers) {
-                self.gc.note_detach(&old);
-                self.touch(obj.0, TouchKind::Set { elem, old });
-            }
-        }
-        self.commit();
-        Ok(count)
+        let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
+        self.doc
+            .list_set_many(obj, writes, owner, &mut self.out, &self.peers)
     }
 
     /// Reorders an array: afterwards the element at `i` is the one that was
@@ -1032,329 +373,1027 @@ impl Replica {
     /// # Errors
     /// [`Error::BadPermutation`] when `order` is not a permutation of
     /// `0..len`, and [`Error::Syncing`], [`Error::UnknownObject`],
-    /// [`Error::WrongKind`].
+    /// [`Error::WrongKind`], [`Error::Locked`].
     pub fn list_reorder(&mut self, obj: ObjectId, order: &[usize]) -> Result<bool, Error> {
         self.writable()?;
-        let list = self.list(obj)?;
-        self.check_owner(obj.0, true)?;
-        let len = list.len();
-        let mut seen = vec![false; len];
-        if order.len() != len
-            || order
-                .iter()
-                .any(|&i| i >= len || std::mem::replace(&mut seen[i], true))
-        {
-            return Err(Error::BadPermutation { object: obj, len });
-        }
-        if order.iter().enumerate().all(|(i, &o)| i == o) {
-            return Ok(false);
-        }
-        let elems: Vec<Id> = list.values_ids();
-        let keep = longest_increasing(order);
-        self.begin();
-        let wobj = self.wire_id(obj.0);
-        // Walk the target order; every element not kept is moved right after
-        // the element that precedes it in the target.
-        let mut prev_slot: Option<Id> = None;
-        for (i, &from) in order.iter().enumerate() {
-            let elem = elems[from];
-            if !keep[i] {
-                let slot = self.tick();
-                let welem = self.wire_id(elem);
-                let worigin = prev_slot.map(|p| self.wire_id(p));
-                self.out.ops.push(WireOp::ListMove {
-                    obj: wobj,
-                    elem: welem,
-                    origin: worigin,
-                });
-                let peers = &self.peers;
-                let list = match self.graph.get_mut(obj.0).map(|o| &mut o.data) {
-                    Some(ObjData::List(l)) => l,
-                    _ => unreachable!("checked"),
-                };
-                list.move_elem(elem, prev_slot, slot, peers);
-                self.gc.garbage = true;
-            }
-            prev_slot = self.list(obj).expect("checked").position_of(elem);
-        }
-        self.touch(obj.0, TouchKind::Mass);
-        self.commit();
-        Ok(true)
+        let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
+        self.doc
+            .list_reorder(obj, order, owner, &mut self.out, &self.peers)
     }
 
-    fn list_mut(&mut self, obj: Id) -> &mut ListObj {
-        match self.graph.get_mut(obj).map(|o| &mut o.data) {
-            Some(ObjData::List(l)) => l,
-            _ => unreachable!("caller checked the kind"),
+    // ---------------------------------------------------------------- locks
+
+    /// The state of this replica's lock on `obj`.
+    pub fn lock_state(&self, obj: ObjectId) -> LockState {
+        self.locks.state(obj)
+    }
+
+    /// The peer that holds or heads the queue of `obj`, as far as this
+    /// replica knows.
+    pub fn lock_holder(&self, obj: ObjectId) -> Option<PeerId> {
+        let (peer, _) = self.locks.holder(obj)?;
+        Some(self.peers.get(peer).clone())
+    }
+
+    /// The holder of `obj`'s lock and its token, when a grant is known here.
+    pub fn lock_holder_token(&self, obj: ObjectId) -> Option<(PeerId, u64)> {
+        let (peer, token) = self.locks.holder(obj)?;
+        Some((self.peers.get(peer).clone(), token?))
+    }
+
+    /// Whether a local write to `obj` would be refused by a lock.
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`] when another replica holds or heads the lock.
+    pub fn check_writable(&self, obj: ObjectId) -> Result<(), Error> {
+        self.locks.check_owner(obj.0, Refusal::NotOwner)
+    }
+
+    /// Asks for the lock on `obj`. With `wait` false, fails at once with
+    /// [`Error::Locked`] when another replica holds it or is queued for it.
+    /// The grant is reported by [`crate::LockEvent::Granted`] (and by
+    /// [`Replica::lock_state`]).
+    ///
+    /// # Errors
+    /// [`Error::Locked`], [`Error::UnknownObject`], [`Error::Syncing`],
+    /// [`Error::Evicted`].
+    pub fn lock(&mut self, obj: ObjectId, wait: bool) -> Result<LockState, Error> {
+        self.writable()?;
+        if self.members.is_evicted() {
+            return Err(Error::Evicted);
         }
-    }
-
-    #[inline]
-    pub(crate) fn touch(&mut self, list: Id, kind: TouchKind) {
-        if !self.record_changes {
-            return;
+        if self.doc.kind(obj).is_none() {
+            return Err(Error::UnknownObject(obj));
         }
-        match self.touched.lists.iter_mut().find(|(l, _)| *l == list) {
-            Some((_, k)) => *k = TouchKind::Mass,
-            None => self.touched.lists.push((list, kind)),
-        }
+        self.locks
+            .request(obj, wait, &mut self.out, &self.peers, &self.members)
     }
 
-    /// Turns the lists touched since the last call into change events.
-    pub(crate) fn flush_touched(&mut self, origin: &Origin) {
-        if !self.record_changes {
-            self.touched.lists.clear();
-            return;
-        }
-        // Drained through a taken buffer, which goes back for the next call.
-        let mut touched = std::mem::take(&mut self.touched.lists);
-        for (list, kind) in touched.drain(..) {
-            let Some(ObjData::List(l)) = self.graph.get(list).map(|o| &o.data) else {
-                continue;
-            };
-            let change = match kind {
-                TouchKind::Set { elem, old } => match l.index_of(elem) {
-                    Some(index) => Change {
-                        object: ObjectId(list),
-                        prop: Some(Prop::Index(index)),
-                        old: Some(old),
-                        new: l.value_of(elem).cloned(),
-                        origin: origin.clone(),
-                    },
-                    None => continue,
-                },
-                TouchKind::Mass => Change {
-                    object: ObjectId(list),
-                    prop: None,
-                    old: None,
-                    new: None,
-                    origin: origin.clone(),
-                },
-            };
-            self.events.push_back(Event::Change(change));
-        }
-        self.touched.lists = touched;
+    /// Releases (or withdraws) this replica's request for `obj`.
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`] when another replica holds or heads the lock and
+    /// this one has no request; [`Error::NotLocked`] when nobody does.
+    pub fn unlock(&mut self, obj: ObjectId) -> Result<(), Error> {
+        self.locks.release(obj, &mut self.out, &self.peers)
     }
 
-    // ------------------------------------------------------------- outgoing
-
-    /// The wire form of an id in this replica's outgoing stream, introducing
-    /// its peer first when needed.
-    pub(crate) fn wire_id(&mut self, id: Id) -> WireId {
-        if id.peer == PeerIdx::SELF {
-            return WireId {
-                p: 0,
-                c: id.counter,
-            };
-        }
-        let next = self.out.dict.len() as u32 + 1;
-        let p = match self.out.dict.get(&id.peer) {
-            Some(&p) => p,
-            None => {
-                self.out.dict.insert(id.peer, next);
-                let peer = self.peers.get(id.peer);
-                self.out.ops.push(WireOp::Intro {
-                    tag: Tag(peer.incarnation()),
-                    hostname: peer.hostname().into(),
-                });
-                next
-            }
-        };
-        WireId { p, c: id.counter }
-    }
-
-    pub(crate) fn wire_value(&mut self, v: &Value) -> WireValue {
-        match v {
-            Value::Null => WireValue::Null,
-            Value::Bool(b) => WireValue::Bool(*b),
-            Value::Int(i) => WireValue::Int(*i),
-            Value::Float(f) => WireValue::Float(*f),
-            Value::Str(s) => WireValue::Str(s.clone()),
-            Value::Bytes(b) => WireValue::Bytes(b.to_vec()),
-            Value::Ref(o) => WireValue::Ref(self.wire_id(o.0)),
-        }
-    }
-
-    /// Compresses element ids into runs of consecutive counters.
-    fn wire_runs(&mut self, elems: &[Id]) -> Vec<(WireId, u32)> {
-        let mut runs: Vec<(Id, u32)> = Vec::new();
-        for &e in elems {
-            match runs.last_mut() {
-                Some((start, len))
-                    if start.peer == e.peer && start.counter + u64::from(*len) == e.counter =>
-                {
-                    *len += 1
-                }
-                _ => runs.push((e, 1)),
-            }
-        }
-        runs.into_iter()
-            .map(|(s, n)| (self.wire_id(s), n))
-            .collect()
-    }
-
-    /// Closes an open group of local operations, queueing its message.
-    pub(crate) fn flush_pending_ops(&mut self) {
-        self.out.depth = 0;
-        self.flush();
-    }
-
-    /// The stream of a peer, if this replica follows it.
-    pub(crate) fn peer_stream(&self, peer: PeerIdx) -> Option<&Stream> {
-        self.streams.get(&self.peers.tag(peer))
-    }
-
-    /// Queues the pending operations as one message.
-    fn flush(&mut self) {
-        self.flush_touched(&Origin::Local);
-        if self.out.ops.is_empty() {
-            return;
-        }
-        let lamport = self.out.lamport.take().unwrap_or_else(|| {
-            // A message of deletes only still takes a tick, so every message
-            // moves its sender's counter forward.
-            self.clock += 1;
-            self.clock
-        });
-        let mut ops = std::mem::take(&mut self.out.ops);
-        let tick = lamport - self.sent_lamport;
-        self.sent_lamport = self.clock;
-        self.gc.changed = true;
-        if ops.len() == 1 {
-            let op = ops.pop().expect("one operation");
-            // Keep the operation buffer's capacity for the next message.
-            self.out.ops = ops;
-            self.send_sequenced(|seq| match tick {
-                1 => Body::Next { seq, op },
-                _ => Body::Op { seq, tick, op },
-            });
-            return;
-        }
-        // Two or more operations stay in the buffer's allocation, which
-        // comes back for the next message.
-        let ops = SmallVec::from_vec(ops);
-        let frame = self.send_sequenced(|seq| Body::Ops { seq, tick, ops });
-        if let Body::Ops { ops, .. } = frame.body {
-            self.out.ops = ops.into_vec();
-            self.out.ops.clear();
-        }
-    }
-
-    /// Queues a sequenced message, keeping it for retransmission.
-    pub(crate) fn send_sequenced(&mut self, body: impl FnOnce(u64) -> Body) -> Frame {
-        self.out.seq += 1;
-        let seq = self.out.seq;
-        let frame = Frame {
-            from: self.tag(),
-            body: body(seq),
-        };
-        codec::encode_into(&frame, self.config.format, &mut self.out.scratch);
-        let bytes: Arc<[u8]> = Arc::from(&self.out.scratch[..]);
-        self.locks.last_sent = self.now;
-        self.out.log.push(seq, &bytes, self.config.resend_log);
-        self.out.queue.push_back(Transmit { to: None, bytes });
-        frame
-    }
-
-    /// Queues a directed message.
-    pub(crate) fn send_directed(&mut self, to: Tag, body: Body) {
-        let frame = Frame {
-            from: self.tag(),
-            body,
-        };
-        let bytes = codec::encode(&frame, self.config.format);
-        self.queue_directed(to, bytes);
-    }
-
-    /// Queues an encoded directed message.
-    pub(crate) fn queue_directed(&mut self, to: Tag, bytes: Vec<u8>) {
-        self.out.queue.push_back(Transmit {
-            to: Some(to.0),
-            bytes: bytes.into(),
-        });
-    }
+    // -------------------------------------------------------------- outputs
 
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.queue.pop_front()
+        self.out.outbox.poll()
     }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.out.events.poll()
+    }
+
+    /// When [`Replica::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.out.timers.next_timeout()
+    }
+
+    /// Whether a transmit is waiting to be polled.
+    pub fn has_transmits(&self) -> bool {
+        self.out.outbox.has_transmits()
+    }
+
+    /// Whether an event is waiting to be polled.
+    pub fn has_events(&self) -> bool {
+        !self.out.events.is_empty()
     }
 
     /// Turns recording of [`Event::Change`] and [`Event::RootChanged`] on or
     /// off (on by default). A program with no change listener saves the work.
     pub fn record_changes(&mut self, on: bool) {
-        self.record_changes = on;
+        self.out.events.set_recording(on);
     }
 
-    /// Whether a transmit is waiting to be polled.
-    pub fn has_transmits(&self) -> bool {
-        !self.out.queue.is_empty()
+    // --------------------------------------------------------------- inputs
+
+    /// Applies one incoming message.
+    ///
+    /// Messages of one sender must be passed in that sender's order; how
+    /// senders interleave does not matter. Duplicates are ignored. A message
+    /// that arrives ahead of a missing predecessor is held and the sender is
+    /// asked to resend.
+    ///
+    /// # Errors
+    /// A [`ReceiveError`] when the bytes are not a valid message; the replica
+    /// is unchanged and keeps working.
+    pub fn handle_message(&mut self, bytes: &[u8]) -> Result<(), ReceiveError> {
+        let frame = codec::decode(bytes, self.config.max_message)?;
+        self.handle_frame(frame, bytes.len())
     }
 
-    /// Whether an event is waiting to be polled.
-    pub fn has_events(&self) -> bool {
-        !self.events.is_empty()
+    /// Applies the message at `position` of a totally ordered log, stamped
+    /// by the log with `time`. Every replica must read the same log in order,
+    /// its own messages included (they come back to it). Meant for replicas
+    /// made with [`Config::ordered`]; any other replica takes it as
+    /// [`Replica::handle_message`] would.
+    ///
+    /// # Errors
+    /// As [`Replica::handle_message`].
+    pub fn handle_ordered(
+        &mut self,
+        bytes: &[u8],
+        position: u64,
+        time: Duration,
+    ) -> Result<(), ReceiveError> {
+        let Some(log) = self.locks.log() else {
+            return self.handle_message(bytes);
+        };
+        if log.was_read(position) {
+            // Read again after a reconnect: already applied.
+            return Ok(());
+        }
+        let frame = codec::decode(bytes, self.config.max_message)?;
+        self.read_from_log(frame, bytes.len(), position, time)
+    }
+
+    /// Lets time pass: runs the timers that are due (sync retries,
+    /// reclamation, heartbeats) and failure detection.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.out.now = now;
+        self.out.close_all();
+        if self.out.timers.expired(Timer::Sync, now) {
+            self.retry_sync(now);
+        }
+        if self.is_ready() && self.out.timers.expired(Timer::Gc, now) {
+            self.reclaim();
+            self.out
+                .timers
+                .set(Timer::Gc, now + self.config.gc_interval);
+        }
+        if self.out.timers.expired(Timer::Heartbeat, now) {
+            self.out.begin();
+            self.out.outbox.tick();
+            self.out.outbox.push(WireOp::Tick);
+            self.out.end();
+        }
+        self.evict_silent(now);
+        if self.is_ready() {
+            // A joiner may have been waiting for an evicted peer's offer.
+            self.answer_fetches();
+        }
+    }
+
+    // -------------------------------------------------- joining and leaving
+
+    /// Drops the local document and asks the peers for theirs. Writes are
+    /// refused until the sync completes ([`Event::Ready`]).
+    pub fn sync(&mut self) {
+        self.out.close_all();
+        // Requests cannot survive the state they were made in: withdraw
+        // them, so that nobody waits for this replica.
+        self.locks.release_all(&mut self.out, &self.peers);
+        self.out.close_all();
+        self.doc.clear();
+        self.streams.clear();
+        self.serve.drop_fetches();
+        // Reclamation waits for the document; its deadline is kept.
+        let gc_deadline = match &self.phase {
+            Phase::Joining(j) => j.gc_deadline,
+            Phase::Live => self.out.timers.stop(Timer::Gc),
+        };
+        self.phase = Phase::Joining(Joining::new(gc_deadline));
+        let deadline = self.out.now + self.config.sync_timeout;
+        self.out.timers.set(Timer::Sync, deadline);
+        let hostname = Hostname::of(&self.me);
+        self.out.send(Sequenced::SyncRequest { hostname });
     }
 
     /// Says goodbye: peers stop waiting for this replica.
     pub fn leave(&mut self) {
-        self.flush();
-        self.send_sequenced(|seq| Body::Goodbye { seq });
+        self.out.flush();
+        self.out.send(Sequenced::Goodbye);
     }
-}
 
-impl ListObj {
-    /// Element ids in visible order.
-    pub(crate) fn values_ids(&self) -> Vec<Id> {
-        self.elements().map(|(e, _, _)| e).collect()
-    }
-}
-
-/// Marks the positions of `order` that form a longest strictly increasing
-/// subsequence (those elements keep their relative order and need not move).
-fn longest_increasing(order: &[usize]) -> Vec<bool> {
-    // Patience sorting with predecessor links: O(n log n).
-    let mut tails: Vec<usize> = Vec::new();
-    let mut prev = vec![usize::MAX; order.len()];
-    for (i, &v) in order.iter().enumerate() {
-        let pos = tails.partition_point(|&t| order[t] < v);
-        if pos > 0 {
-            prev[i] = tails[pos - 1];
+    /// Declares `peer` gone (its transport reported it lost): its locks are
+    /// freed and nobody waits for it, on every replica.
+    pub fn evict(&mut self, peer: &PeerId) {
+        let Ok(p) = self.peers.intern(peer) else {
+            return;
+        };
+        if p == PeerIdx::SELF || self.members.is_departed(p) {
+            return;
         }
-        if pos == tails.len() {
-            tails.push(i);
-        } else {
-            tails[pos] = i;
+        self.out.close_all();
+        self.out.begin();
+        self.send_eviction(p);
+        self.out.end();
+    }
+
+    /// Starts over as a new incarnation of the same host, then syncs: what
+    /// a replica does after its peers evicted it ([`Event::Evicted`]). Object
+    /// ids obtained before read through the returned [`Succession`]
+    /// ([`ObjectId::after`]).
+    pub fn reincarnate(&mut self, incarnation: u32) -> Succession {
+        self.out.close_all();
+        let me = PeerId::new(self.me.hostname(), incarnation);
+        let (peers, succession) = self.successor_peers(&me);
+        self.peers = peers;
+        self.me = me;
+        // The new incarnation's stream, membership, locks and reclamation
+        // start afresh; the clock goes on, so that ids never repeat.
+        self.out.outbox.restart(Tag(incarnation));
+        self.doc.restart_reclamation();
+        self.members.reset();
+        self.locks.reset();
+        if let Phase::Joining(j) = &mut self.phase {
+            j.gc_deadline = None;
         }
+        self.out.timers.set(Timer::Gc, Duration::ZERO);
+        self.sync();
+        succession
     }
-    let mut keep = vec![false; order.len()];
-    let mut cur = tails.last().copied().unwrap_or(usize::MAX);
-    while cur != usize::MAX {
-        keep[cur] = true;
-        cur = prev[cur];
+
+    /// A new incarnation `me` to take this replica's place, loaded from a
+    /// saved state ([`Replica::export_state`], [`Replica::log_snapshot`]) or
+    /// empty, with this replica's settings. Object ids this replica handed
+    /// out stay valid through the [`Succession`] ([`ObjectId::after`]), and
+    /// the successor's counters continue above this one's.
+    ///
+    /// # Errors
+    /// A [`ReceiveError`] when the bytes are not a valid saved state.
+    pub fn successor(
+        &self,
+        me: PeerId,
+        saved: Option<&[u8]>,
+    ) -> Result<(Replica, Succession), ReceiveError> {
+        let mut r = Replica::new(me.clone(), self.config.clone());
+        let (peers, succession) = self.successor_peers(&me);
+        r.peers = peers;
+        r.out.outbox.continue_from(self.out.outbox.clock());
+        let r = match saved {
+            Some(bytes) => Replica::load_exported(r, bytes)?,
+            None => r,
+        };
+        Ok((r, succession))
     }
-    keep
+
+    /// Saves everything needed to continue this document later: the
+    /// document with its metadata, every stream position, lock queues and
+    /// acknowledgements. For persistence (the relay keeps one on disk).
+    pub fn export_state(&mut self) -> Vec<u8> {
+        self.out.close_all();
+        self.doc.sort_maps();
+        codec::encode_plain(&transfer::view(self.transfer_source()))
+    }
+
+    /// Starts a replica from a state saved with [`Replica::export_state`],
+    /// as a new incarnation `me` (the saved replica's identity becomes an
+    /// ordinary peer; evict it with [`Replica::evict`] so nobody waits for
+    /// it). The replica is ready at once.
+    ///
+    /// # Errors
+    /// A [`ReceiveError`] when the bytes are not a valid saved state.
+    pub fn from_exported(
+        me: PeerId,
+        config: Config,
+        bytes: &[u8],
+    ) -> Result<Replica, ReceiveError> {
+        Replica::load_exported(Replica::new(me, config), bytes)
+    }
+
+    // ---------------------------------------------------------- ordered log
+
+    /// Whether locks and liveness follow a totally ordered log
+    /// ([`Config::ordered`]).
+    pub fn is_ordered(&self) -> bool {
+        matches!(self.locks, Locks::Log(_))
+    }
+
+    /// The log position of the last message applied with
+    /// [`Replica::handle_ordered`] (a snapshot saved now covers the log up to
+    /// here).
+    pub fn log_position(&self) -> u64 {
+        self.locks.log_ref().map_or(0, |l| l.position())
+    }
+
+    /// This replica's state as a snapshot of the log up to
+    /// [`Replica::log_position`], for joiners to start from with
+    /// [`Replica::from_exported`]. `None` while the state holds anything the
+    /// log does not (a message not yet read back, a refused write): try again
+    /// after reading further.
+    pub fn log_snapshot(&mut self) -> Option<Vec<u8>> {
+        let clean = self.is_ready()
+            && self
+                .locks
+                .log_ref()
+                .is_some_and(|l| l.is_clean(&self.out.outbox));
+        clean.then(|| self.export_state())
+    }
+
+    /// Gives up this replica before replacing it with one loaded from a log
+    /// snapshot: its locks are lost (with [`crate::LockEvent::Lost`] events)
+    /// and it says goodbye, so the others stop counting on it.
+    pub fn abandon(&mut self) {
+        self.locks.lose_all(&mut self.out.events);
+        self.leave();
+    }
 }
 
+// The private methods below route input between the components.
+impl Replica {
+    fn tag(&self) -> Tag {
+        Tag(self.me.incarnation())
+    }
+
+    fn writable(&self) -> Result<(), Error> {
+        match self.phase {
+            Phase::Live => Ok(()),
+            Phase::Joining(_) => Err(Error::Syncing),
+        }
+    }
+
+    /// Applies a decoded message of `size` encoded bytes.
+    fn handle_frame(&mut self, frame: Frame, size: usize) -> Result<(), ReceiveError> {
+        let (from, me) = (frame.from, self.tag());
+        if from == me {
+            // Our own message, echoed by a broadcast transport.
+            return Ok(());
+        }
+        // Operations of an open local group must not straddle a remote
+        // message: their counters would no longer be consecutive.
+        self.out.close_all();
+        match frame.msg {
+            Message::Directed { to, body } if to == me => self.handle_directed(from, body),
+            Message::Directed { .. } => Ok(()),
+            Message::Sequenced { seq, body } => match &mut self.phase {
+                Phase::Joining(join) => {
+                    if matches!(&body, Sequenced::SyncOffer { joiner } if *joiner == me)
+                        && join.offered(from)
+                    {
+                        let deadline = self.out.now + self.config.sync_timeout;
+                        self.out.timers.set(Timer::Sync, deadline);
+                        self.out.send_to(from, Directed::SyncFetch);
+                    }
+                    join.hold(from, seq, body, size, self.config.max_backlog)
+                }
+                Phase::Live => self.handle_sequenced(from, seq, body, size),
+            },
+        }
+    }
+
+    fn handle_sequenced(
+        &mut self,
+        from: Tag,
+        seq: u64,
+        body: Sequenced,
+        size: usize,
+    ) -> Result<(), ReceiveError> {
+        let known = self.streams.contains(from);
+        let result = match self
+            .streams
+            .arrive(from, seq, body, size, self.config.max_backlog)
+        {
+            Ok(Arrival::Duplicate) => Ok(()),
+            Ok(Arrival::Held(ask)) => {
+                if let Some(from_seq) = ask {
+                    self.out.send_to(from, Directed::Resend { from_seq });
+                }
+                Ok(())
+            }
+            Ok(Arrival::Next(body)) => self.process_sequenced(from, body).map(|()| {
+                self.advance(from);
+                self.answer_fetches();
+            }),
+            Err(e) => Err(e),
+        };
+        if !known {
+            self.streams.drop_stray(from);
+        }
+        result
+    }
+
+    /// Moves a stream past the message just applied and applies what was
+    /// held behind it.
+    fn advance(&mut self, from: Tag) {
+        while let Some(body) = self.streams.advance(from) {
+            if self.process_sequenced(from, body).is_err() {
+                // Accepted earlier but invalid in order.
+                self.locks.stream_broken(&mut self.out.events);
+                return;
+            }
+        }
+    }
+
+    /// Applies the next message of `from`'s stream.
+    fn process_sequenced(&mut self, from: Tag, body: Sequenced) -> Result<(), ReceiveError> {
+        let sender = self.streams.peer(from);
+        if let Some(p) = sender {
+            self.members.heard(p);
+        }
+        match body {
+            Sequenced::Hello { hostname } => {
+                self.announce(from, &hostname)?;
+                if self.is_ready() {
+                    let (hostname, seq) = (Hostname::of(&self.me), self.out.outbox.seq());
+                    self.out.send_to(from, Directed::Welcome { hostname, seq });
+                }
+            }
+            Sequenced::SyncRequest { hostname } => {
+                let peer = self.announce(from, &hostname)?;
+                self.serve.requested(from, peer, &self.members);
+                if self.is_ready() {
+                    self.out.send(Sequenced::SyncOffer { joiner: from });
+                }
+            }
+            Sequenced::Joined => {
+                if let Some(p) = sender {
+                    self.serve.joined(p);
+                }
+            }
+            Sequenced::SyncOffer { joiner } => self.serve.offer_seen(joiner, from),
+            body => {
+                let sender = sender.ok_or_else(|| {
+                    ReceiveError::invalid(from.0, "message before the sender's hello")
+                })?;
+                if self.members.is_departed(sender) {
+                    // Evicted (or gone): whatever it sends now is refused,
+                    // its writes under lost locks included. It rejoins as a
+                    // new incarnation.
+                    if let Sequenced::Ops { tick, ops } = &body {
+                        self.check_counter_eviction(from, sender, *tick, ops);
+                    }
+                    return Ok(());
+                }
+                match body {
+                    Sequenced::Ops { tick, ops } => self.handle_ops(from, sender, tick, ops)?,
+                    Sequenced::GcAck { frontier, members } => {
+                        self.doc.record_ack(sender, &frontier);
+                        for (tag, hostname) in members {
+                            if tag == self.tag() {
+                                continue;
+                            }
+                            if let Ok(p) = self.peers.intern(&hostname.peer(tag)) {
+                                self.members.admit_quietly(p);
+                            }
+                        }
+                    }
+                    Sequenced::Goodbye => self.depart(sender),
+                    // Handled above: they need no announced sender.
+                    Sequenced::Hello { .. }
+                    | Sequenced::SyncRequest { .. }
+                    | Sequenced::Joined
+                    | Sequenced::SyncOffer { .. } => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a peer that announced itself.
+    fn announce(&mut self, tag: Tag, hostname: &Hostname) -> Result<PeerIdx, ReceiveError> {
+        let peer = self
+            .peers
+            .intern(&hostname.peer(tag))
+            .map_err(|_| ReceiveError::TagCollision(tag.0))?;
+        self.streams.bind(tag, peer);
+        if self.members.admit(peer, &self.peers, &mut self.out.events) {
+            self.doc.frontier_moved();
+        }
+        Ok(peer)
+    }
+
+    fn handle_directed(&mut self, from: Tag, body: Directed) -> Result<(), ReceiveError> {
+        match body {
+            Directed::SyncFetch => {
+                if self.is_ready() {
+                    self.serve.fetched(from);
+                    self.answer_fetches();
+                }
+            }
+            Directed::SyncAnswer { state } => {
+                let Phase::Joining(join) = &self.phase else {
+                    return Ok(());
+                };
+                if !join.expects(from) {
+                    return Ok(());
+                }
+                let t = transfer::decode_answer(from, *state, &self.transfer_target())?;
+                self.commit_transfer(t);
+                if let Phase::Joining(join) = std::mem::replace(&mut self.phase, Phase::Live) {
+                    self.out.timers.stop(Timer::Sync);
+                    let gc = join.gc_deadline.unwrap_or(Duration::ZERO);
+                    self.out.timers.set(Timer::Gc, gc);
+                    for (from, seq, body, size) in join.into_backlog() {
+                        // Errors in the backlog concern their own senders only.
+                        let _ = self.handle_sequenced(from, seq, body, size);
+                    }
+                }
+                self.out.events.push(Event::Ready);
+                self.out.send(Sequenced::Joined);
+                self.locks
+                    .settle(true, &self.me, &self.members, &mut self.out, &self.peers);
+            }
+            Directed::Welcome { hostname, seq } => {
+                if !self.is_ready() {
+                    return Ok(());
+                }
+                // A bad announcement is refused before anything changes.
+                let peer = self.announce(from, &hostname)?;
+                // A peer that was there before this replica started: follow
+                // its stream from the start, as far as its log reaches.
+                if let Some(from_seq) = self.streams.welcome(from, peer, seq) {
+                    self.out.send_to(from, Directed::Resend { from_seq });
+                }
+            }
+            Directed::Resend { from_seq } => self.out.outbox.resend(from, from_seq),
+            Directed::ResendGone => self.out.events.push(Event::NeedsSync),
+        }
+        Ok(())
+    }
+
+    /// Validates and applies an operations message of `sender`.
+    fn handle_ops(
+        &mut self,
+        from: Tag,
+        sender: PeerIdx,
+        tick: u64,
+        wire_ops: Ops,
+    ) -> Result<(), ReceiveError> {
+        let Some(stream) = self.streams.get(from) else {
+            return Ok(());
+        };
+        let mut ops = std::mem::take(&mut self.op_buf);
+        ops.clear();
+        // Pass 1: validate and translate without touching any state.
+        let t = op::translate(from, sender, stream, &self.peers, tick, wire_ops, &mut ops)?;
+        // Pass 2: commit. Nothing below can fail.
+        for p in &t.new_peers {
+            let _ = self.peers.intern(p);
+        }
+        if let Some(stream) = self.streams.get_mut(from) {
+            stream.dict.extend(t.intros);
+            stream.lamport = t.last;
+        }
+        self.out.outbox.observe(t.last);
+        let origin = Origin::Remote(self.peers.get(sender).clone());
+        for op in ops.drain(..) {
+            self.apply_remote(sender, op, &origin);
+        }
+        self.op_buf = ops;
+        self.out.events.flush_touched(&origin);
+        self.doc.frontier_moved();
+        self.run_woken();
+        let ready = self.is_ready();
+        self.locks
+            .settle(ready, &self.me, &self.members, &mut self.out, &self.peers);
+        Ok(())
+    }
+
+    /// Applies one operation of `sender` whose message passed validation.
+    fn apply_remote(&mut self, sender: PeerIdx, op: Op, origin: &Origin) {
+        if op
+            .target()
+            .is_some_and(|obj| self.locks.refuses_write(obj, sender))
+        {
+            return;
+        }
+        match op {
+            Op::Lock { obj, stamp, wait } => self.locks.on_request(
+                obj,
+                stamp,
+                wait,
+                &self.members,
+                &mut self.out.events,
+                &self.peers,
+            ),
+            Op::Unlock { obj, req, token } => {
+                self.locks.on_unlock(obj, req, token, &mut self.out.events)
+            }
+            Op::LockAck {
+                obj,
+                req,
+                held,
+                members,
+            } => {
+                for m in members {
+                    if m == self.me {
+                        continue;
+                    }
+                    if let Ok(p) = self.peers.intern(&m) {
+                        if self.members.admit(p, &self.peers, &mut self.out.events) {
+                            self.doc.frontier_moved();
+                        }
+                    }
+                }
+                self.locks.on_ack(sender, obj, req, held, &self.peers);
+            }
+            Op::Evict { peer } => {
+                if peer == self.me {
+                    self.evicted();
+                } else if let Ok(p) = self.peers.intern(&peer) {
+                    self.depart(p);
+                }
+            }
+            op => {
+                let cx = Applied {
+                    peers: &self.peers,
+                    streams: &self.streams,
+                    clock: self.out.outbox.clock(),
+                };
+                self.doc.apply(sender, op, origin, &cx, &mut self.out);
+            }
+        }
+    }
+
+    /// Applies operations whose dependency arrived, each as its own change.
+    fn run_woken(&mut self) {
+        while let Some((sender, op)) = self.doc.pop_woken() {
+            let origin = Origin::Remote(self.peers.get(sender).clone());
+            self.apply_remote(sender, op, &origin);
+            self.out.events.flush_touched(&origin);
+        }
+    }
+
+    /// A peer this replica evicted evicted it too: the earlier eviction
+    /// stands, so this replica yields if the peer's came first.
+    fn check_counter_eviction(&mut self, from: Tag, sender: PeerIdx, tick: u64, ops: &[WireOp]) {
+        let Some(stream) = self.streams.get_mut(from) else {
+            return;
+        };
+        let Ok((first, last)) = op::counters(from, stream, tick, ops) else {
+            return;
+        };
+        // Moved past the refused message, so that the next one decodes.
+        stream.lamport = last;
+        let Some(mine) = self.members.eviction_of(sender) else {
+            return;
+        };
+        let mut counter = first;
+        for op in ops {
+            if let WireOp::Evict { peer, .. } = op {
+                if *peer == self.tag() && self.peers.later(mine, Id::new(sender, counter)) {
+                    self.evicted();
+                    return;
+                }
+            }
+            counter += op.counters();
+        }
+    }
+
+    /// This replica learned that its peers evicted it.
+    fn evicted(&mut self) {
+        if self.members.evict_self() {
+            self.locks.lose_all(&mut self.out.events);
+            self.out.events.push(Event::Evicted);
+        }
+    }
+
+    /// Marks a peer as gone for good: not a member, not waited for, its
+    /// locks freed.
+    fn depart(&mut self, peer: PeerIdx) {
+        if peer == PeerIdx::SELF {
+            return;
+        }
+        self.members.depart(peer, &self.peers, &mut self.out.events);
+        self.locks
+            .drop_peer(peer, &self.members, &mut self.out.events);
+    }
+
+    /// Queues the eviction of `p` in the open group and lets it go.
+    fn send_eviction(&mut self, p: PeerIdx) {
+        let stamp = self.out.outbox.tick();
+        self.members.evicting(p, stamp);
+        let peer = self.peers.get(p);
+        self.out.outbox.push(WireOp::Evict {
+            peer: Tag(peer.incarnation()),
+            hostname: Hostname::of(peer),
+        });
+        self.depart(p);
+    }
+
+    /// Evicts the members silent for too long, when failure detection is on.
+    fn evict_silent(&mut self, now: Duration) {
+        let Some(timeout) = self.locks.silence_timeout() else {
+            return;
+        };
+        if !self.is_ready() {
+            // Membership is incomplete until the sync answer arrives.
+            self.members.stamp_heard(now);
+            return;
+        }
+        let silent = self.members.silent(now, timeout);
+        if silent.is_empty() {
+            return;
+        }
+        self.out.begin();
+        for m in silent {
+            self.send_eviction(m);
+        }
+        self.out.end();
+    }
+
+    /// A joiner's sync timer fired: fetch from the next peer that offered,
+    /// or ask everyone again.
+    fn retry_sync(&mut self, now: Duration) {
+        let Phase::Joining(join) = &mut self.phase else {
+            return;
+        };
+        match join.retry() {
+            Retry::Fetch(next) => self.out.send_to(next, Directed::SyncFetch),
+            Retry::Request => {
+                let hostname = Hostname::of(&self.me);
+                self.out.send(Sequenced::SyncRequest { hostname });
+            }
+        }
+        self.out
+            .timers
+            .set(Timer::Sync, now + self.config.sync_timeout);
+    }
+
+    /// Serves sync fetches once no operation waits: a waiting operation is
+    /// counted in the stream positions but not in the state, so a snapshot
+    /// taken now would lose it.
+    fn answer_fetches(&mut self) {
+        if !self.doc.is_settled() || !self.serve.has_fetches() {
+            return;
+        }
+        for to in self.serve.take_ready(&self.members, &self.peers) {
+            if let Some(p) = self.peers.by_tag(to.0) {
+                self.members.admit_quietly(p);
+            }
+            self.doc.sort_maps();
+            let bytes = {
+                let state = transfer::view(self.transfer_source());
+                codec::encode(
+                    &wire::answer_frame(self.tag(), to, &state),
+                    self.out.outbox.format(),
+                )
+            };
+            self.out.outbox.send_encoded(to, bytes);
+        }
+    }
+
+    /// Marks and reclaims what is due, and acknowledges the frontier to the
+    /// members.
+    fn reclaim(&mut self) {
+        if self.out.outbox.take_moved() {
+            self.doc.frontier_moved();
+        }
+        let (streams, sent) = (&self.streams, self.out.outbox.sent_lamport());
+        let locks = &self.locks;
+        let cx = PassContext {
+            peers: &self.peers,
+            members: &self.members,
+            frontier: &|| gc::frontier(streams, sent),
+            // A parked operation arrived but has not taken effect; it may
+            // name what the round would reclaim. A sender whose messages
+            // are held behind a gap before its hello is a peer not yet
+            // counted as a member.
+            settled: self.doc.is_settled() && !streams.any_unknown(),
+            own_seq: self.out.outbox.seq(),
+            delivered: &|seq| locks.delivered(seq),
+        };
+        if !self.doc.reclaim(&cx) {
+            return;
+        }
+        let frontier = gc::frontier(&self.streams, sent)
+            .into_iter()
+            .map(|(p, c)| (Tag(self.peers.tag(p)), c))
+            .collect();
+        // The full list every time: a member that arrived later must learn
+        // of every peer it has to wait for.
+        let members = self
+            .members
+            .iter()
+            .map(|m| {
+                let p = self.peers.get(m);
+                (Tag(p.incarnation()), Hostname::of(p))
+            })
+            .collect();
+        self.out.send(Sequenced::GcAck { frontier, members });
+    }
+
+    /// Applies a message read from an ordered log at `position`, stamped by
+    /// the log with `time`.
+    fn read_from_log(
+        &mut self,
+        frame: Frame,
+        size: usize,
+        position: u64,
+        time: Duration,
+    ) -> Result<(), ReceiveError> {
+        let own = frame.from == self.tag();
+        let sender = match own {
+            true => Some(PeerIdx::SELF),
+            false => self.peers.by_tag(frame.from.0),
+        };
+        let Some(log) = self.locks.log() else {
+            return self.handle_frame(frame, size);
+        };
+        let now = log.advance(position, time);
+        if let Some(p) = sender {
+            log.saw(p, now);
+        }
+        self.expire(now);
+        if own {
+            self.out.close_all();
+            if let (Some(log), Message::Sequenced { seq, body }) = (self.locks.log(), &frame.msg) {
+                let ops = match body {
+                    Sequenced::Ops { tick, ops } => Some((*tick, &ops[..])),
+                    _ => None,
+                };
+                log.echo(
+                    *seq,
+                    ops,
+                    &self.out.outbox,
+                    &self.members,
+                    &mut self.out.events,
+                );
+            }
+            return Ok(());
+        }
+        let from = frame.from;
+        let r = self.handle_frame(frame, size);
+        if let (Some(p), Some(log)) = (self.peers.by_tag(from.0), self.locks.log()) {
+            log.saw_first(p, now);
+        }
+        r
+    }
+
+    /// Peers silent past the lease in the log lose their locks and their
+    /// membership, at the same log position on every replica.
+    fn expire(&mut self, now: Duration) {
+        let Some(log) = self.locks.log() else {
+            return;
+        };
+        for p in log.expired(now, &self.members) {
+            if p == PeerIdx::SELF {
+                // Our own lease ran out in the log: whatever we wrote after
+                // it is refused everywhere.
+                self.evicted();
+            } else {
+                self.depart(p);
+            }
+            if let Some(log) = self.locks.log() {
+                log.regrant(&mut self.out.events);
+            }
+        }
+    }
+
+    /// A peer table for a new incarnation `me` taking this replica's place:
+    /// every other peer keeps its index, this one's identity comes last.
+    fn successor_peers(&self, me: &PeerId) -> (Peers, Succession) {
+        let mut peers = Peers::new(me.clone());
+        for (_, p) in self.peers.iter().skip(1) {
+            let _ = peers.intern(p);
+        }
+        let previous = match peers.intern(&self.me) {
+            Ok(p) | Err(p) => p,
+        };
+        let succession = Succession {
+            boundary: self.out.outbox.clock(),
+            previous,
+        };
+        (peers, succession)
+    }
+
+    fn load_exported(mut r: Replica, bytes: &[u8]) -> Result<Replica, ReceiveError> {
+        let t = match bytes.split_first() {
+            Some((&VERSION, rest)) => transfer::decode_saved(rest, &r.transfer_target())?,
+            Some((&v, _)) => return Err(ReceiveError::UnsupportedVersion(v)),
+            None => return Err(ReceiveError::Empty),
+        };
+        let from = t.from;
+        r.commit_transfer(t);
+        if let Some(saved) = r.peers.by_tag(from.0) {
+            r.locks.drop_saved_requests(saved);
+        }
+        r.out.events.clear();
+        r.out.events.push(Event::Ready);
+        Ok(r)
+    }
+
+    /// What a state transfer of this replica reads (its maps sorted first).
+    fn transfer_source(&self) -> Source<'_> {
+        Source {
+            peers: &self.peers,
+            streams: &self.streams,
+            outbox: &self.out.outbox,
+            graph: self.doc.graph(),
+            members: &self.members,
+            gc: self.doc.gc(),
+            locks: &self.locks,
+            serve: &self.serve,
+        }
+    }
+
+    fn transfer_target(&self) -> Target<'_> {
+        Target {
+            peers: &self.peers,
+            me: self.tag(),
+            mark: self.doc.mark(),
+        }
+    }
+
+    /// Replaces this replica's document and what goes with it by a
+    /// validated transferred state.
+    fn commit_transfer(&mut self, t: Transferred) {
+        for id in &t.fresh {
+            let _ = self.peers.intern(id);
+        }
+        self.out.outbox.observe(t.max_counter);
+        let old_root = self.doc.load(t.graph, t.unreachable, t.garbage, t.acks);
+        self.streams.load(t.streams);
+        for m in t.members {
+            self.members.admit_quietly(m);
+        }
+        self.locks.load(t.queues, t.last_token, t.log);
+        self.serve.load(t.syncing);
+        let new_root = self.doc.root();
+        if !old_root.same(new_root) {
+            let origin = Origin::Remote(self.peers.get(t.origin).clone());
+            let new_root = new_root.clone();
+            self.out.events.root_changed(old_root, new_root, origin);
+        }
+    }
+}
+
+/// Inspection for tests and the simulation harness.
+#[cfg(feature = "sim")]
+impl Replica {
+    /// Panics if an internal invariant is broken: a reference from the
+    /// reachable document to an absent object, or an incoherent list.
+    pub fn check_invariants(&self) {
+        self.doc.check_invariants();
+    }
+
+    /// The global names of an array's elements, in order.
+    pub fn element_names(&self, obj: ObjectId) -> Vec<crate::sim::ElemName> {
+        self.doc
+            .element_ids(obj)
+            .into_iter()
+            .map(|e| (self.peers.get(e.peer).clone(), e.counter))
+            .collect()
+    }
+
+    /// Objects reachable from the root, in canonical order.
+    pub fn reachable_objects(&mut self) -> Vec<ObjectId> {
+        self.doc.reachable_objects()
+    }
+
+    /// Number of objects held, reachable or not.
+    pub fn object_count(&self) -> usize {
+        self.doc.object_count()
+    }
+
+    /// Map tombstones and dead list slots held.
+    pub fn hidden_count(&self) -> usize {
+        self.doc.hidden_count()
+    }
+
+    /// A readable rendering of the lock state, for failure messages.
+    pub fn debug_locks(&self) -> String {
+        let heard: Vec<_> = self
+            .members
+            .iter()
+            .map(|m| (m, self.streams.lamport_of(m, &self.peers)))
+            .collect();
+        format!(
+            "{}\n{}\nheard {heard:?}",
+            self.locks.debug(),
+            self.members.debug()
+        )
+    }
+
+    /// A readable rendering of the reclamation state, for failure messages.
+    pub fn debug_gc(&self) -> String {
+        format!(
+            "streams {:#?}\nfrontier {:?}\n{}\npeers {:?}",
+            self.streams.debug(),
+            gc::frontier(&self.streams, self.out.outbox.sent_lamport()),
+            self.doc.debug(),
+            self.peers.iter().collect::<Vec<_>>()
+        )
+    }
+
+    /// A readable rendering of the document, for failure messages.
+    pub fn debug_dump(&mut self) -> String {
+        self.doc.debug_dump(&self.peers)
+    }
+}
+
+/// Internals the unit tests of other modules reach.
 #[cfg(test)]
-mod tests {
-    use super::longest_increasing;
+impl Replica {
+    /// The answer to a sync fetch from `to`, encoded.
+    pub(crate) fn sync_answer(&mut self, to: Tag, format: codec::WireFormat) -> Vec<u8> {
+        self.doc.sort_maps();
+        let state = transfer::view(self.transfer_source());
+        codec::encode(&wire::answer_frame(self.tag(), to, &state), format)
+    }
 
-    #[test]
-    fn longest_increasing_keeps_a_maximal_sorted_run() {
-        assert_eq!(longest_increasing(&[0, 1, 2]), vec![true, true, true]);
-        assert_eq!(
-            longest_increasing(&[2, 1, 0])
-                .iter()
-                .filter(|&&k| k)
-                .count(),
-            1
-        );
-        let keep = longest_increasing(&[3, 0, 1, 4, 2]);
-        assert_eq!(keep, vec![false, true, true, false, true]);
+    /// Loads a transferred state as a sync answer from its first peer.
+    pub(crate) fn load_answer(&mut self, state: wire::TransferState) -> Result<(), ReceiveError> {
+        let from = state.peers[0].0;
+        let t = transfer::decode_answer(from, state, &self.transfer_target())?;
+        self.commit_transfer(t);
+        Ok(())
     }
 }

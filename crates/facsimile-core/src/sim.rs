@@ -14,8 +14,6 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::graph::ObjData;
-use crate::value::{Id, ObjectId, Value};
 use crate::{Config, Event, PeerId, Replica};
 
 /// Panics unless the two decoding paths of a message (the hand-written one
@@ -235,7 +233,7 @@ impl Sim {
         let bytes = self.nodes[r].inbox[s].pop_front().expect("non-empty");
         if std::env::var("FACSIMILE_TRACE").is_ok() {
             if let Ok(f) = crate::codec::decode(&bytes, usize::MAX) {
-                let body = format!("{:?}", f.body);
+                let body = format!("{:?}", f.msg);
                 eprintln!(
                     "t={:?} {s} -> {r}: {}",
                     self.now,
@@ -348,145 +346,3 @@ impl Sim {
 
 /// A global name for an array element: its creator and counter.
 pub type ElemName = (PeerId, u64);
-
-impl Replica {
-    /// Panics if an internal invariant is broken: a reference from the
-    /// reachable document to an absent object, or an incoherent list.
-    pub fn check_invariants(&self) {
-        let check_value = |v: &Value| {
-            if let Value::Ref(o) = v {
-                assert!(
-                    self.graph.objects.contains_key(&o.0),
-                    "dangling reference to {o:?}"
-                );
-            }
-        };
-        check_value(&self.graph.root);
-        for id in self.graph.reachable() {
-            match &self.graph.objects[&id].data {
-                ObjData::Map(m) => m.iter().for_each(|(_, v)| check_value(v)),
-                ObjData::List(l) => {
-                    l.check();
-                    assert!(l.is_consistent(), "list {id:?} is incoherent");
-                    l.values().for_each(check_value);
-                    let mut seen = std::collections::HashSet::new();
-                    for (e, _, _) in l.elements() {
-                        assert!(seen.insert(e), "element {e:?} appears twice in {id:?}");
-                    }
-                }
-            }
-        }
-    }
-
-    /// The global names of an array's elements, in order.
-    pub fn element_names(&self, obj: ObjectId) -> Vec<ElemName> {
-        match self.graph.get(obj.0).map(|o| &o.data) {
-            Some(ObjData::List(l)) => l.elements().map(|(e, _, _)| self.name(e)).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn name(&self, id: Id) -> ElemName {
-        (self.peers.get(id.peer).clone(), id.counter)
-    }
-
-    /// Objects reachable from the root, in canonical order.
-    pub fn reachable_objects(&mut self) -> Vec<ObjectId> {
-        self.graph.sort_maps();
-        self.graph.reachable().into_iter().map(ObjectId).collect()
-    }
-
-    /// Number of objects held, reachable or not.
-    pub fn object_count(&self) -> usize {
-        self.graph.objects.len()
-    }
-
-    /// Map tombstones and dead list slots held.
-    pub fn hidden_count(&self) -> usize {
-        self.graph
-            .objects
-            .values()
-            .map(|o| match &o.data {
-                ObjData::Map(m) => m.raw_entries().filter(|(_, e)| e.value.is_none()).count(),
-                ObjData::List(l) => l.dead_slots().len(),
-            })
-            .sum()
-    }
-
-    /// A readable rendering of the lock state, for failure messages.
-    pub fn debug_locks(&self) -> String {
-        format!(
-            "queues {:?}\nmine {:?}\nmembers {:?}\nheard {:?}",
-            self.locks.queues,
-            self.locks.mine,
-            self.gc.members,
-            self.gc
-                .members
-                .iter()
-                .map(|&m| (m, self.peer_stream(m).map(|s| s.lamport)))
-                .collect::<Vec<_>>()
-        )
-    }
-
-    /// A readable rendering of the reclamation state, for failure messages.
-    pub fn debug_gc(&self) -> String {
-        let streams: Vec<String> = self
-            .streams
-            .iter()
-            .map(|(t, s)| {
-                format!(
-                    "{t:08x} {:?} next {} lamport {} held {:?}",
-                    s.peer,
-                    s.next_seq,
-                    s.lamport,
-                    s.held.keys().collect::<Vec<_>>()
-                )
-            })
-            .collect();
-        format!(
-            "streams {streams:#?}\nfrontier {:?}\npending {} {:?}\n{:#?}\npeers {:?}",
-            self.frontier(),
-            self.pending_count,
-            self.pending.keys().collect::<Vec<_>>(),
-            self.gc,
-            self.peers.iter().collect::<Vec<_>>()
-        )
-    }
-
-    /// A readable rendering of the document, for failure messages.
-    pub fn debug_dump(&mut self) -> String {
-        use crate::wire::{CanonObj, WireId, WireValue};
-        use std::fmt::Write;
-        let c = self.canonical();
-        let id = |w: &WireId| format!("{}:{}", w.p, w.c);
-        let val = |v: &WireValue| match v {
-            WireValue::Ref(w) => format!("@{}", id(w)),
-            v => format!("{v:?}"),
-        };
-        let mut out = format!(
-            "peers {:?}\nroot {} (stamp {:?})\n",
-            c.peers,
-            val(&c.root),
-            c.root_stamp.as_ref().map(id)
-        );
-        for o in &c.objects {
-            match o {
-                CanonObj::Map { id: oid, entries } => {
-                    let _ = write!(out, "map {} {{", id(oid));
-                    for (k, v, s) in entries {
-                        let _ = write!(out, " {k}={} ({})", val(v), id(s));
-                    }
-                    out.push_str(" }\n");
-                }
-                CanonObj::List { id: oid, elems } => {
-                    let _ = write!(out, "list {} [", id(oid));
-                    for (e, v, s) in elems {
-                        let _ = write!(out, " {}={} ({})", id(e), val(v), id(s));
-                    }
-                    out.push_str(" ]\n");
-                }
-            }
-        }
-        out
-    }
-}

@@ -1,11 +1,13 @@
-//! Wire messages: serde types, encoded by [`crate::codec`].
+//! Wire messages: the one schema of what replicas send each other, encoded
+//! by [`crate::codec`].
 //!
 //! Every message names its sender by tag (the sender's incarnation). A
-//! sender's *sequenced* messages (hello, operations, acknowledgements,
-//! goodbye, sync requests) form one stream numbered from 1: receivers apply
-//! them in that order, drop duplicates and ask for retransmission on a gap.
-//! *Directed* messages (the sync handshake, retransmission requests) name one
-//! recipient; everybody else ignores them.
+//! sender's *sequenced* messages ([`Sequenced`]: hello, operations,
+//! acknowledgements, goodbye, the sync handshake's broadcasts) form one
+//! stream numbered from 1: receivers apply them in that order, drop
+//! duplicates and ask for retransmission on a gap. *Directed* messages
+//! ([`Directed`]: the sync answer, retransmission) name one recipient;
+//! everybody else ignores them.
 //!
 //! Inside operations, ids are `(peer, counter)` pairs whose peer is an index
 //! into the sender's dictionary: 0 is the sender, `k` the `k`-th peer the
@@ -16,10 +18,16 @@
 //! operation; each operation consumes counters in order (see
 //! [`WireOp::counters`]) and the things it creates are named by them. No
 //! message type is recursive, so decoding needs no depth limit.
+//!
+//! The layout on the wire is one flat enum (`Flat`, below) whose variant
+//! order is the binary format; [`index`] names the variant numbers the
+//! hand-written readers need, and its test checks them against postcard.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smallvec::SmallVec;
 use smol_str::SmolStr;
+
+use crate::value::{Id, PeerId, Value};
 
 /// A peer's tag: its incarnation. Four fixed bytes in binary, a hex string in
 /// JSON.
@@ -46,6 +54,65 @@ impl<'de> Deserialize<'de> for Tag {
         } else {
             <[u8; 4]>::deserialize(d).map(|b| Tag(u32::from_le_bytes(b)))
         }
+    }
+}
+
+/// A peer's hostname as it travels. At most [`Hostname::MAX`] bytes: every
+/// message is checked by [`check_limits`] as it is decoded, and a
+/// transferred state's peer table as it is validated, so no handler meets a
+/// longer one.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Hostname(SmolStr);
+
+impl Hostname {
+    /// The longest hostname accepted, in bytes.
+    pub(crate) const MAX: usize = 1024;
+
+    /// The hostname of a known peer (checked when it arrived).
+    pub(crate) fn of(peer: &PeerId) -> Hostname {
+        Hostname(peer.hostname().into())
+    }
+
+    /// The peer with this hostname and `tag`.
+    pub(crate) fn peer(&self, tag: Tag) -> PeerId {
+        PeerId::new(self.0.as_str(), tag.0)
+    }
+
+    /// Refuses a hostname past the limit.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        match self.0.len() <= Hostname::MAX {
+            true => Ok(()),
+            false => Err("hostname longer than 1024 bytes"),
+        }
+    }
+}
+
+/// Checks the limits a decoded message must keep that its types cannot
+/// express (hostname lengths); the error names what was wrong.
+pub(crate) fn check_limits(frame: &Frame) -> Result<(), &'static str> {
+    let ops_hostnames = |ops: &Ops| {
+        ops.iter().try_for_each(|op| match op {
+            WireOp::Intro { hostname, .. } | WireOp::Evict { hostname, .. } => hostname.check(),
+            WireOp::LockAck { members, .. } => members.iter().try_for_each(|(_, h)| h.check()),
+            _ => Ok(()),
+        })
+    };
+    match &frame.msg {
+        Message::Sequenced { body, .. } => match body {
+            Sequenced::Hello { hostname } | Sequenced::SyncRequest { hostname } => hostname.check(),
+            Sequenced::Ops { ops, .. } => ops_hostnames(ops),
+            Sequenced::GcAck { members, .. } => members.iter().try_for_each(|(_, h)| h.check()),
+            Sequenced::Goodbye | Sequenced::Joined | Sequenced::SyncOffer { .. } => Ok(()),
+        },
+        Message::Directed { body, .. } => match body {
+            Directed::Welcome { hostname, .. } => hostname.check(),
+            // A state's peer table is checked when the state is validated.
+            Directed::SyncAnswer { .. }
+            | Directed::SyncFetch
+            | Directed::Resend { .. }
+            | Directed::ResendGone => Ok(()),
+        },
     }
 }
 
@@ -120,11 +187,46 @@ pub(crate) enum WireValue {
     Ref(WireId),
 }
 
+impl WireValue {
+    /// The wire form of `v`, naming a referenced object with `id`: the one
+    /// conversion every encoder (messages, transfers, snapshots) uses.
+    #[inline]
+    pub(crate) fn from_value(v: &Value, id: impl FnOnce(Id) -> WireId) -> WireValue {
+        match v {
+            Value::Null => WireValue::Null,
+            Value::Bool(b) => WireValue::Bool(*b),
+            Value::Int(i) => WireValue::Int(*i),
+            Value::Float(f) => WireValue::Float(*f),
+            Value::Str(s) => WireValue::Str(s.clone()),
+            Value::Bytes(b) => WireValue::Bytes(b.to_vec()),
+            Value::Ref(o) => WireValue::Ref(id(o.0)),
+        }
+    }
+
+    /// The value this wire value stands for, resolving a reference with
+    /// `id`: the one conversion every decoder uses.
+    #[inline]
+    pub(crate) fn into_value<E>(
+        self,
+        id: impl FnOnce(WireId) -> Result<Id, E>,
+    ) -> Result<Value, E> {
+        Ok(match self {
+            WireValue::Null => Value::Null,
+            WireValue::Bool(b) => Value::Bool(b),
+            WireValue::Int(i) => Value::Int(i),
+            WireValue::Float(f) => Value::Float(f),
+            WireValue::Str(s) => Value::Str(s),
+            WireValue::Bytes(b) => Value::Bytes(b.into()),
+            WireValue::Ref(w) => Value::Ref(crate::value::ObjectId(id(w)?)),
+        })
+    }
+}
+
 /// One operation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum WireOp {
     /// Adds a peer to the sender's dictionary.
-    Intro { tag: Tag, hostname: SmolStr },
+    Intro { tag: Tag, hostname: Hostname },
     /// Creates a map with these entries, stamped with the map's id. A
     /// one-entry map (common in object graphs) needs no allocation.
     NewMap {
@@ -184,10 +286,10 @@ pub(crate) enum WireOp {
         obj: WireId,
         req: WireId,
         held: Option<(WireId, u64)>,
-        members: Vec<(Tag, SmolStr)>,
+        members: Vec<(Tag, Hostname)>,
     },
     /// The sender no longer waits for `peer`, which stopped answering.
-    Evict { peer: Tag, hostname: SmolStr },
+    Evict { peer: Tag, hostname: Hostname },
     /// Nothing but a tick of the sender's clock (a heartbeat).
     Tick,
     /// [`WireOp::ListInsert`] of one value right after the sender's element
@@ -218,97 +320,292 @@ impl WireOp {
             | WireOp::Append { .. } => 1,
         }
     }
-}
 
-/// One message.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Frame {
-    pub(crate) from: Tag,
-    pub(crate) body: Body,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) enum Body {
-    /// First message of a peer that did not ask for a sync.
-    Hello { seq: u64, hostname: SmolStr },
-    /// A group of operations, applied as one change. `tick` is the first
-    /// operation's counter minus the last counter of the sender's previous
-    /// operations message (at least 1): one byte where an absolute counter
-    /// takes three or more.
-    Ops {
-        seq: u64,
-        tick: u64,
-        /// Inline when one: most messages carry one operation.
-        ops: SmallVec<[WireOp; 1]>,
-    },
-    /// The sender acknowledges having applied everything up to `frontier`
-    /// (per peer, the last counter) and lists the members it knows.
-    GcAck {
-        seq: u64,
-        frontier: Vec<(Tag, u64)>,
-        members: Vec<(Tag, SmolStr)>,
-    },
-    /// The sender leaves for good.
-    Goodbye { seq: u64 },
-    /// The sender dropped its state and asks for the document.
-    SyncRequest { seq: u64, hostname: SmolStr },
-    /// The sender's sync completed.
-    Joined { seq: u64 },
-    /// The sender saw `joiner`'s sync request and can serve it. Broadcast
-    /// and sequenced: whoever receives it has every earlier message of the
-    /// sender, which is what a snapshot for the joiner must cover.
-    SyncOffer { seq: u64, joiner: Tag },
-    /// Directed: the recipient is chosen to serve the sync.
-    SyncFetch { to: Tag },
-    /// Directed: the document, as of the sender's state.
-    SyncAnswer { to: Tag, state: Box<TransferState> },
-    /// Directed: the answer to a hello, so that a peer that started later
-    /// learns of the sender and can ask for its messages.
-    Welcome {
-        to: Tag,
-        hostname: SmolStr,
-        seq: u64,
-    },
-    /// Directed: resend your sequenced messages from `from_seq` on.
-    Resend { to: Tag, from_seq: u64 },
-    /// Directed: the messages asked for are no longer kept.
-    ResendGone { to: Tag },
-    /// [`Body::Ops`] with one operation (most messages), a byte shorter.
-    /// Decoding turns it into `Ops`.
-    Op { seq: u64, tick: u64, op: WireOp },
-    /// [`Body::Op`] whose tick is 1 (the sender received nothing that moved
-    /// its counter since its previous message: every message of a lone
-    /// writer), a byte shorter. Decoding turns it into `Ops`.
-    Next { seq: u64, op: WireOp },
-}
-
-impl Body {
-    /// The stream position of a sequenced message.
-    pub(crate) fn seq(&self) -> Option<u64> {
+    /// The object a document operation writes to (`None` for the others).
+    pub(crate) fn target(&self) -> Option<&WireId> {
         match self {
-            Body::Hello { seq, .. }
-            | Body::Ops { seq, .. }
-            | Body::Op { seq, .. }
-            | Body::Next { seq, .. }
-            | Body::GcAck { seq, .. }
-            | Body::Goodbye { seq }
-            | Body::SyncRequest { seq, .. }
-            | Body::Joined { seq }
-            | Body::SyncOffer { seq, .. } => Some(*seq),
+            WireOp::MapSet { obj, .. }
+            | WireOp::MapDelete { obj, .. }
+            | WireOp::ListInsert { obj, .. }
+            | WireOp::Append { obj, .. }
+            | WireOp::ListDelete { obj, .. }
+            | WireOp::ListSet { obj, .. }
+            | WireOp::ListMove { obj, .. } => Some(obj),
             _ => None,
         }
     }
+}
 
-    /// The recipient of a directed message.
-    pub(crate) fn to(&self) -> Option<Tag> {
-        match self {
-            Body::SyncFetch { to }
-            | Body::SyncAnswer { to, .. }
-            | Body::Welcome { to, .. }
-            | Body::Resend { to, .. }
-            | Body::ResendGone { to } => Some(*to),
-            _ => None,
+/// The operations of one message, applied as one change.
+pub(crate) type Ops = SmallVec<[WireOp; 1]>;
+
+/// One message.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Frame {
+    pub(crate) from: Tag,
+    pub(crate) msg: Message,
+}
+
+/// A message is part of its sender's stream, or for one recipient.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Message {
+    /// The `seq`-th message of the sender's stream, for every peer.
+    Sequenced { seq: u64, body: Sequenced },
+    /// A message for the peer `to` only.
+    Directed { to: Tag, body: Directed },
+}
+
+/// The messages of a sender's stream.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Sequenced {
+    /// First message of a peer that did not ask for a sync.
+    Hello { hostname: Hostname },
+    /// A group of operations, applied as one change. `tick` is the first
+    /// operation's counter minus the last counter of the sender's previous
+    /// operations message (at least 1): one byte where an absolute counter
+    /// takes three or more. One operation (most messages) travels in a
+    /// shorter form, a byte shorter still when `tick` is 1 (every message of
+    /// a lone writer).
+    Ops { tick: u64, ops: Ops },
+    /// The sender acknowledges having applied everything up to `frontier`
+    /// (per peer, the last counter) and lists the members it knows.
+    GcAck {
+        frontier: Vec<(Tag, u64)>,
+        members: Vec<(Tag, Hostname)>,
+    },
+    /// The sender leaves for good.
+    Goodbye,
+    /// The sender dropped its state and asks for the document.
+    SyncRequest { hostname: Hostname },
+    /// The sender's sync completed.
+    Joined,
+    /// The sender saw `joiner`'s sync request and can serve it. Sequenced:
+    /// whoever receives it has every earlier message of the sender, which
+    /// is what a snapshot for the joiner must cover.
+    SyncOffer { joiner: Tag },
+}
+
+/// Messages for one peer.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Directed {
+    /// The recipient is chosen to serve the sync.
+    SyncFetch,
+    /// The document, as of the sender's state.
+    SyncAnswer { state: Box<TransferState> },
+    /// The answer to a hello, so that a peer that started later learns of
+    /// the sender and can ask for its messages.
+    Welcome { hostname: Hostname, seq: u64 },
+    /// Resend your sequenced messages from `from_seq` on.
+    Resend { from_seq: u64 },
+    /// The messages asked for are no longer kept.
+    ResendGone,
+}
+
+/// The variant numbers of the binary format that the hand-written readers
+/// and writers use (the envelope, the fast codec): serde numbers variants by
+/// declaration order, so these follow `Flat`, [`WireOp`] and [`WireValue`];
+/// the test below checks each against postcard.
+pub(crate) mod index {
+    /// Message bodies: the whole table (the test checks every one), of
+    /// which the readers need a few.
+    #[allow(dead_code)]
+    pub(crate) mod body {
+        pub(crate) const HELLO: u32 = 0;
+        pub(crate) const OPS: u32 = 1;
+        pub(crate) const GC_ACK: u32 = 2;
+        pub(crate) const GOODBYE: u32 = 3;
+        pub(crate) const SYNC_REQUEST: u32 = 4;
+        pub(crate) const JOINED: u32 = 5;
+        pub(crate) const SYNC_OFFER: u32 = 6;
+        pub(crate) const SYNC_FETCH: u32 = 7;
+        pub(crate) const SYNC_ANSWER: u32 = 8;
+        pub(crate) const WELCOME: u32 = 9;
+        pub(crate) const RESEND: u32 = 10;
+        pub(crate) const RESEND_GONE: u32 = 11;
+        pub(crate) const OP: u32 = 12;
+        pub(crate) const NEXT: u32 = 13;
+        /// The highest body variant.
+        pub(crate) const LAST: u32 = NEXT;
+
+        /// Whether a body names a recipient (its first field) rather than a
+        /// stream position.
+        pub(crate) fn is_directed(body: u32) -> bool {
+            (SYNC_FETCH..=RESEND_GONE).contains(&body)
         }
+    }
+
+    /// Operations.
+    pub(crate) mod op {
+        pub(crate) const MAP_SET: u32 = 4;
+        pub(crate) const APPEND: u32 = 16;
+    }
+
+    /// Values.
+    pub(crate) mod value {
+        pub(crate) const NULL: u32 = 0;
+        pub(crate) const BOOL: u32 = 1;
+        pub(crate) const INT: u32 = 2;
+        pub(crate) const FLOAT: u32 = 3;
+        pub(crate) const STR: u32 = 4;
+    }
+}
+
+/// The layout of a message on the wire: a flat enum whose variant order is
+/// the binary format ([`index::body`]). Generic over the fields that own
+/// data, so that one layout serializes borrowed fields (and a sync answer
+/// straight from the graph) and deserializes owned ones.
+#[derive(Serialize, Deserialize)]
+enum Flat<H, O, A, F, M, S> {
+    Hello { seq: u64, hostname: H },
+    Ops { seq: u64, tick: u64, ops: O },
+    GcAck { seq: u64, frontier: F, members: M },
+    Goodbye { seq: u64 },
+    SyncRequest { seq: u64, hostname: H },
+    Joined { seq: u64 },
+    SyncOffer { seq: u64, joiner: Tag },
+    SyncFetch { to: Tag },
+    SyncAnswer { to: Tag, state: S },
+    Welcome { to: Tag, hostname: H, seq: u64 },
+    Resend { to: Tag, from_seq: u64 },
+    ResendGone { to: Tag },
+    Op { seq: u64, tick: u64, op: A },
+    Next { seq: u64, op: A },
+}
+
+#[derive(Serialize, Deserialize)]
+struct FlatFrame<B> {
+    from: Tag,
+    body: B,
+}
+
+type FlatRef<'a> = Flat<
+    &'a Hostname,
+    &'a Ops,
+    &'a WireOp,
+    &'a Vec<(Tag, u64)>,
+    &'a Vec<(Tag, Hostname)>,
+    &'a TransferState,
+>;
+
+type FlatOwned =
+    Flat<Hostname, Ops, WireOp, Vec<(Tag, u64)>, Vec<(Tag, Hostname)>, Box<TransferState>>;
+
+impl Serialize for Frame {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let body: FlatRef<'_> = match &self.msg {
+            Message::Sequenced { seq, body } => {
+                let seq = *seq;
+                match body {
+                    Sequenced::Hello { hostname } => Flat::Hello { seq, hostname },
+                    Sequenced::Ops { tick: 1, ops } if ops.len() == 1 => {
+                        Flat::Next { seq, op: &ops[0] }
+                    }
+                    Sequenced::Ops { tick, ops } if ops.len() == 1 => Flat::Op {
+                        seq,
+                        tick: *tick,
+                        op: &ops[0],
+                    },
+                    Sequenced::Ops { tick, ops } => Flat::Ops {
+                        seq,
+                        tick: *tick,
+                        ops,
+                    },
+                    Sequenced::GcAck { frontier, members } => Flat::GcAck {
+                        seq,
+                        frontier,
+                        members,
+                    },
+                    Sequenced::Goodbye => Flat::Goodbye { seq },
+                    Sequenced::SyncRequest { hostname } => Flat::SyncRequest { seq, hostname },
+                    Sequenced::Joined => Flat::Joined { seq },
+                    Sequenced::SyncOffer { joiner } => Flat::SyncOffer {
+                        seq,
+                        joiner: *joiner,
+                    },
+                }
+            }
+            Message::Directed { to, body } => {
+                let to = *to;
+                match body {
+                    Directed::SyncFetch => Flat::SyncFetch { to },
+                    Directed::SyncAnswer { state } => Flat::SyncAnswer { to, state },
+                    Directed::Welcome { hostname, seq } => Flat::Welcome {
+                        to,
+                        hostname,
+                        seq: *seq,
+                    },
+                    Directed::Resend { from_seq } => Flat::Resend {
+                        to,
+                        from_seq: *from_seq,
+                    },
+                    Directed::ResendGone => Flat::ResendGone { to },
+                }
+            }
+        };
+        FlatFrame {
+            from: self.from,
+            body,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Frame {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let flat = FlatFrame::<FlatOwned>::deserialize(d)?;
+        let seq = |seq, body| Message::Sequenced { seq, body };
+        let to = |to, body| Message::Directed { to, body };
+        let msg = match flat.body {
+            Flat::Hello { seq: s, hostname } => seq(s, Sequenced::Hello { hostname }),
+            Flat::Ops { seq: s, tick, ops } => seq(s, Sequenced::Ops { tick, ops }),
+            Flat::Op { seq: s, tick, op } => seq(
+                s,
+                Sequenced::Ops {
+                    tick,
+                    ops: SmallVec::from_buf([op]),
+                },
+            ),
+            Flat::Next { seq: s, op } => seq(
+                s,
+                Sequenced::Ops {
+                    tick: 1,
+                    ops: SmallVec::from_buf([op]),
+                },
+            ),
+            Flat::GcAck {
+                seq: s,
+                frontier,
+                members,
+            } => seq(s, Sequenced::GcAck { frontier, members }),
+            Flat::Goodbye { seq: s } => seq(s, Sequenced::Goodbye),
+            Flat::SyncRequest { seq: s, hostname } => seq(s, Sequenced::SyncRequest { hostname }),
+            Flat::Joined { seq: s } => seq(s, Sequenced::Joined),
+            Flat::SyncOffer { seq: s, joiner } => seq(s, Sequenced::SyncOffer { joiner }),
+            Flat::SyncFetch { to: t } => to(t, Directed::SyncFetch),
+            Flat::SyncAnswer { to: t, state } => to(t, Directed::SyncAnswer { state }),
+            Flat::Welcome {
+                to: t,
+                hostname,
+                seq,
+            } => to(t, Directed::Welcome { hostname, seq }),
+            Flat::Resend { to: t, from_seq } => to(t, Directed::Resend { from_seq }),
+            Flat::ResendGone { to: t } => to(t, Directed::ResendGone),
+        };
+        Ok(Frame {
+            from: flat.from,
+            msg,
+        })
+    }
+}
+
+/// Serializes exactly as a [`Frame`] carrying [`Directed::SyncAnswer`] from
+/// `from` to `to`, with a state of any serializable form (a view of the
+/// sender's graph, so that a large document is never copied into wire
+/// types first).
+pub(crate) fn answer_frame<S: Serialize>(from: Tag, to: Tag, state: &S) -> impl Serialize + '_ {
+    FlatFrame {
+        from,
+        body: Flat::<(), (), (), (), (), &S>::SyncAnswer { to, state },
     }
 }
 
@@ -331,7 +628,7 @@ pub(crate) enum WireOrigin {
 /// types first).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TransferState<O = Vec<ObjState>> {
-    pub(crate) peers: Vec<(Tag, SmolStr)>,
+    pub(crate) peers: Vec<(Tag, Hostname)>,
     pub(crate) streams: Vec<StreamState>,
     pub(crate) root: WireValue,
     pub(crate) root_stamp: Option<WireId>,
@@ -412,7 +709,7 @@ pub(crate) enum SlotState {
 /// replica that received the same messages.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Canonical {
-    pub(crate) peers: Vec<(Tag, SmolStr)>,
+    pub(crate) peers: Vec<(Tag, Hostname)>,
     pub(crate) root: WireValue,
     pub(crate) root_stamp: Option<WireId>,
     pub(crate) objects: Vec<CanonObj>,
@@ -442,4 +739,137 @@ pub(crate) struct LogTransfer {
     pub(crate) stamp: u64,
     /// Each member's latest message on the lease clock.
     pub(crate) seen: Vec<(u32, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The variant number postcard writes first for `value`.
+    fn first_varint<T: Serialize>(value: &T) -> u32 {
+        let bytes = postcard::to_allocvec(value).unwrap();
+        postcard::take_from_bytes::<u32>(&bytes).unwrap().0
+    }
+
+    #[test]
+    fn the_variant_numbers_are_postcards() {
+        use index::body::*;
+        let hostname = Hostname("h".into());
+        let h = || &hostname;
+        let ops = Ops::new();
+        let ops = &ops;
+        let op = &WireOp::Tick;
+        let v: &Vec<(Tag, u64)> = &Vec::new();
+        let m: &Vec<(Tag, Hostname)> = &Vec::new();
+        let t = Tag(1);
+        let bodies: Vec<(u32, Flat<_, _, _, _, _, ()>)> = vec![
+            (
+                HELLO,
+                Flat::Hello {
+                    seq: 1,
+                    hostname: h(),
+                },
+            ),
+            (
+                OPS,
+                Flat::Ops {
+                    seq: 1,
+                    tick: 1,
+                    ops,
+                },
+            ),
+            (
+                GC_ACK,
+                Flat::GcAck {
+                    seq: 1,
+                    frontier: v,
+                    members: m,
+                },
+            ),
+            (GOODBYE, Flat::Goodbye { seq: 1 }),
+            (
+                SYNC_REQUEST,
+                Flat::SyncRequest {
+                    seq: 1,
+                    hostname: h(),
+                },
+            ),
+            (JOINED, Flat::Joined { seq: 1 }),
+            (SYNC_OFFER, Flat::SyncOffer { seq: 1, joiner: t }),
+            (SYNC_FETCH, Flat::SyncFetch { to: t }),
+            (SYNC_ANSWER, Flat::SyncAnswer { to: t, state: () }),
+            (
+                WELCOME,
+                Flat::Welcome {
+                    to: t,
+                    hostname: h(),
+                    seq: 1,
+                },
+            ),
+            (RESEND, Flat::Resend { to: t, from_seq: 1 }),
+            (RESEND_GONE, Flat::ResendGone { to: t }),
+            (
+                OP,
+                Flat::Op {
+                    seq: 1,
+                    tick: 1,
+                    op,
+                },
+            ),
+            (NEXT, Flat::Next { seq: 1, op }),
+        ];
+        for (i, (want, body)) in bodies.iter().enumerate() {
+            assert_eq!(first_varint(body), *want, "body {i}");
+            assert_eq!(
+                is_directed(*want),
+                matches!(
+                    body,
+                    Flat::SyncFetch { .. }
+                        | Flat::SyncAnswer { .. }
+                        | Flat::Welcome { .. }
+                        | Flat::Resend { .. }
+                        | Flat::ResendGone { .. }
+                )
+            );
+        }
+        let obj = WireId { p: 0, c: 1 };
+        let value = WireValue::Null;
+        assert_eq!(
+            first_varint(&WireOp::MapSet {
+                obj,
+                key: "k".into(),
+                value: value.clone()
+            }),
+            index::op::MAP_SET
+        );
+        assert_eq!(
+            first_varint(&WireOp::Append { obj, value }),
+            index::op::APPEND
+        );
+        for (want, value) in [
+            (index::value::NULL, WireValue::Null),
+            (index::value::BOOL, WireValue::Bool(true)),
+            (index::value::INT, WireValue::Int(1)),
+            (index::value::FLOAT, WireValue::Float(1.0)),
+            (index::value::STR, WireValue::Str("s".into())),
+        ] {
+            assert_eq!(first_varint(&value), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_hostname_breaks_the_limits() {
+        let hostname = |n| Hostname("h".repeat(n).into());
+        assert_eq!(hostname(Hostname::MAX).check(), Ok(()));
+        assert!(hostname(Hostname::MAX + 1).check().is_err());
+        let frame = |hostname| Frame {
+            from: Tag(1),
+            msg: Message::Directed {
+                to: Tag(2),
+                body: Directed::Welcome { hostname, seq: 1 },
+            },
+        };
+        assert_eq!(check_limits(&frame(hostname(3))), Ok(()));
+        assert!(check_limits(&frame(hostname(Hostname::MAX + 1))).is_err());
+    }
 }

@@ -1,6 +1,6 @@
 //! The binary form of the most common message, written and read without
-//! serde: one operation (a map set or an append) with a scalar value, in a
-//! [`Body::Next`] or [`Body::Op`]. Most of a live document's traffic is this
+//! serde: one operation (a map set or an append) with a scalar value, in an
+//! operations message of one operation. Most of a live document's traffic is this
 //! message, and serde's generic machinery cost more than the rest of its
 //! decoding.
 //!
@@ -13,25 +13,25 @@ use smallvec::SmallVec;
 use smol_str::SmolStr;
 
 use super::VERSION;
-use crate::wire::{Body, Frame, Tag, WireId, WireOp, WireValue};
-
-// Variant indices, in declaration order (serde's numbering).
-const BODY_OP: u32 = 12;
-const BODY_NEXT: u32 = 13;
-const OP_MAP_SET: u32 = 4;
-const OP_APPEND: u32 = 16;
-const VALUE_NULL: u32 = 0;
-const VALUE_BOOL: u32 = 1;
-const VALUE_INT: u32 = 2;
-const VALUE_FLOAT: u32 = 3;
-const VALUE_STR: u32 = 4;
+use crate::wire::index::body::{NEXT as BODY_NEXT, OP as BODY_OP};
+use crate::wire::index::op::{APPEND as OP_APPEND, MAP_SET as OP_MAP_SET};
+use crate::wire::index::value::{
+    BOOL as VALUE_BOOL, FLOAT as VALUE_FLOAT, INT as VALUE_INT, NULL as VALUE_NULL,
+    STR as VALUE_STR,
+};
+use crate::wire::{Frame, Message, Sequenced, Tag, WireId, WireOp, WireValue};
 
 /// Writes `frame` into `out` (emptied first) when it has the fast shape.
 /// Returns false, with `out` untouched, otherwise.
 pub(super) fn encode(frame: &Frame, out: &mut Vec<u8>) -> bool {
-    let (body, seq, tick, op) = match &frame.body {
-        Body::Next { seq, op } => (BODY_NEXT, *seq, None, op),
-        Body::Op { seq, tick, op } => (BODY_OP, *seq, Some(*tick), op),
+    let (body, seq, tick, op) = match &frame.msg {
+        Message::Sequenced {
+            seq,
+            body: Sequenced::Ops { tick, ops },
+        } if ops.len() == 1 => match tick {
+            1 => (BODY_NEXT, *seq, None, &ops[0]),
+            _ => (BODY_OP, *seq, Some(*tick), &ops[0]),
+        },
         _ => return false,
     };
     let (kind, obj, key, value) = match op {
@@ -91,8 +91,7 @@ fn str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Reads a whole message of the fast shape, already as [`Body::Ops`] (what
-/// [`super::decode`] returns). `None` for anything else.
+/// Reads a whole message of the fast shape. `None` for anything else.
 pub(super) fn decode(bytes: &[u8]) -> Option<Frame> {
     let mut r = Reader(bytes);
     if r.byte()? != VERSION {
@@ -138,10 +137,12 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Frame> {
     };
     Some(Frame {
         from,
-        body: Body::Ops {
+        msg: Message::Sequenced {
             seq,
-            tick,
-            ops: SmallVec::from_buf([op]),
+            body: Sequenced::Ops {
+                tick,
+                ops: SmallVec::from_buf([op]),
+            },
         },
     })
 }
@@ -260,17 +261,19 @@ mod tests {
         };
         let seq = big(rng);
         let body = match rng.random_range(0..3) {
-            0 => Body::Next { seq, op },
-            1 => Body::Op {
-                seq,
-                tick: big(rng),
-                op,
+            0 => Sequenced::Ops {
+                tick: 1,
+                ops: SmallVec::from_buf([op]),
             },
-            _ => Body::Goodbye { seq },
+            1 => Sequenced::Ops {
+                tick: big(rng),
+                ops: SmallVec::from_buf([op]),
+            },
+            _ => Sequenced::Goodbye,
         };
         Frame {
             from: Tag(rng.random()),
-            body,
+            msg: Message::Sequenced { seq, body },
         }
     }
 

@@ -1,5 +1,6 @@
 //! The object graph: the root register and the arena of maps and arrays.
 
+mod canonical;
 pub(crate) mod list;
 pub(crate) mod map;
 pub(crate) mod seq;

@@ -1,0 +1,148 @@
+//! Settings of a replica.
+
+use std::time::Duration;
+
+use crate::codec::WireFormat;
+#[allow(unused_imports)] // doc links
+use crate::{ReceiveError, Replica};
+
+/// Settings of a [`Replica`]: `Default` plus chained setters.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) format: WireFormat,
+    pub(crate) max_message: usize,
+    pub(crate) max_backlog: usize,
+    pub(crate) resend_log: usize,
+    pub(crate) gc_interval: Duration,
+    pub(crate) sync_timeout: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) peer_timeout: Option<Duration>,
+    pub(crate) lease: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            format: WireFormat::Binary,
+            max_message: 64 << 20,
+            max_backlog: 256 << 20,
+            resend_log: 4096,
+            gc_interval: Duration::from_secs(1),
+            sync_timeout: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(1),
+            peer_timeout: None,
+            lease: None,
+        }
+    }
+}
+
+impl Config {
+    /// Encoding of outgoing messages (incoming ones are recognised either
+    /// way).
+    ///
+    /// ```
+    /// use facsimile_core::{Config, WireFormat};
+    /// let config = Config::default().wire_format(WireFormat::Json);
+    /// ```
+    pub fn wire_format(mut self, format: WireFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Largest message accepted, in bytes (default 64 MiB). Larger input is
+    /// refused with [`ReceiveError::TooLarge`].
+    ///
+    /// ```
+    /// let config = facsimile_core::Config::default().max_message_size(1 << 20);
+    /// ```
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
+    }
+
+    /// Most bytes of messages held back while waiting for a sync or for a
+    /// missing predecessor (default 256 MiB).
+    ///
+    /// ```
+    /// let config = facsimile_core::Config::default().max_backlog(16 << 20);
+    /// ```
+    pub fn max_backlog(mut self, bytes: usize) -> Self {
+        self.max_backlog = bytes;
+        self
+    }
+
+    /// How many of its own recent messages a replica keeps to resend to a
+    /// peer that missed them (default 4096).
+    ///
+    /// ```
+    /// let config = facsimile_core::Config::default().resend_log(128);
+    /// ```
+    pub fn resend_log(mut self, messages: usize) -> Self {
+        self.resend_log = messages;
+        self
+    }
+
+    /// How often unreachable objects are looked for and acknowledgements
+    /// sent (default one second).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = facsimile_core::Config::default().gc_interval(Duration::from_millis(200));
+    /// ```
+    pub fn gc_interval(mut self, interval: Duration) -> Self {
+        self.gc_interval = interval;
+        self
+    }
+
+    /// How long a joiner waits for the chosen peer's answer before asking
+    /// another (default five seconds).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = facsimile_core::Config::default().sync_timeout(Duration::from_secs(1));
+    /// ```
+    pub fn sync_timeout(mut self, timeout: Duration) -> Self {
+        self.sync_timeout = timeout;
+        self
+    }
+
+    /// Detects silent peers: send a heartbeat when nothing was sent for
+    /// `heartbeat`, and evict a member not heard from for `timeout` (its
+    /// locks are freed and it is no longer waited for). Off by default, since
+    /// it needs [`Replica::handle_timeout`] to be called regularly.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = facsimile_core::Config::default()
+    ///     .failure_detection(Duration::from_millis(500), Duration::from_secs(5));
+    /// ```
+    pub fn failure_detection(mut self, heartbeat: Duration, timeout: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self.peer_timeout = Some(timeout);
+        self
+    }
+
+    /// Runs over a totally ordered log ([`Replica::handle_ordered`]): locks
+    /// are granted by log order with the log position as fencing token, and
+    /// a peer whose last message in the log is older than `lease` (by the
+    /// log's timestamps) loses its locks and membership. Heartbeats go out
+    /// every third of the lease.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = facsimile_core::Config::default().ordered(Duration::from_secs(3));
+    /// ```
+    pub fn ordered(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self.heartbeat = lease / 3;
+        self
+    }
+}
+
+impl Config {
+    /// Whether heartbeats go out: for failure detection, or to renew a
+    /// lease in an ordered log.
+    pub(crate) fn heartbeats(&self) -> Option<Duration> {
+        (self.peer_timeout.is_some() || self.lease.is_some()).then_some(self.heartbeat)
+    }
+}

@@ -1,0 +1,1084 @@
+//! The document: the object graph, its reclamation and the operations that
+//! wait for a dependency; local writes become operations here, and remote
+//! operations are applied here.
+//!
+//! Invariants: a local write is checked whole before anything changes (a
+//! refused write changes nothing and sends nothing); an operation runs only
+//! once everything it names is present, and is dropped when what it names
+//! was reclaimed (no live reference can name a reclaimed object:
+//! DESIGN.md, "Reclamation").
+
+use smallvec::SmallVec;
+use smol_str::SmolStr;
+
+use crate::clock::Peers;
+use crate::error::Error;
+use crate::event::{Change, Origin};
+use crate::gc::Gc;
+use crate::graph::list::ListObj;
+use crate::graph::map::MapObj;
+use crate::graph::{Graph, Obj, ObjData};
+use crate::op::Op;
+use crate::outputs::{Outputs, Touch};
+use crate::parked::Parked;
+use crate::streams::Streams;
+use crate::value::{Id, Input, ObjectId, ObjectKind, PeerIdx, Prop, Value};
+use crate::wire::{WireOp, WireOrigin, WireValue};
+
+#[derive(Debug, Default)]
+pub(crate) struct Doc {
+    graph: Graph,
+    gc: Gc,
+    parked: Parked,
+}
+
+/// Whether what an operation names is here.
+enum Dep {
+    Ready,
+    /// Not arrived yet: wait for this id.
+    Wait(Id),
+    /// Arrived and reclaimed since: the operation has no visible effect.
+    Gone,
+}
+
+/// What applying a remote operation needs besides the document: to tell an
+/// id not arrived yet from one reclaimed, the counters applied so far.
+pub(crate) struct Applied<'a> {
+    pub(crate) peers: &'a Peers,
+    pub(crate) streams: &'a Streams,
+    /// This replica's own clock.
+    pub(crate) clock: u64,
+}
+
+impl Doc {
+    /// Replaces the document with an empty one (a sync starts over). The
+    /// reclamation state stays: it is the replica's, not the document's.
+    pub(crate) fn clear(&mut self) {
+        self.graph = Graph::default();
+        self.parked.clear();
+    }
+
+    /// Replaces the document with a transferred one (validated): `graph`
+    /// with objects `unreachable` or `garbage` to reclaim, and the
+    /// acknowledgements the sender held. Returns the root before.
+    pub(crate) fn load(
+        &mut self,
+        graph: Graph,
+        unreachable: bool,
+        garbage: bool,
+        acks: Vec<(PeerIdx, Vec<(u32, u64)>)>,
+    ) -> Value {
+        let old = std::mem::replace(&mut self.graph, graph).root;
+        self.gc.load_acks(acks);
+        self.gc.dirty |= unreachable;
+        self.gc.garbage |= garbage;
+        self.gc.frontier_moved();
+        old
+    }
+
+    /// Forgets every reclamation round and acknowledgement (a new
+    /// incarnation).
+    pub(crate) fn restart_reclamation(&mut self) {
+        self.gc.reset();
+    }
+
+    /// The frontier moved: the next pass acknowledges it.
+    pub(crate) fn frontier_moved(&mut self) {
+        self.gc.frontier_moved();
+    }
+
+    /// Records a member's acknowledgement of its frontier.
+    pub(crate) fn record_ack(&mut self, sender: PeerIdx, frontier: &[(crate::wire::Tag, u64)]) {
+        self.gc.record_ack(sender, frontier);
+    }
+
+    /// Runs a reclamation pass; returns whether to acknowledge the frontier.
+    pub(crate) fn reclaim(&mut self, cx: &crate::gc::PassContext<'_>) -> bool {
+        self.gc.pass(&mut self.graph, cx)
+    }
+
+    /// Whether no operation waits for a dependency (the applied state is
+    /// what the stream positions say).
+    pub(crate) fn is_settled(&self) -> bool {
+        self.parked.is_empty()
+    }
+
+    /// The next parked operation whose dependency arrived.
+    pub(crate) fn pop_woken(&mut self) -> Option<(PeerIdx, Op)> {
+        self.parked.pop_woken()
+    }
+
+    /// The graph, for a state transfer.
+    pub(crate) fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The reclamation state, for a state transfer.
+    pub(crate) fn gc(&self) -> &Gc {
+        &self.gc
+    }
+
+    /// The current reclamation mark (transferred objects arrive with the
+    /// one before).
+    pub(crate) fn mark(&self) -> u32 {
+        self.gc.mark
+    }
+
+    /// Sorts every map whose keys are out of order (before encoding).
+    pub(crate) fn sort_maps(&mut self) {
+        self.graph.sort_maps();
+    }
+
+    /// The canonical encoding's content.
+    pub(crate) fn canonical(&mut self, peers: &Peers) -> crate::wire::Canonical {
+        self.graph.canonical(peers)
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    pub(crate) fn root(&self) -> &Value {
+        &self.graph.root
+    }
+
+    pub(crate) fn kind(&self, obj: ObjectId) -> Option<ObjectKind> {
+        self.graph.get(obj.0).map(Obj::kind)
+    }
+
+    pub(crate) fn map(&self, obj: ObjectId) -> Result<&MapObj, Error> {
+        match self.graph.get(obj.0).map(|o| &o.data) {
+            Some(ObjData::Map(m)) => Ok(m),
+            Some(ObjData::List(_)) => Err(Error::WrongKind {
+                object: obj,
+                expected: ObjectKind::Map,
+                found: ObjectKind::Array,
+            }),
+            None => Err(Error::UnknownObject(obj)),
+        }
+    }
+
+    /// A map with its keys in order (they are sorted lazily).
+    pub(crate) fn sorted_map(&mut self, obj: ObjectId) -> Result<&MapObj, Error> {
+        if let Some(ObjData::Map(m)) = self.graph.get_mut(obj.0).map(|o| &mut o.data) {
+            m.sort();
+        }
+        self.map(obj)
+    }
+
+    pub(crate) fn list(&self, obj: ObjectId) -> Result<&ListObj, Error> {
+        match self.graph.get(obj.0).map(|o| &o.data) {
+            Some(ObjData::List(l)) => Ok(l),
+            Some(ObjData::Map(_)) => Err(Error::WrongKind {
+                object: obj,
+                expected: ObjectKind::Array,
+                found: ObjectKind::Map,
+            }),
+            None => Err(Error::UnknownObject(obj)),
+        }
+    }
+
+    fn list_mut(&mut self, obj: Id) -> &mut ListObj {
+        match self.graph.get_mut(obj).map(|o| &mut o.data) {
+            Some(ObjData::List(l)) => l,
+            _ => unreachable!("caller checked the kind"),
+        }
+    }
+
+    // --------------------------------------------------------- local writes
+
+    /// Checks that every existing object an input references may be
+    /// referenced: it is present, and it has not been unreachable since this
+    /// replica last acknowledged its state (see `gc`).
+    pub(crate) fn check_input(&self, input: &Input) -> Result<(), Error> {
+        match input {
+            Input::Value(Value::Ref(o)) => self.check_ref(*o),
+            Input::Value(_) => Ok(()),
+            Input::Map(entries) => entries.iter().try_for_each(|(_, v)| self.check_input(v)),
+            Input::Array(items) => items.iter().try_for_each(|v| self.check_input(v)),
+        }
+    }
+
+    fn check_ref(&self, o: ObjectId) -> Result<(), Error> {
+        match self.graph.get(o.0) {
+            None => Err(Error::UnknownObject(o)),
+            Some(obj) if obj.mark == self.gc.mark => Ok(()),
+            Some(_) if Gc::reachable_now(&self.graph, o.0) => Ok(()),
+            Some(_) => Err(Error::Detached(o)),
+        }
+    }
+
+    /// Objects a local write just created hang under `target` (`None`: the
+    /// root). They are reachable if `target` is known to be (marked at the
+    /// latest mark, nothing detached since), which spares the next pass a
+    /// mark; otherwise the next pass marks.
+    fn created_under(&mut self, target: Option<Id>) {
+        if !std::mem::take(&mut self.gc.fresh) {
+            return;
+        }
+        let mark = self.gc.mark;
+        let known = !self.gc.dirty
+            && target.is_none_or(|t| self.graph.get(t).is_some_and(|o| o.mark == mark));
+        self.gc.dirty |= !known;
+    }
+
+    /// Creates the objects of an input tree (children first) and returns the
+    /// value to store, in local and wire form.
+    fn materialize(
+        &mut self,
+        input: Input,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> (Value, WireValue) {
+        // The write that stores what this creates settles it for
+        // reclamation (`created_under`).
+        self.gc.fresh |= !matches!(input, Input::Value(_));
+        match input {
+            Input::Value(v) => {
+                let w = out.outbox.wire_value(&v, peers);
+                (v, w)
+            }
+            Input::Map(entries) => {
+                // A one-entry map (common in object graphs) allocates only
+                // its own storage.
+                let mut values: SmallVec<[_; 1]> = SmallVec::with_capacity(entries.len());
+                let mut wire = SmallVec::with_capacity(entries.len());
+                for (k, v) in entries {
+                    let (v, w) = self.materialize(v, out, peers);
+                    values.push((k.clone(), v));
+                    wire.push((k, w));
+                }
+                let id = out.outbox.tick();
+                let mut map = MapObj::with_capacity(values.len());
+                for (k, v) in values {
+                    map.apply(&k, Some(v), id, peers);
+                }
+                self.insert_object(id, ObjData::Map(map));
+                out.outbox.push(WireOp::NewMap { entries: wire });
+                (
+                    Value::Ref(ObjectId(id)),
+                    WireValue::Ref(out.outbox.wire_id(id, peers)),
+                )
+            }
+            Input::Array(items) => {
+                let mut values = Vec::with_capacity(items.len());
+                let mut wire = Vec::with_capacity(items.len());
+                for v in items {
+                    let (v, w) = self.materialize(v, out, peers);
+                    values.push(v);
+                    wire.push(w);
+                }
+                let id = out.outbox.tick();
+                out.outbox.skip(values.len() as u64);
+                let mut list = ListObj::default();
+                list.insert(None, Id::new(PeerIdx::SELF, id.counter + 1), values, peers);
+                self.insert_object(id, ObjData::List(Box::new(list)));
+                out.outbox.push(WireOp::NewArray { values: wire });
+                (
+                    Value::Ref(ObjectId(id)),
+                    WireValue::Ref(out.outbox.wire_id(id, peers)),
+                )
+            }
+        }
+    }
+
+    fn insert_object(&mut self, id: Id, data: ObjData) {
+        self.graph.objects.insert(
+            id,
+            Obj {
+                data,
+                mark: self.gc.mark,
+            },
+        );
+    }
+
+    /// Replaces the root.
+    pub(crate) fn set_root(
+        &mut self,
+        input: Input,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<Option<ObjectId>, Error> {
+        self.check_input(&input)?;
+        if let Input::Value(v) = &input {
+            if v.same(&self.graph.root) {
+                return Ok(v.as_ref_id());
+            }
+        }
+        out.begin();
+        let (value, wire) = self.materialize(input, out, peers);
+        self.created_under(None);
+        let stamp = out.outbox.tick();
+        out.outbox.push(WireOp::Root { value: wire });
+        let old = std::mem::replace(&mut self.graph.root, value.clone());
+        self.graph.root_stamp = stamp;
+        self.gc.note_detach(&old);
+        let id = value.as_ref_id();
+        out.events.root_changed(old, value, Origin::Local);
+        out.end();
+        Ok(id)
+    }
+
+    /// Sets a map key, after `owner` allowed writing to it.
+    pub(crate) fn map_set(
+        &mut self,
+        obj: ObjectId,
+        key: &str,
+        input: Input,
+        owner: impl FnOnce() -> Result<(), Error>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<bool, Error> {
+        let current = self.map(obj)?.get(key);
+        owner()?;
+        if let (Input::Value(v), Some(cur)) = (&input, current) {
+            if v.same(cur) {
+                return Ok(false);
+            }
+        }
+        self.check_input(&input)?;
+        out.begin();
+        let (value, wire) = self.materialize(input, out, peers);
+        self.created_under(Some(obj.0));
+        let stamp = out.outbox.tick();
+        let key = SmolStr::from(key);
+        let wobj = out.outbox.wire_id(obj.0, peers);
+        out.outbox.push(WireOp::MapSet {
+            obj: wobj,
+            key: key.clone(),
+            value: wire,
+        });
+        self.apply_map_write(obj.0, key, Some(value), stamp, Origin::Local, out, peers);
+        out.end();
+        Ok(true)
+    }
+
+    /// Deletes a map key, after `owner` allowed writing to it.
+    pub(crate) fn map_delete(
+        &mut self,
+        obj: ObjectId,
+        key: &str,
+        owner: impl FnOnce() -> Result<(), Error>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<Option<Value>, Error> {
+        let Some(old) = self.map(obj)?.get(key).cloned() else {
+            return Ok(None);
+        };
+        owner()?;
+        out.begin();
+        let stamp = out.outbox.tick();
+        let key = SmolStr::from(key);
+        let wobj = out.outbox.wire_id(obj.0, peers);
+        out.outbox.push(WireOp::MapDelete {
+            obj: wobj,
+            key: key.clone(),
+        });
+        self.apply_map_write(obj.0, key, None, stamp, Origin::Local, out, peers);
+        out.end();
+        Ok(Some(old))
+    }
+
+    /// Applies a map write that has passed every check, recording the change.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_map_write(
+        &mut self,
+        obj: Id,
+        key: SmolStr,
+        value: Option<Value>,
+        stamp: Id,
+        origin: Origin,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) {
+        let Some(Obj {
+            data: ObjData::Map(m),
+            ..
+        }) = self.graph.objects.get_mut(&obj)
+        else {
+            return;
+        };
+        // A delete leaves a tombstone.
+        self.gc.garbage |= value.is_none();
+        if let Some(change) = m.apply(&key, value, stamp, peers) {
+            if let Some(old) = &change.old {
+                self.gc.note_detach(old);
+            }
+            out.events.change(|| Change {
+                object: ObjectId(obj),
+                prop: Some(Prop::Key(key)),
+                old: change.old,
+                new: change.new,
+                origin,
+            });
+        }
+    }
+
+    /// Removes `delete` elements from `start` and inserts `items` there,
+    /// after `owner` allowed writing to the array.
+    pub(crate) fn list_splice(
+        &mut self,
+        obj: ObjectId,
+        start: usize,
+        delete: usize,
+        items: SmallVec<[Input; 1]>,
+        owner: impl FnOnce() -> Result<(), Error>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<Vec<Value>, Error> {
+        let len = self.list(obj)?.len();
+        owner()?;
+        if start > len {
+            return Err(Error::IndexOutOfBounds {
+                object: obj,
+                index: start,
+                len,
+            });
+        }
+        for item in &items {
+            self.check_input(item)?;
+        }
+        let delete = delete.min(len - start);
+        if delete == 0 && items.is_empty() {
+            return Ok(Vec::new());
+        }
+        out.begin();
+        let wobj = out.outbox.wire_id(obj.0, peers);
+        let mut removed = Vec::with_capacity(delete);
+        if delete > 0 {
+            let list = self.list(obj)?;
+            let elems: Vec<Id> = (start..start + delete).map(|i| list.elem_at(i)).collect();
+            let runs = out.outbox.wire_runs(&elems, peers);
+            out.outbox.push(WireOp::ListDelete { obj: wobj, runs });
+            let list = self.list_mut(obj.0);
+            for e in elems {
+                if let Some((v, _)) = list.delete(e) {
+                    removed.push(v);
+                }
+            }
+            for v in &removed {
+                self.gc.note_detach(v);
+            }
+            self.gc.garbage = true;
+        }
+        if !items.is_empty() {
+            let n = items.len();
+            let mut items = items.into_iter();
+            // One item (a push, a typed character) needs no vectors.
+            let single = match n {
+                1 => items.next().map(|i| self.materialize(i, out, peers)),
+                _ => None,
+            };
+            let (values, wire): (Vec<Value>, Vec<WireValue>) = match single {
+                Some(_) => Default::default(),
+                None => items.map(|i| self.materialize(i, out, peers)).unzip(),
+            };
+            self.created_under(Some(obj.0));
+            let origin = (start > 0).then(|| self.list(obj).expect("checked").slot_at(start - 1));
+            let first = out.outbox.tick();
+            out.outbox.skip(n as u64 - 1);
+            let worigin = match origin {
+                None => WireOrigin::Head,
+                Some(o) if o.peer == PeerIdx::SELF && o.counter < first.counter => {
+                    WireOrigin::Back(first.counter - o.counter)
+                }
+                Some(o) => WireOrigin::Id(out.outbox.wire_id(o, peers)),
+            };
+            let (op, one) = match (single, worigin) {
+                (Some((v, value)), WireOrigin::Back(1)) => {
+                    (WireOp::Append { obj: wobj, value }, Some(v))
+                }
+                (Some((v, w)), origin) => (
+                    WireOp::ListInsert {
+                        obj: wobj,
+                        origin,
+                        values: vec![w],
+                    },
+                    Some(v),
+                ),
+                (None, origin) => (
+                    WireOp::ListInsert {
+                        obj: wobj,
+                        origin,
+                        values: wire,
+                    },
+                    None,
+                ),
+            };
+            out.outbox.push(op);
+            let list = self.list_mut(obj.0);
+            match one {
+                Some(v) => list.insert(origin, first, std::iter::once(v), peers),
+                None => list.insert(origin, first, values, peers),
+            }
+        }
+        out.events.touch(obj.0, || Touch::Mass);
+        out.end();
+        Ok(removed)
+    }
+
+    /// Sets several elements in one change, after `owner` allowed writing
+    /// to the array. Returns how many changed.
+    pub(crate) fn list_set_many(
+        &mut self,
+        obj: ObjectId,
+        writes: Vec<(usize, Input)>,
+        owner: impl FnOnce() -> Result<(), Error>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<usize, Error> {
+        let list = self.list(obj)?;
+        owner()?;
+        let len = list.len();
+        let mut effective = Vec::with_capacity(writes.len());
+        for (index, input) in writes {
+            if index >= len {
+                return Err(Error::IndexOutOfBounds {
+                    object: obj,
+                    index,
+                    len,
+                });
+            }
+            let elem = list.elem_at(index);
+            if let Input::Value(v) = &input {
+                if list.value_of(elem).is_some_and(|cur| cur.same(v)) {
+                    continue;
+                }
+            }
+            effective.push((elem, input));
+        }
+        for (_, input) in &effective {
+            self.check_input(input)?;
+        }
+        if effective.is_empty() {
+            return Ok(0);
+        }
+        out.begin();
+        let wobj = out.outbox.wire_id(obj.0, peers);
+        let count = effective.len();
+        for (elem, input) in effective {
+            let (value, wire) = self.materialize(input, out, peers);
+            self.created_under(Some(obj.0));
+            let stamp = out.outbox.tick();
+            let welem = out.outbox.wire_id(elem, peers);
+            out.outbox.push(WireOp::ListSet {
+                obj: wobj,
+                elem: welem,
+                value: wire,
+            });
+            let list = self.list_mut(obj.0);
+            if let Some((old, index)) = list.set(elem, value, stamp, peers) {
+                let new = list.value_of(elem).cloned().unwrap_or_default();
+                self.gc.note_detach(&old);
+                out.events.touch(obj.0, || Touch::Set { index, old, new });
+            }
+        }
+        out.end();
+        Ok(count)
+    }
+
+    /// Reorders an array, after `owner` allowed writing to it: afterwards
+    /// the element at `i` is the one that was at `order[i]`. Only elements
+    /// outside the longest run that keeps its relative order are moved.
+    pub(crate) fn list_reorder(
+        &mut self,
+        obj: ObjectId,
+        order: &[usize],
+        owner: impl FnOnce() -> Result<(), Error>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<bool, Error> {
+        let list = self.list(obj)?;
+        owner()?;
+        let len = list.len();
+        let mut seen = vec![false; len];
+        if order.len() != len
+            || order
+                .iter()
+                .any(|&i| i >= len || std::mem::replace(&mut seen[i], true))
+        {
+            return Err(Error::BadPermutation { object: obj, len });
+        }
+        if order.iter().enumerate().all(|(i, &o)| i == o) {
+            return Ok(false);
+        }
+        let elems: Vec<Id> = list.elements().map(|(e, _, _)| e).collect();
+        let keep = longest_increasing(order);
+        out.begin();
+        let wobj = out.outbox.wire_id(obj.0, peers);
+        // Walk the target order; every element not kept is moved right after
+        // the element that precedes it in the target.
+        let mut prev_slot: Option<Id> = None;
+        for (i, &from) in order.iter().enumerate() {
+            let elem = elems[from];
+            if !keep[i] {
+                let slot = out.outbox.tick();
+                let welem = out.outbox.wire_id(elem, peers);
+                let worigin = prev_slot.map(|p| out.outbox.wire_id(p, peers));
+                out.outbox.push(WireOp::ListMove {
+                    obj: wobj,
+                    elem: welem,
+                    origin: worigin,
+                });
+                self.list_mut(obj.0).move_elem(elem, prev_slot, slot, peers);
+                self.gc.garbage = true;
+            }
+            prev_slot = self.list(obj).expect("checked").position_of(elem);
+        }
+        out.events.touch(obj.0, || Touch::Mass);
+        out.end();
+        Ok(true)
+    }
+
+    // ------------------------------------------------------ remote operations
+
+    /// Applies a document operation of `sender` whose message passed
+    /// validation, or parks it until what it names arrives.
+    pub(crate) fn apply(
+        &mut self,
+        sender: PeerIdx,
+        op: Op,
+        origin: &Origin,
+        cx: &Applied<'_>,
+        out: &mut Outputs,
+    ) {
+        // A delete run is split where an element has not arrived, so the
+        // present ones take effect now.
+        if let Op::ListDelete { obj, start, len } = op {
+            return self.apply_delete_run(sender, obj, start, len, origin, cx, out);
+        }
+        match self.dep(&op, cx) {
+            Dep::Gone => {}
+            Dep::Wait(id) => self.parked.park(id, sender, op),
+            Dep::Ready => self.execute(op, origin, cx.peers, out),
+        }
+    }
+
+    /// Whether `id` was created by a message already applied here (so an
+    /// absent `id` was reclaimed), as opposed to not having arrived yet.
+    fn arrived(&self, id: Id, cx: &Applied<'_>) -> bool {
+        let frontier = if id.peer == PeerIdx::SELF {
+            cx.clock
+        } else {
+            cx.streams.lamport_of(id.peer, cx.peers)
+        };
+        id.counter <= frontier && !self.parked.awaited(id)
+    }
+
+    fn status(&self, id: Id, cx: &Applied<'_>) -> Dep {
+        if self.arrived(id, cx) {
+            Dep::Gone
+        } else {
+            Dep::Wait(id)
+        }
+    }
+
+    fn value_dep(&self, v: &Value, cx: &Applied<'_>) -> Dep {
+        match v {
+            Value::Ref(o) if !self.graph.objects.contains_key(&o.0) => self.status(o.0, cx),
+            _ => Dep::Ready,
+        }
+    }
+
+    fn list_dep(&self, obj: Id, ids: &[Id], values: &[&Value], cx: &Applied<'_>) -> Dep {
+        let list = match self.graph.get(obj).map(|o| &o.data) {
+            Some(ObjData::List(l)) => l,
+            Some(ObjData::Map(_)) => return Dep::Gone,
+            None => return self.status(obj, cx),
+        };
+        for &id in ids {
+            if !list.has_slot(id) {
+                return self.status(id, cx);
+            }
+        }
+        for v in values {
+            match self.value_dep(v, cx) {
+                Dep::Ready => {}
+                d => return d,
+            }
+        }
+        Dep::Ready
+    }
+
+    fn dep(&self, op: &Op, cx: &Applied<'_>) -> Dep {
+        match op {
+            Op::NewMap { entries, .. } => {
+                first_missing(entries.iter().map(|(_, v)| self.value_dep(v, cx)))
+            }
+            Op::NewArray { values, .. } => {
+                first_missing(values.iter().map(|v| self.value_dep(v, cx)))
+            }
+            Op::Root { value, .. } => self.value_dep(value, cx),
+            Op::MapWrite { obj, value, .. } => match self.graph.get(*obj).map(|o| &o.data) {
+                Some(ObjData::Map(_)) => {
+                    value.as_ref().map_or(Dep::Ready, |v| self.value_dep(v, cx))
+                }
+                Some(ObjData::List(_)) => Dep::Gone,
+                None => self.status(*obj, cx),
+            },
+            Op::ListInsert {
+                obj,
+                origin,
+                values,
+                ..
+            } => {
+                let refs: Vec<&Value> = values
+                    .iter()
+                    .filter(|v| matches!(v, Value::Ref(_)))
+                    .collect();
+                self.list_dep(*obj, origin.as_slice(), &refs, cx)
+            }
+            Op::ListDelete { obj, start, .. } => self.list_dep(*obj, &[*start], &[], cx),
+            Op::ListSet {
+                obj, elem, value, ..
+            } => self.list_dep(*obj, &[*elem], &[value], cx),
+            Op::ListMove {
+                obj, elem, origin, ..
+            } => {
+                let mut ids = vec![*elem];
+                ids.extend(origin);
+                self.list_dep(*obj, &ids, &[], cx)
+            }
+            // Locks and membership are not the document's; nothing to wait
+            // for.
+            Op::Lock { .. } | Op::Unlock { .. } | Op::LockAck { .. } | Op::Evict { .. } => {
+                Dep::Ready
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_delete_run(
+        &mut self,
+        sender: PeerIdx,
+        obj: Id,
+        start: Id,
+        len: u32,
+        origin: &Origin,
+        cx: &Applied<'_>,
+        out: &mut Outputs,
+    ) {
+        let slots = match self.graph.get(obj).map(|o| &o.data) {
+            Some(ObjData::List(l)) => l.slot_count() as u64,
+            Some(ObjData::Map(_)) => return,
+            None => {
+                if let Dep::Wait(id) = self.status(obj, cx) {
+                    self.parked
+                        .park(id, sender, Op::ListDelete { obj, start, len });
+                }
+                return;
+            }
+        };
+        // An honest run names elements that are here, or on their way. The
+        // ones that arrived but are absent (reclaimed) cannot be many in an
+        // honest run: bound the work they cost by the list's slots.
+        let mut absent = 0;
+        for k in 0..len {
+            let elem = Id::new(start.peer, start.counter + u64::from(k));
+            let present = matches!(
+                self.graph.get(obj).map(|o| &o.data),
+                Some(ObjData::List(l)) if l.has_slot(elem)
+            );
+            let one = Op::ListDelete {
+                obj,
+                start: elem,
+                len: 1,
+            };
+            if present {
+                self.execute(one, origin, cx.peers, out);
+            } else if self.parked.awaited(elem) {
+                // Arrived in an operation that waits itself; the elements
+                // after it may be here already.
+                self.parked.park(elem, sender, one);
+            } else if !self.arrived(elem, cx) {
+                // Not sent yet as far as this replica knows, and neither is
+                // anything after it (a peer's counters arrive in order): the
+                // rest of the run waits for it as one operation, whatever
+                // the list's length here.
+                let rest = Op::ListDelete {
+                    obj,
+                    start: elem,
+                    len: len - k,
+                };
+                self.parked.park(elem, sender, rest);
+                return;
+            } else {
+                absent += 1;
+                if absent >= slots.max(1) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs a document operation whose dependencies are all present.
+    fn execute(&mut self, op: Op, origin: &Origin, peers: &Peers, out: &mut Outputs) {
+        match op {
+            Op::NewMap { id, entries } => {
+                if self.graph.objects.contains_key(&id) {
+                    return;
+                }
+                let mut map = MapObj::with_capacity(entries.len());
+                for (k, v) in entries {
+                    self.gc.note_ref(&v);
+                    map.apply(&k, Some(v), id, peers);
+                }
+                // A concurrent write may leave it unattached: mark.
+                self.gc.dirty = true;
+                self.insert_object(id, ObjData::Map(map));
+                self.parked.created(id, 1);
+            }
+            Op::NewArray { id, values } => {
+                if self.graph.objects.contains_key(&id) {
+                    return;
+                }
+                let n = values.len() as u64;
+                for v in &values {
+                    self.gc.note_ref(v);
+                }
+                let mut list = ListObj::default();
+                list.insert(None, Id::new(id.peer, id.counter + 1), values, peers);
+                self.gc.dirty = true;
+                self.insert_object(id, ObjData::List(Box::new(list)));
+                self.parked.created(id, 1 + n);
+            }
+            Op::Root { value, stamp } => {
+                if !peers.later(stamp, self.graph.root_stamp) {
+                    return;
+                }
+                self.gc.note_ref(&value);
+                self.graph.root_stamp = stamp;
+                if self.graph.root.same(&value) {
+                    return;
+                }
+                let old = std::mem::replace(&mut self.graph.root, value.clone());
+                self.gc.note_detach(&old);
+                // Root replacements are reported whether or not changes are
+                // recorded: they are rare, and a transport may track them.
+                out.events.push(crate::event::Event::RootChanged {
+                    old,
+                    new: value,
+                    origin: origin.clone(),
+                });
+            }
+            Op::MapWrite {
+                obj,
+                key,
+                value,
+                stamp,
+            } => {
+                if let Some(v) = &value {
+                    self.gc.note_ref(v);
+                }
+                self.apply_map_write(obj, key, value, stamp, origin.clone(), out, peers);
+            }
+            Op::ListInsert {
+                obj,
+                origin: after,
+                first,
+                values,
+            } => {
+                let n = values.len() as u64;
+                for v in &values {
+                    self.gc.note_ref(v);
+                }
+                if let Some(ObjData::List(l)) = self.graph.get_mut(obj).map(|o| &mut o.data) {
+                    l.insert(after, first, values, peers);
+                }
+                out.events.touch(obj, || Touch::Mass);
+                self.parked.created(first, n);
+            }
+            Op::ListDelete { obj, start, .. } => {
+                if let Some(ObjData::List(l)) = self.graph.get_mut(obj).map(|o| &mut o.data) {
+                    if let Some((old, _)) = l.delete(start) {
+                        self.gc.garbage = true;
+                        self.gc.note_detach(&old);
+                        out.events.touch(obj, || Touch::Mass);
+                    }
+                }
+            }
+            Op::ListSet {
+                obj,
+                elem,
+                value,
+                stamp,
+            } => {
+                self.gc.note_ref(&value);
+                if let Some(ObjData::List(l)) = self.graph.get_mut(obj).map(|o| &mut o.data) {
+                    if let Some((old, index)) = l.set(elem, value, stamp, peers) {
+                        let new = l.value_of(elem).cloned().unwrap_or_default();
+                        self.gc.note_detach(&old);
+                        out.events.touch(obj, || Touch::Set { index, old, new });
+                    }
+                }
+            }
+            Op::ListMove {
+                obj,
+                elem,
+                origin: after,
+                slot,
+            } => {
+                if let Some(ObjData::List(l)) = self.graph.get_mut(obj).map(|o| &mut o.data) {
+                    // Whether it wins or not, a move leaves a dead slot.
+                    self.gc.garbage = true;
+                    if l.move_elem(elem, after, slot, peers) {
+                        out.events.touch(obj, || Touch::Mass);
+                    }
+                }
+                self.parked.created(slot, 1);
+            }
+            Op::Lock { .. } | Op::Unlock { .. } | Op::LockAck { .. } | Op::Evict { .. } => {
+                debug_assert!(false, "not a document operation: {op:?}");
+            }
+        }
+    }
+}
+
+/// Inspection for tests and the simulation harness.
+#[cfg(feature = "sim")]
+impl Doc {
+    pub(crate) fn check_invariants(&self) {
+        let check_value = |v: &Value| {
+            if let Value::Ref(o) = v {
+                assert!(
+                    self.graph.objects.contains_key(&o.0),
+                    "dangling reference to {o:?}"
+                );
+            }
+        };
+        check_value(&self.graph.root);
+        for id in self.graph.reachable() {
+            match &self.graph.objects[&id].data {
+                ObjData::Map(m) => m.iter().for_each(|(_, v)| check_value(v)),
+                ObjData::List(l) => {
+                    l.check();
+                    assert!(l.is_consistent(), "list {id:?} is incoherent");
+                    l.values().for_each(check_value);
+                    let mut seen = std::collections::HashSet::new();
+                    for (e, _, _) in l.elements() {
+                        assert!(seen.insert(e), "element {e:?} appears twice in {id:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn element_ids(&self, obj: ObjectId) -> Vec<Id> {
+        match self.graph.get(obj.0).map(|o| &o.data) {
+            Some(ObjData::List(l)) => l.elements().map(|(e, _, _)| e).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn reachable_objects(&mut self) -> Vec<ObjectId> {
+        self.graph.sort_maps();
+        self.graph.reachable().into_iter().map(ObjectId).collect()
+    }
+
+    pub(crate) fn object_count(&self) -> usize {
+        self.graph.objects.len()
+    }
+
+    pub(crate) fn hidden_count(&self) -> usize {
+        self.graph
+            .objects
+            .values()
+            .map(|o| match &o.data {
+                ObjData::Map(m) => m.raw_entries().filter(|(_, e)| e.value.is_none()).count(),
+                ObjData::List(l) => l.dead_slots().len(),
+            })
+            .sum()
+    }
+
+    pub(crate) fn debug(&self) -> String {
+        format!("{}\n{:#?}", self.parked.debug(), self.gc)
+    }
+
+    pub(crate) fn debug_dump(&mut self, peers: &Peers) -> String {
+        use crate::wire::{CanonObj, WireId, WireValue};
+        use std::fmt::Write;
+        let c = self.graph.canonical(peers);
+        let id = |w: &WireId| format!("{}:{}", w.p, w.c);
+        let val = |v: &WireValue| match v {
+            WireValue::Ref(w) => format!("@{}", id(w)),
+            v => format!("{v:?}"),
+        };
+        let mut out = format!(
+            "peers {:?}\nroot {} (stamp {:?})\n",
+            c.peers,
+            val(&c.root),
+            c.root_stamp.as_ref().map(id)
+        );
+        for o in &c.objects {
+            match o {
+                CanonObj::Map { id: oid, entries } => {
+                    let _ = write!(out, "map {} {{", id(oid));
+                    for (k, v, s) in entries {
+                        let _ = write!(out, " {k}={} ({})", val(v), id(s));
+                    }
+                    out.push_str(" }\n");
+                }
+                CanonObj::List { id: oid, elems } => {
+                    let _ = write!(out, "list {} [", id(oid));
+                    for (e, v, s) in elems {
+                        let _ = write!(out, " {}={} ({})", id(e), val(v), id(s));
+                    }
+                    out.push_str(" ]\n");
+                }
+            }
+        }
+        out
+    }
+}
+
+fn first_missing(deps: impl Iterator<Item = Dep>) -> Dep {
+    for d in deps {
+        if !matches!(d, Dep::Ready) {
+            return d;
+        }
+    }
+    Dep::Ready
+}
+
+/// Marks the positions of `order` that form a longest strictly increasing
+/// subsequence (those elements keep their relative order and need not move).
+fn longest_increasing(order: &[usize]) -> Vec<bool> {
+    // Patience sorting with predecessor links: O(n log n).
+    let mut tails: Vec<usize> = Vec::new();
+    let mut prev = vec![usize::MAX; order.len()];
+    for (i, &v) in order.iter().enumerate() {
+        let pos = tails.partition_point(|&t| order[t] < v);
+        if pos > 0 {
+            prev[i] = tails[pos - 1];
+        }
+        if pos == tails.len() {
+            tails.push(i);
+        } else {
+            tails[pos] = i;
+        }
+    }
+    let mut keep = vec![false; order.len()];
+    let mut cur = tails.last().copied().unwrap_or(usize::MAX);
+    while cur != usize::MAX {
+        keep[cur] = true;
+        cur = prev[cur];
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_increasing;
+
+    #[test]
+    fn longest_increasing_keeps_a_maximal_sorted_run() {
+        assert_eq!(longest_increasing(&[0, 1, 2]), vec![true, true, true]);
+        assert_eq!(
+            longest_increasing(&[2, 1, 0])
+                .iter()
+                .filter(|&&k| k)
+                .count(),
+            1
+        );
+        let keep = longest_increasing(&[3, 0, 1, 4, 2]);
+        assert_eq!(keep, vec![false, true, true, false, true]);
+    }
+}

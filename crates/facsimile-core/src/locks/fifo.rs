@@ -1,0 +1,215 @@
+//! Lamport's mutual exclusion over FIFO broadcast, with membership carried
+//! by the acknowledgements.
+//!
+//! A request is an operation stamped like any other; every replica that
+//! reads it acknowledges it with a later operation, telling whether it holds
+//! the lock and which members it knows. A requester is granted when its
+//! request heads its queue, no grant is known, and every live member
+//! acknowledged this very request: by each sender's order, every request
+//! stamped earlier has arrived by then. The fencing token is the request's
+//! counter raised above every token known for the object. Why this is safe
+//! with members joining and leaving: DESIGN.md, "Locks".
+
+use std::time::Duration;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::{LockReq, Mine, Queues};
+use crate::clock::Peers;
+use crate::event::{Event, LockEvent};
+use crate::membership::Membership;
+use crate::outputs::{Events, Outputs};
+use crate::value::{Id, ObjectId, PeerId, PeerIdx};
+use crate::wire::{Hostname, Tag, WireOp};
+
+#[derive(Debug)]
+pub(crate) struct FifoLocks {
+    pub(super) q: Queues,
+    /// Requests this replica must acknowledge: `(object, request)`.
+    pub(super) owed: Vec<(Id, Id)>,
+    /// Who acknowledged each of this replica's requests.
+    pub(super) acked: FxHashMap<Id, FxHashSet<PeerIdx>>,
+    /// How long a member may stay silent before it is evicted.
+    pub(super) peer_timeout: Option<Duration>,
+}
+
+impl FifoLocks {
+    pub(super) fn new(peer_timeout: Option<Duration>) -> FifoLocks {
+        FifoLocks {
+            q: Queues::default(),
+            owed: Vec::new(),
+            acked: FxHashMap::default(),
+            peer_timeout,
+        }
+    }
+
+    /// Orders a queue: known grants first (by token), then by request
+    /// counter, ties to the higher peer (the original's "highest host
+    /// locks first").
+    fn sort(queue: &mut [LockReq], peers: &Peers) {
+        queue.sort_by(|a, b| match (a.held, b.held) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a
+                .stamp
+                .counter
+                .cmp(&b.stamp.counter)
+                .then_with(|| peers.cmp_peer(b.stamp.peer, a.stamp.peer)),
+        });
+    }
+
+    fn enqueue(&mut self, obj: Id, req: LockReq, peers: &Peers) {
+        let q = self.q.queues.entry(obj).or_default();
+        if q.iter().any(|r| r.stamp == req.stamp) {
+            return;
+        }
+        q.push(req);
+        Self::sort(q, peers);
+    }
+
+    /// Sends this replica's request and queues it at once.
+    pub(super) fn request(
+        &mut self,
+        obj: Id,
+        wait: bool,
+        out: &mut Outputs,
+        peers: &Peers,
+        members: &Membership,
+    ) {
+        let stamp = self.q.send_request(obj, wait, out, peers);
+        self.enqueue(obj, LockReq { stamp, held: None }, peers);
+        out.end();
+        self.try_grant(obj, members, &mut out.events);
+    }
+
+    /// This replica released its request `req`.
+    pub(super) fn released(&mut self, obj: Id, req: Id) {
+        self.q.dequeue(obj, req);
+        self.acked.remove(&req);
+    }
+
+    /// Grants this replica's request on `obj` if its turn has come.
+    fn try_grant(&mut self, obj: Id, members: &Membership, events: &mut Events) {
+        let Some(mine) = self.q.mine.get(&obj).copied() else {
+            return;
+        };
+        if mine.token.is_some() || self.q.head(obj).map(|h| h.stamp) != Some(mine.req) {
+            return;
+        }
+        // Every live member must have acknowledged this very request: by its
+        // order, whatever it requested earlier has arrived here by then.
+        let acks = self.acked.get(&mine.req);
+        if !members.iter().all(|m| acks.is_some_and(|a| a.contains(&m))) {
+            return;
+        }
+        let last = self.q.last_token.get(&obj).copied().unwrap_or(0);
+        let token = mine.req.counter.max(last + 1);
+        self.q.last_token.insert(obj, token);
+        self.q.mine.insert(
+            obj,
+            Mine {
+                req: mine.req,
+                token: Some(token),
+            },
+        );
+        if let Some(q) = self.q.queues.get_mut(&obj) {
+            q[0].held = Some(token);
+        }
+        events.push(Event::Lock(LockEvent::Granted {
+            object: ObjectId(obj),
+            token,
+        }));
+    }
+
+    /// Re-examines every own request (after acknowledgements, releases or
+    /// departures).
+    pub(super) fn try_grant_all(&mut self, members: &Membership, events: &mut Events) {
+        if self.q.mine.is_empty() {
+            return;
+        }
+        let objs: Vec<Id> = self.q.mine.keys().copied().collect();
+        for obj in objs {
+            self.try_grant(obj, members, events);
+        }
+    }
+
+    /// A request read from a peer: queued, and owed an acknowledgement.
+    pub(super) fn on_request(&mut self, obj: Id, stamp: Id, members: &Membership, peers: &Peers) {
+        if members.is_departed(stamp.peer) {
+            return;
+        }
+        self.enqueue(obj, LockReq { stamp, held: None }, peers);
+        self.owed.push((obj, stamp));
+    }
+
+    /// A release read from a peer.
+    pub(super) fn on_unlock(&mut self, obj: Id, req: Id, token: u64) {
+        self.q.dequeue(obj, req);
+        self.q.raise_token(obj, token);
+    }
+
+    /// An acknowledgement read from `sender`.
+    pub(super) fn on_ack(
+        &mut self,
+        sender: PeerIdx,
+        obj: Id,
+        req: Id,
+        held: Option<(Id, u64)>,
+        peers: &Peers,
+    ) {
+        if req.peer == PeerIdx::SELF && self.q.mine.get(&obj).is_some_and(|m| m.req == req) {
+            self.acked.entry(req).or_default().insert(sender);
+        }
+        if let Some((req, token)) = held {
+            self.q.raise_token(obj, token);
+            if let Some(q) = self.q.queues.get_mut(&obj) {
+                if let Some(r) = q.iter_mut().find(|r| r.stamp == req) {
+                    r.held = Some(token);
+                }
+                Self::sort(q, peers);
+            }
+        }
+    }
+
+    /// Queues the acknowledgements owed for requests received.
+    pub(super) fn send_acks(
+        &mut self,
+        me: &PeerId,
+        members: &Membership,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) {
+        if self.owed.is_empty() {
+            return;
+        }
+        let owed = std::mem::take(&mut self.owed);
+        let listed: Vec<(Tag, Hostname)> = members
+            .iter()
+            .map(|m| {
+                let p = peers.get(m);
+                (Tag(p.incarnation()), Hostname::of(p))
+            })
+            .chain(std::iter::once((Tag(me.incarnation()), Hostname::of(me))))
+            .collect();
+        out.begin();
+        for (obj, req) in owed {
+            let held = self
+                .q
+                .mine
+                .get(&obj)
+                .and_then(|m| m.token.map(|t| (m.req, t)));
+            out.outbox.tick();
+            let wobj = out.outbox.wire_id(obj, peers);
+            let wreq = out.outbox.wire_id(req, peers);
+            let held = held.map(|(r, t)| (out.outbox.wire_id(r, peers), t));
+            out.outbox.push(WireOp::LockAck {
+                obj: wobj,
+                req: wreq,
+                held,
+                members: listed.clone(),
+            });
+        }
+        out.end();
+    }
+}

@@ -1,0 +1,539 @@
+//! Distributed locks on objects, by one of two protocols chosen once from
+//! the [`Config`]:
+//!
+//! - [`FifoLocks`]: Lamport's mutual exclusion over FIFO broadcast, every
+//!   request acknowledged by every live member;
+//! - [`LogLocks`]: over a totally ordered log, decided by log order, with
+//!   leases on the log's clock.
+//!
+//! Both keep, per object, the queue of requests known here, this replica's
+//! own request, and the highest fencing token known ([`Queues`]). Invariant
+//! (both): the head of a queue holds the lock, a grant sticks to the head
+//! until released, and tokens increase strictly per object. Why each is
+//! safe: DESIGN.md, "Locks".
+
+mod fifo;
+mod log;
+
+use std::time::Duration;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::clock::Peers;
+use crate::config::Config;
+use crate::error::Error;
+use crate::event::{Event, LockEvent, LockState};
+use crate::membership::Membership;
+use crate::outputs::{Events, Outputs};
+use crate::value::{Id, ObjectId, PeerIdx};
+use crate::wire::{LockQueueState, LogTransfer, WireId, WireOp};
+
+pub(crate) use fifo::FifoLocks;
+pub(crate) use log::LogLocks;
+
+/// One request in an object's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LockReq {
+    pub(crate) stamp: Id,
+    /// Known to be granted, with this token.
+    pub(crate) held: Option<u64>,
+}
+
+/// This replica's own request for an object.
+#[derive(Clone, Copy, Debug)]
+struct Mine {
+    req: Id,
+    token: Option<u64>,
+}
+
+/// The lock state both protocols keep.
+#[derive(Debug, Default)]
+pub(crate) struct Queues {
+    queues: FxHashMap<Id, Vec<LockReq>>,
+    mine: FxHashMap<Id, Mine>,
+    /// Highest fencing token known per object.
+    last_token: FxHashMap<Id, u64>,
+}
+
+impl Queues {
+    fn head(&self, obj: Id) -> Option<&LockReq> {
+        self.queues.get(&obj).and_then(|q| q.first())
+    }
+
+    fn state(&self, obj: Id) -> LockState {
+        match self.mine.get(&obj) {
+            None => LockState::None,
+            Some(Mine { token: None, .. }) => LockState::Waiting,
+            Some(Mine { token: Some(t), .. }) => LockState::Held(*t),
+        }
+    }
+
+    fn dequeue(&mut self, obj: Id, req: Id) {
+        if let Some(q) = self.queues.get_mut(&obj) {
+            q.retain(|r| r.stamp != req);
+            if q.is_empty() {
+                self.queues.remove(&obj);
+            }
+        }
+    }
+
+    fn raise_token(&mut self, obj: Id, token: u64) {
+        let last = self.last_token.entry(obj).or_insert(0);
+        *last = (*last).max(token);
+    }
+
+    /// Forgets a departed peer's requests. A departed holder may have used
+    /// a token nobody heard of; it cannot exceed its request's counter or a
+    /// token known here, so later grants start above both.
+    fn drop_peer(&mut self, peer: PeerIdx) {
+        for (obj, q) in self.queues.iter_mut() {
+            for r in q.iter().filter(|r| r.stamp.peer == peer) {
+                let last = self.last_token.entry(*obj).or_insert(0);
+                *last = (*last).max(r.held.unwrap_or(r.stamp.counter));
+            }
+            q.retain(|r| r.stamp.peer != peer);
+        }
+        self.queues.retain(|_, q| !q.is_empty());
+    }
+
+    /// Drops every own request, reporting each as lost or withdrawn.
+    fn lose_all(&mut self, events: &mut Events) {
+        let mine: Vec<(Id, Mine)> = self.mine.drain().collect();
+        for (obj, m) in mine {
+            self.dequeue(obj, m.req);
+            events.push(Event::Lock(match m.token {
+                Some(token) => LockEvent::Lost {
+                    object: ObjectId(obj),
+                    token,
+                },
+                None => LockEvent::Withdrawn {
+                    object: ObjectId(obj),
+                },
+            }));
+        }
+    }
+
+    /// Sends this replica's request for `obj` and records it.
+    fn send_request(&mut self, obj: Id, wait: bool, out: &mut Outputs, peers: &Peers) -> Id {
+        out.begin();
+        let stamp = out.outbox.tick();
+        let wobj = out.outbox.wire_id(obj, peers);
+        out.outbox.push(match wait {
+            true => WireOp::Lock { obj: wobj },
+            false => WireOp::TryLock { obj: wobj },
+        });
+        self.mine.insert(
+            obj,
+            Mine {
+                req: stamp,
+                token: None,
+            },
+        );
+        stamp
+    }
+
+    /// Sends the release (or withdrawal) of this replica's request `mine`.
+    fn send_release(&mut self, obj: Id, mine: Mine, out: &mut Outputs, peers: &Peers) {
+        out.begin();
+        out.outbox.tick();
+        let wobj = out.outbox.wire_id(obj, peers);
+        let wreq = out.outbox.wire_id(mine.req, peers);
+        out.outbox.push(WireOp::Unlock {
+            obj: wobj,
+            req: wreq,
+            token: mine.token.unwrap_or(0),
+        });
+    }
+
+    /// The queues and tokens in a transferred state's form.
+    fn transfer(&self, id: impl Fn(Id) -> WireId) -> Vec<LockQueueState> {
+        let objects: FxHashSet<Id> = self
+            .last_token
+            .keys()
+            .chain(self.queues.keys())
+            .copied()
+            .collect();
+        let mut locks: Vec<LockQueueState> = objects
+            .into_iter()
+            .map(|obj| {
+                let queue = self
+                    .queues
+                    .get(&obj)
+                    .map(|q| q.iter().map(|r| (id(r.stamp), r.held)).collect())
+                    .unwrap_or_default();
+                (
+                    id(obj),
+                    queue,
+                    self.last_token.get(&obj).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        locks.sort_by_key(|(id, _, _)| (id.p, id.c));
+        locks
+    }
+
+    /// Takes transferred queues and tokens, without this replica's own
+    /// requests (they were dropped with its state).
+    fn load(&mut self, mut queues: FxHashMap<Id, Vec<LockReq>>, last_token: FxHashMap<Id, u64>) {
+        for q in queues.values_mut() {
+            q.retain(|r| r.stamp.peer != PeerIdx::SELF);
+        }
+        queues.retain(|_, q| !q.is_empty());
+        self.queues = queues;
+        self.last_token = last_token;
+    }
+
+    #[cfg(feature = "sim")]
+    fn debug(&self) -> String {
+        format!("queues {:?}\nmine {:?}", self.queues, self.mine)
+    }
+}
+
+/// Why a local write to a locked object is refused.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Refusal {
+    /// A map write or element set: [`Error::NotOwner`].
+    NotOwner,
+    /// An array method: [`Error::Locked`].
+    Locked,
+}
+
+/// The lock protocol of a replica.
+#[derive(Debug)]
+pub(crate) enum Locks {
+    Fifo(FifoLocks),
+    Log(LogLocks),
+}
+
+impl Locks {
+    pub(crate) fn new(config: &Config) -> Locks {
+        match config.lease {
+            Some(lease) => Locks::Log(LogLocks::new(lease)),
+            None => Locks::Fifo(FifoLocks::new(config.peer_timeout)),
+        }
+    }
+
+    fn queues(&self) -> &Queues {
+        match self {
+            Locks::Fifo(l) => &l.q,
+            Locks::Log(l) => &l.q,
+        }
+    }
+
+    fn queues_mut(&mut self) -> &mut Queues {
+        match self {
+            Locks::Fifo(l) => &mut l.q,
+            Locks::Log(l) => &mut l.q,
+        }
+    }
+
+    /// Forgets everything (a new incarnation).
+    pub(crate) fn reset(&mut self) {
+        match self {
+            Locks::Fifo(l) => *l = FifoLocks::new(l.peer_timeout),
+            Locks::Log(l) => *l = LogLocks::new(l.lease),
+        }
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    pub(crate) fn state(&self, obj: ObjectId) -> LockState {
+        match self {
+            Locks::Log(l) if !l.q.mine.contains_key(&obj.0) && l.refused.contains(&obj.0) => {
+                LockState::Refused
+            }
+            _ => self.queues().state(obj.0),
+        }
+    }
+
+    /// The peer that holds or heads the queue of `obj`, and its token when
+    /// a grant is known here.
+    pub(crate) fn holder(&self, obj: ObjectId) -> Option<(PeerIdx, Option<u64>)> {
+        self.queues()
+            .head(obj.0)
+            .map(|head| (head.stamp.peer, head.held))
+    }
+
+    /// Refuses a local write to `obj` when another replica holds or heads
+    /// its lock queue, or when this replica waits for it.
+    pub(crate) fn check_owner(&self, obj: Id, refusal: Refusal) -> Result<(), Error> {
+        let q = self.queues();
+        let Some(head) = q.head(obj) else {
+            return Ok(());
+        };
+        if q.mine
+            .get(&obj)
+            .is_some_and(|m| m.token.is_some() && m.req == head.stamp)
+        {
+            return Ok(());
+        }
+        let o = ObjectId(obj);
+        Err(match refusal {
+            Refusal::NotOwner => Error::NotOwner(o),
+            Refusal::Locked => Error::Locked(o),
+        })
+    }
+
+    /// Whether a write of `writer` to `obj`, read from the peers, must be
+    /// refused: over a log, when another peer holds the lock at its
+    /// position (every replica refuses it alike); never over FIFO
+    /// broadcast, where writes race grants and the holder's writes win by
+    /// their stamps.
+    pub(crate) fn refuses_write(&self, obj: Id, writer: PeerIdx) -> bool {
+        match self {
+            Locks::Fifo(_) => false,
+            Locks::Log(l) => l.held_by_other(obj, writer),
+        }
+    }
+
+    // --------------------------------------------------------- local calls
+
+    /// Asks for the lock on `obj` (present in the document).
+    pub(crate) fn request(
+        &mut self,
+        obj: ObjectId,
+        wait: bool,
+        out: &mut Outputs,
+        peers: &Peers,
+        members: &Membership,
+    ) -> Result<LockState, Error> {
+        if self.queues().mine.contains_key(&obj.0) {
+            return Ok(self.state(obj));
+        }
+        let busy = self
+            .queues()
+            .queues
+            .get(&obj.0)
+            .is_some_and(|q| q.iter().any(|r| r.stamp.peer != PeerIdx::SELF));
+        if !wait && busy {
+            return Err(Error::Locked(obj));
+        }
+        match self {
+            Locks::Fifo(l) => l.request(obj.0, wait, out, peers, members),
+            Locks::Log(l) => l.request(obj.0, wait, out, peers),
+        }
+        Ok(self.state(obj))
+    }
+
+    /// Releases (or withdraws) this replica's request for `obj`.
+    pub(crate) fn release(
+        &mut self,
+        obj: ObjectId,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<(), Error> {
+        let q = self.queues_mut();
+        let Some(mine) = q.mine.remove(&obj.0) else {
+            return Err(match q.head(obj.0) {
+                Some(_) => Error::NotOwner(obj),
+                None => Error::NotLocked(obj),
+            });
+        };
+        q.send_release(obj.0, mine, out, peers);
+        if let Locks::Fifo(l) = self {
+            l.released(obj.0, mine.req);
+        }
+        out.end();
+        out.events.push(Event::Lock(match mine.token {
+            Some(token) => LockEvent::Released { object: obj, token },
+            None => LockEvent::Withdrawn { object: obj },
+        }));
+        // Our leaving the head may let nobody else here in, but a grant of
+        // another local request cannot exist: one request per object.
+        Ok(())
+    }
+
+    /// Withdraws or releases every own request (a sync drops the state
+    /// they were made in).
+    pub(crate) fn release_all(&mut self, out: &mut Outputs, peers: &Peers) {
+        let mine: Vec<Id> = self.queues().mine.keys().copied().collect();
+        for obj in mine {
+            let _ = self.release(ObjectId(obj), out, peers);
+        }
+    }
+
+    /// Every own request is lost (this replica was evicted).
+    pub(crate) fn lose_all(&mut self, events: &mut Events) {
+        if let Locks::Fifo(l) = self {
+            l.acked.clear();
+        }
+        self.queues_mut().lose_all(events);
+    }
+
+    // -------------------------------------------------------- remote input
+
+    /// A lock request read from `stamp`'s peer.
+    pub(crate) fn on_request(
+        &mut self,
+        obj: Id,
+        stamp: Id,
+        wait: bool,
+        members: &Membership,
+        events: &mut Events,
+        peers: &Peers,
+    ) {
+        match self {
+            Locks::Fifo(l) => l.on_request(obj, stamp, members, peers),
+            Locks::Log(l) => l.on_request(obj, stamp, wait, members, events),
+        }
+    }
+
+    /// A release read from a peer.
+    pub(crate) fn on_unlock(&mut self, obj: Id, req: Id, token: u64, events: &mut Events) {
+        match self {
+            Locks::Fifo(l) => l.on_unlock(obj, req, token),
+            Locks::Log(l) => l.on_unlock(obj, req, events),
+        }
+    }
+
+    /// An acknowledgement read from `sender` (only the FIFO protocol sends
+    /// them; over a log the log decides).
+    pub(crate) fn on_ack(
+        &mut self,
+        sender: PeerIdx,
+        obj: Id,
+        req: Id,
+        held: Option<(Id, u64)>,
+        peers: &Peers,
+    ) {
+        if let Locks::Fifo(l) = self {
+            l.on_ack(sender, obj, req, held, peers);
+        }
+    }
+
+    /// Sends what the protocol owes its peers after input (the FIFO
+    /// protocol's acknowledgements), and grants what became grantable.
+    pub(crate) fn settle(
+        &mut self,
+        ready: bool,
+        me: &crate::value::PeerId,
+        members: &Membership,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) {
+        if let Locks::Fifo(l) = self {
+            if ready {
+                l.send_acks(me, members, out, peers);
+            }
+            l.try_grant_all(members, &mut out.events);
+        }
+    }
+
+    /// Forgets a departed peer's requests and grants what that frees.
+    pub(crate) fn drop_peer(
+        &mut self,
+        peer: PeerIdx,
+        members: &Membership,
+        log_events: &mut Events,
+    ) {
+        self.queues_mut().drop_peer(peer);
+        match self {
+            Locks::Fifo(l) => l.try_grant_all(members, log_events),
+            Locks::Log(l) => l.regrant(log_events),
+        }
+    }
+
+    /// Drops the requests of the replica a saved state came from, when it
+    /// does not live on (over FIFO broadcast a saved replica's requests die
+    /// with it; over a log, a snapshot's writer lives on).
+    pub(crate) fn drop_saved_requests(&mut self, saved: PeerIdx) {
+        if let Locks::Fifo(l) = self {
+            for q in l.q.queues.values_mut() {
+                q.retain(|req| req.stamp.peer != saved);
+            }
+            l.q.queues.retain(|_, q| !q.is_empty());
+        }
+    }
+
+    /// Whether this replica's messages up to `seq` reached everybody it
+    /// counts on: over a log, once it read them back; over FIFO broadcast,
+    /// once sent.
+    pub(crate) fn delivered(&self, seq: u64) -> bool {
+        match self {
+            Locks::Fifo(_) => true,
+            Locks::Log(l) => l.log.echoed >= seq,
+        }
+    }
+
+    /// How long a member may stay silent before this replica evicts it
+    /// (over a log, leases expire by the log's clock instead).
+    pub(crate) fn silence_timeout(&self) -> Option<Duration> {
+        match self {
+            Locks::Fifo(l) => l.peer_timeout,
+            Locks::Log(_) => None,
+        }
+    }
+
+    /// What a stream that cannot continue past an invalid held message
+    /// needs: over FIFO broadcast a sync; over a log nothing (every replica
+    /// drops the entry alike, and the sender's own message of that number
+    /// may still come).
+    pub(crate) fn stream_broken(&self, events: &mut Events) {
+        if let Locks::Fifo(_) = self {
+            events.push(Event::NeedsSync);
+        }
+    }
+
+    // ------------------------------------------------------ state transfer
+
+    pub(crate) fn transfer(
+        &self,
+        id: impl Fn(Id) -> WireId,
+    ) -> (Vec<LockQueueState>, Option<LogTransfer>) {
+        let log = match self {
+            Locks::Fifo(_) => None,
+            Locks::Log(l) => Some(l.transfer()),
+        };
+        (self.queues().transfer(id), log)
+    }
+
+    /// Takes a transferred lock state (validated).
+    pub(crate) fn load(
+        &mut self,
+        queues: FxHashMap<Id, Vec<LockReq>>,
+        last_token: FxHashMap<Id, u64>,
+        log: Option<log::LoadedLog>,
+    ) {
+        match self {
+            Locks::Fifo(l) => {
+                // Requests made before this replica joined still need its
+                // acknowledgement.
+                l.owed = queues
+                    .iter()
+                    .flat_map(|(&obj, q)| q.iter().map(move |r| (obj, r.stamp)))
+                    .filter(|(_, r)| r.peer != PeerIdx::SELF)
+                    .collect();
+                l.q.load(queues, last_token);
+            }
+            Locks::Log(l) => {
+                l.q.load(queues, last_token);
+                if let Some(log) = log {
+                    l.load(log);
+                }
+            }
+        }
+    }
+
+    /// The ordered log's protocol, when this replica runs over one.
+    pub(crate) fn log(&mut self) -> Option<&mut LogLocks> {
+        match self {
+            Locks::Fifo(_) => None,
+            Locks::Log(l) => Some(l),
+        }
+    }
+
+    /// [`Locks::log`], to read.
+    pub(crate) fn log_ref(&self) -> Option<&LogLocks> {
+        match self {
+            Locks::Fifo(_) => None,
+            Locks::Log(l) => Some(l),
+        }
+    }
+
+    #[cfg(feature = "sim")]
+    pub(crate) fn debug(&self) -> String {
+        self.queues().debug()
+    }
+}
+
+pub(crate) use log::LoadedLog;

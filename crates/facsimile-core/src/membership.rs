@@ -1,0 +1,139 @@
+//! Who takes part: the members this replica waits for (to reclaim, to grant
+//! a lock), the peers gone for good, and when each member was last heard.
+//!
+//! Invariant: a departed peer never becomes a member again (it rejoins as a
+//! new incarnation). Members are the peers that announced themselves, plus
+//! those other members name (see DESIGN.md, "Reclamation").
+
+use std::time::Duration;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::clock::Peers;
+use crate::event::Event;
+use crate::outputs::Events;
+use crate::value::{Id, PeerIdx};
+
+#[derive(Debug, Default)]
+pub(crate) struct Membership {
+    members: FxHashSet<PeerIdx>,
+    /// Peers that left or were evicted; never members again.
+    departed: FxHashSet<PeerIdx>,
+    /// When each member was last heard from, as of the last time check.
+    last_heard: FxHashMap<PeerIdx, Duration>,
+    /// Members heard from since the last time check (messages carry no
+    /// time; the next check stamps them).
+    heard: FxHashSet<PeerIdx>,
+    /// When this replica evicted each peer (the stamp of its eviction).
+    evicted_at: FxHashMap<PeerIdx, Id>,
+    /// The peers evicted this replica; it may not lock until it rejoins.
+    evicted: bool,
+}
+
+impl Membership {
+    /// Forgets everything (a new incarnation starts alone).
+    pub(crate) fn reset(&mut self) {
+        *self = Membership::default();
+    }
+
+    pub(crate) fn is_member(&self, p: PeerIdx) -> bool {
+        self.members.contains(&p)
+    }
+
+    pub(crate) fn is_departed(&self, p: PeerIdx) -> bool {
+        self.departed.contains(&p)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The members, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = PeerIdx> + '_ {
+        self.members.iter().copied()
+    }
+
+    /// Makes `p` a member unless it departed; reports a newcomer. Returns
+    /// whether it is new.
+    pub(crate) fn admit(&mut self, p: PeerIdx, peers: &Peers, events: &mut Events) -> bool {
+        let new = self.admit_quietly(p);
+        if new {
+            events.push(Event::PeerJoined(peers.get(p).clone()));
+        }
+        new
+    }
+
+    /// [`Membership::admit`] without an event (members learned from a
+    /// state or from another member's list).
+    pub(crate) fn admit_quietly(&mut self, p: PeerIdx) -> bool {
+        p != PeerIdx::SELF && !self.departed.contains(&p) && self.members.insert(p)
+    }
+
+    /// Marks `p` gone for good; reports a member that left. Returns whether
+    /// it was a member.
+    pub(crate) fn depart(&mut self, p: PeerIdx, peers: &Peers, events: &mut Events) -> bool {
+        self.departed.insert(p);
+        self.last_heard.remove(&p);
+        let was = self.members.remove(&p);
+        if was {
+            events.push(Event::PeerLeft(peers.get(p).clone()));
+        }
+        was
+    }
+
+    /// Notes that `p` was heard from.
+    #[inline]
+    pub(crate) fn heard(&mut self, p: PeerIdx) {
+        self.heard.insert(p);
+    }
+
+    /// Stamps what was heard since the last check with `now`, and returns
+    /// the members silent for longer than `timeout`.
+    pub(crate) fn silent(&mut self, now: Duration, timeout: Duration) -> Vec<PeerIdx> {
+        for p in self.heard.drain() {
+            self.last_heard.insert(p, now);
+        }
+        let mut silent = Vec::new();
+        for &m in &self.members {
+            let heard = *self.last_heard.entry(m).or_insert(now);
+            if now.saturating_sub(heard) > timeout {
+                silent.push(m);
+            }
+        }
+        silent
+    }
+
+    /// Stamps what was heard since the last check with `now` (while a
+    /// check would be premature).
+    pub(crate) fn stamp_heard(&mut self, now: Duration) {
+        for p in self.heard.drain() {
+            self.last_heard.insert(p, now);
+        }
+    }
+
+    /// Records that this replica evicted `p` at `stamp`.
+    pub(crate) fn evicting(&mut self, p: PeerIdx, stamp: Id) {
+        self.evicted_at.insert(p, stamp);
+    }
+
+    /// When this replica evicted `p`, if it did.
+    pub(crate) fn eviction_of(&self, p: PeerIdx) -> Option<Id> {
+        self.evicted_at.get(&p).copied()
+    }
+
+    /// Whether the peers evicted this replica.
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.evicted
+    }
+
+    /// Records that the peers evicted this replica; true the first time.
+    pub(crate) fn evict_self(&mut self) -> bool {
+        !std::mem::replace(&mut self.evicted, true)
+    }
+
+    /// For failure messages.
+    #[cfg(feature = "sim")]
+    pub(crate) fn debug(&self) -> String {
+        format!("members {:?} departed {:?}", self.members, self.departed)
+    }
+}

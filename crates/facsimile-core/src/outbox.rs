@@ -1,0 +1,345 @@
+//! This replica's outgoing stream: its Lamport clock, the operations of the
+//! open group, the dictionary of peers introduced so far, the messages
+//! queued for the caller and the recent ones kept for resending.
+//!
+//! Invariant: every operations message moves the clock forward, and the
+//! counters of one message's operations are consecutive (see
+//! [`crate::wire`]), so an open group is closed before anything remote is
+//! applied (DESIGN.md, "Messages and streams").
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+use crate::clock::Peers;
+use crate::codec::{self, WireFormat};
+use crate::config::Config;
+use crate::resend::ResendLog;
+use crate::value::{Id, PeerIdx, Value};
+use crate::wire::{Directed, Frame, Hostname, Message, Sequenced, Tag, WireId, WireOp, WireValue};
+
+/// An outgoing message. Send `bytes` to every other replica (or only to
+/// `to` when set; broadcasting those is harmless), in the order polled.
+#[must_use = "a transmit must be sent or the peers never converge"]
+#[derive(Clone, Debug)]
+pub struct Transmit {
+    /// The recipient's tag (its incarnation) when the message is for one peer.
+    pub to: Option<u32>,
+    /// The encoded message.
+    pub bytes: Arc<[u8]>,
+}
+
+/// The outgoing stream under construction.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    tag: Tag,
+    format: WireFormat,
+    /// How many sent messages the resend log keeps.
+    keep: usize,
+    /// The last sequence number sent.
+    seq: u64,
+    /// The Lamport clock.
+    clock: u64,
+    /// The last counter of the last operations message sent.
+    sent_lamport: u64,
+    /// Peers introduced in this stream: local index to wire index.
+    dict: FxHashMap<PeerIdx, u32>,
+    /// The open group's operations, and the counter of its first.
+    ops: Vec<WireOp>,
+    first: Option<u64>,
+    depth: u32,
+    /// An operations message went out since [`Outbox::take_moved`].
+    moved: bool,
+    queue: VecDeque<Transmit>,
+    log: ResendLog,
+    /// Encoding buffer, reused between messages.
+    scratch: Vec<u8>,
+}
+
+impl Outbox {
+    pub(crate) fn new(tag: Tag, config: &Config) -> Outbox {
+        Outbox::with(tag, config.format, config.resend_log)
+    }
+
+    fn with(tag: Tag, format: WireFormat, keep: usize) -> Outbox {
+        Outbox {
+            tag,
+            format,
+            keep,
+            seq: 0,
+            clock: 0,
+            sent_lamport: 0,
+            dict: FxHashMap::default(),
+            ops: Vec::new(),
+            first: None,
+            depth: 0,
+            moved: false,
+            queue: VecDeque::new(),
+            log: ResendLog::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// A fresh stream for a new incarnation `tag`: sequence numbers, the
+    /// dictionary and the queue start over; the clock goes on, so that ids
+    /// never repeat.
+    pub(crate) fn restart(&mut self, tag: Tag) {
+        *self = Outbox {
+            clock: self.clock,
+            ..Outbox::with(tag, self.format, self.keep)
+        };
+    }
+
+    /// Starts the clock at `clock` (a successor continues its
+    /// predecessor's counters).
+    pub(crate) fn continue_from(&mut self, clock: u64) {
+        self.clock = self.clock.max(clock);
+    }
+
+    /// The last sequence number sent.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The Lamport clock.
+    pub(crate) fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// Moves the clock up to a counter received.
+    #[inline]
+    pub(crate) fn observe(&mut self, counter: u64) {
+        self.clock = self.clock.max(counter);
+    }
+
+    /// The last counter of the last operations message sent (what peers
+    /// have of this replica).
+    pub(crate) fn sent_lamport(&self) -> u64 {
+        self.sent_lamport
+    }
+
+    /// This stream's dictionary, for a state transfer: for each wire index
+    /// from 1 on, the local peer.
+    pub(crate) fn dictionary(&self) -> Vec<PeerIdx> {
+        let mut dict: Vec<(u32, PeerIdx)> = self.dict.iter().map(|(&p, &i)| (i, p)).collect();
+        dict.sort();
+        dict.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// An id of this stream read back from the wire: index 0 is this
+    /// replica, the others were introduced in its earlier messages.
+    pub(crate) fn resolve(&self, w: &WireId) -> Option<Id> {
+        let peer = match w.p {
+            0 => Some(PeerIdx::SELF),
+            p => self
+                .dict
+                .iter()
+                .find(|&(_, &i)| i == p)
+                .map(|(&peer, _)| peer),
+        };
+        peer.map(|p| Id::new(p, w.c))
+    }
+
+    // ----------------------------------------------------------- groups
+
+    /// Opens a group of operations (one message); groups nest.
+    pub(crate) fn begin(&mut self) {
+        self.depth += 1;
+    }
+
+    /// Closes a group; true when it was the outermost (its message is due).
+    pub(crate) fn end(&mut self) -> bool {
+        self.depth = self.depth.saturating_sub(1);
+        self.depth == 0
+    }
+
+    /// Closes every open group (its message is due).
+    pub(crate) fn end_all(&mut self) {
+        self.depth = 0;
+    }
+
+    /// Whether no operation waits for its group to close.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// A new counter for the open group's next operation.
+    #[inline]
+    pub(crate) fn tick(&mut self) -> Id {
+        self.clock += 1;
+        if self.first.is_none() {
+            self.first = Some(self.clock);
+        }
+        Id::new(PeerIdx::SELF, self.clock)
+    }
+
+    /// Takes `n` more counters for the operation just ticked (the elements
+    /// an array insert creates after its first).
+    #[inline]
+    pub(crate) fn skip(&mut self, n: u64) {
+        self.clock += n;
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, op: WireOp) {
+        self.ops.push(op);
+    }
+
+    /// The wire form of an id in this stream, introducing its peer first
+    /// when needed.
+    #[inline]
+    pub(crate) fn wire_id(&mut self, id: Id, peers: &Peers) -> WireId {
+        if id.peer == PeerIdx::SELF {
+            return WireId {
+                p: 0,
+                c: id.counter,
+            };
+        }
+        let next = self.dict.len() as u32 + 1;
+        let p = match self.dict.get(&id.peer) {
+            Some(&p) => p,
+            None => {
+                self.dict.insert(id.peer, next);
+                let peer = peers.get(id.peer);
+                self.ops.push(WireOp::Intro {
+                    tag: Tag(peer.incarnation()),
+                    hostname: Hostname::of(peer),
+                });
+                next
+            }
+        };
+        WireId { p, c: id.counter }
+    }
+
+    /// The wire form of a value in this stream.
+    #[inline]
+    pub(crate) fn wire_value(&mut self, v: &Value, peers: &Peers) -> WireValue {
+        WireValue::from_value(v, |id| self.wire_id(id, peers))
+    }
+
+    /// Element ids compressed into runs of consecutive counters.
+    pub(crate) fn wire_runs(&mut self, elems: &[Id], peers: &Peers) -> Vec<(WireId, u32)> {
+        let mut runs: Vec<(Id, u32)> = Vec::new();
+        for &e in elems {
+            match runs.last_mut() {
+                Some((start, len))
+                    if start.peer == e.peer && start.counter + u64::from(*len) == e.counter =>
+                {
+                    *len += 1
+                }
+                _ => runs.push((e, 1)),
+            }
+        }
+        runs.into_iter()
+            .map(|(s, n)| (self.wire_id(s, peers), n))
+            .collect()
+    }
+
+    // --------------------------------------------------------- messages
+
+    /// Queues the closed group's operations as one message. Returns whether
+    /// a message went out.
+    pub(crate) fn flush(&mut self) -> bool {
+        if self.ops.is_empty() {
+            return false;
+        }
+        let lamport = self.first.take().unwrap_or_else(|| {
+            // A message of deletes only still takes a tick, so every message
+            // moves its sender's counter forward.
+            self.clock += 1;
+            self.clock
+        });
+        let tick = lamport - self.sent_lamport;
+        self.sent_lamport = self.clock;
+        self.moved = true;
+        // The operations stay in the buffer's allocation (inline when one),
+        // which comes back for the next message.
+        let ops = match self.ops.len() {
+            1 => SmallVec::from_buf([self.ops.pop().expect("one operation")]),
+            _ => SmallVec::from_vec(std::mem::take(&mut self.ops)),
+        };
+        let frame = self.send(Sequenced::Ops { tick, ops });
+        if let Message::Sequenced {
+            body: Sequenced::Ops { ops, .. },
+            ..
+        } = frame.msg
+        {
+            if ops.spilled() {
+                self.ops = ops.into_vec();
+                self.ops.clear();
+            }
+        }
+        true
+    }
+
+    /// Whether an operations message went out since the last call.
+    pub(crate) fn take_moved(&mut self) -> bool {
+        std::mem::take(&mut self.moved)
+    }
+
+    /// Queues a sequenced message, keeping it for retransmission. Returns
+    /// the frame, whose buffers the caller may reuse.
+    pub(crate) fn send(&mut self, body: Sequenced) -> Frame {
+        self.seq += 1;
+        let frame = Frame {
+            from: self.tag,
+            msg: Message::Sequenced {
+                seq: self.seq,
+                body,
+            },
+        };
+        codec::encode_into(&frame, self.format, &mut self.scratch);
+        let bytes: Arc<[u8]> = Arc::from(&self.scratch[..]);
+        self.log.push(self.seq, &bytes, self.keep);
+        self.queue.push_back(Transmit { to: None, bytes });
+        frame
+    }
+
+    /// Queues a message for the peer `to`.
+    pub(crate) fn send_to(&mut self, to: Tag, body: Directed) {
+        let frame = Frame {
+            from: self.tag,
+            msg: Message::Directed { to, body },
+        };
+        self.send_encoded(to, codec::encode(&frame, self.format));
+    }
+
+    /// Queues an encoded message for the peer `to`.
+    pub(crate) fn send_encoded(&mut self, to: Tag, bytes: Vec<u8>) {
+        self.queue.push_back(Transmit {
+            to: Some(to.0),
+            bytes: bytes.into(),
+        });
+    }
+
+    /// The wire format of this stream.
+    pub(crate) fn format(&self) -> WireFormat {
+        self.format
+    }
+
+    /// Answers a peer's request to resend from `from_seq`: the messages if
+    /// the log still has them, a refusal if not.
+    pub(crate) fn resend(&mut self, to: Tag, from_seq: u64) {
+        match self.log.since(from_seq) {
+            Some(again) => self.queue.extend(again.into_iter().map(|bytes| Transmit {
+                to: Some(to.0),
+                bytes,
+            })),
+            // Asked for what was never sent: nothing to do.
+            None if from_seq > self.seq => {}
+            None => self.send_to(to, Directed::ResendGone),
+        }
+    }
+
+    /// The next message to send.
+    pub(crate) fn poll(&mut self) -> Option<Transmit> {
+        self.queue.pop_front()
+    }
+
+    /// Whether a message waits to be polled.
+    pub(crate) fn has_transmits(&self) -> bool {
+        !self.queue.is_empty()
+    }
+}

@@ -1,0 +1,226 @@
+//! The peers' streams as this replica follows them: the next position
+//! expected from each sender, its last counter applied, its dictionary, and
+//! the messages that arrived ahead of a gap.
+//!
+//! Invariant: a sender's messages are applied in its order, each once; a
+//! message ahead of a gap is held (within a byte budget) until the gap is
+//! filled by a resend (DESIGN.md, "Messages and streams").
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+use crate::clock::Peers;
+use crate::error::ReceiveError;
+use crate::value::PeerIdx;
+use crate::wire::{Sequenced, Tag};
+
+/// One sender's stream.
+#[derive(Debug, Default)]
+pub(crate) struct Stream {
+    /// The sender, once it announced itself.
+    pub(crate) peer: Option<PeerIdx>,
+    pub(crate) next_seq: u64,
+    /// The sender's last counter applied here.
+    pub(crate) lamport: u64,
+    /// The sender's dictionary: wire peer index to local peer.
+    pub(crate) dict: Vec<PeerIdx>,
+    /// Messages that arrived ahead of a gap, with their sizes.
+    held: BTreeMap<u64, (Sequenced, usize)>,
+    /// A resend was asked for the current gap.
+    resend_asked: bool,
+}
+
+impl Stream {
+    /// A stream followed from position `next_seq`.
+    pub(crate) fn at(peer: PeerIdx, next_seq: u64, lamport: u64, dict: Vec<PeerIdx>) -> Stream {
+        Stream {
+            peer: Some(peer),
+            next_seq,
+            lamport,
+            dict,
+            ..Stream::default()
+        }
+    }
+
+    fn new() -> Stream {
+        Stream {
+            next_seq: 1,
+            ..Stream::default()
+        }
+    }
+}
+
+/// What became of a sequenced message that arrived.
+#[derive(Debug)]
+pub(crate) enum Arrival {
+    /// Already applied, or already held: dropped.
+    Duplicate,
+    /// Held ahead of a gap; ask the sender to resend from this position
+    /// (`None`: asked already).
+    Held(Option<u64>),
+    /// The next of its stream: apply it, then [`Streams::advance`].
+    Next(Sequenced),
+}
+
+/// Every stream this replica follows, by sender tag.
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    by_tag: FxHashMap<u32, Stream>,
+    /// Bytes of messages held behind gaps.
+    held_bytes: usize,
+}
+
+impl Streams {
+    /// Forgets every stream (a sync starts over).
+    pub(crate) fn clear(&mut self) {
+        self.by_tag.clear();
+        self.held_bytes = 0;
+    }
+
+    /// Replaces every stream (a state transfer).
+    pub(crate) fn load(&mut self, streams: FxHashMap<u32, Stream>) {
+        self.by_tag = streams;
+        self.held_bytes = 0;
+    }
+
+    pub(crate) fn get(&self, tag: Tag) -> Option<&Stream> {
+        self.by_tag.get(&tag.0)
+    }
+
+    pub(crate) fn get_mut(&mut self, tag: Tag) -> Option<&mut Stream> {
+        self.by_tag.get_mut(&tag.0)
+    }
+
+    pub(crate) fn contains(&self, tag: Tag) -> bool {
+        self.by_tag.contains_key(&tag.0)
+    }
+
+    /// The sender of a stream, once it announced itself.
+    pub(crate) fn peer(&self, tag: Tag) -> Option<PeerIdx> {
+        self.by_tag.get(&tag.0).and_then(|s| s.peer)
+    }
+
+    /// The stream of a known peer.
+    pub(crate) fn of_peer(&self, peer: PeerIdx, peers: &Peers) -> Option<&Stream> {
+        self.by_tag.get(&peers.tag(peer))
+    }
+
+    /// The last counter applied from `peer` (0 for none).
+    pub(crate) fn lamport_of(&self, peer: PeerIdx, peers: &Peers) -> u64 {
+        self.of_peer(peer, peers).map_or(0, |s| s.lamport)
+    }
+
+    /// Binds a stream to the peer that announced itself on it.
+    pub(crate) fn bind(&mut self, tag: Tag, peer: PeerIdx) {
+        if let Some(s) = self.by_tag.get_mut(&tag.0) {
+            s.peer = Some(peer);
+        }
+    }
+
+    /// Whether some stream's sender has not announced itself yet (its
+    /// messages are held behind a gap before its hello).
+    pub(crate) fn any_unknown(&self) -> bool {
+        self.by_tag.values().any(|s| s.peer.is_none())
+    }
+
+    /// For every known sender, the last counter applied.
+    pub(crate) fn frontier(&self) -> impl Iterator<Item = (PeerIdx, u64)> + '_ {
+        self.by_tag
+            .values()
+            .filter_map(|s| s.peer.map(|p| (p, s.lamport)))
+            .filter(|&(_, c)| c > 0)
+    }
+
+    /// Every stream, by tag.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Tag, &Stream)> + '_ {
+        self.by_tag.iter().map(|(&t, s)| (Tag(t), s))
+    }
+
+    /// Takes in the message `seq` of `from`'s stream, of `size` bytes.
+    ///
+    /// # Errors
+    /// [`ReceiveError::BacklogFull`] when holding it would exceed
+    /// `max_backlog` bytes.
+    pub(crate) fn arrive(
+        &mut self,
+        from: Tag,
+        seq: u64,
+        body: Sequenced,
+        size: usize,
+        max_backlog: usize,
+    ) -> Result<Arrival, ReceiveError> {
+        let stream = self.by_tag.entry(from.0).or_insert_with(Stream::new);
+        if seq < stream.next_seq {
+            return Ok(Arrival::Duplicate);
+        }
+        if seq == stream.next_seq {
+            return Ok(Arrival::Next(body));
+        }
+        if stream.held.contains_key(&seq) {
+            return Ok(Arrival::Duplicate);
+        }
+        if self.held_bytes + size > max_backlog {
+            return Err(ReceiveError::BacklogFull(self.held_bytes));
+        }
+        self.held_bytes += size;
+        stream.held.insert(seq, (body, size));
+        let ask = (!std::mem::replace(&mut stream.resend_asked, true)).then_some(stream.next_seq);
+        Ok(Arrival::Held(ask))
+    }
+
+    /// Drops the stream of `tag` if it was opened by a message that was
+    /// refused or dropped: a stream whose sender is unknown holds
+    /// reclamation back for good.
+    pub(crate) fn drop_stray(&mut self, tag: Tag) {
+        if self
+            .by_tag
+            .get(&tag.0)
+            .is_some_and(|s| s.peer.is_none() && s.held.is_empty())
+        {
+            self.by_tag.remove(&tag.0);
+        }
+    }
+
+    /// Moves the stream of `tag` past the message just applied; returns the
+    /// next one if it was held.
+    pub(crate) fn advance(&mut self, tag: Tag) -> Option<Sequenced> {
+        let stream = self.by_tag.get_mut(&tag.0)?;
+        stream.next_seq += 1;
+        stream.resend_asked = false;
+        let (body, size) = stream.held.remove(&stream.next_seq)?;
+        self.held_bytes -= size;
+        Some(body)
+    }
+
+    /// Follows a peer that was there before this replica started, from the
+    /// start of its stream. Returns the position to ask it to resend from,
+    /// unless it was asked already or nothing is missing (its latest is
+    /// `seq`).
+    pub(crate) fn welcome(&mut self, from: Tag, peer: PeerIdx, seq: u64) -> Option<u64> {
+        let stream = self.by_tag.entry(from.0).or_insert_with(Stream::new);
+        stream.peer = Some(peer);
+        if seq >= stream.next_seq && !stream.resend_asked {
+            stream.resend_asked = true;
+            return Some(stream.next_seq);
+        }
+        None
+    }
+
+    /// For failure messages.
+    #[cfg(feature = "sim")]
+    pub(crate) fn debug(&self) -> Vec<String> {
+        self.by_tag
+            .iter()
+            .map(|(t, s)| {
+                format!(
+                    "{t:08x} {:?} next {} lamport {} held {:?}",
+                    s.peer,
+                    s.next_seq,
+                    s.lamport,
+                    s.held.keys().collect::<Vec<_>>()
+                )
+            })
+            .collect()
+    }
+}
