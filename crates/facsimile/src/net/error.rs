@@ -34,8 +34,8 @@ pub enum NetError {
     /// frame is not a relay's hello (an HTTP server, another service, or a
     /// relay that expects TLS).
     #[error(
-        "the peer at {addr} is not a facsimile relay; check the address and port \
-         (and --tls-ca if the relay uses TLS)"
+        "the peer at {addr} is not a facsimile relay (or is one that expects TLS); \
+         check the address and port"
     )]
     NotARelay {
         /// The address tried.
