@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -262,13 +262,18 @@ enum Refusal {
 /// One connection until its client is admitted: the hello, the checks, the
 /// document to join.
 struct Handler {
+    /// The relay's settings and documents.
     shared: Arc<Shared>,
+    /// The client's address, for the document's log lines.
     addr: SocketAddr,
     /// The connection's place under the connection limit, released when
     /// the connection ends; `None` when the relay is at its limit, and the
     /// client is refused.
     permit: Option<OwnedSemaphorePermit>,
+    /// The client's frames.
     reader: FrameReader,
+    /// Frames to the client: the refusal, or after the handshake the
+    /// document's frames (through the writer task).
     writer: FrameWriter,
 }
 
@@ -416,6 +421,7 @@ struct ClientConn {
     id: ConnId,
     /// The document's thread.
     doc: mpsc::Sender<Cmd>,
+    /// The client's frames.
     reader: FrameReader,
     /// The largest frame, named when a client exceeds it.
     max_frame: usize,
@@ -446,7 +452,7 @@ impl ClientConn {
         } = handler;
         let id: ConnId = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
-        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let queued = Arc::new(AtomicUsize::new(0));
         let cancel = CancellationToken::new();
         let out = Outbox {
             tx,
@@ -528,7 +534,7 @@ impl ClientConn {
 async fn write_frames(
     mut writer: FrameWriter,
     mut rx: mpsc::Receiver<Bytes>,
-    queued: Arc<std::sync::atomic::AtomicUsize>,
+    queued: Arc<AtomicUsize>,
     cancel: CancellationToken,
 ) {
     let write = async {

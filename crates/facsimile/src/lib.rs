@@ -46,7 +46,7 @@
 //! - `tcp`: [`net`], a tokio client of the relay (`facsimile serve`), with
 //!   reconnection, acknowledgements and optional TLS.
 //! - `nats`: [`net::connect`] also takes `nats://` addresses: documents on
-//!   NATS JetStream, for many machines ([`net::nats`]). It does not need
+//!   NATS JetStream, for many machines (`net::nats`). It does not need
 //!   `tcp`.
 #![forbid(unsafe_code)]
 

@@ -1,6 +1,6 @@
 //! Network transports: connect a [`Node`](crate::Node) to a relay,
 //! `facsimile serve`, over TCP and optionally TLS (feature `tcp`), or to a
-//! document on NATS JetStream (feature `nats`, [`nats`]).
+//! document on NATS JetStream (feature `nats`, module `nats`).
 //!
 //! The relay orders every message of a document into one sequence, stores
 //! it durably and passes it to every other node of the document; it is
@@ -63,7 +63,7 @@ pub use tokio_rustls::rustls;
 /// Connects a new node to the document at `addr`, syncs it and returns once
 /// it is complete: a relay's `host:port`, or with the `nats` feature a NATS
 /// server's `nats://host:port` (several, separated by commas, for a
-/// cluster; [`nats`]).
+/// cluster; module `nats`).
 ///
 /// The node's messages go to the relay, which orders them, stores them and
 /// passes them to the other nodes of the document; the relay's messages

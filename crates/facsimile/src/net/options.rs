@@ -110,7 +110,7 @@ impl ConnectOptions {
     /// Waits `min` before the first reconnection attempt, doubling up to
     /// `max` while attempts fail (with jitter). Over NATS the first attempt
     /// is immediate, and no wait exceeds a quarter of the lease
-    /// ([`NatsOptions::lease`](super::nats::NatsOptions::lease)).
+    /// (`NatsOptions::lease`).
     ///
     /// ```
     /// use std::time::Duration;
