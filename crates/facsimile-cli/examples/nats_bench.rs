@@ -15,13 +15,15 @@
 //! the observer run in this process, as with `relay_bench`.
 //!
 //! The connections use the default options, so a snapshot of the document
-//! is saved every 1,000 messages (`ConnectOptions::snapshot_every`);
+//! is saved every 1,000 messages (`NatsOptions::snapshot_every`);
 //! `--snapshot-every N` sets another interval.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use facsimile::net::NatsOptions;
 
 mod workload;
 
@@ -121,7 +123,7 @@ fn main() {
     let options = move |doc: &str| {
         let options = workload::options(doc);
         match snapshot_every {
-            Some(n) => options.snapshot_every(n),
+            Some(n) => options.nats(NatsOptions::new().snapshot_every(n)),
             None => options,
         }
     };

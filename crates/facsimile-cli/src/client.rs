@@ -1,14 +1,16 @@
 //! The client commands: `get`, `set`, `watch`, `lock`.
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use facsimile::net::{self, ConnectOptions, Connection, TlsOptions};
+use facsimile::typed::pointer::escape;
 use facsimile::{Event, LockEvent, ObjectId, ObjectRef, Origin, Prop, Value};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::{ClientArgs, Failure};
@@ -17,7 +19,16 @@ use crate::{ClientArgs, Failure};
 /// when it leaves.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects and syncs, showing progress on a terminal when that is slow.
+/// How long connecting may take before a terminal shows a spinner.
+const SPINNER_AFTER: Duration = Duration::from_millis(300);
+
+/// Connects and syncs, with a spinner on a terminal while that is slow.
+async fn open(addr: &str, args: &ClientArgs) -> Result<Connection, Failure> {
+    let receiving = format!("receiving document {:?} from {addr}...", args.doc);
+    with_spinner(receiving, connect(addr, args)).await
+}
+
+/// Connects and syncs.
 async fn connect(addr: &str, args: &ClientArgs) -> Result<Connection, Failure> {
     let mut options = ConnectOptions::new(&args.doc)
         .token(&args.token)
@@ -31,34 +42,34 @@ async fn connect(addr: &str, args: &ClientArgs) -> Result<Connection, Failure> {
         }
         options = options.tls(tls);
     }
-    let done = Arc::new(AtomicBool::new(false));
-    let progress = std::io::stderr().is_terminal().then(|| {
-        let done = done.clone();
-        let (addr, doc) = (addr.to_string(), args.doc.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let spin = ['|', '/', '-', '\\'];
-            let mut i = 0;
-            while !done.load(Ordering::Acquire) {
-                eprint!(
-                    "\r{} receiving document {doc:?} from {addr}... {:.1}s ",
-                    spin[i % 4],
-                    started.elapsed().as_secs_f64()
-                );
-                let _ = std::io::stderr().flush();
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            eprint!("\r\x1b[2K");
-        })
-    });
-    let conn = net::connect(addr, &args.hostname, options).await;
-    done.store(true, Ordering::Release);
-    if let Some(p) = progress {
-        let _ = p.await;
+    net::connect(addr, &args.hostname, options)
+        .await
+        .map_err(|e| Failure(e.to_string()))
+}
+
+/// Runs `work`, showing `message` with a spinner on stderr once it has
+/// taken [`SPINNER_AFTER`], if stderr is a terminal.
+async fn with_spinner<T>(message: String, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let mut work = std::pin::pin!(work);
+    if !std::io::stderr().is_terminal() {
+        return work.await;
     }
-    conn.map_err(|e| Failure(e.to_string()))
+    tokio::select! {
+        r = &mut work => return r,
+        () = tokio::time::sleep(SPINNER_AFTER) => {}
+    }
+    let spinner = ProgressBar::new_spinner()
+        .with_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        )
+        .with_message(message)
+        .with_elapsed(started.elapsed());
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let r = work.await;
+    spinner.finish_and_clear();
+    r
 }
 
 fn to_json(v: &Value) -> serde_json::Value {
@@ -71,11 +82,6 @@ fn origin(o: &Origin) -> serde_json::Value {
         Origin::Local => json!("local"),
         Origin::Remote(peer) => json!(peer.to_string()),
     }
-}
-
-/// Escapes a map key as a JSON pointer segment.
-fn escape(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// The JSON pointer of an object: the first path found from the root
@@ -127,7 +133,7 @@ pub(crate) async fn get(
     compact: bool,
     args: &ClientArgs,
 ) -> Result<(), Failure> {
-    let conn = connect(addr, args).await?;
+    let conn = open(addr, args).await?;
     let value = conn
         .node()
         .get(path)
@@ -154,10 +160,15 @@ pub(crate) async fn set(
             "the value is not JSON ({e}); strings need quotes, as in '\"text\"'"
         ))
     })?;
-    let conn = connect(addr, args).await?;
-    conn.node()
-        .set_path(path, value)
-        .map_err(|e| Failure(format!("cannot write at {path:?}: {e}")))?;
+    let conn = open(addr, args).await?;
+    if path.starts_with('/') && conn.node().root() == Value::Null {
+        return Err(empty_document(addr, path, &value, args));
+    }
+    conn.node().set_path(path, value).map_err(|e| match e {
+        // It names the path already.
+        facsimile::Error::Path { .. } => Failure(e.to_string()),
+        e => Failure(format!("cannot write at {path:?}: {e}")),
+    })?;
     conn.flush()
         .await
         .map_err(|e| Failure(format!("the write was not acknowledged: {e}")))?;
@@ -165,8 +176,43 @@ pub(crate) async fn set(
     Ok(())
 }
 
+/// A write below the root of an empty document: it needs a root first.
+/// Suggests the command that writes one holding `value` at `path` where
+/// the path allows.
+fn empty_document(addr: &str, path: &str, value: &serde_json::Value, args: &ClientArgs) -> Failure {
+    let root = root_holding(path, value.clone())
+        .and_then(|root| serde_json::to_string(&root).ok())
+        .filter(|json| !json.contains('\''))
+        .unwrap_or_else(|| "{}".into());
+    let doc = if args.doc == "default" {
+        String::new()
+    } else {
+        format!(" --doc {}", args.doc)
+    };
+    Failure(format!(
+        "document {:?} is empty: write its root first, as in: facsimile set {addr}{doc} \"\" '{root}'",
+        args.doc
+    ))
+}
+
+/// The root that has `value` at `path`, building maps for keys and
+/// one-element arrays for `0` or `-`; `None` for another index.
+fn root_holding(path: &str, value: serde_json::Value) -> Option<serde_json::Value> {
+    let segments = path.strip_prefix('/')?.split('/');
+    let mut keys: Vec<String> = segments
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    keys.reverse();
+    keys.into_iter()
+        .try_fold(value, |inner, key| match key.as_str() {
+            "0" | "-" => Some(json!([inner])),
+            k if k.bytes().all(|b| b.is_ascii_digit()) => None,
+            k => Some(json!({ k: inner })),
+        })
+}
+
 pub(crate) async fn watch(addr: &str, path: &str, args: &ClientArgs) -> Result<(), Failure> {
-    let conn = connect(addr, args).await?;
+    let conn = open(addr, args).await?;
     let node = conn.node().clone();
     let mut events = node.events();
     let print = |v: serde_json::Value| {
@@ -240,7 +286,7 @@ pub(crate) async fn lock(
     wait: Option<f64>,
     args: &ClientArgs,
 ) -> Result<u8, Failure> {
-    let conn = connect(addr, args).await?;
+    let conn = open(addr, args).await?;
     let node = conn.node().clone();
     let value = node.get(path).ok_or_else(|| nothing_at(path, &args.doc))?;
     let Some(object) = value.as_object() else {
@@ -259,7 +305,19 @@ pub(crate) async fn lock(
             }
         })
     };
-    let acquire = node.lock(&object);
+    let acquire = async {
+        let mut request = std::pin::pin!(node.lock(&object));
+        // The first poll sends the request; once the relay has it, the
+        // request holds its place in the lock's queue.
+        if let Some(granted) = request.as_mut().now_or_never() {
+            return granted;
+        }
+        if let Err(e) = conn.flush().await {
+            tracing::debug!(error = %e, "the lock request was not acknowledged");
+        }
+        tracing::info!(path, "lock requested");
+        request.await
+    };
     let guard = match wait {
         Some(secs) => tokio::time::timeout(Duration::from_secs_f64(secs.max(0.0)), acquire)
             .await

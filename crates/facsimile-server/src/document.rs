@@ -2,7 +2,8 @@
 //! one thread.
 //!
 //! Every input (a client joining, a frame, a departure, a timer tick)
-//! arrives on one channel and is handled in order. The thread applies what
+//! arrives on one channel and is handled in order; a task beside the thread
+//! sends the tick when the replica's next timer is due. The thread applies what
 //! it can take in one go, then commits the store once for the whole batch
 //! (group commit) and only then releases what the batch produced: the
 //! messages for the other clients, the relay's own messages and the
@@ -14,12 +15,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use facsimile::net::protocol::{ClientHello, Down, ServerHello, Up};
 use facsimile_core::{Config, Envelope, Event, PeerId, Replica};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
@@ -33,6 +34,12 @@ const MAX_BATCH: usize = 512;
 
 /// Frames a client's queue holds (its byte budget is the real bound).
 pub(crate) const QUEUE_FRAMES: usize = 1 << 16;
+
+/// How long the timer waits before it sends a tick for the same deadline
+/// again: the document re-arms its timer once it has handled a tick, and
+/// only does not when the tick found its channel full (or its timer not
+/// due yet).
+const TICK_AGAIN: Duration = Duration::from_millis(100);
 
 pub(crate) type ConnId = u64;
 
@@ -58,8 +65,52 @@ pub(crate) enum Cmd {
     Frame { conn: ConnId, frame: Bytes },
     /// A client's connection ended.
     Leave { conn: ConnId, reason: String },
-    /// Time passes.
+    /// The timer the document armed is due.
     Tick,
+}
+
+/// When the replica's next timer is due, as the document thread last armed
+/// it; `None` when it has none.
+pub(crate) type Deadline = Option<Instant>;
+
+/// Sends the document a [`Cmd::Tick`] each time the deadline it armed
+/// passes, until the document closes or the relay stops.
+pub(crate) async fn run_timer(
+    doc: mpsc::Sender<Cmd>,
+    mut armed: watch::Receiver<Deadline>,
+    stopping: CancellationToken,
+) {
+    loop {
+        let at = *armed.borrow_and_update();
+        let due = async {
+            match at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = due => {}
+            changed = armed.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ = stopping.cancelled() => return,
+        }
+        if let Err(mpsc::error::TrySendError::Closed(_)) = doc.try_send(Cmd::Tick) {
+            return;
+        }
+        tokio::select! {
+            changed = armed.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(TICK_AGAIN) => {}
+            _ = stopping.cancelled() => return,
+        }
+    }
 }
 
 struct Client {
@@ -240,8 +291,10 @@ impl Doc {
         Ok((doc, recovery))
     }
 
-    /// Runs the document until every sender of its channel is gone.
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+    /// Runs the document until every sender of its channel is gone, arming
+    /// `timer` with the replica's next timer after each batch.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>, timer: watch::Sender<Deadline>) {
+        self.arm(&timer);
         while let Some(cmd) = rx.blocking_recv() {
             self.handle(cmd);
             for _ in 1..MAX_BATCH {
@@ -251,8 +304,20 @@ impl Doc {
                 }
             }
             self.commit_and_release();
+            self.arm(&timer);
         }
         tracing::debug!(doc = %self.name, "document closed");
+    }
+
+    /// Tells the timer when the replica next needs the time, if that moved
+    /// (a heartbeat or a reclamation pass a second away, a sync retry).
+    fn arm(&self, timer: &watch::Sender<Deadline>) {
+        let at = self.replica.poll_timeout().map(|at| self.epoch + at);
+        timer.send_if_modified(|armed| {
+            let moved = *armed != at;
+            *armed = at;
+            moved
+        });
     }
 
     fn handle(&mut self, cmd: Cmd) {

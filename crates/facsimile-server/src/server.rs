@@ -1,4 +1,9 @@
-//! The listener and the per-connection tasks.
+//! The listener and the per-connection handlers.
+//!
+//! [`Server::run_until`] accepts connections and gives each a task: a
+//! `Handler` for TLS and the handshake, then a `ClientConn` that passes
+//! the client's frames to its document while a second task writes the
+//! document's frames back.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -6,22 +11,24 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use facsimile::net::protocol::{ClientHello, Down, PROTOCOL_VERSION, ServerHello};
+use facsimile::net::protocol::{
+    self, ByteStream, ClientHello, Down, FrameReader, FrameWriter, PROTOCOL_VERSION, ServerHello,
+};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::ServerConfig;
-use crate::document::{Cmd, ConnId, Doc, Outbox, QUEUE_FRAMES, Recovery};
-
-/// How often each document's timers run.
-const TICK: Duration = Duration::from_millis(100);
+use crate::document::{self, Cmd, ConnId, Doc, Outbox, QUEUE_FRAMES, Recovery};
 
 /// The relay: accepts nodes, orders and stores each document's messages and
 /// passes them to the document's other nodes.
@@ -40,6 +47,7 @@ pub struct Server {
     shared: Arc<Shared>,
 }
 
+/// What the listener, the handlers and the documents share.
 struct Shared {
     config: Arc<ServerConfig>,
     docs: Mutex<HashMap<String, mpsc::Sender<Cmd>>>,
@@ -48,7 +56,6 @@ struct Shared {
     opening: Mutex<()>,
     limit: Arc<Semaphore>,
     next_conn: AtomicU64,
-    connections: AtomicUsize,
     /// Cancelled when the server stops: connections close without evicting
     /// anybody (as after a crash, nodes resume when a relay is back).
     stopping: CancellationToken,
@@ -70,7 +77,6 @@ impl Server {
             docs: Mutex::new(HashMap::new()),
             opening: Mutex::new(()),
             next_conn: AtomicU64::new(1),
-            connections: AtomicUsize::new(0),
             stopping: CancellationToken::new(),
             threads: Mutex::new(Vec::new()),
         });
@@ -124,14 +130,9 @@ impl Server {
     /// When accepting connections fails for good.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         tokio::pin!(shutdown);
-        let tls = self
-            .shared
-            .config
-            .tls
-            .clone()
-            .map(tokio_rustls::TlsAcceptor::from);
+        let tls = self.shared.config.tls.clone().map(TlsAcceptor::from);
         loop {
-            let (stream, addr) = tokio::select! {
+            let (tcp, addr) = tokio::select! {
                 r = self.listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
@@ -147,32 +148,29 @@ impl Server {
                     return Ok(());
                 }
             };
-            let _ = stream.set_nodelay(true);
+            let _ = tcp.set_nodelay(true);
+            // Taken before TLS, so that a flood of handshakes counts too.
+            let permit = self.shared.limit.clone().try_acquire_owned().ok();
             let shared = self.shared.clone();
             let tls = tls.clone();
+            let span = tracing::info_span!(
+                "connection",
+                %addr,
+                peer = tracing::field::Empty,
+                doc = tracing::field::Empty
+            );
             tokio::spawn(async move {
-                let permit = shared.limit.clone().try_acquire_owned().ok();
-                let timeout = shared.config.handshake_timeout;
-                let stream: Box<dyn Stream> = match tls {
-                    None => Box::new(stream),
-                    Some(acceptor) => {
-                        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => Box::new(s),
-                            Ok(Err(e)) => {
-                                tracing::warn!(%addr, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::warn!(%addr, "TLS handshake timed out");
-                                return;
-                            }
-                        }
-                    }
+                // The handshake's log lines name the connection; the
+                // frames that follow pass without entering its span.
+                let admitted = async {
+                    Handler::accept(shared, tcp, addr, tls, permit)
+                        .await?
+                        .admit()
+                        .await
                 };
-                shared.connections.fetch_add(1, Ordering::AcqRel);
-                handle(shared.clone(), stream, addr, permit.is_some()).await;
-                shared.connections.fetch_sub(1, Ordering::AcqRel);
-                drop(permit);
+                if let Some(client) = admitted.instrument(span).await {
+                    client.run().await;
+                }
             });
         }
     }
@@ -204,7 +202,7 @@ impl Shared {
             return Ok(tx.clone());
         }
         let dir = self.config.data.as_ref().map(|d| d.join(name));
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let (doc, recovery): (Doc, Recovery) = Doc::open(name, dir, self.config.clone())?;
         if recovery.replayed > 0 || recovery.from_snapshot {
             tracing::info!(
@@ -217,41 +215,22 @@ impl Shared {
         }
         let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
         let (tx, rx) = mpsc::channel(4096);
+        let (arm, armed) = watch::channel(None);
         let thread = std::thread::Builder::new()
             .name(format!("doc-{name}"))
-            .spawn(move || doc.run(rx))?;
+            .spawn(move || doc.run(rx, arm))?;
         self.threads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(thread);
-        let ticks = tx.clone();
-        let stopping = self.stopping.clone();
-        tokio::runtime::Handle::current().spawn(async move {
-            let mut every = tokio::time::interval(TICK);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {}
-                    _ = stopping.cancelled() => return,
-                }
-                // A busy document (full channel) gets its tick later.
-                if let Err(mpsc::error::TrySendError::Closed(_)) = ticks.try_send(Cmd::Tick) {
-                    return;
-                }
-            }
-        });
+        tokio::runtime::Handle::current().spawn(document::run_timer(
+            tx.clone(),
+            armed,
+            self.stopping.clone(),
+        ));
         docs.insert(name.to_string(), tx.clone());
         Ok(tx)
     }
-}
-
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-fn codec(max_frame: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(max_frame)
-        .new_codec()
 }
 
 /// Document names become directory names.
@@ -265,161 +244,295 @@ pub(crate) fn valid_name(name: &str) -> bool {
 
 /// Compares two secrets in time independent of where they differ.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
+    a.ct_eq(b).into()
 }
 
-/// One connection: handshake, then frames in to the document and frames
-/// out from its queue.
-async fn handle(shared: Arc<Shared>, stream: Box<dyn Stream>, addr: SocketAddr, admitted: bool) {
-    let config = shared.config.clone();
-    let (r, w) = tokio::io::split(stream);
-    let mut reader = FramedRead::new(r, codec(config.max_frame));
-    let mut writer = FramedWrite::new(w, codec(config.max_frame));
-    let refuse = |reason: String| Down::Hello(ServerHello::Refused { reason }).encode();
-    if !admitted {
-        tracing::warn!(%addr, limit = config.max_clients, "connection refused: at the connection limit");
-        let _ = writer
-            .send(refuse(format!(
+/// Why a connection goes no further than its handshake.
+#[derive(Debug)]
+enum Refusal {
+    /// The client is told why, in words it can act on.
+    Refused(String),
+    /// Nothing is said: the peer sent something that is not a frame, or no
+    /// frame in time.
+    Dropped(String),
+    /// The peer closed the connection before its hello.
+    Gone,
+}
+
+/// One connection until its client is admitted: the hello, the checks, the
+/// document to join.
+struct Handler {
+    /// The relay's settings and documents.
+    shared: Arc<Shared>,
+    /// The client's address, for the document's log lines.
+    addr: SocketAddr,
+    /// The connection's place under the connection limit, released when
+    /// the connection ends; `None` when the relay is at its limit, and the
+    /// client is refused.
+    permit: Option<OwnedSemaphorePermit>,
+    /// The client's frames.
+    reader: FrameReader,
+    /// Frames to the client: the refusal, or after the handshake the
+    /// document's frames (through the writer task).
+    writer: FrameWriter,
+}
+
+impl Handler {
+    /// Completes the TLS handshake where the relay serves TLS; `None` when
+    /// it fails.
+    async fn accept(
+        shared: Arc<Shared>,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        tls: Option<TlsAcceptor>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<Handler> {
+        let stream: Box<dyn ByteStream> = match tls {
+            None => Box::new(tcp),
+            Some(acceptor) => {
+                let timeout = shared.config.handshake_timeout;
+                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => Box::new(s),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "TLS handshake failed");
+                        return None;
+                    }
+                    Err(_) => {
+                        tracing::warn!("TLS handshake timed out");
+                        return None;
+                    }
+                }
+            }
+        };
+        let (reader, writer) = protocol::framed(stream, shared.config.max_frame);
+        Some(Handler {
+            shared,
+            addr,
+            permit,
+            reader,
+            writer,
+        })
+    }
+
+    /// Joins the client to its document, or refuses it.
+    async fn admit(mut self) -> Option<ClientConn> {
+        let admitted = match self.handshake().await {
+            Ok(hello) => open_document(&self.shared, &hello)
+                .await
+                .map(|doc| (hello, doc)),
+            Err(refusal) => Err(refusal),
+        };
+        match admitted {
+            Ok((hello, doc)) => ClientConn::join(self, hello, doc).await,
+            Err(refusal) => {
+                self.refuse(refusal).await;
+                None
+            }
+        }
+    }
+
+    /// Reads and checks the client's hello.
+    async fn handshake(&mut self) -> Result<ClientHello, Refusal> {
+        let config = &self.shared.config;
+        if self.permit.is_none() {
+            return Err(Refusal::Refused(format!(
                 "the relay is at its connection limit ({}); retry later",
                 config.max_clients
-            )))
-            .await;
-        return;
+            )));
+        }
+        let frame = match tokio::time::timeout(config.handshake_timeout, self.reader.next()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => return Err(Refusal::Dropped(format!("bad first frame: {e}"))),
+            Ok(None) => return Err(Refusal::Gone),
+            Err(_) => return Err(Refusal::Dropped("no hello in time".into())),
+        };
+        let hello = ClientHello::decode(&frame).map_err(|e| {
+            tracing::debug!(error = %e, "not a facsimile hello");
+            Refusal::Refused(
+                "the first frame is not a facsimile hello; is this a facsimile client?".into(),
+            )
+        })?;
+        let span = tracing::Span::current();
+        span.record("peer", hello.hostname.as_str());
+        span.record("doc", hello.document.as_str());
+        if hello.protocol != PROTOCOL_VERSION {
+            return Err(Refusal::Refused(format!(
+                "protocol version {} is not supported (the relay speaks {PROTOCOL_VERSION}); \
+                 use matching versions of facsimile",
+                hello.protocol
+            )));
+        }
+        if let Some(token) = &config.token {
+            if !same_secret(hello.token.as_bytes(), token.as_bytes()) {
+                return Err(Refusal::Refused(
+                    "wrong token: pass the relay's --token (or set FACSIMILE_TOKEN)".into(),
+                ));
+            }
+        }
+        if !valid_name(&hello.document) {
+            return Err(Refusal::Refused(format!(
+                "document name {:?} is not allowed: use 1 to 128 letters, digits, '.', '_' or \
+                 '-', not starting with '.'",
+                hello.document
+            )));
+        }
+        Ok(hello)
     }
-    let hello = match tokio::time::timeout(config.handshake_timeout, reader.next()).await {
-        Ok(Some(Ok(frame))) => ClientHello::decode(&frame),
-        Ok(Some(Err(e))) => {
-            tracing::warn!(%addr, error = %e, "connection closed: bad first frame");
-            return;
+
+    /// Logs the refusal and tells the client, where it is told.
+    async fn refuse(mut self, refusal: Refusal) {
+        match refusal {
+            Refusal::Refused(reason) => {
+                tracing::warn!(%reason, "connection refused");
+                let refused = Down::Hello(ServerHello::Refused { reason }).encode();
+                let _ = self.writer.send(refused).await;
+            }
+            Refusal::Dropped(why) => tracing::warn!(%why, "connection closed"),
+            Refusal::Gone => tracing::debug!("connection closed before its hello"),
         }
-        Ok(None) => return,
-        Err(_) => {
-            tracing::warn!(%addr, "connection closed: no hello in time");
-            return;
-        }
-    };
-    let hello = match hello {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(%addr, error = %e, "connection refused: not a facsimile hello");
-            let _ = writer
-                .send(refuse(
-                    "the first frame is not a facsimile hello; is this a facsimile client?".into(),
-                ))
-                .await;
-            return;
-        }
-    };
-    let expected = config.token.as_deref().unwrap_or("");
-    let refusal = if hello.protocol != PROTOCOL_VERSION {
-        Some(format!(
-            "protocol version {} is not supported (the relay speaks {PROTOCOL_VERSION}); \
-             use matching versions of facsimile",
-            hello.protocol
-        ))
-    } else if config.token.is_some() && !same_secret(hello.token.as_bytes(), expected.as_bytes()) {
-        Some("wrong token: pass the relay's --token (or set FACSIMILE_TOKEN)".into())
-    } else if !valid_name(&hello.document) {
-        Some(format!(
-            "document name {:?} is not allowed: use 1 to 128 letters, digits, '.', '_' or '-', \
-             not starting with '.'",
-            hello.document
-        ))
-    } else {
-        None
-    };
-    if let Some(reason) = refusal {
-        tracing::warn!(%addr, peer = %hello.hostname, doc = %hello.document, %reason, "connection refused");
-        let _ = writer.send(refuse(reason)).await;
-        return;
     }
-    let doc = {
-        let shared = shared.clone();
-        let name = hello.document.clone();
-        tokio::task::spawn_blocking(move || shared.open_doc(&name)).await
-    };
-    let doc = match doc {
-        Ok(Ok(tx)) => tx,
+}
+
+/// The channel of the hello's document, opening (and recovering) the
+/// document if no client has yet.
+async fn open_document(
+    shared: &Arc<Shared>,
+    hello: &ClientHello,
+) -> Result<mpsc::Sender<Cmd>, Refusal> {
+    let shared = shared.clone();
+    let name = hello.document.clone();
+    match tokio::task::spawn_blocking(move || shared.open_doc(&name)).await {
+        Ok(Ok(doc)) => Ok(doc),
         Ok(Err(e)) => {
-            tracing::error!(%addr, doc = %hello.document, error = %e, "cannot open document");
-            let _ = writer
-                .send(refuse(format!(
-                    "the relay cannot open document {:?}; see the relay's log",
-                    hello.document
-                )))
-                .await;
-            return;
+            tracing::error!(error = %e, "cannot open document");
+            Err(Refusal::Refused(format!(
+                "the relay cannot open document {:?}; see the relay's log",
+                hello.document
+            )))
         }
-        Err(_) => return,
-    };
-    let conn: ConnId = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let cancel = CancellationToken::new();
-    let out = Outbox {
-        tx,
-        queued: queued.clone(),
-        cancel: cancel.clone(),
-    };
-    if doc
-        .send(Cmd::Join {
-            conn,
+        Err(_) => Err(Refusal::Dropped("the relay is stopping".into())),
+    }
+}
+
+/// A client admitted to its document: its frames go to the document's
+/// thread, and a task writes the document's frames to it.
+struct ClientConn {
+    /// The connection's id in its document.
+    id: ConnId,
+    /// The document's thread.
+    doc: mpsc::Sender<Cmd>,
+    /// The client's frames.
+    reader: FrameReader,
+    /// The largest frame, named when a client exceeds it.
+    max_frame: usize,
+    /// Cancelled when either side ends the connection: the document dropped
+    /// the client, or writing to it failed.
+    cancel: CancellationToken,
+    /// Cancelled when the relay stops; clients are not evicted then.
+    stopping: CancellationToken,
+    /// The task writing the document's frames.
+    writing: JoinHandle<()>,
+    /// The connection's place under the limit, held until it ends.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl ClientConn {
+    /// Joins the client to its document; `None` if the document closed.
+    async fn join(
+        handler: Handler,
+        hello: ClientHello,
+        doc: mpsc::Sender<Cmd>,
+    ) -> Option<ClientConn> {
+        let Handler {
+            shared,
+            addr,
+            permit,
+            reader,
+            writer,
+        } = handler;
+        let id: ConnId = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let cancel = CancellationToken::new();
+        let out = Outbox {
+            tx,
+            queued: queued.clone(),
+            cancel: cancel.clone(),
+        };
+        let join = Cmd::Join {
+            conn: id,
             hello,
             addr,
             out,
-        })
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let writing = tokio::spawn(write_frames(writer, rx, queued, cancel.clone()));
-    let reason = loop {
-        let frame = tokio::select! {
-            f = reader.next() => f,
-            _ = cancel.cancelled() => break None,
-            _ = shared.stopping.cancelled() => break None,
         };
-        match frame {
-            Some(Ok(frame)) => {
-                let cmd = Cmd::Frame {
-                    conn,
-                    frame: frame.freeze(),
-                };
-                // Waiting here when the document is busy slows the client
-                // down through TCP: backpressure, not buffering.
-                tokio::select! {
-                    r = doc.send(cmd) => if r.is_err() { break Some("the document closed".into()) },
-                    _ = cancel.cancelled() => break None,
-                    _ = shared.stopping.cancelled() => break None,
-                }
-            }
-            Some(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
-                break Some(format!(
-                    "bad frame ({e}); frames are limited to {} bytes (--max-frame)",
-                    config.max_frame
-                ));
-            }
-            Some(Err(e)) => break Some(format!("read error: {e}")),
-            None => break Some("closed by the client".into()),
-        }
-    };
-    if let Some(reason) = reason {
-        let _ = doc.send(Cmd::Leave { conn, reason }).await;
+        doc.send(join).await.ok()?;
+        let writing = tokio::spawn(write_frames(writer, rx, queued, cancel.clone()));
+        Some(ClientConn {
+            id,
+            doc,
+            reader,
+            max_frame: shared.config.max_frame,
+            cancel,
+            stopping: shared.stopping.clone(),
+            writing,
+            _permit: permit,
+        })
     }
-    cancel.cancel();
-    let _ = writing.await;
+
+    /// Passes the client's frames on until the connection ends, then tells
+    /// the document why (unless the document or the relay ended it).
+    async fn run(mut self) {
+        if let Some(reason) = self.pass_frames().await {
+            let _ = self
+                .doc
+                .send(Cmd::Leave {
+                    conn: self.id,
+                    reason,
+                })
+                .await;
+        }
+        self.cancel.cancel();
+        let _ = self.writing.await;
+    }
+
+    /// The client's frames, to the document; returns why the client left,
+    /// or `None` when the document or the relay ended the connection.
+    async fn pass_frames(&mut self) -> Option<String> {
+        loop {
+            let frame = tokio::select! {
+                f = self.reader.next() => f,
+                _ = self.cancel.cancelled() => return None,
+                _ = self.stopping.cancelled() => return None,
+            };
+            let frame = match frame {
+                Some(Ok(frame)) => frame.freeze(),
+                Some(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Some(format!(
+                        "bad frame ({e}); frames are limited to {} bytes (--max-frame)",
+                        self.max_frame
+                    ));
+                }
+                Some(Err(e)) => return Some(format!("read error: {e}")),
+                None => return Some("closed by the client".into()),
+            };
+            let cmd = Cmd::Frame {
+                conn: self.id,
+                frame,
+            };
+            // Waiting here when the document is busy slows the client down
+            // through TCP: backpressure, not buffering.
+            tokio::select! {
+                r = self.doc.send(cmd) => if r.is_err() { return Some("the document closed".into()) },
+                _ = self.cancel.cancelled() => return None,
+                _ = self.stopping.cancelled() => return None,
+            }
+        }
+    }
 }
 
 /// Writes a client's queued frames, in order, batching flushes.
 async fn write_frames(
-    mut writer: FramedWrite<tokio::io::WriteHalf<Box<dyn Stream>>, LengthDelimitedCodec>,
+    mut writer: FrameWriter,
     mut rx: mpsc::Receiver<Bytes>,
     queued: Arc<AtomicUsize>,
     cancel: CancellationToken,

@@ -46,7 +46,8 @@
 //! - `tcp`: [`net`], a tokio client of the relay (`facsimile serve`), with
 //!   reconnection, acknowledgements and optional TLS.
 //! - `nats`: [`net::connect`] also takes `nats://` addresses: documents on
-//!   NATS JetStream, for many machines ([`net::nats`]).
+//!   NATS JetStream, for many machines (`net::nats`). It does not need
+//!   `tcp`.
 #![forbid(unsafe_code)]
 
 mod clock;
@@ -55,7 +56,7 @@ mod events;
 mod handle;
 mod local;
 mod lock;
-#[cfg(feature = "tcp")]
+#[cfg(any(feature = "tcp", feature = "nats"))]
 pub mod net;
 mod node;
 pub mod typed;

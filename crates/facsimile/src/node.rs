@@ -539,7 +539,7 @@ impl Node {
     /// Hands every message queued so far to the sender before returning,
     /// waiting for a pump running on another thread if need be. Not for
     /// listeners (they run inside the pump).
-    #[cfg(feature = "tcp")]
+    #[cfg(any(feature = "tcp", feature = "nats"))]
     pub(crate) fn pump_all(&self) {
         let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
         self.pump_locked(guard);
@@ -582,6 +582,32 @@ impl Node {
         drop(guard);
     }
 
+    /// How long until the replica's next timer is due by the node's clock
+    /// (zero when one is due now), for a transport that sleeps until then.
+    #[cfg(any(feature = "tcp", feature = "nats"))]
+    pub(crate) fn next_timer(&self) -> Option<Duration> {
+        let at = self.state().replica.poll_timeout()?;
+        Some(at.saturating_sub(self.inner.clock.now()))
+    }
+
+    /// Starts over as a new incarnation and syncs: what a node does when its
+    /// peers evicted it. Lock futures waiting on this node fail.
+    #[cfg(feature = "tcp")]
+    pub(crate) fn rejoin(&self) {
+        let mut dispatch = Dispatch::default();
+        self.start_over(&mut self.state(), &mut dispatch);
+        dispatch.run();
+        self.pump();
+    }
+
+    /// [`Node::rejoin`] under the state lock, the listener calls left to
+    /// the caller.
+    fn start_over(&self, st: &mut State, dispatch: &mut Dispatch) {
+        let s = st.replica.reincarnate(rand::random());
+        self.note_succession(st, s);
+        st.subs.wake_all_locks(dispatch);
+    }
+
     fn has_work(&self) -> bool {
         let st = self.state();
         (st.sender.is_some() && st.replica.has_transmits()) || st.replica.has_events()
@@ -619,11 +645,8 @@ impl Node {
                     continue;
                 }
                 CoreEvent::Evicted => {
-                    // The peers stopped waiting for this node: rejoin as a
-                    // new incarnation. Waiting lock futures fail.
-                    let s = st.replica.reincarnate(rand::random());
-                    self.note_succession(st, s);
-                    st.subs.wake_all_locks(&mut dispatch);
+                    // The peers stopped waiting for this node.
+                    self.start_over(st, &mut dispatch);
                     continue;
                 }
                 CoreEvent::Lock(l) => st.subs.wake_locks(l.object(), &mut dispatch),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use facsimile::net::{self, ConnectOptions, Connection};
+use facsimile::net::{self, ConnectOptions, Connection, NatsOptions};
 use facsimile::{Node, Value};
 use serde_json::json;
 
@@ -184,9 +184,14 @@ fn conf(name: &str, port: u16, store: &Path, cluster: Option<(u16, &[u16])>) -> 
     c
 }
 
+/// The NATS settings of most tests: a short lease.
+fn nats() -> NatsOptions {
+    NatsOptions::new().lease(Duration::from_secs(1))
+}
+
 fn options(doc: &str) -> ConnectOptions {
     ConnectOptions::new(doc)
-        .lease(Duration::from_secs(1))
+        .nats(nats())
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
         .timeouts(Duration::from_secs(10), Duration::from_secs(60))
 }
@@ -260,7 +265,7 @@ async fn stream_bounds(url: &str, doc: &str) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_catches_up_from_a_snapshot_and_the_stream_is_purged() {
     let server = Server::start();
-    let opts = options("late").snapshot_every(500);
+    let opts = options("late").nats(nats().snapshot_every(500));
     let a = join(&server.url(), "alpha", opts.clone()).await;
     a.node().set_root(json!({"items": []})).unwrap();
     let root = a.node().root_map().unwrap();
@@ -311,7 +316,7 @@ async fn acknowledged_writes_survive_a_server_restart_and_retries_apply_once() {
     // The nodes reconnect at different times after the restart; each has a
     // lease from when the log resumes to be back, which on a busy machine
     // wants more than the other tests' second.
-    let opts = options("restart").lease(Duration::from_secs(3));
+    let opts = options("restart").nats(nats().lease(Duration::from_secs(3)));
     let a = join(&url, "alpha", opts.clone()).await;
     let b = join(&url, "bravo", opts.clone()).await;
     a.node().set_root(json!({"log": []})).unwrap();
@@ -523,7 +528,7 @@ async fn a_three_server_cluster_keeps_going_when_one_stops() {
         .iter()
         .map(|p| format!("nats://127.0.0.1:{p}"))
         .collect();
-    let opts = options("cluster").stream_replicas(3);
+    let opts = options("cluster").nats(nats().stream_replicas(3));
     // The cluster elects its JetStream leader after the servers are up.
     let deadline = Instant::now() + PATIENCE;
     let mut conns = Vec::new();

@@ -1,9 +1,14 @@
 //! The `facsimile` command's client subcommands against a real relay.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use crate::support::*;
+
+/// How long a test waits for a command to go on.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 fn ok(args: &[&str]) -> String {
     let out = run(args);
@@ -85,29 +90,95 @@ fn concurrent_lock_commands_never_overlap() {
     let relay = Relay::start(&dir, &[]);
     let addr = relay.addr.as_str();
     ok(&["set", addr, "", "{}"]);
-    let file = dir.path().join("markers");
+    let markers = dir.path().join("markers");
+    // Each holder records its entry and exit with its fencing token, and
+    // stays inside until the test writes to a pipe named after the token.
     let script = format!(
-        "echo start >> {f}; sleep 0.2; echo end >> {f}",
-        f = file.display()
+        "mkfifo {d}/go-$FACSIMILE_LOCK_TOKEN; \
+         echo start $FACSIMILE_LOCK_TOKEN >> {m}; echo $FACSIMILE_LOCK_TOKEN; \
+         read _ < {d}/go-$FACSIMILE_LOCK_TOKEN; \
+         echo end $FACSIMILE_LOCK_TOKEN >> {m}",
+        d = dir.path().display(),
+        m = markers.display()
     );
-    let children: Vec<_> = (0..3)
-        .map(|i| {
-            Command::new(BIN)
-                .args(["lock", addr, "", "--hostname", &format!("locker{i}"), "--"])
-                .args(["sh", "-c", &script])
-                .env("FACSIMILE_TOKEN", TOKEN)
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let (tx, events) = mpsc::channel();
+    let mut children = Vec::new();
+    for i in 0..3 {
+        let mut child = Command::new(BIN)
+            .args(["lock", addr, "", "--hostname", &format!("locker{i}"), "--"])
+            .args(["sh", "-c", &script])
+            .env("FACSIMILE_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let entered = tx.clone();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = entered.send(Locker::Entered(line.trim().parse().unwrap()));
+            }
+        });
+        let requested = tx.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if line.contains("lock requested") {
+                    let _ = requested.send(Locker::Requested);
+                }
+            }
+        });
+        children.push(child);
+    }
+    let next = || events.recv_timeout(PATIENCE).expect("a locker to go on");
+    // Every request is in the lock's queue before anybody leaves: whoever
+    // holds the lock holds it while the others wait for it.
+    let mut requested = 0;
+    let mut entered = Vec::new();
+    while requested < 3 {
+        match next() {
+            Locker::Requested => requested += 1,
+            Locker::Entered(token) => entered.push(token),
+        }
+    }
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let token = match entered.pop() {
+            Some(token) => token,
+            None => match next() {
+                Locker::Entered(token) => token,
+                Locker::Requested => panic!("a fourth request"),
+            },
+        };
+        assert!(
+            entered.is_empty(),
+            "two holders at once: {token} and {entered:?}"
+        );
+        let inside = std::fs::read_to_string(&markers).unwrap();
+        let starts = inside.lines().filter(|l| l.starts_with("start")).count();
+        let ends = inside.lines().filter(|l| l.starts_with("end")).count();
+        assert_eq!(starts, ends + 1, "the commands overlapped:\n{inside}");
+        tokens.push(token);
+        let go = dir.path().join(format!("go-{token}"));
+        writeln!(std::fs::OpenOptions::new().write(true).open(go).unwrap()).unwrap();
+    }
     for mut c in children {
         assert!(c.wait().unwrap().success());
     }
-    let markers = std::fs::read_to_string(&file).unwrap();
+    let markers = std::fs::read_to_string(&markers).unwrap();
+    let expected: Vec<String> = tokens
+        .iter()
+        .flat_map(|t| [format!("start {t}"), format!("end {t}")])
+        .collect();
     assert_eq!(
         markers.lines().collect::<Vec<_>>(),
-        ["start", "end", "start", "end", "start", "end"],
+        expected,
         "the commands overlapped"
+    );
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "fencing tokens increase: {tokens:?}"
     );
 
     // The command's exit status comes through.
@@ -118,6 +189,60 @@ fn concurrent_lock_commands_never_overlap() {
     let not_object = run(&["lock", addr, "/n", "--", "true"]);
     assert_eq!(not_object.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&not_object.stderr).contains("not a map or an array"));
+}
+
+/// What a `facsimile lock` of the overlap test reports.
+enum Locker {
+    /// Its request is in the queue (its log says so).
+    Requested,
+    /// Its command runs, holding the lock with this token.
+    Entered(u64),
+}
+
+#[test]
+fn writing_below_the_root_of_an_empty_document_says_how_to_start_it() {
+    let dir = TempDir::new("empty");
+    let relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.as_str();
+    let out = run_quiet(&["set", addr, "/a", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: document \"default\" is empty: write its root first, as in: \
+             facsimile set {addr} \"\" '{{\"a\":1}}'\n"
+        )
+    );
+    // Once the document has a root, a missing parent is named once.
+    ok(&["set", addr, "", "{}"]);
+    let out = run_quiet(&["set", addr, "/x/y", "1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: cannot write at \"/x/y\": its parent is not a map or an array\n"
+    );
+}
+
+#[test]
+fn a_server_that_is_not_a_relay_is_named_so() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let http = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = [0u8; 256];
+        let _ = conn.read(&mut request);
+        conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+    });
+    let out = run_quiet(&["get", &addr]);
+    http.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: the peer at {addr} is not a facsimile relay (or is one that expects TLS); \
+             check the address and port\n"
+        )
+    );
 }
 
 #[test]

@@ -139,11 +139,25 @@ pub(crate) async fn connect(relay: &Relay, name: &str) -> Connection {
 }
 
 /// Polls `cond` until it holds; panics with `what` after `timeout`.
-pub(crate) async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    wait_until_or(what, timeout, cond, String::new).await;
+}
+
+/// As [`wait_until`], adding `context()` (what was seen instead, a log) to
+/// the panic message.
+pub(crate) async fn wait_until_or(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+    context: impl FnOnce() -> String,
+) {
     let started = Instant::now();
     while !cond() {
         if started.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                context()
+            );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -163,6 +177,18 @@ pub(crate) fn run(args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(args)
         .env("FACSIMILE_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the facsimile binary runs")
+}
+
+/// Runs the facsimile command to completion with its default log level,
+/// so that stderr holds only what the user is told.
+pub(crate) fn run_quiet(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("FACSIMILE_TOKEN", TOKEN)
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .output()
         .expect("the facsimile binary runs")

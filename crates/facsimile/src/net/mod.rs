@@ -1,5 +1,6 @@
-//! Network transports (feature `tcp`): connect a [`Node`](crate::Node) to a
-//! relay, `facsimile serve`, over TCP and optionally TLS.
+//! Network transports: connect a [`Node`](crate::Node) to a relay,
+//! `facsimile serve`, over TCP and optionally TLS (feature `tcp`), or to a
+//! document on NATS JetStream (feature `nats`, module `nats`).
 //!
 //! The relay orders every message of a document into one sequence, stores
 //! it durably and passes it to every other node of the document; it is
@@ -35,12 +36,104 @@
 //! document, dropping writes the relay never acknowledged. When the relay
 //! itself restarts, nodes resume where they were and keep their locks.
 
+mod backoff;
+#[cfg(feature = "tcp")]
 mod client;
+mod connection;
+mod driver;
+mod error;
 #[cfg(feature = "nats")]
 pub mod nats;
+mod options;
+mod outbox;
 pub mod protocol;
+#[cfg(feature = "tcp")]
 mod tls;
 
-pub use client::{ConnectOptions, Connection, NetError, Status, connect};
+pub use connection::{Connection, Status};
+pub use error::NetError;
+#[cfg(feature = "nats")]
+pub use nats::NatsOptions;
+pub use options::ConnectOptions;
+#[cfg(feature = "tcp")]
 pub use tls::TlsOptions;
+#[cfg(feature = "tcp")]
 pub use tokio_rustls::rustls;
+
+/// Connects a new node to the document at `addr`, syncs it and returns once
+/// it is complete: a relay's `host:port`, or with the `nats` feature a NATS
+/// server's `nats://host:port` (several, separated by commas, for a
+/// cluster; module `nats`).
+///
+/// The node's messages go to the relay, which orders them, stores them and
+/// passes them to the other nodes of the document; the relay's messages
+/// reach the node. A background task on the current tokio runtime
+/// reconnects with exponential backoff when the connection fails, sends
+/// again whatever the relay had not acknowledged, and catches up on what
+/// the node missed (or syncs again when the relay can no longer tell).
+/// Listeners of the node run on that task: do not block in them.
+///
+/// # Errors
+/// [`NetError::Connect`], [`NetError::Tls`], [`NetError::NotARelay`] or
+/// [`NetError::Refused`] when the first connection fails (later failures
+/// are retried), [`NetError::Timeout`] when the document does not arrive
+/// in time, [`NetError::Nats`] when a NATS server fails, and
+/// [`NetError::Unsupported`] for an address whose transport this build
+/// leaves out.
+///
+/// # Example
+/// ```no_run
+/// use facsimile::net::{self, ConnectOptions};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let conn = net::connect("127.0.0.1:7878", "alice", ConnectOptions::new("default")).await?;
+/// let node = conn.node();
+/// node.set_path("/greeting", "hello")?;
+/// conn.flush().await?; // durable on the relay
+/// # Ok(()) }
+/// ```
+pub async fn connect(
+    addr: &str,
+    hostname: &str,
+    options: ConnectOptions,
+) -> Result<Connection, NetError> {
+    if addr.starts_with("nats://") {
+        connect_nats(addr, hostname, options).await
+    } else {
+        connect_relay(addr, hostname, options).await
+    }
+}
+
+#[cfg(feature = "nats")]
+async fn connect_nats(
+    addr: &str,
+    hostname: &str,
+    options: ConnectOptions,
+) -> Result<Connection, NetError> {
+    nats::connect(addr, hostname, options).await
+}
+
+#[cfg(not(feature = "nats"))]
+async fn connect_nats(addr: &str, _: &str, _: ConnectOptions) -> Result<Connection, NetError> {
+    Err(NetError::Unsupported {
+        addr: addr.to_string(),
+        feature: "nats",
+    })
+}
+
+#[cfg(feature = "tcp")]
+async fn connect_relay(
+    addr: &str,
+    hostname: &str,
+    options: ConnectOptions,
+) -> Result<Connection, NetError> {
+    client::connect(addr, hostname, options).await
+}
+
+#[cfg(not(feature = "tcp"))]
+async fn connect_relay(addr: &str, _: &str, _: ConnectOptions) -> Result<Connection, NetError> {
+    Err(NetError::Unsupported {
+        addr: addr.to_string(),
+        feature: "tcp",
+    })
+}

@@ -18,7 +18,7 @@
 //!   stored it (on a majority of its replicas) and the node has read it
 //!   back accepted: a message stored after its sender's lease lapsed is
 //!   refused by the log, and `flush` reports it lost.
-//! - Every `snapshot_every` messages one node (chosen by compare-and-set on
+//! - Every [`NatsOptions::snapshot_every`] messages one node (chosen by compare-and-set on
 //!   a key-value entry) saves a snapshot of the document with the stream
 //!   sequence it covers in an object store, and purges the stream up to ten
 //!   intervals before it. A joiner loads the newest snapshot and replays
@@ -28,10 +28,13 @@
 //!   lease ran out starts over the same way, as a new incarnation.
 //!
 //! ```no_run
-//! use facsimile::net::{self, ConnectOptions};
+//! use std::time::Duration;
+//! use facsimile::net::{self, ConnectOptions, NatsOptions};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let conn = net::connect("nats://127.0.0.1:4222", "alice", ConnectOptions::new("inventory")).await?;
+//! let options = ConnectOptions::new("inventory")
+//!     .nats(NatsOptions::new().lease(Duration::from_secs(2)));
+//! let conn = net::connect("nats://127.0.0.1:4222", "alice", options).await?;
 //! conn.node().set_path("/apples", 3)?;
 //! conn.flush().await?; // stored by the stream
 //! # Ok(()) }
@@ -41,12 +44,17 @@ use std::sync::Arc;
 use std::sync::Weak;
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 
-use super::client::{ConnectOptions, Connection, NetError, Shared, Status, ticker};
+use super::backoff::Backoff;
+use super::connection::{Connection, Shared, Status};
+use super::driver::run_timers;
+use super::error::NetError;
+use super::options::ConnectOptions;
 use crate::node::{Inner, Node, Outgoing};
 
 /// The object store entry holding a document's newest snapshot.
@@ -65,6 +73,90 @@ const SNAPSHOT_READ: Duration = Duration::from_secs(20);
 const PULL_EXPIRY: Duration = Duration::from_secs(2);
 /// How long a stream remembers message ids for deduplication.
 const DEDUP_WINDOW: Duration = Duration::from_secs(120);
+
+/// The settings of documents on NATS JetStream, passed with
+/// [`ConnectOptions::nats`].
+///
+/// ```
+/// use std::time::Duration;
+/// use facsimile::net::{ConnectOptions, NatsOptions};
+///
+/// let options = ConnectOptions::new("inventory").nats(
+///     NatsOptions::new()
+///         .lease(Duration::from_secs(2))
+///         .snapshot_every(10_000)
+///         .stream_replicas(3),
+/// );
+/// ```
+#[derive(Clone, Debug)]
+pub struct NatsOptions {
+    lease: Duration,
+    snapshot_every: u64,
+    stream_replicas: usize,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        NatsOptions::new()
+    }
+}
+
+impl NatsOptions {
+    /// The defaults: a 5 s lease, a snapshot every 1,000 messages, streams
+    /// on one server.
+    ///
+    /// ```
+    /// let nats = facsimile::net::NatsOptions::new();
+    /// ```
+    pub fn new() -> NatsOptions {
+        NatsOptions {
+            lease: Duration::from_secs(5),
+            snapshot_every: 1000,
+            stream_replicas: 1,
+        }
+    }
+
+    /// How long a node's locks and membership outlive its last message in
+    /// the stream, by the server's timestamps (default 5 s). Nodes send a
+    /// heartbeat every third of it, and retry reconnecting and publishing
+    /// at least every quarter of it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let nats = facsimile::net::NatsOptions::new().lease(Duration::from_secs(2));
+    /// ```
+    pub fn lease(mut self, lease: Duration) -> NatsOptions {
+        self.lease = lease;
+        self
+    }
+
+    /// A snapshot of the document is saved once this many messages
+    /// followed the last one (default 1,000), and the stream is purged up
+    /// to ten times as many messages before it (a node further behind than
+    /// that starts over from the snapshot).
+    ///
+    /// ```
+    /// let nats = facsimile::net::NatsOptions::new().snapshot_every(10_000);
+    /// ```
+    pub fn snapshot_every(mut self, messages: u64) -> NatsOptions {
+        self.snapshot_every = messages.max(1);
+        self
+    }
+
+    /// How many servers keep each of the document's streams when this node
+    /// creates them (default 1; 3 on a cluster of three).
+    ///
+    /// ```
+    /// let nats = facsimile::net::NatsOptions::new().stream_replicas(3);
+    /// ```
+    pub fn stream_replicas(mut self, replicas: usize) -> NatsOptions {
+        self.stream_replicas = replicas.max(1);
+        self
+    }
+}
+
+/// An error of the NATS client, or of reading what it returned.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The JetStream names of one document.
 #[derive(Clone, Debug)]
@@ -104,21 +196,26 @@ struct Ctx {
     claims: kv::Store,
     snapshots: object_store::ObjectStore,
     names: Names,
-    options: ConnectOptions,
+    nats: NatsOptions,
     shared: Arc<Shared>,
+    /// The waits between attempts to publish or to read.
+    backoff: Backoff,
     /// The sender part of message ids: hostname and incarnation.
     id_prefix: String,
 }
 
-/// The longest wait between two attempts to reach the server or to
-/// publish: at most a quarter of the lease, so that a node is back within
+/// The waits between two attempts to reach the server, to publish or to
+/// read: none over a quarter of the lease, so that a node is back within
 /// the lease the log grants everyone after an outage.
-fn retry_limit(options: &ConnectOptions) -> Duration {
-    options.backoff_max.min(options.lease / 4)
+fn backoff(options: &ConnectOptions) -> Backoff {
+    options.backoff().cap(options.nats.lease / 4)
 }
 
-fn protocol(what: &str, e: impl std::fmt::Display) -> NetError {
-    NetError::Nats(format!("{what}: {e}"))
+fn nats_error(what: impl Into<String>, source: impl Into<BoxError>) -> NetError {
+    NetError::Nats {
+        what: what.into(),
+        source: source.into(),
+    }
 }
 
 /// Connects a new node to the document on the NATS server at `url` (or
@@ -135,20 +232,15 @@ pub(crate) async fn connect(
         .split(',')
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| protocol(url, e))?;
+        .map_err(|e| nats_error(format!("the address {url}"), e))?;
     let shared = Arc::new(Shared::new());
     let events = shared.clone();
-    let (first_retry, last_retry) = (options.backoff_min, retry_limit(&options));
+    let reconnecting = backoff(&options).immediate_first();
     let connecting = async_nats::ConnectOptions::new()
         .name(format!("facsimile {hostname}"))
+        // The client counts its attempts from 1.
         .reconnect_delay_callback(move |attempts| {
-            let doublings = u32::try_from(attempts.saturating_sub(2)).unwrap_or(u32::MAX);
-            match attempts {
-                0 | 1 => Duration::ZERO,
-                _ => first_retry
-                    .saturating_mul(2u32.saturating_pow(doublings.min(31)))
-                    .min(last_retry),
-            }
+            reconnecting.delay(u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX))
         })
         .event_callback(move |event| {
             let events = events.clone();
@@ -173,7 +265,7 @@ pub(crate) async fn connect(
             what: "the NATS server",
             after: options.connect_timeout,
         })?
-        .map_err(|e| protocol(&format!("connecting to {url}"), e))?;
+        .map_err(|e| nats_error(format!("connecting to {url}"), e))?;
     let _ = shared.status.send_replace(Status::Connected);
     let max_message = options.max_frame.min(client.server_info().max_payload);
     let js = jetstream::new(client);
@@ -183,46 +275,46 @@ pub(crate) async fn connect(
             name: names.stream.clone(),
             subjects: vec![names.subject.to_string()],
             storage: stream::StorageType::File,
-            num_replicas: options.stream_replicas,
+            num_replicas: options.nats.stream_replicas,
             duplicate_window: DEDUP_WINDOW,
             max_message_size: i32::try_from(max_message).unwrap_or(i32::MAX),
             ..Default::default()
         })
         .await
-        .map_err(|e| protocol("creating the document's stream", e))?;
+        .map_err(|e| nats_error("creating the document's stream", e))?;
     let claims = match js.get_key_value(&names.claims).await {
         Ok(kv) => kv,
         Err(_) => js
             .create_key_value(kv::Config {
                 bucket: names.claims.clone(),
                 history: 1,
-                num_replicas: options.stream_replicas,
+                num_replicas: options.nats.stream_replicas,
                 ..Default::default()
             })
             .await
-            .map_err(|e| protocol("creating the snapshot claims bucket", e))?,
+            .map_err(|e| nats_error("creating the snapshot claims bucket", e))?,
     };
     let snapshots = match js.get_object_store(&names.snapshots).await {
         Ok(store) => store,
         Err(_) => js
             .create_object_store(object_store::Config {
                 bucket: names.snapshots.clone(),
-                num_replicas: options.stream_replicas,
+                num_replicas: options.nats.stream_replicas,
                 ..Default::default()
             })
             .await
-            .map_err(|e| protocol("creating the snapshot store", e))?,
+            .map_err(|e| nats_error("creating the snapshot store", e))?,
     };
 
     let config = options
         .config
         .clone()
         .max_message_size(options.max_frame)
-        .ordered(options.lease);
+        .ordered(options.nats.lease);
     let snapshot = newest_snapshot(&snapshots).await?;
     let node = match &snapshot {
         Some((bytes, _)) => Node::from_exported(hostname, config, bytes)
-            .map_err(|e| protocol("loading the document's snapshot", e))?,
+            .map_err(|e| nats_error("loading the document's snapshot", e))?,
         None => Node::with_config(hostname, config),
     };
     let id_prefix = format!("{}.{:08x}", hostname, node.peer_id().incarnation());
@@ -236,7 +328,7 @@ pub(crate) async fn connect(
     let target = stream_info
         .info()
         .await
-        .map_err(|e| protocol("reading the stream's state", e))?
+        .map_err(|e| nats_error("reading the stream's state", e))?
         .state
         .last_sequence;
     let ctx = Arc::new(Ctx {
@@ -245,15 +337,16 @@ pub(crate) async fn connect(
         claims,
         snapshots,
         names,
-        options: options.clone(),
+        nats: options.nats.clone(),
         shared: shared.clone(),
+        backoff: backoff(&options),
         id_prefix,
     });
     shared.log_read.send_replace(node.log_position());
     let mut read_rx = shared.log_read.subscribe();
     tokio::spawn(read_log(ctx.clone(), node.downgrade()));
     tokio::spawn(publish(ctx.clone()));
-    tokio::spawn(ticker(shared.clone(), node.downgrade()));
+    tokio::spawn(run_timers(shared.clone(), node.downgrade()));
     let caught_up = async {
         while *read_rx.borrow_and_update() < target {
             if read_rx.changed().await.is_err() {
@@ -290,27 +383,25 @@ pub(crate) async fn connect(
 async fn newest_snapshot(
     store: &object_store::ObjectStore,
 ) -> Result<Option<(Vec<u8>, u64)>, NetError> {
-    let mut last_error = String::new();
+    let mut last_error: BoxError = "no attempt".into();
     for _ in 0..5 {
         match tokio::time::timeout(SNAPSHOT_READ, read_snapshot(store)).await {
             Ok(Ok(found)) => return Ok(found),
             Ok(Err(e)) => last_error = e,
-            Err(_) => last_error = format!("no answer in {SNAPSHOT_READ:?}"),
+            Err(e) => last_error = e.into(),
         }
     }
-    Err(NetError::Nats(format!(
-        "reading the document's snapshot: {last_error}"
-    )))
+    Err(nats_error("reading the document's snapshot", last_error))
 }
 
 /// One attempt at reading the newest snapshot.
 async fn read_snapshot(
     store: &object_store::ObjectStore,
-) -> Result<Option<(Vec<u8>, u64)>, String> {
+) -> Result<Option<(Vec<u8>, u64)>, BoxError> {
     let mut object = match store.get(SNAPSHOT).await {
         Ok(o) => o,
         Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let position = object
         .info()
@@ -319,10 +410,7 @@ async fn read_snapshot(
         .and_then(|p| p.parse::<u64>().ok())
         .ok_or("a snapshot without its position")?;
     let mut bytes = Vec::with_capacity(object.info().size);
-    object
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| e.to_string())?;
+    object.read_to_end(&mut bytes).await?;
     Ok(Some((bytes, position)))
 }
 
@@ -333,19 +421,13 @@ async fn read_snapshot(
 /// its heartbeats among them, must reach the log within its lease.
 async fn publish(ctx: Arc<Ctx>) {
     let shared = &ctx.shared;
-    let mut backoff = ctx.options.backoff_min;
+    let mut attempts = ctx.backoff.attempts();
     let mut status = shared.status.subscribe();
+    let mut batch = Vec::new();
     loop {
         let notified = shared.queued.notified();
-        let (batch, first) = {
-            let mut link = shared.link();
-            let link = &mut *link;
-            let n = link.pending.len().min(MAX_IN_FLIGHT);
-            let batch: Vec<Bytes> = link.pending.drain(..n).collect();
-            let first = link.done + link.unacked.len() as u64;
-            link.unacked.extend(batch.iter().cloned());
-            (batch, first)
-        };
+        batch.clear();
+        let first = shared.outbox().take_batch(MAX_IN_FLIGHT, &mut batch);
         if batch.is_empty() {
             tokio::select! {
                 _ = notified => continue,
@@ -354,30 +436,23 @@ async fn publish(ctx: Arc<Ctx>) {
         }
         status.mark_unchanged();
         let outcome = tokio::select! {
-            r = publish_batch(&ctx, batch, first) => r.map_err(Some),
+            r = publish_batch(&ctx, batch.drain(..), first) => r.map_err(Some),
             // Acknowledgements of what went out on the old connection may
             // never come.
             () = reconnected(&mut status) => Err(None),
         };
         if outcome.is_ok() {
-            backoff = ctx.options.backoff_min;
+            attempts.reset();
             continue;
         }
-        {
-            let mut link = shared.link();
-            let link = &mut *link;
-            while let Some(f) = link.unacked.pop_back() {
-                link.pending.push_front(f);
-            }
-        }
+        shared.outbox().requeue_unacked();
         if let Err(Some(e)) = outcome {
             tracing::warn!(error = %e, "publishing to NATS failed; retrying");
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(attempts.next_delay()) => {}
                 () = reconnected(&mut status) => {}
                 _ = shared.cancel.cancelled() => return,
             }
-            backoff = (backoff * 2).min(retry_limit(&ctx.options));
         } else {
             tracing::debug!("reconnected: publishing the unacknowledged frames again");
         }
@@ -397,9 +472,13 @@ async fn reconnected(status: &mut tokio::sync::watch::Receiver<Status>) {
     }
 }
 
-async fn publish_batch(ctx: &Ctx, batch: Vec<Bytes>, first: u64) -> Result<(), String> {
+async fn publish_batch(
+    ctx: &Ctx,
+    batch: impl ExactSizeIterator<Item = Bytes>,
+    first: u64,
+) -> Result<(), PublishError> {
     let mut acks = Vec::with_capacity(batch.len());
-    for (i, frame) in batch.into_iter().enumerate() {
+    for (i, frame) in batch.enumerate() {
         let id = format!("{}.{}", ctx.id_prefix, first + i as u64);
         let message = jetstream::message::PublishMessage::build()
             .payload(frame)
@@ -418,7 +497,7 @@ async fn publish_batch(ctx: &Ctx, batch: Vec<Bytes>, first: u64) -> Result<(), S
             }
             Err(e) => {
                 settle(ctx, acks).await?;
-                return Err(e.to_string());
+                return Err(e);
             }
         }
     }
@@ -432,22 +511,15 @@ enum Pending {
 }
 
 /// Awaits acknowledgements in order, completing frames as they arrive.
-async fn settle(ctx: &Ctx, acks: Vec<Pending>) -> Result<(), String> {
+async fn settle(ctx: &Ctx, acks: Vec<Pending>) -> Result<(), PublishError> {
     for ack in acks {
-        let stored = match ack {
-            Pending::Ack(ack) => Some(ack.await.map_err(|e| e.to_string())?.sequence),
-            Pending::Dropped => None,
-        };
-        {
-            let mut link = ctx.shared.link();
-            match stored {
-                Some(position) => link.stored_at = link.stored_at.max(position),
-                None => link.dropped += 1,
+        match ack {
+            Pending::Ack(ack) => {
+                let position = ack.await?.sequence;
+                ctx.shared.complete(|outbox| outbox.ack_oldest(position));
             }
-            let n = link.acked_here + 1;
-            link.ack(n)?;
+            Pending::Dropped => ctx.shared.complete(|outbox| outbox.drop_oldest()),
         }
-        ctx.shared.progress.notify_waiters();
     }
     Ok(())
 }
@@ -458,7 +530,7 @@ async fn settle(ctx: &Ctx, acks: Vec<Pending>) -> Result<(), String> {
 async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
     let mut snapshots = SnapshotDuty::default();
     let mut echoes = Echoes::default();
-    let mut backoff = ctx.options.backoff_min;
+    let mut attempts = ctx.backoff.attempts();
     loop {
         let Some(n) = Node::upgrade(&node) else {
             return;
@@ -475,7 +547,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
                 return;
             }
             Stop::Reload => {
-                backoff = ctx.options.backoff_min;
+                attempts.reset();
                 let Some(n) = Node::upgrade(&node) else {
                     return;
                 };
@@ -483,14 +555,12 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
                     Ok(snapshot) => {
                         let bytes = snapshot.as_ref().map(|(b, _)| b.as_slice());
                         // Every frame queued so far is the old incarnation's.
-                        let queued = ctx.shared.link().queued;
+                        let queued = ctx.shared.outbox().queued();
                         let lapsed = n.lease_lapsed();
                         match n.reload(bytes) {
                             Ok(()) => {
                                 echoes.started_over(&ctx.shared, queued, lapsed);
-                                ctx.shared
-                                    .rejoins
-                                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                                ctx.shared.rejoined();
                                 tracing::info!(
                                     position = n.log_position(),
                                     "started over from the newest snapshot"
@@ -505,19 +575,22 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
             Stop::Error(e) => {
                 tracing::warn!(error = %e, "reading the stream failed; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(attempts.next_delay()) => {}
                     _ = ctx.shared.cancel.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(ctx.options.backoff_max);
             }
         }
     }
 }
 
+/// Why reading the stream stopped.
 enum Stop {
+    /// The node is gone.
     Dropped,
+    /// The node must start over from the newest snapshot.
     Reload,
-    Error(String),
+    /// Reading failed; it is tried again.
+    Error(BoxError),
 }
 
 /// What the reader learnt of this connection's own frames in the log.
@@ -545,8 +618,7 @@ impl Echoes {
         self.refused = false;
         if lost > 0 {
             tracing::warn!(lost, lapsed, "the log refused messages of this node");
-            shared.link().dropped += lost;
-            shared.progress.notify_waiters();
+            shared.complete(|outbox| outbox.count_refused(lost));
         }
     }
 }
@@ -584,22 +656,22 @@ async fn read_from(
     let mut messages = match consumer {
         Ok(c) => match c.messages().await {
             Ok(m) => m,
-            Err(e) => return Stop::Error(e.to_string()),
+            Err(e) => return Stop::Error(e.into()),
         },
-        Err(e) => return Stop::Error(e.to_string()),
+        Err(e) => return Stop::Error(e.into()),
     };
     ctx.shared.log_read.send_replace(from);
     let mut position = from;
     // Every live node writes at least a heartbeat per third of a lease, so
     // a whole lease of silence means the consumer is stuck (its server went
     // away mid-pull): start a new one from where reading stopped.
-    let stalled = ctx.options.lease.max(Duration::from_secs(1));
+    let stalled = ctx.nats.lease.max(Duration::from_secs(1));
     loop {
         let message = match tokio::time::timeout(stalled, messages.next()).await {
             Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => return Stop::Error(e.to_string()),
+            Ok(Some(Err(e))) => return Stop::Error(e.into()),
             Ok(None) => return Stop::Error("the stream's consumer ended".into()),
-            Err(_) => return Stop::Error(format!("no message for {stalled:?}")),
+            Err(_) => return Stop::Error(format!("no message for {stalled:?}").into()),
         };
         let (seq, time) = match message.info() {
             Ok(info) => (
@@ -608,7 +680,7 @@ async fn read_from(
                     u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
                 ),
             ),
-            Err(e) => return Stop::Error(e.to_string()),
+            Err(e) => return Stop::Error(e),
         };
         if seq <= position {
             continue;
@@ -650,7 +722,7 @@ struct SnapshotDuty {
 
 impl SnapshotDuty {
     async fn after(&mut self, ctx: &Ctx, node: &Node, seq: u64) {
-        let every = ctx.options.snapshot_every;
+        let every = ctx.nats.snapshot_every;
         if !self.claimed && seq >= self.known + every {
             self.claim(ctx, seq).await;
         }
@@ -663,7 +735,7 @@ impl SnapshotDuty {
                     ctx.stream.clone(),
                     bytes,
                     position,
-                    RETAINED_INTERVALS * ctx.options.snapshot_every,
+                    RETAINED_INTERVALS * ctx.nats.snapshot_every,
                 ));
             }
         }
@@ -688,7 +760,7 @@ impl SnapshotDuty {
             })
             .unwrap_or((0, 0));
         self.known = self.known.max(claimed);
-        if seq < self.known + ctx.options.snapshot_every {
+        if seq < self.known + ctx.nats.snapshot_every {
             return;
         }
         let value = Bytes::from(seq.to_string());

@@ -24,6 +24,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// Version of this protocol; a relay refuses clients of another version.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -119,10 +121,64 @@ pub enum Down {
     Ack(u64),
 }
 
-/// A frame that does not parse.
+/// A frame, or a sequence of frames, that breaks the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed relay protocol frame: {0}")]
-pub struct ProtocolError(pub String);
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame without even its kind.
+    #[error("an empty frame")]
+    Empty,
+    /// A frame of a kind this side does not know.
+    #[error("a frame of unknown kind {0}")]
+    UnknownKind(u8),
+    /// A frame shorter than its kind needs.
+    #[error("a truncated frame of kind {kind} ({len} bytes)")]
+    Truncated {
+        /// The frame's kind.
+        kind: u8,
+        /// Its length.
+        len: usize,
+    },
+    /// A hello that does not parse.
+    #[error("a malformed hello: {0}")]
+    Hello(#[source] postcard::Error),
+    /// A position or a count that does not parse: cut short, or above
+    /// `u64::MAX`.
+    #[error("a malformed number: {0}")]
+    Number(#[source] postcard::Error),
+    /// A position or a count written with more bytes than it needs (every
+    /// encoder writes the shortest form, so only a forger writes another).
+    #[error("a number written with more bytes than it needs")]
+    OverlongNumber,
+    /// Bytes after an acknowledgement's count.
+    #[error("trailing bytes after an acknowledgement")]
+    Trailing,
+    /// A frame larger than this side accepts.
+    #[error("a frame larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The relay's first frame is not its hello.
+    #[error("a {0} frame where the relay's hello was expected")]
+    NotAHello(&'static str),
+    /// A hello after the first frame.
+    #[error("a second hello")]
+    SecondHello,
+    /// An acknowledgement that goes back, or covers frames never sent.
+    #[error(
+        "an acknowledgement of the first {n} frames, with {acked} acknowledged and \
+         {outstanding} more sent"
+    )]
+    Ack {
+        /// The frames acknowledged.
+        n: u64,
+        /// The frames acknowledged before.
+        acked: u64,
+        /// The frames sent since and not acknowledged.
+        outstanding: usize,
+    },
+}
 
 const UP_BROADCAST: u8 = 0;
 const UP_TO: u8 = 1;
@@ -142,9 +198,9 @@ impl ClientHello {
     /// Decodes a hello.
     ///
     /// # Errors
-    /// [`ProtocolError`] when the frame is not a hello.
+    /// [`ProtocolError::Hello`] when the frame is not a hello.
     pub fn decode(frame: &[u8]) -> Result<ClientHello, ProtocolError> {
-        postcard::from_bytes(frame).map_err(|e| ProtocolError(format!("hello: {e}")))
+        postcard::from_bytes(frame).map_err(ProtocolError::Hello)
     }
 }
 
@@ -179,11 +235,12 @@ impl Up {
                 let tag = u32::from_le_bytes(frame[1..5].try_into().expect("four bytes"));
                 Ok(Up::To(tag, frame.slice(5..)))
             }
-            Some(&k) => Err(ProtocolError(format!(
-                "unknown or truncated client frame (kind {k}, {} bytes)",
-                frame.len()
-            ))),
-            None => Err(ProtocolError("empty client frame".into())),
+            Some(&UP_TO) => Err(ProtocolError::Truncated {
+                kind: UP_TO,
+                len: frame.len(),
+            }),
+            Some(&k) => Err(ProtocolError::UnknownKind(k)),
+            None => Err(ProtocolError::Empty),
         }
     }
 }
@@ -199,7 +256,7 @@ impl Down {
                 out.put_slice(&postcard::to_allocvec(h).expect("a hello always serializes"));
             }
             Down::Message { position, bytes } => {
-                out = BytesMut::with_capacity(11 + bytes.len());
+                out = BytesMut::with_capacity(1 + MAX_VARINT + bytes.len());
                 out.put_u8(DOWN_MESSAGE);
                 put_varint(&mut out, *position);
                 out.put_slice(bytes);
@@ -210,7 +267,7 @@ impl Down {
                 out.put_slice(bytes);
             }
             Down::Ack(n) => {
-                out = BytesMut::with_capacity(11);
+                out = BytesMut::with_capacity(1 + MAX_VARINT);
                 out.put_u8(DOWN_ACK);
                 put_varint(&mut out, *n);
             }
@@ -221,12 +278,13 @@ impl Down {
     /// Decodes a frame without copying the message.
     ///
     /// # Errors
-    /// [`ProtocolError`] for an unknown kind or a truncated frame.
+    /// [`ProtocolError`] for an unknown kind, a truncated frame or a
+    /// malformed number.
     pub fn decode(frame: Bytes) -> Result<Down, ProtocolError> {
         match frame.first() {
             Some(&DOWN_HELLO) => postcard::from_bytes(&frame[1..])
                 .map(Down::Hello)
-                .map_err(|e| ProtocolError(format!("relay hello: {e}"))),
+                .map_err(ProtocolError::Hello),
             Some(&DOWN_MESSAGE) => {
                 let (position, used) = get_varint(&frame[1..])?;
                 Ok(Down::Message {
@@ -238,33 +296,85 @@ impl Down {
             Some(&DOWN_ACK) => {
                 let (n, used) = get_varint(&frame[1..])?;
                 if 1 + used != frame.len() {
-                    return Err(ProtocolError("trailing bytes after an ack".into()));
+                    return Err(ProtocolError::Trailing);
                 }
                 Ok(Down::Ack(n))
             }
-            Some(&k) => Err(ProtocolError(format!("unknown relay frame kind {k}"))),
-            None => Err(ProtocolError("empty relay frame".into())),
+            Some(&k) => Err(ProtocolError::UnknownKind(k)),
+            None => Err(ProtocolError::Empty),
+        }
+    }
+
+    /// The frame's kind, in words.
+    #[cfg(feature = "tcp")]
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Down::Hello(_) => "hello",
+            Down::Message { .. } => "message",
+            Down::Direct(_) => "directed message",
+            Down::Ack(_) => "acknowledgement",
         }
     }
 }
 
-fn put_varint(out: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        out.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.put_u8(v as u8);
+/// The longest varint of a `u64`.
+const MAX_VARINT: usize = 10;
+
+/// Writes `v` as postcard writes a `u64`: seven bits a byte, low bits
+/// first, the shortest form.
+fn put_varint(out: &mut BytesMut, v: u64) {
+    let mut buf = [0u8; MAX_VARINT];
+    let used = postcard::to_slice(&v, &mut buf).expect("a u64 fits ten bytes");
+    out.put_slice(used);
 }
 
+/// Reads a varint written by [`put_varint`]; returns it and its length.
+/// Refuses a longer form than the shortest, so that one number has one
+/// encoding.
 fn get_varint(b: &[u8]) -> Result<(u64, usize), ProtocolError> {
-    let mut v: u64 = 0;
-    for (i, &byte) in b.iter().enumerate().take(10) {
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok((v, i + 1));
-        }
+    let (v, rest) = postcard::take_from_bytes::<u64>(b).map_err(ProtocolError::Number)?;
+    let used = b.len() - rest.len();
+    let shortest = (64 - v.leading_zeros() as usize).div_ceil(7).max(1);
+    if used != shortest {
+        return Err(ProtocolError::OverlongNumber);
     }
-    Err(ProtocolError("truncated or overlong varint".into()))
+    Ok((v, used))
+}
+
+/// A connection's byte stream, as both ends of the protocol hold it: plain
+/// TCP or TLS.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+
+/// The reading half of a connection, in frames.
+pub type FrameReader = FramedRead<ReadHalf<Box<dyn ByteStream>>, LengthDelimitedCodec>;
+/// The writing half of a connection, in frames.
+pub type FrameWriter = FramedWrite<WriteHalf<Box<dyn ByteStream>>, LengthDelimitedCodec>;
+
+/// The protocol's framing: a 4-byte big-endian length, then the frame;
+/// frames above `max_frame` bytes are refused.
+pub fn codec(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(max_frame)
+        .new_codec()
+}
+
+/// Splits a connection into its frame reader and writer.
+pub fn framed(stream: Box<dyn ByteStream>, max_frame: usize) -> (FrameReader, FrameWriter) {
+    let (r, w) = tokio::io::split(stream);
+    (
+        FramedRead::new(r, codec(max_frame)),
+        FramedWrite::new(w, codec(max_frame)),
+    )
+}
+
+/// Whether a read failed because the peer announced a frame above the
+/// limit: something that is not a facsimile peer usually does (the first
+/// four bytes of `HTTP/1.1` announce a gigabyte).
+#[cfg(feature = "tcp")]
+pub(crate) fn is_too_large(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>())
 }
 
 #[cfg(test)]
@@ -338,5 +448,54 @@ mod tests {
             assert!(Up::decode(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
         assert!(ClientHello::decode(b"\xff\xff\xff").is_err());
+    }
+
+    /// The numbers are written as the hand-written encoder of protocol 1
+    /// wrote them, so relays and clients of either kind understand each
+    /// other.
+    #[test]
+    fn numbers_keep_their_wire_form() {
+        for (n, wire) in [
+            (0, &b"\x00"[..]),
+            (1, b"\x01"),
+            (127, b"\x7f"),
+            (128, b"\x80\x01"),
+            (300, b"\xac\x02"),
+            (1 << 40, b"\x80\x80\x80\x80\x80\x20"),
+            (u64::MAX, b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"),
+        ] {
+            let frame = Down::Ack(n).encode();
+            assert_eq!(&frame[1..], wire, "{n}");
+            assert_eq!(Down::decode(frame).unwrap(), Down::Ack(n));
+        }
+    }
+
+    #[test]
+    fn numbers_too_long_or_too_large_are_refused() {
+        for (bad, expected) in [
+            // The tenth byte holds a single bit of a u64.
+            (
+                &b"\x03\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02"[..],
+                ProtocolError::Number(postcard::Error::DeserializeBadVarint),
+            ),
+            // Eleven bytes.
+            (
+                b"\x03\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00",
+                ProtocolError::Number(postcard::Error::DeserializeBadVarint),
+            ),
+            // 0 and 1 with a needless continuation byte.
+            (b"\x03\x80\x00", ProtocolError::OverlongNumber),
+            (b"\x01\x81\x00message", ProtocolError::OverlongNumber),
+            (
+                b"\x03\x80",
+                ProtocolError::Number(postcard::Error::DeserializeUnexpectedEnd),
+            ),
+        ] {
+            assert_eq!(
+                Down::decode(Bytes::copy_from_slice(bad)),
+                Err(expected),
+                "{bad:?}"
+            );
+        }
     }
 }

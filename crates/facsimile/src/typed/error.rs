@@ -99,15 +99,7 @@ pub(crate) fn pointer<'a>(segs: impl Iterator<Item = &'a Seg>) -> String {
     for s in segs {
         out.push('/');
         match s {
-            Seg::Key(k) => {
-                for c in k.chars() {
-                    match c {
-                        '~' => out.push_str("~0"),
-                        '/' => out.push_str("~1"),
-                        c => out.push(c),
-                    }
-                }
-            }
+            Seg::Key(k) => out.push_str(&super::pointer::escape(k)),
             Seg::Index(i) => out.push_str(&i.to_string()),
         }
     }

@@ -82,7 +82,7 @@
 mod de;
 mod diff;
 mod error;
-mod pointer;
+pub mod pointer;
 mod ser;
 
 use std::sync::{Arc, Mutex};

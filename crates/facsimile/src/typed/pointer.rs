@@ -1,9 +1,37 @@
 //! JSON pointers (RFC 6901): `/players/0/score` names key `players` of the
 //! root, element 0 of that array, key `score` of that map; `~1` stands for
 //! `/` and `~0` for `~` inside a key; the empty pointer names the root.
+//! [`Node::get`](crate::Node::get) and [`Node::set_path`](crate::Node::set_path)
+//! take them; [`escape`] writes a key as a segment of one.
+
+use std::borrow::Cow;
 
 use facsimile_core::{ObjectKind, Replica, Value as CoreValue};
 use smol_str::SmolStr;
+
+/// A map key as one segment of a JSON pointer: `~` becomes `~0` and `/`
+/// becomes `~1`. Borrows the key when it has neither.
+///
+/// ```
+/// use facsimile::typed::pointer::escape;
+///
+/// assert_eq!(escape("a/b~c"), "a~1b~0c");
+/// assert_eq!(format!("/players/{}/score", escape("ann")), "/players/ann/score");
+/// ```
+pub fn escape(key: &str) -> Cow<'_, str> {
+    if !key.contains(['~', '/']) {
+        return Cow::Borrowed(key);
+    }
+    let mut out = String::with_capacity(key.len() + 2);
+    for c in key.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// The steps of a pointer, or `None` when it is malformed (not empty and not
 /// starting with `/`, or a `~` not followed by `0` or `1`).

@@ -1,0 +1,52 @@
+//! Runs a connected node's timers when they are due.
+//!
+//! The replica says when it next needs the time (`poll_timeout`:
+//! heartbeats, sync retries, reclamation); the driver sleeps until then.
+//! Calls into the node run due timers too, so the driver only matters while
+//! the node is otherwise idle.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::connection::Shared;
+use crate::node::{Inner, Node};
+
+/// The longest sleep: the driver looks again at least this often, in case
+/// a timer was set earlier than the one it sleeps for without a
+/// notification (with the default settings every new timer falls after
+/// the armed one: a heartbeat or a reclamation pass is due within a
+/// second, a sync retry after five).
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// The shortest sleep. The node reads a coarse clock, so a timer can look
+/// due to the driver's sleep yet not to the node for a few milliseconds;
+/// and a tick that found another thread pumping leaves its timers to that
+/// thread. Waiting this long at least keeps either from spinning.
+const MIN_WAIT: Duration = Duration::from_millis(5);
+
+/// Runs the node's timers until the connection closes or the node is gone.
+/// Woken early when the connection's status changes: a reconnection may
+/// have made the node resync or rejoin, which sets new timers.
+pub(super) async fn run_timers(shared: Arc<Shared>, node: Weak<Inner>) {
+    let mut status = shared.status.subscribe();
+    loop {
+        let next = match Node::upgrade(&node) {
+            Some(node) => {
+                node.tick();
+                node.next_timer()
+            }
+            None => {
+                shared.cancel.cancel();
+                return;
+            }
+        };
+        let wait = next.map_or(MAX_WAIT, |d| d.clamp(MIN_WAIT, MAX_WAIT));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = status.changed() => {
+                status.borrow_and_update();
+            }
+            _ = shared.cancel.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Why connecting, or a connection, failed.
+
+use std::io;
+use std::time::Duration;
+
+use super::protocol::ProtocolError;
+
+/// Why connecting to a document, or a connection, failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The relay could not be reached.
+    #[error("could not connect to {addr}: {source}; is `facsimile serve` listening there?")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// The relay refused the connection, for the reason it gave.
+    #[error("the relay refused the connection: {0}")]
+    Refused(String),
+    /// The TLS handshake failed, or the relay's name is not one a
+    /// certificate can carry. The rustls error, where there is one, is
+    /// the source's inner error.
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        /// The address tried.
+        addr: String,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// What answered at the address is not a facsimile relay: its first
+    /// frame is not a relay's hello (an HTTP server, another service, or a
+    /// relay that expects TLS).
+    #[error(
+        "the peer at {addr} is not a facsimile relay (or is one that expects TLS); \
+         check the address and port"
+    )]
+    NotARelay {
+        /// The address tried.
+        addr: String,
+        /// What was wrong with its answer.
+        source: ProtocolError,
+    },
+    /// The relay broke the protocol.
+    #[error("relay protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// Reading from or writing to the relay failed.
+    #[error("{during}: {source}")]
+    Io {
+        /// What the connection was doing.
+        during: &'static str,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// The relay closed the connection.
+    #[error("the relay closed the connection{}", if *.during_handshake { " during the handshake" } else { "" })]
+    RelayClosed {
+        /// Before it answered the client's hello.
+        during_handshake: bool,
+    },
+    /// Something took longer than its timeout.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
+    /// Messages were dropped unacknowledged, and their writes are lost:
+    /// the relay had evicted this node (it was disconnected or silent too
+    /// long), or over NATS the log refused them (the node's lease had run
+    /// out, a write raced another node's lock grant, or a message was
+    /// larger than the server accepts). The node started over as a new
+    /// incarnation where it had to.
+    #[error(
+        "{0} unacknowledged messages were dropped: this node was evicted, or the log refused them"
+    )]
+    WritesLost(u64),
+    /// The connection was closed.
+    #[error("the connection is closed")]
+    Closed,
+    /// The NATS server could not be reached or refused an operation.
+    #[error("NATS: {what}: {source}")]
+    Nats {
+        /// What the node was doing.
+        what: String,
+        /// The error of the NATS client.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The address needs a transport that this build of facsimile leaves
+    /// out.
+    #[error("{addr}: facsimile was built without the `{feature}` feature")]
+    Unsupported {
+        /// The address.
+        addr: String,
+        /// The cargo feature of `facsimile` that the address needs.
+        feature: &'static str,
+    },
+}

@@ -1,0 +1,196 @@
+//! The settings of a connection, common to the relay and NATS.
+
+use std::time::Duration;
+
+use facsimile_core::Config;
+
+use super::backoff::Backoff;
+#[cfg(feature = "nats")]
+use super::nats::NatsOptions;
+use super::protocol::DEFAULT_MAX_FRAME;
+#[cfg(feature = "tcp")]
+use super::tls::TlsOptions;
+
+/// How to reach a document and how to behave on the connection.
+///
+/// ```
+/// use std::time::Duration;
+/// use facsimile::net::ConnectOptions;
+///
+/// let options = ConnectOptions::new("inventory")
+///     .token("s3cret")
+///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(5));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub(crate) document: String,
+    pub(crate) token: String,
+    #[cfg(feature = "tcp")]
+    pub(crate) tls: Option<TlsOptions>,
+    pub(crate) max_frame: usize,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) peer_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) sync_timeout: Duration,
+    pub(crate) config: Config,
+    #[cfg(feature = "nats")]
+    pub(crate) nats: NatsOptions,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions::new("default")
+    }
+}
+
+impl ConnectOptions {
+    /// Options for one document, with the defaults: no token, no TLS,
+    /// 16 MiB frames, reconnection after 100 ms doubling up to 10 s, a
+    /// heartbeat every second.
+    ///
+    /// ```
+    /// let options = facsimile::net::ConnectOptions::new("default");
+    /// ```
+    pub fn new(document: impl Into<String>) -> ConnectOptions {
+        ConnectOptions {
+            document: document.into(),
+            token: String::new(),
+            #[cfg(feature = "tcp")]
+            tls: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(1),
+            peer_timeout: None,
+            connect_timeout: Duration::from_secs(10),
+            sync_timeout: Duration::from_secs(30),
+            config: Config::default(),
+            #[cfg(feature = "nats")]
+            nats: NatsOptions::default(),
+        }
+    }
+
+    /// The shared token the relay expects (`facsimile serve --token`).
+    ///
+    /// ```
+    /// let options = facsimile::net::ConnectOptions::new("doc").token("s3cret");
+    /// ```
+    pub fn token(mut self, token: impl Into<String>) -> ConnectOptions {
+        self.token = token.into();
+        self
+    }
+
+    /// Connects to the relay with TLS.
+    ///
+    /// ```no_run
+    /// use facsimile::net::{ConnectOptions, TlsOptions};
+    /// let options = ConnectOptions::new("doc").tls(TlsOptions::from_ca_file("relay.pem")?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[cfg(feature = "tcp")]
+    pub fn tls(mut self, tls: TlsOptions) -> ConnectOptions {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The largest frame accepted from the relay, or message published to
+    /// NATS (default 16 MiB). The whole document arrives in one frame when
+    /// the node syncs.
+    ///
+    /// ```
+    /// let options = facsimile::net::ConnectOptions::new("doc").max_frame(64 << 20);
+    /// ```
+    pub fn max_frame(mut self, bytes: usize) -> ConnectOptions {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Waits `min` before the first reconnection attempt, doubling up to
+    /// `max` while attempts fail (with jitter). Over NATS the first attempt
+    /// is immediate, and no wait exceeds a quarter of the lease
+    /// (`NatsOptions::lease`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = facsimile::net::ConnectOptions::new("doc")
+    ///     .reconnect_backoff(Duration::from_millis(20), Duration::from_secs(1));
+    /// ```
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> ConnectOptions {
+        self.backoff_min = min;
+        self.backoff_max = max.max(min);
+        self
+    }
+
+    /// Failure detection: send a heartbeat when the node sent nothing for
+    /// `heartbeat` (default one second), so the relay can tell a silent
+    /// node from a live one. With `peer_timeout`, the node also evicts
+    /// peers it has not heard from for that long; by default it leaves that
+    /// to the relay, which knows who is connected. Over NATS the lease
+    /// decides both instead.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = facsimile::net::ConnectOptions::new("doc")
+    ///     .failure_detection(Duration::from_millis(500), None);
+    /// ```
+    pub fn failure_detection(
+        mut self,
+        heartbeat: Duration,
+        peer_timeout: Option<Duration>,
+    ) -> ConnectOptions {
+        self.heartbeat = heartbeat;
+        self.peer_timeout = peer_timeout;
+        self
+    }
+
+    /// How long [`connect`](super::connect) waits for the server (the TCP
+    /// and TLS handshakes; default 10 s) and for the document (default
+    /// 30 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = facsimile::net::ConnectOptions::new("doc")
+    ///     .timeouts(Duration::from_secs(2), Duration::from_secs(10));
+    /// ```
+    pub fn timeouts(mut self, connect: Duration, sync: Duration) -> ConnectOptions {
+        self.connect_timeout = connect;
+        self.sync_timeout = sync;
+        self
+    }
+
+    /// Engine settings of the node (its failure detection and message size
+    /// limit are set from these options).
+    ///
+    /// ```
+    /// use facsimile::{Config, WireFormat};
+    /// let options = facsimile::net::ConnectOptions::new("doc")
+    ///     .config(Config::default().wire_format(WireFormat::Json));
+    /// ```
+    pub fn config(mut self, config: Config) -> ConnectOptions {
+        self.config = config;
+        self
+    }
+
+    /// The settings that only documents on NATS JetStream use (a `nats://`
+    /// address); a relay connection ignores them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use facsimile::net::{ConnectOptions, NatsOptions};
+    ///
+    /// let options = ConnectOptions::new("inventory")
+    ///     .nats(NatsOptions::new().lease(Duration::from_secs(2)).stream_replicas(3));
+    /// ```
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, nats: NatsOptions) -> ConnectOptions {
+        self.nats = nats;
+        self
+    }
+
+    /// The waits between reconnection attempts to a relay.
+    pub(super) fn backoff(&self) -> Backoff {
+        Backoff::new(self.backoff_min, self.backoff_max)
+    }
+}

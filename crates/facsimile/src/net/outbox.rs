@@ -1,0 +1,261 @@
+//! The frames of a node that the relay or the log has not acknowledged.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+#[cfg(feature = "tcp")]
+use super::protocol::ProtocolError;
+
+/// A node's frames on their way out: queued, or sent on the current
+/// connection and awaiting their acknowledgement.
+///
+/// Frames complete (acknowledged, or dropped unacknowledged) in the order
+/// they were queued, so counters tell a flush when its frames are done:
+/// the `i`-th frame queued is done once [`Outbox::done`] exceeds `i`. The
+/// same index, stable across reconnections, names the frame in NATS
+/// message ids.
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    /// Queued, not sent on the current connection.
+    pending: VecDeque<Bytes>,
+    /// Sent on the current connection, oldest first; kept to be sent again
+    /// on the next connection if it is not acknowledged on this one.
+    unacked: VecDeque<Bytes>,
+    /// Frames acknowledged on the current connection (a relay counts its
+    /// acknowledgements from each connection's start).
+    acked_here: u64,
+    /// Frames ever queued.
+    queued: u64,
+    /// Frames ever completed.
+    done: u64,
+    /// Frames ever dropped unacknowledged, or refused by the log after it
+    /// stored them.
+    dropped: u64,
+    /// Over a log: the highest position the log stored one of these frames
+    /// at.
+    stored_at: u64,
+    /// Takes no more frames.
+    closed: bool,
+}
+
+impl Outbox {
+    /// Queues a frame; `false` once the outbox is closed.
+    pub(super) fn enqueue(&mut self, frame: Bytes) -> bool {
+        if self.closed {
+            return false;
+        }
+        self.queued += 1;
+        self.pending.push_back(frame);
+        true
+    }
+
+    /// Moves up to `max` queued frames to the unacknowledged ones, appending
+    /// them to `batch`, and returns the index of the first.
+    pub(super) fn take_batch(&mut self, max: usize, batch: &mut Vec<Bytes>) -> u64 {
+        let first = self.done + self.unacked.len() as u64;
+        let n = self.pending.len().min(max);
+        for frame in self.pending.drain(..n) {
+            // A reference count, not a copy.
+            batch.push(frame.clone());
+            self.unacked.push_back(frame);
+        }
+        first
+    }
+
+    /// On a new connection: the unacknowledged frames go out again first,
+    /// in their order, and acknowledgements count from zero.
+    pub(super) fn requeue_unacked(&mut self) {
+        while let Some(frame) = self.unacked.pop_back() {
+            self.pending.push_front(frame);
+        }
+        self.acked_here = 0;
+    }
+
+    /// Completes the frames up to the `n`-th sent on the current
+    /// connection.
+    ///
+    /// # Errors
+    /// [`ProtocolError::Ack`] when `n` goes back, or counts frames not sent.
+    #[cfg(feature = "tcp")]
+    pub(super) fn ack_up_to(&mut self, n: u64) -> Result<(), ProtocolError> {
+        let bad = ProtocolError::Ack {
+            n,
+            acked: self.acked_here,
+            outstanding: self.unacked.len(),
+        };
+        let Some(k) = n.checked_sub(self.acked_here) else {
+            return Err(bad);
+        };
+        let k = usize::try_from(k).map_err(|_| bad.clone())?;
+        if k > self.unacked.len() {
+            return Err(bad);
+        }
+        self.unacked.drain(..k);
+        self.acked_here = n;
+        self.done += k as u64;
+        Ok(())
+    }
+
+    /// Completes the oldest unacknowledged frame, which the log stored at
+    /// `position`.
+    #[cfg(feature = "nats")]
+    pub(super) fn ack_oldest(&mut self, position: u64) {
+        self.stored_at = self.stored_at.max(position);
+        self.complete_oldest();
+    }
+
+    /// Completes the oldest unacknowledged frame without sending it: it can
+    /// never be accepted.
+    #[cfg(feature = "nats")]
+    pub(super) fn drop_oldest(&mut self) {
+        self.dropped += 1;
+        self.complete_oldest();
+    }
+
+    #[cfg(feature = "nats")]
+    fn complete_oldest(&mut self) {
+        let sent = self.unacked.pop_front();
+        debug_assert!(sent.is_some(), "no frame awaits an acknowledgement");
+        self.acked_here += 1;
+        self.done += 1;
+    }
+
+    /// On a new connection that cannot take them: drops every frame not
+    /// acknowledged yet (their writes are lost), returns how many, and
+    /// counts acknowledgements from zero.
+    #[cfg(feature = "tcp")]
+    pub(super) fn drop_all(&mut self) -> u64 {
+        let n = (self.unacked.len() + self.pending.len()) as u64;
+        self.unacked.clear();
+        self.pending.clear();
+        self.acked_here = 0;
+        self.done += n;
+        self.dropped += n;
+        n
+    }
+
+    /// Counts `n` frames that were acknowledged as lost after all: the log
+    /// stored them, then refused them when it read them in order.
+    #[cfg(feature = "nats")]
+    pub(super) fn count_refused(&mut self, n: u64) {
+        self.dropped += n;
+    }
+
+    /// Takes no more frames.
+    pub(super) fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Whether the outbox takes no more frames.
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Frames ever queued.
+    pub(super) fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    /// Frames ever completed, acknowledged or dropped.
+    pub(super) fn done(&self) -> u64 {
+        self.done
+    }
+
+    /// Frames ever dropped or refused.
+    pub(super) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The highest log position of a frame acknowledged by the log.
+    pub(super) fn stored_at(&self) -> u64 {
+        self.stored_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(i: u8) -> Bytes {
+        Bytes::from(vec![i])
+    }
+
+    #[test]
+    #[cfg(feature = "tcp")]
+    fn unacknowledged_frames_go_out_again_first_in_order() {
+        let mut out = Outbox::default();
+        for i in 0..4 {
+            assert!(out.enqueue(frame(i)));
+        }
+        let mut batch = Vec::new();
+        assert_eq!(out.take_batch(3, &mut batch), 0);
+        assert_eq!(batch, [frame(0), frame(1), frame(2)]);
+        out.ack_up_to(1).unwrap();
+        assert_eq!(out.done(), 1);
+
+        out.requeue_unacked();
+        batch.clear();
+        // The same indices as on the first connection.
+        assert_eq!(out.take_batch(usize::MAX, &mut batch), 1);
+        assert_eq!(batch, [frame(1), frame(2), frame(3)]);
+        // A new connection counts its acknowledgements from zero.
+        out.ack_up_to(2).unwrap();
+        assert_eq!((out.queued(), out.done(), out.dropped()), (4, 3, 0));
+        // An eviction drops the rest, and a closed outbox takes nothing.
+        assert_eq!(out.drop_all(), 1);
+        assert_eq!((out.done(), out.dropped()), (4, 1));
+        // The next connection counts its acknowledgements from zero too.
+        out.enqueue(frame(4));
+        batch.clear();
+        assert_eq!(out.take_batch(usize::MAX, &mut batch), 4);
+        out.ack_up_to(1).unwrap();
+        out.close();
+        assert!(!out.enqueue(frame(9)));
+        assert_eq!(out.queued(), 5);
+    }
+
+    #[test]
+    #[cfg(feature = "tcp")]
+    fn acknowledgements_that_go_back_or_run_ahead_are_refused() {
+        let mut out = Outbox::default();
+        out.enqueue(frame(0));
+        out.enqueue(frame(1));
+        let mut batch = Vec::new();
+        out.take_batch(usize::MAX, &mut batch);
+        assert_eq!(
+            out.ack_up_to(3),
+            Err(ProtocolError::Ack {
+                n: 3,
+                acked: 0,
+                outstanding: 2
+            })
+        );
+        out.ack_up_to(2).unwrap();
+        assert!(out.ack_up_to(1).is_err());
+        assert_eq!(out.done(), 2);
+    }
+
+    #[test]
+    #[cfg(feature = "nats")]
+    fn frames_complete_one_by_one_stored_or_dropped() {
+        let mut out = Outbox::default();
+        for i in 0..5 {
+            out.enqueue(frame(i));
+        }
+        let mut batch = Vec::new();
+        assert_eq!(out.take_batch(2, &mut batch), 0);
+        out.ack_oldest(7);
+        out.drop_oldest();
+        assert_eq!((out.done(), out.dropped(), out.stored_at()), (2, 1, 7));
+        // Stored, then refused when the log was read.
+        out.count_refused(1);
+        assert_eq!((out.done(), out.dropped()), (2, 2));
+        batch.clear();
+        assert_eq!(out.take_batch(8, &mut batch), 2);
+        out.requeue_unacked();
+        batch.clear();
+        assert_eq!(out.take_batch(8, &mut batch), 2, "the same indices again");
+        assert_eq!(batch, [frame(2), frame(3), frame(4)]);
+    }
+}
