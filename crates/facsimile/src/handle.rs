@@ -7,7 +7,7 @@ use facsimile_core::{ObjectId, Prop};
 use smol_str::SmolStr;
 
 use crate::error::{Error, Result};
-use crate::events::{ChangeEvent, Subscription};
+use crate::events::{ChangeEvent, Listener, Subscription};
 use crate::node::Node;
 use crate::value::{Input, Value};
 
@@ -73,7 +73,8 @@ impl ObjectRef {
 
     /// Calls `f` for every change to this object.
     pub fn on(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
-        on_object(self.node(), self.id(), f)
+        self.node()
+            .subscribe(Listener::Object(self.id(), Arc::new(f)))
     }
 
     /// A deep copy as JSON.
@@ -86,35 +87,6 @@ impl ObjectRef {
             ObjectRef::Array(a) => a.to_json(),
         }
     }
-}
-
-fn on_object(
-    node: &Node,
-    id: ObjectId,
-    f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
-) -> Subscription {
-    let (sid, alive) = {
-        let mut st = node.state();
-        let r = st.subs.add_object(id, Arc::new(f));
-        st.sync_recording();
-        r
-    };
-    Subscription::new(node, sid, alive)
-}
-
-fn on_prop(
-    node: &Node,
-    id: ObjectId,
-    prop: Prop,
-    f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
-) -> Subscription {
-    let (sid, alive) = {
-        let mut st = node.state();
-        let r = st.subs.add_prop(id, prop, Arc::new(f));
-        st.sync_recording();
-        r
-    };
-    Subscription::new(node, sid, alive)
 }
 
 macro_rules! handle_common {
@@ -137,7 +109,8 @@ macro_rules! handle_common {
             /// Calls `f` for every change to this object (not to objects it
             /// contains).
             pub fn on(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
-                on_object(&self.node, self.id(), f)
+                self.node
+                    .subscribe(Listener::Object(self.id(), Arc::new(f)))
             }
 
             /// Whether the object is still in this node's document.
@@ -222,9 +195,10 @@ impl From<ArrayRef> for Value {
 impl MapRef {
     /// The value of a key.
     pub fn get(&self, key: &str) -> Option<Value> {
-        let st = self.node.state();
-        let v = st.replica.map_get(self.id(), key).ok()??;
-        Some(self.node.value(&st.replica, v))
+        self.node.read(|r| {
+            let v = r.map_get(self.id(), key).ok()??;
+            Some(self.node.value(r, v))
+        })
     }
 
     /// Sets a key. Writing the value already there sends and fires nothing.
@@ -285,12 +259,13 @@ impl MapRef {
     /// # Errors
     /// [`Error::UnknownObject`] or [`Error::WrongKind`].
     pub fn entries(&self) -> Result<Vec<(String, Value)>> {
-        let mut st = self.node.state();
-        let mut out = Vec::with_capacity(st.replica.map_len(self.id())?);
-        st.replica.map_for_each(self.id(), |k, v, r| {
-            out.push((k.to_string(), self.node.value(r, v.clone())));
-        })?;
-        Ok(out)
+        self.node.read(|r| {
+            let mut out = Vec::with_capacity(r.map_len(self.id())?);
+            r.map_for_each(self.id(), |k, v, r| {
+                out.push((k.to_string(), self.node.value(r, v.clone())));
+            })?;
+            Ok(out)
+        })
     }
 
     /// Number of keys.
@@ -314,16 +289,21 @@ impl MapRef {
         key: &str,
         f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
     ) -> Subscription {
-        on_prop(&self.node, self.id(), Prop::Key(key.into()), f)
+        self.node.subscribe(Listener::Prop(
+            self.id(),
+            Prop::Key(key.into()),
+            Arc::new(f),
+        ))
     }
 }
 
 impl ArrayRef {
     /// The element at `index`.
     pub fn get(&self, index: usize) -> Option<Value> {
-        let st = self.node.state();
-        let v = st.replica.list_get(self.id(), index).ok()??;
-        Some(self.node.value(&st.replica, v))
+        self.node.read(|r| {
+            let v = r.list_get(self.id(), index).ok()??;
+            Some(self.node.value(r, v))
+        })
     }
 
     /// Number of elements.
@@ -341,11 +321,11 @@ impl ArrayRef {
     /// # Errors
     /// [`Error::UnknownObject`] or [`Error::WrongKind`].
     pub fn to_vec(&self) -> Result<Vec<Value>> {
-        let st = self.node.state();
-        let mut out = Vec::with_capacity(st.replica.list_len(self.id())?);
-        st.replica
-            .list_for_each(self.id(), |v, r| out.push(self.node.value(r, v.clone())))?;
-        Ok(out)
+        self.node.read(|r| {
+            let mut out = Vec::with_capacity(r.list_len(self.id())?);
+            r.list_for_each(self.id(), |v, r| out.push(self.node.value(r, v.clone())))?;
+            Ok(out)
+        })
     }
 
     fn splice_inputs(&self, start: usize, delete: usize, items: Vec<Input>) -> Result<Vec<Value>> {
@@ -353,14 +333,10 @@ impl ArrayRef {
             .into_iter()
             .map(|i| i.into_core(&self.node))
             .collect::<Result<Vec<_>>>()?;
-        let removed = self
-            .node
-            .write(|r| r.list_splice(self.id(), start, delete, items))?;
-        let st = self.node.state();
-        Ok(removed
-            .into_iter()
-            .map(|v| self.node.value(&st.replica, v))
-            .collect())
+        self.node.write(|r| {
+            let removed = r.list_splice(self.id(), start, delete, items)?;
+            Ok(removed.into_iter().map(|v| self.node.value(r, v)).collect())
+        })
     }
 
     /// Removes `delete` elements from `start` and inserts `items` there.
@@ -406,18 +382,14 @@ impl ArrayRef {
     /// # Errors
     /// As [`MapRef::set`].
     pub fn pop(&self) -> Result<Option<Value>> {
-        let removed = self.node.write(|r| {
+        self.node.write(|r| {
             let len = r.list_len(self.id())?;
             if len == 0 {
-                return Ok(Vec::new());
+                return Ok(None);
             }
-            r.list_splice(self.id(), len - 1, 1, vec![])
-        })?;
-        let st = self.node.state();
-        Ok(removed
-            .into_iter()
-            .next()
-            .map(|v| self.node.value(&st.replica, v)))
+            let removed = r.list_splice(self.id(), len - 1, 1, vec![])?;
+            Ok(removed.into_iter().next().map(|v| self.node.value(r, v)))
+        })
     }
 
     /// Removes and returns the first element.
@@ -573,18 +545,13 @@ impl ArrayRef {
     /// read the store) and applies it if the array did not change meanwhile.
     fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<()> {
         loop {
-            let (values, stamp) = {
-                let st = self.node.state();
-                let values = st.replica.list_values(self.id())?;
-                let stamp = st.replica.list_version(self.id())?;
-                (
-                    values
-                        .into_iter()
-                        .map(|v| self.node.value(&st.replica, v))
-                        .collect::<Vec<_>>(),
-                    stamp,
-                )
-            };
+            let (values, stamp) = self.node.read(|r| {
+                let values = r.list_values(self.id())?;
+                let stamp = r.list_version(self.id())?;
+                let values: Vec<Value> =
+                    values.into_iter().map(|v| self.node.value(r, v)).collect();
+                Ok::<_, facsimile_core::Error>((values, stamp))
+            })?;
             let order = order_of(&values);
             let applied = self.node.write(|r| {
                 if r.list_version(self.id())? != stamp {
@@ -605,7 +572,8 @@ impl ArrayRef {
         index: usize,
         f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
     ) -> Subscription {
-        on_prop(&self.node, self.id(), Prop::Index(index), f)
+        self.node
+            .subscribe(Listener::Prop(self.id(), Prop::Index(index), Arc::new(f)))
     }
 }
 

@@ -159,15 +159,7 @@ impl Future for LockFuture {
                 return Poll::Ready(Err(e));
             }
         }
-        let state = {
-            let mut st = this.node.state();
-            let state = st.replica.lock_state(id);
-            if state == LockState::Waiting {
-                st.subs.add_lock_waker(id, cx.waker().clone());
-            }
-            state
-        };
-        match state {
+        match this.node.poll_lock(id, cx.waker()) {
             LockState::Held(token) => Poll::Ready(Ok(this.guard(token))),
             LockState::Waiting => Poll::Pending,
             LockState::Refused => {
@@ -218,9 +210,8 @@ impl Node {
     /// [`LockError::NotLocked`] when nobody does.
     pub fn release(&self, object: &ObjectRef) -> Result<(), LockError> {
         let id = object.id();
-        let r = self.state().replica.unlock(id);
-        self.pump();
-        r.map_err(|e| LockError::from_core(e, id))
+        self.apply(|r| r.unlock(id))
+            .map_err(|e| LockError::from_core(e, id))
     }
 
     /// Whether this node holds the lock on `object`, and its token.
@@ -232,14 +223,9 @@ impl Node {
     }
 
     fn lock_request(&self, id: ObjectId, wait: bool) -> Result<(), LockError> {
-        let r = {
-            let mut st = self.state();
-            if !st.has_sender() {
-                return Err(LockError::NoSender);
-            }
-            st.replica.lock(id, wait)
-        };
-        self.pump();
-        r.map(|_| ()).map_err(|e| LockError::from_core(e, id))
+        self.try_write(|r| r.lock(id, wait))
+            .ok_or(LockError::NoSender)?
+            .map(|_| ())
+            .map_err(|e| LockError::from_core(e, id))
     }
 }

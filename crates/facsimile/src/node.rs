@@ -3,16 +3,19 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::task::Waker;
 use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use facsimile_core::{Config, Event as CoreEvent, ObjectId, PeerId, Replica, Succession, Transmit};
+use facsimile_core::{
+    Config, Event as CoreEvent, LockState, ObjectId, PeerId, Replica, Succession, Transmit,
+};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::events::{ChangeEvent, Dispatch, EventStream, Subs, Subscription};
-use crate::handle::{ArrayRef, MapRef, ObjectRef};
+use crate::events::{ChangeEvent, Dispatch, EventStream, Listener, Subs, Subscription};
+use crate::handle::{ArrayRef, MapRef};
 use crate::value::{Input, Value};
 
 /// An outgoing message: pass [`Outgoing::as_bytes`] to every other node's
@@ -56,10 +59,6 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn has_sender(&self) -> bool {
-        self.sender.is_some()
-    }
-
     /// Records change events only while somebody listens.
     pub(crate) fn sync_recording(&mut self) {
         let on = !self.subs.is_empty();
@@ -339,11 +338,26 @@ impl Node {
         &self,
         f: impl FnOnce(&mut Replica) -> Result<R, facsimile_core::Error>,
     ) -> Result<R> {
+        self.try_write(|r| f(r).map_err(Error::from))
+            .unwrap_or(Err(Error::NoSender))
+    }
+
+    /// Runs `f` on the replica if the node has a transport (`None` if it
+    /// has none), then sends what it queued: a write whose errors are not
+    /// [`Error`]s.
+    pub(crate) fn try_write<R>(&self, f: impl FnOnce(&mut Replica) -> R) -> Option<R> {
         let mut st = self.state();
-        if st.sender.is_none() {
-            return Err(Error::NoSender);
-        }
-        let r = f(&mut st.replica).map_err(Error::from);
+        st.sender.as_ref()?;
+        let r = f(&mut st.replica);
+        self.pump_holding(st);
+        Some(r)
+    }
+
+    /// Runs `f` on the replica, then sends what it queued and runs the
+    /// listeners: for changes that need no transport (a lock release).
+    pub(crate) fn apply<R>(&self, f: impl FnOnce(&mut Replica) -> R) -> R {
+        let mut st = self.state();
+        let r = f(&mut st.replica);
         self.pump_holding(st);
         r
     }
@@ -351,6 +365,19 @@ impl Node {
     /// Runs a read on the replica.
     pub(crate) fn read<R>(&self, f: impl FnOnce(&mut Replica) -> R) -> R {
         f(&mut self.state().replica)
+    }
+
+    /// This node's state for the lock on `object`. While it is
+    /// [`LockState::Waiting`], `waker` is woken at the object's next lock
+    /// event: both under one hold of the state, so that no event falls in
+    /// between.
+    pub(crate) fn poll_lock(&self, object: ObjectId, waker: &Waker) -> LockState {
+        let mut st = self.state();
+        let state = st.replica.lock_state(object);
+        if state == LockState::Waiting {
+            st.subs.add_lock_waker(object, waker);
+        }
+        state
     }
 
     /// Whether a local write to `object` would be allowed by the locks:
@@ -448,24 +475,12 @@ impl Node {
 
     /// Calls `f` for every change to any object of this node's document.
     pub fn on_change(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
-        let (id, alive) = {
-            let mut st = self.state();
-            let r = st.subs.add_global(Arc::new(f));
-            st.sync_recording();
-            r
-        };
-        Subscription::new(self, id, alive)
+        self.subscribe(Listener::Change(Arc::new(f)))
     }
 
     /// Calls `f` with the new root each time the root is replaced.
     pub fn on_root_changed(&self, f: impl Fn(&Value) + Send + Sync + 'static) -> Subscription {
-        let (id, alive) = {
-            let mut st = self.state();
-            let r = st.subs.add_root(Arc::new(f));
-            st.sync_recording();
-            r
-        };
-        Subscription::new(self, id, alive)
+        self.subscribe(Listener::Root(Arc::new(f)))
     }
 
     /// Calls `f` for every lock event of this node (granted, released,
@@ -474,38 +489,20 @@ impl Node {
         &self,
         f: impl Fn(&facsimile_core::LockEvent) + Send + Sync + 'static,
     ) -> Subscription {
-        let (id, alive) = {
-            let mut st = self.state();
-            let r = st.subs.add_lock(Arc::new(f));
-            st.sync_recording();
-            r
-        };
-        Subscription::new(self, id, alive)
+        self.subscribe(Listener::Lock(Arc::new(f)))
     }
 
     /// Calls `f` with the root each time a sync completes (every reference
     /// reachable from the root is resolved).
     pub fn on_ready(&self, f: impl Fn(&Value) + Send + Sync + 'static) -> Subscription {
-        let (id, alive) = {
-            let mut st = self.state();
-            let r = st.subs.add_ready(Arc::new(f));
-            st.sync_recording();
-            r
-        };
-        Subscription::new(self, id, alive)
+        self.subscribe(Listener::Ready(Arc::new(f)))
     }
 
     /// An async stream of every event, for tokio (or any executor) users.
     /// The stream ends its subscription when dropped.
     pub fn events(&self) -> EventStream {
         let (tx, rx) = futures_channel::mpsc::unbounded();
-        let (id, alive) = {
-            let mut st = self.state();
-            let r = st.subs.add_stream(tx);
-            st.sync_recording();
-            r
-        };
-        EventStream::new(rx, Subscription::new(self, id, alive))
+        EventStream::new(rx, self.subscribe(Listener::Stream(tx)))
     }
 
     /// Removes a listener; it never fires again.
@@ -513,7 +510,20 @@ impl Node {
         subscription.cancel();
     }
 
-    pub(crate) fn remove_listener(&self, id: u64) {
+    /// Registers a listener; it is removed when the returned subscription
+    /// is dropped or cancelled.
+    pub(crate) fn subscribe(&self, listener: Listener) -> Subscription {
+        let (id, alive) = {
+            let mut st = self.state();
+            let r = st.subs.add(listener);
+            st.sync_recording();
+            r
+        };
+        Subscription::new(self, id, alive)
+    }
+
+    /// Removes a listener ([`Subscription::cancel`]).
+    pub(crate) fn unsubscribe(&self, id: u64) {
         let mut st = self.state();
         st.subs.remove(id);
         st.sync_recording();
@@ -630,8 +640,7 @@ impl Node {
                 _ => {}
             }
             if listening {
-                let st = &*st;
-                self.route(st, e, &mut dispatch);
+                st.subs.route(self, &st.replica, e, &mut dispatch);
             }
         }
         // A receive rarely sends: no reference to the sender without need.
@@ -641,49 +650,5 @@ impl Node {
             st.sender.clone()
         };
         (sender, transmits, dispatch)
-    }
-
-    /// Converts an engine event and collects the listeners it concerns.
-    fn route(&self, st: &State, e: CoreEvent, out: &mut Dispatch) {
-        let subs = &st.subs;
-        match e {
-            CoreEvent::Change(c) => {
-                let kind = st.replica.kind(c.object);
-                let target = match kind {
-                    Some(facsimile_core::ObjectKind::Array) => {
-                        ObjectRef::Array(ArrayRef::new(self.clone(), c.object))
-                    }
-                    _ => ObjectRef::Map(MapRef::new(self.clone(), c.object)),
-                };
-                let ev = ChangeEvent {
-                    target,
-                    prop: c.prop,
-                    new: c.new.map(|v| self.value(&st.replica, v)),
-                    old: c.old.map(|v| self.value(&st.replica, v)),
-                    origin: c.origin,
-                };
-                subs.route_change(ev, out);
-            }
-            CoreEvent::RootChanged { new, .. } => {
-                let v = self.value(&st.replica, new);
-                subs.route_root(v, out);
-            }
-            CoreEvent::Ready => {
-                let v = self.value(&st.replica, st.replica.root());
-                subs.route_ready(v, out);
-            }
-            CoreEvent::Lock(l) => subs.route_lock(l, out),
-            _ => {}
-        }
-    }
-}
-
-impl Subscription {
-    pub(crate) fn cancel(&self) {
-        if self.alive.swap(false, Ordering::AcqRel) {
-            if let Some(inner) = self.node.upgrade() {
-                Node { inner }.remove_listener(self.id);
-            }
-        }
     }
 }
