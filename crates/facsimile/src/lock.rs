@@ -86,7 +86,7 @@ impl LockGuard {
     /// already lost.
     pub fn release(mut self) -> Result<(), LockError> {
         self.released = true;
-        self.node.release(&self.object)
+        self.node.unlock(self.object.id())
     }
 
     /// Whether this node still holds the lock.
@@ -98,7 +98,7 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if !self.released && self.is_held() {
-            let _ = self.node.release(&self.object);
+            let _ = self.node.unlock(self.object.id());
         }
     }
 }
@@ -179,7 +179,7 @@ impl Drop for LockFuture {
         if self.started && !self.done {
             let id = self.object.id();
             if self.node.read(|r| r.lock_state(id)) == LockState::Waiting {
-                let _ = self.node.release(&self.object);
+                let _ = self.node.unlock(self.object.id());
             }
         }
     }
@@ -208,18 +208,22 @@ impl Node {
     /// # Errors
     /// [`LockError::NotOwner`] when another node holds it and
     /// [`LockError::NotLocked`] when nobody does.
-    pub fn release(&self, object: &ObjectRef) -> Result<(), LockError> {
-        let id = object.id();
-        self.apply(|r| r.unlock(id))
-            .map_err(|e| LockError::from_core(e, id))
+    pub fn release(&self, object: impl Into<ObjectRef>) -> Result<(), LockError> {
+        self.unlock(object.into().id())
     }
 
     /// Whether this node holds the lock on `object`, and its token.
-    pub fn lock_token(&self, object: &ObjectRef) -> Option<u64> {
-        match self.read(|r| r.lock_state(object.id())) {
+    pub fn lock_token(&self, object: impl Into<ObjectRef>) -> Option<u64> {
+        let id = object.into().id();
+        match self.read(|r| r.lock_state(id)) {
             LockState::Held(t) => Some(t),
             _ => None,
         }
+    }
+
+    fn unlock(&self, id: ObjectId) -> Result<(), LockError> {
+        self.apply(|r| r.unlock(id))
+            .map_err(|e| LockError::from_core(e, id))
     }
 
     fn lock_request(&self, id: ObjectId, wait: bool) -> Result<(), LockError> {

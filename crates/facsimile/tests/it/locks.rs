@@ -58,11 +58,7 @@ fn s13_lock_rules() {
                 r.get("l").unwrap().as_array().unwrap().clone(),
             )
         };
-        assert_eq!(
-            b.release(&(&mb).into()),
-            Err(LockError::NotLocked(mb.id())),
-            "{wire}"
-        );
+        assert_eq!(b.release(&mb), Err(LockError::NotLocked(mb.id())), "{wire}");
 
         let gm = block_on(a.lock(&ma)).unwrap();
         let gl = block_on(a.lock(&la)).unwrap();
@@ -86,11 +82,7 @@ fn s13_lock_rules() {
             err.to_string()
                 .contains("Object is not owned by current host")
         );
-        assert_eq!(
-            b.release(&(&mb).into()),
-            Err(LockError::NotOwner(mb.id())),
-            "{wire}"
-        );
+        assert_eq!(b.release(&mb), Err(LockError::NotOwner(mb.id())), "{wire}");
         assert_eq!(lb.push(3).unwrap_err(), Error::Locked(lb.id()), "{wire}");
         assert_eq!(
             mb.get("x"),
