@@ -124,8 +124,14 @@ impl Node {
 
     /// Creates a node with engine settings.
     pub fn with_config(hostname: &str, config: Config) -> Node {
+        Node::with_clock(hostname, config, Clock::new())
+    }
+
+    /// Creates a node whose timers read `clock` (a manual one in virtual
+    /// time).
+    pub(crate) fn with_clock(hostname: &str, config: Config, clock: Clock) -> Node {
         let peer = PeerId::new(hostname, rand::random());
-        Node::from_replica(Replica::new(peer, config))
+        Node::from_replica(Replica::new(peer, config), clock)
     }
 
     /// Creates a node from a state saved with [`Node::export_state`] (by this
@@ -137,12 +143,11 @@ impl Node {
     /// [`Error::Receive`] when the bytes are not a valid saved state.
     pub fn from_exported(hostname: &str, config: Config, bytes: &[u8]) -> Result<Node> {
         let peer = PeerId::new(hostname, rand::random());
-        Ok(Node::from_replica(Replica::from_exported(
-            peer, config, bytes,
-        )?))
+        let replica = Replica::from_exported(peer, config, bytes)?;
+        Ok(Node::from_replica(replica, Clock::new()))
     }
 
-    fn from_replica(mut replica: Replica) -> Node {
+    fn from_replica(mut replica: Replica, clock: Clock) -> Node {
         // Change events are recorded once somebody listens.
         replica.record_changes(false);
         let peer = replica.peer_id().clone();
@@ -156,7 +161,7 @@ impl Node {
                     lease_lapsed: false,
                 }),
                 pump: Mutex::new(()),
-                clock: Clock::new(),
+                clock,
                 peer,
                 successions: RwLock::new(Vec::new()),
                 succeeded: AtomicBool::new(false),
