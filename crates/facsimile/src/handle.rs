@@ -6,7 +6,7 @@ use std::sync::Arc;
 use facsimile_core::{ObjectId, Prop};
 use smol_str::SmolStr;
 
-use crate::error::{Error, Result};
+use crate::error::{EngineError, Result};
 use crate::events::{ChangeEvent, Listener, Subscription};
 use crate::node::Node;
 use crate::value::{Input, Value};
@@ -204,8 +204,8 @@ impl MapRef {
     /// Sets a key. Writing the value already there sends and fires nothing.
     ///
     /// # Errors
-    /// [`Error::NoSender`], [`Error::UnknownObject`], [`Error::WrongKind`],
-    /// [`Error::Detached`], [`Error::ForeignHandle`], [`Error::Syncing`].
+    /// [`Error::NoSender`](crate::Error::NoSender), [`EngineError::UnknownObject`](crate::EngineError::UnknownObject), [`EngineError::WrongKind`](crate::EngineError::WrongKind),
+    /// [`EngineError::Detached`](crate::EngineError::Detached), [`Error::ForeignHandle`](crate::Error::ForeignHandle), [`EngineError::Syncing`](crate::EngineError::Syncing).
     pub fn set(&self, key: &str, x: impl Into<Input>) -> Result<()> {
         let input = x.into().into_core(&self.node)?;
         self.node
@@ -257,9 +257,9 @@ impl MapRef {
     /// The entries, in key order.
     ///
     /// # Errors
-    /// [`Error::UnknownObject`] or [`Error::WrongKind`].
+    /// [`EngineError::UnknownObject`](crate::EngineError::UnknownObject) or [`EngineError::WrongKind`](crate::EngineError::WrongKind).
     pub fn entries(&self) -> Result<Vec<(String, Value)>> {
-        self.node.read(|r| {
+        self.node.try_read(|r| {
             let mut out = Vec::with_capacity(r.map_len(self.id())?);
             r.map_for_each(self.id(), |k, v, r| {
                 out.push((k.to_string(), self.node.value(r, v.clone())));
@@ -319,9 +319,9 @@ impl ArrayRef {
     /// All elements, in order.
     ///
     /// # Errors
-    /// [`Error::UnknownObject`] or [`Error::WrongKind`].
+    /// [`EngineError::UnknownObject`](crate::EngineError::UnknownObject) or [`EngineError::WrongKind`](crate::EngineError::WrongKind).
     pub fn to_vec(&self) -> Result<Vec<Value>> {
-        self.node.read(|r| {
+        self.node.try_read(|r| {
             let mut out = Vec::with_capacity(r.list_len(self.id())?);
             r.list_for_each(self.id(), |v, r| out.push(self.node.value(r, v.clone())))?;
             Ok(out)
@@ -343,7 +343,7 @@ impl ArrayRef {
     /// Returns the removed elements.
     ///
     /// # Errors
-    /// [`Error::IndexOutOfBounds`] when `start > len`, and the errors of
+    /// [`EngineError::IndexOutOfBounds`](crate::EngineError::IndexOutOfBounds) when `start > len`, and the errors of
     /// [`MapRef::set`].
     pub fn splice<V: Into<Input>>(
         &self,
@@ -411,7 +411,7 @@ impl ArrayRef {
     /// Inserts an element at `index`.
     ///
     /// # Errors
-    /// [`Error::IndexOutOfBounds`] when `index > len`, and the errors of
+    /// [`EngineError::IndexOutOfBounds`](crate::EngineError::IndexOutOfBounds) when `index > len`, and the errors of
     /// [`MapRef::set`].
     pub fn insert(&self, index: usize, x: impl Into<Input>) -> Result<()> {
         self.splice(index, 0, [x]).map(|_| ())
@@ -420,17 +420,23 @@ impl ArrayRef {
     /// Removes and returns the element at `index`.
     ///
     /// # Errors
-    /// [`Error::IndexOutOfBounds`] when `index >= len`, and the errors of
+    /// [`EngineError::IndexOutOfBounds`](crate::EngineError::IndexOutOfBounds) when `index >= len`, and the errors of
     /// [`MapRef::set`].
     pub fn remove(&self, index: usize) -> Result<Value> {
-        let len = self.len();
-        if index >= len {
-            return Err(Error::IndexOutOfBounds { index, len });
-        }
-        self.splice(index, 1, Vec::<Input>::new())?
-            .into_iter()
-            .next()
-            .ok_or(Error::IndexOutOfBounds { index, len })
+        self.node.write(|r| {
+            let len = r.list_len(self.id())?;
+            let out_of_bounds = EngineError::IndexOutOfBounds {
+                object: self.id(),
+                index,
+                len,
+            };
+            if index >= len {
+                return Err(out_of_bounds);
+            }
+            let removed = r.list_splice(self.id(), index, 1, vec![])?;
+            let removed = removed.into_iter().next().ok_or(out_of_bounds)?;
+            Ok(self.node.value(r, removed))
+        })
     }
 
     /// Sets the element at `index`; at `len` it appends, past it pads with
@@ -545,12 +551,12 @@ impl ArrayRef {
     /// read the store) and applies it if the array did not change meanwhile.
     fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<()> {
         loop {
-            let (values, stamp) = self.node.read(|r| {
+            let (values, stamp) = self.node.try_read(|r| {
                 let values = r.list_values(self.id())?;
                 let stamp = r.list_version(self.id())?;
                 let values: Vec<Value> =
                     values.into_iter().map(|v| self.node.value(r, v)).collect();
-                Ok::<_, facsimile_core::Error>((values, stamp))
+                Ok((values, stamp))
             })?;
             let order = order_of(&values);
             let applied = self.node.write(|r| {

@@ -61,7 +61,7 @@ mod node;
 pub mod typed;
 mod value;
 
-pub use error::{Error, Result};
+pub use error::{EngineError, Error, Place, Result};
 pub use events::{ChangeEvent, Event, EventStream, Subscription};
 pub use facsimile_core::{
     Config, ObjectId, ObjectKind, Origin, PeerId, Prop, ReceiveError, WireFormat,

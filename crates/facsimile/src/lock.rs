@@ -1,12 +1,14 @@
 //! Distributed locks: futures that resolve to a guard, and the guard that
 //! releases on drop.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use facsimile_core::{LockState, ObjectId};
+use facsimile_core::{LockState, ObjectId, Replica};
 
+use crate::error::{EngineError, Place, Subject, locate, locked, not_owner};
 use crate::handle::ObjectRef;
 use crate::node::Node;
 
@@ -15,16 +17,33 @@ use crate::node::Node;
 #[non_exhaustive]
 pub enum LockError {
     /// Another node holds the lock or is ahead in its queue (fail-fast
-    /// `request`; also array methods on an object locked elsewhere).
-    #[error("object {0:?} is locked by another node")]
-    Locked(ObjectId),
-    /// Another node holds the lock.
-    #[error("Object is not owned by current host (another node holds the lock on {0:?})")]
-    NotOwner(ObjectId),
+    /// [`Node::request`]).
+    #[error("{}", Locked(*.object, .place.as_ref()))]
+    Locked {
+        /// The object.
+        object: ObjectId,
+        /// Where it is in the document, when the root reaches it.
+        place: Option<Place>,
+    },
+    /// Another node holds the lock ([`Node::release`] of a lock this node
+    /// does not hold).
+    #[error("{}", NotOwner(*.object, .place.as_ref()))]
+    NotOwner {
+        /// The object.
+        object: ObjectId,
+        /// Where it is in the document, when the root reaches it.
+        place: Option<Place>,
+    },
     /// Nobody holds the lock.
-    #[error("object {0:?} is not locked")]
-    NotLocked(ObjectId),
-    /// The object is not in this node's document.
+    #[error("{} is not locked", Subject(*.object, .place.as_ref()))]
+    NotLocked {
+        /// The object.
+        object: ObjectId,
+        /// Where it is in the document, when the root reaches it.
+        place: Option<Place>,
+    },
+    /// The object is not in this node's document: it was never received,
+    /// or it was reclaimed after it became unreachable from the root.
     #[error("object {0:?} is not in this document")]
     UnknownObject(ObjectId),
     /// The handle belongs to another node.
@@ -34,25 +53,80 @@ pub enum LockError {
     #[error("this node has no transport: call set_sender (or join a network) before locking")]
     NoSender,
     /// A sync is in progress.
-    #[error("a sync is in progress; lock once the node is ready")]
+    #[error("a sync is in progress; lock once the node is ready (on_ready)")]
     Syncing,
-    /// The lock was lost before or while it was held: the node was evicted
-    /// by its peers, or the request was withdrawn.
-    #[error("the lock on {0:?} was lost (this node was evicted, or the request withdrawn)")]
-    Lost(ObjectId),
+    /// The peers evicted this node (it was silent too long); it rejoins
+    /// as a new incarnation, without its locks. Ask again.
+    #[error("this node was evicted by its peers and rejoins without its locks; ask again")]
+    Evicted,
+    /// The request was dropped while it waited: this node was evicted by
+    /// its peers, or reloaded, and rejoined as a new incarnation.
+    #[error(
+        "the request for the lock on {} was lost (this node was evicted, or reloaded)",
+        Subject(*.object, .place.as_ref())
+    )]
+    Lost {
+        /// The object.
+        object: ObjectId,
+        /// Where it is in the document, when the root reaches it.
+        place: Option<Place>,
+    },
+    /// Any other refusal of the engine.
+    #[error(transparent)]
+    Engine(EngineError),
 }
 
 impl LockError {
-    fn from_core(e: facsimile_core::Error, obj: ObjectId) -> Self {
-        use facsimile_core::Error as E;
+    /// The engine's refusal of a lock operation on `object`, with its place.
+    fn from_core(e: EngineError, r: &mut Replica) -> Self {
+        use EngineError as E;
+        let mut place = |o| locate(r, o);
         match e {
-            E::Locked(o) => LockError::Locked(o),
-            E::NotOwner(o) => LockError::NotOwner(o),
-            E::NotLocked(o) => LockError::NotLocked(o),
+            E::Locked(object) => LockError::Locked {
+                object,
+                place: place(object),
+            },
+            E::NotOwner(object) => LockError::NotOwner {
+                object,
+                place: place(object),
+            },
+            E::NotLocked(object) => LockError::NotLocked {
+                object,
+                place: place(object),
+            },
             E::UnknownObject(o) => LockError::UnknownObject(o),
             E::Syncing => LockError::Syncing,
-            _ => LockError::Lost(obj),
+            E::Evicted => LockError::Evicted,
+            other => LockError::Engine(other),
         }
+    }
+
+    /// A refusal the lock future finds in the lock's state.
+    fn in_state(node: &Node, object: ObjectId, lost: bool) -> Self {
+        let place = node.read(|r| locate(r, object));
+        if lost {
+            LockError::Lost { object, place }
+        } else {
+            LockError::Locked { object, place }
+        }
+    }
+}
+
+/// [`LockError::Locked`] in words.
+struct Locked<'a>(ObjectId, Option<&'a Place>);
+
+impl fmt::Display for Locked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        locked(f, Subject(self.0, self.1))
+    }
+}
+
+/// [`LockError::NotOwner`] in words.
+struct NotOwner<'a>(ObjectId, Option<&'a Place>);
+
+impl fmt::Display for NotOwner<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        not_owner(f, Subject(self.0, self.1))
     }
 }
 
@@ -164,11 +238,11 @@ impl Future for LockFuture {
             LockState::Waiting => Poll::Pending,
             LockState::Refused => {
                 this.done = true;
-                Poll::Ready(Err(LockError::Locked(id)))
+                Poll::Ready(Err(LockError::in_state(&this.node, id, false)))
             }
             LockState::None => {
                 this.done = true;
-                Poll::Ready(Err(LockError::Lost(id)))
+                Poll::Ready(Err(LockError::in_state(&this.node, id, true)))
             }
         }
     }
@@ -222,14 +296,12 @@ impl Node {
     }
 
     fn unlock(&self, id: ObjectId) -> Result<(), LockError> {
-        self.apply(|r| r.unlock(id))
-            .map_err(|e| LockError::from_core(e, id))
+        self.apply(|r| r.unlock(id).map_err(|e| LockError::from_core(e, r)))
     }
 
     fn lock_request(&self, id: ObjectId, wait: bool) -> Result<(), LockError> {
-        self.try_write(|r| r.lock(id, wait))
+        self.try_write(|r| r.lock(id, wait).map_err(|e| LockError::from_core(e, r)))
             .ok_or(LockError::NoSender)?
             .map(|_| ())
-            .map_err(|e| LockError::from_core(e, id))
     }
 }

@@ -343,7 +343,7 @@ impl Node {
         &self,
         f: impl FnOnce(&mut Replica) -> Result<R, facsimile_core::Error>,
     ) -> Result<R> {
-        self.try_write(|r| f(r).map_err(Error::from))
+        self.try_write(|r| f(r).map_err(|e| Error::engine_in(e, r)))
             .unwrap_or(Err(Error::NoSender))
     }
 
@@ -372,6 +372,14 @@ impl Node {
         f(&mut self.state().replica)
     }
 
+    /// Runs a read that the engine may refuse.
+    pub(crate) fn try_read<R>(
+        &self,
+        f: impl FnOnce(&mut Replica) -> Result<R, facsimile_core::Error>,
+    ) -> Result<R> {
+        self.read(|r| f(r).map_err(|e| Error::engine_in(e, r)))
+    }
+
     /// This node's state for the lock on `object`. While it is
     /// [`LockState::Waiting`], `waker` is woken at the object's next lock
     /// event: both under one hold of the state, so that no event falls in
@@ -389,10 +397,9 @@ impl Node {
     /// `Err(NotOwner)` while another node holds or is queued for its lock.
     ///
     /// # Errors
-    /// [`Error::NotOwner`].
+    /// [`EngineError::NotOwner`](crate::EngineError::NotOwner).
     pub fn check_writable(&self, object: &facsimile_core::ObjectId) -> Result<()> {
-        self.read(|r| r.check_writable(*object))
-            .map_err(Error::from)
+        self.try_read(|r| r.check_writable(*object))
     }
 
     /// Wraps an engine value for this node.
@@ -416,7 +423,7 @@ impl Node {
     /// object).
     ///
     /// # Errors
-    /// [`Error::NoSender`], [`Error::Syncing`], [`Error::Detached`],
+    /// [`Error::NoSender`], [`EngineError::Syncing`](crate::EngineError::Syncing), [`EngineError::Detached`](crate::EngineError::Detached),
     /// [`Error::ForeignHandle`].
     pub fn set_root(&self, x: impl Into<Input>) -> Result<Value> {
         let input = x.into().into_core(self)?;

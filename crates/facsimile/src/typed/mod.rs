@@ -65,7 +65,7 @@
 //! Before anything is written, every object the update writes to passes the
 //! check of [`Node::check_writable`], under the same hold of the node's lock
 //! as the writes: if another node holds the lock on one of them the update
-//! fails with [`Error::NotOwner`] and nothing is applied or sent.
+//! fails with [`EngineError::NotOwner`] and nothing is applied or sent.
 //!
 //! # Errors
 //! A store that does not hold what `T` expects gives [`Error::Type`] naming
@@ -92,7 +92,7 @@ use rustc_hash::FxHashSet;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+use crate::error::{EngineError, Error, Result};
 use crate::events::Subscription;
 use crate::handle::{ArrayRef, MapRef, ObjectRef};
 use crate::node::Node;
@@ -100,6 +100,7 @@ use crate::value::{Input, InputKind, Value};
 
 use de::{ReadSet, Reader};
 use diff::Target;
+pub(crate) use error::{Seg, pointer};
 
 impl Input {
     /// The value a `Serialize` type serializes to, as new objects: use it to
@@ -350,7 +351,7 @@ impl Node {
     /// # Errors
     /// The errors of [`Node::root_as`] (nothing is written),
     /// [`Error::Convert`] when the new value has no store form, the refusal
-    /// [`Error::NotOwner`] when another node holds the lock on an object it
+    /// [`EngineError::NotOwner`] when another node holds the lock on an object it
     /// would write (checked before any write: nothing is sent), and the
     /// errors of [`Node::set_root`].
     ///
@@ -445,7 +446,7 @@ impl Node {
     ///
     /// # Errors
     /// [`Error::Path`] when the pointer is malformed or its parent is not a
-    /// map or an array, [`Error::IndexOutOfBounds`] past the end of an
+    /// map or an array, [`EngineError::IndexOutOfBounds`] past the end of an
     /// array, and the errors of [`MapRef::set`] (and of [`ArrayRef::set`]
     /// when the parent is an array).
     ///
@@ -495,7 +496,11 @@ impl Node {
                         }
                     };
                     if index > len {
-                        return Ok(Err(Error::IndexOutOfBounds { index, len }));
+                        return Err(EngineError::IndexOutOfBounds {
+                            object: obj,
+                            index,
+                            len,
+                        });
                     }
                     r.list_set(obj, index, input)?;
                 }
@@ -515,7 +520,7 @@ macro_rules! typed_handle {
             ///
             /// # Errors
             /// As [`Node::root_as`], with paths from this object, and
-            /// [`Error::UnknownObject`] when it is gone.
+            /// [`EngineError::UnknownObject`] when it is gone.
             pub fn get_as<T: DeserializeOwned>(&self) -> Result<T> {
                 read(self.node(), Target::Object(self.id())).0
             }
