@@ -1,4 +1,10 @@
 //! Change events, listeners and subscriptions.
+//!
+//! Listener calls are collected under the node's state lock, when the
+//! replica reports its changes, and run after the lock is released, in
+//! order; a call whose listener was removed meanwhile is skipped (its
+//! `alive` flag). The engine records changes only while someone listens
+//! (DESIGN.md, "Events").
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +20,38 @@ use crate::handle::{ArrayRef, MapRef, ObjectRef};
 use crate::node::{Inner, Node};
 use crate::value::Value;
 
-/// One effective change to one object, local or remote.
+/// One effective change to one object, local or remote: what the
+/// listeners of [`Node::on_change`], [`MapRef::on`](crate::MapRef::on),
+/// [`MapRef::on_key`](crate::MapRef::on_key) and
+/// [`ArrayRef::on_index`](crate::ArrayRef::on_index) receive.
+///
+/// It names the object, the key or index (none for a change of a whole
+/// array), the values before and after, and where the change came from.
+/// Replaying a node's events onto its earlier state gives its current state.
+///
+/// # Example
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use facsimile::{LocalNetwork, Origin, Prop, Value};
+/// use serde_json::json;
+///
+/// let net = LocalNetwork::new();
+/// let a = net.join("a");
+/// let b = net.join("b");
+/// a.set_root(json!({"score": 1}))?;
+/// let seen = Arc::new(Mutex::new(None));
+/// let slot = seen.clone();
+/// let _sub = b.on_change(move |ev| *slot.lock().unwrap() = Some(ev.clone()));
+/// a.root_map().unwrap().set("score", 2)?;
+///
+/// let ev = seen.lock().unwrap().take().unwrap();
+/// assert_eq!(ev.target().id(), b.root_map().unwrap().id());
+/// assert_eq!(ev.prop(), Some(&Prop::Key("score".into())));
+/// assert_eq!((ev.old_value(), ev.new_value()), (Some(&Value::Int(1)), Some(&Value::Int(2))));
+/// assert_eq!(ev.origin(), &Origin::Remote(a.peer_id()));
+/// # Ok::<(), facsimile::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ChangeEvent {
     pub(crate) target: ObjectRef,
@@ -53,6 +90,22 @@ impl ChangeEvent {
 }
 
 /// Everything a node reports, as delivered by [`Node::events`].
+///
+/// # Example
+/// ```
+/// use facsimile::{Event, LocalNetwork, Value};
+/// use futures_executor::block_on;
+/// use futures_util::StreamExt;
+///
+/// let node = LocalNetwork::new().join("a");
+/// let mut events = node.events();
+/// node.set_root(1)?;
+/// match block_on(events.next()) {
+///     Some(Event::RootChanged(root)) => assert_eq!(root, Value::Int(1)),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), facsimile::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Event {
@@ -343,8 +396,29 @@ impl Dispatch {
     }
 }
 
-/// A registered listener. Dropping it unsubscribes; [`Subscription::detach`]
-/// keeps the listener for the node's life instead.
+/// A registered listener, returned by every `on_*` method.
+///
+/// Dropping it unsubscribes (as does [`Node::off`]);
+/// [`Subscription::detach`] keeps the listener for the node's life instead.
+/// A listener removed while a change is being reported does not fire for
+/// it.
+///
+/// # Example
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use facsimile::LocalNetwork;
+///
+/// let node = LocalNetwork::new().join("a");
+/// let calls = Arc::new(Mutex::new(0));
+/// let count = calls.clone();
+/// let sub = node.on_root_changed(move |_| *count.lock().unwrap() += 1);
+/// node.set_root(1)?;
+/// drop(sub);
+/// node.set_root(2)?;
+/// assert_eq!(*calls.lock().unwrap(), 1);
+/// # Ok::<(), facsimile::Error>(())
+/// ```
 #[must_use = "dropping a Subscription unsubscribes at once; call .detach() to keep the listener"]
 pub struct Subscription {
     node: Weak<Inner>,
@@ -369,12 +443,41 @@ impl Subscription {
         }
     }
 
-    /// Keeps the listener for the life of the node.
+    /// Keeps the listener for the life of the node, dropping the handle
+    /// that would remove it.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// use facsimile::LocalNetwork;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// let calls = Arc::new(Mutex::new(0));
+    /// let count = calls.clone();
+    /// node.on_root_changed(move |_| *count.lock().unwrap() += 1).detach();
+    /// node.set_root(1)?;
+    /// assert_eq!(*calls.lock().unwrap(), 1);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn detach(mut self) {
         self.detached = true;
     }
 
-    /// Whether the listener is still registered.
+    /// Whether the listener is still registered: false once removed with
+    /// [`Node::off`], or once the stream of an [`EventStream`] was dropped.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// let sub = node.on_change(|_| {});
+    /// assert!(sub.is_active());
+    /// node.off(&sub);
+    /// assert!(!sub.is_active());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn is_active(&self) -> bool {
         self.alive.load(Ordering::Acquire)
     }
@@ -398,7 +501,24 @@ impl Drop for Subscription {
     }
 }
 
-/// An async stream of a node's events ([`Node::events`]).
+/// An async stream of a node's events, from [`Node::events`]. Dropping
+/// it ends its subscription.
+///
+/// # Example
+/// ```
+/// use facsimile::{Event, LocalNetwork};
+/// use futures_executor::block_on;
+/// use futures_util::StreamExt;
+///
+/// let node = LocalNetwork::new().join("a");
+/// let events = node.events();
+/// node.set_root(1)?;
+/// node.set_root(2)?;
+/// drop(node);
+/// let all: Vec<Event> = block_on(events.take(2).collect());
+/// assert!(all.iter().all(|e| matches!(e, Event::RootChanged(_))));
+/// # Ok::<(), facsimile::Error>(())
+/// ```
 pub struct EventStream {
     rx: UnboundedReceiver<Event>,
     _sub: Subscription,

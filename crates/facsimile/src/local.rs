@@ -1,4 +1,10 @@
 //! An in-process network of nodes.
+//!
+//! Invariant: every member receives each other member's messages in their
+//! send order (the transport contract, DESIGN.md, "Transport contract and
+//! the sans-IO core"); delivery never recurses into a sender, so messages
+//! that listeners send while being delivered to wait for the outermost
+//! call.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -128,15 +134,35 @@ impl LocalNetwork {
     }
 
     /// Virtual time: moves the clock of every node that joined in virtual
-    /// time forward by `by`, stopping at each moment a node's timer is due
-    /// to run it (so a ten-second step still sends every heartbeat on
-    /// time). Messages those timers send are delivered as usual: at once,
-    /// or in manual mode when the test delivers them (a step long enough
-    /// for peers to time out then evicts them; alternate shorter steps
-    /// with [`LocalNetwork::run`]).
+    /// time forward by `by`, stopping at each moment a node's timer is due to
+    /// run it (so a ten-second step still sends every heartbeat on time).
+    /// Messages those timers send are delivered as usual: at once, or in manual
+    /// mode when the test delivers them (a step long enough for peers to time
+    /// out then evicts them; alternate shorter steps with
+    /// [`LocalNetwork::run`]).
     ///
     /// # Panics
     /// When the network is not in virtual time.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use facsimile::{Config, LocalNetwork};
+    ///
+    /// let config = Config::default()
+    ///     .failure_detection(Duration::from_millis(100), Duration::from_secs(1));
+    /// let net = LocalNetwork::with_config(config).with_virtual_time();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(0)?;
+    ///
+    /// b.set_sender(|_| {}); // b falls silent
+    /// net.advance(Duration::from_secs(1));
+    /// assert!(a.peers().contains(&b.peer_id()), "not before the timeout");
+    /// net.advance(Duration::from_secs(1));
+    /// assert!(!a.peers().contains(&b.peer_id()), "evicted");
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn advance(&self, by: Duration) {
         let clock =
             self.lock().clock.clone().expect(

@@ -1,5 +1,12 @@
 //! The node: one participant's replica behind a lock, with its transport
 //! hook and its listeners.
+//!
+//! Invariants: the state lock is never held while a message is handed to
+//! the sender or a listener runs; both happen in the pump, one caller at a
+//! time, in the order the replica produced them, so each node's messages
+//! leave in send order even when listeners write (DESIGN.md, "Events").
+//! Timers run on the way in, from the node's clock. Handles, locks and
+//! events reach the state only through `Node`'s crate-internal methods.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
@@ -393,11 +400,29 @@ impl Node {
         state
     }
 
-    /// Whether a local write to `object` would be allowed by the locks:
-    /// `Err(NotOwner)` while another node holds or is queued for its lock.
+    /// Checks whether the locks allow this node to write `object` now,
+    /// without writing.
     ///
     /// # Errors
-    /// [`EngineError::NotOwner`](crate::EngineError::NotOwner).
+    /// [`Error::Engine`] with [`NotOwner`](crate::EngineError::NotOwner) while
+    /// another node holds or waits for the lock on the object.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(json!({}))?;
+    /// let root = b.root_map().unwrap().id();
+    /// b.check_writable(&root)?;
+    /// let _guard = block_on(a.lock(a.root_map().unwrap()))?;
+    /// assert!(b.check_writable(&root).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn check_writable(&self, object: &facsimile_core::ObjectId) -> Result<()> {
         self.try_read(|r| r.check_writable(*object))
     }
@@ -419,12 +444,30 @@ impl Node {
         r
     }
 
-    /// Replaces the root. Returns the new root (a handle when `x` creates an
-    /// object).
+    /// Replaces the root, and sends the write. Returns the new root (a handle
+    /// when `x` creates an object). Every node's root listeners
+    /// ([`Node::on_root_changed`]) are called.
     ///
     /// # Errors
-    /// [`Error::NoSender`], [`EngineError::Syncing`](crate::EngineError::Syncing), [`EngineError::Detached`](crate::EngineError::Detached),
-    /// [`Error::ForeignHandle`].
+    /// [`Error::NoSender`] when the node has no transport,
+    /// [`Error::ForeignHandle`] when `x` holds a handle of another node, and
+    /// [`Error::Engine`] with [`Syncing`](crate::EngineError::Syncing) during a
+    /// sync, [`UnknownObject`](crate::EngineError::UnknownObject) or
+    /// [`Detached`](crate::EngineError::Detached) when `x` refers to an object
+    /// no longer in the document.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// let root = node.set_root(json!({"players": []}))?;
+    /// assert!(root.as_map().is_some());
+    /// node.set_root(42)?;
+    /// assert_eq!(node.root().as_i64(), Some(42));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn set_root(&self, x: impl Into<Input>) -> Result<Value> {
         let input = x.into().into_core(self)?;
         self.write(|r| r.set_root(input))?;
@@ -477,26 +520,96 @@ impl Node {
         self.pump();
     }
 
-    /// Runs timers that are due (reclamation, sync retries). Every call into
-    /// the node does this too; call it when the node is otherwise idle.
-    /// Time is read from a coarse monotonic clock where the system has one,
-    /// so a timer runs up to a few milliseconds after it is due.
+    /// Runs timers that are due (reclamation, heartbeats, sync retries).
+    /// Every call into the node does this too; call it when the node is
+    /// otherwise idle. Time is read from a coarse monotonic clock where the
+    /// system has one, so a timer runs up to a few milliseconds after it is due
+    /// (or from the network's clock in virtual time,
+    /// [`LocalNetwork::with_virtual_time`](crate::LocalNetwork::with_virtual_time)).
     pub fn tick(&self) {
         self.pump();
     }
 
-    /// Calls `f` for every change to any object of this node's document.
+    /// Calls `f` after every change to any object of this node's document,
+    /// local or remote, until the returned [`Subscription`] is dropped.
+    ///
+    /// A change is an effective one: a key whose value changed, one array
+    /// method call, one element set; a write that changes nothing reports
+    /// nothing. Listeners run after the change is applied, in order, outside
+    /// every lock of the node: `f` may read and write the document, and its
+    /// writes are sent after the change that called it.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// use facsimile::{LocalNetwork, Prop, Value};
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(json!({"score": 0}))?;
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let _sub = b.on_change(move |ev| {
+    ///     log.lock().unwrap().push((ev.prop().cloned(), ev.new_value().cloned()));
+    /// });
+    /// a.root_map().unwrap().set("score", 1)?;
+    /// assert_eq!(*seen.lock().unwrap(), [(Some(Prop::Key("score".into())), Some(Value::Int(1)))]);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn on_change(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
         self.subscribe(Listener::Change(Arc::new(f)))
     }
 
-    /// Calls `f` with the new root each time the root is replaced.
+    /// Calls `f` with the new root each time the root is replaced, here or
+    /// on another node, until the returned [`Subscription`] is dropped.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// use facsimile::{LocalNetwork, Value};
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// let roots = Arc::new(Mutex::new(Vec::new()));
+    /// let log = roots.clone();
+    /// let _sub = b.on_root_changed(move |root| log.lock().unwrap().push(root.clone()));
+    /// a.set_root(1)?;
+    /// a.set_root("two")?;
+    /// assert_eq!(*roots.lock().unwrap(), [Value::Int(1), Value::from("two")]);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn on_root_changed(&self, f: impl Fn(&Value) + Send + Sync + 'static) -> Subscription {
         self.subscribe(Listener::Root(Arc::new(f)))
     }
 
-    /// Calls `f` for every lock event of this node (granted, released,
-    /// lost, withdrawn).
+    /// Calls `f` for every lock event of this node (granted, released, lost
+    /// when its peers evicted it, withdrawn), until the returned
+    /// [`Subscription`] is dropped.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// use facsimile::{LocalNetwork, LockEvent};
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// let root = node.set_root(json!({}))?;
+    /// let events = Arc::new(Mutex::new(Vec::new()));
+    /// let log = events.clone();
+    /// let _sub = node.on_lock(move |e| log.lock().unwrap().push(e.clone()));
+    /// drop(block_on(node.lock(root.as_map().unwrap()))?);
+    /// let events = events.lock().unwrap();
+    /// assert!(matches!(events[0], LockEvent::Granted { .. }));
+    /// assert!(matches!(events[1], LockEvent::Released { .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_lock(
         &self,
         f: impl Fn(&facsimile_core::LockEvent) + Send + Sync + 'static,
@@ -504,20 +617,81 @@ impl Node {
         self.subscribe(Listener::Lock(Arc::new(f)))
     }
 
-    /// Calls `f` with the root each time a sync completes (every reference
-    /// reachable from the root is resolved).
+    /// Calls `f` with the root each time a sync completes ([`Node::sync`]):
+    /// the document is complete, every reference from the root resolved.
+    /// Writes are refused during a sync; start writing from here.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let host = net.join("host");
+    /// host.set_root(json!([[1], [2]]))?;
+    /// let late = net.join("late");
+    /// let ready = Arc::new(Mutex::new(None));
+    /// let slot = ready.clone();
+    /// let _sub = late.on_ready(move |root| *slot.lock().unwrap() = Some(root.clone()));
+    /// late.sync();
+    /// let root = ready.lock().unwrap().take().unwrap();
+    /// assert_eq!(root.to_json()?, json!([[1], [2]]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn on_ready(&self, f: impl Fn(&Value) + Send + Sync + 'static) -> Subscription {
         self.subscribe(Listener::Ready(Arc::new(f)))
     }
 
-    /// An async stream of every event, for tokio (or any executor) users.
-    /// The stream ends its subscription when dropped.
+    /// An async stream of every event of this node ([`Event`](crate::Event): changes, root
+    /// replacements, completed syncs, lock events), for tokio or any other
+    /// executor. Dropping the stream ends its subscription; events wait in the
+    /// stream, unbounded, until read.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{Event, LocalNetwork, Value};
+    /// use futures_executor::block_on;
+    /// use futures_util::StreamExt;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// let mut events = node.events();
+    /// node.set_root(json!({"k": 1}))?;
+    /// node.root_map().unwrap().set("k", 2)?;
+    /// assert!(matches!(block_on(events.next()), Some(Event::RootChanged(_))));
+    /// let Some(Event::Change(change)) = block_on(events.next()) else {
+    ///     panic!("a change of k");
+    /// };
+    /// assert_eq!(change.new_value(), Some(&Value::Int(2)));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn events(&self) -> EventStream {
         let (tx, rx) = futures_channel::mpsc::unbounded();
         EventStream::new(rx, self.subscribe(Listener::Stream(tx)))
     }
 
-    /// Removes a listener; it never fires again.
+    /// Removes a listener: it never fires again, even for a change already
+    /// being reported. Dropping the [`Subscription`] does the same.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// use facsimile::LocalNetwork;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// let calls = Arc::new(Mutex::new(0));
+    /// let count = calls.clone();
+    /// let sub = node.on_root_changed(move |_| *count.lock().unwrap() += 1);
+    /// node.set_root(1)?;
+    /// node.off(&sub);
+    /// node.set_root(2)?;
+    /// assert_eq!(*calls.lock().unwrap(), 1);
+    /// assert!(!sub.is_active());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn off(&self, subscription: &Subscription) {
         subscription.cancel();
     }
