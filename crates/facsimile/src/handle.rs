@@ -358,7 +358,7 @@ macro_rules! handle_common {
             /// # Ok::<(), facsimile::Error>(())
             /// ```
             pub fn exists(&self) -> bool {
-                self.node.read(|r| r.kind(self.id()).is_some())
+                self.node.replica().kind(self.id()).is_some()
             }
 
             #[doc = concat!("A deep copy of the ", $kind, " as JSON.")]
@@ -469,10 +469,9 @@ impl MapRef {
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn get(&self, key: &str) -> Option<Value> {
-        self.node.read(|r| {
-            let v = r.map_get(self.id(), key).ok()??;
-            Some(self.node.value(r, v))
-        })
+        let r = self.node.replica();
+        let v = r.map_get(self.id(), key).ok()??;
+        Some(self.node.value(&r, v))
     }
 
     /// Sets a key, and sends the write to the other nodes.
@@ -677,7 +676,7 @@ impl MapRef {
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn len(&self) -> usize {
-        self.node.read(|r| r.map_len(self.id())).unwrap_or(0)
+        self.node.replica().map_len(self.id()).unwrap_or(0)
     }
 
     /// Whether the map has no keys.
@@ -769,10 +768,9 @@ impl ArrayRef {
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn get(&self, index: usize) -> Option<Value> {
-        self.node.read(|r| {
-            let v = r.list_get(self.id(), index).ok()??;
-            Some(self.node.value(r, v))
-        })
+        let r = self.node.replica();
+        let v = r.list_get(self.id(), index).ok()??;
+        Some(self.node.value(&r, v))
     }
 
     /// The number of elements; 0 when the array is gone.
@@ -789,7 +787,7 @@ impl ArrayRef {
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn len(&self) -> usize {
-        self.node.read(|r| r.list_len(self.id())).unwrap_or(0)
+        self.node.replica().list_len(self.id()).unwrap_or(0)
     }
 
     /// Whether the array has no elements.
