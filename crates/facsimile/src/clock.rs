@@ -6,22 +6,49 @@
 //! tens for the precise one, on a path that runs once per operation. A
 //! timer then runs up to one tick of that clock (a few milliseconds) after
 //! it is due.
+//!
+//! A [`LocalNetwork`](crate::LocalNetwork) in virtual time gives its nodes
+//! a manual clock instead, shared by all of them and moved by the test, so
+//! that heartbeats, evictions and reclamation run without sleeping.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Monotonic time since the clock was made.
-pub(crate) struct Clock {
-    start: Duration,
+/// Monotonic time since the clock was made: the system's, or a manual one.
+#[derive(Clone)]
+pub(crate) enum Clock {
+    /// The system's monotonic clock, from `start`.
+    Real { start: Duration },
+    /// Nanoseconds set by [`Clock::advance`], shared by every clone.
+    Manual(Arc<AtomicU64>),
 }
 
 impl Clock {
     pub(crate) fn new() -> Clock {
-        Clock { start: read() }
+        Clock::Real { start: read() }
     }
 
-    /// Time since [`Clock::new`].
+    /// A clock that reads zero until [`Clock::advance`] moves it.
+    pub(crate) fn manual() -> Clock {
+        Clock::Manual(Arc::new(AtomicU64::new(0)))
+    }
+
+    /// Time since [`Clock::new`], or the manual time.
     pub(crate) fn now(&self) -> Duration {
-        read().saturating_sub(self.start)
+        match self {
+            Clock::Real { start } => read().saturating_sub(*start),
+            Clock::Manual(nanos) => Duration::from_nanos(nanos.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Moves a manual clock forward to `to` (never back); a real clock
+    /// ignores it.
+    pub(crate) fn advance(&self, to: Duration) {
+        if let Clock::Manual(nanos) = self {
+            let to = u64::try_from(to.as_nanos()).unwrap_or(u64::MAX);
+            nanos.fetch_max(to, Ordering::AcqRel);
+        }
     }
 }
 
@@ -58,5 +85,16 @@ mod tests {
             assert!(t >= last, "{t:?} after {last:?}");
             last = t;
         }
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_forward_and_for_every_clone() {
+        let clock = Clock::manual();
+        let other = clock.clone();
+        assert_eq!(clock.now(), Duration::ZERO);
+        clock.advance(Duration::from_millis(5));
+        assert_eq!(other.now(), Duration::from_millis(5));
+        other.advance(Duration::from_millis(1));
+        assert_eq!(clock.now(), Duration::from_millis(5));
     }
 }

@@ -1,4 +1,10 @@
 //! Change events, listeners and subscriptions.
+//!
+//! Listener calls are collected under the node's state lock, when the
+//! replica reports its changes, and run after the lock is released, in
+//! order; a call whose listener was removed meanwhile is skipped (its
+//! `alive` flag). The engine records changes only while someone listens
+//! (DESIGN.md, "Events").
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -6,15 +12,46 @@ use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use facsimile_core::{LockEvent, ObjectId, Origin, Prop};
+use facsimile_core::{Event as CoreEvent, LockEvent, ObjectId, ObjectKind, Origin, Prop, Replica};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use rustc_hash::FxHashMap;
 
-use crate::handle::ObjectRef;
+use crate::handle::{ArrayRef, MapRef, ObjectRef};
 use crate::node::{Inner, Node};
 use crate::value::Value;
 
-/// One effective change to one object, local or remote.
+/// One effective change to one object, local or remote: what the
+/// listeners of [`Node::on_change`], [`MapRef::on`](crate::MapRef::on),
+/// [`MapRef::on_key`](crate::MapRef::on_key) and
+/// [`ArrayRef::on_index`](crate::ArrayRef::on_index) receive.
+///
+/// It names the object, the key or index (none for a change of a whole
+/// array), the values before and after, and where the change came from.
+/// Replaying a node's events onto its earlier state gives its current state.
+///
+/// # Example
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use facsimile::{LocalNetwork, Origin, Prop, Value};
+/// use serde_json::json;
+///
+/// let net = LocalNetwork::new();
+/// let a = net.join("a");
+/// let b = net.join("b");
+/// a.set_root(json!({"score": 1}))?;
+/// let seen = Arc::new(Mutex::new(None));
+/// let slot = seen.clone();
+/// let _sub = b.on_change(move |ev| *slot.lock().unwrap() = Some(ev.clone()));
+/// a.root_map().unwrap().set("score", 2)?;
+///
+/// let ev = seen.lock().unwrap().take().unwrap();
+/// assert_eq!(ev.target().id(), b.root_map().unwrap().id());
+/// assert_eq!(ev.prop(), Some(&Prop::Key("score".into())));
+/// assert_eq!((ev.old_value(), ev.new_value()), (Some(&Value::Int(1)), Some(&Value::Int(2))));
+/// assert_eq!(ev.origin(), &Origin::Remote(a.peer_id()));
+/// # Ok::<(), facsimile::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ChangeEvent {
     pub(crate) target: ObjectRef,
@@ -53,6 +90,22 @@ impl ChangeEvent {
 }
 
 /// Everything a node reports, as delivered by [`Node::events`].
+///
+/// # Example
+/// ```
+/// use facsimile::{Event, LocalNetwork, Value};
+/// use futures_executor::block_on;
+/// use futures_util::StreamExt;
+///
+/// let node = LocalNetwork::new().join("a");
+/// let mut events = node.events();
+/// node.set_root(1)?;
+/// match block_on(events.next()) {
+///     Some(Event::RootChanged(root)) => assert_eq!(root, Value::Int(1)),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), facsimile::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Event {
@@ -70,13 +123,32 @@ pub(crate) type ChangeFn = Arc<dyn Fn(&ChangeEvent) + Send + Sync>;
 pub(crate) type ValueFn = Arc<dyn Fn(&Value) + Send + Sync>;
 pub(crate) type LockFn = Arc<dyn Fn(&LockEvent) + Send + Sync>;
 
+/// What a listener listens to, for [`Node::subscribe`].
+pub(crate) enum Listener {
+    /// Every change of the document.
+    Change(ChangeFn),
+    /// Every change of one object.
+    Object(ObjectId, ChangeFn),
+    /// Changes of one key or index of one object.
+    Prop(ObjectId, Prop, ChangeFn),
+    /// Root replacements.
+    Root(ValueFn),
+    /// Completed syncs.
+    Ready(ValueFn),
+    /// This node's lock events.
+    Lock(LockFn),
+    /// Everything, into an [`EventStream`].
+    Stream(UnboundedSender<Event>),
+}
+
 struct Sub<F> {
     id: u64,
     alive: Arc<AtomicBool>,
     f: F,
 }
 
-/// Every listener of one node.
+/// Every listener of one node, and the tasks waiting for its locks. The
+/// node holds it under its state lock; nothing else reaches into it.
 #[derive(Default)]
 pub(crate) struct Subs {
     next: u64,
@@ -92,133 +164,37 @@ pub(crate) struct Subs {
 }
 
 impl Subs {
-    /// Renames the objects listened to after the replica was succeeded.
-    pub(crate) fn succeeded(&mut self, s: &facsimile_core::Succession) {
-        self.objects = std::mem::take(&mut self.objects)
-            .into_iter()
-            .map(|(id, subs)| (id.after(s), subs))
-            .collect();
-        self.props = std::mem::take(&mut self.props)
-            .into_iter()
-            .map(|((id, prop), subs)| ((id.after(s), prop), subs))
-            .collect();
-    }
-
-    fn fresh(&mut self) -> (u64, Arc<AtomicBool>) {
+    /// Registers a listener; returns its id and the flag that is cleared
+    /// when it is removed (a call already collected checks it, so a removed
+    /// listener never fires).
+    pub(crate) fn add(&mut self, listener: Listener) -> (u64, Arc<AtomicBool>) {
         self.next += 1;
-        (self.next, Arc::new(AtomicBool::new(true)))
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.global.is_empty()
-            && self.objects.is_empty()
-            && self.props.is_empty()
-            && self.root.is_empty()
-            && self.ready.is_empty()
-            && self.locks.is_empty()
-            && self.streams.is_empty()
-    }
-
-    pub(crate) fn add_lock(&mut self, f: LockFn) -> (u64, Arc<AtomicBool>) {
-        let (id, alive) = self.fresh();
-        self.locks.push(Sub {
-            id,
-            alive: alive.clone(),
-            f,
-        });
-        (id, alive)
-    }
-
-    pub(crate) fn add_lock_waker(&mut self, obj: ObjectId, waker: Waker) {
-        let list = self.lock_wakers.entry(obj).or_default();
-        if !list.iter().any(|w| w.will_wake(&waker)) {
-            list.push(waker);
+        let id = self.next;
+        let alive = Arc::new(AtomicBool::new(true));
+        fn sub<F>(id: u64, alive: &Arc<AtomicBool>, f: F) -> Sub<F> {
+            Sub {
+                id,
+                alive: alive.clone(),
+                f,
+            }
         }
-    }
-
-    pub(crate) fn wake_locks(&mut self, obj: ObjectId, out: &mut Dispatch) {
-        if let Some(list) = self.lock_wakers.remove(&obj) {
-            out.calls.extend(list.into_iter().map(Call::Wake));
+        match listener {
+            Listener::Change(f) => self.global.push(sub(id, &alive, f)),
+            Listener::Object(obj, f) => self
+                .objects
+                .entry(obj)
+                .or_default()
+                .push(sub(id, &alive, f)),
+            Listener::Prop(obj, prop, f) => self
+                .props
+                .entry((obj, prop))
+                .or_default()
+                .push(sub(id, &alive, f)),
+            Listener::Root(f) => self.root.push(sub(id, &alive, f)),
+            Listener::Ready(f) => self.ready.push(sub(id, &alive, f)),
+            Listener::Lock(f) => self.locks.push(sub(id, &alive, f)),
+            Listener::Stream(tx) => self.streams.push(sub(id, &alive, tx)),
         }
-    }
-
-    pub(crate) fn wake_all_locks(&mut self, out: &mut Dispatch) {
-        for (_, list) in self.lock_wakers.drain() {
-            out.calls.extend(list.into_iter().map(Call::Wake));
-        }
-    }
-
-    pub(crate) fn route_lock(&self, e: LockEvent, out: &mut Dispatch) {
-        let e = Arc::new(e);
-        for s in &self.locks {
-            out.calls
-                .push(Call::Lock(s.alive.clone(), s.f.clone(), e.clone()));
-        }
-        self.route_stream(Event::Lock((*e).clone()), out);
-    }
-
-    pub(crate) fn add_global(&mut self, f: ChangeFn) -> (u64, Arc<AtomicBool>) {
-        let (id, alive) = self.fresh();
-        self.global.push(Sub {
-            id,
-            alive: alive.clone(),
-            f,
-        });
-        (id, alive)
-    }
-
-    pub(crate) fn add_object(&mut self, obj: ObjectId, f: ChangeFn) -> (u64, Arc<AtomicBool>) {
-        let (id, alive) = self.fresh();
-        self.objects.entry(obj).or_default().push(Sub {
-            id,
-            alive: alive.clone(),
-            f,
-        });
-        (id, alive)
-    }
-
-    pub(crate) fn add_prop(
-        &mut self,
-        obj: ObjectId,
-        prop: Prop,
-        f: ChangeFn,
-    ) -> (u64, Arc<AtomicBool>) {
-        let (id, alive) = self.fresh();
-        self.props.entry((obj, prop)).or_default().push(Sub {
-            id,
-            alive: alive.clone(),
-            f,
-        });
-        (id, alive)
-    }
-
-    pub(crate) fn add_root(&mut self, f: ValueFn) -> (u64, Arc<AtomicBool>) {
-        let (id, alive) = self.fresh();
-        self.root.push(Sub {
-            id,
-            alive: alive.clone(),
-            f,
-        });
-        (id, alive)
-    }
-
-    pub(crate) fn add_ready(&mut self, f: ValueFn) -> (u64, Arc<AtomicBool>) {
-        let (id, alive) = self.fresh();
-        self.ready.push(Sub {
-            id,
-            alive: alive.clone(),
-            f,
-        });
-        (id, alive)
-    }
-
-    pub(crate) fn add_stream(&mut self, tx: UnboundedSender<Event>) -> (u64, Arc<AtomicBool>) {
-        let (id, alive) = self.fresh();
-        self.streams.push(Sub {
-            id,
-            alive: alive.clone(),
-            f: tx,
-        });
         (id, alive)
     }
 
@@ -238,7 +214,93 @@ impl Subs {
         });
     }
 
-    pub(crate) fn route_change(&self, ev: ChangeEvent, out: &mut Dispatch) {
+    /// Whether any listener is registered (lock wakers do not count: they
+    /// need no change events).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.global.is_empty()
+            && self.objects.is_empty()
+            && self.props.is_empty()
+            && self.root.is_empty()
+            && self.ready.is_empty()
+            && self.locks.is_empty()
+            && self.streams.is_empty()
+    }
+
+    /// Renames the objects listened to after the replica was succeeded.
+    pub(crate) fn succeeded(&mut self, s: &facsimile_core::Succession) {
+        self.objects = std::mem::take(&mut self.objects)
+            .into_iter()
+            .map(|(id, subs)| (id.after(s), subs))
+            .collect();
+        self.props = std::mem::take(&mut self.props)
+            .into_iter()
+            .map(|((id, prop), subs)| ((id.after(s), prop), subs))
+            .collect();
+    }
+
+    /// Wakes `waker` at the next lock event of `obj`.
+    pub(crate) fn add_lock_waker(&mut self, obj: ObjectId, waker: &Waker) {
+        let list = self.lock_wakers.entry(obj).or_default();
+        if !list.iter().any(|w| w.will_wake(waker)) {
+            list.push(waker.clone());
+        }
+    }
+
+    pub(crate) fn wake_locks(&mut self, obj: ObjectId, out: &mut Dispatch) {
+        if let Some(list) = self.lock_wakers.remove(&obj) {
+            out.calls.extend(list.into_iter().map(Call::Wake));
+        }
+    }
+
+    pub(crate) fn wake_all_locks(&mut self, out: &mut Dispatch) {
+        for (_, list) in self.lock_wakers.drain() {
+            out.calls.extend(list.into_iter().map(Call::Wake));
+        }
+    }
+
+    /// Converts an engine event for `node` and collects the calls of the
+    /// listeners it concerns.
+    pub(crate) fn route(&self, node: &Node, replica: &Replica, e: CoreEvent, out: &mut Dispatch) {
+        match e {
+            CoreEvent::Change(c) => {
+                let target = match replica.kind(c.object) {
+                    Some(ObjectKind::Array) => {
+                        ObjectRef::Array(ArrayRef::new(node.clone(), c.object))
+                    }
+                    _ => ObjectRef::Map(MapRef::new(node.clone(), c.object)),
+                };
+                let ev = ChangeEvent {
+                    target,
+                    prop: c.prop,
+                    new: c.new.map(|v| node.value(replica, v)),
+                    old: c.old.map(|v| node.value(replica, v)),
+                    origin: c.origin,
+                };
+                self.route_change(ev, out);
+            }
+            CoreEvent::RootChanged { new, .. } => {
+                let v = node.value(replica, new);
+                self.route_values(&self.root, v, Event::RootChanged, out);
+            }
+            CoreEvent::Ready => {
+                let v = node.value(replica, replica.root());
+                self.route_values(&self.ready, v, Event::Ready, out);
+            }
+            CoreEvent::Lock(l) => self.route_lock(l, out),
+            _ => {}
+        }
+    }
+
+    fn route_lock(&self, e: LockEvent, out: &mut Dispatch) {
+        let e = Arc::new(e);
+        for s in &self.locks {
+            out.calls
+                .push(Call::Lock(s.alive.clone(), s.f.clone(), e.clone()));
+        }
+        self.route_stream(|| Event::Lock((*e).clone()), out);
+    }
+
+    fn route_change(&self, ev: ChangeEvent, out: &mut Dispatch) {
         let ev = Arc::new(ev);
         let obj = ev.target.id();
         let mut push = |s: &Sub<ChangeFn>| {
@@ -254,28 +316,30 @@ impl Subs {
                 list.iter().for_each(&mut push);
             }
         }
-        self.route_stream(Event::Change((*ev).clone()), out);
+        self.route_stream(|| Event::Change((*ev).clone()), out);
     }
 
-    pub(crate) fn route_root(&self, v: Value, out: &mut Dispatch) {
+    fn route_values(
+        &self,
+        subs: &[Sub<ValueFn>],
+        v: Value,
+        event: fn(Value) -> Event,
+        out: &mut Dispatch,
+    ) {
         let v = Arc::new(v);
-        for s in &self.root {
+        for s in subs {
             out.calls
                 .push(Call::Value(s.alive.clone(), s.f.clone(), v.clone()));
         }
-        self.route_stream(Event::RootChanged((*v).clone()), out);
+        self.route_stream(|| event((*v).clone()), out);
     }
 
-    pub(crate) fn route_ready(&self, v: Value, out: &mut Dispatch) {
-        let v = Arc::new(v);
-        for s in &self.ready {
-            out.calls
-                .push(Call::Value(s.alive.clone(), s.f.clone(), v.clone()));
+    /// Builds the event only when a stream listens.
+    fn route_stream(&self, e: impl FnOnce() -> Event, out: &mut Dispatch) {
+        if self.streams.is_empty() {
+            return;
         }
-        self.route_stream(Event::Ready((*v).clone()), out);
-    }
-
-    pub(crate) fn route_stream(&self, e: Event, out: &mut Dispatch) {
+        let e = e();
         for s in &self.streams {
             out.calls
                 .push(Call::Stream(s.alive.clone(), s.f.clone(), e.clone()));
@@ -332,13 +396,34 @@ impl Dispatch {
     }
 }
 
-/// A registered listener. Dropping it unsubscribes; [`Subscription::detach`]
-/// keeps the listener for the node's life instead.
+/// A registered listener, returned by every `on_*` method.
+///
+/// Dropping it unsubscribes (as does [`Node::off`]);
+/// [`Subscription::detach`] keeps the listener for the node's life instead.
+/// A listener removed while a change is being reported does not fire for
+/// it.
+///
+/// # Example
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use facsimile::LocalNetwork;
+///
+/// let node = LocalNetwork::new().join("a");
+/// let calls = Arc::new(Mutex::new(0));
+/// let count = calls.clone();
+/// let sub = node.on_root_changed(move |_| *count.lock().unwrap() += 1);
+/// node.set_root(1)?;
+/// drop(sub);
+/// node.set_root(2)?;
+/// assert_eq!(*calls.lock().unwrap(), 1);
+/// # Ok::<(), facsimile::Error>(())
+/// ```
 #[must_use = "dropping a Subscription unsubscribes at once; call .detach() to keep the listener"]
 pub struct Subscription {
-    pub(crate) node: Weak<Inner>,
-    pub(crate) id: u64,
-    pub(crate) alive: Arc<AtomicBool>,
+    node: Weak<Inner>,
+    id: u64,
+    alive: Arc<AtomicBool>,
     detached: bool,
 }
 
@@ -358,14 +443,53 @@ impl Subscription {
         }
     }
 
-    /// Keeps the listener for the life of the node.
+    /// Keeps the listener for the life of the node, dropping the handle
+    /// that would remove it.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// use facsimile::LocalNetwork;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// let calls = Arc::new(Mutex::new(0));
+    /// let count = calls.clone();
+    /// node.on_root_changed(move |_| *count.lock().unwrap() += 1).detach();
+    /// node.set_root(1)?;
+    /// assert_eq!(*calls.lock().unwrap(), 1);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn detach(mut self) {
         self.detached = true;
     }
 
-    /// Whether the listener is still registered.
+    /// Whether the listener is still registered: false once removed with
+    /// [`Node::off`], or once the stream of an [`EventStream`] was dropped.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// let sub = node.on_change(|_| {});
+    /// assert!(sub.is_active());
+    /// node.off(&sub);
+    /// assert!(!sub.is_active());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn is_active(&self) -> bool {
         self.alive.load(Ordering::Acquire)
+    }
+
+    /// Removes the listener, once: a call already collected for it sees
+    /// the cleared flag and does not run.
+    pub(crate) fn cancel(&self) {
+        if self.alive.swap(false, Ordering::AcqRel) {
+            if let Some(node) = Node::upgrade(&self.node) {
+                node.unsubscribe(self.id);
+            }
+        }
     }
 }
 
@@ -377,7 +501,24 @@ impl Drop for Subscription {
     }
 }
 
-/// An async stream of a node's events ([`Node::events`]).
+/// An async stream of a node's events, from [`Node::events`]. Dropping
+/// it ends its subscription.
+///
+/// # Example
+/// ```
+/// use facsimile::{Event, LocalNetwork};
+/// use futures_executor::block_on;
+/// use futures_util::StreamExt;
+///
+/// let node = LocalNetwork::new().join("a");
+/// let events = node.events();
+/// node.set_root(1)?;
+/// node.set_root(2)?;
+/// drop(node);
+/// let all: Vec<Event> = block_on(events.take(2).collect());
+/// assert!(all.iter().all(|e| matches!(e, Event::RootChanged(_))));
+/// # Ok::<(), facsimile::Error>(())
+/// ```
 pub struct EventStream {
     rx: UnboundedReceiver<Event>,
     _sub: Subscription,

@@ -1,35 +1,112 @@
 //! Handles: cheap, clonable names of one object on one node.
+//!
+//! A handle is a node and an id, and caches nothing: every read goes to the
+//! replica under the node's lock, so it sees the latest state. An id handed
+//! out before the replica took a new incarnation is resolved through
+//! `Node::resolve` (DESIGN.md, "Messages and streams").
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use facsimile_core::{ObjectId, Prop};
+use facsimile_core::{Input as CoreInput, ObjectId, Prop, Replica, Value as CoreValue};
+use rustc_hash::FxHashSet;
 use smol_str::SmolStr;
 
-use crate::error::{Error, Result};
-use crate::events::{ChangeEvent, Subscription};
+use crate::error::{EngineError, Result};
+use crate::events::{ChangeEvent, Listener, Subscription};
 use crate::node::Node;
 use crate::value::{Input, Value};
 
-/// A map of this node's document. Reads and writes go through it; writes
-/// replicate. Equal handles name the same object on the same node.
+/// A map of a node's document: string keys to values.
+///
+/// Reads and writes go through the handle; writes apply at once and are
+/// sent to the other nodes, whose listeners see them as remote changes.
+/// A handle is cheap to clone (a node and an id); equal handles name the
+/// same object on the same node. It stays valid while the map is in the
+/// document; once the map was removed and reclaimed, reads return nothing
+/// and writes fail with [`UnknownObject`](crate::EngineError::UnknownObject).
+///
+/// Keys iterate in byte order, the same on every node. Concurrent writes of
+/// one key converge on the write with the larger logical time (ties to the
+/// higher hostname); a delete leaves a tombstone, so an older write arriving
+/// later does not bring a key back.
+///
+/// # Example
+/// ```
+/// use facsimile::{LocalNetwork, Value};
+/// use serde_json::json;
+///
+/// let net = LocalNetwork::new();
+/// let a = net.join("a");
+/// let b = net.join("b");
+/// a.set_root(json!({"players": {}}))?;
+/// let players = a.get("/players").unwrap().as_map().unwrap().clone();
+/// players.set("ada", 10)?;
+/// players.assign([("grace", 12), ("alan", 9)])?;
+///
+/// let on_b = b.get("/players").unwrap().as_map().unwrap().clone();
+/// assert_eq!(on_b.keys(), ["ada", "alan", "grace"]);
+/// assert_eq!(on_b.get("grace"), Some(Value::Int(12)));
+/// # Ok::<(), facsimile::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct MapRef {
     node: Node,
     id: ObjectId,
 }
 
-/// An array of this node's document. Every mutating method of the
-/// JavaScript `Array` is here; each call is one change, sent as one message
-/// and reported as one change event with no property (a mass change), except
-/// [`ArrayRef::set`], which reports its index.
+/// An array of a node's document: an ordered list of values.
+///
+/// Every mutating method of the JavaScript `Array` is here. Each call is one
+/// change, sent as one message and reported as one change event with no
+/// property (a mass change), except [`ArrayRef::set`], which reports its
+/// index. Elements have identity: concurrent inserts all land, in an order
+/// every node agrees on, and concurrent moves (a [`sort_by`](Self::sort_by)
+/// or [`reverse`](Self::reverse) on two nodes) never duplicate or drop an
+/// element. Handles behave as [`MapRef`]'s do.
+///
+/// # Example
+/// ```
+/// use facsimile::LocalNetwork;
+/// use serde_json::json;
+///
+/// let net = LocalNetwork::new();
+/// let a = net.join("a");
+/// let b = net.join("b");
+/// a.set_root(json!({"queue": [3, 1]}))?;
+/// let queue = a.get("/queue").unwrap().as_array().unwrap().clone();
+/// queue.push(2)?;
+/// queue.sort_by(|x, y| x.as_i64().cmp(&y.as_i64()))?;
+///
+/// assert_eq!(b.get("/queue").unwrap().to_json()?, json!([1, 2, 3]));
+/// # Ok::<(), facsimile::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct ArrayRef {
     node: Node,
     id: ObjectId,
 }
 
-/// A map or an array.
+/// A map or an array: what [`Node::lock`] and the change events name.
+///
+/// Every handle converts into one ([`From`]), so functions that take any
+/// object take `impl Into<ObjectRef>`.
+///
+/// # Example
+/// ```
+/// use facsimile::{LocalNetwork, ObjectRef};
+/// use serde_json::json;
+///
+/// let node = LocalNetwork::new().join("a");
+/// node.set_root(json!({"m": {}, "l": []}))?;
+/// let objects: Vec<ObjectRef> = ["/m", "/l"]
+///     .iter()
+///     .map(|p| node.get(p).unwrap().as_object().unwrap())
+///     .collect();
+/// assert!(objects[0].as_map().is_some());
+/// assert!(objects[1].as_array().is_some());
+/// # Ok::<(), facsimile::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum ObjectRef {
     /// A map.
@@ -40,6 +117,22 @@ pub enum ObjectRef {
 
 impl ObjectRef {
     /// The object's id on its node.
+    ///
+    /// Ids are this node's names: the same object has another id on another
+    /// node. Handles taken before the node took a new incarnation (a reload,
+    /// a rejoin after eviction) keep naming the same object.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"m": {}}))?;
+    /// let m = node.get("/m").unwrap().as_object().unwrap();
+    /// assert_eq!(m.id(), node.get("/m").unwrap().as_map().unwrap().id());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn id(&self) -> ObjectId {
         match self {
             ObjectRef::Map(m) => m.id(),
@@ -47,7 +140,19 @@ impl ObjectRef {
         }
     }
 
-    /// The node holding it.
+    /// The node whose document holds the object.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"m": {}}))?;
+    /// let m = node.get("/m").unwrap().as_object().unwrap();
+    /// assert_eq!(m.node().hostname(), "a");
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn node(&self) -> &Node {
         match self {
             ObjectRef::Map(m) => &m.node,
@@ -55,7 +160,20 @@ impl ObjectRef {
         }
     }
 
-    /// The map, if it is one.
+    /// The map, if the object is one.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"m": {"k": 1}}))?;
+    /// let m = node.get("/m").unwrap().as_object().unwrap();
+    /// assert_eq!(m.as_map().unwrap().len(), 1);
+    /// assert!(m.as_array().is_none());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn as_map(&self) -> Option<&MapRef> {
         match self {
             ObjectRef::Map(m) => Some(m),
@@ -63,7 +181,20 @@ impl ObjectRef {
         }
     }
 
-    /// The array, if it is one.
+    /// The array, if the object is one.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"l": [1, 2]}))?;
+    /// let l = node.get("/l").unwrap().as_object().unwrap();
+    /// assert_eq!(l.as_array().unwrap().len(), 2);
+    /// assert!(l.as_map().is_none());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn as_array(&self) -> Option<&ArrayRef> {
         match self {
             ObjectRef::Array(a) => Some(a),
@@ -71,15 +202,49 @@ impl ObjectRef {
         }
     }
 
-    /// Calls `f` for every change to this object.
+    /// Calls `f` after every change to this object (not to the objects it
+    /// contains), local or remote, until the returned [`Subscription`] is
+    /// dropped. As [`MapRef::on`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"l": []}))?;
+    /// let l = node.get("/l").unwrap().as_object().unwrap();
+    /// let seen = Arc::new(Mutex::new(0));
+    /// let count = seen.clone();
+    /// let _sub = l.on(move |_| *count.lock().unwrap() += 1);
+    /// l.as_array().unwrap().push(1)?;
+    /// assert_eq!(*seen.lock().unwrap(), 1);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn on(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
-        on_object(self.node(), self.id(), f)
+        self.node()
+            .subscribe(Listener::Object(self.id(), Arc::new(f)))
     }
 
-    /// A deep copy as JSON.
+    /// A deep copy of the object as JSON.
     ///
     /// # Errors
-    /// As [`Value::to_json`].
+    /// As [`Value::to_json`]: [`Error::Cycle`](crate::Error::Cycle) when the
+    /// object contains itself.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"m": {"k": [1]}}))?;
+    /// let m = node.get("/m").unwrap().as_object().unwrap();
+    /// assert_eq!(m.to_json()?, json!({"k": [1]}));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn to_json(&self) -> Result<serde_json::Value> {
         match self {
             ObjectRef::Map(m) => m.to_json(),
@@ -88,67 +253,131 @@ impl ObjectRef {
     }
 }
 
-fn on_object(
-    node: &Node,
-    id: ObjectId,
-    f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
-) -> Subscription {
-    let (sid, alive) = {
-        let mut st = node.state();
-        let r = st.subs.add_object(id, Arc::new(f));
-        st.sync_recording();
-        r
-    };
-    Subscription::new(node, sid, alive)
-}
-
-fn on_prop(
-    node: &Node,
-    id: ObjectId,
-    prop: Prop,
-    f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
-) -> Subscription {
-    let (sid, alive) = {
-        let mut st = node.state();
-        let r = st.subs.add_prop(id, prop, Arc::new(f));
-        st.sync_recording();
-        r
-    };
-    Subscription::new(node, sid, alive)
-}
-
+/// The methods maps and arrays share. For the examples, `$root` is a JSON
+/// root whose key `"o"` holds a `$kind`, and `$write` a change to it.
 macro_rules! handle_common {
-    ($t:ident) => {
+    ($t:ident, $kind:literal, $root:literal, $write:literal) => {
         impl $t {
             pub(crate) fn new(node: Node, id: ObjectId) -> Self {
                 $t { node, id }
             }
 
-            /// The object's id on its node.
+            #[doc = concat!("The ", $kind, "'s id on its node.")]
+            ///
+            /// Ids are this node's names: the same object has another id on
+            /// another node. A handle taken before the node took a new
+            /// incarnation (a reload, a rejoin after eviction) keeps naming
+            /// the same object.
+            ///
+            /// # Example
+            /// ```
+            /// use facsimile::LocalNetwork;
+            /// use serde_json::json;
+            ///
+            /// let node = LocalNetwork::new().join("a");
+            #[doc = concat!("node.set_root(json!(", $root, "))?;")]
+            #[doc = concat!("let o = node.get(\"/o\").unwrap().as_object().unwrap();")]
+            /// assert_eq!(o.id(), node.get("/o").unwrap().as_object().unwrap().id());
+            /// # Ok::<(), facsimile::Error>(())
+            /// ```
             pub fn id(&self) -> ObjectId {
                 self.node.resolve(self.id)
             }
 
-            /// The node holding it.
+            #[doc = concat!("The node whose document holds the ", $kind, ".")]
+            ///
+            /// # Example
+            /// ```
+            /// use facsimile::LocalNetwork;
+            /// use serde_json::json;
+            ///
+            /// let node = LocalNetwork::new().join("a");
+            #[doc = concat!("node.set_root(json!(", $root, "))?;")]
+            #[doc = concat!("let o = node.get(\"/o\").unwrap().as_", $kind, "().unwrap().clone();")]
+            /// assert_eq!(o.node().hostname(), "a");
+            /// # Ok::<(), facsimile::Error>(())
+            /// ```
             pub fn node(&self) -> &Node {
                 &self.node
             }
 
-            /// Calls `f` for every change to this object (not to objects it
-            /// contains).
+            #[doc = concat!("Calls `f` after every change to this ", $kind, " (not to the")]
+            /// objects it contains), local or remote, until the returned
+            /// [`Subscription`] is dropped. A write that changes nothing does
+            /// not call it.
+            ///
+            /// `f` runs after the change is applied and outside the node's
+            /// locks: it may read and write the document (its writes are
+            /// sent after the change that called it).
+            ///
+            /// # Example
+            /// ```
+            /// use std::sync::{Arc, Mutex};
+            /// use facsimile::{LocalNetwork, Origin};
+            /// use serde_json::json;
+            ///
+            /// let net = LocalNetwork::new();
+            /// let a = net.join("a");
+            /// let b = net.join("b");
+            #[doc = concat!("a.set_root(json!(", $root, "))?;")]
+            #[doc = concat!("let on_b = b.get(\"/o\").unwrap().as_", $kind, "().unwrap().clone();")]
+            /// let changes = Arc::new(Mutex::new(0));
+            /// let count = changes.clone();
+            /// let _sub = on_b.on(move |ev| {
+            ///     assert!(matches!(ev.origin(), Origin::Remote(_)));
+            ///     *count.lock().unwrap() += 1;
+            /// });
+            #[doc = concat!("let on_a = a.get(\"/o\").unwrap().as_", $kind, "().unwrap().clone();")]
+            #[doc = concat!("on_a.", $write, "?;")]
+            /// assert_eq!(*changes.lock().unwrap(), 1);
+            /// # Ok::<(), facsimile::Error>(())
+            /// ```
             pub fn on(&self, f: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> Subscription {
-                on_object(&self.node, self.id(), f)
+                self.node
+                    .subscribe(Listener::Object(self.id(), Arc::new(f)))
             }
 
-            /// Whether the object is still in this node's document.
+            #[doc = concat!("Whether the ", $kind, " is still in this node's document:")]
+            /// false once it was reclaimed (some time after it became
+            /// unreachable from the root), or when it was never received.
+            ///
+            /// # Example
+            /// ```
+            /// use std::time::Duration;
+            /// use facsimile::LocalNetwork;
+            /// use serde_json::json;
+            ///
+            /// let net = LocalNetwork::new().with_virtual_time();
+            /// let node = net.join("a");
+            #[doc = concat!("node.set_root(json!(", $root, "))?;")]
+            #[doc = concat!("let o = node.get(\"/o\").unwrap().as_", $kind, "().unwrap().clone();")]
+            /// node.set_root(0)?;
+            /// assert!(o.exists(), "not reclaimed yet");
+            /// net.advance(Duration::from_secs(10));
+            /// assert!(!o.exists());
+            /// # Ok::<(), facsimile::Error>(())
+            /// ```
             pub fn exists(&self) -> bool {
-                self.node.read(|r| r.kind(self.id()).is_some())
+                self.node.replica().kind(self.id()).is_some()
             }
 
-            /// A deep copy as JSON.
+            #[doc = concat!("A deep copy of the ", $kind, " as JSON.")]
             ///
             /// # Errors
-            /// As [`Value::to_json`].
+            /// As [`Value::to_json`]: [`Error::Cycle`](crate::Error::Cycle)
+            /// when it contains itself.
+            ///
+            /// # Example
+            /// ```
+            /// use facsimile::LocalNetwork;
+            /// use serde_json::json;
+            ///
+            /// let node = LocalNetwork::new().join("a");
+            #[doc = concat!("node.set_root(json!(", $root, "))?;")]
+            #[doc = concat!("let o = node.get(\"/o\").unwrap().as_", $kind, "().unwrap().clone();")]
+            #[doc = concat!("assert_eq!(o.to_json()?, json!(", $root, ")[\"o\"]);")]
+            /// # Ok::<(), facsimile::Error>(())
+            /// ```
             pub fn to_json(&self) -> Result<serde_json::Value> {
                 Value::from(self.clone()).to_json()
             }
@@ -174,8 +403,8 @@ macro_rules! handle_common {
     };
 }
 
-handle_common!(MapRef);
-handle_common!(ArrayRef);
+handle_common!(MapRef, "map", r#"{"o": {"k": 1}}"#, r#"set("k", 2)"#);
+handle_common!(ArrayRef, "array", r#"{"o": [1, 2]}"#, "push(3)");
 
 impl From<&MapRef> for ObjectRef {
     fn from(m: &MapRef) -> Self {
@@ -220,18 +449,69 @@ impl From<ArrayRef> for Value {
 }
 
 impl MapRef {
-    /// The value of a key.
+    /// The value of a key, or `None` when the key is not set (or the map is
+    /// gone).
+    ///
+    /// Maps and arrays come back as handles ([`Value::Map`],
+    /// [`Value::Array`]): reading through them reads the live document.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"name": "ada", "langs": ["rust"]}))?;
+    /// let map = node.root_map().unwrap();
+    /// assert_eq!(map.get("name"), Some(Value::from("ada")));
+    /// assert_eq!(map.get("langs").unwrap().as_array().unwrap().len(), 1);
+    /// assert_eq!(map.get("missing"), None);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn get(&self, key: &str) -> Option<Value> {
-        let st = self.node.state();
-        let v = st.replica.map_get(self.id(), key).ok()??;
-        Some(self.node.value(&st.replica, v))
+        let r = self.node.replica();
+        let v = r.map_get(self.id(), key).ok()??;
+        Some(self.node.value(&r, v))
     }
 
-    /// Sets a key. Writing the value already there sends and fires nothing.
+    /// Sets a key, and sends the write to the other nodes.
+    ///
+    /// The value is anything that converts into an [`Input`]: a scalar, a handle
+    /// of this node (the key then refers to that object: shared objects and
+    /// cycles), or a tree of new objects (`serde_json::Value`, [`Input::map`],
+    /// [`Input::array`]). Writing the value already there sends and reports
+    /// nothing. Concurrent writes of one key converge on the write with the
+    /// larger logical time, ties to the higher hostname.
     ///
     /// # Errors
-    /// [`Error::NoSender`], [`Error::UnknownObject`], [`Error::WrongKind`],
-    /// [`Error::Detached`], [`Error::ForeignHandle`], [`Error::Syncing`].
+    /// [`Error::NoSender`](crate::Error::NoSender) when the node has no
+    /// transport, [`Error::ForeignHandle`](crate::Error::ForeignHandle) when the
+    /// value holds a handle of another node, and
+    /// [`Error::Engine`](crate::Error::Engine) when the engine refuses the write:
+    /// [`NotOwner`](crate::EngineError::NotOwner) while another node holds or
+    /// waits for the lock on the map, [`Syncing`](crate::EngineError::Syncing)
+    /// during a sync, [`UnknownObject`](crate::EngineError::UnknownObject) when
+    /// the map (or an object the value refers to) is not in the document,
+    /// [`WrongKind`](crate::EngineError::WrongKind) when the handle names an
+    /// array, [`Detached`](crate::EngineError::Detached) when the value refers to
+    /// an object removed from the document. A refused write changes nothing and
+    /// sends nothing.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"name": "ada", "langs": ["rust"]}))?;
+    /// let map = node.root_map().unwrap();
+    /// map.set("name", "grace")?;
+    /// map.set("address", json!({"city": "Arlington"}))?;
+    /// map.set("me", &map)?; // a reference: the map now contains itself
+    /// assert_eq!(map.get("me").unwrap().as_map(), Some(&map));
+    /// assert_eq!(node.get("/address/city"), Some(Value::from("Arlington")));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn set(&self, key: &str, x: impl Into<Input>) -> Result<()> {
         let input = x.into().into_core(&self.node)?;
         self.node
@@ -239,30 +519,88 @@ impl MapRef {
             .map(|_| ())
     }
 
-    /// Deletes a key. Returns whether it was there.
+    /// Deletes a key, and sends the delete. Returns whether the key was set
+    /// (deleting an absent key sends and reports nothing).
+    ///
+    /// An object that only this key referred to leaves the document: it is
+    /// reclaimed later, and can no longer be written anywhere
+    /// ([`Detached`](crate::EngineError::Detached)). To move an object, insert it
+    /// at its new place first.
     ///
     /// # Errors
     /// As [`MapRef::set`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"name": "ada", "langs": ["rust"]}))?;
+    /// let map = node.root_map().unwrap();
+    /// assert!(map.delete("name")?);
+    /// assert!(!map.delete("name")?);
+    /// assert_eq!(map.keys(), ["langs"]);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn delete(&self, key: &str) -> Result<bool> {
         self.node
             .write(|r| r.map_delete(self.id(), key))
             .map(|old| old.is_some())
     }
 
-    /// Sets several keys as one change, sent as one message (the
-    /// `Object.assign` case).
+    /// Sets several keys as one change, sent as one message (the JavaScript
+    /// `Object.assign` case): the other nodes receive all of the keys at once.
     ///
     /// # Errors
-    /// As [`MapRef::set`]; on error no key is written.
+    /// [`Error::NoSender`](crate::Error::NoSender) when the node has no
+    /// transport, [`Error::ForeignHandle`](crate::Error::ForeignHandle) when the
+    /// value holds a handle of another node, and
+    /// [`Error::Engine`](crate::Error::Engine) when the engine refuses the write:
+    /// [`NotOwner`](crate::EngineError::NotOwner) while another node holds or
+    /// waits for the lock on the map, [`Syncing`](crate::EngineError::Syncing)
+    /// during a sync, [`UnknownObject`](crate::EngineError::UnknownObject) when
+    /// the map (or an object the value refers to) is not in the document,
+    /// [`WrongKind`](crate::EngineError::WrongKind) when the handle names an
+    /// array, [`Detached`](crate::EngineError::Detached) when the value refers to
+    /// an object removed from the document. A refused write changes nothing and
+    /// sends nothing.
+    ///
+    /// Every value is checked before the first key is written, so a refused
+    /// assignment writes nothing, with one exception: whether a reference to an
+    /// object removed from the document is refused
+    /// ([`Detached`](crate::EngineError::Detached)) depends on this node's
+    /// reclamation passes, and is only known as its key is written. Keys whose
+    /// values hold references are written first, so that refusal too writes
+    /// nothing unless two or more values hold references.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"name": "ada", "langs": ["rust"]}))?;
+    /// let map = node.root_map().unwrap();
+    /// map.assign([("name", json!("ada")), ("born", json!(1815)), ("died", json!(1852))])?;
+    /// assert_eq!(map.keys(), ["born", "died", "langs", "name"]);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn assign<K: AsRef<str>, V: Into<Input>>(
         &self,
         entries: impl IntoIterator<Item = (K, V)>,
     ) -> Result<()> {
-        let entries = entries
+        let mut entries = entries
             .into_iter()
             .map(|(k, v)| Ok((SmolStr::from(k.as_ref()), v.into().into_core(&self.node)?)))
             .collect::<Result<Vec<_>>>()?;
+        if entries.iter().any(|(_, v)| holds_ref(v)) {
+            first_refs(&mut entries);
+        }
         self.node.write(|r| {
+            // The target's own checks (kind, sync, lock) come first in the
+            // first write, before it changes anything.
+            entries.iter().try_for_each(|(_, v)| refs_exist(r, v))?;
             r.begin();
             let result = entries
                 .into_iter()
@@ -272,7 +610,20 @@ impl MapRef {
         })
     }
 
-    /// The keys, in key order (the same on every node).
+    /// The keys, in byte order (the same on every node); empty when the map
+    /// is gone.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"name": "ada", "langs": ["rust"]}))?;
+    /// let map = node.root_map().unwrap();
+    /// assert_eq!(map.keys(), ["langs", "name"]);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn keys(&self) -> Vec<String> {
         self.node
             .read(|r| r.map_keys(self.id()))
@@ -280,72 +631,207 @@ impl MapRef {
             .unwrap_or_default()
     }
 
-    /// The entries, in key order.
+    /// The entries, in key order, read under one hold of the node's lock (a
+    /// consistent copy).
     ///
     /// # Errors
-    /// [`Error::UnknownObject`] or [`Error::WrongKind`].
+    /// [`Error::Engine`](crate::Error::Engine) with
+    /// [`UnknownObject`](crate::EngineError::UnknownObject) when the map is no
+    /// longer in the document, or [`WrongKind`](crate::EngineError::WrongKind)
+    /// when the handle names an array.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"name": "ada", "langs": ["rust"]}))?;
+    /// let map = node.root_map().unwrap();
+    /// let entries = map.entries()?;
+    /// assert_eq!(entries[1], ("name".to_string(), Value::from("ada")));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn entries(&self) -> Result<Vec<(String, Value)>> {
-        let mut st = self.node.state();
-        let mut out = Vec::with_capacity(st.replica.map_len(self.id())?);
-        st.replica.map_for_each(self.id(), |k, v, r| {
-            out.push((k.to_string(), self.node.value(r, v.clone())));
-        })?;
-        Ok(out)
+        self.node.try_read(|r| {
+            let mut out = Vec::with_capacity(r.map_len(self.id())?);
+            r.map_for_each(self.id(), |k, v, r| {
+                out.push((k.to_string(), self.node.value(r, v.clone())));
+            })?;
+            Ok(out)
+        })
     }
 
-    /// Number of keys.
+    /// The number of keys; 0 when the map is gone.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"name": "ada", "langs": ["rust"]}))?;
+    /// let map = node.root_map().unwrap();
+    /// assert_eq!(map.len(), 2);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
-        self.node.read(|r| r.map_len(self.id())).unwrap_or(0)
+        self.node.replica().map_len(self.id()).unwrap_or(0)
     }
 
     /// Whether the map has no keys.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// let map = node.set_root(json!({}))?;
+    /// assert!(map.as_map().unwrap().is_empty());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Whether the key is set.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"name": "ada", "langs": ["rust"]}))?;
+    /// let map = node.root_map().unwrap();
+    /// assert!(map.contains_key("name"));
+    /// assert!(!map.contains_key("age"));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
 
-    /// Calls `f` for every change of one key.
+    /// Calls `f` after every change of one key of this map, local or remote,
+    /// until the returned [`Subscription`] is dropped. Changes of other keys do
+    /// not call it; a write that changes nothing does not either.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"score": 0, "name": "ada"}))?;
+    /// let map = node.root_map().unwrap();
+    /// let scores = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = scores.clone();
+    /// let _sub = map.on_key("score", move |ev| {
+    ///     seen.lock().unwrap().push(ev.new_value().and_then(|v| v.as_i64()));
+    /// });
+    /// map.set("score", 1)?;
+    /// map.set("name", "grace")?;
+    /// map.set("score", 1)?; // unchanged: no event
+    /// assert_eq!(*scores.lock().unwrap(), [Some(1)]);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn on_key(
         &self,
         key: &str,
         f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
     ) -> Subscription {
-        on_prop(&self.node, self.id(), Prop::Key(key.into()), f)
+        self.node.subscribe(Listener::Prop(
+            self.id(),
+            Prop::Key(key.into()),
+            Arc::new(f),
+        ))
     }
 }
 
 impl ArrayRef {
-    /// The element at `index`.
+    /// The element at `index`, or `None` past the end (or when the array is
+    /// gone).
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// assert_eq!(list.get(0), Some(Value::Int(3)));
+    /// assert_eq!(list.get(3), None);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn get(&self, index: usize) -> Option<Value> {
-        let st = self.node.state();
-        let v = st.replica.list_get(self.id(), index).ok()??;
-        Some(self.node.value(&st.replica, v))
+        let r = self.node.replica();
+        let v = r.list_get(self.id(), index).ok()??;
+        Some(self.node.value(&r, v))
     }
 
-    /// Number of elements.
+    /// The number of elements; 0 when the array is gone.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// assert_eq!(list.len(), 3);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
-        self.node.read(|r| r.list_len(self.id())).unwrap_or(0)
+        self.node.replica().list_len(self.id()).unwrap_or(0)
     }
 
-    /// Whether the array is empty.
+    /// Whether the array has no elements.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([]))?;
+    /// assert!(node.root_array().unwrap().is_empty());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// All elements, in order.
+    /// All elements, in order, read under one hold of the node's lock (a
+    /// consistent copy).
     ///
     /// # Errors
-    /// [`Error::UnknownObject`] or [`Error::WrongKind`].
+    /// [`Error::Engine`](crate::Error::Engine) with
+    /// [`UnknownObject`](crate::EngineError::UnknownObject) when the array is no
+    /// longer in the document, or [`WrongKind`](crate::EngineError::WrongKind)
+    /// when the handle names a map.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// assert_eq!(list.to_vec()?, [Value::Int(3), Value::Int(1), Value::Int(2)]);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn to_vec(&self) -> Result<Vec<Value>> {
-        let st = self.node.state();
-        let mut out = Vec::with_capacity(st.replica.list_len(self.id())?);
-        st.replica
-            .list_for_each(self.id(), |v, r| out.push(self.node.value(r, v.clone())))?;
-        Ok(out)
+        self.node.try_read(|r| {
+            let mut out = Vec::with_capacity(r.list_len(self.id())?);
+            r.list_for_each(self.id(), |v, r| out.push(self.node.value(r, v.clone())))?;
+            Ok(out)
+        })
     }
 
     fn splice_inputs(&self, start: usize, delete: usize, items: Vec<Input>) -> Result<Vec<Value>> {
@@ -353,22 +839,44 @@ impl ArrayRef {
             .into_iter()
             .map(|i| i.into_core(&self.node))
             .collect::<Result<Vec<_>>>()?;
-        let removed = self
-            .node
-            .write(|r| r.list_splice(self.id(), start, delete, items))?;
-        let st = self.node.state();
-        Ok(removed
-            .into_iter()
-            .map(|v| self.node.value(&st.replica, v))
-            .collect())
+        self.node.write(|r| {
+            let removed = r.list_splice(self.id(), start, delete, items)?;
+            Ok(removed.into_iter().map(|v| self.node.value(r, v)).collect())
+        })
     }
 
-    /// Removes `delete` elements from `start` and inserts `items` there.
-    /// Returns the removed elements.
+    /// Removes `delete` elements from `start` (fewer at the end of the array)
+    /// and inserts `items` there, as JavaScript's `splice`: one change, one
+    /// message. Returns the removed elements.
     ///
     /// # Errors
-    /// [`Error::IndexOutOfBounds`] when `start > len`, and the errors of
-    /// [`MapRef::set`].
+    /// [`Error::NoSender`](crate::Error::NoSender) when the node has no
+    /// transport, [`Error::ForeignHandle`](crate::Error::ForeignHandle) when a
+    /// value holds a handle of another node, and
+    /// [`Error::Engine`](crate::Error::Engine) when the engine refuses the write:
+    /// [`Locked`](crate::EngineError::Locked) while another node holds or waits
+    /// for the lock on the array, [`Syncing`](crate::EngineError::Syncing)
+    /// during a sync, [`UnknownObject`](crate::EngineError::UnknownObject) when
+    /// the array (or an object a value refers to) is not in the document,
+    /// [`WrongKind`](crate::EngineError::WrongKind) when the handle names a map,
+    /// [`Detached`](crate::EngineError::Detached) when a value refers to an
+    /// object removed from the document. A refused write changes nothing and
+    /// sends nothing. [`IndexOutOfBounds`](crate::EngineError::IndexOutOfBounds)
+    /// when `start` is past the end.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// let removed = list.splice(1, 1, [10, 11])?;
+    /// assert_eq!(removed, [Value::Int(1)]);
+    /// assert_eq!(list.to_json()?, json!([3, 10, 11, 2]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn splice<V: Into<Input>>(
         &self,
         start: usize,
@@ -378,10 +886,38 @@ impl ArrayRef {
         self.splice_inputs(start, delete, items.into_iter().map(Into::into).collect())
     }
 
-    /// Appends an element.
+    /// Appends an element, and sends the insert to the other nodes.
+    ///
+    /// An element's position is an identity, not an index: concurrent inserts
+    /// from several nodes all land, in an order every node agrees on.
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// [`Error::NoSender`](crate::Error::NoSender) when the node has no
+    /// transport, [`Error::ForeignHandle`](crate::Error::ForeignHandle) when a
+    /// value holds a handle of another node, and
+    /// [`Error::Engine`](crate::Error::Engine) when the engine refuses the write:
+    /// [`Locked`](crate::EngineError::Locked) while another node holds or waits
+    /// for the lock on the array, [`Syncing`](crate::EngineError::Syncing)
+    /// during a sync, [`UnknownObject`](crate::EngineError::UnknownObject) when
+    /// the array (or an object a value refers to) is not in the document,
+    /// [`WrongKind`](crate::EngineError::WrongKind) when the handle names a map,
+    /// [`Detached`](crate::EngineError::Detached) when a value refers to an
+    /// object removed from the document. A refused write changes nothing and
+    /// sends nothing.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.push(4)?;
+    /// list.push(json!({"nested": true}))?;
+    /// assert_eq!(list.to_json()?, json!([3, 1, 2, 4, {"nested": true}]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn push(&self, x: impl Into<Input>) -> Result<()> {
         let input = x.into().into_core(&self.node)?;
         self.node
@@ -392,55 +928,119 @@ impl ArrayRef {
             .map(|_| ())
     }
 
-    /// Appends several elements as one change.
+    /// Appends several elements as one change, sent as one message.
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.extend([4, 5])?;
+    /// assert_eq!(list.to_json()?, json!([3, 1, 2, 4, 5]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn extend<V: Into<Input>>(&self, items: impl IntoIterator<Item = V>) -> Result<()> {
         let len = self.len();
         self.splice(len, 0, items).map(|_| ())
     }
 
-    /// Removes and returns the last element.
+    /// Removes and returns the last element (`None` when the array is
+    /// empty).
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// assert_eq!(list.pop()?, Some(Value::Int(2)));
+    /// assert_eq!(list.len(), 2);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn pop(&self) -> Result<Option<Value>> {
-        let removed = self.node.write(|r| {
+        self.node.write(|r| {
             let len = r.list_len(self.id())?;
             if len == 0 {
-                return Ok(Vec::new());
+                return Ok(None);
             }
-            r.list_splice(self.id(), len - 1, 1, vec![])
-        })?;
-        let st = self.node.state();
-        Ok(removed
-            .into_iter()
-            .next()
-            .map(|v| self.node.value(&st.replica, v)))
+            let removed = r.list_splice(self.id(), len - 1, 1, vec![])?;
+            Ok(removed.into_iter().next().map(|v| self.node.value(r, v)))
+        })
     }
 
-    /// Removes and returns the first element.
+    /// Removes and returns the first element (`None` when the array is
+    /// empty).
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// assert_eq!(list.shift()?, Some(Value::Int(3)));
+    /// assert_eq!(list.to_json()?, json!([1, 2]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn shift(&self) -> Result<Option<Value>> {
         Ok(self.splice(0, 1, Vec::<Input>::new())?.into_iter().next())
     }
 
-    /// Inserts elements at the front, in order.
+    /// Inserts elements at the front, in order, as one change.
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.unshift([0, 1])?;
+    /// assert_eq!(list.to_json()?, json!([0, 1, 3, 1, 2]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn unshift<V: Into<Input>>(&self, items: impl IntoIterator<Item = V>) -> Result<()> {
         self.splice(0, 0, items).map(|_| ())
     }
 
-    /// Inserts an element at `index`.
+    /// Inserts an element at `index` (at `len`, appends).
     ///
     /// # Errors
-    /// [`Error::IndexOutOfBounds`] when `index > len`, and the errors of
-    /// [`MapRef::set`].
+    /// As [`ArrayRef::push`]. [`IndexOutOfBounds`](crate::EngineError::IndexOutOfBounds) when
+    /// `index` is past the end.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.insert(1, 7)?;
+    /// assert_eq!(list.to_json()?, json!([3, 7, 1, 2]));
+    /// assert!(list.insert(9, 0).is_err());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn insert(&self, index: usize, x: impl Into<Input>) -> Result<()> {
         self.splice(index, 0, [x]).map(|_| ())
     }
@@ -448,25 +1048,59 @@ impl ArrayRef {
     /// Removes and returns the element at `index`.
     ///
     /// # Errors
-    /// [`Error::IndexOutOfBounds`] when `index >= len`, and the errors of
-    /// [`MapRef::set`].
+    /// As [`ArrayRef::push`]. [`IndexOutOfBounds`](crate::EngineError::IndexOutOfBounds) when
+    /// there is no element at `index`.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// assert_eq!(list.remove(1)?, Value::Int(1));
+    /// let err = list.remove(5).unwrap_err();
+    /// assert_eq!(err.to_string(), "index 5 is out of bounds for the root array, of length 2");
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn remove(&self, index: usize) -> Result<Value> {
-        let len = self.len();
-        if index >= len {
-            return Err(Error::IndexOutOfBounds { index, len });
-        }
-        self.splice(index, 1, Vec::<Input>::new())?
-            .into_iter()
-            .next()
-            .ok_or(Error::IndexOutOfBounds { index, len })
+        self.node.write(|r| {
+            let len = r.list_len(self.id())?;
+            let out_of_bounds = EngineError::IndexOutOfBounds {
+                object: self.id(),
+                index,
+                len,
+            };
+            if index >= len {
+                return Err(out_of_bounds);
+            }
+            let removed = r.list_splice(self.id(), index, 1, vec![])?;
+            let removed = removed.into_iter().next().ok_or(out_of_bounds)?;
+            Ok(self.node.value(r, removed))
+        })
     }
 
     /// Sets the element at `index`; at `len` it appends, past it pads with
-    /// `Null` (as a JavaScript assignment past the end would with holes).
-    /// Reports a change of that index.
+    /// `Null` (as a JavaScript assignment past the end would with holes). The
+    /// change event names the index, unlike the other array methods.
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.set(0, "three")?;
+    /// list.set(4, 5)?;
+    /// assert_eq!(list.to_json()?, json!(["three", 1, 2, null, 5]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn set(&self, index: usize, x: impl Into<Input>) -> Result<()> {
         let input = x.into().into_core(&self.node)?;
         self.node
@@ -474,10 +1108,24 @@ impl ArrayRef {
             .map(|_| ())
     }
 
-    /// Shortens the array to `len` elements.
+    /// Shortens the array to `len` elements (a longer `len` changes
+    /// nothing).
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.truncate(1)?;
+    /// assert_eq!(list.to_json()?, json!([3]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn truncate(&self, len: usize) -> Result<()> {
         self.node
             .write(|r| {
@@ -493,15 +1141,42 @@ impl ArrayRef {
     /// Removes every element.
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.clear()?;
+    /// assert!(list.is_empty());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn clear(&self) -> Result<()> {
         self.truncate(0)
     }
 
-    /// Writes `x` at every index of `range` (clamped to the array).
+    /// Writes `x` at every index of `range` (clamped to the array), as
+    /// JavaScript's `fill`: one change, one message.
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.fill(0, 1..)?;
+    /// assert_eq!(list.to_json()?, json!([3, 0, 0]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn fill(
         &self,
         x: impl Into<Input>,
@@ -519,10 +1194,24 @@ impl ArrayRef {
     }
 
     /// Copies the elements of `source` to the positions starting at
-    /// `target`, as JavaScript's `copyWithin` (overlaps handled as a copy).
+    /// `target`, as JavaScript's `copyWithin` (an overlap copies what was
+    /// there before). One change, one message.
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.copy_within(0..2, 1)?;
+    /// assert_eq!(list.to_json()?, json!([3, 3, 1]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn copy_within(
         &self,
         source: impl std::ops::RangeBounds<usize>,
@@ -548,19 +1237,51 @@ impl ArrayRef {
             .map(|_| ())
     }
 
-    /// Reverses the array in place.
+    /// Reverses the array in place. The elements move (they keep their
+    /// identity), so a concurrent write to one of them lands where it went.
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.reverse()?;
+    /// assert_eq!(list.to_json()?, json!([2, 1, 3]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn reverse(&self) -> Result<()> {
         self.reorder(|values| (0..values.len()).rev().collect())
     }
 
     /// Sorts the array with a comparator (stable, as JavaScript's `sort`).
-    /// Concurrent sorts on several nodes never duplicate or drop an element.
+    /// Elements move rather than being rewritten, and only those outside the
+    /// longest run already in order, so a nearly sorted array sends little;
+    /// concurrent sorts on several nodes never duplicate or drop an element.
+    ///
+    /// The comparator runs outside the node's lock and may read the store; if
+    /// the array changes meanwhile, the sort starts over.
     ///
     /// # Errors
-    /// As [`MapRef::set`].
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.sort_by(|a, b| a.as_i64().cmp(&b.as_i64()))?;
+    /// assert_eq!(list.to_json()?, json!([1, 2, 3]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn sort_by(&self, mut compare: impl FnMut(&Value, &Value) -> Ordering) -> Result<()> {
         self.reorder(|values| {
             let mut order: Vec<usize> = (0..values.len()).collect();
@@ -573,18 +1294,13 @@ impl ArrayRef {
     /// read the store) and applies it if the array did not change meanwhile.
     fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<()> {
         loop {
-            let (values, stamp) = {
-                let st = self.node.state();
-                let values = st.replica.list_values(self.id())?;
-                let stamp = st.replica.list_version(self.id())?;
-                (
-                    values
-                        .into_iter()
-                        .map(|v| self.node.value(&st.replica, v))
-                        .collect::<Vec<_>>(),
-                    stamp,
-                )
-            };
+            let (values, stamp) = self.node.try_read(|r| {
+                let values = r.list_values(self.id())?;
+                let stamp = r.list_version(self.id())?;
+                let values: Vec<Value> =
+                    values.into_iter().map(|v| self.node.value(r, v)).collect();
+                Ok((values, stamp))
+            })?;
             let order = order_of(&values);
             let applied = self.node.write(|r| {
                 if r.list_version(self.id())? != stamp {
@@ -599,14 +1315,76 @@ impl ArrayRef {
         }
     }
 
-    /// Calls `f` for every change reported at one index.
+    /// Calls `f` after every change reported at one index, local or remote,
+    /// until the returned [`Subscription`] is dropped: only
+    /// [`ArrayRef::set`] reports an index; the other methods report a change of
+    /// the whole array ([`ArrayRef::on`]).
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([0, 0]))?;
+    /// let list = node.root_array().unwrap();
+    /// let seen = Arc::new(Mutex::new(0));
+    /// let count = seen.clone();
+    /// let _sub = list.on_index(1, move |_| *count.lock().unwrap() += 1);
+    /// list.set(1, 5)?;
+    /// list.set(0, 5)?;
+    /// assert_eq!(*seen.lock().unwrap(), 1);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn on_index(
         &self,
         index: usize,
         f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
     ) -> Subscription {
-        on_prop(&self.node, self.id(), Prop::Index(index), f)
+        self.node
+            .subscribe(Listener::Prop(self.id(), Prop::Index(index), Arc::new(f)))
     }
+}
+
+/// Whether a value stores a reference to an existing object.
+fn holds_ref(v: &CoreInput) -> bool {
+    match v {
+        CoreInput::Value(v) => matches!(v, CoreValue::Ref(_)),
+        CoreInput::Map(entries) => entries.iter().any(|(_, v)| holds_ref(v)),
+        CoreInput::Array(items) => items.iter().any(holds_ref),
+    }
+}
+
+/// Refuses a reference to an object this node does not have, as the
+/// engine would when the key is written.
+fn refs_exist(r: &Replica, v: &CoreInput) -> Result<(), EngineError> {
+    match v {
+        CoreInput::Value(CoreValue::Ref(o)) if r.kind(*o).is_none() => {
+            Err(EngineError::UnknownObject(*o))
+        }
+        CoreInput::Value(_) => Ok(()),
+        CoreInput::Map(entries) => entries.iter().try_for_each(|(_, v)| refs_exist(r, v)),
+        CoreInput::Array(items) => items.iter().try_for_each(|v| refs_exist(r, v)),
+    }
+}
+
+/// Orders an assignment so that values holding references are written
+/// first: the engine checks a reference as its key is written, and a
+/// refusal then comes before any key was. A key given twice keeps its last
+/// value, as written in order it would.
+fn first_refs(entries: &mut Vec<(SmolStr, CoreInput)>) {
+    let mut seen = FxHashSet::default();
+    let mut kept: Vec<_> = entries
+        .drain(..)
+        .rev()
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .collect();
+    kept.reverse();
+    let (mut with, without): (Vec<_>, Vec<_>) = kept.into_iter().partition(|(_, v)| holds_ref(v));
+    with.extend(without);
+    *entries = with;
 }
 
 fn bounds(range: impl std::ops::RangeBounds<usize>, len: usize) -> (usize, usize) {

@@ -35,12 +35,62 @@
 //!   [`ArrayRef::on_index`], [`Node::on_root_changed`], [`Node::on_ready`],
 //!   and an async [`Node::events`] stream. They run after the change is
 //!   applied and may read and write the store.
+//! - Locks: [`Node::lock`] resolves to a [`LockGuard`] holding exclusive
+//!   write permission on one object, with a fencing token.
 //! - Typed mirroring ([`typed`]): your own serde types in and out
 //!   ([`Node::set_root_from`], [`Node::root_as`]); [`Node::update`] sends
 //!   only what a closure changed, [`Node::watch`] calls back with the new
 //!   value; [`Node::get`] and [`Node::set_path`] take JSON pointers.
 //!
 //! The engine underneath is [`facsimile_core`], which does no IO.
+//!
+//! # Where to read
+//! | to | read |
+//! |---|---|
+//! | create nodes, connect them, sync a late joiner | [`Node`], [`LocalNetwork`], [`Node::set_sender`], [`Node::sync`] |
+//! | read and write the document | [`MapRef`], [`ArrayRef`], [`ObjectRef`]; values: [`Value`] in, [`Input`] out |
+//! | use your own types | [`typed`] |
+//! | know what changed | [`ChangeEvent`], [`Node::on_change`], [`Node::events`], [`Subscription`] |
+//! | write under exclusive permission | [`Node::lock`], [`Node::request`], [`LockGuard`], [`LockError`] |
+//! | handle a refusal | [`Error`], [`EngineError`] (the engine's reasons), [`Place`] |
+//! | test timers without sleeping | [`LocalNetwork::with_virtual_time`], [`LocalNetwork::advance`] |
+//! | tune heartbeats, reclamation, limits | [`Config`] |
+//! | connect over TCP to a relay, or over NATS | [`net`] (features `tcp`, `nats`) |
+//! | drive a replica yourself (another runtime, another transport) | [`facsimile_core::Replica`] |
+//!
+//! Why the guarantees hold (stamps, the movable list, reclamation, the sync
+//! handshake, the lock protocol, the relay's durability) is in
+//! [DESIGN.md](https://github.com/facsimile-rs/facsimile/blob/main/DESIGN.md).
+//!
+//! # What facsimile does not do
+//! - **No causal delivery across senders.** A transport must deliver each
+//!   node's messages in that node's order, and nothing more: changes from
+//!   different nodes may reach two nodes in different orders, so their
+//!   events differ in order while their documents converge. An operation
+//!   that names something not yet received waits for it, invisibly.
+//! - **A late joiner receives the whole document as one message.** It must
+//!   fit in the transport's frame (the relay's default is 16 MiB) and in
+//!   [`Config::max_message_size`] (64 MiB); there is no incremental
+//!   transfer.
+//! - **An evicted lock holder cannot tell until it hears from its peers
+//!   again.** Peers that stop hearing from a node evict it and grant its
+//!   locks to the next waiter; the evicted node's [`LockGuard`] still says
+//!   held until a message tells it otherwise (a relay client learns it when
+//!   it reconnects). Check the fencing token ([`LockGuard::token`]) where
+//!   it matters.
+//! - **Without a relay or NATS, "a peer is gone" is each node's own
+//!   decision.** With failure detection over a plain broadcast, a partition
+//!   that splits nodes unevenly can leave them disagreeing on whether an
+//!   evicted peer's last writes applied; the relay and NATS order
+//!   evictions with the messages.
+//! - **A lock covers one object**, not the objects it contains.
+//! - **No history.** A document is its current state: there is no undo and
+//!   no log of past versions, and an object removed from the document is
+//!   reclaimed; it can be inserted again only until the next reclamation
+//!   pass ([`EngineError::Detached`]). Move an object by inserting it at
+//!   its new place first.
+//! - **No writes during a sync**: [`Node::sync`] replaces the document, and
+//!   writes are refused until [`Node::on_ready`].
 //!
 //! # Features
 //! - `tcp`: [`net`], a tokio client of the relay (`facsimile serve`), with
@@ -62,7 +112,7 @@ mod node;
 pub mod typed;
 mod value;
 
-pub use error::{Error, Result};
+pub use error::{EngineError, Error, Place, Result};
 pub use events::{ChangeEvent, Event, EventStream, Subscription};
 pub use facsimile_core::{
     Config, ObjectId, ObjectKind, Origin, PeerId, Prop, ReceiveError, WireFormat,

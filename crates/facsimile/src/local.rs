@@ -1,13 +1,21 @@
 //! An in-process network of nodes.
+//!
+//! Invariant: every member receives each other member's messages in their
+//! send order (the transport contract, DESIGN.md, "Transport contract and
+//! the sans-IO core"); delivery never recurses into a sender, so messages
+//! that listeners send while being delivered to wait for the outermost
+//! call.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use facsimile_core::Config;
 
+use crate::clock::Clock;
 use crate::node::{Inner, Node, Outgoing};
 
 /// Nodes in one process, connected like the original's example `Network`:
@@ -19,6 +27,11 @@ use crate::node::{Inner, Node, Outgoing};
 /// recursion, so each sender's order holds. In manual mode
 /// ([`LocalNetwork::manual`]) messages wait until the test delivers them,
 /// interleaving senders at random from a seed.
+///
+/// Nodes read the system's clock for their timers (heartbeats, failure
+/// detection, reclamation, sync retries) unless the network runs in
+/// virtual time ([`LocalNetwork::with_virtual_time`]): then time stands
+/// still until [`LocalNetwork::advance`] moves it.
 #[derive(Clone)]
 pub struct LocalNetwork {
     inner: Arc<Mutex<Net>>,
@@ -37,6 +50,8 @@ struct Net {
     delivering: bool,
     /// Manual mode: per receiver, per sender FIFO queues.
     manual: Option<Manual>,
+    /// Virtual time: the clock every node joining from now on reads.
+    clock: Option<Clock>,
 }
 
 struct Manual {
@@ -66,6 +81,7 @@ impl LocalNetwork {
                 queue: VecDeque::new(),
                 delivering: false,
                 manual: None,
+                clock: None,
             })),
         }
     }
@@ -87,6 +103,104 @@ impl LocalNetwork {
         net
     }
 
+    /// Runs the network in virtual time: nodes that join from now on read
+    /// a clock that stands still until [`LocalNetwork::advance`] moves it,
+    /// so that timers (heartbeats, eviction of silent peers, reclamation,
+    /// sync retries) can be tested without sleeping. Nodes joined before,
+    /// and nodes connected with [`LocalNetwork::attach`], keep the
+    /// system's clock.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new().with_virtual_time();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(json!({"gone": {"x": 1}}))?;
+    /// let root = b.root_map().unwrap();
+    /// let gone = root.get("gone").unwrap().as_map().unwrap().clone();
+    /// root.delete("gone")?;
+    /// assert!(gone.exists(), "reclaimed only after a few reclamation passes");
+    /// net.advance(Duration::from_secs(10));
+    /// assert!(!gone.exists());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn with_virtual_time(self) -> Self {
+        self.lock().clock = Some(Clock::manual());
+        self
+    }
+
+    /// Virtual time: moves the clock of every node that joined in virtual
+    /// time forward by `by`, stopping at each moment a node's timer is due to
+    /// run it (so a ten-second step still sends every heartbeat on time).
+    /// Messages those timers send are delivered as usual: at once, or in manual
+    /// mode when the test delivers them (a step long enough for peers to time
+    /// out then evicts them; alternate shorter steps with
+    /// [`LocalNetwork::run`]).
+    ///
+    /// # Panics
+    /// When the network is not in virtual time.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use facsimile::{Config, LocalNetwork};
+    ///
+    /// let config = Config::default()
+    ///     .failure_detection(Duration::from_millis(100), Duration::from_secs(1));
+    /// let net = LocalNetwork::with_config(config).with_virtual_time();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(0)?;
+    ///
+    /// b.set_sender(|_| {}); // b falls silent
+    /// net.advance(Duration::from_secs(1));
+    /// assert!(a.peers().contains(&b.peer_id()), "not before the timeout");
+    /// net.advance(Duration::from_secs(1));
+    /// assert!(!a.peers().contains(&b.peer_id()), "evicted");
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn advance(&self, by: Duration) {
+        let clock =
+            self.lock().clock.clone().expect(
+                "LocalNetwork::advance needs a network in virtual time (with_virtual_time)",
+            );
+        let end = clock.now().saturating_add(by);
+        loop {
+            let now = clock.now();
+            let nodes = self.nodes();
+            for node in &nodes {
+                node.tick();
+            }
+            // Timers still due now were just run; wait for the next one.
+            let next = nodes
+                .iter()
+                .filter_map(|n| n.read(|r| r.poll_timeout()))
+                .filter(|&at| at > now)
+                .min();
+            match next {
+                Some(at) if at <= end => clock.advance(at),
+                _ => break,
+            }
+        }
+        clock.advance(end);
+        for node in self.nodes() {
+            node.tick();
+        }
+    }
+
+    /// The members still alive.
+    fn nodes(&self) -> Vec<Node> {
+        let net = self.lock();
+        net.members
+            .iter()
+            .filter_map(|m| Node::upgrade(&m.node))
+            .collect()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Net> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -94,8 +208,11 @@ impl LocalNetwork {
     /// Creates a node and connects it. It receives messages sent from now
     /// on; to get a document that exists already, call [`Node::sync`].
     pub fn join(&self, hostname: &str) -> Node {
-        let config = self.lock().config.clone();
-        let node = Node::with_config(hostname, config);
+        let (config, clock) = {
+            let net = self.lock();
+            (net.config.clone(), net.clock.clone())
+        };
+        let node = Node::with_clock(hostname, config, clock.unwrap_or_else(Clock::new));
         self.attach(&node);
         node
     }

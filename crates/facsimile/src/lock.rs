@@ -1,12 +1,19 @@
 //! Distributed locks: futures that resolve to a guard, and the guard that
 //! releases on drop.
+//!
+//! A future makes its request when first polled and withdraws it when
+//! dropped unresolved; a guard releases in `Drop` unless the lock was
+//! already lost. Why at most one node holds a lock, and how tokens grow:
+//! DESIGN.md, "Locks" (and "On a totally ordered log" for NATS).
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use facsimile_core::{LockState, ObjectId};
+use facsimile_core::{LockState, ObjectId, Replica};
 
+use crate::error::{EngineError, Place, Subject, locate, locked, not_owner};
 use crate::handle::ObjectRef;
 use crate::node::Node;
 
@@ -15,16 +22,33 @@ use crate::node::Node;
 #[non_exhaustive]
 pub enum LockError {
     /// Another node holds the lock or is ahead in its queue (fail-fast
-    /// `request`; also array methods on an object locked elsewhere).
-    #[error("object {0:?} is locked by another node")]
-    Locked(ObjectId),
-    /// Another node holds the lock.
-    #[error("Object is not owned by current host (another node holds the lock on {0:?})")]
-    NotOwner(ObjectId),
+    /// [`Node::request`]).
+    #[error("{}", Locked(*.object, .place.as_ref()))]
+    Locked {
+        /// The object.
+        object: ObjectId,
+        /// Where it is in the document, when the root reaches it.
+        place: Option<Place>,
+    },
+    /// Another node holds the lock ([`Node::release`] of a lock this node
+    /// does not hold).
+    #[error("{}", NotOwner(*.object, .place.as_ref()))]
+    NotOwner {
+        /// The object.
+        object: ObjectId,
+        /// Where it is in the document, when the root reaches it.
+        place: Option<Place>,
+    },
     /// Nobody holds the lock.
-    #[error("object {0:?} is not locked")]
-    NotLocked(ObjectId),
-    /// The object is not in this node's document.
+    #[error("{} is not locked", Subject(*.object, .place.as_ref()))]
+    NotLocked {
+        /// The object.
+        object: ObjectId,
+        /// Where it is in the document, when the root reaches it.
+        place: Option<Place>,
+    },
+    /// The object is not in this node's document: it was never received,
+    /// or it was reclaimed after it became unreachable from the root.
     #[error("object {0:?} is not in this document")]
     UnknownObject(ObjectId),
     /// The handle belongs to another node.
@@ -34,30 +58,117 @@ pub enum LockError {
     #[error("this node has no transport: call set_sender (or join a network) before locking")]
     NoSender,
     /// A sync is in progress.
-    #[error("a sync is in progress; lock once the node is ready")]
+    #[error("a sync is in progress; lock once the node is ready (on_ready)")]
     Syncing,
-    /// The lock was lost before or while it was held: the node was evicted
-    /// by its peers, or the request was withdrawn.
-    #[error("the lock on {0:?} was lost (this node was evicted, or the request withdrawn)")]
-    Lost(ObjectId),
+    /// The peers evicted this node (it was silent too long); it rejoins
+    /// as a new incarnation, without its locks. Ask again.
+    #[error("this node was evicted by its peers and rejoins without its locks; ask again")]
+    Evicted,
+    /// The request was dropped while it waited: this node was evicted by
+    /// its peers, or reloaded, and rejoined as a new incarnation.
+    #[error(
+        "the request for the lock on {} was lost (this node was evicted, or reloaded)",
+        Subject(*.object, .place.as_ref())
+    )]
+    Lost {
+        /// The object.
+        object: ObjectId,
+        /// Where it is in the document, when the root reaches it.
+        place: Option<Place>,
+    },
+    /// Any other refusal of the engine.
+    #[error(transparent)]
+    Engine(EngineError),
 }
 
 impl LockError {
-    fn from_core(e: facsimile_core::Error, obj: ObjectId) -> Self {
-        use facsimile_core::Error as E;
+    /// The engine's refusal of a lock operation on `object`, with its place.
+    fn from_core(e: EngineError, r: &mut Replica) -> Self {
+        use EngineError as E;
+        let mut place = |o| locate(r, o);
         match e {
-            E::Locked(o) => LockError::Locked(o),
-            E::NotOwner(o) => LockError::NotOwner(o),
-            E::NotLocked(o) => LockError::NotLocked(o),
+            E::Locked(object) => LockError::Locked {
+                object,
+                place: place(object),
+            },
+            E::NotOwner(object) => LockError::NotOwner {
+                object,
+                place: place(object),
+            },
+            E::NotLocked(object) => LockError::NotLocked {
+                object,
+                place: place(object),
+            },
             E::UnknownObject(o) => LockError::UnknownObject(o),
             E::Syncing => LockError::Syncing,
-            _ => LockError::Lost(obj),
+            E::Evicted => LockError::Evicted,
+            other => LockError::Engine(other),
+        }
+    }
+
+    /// A refusal the lock future finds in the lock's state.
+    fn in_state(node: &Node, object: ObjectId, lost: bool) -> Self {
+        let place = node.read(|r| locate(r, object));
+        if lost {
+            LockError::Lost { object, place }
+        } else {
+            LockError::Locked { object, place }
         }
     }
 }
 
-/// Exclusive write permission on one object (not on the objects it
-/// contains). Dropping the guard releases the lock.
+/// [`LockError::Locked`] in words.
+struct Locked<'a>(ObjectId, Option<&'a Place>);
+
+impl fmt::Display for Locked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        locked(f, Subject(self.0, self.1))
+    }
+}
+
+/// [`LockError::NotOwner`] in words.
+struct NotOwner<'a>(ObjectId, Option<&'a Place>);
+
+impl fmt::Display for NotOwner<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        not_owner(f, Subject(self.0, self.1))
+    }
+}
+
+/// Exclusive write permission on one object, held by this node (not on the
+/// objects it contains).
+///
+/// While the guard holds, other nodes' writes to the object fail
+/// ([`NotOwner`](crate::EngineError::NotOwner) for a map,
+/// [`Locked`](crate::EngineError::Locked) for an array), and this node has
+/// seen every write made to it before the grant. Dropping the guard releases
+/// the lock, as does [`LockGuard::release`].
+///
+/// A node evicted by its peers loses its locks, but learns it only when it
+/// hears from them again: until then its guard still reports
+/// [`is_held`](LockGuard::is_held). Guard external resources with the
+/// [`token`](LockGuard::token), which increases with every grant.
+///
+/// # Example
+/// ```
+/// use facsimile::LocalNetwork;
+/// use futures_executor::block_on;
+/// use serde_json::json;
+///
+/// let net = LocalNetwork::new();
+/// let a = net.join("a");
+/// let b = net.join("b");
+/// a.set_root(json!({"stock": 3}))?;
+/// let (on_a, on_b) = (a.root_map().unwrap(), b.root_map().unwrap());
+///
+/// {
+///     let _guard = block_on(a.lock(&on_a))?;
+///     on_a.set("stock", 2)?;
+///     assert!(on_b.set("stock", 0).is_err(), "b cannot write while a holds the lock");
+/// } // the guard is dropped: the lock is released
+/// on_b.set("stock", 0)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "dropping a LockGuard releases the lock at once"]
 #[derive(Debug)]
 pub struct LockGuard {
@@ -69,27 +180,101 @@ pub struct LockGuard {
 
 impl LockGuard {
     /// The fencing token of this grant: it increases strictly with every
-    /// grant of the same object, for use with external resources.
+    /// grant of the same object, on every node. Pass it to external resources
+    /// so that they can refuse a holder that lost the lock without knowing.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(json!({"stock": 3}))?;
+    /// let (on_a, on_b) = (a.root_map().unwrap(), b.root_map().unwrap());
+    ///
+    /// let first = block_on(a.lock(&on_a))?.token(); // the guard drops at once
+    /// let second = block_on(b.lock(&on_b))?.token();
+    /// assert!(second > first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn token(&self) -> u64 {
         self.token
     }
 
     /// The locked object.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(json!({"stock": 3}))?;
+    /// let (on_a, on_b) = (a.root_map().unwrap(), b.root_map().unwrap());
+    ///
+    /// let guard = block_on(a.lock(&on_a))?;
+    /// assert_eq!(guard.object().id(), on_a.id());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn object(&self) -> &ObjectRef {
         &self.object
     }
 
-    /// Releases the lock now.
+    /// Releases the lock now (dropping the guard does the same, ignoring
+    /// errors).
     ///
     /// # Errors
-    /// [`LockError::NotOwner`] or [`LockError::NotLocked`] if the lock was
-    /// already lost.
+    /// [`LockError::NotOwner`] or [`LockError::NotLocked`] when the lock was
+    /// lost meanwhile (this node was evicted), and [`LockError::Engine`] for
+    /// another refusal of the engine.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(json!({"stock": 3}))?;
+    /// let (on_a, on_b) = (a.root_map().unwrap(), b.root_map().unwrap());
+    ///
+    /// let guard = block_on(a.lock(&on_a))?;
+    /// guard.release()?;
+    /// assert_eq!(a.lock_token(&on_a), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn release(mut self) -> Result<(), LockError> {
         self.released = true;
-        self.node.release(&self.object)
+        self.node.unlock(self.object.id())
     }
 
-    /// Whether this node still holds the lock.
+    /// Whether this node still holds the lock: false once it was released,
+    /// or lost because this node's peers evicted it and it heard of it.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(json!({"stock": 3}))?;
+    /// let (on_a, on_b) = (a.root_map().unwrap(), b.root_map().unwrap());
+    ///
+    /// let guard = block_on(a.lock(&on_a))?;
+    /// assert!(guard.is_held());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_held(&self) -> bool {
         matches!(self.node.read(|r| r.lock_state(self.object.id())), LockState::Held(t) if t == self.token)
     }
@@ -98,14 +283,48 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if !self.released && self.is_held() {
-            let _ = self.node.release(&self.object);
+            let _ = self.node.unlock(self.object.id());
         }
     }
 }
 
-/// A lock being acquired; resolves to a [`LockGuard`]. Works under any
-/// executor; over [`crate::LocalNetwork`] a plain `block_on` completes.
-/// Dropping it before it resolves withdraws the request.
+/// A lock being acquired, from [`Node::lock`] or [`Node::request`];
+/// resolves to a [`LockGuard`], or to a [`LockError`].
+///
+/// It works under any executor: it registers its waker and is woken when the
+/// lock's state changes. Over [`LocalNetwork`](crate::LocalNetwork), whose
+/// messages are delivered before the sending call returns, a plain
+/// `block_on` completes. Dropping it before it resolves withdraws the
+/// request.
+///
+/// # Example
+/// ```
+/// use std::task::{Context, Poll};
+///
+/// use facsimile::LocalNetwork;
+/// use futures_executor::block_on;
+/// use futures_util::FutureExt;
+/// use futures_util::task::noop_waker_ref;
+/// use serde_json::json;
+///
+/// let net = LocalNetwork::new();
+/// let a = net.join("a");
+/// let b = net.join("b");
+/// a.set_root(json!({"stock": 3}))?;
+/// let (on_a, on_b) = (a.root_map().unwrap(), b.root_map().unwrap());
+///
+/// let held = block_on(a.lock(&on_a))?;
+/// let mut waiting = b.lock(&on_b);
+/// let mut cx = Context::from_waker(noop_waker_ref());
+/// assert!(waiting.poll_unpin(&mut cx).is_pending());
+///
+/// drop(held);
+/// let Poll::Ready(granted) = waiting.poll_unpin(&mut cx) else {
+///     panic!("b is next");
+/// };
+/// assert!(granted?.is_held());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "a lock future does nothing unless polled"]
 pub struct LockFuture {
     node: Node,
@@ -159,24 +378,16 @@ impl Future for LockFuture {
                 return Poll::Ready(Err(e));
             }
         }
-        let state = {
-            let mut st = this.node.state();
-            let state = st.replica.lock_state(id);
-            if state == LockState::Waiting {
-                st.subs.add_lock_waker(id, cx.waker().clone());
-            }
-            state
-        };
-        match state {
+        match this.node.poll_lock(id, cx.waker()) {
             LockState::Held(token) => Poll::Ready(Ok(this.guard(token))),
             LockState::Waiting => Poll::Pending,
             LockState::Refused => {
                 this.done = true;
-                Poll::Ready(Err(LockError::Locked(id)))
+                Poll::Ready(Err(LockError::in_state(&this.node, id, false)))
             }
             LockState::None => {
                 this.done = true;
-                Poll::Ready(Err(LockError::Lost(id)))
+                Poll::Ready(Err(LockError::in_state(&this.node, id, true)))
             }
         }
     }
@@ -187,59 +398,153 @@ impl Drop for LockFuture {
         if self.started && !self.done {
             let id = self.object.id();
             if self.node.read(|r| r.lock_state(id)) == LockState::Waiting {
-                let _ = self.node.release(&self.object);
+                let _ = self.node.unlock(self.object.id());
             }
         }
     }
 }
 
 impl Node {
-    /// Waits for exclusive write permission on `object`. While this node
-    /// holds it, other nodes' writes to the object fail; requests are served
-    /// in request order (ties to the higher hostname).
+    /// Waits for exclusive write permission on `object` (not on the objects
+    /// it contains).
     ///
-    /// The future fails with [`LockError::NoSender`], [`LockError::Syncing`]
-    /// or [`LockError::UnknownObject`], or [`LockError::Lost`] if this node
-    /// is evicted while waiting.
+    /// While this node holds it, other nodes' writes to the object fail, and
+    /// no write made elsewhere can overwrite one made under it. Requests are
+    /// served in the order they were made, ties to the higher hostname; the
+    /// guard's [`token`](LockGuard::token) increases with every grant. A peer
+    /// that leaves, or is evicted after missing its heartbeats
+    /// ([`Config::failure_detection`](crate::Config::failure_detection)), loses
+    /// its locks, so nobody waits forever for a dead peer.
+    ///
+    /// # Errors
+    /// The future resolves to [`LockError::NoSender`] when the node has no
+    /// transport, [`LockError::Syncing`] during a sync,
+    /// [`LockError::UnknownObject`] when the object is not in the document,
+    /// [`LockError::ForeignHandle`] for a handle of another node,
+    /// [`LockError::Evicted`] or [`LockError::Lost`] when this node was evicted
+    /// by its peers before or while it waited.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(json!({"stock": 3}))?;
+    /// let (on_a, on_b) = (a.root_map().unwrap(), b.root_map().unwrap());
+    ///
+    /// let guard = block_on(a.lock(&on_a))?;
+    /// on_a.set("stock", 2)?;
+    /// let refused = on_b.set("stock", 0).unwrap_err();
+    /// assert!(refused.to_string().starts_with("Object is not owned by current host"));
+    /// drop(guard);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn lock(&self, object: impl Into<ObjectRef>) -> LockFuture {
         LockFuture::new(self.clone(), object.into(), true)
     }
 
-    /// As [`Node::lock`], but fails at once with [`LockError::Locked`] when
-    /// another node holds the lock or is queued for it.
+    /// As [`Node::lock`], but fails at once when another node holds the lock
+    /// or is queued for it, instead of waiting (the original's `request`).
+    ///
+    /// # Errors
+    /// [`LockError::Locked`] when the lock is taken or wanted elsewhere, and
+    /// the errors of [`Node::lock`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, LockError};
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(json!({"stock": 3}))?;
+    /// let (on_a, on_b) = (a.root_map().unwrap(), b.root_map().unwrap());
+    ///
+    /// let _guard = block_on(a.lock(&on_a))?;
+    /// let err = block_on(b.request(&on_b)).unwrap_err();
+    /// assert!(matches!(err, LockError::Locked { .. }));
+    /// assert_eq!(err.to_string(), "the root map is locked by another node");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn request(&self, object: impl Into<ObjectRef>) -> LockFuture {
         LockFuture::new(self.clone(), object.into(), false)
     }
 
-    /// Releases this node's lock on `object` (or withdraws its request).
+    /// Releases this node's lock on `object`, or withdraws its request if it
+    /// is still waiting. What [`LockGuard`] does when dropped, for code that
+    /// keeps no guard.
     ///
     /// # Errors
-    /// [`LockError::NotOwner`] when another node holds it and
-    /// [`LockError::NotLocked`] when nobody does.
-    pub fn release(&self, object: &ObjectRef) -> Result<(), LockError> {
-        let id = object.id();
-        let r = self.state().replica.unlock(id);
-        self.pump();
-        r.map_err(|e| LockError::from_core(e, id))
+    /// [`LockError::NotOwner`] when another node holds the lock (or waits for
+    /// it) and this one has no request, [`LockError::NotLocked`] when nobody
+    /// holds it, and [`LockError::Engine`] for another refusal of the engine.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, LockError};
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(json!({"stock": 3}))?;
+    /// let (on_a, on_b) = (a.root_map().unwrap(), b.root_map().unwrap());
+    ///
+    /// let err = a.release(&on_a).unwrap_err();
+    /// assert!(matches!(err, LockError::NotLocked { .. }));
+    /// assert_eq!(err.to_string(), "the root map is not locked");
+    ///
+    /// let _guard = block_on(a.lock(&on_a))?;
+    /// let err = b.release(&on_b).unwrap_err();
+    /// assert!(matches!(err, LockError::NotOwner { .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release(&self, object: impl Into<ObjectRef>) -> Result<(), LockError> {
+        self.unlock(object.into().id())
     }
 
-    /// Whether this node holds the lock on `object`, and its token.
-    pub fn lock_token(&self, object: &ObjectRef) -> Option<u64> {
-        match self.read(|r| r.lock_state(object.id())) {
+    /// The fencing token of this node's lock on `object`, or `None` when it
+    /// does not hold it (not yet, or no longer).
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// let b = net.join("b");
+    /// a.set_root(json!({"stock": 3}))?;
+    /// let (on_a, on_b) = (a.root_map().unwrap(), b.root_map().unwrap());
+    ///
+    /// assert_eq!(a.lock_token(&on_a), None);
+    /// let guard = block_on(a.lock(&on_a))?;
+    /// assert_eq!(a.lock_token(&on_a), Some(guard.token()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock_token(&self, object: impl Into<ObjectRef>) -> Option<u64> {
+        let id = object.into().id();
+        match self.read(|r| r.lock_state(id)) {
             LockState::Held(t) => Some(t),
             _ => None,
         }
     }
 
+    fn unlock(&self, id: ObjectId) -> Result<(), LockError> {
+        self.apply(|r| r.unlock(id).map_err(|e| LockError::from_core(e, r)))
+    }
+
     fn lock_request(&self, id: ObjectId, wait: bool) -> Result<(), LockError> {
-        let r = {
-            let mut st = self.state();
-            if !st.has_sender() {
-                return Err(LockError::NoSender);
-            }
-            st.replica.lock(id, wait)
-        };
-        self.pump();
-        r.map(|_| ()).map_err(|e| LockError::from_core(e, id))
+        self.try_write(|r| r.lock(id, wait).map_err(|e| LockError::from_core(e, r)))
+            .ok_or(LockError::NoSender)?
+            .map(|_| ())
     }
 }

@@ -131,7 +131,9 @@ impl Value {
     ///
     /// # Errors
     /// [`Error::Cycle`] when an object contains itself, and
-    /// [`Error::UnknownObject`] for a handle whose object is gone.
+    /// [`Error::Engine`] with
+    /// [`UnknownObject`](crate::EngineError::UnknownObject) for a handle
+    /// whose object is gone.
     pub fn to_json(&self) -> Result<serde_json::Value> {
         let mut path = HashSet::new();
         self.to_json_inner(&mut path)

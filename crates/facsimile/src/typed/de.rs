@@ -8,7 +8,7 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use smol_str::SmolStr;
 
 use super::error::{ConvError, describe};
-use crate::error::Error;
+use crate::error::{EngineError, Error};
 
 /// How deep a typed read follows nested objects. Deeper documents are
 /// refused rather than risking the thread's stack (serde_json's limit).
@@ -113,7 +113,7 @@ impl<'r> Reader<'r> {
     /// Reads an object as `T`.
     pub(crate) fn object<T: de::DeserializeOwned>(&mut self, obj: ObjectId) -> Result<T, Error> {
         if self.replica.kind(obj).is_none() {
-            return Err(Error::UnknownObject(obj));
+            return Err(EngineError::UnknownObject(obj).into());
         }
         T::deserialize(De {
             rd: self,
@@ -206,7 +206,7 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
             CoreValue::Ref(o) => match self.rd.replica.kind(o) {
                 Some(ObjectKind::Map) => De::map(self.rd, o, visitor),
                 Some(ObjectKind::Array) => De::seq(self.rd, o, None, visitor),
-                None => Err(ConvError::store(Error::UnknownObject(o))),
+                None => Err(ConvError::store(EngineError::UnknownObject(o).into())),
             },
         }
     }

@@ -24,7 +24,7 @@ use smol_str::SmolStr;
 use super::de::MAX_DEPTH;
 use super::error::ConvError;
 use super::ser::Tree;
-use crate::error::Error;
+use crate::error::{EngineError, Error};
 
 /// One planned write.
 #[derive(Debug)]
@@ -119,7 +119,9 @@ pub(crate) fn plan(r: &mut Replica, target: Target, tree: Tree) -> Result<Plan, 
             }
         }
         Target::Object(o) => {
-            let kind = d.r.kind(o).ok_or(Error::UnknownObject(o))?;
+            let kind =
+                d.r.kind(o)
+                    .ok_or(Error::from(EngineError::UnknownObject(o)))?;
             // The object keeps its identity, so a variant is written into it
             // as the map it is, not replaced.
             let tree = match tree {
@@ -146,9 +148,10 @@ pub(crate) fn plan(r: &mut Replica, target: Target, tree: Tree) -> Result<Plan, 
                 // Unreachable by the check above; refuse rather than lose
                 // the object's identity.
                 drop(input);
-                return Err(Error::Refused(
-                    "the value cannot be written into this object".into(),
-                ));
+                return Err(Error::Convert {
+                    path: String::new(),
+                    message: "the value cannot be written into this object".into(),
+                });
             }
         }
     }

@@ -65,7 +65,7 @@
 //! Before anything is written, every object the update writes to passes the
 //! check of [`Node::check_writable`], under the same hold of the node's lock
 //! as the writes: if another node holds the lock on one of them the update
-//! fails with [`Error::NotOwner`] and nothing is applied or sent.
+//! fails with [`EngineError::NotOwner`] and nothing is applied or sent.
 //!
 //! # Errors
 //! A store that does not hold what `T` expects gives [`Error::Type`] naming
@@ -92,7 +92,7 @@ use rustc_hash::FxHashSet;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+use crate::error::{EngineError, Error, Result};
 use crate::events::Subscription;
 use crate::handle::{ArrayRef, MapRef, ObjectRef};
 use crate::node::Node;
@@ -100,6 +100,7 @@ use crate::value::{Input, InputKind, Value};
 
 use de::{ReadSet, Reader};
 use diff::Target;
+pub(crate) use error::{Seg, pointer};
 
 impl Input {
     /// The value a `Serialize` type serializes to, as new objects: use it to
@@ -350,7 +351,7 @@ impl Node {
     /// # Errors
     /// The errors of [`Node::root_as`] (nothing is written),
     /// [`Error::Convert`] when the new value has no store form, the refusal
-    /// [`Error::NotOwner`] when another node holds the lock on an object it
+    /// [`EngineError::NotOwner`] when another node holds the lock on an object it
     /// would write (checked before any write: nothing is sent), and the
     /// errors of [`Node::set_root`].
     ///
@@ -445,7 +446,7 @@ impl Node {
     ///
     /// # Errors
     /// [`Error::Path`] when the pointer is malformed or its parent is not a
-    /// map or an array, [`Error::IndexOutOfBounds`] past the end of an
+    /// map or an array, [`EngineError::IndexOutOfBounds`] past the end of an
     /// array, and the errors of [`MapRef::set`] (and of [`ArrayRef::set`]
     /// when the parent is an array).
     ///
@@ -495,7 +496,11 @@ impl Node {
                         }
                     };
                     if index > len {
-                        return Ok(Err(Error::IndexOutOfBounds { index, len }));
+                        return Err(EngineError::IndexOutOfBounds {
+                            object: obj,
+                            index,
+                            len,
+                        });
                     }
                     r.list_set(obj, index, input)?;
                 }
@@ -508,14 +513,25 @@ impl Node {
     }
 }
 
+/// The typed methods of handles. `$setup` is the start of their examples:
+/// it makes `node` and `peer` on one network, `o` (a handle of `node`'s,
+/// at `/o`) holding `start: T`, and `next: T`, which `change` makes of
+/// `start`.
 macro_rules! typed_handle {
-    ($t:ident, $kind:literal) => {
+    ($t:ident, $kind:literal, $setup:literal) => {
         impl $t {
-            #[doc = concat!("Reads this ", $kind, " as `T`.")]
+            #[doc = concat!("Reads this ", $kind, " as `T` (see [the rules](crate::typed)).")]
             ///
             /// # Errors
             /// As [`Node::root_as`], with paths from this object, and
-            /// [`Error::UnknownObject`] when it is gone.
+            /// [`EngineError::UnknownObject`] when it is gone.
+            ///
+            /// # Example
+            /// ```
+            #[doc = $setup]
+            /// assert_eq!(o.get_as::<T>()?, start);
+            /// # Ok::<(), facsimile::Error>(())
+            /// ```
             pub fn get_as<T: DeserializeOwned>(&self) -> Result<T> {
                 read(self.node(), Target::Object(self.id())).0
             }
@@ -527,6 +543,14 @@ macro_rules! typed_handle {
             /// # Errors
             /// [`Error::Type`] when the value is of another kind, and the
             /// errors of [`Node::set_root_from`].
+            ///
+            /// # Example
+            /// ```
+            #[doc = $setup]
+            /// o.set_from(&next)?;
+            /// assert_eq!(peer.get("/o").unwrap().as_object().unwrap().get_as::<T>()?, next);
+            /// # Ok::<(), facsimile::Error>(())
+            /// ```
             pub fn set_from<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
                 set_from(self.node(), Target::Object(self.id()), value)
             }
@@ -536,6 +560,14 @@ macro_rules! typed_handle {
             ///
             /// # Errors
             /// As [`Node::update`], with paths from this object.
+            ///
+            /// # Example
+            /// ```
+            #[doc = $setup]
+            /// o.update(change)?;
+            /// assert_eq!(peer.get("/o").unwrap().as_object().unwrap().get_as::<T>()?, next);
+            /// # Ok::<(), facsimile::Error>(())
+            /// ```
             pub fn update<T, R>(&self, f: impl FnMut(&mut T) -> R) -> Result<R>
             where
                 T: Serialize + DeserializeOwned,
@@ -544,7 +576,21 @@ macro_rules! typed_handle {
             }
 
             #[doc = concat!("Calls `f` with this ", $kind, " read as `T` after each change to")]
-            /// anything `T` reads. As [`Node::watch`].
+            /// anything `T` reads, until the returned [`Watch`] is dropped.
+            /// As [`Node::watch`].
+            ///
+            /// # Example
+            /// ```
+            /// use std::sync::{Arc, Mutex};
+            #[doc = $setup]
+            /// let seen = Arc::new(Mutex::new(Vec::new()));
+            /// let log = seen.clone();
+            /// let on_peer = peer.get("/o").unwrap().as_object().unwrap();
+            /// let _watch = on_peer.watch(move |t: &T| log.lock().unwrap().push(t.clone()));
+            /// o.update(change)?;
+            /// assert_eq!(*seen.lock().unwrap(), [next]);
+            /// # Ok::<(), facsimile::Error>(())
+            /// ```
             pub fn watch<T: DeserializeOwned>(
                 &self,
                 f: impl Fn(&T) + Send + Sync + 'static,
@@ -555,6 +601,58 @@ macro_rules! typed_handle {
     };
 }
 
-typed_handle!(MapRef, "map");
-typed_handle!(ArrayRef, "array");
-typed_handle!(ObjectRef, "object");
+typed_handle!(
+    MapRef,
+    "map",
+    r#"use facsimile::LocalNetwork;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Player { name: String, score: i64 }
+type T = Player;
+
+let net = LocalNetwork::new();
+let node = net.join("a");
+let peer = net.join("b");
+node.set_root(json!({"o": {"name": "ada", "score": 1}}))?;
+let o = node.get("/o").unwrap().as_map().unwrap().clone();
+let start = Player { name: "ada".into(), score: 1 };
+let next = Player { name: "ada".into(), score: 2 };
+let change = |p: &mut Player| p.score += 1;"#
+);
+typed_handle!(
+    ArrayRef,
+    "array",
+    r#"use facsimile::LocalNetwork;
+use serde_json::json;
+
+type T = Vec<i64>;
+
+let net = LocalNetwork::new();
+let node = net.join("a");
+let peer = net.join("b");
+node.set_root(json!({"o": [1, 2]}))?;
+let o = node.get("/o").unwrap().as_array().unwrap().clone();
+let start = vec![1, 2];
+let next = vec![1, 2, 3];
+let change = |v: &mut T| v.push(3);"#
+);
+typed_handle!(
+    ObjectRef,
+    "object",
+    r#"use std::collections::BTreeMap;
+use facsimile::LocalNetwork;
+use serde_json::json;
+
+type T = BTreeMap<String, i64>;
+
+let net = LocalNetwork::new();
+let node = net.join("a");
+let peer = net.join("b");
+node.set_root(json!({"o": {"x": 1}}))?;
+let o = node.get("/o").unwrap().as_object().unwrap();
+let start = BTreeMap::from([("x".to_string(), 1)]);
+let next = BTreeMap::from([("x".to_string(), 1), ("y".to_string(), 2)]);
+let change = |m: &mut T| { m.insert("y".into(), 2); };"#
+);

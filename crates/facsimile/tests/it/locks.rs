@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use facsimile::{Error, LocalNetwork, LockError, LockEvent, Value};
+use facsimile::{EngineError, LocalNetwork, LockError, LockEvent, Value};
 use futures_executor::block_on;
 use futures_util::FutureExt;
 use futures_util::task::noop_waker_ref;
@@ -58,10 +58,10 @@ fn s13_lock_rules() {
                 r.get("l").unwrap().as_array().unwrap().clone(),
             )
         };
-        assert_eq!(
-            b.release(&(&mb).into()),
-            Err(LockError::NotLocked(mb.id())),
-            "{wire}"
+        let r = b.release(&mb);
+        assert!(
+            matches!(r, Err(LockError::NotLocked { object, .. }) if object == mb.id()),
+            "{wire}: {r:?}"
         );
 
         let gm = block_on(a.lock(&ma)).unwrap();
@@ -75,23 +75,31 @@ fn s13_lock_rules() {
         );
         assert_eq!(lb.to_vec().unwrap(), vec![Value::Int(1), Value::Int(2)]);
 
-        assert_eq!(
-            block_on(b.request(&mb)).unwrap_err(),
-            LockError::Locked(mb.id()),
-            "{wire}"
+        let err = block_on(b.request(&mb)).unwrap_err();
+        assert!(
+            matches!(err, LockError::Locked { object, .. } if object == mb.id()),
+            "{wire}: {err:?}"
         );
         let err = mb.set("x", 99).unwrap_err();
-        assert_eq!(err, Error::NotOwner(mb.id()), "{wire}");
+        assert_eq!(
+            err.engine(),
+            Some(&EngineError::NotOwner(mb.id())),
+            "{wire}"
+        );
         assert!(
             err.to_string()
                 .contains("Object is not owned by current host")
         );
+        let r = b.release(&mb);
+        assert!(
+            matches!(r, Err(LockError::NotOwner { object, .. }) if object == mb.id()),
+            "{wire}: {r:?}"
+        );
         assert_eq!(
-            b.release(&(&mb).into()),
-            Err(LockError::NotOwner(mb.id())),
+            lb.push(3).unwrap_err().engine(),
+            Some(&EngineError::Locked(lb.id())),
             "{wire}"
         );
-        assert_eq!(lb.push(3).unwrap_err(), Error::Locked(lb.id()), "{wire}");
         assert_eq!(
             mb.get("x"),
             Some(Value::Int(1)),
@@ -204,4 +212,54 @@ fn a_dropped_lock_future_withdraws_its_request() {
     let rc = c.root_map().unwrap();
     let g = block_on(c.request(&rc)).unwrap();
     assert!(g.is_held());
+}
+
+/// Lock refusals name the object by its path from the root, and fall back
+/// to its id when the root does not reach it.
+#[test]
+fn lock_errors_name_paths() {
+    let net = LocalNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({"teams": {"red": {"score": 0}}, "items": [1]}))
+        .unwrap();
+    let red_a = a.get("/teams/red").unwrap().as_map().unwrap().clone();
+    let items_a = a.get("/items").unwrap().as_array().unwrap().clone();
+    let red_b = b.get("/teams/red").unwrap().as_map().unwrap().clone();
+    let items_b = b.get("/items").unwrap().as_array().unwrap().clone();
+
+    assert_eq!(
+        b.release(&red_b).unwrap_err().to_string(),
+        "the map at /teams/red is not locked"
+    );
+    let _red = block_on(a.lock(&red_a)).unwrap();
+    let _items = block_on(a.lock(&items_a)).unwrap();
+    assert_eq!(
+        red_b.set("score", 1).unwrap_err().to_string(),
+        "Object is not owned by current host: another node holds the lock on the map at /teams/red"
+    );
+    assert_eq!(
+        b.release(&red_b).unwrap_err().to_string(),
+        "Object is not owned by current host: another node holds the lock on the map at /teams/red"
+    );
+    assert_eq!(
+        items_b.push(2).unwrap_err().to_string(),
+        "the array at /items is locked by another node"
+    );
+    assert_eq!(
+        block_on(b.request(&items_b)).unwrap_err().to_string(),
+        "the array at /items is locked by another node"
+    );
+    // Out of the document's tree: named by id.
+    let teams = a.get("/teams").unwrap().as_map().unwrap().clone();
+    teams.delete("red").unwrap();
+    let err = red_b.set("score", 1).unwrap_err();
+    assert_eq!(err.place(), None);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "Object is not owned by current host: another node holds the lock on object {:?}",
+            red_b.id()
+        )
+    );
 }

@@ -4,6 +4,7 @@ mod events;
 mod locks;
 mod scenarios;
 mod succession;
+mod time;
 mod typed;
 
 use facsimile::{Config, LocalNetwork, WireFormat};

@@ -2,8 +2,9 @@
 //! with the binary and the JSON wire encoding.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use facsimile::{Error, Input, Node, Prop, Value};
+use facsimile::{Config, EngineError, Error, Input, LocalNetwork, Node, Prop, Value};
 use serde_json::json;
 
 use crate::{manual_networks, networks};
@@ -208,6 +209,84 @@ fn s08_assign_arrives_whole() {
         );
         assert_eq!(*sent.lock().unwrap(), 3);
         drop(tap);
+    }
+}
+
+/// A refused assignment writes nothing: no key changes, nothing is sent,
+/// no event fires. Here the refusal is a reference to a removed object,
+/// first still present but unreachable since the last reclamation pass
+/// (`Detached`), then reclaimed (`UnknownObject`), after a key that would
+/// have been written first in the given order.
+#[test]
+fn a_refused_assign_writes_nothing() {
+    let interval = Duration::from_millis(100);
+    let net = LocalNetwork::manual_with_config(3, Config::default().gc_interval(interval))
+        .with_virtual_time();
+    let a = net.join("a");
+    let b = net.join("b");
+    net.run();
+    let root = a.set_root(json!({"x": 0, "gone": {"n": 1}})).unwrap();
+    let root = root.as_map().unwrap().clone();
+    net.run();
+    let gone = root.get("gone").unwrap();
+    root.delete("gone").unwrap();
+    net.run();
+    let events = Arc::new(Mutex::new(0));
+    let count = events.clone();
+    let _sub = a.on_change(move |_| *count.lock().unwrap() += 1);
+
+    let refused = |what: fn(&EngineError) -> bool| {
+        let before = (a.snapshot(), net.in_flight(), *events.lock().unwrap());
+        let err = root
+            .assign([
+                ("x", Input::from(1)),
+                ("y", Input::from(&gone)),
+                ("z", Input::from(2)),
+            ])
+            .unwrap_err();
+        assert!(err.engine().is_some_and(what), "{err}");
+        let after = (a.snapshot(), net.in_flight(), *events.lock().unwrap());
+        assert_eq!(before, after, "{err}: nothing changed, sent or reported");
+        assert_eq!(root.get("x"), Some(Value::Int(0)));
+    };
+
+    // A pass marks what is reachable; `b` has not acknowledged it, so
+    // nothing is reclaimed yet.
+    net.advance(interval * 2);
+    assert!(gone.as_map().unwrap().exists());
+    refused(|e| matches!(e, EngineError::Detached(_)));
+
+    while gone.as_map().unwrap().exists() {
+        net.run();
+        net.advance(interval);
+    }
+    refused(|e| matches!(e, EngineError::UnknownObject(_)));
+    net.run();
+    assert_eq!(a.snapshot(), b.snapshot());
+}
+
+/// An assignment holding references gives the same result as writing its
+/// keys in order: a key given twice keeps its last value.
+#[test]
+fn assign_with_references_matches_writes_in_order() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        let root = a.set_root(json!({"m": {"n": 1}})).unwrap();
+        let root = root.as_map().unwrap().clone();
+        let m = root.get("m").unwrap();
+        root.assign([
+            ("k", Input::from(1)),
+            ("k", Input::from(&m)),
+            ("j", Input::from(&m)),
+            ("j", Input::from(2)),
+            ("l", Input::map([("inner", &m)])),
+        ])
+        .unwrap();
+        assert_eq!(root.get("k"), Some(m.clone()), "{wire}");
+        assert_eq!(root.get("j"), Some(Value::Int(2)), "{wire}");
+        assert_eq!(a.get("/l/inner"), Some(m.clone()), "{wire}");
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
     }
 }
 
