@@ -53,9 +53,9 @@ impl Outgoing {
 pub(crate) type Sender = Arc<dyn Fn(Outgoing) + Send + Sync>;
 
 pub(crate) struct State {
-    pub(crate) replica: Replica,
+    replica: Replica,
     sender: Option<Sender>,
-    pub(crate) subs: Subs,
+    subs: Subs,
     /// Over an ordered log: the replica must be replaced by one loaded from
     /// a log snapshot (the log refused one of its writes, or its lease ran
     /// out). The transport does it with [`Node::reload`].
@@ -246,7 +246,7 @@ impl Node {
         st.subs.succeeded(&s);
     }
 
-    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 

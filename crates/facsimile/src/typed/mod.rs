@@ -163,13 +163,14 @@ impl Watch {
 /// Reads `target` as `T` under one hold of the node's lock. The read set is
 /// returned even when the read fails, so a watcher knows what to wait for.
 fn read<T: DeserializeOwned>(node: &Node, target: Target) -> (Result<T>, ReadSet) {
-    let mut st = node.state();
-    let mut rd = Reader::new(&mut st.replica);
-    let value = match target {
-        Target::Root => rd.root(),
-        Target::Object(o) => rd.object(o),
-    };
-    (value, rd.reads)
+    node.read(|replica| {
+        let mut rd = Reader::new(replica);
+        let value = match target {
+            Target::Root => rd.root(),
+            Target::Object(o) => rd.object(o),
+        };
+        (value, rd.reads)
+    })
 }
 
 /// Plans, checks and applies the writes that make `target` hold the tree of
@@ -435,9 +436,10 @@ impl Node {
     /// ```
     pub fn get(&self, pointer: &str) -> Option<Value> {
         let segs = pointer::parse(pointer)?;
-        let st = self.state();
-        let v = pointer::resolve(&st.replica, st.replica.root(), &segs)?;
-        Some(self.value(&st.replica, v))
+        self.read(|replica| {
+            let v = pointer::resolve(replica, replica.root(), &segs)?;
+            Some(self.value(replica, v))
+        })
     }
 
     /// Writes `x` at a JSON pointer: `""` replaces the root, a key of a map
