@@ -6,7 +6,7 @@
 //! refused write changes nothing and sends nothing); an operation runs only
 //! once everything it names is present, and is dropped when what it names
 //! was reclaimed (no live reference can name a reclaimed object:
-//! DESIGN.md, "Reclamation").
+//! DESIGN.md, "Reclamation: why no reference dangles").
 
 use smallvec::SmallVec;
 use smol_str::SmolStr;
@@ -414,6 +414,7 @@ impl Doc {
 
     /// Removes `delete` elements from `start` and inserts `items` there,
     /// after `owner` allowed writing to the array.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn list_splice(
         &mut self,
         obj: ObjectId,

@@ -5,7 +5,7 @@
 //! completes when every member has acknowledged a frontier at or above `G`,
 //! and is void if an operation referencing `U` was applied meanwhile. A
 //! complete round reclaims `U` and purges the tombstones and dead slots `G`
-//! covers. Why nothing can dangle: DESIGN.md, "Reclamation".
+//! covers. Why nothing can dangle: DESIGN.md, "Reclamation: why no reference dangles".
 
 use rustc_hash::{FxHashMap, FxHashSet};
 

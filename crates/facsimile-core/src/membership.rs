@@ -3,7 +3,7 @@
 //!
 //! Invariant: a departed peer never becomes a member again (it rejoins as a
 //! new incarnation). Members are the peers that announced themselves, plus
-//! those other members name (see DESIGN.md, "Reclamation").
+//! those other members name (see DESIGN.md, "Reclamation: why no reference dangles").
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //!
 //! Invariant: while anything is parked, the stream positions overstate the
 //! applied state, so no reclamation round completes and no snapshot is
-//! served (DESIGN.md, "Waiting operations").
+//! served (DESIGN.md, "Dependencies without causal delivery").
 
 use std::collections::VecDeque;
 

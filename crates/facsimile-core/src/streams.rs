@@ -16,7 +16,7 @@ use crate::value::PeerIdx;
 use crate::wire::{Sequenced, Tag};
 
 /// One sender's stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Stream {
     /// The sender, once it announced itself.
     pub(crate) peer: Option<PeerIdx>,
@@ -42,11 +42,18 @@ impl Stream {
             ..Stream::default()
         }
     }
+}
 
-    fn new() -> Stream {
+impl Default for Stream {
+    /// A stream followed from its start (positions count from 1).
+    fn default() -> Stream {
         Stream {
+            peer: None,
             next_seq: 1,
-            ..Stream::default()
+            lamport: 0,
+            dict: Vec::new(),
+            held: BTreeMap::new(),
+            resend_asked: false,
         }
     }
 }
@@ -150,7 +157,7 @@ impl Streams {
         size: usize,
         max_backlog: usize,
     ) -> Result<Arrival, ReceiveError> {
-        let stream = self.by_tag.entry(from.0).or_insert_with(Stream::new);
+        let stream = self.by_tag.entry(from.0).or_default();
         if seq < stream.next_seq {
             return Ok(Arrival::Duplicate);
         }
@@ -198,7 +205,7 @@ impl Streams {
     /// unless it was asked already or nothing is missing (its latest is
     /// `seq`).
     pub(crate) fn welcome(&mut self, from: Tag, peer: PeerIdx, seq: u64) -> Option<u64> {
-        let stream = self.by_tag.entry(from.0).or_insert_with(Stream::new);
+        let stream = self.by_tag.entry(from.0).or_default();
         stream.peer = Some(peer);
         if seq >= stream.next_seq && !stream.resend_asked {
             stream.resend_asked = true;

@@ -11,7 +11,7 @@
 //! write's position is refused by every replica (a writer that raced a
 //! grant sees its own write refused when it reads it back, and reloads).
 //! Why this is safe, and how outages of the log are told from failures:
-//! DESIGN.md, "Ordered logs".
+//! DESIGN.md, "On a totally ordered log".
 
 use std::time::Duration;
 

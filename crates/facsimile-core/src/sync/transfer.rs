@@ -609,7 +609,7 @@ impl Serialize for EntriesView<'_> {
         let entries = self.map.raw_entries();
         let mut seq = s.serialize_seq(Some(entries.len()))?;
         for (key, e) in entries {
-            let value = e.value.as_ref().map(|v| own_value(v));
+            let value = e.value.as_ref().map(own_value);
             let stamp = (e.stamp != self.id).then(|| own_id(e.stamp));
             seq.serialize_element(&(key, value, stamp))?;
         }
