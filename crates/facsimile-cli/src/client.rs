@@ -81,6 +81,7 @@ fn origin(o: &Origin) -> serde_json::Value {
     match o {
         Origin::Local => json!("local"),
         Origin::Remote(peer) => json!(peer.to_string()),
+        other => json!(format!("{other:?}")),
     }
 }
 

@@ -30,6 +30,7 @@ fn narrate(node: &Node) -> Subscription {
         let by = match ev.origin() {
             Origin::Local => return, // the narrative says what the node itself does
             Origin::Remote(p) => p.hostname().to_string(),
+            other => format!("{other:?}"),
         };
         let what = match (ev.prop(), ev.new_value()) {
             (Some(Prop::Key(k)), Some(v)) => format!("{k} = {}", compact(v)),

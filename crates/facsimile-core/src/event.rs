@@ -7,6 +7,7 @@ use crate::value::{ObjectId, PeerId, Prop, Value};
 
 /// Where a change came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Origin {
     /// This replica's own write.
     Local,
@@ -16,6 +17,7 @@ pub enum Origin {
 
 /// One effective change to one object.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Change {
     /// The changed object.
     pub object: ObjectId,
