@@ -336,6 +336,61 @@ impl Doc {
         }
         self.check_input(&input)?;
         out.begin();
+        self.write_key(obj, key, input, out, peers);
+        out.end();
+        Ok(true)
+    }
+
+    /// Sets several keys of a map as one change, after `owner` allowed
+    /// writing to it. Every value is checked before the first key is
+    /// written: a refusal writes nothing. Returns how many keys changed.
+    pub(crate) fn map_set_many(
+        &mut self,
+        obj: ObjectId,
+        entries: Vec<(SmolStr, Input)>,
+        owner: impl FnOnce() -> Result<(), Error>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<usize, Error> {
+        let map = self.map(obj)?;
+        owner()?;
+        // Checked against the state before the call: the message carries
+        // every write at once, so a reference valid when it starts stays
+        // valid through it (no reclamation pass runs in between, here or on
+        // a receiver).
+        let mut effective = Vec::with_capacity(entries.len());
+        for (key, input) in entries {
+            if let (Input::Value(v), Some(cur)) = (&input, map.get(&key)) {
+                if v.same(cur) && !effective.iter().any(|(k, _)| *k == key) {
+                    continue;
+                }
+            }
+            effective.push((key, input));
+        }
+        for (_, input) in &effective {
+            self.check_input(input)?;
+        }
+        if effective.is_empty() {
+            return Ok(0);
+        }
+        out.begin();
+        let count = effective.len();
+        for (key, input) in effective {
+            self.write_key(obj, &key, input, out, peers);
+        }
+        out.end();
+        Ok(count)
+    }
+
+    /// Writes a checked value at a key in the open group.
+    fn write_key(
+        &mut self,
+        obj: ObjectId,
+        key: &str,
+        input: Input,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) {
         let (value, wire) = self.materialize(input, out, peers);
         self.created_under(Some(obj.0));
         let stamp = out.outbox.tick();
@@ -347,8 +402,6 @@ impl Doc {
             value: wire,
         });
         self.apply_map_write(obj.0, key, Some(value), stamp, Origin::Local, out, peers);
-        out.end();
-        Ok(true)
     }
 
     /// Deletes a map key, after `owner` allowed writing to it.

@@ -296,6 +296,25 @@ impl Replica {
             .map_set(obj, key, input, owner, &mut self.out, &self.peers)
     }
 
+    /// Sets several keys of a map as one change and one message (the
+    /// JavaScript `Object.assign`). Every value is checked before the first
+    /// key is written, so a refused call writes nothing. Returns how many
+    /// keys changed (a key given the value it has counts only if an earlier
+    /// entry of the call changed it).
+    ///
+    /// # Errors
+    /// As [`Replica::map_set`].
+    pub fn map_set_many(
+        &mut self,
+        obj: ObjectId,
+        entries: Vec<(SmolStr, Input)>,
+    ) -> Result<usize, Error> {
+        self.writable()?;
+        let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
+        self.doc
+            .map_set_many(obj, entries, owner, &mut self.out, &self.peers)
+    }
+
     /// Deletes a map key. Returns the value it held.
     ///
     /// # Errors

@@ -8,8 +8,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use facsimile_core::{Input as CoreInput, ObjectId, Prop, Replica, Value as CoreValue};
-use rustc_hash::FxHashSet;
+use facsimile_core::{ObjectId, Prop};
 use smol_str::SmolStr;
 
 use crate::error::{EngineError, Result};
@@ -567,12 +566,7 @@ impl MapRef {
     /// sends nothing.
     ///
     /// Every value is checked before the first key is written, so a refused
-    /// assignment writes nothing, with one exception: whether a reference to an
-    /// object removed from the document is refused
-    /// ([`Detached`](crate::EngineError::Detached)) depends on this node's
-    /// reclamation passes, and is only known as its key is written. Keys whose
-    /// values hold references are written first, so that refusal too writes
-    /// nothing unless two or more values hold references.
+    /// assignment writes nothing.
     ///
     /// # Example
     /// ```
@@ -590,24 +584,12 @@ impl MapRef {
         &self,
         entries: impl IntoIterator<Item = (K, V)>,
     ) -> Result<()> {
-        let mut entries = entries
+        let entries = entries
             .into_iter()
             .map(|(k, v)| Ok((SmolStr::from(k.as_ref()), v.into().into_core(&self.node)?)))
             .collect::<Result<Vec<_>>>()?;
-        if entries.iter().any(|(_, v)| holds_ref(v)) {
-            first_refs(&mut entries);
-        }
-        self.node.write(|r| {
-            // The target's own checks (kind, sync, lock) come first in the
-            // first write, before it changes anything.
-            entries.iter().try_for_each(|(_, v)| refs_exist(r, v))?;
-            r.begin();
-            let result = entries
-                .into_iter()
-                .try_for_each(|(k, v)| r.map_set(self.id(), &k, v).map(|_| ()));
-            r.commit();
-            result
-        })
+        self.node
+            .write(|r| r.map_set_many(self.id(), entries).map(|_| ()))
     }
 
     /// The keys, in byte order (the same on every node); empty when the map
@@ -1346,45 +1328,6 @@ impl ArrayRef {
         self.node
             .subscribe(Listener::Prop(self.id(), Prop::Index(index), Arc::new(f)))
     }
-}
-
-/// Whether a value stores a reference to an existing object.
-fn holds_ref(v: &CoreInput) -> bool {
-    match v {
-        CoreInput::Value(v) => matches!(v, CoreValue::Ref(_)),
-        CoreInput::Map(entries) => entries.iter().any(|(_, v)| holds_ref(v)),
-        CoreInput::Array(items) => items.iter().any(holds_ref),
-    }
-}
-
-/// Refuses a reference to an object this node does not have, as the
-/// engine would when the key is written.
-fn refs_exist(r: &Replica, v: &CoreInput) -> Result<(), EngineError> {
-    match v {
-        CoreInput::Value(CoreValue::Ref(o)) if r.kind(*o).is_none() => {
-            Err(EngineError::UnknownObject(*o))
-        }
-        CoreInput::Value(_) => Ok(()),
-        CoreInput::Map(entries) => entries.iter().try_for_each(|(_, v)| refs_exist(r, v)),
-        CoreInput::Array(items) => items.iter().try_for_each(|v| refs_exist(r, v)),
-    }
-}
-
-/// Orders an assignment so that values holding references are written
-/// first: the engine checks a reference as its key is written, and a
-/// refusal then comes before any key was. A key given twice keeps its last
-/// value, as written in order it would.
-fn first_refs(entries: &mut Vec<(SmolStr, CoreInput)>) {
-    let mut seen = FxHashSet::default();
-    let mut kept: Vec<_> = entries
-        .drain(..)
-        .rev()
-        .filter(|(k, _)| seen.insert(k.clone()))
-        .collect();
-    kept.reverse();
-    let (mut with, without): (Vec<_>, Vec<_>) = kept.into_iter().partition(|(_, v)| holds_ref(v));
-    with.extend(without);
-    *entries = with;
 }
 
 fn bounds(range: impl std::ops::RangeBounds<usize>, len: usize) -> (usize, usize) {
