@@ -161,7 +161,13 @@ impl Events {
     }
 
     /// Turns the arrays touched since the last call into change events.
+    #[inline]
     pub(crate) fn flush_touched(&mut self, origin: &Origin) {
+        // Nearly always empty (maps report as they change): skip building
+        // a drain over nothing.
+        if self.touched.is_empty() {
+            return;
+        }
         for (list, touch) in self.touched.drain(..) {
             let change = match touch {
                 Touch::Set { index, old, new } => Change {

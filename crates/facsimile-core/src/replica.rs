@@ -25,7 +25,7 @@ use crate::membership::Membership;
 use crate::op::{self, Op};
 use crate::outbox::Transmit;
 use crate::outputs::Outputs;
-use crate::streams::{Arrival, Streams};
+use crate::streams::{Position, Streams};
 use crate::sync::transfer::{self, Source, Target, Transferred};
 use crate::sync::{Joining, Phase, Retry, SyncServer};
 use crate::timers::Timer;
@@ -764,25 +764,23 @@ impl Replica {
         body: Sequenced,
         size: usize,
     ) -> Result<(), ReceiveError> {
-        let known = self.streams.contains(from);
-        let result = match self
-            .streams
-            .arrive(from, seq, body, size, self.config.max_backlog)
-        {
-            Ok(Arrival::Duplicate) => Ok(()),
-            Ok(Arrival::Held(ask)) => {
-                if let Some(from_seq) = ask {
-                    self.out.send_to(from, Directed::Resend { from_seq });
-                }
-                Ok(())
-            }
-            Ok(Arrival::Next(body)) => self.process_sequenced(from, body).map(|()| {
+        let (position, opened) = self.streams.position(from, seq);
+        let result = match position {
+            Position::Duplicate => Ok(()),
+            Position::Ahead => self
+                .streams
+                .hold(from, seq, body, size, self.config.max_backlog)
+                .map(|ask| {
+                    if let Some(from_seq) = ask {
+                        self.out.send_to(from, Directed::Resend { from_seq });
+                    }
+                }),
+            Position::Next => self.process_sequenced(from, body).map(|()| {
                 self.advance(from);
                 self.answer_fetches();
             }),
-            Err(e) => Err(e),
         };
-        if !known {
+        if opened {
             self.streams.drop_stray(from);
         }
         result
@@ -967,10 +965,7 @@ impl Replica {
 
     /// Applies one operation of `sender` whose message passed validation.
     fn apply_remote(&mut self, sender: PeerIdx, op: Op, origin: &Origin) {
-        if op
-            .target()
-            .is_some_and(|obj| self.locks.refuses_write(obj, sender))
-        {
+        if self.locks.refuses(&op, sender) {
             return;
         }
         match op {

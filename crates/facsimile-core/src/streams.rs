@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use std::collections::hash_map::Entry;
+
 use rustc_hash::FxHashMap;
 
 use crate::clock::Peers;
@@ -58,16 +60,15 @@ impl Default for Stream {
     }
 }
 
-/// What became of a sequenced message that arrived.
-#[derive(Debug)]
-pub(crate) enum Arrival {
-    /// Already applied, or already held: dropped.
+/// Where a sequenced message stands in its sender's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Position {
+    /// Applied already, or held already: drop it.
     Duplicate,
-    /// Held ahead of a gap; ask the sender to resend from this position
-    /// (`None`: asked already).
-    Held(Option<u64>),
+    /// Ahead of a gap: [`Streams::hold`] it.
+    Ahead,
     /// The next of its stream: apply it, then [`Streams::advance`].
-    Next(Sequenced),
+    Next,
 }
 
 /// Every stream this replica follows, by sender tag.
@@ -97,10 +98,6 @@ impl Streams {
 
     pub(crate) fn get_mut(&mut self, tag: Tag) -> Option<&mut Stream> {
         self.by_tag.get_mut(&tag.0)
-    }
-
-    pub(crate) fn contains(&self, tag: Tag) -> bool {
-        self.by_tag.contains_key(&tag.0)
     }
 
     /// The sender of a stream, once it announced itself.
@@ -144,36 +141,48 @@ impl Streams {
         self.by_tag.iter().map(|(&t, s)| (Tag(t), s))
     }
 
-    /// Takes in the message `seq` of `from`'s stream, of `size` bytes.
+    /// Where message `seq` of `from`'s stream stands, and whether the
+    /// stream was opened for it (its first message seen here).
+    #[inline]
+    pub(crate) fn position(&mut self, from: Tag, seq: u64) -> (Position, bool) {
+        let (stream, opened) = match self.by_tag.entry(from.0) {
+            Entry::Occupied(e) => (e.into_mut(), false),
+            Entry::Vacant(e) => (e.insert(Stream::default()), true),
+        };
+        let position = if seq == stream.next_seq {
+            Position::Next
+        } else if seq < stream.next_seq || stream.held.contains_key(&seq) {
+            Position::Duplicate
+        } else {
+            Position::Ahead
+        };
+        (position, opened)
+    }
+
+    /// Holds message `seq` of `from`'s stream, of `size` bytes, ahead of a
+    /// gap. Returns the position to ask the sender to resend from, unless it
+    /// was asked already.
     ///
     /// # Errors
     /// [`ReceiveError::BacklogFull`] when holding it would exceed
     /// `max_backlog` bytes.
-    pub(crate) fn arrive(
+    pub(crate) fn hold(
         &mut self,
         from: Tag,
         seq: u64,
         body: Sequenced,
         size: usize,
         max_backlog: usize,
-    ) -> Result<Arrival, ReceiveError> {
-        let stream = self.by_tag.entry(from.0).or_default();
-        if seq < stream.next_seq {
-            return Ok(Arrival::Duplicate);
-        }
-        if seq == stream.next_seq {
-            return Ok(Arrival::Next(body));
-        }
-        if stream.held.contains_key(&seq) {
-            return Ok(Arrival::Duplicate);
-        }
+    ) -> Result<Option<u64>, ReceiveError> {
         if self.held_bytes + size > max_backlog {
             return Err(ReceiveError::BacklogFull(self.held_bytes));
         }
+        let Some(stream) = self.by_tag.get_mut(&from.0) else {
+            return Ok(None);
+        };
         self.held_bytes += size;
         stream.held.insert(seq, (body, size));
-        let ask = (!std::mem::replace(&mut stream.resend_asked, true)).then_some(stream.next_seq);
-        Ok(Arrival::Held(ask))
+        Ok((!std::mem::replace(&mut stream.resend_asked, true)).then_some(stream.next_seq))
     }
 
     /// Drops the stream of `tag` if it was opened by a message that was

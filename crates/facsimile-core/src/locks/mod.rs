@@ -274,15 +274,16 @@ impl Locks {
         })
     }
 
-    /// Whether a write of `writer` to `obj`, read from the peers, must be
+    /// Whether `op`, a write of `writer` read from the peers, must be
     /// refused: over a log, when another peer holds the lock at its
     /// position (every replica refuses it alike); never over FIFO
     /// broadcast, where writes race grants and the holder's writes win by
     /// their stamps.
-    pub(crate) fn refuses_write(&self, obj: Id, writer: PeerIdx) -> bool {
+    #[inline]
+    pub(crate) fn refuses(&self, op: &crate::op::Op, writer: PeerIdx) -> bool {
         match self {
             Locks::Fifo(_) => false,
-            Locks::Log(l) => l.held_by_other(obj, writer),
+            Locks::Log(l) => op.target().is_some_and(|obj| l.held_by_other(obj, writer)),
         }
     }
 
