@@ -260,7 +260,8 @@ impl Outbox {
             1 => SmallVec::from_buf([self.ops.pop().expect("one operation")]),
             _ => SmallVec::from_vec(std::mem::take(&mut self.ops)),
         };
-        let frame = self.send(Sequenced::Ops { tick, ops });
+        let frame = self.number(Sequenced::Ops { tick, ops });
+        self.transmit(&frame);
         if let Message::Sequenced {
             body: Sequenced::Ops { ops, .. },
             ..
@@ -279,22 +280,32 @@ impl Outbox {
         std::mem::take(&mut self.moved)
     }
 
-    /// Queues a sequenced message, keeping it for retransmission. Returns
-    /// the frame, whose buffers the caller may reuse.
-    pub(crate) fn send(&mut self, body: Sequenced) -> Frame {
+    /// Queues a sequenced message, keeping it for retransmission.
+    pub(crate) fn send(&mut self, body: Sequenced) {
+        let frame = self.number(body);
+        self.transmit(&frame);
+    }
+
+    /// The next message of this stream.
+    #[inline]
+    fn number(&mut self, body: Sequenced) -> Frame {
         self.seq += 1;
-        let frame = Frame {
+        Frame {
             from: self.tag,
             msg: Message::Sequenced {
                 seq: self.seq,
                 body,
             },
-        };
-        codec::encode_into(&frame, self.format, &mut self.scratch);
+        }
+    }
+
+    /// Encodes and queues the latest message of this stream, keeping it for
+    /// retransmission.
+    fn transmit(&mut self, frame: &Frame) {
+        codec::encode_into(frame, self.format, &mut self.scratch);
         let bytes: Arc<[u8]> = Arc::from(&self.scratch[..]);
         self.log.push(self.seq, &bytes, self.keep);
         self.queue.push_back(Transmit { to: None, bytes });
-        frame
     }
 
     /// Queues a message for the peer `to`.

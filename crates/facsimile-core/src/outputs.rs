@@ -38,7 +38,7 @@ impl Outputs {
 
     /// Queues a sequenced message.
     pub(crate) fn send(&mut self, body: Sequenced) {
-        let _ = self.outbox.send(body);
+        self.outbox.send(body);
         self.sent();
     }
 
