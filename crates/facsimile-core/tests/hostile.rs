@@ -8,6 +8,7 @@
 //! as JSON where the structure matters, as bytes where the binary envelope
 //! does.
 
+#[path = "it/support.rs"]
 mod support;
 
 use std::alloc::System;

@@ -7,6 +7,7 @@
 use facsimile_core::sim::Sim;
 use facsimile_core::{Config, Input, ObjectId, ObjectKind, PeerId, Replica, Value, WireFormat};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 /// A document as the test expects to read it back.
 #[derive(Debug, PartialEq)]
@@ -224,7 +225,14 @@ fn write_and_receive(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    // Cases that once failed are replayed from `codec.proptest-regressions`
+    // next to this file.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
+        ..ProptestConfig::with_cases(1024)
+    })]
 
     #[test]
     fn written_values_arrive_exactly_in_both_formats(
