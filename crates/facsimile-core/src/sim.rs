@@ -403,10 +403,10 @@ impl Sim {
     /// `select` picks (it is called with the sender's index and the
     /// message), and returns that message and its sender. The message is
     /// taken out of the network: neither delivered nor held. What its sender
-    /// sent after it is held ([`Sim::held`]), so that the sender's order is
-    /// kept: [`Sim::send`] the message and then [`Sim::release`] its sender
-    /// to let the stream go on. Messages that the interception hook holds,
-    /// or that are held behind others, are not offered to `select`.
+    /// had sent after it is held ([`Sim::held`]) so that nothing overtakes
+    /// it: [`Sim::send`] the message, then [`Sim::release`] the sender.
+    /// Messages that the interception hook holds, or that are held behind
+    /// others, are not offered to `select`.
     ///
     /// Returns `None` when no message is in flight any more.
     pub fn run_until(
