@@ -5,8 +5,35 @@
 //! Everything random comes from the seed, so a failure is reproduced by
 //! running the same seed again; [`run_seeds`] prints the failing seed and how
 //! to rerun it alone.
+//!
+//! Tests that need to see, hold back or rewrite individual messages
+//! intercept them as they leave their sender ([`Sim::intercept`],
+//! [`Sim::run_until`]), edit or drop what is held ([`Sim::held`]) and put
+//! messages on the links themselves ([`Sim::send`], [`Sim::release`]).
+//!
+//! ```
+//! use facsimile_core::sim::{Sim, Verdict};
+//! use facsimile_core::{Config, Input, Value};
+//!
+//! let mut sim = Sim::with_hosts(7, [("alpha", Config::default()), ("bravo", Config::default())]);
+//! sim.run();
+//! // Alpha's write is held back as it leaves alpha.
+//! sim.intercept(|from, _| if from == 0 { Verdict::Hold } else { Verdict::Deliver });
+//! sim.with(0, |a| a.set_root(Input::from(1)))?;
+//! sim.stop_intercepting();
+//! assert_eq!(sim.held(0).len(), 1);
+//! sim.run();
+//! assert_eq!(sim[1].root(), Value::Null);
+//! // Released, it reaches bravo.
+//! sim.release(0);
+//! sim.run();
+//! assert_eq!(sim[1].root(), Value::Int(1));
+//! sim.assert_converged();
+//! # Ok::<(), facsimile_core::Error>(())
+//! ```
 
 use std::collections::VecDeque;
+use std::ops::Index;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +41,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::{Config, Event, PeerId, Replica};
+use crate::{Config, Event, PeerId, Replica, Transmit};
 
 /// Panics unless the two decoding paths of a message (the hand-written one
 /// for the commonest message and serde's) read `bytes` alike. For the
@@ -49,9 +76,27 @@ pub struct SimNode {
     pub events: Vec<Event>,
     /// Messages in flight to this node, one FIFO queue per sender.
     inbox: Vec<VecDeque<Arc<[u8]>>>,
+    /// Messages this node sent that are held back from the links, in the
+    /// order sent.
+    held: VecDeque<Transmit>,
     online: bool,
     partitioned: bool,
+    /// Left out of [`Sim::assert_converged`].
+    excluded: bool,
 }
+
+/// What becomes of a message leaving its sender, as an interception hook
+/// ([`Sim::intercept`]) decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Onto the links, to be delivered.
+    Deliver,
+    /// Held back in the sender's [`Sim::held`] queue until the test
+    /// releases, edits or drops it.
+    Hold,
+}
+
+type Hook = Box<dyn FnMut(usize, &Transmit) -> Verdict + Send>;
 
 /// The simulated network.
 pub struct Sim {
@@ -60,9 +105,19 @@ pub struct Sim {
     nodes: Vec<SimNode>,
     now: Duration,
     config: Config,
+    hook: Option<Hook>,
     /// Deliver messages addressed to one peer to everybody, as a broadcast
     /// transport would (the others must ignore them).
     pub broadcast_directed: bool,
+}
+
+/// What one step of the network did.
+enum Stepped {
+    Idle,
+    Delivered,
+    /// A message the selector picked, taken out of the network, and its
+    /// sender.
+    Selected(usize, Transmit),
 }
 
 impl Sim {
@@ -73,20 +128,42 @@ impl Sim {
 
     /// As [`Sim::new`], with a replica configuration.
     pub fn with_config(seed: u64, n: usize, config: Config) -> Self {
+        let hosts: Vec<(String, Config)> =
+            (0..n).map(|i| (format!("r{i}"), config.clone())).collect();
+        Self::start(seed, config, &hosts)
+    }
+
+    /// A network of replicas with the given hostnames and configurations,
+    /// indexed in that order, that know each other. [`Sim::settle`],
+    /// [`Sim::sync`] and [`Sim::add`] go by the first replica's
+    /// configuration.
+    pub fn with_hosts<S: AsRef<str>>(
+        seed: u64,
+        hosts: impl IntoIterator<Item = (S, Config)>,
+    ) -> Self {
+        let hosts: Vec<(S, Config)> = hosts.into_iter().collect();
+        let config = hosts
+            .first()
+            .map_or_else(Config::default, |(_, c)| c.clone());
+        Self::start(seed, config, &hosts)
+    }
+
+    fn start<S: AsRef<str>>(seed: u64, config: Config, hosts: &[(S, Config)]) -> Self {
         let mut sim = Sim {
             seed,
             rng: SmallRng::seed_from_u64(seed),
             nodes: Vec::new(),
             now: Duration::ZERO,
             config,
+            hook: None,
             broadcast_directed: seed % 2 == 1,
         };
         // Start the initial replicas together: each hears every other's
         // announcement, as a group started at once would.
-        for i in 0..n {
-            sim.push(&format!("r{i}"));
+        for (hostname, config) in hosts {
+            sim.push(hostname.as_ref(), config.clone());
         }
-        for i in 0..n {
+        for i in 0..hosts.len() {
             sim.collect(i);
         }
         sim
@@ -105,7 +182,12 @@ impl Sim {
     /// Adds a replica to the network. It receives only messages sent from
     /// now on, so it should [`Replica::sync`] to join the document.
     pub fn add(&mut self, hostname: &str) -> usize {
-        let i = self.push(hostname);
+        self.add_with_config(hostname, self.config.clone())
+    }
+
+    /// As [`Sim::add`], with a configuration of its own.
+    pub fn add_with_config(&mut self, hostname: &str, config: Config) -> usize {
+        let i = self.push(hostname, config);
         self.collect(i);
         i
     }
@@ -118,9 +200,9 @@ impl Sim {
         i
     }
 
-    fn push(&mut self, hostname: &str) -> usize {
+    fn push(&mut self, hostname: &str, config: Config) -> usize {
         let incarnation = self.rng.random();
-        let replica = Replica::new(PeerId::new(hostname, incarnation), self.config.clone());
+        let replica = Replica::new(PeerId::new(hostname, incarnation), config);
         self.insert(replica)
     }
 
@@ -133,8 +215,10 @@ impl Sim {
             replica,
             events: Vec::new(),
             inbox: (0..=n).map(|_| VecDeque::new()).collect(),
+            held: VecDeque::new(),
             online: true,
             partitioned: false,
+            excluded: false,
         });
         n
     }
@@ -149,9 +233,17 @@ impl Sim {
         self.nodes.is_empty()
     }
 
-    /// A replica.
+    /// A replica, to change. What it sends leaves with the next
+    /// [`Sim::collect`] of it, or the next [`Sim::step`]; [`Sim::with`] sends
+    /// it at once. `sim[i]` reads a replica without `&mut`.
     pub fn replica(&mut self, i: usize) -> &mut Replica {
         &mut self.nodes[i].replica
+    }
+
+    /// The wire tag (incarnation) of replica `i`, which names it in directed
+    /// messages and in errors.
+    pub fn tag(&self, i: usize) -> u32 {
+        self.nodes[i].replica.peer_id().incarnation()
     }
 
     /// A node, with its event log.
@@ -182,26 +274,108 @@ impl Sim {
         self.nodes[i].partitioned = cut;
     }
 
-    /// Moves node `i`'s transmits onto the links and its events into its log.
+    /// Leaves replica `i` out of [`Sim::assert_converged`]: an attacker, say,
+    /// whose document is not expected to match. It still sends and receives.
+    pub fn exclude(&mut self, i: usize) {
+        self.nodes[i].excluded = true;
+    }
+
+    /// Moves node `i`'s transmits onto the links (or into its held queue, see
+    /// [`Sim::intercept`]) and its events into its log.
     pub fn collect(&mut self, i: usize) {
+        let selected = self.collect_selecting(i, &mut |_, _| false);
+        debug_assert!(selected.is_none());
+    }
+
+    /// As [`Sim::collect`], but the first transmit that `select` picks is
+    /// taken out of the network and returned, and the ones after it are held
+    /// so that the sender's order is kept whatever the test does with it.
+    fn collect_selecting(
+        &mut self,
+        i: usize,
+        select: &mut dyn FnMut(usize, &Transmit) -> bool,
+    ) -> Option<Transmit> {
+        let mut selected = None;
         while let Some(t) = self.nodes[i].replica.poll_transmit() {
             if !self.nodes[i].online {
                 continue;
             }
-            let target = t.to.filter(|_| !self.broadcast_directed);
-            for (j, node) in self.nodes.iter_mut().enumerate() {
-                if j == i || !node.online {
-                    continue;
-                }
-                if target.is_some_and(|tag| tag != node.replica.peer_id().incarnation()) {
-                    continue;
-                }
-                node.inbox[i].push_back(t.bytes.clone());
+            // The hook sees every message, even one held behind an earlier.
+            let verdict = self.hook.as_mut().map_or(Verdict::Deliver, |h| h(i, &t));
+            if verdict == Verdict::Hold || selected.is_some() || !self.nodes[i].held.is_empty() {
+                self.nodes[i].held.push_back(t);
+            } else if select(i, &t) {
+                selected = Some(t);
+            } else {
+                self.put(i, &t);
             }
         }
         while let Some(e) = self.nodes[i].replica.poll_event() {
             self.nodes[i].events.push(e);
         }
+        selected
+    }
+
+    /// Queues `t`, sent by `from`, on the links to its recipients.
+    fn put(&mut self, from: usize, t: &Transmit) {
+        if !self.nodes[from].online {
+            return;
+        }
+        let target = t.to.filter(|_| !self.broadcast_directed);
+        for (j, node) in self.nodes.iter_mut().enumerate() {
+            if j == from || !node.online {
+                continue;
+            }
+            if target.is_some_and(|tag| tag != node.replica.peer_id().incarnation()) {
+                continue;
+            }
+            node.inbox[from].push_back(t.bytes.clone());
+        }
+    }
+
+    /// Consults `hook` for every message as it leaves its sender, from now
+    /// until [`Sim::stop_intercepting`]: it is called with the sender's index
+    /// and the message and decides whether the message goes onto the links
+    /// or is held in the sender's [`Sim::held`] queue.
+    ///
+    /// Held messages keep their sender's order: while a sender has held
+    /// messages, everything it sends is held behind them (the hook still
+    /// sees it), until the queue is released ([`Sim::release`]) or emptied.
+    /// Held messages are not in flight: [`Sim::run`] and [`Sim::settle`]
+    /// leave them be.
+    pub fn intercept(&mut self, hook: impl FnMut(usize, &Transmit) -> Verdict + Send + 'static) {
+        self.hook = Some(Box::new(hook));
+    }
+
+    /// Removes the interception hook: messages go onto the links again
+    /// (unless their sender has held messages).
+    pub fn stop_intercepting(&mut self) {
+        self.hook = None;
+    }
+
+    /// The messages held back from sender `i`, oldest first, after
+    /// collecting what it sent since: the test may read, edit, reorder,
+    /// take or drop them.
+    pub fn held(&mut self, i: usize) -> &mut VecDeque<Transmit> {
+        self.collect(i);
+        &mut self.nodes[i].held
+    }
+
+    /// Puts the messages held back from sender `i` onto the links, in order.
+    pub fn release(&mut self, i: usize) {
+        self.collect(i);
+        let held = std::mem::take(&mut self.nodes[i].held);
+        for t in &held {
+            self.put(i, t);
+        }
+    }
+
+    /// Puts `t` onto the links as if node `from` sent it now: to every other
+    /// node, or to `t.to` alone, behind what `from` sent before. It bypasses
+    /// the hook and the held queue. A crashed node sends nothing.
+    pub fn send(&mut self, from: usize, t: Transmit) {
+        self.collect(from);
+        self.put(from, &t);
     }
 
     /// Messages in flight.
@@ -214,7 +388,46 @@ impl Sim {
 
     /// Delivers one message, chosen at random among the senders with
     /// something in flight to some receiver. Returns false when idle.
+    ///
+    /// What replicas sent since they were last collected (changed through
+    /// [`Sim::replica`]) leaves first.
     pub fn step(&mut self) -> bool {
+        match self.step_selecting(&mut |_, _| false) {
+            Stepped::Idle => false,
+            Stepped::Delivered => true,
+            Stepped::Selected(..) => unreachable!("nothing is selected"),
+        }
+    }
+
+    /// Delivers messages until a message leaving a replica is one that
+    /// `select` picks (it is called with the sender's index and the
+    /// message), and returns that message and its sender. The message is
+    /// taken out of the network: neither delivered nor held. What its sender
+    /// had sent after it is held ([`Sim::held`]) so that nothing overtakes
+    /// it: [`Sim::send`] the message, then [`Sim::release`] the sender.
+    /// Messages that the interception hook holds, or that are held behind
+    /// others, are not offered to `select`.
+    ///
+    /// Returns `None` when no message is in flight any more.
+    pub fn run_until(
+        &mut self,
+        mut select: impl FnMut(usize, &Transmit) -> bool,
+    ) -> Option<(usize, Transmit)> {
+        loop {
+            match self.step_selecting(&mut select) {
+                Stepped::Idle => return None,
+                Stepped::Delivered => {}
+                Stepped::Selected(from, t) => return Some((from, t)),
+            }
+        }
+    }
+
+    fn step_selecting(&mut self, select: &mut dyn FnMut(usize, &Transmit) -> bool) -> Stepped {
+        for i in 0..self.nodes.len() {
+            if let Some(t) = self.collect_selecting(i, select) {
+                return Stepped::Selected(i, t);
+            }
+        }
         let mut links = Vec::new();
         for (r, node) in self.nodes.iter().enumerate() {
             if !node.online {
@@ -227,7 +440,7 @@ impl Sim {
             }
         }
         if links.is_empty() {
-            return false;
+            return Stepped::Idle;
         }
         let (r, s) = links[self.rng.random_range(0..links.len())];
         let bytes = self.nodes[r].inbox[s].pop_front().expect("non-empty");
@@ -247,8 +460,10 @@ impl Sim {
                 self.seed
             );
         }
-        self.collect(r);
-        true
+        match self.collect_selecting(r, select) {
+            Some(t) => Stepped::Selected(r, t),
+            None => Stepped::Delivered,
+        }
     }
 
     /// Delivers up to `n` messages.
@@ -307,6 +522,28 @@ impl Sim {
         panic!("seed {}: the network did not quiesce", self.seed);
     }
 
+    /// Has replica `i` join by a sync ([`Replica::sync`]) and runs the
+    /// network, letting time pass, until it is ready.
+    ///
+    /// # Panics
+    /// If it is not ready after four sync timeouts.
+    pub fn sync(&mut self, i: usize) {
+        self.with(i, Replica::sync);
+        let beat = self.config.heartbeat;
+        let mut waited = Duration::ZERO;
+        loop {
+            self.run();
+            if self.nodes[i].replica.is_ready() {
+                return;
+            }
+            if waited > self.config.sync_timeout * 4 {
+                panic!("seed {}: replica {i} never finished its sync", self.seed);
+            }
+            self.advance(beat);
+            waited += beat;
+        }
+    }
+
     /// Indices of online replicas.
     pub fn online(&self) -> Vec<usize> {
         (0..self.nodes.len())
@@ -315,12 +552,13 @@ impl Sim {
     }
 
     /// Asserts that every online, ready replica holds the same document, byte
-    /// for byte, and that each one's internal invariants hold.
+    /// for byte, and that each one's internal invariants hold. Replicas left
+    /// out by [`Sim::exclude`] are not compared.
     pub fn assert_converged(&mut self) {
         let online: Vec<usize> = self
             .online()
             .into_iter()
-            .filter(|&i| self.nodes[i].replica.is_ready())
+            .filter(|&i| self.nodes[i].replica.is_ready() && !self.nodes[i].excluded)
             .collect();
         let mut first: Option<(usize, Vec<u8>)> = None;
         for i in online {
@@ -341,6 +579,15 @@ impl Sim {
                 }
             }
         }
+    }
+}
+
+/// `sim[i]` reads replica `i`.
+impl Index<usize> for Sim {
+    type Output = Replica;
+
+    fn index(&self, i: usize) -> &Replica {
+        &self.nodes[i].replica
     }
 }
 

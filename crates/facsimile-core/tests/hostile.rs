@@ -8,18 +8,20 @@
 //! as JSON where the structure matters, as bytes where the binary envelope
 //! does.
 
+#[path = "it/support.rs"]
 mod support;
 
 use std::alloc::System;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use facsimile_core::sim::run_seeds;
+use facsimile_core::sim::{Sim, Verdict, run_seeds};
 use facsimile_core::{Config, Input, ObjectId, ReceiveError, Replica, Transmit, Value, WireFormat};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value as Json, json};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use support::{Net, edit_json, kind_of};
+use support::{edit_json, kind_of};
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -44,11 +46,47 @@ fn config(format: WireFormat) -> Config {
     Config::default().wire_format(format)
 }
 
+/// The network's seed: these tests build each situation explicitly, by
+/// holding messages back; the interleaving of the rest is the seed's.
+const SEED: u64 = 0;
+
+/// Replicas with these hostnames and configurations that know each other.
+fn network(hosts: [(&str, Config); 3]) -> Sim {
+    let mut sim = Sim::with_hosts(SEED, hosts);
+    sim.run();
+    sim
+}
+
+/// Runs `f` on replica `i` and holds back what it sends ([`Sim::held`]).
+fn holding<R>(sim: &mut Sim, i: usize, f: impl FnOnce(&mut Replica) -> R) -> R {
+    sim.intercept(move |from, _| {
+        if from == i {
+            Verdict::Hold
+        } else {
+            Verdict::Deliver
+        }
+    });
+    let r = sim.with(i, f);
+    sim.stop_intercepting();
+    r
+}
+
+/// Puts every message held back onto the links.
+fn release_all(sim: &mut Sim) {
+    for i in 0..sim.len() {
+        sim.release(i);
+    }
+}
+
 /// Alpha, bravo and mallory sharing a small document: a root map with a
 /// title, an array `items` and a map `meta`.
-fn world(format: WireFormat) -> Net {
-    let mut net = Net::new(&["alpha", "bravo", "mallory"], config(format));
-    net.nodes[A]
+fn world(format: WireFormat) -> Sim {
+    let mut net = network([
+        ("alpha", config(format)),
+        ("bravo", config(format)),
+        ("mallory", config(format)),
+    ]);
+    net.replica(A)
         .set_root(Input::Map(vec![
             ("title".into(), "doc".into()),
             (
@@ -60,13 +98,13 @@ fn world(format: WireFormat) -> Net {
         .unwrap();
     net.run();
     let root = root(&net, B);
-    net.nodes[B].map_set(root, "b", 2.into()).unwrap();
+    net.replica(B).map_set(root, "b", 2.into()).unwrap();
     net.run();
     net
 }
 
-fn root(net: &Net, i: usize) -> ObjectId {
-    net.nodes[i].root().as_ref_id().expect("a root map")
+fn root(net: &Sim, i: usize) -> ObjectId {
+    net[i].root().as_ref_id().expect("a root map")
 }
 
 fn child_of(r: &Replica, root: ObjectId, key: &str) -> ObjectId {
@@ -76,8 +114,8 @@ fn child_of(r: &Replica, root: ObjectId, key: &str) -> ObjectId {
         .expect("a child object")
 }
 
-fn child(net: &Net, i: usize, key: &str) -> ObjectId {
-    net.nodes[i]
+fn child(net: &Sim, i: usize, key: &str) -> ObjectId {
+    net[i]
         .map_get(root(net, i), key)
         .unwrap()
         .and_then(|v| v.as_ref_id())
@@ -85,20 +123,21 @@ fn child(net: &Net, i: usize, key: &str) -> ObjectId {
 }
 
 /// Lets mallory make one honest write and returns its message, which stays
-/// queued for delivery.
-fn mallory_writes(net: &mut Net, write: impl FnOnce(&mut Replica, ObjectId)) -> Transmit {
+/// held for delivery (mallory's later messages are held behind it).
+fn mallory_writes(net: &mut Sim, write: impl FnOnce(&mut Replica, ObjectId)) -> Transmit {
+    net.release(M);
     net.run();
     let root = root(net, M);
-    write(&mut net.nodes[M], root);
-    let queued = net.queued(M);
-    assert_eq!(queued.len(), 1, "one write, one message");
-    queued[0].clone()
+    holding(net, M, |m| write(m, root));
+    let held = net.held(M);
+    assert_eq!(held.len(), 1, "one write, one message");
+    held[0].clone()
 }
 
 /// Delivers hostile bytes to `victim`, which must refuse them and stay
 /// exactly as it was.
-fn refused(net: &mut Net, victim: usize, bytes: &[u8]) -> ReceiveError {
-    let r = &mut net.nodes[victim];
+fn refused(net: &mut Sim, victim: usize, bytes: &[u8]) -> ReceiveError {
+    let r = net.replica(victim);
     let before = r.snapshot();
     let was_ready = r.is_ready();
     let err = match r.handle_message(bytes) {
@@ -122,8 +161,8 @@ fn refused(net: &mut Net, victim: usize, bytes: &[u8]) -> ReceiveError {
 }
 
 /// Delivers bytes that the protocol defines as a no-op.
-fn harmless(net: &mut Net, victim: usize, bytes: &[u8]) {
-    let r = &mut net.nodes[victim];
+fn harmless(net: &mut Sim, victim: usize, bytes: &[u8]) {
+    let r = net.replica(victim);
     let before = r.snapshot();
     r.handle_message(bytes)
         .expect("a harmless message is accepted");
@@ -140,26 +179,45 @@ fn hex(tag: u32) -> String {
 
 /// The honest replicas keep writing, converge, and a late joiner receives
 /// the same document.
-fn still_converges(net: &mut Net) {
+fn still_converges(net: &mut Sim) {
+    release_all(net);
     net.run();
     let (ra, rb) = (root(net, A), root(net, B));
-    net.nodes[A].map_set(ra, "after-a", 1.into()).unwrap();
-    net.nodes[B]
+    net.replica(A).map_set(ra, "after-a", 1.into()).unwrap();
+    net.replica(B)
         .map_set(rb, "after-b", Input::Array(vec![7.into()]))
         .unwrap();
     let items = child(net, B, "items");
-    net.nodes[B]
+    net.replica(B)
         .list_splice(items, 0, 1, vec![9.into()])
         .unwrap();
     net.settle();
     net.assert_converged();
     let format = WireFormat::Binary;
-    let j = net.add("late", config(format));
-    net.sync(j);
+    let j = net.add_with_config("late", config(format));
+    // It fetches the document from alpha: mallory's own document need not
+    // match the others' (it applied its originals where they received
+    // forgeries). The others are held back until it has chosen.
+    net.intercept(move |from, _| {
+        if from == A || from == j {
+            Verdict::Deliver
+        } else {
+            Verdict::Hold
+        }
+    });
+    net.with(j, Replica::sync);
+    let at = net.tag(A);
+    let (from, fetch) = net
+        .run_until(|from, t| from == j && t.to == Some(at))
+        .expect("the late joiner fetches from alpha");
+    net.stop_intercepting();
+    net.send(from, fetch);
+    release_all(net);
     net.settle();
+    assert!(net[j].is_ready(), "the late joiner never finished its sync");
     net.assert_converged();
     assert_eq!(
-        net.nodes[j].map_get(root(net, j), "after-a").unwrap(),
+        net[j].map_get(root(net, j), "after-a").unwrap(),
         Some(1.into())
     );
 }
@@ -196,45 +254,52 @@ fn an_empty_message_is_refused() {
 /// retransmission requests, goodbye), recorded as sent.
 fn session(format: WireFormat) -> Vec<Vec<u8>> {
     let mut net = world(format);
-    let mut log: Vec<Vec<u8>> = Vec::new();
-    let drain = |net: &mut Net, log: &mut Vec<Vec<u8>>| {
-        while let Some((from, t)) = net.run_until(|_, _| true) {
-            log.push(t.bytes.to_vec());
-            net.deliver(from, &t);
-        }
-    };
     let items = child(&net, A, "items");
     let meta = child(&net, A, "meta");
-    let r = &mut net.nodes[A];
-    r.map_set(meta, "k", Input::Value(Value::Bytes(vec![1, 2, 3].into())))
-        .unwrap();
-    r.map_delete(meta, "n").unwrap();
-    r.list_splice(items, 1, 1, vec![Input::Map(vec![]), 2.5.into()])
-        .unwrap();
-    r.list_set(items, 0, "zero".into()).unwrap();
-    r.list_reorder(items, &[3, 2, 1, 0]).unwrap();
+    holding(&mut net, A, |r| {
+        r.map_set(meta, "k", Input::Value(Value::Bytes(vec![1, 2, 3].into())))
+            .unwrap();
+        r.map_delete(meta, "n").unwrap();
+        r.list_splice(items, 1, 1, vec![Input::Map(vec![]), 2.5.into()])
+            .unwrap();
+        r.list_set(items, 0, "zero".into()).unwrap();
+        r.list_reorder(items, &[3, 2, 1, 0]).unwrap();
+    });
+    // Every message is recorded as it is sent.
+    let log: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let record = Arc::clone(&log);
+    net.intercept(move |_, t| {
+        record.lock().unwrap().push(t.bytes.to_vec());
+        Verdict::Deliver
+    });
+    let send = |net: &mut Sim, from: usize, t: Transmit| {
+        log.lock().unwrap().push(t.bytes.to_vec());
+        net.send(from, t);
+    };
+    let mut sent: Vec<Transmit> = net.held(A).drain(..).collect();
     // Bravo receives alpha's last message first, holds it and asks for the
     // missing ones.
-    let last = net.queued(A).pop_back().unwrap();
-    net.nodes[B].handle_message(&last.bytes).unwrap();
-    drain(&mut net, &mut log);
-    log.push(last.bytes.to_vec());
-    net.deliver(A, &last);
-    drain(&mut net, &mut log);
-    net.nodes[A]
+    let last = sent.pop().unwrap();
+    net.replica(B).handle_message(&last.bytes).unwrap();
+    for t in sent {
+        send(&mut net, A, t);
+    }
+    net.run();
+    send(&mut net, A, last);
+    net.run();
+    net.replica(A)
         .set_root(Input::Value(Value::Ref(meta)))
         .unwrap();
-    let j = net.add("joiner", config(format));
-    net.nodes[j].sync();
-    drain(&mut net, &mut log);
+    let j = net.add_with_config("joiner", config(format));
+    net.with(j, Replica::sync);
+    net.run();
     // Acknowledgements for reclamation.
-    for i in 0..net.nodes.len() {
-        net.nodes[i].handle_timeout(Duration::from_secs(5));
-    }
-    drain(&mut net, &mut log);
-    net.nodes[B].leave();
-    drain(&mut net, &mut log);
-    log
+    net.advance(Duration::from_secs(5));
+    net.run();
+    net.with(B, Replica::leave);
+    net.run();
+    net.stop_intercepting();
+    std::mem::take(&mut *log.lock().unwrap())
 }
 
 #[test]
@@ -278,7 +343,7 @@ fn random_garbage_is_refused() {
             1 if len > 0 => bytes[0] = b'{',
             _ => {}
         }
-        let r = &mut net.nodes[B];
+        let r = net.replica(B);
         let before = r.snapshot();
         match r.handle_message(&bytes) {
             Err(e) => {
@@ -326,15 +391,12 @@ fn a_wrong_version_byte_is_refused() {
 #[test]
 fn an_oversized_message_is_refused_before_decoding() {
     let max = 4096;
-    let mut net = Net::with_configs(
-        &["alpha", "bravo", "mallory"],
-        vec![
-            config(WireFormat::Json),
-            config(WireFormat::Json).max_message_size(max),
-            config(WireFormat::Json),
-        ],
-    );
-    net.nodes[A].set_root(Input::Map(vec![])).unwrap();
+    let mut net = network([
+        ("alpha", config(WireFormat::Json)),
+        ("bravo", config(WireFormat::Json).max_message_size(max)),
+        ("mallory", config(WireFormat::Json)),
+    ]);
+    net.replica(A).set_root(Input::Map(vec![])).unwrap();
     net.run();
     let msg = mallory_writes(&mut net, |m, root| {
         m.map_set(root, "m", 1.into()).unwrap();
@@ -359,7 +421,7 @@ fn an_oversized_message_is_refused_before_decoding() {
     ));
     let default_max = vec![b'{'; (64 << 20) + 1];
     assert!(matches!(
-        net.nodes[A].handle_message(&default_max),
+        net.replica(A).handle_message(&default_max),
         Err(ReceiveError::TooLarge { .. })
     ));
     // Exactly at the limit is fine.
@@ -370,11 +432,12 @@ fn an_oversized_message_is_refused_before_decoding() {
         v["pad"] = Json::String("x".repeat(max - fits.len()));
     });
     assert_eq!(fits.len(), max);
-    net.nodes[B].handle_message(&fits).unwrap();
+    net.replica(B).handle_message(&fits).unwrap();
     // The original is now a duplicate everywhere it was delivered.
+    net.release(M);
     net.run();
     let ra = root(&net, A);
-    net.nodes[A].map_set(ra, "a", 1.into()).unwrap();
+    net.replica(A).map_set(ra, "a", 1.into()).unwrap();
     net.settle();
     net.assert_converged();
 }
@@ -422,7 +485,7 @@ fn ids_from_the_senders_future_are_refused() {
         m.map_set(root, "m", Input::Map(vec![])).unwrap();
     });
     // The new map's id is the message's counter.
-    let l = net.nodes[M].object_origin(child(&net, M, "m")).1;
+    let l = net[M].object_origin(child(&net, M, "m")).1;
     for c in [l + 1, l + 2, l + 1000, 1 << 62, (1 << 62) + 1, u64::MAX, 0] {
         // The stored reference names an id at or after its own stamp.
         let bytes = edit_json(&msg.bytes, |v| {
@@ -454,10 +517,10 @@ fn a_write_to_an_object_that_cannot_exist_is_a_no_op() {
     // Delivered to everybody in place of the original, so the honest
     // replicas still see the same stream; mallory itself applied the
     // original and is not compared.
-    net.queued(M).clear();
+    net.held(M).clear();
     harmless(&mut net, A, &bytes);
     harmless(&mut net, B, &bytes);
-    net.excluded[M] = true;
+    net.exclude(M);
     // A map write to an array is equally void.
     let msg = mallory_writes(&mut net, |m, root| {
         m.map_set(root, "m2", 1.into()).unwrap();
@@ -467,13 +530,13 @@ fn a_write_to_an_object_that_cannot_exist_is_a_no_op() {
         let _ = v;
         // Mallory's dictionary names alpha at index 1; alpha's array is the
         // value of `items` in alpha's root map creation.
-        let (_, c) = net.nodes[B].object_origin(child(&net, B, "items"));
+        let (_, c) = net[B].object_origin(child(&net, B, "items"));
         c
     };
     let bytes = edit_json(&msg.bytes, |v| {
         op(v, "MapSet")["obj"] = json!({"p": 1, "c": items_id});
     });
-    net.queued(M).clear();
+    net.held(M).clear();
     harmless(&mut net, A, &bytes);
     harmless(&mut net, B, &bytes);
     still_converges(&mut net);
@@ -486,6 +549,7 @@ fn counters_that_go_backwards_are_refused() {
     let first = mallory_writes(&mut net, |m, root| {
         m.map_set(root, "m", 1.into()).unwrap();
     });
+    net.release(M);
     net.run();
     let second = mallory_writes(&mut net, |m, root| {
         m.map_set(root, "m", 2.into()).unwrap();
@@ -520,9 +584,9 @@ fn delete_runs_of_two_billion_elements_are_bounded() {
     // are far from the low ones.
     let ra = root(&net, A);
     for k in 0..20 {
-        net.nodes[A].map_set(ra, "clock", k.into()).unwrap();
+        net.replica(A).map_set(ra, "clock", k.into()).unwrap();
     }
-    net.nodes[A]
+    net.replica(A)
         .map_set(ra, "list", Input::Array(vec![1.into(), 2.into(), 3.into()]))
         .unwrap();
     net.run();
@@ -554,8 +618,8 @@ fn delete_runs_of_two_billion_elements_are_bounded() {
             run[1] = json!(len);
         })
     });
-    net.queued(M).clear();
-    net.excluded[M] = true;
+    net.held(M).clear();
+    net.exclude(M);
     for victim in [A, B] {
         for bytes in &runs {
             let ((), allocated) = allocated(|| harmless(&mut net, victim, bytes));
@@ -563,7 +627,7 @@ fn delete_runs_of_two_billion_elements_are_bounded() {
         }
     }
     let list = child(&net, B, "list");
-    assert_eq!(net.nodes[B].list_len(list).unwrap(), 3);
+    assert_eq!(net.replica(B).list_len(list).unwrap(), 3);
     still_converges(&mut net);
 }
 
@@ -574,34 +638,37 @@ fn delete_runs_of_two_billion_elements_are_bounded() {
 fn a_delete_run_over_elements_still_in_flight_waits_for_all_of_them() {
     for format in [WireFormat::Binary, WireFormat::Json] {
         let c = 2;
-        let mut net = Net::new(&["alpha", "bravo", "charlie"], config(format));
-        net.nodes[A].set_root(Input::Array(vec![1.into()])).unwrap();
+        let mut net = network([
+            ("alpha", config(format)),
+            ("bravo", config(format)),
+            ("charlie", config(format)),
+        ]);
+        net.replica(A)
+            .set_root(Input::Array(vec![1.into()]))
+            .unwrap();
         net.run();
-        let list = |net: &Net, i: usize| net.nodes[i].root().as_ref_id().unwrap();
+        let list = |net: &Sim, i: usize| net[i].root().as_ref_id().unwrap();
         // Charlie replaces the one element with three; only alpha hears.
         let lc = list(&net, c);
-        net.nodes[c]
-            .list_splice(lc, 0, 1, vec![2.into(), 3.into(), 4.into()])
-            .unwrap();
-        let held: Vec<Transmit> = net.queued(c).drain(..).collect();
+        holding(&mut net, c, |r| {
+            r.list_splice(lc, 0, 1, vec![2.into(), 3.into(), 4.into()])
+                .unwrap()
+        });
+        let held: Vec<Transmit> = net.held(c).drain(..).collect();
         for t in &held {
-            net.nodes[A].handle_message(&t.bytes).unwrap();
+            net.replica(A).handle_message(&t.bytes).unwrap();
         }
         // Alpha deletes all three in one run, which reaches bravo first:
         // bravo's list has one slot, the run is three long.
         let la = list(&net, A);
-        net.nodes[A].list_splice(la, 0, 3, vec![]).unwrap();
+        net.replica(A).list_splice(la, 0, 3, vec![]).unwrap();
         net.run();
         for t in &held {
-            net.nodes[B].handle_message(&t.bytes).unwrap();
+            net.replica(B).handle_message(&t.bytes).unwrap();
         }
         net.settle();
         net.assert_converged();
-        assert_eq!(
-            net.nodes[B].list_len(list(&net, B)).unwrap(),
-            0,
-            "{format:?}"
-        );
+        assert_eq!(net[B].list_len(list(&net, B)).unwrap(), 0, "{format:?}");
     }
 }
 
@@ -729,8 +796,8 @@ fn two_hostnames_with_one_tag_are_refused() {
     // An announcement in alpha's stream under another hostname.
     net.run();
     let ra = root(&net, A);
-    net.nodes[A].map_set(ra, "a", 1.into()).unwrap();
-    let from_a = net.queued(A)[0].clone();
+    holding(&mut net, A, |r| r.map_set(ra, "a", 1.into()).unwrap());
+    let from_a = net.held(A)[0].clone();
     let seq = {
         let v: Json = serde_json::from_slice(&edit_json(&from_a.bytes, |_| {})).unwrap();
         v["body"]["Ops"]["seq"].as_u64().unwrap()
@@ -742,6 +809,7 @@ fn two_hostnames_with_one_tag_are_refused() {
         let bytes = edit_json(&from_a.bytes, |v| v["body"] = body.clone());
         assert_eq!(refused(&mut net, B, &bytes), ReceiveError::TagCollision(at));
     }
+    net.release(A);
     net.run();
     // Introductions that bind a known tag to another hostname, or one new
     // tag to two hostnames.
@@ -782,12 +850,13 @@ fn duplicates_are_harmless() {
     let msg = mallory_writes(&mut net, |m, root| {
         m.map_set(root, "m", Input::Array(vec![1.into()])).unwrap();
     });
+    net.release(M);
     net.run();
     for _ in 0..3 {
         harmless(&mut net, A, &msg.bytes);
         harmless(&mut net, B, &msg.bytes);
     }
-    assert!(!net.nodes[B].has_transmits());
+    assert!(!net[B].has_transmits());
     still_converges(&mut net);
 }
 
@@ -795,19 +864,19 @@ fn duplicates_are_harmless() {
 
 /// A joiner ("charlie") that asked for a sync, and the honest answer it is
 /// about to receive, held back.
-fn joiner_with_answer() -> (Net, usize, usize, Transmit) {
+fn joiner_with_answer() -> (Sim, usize, usize, Transmit) {
     let mut net = world(WireFormat::Json);
     let items = child(&net, A, "items");
     let ra = root(&net, A);
-    let a = &mut net.nodes[A];
+    let a = net.replica(A);
     a.list_reorder(items, &[2, 0, 1]).unwrap();
     a.list_splice(items, 1, 1, vec![Input::Map(vec![("x".into(), 1.into())])])
         .unwrap();
     a.map_delete(ra, "title").unwrap();
     net.run();
-    let c = net.add("charlie", config(WireFormat::Json));
+    let c = net.add_with_config("charlie", config(WireFormat::Json));
     let ct = net.tag(c);
-    net.nodes[c].sync();
+    net.with(c, Replica::sync);
     let (from, answer) = net
         .run_until(|_, t| t.to == Some(ct) && kind_of(&t.bytes).as_deref() == Some("SyncAnswer"))
         .expect("a sync answer");
@@ -1032,7 +1101,7 @@ fn hostile_sync_answers_are_refused() {
             explicit(state(v));
             mutate(state(v))
         });
-        let r = &mut net.nodes[c];
+        let r = net.replica(c);
         let before = r.snapshot();
         let e = match r.handle_message(&bytes) {
             Ok(()) => {
@@ -1050,8 +1119,8 @@ fn hostile_sync_answers_are_refused() {
             _ => failures.push(format!("{what}: unexpected {e:?}")),
         }
         // The honest answer still completes the sync.
-        net.nodes[c].handle_message(&answer.bytes).unwrap();
-        assert!(net.nodes[c].is_ready());
+        net.replica(c).handle_message(&answer.bytes).unwrap();
+        assert!(net[c].is_ready());
         still_converges(&mut net);
     }
     assert!(failures.is_empty(), "{failures:#?}");
@@ -1069,7 +1138,7 @@ fn an_answer_without_a_peer_table_is_refused() {
         s["root_stamp"] = Json::Null;
     });
     refused(&mut net, c, &bytes);
-    net.nodes[c].handle_message(&answer.bytes).unwrap();
+    net.replica(c).handle_message(&answer.bytes).unwrap();
     still_converges(&mut net);
 }
 
@@ -1084,9 +1153,9 @@ fn an_answer_with_a_clock_at_the_top_of_the_range_is_refused() {
         });
         refused(&mut net, c, &bytes);
     }
-    net.nodes[c].handle_message(&answer.bytes).unwrap();
+    net.replica(c).handle_message(&answer.bytes).unwrap();
     let rc = root(&net, c);
-    net.nodes[c].map_set(rc, "c", 1.into()).unwrap();
+    net.replica(c).map_set(rc, "c", 1.into()).unwrap();
     still_converges(&mut net);
 }
 
@@ -1099,10 +1168,10 @@ fn an_answer_with_a_map_key_twice_is_refused() {
         entries.push(entries[0].clone());
     });
     refused(&mut net, c, &bytes);
-    net.nodes[c].handle_message(&answer.bytes).unwrap();
+    net.replica(c).handle_message(&answer.bytes).unwrap();
     let rc = root(&net, c);
-    let keys = net.nodes[c].map_keys(rc).unwrap().len();
-    assert_eq!(net.nodes[c].map_len(rc).unwrap(), keys);
+    let keys = net.replica(c).map_keys(rc).unwrap().len();
+    assert_eq!(net.replica(c).map_len(rc).unwrap(), keys);
     still_converges(&mut net);
 }
 
@@ -1116,8 +1185,8 @@ fn an_answer_with_a_dangling_reference_is_refused() {
         state(v)["root"] = json!({"Ref": {"p": 0, "c": 999_999}})
     });
     refused(&mut net, c, &bytes);
-    net.nodes[c].handle_message(&answer.bytes).unwrap();
-    net.nodes[c].check_invariants();
+    net.replica(c).handle_message(&answer.bytes).unwrap();
+    net.replica(c).check_invariants();
     still_converges(&mut net);
 }
 
@@ -1159,8 +1228,8 @@ fn mutated_messages_never_panic() {
                     }
                 }
             }
-            let victim = rng.random_range(0..net.nodes.len());
-            let r = &mut net.nodes[victim];
+            let victim = rng.random_range(0..net.len());
+            let r = net.replica(victim);
             let before = r.snapshot();
             if r.handle_message(&bytes).is_err() {
                 assert_eq!(r.snapshot(), before);
@@ -1178,7 +1247,7 @@ fn fencing_tokens_at_the_top_of_the_range_are_refused() {
     let mut net = world(WireFormat::Json);
     let mt = net.tag(M);
     let meta = child(&net, M, "meta");
-    net.nodes[M].lock(meta, true).unwrap();
+    net.replica(M).lock(meta, true).unwrap();
     net.run();
     let release = mallory_writes(&mut net, |m, root| {
         let meta = child_of(m, root, "meta");
@@ -1188,10 +1257,11 @@ fn fencing_tokens_at_the_top_of_the_range_are_refused() {
         let bytes = edit_json(&release.bytes, |v| op(v, "Unlock")["token"] = json!(token));
         assert!(is_invalid_from(&refused(&mut net, B, &bytes), mt));
     }
+    net.release(M);
     net.run();
     // An acknowledgement claiming to hold the lock with such a token.
     let meta_b = child(&net, B, "meta");
-    net.nodes[B].lock(meta_b, true).unwrap();
+    net.replica(B).lock(meta_b, true).unwrap();
     let ct = net.tag(B);
     let ack = net
         .run_until(|from, t| {
@@ -1208,14 +1278,15 @@ fn fencing_tokens_at_the_top_of_the_range_are_refused() {
         a["held"] = json!([req, u64::MAX]);
     });
     assert!(is_invalid_from(&refused(&mut net, A, &bytes), mt));
-    net.deliver(M, &ack);
+    net.send(M, ack);
+    net.release(M);
     net.run();
     let meta_b = child(&net, B, "meta");
     assert!(matches!(
-        net.nodes[B].lock_state(meta_b),
+        net[B].lock_state(meta_b),
         facsimile_core::LockState::Held(t) if t < 1 << 62
     ));
-    net.nodes[B].unlock(meta_b).unwrap();
+    net.replica(B).unlock(meta_b).unwrap();
     still_converges(&mut net);
 }
 
@@ -1229,6 +1300,7 @@ fn a_refused_message_from_a_stranger_leaves_no_trace() {
     let msg = mallory_writes(&mut net, |m, root| {
         m.map_set(root, "m", 1.into()).unwrap();
     });
+    net.release(M);
     net.run();
     // Operations before any hello, from a stranger.
     let stranger = edit_json(&msg.bytes, |v| {
@@ -1257,7 +1329,7 @@ fn a_refused_message_from_a_stranger_leaves_no_trace() {
     );
     // Reclamation still completes everywhere.
     let ra = root(&net, A);
-    net.nodes[A]
+    net.replica(A)
         .map_set(
             ra,
             "tmp",
@@ -1265,11 +1337,11 @@ fn a_refused_message_from_a_stranger_leaves_no_trace() {
         )
         .unwrap();
     net.run();
-    net.nodes[A].map_delete(ra, "tmp").unwrap();
+    net.replica(A).map_delete(ra, "tmp").unwrap();
     net.settle();
     net.settle();
-    for i in 0..net.nodes.len() {
-        let r = &mut net.nodes[i];
+    for i in 0..net.len() {
+        let r = net.replica(i);
         assert_eq!(
             r.object_count(),
             r.reachable_objects().len(),

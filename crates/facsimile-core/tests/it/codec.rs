@@ -4,11 +4,10 @@
 //! by another in binary and in JSON, read back exactly (floats bitwise),
 //! and carried whole by a state transfer and by an exported state.
 
-mod support;
-
+use facsimile_core::sim::Sim;
 use facsimile_core::{Config, Input, ObjectId, ObjectKind, PeerId, Replica, Value, WireFormat};
 use proptest::prelude::*;
-use support::Net;
+use proptest::test_runner::FileFailurePersistence;
 
 /// A document as the test expects to read it back.
 #[derive(Debug, PartialEq)]
@@ -153,10 +152,10 @@ fn child(r: &Replica, parent: ObjectId, key: &str) -> ObjectId {
 
 /// Asserts that both replicas hold `expected` under the root and the same
 /// document, byte for byte.
-fn assert_holds(net: &mut Net, expected: &Model) -> Result<(), TestCaseError> {
-    let snapshot = net.nodes[0].snapshot();
-    for i in 0..net.nodes.len() {
-        let r = &mut net.nodes[i];
+fn assert_holds(sim: &mut Sim, expected: &Model) -> Result<(), TestCaseError> {
+    let snapshot = sim.replica(0).snapshot();
+    for i in 0..sim.len() {
+        let r = sim.replica(i);
         let got = read(r, r.root());
         prop_assert_eq!(&got, expected, "replica {}", i);
         prop_assert!(r.snapshot() == snapshot, "replica {} differs", i);
@@ -165,6 +164,17 @@ fn assert_holds(net: &mut Net, expected: &Model) -> Result<(), TestCaseError> {
 }
 
 const SENDER: usize = 0;
+
+/// The network's seed: these tests draw their cases from proptest, and the
+/// interleaving of two replicas' messages does not change what they check.
+const SEED: u64 = 0;
+
+/// A sender and a receiver that know each other.
+fn pair(sender: Config, receiver: Config) -> Sim {
+    let mut sim = Sim::with_hosts(SEED, [("sender", sender), ("receiver", receiver)]);
+    sim.run();
+    sim
+}
 
 /// Writes `root`, then a map and an array filled by `map_set` and
 /// `list_splice`, through a sender encoding in `format`. Returns the
@@ -175,16 +185,14 @@ fn write_and_receive(
     keyed: &[(String, Input)],
     items: &[Input],
 ) -> Result<(Vec<u8>, Vec<u8>), TestCaseError> {
-    let mut net = Net::with_configs(
-        &["sender", "receiver"],
-        vec![config(format), config(WireFormat::Binary)],
-    );
-    net.nodes[SENDER].set_root(root_input.clone()).unwrap();
-    net.run();
-    assert_holds(&mut net, &model(root_input))?;
-    let first = net.nodes[SENDER].snapshot();
+    let mut sim = pair(config(format), config(WireFormat::Binary));
+    sim.with(SENDER, |s| s.set_root(root_input.clone()))
+        .unwrap();
+    sim.run();
+    assert_holds(&mut sim, &model(root_input))?;
+    let first = sim.replica(SENDER).snapshot();
 
-    let s = &mut net.nodes[SENDER];
+    let s = sim.replica(SENDER);
     s.set_root(Input::Map(vec![
         ("m".into(), Input::Map(vec![])),
         ("l".into(), Input::Array(vec![])),
@@ -205,18 +213,26 @@ fn write_and_receive(
     let mut list: Vec<Model> = items.iter().map(model).collect();
     let again: Vec<Model> = items.iter().map(model).collect();
     list.splice(mid..mid, again);
-    net.run();
+    sim.collect(SENDER);
+    sim.run();
     let mut top = vec![
         ("l".to_owned(), Model::Array(list)),
         ("m".to_owned(), Model::Map(expected)),
     ];
     top.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_holds(&mut net, &Model::Map(top))?;
-    Ok((first, net.nodes[SENDER].snapshot()))
+    assert_holds(&mut sim, &Model::Map(top))?;
+    Ok((first, sim.replica(SENDER).snapshot()))
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    // Cases that once failed are replayed from `codec.proptest-regressions`
+    // next to this file.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
+        ..ProptestConfig::with_cases(1024)
+    })]
 
     #[test]
     fn written_values_arrive_exactly_in_both_formats(
@@ -237,8 +253,8 @@ proptest! {
         json in any::<bool>(),
     ) {
         let format = if json { WireFormat::Json } else { WireFormat::Binary };
-        let mut net = Net::new(&["sender", "receiver"], config(format));
-        let s = &mut net.nodes[SENDER];
+        let mut sim = pair(config(format), config(format));
+        let s = sim.replica(SENDER);
         s.set_root(Input::Map(vec![("v".into(), root_input.clone())])).unwrap();
         let r = root(s);
         for (k, v) in &keyed {
@@ -248,22 +264,23 @@ proptest! {
         if let Some((k, _)) = keyed.first() {
             s.map_delete(r, k).unwrap();
         }
-        net.run();
+        sim.collect(SENDER);
+        sim.run();
         let expected = {
-            let s = &mut net.nodes[SENDER];
+            let s = sim.replica(SENDER);
             read(s, s.root())
         };
-        let j = net.add("joiner", config(format));
-        net.sync(j);
-        assert_holds(&mut net, &expected)?;
+        let j = sim.add_with_config("joiner", config(format));
+        sim.sync(j);
+        assert_holds(&mut sim, &expected)?;
 
         // An exported state restores the same document.
-        let saved = net.nodes[SENDER].export_state();
+        let saved = sim.replica(SENDER).export_state();
         let mut restored =
             Replica::from_exported(PeerId::new("restored", 0x77), config(format), &saved).unwrap();
         let restored_root = restored.root();
         prop_assert_eq!(read(&mut restored, restored_root), expected);
-        prop_assert!(restored.snapshot() == net.nodes[SENDER].snapshot());
+        prop_assert!(restored.snapshot() == sim.replica(SENDER).snapshot());
     }
 }
 
@@ -285,10 +302,11 @@ fn json_carries_every_float_bit_for_bit() {
         f64::MAX,
     ];
     let items: Vec<Input> = floats.iter().map(|&f| f.into()).collect();
-    let mut net = Net::new(&["sender", "receiver"], config(WireFormat::Json));
-    net.nodes[SENDER].set_root(Input::Array(items)).unwrap();
-    net.run();
-    let r = &net.nodes[1];
+    let mut sim = pair(config(WireFormat::Json), config(WireFormat::Json));
+    sim.with(SENDER, |s| s.set_root(Input::Array(items)))
+        .unwrap();
+    sim.run();
+    let r = &sim[1];
     let got = r.list_values(root(r)).unwrap();
     for (f, v) in floats.iter().zip(got) {
         match v {

@@ -2,8 +2,6 @@
 //! (its own messages included) at its own pace. Locks are decided by log
 //! position, leases expire by the log's timestamps, and replicas converge.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -13,6 +11,8 @@ use facsimile_core::{
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+
+use crate::support;
 
 const LEASE: Duration = Duration::from_secs(3);
 
