@@ -200,6 +200,31 @@ async fn a_peer_that_is_not_a_relay_is_named_so() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_accepts_and_stays_silent_is_not_a_relay() {
+    // As an HTTP server does, waiting for a request line that never comes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let (done, hold) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (_conn, _) = silent.accept().await.unwrap();
+        let _ = hold.await;
+    });
+    let options = options().timeouts(Duration::from_millis(300), Duration::from_secs(20));
+    let err = net::connect(&addr, "alice", options).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NetError::NotARelay {
+                source: facsimile::net::protocol::ProtocolError::Silent(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    drop(done);
+}
+
 /// Opens a raw connection and sends a valid hello.
 async fn raw_client(relay: &Relay) -> TcpStream {
     let mut s = TcpStream::connect(&relay.addr).await.unwrap();

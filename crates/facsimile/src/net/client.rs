@@ -109,17 +109,23 @@ async fn establish(
     resume: Option<Resume>,
     node: &Node,
 ) -> Result<(Session, Welcome), NetError> {
-    let connect = async {
-        let stream = open(addr, options).await?;
-        let (mut reader, mut writer) = protocol::framed(stream, options.max_frame);
-        let hello = ClientHello {
-            protocol: PROTOCOL_VERSION,
-            document: options.document.clone(),
-            token: options.token.clone(),
-            hostname: node.hostname().to_string(),
-            incarnation: node.peer_id().incarnation(),
-            resume,
-        };
+    let deadline = tokio::time::Instant::now() + options.connect_timeout;
+    let stream = tokio::time::timeout_at(deadline, open(addr, options))
+        .await
+        .map_err(|_| NetError::Timeout {
+            what: "the connection to the relay",
+            after: options.connect_timeout,
+        })??;
+    let (mut reader, mut writer) = protocol::framed(stream, options.max_frame);
+    let hello = ClientHello {
+        protocol: PROTOCOL_VERSION,
+        document: options.document.clone(),
+        token: options.token.clone(),
+        hostname: node.hostname().to_string(),
+        incarnation: node.peer_id().incarnation(),
+        resume,
+    };
+    let handshake = async {
         writer
             .send(hello.encode())
             .await
@@ -127,15 +133,17 @@ async fn establish(
                 during: "sending the hello",
                 source,
             })?;
-        let welcome = read_welcome(addr, &mut reader).await?;
-        Ok((Session { reader, writer }, welcome))
+        read_welcome(addr, &mut reader).await
     };
-    tokio::time::timeout(options.connect_timeout, connect)
+    // Connected but silent: whatever listens there does not speak the
+    // relay's protocol (a relay always answers a hello at once).
+    let welcome = tokio::time::timeout_at(deadline, handshake)
         .await
-        .map_err(|_| NetError::Timeout {
-            what: "the connection to the relay",
-            after: options.connect_timeout,
-        })?
+        .map_err(|_| NetError::NotARelay {
+            addr: addr.to_string(),
+            source: ProtocolError::Silent(options.connect_timeout),
+        })??;
+    Ok((Session { reader, writer }, welcome))
 }
 
 /// The TCP connection, with TLS where the options ask for it.

@@ -162,6 +162,10 @@ pub enum ProtocolError {
     /// The relay's first frame is not its hello.
     #[error("a {0} frame where the relay's hello was expected")]
     NotAHello(&'static str),
+    /// The peer accepted the connection but answered nothing to the hello
+    /// (an HTTP server waits for a request line that never comes).
+    #[error("no answer to the hello within {0:?}")]
+    Silent(std::time::Duration),
     /// A hello after the first frame.
     #[error("a second hello")]
     SecondHello,
