@@ -1,0 +1,729 @@
+//! The facsimile engine for JavaScript: [`Engine`] wraps the sans-IO
+//! [`Replica`] of `facsimile-core` for the `facsimile` npm package (`js/`),
+//! which adds the proxies, listeners, transport hooks and timers.
+//!
+//! Nothing here calls into JavaScript: every method returns before the
+//! package sends a message or runs a listener, so delivery may be
+//! synchronous and re-entrant (a `send` that calls another node's `receive`,
+//! which answers into this one) without ever entering the engine twice.
+//! Time comes in as milliseconds from the caller's clock.
+//!
+//! Values crossing the boundary:
+//! - from the engine: `null`, booleans, numbers (integers beyond 2^53 as
+//!   `BigInt`), strings, `Uint8Array`s, and objects as a two-element array
+//!   `[kind, handle]` (kind 1: a map, 2: an array);
+//! - to the engine (an *input*): the same scalars, or an object with exactly
+//!   one key: `{r: handle}` (a reference to an existing object), `{m: [k0,
+//!   v0, k1, v1, ...]}` (a new map) or `{a: [v0, v1, ...]}` (a new array).
+//!
+//! A handle names one object for as long as the package holds it; it is
+//! released with [`Engine::release`].
+//!
+//! ```
+//! use facsimile_wasm::Engine;
+//! let engine = Engine::new("a", 1, true);
+//! assert!(engine.is_ready());
+//! ```
+
+use std::time::Duration;
+
+use facsimile_core::{
+    Config, Error, Event, Input, LockEvent, LockState, ObjectId, ObjectKind, Origin, PeerId, Prop,
+    ReceiveError, Replica, Value, WireFormat,
+};
+use js_sys::{Array, Reflect, Uint8Array};
+use rustc_hash::FxHashMap;
+use smol_str::SmolStr;
+use wasm_bindgen::prelude::*;
+
+/// Object kinds as the package sees them.
+const KIND_MAP: u8 = 1;
+const KIND_ARRAY: u8 = 2;
+
+/// The largest integer a JavaScript number holds exactly.
+const MAX_SAFE: i64 = (1 << 53) - 1;
+
+/// One replica of a document, driven by the JavaScript package.
+#[wasm_bindgen]
+pub struct Engine {
+    replica: Replica,
+    handles: Handles,
+    /// The recipient of the message last returned by `poll_transmit`.
+    last_to: Option<u32>,
+}
+
+/// Small numbers for object ids, so that the package can key its proxies
+/// by them. A handle lives until the package releases it.
+#[derive(Default)]
+struct Handles {
+    ids: Vec<Option<ObjectId>>,
+    by_id: FxHashMap<ObjectId, u32>,
+    free: Vec<u32>,
+}
+
+impl Handles {
+    fn of(&mut self, id: ObjectId) -> u32 {
+        if let Some(&h) = self.by_id.get(&id) {
+            return h;
+        }
+        let h = match self.free.pop() {
+            Some(h) => {
+                self.ids[h as usize] = Some(id);
+                h
+            }
+            None => {
+                self.ids.push(Some(id));
+                (self.ids.len() - 1) as u32
+            }
+        };
+        self.by_id.insert(id, h);
+        h
+    }
+
+    fn get(&self, h: u32) -> Option<ObjectId> {
+        self.ids.get(h as usize).copied().flatten()
+    }
+
+    fn release(&mut self, h: u32) {
+        if let Some(id) = self.ids.get_mut(h as usize).and_then(Option::take) {
+            self.by_id.remove(&id);
+            self.free.push(h);
+        }
+    }
+
+    /// Renames every object after the replica took a new incarnation.
+    fn rename(&mut self, s: &facsimile_core::Succession) {
+        self.by_id.clear();
+        for (h, id) in self.ids.iter_mut().enumerate() {
+            if let Some(id) = id {
+                *id = id.after(s);
+                self.by_id.insert(*id, h as u32);
+            }
+        }
+    }
+}
+
+/// A JavaScript `Error` with the engine's `code`.
+fn error(code: &str, message: &str) -> JsValue {
+    let e = js_sys::Error::new(message);
+    let _ = Reflect::set(&e, &"code".into(), &code.into());
+    e.into()
+}
+
+/// The original's messages, where it had one, and a code for each refusal.
+fn write_error(e: Error) -> JsValue {
+    match e {
+        Error::NotOwner(_) => error("NOT_OWNER", "Object is not owned by current host"),
+        Error::Locked(_) => error("LOCKED", "Object is locked"),
+        Error::NotLocked(_) => error("NOT_LOCKED", "Object is not locked"),
+        Error::Syncing => error("SYNCING", &e.to_string()),
+        Error::UnknownObject(_) => error("UNKNOWN_OBJECT", &e.to_string()),
+        Error::Detached(_) => error("DETACHED", &e.to_string()),
+        Error::IndexOutOfBounds { .. } => error("OUT_OF_BOUNDS", &e.to_string()),
+        Error::WrongKind { .. } => error("WRONG_KIND", &e.to_string()),
+        Error::Evicted => error("EVICTED", &e.to_string()),
+        e => error("REFUSED", &e.to_string()),
+    }
+}
+
+fn receive_error(e: ReceiveError) -> JsValue {
+    let code = match e {
+        ReceiveError::TooLarge { .. } => "TOO_LARGE",
+        ReceiveError::Empty => "EMPTY",
+        ReceiveError::UnsupportedVersion(_) => "UNSUPPORTED_VERSION",
+        ReceiveError::Malformed(_) => "MALFORMED",
+        ReceiveError::Invalid { .. } => "INVALID",
+        ReceiveError::TagCollision(_) => "TAG_COLLISION",
+        ReceiveError::BacklogFull(_) => "BACKLOG_FULL",
+        _ => "REFUSED",
+    };
+    error(code, &e.to_string())
+}
+
+fn unknown(h: u32) -> JsValue {
+    error("UNKNOWN_OBJECT", &format!("no object has handle {h} here"))
+}
+
+fn bad_input(what: &str) -> JsValue {
+    error("BAD_VALUE", what)
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// A replica for `hostname` with the random `incarnation` the package
+    /// drew; messages in JSON (`json`) or the compact binary form.
+    #[wasm_bindgen(constructor)]
+    pub fn new(hostname: &str, incarnation: u32, json: bool) -> Engine {
+        let format = if json {
+            WireFormat::Json
+        } else {
+            WireFormat::Binary
+        };
+        let mut replica = Replica::new(
+            PeerId::new(hostname, incarnation),
+            Config::default().wire_format(format),
+        );
+        // Change events are recorded once somebody listens.
+        replica.record_changes(false);
+        Engine {
+            replica,
+            handles: Handles::default(),
+            last_to: None,
+        }
+    }
+
+    /// Records change events or not (the package turns it on while a
+    /// change listener exists).
+    pub fn record_changes(&mut self, on: bool) {
+        self.replica.record_changes(on);
+    }
+
+    /// This replica's incarnation (its tag on the wire).
+    pub fn incarnation(&self) -> u32 {
+        self.replica.peer_id().incarnation()
+    }
+
+    /// Whether the document is complete (no sync in progress).
+    pub fn is_ready(&self) -> bool {
+        self.replica.is_ready()
+    }
+
+    // ------------------------------------------------------------ transport
+
+    /// The next message to send: a string (JSON) or a `Uint8Array`, or
+    /// `undefined` when none waits. [`Engine::transmit_to`] then tells its
+    /// recipient.
+    pub fn poll_transmit(&mut self) -> JsValue {
+        let Some(t) = self.replica.poll_transmit() else {
+            return JsValue::UNDEFINED;
+        };
+        self.last_to = t.to;
+        if t.bytes.first() == Some(&b'{') {
+            // The JSON form is UTF-8 by construction.
+            JsValue::from_str(&String::from_utf8_lossy(&t.bytes))
+        } else {
+            Uint8Array::from(&t.bytes[..]).into()
+        }
+    }
+
+    /// The recipient's incarnation of the message last polled, when it is
+    /// for one node only (delivering it to others is harmless).
+    pub fn transmit_to(&self) -> Option<u32> {
+        self.last_to
+    }
+
+    /// Applies a message from another node: a string or a `Uint8Array`.
+    ///
+    /// # Errors
+    /// An `Error` with a `code` (`MALFORMED`, `INVALID`, ...) when the
+    /// message is refused; the replica is unchanged.
+    pub fn receive(&mut self, message: &JsValue) -> Result<(), JsValue> {
+        let r = if let Some(s) = message.as_string() {
+            self.replica.handle_message(s.as_bytes())
+        } else if let Some(a) = message.dyn_ref::<Uint8Array>() {
+            self.replica.handle_message(&a.to_vec())
+        } else {
+            return Err(error(
+                "MALFORMED",
+                "a message is a string or a Uint8Array",
+            ));
+        };
+        r.map_err(receive_error)
+    }
+
+    /// Runs the timers due at `now_ms` (the caller's monotonic clock).
+    pub fn handle_timeout(&mut self, now_ms: f64) {
+        let now = Duration::from_secs_f64(now_ms.max(0.0) / 1000.0);
+        self.replica.handle_timeout(now);
+    }
+
+    /// When [`Engine::handle_timeout`] is next due, in milliseconds.
+    pub fn poll_timeout(&self) -> Option<f64> {
+        self.replica.poll_timeout().map(|d| d.as_secs_f64() * 1000.0)
+    }
+
+    /// The next event, as an object with a `type` (`change`, `root`,
+    /// `ready`, `lock`, `needs_sync`, `evicted`, `joined`, `left`) and its
+    /// fields, or `undefined`.
+    pub fn poll_event(&mut self) -> JsValue {
+        loop {
+            let Some(e) = self.replica.poll_event() else {
+                return JsValue::UNDEFINED;
+            };
+            if let Some(v) = self.event(e) {
+                return v;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// The root value.
+    pub fn root(&mut self) -> JsValue {
+        let root = self.replica.root();
+        self.value(&root)
+    }
+
+    /// The kind of the object `h`: 1 a map, 2 an array, 0 gone.
+    pub fn kind(&self, h: u32) -> u8 {
+        match self.handles.get(h).and_then(|id| self.replica.kind(id)) {
+            Some(ObjectKind::Map) => KIND_MAP,
+            Some(ObjectKind::Array) => KIND_ARRAY,
+            None => 0,
+        }
+    }
+
+    /// The value of a map key (`undefined` when absent).
+    pub fn map_get(&mut self, h: u32, key: &str) -> JsValue {
+        let Some(id) = self.handles.get(h) else {
+            return JsValue::UNDEFINED;
+        };
+        match self.replica.map_get(id, key) {
+            Ok(Some(v)) => self.value(&v),
+            _ => JsValue::UNDEFINED,
+        }
+    }
+
+    /// Whether a map has a key.
+    pub fn map_has(&self, h: u32, key: &str) -> bool {
+        self.handles
+            .get(h)
+            .is_some_and(|id| matches!(self.replica.map_get(id, key), Ok(Some(_))))
+    }
+
+    /// The keys of a map, in order (the same on every node).
+    pub fn map_keys(&mut self, h: u32) -> Array {
+        let out = Array::new();
+        if let Some(id) = self.handles.get(h) {
+            if let Ok(keys) = self.replica.map_keys(id) {
+                for k in keys {
+                    out.push(&JsValue::from_str(&k));
+                }
+            }
+        }
+        out
+    }
+
+    /// The length of an array (0 when gone).
+    pub fn list_len(&self, h: u32) -> u32 {
+        self.handles
+            .get(h)
+            .and_then(|id| self.replica.list_len(id).ok())
+            .map_or(0, |n| n as u32)
+    }
+
+    /// The element at `index` (`undefined` past the end).
+    pub fn list_get(&mut self, h: u32, index: u32) -> JsValue {
+        let Some(id) = self.handles.get(h) else {
+            return JsValue::UNDEFINED;
+        };
+        match self.replica.list_get(id, index as usize) {
+            Ok(Some(v)) => self.value(&v),
+            _ => JsValue::UNDEFINED,
+        }
+    }
+
+    /// Every element of an array, in order.
+    pub fn list_values(&mut self, h: u32) -> Array {
+        let out = Array::new();
+        if let Some(id) = self.handles.get(h) {
+            if let Ok(values) = self.replica.list_values(id) {
+                for v in &values {
+                    out.push(&self.value(v));
+                }
+            }
+        }
+        out
+    }
+
+    /// The canonical encoding of the document (identical on every node that
+    /// received the same messages).
+    pub fn snapshot(&mut self) -> Vec<u8> {
+        self.replica.snapshot()
+    }
+
+    // --------------------------------------------------------------- writes
+
+    /// Groups the writes until the matching [`Engine::commit`] into one
+    /// message.
+    pub fn begin(&mut self) {
+        self.replica.begin();
+    }
+
+    /// Ends a group opened by [`Engine::begin`].
+    pub fn commit(&mut self) {
+        self.replica.commit();
+    }
+
+    /// Replaces the root with an input.
+    ///
+    /// # Errors
+    /// An `Error` with a `code` when the engine refuses the write.
+    pub fn set_root(&mut self, input: &JsValue) -> Result<(), JsValue> {
+        let input = self.input(input)?;
+        self.replica.set_root(input).map(|_| ()).map_err(write_error)
+    }
+
+    /// Sets a map key. Returns whether anything changed.
+    ///
+    /// # Errors
+    /// As [`Engine::set_root`].
+    pub fn map_set(&mut self, h: u32, key: &str, input: &JsValue) -> Result<bool, JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        let input = self.input(input)?;
+        self.replica.map_set(id, key, input).map_err(write_error)
+    }
+
+    /// Sets several keys as one change: `entries` is `[k0, v0, k1, v1,
+    /// ...]`. Returns how many changed.
+    ///
+    /// # Errors
+    /// As [`Engine::set_root`]; a refusal writes nothing.
+    pub fn map_assign(&mut self, h: u32, entries: &Array) -> Result<u32, JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        let mut pairs = Vec::with_capacity(entries.length() as usize / 2);
+        for i in (0..entries.length()).step_by(2) {
+            let key = entries
+                .get(i)
+                .as_string()
+                .ok_or_else(|| bad_input("a key is a string"))?;
+            pairs.push((SmolStr::from(key), self.input(&entries.get(i + 1))?));
+        }
+        self.replica
+            .map_set_many(id, pairs)
+            .map(|n| n as u32)
+            .map_err(write_error)
+    }
+
+    /// Deletes a map key. Returns whether it was there.
+    ///
+    /// # Errors
+    /// As [`Engine::set_root`].
+    pub fn map_delete(&mut self, h: u32, key: &str) -> Result<bool, JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        self.replica
+            .map_delete(id, key)
+            .map(|old| old.is_some())
+            .map_err(write_error)
+    }
+
+    /// Removes `delete` elements from `start` and inserts `items` there (as
+    /// `Array.prototype.splice`). Returns the removed values.
+    ///
+    /// # Errors
+    /// As [`Engine::set_root`].
+    pub fn list_splice(
+        &mut self,
+        h: u32,
+        start: u32,
+        delete: u32,
+        items: &Array,
+    ) -> Result<Array, JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        let items = (0..items.length())
+            .map(|i| self.input(&items.get(i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let removed = self
+            .replica
+            .list_splice(id, start as usize, delete as usize, items)
+            .map_err(write_error)?;
+        let out = Array::new();
+        for v in &removed {
+            out.push(&self.value(v));
+        }
+        Ok(out)
+    }
+
+    /// Appends one value (the common case of `push`, without arrays).
+    ///
+    /// # Errors
+    /// As [`Engine::set_root`].
+    pub fn list_push(&mut self, h: u32, input: &JsValue) -> Result<u32, JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        let input = self.input(input)?;
+        let len = self.replica.list_len(id).map_err(write_error)?;
+        self.replica
+            .list_splice(id, len, 0, [input])
+            .map_err(write_error)?;
+        Ok(len as u32 + 1)
+    }
+
+    /// Sets the element at `index` (at the length it appends; past it, pads
+    /// with `null`). Returns whether anything changed.
+    ///
+    /// # Errors
+    /// As [`Engine::set_root`].
+    pub fn list_set(&mut self, h: u32, index: u32, input: &JsValue) -> Result<bool, JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        let input = self.input(input)?;
+        self.replica
+            .list_set(id, index as usize, input)
+            .map_err(write_error)
+    }
+
+    /// Sets several elements as one change (`fill`, `copyWithin`):
+    /// `indices[i]` gets `values[i]`. Returns how many changed.
+    ///
+    /// # Errors
+    /// As [`Engine::set_root`].
+    pub fn list_set_many(
+        &mut self,
+        h: u32,
+        indices: &[u32],
+        values: &Array,
+    ) -> Result<u32, JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        let writes = indices
+            .iter()
+            .enumerate()
+            .map(|(i, &index)| Ok((index as usize, self.input(&values.get(i as u32))?)))
+            .collect::<Result<Vec<_>, JsValue>>()?;
+        self.replica
+            .list_set_many(id, writes)
+            .map(|n| n as u32)
+            .map_err(write_error)
+    }
+
+    /// Reorders an array: afterwards the element at `i` is the one that was
+    /// at `order[i]` (`reverse`, `sort`). Returns whether the order changed.
+    ///
+    /// # Errors
+    /// As [`Engine::set_root`].
+    pub fn list_reorder(&mut self, h: u32, order: &[u32]) -> Result<bool, JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        let order: Vec<usize> = order.iter().map(|&i| i as usize).collect();
+        self.replica
+            .list_reorder(id, &order)
+            .map_err(write_error)
+    }
+
+    // ---------------------------------------------------------------- locks
+
+    /// Asks for the lock on `h`; with `wait` false, fails at once when
+    /// another node holds or waits for it. Returns the fencing token when
+    /// granted at once, else 0 (the grant comes as a `lock` event).
+    ///
+    /// # Errors
+    /// `LOCKED`, `UNKNOWN_OBJECT`, `SYNCING`, `EVICTED`.
+    pub fn lock(&mut self, h: u32, wait: bool) -> Result<f64, JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        match self.replica.lock(id, wait).map_err(write_error)? {
+            LockState::Held(token) => Ok(token as f64),
+            _ => Ok(0.0),
+        }
+    }
+
+    /// This node's lock on `h`: the token when held, 0 when waiting, -1
+    /// with no request, -2 when a fail-fast request was refused.
+    pub fn lock_state(&self, h: u32) -> f64 {
+        match self.handles.get(h).map(|id| self.replica.lock_state(id)) {
+            Some(LockState::Held(token)) => token as f64,
+            Some(LockState::Waiting) => 0.0,
+            Some(LockState::Refused) => -2.0,
+            Some(LockState::None) | None => -1.0,
+        }
+    }
+
+    /// Whether another node holds or heads the queue of `h`'s lock.
+    pub fn locked_elsewhere(&self, h: u32) -> bool {
+        self.handles
+            .get(h)
+            .is_some_and(|id| self.replica.check_writable(id).is_err())
+    }
+
+    /// Releases (or withdraws) this node's request for the lock on `h`.
+    ///
+    /// # Errors
+    /// `NOT_LOCKED` when nobody holds it, `NOT_OWNER` when another node
+    /// does.
+    pub fn unlock(&mut self, h: u32) -> Result<(), JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        self.replica.unlock(id).map_err(write_error)
+    }
+
+    // ---------------------------------------------------- joining, leaving
+
+    /// Drops the document and asks the network for it.
+    pub fn sync(&mut self) {
+        self.replica.sync();
+    }
+
+    /// Says goodbye: the other nodes stop waiting for this one and its locks
+    /// are freed.
+    pub fn leave(&mut self) {
+        self.replica.leave();
+    }
+
+    /// Starts over as the new incarnation `incarnation` (after the peers
+    /// evicted this node), then syncs. Handles keep naming their objects.
+    pub fn reincarnate(&mut self, incarnation: u32) {
+        let s = self.replica.reincarnate(incarnation);
+        self.handles.rename(&s);
+    }
+
+    /// Forgets the handle `h` (the package dropped its proxy).
+    pub fn release(&mut self, h: u32) {
+        self.handles.release(h);
+    }
+
+    /// Handles in use, for the package's memory tests.
+    pub fn handle_count(&self) -> u32 {
+        self.handles.by_id.len() as u32
+    }
+}
+
+impl Engine {
+    /// The JavaScript form of a value.
+    fn value(&mut self, v: &Value) -> JsValue {
+        match v {
+            Value::Null => JsValue::NULL,
+            Value::Bool(b) => JsValue::from_bool(*b),
+            Value::Int(i) if (-MAX_SAFE..=MAX_SAFE).contains(i) => JsValue::from_f64(*i as f64),
+            Value::Int(i) => js_sys::BigInt::from(*i).into(),
+            Value::Float(f) => JsValue::from_f64(*f),
+            Value::Str(s) => JsValue::from_str(s),
+            Value::Bytes(b) => Uint8Array::from(&b[..]).into(),
+            Value::Ref(id) => self.object(*id),
+        }
+    }
+
+    /// `[kind, handle]` for an object.
+    fn object(&mut self, id: ObjectId) -> JsValue {
+        let kind = match self.replica.kind(id) {
+            Some(ObjectKind::Array) => KIND_ARRAY,
+            _ => KIND_MAP,
+        };
+        let h = self.handles.of(id);
+        Array::of2(&JsValue::from(kind), &JsValue::from(h)).into()
+    }
+
+    /// An input from its JavaScript form (see the crate docs).
+    fn input(&self, v: &JsValue) -> Result<Input, JsValue> {
+        if v.is_null() || v.is_undefined() {
+            return Ok(Input::Value(Value::Null));
+        }
+        if let Some(b) = v.as_bool() {
+            return Ok(Input::Value(Value::Bool(b)));
+        }
+        if let Some(f) = v.as_f64() {
+            let int = f.fract() == 0.0 && f.abs() <= MAX_SAFE as f64 && !(f == 0.0 && f.is_sign_negative());
+            return Ok(Input::Value(match int {
+                true => Value::Int(f as i64),
+                false => Value::Float(f),
+            }));
+        }
+        if let Some(s) = v.as_string() {
+            return Ok(Input::Value(Value::Str(s.into())));
+        }
+        if v.is_bigint() {
+            let i = i64::try_from(v.clone())
+                .map_err(|_| bad_input("a BigInt beyond 64 bits cannot be stored"))?;
+            return Ok(Input::Value(Value::Int(i)));
+        }
+        if let Some(bytes) = v.dyn_ref::<Uint8Array>() {
+            return Ok(Input::Value(Value::Bytes(bytes.to_vec().into())));
+        }
+        if !v.is_object() {
+            return Err(bad_input("this value cannot be stored"));
+        }
+        let field = |name: &str| Reflect::get(v, &JsValue::from_str(name)).unwrap_or_default();
+        let r = field("r");
+        if let Some(h) = r.as_f64() {
+            let id = self.handles.get(h as u32).ok_or_else(|| unknown(h as u32))?;
+            return Ok(Input::Value(Value::Ref(id)));
+        }
+        let m = field("m");
+        if let Some(m) = m.dyn_ref::<Array>() {
+            let mut entries = Vec::with_capacity(m.length() as usize / 2);
+            for i in (0..m.length()).step_by(2) {
+                let key = m
+                    .get(i)
+                    .as_string()
+                    .ok_or_else(|| bad_input("a key is a string"))?;
+                entries.push((SmolStr::from(key), self.input(&m.get(i + 1))?));
+            }
+            return Ok(Input::Map(entries));
+        }
+        let a = field("a");
+        if let Some(a) = a.dyn_ref::<Array>() {
+            let items = (0..a.length())
+                .map(|i| self.input(&a.get(i)))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Input::Array(items));
+        }
+        Err(bad_input("this value cannot be stored"))
+    }
+
+    fn origin(o: &Origin) -> JsValue {
+        match o {
+            Origin::Local => JsValue::NULL,
+            Origin::Remote(p) => JsValue::from_str(p.hostname()),
+            _ => JsValue::UNDEFINED,
+        }
+    }
+
+    /// The JavaScript form of an event (`None` for events the package
+    /// does not see).
+    fn event(&mut self, e: Event) -> Option<JsValue> {
+        let o = js_sys::Object::new();
+        let set = |k: &str, v: &JsValue| {
+            let _ = Reflect::set(&o, &JsValue::from_str(k), v);
+        };
+        match e {
+            Event::Change(c) => {
+                set("type", &"change".into());
+                set("target", &self.object(c.object));
+                set(
+                    "prop",
+                    &match &c.prop {
+                        Some(Prop::Key(k)) => JsValue::from_str(k),
+                        Some(Prop::Index(i)) => JsValue::from(*i as u32),
+                        None => JsValue::UNDEFINED,
+                    },
+                );
+                if let Some(v) = &c.new {
+                    set("new", &self.value(v));
+                }
+                if let Some(v) = &c.old {
+                    set("old", &self.value(v));
+                }
+                set("origin", &Self::origin(&c.origin));
+            }
+            Event::RootChanged { new, old, origin } => {
+                set("type", &"root".into());
+                set("new", &self.value(&new));
+                set("old", &self.value(&old));
+                set("origin", &Self::origin(&origin));
+            }
+            Event::Ready => set("type", &"ready".into()),
+            Event::NeedsSync => set("type", &"needs_sync".into()),
+            Event::Evicted => set("type", &"evicted".into()),
+            Event::PeerJoined(p) => {
+                set("type", &"joined".into());
+                set("peer", &JsValue::from_str(p.hostname()));
+            }
+            Event::PeerLeft(p) => {
+                set("type", &"left".into());
+                set("peer", &JsValue::from_str(p.hostname()));
+            }
+            Event::Lock(l) => {
+                set("type", &"lock".into());
+                let (what, token) = match &l {
+                    LockEvent::Granted { token, .. } => ("granted", Some(*token)),
+                    LockEvent::Released { token, .. } => ("released", Some(*token)),
+                    LockEvent::Lost { token, .. } => ("lost", Some(*token)),
+                    LockEvent::Withdrawn { .. } => ("withdrawn", None),
+                    LockEvent::Refused { .. } => ("refused", None),
+                    _ => ("other", None),
+                };
+                set("what", &what.into());
+                set("target", &self.object(l.object()));
+                if let Some(t) = token {
+                    set("token", &JsValue::from_f64(t as f64));
+                }
+            }
+            _ => return None,
+        }
+        Some(o.into())
+    }
+}
