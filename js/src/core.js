@@ -1,8 +1,1641 @@
-// The Facsimile class over the engine (placeholder until the package lands).
-function createFacsimile(wasm) {
-  return class Facsimile {
-    constructor(hostname) {
-      this._engine = new wasm.Engine(String(hostname), 1, true);
-    }
+// The Facsimile class over the engine (crates/facsimile-wasm): proxies that
+// read and write the engine's objects, listeners, the transport hooks and the
+// timers. Replication, conflicts, lists, locks and sync are the engine's.
+//
+// The build (scripts/build.mjs) wraps this file for Node.js and browsers: it
+// defines createFacsimile(wasm, { platform }) and nothing else at top level.
+//
+// How it holds together:
+// - The pump. Every public call runs one engine call, then `_pump`, which
+//   hands the engine's messages to `send` and its events to the listeners,
+//   in the order the engine produced them, outside any engine call. A pump
+//   started while one runs (a listener that writes, a `send` that delivers
+//   into another node which answers into this one) returns at once: the
+//   running pump picks the work up, so messages leave in the engine's order
+//   and nothing is delivered twice. The timer is re-armed after the
+//   outermost pump.
+// - Handles. The engine names objects by small integer handles. An entry
+//   per handle holds a WeakRef to the object's one proxy; a
+//   FinalizationRegistry releases the handle when the proxy is collected.
+//   An entry whose proxy has listeners or lock waiters keeps it strongly;
+//   the listeners go once the engine has reclaimed the object.
+// - Epochs. `_epoch` moves with every change of the engine's state, so
+//   reads may reuse what they fetched at the same epoch (array iteration,
+//   the root, inspection). `_rootEpoch` ignores local writes below the root.
+function createFacsimile(wasm, { platform }) {
+  const { Engine } = wasm;
+
+  const KIND_MAP = 1;
+  const KIND_ARRAY = 2;
+  const MAX_HOSTNAME = 1024;
+  // Writing past the end of an array pads it with nulls (arrays are dense);
+  // a write further than this past the end is refused rather than
+  // allocating millions of nulls by mistake.
+  const MAX_PAD = 1 << 20;
+
+  // The proxy's internals (its node and handle), for this package only.
+  const INFO = Symbol('facsimile.info');
+  const inspectCustom = Symbol.for('nodejs.util.inspect.custom');
+  const AP = Array.prototype;
+  const OP = Object.prototype;
+  const EMPTY = [];
+
+  const MESSAGES = {
+    NO_SENDER: 'This object does not have support signalling',
+    LOCKED: 'Object is locked',
+    NOT_LOCKED: 'Object is not locked',
+    NOT_OWNER: 'Object is not owned by current host',
+    NOT_LOCK_OWNER: 'Node does not own this lock',
   };
+
+  // An error with a code; its stack starts at the caller of `from`.
+  function fail(code, message, Type = Error, from = fail) {
+    const e = new Type(message);
+    if (typeof Error.captureStackTrace === 'function') Error.captureStackTrace(e, from);
+    e.code = code;
+    return e;
+  }
+
+  // Engine errors are built inside WebAssembly, with its frames for a stack;
+  // rethrown from here, the stack shows the program's call.
+  function again(e) {
+    if (e instanceof Error && typeof e.code === 'string') return fail(e.code, e.message, Error, again);
+    return e;
+  }
+
+  const clock = typeof performance !== 'undefined' ? () => performance.now() : () => Date.now();
+
+  function randomIncarnation() {
+    return globalThis.crypto.getRandomValues(new Uint32Array(1))[0];
+  }
+
+  function utf8Length(s) {
+    let n = 0;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x80) n += 1;
+      else if (c < 0x800) n += 2;
+      else if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) {
+        n += 4;
+        i++;
+      } else n += 3;
+    }
+    return n;
+  }
+
+  // The index a property key names, or -1 (a canonical array index).
+  function keyIndex(key) {
+    const n = key.length;
+    if (n === 0 || n > 10) return -1;
+    const c = key.charCodeAt(0);
+    if (c < 48 || c > 57) return -1;
+    if (c === 48) return n === 1 ? 0 : -1;
+    let v = c - 48;
+    for (let i = 1; i < n; i++) {
+      const d = key.charCodeAt(i) - 48;
+      if (d < 0 || d > 9) return -1;
+      v = v * 10 + d;
+    }
+    return v < 4294967295 ? v : -1;
+  }
+
+  function toInteger(x) {
+    const n = Number(x);
+    if (n !== n) return 0;
+    return Math.trunc(n);
+  }
+
+  // A relative index as the Array methods take it, clamped to [0, len].
+  function relative(x, len, dflt) {
+    if (x === undefined) return dflt;
+    const n = toInteger(x);
+    if (n < 0) return Math.max(len + n, 0);
+    return Math.min(n, len);
+  }
+
+  function callable(f, what) {
+    if (typeof f !== 'function') throw new TypeError(`${String(f)} is not a function (${what})`);
+  }
+
+  // The proxy's target: fresh per proxy, carrying the node and the handle.
+  // Its prototype holds only the inspection hook (Node.js formats a
+  // proxy's target, not the proxy); the proxies report the plain
+  // prototypes.
+  class MapTarget {
+    constructor(node, h) {
+      this._n = node;
+      this._h = h;
+    }
+  }
+  class ArrayTarget extends Array {
+    constructor(node, h) {
+      super();
+      this._n = node;
+      this._h = h;
+    }
+  }
+
+  function info(p) {
+    return p !== null && (typeof p === 'object' || typeof p === 'function') ? p[INFO] : undefined;
+  }
+
+  // ------------------------------------------------------------ inspection
+
+  // Inspecting a proxy (console.log in Node.js) shows its data: one level
+  // as plain data, nested objects as their proxies (inspected in turn). The
+  // same copy is returned for one object until the data changes or the
+  // current task ends, so that cycles print as cycles.
+  let inspected = null;
+  function inspectCopy(t) {
+    const node = t._n;
+    if (inspected === null) {
+      inspected = new Map();
+      queueMicrotask(() => {
+        inspected = null;
+      });
+    }
+    const hit = inspected.get(t);
+    if (hit !== undefined && hit.epoch === node._epoch) return hit.copy;
+    let copy;
+    if (t instanceof ArrayTarget) {
+      copy = node._values(t._h);
+    } else {
+      copy = {};
+      for (const k of node._engine.map_keys(t._h)) {
+        const v = node._value(node._engine.map_get(t._h, k));
+        if (k === '__proto__') Object.defineProperty(copy, k, { value: v, enumerable: true, writable: true, configurable: true });
+        else copy[k] = v;
+      }
+    }
+    inspected.set(t, { epoch: node._epoch, copy });
+    return copy;
+  }
+  function inspectHook() {
+    const t = info(this);
+    return t === undefined ? {} : inspectCopy(t);
+  }
+  MapTarget.prototype[inspectCustom] = inspectHook;
+  ArrayTarget.prototype[inspectCustom] = inspectHook;
+
+  // ------------------------------------------------------- object listeners
+
+  function proxyOn(a, b) {
+    const t = info(this);
+    if (t === undefined) throw new TypeError('on() is called on an object of a Facsimile store');
+    if (b === undefined) {
+      callable(a, 'on(callback)');
+      t._n._listen(this, t, undefined, a);
+    } else {
+      callable(b, 'on(property, callback)');
+      t._n._listen(this, t, a, b);
+    }
+    return this;
+  }
+
+  function proxyOff(a, b) {
+    const t = info(this);
+    if (t === undefined) throw new TypeError('off() is called on an object of a Facsimile store');
+    if (b === undefined) t._n._unlisten(t, undefined, a);
+    else t._n._unlisten(t, a, b);
+    return this;
+  }
+
+  const MapProto = Object.create(OP, {
+    on: { value: proxyOn, writable: true, configurable: true },
+    off: { value: proxyOff, writable: true, configurable: true },
+  });
+
+  // ---------------------------------------------------------- array methods
+
+  // The values of an array as they are now, re-read whenever the node's
+  // state changed: what the Array methods see when they read the array
+  // element by element, with one engine call per change instead of one
+  // per element.
+  class Live {
+    constructor(t) {
+      this.t = t;
+      this.node = t._n;
+      this.vals = this.node._values(t._h);
+      this.epoch = this.node._epoch;
+    }
+    fresh() {
+      if (this.epoch !== this.node._epoch) {
+        this.vals = this.node._values(this.t._h);
+        this.epoch = this.node._epoch;
+      }
+      return this.vals;
+    }
+  }
+
+  class ArrayIterator {
+    constructor(t, kind) {
+      this.live = new Live(t);
+      this.i = 0;
+      this.kind = kind; // 0 values, 1 keys, 2 entries
+    }
+    next() {
+      if (this.live === null) return { value: undefined, done: true };
+      const vals = this.live.fresh();
+      const i = this.i;
+      if (i >= vals.length) {
+        this.live = null;
+        return { value: undefined, done: true };
+      }
+      this.i = i + 1;
+      const value = this.kind === 0 ? vals[i] : this.kind === 1 ? i : [i, vals[i]];
+      return { value, done: false };
+    }
+    [Symbol.iterator]() {
+      return this;
+    }
+  }
+  Object.defineProperty(ArrayIterator.prototype, Symbol.toStringTag, { value: 'Array Iterator' });
+
+  // Methods that run on a copy: no user code runs while they read.
+  function onCopy(name) {
+    const native = AP[name];
+    return {
+      [name](...args) {
+        const t = info(this);
+        if (t === undefined) return native.apply(this, args);
+        return native.apply(t._n._values(t._h), args);
+      },
+    }[name];
+  }
+
+  const arrayMethods = {
+    on: proxyOn,
+    off: proxyOff,
+
+    // Mutators: one engine operation, one message, one change each.
+    push(...items) {
+      const t = info(this);
+      if (t === undefined) return AP.push.apply(this, items);
+      return t._n._push(t._h, items);
+    },
+    pop() {
+      const t = info(this);
+      if (t === undefined) return AP.pop.call(this);
+      const node = t._n;
+      const len = node._engine.list_len(t._h);
+      if (len === 0) return undefined;
+      return node._splice(t._h, len - 1, 1, EMPTY)[0];
+    },
+    shift() {
+      const t = info(this);
+      if (t === undefined) return AP.shift.call(this);
+      const node = t._n;
+      if (node._engine.list_len(t._h) === 0) return undefined;
+      return node._splice(t._h, 0, 1, EMPTY)[0];
+    },
+    unshift(...items) {
+      const t = info(this);
+      if (t === undefined) return AP.unshift.apply(this, items);
+      const node = t._n;
+      if (items.length > 0) node._splice(t._h, 0, 0, items);
+      return node._engine.list_len(t._h);
+    },
+    splice(start, deleteCount, ...items) {
+      const t = info(this);
+      if (t === undefined) return AP.splice.apply(this, arguments);
+      const node = t._n;
+      const len = node._engine.list_len(t._h);
+      const s = relative(start, len, 0);
+      let count;
+      if (arguments.length === 0) count = 0;
+      else if (arguments.length === 1) count = len - s;
+      else count = Math.min(Math.max(toInteger(deleteCount), 0), len - s);
+      if (count === 0 && items.length === 0) {
+        node._checkWritable();
+        return [];
+      }
+      return node._splice(t._h, s, count, items);
+    },
+    reverse() {
+      const t = info(this);
+      if (t === undefined) return AP.reverse.call(this);
+      const node = t._n;
+      const len = node._engine.list_len(t._h);
+      if (len < 2) {
+        node._checkWritable();
+        return this;
+      }
+      const order = new Uint32Array(len);
+      for (let i = 0; i < len; i++) order[i] = len - 1 - i;
+      node._reorder(t._h, order);
+      return this;
+    },
+    sort(compareFn) {
+      const t = info(this);
+      if (t === undefined) return AP.sort.call(this, compareFn);
+      if (compareFn !== undefined) callable(compareFn, 'sort(compareFn)');
+      const node = t._n;
+      node._checkWritable();
+      const vals = node._values(t._h);
+      const len = vals.length;
+      const idx = new Array(len);
+      for (let i = 0; i < len; i++) idx[i] = i;
+      if (compareFn !== undefined) {
+        idx.sort((i, j) => {
+          const r = +compareFn(vals[i], vals[j]);
+          return r !== r ? 0 : r;
+        });
+      } else {
+        // As Array.prototype.sort: by the strings' UTF-16 code units.
+        const strs = vals.map(String);
+        idx.sort((i, j) => (strs[i] < strs[j] ? -1 : strs[i] > strs[j] ? 1 : 0));
+      }
+      let same = true;
+      for (let i = 0; i < len; i++) {
+        if (idx[i] !== i) {
+          same = false;
+          break;
+        }
+      }
+      if (!same) node._reorder(t._h, Uint32Array.from(idx));
+      return this;
+    },
+    fill(value, start, end) {
+      const t = info(this);
+      if (t === undefined) return AP.fill.apply(this, arguments);
+      const node = t._n;
+      const len = node._engine.list_len(t._h);
+      const k = relative(start, len, 0);
+      const last = relative(end, len, len);
+      node._fill(t._h, value, k, last);
+      return this;
+    },
+    copyWithin(target, start, end) {
+      const t = info(this);
+      if (t === undefined) return AP.copyWithin.apply(this, arguments);
+      const node = t._n;
+      const vals = node._values(t._h);
+      const len = vals.length;
+      const to = relative(target, len, 0);
+      const from = relative(start, len, 0);
+      const last = relative(end, len, len);
+      const count = Math.min(last - from, len - to);
+      if (count <= 0) {
+        node._checkWritable();
+        return this;
+      }
+      const indices = new Uint32Array(count);
+      const values = new Array(count);
+      for (let i = 0; i < count; i++) {
+        indices[i] = to + i;
+        values[i] = node._input(vals[from + i]);
+      }
+      node._setMany(t._h, indices, values);
+      return this;
+    },
+
+    // Readers with callbacks: as the native methods, which read the array
+    // element by element (so a callback that writes is seen), on values
+    // fetched once per change.
+    forEach(cb, thisArg) {
+      const t = info(this);
+      if (t === undefined) return AP.forEach.apply(this, arguments);
+      callable(cb, 'forEach');
+      const live = new Live(t);
+      const len = live.vals.length;
+      for (let k = 0; k < len; k++) {
+        const vals = live.fresh();
+        if (k < vals.length) cb.call(thisArg, vals[k], k, this);
+      }
+    },
+    map(cb, thisArg) {
+      const t = info(this);
+      if (t === undefined) return AP.map.apply(this, arguments);
+      callable(cb, 'map');
+      const live = new Live(t);
+      const len = live.vals.length;
+      const out = new Array(len);
+      for (let k = 0; k < len; k++) {
+        const vals = live.fresh();
+        if (k < vals.length) out[k] = cb.call(thisArg, vals[k], k, this);
+      }
+      return out;
+    },
+    filter(cb, thisArg) {
+      const t = info(this);
+      if (t === undefined) return AP.filter.apply(this, arguments);
+      callable(cb, 'filter');
+      const live = new Live(t);
+      const len = live.vals.length;
+      const out = [];
+      for (let k = 0; k < len; k++) {
+        const vals = live.fresh();
+        if (k < vals.length) {
+          const v = vals[k];
+          if (cb.call(thisArg, v, k, this)) out.push(v);
+        }
+      }
+      return out;
+    },
+    some(cb, thisArg) {
+      const t = info(this);
+      if (t === undefined) return AP.some.apply(this, arguments);
+      callable(cb, 'some');
+      const live = new Live(t);
+      const len = live.vals.length;
+      for (let k = 0; k < len; k++) {
+        const vals = live.fresh();
+        if (k < vals.length && cb.call(thisArg, vals[k], k, this)) return true;
+      }
+      return false;
+    },
+    every(cb, thisArg) {
+      const t = info(this);
+      if (t === undefined) return AP.every.apply(this, arguments);
+      callable(cb, 'every');
+      const live = new Live(t);
+      const len = live.vals.length;
+      for (let k = 0; k < len; k++) {
+        const vals = live.fresh();
+        if (k < vals.length && !cb.call(thisArg, vals[k], k, this)) return false;
+      }
+      return true;
+    },
+    find(cb, thisArg) {
+      const t = info(this);
+      if (t === undefined) return AP.find.apply(this, arguments);
+      callable(cb, 'find');
+      const live = new Live(t);
+      const len = live.vals.length;
+      for (let k = 0; k < len; k++) {
+        const v = live.fresh()[k];
+        if (cb.call(thisArg, v, k, this)) return v;
+      }
+      return undefined;
+    },
+    findIndex(cb, thisArg) {
+      const t = info(this);
+      if (t === undefined) return AP.findIndex.apply(this, arguments);
+      callable(cb, 'findIndex');
+      const live = new Live(t);
+      const len = live.vals.length;
+      for (let k = 0; k < len; k++) {
+        if (cb.call(thisArg, live.fresh()[k], k, this)) return k;
+      }
+      return -1;
+    },
+    reduce(cb, initial) {
+      const t = info(this);
+      if (t === undefined) return AP.reduce.apply(this, arguments);
+      callable(cb, 'reduce');
+      const live = new Live(t);
+      const len = live.vals.length;
+      let k = 0;
+      let acc = initial;
+      if (arguments.length < 2) {
+        if (len === 0) throw new TypeError('Reduce of empty array with no initial value');
+        acc = live.vals[0];
+        k = 1;
+      }
+      for (; k < len; k++) {
+        const vals = live.fresh();
+        if (k < vals.length) acc = cb(acc, vals[k], k, this);
+      }
+      return acc;
+    },
+    at(index) {
+      const t = info(this);
+      if (t === undefined) return AP.at.call(this, index);
+      const node = t._n;
+      const len = node._engine.list_len(t._h);
+      let k = toInteger(index);
+      if (k < 0) k += len;
+      if (k < 0 || k >= len) return undefined;
+      return node._value(node._engine.list_get(t._h, k));
+    },
+    indexOf: onCopy('indexOf'),
+    lastIndexOf: onCopy('lastIndexOf'),
+    includes: onCopy('includes'),
+    join: onCopy('join'),
+    slice: onCopy('slice'),
+    toString() {
+      const t = info(this);
+      if (t === undefined) return AP.toString.call(this);
+      return AP.join.call(t._n._values(t._h));
+    },
+    values() {
+      const t = info(this);
+      if (t === undefined) return AP.values.call(this);
+      return new ArrayIterator(t, 0);
+    },
+    keys() {
+      const t = info(this);
+      if (t === undefined) return AP.keys.call(this);
+      return new ArrayIterator(t, 1);
+    },
+    entries() {
+      const t = info(this);
+      if (t === undefined) return AP.entries.call(this);
+      return new ArrayIterator(t, 2);
+    },
+  };
+  arrayMethods[Symbol.iterator] = arrayMethods.values;
+
+  const ArrayProto = Object.create(AP);
+  for (const key of Reflect.ownKeys(arrayMethods)) {
+    Object.defineProperty(ArrayProto, key, { value: arrayMethods[key], writable: true, configurable: true });
+  }
+
+  // ------------------------------------------------------------ the traps
+
+  function dataDescriptor(desc) {
+    return (
+      'value' in desc &&
+      desc.get === undefined &&
+      desc.set === undefined &&
+      desc.configurable !== false &&
+      desc.enumerable !== false &&
+      desc.writable !== false
+    );
+  }
+
+  const mapHandler = {
+    get(t, key, recv) {
+      if (typeof key === 'symbol') {
+        if (key === INFO) return t;
+        return Reflect.get(MapProto, key, recv);
+      }
+      const node = t._n;
+      const v = node._engine.map_get(t._h, key);
+      if (v === undefined) return Reflect.get(MapProto, key, recv);
+      return typeof v === 'object' && v !== null && v.constructor === Array ? node._wrap(v[0], v[1]) : v;
+    },
+    set(t, key, value) {
+      if (typeof key === 'symbol') {
+        throw fail('BAD_KEY', `a Facsimile map has string keys only, not ${String(key)}`, TypeError);
+      }
+      t._n._mapSet(t._h, key, value);
+      return true;
+    },
+    has(t, key) {
+      if (typeof key === 'string' && t._n._engine.map_has(t._h, key)) return true;
+      return key in MapProto;
+    },
+    deleteProperty(t, key) {
+      if (typeof key === 'symbol') return true;
+      t._n._mapDelete(t._h, key);
+      return true;
+    },
+    ownKeys(t) {
+      return t._n._engine.map_keys(t._h);
+    },
+    getOwnPropertyDescriptor(t, key) {
+      if (typeof key === 'symbol') return undefined;
+      const node = t._n;
+      const v = node._engine.map_get(t._h, key);
+      if (v === undefined) return undefined;
+      return { value: node._value(v), writable: true, enumerable: true, configurable: true };
+    },
+    defineProperty(t, key, desc) {
+      if (typeof key === 'symbol' || !dataDescriptor(desc)) return false;
+      t._n._mapSet(t._h, key, desc.value);
+      return true;
+    },
+    getPrototypeOf() {
+      return OP;
+    },
+    setPrototypeOf() {
+      return false;
+    },
+    isExtensible() {
+      return true;
+    },
+    preventExtensions() {
+      return false;
+    },
+  };
+
+  // An array's writes through property assignment refuse a lock held
+  // elsewhere as writes (NOT_OWNER); its methods as methods (LOCKED).
+  function asWrite(e) {
+    return e && e.code === 'LOCKED' ? fail('NOT_OWNER', MESSAGES.NOT_OWNER) : e;
+  }
+
+  const arrayHandler = {
+    get(t, key, recv) {
+      if (typeof key === 'string') {
+        const node = t._n;
+        if (key === 'length') return node._engine.list_len(t._h);
+        const i = keyIndex(key);
+        if (i >= 0) {
+          const v = node._engine.list_get(t._h, i);
+          return typeof v === 'object' && v !== null && v.constructor === Array ? node._wrap(v[0], v[1]) : v;
+        }
+      } else if (key === INFO) {
+        return t;
+      }
+      return Reflect.get(ArrayProto, key, recv);
+    },
+    set(t, key, value) {
+      if (typeof key === 'string') {
+        const i = keyIndex(key);
+        try {
+          if (i >= 0) {
+            t._n._listSet(t._h, i, value);
+            return true;
+          }
+          if (key === 'length') {
+            t._n._setLength(t._h, value);
+            return true;
+          }
+        } catch (e) {
+          throw asWrite(e);
+        }
+      }
+      throw fail('BAD_KEY', `a Facsimile array stores elements and its length only, not ${String(key)}`, TypeError);
+    },
+    has(t, key) {
+      if (typeof key === 'string') {
+        const i = keyIndex(key);
+        if (i >= 0) return i < t._n._engine.list_len(t._h);
+        if (key === 'length') return true;
+      }
+      return key in ArrayProto;
+    },
+    deleteProperty(t, key) {
+      if (typeof key !== 'string') return true;
+      if (key === 'length') return false;
+      const i = keyIndex(key);
+      // Arrays are dense: a deleted element becomes null.
+      if (i >= 0 && i < t._n._engine.list_len(t._h)) {
+        try {
+          t._n._listSet(t._h, i, null);
+        } catch (e) {
+          throw asWrite(e);
+        }
+      }
+      return true;
+    },
+    ownKeys(t) {
+      const len = t._n._engine.list_len(t._h);
+      const keys = new Array(len + 1);
+      for (let i = 0; i < len; i++) keys[i] = String(i);
+      keys[len] = 'length';
+      return keys;
+    },
+    getOwnPropertyDescriptor(t, key) {
+      if (typeof key !== 'string') return undefined;
+      const node = t._n;
+      if (key === 'length') {
+        return { value: node._engine.list_len(t._h), writable: true, enumerable: false, configurable: false };
+      }
+      const i = keyIndex(key);
+      if (i < 0) return undefined;
+      const v = node._engine.list_get(t._h, i);
+      if (v === undefined) return undefined;
+      return { value: node._value(v), writable: true, enumerable: true, configurable: true };
+    },
+    defineProperty(t, key, desc) {
+      if (typeof key !== 'string') return false;
+      try {
+        if (key === 'length') {
+          if (!('value' in desc) || desc.get || desc.set || desc.configurable || desc.enumerable || desc.writable === false) {
+            return false;
+          }
+          t._n._setLength(t._h, desc.value);
+          return true;
+        }
+        const i = keyIndex(key);
+        if (i < 0 || !dataDescriptor(desc)) return false;
+        t._n._listSet(t._h, i, desc.value);
+        return true;
+      } catch (e) {
+        throw asWrite(e);
+      }
+    },
+    getPrototypeOf() {
+      return AP;
+    },
+    setPrototypeOf() {
+      return false;
+    },
+    isExtensible() {
+      return true;
+    },
+    preventExtensions() {
+      return false;
+    },
+  };
+
+  // --------------------------------------------------------------- entries
+
+  // One per handle the package holds: the object's proxy (weakly, strongly
+  // while it has listeners or waits for a lock) and its listeners.
+  class Entry {
+    constructor(h, kind) {
+      this.h = h;
+      this.kind = kind;
+      this.ref = null;
+      this.strong = null;
+      this.on = null; // listener records of the whole object
+      this.props = null; // Map: property -> listener records
+    }
+    get listening() {
+      return this.on !== null || this.props !== null;
+    }
+  }
+
+  // A listener; `alive` goes false when removed, so that a call already
+  // under way skips it.
+  class Listener {
+    constructor(fn, once) {
+      this.fn = fn;
+      this.once = once;
+      this.alive = true;
+    }
+  }
+
+  function removeRecord(list, fn) {
+    for (let i = list.length - 1; i >= 0; i--) {
+      if (list[i].fn === fn) {
+        list[i].alive = false;
+        return list.slice(0, i).concat(list.slice(i + 1));
+      }
+    }
+    return list;
+  }
+
+  // ------------------------------------------------------------ the class
+
+  class Facsimile {
+    /**
+     * A node with an empty document. `hostname` decides ties between
+     * concurrent writes (the higher one wins).
+     */
+    constructor(hostname, options) {
+      const name = String(hostname);
+      if (utf8Length(name) > MAX_HOSTNAME) {
+        throw fail('BAD_HOSTNAME', `a hostname is at most ${MAX_HOSTNAME} bytes of UTF-8`, RangeError);
+      }
+      const opts = options == null ? {} : options;
+      this._hostname = name;
+      this._binary = opts.binary === true;
+      this._engine = new Engine(name, randomIncarnation(), !this._binary);
+      this._incarnation = this._engine.incarnation();
+      this._pumping = false;
+      this._closed = false;
+      this._batch = 0;
+      this._epoch = 0;
+      this._rootEpoch = -1;
+      this._root = undefined;
+      this._entries = [];
+      this._registry = new FinalizationRegistry((e) => this._finalize(e));
+      this._listeners = { change: [], root_changed: [], ready: [], lock: [] };
+      this._listened = new Set();
+      this._recording = false;
+      this._waiters = new Map();
+      this._timer = null;
+      this._timerAt = Infinity;
+      // Virtual time for tests: no host timers; `_advance(ms)` moves it.
+      this._manual = opts.manualTime === true;
+      this._now = 0;
+      this._t0 = clock();
+      // A subclass may define send as a method instead of assigning it.
+      const own = this.send;
+      this._sendFn = typeof own === 'function' ? own : undefined;
+    }
+
+    /** The hostname given to the constructor. */
+    get hostname() {
+      return this._hostname;
+    }
+
+    /** This node's incarnation: the `to` of messages meant for it only. */
+    get incarnation() {
+      return this._incarnation;
+    }
+
+    // ------------------------------------------------------- the transport
+
+    /**
+     * The function that carries this node's messages to every other node:
+     * `send(message, to)`, `to` being the recipient's incarnation for a
+     * message meant for one node (undefined otherwise). Assign it; messages
+     * queued before are sent at once.
+     */
+    get send() {
+      return this._sendFn;
+    }
+
+    set send(fn) {
+      if (fn !== undefined && fn !== null) callable(fn, 'send');
+      this._sendFn = fn == null ? undefined : fn;
+      if (this._sendFn !== undefined) this._pump();
+    }
+
+    /**
+     * Applies a message another node sent (`message`, `to` as given to its
+     * `send`). A message meant for another node is ignored.
+     *
+     * Throws an Error with a `code` when the message is refused; the node is
+     * unchanged and keeps working.
+     */
+    receive(message, to) {
+      if (this._closed) return;
+      if (to !== undefined && to !== null) {
+        if (typeof to !== 'number') {
+          throw fail('MALFORMED', 'the recipient of a message is an incarnation number', TypeError);
+        }
+        if (to !== this._incarnation) return;
+      }
+      if (message instanceof ArrayBuffer) message = new Uint8Array(message);
+      this._epoch++;
+      this._rootEpoch = -1;
+      try {
+        this._engine.receive(message);
+      } catch (e) {
+        throw again(e);
+      }
+      this._pump();
+    }
+
+    // ------------------------------------------------------------- the store
+
+    /** The root: a primitive as is, an object as its proxy. */
+    get store() {
+      if (this._rootEpoch === this._epoch) return this._root;
+      const v = this._value(this._engine.root());
+      this._root = v;
+      this._rootEpoch = this._epoch;
+      return v;
+    }
+
+    /**
+     * Replaces the root: plain data is copied into new objects, a proxy of
+     * this node's store is stored as a reference.
+     */
+    set store(value) {
+      this._checkWritable();
+      const input = this._input(value);
+      this._epoch++;
+      this._rootEpoch = -1;
+      try {
+        this._engine.set_root(input);
+      } catch (e) {
+        throw again(e);
+      }
+      this._pump();
+    }
+
+    /** Drops the local document and asks the network for it. */
+    sync() {
+      this._checkOpen();
+      this._epoch++;
+      this._rootEpoch = -1;
+      this._engine.sync();
+      this._pump();
+    }
+
+    /** Whether the document is complete (no sync in progress). */
+    get ready() {
+      return this._engine.is_ready();
+    }
+
+    /**
+     * The canonical encoding of the document: nodes that received the same
+     * messages return identical bytes.
+     */
+    snapshot() {
+      return this._engine.snapshot();
+    }
+
+    /**
+     * Object.assign as one write: one message and one event per changed
+     * key, every key already in place when the first event fires.
+     */
+    assign(target, ...sources) {
+      const t = this._own(target);
+      if (t instanceof ArrayTarget) return Object.assign(target, ...sources);
+      this._checkWritable();
+      const entries = [];
+      for (const src of sources) {
+        if (src == null) continue;
+        for (const k of Object.keys(src)) entries.push(k, this._input(src[k]));
+      }
+      if (entries.length > 0) {
+        this._epoch++;
+        try {
+          this._engine.map_assign(t._h, entries);
+        } catch (e) {
+          throw again(e);
+        }
+        this._pump();
+      }
+      return target;
+    }
+
+    /**
+     * Runs `fn`; every write it makes is sent as one message (events may
+     * fire before it returns). Returns what `fn` returns.
+     */
+    batch(fn) {
+      callable(fn, 'batch');
+      this._checkWritable();
+      if (this._batch++ === 0) this._engine.begin();
+      try {
+        return fn();
+      } finally {
+        if (--this._batch === 0) {
+          this._engine.commit();
+          this._pump();
+        }
+      }
+    }
+
+    // ---------------------------------------------------------------- locks
+
+    /**
+     * Waits for exclusive write permission on `object` (not on the objects
+     * it holds). Resolves to the grant's fencing token, which increases
+     * with every grant of the object.
+     */
+    lock(object) {
+      return this._lock(object, true);
+    }
+
+    /**
+     * As lock(), but rejects at once with Error('Object is locked') when
+     * another node holds the lock or waits for it.
+     */
+    request(object) {
+      return this._lock(object, false);
+    }
+
+    /** Releases this node's lock on `object` (or withdraws its request). */
+    release(object) {
+      const t = this._own(object);
+      this._epoch++;
+      try {
+        this._engine.unlock(t._h);
+      } catch (e) {
+        if (e && e.code === 'NOT_OWNER') throw fail('NOT_OWNER', MESSAGES.NOT_LOCK_OWNER);
+        throw again(e);
+      } finally {
+        this._pump();
+      }
+    }
+
+    _lock(object, wait) {
+      let t;
+      let token;
+      try {
+        t = this._own(object);
+        this._checkWritable();
+        this._epoch++;
+        token = this._engine.lock(t._h, wait);
+      } catch (e) {
+        return Promise.reject(again(e));
+      }
+      if (token > 0) {
+        this._pump();
+        return Promise.resolve(token);
+      }
+      const proxy = object;
+      const promise = new Promise((resolve, reject) => {
+        let list = this._waiters.get(t._h);
+        if (list === undefined) {
+          list = [];
+          this._waiters.set(t._h, list);
+        }
+        list.push({ resolve, reject, proxy });
+      });
+      this._pump();
+      return promise;
+    }
+
+    // Settles the lock promises waiting on handle `h` from the lock's state.
+    _settleWaiters(h) {
+      const list = this._waiters.get(h);
+      if (list === undefined) return;
+      const state = this._engine.lock_state(h);
+      if (state === 0) return;
+      this._waiters.delete(h);
+      for (const w of list) {
+        if (state > 0) w.resolve(state);
+        else if (state === -2) w.reject(fail('LOCKED', MESSAGES.LOCKED));
+        else if (this._closed) w.reject(fail('CLOSED', 'The node was closed'));
+        else w.reject(fail('LOST', 'The lock request was withdrawn (released, a sync, or this node was evicted)'));
+      }
+    }
+
+    // --------------------------------------------------------------- events
+
+    /**
+     * Adds a listener: 'change' (target, property, new, old), 'root_changed'
+     * (store), 'ready' (store), 'lock' (target, what, token).
+     */
+    on(event, cb) {
+      return this._addListener(event, cb, false);
+    }
+
+    addListener(event, cb) {
+      return this._addListener(event, cb, false);
+    }
+
+    once(event, cb) {
+      return this._addListener(event, cb, true);
+    }
+
+    off(event, cb) {
+      const list = this._listeners[event];
+      if (list !== undefined) {
+        this._listeners[event] = removeRecord(list, cb);
+        this._syncRecording();
+      }
+      return this;
+    }
+
+    removeListener(event, cb) {
+      return this.off(event, cb);
+    }
+
+    _addListener(event, cb, once) {
+      callable(cb, `on('${String(event)}')`);
+      const key = String(event);
+      const list = this._listeners[key] || [];
+      this._listeners[key] = list.concat([new Listener(cb, once)]);
+      this._syncRecording();
+      return this;
+    }
+
+    _emit(event, a, b, c, d) {
+      const list = this._listeners[event];
+      if (list === undefined || list.length === 0) return;
+      for (const l of list) {
+        if (!l.alive) continue;
+        if (l.once) this.off(event, l.fn);
+        l.fn(a, b, c, d);
+      }
+    }
+
+    // ------------------------------------------------------ leaving, time
+
+    /**
+     * Leaves the document: the other nodes stop waiting for this one and its
+     * locks are freed. Timers stop; writes throw afterwards.
+     */
+    close() {
+      if (this._closed) return;
+      this._epoch++;
+      this._engine.leave();
+      this._pump();
+      this._closed = true;
+      this._clearTimer();
+      for (const h of [...this._waiters.keys()]) {
+        const list = this._waiters.get(h);
+        this._waiters.delete(h);
+        for (const w of list) w.reject(fail('CLOSED', 'The node was closed'));
+      }
+    }
+
+    /**
+     * For tests: moves this node's virtual time forward by `ms` and runs
+     * the timers that are due (needs `{ manualTime: true }`; with the host's
+     * timers, it runs those due by the host's clock).
+     */
+    _advance(ms = 0) {
+      if (this._manual) this._now += ms;
+      this._onTimer();
+    }
+
+    _time() {
+      return this._manual ? this._now : clock() - this._t0;
+    }
+
+    _onTimer() {
+      this._timer = null;
+      this._timerAt = Infinity;
+      if (this._closed) return;
+      this._epoch++;
+      this._rootEpoch = -1;
+      this._engine.handle_timeout(this._time());
+      this._pump();
+      this._dropReclaimed();
+    }
+
+    _armTimer() {
+      if (this._manual || this._closed) return;
+      const at = this._engine.poll_timeout();
+      if (at === undefined) return;
+      if (this._timer !== null && this._timerAt <= at) return;
+      this._clearTimer();
+      const delay = Math.max(0, at - this._time());
+      this._timerAt = at;
+      this._timer = setTimeout(() => this._onTimer(), delay);
+      if (typeof this._timer === 'object' && typeof this._timer.unref === 'function') this._timer.unref();
+    }
+
+    _clearTimer() {
+      if (this._timer !== null) clearTimeout(this._timer);
+      this._timer = null;
+      this._timerAt = Infinity;
+    }
+
+    // ------------------------------------------------------------- the pump
+
+    // Sends the engine's messages and runs the listeners of its events, in
+    // order. A call made while a pump runs leaves its work to that pump.
+    // An exception from `send` or a listener is thrown once the pump is
+    // done (the first one), so that one failure does not hold back the rest.
+    _pump() {
+      if (this._pumping) return;
+      this._pumping = true;
+      const engine = this._engine;
+      let error = null;
+      try {
+        for (;;) {
+          const send = this._sendFn;
+          if (send !== undefined) {
+            let m;
+            while ((m = engine.poll_transmit()) !== undefined) {
+              const to = engine.transmit_to();
+              try {
+                send.call(this, m, to);
+              } catch (e) {
+                if (error === null) error = { e };
+              }
+            }
+          }
+          const ev = engine.poll_event();
+          if (ev === undefined) break;
+          try {
+            this._dispatch(ev);
+          } catch (e) {
+            if (error === null) error = { e };
+          }
+        }
+      } finally {
+        this._pumping = false;
+      }
+      this._armTimer();
+      if (error !== null) throw error.e;
+    }
+
+    _dispatch(ev) {
+      switch (ev.type) {
+        case 'change':
+          this._onChange(ev);
+          break;
+        case 'root': {
+          this._discard(ev.old);
+          if (this._listeners.root_changed.length === 0) {
+            this._discard(ev.new);
+          } else {
+            this._emit('root_changed', this._value(ev.new));
+          }
+          break;
+        }
+        case 'ready':
+          this._dropReclaimed();
+          this._emit('ready', this.store);
+          break;
+        case 'lock': {
+          const h = ev.target[1];
+          this._settleWaiters(h);
+          if (this._listeners.lock.length > 0) {
+            this._emit('lock', this._value(ev.target), ev.what, ev.token);
+          } else {
+            this._discard(ev.target);
+          }
+          break;
+        }
+        case 'needs_sync':
+          // Messages were missed that no peer can resend: only a sync
+          // brings the document back.
+          this._epoch++;
+          this._rootEpoch = -1;
+          this._engine.sync();
+          break;
+        case 'evicted': {
+          // The peers stopped waiting for this node: it starts over as a
+          // new incarnation, without its locks.
+          this._epoch++;
+          this._rootEpoch = -1;
+          this._engine.reincarnate(randomIncarnation());
+          this._incarnation = this._engine.incarnation();
+          for (const h of [...this._waiters.keys()]) this._settleWaiters(h);
+          break;
+        }
+        default:
+          break;
+      }
+    }
+
+    _onChange(ev) {
+      const tv = ev.target;
+      const h = tv[1];
+      const e = this._entries[h];
+      const global = this._listeners.change;
+      const local = e !== undefined && (e.on !== null || e.props !== null) ? e : null;
+      if (global.length === 0 && local === null) {
+        this._discard(tv);
+        this._discard(ev.new);
+        this._discard(ev.old);
+        return;
+      }
+      const target = this._wrap(tv[0], h);
+      const prop = ev.prop;
+      const nv = this._value(ev.new);
+      const ov = this._value(ev.old);
+      for (const l of global) {
+        if (!l.alive) continue;
+        if (l.once) this.off('change', l.fn);
+        l.fn(target, prop, nv, ov);
+      }
+      if (local === null) return;
+      if (local.on !== null) {
+        for (const l of local.on) if (l.alive) l.fn(target, prop, nv, ov);
+      }
+      if (local.props !== null && prop !== undefined) {
+        const list = local.props.get(prop);
+        if (list !== undefined) for (const l of list) if (l.alive) l.fn(target, prop, nv, ov);
+      }
+    }
+
+    // ------------------------------------------------------------ handles
+
+    // The proxy of the object with handle `h` (one per object at a time).
+    _wrap(kind, h) {
+      let e = this._entries[h];
+      if (e !== undefined) {
+        const p = e.ref.deref();
+        if (p !== undefined) return p;
+        // The old proxy was collected but its finalizer has not run: the
+        // handle stays, with a new proxy.
+        this._registry.unregister(e);
+      } else {
+        e = new Entry(h, kind);
+        this._entries[h] = e;
+      }
+      const p =
+        kind === KIND_ARRAY ? new Proxy(new ArrayTarget(this, h), arrayHandler) : new Proxy(new MapTarget(this, h), mapHandler);
+      e.ref = new WeakRef(p);
+      this._registry.register(p, e, e);
+      return p;
+    }
+
+    _finalize(e) {
+      if (this._entries[e.h] !== e || e.ref.deref() !== undefined) return;
+      this._entries[e.h] = undefined;
+      this._engine.release(e.h);
+    }
+
+    // A value from the engine as the program sees it.
+    _value(v) {
+      return typeof v === 'object' && v !== null && v.constructor === Array ? this._wrap(v[0], v[1]) : v;
+    }
+
+    // Forgets a value from the engine that nobody will see: a handle the
+    // package did not hold before is released.
+    _discard(v) {
+      if (typeof v === 'object' && v !== null && v.constructor === Array && this._entries[v[1]] === undefined) {
+        this._engine.release(v[1]);
+      }
+    }
+
+    // The elements of an array, as the program sees them.
+    _values(h) {
+      const vals = this._engine.list_values(h);
+      for (let i = 0; i < vals.length; i++) {
+        const v = vals[i];
+        if (typeof v === 'object' && v !== null && v.constructor === Array) vals[i] = this._wrap(v[0], v[1]);
+      }
+      return vals;
+    }
+
+    // The internals of a proxy of this node's store; throws for anything else.
+    _own(object) {
+      const t = info(object);
+      if (t === undefined) {
+        throw fail('NOT_AN_OBJECT', 'Pass an object read from this node\'s store (a proxy)', TypeError);
+      }
+      if (t._n !== this) throw this._foreign();
+      return t;
+    }
+
+    _foreign() {
+      return fail(
+        'FOREIGN_OBJECT',
+        'This object belongs to another Facsimile node\'s store; store a plain copy of it instead',
+      );
+    }
+
+    // A value as the engine takes it: scalars as they are, proxies of this
+    // store as references, plain data as new objects.
+    _input(v) {
+      switch (typeof v) {
+        case 'number':
+        case 'string':
+        case 'boolean':
+        case 'bigint':
+        case 'undefined':
+          return v;
+        case 'object':
+          return v === null ? null : this._objectInput(v, null);
+        default:
+          throw fail('BAD_VALUE', `A ${typeof v} cannot be stored`, TypeError);
+      }
+    }
+
+    _objectInput(v, stack) {
+      const t = v[INFO];
+      if (t !== undefined) {
+        if (t._n !== this) throw this._foreign();
+        return { r: t._h };
+      }
+      if (v instanceof Uint8Array) return v;
+      if (v instanceof ArrayBuffer) return new Uint8Array(v);
+      if (typeof v.toJSON === 'function' && !Array.isArray(v)) return this._input(v.toJSON());
+      const path = stack === null ? [v] : stack;
+      if (stack !== null) {
+        if (stack.includes(v)) {
+          throw fail('CYCLE', 'Plain data with a cycle cannot be stored; store the object, then a reference to its proxy', TypeError);
+        }
+        stack.push(v);
+      }
+      let out;
+      if (Array.isArray(v)) {
+        const a = new Array(v.length);
+        for (let i = 0; i < v.length; i++) {
+          const x = v[i];
+          a[i] = typeof x === 'object' && x !== null ? this._objectInput(x, path) : this._input(x);
+        }
+        out = { a };
+      } else {
+        const m = [];
+        for (const k of Object.keys(v)) {
+          const x = v[k];
+          m.push(k, typeof x === 'object' && x !== null ? this._objectInput(x, path) : this._input(x));
+        }
+        out = { m };
+      }
+      if (stack !== null) stack.pop();
+      return out;
+    }
+
+    // ------------------------------------------------------------- writes
+
+    _checkOpen() {
+      if (this._closed) throw fail('CLOSED', 'This node was closed');
+    }
+
+    _checkWritable() {
+      if (this._sendFn === undefined) throw fail('NO_SENDER', MESSAGES.NO_SENDER);
+      if (this._closed) throw fail('CLOSED', 'This node was closed');
+    }
+
+    _mapSet(h, key, value) {
+      if (this._sendFn === undefined || this._closed) this._checkWritable();
+      const input = typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' ? this._input(value) : value;
+      this._epoch++;
+      try {
+        this._engine.map_set(h, key, input);
+      } catch (e) {
+        throw again(e);
+      }
+      this._pump();
+    }
+
+    _mapDelete(h, key) {
+      this._checkWritable();
+      this._epoch++;
+      try {
+        this._engine.map_delete(h, key);
+      } catch (e) {
+        throw again(e);
+      }
+      this._pump();
+    }
+
+    _listSet(h, i, value) {
+      if (this._sendFn === undefined || this._closed) this._checkWritable();
+      if (i > MAX_PAD && i > this._engine.list_len(h) + MAX_PAD) {
+        throw fail('OUT_OF_BOUNDS', `index ${i} is too far past the end of the array (arrays are dense)`, RangeError);
+      }
+      const input = this._input(value);
+      this._epoch++;
+      try {
+        this._engine.list_set(h, i, input);
+      } catch (e) {
+        throw again(e);
+      }
+      this._pump();
+    }
+
+    _setLength(h, value) {
+      this._checkWritable();
+      const n = Number(value);
+      if (!(n >= 0 && n <= 4294967295 && Math.trunc(n) === n)) throw new RangeError('Invalid array length');
+      const len = this._engine.list_len(h);
+      if (n === len) return;
+      if (n < len) {
+        this._splice(h, n, len - n, EMPTY);
+      } else {
+        if (n - len > MAX_PAD) {
+          throw fail('OUT_OF_BOUNDS', `length ${n} is too far past the end of the array (arrays are dense)`, RangeError);
+        }
+        this._epoch++;
+        try {
+          this._engine.list_set(h, n - 1, null);
+        } catch (e) {
+          throw again(e);
+        }
+        this._pump();
+      }
+    }
+
+    _push(h, items) {
+      if (this._sendFn === undefined || this._closed) this._checkWritable();
+      const engine = this._engine;
+      if (items.length === 1) {
+        const v = items[0];
+        const input = typeof v === 'object' || typeof v === 'function' || typeof v === 'symbol' ? this._input(v) : v;
+        this._epoch++;
+        let n;
+        try {
+          n = engine.list_push(h, input);
+        } catch (e) {
+          throw again(e);
+        }
+        this._pump();
+        return n;
+      }
+      const len = engine.list_len(h);
+      if (items.length === 0) return len;
+      this._splice(h, len, 0, items);
+      return len + items.length;
+    }
+
+    _splice(h, start, count, items) {
+      this._checkWritable();
+      const inputs = items.length === 0 ? EMPTY : items.map((x) => this._input(x));
+      this._epoch++;
+      let removed;
+      try {
+        removed = this._engine.list_splice(h, start, count, inputs);
+      } catch (e) {
+        throw again(e);
+      }
+      for (let i = 0; i < removed.length; i++) removed[i] = this._value(removed[i]);
+      this._pump();
+      return removed;
+    }
+
+    _reorder(h, order) {
+      this._checkWritable();
+      this._epoch++;
+      try {
+        this._engine.list_reorder(h, order);
+      } catch (e) {
+        throw again(e);
+      }
+      this._pump();
+    }
+
+    _setMany(h, indices, values) {
+      this._checkWritable();
+      this._epoch++;
+      try {
+        this._engine.list_set_many(h, indices, values);
+      } catch (e) {
+        throw again(e);
+      }
+      this._pump();
+    }
+
+    _fill(h, value, from, to) {
+      this._checkWritable();
+      if (to <= from) return;
+      const input = this._input(value);
+      const count = to - from;
+      if (typeof input === 'object' && input !== null && (input.m !== undefined || input.a !== undefined)) {
+        // A new object: created once, referenced from every other index,
+        // all in one message.
+        this._epoch++;
+        this._engine.begin();
+        try {
+          this._engine.list_set(h, from, input);
+          if (count > 1) {
+            const created = this._engine.list_get(h, from);
+            const ref = { r: created[1] };
+            const indices = new Uint32Array(count - 1);
+            const values = new Array(count - 1);
+            for (let i = 0; i < count - 1; i++) {
+              indices[i] = from + 1 + i;
+              values[i] = ref;
+            }
+            try {
+              this._engine.list_set_many(h, indices, values);
+            } finally {
+              this._discard(created);
+            }
+          }
+        } catch (e) {
+          throw again(e);
+        } finally {
+          this._engine.commit();
+          this._pump();
+        }
+        return;
+      }
+      const indices = new Uint32Array(count);
+      const values = new Array(count);
+      for (let i = 0; i < count; i++) {
+        indices[i] = from + i;
+        values[i] = input;
+      }
+      this._setMany(h, indices, values);
+    }
+
+    // ----------------------------------------------------- object listeners
+
+    _listen(proxy, t, prop, fn) {
+      const e = this._entries[t._h];
+      const record = new Listener(fn, false);
+      if (prop === undefined) {
+        e.on = e.on === null ? [record] : e.on.concat([record]);
+      } else {
+        const key = this._propKey(t, prop);
+        if (e.props === null) e.props = new Map();
+        const list = e.props.get(key);
+        e.props.set(key, list === undefined ? [record] : list.concat([record]));
+      }
+      // An object with listeners keeps its proxy (and handle) until it is
+      // reclaimed.
+      e.strong = proxy;
+      this._listened.add(e);
+      this._syncRecording();
+    }
+
+    _unlisten(t, prop, fn) {
+      const e = this._entries[t._h];
+      if (e === undefined) return;
+      if (prop === undefined) {
+        if (e.on !== null) {
+          e.on = removeRecord(e.on, fn);
+          if (e.on.length === 0) e.on = null;
+        }
+      } else if (e.props !== null) {
+        const key = this._propKey(t, prop);
+        const list = e.props.get(key);
+        if (list !== undefined) {
+          const rest = removeRecord(list, fn);
+          if (rest.length === 0) e.props.delete(key);
+          else e.props.set(key, rest);
+          if (e.props.size === 0) e.props = null;
+        }
+      }
+      if (e.on === null && e.props === null) this._unlistenAll(e);
+    }
+
+    _unlistenAll(e) {
+      if (e.on !== null) for (const l of e.on) l.alive = false;
+      if (e.props !== null) for (const list of e.props.values()) for (const l of list) l.alive = false;
+      e.on = null;
+      e.props = null;
+      e.strong = null;
+      this._listened.delete(e);
+      this._syncRecording();
+    }
+
+    // Array listeners are keyed by index, map listeners by key.
+    _propKey(t, prop) {
+      if (!(t instanceof ArrayTarget)) return String(prop);
+      if (typeof prop === 'number') return prop;
+      const i = keyIndex(String(prop));
+      return i >= 0 ? i : String(prop);
+    }
+
+    // Listeners of objects the engine reclaimed can never fire: drop them,
+    // and with them the proxy and handle they kept.
+    _dropReclaimed() {
+      if (this._listened.size === 0 || !this._engine.is_ready()) return;
+      for (const e of [...this._listened]) {
+        if (this._engine.kind(e.h) === 0) this._unlistenAll(e);
+      }
+    }
+
+    // The engine records changes only while somebody listens for them.
+    _syncRecording() {
+      const l = this._listeners;
+      const on = l.change.length > 0 || l.root_changed.length > 0 || this._listened.size > 0;
+      if (on !== this._recording) {
+        this._recording = on;
+        this._engine.record_changes(on);
+      }
+    }
+
+    /** For tests: the handles the engine holds for this node's proxies. */
+    _handleCount() {
+      return this._engine.handle_count();
+    }
+  }
+
+  Object.defineProperty(Facsimile, 'platform', { value: platform });
+  return Facsimile;
 }
