@@ -278,14 +278,14 @@ function createFacsimile(wasm, { platform }) {
       if (t === undefined) return AP.pop.call(this);
       const node = t._n;
       const len = node._engine.list_len(t._h);
-      if (len === 0) return undefined;
+      if (len === 0) return node._unchanged(t._h, undefined);
       return node._splice(t._h, len - 1, 1, EMPTY)[0];
     },
     shift() {
       const t = info(this);
       if (t === undefined) return AP.shift.call(this);
       const node = t._n;
-      if (node._engine.list_len(t._h) === 0) return undefined;
+      if (node._engine.list_len(t._h) === 0) return node._unchanged(t._h, undefined);
       return node._splice(t._h, 0, 1, EMPTY)[0];
     },
     unshift(...items) {
@@ -293,6 +293,7 @@ function createFacsimile(wasm, { platform }) {
       if (t === undefined) return AP.unshift.apply(this, items);
       const node = t._n;
       if (items.length > 0) node._splice(t._h, 0, 0, items);
+      else node._unchanged(t._h);
       return node._engine.list_len(t._h);
     },
     splice(start, deleteCount, ...items) {
@@ -305,10 +306,7 @@ function createFacsimile(wasm, { platform }) {
       if (arguments.length === 0) count = 0;
       else if (arguments.length === 1) count = len - s;
       else count = Math.min(Math.max(toInteger(deleteCount), 0), len - s);
-      if (count === 0 && items.length === 0) {
-        node._checkWritable();
-        return [];
-      }
+      if (count === 0 && items.length === 0) return node._unchanged(t._h, []);
       return node._splice(t._h, s, count, items);
     },
     reverse() {
@@ -316,10 +314,7 @@ function createFacsimile(wasm, { platform }) {
       if (t === undefined) return AP.reverse.call(this);
       const node = t._n;
       const len = node._engine.list_len(t._h);
-      if (len < 2) {
-        node._checkWritable();
-        return this;
-      }
+      if (len < 2) return node._unchanged(t._h, this);
       const order = new Uint32Array(len);
       for (let i = 0; i < len; i++) order[i] = len - 1 - i;
       node._reorder(t._h, order);
@@ -330,7 +325,7 @@ function createFacsimile(wasm, { platform }) {
       if (t === undefined) return AP.sort.call(this, compareFn);
       if (compareFn !== undefined) callable(compareFn, 'sort(compareFn)');
       const node = t._n;
-      node._checkWritable();
+      node._unchanged(t._h);
       const vals = node._values(t._h);
       const len = vals.length;
       const idx = new Array(len);
@@ -375,10 +370,7 @@ function createFacsimile(wasm, { platform }) {
       const from = relative(start, len, 0);
       const last = relative(end, len, len);
       const count = Math.min(last - from, len - to);
-      if (count <= 0) {
-        node._checkWritable();
-        return this;
-      }
+      if (count <= 0) return node._unchanged(t._h, this);
       const indices = new Uint32Array(count);
       const values = new Array(count);
       for (let i = 0; i < count; i++) {
@@ -1389,6 +1381,14 @@ function createFacsimile(wasm, { platform }) {
       if (this._closed) throw fail('CLOSED', 'This node was closed');
     }
 
+    // An array method that changes nothing still refuses as the method
+    // would: without a transport, closed, or locked by another node.
+    _unchanged(h, result) {
+      this._checkWritable();
+      if (this._engine.locked_elsewhere(h)) throw fail('LOCKED', MESSAGES.LOCKED, Error, this._unchanged);
+      return result;
+    }
+
     _mapSet(h, key, value) {
       if (this._sendFn === undefined || this._closed) this._checkWritable();
       const input = typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' ? this._input(value) : value;
@@ -1466,7 +1466,7 @@ function createFacsimile(wasm, { platform }) {
         return n;
       }
       const len = engine.list_len(h);
-      if (items.length === 0) return len;
+      if (items.length === 0) return this._unchanged(h, len);
       this._splice(h, len, 0, items);
       return len + items.length;
     }
@@ -1509,8 +1509,7 @@ function createFacsimile(wasm, { platform }) {
     }
 
     _fill(h, value, from, to) {
-      this._checkWritable();
-      if (to <= from) return;
+      if (to <= from) return this._unchanged(h);
       const input = this._input(value);
       const count = to - from;
       if (typeof input === 'object' && input !== null && (input.m !== undefined || input.a !== undefined)) {
