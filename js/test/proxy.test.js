@@ -1,0 +1,492 @@
+'use strict';
+// The store's proxies behave like plain data: reads, writes, identity,
+// the language's operations on objects and arrays, listeners, and the
+// node's other calls.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const util = require('node:util');
+const { SyncNet, Facsimile } = require('./support/net');
+
+function pair(options) {
+  const net = new SyncNet({ wire: 'none', ...options });
+  return [net.join('a'), net.join('b'), net];
+}
+
+test('one proxy per object: s.a === s.a, cycles, shared references', () => {
+  const [a, b] = pair();
+  a.store = { inner: { x: 1 }, list: [{ y: 2 }] };
+  assert.equal(a.store, a.store);
+  assert.equal(a.store.inner, a.store.inner);
+  assert.equal(a.store.list[0], a.store.list[0]);
+  a.store.again = a.store.inner;
+  assert.equal(b.store.again, b.store.inner, 'a shared reference is one object');
+  a.store.inner.up = a.store;
+  assert.equal(b.store.inner.up, b.store);
+  assert.equal(b.store.again.up.inner.up.again, b.store.inner);
+  // Stored inside plain data, a proxy is a reference too.
+  a.store.wrapped = { ref: a.store.list, copy: [1] };
+  assert.equal(b.store.wrapped.ref, b.store.list);
+});
+
+test('the language sees plain data: JSON, keys, spread, for…of, in, deepStrictEqual', () => {
+  const [a, b] = pair();
+  const doc = { name: 'n', n: 1.5, t: true, z: null, list: [1, 'two', [3], { four: 4 }], m: { k: 'v' } };
+  a.store = doc;
+  for (const s of [a.store, b.store]) {
+    assert.deepStrictEqual(s, doc);
+    assert.deepStrictEqual(doc, s);
+    assert.deepStrictEqual(JSON.parse(JSON.stringify(s)), doc);
+    assert.equal(JSON.stringify(s.list), JSON.stringify(doc.list));
+    assert.deepEqual(Object.keys(s).sort(), Object.keys(doc).sort());
+    assert.deepEqual(Object.keys(s.list), ['0', '1', '2', '3']);
+    assert.deepEqual({ ...s.m }, { k: 'v' });
+    assert.deepEqual([...s.list].length, 4);
+    const seen = [];
+    for (const v of s.list) seen.push(v);
+    assert.equal(seen[2], s.list[2]);
+    assert.deepStrictEqual(Object.entries(s.m), [['k', 'v']]);
+    assert.ok('name' in s && !('nope' in s) && 'k' in s.m);
+    assert.ok(0 in s.list && !(4 in s.list) && 'length' in s.list && 'push' in s.list);
+    assert.ok(Array.isArray(s.list) && !Array.isArray(s.m) && Array.isArray(s.list[2]));
+    assert.equal(s.list.length, 4);
+    assert.equal(Object.getPrototypeOf(s), Object.prototype);
+    assert.equal(Object.getPrototypeOf(s.list), Array.prototype);
+    assert.equal(Object.prototype.toString.call(s.list), '[object Array]');
+    assert.equal(String(s.m), '[object Object]');
+    assert.equal(`${s.list[2]}`, '3');
+    assert.ok(s.m.hasOwnProperty('k') && Object.hasOwn(s.m, 'k') && !Object.hasOwn(s.m, 'on'));
+    assert.deepStrictEqual(Object.getOwnPropertyDescriptor(s.list, 'length'), {
+      value: 4,
+      writable: true,
+      enumerable: false,
+      configurable: false,
+    });
+    assert.deepEqual(Object.getOwnPropertyNames(s.list), ['0', '1', '2', '3', 'length']);
+    assert.deepStrictEqual(structuredClone(JSON.parse(JSON.stringify(s))), doc);
+    assert.notDeepStrictEqual(s, { ...doc, extra: 1 });
+  }
+});
+
+test('.on and .off answer on every object and are not own properties', () => {
+  const [a] = pair();
+  a.store = { m: {}, l: [] };
+  for (const o of [a.store, a.store.m, a.store.l]) {
+    assert.equal(typeof o.on, 'function');
+    assert.equal(typeof o.off, 'function');
+    assert.equal(Object.hasOwn(o, 'on'), false);
+    assert.ok(!Object.keys(o).includes('on'));
+    assert.ok(!JSON.stringify(o).includes('on'));
+  }
+  // A key named "on" is data, as an own property shadows a method.
+  a.store.m.on = 'data';
+  assert.equal(a.store.m.on, 'data');
+  assert.deepEqual(Object.keys(a.store.m), ['on']);
+});
+
+test('console.log and util.inspect show the data, cycles included', () => {
+  const [a] = pair();
+  a.store = { list: [1, 2, 3], m: { k: 'v' } };
+  assert.equal(util.inspect(a.store.list), '[ 1, 2, 3 ]');
+  assert.equal(util.inspect(a.store), "{ list: [ 1, 2, 3 ], m: { k: 'v' } }");
+  a.store.self = a.store;
+  assert.match(util.inspect(a.store, { depth: Infinity }), /self: \[Circular \*1\]/);
+  a.store.list.push(4);
+  assert.equal(util.inspect(a.store.list), '[ 1, 2, 3, 4 ]', 'a change is seen at once');
+});
+
+test('writes: set, delete, Object.assign, index, length', () => {
+  const [a, b] = pair();
+  a.store = { m: {}, l: [] };
+  const m = a.store.m;
+  m.x = 1;
+  Object.assign(m, { y: 2, z: [3] });
+  delete m.x;
+  Object.defineProperty(m, 'w', { value: 4, enumerable: true, writable: true, configurable: true });
+  assert.deepStrictEqual(b.store.m, { y: 2, z: [3], w: 4 });
+  assert.throws(() => Object.defineProperty(m, 'g', { get() {} }), TypeError);
+  assert.throws(() => Object.setPrototypeOf(m, null), TypeError);
+  assert.throws(() => Object.freeze(m), TypeError);
+  assert.throws(() => {
+    m[Symbol('s')] = 1;
+  }, { code: 'BAD_KEY' });
+
+  const l = a.store.l;
+  l[0] = 'a';
+  l[2] = 'c'; // arrays are dense: the gap is null
+  assert.deepStrictEqual(b.store.l, ['a', null, 'c']);
+  l.length = 1;
+  assert.deepStrictEqual(b.store.l, ['a']);
+  l.length = 3;
+  assert.deepStrictEqual(b.store.l, ['a', null, null]);
+  delete l[0];
+  assert.deepStrictEqual(b.store.l, [null, null, null]);
+  assert.throws(() => {
+    l.length = -1;
+  }, RangeError);
+  assert.throws(() => {
+    l.length = 1.5;
+  }, RangeError);
+  assert.throws(() => {
+    l.named = 1;
+  }, { code: 'BAD_KEY' });
+  assert.throws(() => {
+    l[1e9] = 1;
+  }, { code: 'OUT_OF_BOUNDS' });
+  assert.throws(() => {
+    delete l.length;
+  }, TypeError);
+});
+
+test('values: what can be stored and how it comes back', () => {
+  const [a, b] = pair();
+  const bytes = new Uint8Array([1, 2, 255]);
+  a.store = { bytes, big: 2n ** 62n, neg: -0, inf: Infinity, nan: NaN, date: new Date(0), undef: undefined };
+  const s = b.store;
+  assert.deepEqual([...s.bytes], [1, 2, 255]);
+  assert.ok(s.bytes instanceof Uint8Array);
+  assert.equal(s.big, 2n ** 62n);
+  assert.ok(Object.is(s.neg, -0));
+  assert.equal(s.inf, Infinity);
+  assert.ok(Number.isNaN(s.nan));
+  assert.equal(s.date, '1970-01-01T00:00:00.000Z', 'as JSON would store it');
+  assert.equal(s.undef, null, 'undefined is stored as null');
+  assert.equal(a.store.big, 2n ** 62n);
+
+  assert.throws(() => {
+    a.store.f = () => {};
+  }, { code: 'BAD_VALUE' });
+  assert.throws(() => {
+    a.store.sym = Symbol('x');
+  }, { code: 'BAD_VALUE' });
+  assert.throws(() => {
+    a.store.huge = 2n ** 64n;
+  }, { code: 'BAD_VALUE' });
+  const cyclic = { x: 1 };
+  cyclic.self = cyclic;
+  assert.throws(() => {
+    a.store.c = cyclic;
+  }, { code: 'CYCLE' });
+  const shared = { x: 1 };
+  a.store.twice = [shared, shared]; // plain data is copied: two objects
+  assert.notEqual(b.store.twice[0], b.store.twice[1]);
+  assert.deepStrictEqual(b.store.twice, [{ x: 1 }, { x: 1 }]);
+});
+
+test('a proxy of another node is refused with a clear error', async () => {
+  const [a] = pair();
+  const [c] = pair();
+  a.store = { x: {} };
+  c.store = { y: 1 };
+  const refused = { code: 'FOREIGN_OBJECT', message: /another Facsimile node/ };
+  assert.throws(() => {
+    c.store = a.store.x;
+  }, refused);
+  assert.throws(() => {
+    c.store.y = a.store.x;
+  }, refused);
+  assert.throws(() => {
+    c.store.y = { nested: [a.store.x] };
+  }, refused);
+  await assert.rejects(c.lock(a.store.x), refused);
+  assert.throws(() => c.release(a.store.x), refused);
+  await assert.rejects(c.lock({}), { code: 'NOT_AN_OBJECT' });
+  assert.equal(c.store.y, 1);
+});
+
+test('array methods return what Array methods return, each one message and one mass change', () => {
+  const [a, b] = pair();
+  a.store = [5, 1, 4];
+  const arr = a.store;
+  const events = [];
+  b.on('change', (target, prop) => events.push(prop));
+  let sent = 0;
+  const send = a.send;
+  a.send = (...m) => {
+    sent++;
+    send(...m);
+  };
+  const model = [5, 1, 4];
+  let changes = 0;
+  const calls = [
+    ['push', 7, 8],
+    ['pop'],
+    ['unshift', 0],
+    ['shift'],
+    ['splice', 1, 1, 'x', 'y'],
+    ['splice', -2],
+    ['reverse'],
+    ['push', 3, 9, 2],
+    ['sort', (x, y) => (typeof x === 'number' && typeof y === 'number' ? x - y : String(x) < String(y) ? -1 : 1)],
+    ['sort'],
+    ['fill', 0, 1, 3],
+    ['copyWithin', 0, 3, 5],
+    ['fill', 'end', -2],
+  ];
+  for (const [name, ...args] of calls) {
+    const before = sent;
+    const old = JSON.stringify(model);
+    const want = model[name](...args);
+    const got = arr[name](...args);
+    if (want === model) assert.equal(got, arr, `${name} returns the array`);
+    else assert.deepStrictEqual(got, want, `${name} result`);
+    assert.deepStrictEqual(arr, model, `${name}(${args.join(', ')})`);
+    assert.deepStrictEqual(b.store, model, `${name} replicated`);
+    const changed = JSON.stringify(model) !== old;
+    assert.equal(sent - before, changed ? 1 : 0, `${name}: one message`);
+    if (changed) changes++;
+  }
+  assert.deepEqual(events, Array(changes).fill(undefined), 'one mass change per call');
+
+  // A call that sets one element is that element's assignment, on the
+  // wire and in its event.
+  events.length = 0;
+  arr.fill('last', -1);
+  assert.deepEqual(events, [arr.length - 1]);
+
+  // Calls that change nothing send nothing.
+  const before = sent;
+  arr.splice(0, 0);
+  arr.push();
+  arr.fill(1, 2, 2);
+  assert.equal([].pop.call(a.store.slice(0, 0)), undefined);
+  assert.equal(sent, before);
+});
+
+test('fill with an object stores one object, referenced from every index', () => {
+  const [a, b] = pair();
+  a.store = [0, 0, 0];
+  const events = [];
+  b.on('change', (t, p) => events.push(p));
+  a.store.fill({ k: 1 });
+  assert.deepStrictEqual(b.store, [{ k: 1 }, { k: 1 }, { k: 1 }]);
+  assert.equal(b.store[0], b.store[2]);
+  assert.deepEqual(events, [undefined]);
+});
+
+test('non-mutating methods work as on arrays, also while a callback writes', () => {
+  const [a] = pair();
+  a.store = [3, 1, { k: 2 }, [4]];
+  const arr = a.store;
+  const obj = arr[2];
+  assert.equal(arr.indexOf(obj), 2);
+  assert.ok(arr.includes(1));
+  assert.equal(arr.join('-'), '3-1-[object Object]-4');
+  assert.deepStrictEqual(arr.slice(1, 2), [1]);
+  assert.equal(arr.slice(2)[0], obj);
+  assert.deepStrictEqual(arr.map((x) => typeof x), ['number', 'number', 'object', 'object']);
+  assert.deepStrictEqual(arr.filter((x) => typeof x === 'number'), [3, 1]);
+  assert.equal(arr.find((x) => typeof x === 'object'), obj);
+  assert.equal(arr.findIndex((x) => x === 1), 1);
+  assert.equal(arr.findLastIndex((x) => typeof x === 'number'), 1);
+  assert.ok(arr.some((x) => x === 3) && !arr.every((x) => x === 3));
+  assert.equal(arr.reduce((s, x) => s + (typeof x === 'number' ? x : 0), 0), 4);
+  assert.equal(arr.at(-1), arr[3]);
+  assert.deepStrictEqual(arr.concat([5]), [3, 1, { k: 2 }, [4], 5]);
+  assert.deepStrictEqual(arr.flat(), [3, 1, { k: 2 }, 4]);
+  assert.deepStrictEqual([...arr.keys()], [0, 1, 2, 3]);
+  assert.deepStrictEqual([...arr.entries()][1], [1, 1]);
+  assert.deepStrictEqual(arr.toSorted((x, y) => (typeof x === 'number' && typeof y === 'number' ? x - y : 0)).slice(0, 2), [1, 3]);
+  assert.equal(arr.toString(), '3,1,[object Object],4');
+
+  // A callback that writes is seen, as by the native methods.
+  a.store = [1, 2, 3];
+  const live = a.store;
+  const seen = [];
+  live.forEach((x, i, self) => {
+    assert.equal(self, live);
+    seen.push(x);
+    if (i === 0) live.pop();
+    if (i === 1) live[2] = 'late';
+  });
+  const model = [1, 2, 3];
+  const modelSeen = [];
+  model.forEach((x, i) => {
+    modelSeen.push(x);
+    if (i === 0) model.pop();
+    if (i === 1) model[2] = 'late';
+  });
+  assert.deepEqual(seen, modelSeen);
+  const it = [];
+  for (const x of live) {
+    it.push(x);
+    if (it.length === 1) live.push('more');
+  }
+  assert.deepEqual(it, [1, 2, 'late', 'more']);
+  assert.throws(() => [].reduce.call(a.store.slice(0, 0), (x) => x), TypeError);
+  assert.throws(() => a.store.slice(0, 0).reduce((x) => x), TypeError);
+});
+
+test('listeners: whole object, property, index; they may write; targets are the store proxies', () => {
+  const [a, b] = pair();
+  a.store = { m: { x: 0 }, l: [0, 0] };
+  const log = [];
+  const m = b.store.m;
+  m.on((t, p, nv, ov) => log.push(['m', t === b.store.m, p, nv, ov]));
+  m.on('x', (t, p, nv) => log.push(['m.x', p, nv]));
+  b.store.l.on(1, (t, p, nv, ov) => log.push(['l[1]', t === b.store.l, p, nv, ov]));
+  b.store.l.on('0', (t, p, nv) => log.push(['l[0]', p, nv]));
+  // A listener that writes: its write is replicated after the change.
+  b.store.l.on((t, p, nv) => {
+    if (p === 1 && nv === 1) t.push('echo');
+  });
+  a.store.m.x = 1;
+  a.store.m.y = { deep: 1 };
+  a.store.l[1] = 1;
+  a.store.l[0] = 2;
+  assert.deepEqual(log.slice(0, 3), [
+    ['m', true, 'x', 1, 0],
+    ['m.x', 'x', 1],
+    ['m', true, 'y', b.store.m.y, undefined],
+  ]);
+  assert.equal(log[2][3], b.store.m.y, 'object values are proxies');
+  assert.deepEqual(log.slice(3), [
+    ['l[1]', true, 1, 1, 0],
+    ['l[0]', 0, 2],
+  ]);
+  assert.deepStrictEqual(a.store.l, [2, 1, 'echo']);
+  assert.deepStrictEqual(b.store.l, [2, 1, 'echo']);
+  assert.deepStrictEqual(a.snapshot(), b.snapshot());
+});
+
+test('node events: once, off during dispatch, removeListener, lock events', async () => {
+  const [a, b] = pair();
+  a.store = { x: 0 };
+  const calls = [];
+  const second = () => calls.push('second');
+  a.once('change', () => calls.push('once'));
+  a.on('change', () => {
+    calls.push('first');
+    a.off('change', second);
+  });
+  a.on('change', second);
+  a.store.x = 1;
+  a.store.x = 2;
+  assert.deepEqual(calls, ['once', 'first', 'first'], 'a listener removed during dispatch does not fire');
+  a.removeListener('change', second);
+
+  const locks = [];
+  b.on('lock', (target, what, token) => locks.push([target === b.store, what, token]));
+  const token = await b.lock(b.store);
+  b.release(b.store);
+  assert.deepEqual(locks, [
+    [true, 'granted', token],
+    [true, 'released', token],
+  ]);
+});
+
+test('locks: waiting, release of a waiting request, tokens increase, close frees the lock', async () => {
+  const net = new SyncNet({ wire: 'none' });
+  const a = net.join('a');
+  const b = net.join('b');
+  const c = net.join('c');
+  a.store = { m: {} };
+  const t1 = await a.lock(a.store.m);
+  let granted = false;
+  const waiting = b.lock(b.store.m).then((t) => {
+    granted = true;
+    return t;
+  });
+  await new Promise(setImmediate);
+  assert.equal(granted, false);
+  const withdrawn = c.lock(c.store.m);
+  c.release(c.store.m); // withdraws c's request
+  await assert.rejects(withdrawn, { code: 'LOST' });
+  a.close(); // leaves: its lock is freed at once
+  const t2 = await waiting;
+  assert.ok(t2 > t1, 'tokens increase');
+  assert.throws(() => {
+    a.store.x = 1;
+  }, { code: 'CLOSED' });
+  b.release(b.store.m);
+  const t3 = await c.request(c.store.m);
+  assert.ok(t3 > t2);
+});
+
+test('sync() with direct wiring: the document is there when it returns', () => {
+  const a = new Facsimile('a');
+  const b = new Facsimile('b');
+  a.send = (...m) => b.receive(...m);
+  a.store = { x: [1, 2], y: { z: 'z' } };
+  b.send = (...m) => a.receive(...m);
+  a.store.x.push(3);
+  b.sync();
+  assert.deepStrictEqual(b.store, { x: [1, 2, 3], y: { z: 'z' } });
+  a.store.y.z = 'zz';
+  assert.equal(b.store.y.z, 'zz', 'after a write returns, the other node has it');
+  b.store.x.push(4);
+  assert.deepStrictEqual(a.store.x, [1, 2, 3, 4]);
+});
+
+test('messages: receive ignores what is meant for another node; send errors reach the caller', () => {
+  const a = new Facsimile('a');
+  const b = new Facsimile('b');
+  const msgs = [];
+  a.send = (m, to) => msgs.push([m, to]);
+  a.store = 1;
+  for (const [m] of msgs) b.receive(m, b.incarnation + 1); // meant for someone else
+  assert.equal(b.store, null);
+  for (const [m, to] of msgs) b.receive(m, to);
+  assert.equal(b.store, 1);
+  assert.throws(() => b.receive(msgs[0][0], 'x'), { code: 'MALFORMED' });
+
+  a.send = () => {
+    throw new Error('link down');
+  };
+  assert.throws(() => {
+    a.store = 2;
+  }, /link down/);
+  assert.equal(a.store, 2, 'the write is made; the transport failed');
+});
+
+test('batch: several writes, one message', () => {
+  const [a, b] = pair();
+  a.store = { l: [] };
+  let sent = 0;
+  const send = a.send;
+  a.send = (...m) => {
+    sent++;
+    send(...m);
+  };
+  const r = a.batch(() => {
+    a.store.x = 1;
+    a.store.l.push(1, 2);
+    a.store.l.reverse();
+    return 'done';
+  });
+  assert.equal(r, 'done');
+  assert.equal(sent, 1);
+  assert.deepStrictEqual(b.store, { l: [2, 1], x: 1 });
+});
+
+test('the root: primitives as they are, replaced objects keep their proxies', () => {
+  const [a, b] = pair();
+  assert.equal(a.store, null);
+  a.store = { keep: { k: 1 } };
+  const kept = a.store.keep;
+  a.store = kept; // a proxy of this store: a reference
+  assert.equal(a.store, kept);
+  assert.equal(b.store.k, 1);
+  a.store = 'text';
+  assert.equal(b.store, 'text');
+  assert.equal(kept.k, 1, 'a detached object stays readable until reclaimed');
+});
+
+test('hostnames: any value as a string, at most 1024 bytes', () => {
+  assert.equal(new Facsimile(42).hostname, '42');
+  assert.throws(() => new Facsimile('x'.repeat(1025)), { code: 'BAD_HOSTNAME' });
+  assert.throws(() => new Facsimile('é'.repeat(513)), { code: 'BAD_HOSTNAME' });
+  new Facsimile('é'.repeat(512));
+});
+
+test('a subclass may define send as a method', () => {
+  const got = [];
+  class Node extends Facsimile {
+    send(m, to) {
+      got.push([this, m, to]);
+    }
+  }
+  const n = new Node('n');
+  n.store = 1;
+  assert.ok(got.length > 0 && got[0][0] === n);
+});
