@@ -263,6 +263,19 @@ function createFacsimile(wasm, { platform }) {
     }[name];
   }
 
+  // As the native join, an array met again while it is being joined (a
+  // cycle) joins as the empty string.
+  const joining = new Set();
+  function joinOnce(t, separator) {
+    if (joining.has(t)) return '';
+    joining.add(t);
+    try {
+      return AP.join.call(t._n._values(t._h), separator);
+    } finally {
+      joining.delete(t);
+    }
+  }
+
   const arrayMethods = {
     on: proxyOn,
     off: proxyOff,
@@ -503,12 +516,16 @@ function createFacsimile(wasm, { platform }) {
     indexOf: onCopy('indexOf'),
     lastIndexOf: onCopy('lastIndexOf'),
     includes: onCopy('includes'),
-    join: onCopy('join'),
     slice: onCopy('slice'),
+    join(separator) {
+      const t = info(this);
+      if (t === undefined) return AP.join.call(this, separator);
+      return joinOnce(t, separator);
+    },
     toString() {
       const t = info(this);
       if (t === undefined) return AP.toString.call(this);
-      return AP.join.call(t._n._values(t._h));
+      return joinOnce(t, undefined);
     },
     values() {
       const t = info(this);
