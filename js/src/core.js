@@ -19,9 +19,11 @@
 //   FinalizationRegistry releases the handle when the proxy is collected.
 //   An entry whose proxy has listeners or lock waiters keeps it strongly;
 //   the listeners go once the engine has reclaimed the object.
-// - Epochs. `_epoch` moves with every change of the engine's state, so
-//   reads may reuse what they fetched at the same epoch (array iteration,
-//   the root, inspection). `_rootEpoch` ignores local writes below the root.
+// - Epochs and the read cache. `_epoch` moves with every change of the
+//   engine's state. Whole arrays and maps read in one call (iteration,
+//   JSON, keys, inspection) are kept in `_cache` until the next change;
+//   the Array methods re-read when the epoch moved under them (a callback
+//   that writes). The root's proxy is kept until something may replace it.
 function createFacsimile(wasm, { platform }) {
   const { Engine } = wasm;
 
@@ -32,6 +34,9 @@ function createFacsimile(wasm, { platform }) {
   // a write further than this past the end is refused rather than
   // allocating millions of nulls by mistake.
   const MAX_PAD = 1 << 20;
+  // How deep a plain value may nest when written at once (the engine's
+  // bound: it builds the objects recursively).
+  const MAX_DEPTH = 500;
 
   // The proxy's internals (its node and handle), for this package only.
   const INFO = Symbol('facsimile.info');
@@ -132,6 +137,11 @@ function createFacsimile(wasm, { platform }) {
       super();
       this._n = node;
       this._h = h;
+      // Index reads since the last change (`_rat` is its epoch): past a
+      // share of the length, the whole array is read at once.
+      this._rat = -1;
+      this._reads = 0;
+      this._limit = 0;
     }
   }
 
@@ -143,36 +153,23 @@ function createFacsimile(wasm, { platform }) {
 
   // Inspecting a proxy (console.log in Node.js) shows its data: one level
   // as plain data, nested objects as their proxies (inspected in turn). The
-  // same copy is returned for one object until the data changes or the
-  // current task ends, so that cycles print as cycles.
-  let inspected = null;
-  function inspectCopy(t) {
+  // copy comes from the node's read cache, so an object met again while the
+  // data is unchanged is the same copy, and cycles print as cycles.
+  function inspectHook() {
+    const t = info(this);
+    if (t === undefined) return {};
     const node = t._n;
-    if (inspected === null) {
-      inspected = new Map();
-      queueMicrotask(() => {
-        inspected = null;
-      });
-    }
-    const hit = inspected.get(t);
-    if (hit !== undefined && hit.epoch === node._epoch) return hit.copy;
-    let copy;
-    if (t instanceof ArrayTarget) {
-      copy = node._values(t._h);
-    } else {
-      copy = {};
-      for (const k of node._engine.map_keys(t._h)) {
-        const v = node._value(node._engine.map_get(t._h, k));
+    if (t instanceof ArrayTarget) return node._list(t);
+    const m = node._map(t);
+    if (m.copy === null) {
+      const copy = {};
+      for (const [k, v] of m.ents) {
         if (k === '__proto__') Object.defineProperty(copy, k, { value: v, enumerable: true, writable: true, configurable: true });
         else copy[k] = v;
       }
+      m.copy = copy;
     }
-    inspected.set(t, { epoch: node._epoch, copy });
-    return copy;
-  }
-  function inspectHook() {
-    const t = info(this);
-    return t === undefined ? {} : inspectCopy(t);
+    return m.copy;
   }
   MapTarget.prototype[inspectCustom] = inspectHook;
   ArrayTarget.prototype[inspectCustom] = inspectHook;
@@ -200,9 +197,17 @@ function createFacsimile(wasm, { platform }) {
     return this;
   }
 
+  // JSON.stringify calls it: the whole tree is written by the engine in one
+  // call, by JSON's rules, instead of key by key through the traps.
+  function proxyToJSON() {
+    const t = info(this);
+    return t === undefined ? this : t._n._toJSON(t);
+  }
+
   const MapProto = Object.create(OP, {
     on: { value: proxyOn, writable: true, configurable: true },
     off: { value: proxyOff, writable: true, configurable: true },
+    toJSON: { value: proxyToJSON, writable: true, configurable: true },
   });
 
   // ---------------------------------------------------------- array methods
@@ -215,12 +220,12 @@ function createFacsimile(wasm, { platform }) {
     constructor(t) {
       this.t = t;
       this.node = t._n;
-      this.vals = this.node._values(t._h);
+      this.vals = this.node._list(t);
       this.epoch = this.node._epoch;
     }
     fresh() {
       if (this.epoch !== this.node._epoch) {
-        this.vals = this.node._values(this.t._h);
+        this.vals = this.node._list(this.t);
         this.epoch = this.node._epoch;
       }
       return this.vals;
@@ -258,7 +263,7 @@ function createFacsimile(wasm, { platform }) {
       [name](...args) {
         const t = info(this);
         if (t === undefined) return native.apply(this, args);
-        return native.apply(t._n._values(t._h), args);
+        return native.apply(t._n._list(t), args);
       },
     }[name];
   }
@@ -270,7 +275,7 @@ function createFacsimile(wasm, { platform }) {
     if (joining.has(t)) return '';
     joining.add(t);
     try {
-      return AP.join.call(t._n._values(t._h), separator);
+      return AP.join.call(t._n._list(t), separator);
     } finally {
       joining.delete(t);
     }
@@ -279,6 +284,7 @@ function createFacsimile(wasm, { platform }) {
   const arrayMethods = {
     on: proxyOn,
     off: proxyOff,
+    toJSON: proxyToJSON,
 
     // Mutators: one engine operation, one message, one change each.
     push(...items) {
@@ -339,7 +345,7 @@ function createFacsimile(wasm, { platform }) {
       if (compareFn !== undefined) callable(compareFn, 'sort(compareFn)');
       const node = t._n;
       node._unchanged(t._h);
-      const vals = node._values(t._h);
+      const vals = node._list(t);
       const len = vals.length;
       const idx = new Array(len);
       for (let i = 0; i < len; i++) idx[i] = i;
@@ -377,7 +383,7 @@ function createFacsimile(wasm, { platform }) {
       const t = info(this);
       if (t === undefined) return AP.copyWithin.apply(this, arguments);
       const node = t._n;
-      const vals = node._values(t._h);
+      const vals = node._list(t);
       const len = vals.length;
       const to = relative(target, len, 0);
       const from = relative(start, len, 0);
@@ -570,6 +576,14 @@ function createFacsimile(wasm, { platform }) {
         return Reflect.get(MapProto, key, recv);
       }
       const node = t._n;
+      const cache = node._cache;
+      if (cache !== null) {
+        const m = cache.get(t);
+        if (m !== undefined) {
+          const v = m.ents.get(key);
+          return v === undefined ? Reflect.get(MapProto, key, recv) : v;
+        }
+      }
       const v = node._engine.map_get(t._h, key);
       if (v === undefined) return Reflect.get(MapProto, key, recv);
       return typeof v === 'object' && v !== null && v.constructor === Array ? node._wrap(v[0], v[1]) : v;
@@ -582,7 +596,11 @@ function createFacsimile(wasm, { platform }) {
       return true;
     },
     has(t, key) {
-      if (typeof key === 'string' && t._n._engine.map_has(t._h, key)) return true;
+      if (typeof key === 'string') {
+        const cache = t._n._cache;
+        const m = cache === null ? undefined : cache.get(t);
+        if (m !== undefined ? m.ents.has(key) : t._n._engine.map_has(t._h, key)) return true;
+      }
       return key in MapProto;
     },
     deleteProperty(t, key) {
@@ -591,14 +609,23 @@ function createFacsimile(wasm, { platform }) {
       return true;
     },
     ownKeys(t) {
-      return t._n._engine.map_keys(t._h);
+      // Whoever lists the keys reads the values next (JSON, spread, keys,
+      // deep equality): all of them come in one call.
+      return t._n._map(t).keys;
     },
     getOwnPropertyDescriptor(t, key) {
       if (typeof key === 'symbol') return undefined;
       const node = t._n;
-      const v = node._engine.map_get(t._h, key);
+      let v;
+      const m = node._cache === null ? undefined : node._cache.get(t);
+      if (m !== undefined) {
+        v = m.ents.get(key);
+      } else {
+        v = node._engine.map_get(t._h, key);
+        if (v !== undefined) v = node._value(v);
+      }
       if (v === undefined) return undefined;
-      return { value: node._value(v), writable: true, enumerable: true, configurable: true };
+      return { value: v, writable: true, enumerable: true, configurable: true };
     },
     defineProperty(t, key, desc) {
       if (typeof key === 'symbol' || !dataDescriptor(desc)) return false;
@@ -625,16 +652,46 @@ function createFacsimile(wasm, { platform }) {
     return e && e.code === 'LOCKED' ? fail('NOT_OWNER', MESSAGES.NOT_OWNER) : e;
   }
 
+  // The element at `i` (undefined past the end): from the read cache, or
+  // one engine call; after enough reads since the last change, the whole
+  // array at once (so that a loop over it costs one call, and reads between
+  // writes never copy a long array more than once per share of its length).
+  function element(t, i) {
+    const node = t._n;
+    const cache = node._cache;
+    if (cache !== null) {
+      const vals = cache.get(t);
+      if (vals !== undefined) return vals[i];
+    }
+    const epoch = node._epoch;
+    let reads = 1;
+    if (t._rat === epoch) reads = t._reads + 1;
+    else t._rat = epoch;
+    t._reads = reads;
+    if (reads >= 32) {
+      if (reads === 32) t._limit = Math.max(32, node._engine.list_len(t._h) >> 3);
+      if (reads >= t._limit) return node._list(t)[i];
+    }
+    const v = node._engine.list_get(t._h, i);
+    return typeof v === 'object' && v !== null && v.constructor === Array ? node._wrap(v[0], v[1]) : v;
+  }
+
+  function length(t) {
+    const node = t._n;
+    const cache = node._cache;
+    if (cache !== null) {
+      const vals = cache.get(t);
+      if (vals !== undefined) return vals.length;
+    }
+    return node._engine.list_len(t._h);
+  }
+
   const arrayHandler = {
     get(t, key, recv) {
       if (typeof key === 'string') {
-        const node = t._n;
-        if (key === 'length') return node._engine.list_len(t._h);
+        if (key === 'length') return length(t);
         const i = keyIndex(key);
-        if (i >= 0) {
-          const v = node._engine.list_get(t._h, i);
-          return typeof v === 'object' && v !== null && v.constructor === Array ? node._wrap(v[0], v[1]) : v;
-        }
+        if (i >= 0) return element(t, i);
       } else if (key === INFO) {
         return t;
       }
@@ -661,7 +718,7 @@ function createFacsimile(wasm, { platform }) {
     has(t, key) {
       if (typeof key === 'string') {
         const i = keyIndex(key);
-        if (i >= 0) return i < t._n._engine.list_len(t._h);
+        if (i >= 0) return i < length(t);
         if (key === 'length') return true;
       }
       return key in ArrayProto;
@@ -681,7 +738,8 @@ function createFacsimile(wasm, { platform }) {
       return true;
     },
     ownKeys(t) {
-      const len = t._n._engine.list_len(t._h);
+      // Whoever lists the indices reads the elements next.
+      const len = t._n._list(t).length;
       const keys = new Array(len + 1);
       for (let i = 0; i < len; i++) keys[i] = String(i);
       keys[len] = 'length';
@@ -691,13 +749,13 @@ function createFacsimile(wasm, { platform }) {
       if (typeof key !== 'string') return undefined;
       const node = t._n;
       if (key === 'length') {
-        return { value: node._engine.list_len(t._h), writable: true, enumerable: false, configurable: false };
+        return { value: length(t), writable: true, enumerable: false, configurable: false };
       }
       const i = keyIndex(key);
       if (i < 0) return undefined;
-      const v = node._engine.list_get(t._h, i);
+      const v = element(t, i);
       if (v === undefined) return undefined;
-      return { value: node._value(v), writable: true, enumerable: true, configurable: true };
+      return { value: v, writable: true, enumerable: true, configurable: true };
     },
     defineProperty(t, key, desc) {
       if (typeof key !== 'string') return false;
@@ -790,7 +848,10 @@ function createFacsimile(wasm, { platform }) {
       this._closed = false;
       this._batch = 0;
       this._epoch = 0;
-      this._rootEpoch = -1;
+      // What was read since the last change: target -> the array's elements,
+      // or the map's { ents, keys, copy }. Dropped by every change.
+      this._cache = null;
+      this._rootValid = false;
       this._root = undefined;
       this._entries = [];
       this._registry = new FinalizationRegistry((e) => this._finalize(e));
@@ -853,8 +914,8 @@ function createFacsimile(wasm, { platform }) {
         if (to !== this._incarnation) return;
       }
       if (message instanceof ArrayBuffer) message = new Uint8Array(message);
-      this._epoch++;
-      this._rootEpoch = -1;
+      this._bump();
+      this._rootValid = false;
       try {
         this._engine.receive(message);
       } catch (e) {
@@ -867,10 +928,11 @@ function createFacsimile(wasm, { platform }) {
 
     /** The root: a primitive as is, an object as its proxy. */
     get store() {
-      if (this._rootEpoch === this._epoch) return this._root;
+      // Kept until something may replace the root: writes below it cannot.
+      if (this._rootValid) return this._root;
       const v = this._value(this._engine.root());
       this._root = v;
-      this._rootEpoch = this._epoch;
+      this._rootValid = true;
       return v;
     }
 
@@ -881,8 +943,8 @@ function createFacsimile(wasm, { platform }) {
     set store(value) {
       this._checkWritable();
       const input = this._input(value);
-      this._epoch++;
-      this._rootEpoch = -1;
+      this._bump();
+      this._rootValid = false;
       try {
         this._engine.set_root(input);
       } catch (e) {
@@ -894,8 +956,8 @@ function createFacsimile(wasm, { platform }) {
     /** Drops the local document and asks the network for it. */
     sync() {
       this._checkOpen();
-      this._epoch++;
-      this._rootEpoch = -1;
+      this._bump();
+      this._rootValid = false;
       this._engine.sync();
       this._pump();
     }
@@ -927,7 +989,7 @@ function createFacsimile(wasm, { platform }) {
         for (const k of Object.keys(src)) entries.push(k, this._input(src[k]));
       }
       if (entries.length > 0) {
-        this._epoch++;
+        this._bump();
         try {
           this._engine.map_assign(t._h, entries);
         } catch (e) {
@@ -978,7 +1040,7 @@ function createFacsimile(wasm, { platform }) {
     /** Releases this node's lock on `object` (or withdraws its request). */
     release(object) {
       const t = this._own(object);
-      this._epoch++;
+      this._bump();
       try {
         this._engine.unlock(t._h);
       } catch (e) {
@@ -995,7 +1057,7 @@ function createFacsimile(wasm, { platform }) {
       try {
         t = this._own(object);
         this._checkWritable();
-        this._epoch++;
+        this._bump();
         token = this._engine.lock(t._h, wait);
       } catch (e) {
         return Promise.reject(again(e));
@@ -1090,7 +1152,7 @@ function createFacsimile(wasm, { platform }) {
      */
     close() {
       if (this._closed) return;
-      this._epoch++;
+      this._bump();
       this._engine.leave();
       this._pump();
       this._closed = true;
@@ -1120,8 +1182,8 @@ function createFacsimile(wasm, { platform }) {
       this._timer = null;
       this._timerAt = Infinity;
       if (this._closed) return;
-      this._epoch++;
-      this._rootEpoch = -1;
+      this._bump();
+      this._rootValid = false;
       this._engine.handle_timeout(this._time());
       this._pump();
       this._dropReclaimed();
@@ -1216,15 +1278,15 @@ function createFacsimile(wasm, { platform }) {
         case 'needs_sync':
           // Messages were missed that no peer can resend: only a sync
           // brings the document back.
-          this._epoch++;
-          this._rootEpoch = -1;
+          this._bump();
+          this._rootValid = false;
           this._engine.sync();
           break;
         case 'evicted': {
           // The peers stopped waiting for this node: it starts over as a
           // new incarnation, without its locks.
-          this._epoch++;
-          this._rootEpoch = -1;
+          this._bump();
+          this._rootValid = false;
           this._engine.reincarnate(randomIncarnation());
           this._incarnation = this._engine.incarnation();
           for (const h of [...this._waiters.keys()]) this._settleWaiters(h);
@@ -1307,14 +1369,70 @@ function createFacsimile(wasm, { platform }) {
       }
     }
 
-    // The elements of an array, as the program sees them.
-    _values(h) {
-      const vals = this._engine.list_values(h);
+    // Every change of the engine's state moves the epoch and drops what
+    // was read.
+    _bump() {
+      this._epoch++;
+      this._cache = null;
+    }
+
+    _cached(t, value) {
+      if (this._cache === null) this._cache = new Map();
+      this._cache.set(t, value);
+      return value;
+    }
+
+    // The elements of an array as the program sees them, read once per
+    // change. The array is shared: callers must not modify it.
+    _list(t) {
+      if (this._cache !== null) {
+        const vals = this._cache.get(t);
+        if (vals !== undefined) return vals;
+      }
+      const vals = JSON.parse(this._engine.list_packed(t._h));
       for (let i = 0; i < vals.length; i++) {
         const v = vals[i];
-        if (typeof v === 'object' && v !== null && v.constructor === Array) vals[i] = this._wrap(v[0], v[1]);
+        if (typeof v === 'object' && v !== null) vals[i] = this._unpack(v);
       }
-      return vals;
+      return this._cached(t, vals);
+    }
+
+    // The entries of a map, read once per change: { ents: Map, keys, copy }.
+    _map(t) {
+      if (this._cache !== null) {
+        const m = this._cache.get(t);
+        if (m !== undefined) return m;
+      }
+      const packed = JSON.parse(this._engine.map_packed(t._h));
+      const ents = new Map();
+      const keys = new Array(packed.length >> 1);
+      for (let i = 0; i < packed.length; i += 2) {
+        let v = packed[i + 1];
+        if (typeof v === 'object' && v !== null) v = this._unpack(v);
+        ents.set(packed[i], v);
+        keys[i >> 1] = packed[i];
+      }
+      return this._cached(t, { ents, keys, copy: null });
+    }
+
+    // The tree below a proxy as plain data, by JSON's rules.
+    _toJSON(t) {
+      let text;
+      try {
+        text = this._engine.to_json(t._h);
+      } catch (e) {
+        if (e && (e.code === 'CYCLE' || e.code === 'BIGINT')) throw fail(e.code, e.message, TypeError, this._toJSON);
+        throw again(e);
+      }
+      return JSON.parse(text);
+    }
+
+    // A packed value that is not plain JSON (see crates/facsimile-wasm).
+    _unpack(v) {
+      if (v.constructor === Array) return this._wrap(v[0], v[1]);
+      if (v.f !== undefined) return v.f === 'NaN' ? NaN : v.f === 'inf' ? Infinity : -Infinity;
+      if (v.i !== undefined) return BigInt(v.i);
+      return Uint8Array.from(v.b);
     }
 
     // The internals of a proxy of this node's store; throws for anything else.
@@ -1365,6 +1483,9 @@ function createFacsimile(wasm, { platform }) {
         if (stack.includes(v)) {
           throw fail('CYCLE', 'Plain data with a cycle cannot be stored; store the object, then a reference to its proxy', TypeError);
         }
+        if (stack.length >= MAX_DEPTH) {
+          throw fail('TOO_DEEP', `A value nested more than ${MAX_DEPTH} levels deep cannot be written at once; write its inner objects first`, RangeError);
+        }
         stack.push(v);
       }
       let out;
@@ -1409,7 +1530,7 @@ function createFacsimile(wasm, { platform }) {
     _mapSet(h, key, value) {
       if (this._sendFn === undefined || this._closed) this._checkWritable();
       const input = typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' ? this._input(value) : value;
-      this._epoch++;
+      this._bump();
       try {
         this._engine.map_set(h, key, input);
       } catch (e) {
@@ -1420,7 +1541,7 @@ function createFacsimile(wasm, { platform }) {
 
     _mapDelete(h, key) {
       this._checkWritable();
-      this._epoch++;
+      this._bump();
       try {
         this._engine.map_delete(h, key);
       } catch (e) {
@@ -1435,7 +1556,7 @@ function createFacsimile(wasm, { platform }) {
         throw fail('OUT_OF_BOUNDS', `index ${i} is too far past the end of the array (arrays are dense)`, RangeError);
       }
       const input = this._input(value);
-      this._epoch++;
+      this._bump();
       try {
         this._engine.list_set(h, i, input);
       } catch (e) {
@@ -1456,7 +1577,7 @@ function createFacsimile(wasm, { platform }) {
         if (n - len > MAX_PAD) {
           throw fail('OUT_OF_BOUNDS', `length ${n} is too far past the end of the array (arrays are dense)`, RangeError);
         }
-        this._epoch++;
+        this._bump();
         try {
           this._engine.list_set(h, n - 1, null);
         } catch (e) {
@@ -1472,7 +1593,7 @@ function createFacsimile(wasm, { platform }) {
       if (items.length === 1) {
         const v = items[0];
         const input = typeof v === 'object' || typeof v === 'function' || typeof v === 'symbol' ? this._input(v) : v;
-        this._epoch++;
+        this._bump();
         let n;
         try {
           n = engine.list_push(h, input);
@@ -1491,7 +1612,7 @@ function createFacsimile(wasm, { platform }) {
     _splice(h, start, count, items) {
       this._checkWritable();
       const inputs = items.length === 0 ? EMPTY : items.map((x) => this._input(x));
-      this._epoch++;
+      this._bump();
       let removed;
       try {
         removed = this._engine.list_splice(h, start, count, inputs);
@@ -1505,7 +1626,7 @@ function createFacsimile(wasm, { platform }) {
 
     _reorder(h, order) {
       this._checkWritable();
-      this._epoch++;
+      this._bump();
       try {
         this._engine.list_reorder(h, order);
       } catch (e) {
@@ -1516,7 +1637,7 @@ function createFacsimile(wasm, { platform }) {
 
     _setMany(h, indices, values) {
       this._checkWritable();
-      this._epoch++;
+      this._bump();
       try {
         this._engine.list_set_many(h, indices, values);
       } catch (e) {
@@ -1532,7 +1653,7 @@ function createFacsimile(wasm, { platform }) {
       if (typeof input === 'object' && input !== null && (input.m !== undefined || input.a !== undefined)) {
         // A new object: created once, referenced from every other index,
         // all in one message.
-        this._epoch++;
+        this._bump();
         this._engine.begin();
         try {
           this._engine.list_set(h, from, input);
@@ -1649,6 +1770,11 @@ function createFacsimile(wasm, { platform }) {
     /** For tests: the handles the engine holds for this node's proxies. */
     _handleCount() {
       return this._engine.handle_count();
+    }
+
+    /** For tests: the bytes of the engine's memory (shared by every node). */
+    static _memoryBytes() {
+      return wasm.linear_memory().buffer.byteLength;
     }
   }
 

@@ -490,3 +490,59 @@ test('a subclass may define send as a method', () => {
   n.store = 1;
   assert.ok(got.length > 0 && got[0][0] === n);
 });
+
+test('JSON.stringify goes through toJSON, by JSON rules', () => {
+  const [a, b] = pair();
+  // Keys in the engine's order (by bytes, the same on every node).
+  const doc = { bytes: new Uint8Array([7, 8]), m: { k: [{}] }, n: [1, -0, 1.5, NaN, Infinity], s: 'q"\\\n\u0001é', t: true, z: null };
+  a.store = doc;
+  assert.equal(JSON.stringify(b.store), JSON.stringify(doc));
+  assert.equal(JSON.stringify(b.store, null, 2), JSON.stringify(doc, null, 2));
+  assert.equal(JSON.stringify({ wrapped: b.store.m }), JSON.stringify({ wrapped: doc.m }));
+  assert.deepStrictEqual(b.store.m.toJSON(), { k: [{}] });
+  assert.equal(Object.hasOwn(b.store, 'toJSON'), false);
+  b.store.shared = { x: 1 };
+  b.store.twice = [b.store.shared, b.store.shared];
+  assert.equal(JSON.stringify(a.store.twice), '[{"x":1},{"x":1}]', 'a shared object is written at each reference');
+  b.store.m.self = b.store.m;
+  assert.throws(() => JSON.stringify(a.store), { name: 'TypeError', code: 'CYCLE' });
+  delete b.store.m.self;
+  b.store.big = 2n ** 60n;
+  assert.throws(() => JSON.stringify(a.store), { name: 'TypeError', code: 'BIGINT' });
+  // A key named toJSON is data.
+  a.store = { toJSON: 'data', x: 1 };
+  assert.equal(JSON.stringify(b.store), '{"toJSON":"data","x":1}');
+});
+
+test('deep values: written at once up to 500 levels; deeper documents are built step by step', () => {
+  const net = new SyncNet({ wire: 'none' });
+  const a = net.join('a', { manualTime: true });
+  const b = net.join('b', { manualTime: true });
+  const nest = (d) => {
+    let v = 0;
+    for (let i = 0; i < d; i++) v = i % 2 ? [v] : { v };
+    return v;
+  };
+  a.store = nest(500);
+  assert.throws(() => {
+    a.store = nest(501);
+  }, { code: 'TOO_DEEP' });
+  a.store = { list: [] };
+  assert.throws(() => a.store.list.push(nest(600)), { code: 'TOO_DEEP' });
+  assert.deepEqual(b.store, { list: [] });
+  a.store = {};
+  let cur = a.store;
+  for (let i = 0; i < 5000; i++) {
+    cur.x = {};
+    cur = cur.x;
+  }
+  for (let i = 0; i < 3; i++) for (const n of [a, b]) n._advance(1100);
+  const late = net.join('late', { manualTime: true });
+  late.sync();
+  assert.deepEqual(late.snapshot(), a.snapshot());
+  let depth = 0;
+  for (let o = late.store; o.x !== undefined; o = o.x) depth++;
+  assert.equal(depth, 5000);
+  late.store.y = 1;
+  assert.equal(b.store.y, 1, 'every node still works');
+});

@@ -16,6 +16,14 @@
 //!   one key: `{r: handle}` (a reference to an existing object), `{m: [k0,
 //!   v0, k1, v1, ...]}` (a new map) or `{a: [v0, v1, ...]}` (a new array).
 //!
+//! Whole objects are read in one call ([`Engine::map_packed`],
+//! [`Engine::list_packed`]) as the text of a JSON array, which `JSON.parse`
+//! turns into values far faster than the engine can hand them over one by
+//! one. In it, numbers (integers up to 2^53 and finite floats), strings,
+//! booleans and `null` are themselves, objects are `[kind, handle]`, and
+//! the rest is a one-key object: `{"f": "NaN" | "inf" | "-inf"}`, `{"i":
+//! "digits"}` for an integer beyond 2^53, `{"b": [bytes...]}`.
+//!
 //! A handle names one object for as long as the package holds it; it is
 //! released with [`Engine::release`].
 //!
@@ -42,6 +50,12 @@ const KIND_ARRAY: u8 = 2;
 
 /// The largest integer a JavaScript number holds exactly.
 const MAX_SAFE: i64 = (1 << 53) - 1;
+
+/// How deep an input tree may nest. The engine creates an input's objects
+/// recursively, on WebAssembly's shadow stack (1 MiB), which a tree of
+/// about 1,500 levels overflows: the module's memory is then corrupt for
+/// every engine of the instance. A third of that leaves a margin.
+const MAX_INPUT_DEPTH: usize = 500;
 
 /// One replica of a document, driven by the JavaScript package.
 #[wasm_bindgen]
@@ -223,10 +237,7 @@ impl Engine {
         } else if let Some(a) = message.dyn_ref::<Uint8Array>() {
             self.replica.handle_message(&a.to_vec())
         } else {
-            return Err(error(
-                "MALFORMED",
-                "a message is a string or a Uint8Array",
-            ));
+            return Err(error("MALFORMED", "a message is a string or a Uint8Array"));
         };
         r.map_err(receive_error)
     }
@@ -239,7 +250,9 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] is next due, in milliseconds.
     pub fn poll_timeout(&self) -> Option<f64> {
-        self.replica.poll_timeout().map(|d| d.as_secs_f64() * 1000.0)
+        self.replica
+            .poll_timeout()
+            .map(|d| d.as_secs_f64() * 1000.0)
     }
 
     /// The next event, as an object with a `type` (`change`, `root`,
@@ -291,16 +304,25 @@ impl Engine {
             .is_some_and(|id| matches!(self.replica.map_get(id, key), Ok(Some(_))))
     }
 
-    /// The keys of a map, in order (the same on every node).
-    pub fn map_keys(&mut self, h: u32) -> Array {
-        let out = Array::new();
+    /// The keys and values of a map, in key order (the same on every
+    /// node), packed: `[k0, v0, k1, v1, ...]` as JSON text (see the crate
+    /// docs); `[]` when the map is gone.
+    pub fn map_packed(&mut self, h: u32) -> String {
+        let mut out = String::from("[");
         if let Some(id) = self.handles.get(h) {
-            if let Ok(keys) = self.replica.map_keys(id) {
-                for k in keys {
-                    out.push(&JsValue::from_str(&k));
+            let Engine {
+                replica, handles, ..
+            } = self;
+            let _ = replica.map_for_each(id, |k, v, r| {
+                if out.len() > 1 {
+                    out.push(',');
                 }
-            }
+                pack_str(&mut out, k);
+                out.push(',');
+                pack_value(&mut out, v, r, handles);
+            });
         }
+        out.push(']');
         out
     }
 
@@ -323,17 +345,38 @@ impl Engine {
         }
     }
 
-    /// Every element of an array, in order.
-    pub fn list_values(&mut self, h: u32) -> Array {
-        let out = Array::new();
+    /// Every element of an array, in order, packed as JSON text (see the
+    /// crate docs); `[]` when the array is gone.
+    pub fn list_packed(&mut self, h: u32) -> String {
+        let mut out = String::from("[");
         if let Some(id) = self.handles.get(h) {
-            if let Ok(values) = self.replica.list_values(id) {
-                for v in &values {
-                    out.push(&self.value(v));
+            let Engine {
+                replica, handles, ..
+            } = self;
+            let _ = replica.list_for_each(id, |v, r| {
+                if out.len() > 1 {
+                    out.push(',');
                 }
-            }
+                pack_value(&mut out, v, r, handles);
+            });
         }
+        out.push(']');
         out
+    }
+
+    /// The object `h` and everything below it as JSON text, by the rules of
+    /// JavaScript's `JSON.stringify` (what the proxies' `toJSON` returns,
+    /// parsed): shared objects are written where each reference is, NaN and
+    /// infinities are `null`, bytes are objects keyed by index.
+    ///
+    /// # Errors
+    /// `CYCLE` when an object contains itself, `BIGINT` for an integer
+    /// beyond 2^53 (`JSON.stringify` refuses both), `UNKNOWN_OBJECT`.
+    pub fn to_json(&mut self, h: u32) -> Result<String, JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        let mut out = String::new();
+        json_tree(&mut self.replica, id, &mut out)?;
+        Ok(out)
     }
 
     /// The canonical encoding of the document (identical on every node that
@@ -361,7 +404,10 @@ impl Engine {
     /// An `Error` with a `code` when the engine refuses the write.
     pub fn set_root(&mut self, input: &JsValue) -> Result<(), JsValue> {
         let input = self.input(input)?;
-        self.replica.set_root(input).map(|_| ()).map_err(write_error)
+        self.replica
+            .set_root(input)
+            .map(|_| ())
+            .map_err(write_error)
     }
 
     /// Sets a map key. Returns whether anything changed.
@@ -492,9 +538,7 @@ impl Engine {
     pub fn list_reorder(&mut self, h: u32, order: &[u32]) -> Result<bool, JsValue> {
         let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
         let order: Vec<usize> = order.iter().map(|&i| i as usize).collect();
-        self.replica
-            .list_reorder(id, &order)
-            .map_err(write_error)
+        self.replica.list_reorder(id, &order).map_err(write_error)
     }
 
     // ---------------------------------------------------------------- locks
@@ -572,6 +616,200 @@ impl Engine {
     }
 }
 
+/// The module's linear memory (a `WebAssembly.Memory`), shared by every
+/// engine of the instance: for the package's memory tests.
+#[wasm_bindgen]
+pub fn linear_memory() -> JsValue {
+    wasm_bindgen::memory()
+}
+
+/// An object being written by [`json_tree`]: its entries are
+/// `arena[start..end]` (keys empty for an array), `at` the next to write.
+/// Frames nest, so each one's entries sit above its parent's and go when it
+/// is done: one allocation for the whole tree, not one per object.
+struct JsonFrame {
+    id: ObjectId,
+    map: bool,
+    start: usize,
+    at: usize,
+    end: usize,
+}
+
+/// Writes the tree below `root` as JSON text, without recursion (a deep
+/// document must not overflow the stack).
+fn json_tree(replica: &mut Replica, root: ObjectId, out: &mut String) -> Result<(), JsValue> {
+    use std::fmt::Write;
+    let mut stack: Vec<JsonFrame> = Vec::new();
+    let mut arena: Vec<(SmolStr, Value)> = Vec::new();
+    // The objects on the path from the root: meeting one again is a cycle.
+    let mut path = rustc_hash::FxHashSet::default();
+    let mut next = Some(Value::Ref(root));
+    loop {
+        match next.take() {
+            Some(Value::Ref(id)) => {
+                if !path.insert(id) {
+                    return Err(error("CYCLE", "Converting circular structure to JSON"));
+                }
+                let start = arena.len();
+                let map = match replica.kind(id) {
+                    Some(ObjectKind::Map) => {
+                        out.push('{');
+                        let _ =
+                            replica.map_for_each(id, |k, v, _| arena.push((k.clone(), v.clone())));
+                        true
+                    }
+                    Some(ObjectKind::Array) => {
+                        out.push('[');
+                        let _ = replica
+                            .list_for_each(id, |v, _| arena.push((SmolStr::default(), v.clone())));
+                        false
+                    }
+                    None => {
+                        out.push_str("null");
+                        path.remove(&id);
+                        continue;
+                    }
+                };
+                let end = arena.len();
+                stack.push(JsonFrame {
+                    id,
+                    map,
+                    start,
+                    at: start,
+                    end,
+                });
+            }
+            Some(Value::Int(i)) if !(-MAX_SAFE..=MAX_SAFE).contains(&i) => {
+                return Err(error("BIGINT", "Do not know how to serialize a BigInt"));
+            }
+            Some(Value::Float(f)) if !f.is_finite() => out.push_str("null"),
+            Some(Value::Bytes(b)) => {
+                out.push('{');
+                for (i, byte) in b.iter().enumerate() {
+                    let comma = if i > 0 { "," } else { "" };
+                    let _ = write!(out, "{comma}\"{i}\":{byte}");
+                }
+                out.push('}');
+            }
+            Some(v) => pack_value(out, &v, replica, &mut Handles::default()),
+            None => {}
+        }
+        let Some(top) = stack.last_mut() else {
+            return Ok(());
+        };
+        if top.at < top.end {
+            if top.at > top.start {
+                out.push(',');
+            }
+            let (key, value) = &mut arena[top.at];
+            if top.map {
+                pack_str(out, key);
+                out.push(':');
+            }
+            next = Some(std::mem::replace(value, Value::Null));
+            top.at += 1;
+        } else {
+            out.push(if top.map { '}' } else { ']' });
+            path.remove(&top.id);
+            arena.truncate(top.start);
+            stack.pop();
+        }
+    }
+}
+
+/// Appends an integer in decimal (`core::fmt` costs several times more,
+/// and whole documents are mostly small integers).
+fn push_int(out: &mut String, i: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = i.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if i < 0 {
+        out.push('-');
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Appends a string as a JSON string.
+fn pack_str(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Appends a value in the packed form (see the crate docs).
+fn pack_value(out: &mut String, v: &Value, replica: &Replica, handles: &mut Handles) {
+    use std::fmt::Write;
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Int(i) if (-MAX_SAFE..=MAX_SAFE).contains(i) => push_int(out, *i),
+        Value::Int(i) => {
+            let _ = write!(out, "{{\"i\":\"{i}\"}}");
+        }
+        // Debug is the shortest text that reads back as the same float, in
+        // a form JSON accepts ("1.0", "-0.0", "1e300").
+        Value::Float(f) if f.is_finite() => {
+            let _ = write!(out, "{f:?}");
+        }
+        Value::Float(f) if f.is_nan() => out.push_str("{\"f\":\"NaN\"}"),
+        Value::Float(f) if *f > 0.0 => out.push_str("{\"f\":\"inf\"}"),
+        Value::Float(_) => out.push_str("{\"f\":\"-inf\"}"),
+        Value::Str(s) => pack_str(out, s),
+        Value::Bytes(b) => {
+            out.push_str("{\"b\":[");
+            for (i, byte) in b.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_int(out, i64::from(*byte));
+            }
+            out.push_str("]}");
+        }
+        Value::Ref(id) => {
+            let kind = match replica.kind(*id) {
+                Some(ObjectKind::Array) => KIND_ARRAY,
+                _ => KIND_MAP,
+            };
+            out.push('[');
+            push_int(out, i64::from(kind));
+            out.push(',');
+            push_int(out, i64::from(handles.of(*id)));
+            out.push(']');
+        }
+    }
+}
+
 impl Engine {
     /// The JavaScript form of a value.
     fn value(&mut self, v: &Value) -> JsValue {
@@ -599,14 +837,16 @@ impl Engine {
 
     /// An input from its JavaScript form (see the crate docs).
     fn input(&self, v: &JsValue) -> Result<Input, JsValue> {
-        if v.is_null() || v.is_undefined() {
-            return Ok(Input::Value(Value::Null));
-        }
-        if let Some(b) = v.as_bool() {
-            return Ok(Input::Value(Value::Bool(b)));
-        }
+        self.input_at(v, 0)
+    }
+
+    /// An input `depth` levels below the written value.
+    fn input_at(&self, v: &JsValue, depth: usize) -> Result<Input, JsValue> {
+        // The common cases first: each test is a call into JavaScript.
         if let Some(f) = v.as_f64() {
-            let int = f.fract() == 0.0 && f.abs() <= MAX_SAFE as f64 && !(f == 0.0 && f.is_sign_negative());
+            let int = f.fract() == 0.0
+                && f.abs() <= MAX_SAFE as f64
+                && !(f == 0.0 && f.is_sign_negative());
             return Ok(Input::Value(match int {
                 true => Value::Int(f as i64),
                 false => Value::Float(f),
@@ -614,6 +854,12 @@ impl Engine {
         }
         if let Some(s) = v.as_string() {
             return Ok(Input::Value(Value::Str(s.into())));
+        }
+        if v.is_null() || v.is_undefined() {
+            return Ok(Input::Value(Value::Null));
+        }
+        if let Some(b) = v.as_bool() {
+            return Ok(Input::Value(Value::Bool(b)));
         }
         if v.is_bigint() {
             let i = i64::try_from(v.clone())
@@ -626,10 +872,21 @@ impl Engine {
         if !v.is_object() {
             return Err(bad_input("this value cannot be stored"));
         }
+        if depth >= MAX_INPUT_DEPTH {
+            return Err(error(
+                "TOO_DEEP",
+                &format!(
+                    "a value nested more than {MAX_INPUT_DEPTH} levels deep cannot be written at once; write its inner objects first"
+                ),
+            ));
+        }
         let field = |name: &str| Reflect::get(v, &JsValue::from_str(name)).unwrap_or_default();
         let r = field("r");
         if let Some(h) = r.as_f64() {
-            let id = self.handles.get(h as u32).ok_or_else(|| unknown(h as u32))?;
+            let id = self
+                .handles
+                .get(h as u32)
+                .ok_or_else(|| unknown(h as u32))?;
             return Ok(Input::Value(Value::Ref(id)));
         }
         let m = field("m");
@@ -640,14 +897,14 @@ impl Engine {
                     .get(i)
                     .as_string()
                     .ok_or_else(|| bad_input("a key is a string"))?;
-                entries.push((SmolStr::from(key), self.input(&m.get(i + 1))?));
+                entries.push((SmolStr::from(key), self.input_at(&m.get(i + 1), depth + 1)?));
             }
             return Ok(Input::Map(entries));
         }
         let a = field("a");
         if let Some(a) = a.dyn_ref::<Array>() {
             let items = (0..a.length())
-                .map(|i| self.input(&a.get(i)))
+                .map(|i| self.input_at(&a.get(i), depth + 1))
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(Input::Array(items));
         }
@@ -725,5 +982,75 @@ impl Engine {
             _ => return None,
         }
         Some(o.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use facsimile_core::{Config, PeerId, Replica, Value};
+
+    use super::{Handles, pack_str, pack_value};
+
+    fn packed(v: &Value) -> serde_json::Value {
+        let replica = Replica::new(PeerId::new("t", 1), Config::default());
+        let mut out = String::new();
+        pack_value(&mut out, v, &replica, &mut Handles::default());
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"))
+    }
+
+    #[test]
+    fn strings_pack_as_json_strings() {
+        for s in [
+            "",
+            "plain",
+            "quote \" and \\ back",
+            "\n\r\t\u{1}\u{1f}",
+            "é ✓ 𝄞",
+            "\u{2028}",
+        ] {
+            let mut out = String::new();
+            pack_str(&mut out, s);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s, "{out}");
+        }
+    }
+
+    #[test]
+    fn values_pack_as_the_crate_docs_say() {
+        use serde_json::json;
+        assert_eq!(
+            packed(&Value::Int(1 << 53)),
+            json!({"i": (1u64 << 53).to_string()})
+        );
+        assert_eq!(
+            packed(&Value::Int(-(1 << 53) + 1)),
+            json!(-(1i64 << 53) + 1)
+        );
+        assert_eq!(packed(&Value::Float(f64::NAN)), json!({"f": "NaN"}));
+        assert_eq!(
+            packed(&Value::Float(f64::NEG_INFINITY)),
+            json!({"f": "-inf"})
+        );
+        assert_eq!(
+            packed(&Value::Bytes(vec![0, 255].into())),
+            json!({"b": [0, 255]})
+        );
+        for f in [0.1, -0.0, 1e300, 5e-324, 1.0, 123456789012345680000.0, 1e-7] {
+            let mut out = String::new();
+            let replica = Replica::new(PeerId::new("t", 1), Config::default());
+            pack_value(
+                &mut out,
+                &Value::Float(f),
+                &replica,
+                &mut Handles::default(),
+            );
+            let back: f64 = serde_json::from_str(&out).unwrap();
+            assert_eq!(back.to_bits(), f.to_bits(), "{out}");
+        }
+        assert_eq!(packed(&Value::Str("x".into())), json!("x"));
+        for i in [0, 7, -7, 10, 1 << 40, -(1 << 53) + 1, (1 << 53) - 1] {
+            assert_eq!(packed(&Value::Int(i)), json!(i));
+        }
+        assert_eq!(packed(&Value::Null), json!(null));
+        assert_eq!(packed(&Value::Bool(true)), json!(true));
     }
 }
