@@ -21,7 +21,8 @@
 //   the listeners go once the engine has reclaimed the object.
 // - Epochs and the read cache. `_epoch` moves with every change of the
 //   engine's state. Whole arrays and maps read in one call (iteration,
-//   JSON, keys, inspection) are kept in `_cache` until the next change;
+//   keys, inspection) are kept in `_cache` until the next change or the
+//   end of the current task, whichever comes first;
 //   the Array methods re-read when the epoch moved under them (a callback
 //   that writes). The root's proxy is kept until something may replace it.
 function createFacsimile(wasm, { platform }) {
@@ -840,17 +841,35 @@ function createFacsimile(wasm, { platform }) {
         throw fail('BAD_HOSTNAME', `a hostname is at most ${MAX_HOSTNAME} bytes of UTF-8`, RangeError);
       }
       const opts = options == null ? {} : options;
+      const resendLog = opts.resendLog === undefined ? 0 : opts.resendLog;
+      if (!Number.isInteger(resendLog) || resendLog < 0 || resendLog > 0xffffffff) {
+        throw fail('BAD_OPTION', 'resendLog is a number of messages', RangeError);
+      }
+      let heartbeat = 0;
+      let timeout = 0;
+      if (opts.failureDetection != null) {
+        ({ heartbeat, timeout } = opts.failureDetection);
+        if (!(heartbeat > 0 && timeout > 0 && Number.isFinite(heartbeat) && Number.isFinite(timeout))) {
+          throw fail('BAD_OPTION', 'failureDetection is { heartbeat, timeout } in milliseconds', RangeError);
+        }
+      }
       this._hostname = name;
       this._binary = opts.binary === true;
-      this._engine = new Engine(name, randomIncarnation(), !this._binary);
+      this._engine = new Engine(name, randomIncarnation(), !this._binary, resendLog, heartbeat, timeout);
       this._incarnation = this._engine.incarnation();
       this._pumping = false;
       this._closed = false;
       this._batch = 0;
       this._epoch = 0;
       // What was read since the last change: target -> the array's elements,
-      // or the map's { ents, keys, copy }. Dropped by every change.
+      // or the map's { ents, keys, copy }. Dropped by every change, and at
+      // the end of the task.
       this._cache = null;
+      this._clearing = false;
+      this._clearCache = () => {
+        this._clearing = false;
+        this._cache = null;
+      };
       this._rootValid = false;
       this._root = undefined;
       this._entries = [];
@@ -1377,7 +1396,15 @@ function createFacsimile(wasm, { platform }) {
     }
 
     _cached(t, value) {
-      if (this._cache === null) this._cache = new Map();
+      if (this._cache === null) {
+        this._cache = new Map();
+        // What was read serves the reads of the current task; kept longer,
+        // it would keep every proxy in it alive while nothing changes.
+        if (!this._clearing) {
+          this._clearing = true;
+          queueMicrotask(this._clearCache);
+        }
+      }
       this._cache.set(t, value);
       return value;
     }

@@ -29,7 +29,7 @@
 //!
 //! ```
 //! use facsimile_wasm::Engine;
-//! let engine = Engine::new("a", 1, true);
+//! let engine = Engine::new("a", 1, true, 0, 0.0, 0.0);
 //! assert!(engine.is_ready());
 //! ```
 
@@ -158,6 +158,14 @@ fn unknown(h: u32) -> JsValue {
     error("UNKNOWN_OBJECT", &format!("no object has handle {h} here"))
 }
 
+/// A positive span of milliseconds (`None` for 0, negative, NaN or too
+/// long).
+fn millis(ms: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(ms / 1000.0)
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
 fn bad_input(what: &str) -> JsValue {
     error("BAD_VALUE", what)
 }
@@ -165,18 +173,33 @@ fn bad_input(what: &str) -> JsValue {
 #[wasm_bindgen]
 impl Engine {
     /// A replica for `hostname` with the random `incarnation` the package
-    /// drew; messages in JSON (`json`) or the compact binary form.
+    /// drew; messages in JSON (`json`) or the compact binary form. The
+    /// settings a program may choose: how many of its own messages it keeps
+    /// to resend (`resend_log`, 0 for the default of 4,096), and failure
+    /// detection: a heartbeat after `heartbeat_ms` without sending, and
+    /// eviction of a member silent for `timeout_ms` (0: off, the default).
     #[wasm_bindgen(constructor)]
-    pub fn new(hostname: &str, incarnation: u32, json: bool) -> Engine {
+    pub fn new(
+        hostname: &str,
+        incarnation: u32,
+        json: bool,
+        resend_log: u32,
+        heartbeat_ms: f64,
+        timeout_ms: f64,
+    ) -> Engine {
         let format = if json {
             WireFormat::Json
         } else {
             WireFormat::Binary
         };
-        let mut replica = Replica::new(
-            PeerId::new(hostname, incarnation),
-            Config::default().wire_format(format),
-        );
+        let mut config = Config::default().wire_format(format);
+        if resend_log > 0 {
+            config = config.resend_log(resend_log as usize);
+        }
+        if let (Some(heartbeat), Some(timeout)) = (millis(heartbeat_ms), millis(timeout_ms)) {
+            config = config.failure_detection(heartbeat, timeout);
+        }
+        let mut replica = Replica::new(PeerId::new(hostname, incarnation), config);
         // Change events are recorded once somebody listens.
         replica.record_changes(false);
         Engine {
@@ -244,8 +267,11 @@ impl Engine {
 
     /// Runs the timers due at `now_ms` (the caller's monotonic clock).
     pub fn handle_timeout(&mut self, now_ms: f64) {
-        let now = Duration::from_secs_f64(now_ms.max(0.0) / 1000.0);
-        self.replica.handle_timeout(now);
+        // Time before the start is the start; past what a Duration holds,
+        // nothing runs (a JavaScript clock never gets there).
+        if let Ok(now) = Duration::try_from_secs_f64(now_ms.max(0.0) / 1000.0) {
+            self.replica.handle_timeout(now);
+        }
     }
 
     /// When [`Engine::handle_timeout`] is next due, in milliseconds.

@@ -1,0 +1,136 @@
+'use strict';
+// What the package does with the engine's own events: a node its peers
+// evicted starts over as a new incarnation (and its lock promises and
+// locks end); a node that missed messages nobody can resend syncs again.
+// Nodes run on virtual time; a router can cut a node off or lose messages.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { Facsimile } = require('./support/net');
+
+const hex = (bytes) => Buffer.from(bytes).toString('hex');
+
+class Router {
+  constructor() {
+    this.nodes = [];
+    this.cut = new Set();
+    this.drop = 0; // messages to lose, from `dropFrom`
+    this.dropFrom = null;
+  }
+
+  join(hostname, options) {
+    const node = new Facsimile(hostname, { manualTime: true, ...options });
+    this.nodes.push(node);
+    node.send = (m, to) => {
+      if (this.cut.has(node)) return;
+      if (node === this.dropFrom && this.drop > 0) {
+        this.drop--;
+        return;
+      }
+      for (const other of this.nodes) if (other !== node && !this.cut.has(other)) other.receive(m, to);
+    };
+    return node;
+  }
+
+  advance(ms, nodes = this.nodes) {
+    for (const n of nodes) if (!this.cut.has(n)) n._advance(ms);
+  }
+}
+
+test('a silent node is evicted: its lock goes to the next in line; it comes back as a new incarnation', async () => {
+  const net = new Router();
+  const detect = { failureDetection: { heartbeat: 100, timeout: 1000 } };
+  const a = net.join('a', detect);
+  const b = net.join('b', detect);
+  const c = net.join('c', detect);
+  a.store = { m: { x: 0 } };
+  const t1 = await a.lock(a.store.m);
+  const aLocks = [];
+  a.on('lock', (target, what) => aLocks.push(what));
+  let granted = null;
+  b.lock(b.store.m).then((t) => {
+    granted = t;
+  });
+  await Promise.resolve();
+  assert.equal(granted, null, 'b waits for a');
+
+  // a goes silent (a crash, a lost link): b and c stop waiting for it.
+  net.cut.add(a);
+  const before = a.incarnation;
+  for (let t = 0; t < 3000 && granted === null; t += 100) {
+    net.advance(100);
+    await Promise.resolve();
+  }
+  assert.ok(granted > t1, `b was granted after a's eviction (token ${granted} > ${t1})`);
+  b.store.m.x = 1;
+
+  // a is back: it hears it was evicted, loses its lock and starts over.
+  net.cut.delete(a);
+  for (let t = 0; t < 10000 && !(a.incarnation !== before && a.ready); t += 100) {
+    net.advance(100);
+    await Promise.resolve();
+  }
+  assert.notEqual(a.incarnation, before, 'a new incarnation');
+  assert.ok(a.ready);
+  assert.deepEqual(aLocks, ['lost']);
+  assert.throws(() => a.release(a.store.m), { code: 'NOT_OWNER' }, 'b holds it now');
+  b.release(b.store.m);
+  a.store.m.x = 2;
+  for (let i = 0; i < 5; i++) net.advance(100);
+  for (const n of [b, c]) assert.equal(n.store.m.x, 2);
+  assert.equal(hex(a.snapshot()), hex(b.snapshot()));
+  assert.equal(hex(c.snapshot()), hex(b.snapshot()));
+});
+
+test('a waiting lock of an evicted node fails with LOST', async () => {
+  const net = new Router();
+  const detect = { failureDetection: { heartbeat: 100, timeout: 1000 } };
+  const a = net.join('a', detect);
+  const b = net.join('b', detect);
+  a.store = { m: {} };
+  await b.lock(b.store.m);
+  const waiting = a.lock(a.store.m);
+  net.cut.add(a);
+  for (let i = 0; i < 20; i++) net.advance(100);
+  let settled = false;
+  waiting.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  net.cut.delete(a);
+  for (let i = 0; i < 100 && !settled; i++) {
+    net.advance(100);
+    await new Promise(setImmediate);
+  }
+  await assert.rejects(waiting, { code: 'LOST' });
+});
+
+test('a node that missed messages no one can resend syncs again by itself', () => {
+  const net = new Router();
+  // a keeps only its last 2 messages for resending.
+  const a = net.join('a', { resendLog: 2 });
+  const b = net.join('b');
+  a.store = { list: [] };
+  net.dropFrom = a;
+  net.drop = 5;
+  for (let i = 0; i < 5; i++) a.store.list.push(i); // lost on the way to b
+  let readies = 0;
+  b.on('ready', () => readies++);
+  a.store.list.push(5); // b sees the gap, asks, hears they are gone, syncs
+  for (let i = 0; i < 10; i++) net.advance(100);
+  assert.equal(readies, 1, 'b synced');
+  assert.deepEqual(b.store.list, [0, 1, 2, 3, 4, 5]);
+  assert.equal(hex(a.snapshot()), hex(b.snapshot()));
+});
+
+test('options are checked', () => {
+  assert.throws(() => new Facsimile('x', { resendLog: -1 }), { code: 'BAD_OPTION' });
+  assert.throws(() => new Facsimile('x', { resendLog: 1.5 }), { code: 'BAD_OPTION' });
+  assert.throws(() => new Facsimile('x', { failureDetection: { heartbeat: 100 } }), { code: 'BAD_OPTION' });
+  assert.throws(() => new Facsimile('x', { failureDetection: { heartbeat: 100, timeout: Infinity } }), { code: 'BAD_OPTION' });
+  const n = new Facsimile('x', { manualTime: true });
+  n._advance(Number.MAX_VALUE); // time past what the engine counts: nothing runs, nothing breaks
+  n.send = () => {};
+  n.store = 1;
+  assert.equal(n.store, 1);
+});

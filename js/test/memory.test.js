@@ -1,0 +1,111 @@
+'use strict';
+// Memory: a 10k-object store replaced 100 times. Reclamation runs on
+// virtual time (the nodes' `_advance`); the module's memory stops growing,
+// the engine's handles follow the proxies the program holds, and proxies
+// with listeners on reclaimed objects are let go.
+//
+// Needs the garbage collector exposed: this file turns --expose-gc on
+// itself, so plain `node --test` runs it.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const v8 = require('node:v8');
+const vm = require('node:vm');
+const { Facsimile } = require('./support/net');
+
+if (typeof globalThis.gc !== 'function') {
+  v8.setFlagsFromString('--expose-gc');
+  globalThis.gc = vm.runInNewContext('gc');
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+// Collects until `done()` holds (finalizers run in tasks after a
+// collection): a condition awaited, bounded.
+async function collectUntil(done, what) {
+  for (let i = 0; i < 50; i++) {
+    await tick();
+    globalThis.gc();
+    await tick();
+    if (done()) return;
+  }
+  assert.fail(`${what}: not reached after 50 collections`);
+}
+
+const ITEMS = 10000;
+const generation = (i) => ({ gen: i, items: Array.from({ length: ITEMS }, (_, k) => ({ k })) });
+
+test('100 replacements of a 10k-object store: memory flat, handles and listeners released', async () => {
+  // Binary messages and a short resend log: each replacement is one message
+  // of about 100 kB, and a node keeps its last `resendLog` messages
+  // (4096 by default) for peers that missed them.
+  const options = { manualTime: true, binary: true, resendLog: 8 };
+  const a = new Facsimile('a', options);
+  const b = new Facsimile('b', options);
+  a.send = (...m) => b.receive(...m);
+  b.send = (...m) => a.receive(...m);
+  // Reclamation: a pass marks, acknowledgements travel, the next pass frees.
+  const passes = () => {
+    for (let r = 0; r < 3; r++) {
+      a._advance(1000);
+      b._advance(1000);
+    }
+  };
+
+  a.store = generation(0);
+  passes();
+  const listened = [];
+  // Synchronous, so that no proxy stays in the test's own (async) frame.
+  const replace = (i) => {
+    a.store = generation(i);
+    // Proxies on b (every object, now and then), and listeners on some.
+    const items = b.store.items;
+    if (i % 10 === 0) {
+      let sum = 0;
+      for (const item of items) sum += item.k;
+      assert.equal(sum, (ITEMS * (ITEMS - 1)) / 2);
+    } else {
+      for (let k = 0; k < ITEMS; k += 97) assert.equal(items[k].k, k);
+    }
+    const item = items[i];
+    item.on(() => {});
+    item.on('k', () => {});
+    b.store.on(() => {});
+    if (i <= 5) listened.push(new WeakRef(item));
+    passes();
+  };
+  let first = 0;
+  let third = 0;
+  for (let i = 1; i <= 100; i++) {
+    replace(i);
+    await tick();
+    globalThis.gc();
+    if (i === 1) first = Facsimile._memoryBytes();
+    if (i === 3) third = Facsimile._memoryBytes();
+    if (process.env.MEMLOG) console.log(i, Facsimile._memoryBytes() / 1e6);
+  }
+  const last = Facsimile._memoryBytes();
+  assert.ok(last <= 1.5 * first, `wasm memory after the 100th replacement ${last} ≤ 1.5 × after the first ${first}`);
+  // The engines' allocations settle by the third replacement; from there on
+  // nothing grows at all.
+  assert.equal(last, third, 'wasm memory is flat from the 3rd replacement to the 100th');
+
+  // Listeners of reclaimed objects are gone, and their proxies collected;
+  // the current root and item keep theirs.
+  assert.equal(b._listened.size, 2);
+  await collectUntil(() => listened.every((w) => w.deref() === undefined), 'proxies of reclaimed objects collected');
+
+  // The engine holds handles only for the proxies the program can reach.
+  await collectUntil(() => b._handleCount() <= 3 && a._handleCount() <= 3, 'handles released');
+  const readAll = () => {
+    assert.equal([...b.store.items].length, ITEMS);
+    assert.ok(b._handleCount() >= ITEMS + 1, 'a handle per object read');
+  };
+  readAll();
+  await collectUntil(() => b._handleCount() <= 3, 'handles released after reading everything');
+
+  assert.deepEqual(a.snapshot(), b.snapshot());
+  assert.equal(b.store.gen, 100);
+  a.close();
+  b.close();
+});
