@@ -39,8 +39,10 @@ function createFacsimile(wasm, { platform }) {
   // bound: it builds the objects recursively).
   const MAX_DEPTH = 500;
 
-  // The proxy's internals (its node and handle), for this package only.
-  const INFO = Symbol('facsimile.info');
+  // The proxy's internals (its node and handle). Registered, so that
+  // another instance of the package (the browser build, a second copy)
+  // recognises a proxy that is not its own, and refuses it.
+  const INFO = Symbol.for('facsimile.proxy');
   const inspectCustom = Symbol.for('nodejs.util.inspect.custom');
   const AP = Array.prototype;
   const OP = Object.prototype;
@@ -126,25 +128,30 @@ function createFacsimile(wasm, { platform }) {
   // The proxy's target: fresh per proxy, carrying the node and the handle.
   // Its prototype holds only the inspection hook (Node.js formats a
   // proxy's target, not the proxy); the proxies report the plain
-  // prototypes.
-  class MapTarget {
+  // prototypes. Its fields are hidden from formatting that bypasses the
+  // hook (assert's diffs show `FacsimileMap {}`, not the node).
+  const hidden = { writable: true, enumerable: false, configurable: true };
+  class FacsimileMap {
     constructor(node, h) {
-      this._n = node;
-      this._h = h;
+      Object.defineProperties(this, { _n: { ...hidden, value: node }, _h: { ...hidden, value: h } });
     }
   }
-  class ArrayTarget extends Array {
+  class FacsimileArray extends Array {
     constructor(node, h) {
       super();
-      this._n = node;
-      this._h = h;
       // Index reads since the last change (`_rat` is its epoch): past a
       // share of the length, the whole array is read at once.
-      this._rat = -1;
-      this._reads = 0;
-      this._limit = 0;
+      Object.defineProperties(this, {
+        _n: { ...hidden, value: node },
+        _h: { ...hidden, value: h },
+        _rat: { ...hidden, value: -1 },
+        _reads: { ...hidden, value: 0 },
+        _limit: { ...hidden, value: 0 },
+      });
     }
   }
+  const MapTarget = FacsimileMap;
+  const ArrayTarget = FacsimileArray;
 
   function info(p) {
     return p !== null && (typeof p === 'object' || typeof p === 'function') ? p[INFO] : undefined;
