@@ -1812,6 +1812,9 @@ function createFacsimile(wasm, { platform }) {
     }
   }
 
-  Object.defineProperty(Facsimile, 'platform', { value: platform });
+  Object.defineProperty(Facsimile, 'platform', { value: platform, enumerable: true });
+  // For require('facsimile').default and import { Facsimile } alike.
+  Facsimile.default = Facsimile;
+  Facsimile.Facsimile = Facsimile;
   return Facsimile;
 }

@@ -1,0 +1,228 @@
+// Type declarations of the `facsimile` package (hand-written; kept in step
+// with src/core.js and checked by test/types.test.js).
+//
+// `const Facsimile = require('facsimile')` and
+// `import Facsimile from 'facsimile'` give the class; `Facsimile.default`
+// and `Facsimile.Facsimile` are the class too.
+
+/**
+ * One participant: a replica of the document, mirrored with every other
+ * node its messages reach. `T` describes the store's data when known.
+ */
+declare class Facsimile<T = any> {
+  /**
+   * A node with an empty document (its store is `null`). The hostname
+   * (any value, as a string; at most 1024 bytes of UTF-8) decides ties
+   * between concurrent writes: the higher one wins.
+   */
+  constructor(hostname: unknown, options?: Facsimile.Options);
+
+  /** The hostname, as a string. */
+  readonly hostname: string;
+  /** The hostname, as the original library named it. */
+  readonly _hostname: string;
+  /**
+   * This node's incarnation: the `to` of messages meant for it alone. It
+   * changes when the node starts over after its peers evicted it.
+   */
+  readonly incarnation: number;
+  /** Whether the document is complete (no sync in progress). */
+  readonly ready: boolean;
+
+  /**
+   * The root: a primitive as it is, an object as a proxy that reads and
+   * writes like plain data. Assigning replaces the root: plain data is
+   * copied into new objects, a proxy of this store is stored as a
+   * reference.
+   */
+  get store(): Facsimile.Stored<T>;
+  set store(value: T | Facsimile.Stored<T> | Facsimile.Writable);
+
+  /**
+   * The transport: called with every message this node sends, in order.
+   * Assign it; deliver each message to every other node's `receive` (in
+   * the order sent). `to` is the recipient's incarnation for a message
+   * meant for one node, `undefined` otherwise.
+   */
+  send: ((message: Facsimile.Message, to: number | undefined) => void) | undefined;
+
+  /**
+   * Applies a message from another node (its `send` arguments). A message
+   * meant for another node is ignored.
+   * @throws {Facsimile.FacsimileError} when the message is refused; the
+   * node is unchanged.
+   */
+  receive(message: Facsimile.Message | ArrayBuffer, to?: number | null): void;
+
+  /** Drops the local document and asks the network for it ('ready' follows). */
+  sync(): void;
+
+  /**
+   * Waits for exclusive write permission on an object of this store (not
+   * on the objects it holds). Resolves to the grant's fencing token, which
+   * increases with every grant of the object.
+   */
+  lock(object: object): Promise<number>;
+  /**
+   * As `lock`, but rejects at once with `Error('Object is locked')` when
+   * another node holds the lock or waits for it.
+   */
+  request(object: object): Promise<number>;
+  /**
+   * Releases this node's lock on an object (or withdraws its request).
+   * @throws {Facsimile.FacsimileError} `NOT_LOCKED` ('Object is not
+   * locked'), `NOT_OWNER` ('Node does not own this lock').
+   */
+  release(object: object): void;
+
+  /**
+   * `Object.assign` as one write: one message, every key in place when the
+   * first change event fires. Returns `target`.
+   */
+  assign<O extends object>(target: O, ...sources: Array<object | null | undefined>): O;
+  /** Runs `fn`; every write it makes goes out as one message. */
+  batch<R>(fn: () => R): R;
+
+  /** The canonical encoding of the document: equal on converged nodes. */
+  snapshot(): Uint8Array;
+
+  /**
+   * Leaves the document: the other nodes stop waiting for this one, its
+   * locks are freed, its timers stop. Writes throw afterwards.
+   */
+  close(): void;
+
+  /**
+   * For tests: moves a `manualTime` node's virtual time forward by `ms`
+   * and runs the timers that are due (with host timers, runs those due now).
+   */
+  _advance(ms?: number): void;
+
+  on(event: 'change', cb: Facsimile.ChangeListener): this;
+  on(event: 'root_changed' | 'ready', cb: (store: any) => void): this;
+  on(event: 'lock', cb: Facsimile.LockListener): this;
+  once(event: 'change', cb: Facsimile.ChangeListener): this;
+  once(event: 'root_changed' | 'ready', cb: (store: any) => void): this;
+  once(event: 'lock', cb: Facsimile.LockListener): this;
+  addListener(event: 'change', cb: Facsimile.ChangeListener): this;
+  addListener(event: 'root_changed' | 'ready', cb: (store: any) => void): this;
+  addListener(event: 'lock', cb: Facsimile.LockListener): this;
+  off(event: Facsimile.EventName, cb: (...args: any[]) => void): this;
+  removeListener(event: Facsimile.EventName, cb: (...args: any[]) => void): this;
+
+  /** 'node' or 'browser': which build this is. */
+  static readonly platform: 'node' | 'browser';
+  /** The class itself (for `require('facsimile').default`). */
+  static readonly default: typeof Facsimile;
+  /** The class itself (for `import { Facsimile } from 'facsimile'`). */
+  static readonly Facsimile: typeof Facsimile;
+}
+
+declare namespace Facsimile {
+  interface Options {
+    /** Messages as `Uint8Array`s (compact binary) instead of JSON strings. */
+    binary?: boolean;
+    /**
+     * How many of its own recent messages the node keeps to resend to a
+     * peer that missed them (default 4096, whatever their size).
+     */
+    resendLog?: number;
+    /**
+     * Detect silent peers: a heartbeat after `heartbeat` ms without sending,
+     * and a member silent for `timeout` ms is evicted (its locks are freed).
+     * Off by default.
+     */
+    failureDetection?: { heartbeat: number; timeout: number };
+    /**
+     * For tests: no host timers; time moves only with `_advance(ms)`.
+     */
+    manualTime?: boolean;
+  }
+
+  /** A message as `send` produces it and `receive` takes it. */
+  type Message = string | Uint8Array;
+
+  type EventName = 'change' | 'root_changed' | 'ready' | 'lock';
+
+  /**
+   * A change of one object: `property` is the key or index, `undefined`
+   * for a mass change (an array method); `newValue` is `undefined` after a
+   * delete, `oldValue` for a new key.
+   */
+  type ChangeListener = (target: any, property: string | number | undefined, newValue: any, oldValue: any) => void;
+
+  /** A lock of this node was granted, released, lost or withdrawn. */
+  type LockListener = (
+    target: any,
+    what: 'granted' | 'released' | 'lost' | 'withdrawn' | 'refused',
+    token: number | undefined,
+  ) => void;
+
+  /** What can be stored: scalars, and plain objects and arrays of them. */
+  type Scalar = null | undefined | boolean | number | string | bigint | Uint8Array;
+  type Writable = Scalar | Stored<any> | { [key: string]: Writable } | Writable[];
+
+  /** What every object of a store answers, besides its data. */
+  interface Observable {
+    /** Listens to every change of this object (not of the objects it holds). */
+    on(cb: ChangeListener): this;
+    /** Listens to the changes of one key or index. */
+    on(property: string | number, cb: ChangeListener): this;
+    off(cb: ChangeListener): this;
+    off(property: string | number, cb: ChangeListener): this;
+    /** The object and everything below it as plain data (JSON's rules). */
+    toJSON(): any;
+  }
+
+  /** A map of a store, read through its proxy. */
+  type StoredMap<M> = { [K in keyof M]: Stored<M[K]> } & Observable;
+  /** An array of a store, read through its proxy. */
+  interface StoredArray<E> extends Array<Stored<E>>, Observable {}
+  /** A value of a store as read: objects are proxies. */
+  type Stored<V> = V extends Scalar
+    ? V
+    : V extends ReadonlyArray<infer E>
+      ? StoredArray<E>
+      : V extends object
+        ? StoredMap<V>
+        : V;
+
+  /** The codes of the errors the package throws. */
+  type ErrorCode =
+    | 'NO_SENDER'
+    | 'CLOSED'
+    | 'LOCKED'
+    | 'NOT_LOCKED'
+    | 'NOT_OWNER'
+    | 'LOST'
+    | 'SYNCING'
+    | 'EVICTED'
+    | 'UNKNOWN_OBJECT'
+    | 'DETACHED'
+    | 'OUT_OF_BOUNDS'
+    | 'WRONG_KIND'
+    | 'FOREIGN_OBJECT'
+    | 'NOT_AN_OBJECT'
+    | 'BAD_VALUE'
+    | 'BAD_KEY'
+    | 'BAD_HOSTNAME'
+    | 'BAD_OPTION'
+    | 'CYCLE'
+    | 'BIGINT'
+    | 'TOO_DEEP'
+    | 'MALFORMED'
+    | 'INVALID'
+    | 'EMPTY'
+    | 'TOO_LARGE'
+    | 'UNSUPPORTED_VERSION'
+    | 'TAG_COLLISION'
+    | 'BACKLOG_FULL'
+    | 'REFUSED';
+
+  /** Every error the package throws has a code. */
+  interface FacsimileError extends Error {
+    code: ErrorCode;
+  }
+}
+
+export = Facsimile;

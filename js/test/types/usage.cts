@@ -1,0 +1,51 @@
+// Type-checked use of the package from CommonJS (not run).
+import Facsimile = require('facsimile');
+
+interface Doc {
+  title: string;
+  tags: string[];
+  meta: { views: number };
+}
+
+const a = new Facsimile<Doc>('a', { binary: true, resendLog: 64, failureDetection: { heartbeat: 500, timeout: 5000 } });
+const b = new Facsimile('b');
+a.send = (message, to) => b.receive(message, to);
+b.send = (...args) => a.receive(...args);
+a.store = { title: 't', tags: ['x'], meta: { views: 1 } };
+const title: string = a.store.title;
+const n: number = a.store.tags.push('y');
+a.store.meta.views += 1;
+a.store.tags.on((target, property, value, old) => console.log(target, property, value, old));
+a.store.meta.on('views', () => {}).off('views', () => {});
+const plain: unknown = a.store.toJSON();
+a.on('change', (target, property) => console.log(target, property)).on('ready', (store) => console.log(store));
+a.on('lock', (target, what, token) => console.log(what, token));
+a.off('change', () => {});
+async function locks(): Promise<number> {
+  const token: number = await a.lock(a.store.meta);
+  a.release(a.store.meta);
+  return token + (await a.request(a.store.tags));
+}
+a.assign(a.store.meta, { views: 3 });
+const r: string = a.batch(() => 'done');
+const bytes: Uint8Array = a.snapshot();
+const err = new Error('x') as Facsimile.FacsimileError;
+const code: Facsimile.ErrorCode = err.code;
+const options: Facsimile.Options = { manualTime: true };
+const same: typeof Facsimile = Facsimile.default;
+const also: typeof Facsimile = Facsimile.Facsimile;
+const platform: 'node' | 'browser' = Facsimile.platform;
+b.store = 3;
+b.store = { anything: [1, { deep: null }] };
+const incarnation: number = b.incarnation;
+const ready: boolean = b.ready;
+b.sync();
+b._advance(10);
+b.close();
+// @ts-expect-error a lock is taken on an object of the store
+a.lock(1);
+// @ts-expect-error no such event
+a.on('nope', () => {});
+// @ts-expect-error the title is a string
+a.store.title = 5;
+export { title, n, plain, locks, r, bytes, code, options, same, also, platform, incarnation, ready };
