@@ -939,11 +939,17 @@ function createFacsimile(wasm, { platform }) {
         }
         if (to !== this._incarnation) return;
       }
-      if (message instanceof ArrayBuffer) message = new Uint8Array(message);
+      let text = false;
+      if (typeof message === 'string') text = true;
+      else if (message instanceof ArrayBuffer) message = new Uint8Array(message);
+      else if (!(message instanceof Uint8Array)) {
+        throw fail('MALFORMED', 'a message is a string or a Uint8Array', TypeError);
+      }
       this._bump();
       this._rootValid = false;
       try {
-        this._engine.receive(message);
+        if (text) this._engine.receive_text(message);
+        else this._engine.receive_bytes(message);
       } catch (e) {
         throw again(e);
       }
@@ -1213,12 +1219,17 @@ function createFacsimile(wasm, { platform }) {
       this._engine.handle_timeout(this._time());
       this._pump();
       this._dropReclaimed();
+      // The pump re-arms only when the deadline moved; a timer that fired
+      // before it (armed for an earlier deadline) is replaced here.
+      this._armTimer();
     }
 
+    // Arms the host timer for the engine's next deadline (the pump calls it
+    // when the deadline moved). An earlier timer already armed stays: when
+    // it fires, the next one is armed from there.
     _armTimer() {
-      if (this._manual || this._closed) return;
       const at = this._engine.poll_timeout();
-      if (at === undefined) return;
+      if (this._manual || this._closed || at === undefined) return;
       if (this._timer !== null && this._timerAt <= at) return;
       this._clearTimer();
       const delay = Math.max(0, at - this._time());
@@ -1245,31 +1256,37 @@ function createFacsimile(wasm, { platform }) {
       const engine = this._engine;
       let error = null;
       try {
-        for (;;) {
+        // What waits: 1 a message, 2 an event, 4 a new timer deadline.
+        // Messages go first, then one event at a time (its listeners may
+        // write, and their messages go before the next event's listeners).
+        let pending;
+        while ((pending = engine.pending()) !== 0) {
           const send = this._sendFn;
-          if (send !== undefined) {
-            let m;
-            while ((m = engine.poll_transmit()) !== undefined) {
-              const to = engine.transmit_to();
-              try {
-                send.call(this, m, to);
-              } catch (e) {
-                if (error === null) error = { e };
-              }
+          if ((pending & 1) !== 0 && send !== undefined) {
+            const m = engine.poll_transmit();
+            const to = engine.transmit_to();
+            try {
+              send.call(this, m, to);
+            } catch (e) {
+              if (error === null) error = { e };
             }
-          }
-          const ev = engine.poll_event();
-          if (ev === undefined) break;
-          try {
-            this._dispatch(ev);
-          } catch (e) {
-            if (error === null) error = { e };
+          } else if ((pending & 2) !== 0) {
+            const ev = engine.poll_event();
+            try {
+              this._dispatch(ev);
+            } catch (e) {
+              if (error === null) error = { e };
+            }
+          } else if ((pending & 4) !== 0) {
+            this._armTimer();
+          } else {
+            // Messages wait for a transport.
+            break;
           }
         }
       } finally {
         this._pumping = false;
       }
-      this._armTimer();
       if (error !== null) throw error.e;
     }
 

@@ -134,3 +134,30 @@ test('options are checked', () => {
   n.store = 1;
   assert.equal(n.store, 1);
 });
+
+test('host timers drive the engine: a silent holder is evicted in real time', async () => {
+  const detect = { failureDetection: { heartbeat: 20, timeout: 150 } };
+  const a = new Facsimile('a', detect);
+  const b = new Facsimile('b', detect);
+  let aLinked = true;
+  a.send = (...m) => {
+    if (aLinked) b.receive(...m);
+  };
+  b.send = (...m) => {
+    if (aLinked) a.receive(...m);
+  };
+  a.store = { m: {} };
+  const t1 = await a.lock(a.store.m);
+  const waiting = b.lock(b.store.m);
+  aLinked = false; // a falls silent; only b's timers run what follows
+  // The package's timers never keep a process alive (a real program's
+  // transport does): this handle stands in for it.
+  const alive = setInterval(() => {}, 1000);
+  const started = Date.now();
+  const t2 = await waiting;
+  clearInterval(alive);
+  assert.ok(t2 > t1);
+  assert.ok(Date.now() - started >= 100, 'not before the timeout');
+  a.close();
+  b.close();
+});

@@ -64,6 +64,8 @@ pub struct Engine {
     handles: Handles,
     /// The recipient of the message last returned by `poll_transmit`.
     last_to: Option<u32>,
+    /// The deadline [`Engine::poll_timeout`] last returned.
+    deadline: Option<Duration>,
 }
 
 /// Small numbers for object ids, so that the package can key its proxies
@@ -206,6 +208,7 @@ impl Engine {
             replica,
             handles: Handles::default(),
             last_to: None,
+            deadline: None,
         }
     }
 
@@ -249,20 +252,33 @@ impl Engine {
         self.last_to
     }
 
-    /// Applies a message from another node: a string or a `Uint8Array`.
+    /// What waits for the package, as bits: 1 a message
+    /// ([`Engine::poll_transmit`]), 2 an event ([`Engine::poll_event`]), 4 a
+    /// timer deadline other than the one [`Engine::poll_timeout`] last
+    /// returned. One call after each input tells the pump all it must do.
+    pub fn pending(&self) -> u32 {
+        u32::from(self.replica.has_transmits())
+            | u32::from(self.replica.has_events()) << 1
+            | u32::from(self.replica.poll_timeout() != self.deadline) << 2
+    }
+
+    /// Applies a message from another node in the JSON form.
     ///
     /// # Errors
     /// An `Error` with a `code` (`MALFORMED`, `INVALID`, ...) when the
     /// message is refused; the replica is unchanged.
-    pub fn receive(&mut self, message: &JsValue) -> Result<(), JsValue> {
-        let r = if let Some(s) = message.as_string() {
-            self.replica.handle_message(s.as_bytes())
-        } else if let Some(a) = message.dyn_ref::<Uint8Array>() {
-            self.replica.handle_message(&a.to_vec())
-        } else {
-            return Err(error("MALFORMED", "a message is a string or a Uint8Array"));
-        };
-        r.map_err(receive_error)
+    pub fn receive_text(&mut self, message: &str) -> Result<(), JsValue> {
+        self.replica
+            .handle_message(message.as_bytes())
+            .map_err(receive_error)
+    }
+
+    /// Applies a message from another node in the binary form.
+    ///
+    /// # Errors
+    /// As [`Engine::receive_text`].
+    pub fn receive_bytes(&mut self, message: &[u8]) -> Result<(), JsValue> {
+        self.replica.handle_message(message).map_err(receive_error)
     }
 
     /// Runs the timers due at `now_ms` (the caller's monotonic clock).
@@ -275,10 +291,9 @@ impl Engine {
     }
 
     /// When [`Engine::handle_timeout`] is next due, in milliseconds.
-    pub fn poll_timeout(&self) -> Option<f64> {
-        self.replica
-            .poll_timeout()
-            .map(|d| d.as_secs_f64() * 1000.0)
+    pub fn poll_timeout(&mut self) -> Option<f64> {
+        self.deadline = self.replica.poll_timeout();
+        self.deadline.map(|d| d.as_secs_f64() * 1000.0)
     }
 
     /// The next event, as an object with a `type` (`change`, `root`,
