@@ -133,14 +133,21 @@ function createFacsimile(wasm, { platform }) {
   const hidden = { writable: true, enumerable: false, configurable: true };
   class FacsimileMap {
     constructor(node, h) {
-      Object.defineProperties(this, { _n: { ...hidden, value: node }, _h: { ...hidden, value: h } });
+      // Reads since the read cache was dropped, as for arrays.
+      Object.defineProperties(this, {
+        _n: { ...hidden, value: node },
+        _h: { ...hidden, value: h },
+        _rat: { ...hidden, value: -1 },
+        _reads: { ...hidden, value: 0 },
+        _limit: { ...hidden, value: 0 },
+      });
     }
   }
   class FacsimileArray extends Array {
     constructor(node, h) {
       super();
-      // Index reads since the last change (`_rat` is its epoch): past a
-      // share of the length, the whole array is read at once.
+      // Index reads since the read cache was dropped (`_rat` is the
+      // node's `_gen` then): see `busy`.
       Object.defineProperties(this, {
         _n: { ...hidden, value: node },
         _h: { ...hidden, value: h },
@@ -585,12 +592,11 @@ function createFacsimile(wasm, { platform }) {
       }
       const node = t._n;
       const cache = node._cache;
-      if (cache !== null) {
-        const m = cache.get(t);
-        if (m !== undefined) {
-          const v = m.ents.get(key);
-          return v === undefined ? Reflect.get(MapProto, key, recv) : v;
-        }
+      let m = cache === null ? undefined : cache.get(t);
+      if (m === undefined && busy(t, node)) m = node._map(t);
+      if (m !== undefined) {
+        const v = m.ents.get(key);
+        return v === undefined ? Reflect.get(MapProto, key, recv) : v;
       }
       const v = node._engine.map_get(t._h, key);
       if (v === undefined) return Reflect.get(MapProto, key, recv);
@@ -660,10 +666,29 @@ function createFacsimile(wasm, { platform }) {
     return e && e.code === 'LOCKED' ? fail('NOT_OWNER', MESSAGES.NOT_OWNER) : e;
   }
 
+  // Whether an object was read often enough since the last change to be
+  // read whole: one engine call per key or element until then, after that
+  // one call for all of them, so a loop of reads costs one call, and reads
+  // between writes never copy a big object more than once per eighth of
+  // its size.
+  function busy(t, node) {
+    // Counted since the cache was last dropped (by a change, or at the end
+    // of a task).
+    const gen = node._gen;
+    let reads = 1;
+    if (t._rat === gen) reads = t._reads + 1;
+    else t._rat = gen;
+    t._reads = reads;
+    if (reads < 16) return false;
+    if (reads === 16) {
+      const size = t instanceof FacsimileArray ? node._engine.list_len(t._h) : node._engine.map_len(t._h);
+      t._limit = Math.max(16, size >> 3);
+    }
+    return reads >= t._limit;
+  }
+
   // The element at `i` (undefined past the end): from the read cache, or
-  // one engine call; after enough reads since the last change, the whole
-  // array at once (so that a loop over it costs one call, and reads between
-  // writes never copy a long array more than once per share of its length).
+  // one engine call (see `busy`).
   function element(t, i) {
     const node = t._n;
     const cache = node._cache;
@@ -671,15 +696,7 @@ function createFacsimile(wasm, { platform }) {
       const vals = cache.get(t);
       if (vals !== undefined) return vals[i];
     }
-    const epoch = node._epoch;
-    let reads = 1;
-    if (t._rat === epoch) reads = t._reads + 1;
-    else t._rat = epoch;
-    t._reads = reads;
-    if (reads >= 32) {
-      if (reads === 32) t._limit = Math.max(32, node._engine.list_len(t._h) >> 3);
-      if (reads >= t._limit) return node._list(t)[i];
-    }
+    if (busy(t, node)) return node._list(t)[i];
     const v = node._engine.list_get(t._h, i);
     return typeof v === 'object' && v !== null && v.constructor === Array ? node._wrap(v[0], v[1]) : v;
   }
@@ -872,10 +889,12 @@ function createFacsimile(wasm, { platform }) {
       // or the map's { ents, keys, copy }. Dropped by every change, and at
       // the end of the task.
       this._cache = null;
+      this._gen = 0; // moves whenever the cache is dropped
       this._clearing = false;
       this._clearCache = () => {
         this._clearing = false;
         this._cache = null;
+        this._gen++;
       };
       this._rootValid = false;
       this._root = undefined;
@@ -1416,6 +1435,7 @@ function createFacsimile(wasm, { platform }) {
     // was read.
     _bump() {
       this._epoch++;
+      this._gen++;
       this._cache = null;
     }
 

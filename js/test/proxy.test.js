@@ -546,3 +546,35 @@ test('deep values: written at once up to 500 levels; deeper documents are built 
   late.store.y = 1;
   assert.equal(b.store.y, 1, 'every node still works');
 });
+
+test('reads served from the read cache are never stale', async () => {
+  const [a, b] = pair();
+  a.store = { x: 0, list: [0, 1, 2], m: { k: 'v' } };
+  const root = b.store;
+  const list = b.store.list;
+  for (let round = 1; round <= 5; round++) {
+    // Enough reads to be served whole from the cache...
+    for (let i = 0; i < 100; i++) assert.equal(root.x, round - 1);
+    for (let i = 0; i < 100; i++) assert.equal(list[i % 3], i % 3 === 0 ? round - 1 : i % 3);
+    assert.deepEqual(Object.keys(root.m), ['k', ...Array.from({ length: round - 1 }, (_, i) => `r${i + 1}`)]);
+    // ...then a remote write, a local write, and reads in a listener.
+    let seen = null;
+    const listener = () => {
+      seen = [root.x, list[0], list.length];
+    };
+    root.on('x', listener);
+    a.store.x = round;
+    assert.deepEqual(seen, [round, round - 1, 3 + round - 1]);
+    root.off('x', listener);
+    a.store.list[0] = round;
+    b.store.list.push(round);
+    assert.equal(list[0], round);
+    assert.equal(list.length, 3 + round);
+    assert.equal(list[list.length - 1], round);
+    b.store.m[`r${round}`] = round;
+    assert.equal(root.m[`r${round}`], round);
+    assert.equal(root.x, round);
+    if (round % 2) await new Promise(setImmediate); // a task boundary drops the cache too
+  }
+  assert.deepStrictEqual(b.store, a.store);
+});

@@ -367,6 +367,14 @@ impl Engine {
         out
     }
 
+    /// The number of keys of a map (0 when gone).
+    pub fn map_len(&self, h: u32) -> u32 {
+        self.handles
+            .get(h)
+            .and_then(|id| self.replica.map_len(id).ok())
+            .map_or(0, |n| n as u32)
+    }
+
     /// The length of an array (0 when gone).
     pub fn list_len(&self, h: u32) -> u32 {
         self.handles
