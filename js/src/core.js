@@ -12,19 +12,22 @@
 //   started while one runs (a listener that writes, a `send` that delivers
 //   into another node which answers into this one) returns at once: the
 //   running pump picks the work up, so messages leave in the engine's order
-//   and nothing is delivered twice. The timer is re-armed after the
-//   outermost pump.
+//   and nothing is delivered twice. One engine call (`pending`) tells the
+//   pump what waits: messages, events, or a moved timer deadline, for which
+//   it re-arms the host timer.
 // - Handles. The engine names objects by small integer handles. An entry
 //   per handle holds a WeakRef to the object's one proxy; a
 //   FinalizationRegistry releases the handle when the proxy is collected.
-//   An entry whose proxy has listeners or lock waiters keeps it strongly;
-//   the listeners go once the engine has reclaimed the object.
+//   An entry whose proxy has listeners keeps it strongly (as does a lock
+//   promise while it waits); the listeners go once the engine has
+//   reclaimed the object.
 // - Epochs and the read cache. `_epoch` moves with every change of the
 //   engine's state. Whole arrays and maps read in one call (iteration,
-//   keys, inspection) are kept in `_cache` until the next change or the
-//   end of the current task, whichever comes first;
-//   the Array methods re-read when the epoch moved under them (a callback
-//   that writes). The root's proxy is kept until something may replace it.
+//   keys, inspection, or many reads of one object) are kept in `_cache`
+//   until the next change or the end of the current task, whichever comes
+//   first; the Array methods re-read when the epoch moved under them (a
+//   callback that writes). The root's proxy is kept until something may
+//   replace it.
 function createFacsimile(wasm, { platform }) {
   const { Engine } = wasm;
 
@@ -83,10 +86,10 @@ function createFacsimile(wasm, { platform }) {
       const c = s.charCodeAt(i);
       if (c < 0x80) n += 1;
       else if (c < 0x800) n += 2;
-      else if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) {
-        n += 4;
+      else if (c >= 0xd800 && c < 0xdc00 && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+        n += 4; // a surrogate pair
         i++;
-      } else n += 3;
+      } else n += 3; // lone surrogates are sent as U+FFFD
     }
     return n;
   }
@@ -1205,9 +1208,11 @@ function createFacsimile(wasm, { platform }) {
       if (this._closed) return;
       this._bump();
       this._engine.leave();
-      this._pump();
+      // Closed before the goodbye goes out: what it sets off is refused as
+      // closed, and replies are ignored.
       this._closed = true;
       this._clearTimer();
+      this._pump();
       for (const h of [...this._waiters.keys()]) {
         const list = this._waiters.get(h);
         this._waiters.delete(h);

@@ -578,3 +578,22 @@ test('reads served from the read cache are never stale', async () => {
   }
   assert.deepStrictEqual(b.store, a.store);
 });
+
+test('close: waiting locks reject with CLOSED, messages are ignored, the store stays readable', async () => {
+  const net = new SyncNet({ wire: 'none' });
+  const a = net.join('a');
+  const b = net.join('b');
+  a.store = { m: { x: 1 } };
+  await a.lock(a.store.m);
+  const waiting = b.lock(b.store.m);
+  b.close();
+  await assert.rejects(waiting, { code: 'CLOSED' });
+  await assert.rejects(b.lock(b.store.m), { code: 'CLOSED' });
+  assert.throws(() => b.sync(), { code: 'CLOSED' });
+  a.store.m.x = 2;
+  assert.equal(b.store.m.x, 1, 'a closed node ignores messages');
+  b.close(); // twice is fine
+  a.release(a.store.m);
+  a.store.m.x = 3;
+  assert.equal(a.store.m.x, 3, 'nobody waits for the closed node');
+});
