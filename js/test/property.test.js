@@ -276,7 +276,7 @@ for (const binary of [false, true]) {
           for (const node of net.nodes) node.close();
         },
       ),
-      settings(binary ? 1000 : 1500),
+      settings(binary ? 2500 : 4000),
     );
   });
 }
@@ -382,6 +382,6 @@ test("a lone writer's array methods give what Array's give, on the writer and on
       writer.close();
       reader.close();
     }),
-    settings(2000),
+    settings(4000),
   );
 });

@@ -27,16 +27,22 @@ function countSends(node) {
   return counter;
 }
 
+// Each scenario over each network; the asynchronous ones over several
+// delivery schedules (seeds).
 function scenario(name, body) {
   for (const [label, make] of networks()) {
-    test(`${name} (${label})`, async () => {
-      const net = make();
-      try {
-        await body(net, label, make);
-      } finally {
-        net.close();
-      }
-    });
+    const seeds = label.startsWith('async') ? [7, 1234, 99991] : [undefined];
+    for (const seed of seeds) {
+      const title = seed === undefined ? label : `${label}, seed ${seed}`;
+      test(`${name} (${title})`, async () => {
+        const net = make(seed);
+        try {
+          await body(net, label, make);
+        } finally {
+          net.close();
+        }
+      });
+    }
   }
 }
 
