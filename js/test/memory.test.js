@@ -109,3 +109,31 @@ test('100 replacements of a 10k-object store: memory flat, handles and listeners
   a.close();
   b.close();
 });
+
+test('a proxy collected before its finalizer ran: the object gets a new proxy and keeps its handle', async () => {
+  const a = new Facsimile('a');
+  a.send = () => {};
+  a.store = { inner: { x: 1 } };
+  const root = a.store;
+  let weak;
+  const make = () => {
+    weak = new WeakRef(root.inner);
+  };
+  make();
+  await tick(); // a WeakRef keeps its target until the end of the task
+  globalThis.gc(); // collected now; its finalizer runs in a later task
+  assert.equal(weak.deref(), undefined);
+  const again = root.inner; // same handle, new proxy, before the finalizer
+  assert.equal(again.x, 1);
+  await tick();
+  globalThis.gc();
+  await tick();
+  await tick();
+  // The stale finalizer did not release the handle under the new proxy.
+  assert.equal(again.x, 1);
+  assert.equal(root.inner, again);
+  again.x = 2;
+  assert.equal(a.store.inner.x, 2);
+  assert.equal(a._handleCount(), 2, 'the root and inner, once each');
+  a.close();
+});
