@@ -15,6 +15,11 @@ if [ -z "${NATS_SERVER:-}" ]; then
     export NATS_SERVER
 fi
 
+# The browser tests drive Debian's Chromium (no browser is downloaded).
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 # Each transport builds without the other, and the library without either.
@@ -22,3 +27,7 @@ for features in tcp nats ""; do
     cargo clippy -p facsimile --all-targets --no-default-features --features "$features" -- -D warnings
 done
 cargo test --workspace --all-features --release
+# The JavaScript package: the engine built for WebAssembly (the wasm target
+# and wasm-bindgen-cli are installed under target/ when missing), then its
+# tests in Node.js and in Chromium.
+(cd js && npm ci --no-audit --no-fund && npm run build && npm test)

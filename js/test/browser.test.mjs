@@ -1,0 +1,153 @@
+// The browser build in a real headless Chromium (Debian's, driven by
+// playwright-core): it loads, and two pages mirror one document through an
+// in-browser channel (BroadcastChannel, which keeps each sender's order).
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { extname, join, normalize } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const pkg = fileURLToPath(new URL('..', import.meta.url));
+const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+const types = {
+  '.html': 'text/html',
+  '.mjs': 'text/javascript',
+  '.js': 'text/javascript',
+  '.wasm': 'application/wasm',
+};
+
+// A page that makes one node and wires it to the others through a
+// BroadcastChannel; the test drives it with page.evaluate.
+const page = `<!doctype html>
+<meta charset="utf-8">
+<title>facsimile</title>
+<script type="module">
+  import Facsimile from '/dist/browser.mjs';
+  window.start = (hostname) => {
+    const channel = new BroadcastChannel('facsimile');
+    const node = new Facsimile(hostname);
+    node.send = (...args) => channel.postMessage(args);
+    channel.onmessage = (e) => node.receive(...e.data);
+    window.node = node;
+    window.hex = () => Array.from(node.snapshot(), (b) => b.toString(16).padStart(2, '0')).join('');
+  };
+  window.loaded = true;
+</script>`;
+
+let server;
+let base;
+let browser;
+
+before(async () => {
+  assert.ok(existsSync(executablePath), `no Chromium at ${executablePath} (set CHROMIUM)`);
+  server = createServer(async (req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname));
+    if (path === '/' || path === '/index.html') {
+      res.writeHead(200, { 'content-type': 'text/html' }).end(page);
+      return;
+    }
+    try {
+      const body = await readFile(join(pkg, path));
+      res.writeHead(200, { 'content-type': types[extname(path)] ?? 'application/octet-stream' }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${server.address().port}/`;
+  browser = await chromium.launch({
+    executablePath,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await new Promise((resolve) => server?.close(resolve));
+});
+
+async function open(context, hostname) {
+  const p = await context.newPage();
+  const errors = [];
+  p.on('pageerror', (e) => errors.push(e));
+  await p.goto(base);
+  await p.waitForFunction(() => window.loaded === true);
+  await p.evaluate((h) => window.start(h), hostname);
+  return { page: p, errors };
+}
+
+test('two pages mirror one document through a BroadcastChannel', async () => {
+  const context = await browser.newContext();
+  const a = await open(context, 'alpha');
+  await a.page.evaluate(() => {
+    window.node.store = { title: 'shared', elements: [1, 2, 3], meta: { n: 1 } };
+  });
+  const b = await open(context, 'bravo');
+  await b.page.evaluate(() => window.node.sync());
+  await b.page.waitForFunction(() => window.node.store?.elements?.length === 3);
+  assert.deepEqual(await b.page.evaluate(() => JSON.parse(JSON.stringify(window.node.store))), {
+    elements: [1, 2, 3], meta: { n: 1 }, title: 'shared',
+  });
+  // Writes both ways, an array method on each side.
+  await b.page.evaluate(() => {
+    window.node.store.elements.push(4);
+    window.node.store.meta.by = 'bravo';
+  });
+  await a.page.evaluate(() => {
+    window.node.store.elements.reverse();
+    window.node.store.title = 'mirrored';
+  });
+  const settled = (p) => p.waitForFunction(() => {
+    const s = window.node.store;
+    return s.title === 'mirrored' && s.meta.by === 'bravo' && s.elements.length === 4;
+  });
+  await settled(a.page);
+  await settled(b.page);
+  const [ha, hb] = await Promise.all([a.page.evaluate(() => window.hex()), b.page.evaluate(() => window.hex())]);
+  assert.equal(ha, hb, 'the two pages hold the same document, byte for byte');
+  assert.deepEqual(a.errors, []);
+  assert.deepEqual(b.errors, []);
+  await context.close();
+});
+
+test('a page and a Node.js node mirror one document', async () => {
+  const { default: Facsimile } = await import('../dist/index.mjs');
+  const context = await browser.newContext();
+  const a = await open(context, 'page');
+  const node = new Facsimile('node');
+  // The page's messages reach the Node.js node through an exposed
+  // function; the node's reach the page through evaluate, each side's in
+  // its send order.
+  let toPage = Promise.resolve();
+  node.send = (...args) => {
+    toPage = toPage.then(() => a.page.evaluate((m) => window.node.receive(...m), args));
+  };
+  await a.page.exposeFunction('toNode', (args) => node.receive(...args));
+  await a.page.evaluate(() => {
+    const send = window.node.send;
+    window.node.send = (...args) => { send(...args); window.toNode(args); };
+  });
+  node.store = { from: 'node', list: [1] };
+  await toPage;
+  await a.page.waitForFunction(() => window.node.store?.from === 'node');
+  await a.page.evaluate(() => { window.node.store.list.push(2); window.node.store.from = 'page'; });
+  await new Promise((resolve) => {
+    const check = () => (node.store.from === 'page' ? resolve() : setImmediate(check));
+    check();
+  });
+  await toPage;
+  const hex = Buffer.from(node.snapshot()).toString('hex');
+  assert.equal(await a.page.evaluate(() => window.hex()), hex);
+  assert.deepEqual(JSON.parse(JSON.stringify(node.store)), { from: 'page', list: [1, 2] });
+  assert.deepEqual(a.errors, []);
+  node.close();
+  await context.close();
+});
