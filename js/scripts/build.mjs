@@ -8,6 +8,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { minify } from 'terser';
+
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = resolve(here, '..');
 const root = resolve(pkg, '..');
@@ -83,4 +85,9 @@ const Facsimile = createFacsimile(wasm, { platform: 'browser' });
 export default Facsimile;
 export { Facsimile };
 `);
+// What a browser downloads is minified (the Node.js build stays readable).
+for (const file of [join(dist, 'browser.mjs'), join(dist, 'web', 'facsimile_wasm.js')]) {
+  const out = await minify(readFileSync(file, 'utf8'), { module: true, compress: true, mangle: true });
+  writeFileSync(file, out.code);
+}
 console.log(`built ${dist}`);
