@@ -1848,6 +1848,11 @@ function createFacsimile(wasm, { platform }) {
       return this._engine.handle_count();
     }
 
+    /** For tests: the objects this node's engine holds. */
+    _objectCount() {
+      return this._engine.object_count();
+    }
+
     /** For tests: the bytes of the engine's memory (shared by every node). */
     static _memoryBytes() {
       return wasm.linear_memory().buffer.byteLength;

@@ -90,6 +90,11 @@ test('100 replacements of a 10k-object store: memory flat, handles and listeners
   // nothing grows at all.
   assert.equal(last, third, 'wasm memory is flat from the 3rd replacement to the 100th');
 
+  // The engines hold the store's objects and nothing else: the root, the
+  // array and its 10k maps.
+  assert.equal(a._objectCount(), ITEMS + 2, 'objects held by the writer');
+  assert.equal(b._objectCount(), ITEMS + 2, 'objects held by the reader');
+
   // Listeners of reclaimed objects are gone, and their proxies collected;
   // the current root and item keep theirs.
   assert.equal(b._listened.size, 2);

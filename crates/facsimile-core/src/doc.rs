@@ -108,6 +108,11 @@ impl Doc {
         self.parked.pop_woken()
     }
 
+    /// Number of objects held, reachable or not.
+    pub(crate) fn object_count(&self) -> usize {
+        self.graph.objects.len()
+    }
+
     /// The graph, for a state transfer.
     pub(crate) fn graph(&self) -> &Graph {
         &self.graph
@@ -1025,10 +1030,6 @@ impl Doc {
     pub(crate) fn reachable_objects(&mut self) -> Vec<ObjectId> {
         self.graph.sort_maps();
         self.graph.reachable().into_iter().map(ObjectId).collect()
-    }
-
-    pub(crate) fn object_count(&self) -> usize {
-        self.graph.objects.len()
     }
 
     pub(crate) fn hidden_count(&self) -> usize {

@@ -251,6 +251,12 @@ impl Replica {
         Ok(())
     }
 
+    /// Number of objects held: the reachable ones, and unreachable ones until
+    /// they are reclaimed.
+    pub fn object_count(&self) -> usize {
+        self.doc.object_count()
+    }
+
     /// The canonical encoding of the document: identical on every replica
     /// that received the same messages, with nothing node-local in it.
     pub fn snapshot(&mut self) -> Vec<u8> {
@@ -1350,11 +1356,6 @@ impl Replica {
     /// Objects reachable from the root, in canonical order.
     pub fn reachable_objects(&mut self) -> Vec<ObjectId> {
         self.doc.reachable_objects()
-    }
-
-    /// Number of objects held, reachable or not.
-    pub fn object_count(&self) -> usize {
-        self.doc.object_count()
     }
 
     /// Map tombstones and dead list slots held.

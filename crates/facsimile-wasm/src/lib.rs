@@ -663,6 +663,12 @@ impl Engine {
     pub fn handle_count(&self) -> u32 {
         self.handles.by_id.len() as u32
     }
+
+    /// Objects the engine holds (reachable ones, and unreachable ones until
+    /// they are reclaimed), for the package's memory tests.
+    pub fn object_count(&self) -> u32 {
+        self.replica.object_count() as u32
+    }
 }
 
 /// The module's linear memory (a `WebAssembly.Memory`), shared by every
