@@ -1043,13 +1043,7 @@ function createFacsimile(wasm, { platform }) {
         for (const k of Object.keys(src)) entries.push(k, this._input(src[k]));
       }
       if (entries.length > 0) {
-        this._bump();
-        try {
-          this._engine.map_assign(t._h, entries);
-        } catch (e) {
-          throw again(e);
-        }
-        this._pump();
+        this._write(() => this._engine.map_assign(t._h, entries));
       }
       return target;
     }
@@ -1597,6 +1591,17 @@ function createFacsimile(wasm, { platform }) {
 
     // An array method that changes nothing still refuses as the method
     // would: without a transport, closed, or locked by another node.
+    /** Runs an engine write, then sends and reports what it made. */
+    _write(f) {
+      this._bump();
+      try {
+        f();
+      } catch (e) {
+        throw again(e);
+      }
+      this._pump();
+    }
+
     _unchanged(h, result) {
       this._checkWritable();
       if (this._engine.locked_elsewhere(h)) throw fail('LOCKED', MESSAGES.LOCKED, Error, this._unchanged);
@@ -1617,13 +1622,7 @@ function createFacsimile(wasm, { platform }) {
 
     _mapDelete(h, key) {
       this._checkWritable();
-      this._bump();
-      try {
-        this._engine.map_delete(h, key);
-      } catch (e) {
-        throw again(e);
-      }
-      this._pump();
+      this._write(() => this._engine.map_delete(h, key));
     }
 
     _listSet(h, i, value) {
@@ -1632,13 +1631,7 @@ function createFacsimile(wasm, { platform }) {
         throw fail('OUT_OF_BOUNDS', `index ${i} is too far past the end of the array (arrays are dense)`, RangeError);
       }
       const input = this._input(value);
-      this._bump();
-      try {
-        this._engine.list_set(h, i, input);
-      } catch (e) {
-        throw again(e);
-      }
-      this._pump();
+      this._write(() => this._engine.list_set(h, i, input));
     }
 
     _setLength(h, value) {
@@ -1653,13 +1646,7 @@ function createFacsimile(wasm, { platform }) {
         if (n - len > MAX_PAD) {
           throw fail('OUT_OF_BOUNDS', `length ${n} is too far past the end of the array (arrays are dense)`, RangeError);
         }
-        this._bump();
-        try {
-          this._engine.list_set(h, n - 1, null);
-        } catch (e) {
-          throw again(e);
-        }
-        this._pump();
+        this._write(() => this._engine.list_set(h, n - 1, null));
       }
     }
 
@@ -1702,24 +1689,12 @@ function createFacsimile(wasm, { platform }) {
 
     _reorder(h, order) {
       this._checkWritable();
-      this._bump();
-      try {
-        this._engine.list_reorder(h, order);
-      } catch (e) {
-        throw again(e);
-      }
-      this._pump();
+      this._write(() => this._engine.list_reorder(h, order));
     }
 
     _setMany(h, indices, values) {
       this._checkWritable();
-      this._bump();
-      try {
-        this._engine.list_set_many(h, indices, values);
-      } catch (e) {
-        throw again(e);
-      }
-      this._pump();
+      this._write(() => this._engine.list_set_many(h, indices, values));
     }
 
     _fill(h, value, from, to) {

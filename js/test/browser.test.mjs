@@ -127,8 +127,11 @@ test('a page and a Node.js node mirror one document', async () => {
   // function; the node's reach the page through evaluate, each side's in
   // its send order.
   let toPage = Promise.resolve();
+  const failures = [];
   node.send = (...args) => {
-    toPage = toPage.then(() => a.page.evaluate((m) => window.node.receive(...m), args));
+    toPage = toPage
+      .then(() => a.page.evaluate((m) => window.node.receive(...m), args))
+      .catch((e) => failures.push(e));
   };
   await a.page.exposeFunction('toNode', (args) => node.receive(...args));
   await a.page.evaluate(() => {
@@ -148,6 +151,9 @@ test('a page and a Node.js node mirror one document', async () => {
   assert.equal(await a.page.evaluate(() => window.hex()), hex);
   assert.deepEqual(JSON.parse(JSON.stringify(node.store)), { from: 'page', list: [1, 2] });
   assert.deepEqual(a.errors, []);
+  // The node's goodbye reaches the page before the page goes.
   node.close();
+  await toPage;
+  assert.deepEqual(failures, []);
   await context.close();
 });
