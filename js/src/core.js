@@ -131,33 +131,81 @@ function createFacsimile(wasm, { platform }) {
   // The proxy's target: fresh per proxy, carrying the node and the handle.
   // Its prototype holds only the inspection hook (Node.js formats a
   // proxy's target, not the proxy); the proxies report the plain
-  // prototypes. Its fields are hidden from formatting that bypasses the
-  // hook (assert's diffs show `FacsimileMap {}`, not the node).
-  const hidden = { writable: true, enumerable: false, configurable: true };
+  // prototypes. Its state is in private fields, invisible to formatting
+  // that bypasses the hook (assert's diffs show `FacsimileMap {}`, not the
+  // node), and as cheap to make as plain fields: a target is made for every
+  // object read, and defining hidden properties cost a microsecond each.
+  // `_rat`, `_reads` and `_limit`: reads since the read cache was dropped
+  // (`_rat` is the node's `_gen` then), see `busy`.
   class FacsimileMap {
+    #n;
+    #h;
+    #rat = -1;
+    #reads = 0;
+    #limit = 0;
     constructor(node, h) {
-      // Reads since the read cache was dropped, as for arrays.
-      Object.defineProperties(this, {
-        _n: { ...hidden, value: node },
-        _h: { ...hidden, value: h },
-        _rat: { ...hidden, value: -1 },
-        _reads: { ...hidden, value: 0 },
-        _limit: { ...hidden, value: 0 },
-      });
+      this.#n = node;
+      this.#h = h;
+    }
+    get _n() {
+      return this.#n;
+    }
+    get _h() {
+      return this.#h;
+    }
+    get _rat() {
+      return this.#rat;
+    }
+    set _rat(v) {
+      this.#rat = v;
+    }
+    get _reads() {
+      return this.#reads;
+    }
+    set _reads(v) {
+      this.#reads = v;
+    }
+    get _limit() {
+      return this.#limit;
+    }
+    set _limit(v) {
+      this.#limit = v;
     }
   }
   class FacsimileArray extends Array {
+    #n;
+    #h;
+    #rat = -1;
+    #reads = 0;
+    #limit = 0;
     constructor(node, h) {
       super();
-      // Index reads since the read cache was dropped (`_rat` is the
-      // node's `_gen` then): see `busy`.
-      Object.defineProperties(this, {
-        _n: { ...hidden, value: node },
-        _h: { ...hidden, value: h },
-        _rat: { ...hidden, value: -1 },
-        _reads: { ...hidden, value: 0 },
-        _limit: { ...hidden, value: 0 },
-      });
+      this.#n = node;
+      this.#h = h;
+    }
+    get _n() {
+      return this.#n;
+    }
+    get _h() {
+      return this.#h;
+    }
+    get _rat() {
+      return this.#rat;
+    }
+    set _rat(v) {
+      this.#rat = v;
+    }
+    get _reads() {
+      return this.#reads;
+    }
+    set _reads(v) {
+      this.#reads = v;
+    }
+    get _limit() {
+      return this.#limit;
+    }
+    set _limit(v) {
+      this.#limit = v;
     }
   }
   const MapTarget = FacsimileMap;
