@@ -38,9 +38,11 @@
 
 mod config;
 mod document;
+mod http;
 mod server;
 mod store;
 pub mod tls;
+mod transport;
 
 pub use config::{DEFAULT_LISTEN, ServerConfig};
 pub use document::Recovery;
