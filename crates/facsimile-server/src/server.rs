@@ -594,13 +594,24 @@ impl ClientConn {
                 .await;
         }
         self.cancel.cancel();
-        let Ok(mut sink) = self.writing.await else {
+        // The document's thread ends once no connection holds its channel:
+        // a relay that stops does not wait for these last words.
+        let ClientConn {
+            doc,
+            closing,
+            stopping,
+            writing,
+            _permit,
+            ..
+        } = self;
+        drop(doc);
+        let Ok(mut sink) = writing.await else {
             return;
         };
         let close = close
-            .or_else(|| self.closing.get().map(|r| Close::policy(r.clone())))
+            .or_else(|| closing.get().map(|r| Close::policy(r.clone())))
             .unwrap_or_else(|| {
-                if self.stopping.is_cancelled() {
+                if stopping.is_cancelled() {
                     Close {
                         code: close_code::AWAY,
                         reason: "the relay is stopping".into(),
