@@ -934,6 +934,9 @@ function createFacsimile(wasm, { platform }) {
       this._incarnation = this._engine.incarnation();
       this._pumping = false;
       this._closed = false;
+      this._readOnly = false;
+      // Set by Facsimile.connect: the relay connection.
+      this._connection = null;
       this._batch = 0;
       this._epoch = 0;
       // What was read since the last change: target -> the array's elements,
@@ -1247,6 +1250,11 @@ function createFacsimile(wasm, { platform }) {
      * locks are freed. Timers stop; writes throw afterwards.
      */
     close() {
+      if (this._connection !== null) return this._connection.close();
+      this._leave();
+    }
+
+    _leave() {
       if (this._closed) return;
       this._bump();
       this._engine.leave();
@@ -1394,16 +1402,21 @@ function createFacsimile(wasm, { platform }) {
         case 'evicted': {
           // The peers stopped waiting for this node: it starts over as a
           // new incarnation, without its locks.
-          this._bump();
-          this._rootValid = false;
-          this._engine.reincarnate(randomIncarnation());
-          this._incarnation = this._engine.incarnation();
-          for (const h of [...this._waiters.keys()]) this._settleWaiters(h);
+          this._startOver();
           break;
         }
         default:
           break;
       }
+    }
+
+    // Starts over as a new incarnation, without its locks, and syncs.
+    _startOver() {
+      this._bump();
+      this._rootValid = false;
+      this._engine.reincarnate(randomIncarnation());
+      this._incarnation = this._engine.incarnation();
+      for (const h of [...this._waiters.keys()]) this._settleWaiters(h);
     }
 
     _onChange(ev) {
@@ -1635,6 +1648,7 @@ function createFacsimile(wasm, { platform }) {
     _checkWritable() {
       if (this._sendFn === undefined) throw fail('NO_SENDER', MESSAGES.NO_SENDER);
       if (this._closed) throw fail('CLOSED', 'This node was closed');
+      if (this._readOnly) throw fail('READ_ONLY', 'This node joined its relay read-only');
     }
 
     // An array method that changes nothing still refuses as the method
@@ -1657,7 +1671,7 @@ function createFacsimile(wasm, { platform }) {
     }
 
     _mapSet(h, key, value) {
-      if (this._sendFn === undefined || this._closed) this._checkWritable();
+      if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
       const input = typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' ? this._input(value) : value;
       this._bump();
       try {
@@ -1674,7 +1688,7 @@ function createFacsimile(wasm, { platform }) {
     }
 
     _listSet(h, i, value) {
-      if (this._sendFn === undefined || this._closed) this._checkWritable();
+      if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
       if (i > MAX_PAD && i > this._engine.list_len(h) + MAX_PAD) {
         throw fail('OUT_OF_BOUNDS', `index ${i} is too far past the end of the array (arrays are dense)`, RangeError);
       }
@@ -1699,7 +1713,7 @@ function createFacsimile(wasm, { platform }) {
     }
 
     _push(h, items) {
-      if (this._sendFn === undefined || this._closed) this._checkWritable();
+      if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
       const engine = this._engine;
       if (items.length === 1) {
         const v = items[0];
@@ -1882,6 +1896,7 @@ function createFacsimile(wasm, { platform }) {
     }
   }
 
+  installConnect(Facsimile, wasm, fail);
   Object.defineProperty(Facsimile, 'platform', { value: platform, enumerable: true });
   // For require('facsimile').default and import { Facsimile } alike.
   Facsimile.default = Facsimile;

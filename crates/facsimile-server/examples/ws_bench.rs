@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo run --release -p facsimile-server --example ws_bench                  # paced by acknowledgements
 //! cargo run --release -p facsimile-server --example ws_bench -- --observed    # paced as bench/ws is
+//! cargo run --release -p facsimile-server --example ws_bench -- --tcp      # TCP clients instead
 //! cargo run --release -p facsimile-server --example ws_bench -- --quick
 //! ```
 //!
@@ -41,6 +42,7 @@ const STALL: Duration = Duration::from_secs(30);
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let observed = std::env::args().any(|a| a == "--observed");
+    let tcp = std::env::args().any(|a| a == "--tcp");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,6 +59,7 @@ fn main() {
             let _ = stopped.await;
         }));
         let total: u64 = if quick { 4_000 } else { 32_000 };
+        println!("clients: {}", if tcp { "TCP" } else { "WebSocket" });
         println!(
             "pacing: {}",
             if observed {
@@ -68,7 +71,7 @@ fn main() {
         println!("\n| clients | writes | writes/s | deliveries/s | p50 latency | p99 latency |");
         println!("|---:|---:|---:|---:|---:|---:|");
         for clients in [1usize, 4, 16] {
-            let f = throughput(&addr, clients, total / clients as u64, observed).await;
+            let f = throughput(&addr, clients, total / clients as u64, observed, tcp).await;
             println!(
                 "| {clients} | {} | {:.0} | {:.0} | {:.2} ms | {:.2} ms |",
                 f.writes,
@@ -99,11 +102,17 @@ struct Figures {
     p99: Duration,
 }
 
-async fn throughput(addr: &str, clients: usize, per_client: u64, observed: bool) -> Figures {
-    let doc = format!("ws-bench-{clients}-{}", observed as u8);
+async fn throughput(
+    addr: &str,
+    clients: usize,
+    per_client: u64,
+    observed: bool,
+    tcp: bool,
+) -> Figures {
+    let doc = format!("ws-bench-{clients}-{}-{}", observed as u8, tcp as u8);
     let epoch = Instant::now();
-    let observer = WsClient::connect(addr, &doc, "observer").await;
-    observer.node.set_root(json!({})).unwrap();
+    let observer = Client::connect(addr, &doc, "observer", tcp).await;
+    observer.node().set_root(json!({})).unwrap();
     observer.flush().await;
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(
         (clients as u64 * per_client) as usize,
@@ -114,7 +123,7 @@ async fn throughput(addr: &str, clients: usize, per_client: u64, observed: bool)
         let latencies = latencies.clone();
         let delivered = delivered.clone();
         let observed_change = observed_change.clone();
-        observer.node.on_change(move |ev| {
+        observer.node().on_change(move |ev| {
             observed_change.notify_waiters();
             if let (Origin::Remote(_), Some(Value::String(s))) = (ev.origin(), ev.new_value()) {
                 let sent: u64 = s[..20].trim().parse().unwrap();
@@ -127,9 +136,9 @@ async fn throughput(addr: &str, clients: usize, per_client: u64, observed: bool)
     let mut conns = Vec::new();
     let mut subs = Vec::new();
     for i in 0..clients {
-        let c = WsClient::connect(addr, &doc, &format!("client-{i:02}")).await;
+        let c = Client::connect(addr, &doc, &format!("client-{i:02}"), tcp).await;
         let delivered = delivered.clone();
-        subs.push(c.node.on_change(move |ev| {
+        subs.push(c.node().on_change(move |ev| {
             if matches!(ev.origin(), Origin::Remote(_)) {
                 delivered.fetch_add(1, Ordering::Relaxed);
             }
@@ -141,10 +150,10 @@ async fn throughput(addr: &str, clients: usize, per_client: u64, observed: bool)
     let mut tasks = Vec::new();
     for (i, c) in conns.iter().enumerate() {
         let conn = c.clone();
-        let watcher = observer.node.clone();
+        let watcher = observer.node().clone();
         let observed_change = observed_change.clone();
         tasks.push(tokio::spawn(async move {
-            let root = conn.node.root_map().unwrap();
+            let root = conn.node().root_map().unwrap();
             let key = format!("c{i}");
             for j in 0..per_client {
                 let value = stamped(epoch);
@@ -198,6 +207,41 @@ async fn throughput(addr: &str, clients: usize, per_client: u64, observed: bool)
     }
 }
 
+/// A benchmark client: over WebSocket, or the TCP client for comparison.
+enum Client {
+    Ws(WsClient),
+    Tcp(facsimile::net::Connection),
+}
+
+impl Client {
+    async fn connect(addr: &str, doc: &str, hostname: &str, tcp: bool) -> Client {
+        if tcp {
+            let options = facsimile::net::ConnectOptions::new(doc);
+            Client::Tcp(
+                facsimile::net::connect(addr, hostname, options)
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            Client::Ws(WsClient::connect(addr, doc, hostname).await)
+        }
+    }
+
+    fn node(&self) -> &Node {
+        match self {
+            Client::Ws(c) => &c.node,
+            Client::Tcp(c) => c.node(),
+        }
+    }
+
+    async fn flush(&self) {
+        match self {
+            Client::Ws(c) => c.flush().await,
+            Client::Tcp(c) => c.flush().await.unwrap(),
+        }
+    }
+}
+
 /// A node on the relay over one WebSocket: each protocol frame one binary
 /// message. It does not reconnect (a benchmark run has no failures).
 struct WsClient {
@@ -238,6 +282,7 @@ impl WsClient {
             hostname: hostname.into(),
             incarnation: node.peer_id().incarnation(),
             resume: None,
+            read_only: false,
         };
         ws.send(Message::Binary(hello.encode())).await.unwrap();
         match ws.next().await {
@@ -287,6 +332,7 @@ impl WsClient {
                                 acked.notify_waiters();
                             }
                             Down::Hello(_) => panic!("a second hello"),
+                            Down::Closing(reason) => panic!("the relay closed: {reason}"),
                         }
                     }
                 };

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::close_code;
 use bytes::Bytes;
-use facsimile::net::protocol::{ByteStream, ClientHello, Down, PROTOCOL_VERSION, ServerHello};
+use facsimile::net::protocol::{
+    ByteStream, ClientHello, Down, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, ServerHello,
+};
 use futures_util::{SinkExt, StreamExt};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -424,9 +426,10 @@ impl Handler {
         let span = tracing::Span::current();
         span.record("peer", hello.hostname.as_str());
         span.record("doc", hello.document.as_str());
-        if hello.protocol != PROTOCOL_VERSION {
+        if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.protocol) {
             return Err(Refusal::Refused(format!(
-                "protocol version {} is not supported (the relay speaks {PROTOCOL_VERSION}); \
+                "protocol version {} is not supported (the relay speaks \
+                 {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}); \
                  use matching versions of facsimile",
                 hello.protocol
             )));

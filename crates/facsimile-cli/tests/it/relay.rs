@@ -235,6 +235,7 @@ async fn raw_client(relay: &Relay) -> TcpStream {
         hostname: "raw".into(),
         incarnation: rand::random(),
         resume: None,
+        read_only: false,
     }
     .encode();
     s.write_all(&(hello.len() as u32).to_be_bytes())
@@ -329,6 +330,7 @@ async fn a_stalled_client_is_cut_off_while_the_others_keep_up() {
             hostname: "stalled".into(),
             incarnation: rand::random(),
             resume: None,
+            read_only: false,
         }
         .encode();
         s.write_all(&(hello.len() as u32).to_be_bytes())
