@@ -106,6 +106,27 @@ pub(crate) async fn tcp_node(relay: &Relay, name: &str) -> Connection {
         .unwrap_or_else(|e| panic!("{name} connects over TCP: {e}"))
 }
 
+/// Panics on the runtime's workers and the documents' threads since the
+/// test binary started: the relay's tasks (and the test clients') run
+/// there, and none may panic, whatever the network sends.
+pub(crate) fn relay_panics() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("");
+            if name.starts_with("tokio-runtime-worker") || name.starts_with("doc-") {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+    PANICS.load(Ordering::SeqCst)
+}
+
 /// Polls `cond` until it holds; panics with `what` after `timeout`.
 pub(crate) async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let started = Instant::now();

@@ -222,11 +222,14 @@ impl Bystanders {
         alice.node().set_root(json!({"n": 0})).unwrap();
         alice.flush().await.unwrap();
         let bob = WsNode::connect(Dial::Plain(relay.addr), "bob").await;
+        relay_panics();
         Bystanders { alice, bob }
     }
 
-    /// Both write, and each sees the other's acknowledged write.
+    /// Both write, and each sees the other's acknowledged write; and the
+    /// relay never panicked.
     async fn still_served(&self, n: i64) {
+        assert_eq!(relay_panics(), 0, "a relay task panicked");
         self.alice.node().set_path("/n", n).unwrap();
         self.alice.flush().await.unwrap();
         wait_until("bob to see alice's write", Duration::from_secs(10), || {
@@ -484,4 +487,37 @@ async fn a_websocket_client_resumes_after_a_relay_restart_and_loses_no_acknowled
     assert_eq!(welcomes.count, 2, "{welcomes:?}");
     assert_eq!(welcomes.resumed, 1, "the node resumed: {welcomes:?}");
     assert_eq!(welcomes.evicted, 0, "{welcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_that_vanishes_while_the_relay_writes_to_it() {
+    let relay = Relay::start(|c| c).await;
+    let others = Bystanders::join(&relay).await;
+    for round in 0..5 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(relay.addr).await.unwrap();
+        let mut ws = upgrade(relay.ws_url(), tcp).await.unwrap();
+        ws.send(Message::Binary(hello("gone", rand_tag(), None).encode()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            next_down(&mut ws).await,
+            Ok(Down::Hello(ServerHello::Welcome { .. }))
+        ));
+        let value = "v".repeat(4 << 10);
+        let root = others.alice.node().root_map().unwrap();
+        for i in 0..200 {
+            root.set(&format!("r{round}"), format!("{i}{value}"))
+                .unwrap();
+        }
+        others.alice.flush().await.unwrap();
+        // Reset, not closed: the relay's writes to it fail.
+        let tcp = ws.into_inner();
+        // A zero linger resets at once: nothing blocks on drop.
+        #[allow(deprecated)]
+        tcp.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(tcp);
+        others.still_served(round).await;
+    }
 }
