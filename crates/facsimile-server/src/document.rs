@@ -52,6 +52,10 @@ pub(crate) struct Outbox {
     pub(crate) cancel: CancellationToken,
     /// Why the document ends the connection, for the client's close frame.
     pub(crate) closing: Arc<OnceLock<String>>,
+    /// Cancelled when the document ends the connection after what is
+    /// queued (a refusal): the connection stops reading, and gives the
+    /// writer a little time to send the queue.
+    pub(crate) ending: CancellationToken,
 }
 
 /// An input of the document's thread.
@@ -372,6 +376,7 @@ impl Doc {
             // Dropping the queue after the refusal ends the connection.
             let _ = out.closing.set(reason.into());
             let _ = out.tx.try_send(frame);
+            out.ending.cancel();
             return;
         }
         let evicted = self.departed.contains(&tag);
@@ -634,7 +639,7 @@ impl Doc {
             if c.refused.is_none() {
                 // The refused frame (the last one counted) is not
                 // acknowledged: it was not applied.
-                c.frames_in -= 1;
+                c.frames_in = c.frames_in.saturating_sub(1);
                 tracing::warn!(doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason, "refused a client's input; disconnecting it");
                 c.refused = Some(reason);
                 self.refusals.push(conn);
@@ -657,6 +662,7 @@ impl Doc {
             let _ = c.out.closing.set(reason);
             // Dropping the client's queue, not cancelling it, lets the
             // writer send what is queued before the connection closes.
+            c.out.ending.cancel();
             self.forget_tags(conn, c.tags);
         }
     }
