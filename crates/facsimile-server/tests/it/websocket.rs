@@ -521,3 +521,57 @@ async fn a_websocket_client_that_vanishes_while_the_relay_writes_to_it() {
         others.still_served(round).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_that_does_not_read_cannot_hold_its_connection_open() {
+    // Two places: alice's, and the stalled client's until the relay ends it.
+    let relay = Relay::start(|c| c.max_clients(2)).await;
+    let alice = tcp_node(&relay, "alice").await;
+    alice.node().set_root(json!({})).unwrap();
+    alice.flush().await.unwrap();
+    let mut stalled = {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(relay.addr).await.unwrap();
+        let mut ws = upgrade(relay.ws_url(), tcp).await.unwrap();
+        ws.send(Message::Binary(hello("stalled", rand_tag(), None).encode()))
+            .await
+            .unwrap();
+        ws
+    };
+    // More than the sockets between them hold: the relay's writes to the
+    // stalled client block.
+    let value = "x".repeat(8 << 10);
+    let root = alice.node().root_map().unwrap();
+    for i in 0..1200 {
+        root.set(&format!("k{}", i % 50), format!("{i}{value}"))
+            .unwrap();
+        if i % 100 == 0 {
+            alice.flush().await.unwrap();
+        }
+    }
+    alice.flush().await.unwrap();
+    // Something the relay refuses, and no reading, ever.
+    stalled
+        .send(Message::Binary(b"\x00\xde\xad not a message"[..].into()))
+        .await
+        .unwrap();
+    // Its place frees up: a newcomer is let in.
+    let started = std::time::Instant::now();
+    loop {
+        let mut ws = Dial::Plain(relay.addr).websocket().await.unwrap();
+        match say_hello(&mut ws, &hello("newcomer", rand_tag(), None)).await {
+            ServerHello::Welcome { .. } => break,
+            ServerHello::Refused { reason } => {
+                assert!(reason.contains("connection limit"), "{reason}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "the refused client still holds its connection"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(relay_panics(), 0);
+    drop(stalled);
+}
