@@ -321,6 +321,23 @@ async fn a_flood_of_tiny_frames_is_cut_off_at_the_message_limit() {
     let (code, reason) = until_closed(&mut ws).await;
     assert_eq!(code, TOO_BIG, "{reason}");
     others.still_served(1).await;
+
+    // Pings are answered by the library, not frames: a flood of them from
+    // a client that does not read meanwhile is harmless, and the client
+    // still gets the document's messages afterwards.
+    let mut pinger = joined(&relay, "pinger").await;
+    for _ in 0..20_000 {
+        pinger.feed(Message::Ping(b"p"[..].into())).await.unwrap();
+    }
+    pinger.flush().await.unwrap();
+    others.still_served(2).await;
+    loop {
+        match next_down(&mut pinger).await {
+            Ok(Down::Message { .. }) => break,
+            Ok(_) => {}
+            Err(close) => panic!("the pinger was closed: {close:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
