@@ -15,6 +15,13 @@ function installConnect(Facsimile, wasm, fail) {
   const ADMISSION_SYNC = 2;
   const ADMISSION_REJOIN = 3;
 
+  // Like the node's own timers, the connection's never keep a Node.js
+  // process alive by themselves (an open socket does).
+  function unref(timer) {
+    if (typeof timer === 'object' && typeof timer.unref === 'function') timer.unref();
+    return timer;
+  }
+
   function positive(v, dflt, what) {
     if (v === undefined) return dflt;
     if (!(typeof v === 'number' && v > 0 && Number.isFinite(v))) {
@@ -49,9 +56,9 @@ function installConnect(Facsimile, wasm, fail) {
 
     start() {
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
+        const timer = unref(setTimeout(() => {
           this.settleFirst(fail('TIMEOUT', `the document did not arrive from ${this.url} within ${this.timeout} ms`));
-        }, this.timeout);
+        }, this.timeout));
         this.first = { resolve, reject, timer };
         this.node.on('ready', () => this.settleFirst(null));
         this.open();
@@ -178,7 +185,7 @@ function installConnect(Facsimile, wasm, fail) {
       // Full jitter: reconnecting clients of a restarted relay spread out.
       const wait = this.delay * (0.5 + Math.random() / 2);
       this.delay = Math.min(this.delay * 2, this.max);
-      this.retry = setTimeout(() => this.open(), wait);
+      this.retry = unref(setTimeout(() => this.open(), wait));
     }
 
     flush() {
@@ -233,7 +240,7 @@ function installConnect(Facsimile, wasm, fail) {
       const acked = this.over ? Promise.resolve() : this.flush();
       let timer;
       const timeout = new Promise((resolve, reject) => {
-        timer = setTimeout(() => reject(fail('TIMEOUT', 'the relay did not acknowledge the last messages in time')), 5000);
+        timer = unref(setTimeout(() => reject(fail('TIMEOUT', 'the relay did not acknowledge the last messages in time')), 5000));
       });
       this.closing = Promise.race([acked, timeout]).finally(() => {
         clearTimeout(timer);

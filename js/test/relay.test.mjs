@@ -1,7 +1,7 @@
 // Facsimile.connect against a real relay (`facsimile serve`) over
 // WebSocket, beside the CLI (a Rust node on the relay's TCP protocol).
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import { createRequire } from 'node:module';
 
 import { Relay, TOKEN, cli, until } from './support/relay.mjs';
@@ -11,6 +11,8 @@ const Facsimile = require('..');
 const WebSocket = require('ws');
 
 let relay;
+// Every node a test connects, closed after it whatever happened.
+const nodes = [];
 
 before(async () => {
   relay = await new Relay().start();
@@ -20,9 +22,15 @@ after(async () => {
   await relay.stop();
 });
 
-function connect(hostname, options = {}) {
-  return Facsimile.connect(relay.url, hostname, { token: TOKEN, WebSocket, doc: 'js', ...options });
+async function connect(hostname, options = {}) {
+  const node = await Facsimile.connect(relay.url, hostname, { token: TOKEN, WebSocket, doc: 'js', ...options });
+  nodes.push(node);
+  return node;
 }
+
+afterEach(async () => {
+  await Promise.allSettled(nodes.splice(0).map((n) => n.close()));
+});
 
 async function get(path, doc = 'js') {
   return JSON.parse(await cli(relay, ['get', '@', path, '--doc', doc, '--compact']));

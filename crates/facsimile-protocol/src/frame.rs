@@ -191,7 +191,7 @@ pub enum ProtocolError {
     NotAHello(&'static str),
     /// The peer accepted the connection but answered nothing to the hello
     /// (an HTTP server waits for a request line that never comes).
-    #[error("no answer to the hello within {0:?}")]
+    #[error("no answer to the hello within {} ms", .0.as_millis())]
     Silent(std::time::Duration),
     /// A hello after the first frame.
     #[error("a second hello")]
@@ -254,21 +254,17 @@ impl ClientHello {
 impl Up {
     /// Encodes the frame.
     pub fn encode(&self) -> Bytes {
-        let mut out;
-        match self {
-            Up::Broadcast(b) => {
-                out = BytesMut::with_capacity(1 + b.len());
-                out.put_u8(UP_BROADCAST);
-                out.put_slice(b);
-            }
-            Up::To(tag, b) => {
-                out = BytesMut::with_capacity(5 + b.len());
-                out.put_u8(UP_TO);
-                out.put_u32_le(*tag);
-                out.put_slice(b);
-            }
+        let (kind, to, message) = match self {
+            Up::Broadcast(b) => (UP_BROADCAST, None, b),
+            Up::To(tag, b) => (UP_TO, Some(*tag), b),
+        };
+        let mut out = Vec::with_capacity(5 + message.len());
+        out.push(kind);
+        if let Some(tag) = to {
+            out.extend_from_slice(&tag.to_le_bytes());
         }
-        out.freeze()
+        out.extend_from_slice(message);
+        out.into()
     }
 
     /// Decodes a frame without copying the message.
