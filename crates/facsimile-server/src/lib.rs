@@ -41,11 +41,12 @@
 mod config;
 mod document;
 mod http;
+mod inspect;
 mod server;
 mod store;
 pub mod tls;
 mod transport;
 
-pub use config::{DEFAULT_LISTEN, ServerConfig};
+pub use config::{DEFAULT_INSPECTOR_ASSETS, DEFAULT_LISTEN, ServerConfig};
 pub use document::Recovery;
 pub use server::Server;

@@ -673,6 +673,114 @@ impl Engine {
     pub fn object_count(&self) -> u32 {
         self.replica.object_count() as u32
     }
+
+    // ------------------------------------------------------------ inspection
+
+    /// The members with when each was last heard from, on this engine's
+    /// clock (the `now` of `handle_timeout`, in milliseconds; `null` before
+    /// the first check): `[{hostname, incarnation, lastHeard}]`.
+    pub fn peers(&self) -> JsValue {
+        let out = Array::new();
+        for p in self.replica.peers() {
+            let o = js_sys::Object::new();
+            let _ = Reflect::set(&o, &"hostname".into(), &p.peer.hostname().into());
+            let _ = Reflect::set(&o, &"incarnation".into(), &p.peer.incarnation().into());
+            let heard = p
+                .last_heard
+                .map_or(JsValue::NULL, |d| JsValue::from_f64(d.as_secs_f64() * 1000.0));
+            let _ = Reflect::set(&o, &"lastHeard".into(), &heard);
+            out.push(&o);
+        }
+        out.into()
+    }
+
+    /// Every lock queue known here: `[{target: [kind, handle], queue:
+    /// [{hostname, incarnation, token}], lastToken}]`, the queue's head
+    /// first (it holds the lock, or is next to); `token` is `null` while
+    /// its grant is not known here.
+    pub fn locks(&mut self) -> JsValue {
+        let out = Array::new();
+        for e in self.replica.lock_table() {
+            let o = js_sys::Object::new();
+            let _ = Reflect::set(&o, &"target".into(), &self.object(e.object));
+            let queue = Array::new();
+            for (peer, token) in &e.queue {
+                let r = js_sys::Object::new();
+                let _ = Reflect::set(&r, &"hostname".into(), &peer.hostname().into());
+                let _ = Reflect::set(&r, &"incarnation".into(), &peer.incarnation().into());
+                let t = token.map_or(JsValue::NULL, |t| JsValue::from_f64(t as f64));
+                let _ = Reflect::set(&r, &"token".into(), &t);
+                queue.push(&r);
+            }
+            let _ = Reflect::set(&o, &"queue".into(), &queue);
+            let _ = Reflect::set(
+                &o,
+                &"lastToken".into(),
+                &JsValue::from_f64(e.last_token as f64),
+            );
+            out.push(&o);
+        }
+        out.into()
+    }
+
+    /// The name of the object `h` on every node (its creator's incarnation
+    /// and counter), `""` when it is gone.
+    pub fn object_key(&self, h: u32) -> String {
+        match self.handles.get(h) {
+            Some(id) if self.replica.kind(id).is_some() => object_key(&self.replica, id),
+            _ => String::new(),
+        }
+    }
+
+    /// Where each object reachable from the root is first found: a
+    /// breadth-first walk, map keys in order, so each object's place is
+    /// its shortest path (a shared object or a cycle has one place). JSON
+    /// text: `{objectKey: pointer}`, the root's pointer being `""`.
+    pub fn places(&mut self) -> String {
+        let mut out = String::from("{");
+        let Value::Ref(root) = self.replica.root() else {
+            out.push('}');
+            return out;
+        };
+        let mut seen = rustc_hash::FxHashSet::from_iter([root]);
+        let mut queue = std::collections::VecDeque::from([(root, String::new())]);
+        let mut children: Vec<(String, ObjectId)> = Vec::new();
+        while let Some((o, path)) = queue.pop_front() {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            pack_str(&mut out, &object_key(&self.replica, o));
+            out.push(':');
+            pack_str(&mut out, &path);
+            children.clear();
+            match self.replica.kind(o) {
+                Some(ObjectKind::Map) => {
+                    let _ = self.replica.map_for_each(o, |k, v, _| {
+                        if let Value::Ref(c) = v {
+                            children.push((pointer_segment(k), *c));
+                        }
+                    });
+                }
+                Some(ObjectKind::Array) => {
+                    let mut i = 0usize;
+                    let _ = self.replica.list_for_each(o, |v, _| {
+                        if let Value::Ref(c) = v {
+                            children.push((i.to_string(), *c));
+                        }
+                        i += 1;
+                    });
+                }
+                None => {}
+            }
+            for (seg, c) in children.drain(..) {
+                if seen.insert(c) {
+                    queue.push_back((c, format!("{path}/{seg}")));
+                }
+            }
+        }
+        out.push('}');
+        out
+    }
 }
 
 /// The module's linear memory (a `WebAssembly.Memory`), shared by every
@@ -796,6 +904,17 @@ fn push_int(out: &mut String, i: i64) {
     for &d in &digits[at..] {
         out.push(char::from(d));
     }
+}
+
+/// An object's name on every node: its creator's incarnation and counter.
+fn object_key(replica: &Replica, id: ObjectId) -> String {
+    let (creator, counter) = replica.object_origin(id);
+    format!("{:x}.{counter}", creator.incarnation())
+}
+
+/// A map key as a JSON pointer segment (RFC 6901).
+fn pointer_segment(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// Appends a string as a JSON string.
