@@ -181,6 +181,7 @@ function reveal(path) {
   if (i < 0) return;
   treeEl.scrollTop = Math.max(0, i * ROW - treeEl.clientHeight / 3);
   renderView();
+  treeEl.dataset.revealed = path;
   const el = rowsEl.querySelector(`[data-path="${CSS.escape(path)}"]`);
   if (el) {
     el.classList.add('flash');
@@ -333,19 +334,16 @@ async function pollStatus() {
 function draw() {
   frame = 0;
   if (node === null) return;
-  if (stale.places) {
-    places = new Map(Object.entries(node._places()));
-    stale.places = false;
-    stale.tree = true;
-  }
-  if (stale.tree) {
-    // A document that takes long to flatten is flattened at most once in
-    // ten times that long, so that changes never starve the page.
+  if (stale.places || stale.tree) {
+    // A document that takes long to walk is walked at most once in ten
+    // times that long, so that a stream of changes never starves the page.
     const now = performance.now();
     if (now - lastFlatten >= flattenCost * 10) {
+      if (stale.places) places = new Map(Object.entries(node._places()));
       rows = flatten();
       lastFlatten = performance.now();
       flattenCost = lastFlatten - now;
+      stale.places = false;
       stale.tree = false;
       stale.view = true;
     } else {
@@ -356,11 +354,12 @@ function draw() {
     renderView();
     stale.view = false;
   }
-  if (stale.log) {
+  // The log's paths are read from the places: it waits for them.
+  if (stale.log && !stale.places) {
     renderLog();
     stale.log = false;
   }
-  if (stale.tables) {
+  if (stale.tables && !stale.places) {
     renderTables();
     stale.tables = false;
   }
