@@ -127,8 +127,11 @@ test('the inspector shows the tree, changes with their origins, peers, a Rust no
     assert.equal(await entry.locator('.new').textContent(), '2');
     await page.waitForFunction(() => document.querySelector('.row[data-path="/a/b/c"]')?.textContent === '"c": 2');
     // The Node.js node's writes are logged under its hostname.
+    w.store.list[0] = 10;
+    await page.locator('#log li[data-origin="writer"][data-path="/list/0"]').waitFor();
+    // An array method is one change of the array as a whole.
     w.store.list.push(3);
-    await page.locator('#log li[data-origin="writer"][data-path="/list/2"]').waitFor();
+    await page.locator('#log li[data-origin="writer"][data-path="/list (whole)"]').waitFor();
 
     // A lock held by a Rust node (the CLI) until the test lets it go; a
     // second one waits behind it, which makes the holder tell everybody
