@@ -1904,27 +1904,28 @@ function createFacsimile(wasm, { platform }) {
     }
 
     /**
-     * For the inspector: every lock queue known here, `{ target, key, queue:
+     * For the inspector: every lock queue known here, `{ target, queue:
      * [{ hostname, incarnation, token }], lastToken }`, the holder (or the
      * next holder) first; a token is `null` while its grant is unknown here.
      */
     _locks() {
-      return this._engine.locks().map((e) => ({
-        target: this._value(e.target),
-        key: this._engine.object_key(e.target[1]),
-        queue: e.queue,
-        lastToken: e.lastToken,
-      }));
+      return this._engine.locks().map((e) => ({ target: this._value(e.target), queue: e.queue, lastToken: e.lastToken }));
     }
 
-    /** For the inspector: `{ objectKey: pointer }`, each object at its first place. */
-    _places() {
-      return JSON.parse(this._engine.places());
+    /**
+     * For the inspector: the rows of the tree with the objects at
+     * `expanded` (JSON pointers) open and those less than `openDepth` deep,
+     * each object only at its first place, and the place of each of
+     * `objects` (see the engine's `tree`).
+     */
+    _tree(expanded, openDepth, objects) {
+      const wanted = Uint32Array.from(objects, (o) => this._own(o)._h);
+      return JSON.parse(this._engine.tree(expanded, openDepth, wanted));
     }
 
-    /** For the inspector: the object's name on every node (see `_places`). */
-    _objectKey(object) {
-      return this._engine.object_key(this._own(object)._h);
+    /** For the inspector: the place (a JSON pointer, or null) of each of `objects`. */
+    _placesOf(objects) {
+      return JSON.parse(this._engine.places_of(Uint32Array.from(objects, (o) => this._own(o)._h)));
     }
 
     /**

@@ -285,6 +285,9 @@ mod tests {
             inspector_url("h:1", "d", Some(""), false),
             "http://h:1/inspect/d"
         );
-        assert_eq!(inspector_url("h:1", "d", None, false), "http://h:1/inspect/d");
+        assert_eq!(
+            inspector_url("h:1", "d", None, false),
+            "http://h:1/inspect/d"
+        );
     }
 }

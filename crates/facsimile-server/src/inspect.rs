@@ -45,7 +45,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/inspector/{*file}", get(asset))
 }
 
-async fn page(State(shared): State<Arc<Shared>>, UrlPath(doc): UrlPath<String>, uri: Uri) -> Response {
+async fn page(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(doc): UrlPath<String>,
+    uri: Uri,
+) -> Response {
     if let Err(refused) = authorize(&shared, &uri) {
         return refused;
     }
@@ -64,7 +68,11 @@ async fn page(State(shared): State<Arc<Shared>>, UrlPath(doc): UrlPath<String>, 
     response
 }
 
-async fn status(State(shared): State<Arc<Shared>>, UrlPath(doc): UrlPath<String>, uri: Uri) -> Response {
+async fn status(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(doc): UrlPath<String>,
+    uri: Uri,
+) -> Response {
     if let Err(refused) = authorize(&shared, &uri) {
         return refused;
     }
@@ -116,7 +124,14 @@ async fn asset(State(shared): State<Arc<Shared>>, UrlPath(file): UrlPath<String>
             }
         }
     };
-    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Checks the query's token against the relay's: 401 without one, 403
@@ -142,7 +157,10 @@ fn authorize(shared: &Shared, uri: &Uri) -> Result<(), Response> {
         r
     };
     match given {
-        None => Err(refuse(StatusCode::UNAUTHORIZED, "the inspector needs the relay's token")),
+        None => Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "the inspector needs the relay's token",
+        )),
         Some(Some(t)) if same_secret(&t, expected.as_bytes()) => Ok(()),
         Some(_) => Err(refuse(StatusCode::FORBIDDEN, "wrong token")),
     }
@@ -178,7 +196,10 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 fn private(response: &mut Response) {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
 }
 
 fn json(status: StatusCode, body: String) -> Response {
@@ -205,7 +226,9 @@ fn missing_build(assets: &Path) -> Response {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -27,16 +27,21 @@ const spacer = $('tree-spacer');
 const rowsEl = $('tree-rows');
 
 let node = null;
-let places = new Map(); // object key -> its first place (a JSON pointer)
-let rows = []; // the expanded tree, flattened
+let objects = 0; // reachable from the root
+// The expanded tree, flattened by the engine: [depth, label, pointer,
+// type, text, extra] (see the engine's `tree`).
+let rows = [];
 const expanded = new Set(['']); // pointers of expanded objects
 let firstLayout = true;
-const stale = { tree: true, places: true, log: false, tables: true, view: true };
+const stale = { tree: true, tables: true, view: true };
 let frame = 0;
-// Flattening a large document is throttled to a share of the time.
-let lastFlatten = 0;
-let flattenCost = 0;
+// Walking a large document is throttled to a share of the time.
+let lastWalk = 0;
+let walkCost = 0;
+let retry = false;
 const log = [];
+// Changes whose place is resolved by the next walk of the tree.
+let unplaced = [];
 
 function schedule() {
   if (frame === 0) frame = requestAnimationFrame(draw);
@@ -57,91 +62,66 @@ function show(v) {
   return String(v);
 }
 
-function scalarClass(v) {
-  if (typeof v === 'string') return 'str';
-  if (typeof v === 'number' || typeof v === 'bigint') return 'num';
-  return 'lit';
-}
-
 // ------------------------------------------------------------------ the tree
 
-function isObject(v) {
-  return typeof v === 'object' && v !== null && !(v instanceof Uint8Array);
-}
-
-function flatten() {
-  const out = [];
-  const root = node.store;
-  const small = firstLayout && places.size <= SMALL;
-  const visit = (value, path, depth, label) => {
-    if (!isObject(value)) {
-      out.push({ depth, label, path, value });
-      return;
-    }
-    const key = node._objectKey(value);
-    const first = places.get(key);
-    const isArray = Array.isArray(value);
-    if (first !== undefined && first !== path) {
-      // A shared object or a cycle: a link to its one place.
-      const cycle = path.startsWith(`${first}/`) || first === '';
-      out.push({ depth, label, path, link: first, cycle, isArray });
-      return;
-    }
-    if (small && depth < 3) expanded.add(path);
-    const open = expanded.has(path);
-    const size = isArray ? value.length : Object.keys(value).length;
-    out.push({ depth, label, path, isArray, open, size });
-    if (!open) return;
-    if (isArray) {
-      for (let i = 0; i < value.length; i++) visit(value[i], `${path}/${i}`, depth + 1, i);
-    } else {
-      for (const k of Object.keys(value)) visit(value[k], `${path}/${escapeSegment(k)}`, depth + 1, k);
-    }
-  };
-  visit(root, '', 0, null);
+function walk() {
+  // A small document opens three levels deep the first time.
+  const openDepth = firstLayout && node._objectCount() <= SMALL ? 3 : 0;
+  const targets = unplaced.filter((e) => e.target !== null);
+  const t = node._tree([...expanded], openDepth, targets.map((e) => e.target));
+  targets.forEach((e, i) => {
+    e.base = t.places[i];
+    e.target = null;
+  });
+  for (const e of unplaced) log.push(e);
+  unplaced = [];
+  if (openDepth > 0) for (const r of t.rows) if (r[5] === true) expanded.add(r[2]);
   firstLayout = false;
-  return out;
+  rows = t.rows;
+  objects = t.objects;
 }
 
 const pool = [];
 
 function renderRow(el, r) {
+  const [depth, label, path, type, text, extra] = r;
   el.textContent = '';
-  el.dataset.path = r.path;
-  el.style.paddingLeft = `${r.depth * 16 + 4}px`;
+  el.dataset.path = path;
+  el.style.paddingLeft = `${depth * 16 + 4}px`;
   el.className = 'row';
   const toggle = document.createElement('span');
   toggle.className = 'toggle';
-  el.append(toggle);
-  if (r.label !== null) {
-    const k = document.createElement('span');
-    k.className = typeof r.label === 'number' ? 'index' : 'key';
-    k.textContent = typeof r.label === 'number' ? `${r.label}: ` : `${JSON.stringify(r.label)}: `;
-    el.append(k);
-  } else {
-    const k = document.createElement('span');
+  const k = document.createElement('span');
+  if (label === null) {
     k.className = 'kind';
     k.textContent = 'root: ';
-    el.append(k);
+  } else {
+    k.className = typeof label === 'number' ? 'index' : 'key';
+    k.textContent = typeof label === 'number' ? `${label}: ` : `${JSON.stringify(label)}: `;
   }
-  if (r.link !== undefined) {
-    el.classList.add('ref');
+  el.append(toggle, k);
+  if (type === 'link') {
     const a = document.createElement('a');
     a.className = 'link';
-    a.dataset.target = r.link;
-    a.textContent = `${r.cycle ? '↻ cycle to' : '→ shared with'} ${r.link === '' ? '(root)' : r.link}`;
+    if (extra === null) {
+      a.textContent = '(unreachable)';
+    } else {
+      const cycle = extra === '' || path.startsWith(`${extra}/`);
+      a.dataset.target = extra;
+      a.textContent = `${cycle ? '↻ cycle to' : '→ shared with'} ${extra === '' ? '(root)' : extra}`;
+    }
     el.append(a);
-  } else if (r.size !== undefined) {
-    toggle.textContent = r.open ? '▾' : '▸';
-    toggle.dataset.toggle = r.path;
-    const k = document.createElement('span');
-    k.className = 'kind';
-    k.textContent = r.isArray ? `array (${r.size})` : `map (${r.size})`;
-    el.append(k);
+  } else if (type === 'map' || type === 'array') {
+    toggle.textContent = extra ? '▾' : '▸';
+    toggle.dataset.toggle = path;
+    const v = document.createElement('span');
+    v.className = 'kind';
+    v.textContent = `${type} (${text})`;
+    el.append(v);
   } else {
     const v = document.createElement('span');
-    v.className = scalarClass(r.value);
-    v.textContent = show(r.value);
+    v.className = type;
+    v.textContent = text;
     el.append(v);
   }
 }
@@ -166,7 +146,7 @@ function renderView() {
       el.hidden = true;
     }
   }
-  $('tree-count').textContent = `${places.size} objects, ${rows.length} rows`;
+  $('tree-count').textContent = `${objects} objects, ${rows.length} rows`;
 }
 
 function reveal(path) {
@@ -176,8 +156,8 @@ function reveal(path) {
     expanded.add(at);
     at = `${at}/${seg}`;
   }
-  rows = flatten();
-  const i = rows.findIndex((r) => r.path === path);
+  walk();
+  const i = rows.findIndex((r) => r[2] === path);
   if (i < 0) return;
   treeEl.scrollTop = Math.max(0, i * ROW - treeEl.clientHeight / 3);
   renderView();
@@ -225,13 +205,12 @@ function renderLog() {
   logShown = log.length;
   const frag = document.createDocumentFragment();
   for (const e of fresh) {
-    // The target's place is resolved once, at the frame after the change.
-    const base = e.key === null ? '' : places.get(e.key);
+    // The target's place, as of the walk after the change.
     let path;
-    if (e.key === null) path = '(root)';
-    else if (base === undefined) path = '(unreachable)';
-    else if (e.prop === undefined) path = `${base || '(root)'} (whole)`;
-    else path = `${base}/${escapeSegment(e.prop)}`;
+    if (e.root) path = '(root)';
+    else if (e.base === null) path = '(unreachable)';
+    else if (e.prop === undefined) path = `${e.base || '(root)'} (whole)`;
+    else path = `${e.base}/${escapeSegment(e.prop)}`;
     const li = document.createElement('li');
     li.dataset.origin = e.origin ?? '';
     li.dataset.path = path;
@@ -280,13 +259,15 @@ function renderTables() {
   }
   const locks = $('locks').tBodies[0];
   locks.textContent = '';
-  for (const l of node._locks()) {
+  const table = node._locks();
+  const placed = table.length === 0 ? [] : node._placesOf(table.map((l) => l.target));
+  table.forEach((l, i) => {
     const [head, ...waiting] = l.queue;
     const tr = locks.insertRow();
-    const place = places.get(l.key);
+    const place = placed[i];
     tr.dataset.path = place ?? '';
     tr.dataset.holder = head.hostname;
-    tr.insertCell().textContent = place === undefined ? `(unreachable ${l.key})` : place === '' ? '(root)' : place;
+    tr.insertCell().textContent = place === null ? '(unreachable)' : place === '' ? '(root)' : place;
     tr.insertCell().textContent = head.token === null ? `${head.hostname} (granted or next)` : head.hostname;
     const tokenCell = tr.insertCell();
     tokenCell.className = 'token';
@@ -294,7 +275,7 @@ function renderTables() {
     tokenCell.textContent = head.token === null ? `> ${l.lastToken}` : String(head.token);
     tokenCell.title = head.token === null ? 'the grant is not known here yet; the token will be above this' : '';
     tr.insertCell().textContent = waiting.map((w) => w.hostname).join(', ');
-  }
+  });
 }
 
 // --------------------------------------------------------- relay status
@@ -334,39 +315,36 @@ async function pollStatus() {
 function draw() {
   frame = 0;
   if (node === null) return;
-  if (stale.places || stale.tree) {
+  if (stale.tree) {
     // A document that takes long to walk is walked at most once in ten
     // times that long, so that a stream of changes never starves the page.
     const now = performance.now();
-    if (now - lastFlatten >= flattenCost * 10) {
-      if (stale.places) places = new Map(Object.entries(node._places()));
-      rows = flatten();
-      lastFlatten = performance.now();
-      flattenCost = lastFlatten - now;
-      stale.places = false;
+    if (now - lastWalk >= walkCost * 10) {
+      walk();
+      lastWalk = performance.now();
+      walkCost = lastWalk - now;
       stale.tree = false;
       stale.view = true;
-    } else {
-      setTimeout(schedule, flattenCost * 10 - (now - lastFlatten));
+    } else if (!retry) {
+      retry = true;
+      setTimeout(() => {
+        retry = false;
+        schedule();
+      }, walkCost * 10 - (now - lastWalk));
     }
   }
   if (stale.view) {
     renderView();
     stale.view = false;
   }
-  // The log's paths are read from the places: it waits for them.
-  if (stale.log && !stale.places) {
-    renderLog();
-    stale.log = false;
-  }
-  if (stale.tables && !stale.places) {
+  if (log.length > logShown) renderLog();
+  if (stale.tables) {
     renderTables();
     stale.tables = false;
   }
 }
 
 function changed() {
-  stale.places = true;
   stale.tree = true;
   stale.tables = true;
   schedule();
@@ -378,13 +356,12 @@ try {
   state.textContent = 'live (read-only)';
   state.className = 'live';
   node.on('change', (target, prop, nv, ov) => {
-    log.push({ at: Date.now(), key: node._objectKey(target), prop, origin: node._changeOrigin(), old: show(ov), new: show(nv) });
-    stale.log = true;
+    const whole = prop === undefined;
+    unplaced.push({ at: Date.now(), target, prop, origin: node._changeOrigin(), old: show(ov), new: show(whole ? target : nv) });
     changed();
   });
   node.on('root_changed', (root) => {
-    log.push({ at: Date.now(), key: null, prop: undefined, origin: node._changeOrigin(), old: '', new: show(root) });
-    stale.log = true;
+    unplaced.push({ at: Date.now(), target: null, root: true, origin: node._changeOrigin(), old: '', new: show(root) });
     changed();
   });
   node.on('ready', changed);

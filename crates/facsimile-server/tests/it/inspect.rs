@@ -35,13 +35,23 @@ async fn the_status_route_needs_the_token_and_tells_the_log_position_storage_and
     ] {
         let r = http(&relay, &get(path)).await;
         assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {r}");
-        assert!(!r.contains("alice"), "{path} tells nothing of the document: {r}");
+        assert!(
+            !r.contains("alice"),
+            "{path} tells nothing of the document: {r}"
+        );
         assert!(r.contains("token"), "{path} says what is missing: {r}");
     }
 
-    let ok = http(&relay, &get("/inspect/default/status?x=1&token=test%2Dtoken")).await;
+    let ok = http(
+        &relay,
+        &get("/inspect/default/status?x=1&token=test%2Dtoken"),
+    )
+    .await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-    assert!(ok.to_ascii_lowercase().contains("cache-control: no-store"), "{ok}");
+    assert!(
+        ok.to_ascii_lowercase().contains("cache-control: no-store"),
+        "{ok}"
+    );
     let s = body(&ok);
     assert_eq!(s["doc"], "default");
     // alice's hello, her two writes, and the relay's own messages: each
@@ -80,10 +90,17 @@ async fn the_status_route_needs_the_token_and_tells_the_log_position_storage_and
     let module = http(&relay, &get("/inspector/browser.mjs")).await;
     assert!(module.starts_with("HTTP/1.1 200"), "{module}");
     assert!(module.contains("text/javascript"), "{module}");
-    for path in ["/inspector/../Cargo.toml", "/inspector/web/../browser.mjs", "/inspector/index.cjs"] {
+    for path in [
+        "/inspector/../Cargo.toml",
+        "/inspector/web/../browser.mjs",
+        "/inspector/index.cjs",
+    ] {
         let r = http(&relay, &get(path)).await;
         assert!(r.starts_with("HTTP/1.1 404"), "{path}: {r}");
     }
-    alice.close(std::time::Duration::from_secs(5)).await.unwrap();
+    alice
+        .close(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(relay_panics(), 0);
 }
