@@ -50,7 +50,7 @@ async fn page(
     UrlPath(doc): UrlPath<String>,
     uri: Uri,
 ) -> Response {
-    if let Err(refused) = authorize(&shared, &uri) {
+    if let Some(refused) = refusal(&shared, &uri) {
         return refused;
     }
     if !valid_name(&doc) {
@@ -73,7 +73,7 @@ async fn status(
     UrlPath(doc): UrlPath<String>,
     uri: Uri,
 ) -> Response {
-    if let Err(refused) = authorize(&shared, &uri) {
+    if let Some(refused) = refusal(&shared, &uri) {
         return refused;
     }
     if !valid_name(&doc) {
@@ -134,12 +134,11 @@ async fn asset(State(shared): State<Arc<Shared>>, UrlPath(file): UrlPath<String>
         .into_response()
 }
 
-/// Checks the query's token against the relay's: 401 without one, 403
-/// with a wrong one (anybody may look when the relay has no token).
-fn authorize(shared: &Shared, uri: &Uri) -> Result<(), Response> {
-    let Some(expected) = &shared.config.token else {
-        return Ok(());
-    };
+/// Checks the query's token against the relay's: the refusal, 401
+/// without one and 403 with a wrong one (anybody may look when the relay
+/// has no token).
+fn refusal(shared: &Shared, uri: &Uri) -> Option<Response> {
+    let expected = shared.config.token.as_ref()?;
     let given = uri
         .query()
         .unwrap_or("")
@@ -157,12 +156,12 @@ fn authorize(shared: &Shared, uri: &Uri) -> Result<(), Response> {
         r
     };
     match given {
-        None => Err(refuse(
+        None => Some(refuse(
             StatusCode::UNAUTHORIZED,
             "the inspector needs the relay's token",
         )),
-        Some(Some(t)) if same_secret(&t, expected.as_bytes()) => Ok(()),
-        Some(_) => Err(refuse(StatusCode::FORBIDDEN, "wrong token")),
+        Some(Some(t)) if same_secret(&t, expected.as_bytes()) => None,
+        Some(_) => Some(refuse(StatusCode::FORBIDDEN, "wrong token")),
     }
 }
 
