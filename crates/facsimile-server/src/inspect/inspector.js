@@ -366,6 +366,10 @@ try {
   });
   node.on('ready', changed);
   setInterval(() => {
+    const c = node.connection;
+    const live = c.status === 'connected';
+    state.textContent = live ? 'live (read-only)' : `${c.status}${c.error ? `: ${c.error.message}` : ''}`;
+    state.className = live ? 'live' : 'down';
     stale.tables = true;
     schedule();
     pollStatus();
