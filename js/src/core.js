@@ -952,6 +952,7 @@ function createFacsimile(wasm, { platform }) {
       };
       this._rootValid = false;
       this._root = undefined;
+      this._origin = undefined; // of the change being dispatched
       this._entries = [];
       this._registry = new FinalizationRegistry((e) => this._finalize(e));
       this._listeners = { change: [], root_changed: [], ready: [], lock: [] };
@@ -1370,6 +1371,7 @@ function createFacsimile(wasm, { platform }) {
           this._onChange(ev);
           break;
         case 'root': {
+          this._origin = ev.origin;
           this._discard(ev.old);
           if (this._listeners.root_changed.length === 0) {
             this._discard(ev.new);
@@ -1433,6 +1435,7 @@ function createFacsimile(wasm, { platform }) {
       }
       const target = this._wrap(tv[0], h);
       const prop = ev.prop;
+      this._origin = ev.origin;
       const nv = this._value(ev.new);
       const ov = this._value(ev.old);
       for (const l of global) {
@@ -1888,6 +1891,49 @@ function createFacsimile(wasm, { platform }) {
     /** For tests: the objects this node's engine holds. */
     _objectCount() {
       return this._engine.object_count();
+    }
+
+    /**
+     * For the inspector: the members, with when each was last heard on
+     * this node's clock (ms, `null` before its first check) and how long
+     * ago that was.
+     */
+    _peers() {
+      const now = this._time();
+      return this._engine.peers().map((p) => ({ ...p, silentFor: p.lastHeard === null ? null : now - p.lastHeard }));
+    }
+
+    /**
+     * For the inspector: every lock queue known here, `{ target, queue:
+     * [{ hostname, incarnation, token }], lastToken }`, the holder (or the
+     * next holder) first; a token is `null` while its grant is unknown here.
+     */
+    _locks() {
+      return this._engine.locks().map((e) => ({ target: this._value(e.target), queue: e.queue, lastToken: e.lastToken }));
+    }
+
+    /**
+     * For the inspector: the rows of the tree with the objects at
+     * `expanded` (JSON pointers) open and those less than `openDepth` deep,
+     * each object only at its first place, and the place of each of
+     * `objects` (see the engine's `tree`).
+     */
+    _tree(expanded, openDepth, objects) {
+      const wanted = Uint32Array.from(objects, (o) => this._own(o)._h);
+      return JSON.parse(this._engine.tree(expanded, openDepth, wanted));
+    }
+
+    /** For the inspector: the place (a JSON pointer, or null) of each of `objects`. */
+    _placesOf(objects) {
+      return JSON.parse(this._engine.places_of(Uint32Array.from(objects, (o) => this._own(o)._h)));
+    }
+
+    /**
+     * For the inspector, inside a 'change' listener: who made the change
+     * (a hostname; `null` for this node).
+     */
+    _changeOrigin() {
+      return this._origin;
     }
 
     /** For tests: the bytes of the engine's memory (shared by every node). */

@@ -95,6 +95,47 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print the URL of the relay's live inspector for a document (its
+    /// tree, changes, peers, locks and storage, in a browser). Opens
+    /// nothing and connects to nothing.
+    Inspect {
+        /// The relay's address, HOST:PORT.
+        addr: String,
+        /// The document to inspect.
+        #[arg(long, default_value = "default", value_name = "NAME")]
+        doc: String,
+        /// The relay's shared token (it ends up in the URL).
+        #[arg(long, env = "FACSIMILE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The relay serves TLS: an https:// URL.
+        #[arg(long)]
+        tls: bool,
+    },
+}
+
+/// The inspector's URL for a document of the relay at `addr`.
+fn inspector_url(addr: &str, doc: &str, token: Option<&str>, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let mut url = format!("{scheme}://{addr}/inspect/{}", encode(doc));
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        url.push_str("?token=");
+        url.push_str(&encode(t));
+    }
+    url
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters.
+fn encode(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// How a client command connects.
@@ -149,6 +190,16 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Inspect {
+        addr,
+        doc,
+        token,
+        tls,
+    } = &cli.command
+    {
+        println!("{}", inspector_url(addr, doc, token.as_deref(), *tls));
+        return ExitCode::SUCCESS;
+    }
     let default_level = match (&cli.command, cli.verbose) {
         (_, 2..) => "debug",
         (_, 1) => "info",
@@ -202,6 +253,7 @@ fn main() -> ExitCode {
                 wait,
                 client,
             } => client::lock(&addr, &path, &command, wait, &client).await,
+            Command::Inspect { .. } => Ok(0),
         }
     });
     // Background tasks (reconnection, timers) must not hold the exit.
@@ -212,5 +264,30 @@ fn main() -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inspector_url_names_the_document_and_carries_the_token_encoded() {
+        assert_eq!(
+            inspector_url("127.0.0.1:7878", "default", Some("s3cret"), false),
+            "http://127.0.0.1:7878/inspect/default?token=s3cret"
+        );
+        assert_eq!(
+            inspector_url("relay:443", "inv-2", Some("a b&c/d"), true),
+            "https://relay:443/inspect/inv-2?token=a%20b%26c%2Fd"
+        );
+        assert_eq!(
+            inspector_url("h:1", "d", Some(""), false),
+            "http://h:1/inspect/d"
+        );
+        assert_eq!(
+            inspector_url("h:1", "d", None, false),
+            "http://h:1/inspect/d"
+        );
     }
 }

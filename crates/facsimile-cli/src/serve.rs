@@ -51,6 +51,11 @@ pub(crate) struct ServeArgs {
     /// heartbeat every second).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     peer_timeout: f64,
+    /// The JavaScript package's browser build (`js/dist`) that the
+    /// inspector pages run on (default: the source tree's, as built by
+    /// `cd js && npm ci && npm run build`).
+    #[arg(long, value_name = "DIR", default_value = facsimile_server::DEFAULT_INSPECTOR_ASSETS, hide_default_value = true)]
+    inspector_assets: PathBuf,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -60,6 +65,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         .max_clients(args.max_clients.max(1))
         .client_queue(args.max_queue)
         .compact_bytes(args.compact_bytes)
+        .inspector_assets(&args.inspector_assets)
         .failure_detection(
             Duration::from_secs(1).min(Duration::from_secs_f64(args.peer_timeout / 3.0)),
             Duration::from_secs_f64(args.peer_timeout.max(0.1)),

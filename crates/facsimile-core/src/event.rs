@@ -1,6 +1,8 @@
 //! What a replica reports: changes, root replacements, sync completion,
 //! membership and lock events, pulled with [`crate::Replica::poll_event`].
 
+use std::time::Duration;
+
 #[allow(unused_imports)] // doc links
 use crate::Replica;
 use crate::value::{ObjectId, PeerId, Prop, Value};
@@ -117,6 +119,35 @@ impl LockEvent {
             | LockEvent::Refused { object } => *object,
         }
     }
+}
+
+/// A member as this replica sees it, for inspection
+/// ([`crate::Replica::peers`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The member.
+    pub peer: PeerId,
+    /// When it was last heard from, on the clock the replica is given
+    /// (`handle_timeout`'s `now`), as of the last time check; `None` when
+    /// failure detection is off or no check has passed since it was first
+    /// heard.
+    pub last_heard: Option<Duration>,
+}
+
+/// One object's lock queue as this replica knows it, for inspection
+/// ([`crate::Replica::lock_table`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockEntry {
+    /// The locked (or requested) object.
+    pub object: ObjectId,
+    /// The requests in queue order: the first holds the lock or is next
+    /// to; each with its fencing token when its grant is known here (a
+    /// grant is known to its holder at once, to others once the holder
+    /// acknowledges a later request).
+    pub queue: Vec<(PeerId, Option<u64>)>,
+    /// The highest fencing token known here for the object; the next grant
+    /// gets a higher one.
+    pub last_token: u64,
 }
 
 /// Whether this replica holds, waits for or has nothing to do with a lock.

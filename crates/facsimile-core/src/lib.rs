@@ -70,7 +70,7 @@ pub use codec::{VERSION, WireFormat};
 pub use config::Config;
 pub use envelope::Envelope;
 pub use error::{Error, ReceiveError};
-pub use event::{Change, Event, LockEvent, LockState, Origin};
+pub use event::{Change, Event, LockEntry, LockEvent, LockState, Origin, PeerInfo};
 pub use outbox::Transmit;
 pub use replica::Replica;
 pub use value::{Input, ObjectId, ObjectKind, PeerId, Prop, Succession, Value};

@@ -53,6 +53,12 @@ impl Membership {
         self.members.iter().copied()
     }
 
+    /// When `p` was last heard from, as of the last time check (`None`
+    /// before the first check that followed its first message).
+    pub(crate) fn last_heard(&self, p: PeerIdx) -> Option<Duration> {
+        self.last_heard.get(&p).copied()
+    }
+
     /// Makes `p` a member unless it departed; reports a newcomer. Returns
     /// whether it is new.
     pub(crate) fn admit(&mut self, p: PeerIdx, peers: &Peers, events: &mut Events) -> bool {

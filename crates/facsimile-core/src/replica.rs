@@ -18,7 +18,7 @@ use crate::codec::{self, VERSION};
 use crate::config::Config;
 use crate::doc::{Applied, Doc};
 use crate::error::{Error, ReceiveError};
-use crate::event::{Event, LockState, Origin};
+use crate::event::{Event, LockEntry, LockState, Origin, PeerInfo};
 use crate::gc::{self, PassContext};
 use crate::locks::{Locks, Refusal};
 use crate::membership::Membership;
@@ -129,6 +129,42 @@ impl Replica {
             .collect();
         m.sort();
         m
+    }
+
+    /// The members with when each was last heard from, sorted by peer.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let mut m: Vec<PeerInfo> = self
+            .members
+            .iter()
+            .map(|p| PeerInfo {
+                peer: self.peers.get(p).clone(),
+                last_heard: self.members.last_heard(p),
+            })
+            .collect();
+        m.sort_by(|a, b| a.peer.cmp(&b.peer));
+        m
+    }
+
+    /// Every lock queue known here (held, granted or waited for), sorted
+    /// by object.
+    pub fn lock_table(&self) -> Vec<LockEntry> {
+        let mut t: Vec<_> = self.locks.table().collect();
+        // By creation stamp: the same order on every replica.
+        t.sort_by(|a, b| {
+            a.0.counter
+                .cmp(&b.0.counter)
+                .then_with(|| self.peers.get(a.0.peer).cmp(self.peers.get(b.0.peer)))
+        });
+        t.into_iter()
+            .map(|(obj, reqs, last_token)| LockEntry {
+                object: ObjectId(obj),
+                queue: reqs
+                    .iter()
+                    .map(|r| (self.peers.get(r.stamp.peer).clone(), r.held))
+                    .collect(),
+                last_token,
+            })
+            .collect()
     }
 
     // ---------------------------------------------------------------- reads

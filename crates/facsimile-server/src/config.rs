@@ -31,7 +31,13 @@ pub struct ServerConfig {
     pub(crate) heartbeat: Duration,
     pub(crate) peer_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) inspector_assets: PathBuf,
 }
+
+/// Where the inspector's assets (the JavaScript package's browser build)
+/// are by default: the `js/dist` directory of the source tree the relay
+/// was built from.
+pub const DEFAULT_INSPECTOR_ASSETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../js/dist");
 
 /// The default address: port 7878 on loopback.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -50,6 +56,7 @@ impl Default for ServerConfig {
             heartbeat: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            inspector_assets: PathBuf::from(DEFAULT_INSPECTOR_ASSETS),
         }
     }
 }
@@ -163,6 +170,20 @@ impl ServerConfig {
     pub fn failure_detection(mut self, heartbeat: Duration, timeout: Duration) -> Self {
         self.heartbeat = heartbeat;
         self.peer_timeout = timeout;
+        self
+    }
+
+    /// The directory holding the JavaScript package's browser build
+    /// (`browser.mjs` and `web/`, made by `cd js && npm ci && npm run
+    /// build`), which the inspector page at `/inspect/DOC` runs on
+    /// (default: [`DEFAULT_INSPECTOR_ASSETS`]). Read when requested, so a
+    /// rebuild needs no restart; without it the page says how to build it.
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().inspector_assets("/opt/facsimile/js/dist");
+    /// ```
+    pub fn inspector_assets(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.inspector_assets = dir.into();
         self
     }
 }

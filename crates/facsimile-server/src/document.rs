@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use facsimile::net::protocol::{ClientHello, Down, ServerHello, Up};
 use facsimile_core::{Config, Envelope, Event, PeerId, Replica};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
@@ -73,6 +73,39 @@ pub(crate) enum Cmd {
     Leave { conn: ConnId, reason: String },
     /// The timer the document armed is due.
     Tick,
+    /// The inspector asks where the document stands.
+    Status(oneshot::Sender<DocStatus>),
+}
+
+/// Where a document stands, for the inspector: what the thread knows
+/// without any IO but a file's size.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DocStatus {
+    pub(crate) doc: String,
+    /// The last position in the log, and the last one on disk.
+    pub(crate) position: u64,
+    pub(crate) committed: u64,
+    /// Where the log starts: the position the snapshot covers.
+    pub(crate) snapshot_position: u64,
+    pub(crate) durable: bool,
+    pub(crate) snapshot_bytes: u64,
+    pub(crate) log_bytes: u64,
+    pub(crate) objects: usize,
+    pub(crate) clients: Vec<ClientStatus>,
+}
+
+/// One connected client, for the inspector.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ClientStatus {
+    pub(crate) hostname: String,
+    pub(crate) addr: String,
+    pub(crate) read_only: bool,
+    /// Frames received from it.
+    pub(crate) frames_in: u64,
+    /// The last position queued for it.
+    pub(crate) sent_upto: u64,
 }
 
 /// When the replica's next timer is due, as the document thread last armed
@@ -355,6 +388,10 @@ impl Doc {
                     self.drop_client(conn);
                 }
             }
+            Cmd::Status(reply) => {
+                let _ = reply.send(self.status());
+                return;
+            }
             Cmd::Tick => {
                 let now = self.epoch.elapsed();
                 if self.replica.poll_timeout().is_some_and(|at| now >= at) {
@@ -363,6 +400,32 @@ impl Doc {
             }
         }
         self.drain_replica();
+    }
+
+    fn status(&self) -> DocStatus {
+        let mut clients: Vec<ClientStatus> = self
+            .clients
+            .values()
+            .map(|c| ClientStatus {
+                hostname: c.hostname.clone(),
+                addr: c.addr.to_string(),
+                read_only: c.read_only,
+                frames_in: c.frames_in,
+                sent_upto: c.sent_upto,
+            })
+            .collect();
+        clients.sort_by(|a, b| (&a.hostname, &a.addr).cmp(&(&b.hostname, &b.addr)));
+        DocStatus {
+            doc: self.name.clone(),
+            position: self.head,
+            committed: self.committed,
+            snapshot_position: self.tail_base,
+            durable: self.store.is_durable(),
+            snapshot_bytes: self.store.snapshot_bytes(),
+            log_bytes: self.store.log_bytes(),
+            objects: self.replica.object_count(),
+            clients,
+        }
     }
 
     fn join(&mut self, conn: ConnId, hello: ClientHello, addr: SocketAddr, out: Outbox) {

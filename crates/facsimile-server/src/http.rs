@@ -1,8 +1,8 @@
 //! HTTP on the relay's port: WebSocket upgrades at `/` join a document
 //! like TCP clients do; other requests get a short page or a 404.
 //!
-//! The router is where pages of the relay go (an inspector per document
-//! would be `/inspect/{doc}`).
+//! The router is where pages of the relay go: the inspector of each
+//! document is at `/inspect/{doc}` (see [`crate::inspect`]).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,7 @@ struct Conn {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(root))
+        .merge(crate::inspect::routes())
         .fallback(not_found)
         .with_state(shared)
 }

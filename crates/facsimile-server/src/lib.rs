@@ -36,16 +36,20 @@
 //! - Hardening: a connection limit, a frame size limit, a shared token
 //!   compared in constant time, optional TLS, and a reason in the log for
 //!   every refusal and disconnection.
+//! - A live inspector of each document at `/inspect/{doc}?token=…` (a page
+//!   on the JavaScript package, joined read-only) with the relay's side at
+//!   `/inspect/{doc}/status`; see [`ServerConfig::inspector_assets`].
 #![forbid(unsafe_code)]
 
 mod config;
 mod document;
 mod http;
+mod inspect;
 mod server;
 mod store;
 pub mod tls;
 mod transport;
 
-pub use config::{DEFAULT_LISTEN, ServerConfig};
+pub use config::{DEFAULT_INSPECTOR_ASSETS, DEFAULT_LISTEN, ServerConfig};
 pub use document::Recovery;
 pub use server::Server;

@@ -282,6 +282,15 @@ impl Shared {
         .await;
     }
 
+    /// The channel of a document that is open (every document on disk is).
+    pub(crate) fn open_doc_channel(&self, name: &str) -> Option<mpsc::Sender<Cmd>> {
+        self.docs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
     /// Opens a document's thread and its timer, once; returns its channel
     /// when it is recovered.
     fn open_doc(self: &Arc<Self>, name: &str) -> io::Result<mpsc::Sender<Cmd>> {
@@ -336,7 +345,7 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 /// Compares two secrets in time independent of where they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 

@@ -162,6 +162,13 @@ impl Store {
         self.dir.is_some()
     }
 
+    /// Size of the snapshot file on disk (0 without one).
+    pub(crate) fn snapshot_bytes(&self) -> u64 {
+        self.dir.as_ref().map_or(0, |d| {
+            fs::metadata(d.join("snapshot")).map_or(0, |m| m.len())
+        })
+    }
+
     /// Size of the log, committed or not.
     pub(crate) fn log_bytes(&self) -> u64 {
         self.log_bytes + self.buf.len() as u64

@@ -248,6 +248,17 @@ impl Locks {
 
     /// The peer that holds or heads the queue of `obj`, and its token when
     /// a grant is known here.
+    /// Every queue known here, in no particular order: the object, its
+    /// requests in queue order (the head holds or is next), and the highest
+    /// fencing token known for it.
+    pub(crate) fn table(&self) -> impl Iterator<Item = (Id, &[LockReq], u64)> + '_ {
+        let q = self.queues();
+        q.queues.iter().map(|(obj, reqs)| {
+            let last = q.last_token.get(obj).copied().unwrap_or(0);
+            (*obj, reqs.as_slice(), last)
+        })
+    }
+
     pub(crate) fn holder(&self, obj: ObjectId) -> Option<(PeerIdx, Option<u64>)> {
         self.queues()
             .head(obj.0)

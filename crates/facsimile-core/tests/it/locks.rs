@@ -362,3 +362,57 @@ fn nobody_starves_under_continuous_contention() {
         "grants per replica: {grants:?}"
     );
 }
+
+#[test]
+fn every_replica_shows_the_lock_table_and_when_it_last_heard_each_member() {
+    let config = Config::default().failure_detection(HEARTBEAT, TIMEOUT);
+    let mut sim = Sim::with_config(3, 3, config);
+    sim.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
+    sim.run();
+    let root = |sim: &mut Sim, i: usize| sim.replica(i).root().as_ref_id().unwrap();
+    let o0 = root(&mut sim, 0);
+    sim.with(0, |r| r.lock(o0, true)).unwrap();
+    sim.run();
+    let LockState::Held(token) = sim.replica(0).lock_state(o0) else {
+        panic!("r0 holds the lock");
+    };
+    let o1 = root(&mut sim, 1);
+    sim.with(1, |r| r.lock(o1, true)).unwrap();
+    sim.run();
+    // r2 only watches: it learns the queue, and r0's token from r0's
+    // acknowledgement of r1's request.
+    let table = sim.replica(2).lock_table();
+    assert_eq!(table.len(), 1);
+    assert_eq!(table[0].object, root(&mut sim, 2));
+    let queue: Vec<(&str, Option<u64>)> = table[0]
+        .queue
+        .iter()
+        .map(|(p, t)| (p.hostname(), *t))
+        .collect();
+    assert_eq!(queue, [("r0", Some(token)), ("r1", None)]);
+    assert_eq!(table[0].last_token, token);
+
+    sim.advance(HEARTBEAT);
+    sim.run();
+    let peers = sim.replica(2).peers();
+    let names: Vec<&str> = peers.iter().map(|p| p.peer.hostname()).collect();
+    assert_eq!(names, ["r0", "r1"]);
+    assert!(peers.iter().all(|p| p.last_heard.is_some()), "{peers:?}");
+    sim.crash(0);
+    for _ in 0..3 {
+        sim.advance(HEARTBEAT);
+        sim.run();
+    }
+    let peers = sim.replica(2).peers();
+    let heard = |name: &str| {
+        peers
+            .iter()
+            .find(|p| p.peer.hostname() == name)
+            .and_then(|p| p.last_heard)
+            .unwrap()
+    };
+    assert!(
+        heard("r0") < heard("r1"),
+        "a crashed member was heard last before the live one: {peers:?}"
+    );
+}

@@ -94,7 +94,7 @@ async fn websocket_and_tcp_clients_mirror_one_document() {
 
 /// Sends one HTTP/1.1 request and returns its response: the head and a
 /// body of the announced length.
-async fn http(relay: &Relay, request: &str) -> String {
+pub(crate) async fn http(relay: &Relay, request: &str) -> String {
     let mut s = TcpStream::connect(relay.addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
@@ -138,7 +138,7 @@ async fn http_requests_that_are_not_upgrades_get_http_answers() {
     assert!(page.contains("one binary message per frame"), "{page}");
     let missing = http(
         &relay,
-        "GET /inspect/default HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        "GET /nothing/here HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");

@@ -1,0 +1,106 @@
+//! The inspector's routes: behind the token, the document's status as the
+//! relay sees it, the page only where the package's build is.
+
+use serde_json::json;
+
+use crate::support::*;
+use crate::websocket::http;
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+}
+
+fn body(response: &str) -> serde_json::Value {
+    let (_, body) = response.split_once("\r\n\r\n").expect("a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_route_needs_the_token_and_tells_the_log_position_storage_and_clients() {
+    let assets = tempfile::tempdir().unwrap();
+    let relay = Relay::start(|c| c.inspector_assets(assets.path())).await;
+    let alice = tcp_node(&relay, "alice").await;
+    alice.node().set_root(json!({"a": {"b": [1, 2]}})).unwrap();
+    alice.node().set_path("/a/c", 3).unwrap();
+    alice.flush().await.unwrap();
+
+    for (path, status) in [
+        ("/inspect/default/status", "401"),
+        ("/inspect/default/status?token=", "403"),
+        ("/inspect/default/status?token=wrong", "403"),
+        ("/inspect/default/status?token=test-token%", "403"),
+        ("/inspect/default/status?other=1&token=test-tokenx", "403"),
+        ("/inspect/default", "401"),
+        ("/inspect/default?token=wrong", "403"),
+    ] {
+        let r = http(&relay, &get(path)).await;
+        assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {r}");
+        assert!(
+            !r.contains("alice"),
+            "{path} tells nothing of the document: {r}"
+        );
+        assert!(r.contains("token"), "{path} says what is missing: {r}");
+    }
+
+    let ok = http(
+        &relay,
+        &get("/inspect/default/status?x=1&token=test%2Dtoken"),
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(
+        ok.to_ascii_lowercase().contains("cache-control: no-store"),
+        "{ok}"
+    );
+    let s = body(&ok);
+    assert_eq!(s["doc"], "default");
+    // alice's hello, her two writes, and the relay's own messages: each
+    // write is one position of the log, all of them on disk.
+    let position = s["position"].as_u64().unwrap();
+    assert!(position >= 3, "{s}");
+    assert_eq!(s["committed"].as_u64(), Some(position), "{s}");
+    assert_eq!(s["durable"], true);
+    assert!(s["logBytes"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["snapshotBytes"], 0, "no compaction yet: {s}");
+    assert_eq!(s["objects"], 3, "{s}");
+    let clients = s["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{s}");
+    assert_eq!(clients[0]["hostname"], "alice");
+    assert_eq!(clients[0]["readOnly"], false);
+
+    alice.node().set_path("/a/c", 4).unwrap();
+    alice.flush().await.unwrap();
+    let later = body(&http(&relay, &get("/inspect/default/status?token=test-token")).await);
+    assert!(later["position"].as_u64().unwrap() > position, "{later}");
+
+    let unknown = http(&relay, &get("/inspect/nobody/status?token=test-token")).await;
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    let bad = http(&relay, &get("/inspect/..%2Fx/status?token=test-token")).await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+
+    // The package's build is not in the assets directory: the page says
+    // how to build it, and no file outside the list is served.
+    let page = http(&relay, &get("/inspect/default?token=test-token")).await;
+    assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+    assert!(page.contains("npm run build"), "{page}");
+    std::fs::write(assets.path().join("browser.mjs"), "export default 1;").unwrap();
+    let page = http(&relay, &get("/inspect/default?token=test-token")).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("/inspector/inspector.js"), "{page}");
+    let module = http(&relay, &get("/inspector/browser.mjs")).await;
+    assert!(module.starts_with("HTTP/1.1 200"), "{module}");
+    assert!(module.contains("text/javascript"), "{module}");
+    for path in [
+        "/inspector/../Cargo.toml",
+        "/inspector/web/../browser.mjs",
+        "/inspector/index.cjs",
+    ] {
+        let r = http(&relay, &get(path)).await;
+        assert!(r.starts_with("HTTP/1.1 404"), "{path}: {r}");
+    }
+    alice
+        .close(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(relay_panics(), 0);
+}
