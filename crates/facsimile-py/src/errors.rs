@@ -30,6 +30,10 @@ create_exception!(facsimile, ClosedError, NetError, "The connection is closed.")
 create_exception!(facsimile, WritesLostError, NetError, "Unacknowledged writes were dropped (the node was evicted, or the log refused them).");
 create_exception!(facsimile, NetTimeoutError, NetError, "Something took longer than its timeout.");
 
+/// The Rust message names `set_sender`; a Python node assigns `send`.
+const NO_TRANSPORT: &str =
+    "this node has no transport: assign node.send (or use facsimile.connect) before writing";
+
 /// An engine refusal as the Python exception of the same meaning.
 fn engine(e: &EngineError, msg: String) -> PyErr {
     use EngineError as E;
@@ -51,7 +55,7 @@ fn engine(e: &EngineError, msg: String) -> PyErr {
 pub(crate) fn store(e: Error) -> PyErr {
     let msg = e.to_string();
     match &e {
-        Error::NoSender => NoTransportError::new_err(msg),
+        Error::NoSender => NoTransportError::new_err(NO_TRANSPORT),
         Error::Engine { error, .. } => engine(error, msg),
         Error::ForeignHandle(_) => ForeignHandleError::new_err(msg),
         Error::Cycle(_) => CycleError::new_err(msg),
@@ -72,7 +76,7 @@ pub(crate) fn lock(e: LockError) -> PyErr {
         LockError::NotLocked { .. } => NotLockedError::new_err(msg),
         LockError::UnknownObject(_) => UnknownObjectError::new_err(msg),
         LockError::ForeignHandle => ForeignHandleError::new_err(msg),
-        LockError::NoSender => NoTransportError::new_err(msg),
+        LockError::NoSender => NoTransportError::new_err(NO_TRANSPORT),
         LockError::Syncing => SyncingError::new_err(msg),
         LockError::Evicted => EvictedError::new_err(msg),
         LockError::Lost { .. } => LockLostError::new_err(msg),

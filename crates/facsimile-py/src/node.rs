@@ -594,41 +594,6 @@ impl Facsimile {
         Ok(())
     }
 
-    /// Awaitable form of `lock`: `guard = await node.lock_async(obj)` or
-    /// `async with node.lock_async(obj) as guard:`. Cancelling the waiting
-    /// task withdraws the request.
-    fn lock_async<'py>(slf: &Bound<'py, Self>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let aio = slf.py().import("facsimile._aio")?;
-        aio.getattr("PendingLockAwaitable")?.call1((slf, obj, true))
-    }
-
-    /// Awaitable form of `request`: raises LockedError at once when another
-    /// node holds or waits for the lock.
-    fn request_async<'py>(slf: &Bound<'py, Self>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let aio = slf.py().import("facsimile._aio")?;
-        aio.getattr("PendingLockAwaitable")?.call1((slf, obj, false))
-    }
-
-    /// An async iterator of this node's changes, for asyncio code (call it
-    /// with a running loop): `async for change in node.changes(): ...`.
-    fn changes<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("facsimile._aio")?.getattr("Changes")?.call1((slf,))
-    }
-
-    /// Reads the store as `cls` (a dataclass or a pydantic model; taken
-    /// from the annotation of `fn`'s parameter when not given; plain data
-    /// without either), calls `fn` on it, and sends only the writes that
-    /// make the store hold the result: nothing for unchanged fields, one
-    /// write per changed field, one insert per appended element, as one
-    /// message. `fn` mutates its argument or returns a new value; it may run
-    /// again when a message arrived meanwhile.
-    #[pyo3(signature = (f, cls=None))]
-    fn update<'py>(slf: &Bound<'py, Self>, f: &Bound<'py, PyAny>, cls: Option<&Bound<'py, PyAny>>) -> PyResult<()> {
-        let typed = slf.py().import("facsimile._typed")?;
-        typed.getattr("update")?.call1((slf, f, cls))?;
-        Ok(())
-    }
-
     /// Waits until every message this node sent before is acknowledged by
     /// the relay (on its disk) or the log. Connected nodes only; releases
     /// the GIL while it waits.
