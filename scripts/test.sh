@@ -27,6 +27,21 @@ for features in tcp nats ""; do
     cargo clippy -p facsimile --all-targets --no-default-features --features "$features" -- -D warnings
 done
 cargo test --workspace --all-features --release
+# The Python package: a venv under target/ with maturin, pytest, hypothesis
+# and pydantic (installed once), the package built from source by maturin
+# through pip, then its tests, which start the relay and the Rust stdio
+# peer built here.
+venv=target/py-venv
+py_tools='maturin>=1.7,<2 pytest hypothesis pydantic'
+if [ "$(cat "$venv/.tools" 2>/dev/null)" != "$py_tools" ]; then
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086 # one argument per requirement
+    "$venv/bin/pip" install --quiet $py_tools
+    echo "$py_tools" >"$venv/.tools"
+fi
+cargo build --release -p facsimile-cli --bin facsimile -p facsimile --example stdio_peer
+PATH="$PWD/$venv/bin:$PATH" "$venv/bin/pip" install --quiet --no-build-isolation ./crates/facsimile-py
+(cd crates/facsimile-py && "../../$venv/bin/python" -m pytest -q tests)
 # The JavaScript package: the engine built for WebAssembly (the wasm target
 # and wasm-bindgen-cli are installed under target/ when missing), then its
 # tests in Node.js and in Chromium.

@@ -161,7 +161,7 @@ impl PendingLock {
 /// A granted lock: exclusive write permission on one object until
 /// released. A context manager (`with node.lock(obj) as guard:`); leaving
 /// the block releases it.
-#[pyclass(module = "facsimile", frozen)]
+#[pyclass(module = "facsimile", frozen, weakref)]
 pub(crate) struct LockGuard {
     node: Node,
     /// The proxy of the locked object.

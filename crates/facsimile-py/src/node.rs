@@ -260,7 +260,7 @@ fn store_listener(weak: Weak<Shared>, id: u64) -> impl Fn(&facsimile::Value) + S
 }
 
 /// One effective change to one object, local or remote.
-#[pyclass(module = "facsimile", frozen)]
+#[pyclass(module = "facsimile", frozen, weakref)]
 pub(crate) struct Change {
     /// The proxy of the object that changed.
     #[pyo3(get)]

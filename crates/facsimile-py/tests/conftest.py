@@ -147,6 +147,7 @@ def python_child(code, *args):
     """A Python child process running `code` with this interpreter."""
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

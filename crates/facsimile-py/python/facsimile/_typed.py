@@ -49,23 +49,33 @@ def _from_plain(tp, data):
     return data
 
 
-def _to_plain(value):
-    """An instance as plain data; a None field is an absent key, as in the
-    Rust crate's typed layout."""
+def _to_plain(value, old=None):
+    """An instance as plain data, over `old` (the plain data it was read
+    from): keys its type does not declare are kept, and a None field is an
+    absent key, as in the Rust crate's typed layout."""
     if _is_pydantic(type(value)):
-        return {k: _to_plain(v) for k, v in value.model_dump(mode="python").items() if v is not None}
+        fields = {k: getattr(value, k) for k in type(value).model_fields}
+        return _fields_to_plain(fields, old)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {}
-        for f in dataclasses.fields(value):
-            v = getattr(value, f.name)
-            if v is not None:
-                out[f.name] = _to_plain(v)
-        return out
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _fields_to_plain(fields, old)
     if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
+        old = old if isinstance(old, dict) else {}
+        return {k: _to_plain(v, old.get(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
+        old = old if isinstance(old, list) else []
+        return [_to_plain(v, old[i] if i < len(old) else None) for i, v in enumerate(value)]
     return value
+
+
+def _fields_to_plain(fields, old):
+    out = dict(old) if isinstance(old, dict) else {}
+    for name, v in fields.items():
+        if v is None:
+            out.pop(name, None)
+        else:
+            out[name] = _to_plain(v, out.get(name))
+    return out
 
 
 def update(self, fn, cls=None):
@@ -88,6 +98,6 @@ def update(self, fn, cls=None):
     def run(plain):
         state = _from_plain(cls, plain)
         result = fn(state)
-        return _to_plain(state if result is None else result)
+        return _to_plain(state if result is None else result, plain)
 
     self._update_json(run)
