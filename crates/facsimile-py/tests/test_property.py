@@ -100,7 +100,7 @@ actions = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(3, 5), actions)
 def test_python_and_rust_nodes_converge(n, steps):
     rust = RustPeer(RUST)
