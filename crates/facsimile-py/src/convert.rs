@@ -5,7 +5,9 @@
 use facsimile::{Input, Value};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
+};
 
 use crate::node::Facsimile;
 use crate::proxy::{ListProxy, MapProxy};
@@ -71,13 +73,19 @@ fn input(x: &Bound<'_, PyAny>, path: &mut Vec<usize>) -> PyResult<Input> {
     }
     if let Ok(l) = x.cast::<PyList>() {
         enter(x, path)?;
-        let items = l.iter().map(|v| input(&v, path)).collect::<PyResult<Vec<_>>>()?;
+        let items = l
+            .iter()
+            .map(|v| input(&v, path))
+            .collect::<PyResult<Vec<_>>>()?;
         path.pop();
         return Ok(Input::array(items));
     }
     if let Ok(t) = x.cast::<PyTuple>() {
         enter(x, path)?;
-        let items = t.iter().map(|v| input(&v, path)).collect::<PyResult<Vec<_>>>()?;
+        let items = t
+            .iter()
+            .map(|v| input(&v, path))
+            .collect::<PyResult<Vec<_>>>()?;
         path.pop();
         return Ok(Input::array(items));
     }
@@ -138,7 +146,9 @@ pub(crate) fn json_to_py(py: Python<'_>, v: &serde_json::Value) -> PyResult<Py<P
         J::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
         J::Number(n) => match n.as_i64() {
             Some(i) => i.into_pyobject(py)?.into_any().unbind(),
-            None => PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN)).into_any().unbind(),
+            None => PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN))
+                .into_any()
+                .unbind(),
         },
         J::String(s) => PyString::new(py, s).into_any().unbind(),
         J::Array(items) => {

@@ -9,26 +9,126 @@ use pyo3::exceptions::{PyException, PyIndexError};
 use pyo3::prelude::*;
 use pyo3::{PyErr, create_exception};
 
-create_exception!(facsimile, FacsimileError, PyException, "Base class of every error of facsimile.");
-create_exception!(facsimile, NoTransportError, FacsimileError, "The node has no transport: assign `send` (or use `connect`) before writing.");
-create_exception!(facsimile, NotOwnerError, FacsimileError, "Another node holds the lock on the object written, or released.");
-create_exception!(facsimile, LockedError, FacsimileError, "Another node holds or waits for the lock (fail-fast `request`, array methods).");
-create_exception!(facsimile, NotLockedError, FacsimileError, "Nobody holds the lock being released.");
-create_exception!(facsimile, UnknownObjectError, FacsimileError, "The object is not in this node's document (never received, or reclaimed).");
-create_exception!(facsimile, WrongKindError, FacsimileError, "A map was used as an array, or the reverse.");
-create_exception!(facsimile, DetachedError, FacsimileError, "The object was removed from the document and cannot be referenced again.");
-create_exception!(facsimile, SyncingError, FacsimileError, "A sync is in progress; write once the node is ready.");
-create_exception!(facsimile, EvictedError, FacsimileError, "The peers evicted this node; it rejoins without its locks.");
-create_exception!(facsimile, LockLostError, FacsimileError, "The lock request was lost: this node was evicted or reloaded while it waited.");
-create_exception!(facsimile, ForeignHandleError, FacsimileError, "A proxy of another node was stored or locked on this node.");
-create_exception!(facsimile, CycleError, FacsimileError, "A tree was asked of a value that contains a cycle.");
-create_exception!(facsimile, ReceiveError, FacsimileError, "An incoming message was refused; the node is unchanged.");
-create_exception!(facsimile, TypeMismatchError, FacsimileError, "The store does not hold what a typed read or update expects.");
-create_exception!(facsimile, NetError, FacsimileError, "Connecting to a relay or NATS failed, or the connection did.");
-create_exception!(facsimile, ConnectError, NetError, "The relay or NATS server could not be reached, or refused the connection.");
-create_exception!(facsimile, ClosedError, NetError, "The connection is closed.");
-create_exception!(facsimile, WritesLostError, NetError, "Unacknowledged writes were dropped (the node was evicted, or the log refused them).");
-create_exception!(facsimile, NetTimeoutError, NetError, "Something took longer than its timeout.");
+create_exception!(
+    facsimile,
+    FacsimileError,
+    PyException,
+    "Base class of every error of facsimile."
+);
+create_exception!(
+    facsimile,
+    NoTransportError,
+    FacsimileError,
+    "The node has no transport: assign `send` (or use `connect`) before writing."
+);
+create_exception!(
+    facsimile,
+    NotOwnerError,
+    FacsimileError,
+    "Another node holds the lock on the object written, or released."
+);
+create_exception!(
+    facsimile,
+    LockedError,
+    FacsimileError,
+    "Another node holds or waits for the lock (fail-fast `request`, array methods)."
+);
+create_exception!(
+    facsimile,
+    NotLockedError,
+    FacsimileError,
+    "Nobody holds the lock being released."
+);
+create_exception!(
+    facsimile,
+    UnknownObjectError,
+    FacsimileError,
+    "The object is not in this node's document (never received, or reclaimed)."
+);
+create_exception!(
+    facsimile,
+    WrongKindError,
+    FacsimileError,
+    "A map was used as an array, or the reverse."
+);
+create_exception!(
+    facsimile,
+    DetachedError,
+    FacsimileError,
+    "The object was removed from the document and cannot be referenced again."
+);
+create_exception!(
+    facsimile,
+    SyncingError,
+    FacsimileError,
+    "A sync is in progress; write once the node is ready."
+);
+create_exception!(
+    facsimile,
+    EvictedError,
+    FacsimileError,
+    "The peers evicted this node; it rejoins without its locks."
+);
+create_exception!(
+    facsimile,
+    LockLostError,
+    FacsimileError,
+    "The lock request was lost: this node was evicted or reloaded while it waited."
+);
+create_exception!(
+    facsimile,
+    ForeignHandleError,
+    FacsimileError,
+    "A proxy of another node was stored or locked on this node."
+);
+create_exception!(
+    facsimile,
+    CycleError,
+    FacsimileError,
+    "A tree was asked of a value that contains a cycle."
+);
+create_exception!(
+    facsimile,
+    ReceiveError,
+    FacsimileError,
+    "An incoming message was refused; the node is unchanged."
+);
+create_exception!(
+    facsimile,
+    TypeMismatchError,
+    FacsimileError,
+    "The store does not hold what a typed read or update expects."
+);
+create_exception!(
+    facsimile,
+    NetError,
+    FacsimileError,
+    "Connecting to a relay or NATS failed, or the connection did."
+);
+create_exception!(
+    facsimile,
+    ConnectError,
+    NetError,
+    "The relay or NATS server could not be reached, or refused the connection."
+);
+create_exception!(
+    facsimile,
+    ClosedError,
+    NetError,
+    "The connection is closed."
+);
+create_exception!(
+    facsimile,
+    WritesLostError,
+    NetError,
+    "Unacknowledged writes were dropped (the node was evicted, or the log refused them)."
+);
+create_exception!(
+    facsimile,
+    NetTimeoutError,
+    NetError,
+    "Something took longer than its timeout."
+);
 
 /// The Rust message names `set_sender`; a Python node assigns `send`.
 const NO_TRANSPORT: &str =

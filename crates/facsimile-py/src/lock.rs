@@ -9,10 +9,10 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use facsimile::{LockFuture, Node};
+use pyo3::PyTraverseError;
 use pyo3::exceptions::{PyRuntimeError, PyTimeoutError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::PyTraverseError;
 
 use crate::errors;
 use crate::node::{Facsimile, refuse_on_io_thread};
@@ -40,7 +40,11 @@ struct LoopWaker {
 impl Wake for LoopWaker {
     fn wake(self: Arc<Self>) {
         Python::attach(|py| {
-            let r = self.event_loop.call_method1(py, "call_soon_threadsafe", (self.callback.clone_ref(py),));
+            let r = self.event_loop.call_method1(
+                py,
+                "call_soon_threadsafe",
+                (self.callback.clone_ref(py),),
+            );
             // A closed loop has nobody left to wake.
             drop(r);
         });
@@ -56,11 +60,19 @@ pub(crate) struct PendingLock {
 }
 
 impl PendingLock {
-    pub(crate) fn new(owner: &Bound<'_, Facsimile>, obj: &Bound<'_, PyAny>, wait: bool) -> PyResult<PendingLock> {
+    pub(crate) fn new(
+        owner: &Bound<'_, Facsimile>,
+        obj: &Bound<'_, PyAny>,
+        wait: bool,
+    ) -> PyResult<PendingLock> {
         let o = object_of(obj)?;
         let node = owner.get().node();
         let future = if wait { node.lock(o) } else { node.request(o) };
-        Ok(PendingLock { owner: owner.clone().unbind(), object: obj.clone().unbind(), future: Some(future) })
+        Ok(PendingLock {
+            owner: owner.clone().unbind(),
+            object: obj.clone().unbind(),
+            future: Some(future),
+        })
     }
 
     fn guard(&self, py: Python<'_>, g: facsimile::LockGuard) -> PyResult<Py<LockGuard>> {
@@ -77,7 +89,11 @@ impl PendingLock {
 
     /// Blocks this thread (the GIL released) until the lock is granted,
     /// refused, or `timeout` passes.
-    pub(crate) fn wait(mut self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Py<LockGuard>> {
+    pub(crate) fn wait(
+        mut self,
+        py: Python<'_>,
+        timeout: Option<Duration>,
+    ) -> PyResult<Py<LockGuard>> {
         let Some(mut future) = self.future.take() else {
             return Err(PyRuntimeError::new_err("the lock request was already used"));
         };
@@ -93,12 +109,17 @@ impl PendingLock {
         match r {
             Some(Ok(g)) => self.guard(py, g),
             Some(Err(e)) => Err(errors::lock(e)),
-            None => Err(PyTimeoutError::new_err("the lock was not granted in time; the request is withdrawn")),
+            None => Err(PyTimeoutError::new_err(
+                "the lock was not granted in time; the request is withdrawn",
+            )),
         }
     }
 }
 
-fn poll_once(future: &mut LockFuture, waker: &Waker) -> Poll<Result<facsimile::LockGuard, facsimile::LockError>> {
+fn poll_once(
+    future: &mut LockFuture,
+    waker: &Waker,
+) -> Poll<Result<facsimile::LockGuard, facsimile::LockError>> {
     Pin::new(future).poll(&mut Context::from_waker(waker))
 }
 
@@ -130,11 +151,19 @@ fn block(
 impl PendingLock {
     /// Polls the request: the guard once granted, else None, and `callback`
     /// is scheduled on `event_loop` when the lock's state next changes.
-    fn poll(&mut self, py: Python<'_>, event_loop: Py<PyAny>, callback: Py<PyAny>) -> PyResult<Option<Py<LockGuard>>> {
+    fn poll(
+        &mut self,
+        py: Python<'_>,
+        event_loop: Py<PyAny>,
+        callback: Py<PyAny>,
+    ) -> PyResult<Option<Py<LockGuard>>> {
         let Some(future) = self.future.as_mut() else {
             return Err(PyRuntimeError::new_err("the lock request was already used"));
         };
-        let waker = Waker::from(Arc::new(LoopWaker { event_loop, callback }));
+        let waker = Waker::from(Arc::new(LoopWaker {
+            event_loop,
+            callback,
+        }));
         match poll_once(future, &waker) {
             Poll::Pending => Ok(None),
             Poll::Ready(r) => {
@@ -180,7 +209,11 @@ impl LockGuard {
     /// lost because the peers evicted this node).
     #[getter]
     fn held(&self) -> bool {
-        self.guard.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|g| g.is_held())
+        self.guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|g| g.is_held())
     }
 
     /// Releases the lock. Raises NotOwnerError or NotLockedError when it was
@@ -206,7 +239,12 @@ impl LockGuard {
     }
 
     fn __repr__(&self) -> String {
-        format!("LockGuard(token={}, held={}, node={:?})", self.token, self.held(), self.node.hostname())
+        format!(
+            "LockGuard(token={}, held={}, node={:?})",
+            self.token,
+            self.held(),
+            self.node.hostname()
+        )
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

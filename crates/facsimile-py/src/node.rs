@@ -12,12 +12,14 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use facsimile::net::Connection;
-use facsimile::{ArrayRef, ChangeEvent, Config, MapRef, Node, ObjectId, ObjectRef, Origin, Prop, Subscription};
+use facsimile::{
+    ArrayRef, ChangeEvent, Config, MapRef, Node, ObjectId, ObjectRef, Origin, Prop, Subscription,
+};
+use pyo3::PyTraverseError;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyWeakrefReference};
-use pyo3::PyTraverseError;
 
 use crate::convert::{json_to_py, py_to_json, to_input, to_py};
 use crate::errors;
@@ -104,7 +106,10 @@ impl Shared {
     }
 
     fn callback(&self, py: Python<'_>, id: u64) -> Option<Py<PyAny>> {
-        locked(&self.refs).listeners.get(&id).map(|l| l.callback.clone_ref(py))
+        locked(&self.refs)
+            .listeners
+            .get(&id)
+            .map(|l| l.callback.clone_ref(py))
     }
 }
 
@@ -116,7 +121,11 @@ pub(crate) struct Facsimile {
 }
 
 impl Facsimile {
-    fn create(py: Python<'_>, node: Node, conn: Option<Connection>) -> PyResult<Bound<'_, Facsimile>> {
+    fn create(
+        py: Python<'_>,
+        node: Node,
+        conn: Option<Connection>,
+    ) -> PyResult<Bound<'_, Facsimile>> {
         let shared = Arc::new(Shared {
             node,
             refs: Mutex::default(),
@@ -158,17 +167,37 @@ impl Facsimile {
         Ok(p.unbind())
     }
 
-    pub(crate) fn map_proxy(&self, py: Python<'_>, owner: &Bound<'_, Facsimile>, map: MapRef) -> PyResult<Py<PyAny>> {
+    pub(crate) fn map_proxy(
+        &self,
+        py: Python<'_>,
+        owner: &Bound<'_, Facsimile>,
+        map: MapRef,
+    ) -> PyResult<Py<PyAny>> {
         let id = map.id();
-        self.proxy(py, id, || MapProxy { owner: owner.clone().unbind(), map })
+        self.proxy(py, id, || MapProxy {
+            owner: owner.clone().unbind(),
+            map,
+        })
     }
 
-    pub(crate) fn list_proxy(&self, py: Python<'_>, owner: &Bound<'_, Facsimile>, list: ArrayRef) -> PyResult<Py<PyAny>> {
+    pub(crate) fn list_proxy(
+        &self,
+        py: Python<'_>,
+        owner: &Bound<'_, Facsimile>,
+        list: ArrayRef,
+    ) -> PyResult<Py<PyAny>> {
         let id = list.id();
-        self.proxy(py, id, || ListProxy { owner: owner.clone().unbind(), list })
+        self.proxy(py, id, || ListProxy {
+            owner: owner.clone().unbind(),
+            list,
+        })
     }
 
-    pub(crate) fn object_proxy(&self, owner: &Bound<'_, Facsimile>, o: &ObjectRef) -> PyResult<Py<PyAny>> {
+    pub(crate) fn object_proxy(
+        &self,
+        owner: &Bound<'_, Facsimile>,
+        o: &ObjectRef,
+    ) -> PyResult<Py<PyAny>> {
         let py = owner.py();
         match o {
             ObjectRef::Map(m) => self.map_proxy(py, owner, m.clone()),
@@ -190,13 +219,25 @@ impl Facsimile {
             refs.next
         };
         let sub = subscribe(Arc::downgrade(&self.shared), id);
-        locked(&self.shared.refs).listeners.insert(id, Listener { topic, callback, _sub: sub });
+        locked(&self.shared.refs).listeners.insert(
+            id,
+            Listener {
+                topic,
+                callback,
+                _sub: sub,
+            },
+        );
     }
 
     /// Removes the listeners of `topic` that are `callback` (or equal to
     /// it: bound methods are new objects at each access); all of the
     /// topic's when `callback` is None. Returns how many.
-    pub(crate) fn unlisten(&self, py: Python<'_>, topic: &Topic, callback: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+    pub(crate) fn unlisten(
+        &self,
+        py: Python<'_>,
+        topic: &Topic,
+        callback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
         let candidates: Vec<(u64, Py<PyAny>)> = locked(&self.shared.refs)
             .listeners
             .iter()
@@ -215,7 +256,9 @@ impl Facsimile {
         }
         let removed: Vec<Listener> = {
             let mut refs = locked(&self.shared.refs);
-            gone.iter().filter_map(|id| refs.listeners.remove(id)).collect()
+            gone.iter()
+                .filter_map(|id| refs.listeners.remove(id))
+                .collect()
         };
         let n = removed.len();
         drop(removed);
@@ -223,20 +266,27 @@ impl Facsimile {
     }
 
     fn conn(&self) -> PyResult<Connection> {
-        locked(&self.shared.conn)
-            .clone()
-            .ok_or_else(|| PyRuntimeError::new_err("this node is not connected: use facsimile.connect"))
+        locked(&self.shared.conn).clone().ok_or_else(|| {
+            PyRuntimeError::new_err("this node is not connected: use facsimile.connect")
+        })
     }
 }
 
 /// Runs a listener's callback with the change, reporting its exceptions as
 /// unraisable (they cannot travel back into the engine's delivery).
-pub(crate) fn change_listener(weak: Weak<Shared>, id: u64) -> impl Fn(&ChangeEvent) + Send + Sync + 'static {
+pub(crate) fn change_listener(
+    weak: Weak<Shared>,
+    id: u64,
+) -> impl Fn(&ChangeEvent) + Send + Sync + 'static {
     move |ev: &ChangeEvent| {
         let Some(shared) = weak.upgrade() else { return };
         Python::attach(|py| {
-            let Some(cb) = shared.callback(py, id) else { return };
-            let Some(owner) = shared.owner(py) else { return };
+            let Some(cb) = shared.callback(py, id) else {
+                return;
+            };
+            let Some(owner) = shared.owner(py) else {
+                return;
+            };
             let r = Change::new(&owner, ev).and_then(|c| cb.call1(py, (c,)));
             if let Err(e) = r {
                 e.write_unraisable(py, Some(cb.bind(py)));
@@ -245,12 +295,19 @@ pub(crate) fn change_listener(weak: Weak<Shared>, id: u64) -> impl Fn(&ChangeEve
     }
 }
 
-fn store_listener(weak: Weak<Shared>, id: u64) -> impl Fn(&facsimile::Value) + Send + Sync + 'static {
+fn store_listener(
+    weak: Weak<Shared>,
+    id: u64,
+) -> impl Fn(&facsimile::Value) + Send + Sync + 'static {
     move |root: &facsimile::Value| {
         let Some(shared) = weak.upgrade() else { return };
         Python::attach(|py| {
-            let Some(cb) = shared.callback(py, id) else { return };
-            let Some(owner) = shared.owner(py) else { return };
+            let Some(cb) = shared.callback(py, id) else {
+                return;
+            };
+            let Some(owner) = shared.owner(py) else {
+                return;
+            };
             let r = to_py(&owner, root.clone()).and_then(|v| cb.call1(py, (v,)));
             if let Err(e) = r {
                 e.write_unraisable(py, Some(cb.bind(py)));
@@ -356,7 +413,11 @@ impl Facsimile {
     /// timeout)` in seconds evicts peers silent for `timeout`.
     #[new]
     #[pyo3(signature = (hostname, *, failure_detection=None))]
-    fn py_new(py: Python<'_>, hostname: &str, failure_detection: Option<(f64, f64)>) -> PyResult<Py<Facsimile>> {
+    fn py_new(
+        py: Python<'_>,
+        hostname: &str,
+        failure_detection: Option<(f64, f64)>,
+    ) -> PyResult<Py<Facsimile>> {
         let mut config = Config::default();
         if let Some((h, t)) = failure_detection {
             config = config.failure_detection(
@@ -384,7 +445,10 @@ impl Facsimile {
     #[setter]
     fn set_store(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let input = to_input(value)?;
-        self.node().set_root(input).map(|_| ()).map_err(errors::store)
+        self.node()
+            .set_root(input)
+            .map(|_| ())
+            .map_err(errors::store)
     }
 
     /// The function that sends this node's messages (bytes) to the other
@@ -392,13 +456,18 @@ impl Facsimile {
     /// sent when it is assigned.
     #[getter]
     fn send(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        locked(&self.shared.refs).sender.as_ref().map(|s| s.clone_ref(py))
+        locked(&self.shared.refs)
+            .sender
+            .as_ref()
+            .map(|s| s.clone_ref(py))
     }
 
     #[setter]
     fn set_send(&self, send: Py<PyAny>) -> PyResult<()> {
         if locked(&self.shared.conn).is_some() {
-            return Err(PyRuntimeError::new_err("a connected node sends through its connection"));
+            return Err(PyRuntimeError::new_err(
+                "a connected node sends through its connection",
+            ));
         }
         let first = locked(&self.shared.refs).sender.replace(send).is_none();
         if first {
@@ -408,7 +477,11 @@ impl Facsimile {
                 let _ = &probe;
                 let Some(shared) = weak.upgrade() else { return };
                 Python::attach(|py| {
-                    let Some(send) = locked(&shared.refs).sender.as_ref().map(|s| s.clone_ref(py)) else {
+                    let Some(send) = locked(&shared.refs)
+                        .sender
+                        .as_ref()
+                        .map(|s| s.clone_ref(py))
+                    else {
                         return;
                     };
                     let bytes = PyBytes::new(py, m.as_bytes());
@@ -460,7 +533,11 @@ impl Facsimile {
     /// The hostnames of the peers known to participate.
     #[getter]
     fn peers(&self) -> Vec<String> {
-        self.node().peers().iter().map(|p| p.hostname().to_owned()).collect()
+        self.node()
+            .peers()
+            .iter()
+            .map(|p| p.hostname().to_owned())
+            .collect()
     }
 
     /// Runs the timers that are due (heartbeats, failure detection,
@@ -490,9 +567,15 @@ impl Facsimile {
         let node = self.node().clone();
         let topic = Topic::Node(event.to_owned());
         match event {
-            "change" => self.listen(topic, callback, |w, id| node.on_change(change_listener(w, id))),
-            "root_changed" => self.listen(topic, callback, |w, id| node.on_root_changed(store_listener(w, id))),
-            "ready" => self.listen(topic, callback, |w, id| node.on_ready(store_listener(w, id))),
+            "change" => self.listen(topic, callback, |w, id| {
+                node.on_change(change_listener(w, id))
+            }),
+            "root_changed" => self.listen(topic, callback, |w, id| {
+                node.on_root_changed(store_listener(w, id))
+            }),
+            "ready" => self.listen(topic, callback, |w, id| {
+                node.on_ready(store_listener(w, id))
+            }),
             other => {
                 return Err(PyValueError::new_err(format!(
                     "unknown event {other:?}: \"change\", \"root_changed\" or \"ready\""
@@ -505,7 +588,12 @@ impl Facsimile {
     /// Removes a listener (every listener of the event without `callback`).
     /// Returns whether one was removed.
     #[pyo3(signature = (event, callback=None))]
-    fn off(&self, py: Python<'_>, event: &str, callback: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    fn off(
+        &self,
+        py: Python<'_>,
+        event: &str,
+        callback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
         Ok(self.unlisten(py, &Topic::Node(event.to_owned()), callback)? > 0)
     }
 
@@ -514,19 +602,31 @@ impl Facsimile {
     /// `token` is the fencing token). Releases the GIL while it waits.
     /// Raises TimeoutError after `timeout` seconds (the request is withdrawn).
     #[pyo3(signature = (obj, timeout=None))]
-    fn lock(slf: &Bound<'_, Self>, obj: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Py<LockGuard>> {
+    fn lock(
+        slf: &Bound<'_, Self>,
+        obj: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<LockGuard>> {
         PendingLock::new(slf, obj, true)?.wait(slf.py(), duration(timeout)?)
     }
 
     /// As `lock`, but raises LockedError at once when another node holds the
     /// lock or waits for it.
     #[pyo3(signature = (obj, timeout=None))]
-    fn request(slf: &Bound<'_, Self>, obj: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Py<LockGuard>> {
+    fn request(
+        slf: &Bound<'_, Self>,
+        obj: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<LockGuard>> {
         PendingLock::new(slf, obj, false)?.wait(slf.py(), duration(timeout)?)
     }
 
     /// A lock being acquired, for `lock_async`/`request_async`.
-    fn _pending_lock(slf: &Bound<'_, Self>, obj: &Bound<'_, PyAny>, wait: bool) -> PyResult<PendingLock> {
+    fn _pending_lock(
+        slf: &Bound<'_, Self>,
+        obj: &Bound<'_, PyAny>,
+        wait: bool,
+    ) -> PyResult<PendingLock> {
         PendingLock::new(slf, obj, wait)
     }
 
@@ -550,34 +650,46 @@ impl Facsimile {
     /// meanwhile. (`update` in the package wraps this for dataclasses and
     /// pydantic models.)
     fn _update_json(&self, py: Python<'_>, f: Py<PyAny>) -> PyResult<()> {
-        let r = self.node().update(|v: &mut serde_json::Value| -> PyResult<()> {
-            let arg = json_to_py(py, v)?;
-            let out = f.call1(py, (arg,))?;
-            *v = py_to_json(out.bind(py), 0)?;
-            Ok(())
-        });
+        let r = self
+            .node()
+            .update(|v: &mut serde_json::Value| -> PyResult<()> {
+                let arg = json_to_py(py, v)?;
+                let out = f.call1(py, (arg,))?;
+                *v = py_to_json(out.bind(py), 0)?;
+                Ok(())
+            });
         r.map_err(errors::store)?
     }
 
     /// Awaitable form of `lock`: `guard = await node.lock_async(obj)` or
     /// `async with node.lock_async(obj) as guard:`. Cancelling the waiting
     /// task withdraws the request.
-    fn lock_async<'py>(slf: &Bound<'py, Self>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn lock_async<'py>(
+        slf: &Bound<'py, Self>,
+        obj: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let aio = slf.py().import("facsimile._aio")?;
         aio.getattr("PendingLockAwaitable")?.call1((slf, obj, true))
     }
 
     /// Awaitable form of `request`: raises LockedError at once when another
     /// node holds or waits for the lock.
-    fn request_async<'py>(slf: &Bound<'py, Self>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn request_async<'py>(
+        slf: &Bound<'py, Self>,
+        obj: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let aio = slf.py().import("facsimile._aio")?;
-        aio.getattr("PendingLockAwaitable")?.call1((slf, obj, false))
+        aio.getattr("PendingLockAwaitable")?
+            .call1((slf, obj, false))
     }
 
     /// An async iterator of this node's changes, for asyncio code (call it
     /// with a running loop): `async for change in node.changes(): ...`.
     fn changes<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("facsimile._aio")?.getattr("Changes")?.call1((slf,))
+        slf.py()
+            .import("facsimile._aio")?
+            .getattr("Changes")?
+            .call1((slf,))
     }
 
     /// Reads the store as `cls` (a dataclass or a pydantic model; taken
@@ -588,7 +700,11 @@ impl Facsimile {
     /// message. `fn` mutates its argument or returns a new value; it may run
     /// again when a message arrived meanwhile.
     #[pyo3(signature = (f, cls=None))]
-    fn update<'py>(slf: &Bound<'py, Self>, f: &Bound<'py, PyAny>, cls: Option<&Bound<'py, PyAny>>) -> PyResult<()> {
+    fn update<'py>(
+        slf: &Bound<'py, Self>,
+        f: &Bound<'py, PyAny>,
+        cls: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<()> {
         let typed = slf.py().import("facsimile._typed")?;
         typed.getattr("update")?.call1((slf, f, cls))?;
         Ok(())
@@ -606,7 +722,10 @@ impl Facsimile {
             runtime::get().block_on(async move {
                 match timeout {
                     Some(t) => tokio::time::timeout(t, conn.flush()).await.unwrap_or(Err(
-                        facsimile::net::NetError::Timeout { what: "the relay to acknowledge", after: t },
+                        facsimile::net::NetError::Timeout {
+                            what: "the relay to acknowledge",
+                            after: t,
+                        },
                     )),
                     None => conn.flush().await,
                 }
@@ -618,7 +737,11 @@ impl Facsimile {
     /// Coroutine form of `flush`.
     fn flush_async(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let conn = self.conn()?;
-        runtime::to_asyncio(py, async move { conn.flush().await.map_err(errors::net) }, |py, ()| Ok(py.None()))
+        runtime::to_asyncio(
+            py,
+            async move { conn.flush().await.map_err(errors::net) },
+            |py, ()| Ok(py.None()),
+        )
     }
 
     /// Leaves the document (locks freed at once), waits up to `timeout`
@@ -629,7 +752,8 @@ impl Facsimile {
         refuse_on_io_thread("close()")?;
         let conn = self.conn()?;
         let t = duration(Some(timeout))?.unwrap_or_default();
-        py.detach(|| runtime::get().block_on(conn.close(t))).map_err(errors::net)
+        py.detach(|| runtime::get().block_on(conn.close(t)))
+            .map_err(errors::net)
     }
 
     /// Coroutine form of `close`.
@@ -637,7 +761,11 @@ impl Facsimile {
     fn close_async(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
         let conn = self.conn()?;
         let t = duration(Some(timeout))?.unwrap_or_default();
-        runtime::to_asyncio(py, async move { conn.close(t).await.map_err(errors::net) }, |py, ()| Ok(py.None()))
+        runtime::to_asyncio(
+            py,
+            async move { conn.close(t).await.map_err(errors::net) },
+            |py, ()| Ok(py.None()),
+        )
     }
 
     /// Drops the connection at once, without a goodbye, as a crash would:
@@ -682,7 +810,14 @@ impl Facsimile {
 /// document is there (blocking, the GIL released).
 #[pyfunction]
 #[pyo3(signature = (addr, hostname, *, doc="default", token="", timeout=30.0))]
-pub(crate) fn connect(py: Python<'_>, addr: &str, hostname: &str, doc: &str, token: &str, timeout: f64) -> PyResult<Py<Facsimile>> {
+pub(crate) fn connect(
+    py: Python<'_>,
+    addr: &str,
+    hostname: &str,
+    doc: &str,
+    token: &str,
+    timeout: f64,
+) -> PyResult<Py<Facsimile>> {
     refuse_on_io_thread("connect()")?;
     let options = options(addr, doc, token, timeout)?;
     let (addr, hostname) = (addr.to_owned(), hostname.to_owned());
@@ -696,12 +831,23 @@ pub(crate) fn connect(py: Python<'_>, addr: &str, hostname: &str, doc: &str, tok
 /// Coroutine form of `connect`.
 #[pyfunction]
 #[pyo3(signature = (addr, hostname, *, doc="default", token="", timeout=30.0))]
-pub(crate) fn connect_async(py: Python<'_>, addr: &str, hostname: &str, doc: &str, token: &str, timeout: f64) -> PyResult<Py<PyAny>> {
+pub(crate) fn connect_async(
+    py: Python<'_>,
+    addr: &str,
+    hostname: &str,
+    doc: &str,
+    token: &str,
+    timeout: f64,
+) -> PyResult<Py<PyAny>> {
     let options = options(addr, doc, token, timeout)?;
     let (addr, hostname) = (addr.to_owned(), hostname.to_owned());
     runtime::to_asyncio(
         py,
-        async move { facsimile::net::connect(&addr, &hostname, options).await.map_err(errors::net) },
+        async move {
+            facsimile::net::connect(&addr, &hostname, options)
+                .await
+                .map_err(errors::net)
+        },
         |py, conn| {
             let node = conn.node().clone();
             Ok(Facsimile::create(py, node, Some(conn))?.into_any().unbind())
@@ -709,14 +855,21 @@ pub(crate) fn connect_async(py: Python<'_>, addr: &str, hostname: &str, doc: &st
     )
 }
 
-fn options(addr: &str, doc: &str, token: &str, timeout: f64) -> PyResult<facsimile::net::ConnectOptions> {
+fn options(
+    addr: &str,
+    doc: &str,
+    token: &str,
+    timeout: f64,
+) -> PyResult<facsimile::net::ConnectOptions> {
     if addr.starts_with("ws://") || addr.starts_with("wss://") {
         return Err(errors::NetError::new_err(format!(
             "{addr}: WebSocket addresses are not supported yet; give the relay's host:port (TCP) or a nats:// address"
         )));
     }
     let t = duration(Some(timeout))?.unwrap_or_default();
-    Ok(facsimile::net::ConnectOptions::new(doc).token(token).timeouts(t, t))
+    Ok(facsimile::net::ConnectOptions::new(doc)
+        .token(token)
+        .timeouts(t, t))
 }
 
 /// How many engine states of nodes with a transport are alive (freed when

@@ -3,12 +3,12 @@
 //! engine call: a method is one change and one message, whatever it moves.
 
 use facsimile::{ArrayRef, Input, MapRef, ObjectRef, Prop, Value};
+use pyo3::PyTraverseError;
 use pyo3::exceptions::{PyAttributeError, PyIndexError, PyKeyError, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PySlice, PyString, PyTuple};
-use pyo3::PyTraverseError;
 use pyo3::pyclass::CompareOp;
+use pyo3::types::{PyDict, PyList, PySlice, PyString, PyTuple};
 
 use crate::convert::{to_input, to_py};
 use crate::errors;
@@ -30,8 +30,19 @@ pub(crate) fn object_of(obj: &Bound<'_, PyAny>) -> PyResult<ObjectRef> {
 
 /// Names a map's methods have: attribute access reads these, not keys.
 const MAP_METHODS: &[&str] = &[
-    "keys", "values", "items", "get", "pop", "popitem", "setdefault", "update", "clear", "copy",
-    "on", "off", "to_python",
+    "keys",
+    "values",
+    "items",
+    "get",
+    "pop",
+    "popitem",
+    "setdefault",
+    "update",
+    "clear",
+    "copy",
+    "on",
+    "off",
+    "to_python",
 ];
 
 type Memo = std::collections::HashMap<facsimile::ObjectId, Py<PyAny>>;
@@ -84,22 +95,31 @@ fn listen_object(
     let f = owner.get();
     let id = object.id();
     match prop {
-        None => f.listen(Topic::Object(id), callback, |w, i| object.on(change_listener(w, i))),
+        None => f.listen(Topic::Object(id), callback, |w, i| {
+            object.on(change_listener(w, i))
+        }),
         Some(Prop::Key(k)) => {
             let ObjectRef::Map(m) = &object else { return };
             let m = m.clone();
-            f.listen(Topic::Prop(id, Prop::Key(k.clone())), callback, |w, i| m.on_key(&k, change_listener(w, i)))
+            f.listen(Topic::Prop(id, Prop::Key(k.clone())), callback, |w, i| {
+                m.on_key(&k, change_listener(w, i))
+            })
         }
         Some(Prop::Index(n)) => {
             let ObjectRef::Array(a) = &object else { return };
             let a = a.clone();
-            f.listen(Topic::Prop(id, Prop::Index(n)), callback, |w, i| a.on_index(n, change_listener(w, i)))
+            f.listen(Topic::Prop(id, Prop::Index(n)), callback, |w, i| {
+                a.on_index(n, change_listener(w, i))
+            })
         }
     }
 }
 
 /// `obj.on(cb)` or `obj.on(key, cb)`, parsed.
-fn on_args(args: &Bound<'_, PyTuple>, prop: impl Fn(&Bound<'_, PyAny>) -> PyResult<Prop>) -> PyResult<(Option<Prop>, Py<PyAny>)> {
+fn on_args(
+    args: &Bound<'_, PyTuple>,
+    prop: impl Fn(&Bound<'_, PyAny>) -> PyResult<Prop>,
+) -> PyResult<(Option<Prop>, Py<PyAny>)> {
     match args.len() {
         1 => Ok((None, args.get_item(0)?.unbind())),
         2 => Ok((Some(prop(&args.get_item(0)?)?), args.get_item(1)?.unbind())),
@@ -107,17 +127,27 @@ fn on_args(args: &Bound<'_, PyTuple>, prop: impl Fn(&Bound<'_, PyAny>) -> PyResu
     }
 }
 
-fn off_args<'py>(args: &Bound<'py, PyTuple>, prop: impl Fn(&Bound<'_, PyAny>) -> PyResult<Prop>) -> PyResult<(Option<Prop>, Option<Bound<'py, PyAny>>)> {
+fn off_args<'py>(
+    args: &Bound<'py, PyTuple>,
+    prop: impl Fn(&Bound<'_, PyAny>) -> PyResult<Prop>,
+) -> PyResult<(Option<Prop>, Option<Bound<'py, PyAny>>)> {
     match args.len() {
         0 => Ok((None, None)),
         1 if args.get_item(0)?.is_callable() => Ok((None, Some(args.get_item(0)?))),
         1 => Ok((Some(prop(&args.get_item(0)?)?), None)),
         2 => Ok((Some(prop(&args.get_item(0)?)?), Some(args.get_item(1)?))),
-        _ => Err(PyTypeError::new_err("off(), off(callback), off(key) or off(key, callback)")),
+        _ => Err(PyTypeError::new_err(
+            "off(), off(callback), off(key) or off(key, callback)",
+        )),
     }
 }
 
-fn off(owner: &Bound<'_, Facsimile>, id: facsimile::ObjectId, prop: Option<Prop>, cb: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+fn off(
+    owner: &Bound<'_, Facsimile>,
+    id: facsimile::ObjectId,
+    prop: Option<Prop>,
+    cb: Option<&Bound<'_, PyAny>>,
+) -> PyResult<bool> {
     let topic = match prop {
         None => Topic::Object(id),
         Some(p) => Topic::Prop(id, p),
@@ -151,17 +181,24 @@ impl MapProxy {
 #[pymethods]
 impl MapProxy {
     fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let k = key.cast::<PyString>().map_err(|_| PyKeyError::new_err(key.clone().unbind()))?;
-        self.get_value(py, &k.to_cow()?)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+        let k = key
+            .cast::<PyString>()
+            .map_err(|_| PyKeyError::new_err(key.clone().unbind()))?;
+        self.get_value(py, &k.to_cow()?)?
+            .ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
     }
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let k = key.cast::<PyString>().map_err(|_| PyTypeError::new_err("map keys are strings"))?;
+        let k = key
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("map keys are strings"))?;
         self.set_value(&k.to_cow()?, value)
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        let k = key.cast::<PyString>().map_err(|_| PyKeyError::new_err(key.clone().unbind()))?;
+        let k = key
+            .cast::<PyString>()
+            .map_err(|_| PyKeyError::new_err(key.clone().unbind()))?;
         if self.map.delete(&k.to_cow()?).map_err(errors::store)? {
             Ok(())
         } else {
@@ -181,13 +218,15 @@ impl MapProxy {
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        PyList::new(py, self.map.keys())?.into_any().try_iter().map(Bound::into_any)
+        PyList::new(py, self.map.keys())?
+            .into_any()
+            .try_iter()
+            .map(Bound::into_any)
     }
 
     fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-        self.get_value(py, name)?.ok_or_else(|| {
-            PyAttributeError::new_err(format!("the map has no key {name:?}"))
-        })
+        self.get_value(py, name)?
+            .ok_or_else(|| PyAttributeError::new_err(format!("the map has no key {name:?}")))
     }
 
     fn __setattr__(&self, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -203,34 +242,58 @@ impl MapProxy {
         if self.map.delete(name).map_err(errors::store)? {
             Ok(())
         } else {
-            Err(PyAttributeError::new_err(format!("the map has no key {name:?}")))
+            Err(PyAttributeError::new_err(format!(
+                "the map has no key {name:?}"
+            )))
         }
     }
 
     fn __dir__(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
-        let mut names: Vec<Py<PyAny>> = MAP_METHODS.iter().map(|m| PyString::new(py, m).into_any().unbind()).collect();
-        names.extend(self.map.keys().into_iter().map(|k| PyString::new(py, &k).into_any().unbind()));
+        let mut names: Vec<Py<PyAny>> = MAP_METHODS
+            .iter()
+            .map(|m| PyString::new(py, m).into_any().unbind())
+            .collect();
+        names.extend(
+            self.map
+                .keys()
+                .into_iter()
+                .map(|k| PyString::new(py, &k).into_any().unbind()),
+        );
         Ok(names)
     }
 
     /// The keys, a live view.
     fn keys<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("collections.abc")?.getattr("KeysView")?.call1((slf,))
+        slf.py()
+            .import("collections.abc")?
+            .getattr("KeysView")?
+            .call1((slf,))
     }
 
     /// The values, a live view.
     fn values<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("collections.abc")?.getattr("ValuesView")?.call1((slf,))
+        slf.py()
+            .import("collections.abc")?
+            .getattr("ValuesView")?
+            .call1((slf,))
     }
 
     /// The (key, value) pairs, a live view.
     fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("collections.abc")?.getattr("ItemsView")?.call1((slf,))
+        slf.py()
+            .import("collections.abc")?
+            .getattr("ItemsView")?
+            .call1((slf,))
     }
 
     /// The value of `key`, or `default`.
     #[pyo3(signature = (key, default=None))]
-    fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let found = match key.cast::<PyString>() {
             Ok(k) => self.get_value(py, &k.to_cow()?)?,
             Err(_) => None,
@@ -263,7 +326,12 @@ impl MapProxy {
 
     /// The value of `key`, set to `default` first when absent.
     #[pyo3(signature = (key, default=None))]
-    fn setdefault(&self, py: Python<'_>, key: &str, default: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    fn setdefault(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        default: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         if let Some(v) = self.get_value(py, key)? {
             return Ok(v);
         }
@@ -275,7 +343,11 @@ impl MapProxy {
     /// Sets several keys as one change and one message (from a mapping, an
     /// iterable of pairs, and keywords).
     #[pyo3(signature = (other=None, **kwargs))]
-    fn update(&self, other: Option<&Bound<'_, PyAny>>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    fn update(
+        &self,
+        other: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
         let mut entries: Vec<(String, Input)> = Vec::new();
         if let Some(o) = other {
             let pairs = if o.hasattr("keys")? {
@@ -295,7 +367,9 @@ impl MapProxy {
                 v
             };
             for (k, val) in pairs {
-                let k: String = k.extract().map_err(|_| PyTypeError::new_err("map keys are strings"))?;
+                let k: String = k
+                    .extract()
+                    .map_err(|_| PyTypeError::new_err("map keys are strings"))?;
                 entries.push((k, to_input(&val)?));
             }
         }
@@ -326,7 +400,11 @@ impl MapProxy {
     /// A deep copy as plain Python data (dicts, lists, scalars; shared
     /// objects stay shared and cycles stay cycles), e.g. for `json.dumps`.
     fn to_python(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        deep(self.owner.bind(py), Value::Map(self.map.clone()), &mut Memo::new())
+        deep(
+            self.owner.bind(py),
+            Value::Map(self.map.clone()),
+            &mut Memo::new(),
+        )
     }
 
     /// A deep copy as plain Python data (`to_python`).
@@ -352,16 +430,28 @@ impl MapProxy {
         off(self.owner.bind(py), self.map.id(), prop, cb.as_ref())
     }
 
-    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         match op {
             CompareOp::Eq | CompareOp::Ne => {
                 if slf.is(other) {
-                    return Ok(matches!(op, CompareOp::Eq).into_pyobject(py)?.to_owned().into_any().unbind());
+                    return Ok(matches!(op, CompareOp::Eq)
+                        .into_pyobject(py)?
+                        .to_owned()
+                        .into_any()
+                        .unbind());
                 }
                 let mine = slf.get().to_python(py)?;
                 let eq = mine.bind(py).eq(plain(other)?)?;
-                Ok((eq == matches!(op, CompareOp::Eq)).into_pyobject(py)?.to_owned().into_any().unbind())
+                Ok((eq == matches!(op, CompareOp::Eq))
+                    .into_pyobject(py)?
+                    .to_owned()
+                    .into_any()
+                    .unbind())
             }
             _ => Ok(py.NotImplemented()),
         }
@@ -396,7 +486,12 @@ fn position(i: isize, len: usize) -> PyResult<usize> {
 impl ListProxy {
     fn values(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let owner = self.owner.bind(py);
-        self.list.to_vec().map_err(errors::store)?.into_iter().map(|v| to_py(owner, v)).collect()
+        self.list
+            .to_vec()
+            .map_err(errors::store)?
+            .into_iter()
+            .map(|v| to_py(owner, v))
+            .collect()
     }
 
     fn inputs(items: &Bound<'_, PyAny>) -> PyResult<Vec<Input>> {
@@ -405,7 +500,13 @@ impl ListProxy {
         items.iter().map(to_input).collect()
     }
 
-    fn find(&self, py: Python<'_>, value: &Bound<'_, PyAny>, start: usize, stop: usize) -> PyResult<Option<usize>> {
+    fn find(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        start: usize,
+        stop: usize,
+    ) -> PyResult<Option<usize>> {
         let values = self.values(py)?;
         for (i, v) in values.iter().enumerate().take(stop).skip(start) {
             if v.bind(py).eq(value)? {
@@ -434,7 +535,9 @@ impl ListProxy {
             }
             return Ok(PyList::new(py, out)?.into_any().unbind());
         }
-        let i: isize = index.extract().map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
+        let i: isize = index
+            .extract()
+            .map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
         let p = position(i, self.list.len())?;
         match self.list.get(p) {
             Some(v) => to_py(self.owner.bind(py), v),
@@ -450,7 +553,11 @@ impl ListProxy {
             if ind.step == 1 {
                 let start = ind.start as usize;
                 let delete = ind.slicelength;
-                return self.list.splice(start, delete, items).map(|_| ()).map_err(errors::store);
+                return self
+                    .list
+                    .splice(start, delete, items)
+                    .map(|_| ())
+                    .map_err(errors::store);
             }
             if items.len() != ind.slicelength {
                 return Err(PyValueError::new_err(format!(
@@ -471,7 +578,9 @@ impl ListProxy {
                 })
                 .map_err(errors::store);
         }
-        let i: isize = index.extract().map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
+        let i: isize = index
+            .extract()
+            .map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
         let p = position(i, len)?;
         self.list.set(p, to_input(value)?).map_err(errors::store)
     }
@@ -492,7 +601,9 @@ impl ListProxy {
             }
             // Removed from the highest position down, so that the others
             // do not move; one message.
-            let mut at: Vec<usize> = (0..ind.slicelength).map(|k| (ind.start + k as isize * ind.step) as usize).collect();
+            let mut at: Vec<usize> = (0..ind.slicelength)
+                .map(|k| (ind.start + k as isize * ind.step) as usize)
+                .collect();
             at.sort_unstable_by(|a, b| b.cmp(a));
             let node = self.list.node().clone();
             return node
@@ -504,19 +615,27 @@ impl ListProxy {
                 })
                 .map_err(errors::store);
         }
-        let i: isize = index.extract().map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
+        let i: isize = index
+            .extract()
+            .map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
         let p = position(i, len)?;
         self.list.remove(p).map(|_| ()).map_err(errors::store)
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        PyList::new(py, self.values(py)?)?.into_any().try_iter().map(Bound::into_any)
+        PyList::new(py, self.values(py)?)?
+            .into_any()
+            .try_iter()
+            .map(Bound::into_any)
     }
 
     fn __reversed__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let mut v = self.values(py)?;
         v.reverse();
-        PyList::new(py, v)?.into_any().try_iter().map(Bound::into_any)
+        PyList::new(py, v)?
+            .into_any()
+            .try_iter()
+            .map(Bound::into_any)
     }
 
     fn __contains__(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -535,7 +654,10 @@ impl ListProxy {
             return Ok(());
         }
         let len = self.list.len();
-        self.list.splice(len, 0, items).map(|_| ()).map_err(errors::store)
+        self.list
+            .splice(len, 0, items)
+            .map(|_| ())
+            .map_err(errors::store)
     }
 
     fn __iadd__(&self, items: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -545,8 +667,14 @@ impl ListProxy {
     /// Inserts before `index` (clamped, negative from the end, as `list`).
     fn insert(&self, index: isize, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let len = self.list.len() as isize;
-        let p = if index < 0 { (index + len).max(0) } else { index.min(len) };
-        self.list.insert(p as usize, to_input(value)?).map_err(errors::store)
+        let p = if index < 0 {
+            (index + len).max(0)
+        } else {
+            index.min(len)
+        };
+        self.list
+            .insert(p as usize, to_input(value)?)
+            .map_err(errors::store)
     }
 
     /// Removes and returns the element at `index` (the last by default).
@@ -556,9 +684,13 @@ impl ListProxy {
         if len == 0 {
             return Err(PyIndexError::new_err("pop from empty list"));
         }
-        let p = position(index, len).map_err(|_| PyIndexError::new_err("pop index out of range"))?;
+        let p =
+            position(index, len).map_err(|_| PyIndexError::new_err("pop index out of range"))?;
         let v = if p == len - 1 {
-            self.list.pop().map_err(errors::store)?.unwrap_or(Value::Null)
+            self.list
+                .pop()
+                .map_err(errors::store)?
+                .unwrap_or(Value::Null)
         } else {
             self.list.remove(p).map_err(errors::store)?
         };
@@ -575,11 +707,18 @@ impl ListProxy {
 
     /// The position of the first element equal to `value`.
     #[pyo3(signature = (value, start=0, stop=None))]
-    fn index(&self, py: Python<'_>, value: &Bound<'_, PyAny>, start: isize, stop: Option<isize>) -> PyResult<usize> {
+    fn index(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        start: isize,
+        stop: Option<isize>,
+    ) -> PyResult<usize> {
         let len = self.list.len() as isize;
         let clamp = |i: isize| if i < 0 { (i + len).max(0) } else { i.min(len) } as usize;
         let (a, b) = (clamp(start), clamp(stop.unwrap_or(len)));
-        self.find(py, value, a, b)?.ok_or_else(|| PyValueError::new_err("value is not in list"))
+        self.find(py, value, a, b)?
+            .ok_or_else(|| PyValueError::new_err("value is not in list"))
     }
 
     /// How many elements equal `value`.
@@ -607,9 +746,15 @@ impl ListProxy {
         let mut failure = None;
         let r = self.list.reorder(|values| {
             let order = (|| -> PyResult<Vec<usize>> {
-                let items = values.iter().map(|v| to_py(owner, v.clone())).collect::<PyResult<Vec<_>>>()?;
+                let items = values
+                    .iter()
+                    .map(|v| to_py(owner, v.clone()))
+                    .collect::<PyResult<Vec<_>>>()?;
                 let keys = match &key {
-                    Some(k) => items.iter().map(|v| k.call1(py, (v,))).collect::<PyResult<Vec<_>>>()?,
+                    Some(k) => items
+                        .iter()
+                        .map(|v| k.call1(py, (v,)))
+                        .collect::<PyResult<Vec<_>>>()?,
                     None => items,
                 };
                 let keys = PyList::new(py, keys)?;
@@ -617,7 +762,10 @@ impl ListProxy {
                 let kwargs = PyDict::new(py);
                 kwargs.set_item("key", keys.getattr("__getitem__")?)?;
                 kwargs.set_item("reverse", reverse)?;
-                builtins.getattr("sorted")?.call((positions,), Some(&kwargs))?.extract()
+                builtins
+                    .getattr("sorted")?
+                    .call((positions,), Some(&kwargs))?
+                    .extract()
             })();
             match order {
                 Ok(o) => o,
@@ -641,7 +789,11 @@ impl ListProxy {
 
     /// A deep copy as plain Python data (`Map.to_python`).
     fn to_python(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        deep(self.owner.bind(py), Value::Array(self.list.clone()), &mut Memo::new())
+        deep(
+            self.owner.bind(py),
+            Value::Array(self.list.clone()),
+            &mut Memo::new(),
+        )
     }
 
     /// A deep copy as plain Python data (`to_python`).
@@ -666,16 +818,28 @@ impl ListProxy {
         off(self.owner.bind(py), self.list.id(), prop, cb.as_ref())
     }
 
-    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         match op {
             CompareOp::Eq | CompareOp::Ne => {
                 if slf.is(other) {
-                    return Ok(matches!(op, CompareOp::Eq).into_pyobject(py)?.to_owned().into_any().unbind());
+                    return Ok(matches!(op, CompareOp::Eq)
+                        .into_pyobject(py)?
+                        .to_owned()
+                        .into_any()
+                        .unbind());
                 }
                 let mine = slf.get().to_python(py)?;
                 let eq = mine.bind(py).eq(plain(other)?)?;
-                Ok((eq == matches!(op, CompareOp::Eq)).into_pyobject(py)?.to_owned().into_any().unbind())
+                Ok((eq == matches!(op, CompareOp::Eq))
+                    .into_pyobject(py)?
+                    .to_owned()
+                    .into_any()
+                    .unbind())
             }
             _ => Ok(py.NotImplemented()),
         }
