@@ -27,10 +27,14 @@ for features in tcp nats ""; do
     cargo clippy -p facsimile --all-targets --no-default-features --features "$features" -- -D warnings
 done
 cargo test --workspace --all-features --release
+# The JavaScript package: the engine built for WebAssembly (the wasm target
+# and wasm-bindgen-cli are installed under target/ when missing), then its
+# tests in Node.js and in Chromium.
+(cd js && npm ci --no-audit --no-fund && npm run build && npm test)
 # The Python package: a venv under target/ with maturin, pytest, hypothesis
 # and pydantic (installed once), the package built from source by maturin
-# through pip, then its tests, which start the relay and the Rust stdio
-# peer built here.
+# through pip, then its tests, which start the relay, the Rust stdio peer
+# built here and a node of the JavaScript package built above.
 venv=target/py-venv
 py_tools='maturin>=1.7,<2 pytest hypothesis pydantic'
 if [ "$(cat "$venv/.tools" 2>/dev/null)" != "$py_tools" ]; then
@@ -42,7 +46,3 @@ fi
 cargo build --release -p facsimile-cli --bin facsimile -p facsimile --example stdio_peer
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/pip" install --quiet --no-build-isolation ./crates/facsimile-py
 (cd crates/facsimile-py && "../../$venv/bin/python" -m pytest -q tests)
-# The JavaScript package: the engine built for WebAssembly (the wasm target
-# and wasm-bindgen-cli are installed under target/ when missing), then its
-# tests in Node.js and in Chromium.
-(cd js && npm ci --no-audit --no-fund && npm run build && npm test)

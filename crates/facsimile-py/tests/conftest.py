@@ -104,17 +104,12 @@ def relay():
     r.stop()
 
 
-class RustPeer:
-    """The workspace's `stdio_peer` example: a Rust node whose transport is
-    its standard input and output (binary messages as hex)."""
+class StdioPeer:
+    """A node of another language whose transport is its standard input and
+    output, one JSON object a line (binary messages as hex)."""
 
-    def __init__(self, hostname):
-        self.proc = subprocess.Popen(
-            [binary("FACSIMILE_STDIO_PEER", "examples", "stdio_peer"), hostname, "binary"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+    def __init__(self, argv):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def command(self, cmd):
         """Runs one command; returns the messages the node sent and its
@@ -141,6 +136,19 @@ class RustPeer:
     def close(self):
         self.proc.stdin.close()
         self.proc.wait(timeout=10)
+
+
+def rust_peer(hostname):
+    """The workspace's `stdio_peer` example: a Rust `facsimile::Node`."""
+    return StdioPeer([binary("FACSIMILE_STDIO_PEER", "examples", "stdio_peer"), hostname, "binary"])
+
+
+def js_peer(hostname):
+    """A node of the JavaScript package (js/, built by `npm run build`)."""
+    js = ROOT / "js"
+    if not (js / "dist" / "index.cjs").exists():
+        pytest.fail("js/dist is missing: build the JavaScript package (cd js && npm ci && npm run build)")
+    return StdioPeer(["node", str(pathlib.Path(__file__).with_name("js_peer.cjs")), hostname, str(js)])
 
 
 def python_child(code, *args):

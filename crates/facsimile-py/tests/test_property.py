@@ -1,5 +1,6 @@
 """Convergence under random operations and interleavings: 3 to 5 Python
-nodes and one Rust node (the workspace's stdio_peer example) write at
+nodes and one Rust node (the workspace's stdio_peer example), and in a
+second test a JavaScript node of the js/ package as well, write at
 random while messages are delivered in random orders (each sender's order
 kept per link); once everything is delivered, every node's snapshot is
 byte for byte the same. Hypothesis prints the failing example and the blob
@@ -11,18 +12,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import facsimile
-from conftest import RustPeer
+from conftest import js_peer, rust_peer
 
 RUST = "rust"
+JS = "js"
 
 
 class Mesh:
-    """Python nodes and the Rust peer; one FIFO queue per directed link."""
+    """Python nodes and nodes of other languages; one FIFO queue per
+    directed link."""
 
-    def __init__(self, names, rust):
-        self.names = list(names) + [RUST]
+    def __init__(self, names, peers):
+        self.names = list(names) + list(peers)
         self.nodes = {}
-        self.rust = rust
+        self.peers = peers
         self.links = collections.OrderedDict(
             ((s, r), collections.deque()) for s in self.names for r in self.names if s != r
         )
@@ -36,10 +39,10 @@ class Mesh:
             if r != sender:
                 self.links[(sender, r)].append(data)
 
-    def rust_command(self, cmd):
-        sent, snapshot = self.rust.command(cmd)
+    def peer_command(self, name, cmd):
+        sent, snapshot = self.peers[name].command(cmd)
         for data in sent:
-            self.broadcast(RUST, data)
+            self.broadcast(name, data)
         return snapshot
 
     def deliver(self, choice):
@@ -48,8 +51,8 @@ class Mesh:
             return False
         s, r = busy[choice % len(busy)]
         data = self.links[(s, r)].popleft()
-        if r == RUST:
-            self.rust_command({"recv_hex": data.hex()})
+        if r in self.peers:
+            self.peer_command(r, {"recv_hex": data.hex()})
         else:
             self.nodes[r].receive(data)
         return True
@@ -92,7 +95,7 @@ actions = st.lists(
     st.one_of(
         st.tuples(st.just("write"), st.integers(0, 4), st.integers(0, 10), st.sampled_from("abcd"),
                   st.integers(0, 99), st.integers(0, 20)),
-        st.tuples(st.just("rust"), st.integers(0, 2**32), st.integers(1, 4)),
+        st.tuples(st.just("peer"), st.integers(0, 2**32), st.integers(1, 4)),
         st.tuples(st.just("deliver"), st.integers(0, 1000)),
         st.tuples(st.just("burst"), st.integers(0, 1000), st.integers(1, 30)),
     ),
@@ -100,22 +103,21 @@ actions = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(3, 5), actions)
-def test_python_and_rust_nodes_converge(n, steps):
-    rust = RustPeer(RUST)
+def run(n, steps, peers):
     try:
-        mesh = Mesh([f"py{i}" for i in range(n)], rust)
+        mesh = Mesh([f"py{i}" for i in range(n)], peers)
         first = mesh.nodes["py0"]
         first.store = {"items": [1, 2, 3], "a": 0}
         mesh.settle()
+        others = sorted(peers)
         for step in steps:
             if step[0] == "write":
                 _, who, op, key, value, index = step
                 node = mesh.nodes[f"py{who % n}"]
                 write(node, op, key, value, index)
-            elif step[0] == "rust":
-                mesh.rust_command({"do": "random", "seed": step[1], "ops": step[2]})
+            elif step[0] == "peer":
+                name = others[step[1] % len(others)]
+                mesh.peer_command(name, {"do": "random", "seed": step[1], "ops": step[2]})
             elif step[0] == "deliver":
                 mesh.deliver(step[1])
             else:
@@ -123,10 +125,26 @@ def test_python_and_rust_nodes_converge(n, steps):
                     mesh.deliver(step[1] + k)
         mesh.settle()
         snapshots = {name: node.snapshot() for name, node in mesh.nodes.items()}
-        snapshots[RUST] = mesh.rust_command({"do": "snapshot"})
+        for name in peers:
+            snapshots[name] = mesh.peer_command(name, {"do": "snapshot"})
         reference = snapshots["py0"]
         assert all(s == reference for s in snapshots.values()), {k: v.hex()[:80] for k, v in snapshots.items()}
         stores = [node.store.to_python() for node in mesh.nodes.values()]
         assert all(s == stores[0] for s in stores)
     finally:
-        rust.close()
+        for p in peers.values():
+            p.close()
+
+
+@settings(max_examples=200, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(3, 5), actions)
+def test_python_and_rust_nodes_converge(n, steps):
+    run(n, steps, {RUST: rust_peer(RUST)})
+
+
+@settings(max_examples=60, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(3, 4), actions)
+def test_python_rust_and_javascript_nodes_converge(n, steps):
+    """The JavaScript package's node mirrors the same document: its
+    messages are the Rust engine's, byte for byte compatible."""
+    run(n, steps, {RUST: rust_peer(RUST), JS: js_peer(JS)})
