@@ -60,8 +60,6 @@ def test_two_nodes_mirror_over_the_relay(relay):
     finally:
         a.close()
         b.close()
-    with pytest.raises(facsimile.ClosedError):
-        a.flush()
 
 
 def test_from_threads(relay):
