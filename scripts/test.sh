@@ -43,6 +43,7 @@ if [ "$(cat "$venv/.tools" 2>/dev/null)" != "$py_tools" ]; then
     "$venv/bin/pip" install --quiet $py_tools
     echo "$py_tools" >"$venv/.tools"
 fi
-cargo build --release -p facsimile-cli --bin facsimile -p facsimile --example stdio_peer
+# The relay and the stdio peer, as the Rust tests above built them.
+cargo build --release --workspace --all-features --bins --examples
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/pip" install --quiet --no-build-isolation ./crates/facsimile-py
 (cd crates/facsimile-py && "../../$venv/bin/python" -m pytest -q tests)
