@@ -280,6 +280,7 @@ pub(crate) fn change_listener(
 ) -> impl Fn(&ChangeEvent) + Send + Sync + 'static {
     move |ev: &ChangeEvent| {
         let Some(shared) = weak.upgrade() else { return };
+        let _in = InCallback::enter();
         Python::attach(|py| {
             let Some(cb) = shared.callback(py, id) else {
                 return;
@@ -301,6 +302,7 @@ fn store_listener(
 ) -> impl Fn(&facsimile::Value) + Send + Sync + 'static {
     move |root: &facsimile::Value| {
         let Some(shared) = weak.upgrade() else { return };
+        let _in = InCallback::enter();
         Python::attach(|py| {
             let Some(cb) = shared.callback(py, id) else {
                 return;
@@ -388,12 +390,37 @@ impl Change {
     }
 }
 
-/// Fails instead of blocking the thread that delivers a connection's
-/// messages: what the caller waits for could only arrive through it.
+thread_local! {
+    /// How many of this node's callbacks (listeners, the sender) this
+    /// thread is running: they run inside the node's pump, which a wait
+    /// would keep from sending or delivering what it waits for.
+    static IN_CALLBACK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as running a callback until dropped.
+struct InCallback;
+
+impl InCallback {
+    fn enter() -> InCallback {
+        IN_CALLBACK.with(|c| c.set(c.get() + 1));
+        InCallback
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|c| c.set(c.get() - 1));
+    }
+}
+
+/// Fails instead of blocking where what the caller waits for could only
+/// arrive through the blocked thread: in a listener or a sender (they run
+/// inside the node's pump), and on the thread that delivers connections'
+/// messages.
 pub(crate) fn refuse_on_io_thread(what: &str) -> PyResult<()> {
-    if tokio::runtime::Handle::try_current().is_ok() {
+    if IN_CALLBACK.with(|c| c.get()) > 0 || tokio::runtime::Handle::try_current().is_ok() {
         return Err(PyRuntimeError::new_err(format!(
-            "{what} would block the thread that delivers this node's messages (a listener of a connected node runs on it); use the async form or call it from another thread"
+            "{what} would block the thread that delivers this node's messages (listeners run on it); use the async form or call it from another thread"
         )));
     }
     Ok(())
@@ -476,6 +503,7 @@ impl Facsimile {
             self.node().set_sender(move |m| {
                 let _ = &probe;
                 let Some(shared) = weak.upgrade() else { return };
+                let _in = InCallback::enter();
                 Python::attach(|py| {
                     let Some(send) = locked(&shared.refs)
                         .sender

@@ -98,3 +98,22 @@ def test_async_iterator_of_changes():
         return [(c.key, c.new, c.origin) for c in got]
 
     assert asyncio.run(main()) == [("n", 1, "alpha"), ("n", 2, "alpha"), ("n", 3, "alpha")]
+
+
+def test_blocking_waits_refused_in_listeners(pair):
+    a, b = pair
+    a.store = {"n": 0}
+    refused = []
+
+    def listener(change):
+        try:
+            b.lock(b.store)
+        except RuntimeError as e:
+            refused.append(str(e))
+
+    b.on("change", listener)
+    a.store.n = 1
+    assert len(refused) == 1 and "would block" in refused[0]
+    # Outside a listener the same call works.
+    with b.lock(b.store) as guard:
+        assert guard.held
