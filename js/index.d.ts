@@ -88,9 +88,40 @@ declare class Facsimile<T = any> {
 
   /**
    * Leaves the document: the other nodes stop waiting for this one, its
-   * locks are freed, its timers stop. Writes throw afterwards.
+   * locks are freed, its timers stop. Writes throw afterwards. On a node
+   * made by `Facsimile.connect`, it also waits (up to 5 s) for the relay to
+   * acknowledge the node's last messages, then closes the socket: the
+   * promise tells when.
    */
-  close(): void;
+  close(): void | Promise<void>;
+
+  /**
+   * Resolves once the relay has every message this node sent so far on
+   * its disk (at once for a node made by `new Facsimile`).
+   * @throws {Facsimile.FacsimileError} `WRITES_LOST` when some were dropped
+   * (the relay had evicted the node), `REFUSED`, `CLOSED`.
+   */
+  flush(): Promise<void>;
+
+  /**
+   * The relay connection of a node made by `Facsimile.connect` (null
+   * otherwise): `connecting`, `connected`, `disconnected` (reconnecting),
+   * `closed`, or `refused` (the relay refused the node's messages, as it
+   * does a read-only node's writes, and closed the connection for good),
+   * and the last error.
+   */
+  readonly connection: Facsimile.ConnectionState | null;
+
+  /**
+   * Connects a new node to a document on the relay (`facsimile serve`) at
+   * `url` (`ws://host:port/` or `wss://host:port/`) and resolves to it once
+   * the document is there. The node reconnects with backoff, sends again
+   * what the relay had not acknowledged, and resumes where it stopped
+   * reading, or syncs.
+   * @throws {Facsimile.FacsimileError} `REFUSED` (a wrong token, say),
+   * `NOT_A_RELAY`, `CONNECT`, `TIMEOUT`, `NO_WEBSOCKET`.
+   */
+  static connect<T = any>(url: string, hostname: unknown, options?: Facsimile.ConnectOptions): Promise<Facsimile<T>>;
 
   /**
    * For tests: moves a `manualTime` node's virtual time forward by `ms`
@@ -119,6 +150,31 @@ declare class Facsimile<T = any> {
 }
 
 declare namespace Facsimile {
+  interface ConnectOptions {
+    /** The document (default `'default'`). */
+    doc?: string;
+    /** The relay's token (`facsimile serve --token`). */
+    token?: string;
+    /** Mirror and watch only: the node's writes throw `READ_ONLY`. */
+    readOnly?: boolean;
+    /**
+     * The WebSocket class (default: the global one; on Node.js before 22,
+     * pass the `ws` package's).
+     */
+    WebSocket?: any;
+    /** How long connect waits for the document, in ms (default 30000). */
+    timeout?: number;
+    /** Reconnection delays in ms, doubling from min to max (100, 10000). */
+    backoff?: { min?: number; max?: number };
+    /** A heartbeat after this many ms without sending (default 1000). */
+    heartbeat?: number;
+  }
+
+  interface ConnectionState {
+    status: 'connecting' | 'connected' | 'disconnected' | 'closed' | 'refused';
+    error: FacsimileError | null;
+  }
+
   interface Options {
     /** Messages as `Uint8Array`s (compact binary) instead of JSON strings. */
     binary?: boolean;
@@ -217,7 +273,14 @@ declare namespace Facsimile {
     | 'UNSUPPORTED_VERSION'
     | 'TAG_COLLISION'
     | 'BACKLOG_FULL'
-    | 'REFUSED';
+    | 'REFUSED'
+    | 'READ_ONLY'
+    | 'WRITES_LOST'
+    | 'NOT_A_RELAY'
+    | 'CONNECT'
+    | 'TIMEOUT'
+    | 'PROTOCOL'
+    | 'NO_WEBSOCKET';
 
   /** Every error the package throws has a code. */
   interface FacsimileError extends Error {

@@ -62,7 +62,9 @@ for (const [kind, dir] of [['nodejs', 'node'], ['web', 'web']]) {
     '--out-dir', join(dist, dir), wasm]);
 }
 
-const core = readFileSync(join(pkg, 'src', 'core.js'), 'utf8');
+// The package's JavaScript: the class (core.js) and the relay client
+// (connect.js), wrapped for each platform.
+const core = ['core.js', 'connect.js'].map((f) => readFileSync(join(pkg, 'src', f), 'utf8')).join('\n');
 mkdirSync(dist, { recursive: true });
 writeFileSync(join(dist, 'index.cjs'), `'use strict';
 const wasm = require('./node/facsimile_wasm.js');

@@ -131,33 +131,81 @@ function createFacsimile(wasm, { platform }) {
   // The proxy's target: fresh per proxy, carrying the node and the handle.
   // Its prototype holds only the inspection hook (Node.js formats a
   // proxy's target, not the proxy); the proxies report the plain
-  // prototypes. Its fields are hidden from formatting that bypasses the
-  // hook (assert's diffs show `FacsimileMap {}`, not the node).
-  const hidden = { writable: true, enumerable: false, configurable: true };
+  // prototypes. Its state is in private fields, invisible to formatting
+  // that bypasses the hook (assert's diffs show `FacsimileMap {}`, not the
+  // node), and as cheap to make as plain fields: a target is made for every
+  // object read, and defining hidden properties cost a microsecond each.
+  // `_rat`, `_reads` and `_limit`: reads since the read cache was dropped
+  // (`_rat` is the node's `_gen` then), see `busy`.
   class FacsimileMap {
+    #n;
+    #h;
+    #rat = -1;
+    #reads = 0;
+    #limit = 0;
     constructor(node, h) {
-      // Reads since the read cache was dropped, as for arrays.
-      Object.defineProperties(this, {
-        _n: { ...hidden, value: node },
-        _h: { ...hidden, value: h },
-        _rat: { ...hidden, value: -1 },
-        _reads: { ...hidden, value: 0 },
-        _limit: { ...hidden, value: 0 },
-      });
+      this.#n = node;
+      this.#h = h;
+    }
+    get _n() {
+      return this.#n;
+    }
+    get _h() {
+      return this.#h;
+    }
+    get _rat() {
+      return this.#rat;
+    }
+    set _rat(v) {
+      this.#rat = v;
+    }
+    get _reads() {
+      return this.#reads;
+    }
+    set _reads(v) {
+      this.#reads = v;
+    }
+    get _limit() {
+      return this.#limit;
+    }
+    set _limit(v) {
+      this.#limit = v;
     }
   }
   class FacsimileArray extends Array {
+    #n;
+    #h;
+    #rat = -1;
+    #reads = 0;
+    #limit = 0;
     constructor(node, h) {
       super();
-      // Index reads since the read cache was dropped (`_rat` is the
-      // node's `_gen` then): see `busy`.
-      Object.defineProperties(this, {
-        _n: { ...hidden, value: node },
-        _h: { ...hidden, value: h },
-        _rat: { ...hidden, value: -1 },
-        _reads: { ...hidden, value: 0 },
-        _limit: { ...hidden, value: 0 },
-      });
+      this.#n = node;
+      this.#h = h;
+    }
+    get _n() {
+      return this.#n;
+    }
+    get _h() {
+      return this.#h;
+    }
+    get _rat() {
+      return this.#rat;
+    }
+    set _rat(v) {
+      this.#rat = v;
+    }
+    get _reads() {
+      return this.#reads;
+    }
+    set _reads(v) {
+      this.#reads = v;
+    }
+    get _limit() {
+      return this.#limit;
+    }
+    set _limit(v) {
+      this.#limit = v;
     }
   }
   const MapTarget = FacsimileMap;
@@ -886,6 +934,9 @@ function createFacsimile(wasm, { platform }) {
       this._incarnation = this._engine.incarnation();
       this._pumping = false;
       this._closed = false;
+      this._readOnly = false;
+      // Set by Facsimile.connect: the relay connection.
+      this._connection = null;
       this._batch = 0;
       this._epoch = 0;
       // What was read since the last change: target -> the array's elements,
@@ -1199,6 +1250,11 @@ function createFacsimile(wasm, { platform }) {
      * locks are freed. Timers stop; writes throw afterwards.
      */
     close() {
+      if (this._connection !== null) return this._connection.close();
+      this._leave();
+    }
+
+    _leave() {
       if (this._closed) return;
       this._bump();
       this._engine.leave();
@@ -1346,16 +1402,21 @@ function createFacsimile(wasm, { platform }) {
         case 'evicted': {
           // The peers stopped waiting for this node: it starts over as a
           // new incarnation, without its locks.
-          this._bump();
-          this._rootValid = false;
-          this._engine.reincarnate(randomIncarnation());
-          this._incarnation = this._engine.incarnation();
-          for (const h of [...this._waiters.keys()]) this._settleWaiters(h);
+          this._startOver();
           break;
         }
         default:
           break;
       }
+    }
+
+    // Starts over as a new incarnation, without its locks, and syncs.
+    _startOver() {
+      this._bump();
+      this._rootValid = false;
+      this._engine.reincarnate(randomIncarnation());
+      this._incarnation = this._engine.incarnation();
+      for (const h of [...this._waiters.keys()]) this._settleWaiters(h);
     }
 
     _onChange(ev) {
@@ -1587,6 +1648,7 @@ function createFacsimile(wasm, { platform }) {
     _checkWritable() {
       if (this._sendFn === undefined) throw fail('NO_SENDER', MESSAGES.NO_SENDER);
       if (this._closed) throw fail('CLOSED', 'This node was closed');
+      if (this._readOnly) throw fail('READ_ONLY', 'This node joined its relay read-only');
     }
 
     // An array method that changes nothing still refuses as the method
@@ -1609,7 +1671,7 @@ function createFacsimile(wasm, { platform }) {
     }
 
     _mapSet(h, key, value) {
-      if (this._sendFn === undefined || this._closed) this._checkWritable();
+      if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
       const input = typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' ? this._input(value) : value;
       this._bump();
       try {
@@ -1626,7 +1688,7 @@ function createFacsimile(wasm, { platform }) {
     }
 
     _listSet(h, i, value) {
-      if (this._sendFn === undefined || this._closed) this._checkWritable();
+      if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
       if (i > MAX_PAD && i > this._engine.list_len(h) + MAX_PAD) {
         throw fail('OUT_OF_BOUNDS', `index ${i} is too far past the end of the array (arrays are dense)`, RangeError);
       }
@@ -1651,7 +1713,7 @@ function createFacsimile(wasm, { platform }) {
     }
 
     _push(h, items) {
-      if (this._sendFn === undefined || this._closed) this._checkWritable();
+      if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
       const engine = this._engine;
       if (items.length === 1) {
         const v = items[0];
@@ -1834,6 +1896,7 @@ function createFacsimile(wasm, { platform }) {
     }
   }
 
+  installConnect(Facsimile, wasm, fail);
   Object.defineProperty(Facsimile, 'platform', { value: platform, enumerable: true });
   // For require('facsimile').default and import { Facsimile } alike.
   Facsimile.default = Facsimile;

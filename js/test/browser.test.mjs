@@ -1,6 +1,7 @@
 // The browser build in a real headless Chromium (Debian's, driven by
 // playwright-core): it loads, and two pages mirror one document through an
-// in-browser channel (BroadcastChannel, which keeps each sender's order).
+// in-browser channel (BroadcastChannel, which keeps each sender's order);
+// pages on a real relay over ws:// and wss://, beside the CLI.
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -10,6 +11,8 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
+
+import { Relay, TOKEN, cli } from './support/relay.mjs';
 
 const pkg = fileURLToPath(new URL('..', import.meta.url));
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -33,6 +36,12 @@ const page = `<!doctype html>
     const node = new Facsimile(hostname);
     node.send = (...args) => channel.postMessage(args);
     channel.onmessage = (e) => node.receive(...e.data);
+    window.node = node;
+    window.hex = () => Array.from(node.snapshot(), (b) => b.toString(16).padStart(2, '0')).join('');
+  };
+  // A node on a relay, through the browser's own WebSocket.
+  window.connect = async (url, hostname, token) => {
+    const node = await Facsimile.connect(url, hostname, { token, doc: 'browser', backoff: { min: 20, max: 200 } });
     window.node = node;
     window.hex = () => Array.from(node.snapshot(), (b) => b.toString(16).padStart(2, '0')).join('');
   };
@@ -63,6 +72,8 @@ before(async () => {
   browser = await chromium.launch({
     executablePath,
     args: [
+      // The wss:// test's relay has a self-signed certificate.
+      '--ignore-certificate-errors',
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
     ],
@@ -156,4 +167,94 @@ test('a page and a Node.js node mirror one document', async () => {
   await toPage;
   assert.deepEqual(failures, []);
   await context.close();
+});
+
+async function openOnRelay(context, relay, hostname, scheme = 'ws') {
+  const p = await context.newPage();
+  const errors = [];
+  p.on('pageerror', (e) => errors.push(e));
+  await p.goto(base);
+  await p.waitForFunction(() => window.loaded === true);
+  await p.evaluate(([url, h, t]) => window.connect(url, h, t), [`${scheme}://${relay.addr}/`, hostname, TOKEN]);
+  return { page: p, errors };
+}
+
+const getDoc = async (relay, path) => JSON.parse(await cli(relay, ['get', '@', path, '--doc', 'browser', '--compact']));
+
+test('a page on the relay: the CLI, a lock, a kill -9 of the relay, a reload', async () => {
+  const relay = await new Relay().start();
+  const context = await browser.newContext();
+  try {
+    const a = await openOnRelay(context, relay, 'page');
+    // A write in the page appears in `facsimile get`; `facsimile set` in the page.
+    await a.page.evaluate(() => window.node.flush(window.node.store = { items: [1], title: 'page' }));
+    assert.deepEqual(await getDoc(relay, ''), { items: [1], title: 'page' });
+    await cli(relay, ['set', '@', '/title', '"shell"', '--doc', 'browser']);
+    await a.page.waitForFunction(() => window.node.store.title === 'shell');
+    // The page takes a lock; the CLI waits for it (and gives up after its
+    // --wait), then gets it with a larger token once the page releases.
+    const token = await a.page.evaluate(() => window.node.lock(window.node.store.items));
+    const lockCmd = (extra) => ['lock', '@', '/items', '--doc', 'browser', ...extra, '--', 'sh', '-c', 'echo "$FACSIMILE_LOCK_TOKEN"'];
+    await assert.rejects(cli(relay, lockCmd(['--wait', '1'])), /exit/);
+    await a.page.evaluate(() => window.node.release(window.node.store.items));
+    assert.ok(Number((await cli(relay, lockCmd([]))).trim()) > token);
+    // kill -9: the page's acknowledged writes and those made while the
+    // relay was down are all there once it is back.
+    await a.page.evaluate(async () => {
+      for (let i = 2; i <= 20; i++) window.node.store.items.push(i);
+      await window.node.flush();
+    });
+    await relay.kill();
+    await a.page.evaluate(() => {
+      for (let i = 21; i <= 30; i++) window.node.store.items.push(i);
+      window.flushed = window.node.flush();
+    });
+    await relay.start();
+    await a.page.evaluate(() => window.flushed);
+    const expected = Array.from({ length: 30 }, (_, i) => i + 1);
+    assert.deepEqual(await getDoc(relay, '/items'), expected);
+    // A reload joins again to the same state.
+    const before = await a.page.evaluate(() => window.hex());
+    await a.page.reload();
+    await a.page.waitForFunction(() => window.loaded === true);
+    await a.page.evaluate(([url, t]) => window.connect(url, 'page-again', t), [relay.url, TOKEN]);
+    assert.deepEqual(await a.page.evaluate(() => JSON.parse(JSON.stringify(window.node.store.items))), expected);
+    assert.equal(await a.page.evaluate(() => window.hex()), before);
+    assert.deepEqual(a.errors, []);
+  } finally {
+    await context.close();
+    await relay.stop();
+  }
+});
+
+test('a page reaches a relay serving TLS over wss://', async (t) => {
+  const { execFileSync } = await import('node:child_process');
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'facsimile-tls-'));
+  // A test CA and the relay's certificate, signed by it (rustls refuses a
+  // self-signed certificate as its own CA).
+  const file = (name) => join(dir, name);
+  const openssl = (...args) => execFileSync('openssl', args, { stdio: 'pipe', cwd: dir });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=facsimile test CA',
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign');
+  openssl('req', ...ec, '-keyout', 'key.pem', '-out', 'relay.csr', '-subj', '/CN=localhost');
+  writeFileSync(file('ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  openssl('x509', '-req', '-in', 'relay.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'cert.pem',
+    '-days', '1', '-extfile', 'ext');
+  const cert = file('cert.pem');
+  const key = file('key.pem');
+  const relay = await new Relay(['--tls-cert', cert, '--tls-key', key]).start();
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  t.after(async () => {
+    await context.close();
+    await relay.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const a = await openOnRelay(context, relay, 'secure', 'wss');
+  await a.page.evaluate(() => window.node.flush(window.node.store = { secure: true }));
+  const out = JSON.parse(await cli(relay, ['get', '@', '', '--doc', 'browser', '--compact', '--tls-ca', file('ca.pem')]));
+  assert.deepEqual(out, { secure: true });
+  assert.deepEqual(a.errors, []);
 });

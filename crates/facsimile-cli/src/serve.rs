@@ -11,8 +11,9 @@ use crate::Failure;
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// The address to listen on (port 0 picks a free port; the address is
-    /// printed on stdout).
+    /// The address to listen on, for TCP and WebSocket (ws://, wss:// with
+    /// TLS) clients alike (port 0 picks a free port; the address is printed
+    /// on stdout).
     #[arg(long, default_value = facsimile_server::DEFAULT_LISTEN, value_name = "ADDR")]
     listen: SocketAddr,
     /// Where documents are stored: one directory per document holding a

@@ -5,7 +5,7 @@
 
 use crate::codec::{self, VERSION};
 use crate::error::ReceiveError;
-use crate::wire::{Message, Tag, index};
+use crate::wire::{Message, Sequenced, Tag, WireOp, index};
 
 /// Who sent a message, to whom, and where it stands in its sender's stream,
 /// read without applying it (see [`Envelope::peek`]).
@@ -86,6 +86,49 @@ impl Envelope {
             }
             Some(&v) => Err(ReceiveError::UnsupportedVersion(v)),
         }
+    }
+
+    /// What an encoded message writes, if anything: `Some` with the first
+    /// writing operation it carries, in words (`"a change to the
+    /// document"`, `"a lock request"`, `"a lock release"`, `"an
+    /// eviction"`), or `None` for what a node sends while it only reads
+    /// (its hello, sync requests, offers and answers, acknowledgements of
+    /// reclamation and of other nodes' lock requests, heartbeats, entries
+    /// of its dictionary, goodbye, retransmission requests). For transports
+    /// that admit read-only connections; the message is decoded whole.
+    ///
+    /// # Errors
+    /// As [`crate::Replica::handle_message`] for a message that does not
+    /// decode.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile_core::{Config, Envelope, Input, PeerId, Replica};
+    ///
+    /// let mut a = Replica::new(PeerId::new("a", 7), Config::default());
+    /// let hello = a.poll_transmit().expect("a replica announces itself");
+    /// assert_eq!(Envelope::writes(&hello.bytes)?, None);
+    /// a.set_root(Input::from(3)).unwrap();
+    /// let write = a.poll_transmit().expect("the write");
+    /// assert_eq!(Envelope::writes(&write.bytes)?, Some("a change to the document"));
+    /// # Ok::<(), facsimile_core::ReceiveError>(())
+    /// ```
+    pub fn writes(bytes: &[u8]) -> Result<Option<&'static str>, ReceiveError> {
+        let frame = codec::decode(bytes, usize::MAX)?;
+        let Message::Sequenced {
+            body: Sequenced::Ops { ops, .. },
+            ..
+        } = frame.msg
+        else {
+            return Ok(None);
+        };
+        Ok(ops.iter().find_map(|op| match op {
+            WireOp::Intro { .. } | WireOp::LockAck { .. } | WireOp::Tick => None,
+            WireOp::Lock { .. } | WireOp::TryLock { .. } => Some("a lock request"),
+            WireOp::Unlock { .. } => Some("a lock release"),
+            WireOp::Evict { .. } => Some("an eviction"),
+            _ => Some("a change to the document"),
+        }))
     }
 }
 
@@ -179,6 +222,50 @@ mod tests {
                 assert_eq!(env.seq, seq, "{:?}", frame.msg);
             }
         }
+    }
+
+    /// A node that only reads sends nothing that counts as a write, even
+    /// while another node locks and writes; the writer's messages do.
+    #[test]
+    fn only_writes_and_lock_requests_count_as_writes() {
+        let mut writer = Replica::new(PeerId::new("writer", 1), Config::default());
+        let mut reader = Replica::new(PeerId::new("reader", 2), Config::default());
+        let mut kinds = Vec::new();
+        let mut exchange = |writer: &mut Replica, reader: &mut Replica| {
+            for _ in 0..4 {
+                while let Some(t) = writer.poll_transmit() {
+                    kinds.push(("writer", Envelope::writes(&t.bytes).unwrap()));
+                    let _ = reader.handle_message(&t.bytes);
+                }
+                while let Some(t) = reader.poll_transmit() {
+                    assert_eq!(
+                        Envelope::writes(&t.bytes).unwrap(),
+                        None,
+                        "a reader's message"
+                    );
+                    let _ = writer.handle_message(&t.bytes);
+                }
+            }
+        };
+        exchange(&mut writer, &mut reader);
+        let root = writer.set_root(crate::Input::Map(vec![])).unwrap().unwrap();
+        exchange(&mut writer, &mut reader);
+        reader.sync();
+        exchange(&mut writer, &mut reader);
+        writer.lock(root, true).unwrap();
+        exchange(&mut writer, &mut reader);
+        // Granted once the reader acknowledged the request.
+        assert_eq!(writer.lock_holder(root), Some(PeerId::new("writer", 1)));
+        writer.map_set(root, "k", crate::Input::from(1)).unwrap();
+        exchange(&mut writer, &mut reader);
+        assert_eq!(reader.snapshot(), writer.snapshot());
+        for expected in ["a change to the document", "a lock request"] {
+            assert!(
+                kinds.contains(&("writer", Some(expected))),
+                "{expected}: {kinds:?}"
+            );
+        }
+        assert_eq!(Envelope::writes(&[]), Err(ReceiveError::Empty));
     }
 
     #[test]

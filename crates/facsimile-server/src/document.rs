@@ -13,8 +13,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -50,6 +50,8 @@ pub(crate) struct Outbox {
     pub(crate) queued: Arc<AtomicUsize>,
     /// Cancelled to drop the connection at once.
     pub(crate) cancel: CancellationToken,
+    /// Why the document ends the connection, for the client's close frame.
+    pub(crate) closing: Arc<OnceLock<String>>,
 }
 
 /// An input of the document's thread.
@@ -351,10 +353,13 @@ impl Doc {
     fn join(&mut self, conn: ConnId, hello: ClientHello, addr: SocketAddr, out: Outbox) {
         let tag = hello.incarnation;
         if tag == self.me.incarnation() {
+            let reason = "the node's incarnation collides with the relay's; reconnect";
             let frame = Down::Hello(ServerHello::Refused {
-                reason: "the node's incarnation collides with the relay's; reconnect".into(),
+                reason: reason.into(),
             })
             .encode();
+            // Dropping the queue after the refusal ends the connection.
+            let _ = out.closing.set(reason.into());
             let _ = out.tx.try_send(frame);
             return;
         }
@@ -591,6 +596,7 @@ impl Doc {
     fn kick(&mut self, conn: ConnId, reason: String) {
         if let Some(c) = self.clients.get(&conn) {
             tracing::warn!(doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason, "disconnecting client");
+            let _ = c.out.closing.set(reason);
             c.out.cancel.cancel();
             self.drop_client(conn);
         }

@@ -1,5 +1,5 @@
 //! The facsimile relay: a server that nodes of a document connect to over
-//! TCP. It orders every message of a document into one sequence, stores it
+//! TCP or WebSocket (on the same port). It orders every message of a document into one sequence, stores it
 //! durably, passes it to the document's other nodes, and is itself a
 //! replica, so it serves the document to nodes that join.
 //!
@@ -17,7 +17,9 @@
 //! ```
 //!
 //! Nodes connect with `facsimile::net::connect` (feature `tcp` of the
-//! `facsimile` crate); the `facsimile serve` command runs this server.
+//! `facsimile` crate), or over a WebSocket at `ws://HOST:PORT/` (`wss://`
+//! with TLS) sending each protocol frame as one binary message, as a
+//! browser does; the `facsimile serve` command runs this server.
 //!
 //! # Overview
 //! - One thread per document owns its replica and its store; connections
@@ -38,9 +40,11 @@
 
 mod config;
 mod document;
+mod http;
 mod server;
 mod store;
 pub mod tls;
+mod transport;
 
 pub use config::{DEFAULT_LISTEN, ServerConfig};
 pub use document::Recovery;

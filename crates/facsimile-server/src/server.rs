@@ -10,25 +10,29 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::close_code;
 use bytes::Bytes;
 use facsimile::net::protocol::{
-    self, ByteStream, ClientHello, Down, FrameReader, FrameWriter, PROTOCOL_VERSION, ServerHello,
+    ByteStream, ClientHello, Down, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, ServerHello,
 };
 use futures_util::{SinkExt, StreamExt};
 use subtle::ConstantTimeEq;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::error::Elapsed;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::ServerConfig;
 use crate::document::{self, Cmd, ConnId, Doc, Outbox, QUEUE_FRAMES, Recovery};
+use crate::http;
+use crate::transport::{self, Close, FrameSink, Frames, Outgoing, ReadError, Transport};
 
 /// The relay: accepts nodes, orders and stores each document's messages and
 /// passes them to the document's other nodes.
@@ -48,8 +52,8 @@ pub struct Server {
 }
 
 /// What the listener, the handlers and the documents share.
-struct Shared {
-    config: Arc<ServerConfig>,
+pub(crate) struct Shared {
+    pub(crate) config: Arc<ServerConfig>,
     docs: Mutex<HashMap<String, mpsc::Sender<Cmd>>>,
     /// Held while a document opens: two recoveries of one directory would
     /// both write to its log.
@@ -58,7 +62,7 @@ struct Shared {
     next_conn: AtomicU64,
     /// Cancelled when the server stops: connections close without evicting
     /// anybody (as after a crash, nodes resume when a relay is back).
-    stopping: CancellationToken,
+    pub(crate) stopping: CancellationToken,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -131,6 +135,7 @@ impl Server {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         tokio::pin!(shutdown);
         let tls = self.shared.config.tls.clone().map(TlsAcceptor::from);
+        let router = http::router(self.shared.clone());
         loop {
             let (tcp, addr) = tokio::select! {
                 r = self.listener.accept() => match r {
@@ -151,28 +156,116 @@ impl Server {
             let _ = tcp.set_nodelay(true);
             // Taken before TLS, so that a flood of handshakes counts too.
             let permit = self.shared.limit.clone().try_acquire_owned().ok();
-            let shared = self.shared.clone();
-            let tls = tls.clone();
-            let span = tracing::info_span!(
-                "connection",
-                %addr,
-                peer = tracing::field::Empty,
-                doc = tracing::field::Empty
-            );
-            tokio::spawn(async move {
-                // The handshake's log lines name the connection; the
-                // frames that follow pass without entering its span.
-                let admitted = async {
-                    Handler::accept(shared, tcp, addr, tls, permit)
-                        .await?
-                        .admit()
-                        .await
-                };
-                if let Some(client) = admitted.instrument(span).await {
-                    client.run().await;
-                }
-            });
+            tokio::spawn(accept(
+                self.shared.clone(),
+                router.clone(),
+                tcp,
+                addr,
+                tls.clone(),
+                permit,
+            ));
         }
+    }
+}
+
+/// Completes the TLS handshake where the relay serves TLS, then serves the
+/// protocol the client speaks: HTTP (WebSocket upgrades) or the TCP
+/// protocol's frames.
+async fn accept(
+    shared: Arc<Shared>,
+    router: axum::Router,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let timeout = shared.config.handshake_timeout;
+    // The first byte tells the protocols apart; it is peeked, not consumed.
+    type Peeked = Result<Result<Option<(Box<dyn ByteStream>, u8)>, io::Error>, Elapsed>;
+    let peeked: Peeked = match tls {
+        None => {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(timeout, tcp.peek(&mut first)).await {
+                Ok(Ok(1)) => Ok(Ok(Some((Box::new(tcp), first[0])))),
+                Ok(Ok(_)) => Ok(Ok(None)),
+                Ok(Err(e)) => Ok(Err(e)),
+                Err(e) => Err(e),
+            }
+        }
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::warn!(%addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%addr, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let mut buffered = BufReader::new(tls);
+            match tokio::time::timeout(timeout, buffered.fill_buf()).await {
+                Ok(Ok(b)) => match b.first().copied() {
+                    Some(first) => Ok(Ok(Some((Box::new(buffered), first)))),
+                    None => Ok(Ok(None)),
+                },
+                Ok(Err(e)) => Ok(Err(e)),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let (stream, first) = match peeked {
+        Ok(Ok(Some(x))) => x,
+        Ok(Ok(None)) => return tracing::debug!(%addr, "connection closed before its hello"),
+        Ok(Err(e)) => {
+            return tracing::debug!(%addr, error = %e, "connection failed before its hello");
+        }
+        Err(_) => return tracing::warn!(%addr, why = "no hello in time", "connection closed"),
+    };
+    if is_http(first) {
+        http::serve(shared, router, stream, addr, permit).await;
+    } else {
+        let transport = Transport::tcp(stream, shared.config.max_frame);
+        run_client(shared, addr, permit, transport).await;
+    }
+}
+
+/// Whether a connection's first byte starts an HTTP request. A request
+/// starts with its method's first letter, `A` to `Z`; the TCP protocol
+/// starts with its hello's 4-byte big-endian length, whose first byte is 0
+/// for any hello under 16 MiB (a byte of `A` or more would announce a hello
+/// of more than a gigabyte).
+fn is_http(first: u8) -> bool {
+    first.is_ascii_uppercase()
+}
+
+/// Runs one client on its transport: the handshake, then its frames to its
+/// document and the document's frames to it, until either side ends.
+pub(crate) async fn run_client(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+    transport: Transport,
+) {
+    let span = tracing::info_span!(
+        "connection",
+        %addr,
+        transport = transport.kind,
+        peer = tracing::field::Empty,
+        doc = tracing::field::Empty
+    );
+    let handler = Handler {
+        shared,
+        addr,
+        permit,
+        frames: transport.frames,
+        sink: transport.sink,
+    };
+    // The handshake's log lines name the connection; the frames that
+    // follow pass without entering its span.
+    if let Some(client) = handler.admit().instrument(span).await {
+        client.run().await;
     }
 }
 
@@ -252,12 +345,16 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 enum Refusal {
     /// The client is told why, in words it can act on.
     Refused(String),
-    /// Nothing is said: the peer sent something that is not a frame, or no
-    /// frame in time.
-    Dropped(String),
+    /// Nothing is said but the WebSocket close: the peer sent something
+    /// that is not a frame, or no frame in time.
+    Dropped(Close),
     /// The peer closed the connection before its hello.
     Gone,
 }
+
+/// How long the relay tries to say goodbye (a refusal, a close frame) to
+/// a client that may not be reading.
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 
 /// One connection until its client is admitted: the hello, the checks, the
 /// document to join.
@@ -271,49 +368,13 @@ struct Handler {
     /// client is refused.
     permit: Option<OwnedSemaphorePermit>,
     /// The client's frames.
-    reader: FrameReader,
+    frames: Frames,
     /// Frames to the client: the refusal, or after the handshake the
     /// document's frames (through the writer task).
-    writer: FrameWriter,
+    sink: FrameSink,
 }
 
 impl Handler {
-    /// Completes the TLS handshake where the relay serves TLS; `None` when
-    /// it fails.
-    async fn accept(
-        shared: Arc<Shared>,
-        tcp: TcpStream,
-        addr: SocketAddr,
-        tls: Option<TlsAcceptor>,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Option<Handler> {
-        let stream: Box<dyn ByteStream> = match tls {
-            None => Box::new(tcp),
-            Some(acceptor) => {
-                let timeout = shared.config.handshake_timeout;
-                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => Box::new(s),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "TLS handshake failed");
-                        return None;
-                    }
-                    Err(_) => {
-                        tracing::warn!("TLS handshake timed out");
-                        return None;
-                    }
-                }
-            }
-        };
-        let (reader, writer) = protocol::framed(stream, shared.config.max_frame);
-        Some(Handler {
-            shared,
-            addr,
-            permit,
-            reader,
-            writer,
-        })
-    }
-
     /// Joins the client to its document, or refuses it.
     async fn admit(mut self) -> Option<ClientConn> {
         let admitted = match self.handshake().await {
@@ -340,11 +401,21 @@ impl Handler {
                 config.max_clients
             )));
         }
-        let frame = match tokio::time::timeout(config.handshake_timeout, self.reader.next()).await {
+        let frame = match tokio::time::timeout(config.handshake_timeout, self.frames.next()).await {
             Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(e))) => return Err(Refusal::Dropped(format!("bad first frame: {e}"))),
+            Ok(Some(Err(ReadError::Protocol(close)))) => {
+                return Err(Refusal::Dropped(Close {
+                    code: close.code,
+                    reason: format!("bad first frame: {}", close.reason),
+                }));
+            }
+            Ok(Some(Err(ReadError::Io(e)))) => {
+                return Err(Refusal::Dropped(Close::policy(format!(
+                    "bad first frame: {e}"
+                ))));
+            }
             Ok(None) => return Err(Refusal::Gone),
-            Err(_) => return Err(Refusal::Dropped("no hello in time".into())),
+            Err(_) => return Err(Refusal::Dropped(Close::policy("no hello in time"))),
         };
         let hello = ClientHello::decode(&frame).map_err(|e| {
             tracing::debug!(error = %e, "not a facsimile hello");
@@ -355,9 +426,10 @@ impl Handler {
         let span = tracing::Span::current();
         span.record("peer", hello.hostname.as_str());
         span.record("doc", hello.document.as_str());
-        if hello.protocol != PROTOCOL_VERSION {
+        if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.protocol) {
             return Err(Refusal::Refused(format!(
-                "protocol version {} is not supported (the relay speaks {PROTOCOL_VERSION}); \
+                "protocol version {} is not supported (the relay speaks \
+                 {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}); \
                  use matching versions of facsimile",
                 hello.protocol
             )));
@@ -384,10 +456,19 @@ impl Handler {
         match refusal {
             Refusal::Refused(reason) => {
                 tracing::warn!(%reason, "connection refused");
-                let refused = Down::Hello(ServerHello::Refused { reason }).encode();
-                let _ = self.writer.send(refused).await;
+                let refused = Down::Hello(ServerHello::Refused {
+                    reason: reason.clone(),
+                })
+                .encode();
+                let _ =
+                    tokio::time::timeout(CLOSE_WITHIN, self.sink.feed(Outgoing::Frame(refused)))
+                        .await;
+                transport::close(&mut self.sink, Close::policy(reason), CLOSE_WITHIN).await;
             }
-            Refusal::Dropped(why) => tracing::warn!(%why, "connection closed"),
+            Refusal::Dropped(close) => {
+                tracing::warn!(why = %close.reason, "connection closed");
+                transport::close(&mut self.sink, close, CLOSE_WITHIN).await;
+            }
             Refusal::Gone => tracing::debug!("connection closed before its hello"),
         }
     }
@@ -410,7 +491,10 @@ async fn open_document(
                 hello.document
             )))
         }
-        Err(_) => Err(Refusal::Dropped("the relay is stopping".into())),
+        Err(_) => Err(Refusal::Dropped(Close {
+            code: close_code::AWAY,
+            reason: "the relay is stopping".into(),
+        })),
     }
 }
 
@@ -422,18 +506,27 @@ struct ClientConn {
     /// The document's thread.
     doc: mpsc::Sender<Cmd>,
     /// The client's frames.
-    reader: FrameReader,
-    /// The largest frame, named when a client exceeds it.
-    max_frame: usize,
+    frames: Frames,
     /// Cancelled when either side ends the connection: the document dropped
     /// the client, or writing to it failed.
     cancel: CancellationToken,
+    /// Why the document ended the connection, when it did.
+    closing: Arc<OnceLock<String>>,
     /// Cancelled when the relay stops; clients are not evicted then.
     stopping: CancellationToken,
-    /// The task writing the document's frames.
-    writing: JoinHandle<()>,
+    /// The task writing the document's frames; it hands the sink back for
+    /// the connection's last words.
+    writing: JoinHandle<FrameSink>,
     /// The connection's place under the limit, held until it ends.
     _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// How a client's connection ended, as its reader saw it.
+enum Departure {
+    /// The client closed the connection, or it failed: why, for the log.
+    Left(String),
+    /// The client broke the protocol's framing.
+    Broke(Close),
 }
 
 impl ClientConn {
@@ -447,17 +540,19 @@ impl ClientConn {
             shared,
             addr,
             permit,
-            reader,
-            writer,
+            frames,
+            sink,
         } = handler;
         let id: ConnId = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
         let queued = Arc::new(AtomicUsize::new(0));
         let cancel = CancellationToken::new();
+        let closing = Arc::new(OnceLock::new());
         let out = Outbox {
             tx,
             queued: queued.clone(),
             cancel: cancel.clone(),
+            closing: closing.clone(),
         };
         let join = Cmd::Join {
             conn: id,
@@ -466,23 +561,33 @@ impl ClientConn {
             out,
         };
         doc.send(join).await.ok()?;
-        let writing = tokio::spawn(write_frames(writer, rx, queued, cancel.clone()));
+        let writing = tokio::spawn(write_frames(sink, rx, queued, cancel.clone()));
         Some(ClientConn {
             id,
             doc,
-            reader,
-            max_frame: shared.config.max_frame,
+            frames,
             cancel,
+            closing,
             stopping: shared.stopping.clone(),
             writing,
             _permit: permit,
         })
     }
 
-    /// Passes the client's frames on until the connection ends, then tells
-    /// the document why (unless the document or the relay ended it).
+    /// Passes the client's frames on until the connection ends, tells the
+    /// document why (unless the document or the relay ended it), and closes
+    /// the connection with the reason.
     async fn run(mut self) {
-        if let Some(reason) = self.pass_frames().await {
+        let mut close = None;
+        if let Some(departure) = self.pass_frames().await {
+            let reason = match departure {
+                Departure::Left(reason) => reason,
+                Departure::Broke(c) => {
+                    let reason = c.reason.clone();
+                    close = Some(c);
+                    reason
+                }
+            };
             let _ = self
                 .doc
                 .send(Cmd::Leave {
@@ -492,28 +597,54 @@ impl ClientConn {
                 .await;
         }
         self.cancel.cancel();
-        let _ = self.writing.await;
+        // The document's thread ends once no connection holds its channel:
+        // a relay that stops does not wait for these last words.
+        let ClientConn {
+            doc,
+            closing,
+            stopping,
+            writing,
+            _permit,
+            ..
+        } = self;
+        drop(doc);
+        let Ok(mut sink) = writing.await else {
+            return;
+        };
+        let close = close
+            .or_else(|| closing.get().map(|r| Close::policy(r.clone())))
+            .unwrap_or_else(|| {
+                if stopping.is_cancelled() {
+                    Close {
+                        code: close_code::AWAY,
+                        reason: "the relay is stopping".into(),
+                    }
+                } else {
+                    Close {
+                        code: close_code::NORMAL,
+                        reason: String::new(),
+                    }
+                }
+            });
+        transport::close(&mut sink, close, CLOSE_WITHIN).await;
     }
 
     /// The client's frames, to the document; returns why the client left,
     /// or `None` when the document or the relay ended the connection.
-    async fn pass_frames(&mut self) -> Option<String> {
+    async fn pass_frames(&mut self) -> Option<Departure> {
         loop {
             let frame = tokio::select! {
-                f = self.reader.next() => f,
+                f = self.frames.next() => f,
                 _ = self.cancel.cancelled() => return None,
                 _ = self.stopping.cancelled() => return None,
             };
             let frame = match frame {
-                Some(Ok(frame)) => frame.freeze(),
-                Some(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
-                    return Some(format!(
-                        "bad frame ({e}); frames are limited to {} bytes (--max-frame)",
-                        self.max_frame
-                    ));
+                Some(Ok(frame)) => frame,
+                Some(Err(ReadError::Protocol(close))) => return Some(Departure::Broke(close)),
+                Some(Err(ReadError::Io(e))) => {
+                    return Some(Departure::Left(format!("read error: {e}")));
                 }
-                Some(Err(e)) => return Some(format!("read error: {e}")),
-                None => return Some("closed by the client".into()),
+                None => return Some(Departure::Left("closed by the client".into())),
             };
             let cmd = Cmd::Frame {
                 conn: self.id,
@@ -522,7 +653,7 @@ impl ClientConn {
             // Waiting here when the document is busy slows the client down
             // through TCP: backpressure, not buffering.
             tokio::select! {
-                r = self.doc.send(cmd) => if r.is_err() { return Some("the document closed".into()) },
+                r = self.doc.send(cmd) => if r.is_err() { return Some(Departure::Left("the document closed".into())) },
                 _ = self.cancel.cancelled() => return None,
                 _ = self.stopping.cancelled() => return None,
             }
@@ -530,26 +661,27 @@ impl ClientConn {
     }
 }
 
-/// Writes a client's queued frames, in order, batching flushes.
+/// Writes a client's queued frames, in order, batching flushes, until the
+/// queue ends (the document dropped the client) or the connection is
+/// cancelled; returns the sink.
 async fn write_frames(
-    mut writer: FrameWriter,
+    mut sink: FrameSink,
     mut rx: mpsc::Receiver<Bytes>,
     queued: Arc<AtomicUsize>,
     cancel: CancellationToken,
-) {
+) -> FrameSink {
     let write = async {
         while let Some(frame) = rx.recv().await {
             let mut frame = Some(frame);
             while let Some(f) = frame.take() {
                 let len = f.len();
-                writer.feed(f).await?;
+                sink.feed(Outgoing::Frame(f)).await?;
                 queued.fetch_sub(len, Ordering::AcqRel);
                 frame = rx.try_recv().ok();
             }
-            SinkExt::<Bytes>::flush(&mut writer).await?;
+            sink.flush().await?;
         }
-        // The document dropped the client after a refusal: end cleanly.
-        writer.get_mut().shutdown().await
+        Ok::<(), io::Error>(())
     };
     tokio::select! {
         r = write => {
@@ -560,6 +692,7 @@ async fn write_frames(
         }
         _ = cancel.cancelled() => {}
     }
+    sink
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@
 //! assert!(engine.is_ready());
 //! ```
 
+mod relay;
+
 use std::time::Duration;
 
 use facsimile_core::{
@@ -43,6 +45,8 @@ use js_sys::{Array, Reflect, Uint8Array};
 use rustc_hash::FxHashMap;
 use smol_str::SmolStr;
 use wasm_bindgen::prelude::*;
+
+pub use relay::RelayClient;
 
 /// Object kinds as the package sees them.
 const KIND_MAP: u8 = 1;

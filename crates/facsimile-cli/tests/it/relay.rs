@@ -235,6 +235,7 @@ async fn raw_client(relay: &Relay) -> TcpStream {
         hostname: "raw".into(),
         incarnation: rand::random(),
         resume: None,
+        read_only: false,
     }
     .encode();
     s.write_all(&(hello.len() as u32).to_be_bytes())
@@ -286,9 +287,13 @@ async fn oversized_and_garbage_frames_close_only_their_connection() {
     junk.write_all(garbage).await.unwrap();
     assert!(closed_by_relay(junk).await, "garbage closes the connection");
 
-    // Garbage instead of a hello.
+    // Garbage instead of a hello: a TLS client on a plain relay. (An HTTP
+    // request is answered: the port speaks HTTP for WebSocket clients.)
     let mut noise = TcpStream::connect(&relay.addr).await.unwrap();
-    noise.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    noise
+        .write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .await
+        .unwrap();
     assert!(
         closed_by_relay(noise).await,
         "a non-facsimile client is closed"
@@ -325,6 +330,7 @@ async fn a_stalled_client_is_cut_off_while_the_others_keep_up() {
             hostname: "stalled".into(),
             incarnation: rand::random(),
             resume: None,
+            read_only: false,
         }
         .encode();
         s.write_all(&(hello.len() as u32).to_be_bytes())

@@ -16,8 +16,8 @@ use super::driver::run_timers;
 use super::error::NetError;
 use super::options::ConnectOptions;
 use super::protocol::{
-    self, ByteStream, ClientHello, Down, FrameReader, FrameWriter, PROTOCOL_VERSION, ProtocolError,
-    Resume, ServerHello, Up,
+    self, Admission, ByteStream, FrameReader, FrameWriter, HelloError, Incoming, ProtocolError,
+    Session,
 };
 use crate::node::{Inner, Node, Outgoing};
 
@@ -41,15 +41,14 @@ pub(super) async fn connect(
     let shared = Arc::new(Shared::new());
     let sink = shared.clone();
     node.set_sender(move |out: Outgoing| {
-        let up = match out.to() {
-            None => Up::Broadcast(Bytes::copy_from_slice(out.as_bytes())),
-            Some(tag) => Up::To(tag, Bytes::copy_from_slice(out.as_bytes())),
-        };
-        sink.enqueue(up.encode());
+        if Session::send(&mut sink.outbox(), out.to(), out.as_bytes()) {
+            sink.queued.notify_one();
+        }
     });
-    let (session, welcome) = establish(addr, &options, None, &node).await?;
-    let mut resume = None;
-    apply_welcome(&shared, &node, &welcome, &mut resume);
+    let mut session =
+        Session::new(options.document.clone(), options.token.clone()).read_only(options.read_only);
+    let (conn, admission) = establish(addr, &options, &mut session, &shared, &node).await?;
+    admit(&shared, &node, admission);
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let _ready = node.on_ready(move |_| {
         let _ = ready_tx.send(true);
@@ -63,8 +62,8 @@ pub(super) async fn connect(
         options.clone(),
         shared.clone(),
         node.downgrade(),
+        conn,
         session,
-        resume,
     ));
     tokio::spawn(run_timers(shared.clone(), node.downgrade()));
     let synced = async {
@@ -88,27 +87,20 @@ pub(super) async fn connect(
 }
 
 /// An established connection, after the relay's welcome.
-struct Session {
+struct Conn {
     reader: FrameReader,
     writer: FrameWriter,
 }
 
-/// What the relay's welcome says about the node and its queue.
-struct Welcome {
-    log: u64,
-    position: u64,
-    resumed: bool,
-    member: bool,
-    evicted: bool,
-}
-
-/// Opens a connection and says hello, asking to resume after `resume`.
+/// Opens a connection and says hello, asking to resume where the session
+/// stopped reading; readies the outbox for the connection.
 async fn establish(
     addr: &str,
     options: &ConnectOptions,
-    resume: Option<Resume>,
+    session: &mut Session,
+    shared: &Shared,
     node: &Node,
-) -> Result<(Session, Welcome), NetError> {
+) -> Result<(Conn, Admission), NetError> {
     let deadline = tokio::time::Instant::now() + options.connect_timeout;
     let stream = tokio::time::timeout_at(deadline, open(addr, options))
         .await
@@ -117,22 +109,12 @@ async fn establish(
             after: options.connect_timeout,
         })??;
     let (mut reader, mut writer) = protocol::framed(stream, options.max_frame);
-    let hello = ClientHello {
-        protocol: PROTOCOL_VERSION,
-        document: options.document.clone(),
-        token: options.token.clone(),
-        hostname: node.hostname().to_string(),
-        incarnation: node.peer_id().incarnation(),
-        resume,
-    };
+    let hello = session.hello(node.hostname(), node.peer_id().incarnation());
     let handshake = async {
-        writer
-            .send(hello.encode())
-            .await
-            .map_err(|source| NetError::Io {
-                during: "sending the hello",
-                source,
-            })?;
+        writer.send(hello).await.map_err(|source| NetError::Io {
+            during: "sending the hello",
+            source,
+        })?;
         read_welcome(addr, &mut reader).await
     };
     // Connected but silent: whatever listens there does not speak the
@@ -143,7 +125,16 @@ async fn establish(
             addr: addr.to_string(),
             source: ProtocolError::Silent(options.connect_timeout),
         })??;
-    Ok((Session { reader, writer }, welcome))
+    let admission = shared
+        .complete(|outbox| session.welcome(welcome, outbox))
+        .map_err(|e| match e {
+            HelloError::Refused(reason) => NetError::Refused(reason),
+            HelloError::NotARelay(source) => NetError::NotARelay {
+                addr: addr.to_string(),
+                source,
+            },
+        })?;
+    Ok((Conn { reader, writer }, admission))
 }
 
 /// The TCP connection, with TLS where the options ask for it.
@@ -170,84 +161,45 @@ async fn open(addr: &str, options: &ConnectOptions) -> Result<Box<dyn ByteStream
     Ok(Box::new(stream))
 }
 
-/// The relay's answer to the hello. Anything but a relay's hello means
+/// The relay's answer to the hello, unread. A frame above the limit means
 /// that something else listens at `addr`.
-async fn read_welcome(addr: &str, reader: &mut FrameReader) -> Result<Welcome, NetError> {
-    let not_a_relay = |source| NetError::NotARelay {
-        addr: addr.to_string(),
-        source,
-    };
-    let frame = match reader.next().await {
-        Some(Ok(frame)) => frame.freeze(),
-        Some(Err(e)) if protocol::is_too_large(&e) => {
-            return Err(not_a_relay(ProtocolError::TooLarge {
+async fn read_welcome(addr: &str, reader: &mut FrameReader) -> Result<Bytes, NetError> {
+    match reader.next().await {
+        Some(Ok(frame)) => Ok(frame.freeze()),
+        Some(Err(e)) if protocol::is_too_large(&e) => Err(NetError::NotARelay {
+            addr: addr.to_string(),
+            source: ProtocolError::TooLarge {
                 limit: reader.decoder().max_frame_length(),
-            }));
-        }
-        Some(Err(source)) => {
-            return Err(NetError::Io {
-                during: "reading the relay's hello",
-                source,
-            });
-        }
-        None => {
-            return Err(NetError::RelayClosed {
-                during_handshake: true,
-            });
-        }
-    };
-    match Down::decode(frame).map_err(not_a_relay)? {
-        Down::Hello(ServerHello::Welcome {
-            log,
-            position,
-            relay: _,
-            resumed,
-            member,
-            evicted,
-        }) => Ok(Welcome {
-            log,
-            position,
-            resumed,
-            member,
-            evicted,
+            },
         }),
-        Down::Hello(ServerHello::Refused { reason }) => Err(NetError::Refused(reason)),
-        other => Err(not_a_relay(ProtocolError::NotAHello(other.kind()))),
+        Some(Err(source)) => Err(NetError::Io {
+            during: "reading the relay's hello",
+            source,
+        }),
+        None => Err(NetError::RelayClosed {
+            during_handshake: true,
+        }),
     }
 }
 
-/// Decides what the node resends and whether it must catch up by a sync or
-/// start over. `resume` is where the last connection stopped reading (none
-/// before the first).
-fn apply_welcome(shared: &Shared, node: &Node, w: &Welcome, resume: &mut Option<Resume>) {
-    let first = resume.is_none();
-    // The relay no longer knows this incarnation (it was evicted, or the
-    // relay's data were lost): its queued messages would be refused.
-    let rejoin = w.evicted || (!first && !w.resumed && !w.member);
-    if !w.resumed {
-        *resume = Some(Resume {
-            log: w.log,
-            position: w.position,
-        });
-    }
-    shared.complete(|outbox| {
-        if rejoin {
-            outbox.drop_all();
-        } else {
-            outbox.requeue_unacked();
+/// Does what the relay's welcome asks of the node.
+fn admit(shared: &Shared, node: &Node, admission: Admission) {
+    match admission {
+        // Synced by the caller before the first message is read.
+        Admission::Joined | Admission::Resumed => {}
+        Admission::Sync => {
+            tracing::info!(node = %node.peer_id(), "cannot resume where the connection broke; syncing");
+            node.sync();
         }
-    });
-    if rejoin {
-        tracing::warn!(
-            node = %node.peer_id(),
-            evicted = w.evicted,
-            "the relay no longer knows this node; rejoining as a new incarnation"
-        );
-        shared.rejoined();
-        node.rejoin();
-    } else if !first && !w.resumed {
-        tracing::info!(node = %node.peer_id(), "cannot resume where the connection broke; syncing");
-        node.sync();
+        Admission::Rejoin { dropped } => {
+            tracing::warn!(
+                node = %node.peer_id(),
+                dropped,
+                "the relay no longer knows this node; rejoining as a new incarnation"
+            );
+            shared.rejoined();
+            node.rejoin();
+        }
     }
 }
 
@@ -261,26 +213,33 @@ fn host_of(addr: &str) -> String {
         .to_string()
 }
 
-/// The connection's life: run sessions, reconnect with backoff.
+/// The connection's life: run connections, reconnect with backoff.
 async fn run(
     addr: String,
     options: ConnectOptions,
     shared: Arc<Shared>,
     node: Weak<Inner>,
-    first: Session,
-    mut resume: Option<Resume>,
+    first: Conn,
+    mut session: Session,
 ) {
-    let mut session = Some(first);
+    let mut conn = Some(first);
     let mut attempts = options.backoff().jitter().attempts();
     loop {
-        if let Some(s) = session.take() {
+        if let Some(c) = conn.take() {
             let _ = shared.status.send_replace(Status::Connected);
             attempts.reset();
             let error = tokio::select! {
-                e = drive(s, &shared, &node, &mut resume) => e,
+                e = drive(c, &shared, &node, &mut session) => e,
                 _ = shared.cancel.cancelled() => return,
             };
             if shared.cancel.is_cancelled() || node.upgrade().is_none() {
+                return;
+            }
+            if let NetError::Refused(reason) = error {
+                // Sending it again would be refused again.
+                tracing::error!(%addr, %reason, "the relay refused this node's messages");
+                let _ = shared.status.send_replace(Status::Refused(reason));
+                shared.complete(|outbox| outbox.close());
                 return;
             }
             tracing::warn!(%addr, %error, "relay connection lost; reconnecting");
@@ -296,14 +255,14 @@ async fn run(
             return;
         };
         let attempt = tokio::select! {
-            r = establish(&addr, &options, resume, &n) => r,
+            r = establish(&addr, &options, &mut session, &shared, &n) => r,
             _ = shared.cancel.cancelled() => return,
         };
         match attempt {
-            Ok((s, welcome)) => {
+            Ok((c, admission)) => {
                 tracing::info!(%addr, "reconnected to the relay");
-                apply_welcome(&shared, &n, &welcome, &mut resume);
-                session = Some(s);
+                admit(&shared, &n, admission);
+                conn = Some(c);
             }
             Err(e @ NetError::Refused(_)) => {
                 tracing::error!(%addr, error = %e, "reconnection refused");
@@ -321,17 +280,13 @@ async fn run(
     }
 }
 
-/// Carries frames both ways until the connection fails; returns why.
-async fn drive(
-    session: Session,
-    shared: &Shared,
-    node: &Weak<Inner>,
-    resume: &mut Option<Resume>,
-) -> NetError {
-    let Session {
+/// Carries frames both ways until the connection fails; returns why
+/// ([`NetError::Refused`] when the relay refused what the node sent).
+async fn drive(conn: Conn, shared: &Shared, node: &Weak<Inner>, session: &mut Session) -> NetError {
+    let Conn {
         mut reader,
         mut writer,
-    } = session;
+    } = conn;
     let read = async {
         while let Some(frame) = reader.next().await {
             let frame = match frame {
@@ -346,26 +301,14 @@ async fn drive(
             let Some(node) = Node::upgrade(node) else {
                 return NetError::Closed;
             };
-            match Down::decode(frame) {
-                Ok(Down::Message { position, bytes }) => {
+            match shared.complete(|outbox| session.receive(frame, outbox)) {
+                Ok(Incoming::Message(bytes)) => {
                     if let Err(e) = node.receive(&bytes) {
-                        tracing::warn!(error = %e, position, "refused a message from the relay");
-                    }
-                    if let Some(r) = resume.as_mut() {
-                        r.position = r.position.max(position);
+                        tracing::warn!(error = %e, "refused a message from the relay");
                     }
                 }
-                Ok(Down::Direct(bytes)) => {
-                    if let Err(e) = node.receive(&bytes) {
-                        tracing::warn!(error = %e, "refused a directed message");
-                    }
-                }
-                Ok(Down::Ack(n)) => {
-                    if let Err(e) = shared.complete(|outbox| outbox.ack_up_to(n)) {
-                        return e.into();
-                    }
-                }
-                Ok(Down::Hello(_)) => return ProtocolError::SecondHello.into(),
+                Ok(Incoming::Acked) => {}
+                Ok(Incoming::Closing(reason)) => return NetError::Refused(reason),
                 Err(e) => return e.into(),
             }
         }

@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+#[cfg(feature = "nats")]
 use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::error::NetError;
-use super::outbox::Outbox;
+use super::protocol::Outbox;
 use crate::node::Node;
 
 /// The state of a connection, as reported by [`Connection::status`].
@@ -23,6 +24,10 @@ pub enum Status {
     Disconnected(String),
     /// Closed by [`Connection::close`] or [`Connection::abort`].
     Closed,
+    /// Closed by the relay, which refused something the node sent (a write
+    /// on a read-only connection, say), for this reason. The connection
+    /// does not reconnect: it would send the same again.
+    Refused(String),
 }
 
 /// A node connected to a relay or to NATS, with the background tasks that
@@ -80,6 +85,7 @@ impl Shared {
     }
 
     /// Queues a frame and wakes the sender.
+    #[cfg(feature = "nats")]
     pub(super) fn enqueue(&self, frame: Bytes) {
         if self.outbox().enqueue(frame) {
             self.queued.notify_one();

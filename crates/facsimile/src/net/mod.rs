@@ -45,7 +45,6 @@ mod error;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod options;
-mod outbox;
 pub mod protocol;
 #[cfg(feature = "tcp")]
 mod tls;

@@ -27,6 +27,8 @@ pub struct ConnectOptions {
     pub(crate) token: String,
     #[cfg(feature = "tcp")]
     pub(crate) tls: Option<TlsOptions>,
+    #[cfg(feature = "tcp")]
+    pub(crate) read_only: bool,
     pub(crate) max_frame: usize,
     backoff_min: Duration,
     backoff_max: Duration,
@@ -59,6 +61,8 @@ impl ConnectOptions {
             token: String::new(),
             #[cfg(feature = "tcp")]
             tls: None,
+            #[cfg(feature = "tcp")]
+            read_only: false,
             max_frame: DEFAULT_MAX_FRAME,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
@@ -92,6 +96,19 @@ impl ConnectOptions {
     #[cfg(feature = "tcp")]
     pub fn tls(mut self, tls: TlsOptions) -> ConnectOptions {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Joins the relay's document read-only: the node mirrors it and sees
+    /// every change, and the relay refuses the node's writes and lock
+    /// requests, ending the connection ([`Status::Refused`](super::Status::Refused)).
+    ///
+    /// ```
+    /// let options = facsimile::net::ConnectOptions::new("doc").read_only(true);
+    /// ```
+    #[cfg(feature = "tcp")]
+    pub fn read_only(mut self, read_only: bool) -> ConnectOptions {
+        self.read_only = read_only;
         self
     }
 

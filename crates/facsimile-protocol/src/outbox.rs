@@ -1,11 +1,10 @@
-//! The frames of a node that the relay or the log has not acknowledged.
+//! The frames of a node that the relay or a log has not acknowledged.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-#[cfg(feature = "tcp")]
-use super::protocol::ProtocolError;
+use crate::frame::ProtocolError;
 
 /// A node's frames on their way out: queued, or sent on the current
 /// connection and awaiting their acknowledgement.
@@ -15,8 +14,8 @@ use super::protocol::ProtocolError;
 /// the `i`-th frame queued is done once [`Outbox::done`] exceeds `i`. The
 /// same index, stable across reconnections, names the frame in NATS
 /// message ids.
-#[derive(Debug, Default)]
-pub(super) struct Outbox {
+#[derive(Debug, Default, Clone)]
+pub struct Outbox {
     /// Queued, not sent on the current connection.
     pending: VecDeque<Bytes>,
     /// Sent on the current connection, oldest first; kept to be sent again
@@ -41,7 +40,7 @@ pub(super) struct Outbox {
 
 impl Outbox {
     /// Queues a frame; `false` once the outbox is closed.
-    pub(super) fn enqueue(&mut self, frame: Bytes) -> bool {
+    pub fn enqueue(&mut self, frame: Bytes) -> bool {
         if self.closed {
             return false;
         }
@@ -52,7 +51,7 @@ impl Outbox {
 
     /// Moves up to `max` queued frames to the unacknowledged ones, appending
     /// them to `batch`, and returns the index of the first.
-    pub(super) fn take_batch(&mut self, max: usize, batch: &mut Vec<Bytes>) -> u64 {
+    pub fn take_batch(&mut self, max: usize, batch: &mut Vec<Bytes>) -> u64 {
         let first = self.done + self.unacked.len() as u64;
         let n = self.pending.len().min(max);
         for frame in self.pending.drain(..n) {
@@ -65,7 +64,7 @@ impl Outbox {
 
     /// On a new connection: the unacknowledged frames go out again first,
     /// in their order, and acknowledgements count from zero.
-    pub(super) fn requeue_unacked(&mut self) {
+    pub fn requeue_unacked(&mut self) {
         while let Some(frame) = self.unacked.pop_back() {
             self.pending.push_front(frame);
         }
@@ -77,8 +76,7 @@ impl Outbox {
     ///
     /// # Errors
     /// [`ProtocolError::Ack`] when `n` goes back, or counts frames not sent.
-    #[cfg(feature = "tcp")]
-    pub(super) fn ack_up_to(&mut self, n: u64) -> Result<(), ProtocolError> {
+    pub fn ack_up_to(&mut self, n: u64) -> Result<(), ProtocolError> {
         let bad = ProtocolError::Ack {
             n,
             acked: self.acked_here,
@@ -99,21 +97,17 @@ impl Outbox {
 
     /// Completes the oldest unacknowledged frame, which the log stored at
     /// `position`.
-    #[cfg(feature = "nats")]
-    pub(super) fn ack_oldest(&mut self, position: u64) {
+    pub fn ack_oldest(&mut self, position: u64) {
         self.stored_at = self.stored_at.max(position);
         self.complete_oldest();
     }
 
     /// Completes the oldest unacknowledged frame without sending it: it can
     /// never be accepted.
-    #[cfg(feature = "nats")]
-    pub(super) fn drop_oldest(&mut self) {
+    pub fn drop_oldest(&mut self) {
         self.dropped += 1;
         self.complete_oldest();
     }
-
-    #[cfg(feature = "nats")]
     fn complete_oldest(&mut self) {
         let sent = self.unacked.pop_front();
         debug_assert!(sent.is_some(), "no frame awaits an acknowledgement");
@@ -124,8 +118,7 @@ impl Outbox {
     /// On a new connection that cannot take them: drops every frame not
     /// acknowledged yet (their writes are lost), returns how many, and
     /// counts acknowledgements from zero.
-    #[cfg(feature = "tcp")]
-    pub(super) fn drop_all(&mut self) -> u64 {
+    pub fn drop_all(&mut self) -> u64 {
         let n = (self.unacked.len() + self.pending.len()) as u64;
         self.unacked.clear();
         self.pending.clear();
@@ -137,38 +130,37 @@ impl Outbox {
 
     /// Counts `n` frames that were acknowledged as lost after all: the log
     /// stored them, then refused them when it read them in order.
-    #[cfg(feature = "nats")]
-    pub(super) fn count_refused(&mut self, n: u64) {
+    pub fn count_refused(&mut self, n: u64) {
         self.dropped += n;
     }
 
     /// Takes no more frames.
-    pub(super) fn close(&mut self) {
+    pub fn close(&mut self) {
         self.closed = true;
     }
 
     /// Whether the outbox takes no more frames.
-    pub(super) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.closed
     }
 
     /// Frames ever queued.
-    pub(super) fn queued(&self) -> u64 {
+    pub fn queued(&self) -> u64 {
         self.queued
     }
 
     /// Frames ever completed, acknowledged or dropped.
-    pub(super) fn done(&self) -> u64 {
+    pub fn done(&self) -> u64 {
         self.done
     }
 
     /// Frames ever dropped or refused.
-    pub(super) fn dropped(&self) -> u64 {
+    pub fn dropped(&self) -> u64 {
         self.dropped
     }
 
     /// The highest log position of a frame acknowledged by the log.
-    pub(super) fn stored_at(&self) -> u64 {
+    pub fn stored_at(&self) -> u64 {
         self.stored_at
     }
 }
@@ -182,7 +174,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(feature = "tcp")]
     fn unacknowledged_frames_go_out_again_first_in_order() {
         let mut out = Outbox::default();
         for i in 0..4 {
@@ -216,7 +207,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(feature = "tcp")]
     fn acknowledgements_that_go_back_or_run_ahead_are_refused() {
         let mut out = Outbox::default();
         out.enqueue(frame(0));
@@ -237,7 +227,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(feature = "nats")]
     fn frames_complete_one_by_one_stored_or_dropped() {
         let mut out = Outbox::default();
         for i in 0..5 {

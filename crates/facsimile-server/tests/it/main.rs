@@ -1,0 +1,5 @@
+//! Integration tests of the relay in this process: WebSocket clients beside
+//! TCP clients, and hostile WebSocket input.
+
+mod support;
+mod websocket;

@@ -1,0 +1,442 @@
+//! An in-process relay, a WebSocket node speaking the relay's frames, and
+//! waiting helpers.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use facsimile::Node;
+use facsimile::net::protocol::{
+    ByteStream, ClientHello, Down, PROTOCOL_VERSION, Resume, ServerHello, Up,
+};
+use facsimile::net::{self, ConnectOptions, Connection};
+use facsimile_server::{Server, ServerConfig};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+pub(crate) const TOKEN: &str = "test-token";
+
+/// A relay in this process, on a free loopback port (or the port it had
+/// before a restart), with its data in a temporary directory.
+pub(crate) struct Relay {
+    pub(crate) addr: SocketAddr,
+    config: ServerConfig,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+    _data: Option<tempfile::TempDir>,
+}
+
+impl Relay {
+    /// The test settings: a token, data on disk, and `tune` for the rest.
+    pub(crate) async fn start(tune: impl FnOnce(ServerConfig) -> ServerConfig) -> Relay {
+        let data = tempfile::tempdir().unwrap();
+        let config = tune(
+            ServerConfig::default()
+                .listen("127.0.0.1:0".parse().unwrap())
+                .data_dir(data.path())
+                .token(TOKEN),
+        );
+        let mut relay = Relay::run(config).await;
+        relay._data = Some(data);
+        relay
+    }
+
+    async fn run(config: ServerConfig) -> Relay {
+        let server = Server::bind(config.clone()).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        Relay {
+            addr,
+            config: config.listen(addr),
+            stop: Some(stop),
+            task: Some(task),
+            _data: None,
+        }
+    }
+
+    /// `ws://` URL of the relay.
+    pub(crate) fn ws_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Stops the relay (its connections close; nobody is evicted) and
+    /// starts it again on the same address and data.
+    pub(crate) async fn restart(&mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let data = self._data.take();
+        *self = Relay::run(self.config.clone()).await;
+        self._data = data;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub(crate) fn options() -> ConnectOptions {
+    ConnectOptions::new("default")
+        .token(TOKEN)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
+        .timeouts(Duration::from_secs(10), Duration::from_secs(20))
+}
+
+/// A TCP client (`facsimile::net::connect`).
+pub(crate) async fn tcp_node(relay: &Relay, name: &str) -> Connection {
+    net::connect(&relay.addr.to_string(), name, options())
+        .await
+        .unwrap_or_else(|e| panic!("{name} connects over TCP: {e}"))
+}
+
+/// Polls `cond` until it holds; panics with `what` after `timeout`.
+pub(crate) async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until every node holds the same document.
+pub(crate) async fn converge(nodes: &[&Node]) {
+    wait_until("the nodes to converge", Duration::from_secs(30), || {
+        let first = nodes[0].snapshot();
+        nodes[1..].iter().all(|n| n.snapshot() == first)
+    })
+    .await;
+}
+
+/// How a test reaches the relay: plain TCP, or TLS trusting one
+/// certificate.
+#[derive(Clone)]
+pub(crate) enum Dial {
+    Plain(SocketAddr),
+    Tls(SocketAddr, tokio_rustls::TlsConnector),
+}
+
+impl Dial {
+    pub(crate) fn tls(addr: SocketAddr, ca_pem: &str) -> Dial {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Dial::Tls(addr, tokio_rustls::TlsConnector::from(Arc::new(config)))
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Dial::Plain(addr) => format!("ws://{addr}/"),
+            Dial::Tls(addr, _) => format!("wss://localhost:{}/", addr.port()),
+        }
+    }
+
+    /// Opens the connection and completes the WebSocket handshake.
+    pub(crate) async fn websocket(&self) -> io::Result<WebSocketStream<Box<dyn ByteStream>>> {
+        let stream: Box<dyn ByteStream> = match self {
+            Dial::Plain(addr) => Box::new(TcpStream::connect(addr).await?),
+            Dial::Tls(addr, connector) => {
+                let tcp = TcpStream::connect(addr).await?;
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                Box::new(connector.connect(name, tcp).await?)
+            }
+        };
+        upgrade(self.url(), stream).await
+    }
+}
+
+/// The WebSocket handshake on an open stream.
+pub(crate) async fn upgrade<S: ByteStream>(
+    url: String,
+    stream: S,
+) -> io::Result<WebSocketStream<S>> {
+    let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .map_err(io::Error::other)?;
+    Ok(ws)
+}
+
+pub(crate) fn hello(hostname: &str, incarnation: u32, resume: Option<Resume>) -> ClientHello {
+    ClientHello {
+        protocol: PROTOCOL_VERSION,
+        document: "default".into(),
+        token: TOKEN.into(),
+        hostname: hostname.into(),
+        incarnation,
+        resume,
+    }
+}
+
+/// The next protocol frame from the relay, skipping pings and pongs;
+/// `Err` with the close frame (code, reason) when the relay closes, or
+/// `(0, "")` when the connection ends without one.
+pub(crate) async fn next_down<S: ByteStream>(
+    ws: &mut WebSocketStream<S>,
+) -> Result<Down, (u16, String)> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("the relay answers or closes");
+        match msg {
+            Some(Ok(Message::Binary(b))) => return Ok(Down::decode(b).expect("a relay frame")),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(Some(c)))) => return Err((c.code.into(), c.reason.to_string())),
+            Some(Ok(Message::Close(None))) | Some(Err(_)) | None => return Err((0, String::new())),
+            Some(Ok(other)) => panic!("the relay sent {other:?}"),
+        }
+    }
+}
+
+/// Sends a hello and returns the relay's answer.
+pub(crate) async fn say_hello<S: ByteStream>(
+    ws: &mut WebSocketStream<S>,
+    hello: &ClientHello,
+) -> ServerHello {
+    ws.send(Message::Binary(hello.encode())).await.unwrap();
+    match next_down(ws).await {
+        Ok(Down::Hello(h)) => h,
+        other => panic!("expected the relay's hello, got {other:?}"),
+    }
+}
+
+/// Reads (and drops) frames until the relay closes the connection; returns
+/// its close frame, `(0, "")` when there was none.
+pub(crate) async fn until_closed<S: ByteStream>(ws: &mut WebSocketStream<S>) -> (u16, String) {
+    loop {
+        if let Err(close) = next_down(ws).await {
+            return close;
+        }
+    }
+}
+
+/// Frames a WebSocket node sent and the relay has not acknowledged.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// Of `frames`, how many were sent on the current connection.
+    sent: usize,
+    /// Acknowledged on the current connection.
+    acked: u64,
+}
+
+/// What the relay's welcomes said, for assertions.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Welcomes {
+    pub(crate) count: u32,
+    pub(crate) resumed: u32,
+    pub(crate) evicted: u32,
+}
+
+/// A node on the relay over a WebSocket, carrying the relay's frames as
+/// the TCP client does: it resends what was not acknowledged after a
+/// reconnection and resumes where it stopped reading.
+pub(crate) struct WsNode {
+    pub(crate) node: Node,
+    queue: Arc<Mutex<Queue>>,
+    welcomes: Arc<Mutex<Welcomes>>,
+    task: JoinHandle<()>,
+}
+
+impl WsNode {
+    /// Connects, syncs, and returns once the document is here.
+    pub(crate) async fn connect(dial: Dial, hostname: &str) -> WsNode {
+        let node = Node::new(hostname);
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        let wake = Arc::new(Notify::new());
+        {
+            let (queue, wake) = (queue.clone(), wake.clone());
+            node.set_sender(move |out| {
+                let bytes = Bytes::copy_from_slice(out.as_bytes());
+                let up = match out.to() {
+                    None => Up::Broadcast(bytes),
+                    Some(tag) => Up::To(tag, bytes),
+                };
+                queue.lock().unwrap().frames.push_back(up.encode());
+                wake.notify_one();
+            });
+        }
+        // A new node counts as ready before it asked for the document: it
+        // is ready once the sync the connection starts has brought it.
+        let asked = Arc::new(AtomicBool::new(false));
+        let welcomes = Arc::new(Mutex::new(Welcomes::default()));
+        let task = tokio::spawn(run(
+            dial,
+            node.clone(),
+            queue.clone(),
+            wake,
+            welcomes.clone(),
+            asked.clone(),
+        ));
+        let ws = WsNode {
+            node,
+            queue,
+            welcomes,
+            task,
+        };
+        wait_until(
+            "the WebSocket node to sync",
+            Duration::from_secs(20),
+            || asked.load(Ordering::SeqCst) && ws.node.is_ready(),
+        )
+        .await;
+        ws
+    }
+
+    /// Waits until the relay acknowledged every frame sent so far.
+    pub(crate) async fn flush(&self) {
+        wait_until(
+            "the relay to acknowledge every frame",
+            Duration::from_secs(30),
+            || self.queue.lock().unwrap().frames.is_empty(),
+        )
+        .await;
+    }
+
+    pub(crate) fn welcomes(&self) -> Welcomes {
+        *self.welcomes.lock().unwrap()
+    }
+}
+
+impl Drop for WsNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connects, runs the connection, and reconnects when it breaks.
+async fn run(
+    dial: Dial,
+    node: Node,
+    queue: Arc<Mutex<Queue>>,
+    wake: Arc<Notify>,
+    welcomes: Arc<Mutex<Welcomes>>,
+    asked: Arc<AtomicBool>,
+) {
+    let mut resume: Option<Resume> = None;
+    loop {
+        let Ok(mut ws) = dial.websocket().await else {
+            // The relay is restarting: try again.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let hello = hello(node.hostname(), node.peer_id().incarnation(), resume);
+        let ServerHello::Welcome {
+            log,
+            position,
+            resumed,
+            member,
+            evicted,
+            ..
+        } = say_hello(&mut ws, &hello).await
+        else {
+            panic!("the relay refused the WebSocket node");
+        };
+        {
+            let mut w = welcomes.lock().unwrap();
+            w.count += 1;
+            w.resumed += u32::from(resumed);
+            w.evicted += u32::from(evicted);
+        }
+        assert!(!evicted, "this test node does not rejoin");
+        let first = resume.is_none();
+        if !resumed {
+            resume = Some(Resume { log, position });
+        }
+        {
+            let mut q = queue.lock().unwrap();
+            q.sent = 0;
+            q.acked = 0;
+        }
+        if first || (!resumed && member) {
+            node.sync();
+            asked.store(true, Ordering::SeqCst);
+        }
+        drive(&mut ws, &node, &queue, &wake, &mut resume).await;
+    }
+}
+
+/// Carries frames both ways until the connection breaks.
+async fn drive(
+    ws: &mut WebSocketStream<Box<dyn ByteStream>>,
+    node: &Node,
+    queue: &Mutex<Queue>,
+    wake: &Notify,
+    resume: &mut Option<Resume>,
+) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let notified = wake.notified();
+        let unsent: Vec<Bytes> = {
+            let mut q = queue.lock().unwrap();
+            let unsent = q.frames.iter().skip(q.sent).cloned().collect();
+            q.sent = q.frames.len();
+            unsent
+        };
+        if !unsent.is_empty() {
+            for frame in unsent {
+                if ws.feed(Message::Binary(frame)).await.is_err() {
+                    return;
+                }
+            }
+            if ws.flush().await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            msg = ws.next() => {
+                let frame = match msg {
+                    Some(Ok(Message::Binary(b))) => b,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    _ => return,
+                };
+                match Down::decode(frame).expect("a relay frame") {
+                    Down::Message { position, bytes } => {
+                        node.receive(&bytes).expect("a message the node takes");
+                        if let Some(r) = resume.as_mut() {
+                            r.position = r.position.max(position);
+                        }
+                    }
+                    Down::Direct(bytes) => node.receive(&bytes).expect("a message the node takes"),
+                    Down::Ack(n) => {
+                        let mut q = queue.lock().unwrap();
+                        let done = (n - q.acked) as usize;
+                        q.frames.drain(..done);
+                        q.sent -= done;
+                        q.acked = n;
+                    }
+                    Down::Hello(_) => panic!("a second hello"),
+                }
+            }
+            _ = notified => {}
+            _ = ticks.tick() => node.tick(),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The relay client's protocol for the package's `Facsimile.connect`: the
+//! same [`Session`] and [`Outbox`] as the Rust client's, so that both speak
+//! to the relay alike. The package carries the frames over a WebSocket and
+//! hands the messages to its node.
+
+use bytes::Bytes;
+use facsimile_protocol::{Admission, HelloError, Incoming, Outbox, Session};
+use wasm_bindgen::prelude::*;
+
+use crate::error;
+
+/// One node's session with a relay, across its connections.
+#[wasm_bindgen]
+pub struct RelayClient {
+    session: Session,
+    outbox: Outbox,
+    batch: Vec<Bytes>,
+}
+
+#[wasm_bindgen]
+impl RelayClient {
+    /// A session for `document`, with the relay's `token` (empty for none),
+    /// joining read-only if asked.
+    #[wasm_bindgen(constructor)]
+    pub fn new(document: String, token: String, read_only: bool) -> RelayClient {
+        RelayClient {
+            session: Session::new(document, token).read_only(read_only),
+            outbox: Outbox::default(),
+            batch: Vec::new(),
+        }
+    }
+
+    /// A connection's first frame, for the node of this hostname and
+    /// incarnation.
+    pub fn hello(&self, hostname: &str, incarnation: u32) -> Vec<u8> {
+        self.session.hello(hostname, incarnation).to_vec()
+    }
+
+    /// Reads the relay's answer to the hello: 0 the node joined (it syncs),
+    /// 1 it resumed, 2 it must sync again, 3 it must rejoin as a new
+    /// incarnation (its unacknowledged messages were dropped).
+    ///
+    /// # Errors
+    /// An `Error` with code `REFUSED` (the relay's reason as its message)
+    /// or `NOT_A_RELAY`.
+    pub fn welcome(&mut self, frame: &[u8]) -> Result<u8, JsValue> {
+        match self
+            .session
+            .welcome(Bytes::copy_from_slice(frame), &mut self.outbox)
+        {
+            Ok(Admission::Joined) => Ok(0),
+            Ok(Admission::Resumed) => Ok(1),
+            Ok(Admission::Sync) => Ok(2),
+            Ok(Admission::Rejoin { .. }) => Ok(3),
+            Err(HelloError::Refused(reason)) => Err(error("REFUSED", &reason)),
+            Err(e @ HelloError::NotARelay(_)) => Err(error("NOT_A_RELAY", &e.to_string())),
+        }
+    }
+
+    /// Queues a message of the node (for every other node, or for the node
+    /// of incarnation `to`); `false` once the session is closed.
+    pub fn send(&mut self, message: &[u8], to: Option<u32>) -> bool {
+        Session::send(&mut self.outbox, to, message)
+    }
+
+    /// The next frame to write on the connection, kept until acknowledged
+    /// (`undefined` when none waits).
+    pub fn next_frame(&mut self) -> Option<Vec<u8>> {
+        self.outbox.take_batch(1, &mut self.batch);
+        self.batch.pop().map(|b| b.to_vec())
+    }
+
+    /// Reads a frame from the relay after its welcome: a message for the
+    /// node (`Uint8Array`), `null` for an acknowledgement, or a string: the
+    /// relay refuses something the node sent, for that reason, and closes
+    /// the connection (the session is over).
+    ///
+    /// # Errors
+    /// An `Error` with code `PROTOCOL` when the frame breaks the protocol
+    /// (the connection is to be dropped and made again).
+    pub fn receive(&mut self, frame: &[u8]) -> Result<JsValue, JsValue> {
+        match self
+            .session
+            .receive(Bytes::copy_from_slice(frame), &mut self.outbox)
+        {
+            Ok(Incoming::Message(bytes)) => Ok(js_sys::Uint8Array::from(&bytes[..]).into()),
+            Ok(Incoming::Acked) => Ok(JsValue::NULL),
+            Ok(Incoming::Closing(reason)) => Ok(reason.into()),
+            Err(e) => Err(error("PROTOCOL", &e.to_string())),
+        }
+    }
+
+    /// Messages ever queued.
+    pub fn queued(&self) -> f64 {
+        self.outbox.queued() as f64
+    }
+
+    /// Messages ever done: acknowledged, or dropped.
+    pub fn done(&self) -> f64 {
+        self.outbox.done() as f64
+    }
+
+    /// Messages ever dropped unacknowledged (their writes are lost).
+    pub fn dropped(&self) -> f64 {
+        self.outbox.dropped() as f64
+    }
+
+    /// Takes no more messages.
+    pub fn close(&mut self) {
+        self.outbox.close();
+    }
+
+    /// Whether the session takes no more messages.
+    pub fn is_closed(&self) -> bool {
+        self.outbox.is_closed()
+    }
+}

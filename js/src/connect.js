@@ -1,0 +1,295 @@
+// Facsimile.connect: a node on a relay (`facsimile serve`) over a
+// WebSocket. The protocol (the hello, what a welcome means, which messages
+// go out again after a reconnection, acknowledgements) is the engine's
+// RelayClient, the Rust client's own session compiled to WebAssembly; this
+// file carries its frames and runs the reconnection timer.
+//
+// The build concatenates it after core.js; createFacsimile calls
+// installConnect.
+function installConnect(Facsimile, wasm, fail) {
+  const { RelayClient } = wasm;
+  const OPEN = 1;
+  // A relay's clients evict nobody themselves: the relay decides who left.
+  const NEVER = 100 * 365 * 24 * 3600 * 1000;
+  const ADMISSION_JOINED = 0;
+  const ADMISSION_SYNC = 2;
+  const ADMISSION_REJOIN = 3;
+
+  function positive(v, dflt, what) {
+    if (v === undefined) return dflt;
+    if (!(typeof v === 'number' && v > 0 && Number.isFinite(v))) {
+      throw fail('BAD_OPTION', `${what} is a number of milliseconds`, RangeError);
+    }
+    return v;
+  }
+
+  // One node's connection to a relay, across reconnections.
+  class Connection {
+    constructor(node, url, WS, opts) {
+      this.node = node;
+      this.url = url;
+      this.WS = WS;
+      this.client = new RelayClient(String(opts.doc ?? 'default'), String(opts.token ?? ''), opts.readOnly === true);
+      const backoff = opts.backoff ?? {};
+      this.min = positive(backoff.min, 100, 'backoff.min');
+      this.max = positive(backoff.max, 10000, 'backoff.max');
+      this.timeout = positive(opts.timeout, 30000, 'timeout');
+      this.delay = this.min;
+      this.ws = null;
+      this.welcomed = false;
+      // Set once the program closed the node, or the relay refused it.
+      this.over = false;
+      this.retry = null;
+      this.flushes = [];
+      this.status = 'connecting';
+      this.error = null;
+      this.first = null; // the promise of connect(), until settled
+      this.closing = null;
+    }
+
+    start() {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          this.settleFirst(fail('TIMEOUT', `the document did not arrive from ${this.url} within ${this.timeout} ms`));
+        }, this.timeout);
+        this.first = { resolve, reject, timer };
+        this.node.on('ready', () => this.settleFirst(null));
+        this.open();
+      });
+    }
+
+    settleFirst(error) {
+      const first = this.first;
+      if (first === null) return;
+      // A 'ready' from before the first welcome is the empty node's.
+      if (error === null && (!this.welcomed || !this.node.ready)) return;
+      this.first = null;
+      clearTimeout(first.timer);
+      if (error === null) {
+        first.resolve(this.node);
+      } else {
+        this.shut(error);
+        first.reject(error);
+      }
+    }
+
+    open() {
+      this.retry = null;
+      let ws;
+      try {
+        ws = new this.WS(this.url);
+      } catch (e) {
+        this.settleFirst(fail('CONNECT', `cannot connect to ${this.url}: ${e.message}`));
+        return;
+      }
+      ws.binaryType = 'arraybuffer';
+      this.ws = ws;
+      this.welcomed = false;
+      ws.onopen = () => {
+        if (this.ws === ws) ws.send(this.client.hello(this.node.hostname, this.node.incarnation));
+      };
+      ws.onmessage = (ev) => {
+        if (this.ws === ws) this.frame(ws, ev.data);
+      };
+      ws.onclose = (ev) => {
+        if (this.ws === ws) this.lost(ev);
+      };
+      // A close event follows every error.
+      ws.onerror = () => {};
+    }
+
+    frame(ws, data) {
+      if (typeof data === 'string') {
+        ws.close(1003, 'binary messages only');
+        return;
+      }
+      const bytes = new Uint8Array(data);
+      if (!this.welcomed) {
+        this.welcome(ws, bytes);
+        return;
+      }
+      let r;
+      try {
+        r = this.client.receive(bytes);
+      } catch (e) {
+        this.error = e;
+        ws.close(1002, 'protocol error');
+        return;
+      }
+      if (r === null) {
+        this.settleFlushes();
+      } else if (typeof r === 'string') {
+        this.shut(fail('REFUSED', `the relay refused this node's messages: ${r}`));
+      } else {
+        try {
+          this.node.receive(r);
+        } catch (e) {
+          // A message the engine refuses changes nothing; the relay's
+          // replica applied it, so a later sync mends what it missed.
+          this.error = e;
+        }
+      }
+    }
+
+    welcome(ws, bytes) {
+      let admission;
+      try {
+        admission = this.client.welcome(bytes);
+      } catch (e) {
+        if (this.first !== null || e.code === 'REFUSED') {
+          const error = fail(e.code, e.code === 'REFUSED' ? `the relay refused the connection: ${e.message}` : e.message);
+          this.settleFirst(error);
+          this.shut(error);
+        } else {
+          this.error = e;
+        }
+        ws.close(1000);
+        return;
+      }
+      this.welcomed = true;
+      this.delay = this.min;
+      this.status = 'connected';
+      if (admission === ADMISSION_REJOIN) {
+        this.node._startOver();
+        this.settleFlushes();
+      } else if (admission === ADMISSION_JOINED || admission === ADMISSION_SYNC) {
+        this.node.sync();
+      }
+      this.write();
+    }
+
+    // Sends what the session has queued, once the relay welcomed the node.
+    write() {
+      const ws = this.ws;
+      if (ws === null || !this.welcomed || ws.readyState !== OPEN) return;
+      let f;
+      while ((f = this.client.next_frame()) !== undefined) ws.send(f);
+    }
+
+    lost(ev) {
+      this.ws = null;
+      this.welcomed = false;
+      if (this.over) return;
+      if (this.first !== null && this.status === 'connecting') {
+        this.settleFirst(fail('CONNECT', `cannot connect to ${this.url} (closed with code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})`));
+        return;
+      }
+      this.status = 'disconnected';
+      // Full jitter: reconnecting clients of a restarted relay spread out.
+      const wait = this.delay * (0.5 + Math.random() / 2);
+      this.delay = Math.min(this.delay * 2, this.max);
+      this.retry = setTimeout(() => this.open(), wait);
+    }
+
+    flush() {
+      const target = this.client.queued();
+      const dropped = this.client.dropped();
+      return new Promise((resolve, reject) => {
+        this.flushes.push({ target, dropped, resolve, reject });
+        this.settleFlushes();
+      });
+    }
+
+    settleFlushes() {
+      if (this.flushes.length === 0) return;
+      const done = this.client.done();
+      const closed = this.client.is_closed();
+      const rest = [];
+      for (const f of this.flushes) {
+        if (done >= f.target) {
+          const lost = this.client.dropped() - f.dropped;
+          if (lost > 0) f.reject(fail('WRITES_LOST', `${lost} messages were dropped: the relay had evicted this node`));
+          else f.resolve();
+        } else if (closed) {
+          f.reject(this.error && this.error.code === 'REFUSED' ? this.error : fail('CLOSED', 'The node was closed'));
+        } else {
+          rest.push(f);
+        }
+      }
+      this.flushes = rest;
+    }
+
+    // Ends the connection for good.
+    shut(error) {
+      if (this.over) return;
+      this.over = true;
+      if (error !== null) this.error = error;
+      this.status = error !== null && error.code === 'REFUSED' ? 'refused' : 'closed';
+      this.client.close();
+      if (this.retry !== null) clearTimeout(this.retry);
+      this.retry = null;
+      const ws = this.ws;
+      this.ws = null;
+      if (ws !== null) ws.close(1000);
+      this.settleFlushes();
+      if (!this.node._closed) this.node._leave();
+    }
+
+    // Says goodbye, waits for the relay to acknowledge everything (up to
+    // `closeTimeout`), and closes the socket.
+    close() {
+      if (this.closing !== null) return this.closing;
+      this.node._leave();
+      const acked = this.over ? Promise.resolve() : this.flush();
+      let timer;
+      const timeout = new Promise((resolve, reject) => {
+        timer = setTimeout(() => reject(fail('TIMEOUT', 'the relay did not acknowledge the last messages in time')), 5000);
+      });
+      this.closing = Promise.race([acked, timeout]).finally(() => {
+        clearTimeout(timer);
+        this.shut(null);
+      });
+      return this.closing;
+    }
+  }
+
+  /**
+   * Connects a new node to the document on the relay at `url`
+   * (`ws://host:port/` or `wss://…`), and resolves to it once the document
+   * is there. The node reconnects with backoff, sends again what the relay
+   * had not acknowledged, and resumes where it stopped reading (or syncs).
+   */
+  Facsimile.connect = function connect(url, hostname, options) {
+    const opts = options == null ? {} : options;
+    const WS = opts.WebSocket ?? globalThis.WebSocket;
+    if (typeof WS !== 'function') {
+      return Promise.reject(
+        fail('NO_WEBSOCKET', 'no WebSocket here: pass { WebSocket } (on Node.js before 22, the ws package)', TypeError),
+      );
+    }
+    let node;
+    let conn;
+    try {
+      node = new Facsimile(hostname, { binary: true, failureDetection: { heartbeat: positive(opts.heartbeat, 1000, 'heartbeat'), timeout: NEVER } });
+      conn = new Connection(node, String(url), WS, opts);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    node._connection = conn;
+    node._readOnly = opts.readOnly === true;
+    node.send = (message, to) => {
+      conn.client.send(message, to);
+      conn.write();
+    };
+    return conn.start();
+  };
+
+  /**
+   * Resolves once the relay has every message this node sent so far on
+   * its disk; rejects with `WRITES_LOST` when some were dropped (the relay
+   * had evicted the node), `REFUSED` or `CLOSED`. A node made by `new
+   * Facsimile` has nothing to wait for.
+   */
+  Facsimile.prototype.flush = function flush() {
+    return this._connection === null ? Promise.resolve() : this._connection.flush();
+  };
+
+  Object.defineProperty(Facsimile.prototype, 'connection', {
+    /** The relay connection's state: `{ status, error }` (null without one). */
+    get() {
+      const c = this._connection;
+      return c === null ? null : { status: c.status, error: c.error };
+    },
+    configurable: true,
+  });
+}

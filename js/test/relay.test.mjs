@@ -1,0 +1,112 @@
+// Facsimile.connect against a real relay (`facsimile serve`) over
+// WebSocket, beside the CLI (a Rust node on the relay's TCP protocol).
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createRequire } from 'node:module';
+
+import { Relay, TOKEN, cli, until } from './support/relay.mjs';
+
+const require = createRequire(import.meta.url);
+const Facsimile = require('..');
+const WebSocket = require('ws');
+
+let relay;
+
+before(async () => {
+  relay = await new Relay().start();
+});
+
+after(async () => {
+  await relay.stop();
+});
+
+function connect(hostname, options = {}) {
+  return Facsimile.connect(relay.url, hostname, { token: TOKEN, WebSocket, doc: 'js', ...options });
+}
+
+async function get(path, doc = 'js') {
+  return JSON.parse(await cli(relay, ['get', '@', path, '--doc', doc, '--compact']));
+}
+
+test('Node.js nodes and the CLI mirror one document through the relay', async () => {
+  const a = await connect('a');
+  a.store = { greeting: 'hi', items: [1, 2] };
+  await a.flush();
+  const b = await connect('b');
+  assert.deepEqual(JSON.parse(JSON.stringify(b.store)), { greeting: 'hi', items: [1, 2] });
+  // The CLI's write reaches both; theirs reach the CLI.
+  await cli(relay, ['set', '@', '/greeting', '"hello"', '--doc', 'js']);
+  await until(a, () => a.store.greeting === 'hello', 'the CLI write on a');
+  await until(b, () => b.store.greeting === 'hello', 'the CLI write on b');
+  b.store.items.push(3);
+  await b.flush();
+  assert.deepEqual(await get('/items'), [1, 2, 3]);
+  await until(a, () => a.store.items.length === 3, 'b push on a');
+  assert.deepEqual(Buffer.from(a.snapshot()), Buffer.from(b.snapshot()));
+  await a.close();
+  await b.close();
+  assert.equal(a.connection.status, 'closed');
+});
+
+test('a lock held in JavaScript makes the CLI wait, and the next token is larger', async () => {
+  const a = await connect('locker');
+  if (a.store === null) a.store = {};
+  a.store.jobs = [];
+  const token = await a.lock(a.store.jobs);
+  const lockCmd = (extra) => ['lock', '@', '/jobs', '--doc', 'js', ...extra, '--', 'sh', '-c', 'echo "$FACSIMILE_LOCK_TOKEN"'];
+  // While this node holds it, the CLI waits, and gives up after its --wait.
+  await assert.rejects(cli(relay, lockCmd(['--wait', '1'])), /exit/);
+  a.release(a.store.jobs);
+  const next = Number((await cli(relay, lockCmd([]))).trim());
+  assert.ok(next > token, `${next} > ${token}`);
+  await a.close();
+});
+
+test('acknowledged writes survive a kill -9 of the relay; the node resumes by itself', async () => {
+  const a = await connect('survivor', { backoff: { min: 20, max: 200 } });
+  a.store = { log: [] };
+  for (let i = 0; i < 50; i++) a.store.log.push(i);
+  await a.flush();
+  await relay.kill();
+  // Writes while the relay is down wait in the node.
+  for (let i = 50; i < 60; i++) a.store.log.push(i);
+  const flushed = a.flush();
+  await relay.start();
+  await flushed;
+  assert.equal(a.connection.status, 'connected');
+  const log = await get('/log');
+  assert.deepEqual(log, Array.from({ length: 60 }, (_, i) => i));
+  const b = await connect('late');
+  assert.deepEqual(Buffer.from(b.snapshot()), Buffer.from(a.snapshot()));
+  await a.close();
+  await b.close();
+});
+
+test('a read-only node mirrors, refuses its own writes, and the relay refuses a forced one', async () => {
+  const w = await connect('writer');
+  w.store = { n: 1 };
+  await w.flush();
+  const r = await connect('reader', { readOnly: true });
+  assert.equal(r.store.n, 1);
+  assert.throws(() => {
+    r.store.n = 2;
+  }, { code: 'READ_ONLY' });
+  await assert.rejects(r.lock(r.store), { code: 'READ_ONLY' });
+  w.store.n = 3;
+  await until(r, () => r.store.n === 3, 'the writer on the reader');
+  // Past the package's check, the relay refuses and closes for good.
+  r._readOnly = false;
+  r.store.n = 4;
+  await assert.rejects(r.flush(), { code: 'REFUSED' });
+  assert.equal(r.connection.status, 'refused');
+  assert.match(r.connection.error.message, /read-only|only reads/);
+  await w.flush();
+  assert.equal((await get('/n')), 3);
+  await w.close();
+});
+
+test('refusals: a wrong token, a wrong protocol on the port, no WebSocket', async () => {
+  await assert.rejects(connect('x', { token: 'wrong' }), (e) => e.code === 'REFUSED' && /token/.test(e.message));
+  await assert.rejects(Facsimile.connect(relay.url, 'x', { token: TOKEN }), (e) => e.code === 'NO_WEBSOCKET' || typeof WebSocket === 'function');
+  await assert.rejects(Facsimile.connect('ws://127.0.0.1:1/', 'x', { WebSocket }), { code: 'CONNECT' });
+});
