@@ -52,6 +52,10 @@ pub(crate) struct Outbox {
     pub(crate) cancel: CancellationToken,
     /// Why the document ends the connection, for the client's close frame.
     pub(crate) closing: Arc<OnceLock<String>>,
+    /// Cancelled when the document ends the connection after what is
+    /// queued (a refusal): the connection stops reading, and gives the
+    /// writer a little time to send the queue.
+    pub(crate) ending: CancellationToken,
 }
 
 /// An input of the document's thread.
@@ -126,6 +130,14 @@ struct Client {
     acked: u64,
     /// The last broadcast position queued for (or skipped for) the client.
     sent_upto: u64,
+    /// The client only reads: a message that writes ends its connection.
+    read_only: bool,
+    /// The client's protocol version (a closing notice needs 2).
+    protocol: u16,
+    /// Why the relay refused what the client sent, once it did: nothing
+    /// more of the client's is read, and the connection is closed after
+    /// the batch, with the reason.
+    refused: Option<String>,
 }
 
 enum Staged {
@@ -164,6 +176,8 @@ pub(crate) struct Doc {
     relays: Vec<u32>,
     staged: Vec<Staged>,
     kicks: Vec<(ConnId, String)>,
+    /// Clients whose input was refused, to be closed after the batch.
+    refusals: Vec<ConnId>,
 }
 
 /// How long a recovery took and what it found, for logs and benchmarks.
@@ -248,6 +262,7 @@ impl Doc {
             relays: Vec::new(),
             staged: Vec::new(),
             kicks: Vec::new(),
+            refusals: Vec::new(),
         };
         doc.replica.record_changes(false);
         let mut recovery = Recovery {
@@ -361,6 +376,7 @@ impl Doc {
             // Dropping the queue after the refusal ends the connection.
             let _ = out.closing.set(reason.into());
             let _ = out.tx.try_send(frame);
+            out.ending.cancel();
             return;
         }
         let evicted = self.departed.contains(&tag);
@@ -405,7 +421,7 @@ impl Doc {
         }
         tracing::info!(
             doc = %self.name, peer = %format!("{}#{:08x}", hello.hostname, tag), %addr,
-            resumed, evicted, replay = replay.len(), "client joined"
+            resumed, evicted, read_only = hello.read_only, replay = replay.len(), "client joined"
         );
         let mut client = Client {
             hostname: hello.hostname,
@@ -415,6 +431,9 @@ impl Doc {
             frames_in: 0,
             acked: 0,
             sent_upto: self.committed,
+            read_only: hello.read_only,
+            protocol: hello.protocol,
+            refused: None,
         };
         let welcome = Down::Hello(ServerHello::Welcome {
             log: self.log_id,
@@ -444,15 +463,33 @@ impl Doc {
         let Some(client) = self.clients.get_mut(&conn) else {
             return;
         };
+        if client.refused.is_some() {
+            return;
+        }
         client.frames_in += 1;
+        let read_only = client.read_only;
         let (msg, up_to) = match Up::decode(frame) {
             Ok(Up::Broadcast(m)) => (m, None),
             Ok(Up::To(t, m)) => (m, Some(t)),
-            Err(e) => return self.kick(conn, e.to_string()),
+            Err(e) => return self.refuse(conn, e.to_string()),
         };
+        if read_only {
+            // Checked before anything else: a refused message changes
+            // nothing, not even which tags the connection speaks for.
+            match Envelope::writes(&msg) {
+                Ok(None) => {}
+                Ok(Some(what)) => {
+                    return self.refuse(
+                        conn,
+                        format!("the connection is read-only, and it sent {what}"),
+                    );
+                }
+                Err(e) => return self.refuse(conn, format!("not a facsimile message: {e}")),
+            }
+        }
         let env = match Envelope::peek(&msg) {
             Ok(env) => env,
-            Err(e) => return self.kick(conn, format!("not a facsimile message: {e}")),
+            Err(e) => return self.refuse(conn, format!("not a facsimile message: {e}")),
         };
         if self.departed.contains(&env.from) {
             tracing::debug!(doc = %self.name, from = %format!("{:08x}", env.from), "dropped a message of a departed peer");
@@ -460,7 +497,7 @@ impl Doc {
         }
         match self.tags.get(&env.from) {
             Some(&c) if c != conn => {
-                return self.kick(
+                return self.refuse(
                     conn,
                     format!(
                         "sent as peer {:08x}, which another connection speaks for",
@@ -470,7 +507,7 @@ impl Doc {
             }
             Some(_) => {}
             None if env.from == self.me.incarnation() => {
-                return self.kick(conn, "sent as the relay itself".into());
+                return self.refuse(conn, "sent as the relay itself".into());
             }
             None => {
                 self.tags.insert(env.from, conn);
@@ -482,7 +519,7 @@ impl Doc {
         match up_to.or(env.to) {
             Some(t) if t == self.me.incarnation() => {
                 if let Err(e) = self.replica.handle_message(&msg) {
-                    self.kick(conn, format!("refused message: {e}"));
+                    self.refuse(conn, format!("refused message: {e}"));
                 }
             }
             Some(t) => {
@@ -497,7 +534,7 @@ impl Doc {
             }
             None => match self.replica.handle_message(&msg) {
                 Ok(()) => self.broadcast(msg, Some(conn)),
-                Err(e) => self.kick(conn, format!("refused message: {e}")),
+                Err(e) => self.refuse(conn, format!("refused message: {e}")),
             },
         }
     }
@@ -593,6 +630,44 @@ impl Doc {
         }
     }
 
+    /// Refuses what a client sent: nothing more of it is read, and after
+    /// the batch (whose acknowledgements it still gets) it is told why (a
+    /// closing notice, from protocol 2 on) and its connection closes once
+    /// what was queued for it is written.
+    fn refuse(&mut self, conn: ConnId, reason: String) {
+        if let Some(c) = self.clients.get_mut(&conn) {
+            if c.refused.is_none() {
+                // The refused frame (the last one counted) is not
+                // acknowledged: it was not applied.
+                c.frames_in = c.frames_in.saturating_sub(1);
+                tracing::warn!(doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason, "refused a client's input; disconnecting it");
+                c.refused = Some(reason);
+                self.refusals.push(conn);
+            }
+        }
+    }
+
+    /// Closes the connections of refused clients, after their last
+    /// acknowledgements and with the reason.
+    fn close_refused(&mut self) {
+        for conn in std::mem::take(&mut self.refusals) {
+            let Some(mut c) = self.clients.remove(&conn) else {
+                continue;
+            };
+            let reason = c.refused.take().unwrap_or_default();
+            if c.protocol >= 2 {
+                // Closing anyway: a full queue needs no notice.
+                let _ = push(&self.config, &mut c, Down::Closing(reason.clone()).encode());
+            }
+            let _ = c.out.closing.set(reason);
+            // Dropping the client's queue, not cancelling it, lets the
+            // writer send what is queued before the connection closes.
+            c.out.ending.cancel();
+            self.forget_tags(conn, c.tags);
+        }
+    }
+
+    /// Cuts a client off at once (it is too slow to be told anything).
     fn kick(&mut self, conn: ConnId, reason: String) {
         if let Some(c) = self.clients.get(&conn) {
             tracing::warn!(doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason, "disconnecting client");
@@ -607,7 +682,12 @@ impl Doc {
             return;
         };
         c.out.cancel.cancel();
-        for tag in c.tags {
+        self.forget_tags(conn, c.tags);
+    }
+
+    /// Evicts the tags a departed connection spoke for.
+    fn forget_tags(&mut self, conn: ConnId, tags: Vec<u32>) {
+        for tag in tags {
             if self.tags.get(&tag) == Some(&conn) {
                 self.tags.remove(&tag);
                 self.evict_tag(tag);
@@ -663,6 +743,7 @@ impl Doc {
             for (conn, reason) in std::mem::take(&mut self.kicks) {
                 self.kick(conn, reason);
             }
+            self.close_refused();
             self.drain_replica();
             if self.staged.is_empty() && !self.store.is_dirty() {
                 break;

@@ -47,8 +47,6 @@ pub(crate) async fn serve(
     addr: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    // Beyond the limit a connection gets one answer and is closed.
-    let keep_alive = permit.is_some();
     let conn = Conn {
         addr,
         permit: Arc::new(Mutex::new(permit)),
@@ -60,7 +58,9 @@ pub(crate) async fn serve(
     let serving = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.handshake_timeout)
-        .keep_alive(keep_alive)
+        // One request a connection: an idle one would hold a place under
+        // the connection limit for as long as its client likes.
+        .keep_alive(false)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::select! {

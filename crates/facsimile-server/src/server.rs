@@ -512,6 +512,8 @@ struct ClientConn {
     cancel: CancellationToken,
     /// Why the document ended the connection, when it did.
     closing: Arc<OnceLock<String>>,
+    /// Cancelled when the document ends the connection after its queue.
+    ending: CancellationToken,
     /// Cancelled when the relay stops; clients are not evicted then.
     stopping: CancellationToken,
     /// The task writing the document's frames; it hands the sink back for
@@ -548,11 +550,13 @@ impl ClientConn {
         let queued = Arc::new(AtomicUsize::new(0));
         let cancel = CancellationToken::new();
         let closing = Arc::new(OnceLock::new());
+        let ending = CancellationToken::new();
         let out = Outbox {
             tx,
             queued: queued.clone(),
             cancel: cancel.clone(),
             closing: closing.clone(),
+            ending: ending.clone(),
         };
         let join = Cmd::Join {
             conn: id,
@@ -568,6 +572,7 @@ impl ClientConn {
             frames,
             cancel,
             closing,
+            ending,
             stopping: shared.stopping.clone(),
             writing,
             _permit: permit,
@@ -595,6 +600,12 @@ impl ClientConn {
                     reason,
                 })
                 .await;
+        }
+        if self.ending.is_cancelled() {
+            // The writer sends what is queued (a closing notice last) and
+            // ends by itself; a client that does not read gets a little
+            // time for it, not forever.
+            let _ = tokio::time::timeout(CLOSE_WITHIN, self.cancel.cancelled()).await;
         }
         self.cancel.cancel();
         // The document's thread ends once no connection holds its channel:
@@ -636,6 +647,7 @@ impl ClientConn {
             let frame = tokio::select! {
                 f = self.frames.next() => f,
                 _ = self.cancel.cancelled() => return None,
+                _ = self.ending.cancelled() => return None,
                 _ = self.stopping.cancelled() => return None,
             };
             let frame = match frame {
@@ -655,6 +667,7 @@ impl ClientConn {
             tokio::select! {
                 r = self.doc.send(cmd) => if r.is_err() { return Some(Departure::Left("the document closed".into())) },
                 _ = self.cancel.cancelled() => return None,
+                _ = self.ending.cancelled() => return None,
                 _ = self.stopping.cancelled() => return None,
             }
         }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use bytes::Bytes;
 use facsimile::net::protocol::{self, ByteStream};
-use futures_util::stream::{self, SplitStream};
+use futures_util::stream::{self, SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite;
 
@@ -101,23 +101,46 @@ impl Transport {
     /// and frame size limits.
     pub(crate) fn websocket(socket: WebSocket, max_frame: usize) -> Transport {
         let (sink, frames) = socket.split();
-        let sink = sink.sink_map_err(io::Error::other).with(|out| {
-            std::future::ready(Ok::<_, io::Error>(match out {
-                Outgoing::Frame(frame) => Message::Binary(frame),
-                Outgoing::Close(close) => Message::Close(Some(CloseFrame {
-                    code: close.code,
-                    reason: close_reason(&close.reason).to_string().into(),
-                })),
-            }))
-        });
         Transport {
             kind: "websocket",
             frames: Box::pin(WsFrames {
                 inner: Some(frames),
                 max_frame,
             }),
-            sink: Box::pin(sink),
+            sink: Box::pin(WsSink(sink)),
         }
+    }
+}
+
+/// Frames to a WebSocket, each one binary message. (Not `sink_map_err`:
+/// its error mapping runs once, and a failed connection keeps failing, to
+/// the close frame at least.)
+struct WsSink(SplitSink<WebSocket, Message>);
+
+impl Sink<Outgoing> for WsSink {
+    type Error = io::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_ready_unpin(cx).map_err(io::Error::other)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, out: Outgoing) -> io::Result<()> {
+        let msg = match out {
+            Outgoing::Frame(frame) => Message::Binary(frame),
+            Outgoing::Close(close) => Message::Close(Some(CloseFrame {
+                code: close.code,
+                reason: close_reason(&close.reason).to_string().into(),
+            })),
+        };
+        self.0.start_send_unpin(msg).map_err(io::Error::other)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_flush_unpin(cx).map_err(io::Error::other)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_close_unpin(cx).map_err(io::Error::other)
     }
 }
 

@@ -106,6 +106,27 @@ pub(crate) async fn tcp_node(relay: &Relay, name: &str) -> Connection {
         .unwrap_or_else(|e| panic!("{name} connects over TCP: {e}"))
 }
 
+/// Panics on the runtime's workers and the documents' threads since the
+/// test binary started: the relay's tasks (and the test clients') run
+/// there, and none may panic, whatever the network sends.
+pub(crate) fn relay_panics() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("");
+            if name.starts_with("tokio-runtime-worker") || name.starts_with("doc-") {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+    PANICS.load(Ordering::SeqCst)
+}
+
 /// Polls `cond` until it holds; panics with `what` after `timeout`.
 pub(crate) async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -192,6 +213,7 @@ pub(crate) fn hello(hostname: &str, incarnation: u32, resume: Option<Resume>) ->
         hostname: hostname.into(),
         incarnation,
         resume,
+        read_only: false,
     }
 }
 
@@ -262,12 +284,19 @@ pub(crate) struct WsNode {
     pub(crate) node: Node,
     queue: Arc<Mutex<Queue>>,
     welcomes: Arc<Mutex<Welcomes>>,
+    /// The relay's closing notice, once it refused something.
+    closing: Arc<Mutex<Option<String>>>,
     task: JoinHandle<()>,
 }
 
 impl WsNode {
     /// Connects, syncs, and returns once the document is here.
     pub(crate) async fn connect(dial: Dial, hostname: &str) -> WsNode {
+        WsNode::connect_with(dial, hostname, false).await
+    }
+
+    /// As [`WsNode::connect`], joining read-only when `read_only`.
+    pub(crate) async fn connect_with(dial: Dial, hostname: &str, read_only: bool) -> WsNode {
         let node = Node::new(hostname);
         let queue = Arc::new(Mutex::new(Queue::default()));
         let wake = Arc::new(Notify::new());
@@ -287,8 +316,13 @@ impl WsNode {
         // is ready once the sync the connection starts has brought it.
         let asked = Arc::new(AtomicBool::new(false));
         let welcomes = Arc::new(Mutex::new(Welcomes::default()));
+        let closing = Arc::new(Mutex::new(None));
         let task = tokio::spawn(run(
-            dial,
+            Link {
+                dial,
+                read_only,
+                closing: closing.clone(),
+            },
             node.clone(),
             queue.clone(),
             wake,
@@ -299,6 +333,7 @@ impl WsNode {
             node,
             queue,
             welcomes,
+            closing,
             task,
         };
         wait_until(
@@ -323,6 +358,17 @@ impl WsNode {
     pub(crate) fn welcomes(&self) -> Welcomes {
         *self.welcomes.lock().unwrap()
     }
+
+    /// Waits for the relay's closing notice.
+    pub(crate) async fn closed_by_relay(&self) -> String {
+        wait_until(
+            "the relay's closing notice",
+            Duration::from_secs(10),
+            || self.closing.lock().unwrap().is_some(),
+        )
+        .await;
+        self.closing.lock().unwrap().clone().unwrap()
+    }
 }
 
 impl Drop for WsNode {
@@ -331,9 +377,17 @@ impl Drop for WsNode {
     }
 }
 
-/// Connects, runs the connection, and reconnects when it breaks.
-async fn run(
+/// Where and how a WebSocket node connects.
+struct Link {
     dial: Dial,
+    read_only: bool,
+    closing: Arc<Mutex<Option<String>>>,
+}
+
+/// Connects, runs the connection, and reconnects when it breaks (unless
+/// the relay refused what the node sent: it would send it again).
+async fn run(
+    link: Link,
     node: Node,
     queue: Arc<Mutex<Queue>>,
     wake: Arc<Notify>,
@@ -341,13 +395,14 @@ async fn run(
     asked: Arc<AtomicBool>,
 ) {
     let mut resume: Option<Resume> = None;
-    loop {
-        let Ok(mut ws) = dial.websocket().await else {
+    while link.closing.lock().unwrap().is_none() {
+        let Ok(mut ws) = link.dial.websocket().await else {
             // The relay is restarting: try again.
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let hello = hello(node.hostname(), node.peer_id().incarnation(), resume);
+        let mut hello = hello(node.hostname(), node.peer_id().incarnation(), resume);
+        hello.read_only = link.read_only;
         let ServerHello::Welcome {
             log,
             position,
@@ -379,18 +434,21 @@ async fn run(
             node.sync();
             asked.store(true, Ordering::SeqCst);
         }
-        drive(&mut ws, &node, &queue, &wake, &mut resume).await;
+        if let Some(reason) = drive(&mut ws, &node, &queue, &wake, &mut resume).await {
+            *link.closing.lock().unwrap() = Some(reason);
+        }
     }
 }
 
-/// Carries frames both ways until the connection breaks.
+/// Carries frames both ways until the connection breaks; returns the
+/// relay's closing notice if it sent one.
 async fn drive(
     ws: &mut WebSocketStream<Box<dyn ByteStream>>,
     node: &Node,
     queue: &Mutex<Queue>,
     wake: &Notify,
     resume: &mut Option<Resume>,
-) {
+) -> Option<String> {
     let mut ticks = tokio::time::interval(Duration::from_millis(100));
     loop {
         let notified = wake.notified();
@@ -403,11 +461,11 @@ async fn drive(
         if !unsent.is_empty() {
             for frame in unsent {
                 if ws.feed(Message::Binary(frame)).await.is_err() {
-                    return;
+                    return None;
                 }
             }
             if ws.flush().await.is_err() {
-                return;
+                return None;
             }
         }
         tokio::select! {
@@ -415,7 +473,7 @@ async fn drive(
                 let frame = match msg {
                     Some(Ok(Message::Binary(b))) => b,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    _ => return,
+                    _ => return None,
                 };
                 match Down::decode(frame).expect("a relay frame") {
                     Down::Message { position, bytes } => {
@@ -433,6 +491,7 @@ async fn drive(
                         q.acked = n;
                     }
                     Down::Hello(_) => panic!("a second hello"),
+                    Down::Closing(reason) => return Some(reason),
                 }
             }
             _ = notified => {}

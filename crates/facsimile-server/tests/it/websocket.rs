@@ -222,11 +222,14 @@ impl Bystanders {
         alice.node().set_root(json!({"n": 0})).unwrap();
         alice.flush().await.unwrap();
         let bob = WsNode::connect(Dial::Plain(relay.addr), "bob").await;
+        relay_panics();
         Bystanders { alice, bob }
     }
 
-    /// Both write, and each sees the other's acknowledged write.
+    /// Both write, and each sees the other's acknowledged write; and the
+    /// relay never panicked.
     async fn still_served(&self, n: i64) {
+        assert_eq!(relay_panics(), 0, "a relay task panicked");
         self.alice.node().set_path("/n", n).unwrap();
         self.alice.flush().await.unwrap();
         wait_until("bob to see alice's write", Duration::from_secs(10), || {
@@ -318,6 +321,23 @@ async fn a_flood_of_tiny_frames_is_cut_off_at_the_message_limit() {
     let (code, reason) = until_closed(&mut ws).await;
     assert_eq!(code, TOO_BIG, "{reason}");
     others.still_served(1).await;
+
+    // Pings are answered by the library, not frames: a flood of them from
+    // a client that does not read meanwhile is harmless, and the client
+    // still gets the document's messages afterwards.
+    let mut pinger = joined(&relay, "pinger").await;
+    for _ in 0..20_000 {
+        pinger.feed(Message::Ping(b"p"[..].into())).await.unwrap();
+    }
+    pinger.flush().await.unwrap();
+    others.still_served(2).await;
+    loop {
+        match next_down(&mut pinger).await {
+            Ok(Down::Message { .. }) => break,
+            Ok(_) => {}
+            Err(close) => panic!("the pinger was closed: {close:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,4 +504,91 @@ async fn a_websocket_client_resumes_after_a_relay_restart_and_loses_no_acknowled
     assert_eq!(welcomes.count, 2, "{welcomes:?}");
     assert_eq!(welcomes.resumed, 1, "the node resumed: {welcomes:?}");
     assert_eq!(welcomes.evicted, 0, "{welcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_that_vanishes_while_the_relay_writes_to_it() {
+    let relay = Relay::start(|c| c).await;
+    let others = Bystanders::join(&relay).await;
+    for round in 0..5 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(relay.addr).await.unwrap();
+        let mut ws = upgrade(relay.ws_url(), tcp).await.unwrap();
+        ws.send(Message::Binary(hello("gone", rand_tag(), None).encode()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            next_down(&mut ws).await,
+            Ok(Down::Hello(ServerHello::Welcome { .. }))
+        ));
+        let value = "v".repeat(4 << 10);
+        let root = others.alice.node().root_map().unwrap();
+        for i in 0..200 {
+            root.set(&format!("r{round}"), format!("{i}{value}"))
+                .unwrap();
+        }
+        others.alice.flush().await.unwrap();
+        // Reset, not closed: the relay's writes to it fail.
+        let tcp = ws.into_inner();
+        // A zero linger resets at once: nothing blocks on drop.
+        #[allow(deprecated)]
+        tcp.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(tcp);
+        others.still_served(round).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_that_does_not_read_cannot_hold_its_connection_open() {
+    // Two places: alice's, and the stalled client's until the relay ends it.
+    let relay = Relay::start(|c| c.max_clients(2)).await;
+    let alice = tcp_node(&relay, "alice").await;
+    alice.node().set_root(json!({})).unwrap();
+    alice.flush().await.unwrap();
+    let mut stalled = {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(relay.addr).await.unwrap();
+        let mut ws = upgrade(relay.ws_url(), tcp).await.unwrap();
+        ws.send(Message::Binary(hello("stalled", rand_tag(), None).encode()))
+            .await
+            .unwrap();
+        ws
+    };
+    // More than the sockets between them hold: the relay's writes to the
+    // stalled client block.
+    let value = "x".repeat(8 << 10);
+    let root = alice.node().root_map().unwrap();
+    for i in 0..1200 {
+        root.set(&format!("k{}", i % 50), format!("{i}{value}"))
+            .unwrap();
+        if i % 100 == 0 {
+            alice.flush().await.unwrap();
+        }
+    }
+    alice.flush().await.unwrap();
+    // Something the relay refuses, and no reading, ever.
+    stalled
+        .send(Message::Binary(b"\x00\xde\xad not a message"[..].into()))
+        .await
+        .unwrap();
+    // Its place frees up: a newcomer is let in.
+    let started = std::time::Instant::now();
+    loop {
+        let mut ws = Dial::Plain(relay.addr).websocket().await.unwrap();
+        match say_hello(&mut ws, &hello("newcomer", rand_tag(), None)).await {
+            ServerHello::Welcome { .. } => break,
+            ServerHello::Refused { reason } => {
+                assert!(reason.contains("connection limit"), "{reason}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "the refused client still holds its connection"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(relay_panics(), 0);
+    drop(stalled);
 }
