@@ -31,3 +31,19 @@ cargo test --workspace --all-features --release
 # and wasm-bindgen-cli are installed under target/ when missing), then its
 # tests in Node.js and in Chromium.
 (cd js && npm ci --no-audit --no-fund && npm run build && npm test)
+# The Python package: a venv under target/ with maturin, pytest, hypothesis
+# and pydantic (installed once), the package built from source by maturin
+# through pip, then its tests, which start the relay, the Rust stdio peer
+# built here and a node of the JavaScript package built above.
+venv=target/py-venv
+py_tools='maturin>=1.7,<2 pytest hypothesis pydantic'
+if [ "$(cat "$venv/.tools" 2>/dev/null)" != "$py_tools" ]; then
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086 # one argument per requirement
+    "$venv/bin/pip" install --quiet $py_tools
+    echo "$py_tools" >"$venv/.tools"
+fi
+# The relay and the stdio peer, as the Rust tests above built them.
+cargo build --release --workspace --all-features --bins --examples
+PATH="$PWD/$venv/bin:$PATH" "$venv/bin/pip" install --quiet --no-build-isolation ./crates/facsimile-py
+(cd crates/facsimile-py && "../../$venv/bin/python" -m pytest -q tests)

@@ -1272,9 +1272,34 @@ impl ArrayRef {
         })
     }
 
-    /// Computes a new order outside the node's lock (so the comparator may
-    /// read the store) and applies it if the array did not change meanwhile.
-    fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<()> {
+    /// Moves the elements into the order `order_of` gives: it receives the
+    /// elements and returns, for each new position, the index of the element
+    /// to put there (a permutation). One change, one message; only elements
+    /// outside the longest run already in order move. For orders a
+    /// comparator cannot express (a key function computed once per element,
+    /// as Python's `sort(key=)`).
+    ///
+    /// `order_of` runs outside the node's lock (it may read the store); if
+    /// the array changes meanwhile, it runs again on the new elements.
+    ///
+    /// # Errors
+    /// As [`ArrayRef::push`], and
+    /// [`BadPermutation`](crate::EngineError::BadPermutation) when the order
+    /// is not a permutation of the elements.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!(["b", "a", "c"]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.reorder(|_| vec![1, 0, 2])?;
+    /// assert_eq!(list.to_json()?, json!(["a", "b", "c"]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<()> {
         loop {
             let (values, stamp) = self.node.try_read(|r| {
                 let values = r.list_values(self.id())?;

@@ -1,0 +1,99 @@
+"""facsimile: mirror an object graph across processes.
+
+A node's ``store`` reads and writes like plain Python data — maps are
+``MutableMapping`` proxies whose keys are also attributes, arrays are
+``MutableSequence`` proxies with every ``list`` method — and every write is
+replicated by the Rust engine underneath, which keeps all replicas
+convergent, reports every change and grants distributed locks with fencing
+tokens::
+
+    import facsimile
+
+    a, b = facsimile.Facsimile("alpha"), facsimile.Facsimile("bravo")
+    a.send, b.send = b.receive, a.receive     # any ordered channel will do
+    a.store = {"players": [{"name": "ada", "score": 0}]}
+    b.store.players[0].score += 1
+    assert a.store == {"players": [{"name": "ada", "score": 1}]}
+
+Threads: a listener runs in the thread that applied the change — the
+writing thread for a local write (before the write returns), the thread
+that called ``receive`` for a message, and for a node from ``connect`` the
+``facsimile-io`` thread, which delivers every connection's messages. Waits
+(``lock``, ``flush``, ``connect``) release the GIL; each has an ``_async``
+form for asyncio.
+"""
+
+from collections.abc import MutableMapping, MutableSequence
+
+from ._facsimile import (
+    Change,
+    ClosedError,
+    ConnectError,
+    CycleError,
+    DetachedError,
+    EvictedError,
+    Facsimile,
+    FacsimileError,
+    ForeignHandleError,
+    List,
+    LockedError,
+    LockGuard,
+    LockLostError,
+    Map,
+    NetError,
+    NetTimeoutError,
+    NoTransportError,
+    NotLockedError,
+    NotOwnerError,
+    ReceiveError,
+    SyncingError,
+    TypeMismatchError,
+    UnknownObjectError,
+    WritesLostError,
+    WrongKindError,
+    _engines_alive,
+    connect,
+    connect_async,
+)
+
+MutableMapping.register(Map)
+MutableSequence.register(List)
+
+__all__ = [
+    "Change",
+    "ClosedError",
+    "ConnectError",
+    "CycleError",
+    "DetachedError",
+    "EvictedError",
+    "Facsimile",
+    "FacsimileError",
+    "ForeignHandleError",
+    "List",
+    "LockGuard",
+    "LockLostError",
+    "LockedError",
+    "Map",
+    "NetError",
+    "NetTimeoutError",
+    "NoTransportError",
+    "NotLockedError",
+    "NotOwnerError",
+    "ReceiveError",
+    "SyncingError",
+    "TypeMismatchError",
+    "UnknownObjectError",
+    "WritesLostError",
+    "WrongKindError",
+    "connect",
+    "connect_async",
+    "to_python",
+]
+
+
+def to_python(value):
+    """A deep copy of a stored value as plain data (proxies become dicts and
+    lists; shared objects stay shared), e.g. for ``json.dumps``."""
+    if isinstance(value, (Map, List)):
+        return value.to_python()
+    return value

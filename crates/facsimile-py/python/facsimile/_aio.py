@@ -1,0 +1,86 @@
+"""Glue between the engine's runtime thread and asyncio."""
+
+import asyncio
+
+
+def resolve(future, ok, value):
+    """Completes an asyncio future from the runtime thread's result."""
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class PendingLockAwaitable:
+    """What `lock_async` and `request_async` return: awaitable (to the
+    guard) and an async context manager (released on exit)."""
+
+    def __init__(self, node, obj, wait):
+        self._node = node
+        self._obj = obj
+        self._wait = wait
+        self._guard = None
+
+    def __await__(self):
+        return self._acquire().__await__()
+
+    async def _acquire(self):
+        loop = asyncio.get_running_loop()
+        pending = self._node._pending_lock(self._obj, self._wait)
+        try:
+            while True:
+                woken = asyncio.Event()
+                guard = pending.poll(loop, woken.set)
+                if guard is not None:
+                    return guard
+                await woken.wait()
+        finally:
+            # Withdraws the request when the task was cancelled.
+            pending.cancel()
+
+    async def __aenter__(self):
+        self._guard = await self
+        return self._guard
+
+    async def __aexit__(self, *exc):
+        self._guard.__exit__(*exc)
+        return False
+
+
+class Changes:
+    """An async iterator of a node's changes (`node.changes()`); the
+    listener is removed by `aclose()` or when the iterator is collected."""
+
+    def __init__(self, node):
+        self._node = node
+        self._queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def deliver(change, queue=self._queue, loop=loop):
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, change)
+            except RuntimeError:
+                pass  # the loop is closed
+
+        self._deliver = deliver
+        node.on("change", deliver)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._node is None:
+            raise StopAsyncIteration
+        return await self._queue.get()
+
+    async def aclose(self):
+        if self._node is not None:
+            self._node.off("change", self._deliver)
+            self._node = None
+
+    def __del__(self):
+        node = self._node
+        if node is not None:
+            node.off("change", self._deliver)

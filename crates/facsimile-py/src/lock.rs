@@ -1,0 +1,253 @@
+//! Locks: a pending request that a thread waits on (the GIL released) or
+//! that asyncio polls, and the guard a grant gives.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use facsimile::{LockFuture, Node};
+use pyo3::PyTraverseError;
+use pyo3::exceptions::{PyRuntimeError, PyTimeoutError};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+
+use crate::errors;
+use crate::node::{Facsimile, refuse_on_io_thread};
+use crate::proxy::object_of;
+
+/// How often a waiting thread runs the node's timers: a node without a
+/// connection has no task to run them, and a lock can wait on a peer's
+/// eviction by failure detection.
+const TICK: Duration = Duration::from_millis(50);
+
+struct ThreadWaker(Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Wakes an asyncio task: schedules `callback` on its loop.
+struct LoopWaker {
+    event_loop: Py<PyAny>,
+    callback: Py<PyAny>,
+}
+
+impl Wake for LoopWaker {
+    fn wake(self: Arc<Self>) {
+        Python::attach(|py| {
+            let r = self.event_loop.call_method1(
+                py,
+                "call_soon_threadsafe",
+                (self.callback.clone_ref(py),),
+            );
+            // A closed loop has nobody left to wake.
+            drop(r);
+        });
+    }
+}
+
+/// A lock request not yet granted. Dropping it withdraws the request.
+#[pyclass(module = "facsimile")]
+pub(crate) struct PendingLock {
+    owner: Py<Facsimile>,
+    object: Py<PyAny>,
+    future: Option<LockFuture>,
+}
+
+impl PendingLock {
+    pub(crate) fn new(
+        owner: &Bound<'_, Facsimile>,
+        obj: &Bound<'_, PyAny>,
+        wait: bool,
+    ) -> PyResult<PendingLock> {
+        let o = object_of(obj)?;
+        let node = owner.get().node();
+        let future = if wait { node.lock(o) } else { node.request(o) };
+        Ok(PendingLock {
+            owner: owner.clone().unbind(),
+            object: obj.clone().unbind(),
+            future: Some(future),
+        })
+    }
+
+    fn guard(&self, py: Python<'_>, g: facsimile::LockGuard) -> PyResult<Py<LockGuard>> {
+        Py::new(
+            py,
+            LockGuard {
+                node: self.owner.get().node().clone(),
+                object: self.object.clone_ref(py),
+                token: g.token(),
+                guard: Mutex::new(Some(g)),
+            },
+        )
+    }
+
+    /// Blocks this thread (the GIL released) until the lock is granted,
+    /// refused, or `timeout` passes.
+    pub(crate) fn wait(
+        mut self,
+        py: Python<'_>,
+        timeout: Option<Duration>,
+    ) -> PyResult<Py<LockGuard>> {
+        let Some(mut future) = self.future.take() else {
+            return Err(PyRuntimeError::new_err("the lock request was already used"));
+        };
+        let node = self.owner.get().node().clone();
+        let first = poll_once(&mut future, &Waker::noop().clone());
+        let r = match first {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => {
+                refuse_on_io_thread("waiting for a lock")?;
+                py.detach(|| block(&mut future, &node, timeout))
+            }
+        };
+        match r {
+            Some(Ok(g)) => self.guard(py, g),
+            Some(Err(e)) => Err(errors::lock(e)),
+            None => Err(PyTimeoutError::new_err(
+                "the lock was not granted in time; the request is withdrawn",
+            )),
+        }
+    }
+}
+
+fn poll_once(
+    future: &mut LockFuture,
+    waker: &Waker,
+) -> Poll<Result<facsimile::LockGuard, facsimile::LockError>> {
+    Pin::new(future).poll(&mut Context::from_waker(waker))
+}
+
+fn block(
+    future: &mut LockFuture,
+    node: &Node,
+    timeout: Option<Duration>,
+) -> Option<Result<facsimile::LockGuard, facsimile::LockError>> {
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        if let Poll::Ready(r) = poll_once(future, &waker) {
+            return Some(r);
+        }
+        let mut wait = TICK;
+        if let Some(d) = deadline {
+            let now = Instant::now();
+            if now >= d {
+                return None;
+            }
+            wait = wait.min(d - now);
+        }
+        std::thread::park_timeout(wait);
+        node.tick();
+    }
+}
+
+#[pymethods]
+impl PendingLock {
+    /// Polls the request: the guard once granted, else None, and `callback`
+    /// is scheduled on `event_loop` when the lock's state next changes.
+    fn poll(
+        &mut self,
+        py: Python<'_>,
+        event_loop: Py<PyAny>,
+        callback: Py<PyAny>,
+    ) -> PyResult<Option<Py<LockGuard>>> {
+        let Some(future) = self.future.as_mut() else {
+            return Err(PyRuntimeError::new_err("the lock request was already used"));
+        };
+        let waker = Waker::from(Arc::new(LoopWaker {
+            event_loop,
+            callback,
+        }));
+        match poll_once(future, &waker) {
+            Poll::Pending => Ok(None),
+            Poll::Ready(r) => {
+                self.future = None;
+                match r {
+                    Ok(g) => Ok(Some(self.guard(py, g)?)),
+                    Err(e) => Err(errors::lock(e)),
+                }
+            }
+        }
+    }
+
+    /// Withdraws the request if it is still waiting.
+    fn cancel(&mut self) {
+        self.future = None;
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.owner)?;
+        visit.call(&self.object)
+    }
+}
+
+/// A granted lock: exclusive write permission on one object until
+/// released. A context manager (`with node.lock(obj) as guard:`); leaving
+/// the block releases it.
+#[pyclass(module = "facsimile", frozen, weakref)]
+pub(crate) struct LockGuard {
+    node: Node,
+    /// The proxy of the locked object.
+    #[pyo3(get)]
+    object: Py<PyAny>,
+    /// The fencing token: it increases with every grant of the object, on
+    /// every node.
+    #[pyo3(get)]
+    token: u64,
+    guard: Mutex<Option<facsimile::LockGuard>>,
+}
+
+#[pymethods]
+impl LockGuard {
+    /// Whether this node still holds the lock (false once released, or
+    /// lost because the peers evicted this node).
+    #[getter]
+    fn held(&self) -> bool {
+        self.guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|g| g.is_held())
+    }
+
+    /// Releases the lock. Raises NotOwnerError or NotLockedError when it was
+    /// lost meanwhile; releasing twice does nothing.
+    fn release(&self) -> PyResult<()> {
+        let g = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match g {
+            Some(g) => g.release().map_err(errors::lock),
+            None => Ok(()),
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        // A lock lost meanwhile needs no release.
+        let g = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(g);
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "LockGuard(token={}, held={}, node={:?})",
+            self.token,
+            self.held(),
+            self.node.hostname()
+        )
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.object)
+    }
+}

@@ -1,0 +1,908 @@
+//! `Facsimile`: one node, its proxies, its listeners and its transport.
+//!
+//! Python objects that the engine's closures need (the sender, listeners)
+//! live in one table owned by the node object, which reports them to
+//! Python's garbage collector: the closures hold only a weak pointer to
+//! the table and an entry's number, so a cycle through a callback (a
+//! listener that closes over a proxy of its own node) is collectable.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use facsimile::net::Connection;
+use facsimile::{
+    ArrayRef, ChangeEvent, Config, MapRef, Node, ObjectId, ObjectRef, Origin, Prop, Subscription,
+};
+use pyo3::PyTraverseError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyWeakrefReference};
+
+use crate::convert::{json_to_py, py_to_json, to_input, to_py};
+use crate::errors;
+use crate::lock::{LockGuard, PendingLock};
+use crate::proxy::{ListProxy, MapProxy};
+use crate::runtime;
+
+/// Engine states (a node's replica and listeners) alive: counted by a probe
+/// the sender closure owns, which the engine drops with the node's state.
+pub(crate) static ENGINES_ALIVE: AtomicUsize = AtomicUsize::new(0);
+
+struct Probe;
+
+impl Probe {
+    fn new() -> Probe {
+        ENGINES_ALIVE.fetch_add(1, Ordering::AcqRel);
+        Probe
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        ENGINES_ALIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a listener listens to, for `off`.
+#[derive(Clone, PartialEq)]
+pub(crate) enum Topic {
+    Node(String),
+    Object(ObjectId),
+    Prop(ObjectId, Prop),
+}
+
+struct Listener {
+    topic: Topic,
+    callback: Py<PyAny>,
+    _sub: Subscription,
+}
+
+/// Python objects the engine's closures call: reported to the garbage
+/// collector by the node object, and cleared by it.
+#[derive(Default)]
+struct PyRefs {
+    sender: Option<Py<PyAny>>,
+    listeners: HashMap<u64, Listener>,
+    next: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) node: Node,
+    refs: Mutex<PyRefs>,
+    /// Proxies handed out, by object, so that one object is one proxy
+    /// while the proxy lives (`s.a is s.a`).
+    cache: Mutex<Cache>,
+    /// The Python node object, weakly: listeners build proxies with it.
+    me: Mutex<Option<Py<PyWeakrefReference>>>,
+    conn: Mutex<Option<Connection>>,
+}
+
+#[derive(Default)]
+struct Cache {
+    proxies: HashMap<ObjectId, Py<PyWeakrefReference>>,
+    sweep_at: usize,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.get_mut().ok().and_then(Option::take) {
+            conn.abort();
+        }
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// The Python node object, while it lives.
+    fn owner<'py>(&self, py: Python<'py>) -> Option<Bound<'py, Facsimile>> {
+        let me = locked(&self.me).as_ref()?.clone_ref(py);
+        me.bind(py).upgrade_as::<Facsimile>().ok().flatten()
+    }
+
+    fn callback(&self, py: Python<'_>, id: u64) -> Option<Py<PyAny>> {
+        locked(&self.refs)
+            .listeners
+            .get(&id)
+            .map(|l| l.callback.clone_ref(py))
+    }
+}
+
+/// One participant: a replica of the document, its transport, its
+/// listeners and its locks.
+#[pyclass(module = "facsimile", name = "Facsimile", frozen, weakref)]
+pub(crate) struct Facsimile {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Facsimile {
+    fn create(
+        py: Python<'_>,
+        node: Node,
+        conn: Option<Connection>,
+    ) -> PyResult<Bound<'_, Facsimile>> {
+        let shared = Arc::new(Shared {
+            node,
+            refs: Mutex::default(),
+            cache: Mutex::default(),
+            me: Mutex::default(),
+            conn: Mutex::new(conn),
+        });
+        let me = Bound::new(py, Facsimile { shared })?;
+        let weak = PyWeakrefReference::new(&me)?;
+        *locked(&me.get().shared.me) = Some(weak.unbind());
+        Ok(me)
+    }
+
+    pub(crate) fn node(&self) -> &Node {
+        &self.shared.node
+    }
+
+    fn proxy<T: pyo3::PyClass + Into<PyClassInitializer<T>>>(
+        &self,
+        py: Python<'_>,
+        id: ObjectId,
+        make: impl FnOnce() -> T,
+    ) -> PyResult<Py<PyAny>> {
+        if let Some(w) = locked(&self.shared.cache).proxies.get(&id) {
+            if let Some(p) = w.bind(py).upgrade() {
+                return Ok(p.unbind());
+            }
+        }
+        // Created outside the cache's lock: allocating may run the
+        // garbage collector, which may drop other proxies.
+        let p = Bound::new(py, make())?.into_any();
+        let w = PyWeakrefReference::new(&p)?.unbind();
+        let mut cache = locked(&self.shared.cache);
+        cache.proxies.insert(id, w);
+        if cache.proxies.len() > cache.sweep_at {
+            cache.proxies.retain(|_, w| w.bind(py).upgrade().is_some());
+            cache.sweep_at = (cache.proxies.len() * 2).max(1024);
+        }
+        Ok(p.unbind())
+    }
+
+    pub(crate) fn map_proxy(
+        &self,
+        py: Python<'_>,
+        owner: &Bound<'_, Facsimile>,
+        map: MapRef,
+    ) -> PyResult<Py<PyAny>> {
+        let id = map.id();
+        self.proxy(py, id, || MapProxy {
+            owner: owner.clone().unbind(),
+            map,
+        })
+    }
+
+    pub(crate) fn list_proxy(
+        &self,
+        py: Python<'_>,
+        owner: &Bound<'_, Facsimile>,
+        list: ArrayRef,
+    ) -> PyResult<Py<PyAny>> {
+        let id = list.id();
+        self.proxy(py, id, || ListProxy {
+            owner: owner.clone().unbind(),
+            list,
+        })
+    }
+
+    pub(crate) fn object_proxy(
+        &self,
+        owner: &Bound<'_, Facsimile>,
+        o: &ObjectRef,
+    ) -> PyResult<Py<PyAny>> {
+        let py = owner.py();
+        match o {
+            ObjectRef::Map(m) => self.map_proxy(py, owner, m.clone()),
+            ObjectRef::Array(a) => self.list_proxy(py, owner, a.clone()),
+        }
+    }
+
+    /// Registers `callback` under `topic`; `subscribe` makes the engine's
+    /// subscription from the closure that calls it.
+    pub(crate) fn listen(
+        &self,
+        topic: Topic,
+        callback: Py<PyAny>,
+        subscribe: impl FnOnce(Weak<Shared>, u64) -> Subscription,
+    ) {
+        let id = {
+            let mut refs = locked(&self.shared.refs);
+            refs.next += 1;
+            refs.next
+        };
+        let sub = subscribe(Arc::downgrade(&self.shared), id);
+        locked(&self.shared.refs).listeners.insert(
+            id,
+            Listener {
+                topic,
+                callback,
+                _sub: sub,
+            },
+        );
+    }
+
+    /// Removes the listeners of `topic` that are `callback` (or equal to
+    /// it: bound methods are new objects at each access); all of the
+    /// topic's when `callback` is None. Returns how many.
+    pub(crate) fn unlisten(
+        &self,
+        py: Python<'_>,
+        topic: &Topic,
+        callback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let candidates: Vec<(u64, Py<PyAny>)> = locked(&self.shared.refs)
+            .listeners
+            .iter()
+            .filter(|(_, l)| &l.topic == topic)
+            .map(|(id, l)| (*id, l.callback.clone_ref(py)))
+            .collect();
+        let mut gone = Vec::new();
+        for (id, cb) in candidates {
+            let hit = match callback {
+                None => true,
+                Some(c) => cb.bind(py).is(c) || cb.bind(py).eq(c)?,
+            };
+            if hit {
+                gone.push(id);
+            }
+        }
+        let removed: Vec<Listener> = {
+            let mut refs = locked(&self.shared.refs);
+            gone.iter()
+                .filter_map(|id| refs.listeners.remove(id))
+                .collect()
+        };
+        let n = removed.len();
+        drop(removed);
+        Ok(n)
+    }
+
+    fn conn(&self) -> PyResult<Connection> {
+        locked(&self.shared.conn).clone().ok_or_else(|| {
+            PyRuntimeError::new_err("this node is not connected: use facsimile.connect")
+        })
+    }
+}
+
+/// Runs a listener's callback with the change, reporting its exceptions as
+/// unraisable (they cannot travel back into the engine's delivery).
+pub(crate) fn change_listener(
+    weak: Weak<Shared>,
+    id: u64,
+) -> impl Fn(&ChangeEvent) + Send + Sync + 'static {
+    move |ev: &ChangeEvent| {
+        let Some(shared) = weak.upgrade() else { return };
+        let _in = InCallback::enter();
+        Python::attach(|py| {
+            let Some(cb) = shared.callback(py, id) else {
+                return;
+            };
+            let Some(owner) = shared.owner(py) else {
+                return;
+            };
+            let r = Change::new(&owner, ev).and_then(|c| cb.call1(py, (c,)));
+            if let Err(e) = r {
+                e.write_unraisable(py, Some(cb.bind(py)));
+            }
+        });
+    }
+}
+
+fn store_listener(
+    weak: Weak<Shared>,
+    id: u64,
+) -> impl Fn(&facsimile::Value) + Send + Sync + 'static {
+    move |root: &facsimile::Value| {
+        let Some(shared) = weak.upgrade() else { return };
+        let _in = InCallback::enter();
+        Python::attach(|py| {
+            let Some(cb) = shared.callback(py, id) else {
+                return;
+            };
+            let Some(owner) = shared.owner(py) else {
+                return;
+            };
+            let r = to_py(&owner, root.clone()).and_then(|v| cb.call1(py, (v,)));
+            if let Err(e) = r {
+                e.write_unraisable(py, Some(cb.bind(py)));
+            }
+        });
+    }
+}
+
+/// One effective change to one object, local or remote.
+#[pyclass(module = "facsimile", frozen, weakref)]
+pub(crate) struct Change {
+    /// The proxy of the object that changed.
+    #[pyo3(get)]
+    target: Py<PyAny>,
+    /// The key (str) or index (int) that changed; None for a change of a
+    /// whole array (a method call).
+    #[pyo3(get)]
+    key: Py<PyAny>,
+    /// The value after the change (None where there is none).
+    #[pyo3(get)]
+    new: Py<PyAny>,
+    /// The value before the change (None where there was none).
+    #[pyo3(get)]
+    old: Py<PyAny>,
+    /// None for a change made on this node, else the hostname of the node
+    /// that made it.
+    #[pyo3(get)]
+    origin: Option<String>,
+}
+
+impl Change {
+    fn new(owner: &Bound<'_, Facsimile>, ev: &ChangeEvent) -> PyResult<Change> {
+        let py = owner.py();
+        let value = |v: Option<&facsimile::Value>| match v {
+            Some(v) => to_py(owner, v.clone()),
+            None => Ok(py.None()),
+        };
+        Ok(Change {
+            target: owner.get().object_proxy(owner, ev.target())?,
+            key: match ev.prop() {
+                Some(Prop::Key(k)) => k.as_str().into_pyobject(py)?.into_any().unbind(),
+                Some(Prop::Index(i)) => i.into_pyobject(py)?.into_any().unbind(),
+                _ => py.None(),
+            },
+            new: value(ev.new_value())?,
+            old: value(ev.old_value())?,
+            origin: match ev.origin() {
+                Origin::Remote(p) => Some(p.hostname().to_owned()),
+                _ => None,
+            },
+        })
+    }
+}
+
+#[pymethods]
+impl Change {
+    /// Whether the change was made on this node.
+    #[getter]
+    fn local(&self) -> bool {
+        self.origin.is_none()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Change(key={}, new={}, old={}, origin={:?})",
+            self.key.bind(py).repr()?,
+            self.new.bind(py).repr()?,
+            self.old.bind(py).repr()?,
+            self.origin
+        ))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.target)?;
+        visit.call(&self.key)?;
+        visit.call(&self.new)?;
+        visit.call(&self.old)
+    }
+}
+
+thread_local! {
+    /// How many of this node's callbacks (listeners, the sender) this
+    /// thread is running: they run inside the node's pump, which a wait
+    /// would keep from sending or delivering what it waits for.
+    static IN_CALLBACK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as running a callback until dropped.
+struct InCallback;
+
+impl InCallback {
+    fn enter() -> InCallback {
+        IN_CALLBACK.with(|c| c.set(c.get() + 1));
+        InCallback
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|c| c.set(c.get() - 1));
+    }
+}
+
+/// Fails instead of blocking where what the caller waits for could only
+/// arrive through the blocked thread: in a listener or a sender (they run
+/// inside the node's pump), and on the thread that delivers connections'
+/// messages.
+pub(crate) fn refuse_on_io_thread(what: &str) -> PyResult<()> {
+    if IN_CALLBACK.with(|c| c.get()) > 0 || tokio::runtime::Handle::try_current().is_ok() {
+        return Err(PyRuntimeError::new_err(format!(
+            "{what} would block the thread that delivers this node's messages (listeners run on it); use the async form or call it from another thread"
+        )));
+    }
+    Ok(())
+}
+
+fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
+    seconds
+        .map(|s| Duration::try_from_secs_f64(s).map_err(|e| PyValueError::new_err(e.to_string())))
+        .transpose()
+}
+
+#[pymethods]
+impl Facsimile {
+    /// A node with an empty document (the store is None) and no transport:
+    /// assign `send` before writing. The hostname decides ties between
+    /// concurrent writes (the higher wins). `failure_detection=(heartbeat,
+    /// timeout)` in seconds evicts peers silent for `timeout`.
+    #[new]
+    #[pyo3(signature = (hostname, *, failure_detection=None))]
+    fn py_new(
+        py: Python<'_>,
+        hostname: &str,
+        failure_detection: Option<(f64, f64)>,
+    ) -> PyResult<Py<Facsimile>> {
+        let mut config = Config::default();
+        if let Some((h, t)) = failure_detection {
+            config = config.failure_detection(
+                duration(Some(h))?.unwrap_or_default(),
+                duration(Some(t))?.unwrap_or_default(),
+            );
+        }
+        Ok(Facsimile::create(py, Node::with_config(hostname, config), None)?.unbind())
+    }
+
+    /// The hostname.
+    #[getter]
+    fn hostname(&self) -> String {
+        self.node().hostname().to_owned()
+    }
+
+    /// The root of the document: a primitive, or a proxy of a map or an
+    /// array. Assigning plain data copies it in; assigning a proxy of this
+    /// node stores a reference.
+    #[getter]
+    fn store(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        to_py(slf, slf.get().node().root())
+    }
+
+    #[setter]
+    fn set_store(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let input = to_input(value)?;
+        self.node()
+            .set_root(input)
+            .map(|_| ())
+            .map_err(errors::store)
+    }
+
+    /// The function that sends this node's messages (bytes) to the other
+    /// nodes, in order; None until assigned. Messages queued before are
+    /// sent when it is assigned.
+    #[getter]
+    fn send(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        locked(&self.shared.refs)
+            .sender
+            .as_ref()
+            .map(|s| s.clone_ref(py))
+    }
+
+    #[setter]
+    fn set_send(&self, send: Py<PyAny>) -> PyResult<()> {
+        if locked(&self.shared.conn).is_some() {
+            return Err(PyRuntimeError::new_err(
+                "a connected node sends through its connection",
+            ));
+        }
+        let first = locked(&self.shared.refs).sender.replace(send).is_none();
+        if first {
+            let weak = Arc::downgrade(&self.shared);
+            let probe = Probe::new();
+            self.node().set_sender(move |m| {
+                let _ = &probe;
+                let Some(shared) = weak.upgrade() else { return };
+                let _in = InCallback::enter();
+                Python::attach(|py| {
+                    let Some(send) = locked(&shared.refs)
+                        .sender
+                        .as_ref()
+                        .map(|s| s.clone_ref(py))
+                    else {
+                        return;
+                    };
+                    let bytes = PyBytes::new(py, m.as_bytes());
+                    if let Err(e) = send.call1(py, (bytes,)) {
+                        e.write_unraisable(py, Some(send.bind(py)));
+                    }
+                });
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies a message from another node.
+    ///
+    /// Raises ReceiveError for bytes that are not a valid message; the node
+    /// is unchanged and keeps working.
+    fn receive(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let r = if let Ok(b) = data.cast::<PyBytes>() {
+            self.node().receive(b.as_bytes())
+        } else if let Ok(s) = data.cast::<pyo3::types::PyString>() {
+            self.node().receive(s.to_cow()?.as_bytes())
+        } else {
+            let v: Vec<u8> = data
+                .extract()
+                .map_err(|_| PyTypeError::new_err("a message is bytes"))?;
+            self.node().receive(&v)
+        };
+        r.map_err(errors::store)
+    }
+
+    /// Drops the local document and asks the other nodes for it; exactly
+    /// one answers. Listen for "ready" to know when it is complete.
+    fn sync(&self) {
+        self.node().sync();
+    }
+
+    /// Whether the document is complete (no sync in progress).
+    #[getter]
+    fn ready(&self) -> bool {
+        self.node().is_ready()
+    }
+
+    /// The canonical encoding of the document: two nodes that received the
+    /// same messages return identical bytes.
+    fn snapshot<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.node().snapshot())
+    }
+
+    /// The hostnames of the peers known to participate.
+    #[getter]
+    fn peers(&self) -> Vec<String> {
+        self.node()
+            .peers()
+            .iter()
+            .map(|p| p.hostname().to_owned())
+            .collect()
+    }
+
+    /// Runs the timers that are due (heartbeats, failure detection,
+    /// reclamation). Every call into the node does this too.
+    fn tick(&self) {
+        self.node().tick();
+    }
+
+    /// Says goodbye: the other nodes stop waiting for this one and its
+    /// locks are freed.
+    fn leave(&self) {
+        self.node().leave();
+    }
+
+    /// The value at a JSON pointer (`"/players/0/score"`), or None.
+    fn get(slf: &Bound<'_, Self>, pointer: &str) -> PyResult<Py<PyAny>> {
+        match slf.get().node().get(pointer) {
+            Some(v) => to_py(slf, v),
+            None => Ok(slf.py().None()),
+        }
+    }
+
+    /// Calls `callback` for each event: "change" (callback(change)),
+    /// "root_changed" and "ready" (callback(store)). Listeners run after the
+    /// change is applied, in the thread that applied it, and may write.
+    fn on(&self, event: &str, callback: Py<PyAny>) -> PyResult<()> {
+        let node = self.node().clone();
+        let topic = Topic::Node(event.to_owned());
+        match event {
+            "change" => self.listen(topic, callback, |w, id| {
+                node.on_change(change_listener(w, id))
+            }),
+            "root_changed" => self.listen(topic, callback, |w, id| {
+                node.on_root_changed(store_listener(w, id))
+            }),
+            "ready" => self.listen(topic, callback, |w, id| {
+                node.on_ready(store_listener(w, id))
+            }),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown event {other:?}: \"change\", \"root_changed\" or \"ready\""
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a listener (every listener of the event without `callback`).
+    /// Returns whether one was removed.
+    #[pyo3(signature = (event, callback=None))]
+    fn off(
+        &self,
+        py: Python<'_>,
+        event: &str,
+        callback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        Ok(self.unlisten(py, &Topic::Node(event.to_owned()), callback)? > 0)
+    }
+
+    /// Waits for exclusive write permission on a proxy's object (not on the
+    /// objects it contains) and returns the guard (a context manager; its
+    /// `token` is the fencing token). Releases the GIL while it waits.
+    /// Raises TimeoutError after `timeout` seconds (the request is withdrawn).
+    #[pyo3(signature = (obj, timeout=None))]
+    fn lock(
+        slf: &Bound<'_, Self>,
+        obj: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<LockGuard>> {
+        PendingLock::new(slf, obj, true)?.wait(slf.py(), duration(timeout)?)
+    }
+
+    /// As `lock`, but raises LockedError at once when another node holds the
+    /// lock or waits for it.
+    #[pyo3(signature = (obj, timeout=None))]
+    fn request(
+        slf: &Bound<'_, Self>,
+        obj: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<LockGuard>> {
+        PendingLock::new(slf, obj, false)?.wait(slf.py(), duration(timeout)?)
+    }
+
+    /// A lock being acquired, for `lock_async`/`request_async`.
+    fn _pending_lock(
+        slf: &Bound<'_, Self>,
+        obj: &Bound<'_, PyAny>,
+        wait: bool,
+    ) -> PyResult<PendingLock> {
+        PendingLock::new(slf, obj, wait)
+    }
+
+    /// Releases this node's lock on a proxy's object (or withdraws its
+    /// request). Raises NotLockedError when nobody holds it and
+    /// NotOwnerError when another node does.
+    fn release(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let o = crate::proxy::object_of(obj)?;
+        self.node().release(o).map_err(errors::lock)
+    }
+
+    /// The fencing token of this node's lock on the object, or None.
+    fn lock_token(&self, obj: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        Ok(self.node().lock_token(crate::proxy::object_of(obj)?))
+    }
+
+    /// Reads the store as JSON-like data, passes it to `f`, and sends the
+    /// writes that make the store hold what `f` returns: nothing for what
+    /// is unchanged, one write per changed value, one insert per appended
+    /// element, all in one message. `f` may run again if a message arrived
+    /// meanwhile. (`update` in the package wraps this for dataclasses and
+    /// pydantic models.)
+    fn _update_json(&self, py: Python<'_>, f: Py<PyAny>) -> PyResult<()> {
+        let r = self
+            .node()
+            .update(|v: &mut serde_json::Value| -> PyResult<()> {
+                let arg = json_to_py(py, v)?;
+                let out = f.call1(py, (arg,))?;
+                *v = py_to_json(out.bind(py), 0)?;
+                Ok(())
+            });
+        r.map_err(errors::store)?
+    }
+
+    /// Awaitable form of `lock`: `guard = await node.lock_async(obj)` or
+    /// `async with node.lock_async(obj) as guard:`. Cancelling the waiting
+    /// task withdraws the request.
+    fn lock_async<'py>(
+        slf: &Bound<'py, Self>,
+        obj: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let aio = slf.py().import("facsimile._aio")?;
+        aio.getattr("PendingLockAwaitable")?.call1((slf, obj, true))
+    }
+
+    /// Awaitable form of `request`: raises LockedError at once when another
+    /// node holds or waits for the lock.
+    fn request_async<'py>(
+        slf: &Bound<'py, Self>,
+        obj: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let aio = slf.py().import("facsimile._aio")?;
+        aio.getattr("PendingLockAwaitable")?
+            .call1((slf, obj, false))
+    }
+
+    /// An async iterator of this node's changes, for asyncio code (call it
+    /// with a running loop): `async for change in node.changes(): ...`.
+    fn changes<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py()
+            .import("facsimile._aio")?
+            .getattr("Changes")?
+            .call1((slf,))
+    }
+
+    /// Reads the store as `cls` (a dataclass or a pydantic model; taken
+    /// from the annotation of `fn`'s parameter when not given; plain data
+    /// without either), calls `fn` on it, and sends only the writes that
+    /// make the store hold the result: nothing for unchanged fields, one
+    /// write per changed field, one insert per appended element, as one
+    /// message. `fn` mutates its argument or returns a new value; it may run
+    /// again when a message arrived meanwhile.
+    #[pyo3(signature = (f, cls=None))]
+    fn update<'py>(
+        slf: &Bound<'py, Self>,
+        f: &Bound<'py, PyAny>,
+        cls: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<()> {
+        let typed = slf.py().import("facsimile._typed")?;
+        typed.getattr("update")?.call1((slf, f, cls))?;
+        Ok(())
+    }
+
+    /// Waits until every message this node sent before is acknowledged by
+    /// the relay (on its disk) or the log. Connected nodes only; releases
+    /// the GIL while it waits.
+    #[pyo3(signature = (timeout=None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        refuse_on_io_thread("flush()")?;
+        let conn = self.conn()?;
+        let timeout = duration(timeout)?;
+        py.detach(|| {
+            runtime::get().block_on(async move {
+                match timeout {
+                    Some(t) => tokio::time::timeout(t, conn.flush()).await.unwrap_or(Err(
+                        facsimile::net::NetError::Timeout {
+                            what: "the relay to acknowledge",
+                            after: t,
+                        },
+                    )),
+                    None => conn.flush().await,
+                }
+            })
+        })
+        .map_err(errors::net)
+    }
+
+    /// Coroutine form of `flush`.
+    fn flush_async(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let conn = self.conn()?;
+        runtime::to_asyncio(
+            py,
+            async move { conn.flush().await.map_err(errors::net) },
+            |py, ()| Ok(py.None()),
+        )
+    }
+
+    /// Leaves the document (locks freed at once), waits up to `timeout`
+    /// seconds for the relay to acknowledge everything and closes the
+    /// connection. Connected nodes only.
+    #[pyo3(signature = (timeout=5.0))]
+    fn close(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        refuse_on_io_thread("close()")?;
+        let conn = self.conn()?;
+        let t = duration(Some(timeout))?.unwrap_or_default();
+        py.detach(|| runtime::get().block_on(conn.close(t)))
+            .map_err(errors::net)
+    }
+
+    /// Coroutine form of `close`.
+    #[pyo3(signature = (timeout=5.0))]
+    fn close_async(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
+        let conn = self.conn()?;
+        let t = duration(Some(timeout))?.unwrap_or_default();
+        runtime::to_asyncio(
+            py,
+            async move { conn.close(t).await.map_err(errors::net) },
+            |py, ()| Ok(py.None()),
+        )
+    }
+
+    /// Drops the connection at once, without a goodbye, as a crash would:
+    /// the relay evicts the node and frees its locks.
+    fn abort(&self) -> PyResult<()> {
+        self.conn()?.abort();
+        Ok(())
+    }
+
+    /// Whether this node is connected through `facsimile.connect`.
+    #[getter]
+    fn connected(&self) -> bool {
+        locked(&self.shared.conn).is_some()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Facsimile({:?})", self.node().hostname())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Never blocks: a table in use is skipped this round.
+        if let Ok(refs) = self.shared.refs.try_lock() {
+            visit.call(&refs.sender)?;
+            for l in refs.listeners.values() {
+                visit.call(&l.callback)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let (sender, listeners) = {
+            let mut refs = locked(&self.shared.refs);
+            (refs.sender.take(), std::mem::take(&mut refs.listeners))
+        };
+        drop(sender);
+        drop(listeners);
+    }
+}
+
+/// Connects a new node to the document at `addr` and returns it once the
+/// document is there (blocking, the GIL released).
+#[pyfunction]
+#[pyo3(signature = (addr, hostname, *, doc="default", token="", timeout=30.0))]
+pub(crate) fn connect(
+    py: Python<'_>,
+    addr: &str,
+    hostname: &str,
+    doc: &str,
+    token: &str,
+    timeout: f64,
+) -> PyResult<Py<Facsimile>> {
+    refuse_on_io_thread("connect()")?;
+    let options = options(addr, doc, token, timeout)?;
+    let (addr, hostname) = (addr.to_owned(), hostname.to_owned());
+    let conn = py
+        .detach(|| runtime::get().block_on(facsimile::net::connect(&addr, &hostname, options)))
+        .map_err(errors::net)?;
+    let node = conn.node().clone();
+    Ok(Facsimile::create(py, node, Some(conn))?.unbind())
+}
+
+/// Coroutine form of `connect`.
+#[pyfunction]
+#[pyo3(signature = (addr, hostname, *, doc="default", token="", timeout=30.0))]
+pub(crate) fn connect_async(
+    py: Python<'_>,
+    addr: &str,
+    hostname: &str,
+    doc: &str,
+    token: &str,
+    timeout: f64,
+) -> PyResult<Py<PyAny>> {
+    let options = options(addr, doc, token, timeout)?;
+    let (addr, hostname) = (addr.to_owned(), hostname.to_owned());
+    runtime::to_asyncio(
+        py,
+        async move {
+            facsimile::net::connect(&addr, &hostname, options)
+                .await
+                .map_err(errors::net)
+        },
+        |py, conn| {
+            let node = conn.node().clone();
+            Ok(Facsimile::create(py, node, Some(conn))?.into_any().unbind())
+        },
+    )
+}
+
+fn options(
+    addr: &str,
+    doc: &str,
+    token: &str,
+    timeout: f64,
+) -> PyResult<facsimile::net::ConnectOptions> {
+    if addr.starts_with("ws://") || addr.starts_with("wss://") {
+        return Err(errors::NetError::new_err(format!(
+            "{addr}: WebSocket addresses are not supported yet; give the relay's host:port (TCP) or a nats:// address"
+        )));
+    }
+    let t = duration(Some(timeout))?.unwrap_or_default();
+    Ok(facsimile::net::ConnectOptions::new(doc)
+        .token(token)
+        .timeouts(t, t))
+}
+
+/// How many engine states of nodes with a transport are alive (freed when
+/// the last reference to the node goes): for memory tests.
+#[pyfunction]
+pub(crate) fn _engines_alive() -> usize {
+    ENGINES_ALIVE.load(Ordering::Acquire)
+}

@@ -1,0 +1,855 @@
+//! Proxies: a map as a `MutableMapping` (keys also as attributes), an
+//! array as a `MutableSequence` with every list method. Each call is one
+//! engine call: a method is one change and one message, whatever it moves.
+
+use facsimile::{ArrayRef, Input, MapRef, ObjectRef, Prop, Value};
+use pyo3::PyTraverseError;
+use pyo3::exceptions::{PyAttributeError, PyIndexError, PyKeyError, PyTypeError, PyValueError};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::pyclass::CompareOp;
+use pyo3::types::{PyDict, PyList, PySlice, PyString, PyTuple};
+
+use crate::convert::{to_input, to_py};
+use crate::errors;
+use crate::node::{Facsimile, Topic, change_listener};
+
+/// The object a proxy names, for locks.
+pub(crate) fn object_of(obj: &Bound<'_, PyAny>) -> PyResult<ObjectRef> {
+    if let Ok(m) = obj.cast::<MapProxy>() {
+        return Ok(ObjectRef::from(&m.get().map));
+    }
+    if let Ok(l) = obj.cast::<ListProxy>() {
+        return Ok(ObjectRef::from(&l.get().list));
+    }
+    Err(PyTypeError::new_err(format!(
+        "locks are taken on a map or list of the store (a proxy), not on a {}",
+        obj.get_type().name()?
+    )))
+}
+
+/// Names a map's methods have: attribute access reads these, not keys.
+const MAP_METHODS: &[&str] = &[
+    "keys",
+    "values",
+    "items",
+    "get",
+    "pop",
+    "popitem",
+    "setdefault",
+    "update",
+    "clear",
+    "copy",
+    "on",
+    "off",
+    "to_python",
+];
+
+type Memo = std::collections::HashMap<facsimile::ObjectId, Py<PyAny>>;
+
+/// Deep copy as plain Python data, shared objects and cycles kept (a memo
+/// by object).
+fn deep(owner: &Bound<'_, Facsimile>, v: Value, memo: &mut Memo) -> PyResult<Py<PyAny>> {
+    let py = owner.py();
+    match v {
+        Value::Map(m) => {
+            if let Some(done) = memo.get(&m.id()) {
+                return Ok(done.clone_ref(py));
+            }
+            let d = PyDict::new(py);
+            memo.insert(m.id(), d.clone().into_any().unbind());
+            for (k, v) in m.entries().map_err(errors::store)? {
+                d.set_item(k, deep(owner, v, memo)?)?;
+            }
+            Ok(d.into_any().unbind())
+        }
+        Value::Array(a) => {
+            if let Some(done) = memo.get(&a.id()) {
+                return Ok(done.clone_ref(py));
+            }
+            let l = PyList::empty(py);
+            memo.insert(a.id(), l.clone().into_any().unbind());
+            for v in a.to_vec().map_err(errors::store)? {
+                l.append(deep(owner, v, memo)?)?;
+            }
+            Ok(l.into_any().unbind())
+        }
+        v => to_py(owner, v),
+    }
+}
+
+/// The other side of `==`: a proxy's plain copy, else the value itself.
+fn plain<'py>(other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if other.cast::<MapProxy>().is_ok() || other.cast::<ListProxy>().is_ok() {
+        return other.call_method0("to_python");
+    }
+    Ok(other.clone())
+}
+
+fn listen_object(
+    owner: &Bound<'_, Facsimile>,
+    object: ObjectRef,
+    prop: Option<Prop>,
+    callback: Py<PyAny>,
+) {
+    let f = owner.get();
+    let id = object.id();
+    match prop {
+        None => f.listen(Topic::Object(id), callback, |w, i| {
+            object.on(change_listener(w, i))
+        }),
+        Some(Prop::Key(k)) => {
+            let ObjectRef::Map(m) = &object else { return };
+            let m = m.clone();
+            f.listen(Topic::Prop(id, Prop::Key(k.clone())), callback, |w, i| {
+                m.on_key(&k, change_listener(w, i))
+            })
+        }
+        Some(Prop::Index(n)) => {
+            let ObjectRef::Array(a) = &object else { return };
+            let a = a.clone();
+            f.listen(Topic::Prop(id, Prop::Index(n)), callback, |w, i| {
+                a.on_index(n, change_listener(w, i))
+            })
+        }
+    }
+}
+
+/// `obj.on(cb)` or `obj.on(key, cb)`, parsed.
+fn on_args(
+    args: &Bound<'_, PyTuple>,
+    prop: impl Fn(&Bound<'_, PyAny>) -> PyResult<Prop>,
+) -> PyResult<(Option<Prop>, Py<PyAny>)> {
+    match args.len() {
+        1 => Ok((None, args.get_item(0)?.unbind())),
+        2 => Ok((Some(prop(&args.get_item(0)?)?), args.get_item(1)?.unbind())),
+        _ => Err(PyTypeError::new_err("on(callback) or on(key, callback)")),
+    }
+}
+
+fn off_args<'py>(
+    args: &Bound<'py, PyTuple>,
+    prop: impl Fn(&Bound<'_, PyAny>) -> PyResult<Prop>,
+) -> PyResult<(Option<Prop>, Option<Bound<'py, PyAny>>)> {
+    match args.len() {
+        0 => Ok((None, None)),
+        1 if args.get_item(0)?.is_callable() => Ok((None, Some(args.get_item(0)?))),
+        1 => Ok((Some(prop(&args.get_item(0)?)?), None)),
+        2 => Ok((Some(prop(&args.get_item(0)?)?), Some(args.get_item(1)?))),
+        _ => Err(PyTypeError::new_err(
+            "off(), off(callback), off(key) or off(key, callback)",
+        )),
+    }
+}
+
+fn off(
+    owner: &Bound<'_, Facsimile>,
+    id: facsimile::ObjectId,
+    prop: Option<Prop>,
+    cb: Option<&Bound<'_, PyAny>>,
+) -> PyResult<bool> {
+    let topic = match prop {
+        None => Topic::Object(id),
+        Some(p) => Topic::Prop(id, p),
+    };
+    Ok(owner.get().unlisten(owner.py(), &topic, cb)? > 0)
+}
+
+/// A map of the store: a `MutableMapping` whose keys are also attributes
+/// (`m.score` is `m["score"]` when no method has that name). Reads see the
+/// live document; writes replicate.
+#[pyclass(module = "facsimile", name = "Map", frozen, weakref, mapping)]
+pub(crate) struct MapProxy {
+    pub(crate) owner: Py<Facsimile>,
+    pub(crate) map: MapRef,
+}
+
+impl MapProxy {
+    fn get_value(&self, py: Python<'_>, key: &str) -> PyResult<Option<Py<PyAny>>> {
+        match self.map.get(key) {
+            Some(v) => Ok(Some(to_py(self.owner.bind(py), v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn set_value(&self, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let input = to_input(value)?;
+        self.map.set(key, input).map_err(errors::store)
+    }
+}
+
+#[pymethods]
+impl MapProxy {
+    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let k = key
+            .cast::<PyString>()
+            .map_err(|_| PyKeyError::new_err(key.clone().unbind()))?;
+        self.get_value(py, &k.to_cow()?)?
+            .ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+    }
+
+    fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let k = key
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("map keys are strings"))?;
+        self.set_value(&k.to_cow()?, value)
+    }
+
+    fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let k = key
+            .cast::<PyString>()
+            .map_err(|_| PyKeyError::new_err(key.clone().unbind()))?;
+        if self.map.delete(&k.to_cow()?).map_err(errors::store)? {
+            Ok(())
+        } else {
+            Err(PyKeyError::new_err(key.clone().unbind()))
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.map.len()
+    }
+
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        match key.cast::<PyString>() {
+            Ok(k) => Ok(self.map.contains_key(&k.to_cow()?)),
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        PyList::new(py, self.map.keys())?
+            .into_any()
+            .try_iter()
+            .map(Bound::into_any)
+    }
+
+    fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        self.get_value(py, name)?
+            .ok_or_else(|| PyAttributeError::new_err(format!("the map has no key {name:?}")))
+    }
+
+    fn __setattr__(&self, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        if MAP_METHODS.contains(&name) {
+            return Err(PyAttributeError::new_err(format!(
+                "{name} is a method of Map; set the key with m[{name:?}] = ..."
+            )));
+        }
+        self.set_value(name, value)
+    }
+
+    fn __delattr__(&self, name: &str) -> PyResult<()> {
+        if self.map.delete(name).map_err(errors::store)? {
+            Ok(())
+        } else {
+            Err(PyAttributeError::new_err(format!(
+                "the map has no key {name:?}"
+            )))
+        }
+    }
+
+    fn __dir__(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        let mut names: Vec<Py<PyAny>> = MAP_METHODS
+            .iter()
+            .map(|m| PyString::new(py, m).into_any().unbind())
+            .collect();
+        names.extend(
+            self.map
+                .keys()
+                .into_iter()
+                .map(|k| PyString::new(py, &k).into_any().unbind()),
+        );
+        Ok(names)
+    }
+
+    /// The keys, a live view.
+    fn keys<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py()
+            .import("collections.abc")?
+            .getattr("KeysView")?
+            .call1((slf,))
+    }
+
+    /// The values, a live view.
+    fn values<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py()
+            .import("collections.abc")?
+            .getattr("ValuesView")?
+            .call1((slf,))
+    }
+
+    /// The (key, value) pairs, a live view.
+    fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py()
+            .import("collections.abc")?
+            .getattr("ItemsView")?
+            .call1((slf,))
+    }
+
+    /// The value of `key`, or `default`.
+    #[pyo3(signature = (key, default=None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let found = match key.cast::<PyString>() {
+            Ok(k) => self.get_value(py, &k.to_cow()?)?,
+            Err(_) => None,
+        };
+        Ok(found.or(default).unwrap_or_else(|| py.None()))
+    }
+
+    /// Removes `key` and returns its value (or `default`; KeyError without).
+    #[pyo3(signature = (key, *default))]
+    fn pop(&self, py: Python<'_>, key: &str, default: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+        match self.get_value(py, key)? {
+            Some(v) => {
+                self.map.delete(key).map_err(errors::store)?;
+                Ok(v)
+            }
+            None if !default.is_empty() => Ok(default.get_item(0)?.unbind()),
+            None => Err(PyKeyError::new_err(key.to_owned())),
+        }
+    }
+
+    /// Removes and returns the last (key, value) pair in key order.
+    fn popitem(&self, py: Python<'_>) -> PyResult<(String, Py<PyAny>)> {
+        let Some(key) = self.map.keys().pop() else {
+            return Err(PyKeyError::new_err("popitem(): the map is empty"));
+        };
+        let v = self.get_value(py, &key)?.unwrap_or_else(|| py.None());
+        self.map.delete(&key).map_err(errors::store)?;
+        Ok((key, v))
+    }
+
+    /// The value of `key`, set to `default` first when absent.
+    #[pyo3(signature = (key, default=None))]
+    fn setdefault(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        default: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        if let Some(v) = self.get_value(py, key)? {
+            return Ok(v);
+        }
+        let none = py.None().into_bound(py);
+        self.set_value(key, default.unwrap_or(&none))?;
+        Ok(self.get_value(py, key)?.unwrap_or_else(|| py.None()))
+    }
+
+    /// Sets several keys as one change and one message (from a mapping, an
+    /// iterable of pairs, and keywords).
+    #[pyo3(signature = (other=None, **kwargs))]
+    fn update(
+        &self,
+        other: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let mut entries: Vec<(String, Input)> = Vec::new();
+        if let Some(o) = other {
+            let pairs = if o.hasattr("keys")? {
+                let mut v = Vec::new();
+                for k in o.call_method0("keys")?.try_iter()? {
+                    let k = k?;
+                    let val = o.get_item(&k)?;
+                    v.push((k, val));
+                }
+                v
+            } else {
+                let mut v = Vec::new();
+                for pair in o.try_iter()? {
+                    let (k, val): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
+                    v.push((k, val));
+                }
+                v
+            };
+            for (k, val) in pairs {
+                let k: String = k
+                    .extract()
+                    .map_err(|_| PyTypeError::new_err("map keys are strings"))?;
+                entries.push((k, to_input(&val)?));
+            }
+        }
+        if let Some(kw) = kwargs {
+            for (k, val) in kw.iter() {
+                entries.push((k.extract()?, to_input(&val)?));
+            }
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.map.assign(entries).map_err(errors::store)
+    }
+
+    /// Deletes every key, as one change and one message.
+    fn clear(&self) -> PyResult<()> {
+        let keys = self.map.keys();
+        let node = self.map.node().clone();
+        node.batch(|| {
+            for k in keys {
+                self.map.delete(&k)?;
+            }
+            Ok(())
+        })
+        .map_err(errors::store)
+    }
+
+    /// A deep copy as plain Python data (dicts, lists, scalars; shared
+    /// objects stay shared and cycles stay cycles), e.g. for `json.dumps`.
+    fn to_python(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        deep(
+            self.owner.bind(py),
+            Value::Map(self.map.clone()),
+            &mut Memo::new(),
+        )
+    }
+
+    /// A deep copy as plain Python data (`to_python`).
+    fn copy(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.to_python(py)
+    }
+
+    /// `on(callback)`: every change of this map; `on(key, callback)`: of one
+    /// key. callback(change) runs after the change is applied.
+    #[pyo3(signature = (*args))]
+    fn on(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let (prop, cb) = on_args(args, |k| Ok(Prop::Key(k.extract::<String>()?.into())))?;
+        listen_object(self.owner.bind(py), ObjectRef::from(&self.map), prop, cb);
+        Ok(())
+    }
+
+    /// Removes listeners: `off(callback)`, `off(key, callback)`, `off(key)`
+    /// (every listener of the key), `off()` (every listener of the map but
+    /// those of its keys). Returns whether one was removed.
+    #[pyo3(signature = (*args))]
+    fn off(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        let (prop, cb) = off_args(args, |k| Ok(Prop::Key(k.extract::<String>()?.into())))?;
+        off(self.owner.bind(py), self.map.id(), prop, cb.as_ref())
+    }
+
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        match op {
+            CompareOp::Eq | CompareOp::Ne => {
+                if slf.is(other) {
+                    return Ok(matches!(op, CompareOp::Eq)
+                        .into_pyobject(py)?
+                        .to_owned()
+                        .into_any()
+                        .unbind());
+                }
+                let mine = slf.get().to_python(py)?;
+                let eq = mine.bind(py).eq(plain(other)?)?;
+                Ok((eq == matches!(op, CompareOp::Eq))
+                    .into_pyobject(py)?
+                    .to_owned()
+                    .into_any()
+                    .unbind())
+            }
+            _ => Ok(py.NotImplemented()),
+        }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("Map({})", self.to_python(py)?.bind(py).repr()?))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.owner)
+    }
+}
+
+/// A list of the store: a `MutableSequence` with every list method. Reads
+/// see the live document; writes replicate, one message per call.
+#[pyclass(module = "facsimile", name = "List", frozen, weakref, sequence)]
+pub(crate) struct ListProxy {
+    pub(crate) owner: Py<Facsimile>,
+    pub(crate) list: ArrayRef,
+}
+
+/// A Python index (negative from the end) as a position, or IndexError.
+fn position(i: isize, len: usize) -> PyResult<usize> {
+    let p = if i < 0 { i + len as isize } else { i };
+    if p < 0 || p as usize >= len {
+        return Err(PyIndexError::new_err("list index out of range"));
+    }
+    Ok(p as usize)
+}
+
+impl ListProxy {
+    fn values(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        let owner = self.owner.bind(py);
+        self.list
+            .to_vec()
+            .map_err(errors::store)?
+            .into_iter()
+            .map(|v| to_py(owner, v))
+            .collect()
+    }
+
+    fn inputs(items: &Bound<'_, PyAny>) -> PyResult<Vec<Input>> {
+        // Snapshot first: `l.extend(l)` reads the list it writes.
+        let items: Vec<Bound<'_, PyAny>> = items.try_iter()?.collect::<PyResult<_>>()?;
+        items.iter().map(to_input).collect()
+    }
+
+    fn find(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        start: usize,
+        stop: usize,
+    ) -> PyResult<Option<usize>> {
+        let values = self.values(py)?;
+        for (i, v) in values.iter().enumerate().take(stop).skip(start) {
+            if v.bind(py).eq(value)? {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[pymethods]
+impl ListProxy {
+    fn __len__(&self) -> usize {
+        self.list.len()
+    }
+
+    fn __getitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        if let Ok(s) = index.cast::<PySlice>() {
+            let values = self.values(py)?;
+            let ind = s.indices(values.len() as isize)?;
+            let mut out = Vec::with_capacity(ind.slicelength);
+            let mut i = ind.start;
+            for _ in 0..ind.slicelength {
+                out.push(values[i as usize].clone_ref(py));
+                i += ind.step;
+            }
+            return Ok(PyList::new(py, out)?.into_any().unbind());
+        }
+        let i: isize = index
+            .extract()
+            .map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
+        let p = position(i, self.list.len())?;
+        match self.list.get(p) {
+            Some(v) => to_py(self.owner.bind(py), v),
+            None => Err(PyIndexError::new_err("list index out of range")),
+        }
+    }
+
+    fn __setitem__(&self, index: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let len = self.list.len();
+        if let Ok(s) = index.cast::<PySlice>() {
+            let ind = s.indices(len as isize)?;
+            let items = Self::inputs(value)?;
+            if ind.step == 1 {
+                let start = ind.start as usize;
+                let delete = ind.slicelength;
+                return self
+                    .list
+                    .splice(start, delete, items)
+                    .map(|_| ())
+                    .map_err(errors::store);
+            }
+            if items.len() != ind.slicelength {
+                return Err(PyValueError::new_err(format!(
+                    "attempt to assign sequence of size {} to extended slice of size {}",
+                    items.len(),
+                    ind.slicelength
+                )));
+            }
+            let node = self.list.node().clone();
+            return node
+                .batch(|| {
+                    let mut i = ind.start;
+                    for item in items {
+                        self.list.set(i as usize, item)?;
+                        i += ind.step;
+                    }
+                    Ok(())
+                })
+                .map_err(errors::store);
+        }
+        let i: isize = index
+            .extract()
+            .map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
+        let p = position(i, len)?;
+        self.list.set(p, to_input(value)?).map_err(errors::store)
+    }
+
+    fn __delitem__(&self, index: &Bound<'_, PyAny>) -> PyResult<()> {
+        let len = self.list.len();
+        if let Ok(s) = index.cast::<PySlice>() {
+            let ind = s.indices(len as isize)?;
+            if ind.slicelength == 0 {
+                return Ok(());
+            }
+            if ind.step == 1 {
+                return self
+                    .list
+                    .splice(ind.start as usize, ind.slicelength, Vec::<Input>::new())
+                    .map(|_| ())
+                    .map_err(errors::store);
+            }
+            // Removed from the highest position down, so that the others
+            // do not move; one message.
+            let mut at: Vec<usize> = (0..ind.slicelength)
+                .map(|k| (ind.start + k as isize * ind.step) as usize)
+                .collect();
+            at.sort_unstable_by(|a, b| b.cmp(a));
+            let node = self.list.node().clone();
+            return node
+                .batch(|| {
+                    for p in at {
+                        self.list.remove(p)?;
+                    }
+                    Ok(())
+                })
+                .map_err(errors::store);
+        }
+        let i: isize = index
+            .extract()
+            .map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
+        let p = position(i, len)?;
+        self.list.remove(p).map(|_| ()).map_err(errors::store)
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        PyList::new(py, self.values(py)?)?
+            .into_any()
+            .try_iter()
+            .map(Bound::into_any)
+    }
+
+    fn __reversed__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let mut v = self.values(py)?;
+        v.reverse();
+        PyList::new(py, v)?
+            .into_any()
+            .try_iter()
+            .map(Bound::into_any)
+    }
+
+    fn __contains__(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.find(py, value, 0, usize::MAX)?.is_some())
+    }
+
+    /// Appends one element.
+    fn append(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.list.push(to_input(value)?).map_err(errors::store)
+    }
+
+    /// Appends every element of an iterable, as one change.
+    fn extend(&self, items: &Bound<'_, PyAny>) -> PyResult<()> {
+        let items = Self::inputs(items)?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let len = self.list.len();
+        self.list
+            .splice(len, 0, items)
+            .map(|_| ())
+            .map_err(errors::store)
+    }
+
+    fn __iadd__(&self, items: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.extend(items)
+    }
+
+    /// Inserts before `index` (clamped, negative from the end, as `list`).
+    fn insert(&self, index: isize, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let len = self.list.len() as isize;
+        let p = if index < 0 {
+            (index + len).max(0)
+        } else {
+            index.min(len)
+        };
+        self.list
+            .insert(p as usize, to_input(value)?)
+            .map_err(errors::store)
+    }
+
+    /// Removes and returns the element at `index` (the last by default).
+    #[pyo3(signature = (index=-1))]
+    fn pop(&self, py: Python<'_>, index: isize) -> PyResult<Py<PyAny>> {
+        let len = self.list.len();
+        if len == 0 {
+            return Err(PyIndexError::new_err("pop from empty list"));
+        }
+        let p =
+            position(index, len).map_err(|_| PyIndexError::new_err("pop index out of range"))?;
+        let v = if p == len - 1 {
+            self.list
+                .pop()
+                .map_err(errors::store)?
+                .unwrap_or(Value::Null)
+        } else {
+            self.list.remove(p).map_err(errors::store)?
+        };
+        to_py(self.owner.bind(py), v)
+    }
+
+    /// Removes the first element equal to `value` (ValueError if none).
+    fn remove(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.find(py, value, 0, usize::MAX)? {
+            Some(i) => self.list.remove(i).map(|_| ()).map_err(errors::store),
+            None => Err(PyValueError::new_err("list.remove(x): x not in list")),
+        }
+    }
+
+    /// The position of the first element equal to `value`.
+    #[pyo3(signature = (value, start=0, stop=None))]
+    fn index(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        start: isize,
+        stop: Option<isize>,
+    ) -> PyResult<usize> {
+        let len = self.list.len() as isize;
+        let clamp = |i: isize| if i < 0 { (i + len).max(0) } else { i.min(len) } as usize;
+        let (a, b) = (clamp(start), clamp(stop.unwrap_or(len)));
+        self.find(py, value, a, b)?
+            .ok_or_else(|| PyValueError::new_err("value is not in list"))
+    }
+
+    /// How many elements equal `value`.
+    fn count(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let mut n = 0;
+        for v in self.values(py)? {
+            if v.bind(py).eq(value)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reverses in place: elements move, as one change.
+    fn reverse(&self) -> PyResult<()> {
+        self.list.reverse().map_err(errors::store)
+    }
+
+    /// Sorts in place, stably, as `list.sort`: elements move (none is
+    /// rewritten), as one change. `key` runs once per element.
+    #[pyo3(signature = (*, key=None, reverse=false))]
+    fn sort(&self, py: Python<'_>, key: Option<Py<PyAny>>, reverse: bool) -> PyResult<()> {
+        let owner = self.owner.bind(py);
+        let builtins = py.import("builtins")?;
+        let mut failure = None;
+        let r = self.list.reorder(|values| {
+            let order = (|| -> PyResult<Vec<usize>> {
+                let items = values
+                    .iter()
+                    .map(|v| to_py(owner, v.clone()))
+                    .collect::<PyResult<Vec<_>>>()?;
+                let keys = match &key {
+                    Some(k) => items
+                        .iter()
+                        .map(|v| k.call1(py, (v,)))
+                        .collect::<PyResult<Vec<_>>>()?,
+                    None => items,
+                };
+                let keys = PyList::new(py, keys)?;
+                let positions = PyList::new(py, 0..values.len())?;
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("key", keys.getattr("__getitem__")?)?;
+                kwargs.set_item("reverse", reverse)?;
+                builtins
+                    .getattr("sorted")?
+                    .call((positions,), Some(&kwargs))?
+                    .extract()
+            })();
+            match order {
+                Ok(o) => o,
+                Err(e) => {
+                    // Nothing moves: the identity sends nothing.
+                    failure = Some(e);
+                    (0..values.len()).collect()
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        r.map_err(errors::store)
+    }
+
+    /// Removes every element, as one change.
+    fn clear(&self) -> PyResult<()> {
+        self.list.clear().map_err(errors::store)
+    }
+
+    /// A deep copy as plain Python data (`Map.to_python`).
+    fn to_python(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        deep(
+            self.owner.bind(py),
+            Value::Array(self.list.clone()),
+            &mut Memo::new(),
+        )
+    }
+
+    /// A deep copy as plain Python data (`to_python`).
+    fn copy(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.to_python(py)
+    }
+
+    /// `on(callback)`: every change of this list (a method call is one
+    /// change with key None); `on(index, callback)`: element sets at one
+    /// index.
+    #[pyo3(signature = (*args))]
+    fn on(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let (prop, cb) = on_args(args, |k| Ok(Prop::Index(k.extract::<usize>()?)))?;
+        listen_object(self.owner.bind(py), ObjectRef::from(&self.list), prop, cb);
+        Ok(())
+    }
+
+    /// Removes listeners, as `Map.off`.
+    #[pyo3(signature = (*args))]
+    fn off(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        let (prop, cb) = off_args(args, |k| Ok(Prop::Index(k.extract::<usize>()?)))?;
+        off(self.owner.bind(py), self.list.id(), prop, cb.as_ref())
+    }
+
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        match op {
+            CompareOp::Eq | CompareOp::Ne => {
+                if slf.is(other) {
+                    return Ok(matches!(op, CompareOp::Eq)
+                        .into_pyobject(py)?
+                        .to_owned()
+                        .into_any()
+                        .unbind());
+                }
+                let mine = slf.get().to_python(py)?;
+                let eq = mine.bind(py).eq(plain(other)?)?;
+                Ok((eq == matches!(op, CompareOp::Eq))
+                    .into_pyobject(py)?
+                    .to_owned()
+                    .into_any()
+                    .unbind())
+            }
+            _ => Ok(py.NotImplemented()),
+        }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("List({})", self.to_python(py)?.bind(py).repr()?))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.owner)
+    }
+}

@@ -1,0 +1,119 @@
+"""Listeners: what they receive, that they may write, where they run, and
+the async iterator of changes."""
+
+import asyncio
+import threading
+
+import pytest
+
+import facsimile
+from conftest import Net
+
+
+def test_change_fields_local_and_remote(pair):
+    a, b = pair
+    a.store = {"x": 1}
+    seen = {}
+    for node in (a, b):
+        node.on("change", lambda c, h=node.hostname: seen.setdefault(h, []).append(c))
+    a.store.x = {"nested": True}
+    ca, cb = seen["alpha"][0], seen["bravo"][0]
+    assert ca.local and ca.origin is None
+    assert not cb.local and cb.origin == "alpha"
+    assert cb.target is b.store and cb.key == "x" and cb.old == 1
+    assert cb.new is b.store.x and cb.new == {"nested": True}
+    assert "Change(key='x'" in repr(cb)
+
+
+def test_index_listener_and_mass_change(pair):
+    a, b = pair
+    a.store = [0, 0, 0]
+    hits = []
+    b.store.on(1, lambda c: hits.append((c.key, c.new, c.old)))
+    a.store[1] = 5
+    a.store[0] = 5
+    a.store.append(1)  # a mass change: no index
+    assert hits == [(1, 5, 0)]
+
+
+def test_listener_may_write_and_writes_replicate(pair):
+    a, b = pair
+    a.store = {"n": 0, "echo": 0}
+
+    def echo(change):
+        if change.key == "n":
+            b.store.echo = change.new * 10
+
+    b.store.on("n", echo)
+    a.store.n = 4
+    assert a.store.echo == 40 and b.store.echo == 40
+    assert a.snapshot() == b.snapshot()
+
+
+def test_listener_exceptions_are_unraisable(pair):
+    a, b = pair
+    a.store = {"n": 0}
+    b.on("change", lambda c: 1 / 0)
+    caught = []
+    import sys
+
+    old = sys.unraisablehook
+    sys.unraisablehook = lambda u: caught.append(u.exc_type)
+    try:
+        a.store.n = 1
+    finally:
+        sys.unraisablehook = old
+    assert caught == [ZeroDivisionError]
+    assert b.store.n == 1
+
+
+def test_listeners_run_in_the_applying_thread(pair):
+    a, b = pair
+    a.store = {"n": 0}
+    threads = []
+    b.on("change", lambda c: threads.append(threading.current_thread().name))
+    t = threading.Thread(target=lambda: a.store.__setitem__("n", 1), name="writer")
+    t.start()
+    t.join()
+    assert threads == ["writer"]
+
+
+def test_unknown_event():
+    with pytest.raises(ValueError, match="unknown event"):
+        facsimile.Facsimile("x").on("nope", print)
+
+
+def test_async_iterator_of_changes():
+    net = Net("alpha", "bravo")
+    a, b = net
+    a.store = {"n": 0}
+
+    async def main():
+        changes = b.changes()
+        for i in range(1, 4):
+            a.store.n = i
+        got = [await changes.__anext__() for _ in range(3)]
+        await changes.aclose()
+        a.store.n = 99
+        return [(c.key, c.new, c.origin) for c in got]
+
+    assert asyncio.run(main()) == [("n", 1, "alpha"), ("n", 2, "alpha"), ("n", 3, "alpha")]
+
+
+def test_blocking_waits_refused_in_listeners(pair):
+    a, b = pair
+    a.store = {"n": 0}
+    refused = []
+
+    def listener(change):
+        try:
+            b.lock(b.store)
+        except RuntimeError as e:
+            refused.append(str(e))
+
+    b.on("change", listener)
+    a.store.n = 1
+    assert len(refused) == 1 and "would block" in refused[0]
+    # Outside a listener the same call works.
+    with b.lock(b.store) as guard:
+        assert guard.held

@@ -1,0 +1,85 @@
+"""Hostile bytes given to receive raise ReceiveError and change nothing;
+the node keeps working."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import facsimile
+from conftest import Net
+
+
+def setup():
+    net = Net("alpha", "bravo")
+    a, b = net
+    a.store = {"items": [1, 2, {"k": "v"}], "n": 1}
+    captured = []
+    a.send = lambda data: (captured.append(data), b.receive(data))
+    a.store.n = 2
+    a.store["items"].append(3)
+    return net, captured
+
+
+def check_unchanged(net, before):
+    a, b = net
+    assert b.snapshot() == before
+    a.store.n = 99  # still mirrors
+    assert b.store.n == 99
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes(data):
+    net, _ = setup()
+    before = net[1].snapshot()
+    try:
+        net[1].receive(data)
+    except facsimile.ReceiveError:
+        pass
+    check_unchanged(net, before)
+
+
+def test_mutated_messages():
+    rng = random.Random(1)
+    net, captured = setup()
+    b = net[1]
+    refused = 0
+    for seed in range(400):
+        msg = bytearray(rng.choice(captured))
+        kind = seed % 4
+        if kind == 0:
+            msg = msg[: rng.randrange(len(msg))]
+        elif kind == 1:
+            msg[rng.randrange(len(msg))] ^= 1 << rng.randrange(8)
+        elif kind == 2:
+            msg += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 20)))
+        else:
+            msg = bytes([msg[0]]) + bytes(rng.randrange(256) for _ in range(len(msg)))
+        before = b.snapshot()
+        try:
+            b.receive(bytes(msg))
+        except facsimile.ReceiveError:
+            refused += 1
+            assert b.snapshot() == before, seed
+    assert refused > 100
+    check_unchanged(net, b.snapshot())
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [(b"", "empty"), (b"\x09rest", "version"), (b"\x01" + b"\xff" * 64, "malformed|invalid")],
+)
+def test_typed_refusals(data, match):
+    net, _ = setup()
+    before = net[1].snapshot()
+    with pytest.raises(facsimile.ReceiveError, match=match):
+        net[1].receive(data)
+    check_unchanged(net, before)
+
+
+def test_not_bytes():
+    net, _ = setup()
+    with pytest.raises(TypeError):
+        net[1].receive(12)

@@ -1,0 +1,219 @@
+"""The proxies read and write like the Python data they mirror: each list
+and map operation gives what the same operation gives on a plain list or
+dict, on the writing node and on the other."""
+
+import json
+import random
+from collections.abc import MutableMapping, MutableSequence
+
+import pytest
+
+import facsimile
+from conftest import Net
+
+
+def test_identity_and_abcs(pair):
+    a, b = pair
+    a.store = {"a": {"b": []}, "l": [{"x": 1}]}
+    s = a.store
+    assert s is a.store and s.a is s.a and s["a"] is s.a and s.l[0] is s.l[0]
+    assert isinstance(s, MutableMapping) and isinstance(s.a.b, MutableSequence)
+    assert not isinstance(s, dict)
+
+
+def test_plain_data_is_copied_proxies_are_references(pair):
+    a, b = pair
+    data = {"inner": {"v": 1}}
+    a.store = {"one": data, "two": data}
+    data["inner"]["v"] = 2  # a copy: the store does not change
+    assert a.store.one.inner.v == 1
+    assert a.store.one is not a.store.two  # plain data: two copies
+    a.store.three = a.store.one  # a proxy: a reference
+    assert a.store.three is a.store.one and b.store.three is b.store.one
+    a.store.three.inner.v = 5
+    assert b.store.one.inner.v == 5
+
+
+def test_scalars_round_trip(pair):
+    a, b = pair
+    values = [None, True, False, 0, -1, 2**63 - 1, -(2**63), 1.5, float("inf"), "", "é✓", b"", b"\xff\x00", (1, 2)]
+    a.store = {"v": values}
+    got = b.store.v.to_python()
+    assert got == [None, True, False, 0, -1, 2**63 - 1, -(2**63), 1.5, float("inf"), "", "é✓", b"", b"\xff\x00", [1, 2]]
+    assert type(got[1]) is bool and type(got[3]) is int and type(got[7]) is float
+    with pytest.raises(OverflowError):
+        a.store.big = 2**63
+    with pytest.raises(TypeError, match="cannot store a set"):
+        a.store.s = {1}
+    with pytest.raises(TypeError, match="keys are strings"):
+        a.store.d = {1: 2}
+    cyclic = []
+    cyclic.append(cyclic)
+    with pytest.raises(ValueError, match="contains itself"):
+        a.store.c = cyclic
+    assert "big" not in a.store and "s" not in a.store and "c" not in a.store
+
+
+def test_map_like_a_dict(pair):
+    a, b = pair
+    a.store = {}
+    m, d = a.store, {}
+    for target in (m, d):
+        target["b"] = 1
+        target["a"] = [1]
+        target.update({"c": 3}, d=4)
+        target.update([("e", 5)])
+        assert target.setdefault("f", 6) == 6 and target.setdefault("f", 7) == 6
+        assert target.pop("e") == 5 and target.pop("zz", None) is None
+        del target["d"]
+    assert m == d and b.store == d
+    assert sorted(m.keys()) == sorted(d) and list(m) == sorted(d)  # keys in byte order
+    assert dict(m.items())["a"] == [1] and len(m.values()) == len(d)
+    assert "a" in m and "zz" not in m and 1 not in m
+    assert m.get("zz", 9) == 9 and m.get("b") == 1
+    with pytest.raises(KeyError):
+        m["zz"]
+    with pytest.raises(KeyError):
+        del m["zz"]
+    with pytest.raises(AttributeError):
+        m.zz
+    key, value = m.popitem()
+    assert key not in m and key == "f" and value == 6
+    m.clear()
+    assert len(b.store) == 0 and m == {}
+
+
+def test_map_attributes(pair):
+    a, b = pair
+    a.store = {"score": 1, "keys": "shadowed"}
+    s = a.store
+    s.score += 1
+    s.new_key = "x"
+    assert b.store.score == 2 and b.store["new_key"] == "x"
+    assert callable(s.keys) and s["keys"] == "shadowed"  # methods win
+    with pytest.raises(AttributeError, match="method of Map"):
+        s.keys = 3
+    del s.new_key
+    assert "new_key" not in b.store
+    assert "score" in dir(s)
+
+
+def test_list_methods_match_python_lists():
+    rng = random.Random(7)
+    net = Net("alpha", "bravo")
+    a, b = net
+    a.store = []
+    proxy, plain = a.store, []
+    for step in range(600):
+        op = rng.randrange(14)
+        x = rng.randrange(10)
+        i = rng.randrange(-len(plain) - 2, len(plain) + 3)
+        for target in (proxy, plain):
+            try:
+                if op == 0:
+                    target.append(x)
+                elif op == 1:
+                    target.extend([x, x + 1])
+                elif op == 2:
+                    target.insert(i, x)
+                elif op == 3:
+                    r = target.pop(i) if plain else None
+                elif op == 4:
+                    target.remove(x)
+                elif op == 5:
+                    target.reverse()
+                elif op == 6:
+                    target.sort(key=lambda v: (v % 3, v), reverse=bool(x % 2))
+                elif op == 7:
+                    target[i] = x
+                elif op == 8:
+                    target[i : i + 2] = [x] * (x % 3)
+                elif op == 9:
+                    del target[i : i + x % 3]
+                elif op == 10:
+                    del target[::3]
+                elif op == 11:
+                    target[1::2] = list(range(len(target[1::2])))
+                elif op == 12:
+                    target += [x]
+                else:
+                    del target[i]
+            except (IndexError, ValueError) as e:
+                outcome = type(e)
+            else:
+                outcome = None
+            if target is proxy:
+                proxy_outcome = outcome
+            else:
+                assert outcome == proxy_outcome, (step, op)
+        assert proxy == plain, step
+        assert b.store == plain, step
+    assert proxy.index(plain[0]) == plain.index(plain[0]) if plain else True
+    assert proxy.count(3) == plain.count(3)
+    assert list(reversed(proxy)) == list(reversed(plain))
+    assert proxy[::-2] == plain[::-2]
+    assert a.snapshot() == b.snapshot()
+
+
+def test_one_message_per_method_call():
+    net = Net("alpha", "bravo")
+    a, b = net
+    a.store = {"l": [5, 3, 1, 4], "m": {}}
+    for call in (
+        lambda: a.store.l.sort(),
+        lambda: a.store.l.reverse(),
+        lambda: a.store.l.extend([7, 8]),
+        lambda: a.store.l.__delitem__(slice(None, None, 2)),
+        lambda: a.store.l.__setitem__(slice(None, None, 2), [0, 0]),
+        lambda: a.store.m.update(x=1, y=2),
+        lambda: a.store.m.clear(),
+    ):
+        before = net.sent
+        call()
+        assert net.sent == before + 1
+    seen = []
+    b.store.l.on(seen.append)
+    a.store.l.sort()
+    assert [c.key for c in seen] == [None]  # a mass change
+
+
+def test_sort_key_errors_change_nothing(pair):
+    a, b = pair
+    a.store = [3, "x", 1]
+    with pytest.raises(TypeError):
+        a.store.sort()
+    with pytest.raises(ZeroDivisionError):
+        a.store.sort(key=lambda v: 1 / 0)
+    assert b.store == [3, "x", 1]
+
+
+def test_equality_json_and_repr(pair):
+    a, b = pair
+    a.store = {"n": [1, {"x": None}], "s": "t"}
+    assert a.store == b.store == {"n": [1, {"x": None}], "s": "t"}
+    assert a.store != {"n": []} and a.store.n != (1, {"x": None})
+    assert json.loads(json.dumps(a.store.to_python())) == {"n": [1, {"x": None}], "s": "t"}
+    assert json.dumps(facsimile.to_python(b.store), sort_keys=True) == json.dumps(a.store.to_python(), sort_keys=True)
+    assert repr(a.store.n) == "List([1, {'x': None}])"
+    a.store.me = a.store
+    copy = a.store.to_python()
+    assert copy["me"] is copy  # cycles stay cycles in the copy
+
+
+def test_foreign_proxy_refused(pair):
+    a, b = pair
+    a.store = {"x": {}}
+    other = Net("c")[0]
+    other.store = {"y": {}}
+    with pytest.raises(facsimile.ForeignHandleError):
+        a.store.z = other.store.y
+    with pytest.raises(facsimile.ForeignHandleError):
+        a.lock(other.store.y)
+
+
+def test_json_pointer_get(pair):
+    a, b = pair
+    a.store = {"players": [{"name": "ada"}]}
+    assert b.get("/players/0/name") == "ada"
+    assert b.get("/players/0") is b.store.players[0]
+    assert b.get("/nope") is None

@@ -1,0 +1,201 @@
+"""Nodes connected to a relay (`facsimile serve` on loopback), from plain
+threads and from asyncio, in this process and in other processes."""
+
+import asyncio
+import queue
+import threading
+
+import pytest
+
+import facsimile
+from conftest import python_child
+
+
+def thread_name():
+    """The operating system's name of the current thread."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+        return f.read().strip()
+
+
+def until(node, predicate, timeout=20):
+    """Waits for a change of `node` after which `predicate()` holds."""
+    done = threading.Event()
+
+    def check(_=None):
+        if predicate():
+            done.set()
+
+    node.on("change", check)
+    node.on("root_changed", check)
+    check()
+    try:
+        assert done.wait(timeout), "the state never arrived"
+    finally:
+        node.off("change", check)
+        node.off("root_changed", check)
+
+
+def test_two_nodes_mirror_over_the_relay(relay):
+    a = facsimile.connect(relay.addr, "alpha", doc="t1")
+    b = facsimile.connect(relay.addr, "bravo", doc="t1")
+    try:
+        assert a.connected and a.store is None
+        a.store = {"players": [{"name": "ada", "score": 0}]}
+        a.flush()
+        until(b, lambda: b.store is not None and len(b.store.players) == 1)
+        threads = queue.Queue()
+        b.on("change", lambda c: threads.put((thread_name(), c.key, c.new)))
+        a.store.players[0].score += 1
+        # Remote changes are delivered on the I/O thread.
+        assert threads.get(timeout=20) == ("facsimile-io", "score", 1)
+        with b.lock(b.store.players) as guard:
+            assert guard.token > 0
+            b.store.players.append({"name": "grace", "score": 3})
+            with pytest.raises(facsimile.LockedError):
+                a.store.players.append({})
+        b.flush()
+        until(a, lambda: len(a.store.players) == 2)
+        with pytest.raises(RuntimeError, match="not connected|connection"):
+            a.send = print
+    finally:
+        a.close()
+        b.close()
+
+
+def test_from_threads(relay):
+    nodes = [facsimile.connect(relay.addr, f"w{i}", doc="t2") for i in range(3)]
+    try:
+        nodes[0].store = {"hits": []}
+        nodes[0].flush()
+        for n in nodes:
+            until(n, lambda n=n: n.store is not None)
+
+        def work(node):
+            for i in range(20):
+                node.store.hits.append(f"{node.hostname}-{i}")
+            node.flush()
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for n in nodes:
+            until(n, lambda n=n: len(n.store.hits) == 60)
+        assert sorted(nodes[0].store.hits) == sorted(nodes[2].store.hits)
+    finally:
+        for n in nodes:
+            n.close()
+
+
+def test_from_asyncio(relay):
+    async def main():
+        a = await facsimile.connect_async(relay.addr, "alpha", doc="t3")
+        b = await facsimile.connect_async(relay.addr, "bravo", doc="t3")
+        changes = b.changes()
+        a.store = {"n": 0}
+        await a.flush_async()
+        async with a.lock_async(a.store) as guard:
+            a.store.n = guard.token
+        await a.flush_async()
+        seen = []
+        async for change in changes:
+            seen.append(change)
+            if b.store is not None and b.store.get("n"):
+                break
+        await changes.aclose()
+        with pytest.raises(facsimile.LockedError):
+            async with a.lock_async(a.store):
+                await b.request_async(b.store)
+        await a.close_async()
+        await b.close_async()
+        return b.store.n
+
+    assert asyncio.run(main()) > 0
+
+
+def test_blocking_calls_refused_on_the_io_thread(relay):
+    a = facsimile.connect(relay.addr, "alpha", doc="t4")
+    b = facsimile.connect(relay.addr, "bravo", doc="t4")
+    try:
+        errors = queue.Queue()
+
+        def listener(change):
+            try:
+                b.flush()
+            except RuntimeError as e:
+                errors.put(str(e))
+
+        a.store = {"x": 1}
+        a.flush()
+        until(b, lambda: b.store is not None)
+        b.on("change", listener)
+        a.store.x = 2
+        assert "would block" in errors.get(timeout=20)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_unsupported_and_unreachable_addresses():
+    with pytest.raises(facsimile.NetError, match="not supported yet"):
+        facsimile.connect("ws://127.0.0.1:1/doc", "x")
+    with pytest.raises(facsimile.ConnectError):
+        facsimile.connect("127.0.0.1:1", "x", timeout=5)
+
+
+CHILD = """
+import sys, facsimile
+node = facsimile.connect(sys.argv[1], sys.argv[2], doc=sys.argv[3])
+print("connected", flush=True)
+for line in sys.stdin:
+    cmd = line.split()
+    if cmd[0] == "set":
+        node.store = {"from": sys.argv[2], "n": int(cmd[1])}
+        node.flush()
+        print("done", flush=True)
+    elif cmd[0] == "lock":
+        guard = node.lock(node.store)
+        print("token", guard.token, flush=True)
+    elif cmd[0] == "read":
+        print("store", node.store.to_python(), flush=True)
+"""
+
+
+def test_two_processes_mirror_a_dict(relay):
+    writer = python_child(CHILD, relay.addr, "writer", "t5")
+    try:
+        assert writer.stdout.readline().strip() == "connected"
+        reader = facsimile.connect(relay.addr, "reader", doc="t5")
+        writer.stdin.write("set 7\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "done"
+        until(reader, lambda: reader.store is not None and reader.store.get("n") == 7)
+        assert reader.store == {"from": "writer", "n": 7}
+        reader.close()
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_killed_lock_holder_frees_the_lock(relay):
+    holder = python_child(CHILD, relay.addr, "holder", "t6")
+    try:
+        assert holder.stdout.readline().strip() == "connected"
+        holder.stdin.write("set 1\nlock\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "done"
+        first = int(holder.stdout.readline().split()[1])
+        node = facsimile.connect(relay.addr, "next", doc="t6")
+        with pytest.raises(facsimile.LockedError):
+            node.request(node.store)
+        holder.kill()  # SIGKILL: no goodbye
+        holder.wait()
+        with node.lock(node.store, timeout=30) as guard:
+            assert guard.token > first
+            node.store.n = 2
+        node.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()

@@ -1,0 +1,232 @@
+"""The specification's conformance scenarios (SPEC §6, 1 to 14), through
+the Python API, two nodes unless stated."""
+
+import asyncio
+
+import pytest
+
+import facsimile
+from conftest import Net
+
+
+def test_1_no_transport_refuses_writes():
+    node = facsimile.Facsimile("alone")
+    with pytest.raises(facsimile.NoTransportError, match="no transport"):
+        node.store = {"a": 1}
+    assert node.store is None
+
+
+def test_2_root_number(pair):
+    a, b = pair
+    a.store = 3
+    assert b.store == 3
+    a.store = 2.5
+    assert b.store == 2.5 and isinstance(b.store, float)
+
+
+def test_3_root_map_array_nested(pair):
+    a, b = pair
+    a.store = {"x": 1}
+    assert isinstance(b.store, facsimile.Map) and b.store == {"x": 1}
+    a.store = [1, 2]
+    assert isinstance(b.store, facsimile.List) and b.store == [1, 2]
+    a.store = {"m": {"n": [1, {"deep": [True, None, b"\x00"]}]}}
+    assert b.store.to_python() == {"m": {"n": [1, {"deep": [True, None, b"\x00"]}]}}
+    assert b.store.m.n[1].deep[2] == b"\x00"
+
+
+def test_4_self_reference_arrives_as_cycle(pair):
+    a, b = pair
+    a.store = {"name": "loop"}
+    a.store.me = a.store
+    assert b.store.me is b.store
+    assert b.store.me.me.me.name == "loop"
+
+
+@pytest.mark.parametrize("late_writes", [False, True])
+def test_5_late_joiner_syncs(late_writes):
+    net = Net("host", "guest")
+    host = net[0]
+    host.store = {"elements": [1, 2, 3], "shared": {"k": "v"}}
+    host.store.other = host.store.shared
+    late = net.add("late")
+    ready = []
+    late.on("ready", ready.append)
+    late.sync()
+    assert len(ready) == 1 and late.ready
+    assert late.store.to_python() == host.store.to_python()
+    assert late.store.other is late.store.shared
+    if late_writes:
+        late.store.elements.append(4)
+        assert host.store.elements == [1, 2, 3, 4]
+    assert late.snapshot() == host.snapshot() == net[1].snapshot()
+
+
+def test_6_set_delete_add(pair):
+    a, b = pair
+    a.store = {"a": 1, "b": 2}
+    a.store.a = 10
+    del a.store["b"]
+    a.store["c"] = [1]
+    assert b.store == {"a": 10, "c": [1]}
+    assert a.snapshot() == b.snapshot()
+
+
+def test_7_concurrent_same_key_higher_hostname_wins():
+    net = Net("alpha", "bravo", auto=False)
+    a, b = net
+    a.store = {"k": 0}
+    net.run()
+    a.store.k = "from alpha"
+    b.store.k = "from bravo"
+    net.run()
+    assert a.store.k == b.store.k == "from bravo"
+
+
+def test_8_assign_several_keys_arrives_whole():
+    net = Net("alpha", "bravo")
+    a, b = net
+    a.store = {}
+    sent = net.sent
+    seen = []
+    b.on("change", lambda c: seen.append(dict(b.store)))
+    a.store.update({"x": 1, "y": 2}, z=3)
+    assert net.sent == sent + 1
+    # Every event fires after the whole message is applied.
+    assert seen == [{"x": 1, "y": 2, "z": 3}] * 3
+
+
+def test_9_array_methods_unlocked_and_locked(pair):
+    a, b = pair
+    a.store = {"l": [1, 2, 3]}
+    a.store.l.append(4)
+    assert a.store.l.pop() == 4
+    assert b.store.l == [1, 2, 3]
+    with a.lock(a.store.l):
+        a.store.l.append(0)
+        assert a.store.l.pop() == 0
+        a.store.l.reverse()
+        a.store.l.append(5)
+        a.store.l.sort()
+    assert b.store.l == [1, 2, 3, 5]
+    assert a.snapshot() == b.snapshot()
+
+
+def test_10_root_changed_fires_in_order_on_both(pair):
+    a, b = pair
+    seen_a, seen_b = [], []
+    a.on("root_changed", seen_a.append)
+    b.on("root_changed", seen_b.append)
+    a.store = 1
+    b.store = "two"
+    a.store = [3]
+    assert seen_a[:2] == seen_b[:2] == [1, "two"]
+    assert seen_a[2] is a.store and seen_b[2] is b.store and b.store == [3]
+
+
+def test_11_ready_after_sync_of_nested_arrays():
+    net = Net("host")
+    net[0].store = [[1, 2], [3, [4]]]
+    late = net.add("late")
+    ready = []
+    late.on("ready", lambda store: ready.append(store.to_python()))
+    late.sync()
+    assert ready == [[[1, 2], [3, [4]]]]
+
+
+def test_12_events_exactly_once(pair):
+    a, b = pair
+    a.store = {"x": 0, "y": 0}
+    logs = {n.hostname: {"global": [], "object": [], "x": []} for n in (a, b)}
+    for node in (a, b):
+        log = logs[node.hostname]
+        node.on("change", lambda c, log=log: log["global"].append((c.target, c.key, c.new, c.old)))
+        node.store.on(lambda c, log=log: log["object"].append((c.key, c.new)))
+        node.store.on("x", lambda c, log=log: log["x"].append((c.key, c.new, c.old)))
+    a.store.x = 1
+    a.store.x = 1  # no-op: nothing fires
+    del a.store["y"]
+    for node in (a, b):
+        log = logs[node.hostname]
+        assert [(t is node.store, k, n, o) for t, k, n, o in log["global"]] == [
+            (True, "x", 1, 0),
+            (True, "y", None, 0),
+        ]
+        assert log["object"] == [("x", 1), ("y", None)]
+        assert log["x"] == [("x", 1, 0)]
+    # Removed listeners never fire.
+    for node in (a, b):
+        assert node.store.off("x")
+        assert node.store.off()
+        assert node.off("change")
+    a.store.x = 2
+    assert all(len(logs[n.hostname]["x"]) == 1 for n in (a, b))
+    assert all(len(logs[n.hostname]["global"]) == 2 for n in (a, b))
+
+
+def test_12_off_by_callback(pair):
+    a, b = pair
+    a.store = {"x": 0}
+    calls = []
+
+    def listener(change):
+        calls.append(change.new)
+
+    b.store.on("x", listener)
+    a.store.x = 1
+    assert b.store.off("x", listener)
+    assert not b.store.off("x", listener)
+    a.store.x = 2
+    assert calls == [1]
+
+
+def test_13_lock_rules(pair):
+    a, b = pair
+    a.store = {"m": {"v": 0}, "l": [1]}
+    guard = a.lock(a.store.m)
+    assert guard.held and guard.token > 0
+    a.store.m.v = 1
+    assert b.store.m.v == 1
+    with pytest.raises(facsimile.LockedError):
+        b.request(b.store.m)
+    with pytest.raises(facsimile.NotOwnerError, match="Object is not owned by current host"):
+        b.store.m.v = 2
+    with pytest.raises(facsimile.NotOwnerError):
+        b.release(b.store.m)
+    guard.release()
+    assert not guard.held
+    with pytest.raises(facsimile.NotLockedError):
+        a.release(a.store.m)
+    with a.lock(a.store.l) as g:
+        assert g.object is a.store.l
+        with pytest.raises(facsimile.LockedError):
+            b.store.l.append(2)
+    b.store.l.append(2)
+    assert a.store.l == [1, 2]
+
+
+def test_14_concurrent_locks_higher_hostname_first():
+    net = Net("alpha", "bravo", auto=False)
+    a, b = net
+    a.store = {"log": []}
+    net.run()
+    order = []
+
+    async def contend(node):
+        async with node.lock_async(node.store) as guard:
+            order.append((node.hostname, guard.token))
+            node.store.log = list(node.store.log) + [node.hostname]
+
+    async def main():
+        tasks = [asyncio.ensure_future(contend(n)) for n in (a, b)]
+        while not all(t.done() for t in tasks):
+            await asyncio.sleep(0)
+            net.run()
+        for t in tasks:
+            t.result()
+
+    asyncio.run(main())
+    net.run()
+    assert [h for h, _ in order] == ["bravo", "alpha"]
+    assert order[1][1] > order[0][1]
+    assert a.store.log == b.store.log == ["bravo", "alpha"]

@@ -1,0 +1,95 @@
+"""Typed updates over dataclasses (and pydantic models when installed):
+only the minimal writes are sent."""
+
+import dataclasses
+from typing import List, Optional
+
+import pytest
+
+import facsimile
+from conftest import Net
+
+
+@dataclasses.dataclass
+class Player:
+    name: str
+    score: int = 0
+    team: Optional[str] = None
+
+
+@dataclasses.dataclass
+class Game:
+    round: int
+    players: List[Player]
+    log: List[str]
+
+
+def test_dataclass_update_sends_minimal_writes():
+    net = Net("server", "client")
+    server, client = net
+    server.store = {"round": 1, "players": [], "log": [], "extra": "kept"}
+    changes = []
+    client.on("change", lambda c: changes.append((c.key, c.new)))
+
+    def join(g: Game):
+        g.players.append(Player("ada"))
+        g.log.append("ada joined")
+
+    before = net.sent
+    server.update(join)
+    assert net.sent == before + 1  # one message
+    assert len(changes) == 2  # one insert into each list
+    assert client.store.players[0] == {"name": "ada", "score": 0}
+
+    changes.clear()
+    server.update(lambda g: setattr(g.players[0], "score", 10), Game)
+    assert changes == [("score", 10)]
+    assert client.store.extra == "kept"  # keys the type does not declare stay
+
+    changes.clear()
+    server.update(lambda g: None, Game)
+    assert changes == []  # unchanged: nothing sent
+
+
+def test_update_errors_change_nothing(pair):
+    a, b = pair
+    a.store = {"round": "not a number", "players": [], "log": []}
+
+    def bump(g: Game):
+        g.round += 1
+
+    with pytest.raises(TypeError):
+        a.update(bump)
+    assert b.store.round == "not a number"
+
+
+def test_plain_update(pair):
+    a, b = pair
+    a.store = {"n": 1, "l": [1]}
+
+    def change(state):
+        state["n"] = 2
+        state["l"].append(2)
+
+    a.update(change)
+    assert b.store == {"n": 2, "l": [1, 2]}
+
+
+def test_pydantic_update(pair):
+    import pydantic
+
+    class Item(pydantic.BaseModel):
+        name: str
+        qty: int = 0
+
+    class Stock(pydantic.BaseModel):
+        items: List[Item]
+
+    a, b = pair
+    a.store = {"items": [{"name": "bolt", "qty": 1}]}
+
+    def restock(s: Stock):
+        s.items[0].qty += 5
+
+    a.update(restock)
+    assert b.store["items"][0].qty == 6
