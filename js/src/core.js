@@ -137,77 +137,47 @@ function createFacsimile(wasm, { platform }) {
   // object read, and defining hidden properties cost a microsecond each.
   // `_rat`, `_reads` and `_limit`: reads since the read cache was dropped
   // (`_rat` is the node's `_gen` then), see `busy`.
-  class FacsimileMap {
-    #n;
-    #h;
-    #rat = -1;
-    #reads = 0;
-    #limit = 0;
-    constructor(node, h) {
-      this.#n = node;
-      this.#h = h;
-    }
-    get _n() {
-      return this.#n;
-    }
-    get _h() {
-      return this.#h;
-    }
-    get _rat() {
-      return this.#rat;
-    }
-    set _rat(v) {
-      this.#rat = v;
-    }
-    get _reads() {
-      return this.#reads;
-    }
-    set _reads(v) {
-      this.#reads = v;
-    }
-    get _limit() {
-      return this.#limit;
-    }
-    set _limit(v) {
-      this.#limit = v;
-    }
-  }
-  class FacsimileArray extends Array {
-    #n;
-    #h;
-    #rat = -1;
-    #reads = 0;
-    #limit = 0;
-    constructor(node, h) {
-      super();
-      this.#n = node;
-      this.#h = h;
-    }
-    get _n() {
-      return this.#n;
-    }
-    get _h() {
-      return this.#h;
-    }
-    get _rat() {
-      return this.#rat;
-    }
-    set _rat(v) {
-      this.#rat = v;
-    }
-    get _reads() {
-      return this.#reads;
-    }
-    set _reads(v) {
-      this.#reads = v;
-    }
-    get _limit() {
-      return this.#limit;
-    }
-    set _limit(v) {
-      this.#limit = v;
-    }
-  }
+  // The state both kinds of target carry, over the base each needs (an
+  // array's target is an Array, so that the proxy is one).
+  const Target = (Base) =>
+    class extends Base {
+      #n;
+      #h;
+      #rat = -1;
+      #reads = 0;
+      #limit = 0;
+      constructor(node, h) {
+        super();
+        this.#n = node;
+        this.#h = h;
+      }
+      get _n() {
+        return this.#n;
+      }
+      get _h() {
+        return this.#h;
+      }
+      get _rat() {
+        return this.#rat;
+      }
+      set _rat(v) {
+        this.#rat = v;
+      }
+      get _reads() {
+        return this.#reads;
+      }
+      set _reads(v) {
+        this.#reads = v;
+      }
+      get _limit() {
+        return this.#limit;
+      }
+      set _limit(v) {
+        this.#limit = v;
+      }
+    };
+  class FacsimileMap extends Target(Object) {}
+  class FacsimileArray extends Target(Array) {}
   const MapTarget = FacsimileMap;
   const ArrayTarget = FacsimileArray;
 
