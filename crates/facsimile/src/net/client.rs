@@ -21,9 +21,7 @@ use super::connection::{Connection, Shared, Status};
 use super::driver::run_timers;
 use super::error::NetError;
 use super::options::ConnectOptions;
-use super::protocol::{
-    self, Admission, ByteStream, HelloError, Incoming, ProtocolError, Session,
-};
+use super::protocol::{self, Admission, ByteStream, HelloError, Incoming, ProtocolError, Session};
 use super::tls::TlsOptions;
 use crate::node::{Inner, Node, Outgoing};
 
@@ -241,7 +239,10 @@ async fn stream(
         addr: addr.to_string(),
         source,
     };
-    let host = tls.server_name.clone().unwrap_or_else(|| host_of(host_port));
+    let host = tls
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host_of(host_port));
     let name = ServerName::try_from(host)
         .map_err(|e| tls_error(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());

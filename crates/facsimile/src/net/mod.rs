@@ -63,9 +63,9 @@ pub use tokio_rustls::rustls;
 /// Connects a new node to the document at `addr`, syncs it and returns once
 /// it is complete: a relay's `host:port` (its TCP protocol), its
 /// `ws://host:port/` or `wss://host:port/` (the same protocol over a
-/// WebSocket, on the same port; `wss://` needs TLS options), or with the `nats` feature a NATS server's
-/// `nats://host:port` (several, separated by commas, for a cluster; module
-/// `nats`).
+/// WebSocket, on the same port; `wss://` needs TLS options), or with the
+/// `nats` feature a NATS server's `nats://host:port` (several, separated
+/// by commas, for a cluster; module `nats`).
 ///
 /// The node's messages go to the relay, which orders them, stores them and
 /// passes them to the other nodes of the document; the relay's messages
