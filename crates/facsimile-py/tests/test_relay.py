@@ -66,16 +66,18 @@ def test_a_websocket_node_mirrors_a_tcp_node(relay):
     a = facsimile.connect(relay.addr, "alpha", doc="ws")
     b = facsimile.connect(f"ws://{relay.addr}/", "bravo", doc="ws")
     try:
-        a.store = {"items": []}
+        a.store = {"jobs": []}
         a.flush()
         until(b, lambda: b.store is not None)
-        with b.lock(b.store.items):
-            b.store.items.append("from ws")
+        with b.lock(b.store.jobs):
+            b.store.jobs.append("from ws")
+            b.flush()
+            # The write follows the lock in the relay's order.
+            until(a, lambda: list(a.store.jobs) == ["from ws"])
             with pytest.raises(facsimile.LockedError):
-                a.store.items.append("from tcp")
+                a.store.jobs.append("from tcp")
         b.flush()
-        until(a, lambda: list(a.store.items) == ["from ws"])
-        assert a.store.to_python() == b.store.to_python()
+        assert a.store.to_python() == b.store.to_python() == {"jobs": ["from ws"]}
     finally:
         a.close()
         b.close()
