@@ -503,3 +503,33 @@ async fn drive(conn: Conn, shared: &Shared, node: &Weak<Inner>, session: &mut Se
         e = write => e,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_name_their_transport() {
+        let cases = [
+            ("127.0.0.1:7878", "127.0.0.1:7878", false, false),
+            ("ws://127.0.0.1:7878/", "127.0.0.1:7878", true, false),
+            ("ws://127.0.0.1:7878", "127.0.0.1:7878", true, false),
+            (
+                "wss://relay.example:443/any/path",
+                "relay.example:443",
+                true,
+                true,
+            ),
+            ("wss://[::1]:7878/", "[::1]:7878", true, true),
+        ];
+        for (addr, host_port, websocket, secure) in cases {
+            let t = Target::of(addr);
+            assert_eq!(
+                (t.host_port, t.websocket, t.secure),
+                (host_port, websocket, secure),
+                "{addr}"
+            );
+        }
+        assert_eq!(host_of("[::1]:7878"), "::1");
+    }
+}
