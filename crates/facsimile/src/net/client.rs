@@ -208,8 +208,6 @@ async fn open(addr: &str, options: &ConnectOptions) -> Result<(Frames, FrameSink
     let config = WebSocketConfig::default()
         .max_message_size(Some(options.max_frame))
         .max_frame_size(Some(options.max_frame));
-    // Whatever refuses the upgrade (an HTTP server, a relay that expects
-    // TLS) is not a relay's WebSocket endpoint.
     let (socket, _) = tokio_tungstenite::client_async_with_config(addr, stream, Some(config))
         .await
         .map_err(|e| NetError::Io {
