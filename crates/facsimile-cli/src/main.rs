@@ -44,7 +44,8 @@ enum Command {
     /// Print the document (or the part at PATH) as JSON, then every change
     /// under PATH as a JSON line with its origin, until interrupted.
     Watch {
-        /// The relay's address, HOST:PORT, or a NATS server's, nats://HOST:PORT.
+        /// The relay's address, HOST:PORT or ws://HOST:PORT/ (wss:// with
+        /// --tls-ca), or a NATS server's, nats://HOST:PORT.
         addr: String,
         /// A JSON pointer into the document.
         path: Option<String>,
@@ -53,7 +54,8 @@ enum Command {
     },
     /// Print the document (or the part at PATH) as JSON.
     Get {
-        /// The relay's address, HOST:PORT, or a NATS server's, nats://HOST:PORT.
+        /// The relay's address, HOST:PORT or ws://HOST:PORT/ (wss:// with
+        /// --tls-ca), or a NATS server's, nats://HOST:PORT.
         addr: String,
         /// A JSON pointer into the document.
         path: Option<String>,
@@ -66,7 +68,8 @@ enum Command {
     /// Write JSON at PATH (a map key, an array index, `-` to append, or ""
     /// for the root) and wait until the relay has it on disk.
     Set {
-        /// The relay's address, HOST:PORT, or a NATS server's, nats://HOST:PORT.
+        /// The relay's address, HOST:PORT or ws://HOST:PORT/ (wss:// with
+        /// --tls-ca), or a NATS server's, nats://HOST:PORT.
         addr: String,
         /// A JSON pointer; its parent must exist.
         path: String,
@@ -82,7 +85,8 @@ enum Command {
     /// If the lock is lost meanwhile (the relay evicted this node), the
     /// command is killed and the exit status is 1.
     Lock {
-        /// The relay's address, HOST:PORT, or a NATS server's, nats://HOST:PORT.
+        /// The relay's address, HOST:PORT or ws://HOST:PORT/ (wss:// with
+        /// --tls-ca), or a NATS server's, nats://HOST:PORT.
         addr: String,
         /// A JSON pointer to a map or an array ("" for the root).
         path: String,

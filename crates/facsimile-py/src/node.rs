@@ -834,7 +834,8 @@ impl Facsimile {
     }
 }
 
-/// Connects a new node to the document at `addr` and returns it once the
+/// Connects a new node to the document at `addr` (a relay's `host:port` or
+/// `ws://host:port/`, or a `nats://` address) and returns it once the
 /// document is there (blocking, the GIL released).
 #[pyfunction]
 #[pyo3(signature = (addr, hostname, *, doc="default", token="", timeout=30.0))]
@@ -847,7 +848,7 @@ pub(crate) fn connect(
     timeout: f64,
 ) -> PyResult<Py<Facsimile>> {
     refuse_on_io_thread("connect()")?;
-    let options = options(addr, doc, token, timeout)?;
+    let options = options(doc, token, timeout)?;
     let (addr, hostname) = (addr.to_owned(), hostname.to_owned());
     let conn = py
         .detach(|| runtime::get().block_on(facsimile::net::connect(&addr, &hostname, options)))
@@ -867,7 +868,7 @@ pub(crate) fn connect_async(
     token: &str,
     timeout: f64,
 ) -> PyResult<Py<PyAny>> {
-    let options = options(addr, doc, token, timeout)?;
+    let options = options(doc, token, timeout)?;
     let (addr, hostname) = (addr.to_owned(), hostname.to_owned());
     runtime::to_asyncio(
         py,
@@ -883,17 +884,7 @@ pub(crate) fn connect_async(
     )
 }
 
-fn options(
-    addr: &str,
-    doc: &str,
-    token: &str,
-    timeout: f64,
-) -> PyResult<facsimile::net::ConnectOptions> {
-    if addr.starts_with("ws://") || addr.starts_with("wss://") {
-        return Err(errors::NetError::new_err(format!(
-            "{addr}: WebSocket addresses are not supported yet; give the relay's host:port (TCP) or a nats:// address"
-        )));
-    }
+fn options(doc: &str, token: &str, timeout: f64) -> PyResult<facsimile::net::ConnectOptions> {
     let t = duration(Some(timeout))?.unwrap_or_default();
     Ok(facsimile::net::ConnectOptions::new(doc)
         .token(token)

@@ -56,6 +56,20 @@ fn get_and_set_read_and_write_json_at_a_pointer() {
 }
 
 #[test]
+fn client_commands_take_a_websocket_address() {
+    let dir = TempDir::new("ws");
+    let relay = Relay::start(&dir, &[]);
+    let ws = format!("ws://{}/", relay.addr);
+    ok(&["set", &ws, "", r#"{"over": "ws"}"#]);
+    assert_eq!(
+        ok(&["get", &relay.addr, "--compact"]).trim(),
+        r#"{"over":"ws"}"#
+    );
+    ok(&["set", &relay.addr, "/over", r#""tcp""#]);
+    assert_eq!(ok(&["get", &ws, "/over", "--compact"]).trim(), r#""tcp""#);
+}
+
+#[test]
 fn watch_prints_the_tree_then_each_change_with_its_origin() {
     let dir = TempDir::new("watch");
     let relay = Relay::start(&dir, &[]);

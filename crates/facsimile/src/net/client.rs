@@ -1,24 +1,28 @@
 //! The relay transport: one background task per connected node carries its
-//! frames over TCP (or TLS) and reconnects when the connection fails.
+//! frames over TCP or WebSocket (either with TLS) and reconnects when the
+//! connection fails.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::{self, SplitSink, SplitStream};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message, protocol::WebSocketConfig};
 
 use super::connection::{Connection, Shared, Status};
 use super::driver::run_timers;
 use super::error::NetError;
 use super::options::ConnectOptions;
-use super::protocol::{
-    self, Admission, ByteStream, FrameReader, FrameWriter, HelloError, Incoming, ProtocolError,
-    Session,
-};
+use super::protocol::{self, Admission, ByteStream, HelloError, Incoming, ProtocolError, Session};
+use super::tls::TlsOptions;
 use crate::node::{Inner, Node, Outgoing};
 
 /// A relay peer is never evicted by a client on its own: with a relay the
@@ -86,10 +90,44 @@ pub(super) async fn connect(
     Ok(Connection { node, shared })
 }
 
+/// The relay's frames, whatever carries them.
+type Frames = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+/// Frames to the relay.
+type FrameSink = Pin<Box<dyn Sink<Bytes, Error = io::Error> + Send>>;
+
 /// An established connection, after the relay's welcome.
 struct Conn {
-    reader: FrameReader,
-    writer: FrameWriter,
+    reader: Frames,
+    writer: FrameSink,
+}
+
+/// Where a relay address leads: the `host:port` to connect to and whether
+/// the frames go over a WebSocket (`ws://`, `wss://`) or straight over TCP.
+struct Target<'a> {
+    host_port: &'a str,
+    websocket: bool,
+    /// `wss://`: TLS is part of the address.
+    secure: bool,
+}
+
+impl Target<'_> {
+    fn of(addr: &str) -> Target<'_> {
+        for (scheme, secure) in [("ws://", false), ("wss://", true)] {
+            if let Some(rest) = addr.strip_prefix(scheme) {
+                let host_port = rest.split_once('/').map_or(rest, |(h, _)| h);
+                return Target {
+                    host_port,
+                    websocket: true,
+                    secure,
+                };
+            }
+        }
+        Target {
+            host_port: addr,
+            websocket: false,
+            secure: false,
+        }
+    }
 }
 
 /// Opens a connection and says hello, asking to resume where the session
@@ -102,20 +140,19 @@ async fn establish(
     node: &Node,
 ) -> Result<(Conn, Admission), NetError> {
     let deadline = tokio::time::Instant::now() + options.connect_timeout;
-    let stream = tokio::time::timeout_at(deadline, open(addr, options))
+    let (mut reader, mut writer) = tokio::time::timeout_at(deadline, open(addr, options))
         .await
         .map_err(|_| NetError::Timeout {
             what: "the connection to the relay",
             after: options.connect_timeout,
         })??;
-    let (mut reader, mut writer) = protocol::framed(stream, options.max_frame);
     let hello = session.hello(node.hostname(), node.peer_id().incarnation());
     let handshake = async {
         writer.send(hello).await.map_err(|source| NetError::Io {
             during: "sending the hello",
             source,
         })?;
-        read_welcome(addr, &mut reader).await
+        read_welcome(addr, options.max_frame, &mut reader).await
     };
     // Connected but silent: whatever listens there does not speak the
     // relay's protocol (a relay always answers a hello at once).
@@ -137,23 +174,73 @@ async fn establish(
     Ok((Conn { reader, writer }, admission))
 }
 
-/// The TCP connection, with TLS where the options ask for it.
-async fn open(addr: &str, options: &ConnectOptions) -> Result<Box<dyn ByteStream>, NetError> {
-    let tcp = TcpStream::connect(addr)
+/// The connection as frames: length-delimited over TCP, or one binary
+/// WebSocket message each for a `ws://` or `wss://` address.
+async fn open(addr: &str, options: &ConnectOptions) -> Result<(Frames, FrameSink), NetError> {
+    let target = Target::of(addr);
+    let tls_error = |source| NetError::Tls {
+        addr: addr.to_string(),
+        source,
+    };
+    let tls = match (&options.tls, target.websocket, target.secure) {
+        (None, _, true) => {
+            return Err(tls_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a wss:// address needs TLS options (which certificates to trust)",
+            )));
+        }
+        (Some(_), true, false) => {
+            return Err(tls_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS options with a ws:// address: use wss:// for TLS",
+            )));
+        }
+        (tls, _, _) => tls.as_ref(),
+    };
+    let stream = stream(addr, target.host_port, tls).await?;
+    if !target.websocket {
+        let (reader, writer) = protocol::framed(stream, options.max_frame);
+        return Ok((
+            Box::pin(reader.map(|r| r.map(bytes::BytesMut::freeze))),
+            Box::pin(writer),
+        ));
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(options.max_frame))
+        .max_frame_size(Some(options.max_frame));
+    let (socket, _) = tokio_tungstenite::client_async_with_config(addr, stream, Some(config))
+        .await
+        .map_err(|e| NetError::Io {
+            during: "the WebSocket handshake with the relay",
+            source: ws_io_error(e),
+        })?;
+    Ok(websocket(socket))
+}
+
+/// The TCP connection to `host_port`, with TLS where `tls` asks for it.
+async fn stream(
+    addr: &str,
+    host_port: &str,
+    tls: Option<&TlsOptions>,
+) -> Result<Box<dyn ByteStream>, NetError> {
+    let tcp = TcpStream::connect(host_port)
         .await
         .map_err(|source| NetError::Connect {
             addr: addr.to_string(),
             source,
         })?;
     let _ = tcp.set_nodelay(true);
-    let Some(tls) = &options.tls else {
+    let Some(tls) = tls else {
         return Ok(Box::new(tcp));
     };
     let tls_error = |source| NetError::Tls {
         addr: addr.to_string(),
         source,
     };
-    let host = tls.server_name.clone().unwrap_or_else(|| host_of(addr));
+    let host = tls
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host_of(host_port));
     let name = ServerName::try_from(host)
         .map_err(|e| tls_error(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
@@ -161,16 +248,82 @@ async fn open(addr: &str, options: &ConnectOptions) -> Result<Box<dyn ByteStream
     Ok(Box::new(stream))
 }
 
+/// A WebSocket as frames: binary messages in and out. Pings are answered
+/// by the library; a close ends the frames; a text message is an error of
+/// kind `InvalidData`, after which nothing more is read.
+fn websocket(socket: WebSocketStream<Box<dyn ByteStream>>) -> (Frames, FrameSink) {
+    let (sink, messages) = socket.split();
+    let frames = stream::unfold(Some(messages), |messages| async move {
+        let mut messages: SplitStream<_> = messages?;
+        loop {
+            let item = match messages.next().await? {
+                Ok(Message::Binary(frame)) => Ok(frame),
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+                Ok(Message::Close(_)) => return None,
+                Ok(Message::Text(_)) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the relay sent a text message (frames are binary messages)",
+                )),
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return None;
+                }
+                Err(e) => Err(ws_io_error(e)),
+            };
+            let next = item.is_ok().then_some(messages);
+            return Some((item, next));
+        }
+    });
+    (Box::pin(frames), Box::pin(WsSink(sink)))
+}
+
+/// A WebSocket error as an I/O error: the I/O error itself where there is
+/// one, else `InvalidData` (the peer broke the WebSocket protocol or sent
+/// a message above the limit).
+fn ws_io_error(e: tungstenite::Error) -> io::Error {
+    match e {
+        tungstenite::Error::Io(e) => e,
+        e => io::Error::new(io::ErrorKind::InvalidData, e),
+    }
+}
+
+/// Frames to a WebSocket, each one binary message. (Not `sink_map_err`,
+/// whose mapping runs only once.)
+struct WsSink(SplitSink<WebSocketStream<Box<dyn ByteStream>>, Message>);
+
+impl Sink<Bytes> for WsSink {
+    type Error = io::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_ready_unpin(cx).map_err(ws_io_error)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> io::Result<()> {
+        self.0
+            .start_send_unpin(Message::Binary(frame))
+            .map_err(ws_io_error)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_flush_unpin(cx).map_err(ws_io_error)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_close_unpin(cx).map_err(ws_io_error)
+    }
+}
+
 /// The relay's answer to the hello, unread. A frame above the limit means
 /// that something else listens at `addr`.
-async fn read_welcome(addr: &str, reader: &mut FrameReader) -> Result<Bytes, NetError> {
+async fn read_welcome(
+    addr: &str,
+    max_frame: usize,
+    reader: &mut Frames,
+) -> Result<Bytes, NetError> {
     match reader.next().await {
-        Some(Ok(frame)) => Ok(frame.freeze()),
+        Some(Ok(frame)) => Ok(frame),
         Some(Err(e)) if protocol::is_too_large(&e) => Err(NetError::NotARelay {
             addr: addr.to_string(),
-            source: ProtocolError::TooLarge {
-                limit: reader.decoder().max_frame_length(),
-            },
+            source: ProtocolError::TooLarge { limit: max_frame },
         }),
         Some(Err(source)) => Err(NetError::Io {
             during: "reading the relay's hello",
@@ -290,7 +443,7 @@ async fn drive(conn: Conn, shared: &Shared, node: &Weak<Inner>, session: &mut Se
     let read = async {
         while let Some(frame) = reader.next().await {
             let frame = match frame {
-                Ok(f) => f.freeze(),
+                Ok(f) => f,
                 Err(source) => {
                     return NetError::Io {
                         during: "reading from the relay",
@@ -346,5 +499,35 @@ async fn drive(conn: Conn, shared: &Shared, node: &Weak<Inner>, session: &mut Se
     tokio::select! {
         e = read => e,
         e = write => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_name_their_transport() {
+        let cases = [
+            ("127.0.0.1:7878", "127.0.0.1:7878", false, false),
+            ("ws://127.0.0.1:7878/", "127.0.0.1:7878", true, false),
+            ("ws://127.0.0.1:7878", "127.0.0.1:7878", true, false),
+            (
+                "wss://relay.example:443/any/path",
+                "relay.example:443",
+                true,
+                true,
+            ),
+            ("wss://[::1]:7878/", "[::1]:7878", true, true),
+        ];
+        for (addr, host_port, websocket, secure) in cases {
+            let t = Target::of(addr);
+            assert_eq!(
+                (t.host_port, t.websocket, t.secure),
+                (host_port, websocket, secure),
+                "{addr}"
+            );
+        }
+        assert_eq!(host_of("[::1]:7878"), "::1");
     }
 }

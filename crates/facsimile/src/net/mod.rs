@@ -1,6 +1,7 @@
 //! Network transports: connect a [`Node`](crate::Node) to a relay,
-//! `facsimile serve`, over TCP and optionally TLS (feature `tcp`), or to a
-//! document on NATS JetStream (feature `nats`, module `nats`).
+//! `facsimile serve`, over TCP or WebSocket and optionally TLS (feature
+//! `tcp`), or to a document on NATS JetStream (feature `nats`, module
+//! `nats`).
 //!
 //! The relay orders every message of a document into one sequence, stores
 //! it durably and passes it to every other node of the document; it is
@@ -60,9 +61,11 @@ pub use tls::TlsOptions;
 pub use tokio_rustls::rustls;
 
 /// Connects a new node to the document at `addr`, syncs it and returns once
-/// it is complete: a relay's `host:port`, or with the `nats` feature a NATS
-/// server's `nats://host:port` (several, separated by commas, for a
-/// cluster; module `nats`).
+/// it is complete: a relay's `host:port` (its TCP protocol), its
+/// `ws://host:port/` or `wss://host:port/` (the same protocol over a
+/// WebSocket, on the same port; `wss://` needs TLS options), or with the
+/// `nats` feature a NATS server's `nats://host:port` (several, separated
+/// by commas, for a cluster; module `nats`).
 ///
 /// The node's messages go to the relay, which orders them, stores them and
 /// passes them to the other nodes of the document; the relay's messages
