@@ -50,11 +50,8 @@ async fn page(
     UrlPath(doc): UrlPath<String>,
     uri: Uri,
 ) -> Response {
-    if let Some(refused) = refusal(&shared, &uri) {
+    if let Some(refused) = refusal(&shared, &uri, &doc) {
         return refused;
-    }
-    if !valid_name(&doc) {
-        return (StatusCode::BAD_REQUEST, "not a document name\n").into_response();
     }
     let assets = &shared.config.inspector_assets;
     if !tokio::fs::try_exists(assets.join(PACKAGE_FILES[0].0))
@@ -73,11 +70,8 @@ async fn status(
     UrlPath(doc): UrlPath<String>,
     uri: Uri,
 ) -> Response {
-    if let Some(refused) = refusal(&shared, &uri) {
+    if let Some(refused) = refusal(&shared, &uri, &doc) {
         return refused;
-    }
-    if !valid_name(&doc) {
-        return (StatusCode::BAD_REQUEST, "not a document name\n").into_response();
     }
     let Some(channel) = shared.open_doc_channel(&doc) else {
         return json(
@@ -134,10 +128,23 @@ async fn asset(State(shared): State<Arc<Shared>>, UrlPath(file): UrlPath<String>
         .into_response()
 }
 
+/// Why a request for the inspector of `doc` is refused, if it is: no or a
+/// wrong token (checked first, so that a stranger learns nothing of the
+/// names), or a name no document can have.
+fn refusal(shared: &Shared, uri: &Uri, doc: &str) -> Option<Response> {
+    if let Some(refused) = token_refusal(shared, uri) {
+        return Some(refused);
+    }
+    if !valid_name(doc) {
+        return Some((StatusCode::BAD_REQUEST, "not a document name\n").into_response());
+    }
+    None
+}
+
 /// Checks the query's token against the relay's: the refusal, 401
 /// without one and 403 with a wrong one (anybody may look when the relay
 /// has no token).
-fn refusal(shared: &Shared, uri: &Uri) -> Option<Response> {
+fn token_refusal(shared: &Shared, uri: &Uri) -> Option<Response> {
     let expected = shared.config.token.as_ref()?;
     let given = uri
         .query()

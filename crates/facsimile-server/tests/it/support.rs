@@ -499,3 +499,25 @@ async fn drive(
         }
     }
 }
+
+/// Each node sets 100 keys of the root map and appends 100 items to
+/// `/list`, all nodes at once; returns when every write is made.
+pub(crate) async fn write_at_once<const N: usize>(nodes: [(&'static str, Node); N]) {
+    let mut tasks = Vec::new();
+    for (who, node) in nodes {
+        tasks.push(tokio::spawn(async move {
+            let root = node.root_map().unwrap();
+            let list = node.get("/list").unwrap().as_array().unwrap().clone();
+            for j in 0..100 {
+                root.set(&format!("{who}{j}"), j).unwrap();
+                list.push(format!("{who}.{j}")).unwrap();
+                if j % 10 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

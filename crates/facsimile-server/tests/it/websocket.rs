@@ -35,23 +35,7 @@ async fn websocket_and_tcp_clients_mirror_one_document() {
     let bob = WsNode::connect(Dial::Plain(relay.addr), "bob").await;
     assert_eq!(bob.node.snapshot(), alice.node().snapshot());
 
-    let mut tasks = Vec::new();
-    for (who, node) in [("a", alice.node().clone()), ("b", bob.node.clone())] {
-        tasks.push(tokio::spawn(async move {
-            let root = node.root_map().unwrap();
-            let list = node.get("/list").unwrap().as_array().unwrap().clone();
-            for j in 0..100 {
-                root.set(&format!("{who}{j}"), j).unwrap();
-                list.push(format!("{who}.{j}")).unwrap();
-                if j % 10 == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    write_at_once([("a", alice.node().clone()), ("b", bob.node.clone())]).await;
     alice.flush().await.unwrap();
     bob.flush().await;
     converge(&[alice.node(), &bob.node]).await;
