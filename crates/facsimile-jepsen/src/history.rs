@@ -1,0 +1,181 @@
+//! Histories: each client process's operations, as invoked and as
+//! completed, one JSON object per line.
+//!
+//! A process records an [`Event`] of kind [`Kind::Invoke`] before it starts
+//! an operation and one completion after: [`Kind::Ok`] when the operation
+//! took effect and was acknowledged (for a write: the relay or the stream
+//! has it durably, `Connection::flush` returned), [`Kind::Fail`] when it
+//! certainly did not take effect, [`Kind::Info`] when the outcome is unknown
+//! (a timeout, a crash). A process runs one operation at a time, so its
+//! events alternate invoke, completion. A process that crashes leaves its
+//! last invocation without completion; the checkers treat that as `Info`.
+
+use std::io::{self, BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// One step of a history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The client process (a fresh number for each process started, so a
+    /// restarted client is a new process).
+    pub process: u32,
+    /// Invocation or completion.
+    pub kind: Kind,
+    /// The operation; a completion repeats its invocation's operation with
+    /// what it observed filled in.
+    pub op: Op,
+    /// Nanoseconds on the machine's monotonic clock ([`now`]), which every
+    /// process of a run shares.
+    pub time: u64,
+}
+
+/// Whether an event starts an operation or how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The operation starts.
+    Invoke,
+    /// It took effect and was acknowledged.
+    Ok,
+    /// It certainly took no effect.
+    Fail,
+    /// Its outcome is unknown.
+    Info,
+}
+
+/// An operation of one of the three workloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "snake_case")]
+pub enum Op {
+    /// Registers: set `key` to `value` (values are unique per run).
+    Write { key: u32, value: u64 },
+    /// Registers: read `key`; on completion, what was there (`None`: absent).
+    Read { key: u32, value: Option<u64> },
+    /// Lists: append `element` (unique per run) to the list `key`.
+    Append { key: u32, element: u64 },
+    /// Lists: read the list `key`; on completion, its elements in order.
+    ReadList {
+        key: u32,
+        elements: Option<Vec<u64>>,
+    },
+    /// Locks: acquire the lock `lock`; on completion, the fencing token.
+    Acquire { lock: u32, token: Option<u64> },
+    /// Locks: as holder with `token`, read the fenced counter `counter` from
+    /// the storage and write back one more. On completion, `read` is what
+    /// the storage had and `wrote` what it accepted (`Fail` when the
+    /// storage refused the token as stale).
+    Increment {
+        counter: u32,
+        token: u64,
+        read: Option<u64>,
+        wrote: Option<u64>,
+    },
+    /// Locks: release the lock held with `token`.
+    Release { lock: u32, token: u64 },
+}
+
+/// The machine's monotonic clock in nanoseconds (`CLOCK_MONOTONIC`): one
+/// clock for every process of a run, unaffected by wall-clock changes.
+pub fn now() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always there on Linux");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// Appends events to a history file, one JSON line each, flushed per event
+/// so a process killed with `SIGKILL` loses nothing it recorded.
+pub struct Recorder<W: Write> {
+    out: W,
+    process: u32,
+}
+
+impl<W: Write> Recorder<W> {
+    /// A recorder for `process` writing to `out`.
+    pub fn new(out: W, process: u32) -> Self {
+        Recorder { out, process }
+    }
+
+    /// Records `op` as `kind` now.
+    pub fn record(&mut self, kind: Kind, op: &Op) -> io::Result<()> {
+        let event = Event {
+            process: self.process,
+            kind,
+            op: op.clone(),
+            time: now(),
+        };
+        serde_json::to_writer(&mut self.out, &event)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}
+
+/// Why a history file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be read.
+    #[error("reading the history: {0}")]
+    Io(#[from] io::Error),
+    /// A line is not an event.
+    #[error("line {line}: {source}")]
+    Line {
+        line: usize,
+        source: serde_json::Error,
+    },
+}
+
+/// Reads a history, one event per line; a last line cut short by a crash
+/// is skipped.
+pub fn read(input: impl BufRead) -> Result<Vec<Event>, ReadError> {
+    let lines: Vec<String> = input.lines().collect::<Result<_, _>>()?;
+    let mut events = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(event) => events.push(event),
+            Err(e) if i + 1 == lines.len() && e.is_eof() => {}
+            Err(source) => {
+                return Err(ReadError::Line {
+                    line: i + 1,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// Merges the histories of several processes into one, ordered by time.
+pub fn merge(histories: impl IntoIterator<Item = Vec<Event>>) -> Vec<Event> {
+    let mut all: Vec<Event> = histories.into_iter().flatten().collect();
+    all.sort_by_key(|e| (e.time, e.process));
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_cut_short_at_the_end_is_skipped_and_one_in_the_middle_is_not() {
+        let mut buf = Vec::new();
+        let mut rec = Recorder::new(&mut buf, 3);
+        rec.record(Kind::Invoke, &Op::Append { key: 1, element: 9 })
+            .unwrap();
+        rec.record(Kind::Ok, &Op::Append { key: 1, element: 9 })
+            .unwrap();
+        let whole = String::from_utf8(buf).unwrap();
+        let cut = format!("{whole}{{\"process\":3,\"ki");
+        let events = read(cut.as_bytes()).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].kind, Kind::Ok);
+        assert!(events[0].time <= events[1].time);
+        let broken = format!("{{\"process\":3,\"ki\n{whole}");
+        assert!(matches!(
+            read(broken.as_bytes()),
+            Err(ReadError::Line { line: 1, .. })
+        ));
+    }
+}

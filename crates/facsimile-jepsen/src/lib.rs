@@ -1,0 +1,19 @@
+//! Fault injection on real facsimile processes: a relay or a NATS
+//! JetStream cluster, client processes on the public `facsimile::net` API,
+//! and a nemesis that partitions, pauses and kills them on a seeded
+//! schedule. Every client records each operation's invocation and
+//! completion; the checkers read the merged history.
+//!
+//! ```
+//! use facsimile_jepsen::history::{Event, Kind, Op};
+//!
+//! let history = vec![
+//!     Event { process: 0, kind: Kind::Invoke, op: Op::Write { key: 1, value: 7 }, time: 10 },
+//!     Event { process: 0, kind: Kind::Ok, op: Op::Write { key: 1, value: 7 }, time: 20 },
+//! ];
+//! let line = serde_json::to_string(&history[1]).unwrap();
+//! assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), history[1]);
+//! ```
+
+pub mod check;
+pub mod history;
