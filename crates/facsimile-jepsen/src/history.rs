@@ -44,7 +44,10 @@ pub enum Kind {
     Info,
 }
 
-/// An operation of one of the three workloads.
+/// An operation of one of the three workloads. Fields are named by what
+/// they hold: `key`, `lock` and `counter` pick the register, list, lock or
+/// counter; values and elements are unique within a run.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "f", rename_all = "snake_case")]
 pub enum Op {
