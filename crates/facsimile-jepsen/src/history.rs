@@ -119,10 +119,12 @@ pub enum ReadError {
     /// The file could not be read.
     #[error("reading the history: {0}")]
     Io(#[from] io::Error),
-    /// A line is not an event.
+    /// A line (counted from 1) is not an event.
     #[error("line {line}: {source}")]
     Line {
+        /// The line's number.
         line: usize,
+        /// What was wrong with it.
         source: serde_json::Error,
     },
 }
