@@ -78,6 +78,47 @@ pub enum Op {
     Release { lock: u32, token: u64 },
 }
 
+impl Op {
+    /// The register or list key, lock or counter the operation is on.
+    pub fn object(&self) -> u32 {
+        match *self {
+            Op::Write { key, .. }
+            | Op::Read { key, .. }
+            | Op::Append { key, .. }
+            | Op::ReadList { key, .. } => key,
+            Op::Acquire { lock, .. } | Op::Release { lock, .. } => lock,
+            Op::Increment { counter, .. } => counter,
+        }
+    }
+
+    /// Whether `self` and `other` are the same call: same function on the
+    /// same object with the same arguments (what a completion may fill in,
+    /// the observed results, is not compared).
+    pub fn same_call(&self, other: &Op) -> bool {
+        match (self, other) {
+            (Op::Write { key: k, value: v }, Op::Write { key, value }) => k == key && v == value,
+            (Op::Read { key: k, .. }, Op::Read { key, .. }) => k == key,
+            (Op::Append { key: k, element: e }, Op::Append { key, element }) => {
+                k == key && e == element
+            }
+            (Op::ReadList { key: k, .. }, Op::ReadList { key, .. }) => k == key,
+            (Op::Acquire { lock: l, .. }, Op::Acquire { lock, .. }) => l == lock,
+            (
+                Op::Increment {
+                    counter: c,
+                    token: t,
+                    ..
+                },
+                Op::Increment { counter, token, .. },
+            ) => c == counter && t == token,
+            (Op::Release { lock: l, token: t }, Op::Release { lock, token }) => {
+                l == lock && t == token
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The machine's monotonic clock in nanoseconds (`CLOCK_MONOTONIC`): one
 /// clock for every process of a run, unaffected by wall-clock changes.
 pub fn now() -> u64 {

@@ -1,1 +1,419 @@
-//! Checkers of recorded histories.
+//! Checkers of recorded histories: what facsimile promises, checked on what
+//! the clients saw.
+//!
+//! A history's events are first paired into [`Operation`]s (an invocation
+//! and its completion; an invocation a crash left without completion counts
+//! as [`Kind::Info`]). Each workload then has its checker:
+//!
+//! - [`check_registers`]: LWW registers. Not linearizable (reads are local,
+//!   concurrent writes resolve by stamp), so what is checked is what LWW by
+//!   stamp promises: no phantom value, read-your-writes, reads that never go
+//!   back in stamp order, and converged final reads that lose no
+//!   acknowledged write.
+//! - [`check_lists`]: appends to lists. No duplicate, no phantom, no failed
+//!   append visible, read-your-writes, monotonic reads, one order for every
+//!   pair of elements, converged final reads holding every acknowledged
+//!   append.
+//! - [`check_locks`]: grants and fenced increments. Unique, increasing
+//!   tokens; the accepted increments form one chain whose tokens never go
+//!   backwards and whose holders never interleave; overlapping holders
+//!   (possible when one was paused past its lease) are counted apart, as
+//!   information.
+//! - [`check_snapshots`]: the replicas' final snapshots are byte-identical.
+//!
+//! [`check_all`] runs the three history checkers and [`check_files`] reads
+//! and merges the history files first.
+//!
+//! Final reads: the history has no marker for the end of the faults, so a
+//! read counts as final when it is its process's last completed read of that
+//! key and it was invoked after every write to that key had ended (completed,
+//! or, for one a crash cut short, been invoked). A process killed mid-run
+//! thus does not count its last, old read as final.
+//!
+//! ```
+//! use facsimile_jepsen::check::{check_all, AnomalyKind};
+//! use facsimile_jepsen::history::{Event, Kind, Op};
+//!
+//! let ev = |process, kind, op, time| Event { process, kind, op, time };
+//! let history = vec![
+//!     ev(0, Kind::Invoke, Op::Append { key: 1, element: 7 }, 10),
+//!     ev(0, Kind::Ok, Op::Append { key: 1, element: 7 }, 20),
+//!     ev(1, Kind::Invoke, Op::ReadList { key: 1, elements: None }, 30),
+//!     ev(1, Kind::Ok, Op::ReadList { key: 1, elements: Some(vec![]) }, 40),
+//! ];
+//! let report = check_all(&history);
+//! assert!(!report.valid());
+//! assert_eq!(report.lists.anomalies[&AnomalyKind::LostWrite], 1);
+//! println!("{report}");
+//! ```
+
+mod graph;
+mod list;
+mod lock;
+mod ops;
+mod register;
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::history::{self, Event, Kind, ReadError};
+
+pub use self::ops::{Operation, operations};
+pub use self::snapshot::{SnapshotReport, check_snapshots};
+
+/// How many example anomalies of each kind a report keeps (the counts are
+/// always exact).
+pub const EXAMPLES_PER_KIND: usize = 16;
+
+/// A kind of anomaly a checker can find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum AnomalyKind {
+    /// The history itself is ill-formed: a completion without invocation,
+    /// or one whose operation is not the invoked one, or an acknowledged
+    /// operation missing what it should have observed.
+    Malformed,
+    /// A read returned a value or element that no invoked write or append
+    /// of that key produced.
+    PhantomRead,
+    /// A read returned a value or element whose write or append failed
+    /// (certainly took no effect).
+    FailedWriteVisible,
+    /// After a process's write or append was acknowledged, its own later
+    /// read missed it (registers: returned nothing or a value the process
+    /// had written before).
+    ReadYourWrites,
+    /// A process's reads went back: a register's value moved back in stamp
+    /// order (or to nothing), or an element a list read had shown vanished.
+    NonMonotonicRead,
+    /// An acknowledged write or append is missing from the converged state:
+    /// a list's final read lacks it, or a register's final value is older
+    /// (in the stamp order the history reveals) than it.
+    LostWrite,
+    /// Final reads of one key disagree.
+    Divergence,
+    /// A list read holds an element twice.
+    DuplicateElement,
+    /// Two elements appear in both orders across reads (more generally, the
+    /// orders the reads show have a cycle).
+    OrderFlip,
+    /// Two grants of one lock carry the same fencing token.
+    DuplicateToken,
+    /// A grant that began after another grant of the same lock had ended
+    /// carries a smaller token.
+    TokenRegression,
+    /// The storage accepted an increment whose token is lower than one it
+    /// had accepted before.
+    StaleIncrementAccepted,
+    /// The holder of one token incremented both before and after the holder
+    /// of another token did: two holders at once.
+    InterleavedHolders,
+    /// Two accepted increments read the same value: one was lost.
+    LostIncrement,
+    /// An accepted increment did not write what it read plus one.
+    BadIncrement,
+    /// The counter moved further than the accepted increments and the ones
+    /// of unknown outcome can explain.
+    UnexplainedIncrement,
+    /// The storage's order of accepted increments (by the values they read)
+    /// contradicts real time: one completed before another that precedes it
+    /// was invoked.
+    CounterOrder,
+    /// Information, not a violation: two holders' intervals of one lock
+    /// overlap in real time, which the protocol allows when the earlier one
+    /// was paused or cut off past its lease.
+    OverlappingHolders,
+}
+
+impl AnomalyKind {
+    /// Whether this kind is information only and leaves the verdict valid.
+    pub fn is_informational(self) -> bool {
+        matches!(self, AnomalyKind::OverlappingHolders)
+    }
+
+    /// A short name, as in the reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnomalyKind::Malformed => "malformed",
+            AnomalyKind::PhantomRead => "phantom-read",
+            AnomalyKind::FailedWriteVisible => "failed-write-visible",
+            AnomalyKind::ReadYourWrites => "read-your-writes",
+            AnomalyKind::NonMonotonicRead => "non-monotonic-read",
+            AnomalyKind::LostWrite => "lost-write",
+            AnomalyKind::Divergence => "divergence",
+            AnomalyKind::DuplicateElement => "duplicate-element",
+            AnomalyKind::OrderFlip => "order-flip",
+            AnomalyKind::DuplicateToken => "duplicate-token",
+            AnomalyKind::TokenRegression => "token-regression",
+            AnomalyKind::StaleIncrementAccepted => "stale-increment-accepted",
+            AnomalyKind::InterleavedHolders => "interleaved-holders",
+            AnomalyKind::LostIncrement => "lost-increment",
+            AnomalyKind::BadIncrement => "bad-increment",
+            AnomalyKind::UnexplainedIncrement => "unexplained-increment",
+            AnomalyKind::CounterOrder => "counter-order",
+            AnomalyKind::OverlappingHolders => "overlapping-holders",
+        }
+    }
+}
+
+impl fmt::Display for AnomalyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One anomaly found, with the operations involved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Anomaly {
+    /// What is wrong.
+    pub kind: AnomalyKind,
+    /// The register or list key, lock or counter concerned.
+    pub object: u32,
+    /// What was seen, in words.
+    pub detail: String,
+    /// The operations involved (each names its events' positions in the
+    /// history).
+    pub ops: Vec<Operation>,
+}
+
+/// How the operations a checker looked at ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OpCounts {
+    /// Acknowledged.
+    pub ok: usize,
+    /// Certainly without effect.
+    pub fail: usize,
+    /// Outcome unknown, including operations a crash left unfinished.
+    pub info: usize,
+}
+
+impl OpCounts {
+    /// All the operations.
+    pub fn total(&self) -> usize {
+        self.ok + self.fail + self.info
+    }
+
+    fn count(&mut self, op: &Operation) {
+        match op.outcome {
+            Kind::Ok => self.ok += 1,
+            Kind::Fail => self.fail += 1,
+            _ => self.info += 1,
+        }
+    }
+}
+
+/// What one checker found.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckerReport {
+    /// The checker: "history", "registers", "lists" or "locks".
+    pub name: &'static str,
+    /// The operations it looked at.
+    pub ops: OpCounts,
+    /// Reads that counted as final (registers and lists; see the module
+    /// docs): zero means convergence and loss went unchecked.
+    pub final_reads: usize,
+    /// Violations found, by kind.
+    pub anomalies: BTreeMap<AnomalyKind, usize>,
+    /// Informational findings, by kind; they leave the verdict valid.
+    pub informational: BTreeMap<AnomalyKind, usize>,
+    /// Up to [`EXAMPLES_PER_KIND`] findings of each kind, in full.
+    pub examples: Vec<Anomaly>,
+    /// No violation found.
+    pub valid: bool,
+}
+
+impl CheckerReport {
+    fn new(name: &'static str) -> Self {
+        CheckerReport {
+            name,
+            ops: OpCounts::default(),
+            final_reads: 0,
+            anomalies: BTreeMap::new(),
+            informational: BTreeMap::new(),
+            examples: Vec::new(),
+            valid: true,
+        }
+    }
+
+    /// Records a finding.
+    fn add(&mut self, kind: AnomalyKind, object: u32, detail: String, ops: Vec<Operation>) {
+        let counts = if kind.is_informational() {
+            &mut self.informational
+        } else {
+            self.valid = false;
+            &mut self.anomalies
+        };
+        let n = counts.entry(kind).or_insert(0);
+        *n += 1;
+        if *n <= EXAMPLES_PER_KIND {
+            self.examples.push(Anomaly {
+                kind,
+                object,
+                detail,
+                ops,
+            });
+        }
+    }
+
+    /// How many violations of `kind` were found.
+    pub fn count(&self, kind: AnomalyKind) -> usize {
+        self.anomalies
+            .get(&kind)
+            .or_else(|| self.informational.get(&kind))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// What every checker found in one history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The history's shape: every operation, and malformed events.
+    pub history: CheckerReport,
+    /// The register workload.
+    pub registers: CheckerReport,
+    /// The list workload.
+    pub lists: CheckerReport,
+    /// The lock workload.
+    pub locks: CheckerReport,
+}
+
+impl Report {
+    /// No checker found a violation.
+    pub fn valid(&self) -> bool {
+        self.checkers().iter().all(|c| c.valid)
+    }
+
+    /// The checkers' reports, in table order.
+    pub fn checkers(&self) -> [&CheckerReport; 4] {
+        [&self.history, &self.registers, &self.lists, &self.locks]
+    }
+}
+
+/// A table: one row per checker (operations by outcome, final reads,
+/// violations, verdict), then one line per kind of finding.
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9}  verdict",
+            "checker", "ops", "ok", "fail", "info", "final", "anomalies"
+        )?;
+        for c in self.checkers() {
+            writeln!(
+                f,
+                "{:<10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9}  {}",
+                c.name,
+                c.ops.total(),
+                c.ops.ok,
+                c.ops.fail,
+                c.ops.info,
+                c.final_reads,
+                c.anomalies.values().sum::<usize>(),
+                if c.valid { "valid" } else { "INVALID" }
+            )?;
+        }
+        for c in self.checkers() {
+            for (kind, n) in &c.anomalies {
+                writeln!(f, "  {}: {kind} x{n}", c.name)?;
+            }
+            for (kind, n) in &c.informational {
+                writeln!(f, "  {}: {kind} x{n} (information)", c.name)?;
+            }
+        }
+        write!(
+            f,
+            "verdict: {}",
+            if self.valid() { "valid" } else { "INVALID" }
+        )
+    }
+}
+
+/// Runs every checker on a history (events of all processes, in any order
+/// between processes; each process's own events in the order recorded).
+pub fn check_all(history: &[Event]) -> Report {
+    let (ops, malformed) = operations(history);
+    let mut shape = CheckerReport::new("history");
+    for op in &ops {
+        shape.ops.count(op);
+    }
+    for (detail, op) in malformed {
+        shape.add(AnomalyKind::Malformed, op.op.object(), detail, vec![op]);
+    }
+    Report {
+        history: shape,
+        registers: register::check(&ops),
+        lists: list::check(&ops),
+        locks: lock::check(&ops),
+    }
+}
+
+/// Checks the register operations of a history (see [`check_all`]).
+pub fn check_registers(history: &[Event]) -> CheckerReport {
+    register::check(&operations(history).0)
+}
+
+/// Checks the list operations of a history (see [`check_all`]).
+pub fn check_lists(history: &[Event]) -> CheckerReport {
+    list::check(&operations(history).0)
+}
+
+/// Checks the lock and counter operations of a history (see [`check_all`]).
+pub fn check_locks(history: &[Event]) -> CheckerReport {
+    lock::check(&operations(history).0)
+}
+
+/// Why history files could not be checked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// A file could not be opened.
+    #[error("opening {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not a history.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        source: ReadError,
+    },
+}
+
+/// Reads history files (one or several processes' each), merges them and
+/// runs every checker.
+///
+/// # Errors
+///
+/// [`CheckError`] when a file cannot be opened or holds a line that is not
+/// an event (a last line cut short by a crash is skipped).
+pub fn check_files<P: AsRef<Path>>(
+    paths: impl IntoIterator<Item = P>,
+) -> Result<Report, CheckError> {
+    let mut histories = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|source| CheckError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let events = history::read(BufReader::new(file)).map_err(|source| CheckError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        histories.push(events);
+    }
+    Ok(check_all(&history::merge(histories)))
+}

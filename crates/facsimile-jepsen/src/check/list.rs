@@ -1,0 +1,250 @@
+//! Lists under appends.
+//!
+//! Appends never reorder existing elements, so a list's elements have one
+//! order that every read shows a part of: the adjacent pairs of all reads
+//! must form a relation without cycles (a flip of two elements is the
+//! shortest cycle). An element a process has seen stays for it, except its
+//! own appends that the relay never acknowledged, which a reconnection may
+//! drop; an acknowledged append is in every final read.
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::graph::Precedence;
+use super::{AnomalyKind, CheckerReport, Operation};
+use crate::history::{Kind, Op};
+
+#[derive(Default)]
+struct ProcessKey {
+    prev_read: Option<usize>,
+    /// Its appends acknowledged since its last read.
+    acked_since_read: Vec<usize>,
+}
+
+fn read_elements(op: &Operation) -> &[u64] {
+    match &op.op {
+        Op::ReadList {
+            elements: Some(e), ..
+        } => e,
+        _ => &[],
+    }
+}
+
+pub(super) fn check(all: &[Operation]) -> CheckerReport {
+    let mut report = CheckerReport::new("lists");
+    let ops: Vec<&Operation> = all
+        .iter()
+        .filter(|o| matches!(o.op, Op::Append { .. } | Op::ReadList { .. }))
+        .collect();
+    let mut appends: FxHashMap<(u32, u64), usize> = FxHashMap::default();
+    let mut appends_end: FxHashMap<u32, u64> = FxHashMap::default();
+    for (i, op) in ops.iter().enumerate() {
+        report.ops.count(op);
+        if let Op::Append { key, element } = op.op {
+            appends.insert((key, element), i);
+            let end = appends_end.entry(key).or_insert(0);
+            *end = (*end).max(op.end());
+        }
+    }
+
+    let mut state: FxHashMap<(u32, u32), ProcessKey> = FxHashMap::default();
+    let mut order: FxHashMap<u32, Precedence> = FxHashMap::default();
+    let mut last_read: FxHashMap<(u32, u32), usize> = FxHashMap::default();
+    let mut set: FxHashSet<u64> = FxHashSet::default();
+    for (i, op) in ops.iter().enumerate() {
+        let p = op.process;
+        match &op.op {
+            Op::Append { key, .. } if op.is_ok() => {
+                state.entry((p, *key)).or_default().acked_since_read.push(i);
+            }
+            Op::ReadList { key, elements } if op.is_ok() => {
+                let key = *key;
+                let Some(els) = elements else {
+                    report.add(
+                        AnomalyKind::Malformed,
+                        key,
+                        "an acknowledged list read without elements".into(),
+                        vec![(*op).clone()],
+                    );
+                    continue;
+                };
+                last_read.insert((p, key), i);
+                set.clear();
+                let mut dups = Vec::new();
+                let mut distinct = Vec::with_capacity(els.len());
+                for &e in els {
+                    if set.insert(e) {
+                        distinct.push(e);
+                    } else {
+                        dups.push(e);
+                    }
+                }
+                if !dups.is_empty() {
+                    report.add(
+                        AnomalyKind::DuplicateElement,
+                        key,
+                        format!("read of list {key} holds {dups:?} more than once"),
+                        vec![(*op).clone()],
+                    );
+                }
+                let mut phantoms = Vec::new();
+                let mut failed = Vec::new();
+                for &e in &distinct {
+                    match appends.get(&(key, e)) {
+                        None => phantoms.push(e),
+                        Some(&a) if ops[a].outcome == Kind::Fail => failed.push(a),
+                        Some(_) => {}
+                    }
+                }
+                if !phantoms.is_empty() {
+                    report.add(
+                        AnomalyKind::PhantomRead,
+                        key,
+                        format!("read of list {key} holds {phantoms:?}, never appended to it"),
+                        vec![(*op).clone()],
+                    );
+                }
+                if let Some(&a) = failed.first() {
+                    report.add(
+                        AnomalyKind::FailedWriteVisible,
+                        key,
+                        format!(
+                            "read of list {key} holds {} element(s) whose append failed",
+                            failed.len()
+                        ),
+                        vec![ops[a].clone(), (*op).clone()],
+                    );
+                }
+                let precedence = order.entry(key).or_default();
+                for pair in distinct.windows(2) {
+                    precedence.add(pair[0], pair[1], (i, i));
+                }
+
+                let st = state.entry((p, key)).or_default();
+                for &a in &st.acked_since_read {
+                    let Op::Append { element, .. } = ops[a].op else {
+                        continue;
+                    };
+                    if !set.contains(&element) {
+                        report.add(
+                            AnomalyKind::ReadYourWrites,
+                            key,
+                            format!(
+                                "process {p}'s read of list {key} misses its acknowledged append {element}"
+                            ),
+                            vec![ops[a].clone(), (*op).clone()],
+                        );
+                    }
+                }
+                st.acked_since_read.clear();
+                if let Some(prev) = st.prev_read {
+                    let vanished: Vec<u64> = read_elements(ops[prev])
+                        .iter()
+                        .copied()
+                        .filter(|e| !set.contains(e))
+                        .filter(|&e| {
+                            // Its own unacknowledged appends may go; unknown
+                            // and failed ones were reported above.
+                            appends.get(&(key, e)).is_some_and(|&a| {
+                                let append = ops[a];
+                                append.outcome != Kind::Fail
+                                    && (append.process != p || append.is_ok())
+                            })
+                        })
+                        .collect();
+                    if !vanished.is_empty() {
+                        report.add(
+                            AnomalyKind::NonMonotonicRead,
+                            key,
+                            format!(
+                                "process {p}'s read of list {key} lost {vanished:?}, which it had seen"
+                            ),
+                            vec![ops[prev].clone(), (*op).clone()],
+                        );
+                    }
+                }
+                st.prev_read = Some(i);
+            }
+            _ => {}
+        }
+    }
+
+    let mut keys: Vec<u32> = order.keys().copied().collect();
+    keys.sort_unstable();
+    let mut finals: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
+    for (&(_, key), &r) in &last_read {
+        if appends_end
+            .get(&key)
+            .is_none_or(|&end| ops[r].invoke > end)
+        {
+            finals.entry(key).or_default().push(r);
+        }
+    }
+    let mut acked_by_key: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Append { key, .. } = op.op {
+            if op.is_ok() {
+                acked_by_key.entry(key).or_default().push(i);
+            }
+        }
+    }
+    for key in keys {
+        for cycle in order[&key].cycles() {
+            let mut involved: Vec<usize> = cycle
+                .iter()
+                .enumerate()
+                .map(|(k, &a)| order[&key].shown_by(a, cycle[(k + 1) % cycle.len()]).0)
+                .collect();
+            involved.sort_unstable();
+            involved.dedup();
+            report.add(
+                AnomalyKind::OrderFlip,
+                key,
+                format!("reads of list {key} order {cycle:?} in a circle"),
+                involved.into_iter().map(|o| ops[o].clone()).collect(),
+            );
+        }
+        let Some(reads) = finals.get_mut(&key) else {
+            continue;
+        };
+        reads.sort_unstable();
+        report.final_reads += reads.len();
+        let mut distinct: Vec<usize> = Vec::new();
+        for &r in reads.iter() {
+            if !distinct
+                .iter()
+                .any(|&d| read_elements(ops[d]) == read_elements(ops[r]))
+            {
+                distinct.push(r);
+            }
+        }
+        if distinct.len() > 1 {
+            report.add(
+                AnomalyKind::Divergence,
+                key,
+                format!(
+                    "final reads of list {key} disagree ({} different lists)",
+                    distinct.len()
+                ),
+                distinct.iter().map(|&r| ops[r].clone()).collect(),
+            );
+        }
+        let sets: Vec<(usize, FxHashSet<u64>)> = distinct
+            .iter()
+            .map(|&r| (r, read_elements(ops[r]).iter().copied().collect()))
+            .collect();
+        for &a in acked_by_key.get(&key).map_or(&[][..], |v| v) {
+            let Op::Append { element, .. } = ops[a].op else {
+                continue;
+            };
+            if let Some((r, _)) = sets.iter().find(|(_, s)| !s.contains(&element)) {
+                report.add(
+                    AnomalyKind::LostWrite,
+                    key,
+                    format!("acknowledged append {element} is missing from a final read of list {key}"),
+                    vec![ops[a].clone(), ops[*r].clone()],
+                );
+            }
+        }
+    }
+    report
+}

@@ -1,0 +1,274 @@
+//! Locks and the fenced counter.
+//!
+//! The storage increments atomically (it reads and writes back one more
+//! under the token check), so the values the accepted increments read give
+//! the storage's own order of them: sorted by the value written, they must
+//! form one chain, each reading what the one before wrote. Along that
+//! order the tokens must never go down (the storage refuses a lower one)
+//! and a token's increments must be contiguous (otherwise two holders
+//! worked at once). Real time gives no such order: a holder paused between
+//! the storage's reply and recording it stretches its interval over the
+//! next holder's, so overlapping holders are only counted, as information.
+
+use rustc_hash::FxHashMap;
+
+use super::{AnomalyKind, CheckerReport, Operation};
+use crate::history::Op;
+
+pub(super) fn check(all: &[Operation]) -> CheckerReport {
+    let mut report = CheckerReport::new("locks");
+    let ops: Vec<&Operation> = all
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.op,
+                Op::Acquire { .. } | Op::Increment { .. } | Op::Release { .. }
+            )
+        })
+        .collect();
+    let mut grants: FxHashMap<u32, Vec<(usize, u64)>> = FxHashMap::default();
+    let mut accepted: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
+    let mut unknown: FxHashMap<u32, u64> = FxHashMap::default();
+    let mut held: FxHashMap<(u32, u32, u64), usize> = FxHashMap::default();
+    let mut holders: FxHashMap<u32, Vec<(u64, u64, usize)>> = FxHashMap::default();
+    let mut last_seen: FxHashMap<u32, u64> = FxHashMap::default();
+    for (i, op) in ops.iter().enumerate() {
+        report.ops.count(op);
+        let seen = last_seen.entry(op.process).or_insert(0);
+        *seen = (*seen).max(op.end());
+        match op.op {
+            Op::Acquire { lock, token } if op.is_ok() => {
+                let Some(token) = token else {
+                    report.add(
+                        AnomalyKind::Malformed,
+                        lock,
+                        "an acknowledged grant without a token".into(),
+                        vec![(*op).clone()],
+                    );
+                    continue;
+                };
+                grants.entry(lock).or_default().push((i, token));
+                held.insert((op.process, lock, token), i);
+            }
+            Op::Release { lock, token } => {
+                if let Some(g) = held.remove(&(op.process, lock, token)) {
+                    let start = ops[g].end();
+                    holders.entry(lock).or_default().push((start, op.invoke, g));
+                }
+            }
+            Op::Increment { counter, wrote, .. } if op.is_ok() => {
+                if wrote.is_none() {
+                    report.add(
+                        AnomalyKind::Malformed,
+                        counter,
+                        "an accepted increment without the value written".into(),
+                        vec![(*op).clone()],
+                    );
+                    continue;
+                }
+                accepted.entry(counter).or_default().push(i);
+            }
+            Op::Increment { counter, .. } if op.outcome != crate::history::Kind::Fail => {
+                *unknown.entry(counter).or_insert(0) += 1;
+            }
+            _ => {}
+        }
+    }
+    // A holder that never released held the lock until its last event.
+    for ((p, lock, _), g) in held {
+        holders
+            .entry(lock)
+            .or_default()
+            .push((ops[g].end(), last_seen[&p], g));
+    }
+
+    let mut locks: Vec<u32> = grants.keys().copied().collect();
+    locks.sort_unstable();
+    for lock in locks {
+        check_grants(&mut report, &ops, lock, &grants[&lock]);
+        if let Some(h) = holders.get_mut(&lock) {
+            overlaps(&mut report, &ops, lock, h);
+        }
+    }
+    let mut counters: Vec<u32> = accepted.keys().copied().collect();
+    counters.sort_unstable();
+    for counter in counters {
+        let budget = unknown.get(&counter).copied().unwrap_or(0);
+        check_chain(
+            &mut report,
+            &ops,
+            counter,
+            accepted.get_mut(&counter).expect("listed"),
+            budget,
+        );
+    }
+    report
+}
+
+/// Tokens unique, and a grant begun after another ended has a larger one.
+fn check_grants(report: &mut CheckerReport, ops: &[&Operation], lock: u32, grants: &[(usize, u64)]) {
+    let mut by_token: FxHashMap<u64, usize> = FxHashMap::default();
+    for &(g, token) in grants {
+        if let Some(&other) = by_token.get(&token) {
+            report.add(
+                AnomalyKind::DuplicateToken,
+                lock,
+                format!("lock {lock} granted token {token} twice"),
+                vec![ops[other].clone(), ops[g].clone()],
+            );
+        } else {
+            by_token.insert(token, g);
+        }
+    }
+    let mut by_end = grants.to_vec();
+    by_end.sort_unstable_by_key(|&(g, _)| ops[g].end());
+    let mut by_start = grants.to_vec();
+    by_start.sort_unstable_by_key(|&(g, _)| ops[g].invoke);
+    let mut ended = by_end.iter().peekable();
+    let mut highest: Option<(usize, u64)> = None;
+    for &(g, token) in &by_start {
+        while let Some(&&(e, t)) = ended.peek() {
+            if ops[e].end() >= ops[g].invoke {
+                break;
+            }
+            if highest.is_none_or(|(_, h)| t > h) {
+                highest = Some((e, t));
+            }
+            ended.next();
+        }
+        if let Some((e, h)) = highest {
+            if h > token {
+                report.add(
+                    AnomalyKind::TokenRegression,
+                    lock,
+                    format!("lock {lock} granted token {token} after a grant of {h} had ended"),
+                    vec![ops[e].clone(), ops[g].clone()],
+                );
+            }
+        }
+    }
+}
+
+/// Holders' intervals `(start, end, grant)` that overlap in real time.
+fn overlaps(report: &mut CheckerReport, ops: &[&Operation], lock: u32, holders: &mut [(u64, u64, usize)]) {
+    holders.sort_unstable();
+    let mut latest: Option<(u64, usize)> = None;
+    for &(start, end, g) in holders.iter() {
+        if let Some((until, other)) = latest {
+            if start < until {
+                report.add(
+                    AnomalyKind::OverlappingHolders,
+                    lock,
+                    format!("two holders of lock {lock} overlap in real time"),
+                    vec![ops[other].clone(), ops[g].clone()],
+                );
+            }
+        }
+        if latest.is_none_or(|(until, _)| end > until) {
+            latest = Some((end, g));
+        }
+    }
+}
+
+/// The accepted increments of one counter, in the storage's order.
+fn check_chain(
+    report: &mut CheckerReport,
+    ops: &[&Operation],
+    counter: u32,
+    accepted: &mut [usize],
+    unknown: u64,
+) {
+    let fields = |i: usize| match ops[i].op {
+        Op::Increment {
+            token, read, wrote, ..
+        } => (token, read.unwrap_or(0), wrote.unwrap_or(0)),
+        _ => unreachable!("only increments are accepted"),
+    };
+    accepted.sort_unstable_by_key(|&i| (fields(i).2, ops[i].end()));
+    let mut prev: Option<usize> = None;
+    let mut gaps = 0;
+    let mut unexplained = false;
+    let mut highest: Option<(u64, usize)> = None;
+    let mut latest_invoke: Option<(u64, usize)> = None;
+    let mut finished_runs: FxHashMap<u64, usize> = FxHashMap::default();
+    for &i in accepted.iter() {
+        let (token, read, wrote) = fields(i);
+        let op = ops[i];
+        if wrote != read + 1 {
+            report.add(
+                AnomalyKind::BadIncrement,
+                counter,
+                format!("counter {counter}: read {read}, wrote {wrote}"),
+                vec![op.clone()],
+            );
+        }
+        let expected = prev.map_or(0, |p| fields(p).2);
+        if read < expected {
+            report.add(
+                AnomalyKind::LostIncrement,
+                counter,
+                format!("counter {counter}: read {read} after an increment wrote {expected}"),
+                prev.into_iter().chain([i]).map(|o| ops[o].clone()).collect(),
+            );
+        } else if read > expected {
+            gaps += read - expected;
+            if gaps > unknown && !unexplained {
+                unexplained = true;
+                report.add(
+                    AnomalyKind::UnexplainedIncrement,
+                    counter,
+                    format!(
+                        "counter {counter}: read {read} where {expected} was last written, \
+                         with {unknown} increment(s) of unknown outcome to explain {gaps}"
+                    ),
+                    prev.into_iter().chain([i]).map(|o| ops[o].clone()).collect(),
+                );
+            }
+        }
+        if let Some((h, o)) = highest {
+            if token < h {
+                report.add(
+                    AnomalyKind::StaleIncrementAccepted,
+                    counter,
+                    format!("counter {counter}: token {token} accepted after token {h}"),
+                    vec![ops[o].clone(), op.clone()],
+                );
+            }
+        }
+        if highest.is_none_or(|(h, _)| token > h) {
+            highest = Some((token, i));
+        }
+        if let Some(p) = prev {
+            let prev_token = fields(p).0;
+            if prev_token != token {
+                finished_runs.insert(prev_token, p);
+                if let Some(&earlier) = finished_runs.get(&token) {
+                    report.add(
+                        AnomalyKind::InterleavedHolders,
+                        counter,
+                        format!(
+                            "counter {counter}: token {token} incremented before and after token {prev_token}"
+                        ),
+                        vec![ops[earlier].clone(), ops[p].clone(), op.clone()],
+                    );
+                }
+            }
+        }
+        if let Some((t, o)) = latest_invoke {
+            if op.complete.is_some_and(|c| c < t) {
+                report.add(
+                    AnomalyKind::CounterOrder,
+                    counter,
+                    format!(
+                        "counter {counter}: an increment completed before one it follows in the storage was invoked"
+                    ),
+                    vec![ops[o].clone(), op.clone()],
+                );
+            }
+        }
+        if latest_invoke.is_none_or(|(t, _)| op.invoke > t) {
+            latest_invoke = Some((op.invoke, i));
+        }
+        prev = Some(i);
+    }
+}
