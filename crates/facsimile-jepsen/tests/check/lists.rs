@@ -1,0 +1,124 @@
+use facsimile_jepsen::check::{AnomalyKind, check_lists};
+use facsimile_jepsen::history::{Kind, Op};
+
+use super::{History, assert_found, assert_valid};
+
+#[test]
+fn concurrent_unknown_failed_and_crashed_appends_are_no_anomaly() {
+    let mut h = History::new();
+    h.read_list(0, 1, &[])
+        .append(0, Kind::Ok, 1, 1)
+        .invoke(1, Op::Append { key: 1, element: 2 })
+        .read_list(0, 1, &[1])
+        .end(1, Kind::Ok, Op::Append { key: 1, element: 2 })
+        .read_list(1, 1, &[1, 2])
+        .read_list(0, 1, &[1, 2])
+        // A process killed mid-run: its last read is not a final one.
+        .read_list(4, 1, &[1])
+        // An append of unknown outcome, seen locally, dropped on rejoining.
+        .append(2, Kind::Info, 1, 3)
+        .read_list(2, 1, &[1, 2, 3])
+        .read_list(2, 1, &[1, 2])
+        .append(0, Kind::Fail, 1, 5)
+        // Cut short by a crash, yet it reached the relay.
+        .invoke(3, Op::Append { key: 1, element: 4 })
+        .read_list(0, 1, &[1, 2, 4])
+        .read_list(1, 1, &[1, 2, 4])
+        .read_list(2, 1, &[1, 2, 4]);
+    let report = check_lists(&h.events);
+    assert_valid(&report);
+    assert_eq!(report.final_reads, 3);
+    assert_eq!(
+        (report.ops.ok, report.ops.fail, report.ops.info),
+        (12, 1, 2)
+    );
+}
+
+#[test]
+fn an_acknowledged_append_missing_from_final_reads_is_lost() {
+    let mut h = History::new();
+    h.append(0, Kind::Ok, 1, 1)
+        .append(0, Kind::Ok, 1, 2)
+        .read_list(1, 1, &[1])
+        .read_list(2, 1, &[1]);
+    let report = check_lists(&h.events);
+    assert_found(&report, AnomalyKind::LostWrite);
+    assert_eq!(report.count(AnomalyKind::LostWrite), 1);
+}
+
+#[test]
+fn an_element_read_twice_is_a_duplicate() {
+    let mut h = History::new();
+    h.append(0, Kind::Ok, 1, 1)
+        .append(0, Kind::Ok, 1, 2)
+        .read_list(1, 1, &[1, 2, 1]);
+    let report = check_lists(&h.events);
+    assert_found(&report, AnomalyKind::DuplicateElement);
+    assert_eq!(report.count(AnomalyKind::OrderFlip), 0);
+}
+
+#[test]
+fn two_elements_in_both_orders_are_a_flip() {
+    let mut h = History::new();
+    h.append(0, Kind::Ok, 1, 1)
+        .append(1, Kind::Ok, 1, 2)
+        .append(1, Kind::Ok, 1, 3)
+        .read_list(2, 1, &[1, 3, 2])
+        .read_list(3, 1, &[2, 1, 3]);
+    let report = check_lists(&h.events);
+    assert_found(&report, AnomalyKind::OrderFlip);
+    // Pairwise consistent reads can still admit no single order.
+    let mut h = History::new();
+    h.append(0, Kind::Ok, 1, 1)
+        .append(0, Kind::Ok, 1, 2)
+        .append(0, Kind::Ok, 1, 3)
+        .read_list(1, 1, &[1, 2])
+        .read_list(2, 1, &[2, 3])
+        .read_list(3, 1, &[3, 1]);
+    assert_found(&check_lists(&h.events), AnomalyKind::OrderFlip);
+}
+
+#[test]
+fn an_element_nobody_appended_is_a_phantom() {
+    let mut h = History::new();
+    h.append(0, Kind::Ok, 1, 1)
+        .append(0, Kind::Ok, 2, 7)
+        .read_list(1, 1, &[1, 7]);
+    assert_found(&check_lists(&h.events), AnomalyKind::PhantomRead);
+}
+
+#[test]
+fn a_failed_append_must_stay_invisible() {
+    let mut h = History::new();
+    h.append(0, Kind::Fail, 1, 5).read_list(1, 1, &[5]);
+    assert_found(&check_lists(&h.events), AnomalyKind::FailedWriteVisible);
+}
+
+#[test]
+fn a_process_reads_its_acknowledged_appends() {
+    let mut h = History::new();
+    h.append(0, Kind::Ok, 1, 1)
+        .append(1, Kind::Ok, 1, 2)
+        .read_list(0, 1, &[2]);
+    assert_found(&check_lists(&h.events), AnomalyKind::ReadYourWrites);
+}
+
+#[test]
+fn a_seen_element_does_not_vanish() {
+    let mut h = History::new();
+    h.append(1, Kind::Ok, 1, 1)
+        .append(1, Kind::Info, 1, 2)
+        .read_list(0, 1, &[1, 2])
+        .read_list(0, 1, &[1]);
+    assert_found(&check_lists(&h.events), AnomalyKind::NonMonotonicRead);
+}
+
+#[test]
+fn final_reads_must_agree() {
+    let mut h = History::new();
+    h.append(0, Kind::Ok, 1, 1)
+        .append(2, Kind::Info, 1, 3)
+        .read_list(0, 1, &[1])
+        .read_list(1, 1, &[1, 3]);
+    assert_found(&check_lists(&h.events), AnomalyKind::Divergence);
+}

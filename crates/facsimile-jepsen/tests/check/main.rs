@@ -1,0 +1,131 @@
+//! The checkers on hand-built histories (valid ones, and ones with one
+//! planted anomaly each) and on histories generated from sequential models.
+
+mod lists;
+mod locks;
+mod model;
+mod registers;
+mod snapshots;
+
+use facsimile_jepsen::check::{AnomalyKind, CheckerReport};
+use facsimile_jepsen::history::{Event, Kind, Op};
+
+/// Builds a history event by event on a clock that ticks once per event.
+#[derive(Default)]
+pub(crate) struct History {
+    pub(crate) events: Vec<Event>,
+    time: u64,
+}
+
+impl History {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(&mut self, process: u32, kind: Kind, op: Op) {
+        self.time += 10;
+        self.events.push(Event {
+            process,
+            kind,
+            op,
+            time: self.time,
+        });
+    }
+
+    pub(crate) fn invoke(&mut self, process: u32, op: Op) -> &mut Self {
+        self.push(process, Kind::Invoke, op);
+        self
+    }
+
+    pub(crate) fn end(&mut self, process: u32, kind: Kind, op: Op) -> &mut Self {
+        self.push(process, kind, op);
+        self
+    }
+
+    /// An operation invoked and completed before anything else happens.
+    pub(crate) fn op(&mut self, process: u32, kind: Kind, invoked: Op, completed: Op) -> &mut Self {
+        self.invoke(process, invoked).end(process, kind, completed)
+    }
+
+    pub(crate) fn write(&mut self, p: u32, kind: Kind, key: u32, value: u64) -> &mut Self {
+        let op = Op::Write { key, value };
+        self.op(p, kind, op.clone(), op)
+    }
+
+    pub(crate) fn read(&mut self, p: u32, key: u32, value: Option<u64>) -> &mut Self {
+        self.op(
+            p,
+            Kind::Ok,
+            Op::Read { key, value: None },
+            Op::Read { key, value },
+        )
+    }
+
+    pub(crate) fn append(&mut self, p: u32, kind: Kind, key: u32, element: u64) -> &mut Self {
+        let op = Op::Append { key, element };
+        self.op(p, kind, op.clone(), op)
+    }
+
+    pub(crate) fn read_list(&mut self, p: u32, key: u32, elements: &[u64]) -> &mut Self {
+        self.op(
+            p,
+            Kind::Ok,
+            Op::ReadList {
+                key,
+                elements: None,
+            },
+            Op::ReadList {
+                key,
+                elements: Some(elements.to_vec()),
+            },
+        )
+    }
+
+    pub(crate) fn acquire(&mut self, p: u32, lock: u32, token: u64) -> &mut Self {
+        self.op(
+            p,
+            Kind::Ok,
+            Op::Acquire { lock, token: None },
+            Op::Acquire {
+                lock,
+                token: Some(token),
+            },
+        )
+    }
+
+    pub(crate) fn increment(&mut self, p: u32, counter: u32, token: u64, read: u64) -> &mut Self {
+        self.op(p, Kind::Ok, incr(counter, token, None), incr(counter, token, Some(read)))
+    }
+
+    pub(crate) fn release(&mut self, p: u32, lock: u32, token: u64) -> &mut Self {
+        let op = Op::Release { lock, token };
+        self.op(p, Kind::Ok, op.clone(), op)
+    }
+}
+
+/// An increment as invoked (`read` `None`) or as accepted.
+pub(crate) fn incr(counter: u32, token: u64, read: Option<u64>) -> Op {
+    Op::Increment {
+        counter,
+        token,
+        read,
+        wrote: read.map(|r| r + 1),
+    }
+}
+
+/// Asserts the report is valid, printing what it found otherwise.
+#[track_caller]
+pub(crate) fn assert_valid(report: &CheckerReport) {
+    assert!(report.valid, "expected valid: {report:#?}");
+}
+
+/// Asserts the report is invalid and found `kind`.
+#[track_caller]
+pub(crate) fn assert_found(report: &CheckerReport, kind: AnomalyKind) {
+    assert!(!report.valid, "expected {kind}: {report:#?}");
+    assert!(report.count(kind) > 0, "expected {kind}: {report:#?}");
+    assert!(
+        report.examples.iter().any(|a| a.kind == kind && !a.ops.is_empty()),
+        "expected an example of {kind} naming its operations: {report:#?}"
+    );
+}
