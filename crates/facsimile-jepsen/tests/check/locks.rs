@@ -1,1 +1,118 @@
+use facsimile_jepsen::check::{AnomalyKind, check_locks};
+use facsimile_jepsen::history::{Kind, Op};
 
+use super::{History, assert_found, assert_valid, incr};
+
+#[test]
+fn paused_holders_refused_increments_and_unknown_outcomes_are_no_anomaly() {
+    let mut h = History::new();
+    h.acquire(0, 1, 1)
+        .increment(0, 1, 1, 0)
+        // Waits while process 0 holds the lock.
+        .invoke(1, Op::Acquire { lock: 1, token: None })
+        .increment(0, 1, 1, 1)
+        .release(0, 1, 1)
+        .end(1, Kind::Ok, Op::Acquire { lock: 1, token: Some(2) })
+        // Process 1's increment is accepted, then it is paused past its
+        // lease before recording so; process 2 gets the lock meanwhile.
+        .invoke(1, incr(1, 2, None))
+        .acquire(2, 1, 3)
+        .increment(2, 1, 3, 3)
+        .end(1, Kind::Ok, incr(1, 2, Some(2)))
+        // Back, process 1 still thinks it holds the lock: refused.
+        .op(1, Kind::Fail, incr(1, 2, None), incr(1, 2, None))
+        // Accepted, but the reply was lost.
+        .op(2, Kind::Info, incr(1, 3, None), incr(1, 3, None))
+        .increment(2, 1, 3, 5)
+        .release(2, 1, 3)
+        // A crash while waiting for the lock.
+        .invoke(3, Op::Acquire { lock: 1, token: None });
+    let report = check_locks(&h.events);
+    assert_valid(&report);
+    assert_eq!(report.count(AnomalyKind::OverlappingHolders), 1);
+    assert_eq!(
+        (report.ops.ok, report.ops.fail, report.ops.info),
+        (10, 1, 2)
+    );
+}
+
+#[test]
+fn two_holders_incrementing_in_turn_are_caught() {
+    let mut h = History::new();
+    h.acquire(0, 1, 1)
+        .increment(0, 1, 1, 0)
+        .acquire(1, 1, 2)
+        .increment(1, 1, 2, 1)
+        .increment(0, 1, 1, 2);
+    let report = check_locks(&h.events);
+    assert_found(&report, AnomalyKind::InterleavedHolders);
+    assert_found(&report, AnomalyKind::StaleIncrementAccepted);
+}
+
+#[test]
+fn a_later_grant_with_a_smaller_token_is_a_regression() {
+    let mut h = History::new();
+    h.acquire(0, 1, 5).release(0, 1, 5).acquire(1, 1, 3);
+    let report = check_locks(&h.events);
+    assert_found(&report, AnomalyKind::TokenRegression);
+    // Concurrent grants may complete in either order.
+    let mut h = History::new();
+    h.invoke(0, Op::Acquire { lock: 1, token: None })
+        .acquire(1, 1, 5)
+        .end(0, Kind::Ok, Op::Acquire { lock: 1, token: Some(3) });
+    assert_valid(&check_locks(&h.events));
+}
+
+#[test]
+fn a_token_granted_twice_is_a_duplicate() {
+    let mut h = History::new();
+    h.acquire(0, 1, 5).release(0, 1, 5).acquire(1, 1, 5);
+    assert_found(&check_locks(&h.events), AnomalyKind::DuplicateToken);
+}
+
+#[test]
+fn an_accepted_stale_token_is_caught() {
+    let mut h = History::new();
+    h.increment(0, 1, 2, 0).increment(1, 1, 1, 1);
+    let report = check_locks(&h.events);
+    assert_found(&report, AnomalyKind::StaleIncrementAccepted);
+    assert_eq!(report.count(AnomalyKind::InterleavedHolders), 0);
+}
+
+#[test]
+fn two_increments_reading_the_same_value_lose_one() {
+    let mut h = History::new();
+    h.increment(0, 1, 1, 0).increment(1, 1, 2, 0);
+    assert_found(&check_locks(&h.events), AnomalyKind::LostIncrement);
+}
+
+#[test]
+fn an_increment_writes_one_more_than_it_read() {
+    let mut h = History::new();
+    h.op(
+        0,
+        Kind::Ok,
+        incr(1, 1, None),
+        Op::Increment {
+            counter: 1,
+            token: 1,
+            read: Some(0),
+            wrote: Some(2),
+        },
+    );
+    assert_found(&check_locks(&h.events), AnomalyKind::BadIncrement);
+}
+
+#[test]
+fn a_jump_without_unknown_increments_is_unexplained() {
+    let mut h = History::new();
+    h.increment(0, 1, 1, 0).increment(0, 1, 1, 5);
+    assert_found(&check_locks(&h.events), AnomalyKind::UnexplainedIncrement);
+}
+
+#[test]
+fn the_storage_order_follows_real_time() {
+    let mut h = History::new();
+    h.increment(0, 1, 1, 1).increment(0, 1, 1, 0);
+    assert_found(&check_locks(&h.events), AnomalyKind::CounterOrder);
+}
