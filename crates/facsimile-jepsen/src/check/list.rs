@@ -49,7 +49,7 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
     let mut state: FxHashMap<(u32, u32), ProcessKey> = FxHashMap::default();
     let mut order: FxHashMap<u32, Precedence> = FxHashMap::default();
     let mut last_read: FxHashMap<(u32, u32), usize> = FxHashMap::default();
-    let mut set: FxHashSet<u64> = FxHashSet::default();
+    let mut cache: FxHashMap<u32, (Option<usize>, FxHashSet<u64>)> = FxHashMap::default();
     for (i, op) in ops.iter().enumerate() {
         let p = op.process;
         match &op.op {
@@ -68,16 +68,30 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                     continue;
                 };
                 last_read.insert((p, key), i);
-                set.clear();
+                // Reads mostly extend the key's previous read: its checked
+                // elements, their set and their order are reused, and only
+                // the new tail is looked at.
+                let (last, set) = cache.entry(key).or_default();
+                let from = match *last {
+                    Some(j) if els.starts_with(read_elements(ops[j])) => {
+                        read_elements(ops[j]).len()
+                    }
+                    _ => {
+                        set.clear();
+                        0
+                    }
+                };
                 let mut dups = Vec::new();
-                let mut distinct = Vec::with_capacity(els.len());
-                for &e in els {
+                let mut fresh = Vec::with_capacity(els.len() - from);
+                for &e in &els[from..] {
                     if set.insert(e) {
-                        distinct.push(e);
+                        fresh.push(e);
                     } else {
                         dups.push(e);
                     }
                 }
+                // A read with duplicates is no prefix to build on.
+                *last = dups.is_empty().then_some(i);
                 if !dups.is_empty() {
                     report.add(
                         AnomalyKind::DuplicateElement,
@@ -88,7 +102,7 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                 }
                 let mut phantoms = Vec::new();
                 let mut failed = Vec::new();
-                for &e in &distinct {
+                for &e in &fresh {
                     match appends.get(&(key, e)) {
                         None => phantoms.push(e),
                         Some(&a) if ops[a].outcome == Kind::Fail => failed.push(a),
@@ -115,8 +129,12 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                     );
                 }
                 let precedence = order.entry(key).or_default();
-                for pair in distinct.windows(2) {
-                    precedence.add(pair[0], pair[1], (i, i));
+                let mut before = from.checked_sub(1).map(|k| els[k]);
+                for &b in &fresh {
+                    if let Some(a) = before {
+                        precedence.add(a, b, (i, i));
+                    }
+                    before = Some(b);
                 }
 
                 let st = state.entry((p, key)).or_default();
@@ -136,7 +154,10 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                     }
                 }
                 st.acked_since_read.clear();
-                if let Some(prev) = st.prev_read {
+                if let Some(prev) = st
+                    .prev_read
+                    .filter(|&j| !els.starts_with(read_elements(ops[j])))
+                {
                     let vanished: Vec<u64> = read_elements(ops[prev])
                         .iter()
                         .copied()
@@ -172,10 +193,7 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
     keys.sort_unstable();
     let mut finals: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
     for (&(_, key), &r) in &last_read {
-        if appends_end
-            .get(&key)
-            .is_none_or(|&end| ops[r].invoke > end)
-        {
+        if appends_end.get(&key).is_none_or(|&end| ops[r].invoke > end) {
             finals.entry(key).or_default().push(r);
         }
     }
@@ -240,7 +258,9 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                 report.add(
                     AnomalyKind::LostWrite,
                     key,
-                    format!("acknowledged append {element} is missing from a final read of list {key}"),
+                    format!(
+                        "acknowledged append {element} is missing from a final read of list {key}"
+                    ),
                     vec![ops[a].clone(), ops[*r].clone()],
                 );
             }

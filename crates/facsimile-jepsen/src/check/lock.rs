@@ -106,7 +106,12 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
 }
 
 /// Tokens unique, and a grant begun after another ended has a larger one.
-fn check_grants(report: &mut CheckerReport, ops: &[&Operation], lock: u32, grants: &[(usize, u64)]) {
+fn check_grants(
+    report: &mut CheckerReport,
+    ops: &[&Operation],
+    lock: u32,
+    grants: &[(usize, u64)],
+) {
     let mut by_token: FxHashMap<u64, usize> = FxHashMap::default();
     for &(g, token) in grants {
         if let Some(&other) = by_token.get(&token) {
@@ -150,7 +155,12 @@ fn check_grants(report: &mut CheckerReport, ops: &[&Operation], lock: u32, grant
 }
 
 /// Holders' intervals `(start, end, grant)` that overlap in real time.
-fn overlaps(report: &mut CheckerReport, ops: &[&Operation], lock: u32, holders: &mut [(u64, u64, usize)]) {
+fn overlaps(
+    report: &mut CheckerReport,
+    ops: &[&Operation],
+    lock: u32,
+    holders: &mut [(u64, u64, usize)],
+) {
     holders.sort_unstable();
     let mut latest: Option<(u64, usize)> = None;
     for &(start, end, g) in holders.iter() {
@@ -208,7 +218,10 @@ fn check_chain(
                 AnomalyKind::LostIncrement,
                 counter,
                 format!("counter {counter}: read {read} after an increment wrote {expected}"),
-                prev.into_iter().chain([i]).map(|o| ops[o].clone()).collect(),
+                prev.into_iter()
+                    .chain([i])
+                    .map(|o| ops[o].clone())
+                    .collect(),
             );
         } else if read > expected {
             gaps += read - expected;
@@ -221,7 +234,10 @@ fn check_chain(
                         "counter {counter}: read {read} where {expected} was last written, \
                          with {unknown} increment(s) of unknown outcome to explain {gaps}"
                     ),
-                    prev.into_iter().chain([i]).map(|o| ops[o].clone()).collect(),
+                    prev.into_iter()
+                        .chain([i])
+                        .map(|o| ops[o].clone())
+                        .collect(),
                 );
             }
         }

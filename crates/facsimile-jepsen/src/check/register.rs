@@ -182,9 +182,9 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
         for &r in &distinct {
             match value(r) {
                 None => {
-                    if let Some(w) = ops.iter().position(
-                        |o| matches!(o.op, Op::Write { key: k, .. } if k == key) && o.is_ok(),
-                    ) {
+                    if let Some(w) = ops.iter().position(|o| {
+                        matches!(o.op, Op::Write { key: k, .. } if k == key) && o.is_ok()
+                    }) {
                         report.add(
                             AnomalyKind::LostWrite,
                             key,

@@ -9,10 +9,23 @@ fn paused_holders_refused_increments_and_unknown_outcomes_are_no_anomaly() {
     h.acquire(0, 1, 1)
         .increment(0, 1, 1, 0)
         // Waits while process 0 holds the lock.
-        .invoke(1, Op::Acquire { lock: 1, token: None })
+        .invoke(
+            1,
+            Op::Acquire {
+                lock: 1,
+                token: None,
+            },
+        )
         .increment(0, 1, 1, 1)
         .release(0, 1, 1)
-        .end(1, Kind::Ok, Op::Acquire { lock: 1, token: Some(2) })
+        .end(
+            1,
+            Kind::Ok,
+            Op::Acquire {
+                lock: 1,
+                token: Some(2),
+            },
+        )
         // Process 1's increment is accepted, then it is paused past its
         // lease before recording so; process 2 gets the lock meanwhile.
         .invoke(1, incr(1, 2, None))
@@ -26,7 +39,13 @@ fn paused_holders_refused_increments_and_unknown_outcomes_are_no_anomaly() {
         .increment(2, 1, 3, 5)
         .release(2, 1, 3)
         // A crash while waiting for the lock.
-        .invoke(3, Op::Acquire { lock: 1, token: None });
+        .invoke(
+            3,
+            Op::Acquire {
+                lock: 1,
+                token: None,
+            },
+        );
     let report = check_locks(&h.events);
     assert_valid(&report);
     assert_eq!(report.count(AnomalyKind::OverlappingHolders), 1);
@@ -57,9 +76,22 @@ fn a_later_grant_with_a_smaller_token_is_a_regression() {
     assert_found(&report, AnomalyKind::TokenRegression);
     // Concurrent grants may complete in either order.
     let mut h = History::new();
-    h.invoke(0, Op::Acquire { lock: 1, token: None })
-        .acquire(1, 1, 5)
-        .end(0, Kind::Ok, Op::Acquire { lock: 1, token: Some(3) });
+    h.invoke(
+        0,
+        Op::Acquire {
+            lock: 1,
+            token: None,
+        },
+    )
+    .acquire(1, 1, 5)
+    .end(
+        0,
+        Kind::Ok,
+        Op::Acquire {
+            lock: 1,
+            token: Some(3),
+        },
+    );
     assert_valid(&check_locks(&h.events));
 }
 

@@ -94,7 +94,12 @@ impl History {
     }
 
     pub(crate) fn increment(&mut self, p: u32, counter: u32, token: u64, read: u64) -> &mut Self {
-        self.op(p, Kind::Ok, incr(counter, token, None), incr(counter, token, Some(read)))
+        self.op(
+            p,
+            Kind::Ok,
+            incr(counter, token, None),
+            incr(counter, token, Some(read)),
+        )
     }
 
     pub(crate) fn release(&mut self, p: u32, lock: u32, token: u64) -> &mut Self {
@@ -125,7 +130,10 @@ pub(crate) fn assert_found(report: &CheckerReport, kind: AnomalyKind) {
     assert!(!report.valid, "expected {kind}: {report:#?}");
     assert!(report.count(kind) > 0, "expected {kind}: {report:#?}");
     assert!(
-        report.examples.iter().any(|a| a.kind == kind && !a.ops.is_empty()),
+        report
+            .examples
+            .iter()
+            .any(|a| a.kind == kind && !a.ops.is_empty()),
         "expected an example of {kind} naming its operations: {report:#?}"
     );
 }

@@ -1,7 +1,9 @@
 use facsimile_jepsen::check::check_snapshots;
 
 fn named(list: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
-    list.iter().map(|(n, b)| (n.to_string(), b.to_vec())).collect()
+    list.iter()
+        .map(|(n, b)| (n.to_string(), b.to_vec()))
+        .collect()
 }
 
 #[test]
