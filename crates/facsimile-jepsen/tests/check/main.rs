@@ -5,6 +5,7 @@ mod lists;
 mod locks;
 mod model;
 mod registers;
+mod report;
 mod snapshots;
 
 use facsimile_jepsen::check::{AnomalyKind, CheckerReport};

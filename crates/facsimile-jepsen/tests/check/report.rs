@@ -1,0 +1,149 @@
+use std::fs;
+use std::path::PathBuf;
+
+use facsimile_jepsen::check::{AnomalyKind, CheckError, check_all, check_files};
+use facsimile_jepsen::history::{Event, Kind, Op, Recorder};
+
+use super::History;
+
+/// A fresh directory for this test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("facsimile-jepsen-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn history_files_of_several_processes_are_merged_and_checked() {
+    let dir = scratch("files");
+    let (a, b) = (dir.join("0.jsonl"), dir.join("1.jsonl"));
+    let mut writer = Recorder::new(fs::File::create(&a).unwrap(), 0);
+    let append = Op::Append { key: 1, element: 7 };
+    writer.record(Kind::Invoke, &append).unwrap();
+    writer.record(Kind::Ok, &append).unwrap();
+    drop(writer);
+    let mut reader = Recorder::new(fs::File::create(&b).unwrap(), 1);
+    reader
+        .record(
+            Kind::Invoke,
+            &Op::ReadList {
+                key: 1,
+                elements: None,
+            },
+        )
+        .unwrap();
+    reader
+        .record(
+            Kind::Ok,
+            &Op::ReadList {
+                key: 1,
+                elements: Some(vec![7]),
+            },
+        )
+        .unwrap();
+    drop(reader);
+    let report = check_files([&a, &b]).unwrap();
+    assert!(report.valid(), "{report}");
+    assert_eq!(report.lists.ops.ok, 2);
+    assert_eq!(report.lists.final_reads, 1);
+
+    // The reader, had it seen nothing, lost the acknowledged append.
+    let mut reader = Recorder::new(fs::File::create(&b).unwrap(), 1);
+    reader
+        .record(
+            Kind::Invoke,
+            &Op::ReadList {
+                key: 1,
+                elements: None,
+            },
+        )
+        .unwrap();
+    reader
+        .record(
+            Kind::Ok,
+            &Op::ReadList {
+                key: 1,
+                elements: Some(vec![]),
+            },
+        )
+        .unwrap();
+    drop(reader);
+    let report = check_files([&a, &b]).unwrap();
+    assert_eq!(report.lists.count(AnomalyKind::LostWrite), 1);
+
+    assert!(matches!(
+        check_files([dir.join("missing.jsonl")]),
+        Err(CheckError::Open { .. })
+    ));
+    fs::write(&b, "not an event\n{}\n").unwrap();
+    assert!(matches!(
+        check_files([&a, &b]),
+        Err(CheckError::Read { .. })
+    ));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_summary_is_a_table_with_each_kind_found() {
+    let mut h = History::new();
+    h.append(0, Kind::Ok, 1, 1)
+        .read_list(1, 1, &[1, 1])
+        .write(0, Kind::Fail, 2, 9)
+        .read(1, 2, Some(9));
+    let report = check_all(&h.events);
+    let text = report.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("checker"), "{text}");
+    let row = |name: &str| -> Vec<String> {
+        lines
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name}: {text}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        row("lists"),
+        ["lists", "2", "2", "0", "0", "1", "1", "INVALID"]
+    );
+    assert_eq!(
+        row("registers"),
+        ["registers", "2", "1", "1", "0", "1", "1", "INVALID"]
+    );
+    assert_eq!(
+        row("locks"),
+        ["locks", "0", "0", "0", "0", "0", "0", "valid"]
+    );
+    assert!(text.contains("lists: duplicate-element x1"), "{text}");
+    assert!(
+        text.contains("registers: failed-write-visible x1"),
+        "{text}"
+    );
+    assert!(text.ends_with("verdict: INVALID"), "{text}");
+
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["lists"]["anomalies"]["duplicate-element"], 1);
+    assert_eq!(json["lists"]["examples"][0]["ops"][0]["invoke_index"], 2);
+}
+
+#[test]
+fn malformed_events_make_the_history_invalid() {
+    let ev = |process, kind, op, time| Event {
+        process,
+        kind,
+        op,
+        time,
+    };
+    let history = vec![
+        ev(0, Kind::Ok, Op::Write { key: 1, value: 1 }, 1),
+        ev(1, Kind::Invoke, Op::Write { key: 1, value: 2 }, 2),
+        ev(1, Kind::Ok, Op::Append { key: 1, element: 2 }, 3),
+    ];
+    let report = check_all(&history);
+    assert!(!report.valid());
+    assert_eq!(report.history.count(AnomalyKind::Malformed), 2);
+    // The write left open counts as one of unknown outcome.
+    assert_eq!(report.registers.ops.info, 1);
+}
