@@ -5,8 +5,11 @@ mod lists;
 mod locks;
 mod model;
 mod registers;
+mod replicas;
 mod report;
 mod snapshots;
+
+use std::collections::HashMap;
 
 use facsimile_jepsen::check::{AnomalyKind, CheckerReport};
 use facsimile_jepsen::history::{Event, Kind, Op};
@@ -137,4 +140,37 @@ pub(crate) fn assert_found(report: &CheckerReport, kind: AnomalyKind) {
             .any(|a| a.kind == kind && !a.ops.is_empty()),
         "expected an example of {kind} naming its operations: {report:#?}"
     );
+}
+
+/// Records an operation taking effect at `at`: invoked up to `early` before
+/// (but after the process's previous operation ended, per `busy_until`),
+/// completed `late` after, or never when `completed` is `None`. Returns the
+/// completion's position in `events`.
+pub(crate) fn record(
+    events: &mut Vec<Event>,
+    busy_until: &mut HashMap<u32, u64>,
+    p: u32,
+    (at, early, late): (u64, u64, u64),
+    invoked: Op,
+    completed: Option<(Kind, Op)>,
+) -> usize {
+    let busy = busy_until.get(&p).map_or(0, |t| t + 1);
+    let invoke = busy.max(at.saturating_sub(early));
+    events.push(Event {
+        process: p,
+        kind: Kind::Invoke,
+        op: invoked,
+        time: invoke,
+    });
+    let complete = at + late;
+    busy_until.insert(p, complete);
+    if let Some((kind, op)) = completed {
+        events.push(Event {
+            process: p,
+            kind,
+            op,
+            time: complete,
+        });
+    }
+    events.len() - 1
 }

@@ -10,7 +10,7 @@ use facsimile_jepsen::check::{AnomalyKind, CheckerReport, Report, check_all};
 use facsimile_jepsen::history::{self, Event, Kind, Op};
 use proptest::prelude::*;
 
-use super::incr;
+use super::{incr, record};
 
 const PROCESSES: u32 = 5;
 const KEYS: u32 = 2;
@@ -77,10 +77,6 @@ struct Model {
 }
 
 impl Model {
-    /// Records an operation taking effect at `at`: invoked up to `early`
-    /// before (but after the process's previous operation), completed
-    /// `late` after, or never when `completed` is `None`. Returns the
-    /// completion's position.
     fn record(
         &mut self,
         p: u32,
@@ -90,25 +86,15 @@ impl Model {
         invoked: Op,
         completed: Option<(Kind, Op)>,
     ) -> usize {
-        let busy = self.busy_until.get(&p).map_or(0, |t| t + 1);
-        let invoke = busy.max(at.saturating_sub(early));
-        self.events.push(Event {
-            process: p,
-            kind: Kind::Invoke,
-            op: invoked,
-            time: invoke,
-        });
-        let complete = at + late;
-        self.busy_until.insert(p, complete);
-        if let Some((kind, op)) = completed {
-            self.events.push(Event {
-                process: p,
-                kind,
-                op,
-                time: complete,
-            });
-        }
-        self.events.len() - 1
+        let busy = &mut self.busy_until;
+        record(
+            &mut self.events,
+            busy,
+            p,
+            (at, early, late),
+            invoked,
+            completed,
+        )
     }
 
     fn run(&mut self, steps: &[Step]) {
