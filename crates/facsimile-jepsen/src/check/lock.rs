@@ -204,7 +204,7 @@ fn check_chain(
     for &i in accepted.iter() {
         let (token, read, wrote) = fields(i);
         let op = ops[i];
-        if wrote != read + 1 {
+        if read.checked_add(1) != Some(wrote) {
             report.add(
                 AnomalyKind::BadIncrement,
                 counter,
@@ -224,7 +224,7 @@ fn check_chain(
                     .collect(),
             );
         } else if read > expected {
-            gaps += read - expected;
+            gaps = (read - expected).saturating_add(gaps);
             if gaps > unknown && !unexplained {
                 unexplained = true;
                 report.add(

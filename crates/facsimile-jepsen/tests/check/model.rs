@@ -496,3 +496,47 @@ proptest! {
         prop_assert!(found.examples.iter().any(|a| a.kind == kind));
     }
 }
+
+/// Any operation, on few objects and values so that they meet, with
+/// extreme values among them.
+fn any_op() -> impl Strategy<Value = Op> {
+    let value = prop_oneof![0..4u64, Just(u64::MAX), Just(u64::MAX - 1)];
+    let maybe = prop::option::of(value.clone());
+    prop_oneof![
+        (0..2u32, value.clone()).prop_map(|(key, value)| Op::Write { key, value }),
+        (0..2u32, maybe.clone()).prop_map(|(key, value)| Op::Read { key, value }),
+        (0..2u32, value.clone()).prop_map(|(key, element)| Op::Append { key, element }),
+        (
+            0..2u32,
+            prop::option::of(prop::collection::vec(value.clone(), 0..5))
+        )
+            .prop_map(|(key, elements)| Op::ReadList { key, elements }),
+        (0..2u32, maybe.clone()).prop_map(|(lock, token)| Op::Acquire { lock, token }),
+        (0..2u32, value.clone(), maybe.clone(), maybe).prop_map(|(counter, token, read, wrote)| {
+            Op::Increment {
+                counter,
+                token,
+                read,
+                wrote,
+            }
+        }),
+        (0..2u32, value).prop_map(|(lock, token)| Op::Release { lock, token }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_history_is_checked_without_panicking(
+        events in prop::collection::vec(
+            (0..3u32, prop_oneof![Just(Kind::Invoke), Just(Kind::Ok), Just(Kind::Fail), Just(Kind::Info)], any_op(), 0..50u64),
+            0..60,
+        ),
+    ) {
+        let history: Vec<Event> = events
+            .into_iter()
+            .map(|(process, kind, op, time)| Event { process, kind, op, time })
+            .collect();
+        let report = check_all(&history);
+        let _ = report.to_string();
+    }
+}
