@@ -8,7 +8,8 @@
 //! and a token's increments must be contiguous (otherwise two holders
 //! worked at once). Real time gives no such order: a holder paused between
 //! the storage's reply and recording it stretches its interval over the
-//! next holder's, so overlapping holders are only counted, as information.
+//! next holder's, so overlapping holders, and increments under different
+//! tokens that overlap in real time, are only counted, as information.
 
 use rustc_hash::FxHashMap;
 
@@ -94,13 +95,9 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
     counters.sort_unstable();
     for counter in counters {
         let budget = unknown.get(&counter).copied().unwrap_or(0);
-        check_chain(
-            &mut report,
-            &ops,
-            counter,
-            accepted.get_mut(&counter).expect("listed"),
-            budget,
-        );
+        let accepted = accepted.get_mut(&counter).expect("listed");
+        overlapping_increments(&mut report, &ops, counter, accepted);
+        check_chain(&mut report, &ops, counter, accepted, budget);
     }
     report
 }
@@ -176,6 +173,40 @@ fn overlaps(
         }
         if latest.is_none_or(|(until, _)| end > until) {
             latest = Some((end, g));
+        }
+    }
+}
+
+/// Accepted increments under different tokens that overlap in real time.
+fn overlapping_increments(
+    report: &mut CheckerReport,
+    ops: &[&Operation],
+    counter: u32,
+    accepted: &mut [usize],
+) {
+    let token = |i: usize| match ops[i].op {
+        Op::Increment { token, .. } => token,
+        _ => unreachable!("only increments are accepted"),
+    };
+    accepted.sort_unstable_by_key(|&i| ops[i].invoke);
+    let mut latest: Option<(u64, usize)> = None;
+    for &i in accepted.iter() {
+        if let Some((until, other)) = latest {
+            if ops[i].invoke < until && token(other) != token(i) {
+                report.add(
+                    AnomalyKind::OverlappingIncrements,
+                    counter,
+                    format!(
+                        "counter {counter}: increments under tokens {} and {} overlap in real time",
+                        token(other),
+                        token(i)
+                    ),
+                    vec![ops[other].clone(), ops[i].clone()],
+                );
+            }
+        }
+        if latest.is_none_or(|(until, _)| ops[i].end() > until) {
+            latest = Some((ops[i].end(), i));
         }
     }
 }

@@ -16,9 +16,9 @@
 //!   append.
 //! - [`check_locks`]: grants and fenced increments. Unique, increasing
 //!   tokens; the accepted increments form one chain whose tokens never go
-//!   backwards and whose holders never interleave; overlapping holders
-//!   (possible when one was paused past its lease) are counted apart, as
-//!   information.
+//!   backwards and whose holders never interleave. Overlapping holders and
+//!   increments (possible when a holder was paused past its lease) are
+//!   counted apart, as information.
 //! - [`check_snapshots`]: the replicas' final snapshots are byte-identical.
 //!
 //! [`check_all`] runs the three history checkers and [`check_files`] reads
@@ -130,12 +130,19 @@ pub enum AnomalyKind {
     /// overlap in real time, which the protocol allows when the earlier one
     /// was paused or cut off past its lease.
     OverlappingHolders,
+    /// Information, not a violation: accepted increments under different
+    /// tokens overlap in real time (a holder paused while its increment
+    /// was in flight); the storage's order decides, and is checked.
+    OverlappingIncrements,
 }
 
 impl AnomalyKind {
     /// Whether this kind is information only and leaves the verdict valid.
     pub fn is_informational(self) -> bool {
-        matches!(self, AnomalyKind::OverlappingHolders)
+        matches!(
+            self,
+            AnomalyKind::OverlappingHolders | AnomalyKind::OverlappingIncrements
+        )
     }
 
     /// A short name, as in the reports.
@@ -159,6 +166,7 @@ impl AnomalyKind {
             AnomalyKind::UnexplainedIncrement => "unexplained-increment",
             AnomalyKind::CounterOrder => "counter-order",
             AnomalyKind::OverlappingHolders => "overlapping-holders",
+            AnomalyKind::OverlappingIncrements => "overlapping-increments",
         }
     }
 }

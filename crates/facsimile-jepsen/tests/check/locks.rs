@@ -49,6 +49,7 @@ fn paused_holders_refused_increments_and_unknown_outcomes_are_no_anomaly() {
     let report = check_locks(&h.events);
     assert_valid(&report);
     assert_eq!(report.count(AnomalyKind::OverlappingHolders), 1);
+    assert_eq!(report.count(AnomalyKind::OverlappingIncrements), 1);
     assert_eq!(
         (report.ops.ok, report.ops.fail, report.ops.info),
         (10, 1, 2)
