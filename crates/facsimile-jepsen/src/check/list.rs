@@ -5,7 +5,9 @@
 //! must form a relation without cycles (a flip of two elements is the
 //! shortest cycle). An element a process has seen stays for it, except its
 //! own appends that the relay never acknowledged, which a reconnection may
-//! drop; an acknowledged append is in every final read.
+//! drop; a durable append is in every final read. Durable: acknowledged, or
+//! seen by another process, since the relay forwards a message only once
+//! it is on its disk (and a stream delivers only what it stored).
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -37,10 +39,18 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
         .collect();
     let mut appends: FxHashMap<(u32, u64), usize> = FxHashMap::default();
     let mut appends_end: FxHashMap<u32, u64> = FxHashMap::default();
+    // Appends of unknown outcome no other process has seen yet.
+    let mut unconfirmed: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
+    let mut durable_by_key: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
     for (i, op) in ops.iter().enumerate() {
         report.ops.count(op);
         if let Op::Append { key, element } = op.op {
             appends.insert((key, element), i);
+            match op.outcome {
+                Kind::Ok => durable_by_key.entry(key).or_default().push(i),
+                Kind::Fail => {}
+                _ => unconfirmed.entry(key).or_default().push(i),
+            }
             let end = appends_end.entry(key).or_insert(0);
             *end = (*end).max(op.end());
         }
@@ -137,6 +147,19 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                     before = Some(b);
                 }
 
+                if let Some(pending) = unconfirmed.get_mut(&key) {
+                    pending.retain(|&a| {
+                        let Op::Append { element, .. } = ops[a].op else {
+                            return true;
+                        };
+                        let seen = ops[a].process != p && set.contains(&element);
+                        if seen {
+                            durable_by_key.entry(key).or_default().push(a);
+                        }
+                        !seen
+                    });
+                }
+
                 let st = state.entry((p, key)).or_default();
                 for &a in &st.acked_since_read {
                     let Op::Append { element, .. } = ops[a].op else {
@@ -197,14 +220,6 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
             finals.entry(key).or_default().push(r);
         }
     }
-    let mut acked_by_key: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
-    for (i, op) in ops.iter().enumerate() {
-        if let Op::Append { key, .. } = op.op {
-            if op.is_ok() {
-                acked_by_key.entry(key).or_default().push(i);
-            }
-        }
-    }
     for key in keys {
         for cycle in order[&key].cycles() {
             let mut involved: Vec<usize> = cycle
@@ -250,7 +265,7 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
             .iter()
             .map(|&r| (r, read_elements(ops[r]).iter().copied().collect()))
             .collect();
-        for &a in acked_by_key.get(&key).map_or(&[][..], |v| v) {
+        for &a in durable_by_key.get(&key).map_or(&[][..], |v| v) {
             let Op::Append { element, .. } = ops[a].op else {
                 continue;
             };
@@ -259,7 +274,7 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                     AnomalyKind::LostWrite,
                     key,
                     format!(
-                        "acknowledged append {element} is missing from a final read of list {key}"
+                        "durable append {element} (acknowledged, or seen by another process) is missing from a final read of list {key}"
                     ),
                     vec![ops[a].clone(), ops[*r].clone()],
                 );

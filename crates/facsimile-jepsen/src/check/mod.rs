@@ -8,12 +8,12 @@
 //! - [`check_registers`]: LWW registers. Not linearizable (reads are local,
 //!   concurrent writes resolve by stamp), so what is checked is what LWW by
 //!   stamp promises: no phantom value, read-your-writes, reads that never go
-//!   back in stamp order, and converged final reads that lose no
-//!   acknowledged write.
+//!   back in stamp order, and converged final reads that lose no durable
+//!   write (acknowledged, or seen by another process).
 //! - [`check_lists`]: appends to lists. No duplicate, no phantom, no failed
 //!   append visible, read-your-writes, monotonic reads, one order for every
-//!   pair of elements, converged final reads holding every acknowledged
-//!   append.
+//!   pair of elements, converged final reads holding every durable append
+//!   (acknowledged, or seen by another process).
 //! - [`check_locks`]: grants and fenced increments. Unique, increasing
 //!   tokens; the accepted increments form one chain whose tokens never go
 //!   backwards and whose holders never interleave. Overlapping holders and
@@ -93,9 +93,11 @@ pub enum AnomalyKind {
     /// A process's reads went back: a register's value moved back in stamp
     /// order (or to nothing), or an element a list read had shown vanished.
     NonMonotonicRead,
-    /// An acknowledged write or append is missing from the converged state:
-    /// a list's final read lacks it, or a register's final value is older
-    /// (in the stamp order the history reveals) than it.
+    /// A durable write or append (acknowledged, or seen by a process other
+    /// than its writer, which the relay allows only once it is on disk) is
+    /// missing from the converged state: a list's final read lacks it, or a
+    /// register's final value is older (in the stamp order the history
+    /// reveals) than it.
     LostWrite,
     /// Final reads of one key disagree.
     Divergence,

@@ -11,10 +11,12 @@
 //! observations. Everything else it saw reached the relay and stays.
 //!
 //! The converged value must be the highest-stamped write the relay
-//! applied; a final value that the order shows below an acknowledged write
-//! means that write was lost.
+//! applied; a final value that the order shows below a durable write means
+//! that write was lost. Durable: acknowledged, or seen by another process,
+//! since the relay forwards a message only once it is on its disk (and a
+//! stream delivers only what it stored).
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::graph::Precedence;
 use super::{AnomalyKind, CheckerReport, Operation};
@@ -50,6 +52,7 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
     }
 
     let mut state: FxHashMap<(u32, u32), ProcessKey> = FxHashMap::default();
+    let mut seen_elsewhere: FxHashSet<usize> = FxHashSet::default();
     let mut order: FxHashMap<u32, Precedence> = FxHashMap::default();
     for (i, op) in ops.iter().enumerate() {
         let p = op.process;
@@ -102,6 +105,9 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                         vec![write.clone(), (*op).clone()],
                     );
                     continue;
+                }
+                if write.process != p {
+                    seen_elsewhere.insert(w);
                 }
                 if let (Some(&n), Some((acked, a))) = (st.written.get(&v), st.last_ack) {
                     if n < acked {
@@ -178,29 +184,30 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                 distinct.iter().map(|&r| ops[r].clone()).collect(),
             );
         }
-        let acked = |v: u64| writes.get(&(key, v)).is_some_and(|&w| ops[w].is_ok());
+        let durable = |w: usize| ops[w].is_ok() || seen_elsewhere.contains(&w);
         for &r in &distinct {
             match value(r) {
                 None => {
-                    if let Some(w) = ops.iter().position(|o| {
-                        matches!(o.op, Op::Write { key: k, .. } if k == key) && o.is_ok()
+                    if let Some(w) = (0..ops.len()).find(|&w| {
+                        matches!(ops[w].op, Op::Write { key: k, .. } if k == key) && durable(w)
                     }) {
                         report.add(
                             AnomalyKind::LostWrite,
                             key,
-                            format!("key {key} ends absent though a write of it was acknowledged"),
+                            format!("key {key} ends absent though a write of it is durable"),
                             vec![ops[w].clone(), ops[r].clone()],
                         );
                     }
                 }
                 Some(f) => {
-                    if let Some(path) = order.path_to(f, acked) {
+                    let durable_value = |v: u64| writes.get(&(key, v)).is_some_and(|&w| durable(w));
+                    if let Some(path) = order.path_to(f, durable_value) {
                         let newer = *path.last().expect("a path has nodes");
                         report.add(
                             AnomalyKind::LostWrite,
                             key,
                             format!(
-                                "key {key} ends at {f}, below the acknowledged write {newer} in stamp order: {path:?}"
+                                "key {key} ends at {f}, below the durable write {newer} in stamp order: {path:?}"
                             ),
                             vec![ops[writes[&(key, newer)]].clone(), ops[r].clone()],
                         );

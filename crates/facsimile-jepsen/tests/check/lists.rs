@@ -122,3 +122,18 @@ fn final_reads_must_agree() {
         .read_list(1, 1, &[1, 3]);
     assert_found(&check_lists(&h.events), AnomalyKind::Divergence);
 }
+
+#[test]
+fn an_append_of_unknown_outcome_seen_by_another_process_is_durable() {
+    let mut h = History::new();
+    h.append(0, Kind::Ok, 1, 1)
+        .append(0, Kind::Info, 1, 2)
+        // Process 1 saw it, so the relay had it on disk.
+        .read_list(1, 1, &[1, 2])
+        .invoke(1, Op::Append { key: 1, element: 3 })
+        .read_list(2, 1, &[1])
+        .read_list(3, 1, &[1]);
+    let report = check_lists(&h.events);
+    assert_found(&report, AnomalyKind::LostWrite);
+    assert_eq!(report.count(AnomalyKind::Divergence), 0);
+}

@@ -130,3 +130,17 @@ fn final_reads_must_agree() {
         .read(1, 1, Some(2));
     assert_found(&check_registers(&h.events), AnomalyKind::Divergence);
 }
+
+#[test]
+fn a_write_of_unknown_outcome_seen_by_another_process_is_durable() {
+    let mut h = History::new();
+    h.write(1, Kind::Ok, 1, 1)
+        .write(0, Kind::Info, 1, 2)
+        // Process 2 saw 2 replace 1: the relay had 2 on disk.
+        .read(2, 1, Some(1))
+        .read(2, 1, Some(2))
+        .invoke(2, Op::Write { key: 1, value: 3 })
+        .read(3, 1, Some(1))
+        .read(4, 1, Some(1));
+    assert_found(&check_registers(&h.events), AnomalyKind::LostWrite);
+}
