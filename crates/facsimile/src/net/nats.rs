@@ -40,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Weak;
 use std::time::Duration;
@@ -59,12 +60,24 @@ use crate::node::{Inner, Node, Outgoing};
 
 /// The object store entry holding a document's newest snapshot.
 const SNAPSHOT: &str = "snapshot";
-/// Its metadata key: the stream sequence the snapshot covers.
-const POSITION: &str = "position";
+/// Its metadata key: the log position the snapshot covers. (Snapshots of
+/// earlier versions, whose positions were stream sequences, had the key
+/// `position`; they are refused rather than misread.)
+const POSITION: &str = "log-position";
+/// A frame's log position is its message's stream sequence shifted by this
+/// many bits, plus its index in the message: positions grow with the log,
+/// and every frame has its own.
+const INDEX_BITS: u32 = 16;
+/// The most frames one stream message carries (below `1 << INDEX_BITS`).
+const PACK_FRAMES: usize = 1024;
+/// The most bytes one stream message of several frames carries (and at
+/// most the server's limit).
+const PACK_BYTES: usize = 64 << 10;
 /// How many snapshot intervals of messages the stream keeps behind the
 /// newest snapshot.
 const RETAINED_INTERVALS: u64 = 10;
-/// Publishes awaiting their acknowledgement at most, well below the
+/// Frames taken from the outbox at once: their stream messages are at most
+/// as many publishes awaiting their acknowledgement, well below the
 /// client's own limit (5,000), which waits without a timeout when reached.
 const MAX_IN_FLIGHT: usize = 1024;
 /// How long reading the snapshot may take before it is tried again.
@@ -202,6 +215,8 @@ struct Ctx {
     backoff: Backoff,
     /// The sender part of message ids: hostname and incarnation.
     id_prefix: String,
+    /// The most bytes of frames one stream message of several carries.
+    pack_bytes: usize,
 }
 
 /// The waits between two attempts to reach the server, to publish or to
@@ -341,6 +356,8 @@ pub(crate) async fn connect(
         shared: shared.clone(),
         backoff: backoff(&options),
         id_prefix,
+        // Below the server's limit with room for the headers and lengths.
+        pack_bytes: PACK_BYTES.min(max_message / 2),
     });
     shared.log_read.send_replace(node.log_position());
     let mut read_rx = shared.log_read.subscribe();
@@ -348,7 +365,7 @@ pub(crate) async fn connect(
     tokio::spawn(publish(ctx.clone()));
     tokio::spawn(run_timers(shared.clone(), node.downgrade()));
     let caught_up = async {
-        while *read_rx.borrow_and_update() < target {
+        while *read_rx.borrow_and_update() < target << INDEX_BITS {
             if read_rx.changed().await.is_err() {
                 break;
             }
@@ -414,16 +431,21 @@ async fn read_snapshot(
     Ok(Some((bytes, position)))
 }
 
-/// Publishes the node's frames in order, each with its message id, and
-/// counts them stored when the stream acknowledged them. After a failure,
-/// and as soon as the client has reconnected, every frame not yet
-/// acknowledged is published again under the same id: the node's messages,
-/// its heartbeats among them, must reach the log within its lease.
+/// Publishes the node's frames in order, several to a stream message when
+/// several are queued, each message with its message id, and counts them
+/// stored when the stream acknowledged them. After a failure, and as soon
+/// as the client has reconnected, every frame not yet acknowledged is
+/// published again in the same messages under the same ids: the node's
+/// messages, its heartbeats among them, must reach the log within its
+/// lease, and the stream's deduplication drops a message it had stored.
 async fn publish(ctx: Arc<Ctx>) {
     let shared = &ctx.shared;
     let mut attempts = ctx.backoff.attempts();
     let mut status = shared.status.subscribe();
     let mut batch = Vec::new();
+    // How many frames each message published and not yet acknowledged
+    // carries, oldest first.
+    let mut packs = VecDeque::new();
     loop {
         let notified = shared.queued.notified();
         batch.clear();
@@ -436,7 +458,7 @@ async fn publish(ctx: Arc<Ctx>) {
         }
         status.mark_unchanged();
         let outcome = tokio::select! {
-            r = publish_batch(&ctx, batch.drain(..), first) => r.map_err(Some),
+            r = publish_batch(&ctx, &batch, first, &mut packs) => r.map_err(Some),
             // Acknowledgements of what went out on the old connection may
             // never come.
             () = reconnected(&mut status) => Err(None),
@@ -472,53 +494,146 @@ async fn reconnected(status: &mut tokio::sync::watch::Receiver<Status>) {
     }
 }
 
+/// How many of `frames` go in the next stream message: as many as fit.
+fn pack_len(frames: &[Bytes], max_bytes: usize) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for frame in frames.iter().take(PACK_FRAMES) {
+        bytes += 4 + frame.len();
+        if n > 0 && bytes > max_bytes {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Several frames as one stream message's payload: each is its 4-byte
+/// big-endian length, then its bytes.
+fn pack(frames: &[Bytes]) -> Bytes {
+    let len = frames.iter().map(|f| 4 + f.len()).sum();
+    let mut out = Vec::with_capacity(len);
+    for frame in frames {
+        // A frame is below the stream's message limit, an `i32`.
+        out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        out.extend_from_slice(frame);
+    }
+    out.into()
+}
+
+/// The `count` frames of a stream message's payload; `None` when it does
+/// not hold exactly that many.
+fn unpack(payload: &[u8], count: u64) -> Option<Vec<&[u8]>> {
+    if count == 1 {
+        return Some(vec![payload]);
+    }
+    let mut frames = Vec::with_capacity(usize::try_from(count).ok()?);
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        if len > tail.len() {
+            return None;
+        }
+        let (frame, tail) = tail.split_at(len);
+        frames.push(frame);
+        rest = tail;
+    }
+    (frames.len() as u64 == count).then_some(frames)
+}
+
+/// Publishes `batch`, whose first frame has index `first`, in stream
+/// messages of one frame or several: first in the `packs` of an earlier
+/// attempt, then as many as fit, each added to `packs` until the stream
+/// acknowledged it.
 async fn publish_batch(
     ctx: &Ctx,
-    batch: impl ExactSizeIterator<Item = Bytes>,
+    batch: &[Bytes],
     first: u64,
+    packs: &mut VecDeque<usize>,
 ) -> Result<(), PublishError> {
-    let mut acks = Vec::with_capacity(batch.len());
-    for (i, frame) in batch.enumerate() {
-        let id = format!("{}.{}", ctx.id_prefix, first + i as u64);
-        let message = jetstream::message::PublishMessage::build()
-            .payload(frame)
-            .message_id(id);
+    let mut acks = Vec::new();
+    let mut at = 0;
+    while at < batch.len() {
+        let rest = &batch[at..];
+        let count = match packs.get_mut(acks.len()) {
+            Some(n) => {
+                *n = (*n).min(rest.len());
+                *n
+            }
+            None => {
+                let n = pack_len(rest, ctx.pack_bytes);
+                packs.push_back(n);
+                n
+            }
+        };
+        let frames = &rest[..count];
+        let index = first + at as u64;
+        at += count;
+        let message = jetstream::message::PublishMessage::build();
+        let message = match frames {
+            [frame] => message
+                .payload(frame.clone())
+                .message_id(format!("{}.{index}", ctx.id_prefix)),
+            _ => message.payload(pack(frames)).message_id(format!(
+                "{}.{index}-{}",
+                ctx.id_prefix,
+                index + count as u64 - 1
+            )),
+        };
         match ctx
             .js
             .send_publish(ctx.names.subject.clone(), message)
             .await
         {
-            Ok(ack) => acks.push(Pending::Ack(ack)),
+            Ok(ack) => acks.push(Pending::Ack(ack, count)),
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
                 // It can never be stored: drop it rather than block every
                 // later frame behind it.
                 tracing::error!(error = %e, "a message is larger than the server accepts; dropped");
-                acks.push(Pending::Dropped);
+                acks.push(Pending::Dropped(count));
             }
             Err(e) => {
-                settle(ctx, acks).await?;
+                settle(ctx, acks, packs).await?;
                 return Err(e);
             }
         }
     }
-    settle(ctx, acks).await
+    settle(ctx, acks, packs).await
 }
 
-/// An acknowledgement awaited, or a frame dropped.
+/// An acknowledgement awaited for a message of so many frames, or the
+/// frames of a message dropped.
 enum Pending {
-    Ack(jetstream::context::PublishAckFuture),
-    Dropped,
+    Ack(jetstream::context::PublishAckFuture, usize),
+    Dropped(usize),
 }
 
 /// Awaits acknowledgements in order, completing frames as they arrive.
-async fn settle(ctx: &Ctx, acks: Vec<Pending>) -> Result<(), PublishError> {
+async fn settle(
+    ctx: &Ctx,
+    acks: Vec<Pending>,
+    packs: &mut VecDeque<usize>,
+) -> Result<(), PublishError> {
     for ack in acks {
         match ack {
-            Pending::Ack(ack) => {
-                let position = ack.await?.sequence;
-                ctx.shared.complete(|outbox| outbox.ack_oldest(position));
+            Pending::Ack(ack, count) => {
+                let seq = ack.await?.sequence;
+                packs.pop_front();
+                ctx.shared.complete(|outbox| {
+                    for i in 0..count {
+                        outbox.ack_oldest((seq << INDEX_BITS) | i as u64);
+                    }
+                });
             }
-            Pending::Dropped => ctx.shared.complete(|outbox| outbox.drop_oldest()),
+            Pending::Dropped(count) => {
+                packs.pop_front();
+                ctx.shared.complete(|outbox| {
+                    for _ in 0..count {
+                        outbox.drop_oldest();
+                    }
+                });
+            }
         }
     }
     Ok(())
@@ -623,15 +738,37 @@ impl Echoes {
     }
 }
 
-/// The connection-wide index of a frame this connection published, from
-/// its message id.
-fn own_index(prefix: &str, message: &async_nats::Message) -> Option<u64> {
-    let id = message
-        .headers
-        .as_ref()?
-        .get(async_nats::header::NATS_MESSAGE_ID)?
-        .as_str();
-    id.strip_prefix(prefix)?.strip_prefix('.')?.parse().ok()
+/// The frames a message id names: `sender.i` frame `i` of its sender,
+/// `sender.i-j` frames `i` to `j` packed in one message; the first and how
+/// many.
+fn frames_named(id: &str) -> Option<(u64, u64)> {
+    let (_, frames) = id.rsplit_once('.')?;
+    match frames.split_once('-') {
+        None => Some((frames.parse().ok()?, 1)),
+        Some((first, last)) => {
+            let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+            let count = last.checked_sub(first)? + 1;
+            (count < 1 << INDEX_BITS).then_some((first, count))
+        }
+    }
+}
+
+/// A message's id, if it has one.
+fn message_id(message: &async_nats::Message) -> Option<&str> {
+    Some(
+        message
+            .headers
+            .as_ref()?
+            .get(async_nats::header::NATS_MESSAGE_ID)?
+            .as_str(),
+    )
+}
+
+/// The connection-wide index of the first frame of a message this
+/// connection published.
+fn own_index(prefix: &str, id: &str) -> Option<u64> {
+    let frames = id.strip_prefix(prefix)?.strip_prefix('.')?;
+    frames_named(frames).map(|(first, _)| first)
 }
 
 async fn read_from(
@@ -641,11 +778,13 @@ async fn read_from(
     echoes: &mut Echoes,
     snapshots: &mut SnapshotDuty,
 ) -> Stop {
+    // The stream sequence of the last message read whole.
+    let mut last = from >> INDEX_BITS;
     let consumer = ctx
         .stream
         .create_consumer(consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from + 1,
+                start_sequence: last + 1,
             },
             // A pull sent to a server that then died is noticed when it
             // expires: keep that short, so a failover stalls reading briefly.
@@ -661,7 +800,6 @@ async fn read_from(
         Err(e) => return Stop::Error(e.into()),
     };
     ctx.shared.log_read.send_replace(from);
-    let mut position = from;
     // Every live node writes at least a heartbeat per third of a lease, so
     // a whole lease of silence means the consumer is stuck (its server went
     // away mid-pull): start a new one from where reading stopped.
@@ -682,30 +820,44 @@ async fn read_from(
             ),
             Err(e) => return Stop::Error(e),
         };
-        if seq <= position {
+        if seq <= last {
             continue;
         }
-        if seq != position + 1 {
+        if seq != last + 1 {
             // Purged behind a snapshot before this node read it.
-            tracing::info!(position, seq, "fell behind the stream's purge");
+            tracing::info!(last, seq, "fell behind the stream's purge");
             return Stop::Reload;
         }
         let Some(n) = Node::upgrade(node) else {
             return Stop::Dropped;
         };
-        if let Err(e) = n.receive_ordered(&message.payload, seq, time) {
-            tracing::warn!(error = %e, seq, "refused a message from the stream");
+        let id = message_id(&message);
+        let count = id.and_then(frames_named).map_or(1, |(_, count)| count);
+        let own = id.and_then(|id| own_index(&ctx.id_prefix, id));
+        // Like a frame that does not decode, a malformed message is
+        // skipped by every reader alike.
+        let frames = unpack(&message.payload, count).unwrap_or_else(|| {
+            tracing::warn!(seq, count, "refused a malformed message from the stream");
+            Vec::new()
+        });
+        for (i, frame) in frames.into_iter().enumerate() {
+            let position = (seq << INDEX_BITS) | i as u64;
+            if let Err(e) = n.receive_ordered(frame, position, time) {
+                tracing::warn!(error = %e, seq, i, "refused a message from the stream");
+            }
+            if n.needs_reload() {
+                echoes.refused |= own.is_some();
+                return Stop::Reload;
+            }
+            if let Some(first) = own {
+                echoes.accepted = echoes.accepted.max(first + i as u64 + 1);
+            }
         }
-        let own = own_index(&ctx.id_prefix, &message);
-        if n.needs_reload() {
-            echoes.refused |= own.is_some();
-            return Stop::Reload;
-        }
-        if let Some(i) = own {
-            echoes.accepted = echoes.accepted.max(i + 1);
-        }
-        position = seq;
-        ctx.shared.log_read.send_replace(seq);
+        last = seq;
+        // Past every frame this message may carry.
+        ctx.shared
+            .log_read
+            .send_replace(((seq + 1) << INDEX_BITS) - 1);
         snapshots.after(ctx, &n, seq).await;
     }
 }
@@ -805,7 +957,7 @@ async fn save_snapshot(
     }
     tracing::debug!(position, size = bytes.len(), "saved a snapshot");
     // Everything below `keep` goes; the newest snapshot covers it.
-    let keep = position.saturating_sub(retain);
+    let keep = (position >> INDEX_BITS).saturating_sub(retain);
     if keep > 1 {
         if let Err(e) = stream.purge().sequence(keep).await {
             tracing::warn!(error = %e, "purging the stream failed");
