@@ -5,22 +5,31 @@
 //! Each document is one JetStream stream: a totally ordered, replicated log
 //! that every node reads whole, its own messages included. The engine runs
 //! in its ordered mode ([`facsimile_core::Config::ordered`]): a lock goes to the first
-//! request in its object's queue in the log, its fencing token is the
-//! stream sequence of the grant, and a node's locks and membership lapse
-//! when the stream's timestamps pass its last message plus the lease. No
-//! node waits for acknowledgements from the others.
+//! request in its object's queue in the log, its fencing token is the log
+//! position of the grant, and a node's locks and membership lapse when
+//! the stream's timestamps pass its last message plus the lease. No node
+//! waits for acknowledgements from the others.
 //!
-//! - Every publish carries a message id (hostname, incarnation, frame
-//!   number): one retried after a lost acknowledgement is dropped by the
-//!   stream's deduplication, and the engine holds back a sender's message
-//!   until its predecessors have been applied.
+//! - A stream message carries the node's frames that were queued together
+//!   when it was published (up to 1,024 frames or 64 KiB): one frame as
+//!   it is, several each behind its 4-byte length. A frame's log position
+//!   is its message's stream sequence times 65,536 plus its index in the
+//!   message. Under load the queue grows while the previous messages
+//!   await their acknowledgement, so messages grow, and the server and
+//!   every reader handle one message per batch instead of one per write.
+//! - Every publish carries a message id (hostname, incarnation, the index
+//!   of its first frame, and of its last after a `-` when it carries
+//!   several): one retried after a lost acknowledgement, with the same
+//!   frames, is dropped by the stream's deduplication, and the engine
+//!   holds back a sender's message until its predecessors have been
+//!   applied.
 //! - A write is acknowledged ([`Connection::flush`]) when the stream has
 //!   stored it (on a majority of its replicas) and the node has read it
 //!   back accepted: a message stored after its sender's lease lapsed is
 //!   refused by the log, and `flush` reports it lost.
 //! - Every [`NatsOptions::snapshot_every`] messages one node (chosen by compare-and-set on
-//!   a key-value entry) saves a snapshot of the document with the stream
-//!   sequence it covers in an object store, and purges the stream up to ten
+//!   a key-value entry) saves a snapshot of the document with the log
+//!   position it covers in an object store, and purges the stream up to ten
 //!   intervals before it. A joiner loads the newest snapshot and replays
 //!   the stream from the next sequence with an ordered consumer; a node
 //!   that falls further behind than the purge does the same.
@@ -115,7 +124,7 @@ impl Default for NatsOptions {
 }
 
 impl NatsOptions {
-    /// The defaults: a 5 s lease, a snapshot every 1,000 messages, streams
+    /// The defaults: a 5 s lease, a snapshot every 1,000 stream messages, streams
     /// on one server.
     ///
     /// ```
@@ -143,10 +152,12 @@ impl NatsOptions {
         self
     }
 
-    /// A snapshot of the document is saved once this many messages
+    /// A snapshot of the document is saved once this many stream messages
     /// followed the last one (default 1,000), and the stream is purged up
     /// to ten times as many messages before it (a node further behind than
-    /// that starts over from the snapshot).
+    /// that starts over from the snapshot). A stream message carries one
+    /// frame or all those the node had queued when it published it (at
+    /// most 1,024), so this counts batches of writes under load.
     ///
     /// ```
     /// let nats = facsimile::net::NatsOptions::new().snapshot_every(10_000);
@@ -742,7 +753,12 @@ impl Echoes {
 /// `sender.i-j` frames `i` to `j` packed in one message; the first and how
 /// many.
 fn frames_named(id: &str) -> Option<(u64, u64)> {
-    let (_, frames) = id.rsplit_once('.')?;
+    span(id.rsplit_once('.')?.1)
+}
+
+/// The frames `i` or `i-j` (the end of a message id) names: the first and
+/// how many.
+fn span(frames: &str) -> Option<(u64, u64)> {
     match frames.split_once('-') {
         None => Some((frames.parse().ok()?, 1)),
         Some((first, last)) => {
@@ -768,7 +784,7 @@ fn message_id(message: &async_nats::Message) -> Option<&str> {
 /// connection published.
 fn own_index(prefix: &str, id: &str) -> Option<u64> {
     let frames = id.strip_prefix(prefix)?.strip_prefix('.')?;
-    frames_named(frames).map(|(first, _)| first)
+    span(frames).map(|(first, _)| first)
 }
 
 async fn read_from(
@@ -962,5 +978,57 @@ async fn save_snapshot(
         if let Err(e) = stream.purge().sequence(keep).await {
             tracing::warn!(error = %e, "purging the stream failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(sizes: &[usize]) -> Vec<Bytes> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Bytes::from(vec![i as u8; n]))
+            .collect()
+    }
+
+    #[test]
+    fn packed_frames_come_out_as_they_went_in() {
+        let sent = frames(&[3, 0, 70, 1]);
+        let payload = pack(&sent);
+        let read = unpack(&payload, 4).unwrap();
+        assert_eq!(read, sent.iter().map(|f| &f[..]).collect::<Vec<_>>());
+        // One frame is its own payload.
+        assert_eq!(unpack(&sent[2], 1).unwrap(), vec![&sent[2][..]]);
+    }
+
+    #[test]
+    fn a_pack_that_does_not_match_its_count_is_refused() {
+        let payload = pack(&frames(&[3, 5]));
+        assert!(unpack(&payload, 3).is_none());
+        assert!(unpack(&payload[..payload.len() - 1], 2).is_none());
+        assert!(unpack(&payload[..2], 2).is_none());
+        // A length beyond the payload.
+        assert!(unpack(&[0xff, 0xff, 0xff, 0xff, 1], 2).is_none());
+    }
+
+    #[test]
+    fn message_ids_name_one_frame_or_a_range() {
+        assert_eq!(frames_named("host.name.0000abcd.17"), Some((17, 1)));
+        assert_eq!(frames_named("host.0000abcd.17-20"), Some((17, 4)));
+        assert_eq!(frames_named("host.0000abcd.20-17"), None);
+        assert_eq!(frames_named("host.0000abcd.0-70000"), None);
+        assert_eq!(frames_named("no-dot"), None);
+        assert_eq!(own_index("h.0000abcd", "h.0000abcd.5-9"), Some(5));
+        assert_eq!(own_index("h.0000abcd", "h.0000abce.5"), None);
+    }
+
+    #[test]
+    fn a_pack_takes_frames_while_they_fit() {
+        assert_eq!(pack_len(&frames(&[10, 10, 10]), 28), 2);
+        // A frame larger than the limit goes alone.
+        assert_eq!(pack_len(&frames(&[100, 10]), 28), 1);
+        assert_eq!(pack_len(&frames(&[1; 2000]), usize::MAX), PACK_FRAMES);
     }
 }
