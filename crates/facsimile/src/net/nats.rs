@@ -124,8 +124,8 @@ impl Default for NatsOptions {
 }
 
 impl NatsOptions {
-    /// The defaults: a 5 s lease, a snapshot every 1,000 stream messages, streams
-    /// on one server.
+    /// The defaults: a 5 s lease, a snapshot every 1,000 stream messages,
+    /// streams on one server.
     ///
     /// ```
     /// let nats = facsimile::net::NatsOptions::new();
@@ -525,7 +525,7 @@ fn pack(frames: &[Bytes]) -> Bytes {
     let len = frames.iter().map(|f| 4 + f.len()).sum();
     let mut out = Vec::with_capacity(len);
     for frame in frames {
-        // A frame is below the stream's message limit, an `i32`.
+        // Packed frames are below `PACK_BYTES`.
         out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
         out.extend_from_slice(frame);
     }
