@@ -265,7 +265,9 @@ async fn stream_bounds(url: &str, doc: &str) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_catches_up_from_a_snapshot_and_the_stream_is_purged() {
     let server = Server::start();
-    let opts = options("late").nats(nats().snapshot_every(500));
+    // A stream message carries all the frames queued when it is published,
+    // so flushing every 50 writes makes at least 200 of them.
+    let opts = options("late").nats(nats().snapshot_every(10));
     let a = join(&server.url(), "alpha", opts.clone()).await;
     a.node().set_root(json!({"items": []})).unwrap();
     let root = a.node().root_map().unwrap();
@@ -276,7 +278,7 @@ async fn a_late_joiner_catches_up_from_a_snapshot_and_the_stream_is_purged() {
         } else {
             items.push(k).unwrap();
         }
-        if k % 1000 == 999 {
+        if k % 50 == 49 {
             a.flush().await.unwrap();
         }
     }
@@ -592,4 +594,43 @@ async fn thousands_of_writes_queued_at_once_are_all_published() {
     let b = join(&server.url(), "bravo", options("burst")).await;
     converged(&[a.node(), b.node()]).await;
     assert_eq!(root_len(b.node()), 6_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_in_the_stream_are_skipped_by_every_reader() {
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("garbage")).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    // Another publisher on the document's subject: a message that claims to
+    // pack three frames but holds one, one whose length runs past its end,
+    // and one that is no frame at all.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut short = 5u32.to_be_bytes().to_vec();
+    short.extend_from_slice(b"abcde");
+    let published: [(&str, Vec<u8>); 3] = [
+        ("intruder.00000001.0-2", short),
+        ("intruder.00000001.3-4", vec![0xff; 9]),
+        ("intruder.00000001.5", b"not a frame".to_vec()),
+    ];
+    for (id, payload) in published {
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(id);
+        js.send_publish("facsimile.garbage", message)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // Alpha reads past them and writes on; a joiner replays them too.
+    let root = a.node().root_map().unwrap();
+    for k in 0..100i64 {
+        root.set(&format!("k{k}"), k).unwrap();
+    }
+    a.flush().await.unwrap();
+    let b = join(&server.url(), "bravo", options("garbage")).await;
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(root_len(b.node()), 100);
 }

@@ -5,22 +5,31 @@
 //! Each document is one JetStream stream: a totally ordered, replicated log
 //! that every node reads whole, its own messages included. The engine runs
 //! in its ordered mode ([`facsimile_core::Config::ordered`]): a lock goes to the first
-//! request in its object's queue in the log, its fencing token is the
-//! stream sequence of the grant, and a node's locks and membership lapse
-//! when the stream's timestamps pass its last message plus the lease. No
-//! node waits for acknowledgements from the others.
+//! request in its object's queue in the log, its fencing token is the log
+//! position of the grant, and a node's locks and membership lapse when
+//! the stream's timestamps pass its last message plus the lease. No node
+//! waits for acknowledgements from the others.
 //!
-//! - Every publish carries a message id (hostname, incarnation, frame
-//!   number): one retried after a lost acknowledgement is dropped by the
-//!   stream's deduplication, and the engine holds back a sender's message
-//!   until its predecessors have been applied.
+//! - A stream message carries the node's frames that were queued together
+//!   when it was published (up to 1,024 frames or 64 KiB): one frame as
+//!   it is, several each behind its 4-byte length. A frame's log position
+//!   is its message's stream sequence times 65,536 plus its index in the
+//!   message. Under load the queue grows while the previous messages
+//!   await their acknowledgement, so messages grow, and the server and
+//!   every reader handle one message per batch instead of one per write.
+//! - Every publish carries a message id (hostname, incarnation, the index
+//!   of its first frame, and of its last after a `-` when it carries
+//!   several): one retried after a lost acknowledgement, with the same
+//!   frames, is dropped by the stream's deduplication, and the engine
+//!   holds back a sender's message until its predecessors have been
+//!   applied.
 //! - A write is acknowledged ([`Connection::flush`]) when the stream has
 //!   stored it (on a majority of its replicas) and the node has read it
 //!   back accepted: a message stored after its sender's lease lapsed is
 //!   refused by the log, and `flush` reports it lost.
 //! - Every [`NatsOptions::snapshot_every`] messages one node (chosen by compare-and-set on
-//!   a key-value entry) saves a snapshot of the document with the stream
-//!   sequence it covers in an object store, and purges the stream up to ten
+//!   a key-value entry) saves a snapshot of the document with the log
+//!   position it covers in an object store, and purges the stream up to ten
 //!   intervals before it. A joiner loads the newest snapshot and replays
 //!   the stream from the next sequence with an ordered consumer; a node
 //!   that falls further behind than the purge does the same.
@@ -40,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Weak;
 use std::time::Duration;
@@ -59,12 +69,24 @@ use crate::node::{Inner, Node, Outgoing};
 
 /// The object store entry holding a document's newest snapshot.
 const SNAPSHOT: &str = "snapshot";
-/// Its metadata key: the stream sequence the snapshot covers.
-const POSITION: &str = "position";
+/// Its metadata key: the log position the snapshot covers. (Snapshots of
+/// earlier versions, whose positions were stream sequences, had the key
+/// `position`; they are refused rather than misread.)
+const POSITION: &str = "log-position";
+/// A frame's log position is its message's stream sequence shifted by this
+/// many bits, plus its index in the message: positions grow with the log,
+/// and every frame has its own.
+const INDEX_BITS: u32 = 16;
+/// The most frames one stream message carries (below `1 << INDEX_BITS`).
+const PACK_FRAMES: usize = 1024;
+/// The most bytes one stream message of several frames carries (and at
+/// most the server's limit).
+const PACK_BYTES: usize = 64 << 10;
 /// How many snapshot intervals of messages the stream keeps behind the
 /// newest snapshot.
 const RETAINED_INTERVALS: u64 = 10;
-/// Publishes awaiting their acknowledgement at most, well below the
+/// Frames taken from the outbox at once: their stream messages are at most
+/// as many publishes awaiting their acknowledgement, well below the
 /// client's own limit (5,000), which waits without a timeout when reached.
 const MAX_IN_FLIGHT: usize = 1024;
 /// How long reading the snapshot may take before it is tried again.
@@ -102,8 +124,8 @@ impl Default for NatsOptions {
 }
 
 impl NatsOptions {
-    /// The defaults: a 5 s lease, a snapshot every 1,000 messages, streams
-    /// on one server.
+    /// The defaults: a 5 s lease, a snapshot every 1,000 stream messages,
+    /// streams on one server.
     ///
     /// ```
     /// let nats = facsimile::net::NatsOptions::new();
@@ -130,10 +152,12 @@ impl NatsOptions {
         self
     }
 
-    /// A snapshot of the document is saved once this many messages
+    /// A snapshot of the document is saved once this many stream messages
     /// followed the last one (default 1,000), and the stream is purged up
     /// to ten times as many messages before it (a node further behind than
-    /// that starts over from the snapshot).
+    /// that starts over from the snapshot). A stream message carries one
+    /// frame or all those the node had queued when it published it (at
+    /// most 1,024), so this counts batches of writes under load.
     ///
     /// ```
     /// let nats = facsimile::net::NatsOptions::new().snapshot_every(10_000);
@@ -202,6 +226,8 @@ struct Ctx {
     backoff: Backoff,
     /// The sender part of message ids: hostname and incarnation.
     id_prefix: String,
+    /// The most bytes of frames one stream message of several carries.
+    pack_bytes: usize,
 }
 
 /// The waits between two attempts to reach the server, to publish or to
@@ -341,6 +367,8 @@ pub(crate) async fn connect(
         shared: shared.clone(),
         backoff: backoff(&options),
         id_prefix,
+        // Below the server's limit with room for the headers and lengths.
+        pack_bytes: PACK_BYTES.min(max_message / 2),
     });
     shared.log_read.send_replace(node.log_position());
     let mut read_rx = shared.log_read.subscribe();
@@ -348,7 +376,7 @@ pub(crate) async fn connect(
     tokio::spawn(publish(ctx.clone()));
     tokio::spawn(run_timers(shared.clone(), node.downgrade()));
     let caught_up = async {
-        while *read_rx.borrow_and_update() < target {
+        while *read_rx.borrow_and_update() < target << INDEX_BITS {
             if read_rx.changed().await.is_err() {
                 break;
             }
@@ -414,16 +442,21 @@ async fn read_snapshot(
     Ok(Some((bytes, position)))
 }
 
-/// Publishes the node's frames in order, each with its message id, and
-/// counts them stored when the stream acknowledged them. After a failure,
-/// and as soon as the client has reconnected, every frame not yet
-/// acknowledged is published again under the same id: the node's messages,
-/// its heartbeats among them, must reach the log within its lease.
+/// Publishes the node's frames in order, several to a stream message when
+/// several are queued, each message with its message id, and counts them
+/// stored when the stream acknowledged them. After a failure, and as soon
+/// as the client has reconnected, every frame not yet acknowledged is
+/// published again in the same messages under the same ids: the node's
+/// messages, its heartbeats among them, must reach the log within its
+/// lease, and the stream's deduplication drops a message it had stored.
 async fn publish(ctx: Arc<Ctx>) {
     let shared = &ctx.shared;
     let mut attempts = ctx.backoff.attempts();
     let mut status = shared.status.subscribe();
     let mut batch = Vec::new();
+    // How many frames each message published and not yet acknowledged
+    // carries, oldest first.
+    let mut packs = VecDeque::new();
     loop {
         let notified = shared.queued.notified();
         batch.clear();
@@ -436,7 +469,7 @@ async fn publish(ctx: Arc<Ctx>) {
         }
         status.mark_unchanged();
         let outcome = tokio::select! {
-            r = publish_batch(&ctx, batch.drain(..), first) => r.map_err(Some),
+            r = publish_batch(&ctx, &batch, first, &mut packs) => r.map_err(Some),
             // Acknowledgements of what went out on the old connection may
             // never come.
             () = reconnected(&mut status) => Err(None),
@@ -472,53 +505,146 @@ async fn reconnected(status: &mut tokio::sync::watch::Receiver<Status>) {
     }
 }
 
+/// How many of `frames` go in the next stream message: as many as fit.
+fn pack_len(frames: &[Bytes], max_bytes: usize) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for frame in frames.iter().take(PACK_FRAMES) {
+        bytes += 4 + frame.len();
+        if n > 0 && bytes > max_bytes {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Several frames as one stream message's payload: each is its 4-byte
+/// big-endian length, then its bytes.
+fn pack(frames: &[Bytes]) -> Bytes {
+    let len = frames.iter().map(|f| 4 + f.len()).sum();
+    let mut out = Vec::with_capacity(len);
+    for frame in frames {
+        // Packed frames are below `PACK_BYTES`.
+        out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        out.extend_from_slice(frame);
+    }
+    out.into()
+}
+
+/// The `count` frames of a stream message's payload; `None` when it does
+/// not hold exactly that many.
+fn unpack(payload: &[u8], count: u64) -> Option<Vec<&[u8]>> {
+    if count == 1 {
+        return Some(vec![payload]);
+    }
+    let mut frames = Vec::with_capacity(usize::try_from(count).ok()?);
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        if len > tail.len() {
+            return None;
+        }
+        let (frame, tail) = tail.split_at(len);
+        frames.push(frame);
+        rest = tail;
+    }
+    (frames.len() as u64 == count).then_some(frames)
+}
+
+/// Publishes `batch`, whose first frame has index `first`, in stream
+/// messages of one frame or several: first in the `packs` of an earlier
+/// attempt, then as many as fit, each added to `packs` until the stream
+/// acknowledged it.
 async fn publish_batch(
     ctx: &Ctx,
-    batch: impl ExactSizeIterator<Item = Bytes>,
+    batch: &[Bytes],
     first: u64,
+    packs: &mut VecDeque<usize>,
 ) -> Result<(), PublishError> {
-    let mut acks = Vec::with_capacity(batch.len());
-    for (i, frame) in batch.enumerate() {
-        let id = format!("{}.{}", ctx.id_prefix, first + i as u64);
-        let message = jetstream::message::PublishMessage::build()
-            .payload(frame)
-            .message_id(id);
+    let mut acks = Vec::new();
+    let mut at = 0;
+    while at < batch.len() {
+        let rest = &batch[at..];
+        let count = match packs.get_mut(acks.len()) {
+            Some(n) => {
+                *n = (*n).min(rest.len());
+                *n
+            }
+            None => {
+                let n = pack_len(rest, ctx.pack_bytes);
+                packs.push_back(n);
+                n
+            }
+        };
+        let frames = &rest[..count];
+        let index = first + at as u64;
+        at += count;
+        let message = jetstream::message::PublishMessage::build();
+        let message = match frames {
+            [frame] => message
+                .payload(frame.clone())
+                .message_id(format!("{}.{index}", ctx.id_prefix)),
+            _ => message.payload(pack(frames)).message_id(format!(
+                "{}.{index}-{}",
+                ctx.id_prefix,
+                index + count as u64 - 1
+            )),
+        };
         match ctx
             .js
             .send_publish(ctx.names.subject.clone(), message)
             .await
         {
-            Ok(ack) => acks.push(Pending::Ack(ack)),
+            Ok(ack) => acks.push(Pending::Ack(ack, count)),
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
                 // It can never be stored: drop it rather than block every
                 // later frame behind it.
                 tracing::error!(error = %e, "a message is larger than the server accepts; dropped");
-                acks.push(Pending::Dropped);
+                acks.push(Pending::Dropped(count));
             }
             Err(e) => {
-                settle(ctx, acks).await?;
+                settle(ctx, acks, packs).await?;
                 return Err(e);
             }
         }
     }
-    settle(ctx, acks).await
+    settle(ctx, acks, packs).await
 }
 
-/// An acknowledgement awaited, or a frame dropped.
+/// An acknowledgement awaited for a message of so many frames, or the
+/// frames of a message dropped.
 enum Pending {
-    Ack(jetstream::context::PublishAckFuture),
-    Dropped,
+    Ack(jetstream::context::PublishAckFuture, usize),
+    Dropped(usize),
 }
 
 /// Awaits acknowledgements in order, completing frames as they arrive.
-async fn settle(ctx: &Ctx, acks: Vec<Pending>) -> Result<(), PublishError> {
+async fn settle(
+    ctx: &Ctx,
+    acks: Vec<Pending>,
+    packs: &mut VecDeque<usize>,
+) -> Result<(), PublishError> {
     for ack in acks {
         match ack {
-            Pending::Ack(ack) => {
-                let position = ack.await?.sequence;
-                ctx.shared.complete(|outbox| outbox.ack_oldest(position));
+            Pending::Ack(ack, count) => {
+                let seq = ack.await?.sequence;
+                packs.pop_front();
+                ctx.shared.complete(|outbox| {
+                    for i in 0..count {
+                        outbox.ack_oldest((seq << INDEX_BITS) | i as u64);
+                    }
+                });
             }
-            Pending::Dropped => ctx.shared.complete(|outbox| outbox.drop_oldest()),
+            Pending::Dropped(count) => {
+                packs.pop_front();
+                ctx.shared.complete(|outbox| {
+                    for _ in 0..count {
+                        outbox.drop_oldest();
+                    }
+                });
+            }
         }
     }
     Ok(())
@@ -623,15 +749,42 @@ impl Echoes {
     }
 }
 
-/// The connection-wide index of a frame this connection published, from
-/// its message id.
-fn own_index(prefix: &str, message: &async_nats::Message) -> Option<u64> {
-    let id = message
-        .headers
-        .as_ref()?
-        .get(async_nats::header::NATS_MESSAGE_ID)?
-        .as_str();
-    id.strip_prefix(prefix)?.strip_prefix('.')?.parse().ok()
+/// The frames a message id names: `sender.i` frame `i` of its sender,
+/// `sender.i-j` frames `i` to `j` packed in one message; the first and how
+/// many.
+fn frames_named(id: &str) -> Option<(u64, u64)> {
+    span(id.rsplit_once('.')?.1)
+}
+
+/// The frames `i` or `i-j` (the end of a message id) names: the first and
+/// how many.
+fn span(frames: &str) -> Option<(u64, u64)> {
+    match frames.split_once('-') {
+        None => Some((frames.parse().ok()?, 1)),
+        Some((first, last)) => {
+            let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+            let count = last.checked_sub(first)? + 1;
+            (count < 1 << INDEX_BITS).then_some((first, count))
+        }
+    }
+}
+
+/// A message's id, if it has one.
+fn message_id(message: &async_nats::Message) -> Option<&str> {
+    Some(
+        message
+            .headers
+            .as_ref()?
+            .get(async_nats::header::NATS_MESSAGE_ID)?
+            .as_str(),
+    )
+}
+
+/// The connection-wide index of the first frame of a message this
+/// connection published.
+fn own_index(prefix: &str, id: &str) -> Option<u64> {
+    let frames = id.strip_prefix(prefix)?.strip_prefix('.')?;
+    span(frames).map(|(first, _)| first)
 }
 
 async fn read_from(
@@ -641,11 +794,13 @@ async fn read_from(
     echoes: &mut Echoes,
     snapshots: &mut SnapshotDuty,
 ) -> Stop {
+    // The stream sequence of the last message read whole.
+    let mut last = from >> INDEX_BITS;
     let consumer = ctx
         .stream
         .create_consumer(consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from + 1,
+                start_sequence: last + 1,
             },
             // A pull sent to a server that then died is noticed when it
             // expires: keep that short, so a failover stalls reading briefly.
@@ -661,7 +816,6 @@ async fn read_from(
         Err(e) => return Stop::Error(e.into()),
     };
     ctx.shared.log_read.send_replace(from);
-    let mut position = from;
     // Every live node writes at least a heartbeat per third of a lease, so
     // a whole lease of silence means the consumer is stuck (its server went
     // away mid-pull): start a new one from where reading stopped.
@@ -682,30 +836,44 @@ async fn read_from(
             ),
             Err(e) => return Stop::Error(e),
         };
-        if seq <= position {
+        if seq <= last {
             continue;
         }
-        if seq != position + 1 {
+        if seq != last + 1 {
             // Purged behind a snapshot before this node read it.
-            tracing::info!(position, seq, "fell behind the stream's purge");
+            tracing::info!(last, seq, "fell behind the stream's purge");
             return Stop::Reload;
         }
         let Some(n) = Node::upgrade(node) else {
             return Stop::Dropped;
         };
-        if let Err(e) = n.receive_ordered(&message.payload, seq, time) {
-            tracing::warn!(error = %e, seq, "refused a message from the stream");
+        let id = message_id(&message);
+        let count = id.and_then(frames_named).map_or(1, |(_, count)| count);
+        let own = id.and_then(|id| own_index(&ctx.id_prefix, id));
+        // Like a frame that does not decode, a malformed message is
+        // skipped by every reader alike.
+        let frames = unpack(&message.payload, count).unwrap_or_else(|| {
+            tracing::warn!(seq, count, "refused a malformed message from the stream");
+            Vec::new()
+        });
+        for (i, frame) in frames.into_iter().enumerate() {
+            let position = (seq << INDEX_BITS) | i as u64;
+            if let Err(e) = n.receive_ordered(frame, position, time) {
+                tracing::warn!(error = %e, seq, i, "refused a message from the stream");
+            }
+            if n.needs_reload() {
+                echoes.refused |= own.is_some();
+                return Stop::Reload;
+            }
+            if let Some(first) = own {
+                echoes.accepted = echoes.accepted.max(first + i as u64 + 1);
+            }
         }
-        let own = own_index(&ctx.id_prefix, &message);
-        if n.needs_reload() {
-            echoes.refused |= own.is_some();
-            return Stop::Reload;
-        }
-        if let Some(i) = own {
-            echoes.accepted = echoes.accepted.max(i + 1);
-        }
-        position = seq;
-        ctx.shared.log_read.send_replace(seq);
+        last = seq;
+        // Past every frame this message may carry.
+        ctx.shared
+            .log_read
+            .send_replace(((seq + 1) << INDEX_BITS) - 1);
         snapshots.after(ctx, &n, seq).await;
     }
 }
@@ -805,10 +973,62 @@ async fn save_snapshot(
     }
     tracing::debug!(position, size = bytes.len(), "saved a snapshot");
     // Everything below `keep` goes; the newest snapshot covers it.
-    let keep = position.saturating_sub(retain);
+    let keep = (position >> INDEX_BITS).saturating_sub(retain);
     if keep > 1 {
         if let Err(e) = stream.purge().sequence(keep).await {
             tracing::warn!(error = %e, "purging the stream failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(sizes: &[usize]) -> Vec<Bytes> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Bytes::from(vec![i as u8; n]))
+            .collect()
+    }
+
+    #[test]
+    fn packed_frames_come_out_as_they_went_in() {
+        let sent = frames(&[3, 0, 70, 1]);
+        let payload = pack(&sent);
+        let read = unpack(&payload, 4).unwrap();
+        assert_eq!(read, sent.iter().map(|f| &f[..]).collect::<Vec<_>>());
+        // One frame is its own payload.
+        assert_eq!(unpack(&sent[2], 1).unwrap(), vec![&sent[2][..]]);
+    }
+
+    #[test]
+    fn a_pack_that_does_not_match_its_count_is_refused() {
+        let payload = pack(&frames(&[3, 5]));
+        assert!(unpack(&payload, 3).is_none());
+        assert!(unpack(&payload[..payload.len() - 1], 2).is_none());
+        assert!(unpack(&payload[..2], 2).is_none());
+        // A length beyond the payload.
+        assert!(unpack(&[0xff, 0xff, 0xff, 0xff, 1], 2).is_none());
+    }
+
+    #[test]
+    fn message_ids_name_one_frame_or_a_range() {
+        assert_eq!(frames_named("host.name.0000abcd.17"), Some((17, 1)));
+        assert_eq!(frames_named("host.0000abcd.17-20"), Some((17, 4)));
+        assert_eq!(frames_named("host.0000abcd.20-17"), None);
+        assert_eq!(frames_named("host.0000abcd.0-70000"), None);
+        assert_eq!(frames_named("no-dot"), None);
+        assert_eq!(own_index("h.0000abcd", "h.0000abcd.5-9"), Some(5));
+        assert_eq!(own_index("h.0000abcd", "h.0000abce.5"), None);
+    }
+
+    #[test]
+    fn a_pack_takes_frames_while_they_fit() {
+        assert_eq!(pack_len(&frames(&[10, 10, 10]), 28), 2);
+        // A frame larger than the limit goes alone.
+        assert_eq!(pack_len(&frames(&[100, 10]), 28), 1);
+        assert_eq!(pack_len(&frames(&[1; 2000]), usize::MAX), PACK_FRAMES);
     }
 }
