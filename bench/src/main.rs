@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --manifest-path bench/Cargo.toml -- all [--quick] [--timeout SECS]
-//! cargo run --release --manifest-path bench/Cargo.toml -- run SYSTEM WORKLOAD [--n N] [--timeout SECS]
+//! cargo run --release --manifest-path bench/Cargo.toml -- run SYSTEM WORKLOAD [--n N] [--totals-only] [--timeout SECS]
 //! ```
 //!
 //! Each (system, workload) pair runs in its own child process (the hidden
@@ -26,12 +26,15 @@ use facsimile_bench::workload::Workload;
 
 const USAGE: &str = "\
 usage:
-  facsimile-bench all [--quick] [--timeout SECS]
-  facsimile-bench run SYSTEM WORKLOAD [--n N] [--timeout SECS]
+  facsimile-bench all [--quick] [--repeats K] [--timeout SECS]
+  facsimile-bench run SYSTEM WORKLOAD [--n N] [--totals-only] [--timeout SECS]
 
-systems:   facsimile, yrs, loro, automerge
-workloads: map_set, map_overwrite, array_push, nested, two_writers, seq_stress,
-           graph_sync, sixteen";
+systems:   facsimile, yrs, yrs-v2, loro, automerge
+workloads: map_set, map_overwrite, array_push, nested, two_writers, catch_up,
+           seq_stress, graph_sync, sixteen
+
+--totals-only skips the second run that splits an incremental workload's
+time into local, encode and apply.";
 
 /// The per-pair timeout when none is given: five minutes for each of an
 /// incremental workload's two runs.
@@ -43,7 +46,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// median of five still moved by a fifth between identical full runs.
 const REPEAT_BELOW: Duration = Duration::from_secs(10);
 
-/// Runs of a repeated pair.
+/// Runs of a repeated pair when `--repeats` is not given.
 const REPEATS: usize = 9;
 
 fn main() -> ExitCode {
@@ -68,6 +71,8 @@ struct Options {
     positional: Vec<String>,
     quick: bool,
     n: Option<usize>,
+    repeats: usize,
+    phases: bool,
     timeout: Duration,
 }
 
@@ -76,6 +81,8 @@ fn parse_options(args: &[String], allow_quick: bool, allow_n: bool) -> Result<Op
         positional: Vec::new(),
         quick: false,
         n: None,
+        repeats: REPEATS,
+        phases: true,
         timeout: DEFAULT_TIMEOUT,
     };
     let mut args = args.iter();
@@ -83,6 +90,10 @@ fn parse_options(args: &[String], allow_quick: bool, allow_n: bool) -> Result<Op
         match arg.as_str() {
             "--quick" if allow_quick => options.quick = true,
             "--n" if allow_n => options.n = Some(parse_number(args.next(), "--n")?),
+            "--totals-only" if allow_n => options.phases = false,
+            "--repeats" if allow_quick => {
+                options.repeats = parse_number(args.next(), "--repeats")?.max(1);
+            }
             "--timeout" => {
                 let secs = parse_number(args.next(), "--timeout")?;
                 options.timeout = Duration::from_secs(secs as u64);
@@ -135,19 +146,19 @@ fn cmd_all(args: &[String]) -> Result<(), String> {
             pairs.len(),
             workload.name()
         );
-        let report = run_child(system, workload, n, options.timeout);
+        let report = run_child(system, workload, n, true, options.timeout);
         let millis = report.total.as_secs_f64() * 1e3;
         eprintln!("{millis:.0} ms {:?}", report.status);
         runs.push(vec![report]);
     }
     let short = |r: &Report| r.status == Status::Ok && r.total < REPEAT_BELOW;
-    for pass in 2..=REPEATS {
+    for pass in 2..=options.repeats {
         for (&(workload, system, n), pair_runs) in pairs.iter().zip(&mut runs) {
             if !short(&pair_runs[0]) {
                 continue;
             }
             eprint!("[pass {pass}] {system} {} N={n} ... ", workload.name());
-            let report = run_child(system, workload, n, options.timeout);
+            let report = run_child(system, workload, n, true, options.timeout);
             let millis = report.total.as_secs_f64() * 1e3;
             eprintln!("{millis:.0} ms {:?}", report.status);
             pair_runs.push(report);
@@ -196,19 +207,23 @@ fn cmd_run(args: &[String]) -> Result<(), String> {
         .n
         .or_else(|| dispatch::default_n(system, workload))
         .expect("a ready system has a default N");
-    let report = run_child(system, workload, n, options.timeout);
+    let report = run_child(system, workload, n, options.phases, options.timeout);
     println!("{}", markdown_table(std::slice::from_ref(&report)));
+    println!("{}", report.to_json_line());
     Ok(())
 }
 
 /// The hidden child entry point: runs one pair and prints its JSON line.
+/// A fourth argument `totals` skips the run that splits the phases.
 fn cmd_one(args: &[String]) -> Result<(), String> {
-    let [system, workload, n] = args else {
-        return Err(USAGE.to_owned());
+    let (system, workload, n, phases) = match args {
+        [system, workload, n] => (system, workload, n, true),
+        [system, workload, n, totals] if totals == "totals" => (system, workload, n, false),
+        _ => return Err(USAGE.to_owned()),
     };
     let workload = parse_workload(workload)?;
     let n = parse_number(Some(n), "N")?;
-    let report = dispatch::run(system, workload, n)
+    let report = dispatch::run(system, workload, n, phases)
         .ok_or_else(|| format!("{system}: not yet implemented"))?;
     if let Status::Fail(why) = &report.status {
         eprintln!("FAIL {system} {} N={n}: {why}", workload.name());
@@ -218,14 +233,24 @@ fn cmd_one(args: &[String]) -> Result<(), String> {
 }
 
 /// Runs one pair in a child process, killing it after `timeout`.
-fn run_child(system: &str, workload: Workload, n: usize, timeout: Duration) -> Report {
+fn run_child(
+    system: &str,
+    workload: Workload,
+    n: usize,
+    phases: bool,
+    timeout: Duration,
+) -> Report {
     let failed = |status| Report::empty(system, workload.name(), n, status);
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return failed(Status::Crash(format!("no executable path: {e}"))),
     };
-    let spawned = Command::new(exe)
-        .args(["one", system, workload.name(), &n.to_string()])
+    let mut command = Command::new(exe);
+    command.args(["one", system, workload.name(), &n.to_string()]);
+    if !phases {
+        command.arg("totals");
+    }
+    let spawned = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
