@@ -28,13 +28,16 @@ const USAGE: &str = "\
 usage:
   facsimile-bench all [--quick] [--repeats K] [--timeout SECS]
   facsimile-bench run SYSTEM WORKLOAD [--n N] [--totals-only] [--timeout SECS]
+  facsimile-bench table RUNS.jsonl
 
 systems:   facsimile, yrs, yrs-v2, loro, automerge
 workloads: map_set, map_overwrite, array_push, nested, two_writers, catch_up,
            seq_stress, graph_sync, sixteen
 
 --totals-only skips the second run that splits an incremental workload's
-time into local, encode and apply.";
+time into local, encode and apply. `table` writes results/latest.md and
+results/latest.jsonl from the JSON lines of `run` commands (the median run
+of each pair), for rounds run by hand.";
 
 /// The per-pair timeout when none is given: five minutes for each of an
 /// incremental workload's two runs.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Some("all") => cmd_all(&args[1..]),
         Some("run") => cmd_run(&args[1..]),
         Some("one") => cmd_one(&args[1..]),
+        Some("table") => cmd_table(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -176,6 +180,56 @@ fn cmd_all(args: &[String]) -> Result<(), String> {
     let lines: String = reports.iter().map(|r| r.to_json_line() + "\n").collect();
     write_file(&dir.join(format!("{stem}.jsonl")), &lines)?;
     eprintln!("wrote {}", dir.join(format!("{stem}.md")).display());
+    Ok(())
+}
+
+/// Writes the results files from JSON lines gathered from `run` commands:
+/// the median run of each (workload, system) pair, in `all`'s order.
+fn cmd_table(args: &[String]) -> Result<(), String> {
+    let [path] = args else {
+        return Err(USAGE.to_owned());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?;
+    let mut runs: Vec<Vec<Report>> = Vec::new();
+    for report in text.lines().filter_map(Report::from_json_line) {
+        match runs
+            .iter_mut()
+            .find(|r| r[0].workload == report.workload && r[0].system == report.system)
+        {
+            Some(pair) => pair.push(report),
+            None => runs.push(vec![report]),
+        }
+    }
+    let order = |r: &Report| {
+        let w = Workload::ALL.iter().position(|w| w.name() == r.workload);
+        let s = dispatch::SYSTEMS.iter().position(|s| *s == r.system);
+        (w, s)
+    };
+    runs.sort_by_key(|r| order(&r[0]));
+    let counts: Vec<usize> = runs.iter().map(Vec::len).collect();
+    let reports: Vec<Report> = runs.into_iter().map(median_run).collect();
+    let table = markdown_table(&reports);
+    println!("{table}");
+    let options = Options {
+        positional: vec!["table".to_owned(), path.clone()],
+        quick: false,
+        n: None,
+        repeats: counts.iter().copied().max().unwrap_or(1),
+        phases: false,
+        timeout: DEFAULT_TIMEOUT,
+    };
+    let mut document = results_document(&table, &options, &[]);
+    document.push_str(&format!(
+        "
+This table was assembled with `table {path}` from `run SYSTEM WORKLOAD          --totals-only` commands (no local / encode / apply split), each row the          median of its runs ({} runs per pair at most).
+",
+        options.repeats
+    ));
+    let dir = results_dir();
+    write_file(&dir.join("latest.md"), &document)?;
+    let lines: String = reports.iter().map(|r| r.to_json_line() + "\n").collect();
+    write_file(&dir.join("latest.jsonl"), &lines)?;
+    eprintln!("wrote {}", dir.join("latest.md").display());
     Ok(())
 }
 
@@ -314,7 +368,13 @@ fn write_file(path: &Path, contents: &str) -> Result<(), String> {
 /// The markdown document around the results table: how it was made, on
 /// what, and how to read it.
 fn results_document(table: &str, options: &Options, skipped: &[&str]) -> String {
-    let command = if options.quick { "all --quick" } else { "all" };
+    let command = if !options.positional.is_empty() {
+        options.positional.join(" ")
+    } else if options.quick {
+        "all --quick".to_owned()
+    } else {
+        "all".to_owned()
+    };
     let mut doc = format!(
         "# Comparative benchmark results\n\n\
          Made by `cargo run --release --manifest-path bench/Cargo.toml -- {command}` \

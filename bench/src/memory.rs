@@ -105,7 +105,9 @@ pub fn element_memory<S: System>(build: Build, n: usize, pair: bool, heap: fn() 
     };
     let elapsed: Duration = start.elapsed();
     let held = heap().saturating_sub(before);
-    let rss = resident().zip(rss_before).map(|(after, before)| after.saturating_sub(before));
+    let rss = resident()
+        .zip(rss_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let replicas = if pair { 2 } else { 1 };
     let elements = Totals::of(&a, Root::Array).ints;
     let status = if elements == n as u64 { "OK" } else { "FAIL" };
@@ -132,4 +134,39 @@ fn resident() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facsimile_sys::Facsimile;
+    use crate::yrs_sys::Yrs;
+
+    fn counted() -> u64 {
+        0
+    }
+
+    /// Both builds reach exactly N elements, alone and in a pair.
+    #[test]
+    fn builds_reach_n() {
+        for build in [Build::Push, Build::Random] {
+            for pair in [false, true] {
+                for line in [
+                    element_memory::<Facsimile>(build, 500, pair, counted),
+                    element_memory::<Yrs>(build, 500, pair, counted),
+                ] {
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    assert_eq!(v["status"], "OK", "{line}");
+                    assert_eq!(v["replicas"], if pair { 2 } else { 1 }, "{line}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_build_deletes() {
+        let ops: Vec<Op<'static>> = Build::Random.ops(1_000).collect();
+        assert!(ops.iter().any(|op| matches!(op, Op::ArrayDelete { .. })));
+        assert!(ops.len() > 1_000);
+    }
 }

@@ -19,12 +19,11 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// Bytes allocated and not yet freed.
+/// Bytes allocated and not yet freed (`stats_alloc` counts a reallocation's
+/// growth in `bytes_allocated` and its shrinking in `bytes_deallocated`).
 fn heap() -> u64 {
     let s = GLOBAL.stats();
-    let live = s.bytes_allocated as i128 - s.bytes_deallocated as i128
-        + s.bytes_reallocated as i128;
-    u64::try_from(live).unwrap_or(0)
+    s.bytes_allocated.saturating_sub(s.bytes_deallocated) as u64
 }
 
 const USAGE: &str = "usage: facsimile-bench-mem SYSTEM push|random N [pair]";
