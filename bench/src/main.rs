@@ -220,9 +220,9 @@ fn cmd_table(args: &[String]) -> Result<(), String> {
     };
     let mut document = results_document(&table, &options, &[]);
     document.push_str(&format!(
-        "
-This table was assembled with `table {path}` from `run SYSTEM WORKLOAD          --totals-only` commands (no local / encode / apply split), each row the          median of its runs ({} runs per pair at most).
-",
+        "\nThis table was assembled with `table {path}` from `run SYSTEM WORKLOAD \
+         --totals-only` commands (no local / encode / apply split), each row the \
+         median of its runs ({} runs per pair at most).\n",
         options.repeats
     ));
     let dir = results_dir();
@@ -415,9 +415,14 @@ fn results_document(table: &str, options: &Options, skipped: &[&str]) -> String 
          - **peak MB** is the child process's VmHWM, read before the final convergence \
          check; it includes every replica of the workload (16 for `sixteen`).\n\
          - Per-operation update paths: yrs `TransactionMut::encode_update_v1` / \
-         `apply_update`; loro `export(ExportMode::updates_in_range)` of the commit's span \
+         `apply_update` (yrs-v2: `encode_update_v2` / `Update::decode_v2`, and v2 \
+         snapshots); loro `export(ExportMode::updates_in_range)` of the commit's span \
          / `import`; automerge `get_last_local_change().raw_bytes()` / \
-         `load_incremental`. See each `bench/src/*_sys.rs` for why.\n",
+         `load_incremental`. See each `bench/src/*_sys.rs` for why.\n\
+         - `catch_up`: two replicas edit while disconnected, then catch up; **bytes/op** \
+         is everything both sides sent (state or version vectors, diffs, sync \
+         messages, facsimile's backlog of messages and its answers) over the edits; \
+         **local** is the disconnected edits, **apply** the whole reconnection.\n",
     );
     for system in skipped {
         doc.push_str(&format!("- **{system}**: not yet implemented, skipped.\n"));
