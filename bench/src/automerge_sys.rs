@@ -10,6 +10,11 @@
 //! sync protocol (`generate_sync_message`) was not used: it exchanges heads
 //! and Bloom filters, several round trips' worth of work for one change.
 //!
+//! Catch-up ([`System::reconnect`]): automerge's sync protocol
+//! (`generate_sync_message` / `receive_sync_message` over a fresh
+//! `sync::State` per side), messages going back and forth, encoded and
+//! decoded, until neither side has anything to send.
+//!
 //! Snapshot: `AutoCommit::save` (compressed document format) and
 //! `AutoCommit::load`.
 //!
@@ -19,10 +24,11 @@
 
 use automerge::{
     ActorId, AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValueRef, Value as AmValue, ValueRef,
+    sync::{self, SyncDoc},
     transaction::Transactable,
 };
 
-use crate::system::{EditTimer, Elements, Entries, Op, Root, System, Value, Visit};
+use crate::system::{EditTimer, Elements, Entries, Exchange, Op, Root, System, Value, Visit};
 use crate::workload::Workload;
 
 /// An automerge document and the ids of its root containers.
@@ -44,6 +50,24 @@ fn root_object(doc: &AutoCommit, name: &str) -> Option<ObjId> {
     }
 }
 
+impl Automerge {
+    /// Makes `op` and commits it as one change.
+    fn local_edit(&mut self, op: Op<'_>) {
+        let doc = &mut self.doc;
+        match op {
+            Op::MapSet { key, value } => doc.put(&self.map, key, value),
+            Op::ArrayPush { value } => {
+                let len = doc.length(&self.array);
+                doc.insert(&self.array, len, value)
+            }
+            Op::ArrayInsert { index, value } => doc.insert(&self.array, index, value),
+            Op::ArrayDelete { index } => doc.delete(&self.array, index),
+        }
+        .expect("automerge: edit failed");
+        doc.commit();
+    }
+}
+
 impl System for Automerge {
     const NAME: &'static str = "automerge";
 
@@ -53,7 +77,8 @@ impl System for Automerge {
             | Workload::MapOverwrite
             | Workload::ArrayPush
             | Workload::TwoWriters
-            | Workload::SeqStress => 20_000,
+            | Workload::SeqStress
+            | Workload::CatchUp => 20_000,
             // Every replica applies 15 x N changes: 1,000 per replica is
             // already 240,000 applies.
             Workload::Sixteen => 1_000,
@@ -92,20 +117,10 @@ impl System for Automerge {
     type Update = Vec<u8>;
 
     fn edit(&mut self, op: Op<'_>, timer: &mut EditTimer) -> Vec<u8> {
-        let doc = &mut self.doc;
-        match op {
-            Op::MapSet { key, value } => doc.put(&self.map, key, value),
-            Op::ArrayPush { value } => {
-                let len = doc.length(&self.array);
-                doc.insert(&self.array, len, value)
-            }
-            Op::ArrayInsert { index, value } => doc.insert(&self.array, index, value),
-            Op::ArrayDelete { index } => doc.delete(&self.array, index),
-        }
-        .expect("automerge: edit failed");
-        doc.commit();
+        self.local_edit(op);
         timer.local();
-        let update = doc
+        let update = self
+            .doc
             .get_last_local_change()
             .expect("automerge: no change after commit")
             .raw_bytes()
@@ -118,6 +133,23 @@ impl System for Automerge {
         self.doc
             .load_incremental(update)
             .expect("automerge: update rejected");
+    }
+
+    fn edit_offline(&mut self, op: Op<'_>) {
+        self.local_edit(op);
+    }
+
+    fn reconnect(a: &mut Self, b: &mut Self) -> Exchange {
+        let mut exchange = Exchange::default();
+        let mut state_a = sync::State::new();
+        let mut state_b = sync::State::new();
+        loop {
+            let sent_a = sync_step(a, &mut state_a, b, &mut state_b, &mut exchange);
+            let sent_b = sync_step(b, &mut state_b, a, &mut state_a, &mut exchange);
+            if !sent_a && !sent_b {
+                return exchange;
+            }
+        }
     }
 
     fn write_map(&mut self, root: Root, entries: Entries) {
@@ -148,6 +180,28 @@ impl System for Automerge {
             }
         }
     }
+}
+
+/// Sends `from`'s next sync message, if it has one, to `to`; returns whether
+/// it had one.
+fn sync_step(
+    from: &mut Automerge,
+    from_state: &mut sync::State,
+    to: &mut Automerge,
+    to_state: &mut sync::State,
+    exchange: &mut Exchange,
+) -> bool {
+    let Some(message) = from.doc.sync().generate_sync_message(from_state) else {
+        return false;
+    };
+    let bytes = message.encode();
+    exchange.add(bytes.len());
+    let message = sync::Message::decode(&bytes).expect("automerge: undecodable message");
+    to.doc
+        .sync()
+        .receive_sync_message(to_state, message)
+        .expect("automerge: sync message rejected");
+    true
 }
 
 fn write_entries(doc: &mut AutoCommit, map: &ObjId, entries: Entries) {

@@ -7,6 +7,14 @@
 //! owes), so an update may hold several messages: they are framed as `0xFF`
 //! followed by length-prefixed messages (a single message is sent as is).
 //!
+//! Catch-up ([`System::reconnect`]): a node sends every write as a message
+//! at once, disconnected or not, and has no other way to catch up with
+//! concurrent writes (`Node::sync` drops the local document, and with it
+//! the writes made offline; a relay replays a reconnecting client's queued
+//! messages). So each side's backlog of messages goes to the other, in
+//! order, then whatever the receivers answer (acknowledgements, resend
+//! requests), back and forth until nobody sends anything.
+//!
 //! Snapshot: `Node::export_state` (the full replica state a joiner needs),
 //! loaded with `Node::from_exported`.
 
@@ -14,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use facsimile::{ArrayRef, Config, Input, MapRef, Node, Value as FValue};
 
-use crate::system::{EditTimer, Entries, Op, Root, System, Value, Visit};
+use crate::system::{EditTimer, Entries, Exchange, Op, Root, System, Value, Visit};
 
 const FRAMED: u8 = 0xFF;
 
@@ -71,6 +79,17 @@ impl Facsimile {
             node,
             outbox,
         }
+    }
+
+    /// Makes `op` with one store call.
+    fn local_edit(&self, op: Op<'_>) {
+        let result = match op {
+            Op::MapSet { key, value } => self.map.set(key, value),
+            Op::ArrayPush { value } => self.array.push(value),
+            Op::ArrayInsert { index, value } => self.array.insert(index, value),
+            Op::ArrayDelete { index } => self.array.remove(index).map(|_| ()),
+        };
+        result.expect("facsimile: local edit refused");
     }
 
     fn root_map(&self, root: Root) -> &MapRef {
@@ -134,13 +153,7 @@ impl System for Facsimile {
     type Update = Update;
 
     fn edit(&mut self, op: Op<'_>, timer: &mut EditTimer) -> Update {
-        let result = match op {
-            Op::MapSet { key, value } => self.map.set(key, value),
-            Op::ArrayPush { value } => self.array.push(value),
-            Op::ArrayInsert { index, value } => self.array.insert(index, value),
-            Op::ArrayDelete { index } => self.array.remove(index).map(|_| ()),
-        };
-        result.expect("facsimile: local edit refused");
+        self.local_edit(op);
         timer.local();
         let update = self.take_update();
         timer.encode();
@@ -174,6 +187,28 @@ impl System for Facsimile {
         // What the node sent in answer (acknowledgements) belongs to no
         // edit; a real transport would carry it, the workloads do not need it.
         self.outbox.lock().unwrap().clear();
+    }
+
+    fn edit_offline(&mut self, op: Op<'_>) {
+        // The message stays in the outbox: the backlog sent on reconnection.
+        self.local_edit(op);
+    }
+
+    fn reconnect(a: &mut Self, b: &mut Self) -> Exchange {
+        let mut exchange = Exchange::default();
+        loop {
+            let from_a = std::mem::take(&mut *a.outbox.lock().unwrap());
+            let from_b = std::mem::take(&mut *b.outbox.lock().unwrap());
+            if from_a.is_empty() && from_b.is_empty() {
+                return exchange;
+            }
+            for (messages, to) in [(from_a, &*b), (from_b, &*a)] {
+                for msg in messages {
+                    exchange.add(msg.len());
+                    to.node.receive(&msg).expect("facsimile: message refused");
+                }
+            }
+        }
     }
 
     fn write_map(&mut self, root: Root, entries: Entries) {

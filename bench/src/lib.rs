@@ -16,6 +16,7 @@ pub mod automerge_sys;
 pub mod dispatch;
 pub mod facsimile_sys;
 pub mod loro_sys;
+pub mod memory;
 pub mod report;
 pub mod state;
 pub mod system;

@@ -16,16 +16,20 @@
 //! so in `sixteen` each import grows with the concurrent history: it runs at
 //! a smaller N (see [`Loro::default_n`]).
 //!
+//! Catch-up ([`System::reconnect`]): each side sends its encoded oplog
+//! version vector, the other answers with `export(ExportMode::updates(&vv))`,
+//! every change the remote side lacks.
+//!
 //! Snapshot: `export(ExportMode::Snapshot)`, imported into a fresh document.
 //! loro decodes a snapshot's container states lazily, on first access, so
 //! part of its decode time shows up in the read time.
 
 use loro::{
     Container, ContainerTrait, ExportMode, IdSpan, LoroDoc, LoroList, LoroMap, LoroValue,
-    ValueOrContainer,
+    ValueOrContainer, VersionVector,
 };
 
-use crate::system::{EditTimer, Elements, Entries, Op, Root, System, Value, Visit};
+use crate::system::{EditTimer, Elements, Entries, Exchange, Op, Root, System, Value, Visit};
 use crate::workload::Workload;
 
 /// A loro document and handles to its root containers.
@@ -48,6 +52,29 @@ impl Loro {
             peer,
             doc,
         }
+    }
+}
+
+impl Loro {
+    /// Makes `op` and commits it as one change.
+    fn local_edit(&self, op: Op<'_>) {
+        match op {
+            Op::MapSet { key, value } => self.map.insert(key, value),
+            Op::ArrayPush { value } => self.list.push(value),
+            Op::ArrayInsert { index, value } => self.list.insert(index, value),
+            Op::ArrayDelete { index } => self.list.delete(index, 1),
+        }
+        .expect("loro: edit failed");
+        self.doc.commit();
+    }
+
+    /// Every change this replica has that the encoded version vector
+    /// `remote` lacks.
+    fn diff(&self, remote: &[u8]) -> Vec<u8> {
+        let vv = VersionVector::decode(remote).expect("loro: undecodable version vector");
+        self.doc
+            .export(ExportMode::updates(&vv))
+            .expect("loro: update export failed")
     }
 }
 
@@ -82,14 +109,7 @@ impl System for Loro {
     type Update = Vec<u8>;
 
     fn edit(&mut self, op: Op<'_>, timer: &mut EditTimer) -> Vec<u8> {
-        match op {
-            Op::MapSet { key, value } => self.map.insert(key, value),
-            Op::ArrayPush { value } => self.list.push(value),
-            Op::ArrayInsert { index, value } => self.list.insert(index, value),
-            Op::ArrayDelete { index } => self.list.delete(index, 1),
-        }
-        .expect("loro: edit failed");
-        self.doc.commit();
+        self.local_edit(op);
         timer.local();
         let end = self
             .doc
@@ -109,6 +129,25 @@ impl System for Loro {
 
     fn apply(&mut self, update: &[u8]) {
         self.doc.import(update).expect("loro: update rejected");
+    }
+
+    fn edit_offline(&mut self, op: Op<'_>) {
+        self.local_edit(op);
+    }
+
+    fn reconnect(a: &mut Self, b: &mut Self) -> Exchange {
+        let mut exchange = Exchange::default();
+        let vv_a = a.doc.oplog_vv().encode();
+        let vv_b = b.doc.oplog_vv().encode();
+        exchange.add(vv_a.len());
+        exchange.add(vv_b.len());
+        let for_b = a.diff(&vv_b);
+        let for_a = b.diff(&vv_a);
+        exchange.add(for_b.len());
+        exchange.add(for_a.len());
+        b.apply(&for_b);
+        a.apply(&for_a);
+        exchange
     }
 
     fn write_map(&mut self, root: Root, entries: Entries) {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --manifest-path bench/Cargo.toml -- all [--quick] [--timeout SECS]
-//! cargo run --release --manifest-path bench/Cargo.toml -- run SYSTEM WORKLOAD [--n N] [--timeout SECS]
+//! cargo run --release --manifest-path bench/Cargo.toml -- run SYSTEM WORKLOAD [--n N] [--totals-only] [--timeout SECS]
 //! ```
 //!
 //! Each (system, workload) pair runs in its own child process (the hidden
@@ -26,12 +26,18 @@ use facsimile_bench::workload::Workload;
 
 const USAGE: &str = "\
 usage:
-  facsimile-bench all [--quick] [--timeout SECS]
-  facsimile-bench run SYSTEM WORKLOAD [--n N] [--timeout SECS]
+  facsimile-bench all [--quick] [--repeats K] [--timeout SECS]
+  facsimile-bench run SYSTEM WORKLOAD [--n N] [--totals-only] [--timeout SECS]
+  facsimile-bench table RUNS.jsonl
 
-systems:   facsimile, yrs, loro, automerge
-workloads: map_set, map_overwrite, array_push, nested, two_writers, seq_stress,
-           graph_sync, sixteen";
+systems:   facsimile, yrs, yrs-v2, loro, automerge
+workloads: map_set, map_overwrite, array_push, nested, two_writers, catch_up,
+           seq_stress, graph_sync, sixteen
+
+--totals-only skips the second run that splits an incremental workload's
+time into local, encode and apply. `table` writes results/latest.md and
+results/latest.jsonl from the JSON lines of `run` commands (the median run
+of each pair), for rounds run by hand.";
 
 /// The per-pair timeout when none is given: five minutes for each of an
 /// incremental workload's two runs.
@@ -43,7 +49,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// median of five still moved by a fifth between identical full runs.
 const REPEAT_BELOW: Duration = Duration::from_secs(10);
 
-/// Runs of a repeated pair.
+/// Runs of a repeated pair when `--repeats` is not given.
 const REPEATS: usize = 9;
 
 fn main() -> ExitCode {
@@ -52,6 +58,7 @@ fn main() -> ExitCode {
         Some("all") => cmd_all(&args[1..]),
         Some("run") => cmd_run(&args[1..]),
         Some("one") => cmd_one(&args[1..]),
+        Some("table") => cmd_table(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -68,6 +75,8 @@ struct Options {
     positional: Vec<String>,
     quick: bool,
     n: Option<usize>,
+    repeats: usize,
+    phases: bool,
     timeout: Duration,
 }
 
@@ -76,6 +85,8 @@ fn parse_options(args: &[String], allow_quick: bool, allow_n: bool) -> Result<Op
         positional: Vec::new(),
         quick: false,
         n: None,
+        repeats: REPEATS,
+        phases: true,
         timeout: DEFAULT_TIMEOUT,
     };
     let mut args = args.iter();
@@ -83,6 +94,10 @@ fn parse_options(args: &[String], allow_quick: bool, allow_n: bool) -> Result<Op
         match arg.as_str() {
             "--quick" if allow_quick => options.quick = true,
             "--n" if allow_n => options.n = Some(parse_number(args.next(), "--n")?),
+            "--totals-only" if allow_n => options.phases = false,
+            "--repeats" if allow_quick => {
+                options.repeats = parse_number(args.next(), "--repeats")?.max(1);
+            }
             "--timeout" => {
                 let secs = parse_number(args.next(), "--timeout")?;
                 options.timeout = Duration::from_secs(secs as u64);
@@ -135,19 +150,19 @@ fn cmd_all(args: &[String]) -> Result<(), String> {
             pairs.len(),
             workload.name()
         );
-        let report = run_child(system, workload, n, options.timeout);
+        let report = run_child(system, workload, n, true, options.timeout);
         let millis = report.total.as_secs_f64() * 1e3;
         eprintln!("{millis:.0} ms {:?}", report.status);
         runs.push(vec![report]);
     }
     let short = |r: &Report| r.status == Status::Ok && r.total < REPEAT_BELOW;
-    for pass in 2..=REPEATS {
+    for pass in 2..=options.repeats {
         for (&(workload, system, n), pair_runs) in pairs.iter().zip(&mut runs) {
             if !short(&pair_runs[0]) {
                 continue;
             }
             eprint!("[pass {pass}] {system} {} N={n} ... ", workload.name());
-            let report = run_child(system, workload, n, options.timeout);
+            let report = run_child(system, workload, n, true, options.timeout);
             let millis = report.total.as_secs_f64() * 1e3;
             eprintln!("{millis:.0} ms {:?}", report.status);
             pair_runs.push(report);
@@ -165,6 +180,56 @@ fn cmd_all(args: &[String]) -> Result<(), String> {
     let lines: String = reports.iter().map(|r| r.to_json_line() + "\n").collect();
     write_file(&dir.join(format!("{stem}.jsonl")), &lines)?;
     eprintln!("wrote {}", dir.join(format!("{stem}.md")).display());
+    Ok(())
+}
+
+/// Writes the results files from JSON lines gathered from `run` commands:
+/// the median run of each (workload, system) pair, in `all`'s order.
+fn cmd_table(args: &[String]) -> Result<(), String> {
+    let [path] = args else {
+        return Err(USAGE.to_owned());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?;
+    let mut runs: Vec<Vec<Report>> = Vec::new();
+    for report in text.lines().filter_map(Report::from_json_line) {
+        match runs
+            .iter_mut()
+            .find(|r| r[0].workload == report.workload && r[0].system == report.system)
+        {
+            Some(pair) => pair.push(report),
+            None => runs.push(vec![report]),
+        }
+    }
+    let order = |r: &Report| {
+        let w = Workload::ALL.iter().position(|w| w.name() == r.workload);
+        let s = dispatch::SYSTEMS.iter().position(|s| *s == r.system);
+        (w, s)
+    };
+    runs.sort_by_key(|r| order(&r[0]));
+    let counts: Vec<usize> = runs.iter().map(Vec::len).collect();
+    let reports: Vec<Report> = runs.into_iter().map(median_run).collect();
+    let table = markdown_table(&reports);
+    println!("{table}");
+    let options = Options {
+        positional: vec!["table".to_owned(), path.clone()],
+        quick: false,
+        n: None,
+        repeats: counts.iter().copied().max().unwrap_or(1),
+        phases: false,
+        timeout: DEFAULT_TIMEOUT,
+    };
+    let mut document = results_document(&table, &options, &[]);
+    document.push_str(&format!(
+        "\nThis table was assembled with `table {path}` from `run SYSTEM WORKLOAD \
+         --totals-only` commands (no local / encode / apply split), each row the \
+         median of its runs ({} runs per pair at most).\n",
+        options.repeats
+    ));
+    let dir = results_dir();
+    write_file(&dir.join("latest.md"), &document)?;
+    let lines: String = reports.iter().map(|r| r.to_json_line() + "\n").collect();
+    write_file(&dir.join("latest.jsonl"), &lines)?;
+    eprintln!("wrote {}", dir.join("latest.md").display());
     Ok(())
 }
 
@@ -196,19 +261,23 @@ fn cmd_run(args: &[String]) -> Result<(), String> {
         .n
         .or_else(|| dispatch::default_n(system, workload))
         .expect("a ready system has a default N");
-    let report = run_child(system, workload, n, options.timeout);
+    let report = run_child(system, workload, n, options.phases, options.timeout);
     println!("{}", markdown_table(std::slice::from_ref(&report)));
+    println!("{}", report.to_json_line());
     Ok(())
 }
 
 /// The hidden child entry point: runs one pair and prints its JSON line.
+/// A fourth argument `totals` skips the run that splits the phases.
 fn cmd_one(args: &[String]) -> Result<(), String> {
-    let [system, workload, n] = args else {
-        return Err(USAGE.to_owned());
+    let (system, workload, n, phases) = match args {
+        [system, workload, n] => (system, workload, n, true),
+        [system, workload, n, totals] if totals == "totals" => (system, workload, n, false),
+        _ => return Err(USAGE.to_owned()),
     };
     let workload = parse_workload(workload)?;
     let n = parse_number(Some(n), "N")?;
-    let report = dispatch::run(system, workload, n)
+    let report = dispatch::run(system, workload, n, phases)
         .ok_or_else(|| format!("{system}: not yet implemented"))?;
     if let Status::Fail(why) = &report.status {
         eprintln!("FAIL {system} {} N={n}: {why}", workload.name());
@@ -218,14 +287,24 @@ fn cmd_one(args: &[String]) -> Result<(), String> {
 }
 
 /// Runs one pair in a child process, killing it after `timeout`.
-fn run_child(system: &str, workload: Workload, n: usize, timeout: Duration) -> Report {
+fn run_child(
+    system: &str,
+    workload: Workload,
+    n: usize,
+    phases: bool,
+    timeout: Duration,
+) -> Report {
     let failed = |status| Report::empty(system, workload.name(), n, status);
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return failed(Status::Crash(format!("no executable path: {e}"))),
     };
-    let spawned = Command::new(exe)
-        .args(["one", system, workload.name(), &n.to_string()])
+    let mut command = Command::new(exe);
+    command.args(["one", system, workload.name(), &n.to_string()]);
+    if !phases {
+        command.arg("totals");
+    }
+    let spawned = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -289,7 +368,13 @@ fn write_file(path: &Path, contents: &str) -> Result<(), String> {
 /// The markdown document around the results table: how it was made, on
 /// what, and how to read it.
 fn results_document(table: &str, options: &Options, skipped: &[&str]) -> String {
-    let command = if options.quick { "all --quick" } else { "all" };
+    let command = if !options.positional.is_empty() {
+        options.positional.join(" ")
+    } else if options.quick {
+        "all --quick".to_owned()
+    } else {
+        "all".to_owned()
+    };
     let mut doc = format!(
         "# Comparative benchmark results\n\n\
          Made by `cargo run --release --manifest-path bench/Cargo.toml -- {command}` \
@@ -330,9 +415,14 @@ fn results_document(table: &str, options: &Options, skipped: &[&str]) -> String 
          - **peak MB** is the child process's VmHWM, read before the final convergence \
          check; it includes every replica of the workload (16 for `sixteen`).\n\
          - Per-operation update paths: yrs `TransactionMut::encode_update_v1` / \
-         `apply_update`; loro `export(ExportMode::updates_in_range)` of the commit's span \
+         `apply_update` (yrs-v2: `encode_update_v2` / `Update::decode_v2`, and v2 \
+         snapshots); loro `export(ExportMode::updates_in_range)` of the commit's span \
          / `import`; automerge `get_last_local_change().raw_bytes()` / \
-         `load_incremental`. See each `bench/src/*_sys.rs` for why.\n",
+         `load_incremental`. See each `bench/src/*_sys.rs` for why.\n\
+         - `catch_up`: two replicas edit while disconnected, then catch up; **bytes/op** \
+         is everything both sides sent (state or version vectors, diffs, sync \
+         messages, facsimile's backlog of messages and its answers) over the edits; \
+         **local** is the disconnected edits, **apply** the whole reconnection.\n",
     );
     for system in skipped {
         doc.push_str(&format!("- **{system}**: not yet implemented, skipped.\n"));

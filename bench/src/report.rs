@@ -52,6 +52,9 @@ pub struct Report {
     pub total: Duration,
     /// The total size of the per-op updates.
     pub update_bytes: Option<u64>,
+    /// The messages behind `update_bytes`, where they are not one per
+    /// operation (`catch_up`).
+    pub messages: Option<u64>,
     /// The size of the snapshot.
     pub snapshot_bytes: Option<u64>,
     /// Time to encode the snapshot.
@@ -79,6 +82,7 @@ impl Report {
             apply: None,
             total: Duration::ZERO,
             update_bytes: None,
+            messages: None,
             snapshot_bytes: None,
             snapshot_encode: None,
             snapshot_decode: None,
@@ -106,6 +110,7 @@ impl Report {
             "apply_ms": self.apply.map(ms),
             "total_ms": ms(self.total),
             "update_bytes": self.update_bytes,
+            "messages": self.messages,
             "snapshot_bytes": self.snapshot_bytes,
             "snapshot_encode_ms": self.snapshot_encode.map(ms),
             "snapshot_decode_ms": self.snapshot_decode.map(ms),
@@ -138,6 +143,7 @@ impl Report {
             apply: duration("apply_ms"),
             total: duration("total_ms")?,
             update_bytes: v["update_bytes"].as_u64(),
+            messages: v["messages"].as_u64(),
             snapshot_bytes: v["snapshot_bytes"].as_u64(),
             snapshot_encode: duration("snapshot_encode_ms"),
             snapshot_decode: duration("snapshot_decode_ms"),

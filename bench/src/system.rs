@@ -212,6 +212,25 @@ pub trait Visit {
     fn other(&mut self, value: &dyn Debug);
 }
 
+/// What crossed the wire while two replicas caught up with each other
+/// ([`System::reconnect`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exchange {
+    /// Bytes sent, both directions, every message of the exchange included
+    /// (state vectors, version vectors, sync messages, acknowledgements).
+    pub bytes: u64,
+    /// Messages sent, both directions.
+    pub messages: u64,
+}
+
+impl Exchange {
+    /// Counts one message of `len` bytes.
+    pub fn add(&mut self, len: usize) {
+        self.bytes += len as u64;
+        self.messages += 1;
+    }
+}
+
 /// One replica of one document in one CRDT library.
 ///
 /// Replicas of a workload are created as the library's users would: the
@@ -250,6 +269,17 @@ pub trait System: Sized {
 
     /// Applies an update message made by [`System::edit`] on another replica.
     fn apply(&mut self, update: &[u8]);
+
+    /// Makes one local edit while disconnected: the edit is committed as its
+    /// own change, as in [`System::edit`], but nothing is sent and nothing
+    /// is encoded that the library would not encode offline. What the
+    /// library keeps for its peers is sent by [`System::reconnect`].
+    fn edit_offline(&mut self, op: Op<'_>);
+
+    /// Brings `a` and `b`, which edited while disconnected, up to date with
+    /// each other the way the library catches up on reconnection, and
+    /// reports what crossed the wire.
+    fn reconnect(a: &mut Self, b: &mut Self) -> Exchange;
 
     /// Writes `entries` into the root map `root` as one local transaction,
     /// creating nested maps and arrays as the values require.

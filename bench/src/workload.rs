@@ -30,6 +30,10 @@ pub enum Workload {
     /// Two replicas each make N/2 concurrent sets on 1,000 keys, then
     /// exchange their updates.
     TwoWriters,
+    /// Two disconnected replicas each make N/2 edits (map sets on 5,000
+    /// shared keys, so with overwrites, alternating with list pushes), then
+    /// reconnect and catch up with each other by the library's own means.
+    CatchUp,
     /// Seeded random inserts (80 %) and deletes on one root array until its
     /// length reaches N.
     SeqStress,
@@ -42,12 +46,13 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in the order `all` runs them.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 9] = [
         Workload::MapSet,
         Workload::MapOverwrite,
         Workload::ArrayPush,
         Workload::Nested,
         Workload::TwoWriters,
+        Workload::CatchUp,
         Workload::SeqStress,
         Workload::GraphSync,
         Workload::Sixteen,
@@ -61,6 +66,7 @@ impl Workload {
             Workload::ArrayPush => "array_push",
             Workload::Nested => "nested",
             Workload::TwoWriters => "two_writers",
+            Workload::CatchUp => "catch_up",
             Workload::SeqStress => "seq_stress",
             Workload::GraphSync => "graph_sync",
             Workload::Sixteen => "sixteen",
@@ -78,7 +84,8 @@ impl Workload {
             Workload::MapSet
             | Workload::MapOverwrite
             | Workload::ArrayPush
-            | Workload::TwoWriters => 100_000,
+            | Workload::TwoWriters
+            | Workload::CatchUp => 100_000,
             Workload::Nested | Workload::Sixteen => 10_000,
             Workload::SeqStress | Workload::GraphSync => 1_000_000,
         }
@@ -92,9 +99,12 @@ impl Workload {
     /// encoding and remote apply. Reading the clock five times per
     /// operation costs about 0.1 µs here, as much as a fast library's whole
     /// operation, so the second run's total is not reported.
-    pub fn run<S: System>(self, n: usize) -> Report {
+    ///
+    /// With `phases` false the second run is skipped (for long runs whose
+    /// split is not wanted).
+    pub fn run<S: System>(self, n: usize, phases: bool) -> Report {
         let mut report = self.run_once::<S>(n, false);
-        if self.is_incremental() && report.status == Status::Ok {
+        if phases && self.is_incremental() && report.status == Status::Ok {
             let timed = self.run_once::<S>(n, true);
             report.local = timed.local;
             report.encode = timed.encode;
@@ -110,7 +120,10 @@ impl Workload {
     /// Whether the workload edits one operation at a time through a
     /// [`Meter`].
     fn is_incremental(self) -> bool {
-        !matches!(self, Workload::Nested | Workload::GraphSync)
+        !matches!(
+            self,
+            Workload::Nested | Workload::GraphSync | Workload::CatchUp
+        )
     }
 
     fn run_once<S: System>(self, n: usize, phases: bool) -> Report {
@@ -120,6 +133,7 @@ impl Workload {
             Workload::ArrayPush => array_push::<S>(n, phases),
             Workload::Nested => nested::<S>(n),
             Workload::TwoWriters => two_writers::<S>(n, phases),
+            Workload::CatchUp => catch_up::<S>(n),
             Workload::SeqStress => seq_stress::<S>(n, phases),
             Workload::GraphSync => graph_sync::<S>(n),
             Workload::Sixteen => sixteen::<S>(n, phases),
@@ -371,6 +385,65 @@ fn two_writers<S: System>(n: usize, phases: bool) -> Report {
     with_peak(meter.into_report(total, status), peak)
 }
 
+/// The edits of one disconnected writer in `catch_up`: map sets on shared
+/// keys (each key set about five times per writer) alternating with pushes.
+fn catch_up_op(key: &mut String, writer: i64, i: usize) -> Op<'_> {
+    const KEYS: usize = 5_000;
+    let value = writer * 1_000_000_000 + i as i64;
+    if i % 2 == 0 {
+        key.clear();
+        use std::fmt::Write as _;
+        let _ = write!(key, "k{}", (i / 2) % KEYS);
+        Op::MapSet { key, value }
+    } else {
+        Op::ArrayPush { value }
+    }
+}
+
+fn catch_up<S: System>(n: usize) -> Report {
+    let per_writer = n / 2;
+    let (mut a, mut b) = pair::<S>();
+    let mut key = String::new();
+    let start = Instant::now();
+    for (writer, replica) in [&mut a, &mut b].into_iter().enumerate() {
+        for i in 0..per_writer {
+            replica.edit_offline(catch_up_op(&mut key, writer as i64, i));
+        }
+    }
+    let offline = start.elapsed();
+    let t = Instant::now();
+    let exchange = S::reconnect(&mut a, &mut b);
+    let reconnect = t.elapsed();
+    let total = start.elapsed();
+    let peak = peak_memory();
+
+    let sets = per_writer.div_ceil(2);
+    let pushes = per_writer / 2;
+    let expected = Expected {
+        maps: Some(1),
+        ints: Some(sets.min(5_000) as u64),
+        ..Expected::default()
+    };
+    let mut status = verify(&[&a, &b], Root::Map, &expected);
+    if status == Status::Ok {
+        let array = Expected {
+            arrays: Some(1),
+            ints: Some(2 * pushes as u64),
+            ..Expected::default()
+        };
+        status = array.check(Totals::of(&a, Root::Array));
+    }
+    let mut report = Report::empty("", "", 0, status);
+    report.ops = 2 * per_writer as u64;
+    report.local = Some(offline);
+    report.apply = Some(reconnect);
+    report.total = total;
+    report.update_bytes = Some(exchange.bytes);
+    report.messages = Some(exchange.messages);
+    report.peak_bytes = peak;
+    report
+}
+
 fn seq_stress<S: System>(n: usize, phases: bool) -> Report {
     let (mut a, mut b) = pair::<S>();
     let mut meter = Meter::new(phases);
@@ -569,13 +642,13 @@ mod tests {
     use super::*;
     use crate::automerge_sys::Automerge;
     use crate::loro_sys::Loro;
-    use crate::yrs_sys::Yrs;
+    use crate::yrs_sys::{Yrs, YrsV2};
 
     /// Runs every workload at a tiny size and expects it to converge.
     fn every_workload_converges<S: System>() {
         for workload in Workload::ALL {
             let n = (workload.default_n() / 1_000).max(20);
-            let report = workload.run::<S>(n);
+            let report = workload.run::<S>(n, true);
             assert_eq!(report.status, Status::Ok, "{} {}", S::NAME, workload.name());
         }
     }
@@ -592,6 +665,18 @@ mod tests {
     fn yrs() {
         every_workload_converges::<Yrs>();
         divergence_is_detected::<Yrs>();
+    }
+
+    #[test]
+    fn yrs_v2() {
+        every_workload_converges::<YrsV2>();
+        divergence_is_detected::<YrsV2>();
+    }
+
+    #[test]
+    fn facsimile() {
+        every_workload_converges::<crate::facsimile_sys::Facsimile>();
+        divergence_is_detected::<crate::facsimile_sys::Facsimile>();
     }
 
     #[test]

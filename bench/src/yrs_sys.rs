@@ -13,21 +13,37 @@
 //! Snapshot: `encode_state_as_update_v1` against an empty state vector,
 //! applied to a fresh document.
 //!
+//! Catch-up ([`System::reconnect`]): each side sends its state vector, the
+//! other answers with `encode_state_as_update_v1(&remote_sv)`, the update
+//! holding everything the remote side lacks.
+//!
+//! [`YrsV2`] is the same with yrs's v2 encoding everywhere
+//! (`encode_update_v2`, `encode_state_as_update_v2`, `Update::decode_v2`),
+//! which compresses runs of similar fields column by column.
+//!
 //! `Array::insert` and `Array::remove_range` at an index walk the array's
 //! blocks from the start, so a local edit at a random index costs O(length):
 //! `seq_stress` runs at a smaller N (see [`Yrs::default_n`]).
 
 use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
 use yrs::{
     Any, Array, ArrayPrelim, ArrayRef, Doc, Map, MapPrelim, MapRef, Number, Out, ReadTxn,
     StateVector, Transact, TransactionMut, Update,
 };
 
-use crate::system::{EditTimer, Elements, Entries, Op, Root, System, Value, Visit};
+use crate::system::{EditTimer, Elements, Entries, Exchange, Op, Root, System, Value, Visit};
 use crate::workload::Workload;
 
-/// A yrs document and handles to its root containers.
-pub struct Yrs {
+/// yrs with its v1 encoding.
+pub type Yrs = YrsDoc<false>;
+
+/// yrs with its v2 encoding.
+pub type YrsV2 = YrsDoc<true>;
+
+/// A yrs document and handles to its root containers; `V2` picks the
+/// encoding of updates and snapshots.
+pub struct YrsDoc<const V2: bool> {
     doc: Doc,
     map: MapRef,
     array: ArrayRef,
@@ -35,7 +51,7 @@ pub struct Yrs {
     graph: MapRef,
 }
 
-impl Yrs {
+impl<const V2: bool> YrsDoc<V2> {
     fn root_map(&self, root: Root) -> &MapRef {
         match root {
             Root::Map => &self.map,
@@ -46,8 +62,48 @@ impl Yrs {
     }
 }
 
-impl System for Yrs {
-    const NAME: &'static str = "yrs";
+impl<const V2: bool> YrsDoc<V2> {
+    fn local_edit(&self, txn: &mut TransactionMut<'_>, op: Op<'_>) {
+        match op {
+            Op::MapSet { key, value } => {
+                self.map.insert(txn, key, value);
+            }
+            Op::ArrayPush { value } => {
+                self.array.push_back(txn, value);
+            }
+            Op::ArrayInsert { index, value } => {
+                self.array.insert(txn, index32(index), value);
+            }
+            Op::ArrayDelete { index } => self.array.remove(txn, index32(index)),
+        }
+    }
+
+    /// This replica's state vector, encoded for the wire.
+    fn state_vector(&self) -> Vec<u8> {
+        let sv = self.doc.transact().state_vector();
+        if V2 { sv.encode_v2() } else { sv.encode_v1() }
+    }
+
+    /// Everything this replica has that the encoded state vector `remote`
+    /// lacks.
+    fn diff(&self, remote: &[u8]) -> Vec<u8> {
+        let sv = if V2 {
+            StateVector::decode_v2(remote)
+        } else {
+            StateVector::decode_v1(remote)
+        }
+        .expect("yrs: undecodable state vector");
+        let txn = self.doc.transact();
+        if V2 {
+            txn.encode_state_as_update_v2(&sv)
+        } else {
+            txn.encode_state_as_update_v1(&sv)
+        }
+    }
+}
+
+impl<const V2: bool> System for YrsDoc<V2> {
+    const NAME: &'static str = if V2 { "yrs-v2" } else { "yrs" };
 
     fn default_n(workload: Workload) -> usize {
         match workload {
@@ -78,29 +134,25 @@ impl System for Yrs {
     }
 
     fn snapshot(&mut self) -> Vec<u8> {
-        self.doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default())
+        let txn = self.doc.transact();
+        if V2 {
+            txn.encode_state_as_update_v2(&StateVector::default())
+        } else {
+            txn.encode_state_as_update_v1(&StateVector::default())
+        }
     }
 
     type Update = Vec<u8>;
 
     fn edit(&mut self, op: Op<'_>, timer: &mut EditTimer) -> Vec<u8> {
         let mut txn = self.doc.transact_mut();
-        match op {
-            Op::MapSet { key, value } => {
-                self.map.insert(&mut txn, key, value);
-            }
-            Op::ArrayPush { value } => {
-                self.array.push_back(&mut txn, value);
-            }
-            Op::ArrayInsert { index, value } => {
-                self.array.insert(&mut txn, index32(index), value);
-            }
-            Op::ArrayDelete { index } => self.array.remove(&mut txn, index32(index)),
-        }
+        self.local_edit(&mut txn, op);
         timer.local();
-        let update = txn.encode_update_v1();
+        let update = if V2 {
+            txn.encode_update_v2()
+        } else {
+            txn.encode_update_v1()
+        };
         timer.encode();
         drop(txn);
         timer.local();
@@ -108,11 +160,36 @@ impl System for Yrs {
     }
 
     fn apply(&mut self, update: &[u8]) {
-        let update = Update::decode_v1(update).expect("yrs: undecodable update");
+        let update = if V2 {
+            Update::decode_v2(update)
+        } else {
+            Update::decode_v1(update)
+        }
+        .expect("yrs: undecodable update");
         self.doc
             .transact_mut()
             .apply_update(update)
             .expect("yrs: update rejected");
+    }
+
+    fn edit_offline(&mut self, op: Op<'_>) {
+        let mut txn = self.doc.transact_mut();
+        self.local_edit(&mut txn, op);
+    }
+
+    fn reconnect(a: &mut Self, b: &mut Self) -> Exchange {
+        let mut exchange = Exchange::default();
+        let sv_a = a.state_vector();
+        let sv_b = b.state_vector();
+        exchange.add(sv_a.len());
+        exchange.add(sv_b.len());
+        let for_b = a.diff(&sv_b);
+        let for_a = b.diff(&sv_a);
+        exchange.add(for_b.len());
+        exchange.add(for_a.len());
+        b.apply(&for_b);
+        a.apply(&for_a);
+        exchange
     }
 
     fn write_map(&mut self, root: Root, entries: Entries) {
