@@ -1170,7 +1170,8 @@ impl Replica {
         if !self.doc.is_settled() || !self.serve.has_fetches() {
             return;
         }
-        for to in self.serve.take_ready(&self.members, &self.peers) {
+        let in_order = self.config.relay;
+        for to in self.serve.take_ready(&self.members, &self.peers, in_order) {
             if let Some(p) = self.peers.by_tag(to.0) {
                 self.members.admit_quietly(p);
             }

@@ -240,6 +240,7 @@ impl Doc {
             None => (Store::ephemeral(), None, Vec::new()),
         };
         let core_config = Config::default()
+            .relay()
             .max_message_size(config.max_frame)
             .failure_detection(config.heartbeat, config.peer_timeout);
         let departed: HashSet<u32> = snapshot

@@ -3,6 +3,7 @@
 //! and the inspector's routes.
 
 mod inspect;
+mod partition;
 mod read_only;
 mod support;
 mod websocket;

@@ -521,3 +521,78 @@ pub(crate) async fn write_at_once<const N: usize>(nodes: [(&'static str, Node); 
         t.await.unwrap();
     }
 }
+
+/// A TCP proxy on loopback in front of the relay that can be told to
+/// black-hole its connections: it stops forwarding both ways without
+/// closing anything, as a link that went down does (the relay sees no FIN,
+/// and once the buffers fill its writes to the connection block).
+pub(crate) struct BlackHole {
+    pub(crate) addr: SocketAddr,
+    holed: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl BlackHole {
+    /// Listens on a free loopback port and forwards every connection to
+    /// `upstream`.
+    pub(crate) async fn start(upstream: SocketAddr) -> BlackHole {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (holed, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut pumps = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                // A small receive buffer towards the relay: what the relay
+                // sends piles up in its own buffers and queue, not here.
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.set_recv_buffer_size(64 << 10).unwrap();
+                let Ok(server) = socket.connect(upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                pumps.spawn(pump(cr, sw, watch.clone()));
+                pumps.spawn(pump(sr, cw, watch.clone()));
+            }
+        });
+        BlackHole { addr, holed, task }
+    }
+
+    /// From now on nothing passes either way; nothing is closed either.
+    pub(crate) fn black_hole(&self) {
+        self.holed.send_replace(true);
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        // Aborting the listener drops its pumps, which closes the sockets.
+        self.task.abort();
+    }
+}
+
+/// Copies `from` to `to` while the link is up; stops reading (and holds
+/// what it read) while it is black-holed.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut holed: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        if holed.wait_for(|h| !*h).await.is_err() {
+            return;
+        }
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = holed.wait_for(|h| *h) => continue,
+        };
+        if holed.wait_for(|h| !*h).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
