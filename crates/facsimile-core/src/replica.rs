@@ -594,6 +594,8 @@ impl Replica {
             self.out.outbox.push(WireOp::Tick);
             self.out.end();
         }
+        // Re-armed by the check, when a member may turn silent.
+        self.out.timers.expired(Timer::Silence, now);
         self.evict_silent(now);
         if self.is_ready() {
             // A joiner may have been waiting for an evicted peer's offer.
@@ -1135,14 +1137,19 @@ impl Replica {
             return;
         }
         let silent = self.members.silent(now, timeout);
-        if silent.is_empty() {
-            return;
+        if !silent.is_empty() {
+            self.out.begin();
+            for m in silent {
+                self.send_eviction(m);
+            }
+            self.out.end();
         }
-        self.out.begin();
-        for m in silent {
-            self.send_eviction(m);
+        // Silent means silent for more than the timeout: check just after.
+        if let Some(at) = self.members.next_silence(timeout) {
+            self.out
+                .timers
+                .set(Timer::Silence, at + Duration::from_millis(1));
         }
-        self.out.end();
     }
 
     /// A joiner's sync timer fired: fetch from the next peer that offered,

@@ -211,6 +211,12 @@ pub(crate) struct Doc {
     kicks: Vec<(ConnId, String)>,
     /// Clients whose input was refused, to be closed after the batch.
     refusals: Vec<ConnId>,
+    /// Why the relay evicts a tag, and whether that is worth a warning,
+    /// until the replica reports it gone.
+    evicting: HashMap<u32, (String, bool)>,
+    /// The tag whose message is being applied, to tell a goodbye from an
+    /// eviction another peer sent.
+    applying: Option<u32>,
 }
 
 /// How long a recovery took and what it found, for logs and benchmarks.
@@ -297,6 +303,8 @@ impl Doc {
             staged: Vec::new(),
             kicks: Vec::new(),
             refusals: Vec::new(),
+            evicting: HashMap::new(),
+            applying: None,
         };
         doc.replica.record_changes(false);
         let mut recovery = Recovery {
@@ -332,7 +340,7 @@ impl Doc {
         // Earlier relays of this log are gone; nobody should wait for them.
         relays.retain(|&r| r != doc.me.incarnation());
         for &r in &relays {
-            doc.evict_tag(r);
+            doc.evict_tag(r, "an earlier run of the relay");
         }
         relays.push(doc.me.incarnation());
         let keep = relays.len().saturating_sub(16);
@@ -386,7 +394,7 @@ impl Doc {
                         doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason,
                         "client disconnected"
                     );
-                    self.drop_client(conn);
+                    self.drop_client(conn, &format!("disconnected ({reason})"));
                 }
             }
             Cmd::Status(reply) => {
@@ -475,7 +483,7 @@ impl Doc {
                 for t in c.tags {
                     if t != tag && self.tags.get(&t) == Some(&old) {
                         self.tags.remove(&t);
-                        self.evict_tag(t);
+                        self.evict_tag(t, "its node reconnected as another incarnation");
                     }
                 }
             }
@@ -580,6 +588,7 @@ impl Doc {
                 }
             }
         }
+        self.applying = Some(env.from);
         match up_to.or(env.to) {
             Some(t) if t == self.me.incarnation() => {
                 if let Err(e) = self.replica.handle_message(&msg) {
@@ -601,6 +610,8 @@ impl Doc {
                 Err(e) => self.refuse(conn, format!("refused message: {e}")),
             },
         }
+        self.drain_events();
+        self.applying = None;
     }
 
     /// Assigns the next position to a broadcast message, logs it and stages
@@ -662,8 +673,29 @@ impl Doc {
         while let Some(e) = self.replica.poll_event() {
             match e {
                 Event::PeerLeft(p) => {
-                    tracing::debug!(doc = %self.name, peer = %p, "peer left");
-                    self.departed.insert(p.incarnation());
+                    let tag = p.incarnation();
+                    self.departed.insert(tag);
+                    let (why, alarming) = match (self.evicting.remove(&tag), self.applying) {
+                        (Some(why), _) => why,
+                        (None, Some(from)) if from == tag => ("goodbye".to_string(), false),
+                        (None, Some(from)) => (format!("evicted by {}", self.who(from)), true),
+                        // Outside a message or a departure, only the
+                        // replica's failure detection evicts.
+                        (None, None) => (
+                            format!(
+                                "missed heartbeats: silent for more than {:?}",
+                                self.config.peer_timeout
+                            ),
+                            true,
+                        ),
+                    };
+                    if alarming {
+                        tracing::warn!(doc = %self.name, peer = %p, %why, "peer evicted");
+                    } else if why == "goodbye" {
+                        tracing::info!(doc = %self.name, peer = %p, %why, "peer left");
+                    } else {
+                        tracing::info!(doc = %self.name, peer = %p, %why, "peer evicted");
+                    }
                 }
                 Event::PeerJoined(p) => tracing::debug!(doc = %self.name, peer = %p, "peer joined"),
                 Event::Evicted => tracing::error!(
@@ -678,6 +710,14 @@ impl Doc {
         }
     }
 
+    /// A peer's name for the log: its hostname where the replica knows it.
+    fn who(&self, tag: u32) -> String {
+        match self.member(tag) {
+            Some(p) => p.to_string(),
+            None => format!("#{tag:08x}"),
+        }
+    }
+
     fn member(&self, tag: u32) -> Option<PeerId> {
         self.replica
             .members()
@@ -685,12 +725,15 @@ impl Doc {
             .find(|p| p.incarnation() == tag)
     }
 
-    /// Declares a peer gone: nobody waits for it, its locks pass on, and
-    /// whatever it still sends is dropped.
-    fn evict_tag(&mut self, tag: u32) {
+    /// Declares a peer gone (`why`, for the log): nobody waits for it, its
+    /// locks pass on, and whatever it still sends is dropped.
+    fn evict_tag(&mut self, tag: u32, why: &str) {
         self.departed.insert(tag);
         if let Some(peer) = self.member(tag) {
+            let alarming = why.starts_with("cut off");
+            self.evicting.insert(tag, (why.to_string(), alarming));
             self.replica.evict(&peer);
+            self.drain_events();
         }
     }
 
@@ -723,11 +766,12 @@ impl Doc {
                 // Closing anyway: a full queue needs no notice.
                 let _ = push(&self.config, &mut c, Down::Closing(reason.clone()).encode());
             }
+            let why = format!("refused: {reason}");
             let _ = c.out.closing.set(reason);
             // Dropping the client's queue, not cancelling it, lets the
             // writer send what is queued before the connection closes.
             c.out.ending.cancel();
-            self.forget_tags(conn, c.tags);
+            self.forget_tags(conn, c.tags, &why);
         }
     }
 
@@ -735,26 +779,27 @@ impl Doc {
     fn kick(&mut self, conn: ConnId, reason: String) {
         if let Some(c) = self.clients.get(&conn) {
             tracing::warn!(doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason, "disconnecting client");
+            let why = format!("cut off: {reason}");
             let _ = c.out.closing.set(reason);
             c.out.cancel.cancel();
-            self.drop_client(conn);
+            self.drop_client(conn, &why);
         }
     }
 
-    fn drop_client(&mut self, conn: ConnId) {
+    fn drop_client(&mut self, conn: ConnId, why: &str) {
         let Some(c) = self.clients.remove(&conn) else {
             return;
         };
         c.out.cancel.cancel();
-        self.forget_tags(conn, c.tags);
+        self.forget_tags(conn, c.tags, why);
     }
 
     /// Evicts the tags a departed connection spoke for.
-    fn forget_tags(&mut self, conn: ConnId, tags: Vec<u32>) {
+    fn forget_tags(&mut self, conn: ConnId, tags: Vec<u32>, why: &str) {
         for tag in tags {
             if self.tags.get(&tag) == Some(&conn) {
                 self.tags.remove(&tag);
-                self.evict_tag(tag);
+                self.evict_tag(tag, why);
             }
         }
     }

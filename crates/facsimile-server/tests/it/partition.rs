@@ -26,7 +26,10 @@ async fn member_behind(hole: &BlackHole, name: &str) -> net::Connection {
 async fn a_new_node_joins_while_a_member_is_black_holed() {
     let relay = Relay::start(|c| c.failure_detection(Duration::from_secs(1), PEER_TIMEOUT)).await;
     let alice = tcp_node(&relay, "alice").await;
-    alice.node().set_root(json!({"n": 0, "shared": {}})).unwrap();
+    alice
+        .node()
+        .set_root(json!({"n": 0, "shared": {}}))
+        .unwrap();
     alice.flush().await.unwrap();
     let hole = BlackHole::start(relay.addr).await;
     let carol = member_behind(&hole, "carol").await;
@@ -66,4 +69,132 @@ async fn a_new_node_joins_while_a_member_is_black_holed() {
     dave.flush().await.unwrap();
     converge(&[alice.node(), bob.node(), dave.node()]).await;
     drop(carol);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_member_is_cut_off_once_its_queue_fills_and_its_lock_passes() {
+    relay_log();
+    let relay = Relay::start(|c| {
+        c.failure_detection(Duration::from_secs(1), PEER_TIMEOUT)
+            .client_queue(256 << 10)
+    })
+    .await;
+    let alice = tcp_node(&relay, "alice").await;
+    alice
+        .node()
+        .set_root(json!({"shared": {}, "blobs": []}))
+        .unwrap();
+    alice.flush().await.unwrap();
+    let hole = BlackHole::start(relay.addr).await;
+    let carol = member_behind(&hole, "carol-queue").await;
+    let c_shared = carol
+        .node()
+        .get("/shared")
+        .unwrap()
+        .as_map()
+        .unwrap()
+        .clone();
+    let held = tokio::time::timeout(Duration::from_secs(10), carol.node().lock(&c_shared))
+        .await
+        .expect("carol gets the lock")
+        .unwrap();
+    carol.flush().await.unwrap();
+
+    hole.black_hole();
+    let shared = alice
+        .node()
+        .get("/shared")
+        .unwrap()
+        .as_map()
+        .unwrap()
+        .clone();
+    let mut wanted = std::pin::pin!(alice.node().lock(&shared));
+    // Alice's writes go on while carol holds the lock; what the relay
+    // queues for carol grows until the relay cuts her off as too slow,
+    // which evicts her and passes the lock on.
+    let blobs = alice
+        .node()
+        .get("/blobs")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    let chunk = "x".repeat(64 << 10);
+    let mut written = 0usize;
+    let guard = loop {
+        blobs.push(chunk.as_str()).unwrap();
+        written += chunk.len();
+        assert!(
+            written < 256 << 20,
+            "carol was not cut off after {written} bytes"
+        );
+        alice.flush().await.unwrap();
+        if let Some(granted) = futures_util::FutureExt::now_or_never(&mut wanted) {
+            break granted.unwrap();
+        }
+    };
+    logged(&["peer evicted", "carol-queue", "cut off: too slow"]).await;
+    assert!(guard.token() > held.token(), "fencing tokens increase");
+    shared.set("by", "alice").unwrap();
+    alice.flush().await.unwrap();
+
+    // A joiner is served and sees everything alice wrote.
+    let dave = net::connect(
+        &relay.addr.to_string(),
+        "dave",
+        options().timeouts(Duration::from_secs(10), Duration::from_secs(20)),
+    )
+    .await
+    .expect("dave joins");
+    assert_eq!(dave.node().get("/shared/by"), Some("alice".into()));
+    assert_eq!(dave.node().snapshot(), alice.node().snapshot());
+    drop((held, carol));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_member_is_evicted_for_its_silence_and_its_lock_passes() {
+    relay_log();
+    // Short enough to wait for, with heartbeats frequent enough that no
+    // live node is taken for silent.
+    let relay =
+        Relay::start(|c| c.failure_detection(Duration::from_millis(100), Duration::from_secs(2)))
+            .await;
+    let beating = options().failure_detection(Duration::from_millis(100), None);
+    let alice = net::connect(&relay.addr.to_string(), "alice", beating.clone())
+        .await
+        .expect("alice connects");
+    alice.node().set_root(json!({"shared": {}})).unwrap();
+    alice.flush().await.unwrap();
+    let hole = BlackHole::start(relay.addr).await;
+    let carol = net::connect(&hole.addr.to_string(), "carol-silent", beating)
+        .await
+        .expect("carol connects through the proxy");
+    let c_shared = carol
+        .node()
+        .get("/shared")
+        .unwrap()
+        .as_map()
+        .unwrap()
+        .clone();
+    let held = tokio::time::timeout(Duration::from_secs(10), carol.node().lock(&c_shared))
+        .await
+        .expect("carol gets the lock")
+        .unwrap();
+    carol.flush().await.unwrap();
+
+    hole.black_hole();
+    let shared = alice
+        .node()
+        .get("/shared")
+        .unwrap()
+        .as_map()
+        .unwrap()
+        .clone();
+    let guard = tokio::time::timeout(Duration::from_secs(30), alice.node().lock(&shared))
+        .await
+        .expect("the lock passes once carol is evicted")
+        .unwrap();
+    assert!(guard.token() > held.token(), "fencing tokens increase");
+    logged(&["peer evicted", "carol-silent", "missed heartbeats"]).await;
+    drop((held, carol));
 }

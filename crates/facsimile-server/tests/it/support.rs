@@ -596,3 +596,46 @@ async fn pump(
         }
     }
 }
+
+/// Everything the relay logged at `info` and above since the first call,
+/// from every test of this binary (a subscriber is global: the documents'
+/// threads log too).
+pub(crate) fn relay_log() -> String {
+    static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+    static INIT: std::sync::Once = std::sync::Once::new();
+    struct Sink;
+    impl io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            LOG.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    INIT.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("facsimile_server=info"))
+            .with_ansi(false)
+            .with_writer(|| Sink)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+    String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
+/// Waits until the relay logged a line containing every one of `parts`.
+pub(crate) async fn logged(parts: &[&str]) {
+    wait_until(
+        &format!("the relay to log {parts:?}"),
+        Duration::from_secs(30),
+        || {
+            relay_log()
+                .lines()
+                .any(|l| parts.iter().all(|p| l.contains(p)))
+        },
+    )
+    .await;
+}
