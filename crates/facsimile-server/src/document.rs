@@ -605,10 +605,16 @@ impl Doc {
                     });
                 }
             }
-            None => match self.replica.handle_message(&msg) {
-                Ok(()) => self.broadcast(msg, Some(conn)),
-                Err(e) => self.refuse(conn, format!("refused message: {e}")),
-            },
+            None => {
+                let applied = self.replica.handle_message(&msg);
+                // An eviction it caused is acknowledged to the evicted
+                // before the message that carries it.
+                self.drain_events();
+                match applied {
+                    Ok(()) => self.broadcast(msg, Some(conn)),
+                    Err(e) => self.refuse(conn, format!("refused message: {e}")),
+                }
+            }
         }
         self.drain_events();
         self.applying = None;
@@ -650,8 +656,11 @@ impl Doc {
         self.drain_events();
     }
 
-    /// Stages the replica's messages and notes departures.
+    /// Notes departures, then stages the replica's messages.
     fn drain_replica(&mut self) {
+        // Departures first: an eviction's acknowledgement to the evicted
+        // goes before the eviction itself.
+        self.drain_events();
         while let Some(t) = self.replica.poll_transmit() {
             let bytes = Bytes::from_owner(t.bytes);
             match t.to {
@@ -675,6 +684,7 @@ impl Doc {
                 Event::PeerLeft(p) => {
                     let tag = p.incarnation();
                     self.departed.insert(tag);
+                    self.ack_before_eviction(tag);
                     let (why, alarming) = match (self.evicting.remove(&tag), self.applying) {
                         (Some(why), _) => why,
                         (None, Some(from)) if from == tag => ("goodbye".to_string(), false),
@@ -706,6 +716,25 @@ impl Doc {
                     tracing::warn!(doc = %self.name, "the relay lost track of a peer's stream")
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// A connected node is evicted (it was silent too long): everything of
+    /// it applied so far is acknowledged before the eviction reaches it, so
+    /// that whatever it has not seen acknowledged by then, it knows lost
+    /// (its later frames are dropped here, and acknowledged too).
+    fn ack_before_eviction(&mut self, tag: u32) {
+        let Some(&conn) = self.tags.get(&tag) else {
+            return;
+        };
+        if let Some(c) = self.clients.get_mut(&conn) {
+            if c.frames_in > c.acked && c.refused.is_none() {
+                c.acked = c.frames_in;
+                self.staged.push(Staged::Direct {
+                    conn,
+                    frame: Down::Ack(c.frames_in).encode(),
+                });
             }
         }
     }

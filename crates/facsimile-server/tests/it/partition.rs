@@ -198,3 +198,77 @@ async fn a_black_holed_member_is_evicted_for_its_silence_and_its_lock_passes() {
     logged(&["peer evicted", "carol-silent", "missed heartbeats"]).await;
     drop((held, carol));
 }
+
+/// A node that writes while the relay evicts it (its link is down; it still
+/// believes it holds its lock) is told each of those writes was lost, and
+/// only those: the relay drops them, as every message of an evicted peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_sent_as_the_relay_evicts_the_node_are_each_counted_lost() {
+    relay_log();
+    let relay =
+        Relay::start(|c| c.failure_detection(Duration::from_millis(100), Duration::from_secs(1)))
+            .await;
+    let alice = net::connect(
+        &relay.addr.to_string(),
+        "alice",
+        options().failure_detection(Duration::from_millis(100), None),
+    )
+    .await
+    .expect("alice connects");
+    alice.node().set_root(json!({"shared": {}})).unwrap();
+    alice.flush().await.unwrap();
+    let hole = BlackHole::start(relay.addr).await;
+    // Carol sends no heartbeats nor reclamation acknowledgements: every
+    // message she sends is a write.
+    let quiet = Duration::from_secs(3600);
+    let carol = net::connect(
+        &hole.addr.to_string(),
+        "carol-racing",
+        options()
+            .failure_detection(quiet, None)
+            .config(facsimile::Config::default().gc_interval(quiet)),
+    )
+    .await
+    .expect("carol connects through the proxy");
+    let shared = carol
+        .node()
+        .get("/shared")
+        .unwrap()
+        .as_map()
+        .unwrap()
+        .clone();
+    let held = tokio::time::timeout(Duration::from_secs(10), carol.node().lock(&shared))
+        .await
+        .expect("carol gets the lock")
+        .unwrap();
+    shared.set("kept", 1).unwrap();
+    carol.flush().await.unwrap();
+
+    hole.black_hole();
+    const WRITES: i64 = 5;
+    for i in 0..WRITES {
+        shared.set("lost", i).unwrap();
+    }
+    logged(&["peer evicted", "carol-racing", "missed heartbeats"]).await;
+    let flushed = carol.flush();
+    hole.restore();
+    match flushed.await {
+        Err(net::NetError::WritesLost(n)) => assert_eq!(n, WRITES as u64),
+        other => panic!("carol's lost writes reported as {other:?}"),
+    }
+    let a_shared = alice
+        .node()
+        .get("/shared")
+        .unwrap()
+        .as_map()
+        .unwrap()
+        .clone();
+    wait_until("the lock to pass", Duration::from_secs(10), || {
+        a_shared.set("by", "alice").is_ok()
+    })
+    .await;
+    alice.flush().await.unwrap();
+    assert_eq!(a_shared.get("kept"), Some(1.into()));
+    assert_eq!(a_shared.get("lost"), None);
+    drop((held, carol));
+}

@@ -562,6 +562,11 @@ impl BlackHole {
     pub(crate) fn black_hole(&self) {
         self.holed.send_replace(true);
     }
+
+    /// The link is back: what was held passes, in order.
+    pub(crate) fn restore(&self) {
+        self.holed.send_replace(false);
+    }
 }
 
 impl Drop for BlackHole {
