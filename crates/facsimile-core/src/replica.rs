@@ -649,6 +649,24 @@ impl Replica {
         self.out.end();
     }
 
+    /// Whether `tag` names a peer this replica has heard of (a member, one
+    /// gone, or this replica): a new incarnation should pick another, or
+    /// it would be taken for that peer.
+    ///
+    /// ```
+    /// use facsimile_core::{Config, PeerId, Replica};
+    /// let mut a = Replica::new(PeerId::new("a", 1), Config::default());
+    /// let mut b = Replica::new(PeerId::new("b", 2), Config::default());
+    /// while let Some(t) = b.poll_transmit() {
+    ///     a.handle_message(&t.bytes)?;
+    /// }
+    /// assert!(a.knows_tag(1) && a.knows_tag(2) && !a.knows_tag(3));
+    /// # Ok::<(), facsimile_core::ReceiveError>(())
+    /// ```
+    pub fn knows_tag(&self, tag: u32) -> bool {
+        tag == self.me.incarnation() || self.peers.by_tag(tag).is_some()
+    }
+
     /// Starts over as a new incarnation of the same host, then syncs: what
     /// a replica does after its peers evicted it ([`Event::Evicted`]). Object
     /// ids obtained before read through the returned [`Succession`]

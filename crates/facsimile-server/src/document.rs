@@ -451,8 +451,20 @@ impl Doc {
             out.ending.cancel();
             return;
         }
-        let evicted = self.departed.contains(&tag);
-        let member = self.member(tag).is_some();
+        // A new node (no resume point) must bring an incarnation the
+        // document has never seen; told it is evicted, it picks another.
+        // Otherwise it would be taken for the peer of that tag: refused as
+        // departed, or taking over a live node's connection.
+        let fresh_but_known = hello.resume.is_none()
+            && (self.tags.contains_key(&tag)
+                || self.relays.contains(&tag)
+                || self.replica.knows_tag(tag));
+        if fresh_but_known {
+            tracing::info!(doc = %self.name, peer = %format!("{}#{tag:08x}", hello.hostname), %addr,
+                "a new node brought an incarnation the document knows; it picks another");
+        }
+        let evicted = self.departed.contains(&tag) || fresh_but_known;
+        let member = !fresh_but_known && self.member(tag).is_some();
         let resume = hello.resume.filter(|r| {
             r.log == self.log_id && r.position >= self.tail_base && r.position <= self.committed
         });
@@ -473,7 +485,7 @@ impl Doc {
         };
         let resumed =
             !evicted && resume.is_some_and(|r| !replay.is_empty() || r.position == self.committed);
-        if let Some(&old) = self.tags.get(&tag) {
+        if let Some(&old) = self.tags.get(&tag).filter(|_| !fresh_but_known) {
             // The same node again, while its old connection looks alive
             // (a half-open socket): the new connection takes over.
             if let Some(c) = self.clients.remove(&old) {
