@@ -18,6 +18,7 @@ pub struct Config {
     pub(crate) heartbeat: Duration,
     pub(crate) peer_timeout: Option<Duration>,
     pub(crate) lease: Option<Duration>,
+    pub(crate) relay: bool,
 }
 
 impl Default for Config {
@@ -32,6 +33,7 @@ impl Default for Config {
             heartbeat: Duration::from_secs(1),
             peer_timeout: None,
             lease: None,
+            relay: false,
         }
     }
 }
@@ -135,6 +137,21 @@ impl Config {
     pub fn ordered(mut self, lease: Duration) -> Self {
         self.lease = Some(lease);
         self.heartbeat = lease / 3;
+        self
+    }
+
+    /// This replica is the relay its peers' broadcasts pass through: it
+    /// applies each before any peer receives it, in the order they all
+    /// receive it. It then answers a joiner's fetch at once: whatever the
+    /// joiner did not hear it has applied, so it waits for no member's
+    /// offer, and a member that went silent (a link down without a FIN)
+    /// cannot hold joiners up until it is evicted.
+    ///
+    /// ```
+    /// let config = facsimile_core::Config::default().relay();
+    /// ```
+    pub fn relay(mut self) -> Self {
+        self.relay = true;
         self
     }
 }

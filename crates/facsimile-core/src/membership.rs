@@ -109,6 +109,16 @@ impl Membership {
         silent
     }
 
+    /// When the next member turns silent for longer than `timeout`, as of
+    /// the last check.
+    pub(crate) fn next_silence(&self, timeout: Duration) -> Option<Duration> {
+        self.members
+            .iter()
+            .filter_map(|m| self.last_heard.get(m))
+            .min()
+            .map(|&heard| heard + timeout)
+    }
+
     /// Stamps what was heard since the last check with `now` (while a
     /// check would be premature).
     pub(crate) fn stamp_heard(&mut self, now: Duration) {

@@ -594,6 +594,8 @@ impl Replica {
             self.out.outbox.push(WireOp::Tick);
             self.out.end();
         }
+        // Re-armed by the check, when a member may turn silent.
+        self.out.timers.expired(Timer::Silence, now);
         self.evict_silent(now);
         if self.is_ready() {
             // A joiner may have been waiting for an evicted peer's offer.
@@ -645,6 +647,24 @@ impl Replica {
         self.out.begin();
         self.send_eviction(p);
         self.out.end();
+    }
+
+    /// Whether `tag` names a peer this replica has heard of (a member, one
+    /// gone, or this replica): a new incarnation should pick another, or
+    /// it would be taken for that peer.
+    ///
+    /// ```
+    /// use facsimile_core::{Config, PeerId, Replica};
+    /// let mut a = Replica::new(PeerId::new("a", 1), Config::default());
+    /// let mut b = Replica::new(PeerId::new("b", 2), Config::default());
+    /// while let Some(t) = b.poll_transmit() {
+    ///     a.handle_message(&t.bytes)?;
+    /// }
+    /// assert!(a.knows_tag(1) && a.knows_tag(2) && !a.knows_tag(3));
+    /// # Ok::<(), facsimile_core::ReceiveError>(())
+    /// ```
+    pub fn knows_tag(&self, tag: u32) -> bool {
+        tag == self.me.incarnation() || self.peers.by_tag(tag).is_some()
     }
 
     /// Starts over as a new incarnation of the same host, then syncs: what
@@ -1135,14 +1155,19 @@ impl Replica {
             return;
         }
         let silent = self.members.silent(now, timeout);
-        if silent.is_empty() {
-            return;
+        if !silent.is_empty() {
+            self.out.begin();
+            for m in silent {
+                self.send_eviction(m);
+            }
+            self.out.end();
         }
-        self.out.begin();
-        for m in silent {
-            self.send_eviction(m);
+        // Silent means silent for more than the timeout: check just after.
+        if let Some(at) = self.members.next_silence(timeout) {
+            self.out
+                .timers
+                .set(Timer::Silence, at + Duration::from_millis(1));
         }
-        self.out.end();
     }
 
     /// A joiner's sync timer fired: fetch from the next peer that offered,
@@ -1170,7 +1195,8 @@ impl Replica {
         if !self.doc.is_settled() || !self.serve.has_fetches() {
             return;
         }
-        for to in self.serve.take_ready(&self.members, &self.peers) {
+        let in_order = self.config.relay;
+        for to in self.serve.take_ready(&self.members, &self.peers, in_order) {
             if let Some(p) = self.peers.by_tag(to.0) {
                 self.members.admit_quietly(p);
             }

@@ -15,9 +15,13 @@ pub(crate) enum Timer {
     /// The joiner's next sync retry: asking the next peer that offered, or
     /// asking everyone again.
     Sync,
+    /// When the member heard from longest ago turns silent for too long,
+    /// under failure detection: evictions come on time, not at the next
+    /// heartbeat or reclamation pass.
+    Silence,
 }
 
-const COUNT: usize = 3;
+const COUNT: usize = 4;
 
 impl Timer {
     fn slot(self) -> usize {
@@ -25,6 +29,7 @@ impl Timer {
             Timer::Gc => 0,
             Timer::Heartbeat => 1,
             Timer::Sync => 2,
+            Timer::Silence => 3,
         }
     }
 }

@@ -128,6 +128,20 @@ impl Outbox {
         n
     }
 
+    /// Counts as lost the oldest frames not acknowledged yet for which
+    /// `lost` holds (up to the first for which it does not): the relay
+    /// will drop them, yet acknowledge them. Returns how many.
+    pub fn count_lost_while(&mut self, mut lost: impl FnMut(&Bytes) -> bool) -> u64 {
+        let n = self
+            .unacked
+            .iter()
+            .chain(&self.pending)
+            .take_while(|f| lost(f))
+            .count() as u64;
+        self.dropped += n;
+        n
+    }
+
     /// Counts `n` frames that were acknowledged as lost after all: the log
     /// stored them, then refused them when it read them in order.
     pub fn count_refused(&mut self, n: u64) {
@@ -224,6 +238,23 @@ mod tests {
         out.ack_up_to(2).unwrap();
         assert!(out.ack_up_to(1).is_err());
         assert_eq!(out.done(), 2);
+    }
+
+    #[test]
+    fn frames_counted_lost_complete_when_acknowledged() {
+        let mut out = Outbox::default();
+        for i in 0..5 {
+            out.enqueue(frame(i));
+        }
+        let mut batch = Vec::new();
+        out.take_batch(2, &mut batch);
+        out.ack_up_to(1).unwrap();
+        // Frames 1 to 3 are lost, sent or not; frame 4 is not.
+        assert_eq!(out.count_lost_while(|f| f[0] < 4), 3);
+        assert_eq!((out.done(), out.dropped()), (1, 3));
+        out.take_batch(usize::MAX, &mut batch);
+        out.ack_up_to(5).unwrap();
+        assert_eq!((out.queued(), out.done(), out.dropped()), (5, 5, 3));
     }
 
     #[test]

@@ -211,6 +211,12 @@ pub(crate) struct Doc {
     kicks: Vec<(ConnId, String)>,
     /// Clients whose input was refused, to be closed after the batch.
     refusals: Vec<ConnId>,
+    /// Why the relay evicts a tag, and whether that is worth a warning,
+    /// until the replica reports it gone.
+    evicting: HashMap<u32, (String, bool)>,
+    /// The tag whose message is being applied, to tell a goodbye from an
+    /// eviction another peer sent.
+    applying: Option<u32>,
 }
 
 /// How long a recovery took and what it found, for logs and benchmarks.
@@ -240,6 +246,7 @@ impl Doc {
             None => (Store::ephemeral(), None, Vec::new()),
         };
         let core_config = Config::default()
+            .relay()
             .max_message_size(config.max_frame)
             .failure_detection(config.heartbeat, config.peer_timeout);
         let departed: HashSet<u32> = snapshot
@@ -296,6 +303,8 @@ impl Doc {
             staged: Vec::new(),
             kicks: Vec::new(),
             refusals: Vec::new(),
+            evicting: HashMap::new(),
+            applying: None,
         };
         doc.replica.record_changes(false);
         let mut recovery = Recovery {
@@ -331,7 +340,7 @@ impl Doc {
         // Earlier relays of this log are gone; nobody should wait for them.
         relays.retain(|&r| r != doc.me.incarnation());
         for &r in &relays {
-            doc.evict_tag(r);
+            doc.evict_tag(r, "an earlier run of the relay");
         }
         relays.push(doc.me.incarnation());
         let keep = relays.len().saturating_sub(16);
@@ -385,7 +394,7 @@ impl Doc {
                         doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason,
                         "client disconnected"
                     );
-                    self.drop_client(conn);
+                    self.drop_client(conn, &format!("disconnected ({reason})"));
                 }
             }
             Cmd::Status(reply) => {
@@ -442,8 +451,20 @@ impl Doc {
             out.ending.cancel();
             return;
         }
-        let evicted = self.departed.contains(&tag);
-        let member = self.member(tag).is_some();
+        // A new node (no resume point) must bring an incarnation the
+        // document has never seen; told it is evicted, it picks another.
+        // Otherwise it would be taken for the peer of that tag: refused as
+        // departed, or taking over a live node's connection.
+        let fresh_but_known = hello.resume.is_none()
+            && (self.tags.contains_key(&tag)
+                || self.relays.contains(&tag)
+                || self.replica.knows_tag(tag));
+        if fresh_but_known {
+            tracing::info!(doc = %self.name, peer = %format!("{}#{tag:08x}", hello.hostname), %addr,
+                "a new node brought an incarnation the document knows; it picks another");
+        }
+        let evicted = self.departed.contains(&tag) || fresh_but_known;
+        let member = !fresh_but_known && self.member(tag).is_some();
         let resume = hello.resume.filter(|r| {
             r.log == self.log_id && r.position >= self.tail_base && r.position <= self.committed
         });
@@ -464,7 +485,7 @@ impl Doc {
         };
         let resumed =
             !evicted && resume.is_some_and(|r| !replay.is_empty() || r.position == self.committed);
-        if let Some(&old) = self.tags.get(&tag) {
+        if let Some(&old) = self.tags.get(&tag).filter(|_| !fresh_but_known) {
             // The same node again, while its old connection looks alive
             // (a half-open socket): the new connection takes over.
             if let Some(c) = self.clients.remove(&old) {
@@ -474,7 +495,7 @@ impl Doc {
                 for t in c.tags {
                     if t != tag && self.tags.get(&t) == Some(&old) {
                         self.tags.remove(&t);
-                        self.evict_tag(t);
+                        self.evict_tag(t, "its node reconnected as another incarnation");
                     }
                 }
             }
@@ -579,6 +600,7 @@ impl Doc {
                 }
             }
         }
+        self.applying = Some(env.from);
         match up_to.or(env.to) {
             Some(t) if t == self.me.incarnation() => {
                 if let Err(e) = self.replica.handle_message(&msg) {
@@ -595,11 +617,19 @@ impl Doc {
                     });
                 }
             }
-            None => match self.replica.handle_message(&msg) {
-                Ok(()) => self.broadcast(msg, Some(conn)),
-                Err(e) => self.refuse(conn, format!("refused message: {e}")),
-            },
+            None => {
+                let applied = self.replica.handle_message(&msg);
+                // An eviction it caused is acknowledged to the evicted
+                // before the message that carries it.
+                self.drain_events();
+                match applied {
+                    Ok(()) => self.broadcast(msg, Some(conn)),
+                    Err(e) => self.refuse(conn, format!("refused message: {e}")),
+                }
+            }
         }
+        self.drain_events();
+        self.applying = None;
     }
 
     /// Assigns the next position to a broadcast message, logs it and stages
@@ -638,8 +668,11 @@ impl Doc {
         self.drain_events();
     }
 
-    /// Stages the replica's messages and notes departures.
+    /// Notes departures, then stages the replica's messages.
     fn drain_replica(&mut self) {
+        // Departures first: an eviction's acknowledgement to the evicted
+        // goes before the eviction itself.
+        self.drain_events();
         while let Some(t) = self.replica.poll_transmit() {
             let bytes = Bytes::from_owner(t.bytes);
             match t.to {
@@ -661,8 +694,30 @@ impl Doc {
         while let Some(e) = self.replica.poll_event() {
             match e {
                 Event::PeerLeft(p) => {
-                    tracing::debug!(doc = %self.name, peer = %p, "peer left");
-                    self.departed.insert(p.incarnation());
+                    let tag = p.incarnation();
+                    self.departed.insert(tag);
+                    self.ack_before_eviction(tag);
+                    let (why, alarming) = match (self.evicting.remove(&tag), self.applying) {
+                        (Some(why), _) => why,
+                        (None, Some(from)) if from == tag => ("goodbye".to_string(), false),
+                        (None, Some(from)) => (format!("evicted by {}", self.who(from)), true),
+                        // Outside a message or a departure, only the
+                        // replica's failure detection evicts.
+                        (None, None) => (
+                            format!(
+                                "missed heartbeats: silent for more than {:?}",
+                                self.config.peer_timeout
+                            ),
+                            true,
+                        ),
+                    };
+                    if alarming {
+                        tracing::warn!(doc = %self.name, peer = %p, %why, "peer evicted");
+                    } else if why == "goodbye" {
+                        tracing::info!(doc = %self.name, peer = %p, %why, "peer left");
+                    } else {
+                        tracing::info!(doc = %self.name, peer = %p, %why, "peer evicted");
+                    }
                 }
                 Event::PeerJoined(p) => tracing::debug!(doc = %self.name, peer = %p, "peer joined"),
                 Event::Evicted => tracing::error!(
@@ -677,6 +732,33 @@ impl Doc {
         }
     }
 
+    /// A connected node is evicted (it was silent too long): everything of
+    /// it applied so far is acknowledged before the eviction reaches it, so
+    /// that whatever it has not seen acknowledged by then, it knows lost
+    /// (its later frames are dropped here, and acknowledged too).
+    fn ack_before_eviction(&mut self, tag: u32) {
+        let Some(&conn) = self.tags.get(&tag) else {
+            return;
+        };
+        if let Some(c) = self.clients.get_mut(&conn) {
+            if c.frames_in > c.acked && c.refused.is_none() {
+                c.acked = c.frames_in;
+                self.staged.push(Staged::Direct {
+                    conn,
+                    frame: Down::Ack(c.frames_in).encode(),
+                });
+            }
+        }
+    }
+
+    /// A peer's name for the log: its hostname where the replica knows it.
+    fn who(&self, tag: u32) -> String {
+        match self.member(tag) {
+            Some(p) => p.to_string(),
+            None => format!("#{tag:08x}"),
+        }
+    }
+
     fn member(&self, tag: u32) -> Option<PeerId> {
         self.replica
             .members()
@@ -684,12 +766,15 @@ impl Doc {
             .find(|p| p.incarnation() == tag)
     }
 
-    /// Declares a peer gone: nobody waits for it, its locks pass on, and
-    /// whatever it still sends is dropped.
-    fn evict_tag(&mut self, tag: u32) {
+    /// Declares a peer gone (`why`, for the log): nobody waits for it, its
+    /// locks pass on, and whatever it still sends is dropped.
+    fn evict_tag(&mut self, tag: u32, why: &str) {
         self.departed.insert(tag);
         if let Some(peer) = self.member(tag) {
+            let alarming = why.starts_with("cut off");
+            self.evicting.insert(tag, (why.to_string(), alarming));
             self.replica.evict(&peer);
+            self.drain_events();
         }
     }
 
@@ -722,11 +807,12 @@ impl Doc {
                 // Closing anyway: a full queue needs no notice.
                 let _ = push(&self.config, &mut c, Down::Closing(reason.clone()).encode());
             }
+            let why = format!("refused: {reason}");
             let _ = c.out.closing.set(reason);
             // Dropping the client's queue, not cancelling it, lets the
             // writer send what is queued before the connection closes.
             c.out.ending.cancel();
-            self.forget_tags(conn, c.tags);
+            self.forget_tags(conn, c.tags, &why);
         }
     }
 
@@ -734,26 +820,27 @@ impl Doc {
     fn kick(&mut self, conn: ConnId, reason: String) {
         if let Some(c) = self.clients.get(&conn) {
             tracing::warn!(doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason, "disconnecting client");
+            let why = format!("cut off: {reason}");
             let _ = c.out.closing.set(reason);
             c.out.cancel.cancel();
-            self.drop_client(conn);
+            self.drop_client(conn, &why);
         }
     }
 
-    fn drop_client(&mut self, conn: ConnId) {
+    fn drop_client(&mut self, conn: ConnId, why: &str) {
         let Some(c) = self.clients.remove(&conn) else {
             return;
         };
         c.out.cancel.cancel();
-        self.forget_tags(conn, c.tags);
+        self.forget_tags(conn, c.tags, why);
     }
 
     /// Evicts the tags a departed connection spoke for.
-    fn forget_tags(&mut self, conn: ConnId, tags: Vec<u32>) {
+    fn forget_tags(&mut self, conn: ConnId, tags: Vec<u32>, why: &str) {
         for tag in tags {
             if self.tags.get(&tag) == Some(&conn) {
                 self.tags.remove(&tag);
-                self.evict_tag(tag);
+                self.evict_tag(tag, why);
             }
         }
     }

@@ -819,7 +819,15 @@ impl Node {
     /// [`Node::rejoin`] under the state lock, the listener calls left to
     /// the caller.
     fn start_over(&self, st: &mut State, dispatch: &mut Dispatch) {
-        let s = st.replica.reincarnate(rand::random());
+        // An incarnation the document has not seen: an old one's stream
+        // positions and departure would apply to it.
+        let incarnation = loop {
+            let t: u32 = rand::random();
+            if !st.replica.knows_tag(t) {
+                break t;
+            }
+        };
+        let s = st.replica.reincarnate(incarnation);
         self.note_succession(st, s);
         st.subs.wake_all_locks(dispatch);
     }

@@ -71,11 +71,20 @@ impl SyncServer {
 
     /// The joiners that can be answered now: every member they were
     /// requested among has offered to them here, left, or is syncing
-    /// itself.
-    pub(crate) fn take_ready(&mut self, members: &Membership, peers: &Peers) -> Vec<Tag> {
+    /// itself; or all of them, when `in_order` (this replica applied every
+    /// broadcast before the joiner could receive it: a relay).
+    pub(crate) fn take_ready(
+        &mut self,
+        members: &Membership,
+        peers: &Peers,
+        in_order: bool,
+    ) -> Vec<Tag> {
         let (ready, waiting): (Vec<Tag>, Vec<Tag>) = std::mem::take(&mut self.deferred)
             .into_iter()
             .partition(|j| {
+                if in_order {
+                    return true;
+                }
                 let seen = self.offers_seen.get(&j.0);
                 self.offer_wait.get(&j.0).is_none_or(|wait| {
                     wait.iter().all(|&m| {

@@ -249,6 +249,49 @@ fn a_crashed_holder_loses_its_lock_after_the_timeout() {
     );
 }
 
+/// Eviction follows the configured timeout, not the next heartbeat or
+/// reclamation pass: here both are much further apart than the timeout.
+#[test]
+fn a_silent_member_is_evicted_as_its_timeout_passes() {
+    let timeout = Duration::from_secs(2);
+    let config = Config::default()
+        .failure_detection(Duration::from_secs(30), timeout)
+        .gc_interval(Duration::from_secs(30));
+    let mut a = Replica::new(PeerId::new("a", 1), config.clone());
+    let mut b = Replica::new(PeerId::new("b", 2), config);
+    loop {
+        let to_b: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+        let to_a: Vec<_> = std::iter::from_fn(|| b.poll_transmit()).collect();
+        if to_a.is_empty() && to_b.is_empty() {
+            break;
+        }
+        for t in to_b {
+            b.handle_message(&t.bytes).unwrap();
+        }
+        for t in to_a {
+            a.handle_message(&t.bytes).unwrap();
+        }
+    }
+    // `a` last heard from `b` at its first time check, at 0; `b` says
+    // nothing more. Time moves only as far as `a`'s timers ask.
+    a.handle_timeout(Duration::ZERO);
+    let mut now = Duration::ZERO;
+    loop {
+        while a.poll_transmit().is_some() {}
+        if std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, Event::PeerLeft(_))) {
+            break;
+        }
+        now = a.poll_timeout().expect("a timer is armed");
+        assert!(now <= timeout * 2, "no eviction by {now:?}");
+        a.handle_timeout(now);
+    }
+    assert!(now > timeout, "evicted early, at {now:?}");
+    assert!(
+        now <= timeout + Duration::from_millis(1),
+        "evicted at {now:?}, past the {timeout:?} timeout"
+    );
+}
+
 #[test]
 fn a_holder_that_leaves_frees_its_lock_at_once() {
     let mut sim = Sim::new(2, 3);

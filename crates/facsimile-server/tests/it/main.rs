@@ -2,7 +2,9 @@
 //! TCP clients, the Rust client over WebSocket, hostile WebSocket input,
 //! and the inspector's routes.
 
+mod incarnation;
 mod inspect;
+mod partition;
 mod read_only;
 mod support;
 mod websocket;

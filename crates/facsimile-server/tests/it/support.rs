@@ -521,3 +521,126 @@ pub(crate) async fn write_at_once<const N: usize>(nodes: [(&'static str, Node); 
         t.await.unwrap();
     }
 }
+
+/// A TCP proxy on loopback in front of the relay that can be told to
+/// black-hole its connections: it stops forwarding both ways without
+/// closing anything, as a link that went down does (the relay sees no FIN,
+/// and once the buffers fill its writes to the connection block).
+pub(crate) struct BlackHole {
+    pub(crate) addr: SocketAddr,
+    holed: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl BlackHole {
+    /// Listens on a free loopback port and forwards every connection to
+    /// `upstream`.
+    pub(crate) async fn start(upstream: SocketAddr) -> BlackHole {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (holed, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut pumps = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                // A small receive buffer towards the relay: what the relay
+                // sends piles up in its own buffers and queue, not here.
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.set_recv_buffer_size(64 << 10).unwrap();
+                let Ok(server) = socket.connect(upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                pumps.spawn(pump(cr, sw, watch.clone()));
+                pumps.spawn(pump(sr, cw, watch.clone()));
+            }
+        });
+        BlackHole { addr, holed, task }
+    }
+
+    /// From now on nothing passes either way; nothing is closed either.
+    pub(crate) fn black_hole(&self) {
+        self.holed.send_replace(true);
+    }
+
+    /// The link is back: what was held passes, in order.
+    pub(crate) fn restore(&self) {
+        self.holed.send_replace(false);
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        // Aborting the listener drops its pumps, which closes the sockets.
+        self.task.abort();
+    }
+}
+
+/// Copies `from` to `to` while the link is up; stops reading (and holds
+/// what it read) while it is black-holed.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut holed: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        if holed.wait_for(|h| !*h).await.is_err() {
+            return;
+        }
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = holed.wait_for(|h| *h) => continue,
+        };
+        if holed.wait_for(|h| !*h).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Everything the relay logged at `info` and above since the first call,
+/// from every test of this binary (a subscriber is global: the documents'
+/// threads log too).
+pub(crate) fn relay_log() -> String {
+    static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+    static INIT: std::sync::Once = std::sync::Once::new();
+    struct Sink;
+    impl io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            LOG.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    INIT.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("facsimile_server=info"))
+            .with_ansi(false)
+            .with_writer(|| Sink)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+    String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
+/// Waits until the relay logged a line containing every one of `parts`.
+pub(crate) async fn logged(parts: &[&str]) {
+    wait_until(
+        &format!("the relay to log {parts:?}"),
+        Duration::from_secs(30),
+        || {
+            relay_log()
+                .lines()
+                .any(|l| parts.iter().all(|p| l.contains(p)))
+        },
+    )
+    .await;
+}

@@ -456,8 +456,12 @@ async fn drive(conn: Conn, shared: &Shared, node: &Weak<Inner>, session: &mut Se
             };
             match shared.complete(|outbox| session.receive(frame, outbox)) {
                 Ok(Incoming::Message(bytes)) => {
+                    let was = node.peer_id().incarnation();
                     if let Err(e) = node.receive(&bytes) {
                         tracing::warn!(error = %e, "refused a message from the relay");
+                    }
+                    if node.peer_id().incarnation() != was {
+                        evicted_while_connected(shared, was);
                     }
                 }
                 Ok(Incoming::Acked) => {}
@@ -500,6 +504,28 @@ async fn drive(conn: Conn, shared: &Shared, node: &Weak<Inner>, session: &mut Se
         e = read => e,
         e = write => e,
     }
+}
+
+/// The relay evicted the node while it was connected (it was silent too
+/// long), and the node started over as a new incarnation. The relay
+/// acknowledged everything it applied of the old incarnation before it
+/// sent the eviction; whatever of it is still unacknowledged the relay
+/// drops (and acknowledges), so it counts as lost now.
+fn evicted_while_connected(shared: &Shared, old: u32) {
+    let lost = shared.complete(|outbox| {
+        outbox.count_lost_while(|frame| {
+            let message = match protocol::Up::decode(frame.clone()) {
+                Ok(protocol::Up::Broadcast(m) | protocol::Up::To(_, m)) => m,
+                Err(_) => return false,
+            };
+            facsimile_core::Envelope::peek(&message).is_ok_and(|e| e.from == old)
+        })
+    });
+    tracing::warn!(
+        lost,
+        "the relay evicted this node; rejoined as a new incarnation"
+    );
+    shared.rejoined();
 }
 
 #[cfg(test)]
