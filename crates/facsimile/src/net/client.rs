@@ -23,6 +23,7 @@ use super::error::NetError;
 use super::options::ConnectOptions;
 use super::protocol::{self, Admission, ByteStream, HelloError, Incoming, ProtocolError, Session};
 use super::tls::TlsOptions;
+use crate::clock::Clock;
 use crate::node::{Inner, Node, Outgoing};
 
 /// A relay peer is never evicted by a client on its own: with a relay the
@@ -41,7 +42,12 @@ pub(super) async fn connect(
         .clone()
         .max_message_size(options.max_frame)
         .failure_detection(options.heartbeat, options.peer_timeout.unwrap_or(NEVER));
-    let node = Node::with_config(hostname, config);
+    let clock = if options.runtime_clock {
+        Clock::runtime()
+    } else {
+        Clock::new()
+    };
+    let node = Node::with_clock(hostname, config, clock);
     let shared = Arc::new(Shared::new());
     let sink = shared.clone();
     node.set_sender(move |out: Outgoing| {
@@ -197,7 +203,7 @@ async fn open(addr: &str, options: &ConnectOptions) -> Result<(Frames, FrameSink
         }
         (tls, _, _) => tls.as_ref(),
     };
-    let stream = stream(addr, target.host_port, tls).await?;
+    let stream = stream(addr, target.host_port, tls, options).await?;
     if !target.websocket {
         let (reader, writer) = protocol::framed(stream, options.max_frame);
         return Ok((
@@ -217,21 +223,30 @@ async fn open(addr: &str, options: &ConnectOptions) -> Result<(Frames, FrameSink
     Ok(websocket(socket))
 }
 
-/// The TCP connection to `host_port`, with TLS where `tls` asks for it.
+/// The TCP connection to `host_port` (or the options' dialer's stream),
+/// with TLS where `tls` asks for it.
 async fn stream(
     addr: &str,
     host_port: &str,
     tls: Option<&TlsOptions>,
+    options: &ConnectOptions,
 ) -> Result<Box<dyn ByteStream>, NetError> {
-    let tcp = TcpStream::connect(host_port)
-        .await
-        .map_err(|source| NetError::Connect {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
+    let connect_error = |source| NetError::Connect {
+        addr: addr.to_string(),
+        source,
+    };
+    let stream: Box<dyn ByteStream> = match &options.dialer {
+        Some(dialer) => dialer.dial(host_port).await.map_err(connect_error)?,
+        None => {
+            let tcp = TcpStream::connect(host_port)
+                .await
+                .map_err(connect_error)?;
+            let _ = tcp.set_nodelay(true);
+            Box::new(tcp)
+        }
+    };
     let Some(tls) = tls else {
-        return Ok(Box::new(tcp));
+        return Ok(stream);
     };
     let tls_error = |source| NetError::Tls {
         addr: addr.to_string(),
@@ -244,7 +259,7 @@ async fn stream(
     let name = ServerName::try_from(host)
         .map_err(|e| tls_error(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-    let stream = connector.connect(name, tcp).await.map_err(tls_error)?;
+    let stream = connector.connect(name, stream).await.map_err(tls_error)?;
     Ok(Box::new(stream))
 }
 
