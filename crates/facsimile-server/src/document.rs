@@ -417,11 +417,30 @@ impl Doc {
             Cmd::Tick => {
                 let now = self.epoch.elapsed();
                 if self.replica.poll_timeout().is_some_and(|at| now >= at) {
+                    let before = self.replica.members();
                     self.replica.handle_timeout(now);
+                    self.cut_off_silent(before);
                 }
             }
         }
         self.drain_replica();
+    }
+
+    /// Ends the connections of the peers that the replica just evicted for
+    /// their silence (of those in `before`), once the batch is committed:
+    /// a connection that went quiet without failing (a partition, a
+    /// stalled link) may deliver the node's writes later, which the relay
+    /// would drop as a departed peer's yet acknowledge. Cut off, the node
+    /// reconnects, learns it was evicted and rejoins, counting its
+    /// unacknowledged writes as lost.
+    fn cut_off_silent(&mut self, before: Vec<PeerId>) {
+        let after = self.replica.members();
+        for peer in before.iter().filter(|p| !after.contains(p)) {
+            if let Some(&conn) = self.tags.get(&peer.incarnation()) {
+                self.kicks
+                    .push((conn, format!("evicted {peer}: silent for longer than the peer timeout")));
+            }
+        }
     }
 
     fn status(&self) -> DocStatus {

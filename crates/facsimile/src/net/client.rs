@@ -397,7 +397,7 @@ async fn run(
             let _ = shared.status.send_replace(Status::Connected);
             attempts.reset();
             let error = tokio::select! {
-                e = drive(c, &shared, &node, &mut session) => e,
+                e = drive(c, &shared, &node, &mut session, silence(&options)) => e,
                 _ = shared.cancel.cancelled() => return,
             };
             if shared.cancel.is_cancelled() || node.upgrade().is_none() {
@@ -448,15 +448,41 @@ async fn run(
     }
 }
 
+/// How long the relay may stay silent before the connection counts as
+/// dead. The node sends at least a heartbeat each `heartbeat` and the relay
+/// acknowledges each frame, so a live relay is never silent for long; a
+/// connection that stalls without failing (a partition, a relay that
+/// vanished without closing it) would otherwise hang on until TCP gives
+/// up, for many minutes, while the relay evicts the node.
+fn silence(options: &ConnectOptions) -> Duration {
+    (options.heartbeat * 10).max(Duration::from_secs(1))
+}
+
 /// Carries frames both ways until the connection fails; returns why
-/// ([`NetError::Refused`] when the relay refused what the node sent).
-async fn drive(conn: Conn, shared: &Shared, node: &Weak<Inner>, session: &mut Session) -> NetError {
+/// ([`NetError::Refused`] when the relay refused what the node sent,
+/// [`NetError::Timeout`] when the relay was silent for `silence`).
+async fn drive(
+    conn: Conn,
+    shared: &Shared,
+    node: &Weak<Inner>,
+    session: &mut Session,
+    silence: Duration,
+) -> NetError {
     let Conn {
         mut reader,
         mut writer,
     } = conn;
     let read = async {
-        while let Some(frame) = reader.next().await {
+        loop {
+            let Ok(frame) = tokio::time::timeout(silence, reader.next()).await else {
+                return NetError::Timeout {
+                    what: "a frame from the relay, which went silent",
+                    after: silence,
+                };
+            };
+            let Some(frame) = frame else {
+                break;
+            };
             let frame = match frame {
                 Ok(f) => f,
                 Err(source) => {
