@@ -437,8 +437,10 @@ impl Doc {
         let after = self.replica.members();
         for peer in before.iter().filter(|p| !after.contains(p)) {
             if let Some(&conn) = self.tags.get(&peer.incarnation()) {
-                self.kicks
-                    .push((conn, format!("evicted {peer}: silent for longer than the peer timeout")));
+                self.kicks.push((
+                    conn,
+                    format!("evicted {peer}: silent for longer than the peer timeout"),
+                ));
             }
         }
     }
@@ -597,6 +599,13 @@ impl Doc {
         };
         if self.departed.contains(&env.from) {
             tracing::debug!(doc = %self.name, from = %format!("{:08x}", env.from), "dropped a message of a departed peer");
+            if self.kicks.iter().any(|(c, _)| *c == conn) {
+                // Evicted in this batch, and cut off after it: what it
+                // sends now is not applied, so not acknowledged either.
+                if let Some(c) = self.clients.get_mut(&conn) {
+                    c.frames_in -= 1;
+                }
+            }
             return;
         }
         match self.tags.get(&env.from) {

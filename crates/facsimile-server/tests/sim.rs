@@ -122,7 +122,9 @@ struct Journal {
     acked: Vec<Write>,
     grants: Vec<Grant>,
     observer: Option<Connection>,
-    /// The faults, for the failure message.
+    /// Faults started.
+    faults: usize,
+    /// The faults and what the clients saw, for the failure message.
     events: Vec<String>,
 }
 
@@ -171,7 +173,10 @@ async fn client(i: usize, seed: u64, journal: Shared, phase: watch::Receiver<Pha
         tokio::task::spawn_local(async move {
             loop {
                 let s = status.borrow_and_update().clone();
-                journal.borrow_mut().events.push(format!("{:?}: {name}: {s:?}", now()));
+                journal
+                    .borrow_mut()
+                    .events
+                    .push(format!("{:?}: {name}: {s:?}", now()));
                 if status.changed().await.is_err() {
                     return;
                 }
@@ -454,7 +459,7 @@ fn run(seed: u64) -> Result<String, String> {
         j.acked.len(),
         j.grants.len(),
         j.grants.iter().filter(|g| g.clean).count(),
-        j.events.len(),
+        j.faults,
         sim.elapsed()
     ))
 }
@@ -469,6 +474,7 @@ fn target(f: Fault) -> Option<usize> {
 
 fn apply(sim: &mut turmoil::Sim<'_>, journal: &Shared, fault: Fault, t: Duration) {
     let mut j = journal.borrow_mut();
+    j.faults += 1;
     j.events.push(format!("{t:?}: {fault:?}"));
     if let Some(i) = target(fault) {
         j.disturbed[i] += 1;
@@ -529,8 +535,17 @@ fn divergence(journal: &Shared) -> Option<String> {
         if conn.node().snapshot() != want {
             return Some(format!(
                 "client {i}'s snapshot differs from the relay's:\n  client: {}\n  relay:  {}",
-                conn.node().root().to_json().map(|v| v.to_string()).unwrap_or_default(),
-                observer.node().root().to_json().map(|v| v.to_string()).unwrap_or_default()
+                conn.node()
+                    .root()
+                    .to_json()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                observer
+                    .node()
+                    .root()
+                    .to_json()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
             ));
         }
     }

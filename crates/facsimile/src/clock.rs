@@ -28,7 +28,7 @@ pub(crate) enum Clock {
     Manual(Arc<AtomicU64>),
     /// The tokio runtime's clock (simulated where the runtime's is), from
     /// `start`.
-    #[cfg(any(feature = "tcp", feature = "nats"))]
+    #[cfg(feature = "tcp")]
     Runtime { start: tokio::time::Instant },
 }
 
@@ -43,7 +43,7 @@ impl Clock {
     }
 
     /// The clock of the current tokio runtime.
-    #[cfg(any(feature = "tcp", feature = "nats"))]
+    #[cfg(feature = "tcp")]
     pub(crate) fn runtime() -> Clock {
         Clock::Runtime {
             start: tokio::time::Instant::now(),
@@ -55,7 +55,7 @@ impl Clock {
         match self {
             Clock::Real { start } => read().saturating_sub(*start),
             Clock::Manual(nanos) => Duration::from_nanos(nanos.load(Ordering::Acquire)),
-            #[cfg(any(feature = "tcp", feature = "nats"))]
+            #[cfg(feature = "tcp")]
             Clock::Runtime { start } => start.elapsed(),
         }
     }

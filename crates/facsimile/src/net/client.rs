@@ -57,7 +57,9 @@ pub(super) async fn connect(
     });
     let mut session =
         Session::new(options.document.clone(), options.token.clone()).read_only(options.read_only);
-    let (conn, admission) = establish(addr, &options, &mut session, &shared, &node).await?;
+    let incarnation = node.peer_id().incarnation();
+    let (conn, admission) =
+        establish(addr, &options, &mut session, &shared, &node, incarnation).await?;
     admit(&shared, &node, admission);
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let _ready = node.on_ready(move |_| {
@@ -74,6 +76,7 @@ pub(super) async fn connect(
         node.downgrade(),
         conn,
         session,
+        node.peer_id().incarnation(),
     ));
     tokio::spawn(run_timers(shared.clone(), node.downgrade()));
     let synced = async {
@@ -136,14 +139,16 @@ impl Target<'_> {
     }
 }
 
-/// Opens a connection and says hello, asking to resume where the session
-/// stopped reading; readies the outbox for the connection.
+/// Opens a connection and says hello as `incarnation`, asking to resume
+/// where the session stopped reading; readies the outbox for the
+/// connection.
 async fn establish(
     addr: &str,
     options: &ConnectOptions,
     session: &mut Session,
     shared: &Shared,
     node: &Node,
+    incarnation: u32,
 ) -> Result<(Conn, Admission), NetError> {
     let deadline = tokio::time::Instant::now() + options.connect_timeout;
     let (mut reader, mut writer) = tokio::time::timeout_at(deadline, open(addr, options))
@@ -152,7 +157,7 @@ async fn establish(
             what: "the connection to the relay",
             after: options.connect_timeout,
         })??;
-    let hello = session.hello(node.hostname(), node.peer_id().incarnation());
+    let hello = session.hello(node.hostname(), incarnation);
     let handshake = async {
         writer.send(hello).await.map_err(|source| NetError::Io {
             during: "sending the hello",
@@ -238,9 +243,7 @@ async fn stream(
     let stream: Box<dyn ByteStream> = match &options.dialer {
         Some(dialer) => dialer.dial(host_port).await.map_err(connect_error)?,
         None => {
-            let tcp = TcpStream::connect(host_port)
-                .await
-                .map_err(connect_error)?;
+            let tcp = TcpStream::connect(host_port).await.map_err(connect_error)?;
             let _ = tcp.set_nodelay(true);
             Box::new(tcp)
         }
@@ -389,7 +392,14 @@ async fn run(
     node: Weak<Inner>,
     first: Conn,
     mut session: Session,
+    admitted: u32,
 ) {
+    // The incarnation the relay last admitted. A node that learns from the
+    // relay's messages that it was evicted starts over by itself, and its
+    // unacknowledged messages of before, which the relay dropped, are
+    // still in the outbox: saying hello as the evicted incarnation gets
+    // them dropped and counted lost, and the node rejoins.
+    let mut admitted = admitted;
     let mut conn = Some(first);
     let mut attempts = options.backoff().jitter().attempts();
     loop {
@@ -423,13 +433,14 @@ async fn run(
             return;
         };
         let attempt = tokio::select! {
-            r = establish(&addr, &options, &mut session, &shared, &n) => r,
+            r = establish(&addr, &options, &mut session, &shared, &n, admitted) => r,
             _ = shared.cancel.cancelled() => return,
         };
         match attempt {
             Ok((c, admission)) => {
                 tracing::info!(%addr, "reconnected to the relay");
                 admit(&shared, &n, admission);
+                admitted = n.peer_id().incarnation();
                 conn = Some(c);
             }
             Err(e @ NetError::Refused(_)) => {

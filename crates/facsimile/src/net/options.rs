@@ -56,13 +56,15 @@ pub struct ConnectOptions {
 /// connection ([`ConnectOptions::dialer`]).
 #[cfg(feature = "tcp")]
 #[derive(Clone)]
-pub(crate) struct Dialer(
-    Arc<dyn Fn(String) -> BoxFuture<'static, io::Result<Box<dyn ByteStream>>> + Send + Sync>,
-);
+pub(crate) struct Dialer(Arc<dyn Fn(String) -> Dialing + Send + Sync>);
+
+/// A stream being opened by a [`Dialer`].
+#[cfg(feature = "tcp")]
+type Dialing = BoxFuture<'static, io::Result<Box<dyn ByteStream>>>;
 
 #[cfg(feature = "tcp")]
 impl Dialer {
-    pub(crate) fn dial(&self, host_port: &str) -> BoxFuture<'static, io::Result<Box<dyn ByteStream>>> {
+    pub(crate) fn dial(&self, host_port: &str) -> Dialing {
         (self.0)(host_port.to_string())
     }
 }
