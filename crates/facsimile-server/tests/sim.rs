@@ -13,7 +13,7 @@
 //! resumption and rejoining), the engine. What is simulated: the TCP
 //! network (turmoil's) and time (every host's tokio clock, which the relay's
 //! documents and the nodes read). `SIM_SEEDS=N` runs seeds 0..N (default
-//! 24), `SIM_SEED=S` replays one; a failure names its seed.
+//! 50), `SIM_SEED=S` replays one; a failure names its seed.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,10 +38,10 @@ const CLIENTS: usize = 4;
 /// The objects the clients lock (maps under the root).
 const LOCKS: [&str; 2] = ["l0", "l1"];
 /// How long faults are injected, in simulated time.
-const FAULTS_FOR: Duration = Duration::from_secs(30);
+const FAULTS_FOR: Duration = Duration::from_secs(20);
 /// How long the healed system gets to settle before a check fails.
 const SETTLE_WITHIN: Duration = Duration::from_secs(90);
-const TICK: Duration = Duration::from_millis(2);
+const TICK: Duration = Duration::from_millis(5);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -624,7 +624,7 @@ fn seeds() -> Vec<u64> {
     }
     let n = std::env::var("SIM_SEEDS")
         .ok()
-        .map_or(24, |s| s.parse().expect("SIM_SEEDS is a number"));
+        .map_or(50, |s| s.parse().expect("SIM_SEEDS is a number"));
     (0..n).collect()
 }
 
