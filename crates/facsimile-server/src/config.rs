@@ -32,6 +32,7 @@ pub struct ServerConfig {
     pub(crate) peer_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
     pub(crate) inspector_assets: PathBuf,
+    pub(crate) documents_on_runtime: bool,
 }
 
 /// Where the inspector's assets (the JavaScript package's browser build)
@@ -57,6 +58,7 @@ impl Default for ServerConfig {
             peer_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             inspector_assets: PathBuf::from(DEFAULT_INSPECTOR_ASSETS),
+            documents_on_runtime: false,
         }
     }
 }
@@ -184,6 +186,22 @@ impl ServerConfig {
     /// ```
     pub fn inspector_assets(mut self, dir: impl Into<PathBuf>) -> Self {
         self.inspector_assets = dir.into();
+        self
+    }
+
+    /// Runs each document as a task of the server's tokio runtime, and
+    /// opens documents there, instead of on a thread of its own (default
+    /// `false`): then nothing of the relay runs outside the runtime, as a
+    /// simulation needs that drives every step and the clock (turmoil, a
+    /// runtime with paused time), and a crash of the runtime ends the
+    /// documents with it. A document's disk writes then block the runtime,
+    /// so a busy relay is slower this way.
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().documents_on_runtime(true);
+    /// ```
+    pub fn documents_on_runtime(mut self, yes: bool) -> Self {
+        self.documents_on_runtime = yes;
         self
     }
 }

@@ -15,12 +15,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use facsimile::net::protocol::{ClientHello, Down, ServerHello, Up};
 use facsimile_core::{Config, Envelope, Event, PeerId, Replica};
 use tokio::sync::{mpsc, oneshot, watch};
+// The runtime's clock, so that a simulated one drives the timers too.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
@@ -123,7 +125,7 @@ pub(crate) async fn run_timer(
         let at = *armed.borrow_and_update();
         let due = async {
             match at {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -355,17 +357,37 @@ impl Doc {
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>, timer: watch::Sender<Deadline>) {
         self.arm(&timer);
         while let Some(cmd) = rx.blocking_recv() {
-            self.handle(cmd);
-            for _ in 1..MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(cmd) => self.handle(cmd),
-                    Err(_) => break,
-                }
-            }
-            self.commit_and_release();
-            self.arm(&timer);
+            self.batch(cmd, &mut rx, &timer);
         }
         tracing::debug!(doc = %self.name, "document closed");
+    }
+
+    /// [`Doc::run`] as a task of the runtime
+    /// (`ServerConfig::documents_on_runtime`).
+    pub(crate) async fn run_on_runtime(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        timer: watch::Sender<Deadline>,
+    ) {
+        self.arm(&timer);
+        while let Some(cmd) = rx.recv().await {
+            self.batch(cmd, &mut rx, &timer);
+        }
+        tracing::debug!(doc = %self.name, "document closed");
+    }
+
+    /// Handles `first` and what else is waiting, up to a batch, then
+    /// commits and re-arms the timer.
+    fn batch(&mut self, first: Cmd, rx: &mut mpsc::Receiver<Cmd>, timer: &watch::Sender<Deadline>) {
+        self.handle(first);
+        for _ in 1..MAX_BATCH {
+            match rx.try_recv() {
+                Ok(cmd) => self.handle(cmd),
+                Err(_) => break,
+            }
+        }
+        self.commit_and_release();
+        self.arm(timer);
     }
 
     /// Tells the timer when the replica next needs the time, if that moved
@@ -404,11 +426,32 @@ impl Doc {
             Cmd::Tick => {
                 let now = self.epoch.elapsed();
                 if self.replica.poll_timeout().is_some_and(|at| now >= at) {
+                    let before = self.replica.members();
                     self.replica.handle_timeout(now);
+                    self.cut_off_silent(before);
                 }
             }
         }
         self.drain_replica();
+    }
+
+    /// Ends the connections of the peers that the replica just evicted for
+    /// their silence (of those in `before`), once the batch is committed:
+    /// a connection that went quiet without failing (a partition, a
+    /// stalled link) may deliver the node's writes later, which the relay
+    /// would drop as a departed peer's yet acknowledge. Cut off, the node
+    /// reconnects, learns it was evicted and rejoins, counting its
+    /// unacknowledged writes as lost.
+    fn cut_off_silent(&mut self, before: Vec<PeerId>) {
+        let after = self.replica.members();
+        for peer in before.iter().filter(|p| !after.contains(p)) {
+            if let Some(&conn) = self.tags.get(&peer.incarnation()) {
+                self.kicks.push((
+                    conn,
+                    format!("evicted {peer}: silent for longer than the peer timeout"),
+                ));
+            }
+        }
     }
 
     fn status(&self) -> DocStatus {
@@ -577,6 +620,13 @@ impl Doc {
         };
         if self.departed.contains(&env.from) {
             tracing::debug!(doc = %self.name, from = %format!("{:08x}", env.from), "dropped a message of a departed peer");
+            if self.kicks.iter().any(|(c, _)| *c == conn) {
+                // Evicted in this batch, and cut off after it: what it
+                // sends now is not applied, so not acknowledged either.
+                if let Some(c) = self.clients.get_mut(&conn) {
+                    c.frames_in -= 1;
+                }
+            }
             return;
         }
         match self.tags.get(&env.from) {

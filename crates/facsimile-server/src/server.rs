@@ -18,9 +18,9 @@ use bytes::Bytes;
 use facsimile::net::protocol::{
     ByteStream, ClientHello, Down, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, ServerHello,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, Stream, StreamExt};
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -74,38 +74,42 @@ impl Server {
     /// When the address cannot be bound or a document cannot be recovered.
     pub async fn bind(config: ServerConfig) -> io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
-        let config = Arc::new(config);
-        let shared = Arc::new(Shared {
-            limit: Arc::new(Semaphore::new(config.max_clients)),
-            config,
-            docs: Mutex::new(HashMap::new()),
-            opening: Mutex::new(()),
-            next_conn: AtomicU64::new(1),
-            stopping: CancellationToken::new(),
-            threads: Mutex::new(Vec::new()),
-        });
-        if let Some(dir) = shared.config.data.clone() {
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create the data directory {}: {e}", dir.display()),
-                )
-            })?;
-            let mut names: Vec<String> = std::fs::read_dir(&dir)?
-                .filter_map(|e| e.ok())
-                .filter(|e| e.path().join("log").exists() || e.path().join("snapshot").exists())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| valid_name(n))
-                .collect();
-            names.sort();
-            for name in names {
-                let shared = shared.clone();
-                tokio::task::spawn_blocking(move || shared.open_doc(&name))
-                    .await
-                    .map_err(io::Error::other)??;
-            }
-        }
+        let shared = Shared::open(config).await?;
         Ok(Server { listener, shared })
+    }
+
+    /// Serves the connections `incoming` yields, instead of a TCP
+    /// listener's, until `shutdown` completes: a Unix socket's, a tunnel's,
+    /// or a simulated network's (turmoil's `TcpListener`). Opens every
+    /// document found in the data directory first, as [`Server::bind`]
+    /// does; the configured address is not used. TLS and WebSocket
+    /// connections are told apart as over TCP.
+    ///
+    /// ```no_run
+    /// use facsimile_server::{Server, ServerConfig};
+    /// use futures_util::stream;
+    ///
+    /// # async fn run() -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let incoming = stream::unfold(listener, |l| async move { Some((l.accept().await, l)) });
+    /// Server::serve(ServerConfig::default(), Box::pin(incoming), std::future::pending()).await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// When a document cannot be recovered, or `incoming` ends.
+    pub async fn serve<S, I>(
+        config: ServerConfig,
+        incoming: I,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: Stream<Item = io::Result<(S, SocketAddr)>> + Unpin,
+    {
+        let shared = Shared::open(config).await?;
+        let incoming = incoming.map(|r| r.map(|(s, addr)| (Accepted::Stream(Box::new(s)), addr)));
+        serve_on(shared, incoming, shutdown).await
     }
 
     /// The address the relay listens on.
@@ -133,38 +137,110 @@ impl Server {
     /// # Errors
     /// When accepting connections fails for good.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        tokio::pin!(shutdown);
-        let tls = self.shared.config.tls.clone().map(TlsAcceptor::from);
-        let router = http::router(self.shared.clone());
-        loop {
-            let (tcp, addr) = tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, do not spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => {
-                    tracing::info!("shutting down");
-                    self.shared.stop().await;
-                    return Ok(());
+        let Server { listener, shared } = self;
+        let incoming = futures_util::stream::poll_fn(move |cx| {
+            listener
+                .poll_accept(cx)
+                .map(|r| Some(r.map(|(tcp, addr)| (Accepted::Tcp(tcp), addr))))
+        });
+        serve_on(shared, incoming, shutdown).await
+    }
+}
+
+/// A connection the relay accepted: TCP (whose first byte can be peeked),
+/// or any other byte stream.
+enum Accepted {
+    Tcp(TcpStream),
+    Stream(Box<dyn ByteStream>),
+}
+
+/// Accepts the connections `incoming` yields until `shutdown` completes,
+/// then stops the documents.
+async fn serve_on(
+    shared: Arc<Shared>,
+    incoming: impl Stream<Item = io::Result<(Accepted, SocketAddr)>> + Unpin,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut incoming = incoming;
+    tokio::pin!(shutdown);
+    let tls = shared.config.tls.clone().map(TlsAcceptor::from);
+    let router = http::router(shared.clone());
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = incoming.next() => match r {
+                Some(Ok(x)) => x,
+                Some(Err(e)) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-            };
+                None => {
+                    shared.stop().await;
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the listener's connections ended",
+                    ));
+                }
+            },
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                shared.stop().await;
+                return Ok(());
+            }
+        };
+        if let Accepted::Tcp(tcp) = &stream {
             let _ = tcp.set_nodelay(true);
-            // Taken before TLS, so that a flood of handshakes counts too.
-            let permit = self.shared.limit.clone().try_acquire_owned().ok();
-            tokio::spawn(accept(
-                self.shared.clone(),
-                router.clone(),
-                tcp,
-                addr,
-                tls.clone(),
-                permit,
-            ));
         }
+        // Taken before TLS, so that a flood of handshakes counts too.
+        let permit = shared.limit.clone().try_acquire_owned().ok();
+        tokio::spawn(accept(
+            shared.clone(),
+            router.clone(),
+            stream,
+            addr,
+            tls.clone(),
+            permit,
+        ));
+    }
+}
+
+impl Shared {
+    /// The relay's state, with every document found in the data directory
+    /// opened (recovered from its snapshot and log).
+    async fn open(config: ServerConfig) -> io::Result<Arc<Shared>> {
+        let config = Arc::new(config);
+        let shared = Arc::new(Shared {
+            limit: Arc::new(Semaphore::new(config.max_clients)),
+            config,
+            docs: Mutex::new(HashMap::new()),
+            opening: Mutex::new(()),
+            next_conn: AtomicU64::new(1),
+            stopping: CancellationToken::new(),
+            threads: Mutex::new(Vec::new()),
+        });
+        if let Some(dir) = shared.config.data.clone() {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create the data directory {}: {e}", dir.display()),
+                )
+            })?;
+            let mut names: Vec<String> = std::fs::read_dir(&dir)?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().join("log").exists() || e.path().join("snapshot").exists())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| valid_name(n))
+                .collect();
+            names.sort();
+            for name in names {
+                shared
+                    .open_doc_off_runtime(name)
+                    .await
+                    .map_err(io::Error::other)??;
+            }
+        }
+        Ok(shared)
     }
 }
 
@@ -174,16 +250,15 @@ impl Server {
 async fn accept(
     shared: Arc<Shared>,
     router: axum::Router,
-    tcp: TcpStream,
+    stream: Accepted,
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let timeout = shared.config.handshake_timeout;
     // The first byte tells the protocols apart; it is peeked, not consumed.
-    type Peeked = Result<Result<Option<(Box<dyn ByteStream>, u8)>, io::Error>, Elapsed>;
-    let peeked: Peeked = match tls {
-        None => {
+    let peeked: Peeked = match (tls, stream) {
+        (None, Accepted::Tcp(tcp)) => {
             let mut first = [0u8; 1];
             match tokio::time::timeout(timeout, tcp.peek(&mut first)).await {
                 Ok(Ok(1)) => Ok(Ok(Some((Box::new(tcp), first[0])))),
@@ -192,8 +267,13 @@ async fn accept(
                 Err(e) => Err(e),
             }
         }
-        Some(acceptor) => {
-            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        (None, Accepted::Stream(stream)) => first_byte(stream, timeout).await,
+        (Some(acceptor), stream) => {
+            let stream: Box<dyn ByteStream> = match stream {
+                Accepted::Tcp(tcp) => Box::new(tcp),
+                Accepted::Stream(s) => s,
+            };
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::warn!(%addr, error = %e, "TLS handshake failed");
@@ -204,15 +284,7 @@ async fn accept(
                     return;
                 }
             };
-            let mut buffered = BufReader::new(tls);
-            match tokio::time::timeout(timeout, buffered.fill_buf()).await {
-                Ok(Ok(b)) => match b.first().copied() {
-                    Some(first) => Ok(Ok(Some((Box::new(buffered), first)))),
-                    None => Ok(Ok(None)),
-                },
-                Ok(Err(e)) => Ok(Err(e)),
-                Err(e) => Err(e),
-            }
+            first_byte(tls, timeout).await
         }
     };
     let (stream, first) = match peeked {
@@ -228,6 +300,24 @@ async fn accept(
     } else {
         let transport = Transport::tcp(stream, shared.config.max_frame);
         run_client(shared, addr, permit, transport).await;
+    }
+}
+
+/// A connection's first byte, unless it closes or fails first (or sends
+/// nothing in time), and the stream with that byte still to read.
+type Peeked = Result<Result<Option<(Box<dyn ByteStream>, u8)>, io::Error>, Elapsed>;
+
+/// Reads the first byte of a stream that cannot peek into a buffer that
+/// the returned stream reads first.
+async fn first_byte(stream: impl ByteStream + 'static, timeout: Duration) -> Peeked {
+    let mut buffered = BufReader::new(stream);
+    match tokio::time::timeout(timeout, buffered.fill_buf()).await {
+        Ok(Ok(b)) => match b.first().copied() {
+            Some(first) => Ok(Ok(Some((Box::new(buffered), first)))),
+            None => Ok(Ok(None)),
+        },
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(e) => Err(e),
     }
 }
 
@@ -291,6 +381,20 @@ impl Shared {
             .cloned()
     }
 
+    /// [`Shared::open_doc`] on a blocking thread, as its disk reads and
+    /// writes need, unless the documents run on the runtime.
+    /// An error outside is the blocking task's: the runtime is stopping.
+    async fn open_doc_off_runtime(
+        self: &Arc<Self>,
+        name: String,
+    ) -> Result<io::Result<mpsc::Sender<Cmd>>, tokio::task::JoinError> {
+        if self.config.documents_on_runtime {
+            return Ok(self.open_doc(&name));
+        }
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || shared.open_doc(&name)).await
+    }
+
     /// Opens a document's thread and its timer, once; returns its channel
     /// when it is recovered.
     fn open_doc(self: &Arc<Self>, name: &str) -> io::Result<mpsc::Sender<Cmd>> {
@@ -318,13 +422,17 @@ impl Shared {
         let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
         let (tx, rx) = mpsc::channel(4096);
         let (arm, armed) = watch::channel(None);
-        let thread = std::thread::Builder::new()
-            .name(format!("doc-{name}"))
-            .spawn(move || doc.run(rx, arm))?;
-        self.threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(thread);
+        if self.config.documents_on_runtime {
+            tokio::spawn(doc.run_on_runtime(rx, arm));
+        } else {
+            let thread = std::thread::Builder::new()
+                .name(format!("doc-{name}"))
+                .spawn(move || doc.run(rx, arm))?;
+            self.threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(thread);
+        }
         tokio::runtime::Handle::current().spawn(document::run_timer(
             tx.clone(),
             armed,
@@ -489,10 +597,12 @@ async fn open_document(
     shared: &Arc<Shared>,
     hello: &ClientHello,
 ) -> Result<mpsc::Sender<Cmd>, Refusal> {
-    let shared = shared.clone();
-    let name = hello.document.clone();
-    match tokio::task::spawn_blocking(move || shared.open_doc(&name)).await {
+    match shared.open_doc_off_runtime(hello.document.clone()).await {
         Ok(Ok(doc)) => Ok(doc),
+        Err(_) => Err(Refusal::Dropped(Close {
+            code: close_code::AWAY,
+            reason: "the relay is stopping".into(),
+        })),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot open document");
             Err(Refusal::Refused(format!(
@@ -500,10 +610,6 @@ async fn open_document(
                 hello.document
             )))
         }
-        Err(_) => Err(Refusal::Dropped(Close {
-            code: close_code::AWAY,
-            reason: "the relay is stopping".into(),
-        })),
     }
 }
 

@@ -10,6 +10,10 @@
 //! A [`LocalNetwork`](crate::LocalNetwork) in virtual time gives its nodes
 //! a manual clock instead, shared by all of them and moved by the test, so
 //! that heartbeats, evictions and reclamation run without sleeping.
+//!
+//! A network connection may read the tokio runtime's clock instead
+//! (`ConnectOptions::runtime_clock`), so that a runtime whose time is
+//! simulated (paused, or a turmoil host's) drives the node's timers too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +26,10 @@ pub(crate) enum Clock {
     Real { start: Duration },
     /// Nanoseconds set by [`Clock::advance`], shared by every clone.
     Manual(Arc<AtomicU64>),
+    /// The tokio runtime's clock (simulated where the runtime's is), from
+    /// `start`.
+    #[cfg(feature = "tcp")]
+    Runtime { start: tokio::time::Instant },
 }
 
 impl Clock {
@@ -34,11 +42,21 @@ impl Clock {
         Clock::Manual(Arc::new(AtomicU64::new(0)))
     }
 
+    /// The clock of the current tokio runtime.
+    #[cfg(feature = "tcp")]
+    pub(crate) fn runtime() -> Clock {
+        Clock::Runtime {
+            start: tokio::time::Instant::now(),
+        }
+    }
+
     /// Time since [`Clock::new`], or the manual time.
     pub(crate) fn now(&self) -> Duration {
         match self {
             Clock::Real { start } => read().saturating_sub(*start),
             Clock::Manual(nanos) => Duration::from_nanos(nanos.load(Ordering::Acquire)),
+            #[cfg(feature = "tcp")]
+            Clock::Runtime { start } => start.elapsed(),
         }
     }
 

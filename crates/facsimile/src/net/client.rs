@@ -23,6 +23,7 @@ use super::error::NetError;
 use super::options::ConnectOptions;
 use super::protocol::{self, Admission, ByteStream, HelloError, Incoming, ProtocolError, Session};
 use super::tls::TlsOptions;
+use crate::clock::Clock;
 use crate::node::{Inner, Node, Outgoing};
 
 /// A relay peer is never evicted by a client on its own: with a relay the
@@ -41,7 +42,12 @@ pub(super) async fn connect(
         .clone()
         .max_message_size(options.max_frame)
         .failure_detection(options.heartbeat, options.peer_timeout.unwrap_or(NEVER));
-    let node = Node::with_config(hostname, config);
+    let clock = if options.runtime_clock {
+        Clock::runtime()
+    } else {
+        Clock::new()
+    };
+    let node = Node::with_clock(hostname, config, clock);
     let shared = Arc::new(Shared::new());
     let sink = shared.clone();
     node.set_sender(move |out: Outgoing| {
@@ -51,7 +57,9 @@ pub(super) async fn connect(
     });
     let mut session =
         Session::new(options.document.clone(), options.token.clone()).read_only(options.read_only);
-    let (conn, admission) = establish(addr, &options, &mut session, &shared, &node).await?;
+    let incarnation = node.peer_id().incarnation();
+    let (conn, admission) =
+        establish(addr, &options, &mut session, &shared, &node, incarnation).await?;
     admit(&shared, &node, admission);
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let _ready = node.on_ready(move |_| {
@@ -68,6 +76,7 @@ pub(super) async fn connect(
         node.downgrade(),
         conn,
         session,
+        node.peer_id().incarnation(),
     ));
     tokio::spawn(run_timers(shared.clone(), node.downgrade()));
     let synced = async {
@@ -130,14 +139,16 @@ impl Target<'_> {
     }
 }
 
-/// Opens a connection and says hello, asking to resume where the session
-/// stopped reading; readies the outbox for the connection.
+/// Opens a connection and says hello as `incarnation`, asking to resume
+/// where the session stopped reading; readies the outbox for the
+/// connection.
 async fn establish(
     addr: &str,
     options: &ConnectOptions,
     session: &mut Session,
     shared: &Shared,
     node: &Node,
+    incarnation: u32,
 ) -> Result<(Conn, Admission), NetError> {
     let deadline = tokio::time::Instant::now() + options.connect_timeout;
     let (mut reader, mut writer) = tokio::time::timeout_at(deadline, open(addr, options))
@@ -146,7 +157,7 @@ async fn establish(
             what: "the connection to the relay",
             after: options.connect_timeout,
         })??;
-    let hello = session.hello(node.hostname(), node.peer_id().incarnation());
+    let hello = session.hello(node.hostname(), incarnation);
     let handshake = async {
         writer.send(hello).await.map_err(|source| NetError::Io {
             during: "sending the hello",
@@ -197,7 +208,7 @@ async fn open(addr: &str, options: &ConnectOptions) -> Result<(Frames, FrameSink
         }
         (tls, _, _) => tls.as_ref(),
     };
-    let stream = stream(addr, target.host_port, tls).await?;
+    let stream = stream(addr, target.host_port, tls, options).await?;
     if !target.websocket {
         let (reader, writer) = protocol::framed(stream, options.max_frame);
         return Ok((
@@ -217,21 +228,28 @@ async fn open(addr: &str, options: &ConnectOptions) -> Result<(Frames, FrameSink
     Ok(websocket(socket))
 }
 
-/// The TCP connection to `host_port`, with TLS where `tls` asks for it.
+/// The TCP connection to `host_port` (or the options' dialer's stream),
+/// with TLS where `tls` asks for it.
 async fn stream(
     addr: &str,
     host_port: &str,
     tls: Option<&TlsOptions>,
+    options: &ConnectOptions,
 ) -> Result<Box<dyn ByteStream>, NetError> {
-    let tcp = TcpStream::connect(host_port)
-        .await
-        .map_err(|source| NetError::Connect {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
+    let connect_error = |source| NetError::Connect {
+        addr: addr.to_string(),
+        source,
+    };
+    let stream: Box<dyn ByteStream> = match &options.dialer {
+        Some(dialer) => dialer.dial(host_port).await.map_err(connect_error)?,
+        None => {
+            let tcp = TcpStream::connect(host_port).await.map_err(connect_error)?;
+            let _ = tcp.set_nodelay(true);
+            Box::new(tcp)
+        }
+    };
     let Some(tls) = tls else {
-        return Ok(Box::new(tcp));
+        return Ok(stream);
     };
     let tls_error = |source| NetError::Tls {
         addr: addr.to_string(),
@@ -244,7 +262,7 @@ async fn stream(
     let name = ServerName::try_from(host)
         .map_err(|e| tls_error(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-    let stream = connector.connect(name, tcp).await.map_err(tls_error)?;
+    let stream = connector.connect(name, stream).await.map_err(tls_error)?;
     Ok(Box::new(stream))
 }
 
@@ -374,7 +392,14 @@ async fn run(
     node: Weak<Inner>,
     first: Conn,
     mut session: Session,
+    admitted: u32,
 ) {
+    // The incarnation the relay last admitted. A node that learns from the
+    // relay's messages that it was evicted starts over by itself, and its
+    // unacknowledged messages of before, which the relay dropped, are
+    // still in the outbox: saying hello as the evicted incarnation gets
+    // them dropped and counted lost, and the node rejoins.
+    let mut admitted = admitted;
     let mut conn = Some(first);
     let mut attempts = options.backoff().jitter().attempts();
     loop {
@@ -382,7 +407,7 @@ async fn run(
             let _ = shared.status.send_replace(Status::Connected);
             attempts.reset();
             let error = tokio::select! {
-                e = drive(c, &shared, &node, &mut session) => e,
+                e = drive(c, &shared, &node, &mut session, silence(&options)) => e,
                 _ = shared.cancel.cancelled() => return,
             };
             if shared.cancel.is_cancelled() || node.upgrade().is_none() {
@@ -408,13 +433,14 @@ async fn run(
             return;
         };
         let attempt = tokio::select! {
-            r = establish(&addr, &options, &mut session, &shared, &n) => r,
+            r = establish(&addr, &options, &mut session, &shared, &n, admitted) => r,
             _ = shared.cancel.cancelled() => return,
         };
         match attempt {
             Ok((c, admission)) => {
                 tracing::info!(%addr, "reconnected to the relay");
                 admit(&shared, &n, admission);
+                admitted = n.peer_id().incarnation();
                 conn = Some(c);
             }
             Err(e @ NetError::Refused(_)) => {
@@ -433,15 +459,41 @@ async fn run(
     }
 }
 
+/// How long the relay may stay silent before the connection counts as
+/// dead. The node sends at least a heartbeat each `heartbeat` and the relay
+/// acknowledges each frame, so a live relay is never silent for long; a
+/// connection that stalls without failing (a partition, a relay that
+/// vanished without closing it) would otherwise hang on until TCP gives
+/// up, for many minutes, while the relay evicts the node.
+fn silence(options: &ConnectOptions) -> Duration {
+    (options.heartbeat * 10).max(Duration::from_secs(1))
+}
+
 /// Carries frames both ways until the connection fails; returns why
-/// ([`NetError::Refused`] when the relay refused what the node sent).
-async fn drive(conn: Conn, shared: &Shared, node: &Weak<Inner>, session: &mut Session) -> NetError {
+/// ([`NetError::Refused`] when the relay refused what the node sent,
+/// [`NetError::Timeout`] when the relay was silent for `silence`).
+async fn drive(
+    conn: Conn,
+    shared: &Shared,
+    node: &Weak<Inner>,
+    session: &mut Session,
+    silence: Duration,
+) -> NetError {
     let Conn {
         mut reader,
         mut writer,
     } = conn;
     let read = async {
-        while let Some(frame) = reader.next().await {
+        loop {
+            let Ok(frame) = tokio::time::timeout(silence, reader.next()).await else {
+                return NetError::Timeout {
+                    what: "a frame from the relay, which went silent",
+                    after: silence,
+                };
+            };
+            let Some(frame) = frame else {
+                break;
+            };
             let frame = match frame {
                 Ok(f) => f,
                 Err(source) => {

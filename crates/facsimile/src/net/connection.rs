@@ -50,6 +50,8 @@ pub(super) struct Shared {
     progress: Notify,
     pub(super) status: watch::Sender<Status>,
     rejoins: AtomicU64,
+    /// Frames dropped that a flush has reported ([`Outbox::dropped`] then).
+    reported_drops: AtomicU64,
     pub(super) cancel: CancellationToken,
     /// Over a log (NATS): the position up to which the node has read the
     /// log. Its own stored frames count as acknowledged once it has read
@@ -65,6 +67,7 @@ impl Shared {
             progress: Notify::new(),
             status: watch::channel(Status::Disconnected("connecting".into())).0,
             rejoins: AtomicU64::new(0),
+            reported_drops: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             log_read: watch::channel(0).0,
         }
@@ -111,17 +114,18 @@ impl Connection {
     ///
     /// # Errors
     /// [`NetError::WritesLost`] when some of them were dropped because the
-    /// relay had evicted the node or the log refused them;
+    /// relay had evicted the node or the log refused them (reported once:
+    /// by the flushes under way then, or else by the next one);
     /// [`NetError::Closed`] when the connection was closed first.
     pub async fn flush(&self) -> Result<(), NetError> {
         // Messages the node queued but has not handed to the transport yet
         // (a listener's writes, or writes another thread's pump is still
         // sending) are handed over before the target is taken.
         self.node.pump_all();
-        let (target, dropped_before) = {
-            let outbox = self.shared.outbox();
-            (outbox.queued(), outbox.dropped())
-        };
+        // Drops no flush has reported yet count too: those messages were
+        // sent before this call and are not acknowledged.
+        let target = self.shared.outbox().queued();
+        let dropped_before = self.shared.reported_drops.load(Ordering::Acquire);
         let stored_at = loop {
             let notified = self.shared.progress.notified();
             {
@@ -146,7 +150,11 @@ impl Connection {
             }
             _ = self.shared.cancel.cancelled() => return Err(NetError::Closed),
         }
-        let lost = self.shared.outbox().dropped() - dropped_before;
+        let dropped = self.shared.outbox().dropped();
+        self.shared
+            .reported_drops
+            .fetch_max(dropped, Ordering::AcqRel);
+        let lost = dropped.saturating_sub(dropped_before);
         if lost > 0 {
             Err(NetError::WritesLost(lost))
         } else {

@@ -1,12 +1,20 @@
 //! The settings of a connection, common to the relay and NATS.
 
 use std::time::Duration;
+#[cfg(feature = "tcp")]
+use std::{fmt, future::Future, io, sync::Arc};
 
 use facsimile_core::Config;
+#[cfg(feature = "tcp")]
+use futures_util::future::BoxFuture;
+#[cfg(feature = "tcp")]
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::backoff::Backoff;
 #[cfg(feature = "nats")]
 use super::nats::NatsOptions;
+#[cfg(feature = "tcp")]
+use super::protocol::ByteStream;
 use super::protocol::DEFAULT_MAX_FRAME;
 #[cfg(feature = "tcp")]
 use super::tls::TlsOptions;
@@ -37,8 +45,35 @@ pub struct ConnectOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) sync_timeout: Duration,
     pub(crate) config: Config,
+    #[cfg(feature = "tcp")]
+    pub(crate) dialer: Option<Dialer>,
+    pub(crate) runtime_clock: bool,
     #[cfg(feature = "nats")]
     pub(crate) nats: NatsOptions,
+}
+
+/// Opens the byte stream to a relay's `host:port`, in place of a TCP
+/// connection ([`ConnectOptions::dialer`]).
+#[cfg(feature = "tcp")]
+#[derive(Clone)]
+pub(crate) struct Dialer(Arc<dyn Fn(String) -> Dialing + Send + Sync>);
+
+/// A stream being opened by a [`Dialer`].
+#[cfg(feature = "tcp")]
+type Dialing = BoxFuture<'static, io::Result<Box<dyn ByteStream>>>;
+
+#[cfg(feature = "tcp")]
+impl Dialer {
+    pub(crate) fn dial(&self, host_port: &str) -> Dialing {
+        (self.0)(host_port.to_string())
+    }
+}
+
+#[cfg(feature = "tcp")]
+impl fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Dialer(..)")
+    }
 }
 
 impl Default for ConnectOptions {
@@ -71,6 +106,9 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(10),
             sync_timeout: Duration::from_secs(30),
             config: Config::default(),
+            #[cfg(feature = "tcp")]
+            dialer: None,
+            runtime_clock: false,
             #[cfg(feature = "nats")]
             nats: NatsOptions::default(),
         }
@@ -187,6 +225,46 @@ impl ConnectOptions {
     /// ```
     pub fn config(mut self, config: Config) -> ConnectOptions {
         self.config = config;
+        self
+    }
+
+    /// Opens each connection to the relay with `dial`, given the address's
+    /// `host:port`, instead of a TCP connection: a Unix socket, a tunnel, or
+    /// a simulated network (turmoil's `TcpStream`). TLS and WebSocket
+    /// addresses work over the stream it returns as over TCP.
+    ///
+    /// ```
+    /// let options = facsimile::net::ConnectOptions::new("doc")
+    ///     .dialer(|host_port: String| tokio::net::TcpStream::connect(host_port));
+    /// ```
+    #[cfg(feature = "tcp")]
+    pub fn dialer<F, Fut, S>(mut self, dial: F) -> ConnectOptions
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.dialer = Some(Dialer(Arc::new(move |host_port| {
+            let connecting = dial(host_port);
+            Box::pin(async move {
+                let stream: Box<dyn ByteStream> = Box::new(connecting.await?);
+                Ok(stream)
+            })
+        })));
+        self
+    }
+
+    /// The node's timers (heartbeats, sync retries, lock leases) read the
+    /// tokio runtime's clock instead of the system's coarse one, so that a
+    /// runtime whose time is simulated (`tokio::time::pause`, a turmoil
+    /// host) drives them. A little slower per call into the node. Relay
+    /// connections only: over NATS the node reads the system's clock.
+    ///
+    /// ```
+    /// let options = facsimile::net::ConnectOptions::new("doc").runtime_clock(true);
+    /// ```
+    pub fn runtime_clock(mut self, yes: bool) -> ConnectOptions {
+        self.runtime_clock = yes;
         self
     }
 
