@@ -36,6 +36,14 @@ pub struct Yrs {
 }
 
 impl Yrs {
+    /// The whole document in yrs's v2 encoding (columnar, run-length
+    /// encoded), for size comparisons; [`System::snapshot`] is v1.
+    pub fn snapshot_v2(&self) -> Vec<u8> {
+        self.doc
+            .transact()
+            .encode_state_as_update_v2(&StateVector::default())
+    }
+
     fn root_map(&self, root: Root) -> &MapRef {
         match root {
             Root::Map => &self.map,

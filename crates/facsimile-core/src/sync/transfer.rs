@@ -706,6 +706,134 @@ mod tests {
         r
     }
 
+    /// A replica holding the shapes the benchmark workloads make, written
+    /// by two peers: a map of many keys set one by one, keys overwritten, an
+    /// array of pushed integers and strings, nested maps and arrays, a graph
+    /// of small maps, and the second peer's writes into the first's objects.
+    fn workload_replica() -> Replica {
+        let mut a = busy_replica();
+        let int = |i: i64| Input::Value(Value::Int(i));
+        let map = a.set_root(Input::Map(vec![])).unwrap().unwrap();
+        for (name, input) in [
+            ("map", Input::Map(vec![])),
+            ("array", Input::Array(vec![])),
+            ("strs", Input::Array(vec![])),
+        ] {
+            a.map_set(map, name, input).unwrap();
+        }
+        let get = |r: &Replica, key: &str| {
+            let Value::Ref(map) = r.root() else {
+                panic!("a root map")
+            };
+            match r.map_get(map, key).unwrap() {
+                Some(Value::Ref(o)) => o,
+                other => panic!("{key}: {other:?}"),
+            }
+        };
+        let (m, arr, strs) = (get(&a, "map"), get(&a, "array"), get(&a, "strs"));
+        for i in 0..300 {
+            a.map_set(m, &format!("k{i}"), int(i)).unwrap();
+            a.map_set(m, &format!("hot{}", i % 7), int(-i * 1000))
+                .unwrap();
+            a.list_splice(arr, i as usize, 0, vec![int(i * 3 - 100)])
+                .unwrap();
+            a.list_splice(
+                strs,
+                i as usize,
+                0,
+                vec![Input::Value(Value::Str(format!("s{i}").into()))],
+            )
+            .unwrap();
+        }
+        let nested = (0..20)
+            .map(|i| {
+                let fields = (0..6).map(|j| match j % 2 {
+                    0 => (format!("f{j}").into(), int(i * 100 + j)),
+                    _ => (
+                        format!("f{j}").into(),
+                        Input::Value(Value::Str(format!("v{i}-{j}").into())),
+                    ),
+                });
+                let tags = Input::Array((0..5).map(|k| int(i * 100 + 50 + k)).collect());
+                let item = fields.chain([("tags".into(), tags)]).collect();
+                (format!("item{i}").into(), Input::Map(item))
+            })
+            .collect();
+        a.map_set(map, "items", Input::Map(nested)).unwrap();
+        let graph = (0..30)
+            .map(|j| {
+                (
+                    format!("c{j}").into(),
+                    Input::Map(vec![("v".into(), int(j))]),
+                )
+            })
+            .collect();
+        a.map_set(map, "graph", Input::Map(graph)).unwrap();
+        let mut b = Replica::from_exported(
+            PeerId::new("other", 5),
+            Config::default(),
+            &a.export_state(),
+        )
+        .unwrap();
+        let (m, arr, strs) = (get(&b, "map"), get(&b, "array"), get(&b, "strs"));
+        for i in 0..50 {
+            b.map_set(
+                m,
+                &format!("k{}", i * 5),
+                Input::Value(Value::Float(i as f64 / 3.0)),
+            )
+            .unwrap();
+            b.list_splice(
+                arr,
+                (i * 7) as usize,
+                1,
+                vec![int(i), Input::Value(Value::Null)],
+            )
+            .unwrap();
+        }
+        b.map_delete(m, "k1").unwrap();
+        b.list_splice(
+            strs,
+            10,
+            0,
+            vec![
+                Input::Value(Value::Bytes(vec![9, 8].into())),
+                Input::Map(vec![]),
+            ],
+        )
+        .unwrap();
+        b
+    }
+
+    /// States saved by the first format (version byte 1), from
+    /// `busy_replica` and `workload_replica` before the format changed.
+    const V1_FIXTURES: [(&str, &[u8], fn() -> Replica); 2] = [
+        (
+            "busy",
+            include_bytes!("../../tests/fixtures/state-v1-busy.bin"),
+            busy_replica,
+        ),
+        (
+            "workloads",
+            include_bytes!("../../tests/fixtures/state-v1-workloads.bin"),
+            workload_replica,
+        ),
+    ];
+
+    #[test]
+    fn a_state_saved_in_the_first_format_loads_as_the_current_one() {
+        for (name, old, build) in V1_FIXTURES {
+            assert_eq!(old[0], 1, "{name}");
+            let me = || PeerId::new("joiner", 9);
+            let mut fresh = build();
+            let mut from_old = Replica::from_exported(me(), Config::default(), old).unwrap();
+            let mut from_new =
+                Replica::from_exported(me(), Config::default(), &fresh.export_state()).unwrap();
+            assert_eq!(from_old.export_state(), from_new.export_state(), "{name}");
+            assert_eq!(from_old.snapshot(), fresh.snapshot(), "{name}");
+        }
+    }
+
     #[test]
     fn a_sync_answer_encodes_as_the_derived_frame() {
         for format in [WireFormat::Binary, WireFormat::Json] {
