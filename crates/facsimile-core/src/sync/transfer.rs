@@ -20,7 +20,7 @@ use crate::membership::Membership;
 use crate::op::MAX_COUNTER;
 use crate::outbox::Outbox;
 use crate::streams::{Stream, Streams};
-use crate::sync::SyncServer;
+use crate::sync::{SyncServer, saved};
 use crate::value::{Id, PeerId, PeerIdx, Value};
 use crate::wire::{
     Hostname, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
@@ -160,10 +160,33 @@ pub(crate) fn decode_answer(
     validate(from, &table, fresh, built, state, target)
 }
 
-/// Validates a state saved by `export_state` (postcard, after the version
-/// byte), building each object as soon as it is decoded instead of decoding
-/// the whole state first.
+/// Saves a replica's state: the version byte [`saved::VERSION`], the
+/// fields of [`TransferState`] in postcard, except the objects, written by
+/// [`saved::write_objects`].
+pub(crate) fn export(src: Source<'_>) -> Vec<u8> {
+    fn put<T: Serialize>(out: Vec<u8>, value: &T) -> Vec<u8> {
+        postcard::to_extend(value, out).expect("encoding into a Vec cannot fail")
+    }
+    let state = view(src);
+    let mut out = vec![saved::VERSION];
+    out = put(out, &state.peers);
+    out = put(out, &state.streams);
+    out = put(out, &state.root);
+    out = put(out, &state.root_stamp);
+    saved::write_objects(&state.objects.0, &mut out);
+    out = put(out, &state.members);
+    out = put(out, &state.acks);
+    out = put(out, &state.locks);
+    out = put(out, &state.syncing);
+    put(out, &state.log)
+}
+
+/// Validates a state saved by `export_state` (after its version byte,
+/// `version`: 1 for the first format, postcard throughout, or
+/// [`saved::VERSION`]), building each object as soon as it is decoded
+/// instead of decoding the whole state first.
 pub(crate) fn decode_saved(
+    version: u8,
     mut bytes: &[u8],
     target: &Target<'_>,
 ) -> Result<Transferred, ReceiveError> {
@@ -181,17 +204,29 @@ pub(crate) fn decode_saved(
     let streams = take(b)?;
     let root = take(b)?;
     let root_stamp = take(b)?;
-    let count: usize = take(b)?;
     let dec = TableDec {
         table: &table,
         from: from.0,
     };
-    // Every object takes at least two bytes: a hostile count cannot
-    // reserve more than the input could fill.
-    let mut builder = GraphBuilder::new(dec, target.mark, count.min(b.len() / 2));
-    for _ in 0..count {
-        builder.add(take(b)?)?;
-    }
+    let builder = if version == saved::VERSION {
+        let (mut reader, count) = saved::ObjectReader::new(b)?;
+        // Every object takes at least two bytes: a hostile count cannot
+        // reserve more than the input could fill.
+        let capacity = usize::try_from(count).map_or(0, |c| c.min(reader.rest().len() / 2));
+        let mut builder = GraphBuilder::new(dec, target.mark, capacity);
+        for _ in 0..count {
+            builder.add(reader.next_object()?)?;
+        }
+        *b = reader.rest();
+        builder
+    } else {
+        let count: usize = take(b)?;
+        let mut builder = GraphBuilder::new(dec, target.mark, count.min(b.len() / 2));
+        for _ in 0..count {
+            builder.add(take(b)?)?;
+        }
+        builder
+    };
     let members = take(b)?;
     let acks = take(b)?;
     let locks = take(b)?;
@@ -857,7 +892,8 @@ mod tests {
         let saved = r.export_state();
         let me = || PeerId::new("joiner", 9);
         let mut streamed = Replica::from_exported(me(), Config::default(), &saved).unwrap();
-        let state: TransferState = postcard::from_bytes(&saved[1..]).unwrap();
+        let first = r.export_state_first_format();
+        let state: TransferState = postcard::from_bytes(&first[1..]).unwrap();
         let mut decoded = Replica::new(me(), Config::default());
         decoded.load_answer(state).unwrap();
         assert_eq!(streamed.export_state(), decoded.export_state());
