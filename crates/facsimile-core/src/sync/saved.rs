@@ -745,3 +745,112 @@ impl<'b> ObjectReader<'b> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<ObjState>, ReceiveError> {
+        let (mut r, count) = ObjectReader::new(bytes)?;
+        (0..count).map(|_| r.next_object()).collect()
+    }
+
+    fn v(x: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(&mut out, x);
+        out
+    }
+
+    #[test]
+    fn varints_and_zigzag_round_trip() {
+        for x in [0, 1, 127, 128, 300, 1 << 35, u64::MAX] {
+            let bytes = v(x);
+            assert_eq!(bytes.len(), varint_len(x), "{x}");
+            let mut r = ObjectReader::new(&[0]).unwrap().0;
+            r.bytes = &bytes;
+            assert_eq!(r.varint().unwrap(), x);
+        }
+        for i in [0, 1, -1, 63, -64, i64::MIN, i64::MAX] {
+            assert_eq!(unzigzag(zigzag(i)), i);
+        }
+        // Eleven bytes, or a tenth byte past 64 bits, overflow.
+        let mut r = ObjectReader::new(&[0]).unwrap().0;
+        r.bytes = &[0xff; 11];
+        assert!(r.varint().is_err());
+        r.bytes = &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert!(r.varint().is_err());
+    }
+
+    #[test]
+    fn hostile_counts_and_lengths_are_refused_before_reserving() {
+        let huge = [1u64 << 62, u64::MAX, 1 << 32];
+        // A map (full id 0:1) claiming more entries than bytes follow.
+        let map = |n: u64| [vec![1, ID_FULL << 1, 0, 1], v(n)].concat();
+        // A list (full id 0:1) of three slots, with a run of `n` integers.
+        let run = |n: u64| {
+            [
+                vec![1, 1 | ID_FULL << 1, 0, 1, 3],
+                v(n << 2),
+                vec![column::INTS, 2, 4, 6],
+            ]
+            .concat()
+        };
+        // A map entry whose key's rest is `n` bytes long.
+        let key = |n: u64| {
+            [
+                vec![1, ID_FULL << 1, 0, 1, 1, kind::NULL, 0],
+                v(n),
+                b"k".to_vec(),
+            ]
+            .concat()
+        };
+        // A run of one string `n` bytes long.
+        let string = |n: u64| {
+            [
+                vec![1, 1 | ID_FULL << 1, 0, 1, 1, 1 << 2, column::STRS],
+                v(n),
+                b"s".to_vec(),
+            ]
+            .concat()
+        };
+        assert_eq!(read_all(&map(0)).unwrap().len(), 1);
+        assert_eq!(read_all(&run(3)).unwrap().len(), 1);
+        assert_eq!(read_all(&key(1)).unwrap().len(), 1);
+        assert_eq!(read_all(&string(1)).unwrap().len(), 1);
+        for n in huge {
+            for bytes in [map(n), run(n), key(n), string(n)] {
+                assert!(
+                    matches!(read_all(&bytes), Err(ReceiveError::Malformed(_))),
+                    "{bytes:?}"
+                );
+            }
+        }
+        // A run longer than the list, and an empty run.
+        assert!(read_all(&run(4)).is_err());
+        assert!(read_all(&run(0)).is_err());
+        // More objects counted than there are.
+        assert!(read_all(&[v(u64::MAX), map(0)[1..].to_vec()].concat()).is_err());
+    }
+
+    #[test]
+    fn unknown_forms_are_refused() {
+        let object = |h: u8, rest: &[u8]| [vec![1, h, 0, 1], rest.to_vec()].concat();
+        // An object id that follows nothing; unknown header bits.
+        assert!(read_all(&[1, 0, 0]).is_err());
+        assert!(read_all(&object(8 | ID_FULL << 1, &[0])).is_err());
+        // A map entry of an unknown value kind, and of an unknown stamp form
+        // past the four.
+        assert!(read_all(&object(ID_FULL << 1, &[1, 11, 0, 1, b'k'])).is_err());
+        assert!(read_all(&object(ID_FULL << 1, &[1, kind::NULL | 4 << 4, 0, 1, b'k'])).is_err());
+        // A key sharing more than the previous key has.
+        assert!(read_all(&object(ID_FULL << 1, &[1, kind::NULL, 1, 1, b'k'])).is_err());
+        // A key that is not UTF-8.
+        assert!(read_all(&object(ID_FULL << 1, &[1, kind::NULL, 0, 1, 0xff])).is_err());
+        // A list element without a value; an unknown column; unknown flags.
+        let list = ID_FULL << 1 | 1;
+        assert!(read_all(&object(list, &[1, 1 << 2, column::TAGGED, kind::TOMBSTONE])).is_err());
+        assert!(read_all(&object(list, &[1, 1 << 2, 4, 0])).is_err());
+        assert!(read_all(&object(list, &[1, (16 << 2) as u8 | 2, kind::NULL])).is_err());
+        assert!(read_all(&object(list, &[1, (4 << 2) as u8 | 3, 0, 1])).is_err());
+    }
+}

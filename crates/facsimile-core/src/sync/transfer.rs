@@ -870,6 +870,59 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_state_of_every_form_round_trips() {
+        for (name, _, build) in V1_FIXTURES {
+            let mut r = build();
+            let saved = r.export_state();
+            assert_eq!(saved[0], saved::VERSION);
+            let first = r.export_state_first_format();
+            assert!(
+                saved.len() < first.len(),
+                "{name}: {} >= {}",
+                saved.len(),
+                first.len()
+            );
+            let me = || PeerId::new("joiner", 9);
+            let mut loaded = Replica::from_exported(me(), Config::default(), &saved).unwrap();
+            let mut loaded_first = Replica::from_exported(me(), Config::default(), &first).unwrap();
+            assert_eq!(loaded.snapshot(), r.snapshot(), "{name}");
+            assert_eq!(loaded.export_state(), loaded_first.export_state(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_corrupted_saved_state_is_refused_or_loads_whole() {
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        let saved = workload_replica().export_state();
+        let mut rng = SmallRng::seed_from_u64(5);
+        let load = |bytes: &[u8], tag| {
+            Replica::from_exported(PeerId::new("j", tag), Config::default(), bytes)
+        };
+        let (mut refused, mut loaded) = (0, 0);
+        for _ in 0..3_000 {
+            let mut bytes = saved.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(1..bytes.len());
+                bytes[i] = rng.random();
+            }
+            match load(&bytes, 9) {
+                Err(_) => refused += 1,
+                // What loads saves and loads again to the same document.
+                Ok(mut r) => {
+                    loaded += 1;
+                    let mut again = load(&r.export_state(), 10).expect("a saved state loads");
+                    assert!(again.snapshot() == r.snapshot());
+                }
+            }
+        }
+        assert!(
+            refused > 100 && loaded > 100,
+            "{refused} refused, {loaded} loaded"
+        );
+    }
+
+    #[test]
     fn a_sync_answer_encodes_as_the_derived_frame() {
         for format in [WireFormat::Binary, WireFormat::Json] {
             let mut r = busy_replica();
@@ -902,14 +955,17 @@ mod tests {
 
     #[test]
     fn a_cut_or_padded_saved_state_is_refused() {
-        let saved = busy_replica().export_state();
         let load =
             |bytes: &[u8]| Replica::from_exported(PeerId::new("j", 9), Config::default(), bytes);
-        for cut in 0..saved.len() {
-            assert!(load(&saved[..cut]).is_err(), "cut at {cut}");
+        for mut r in [busy_replica(), workload_replica()] {
+            for saved in [r.export_state(), r.export_state_first_format()] {
+                for cut in 0..saved.len() {
+                    assert!(load(&saved[..cut]).is_err(), "cut at {cut}");
+                }
+                let mut padded = saved.clone();
+                padded.push(0);
+                assert!(matches!(load(&padded), Err(ReceiveError::Malformed(_))));
+            }
         }
-        let mut padded = saved.clone();
-        padded.push(0);
-        assert!(matches!(load(&padded), Err(ReceiveError::Malformed(_))));
     }
 }
