@@ -75,9 +75,17 @@ fn graph(n: usize) -> Entries {
 }
 
 fn main() {
-    let all = ["map_set", "map_overwrite", "array_push", "nested", "graph_sync"];
+    let all = [
+        "map_set",
+        "map_overwrite",
+        "array_push",
+        "nested",
+        "graph_sync",
+    ];
     let args: Vec<String> = std::env::args().skip(1).collect();
-    println!("| workload | facsimile bytes | yrs v1 | yrs v2 | facsimile / yrs v2 | export ms | load ms |");
+    println!(
+        "| workload | facsimile bytes | yrs v1 | yrs v2 | facsimile / yrs v2 | export ms | load ms |"
+    );
     println!("|---|--:|--:|--:|--:|--:|--:|");
     for name in all {
         if !args.is_empty() && !args.iter().any(|a| a == name) {
