@@ -840,9 +840,12 @@ mod tests {
         b
     }
 
+    /// A name, a saved state and how to build the replica that saved it.
+    type Fixture = (&'static str, &'static [u8], fn() -> Replica);
+
     /// States saved by the first format (version byte 1), from
     /// `busy_replica` and `workload_replica` before the format changed.
-    const V1_FIXTURES: [(&str, &[u8], fn() -> Replica); 2] = [
+    const V1_FIXTURES: [Fixture; 2] = [
         (
             "busy",
             include_bytes!("../../tests/fixtures/state-v1-busy.bin"),
