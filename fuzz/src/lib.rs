@@ -103,7 +103,7 @@ pub fn exchange(rs: &mut [Replica]) -> Vec<Vec<u8>> {
 /// welcome, operations of every kind, acknowledgements), the messages alpha
 /// sends next (which bravo applies rather than drops as duplicates), a lock
 /// and its release, and a full sync handshake with its answer, in both
-/// formats.
+/// formats; and the replicas' saved states.
 pub fn seeds() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for format in [WireFormat::Binary, WireFormat::Json] {
@@ -135,6 +135,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         out.extend(exchange(&mut rs));
         rs[1].leave();
         out.extend(exchange(&mut rs));
+        out.extend(rs.iter_mut().map(|r| r.export_state()));
     }
     out.sort();
     out.dedup();

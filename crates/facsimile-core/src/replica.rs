@@ -27,7 +27,7 @@ use crate::outbox::Transmit;
 use crate::outputs::Outputs;
 use crate::streams::{Position, Streams};
 use crate::sync::transfer::{self, Source, Target, Transferred};
-use crate::sync::{Joining, Phase, Retry, SyncServer};
+use crate::sync::{Joining, Phase, Retry, SyncServer, saved};
 use crate::timers::Timer;
 use crate::value::{Id, Input, ObjectId, ObjectKind, PeerId, PeerIdx, Succession, Value};
 use crate::wire::{self, Directed, Frame, Hostname, Message, Ops, Sequenced, Tag, WireOp};
@@ -721,6 +721,15 @@ impl Replica {
     pub fn export_state(&mut self) -> Vec<u8> {
         self.out.close_all();
         self.doc.sort_maps();
+        transfer::export(self.transfer_source())
+    }
+
+    /// [`Replica::export_state`] in the first format (version byte 1), which
+    /// loaders still read.
+    #[cfg(test)]
+    pub(crate) fn export_state_first_format(&mut self) -> Vec<u8> {
+        self.out.close_all();
+        self.doc.sort_maps();
         codec::encode_plain(&transfer::view(self.transfer_source()))
     }
 
@@ -1338,7 +1347,9 @@ impl Replica {
 
     fn load_exported(mut r: Replica, bytes: &[u8]) -> Result<Replica, ReceiveError> {
         let t = match bytes.split_first() {
-            Some((&VERSION, rest)) => transfer::decode_saved(rest, &r.transfer_target())?,
+            Some((&v @ (VERSION | saved::VERSION), rest)) => {
+                transfer::decode_saved(v, rest, &r.transfer_target())?
+            }
             Some((&v, _)) => return Err(ReceiveError::UnsupportedVersion(v)),
             None => return Err(ReceiveError::Empty),
         };

@@ -169,7 +169,7 @@ mod json_float {
 }
 
 /// An id on the wire: a peer (dictionary or table index) and a counter.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct WireId {
     pub(crate) p: u32,
     pub(crate) c: u64,

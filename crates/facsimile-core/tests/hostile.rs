@@ -758,6 +758,49 @@ fn huge_length_headers_are_refused_without_allocating() {
 }
 
 #[test]
+fn huge_lengths_in_a_saved_state_are_refused_without_allocating() {
+    use facsimile_core::PeerId;
+    let mut r = Replica::new(PeerId::new("saver", 4), Config::default());
+    r.set_root(Input::Map(vec![
+        (
+            "KKKKKKKK".into(),
+            Input::Value(Value::Bytes(b"BBBBBBBB".to_vec().into())),
+        ),
+        (
+            "list".into(),
+            Input::Array(vec!["V1".into(), "V2".into(), "V3".into()]),
+        ),
+    ]))
+    .unwrap();
+    let saved = r.export_state();
+    let load = |bytes: &[u8]| Replica::from_exported(PeerId::new("j", 9), Config::default(), bytes);
+    assert!(load(&saved).is_ok());
+    let key = find(&saved, b"KKKKKKKK") - 1;
+    let blob = find(&saved, b"BBBBBBBB") - 1;
+    assert_eq!((saved[key], saved[blob]), (8, 8));
+    // A run of three live elements (`3 << 2`), its column of strings (3),
+    // then `[2, 'V', '1']`.
+    let run = find(&saved, &[3 << 2, 3, 2, b'V', b'1']);
+    let cases = [
+        ("key of 1 GiB", key, 1u64 << 30),
+        ("key of 2^64-1 bytes", key, u64::MAX),
+        ("bytes of 1 GiB", blob, 1 << 30),
+        ("bytes of 2^62", blob, 1 << 62),
+        ("a run of 2^60 elements", run, 1 << 62),
+        ("a run of 2^30 elements", run, 1 << 32),
+    ];
+    for (what, at, len) in cases {
+        let hostile = splice(&saved, at, 1, &varint(len));
+        let (e, bytes) = allocated(|| load(&hostile).err());
+        assert!(
+            matches!(e, Some(ReceiveError::Malformed(_))),
+            "{what}: {e:?}"
+        );
+        assert!(bytes < ALLOCATION_BOUND, "{what}: {bytes} bytes allocated");
+    }
+}
+
+#[test]
 fn deeply_nested_json_is_refused() {
     let mut net = world(WireFormat::Json);
     let msg = mallory_writes(&mut net, |m, root| {

@@ -15,6 +15,7 @@
 //! - [`transfer`]: the state as it travels, and its validation.
 
 mod join;
+pub(crate) mod saved;
 mod serve;
 pub(crate) mod transfer;
 

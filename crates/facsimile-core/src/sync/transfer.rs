@@ -20,7 +20,7 @@ use crate::membership::Membership;
 use crate::op::MAX_COUNTER;
 use crate::outbox::Outbox;
 use crate::streams::{Stream, Streams};
-use crate::sync::SyncServer;
+use crate::sync::{SyncServer, saved};
 use crate::value::{Id, PeerId, PeerIdx, Value};
 use crate::wire::{
     Hostname, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
@@ -160,10 +160,33 @@ pub(crate) fn decode_answer(
     validate(from, &table, fresh, built, state, target)
 }
 
-/// Validates a state saved by `export_state` (postcard, after the version
-/// byte), building each object as soon as it is decoded instead of decoding
-/// the whole state first.
+/// Saves a replica's state: the version byte [`saved::VERSION`], the
+/// fields of [`TransferState`] in postcard, except the objects, written by
+/// [`saved::write_objects`].
+pub(crate) fn export(src: Source<'_>) -> Vec<u8> {
+    fn put<T: Serialize>(out: Vec<u8>, value: &T) -> Vec<u8> {
+        postcard::to_extend(value, out).expect("encoding into a Vec cannot fail")
+    }
+    let state = view(src);
+    let mut out = vec![saved::VERSION];
+    out = put(out, &state.peers);
+    out = put(out, &state.streams);
+    out = put(out, &state.root);
+    out = put(out, &state.root_stamp);
+    saved::write_objects(&state.objects.0, &mut out);
+    out = put(out, &state.members);
+    out = put(out, &state.acks);
+    out = put(out, &state.locks);
+    out = put(out, &state.syncing);
+    put(out, &state.log)
+}
+
+/// Validates a state saved by `export_state` (after its version byte,
+/// `version`: 1 for the first format, postcard throughout, or
+/// [`saved::VERSION`]), building each object as soon as it is decoded
+/// instead of decoding the whole state first.
 pub(crate) fn decode_saved(
+    version: u8,
     mut bytes: &[u8],
     target: &Target<'_>,
 ) -> Result<Transferred, ReceiveError> {
@@ -181,17 +204,29 @@ pub(crate) fn decode_saved(
     let streams = take(b)?;
     let root = take(b)?;
     let root_stamp = take(b)?;
-    let count: usize = take(b)?;
     let dec = TableDec {
         table: &table,
         from: from.0,
     };
-    // Every object takes at least two bytes: a hostile count cannot
-    // reserve more than the input could fill.
-    let mut builder = GraphBuilder::new(dec, target.mark, count.min(b.len() / 2));
-    for _ in 0..count {
-        builder.add(take(b)?)?;
-    }
+    let builder = if version == saved::VERSION {
+        let (mut reader, count) = saved::ObjectReader::new(b)?;
+        // Every object takes at least two bytes: a hostile count cannot
+        // reserve more than the input could fill.
+        let capacity = usize::try_from(count).map_or(0, |c| c.min(reader.rest().len() / 2));
+        let mut builder = GraphBuilder::new(dec, target.mark, capacity);
+        for _ in 0..count {
+            builder.add(reader.next_object()?)?;
+        }
+        *b = reader.rest();
+        builder
+    } else {
+        let count: usize = take(b)?;
+        let mut builder = GraphBuilder::new(dec, target.mark, count.min(b.len() / 2));
+        for _ in 0..count {
+            builder.add(take(b)?)?;
+        }
+        builder
+    };
     let members = take(b)?;
     let acks = take(b)?;
     let locks = take(b)?;
@@ -706,6 +741,190 @@ mod tests {
         r
     }
 
+    /// A replica holding the shapes the benchmark workloads make, written
+    /// by two peers: a map of many keys set one by one, keys overwritten, an
+    /// array of pushed integers and strings, nested maps and arrays, a graph
+    /// of small maps, and the second peer's writes into the first's objects.
+    fn workload_replica() -> Replica {
+        let mut a = busy_replica();
+        let int = |i: i64| Input::Value(Value::Int(i));
+        let map = a.set_root(Input::Map(vec![])).unwrap().unwrap();
+        for (name, input) in [
+            ("map", Input::Map(vec![])),
+            ("array", Input::Array(vec![])),
+            ("strs", Input::Array(vec![])),
+        ] {
+            a.map_set(map, name, input).unwrap();
+        }
+        let get = |r: &Replica, key: &str| {
+            let Value::Ref(map) = r.root() else {
+                panic!("a root map")
+            };
+            match r.map_get(map, key).unwrap() {
+                Some(Value::Ref(o)) => o,
+                other => panic!("{key}: {other:?}"),
+            }
+        };
+        let (m, arr, strs) = (get(&a, "map"), get(&a, "array"), get(&a, "strs"));
+        for i in 0..300 {
+            a.map_set(m, &format!("k{i}"), int(i)).unwrap();
+            a.map_set(m, &format!("hot{}", i % 7), int(-i * 1000))
+                .unwrap();
+            a.list_splice(arr, i as usize, 0, vec![int(i * 3 - 100)])
+                .unwrap();
+            a.list_splice(
+                strs,
+                i as usize,
+                0,
+                vec![Input::Value(Value::Str(format!("s{i}").into()))],
+            )
+            .unwrap();
+        }
+        let nested = (0..20)
+            .map(|i| {
+                let fields = (0..6).map(|j| match j % 2 {
+                    0 => (format!("f{j}").into(), int(i * 100 + j)),
+                    _ => (
+                        format!("f{j}").into(),
+                        Input::Value(Value::Str(format!("v{i}-{j}").into())),
+                    ),
+                });
+                let tags = Input::Array((0..5).map(|k| int(i * 100 + 50 + k)).collect());
+                let item = fields.chain([("tags".into(), tags)]).collect();
+                (format!("item{i}").into(), Input::Map(item))
+            })
+            .collect();
+        a.map_set(map, "items", Input::Map(nested)).unwrap();
+        let graph = (0..30)
+            .map(|j| {
+                (
+                    format!("c{j}").into(),
+                    Input::Map(vec![("v".into(), int(j))]),
+                )
+            })
+            .collect();
+        a.map_set(map, "graph", Input::Map(graph)).unwrap();
+        let mut b = Replica::from_exported(
+            PeerId::new("other", 5),
+            Config::default(),
+            &a.export_state(),
+        )
+        .unwrap();
+        let (m, arr, strs) = (get(&b, "map"), get(&b, "array"), get(&b, "strs"));
+        for i in 0..50 {
+            b.map_set(
+                m,
+                &format!("k{}", i * 5),
+                Input::Value(Value::Float(i as f64 / 3.0)),
+            )
+            .unwrap();
+            b.list_splice(
+                arr,
+                (i * 7) as usize,
+                1,
+                vec![int(i), Input::Value(Value::Null)],
+            )
+            .unwrap();
+        }
+        b.map_delete(m, "k1").unwrap();
+        b.list_splice(
+            strs,
+            10,
+            0,
+            vec![
+                Input::Value(Value::Bytes(vec![9, 8].into())),
+                Input::Map(vec![]),
+            ],
+        )
+        .unwrap();
+        b
+    }
+
+    /// A name, a saved state and how to build the replica that saved it.
+    type Fixture = (&'static str, &'static [u8], fn() -> Replica);
+
+    /// States saved by the first format (version byte 1), from
+    /// `busy_replica` and `workload_replica` before the format changed.
+    const V1_FIXTURES: [Fixture; 2] = [
+        (
+            "busy",
+            include_bytes!("../../tests/fixtures/state-v1-busy.bin"),
+            busy_replica,
+        ),
+        (
+            "workloads",
+            include_bytes!("../../tests/fixtures/state-v1-workloads.bin"),
+            workload_replica,
+        ),
+    ];
+
+    #[test]
+    fn a_state_saved_in_the_first_format_loads_as_the_current_one() {
+        for (name, old, build) in V1_FIXTURES {
+            assert_eq!(old[0], 1, "{name}");
+            let me = || PeerId::new("joiner", 9);
+            let mut fresh = build();
+            let mut from_old = Replica::from_exported(me(), Config::default(), old).unwrap();
+            let mut from_new =
+                Replica::from_exported(me(), Config::default(), &fresh.export_state()).unwrap();
+            assert_eq!(from_old.export_state(), from_new.export_state(), "{name}");
+            assert_eq!(from_old.snapshot(), fresh.snapshot(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_saved_state_of_every_form_round_trips() {
+        for (name, _, build) in V1_FIXTURES {
+            let mut r = build();
+            let saved = r.export_state();
+            assert_eq!(saved[0], saved::VERSION);
+            let first = r.export_state_first_format();
+            assert!(
+                saved.len() < first.len(),
+                "{name}: {} >= {}",
+                saved.len(),
+                first.len()
+            );
+            let me = || PeerId::new("joiner", 9);
+            let mut loaded = Replica::from_exported(me(), Config::default(), &saved).unwrap();
+            let mut loaded_first = Replica::from_exported(me(), Config::default(), &first).unwrap();
+            assert_eq!(loaded.snapshot(), r.snapshot(), "{name}");
+            assert_eq!(loaded.export_state(), loaded_first.export_state(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_corrupted_saved_state_is_refused_or_loads_whole() {
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        let saved = workload_replica().export_state();
+        let mut rng = SmallRng::seed_from_u64(5);
+        let load = |bytes: &[u8], tag| {
+            Replica::from_exported(PeerId::new("j", tag), Config::default(), bytes)
+        };
+        let (mut refused, mut loaded) = (0, 0);
+        for _ in 0..3_000 {
+            let mut bytes = saved.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(1..bytes.len());
+                bytes[i] = rng.random();
+            }
+            match load(&bytes, 9) {
+                Err(_) => refused += 1,
+                // What loads saves and loads again to the same document.
+                Ok(mut r) => {
+                    loaded += 1;
+                    let mut again = load(&r.export_state(), 10).expect("a saved state loads");
+                    assert!(again.snapshot() == r.snapshot());
+                }
+            }
+        }
+        assert!(
+            refused > 100 && loaded > 100,
+            "{refused} refused, {loaded} loaded"
+        );
+    }
+
     #[test]
     fn a_sync_answer_encodes_as_the_derived_frame() {
         for format in [WireFormat::Binary, WireFormat::Json] {
@@ -729,7 +948,8 @@ mod tests {
         let saved = r.export_state();
         let me = || PeerId::new("joiner", 9);
         let mut streamed = Replica::from_exported(me(), Config::default(), &saved).unwrap();
-        let state: TransferState = postcard::from_bytes(&saved[1..]).unwrap();
+        let first = r.export_state_first_format();
+        let state: TransferState = postcard::from_bytes(&first[1..]).unwrap();
         let mut decoded = Replica::new(me(), Config::default());
         decoded.load_answer(state).unwrap();
         assert_eq!(streamed.export_state(), decoded.export_state());
@@ -738,14 +958,17 @@ mod tests {
 
     #[test]
     fn a_cut_or_padded_saved_state_is_refused() {
-        let saved = busy_replica().export_state();
         let load =
             |bytes: &[u8]| Replica::from_exported(PeerId::new("j", 9), Config::default(), bytes);
-        for cut in 0..saved.len() {
-            assert!(load(&saved[..cut]).is_err(), "cut at {cut}");
+        for mut r in [busy_replica(), workload_replica()] {
+            for saved in [r.export_state(), r.export_state_first_format()] {
+                for cut in 0..saved.len() {
+                    assert!(load(&saved[..cut]).is_err(), "cut at {cut}");
+                }
+                let mut padded = saved.clone();
+                padded.push(0);
+                assert!(matches!(load(&padded), Err(ReceiveError::Malformed(_))));
+            }
         }
-        let mut padded = saved.clone();
-        padded.push(0);
-        assert!(matches!(load(&padded), Err(ReceiveError::Malformed(_))));
     }
 }
