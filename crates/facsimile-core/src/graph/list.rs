@@ -23,8 +23,8 @@
 
 use rustc_hash::FxHashMap;
 
-use super::IdMap;
 use super::seq::{Cursor, LeafId, SeqItem, SeqTree};
+use super::slot_index::SlotIndex;
 use crate::clock::Peers;
 use crate::value::{Id, Value};
 
@@ -83,23 +83,11 @@ pub(crate) struct ElemExtra {
     pub(crate) pos_stamp: Id,
 }
 
-/// At most this many ids are probed to find a slot: every id whose counter
-/// is a multiple of it is indexed.
-const INDEX_STRIDE: u64 = 16;
-
-/// Whether a slot `id` right after the slot `prev` in the same leaf needs no
-/// entry in the id index: it is found from `prev`'s, one position on.
-fn covered(prev: Id, id: Id) -> bool {
-    prev.peer == id.peer && prev.counter + 1 == id.counter && id.counter % INDEX_STRIDE != 0
-}
-
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ListObj {
     tree: SeqTree<Slot>,
-    /// Slot id to the leaf holding it, for every slot not [`covered`] by the
-    /// slot before it: a run of consecutive ids (pushes, typing) takes one
-    /// entry per leaf and per [`INDEX_STRIDE`] ids.
-    index: IdMap<LeafId>,
+    /// Slot id to the leaf holding it.
+    index: SlotIndex,
     extra: FxHashMap<Id, ElemExtra>,
     /// Bumped by every change; lets a caller detect that the list changed
     /// between a read and a write.
@@ -108,6 +96,16 @@ pub(crate) struct ListObj {
     /// insert when somebody types or pushes. Checked before use, since a
     /// split may have moved it.
     last: Option<(Id, Cursor)>,
+    /// Slots that died since reclamation last took them (a dead slot never
+    /// lives again): reclamation finds them without scanning the list.
+    dead: Vec<Id>,
+    /// Live elements whose value references an object: a list without any
+    /// is not walked when reachable objects are marked.
+    refs: usize,
+}
+
+fn is_ref(v: &Value) -> bool {
+    matches!(v, Value::Ref(_))
 }
 
 impl ListObj {
@@ -124,30 +122,14 @@ impl ListObj {
     }
 
     pub(crate) fn has_slot(&self, id: Id) -> bool {
-        // The slot inserted last (the origin of a push) or an indexed id
-        // needs no look into its leaf.
-        self.last_cursor(id).is_some() || self.index.contains_key(&id) || self.cursor(id).is_some()
+        self.index.contains(id)
     }
 
-    /// Where a slot is: found through the nearest indexed id at or below
-    /// its own, whose slot a covered one follows in the same leaf.
+    /// Where a slot is: in the leaf the index names.
     fn cursor(&self, id: Id) -> Option<Cursor> {
-        let mut head = id;
-        loop {
-            if let Some(&leaf) = self.index.get(&head) {
-                let items = self.tree.leaf_items(leaf);
-                let at = items.iter().position(|s| s.id == head)?;
-                let pos = at + (id.counter - head.counter) as usize;
-                return items
-                    .get(pos)
-                    .filter(|s| s.id == id)
-                    .map(|_| Cursor { leaf, pos });
-            }
-            if head.counter % INDEX_STRIDE == 0 {
-                return None;
-            }
-            head.counter -= 1;
-        }
+        let leaf = self.index.get(id)?;
+        let pos = self.tree.leaf_items(leaf).iter().position(|s| s.id == id)?;
+        Some(Cursor { leaf, pos })
     }
 
     fn extra(&self, elem: Id) -> ElemExtra {
@@ -279,31 +261,14 @@ impl ListObj {
         let id = slot.id;
         self.version += 1;
         let index = &mut self.index;
-        let mut first = true;
         let on_move = |s: &Slot, leaf: LeafId| {
-            // The first slot of a new leaf follows nothing there.
-            if std::mem::take(&mut first) {
-                index.insert(s.id, leaf);
-            } else if let Some(l) = index.get_mut(&s.id) {
-                *l = leaf;
-            }
+            index.insert(s.id, leaf);
         };
         let c = match prev {
             Some(p) => self.tree.insert_after(p, slot, on_move),
             None => self.tree.insert_first(slot, on_move),
         };
-        let items = self.tree.leaf_items(c.leaf);
-        let before = c.pos.checked_sub(1).map(|p| items[p].id);
-        if !before.is_some_and(|b| covered(b, id)) {
-            self.index.insert(id, c.leaf);
-        }
-        // A next slot that the one before covered follows the new one now,
-        // which cannot cover it (its id is the one before's).
-        if let (Some(b), Some(next)) = (before, items.get(c.pos + 1)) {
-            if covered(b, next.id) {
-                self.index.insert(next.id, c.leaf);
-            }
-        }
+        self.index.insert(id, c.leaf);
         self.last = Some((id, c));
         c
     }
@@ -319,6 +284,7 @@ impl ListObj {
         let mut origin = origin;
         for (i, value) in values.into_iter().enumerate() {
             let id = Id::new(first.peer, first.counter + i as u64);
+            self.refs += usize::from(is_ref(&value));
             let slot = Slot {
                 id,
                 kind: SlotKind::Home {
@@ -353,11 +319,13 @@ impl ListObj {
         let index = self.tree.visible_index(live);
         self.version += 1;
         if away {
-            self.tree.update(live, |s| {
+            let id = self.tree.update(live, |s| {
                 if let SlotKind::Moved { live, .. } = &mut s.kind {
                     *live = false;
                 }
+                s.id
             });
+            self.dead.push(id);
         }
         let old = self.tree.update(home, |s| match &mut s.kind {
             SlotKind::Home { value, deleted, .. } => {
@@ -366,6 +334,8 @@ impl ListObj {
             }
             SlotKind::Moved { .. } => unreachable!("home cursor"),
         });
+        self.dead.push(elem);
+        self.refs -= usize::from(is_ref(&old));
         self.extra.remove(&elem);
         Some((old, index))
     }
@@ -393,6 +363,7 @@ impl ListObj {
         extra.value_stamp = stamp;
         self.extra.insert(elem, extra);
         self.version += 1;
+        let new_ref = is_ref(&value);
         let old = self.tree.update(home, |s| match &mut s.kind {
             SlotKind::Home { value: v, .. } => {
                 if v.same(&value) {
@@ -403,6 +374,7 @@ impl ListObj {
             }
             SlotKind::Moved { .. } => unreachable!("home cursor"),
         })?;
+        self.refs = self.refs + usize::from(new_ref) - usize::from(is_ref(&old));
         Some((old, self.index_of(elem).expect("live element")))
     }
 
@@ -433,6 +405,7 @@ impl ListObj {
             peers,
         );
         if !wins {
+            self.dead.push(slot);
             return false;
         }
         // Retire the old position, then light up the new one. The cursor of
@@ -447,6 +420,7 @@ impl ListObj {
                     *live = false;
                 }
             });
+            self.dead.push(extra.pos);
         }
         let home = self.cursor(elem).expect("home exists");
         self.tree.update(home, |s| {
@@ -483,13 +457,20 @@ impl ListObj {
     pub(crate) fn from_slots(slots: Vec<(Slot, Option<ElemExtra>)>) -> Option<Self> {
         let mut extra = FxHashMap::default();
         let mut items = Vec::with_capacity(slots.len());
+        let mut dead = Vec::new();
+        let mut refs = 0;
         for (slot, e) in slots {
             if let Some(e) = e {
                 extra.insert(slot.id, e);
             }
+            if is_dead(&slot) {
+                dead.push(slot.id);
+            } else if let SlotKind::Home { value, .. } = &slot.kind {
+                refs += usize::from(is_ref(value));
+            }
             items.push(slot);
         }
-        let mut index = IdMap::default();
+        let mut index = SlotIndex::default();
         let tree = Self::build(items, &mut index)?;
         Some(ListObj {
             tree,
@@ -497,32 +478,24 @@ impl ListObj {
             extra,
             version: 0,
             last: None,
+            dead,
+            refs,
         })
     }
 
     /// A tree of `items` in order, filling its id index into `index`
     /// (empty); `None` when an id appears twice.
-    fn build(items: Vec<Slot>, index: &mut IdMap<LeafId>) -> Option<SeqTree<Slot>> {
+    fn build(items: Vec<Slot>, index: &mut SlotIndex) -> Option<SeqTree<Slot>> {
         let mut unique = true;
-        let mut prev: Option<(Id, LeafId)> = None;
-        let mut covered_ids = Vec::new();
         let tree = SeqTree::from_items(items, |s, leaf| {
-            if prev.is_some_and(|(p, l)| l == leaf && covered(p, s.id)) {
-                covered_ids.push(s.id);
-            } else {
-                unique &= index.insert(s.id, leaf).is_none();
-            }
-            prev = Some((s.id, leaf));
+            unique &= !index.insert(s.id, leaf);
         });
-        // Of a twice-present id with the lowest counter, one copy follows
-        // no copy of the id before it, so it is indexed: either both copies
-        // are, or a covered copy is also in the index.
-        unique &= covered_ids.iter().all(|id| !index.contains_key(id));
         unique.then_some(tree)
     }
 
     /// Slots that no element can come back to: move slots that are not
-    /// current and home slots of deleted elements.
+    /// current and home slots of deleted elements. Scans the whole list.
+    #[cfg(any(test, feature = "sim"))]
     pub(crate) fn dead_slots(&self) -> Vec<Id> {
         self.tree
             .iter()
@@ -531,25 +504,54 @@ impl ListObj {
             .collect()
     }
 
-    /// Drops the given slots (dead ones only).
+    /// The slots that died since the last call (or [`ListObj::restore_dead`]).
+    pub(crate) fn take_dead(&mut self) -> Vec<Id> {
+        std::mem::take(&mut self.dead)
+    }
+
+    /// Gives back dead slots taken and not purged, for a later round.
+    pub(crate) fn restore_dead(&mut self, slots: &[Id]) {
+        self.dead.extend_from_slice(slots);
+    }
+
+    /// Whether some live element references an object.
+    pub(crate) fn has_refs(&self) -> bool {
+        self.refs != 0
+    }
+
+    /// Drops the given slots (dead ones only; others and absent ids are
+    /// ignored). Only their leaves change: the rest of the tree and of the
+    /// id index stays as it is.
     pub(crate) fn purge(&mut self, slots: &[Id]) {
-        let doomed: rustc_hash::FxHashSet<Id> = slots
+        let mut doomed: Vec<Cursor> = slots
             .iter()
-            .copied()
-            .filter(|&id| self.cursor(id).is_some_and(|c| is_dead(self.tree.get(c))))
+            .filter_map(|&id| self.cursor(id))
+            .filter(|&c| is_dead(self.tree.get(c)))
             .collect();
         if doomed.is_empty() {
             return;
         }
-        let tree = std::mem::take(&mut self.tree);
-        let kept: Vec<Slot> = tree
-            .into_items()
-            .into_iter()
-            .filter(|s| !doomed.contains(&s.id))
-            .collect();
-        // The index keeps its capacity: it holds about as many entries again.
-        self.index.clear();
-        self.tree = Self::build(kept, &mut self.index).expect("ids stay unique");
+        doomed.sort_unstable_by_key(|c| (c.leaf, c.pos));
+        doomed.dedup();
+        for &c in &doomed {
+            let id = self.tree.get(c).id;
+            self.index.remove(id);
+        }
+        let mut positions = Vec::new();
+        let mut touched = Vec::new();
+        for run in doomed.chunk_by(|a, b| a.leaf == b.leaf) {
+            let leaf = run[0].leaf;
+            positions.clear();
+            positions.extend(run.iter().map(|c| c.pos));
+            self.tree.remove_in_leaf(leaf, &positions);
+            touched.push(leaf);
+        }
+        for leaf in touched {
+            let index = &mut self.index;
+            self.tree.rebalance(leaf, |s, to| {
+                index.insert(s.id, to);
+            });
+        }
     }
 
     /// Whether transferred element state is coherent: every live move slot
@@ -585,6 +587,13 @@ impl ListObj {
     #[cfg(any(test, feature = "sim"))]
     pub(crate) fn check(&self) {
         self.tree.check();
+        assert_eq!(self.index.len(), self.tree.len(), "every slot indexed");
+        let refs = self
+            .tree
+            .iter()
+            .filter(|s| matches!(&s.kind, SlotKind::Home { value, deleted: false, .. } if is_ref(value)))
+            .count();
+        assert_eq!(refs, self.refs, "references counted");
         for s in self.tree.iter() {
             let found = self.cursor(s.id).map(|c| self.tree.get(c));
             assert!(
@@ -613,7 +622,6 @@ mod tests {
             (Slot { id, kind }, None)
         };
         let slots = |cs: &[u64]| cs.iter().map(|&c| home(c)).collect::<Vec<_>>();
-        // The second 5 and 6 follow 4 and 5: neither needs an index entry.
         assert!(ListObj::from_slots(slots(&[5, 6, 4, 5, 6])).is_none());
         assert!(ListObj::from_slots(slots(&[5, 6, 6])).is_none());
         assert!(ListObj::from_slots(slots(&[5, 6, 9, 4, 7])).is_some());
@@ -659,9 +667,21 @@ mod tests {
                         }
                     }
                     _ => {
-                        let dead: Vec<Id> = model.iter().filter(|s| !s.1).map(|s| s.0).collect();
+                        // Some of the dead, or all of them, and a live slot
+                        // that must stay.
+                        let some = rand(2) == 0;
+                        let mut dead: Vec<Id> = model
+                            .iter()
+                            .filter(|s| !s.1 && (!some || rand(2) == 0))
+                            .map(|s| s.0)
+                            .collect();
+                        let keep: Vec<Id> =
+                            model.iter().filter(|s| s.1).map(|s| s.0).take(1).collect();
+                        dead.extend(&keep);
                         list.purge(&dead);
-                        model.retain(|s| s.1);
+                        model.retain(|s| s.1 || !dead.contains(&s.0));
+                        assert!(keep.iter().all(|&id| list.has_slot(id)), "seed {seed}");
+                        dead.retain(|id| !keep.contains(id));
                         assert!(dead.iter().all(|&id| !list.has_slot(id)), "seed {seed}");
                     }
                 }
