@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 use super::seq::{Cursor, LeafId, SeqItem, SeqTree};
 use super::slot_index::SlotIndex;
 use crate::clock::Peers;
-use crate::value::{Id, Value};
+use crate::value::{Id, ObjectId, PeerIdx, Value};
 
 #[derive(Debug, Clone)]
 pub(crate) enum SlotKind {
@@ -41,35 +41,154 @@ pub(crate) enum SlotKind {
     Moved { elem: Id, live: bool },
 }
 
-fn is_dead(s: &Slot) -> bool {
-    match &s.kind {
-        SlotKind::Home { deleted, .. } => *deleted,
-        SlotKind::Moved { live, .. } => !*live,
-    }
-}
-
+/// A slot as transferred.
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
     pub(crate) id: Id,
     pub(crate) kind: SlotKind,
 }
 
-impl SeqItem for Slot {
+/// A slot as a list holds it: 40 bytes where [`Slot`] takes 48 (a list
+/// holds one per element). The id's halves and the flags share what would
+/// be padding, and a move slot keeps its element in the value's place.
+#[derive(Debug, Clone)]
+struct Stored {
+    counter: u64,
+    peer: PeerIdx,
+    flags: u8,
+    /// A home slot's value; a move slot's element, as a reference.
+    value: Value,
+}
+
+/// A move slot (else a home slot).
+const MOVED: u8 = 1;
+/// Home slot: the element is deleted.
+const DELETED: u8 = 2;
+/// Home slot: the element lives at a move slot.
+const AWAY: u8 = 4;
+/// Move slot: it is its element's position.
+const LIVE: u8 = 8;
+
+const _: () = assert!(std::mem::size_of::<Stored>() == 40);
+
+/// A stored slot, read.
+enum View<'a> {
+    Home {
+        value: &'a Value,
+        deleted: bool,
+        away: bool,
+    },
+    Moved {
+        elem: Id,
+        live: bool,
+    },
+}
+
+impl Stored {
+    fn home(id: Id, value: Value, deleted: bool, away: bool) -> Self {
+        let flags = if deleted { DELETED } else { 0 } | if away { AWAY } else { 0 };
+        Stored {
+            counter: id.counter,
+            peer: id.peer,
+            flags,
+            value,
+        }
+    }
+
+    fn moved(id: Id, elem: Id, live: bool) -> Self {
+        Stored {
+            counter: id.counter,
+            peer: id.peer,
+            flags: MOVED | if live { LIVE } else { 0 },
+            value: Value::Ref(ObjectId(elem)),
+        }
+    }
+
     #[inline]
-    fn is_visible(&self) -> bool {
-        match &self.kind {
-            SlotKind::Home { deleted, away, .. } => !*deleted && !*away,
-            SlotKind::Moved { live, .. } => *live,
+    fn id(&self) -> Id {
+        Id::new(self.peer, self.counter)
+    }
+
+    #[inline]
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    fn view(&self) -> View<'_> {
+        if self.has(MOVED) {
+            View::Moved {
+                elem: self.elem(),
+                live: self.has(LIVE),
+            }
+        } else {
+            View::Home {
+                value: &self.value,
+                deleted: self.has(DELETED),
+                away: self.has(AWAY),
+            }
+        }
+    }
+
+    /// The element occupying or owning this slot.
+    fn elem(&self) -> Id {
+        match (&self.value, self.has(MOVED)) {
+            (Value::Ref(o), true) => o.0,
+            _ => self.id(),
+        }
+    }
+
+    fn to_slot(&self) -> Slot {
+        let kind = match self.view() {
+            View::Home {
+                value,
+                deleted,
+                away,
+            } => SlotKind::Home {
+                value: value.clone(),
+                deleted,
+                away,
+            },
+            View::Moved { elem, live } => SlotKind::Moved { elem, live },
+        };
+        Slot {
+            id: self.id(),
+            kind,
+        }
+    }
+
+    fn from_slot(slot: Slot) -> Self {
+        match slot.kind {
+            SlotKind::Home {
+                value,
+                deleted,
+                away,
+            } => Stored::home(slot.id, value, deleted, away),
+            SlotKind::Moved { elem, live } => Stored::moved(slot.id, elem, live),
         }
     }
 }
 
-impl Slot {
-    /// The element occupying or owning this slot.
-    pub(crate) fn elem(&self) -> Id {
-        match &self.kind {
-            SlotKind::Home { .. } => self.id,
-            SlotKind::Moved { elem, .. } => *elem,
+fn is_dead(s: &Stored) -> bool {
+    match s.has(MOVED) {
+        false => s.has(DELETED),
+        true => !s.has(LIVE),
+    }
+}
+
+impl SeqItem for Stored {
+    #[inline]
+    fn is_visible(&self) -> bool {
+        match self.has(MOVED) {
+            false => self.flags & (DELETED | AWAY) == 0,
+            true => self.has(LIVE),
         }
     }
 }
@@ -85,7 +204,7 @@ pub(crate) struct ElemExtra {
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ListObj {
-    tree: SeqTree<Slot>,
+    tree: SeqTree<Stored>,
     /// Slot id to the leaf holding it.
     index: SlotIndex,
     extra: FxHashMap<Id, ElemExtra>,
@@ -128,7 +247,11 @@ impl ListObj {
     /// Where a slot is: in the leaf the index names.
     fn cursor(&self, id: Id) -> Option<Cursor> {
         let leaf = self.index.get(id)?;
-        let pos = self.tree.leaf_items(leaf).iter().position(|s| s.id == id)?;
+        let pos = self
+            .tree
+            .leaf_items(leaf)
+            .iter()
+            .position(|s| s.counter == id.counter && s.peer == id.peer)?;
         Some(Cursor { leaf, pos })
     }
 
@@ -154,20 +277,20 @@ impl ListObj {
                 && self
                     .tree
                     .try_get(c)
-                    .is_some_and(|s| s.id == id && s.is_visible())
+                    .is_some_and(|s| s.id() == id && s.is_visible())
                 && self.tree.next(c).is_none()
             {
                 return id;
             }
         }
-        self.tree.get(self.tree.locate_visible(index)).id
+        self.tree.get(self.tree.locate_visible(index)).id()
     }
 
     /// The value of a live element.
     pub(crate) fn value_of(&self, elem: Id) -> Option<&Value> {
         let c = self.cursor(elem)?;
-        match &self.tree.get(c).kind {
-            SlotKind::Home {
+        match self.tree.get(c).view() {
+            View::Home {
                 value,
                 deleted: false,
                 ..
@@ -187,10 +310,10 @@ impl ListObj {
     pub(crate) fn values(&self) -> impl Iterator<Item = &Value> + '_ {
         self.tree
             .iter_visible_from(0)
-            .map(move |slot| match &slot.kind {
-                SlotKind::Home { value, .. } => value,
-                SlotKind::Moved { elem, .. } => self
-                    .value_of(*elem)
+            .map(move |slot| match slot.view() {
+                View::Home { value, .. } => value,
+                View::Moved { elem, .. } => self
+                    .value_of(elem)
                     .expect("a live move slot has a live element"),
             })
     }
@@ -209,9 +332,9 @@ impl ListObj {
     /// The slot a live element occupies.
     pub(crate) fn position_of(&self, elem: Id) -> Option<Id> {
         let c = self.cursor(elem)?;
-        match self.tree.get(c).kind {
-            SlotKind::Home { deleted: true, .. } => None,
-            SlotKind::Home { away: false, .. } => Some(elem),
+        match self.tree.get(c).view() {
+            View::Home { deleted: true, .. } => None,
+            View::Home { away: false, .. } => Some(elem),
             _ => Some(self.extra(elem).pos),
         }
     }
@@ -219,9 +342,9 @@ impl ListObj {
     /// The visible index of a live element.
     pub(crate) fn index_of(&self, elem: Id) -> Option<usize> {
         let c = self.cursor(elem)?;
-        match self.tree.get(c).kind {
-            SlotKind::Home { deleted: true, .. } => None,
-            SlotKind::Home { away: false, .. } => Some(self.tree.visible_index(c)),
+        match self.tree.get(c).view() {
+            View::Home { deleted: true, .. } => None,
+            View::Home { away: false, .. } => Some(self.tree.visible_index(c)),
             _ => {
                 let pos = self.cursor(self.extra(elem).pos)?;
                 Some(self.tree.visible_index(pos))
@@ -237,7 +360,7 @@ impl ListObj {
     /// Where `id` is when it is the slot inserted last and has not moved.
     fn last_cursor(&self, id: Id) -> Option<Cursor> {
         match self.last {
-            Some((last, c)) if last == id && self.tree.try_get(c).is_some_and(|s| s.id == id) => {
+            Some((last, c)) if last == id && self.tree.try_get(c).is_some_and(|s| s.id() == id) => {
                 Some(c)
             }
             _ => None,
@@ -245,24 +368,24 @@ impl ListObj {
     }
 
     /// Places `slot` after `origin` (`None`: at the head) by the RGA rule.
-    fn integrate(&mut self, origin: Option<Id>, slot: Slot, peers: &Peers) -> Cursor {
+    fn integrate(&mut self, origin: Option<Id>, slot: Stored, peers: &Peers) -> Cursor {
         let mut prev = origin.map(|o| self.origin_cursor(o).expect("origin checked by caller"));
         let mut next = match prev {
             Some(p) => self.tree.next(p),
             None => self.tree.first(),
         };
         while let Some(n) = next {
-            if !peers.later(self.tree.get(n).id, slot.id) {
+            if !peers.later(self.tree.get(n).id(), slot.id()) {
                 break;
             }
             prev = Some(n);
             next = self.tree.next(n);
         }
-        let id = slot.id;
+        let id = slot.id();
         self.version += 1;
         let index = &mut self.index;
-        let on_move = |s: &Slot, leaf: LeafId| {
-            index.insert(s.id, leaf);
+        let on_move = |s: &Stored, leaf: LeafId| {
+            index.insert(s.id(), leaf);
         };
         let c = match prev {
             Some(p) => self.tree.insert_after(p, slot, on_move),
@@ -285,15 +408,7 @@ impl ListObj {
         for (i, value) in values.into_iter().enumerate() {
             let id = Id::new(first.peer, first.counter + i as u64);
             self.refs += usize::from(is_ref(&value));
-            let slot = Slot {
-                id,
-                kind: SlotKind::Home {
-                    value,
-                    deleted: false,
-                    away: false,
-                },
-            };
-            self.integrate(origin, slot, peers);
+            self.integrate(origin, Stored::home(id, value, false, false), peers);
             origin = Some(id);
         }
     }
@@ -302,12 +417,12 @@ impl ListObj {
     /// was live.
     pub(crate) fn delete(&mut self, elem: Id) -> Option<(Value, usize)> {
         let home = self.cursor(elem)?;
-        let away = match &self.tree.get(home).kind {
-            SlotKind::Home {
+        let away = match self.tree.get(home).view() {
+            View::Home {
                 deleted: false,
                 away,
                 ..
-            } => *away,
+            } => away,
             _ => return None,
         };
         let live = if away {
@@ -320,19 +435,14 @@ impl ListObj {
         self.version += 1;
         if away {
             let id = self.tree.update(live, |s| {
-                if let SlotKind::Moved { live, .. } = &mut s.kind {
-                    *live = false;
-                }
-                s.id
+                s.set(LIVE, false);
+                s.id()
             });
             self.dead.push(id);
         }
-        let old = self.tree.update(home, |s| match &mut s.kind {
-            SlotKind::Home { value, deleted, .. } => {
-                *deleted = true;
-                std::mem::replace(value, Value::Null)
-            }
-            SlotKind::Moved { .. } => unreachable!("home cursor"),
+        let old = self.tree.update(home, |s| {
+            s.set(DELETED, true);
+            std::mem::replace(&mut s.value, Value::Null)
         });
         self.dead.push(elem);
         self.refs -= usize::from(is_ref(&old));
@@ -351,8 +461,8 @@ impl ListObj {
     ) -> Option<(Value, usize)> {
         let home = self.cursor(elem)?;
         if !matches!(
-            self.tree.get(home).kind,
-            SlotKind::Home { deleted: false, .. }
+            self.tree.get(home).view(),
+            View::Home { deleted: false, .. }
         ) {
             return None;
         }
@@ -364,15 +474,8 @@ impl ListObj {
         self.extra.insert(elem, extra);
         self.version += 1;
         let new_ref = is_ref(&value);
-        let old = self.tree.update(home, |s| match &mut s.kind {
-            SlotKind::Home { value: v, .. } => {
-                if v.same(&value) {
-                    None
-                } else {
-                    Some(std::mem::replace(v, value))
-                }
-            }
-            SlotKind::Moved { .. } => unreachable!("home cursor"),
+        let old = self.tree.update(home, |s| {
+            (!s.value.same(&value)).then(|| std::mem::replace(&mut s.value, value))
         })?;
         self.refs = self.refs + usize::from(new_ref) - usize::from(is_ref(&old));
         Some((old, self.index_of(elem).expect("live element")))
@@ -390,20 +493,13 @@ impl ListObj {
         let Some(home) = self.cursor(elem) else {
             return false;
         };
-        let (deleted, away) = match &self.tree.get(home).kind {
-            SlotKind::Home { deleted, away, .. } => (*deleted, *away),
-            SlotKind::Moved { .. } => return false,
+        let (deleted, away) = match self.tree.get(home).view() {
+            View::Home { deleted, away, .. } => (deleted, away),
+            View::Moved { .. } => return false,
         };
         let mut extra = self.extra(elem);
         let wins = !deleted && peers.later(slot, extra.pos_stamp);
-        let new = self.integrate(
-            origin,
-            Slot {
-                id: slot,
-                kind: SlotKind::Moved { elem, live: false },
-            },
-            peers,
-        );
+        let new = self.integrate(origin, Stored::moved(slot, elem, false), peers);
         if !wins {
             self.dead.push(slot);
             return false;
@@ -415,25 +511,13 @@ impl ListObj {
             let old = self
                 .cursor(extra.pos)
                 .expect("a moved element's slot exists");
-            self.tree.update(old, |s| {
-                if let SlotKind::Moved { live, .. } = &mut s.kind {
-                    *live = false;
-                }
-            });
+            self.tree.update(old, |s| s.set(LIVE, false));
             self.dead.push(extra.pos);
         }
         let home = self.cursor(elem).expect("home exists");
-        self.tree.update(home, |s| {
-            if let SlotKind::Home { away, .. } = &mut s.kind {
-                *away = true;
-            }
-        });
+        self.tree.update(home, |s| s.set(AWAY, true));
         let new = self.cursor(slot).unwrap_or(new);
-        self.tree.update(new, |s| {
-            if let SlotKind::Moved { live, .. } = &mut s.kind {
-                *live = true;
-            }
-        });
+        self.tree.update(new, |s| s.set(LIVE, true));
         extra.pos = slot;
         extra.pos_stamp = slot;
         self.extra.insert(elem, extra);
@@ -442,13 +526,13 @@ impl ListObj {
 
     /// All slots in sequence order with the element state they carry, for
     /// state transfer.
-    pub(crate) fn slots(&self) -> impl Iterator<Item = (&Slot, Option<ElemExtra>)> + '_ {
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (Slot, Option<ElemExtra>)> + '_ {
         self.tree.iter().map(move |s| {
-            let extra = match s.kind {
-                SlotKind::Home { .. } => self.extra.get(&s.id).copied(),
-                SlotKind::Moved { .. } => None,
+            let extra = match s.has(MOVED) {
+                false => self.extra.get(&s.id()).copied(),
+                true => None,
             };
-            (s, extra)
+            (s.to_slot(), extra)
         })
     }
 
@@ -463,10 +547,11 @@ impl ListObj {
             if let Some(e) = e {
                 extra.insert(slot.id, e);
             }
+            let slot = Stored::from_slot(slot);
             if is_dead(&slot) {
-                dead.push(slot.id);
-            } else if let SlotKind::Home { value, .. } = &slot.kind {
-                refs += usize::from(is_ref(value));
+                dead.push(slot.id());
+            } else if !slot.has(MOVED) {
+                refs += usize::from(is_ref(&slot.value));
             }
             items.push(slot);
         }
@@ -485,10 +570,10 @@ impl ListObj {
 
     /// A tree of `items` in order, filling its id index into `index`
     /// (empty); `None` when an id appears twice.
-    fn build(items: Vec<Slot>, index: &mut SlotIndex) -> Option<SeqTree<Slot>> {
+    fn build(items: Vec<Stored>, index: &mut SlotIndex) -> Option<SeqTree<Stored>> {
         let mut unique = true;
         let tree = SeqTree::from_items(items, |s, leaf| {
-            unique &= !index.insert(s.id, leaf);
+            unique &= !index.insert(s.id(), leaf);
         });
         unique.then_some(tree)
     }
@@ -500,7 +585,7 @@ impl ListObj {
         self.tree
             .iter()
             .filter(|s| is_dead(s))
-            .map(|s| s.id)
+            .map(|s| s.id())
             .collect()
     }
 
@@ -534,7 +619,7 @@ impl ListObj {
         doomed.sort_unstable_by_key(|c| (c.leaf, c.pos));
         doomed.dedup();
         for &c in &doomed {
-            let id = self.tree.get(c).id;
+            let id = self.tree.get(c).id();
             self.index.remove(id);
         }
         let mut positions = Vec::new();
@@ -549,7 +634,7 @@ impl ListObj {
         for leaf in touched {
             let index = &mut self.index;
             self.tree.rebalance(leaf, |s, to| {
-                index.insert(s.id, to);
+                index.insert(s.id(), to);
             });
         }
     }
@@ -558,28 +643,32 @@ impl ListObj {
     /// is its element's position, every moved live element's position is a
     /// live move slot naming it, and deleted elements hold no value.
     pub(crate) fn is_consistent(&self) -> bool {
-        self.tree.iter().all(|s| match &s.kind {
-            SlotKind::Moved { elem, live } => {
-                let Some(home) = self.cursor(*elem) else {
+        self.tree.iter().all(|s| match s.view() {
+            View::Moved { elem, live } => {
+                let Some(home) = self.cursor(elem) else {
                     // The element was purged; its dead move slots may remain.
-                    return !*live;
+                    return !live;
                 };
-                match &self.tree.get(home).kind {
-                    SlotKind::Home { deleted, away, .. } => {
-                        !*live || (!*deleted && *away && self.extra(*elem).pos == s.id)
+                match self.tree.get(home).view() {
+                    View::Home { deleted, away, .. } => {
+                        !live || (!deleted && away && self.extra(elem).pos == s.id())
                     }
-                    SlotKind::Moved { .. } => false,
+                    View::Moved { .. } => false,
                 }
             }
-            SlotKind::Home { deleted: true, value, .. } => matches!(value, Value::Null),
-            SlotKind::Home { away: true, .. } => {
-                let pos = self.extra(s.id).pos;
-                pos != s.id
+            View::Home {
+                deleted: true,
+                value,
+                ..
+            } => matches!(value, Value::Null),
+            View::Home { away: true, .. } => {
+                let pos = self.extra(s.id()).pos;
+                pos != s.id()
                     && self.cursor(pos).is_some_and(|c| {
-                        matches!(self.tree.get(c).kind, SlotKind::Moved { elem, live: true } if elem == s.id)
+                        matches!(self.tree.get(c).view(), View::Moved { elem, live: true } if elem == s.id())
                     })
             }
-            SlotKind::Home { .. } => self.extra(s.id).pos == s.id,
+            View::Home { .. } => self.extra(s.id()).pos == s.id(),
         })
     }
 
@@ -591,15 +680,17 @@ impl ListObj {
         let refs = self
             .tree
             .iter()
-            .filter(|s| matches!(&s.kind, SlotKind::Home { value, deleted: false, .. } if is_ref(value)))
+            .filter(
+                |s| matches!(s.view(), View::Home { value, deleted: false, .. } if is_ref(value)),
+            )
             .count();
         assert_eq!(refs, self.refs, "references counted");
         for s in self.tree.iter() {
-            let found = self.cursor(s.id).map(|c| self.tree.get(c));
+            let found = self.cursor(s.id()).map(|c| self.tree.get(c));
             assert!(
                 found.is_some_and(|f| std::ptr::eq(f, s)),
                 "slot {:?} is found where it is",
-                s.id
+                s.id()
             );
         }
     }

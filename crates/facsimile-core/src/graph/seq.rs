@@ -549,6 +549,10 @@ impl<T: SeqItem> SeqTree<T> {
             return;
         }
         let (n, prev, next) = (l.items.len(), l.prev, l.next);
+        if n > MERGE_MAX {
+            // Nothing can join it: spare a look at the neighbours.
+            return;
+        }
         let fits = |other: u32| {
             other != NONE && (n == 0 || n + self.leaves[other as usize].items.len() <= MERGE_MAX)
         };
