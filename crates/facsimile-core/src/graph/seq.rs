@@ -520,19 +520,13 @@ impl<T: SeqItem> SeqTree<T> {
     /// Call [`SeqTree::rebalance`] on the leaf afterwards.
     pub(crate) fn remove_in_leaf(&mut self, leaf: LeafId, positions: &[usize]) {
         let items = &mut self.leaves[leaf as usize].items;
-        let mut doomed = positions.iter().copied().peekable();
-        let mut kept = 0;
         let mut removed_visible = 0i64;
-        for read in 0..items.len() {
-            if doomed.next_if_eq(&read).is_some() {
-                removed_visible += i64::from(items[read].is_visible());
-                continue;
-            }
-            items.swap(kept, read);
-            kept += 1;
+        // A leaf rarely loses more than a few at once: shifting its tail
+        // once per removal beats rewriting every item.
+        for &pos in positions.iter().rev() {
+            removed_visible += i64::from(items.remove(pos).is_visible());
         }
-        let removed = items.len() - kept;
-        items.truncate(kept);
+        let removed = positions.len();
         trim(items);
         self.len -= removed;
         if removed_visible != 0 {
