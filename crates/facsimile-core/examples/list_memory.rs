@@ -8,7 +8,7 @@
 //! ```
 
 use std::alloc::System;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use facsimile_core::{Config, Input, PeerId, Replica};
 use stats_alloc::{Region, StatsAlloc};
@@ -52,7 +52,6 @@ fn measure(shape: Shape, n: usize) {
     let mut len = 0;
     let mut ops = 0u64;
     let mut now = Duration::ZERO;
-    let start = Instant::now();
     while len < n {
         let churn = matches!(shape, Shape::Churn);
         if churn && len > 0 && rand(10) < 2 {
@@ -81,7 +80,6 @@ fn measure(shape: Shape, n: usize) {
     replica.handle_timeout(now);
     while replica.poll_transmit().is_some() {}
     while replica.poll_event().is_some() {}
-    let elapsed = start.elapsed();
     assert_eq!(replica.list_len(list).expect("the array"), n);
     let bytes = held(&region);
     let name = match shape {
@@ -90,10 +88,9 @@ fn measure(shape: Shape, n: usize) {
         Shape::Churn => "inserts and deletes",
     };
     println!(
-        "{name:>20}: {n} elements, {ops} operations, {:.1} MB held, {:.1} bytes per element, {:.0} ms",
+        "{name:>20}: {n} elements, {ops} operations, {:.1} MB held, {:.1} bytes per element",
         bytes as f64 / 1e6,
         bytes as f64 / n as f64,
-        elapsed.as_secs_f64() * 1e3,
     );
 }
 
