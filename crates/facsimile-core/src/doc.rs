@@ -79,7 +79,7 @@ impl Doc {
     /// Forgets every reclamation round and acknowledgement (a new
     /// incarnation).
     pub(crate) fn restart_reclamation(&mut self) {
-        self.gc.reset();
+        self.gc.reset(&mut self.graph);
     }
 
     /// The frontier moved: the next pass acknowledges it.

@@ -40,7 +40,8 @@ pub(crate) struct Gc {
 struct Round {
     frontier: FxHashMap<PeerIdx, u64>,
     candidates: FxHashSet<Id>,
-    /// Per array, the slots that were dead at the mark.
+    /// Per array, the slots that were dead at the mark (taken from the
+    /// array, which records them as they die).
     dead_slots: Vec<(Id, Vec<Id>)>,
     /// Whether tombstones and dead slots may exist (else only unreachable
     /// objects are looked for).
@@ -76,8 +77,12 @@ pub(crate) fn frontier(streams: &Streams, sent_lamport: u64) -> FxHashMap<PeerId
 
 impl Gc {
     /// Forgets every round and acknowledgement (a new incarnation). The
-    /// mark goes on, so that objects kept keep their meaning.
-    pub(crate) fn reset(&mut self) {
+    /// mark goes on, so that objects kept keep their meaning; dead slots
+    /// that a dropped round took go back to their arrays.
+    pub(crate) fn reset(&mut self, graph: &mut Graph) {
+        if let Some(round) = self.round.take() {
+            give_back(graph, &round);
+        }
         *self = Gc {
             mark: self.mark,
             ..Gc::default()
@@ -157,6 +162,7 @@ impl Gc {
                 // reclaimed.
                 self.dirty = true;
                 self.garbage |= round.sweep;
+                give_back(graph, &round);
             } else if cx.settled && self.complete(&round, cx) {
                 self.reclaim(graph, &round);
             } else {
@@ -175,10 +181,10 @@ impl Gc {
                 false => Vec::new(),
                 true => graph
                     .objects
-                    .iter()
-                    .filter_map(|(&id, o)| match &o.data {
+                    .iter_mut()
+                    .filter_map(|(&id, o)| match &mut o.data {
                         ObjData::List(l) => {
-                            let dead = l.dead_slots();
+                            let dead = l.take_dead();
                             (!dead.is_empty()).then_some((id, dead))
                         }
                         ObjData::Map(_) => None,
@@ -267,6 +273,15 @@ impl Gc {
                 let e = known.entry(p).or_insert(0);
                 *e = (*e).max(c);
             }
+        }
+    }
+}
+
+/// Returns the dead slots a round took to their arrays, for a later round.
+fn give_back(graph: &mut Graph, round: &Round) {
+    for (id, slots) in &round.dead_slots {
+        if let Some(ObjData::List(l)) = graph.get_mut(*id).map(|o| &mut o.data) {
+            l.restore_dead(slots);
         }
     }
 }

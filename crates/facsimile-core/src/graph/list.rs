@@ -23,10 +23,10 @@
 
 use rustc_hash::FxHashMap;
 
-use super::IdMap;
 use super::seq::{Cursor, LeafId, SeqItem, SeqTree};
+use super::slot_index::SlotIndex;
 use crate::clock::Peers;
-use crate::value::{Id, Value};
+use crate::value::{Id, ObjectId, PeerIdx, Value};
 
 #[derive(Debug, Clone)]
 pub(crate) enum SlotKind {
@@ -41,35 +41,154 @@ pub(crate) enum SlotKind {
     Moved { elem: Id, live: bool },
 }
 
-fn is_dead(s: &Slot) -> bool {
-    match &s.kind {
-        SlotKind::Home { deleted, .. } => *deleted,
-        SlotKind::Moved { live, .. } => !*live,
-    }
-}
-
+/// A slot as transferred.
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
     pub(crate) id: Id,
     pub(crate) kind: SlotKind,
 }
 
-impl SeqItem for Slot {
+/// A slot as a list holds it: 40 bytes where [`Slot`] takes 48 (a list
+/// holds one per element). The id's halves and the flags share what would
+/// be padding, and a move slot keeps its element in the value's place.
+#[derive(Debug, Clone)]
+struct Stored {
+    counter: u64,
+    peer: PeerIdx,
+    flags: u8,
+    /// A home slot's value; a move slot's element, as a reference.
+    value: Value,
+}
+
+/// A move slot (else a home slot).
+const MOVED: u8 = 1;
+/// Home slot: the element is deleted.
+const DELETED: u8 = 2;
+/// Home slot: the element lives at a move slot.
+const AWAY: u8 = 4;
+/// Move slot: it is its element's position.
+const LIVE: u8 = 8;
+
+const _: () = assert!(std::mem::size_of::<Stored>() == 40);
+
+/// A stored slot, read.
+enum View<'a> {
+    Home {
+        value: &'a Value,
+        deleted: bool,
+        away: bool,
+    },
+    Moved {
+        elem: Id,
+        live: bool,
+    },
+}
+
+impl Stored {
+    fn home(id: Id, value: Value, deleted: bool, away: bool) -> Self {
+        let flags = if deleted { DELETED } else { 0 } | if away { AWAY } else { 0 };
+        Stored {
+            counter: id.counter,
+            peer: id.peer,
+            flags,
+            value,
+        }
+    }
+
+    fn moved(id: Id, elem: Id, live: bool) -> Self {
+        Stored {
+            counter: id.counter,
+            peer: id.peer,
+            flags: MOVED | if live { LIVE } else { 0 },
+            value: Value::Ref(ObjectId(elem)),
+        }
+    }
+
     #[inline]
-    fn is_visible(&self) -> bool {
-        match &self.kind {
-            SlotKind::Home { deleted, away, .. } => !*deleted && !*away,
-            SlotKind::Moved { live, .. } => *live,
+    fn id(&self) -> Id {
+        Id::new(self.peer, self.counter)
+    }
+
+    #[inline]
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    fn view(&self) -> View<'_> {
+        if self.has(MOVED) {
+            View::Moved {
+                elem: self.elem(),
+                live: self.has(LIVE),
+            }
+        } else {
+            View::Home {
+                value: &self.value,
+                deleted: self.has(DELETED),
+                away: self.has(AWAY),
+            }
+        }
+    }
+
+    /// The element occupying or owning this slot.
+    fn elem(&self) -> Id {
+        match (&self.value, self.has(MOVED)) {
+            (Value::Ref(o), true) => o.0,
+            _ => self.id(),
+        }
+    }
+
+    fn to_slot(&self) -> Slot {
+        let kind = match self.view() {
+            View::Home {
+                value,
+                deleted,
+                away,
+            } => SlotKind::Home {
+                value: value.clone(),
+                deleted,
+                away,
+            },
+            View::Moved { elem, live } => SlotKind::Moved { elem, live },
+        };
+        Slot {
+            id: self.id(),
+            kind,
+        }
+    }
+
+    fn from_slot(slot: Slot) -> Self {
+        match slot.kind {
+            SlotKind::Home {
+                value,
+                deleted,
+                away,
+            } => Stored::home(slot.id, value, deleted, away),
+            SlotKind::Moved { elem, live } => Stored::moved(slot.id, elem, live),
         }
     }
 }
 
-impl Slot {
-    /// The element occupying or owning this slot.
-    pub(crate) fn elem(&self) -> Id {
-        match &self.kind {
-            SlotKind::Home { .. } => self.id,
-            SlotKind::Moved { elem, .. } => *elem,
+fn is_dead(s: &Stored) -> bool {
+    match s.has(MOVED) {
+        false => s.has(DELETED),
+        true => !s.has(LIVE),
+    }
+}
+
+impl SeqItem for Stored {
+    #[inline]
+    fn is_visible(&self) -> bool {
+        match self.has(MOVED) {
+            false => self.flags & (DELETED | AWAY) == 0,
+            true => self.has(LIVE),
         }
     }
 }
@@ -83,23 +202,11 @@ pub(crate) struct ElemExtra {
     pub(crate) pos_stamp: Id,
 }
 
-/// At most this many ids are probed to find a slot: every id whose counter
-/// is a multiple of it is indexed.
-const INDEX_STRIDE: u64 = 16;
-
-/// Whether a slot `id` right after the slot `prev` in the same leaf needs no
-/// entry in the id index: it is found from `prev`'s, one position on.
-fn covered(prev: Id, id: Id) -> bool {
-    prev.peer == id.peer && prev.counter + 1 == id.counter && id.counter % INDEX_STRIDE != 0
-}
-
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ListObj {
-    tree: SeqTree<Slot>,
-    /// Slot id to the leaf holding it, for every slot not [`covered`] by the
-    /// slot before it: a run of consecutive ids (pushes, typing) takes one
-    /// entry per leaf and per [`INDEX_STRIDE`] ids.
-    index: IdMap<LeafId>,
+    tree: SeqTree<Stored>,
+    /// Slot id to the leaf holding it.
+    index: SlotIndex,
     extra: FxHashMap<Id, ElemExtra>,
     /// Bumped by every change; lets a caller detect that the list changed
     /// between a read and a write.
@@ -108,6 +215,16 @@ pub(crate) struct ListObj {
     /// insert when somebody types or pushes. Checked before use, since a
     /// split may have moved it.
     last: Option<(Id, Cursor)>,
+    /// Slots that died since reclamation last took them (a dead slot never
+    /// lives again): reclamation finds them without scanning the list.
+    dead: Vec<Id>,
+    /// Live elements whose value references an object: a list without any
+    /// is not walked when reachable objects are marked.
+    refs: usize,
+}
+
+fn is_ref(v: &Value) -> bool {
+    matches!(v, Value::Ref(_))
 }
 
 impl ListObj {
@@ -124,30 +241,18 @@ impl ListObj {
     }
 
     pub(crate) fn has_slot(&self, id: Id) -> bool {
-        // The slot inserted last (the origin of a push) or an indexed id
-        // needs no look into its leaf.
-        self.last_cursor(id).is_some() || self.index.contains_key(&id) || self.cursor(id).is_some()
+        self.index.contains(id)
     }
 
-    /// Where a slot is: found through the nearest indexed id at or below
-    /// its own, whose slot a covered one follows in the same leaf.
+    /// Where a slot is: in the leaf the index names.
     fn cursor(&self, id: Id) -> Option<Cursor> {
-        let mut head = id;
-        loop {
-            if let Some(&leaf) = self.index.get(&head) {
-                let items = self.tree.leaf_items(leaf);
-                let at = items.iter().position(|s| s.id == head)?;
-                let pos = at + (id.counter - head.counter) as usize;
-                return items
-                    .get(pos)
-                    .filter(|s| s.id == id)
-                    .map(|_| Cursor { leaf, pos });
-            }
-            if head.counter % INDEX_STRIDE == 0 {
-                return None;
-            }
-            head.counter -= 1;
-        }
+        let leaf = self.index.get(id)?;
+        let pos = self
+            .tree
+            .leaf_items(leaf)
+            .iter()
+            .position(|s| s.counter == id.counter && s.peer == id.peer)?;
+        Some(Cursor { leaf, pos })
     }
 
     fn extra(&self, elem: Id) -> ElemExtra {
@@ -172,20 +277,20 @@ impl ListObj {
                 && self
                     .tree
                     .try_get(c)
-                    .is_some_and(|s| s.id == id && s.is_visible())
+                    .is_some_and(|s| s.id() == id && s.is_visible())
                 && self.tree.next(c).is_none()
             {
                 return id;
             }
         }
-        self.tree.get(self.tree.locate_visible(index)).id
+        self.tree.get(self.tree.locate_visible(index)).id()
     }
 
     /// The value of a live element.
     pub(crate) fn value_of(&self, elem: Id) -> Option<&Value> {
         let c = self.cursor(elem)?;
-        match &self.tree.get(c).kind {
-            SlotKind::Home {
+        match self.tree.get(c).view() {
+            View::Home {
                 value,
                 deleted: false,
                 ..
@@ -205,10 +310,10 @@ impl ListObj {
     pub(crate) fn values(&self) -> impl Iterator<Item = &Value> + '_ {
         self.tree
             .iter_visible_from(0)
-            .map(move |slot| match &slot.kind {
-                SlotKind::Home { value, .. } => value,
-                SlotKind::Moved { elem, .. } => self
-                    .value_of(*elem)
+            .map(move |slot| match slot.view() {
+                View::Home { value, .. } => value,
+                View::Moved { elem, .. } => self
+                    .value_of(elem)
                     .expect("a live move slot has a live element"),
             })
     }
@@ -227,9 +332,9 @@ impl ListObj {
     /// The slot a live element occupies.
     pub(crate) fn position_of(&self, elem: Id) -> Option<Id> {
         let c = self.cursor(elem)?;
-        match self.tree.get(c).kind {
-            SlotKind::Home { deleted: true, .. } => None,
-            SlotKind::Home { away: false, .. } => Some(elem),
+        match self.tree.get(c).view() {
+            View::Home { deleted: true, .. } => None,
+            View::Home { away: false, .. } => Some(elem),
             _ => Some(self.extra(elem).pos),
         }
     }
@@ -237,9 +342,9 @@ impl ListObj {
     /// The visible index of a live element.
     pub(crate) fn index_of(&self, elem: Id) -> Option<usize> {
         let c = self.cursor(elem)?;
-        match self.tree.get(c).kind {
-            SlotKind::Home { deleted: true, .. } => None,
-            SlotKind::Home { away: false, .. } => Some(self.tree.visible_index(c)),
+        match self.tree.get(c).view() {
+            View::Home { deleted: true, .. } => None,
+            View::Home { away: false, .. } => Some(self.tree.visible_index(c)),
             _ => {
                 let pos = self.cursor(self.extra(elem).pos)?;
                 Some(self.tree.visible_index(pos))
@@ -255,7 +360,7 @@ impl ListObj {
     /// Where `id` is when it is the slot inserted last and has not moved.
     fn last_cursor(&self, id: Id) -> Option<Cursor> {
         match self.last {
-            Some((last, c)) if last == id && self.tree.try_get(c).is_some_and(|s| s.id == id) => {
+            Some((last, c)) if last == id && self.tree.try_get(c).is_some_and(|s| s.id() == id) => {
                 Some(c)
             }
             _ => None,
@@ -263,47 +368,30 @@ impl ListObj {
     }
 
     /// Places `slot` after `origin` (`None`: at the head) by the RGA rule.
-    fn integrate(&mut self, origin: Option<Id>, slot: Slot, peers: &Peers) -> Cursor {
+    fn integrate(&mut self, origin: Option<Id>, slot: Stored, peers: &Peers) -> Cursor {
         let mut prev = origin.map(|o| self.origin_cursor(o).expect("origin checked by caller"));
         let mut next = match prev {
             Some(p) => self.tree.next(p),
             None => self.tree.first(),
         };
         while let Some(n) = next {
-            if !peers.later(self.tree.get(n).id, slot.id) {
+            if !peers.later(self.tree.get(n).id(), slot.id()) {
                 break;
             }
             prev = Some(n);
             next = self.tree.next(n);
         }
-        let id = slot.id;
+        let id = slot.id();
         self.version += 1;
         let index = &mut self.index;
-        let mut first = true;
-        let on_move = |s: &Slot, leaf: LeafId| {
-            // The first slot of a new leaf follows nothing there.
-            if std::mem::take(&mut first) {
-                index.insert(s.id, leaf);
-            } else if let Some(l) = index.get_mut(&s.id) {
-                *l = leaf;
-            }
+        let on_move = |s: &Stored, leaf: LeafId| {
+            index.insert(s.id(), leaf);
         };
         let c = match prev {
             Some(p) => self.tree.insert_after(p, slot, on_move),
             None => self.tree.insert_first(slot, on_move),
         };
-        let items = self.tree.leaf_items(c.leaf);
-        let before = c.pos.checked_sub(1).map(|p| items[p].id);
-        if !before.is_some_and(|b| covered(b, id)) {
-            self.index.insert(id, c.leaf);
-        }
-        // A next slot that the one before covered follows the new one now,
-        // which cannot cover it (its id is the one before's).
-        if let (Some(b), Some(next)) = (before, items.get(c.pos + 1)) {
-            if covered(b, next.id) {
-                self.index.insert(next.id, c.leaf);
-            }
-        }
+        self.index.insert(id, c.leaf);
         self.last = Some((id, c));
         c
     }
@@ -319,15 +407,8 @@ impl ListObj {
         let mut origin = origin;
         for (i, value) in values.into_iter().enumerate() {
             let id = Id::new(first.peer, first.counter + i as u64);
-            let slot = Slot {
-                id,
-                kind: SlotKind::Home {
-                    value,
-                    deleted: false,
-                    away: false,
-                },
-            };
-            self.integrate(origin, slot, peers);
+            self.refs += usize::from(is_ref(&value));
+            self.integrate(origin, Stored::home(id, value, false, false), peers);
             origin = Some(id);
         }
     }
@@ -336,12 +417,12 @@ impl ListObj {
     /// was live.
     pub(crate) fn delete(&mut self, elem: Id) -> Option<(Value, usize)> {
         let home = self.cursor(elem)?;
-        let away = match &self.tree.get(home).kind {
-            SlotKind::Home {
+        let away = match self.tree.get(home).view() {
+            View::Home {
                 deleted: false,
                 away,
                 ..
-            } => *away,
+            } => away,
             _ => return None,
         };
         let live = if away {
@@ -353,19 +434,18 @@ impl ListObj {
         let index = self.tree.visible_index(live);
         self.version += 1;
         if away {
-            self.tree.update(live, |s| {
-                if let SlotKind::Moved { live, .. } = &mut s.kind {
-                    *live = false;
-                }
+            let id = self.tree.update(live, |s| {
+                s.set(LIVE, false);
+                s.id()
             });
+            self.dead.push(id);
         }
-        let old = self.tree.update(home, |s| match &mut s.kind {
-            SlotKind::Home { value, deleted, .. } => {
-                *deleted = true;
-                std::mem::replace(value, Value::Null)
-            }
-            SlotKind::Moved { .. } => unreachable!("home cursor"),
+        let old = self.tree.update(home, |s| {
+            s.set(DELETED, true);
+            std::mem::replace(&mut s.value, Value::Null)
         });
+        self.dead.push(elem);
+        self.refs -= usize::from(is_ref(&old));
         self.extra.remove(&elem);
         Some((old, index))
     }
@@ -381,8 +461,8 @@ impl ListObj {
     ) -> Option<(Value, usize)> {
         let home = self.cursor(elem)?;
         if !matches!(
-            self.tree.get(home).kind,
-            SlotKind::Home { deleted: false, .. }
+            self.tree.get(home).view(),
+            View::Home { deleted: false, .. }
         ) {
             return None;
         }
@@ -393,16 +473,11 @@ impl ListObj {
         extra.value_stamp = stamp;
         self.extra.insert(elem, extra);
         self.version += 1;
-        let old = self.tree.update(home, |s| match &mut s.kind {
-            SlotKind::Home { value: v, .. } => {
-                if v.same(&value) {
-                    None
-                } else {
-                    Some(std::mem::replace(v, value))
-                }
-            }
-            SlotKind::Moved { .. } => unreachable!("home cursor"),
+        let new_ref = is_ref(&value);
+        let old = self.tree.update(home, |s| {
+            (!s.value.same(&value)).then(|| std::mem::replace(&mut s.value, value))
         })?;
+        self.refs = self.refs + usize::from(new_ref) - usize::from(is_ref(&old));
         Some((old, self.index_of(elem).expect("live element")))
     }
 
@@ -418,21 +493,15 @@ impl ListObj {
         let Some(home) = self.cursor(elem) else {
             return false;
         };
-        let (deleted, away) = match &self.tree.get(home).kind {
-            SlotKind::Home { deleted, away, .. } => (*deleted, *away),
-            SlotKind::Moved { .. } => return false,
+        let (deleted, away) = match self.tree.get(home).view() {
+            View::Home { deleted, away, .. } => (deleted, away),
+            View::Moved { .. } => return false,
         };
         let mut extra = self.extra(elem);
         let wins = !deleted && peers.later(slot, extra.pos_stamp);
-        let new = self.integrate(
-            origin,
-            Slot {
-                id: slot,
-                kind: SlotKind::Moved { elem, live: false },
-            },
-            peers,
-        );
+        let new = self.integrate(origin, Stored::moved(slot, elem, false), peers);
         if !wins {
+            self.dead.push(slot);
             return false;
         }
         // Retire the old position, then light up the new one. The cursor of
@@ -442,24 +511,13 @@ impl ListObj {
             let old = self
                 .cursor(extra.pos)
                 .expect("a moved element's slot exists");
-            self.tree.update(old, |s| {
-                if let SlotKind::Moved { live, .. } = &mut s.kind {
-                    *live = false;
-                }
-            });
+            self.tree.update(old, |s| s.set(LIVE, false));
+            self.dead.push(extra.pos);
         }
         let home = self.cursor(elem).expect("home exists");
-        self.tree.update(home, |s| {
-            if let SlotKind::Home { away, .. } = &mut s.kind {
-                *away = true;
-            }
-        });
+        self.tree.update(home, |s| s.set(AWAY, true));
         let new = self.cursor(slot).unwrap_or(new);
-        self.tree.update(new, |s| {
-            if let SlotKind::Moved { live, .. } = &mut s.kind {
-                *live = true;
-            }
-        });
+        self.tree.update(new, |s| s.set(LIVE, true));
         extra.pos = slot;
         extra.pos_stamp = slot;
         self.extra.insert(elem, extra);
@@ -468,13 +526,13 @@ impl ListObj {
 
     /// All slots in sequence order with the element state they carry, for
     /// state transfer.
-    pub(crate) fn slots(&self) -> impl Iterator<Item = (&Slot, Option<ElemExtra>)> + '_ {
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (Slot, Option<ElemExtra>)> + '_ {
         self.tree.iter().map(move |s| {
-            let extra = match s.kind {
-                SlotKind::Home { .. } => self.extra.get(&s.id).copied(),
-                SlotKind::Moved { .. } => None,
+            let extra = match s.has(MOVED) {
+                false => self.extra.get(&s.id()).copied(),
+                true => None,
             };
-            (s, extra)
+            (s.to_slot(), extra)
         })
     }
 
@@ -483,13 +541,21 @@ impl ListObj {
     pub(crate) fn from_slots(slots: Vec<(Slot, Option<ElemExtra>)>) -> Option<Self> {
         let mut extra = FxHashMap::default();
         let mut items = Vec::with_capacity(slots.len());
+        let mut dead = Vec::new();
+        let mut refs = 0;
         for (slot, e) in slots {
             if let Some(e) = e {
                 extra.insert(slot.id, e);
             }
+            let slot = Stored::from_slot(slot);
+            if is_dead(&slot) {
+                dead.push(slot.id());
+            } else if !slot.has(MOVED) {
+                refs += usize::from(is_ref(&slot.value));
+            }
             items.push(slot);
         }
-        let mut index = IdMap::default();
+        let mut index = SlotIndex::default();
         let tree = Self::build(items, &mut index)?;
         Some(ListObj {
             tree,
@@ -497,87 +563,112 @@ impl ListObj {
             extra,
             version: 0,
             last: None,
+            dead,
+            refs,
         })
     }
 
     /// A tree of `items` in order, filling its id index into `index`
     /// (empty); `None` when an id appears twice.
-    fn build(items: Vec<Slot>, index: &mut IdMap<LeafId>) -> Option<SeqTree<Slot>> {
+    fn build(items: Vec<Stored>, index: &mut SlotIndex) -> Option<SeqTree<Stored>> {
         let mut unique = true;
-        let mut prev: Option<(Id, LeafId)> = None;
-        let mut covered_ids = Vec::new();
         let tree = SeqTree::from_items(items, |s, leaf| {
-            if prev.is_some_and(|(p, l)| l == leaf && covered(p, s.id)) {
-                covered_ids.push(s.id);
-            } else {
-                unique &= index.insert(s.id, leaf).is_none();
-            }
-            prev = Some((s.id, leaf));
+            unique &= !index.insert(s.id(), leaf);
         });
-        // Of a twice-present id with the lowest counter, one copy follows
-        // no copy of the id before it, so it is indexed: either both copies
-        // are, or a covered copy is also in the index.
-        unique &= covered_ids.iter().all(|id| !index.contains_key(id));
         unique.then_some(tree)
     }
 
     /// Slots that no element can come back to: move slots that are not
-    /// current and home slots of deleted elements.
+    /// current and home slots of deleted elements. Scans the whole list.
+    #[cfg(any(test, feature = "sim"))]
     pub(crate) fn dead_slots(&self) -> Vec<Id> {
         self.tree
             .iter()
             .filter(|s| is_dead(s))
-            .map(|s| s.id)
+            .map(|s| s.id())
             .collect()
     }
 
-    /// Drops the given slots (dead ones only).
+    /// The slots that died since the last call (or [`ListObj::restore_dead`]).
+    pub(crate) fn take_dead(&mut self) -> Vec<Id> {
+        std::mem::take(&mut self.dead)
+    }
+
+    /// Gives back dead slots taken and not purged, for a later round.
+    pub(crate) fn restore_dead(&mut self, slots: &[Id]) {
+        self.dead.extend_from_slice(slots);
+    }
+
+    /// Whether some live element references an object.
+    pub(crate) fn has_refs(&self) -> bool {
+        self.refs != 0
+    }
+
+    /// Drops the given slots (dead ones only; others and absent ids are
+    /// ignored). Only their leaves change: the rest of the tree and of the
+    /// id index stays as it is.
     pub(crate) fn purge(&mut self, slots: &[Id]) {
-        let doomed: rustc_hash::FxHashSet<Id> = slots
+        let mut doomed: Vec<Cursor> = slots
             .iter()
-            .copied()
-            .filter(|&id| self.cursor(id).is_some_and(|c| is_dead(self.tree.get(c))))
+            .filter_map(|&id| self.cursor(id))
+            .filter(|&c| is_dead(self.tree.get(c)))
             .collect();
         if doomed.is_empty() {
             return;
         }
-        let tree = std::mem::take(&mut self.tree);
-        let kept: Vec<Slot> = tree
-            .into_items()
-            .into_iter()
-            .filter(|s| !doomed.contains(&s.id))
-            .collect();
-        // The index keeps its capacity: it holds about as many entries again.
-        self.index.clear();
-        self.tree = Self::build(kept, &mut self.index).expect("ids stay unique");
+        doomed.sort_unstable_by_key(|c| (c.leaf, c.pos));
+        doomed.dedup();
+        for &c in &doomed {
+            let id = self.tree.get(c).id();
+            self.index.remove(id);
+        }
+        let mut positions = Vec::new();
+        let mut touched = Vec::new();
+        for run in doomed.chunk_by(|a, b| a.leaf == b.leaf) {
+            let leaf = run[0].leaf;
+            positions.clear();
+            positions.extend(run.iter().map(|c| c.pos));
+            self.tree.remove_in_leaf(leaf, &positions);
+            touched.push(leaf);
+        }
+        for leaf in touched {
+            let index = &mut self.index;
+            self.tree.rebalance(leaf, |s, to| {
+                index.insert(s.id(), to);
+            });
+        }
     }
 
     /// Whether transferred element state is coherent: every live move slot
     /// is its element's position, every moved live element's position is a
     /// live move slot naming it, and deleted elements hold no value.
     pub(crate) fn is_consistent(&self) -> bool {
-        self.tree.iter().all(|s| match &s.kind {
-            SlotKind::Moved { elem, live } => {
-                let Some(home) = self.cursor(*elem) else {
+        self.tree.iter().all(|s| match s.view() {
+            View::Moved { elem, live } => {
+                let Some(home) = self.cursor(elem) else {
                     // The element was purged; its dead move slots may remain.
-                    return !*live;
+                    return !live;
                 };
-                match &self.tree.get(home).kind {
-                    SlotKind::Home { deleted, away, .. } => {
-                        !*live || (!*deleted && *away && self.extra(*elem).pos == s.id)
+                match self.tree.get(home).view() {
+                    View::Home { deleted, away, .. } => {
+                        !live || (!deleted && away && self.extra(elem).pos == s.id())
                     }
-                    SlotKind::Moved { .. } => false,
+                    View::Moved { .. } => false,
                 }
             }
-            SlotKind::Home { deleted: true, value, .. } => matches!(value, Value::Null),
-            SlotKind::Home { away: true, .. } => {
-                let pos = self.extra(s.id).pos;
-                pos != s.id
+            View::Home {
+                deleted: true,
+                value,
+                ..
+            } => matches!(value, Value::Null),
+            View::Home { away: true, .. } => {
+                let pos = self.extra(s.id()).pos;
+                pos != s.id()
                     && self.cursor(pos).is_some_and(|c| {
-                        matches!(self.tree.get(c).kind, SlotKind::Moved { elem, live: true } if elem == s.id)
+                        matches!(self.tree.get(c).view(), View::Moved { elem, live: true } if elem == s.id())
                     })
             }
-            SlotKind::Home { .. } => self.extra(s.id).pos == s.id,
+            View::Home { .. } => self.extra(s.id()).pos == s.id(),
         })
     }
 
@@ -585,12 +676,21 @@ impl ListObj {
     #[cfg(any(test, feature = "sim"))]
     pub(crate) fn check(&self) {
         self.tree.check();
+        assert_eq!(self.index.len(), self.tree.len(), "every slot indexed");
+        let refs = self
+            .tree
+            .iter()
+            .filter(
+                |s| matches!(s.view(), View::Home { value, deleted: false, .. } if is_ref(value)),
+            )
+            .count();
+        assert_eq!(refs, self.refs, "references counted");
         for s in self.tree.iter() {
-            let found = self.cursor(s.id).map(|c| self.tree.get(c));
+            let found = self.cursor(s.id()).map(|c| self.tree.get(c));
             assert!(
                 found.is_some_and(|f| std::ptr::eq(f, s)),
                 "slot {:?} is found where it is",
-                s.id
+                s.id()
             );
         }
     }
@@ -613,7 +713,6 @@ mod tests {
             (Slot { id, kind }, None)
         };
         let slots = |cs: &[u64]| cs.iter().map(|&c| home(c)).collect::<Vec<_>>();
-        // The second 5 and 6 follow 4 and 5: neither needs an index entry.
         assert!(ListObj::from_slots(slots(&[5, 6, 4, 5, 6])).is_none());
         assert!(ListObj::from_slots(slots(&[5, 6, 6])).is_none());
         assert!(ListObj::from_slots(slots(&[5, 6, 9, 4, 7])).is_some());
@@ -659,9 +758,21 @@ mod tests {
                         }
                     }
                     _ => {
-                        let dead: Vec<Id> = model.iter().filter(|s| !s.1).map(|s| s.0).collect();
+                        // Some of the dead, or all of them, and a live slot
+                        // that must stay.
+                        let some = rand(2) == 0;
+                        let mut dead: Vec<Id> = model
+                            .iter()
+                            .filter(|s| !s.1 && (!some || rand(2) == 0))
+                            .map(|s| s.0)
+                            .collect();
+                        let keep: Vec<Id> =
+                            model.iter().filter(|s| s.1).map(|s| s.0).take(1).collect();
+                        dead.extend(&keep);
                         list.purge(&dead);
-                        model.retain(|s| s.1);
+                        model.retain(|s| s.1 || !dead.contains(&s.0));
+                        assert!(keep.iter().all(|&id| list.has_slot(id)), "seed {seed}");
+                        dead.retain(|id| !keep.contains(id));
                         assert!(dead.iter().all(|&id| !list.has_slot(id)), "seed {seed}");
                     }
                 }

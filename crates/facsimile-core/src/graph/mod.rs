@@ -4,6 +4,7 @@ mod canonical;
 pub(crate) mod list;
 pub(crate) mod map;
 pub(crate) mod seq;
+mod slot_index;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -97,13 +98,15 @@ impl Obj {
                     }
                 }
             }
-            ObjData::List(l) => {
+            // A list of scalars (the commonest kind) is not walked.
+            ObjData::List(l) if l.has_refs() => {
                 for v in l.values() {
                     if let Value::Ref(o) = v {
                         f(o.0)
                     }
                 }
             }
+            ObjData::List(_) => {}
         }
     }
 }

@@ -4,21 +4,47 @@
 //! right from any item (the RGA integration rule needs that). Every node
 //! caches the number of visible items below it, so finding the item at a
 //! visible index and computing the visible index of an item are both
-//! `O(log n)`. Items never leave a leaf except by a split or a rebuild; a split
-//! reports every moved item so that the owner can keep its id index current.
+//! `O(log n)`. Items leave a leaf only by a split, a merge or a removal; a
+//! split or a merge reports every moved item so that the owner can keep its
+//! id index current. Removing items touches only their leaves: a leaf left
+//! small is merged into a neighbour, and freed nodes are reused.
 
 /// Whether an item counts towards visible indices.
 pub(crate) trait SeqItem {
     fn is_visible(&self) -> bool;
 }
 
-/// Index of a leaf inside the tree's arena. Stable until the leaf splits
-/// (moved items are reported) or the tree is rebuilt.
+/// Index of a leaf inside the tree's arena. Stable until the leaf splits or
+/// merges (moved items are reported).
 pub(crate) type LeafId = u32;
 
 const LEAF_MAX: usize = 64;
 const NODE_MAX: usize = 32;
 const NONE: u32 = u32::MAX;
+/// The parent of a freed node, which is on a free list.
+const FREED: u32 = u32::MAX - 1;
+/// After a removal, a leaf merges with a neighbour when both together hold
+/// at most this many items: two neighbours that a removal touched hold more,
+/// so leaves stay about a third full or more on average.
+const MERGE_MAX: usize = LEAF_MAX * 3 / 4;
+/// A leaf's storage grows and shrinks by this many items, not by doubling:
+/// leaves split at random places are about two thirds full, and doubling
+/// left room for 64 items in every one of them.
+const LEAF_GROW: usize = 8;
+
+/// Makes room for one more item without doubling.
+fn reserve_one<T>(items: &mut Vec<T>) {
+    if items.len() == items.capacity() {
+        items.reserve_exact(LEAF_GROW);
+    }
+}
+
+/// Gives back room beyond one growth step.
+fn trim<T>(items: &mut Vec<T>) {
+    if items.capacity() - items.len() > 2 * LEAF_GROW {
+        items.shrink_to(items.len() + LEAF_GROW);
+    }
+}
 
 /// Position of one item: its leaf and its offset in that leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +81,9 @@ pub(crate) struct SeqTree<T> {
     /// Number of visible items: read by every push and index check, so
     /// kept rather than summed over the root's children.
     visible: u64,
+    /// Freed leaves and inner nodes, reused before the arenas grow.
+    free_leaves: Vec<LeafId>,
+    free_inners: Vec<u32>,
 }
 
 impl<T: SeqItem> Default for SeqTree<T> {
@@ -79,6 +108,34 @@ impl<T: SeqItem> SeqTree<T> {
             first: 0,
             len: 0,
             visible: 0,
+            free_leaves: Vec::new(),
+            free_inners: Vec::new(),
+        }
+    }
+
+    fn alloc_leaf(&mut self, leaf: Leaf<T>) -> LeafId {
+        match self.free_leaves.pop() {
+            Some(id) => {
+                self.leaves[id as usize] = leaf;
+                id
+            }
+            None => {
+                self.leaves.push(leaf);
+                (self.leaves.len() - 1) as LeafId
+            }
+        }
+    }
+
+    fn alloc_inner(&mut self, inner: Inner) -> u32 {
+        match self.free_inners.pop() {
+            Some(id) => {
+                self.inners[id as usize] = inner;
+                id
+            }
+            None => {
+                self.inners.push(inner);
+                (self.inners.len() - 1) as u32
+            }
         }
     }
 
@@ -333,9 +390,9 @@ impl<T: SeqItem> SeqTree<T> {
                 };
             }
         }
-        self.leaves[target.leaf as usize]
-            .items
-            .insert(target.pos, item);
+        let items = &mut self.leaves[target.leaf as usize].items;
+        reserve_one(items);
+        items.insert(target.pos, item);
         if visible {
             self.add_count(target.leaf, 1);
         }
@@ -366,28 +423,28 @@ impl<T: SeqItem> SeqTree<T> {
         at: usize,
         on_move: &mut impl FnMut(&T, LeafId),
     ) -> LeafId {
-        let new_id = self.leaves.len() as LeafId;
         let old = &mut self.leaves[leaf as usize];
-        let mut moved: Vec<T> = Vec::with_capacity(LEAF_MAX);
+        let mut moved: Vec<T> = Vec::with_capacity(old.items.len() - at + LEAF_GROW);
         moved.extend(old.items.drain(at..));
+        trim(&mut old.items);
         let moved_visible = moved.iter().filter(|i| i.is_visible()).count() as u64;
         old.visible -= moved_visible;
         let next = old.next;
-        old.next = new_id;
         let parent = old.parent;
-        for item in &moved {
-            on_move(item, new_id);
-        }
-        if next != NONE {
-            self.leaves[next as usize].prev = new_id;
-        }
-        self.leaves.push(Leaf {
+        let new_id = self.alloc_leaf(Leaf {
             items: moved,
             visible: moved_visible,
             parent,
             next,
             prev: leaf,
         });
+        self.leaves[leaf as usize].next = new_id;
+        for item in &self.leaves[new_id as usize].items {
+            on_move(item, new_id);
+        }
+        if next != NONE {
+            self.leaves[next as usize].prev = new_id;
+        }
         self.attach_sibling(parent, leaf, new_id, moved_visible, true);
         new_id
     }
@@ -398,9 +455,8 @@ impl<T: SeqItem> SeqTree<T> {
     fn attach_sibling(&mut self, parent: u32, old: u32, new: u32, moved: u64, is_leaf: bool) {
         if parent == NONE {
             // The root split: grow a new root above both halves.
-            let root = self.inners.len() as u32;
             let old_count = self.count_of(old, is_leaf);
-            self.inners.push(Inner {
+            let root = self.alloc_inner(Inner {
                 children: vec![old, new],
                 counts: vec![old_count, moved],
                 parent: NONE,
@@ -426,21 +482,21 @@ impl<T: SeqItem> SeqTree<T> {
     }
 
     fn split_inner(&mut self, node: u32, children_are_leaves: bool) {
-        let new_id = self.inners.len() as u32;
         let old = &mut self.inners[node as usize];
         let half = old.children.len() / 2;
         let children = old.children.split_off(half);
         let counts = old.counts.split_off(half);
         let moved: u64 = counts.iter().sum();
         let parent = old.parent;
-        for &c in &children {
-            self.set_parent(c, children_are_leaves, new_id);
-        }
-        self.inners.push(Inner {
+        let new_id = self.alloc_inner(Inner {
             children,
             counts,
             parent,
         });
+        for i in 0..self.inners[new_id as usize].children.len() {
+            let c = self.inners[new_id as usize].children[i];
+            self.set_parent(c, children_are_leaves, new_id);
+        }
         self.attach_sibling(parent, node, new_id, moved, false);
     }
 
@@ -457,6 +513,113 @@ impl<T: SeqItem> SeqTree<T> {
             self.leaves[id as usize].parent = parent;
         } else {
             self.inners[id as usize].parent = parent;
+        }
+    }
+
+    /// Removes the items at `positions` (ascending, distinct) of `leaf`.
+    /// Call [`SeqTree::rebalance`] on the leaf afterwards.
+    pub(crate) fn remove_in_leaf(&mut self, leaf: LeafId, positions: &[usize]) {
+        let items = &mut self.leaves[leaf as usize].items;
+        let mut removed_visible = 0i64;
+        // A leaf rarely loses more than a few at once: shifting its tail
+        // once per removal beats rewriting every item.
+        for &pos in positions.iter().rev() {
+            removed_visible += i64::from(items.remove(pos).is_visible());
+        }
+        let removed = positions.len();
+        trim(items);
+        self.len -= removed;
+        if removed_visible != 0 {
+            self.add_count(leaf, -removed_visible);
+        }
+    }
+
+    /// Merges `leaf`, after removals, with a neighbour when both together
+    /// are small (an empty leaf always goes, unless it is the only one).
+    /// `on_move` learns of every item moved to another leaf.
+    pub(crate) fn rebalance(&mut self, leaf: LeafId, mut on_move: impl FnMut(&T, LeafId)) {
+        let l = &self.leaves[leaf as usize];
+        if l.parent == FREED {
+            return;
+        }
+        let (n, prev, next) = (l.items.len(), l.prev, l.next);
+        if n > MERGE_MAX {
+            // Nothing can join it: spare a look at the neighbours.
+            return;
+        }
+        let fits = |other: u32| {
+            other != NONE && (n == 0 || n + self.leaves[other as usize].items.len() <= MERGE_MAX)
+        };
+        if fits(prev) {
+            self.merge_leaves(prev, leaf, &mut on_move);
+        } else if fits(next) {
+            self.merge_leaves(leaf, next, &mut on_move);
+        }
+        self.shrink_root();
+    }
+
+    /// Moves every item of `src` to the end of `dst`, its predecessor, and
+    /// frees `src`.
+    fn merge_leaves(&mut self, dst: LeafId, src: LeafId, on_move: &mut impl FnMut(&T, LeafId)) {
+        let visible = self.leaves[src as usize].visible;
+        if visible != 0 {
+            self.add_count(src, -(visible as i64));
+            self.add_count(dst, visible as i64);
+        }
+        let s = &mut self.leaves[src as usize];
+        let items = std::mem::take(&mut s.items);
+        let (next, parent) = (s.next, s.parent);
+        s.parent = FREED;
+        s.next = NONE;
+        s.prev = NONE;
+        for item in &items {
+            on_move(item, dst);
+        }
+        let d = &mut self.leaves[dst as usize];
+        d.items.reserve_exact(items.len());
+        d.items.extend(items);
+        d.next = next;
+        if next != NONE {
+            self.leaves[next as usize].prev = dst;
+        }
+        self.free_leaves.push(src);
+        self.detach(parent, src);
+    }
+
+    /// Removes `child` from inner node `node`, freeing nodes left empty.
+    fn detach(&mut self, node: u32, child: u32) {
+        let inner = &mut self.inners[node as usize];
+        let i = inner
+            .children
+            .iter()
+            .position(|&c| c == child)
+            .expect("child is listed by its parent");
+        debug_assert_eq!(inner.counts[i], 0, "a detached node holds nothing visible");
+        inner.children.remove(i);
+        inner.counts.remove(i);
+        if inner.children.is_empty() {
+            // Never the root: the leaf merged into lies below it.
+            let parent = inner.parent;
+            inner.parent = FREED;
+            self.free_inners.push(node);
+            self.detach(parent, node);
+        }
+    }
+
+    /// Drops roots that have a single child.
+    fn shrink_root(&mut self) {
+        while self.height > 0 && self.inners[self.root as usize].children.len() == 1 {
+            let old = self.root;
+            let child = self.inners[old as usize].children[0];
+            self.inners[old as usize] = Inner {
+                children: Vec::new(),
+                counts: Vec::new(),
+                parent: FREED,
+            };
+            self.free_inners.push(old);
+            self.height -= 1;
+            self.root = child;
+            self.set_parent(child, self.height == 0, NONE);
         }
     }
 
@@ -491,6 +654,7 @@ impl<T: SeqItem> SeqTree<T> {
     }
 
     /// Consumes the tree, yielding items in order.
+    #[cfg(test)]
     pub(crate) fn into_items(self) -> Vec<T> {
         let mut out = Vec::with_capacity(self.len);
         let mut leaves: Vec<Option<Leaf<T>>> = self.leaves.into_iter().map(Some).collect();
@@ -530,6 +694,26 @@ impl<T: SeqItem> SeqTree<T> {
         let total = walk(self, self.root, self.height, NONE);
         assert_eq!(total as usize, self.visible_len());
         assert_eq!(self.iter().count(), self.len);
+        // The linked leaves are exactly the leaves not freed, linked both ways.
+        let mut linked = 0;
+        let mut prev = NONE;
+        let mut leaf = self.first;
+        while leaf != NONE {
+            let l = &self.leaves[leaf as usize];
+            assert_ne!(l.parent, FREED);
+            assert_eq!(l.prev, prev);
+            linked += 1;
+            prev = leaf;
+            leaf = l.next;
+        }
+        let live = self.leaves.len() - self.free_leaves.len();
+        assert_eq!(linked, live);
+        for &f in &self.free_leaves {
+            assert_eq!(self.leaves[f as usize].parent, FREED);
+        }
+        for &f in &self.free_inners {
+            assert_eq!(self.inners[f as usize].parent, FREED);
+        }
     }
 }
 
@@ -592,6 +776,77 @@ mod tests {
             let rebuilt = SeqTree::from_items(tree.clone().into_items(), |_, _| {});
             rebuilt.check();
             assert_eq!(rebuilt.iter().cloned().collect::<Vec<_>>(), model);
+        }
+    }
+
+    /// The cursor of every item, in order.
+    fn cursors<T: SeqItem>(tree: &SeqTree<T>) -> Vec<Cursor> {
+        std::iter::successors(tree.first(), |&c| tree.next(c)).collect()
+    }
+
+    /// Inserts anywhere, and removals of random batches (leaves emptied,
+    /// merged across parents, the root shrinking and growing again): the
+    /// order, the counts and the reported moves stay right.
+    #[test]
+    fn removals_in_place_match_a_vec() {
+        for seed in 0..30 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut tree = SeqTree::new();
+            let mut model: Vec<It> = Vec::new();
+            let mut next = 0u32;
+            for round in 0..40 {
+                let grow = if round % 10 < 7 { 400 } else { 20 };
+                for _ in 0..rng.random_range(0..grow) {
+                    let i = rng.random_range(0..=model.len());
+                    let item = It(next, rng.random_bool(0.7));
+                    next += 1;
+                    model.insert(i, item.clone());
+                    if i == 0 {
+                        tree.insert_first(item, |_, _| {});
+                    } else {
+                        tree.insert_after(cursors(&tree)[i - 1], item, |_, _| {});
+                    }
+                }
+                // Remove a random share, sometimes nearly everything.
+                let share = [0.05, 0.3, 0.9, 1.0][rng.random_range(0..4)];
+                let all = cursors(&tree);
+                let mut doomed: Vec<(Cursor, u32)> = all
+                    .iter()
+                    .filter(|_| rng.random_bool(share))
+                    .map(|&c| (c, tree.get(c).0))
+                    .collect();
+                doomed.sort_by_key(|(c, _)| (c.leaf, c.pos));
+                let gone: std::collections::HashSet<u32> = doomed.iter().map(|d| d.1).collect();
+                let mut touched = Vec::new();
+                for run in doomed.chunk_by(|a, b| a.0.leaf == b.0.leaf) {
+                    let leaf = run[0].0.leaf;
+                    let positions: Vec<usize> = run.iter().map(|d| d.0.pos).collect();
+                    tree.remove_in_leaf(leaf, &positions);
+                    touched.push(leaf);
+                }
+                for leaf in touched {
+                    let mut moved = Vec::new();
+                    tree.rebalance(leaf, |item, to| moved.push((item.0, to)));
+                    for (item, to) in moved {
+                        assert!(tree.leaf_items(to).iter().any(|i| i.0 == item));
+                    }
+                }
+                model.retain(|i| !gone.contains(&i.0));
+                tree.check();
+                assert_eq!(
+                    tree.iter().cloned().collect::<Vec<_>>(),
+                    model,
+                    "seed {seed}"
+                );
+                let visible: Vec<&It> = model.iter().filter(|i| i.1).collect();
+                assert_eq!(tree.visible_len(), visible.len());
+                for (k, want) in visible.iter().enumerate() {
+                    let c = tree.locate_visible(k);
+                    assert_eq!(tree.get(c), *want);
+                    assert_eq!(tree.visible_index(c), k);
+                }
+            }
+            assert!(tree.leaves.len() < 200, "freed leaves are reused");
         }
     }
 }
