@@ -6,6 +6,7 @@
 use std::fmt;
 
 use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
@@ -98,27 +99,38 @@ pub struct Scope {
 }
 
 /// The schedule of a run lasting `duration_ms`: faults from 2 s in until
-/// 2 s before the end, separated by quiet gaps.
+/// 2 s before the end, separated by quiet gaps. Kinds come in rounds, each
+/// kind once per round in a random order, so that a short run sees every
+/// kind.
 pub fn schedule(seed: u64, duration_ms: u64, scope: Scope) -> Vec<Step> {
     let mut rng = SmallRng::seed_from_u64(seed);
+    let mut kinds = vec![0, 1, 2, 3];
+    if scope.servers > 0 && scope.server_partitions {
+        kinds.push(4);
+    }
+    let mut round: Vec<u8> = Vec::new();
     let mut steps = Vec::new();
     let mut at = 2000;
     loop {
+        if round.is_empty() {
+            round = kinds.clone();
+            round.shuffle(&mut rng);
+        }
         let client = rng.random_range(0..scope.clients);
-        let fault = match rng.random_range(0..6) {
-            0 | 1 => Fault::PartitionClient { slot: client },
-            2 if scope.servers == 0 => Fault::KillRelay,
-            2 => Fault::KillServer {
-                // Half the time the leader, the worst case.
+        let fault = match round.pop().unwrap_or(0) {
+            0 => Fault::PartitionClient { slot: client },
+            1 if scope.servers == 0 => Fault::KillRelay,
+            1 => Fault::KillServer {
+                // Half the time the stream's leader, the worst case.
                 server: rng
                     .random_bool(0.5)
                     .then(|| rng.random_range(0..scope.servers)),
             },
-            3 if scope.servers > 0 && scope.server_partitions => Fault::IsolateServer {
+            2 => Fault::PauseClient { slot: client },
+            3 => Fault::KillClient { slot: client },
+            _ => Fault::IsolateServer {
                 server: rng.random_range(0..scope.servers),
             },
-            3 | 4 => Fault::PauseClient { slot: client },
-            _ => Fault::KillClient { slot: client },
         };
         let hold_ms = match fault {
             Fault::PauseClient { .. } => scope.detection_ms + rng.random_range(1500..4000),
@@ -158,6 +170,8 @@ mod tests {
                 assert!(s.hold_ms > scope.detection_ms);
             }
         }
+        let kinds: std::collections::BTreeSet<_> = a.iter().map(|s| s.fault.kind()).collect();
+        assert_eq!(kinds.len(), 5, "{kinds:?}");
         let relay = schedule(7, 120_000, Scope { servers: 0, ..scope });
         assert!(relay.iter().all(|s| !matches!(s.fault, Fault::KillServer { .. } | Fault::IsolateServer { .. })));
     }

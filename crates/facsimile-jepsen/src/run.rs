@@ -388,6 +388,21 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         None
     };
     let host = net.as_ref().map_or(Ipv4Addr::LOCALHOST, Net::host);
+    let detection_ms = match config.backend {
+        Backend::Relay => RELAY_PEER_TIMEOUT * 1000,
+        Backend::Nats => client::NATS_LEASE.as_millis() as u64,
+    };
+    let scope = Scope {
+        clients: config.clients,
+        servers: if config.backend == Backend::Nats { 3 } else { 0 },
+        server_partitions: net.is_some(),
+        detection_ms,
+    };
+    let schedule = nemesis::schedule(config.seed, config.duration * 1000, scope);
+    println!("seed {}; schedule ({} faults):", config.seed, schedule.len());
+    for s in &schedule {
+        println!("  {s}");
+    }
     let mut runner = Runner {
         config: config.clone(),
         exe,
@@ -450,21 +465,6 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         runner.spawn(i).await?;
     }
 
-    let detection_ms = match config.backend {
-        Backend::Relay => RELAY_PEER_TIMEOUT * 1000,
-        Backend::Nats => client::NATS_LEASE.as_millis() as u64,
-    };
-    let scope = Scope {
-        clients: config.clients,
-        servers: if config.backend == Backend::Nats { 3 } else { 0 },
-        server_partitions: runner.net.is_some(),
-        detection_ms,
-    };
-    let schedule = nemesis::schedule(config.seed, config.duration * 1000, scope);
-    println!("seed {}; schedule ({} faults):", config.seed, schedule.len());
-    for s in &schedule {
-        println!("  {s}");
-    }
     let start = tokio::time::Instant::now();
     let mut done = Vec::new();
     for step in &schedule {
