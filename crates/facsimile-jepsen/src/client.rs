@@ -79,11 +79,7 @@ pub fn options(nats: bool) -> ConnectOptions {
         .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(1))
         .timeouts(Duration::from_secs(5), Duration::from_secs(30));
     if nats {
-        o.nats(
-            NatsOptions::new()
-                .lease(NATS_LEASE)
-                .stream_replicas(3),
-        )
+        o.nats(NatsOptions::new().lease(NATS_LEASE).stream_replicas(3))
     } else {
         o
     }
@@ -91,7 +87,11 @@ pub fn options(nats: bool) -> ConnectOptions {
 
 /// Connects, retrying until `patience` runs out (a join waits while a
 /// member that was cut off is not yet evicted).
-pub async fn connect(addr: &str, hostname: &str, patience: Duration) -> Result<Connection, NetError> {
+pub async fn connect(
+    addr: &str,
+    hostname: &str,
+    patience: Duration,
+) -> Result<Connection, NetError> {
     let deadline = Instant::now() + patience;
     loop {
         match net::connect(addr, hostname, options(addr.starts_with("nats://"))).await {
@@ -123,7 +123,10 @@ fn map(conn: &Connection, path: &[&str]) -> Option<MapRef> {
 }
 
 fn list(conn: &Connection, key: u32) -> Option<ArrayRef> {
-    map(conn, &["l"])?.get(&key.to_string())?.as_array().cloned()
+    map(conn, &["l"])?
+        .get(&key.to_string())?
+        .as_array()
+        .cloned()
 }
 
 impl Client {
@@ -169,7 +172,10 @@ impl Client {
         self.record(Kind::Invoke, &invoked);
         match map(&self.conn, &["r"]) {
             Some(r) => {
-                let value = r.get(&key.to_string()).and_then(|v| v.as_i64()).map(|v| v as u64);
+                let value = r
+                    .get(&key.to_string())
+                    .and_then(|v| v.as_i64())
+                    .map(|v| v as u64);
                 self.record(Kind::Ok, &Op::Read { key, value });
             }
             None => self.record(Kind::Fail, &invoked),
@@ -188,14 +194,19 @@ impl Client {
     }
 
     fn read_list(&mut self, key: u32) {
-        let invoked = Op::ReadList { key, elements: None };
+        let invoked = Op::ReadList {
+            key,
+            elements: None,
+        };
         self.record(Kind::Invoke, &invoked);
-        let elements = list(&self.conn, key).and_then(|l| l.to_vec().ok()).map(|v| {
-            v.iter()
-                .filter_map(|e| e.as_i64())
-                .map(|e| e as u64)
-                .collect::<Vec<_>>()
-        });
+        let elements = list(&self.conn, key)
+            .and_then(|l| l.to_vec().ok())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|e| e.as_i64())
+                    .map(|e| e as u64)
+                    .collect::<Vec<_>>()
+            });
         match elements {
             Some(elements) => self.record(
                 Kind::Ok,
@@ -257,8 +268,9 @@ impl Client {
 
     async fn step(&mut self, workload: Workload) {
         let workload = match workload {
-            Workload::All => [Workload::Registers, Workload::Lists, Workload::Locks]
-                [self.rng.random_range(0..3)],
+            Workload::All => {
+                [Workload::Registers, Workload::Lists, Workload::Locks][self.rng.random_range(0..3)]
+            }
             w => w,
         };
         let write = self.rng.random_bool(0.5);
@@ -283,12 +295,21 @@ impl Client {
     async fn finish(&mut self, live: &[u32], snapshot: &PathBuf) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut status = self.conn.status();
-        let _ = tokio::time::timeout_at(deadline.into(), status.wait_for(|s| *s == Status::Connected)).await;
+        let _ = tokio::time::timeout_at(
+            deadline.into(),
+            status.wait_for(|s| *s == Status::Connected),
+        )
+        .await;
         loop {
             let marked = map(&self.conn, &["m"])
                 .ok_or("no marker map")?
                 .set(&self.process.to_string(), 1);
-            if marked.is_ok() && matches!(tokio::time::timeout(ACK_TIMEOUT, self.conn.flush()).await, Ok(Ok(()))) {
+            if marked.is_ok()
+                && matches!(
+                    tokio::time::timeout(ACK_TIMEOUT, self.conn.flush()).await,
+                    Ok(Ok(()))
+                )
+            {
                 break;
             }
             if Instant::now() >= deadline {
@@ -301,7 +322,10 @@ impl Client {
                 break;
             }
             if Instant::now() >= deadline {
-                let missing: Vec<_> = live.iter().filter(|p| !m.contains_key(&p.to_string())).collect();
+                let missing: Vec<_> = live
+                    .iter()
+                    .filter(|p| !m.contains_key(&p.to_string()))
+                    .collect();
                 return Err(format!("markers of {missing:?} never arrived"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -317,11 +341,16 @@ impl Client {
 /// Runs a client process until the runner says `final` and the final reads
 /// are done.
 pub async fn run(args: ClientArgs) -> Result<(), String> {
-    let file = File::create(&args.history).map_err(|e| format!("{}: {e}", args.history.display()))?;
+    let file =
+        File::create(&args.history).map_err(|e| format!("{}: {e}", args.history.display()))?;
     let rec = Recorder::new(BufWriter::new(file), args.process);
-    let conn = connect(&args.addr, &format!("p{}", args.process), Duration::from_secs(60))
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", args.addr))?;
+    let conn = connect(
+        &args.addr,
+        &format!("p{}", args.process),
+        Duration::from_secs(60),
+    )
+    .await
+    .map_err(|e| format!("connecting to {}: {e}", args.addr))?;
     let mut client = Client {
         conn,
         rec,
@@ -348,7 +377,10 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(client.rng.random_range(5..30))).await;
     };
     let live: Vec<u32> = match command.strip_prefix("final ") {
-        Some(list) => list.split(',').filter_map(|p| p.trim().parse().ok()).collect(),
+        Some(list) => list
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect(),
         None => return Err(format!("expected `final <processes>`, got {command:?}")),
     };
     client.finish(&live, &args.snapshot).await?;

@@ -66,7 +66,14 @@ impl Server {
         );
         wait_for_port(self.addr, Duration::from_secs(30))
             .await
-            .map_err(|()| format!("{} did not listen on {} in time (log: {})", self.name, self.addr, self.log.display()))
+            .map_err(|()| {
+                format!(
+                    "{} did not listen on {} in time (log: {})",
+                    self.name,
+                    self.addr,
+                    self.log.display()
+                )
+            })
     }
 
     /// Kills the process with `SIGKILL` and reaps it.

@@ -103,8 +103,17 @@ fn configs(args: &RunArgs) -> Vec<Config> {
             config(Backend::Nats, Workload::All, 2, 40),
         ]
     } else if args.long {
-        let duration = if args.duration == 60 { 240 } else { args.duration };
-        let workloads = [Workload::Registers, Workload::Lists, Workload::Locks, Workload::All];
+        let duration = if args.duration == 60 {
+            240
+        } else {
+            args.duration
+        };
+        let workloads = [
+            Workload::Registers,
+            Workload::Lists,
+            Workload::Locks,
+            Workload::All,
+        ];
         let mut all = Vec::new();
         for b in backends {
             for (i, w) in workloads.into_iter().enumerate() {
@@ -151,5 +160,9 @@ async fn runs(args: RunArgs) -> ExitCode {
     for r in rows {
         println!("{r}");
     }
-    if valid { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -139,7 +139,11 @@ pub fn schedule(seed: u64, duration_ms: u64, scope: Scope) -> Vec<Step> {
         if at + hold_ms + 2000 > duration_ms {
             return steps;
         }
-        steps.push(Step { at_ms: at, hold_ms, fault });
+        steps.push(Step {
+            at_ms: at,
+            hold_ms,
+            fault,
+        });
         at += hold_ms + rng.random_range(1000..4000);
     }
 }
@@ -172,7 +176,17 @@ mod tests {
         }
         let kinds: std::collections::BTreeSet<_> = a.iter().map(|s| s.fault.kind()).collect();
         assert_eq!(kinds.len(), 5, "{kinds:?}");
-        let relay = schedule(7, 120_000, Scope { servers: 0, ..scope });
-        assert!(relay.iter().all(|s| !matches!(s.fault, Fault::KillServer { .. } | Fault::IsolateServer { .. })));
+        let relay = schedule(
+            7,
+            120_000,
+            Scope {
+                servers: 0,
+                ..scope
+            },
+        );
+        assert!(relay.iter().all(|s| !matches!(
+            s.fault,
+            Fault::KillServer { .. } | Fault::IsolateServer { .. }
+        )));
     }
 }

@@ -115,7 +115,9 @@ impl Net {
         let (host_end, ns_end) = (ns.clone(), format!("{ns}p"));
         ip(&["netns", "add", &ns])?;
         self.namespaces.push(ns.clone());
-        ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &ns_end])?;
+        ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
+        ])?;
         ip(&["link", "set", &ns_end, "netns", &ns])?;
         ip(&["link", "set", &host_end, "master", &self.bridge()])?;
         ip(&["link", "set", &host_end, "up"])?;

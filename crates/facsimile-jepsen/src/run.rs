@@ -142,7 +142,10 @@ impl Proc {
         match tokio::time::timeout(patience, wait).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(format!("process {} exited before `{want}`", self.process)),
-            Err(_) => Err(format!("process {} did not say `{want}` within {patience:?}", self.process)),
+            Err(_) => Err(format!(
+                "process {} did not say `{want}` within {patience:?}",
+                self.process
+            )),
         }
     }
 }
@@ -220,11 +223,18 @@ impl Runner {
             }
             None => Command::new(&self.exe),
         };
-        let seed = self.config.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(process));
+        let seed = self
+            .config
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(u64::from(process));
         cmd.arg("client")
             .args(["--addr", &self.client_addr(slot)])
             .args(["--process", &process.to_string()])
-            .args(["--workload", &format!("{:?}", self.config.workload).to_lowercase()])
+            .args([
+                "--workload",
+                &format!("{:?}", self.config.workload).to_lowercase(),
+            ])
             .args(["--seed", &seed.to_string()])
             .arg("--history")
             .arg(&history)
@@ -366,7 +376,10 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let program = match config.backend {
         Backend::Relay => {
-            let p = exe.parent().map(|d| d.join("facsimile")).unwrap_or_default();
+            let p = exe
+                .parent()
+                .map(|d| d.join("facsimile"))
+                .unwrap_or_default();
             if !p.is_file() {
                 return Err(format!(
                     "{} not found: run `cargo build --release -p facsimile-cli` first",
@@ -394,12 +407,20 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     };
     let scope = Scope {
         clients: config.clients,
-        servers: if config.backend == Backend::Nats { 3 } else { 0 },
+        servers: if config.backend == Backend::Nats {
+            3
+        } else {
+            0
+        },
         server_partitions: net.is_some(),
         detection_ms,
     };
     let schedule = nemesis::schedule(config.seed, config.duration * 1000, scope);
-    println!("seed {}; schedule ({} faults):", config.seed, schedule.len());
+    println!(
+        "seed {}; schedule ({} faults):",
+        config.seed,
+        schedule.len()
+    );
     for s in &schedule {
         println!("  {s}");
     }
@@ -417,18 +438,22 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     };
     // The guard lives in `runner`: every exit below removes the namespaces.
     let servers = match (config.backend, runner.net.as_mut()) {
-        (Backend::Relay, _) => vec![cluster::relay(program, host, &config.out).map_err(|e| e.to_string())?],
+        (Backend::Relay, _) => {
+            vec![cluster::relay(program, host, &config.out).map_err(|e| e.to_string())?]
+        }
         (Backend::Nats, Some(net)) => {
             let mut ns = [None, None, None];
             for (i, n) in ns.iter_mut().enumerate() {
-                *n = Some(net.add(&format!("n{i}"), 200 + i as u8).map_err(|e| e.to_string())?);
+                *n = Some(
+                    net.add(&format!("n{i}"), 200 + i as u8)
+                        .map_err(|e| e.to_string())?,
+                );
             }
             let ips = [net.addr(200), net.addr(201), net.addr(202)];
             cluster::nats(program, ips, ns, &config.out).map_err(|e| e.to_string())?
         }
-        (Backend::Nats, None) => {
-            cluster::nats(program, [host; 3], [None, None, None], &config.out).map_err(|e| e.to_string())?
-        }
+        (Backend::Nats, None) => cluster::nats(program, [host; 3], [None, None, None], &config.out)
+            .map_err(|e| e.to_string())?,
     };
     runner.servers = servers;
     for s in &mut runner.servers {
@@ -445,14 +470,21 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     for i in 0..config.clients {
         let slot = match runner.net.as_mut() {
             Some(net) => Slot {
-                ns: Some(net.add(&format!("c{i}"), 1 + i as u8).map_err(|e| e.to_string())?),
+                ns: Some(
+                    net.add(&format!("c{i}"), 1 + i as u8)
+                        .map_err(|e| e.to_string())?,
+                ),
                 proxies: Vec::new(),
                 proc: None,
             },
             None => {
                 let mut proxies = Vec::new();
                 for s in &runner.servers {
-                    proxies.push(Proxy::start("127.0.0.1", s.addr).await.map_err(|e| e.to_string())?);
+                    proxies.push(
+                        Proxy::start("127.0.0.1", s.addr)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    );
                 }
                 Slot {
                     ns: None,
@@ -483,7 +515,9 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
                     ..step.clone()
                 });
             }
-            Err(e) => runner.errors.push(format!("injecting {:?}: {e}", step.fault)),
+            Err(e) => runner
+                .errors
+                .push(format!("injecting {:?}: {e}", step.fault)),
         }
     }
     tokio::time::sleep_until(start + Duration::from_secs(config.duration)).await;
@@ -495,13 +529,20 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         .iter()
         .filter_map(|s| s.proc.as_ref().map(|p| p.process))
         .collect();
-    let list = live.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let list = live
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     println!("final reads by processes {list}");
     let mut snapshots = Vec::new();
     let started = Instant::now();
     for slot in &mut runner.slots {
         if let Some(p) = slot.proc.as_mut() {
-            let sent = p.stdin.write_all(format!("final {list}\n").as_bytes()).await;
+            let sent = p
+                .stdin
+                .write_all(format!("final {list}\n").as_bytes())
+                .await;
             if let Err(e) = sent {
                 runner.errors.push(format!("process {}: {e}", p.process));
             }
@@ -511,10 +552,15 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         if let Some(p) = slot.proc.as_mut() {
             let patience = Duration::from_secs(120).saturating_sub(started.elapsed());
             match p.expect("done", patience).await {
-                Ok(()) => snapshots.push((p.process, std::fs::read(&p.snapshot).unwrap_or_default())),
+                Ok(()) => {
+                    snapshots.push((p.process, std::fs::read(&p.snapshot).unwrap_or_default()))
+                }
                 Err(e) => runner.errors.push(e),
             }
-            if tokio::time::timeout(Duration::from_secs(15), p.child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(15), p.child.wait())
+                .await
+                .is_err()
+            {
                 let _ = p.child.start_kill();
             }
         }
@@ -527,13 +573,18 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     let snapshots_equal = !snapshots.is_empty() && snapshots.windows(2).all(|w| w[0].1 == w[1].1);
     if !snapshots_equal {
         let sizes: Vec<_> = snapshots.iter().map(|(p, s)| (p, s.len())).collect();
-        runner.errors.push(format!("final snapshots differ (process, bytes): {sizes:?}"));
+        runner.errors.push(format!(
+            "final snapshots differ (process, bytes): {sizes:?}"
+        ));
     }
 
     let mut all = Vec::new();
     for p in &runner.histories {
         let file = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        all.push(history::read(std::io::BufReader::new(file)).map_err(|e| format!("{}: {e}", p.display()))?);
+        all.push(
+            history::read(std::io::BufReader::new(file))
+                .map_err(|e| format!("{}: {e}", p.display()))?,
+        );
     }
     let merged = history::merge(all);
     let (mut operations, mut ok, mut fail, mut info) = (0, 0, 0, 0);
@@ -551,7 +602,11 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     let valid = verdict.valid && snapshots_equal && runner.errors.is_empty();
     let summary = Summary {
         command,
-        network: if runner.net.is_some() { "namespaces" } else { "proxies" },
+        network: if runner.net.is_some() {
+            "namespaces"
+        } else {
+            "proxies"
+        },
         schedule: done,
         operations,
         ok,

@@ -18,7 +18,10 @@ fn the_smoke_runs_pass_on_the_relay_and_on_nats() {
         let summary = std::fs::read_to_string(out.path().join(run).join("summary.json")).unwrap();
         let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
         assert_eq!(summary["valid"], true, "{run}: {summary:#}");
-        assert!(summary["ok"].as_u64().unwrap() > 0, "{run}: nothing acknowledged");
+        assert!(
+            summary["ok"].as_u64().unwrap() > 0,
+            "{run}: nothing acknowledged"
+        );
         let faults = summary["faults"].as_object().unwrap();
         assert!(!faults.is_empty(), "{run}: no fault injected");
     }
