@@ -60,6 +60,9 @@ pub struct Summary {
     pub fail: u64,
     /// Completed `info`, or never completed (the process was killed).
     pub info: u64,
+    /// Completions by operation (`write`, `acquire`…) and kind (`ok`,
+    /// `fail`, `info`).
+    pub by_op: BTreeMap<String, BTreeMap<String, u64>>,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u32>,
     /// What the checker said.
@@ -588,7 +591,11 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     }
     let merged = history::merge(all);
     let (mut operations, mut ok, mut fail, mut info) = (0, 0, 0, 0);
+    let mut by_op: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for e in &merged {
+        let f = serde_json::to_value(&e.op).ok().and_then(|v| v["f"].as_str().map(str::to_string));
+        let kind = format!("{:?}", e.kind).to_lowercase();
+        *by_op.entry(f.unwrap_or_default()).or_default().entry(kind).or_default() += 1;
         match e.kind {
             Kind::Invoke => operations += 1,
             Kind::Ok => ok += 1,
@@ -612,6 +619,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         ok,
         fail,
         info,
+        by_op,
         faults: runner.faults.clone(),
         check: verdict.report,
         anomalies: verdict.anomalies,
