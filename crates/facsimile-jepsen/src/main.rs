@@ -147,6 +147,9 @@ async fn runs(args: RunArgs) -> ExitCode {
                 for e in &summary.errors {
                     println!("error: {e}");
                 }
+                for w in &summary.warnings {
+                    println!("warning: {w}");
+                }
                 valid &= summary.valid;
                 rows.push(run::row(&summary));
             }

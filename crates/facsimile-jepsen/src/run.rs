@@ -78,6 +78,9 @@ pub struct Summary {
     /// What went wrong in the harness or the system (a client that did
     /// not finish, a server that did not restart).
     pub errors: Vec<String>,
+    /// Liveness problems, which do not make the run invalid: no lock
+    /// granted for the rest of the run while acquisitions kept timing out.
+    pub warnings: Vec<String>,
     /// Everything passed.
     pub valid: bool,
 }
@@ -593,9 +596,15 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     let (mut operations, mut ok, mut fail, mut info) = (0, 0, 0, 0);
     let mut by_op: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for e in &merged {
-        let f = serde_json::to_value(&e.op).ok().and_then(|v| v["f"].as_str().map(str::to_string));
+        let f = serde_json::to_value(&e.op)
+            .ok()
+            .and_then(|v| v["f"].as_str().map(str::to_string));
         let kind = format!("{:?}", e.kind).to_lowercase();
-        *by_op.entry(f.unwrap_or_default()).or_default().entry(kind).or_default() += 1;
+        *by_op
+            .entry(f.unwrap_or_default())
+            .or_default()
+            .entry(kind)
+            .or_default() += 1;
         match e.kind {
             Kind::Invoke => operations += 1,
             Kind::Ok => ok += 1,
@@ -604,6 +613,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         }
     }
     info += operations - ok - fail - info;
+    let warnings = lock_stall(&merged);
     write_merged(&config.out.join("history.jsonl"), &merged)?;
     let verdict = check(&runner.histories)?;
     let valid = verdict.valid && snapshots_equal && runner.errors.is_empty();
@@ -627,12 +637,45 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         processes: runner.next_process,
         counters: storage.values().into_iter().collect(),
         errors: runner.errors.clone(),
+        warnings,
         valid,
         config,
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(summary.config.out.join("summary.json"), json).map_err(|e| e.to_string())?;
     Ok(summary)
+}
+
+/// Acquisitions that timed out after the last granted one, when there are
+/// several spread over more than 20 s: locks stopped being granted.
+fn lock_stall(events: &[history::Event]) -> Vec<String> {
+    let Some(first) = events.first().map(|e| e.time) else {
+        return Vec::new();
+    };
+    let is_acquire = |e: &&history::Event| matches!(e.op, history::Op::Acquire { .. });
+    let last_ok = events
+        .iter()
+        .filter(is_acquire)
+        .filter(|e| e.kind == Kind::Ok)
+        .map(|e| e.time)
+        .max()
+        .unwrap_or(first);
+    let stuck: Vec<u64> = events
+        .iter()
+        .filter(is_acquire)
+        .filter(|e| e.kind == Kind::Info && e.time > last_ok)
+        .map(|e| e.time)
+        .collect();
+    let secs = |t: u64| (t - first) as f64 / 1e9;
+    match stuck.last() {
+        Some(&end) if stuck.len() >= 3 && end - last_ok > 20_000_000_000 => vec![format!(
+            "no lock granted after {:.1}s: {} acquisitions timed out until {:.1}s",
+            secs(last_ok),
+            stuck.len(),
+            secs(end)
+        )],
+        _ => Vec::new(),
+    }
 }
 
 fn write_merged(path: &Path, events: &[history::Event]) -> Result<(), String> {
@@ -665,4 +708,43 @@ pub fn row(s: &Summary) -> String {
         if s.snapshots_equal { "equal" } else { "DIFFER" },
         s.valid
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Event, Op};
+
+    fn acquire(time_s: u64, kind: Kind) -> Event {
+        Event {
+            process: 0,
+            kind,
+            op: Op::Acquire {
+                lock: 0,
+                token: (kind == Kind::Ok).then_some(time_s),
+            },
+            time: time_s * 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn timed_out_acquisitions_after_the_last_grant_are_a_stall() {
+        let granted = vec![
+            acquire(1, Kind::Ok),
+            acquire(12, Kind::Info),
+            acquire(40, Kind::Ok),
+        ];
+        assert!(lock_stall(&granted).is_empty());
+        let stalled = vec![
+            acquire(1, Kind::Ok),
+            acquire(12, Kind::Info),
+            acquire(22, Kind::Info),
+            acquire(32, Kind::Info),
+        ];
+        let w = lock_stall(&stalled);
+        assert_eq!(
+            w,
+            vec!["no lock granted after 0.0s: 3 acquisitions timed out until 31.0s"]
+        );
+    }
 }
