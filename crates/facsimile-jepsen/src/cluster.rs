@@ -155,7 +155,7 @@ pub fn nats(
         let conf = format!(
             "server_name: n{i}\nlisten: {ip}:{client}\nhttp: {ip}:{http}\n\
              jetstream {{ store_dir: \"{store}\", max_memory_store: 64MB, max_file_store: 1GB }}\n\
-             cluster {{ name: jepsen, listen: {ip}:{route}, routes: [{routes}] }}\n",
+             cluster {{ name: jepsen, listen: {ip}:{route}, no_advertise: true, routes: [{routes}] }}\n",
             ip = ips[i],
             store = dir.join(format!("n{i}-store")).display(),
             routes = routes.join(", "),

@@ -47,6 +47,10 @@ struct RunArgs {
     /// Where histories, logs and summaries go.
     #[arg(long)]
     out: PathBuf,
+    /// Partition through in-process TCP proxies instead of network
+    /// namespaces (the fallback without root).
+    #[arg(long)]
+    proxies: bool,
     /// The short default runs: the relay and NATS, every workload mixed,
     /// 40 s each with fixed seeds.
     #[arg(long, conflicts_with = "long")]
@@ -94,6 +98,7 @@ fn configs(args: &RunArgs) -> Vec<Config> {
             seed,
             duration,
             out: args.out.join(name),
+            proxies: args.proxies,
         }
     };
     let backends = [Backend::Relay, Backend::Nats];
@@ -132,13 +137,14 @@ async fn runs(args: RunArgs) -> ExitCode {
     let mut valid = true;
     for config in configs(&args) {
         let command = format!(
-            "facsimile-jepsen run --backend {} --workload {} --clients {} --seed {} --duration {} --out {}",
+            "facsimile-jepsen run --backend {} --workload {} --clients {} --seed {} --duration {} --out {}{}",
             format!("{:?}", config.backend).to_lowercase(),
             format!("{:?}", config.workload).to_lowercase(),
             config.clients,
             config.seed,
             config.duration,
-            config.out.display()
+            config.out.display(),
+            if config.proxies { " --proxies" } else { "" }
         );
         println!("== {command}");
         match run::run(config, command).await {

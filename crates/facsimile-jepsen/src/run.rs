@@ -39,6 +39,8 @@ pub struct Config {
     pub duration: u64,
     /// Where histories, logs and the summary go.
     pub out: PathBuf,
+    /// Partition through in-process proxies even where namespaces work.
+    pub proxies: bool,
 }
 
 /// What a run measured, written as `summary.json`.
@@ -396,13 +398,18 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         }
         Backend::Nats => nats_server()?,
     };
-    let net = if netns::available() {
+    let net = if !config.proxies && netns::available() {
         netns::remove_leftovers();
         Some(Net::new().map_err(|e| format!("creating the bridge: {e}"))?)
     } else {
         println!(
-            "network namespaces unavailable (needs root and `ip`): partitions go through \
-             in-process TCP proxies, clients only (no server-to-server partitions)"
+            "no network namespaces ({}): partitions go through in-process TCP proxies, \
+             clients only (no server-to-server partitions)",
+            if config.proxies {
+                "--proxies"
+            } else {
+                "they need root and `ip`"
+            }
         );
         None
     };
