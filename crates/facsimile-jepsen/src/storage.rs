@@ -115,18 +115,30 @@ pub enum IncError {
     NoAnswer(String),
 }
 
-/// Sends `INC counter token` to the storage at `addr`.
+/// How long a client waits to connect, then for the answer.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sends `INC counter token` to the storage at `addr`; a connection that
+/// does not open in time is `NotSent`, an answer that does not come in time
+/// is `NoAnswer` (a partitioned client must not hang on SYN retries).
 pub async fn increment(addr: SocketAddr, counter: u32, token: u64) -> Result<Answer, IncError> {
-    let stream = TcpStream::connect(addr).await.map_err(IncError::NotSent)?;
-    let (r, mut w) = stream.into_split();
-    w.write_all(format!("INC {counter} {token}\n").as_bytes())
-        .await
-        .map_err(|e| IncError::NoAnswer(e.to_string()))?;
-    let mut line = String::new();
-    BufReader::new(r)
-        .read_line(&mut line)
-        .await
-        .map_err(|e| IncError::NoAnswer(e.to_string()))?;
+    let stream = match tokio::time::timeout(PATIENCE, TcpStream::connect(addr)).await {
+        Ok(s) => s.map_err(IncError::NotSent)?,
+        Err(_) => return Err(IncError::NotSent(std::io::ErrorKind::TimedOut.into())),
+    };
+    let exchange = async {
+        let (r, mut w) = stream.into_split();
+        w.write_all(format!("INC {counter} {token}\n").as_bytes())
+            .await?;
+        let mut line = String::new();
+        BufReader::new(r).read_line(&mut line).await?;
+        Ok::<_, std::io::Error>(line)
+    };
+    let line = match tokio::time::timeout(PATIENCE, exchange).await {
+        Ok(Ok(line)) => line,
+        Ok(Err(e)) => return Err(IncError::NoAnswer(e.to_string())),
+        Err(_) => return Err(IncError::NoAnswer("no answer in time".into())),
+    };
     let mut words = line.split_whitespace();
     let parsed = match (words.next(), words.next(), words.next()) {
         (Some("OK"), Some(read), Some(wrote)) => read
