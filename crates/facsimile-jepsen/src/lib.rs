@@ -16,4 +16,11 @@
 //! ```
 
 pub mod check;
+pub mod client;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod netns;
+pub mod proxy;
+pub mod run;
+pub mod storage;

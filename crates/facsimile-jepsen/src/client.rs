@@ -1,0 +1,390 @@
+//! One client process: a node connected on the public `facsimile::net`
+//! API that runs a workload and records every operation to its own history
+//! file. The runner drives it with lines on stdin (`final <processes>`) and
+//! learns its state from lines on stdout (`ready`, `done`).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use facsimile::net::{self, ConnectOptions, Connection, NatsOptions, NetError, Status};
+use facsimile::{ArrayRef, MapRef};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::history::{Kind, Op, Recorder};
+use crate::storage::{self, Answer, IncError};
+
+/// Registers, lists and locks per run (keys `0..KEYS`).
+pub const KEYS: u32 = 5;
+/// The name of the document every client of a run shares.
+pub const DOCUMENT: &str = "jepsen";
+/// How long a write waits for its acknowledgement before it is `Info`.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an acquisition waits before it is given up (`Info`).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a holder works before it writes to the fenced storage: long
+/// enough that a pause often hits a holder.
+const HOLD: Duration = Duration::from_millis(300);
+/// The NATS lease: a paused holder loses its locks after it.
+pub const NATS_LEASE: Duration = Duration::from_secs(2);
+
+/// Which operations a client runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// `Write` and `Read` of registers.
+    Registers,
+    /// `Append` and `ReadList` of lists.
+    Lists,
+    /// `Acquire`, `Increment` on the fenced storage, `Release`.
+    Locks,
+    /// All three, mixed.
+    All,
+}
+
+/// What a client process needs to know.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// The relay's `host:port` or the NATS servers' `nats://` URLs.
+    #[arg(long)]
+    pub addr: String,
+    /// This process's number in the run's history.
+    #[arg(long)]
+    pub process: u32,
+    /// The workload.
+    #[arg(long, value_enum)]
+    pub workload: Workload,
+    /// The seed of this process's choices.
+    #[arg(long)]
+    pub seed: u64,
+    /// Where to record the history.
+    #[arg(long)]
+    pub history: PathBuf,
+    /// Where to write the final snapshot.
+    #[arg(long)]
+    pub snapshot: PathBuf,
+    /// The fenced storage's address.
+    #[arg(long)]
+    pub storage: SocketAddr,
+}
+
+/// Connection options of every node of a run (the runner's set-up node
+/// included).
+pub fn options(nats: bool) -> ConnectOptions {
+    let o = ConnectOptions::new(DOCUMENT)
+        .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(1))
+        .timeouts(Duration::from_secs(5), Duration::from_secs(30));
+    if nats {
+        o.nats(NatsOptions::new().lease(NATS_LEASE).stream_replicas(3))
+    } else {
+        o
+    }
+}
+
+/// Connects, retrying until `patience` runs out (a join waits while a
+/// member that was cut off is not yet evicted).
+pub async fn connect(
+    addr: &str,
+    hostname: &str,
+    patience: Duration,
+) -> Result<Connection, NetError> {
+    let deadline = Instant::now() + patience;
+    loop {
+        match net::connect(addr, hostname, options(addr.starts_with("nats://"))).await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+struct Client {
+    conn: Connection,
+    rec: Recorder<BufWriter<File>>,
+    rng: SmallRng,
+    process: u32,
+    seq: u64,
+    storage: SocketAddr,
+    /// Writes recorded `Info` since the last acknowledged flush: while
+    /// there are some, a lost write cannot be told apart from them.
+    unresolved: u64,
+}
+
+fn map(conn: &Connection, path: &[&str]) -> Option<MapRef> {
+    let mut m = conn.node().root_map()?;
+    for p in path {
+        m = m.get(p)?.as_map()?.clone();
+    }
+    Some(m)
+}
+
+fn list(conn: &Connection, key: u32) -> Option<ArrayRef> {
+    map(conn, &["l"])?
+        .get(&key.to_string())?
+        .as_array()
+        .cloned()
+}
+
+impl Client {
+    fn record(&mut self, kind: Kind, op: &Op) {
+        self.rec.record(kind, op).expect("recording the history");
+    }
+
+    fn unique(&mut self) -> u64 {
+        self.seq += 1;
+        (u64::from(self.process) << 32) | self.seq
+    }
+
+    /// Waits for the acknowledgement of a write just made and records its
+    /// completion.
+    async fn acknowledge(&mut self, op: &Op) {
+        match tokio::time::timeout(ACK_TIMEOUT, self.conn.flush()).await {
+            Ok(Ok(())) => {
+                self.unresolved = 0;
+                self.record(Kind::Ok, op);
+            }
+            Ok(Err(NetError::WritesLost(_))) if self.unresolved == 0 => self.record(Kind::Fail, op),
+            _ => {
+                self.unresolved += 1;
+                self.record(Kind::Info, op);
+            }
+        }
+    }
+
+    async fn write(&mut self) {
+        let key = self.rng.random_range(0..KEYS);
+        let value = self.unique();
+        let op = Op::Write { key, value };
+        self.record(Kind::Invoke, &op);
+        let set = map(&self.conn, &["r"]).map(|r| r.set(&key.to_string(), value as i64));
+        match set {
+            Some(Ok(())) => self.acknowledge(&op).await,
+            _ => self.record(Kind::Fail, &op),
+        }
+    }
+
+    fn read(&mut self, key: u32) {
+        let invoked = Op::Read { key, value: None };
+        self.record(Kind::Invoke, &invoked);
+        match map(&self.conn, &["r"]) {
+            Some(r) => {
+                let value = r
+                    .get(&key.to_string())
+                    .and_then(|v| v.as_i64())
+                    .map(|v| v as u64);
+                self.record(Kind::Ok, &Op::Read { key, value });
+            }
+            None => self.record(Kind::Fail, &invoked),
+        }
+    }
+
+    async fn append(&mut self) {
+        let key = self.rng.random_range(0..KEYS);
+        let element = self.unique();
+        let op = Op::Append { key, element };
+        self.record(Kind::Invoke, &op);
+        match list(&self.conn, key).map(|l| l.push(element as i64)) {
+            Some(Ok(())) => self.acknowledge(&op).await,
+            _ => self.record(Kind::Fail, &op),
+        }
+    }
+
+    fn read_list(&mut self, key: u32) {
+        let invoked = Op::ReadList {
+            key,
+            elements: None,
+        };
+        self.record(Kind::Invoke, &invoked);
+        let elements = list(&self.conn, key)
+            .and_then(|l| l.to_vec().ok())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|e| e.as_i64())
+                    .map(|e| e as u64)
+                    .collect::<Vec<_>>()
+            });
+        match elements {
+            Some(elements) => self.record(
+                Kind::Ok,
+                &Op::ReadList {
+                    key,
+                    elements: Some(elements),
+                },
+            ),
+            None => self.record(Kind::Fail, &invoked),
+        }
+    }
+
+    /// Acquire, work, increment the fenced counter, release.
+    async fn locked_increment(&mut self) {
+        let lock = self.rng.random_range(0..KEYS);
+        let acquire = Op::Acquire { lock, token: None };
+        self.record(Kind::Invoke, &acquire);
+        let Some(object) = map(&self.conn, &["k", &lock.to_string()]) else {
+            self.record(Kind::Fail, &acquire);
+            return;
+        };
+        let guard = match tokio::time::timeout(LOCK_TIMEOUT, self.conn.node().lock(&object)).await {
+            Ok(Ok(g)) => g,
+            Ok(Err(_)) => return self.record(Kind::Fail, &acquire),
+            // Dropping the future withdraws the request; whether it had
+            // been granted meanwhile is unknown.
+            Err(_) => return self.record(Kind::Info, &acquire),
+        };
+        let token = guard.token();
+        self.record(
+            Kind::Ok,
+            &Op::Acquire {
+                lock,
+                token: Some(token),
+            },
+        );
+        tokio::time::sleep(HOLD).await;
+        let inc = |read, wrote| Op::Increment {
+            counter: lock,
+            token,
+            read,
+            wrote,
+        };
+        self.record(Kind::Invoke, &inc(None, None));
+        match storage::increment(self.storage, lock, token).await {
+            Ok(Answer::Ok { read, wrote }) => self.record(Kind::Ok, &inc(Some(read), Some(wrote))),
+            Ok(Answer::Stale { .. }) | Err(IncError::NotSent(_)) => {
+                self.record(Kind::Fail, &inc(None, None))
+            }
+            Err(IncError::NoAnswer(_)) => self.record(Kind::Info, &inc(None, None)),
+        }
+        let release = Op::Release { lock, token };
+        self.record(Kind::Invoke, &release);
+        match guard.release() {
+            Ok(()) => self.acknowledge(&release).await,
+            Err(_) => self.record(Kind::Fail, &release),
+        }
+    }
+
+    async fn step(&mut self, workload: Workload) {
+        let workload = match workload {
+            Workload::All => {
+                [Workload::Registers, Workload::Lists, Workload::Locks][self.rng.random_range(0..3)]
+            }
+            w => w,
+        };
+        let write = self.rng.random_bool(0.5);
+        match (workload, write) {
+            (Workload::Registers, true) => self.write().await,
+            (Workload::Registers, false) => {
+                let key = self.rng.random_range(0..KEYS);
+                self.read(key)
+            }
+            (Workload::Lists, true) => self.append().await,
+            (Workload::Lists, false) => {
+                let key = self.rng.random_range(0..KEYS);
+                self.read_list(key)
+            }
+            _ => self.locked_increment().await,
+        }
+    }
+
+    /// Stops writing, waits until every process in `live` has written its
+    /// marker (so this node has every message ordered before the last of
+    /// them), reads every key and saves the snapshot.
+    async fn finish(&mut self, live: &[u32], snapshot: &PathBuf) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut status = self.conn.status();
+        let _ = tokio::time::timeout_at(
+            deadline.into(),
+            status.wait_for(|s| *s == Status::Connected),
+        )
+        .await;
+        loop {
+            let marked = map(&self.conn, &["m"])
+                .ok_or("no marker map")?
+                .set(&self.process.to_string(), 1);
+            if marked.is_ok()
+                && matches!(
+                    tokio::time::timeout(ACK_TIMEOUT, self.conn.flush()).await,
+                    Ok(Ok(()))
+                )
+            {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("marker not acknowledged: {:?}", *status.borrow()));
+            }
+        }
+        loop {
+            let m = map(&self.conn, &["m"]).ok_or("no marker map")?;
+            if live.iter().all(|p| m.contains_key(&p.to_string())) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let missing: Vec<_> = live
+                    .iter()
+                    .filter(|p| !m.contains_key(&p.to_string()))
+                    .collect();
+                return Err(format!("markers of {missing:?} never arrived"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for key in 0..KEYS {
+            self.read(key);
+            self.read_list(key);
+        }
+        std::fs::write(snapshot, self.conn.node().snapshot()).map_err(|e| e.to_string())
+    }
+}
+
+/// Runs a client process until the runner says `final` and the final reads
+/// are done.
+pub async fn run(args: ClientArgs) -> Result<(), String> {
+    let file =
+        File::create(&args.history).map_err(|e| format!("{}: {e}", args.history.display()))?;
+    let rec = Recorder::new(BufWriter::new(file), args.process);
+    let conn = connect(
+        &args.addr,
+        &format!("p{}", args.process),
+        Duration::from_secs(60),
+    )
+    .await
+    .map_err(|e| format!("connecting to {}: {e}", args.addr))?;
+    let mut client = Client {
+        conn,
+        rec,
+        rng: SmallRng::seed_from_u64(args.seed),
+        process: args.process,
+        seq: 0,
+        storage: args.storage,
+        unresolved: 0,
+    };
+    let (tx, mut commands) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+        let line = stdin.next_line().await.ok().flatten().unwrap_or_default();
+        let _ = tx.send(line);
+    });
+    println!("ready");
+    // A command is taken between operations, so none is cut short.
+    let command = loop {
+        if let Ok(line) = commands.try_recv() {
+            break line;
+        }
+        client.step(args.workload).await;
+        // Pacing, so that two cores serve several clients and the nemesis.
+        tokio::time::sleep(Duration::from_millis(client.rng.random_range(5..30))).await;
+    };
+    let live: Vec<u32> = match command.strip_prefix("final ") {
+        Some(list) => list
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect(),
+        None => return Err(format!("expected `final <processes>`, got {command:?}")),
+    };
+    client.finish(&live, &args.snapshot).await?;
+    println!("done");
+    let _ = client.conn.close(Duration::from_secs(5)).await;
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! `facsimile-jepsen`: fault injection on real facsimile processes.
+//!
+//! `run` starts a relay or a NATS cluster, client processes and a nemesis,
+//! then checks what the clients recorded; `client` is one client process,
+//! started by `run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use facsimile_jepsen::client::{self, ClientArgs, Workload};
+use facsimile_jepsen::cluster::Backend;
+use facsimile_jepsen::run::{self, Config};
+
+#[derive(Parser)]
+#[command(about = "Fault injection on real facsimile processes, checked Jepsen-style")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the system under a nemesis and check the histories.
+    Run(RunArgs),
+    /// One client process (started by `run`).
+    Client(ClientArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The system under test (every backend with --smoke or --long).
+    #[arg(long, value_enum, required_unless_present_any = ["smoke", "long"])]
+    backend: Option<Backend>,
+    /// The workload (every workload with --long).
+    #[arg(long, value_enum, default_value = "all")]
+    workload: Workload,
+    /// Client processes at once.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// The seed of the nemesis's schedule and the clients' choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds of workload under faults.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Where histories, logs and summaries go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Partition through in-process TCP proxies instead of network
+    /// namespaces (the fallback without root).
+    #[arg(long)]
+    proxies: bool,
+    /// The short default runs: the relay and NATS, every workload mixed,
+    /// 40 s each with fixed seeds.
+    #[arg(long, conflicts_with = "long")]
+    smoke: bool,
+    /// The long runs: each backend with each workload for --duration
+    /// seconds (default here 240 s: 32 minutes in all).
+    #[arg(long)]
+    long: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Client(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            match rt.block_on(client::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("client: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Run(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(runs(args))
+        }
+    }
+}
+
+fn configs(args: &RunArgs) -> Vec<Config> {
+    let config = |backend: Backend, workload: Workload, seed: u64, duration: u64| {
+        let name = format!("{backend:?}-{workload:?}-s{seed}").to_lowercase();
+        Config {
+            backend,
+            workload,
+            clients: args.clients,
+            seed,
+            duration,
+            out: args.out.join(name),
+            proxies: args.proxies,
+        }
+    };
+    let backends = [Backend::Relay, Backend::Nats];
+    if args.smoke {
+        vec![
+            config(Backend::Relay, Workload::All, 1, 40),
+            config(Backend::Nats, Workload::All, 2, 40),
+        ]
+    } else if args.long {
+        let duration = if args.duration == 60 {
+            240
+        } else {
+            args.duration
+        };
+        let workloads = [
+            Workload::Registers,
+            Workload::Lists,
+            Workload::Locks,
+            Workload::All,
+        ];
+        let mut all = Vec::new();
+        for b in backends {
+            for (i, w) in workloads.into_iter().enumerate() {
+                all.push(config(b, w, args.seed + i as u64, duration));
+            }
+        }
+        all
+    } else {
+        let backend = args.backend.unwrap_or(Backend::Relay);
+        vec![config(backend, args.workload, args.seed, args.duration)]
+    }
+}
+
+async fn runs(args: RunArgs) -> ExitCode {
+    let mut rows = Vec::new();
+    let mut valid = true;
+    for config in configs(&args) {
+        let command = format!(
+            "facsimile-jepsen run --backend {} --workload {} --clients {} --seed {} --duration {} --out {}{}",
+            format!("{:?}", config.backend).to_lowercase(),
+            format!("{:?}", config.workload).to_lowercase(),
+            config.clients,
+            config.seed,
+            config.duration,
+            config.out.display(),
+            if config.proxies { " --proxies" } else { "" }
+        );
+        println!("== {command}");
+        match run::run(config, command).await {
+            Ok(summary) => {
+                println!("check: {}", summary.check);
+                for e in &summary.errors {
+                    println!("error: {e}");
+                }
+                for w in &summary.warnings {
+                    println!("warning: {w}");
+                }
+                valid &= summary.valid;
+                rows.push(run::row(&summary));
+            }
+            Err(e) => {
+                eprintln!("the run failed: {e}");
+                valid = false;
+            }
+        }
+    }
+    println!("\n{}", run::HEADER);
+    for r in rows {
+        println!("{r}");
+    }
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

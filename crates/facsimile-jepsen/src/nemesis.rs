@@ -1,0 +1,192 @@
+//! The nemesis's schedule: faults one after another, each held for a
+//! bounded time and then healed, drawn from a seeded `SmallRng` so that a
+//! run is reproducible from its command line and seed (as far as real
+//! processes' timing allows).
+
+use std::fmt;
+
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+/// One fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Cut client `slot` off the network (from the servers and the
+    /// storage).
+    PartitionClient {
+        /// The client's slot.
+        slot: usize,
+    },
+    /// Cut NATS server `server` off from the other servers and the clients.
+    IsolateServer {
+        /// The server's index.
+        server: usize,
+    },
+    /// `SIGKILL` the relay, restart it on the same data after the hold.
+    KillRelay,
+    /// `SIGKILL` a NATS server (`None`: the document stream's leader),
+    /// restart it after the hold.
+    KillServer {
+        /// The server's index, or the leader.
+        server: Option<usize>,
+    },
+    /// `SIGKILL` client `slot`; after the hold a new process takes the slot.
+    KillClient {
+        /// The client's slot.
+        slot: usize,
+    },
+    /// `SIGSTOP` client `slot`, `SIGCONT` after the hold: longer than the
+    /// failure detection, so a lock it held passes on meanwhile.
+    PauseClient {
+        /// The client's slot.
+        slot: usize,
+    },
+}
+
+impl Fault {
+    /// The fault's kind, for counting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::PartitionClient { .. } => "partition-client",
+            Fault::IsolateServer { .. } => "isolate-server",
+            Fault::KillRelay => "kill-relay",
+            Fault::KillServer { .. } => "kill-server",
+            Fault::KillClient { .. } => "kill-client",
+            Fault::PauseClient { .. } => "pause-client",
+        }
+    }
+}
+
+/// A fault at an offset from the start, held for a while.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// Milliseconds from the start of the workload.
+    pub at_ms: u64,
+    /// How long the fault lasts before it is healed, in milliseconds.
+    pub hold_ms: u64,
+    /// The fault.
+    pub fault: Fault,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>7.1}s  {:<17} {:>5.1}s  {:?}",
+            self.at_ms as f64 / 1000.0,
+            self.fault.kind(),
+            self.hold_ms as f64 / 1000.0,
+            self.fault
+        )
+    }
+}
+
+/// What the nemesis may do in a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope {
+    /// Client slots.
+    pub clients: usize,
+    /// NATS servers (0 for the relay).
+    pub servers: usize,
+    /// Whether partitions are possible (namespaces, or proxies for
+    /// clients only).
+    pub server_partitions: bool,
+    /// Milliseconds a pause must exceed: the failure detection or lease.
+    pub detection_ms: u64,
+}
+
+/// The schedule of a run lasting `duration_ms`: faults from 2 s in until
+/// 2 s before the end, separated by quiet gaps. Kinds come in rounds, each
+/// kind once per round in a random order, so that a short run sees every
+/// kind.
+pub fn schedule(seed: u64, duration_ms: u64, scope: Scope) -> Vec<Step> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut kinds = vec![0, 1, 2, 3];
+    if scope.servers > 0 && scope.server_partitions {
+        kinds.push(4);
+    }
+    let mut round: Vec<u8> = Vec::new();
+    let mut steps = Vec::new();
+    let mut at = 2000;
+    loop {
+        if round.is_empty() {
+            round = kinds.clone();
+            round.shuffle(&mut rng);
+        }
+        let client = rng.random_range(0..scope.clients);
+        let fault = match round.pop().unwrap_or(0) {
+            0 => Fault::PartitionClient { slot: client },
+            1 if scope.servers == 0 => Fault::KillRelay,
+            1 => Fault::KillServer {
+                // Half the time the stream's leader, the worst case.
+                server: rng
+                    .random_bool(0.5)
+                    .then(|| rng.random_range(0..scope.servers)),
+            },
+            2 => Fault::PauseClient { slot: client },
+            3 => Fault::KillClient { slot: client },
+            _ => Fault::IsolateServer {
+                server: rng.random_range(0..scope.servers),
+            },
+        };
+        let hold_ms = match fault {
+            Fault::PauseClient { .. } => scope.detection_ms + rng.random_range(1500..4000),
+            _ => rng.random_range(1000..5000),
+        };
+        if at + hold_ms + 2000 > duration_ms {
+            return steps;
+        }
+        steps.push(Step {
+            at_ms: at,
+            hold_ms,
+            fault,
+        });
+        at += hold_ms + rng.random_range(1000..4000);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_gives_one_schedule_of_bounded_sequential_faults() {
+        let scope = Scope {
+            clients: 3,
+            servers: 3,
+            server_partitions: true,
+            detection_ms: 3000,
+        };
+        let a = schedule(7, 120_000, scope);
+        let b = schedule(7, 120_000, scope);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert!(a.len() > 5);
+        for w in a.windows(2) {
+            assert!(w[0].at_ms + w[0].hold_ms < w[1].at_ms, "faults overlap");
+        }
+        let last = a.last().unwrap();
+        assert!(last.at_ms + last.hold_ms + 2000 <= 120_000);
+        for s in &a {
+            if matches!(s.fault, Fault::PauseClient { .. }) {
+                assert!(s.hold_ms > scope.detection_ms);
+            }
+        }
+        let kinds: std::collections::BTreeSet<_> = a.iter().map(|s| s.fault.kind()).collect();
+        assert_eq!(kinds.len(), 5, "{kinds:?}");
+        let relay = schedule(
+            7,
+            120_000,
+            Scope {
+                servers: 0,
+                ..scope
+            },
+        );
+        assert!(relay.iter().all(|s| !matches!(
+            s.fault,
+            Fault::KillServer { .. } | Fault::IsolateServer { .. }
+        )));
+    }
+}

