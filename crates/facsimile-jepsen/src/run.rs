@@ -97,30 +97,16 @@ pub struct Verdict {
     pub report: String,
 }
 
-/// STUB until the checkers land: to be replaced by
-/// `check::check_files(paths)` (its `Report` gives `valid` and the text).
-/// Meanwhile only sanity: every history reads, and each process alternates
-/// invocations and completions.
+/// Checks the merged histories with every checker of [`crate::check`].
 pub fn check(paths: &[PathBuf]) -> Result<Verdict, String> {
-    let mut anomalies = 0;
-    for p in paths {
-        let file = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let events = history::read(std::io::BufReader::new(file))
-            .map_err(|e| format!("{}: {e}", p.display()))?;
-        let mut open = false;
-        for e in events {
-            let invoke = e.kind == Kind::Invoke;
-            if invoke == open {
-                anomalies += 1;
-            }
-            open = invoke;
-        }
-    }
-    Ok(Verdict {
-        valid: anomalies == 0,
-        anomalies,
-        report: format!("sanity only (checkers not wired yet): {anomalies} malformed histories"),
-    })
+    let report = crate::check::check_files(paths).map_err(|e| e.to_string())?;
+    let anomalies = report
+        .checkers()
+        .iter()
+        .flat_map(|c| c.anomalies.values())
+        .map(|&n| n as u64)
+        .sum();
+    Ok(Verdict { valid: report.valid(), anomalies, report: report.to_string() })
 }
 
 /// A client process.

@@ -184,14 +184,14 @@ pub(crate) fn write_objects(objects: &[(Id, &Obj)], out: &mut Vec<u8>) {
     }
 }
 
-struct Writer<'a, 'g> {
+struct Writer<'a> {
     out: &'a mut Vec<u8>,
     cx: Context,
     /// The values of the run being written (reused).
-    run: Vec<&'g Value>,
+    run: Vec<Value>,
 }
 
-impl<'g> Writer<'_, 'g> {
+impl Writer<'_> {
     fn map(&mut self, id: Id, map: &MapObj) {
         let entries = map.raw_entries();
         varint(self.out, entries.len() as u64);
@@ -282,7 +282,7 @@ impl<'g> Writer<'_, 'g> {
         }
     }
 
-    fn list(&mut self, id: Id, list: &'g ListObj) {
+    fn list(&mut self, id: Id, list: &ListObj) {
         varint(self.out, list.slot_count() as u64);
         let mut prev = id;
         // The run being gathered: whether its first id is given, and that id.
@@ -292,7 +292,7 @@ impl<'g> Writer<'_, 'g> {
             let follows =
                 prev.peer == slot.id.peer && prev.counter.wrapping_add(1) == slot.id.counter;
             prev = slot.id;
-            match &slot.kind {
+            match slot.kind {
                 SlotKind::Home {
                     value,
                     deleted: false,
@@ -313,8 +313,8 @@ impl<'g> Writer<'_, 'g> {
                 } => {
                     self.flush(run_start.take(), &mut run);
                     let flags = u64::from(!follows) * group::HOME_ID
-                        + u64::from(*deleted) * group::DELETED
-                        + u64::from(*away) * group::AWAY
+                        + u64::from(deleted) * group::DELETED
+                        + u64::from(away) * group::AWAY
                         + u64::from(extra.is_some()) * group::EXTRA;
                     varint(self.out, flags << 2 | group::HOME);
                     if !follows {
@@ -322,7 +322,7 @@ impl<'g> Writer<'_, 'g> {
                     }
                     let at = self.out.len();
                     self.out.push(0);
-                    self.out[at] = self.value(value);
+                    self.out[at] = self.value(&value);
                     if let Some(e) = extra {
                         for id in [e.value_stamp, e.pos, e.pos_stamp] {
                             full_id(self.out, id);
@@ -332,12 +332,12 @@ impl<'g> Writer<'_, 'g> {
                 SlotKind::Moved { elem, live } => {
                     self.flush(run_start.take(), &mut run);
                     let flags =
-                        u64::from(!follows) * group::MOVED_ID + u64::from(*live) * group::LIVE;
+                        u64::from(!follows) * group::MOVED_ID + u64::from(live) * group::LIVE;
                     varint(self.out, flags << 2 | group::MOVED);
                     if !follows {
                         full_id(self.out, slot.id);
                     }
-                    full_id(self.out, *elem);
+                    full_id(self.out, elem);
                 }
             }
         }
@@ -346,7 +346,7 @@ impl<'g> Writer<'_, 'g> {
     }
 
     /// Writes the run of live elements gathered in `run` (emptied).
-    fn flush(&mut self, start: Option<(bool, Id)>, run: &mut Vec<&'g Value>) {
+    fn flush(&mut self, start: Option<(bool, Id)>, run: &mut Vec<Value>) {
         let Some((given, first)) = start else {
             return;
         };
