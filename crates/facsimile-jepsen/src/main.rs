@@ -25,6 +25,13 @@ enum Cmd {
     Run(RunArgs),
     /// One client process (started by `run`).
     Client(ClientArgs),
+    /// Check recorded histories again: history files, or run directories
+    /// whose `history-*.jsonl` files are read together.
+    Check {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -77,6 +84,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Check { paths } => check(&paths),
         Cmd::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -86,6 +94,50 @@ fn main() -> ExitCode {
             rt.block_on(runs(args))
         }
     }
+}
+
+/// Checks each run directory (or the given files, together) and prints
+/// the checkers' report.
+fn check(paths: &[PathBuf]) -> ExitCode {
+    let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut histories: Vec<PathBuf> = match std::fs::read_dir(p) {
+                Ok(dir) => dir.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+                Err(e) => {
+                    eprintln!("{}: {e}", p.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            histories.retain(|h| {
+                h.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with("history-") && n.ends_with(".jsonl")
+                })
+            });
+            histories.sort();
+            groups.push((p.display().to_string(), histories));
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if !files.is_empty() {
+        groups.push(("files".to_string(), files));
+    }
+    let mut valid = true;
+    for (name, histories) in groups {
+        match run::check(&histories) {
+            Ok(verdict) => {
+                println!("{name}: {} histories\n{}", histories.len(), verdict.report);
+                valid &= verdict.valid;
+            }
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                valid = false;
+            }
+        }
+    }
+    if valid { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn configs(args: &RunArgs) -> Vec<Config> {
