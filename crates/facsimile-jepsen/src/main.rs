@@ -111,9 +111,9 @@ fn check(paths: &[PathBuf]) -> ExitCode {
                 }
             };
             histories.retain(|h| {
-                h.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                    n.starts_with("history-") && n.ends_with(".jsonl")
-                })
+                h.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("history-") && n.ends_with(".jsonl"))
             });
             histories.sort();
             groups.push((p.display().to_string(), histories));
@@ -137,7 +137,11 @@ fn check(paths: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if valid { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn configs(args: &RunArgs) -> Vec<Config> {

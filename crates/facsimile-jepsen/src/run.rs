@@ -106,7 +106,11 @@ pub fn check(paths: &[PathBuf]) -> Result<Verdict, String> {
         .flat_map(|c| c.anomalies.values())
         .map(|&n| n as u64)
         .sum();
-    Ok(Verdict { valid: report.valid(), anomalies, report: report.to_string() })
+    Ok(Verdict {
+        valid: report.valid(),
+        anomalies,
+        report: report.to_string(),
+    })
 }
 
 /// A client process.

@@ -164,6 +164,51 @@ async fn a_client_killed_while_holding_a_lock_frees_it() {
     shared.set("x", 2).unwrap();
 }
 
+/// The holder dies without a goodbye and the relay is killed before the
+/// peer timeout evicts it: the restarted relay recovers the holder as a
+/// member that has no connection, and must still evict it for its silence
+/// so that the lock passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_holders_lock_passes_after_a_relay_restart() {
+    let dir = TempDir::new("lockrestart");
+    let mut relay = Relay::start(&dir, &["--peer-timeout", "3"]);
+    let b = connect(&relay, "bob").await;
+    b.node().set_root(json!({"shared": {}})).unwrap();
+    b.flush().await.unwrap();
+    let mut holder = Command::new(BIN)
+        .args(["lock", &relay.addr, "/shared", "--hostname", "zed", "--"])
+        .args(["sh", "-c", "echo $$ $FACSIMILE_LOCK_TOKEN; exec sleep 60"])
+        .env("FACSIMILE_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut fields = line.split_whitespace();
+    let sleeper: u32 = fields.next().unwrap().parse().unwrap();
+    let token: u64 = fields.next().unwrap().parse().unwrap();
+    holder.kill().unwrap(); // SIGKILL: no goodbye, no release
+    holder.wait().unwrap();
+    let _ = Command::new("kill").arg(sleeper.to_string()).status();
+    // Well before the 3 s peer timeout: the holder is still a member.
+    relay.restart();
+    let shared = b.node().get("/shared").unwrap().as_map().unwrap().clone();
+    let guard = tokio::time::timeout(Duration::from_secs(20), b.node().lock(&shared))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the dead holder's lock passes after the restart; relay log:\n{}",
+                relay.log_text()
+            )
+        })
+        .unwrap();
+    assert!(guard.token() > token, "fencing tokens increase");
+    shared.set("x", 2).unwrap();
+    b.flush().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_is_refused() {
     let dir = TempDir::new("token");
