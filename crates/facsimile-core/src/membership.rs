@@ -48,6 +48,21 @@ impl Membership {
         self.members.is_empty()
     }
 
+    /// The peers that left or were evicted, in no particular order.
+    pub(crate) fn departed(&self) -> impl Iterator<Item = PeerIdx> + '_ {
+        self.departed.iter().copied()
+    }
+
+    /// Marks `p` gone for good as a state transfer tells (no event: it
+    /// was never a member here).
+    pub(crate) fn depart_quietly(&mut self, p: PeerIdx) {
+        if p != PeerIdx::SELF {
+            self.departed.insert(p);
+            self.members.remove(&p);
+            self.last_heard.remove(&p);
+        }
+    }
+
     /// The members, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = PeerIdx> + '_ {
         self.members.iter().copied()

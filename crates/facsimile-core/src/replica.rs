@@ -730,7 +730,7 @@ impl Replica {
     pub(crate) fn export_state_first_format(&mut self) -> Vec<u8> {
         self.out.close_all();
         self.doc.sort_maps();
-        codec::encode_plain(&transfer::view(self.transfer_source()))
+        transfer::export_first_format(self.transfer_source())
     }
 
     /// Starts a replica from a state saved with [`Replica::export_state`],
@@ -1347,7 +1347,7 @@ impl Replica {
 
     fn load_exported(mut r: Replica, bytes: &[u8]) -> Result<Replica, ReceiveError> {
         let t = match bytes.split_first() {
-            Some((&v @ (VERSION | saved::VERSION), rest)) => {
+            Some((&v @ (VERSION | 2 | saved::VERSION), rest)) => {
                 transfer::decode_saved(v, rest, &r.transfer_target())?
             }
             Some((&v, _)) => return Err(ReceiveError::UnsupportedVersion(v)),
@@ -1394,6 +1394,9 @@ impl Replica {
         self.out.outbox.observe(t.max_counter);
         let old_root = self.doc.load(t.graph, t.unreachable, t.garbage, t.acks);
         self.streams.load(t.streams);
+        for d in t.departed {
+            self.members.depart_quietly(d);
+        }
         for m in t.members {
             self.members.admit_quietly(m);
         }

@@ -645,6 +645,10 @@ pub(crate) struct TransferState<O = Vec<ObjState>> {
     /// On an ordered log: the position covered and each member's latest log
     /// time in milliseconds (its lease).
     pub(crate) log: Option<LogTransfer>,
+    /// Peers that left or were evicted: a joiner must not take them for
+    /// members when a later acknowledgement lists them (its sender had
+    /// not yet read their departure).
+    pub(crate) departed: Vec<u32>,
 }
 
 /// One object's lock queue in a transferred state: the object, its

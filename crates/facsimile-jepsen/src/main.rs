@@ -209,8 +209,8 @@ async fn runs(args: RunArgs) -> ExitCode {
                 for e in &summary.errors {
                     println!("error: {e}");
                 }
-                for w in &summary.warnings {
-                    println!("warning: {w}");
+                for w in &summary.stalls {
+                    println!("stall: {w}");
                 }
                 valid &= summary.valid;
                 rows.push(run::row(&summary));

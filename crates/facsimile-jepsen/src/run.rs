@@ -80,9 +80,10 @@ pub struct Summary {
     /// What went wrong in the harness or the system (a client that did
     /// not finish, a server that did not restart).
     pub errors: Vec<String>,
-    /// Liveness problems, which do not make the run invalid: no lock
-    /// granted for the rest of the run while acquisitions kept timing out.
-    pub warnings: Vec<String>,
+    /// Liveness failures, which make the run invalid: no lock granted for
+    /// the rest of the run while acquisitions kept timing out (every fault
+    /// is healed well before the end, so locks must be granted again).
+    pub stalls: Vec<String>,
     /// Everything passed.
     pub valid: bool,
 }
@@ -610,10 +611,10 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         }
     }
     info += operations - ok - fail - info;
-    let warnings = lock_stall(&merged);
+    let stalls = lock_stall(&merged);
     write_merged(&config.out.join("history.jsonl"), &merged)?;
     let verdict = check(&runner.histories)?;
-    let valid = verdict.valid && snapshots_equal && runner.errors.is_empty();
+    let valid = verdict.valid && snapshots_equal && runner.errors.is_empty() && stalls.is_empty();
     let summary = Summary {
         command,
         network: if runner.net.is_some() {
@@ -634,7 +635,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         processes: runner.next_process,
         counters: storage.values().into_iter().collect(),
         errors: runner.errors.clone(),
-        warnings,
+        stalls,
         valid,
         config,
     };

@@ -82,14 +82,20 @@ impl Queues {
         *last = (*last).max(token);
     }
 
-    /// Forgets a departed peer's requests. A departed holder may have used
-    /// a token nobody heard of; it cannot exceed its request's counter or a
-    /// token known here, so later grants start above both.
-    fn drop_peer(&mut self, peer: PeerIdx) {
+    /// Forgets a departed peer's requests. With `unheard_grants` (FIFO
+    /// broadcast), a departed requester may have granted itself a token
+    /// nobody heard of: its request's counter or one above the highest
+    /// token it knew (which a grant here has heard of too), so later grants
+    /// start above both. Over a log every grant is known.
+    fn drop_peer(&mut self, peer: PeerIdx, unheard_grants: bool) {
         for (obj, q) in self.queues.iter_mut() {
             for r in q.iter().filter(|r| r.stamp.peer == peer) {
                 let last = self.last_token.entry(*obj).or_insert(0);
-                *last = (*last).max(r.held.unwrap_or(r.stamp.counter));
+                *last = match r.held {
+                    Some(token) => (*last).max(token),
+                    None if unheard_grants => r.stamp.counter.max(*last + 1),
+                    None => (*last).max(r.stamp.counter),
+                };
             }
             q.retain(|r| r.stamp.peer != peer);
         }
@@ -438,7 +444,8 @@ impl Locks {
         members: &Membership,
         log_events: &mut Events,
     ) {
-        self.queues_mut().drop_peer(peer);
+        let unheard_grants = matches!(self, Locks::Fifo(_));
+        self.queues_mut().drop_peer(peer, unheard_grants);
         match self {
             Locks::Fifo(l) => l.try_grant_all(members, log_events),
             Locks::Log(l) => l.regrant(log_events),

@@ -44,8 +44,9 @@ use crate::value::{Id, Value};
 use crate::wire::{EntryState, ObjState, SlotState, WireId, WireValue};
 
 /// The version byte of a saved state in this format (the first format,
-/// postcard throughout, has the wire version 1).
-pub(crate) const VERSION: u8 = 2;
+/// postcard throughout, has the wire version 1; version 2 had no departed
+/// peers).
+pub(crate) const VERSION: u8 = 3;
 
 /// How an object's id is given.
 const ID_NEXT: u8 = 0;

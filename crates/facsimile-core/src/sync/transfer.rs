@@ -84,6 +84,8 @@ pub(crate) fn view(src: Source<'_>) -> TransferState<ObjectsView<'_>> {
     let mut members: Vec<u32> = src.members.iter().map(|p| p.0).collect();
     members.push(PeerIdx::SELF.0);
     members.sort();
+    let mut departed: Vec<u32> = src.members.departed().map(|p| p.0).collect();
+    departed.sort();
     let own: FxHashMap<u32, u64> = crate::gc::frontier(src.streams, src.outbox.sent_lamport())
         .into_iter()
         .map(|(p, c)| (src.peers.tag(p), c))
@@ -103,6 +105,7 @@ pub(crate) fn view(src: Source<'_>) -> TransferState<ObjectsView<'_>> {
         locks,
         syncing: src.serve.syncing().map(|p| p.0).collect(),
         log,
+        departed,
     }
 }
 
@@ -129,6 +132,7 @@ pub(crate) struct Transferred {
     pub(crate) last_token: FxHashMap<Id, u64>,
     pub(crate) log: Option<LoadedLog>,
     pub(crate) syncing: Vec<PeerIdx>,
+    pub(crate) departed: Vec<PeerIdx>,
 }
 
 /// The replica this state is loaded into, as far as validation needs it.
@@ -164,9 +168,6 @@ pub(crate) fn decode_answer(
 /// fields of [`TransferState`] in postcard, except the objects, written by
 /// [`saved::write_objects`].
 pub(crate) fn export(src: Source<'_>) -> Vec<u8> {
-    fn put<T: Serialize>(out: Vec<u8>, value: &T) -> Vec<u8> {
-        postcard::to_extend(value, out).expect("encoding into a Vec cannot fail")
-    }
     let state = view(src);
     let mut out = vec![saved::VERSION];
     out = put(out, &state.peers);
@@ -178,12 +179,36 @@ pub(crate) fn export(src: Source<'_>) -> Vec<u8> {
     out = put(out, &state.acks);
     out = put(out, &state.locks);
     out = put(out, &state.syncing);
+    out = put(out, &state.log);
+    put(out, &state.departed)
+}
+
+/// [`export`] in the first format (version byte 1): postcard throughout,
+/// and no departed peers.
+#[cfg(test)]
+pub(crate) fn export_first_format(src: Source<'_>) -> Vec<u8> {
+    let state = view(src);
+    let mut out = vec![crate::codec::VERSION];
+    out = put(out, &state.peers);
+    out = put(out, &state.streams);
+    out = put(out, &state.root);
+    out = put(out, &state.root_stamp);
+    out = put(out, &state.objects);
+    out = put(out, &state.members);
+    out = put(out, &state.acks);
+    out = put(out, &state.locks);
+    out = put(out, &state.syncing);
     put(out, &state.log)
 }
 
+fn put<T: Serialize>(out: Vec<u8>, value: &T) -> Vec<u8> {
+    postcard::to_extend(value, out).expect("encoding into a Vec cannot fail")
+}
+
 /// Validates a state saved by `export_state` (after its version byte,
-/// `version`: 1 for the first format, postcard throughout, or
-/// [`saved::VERSION`]), building each object as soon as it is decoded
+/// `version`: 1 for the first format, postcard throughout; 2 with the
+/// objects in [`saved`]'s format; or [`saved::VERSION`], which adds the
+/// departed peers), building each object as soon as it is decoded
 /// instead of decoding the whole state first.
 pub(crate) fn decode_saved(
     version: u8,
@@ -208,7 +233,7 @@ pub(crate) fn decode_saved(
         table: &table,
         from: from.0,
     };
-    let builder = if version == saved::VERSION {
+    let builder = if version >= 2 {
         let (mut reader, count) = saved::ObjectReader::new(b)?;
         // Every object takes at least two bytes: a hostile count cannot
         // reserve more than the input could fill.
@@ -232,6 +257,7 @@ pub(crate) fn decode_saved(
     let locks = take(b)?;
     let syncing = take(b)?;
     let log = take(b)?;
+    let departed = if version >= 3 { take(b)? } else { Vec::new() };
     if !b.is_empty() {
         return Err(ReceiveError::Malformed(
             "bytes after the end of the saved state".into(),
@@ -248,6 +274,7 @@ pub(crate) fn decode_saved(
         locks,
         syncing,
         log,
+        departed,
     };
     let built = builder.built;
     validate(from, &table, fresh, built, state, target)
@@ -410,6 +437,14 @@ fn validate(
         .iter()
         .map(|&m| lookup(m, "unknown syncing member"))
         .collect::<Result<_, _>>()?;
+    let departed: Vec<PeerIdx> = state
+        .departed
+        .iter()
+        .map(|&m| lookup(m, "unknown departed peer"))
+        .collect::<Result<_, _>>()?;
+    if departed.iter().any(|d| members.contains(d)) {
+        return Err(bad("a peer both a member and departed"));
+    }
     let max_counter = streams.values().map(|s| s.lamport).max().unwrap_or(0);
     Ok(Transferred {
         from,
@@ -426,6 +461,7 @@ fn validate(
         last_token,
         log,
         syncing,
+        departed,
     })
 }
 
@@ -948,8 +984,15 @@ mod tests {
         let saved = r.export_state();
         let me = || PeerId::new("joiner", 9);
         let mut streamed = Replica::from_exported(me(), Config::default(), &saved).unwrap();
-        let first = r.export_state_first_format();
-        let state: TransferState = postcard::from_bytes(&first[1..]).unwrap();
+        let answer = codec::decode(&r.sync_answer(Tag(7), WireFormat::Binary), usize::MAX).unwrap();
+        let crate::wire::Message::Directed {
+            body: crate::wire::Directed::SyncAnswer { state },
+            ..
+        } = answer.msg
+        else {
+            panic!("not a sync answer");
+        };
+        let state = *state;
         let mut decoded = Replica::new(me(), Config::default());
         decoded.load_answer(state).unwrap();
         assert_eq!(streamed.export_state(), decoded.export_state());
