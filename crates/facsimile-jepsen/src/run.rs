@@ -42,6 +42,8 @@ pub struct Config {
     pub out: PathBuf,
     /// Partition through in-process proxies even where namespaces work.
     pub proxies: bool,
+    /// Stall the servers' disks where loop mounts and `fsfreeze` work.
+    pub disk_stalls: bool,
 }
 
 /// What a run measured, written as `summary.json`.
@@ -431,7 +433,13 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         None
     };
     let host = net.as_ref().map_or(Ipv4Addr::LOCALHOST, Net::host);
-    let disks_why = match disk::available() {
+    let available = if config.disk_stalls {
+        disk::available()
+    } else {
+        Err("--no-disk-stalls".to_string())
+    };
+    let stall_disks = available.is_ok();
+    let disks_why = match available {
         Ok(()) => {
             disk::remove_leftovers();
             "loop ext4 + fsfreeze".to_string()
@@ -441,7 +449,6 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
             why
         }
     };
-    let stall_disks = disk::available().is_ok();
     let detection_ms = match config.backend {
         Backend::Relay => RELAY_PEER_TIMEOUT * 1000,
         Backend::Nats => client::NATS_LEASE.as_millis() as u64,
@@ -752,13 +759,13 @@ fn write_merged(path: &Path, events: &[history::Event]) -> Result<(), String> {
 }
 
 /// The table's header, matching [`row`].
-pub const HEADER: &str = "backend workload  seed  secs    ops     ok   fail   info  faults                                                anomalies snapshots valid";
+pub const HEADER: &str = "backend workload  seed  secs    ops     ok   fail   info  faults                                                                                               anomalies snapshots valid";
 
 /// One line of the results table.
 pub fn row(s: &Summary) -> String {
     let faults: Vec<String> = s.faults.iter().map(|(k, n)| format!("{k}:{n}")).collect();
     format!(
-        "{:<7} {:<9} {:>4} {:>5} {:>6} {:>6} {:>6} {:>6}  {:<53} {:>9} {:<9} {}",
+        "{:<7} {:<9} {:>4} {:>5} {:>6} {:>6} {:>6} {:>6}  {:<100} {:>9} {:<9} {}",
         format!("{:?}", s.config.backend).to_lowercase(),
         format!("{:?}", s.config.workload).to_lowercase(),
         s.config.seed,
