@@ -86,12 +86,24 @@ pub fn remove_leftovers() {
     }
 }
 
+/// Whether `mnt` is a mount point, by `/proc/mounts`.
+fn mounted(mnt: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1).map(Path::new) == Some(mnt))
+}
+
 /// Thaws (harmless when not frozen), unmounts (lazily if busy) and removes
 /// the mount point and the image.
 fn release(mnt: &Path, image: &Path) {
-    let _ = run_path("fsfreeze", &["-u"], mnt);
-    if run_path("umount", &[], mnt).is_err() {
-        let _ = run_path("umount", &["-l"], mnt);
+    // Only a mount point: `fsfreeze` on a plain directory would act on the
+    // file system that holds it.
+    if mounted(mnt) {
+        let _ = run_path("fsfreeze", &["-u"], mnt);
+        if run_path("umount", &[], mnt).is_err() {
+            let _ = run_path("umount", &["-l"], mnt);
+        }
     }
     let _ = std::fs::remove_dir(mnt);
     let _ = std::fs::remove_file(image);
@@ -105,12 +117,18 @@ pub struct Disk {
 }
 
 impl Disk {
-    /// Creates a 512 MiB sparse image in `dir`, formats it and mounts it
-    /// on a directory next to it.
+    /// Creates a 512 MiB sparse image in `dir` (which must exist), formats
+    /// it and mounts it on a directory next to it.
     pub fn new(dir: &Path, name: &str) -> io::Result<Disk> {
-        let base = format!("fj{:06x}-disk-{name}", std::process::id() & 0xff_ffff);
+        let pid = std::process::id() & 0xff_ffff;
+        Disk::named(dir, &format!("fj{pid:06x}-disk-{name}"))
+    }
+
+    fn named(dir: &Path, base: &str) -> io::Result<Disk> {
+        // Absolute and without symbolic links, as `/proc/mounts` has it.
+        let dir = std::fs::canonicalize(dir)?;
         let disk = Disk {
-            mnt: dir.join(&base),
+            mnt: dir.join(base),
             image: dir.join(format!("{base}.img")),
         };
         std::fs::File::create(&disk.image)?.set_len(512 << 20)?;
@@ -185,6 +203,23 @@ mod tests {
             !mounts.contains(mnt.to_str().unwrap()),
             "{mnt:?} still mounted"
         );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_frozen_disk_left_by_a_dead_run_is_thawed_and_removed() {
+        if available().is_err() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // Above any pid_max: a run that is gone.
+        let disk = Disk::named(dir.path(), "fjfffffe-disk-t3").unwrap();
+        disk.freeze().unwrap();
+        let mnt = disk.path().to_path_buf();
+        std::mem::forget(disk);
+        assert!(mounted(&mnt));
+        remove_leftovers();
+        assert!(!mounted(&mnt), "{mnt:?} still mounted");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
