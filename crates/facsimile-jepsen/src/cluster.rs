@@ -107,8 +107,8 @@ pub fn free_port(ip: Ipv4Addr) -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
-/// The relay, listening on `ip`, storing in `dir/relay`.
-pub fn relay(program: PathBuf, ip: Ipv4Addr, dir: &Path) -> std::io::Result<Server> {
+/// The relay, listening on `ip`, storing in `data`, logging in `dir`.
+pub fn relay(program: PathBuf, ip: Ipv4Addr, dir: &Path, data: &Path) -> std::io::Result<Server> {
     let addr = SocketAddr::from((ip, free_port(ip)?));
     Ok(Server {
         name: "relay".into(),
@@ -119,7 +119,7 @@ pub fn relay(program: PathBuf, ip: Ipv4Addr, dir: &Path) -> std::io::Result<Serv
             "--listen".into(),
             addr.to_string(),
             "--data".into(),
-            dir.join("relay-data").display().to_string(),
+            data.display().to_string(),
             "--peer-timeout".into(),
             RELAY_PEER_TIMEOUT.to_string(),
         ],
@@ -130,14 +130,16 @@ pub fn relay(program: PathBuf, ip: Ipv4Addr, dir: &Path) -> std::io::Result<Serv
     })
 }
 
-/// Three NATS servers; server `i` listens on `ips[i]` and runs in
-/// `namespaces[i]` if given. Ports are fixed when every server has its own
-/// address, else picked free on the shared one.
+/// Three NATS servers; server `i` listens on `ips[i]`, runs in
+/// `namespaces[i]` if given and keeps its JetStream store in `stores[i]`;
+/// configurations and logs go to `dir`. Ports are fixed when every server
+/// has its own address, else picked free on the shared one.
 pub fn nats(
     program: PathBuf,
     ips: [Ipv4Addr; 3],
     namespaces: [Option<String>; 3],
     dir: &Path,
+    stores: &[PathBuf; 3],
 ) -> std::io::Result<Vec<Server>> {
     let own = ips[0] != ips[1];
     let port = |ip: Ipv4Addr, fixed: u16| if own { Ok(fixed) } else { free_port(ip) };
@@ -154,10 +156,10 @@ pub fn nats(
             .collect();
         let conf = format!(
             "server_name: n{i}\nlisten: {ip}:{client}\nhttp: {ip}:{http}\n\
-             jetstream {{ store_dir: \"{store}\", max_memory_store: 64MB, max_file_store: 1GB }}\n\
+             jetstream {{ store_dir: \"{store}\", max_memory_store: 64MB, max_file_store: 256MB }}\n\
              cluster {{ name: jepsen, listen: {ip}:{route}, no_advertise: true, routes: [{routes}] }}\n",
             ip = ips[i],
-            store = dir.join(format!("n{i}-store")).display(),
+            store = stores[i].display(),
             routes = routes.join(", "),
         );
         let path = dir.join(format!("n{i}.conf"));

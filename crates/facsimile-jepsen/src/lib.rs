@@ -1,8 +1,9 @@
 //! Fault injection on real facsimile processes: a relay or a NATS
 //! JetStream cluster, client processes on the public `facsimile::net` API,
-//! and a nemesis that partitions, pauses and kills them on a seeded
-//! schedule. Every client records each operation's invocation and
-//! completion; the checkers read the merged history.
+//! and a nemesis that partitions, pauses and kills them and stalls the
+//! servers' disks on a seeded schedule. Every client records each
+//! operation's invocation and completion; the checkers read the merged
+//! history.
 //!
 //! ```
 //! use facsimile_jepsen::history::{Event, Kind, Op};
@@ -18,6 +19,7 @@
 pub mod check;
 pub mod client;
 pub mod cluster;
+pub mod disk;
 pub mod history;
 pub mod nemesis;
 pub mod netns;

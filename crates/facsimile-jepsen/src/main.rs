@@ -58,6 +58,10 @@ struct RunArgs {
     /// namespaces (the fallback without root).
     #[arg(long)]
     proxies: bool,
+    /// Keep the servers' data on the plain file system and never stall
+    /// it, even where loop mounts and `fsfreeze` work.
+    #[arg(long)]
+    no_disk_stalls: bool,
     /// The short default runs: the relay and NATS, every workload mixed,
     /// 40 s each with fixed seeds.
     #[arg(long, conflicts_with = "long")]
@@ -155,6 +159,7 @@ fn configs(args: &RunArgs) -> Vec<Config> {
             duration,
             out: args.out.join(name),
             proxies: args.proxies,
+            disk_stalls: !args.no_disk_stalls,
         }
     };
     let backends = [Backend::Relay, Backend::Nats];
@@ -193,14 +198,19 @@ async fn runs(args: RunArgs) -> ExitCode {
     let mut valid = true;
     for config in configs(&args) {
         let command = format!(
-            "facsimile-jepsen run --backend {} --workload {} --clients {} --seed {} --duration {} --out {}{}",
+            "facsimile-jepsen run --backend {} --workload {} --clients {} --seed {} --duration {} --out {}{}{}",
             format!("{:?}", config.backend).to_lowercase(),
             format!("{:?}", config.workload).to_lowercase(),
             config.clients,
             config.seed,
             config.duration,
             config.out.display(),
-            if config.proxies { " --proxies" } else { "" }
+            if config.proxies { " --proxies" } else { "" },
+            if config.disk_stalls {
+                ""
+            } else {
+                " --no-disk-stalls"
+            }
         );
         println!("== {command}");
         match run::run(config, command).await {

@@ -44,6 +44,13 @@ pub enum Fault {
         /// The client's slot.
         slot: usize,
     },
+    /// Freeze the file system holding a server's data (`fsfreeze`), thaw
+    /// it after the hold: its writes and `fsync`s block meanwhile.
+    DiskStall {
+        /// The server's index (the relay is 0), or the document stream's
+        /// leader.
+        server: Option<usize>,
+    },
 }
 
 impl Fault {
@@ -56,6 +63,7 @@ impl Fault {
             Fault::KillServer { .. } => "kill-server",
             Fault::KillClient { .. } => "kill-client",
             Fault::PauseClient { .. } => "pause-client",
+            Fault::DiskStall { .. } => "disk-stall",
         }
     }
 }
@@ -96,17 +104,23 @@ pub struct Scope {
     pub server_partitions: bool,
     /// Milliseconds a pause must exceed: the failure detection or lease.
     pub detection_ms: u64,
+    /// Whether the servers' data is on disks that can be stalled.
+    pub disk_stalls: bool,
 }
 
 /// The schedule of a run lasting `duration_ms`: faults from 2 s in until
 /// 2 s before the end, separated by quiet gaps. Kinds come in rounds, each
 /// kind once per round in a random order, so that a short run sees every
-/// kind.
+/// kind. Faults never overlap, so a disk is never frozen while its server
+/// is killed (the kill would wait for the thaw, and so would the restart).
 pub fn schedule(seed: u64, duration_ms: u64, scope: Scope) -> Vec<Step> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut kinds = vec![0, 1, 2, 3];
     if scope.servers > 0 && scope.server_partitions {
         kinds.push(4);
+    }
+    if scope.disk_stalls {
+        kinds.push(5);
     }
     let mut round: Vec<u8> = Vec::new();
     let mut steps = Vec::new();
@@ -128,12 +142,19 @@ pub fn schedule(seed: u64, duration_ms: u64, scope: Scope) -> Vec<Step> {
             },
             2 => Fault::PauseClient { slot: client },
             3 => Fault::KillClient { slot: client },
+            5 if scope.servers == 0 => Fault::DiskStall { server: Some(0) },
+            5 => Fault::DiskStall {
+                server: rng
+                    .random_bool(0.5)
+                    .then(|| rng.random_range(0..scope.servers)),
+            },
             _ => Fault::IsolateServer {
                 server: rng.random_range(0..scope.servers),
             },
         };
         let hold_ms = match fault {
             Fault::PauseClient { .. } => scope.detection_ms + rng.random_range(1500..4000),
+            Fault::DiskStall { .. } => rng.random_range(1500..6000),
             _ => rng.random_range(1000..5000),
         };
         if at + hold_ms + 2000 > duration_ms {
@@ -159,6 +180,7 @@ mod tests {
             servers: 3,
             server_partitions: true,
             detection_ms: 3000,
+            disk_stalls: false,
         };
         let a = schedule(7, 120_000, scope);
         let b = schedule(7, 120_000, scope);
@@ -186,7 +208,73 @@ mod tests {
         );
         assert!(relay.iter().all(|s| !matches!(
             s.fault,
-            Fault::KillServer { .. } | Fault::IsolateServer { .. }
+            Fault::KillServer { .. } | Fault::IsolateServer { .. } | Fault::DiskStall { .. }
         )));
+    }
+
+    /// The server a fault kills or stalls: `Some(None)` for the leader,
+    /// which may be any server.
+    fn server_of(fault: &Fault) -> Option<Option<usize>> {
+        match *fault {
+            Fault::KillRelay => Some(Some(0)),
+            Fault::KillServer { server } | Fault::DiskStall { server } => Some(server),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn disk_stalls_are_scheduled_when_possible_and_never_overlap_a_kill() {
+        for servers in [0, 3] {
+            let scope = Scope {
+                clients: 4,
+                servers,
+                server_partitions: true,
+                detection_ms: 3000,
+                disk_stalls: true,
+            };
+            for seed in 0..50 {
+                let steps = schedule(seed, 240_000, scope);
+                let stalls = steps
+                    .iter()
+                    .filter(|s| matches!(s.fault, Fault::DiskStall { .. }))
+                    .count();
+                assert!(stalls >= 5, "seed {seed}: {stalls} disk stalls");
+                if servers == 0 {
+                    assert!(steps.iter().all(
+                        |s| !matches!(s.fault, Fault::DiskStall { server: Some(i) } if i != 0)
+                    ));
+                }
+                for (i, a) in steps.iter().enumerate() {
+                    if !matches!(a.fault, Fault::DiskStall { .. }) {
+                        continue;
+                    }
+                    assert!(a.hold_ms >= 1500 && a.hold_ms < 6000);
+                    for b in &steps {
+                        let same = match (server_of(&a.fault), server_of(&b.fault)) {
+                            (Some(x), Some(y)) => x.is_none() || y.is_none() || x == y,
+                            _ => false,
+                        };
+                        let kill = matches!(b.fault, Fault::KillRelay | Fault::KillServer { .. });
+                        if kill && same {
+                            let apart =
+                                a.at_ms + a.hold_ms < b.at_ms || b.at_ms + b.hold_ms < a.at_ms;
+                            assert!(apart, "seed {seed}: step {i} overlaps {b:?}");
+                        }
+                    }
+                }
+            }
+            let off = schedule(
+                7,
+                240_000,
+                Scope {
+                    disk_stalls: false,
+                    ..scope
+                },
+            );
+            assert!(
+                off.iter()
+                    .all(|s| !matches!(s.fault, Fault::DiskStall { .. }))
+            );
+        }
     }
 }

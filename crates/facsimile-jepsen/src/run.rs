@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::client::{self, KEYS, Workload};
 use crate::cluster::{self, Backend, RELAY_PEER_TIMEOUT, Server};
+use crate::disk::{self, Disk};
 use crate::history::{self, Kind};
 use crate::nemesis::{self, Fault, Scope, Step};
 use crate::netns::{self, Net};
@@ -41,6 +42,8 @@ pub struct Config {
     pub out: PathBuf,
     /// Partition through in-process proxies even where namespaces work.
     pub proxies: bool,
+    /// Stall the servers' disks where loop mounts and `fsfreeze` work.
+    pub disk_stalls: bool,
 }
 
 /// What a run measured, written as `summary.json`.
@@ -52,6 +55,8 @@ pub struct Summary {
     pub command: String,
     /// `namespaces` or `proxies`.
     pub network: &'static str,
+    /// `loop ext4 + fsfreeze`, or why disks are not stalled.
+    pub disks: String,
     /// The nemesis's schedule.
     pub schedule: Vec<Step>,
     /// Operations invoked.
@@ -161,6 +166,10 @@ struct Runner {
     exe: PathBuf,
     net: Option<Net>,
     servers: Vec<Server>,
+    /// Server `i`'s data disk, when disks can be stalled. Declared after
+    /// `servers`: on an early return the servers are killed first, then
+    /// each disk is thawed (which lets a kill take effect) and unmounted.
+    disks: Vec<Disk>,
     slots: Vec<Slot>,
     storage: SocketAddr,
     next_process: u32,
@@ -291,6 +300,23 @@ impl Runner {
         }
     }
 
+    /// Server `server`, or the one leading the document's stream.
+    fn server_or_leader(&self, server: Option<usize>) -> usize {
+        server.unwrap_or_else(|| {
+            let leader = cluster::stream_leader(&self.servers);
+            self.servers
+                .iter()
+                .position(|s| Some(&s.name) == leader.as_ref())
+                .unwrap_or(0)
+        })
+    }
+
+    fn disk(&self, server: usize) -> Result<&Disk, String> {
+        self.disks
+            .get(server)
+            .ok_or_else(|| format!("server {server} has no disk to stall"))
+    }
+
     /// Applies a fault; returns it as done, with the server it picked.
     async fn inject(&mut self, fault: &Fault) -> Result<Fault, String> {
         match *fault {
@@ -302,15 +328,14 @@ impl Runner {
             }
             Fault::KillRelay => self.servers[0].kill().await,
             Fault::KillServer { server } => {
-                let i = server.unwrap_or_else(|| {
-                    let leader = cluster::stream_leader(&self.servers);
-                    self.servers
-                        .iter()
-                        .position(|s| Some(&s.name) == leader.as_ref())
-                        .unwrap_or(0)
-                });
+                let i = self.server_or_leader(server);
                 self.servers[i].kill().await;
                 return Ok(Fault::KillServer { server: Some(i) });
+            }
+            Fault::DiskStall { server } => {
+                let i = self.server_or_leader(server);
+                self.disk(i)?.freeze().map_err(|e| e.to_string())?;
+                return Ok(Fault::DiskStall { server: Some(i) });
             }
             Fault::KillClient { slot } => {
                 if let Some(mut p) = self.slots[slot].proc.take() {
@@ -335,6 +360,10 @@ impl Runner {
             Fault::KillServer { server } => self.servers[server.unwrap_or(0)].start().await,
             Fault::KillClient { slot } => self.spawn(slot).await,
             Fault::PauseClient { slot } => self.signal(slot, Signal::SIGCONT),
+            Fault::DiskStall { server } => self
+                .disk(server.unwrap_or(0))?
+                .thaw()
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -405,6 +434,22 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         None
     };
     let host = net.as_ref().map_or(Ipv4Addr::LOCALHOST, Net::host);
+    let available = if config.disk_stalls {
+        disk::available()
+    } else {
+        Err("--no-disk-stalls".to_string())
+    };
+    let stall_disks = available.is_ok();
+    let disks_why = match available {
+        Ok(()) => {
+            disk::remove_leftovers();
+            "loop ext4 + fsfreeze".to_string()
+        }
+        Err(why) => {
+            println!("no disk stalls: {why}");
+            why
+        }
+    };
     let detection_ms = match config.backend {
         Backend::Relay => RELAY_PEER_TIMEOUT * 1000,
         Backend::Nats => client::NATS_LEASE.as_millis() as u64,
@@ -418,6 +463,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         },
         server_partitions: net.is_some(),
         detection_ms,
+        disk_stalls: stall_disks,
     };
     let schedule = nemesis::schedule(config.seed, config.duration * 1000, scope);
     println!(
@@ -433,6 +479,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         exe,
         net,
         servers: Vec::new(),
+        disks: Vec::new(),
         slots: Vec::new(),
         storage: SocketAddr::from((host, 0)),
         next_process: 0,
@@ -440,10 +487,26 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         faults: BTreeMap::new(),
         errors: Vec::new(),
     };
-    // The guard lives in `runner`: every exit below removes the namespaces.
+    // Each server's data goes on its own disk when disks can be stalled.
+    let names: &[&str] = match config.backend {
+        Backend::Relay => &["relay"],
+        Backend::Nats => &["n0", "n1", "n2"],
+    };
+    let mut data = Vec::new();
+    for name in names {
+        if stall_disks {
+            let d = Disk::new(&config.out, name).map_err(|e| format!("a disk for {name}: {e}"))?;
+            data.push(d.path().join("data"));
+            runner.disks.push(d);
+        } else {
+            data.push(config.out.join(format!("{name}-data")));
+        }
+    }
+    // The guards live in `runner`: every exit below removes the namespaces
+    // and the disks.
     let servers = match (config.backend, runner.net.as_mut()) {
         (Backend::Relay, _) => {
-            vec![cluster::relay(program, host, &config.out).map_err(|e| e.to_string())?]
+            vec![cluster::relay(program, host, &config.out, &data[0]).map_err(|e| e.to_string())?]
         }
         (Backend::Nats, Some(net)) => {
             let mut ns = [None, None, None];
@@ -454,10 +517,14 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
                 );
             }
             let ips = [net.addr(200), net.addr(201), net.addr(202)];
-            cluster::nats(program, ips, ns, &config.out).map_err(|e| e.to_string())?
+            let stores = [data[0].clone(), data[1].clone(), data[2].clone()];
+            cluster::nats(program, ips, ns, &config.out, &stores).map_err(|e| e.to_string())?
         }
-        (Backend::Nats, None) => cluster::nats(program, [host; 3], [None, None, None], &config.out)
-            .map_err(|e| e.to_string())?,
+        (Backend::Nats, None) => {
+            let stores = [data[0].clone(), data[1].clone(), data[2].clone()];
+            cluster::nats(program, [host; 3], [None, None, None], &config.out, &stores)
+                .map_err(|e| e.to_string())?
+        }
     };
     runner.servers = servers;
     for s in &mut runner.servers {
@@ -570,9 +637,15 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         }
     }
     storage_task.abort();
+    // Every stall was healed; thaw again in case a heal failed, so that
+    // the kills take effect, then unmount.
+    for d in &runner.disks {
+        let _ = d.thaw();
+    }
     for s in &mut runner.servers {
         s.kill().await;
     }
+    runner.disks.clear();
     println!("final reads took {:.1}s", started.elapsed().as_secs_f64());
     let snapshots_equal = !snapshots.is_empty() && snapshots.windows(2).all(|w| w[0].1 == w[1].1);
     if !snapshots_equal {
@@ -622,6 +695,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         } else {
             "proxies"
         },
+        disks: disks_why,
         schedule: done,
         operations,
         ok,
@@ -686,13 +760,13 @@ fn write_merged(path: &Path, events: &[history::Event]) -> Result<(), String> {
 }
 
 /// The table's header, matching [`row`].
-pub const HEADER: &str = "backend workload  seed  secs    ops     ok   fail   info  faults                                                anomalies snapshots valid";
+pub const HEADER: &str = "backend workload  seed  secs    ops     ok   fail   info  faults                                                                                               anomalies snapshots valid";
 
 /// One line of the results table.
 pub fn row(s: &Summary) -> String {
     let faults: Vec<String> = s.faults.iter().map(|(k, n)| format!("{k}:{n}")).collect();
     format!(
-        "{:<7} {:<9} {:>4} {:>5} {:>6} {:>6} {:>6} {:>6}  {:<53} {:>9} {:<9} {}",
+        "{:<7} {:<9} {:>4} {:>5} {:>6} {:>6} {:>6} {:>6}  {:<100} {:>9} {:<9} {}",
         format!("{:?}", s.config.backend).to_lowercase(),
         format!("{:?}", s.config.workload).to_lowercase(),
         s.config.seed,

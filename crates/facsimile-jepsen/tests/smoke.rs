@@ -2,6 +2,8 @@
 //! under the nemesis with fixed seeds, every workload mixed. Needs the CLI
 //! next to this binary (`cargo build --release -p facsimile-cli`) and
 //! `nats-server` (`$NATS_SERVER` or the `PATH`, as scripts/test.sh sets).
+//! As root, where loop mounts and `fsfreeze` work, each run stalls its
+//! servers' disks at least once.
 
 use std::process::Command;
 
@@ -24,5 +26,11 @@ fn the_smoke_runs_pass_on_the_relay_and_on_nats() {
         );
         let faults = summary["faults"].as_object().unwrap();
         assert!(!faults.is_empty(), "{run}: no fault injected");
+        if summary["disks"] == "loop ext4 + fsfreeze" {
+            assert!(
+                faults.contains_key("disk-stall"),
+                "{run}: no disk stall: {faults:?}"
+            );
+        }
     }
 }
