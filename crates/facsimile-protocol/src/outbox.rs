@@ -14,6 +14,10 @@ use crate::frame::ProtocolError;
 /// the `i`-th frame queued is done once [`Outbox::done`] exceeds `i`. The
 /// same index, stable across reconnections, names the frame in NATS
 /// message ids.
+///
+/// A dropped frame counts as lost (in [`Outbox::dropped`]) only if it
+/// carries writes, as [`Outbox::counting`] tells, and only once, however
+/// many times its loss is learnt of.
 #[derive(Debug, Default, Clone)]
 pub struct Outbox {
     /// Queued, not sent on the current connection.
@@ -36,9 +40,36 @@ pub struct Outbox {
     stored_at: u64,
     /// Takes no more frames.
     closed: bool,
+    /// Whether a frame carries writes, whose loss is reported; without it,
+    /// every frame does.
+    writes: Option<fn(&Bytes) -> bool>,
+    /// How many of the oldest frames not completed yet (unacknowledged,
+    /// then queued) were counted lost already.
+    counted: usize,
 }
 
 impl Outbox {
+    /// An outbox that counts as lost only the dropped frames for which
+    /// `writes` holds: a lost heartbeat, hello or sync request loses no
+    /// write, and reporting it would make a flush report its own writes,
+    /// which were applied, as lost.
+    pub fn counting(writes: fn(&Bytes) -> bool) -> Outbox {
+        Outbox {
+            writes: Some(writes),
+            ..Outbox::default()
+        }
+    }
+
+    fn carries_writes(&self, frame: &Bytes) -> bool {
+        self.writes.is_none_or(|writes| writes(frame))
+    }
+
+    /// `k` of the oldest frames not completed yet completed.
+    fn completed(&mut self, k: usize) {
+        self.counted = self.counted.saturating_sub(k);
+        self.done += k as u64;
+    }
+
     /// Queues a frame; `false` once the outbox is closed.
     pub fn enqueue(&mut self, frame: Bytes) -> bool {
         if self.closed {
@@ -91,7 +122,7 @@ impl Outbox {
         }
         self.unacked.drain(..k);
         self.acked_here = n;
-        self.done += k as u64;
+        self.completed(k);
         Ok(())
     }
 
@@ -105,41 +136,59 @@ impl Outbox {
     /// Completes the oldest unacknowledged frame without sending it: it can
     /// never be accepted.
     pub fn drop_oldest(&mut self) {
-        self.dropped += 1;
+        if self.counted == 0 && self.unacked.front().is_some_and(|f| self.carries_writes(f)) {
+            self.dropped += 1;
+        }
         self.complete_oldest();
     }
     fn complete_oldest(&mut self) {
         let sent = self.unacked.pop_front();
         debug_assert!(sent.is_some(), "no frame awaits an acknowledgement");
         self.acked_here += 1;
-        self.done += 1;
+        self.completed(1);
     }
 
     /// On a new connection that cannot take them: drops every frame not
-    /// acknowledged yet (their writes are lost), returns how many, and
-    /// counts acknowledgements from zero.
+    /// acknowledged yet, counts acknowledgements from zero, and returns
+    /// how many of the dropped frames carried writes not counted lost
+    /// before (those writes are lost).
     pub fn drop_all(&mut self) -> u64 {
-        let n = (self.unacked.len() + self.pending.len()) as u64;
+        let n = self.unacked.len() + self.pending.len();
+        let lost = self
+            .unacked
+            .iter()
+            .chain(&self.pending)
+            .skip(self.counted)
+            .filter(|f| self.carries_writes(f))
+            .count() as u64;
         self.unacked.clear();
         self.pending.clear();
         self.acked_here = 0;
-        self.done += n;
-        self.dropped += n;
-        n
+        self.completed(n);
+        self.dropped += lost;
+        lost
     }
 
     /// Counts as lost the oldest frames not acknowledged yet for which
     /// `lost` holds (up to the first for which it does not): the relay
-    /// will drop them, yet acknowledge them. Returns how many.
+    /// will drop them, yet acknowledge them. Returns how many of them
+    /// carry writes (frames counted before are not counted again).
     pub fn count_lost_while(&mut self, mut lost: impl FnMut(&Bytes) -> bool) -> u64 {
-        let n = self
+        let mut prefix = 0;
+        let mut writes = 0;
+        for frame in self
             .unacked
             .iter()
             .chain(&self.pending)
+            .skip(self.counted)
             .take_while(|f| lost(f))
-            .count() as u64;
-        self.dropped += n;
-        n
+        {
+            prefix += 1;
+            writes += u64::from(self.carries_writes(frame));
+        }
+        self.counted += prefix;
+        self.dropped += writes;
+        writes
     }
 
     /// Counts `n` frames that were acknowledged as lost after all: the log

@@ -65,6 +65,7 @@ use super::connection::{Connection, Shared, Status};
 use super::driver::run_timers;
 use super::error::NetError;
 use super::options::ConnectOptions;
+use super::protocol::Outbox;
 use crate::node::{Inner, Node, Outgoing};
 
 /// The object store entry holding a document's newest snapshot.
@@ -259,7 +260,7 @@ pub(crate) async fn connect(
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| nats_error(format!("the address {url}"), e))?;
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(Outbox::default()));
     let events = shared.clone();
     let reconnecting = backoff(&options).immediate_first();
     let connecting = async_nats::ConnectOptions::new()

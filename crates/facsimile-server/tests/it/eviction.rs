@@ -1,0 +1,86 @@
+//! A node evicted while it could not hear the relay (paused, or its link
+//! down long enough for the peer timeout) comes back: a flush reports as
+//! lost exactly the writes that were dropped, never one that was applied.
+
+use std::time::Duration;
+
+use facsimile::net::{self, NetError, Status};
+use facsimile::{ArrayRef, Value};
+use serde_json::json;
+
+use crate::support::*;
+
+fn list(conn: &net::Connection) -> Option<ArrayRef> {
+    conn.node().get("/l")?.as_array().cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reported_lost_after_an_eviction_are_exactly_the_dropped_ones() {
+    relay_log();
+    let relay =
+        Relay::start(|c| c.failure_detection(Duration::from_millis(500), Duration::from_secs(3)))
+            .await;
+    let alice = tcp_node(&relay, "alice").await;
+    alice.node().set_root(json!({"l": []})).unwrap();
+    alice.flush().await.unwrap();
+    let hole = BlackHole::start(relay.addr).await;
+    let carol = net::connect(&hole.addr.to_string(), "carol-evicted", options())
+        .await
+        .expect("carol connects through the proxy");
+    carol.flush().await.unwrap();
+    converge(&[alice.node(), carol.node()]).await;
+    let evicted = carol.node().peer_id().incarnation();
+
+    // Carol cannot hear nor be heard: the relay evicts her and cuts her
+    // connection, after sending her the eviction (held by the proxy).
+    hole.black_hole();
+    logged(&["disconnecting client", "carol-evicted"]).await;
+    // She reads what the relay sent before it cut her off, as a paused
+    // process that resumes does (the eviction, unless the cut came first),
+    // until the connection ends; then the link is back.
+    hole.restore_towards_client();
+    let mut status = carol.status();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s| matches!(s, Status::Disconnected(_))),
+    )
+    .await
+    .expect("carol's connection ends")
+    .unwrap();
+    hole.restore();
+
+    // Back as a new incarnation with the document, she writes, flushing
+    // each write. Only her heartbeats were dropped: none of her writes.
+    wait_until("carol to rejoin", Duration::from_secs(20), || {
+        let n = carol.node();
+        n.peer_id().incarnation() != evicted && n.is_ready() && list(&carol).is_some()
+    })
+    .await;
+    let mut acked = Vec::new();
+    let mut lost = Vec::new();
+    for i in 1..=20 {
+        list(&carol).unwrap().push(i).unwrap();
+        match carol.flush().await {
+            Ok(()) => acked.push(i),
+            Err(NetError::WritesLost(_)) => lost.push(i),
+            Err(e) => panic!("flush of {i}: {e}"),
+        }
+    }
+    assert!(carol.rejoins() >= 1, "carol started over");
+    converge(&[alice.node(), carol.node()]).await;
+    let seen: Vec<i64> = list(&alice)
+        .unwrap()
+        .to_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    let wrongly_lost: Vec<_> = lost.iter().filter(|i| seen.contains(i)).collect();
+    let missing: Vec<_> = acked.iter().filter(|i| !seen.contains(i)).collect();
+    assert!(
+        wrongly_lost.is_empty() && missing.is_empty(),
+        "reported lost yet applied: {wrongly_lost:?}; acknowledged yet missing: {missing:?} \
+         (lost {lost:?}, acknowledged {acked:?}, document {seen:?})"
+    );
+    assert_eq!(lost, [0i64; 0], "no write was dropped");
+}
