@@ -327,4 +327,35 @@ mod tests {
         assert_eq!(out.take_batch(8, &mut batch), 2, "the same indices again");
         assert_eq!(batch, [frame(2), frame(3), frame(4)]);
     }
+
+    #[test]
+    fn only_frames_that_carry_writes_count_as_lost_and_only_once() {
+        // Odd frames carry writes; even ones are heartbeats.
+        let mut out = Outbox::counting(|f| f[0] % 2 == 1);
+        for i in 0..4 {
+            out.enqueue(frame(i));
+        }
+        let mut batch = Vec::new();
+        out.take_batch(3, &mut batch);
+        // The old incarnation's frames 0 to 2 are lost: one write.
+        assert_eq!(out.count_lost_while(|f| f[0] < 3), 1);
+        assert_eq!(out.dropped(), 1);
+        // Learnt of again: nothing more.
+        assert_eq!(out.count_lost_while(|f| f[0] < 3), 0);
+        // One of them is acknowledged (dropped by the relay) and the
+        // connection fails; the next one drops the rest: frame 3 is the
+        // only write not counted yet.
+        out.ack_up_to(1).unwrap();
+        out.requeue_unacked();
+        assert_eq!(out.drop_all(), 1);
+        assert_eq!((out.queued(), out.done(), out.dropped()), (4, 4, 2));
+        // Heartbeats dropped one by one are not counted either.
+        out.enqueue(frame(4));
+        out.enqueue(frame(5));
+        batch.clear();
+        out.take_batch(usize::MAX, &mut batch);
+        out.drop_oldest();
+        out.drop_oldest();
+        assert_eq!((out.done(), out.dropped()), (6, 3));
+    }
 }
