@@ -46,6 +46,11 @@ pub struct Outbox {
     /// How many of the oldest frames not completed yet (unacknowledged,
     /// then queued) were counted lost already.
     counted: usize,
+    /// Over a log: the frames completed and not read back yet, oldest
+    /// first, the last at index `done - 1`; `None` for one dropped (and
+    /// counted) already. Whether a refused one carries writes is read from
+    /// it.
+    kept: Option<VecDeque<Option<Bytes>>>,
 }
 
 impl Outbox {
@@ -57,6 +62,16 @@ impl Outbox {
         Outbox {
             writes: Some(writes),
             ..Outbox::default()
+        }
+    }
+
+    /// An outbox for a log ([`Outbox::counting`]), which keeps the frames
+    /// it stored until the node reads them back ([`Outbox::read_back`]):
+    /// the log may refuse them then ([`Outbox::count_refused_between`]).
+    pub fn over_log(writes: fn(&Bytes) -> bool) -> Outbox {
+        Outbox {
+            kept: Some(VecDeque::new()),
+            ..Outbox::counting(writes)
         }
     }
 
@@ -130,7 +145,7 @@ impl Outbox {
     /// `position`.
     pub fn ack_oldest(&mut self, position: u64) {
         self.stored_at = self.stored_at.max(position);
-        self.complete_oldest();
+        self.complete_oldest(true);
     }
 
     /// Completes the oldest unacknowledged frame without sending it: it can
@@ -139,13 +154,65 @@ impl Outbox {
         if self.counted == 0 && self.unacked.front().is_some_and(|f| self.carries_writes(f)) {
             self.dropped += 1;
         }
-        self.complete_oldest();
+        self.complete_oldest(false);
     }
-    fn complete_oldest(&mut self) {
+    fn complete_oldest(&mut self, stored: bool) {
         let sent = self.unacked.pop_front();
         debug_assert!(sent.is_some(), "no frame awaits an acknowledgement");
+        // A frame counted lost already is not counted again when refused.
+        let keep = sent.filter(|_| stored && self.counted == 0);
+        if let Some(kept) = self.kept.as_mut() {
+            kept.push_back(keep);
+        }
         self.acked_here += 1;
         self.completed(1);
+    }
+
+    /// Over a log: the node read its frames back up to index `upto`
+    /// (excluded); they are kept no longer.
+    pub fn read_back(&mut self, upto: u64) {
+        if let Some(kept) = self.kept.as_mut() {
+            let oldest = self.done - kept.len() as u64;
+            let n = upto.saturating_sub(oldest).min(kept.len() as u64);
+            kept.drain(..n as usize);
+        }
+    }
+
+    /// Over a log: counts as lost the frames of indices `from` to `to`
+    /// (excluded) that carry writes, which the log refused or will refuse,
+    /// each once, and returns how many. The ones not completed yet still
+    /// go out and are acknowledged.
+    pub fn count_refused_between(&mut self, from: u64, to: u64) -> u64 {
+        let mut lost = 0;
+        if let Some(kept) = self.kept.as_mut() {
+            let oldest = self.done - kept.len() as u64;
+            let writes = self.writes;
+            for (i, frame) in kept.iter_mut().enumerate() {
+                let index = oldest + i as u64;
+                if (from..to).contains(&index) {
+                    if let Some(f) = frame.take() {
+                        lost += u64::from(writes.is_none_or(|w| w(&f)));
+                    }
+                }
+            }
+        }
+        let outstanding = self.unacked.len() + self.pending.len();
+        let upto = usize::try_from(to.saturating_sub(self.done))
+            .unwrap_or(usize::MAX)
+            .min(outstanding);
+        let first = usize::try_from(from.saturating_sub(self.done)).unwrap_or(usize::MAX);
+        lost += self
+            .unacked
+            .iter()
+            .chain(&self.pending)
+            .enumerate()
+            .take(upto)
+            .skip(self.counted.max(first))
+            .filter(|(_, f)| self.carries_writes(f))
+            .count() as u64;
+        self.counted = self.counted.max(upto);
+        self.dropped += lost;
+        lost
     }
 
     /// On a new connection that cannot take them: drops every frame not
@@ -357,5 +424,33 @@ mod tests {
         out.drop_oldest();
         out.drop_oldest();
         assert_eq!((out.done(), out.dropped()), (6, 3));
+    }
+
+    #[test]
+    fn over_a_log_refused_frames_count_once_whether_stored_or_not() {
+        let mut out = Outbox::over_log(|f| f[0] % 2 == 1);
+        for i in 0..6 {
+            out.enqueue(frame(i));
+        }
+        let mut batch = Vec::new();
+        out.take_batch(4, &mut batch);
+        out.ack_oldest(10);
+        out.drop_oldest();
+        out.ack_oldest(11);
+        out.ack_oldest(12);
+        assert_eq!((out.done(), out.dropped()), (4, 1));
+        // Frame 0 was read back; then the lease lapsed: frames 1 to 5 are
+        // refused, stored or not, of which 3 and 5 are writes not counted
+        // yet (frame 1, dropped, was counted).
+        out.read_back(1);
+        assert_eq!(out.count_refused_between(1, 6), 2);
+        assert_eq!(out.count_refused_between(1, 6), 0, "counted once");
+        out.read_back(6);
+        // The rest go out and complete without being counted again.
+        batch.clear();
+        out.take_batch(usize::MAX, &mut batch);
+        out.ack_oldest(13);
+        out.drop_oldest();
+        assert_eq!((out.queued(), out.done(), out.dropped()), (6, 6, 3));
     }
 }
