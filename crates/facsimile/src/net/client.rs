@@ -400,7 +400,8 @@ async fn run(
     // relay's messages that it was evicted starts over by itself, and its
     // unacknowledged messages of before, which the relay dropped, are
     // still in the outbox: saying hello as the evicted incarnation gets
-    // them dropped and counted lost, and the node rejoins.
+    // them dropped (their writes were counted lost already, and are not
+    // counted again), and the node rejoins.
     let mut admitted = admitted;
     let mut conn = Some(first);
     let mut attempts = options.backoff().jitter().attempts();
