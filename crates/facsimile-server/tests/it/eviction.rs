@@ -33,7 +33,7 @@ async fn evicted_then_writes(at_once: bool) {
         Relay::start(|c| c.failure_detection(Duration::from_millis(500), Duration::from_secs(3)))
             .await;
     let alice = tcp_node(&relay, "alice").await;
-    alice.node().set_root(json!({"l": []})).unwrap();
+    alice.node().set_root(json!({"l": [], "k": {}})).unwrap();
     alice.flush().await.unwrap();
     let hole = BlackHole::start(relay.addr).await;
     let carol = net::connect(&hole.addr.to_string(), "carol-evicted", options())
@@ -46,6 +46,11 @@ async fn evicted_then_writes(at_once: bool) {
     // Carol cannot hear nor be heard: the relay evicts her and cuts her
     // connection, after sending her the eviction (held by the proxy).
     hole.black_hole();
+    // A lock request nobody hears: dropped with the old incarnation, it
+    // fails its future, and is no write of hers that a flush reports.
+    let k = carol.node().get("/k").unwrap().as_map().unwrap().clone();
+    let node = carol.node().clone();
+    let wanted = tokio::spawn(async move { node.lock(&k).await.map(|g| g.token()) });
     logged(&["disconnecting client", "carol-evicted"]).await;
     // She reads what the relay sent before it cut her off, as a paused
     // process that resumes does (the eviction, unless the cut came first),
@@ -90,6 +95,7 @@ async fn evicted_then_writes(at_once: bool) {
         }
     }
     assert!(carol.rejoins() >= 1, "carol started over");
+    assert!(wanted.await.unwrap().is_err(), "the lock request failed");
     converge(&[alice.node(), carol.node()]).await;
     let seen: Vec<i64> = list(&alice)
         .unwrap()

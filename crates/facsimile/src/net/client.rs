@@ -561,13 +561,14 @@ async fn drive(
     }
 }
 
-/// Whether a frame for the relay carries writes (a change to the document,
-/// a lock request or release), whose loss a flush reports. A frame that
-/// does not decode counts as one: it is not known to lose nothing.
+/// Whether a frame for the relay carries writes (changes to the document),
+/// whose loss a flush reports: a lost lock request fails its future
+/// instead, and a lost release of an evicted node loses nothing. A frame
+/// that does not decode counts as one: it is not known to lose nothing.
 fn carries_writes(frame: &Bytes) -> bool {
     match protocol::Up::decode(frame.clone()) {
         Ok(protocol::Up::Broadcast(m) | protocol::Up::To(_, m)) => {
-            facsimile_core::Envelope::writes(&m).map_or(true, |w| w.is_some())
+            facsimile_core::Envelope::changes_document(&m).unwrap_or(true)
         }
         Err(_) => true,
     }

@@ -756,11 +756,12 @@ impl Echoes {
     }
 }
 
-/// Whether a frame carries writes (a change to the document, a lock
-/// request or release), whose refusal a flush reports. A frame that does
-/// not decode counts as one: it is not known to lose nothing.
+/// Whether a frame carries writes (changes to the document), whose refusal
+/// a flush reports: a refused lock request fails its future instead, and a
+/// refused release of a node whose lease ran out loses nothing. A frame
+/// that does not decode counts as one: it is not known to lose nothing.
 fn carries_writes(frame: &Bytes) -> bool {
-    facsimile_core::Envelope::writes(frame).map_or(true, |w| w.is_some())
+    facsimile_core::Envelope::changes_document(frame).unwrap_or(true)
 }
 
 /// The frames a message id names: `sender.i` frame `i` of its sender,
