@@ -130,6 +130,53 @@ impl Envelope {
             _ => Some("a change to the document"),
         }))
     }
+
+    /// Whether an encoded message changes the document (a value set,
+    /// inserted, deleted or moved, an object made), whatever else it
+    /// carries: for transports that report the writes a node lost. Lock
+    /// requests, releases and evictions are not changes: a lost lock
+    /// request fails the request's future, and a lost release or eviction
+    /// of a node that was evicted loses nothing, as its eviction frees its
+    /// locks. The message is decoded whole.
+    ///
+    /// # Errors
+    /// As [`crate::Replica::handle_message`] for a message that does not
+    /// decode.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile_core::{Config, Envelope, Input, PeerId, Replica};
+    ///
+    /// let mut a = Replica::new(PeerId::new("a", 7), Config::default());
+    /// let hello = a.poll_transmit().expect("a replica announces itself");
+    /// assert!(!Envelope::changes_document(&hello.bytes)?);
+    /// a.set_root(Input::from(3)).unwrap();
+    /// let write = a.poll_transmit().expect("the write");
+    /// assert!(Envelope::changes_document(&write.bytes)?);
+    /// # Ok::<(), facsimile_core::ReceiveError>(())
+    /// ```
+    pub fn changes_document(bytes: &[u8]) -> Result<bool, ReceiveError> {
+        let frame = codec::decode(bytes, usize::MAX)?;
+        let Message::Sequenced {
+            body: Sequenced::Ops { ops, .. },
+            ..
+        } = frame.msg
+        else {
+            return Ok(false);
+        };
+        Ok(ops.iter().any(|op| {
+            !matches!(
+                op,
+                WireOp::Intro { .. }
+                    | WireOp::LockAck { .. }
+                    | WireOp::Tick
+                    | WireOp::Lock { .. }
+                    | WireOp::TryLock { .. }
+                    | WireOp::Unlock { .. }
+                    | WireOp::Evict { .. }
+            )
+        }))
+    }
 }
 
 #[cfg(test)]

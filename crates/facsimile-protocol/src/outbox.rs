@@ -14,6 +14,10 @@ use crate::frame::ProtocolError;
 /// the `i`-th frame queued is done once [`Outbox::done`] exceeds `i`. The
 /// same index, stable across reconnections, names the frame in NATS
 /// message ids.
+///
+/// A dropped frame counts as lost (in [`Outbox::dropped`]) only if it
+/// carries writes, as [`Outbox::counting`] tells, and only once, however
+/// many times its loss is learnt of.
 #[derive(Debug, Default, Clone)]
 pub struct Outbox {
     /// Queued, not sent on the current connection.
@@ -36,9 +40,51 @@ pub struct Outbox {
     stored_at: u64,
     /// Takes no more frames.
     closed: bool,
+    /// Whether a frame carries writes, whose loss is reported; without it,
+    /// every frame does.
+    writes: Option<fn(&Bytes) -> bool>,
+    /// How many of the oldest frames not completed yet (unacknowledged,
+    /// then queued) were counted lost already.
+    counted: usize,
+    /// Over a log: the frames completed and not read back yet, oldest
+    /// first, the last at index `done - 1`; `None` for one dropped (and
+    /// counted) already. Whether a refused one carries writes is read from
+    /// it.
+    kept: Option<VecDeque<Option<Bytes>>>,
 }
 
 impl Outbox {
+    /// An outbox that counts as lost only the dropped frames for which
+    /// `writes` holds: a lost heartbeat, hello or sync request loses no
+    /// write, and reporting it would make a flush report its own writes,
+    /// which were applied, as lost.
+    pub fn counting(writes: fn(&Bytes) -> bool) -> Outbox {
+        Outbox {
+            writes: Some(writes),
+            ..Outbox::default()
+        }
+    }
+
+    /// An outbox for a log ([`Outbox::counting`]), which keeps the frames
+    /// it stored until the node reads them back ([`Outbox::read_back`]):
+    /// the log may refuse them then ([`Outbox::count_refused_between`]).
+    pub fn over_log(writes: fn(&Bytes) -> bool) -> Outbox {
+        Outbox {
+            kept: Some(VecDeque::new()),
+            ..Outbox::counting(writes)
+        }
+    }
+
+    fn carries_writes(&self, frame: &Bytes) -> bool {
+        self.writes.is_none_or(|writes| writes(frame))
+    }
+
+    /// `k` of the oldest frames not completed yet completed.
+    fn completed(&mut self, k: usize) {
+        self.counted = self.counted.saturating_sub(k);
+        self.done += k as u64;
+    }
+
     /// Queues a frame; `false` once the outbox is closed.
     pub fn enqueue(&mut self, frame: Bytes) -> bool {
         if self.closed {
@@ -91,7 +137,7 @@ impl Outbox {
         }
         self.unacked.drain(..k);
         self.acked_here = n;
-        self.done += k as u64;
+        self.completed(k);
         Ok(())
     }
 
@@ -99,47 +145,117 @@ impl Outbox {
     /// `position`.
     pub fn ack_oldest(&mut self, position: u64) {
         self.stored_at = self.stored_at.max(position);
-        self.complete_oldest();
+        self.complete_oldest(true);
     }
 
     /// Completes the oldest unacknowledged frame without sending it: it can
     /// never be accepted.
     pub fn drop_oldest(&mut self) {
-        self.dropped += 1;
-        self.complete_oldest();
+        if self.counted == 0 && self.unacked.front().is_some_and(|f| self.carries_writes(f)) {
+            self.dropped += 1;
+        }
+        self.complete_oldest(false);
     }
-    fn complete_oldest(&mut self) {
+    fn complete_oldest(&mut self, stored: bool) {
         let sent = self.unacked.pop_front();
         debug_assert!(sent.is_some(), "no frame awaits an acknowledgement");
+        // A frame counted lost already is not counted again when refused.
+        let keep = sent.filter(|_| stored && self.counted == 0);
+        if let Some(kept) = self.kept.as_mut() {
+            kept.push_back(keep);
+        }
         self.acked_here += 1;
-        self.done += 1;
+        self.completed(1);
+    }
+
+    /// Over a log: the node read its frames back up to index `upto`
+    /// (excluded); they are kept no longer.
+    pub fn read_back(&mut self, upto: u64) {
+        if let Some(kept) = self.kept.as_mut() {
+            let oldest = self.done - kept.len() as u64;
+            let n = upto.saturating_sub(oldest).min(kept.len() as u64);
+            kept.drain(..n as usize);
+        }
+    }
+
+    /// Over a log: counts as lost the frames of indices `from` to `to`
+    /// (excluded) that carry writes, which the log refused or will refuse,
+    /// each once, and returns how many. The ones not completed yet still
+    /// go out and are acknowledged.
+    pub fn count_refused_between(&mut self, from: u64, to: u64) -> u64 {
+        let mut lost = 0;
+        if let Some(kept) = self.kept.as_mut() {
+            let oldest = self.done - kept.len() as u64;
+            let writes = self.writes;
+            for (i, frame) in kept.iter_mut().enumerate() {
+                let index = oldest + i as u64;
+                if (from..to).contains(&index) {
+                    if let Some(f) = frame.take() {
+                        lost += u64::from(writes.is_none_or(|w| w(&f)));
+                    }
+                }
+            }
+        }
+        let outstanding = self.unacked.len() + self.pending.len();
+        let upto = usize::try_from(to.saturating_sub(self.done))
+            .unwrap_or(usize::MAX)
+            .min(outstanding);
+        let first = usize::try_from(from.saturating_sub(self.done)).unwrap_or(usize::MAX);
+        lost += self
+            .unacked
+            .iter()
+            .chain(&self.pending)
+            .enumerate()
+            .take(upto)
+            .skip(self.counted.max(first))
+            .filter(|(_, f)| self.carries_writes(f))
+            .count() as u64;
+        self.counted = self.counted.max(upto);
+        self.dropped += lost;
+        lost
     }
 
     /// On a new connection that cannot take them: drops every frame not
-    /// acknowledged yet (their writes are lost), returns how many, and
-    /// counts acknowledgements from zero.
+    /// acknowledged yet, counts acknowledgements from zero, and returns
+    /// how many of the dropped frames carried writes not counted lost
+    /// before (those writes are lost).
     pub fn drop_all(&mut self) -> u64 {
-        let n = (self.unacked.len() + self.pending.len()) as u64;
+        let n = self.unacked.len() + self.pending.len();
+        let lost = self
+            .unacked
+            .iter()
+            .chain(&self.pending)
+            .skip(self.counted)
+            .filter(|f| self.carries_writes(f))
+            .count() as u64;
         self.unacked.clear();
         self.pending.clear();
         self.acked_here = 0;
-        self.done += n;
-        self.dropped += n;
-        n
+        self.completed(n);
+        self.dropped += lost;
+        lost
     }
 
     /// Counts as lost the oldest frames not acknowledged yet for which
     /// `lost` holds (up to the first for which it does not): the relay
-    /// will drop them, yet acknowledge them. Returns how many.
+    /// will drop them, yet acknowledge them. Returns how many of them
+    /// carry writes (frames counted before are not counted again).
     pub fn count_lost_while(&mut self, mut lost: impl FnMut(&Bytes) -> bool) -> u64 {
-        let n = self
+        let mut prefix = 0;
+        let mut writes = 0;
+        for frame in self
             .unacked
             .iter()
             .chain(&self.pending)
+            .skip(self.counted)
             .take_while(|f| lost(f))
-            .count() as u64;
-        self.dropped += n;
-        n
+        {
+            prefix += 1;
+            writes += u64::from(self.carries_writes(frame));
+        }
+        self.counted += prefix;
+        self.dropped += writes;
+        writes
     }
 
     /// Counts `n` frames that were acknowledged as lost after all: the log
@@ -277,5 +393,64 @@ mod tests {
         batch.clear();
         assert_eq!(out.take_batch(8, &mut batch), 2, "the same indices again");
         assert_eq!(batch, [frame(2), frame(3), frame(4)]);
+    }
+
+    #[test]
+    fn only_frames_that_carry_writes_count_as_lost_and_only_once() {
+        // Odd frames carry writes; even ones are heartbeats.
+        let mut out = Outbox::counting(|f| f[0] % 2 == 1);
+        for i in 0..4 {
+            out.enqueue(frame(i));
+        }
+        let mut batch = Vec::new();
+        out.take_batch(3, &mut batch);
+        // The old incarnation's frames 0 to 2 are lost: one write.
+        assert_eq!(out.count_lost_while(|f| f[0] < 3), 1);
+        assert_eq!(out.dropped(), 1);
+        // Learnt of again: nothing more.
+        assert_eq!(out.count_lost_while(|f| f[0] < 3), 0);
+        // One of them is acknowledged (dropped by the relay) and the
+        // connection fails; the next one drops the rest: frame 3 is the
+        // only write not counted yet.
+        out.ack_up_to(1).unwrap();
+        out.requeue_unacked();
+        assert_eq!(out.drop_all(), 1);
+        assert_eq!((out.queued(), out.done(), out.dropped()), (4, 4, 2));
+        // Heartbeats dropped one by one are not counted either.
+        out.enqueue(frame(4));
+        out.enqueue(frame(5));
+        batch.clear();
+        out.take_batch(usize::MAX, &mut batch);
+        out.drop_oldest();
+        out.drop_oldest();
+        assert_eq!((out.done(), out.dropped()), (6, 3));
+    }
+
+    #[test]
+    fn over_a_log_refused_frames_count_once_whether_stored_or_not() {
+        let mut out = Outbox::over_log(|f| f[0] % 2 == 1);
+        for i in 0..6 {
+            out.enqueue(frame(i));
+        }
+        let mut batch = Vec::new();
+        out.take_batch(4, &mut batch);
+        out.ack_oldest(10);
+        out.drop_oldest();
+        out.ack_oldest(11);
+        out.ack_oldest(12);
+        assert_eq!((out.done(), out.dropped()), (4, 1));
+        // Frame 0 was read back; then the lease lapsed: frames 1 to 5 are
+        // refused, stored or not, of which 3 and 5 are writes not counted
+        // yet (frame 1, dropped, was counted).
+        out.read_back(1);
+        assert_eq!(out.count_refused_between(1, 6), 2);
+        assert_eq!(out.count_refused_between(1, 6), 0, "counted once");
+        out.read_back(6);
+        // The rest go out and complete without being counted again.
+        batch.clear();
+        out.take_batch(usize::MAX, &mut batch);
+        out.ack_oldest(13);
+        out.drop_oldest();
+        assert_eq!((out.queued(), out.done(), out.dropped()), (6, 6, 3));
     }
 }

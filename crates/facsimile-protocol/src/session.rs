@@ -42,7 +42,8 @@ pub enum Admission {
     /// data were lost): the frames it never acknowledged are dropped, and
     /// the node rejoins as a new incarnation with a fresh copy.
     Rejoin {
-        /// How many frames were dropped (their writes are lost).
+        /// How many of the dropped frames carried writes not counted lost
+        /// before ([`Outbox::drop_all`]): those writes are lost.
         dropped: u64,
     },
 }

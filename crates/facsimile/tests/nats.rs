@@ -400,7 +400,7 @@ async fn writes_the_log_refused_after_the_lease_ran_out_are_reported_lost() {
     partition.freeze(false);
     // Stored by the stream, but after the lapse: refused, and said so.
     match flushing.await.unwrap() {
-        Err(net::NetError::WritesLost(n)) => assert!(n >= 10, "{n} messages lost"),
+        Err(net::NetError::WritesLost(n)) => assert!(n >= 10, "{n} writes lost"),
         other => panic!("the refused writes were acknowledged: {other:?}"),
     }
     assert!(a.rejoins() >= 1);
@@ -413,6 +413,43 @@ async fn writes_the_log_refused_after_the_lease_ran_out_are_reported_lost() {
     let seen = seen.as_array().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen.get(0), Some(Value::from("after")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_refused_writes_are_reported_lost_after_the_lease_ran_out() {
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let a = join(&partition.url(), "alpha", options("quiet-lapse")).await;
+    let b = join(&server.url(), "bravo", options("quiet-lapse")).await;
+    a.node().set_root(json!({"log": []})).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    let alpha = a.node().peer_id();
+    // Cut off with every write acknowledged, alpha only sends heartbeats,
+    // which the log refuses once her lease ran out: no write is lost.
+    partition.freeze(true);
+    until("bravo to see alpha's lease run out", || {
+        !b.node().peers().contains(&alpha)
+    })
+    .await;
+    partition.freeze(false);
+    until("alpha to start over", || {
+        a.rejoins() >= 1 && a.node().is_ready() && a.node().get("/log").is_some()
+    })
+    .await;
+    let log = a.node().get("/log").unwrap().as_array().unwrap().clone();
+    for i in 0..5i64 {
+        log.push(i).unwrap();
+        a.flush()
+            .await
+            .unwrap_or_else(|e| panic!("the write of {i}, applied, is reported: {e}"));
+    }
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(
+        b.node().get("/log").unwrap().as_array().unwrap().len(),
+        5,
+        "every acknowledged write is applied"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -528,7 +528,10 @@ pub(crate) async fn write_at_once<const N: usize>(nodes: [(&'static str, Node); 
 /// and once the buffers fill its writes to the connection block).
 pub(crate) struct BlackHole {
     pub(crate) addr: SocketAddr,
-    holed: tokio::sync::watch::Sender<bool>,
+    /// Towards the relay.
+    holed_up: tokio::sync::watch::Sender<bool>,
+    /// Towards the client.
+    holed_down: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -538,7 +541,8 @@ impl BlackHole {
     pub(crate) async fn start(upstream: SocketAddr) -> BlackHole {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (holed, watch) = tokio::sync::watch::channel(false);
+        let (holed_up, up) = tokio::sync::watch::channel(false);
+        let (holed_down, down) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let mut pumps = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
@@ -551,21 +555,36 @@ impl BlackHole {
                 };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                pumps.spawn(pump(cr, sw, watch.clone()));
-                pumps.spawn(pump(sr, cw, watch.clone()));
+                pumps.spawn(pump(cr, sw, up.clone()));
+                pumps.spawn(pump(sr, cw, down.clone()));
             }
         });
-        BlackHole { addr, holed, task }
+        BlackHole {
+            addr,
+            holed_up,
+            holed_down,
+            task,
+        }
     }
 
     /// From now on nothing passes either way; nothing is closed either.
     pub(crate) fn black_hole(&self) {
-        self.holed.send_replace(true);
+        self.holed_up.send_replace(true);
+        self.holed_down.send_replace(true);
     }
 
     /// The link is back: what was held passes, in order.
     pub(crate) fn restore(&self) {
-        self.holed.send_replace(false);
+        self.holed_up.send_replace(false);
+        self.holed_down.send_replace(false);
+    }
+
+    /// Only what the relay sends passes again, as to a paused client that
+    /// resumes and reads what its socket holds before it writes: the
+    /// client's writes to a closed connection would make the relay's side
+    /// reset it, and the reset discards what the proxy held for the client.
+    pub(crate) fn restore_towards_client(&self) {
+        self.holed_down.send_replace(false);
     }
 }
 

@@ -21,7 +21,9 @@ use super::connection::{Connection, Shared, Status};
 use super::driver::run_timers;
 use super::error::NetError;
 use super::options::ConnectOptions;
-use super::protocol::{self, Admission, ByteStream, HelloError, Incoming, ProtocolError, Session};
+use super::protocol::{
+    self, Admission, ByteStream, HelloError, Incoming, Outbox, ProtocolError, Session,
+};
 use super::tls::TlsOptions;
 use crate::clock::Clock;
 use crate::node::{Inner, Node, Outgoing};
@@ -48,7 +50,7 @@ pub(super) async fn connect(
         Clock::new()
     };
     let node = Node::with_clock(hostname, config, clock);
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(Outbox::counting(carries_writes)));
     let sink = shared.clone();
     node.set_sender(move |out: Outgoing| {
         if Session::send(&mut sink.outbox(), out.to(), out.as_bytes()) {
@@ -398,7 +400,8 @@ async fn run(
     // relay's messages that it was evicted starts over by itself, and its
     // unacknowledged messages of before, which the relay dropped, are
     // still in the outbox: saying hello as the evicted incarnation gets
-    // them dropped and counted lost, and the node rejoins.
+    // them dropped (their writes were counted lost already, and are not
+    // counted again), and the node rejoins.
     let mut admitted = admitted;
     let mut conn = Some(first);
     let mut attempts = options.backoff().jitter().attempts();
@@ -558,11 +561,26 @@ async fn drive(
     }
 }
 
+/// Whether a frame for the relay carries writes (changes to the document),
+/// whose loss a flush reports: a lost lock request fails its future
+/// instead, and a lost release of an evicted node loses nothing. A frame
+/// that does not decode counts as one: it is not known to lose nothing.
+fn carries_writes(frame: &Bytes) -> bool {
+    match protocol::Up::decode(frame.clone()) {
+        Ok(protocol::Up::Broadcast(m) | protocol::Up::To(_, m)) => {
+            facsimile_core::Envelope::changes_document(&m).unwrap_or(true)
+        }
+        Err(_) => true,
+    }
+}
+
 /// The relay evicted the node while it was connected (it was silent too
 /// long), and the node started over as a new incarnation. The relay
 /// acknowledged everything it applied of the old incarnation before it
 /// sent the eviction; whatever of it is still unacknowledged the relay
-/// drops (and acknowledges), so it counts as lost now.
+/// drops (and acknowledges), so its writes count as lost now; the
+/// reconnection that follows, as the old incarnation, drops those frames
+/// without counting them again.
 fn evicted_while_connected(shared: &Shared, old: u32) {
     let lost = shared.complete(|outbox| {
         outbox.count_lost_while(|frame| {

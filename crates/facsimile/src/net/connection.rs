@@ -60,9 +60,10 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new() -> Shared {
+    /// The state of a connection whose frames wait in `outbox`.
+    pub(super) fn new(outbox: Outbox) -> Shared {
         Shared {
-            outbox: Mutex::new(Outbox::default()),
+            outbox: Mutex::new(outbox),
             queued: Notify::new(),
             progress: Notify::new(),
             status: watch::channel(Status::Disconnected("connecting".into())).0,

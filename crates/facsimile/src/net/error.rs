@@ -68,14 +68,19 @@ pub enum NetError {
         /// The timeout.
         after: Duration,
     },
-    /// Messages were dropped unacknowledged, and their writes are lost:
+    /// Messages carrying writes (changes to the document) were dropped
+    /// unacknowledged, and those writes are lost:
     /// the relay had evicted this node (it was disconnected or silent too
     /// long), or over NATS the log refused them (the node's lease had run
     /// out, a write raced another node's lock grant, or a message was
-    /// larger than the server accepts). The node started over as a new
+    /// larger than the server accepts). The count is of those messages
+    /// only: heartbeats and other messages that change nothing are dropped
+    /// with them without a report, a lost lock request fails its future
+    /// instead, and a lost release of an evicted node loses nothing (the
+    /// eviction frees its locks). The node started over as a new
     /// incarnation where it had to.
     #[error(
-        "{0} unacknowledged messages were dropped: this node was evicted, or the log refused them"
+        "{0} unacknowledged writes were dropped: this node was evicted, or the log refused them"
     )]
     WritesLost(u64),
     /// The connection was closed.

@@ -65,6 +65,7 @@ use super::connection::{Connection, Shared, Status};
 use super::driver::run_timers;
 use super::error::NetError;
 use super::options::ConnectOptions;
+use super::protocol::Outbox;
 use crate::node::{Inner, Node, Outgoing};
 
 /// The object store entry holding a document's newest snapshot.
@@ -259,7 +260,7 @@ pub(crate) async fn connect(
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| nats_error(format!("the address {url}"), e))?;
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(Outbox::over_log(carries_writes)));
     let events = shared.clone();
     let reconnecting = backoff(&options).immediate_first();
     let connecting = async_nats::ConnectOptions::new()
@@ -735,18 +736,32 @@ impl Echoes {
     /// frame of the old incarnation past the lapse; otherwise only the one
     /// that raced a lock grant, if any.
     fn started_over(&mut self, shared: &Shared, queued: u64, lapsed: bool) {
-        let lost = if lapsed {
-            queued.saturating_sub(self.accepted)
-        } else {
-            u64::from(self.refused)
-        };
+        let (from, refused) = (self.accepted, self.refused);
         self.accepted = self.accepted.max(queued);
         self.refused = false;
+        let lost = shared.complete(|outbox| {
+            // Heartbeats and the like are refused too, but lose no write.
+            let lost = if lapsed {
+                outbox.count_refused_between(from, queued)
+            } else {
+                outbox.count_refused(u64::from(refused));
+                u64::from(refused)
+            };
+            outbox.read_back(self.accepted);
+            lost
+        });
         if lost > 0 {
-            tracing::warn!(lost, lapsed, "the log refused messages of this node");
-            shared.complete(|outbox| outbox.count_refused(lost));
+            tracing::warn!(lost, lapsed, "the log refused writes of this node");
         }
     }
+}
+
+/// Whether a frame carries writes (changes to the document), whose refusal
+/// a flush reports: a refused lock request fails its future instead, and a
+/// refused release of a node whose lease ran out loses nothing. A frame
+/// that does not decode counts as one: it is not known to lose nothing.
+fn carries_writes(frame: &Bytes) -> bool {
+    facsimile_core::Envelope::changes_document(frame).unwrap_or(true)
 }
 
 /// The frames a message id names: `sender.i` frame `i` of its sender,
@@ -868,6 +883,9 @@ async fn read_from(
             if let Some(first) = own {
                 echoes.accepted = echoes.accepted.max(first + i as u64 + 1);
             }
+        }
+        if own.is_some() {
+            ctx.shared.outbox().read_back(echoes.accepted);
         }
         last = seq;
         // Past every frame this message may carry.

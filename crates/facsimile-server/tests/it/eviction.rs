@@ -1,0 +1,117 @@
+//! A node evicted while it could not hear the relay (paused, or its link
+//! down long enough for the peer timeout) comes back: a flush reports as
+//! lost exactly the writes that were dropped, never one that was applied.
+
+use std::time::Duration;
+
+use facsimile::net::{self, NetError, Status};
+use facsimile::{ArrayRef, Value};
+use serde_json::json;
+
+use crate::support::*;
+
+fn list(conn: &net::Connection) -> Option<ArrayRef> {
+    conn.node().get("/l")?.as_array().cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reported_lost_after_an_eviction_are_exactly_the_dropped_ones() {
+    evicted_then_writes(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_while_rejoining_are_reported_lost_only_if_dropped() {
+    evicted_then_writes(true).await;
+}
+
+/// Carol is evicted while she cannot hear, comes back and writes 20 times,
+/// flushing each write: `at_once`, while she learns of her eviction and
+/// rejoins, else once she has rejoined.
+async fn evicted_then_writes(at_once: bool) {
+    relay_log();
+    let relay =
+        Relay::start(|c| c.failure_detection(Duration::from_millis(500), Duration::from_secs(3)))
+            .await;
+    let alice = tcp_node(&relay, "alice").await;
+    alice.node().set_root(json!({"l": [], "k": {}})).unwrap();
+    alice.flush().await.unwrap();
+    let hole = BlackHole::start(relay.addr).await;
+    let carol = net::connect(&hole.addr.to_string(), "carol-evicted", options())
+        .await
+        .expect("carol connects through the proxy");
+    carol.flush().await.unwrap();
+    converge(&[alice.node(), carol.node()]).await;
+    let evicted = carol.node().peer_id().incarnation();
+
+    // Carol cannot hear nor be heard: the relay evicts her and cuts her
+    // connection, after sending her the eviction (held by the proxy).
+    hole.black_hole();
+    // A lock request nobody hears: dropped with the old incarnation, it
+    // fails its future, and is no write of hers that a flush reports.
+    let k = carol.node().get("/k").unwrap().as_map().unwrap().clone();
+    let node = carol.node().clone();
+    let wanted = tokio::spawn(async move { node.lock(&k).await.map(|g| g.token()) });
+    logged(&["disconnecting client", "carol-evicted"]).await;
+    // She reads what the relay sent before it cut her off, as a paused
+    // process that resumes does (the eviction, unless the cut came first),
+    // until the connection ends; then the link is back.
+    hole.restore_towards_client();
+    let mut status = carol.status();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s| matches!(s, Status::Disconnected(_))),
+    )
+    .await
+    .expect("carol's connection ends")
+    .unwrap();
+    hole.restore();
+
+    // Back as a new incarnation with the document, she writes, flushing
+    // each write. Only her heartbeats were dropped: none of her writes.
+    if !at_once {
+        wait_until("carol to rejoin", Duration::from_secs(20), || {
+            let n = carol.node();
+            n.peer_id().incarnation() != evicted && n.is_ready() && list(&carol).is_some()
+        })
+        .await;
+    }
+    let mut acked = Vec::new();
+    let mut lost = Vec::new();
+    let mut i = 0;
+    while acked.len() + lost.len() < 20 {
+        // While she starts over, the document is away until it syncs.
+        let Some(l) = list(&carol) else {
+            tokio::task::yield_now().await;
+            continue;
+        };
+        i += 1;
+        if l.push(i).is_err() {
+            continue;
+        }
+        match carol.flush().await {
+            Ok(()) => acked.push(i),
+            Err(NetError::WritesLost(_)) => lost.push(i),
+            Err(e) => panic!("flush of {i}: {e}"),
+        }
+    }
+    assert!(carol.rejoins() >= 1, "carol started over");
+    assert!(wanted.await.unwrap().is_err(), "the lock request failed");
+    converge(&[alice.node(), carol.node()]).await;
+    let seen: Vec<i64> = list(&alice)
+        .unwrap()
+        .to_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    let wrongly_lost: Vec<_> = lost.iter().filter(|i| seen.contains(i)).collect();
+    let missing: Vec<_> = acked.iter().filter(|i| !seen.contains(i)).collect();
+    assert!(
+        wrongly_lost.is_empty() && missing.is_empty(),
+        "reported lost yet applied: {wrongly_lost:?}; acknowledged yet missing: {missing:?} \
+         (lost {lost:?}, acknowledged {acked:?}, document {seen:?})"
+    );
+    if !at_once {
+        assert_eq!(lost, [0i64; 0], "no write was dropped");
+    }
+}
