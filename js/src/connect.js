@@ -205,7 +205,7 @@ function installConnect(Facsimile, wasm, fail) {
       for (const f of this.flushes) {
         if (done >= f.target) {
           const lost = this.client.dropped() - f.dropped;
-          if (lost > 0) f.reject(fail('WRITES_LOST', `${lost} messages were dropped: the relay had evicted this node`));
+          if (lost > 0) f.reject(fail('WRITES_LOST', `${lost} writes were dropped: the relay had evicted this node`));
           else f.resolve();
         } else if (closed) {
           f.reject(this.error && this.error.code === 'REFUSED' ? this.error : fail('CLOSED', 'The node was closed'));

@@ -9,6 +9,18 @@ use wasm_bindgen::prelude::*;
 
 use crate::error;
 
+/// Whether a queued frame carries a change to the document: only those
+/// count as lost writes when dropped (a heartbeat, a hello or a lock
+/// request lost with an evicted incarnation loses no write).
+fn carries_writes(frame: &Bytes) -> bool {
+    match facsimile_protocol::Up::decode(frame.clone()) {
+        Ok(facsimile_protocol::Up::Broadcast(m) | facsimile_protocol::Up::To(_, m)) => {
+            facsimile_core::Envelope::changes_document(&m).unwrap_or(true)
+        }
+        Err(_) => true,
+    }
+}
+
 /// One node's session with a relay, across its connections.
 #[wasm_bindgen]
 pub struct RelayClient {
@@ -25,7 +37,7 @@ impl RelayClient {
     pub fn new(document: String, token: String, read_only: bool) -> RelayClient {
         RelayClient {
             session: Session::new(document, token).read_only(read_only),
-            outbox: Outbox::default(),
+            outbox: Outbox::counting(carries_writes),
             batch: Vec::new(),
         }
     }
@@ -100,7 +112,8 @@ impl RelayClient {
         self.outbox.done() as f64
     }
 
-    /// Messages ever dropped unacknowledged (their writes are lost).
+    /// Messages that changed the document ever dropped unacknowledged
+    /// (their writes are lost).
     pub fn dropped(&self) -> f64 {
         self.outbox.dropped() as f64
     }
