@@ -169,17 +169,9 @@ pub(crate) fn decode_answer(
 /// [`saved::write_objects`].
 pub(crate) fn export(src: Source<'_>) -> Vec<u8> {
     let state = view(src);
-    let mut out = vec![saved::VERSION];
-    out = put(out, &state.peers);
-    out = put(out, &state.streams);
-    out = put(out, &state.root);
-    out = put(out, &state.root_stamp);
-    saved::write_objects(&state.objects.0, &mut out);
-    out = put(out, &state.members);
-    out = put(out, &state.acks);
-    out = put(out, &state.locks);
-    out = put(out, &state.syncing);
-    out = put(out, &state.log);
+    let out = export_with(saved::VERSION, &state, |objects, out| {
+        saved::write_objects(&objects.0, out)
+    });
     put(out, &state.departed)
 }
 
@@ -188,12 +180,23 @@ pub(crate) fn export(src: Source<'_>) -> Vec<u8> {
 #[cfg(test)]
 pub(crate) fn export_first_format(src: Source<'_>) -> Vec<u8> {
     let state = view(src);
-    let mut out = vec![crate::codec::VERSION];
+    export_with(crate::codec::VERSION, &state, |objects, out| {
+        *out = put(std::mem::take(out), objects)
+    })
+}
+/// The version byte and the fields of `state` in order up to its log,
+/// the objects written by `objects`.
+fn export_with(
+    version: u8,
+    state: &TransferState<ObjectsView<'_>>,
+    objects: impl FnOnce(&ObjectsView<'_>, &mut Vec<u8>),
+) -> Vec<u8> {
+    let mut out = vec![version];
     out = put(out, &state.peers);
     out = put(out, &state.streams);
     out = put(out, &state.root);
     out = put(out, &state.root_stamp);
-    out = put(out, &state.objects);
+    objects(&state.objects, &mut out);
     out = put(out, &state.members);
     out = put(out, &state.acks);
     out = put(out, &state.locks);
