@@ -715,6 +715,16 @@ impl Replica {
         Ok((r, succession))
     }
 
+    /// Moves `succession` (from [`Replica::successor`] of `previous`) up to
+    /// everything `previous` made since, for a successor that was brought
+    /// up to date before taking `previous`'s place: the ids `previous`
+    /// handed out meanwhile stay its own, and this replica's counters
+    /// continue above them.
+    pub fn extend_succession(&mut self, previous: &Replica, succession: &mut Succession) {
+        succession.boundary = succession.boundary.max(previous.out.outbox.clock());
+        self.out.outbox.continue_from(succession.boundary);
+    }
+
     /// Saves everything needed to continue this document later: the
     /// document with its metadata, every stream position, lock queues and
     /// acknowledgements. For persistence (the relay keeps one on disk).

@@ -52,6 +52,32 @@ impl Outgoing {
 
 pub(crate) type Sender = Arc<dyn Fn(Outgoing) + Send + Sync>;
 
+/// A replica that is to take a node's place ([`Node::install`]).
+pub(crate) struct Successor {
+    replica: Replica,
+    succession: Succession,
+}
+
+#[cfg(feature = "nats")]
+impl Successor {
+    /// As [`Node::receive_ordered`].
+    pub(crate) fn receive_ordered(
+        &mut self,
+        bytes: &[u8],
+        position: u64,
+        time: Duration,
+    ) -> Result<()> {
+        self.replica
+            .handle_ordered(bytes, position, time)
+            .map_err(Error::from)
+    }
+
+    /// As [`Node::log_position`].
+    pub(crate) fn log_position(&self) -> u64 {
+        self.replica.log_position()
+    }
+}
+
 pub(crate) struct State {
     replica: Replica,
     sender: Option<Sender>,
@@ -321,18 +347,52 @@ impl Node {
     /// [`Error::Receive`] when the snapshot is not valid; the node is
     /// unchanged.
     pub fn reload(&self, snapshot: Option<&[u8]>) -> Result<()> {
-        let (replica, succession) = {
-            let st = self.state();
-            let me = PeerId::new(self.hostname(), rand::random());
-            let (mut r, s) = st.replica.successor(me, snapshot)?;
-            r.record_changes(!st.subs.is_empty());
-            (r, s)
-        };
+        let next = self.successor(snapshot)?;
+        self.install(next);
+        Ok(())
+    }
+
+    /// A new incarnation of this node's replica loaded from a log snapshot,
+    /// not in use yet: [`Node::reload`] in two steps, so that the transport
+    /// can bring it up to where this node had read before it takes the
+    /// node's place, and reads never go back.
+    ///
+    /// # Errors
+    /// [`Error::Receive`] when the snapshot is not valid.
+    #[cfg(feature = "nats")]
+    pub(crate) fn prepare_reload(&self, snapshot: Option<&[u8]>) -> Result<Successor> {
+        self.successor(snapshot)
+    }
+
+    fn successor(&self, snapshot: Option<&[u8]>) -> Result<Successor> {
+        let st = self.state();
+        let me = PeerId::new(self.hostname(), rand::random());
+        let (mut replica, succession) = st.replica.successor(me, snapshot)?;
+        // Switched on when it takes this node's place: what it applies
+        // before is no change to what this node showed.
+        replica.record_changes(false);
+        Ok(Successor {
+            replica,
+            succession,
+        })
+    }
+
+    /// Puts `next` in the place of this node's replica: the old incarnation
+    /// says goodbye and its locks are lost; `on_ready` listeners are called.
+    pub(crate) fn install(&self, next: Successor) {
+        let Successor {
+            mut replica,
+            mut succession,
+        } = next;
         let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
         // The goodbye and the lost-lock events of the old incarnation go
         // out before anything of the new one.
         let (sender, transmits, dispatch) = {
             let mut st = self.state();
+            // Objects the old incarnation made while its successor caught
+            // up keep their ids apart from the successor's.
+            replica.extend_succession(&st.replica, &mut succession);
+            replica.record_changes(!st.subs.is_empty());
             st.replica.abandon();
             self.drain(&mut st)
         };
@@ -354,7 +414,6 @@ impl Node {
         dispatch.run();
         wake.run();
         self.pump();
-        Ok(())
     }
 
     /// Runs a write on the replica, refusing it without a transport.

@@ -6,6 +6,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use facsimile::net::{self, ConnectOptions, Connection, NatsOptions};
@@ -449,6 +451,64 @@ async fn only_refused_writes_are_reported_lost_after_the_lease_ran_out() {
         b.node().get("/log").unwrap().as_array().unwrap().len(),
         5,
         "every acknowledged write is applied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_starts_over_never_shows_an_older_document() {
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let a = join(&partition.url(), "alpha", options("monotonic")).await;
+    let b = join(&server.url(), "bravo", options("monotonic")).await;
+    a.node().set_root(json!({"log": []})).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    let log = b.node().get("/log").unwrap().as_array().unwrap().clone();
+    const ITEMS: usize = 20;
+    for i in 0..ITEMS {
+        log.push(i as i64).unwrap();
+    }
+    b.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    // From here on, alpha shows every item whenever it tells of a change.
+    // It has no snapshot to start over from but an empty document, so
+    // replaying the log in its place would show every shorter list first.
+    let fewest = Arc::new(AtomicUsize::new(usize::MAX));
+    let watch = |node: Node, fewest: Arc<AtomicUsize>| {
+        move || {
+            let len = node
+                .get("/log")
+                .and_then(|v| v.as_array().map(|l| l.len()))
+                .unwrap_or(0);
+            fewest.fetch_min(len, Ordering::SeqCst);
+        }
+    };
+    let on_change = watch(a.node().clone(), fewest.clone());
+    let on_ready = watch(a.node().clone(), fewest.clone());
+    let on_root = watch(a.node().clone(), fewest.clone());
+    let subscriptions = [
+        a.node().on_change(move |_| on_change()),
+        a.node().on_ready(move |_| on_ready()),
+        a.node().on_root_changed(move |_| on_root()),
+    ];
+    let alpha = a.node().peer_id();
+    partition.freeze(true);
+    until("bravo to see alpha's lease run out", || {
+        !b.node().peers().contains(&alpha)
+    })
+    .await;
+    partition.freeze(false);
+    until("alpha to start over", || a.rejoins() >= 1).await;
+    let len = a.node().get("/log").unwrap().as_array().unwrap().len();
+    assert_eq!(len, ITEMS, "alpha starts over where it had read");
+    log.push(ITEMS as i64).unwrap();
+    b.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    drop(subscriptions);
+    let fewest = fewest.load(Ordering::SeqCst);
+    assert!(
+        fewest >= ITEMS,
+        "alpha showed {fewest} of the {ITEMS} items it had read while starting over"
     );
 }
 

@@ -673,32 +673,21 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
                 ctx.shared.cancel.cancel();
                 return;
             }
-            Stop::Reload => {
+            Stop::Reload => loop {
                 attempts.reset();
-                let Some(n) = Node::upgrade(&node) else {
-                    return;
-                };
-                match newest_snapshot(&ctx.snapshots).await {
-                    Ok(snapshot) => {
-                        let bytes = snapshot.as_ref().map(|(b, _)| b.as_slice());
-                        // Every frame queued so far is the old incarnation's.
-                        let queued = ctx.shared.outbox().queued();
-                        let lapsed = n.lease_lapsed();
-                        match n.reload(bytes) {
-                            Ok(()) => {
-                                echoes.started_over(&ctx.shared, queued, lapsed);
-                                ctx.shared.rejoined();
-                                tracing::info!(
-                                    position = n.log_position(),
-                                    "started over from the newest snapshot"
-                                );
-                            }
-                            Err(e) => tracing::error!(error = %e, "a snapshot failed to load"),
+                match reload(&ctx, &node, &mut echoes).await {
+                    Ok(()) => break,
+                    Err(Stop::Dropped) => return,
+                    Err(Stop::Reload) => {}
+                    Err(Stop::Error(e)) => {
+                        tracing::warn!(error = %e, "starting over from the snapshot failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(attempts.next_delay()) => {}
+                            _ = ctx.shared.cancel.cancelled() => return,
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "reading the snapshot failed"),
                 }
-            }
+            },
             Stop::Error(e) => {
                 tracing::warn!(error = %e, "reading the stream failed; retrying");
                 tokio::select! {
@@ -708,6 +697,62 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
             }
         }
     }
+}
+
+/// Starts the node over from the newest snapshot. The new incarnation
+/// first reads the log on to where the node had read, then takes its
+/// place: until then the node keeps answering reads from what it had, so
+/// that no read goes back to the snapshot's older state.
+async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<(), Stop> {
+    let (snapshot, _) = newest_snapshot(&ctx.snapshots)
+        .await
+        .map_err(|e| Stop::Error(e.into()))?
+        .unzip();
+    let (mut next, read) = {
+        let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
+        let next = n
+            .prepare_reload(snapshot.as_deref())
+            .map_err(|e| Stop::Error(e.into()))?;
+        (next, n.log_position())
+    };
+    // Whole messages: reading goes on after the last one applied.
+    let until = read >> INDEX_BITS;
+    let mut last = next.log_position() >> INDEX_BITS;
+    if last < until {
+        let mut messages = ordered_messages(ctx, last + 1).await?;
+        while last < until {
+            let message = next_message(ctx, &mut messages).await?;
+            let m = Read::of(ctx, &message)?;
+            if m.seq <= last {
+                continue;
+            }
+            if m.seq != last + 1 {
+                // Purged behind a newer snapshot meanwhile: start over from it.
+                return Err(Stop::Reload);
+            }
+            if ctx.shared.cancel.is_cancelled() {
+                return Err(Stop::Dropped);
+            }
+            for (i, frame) in m.frames.iter().enumerate() {
+                if let Err(e) = next.receive_ordered(frame, m.position(i), m.time) {
+                    tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
+                }
+            }
+            last = m.seq;
+        }
+    }
+    let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
+    // Every frame queued so far is the old incarnation's.
+    let queued = ctx.shared.outbox().queued();
+    let lapsed = n.lease_lapsed();
+    n.install(next);
+    echoes.started_over(&ctx.shared, queued, lapsed);
+    ctx.shared.rejoined();
+    tracing::info!(
+        position = n.log_position(),
+        "started over from the newest snapshot"
+    );
+    Ok(())
 }
 
 /// Why reading the stream stopped.
@@ -802,6 +847,81 @@ fn own_index(prefix: &str, id: &str) -> Option<u64> {
     span(frames).map(|(first, _)| first)
 }
 
+/// A consumer's messages from the stream sequence `start` on, in order.
+async fn ordered_messages(ctx: &Ctx, start: u64) -> Result<consumer::pull::Ordered, Stop> {
+    let consumer = ctx
+        .stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            // A pull sent to a server that then died is noticed when it
+            // expires: keep that short, so a failover stalls reading briefly.
+            max_expires: PULL_EXPIRY,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Stop::Error(e.into()))?;
+    consumer.messages().await.map_err(|e| Stop::Error(e.into()))
+}
+
+/// The next message of `messages`.
+async fn next_message(
+    ctx: &Ctx,
+    messages: &mut consumer::pull::Ordered,
+) -> Result<async_nats::jetstream::Message, Stop> {
+    // Every live node writes at least a heartbeat per third of a lease, so
+    // a whole lease of silence means the consumer is stuck (its server went
+    // away mid-pull): start a new one from where reading stopped.
+    let stalled = ctx.nats.lease.max(Duration::from_secs(1));
+    match tokio::time::timeout(stalled, messages.next()).await {
+        Ok(Some(Ok(m))) => Ok(m),
+        Ok(Some(Err(e))) => Err(Stop::Error(e.into())),
+        Ok(None) => Err(Stop::Error("the stream's consumer ended".into())),
+        Err(_) => Err(Stop::Error(format!("no message for {stalled:?}").into())),
+    }
+}
+
+/// A stream message as a reader applies it.
+struct Read<'a> {
+    seq: u64,
+    /// When the stream stored it.
+    time: Duration,
+    /// The connection-wide index of its first frame if this connection
+    /// published it.
+    own: Option<u64>,
+    frames: Vec<&'a [u8]>,
+}
+
+impl<'a> Read<'a> {
+    fn of(ctx: &Ctx, message: &'a async_nats::jetstream::Message) -> Result<Read<'a>, Stop> {
+        let info = message.info().map_err(Stop::Error)?;
+        let seq = info.stream_sequence;
+        let time =
+            Duration::from_nanos(u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0));
+        let id = message_id(message);
+        let count = id.and_then(frames_named).map_or(1, |(_, count)| count);
+        let own = id.and_then(|id| own_index(&ctx.id_prefix, id));
+        // Like a frame that does not decode, a malformed message is
+        // skipped by every reader alike.
+        let frames = unpack(&message.payload, count).unwrap_or_else(|| {
+            tracing::warn!(seq, count, "refused a malformed message from the stream");
+            Vec::new()
+        });
+        Ok(Read {
+            seq,
+            time,
+            own,
+            frames,
+        })
+    }
+
+    /// The log position of its frame `i`.
+    fn position(&self, i: usize) -> u64 {
+        (self.seq << INDEX_BITS) | i as u64
+    }
+}
+
 async fn read_from(
     ctx: &Ctx,
     node: &Weak<Inner>,
@@ -811,69 +931,34 @@ async fn read_from(
 ) -> Stop {
     // The stream sequence of the last message read whole.
     let mut last = from >> INDEX_BITS;
-    let consumer = ctx
-        .stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: last + 1,
-            },
-            // A pull sent to a server that then died is noticed when it
-            // expires: keep that short, so a failover stalls reading briefly.
-            max_expires: PULL_EXPIRY,
-            ..Default::default()
-        })
-        .await;
-    let mut messages = match consumer {
-        Ok(c) => match c.messages().await {
-            Ok(m) => m,
-            Err(e) => return Stop::Error(e.into()),
-        },
-        Err(e) => return Stop::Error(e.into()),
+    let mut messages = match ordered_messages(ctx, last + 1).await {
+        Ok(m) => m,
+        Err(stop) => return stop,
     };
     ctx.shared.log_read.send_replace(from);
-    // Every live node writes at least a heartbeat per third of a lease, so
-    // a whole lease of silence means the consumer is stuck (its server went
-    // away mid-pull): start a new one from where reading stopped.
-    let stalled = ctx.nats.lease.max(Duration::from_secs(1));
     loop {
-        let message = match tokio::time::timeout(stalled, messages.next()).await {
-            Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => return Stop::Error(e.into()),
-            Ok(None) => return Stop::Error("the stream's consumer ended".into()),
-            Err(_) => return Stop::Error(format!("no message for {stalled:?}").into()),
+        let message = match next_message(ctx, &mut messages).await {
+            Ok(m) => m,
+            Err(stop) => return stop,
         };
-        let (seq, time) = match message.info() {
-            Ok(info) => (
-                info.stream_sequence,
-                Duration::from_nanos(
-                    u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
-                ),
-            ),
-            Err(e) => return Stop::Error(e),
+        let m = match Read::of(ctx, &message) {
+            Ok(m) => m,
+            Err(stop) => return stop,
         };
-        if seq <= last {
+        if m.seq <= last {
             continue;
         }
-        if seq != last + 1 {
+        if m.seq != last + 1 {
             // Purged behind a snapshot before this node read it.
-            tracing::info!(last, seq, "fell behind the stream's purge");
+            tracing::info!(last, seq = m.seq, "fell behind the stream's purge");
             return Stop::Reload;
         }
         let Some(n) = Node::upgrade(node) else {
             return Stop::Dropped;
         };
-        let id = message_id(&message);
-        let count = id.and_then(frames_named).map_or(1, |(_, count)| count);
-        let own = id.and_then(|id| own_index(&ctx.id_prefix, id));
-        // Like a frame that does not decode, a malformed message is
-        // skipped by every reader alike.
-        let frames = unpack(&message.payload, count).unwrap_or_else(|| {
-            tracing::warn!(seq, count, "refused a malformed message from the stream");
-            Vec::new()
-        });
-        for (i, frame) in frames.into_iter().enumerate() {
-            let position = (seq << INDEX_BITS) | i as u64;
-            if let Err(e) = n.receive_ordered(frame, position, time) {
+        let (seq, own) = (m.seq, m.own);
+        for (i, frame) in m.frames.iter().enumerate() {
+            if let Err(e) = n.receive_ordered(frame, m.position(i), m.time) {
                 tracing::warn!(error = %e, seq, i, "refused a message from the stream");
             }
             if n.needs_reload() {
