@@ -9,10 +9,12 @@
 //! behind (its pid is gone), and [`Disk`] thaws, unmounts and removes its
 //! own when dropped, also on panic. A frozen file system must never
 //! outlive its hold: a process in it cannot even be killed until the thaw.
+//! So each disk has a watchdog process that thaws it as soon as the runner
+//! is gone, however it ended (`SIGKILL` too).
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 /// Runs `program` with `args`, failing with its stderr.
@@ -114,6 +116,20 @@ fn release(mnt: &Path, image: &Path) {
 pub struct Disk {
     mnt: PathBuf,
     image: PathBuf,
+    /// Thaws the disk once its stdin, a pipe only this process holds,
+    /// closes: the kernel closes it however this process ends.
+    watchdog: Option<Child>,
+}
+
+/// Starts a disk's watchdog, in a session of its own so that a signal to
+/// the runner's process group spares it.
+fn watchdog(mnt: &str) -> io::Result<Child> {
+    Command::new("setsid")
+        .args(["sh", "-c", "cat >/dev/null; exec fsfreeze -u \"$0\"", mnt])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 impl Disk {
@@ -127,9 +143,10 @@ impl Disk {
     fn named(dir: &Path, base: &str) -> io::Result<Disk> {
         // Absolute and without symbolic links, as `/proc/mounts` has it.
         let dir = std::fs::canonicalize(dir)?;
-        let disk = Disk {
+        let mut disk = Disk {
             mnt: dir.join(base),
             image: dir.join(format!("{base}.img")),
+            watchdog: None,
         };
         std::fs::File::create(&disk.image)?.set_len(512 << 20)?;
         std::fs::create_dir_all(&disk.mnt)?;
@@ -140,6 +157,7 @@ impl Disk {
             return Err(io::Error::other("a path not in UTF-8"));
         };
         run("mount", &["-o", "loop", image, mnt])?;
+        disk.watchdog = Some(watchdog(mnt)?);
         Ok(disk)
     }
 
@@ -163,6 +181,11 @@ impl Disk {
 impl Drop for Disk {
     fn drop(&mut self) {
         release(&self.mnt, &self.image);
+        // Its thaw of a path no longer mounted fails, harmlessly.
+        if let Some(mut w) = self.watchdog.take() {
+            drop(w.stdin.take());
+            let _ = w.wait();
+        }
     }
 }
 
@@ -221,6 +244,32 @@ mod tests {
         remove_leftovers();
         assert!(!mounted(&mnt), "{mnt:?} still mounted");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_frozen_disk_is_thawed_once_its_runner_is_gone() {
+        if available().is_err() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut disk = Disk::new(dir.path(), "t4").unwrap();
+        let file = disk.path().join("f");
+        disk.freeze().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let mut f = std::fs::File::create(file).unwrap();
+            f.write_all(b"x").unwrap();
+            f.sync_all().unwrap();
+            tx.send(()).unwrap();
+        });
+        // What the kernel does when the runner dies: the watchdog's pipe
+        // closes, with no thaw by the runner.
+        let mut watchdog = disk.watchdog.take().unwrap();
+        drop(watchdog.stdin.take());
+        watchdog.wait().unwrap();
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the write goes through once the watchdog thawed the disk");
+        writer.join().unwrap();
     }
 
     #[test]
