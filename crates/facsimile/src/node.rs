@@ -411,6 +411,12 @@ impl Node {
     /// [`LockState::Waiting`], `waker` is woken at the object's next lock
     /// event: both under one hold of the state, so that no event falls in
     /// between.
+    /// Wakes `waker` at the next change of the lock on `object`, or when
+    /// the node becomes ready or a new incarnation.
+    pub(crate) fn add_lock_waker(&self, object: ObjectId, waker: &Waker) {
+        self.state().subs.add_lock_waker(object, waker);
+    }
+
     pub(crate) fn poll_lock(&self, object: ObjectId, waker: &Waker) -> LockState {
         let mut st = self.state();
         let state = st.replica.lock_state(object);
@@ -874,6 +880,8 @@ impl Node {
                     continue;
                 }
                 CoreEvent::Lock(l) => st.subs.wake_locks(l.object(), &mut dispatch),
+                // Requests refused while syncing are made now.
+                CoreEvent::Ready => st.subs.wake_all_locks(&mut dispatch),
                 _ => {}
             }
             if listening {
