@@ -42,6 +42,7 @@ fn main() {
             kind: Kind::Invoke,
             op: invoked,
             time,
+            error: None,
         });
         time += 10;
         events.push(Event {
@@ -49,6 +50,7 @@ fn main() {
             kind,
             op: done,
             time,
+            error: None,
         });
     };
     while events.len() < target {

@@ -15,7 +15,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::history::{Kind, Op, Recorder};
+use crate::history::{Kind, LockFailure, Op, Recorder};
 use crate::storage::{self, Answer, IncError};
 
 /// Registers, lists and locks per run (keys `0..KEYS`).
@@ -134,6 +134,12 @@ impl Client {
         self.rec.record(kind, op).expect("recording the history");
     }
 
+    fn record_failure(&mut self, op: &Op, error: LockFailure) {
+        self.rec
+            .record_failure(op, error)
+            .expect("recording the history");
+    }
+
     fn unique(&mut self) -> u64 {
         self.seq += 1;
         (u64::from(self.process) << 32) | self.seq
@@ -225,12 +231,11 @@ impl Client {
         let acquire = Op::Acquire { lock, token: None };
         self.record(Kind::Invoke, &acquire);
         let Some(object) = map(&self.conn, &["k", &lock.to_string()]) else {
-            self.record(Kind::Fail, &acquire);
-            return;
+            return self.record_failure(&acquire, LockFailure::NoObject);
         };
         let guard = match tokio::time::timeout(LOCK_TIMEOUT, self.conn.node().lock(&object)).await {
             Ok(Ok(g)) => g,
-            Ok(Err(_)) => return self.record(Kind::Fail, &acquire),
+            Ok(Err(e)) => return self.record_failure(&acquire, (&e).into()),
             // Dropping the future withdraws the request; whether it had
             // been granted meanwhile is unknown.
             Err(_) => return self.record(Kind::Info, &acquire),
@@ -262,7 +267,7 @@ impl Client {
         self.record(Kind::Invoke, &release);
         match guard.release() {
             Ok(()) => self.acknowledge(&release).await,
-            Err(_) => self.record(Kind::Fail, &release),
+            Err(e) => self.record_failure(&release, (&e).into()),
         }
     }
 

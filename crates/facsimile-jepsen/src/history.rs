@@ -28,6 +28,10 @@ pub struct Event {
     /// Nanoseconds on the machine's monotonic clock ([`now`]), which every
     /// process of a run shares.
     pub time: u64,
+    /// On the `fail` completion of an `Acquire` or `Release`: why. Absent
+    /// otherwise, and in histories recorded before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<LockFailure>,
 }
 
 /// Whether an event starts an operation or how it ended.
@@ -42,6 +46,56 @@ pub enum Kind {
     Fail,
     /// Its outcome is unknown.
     Info,
+}
+
+/// Why a lock operation failed: the kind of [`facsimile::LockError`], or
+/// that the node had no copy of the lock's object to lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LockFailure {
+    /// The node has no document yet (it is joining or starting over), or
+    /// no `k[lock]` map in it.
+    NoObject,
+    /// [`facsimile::LockError::Locked`].
+    Locked,
+    /// [`facsimile::LockError::NotOwner`].
+    NotOwner,
+    /// [`facsimile::LockError::NotLocked`].
+    NotLocked,
+    /// [`facsimile::LockError::UnknownObject`].
+    UnknownObject,
+    /// [`facsimile::LockError::ForeignHandle`].
+    ForeignHandle,
+    /// [`facsimile::LockError::NoSender`].
+    NoSender,
+    /// [`facsimile::LockError::Syncing`].
+    Syncing,
+    /// [`facsimile::LockError::Evicted`].
+    Evicted,
+    /// [`facsimile::LockError::Lost`].
+    Lost,
+    /// [`facsimile::LockError::Engine`].
+    Engine,
+    /// A kind added to [`facsimile::LockError`] since.
+    Other,
+}
+
+impl From<&facsimile::LockError> for LockFailure {
+    fn from(e: &facsimile::LockError) -> Self {
+        use facsimile::LockError as E;
+        match e {
+            E::Locked { .. } => LockFailure::Locked,
+            E::NotOwner { .. } => LockFailure::NotOwner,
+            E::NotLocked { .. } => LockFailure::NotLocked,
+            E::UnknownObject(_) => LockFailure::UnknownObject,
+            E::ForeignHandle => LockFailure::ForeignHandle,
+            E::NoSender => LockFailure::NoSender,
+            E::Syncing => LockFailure::Syncing,
+            E::Evicted => LockFailure::Evicted,
+            E::Lost { .. } => LockFailure::Lost,
+            E::Engine(_) => LockFailure::Engine,
+            _ => LockFailure::Other,
+        }
+    }
 }
 
 /// An operation of one of the three workloads. Fields are named by what
@@ -142,11 +196,21 @@ impl<W: Write> Recorder<W> {
 
     /// Records `op` as `kind` now.
     pub fn record(&mut self, kind: Kind, op: &Op) -> io::Result<()> {
+        self.write(kind, op, None)
+    }
+
+    /// Records that the lock operation `op` failed, and why.
+    pub fn record_failure(&mut self, op: &Op, error: LockFailure) -> io::Result<()> {
+        self.write(Kind::Fail, op, Some(error))
+    }
+
+    fn write(&mut self, kind: Kind, op: &Op, error: Option<LockFailure>) -> io::Result<()> {
         let event = Event {
             process: self.process,
             kind,
             op: op.clone(),
             time: now(),
+            error,
         };
         serde_json::to_writer(&mut self.out, &event)?;
         self.out.write_all(b"\n")?;
@@ -223,5 +287,31 @@ mod tests {
             read(broken.as_bytes()),
             Err(ReadError::Line { line: 1, .. })
         ));
+    }
+
+    #[test]
+    fn a_lock_failure_is_recorded_and_older_lines_without_one_still_read() {
+        let mut buf = Vec::new();
+        let mut rec = Recorder::new(&mut buf, 1);
+        let acquire = Op::Acquire {
+            lock: 2,
+            token: None,
+        };
+        rec.record(Kind::Invoke, &acquire).unwrap();
+        rec.record_failure(&acquire, LockFailure::Syncing).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(!text.lines().next().unwrap().contains("error"));
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .contains(r#""error":"Syncing""#)
+        );
+        let events = read(text.as_bytes()).unwrap();
+        assert_eq!(events[0].error, None);
+        assert_eq!(events[1].error, Some(LockFailure::Syncing));
+        let older =
+            r#"{"process":1,"kind":"fail","op":{"f":"acquire","lock":2,"token":null},"time":5}"#;
+        assert_eq!(read(older.as_bytes()).unwrap()[0].error, None);
     }
 }

@@ -216,6 +216,9 @@ async fn runs(args: RunArgs) -> ExitCode {
         match run::run(config, command).await {
             Ok(summary) => {
                 println!("check: {}", summary.check);
+                for line in run::lock_failure_lines(&summary.lock_failures) {
+                    println!("{line}");
+                }
                 for e in &summary.errors {
                     println!("error: {e}");
                 }

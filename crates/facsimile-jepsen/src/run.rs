@@ -70,6 +70,13 @@ pub struct Summary {
     /// Completions by operation (`write`, `acquire`…) and kind (`ok`,
     /// `fail`, `info`).
     pub by_op: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Failed lock operations (`acquire`, `release`) by why they failed
+    /// (`unrecorded` in histories from before the reason was recorded).
+    pub lock_failures: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The workload's start on the histories' clock
+    /// ([`history::now`]): a fault of the schedule starts at this plus
+    /// its `at_ms`.
+    pub start_ns: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u32>,
     /// What the checker said.
@@ -569,6 +576,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     }
 
     let start = tokio::time::Instant::now();
+    let start_ns = history::now();
     let mut done = Vec::new();
     for step in &schedule {
         tokio::time::sleep_until(start + Duration::from_millis(step.at_ms)).await;
@@ -684,6 +692,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         }
     }
     info += operations - ok - fail - info;
+    let lock_failures = lock_failures(&merged);
     let stalls = lock_stall(&merged);
     write_merged(&config.out.join("history.jsonl"), &merged)?;
     let verdict = check(&runner.histories)?;
@@ -702,6 +711,8 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         fail,
         info,
         by_op,
+        lock_failures,
+        start_ns,
         faults: runner.faults.clone(),
         check: verdict.report,
         anomalies: verdict.anomalies,
@@ -716,6 +727,38 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(summary.config.out.join("summary.json"), json).map_err(|e| e.to_string())?;
     Ok(summary)
+}
+
+/// Failed acquisitions and releases by why they failed.
+pub fn lock_failures(events: &[history::Event]) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut by = BTreeMap::<String, BTreeMap<String, u64>>::new();
+    for e in events.iter().filter(|e| e.kind == Kind::Fail) {
+        let op = match e.op {
+            history::Op::Acquire { .. } => "acquire",
+            history::Op::Release { .. } => "release",
+            _ => continue,
+        };
+        let why = e
+            .error
+            .map_or_else(|| "unrecorded".to_string(), |w| format!("{w:?}"));
+        *by.entry(op.to_string())
+            .or_default()
+            .entry(why)
+            .or_default() += 1;
+    }
+    by
+}
+
+/// `acquire failures: Syncing 812, NoObject 3` for each operation that failed.
+pub fn lock_failure_lines(by: &BTreeMap<String, BTreeMap<String, u64>>) -> Vec<String> {
+    by.iter()
+        .map(|(op, kinds)| {
+            let mut kinds: Vec<_> = kinds.iter().collect();
+            kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            format!("{op} failures: {}", kinds.join(", "))
+        })
+        .collect()
 }
 
 /// Acquisitions that timed out after the last granted one, when there are
@@ -796,7 +839,27 @@ mod tests {
                 token: (kind == Kind::Ok).then_some(time_s),
             },
             time: time_s * 1_000_000_000,
+            error: None,
         }
+    }
+
+    #[test]
+    fn failed_lock_operations_are_counted_by_why() {
+        let failed = |error| Event {
+            error,
+            ..acquire(1, Kind::Fail)
+        };
+        let events = vec![
+            failed(Some(history::LockFailure::Syncing)),
+            failed(Some(history::LockFailure::NoObject)),
+            failed(Some(history::LockFailure::Syncing)),
+            failed(None),
+            acquire(2, Kind::Ok),
+        ];
+        assert_eq!(
+            lock_failure_lines(&lock_failures(&events)),
+            vec!["acquire failures: Syncing 2, NoObject 1, unrecorded 1"]
+        );
     }
 
     #[test]

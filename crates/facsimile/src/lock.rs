@@ -57,11 +57,12 @@ pub enum LockError {
     /// The node has no transport.
     #[error("this node has no transport: call set_sender (or join a network) before locking")]
     NoSender,
-    /// A sync is in progress.
+    /// A sync is in progress ([`Node::request`]; [`Node::lock`] waits).
     #[error("a sync is in progress; lock once the node is ready (on_ready)")]
     Syncing,
     /// The peers evicted this node (it was silent too long); it rejoins
-    /// as a new incarnation, without its locks. Ask again.
+    /// as a new incarnation, without its locks. Ask again
+    /// ([`Node::request`]; [`Node::lock`] waits until it rejoined).
     #[error("this node was evicted by its peers and rejoins without its locks; ask again")]
     Evicted,
     /// The request was dropped while it waited: this node was evicted by
@@ -370,12 +371,23 @@ impl Future for LockFuture {
             return Poll::Ready(Err(LockError::ForeignHandle));
         }
         if !this.started {
-            this.started = true;
-            let wait = this.wait;
-            let r = this.node.lock_request(id, wait);
-            if let Err(e) = r {
-                this.done = true;
-                return Poll::Ready(Err(e));
+            // Registered before the request, so that the next incarnation's
+            // arrival (which wakes every lock waiter) is not missed.
+            if this.wait {
+                this.node.add_lock_waker(id, cx.waker());
+            }
+            match this.node.lock_request(id, this.wait) {
+                Ok(()) => this.started = true,
+                // Between incarnations (evicted and awaiting the reload or
+                // sync the transport brings, or syncing): a waiting request
+                // is made once the node is ready, rather than refused.
+                Err(LockError::Evicted | LockError::Syncing) if this.wait => {
+                    return Poll::Pending;
+                }
+                Err(e) => {
+                    this.done = true;
+                    return Poll::Ready(Err(e));
+                }
             }
         }
         match this.node.poll_lock(id, cx.waker()) {
@@ -416,13 +428,16 @@ impl Node {
     /// ([`Config::failure_detection`](crate::Config::failure_detection)), loses
     /// its locks, so nobody waits forever for a dead peer.
     ///
+    /// Made while the node syncs, or after its peers evicted it and before
+    /// it rejoins, the request waits too: it is made once the node is
+    /// ready again (the transport rejoins on its own).
+    ///
     /// # Errors
     /// The future resolves to [`LockError::NoSender`] when the node has no
-    /// transport, [`LockError::Syncing`] during a sync,
-    /// [`LockError::UnknownObject`] when the object is not in the document,
-    /// [`LockError::ForeignHandle`] for a handle of another node,
-    /// [`LockError::Evicted`] or [`LockError::Lost`] when this node was evicted
-    /// by its peers before or while it waited.
+    /// transport, [`LockError::UnknownObject`] when the object is not in the
+    /// document, [`LockError::ForeignHandle`] for a handle of another node,
+    /// [`LockError::Lost`] when this node was evicted by its peers, or
+    /// reloaded, while it waited.
     ///
     /// # Example
     /// ```
@@ -451,8 +466,10 @@ impl Node {
     /// or is queued for it, instead of waiting (the original's `request`).
     ///
     /// # Errors
-    /// [`LockError::Locked`] when the lock is taken or wanted elsewhere, and
-    /// the errors of [`Node::lock`].
+    /// [`LockError::Locked`] when the lock is taken or wanted elsewhere,
+    /// [`LockError::Syncing`] during a sync, [`LockError::Evicted`] after
+    /// this node's peers evicted it and before it rejoined, and the errors
+    /// of [`Node::lock`].
     ///
     /// # Example
     /// ```

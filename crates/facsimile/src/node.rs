@@ -466,6 +466,12 @@ impl Node {
         self.read(|r| f(r).map_err(|e| Error::engine_in(e, r)))
     }
 
+    /// Wakes `waker` at the next change of the lock on `object`, or when
+    /// the node becomes ready or a new incarnation.
+    pub(crate) fn add_lock_waker(&self, object: ObjectId, waker: &Waker) {
+        self.state().subs.add_lock_waker(object, waker);
+    }
+
     /// This node's state for the lock on `object`. While it is
     /// [`LockState::Waiting`], `waker` is woken at the object's next lock
     /// event: both under one hold of the state, so that no event falls in
@@ -933,6 +939,8 @@ impl Node {
                     continue;
                 }
                 CoreEvent::Lock(l) => st.subs.wake_locks(l.object(), &mut dispatch),
+                // Requests refused while syncing are made now.
+                CoreEvent::Ready => st.subs.wake_all_locks(&mut dispatch),
                 _ => {}
             }
             if listening {

@@ -117,6 +117,7 @@ mod tests {
             kind,
             op,
             time,
+            error: None,
         }
     }
 

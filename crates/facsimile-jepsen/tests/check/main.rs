@@ -33,6 +33,7 @@ impl History {
             kind,
             op,
             time: self.time,
+            error: None,
         });
     }
 
@@ -161,6 +162,7 @@ pub(crate) fn record(
         kind: Kind::Invoke,
         op: invoked,
         time: invoke,
+        error: None,
     });
     let complete = at + late;
     busy_until.insert(p, complete);
@@ -170,6 +172,7 @@ pub(crate) fn record(
             kind,
             op,
             time: complete,
+            error: None,
         });
     }
     events.len() - 1

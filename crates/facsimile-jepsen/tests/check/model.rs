@@ -534,7 +534,7 @@ proptest! {
     ) {
         let history: Vec<Event> = events
             .into_iter()
-            .map(|(process, kind, op, time)| Event { process, kind, op, time })
+            .map(|(process, kind, op, time)| Event { process, kind, op, time, error: None })
             .collect();
         let report = check_all(&history);
         let _ = report.to_string();

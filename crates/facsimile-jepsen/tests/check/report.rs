@@ -135,6 +135,7 @@ fn malformed_events_make_the_history_invalid() {
         kind,
         op,
         time,
+        error: None,
     };
     let history = vec![
         ev(0, Kind::Ok, Op::Write { key: 1, value: 1 }, 1),

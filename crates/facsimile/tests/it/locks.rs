@@ -263,3 +263,106 @@ fn lock_errors_name_paths() {
         )
     );
 }
+
+/// A totally ordered log shared by nodes in ordered mode, delivered by
+/// hand with the timestamps a test chooses (what NATS does in `net`).
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Log {
+    fn node(&self, hostname: &str, lease: std::time::Duration) -> facsimile::Node {
+        let node =
+            facsimile::Node::with_config(hostname, facsimile::Config::default().ordered(lease));
+        let log = self.clone();
+        node.set_sender(move |out| log.0.lock().unwrap().push(out.as_bytes().to_vec()));
+        node
+    }
+
+    /// Delivers the messages from `*next` on to `node`, stamped `time`.
+    fn deliver(&self, node: &facsimile::Node, next: &mut usize, time: std::time::Duration) {
+        loop {
+            let Some(bytes) = self.0.lock().unwrap().get(*next).cloned() else {
+                return;
+            };
+            *next += 1;
+            let _ = node.receive_ordered(&bytes, (*next as u64) << 16, time);
+        }
+    }
+}
+
+/// A waker that remembers it was woken.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl futures_util::task::ArcWake for Flag {
+    fn wake_by_ref(flag: &Arc<Self>) {
+        flag.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Over an ordered log, a node whose lease ran out is evicted until its
+/// transport reloads it from a snapshot (a moment over NATS). A waiting
+/// `lock` made meanwhile waits for the next incarnation and is granted to
+/// it, instead of failing at once with `Evicted` (which made a client that
+/// asks again spin through hundreds of failed acquisitions); `request`
+/// still fails at once.
+#[test]
+fn a_lock_made_while_evicted_waits_for_the_reload_and_is_granted() {
+    use std::time::Duration;
+    let lease = Duration::from_secs(60);
+    let log = Log::default();
+    let a = log.node("a", lease);
+    let b = log.node("b", lease);
+    let (mut at_a, mut at_b) = (0, 0);
+    b.set_root(json!({"k": {}})).unwrap();
+    let t0 = Duration::from_secs(1_000);
+    log.deliver(&a, &mut at_a, t0);
+    a.root_map().unwrap().set("a", 1).unwrap();
+    log.deliver(&a, &mut at_a, t0);
+    log.deliver(&b, &mut at_b, t0);
+    let k = a
+        .root_map()
+        .unwrap()
+        .get("k")
+        .unwrap()
+        .as_map()
+        .unwrap()
+        .clone();
+
+    // The log runs on with b's writes while a is silent, until a's lease
+    // has run out. (The lease is long next to the test, so that a's own
+    // heartbeats, on the machine's clock, never come due.)
+    let mut late = t0;
+    for i in 0..4 {
+        late += lease / 3;
+        b.root_map().unwrap().set("later", i).unwrap();
+        log.deliver(&b, &mut at_b, late);
+        log.deliver(&a, &mut at_a, late);
+    }
+    assert!(a.needs_reload());
+
+    let flag = Arc::new(Flag(false.into()));
+    let waker = futures_util::task::waker(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let refused = block_on(a.request(&k));
+    assert!(matches!(refused, Err(LockError::Evicted)), "{refused:?}");
+    let mut waiting = a.lock(&k);
+    assert!(waiting.poll_unpin(&mut cx).is_pending());
+
+    // The transport reloads a from the newest snapshot and reads on.
+    let snapshot = b.log_snapshot().unwrap();
+    at_a = at_b;
+    a.reload(Some(&snapshot)).unwrap();
+    assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(waiting.poll_unpin(&mut cx).is_pending());
+    log.deliver(&a, &mut at_a, late);
+    log.deliver(&b, &mut at_b, late);
+    let Poll::Ready(granted) = waiting.poll_unpin(&mut cx) else {
+        panic!("the request of a's new incarnation is first in the log");
+    };
+    let guard = granted.unwrap();
+    assert!(guard.is_held());
+    assert_eq!(
+        b.lock_token(b.root_map().unwrap().get("k").unwrap().as_map().unwrap()),
+        None
+    );
+}
