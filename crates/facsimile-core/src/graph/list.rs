@@ -221,6 +221,10 @@ impl DeadSlot {
 
 const _: () = assert!(std::mem::size_of::<DeadSlot>() == 24);
 
+/// How far from its hint a dead slot is looked for before the id index is
+/// asked: past that, a look-up and a scan of the right leaf cost less.
+const HINT_REACH: usize = 8;
+
 /// Element state that differs from the defaults implied by its home slot
 /// (value written by the insert, position at the home slot).
 #[derive(Debug, Clone, Copy)]
@@ -645,12 +649,9 @@ impl ListObj {
     /// ignored). Only their leaves change: the rest of the tree and of the
     /// id index stays as it is.
     pub(crate) fn purge(&mut self, slots: &[DeadSlot]) {
-        // One at a time, where each was: sorting them by leaf to rewrite
+        // One at a time, where each died: sorting them by leaf to rewrite
         // each leaf once would cost more than it saves, since a round's dead
-        // slots rarely share a leaf. Leaves are merged only at the end, so
-        // until then a removal shifts nothing but its own leaf's tail, which
-        // the search around each hint absorbs.
-        let mut small = Vec::new();
+        // slots rarely share a leaf.
         for d in slots {
             let Some(c) = self.find_dead(d) else {
                 continue;
@@ -660,47 +661,33 @@ impl ListObj {
             }
             self.index.remove(d.id());
             self.tree.remove(c);
-            // A larger leaf cannot merge: spare it the look.
+            // A larger leaf cannot merge: spare it the look. A merge is
+            // rare, and only the hints into the leaf it frees go stale.
             if self.tree.leaf_items(c.leaf).len() <= MERGE_MAX {
-                small.push(c.leaf);
+                let index = &mut self.index;
+                self.tree.rebalance(c.leaf, |s, to| {
+                    index.insert(s.id(), to);
+                });
             }
-        }
-        small.sort_unstable();
-        small.dedup();
-        for leaf in small {
-            let index = &mut self.index;
-            self.tree.rebalance(leaf, |s, to| {
-                index.insert(s.id(), to);
-            });
         }
     }
 
-    /// Where a dead slot is now: at its hint, else near it in the same leaf
-    /// (inserts and removals there shift it by a few places), else in the
-    /// leaf the index names (a split or a merge moved it).
+    /// Where a dead slot is now: at its hint or a few places from it (inserts
+    /// and removals in its leaf shift it), else where the index says (a
+    /// split or a merge moved it, or it shifted further).
     fn find_dead(&self, d: &DeadSlot) -> Option<Cursor> {
         if let Some(items) = self.tree.try_leaf_items(d.leaf) {
             let here = |s: &Stored| s.counter == d.counter && s.peer == d.peer;
-            let (mut lo, mut hi) = ((d.pos as usize).min(items.len()), d.pos as usize);
-            while lo > 0 || hi < items.len() {
-                if hi < items.len() {
-                    if here(&items[hi]) {
-                        return Some(Cursor {
-                            leaf: d.leaf,
-                            pos: hi,
-                        });
-                    }
-                    hi += 1;
-                }
-                if lo > 0 {
-                    lo -= 1;
-                    if here(&items[lo]) {
-                        return Some(Cursor {
-                            leaf: d.leaf,
-                            pos: lo,
-                        });
-                    }
-                }
+            let pos = d.pos as usize;
+            if items.get(pos).is_some_and(here) {
+                return Some(Cursor { leaf: d.leaf, pos });
+            }
+            let near = pos.saturating_sub(HINT_REACH)..(pos + HINT_REACH + 1).min(items.len());
+            if let Some(i) = items.get(near.clone()).and_then(|w| w.iter().position(here)) {
+                return Some(Cursor {
+                    leaf: d.leaf,
+                    pos: near.start + i,
+                });
             }
         }
         self.cursor(d.id())

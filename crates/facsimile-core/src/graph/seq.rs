@@ -523,8 +523,7 @@ impl<T: SeqItem> SeqTree<T> {
     }
 
     /// Removes the item at `c` and returns it. Call [`SeqTree::rebalance`]
-    /// on its leaf afterwards (after a batch of removals is enough: nothing
-    /// but the removed item moves until then).
+    /// on its leaf afterwards.
     pub(crate) fn remove(&mut self, c: Cursor) -> T {
         let items = &mut self.leaves[c.leaf as usize].items;
         let item = items.remove(c.pos);
