@@ -683,7 +683,10 @@ impl ListObj {
                 return Some(Cursor { leaf: d.leaf, pos });
             }
             let near = pos.saturating_sub(HINT_REACH)..(pos + HINT_REACH + 1).min(items.len());
-            if let Some(i) = items.get(near.clone()).and_then(|w| w.iter().position(here)) {
+            if let Some(i) = items
+                .get(near.clone())
+                .and_then(|w| w.iter().position(here))
+            {
                 return Some(Cursor {
                     leaf: d.leaf,
                     pos: near.start + i,
