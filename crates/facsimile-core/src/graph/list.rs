@@ -194,8 +194,9 @@ impl SeqItem for Stored {
 }
 
 /// A slot that died, and where it was when it died: reclamation looks there
-/// first and falls back to the id index only when a split or a merge has
-/// moved the slot to another leaf since (a hint is checked, never trusted).
+/// and a few places around, and asks the id index only when the slot has
+/// moved further since (a split or a merge moves it to another leaf). A
+/// hint is checked against the id, never trusted.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DeadSlot {
     counter: u64,
