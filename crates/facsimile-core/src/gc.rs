@@ -10,6 +10,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::clock::Peers;
+use crate::graph::list::DeadSlot;
 use crate::graph::{Graph, ObjData};
 use crate::membership::Membership;
 use crate::streams::Streams;
@@ -42,7 +43,7 @@ struct Round {
     candidates: FxHashSet<Id>,
     /// Per array, the slots that were dead at the mark (taken from the
     /// array, which records them as they die).
-    dead_slots: Vec<(Id, Vec<Id>)>,
+    dead_slots: Vec<(Id, Vec<DeadSlot>)>,
     /// Whether tombstones and dead slots may exist (else only unreachable
     /// objects are looked for).
     sweep: bool,

@@ -23,7 +23,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::seq::{Cursor, LeafId, SeqItem, SeqTree};
+use super::seq::{Cursor, LeafId, MERGE_MAX, SeqItem, SeqTree};
 use super::slot_index::SlotIndex;
 use crate::clock::Peers;
 use crate::value::{Id, ObjectId, PeerIdx, Value};
@@ -193,6 +193,39 @@ impl SeqItem for Stored {
     }
 }
 
+/// A slot that died, and where it was when it died: reclamation looks there
+/// and a few places around, and asks the id index only when the slot has
+/// moved further since (a split or a merge moves it to another leaf). A
+/// hint is checked against the id, never trusted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeadSlot {
+    counter: u64,
+    peer: PeerIdx,
+    leaf: LeafId,
+    pos: u32,
+}
+
+impl DeadSlot {
+    pub(crate) fn at(id: Id, c: Cursor) -> Self {
+        DeadSlot {
+            counter: id.counter,
+            peer: id.peer,
+            leaf: c.leaf,
+            pos: c.pos as u32,
+        }
+    }
+
+    pub(crate) fn id(&self) -> Id {
+        Id::new(self.peer, self.counter)
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<DeadSlot>() == 24);
+
+/// How far from its hint a dead slot is looked for before the id index is
+/// asked: past that, a look-up and a scan of the right leaf cost less.
+const HINT_REACH: usize = 8;
+
 /// Element state that differs from the defaults implied by its home slot
 /// (value written by the insert, position at the home slot).
 #[derive(Debug, Clone, Copy)]
@@ -217,7 +250,7 @@ pub(crate) struct ListObj {
     last: Option<(Id, Cursor)>,
     /// Slots that died since reclamation last took them (a dead slot never
     /// lives again): reclamation finds them without scanning the list.
-    dead: Vec<Id>,
+    dead: Vec<DeadSlot>,
     /// Live elements whose value references an object: a list without any
     /// is not walked when reachable objects are marked.
     refs: usize,
@@ -438,13 +471,13 @@ impl ListObj {
                 s.set(LIVE, false);
                 s.id()
             });
-            self.dead.push(id);
+            self.dead.push(DeadSlot::at(id, live));
         }
         let old = self.tree.update(home, |s| {
             s.set(DELETED, true);
             std::mem::replace(&mut s.value, Value::Null)
         });
-        self.dead.push(elem);
+        self.dead.push(DeadSlot::at(elem, home));
         self.refs -= usize::from(is_ref(&old));
         self.extra.remove(&elem);
         Some((old, index))
@@ -501,7 +534,7 @@ impl ListObj {
         let wins = !deleted && peers.later(slot, extra.pos_stamp);
         let new = self.integrate(origin, Stored::moved(slot, elem, false), peers);
         if !wins {
-            self.dead.push(slot);
+            self.dead.push(DeadSlot::at(slot, new));
             return false;
         }
         // Retire the old position, then light up the new one. The cursor of
@@ -512,7 +545,7 @@ impl ListObj {
                 .cursor(extra.pos)
                 .expect("a moved element's slot exists");
             self.tree.update(old, |s| s.set(LIVE, false));
-            self.dead.push(extra.pos);
+            self.dead.push(DeadSlot::at(extra.pos, old));
         }
         let home = self.cursor(elem).expect("home exists");
         self.tree.update(home, |s| s.set(AWAY, true));
@@ -541,22 +574,41 @@ impl ListObj {
     pub(crate) fn from_slots(slots: Vec<(Slot, Option<ElemExtra>)>) -> Option<Self> {
         let mut extra = FxHashMap::default();
         let mut items = Vec::with_capacity(slots.len());
-        let mut dead = Vec::new();
         let mut refs = 0;
         for (slot, e) in slots {
             if let Some(e) = e {
                 extra.insert(slot.id, e);
             }
             let slot = Stored::from_slot(slot);
-            if is_dead(&slot) {
-                dead.push(slot.id());
-            } else if !slot.has(MOVED) {
+            if !is_dead(&slot) && !slot.has(MOVED) {
                 refs += usize::from(is_ref(&slot.value));
             }
             items.push(slot);
         }
         let mut index = SlotIndex::default();
-        let tree = Self::build(items, &mut index)?;
+        let mut dead = Vec::new();
+        let mut unique = true;
+        // Items arrive leaf by leaf, in order: count each one's position.
+        let mut at = Cursor {
+            leaf: LeafId::MAX,
+            pos: 0,
+        };
+        let tree = SeqTree::from_items(items, |s, leaf| {
+            unique &= !index.insert(s.id(), leaf);
+            at = match at.leaf == leaf {
+                true => Cursor {
+                    leaf,
+                    pos: at.pos + 1,
+                },
+                false => Cursor { leaf, pos: 0 },
+            };
+            if is_dead(s) {
+                dead.push(DeadSlot::at(s.id(), at));
+            }
+        });
+        if !unique {
+            return None;
+        }
         Some(ListObj {
             tree,
             index,
@@ -566,16 +618,6 @@ impl ListObj {
             dead,
             refs,
         })
-    }
-
-    /// A tree of `items` in order, filling its id index into `index`
-    /// (empty); `None` when an id appears twice.
-    fn build(items: Vec<Stored>, index: &mut SlotIndex) -> Option<SeqTree<Stored>> {
-        let mut unique = true;
-        let tree = SeqTree::from_items(items, |s, leaf| {
-            unique &= !index.insert(s.id(), leaf);
-        });
-        unique.then_some(tree)
     }
 
     /// Slots that no element can come back to: move slots that are not
@@ -590,12 +632,12 @@ impl ListObj {
     }
 
     /// The slots that died since the last call (or [`ListObj::restore_dead`]).
-    pub(crate) fn take_dead(&mut self) -> Vec<Id> {
+    pub(crate) fn take_dead(&mut self) -> Vec<DeadSlot> {
         std::mem::take(&mut self.dead)
     }
 
     /// Gives back dead slots taken and not purged, for a later round.
-    pub(crate) fn restore_dead(&mut self, slots: &[Id]) {
+    pub(crate) fn restore_dead(&mut self, slots: &[DeadSlot]) {
         self.dead.extend_from_slice(slots);
     }
 
@@ -607,36 +649,52 @@ impl ListObj {
     /// Drops the given slots (dead ones only; others and absent ids are
     /// ignored). Only their leaves change: the rest of the tree and of the
     /// id index stays as it is.
-    pub(crate) fn purge(&mut self, slots: &[Id]) {
-        let mut doomed: Vec<Cursor> = slots
-            .iter()
-            .filter_map(|&id| self.cursor(id))
-            .filter(|&c| is_dead(self.tree.get(c)))
-            .collect();
-        if doomed.is_empty() {
-            return;
+    pub(crate) fn purge(&mut self, slots: &[DeadSlot]) {
+        // One at a time, where each died: sorting them by leaf to rewrite
+        // each leaf once would cost more than it saves, since a round's dead
+        // slots rarely share a leaf.
+        for d in slots {
+            let Some(c) = self.find_dead(d) else {
+                continue;
+            };
+            if !is_dead(self.tree.get(c)) {
+                continue;
+            }
+            self.index.remove(d.id());
+            self.tree.remove(c);
+            // A larger leaf cannot merge: spare it the look. A merge is
+            // rare, and only the hints into the leaf it frees go stale.
+            if self.tree.leaf_items(c.leaf).len() <= MERGE_MAX {
+                let index = &mut self.index;
+                self.tree.rebalance(c.leaf, |s, to| {
+                    index.insert(s.id(), to);
+                });
+            }
         }
-        doomed.sort_unstable_by_key(|c| (c.leaf, c.pos));
-        doomed.dedup();
-        for &c in &doomed {
-            let id = self.tree.get(c).id();
-            self.index.remove(id);
+    }
+
+    /// Where a dead slot is now: at its hint or a few places from it (inserts
+    /// and removals in its leaf shift it), else where the index says (a
+    /// split or a merge moved it, or it shifted further).
+    fn find_dead(&self, d: &DeadSlot) -> Option<Cursor> {
+        if let Some(items) = self.tree.try_leaf_items(d.leaf) {
+            let here = |s: &Stored| s.counter == d.counter && s.peer == d.peer;
+            let pos = d.pos as usize;
+            if items.get(pos).is_some_and(here) {
+                return Some(Cursor { leaf: d.leaf, pos });
+            }
+            let near = pos.saturating_sub(HINT_REACH)..(pos + HINT_REACH + 1).min(items.len());
+            if let Some(i) = items
+                .get(near.clone())
+                .and_then(|w| w.iter().position(here))
+            {
+                return Some(Cursor {
+                    leaf: d.leaf,
+                    pos: near.start + i,
+                });
+            }
         }
-        let mut positions = Vec::new();
-        let mut touched = Vec::new();
-        for run in doomed.chunk_by(|a, b| a.leaf == b.leaf) {
-            let leaf = run[0].leaf;
-            positions.clear();
-            positions.extend(run.iter().map(|c| c.pos));
-            self.tree.remove_in_leaf(leaf, &positions);
-            touched.push(leaf);
-        }
-        for leaf in touched {
-            let index = &mut self.index;
-            self.tree.rebalance(leaf, |s, to| {
-                index.insert(s.id(), to);
-            });
-        }
+        self.cursor(d.id())
     }
 
     /// Whether transferred element state is coherent: every live move slot
@@ -758,21 +816,42 @@ mod tests {
                         }
                     }
                     _ => {
-                        // Some of the dead, or all of them, and a live slot
-                        // that must stay.
+                        // Some of the dead (the rest go back for a later
+                        // purge, their hints going stale meanwhile) or all
+                        // of them; a few with hints that point anywhere, and
+                        // a live slot that must stay.
                         let some = rand(2) == 0;
-                        let mut dead: Vec<Id> = model
-                            .iter()
-                            .filter(|s| !s.1 && (!some || rand(2) == 0))
-                            .map(|s| s.0)
-                            .collect();
+                        let taken = list.take_dead();
+                        let mut recorded: Vec<Id> = taken.iter().map(|d| d.id()).collect();
+                        let mut expected: Vec<Id> =
+                            model.iter().filter(|s| !s.1).map(|s| s.0).collect();
+                        recorded.sort_by_key(|id| (id.peer.0, id.counter));
+                        expected.sort_by_key(|id| (id.peer.0, id.counter));
+                        assert_eq!(recorded, expected, "seed {seed}: every dead slot recorded");
+                        let (mut dead, later): (Vec<DeadSlot>, Vec<DeadSlot>) =
+                            taken.into_iter().partition(|_| !some || rand(2) == 0);
+                        for d in &mut dead {
+                            if rand(4) == 0 {
+                                let anywhere = Cursor {
+                                    leaf: rand(40) as u32,
+                                    pos: rand(80) as usize,
+                                };
+                                *d = DeadSlot::at(d.id(), anywhere);
+                            }
+                        }
                         let keep: Vec<Id> =
                             model.iter().filter(|s| s.1).map(|s| s.0).take(1).collect();
-                        dead.extend(&keep);
+                        let nowhere = Cursor { leaf: 0, pos: 0 };
+                        dead.extend(keep.iter().map(|&id| DeadSlot::at(id, nowhere)));
                         list.purge(&dead);
+                        list.restore_dead(&later);
+                        let dead: Vec<Id> = dead
+                            .iter()
+                            .map(|d| d.id())
+                            .filter(|id| !keep.contains(id))
+                            .collect();
                         model.retain(|s| s.1 || !dead.contains(&s.0));
                         assert!(keep.iter().all(|&id| list.has_slot(id)), "seed {seed}");
-                        dead.retain(|id| !keep.contains(id));
                         assert!(dead.iter().all(|&id| !list.has_slot(id)), "seed {seed}");
                     }
                 }

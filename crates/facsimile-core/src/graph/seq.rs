@@ -26,7 +26,7 @@ const FREED: u32 = u32::MAX - 1;
 /// After a removal, a leaf merges with a neighbour when both together hold
 /// at most this many items: two neighbours that a removal touched hold more,
 /// so leaves stay about a third full or more on average.
-const MERGE_MAX: usize = LEAF_MAX * 3 / 4;
+pub(crate) const MERGE_MAX: usize = LEAF_MAX * 3 / 4;
 /// A leaf's storage grows and shrinks by this many items, not by doubling:
 /// leaves split at random places are about two thirds full, and doubling
 /// left room for 64 items in every one of them.
@@ -228,6 +228,12 @@ impl<T: SeqItem> SeqTree<T> {
     /// Items of one leaf, for scans that resolve an id inside its leaf.
     pub(crate) fn leaf_items(&self, leaf: LeafId) -> &[T] {
         &self.leaves[leaf as usize].items
+    }
+
+    /// Items of a leaf named by a hint that may be out of date: `None` when
+    /// no such leaf was ever allocated (a freed leaf has no items).
+    pub(crate) fn try_leaf_items(&self, leaf: LeafId) -> Option<&[T]> {
+        self.leaves.get(leaf as usize).map(|l| l.items.as_slice())
     }
 
     /// Cursor of the visible item at `index` (`index < visible_len()`).
@@ -516,22 +522,17 @@ impl<T: SeqItem> SeqTree<T> {
         }
     }
 
-    /// Removes the items at `positions` (ascending, distinct) of `leaf`.
-    /// Call [`SeqTree::rebalance`] on the leaf afterwards.
-    pub(crate) fn remove_in_leaf(&mut self, leaf: LeafId, positions: &[usize]) {
-        let items = &mut self.leaves[leaf as usize].items;
-        let mut removed_visible = 0i64;
-        // A leaf rarely loses more than a few at once: shifting its tail
-        // once per removal beats rewriting every item.
-        for &pos in positions.iter().rev() {
-            removed_visible += i64::from(items.remove(pos).is_visible());
-        }
-        let removed = positions.len();
+    /// Removes the item at `c` and returns it. Call [`SeqTree::rebalance`]
+    /// on its leaf afterwards.
+    pub(crate) fn remove(&mut self, c: Cursor) -> T {
+        let items = &mut self.leaves[c.leaf as usize].items;
+        let item = items.remove(c.pos);
         trim(items);
-        self.len -= removed;
-        if removed_visible != 0 {
-            self.add_count(leaf, -removed_visible);
+        self.len -= 1;
+        if item.is_visible() {
+            self.add_count(c.leaf, -1);
         }
+        item
     }
 
     /// Merges `leaf`, after removals, with a neighbour when both together
@@ -815,14 +816,14 @@ mod tests {
                     .filter(|_| rng.random_bool(share))
                     .map(|&c| (c, tree.get(c).0))
                     .collect();
-                doomed.sort_by_key(|(c, _)| (c.leaf, c.pos));
+                // Within a leaf from the back, so that the positions still
+                // to remove stay where they were.
+                doomed.sort_by_key(|(c, _)| (c.leaf, std::cmp::Reverse(c.pos)));
                 let gone: std::collections::HashSet<u32> = doomed.iter().map(|d| d.1).collect();
                 let mut touched = Vec::new();
-                for run in doomed.chunk_by(|a, b| a.0.leaf == b.0.leaf) {
-                    let leaf = run[0].0.leaf;
-                    let positions: Vec<usize> = run.iter().map(|d| d.0.pos).collect();
-                    tree.remove_in_leaf(leaf, &positions);
-                    touched.push(leaf);
+                for &(c, item) in &doomed {
+                    assert_eq!(tree.remove(c).0, item);
+                    touched.push(c.leaf);
                 }
                 for leaf in touched {
                     let mut moved = Vec::new();
