@@ -34,7 +34,7 @@
 //! use facsimile_jepsen::check::{check_all, AnomalyKind};
 //! use facsimile_jepsen::history::{Event, Kind, Op};
 //!
-//! let ev = |process, kind, op, time| Event { process, kind, op, time };
+//! let ev = |process, kind, op, time| Event { process, kind, op, time, error: None };
 //! let history = vec![
 //!     ev(0, Kind::Invoke, Op::Append { key: 1, element: 7 }, 10),
 //!     ev(0, Kind::Ok, Op::Append { key: 1, element: 7 }, 20),
