@@ -196,6 +196,19 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
+    /// Writes and syncs `file` on a thread of its own, which says when it
+    /// is done.
+    fn write_and_sync(file: PathBuf) -> (std::thread::JoinHandle<()>, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let mut f = std::fs::File::create(file).unwrap();
+            f.write_all(b"x").unwrap();
+            f.sync_all().unwrap();
+            tx.send(()).unwrap();
+        });
+        (writer, rx)
+    }
+
     #[test]
     fn a_frozen_disk_holds_a_sync_until_thawed_and_is_removed_with_its_guard() {
         if let Err(why) = available() {
@@ -206,13 +219,7 @@ mod tests {
         let disk = Disk::new(dir.path(), "t").unwrap();
         let file = disk.path().join("f");
         disk.freeze().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let writer = std::thread::spawn(move || {
-            let mut f = std::fs::File::create(file).unwrap();
-            f.write_all(b"x").unwrap();
-            f.sync_all().unwrap();
-            tx.send(()).unwrap();
-        });
+        let (writer, rx) = write_and_sync(file);
         // A bounded wait only shows that the write did not finish yet; it
         // asserts no duration.
         assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
@@ -255,13 +262,7 @@ mod tests {
         let mut disk = Disk::new(dir.path(), "t4").unwrap();
         let file = disk.path().join("f");
         disk.freeze().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let writer = std::thread::spawn(move || {
-            let mut f = std::fs::File::create(file).unwrap();
-            f.write_all(b"x").unwrap();
-            f.sync_all().unwrap();
-            tx.send(()).unwrap();
-        });
+        let (writer, rx) = write_and_sync(file);
         // What the kernel does when the runner dies: the watchdog's pipe
         // closes, with no thaw by the runner.
         let mut watchdog = disk.watchdog.take().unwrap();

@@ -373,15 +373,33 @@ async fn acknowledged_writes_survive_a_server_restart_and_retries_apply_once() {
     converged(&[a.node(), b.node(), c.node()]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_the_log_refused_after_the_lease_ran_out_are_reported_lost() {
+/// Alpha, behind a partition that can cut it off, and bravo, directly on
+/// the server, both with the document `{"log": []}`.
+async fn alpha_behind_a_partition(doc: &str) -> (Server, Partition, Connection, Connection) {
     let server = Server::start();
     let partition = Partition::start(server.port).await;
-    let a = join(&partition.url(), "alpha", options("lapse")).await;
-    let b = join(&server.url(), "bravo", options("lapse")).await;
+    let a = join(&partition.url(), "alpha", options(doc)).await;
+    let b = join(&server.url(), "bravo", options(doc)).await;
     a.node().set_root(json!({"log": []})).unwrap();
     a.flush().await.unwrap();
     converged(&[a.node(), b.node()]).await;
+    (server, partition, a, b)
+}
+
+/// Cuts the partition's side off until `observer` sees the lease of
+/// `cut` run out, then heals it.
+async fn lapse(partition: &Partition, observer: &Connection, cut: &facsimile::PeerId) {
+    partition.freeze(true);
+    until("the cut-off node's lease to run out", || {
+        !observer.node().peers().contains(cut)
+    })
+    .await;
+    partition.freeze(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_the_log_refused_after_the_lease_ran_out_are_reported_lost() {
+    let (_server, partition, a, b) = alpha_behind_a_partition("lapse").await;
     let alpha = a.node().peer_id();
     // Cut off from the server (without knowing it), alpha writes on while
     // bravo's heartbeats carry the log past alpha's lease.
@@ -419,22 +437,11 @@ async fn writes_the_log_refused_after_the_lease_ran_out_are_reported_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_refused_writes_are_reported_lost_after_the_lease_ran_out() {
-    let server = Server::start();
-    let partition = Partition::start(server.port).await;
-    let a = join(&partition.url(), "alpha", options("quiet-lapse")).await;
-    let b = join(&server.url(), "bravo", options("quiet-lapse")).await;
-    a.node().set_root(json!({"log": []})).unwrap();
-    a.flush().await.unwrap();
-    converged(&[a.node(), b.node()]).await;
+    let (_server, partition, a, b) = alpha_behind_a_partition("quiet-lapse").await;
     let alpha = a.node().peer_id();
     // Cut off with every write acknowledged, alpha only sends heartbeats,
     // which the log refuses once her lease ran out: no write is lost.
-    partition.freeze(true);
-    until("bravo to see alpha's lease run out", || {
-        !b.node().peers().contains(&alpha)
-    })
-    .await;
-    partition.freeze(false);
+    lapse(&partition, &b, &alpha).await;
     until("alpha to start over", || {
         a.rejoins() >= 1 && a.node().is_ready() && a.node().get("/log").is_some()
     })
@@ -456,13 +463,7 @@ async fn only_refused_writes_are_reported_lost_after_the_lease_ran_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_starts_over_never_shows_an_older_document() {
-    let server = Server::start();
-    let partition = Partition::start(server.port).await;
-    let a = join(&partition.url(), "alpha", options("monotonic")).await;
-    let b = join(&server.url(), "bravo", options("monotonic")).await;
-    a.node().set_root(json!({"log": []})).unwrap();
-    a.flush().await.unwrap();
-    converged(&[a.node(), b.node()]).await;
+    let (_server, partition, a, b) = alpha_behind_a_partition("monotonic").await;
     let log = b.node().get("/log").unwrap().as_array().unwrap().clone();
     const ITEMS: usize = 20;
     for i in 0..ITEMS {
@@ -492,12 +493,7 @@ async fn a_node_that_starts_over_never_shows_an_older_document() {
         a.node().on_root_changed(move |_| on_root()),
     ];
     let alpha = a.node().peer_id();
-    partition.freeze(true);
-    until("bravo to see alpha's lease run out", || {
-        !b.node().peers().contains(&alpha)
-    })
-    .await;
-    partition.freeze(false);
+    lapse(&partition, &b, &alpha).await;
     until("alpha to start over", || a.rejoins() >= 1).await;
     let len = a.node().get("/log").unwrap().as_array().unwrap().len();
     assert_eq!(len, ITEMS, "alpha starts over where it had read");
