@@ -222,11 +222,13 @@ impl DeadSlot {
 
 const _: () = assert!(std::mem::size_of::<DeadSlot>() == 24);
 
-/// How far before and after its hint a dead slot is looked for: mostly
-/// inserts happen in its leaf meanwhile, which shift it right. Past that, a
-/// look-up in the id index and a scan of the right leaf cost less.
-const HINT_BEHIND: usize = 8;
+/// How far after its hint a dead slot is looked for: mostly inserts happen
+/// in its leaf meanwhile, which shift it right. Past that, a look-up in the
+/// id index and a scan of the right leaf cost less.
 const HINT_AHEAD: usize = 16;
+/// How far before its hint a dead slot is looked for (removals shift it
+/// left).
+const HINT_BEHIND: usize = 8;
 
 /// The position of the item `here` accepts at `pos` of `items` or within
 /// the hint's reach around it, looked for on the likelier side first.
@@ -668,11 +670,12 @@ impl ListObj {
     /// ignored). Only their leaves change: the rest of the tree and of the
     /// id index stays as it is.
     pub(crate) fn purge(&mut self, slots: &[DeadSlot]) {
-        // One at a time, where each died: a leaf's removals rarely come in
-        // runs, and no safe way of closing several gaps at once (a pass
-        // that moves item by item, or a sort by leaf) costs less than
-        // shifting the tail once a slot. A leaf is looked at for a merge
-        // once, after all its removals.
+        // One at a time, where each died. A round's slots do share leaves
+        // (a few a leaf), but closing a leaf's gaps in one pass moves its
+        // slots one by one (no `memmove` without unsafe code), and that and
+        // sorting the slots by leaf each cost more than a shift of the tail
+        // a slot. A leaf is looked at for a merge once, after the round's
+        // removals.
         let mut seen = vec![0u64; self.tree.leaf_ids().div_ceil(64)];
         let mut leaves = Vec::new();
         for d in slots {
