@@ -23,7 +23,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::seq::{Cursor, LeafId, MERGE_MAX, SeqItem, SeqTree};
+use super::seq::{Cursor, LeafId, MERGE_MAX, SPLIT_AT, SeqItem, SeqTree};
 use super::slot_index::SlotIndex;
 use crate::clock::Peers;
 use crate::value::{Id, ObjectId, PeerIdx, Value};
@@ -222,9 +222,29 @@ impl DeadSlot {
 
 const _: () = assert!(std::mem::size_of::<DeadSlot>() == 24);
 
-/// How far from its hint a dead slot is looked for before the id index is
-/// asked: past that, a look-up and a scan of the right leaf cost less.
-const HINT_REACH: usize = 8;
+/// How far after its hint a dead slot is looked for: mostly inserts happen
+/// in its leaf meanwhile, which shift it right. Past that, a look-up in the
+/// id index and a scan of the right leaf cost less.
+const HINT_AHEAD: usize = 16;
+/// How far before its hint a dead slot is looked for (removals shift it
+/// left).
+const HINT_BEHIND: usize = 8;
+
+/// The position of the item `here` accepts at `pos` of `items` or within
+/// the hint's reach around it, looked for on the likelier side first.
+fn seek(items: &[Stored], pos: usize, here: impl Fn(&Stored) -> bool) -> Option<usize> {
+    let end = (pos + HINT_AHEAD + 1).min(items.len());
+    if let Some(i) = items.get(pos..end).and_then(|w| w.iter().position(&here)) {
+        return Some(pos + i);
+    }
+    let start = pos.saturating_sub(HINT_BEHIND);
+    let end = pos.min(items.len());
+    items
+        .get(start..end)?
+        .iter()
+        .rposition(here)
+        .map(|i| start + i)
+}
 
 /// Element state that differs from the defaults implied by its home slot
 /// (value written by the insert, position at the home slot).
@@ -650,9 +670,14 @@ impl ListObj {
     /// ignored). Only their leaves change: the rest of the tree and of the
     /// id index stays as it is.
     pub(crate) fn purge(&mut self, slots: &[DeadSlot]) {
-        // One at a time, where each died: sorting them by leaf to rewrite
-        // each leaf once would cost more than it saves, since a round's dead
-        // slots rarely share a leaf.
+        // One at a time, where each died. A round's slots do share leaves
+        // (a few a leaf), but closing a leaf's gaps in one pass moves its
+        // slots one by one (no `memmove` without unsafe code), and that and
+        // sorting the slots by leaf each cost more than a shift of the tail
+        // a slot. A leaf is looked at for a merge once, after the round's
+        // removals.
+        let mut seen = vec![0u64; self.tree.leaf_ids().div_ceil(64)];
+        let mut leaves = Vec::new();
         for d in slots {
             let Some(c) = self.find_dead(d) else {
                 continue;
@@ -662,36 +687,44 @@ impl ListObj {
             }
             self.index.remove(d.id());
             self.tree.remove(c);
-            // A larger leaf cannot merge: spare it the look. A merge is
-            // rare, and only the hints into the leaf it frees go stale.
-            if self.tree.leaf_items(c.leaf).len() <= MERGE_MAX {
+            let (word, bit) = (c.leaf as usize / 64, 1 << (c.leaf % 64));
+            if seen[word] & bit == 0 {
+                seen[word] |= bit;
+                leaves.push(c.leaf);
+            }
+        }
+        // Merges move slots between leaves (a slot still to remove would
+        // be looked for through the index), so they wait. A larger leaf
+        // cannot merge: spare it the look.
+        for leaf in leaves {
+            if self.tree.leaf_items(leaf).len() <= MERGE_MAX {
                 let index = &mut self.index;
-                self.tree.rebalance(c.leaf, |s, to| {
+                self.tree.rebalance(leaf, |s, to| {
                     index.insert(s.id(), to);
                 });
             }
         }
     }
 
-    /// Where a dead slot is now: at its hint or a few places from it (inserts
-    /// and removals in its leaf shift it), else where the index says (a
-    /// split or a merge moved it, or it shifted further).
+    /// Where a dead slot is now: near its hint (inserts and removals in its
+    /// leaf shift it), near where a split of its leaf would have put it,
+    /// else where the index says (a merge, a later split, or a longer
+    /// shift moved it).
     fn find_dead(&self, d: &DeadSlot) -> Option<Cursor> {
-        if let Some(items) = self.tree.try_leaf_items(d.leaf) {
-            let here = |s: &Stored| s.counter == d.counter && s.peer == d.peer;
-            let pos = d.pos as usize;
-            if items.get(pos).is_some_and(here) {
-                return Some(Cursor { leaf: d.leaf, pos });
+        let here = |s: &Stored| s.counter == d.counter && s.peer == d.peer;
+        let pos = d.pos as usize;
+        let leaf = d.leaf;
+        if let Some(items) = self.tree.try_leaf_items(leaf) {
+            if let Some(pos) = seek(items, pos, here) {
+                return Some(Cursor { leaf, pos });
             }
-            let near = pos.saturating_sub(HINT_REACH)..(pos + HINT_REACH + 1).min(items.len());
-            if let Some(i) = items
-                .get(near.clone())
-                .and_then(|w| w.iter().position(here))
-            {
-                return Some(Cursor {
-                    leaf: d.leaf,
-                    pos: near.start + i,
-                });
+            if pos + HINT_AHEAD >= SPLIT_AT {
+                if let Some(next) = self.tree.next_leaf(leaf) {
+                    let items = self.tree.leaf_items(next);
+                    if let Some(pos) = seek(items, pos.saturating_sub(SPLIT_AT), here) {
+                        return Some(Cursor { leaf: next, pos });
+                    }
+                }
             }
         }
         self.cursor(d.id())
@@ -774,6 +807,37 @@ mod tests {
         assert!(ListObj::from_slots(slots(&[5, 6, 4, 5, 6])).is_none());
         assert!(ListObj::from_slots(slots(&[5, 6, 6])).is_none());
         assert!(ListObj::from_slots(slots(&[5, 6, 9, 4, 7])).is_some());
+    }
+
+    /// A slot whose leaf split after it died is found in the new leaf from
+    /// its old hint; a hint that points elsewhere falls back to the index,
+    /// and a slot that is gone is not found.
+    #[test]
+    fn dead_slots_are_found_after_their_leaf_splits() {
+        let peers = Peers::new(PeerId::new("a", 1));
+        let id = |c| Id::new(PeerIdx(0), c);
+        let mut list = ListObj::default();
+        list.insert(None, id(1), (1..=60).map(Value::Int), &peers);
+        list.delete(id(51)).unwrap();
+        let taken = list.take_dead();
+        let [hint] = taken[..] else {
+            panic!("one dead slot: {taken:?}")
+        };
+        // Inserts at the head fill the leaf and split it: the back half,
+        // the dead slot with it, moves to a new leaf.
+        for c in 100..110 {
+            list.insert(None, id(c), [Value::Int(0)], &peers);
+        }
+        let c = list.find_dead(&hint).expect("found through the split");
+        assert_ne!(c.leaf, hint.leaf);
+        assert_eq!(list.tree.get(c).id(), id(51));
+        let elsewhere = DeadSlot::at(id(51), Cursor { leaf: 0, pos: 0 });
+        assert_eq!(list.find_dead(&elsewhere), Some(c));
+        list.purge(&[elsewhere, hint]);
+        assert!(!list.has_slot(id(51)));
+        assert_eq!(list.find_dead(&hint), None);
+        list.check();
+        assert_eq!(list.len(), 69);
     }
 
     /// Runs of consecutive ids inserted anywhere (so leaves split inside

@@ -19,6 +19,9 @@ pub(crate) trait SeqItem {
 pub(crate) type LeafId = u32;
 
 const LEAF_MAX: usize = 64;
+/// Where a full leaf splits when the item does not go at its end: the items
+/// from here on move to the start of a new leaf right after it.
+pub(crate) const SPLIT_AT: usize = LEAF_MAX / 2;
 const NODE_MAX: usize = 32;
 const NONE: u32 = u32::MAX;
 /// The parent of a freed node, which is on a free list.
@@ -225,6 +228,13 @@ impl<T: SeqItem> SeqTree<T> {
         self.leaves.get(c.leaf as usize)?.items.get(c.pos)
     }
 
+    /// The leaf after `leaf` in sequence order, if any (a freed leaf has
+    /// none).
+    pub(crate) fn next_leaf(&self, leaf: LeafId) -> Option<LeafId> {
+        let next = self.leaves.get(leaf as usize)?.next;
+        (next != NONE).then_some(next)
+    }
+
     /// Items of one leaf, for scans that resolve an id inside its leaf.
     pub(crate) fn leaf_items(&self, leaf: LeafId) -> &[T] {
         &self.leaves[leaf as usize].items
@@ -387,7 +397,7 @@ impl<T: SeqItem> SeqTree<T> {
             // Appending at a full leaf's end starts a new leaf and moves
             // nothing: a list that grows at its end keeps full leaves and
             // never re-files its items.
-            let at = if pos == len { len } else { len / 2 };
+            let at = if pos == len { len } else { SPLIT_AT };
             let new_leaf = self.split_leaf(leaf, at, &mut on_move);
             if pos >= at {
                 target = Cursor {
@@ -533,6 +543,11 @@ impl<T: SeqItem> SeqTree<T> {
             self.add_count(c.leaf, -1);
         }
         item
+    }
+
+    /// Number of leaves ever allocated: every leaf id is below it.
+    pub(crate) fn leaf_ids(&self) -> usize {
+        self.leaves.len()
     }
 
     /// Merges `leaf`, after removals, with a neighbour when both together

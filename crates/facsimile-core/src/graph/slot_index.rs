@@ -105,15 +105,15 @@ impl SlotIndex {
         was
     }
 
-    /// Forgets `id`.
-    pub(crate) fn remove(&mut self, id: Id) {
+    /// Forgets `id`. Returns whether it was here.
+    pub(crate) fn remove(&mut self, id: Id) -> bool {
         let (key, k) = split(id);
         let Some(page) = self.pages.get_mut(&key) else {
-            return;
+            return false;
         };
         let bit = 1u16 << k;
         if page.present & bit == 0 {
-            return;
+            return false;
         }
         self.len -= 1;
         page.present &= !bit;
@@ -123,6 +123,7 @@ impl SlotIndex {
             }
             self.pages.remove(&key);
         }
+        true
     }
 }
 
@@ -146,8 +147,7 @@ mod tests {
                         assert_eq!(index.insert(id, leaf), model.insert(id, leaf).is_some());
                     }
                     _ => {
-                        index.remove(id);
-                        model.remove(&id);
+                        assert_eq!(index.remove(id), model.remove(&id).is_some());
                     }
                 }
                 assert_eq!(index.len(), model.len());
