@@ -462,6 +462,39 @@ async fn only_refused_writes_are_reported_lost_after_the_lease_ran_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_raced_a_lock_grant_is_reported_lost_once() {
+    let (_server, partition, a, b) = alpha_behind_a_partition("race").await;
+    // Alpha, cut off for less than a lease, has not read bravo's grant
+    // when it writes to the locked map: the log orders its write after
+    // the grant, and every reader refuses it.
+    partition.freeze(true);
+    let root_b = b.node().root_map().unwrap();
+    let guard = b.node().lock(&root_b).await.unwrap();
+    a.node().root_map().unwrap().set("raced", 1).unwrap();
+    let flushing = tokio::spawn({
+        let a = a.clone();
+        async move { a.flush().await }
+    });
+    partition.freeze(false);
+    match flushing.await.unwrap() {
+        Err(net::NetError::WritesLost(n)) => assert_eq!(n, 1, "one write raced the grant"),
+        other => panic!("the refused write was acknowledged: {other:?}"),
+    }
+    assert!(a.rejoins() >= 1, "alpha started over");
+    a.flush().await.expect("the loss is reported once");
+    root_b.set("after", 2).unwrap();
+    b.flush().await.unwrap();
+    drop(guard);
+    converged(&[a.node(), b.node()]).await;
+    let root = b.node().root_map().unwrap();
+    assert!(
+        !root.contains_key("raced"),
+        "a refused write is applied nowhere"
+    );
+    assert!(root.contains_key("after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_starts_over_never_shows_an_older_document() {
     let (_server, partition, a, b) = alpha_behind_a_partition("monotonic").await;
     let log = b.node().get("/log").unwrap().as_array().unwrap().clone();
