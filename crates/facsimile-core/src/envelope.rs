@@ -5,7 +5,7 @@
 
 use crate::codec::{self, VERSION};
 use crate::error::ReceiveError;
-use crate::wire::{Message, Sequenced, Tag, WireOp, index};
+use crate::wire::{Message, Ops, Sequenced, Tag, WireOp, index};
 
 /// Who sent a message, to whom, and where it stands in its sender's stream,
 /// read without applying it (see [`Envelope::peek`]).
@@ -114,21 +114,7 @@ impl Envelope {
     /// # Ok::<(), facsimile_core::ReceiveError>(())
     /// ```
     pub fn writes(bytes: &[u8]) -> Result<Option<&'static str>, ReceiveError> {
-        let frame = codec::decode(bytes, usize::MAX)?;
-        let Message::Sequenced {
-            body: Sequenced::Ops { ops, .. },
-            ..
-        } = frame.msg
-        else {
-            return Ok(None);
-        };
-        Ok(ops.iter().find_map(|op| match op {
-            WireOp::Intro { .. } | WireOp::LockAck { .. } | WireOp::Tick => None,
-            WireOp::Lock { .. } | WireOp::TryLock { .. } => Some("a lock request"),
-            WireOp::Unlock { .. } => Some("a lock release"),
-            WireOp::Evict { .. } => Some("an eviction"),
-            _ => Some("a change to the document"),
-        }))
+        Ok(ops_of(bytes)?.and_then(|ops| ops.iter().find_map(what)))
     }
 
     /// Whether an encoded message changes the document (a value set,
@@ -156,26 +142,35 @@ impl Envelope {
     /// # Ok::<(), facsimile_core::ReceiveError>(())
     /// ```
     pub fn changes_document(bytes: &[u8]) -> Result<bool, ReceiveError> {
-        let frame = codec::decode(bytes, usize::MAX)?;
-        let Message::Sequenced {
+        Ok(ops_of(bytes)?.is_some_and(|ops| ops.iter().any(|op| what(op) == Some(CHANGE))))
+    }
+}
+
+/// What [`Envelope::writes`] calls an operation that changes the document.
+const CHANGE: &str = "a change to the document";
+
+/// The operations an encoded message carries (`None` for a message that
+/// carries none), decoded whole.
+fn ops_of(bytes: &[u8]) -> Result<Option<Ops>, ReceiveError> {
+    let frame = codec::decode(bytes, usize::MAX)?;
+    Ok(match frame.msg {
+        Message::Sequenced {
             body: Sequenced::Ops { ops, .. },
             ..
-        } = frame.msg
-        else {
-            return Ok(false);
-        };
-        Ok(ops.iter().any(|op| {
-            !matches!(
-                op,
-                WireOp::Intro { .. }
-                    | WireOp::LockAck { .. }
-                    | WireOp::Tick
-                    | WireOp::Lock { .. }
-                    | WireOp::TryLock { .. }
-                    | WireOp::Unlock { .. }
-                    | WireOp::Evict { .. }
-            )
-        }))
+        } => Some(ops),
+        _ => None,
+    })
+}
+
+/// What an operation does, as [`Envelope::writes`] names it; `None` for the
+/// bookkeeping every node sends (hellos, acknowledgements, heartbeats).
+fn what(op: &WireOp) -> Option<&'static str> {
+    match op {
+        WireOp::Intro { .. } | WireOp::LockAck { .. } | WireOp::Tick => None,
+        WireOp::Lock { .. } | WireOp::TryLock { .. } => Some("a lock request"),
+        WireOp::Unlock { .. } => Some("a lock release"),
+        WireOp::Evict { .. } => Some("an eviction"),
+        _ => Some(CHANGE),
     }
 }
 

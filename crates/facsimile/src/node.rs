@@ -347,7 +347,7 @@ impl Node {
     /// [`Error::Receive`] when the snapshot is not valid; the node is
     /// unchanged.
     pub fn reload(&self, snapshot: Option<&[u8]>) -> Result<()> {
-        let next = self.successor(snapshot)?;
+        let next = self.prepare_reload(snapshot)?;
         self.install(next);
         Ok(())
     }
@@ -355,16 +355,11 @@ impl Node {
     /// A new incarnation of this node's replica loaded from a log snapshot,
     /// not in use yet: [`Node::reload`] in two steps, so that the transport
     /// can bring it up to where this node had read before it takes the
-    /// node's place, and reads never go back.
+    /// node's place ([`Node::install`]), and reads never go back.
     ///
     /// # Errors
     /// [`Error::Receive`] when the snapshot is not valid.
-    #[cfg(feature = "nats")]
     pub(crate) fn prepare_reload(&self, snapshot: Option<&[u8]>) -> Result<Successor> {
-        self.successor(snapshot)
-    }
-
-    fn successor(&self, snapshot: Option<&[u8]>) -> Result<Successor> {
         let st = self.state();
         let me = PeerId::new(self.hostname(), rand::random());
         let (mut replica, succession) = st.replica.successor(me, snapshot)?;
@@ -392,7 +387,6 @@ impl Node {
             // Objects the old incarnation made while its successor caught
             // up keep their ids apart from the successor's.
             replica.extend_succession(&st.replica, &mut succession);
-            replica.record_changes(!st.subs.is_empty());
             st.replica.abandon();
             self.drain(&mut st)
         };
@@ -405,6 +399,7 @@ impl Node {
         {
             let mut st = self.state();
             st.replica = replica;
+            st.sync_recording();
             st.reload_wanted = false;
             st.lease_lapsed = false;
             self.note_succession(&mut st, succession);

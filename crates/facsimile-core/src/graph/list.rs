@@ -615,13 +615,8 @@ impl ListObj {
         };
         let tree = SeqTree::from_items(items, |s, leaf| {
             unique &= !index.insert(s.id(), leaf);
-            at = match at.leaf == leaf {
-                true => Cursor {
-                    leaf,
-                    pos: at.pos + 1,
-                },
-                false => Cursor { leaf, pos: 0 },
-            };
+            let pos = if at.leaf == leaf { at.pos + 1 } else { 0 };
+            at = Cursor { leaf, pos };
             if is_dead(s) {
                 dead.push(DeadSlot::at(s.id(), at));
             }

@@ -184,6 +184,7 @@ pub(crate) fn export_first_format(src: Source<'_>) -> Vec<u8> {
         *out = put(std::mem::take(out), objects)
     })
 }
+
 /// The version byte and the fields of `state` in order up to its log,
 /// the objects written by `objects`.
 fn export_with(

@@ -723,12 +723,9 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
         while last < until {
             let message = next_message(ctx, &mut messages).await?;
             let m = Read::of(ctx, &message)?;
-            if m.seq <= last {
+            // A purge behind a newer snapshot meanwhile starts over from it.
+            if !m.follows(last)? {
                 continue;
-            }
-            if m.seq != last + 1 {
-                // Purged behind a newer snapshot meanwhile: start over from it.
-                return Err(Stop::Reload);
             }
             if ctx.shared.cancel.is_cancelled() {
                 return Err(Stop::Dropped);
@@ -916,6 +913,21 @@ impl<'a> Read<'a> {
         })
     }
 
+    /// Whether it comes right after the message `last`: `false` for one
+    /// read before (a new consumer delivers from where reading stopped),
+    /// [`Stop::Reload`] when the stream was purged behind a snapshot past
+    /// `last` before this node read it.
+    fn follows(&self, last: u64) -> Result<bool, Stop> {
+        if self.seq <= last {
+            return Ok(false);
+        }
+        if self.seq != last + 1 {
+            tracing::info!(last, seq = self.seq, "fell behind the stream's purge");
+            return Err(Stop::Reload);
+        }
+        Ok(true)
+    }
+
     /// The log position of its frame `i`.
     fn position(&self, i: usize) -> u64 {
         (self.seq << INDEX_BITS) | i as u64
@@ -945,13 +957,10 @@ async fn read_from(
             Ok(m) => m,
             Err(stop) => return stop,
         };
-        if m.seq <= last {
-            continue;
-        }
-        if m.seq != last + 1 {
-            // Purged behind a snapshot before this node read it.
-            tracing::info!(last, seq = m.seq, "fell behind the stream's purge");
-            return Stop::Reload;
+        match m.follows(last) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(stop) => return stop,
         }
         let Some(n) = Node::upgrade(node) else {
             return Stop::Dropped;
