@@ -47,6 +47,9 @@ pub(crate) enum Write {
     },
     /// Several writes as one message.
     Group(Vec<Write>),
+    /// The transport is lost (`true`) or back: writes are held, then sent
+    /// packed.
+    Offline(bool),
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -262,6 +265,10 @@ pub(crate) fn attempt(r: &mut Replica, w: &Write) -> Result<(), facsimile_core::
             None => Ok(()),
         },
         Write::Group(_) => Ok(()),
+        Write::Offline(offline) => {
+            r.set_online(!offline);
+            Ok(())
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use crate::error::ReceiveError;
 use crate::wire::Frame;
 
 mod fast;
+pub(crate) mod packed;
 
 /// The binary wire version this build speaks.
 pub const VERSION: u8 = 1;

@@ -50,12 +50,48 @@ pub(crate) struct Outbox {
     ops: Vec<WireOp>,
     first: Option<u64>,
     depth: u32,
+    /// While offline: the weight the open operations may reach before
+    /// they go out as a message (see [`Outbox::hold`]).
+    held: Option<usize>,
+    /// The open operations' weight, counted while held.
+    weight: usize,
     /// An operations message went out since [`Outbox::take_moved`].
     moved: bool,
     queue: VecDeque<Transmit>,
     log: ResendLog,
     /// Encoding buffer, reused between messages.
     scratch: Vec<u8>,
+}
+
+/// An upper bound of an operation's share of a packed message, in bytes:
+/// what decides when held operations must go out.
+fn weight(op: &WireOp) -> usize {
+    const BASE: usize = 32;
+    let value = |v: &WireValue| match v {
+        WireValue::Str(s) => BASE + s.len(),
+        WireValue::Bytes(b) => BASE + b.len(),
+        _ => BASE,
+    };
+    match op {
+        WireOp::MapSet { key, value: v, .. } => key.len() + value(v),
+        WireOp::MapDelete { key, .. } => BASE + key.len(),
+        WireOp::Append { value: v, .. } | WireOp::ListSet { value: v, .. } => value(v),
+        WireOp::Root { value: v } => value(v),
+        WireOp::ListInsert { values, .. } | WireOp::NewArray { values } => {
+            BASE + values.iter().map(value).sum::<usize>()
+        }
+        WireOp::NewMap { entries } => {
+            BASE + entries.iter().map(|(k, v)| k.len() + value(v)).sum::<usize>()
+        }
+        WireOp::ListDelete { runs, .. } => BASE + runs.len() * BASE,
+        WireOp::Intro { hostname, .. } | WireOp::Evict { hostname, .. } => {
+            BASE + hostname.len()
+        }
+        WireOp::LockAck { members, .. } => {
+            BASE + members.iter().map(|(_, h)| BASE + h.len()).sum::<usize>()
+        }
+        _ => BASE,
+    }
 }
 
 impl Outbox {
@@ -75,6 +111,8 @@ impl Outbox {
             ops: Vec::new(),
             first: None,
             depth: 0,
+            held: None,
+            weight: 0,
             moved: false,
             queue: VecDeque::new(),
             log: ResendLog::default(),
@@ -84,12 +122,22 @@ impl Outbox {
 
     /// A fresh stream for a new incarnation `tag`: sequence numbers, the
     /// dictionary and the queue start over; the clock goes on, so that ids
-    /// never repeat.
+    /// never repeat, and so does holding.
     pub(crate) fn restart(&mut self, tag: Tag) {
         *self = Outbox {
             clock: self.clock,
+            held: self.held,
             ..Outbox::with(tag, self.format, self.keep)
         };
+    }
+
+    /// Holds operations messages back (`Some(limit)`) while nobody can
+    /// receive them: the writes made meanwhile go out as one message (or
+    /// one per `limit` of weight), packed, instead of one message each.
+    /// `None` ends holding; the caller flushes what was held.
+    pub(crate) fn hold(&mut self, limit: Option<usize>) {
+        self.held = limit;
+        self.weight = 0;
     }
 
     /// Starts the clock at `clock` (a successor continues its
@@ -160,6 +208,11 @@ impl Outbox {
         self.depth = 0;
     }
 
+    /// Whether a group is open.
+    pub(crate) fn in_group(&self) -> bool {
+        self.depth > 0
+    }
+
     /// Whether no operation waits for its group to close.
     pub(crate) fn is_idle(&self) -> bool {
         self.ops.is_empty()
@@ -184,6 +237,9 @@ impl Outbox {
 
     #[inline]
     pub(crate) fn push(&mut self, op: WireOp) {
+        if self.held.is_some() {
+            self.weight += weight(&op);
+        }
         self.ops.push(op);
     }
 
@@ -239,9 +295,19 @@ impl Outbox {
 
     // --------------------------------------------------------- messages
 
-    /// Queues the closed group's operations as one message. Returns whether
-    /// a message went out.
+    /// Queues the closed group's operations as one message, unless they are
+    /// held and below the limit. Returns whether a message went out.
     pub(crate) fn flush(&mut self) -> bool {
+        match self.held {
+            Some(limit) if self.weight < limit => false,
+            _ => self.flush_now(),
+        }
+    }
+
+    /// Queues the operations so far as one message, held or not. Returns
+    /// whether a message went out.
+    pub(crate) fn flush_now(&mut self) -> bool {
+        self.weight = 0;
         if self.ops.is_empty() {
             return false;
         }
@@ -280,8 +346,13 @@ impl Outbox {
         std::mem::take(&mut self.moved)
     }
 
-    /// Queues a sequenced message, keeping it for retransmission.
+    /// Queues a sequenced message, keeping it for retransmission. Held
+    /// operations go first: they were made before it (an acknowledgement
+    /// must not overtake an operation naming what it lets peers reclaim).
     pub(crate) fn send(&mut self, body: Sequenced) {
+        if self.depth == 0 {
+            self.flush_now();
+        }
         let frame = self.number(body);
         self.transmit(&frame);
     }

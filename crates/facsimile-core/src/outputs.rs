@@ -61,18 +61,33 @@ impl Outputs {
         }
     }
 
-    /// Closes every open group (before anything remote is applied: the
-    /// counters of one message's operations are consecutive).
+    /// Closes every open group and sends what was held (before anything
+    /// remote is applied: the counters of one message's operations are
+    /// consecutive).
     pub(crate) fn close_all(&mut self) {
+        self.outbox.end_all();
+        self.flush_now();
+    }
+
+    /// Closes every open group; held operations stay held.
+    pub(crate) fn close_groups(&mut self) {
         self.outbox.end_all();
         self.flush();
     }
 
     /// Reports the changes and queues the message of the operations so far,
-    /// whether or not a group is open.
+    /// whether or not a group is open, unless they are held.
     pub(crate) fn flush(&mut self) {
         self.events.flush_touched(&Origin::Local);
         if self.outbox.flush() {
+            self.sent();
+        }
+    }
+
+    /// [`Outputs::flush`], held operations included.
+    pub(crate) fn flush_now(&mut self) {
+        self.events.flush_touched(&Origin::Local);
+        if self.outbox.flush_now() {
             self.sent();
         }
     }

@@ -313,6 +313,52 @@ impl Replica {
         self.out.end();
     }
 
+    /// Says whether this replica's messages reach anybody now (its
+    /// transport is connected). While they do not, the writes made are
+    /// gathered into as few messages as possible, packed (a key written
+    /// once, values as differences), instead of one message each: a
+    /// reconnection then sends a compacted backlog. Each gathered message
+    /// goes out when it reaches a size limit (a quarter of
+    /// [`Config::max_message_size`], at most 1 MiB), before anything
+    /// remote is applied or anything else is sent, on
+    /// [`Replica::send_held`], and when the replica is online again. Local
+    /// change events are not held.
+    ///
+    /// ```
+    /// use facsimile_core::{Config, Input, PeerId, Replica};
+    ///
+    /// let mut a = Replica::new(PeerId::new("a", 1), Config::default());
+    /// let root = a.set_root(Input::Map(vec![])).unwrap().unwrap();
+    /// while a.poll_transmit().is_some() {}
+    /// a.set_online(false);
+    /// for i in 0..100 {
+    ///     a.map_set(root, "counter", Input::from(i)).unwrap();
+    /// }
+    /// assert!(a.poll_transmit().is_none(), "held while offline");
+    /// a.set_online(true);
+    /// let backlog = a.poll_transmit().expect("one message for the 100 writes");
+    /// assert!(backlog.bytes.len() < 5 * 100, "about 4 bytes a write");
+    /// assert!(a.poll_transmit().is_none());
+    /// ```
+    pub fn set_online(&mut self, online: bool) {
+        if online {
+            self.out.outbox.hold(None);
+            self.send_held();
+        } else {
+            let limit = (self.config.max_message / 4).clamp(4 << 10, 1 << 20);
+            self.out.outbox.hold(Some(limit));
+        }
+    }
+
+    /// Sends the writes held while offline ([`Replica::set_online`]) now,
+    /// as one message, and goes on holding (a flush that must wait for
+    /// them). Inside a group, they go out when the group closes.
+    pub fn send_held(&mut self) {
+        if !self.out.outbox.in_group() {
+            self.out.flush_now();
+        }
+    }
+
     /// Replaces the root. Returns the new root object when `input` creates
     /// one.
     ///
@@ -578,7 +624,9 @@ impl Replica {
     /// reclamation, heartbeats) and failure detection.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.out.now = now;
-        self.out.close_all();
+        // Held operations stay held: whatever a timer sends that must
+        // follow them (an acknowledgement, a state) sends them first.
+        self.out.close_groups();
         if self.out.timers.expired(Timer::Sync, now) {
             self.retry_sync(now);
         }
@@ -1214,6 +1262,9 @@ impl Replica {
         if !self.doc.is_settled() || !self.serve.has_fetches() {
             return;
         }
+        // The state holds every local write: the joiner must not get them
+        // again in a later message.
+        self.out.close_all();
         let in_order = self.config.relay;
         for to in self.serve.take_ready(&self.members, &self.peers, in_order) {
             if let Some(p) = self.peers.by_tag(to.0) {

@@ -269,9 +269,17 @@ impl Sim {
     }
 
     /// Cuts node `i` off (or reconnects it): messages to and from it wait
-    /// until the partition heals, while it keeps running.
+    /// until the partition heals, while it keeps running. Its replica is
+    /// told, as a transport tells it ([`Replica::set_online`]).
     pub fn partition(&mut self, i: usize, cut: bool) {
         self.nodes[i].partitioned = cut;
+        self.nodes[i].replica.set_online(!cut);
+        self.collect(i);
+    }
+
+    /// Whether node `i` is cut off.
+    pub fn is_partitioned(&self, i: usize) -> bool {
+        self.nodes[i].partitioned
     }
 
     /// Leaves replica `i` out of [`Sim::assert_converged`]: an attacker, say,

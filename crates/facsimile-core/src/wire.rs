@@ -27,6 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smallvec::SmallVec;
 use smol_str::SmolStr;
 
+use crate::codec::packed::{PACK_FROM, Packed, PackedRef};
 use crate::value::{Id, PeerId, Value};
 
 /// A peer's tag: its incarnation. Four fixed bytes in binary, a hex string in
@@ -68,6 +69,11 @@ pub(crate) struct Hostname(SmolStr);
 impl Hostname {
     /// The longest hostname accepted, in bytes.
     pub(crate) const MAX: usize = 1024;
+
+    /// Its length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
 
     /// The hostname of a known peer (checked when it arrived).
     pub(crate) fn of(peer: &PeerId) -> Hostname {
@@ -424,8 +430,9 @@ pub(crate) mod index {
         pub(crate) const RESEND_GONE: u32 = 11;
         pub(crate) const OP: u32 = 12;
         pub(crate) const NEXT: u32 = 13;
+        pub(crate) const PACKED: u32 = 14;
         /// The highest body variant.
-        pub(crate) const LAST: u32 = NEXT;
+        pub(crate) const LAST: u32 = PACKED;
 
         /// Whether a body names a recipient (its first field) rather than a
         /// stream position.
@@ -455,7 +462,7 @@ pub(crate) mod index {
 /// data, so that one layout serializes borrowed fields (and a sync answer
 /// straight from the graph) and deserializes owned ones.
 #[derive(Serialize, Deserialize)]
-enum Flat<H, O, A, F, M, S> {
+enum Flat<H, O, A, F, M, S, P = ()> {
     Hello { seq: u64, hostname: H },
     Ops { seq: u64, tick: u64, ops: O },
     GcAck { seq: u64, frontier: F, members: M },
@@ -470,6 +477,7 @@ enum Flat<H, O, A, F, M, S> {
     ResendGone { to: Tag },
     Op { seq: u64, tick: u64, op: A },
     Next { seq: u64, op: A },
+    Packed { seq: u64, tick: u64, ops: P },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -485,13 +493,22 @@ type FlatRef<'a> = Flat<
     &'a Vec<(Tag, u64)>,
     &'a Vec<(Tag, Hostname)>,
     &'a TransferState,
+    PackedRef<'a>,
 >;
 
-type FlatOwned =
-    Flat<Hostname, Ops, WireOp, Vec<(Tag, u64)>, Vec<(Tag, Hostname)>, Box<TransferState>>;
+type FlatOwned = Flat<
+    Hostname,
+    Ops,
+    WireOp,
+    Vec<(Tag, u64)>,
+    Vec<(Tag, Hostname)>,
+    Box<TransferState>,
+    Packed,
+>;
 
 impl Serialize for Frame {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let pack = !s.is_human_readable();
         let body: FlatRef<'_> = match &self.msg {
             Message::Sequenced { seq, body } => {
                 let seq = *seq;
@@ -505,6 +522,13 @@ impl Serialize for Frame {
                         tick: *tick,
                         op: &ops[0],
                     },
+                    Sequenced::Ops { tick, ops } if pack && ops.len() >= PACK_FROM => {
+                        Flat::Packed {
+                            seq,
+                            tick: *tick,
+                            ops: PackedRef(ops),
+                        }
+                    }
                     Sequenced::Ops { tick, ops } => Flat::Ops {
                         seq,
                         tick: *tick,
@@ -558,6 +582,11 @@ impl<'de> Deserialize<'de> for Frame {
         let msg = match flat.body {
             Flat::Hello { seq: s, hostname } => seq(s, Sequenced::Hello { hostname }),
             Flat::Ops { seq: s, tick, ops } => seq(s, Sequenced::Ops { tick, ops }),
+            Flat::Packed {
+                seq: s,
+                tick,
+                ops: Packed(ops),
+            } => seq(s, Sequenced::Ops { tick, ops }),
             Flat::Op { seq: s, tick, op } => seq(
                 s,
                 Sequenced::Ops {
@@ -821,6 +850,14 @@ mod tests {
                 },
             ),
             (NEXT, Flat::Next { seq: 1, op }),
+            (
+                PACKED,
+                Flat::Packed {
+                    seq: 1,
+                    tick: 1,
+                    ops: (),
+                },
+            ),
         ];
         for (i, (want, body)) in bodies.iter().enumerate() {
             assert_eq!(first_varint(body), *want, "body {i}");

@@ -727,11 +727,13 @@ fn huge_length_headers_are_refused_without_allocating() {
     let key = find(bytes, b"KKKKKKKK") - 1;
     let blob = find(bytes, b"BBBBBBBB") - 1;
     assert_eq!((bytes[key], bytes[blob]), (8, 8));
-    // `[3, Str, 2, 'V', '1']`: the three inserted values.
-    let values = find(bytes, &[3, 4, 2, b'V', b'1']);
+    // A message of several operations is packed: `[3, Str, 2, 'V', '1']`
+    // are the three inserted values (their count, then each value's tag).
+    let values = find(bytes, &[3, 5, 2, b'V', b'1']);
     // Envelope: version, tag (4 bytes), body variant, seq, lamport, then the
-    // number of operations.
-    let ops = skip_varint(bytes, skip_varint(bytes, 6));
+    // packed operations' length and their number.
+    let packed = skip_varint(bytes, skip_varint(bytes, 6));
+    let ops = skip_varint(bytes, packed);
     let cases = [
         ("key of 1 GiB", key, 1u64 << 30),
         ("key of 2^62 bytes", key, 1 << 62),
@@ -741,6 +743,7 @@ fn huge_length_headers_are_refused_without_allocating() {
         ("1 GiB of values", values, 1 << 30),
         ("2^62 operations", ops, 1 << 62),
         ("2^32 operations", ops, 1 << 32),
+        ("packed operations of 2^62 bytes", packed, 1 << 62),
     ];
     for (what, at, len) in cases {
         let hostile = splice(bytes, at, 1, &varint(len));

@@ -73,7 +73,7 @@ pub(super) fn encode(frame: &Frame, out: &mut Vec<u8>) -> bool {
 }
 
 #[inline]
-fn varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -81,12 +81,12 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn id(out: &mut Vec<u8>, id: WireId) {
+pub(super) fn id(out: &mut Vec<u8>, id: WireId) {
     varint(out, id.p.into());
     varint(out, id.c);
 }
 
-fn str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn str(out: &mut Vec<u8>, s: &str) {
     varint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
@@ -147,17 +147,17 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Frame> {
     })
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
     #[inline]
-    fn byte(&mut self) -> Option<u8> {
+    pub(super) fn byte(&mut self) -> Option<u8> {
         let (&b, rest) = self.0.split_first()?;
         self.0 = rest;
         Some(b)
     }
 
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -201,16 +201,16 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn u32(&mut self) -> Option<u32> {
+    pub(super) fn u32(&mut self) -> Option<u32> {
         self.varint(32).map(|v| v as u32)
     }
 
     #[inline]
-    fn u64(&mut self) -> Option<u64> {
+    pub(super) fn u64(&mut self) -> Option<u64> {
         self.varint(64)
     }
 
-    fn str(&mut self) -> Option<SmolStr> {
+    pub(super) fn str(&mut self) -> Option<SmolStr> {
         let len = usize::try_from(self.u64()?).ok()?;
         let s = std::str::from_utf8(self.take(len)?).ok()?;
         Some(SmolStr::new(s))

@@ -172,6 +172,12 @@ fn scenario(seed: u64, nodes: usize, ops: usize) {
         let online = sim.online();
         let i = online[sim.rng().random_range(0..online.len())];
         random_op(&mut sim, i, &mut token, &mut ledger);
+        // Now and then a node is cut off for a while: it holds its writes
+        // and sends them packed when it is back.
+        if sim.rng().random_range(0..30) == 0 {
+            let cut = !sim.is_partitioned(i);
+            sim.partition(i, cut);
+        }
         let n = sim.rng().random_range(0..4);
         sim.steps(n);
         if step % 25 == 24 {
@@ -181,6 +187,11 @@ fn scenario(seed: u64, nodes: usize, ops: usize) {
             joined = true;
             let j = sim.add("late");
             sim.with(j, Replica::sync);
+        }
+    }
+    for i in 0..sim.len() {
+        if sim.is_partitioned(i) {
+            sim.partition(i, false);
         }
     }
     sim.settle();
