@@ -578,6 +578,51 @@ impl Node {
         self.pump();
     }
 
+    /// Says whether this node's messages reach anybody now. While they do
+    /// not, the writes made are gathered into as few messages as possible,
+    /// packed (each key written once, integers as differences), so that a
+    /// reconnection sends a compacted backlog rather than one message per
+    /// write; they go out when the node is online again, on a flush, or
+    /// when one reaches its size limit. Listeners still hear of each write
+    /// at once. The relay connection calls this itself when it loses and
+    /// regains the relay; a transport of its own (see
+    /// [`Node::set_sender`]) calls it when its link goes down and up.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use facsimile::Node;
+    ///
+    /// let node = Node::new("laptop");
+    /// let sent = Arc::new(Mutex::new(Vec::new()));
+    /// let log = sent.clone();
+    /// node.set_sender(move |msg| log.lock().unwrap().push(msg.bytes()));
+    /// let root = node.set_root(serde_json::json!({}))?.as_map().cloned().unwrap();
+    /// sent.lock().unwrap().clear();
+    /// node.set_online(false);
+    /// for i in 0..1000 {
+    ///     root.set(&format!("k{}", i % 10), i)?;
+    /// }
+    /// assert!(sent.lock().unwrap().is_empty());
+    /// node.set_online(true);
+    /// let sent = sent.lock().unwrap();
+    /// assert_eq!(sent.len(), 1, "one message for the thousand writes");
+    /// assert!(sent[0].len() < 5_000);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn set_online(&self, online: bool) {
+        self.state().replica.set_online(online);
+        self.pump();
+    }
+
+    /// Hands the writes held while offline to the transport now (a flush
+    /// waits for them), and goes on holding.
+    #[cfg(any(feature = "tcp", feature = "nats"))]
+    pub(crate) fn send_held(&self) {
+        self.state().replica.send_held();
+        self.pump();
+    }
+
     /// Whether the document is complete (no sync in progress).
     pub fn is_ready(&self) -> bool {
         self.state().replica.is_ready()

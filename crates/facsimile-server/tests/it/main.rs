@@ -5,6 +5,7 @@
 mod eviction;
 mod incarnation;
 mod inspect;
+mod offline;
 mod partition;
 mod read_only;
 mod support;

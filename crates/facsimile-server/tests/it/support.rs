@@ -76,8 +76,18 @@ impl Relay {
     /// Stops the relay (its connections close; nobody is evicted) and
     /// starts it again on the same address and data.
     pub(crate) async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+
+    /// Stops the relay: its connections close, nobody is evicted.
+    pub(crate) async fn stop(&mut self) {
         self.stop.take().unwrap().send(()).unwrap();
         self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    /// Starts a stopped relay again on the same address and data.
+    pub(crate) async fn start_again(&mut self) {
         let data = self._data.take();
         *self = Relay::run(self.config.clone()).await;
         self._data = data;

@@ -424,6 +424,10 @@ async fn run(
                 return;
             }
             tracing::warn!(%addr, %error, "relay connection lost; reconnecting");
+            if let Some(n) = Node::upgrade(&node) {
+                // Writes made until the relay is back go out packed.
+                n.set_online(false);
+            }
             let _ = shared
                 .status
                 .send_replace(Status::Disconnected(error.to_string()));
@@ -443,6 +447,7 @@ async fn run(
             Ok((c, admission)) => {
                 tracing::info!(%addr, "reconnected to the relay");
                 admit(&shared, &n, admission);
+                n.set_online(true);
                 admitted = n.peer_id().incarnation();
                 conn = Some(c);
             }

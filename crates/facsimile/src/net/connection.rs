@@ -122,6 +122,7 @@ impl Connection {
         // Messages the node queued but has not handed to the transport yet
         // (a listener's writes, or writes another thread's pump is still
         // sending) are handed over before the target is taken.
+        self.node.send_held();
         self.node.pump_all();
         // Drops no flush has reported yet count too: those messages were
         // sent before this call and are not acknowledged.
