@@ -7,13 +7,13 @@
 //! owes), so an update may hold several messages: they are framed as `0xFF`
 //! followed by length-prefixed messages (a single message is sent as is).
 //!
-//! Catch-up ([`System::reconnect`]): a node sends every write as a message
-//! at once, disconnected or not, and has no other way to catch up with
-//! concurrent writes (`Node::sync` drops the local document, and with it
-//! the writes made offline; a relay replays a reconnecting client's queued
-//! messages). So each side's backlog of messages goes to the other, in
-//! order, then whatever the receivers answer (acknowledgements, resend
-//! requests), back and forth until nobody sends anything.
+//! Catch-up ([`System::reconnect`]): a node told it is offline
+//! (`Node::set_online(false)`, what the relay connection calls when it
+//! loses the relay) gathers its writes into packed messages (one per
+//! megabyte of estimated weight) and sends them when it is online again.
+//! So each side's packed backlog goes to the other, in order, then whatever
+//! the receivers answer (acknowledgements, resend requests), back and forth
+//! until nobody sends anything.
 //!
 //! Snapshot: `Node::export_state` (the full replica state a joiner needs),
 //! loaded with `Node::from_exported`.
@@ -190,12 +190,17 @@ impl System for Facsimile {
     }
 
     fn edit_offline(&mut self, op: Op<'_>) {
-        // The message stays in the outbox: the backlog sent on reconnection.
+        // Told it is offline, as its transport tells it, the node holds its
+        // writes and gathers them into packed messages: the backlog sent on
+        // reconnection.
+        self.node.set_online(false);
         self.local_edit(op);
     }
 
     fn reconnect(a: &mut Self, b: &mut Self) -> Exchange {
         let mut exchange = Exchange::default();
+        a.node.set_online(true);
+        b.node.set_online(true);
         loop {
             let from_a = std::mem::take(&mut *a.outbox.lock().unwrap());
             let from_b = std::mem::take(&mut *b.outbox.lock().unwrap());

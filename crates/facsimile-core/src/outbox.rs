@@ -81,12 +81,13 @@ fn weight(op: &WireOp) -> usize {
             BASE + values.iter().map(value).sum::<usize>()
         }
         WireOp::NewMap { entries } => {
-            BASE + entries.iter().map(|(k, v)| k.len() + value(v)).sum::<usize>()
+            BASE + entries
+                .iter()
+                .map(|(k, v)| k.len() + value(v))
+                .sum::<usize>()
         }
         WireOp::ListDelete { runs, .. } => BASE + runs.len() * BASE,
-        WireOp::Intro { hostname, .. } | WireOp::Evict { hostname, .. } => {
-            BASE + hostname.len()
-        }
+        WireOp::Intro { hostname, .. } | WireOp::Evict { hostname, .. } => BASE + hostname.len(),
         WireOp::LockAck { members, .. } => {
             BASE + members.iter().map(|(_, h)| BASE + h.len()).sum::<usize>()
         }
@@ -136,8 +137,10 @@ impl Outbox {
     /// one per `limit` of weight), packed, instead of one message each.
     /// `None` ends holding; the caller flushes what was held.
     pub(crate) fn hold(&mut self, limit: Option<usize>) {
+        if limit.is_none() {
+            self.weight = 0;
+        }
         self.held = limit;
-        self.weight = 0;
     }
 
     /// Starts the clock at `clock` (a successor continues its

@@ -496,15 +496,8 @@ type FlatRef<'a> = Flat<
     PackedRef<'a>,
 >;
 
-type FlatOwned = Flat<
-    Hostname,
-    Ops,
-    WireOp,
-    Vec<(Tag, u64)>,
-    Vec<(Tag, Hostname)>,
-    Box<TransferState>,
-    Packed,
->;
+type FlatOwned =
+    Flat<Hostname, Ops, WireOp, Vec<(Tag, u64)>, Vec<(Tag, Hostname)>, Box<TransferState>, Packed>;
 
 impl Serialize for Frame {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

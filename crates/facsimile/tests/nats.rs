@@ -552,7 +552,14 @@ async fn a_crashed_holder_loses_its_lock_after_the_lease() {
     let guard = a.node().lock(&root_a).await.unwrap();
     let first = guard.token();
     let root_b = b.node().root_map().unwrap();
-    until("bravo to see the lock", || root_b.set("n", 1).is_err()).await;
+    // Seen without writing: a write made before bravo read the grant would
+    // race it, be refused by the log, and be reported lost by bravo's
+    // flush below.
+    let id = root_b.id();
+    until("bravo to see the lock", || {
+        b.node().check_writable(&id).is_err()
+    })
+    .await;
     std::mem::forget(guard);
     // No goodbye: the stream's clock passes alpha's lease.
     a.abort();

@@ -12,10 +12,10 @@
 //! Decoding is bounded by the input: every operation takes at least one
 //! byte, every table entry was read from the input, and nothing recurses.
 
+use rustc_hash::FxHashMap;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smallvec::SmallVec;
-use rustc_hash::FxHashMap;
 use smol_str::SmolStr;
 
 use super::fast::{Reader, id, str, varint};
@@ -492,7 +492,11 @@ mod tests {
         let packed = encode(&ops);
         // Header, key index, value tag and a one-byte difference.
         assert!(packed.len() < 1000 * 4 + 100, "{} bytes", packed.len());
-        assert!(packed.len() * 2 < bits(&ops).len(), "{} bytes", packed.len());
+        assert!(
+            packed.len() * 2 < bits(&ops).len(),
+            "{} bytes",
+            packed.len()
+        );
     }
 
     #[test]
