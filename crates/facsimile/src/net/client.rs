@@ -439,6 +439,12 @@ async fn run(
         let Some(n) = Node::upgrade(&node) else {
             return;
         };
+        // What was held goes into the outbox before the hello, so that the
+        // welcome deals with it like every frame not acknowledged: sent
+        // again, or dropped and counted lost if the relay evicted this
+        // incarnation. Writes made while connecting are not held: held
+        // past a rejoin, they would go out as the evicted incarnation's.
+        n.set_online(true);
         let attempt = tokio::select! {
             r = establish(&addr, &options, &mut session, &shared, &n, admitted) => r,
             _ = shared.cancel.cancelled() => return,
@@ -447,17 +453,18 @@ async fn run(
             Ok((c, admission)) => {
                 tracing::info!(%addr, "reconnected to the relay");
                 admit(&shared, &n, admission);
-                n.set_online(true);
                 admitted = n.peer_id().incarnation();
                 conn = Some(c);
             }
             Err(e @ NetError::Refused(_)) => {
+                n.set_online(false);
                 tracing::error!(%addr, error = %e, "reconnection refused");
                 let _ = shared
                     .status
                     .send_replace(Status::Disconnected(e.to_string()));
             }
             Err(e) => {
+                n.set_online(false);
                 tracing::debug!(%addr, error = %e, "reconnection failed");
                 let _ = shared
                     .status

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::connection::{Shared, Status};
+use super::connection::Shared;
 use crate::node::{Inner, Node};
 
 /// The longest sleep: the driver looks again at least this often, in case
@@ -24,10 +24,9 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// thread. Waiting this long at least keeps either from spinning.
 const MIN_WAIT: Duration = Duration::from_millis(5);
 
-/// Runs the node's timers until the connection closes or the node is gone,
-/// and tells the node whether it is online. Woken early when the
-/// connection's status changes: a reconnection may have made the node
-/// resync or rejoin, which sets new timers.
+/// Runs the node's timers until the connection closes or the node is gone.
+/// Woken early when the connection's status changes: a reconnection may
+/// have made the node resync or rejoin, which sets new timers.
 pub(super) async fn run_timers(shared: Arc<Shared>, node: Weak<Inner>) {
     let mut status = shared.status.subscribe();
     loop {
@@ -45,13 +44,7 @@ pub(super) async fn run_timers(shared: Arc<Shared>, node: Weak<Inner>) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = status.changed() => {
-                // Writes made while the connection is down are held and go
-                // out packed once it is back (the relay client also says so
-                // itself, at the moment it knows).
-                let online = matches!(*status.borrow_and_update(), Status::Connected);
-                if let Some(node) = Node::upgrade(&node) {
-                    node.set_online(online);
-                }
+                status.borrow_and_update();
             }
             _ = shared.cancel.cancelled() => return,
         }
