@@ -84,6 +84,12 @@ impl Server {
         }
     }
 
+    /// The running process's pid (`ip netns exec` execs the server, so it
+    /// is the server's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Whether the process is running (as far as the runner knows).
     pub fn running(&self) -> bool {
         self.child.is_some()

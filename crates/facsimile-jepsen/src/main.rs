@@ -62,6 +62,10 @@ struct RunArgs {
     /// it, even where loop mounts and `fsfreeze` work.
     #[arg(long)]
     no_disk_stalls: bool,
+    /// Never slow the servers' disks down (blkio throttling), even where
+    /// it works.
+    #[arg(long)]
+    no_disk_slow: bool,
     /// The short default runs: the relay and NATS, every workload mixed,
     /// 40 s each with fixed seeds.
     #[arg(long, conflicts_with = "long")]
@@ -160,6 +164,7 @@ fn configs(args: &RunArgs) -> Vec<Config> {
             out: args.out.join(name),
             proxies: args.proxies,
             disk_stalls: !args.no_disk_stalls,
+            disk_slow: !args.no_disk_slow,
         }
     };
     let backends = [Backend::Relay, Backend::Nats];
@@ -198,7 +203,7 @@ async fn runs(args: RunArgs) -> ExitCode {
     let mut valid = true;
     for config in configs(&args) {
         let command = format!(
-            "facsimile-jepsen run --backend {} --workload {} --clients {} --seed {} --duration {} --out {}{}{}",
+            "facsimile-jepsen run --backend {} --workload {} --clients {} --seed {} --duration {} --out {}{}{}{}",
             format!("{:?}", config.backend).to_lowercase(),
             format!("{:?}", config.workload).to_lowercase(),
             config.clients,
@@ -210,6 +215,11 @@ async fn runs(args: RunArgs) -> ExitCode {
                 ""
             } else {
                 " --no-disk-stalls"
+            },
+            if config.disk_slow {
+                ""
+            } else {
+                " --no-disk-slow"
             }
         );
         println!("== {command}");

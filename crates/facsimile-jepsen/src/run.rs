@@ -44,6 +44,9 @@ pub struct Config {
     pub proxies: bool,
     /// Stall the servers' disks where loop mounts and `fsfreeze` work.
     pub disk_stalls: bool,
+    /// Slow the servers' disks down where, in addition, blkio throttling
+    /// works.
+    pub disk_slow: bool,
 }
 
 /// What a run measured, written as `summary.json`.
@@ -57,6 +60,12 @@ pub struct Summary {
     pub network: &'static str,
     /// `loop ext4 + fsfreeze`, or why disks are not stalled.
     pub disks: String,
+    /// `blkio throttle`, or why disks are not slowed down.
+    pub slow_disks: String,
+    /// Writes that went through the throttles of slow disks, in all.
+    pub throttled_writes: u64,
+    /// Bytes that went through the throttles of slow disks, in all.
+    pub throttled_bytes: u64,
     /// The nemesis's schedule.
     pub schedule: Vec<Step>,
     /// Operations invoked.
@@ -182,6 +191,8 @@ struct Runner {
     next_process: u32,
     histories: Vec<PathBuf>,
     faults: BTreeMap<String, u32>,
+    /// What went through the slow disks' throttles.
+    throttled: disk::Throttled,
     errors: Vec<String>,
 }
 
@@ -344,6 +355,24 @@ impl Runner {
                 self.disk(i)?.freeze().map_err(|e| e.to_string())?;
                 return Ok(Fault::DiskStall { server: Some(i) });
             }
+            Fault::DiskSlow {
+                server,
+                write_bps,
+                write_iops,
+            } => {
+                let i = self.server_or_leader(server);
+                let pid = self.servers[i]
+                    .pid()
+                    .ok_or_else(|| format!("server {i} is not running"))?;
+                self.disk(i)?
+                    .slow(pid, write_bps, write_iops)
+                    .map_err(|e| e.to_string())?;
+                return Ok(Fault::DiskSlow {
+                    server: Some(i),
+                    write_bps,
+                    write_iops,
+                });
+            }
             Fault::KillClient { slot } => {
                 if let Some(mut p) = self.slots[slot].proc.take() {
                     let _ = p.child.start_kill();
@@ -371,6 +400,15 @@ impl Runner {
                 .disk(server.unwrap_or(0))?
                 .thaw()
                 .map_err(|e| e.to_string()),
+            Fault::DiskSlow { server, .. } => {
+                let disk = self.disk(server.unwrap_or(0))?;
+                let t = disk.throttled();
+                let lifted = disk.unslow().map_err(|e| e.to_string());
+                println!("         throttled {} writes, {} bytes", t.writes, t.bytes);
+                self.throttled.writes += t.writes;
+                self.throttled.bytes += t.bytes;
+                lifted
+            }
         }
     }
 
@@ -441,19 +479,38 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         None
     };
     let host = net.as_ref().map_or(Ipv4Addr::LOCALHOST, Net::host);
-    let available = if config.disk_stalls {
+    // Loop-mounted disks, when either disk fault is wanted and they work.
+    let available = if config.disk_stalls || config.disk_slow {
         disk::available()
     } else {
-        Err("--no-disk-stalls".to_string())
+        Err("--no-disk-stalls --no-disk-slow".to_string())
     };
-    let stall_disks = available.is_ok();
-    let disks_why = match available {
-        Ok(()) => {
-            disk::remove_leftovers();
-            "loop ext4 + fsfreeze".to_string()
-        }
+    if available.is_ok() {
+        disk::remove_leftovers();
+    }
+    let with_disks = available.is_ok();
+    let stalls = match (config.disk_stalls, &available) {
+        (false, _) => Err("--no-disk-stalls".to_string()),
+        (true, a) => a.clone(),
+    };
+    let stall_disks = stalls.is_ok();
+    let disks_why = match stalls {
+        Ok(()) => "loop ext4 + fsfreeze".to_string(),
         Err(why) => {
             println!("no disk stalls: {why}");
+            why
+        }
+    };
+    let slow = match (config.disk_slow, &available) {
+        (false, _) => Err("--no-disk-slow".to_string()),
+        (true, Err(why)) => Err(why.clone()),
+        (true, Ok(())) => disk::slow_available(),
+    };
+    let slow_disks = slow.is_ok();
+    let slow_why = match slow {
+        Ok(()) => "blkio throttle".to_string(),
+        Err(why) => {
+            println!("no slow disks: {why}");
             why
         }
     };
@@ -471,6 +528,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         server_partitions: net.is_some(),
         detection_ms,
         disk_stalls: stall_disks,
+        disk_slow: slow_disks,
     };
     let schedule = nemesis::schedule(config.seed, config.duration * 1000, scope);
     println!(
@@ -492,16 +550,18 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         next_process: 0,
         histories: Vec::new(),
         faults: BTreeMap::new(),
+        throttled: disk::Throttled::default(),
         errors: Vec::new(),
     };
-    // Each server's data goes on its own disk when disks can be stalled.
+    // Each server's data goes on its own disk when disks can be stalled or
+    // slowed down.
     let names: &[&str] = match config.backend {
         Backend::Relay => &["relay"],
         Backend::Nats => &["n0", "n1", "n2"],
     };
     let mut data = Vec::new();
     for name in names {
-        if stall_disks {
+        if with_disks {
             let d = Disk::new(&config.out, name).map_err(|e| format!("a disk for {name}: {e}"))?;
             data.push(d.path().join("data"));
             runner.disks.push(d);
@@ -646,9 +706,10 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     }
     storage_task.abort();
     // Every stall was healed; thaw again in case a heal failed, so that
-    // the kills take effect, then unmount.
+    // the kills take effect, then unmount. Likewise for throttles.
     for d in &runner.disks {
         let _ = d.thaw();
+        let _ = d.unslow();
     }
     for s in &mut runner.servers {
         s.kill().await;
@@ -705,6 +766,9 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
             "proxies"
         },
         disks: disks_why,
+        slow_disks: slow_why,
+        throttled_writes: runner.throttled.writes,
+        throttled_bytes: runner.throttled.bytes,
         schedule: done,
         operations,
         ok,
