@@ -58,12 +58,13 @@ struct RunArgs {
     /// namespaces (the fallback without root).
     #[arg(long)]
     proxies: bool,
-    /// Keep the servers' data on the plain file system and never stall
-    /// it, even where loop mounts and `fsfreeze` work.
+    /// Never stall the servers' disks (`fsfreeze`), even where loop
+    /// mounts and `fsfreeze` work. With --no-disk-slow too, the servers'
+    /// data stays on the plain file system.
     #[arg(long)]
     no_disk_stalls: bool,
-    /// Never slow the servers' disks down (blkio throttling), even where
-    /// it works.
+    /// Never slow the servers' disks down (blkio write throttling), even
+    /// where it works.
     #[arg(long)]
     no_disk_slow: bool,
     /// The short default runs: the relay and NATS, every workload mixed,
