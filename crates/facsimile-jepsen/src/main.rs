@@ -67,6 +67,11 @@ struct RunArgs {
     /// where it works.
     #[arg(long)]
     no_disk_slow: bool,
+    /// NATS servers `fsync` every write to their stores (`sync_interval:
+    /// always`) rather than every 2 minutes, NATS's default: only then do
+    /// slow disks slow their writes down.
+    #[arg(long)]
+    nats_sync_always: bool,
     /// The short default runs: the relay and NATS, every workload mixed,
     /// 40 s each with fixed seeds.
     #[arg(long, conflicts_with = "long")]
@@ -166,6 +171,7 @@ fn configs(args: &RunArgs) -> Vec<Config> {
             proxies: args.proxies,
             disk_stalls: !args.no_disk_stalls,
             disk_slow: !args.no_disk_slow,
+            nats_sync_always: args.nats_sync_always,
         }
     };
     let backends = [Backend::Relay, Backend::Nats];
@@ -204,7 +210,7 @@ async fn runs(args: RunArgs) -> ExitCode {
     let mut valid = true;
     for config in configs(&args) {
         let command = format!(
-            "facsimile-jepsen run --backend {} --workload {} --clients {} --seed {} --duration {} --out {}{}{}{}",
+            "facsimile-jepsen run --backend {} --workload {} --clients {} --seed {} --duration {} --out {}{}{}{}{}",
             format!("{:?}", config.backend).to_lowercase(),
             format!("{:?}", config.workload).to_lowercase(),
             config.clients,
@@ -221,6 +227,11 @@ async fn runs(args: RunArgs) -> ExitCode {
                 ""
             } else {
                 " --no-disk-slow"
+            },
+            if config.nats_sync_always {
+                " --nats-sync-always"
+            } else {
+                ""
             }
         );
         println!("== {command}");

@@ -47,6 +47,8 @@ pub struct Config {
     /// Slow the servers' disks down where, in addition, blkio throttling
     /// works.
     pub disk_slow: bool,
+    /// NATS servers `fsync` every write (`sync_interval: always`).
+    pub nats_sync_always: bool,
 }
 
 /// What a run measured, written as `summary.json`.
@@ -585,12 +587,27 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
             }
             let ips = [net.addr(200), net.addr(201), net.addr(202)];
             let stores = [data[0].clone(), data[1].clone(), data[2].clone()];
-            cluster::nats(program, ips, ns, &config.out, &stores).map_err(|e| e.to_string())?
+            cluster::nats(
+                program,
+                ips,
+                ns,
+                &config.out,
+                &stores,
+                config.nats_sync_always,
+            )
+            .map_err(|e| e.to_string())?
         }
         (Backend::Nats, None) => {
             let stores = [data[0].clone(), data[1].clone(), data[2].clone()];
-            cluster::nats(program, [host; 3], [None, None, None], &config.out, &stores)
-                .map_err(|e| e.to_string())?
+            cluster::nats(
+                program,
+                [host; 3],
+                [None, None, None],
+                &config.out,
+                &stores,
+                config.nats_sync_always,
+            )
+            .map_err(|e| e.to_string())?
         }
     };
     runner.servers = servers;
