@@ -58,13 +58,12 @@ struct RunArgs {
     /// namespaces (the fallback without root).
     #[arg(long)]
     proxies: bool,
-    /// Never stall the servers' disks (`fsfreeze`), even where loop
-    /// mounts and `fsfreeze` work. With --no-disk-slow too, the servers'
-    /// data stays on the plain file system.
+    /// Keep the servers' data on the plain file system and never stall
+    /// it, even where loop mounts and `fsfreeze` work (nor slow it down).
     #[arg(long)]
     no_disk_stalls: bool,
     /// Never slow the servers' disks down (blkio write throttling), even
-    /// where it works.
+    /// where it works; they are still stalled.
     #[arg(long)]
     no_disk_slow: bool,
     /// NATS servers `fsync` every write to their stores (`sync_interval:

@@ -42,10 +42,10 @@ pub struct Config {
     pub out: PathBuf,
     /// Partition through in-process proxies even where namespaces work.
     pub proxies: bool,
-    /// Stall the servers' disks where loop mounts and `fsfreeze` work.
+    /// Stall the servers' disks where loop mounts and `fsfreeze` work
+    /// (else their data is on the plain file system).
     pub disk_stalls: bool,
-    /// Slow the servers' disks down where, in addition, blkio throttling
-    /// works.
+    /// Slow the stalled disks down too where blkio throttling works.
     pub disk_slow: bool,
     /// NATS servers `fsync` every write (`sync_interval: always`).
     pub nats_sync_always: bool,
@@ -481,28 +481,23 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         None
     };
     let host = net.as_ref().map_or(Ipv4Addr::LOCALHOST, Net::host);
-    // Loop-mounted disks, when either disk fault is wanted and they work.
-    let available = if config.disk_stalls || config.disk_slow {
+    let available = if config.disk_stalls {
         disk::available()
     } else {
-        Err("--no-disk-stalls --no-disk-slow".to_string())
+        Err("--no-disk-stalls".to_string())
     };
-    if available.is_ok() {
-        disk::remove_leftovers();
-    }
-    let with_disks = available.is_ok();
-    let stalls = match (config.disk_stalls, &available) {
-        (false, _) => Err("--no-disk-stalls".to_string()),
-        (true, a) => a.clone(),
-    };
-    let stall_disks = stalls.is_ok();
-    let disks_why = match stalls {
-        Ok(()) => "loop ext4 + fsfreeze".to_string(),
+    let stall_disks = available.is_ok();
+    let disks_why = match &available {
+        Ok(()) => {
+            disk::remove_leftovers();
+            "loop ext4 + fsfreeze".to_string()
+        }
         Err(why) => {
             println!("no disk stalls: {why}");
-            why
+            why.clone()
         }
     };
+    // Slow disks are the same disks, throttled.
     let slow = match (config.disk_slow, &available) {
         (false, _) => Err("--no-disk-slow".to_string()),
         (true, Err(why)) => Err(why.clone()),
@@ -555,15 +550,14 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         throttled: disk::Throttled::default(),
         errors: Vec::new(),
     };
-    // Each server's data goes on its own disk when disks can be stalled or
-    // slowed down.
+    // Each server's data goes on its own disk when disks can be stalled.
     let names: &[&str] = match config.backend {
         Backend::Relay => &["relay"],
         Backend::Nats => &["n0", "n1", "n2"],
     };
     let mut data = Vec::new();
     for name in names {
-        if with_disks {
+        if stall_disks {
             let d = Disk::new(&config.out, name).map_err(|e| format!("a disk for {name}: {e}"))?;
             data.push(d.path().join("data"));
             runner.disks.push(d);
