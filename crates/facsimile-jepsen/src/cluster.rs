@@ -84,6 +84,12 @@ impl Server {
         }
     }
 
+    /// The running process's pid (`ip netns exec` execs the server, so it
+    /// is the server's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Whether the process is running (as far as the runner knows).
     pub fn running(&self) -> bool {
         self.child.is_some()
@@ -133,13 +139,16 @@ pub fn relay(program: PathBuf, ip: Ipv4Addr, dir: &Path, data: &Path) -> std::io
 /// Three NATS servers; server `i` listens on `ips[i]`, runs in
 /// `namespaces[i]` if given and keeps its JetStream store in `stores[i]`;
 /// configurations and logs go to `dir`. Ports are fixed when every server
-/// has its own address, else picked free on the shared one.
+/// has its own address, else picked free on the shared one. With
+/// `sync_always` each server `fsync`s every write to its store
+/// (`sync_interval: always`) instead of every 2 minutes, NATS's default.
 pub fn nats(
     program: PathBuf,
     ips: [Ipv4Addr; 3],
     namespaces: [Option<String>; 3],
     dir: &Path,
     stores: &[PathBuf; 3],
+    sync_always: bool,
 ) -> std::io::Result<Vec<Server>> {
     let own = ips[0] != ips[1];
     let port = |ip: Ipv4Addr, fixed: u16| if own { Ok(fixed) } else { free_port(ip) };
@@ -156,10 +165,15 @@ pub fn nats(
             .collect();
         let conf = format!(
             "server_name: n{i}\nlisten: {ip}:{client}\nhttp: {ip}:{http}\n\
-             jetstream {{ store_dir: \"{store}\", max_memory_store: 64MB, max_file_store: 256MB }}\n\
+             jetstream {{ store_dir: \"{store}\", max_memory_store: 64MB, max_file_store: 256MB{sync} }}\n\
              cluster {{ name: jepsen, listen: {ip}:{route}, no_advertise: true, routes: [{routes}] }}\n",
             ip = ips[i],
             store = stores[i].display(),
+            sync = if sync_always {
+                ", sync_interval: always"
+            } else {
+                ""
+            },
             routes = routes.join(", "),
         );
         let path = dir.join(format!("n{i}.conf"));

@@ -1,7 +1,7 @@
 //! Fault injection on real facsimile processes: a relay or a NATS
 //! JetStream cluster, client processes on the public `facsimile::net` API,
-//! and a nemesis that partitions, pauses and kills them and stalls the
-//! servers' disks on a seeded schedule. Every client records each
+//! and a nemesis that partitions, pauses and kills them and stalls or
+//! slows down the servers' disks on a seeded schedule. Every client records each
 //! operation's invocation and completion; the checkers read the merged
 //! history.
 //!

@@ -59,9 +59,18 @@ struct RunArgs {
     #[arg(long)]
     proxies: bool,
     /// Keep the servers' data on the plain file system and never stall
-    /// it, even where loop mounts and `fsfreeze` work.
+    /// it, even where loop mounts and `fsfreeze` work (nor slow it down).
     #[arg(long)]
     no_disk_stalls: bool,
+    /// Never slow the servers' disks down (blkio write throttling), even
+    /// where it works; they are still stalled.
+    #[arg(long)]
+    no_disk_slow: bool,
+    /// NATS servers `fsync` every write to their stores (`sync_interval:
+    /// always`) rather than every 2 minutes, NATS's default: only then do
+    /// slow disks slow their writes down.
+    #[arg(long)]
+    nats_sync_always: bool,
     /// The short default runs: the relay and NATS, every workload mixed,
     /// 40 s each with fixed seeds.
     #[arg(long, conflicts_with = "long")]
@@ -160,6 +169,8 @@ fn configs(args: &RunArgs) -> Vec<Config> {
             out: args.out.join(name),
             proxies: args.proxies,
             disk_stalls: !args.no_disk_stalls,
+            disk_slow: !args.no_disk_slow,
+            nats_sync_always: args.nats_sync_always,
         }
     };
     let backends = [Backend::Relay, Backend::Nats];
@@ -198,7 +209,7 @@ async fn runs(args: RunArgs) -> ExitCode {
     let mut valid = true;
     for config in configs(&args) {
         let command = format!(
-            "facsimile-jepsen run --backend {} --workload {} --clients {} --seed {} --duration {} --out {}{}{}",
+            "facsimile-jepsen run --backend {} --workload {} --clients {} --seed {} --duration {} --out {}{}{}{}{}",
             format!("{:?}", config.backend).to_lowercase(),
             format!("{:?}", config.workload).to_lowercase(),
             config.clients,
@@ -210,6 +221,16 @@ async fn runs(args: RunArgs) -> ExitCode {
                 ""
             } else {
                 " --no-disk-stalls"
+            },
+            if config.disk_slow {
+                ""
+            } else {
+                " --no-disk-slow"
+            },
+            if config.nats_sync_always {
+                " --nats-sync-always"
+            } else {
+                ""
             }
         );
         println!("== {command}");

@@ -51,6 +51,17 @@ pub enum Fault {
         /// leader.
         server: Option<usize>,
     },
+    /// Throttle a server's writes to its disk (blkio) for the hold: its
+    /// writes and `fsync`s complete, slowly.
+    DiskSlow {
+        /// The server's index (the relay is 0), or the document stream's
+        /// leader.
+        server: Option<usize>,
+        /// Bytes written per second at most.
+        write_bps: u64,
+        /// Write requests per second at most.
+        write_iops: u32,
+    },
 }
 
 impl Fault {
@@ -64,6 +75,7 @@ impl Fault {
             Fault::KillClient { .. } => "kill-client",
             Fault::PauseClient { .. } => "pause-client",
             Fault::DiskStall { .. } => "disk-stall",
+            Fault::DiskSlow { .. } => "disk-slow",
         }
     }
 }
@@ -106,22 +118,29 @@ pub struct Scope {
     pub detection_ms: u64,
     /// Whether the servers' data is on disks that can be stalled.
     pub disk_stalls: bool,
+    /// Whether the servers' writes to their disks can be throttled.
+    pub disk_slow: bool,
 }
 
 /// The schedule of a run lasting `duration_ms`: faults from 2 s in until
 /// 2 s before the end, separated by quiet gaps. Kinds come in rounds, each
 /// kind once per round in a random order, so that a short run sees every
-/// kind. Faults never overlap, so a disk is never frozen while its server
-/// is killed (the kill would wait for the thaw, and so would the restart).
+/// kind. Disk stalls and slow disks share one place in a round, and
+/// alternate, a stall first: a round is no longer than without slow disks,
+/// and a run with one disk fault, such as a short one, has the schedule it
+/// had before slow disks existed. Faults never overlap, so a disk is never frozen or slow
+/// while its server is killed (a kill would wait for the thaw, and so
+/// would the restart; a restart is never throttled).
 pub fn schedule(seed: u64, duration_ms: u64, scope: Scope) -> Vec<Step> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut kinds = vec![0, 1, 2, 3];
     if scope.servers > 0 && scope.server_partitions {
         kinds.push(4);
     }
-    if scope.disk_stalls {
+    if scope.disk_stalls || scope.disk_slow {
         kinds.push(5);
     }
+    let mut next_slow = !scope.disk_stalls;
     let mut round: Vec<u8> = Vec::new();
     let mut steps = Vec::new();
     let mut at = 2000;
@@ -142,12 +161,31 @@ pub fn schedule(seed: u64, duration_ms: u64, scope: Scope) -> Vec<Step> {
             },
             2 => Fault::PauseClient { slot: client },
             3 => Fault::KillClient { slot: client },
-            5 if scope.servers == 0 => Fault::DiskStall { server: Some(0) },
-            5 => Fault::DiskStall {
-                server: rng
-                    .random_bool(0.5)
-                    .then(|| rng.random_range(0..scope.servers)),
-            },
+            5 => {
+                let slow = next_slow;
+                next_slow = if scope.disk_stalls && scope.disk_slow {
+                    !slow
+                } else {
+                    slow
+                };
+                // Half the time the stream's leader, as for kills.
+                let server = if scope.servers == 0 {
+                    Some(0)
+                } else {
+                    rng.random_bool(0.5)
+                        .then(|| rng.random_range(0..scope.servers))
+                };
+                if slow {
+                    Fault::DiskSlow {
+                        server,
+                        // From about 5 to 40 small `fsync`s a second.
+                        write_bps: rng.random_range(1..=8) * (64 << 10),
+                        write_iops: rng.random_range(5..=40),
+                    }
+                } else {
+                    Fault::DiskStall { server }
+                }
+            }
             _ => Fault::IsolateServer {
                 server: rng.random_range(0..scope.servers),
             },
@@ -155,6 +193,7 @@ pub fn schedule(seed: u64, duration_ms: u64, scope: Scope) -> Vec<Step> {
         let hold_ms = match fault {
             Fault::PauseClient { .. } => scope.detection_ms + rng.random_range(1500..4000),
             Fault::DiskStall { .. } => rng.random_range(1500..6000),
+            Fault::DiskSlow { .. } => rng.random_range(2000..8000),
             _ => rng.random_range(1000..5000),
         };
         if at + hold_ms + 2000 > duration_ms {
@@ -181,6 +220,7 @@ mod tests {
             server_partitions: true,
             detection_ms: 3000,
             disk_stalls: false,
+            disk_slow: false,
         };
         let a = schedule(7, 120_000, scope);
         let b = schedule(7, 120_000, scope);
@@ -212,69 +252,129 @@ mod tests {
         )));
     }
 
-    /// The server a fault kills or stalls: `Some(None)` for the leader,
-    /// which may be any server.
+    /// The server a fault kills, stalls or slows: `Some(None)` for the
+    /// leader, which may be any server.
     fn server_of(fault: &Fault) -> Option<Option<usize>> {
         match *fault {
             Fault::KillRelay => Some(Some(0)),
-            Fault::KillServer { server } | Fault::DiskStall { server } => Some(server),
+            Fault::KillServer { server }
+            | Fault::DiskStall { server }
+            | Fault::DiskSlow { server, .. } => Some(server),
             _ => None,
         }
     }
 
+    fn is_disk(fault: &Fault) -> bool {
+        matches!(fault, Fault::DiskStall { .. } | Fault::DiskSlow { .. })
+    }
+
     #[test]
-    fn disk_stalls_are_scheduled_when_possible_and_never_overlap_a_kill() {
+    fn disk_faults_are_scheduled_when_possible_and_never_overlap_a_kill() {
         for servers in [0, 3] {
+            for (disk_stalls, disk_slow) in [(true, false), (false, true), (true, true)] {
+                let scope = Scope {
+                    clients: 4,
+                    servers,
+                    server_partitions: true,
+                    detection_ms: 3000,
+                    disk_stalls,
+                    disk_slow,
+                };
+                for seed in 0..50 {
+                    let steps = schedule(seed, 240_000, scope);
+                    let disk: Vec<&Step> = steps.iter().filter(|s| is_disk(&s.fault)).collect();
+                    assert!(disk.len() >= 5, "seed {seed}: {} disk faults", disk.len());
+                    for (i, s) in disk.iter().enumerate() {
+                        // Alternating, a stall first, when both are possible.
+                        let slow = !disk_stalls || (disk_slow && i % 2 == 1);
+                        match s.fault {
+                            Fault::DiskStall { .. } => {
+                                assert!(!slow, "seed {seed}: disk fault {i} a stall");
+                                assert!(s.hold_ms >= 1500 && s.hold_ms < 6000);
+                            }
+                            Fault::DiskSlow {
+                                write_bps,
+                                write_iops,
+                                ..
+                            } => {
+                                assert!(slow, "seed {seed}: disk fault {i} slow");
+                                assert!(s.hold_ms >= 2000 && s.hold_ms < 8000);
+                                assert!((64 << 10..=512 << 10).contains(&write_bps));
+                                assert!((5..=40).contains(&write_iops));
+                            }
+                            _ => unreachable!(),
+                        }
+                        if servers == 0 {
+                            assert_eq!(server_of(&s.fault), Some(Some(0)));
+                        }
+                        for b in &steps {
+                            let same = match (server_of(&s.fault), server_of(&b.fault)) {
+                                (Some(x), Some(y)) => x.is_none() || y.is_none() || x == y,
+                                _ => false,
+                            };
+                            let kill =
+                                matches!(b.fault, Fault::KillRelay | Fault::KillServer { .. });
+                            if kill && same {
+                                let apart =
+                                    s.at_ms + s.hold_ms < b.at_ms || b.at_ms + b.hold_ms < s.at_ms;
+                                assert!(apart, "seed {seed}: disk fault {i} overlaps {b:?}");
+                            }
+                        }
+                    }
+                }
+            }
             let scope = Scope {
                 clients: 4,
                 servers,
                 server_partitions: true,
                 detection_ms: 3000,
+                disk_stalls: false,
+                disk_slow: false,
+            };
+            let off = schedule(7, 240_000, scope);
+            assert!(off.iter().all(|s| !is_disk(&s.fault)));
+        }
+    }
+
+    #[test]
+    fn slow_disks_leave_the_schedule_up_to_the_second_disk_fault_unchanged() {
+        for servers in [0, 3] {
+            let stalls = Scope {
+                clients: 4,
+                servers,
+                server_partitions: true,
+                detection_ms: 3000,
                 disk_stalls: true,
+                disk_slow: false,
             };
             for seed in 0..50 {
-                let steps = schedule(seed, 240_000, scope);
-                let stalls = steps
-                    .iter()
-                    .filter(|s| matches!(s.fault, Fault::DiskStall { .. }))
-                    .count();
-                assert!(stalls >= 5, "seed {seed}: {stalls} disk stalls");
-                if servers == 0 {
-                    assert!(steps.iter().all(
-                        |s| !matches!(s.fault, Fault::DiskStall { server: Some(i) } if i != 0)
-                    ));
-                }
-                for (i, a) in steps.iter().enumerate() {
-                    if !matches!(a.fault, Fault::DiskStall { .. }) {
-                        continue;
-                    }
-                    assert!(a.hold_ms >= 1500 && a.hold_ms < 6000);
-                    for b in &steps {
-                        let same = match (server_of(&a.fault), server_of(&b.fault)) {
-                            (Some(x), Some(y)) => x.is_none() || y.is_none() || x == y,
-                            _ => false,
-                        };
-                        let kill = matches!(b.fault, Fault::KillRelay | Fault::KillServer { .. });
-                        if kill && same {
-                            let apart =
-                                a.at_ms + a.hold_ms < b.at_ms || b.at_ms + b.hold_ms < a.at_ms;
-                            assert!(apart, "seed {seed}: step {i} overlaps {b:?}");
-                        }
-                    }
-                }
+                let before = schedule(seed, 240_000, stalls);
+                let after = schedule(
+                    seed,
+                    240_000,
+                    Scope {
+                        disk_slow: true,
+                        ..stalls
+                    },
+                );
+                // Up to and with the first disk fault, a stall either way.
+                let second = |steps: &[Step]| {
+                    steps
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| is_disk(&s.fault))
+                        .nth(1)
+                        .map_or(steps.len(), |(i, _)| i)
+                };
+                let n = second(&before);
+                assert_eq!(n, second(&after), "seed {seed}");
+                assert_eq!(
+                    format!("{:?}", &before[..n]),
+                    format!("{:?}", &after[..n]),
+                    "seed {seed}"
+                );
+                assert!(matches!(after[n].fault, Fault::DiskSlow { .. }));
             }
-            let off = schedule(
-                7,
-                240_000,
-                Scope {
-                    disk_stalls: false,
-                    ..scope
-                },
-            );
-            assert!(
-                off.iter()
-                    .all(|s| !matches!(s.fault, Fault::DiskStall { .. }))
-            );
         }
     }
 }

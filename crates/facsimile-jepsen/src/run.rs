@@ -42,8 +42,13 @@ pub struct Config {
     pub out: PathBuf,
     /// Partition through in-process proxies even where namespaces work.
     pub proxies: bool,
-    /// Stall the servers' disks where loop mounts and `fsfreeze` work.
+    /// Stall the servers' disks where loop mounts and `fsfreeze` work
+    /// (else their data is on the plain file system).
     pub disk_stalls: bool,
+    /// Slow the stalled disks down too where blkio throttling works.
+    pub disk_slow: bool,
+    /// NATS servers `fsync` every write (`sync_interval: always`).
+    pub nats_sync_always: bool,
 }
 
 /// What a run measured, written as `summary.json`.
@@ -57,6 +62,12 @@ pub struct Summary {
     pub network: &'static str,
     /// `loop ext4 + fsfreeze`, or why disks are not stalled.
     pub disks: String,
+    /// `blkio throttle`, or why disks are not slowed down.
+    pub slow_disks: String,
+    /// Writes that went through the throttles of slow disks, in all.
+    pub throttled_writes: u64,
+    /// Bytes that went through the throttles of slow disks, in all.
+    pub throttled_bytes: u64,
     /// The nemesis's schedule.
     pub schedule: Vec<Step>,
     /// Operations invoked.
@@ -182,6 +193,8 @@ struct Runner {
     next_process: u32,
     histories: Vec<PathBuf>,
     faults: BTreeMap<String, u32>,
+    /// What went through the slow disks' throttles.
+    throttled: disk::Throttled,
     errors: Vec<String>,
 }
 
@@ -344,6 +357,24 @@ impl Runner {
                 self.disk(i)?.freeze().map_err(|e| e.to_string())?;
                 return Ok(Fault::DiskStall { server: Some(i) });
             }
+            Fault::DiskSlow {
+                server,
+                write_bps,
+                write_iops,
+            } => {
+                let i = self.server_or_leader(server);
+                let pid = self.servers[i]
+                    .pid()
+                    .ok_or_else(|| format!("server {i} is not running"))?;
+                self.disk(i)?
+                    .slow(pid, write_bps, write_iops)
+                    .map_err(|e| e.to_string())?;
+                return Ok(Fault::DiskSlow {
+                    server: Some(i),
+                    write_bps,
+                    write_iops,
+                });
+            }
             Fault::KillClient { slot } => {
                 if let Some(mut p) = self.slots[slot].proc.take() {
                     let _ = p.child.start_kill();
@@ -371,6 +402,15 @@ impl Runner {
                 .disk(server.unwrap_or(0))?
                 .thaw()
                 .map_err(|e| e.to_string()),
+            Fault::DiskSlow { server, .. } => {
+                let disk = self.disk(server.unwrap_or(0))?;
+                let t = disk.throttled();
+                let lifted = disk.unslow().map_err(|e| e.to_string());
+                println!("         throttled {} writes, {} bytes", t.writes, t.bytes);
+                self.throttled.writes += t.writes;
+                self.throttled.bytes += t.bytes;
+                lifted
+            }
         }
     }
 
@@ -447,13 +487,27 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         Err("--no-disk-stalls".to_string())
     };
     let stall_disks = available.is_ok();
-    let disks_why = match available {
+    let disks_why = match &available {
         Ok(()) => {
             disk::remove_leftovers();
             "loop ext4 + fsfreeze".to_string()
         }
         Err(why) => {
             println!("no disk stalls: {why}");
+            why.clone()
+        }
+    };
+    // Slow disks are the same disks, throttled.
+    let slow = match (config.disk_slow, &available) {
+        (false, _) => Err("--no-disk-slow".to_string()),
+        (true, Err(why)) => Err(why.clone()),
+        (true, Ok(())) => disk::slow_available(),
+    };
+    let slow_disks = slow.is_ok();
+    let slow_why = match slow {
+        Ok(()) => "blkio throttle".to_string(),
+        Err(why) => {
+            println!("no slow disks: {why}");
             why
         }
     };
@@ -471,6 +525,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         server_partitions: net.is_some(),
         detection_ms,
         disk_stalls: stall_disks,
+        disk_slow: slow_disks,
     };
     let schedule = nemesis::schedule(config.seed, config.duration * 1000, scope);
     println!(
@@ -492,6 +547,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         next_process: 0,
         histories: Vec::new(),
         faults: BTreeMap::new(),
+        throttled: disk::Throttled::default(),
         errors: Vec::new(),
     };
     // Each server's data goes on its own disk when disks can be stalled.
@@ -525,12 +581,27 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
             }
             let ips = [net.addr(200), net.addr(201), net.addr(202)];
             let stores = [data[0].clone(), data[1].clone(), data[2].clone()];
-            cluster::nats(program, ips, ns, &config.out, &stores).map_err(|e| e.to_string())?
+            cluster::nats(
+                program,
+                ips,
+                ns,
+                &config.out,
+                &stores,
+                config.nats_sync_always,
+            )
+            .map_err(|e| e.to_string())?
         }
         (Backend::Nats, None) => {
             let stores = [data[0].clone(), data[1].clone(), data[2].clone()];
-            cluster::nats(program, [host; 3], [None, None, None], &config.out, &stores)
-                .map_err(|e| e.to_string())?
+            cluster::nats(
+                program,
+                [host; 3],
+                [None, None, None],
+                &config.out,
+                &stores,
+                config.nats_sync_always,
+            )
+            .map_err(|e| e.to_string())?
         }
     };
     runner.servers = servers;
@@ -646,9 +717,10 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     }
     storage_task.abort();
     // Every stall was healed; thaw again in case a heal failed, so that
-    // the kills take effect, then unmount.
+    // the kills take effect, then unmount. Likewise for throttles.
     for d in &runner.disks {
         let _ = d.thaw();
+        let _ = d.unslow();
     }
     for s in &mut runner.servers {
         s.kill().await;
@@ -705,6 +777,9 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
             "proxies"
         },
         disks: disks_why,
+        slow_disks: slow_why,
+        throttled_writes: runner.throttled.writes,
+        throttled_bytes: runner.throttled.bytes,
         schedule: done,
         operations,
         ok,
