@@ -238,7 +238,7 @@ pub(crate) fn decode_saved(
         from: from.0,
     };
     let builder = if version >= 2 {
-        let (mut reader, count) = saved::ObjectReader::new(b)?;
+        let (mut reader, count) = saved::ObjectReader::new(b, version)?;
         // Every object takes at least two bytes: a hostile count cannot
         // reserve more than the input could fill.
         let capacity = usize::try_from(count).map_or(0, |c| c.min(reader.rest().len() / 2));
@@ -898,10 +898,28 @@ mod tests {
         ),
     ];
 
+    /// States saved by the third format (version byte 3, no shapes), from
+    /// the same replicas.
+    const V3_FIXTURES: [Fixture; 2] = [
+        (
+            "busy",
+            include_bytes!("../../tests/fixtures/state-v3-busy.bin"),
+            busy_replica,
+        ),
+        (
+            "workloads",
+            include_bytes!("../../tests/fixtures/state-v3-workloads.bin"),
+            workload_replica,
+        ),
+    ];
+
     #[test]
-    fn a_state_saved_in_the_first_format_loads_as_the_current_one() {
-        for (name, old, build) in V1_FIXTURES {
-            assert_eq!(old[0], 1, "{name}");
+    fn a_state_saved_in_an_earlier_format_loads_as_the_current_one() {
+        for (version, (name, old, build)) in [(1, V1_FIXTURES), (3, V3_FIXTURES)]
+            .into_iter()
+            .flat_map(|(v, fixtures)| fixtures.map(|f| (v, f)))
+        {
+            assert_eq!(old[0], version, "{name}");
             let me = || PeerId::new("joiner", 9);
             let mut fresh = build();
             let mut from_old = Replica::from_exported(me(), Config::default(), old).unwrap();
