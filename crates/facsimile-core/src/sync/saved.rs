@@ -571,7 +571,7 @@ impl<'a> Writer<'a, '_> {
                 self.out.push(column::STRS);
                 strs().for_each(|s| bytes(self.out, s));
             }
-            if let Some(last) = strs().last() {
+            if let Some(last) = strs().next_back() {
                 self.cx.string.clear();
                 self.cx.string.extend_from_slice(last);
             }
@@ -1178,9 +1178,12 @@ mod tests {
         assert!(read_all(&object(list, &[1, (4 << 2) as u8 | 3, 0, 1])).is_err());
     }
 
-    /// Maps of `(key, value)` entries (stamped with the map's id) and lists
-    /// of live values, at ids 0:1, 0:2, … in order.
-    fn objects(objs: Vec<Result<Vec<(&str, Value)>, Vec<Value>>>) -> Vec<(Id, Obj)> {
+    /// A map of `(key, value)` entries (stamped with the map's id), or a
+    /// list of live values.
+    type TestObj = Result<Vec<(&'static str, Value)>, Vec<Value>>;
+
+    /// `objs` at ids 0:1, 0:2, … in order (a list's elements after it).
+    fn objects(objs: Vec<TestObj>) -> Vec<(Id, Obj)> {
         use crate::graph::list::Slot;
         use crate::graph::map::MapEntry;
         use crate::value::PeerIdx;
@@ -1188,7 +1191,6 @@ mod tests {
         let mut out = Vec::new();
         for obj in objs {
             let id = Id::new(PeerIdx(0), next);
-            next += 1;
             let data = match obj {
                 Ok(entries) => {
                     let mut map = MapObj::with_capacity(entries.len());
@@ -1202,23 +1204,26 @@ mod tests {
                     ObjData::Map(map)
                 }
                 Err(values) => {
-                    let slots = values
-                        .into_iter()
-                        .map(|value| {
+                    let slots = (next + 1..)
+                        .zip(values)
+                        .map(|(counter, value)| {
                             let slot = Slot {
-                                id: Id::new(PeerIdx(0), next),
+                                id: Id::new(PeerIdx(0), counter),
                                 kind: SlotKind::Home {
                                     value,
                                     deleted: false,
                                     away: false,
                                 },
                             };
-                            next += 1;
                             (slot, None)
                         })
                         .collect();
                     ObjData::List(Box::new(ListObj::from_slots(slots).unwrap()))
                 }
+            };
+            next += 1 + match &data {
+                ObjData::List(list) => list.slot_count() as u64,
+                ObjData::Map(_) => 0,
             };
             out.push((id, Obj { data, mark: 0 }));
         }
