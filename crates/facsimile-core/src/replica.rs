@@ -1408,7 +1408,9 @@ impl Replica {
 
     fn load_exported(mut r: Replica, bytes: &[u8]) -> Result<Replica, ReceiveError> {
         let t = match bytes.split_first() {
-            Some((&v @ (VERSION | 2 | saved::VERSION), rest)) => {
+            // Every saved format so far: 1 (postcard throughout) to the
+            // current one.
+            Some((&v, rest)) if (VERSION..=saved::VERSION).contains(&v) => {
                 transfer::decode_saved(v, rest, &r.transfer_target())?
             }
             Some((&v, _)) => return Err(ReceiveError::UnsupportedVersion(v)),

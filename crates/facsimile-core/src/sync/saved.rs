@@ -9,31 +9,50 @@
 //! - a header byte: bit 0 the kind (0 a map, 1 a list), bits 1–2 how its id
 //!   is given ([`ID_NEXT`]: the previous object's plus one; [`ID_DELTA`]:
 //!   the previous object's peer, its counter plus a varint; [`ID_FULL`]:
-//!   peer and counter);
-//! - a map: its entry count, then per entry (in key order) a byte holding
-//!   the value's kind (bits 0–3, [`kind`]) and how the stamp is given (bits
-//!   4–5, [`stamp`]); the key as the length of the prefix it shares with the
-//!   previous key of the map, the length of the rest and the rest; the stamp;
-//!   the value;
+//!   peer and counter); for a map, bit 3 ([`SAME_SHAPE`]) and bit 4
+//!   ([`SAME_HEADS`]), below;
+//! - a map: its *shape* (its keys, in order), then one *head* byte per entry,
+//!   then each entry's payload. The shapes form a dictionary: a map whose keys
+//!   are the previous map's sets [`SAME_SHAPE`]; otherwise a varint `s`
+//!   names shape `s - 1`, or for 0 defines the next one: a key count, then
+//!   each key as the length of the prefix it shares with the previous key,
+//!   the length of the rest and the rest. A head holds the value's kind (bits
+//!   0–3, [`kind`]) and how the stamp is given (bits 4–5, [`stamp`]); a map
+//!   whose heads are those of the last map of its shape sets [`SAME_HEADS`]
+//!   and leaves them out, provided its payloads take at least a byte per
+//!   entry (so that no map yields more entries than it has bytes). A payload
+//!   is the stamp when given, then the value;
 //! - a list: its slot count, then groups of slots, each a varint `g`: `g & 3`
 //!   is the group's form ([`group`]) and `g >> 2` its length or flags. Most
 //!   slots are live elements at home whose id is the previous slot's plus
 //!   one; a run of them is one group with its values in one column: integers
 //!   as zigzag varints (or the zigzag differences between neighbours,
-//!   whichever is shorter), strings as length and bytes, anything else with
-//!   a kind each.
+//!   whichever is shorter), strings as length and bytes (or as prefixes
+//!   shared with the previous string, whichever is shorter), anything else
+//!   with a kind each.
 //!
-//! The state carries one integer and one reference from value to value,
-//! across objects: an integer or a reference may be given as its difference
-//! from the previous one (sequential data, such as pushed counters or the
-//! children of a map created one after another, then takes a byte). The
-//! writer takes whichever form is shorter, so the same state always gives
-//! the same bytes.
+//! The state carries one integer, one reference and one string from value to
+//! value, across objects: an integer or a reference may be given as its
+//! difference from the previous one (sequential data, such as pushed
+//! counters or the children of a map created one after another, then takes a
+//! byte), a string as the length of the prefix it shares with the previous
+//! string and the rest. The writer takes whichever form is shorter, so the
+//! same state always gives the same bytes.
 //!
 //! Reading checks every length against the bytes left before reserving
 //! anything, and refuses what does not decode with a typed error; ids and
-//! values are validated by the builder, as in the first format.
+//! values are validated by the builder, as in the first format. A shared
+//! prefix may be at most [`MAX_SHARE`] times the bytes that give it, so
+//! that keys and strings built from prefixes stay within a multiple of the
+//! input.
+//!
+//! Version 3 (still read) had no shapes: each entry carried its head, key
+//! (prefix shared with the previous key of the map), stamp and value in
+//! turn; and no string prefixes.
 
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::{FxHashMap, FxHasher};
 use smol_str::SmolStr;
 
 use crate::error::ReceiveError;
@@ -45,13 +64,21 @@ use crate::wire::{EntryState, ObjState, SlotState, WireId, WireValue};
 
 /// The version byte of a saved state in this format (the first format,
 /// postcard throughout, has the wire version 1; version 2 had no departed
-/// peers).
-pub(crate) const VERSION: u8 = 3;
+/// peers, version 3 no shapes and no string prefixes).
+pub(crate) const VERSION: u8 = 4;
 
 /// How an object's id is given.
 const ID_NEXT: u8 = 0;
 const ID_DELTA: u8 = 1;
 const ID_FULL: u8 = 2;
+
+/// A map's keys are those of the previous map.
+const SAME_SHAPE: u8 = 8;
+/// A map's heads are those of the last map of its shape.
+const SAME_HEADS: u8 = 16;
+
+/// A shared prefix is at most this many times the bytes that give it.
+const MAX_SHARE: usize = 32;
 
 /// A value's kind, with a map entry's tombstone.
 mod kind {
@@ -68,6 +95,9 @@ mod kind {
     pub(super) const REF: u8 = 9;
     /// The previous reference's peer, zigzag difference of the counter.
     pub(super) const REF_DELTA: u8 = 10;
+    /// The length of the prefix shared with the previous string, then the
+    /// rest's length and bytes (since version 4).
+    pub(super) const STR_PREFIX: u8 = 11;
 }
 
 /// How a map entry's stamp is given.
@@ -111,6 +141,9 @@ mod column {
     pub(super) const INTS: u8 = 1;
     pub(super) const INT_DELTAS: u8 = 2;
     pub(super) const STRS: u8 = 3;
+    /// Each string as the prefix it shares with the previous one and the
+    /// rest (since version 4).
+    pub(super) const STR_PREFIXES: u8 = 4;
 }
 
 #[inline]
@@ -148,102 +181,55 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// The integer and reference values are given relative to.
+/// Bytes of a string or key of `len` bytes given as `shared` bytes of the
+/// previous one and the rest.
+#[inline]
+fn prefixed_len(shared: usize, len: usize) -> usize {
+    varint_len(shared as u64) + varint_len((len - shared) as u64) + len - shared
+}
+
+/// Whether a prefix of `shared` bytes may be given by `cost` bytes.
+#[inline]
+fn share_allowed(shared: usize, cost: usize) -> bool {
+    shared <= MAX_SHARE * cost
+}
+
+/// How many bytes of `s` to give as shared with `prev`: their common
+/// prefix, unless [`MAX_SHARE`] forbids it.
+fn shared_prefix(prev: &[u8], s: &[u8]) -> usize {
+    let shared = s.iter().zip(prev).take_while(|(a, b)| a == b).count();
+    match share_allowed(shared, prefixed_len(shared, s.len())) {
+        true => shared,
+        false => 0,
+    }
+}
+
+/// Writes `s` as `shared` bytes of the previous string and the rest.
+fn prefixed(out: &mut Vec<u8>, s: &[u8], shared: usize) {
+    varint(out, shared as u64);
+    bytes(out, &s[shared..]);
+}
+
+/// The integer, reference and string values are given relative to.
 #[derive(Default)]
 struct Context {
     int: i64,
     reference: WireId,
+    /// The previous string value's bytes.
+    string: Vec<u8>,
 }
 
-/// Writes the objects (in id order) into `out`.
-pub(crate) fn write_objects(objects: &[(Id, &Obj)], out: &mut Vec<u8>) {
-    varint(out, objects.len() as u64);
-    let mut w = Writer {
-        out,
-        cx: Context::default(),
-        run: Vec::new(),
-    };
-    let mut prev: Option<Id> = None;
-    for &(id, obj) in objects {
-        let list = matches!(obj.data, ObjData::List(_));
-        let mode = match prev {
-            Some(p) if p.peer == id.peer && p.counter.wrapping_add(1) == id.counter => ID_NEXT,
-            Some(p) if p.peer == id.peer && p.counter < id.counter => ID_DELTA,
-            _ => ID_FULL,
-        };
-        w.out.push(u8::from(list) | mode << 1);
-        match mode {
-            ID_DELTA => varint(w.out, id.counter - prev.map_or(0, |p| p.counter)),
-            ID_FULL => full_id(w.out, id),
-            _ => {}
-        }
-        prev = Some(id);
-        match &obj.data {
-            ObjData::Map(map) => w.map(id, map),
-            ObjData::List(list) => w.list(id, list),
-        }
-    }
-}
-
-struct Writer<'a> {
-    out: &'a mut Vec<u8>,
-    cx: Context,
-    /// The values of the run being written (reused).
-    run: Vec<Value>,
-}
-
-impl Writer<'_> {
-    fn map(&mut self, id: Id, map: &MapObj) {
-        let entries = map.raw_entries();
-        varint(self.out, entries.len() as u64);
-        let mut prev_key: &[u8] = &[];
-        let mut prev_stamp = id;
-        for (key, e) in entries {
-            let key = key.as_bytes();
-            let shared = key.iter().zip(prev_key).take_while(|(a, b)| a == b).count();
-            let (mode, delta) = if e.stamp == id {
-                (stamp::MAP, 0)
-            } else if e.stamp.peer == prev_stamp.peer {
-                let delta = e.stamp.counter.wrapping_sub(prev_stamp.counter) as i64;
-                let full = varint_len(e.stamp.peer.0.into()) + varint_len(e.stamp.counter);
-                match delta {
-                    1 => (stamp::NEXT, 0),
-                    d if varint_len(zigzag(d)) <= full => (stamp::DELTA, d),
-                    _ => (stamp::FULL, 0),
-                }
-            } else {
-                (stamp::FULL, 0)
-            };
-            let value_pos = self.out.len();
-            self.out.push(mode << 4);
-            varint(self.out, shared as u64);
-            bytes(self.out, &key[shared..]);
-            match mode {
-                stamp::DELTA => varint(self.out, zigzag(delta)),
-                stamp::FULL => full_id(self.out, e.stamp),
-                _ => {}
-            }
-            let kind = match &e.value {
-                Some(v) => self.value(v),
-                None => kind::TOMBSTONE,
-            };
-            self.out[value_pos] |= kind;
-            prev_key = key;
-            prev_stamp = e.stamp;
-        }
-    }
-
-    /// Writes `v`'s payload and returns its kind.
-    fn value(&mut self, v: &Value) -> u8 {
-        let out = &mut *self.out;
+impl Context {
+    /// Writes `v`'s payload into `out` and returns its kind.
+    fn value(&mut self, out: &mut Vec<u8>, v: &Value) -> u8 {
         match v {
             Value::Null => kind::NULL,
             Value::Bool(false) => kind::FALSE,
             Value::Bool(true) => kind::TRUE,
             &Value::Int(i) => {
                 let plain = zigzag(i);
-                let delta = zigzag(i.wrapping_sub(self.cx.int));
-                self.cx.int = i;
+                let delta = zigzag(i.wrapping_sub(self.int));
+                self.int = i;
                 if varint_len(delta) < varint_len(plain) {
                     varint(out, delta);
                     kind::INT_DELTA
@@ -257,8 +243,18 @@ impl Writer<'_> {
                 kind::FLOAT
             }
             Value::Str(s) => {
-                bytes(out, s.as_bytes());
-                kind::STR
+                let s = s.as_bytes();
+                let shared = shared_prefix(&self.string, s);
+                let kind = if prefixed_len(shared, s.len()) < varint_len(s.len() as u64) + s.len() {
+                    prefixed(out, s, shared);
+                    kind::STR_PREFIX
+                } else {
+                    bytes(out, s);
+                    kind::STR
+                };
+                self.string.clear();
+                self.string.extend_from_slice(s);
+                kind
             }
             Value::Bytes(b) => {
                 bytes(out, b);
@@ -269,7 +265,7 @@ impl Writer<'_> {
                     p: o.0.peer.0,
                     c: o.0.counter,
                 };
-                let prev = std::mem::replace(&mut self.cx.reference, w);
+                let prev = std::mem::replace(&mut self.reference, w);
                 let delta = zigzag(w.c.wrapping_sub(prev.c) as i64);
                 if prev.p == w.p && varint_len(delta) < varint_len(w.p.into()) + varint_len(w.c) {
                     varint(out, delta);
@@ -281,6 +277,173 @@ impl Writer<'_> {
                 }
             }
         }
+    }
+}
+
+/// Writes the objects (in id order) into `out`.
+pub(crate) fn write_objects(objects: &[(Id, &Obj)], out: &mut Vec<u8>) {
+    varint(out, objects.len() as u64);
+    let mut w = Writer {
+        out,
+        cx: Context::default(),
+        run: Vec::new(),
+        shapes: Vec::new(),
+        by_hash: FxHashMap::default(),
+        last_shape: None,
+        heads: Vec::new(),
+        payload: Vec::new(),
+    };
+    let mut prev: Option<Id> = None;
+    for &(id, obj) in objects {
+        let list = matches!(obj.data, ObjData::List(_));
+        let mode = match prev {
+            Some(p) if p.peer == id.peer && p.counter.wrapping_add(1) == id.counter => ID_NEXT,
+            Some(p) if p.peer == id.peer && p.counter < id.counter => ID_DELTA,
+            _ => ID_FULL,
+        };
+        let header = w.out.len();
+        w.out.push(u8::from(list) | mode << 1);
+        match mode {
+            ID_DELTA => varint(w.out, id.counter - prev.map_or(0, |p| p.counter)),
+            ID_FULL => full_id(w.out, id),
+            _ => {}
+        }
+        prev = Some(id);
+        match &obj.data {
+            ObjData::Map(map) => {
+                let flags = w.map(id, map);
+                w.out[header] |= flags;
+            }
+            ObjData::List(list) => w.list(id, list),
+        }
+    }
+}
+
+/// A shape the writer has defined: a map holding those keys, the heads of
+/// the last map of the shape, and the next shape with the same hash.
+struct Shape<'a> {
+    map: &'a MapObj,
+    heads: Option<Vec<u8>>,
+    next: Option<u32>,
+}
+
+fn same_keys(a: &MapObj, b: &MapObj) -> bool {
+    a.raw_entries().len() == b.raw_entries().len()
+        && a.raw_entries()
+            .zip(b.raw_entries())
+            .all(|((x, _), (y, _))| x == y)
+}
+
+fn keys_hash(map: &MapObj) -> u64 {
+    let mut h = FxHasher::default();
+    for (key, _) in map.raw_entries() {
+        key.as_str().hash(&mut h);
+    }
+    h.finish()
+}
+
+struct Writer<'a, 'o> {
+    out: &'o mut Vec<u8>,
+    cx: Context,
+    /// The values of the run being written (reused).
+    run: Vec<Value>,
+    shapes: Vec<Shape<'a>>,
+    /// The first shape of each hash of keys.
+    by_hash: FxHashMap<u64, u32>,
+    /// The previous map's shape.
+    last_shape: Option<u32>,
+    /// A map's heads and payloads as they are written (reused).
+    heads: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl<'a> Writer<'a, '_> {
+    /// Writes `map` after its header and returns the header's flags.
+    fn map(&mut self, id: Id, map: &'a MapObj) -> u8 {
+        let mut flags = 0;
+        let shape = match self.last_shape {
+            Some(s) if same_keys(self.shapes[s as usize].map, map) => {
+                flags |= SAME_SHAPE;
+                s
+            }
+            _ => self.shape(map),
+        };
+        self.last_shape = Some(shape);
+        let n = map.raw_entries().len();
+        self.heads.clear();
+        self.payload.clear();
+        let mut prev_stamp = id;
+        for (_, e) in map.raw_entries() {
+            let (mode, delta) = if e.stamp == id {
+                (stamp::MAP, 0)
+            } else if e.stamp.peer == prev_stamp.peer {
+                let delta = e.stamp.counter.wrapping_sub(prev_stamp.counter) as i64;
+                let full = varint_len(e.stamp.peer.0.into()) + varint_len(e.stamp.counter);
+                match delta {
+                    1 => (stamp::NEXT, 0),
+                    d if varint_len(zigzag(d)) <= full => (stamp::DELTA, d),
+                    _ => (stamp::FULL, 0),
+                }
+            } else {
+                (stamp::FULL, 0)
+            };
+            match mode {
+                stamp::DELTA => varint(&mut self.payload, zigzag(delta)),
+                stamp::FULL => full_id(&mut self.payload, e.stamp),
+                _ => {}
+            }
+            let kind = match &e.value {
+                Some(v) => self.cx.value(&mut self.payload, v),
+                None => kind::TOMBSTONE,
+            };
+            self.heads.push(kind | mode << 4);
+            prev_stamp = e.stamp;
+        }
+        let last = &mut self.shapes[shape as usize].heads;
+        if last.as_deref() == Some(&self.heads) && self.payload.len() >= n {
+            flags |= SAME_HEADS;
+        } else {
+            self.out.extend_from_slice(&self.heads);
+            last.get_or_insert_default().clone_from(&self.heads);
+        }
+        self.out.extend_from_slice(&self.payload);
+        flags
+    }
+
+    /// Names `map`'s shape, defining it first when it is new.
+    fn shape(&mut self, map: &'a MapObj) -> u32 {
+        let hash = keys_hash(map);
+        let mut at = self.by_hash.get(&hash).copied();
+        let mut last = None;
+        while let Some(s) = at {
+            if same_keys(self.shapes[s as usize].map, map) {
+                varint(self.out, u64::from(s) + 1);
+                return s;
+            }
+            last = Some(s);
+            at = self.shapes[s as usize].next;
+        }
+        let s = self.shapes.len() as u32;
+        match last {
+            Some(l) => self.shapes[l as usize].next = Some(s),
+            None => {
+                self.by_hash.insert(hash, s);
+            }
+        }
+        self.shapes.push(Shape {
+            map,
+            heads: None,
+            next: None,
+        });
+        varint(self.out, 0);
+        varint(self.out, map.raw_entries().len() as u64);
+        let mut prev: &[u8] = &[];
+        for (key, _) in map.raw_entries() {
+            let key = key.as_bytes();
+            prefixed(self.out, key, shared_prefix(prev, key));
+            prev = key;
+        }
+        s
     }
 
     fn list(&mut self, id: Id, list: &ListObj) {
@@ -323,7 +486,7 @@ impl Writer<'_> {
                     }
                     let at = self.out.len();
                     self.out.push(0);
-                    self.out[at] = self.value(&value);
+                    self.out[at] = self.cx.value(self.out, &value);
                     if let Some(e) = extra {
                         for id in [e.value_stamp, e.pos, e.pos_stamp] {
                             full_id(self.out, id);
@@ -383,18 +546,41 @@ impl Writer<'_> {
             }
             self.cx.int = last;
         } else if run.iter().all(|v| matches!(v, Value::Str(_))) {
-            self.out.push(column::STRS);
-            for v in run.iter() {
-                if let Value::Str(s) = v {
-                    bytes(self.out, s.as_bytes());
+            let strs = || {
+                run.iter().map(|v| match v {
+                    Value::Str(s) => s.as_bytes(),
+                    _ => &[],
+                })
+            };
+            let plain: usize = strs().map(|s| varint_len(s.len() as u64) + s.len()).sum();
+            let mut prev: &[u8] = &self.cx.string;
+            let prefixes: usize = strs()
+                .map(|s| prefixed_len(shared_prefix(std::mem::replace(&mut prev, s), s), s.len()))
+                .sum();
+            if prefixes < plain {
+                self.out.push(column::STR_PREFIXES);
+                let mut prev: &[u8] = &self.cx.string;
+                for s in strs() {
+                    prefixed(
+                        self.out,
+                        s,
+                        shared_prefix(std::mem::replace(&mut prev, s), s),
+                    );
                 }
+            } else {
+                self.out.push(column::STRS);
+                strs().for_each(|s| bytes(self.out, s));
+            }
+            if let Some(last) = strs().next_back() {
+                self.cx.string.clear();
+                self.cx.string.extend_from_slice(last);
             }
         } else {
             self.out.push(column::TAGGED);
             for v in run.iter() {
                 let at = self.out.len();
                 self.out.push(0);
-                self.out[at] = self.value(v);
+                self.out[at] = self.cx.value(self.out, v);
             }
         }
         run.clear();
@@ -405,26 +591,44 @@ fn malformed(what: &str) -> ReceiveError {
     ReceiveError::Malformed(format!("saved state: {what}"))
 }
 
+/// A shape the reader has met: its keys and the heads of its last map
+/// (`None` before its first map).
+struct ReadShape {
+    keys: Vec<SmolStr>,
+    heads: Option<Vec<u8>>,
+}
+
 /// Reads the objects block of a saved state, one object at a time.
 pub(crate) struct ObjectReader<'b> {
     bytes: &'b [u8],
+    /// Since version 4: shapes and string prefixes.
+    shapes_on: bool,
     /// Objects left to read.
     left: u64,
     cx: Context,
     prev: Option<WireId>,
     /// The previous key of the map being read (reused).
     key: Vec<u8>,
+    shapes: Vec<ReadShape>,
+    last_shape: Option<usize>,
+    /// The heads of the map being read (reused).
+    heads: Vec<u8>,
 }
 
 impl<'b> ObjectReader<'b> {
-    /// A reader of the block at the start of `bytes`, with the object count.
-    pub(crate) fn new(bytes: &'b [u8]) -> Result<(Self, u64), ReceiveError> {
+    /// A reader of the block at the start of `bytes`, saved with version
+    /// byte `version` (2 or more), with the object count.
+    pub(crate) fn new(bytes: &'b [u8], version: u8) -> Result<(Self, u64), ReceiveError> {
         let mut r = ObjectReader {
             bytes,
+            shapes_on: version >= 4,
             left: 0,
             cx: Context::default(),
             prev: None,
             key: Vec::new(),
+            shapes: Vec::new(),
+            last_shape: None,
+            heads: Vec::new(),
         };
         r.left = r.varint()?;
         let count = r.left;
@@ -496,10 +700,44 @@ impl<'b> ObjectReader<'b> {
         n.min(1 << 16)
     }
 
-    fn str(&mut self, len: u64) -> Result<SmolStr, ReceiveError> {
-        std::str::from_utf8(self.take(len)?)
+    /// Reads a prefix shared with `buf` and the rest into `buf`, which then
+    /// holds the whole string.
+    fn prefixed(&mut self, buf: &mut Vec<u8>) -> Result<(), ReceiveError> {
+        let shared = self.varint()?;
+        if shared > buf.len() as u64 {
+            return Err(malformed("a prefix longer than the previous string"));
+        }
+        let rest = self.varint()?;
+        let rest = self.take(rest)?;
+        let shared = shared as usize;
+        if !share_allowed(shared, prefixed_len(shared, shared + rest.len())) {
+            return Err(malformed("a prefix longer than its bytes allow"));
+        }
+        buf.truncate(shared);
+        buf.extend_from_slice(rest);
+        Ok(())
+    }
+
+    fn str(bytes: &[u8]) -> Result<SmolStr, ReceiveError> {
+        std::str::from_utf8(bytes)
             .map(SmolStr::new)
             .map_err(|_| malformed("a string is not UTF-8"))
+    }
+
+    /// A string value given whole (`prefix` false) or by prefix.
+    fn string(&mut self, prefix: bool) -> Result<WireValue, ReceiveError> {
+        let mut buf = std::mem::take(&mut self.cx.string);
+        let read = match prefix {
+            true => self.prefixed(&mut buf),
+            false => self.varint().and_then(|n| {
+                buf.clear();
+                buf.extend_from_slice(self.take(n)?);
+                Ok(())
+            }),
+        };
+        let s = read.and_then(|()| Self::str(&buf));
+        self.cx.string = buf;
+        s.map(WireValue::Str)
     }
 
     fn value(&mut self, kind: u8) -> Result<WireValue, ReceiveError> {
@@ -522,10 +760,8 @@ impl<'b> ObjectReader<'b> {
                 f.copy_from_slice(b);
                 WireValue::Float(f64::from_le_bytes(f))
             }
-            kind::STR => {
-                let n = self.varint()?;
-                WireValue::Str(self.str(n)?)
-            }
+            kind::STR => self.string(false)?,
+            kind::STR_PREFIX if self.shapes_on => self.string(true)?,
             kind::BYTES => {
                 let n = self.varint()?;
                 WireValue::Bytes(self.take(n)?.to_vec())
@@ -557,7 +793,11 @@ impl<'b> ObjectReader<'b> {
         }
         self.left -= 1;
         let h = self.byte()?;
-        if h >> 3 != 0 {
+        let flags = match self.shapes_on && h & 1 == 0 {
+            true => h >> 5,
+            false => h >> 3,
+        };
+        if flags != 0 {
             return Err(malformed("an unknown object header"));
         }
         let (id, given) = match ((h >> 1) & 3, self.prev) {
@@ -583,6 +823,10 @@ impl<'b> ObjectReader<'b> {
         };
         self.prev = Some(id);
         Ok(match h & 1 {
+            0 if self.shapes_on => ObjState::Map {
+                id: given,
+                entries: self.shaped_entries(id, h)?,
+            },
             0 => ObjState::Map {
                 id: given,
                 entries: self.entries(id)?,
@@ -594,6 +838,93 @@ impl<'b> ObjectReader<'b> {
         })
     }
 
+    /// The stamp of an entry given in `mode`.
+    fn stamp(&mut self, mode: u8, map: WireId, prev: WireId) -> Result<WireId, ReceiveError> {
+        Ok(match mode {
+            stamp::MAP => map,
+            stamp::NEXT => WireId {
+                p: prev.p,
+                c: prev.c.wrapping_add(1),
+            },
+            stamp::DELTA => WireId {
+                p: prev.p,
+                c: prev.c.wrapping_add(unzigzag(self.varint()?) as u64),
+            },
+            stamp::FULL => self.full_id()?,
+            _ => return Err(malformed("an unknown stamp form")),
+        })
+    }
+
+    /// A map's entries in version 4: its shape, its heads, its payloads.
+    fn shaped_entries(&mut self, map: WireId, h: u8) -> Result<Vec<EntryState>, ReceiveError> {
+        let shape = match h & SAME_SHAPE {
+            0 => match self.varint()? {
+                0 => self.define_shape()?,
+                s => match usize::try_from(s - 1) {
+                    Ok(s) if s < self.shapes.len() => s,
+                    _ => return Err(malformed("an unknown shape")),
+                },
+            },
+            _ => self
+                .last_shape
+                .ok_or_else(|| malformed("a map's shape follows no map"))?,
+        };
+        self.last_shape = Some(shape);
+        let n = self.shapes[shape].keys.len();
+        let mut heads = std::mem::take(&mut self.heads);
+        heads.clear();
+        match (h & SAME_HEADS, &self.shapes[shape].heads) {
+            (0, _) => heads.extend_from_slice(self.take(n as u64)?),
+            (_, Some(last)) => heads.extend_from_slice(last),
+            (_, None) => return Err(malformed("a map's heads follow no map of its shape")),
+        }
+        let start = self.bytes.len();
+        let mut entries = Vec::with_capacity(n);
+        let mut prev_stamp = map;
+        for (i, &head) in heads.iter().enumerate() {
+            let (value_kind, mode) = (head & 0xf, head >> 4);
+            let stamp = self.stamp(mode, map, prev_stamp)?;
+            prev_stamp = stamp;
+            let value = match value_kind {
+                kind::TOMBSTONE => None,
+                k => Some(self.value(k)?),
+            };
+            let key = self.shapes[shape].keys[i].clone();
+            entries.push((key, value, (mode != stamp::MAP).then_some(stamp)));
+        }
+        if h & SAME_HEADS != 0 && start - self.bytes.len() < n {
+            return Err(malformed("a map of known heads shorter than its entries"));
+        }
+        let last = self.shapes[shape].heads.get_or_insert_default();
+        last.clear();
+        last.extend_from_slice(&heads);
+        self.heads = heads;
+        Ok(entries)
+    }
+
+    /// Reads the definition of the next shape; returns its index.
+    fn define_shape(&mut self) -> Result<usize, ReceiveError> {
+        let n = self.count()?;
+        let mut keys = Vec::with_capacity(Self::reserve(n));
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        for _ in 0..n {
+            if let Err(e) = self.prefixed(&mut key) {
+                self.key = key;
+                return Err(e);
+            }
+            match Self::str(&key) {
+                Ok(k) => keys.push(k),
+                Err(_) => return Err(malformed("a key is not UTF-8")),
+            }
+        }
+        self.key = key;
+        self.shapes.push(ReadShape { keys, heads: None });
+        Ok(self.shapes.len() - 1)
+    }
+
+    /// A map's entries in versions 2 and 3: each with its head, key, stamp
+    /// and value.
     fn entries(&mut self, map: WireId) -> Result<Vec<EntryState>, ReceiveError> {
         let n = self.count()?;
         let mut entries = Vec::with_capacity(Self::reserve(n));
@@ -613,19 +944,7 @@ impl<'b> ObjectReader<'b> {
             let key = std::str::from_utf8(&self.key)
                 .map(SmolStr::new)
                 .map_err(|_| malformed("a key is not UTF-8"))?;
-            let stamp = match mode {
-                stamp::MAP => map,
-                stamp::NEXT => WireId {
-                    p: prev_stamp.p,
-                    c: prev_stamp.c.wrapping_add(1),
-                },
-                stamp::DELTA => WireId {
-                    p: prev_stamp.p,
-                    c: prev_stamp.c.wrapping_add(unzigzag(self.varint()?) as u64),
-                },
-                stamp::FULL => self.full_id()?,
-                _ => return Err(malformed("an unknown stamp form")),
-            };
+            let stamp = self.stamp(mode, map, prev_stamp)?;
             prev_stamp = stamp;
             let value = match value_kind {
                 kind::TOMBSTONE => None,
@@ -737,8 +1056,12 @@ impl<'b> ObjectReader<'b> {
             }
             column::STRS => {
                 for _ in 0..len {
-                    let n = self.varint()?;
-                    live(WireValue::Str(self.str(n)?));
+                    live(self.string(false)?);
+                }
+            }
+            column::STR_PREFIXES if self.shapes_on => {
+                for _ in 0..len {
+                    live(self.string(true)?);
                 }
             }
             _ => return Err(malformed("an unknown column")),
@@ -752,7 +1075,7 @@ mod tests {
     use super::*;
 
     fn read_all(bytes: &[u8]) -> Result<Vec<ObjState>, ReceiveError> {
-        let (mut r, count) = ObjectReader::new(bytes)?;
+        let (mut r, count) = ObjectReader::new(bytes, 3)?;
         (0..count).map(|_| r.next_object()).collect()
     }
 
@@ -767,7 +1090,7 @@ mod tests {
         for x in [0, 1, 127, 128, 300, 1 << 35, u64::MAX] {
             let bytes = v(x);
             assert_eq!(bytes.len(), varint_len(x), "{x}");
-            let mut r = ObjectReader::new(&[0]).unwrap().0;
+            let mut r = ObjectReader::new(&[0], VERSION).unwrap().0;
             r.bytes = &bytes;
             assert_eq!(r.varint().unwrap(), x);
         }
@@ -775,7 +1098,7 @@ mod tests {
             assert_eq!(unzigzag(zigzag(i)), i);
         }
         // Eleven bytes, or a tenth byte past 64 bits, overflow.
-        let mut r = ObjectReader::new(&[0]).unwrap().0;
+        let mut r = ObjectReader::new(&[0], VERSION).unwrap().0;
         r.bytes = &[0xff; 11];
         assert!(r.varint().is_err());
         r.bytes = &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
@@ -853,5 +1176,217 @@ mod tests {
         assert!(read_all(&object(list, &[1, 1 << 2, 4, 0])).is_err());
         assert!(read_all(&object(list, &[1, (16 << 2) as u8 | 2, kind::NULL])).is_err());
         assert!(read_all(&object(list, &[1, (4 << 2) as u8 | 3, 0, 1])).is_err());
+    }
+
+    /// A map of `(key, value)` entries (stamped with the map's id), or a
+    /// list of live values.
+    type TestObj = Result<Vec<(&'static str, Value)>, Vec<Value>>;
+
+    /// `objs` at ids 0:1, 0:2, … in order (a list's elements after it).
+    fn objects(objs: Vec<TestObj>) -> Vec<(Id, Obj)> {
+        use crate::graph::list::Slot;
+        use crate::graph::map::MapEntry;
+        use crate::value::PeerIdx;
+        let mut next = 1;
+        let mut out = Vec::new();
+        for obj in objs {
+            let id = Id::new(PeerIdx(0), next);
+            let data = match obj {
+                Ok(entries) => {
+                    let mut map = MapObj::with_capacity(entries.len());
+                    for (k, v) in entries {
+                        let entry = MapEntry {
+                            value: Some(v),
+                            stamp: id,
+                        };
+                        assert!(map.restore(k.into(), entry));
+                    }
+                    ObjData::Map(map)
+                }
+                Err(values) => {
+                    let slots = (next + 1..)
+                        .zip(values)
+                        .map(|(counter, value)| {
+                            let slot = Slot {
+                                id: Id::new(PeerIdx(0), counter),
+                                kind: SlotKind::Home {
+                                    value,
+                                    deleted: false,
+                                    away: false,
+                                },
+                            };
+                            (slot, None)
+                        })
+                        .collect();
+                    ObjData::List(Box::new(ListObj::from_slots(slots).unwrap()))
+                }
+            };
+            next += 1 + match &data {
+                ObjData::List(list) => list.slot_count() as u64,
+                ObjData::Map(_) => 0,
+            };
+            out.push((id, Obj { data, mark: 0 }));
+        }
+        out
+    }
+
+    fn write(objs: &[(Id, Obj)]) -> Vec<u8> {
+        let refs: Vec<(Id, &Obj)> = objs.iter().map(|(id, o)| (*id, o)).collect();
+        let mut out = Vec::new();
+        write_objects(&refs, &mut out);
+        out
+    }
+
+    fn read_v4(bytes: &[u8]) -> Result<Vec<ObjState>, ReceiveError> {
+        let (mut r, count) = ObjectReader::new(bytes, VERSION)?;
+        let objs = (0..count)
+            .map(|_| r.next_object())
+            .collect::<Result<Vec<_>, _>>()?;
+        match r.rest() {
+            [] => Ok(objs),
+            _ => Err(malformed("bytes left")),
+        }
+    }
+
+    fn str(s: &str) -> Value {
+        Value::Str(s.into())
+    }
+
+    #[test]
+    fn maps_alike_name_their_shape_and_heads_once() {
+        let alike = |i| Ok(vec![("a", Value::Int(i)), ("b", str("x"))]);
+        let objs = objects(vec![alike(1), alike(2), Ok(vec![]), alike(3)]);
+        let bytes = write(&objs);
+        #[rustfmt::skip]
+        let want = [
+            4,
+            // 0:1, a new shape of two keys, its heads, its payloads.
+            ID_FULL << 1, 0, 1, 0, 2, 0, 1, b'a', 0, 1, b'b',
+            kind::INT, kind::STR, 2, 1, b'x',
+            // The same keys and heads (a string equal to the previous one
+            // is no shorter by prefix).
+            SAME_SHAPE | SAME_HEADS, 4, 1, b'x',
+            // An empty map: a new shape of no keys, no heads.
+            0, 0, 0,
+            // The first shape, by index, and its last heads.
+            SAME_HEADS, 1, 6, 1, b'x',
+        ];
+        assert_eq!(bytes, want);
+        let read = read_v4(&bytes).unwrap();
+        let entries = |i: usize| match &read[i] {
+            ObjState::Map { entries, .. } => entries.clone(),
+            ObjState::List { .. } => panic!("a map"),
+        };
+        let int_and_x = |i| {
+            vec![
+                (SmolStr::new("a"), Some(WireValue::Int(i)), None),
+                (SmolStr::new("b"), Some(WireValue::Str("x".into())), None),
+            ]
+        };
+        assert_eq!(entries(0), int_and_x(1));
+        assert_eq!(entries(1), int_and_x(2));
+        assert_eq!(entries(2), vec![]);
+        assert_eq!(entries(3), int_and_x(3));
+    }
+
+    #[test]
+    fn strings_are_given_by_the_prefix_they_share_where_shorter() {
+        let objs = objects(vec![
+            Ok(vec![("s", str("item-10"))]),
+            Err(vec![str("item-11"), str("item-12"), str("other")]),
+            Err(vec![str("a"), str("b")]),
+        ]);
+        let bytes = write(&objs);
+        #[rustfmt::skip]
+        let want = [
+            3,
+            ID_FULL << 1, 0, 1, 0, 1, 0, 1, b's', kind::STR, 7, b'i', b't', b'e', b'm', b'-', b'1', b'0',
+            // A run of three strings: two share six bytes, the last nothing.
+            1, 3, 3 << 2, column::STR_PREFIXES,
+            6, 1, b'1', 6, 1, b'2', 0, 5, b'o', b't', b'h', b'e', b'r',
+            // One-letter strings whole.
+            1 | ID_DELTA << 1, 4, 2, 2 << 2, column::STRS, 1, b'a', 1, b'b',
+        ];
+        assert_eq!(bytes, want);
+        let read = read_v4(&bytes).unwrap();
+        let ObjState::List { slots, .. } = &read[1] else {
+            panic!("a list")
+        };
+        let values: Vec<_> = slots
+            .iter()
+            .map(|s| match s {
+                SlotState::Live { value, .. } => value.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let want: Vec<_> = ["item-11", "item-12", "other"]
+            .map(|s| WireValue::Str(s.into()))
+            .into();
+        assert_eq!(values, want);
+        // Version 3 knows no string prefixes.
+        let list = write(&objects(vec![Err(vec![str("item-11"), str("item-12")])]));
+        assert_eq!(list[6], column::STR_PREFIXES);
+        assert!(read_v4(&list).is_ok());
+        let (mut r, _) = ObjectReader::new(&list, 3).unwrap();
+        assert!(r.next_object().is_err());
+    }
+
+    #[test]
+    fn hostile_shapes_heads_and_prefixes_are_refused() {
+        // A map of one null entry, then `rest` as the second object.
+        let two = |rest: &[u8]| {
+            [
+                &[2, ID_FULL << 1, 0, 1, 0, 1, 0, 1, b'a', kind::NULL][..],
+                rest,
+            ]
+            .concat()
+        };
+        assert!(read_v4(&two(&[0, 1, kind::NULL])).is_ok());
+        assert!(read_v4(&two(&[SAME_SHAPE, kind::NULL])).is_ok());
+        // The same heads, but no payload byte for the entry.
+        assert!(read_v4(&two(&[SAME_SHAPE | SAME_HEADS])).is_err());
+        // A shape that follows no map; an unknown shape; heads that follow
+        // no map of the shape; unknown header bits; shape bits on a list.
+        assert!(read_v4(&[1, ID_FULL << 1 | SAME_SHAPE, 0, 1]).is_err());
+        assert!(read_v4(&two(&[2, kind::NULL])).is_err());
+        assert!(
+            read_v4(&two(&[
+                u64::MAX as u8 | 0x80,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                1
+            ]))
+            .is_err()
+        );
+        assert!(read_v4(&[1, ID_FULL << 1 | SAME_HEADS, 0, 1, 0, 0]).is_err());
+        assert!(read_v4(&two(&[32, 1, kind::NULL])).is_err());
+        assert!(read_v4(&two(&[1 | SAME_SHAPE, 0])).is_err());
+        // A shape of more keys than bytes follow; a key sharing more than
+        // the previous key holds; a key not UTF-8; an unknown head.
+        assert!(read_v4(&[1, ID_FULL << 1, 0, 1, 0, 200, 1, 0, 0]).is_err());
+        assert!(read_v4(&[1, ID_FULL << 1, 0, 1, 0, 1, 1, 0, kind::NULL]).is_err());
+        assert!(read_v4(&[1, ID_FULL << 1, 0, 1, 0, 1, 0, 1, 0xff, kind::NULL]).is_err());
+        assert!(read_v4(&[1, ID_FULL << 1, 0, 1, 0, 1, 0, 1, b'a', 12]).is_err());
+        // A string sharing more than the previous string holds, and one
+        // sharing more than MAX_SHARE times its bytes.
+        let string = |shared: usize, rest: &[u8]| {
+            let long = vec![b'x'; 200];
+            let mut b = vec![2, ID_FULL << 1, 0, 1, 0, 1, 0, 1, b'a', kind::STR];
+            bytes(&mut b, &long);
+            b.extend([SAME_SHAPE, kind::STR_PREFIX]);
+            varint(&mut b, shared as u64);
+            bytes(&mut b, rest);
+            b
+        };
+        assert!(read_v4(&string(64, b"")).is_ok());
+        assert!(read_v4(&string(100, b"yy")).is_ok());
+        assert!(read_v4(&string(201, b"")).is_err());
+        assert!(read_v4(&string(65, b"")).is_err());
     }
 }
