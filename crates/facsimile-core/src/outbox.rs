@@ -55,6 +55,8 @@ pub(crate) struct Outbox {
     held: Option<usize>,
     /// The open operations' weight, counted while held.
     weight: usize,
+    /// An operation was held since [`Outbox::take_fresh_held`].
+    fresh: bool,
     /// An operations message went out since [`Outbox::take_moved`].
     moved: bool,
     queue: VecDeque<Transmit>,
@@ -114,6 +116,7 @@ impl Outbox {
             depth: 0,
             held: None,
             weight: 0,
+            fresh: false,
             moved: false,
             queue: VecDeque::new(),
             log: ResendLog::default(),
@@ -211,6 +214,12 @@ impl Outbox {
         self.depth = 0;
     }
 
+    /// Whether operations were held back since the last call (they count
+    /// as sent for the heartbeat).
+    pub(crate) fn take_fresh_held(&mut self) -> bool {
+        std::mem::take(&mut self.fresh) && self.held.is_some() && !self.ops.is_empty()
+    }
+
     /// Whether a group is open.
     pub(crate) fn in_group(&self) -> bool {
         self.depth > 0
@@ -242,6 +251,7 @@ impl Outbox {
     pub(crate) fn push(&mut self, op: WireOp) {
         if self.held.is_some() {
             self.weight += weight(&op);
+            self.fresh = true;
         }
         self.ops.push(op);
     }

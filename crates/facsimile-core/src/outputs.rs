@@ -79,7 +79,10 @@ impl Outputs {
     /// whether or not a group is open, unless they are held.
     pub(crate) fn flush(&mut self) {
         self.events.flush_touched(&Origin::Local);
-        if self.outbox.flush() {
+        // Operations held now count as sent for the heartbeat: they go out
+        // before anything else, so heartbeats keep their pace (and the
+        // clock its progress) while offline.
+        if self.outbox.flush() | self.outbox.take_fresh_held() {
             self.sent();
         }
     }
