@@ -233,8 +233,13 @@ fuzz_target!(|case: Case| {
             Action::Tick { millis } => w.tick(Duration::from_millis(u64::from(*millis))),
         }
     }
-    // Everything in flight arrives; time passes so that syncs that chose a
-    // replica that was itself syncing move on, and acknowledgements flow.
+    // Every node is online again (what it held goes out); everything in
+    // flight arrives; time passes so that syncs that chose a replica that
+    // was itself syncing move on, and acknowledgements flow.
+    for i in 0..w.nodes.len() {
+        w.nodes[i].set_online(true);
+        w.collect(i);
+    }
     for _ in 0..12 {
         w.deliver_all();
         w.tick(Duration::from_secs(6));

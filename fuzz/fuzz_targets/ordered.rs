@@ -248,6 +248,8 @@ fuzz_target!(|case: Case| {
     // Every partition heals, everything is read, and time passes so that
     // lapsed replicas start over and catch up.
     for i in 0..n {
+        log.nodes[i].set_online(true);
+        log.collect(i);
         log.release(i);
     }
     for _ in 0..8 {
