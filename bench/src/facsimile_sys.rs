@@ -10,7 +10,7 @@
 //! Catch-up ([`System::reconnect`]): a node told it is offline
 //! (`Node::set_online(false)`, what the relay connection calls when it
 //! loses the relay) gathers its writes into packed messages (one per
-//! megabyte of estimated weight) and sends them when it is online again.
+//! four megabytes of estimated size) and sends them when it is online again.
 //! So each side's packed backlog goes to the other, in order, then whatever
 //! the receivers answer (acknowledgements, resend requests), back and forth
 //! until nobody sends anything.

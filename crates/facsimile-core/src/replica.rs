@@ -319,7 +319,7 @@ impl Replica {
     /// once, values as differences), instead of one message each: a
     /// reconnection then sends a compacted backlog. Each gathered message
     /// goes out when it reaches a size limit (a quarter of
-    /// [`Config::max_message_size`], at most 1 MiB), before anything
+    /// [`Config::max_message_size`], at most 4 MiB), before anything
     /// remote is applied or anything else is sent, on
     /// [`Replica::send_held`], and when the replica is online again. Local
     /// change events are not held.
@@ -345,7 +345,7 @@ impl Replica {
             self.out.outbox.hold(None);
             self.send_held();
         } else {
-            let limit = (self.config.max_message / 4).clamp(4 << 10, 1 << 20);
+            let limit = (self.config.max_message / 4).clamp(4 << 10, 4 << 20);
             self.out.outbox.hold(Some(limit));
         }
     }
