@@ -58,6 +58,13 @@ declare class Facsimile<T = any> {
   sync(): void;
 
   /**
+   * Says whether this node's messages reach anybody now: while they do not,
+   * its writes are held and sent packed when it is online again (a relay
+   * connection calls it itself).
+   */
+  setOnline(online: boolean): void;
+
+  /**
    * Waits for exclusive write permission on an object of this store (not
    * on the objects it holds). Resolves to the grant's fencing token, which
    * increases with every grant of the object.

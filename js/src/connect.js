@@ -92,6 +92,11 @@ function installConnect(Facsimile, wasm, fail) {
       ws.binaryType = 'arraybuffer';
       this.ws = ws;
       this.welcomed = false;
+      // What was held goes into the session before the hello, so that the
+      // welcome deals with it like every frame not acknowledged (sent
+      // again, or dropped and counted lost after an eviction); writes made
+      // while connecting are not held.
+      this.node.setOnline(true);
       ws.onopen = () => {
         if (this.ws === ws) ws.send(this.client.hello(this.node.hostname, this.node.incarnation));
       };
@@ -182,6 +187,8 @@ function installConnect(Facsimile, wasm, fail) {
         return;
       }
       this.status = 'disconnected';
+      // Writes made until the relay is back go out packed.
+      this.node.setOnline(false);
       // Full jitter: reconnecting clients of a restarted relay spread out.
       const wait = this.delay * (0.5 + Math.random() / 2);
       this.delay = Math.min(this.delay * 2, this.max);
@@ -189,6 +196,7 @@ function installConnect(Facsimile, wasm, fail) {
     }
 
     flush() {
+      this.node._sendHeld();
       const target = this.client.queued();
       const dropped = this.client.dropped();
       return new Promise((resolve, reject) => {

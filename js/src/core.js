@@ -1038,6 +1038,26 @@ function createFacsimile(wasm, { platform }) {
       this._pump();
     }
 
+    /**
+     * Says whether this node's messages reach anybody now. While they do
+     * not, its writes are gathered into packed messages (a key written
+     * once, integers as differences) and sent when it is online again, or
+     * on `flush`; listeners still hear of each write at once. A relay
+     * connection calls it itself; a transport of your own calls it when
+     * its link goes down and comes back.
+     */
+    setOnline(online) {
+      this._checkOpen();
+      this._engine.set_online(Boolean(online));
+      this._pump();
+    }
+
+    /** Sends what is held while offline now (a flush waits for it). */
+    _sendHeld() {
+      this._engine.send_held();
+      this._pump();
+    }
+
     /** Whether the document is complete (no sync in progress). */
     get ready() {
       return this._engine.is_ready();

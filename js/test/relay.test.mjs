@@ -90,6 +90,40 @@ test('acknowledged writes survive a kill -9 of the relay; the node resumes by it
   await b.close();
 });
 
+/** Resolves once `cond()` holds, looking every 10 ms, for at most 20 s. */
+async function waitFor(cond, what) {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > 20000) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** The relay's log position for the document, from its status route. */
+async function logPosition(doc = 'js') {
+  const res = await fetch(`http://${relay.addr}/inspect/${doc}/status?token=${TOKEN}`);
+  assert.equal(res.status, 200);
+  return (await res.json()).position;
+}
+
+test('writes made while the relay is down reach it packed, in a few messages', async () => {
+  const a = await connect('offline', { backoff: { min: 20, max: 200 } });
+  a.store = { scores: {} };
+  await a.flush();
+  const before = await logPosition();
+  await relay.kill();
+  await waitFor(() => a.connection.status === 'disconnected', 'the node to notice');
+  for (let i = 0; i < 2000; i++) a.store.scores[`player${i % 50}`] = i;
+  const flushed = a.flush();
+  await relay.start();
+  await flushed;
+  // One message a write would take 2,000 positions of the relay's log.
+  const messages = (await logPosition()) - before;
+  assert.ok(messages < 50, `${messages} messages for 2,000 writes`);
+  assert.equal(await get('/scores/player49'), 1999);
+  await a.close();
+});
+
 test('a read-only node mirrors, refuses its own writes, and the relay refuses a forced one', async () => {
   const w = await connect('writer');
   w.store = { n: 1 };

@@ -645,6 +645,18 @@ impl Engine {
         self.replica.sync();
     }
 
+    /// Says whether this node's messages reach anybody now: while they do
+    /// not, its writes are gathered into packed messages, sent when it is
+    /// online again.
+    pub fn set_online(&mut self, online: bool) {
+        self.replica.set_online(online);
+    }
+
+    /// Sends the writes held while offline now, and goes on holding.
+    pub fn send_held(&mut self) {
+        self.replica.send_held();
+    }
+
     /// Says goodbye: the other nodes stop waiting for this one and its locks
     /// are freed.
     pub fn leave(&mut self) {

@@ -218,12 +218,13 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
 
-    fn random_value(rng: &mut SmallRng) -> WireValue {
+    /// A scalar value, extremes included.
+    pub(in crate::codec) fn random_value(rng: &mut SmallRng) -> WireValue {
         match rng.random_range(0..6) {
             0 => WireValue::Null,
             1 => WireValue::Bool(rng.random()),
