@@ -153,7 +153,9 @@ impl Log {
         self.cursors[i] += 1;
         let r = &mut self.nodes[i];
         let before = r.snapshot();
-        let idle = !r.has_transmits();
+        // Writes held while offline go out before anything remote is
+        // looked at, refused or not: only new messages count.
+        let idle = !r.has_transmits() && !r.has_held();
         match r.handle_ordered(&bytes, c as u64 + 1, time) {
             Err(e) => {
                 assert!(

@@ -350,6 +350,12 @@ impl Replica {
         }
     }
 
+    /// Whether writes made while offline ([`Replica::set_online`]) wait to
+    /// be sent.
+    pub fn has_held(&self) -> bool {
+        !self.out.outbox.is_idle() && !self.out.outbox.in_group()
+    }
+
     /// Sends the writes held while offline ([`Replica::set_online`]) now,
     /// as one message, and goes on holding (a flush that must wait for
     /// them). Inside a group, they go out when the group closes.
