@@ -322,7 +322,8 @@ impl Replica {
     /// [`Config::max_message_size`], at most 4 MiB), before anything
     /// remote is applied or anything else is sent, on
     /// [`Replica::send_held`], and when the replica is online again. Local
-    /// change events are not held.
+    /// change events are not held. A replica reading a totally ordered log
+    /// ([`Replica::is_ordered`]) holds nothing.
     ///
     /// ```
     /// use facsimile_core::{Config, Input, PeerId, Replica};
@@ -341,6 +342,12 @@ impl Replica {
     /// assert!(a.poll_transmit().is_none());
     /// ```
     pub fn set_online(&mut self, online: bool) {
+        if self.is_ordered() {
+            // Over a totally ordered log a lapse replaces the replica with
+            // a successor; held writes would have to be handed over first
+            // (not done), so nothing is held there.
+            return;
+        }
         if online {
             self.out.outbox.hold(None);
             self.send_held();

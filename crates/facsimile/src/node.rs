@@ -586,7 +586,9 @@ impl Node {
     /// when one reaches its size limit. Listeners still hear of each write
     /// at once. The relay connection calls this itself when it loses and
     /// regains the relay; a transport of its own (see
-    /// [`Node::set_sender`]) calls it when its link goes down and up.
+    /// [`Node::set_sender`]) calls it when its link goes down and up. A
+    /// node on a NATS log holds nothing: there a lapse replaces the node's
+    /// replica, which held writes would not survive.
     ///
     /// # Example
     /// ```
