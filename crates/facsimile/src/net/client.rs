@@ -371,7 +371,12 @@ fn admit(shared: &Shared, node: &Node, admission: Admission) {
                 "the relay no longer knows this node; rejoining as a new incarnation"
             );
             shared.rejoined();
+            let old = node.peer_id().incarnation();
             node.rejoin();
+            // A write made between the welcome and the rejoin went out as
+            // the evicted incarnation's, after the welcome dropped the
+            // others: the relay drops it too.
+            count_lost_from(shared, old);
         }
     }
 }
@@ -594,7 +599,18 @@ fn carries_writes(frame: &Bytes) -> bool {
 /// reconnection that follows, as the old incarnation, drops those frames
 /// without counting them again.
 fn evicted_while_connected(shared: &Shared, old: u32) {
-    let lost = shared.complete(|outbox| {
+    let lost = count_lost_from(shared, old);
+    tracing::warn!(
+        lost,
+        "the relay evicted this node; rejoined as a new incarnation"
+    );
+    shared.rejoined();
+}
+
+/// Counts as lost the oldest unacknowledged frames sent as the incarnation
+/// `old`, which the relay evicted: it drops them, yet acknowledges them.
+fn count_lost_from(shared: &Shared, old: u32) -> u64 {
+    shared.complete(|outbox| {
         outbox.count_lost_while(|frame| {
             let message = match protocol::Up::decode(frame.clone()) {
                 Ok(protocol::Up::Broadcast(m) | protocol::Up::To(_, m)) => m,
@@ -602,12 +618,7 @@ fn evicted_while_connected(shared: &Shared, old: u32) {
             };
             facsimile_core::Envelope::peek(&message).is_ok_and(|e| e.from == old)
         })
-    });
-    tracing::warn!(
-        lost,
-        "the relay evicted this node; rejoined as a new incarnation"
-    );
-    shared.rejoined();
+    })
 }
 
 #[cfg(test)]
