@@ -217,7 +217,7 @@ impl Outbox {
     /// Whether operations were held back since the last call (they count
     /// as sent for the heartbeat).
     pub(crate) fn take_fresh_held(&mut self) -> bool {
-        std::mem::take(&mut self.fresh) && self.held.is_some() && !self.ops.is_empty()
+        std::mem::take(&mut self.fresh)
     }
 
     /// Whether a group is open.
@@ -321,6 +321,7 @@ impl Outbox {
     /// whether a message went out.
     pub(crate) fn flush_now(&mut self) -> bool {
         self.weight = 0;
+        self.fresh = false;
         if self.ops.is_empty() {
             return false;
         }

@@ -617,12 +617,12 @@ impl Node {
         self.pump();
     }
 
-    /// Hands the writes held while offline to the transport now (a flush
-    /// waits for them), and goes on holding.
+    /// Queues the writes held while offline as a message (a flush waits
+    /// for them; its [`Node::pump_all`] hands them over), and goes on
+    /// holding.
     #[cfg(any(feature = "tcp", feature = "nats"))]
     pub(crate) fn send_held(&self) {
         self.state().replica.send_held();
-        self.pump();
     }
 
     /// Whether the document is complete (no sync in progress).

@@ -462,19 +462,21 @@ async fn run(
                 conn = Some(c);
             }
             Err(e @ NetError::Refused(_)) => {
-                n.set_online(false);
                 tracing::error!(%addr, error = %e, "reconnection refused");
                 let _ = shared
                     .status
                     .send_replace(Status::Disconnected(e.to_string()));
             }
             Err(e) => {
-                n.set_online(false);
                 tracing::debug!(%addr, error = %e, "reconnection failed");
                 let _ = shared
                     .status
                     .send_replace(Status::Disconnected(e.to_string()));
             }
+        }
+        if conn.is_none() {
+            // Offline again until the next attempt.
+            n.set_online(false);
         }
     }
 }
