@@ -114,12 +114,24 @@ pub(crate) fn view(src: Source<'_>) -> TransferState<ObjectsView<'_>> {
 /// at its place in a table spanning them (linear time, where a sort of a
 /// million objects took most of an export's time); else they are sorted.
 fn sort_by_id(objects: &mut Vec<(Id, &Obj)>) {
-    let peers = objects.iter().map(|(id, _)| id.peer.0 as usize + 1).max();
+    if !place_by_id(objects) {
+        objects.sort_unstable_by_key(|(id, _)| (id.peer, id.counter));
+    }
+}
+
+/// Puts `objects` in id order through a table spanning each peer's
+/// counters; `false`, leaving them as they were, when the counters are too
+/// sparse for that to pay.
+fn place_by_id(objects: &mut Vec<(Id, &Obj)>) -> bool {
     let n = objects.len();
     let dense = |span: u64| span <= 2 * n as u64 + 1024;
-    let Some(peers) = peers.filter(|&p| dense(p as u64)) else {
-        objects.sort_unstable_by_key(|(id, _)| (id.peer, id.counter));
-        return;
+    let Some(peers) = objects
+        .iter()
+        .map(|(id, _)| id.peer.0 as usize + 1)
+        .max()
+        .filter(|&p| dense(p as u64))
+    else {
+        return false;
     };
     // Per peer, its lowest and highest counter.
     let mut spans = vec![(u64::MAX, 0u64); peers];
@@ -138,8 +150,7 @@ fn sort_by_id(objects: &mut Vec<(Id, &Obj)>) {
         }
     }
     if !dense(total) {
-        objects.sort_unstable_by_key(|(id, _)| (id.peer, id.counter));
-        return;
+        return false;
     }
     let mut table: Vec<Option<(Id, &Obj)>> = vec![None; total as usize];
     for &(id, obj) in objects.iter() {
@@ -148,6 +159,7 @@ fn sort_by_id(objects: &mut Vec<(Id, &Obj)>) {
     }
     objects.clear();
     objects.extend(table.into_iter().flatten());
+    true
 }
 
 /// A transferred state, validated, in this replica's terms: ready to
