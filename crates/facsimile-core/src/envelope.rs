@@ -236,6 +236,9 @@ mod tests {
             directed(Directed::SyncAnswer {
                 state: Box::new(state),
             }),
+            directed(Directed::SyncSaved {
+                bytes: vec![4, 0, 1, 2].into(),
+            }),
             directed(Directed::Welcome {
                 hostname: hostname(),
                 seq: 2,

@@ -14,7 +14,7 @@ use smallvec::SmallVec;
 use smol_str::SmolStr;
 
 use crate::clock::Peers;
-use crate::codec::{self, VERSION};
+use crate::codec;
 use crate::config::Config;
 use crate::doc::{Applied, Doc};
 use crate::error::{Error, ReceiveError};
@@ -27,7 +27,7 @@ use crate::outbox::Transmit;
 use crate::outputs::Outputs;
 use crate::streams::{Position, Streams};
 use crate::sync::transfer::{self, Source, Target, Transferred};
-use crate::sync::{Joining, Phase, Retry, SyncServer, saved};
+use crate::sync::{Joining, Phase, Retry, SyncServer};
 use crate::timers::Timer;
 use crate::value::{Id, Input, ObjectId, ObjectKind, PeerId, PeerIdx, Succession, Value};
 use crate::wire::{self, Directed, Frame, Hostname, Message, Ops, Sequenced, Tag, WireOp};
@@ -1026,14 +1026,23 @@ impl Replica {
                     self.answer_fetches();
                 }
             }
-            Directed::SyncAnswer { state } => {
+            Directed::SyncAnswer { .. } | Directed::SyncSaved { .. } => {
                 let Phase::Joining(join) = &self.phase else {
                     return Ok(());
                 };
                 if !join.expects(from) {
                     return Ok(());
                 }
-                let t = transfer::decode_answer(from, *state, &self.transfer_target())?;
+                let target = self.transfer_target();
+                let t = match body {
+                    Directed::SyncAnswer { state } => {
+                        transfer::decode_answer(from, *state, &target)?
+                    }
+                    Directed::SyncSaved { bytes } => {
+                        transfer::decode_saved_answer(from, &bytes, &target)?
+                    }
+                    _ => unreachable!("matched above"),
+                };
                 self.commit_transfer(t);
                 if let Phase::Joining(join) = std::mem::replace(&mut self.phase, Phase::Live) {
                     self.out.timers.stop(Timer::Sync);
@@ -1284,14 +1293,21 @@ impl Replica {
                 self.members.admit_quietly(p);
             }
             self.doc.sort_maps();
-            let bytes = {
-                let state = transfer::view(self.transfer_source());
-                codec::encode(
-                    &wire::answer_frame(self.tag(), to, &state),
-                    self.out.outbox.format(),
-                )
-            };
-            self.out.outbox.send_encoded(to, bytes);
+            match self.out.outbox.format() {
+                codec::WireFormat::Binary => {
+                    let bytes = transfer::export(self.transfer_source()).into();
+                    self.out.send_to(to, Directed::SyncSaved { bytes });
+                }
+                // A JSON stream stays readable: the state as wire types.
+                codec::WireFormat::Json => {
+                    let state = transfer::view(self.transfer_source());
+                    let bytes = codec::encode(
+                        &wire::answer_frame(self.tag(), to, &state),
+                        codec::WireFormat::Json,
+                    );
+                    self.out.outbox.send_encoded(to, bytes);
+                }
+            }
         }
     }
 
@@ -1420,15 +1436,7 @@ impl Replica {
     }
 
     fn load_exported(mut r: Replica, bytes: &[u8]) -> Result<Replica, ReceiveError> {
-        let t = match bytes.split_first() {
-            // Every saved format so far: 1 (postcard throughout) to the
-            // current one.
-            Some((&v, rest)) if (VERSION..=saved::VERSION).contains(&v) => {
-                transfer::decode_saved(v, rest, &r.transfer_target())?
-            }
-            Some((&v, _)) => return Err(ReceiveError::UnsupportedVersion(v)),
-            None => return Err(ReceiveError::Empty),
-        };
+        let t = transfer::decode_saved_bytes(bytes, &r.transfer_target())?;
         let from = t.from;
         r.commit_transfer(t);
         if let Some(saved) = r.peers.by_tag(from.0) {

@@ -115,6 +115,7 @@ pub(crate) fn check_limits(frame: &Frame) -> Result<(), &'static str> {
             Directed::Welcome { hostname, .. } => hostname.check(),
             // A state's peer table is checked when the state is validated.
             Directed::SyncAnswer { .. }
+            | Directed::SyncSaved { .. }
             | Directed::SyncFetch
             | Directed::Resend { .. }
             | Directed::ResendGone => Ok(()),
@@ -398,6 +399,11 @@ pub(crate) enum Directed {
     SyncFetch,
     /// The document, as of the sender's state.
     SyncAnswer { state: Box<TransferState> },
+    /// [`Directed::SyncAnswer`] as a saved state (`Replica::export_state`'s
+    /// bytes, version byte first): what a binary answer carries, a fraction
+    /// of the size (map keys written once per shape, runs of list values in
+    /// columns), decoded object by object as it is built.
+    SyncSaved { bytes: serde_bytes::ByteBuf },
     /// The answer to a hello, so that a peer that started later learns of
     /// the sender and can ask for its messages.
     Welcome { hostname: Hostname, seq: u64 },
@@ -431,13 +437,14 @@ pub(crate) mod index {
         pub(crate) const OP: u32 = 12;
         pub(crate) const NEXT: u32 = 13;
         pub(crate) const PACKED: u32 = 14;
+        pub(crate) const SYNC_SAVED: u32 = 15;
         /// The highest body variant.
-        pub(crate) const LAST: u32 = PACKED;
+        pub(crate) const LAST: u32 = SYNC_SAVED;
 
         /// Whether a body names a recipient (its first field) rather than a
         /// stream position.
         pub(crate) fn is_directed(body: u32) -> bool {
-            (SYNC_FETCH..=RESEND_GONE).contains(&body)
+            (SYNC_FETCH..=RESEND_GONE).contains(&body) || body == SYNC_SAVED
         }
     }
 
@@ -462,7 +469,7 @@ pub(crate) mod index {
 /// data, so that one layout serializes borrowed fields (and a sync answer
 /// straight from the graph) and deserializes owned ones.
 #[derive(Serialize, Deserialize)]
-enum Flat<H, O, A, F, M, S, P = ()> {
+enum Flat<H, O, A, F, M, S, P = (), V = ()> {
     Hello { seq: u64, hostname: H },
     Ops { seq: u64, tick: u64, ops: O },
     GcAck { seq: u64, frontier: F, members: M },
@@ -478,6 +485,7 @@ enum Flat<H, O, A, F, M, S, P = ()> {
     Op { seq: u64, tick: u64, op: A },
     Next { seq: u64, op: A },
     Packed { seq: u64, tick: u64, ops: P },
+    SyncSaved { to: Tag, state: V },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -494,10 +502,19 @@ type FlatRef<'a> = Flat<
     &'a Vec<(Tag, Hostname)>,
     &'a TransferState,
     PackedRef<'a>,
+    &'a serde_bytes::ByteBuf,
 >;
 
-type FlatOwned =
-    Flat<Hostname, Ops, WireOp, Vec<(Tag, u64)>, Vec<(Tag, Hostname)>, Box<TransferState>, Packed>;
+type FlatOwned = Flat<
+    Hostname,
+    Ops,
+    WireOp,
+    Vec<(Tag, u64)>,
+    Vec<(Tag, Hostname)>,
+    Box<TransferState>,
+    Packed,
+    serde_bytes::ByteBuf,
+>;
 
 impl Serialize for Frame {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -546,6 +563,7 @@ impl Serialize for Frame {
                 match body {
                     Directed::SyncFetch => Flat::SyncFetch { to },
                     Directed::SyncAnswer { state } => Flat::SyncAnswer { to, state },
+                    Directed::SyncSaved { bytes } => Flat::SyncSaved { to, state: bytes },
                     Directed::Welcome { hostname, seq } => Flat::Welcome {
                         to,
                         hostname,
@@ -605,6 +623,7 @@ impl<'de> Deserialize<'de> for Frame {
             Flat::SyncOffer { seq: s, joiner } => seq(s, Sequenced::SyncOffer { joiner }),
             Flat::SyncFetch { to: t } => to(t, Directed::SyncFetch),
             Flat::SyncAnswer { to: t, state } => to(t, Directed::SyncAnswer { state }),
+            Flat::SyncSaved { to: t, state } => to(t, Directed::SyncSaved { bytes: state }),
             Flat::Welcome {
                 to: t,
                 hostname,
@@ -851,6 +870,7 @@ mod tests {
                     ops: (),
                 },
             ),
+            (SYNC_SAVED, Flat::SyncSaved { to: t, state: () }),
         ];
         for (i, (want, body)) in bodies.iter().enumerate() {
             assert_eq!(first_varint(body), *want, "body {i}");
@@ -860,6 +880,7 @@ mod tests {
                     body,
                     Flat::SyncFetch { .. }
                         | Flat::SyncAnswer { .. }
+                        | Flat::SyncSaved { .. }
                         | Flat::Welcome { .. }
                         | Flat::Resend { .. }
                         | Flat::ResendGone { .. }

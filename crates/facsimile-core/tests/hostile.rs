@@ -1396,3 +1396,79 @@ fn a_refused_message_from_a_stranger_leaves_no_trace() {
     }
     still_converges(&mut net);
 }
+
+/// A binary message's body variant (below 128, one byte): after the
+/// version byte and the sender's four-byte tag.
+fn binary_body(bytes: &[u8]) -> Option<u8> {
+    bytes.get(5).copied()
+}
+
+/// A binary sync answer from `from` to `to` carrying `saved` as its state.
+fn saved_answer(from: u32, to: u32, saved: &[u8]) -> Vec<u8> {
+    const SYNC_SAVED: u8 = 15;
+    let mut out = vec![1];
+    out.extend(from.to_le_bytes());
+    out.push(SYNC_SAVED);
+    out.extend(to.to_le_bytes());
+    out.extend(varint(saved.len() as u64));
+    out.extend_from_slice(saved);
+    out
+}
+
+/// A binary joiner gets the document as a saved state; a saved state that is
+/// cut short, in an unknown version, or saved by another peer than the
+/// answer's sender is refused and changes nothing, and the honest answer
+/// still completes the sync.
+#[test]
+fn hostile_saved_sync_answers_are_refused() {
+    let mut net = world(WireFormat::Binary);
+    let items = child(&net, A, "items");
+    net.replica(A).list_reorder(items, &[2, 0, 1]).unwrap();
+    net.run();
+    let c = net.add_with_config("charlie", config(WireFormat::Binary));
+    let ct = net.tag(c);
+    net.with(c, Replica::sync);
+    let (from, answer) = net
+        .run_until(|_, t| t.to == Some(ct) && binary_body(&t.bytes) == Some(15))
+        .expect("a sync answer as a saved state");
+    let ft = net.tag(from);
+    // The state follows the header: the version byte, two tags, the body
+    // variant and the state's length.
+    let length = answer.bytes[10..]
+        .iter()
+        .position(|b| b & 0x80 == 0)
+        .expect("a length");
+    let saved = &answer.bytes[11 + length..];
+    assert_eq!(saved_answer(ft, ct, saved), answer.bytes.to_vec());
+    let other = if from == A { B } else { A };
+    let foreign = net.replica(other).export_state();
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("an empty state".into(), Vec::new()),
+        ("an unknown version".into(), {
+            let mut s = saved.to_vec();
+            s[0] = 99;
+            s
+        }),
+        ("a state saved by another peer".into(), foreign),
+    ];
+    for cut in (1..saved.len()).step_by(saved.len() / 40 + 1) {
+        cases.push((format!("cut at {cut}"), saved[..cut].to_vec()));
+    }
+    for (what, state) in cases {
+        let e = refused(&mut net, c, &saved_answer(ft, ct, &state));
+        assert!(
+            matches!(
+                e,
+                ReceiveError::Malformed(_)
+                    | ReceiveError::Empty
+                    | ReceiveError::UnsupportedVersion(99)
+                    | ReceiveError::Invalid { .. }
+            ),
+            "{what}: {e:?}"
+        );
+        assert!(!net[c].is_ready(), "{what}");
+    }
+    net.replica(c).handle_message(&answer.bytes).unwrap();
+    assert!(net[c].is_ready());
+    still_converges(&mut net);
+}

@@ -217,6 +217,38 @@ pub(crate) fn decode_answer(
     validate(from, &table, fresh, built, state, target)
 }
 
+/// Validates a saved state (`Replica::export_state`'s bytes) in any
+/// format this build reads: 1 (postcard throughout) to [`saved::VERSION`].
+pub(crate) fn decode_saved_bytes(
+    bytes: &[u8],
+    target: &Target<'_>,
+) -> Result<Transferred, ReceiveError> {
+    match bytes.split_first() {
+        Some((&v, rest)) if (crate::codec::VERSION..=saved::VERSION).contains(&v) => {
+            decode_saved(v, rest, target)
+        }
+        Some((&v, _)) => Err(ReceiveError::UnsupportedVersion(v)),
+        None => Err(ReceiveError::Empty),
+    }
+}
+
+/// Validates a state received from `from` as a saved state
+/// ([`crate::wire::Directed::SyncSaved`]), which `from` itself must have
+/// made.
+pub(crate) fn decode_saved_answer(
+    from: Tag,
+    bytes: &[u8],
+    target: &Target<'_>,
+) -> Result<Transferred, ReceiveError> {
+    let t = decode_saved_bytes(bytes, target)?;
+    if t.from != from {
+        return Err(ReceiveError::Malformed(
+            "a sync answer saved by another peer than its sender".into(),
+        ));
+    }
+    Ok(t)
+}
+
 /// Saves a replica's state: the version byte [`saved::VERSION`], the
 /// fields of [`TransferState`] in postcard, except the objects, written by
 /// [`saved::write_objects`].
@@ -267,7 +299,7 @@ fn put<T: Serialize>(out: Vec<u8>, value: &T) -> Vec<u8> {
 /// objects in [`saved`]'s format; or [`saved::VERSION`], which adds the
 /// departed peers), building each object as soon as it is decoded
 /// instead of decoding the whole state first.
-pub(crate) fn decode_saved(
+fn decode_saved(
     version: u8,
     mut bytes: &[u8],
     target: &Target<'_>,
@@ -1051,6 +1083,55 @@ mod tests {
             ));
             assert_eq!(codec::encode(&frame, format), bytes, "{format:?}");
         }
+    }
+
+    /// A binary joiner's answer is the saved state, a fraction of the wire
+    /// types' size, and the joiner ends with the answerer's document.
+    #[test]
+    fn a_binary_answer_carries_the_saved_state() {
+        let mut net = crate::sim::Sim::new(3, 1);
+        let int = |i: i64| Input::Value(Value::Int(i));
+        let root = net
+            .replica(0)
+            .set_root(Input::Map(vec![]))
+            .unwrap()
+            .unwrap();
+        for i in 0..200 {
+            let child = Input::Map(vec![
+                ("n".into(), int(i)),
+                ("list".into(), Input::Array(vec![int(i)])),
+            ]);
+            net.replica(0)
+                .map_set(root, &format!("c{i}"), child)
+                .unwrap();
+        }
+        net.run();
+        let j = net.add("joiner");
+        let jt = net.tag(j);
+        net.with(j, Replica::sync);
+        let (_, answer) = net
+            .run_until(|_, t| t.to == Some(jt) && t.bytes.len() > 1000)
+            .expect("an answer");
+        let frame = codec::decode(&answer.bytes, usize::MAX).unwrap();
+        let crate::wire::Message::Directed {
+            body: crate::wire::Directed::SyncSaved { bytes },
+            ..
+        } = frame.msg
+        else {
+            panic!("not a saved state");
+        };
+        let wire_types = net
+            .replica(0)
+            .sync_answer(Tag(jt), WireFormat::Binary)
+            .len();
+        assert!(
+            bytes.len() * 2 < wire_types,
+            "{} bytes against {wire_types}",
+            bytes.len()
+        );
+        net.replica(j).handle_message(&answer.bytes).unwrap();
+        net.run();
+        net.assert_converged();
     }
 
     #[test]
