@@ -613,7 +613,18 @@ pub(crate) struct ObjectReader<'b> {
     last_shape: Option<usize>,
     /// The heads of the map being read (reused).
     heads: Vec<u8>,
+    /// Key bytes versions 2 and 3 may still take from previous keys: they
+    /// had no per-key limit on sharing, so a whole state's is bounded.
+    shared_budget: u64,
 }
+
+/// In versions 2 and 3, the key bytes a state may take from previous keys,
+/// per byte of the state (and [`SHARED_FLOOR`] more): far more than honest
+/// keys share (a key of 200 bytes differing from the previous one in its
+/// last byte shares 66 times the 3 bytes it takes), and hostile keys stay
+/// within a multiple of the input instead of its square.
+const SHARED_PER_BYTE: u64 = 128;
+const SHARED_FLOOR: u64 = 1 << 20;
 
 impl<'b> ObjectReader<'b> {
     /// A reader of the block at the start of `bytes`, saved with version
@@ -629,6 +640,7 @@ impl<'b> ObjectReader<'b> {
             shapes: Vec::new(),
             last_shape: None,
             heads: Vec::new(),
+            shared_budget: (bytes.len() as u64).saturating_mul(SHARED_PER_BYTE) + SHARED_FLOOR,
         };
         r.left = r.varint()?;
         let count = r.left;
@@ -937,6 +949,10 @@ impl<'b> ObjectReader<'b> {
             if shared > self.key.len() as u64 {
                 return Err(malformed("a key shares more than the previous key"));
             }
+            self.shared_budget = self
+                .shared_budget
+                .checked_sub(shared)
+                .ok_or_else(|| malformed("keys share more than the state's size allows"))?;
             self.key.truncate(shared as usize);
             let rest = self.varint()?;
             let rest = self.take(rest)?;
@@ -1103,6 +1119,49 @@ mod tests {
         assert!(r.varint().is_err());
         r.bytes = &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
         assert!(r.varint().is_err());
+    }
+
+    /// A version-3 map whose first key is `first` bytes long and whose
+    /// `n - 1` later keys each share the whole previous key and add a byte.
+    fn v3_growing_keys(first: usize, n: u64) -> Vec<u8> {
+        let mut b = [vec![1, ID_FULL << 1, 0, 1], v(n)].concat();
+        b.extend([kind::NULL, 0]);
+        bytes(&mut b, &vec![b'k'; first]);
+        for i in 0..n - 1 {
+            b.push(kind::NULL);
+            varint(&mut b, first as u64 + i);
+            bytes(&mut b, b"x");
+        }
+        b
+    }
+
+    #[test]
+    fn version_3_keys_share_at_most_a_multiple_of_the_state() {
+        let read = |bytes: &[u8]| -> Result<usize, ReceiveError> {
+            let (mut r, count) = ObjectReader::new(bytes, 3)?;
+            let mut keys = 0;
+            for _ in 0..count {
+                if let ObjState::Map { entries, .. } = r.next_object()? {
+                    keys += entries.iter().map(|(k, ..)| k.len()).sum::<usize>();
+                }
+            }
+            Ok(keys)
+        };
+        // About 100 KB of state that would spell 40 MB of keys.
+        let hostile = v3_growing_keys(2000, 20_000);
+        assert!(hostile.len() < 110_000);
+        let e = read(&hostile).expect_err("quadratic keys");
+        assert!(e.to_string().contains("share"), "{e}");
+        // Honest long keys that differ at their end load.
+        let mut honest = [vec![1, ID_FULL << 1, 0, 1], v(5_000)].concat();
+        for i in 0..5_000u32 {
+            let shared = if i == 0 { 0 } else { 196 };
+            honest.push(kind::NULL);
+            varint(&mut honest, shared as u64);
+            let key = format!("{}{i:04}", "p".repeat(196));
+            bytes(&mut honest, &key.as_bytes()[shared..]);
+        }
+        assert_eq!(read(&honest).unwrap(), 200 * 5_000);
     }
 
     #[test]
