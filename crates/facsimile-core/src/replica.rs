@@ -883,6 +883,10 @@ impl Replica {
         match frame.msg {
             Message::Directed { to, body } if to == me => self.handle_directed(from, body),
             Message::Directed { .. } => Ok(()),
+            Message::Sequenced {
+                seq,
+                body: Sequenced::Run { messages },
+            } => self.handle_run(from, seq, messages, size),
             Message::Sequenced { seq, body } => match &mut self.phase {
                 Phase::Joining(join) => {
                     if matches!(&body, Sequenced::SyncOffer { joiner } if *joiner == me)
@@ -897,6 +901,42 @@ impl Replica {
                 Phase::Live => self.handle_sequenced(from, seq, body, size),
             },
         }
+    }
+
+    /// Takes a run of `from`'s messages apart: the first is taken as if it
+    /// came alone (refused, it changes nothing), the others as messages
+    /// that arrived ahead of it and waited (one refused in order breaks the
+    /// stream, and the rest of the run is dropped).
+    fn handle_run(
+        &mut self,
+        from: Tag,
+        seq: u64,
+        messages: Vec<(u64, Ops)>,
+        size: usize,
+    ) -> Result<(), ReceiveError> {
+        let n = messages.len() as u64;
+        if n == 0 || seq.checked_add(n - 1).is_none() {
+            return Err(ReceiveError::invalid(from.0, "a run of no messages or past u64"));
+        }
+        let size = size / messages.len();
+        for (i, (tick, ops)) in messages.into_iter().enumerate() {
+            let frame = Frame {
+                from,
+                msg: Message::Sequenced {
+                    seq: seq + i as u64,
+                    body: Sequenced::Ops { tick, ops },
+                },
+            };
+            match self.handle_frame(frame, size) {
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => {
+                    self.locks.stream_broken(&mut self.out.events);
+                    break;
+                }
+                Ok(()) => {}
+            }
+        }
+        Ok(())
     }
 
     fn handle_sequenced(
@@ -994,6 +1034,10 @@ impl Replica {
                         }
                     }
                     Sequenced::Goodbye => self.depart(sender),
+                    // Taken apart on arrival (`handle_run`).
+                    Sequenced::Run { .. } => {
+                        return Err(ReceiveError::invalid(from.0, "a run inside a run"));
+                    }
                     // Handled above: they need no announced sender.
                     Sequenced::Hello { .. }
                     | Sequenced::SyncRequest { .. }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smallvec::SmallVec;
 use smol_str::SmolStr;
 
-use crate::codec::packed::{PACK_FROM, Packed, PackedRef};
+use crate::codec::packed::{PACK_FROM, Packed, PackedRef, Run, RunRef};
 use crate::value::{Id, PeerId, Value};
 
 /// A peer's tag: its incarnation. Four fixed bytes in binary, a hex string in
@@ -108,6 +108,7 @@ pub(crate) fn check_limits(frame: &Frame) -> Result<(), &'static str> {
         Message::Sequenced { body, .. } => match body {
             Sequenced::Hello { hostname } | Sequenced::SyncRequest { hostname } => hostname.check(),
             Sequenced::Ops { ops, .. } => ops_hostnames(ops),
+            Sequenced::Run { messages } => messages.iter().try_for_each(|(_, ops)| ops_hostnames(ops)),
             Sequenced::GcAck { members, .. } => members.iter().try_for_each(|(_, h)| h.check()),
             Sequenced::Goodbye | Sequenced::Joined | Sequenced::SyncOffer { .. } => Ok(()),
         },
@@ -374,6 +375,11 @@ pub(crate) enum Sequenced {
     /// shorter form, a byte shorter still when `tick` is 1 (every message of
     /// a lone writer).
     Ops { tick: u64, ops: Ops },
+    /// Consecutive operations messages of the sender, from this message's
+    /// position in its stream on (each its tick and operations), in one:
+    /// what a relay replays to a node that resumes. Each is taken as if it
+    /// came alone.
+    Run { messages: Vec<(u64, Ops)> },
     /// The sender acknowledges having applied everything up to `frontier`
     /// (per peer, the last counter) and lists the members it knows.
     GcAck {
@@ -438,8 +444,9 @@ pub(crate) mod index {
         pub(crate) const NEXT: u32 = 13;
         pub(crate) const PACKED: u32 = 14;
         pub(crate) const SYNC_SAVED: u32 = 15;
+        pub(crate) const RUN: u32 = 16;
         /// The highest body variant.
-        pub(crate) const LAST: u32 = SYNC_SAVED;
+        pub(crate) const LAST: u32 = RUN;
 
         /// Whether a body names a recipient (its first field) rather than a
         /// stream position.
@@ -469,7 +476,7 @@ pub(crate) mod index {
 /// data, so that one layout serializes borrowed fields (and a sync answer
 /// straight from the graph) and deserializes owned ones.
 #[derive(Serialize, Deserialize)]
-enum Flat<H, O, A, F, M, S, P = (), V = ()> {
+enum Flat<H, O, A, F, M, S, P = (), V = (), R = ()> {
     Hello { seq: u64, hostname: H },
     Ops { seq: u64, tick: u64, ops: O },
     GcAck { seq: u64, frontier: F, members: M },
@@ -486,6 +493,7 @@ enum Flat<H, O, A, F, M, S, P = (), V = ()> {
     Next { seq: u64, op: A },
     Packed { seq: u64, tick: u64, ops: P },
     SyncSaved { to: Tag, state: V },
+    Run { seq: u64, messages: R },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -503,6 +511,7 @@ type FlatRef<'a> = Flat<
     &'a TransferState,
     PackedRef<'a>,
     &'a serde_bytes::ByteBuf,
+    RunRef<'a>,
 >;
 
 type FlatOwned = Flat<
@@ -514,6 +523,7 @@ type FlatOwned = Flat<
     Box<TransferState>,
     Packed,
     serde_bytes::ByteBuf,
+    Run,
 >;
 
 impl Serialize for Frame {
@@ -543,6 +553,10 @@ impl Serialize for Frame {
                         seq,
                         tick: *tick,
                         ops,
+                    },
+                    Sequenced::Run { messages } => Flat::Run {
+                        seq,
+                        messages: RunRef(messages),
                     },
                     Sequenced::GcAck { frontier, members } => Flat::GcAck {
                         seq,
@@ -612,6 +626,10 @@ impl<'de> Deserialize<'de> for Frame {
                     ops: SmallVec::from_buf([op]),
                 },
             ),
+            Flat::Run {
+                seq: s,
+                messages: Run(messages),
+            } => seq(s, Sequenced::Run { messages }),
             Flat::GcAck {
                 seq: s,
                 frontier,
@@ -871,6 +889,13 @@ mod tests {
                 },
             ),
             (SYNC_SAVED, Flat::SyncSaved { to: t, state: () }),
+            (
+                RUN,
+                Flat::Run {
+                    seq: 1,
+                    messages: (),
+                },
+            ),
         ];
         for (i, (want, body)) in bodies.iter().enumerate() {
             assert_eq!(first_varint(body), *want, "body {i}");

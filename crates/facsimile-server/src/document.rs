@@ -519,7 +519,7 @@ impl Doc {
                 let to = self.tail.partition_point(|(p, _)| *p <= self.committed);
                 let bytes: usize = self.tail.range(from..to).map(|(_, f)| f.len()).sum();
                 if bytes <= self.config.client_queue / 2 {
-                    self.tail.range(from..to).map(|(_, f)| f.clone()).collect()
+                    pack_replay(self.tail.range(from..to))
                 } else {
                     Vec::new()
                 }
@@ -990,6 +990,45 @@ impl Doc {
         self.drain_replica();
         self.commit_and_release();
     }
+}
+
+/// A packed run is at most this large: well under any receiver's message
+/// limit, and a resuming client applies it in one go.
+const MAX_RUN: usize = 1 << 20;
+
+/// The catch-up frames for a resuming client: what one sender sent one
+/// message after another is packed into one message
+/// ([`Envelope::pack_run`]), at the position of the last it covers.
+fn pack_replay<'a>(tail: impl Iterator<Item = &'a (u64, Bytes)>) -> Vec<Bytes> {
+    let frames: Vec<(u64, &Bytes, Bytes)> = tail
+        .map(|(position, frame)| {
+            let msg = match Down::decode(frame.clone()) {
+                Ok(Down::Message { bytes, .. }) => bytes,
+                // The tail holds only message frames.
+                _ => Bytes::new(),
+            };
+            (*position, frame, msg)
+        })
+        .collect();
+    let messages: Vec<&[u8]> = frames.iter().map(|(_, _, m)| &m[..]).collect();
+    let mut out = Vec::with_capacity(frames.len());
+    let mut i = 0;
+    while i < frames.len() {
+        let (n, packed) = Envelope::pack_run(&messages[i..], MAX_RUN);
+        let n = n.max(1);
+        match packed {
+            Some(bytes) => out.push(
+                Down::Message {
+                    position: frames[i + n - 1].0,
+                    bytes: bytes.into(),
+                }
+                .encode(),
+            ),
+            None => out.extend(frames[i..i + n].iter().map(|(_, f, _)| (*f).clone())),
+        }
+        i += n;
+    }
+    out
 }
 
 /// Queues a frame for a client; an error when its budget is exhausted.

@@ -111,6 +111,79 @@ impl<'de> Deserialize<'de> for Packed {
     }
 }
 
+/// Serializes a run of one sender's operations messages (each its tick and
+/// operations): in binary, the count of messages, each one's tick and
+/// operation count, then all their operations packed together (the key
+/// table and recent objects carry over from message to message); in JSON,
+/// the messages as they are.
+pub(crate) struct RunRef<'a>(pub(crate) &'a [(u64, Ops)]);
+
+impl Serialize for RunRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return self.0.serialize(s);
+        }
+        let mut out = Vec::new();
+        varint(&mut out, self.0.len() as u64);
+        for (tick, ops) in self.0 {
+            varint(&mut out, *tick);
+            varint(&mut out, ops.len() as u64);
+        }
+        let all: Vec<WireOp> = self.0.iter().flat_map(|(_, ops)| ops.iter().cloned()).collect();
+        out.extend(encode(&all));
+        s.serialize_bytes(&out)
+    }
+}
+
+/// Deserializes what [`RunRef`] serializes.
+pub(crate) struct Run(pub(crate) Vec<(u64, Ops)>);
+
+impl<'de> Deserialize<'de> for Run {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl Visitor<'_> for Bytes {
+            type Value = Run;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a packed run of messages")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Run, E> {
+                decode_run(v).map(Run).map_err(E::custom)
+            }
+        }
+        if d.is_human_readable() {
+            return Vec::deserialize(d).map(Run);
+        }
+        d.deserialize_bytes(Bytes)
+    }
+}
+
+/// Reads a run's binary form.
+fn decode_run(bytes: &[u8]) -> Result<Vec<(u64, Ops)>, &'static str> {
+    const SHORT: &str = "a run of messages cut short or malformed";
+    let mut r = Reader(bytes);
+    let n = usize::try_from(r.u64().ok_or(SHORT)?).map_err(|_| SHORT)?;
+    // Each message's tick and count take two bytes at least.
+    if n > r.0.len() / 2 {
+        return Err("more messages in a run than bytes");
+    }
+    let mut shape = Vec::with_capacity(n);
+    for _ in 0..n {
+        let tick = r.u64().ok_or(SHORT)?;
+        let len = r.u64().ok_or(SHORT)?;
+        shape.push((tick, len));
+    }
+    let all = decode(r.0)?;
+    let total = shape.iter().try_fold(0u64, |sum, &(_, len)| sum.checked_add(len));
+    if total != Some(all.len() as u64) {
+        return Err("a run's messages do not add up to its operations");
+    }
+    let mut all = all.into_iter();
+    Ok(shape
+        .into_iter()
+        .map(|(tick, len)| (tick, all.by_ref().take(len as usize).collect()))
+        .collect())
+}
+
 /// The packed form of `ops`.
 pub(crate) fn encode(ops: &[WireOp]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ops.len() * 6 + 8);

@@ -72,3 +72,74 @@ async fn writes_made_while_the_relay_is_down_reach_it_as_a_packed_backlog() {
         "{logged} bytes logged for {WRITES} writes"
     );
 }
+
+/// A node that resumes after missing many writes of one other node gets
+/// them packed: a few frames for the whole run, which apply to the same
+/// document as the messages one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resuming_node_gets_what_it_missed_packed() {
+    use facsimile::net::protocol::{Down, Resume, ServerHello};
+    use facsimile_core::{Config, PeerId, Replica};
+
+    const WRITES: i64 = 2_000;
+    let assets = tempfile::tempdir().unwrap();
+    let relay = Relay::start(|c| c.inspector_assets(assets.path())).await;
+    // The log's identity, from a welcome.
+    let mut probe = Dial::Plain(relay.addr).websocket().await.unwrap();
+    let log = match say_hello(&mut probe, &hello("probe", 0x5eed, None)).await {
+        ServerHello::Welcome { log, .. } => log,
+        other => panic!("expected a welcome, got {other:?}"),
+    };
+    drop(probe);
+
+    let alice = tcp_node(&relay, "alice").await;
+    alice.node().set_root(json!({"scores": {}})).unwrap();
+    let scores = alice.node().root_map().unwrap().get("scores").unwrap();
+    let scores = scores.as_map().unwrap();
+    for i in 0..WRITES {
+        scores.set(&format!("player{}", i % 50), i).unwrap();
+        // One message a write, as a node connected all along sends them.
+        alice.flush().await.unwrap();
+    }
+    let (end, _) = log_of(&relay).await;
+    assert!(end > WRITES as u64, "{end} positions for {WRITES} writes");
+
+    // A node that read nothing of it resumes from the log's start.
+    let mut ws = Dial::Plain(relay.addr).websocket().await.unwrap();
+    let resume = Resume { log, position: 0 };
+    match say_hello(&mut ws, &hello("bob", 0xb0b, Some(resume))).await {
+        ServerHello::Welcome { resumed, .. } => assert!(resumed, "bob resumes"),
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+    let mut bob = Replica::new(PeerId::new("bob", 0xb0b), Config::default());
+    let (mut frames, mut bytes, mut position) = (0, 0, 0);
+    while position < end {
+        match next_down(&mut ws).await {
+            Ok(Down::Message { position: p, bytes: m }) => {
+                assert!(p > position, "positions increase");
+                position = p;
+                frames += 1;
+                bytes += m.len();
+                bob.handle_message(&m).unwrap();
+            }
+            Ok(_) => {}
+            Err(close) => panic!("the relay closed the connection: {close:?}"),
+        }
+    }
+    let root = bob.root().as_ref_id().expect("a root map");
+    let scores = bob.map_get(root, "scores").unwrap().and_then(|v| v.as_ref_id());
+    let scores = scores.expect("a scores map");
+    for p in 0..50 {
+        assert_eq!(
+            bob.map_get(scores, &format!("player{p}")).unwrap(),
+            Some(facsimile_core::Value::Int(WRITES - 50 + p)),
+            "bob has alice's last scores"
+        );
+    }
+    // One frame a message would be over 2,000 frames of some 20 bytes.
+    assert!(frames < 50, "{frames} frames for {end} positions");
+    assert!(
+        bytes < 6 * WRITES as usize + 2_000,
+        "{bytes} bytes for {WRITES} writes"
+    );
+}
