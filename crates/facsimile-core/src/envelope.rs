@@ -271,6 +271,105 @@ mod tests {
     use crate::wire::{Directed, Frame, Hostname, Sequenced, WireOp};
     use crate::{Config, PeerId, Replica};
 
+    /// `a`'s hello and the messages of `n` writes of `a`.
+    fn writes(n: i64) -> (Replica, Vec<u8>, Vec<Vec<u8>>) {
+        let mut a = Replica::new(PeerId::new("a", 1), Config::default());
+        let hello = a.poll_transmit().unwrap().bytes.to_vec();
+        let root = a.set_root(crate::Input::Map(vec![])).unwrap().unwrap();
+        for i in 0..n {
+            let list = crate::Input::Array(vec![i.into()]);
+            a.map_set(root, &format!("k{}", i % 7), list).unwrap();
+        }
+        let mut sent = Vec::new();
+        while let Some(t) = a.poll_transmit() {
+            sent.push(t.bytes.to_vec());
+        }
+        (a, hello, sent)
+    }
+
+    /// A resuming node's run starts at what it had read: what it already
+    /// applied is skipped, the rest applies.
+    #[test]
+    fn a_run_over_messages_already_applied_applies_the_rest() {
+        let (mut a, hello, sent) = writes(200);
+        let mut b = Replica::new(PeerId::new("b", 2), Config::default());
+        b.handle_message(&hello).unwrap();
+        for m in &sent[..60] {
+            b.handle_message(m).unwrap();
+        }
+        let messages: Vec<&[u8]> = sent.iter().map(|m| &m[..]).collect();
+        let (n, run) = Envelope::pack_run(&messages, usize::MAX);
+        assert_eq!(n, sent.len());
+        let run = run.expect("packed smaller");
+        let alone: usize = sent.iter().map(Vec::len).sum();
+        assert!(run.len() * 3 < alone * 2, "{} against {alone}", run.len());
+        b.handle_message(&run).unwrap();
+        assert_eq!(b.snapshot(), a.snapshot());
+        // Again: all duplicates.
+        b.handle_message(&run).unwrap();
+        assert_eq!(b.snapshot(), a.snapshot());
+    }
+
+    /// A run whose first message is refused changes nothing; runs stop at
+    /// another sender's message and at the size limit.
+    #[test]
+    fn a_refused_run_changes_nothing_and_runs_keep_to_one_sender() {
+        let (a, hello, sent) = writes(50);
+        let unknown = WireOp::MapSet {
+            obj: crate::wire::WireId { p: 0, c: 999 },
+            key: "k".into(),
+            value: crate::wire::WireValue::Null,
+        };
+        let run = |messages: Vec<(u64, Ops)>| {
+            let frame = Frame {
+                from: Tag(a.peer_id().incarnation()),
+                msg: Message::Sequenced {
+                    seq: 2,
+                    body: Sequenced::Run { messages },
+                },
+            };
+            encode(&frame, WireFormat::Binary)
+        };
+        let fresh = || {
+            let mut b = Replica::new(PeerId::new("b", 2), Config::default());
+            b.handle_message(&hello).unwrap();
+            while b.poll_transmit().is_some() {}
+            while b.poll_event().is_some() {}
+            b
+        };
+        // Its first message refused, a run is refused and changes nothing.
+        let mut b = fresh();
+        let before = b.snapshot();
+        let bad = run(vec![
+            (1, smallvec::smallvec![unknown.clone()]),
+            (1, smallvec::smallvec![WireOp::Tick]),
+        ]);
+        assert!(b.handle_message(&bad).is_err());
+        assert_eq!(b.snapshot(), before);
+        assert!(!b.has_transmits());
+        // A later one refused breaks the stream, as a message that waited
+        // and turned out invalid in order does.
+        let mut b = fresh();
+        let late = run(vec![
+            (1, smallvec::smallvec![WireOp::Tick]),
+            (1, smallvec::smallvec![unknown]),
+        ]);
+        b.handle_message(&late).unwrap();
+        assert!(std::iter::from_fn(|| b.poll_event()).any(|e| e == crate::Event::NeedsSync));
+
+        let messages: Vec<&[u8]> = sent.iter().map(|m| &m[..]).collect();
+
+        let (_, _, other) = writes(1);
+        let mut mixed = messages.clone();
+        mixed.insert(10, &other[0][..]);
+        assert_eq!(Envelope::pack_run(&mixed, usize::MAX).0, 10);
+        let limit = messages[..5].iter().map(|m| m.len()).sum();
+        assert_eq!(Envelope::pack_run(&messages, limit).0, 5);
+        // A message out of its stream's order ends a run.
+        let skipped = [messages[0], messages[2]];
+        assert_eq!(Envelope::pack_run(&skipped, usize::MAX), (1, None));
+    }
+
     fn every_message() -> Vec<Message> {
         let saved = Replica::new(PeerId::new("a", 1), Config::default()).export_state();
         let state = postcard::from_bytes(&saved[1..]).unwrap();

@@ -916,7 +916,10 @@ impl Replica {
     ) -> Result<(), ReceiveError> {
         let n = messages.len() as u64;
         if n == 0 || seq.checked_add(n - 1).is_none() {
-            return Err(ReceiveError::invalid(from.0, "a run of no messages or past u64"));
+            return Err(ReceiveError::invalid(
+                from.0,
+                "a run of no messages or past u64",
+            ));
         }
         let size = size / messages.len();
         for (i, (tick, ops)) in messages.into_iter().enumerate() {

@@ -108,7 +108,9 @@ pub(crate) fn check_limits(frame: &Frame) -> Result<(), &'static str> {
         Message::Sequenced { body, .. } => match body {
             Sequenced::Hello { hostname } | Sequenced::SyncRequest { hostname } => hostname.check(),
             Sequenced::Ops { ops, .. } => ops_hostnames(ops),
-            Sequenced::Run { messages } => messages.iter().try_for_each(|(_, ops)| ops_hostnames(ops)),
+            Sequenced::Run { messages } => {
+                messages.iter().try_for_each(|(_, ops)| ops_hostnames(ops))
+            }
             Sequenced::GcAck { members, .. } => members.iter().try_for_each(|(_, h)| h.check()),
             Sequenced::Goodbye | Sequenced::Joined | Sequenced::SyncOffer { .. } => Ok(()),
         },

@@ -129,7 +129,11 @@ impl Serialize for RunRef<'_> {
             varint(&mut out, *tick);
             varint(&mut out, ops.len() as u64);
         }
-        let all: Vec<WireOp> = self.0.iter().flat_map(|(_, ops)| ops.iter().cloned()).collect();
+        let all: Vec<WireOp> = self
+            .0
+            .iter()
+            .flat_map(|(_, ops)| ops.iter().cloned())
+            .collect();
         out.extend(encode(&all));
         s.serialize_bytes(&out)
     }
@@ -173,7 +177,9 @@ fn decode_run(bytes: &[u8]) -> Result<Vec<(u64, Ops)>, &'static str> {
         shape.push((tick, len));
     }
     let all = decode(r.0)?;
-    let total = shape.iter().try_fold(0u64, |sum, &(_, len)| sum.checked_add(len));
+    let total = shape
+        .iter()
+        .try_fold(0u64, |sum, &(_, len)| sum.checked_add(len));
     if total != Some(all.len() as u64) {
         return Err("a run's messages do not add up to its operations");
     }

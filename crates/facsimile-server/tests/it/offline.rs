@@ -115,7 +115,10 @@ async fn a_resuming_node_gets_what_it_missed_packed() {
     let (mut frames, mut bytes, mut position) = (0, 0, 0);
     while position < end {
         match next_down(&mut ws).await {
-            Ok(Down::Message { position: p, bytes: m }) => {
+            Ok(Down::Message {
+                position: p,
+                bytes: m,
+            }) => {
                 assert!(p > position, "positions increase");
                 position = p;
                 frames += 1;
@@ -127,7 +130,10 @@ async fn a_resuming_node_gets_what_it_missed_packed() {
         }
     }
     let root = bob.root().as_ref_id().expect("a root map");
-    let scores = bob.map_get(root, "scores").unwrap().and_then(|v| v.as_ref_id());
+    let scores = bob
+        .map_get(root, "scores")
+        .unwrap()
+        .and_then(|v| v.as_ref_id());
     let scores = scores.expect("a scores map");
     for p in 0..50 {
         assert_eq!(
