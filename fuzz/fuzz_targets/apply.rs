@@ -1,7 +1,7 @@
 //! Structure-aware: two or three replicas make arbitrary local writes,
 //! lock, sync, and receive each other's messages in arbitrary interleavings
-//! that keep each sender's order, while mutated copies of real messages and
-//! garbage are injected.
+//! that keep each sender's order (some packed into runs, as a relay replays
+//! them), while mutated copies of real messages and garbage are injected.
 //!
 //! Checked: nothing panics; a refused message or a refused local write
 //! leaves the document as it was and sends nothing; honest messages are
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
-use facsimile_core::{Config, PeerId, Replica, WireFormat};
+use facsimile_core::{Config, Envelope, PeerId, Replica, WireFormat};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
@@ -40,6 +40,14 @@ enum Action {
     },
     /// Delivers up to `n` messages on the link from `from` to `to`.
     Deliver {
+        from: u8,
+        to: u8,
+        n: u8,
+    },
+    /// Delivers the messages at the front of the link from `from` to `to`
+    /// that make one run (up to `n`), packed into one as a relay replays
+    /// them.
+    DeliverRun {
         from: u8,
         to: u8,
         n: u8,
@@ -143,6 +151,24 @@ impl World {
         true
     }
 
+    fn deliver_run(&mut self, from: usize, to: usize, n: usize) {
+        let link = &self.links[from][to];
+        let messages: Vec<&[u8]> = link.iter().take(n).map(|m| &m[..]).collect();
+        let (covered, packed) = Envelope::pack_run(&messages, usize::MAX);
+        let Some(packed) = packed else {
+            self.deliver(from, to);
+            return;
+        };
+        self.links[from][to].drain(..covered);
+        if let Err(e) = self.nodes[to].handle_message(&packed) {
+            assert!(
+                self.tainted,
+                "node {to} refused an honest run of {covered} messages from {from}: {e}"
+            );
+        }
+        self.collect(to);
+    }
+
     fn deliver_all(&mut self) {
         let n = self.nodes.len();
         loop {
@@ -210,6 +236,9 @@ fuzz_target!(|case: Case| {
                         break;
                     }
                 }
+            }
+            Action::DeliverRun { from, to, n } => {
+                w.deliver_run(node(*from), node(*to), usize::from(*n));
             }
             Action::DeliverAll => w.deliver_all(),
             Action::Inject {
