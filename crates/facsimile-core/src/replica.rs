@@ -322,8 +322,10 @@ impl Replica {
     /// [`Config::max_message_size`], at most 4 MiB), before anything
     /// remote is applied or anything else is sent, on
     /// [`Replica::send_held`], and when the replica is online again. Local
-    /// change events are not held. A replica reading a totally ordered log
-    /// ([`Replica::is_ordered`]) holds nothing.
+    /// change events are not held. Over a totally ordered log
+    /// ([`Replica::is_ordered`]) held writes take their place in the log
+    /// when they go out: a lock granted meanwhile, or this replica's lease
+    /// lapsing meanwhile, refuses them as any write that came late.
     ///
     /// ```
     /// use facsimile_core::{Config, Input, PeerId, Replica};
