@@ -60,7 +60,7 @@ pub(crate) struct PassContext<'a> {
     pub(crate) frontier: &'a dyn Fn() -> FxHashMap<PeerIdx, u64>,
     /// Nothing applied waits for a dependency and every sender is known.
     pub(crate) settled: bool,
-    /// This replica's latest sequence number.
+    /// This replica's latest sequence number, a held message's included.
     pub(crate) own_seq: u64,
     /// Whether the messages this replica sent up to a sequence number are
     /// known to have reached everybody it counts on (over an ordered log:

@@ -174,6 +174,25 @@ impl Outbox {
         self.sent_lamport
     }
 
+    /// The last counter of this replica's operations applied here, held
+    /// ones included: a held message of deletes only will take the next
+    /// counter. What a reclamation round must see acknowledged, since the
+    /// state it marks already has these operations' effects.
+    pub(crate) fn applied_lamport(&self) -> u64 {
+        match (self.ops.is_empty(), self.first) {
+            (true, _) => self.sent_lamport,
+            (false, Some(_)) => self.clock,
+            (false, None) => self.clock + 1,
+        }
+    }
+
+    /// The sequence number of this replica's latest message, a held one
+    /// included (it takes the next number: anything else sequenced sends
+    /// it first).
+    pub(crate) fn applied_seq(&self) -> u64 {
+        self.seq + u64::from(!self.ops.is_empty())
+    }
+
     /// This stream's dictionary, for a state transfer: for each wire index
     /// from 1 on, the local peer.
     pub(crate) fn dictionary(&self) -> Vec<PeerIdx> {

@@ -322,8 +322,10 @@ impl Replica {
     /// [`Config::max_message_size`], at most 4 MiB), before anything
     /// remote is applied or anything else is sent, on
     /// [`Replica::send_held`], and when the replica is online again. Local
-    /// change events are not held. A replica reading a totally ordered log
-    /// ([`Replica::is_ordered`]) holds nothing.
+    /// change events are not held. Over a totally ordered log
+    /// ([`Replica::is_ordered`]) held writes take their place in the log
+    /// when they go out: a lock granted meanwhile, or this replica's lease
+    /// lapsing meanwhile, refuses them as any write that came late.
     ///
     /// ```
     /// use facsimile_core::{Config, Input, PeerId, Replica};
@@ -342,12 +344,6 @@ impl Replica {
     /// assert!(a.poll_transmit().is_none());
     /// ```
     pub fn set_online(&mut self, online: bool) {
-        if self.is_ordered() {
-            // Over a totally ordered log a lapse replaces the replica with
-            // a successor; held writes would have to be handed over first
-            // (not done), so nothing is held there.
-            return;
-        }
         if online {
             self.out.outbox.hold(None);
             self.send_held();
@@ -1365,17 +1361,22 @@ impl Replica {
             self.doc.frontier_moved();
         }
         let (streams, sent) = (&self.streams, self.out.outbox.sent_lamport());
+        // A round's frontier covers every operation applied here, the held
+        // ones too: what a held write deleted or detached must not be
+        // reclaimed before the peers have it (until then they may name it,
+        // as an origin or a reference).
+        let applied = self.out.outbox.applied_lamport();
         let locks = &self.locks;
         let cx = PassContext {
             peers: &self.peers,
             members: &self.members,
-            frontier: &|| gc::frontier(streams, sent),
+            frontier: &|| gc::frontier(streams, applied),
             // A parked operation arrived but has not taken effect; it may
             // name what the round would reclaim. A sender whose messages
             // are held behind a gap before its hello is a peer not yet
             // counted as a member.
             settled: self.doc.is_settled() && !streams.any_unknown(),
-            own_seq: self.out.outbox.seq(),
+            own_seq: self.out.outbox.applied_seq(),
             delivered: &|seq| locks.delivered(seq),
         };
         if !self.doc.reclaim(&cx) {

@@ -586,9 +586,10 @@ impl Node {
     /// when one reaches its size limit. Listeners still hear of each write
     /// at once. The relay connection calls this itself when it loses and
     /// regains the relay; a transport of its own (see
-    /// [`Node::set_sender`]) calls it when its link goes down and up. A
-    /// node on a NATS log holds nothing: there a lapse replaces the node's
-    /// replica, which held writes would not survive.
+    /// [`Node::set_sender`]) calls it when its link goes down and up; so
+    /// does the NATS connection when it loses and regains the server (held
+    /// writes that reach the log after the node's lease ran out are
+    /// refused, and a flush reports them lost).
     ///
     /// # Example
     /// ```

@@ -373,6 +373,64 @@ async fn acknowledged_writes_survive_a_server_restart_and_retries_apply_once() {
     converged(&[a.node(), b.node(), c.node()]).await;
 }
 
+/// The bytes the document's stream holds, read with a client of its own.
+async fn stream_bytes(url: &str, doc: &str) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(format!("FACSIMILE_{doc}")).await.unwrap();
+    stream.info().await.unwrap().state.bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_while_the_server_is_down_are_held_and_go_out_packed() {
+    let mut server = Server::start();
+    let url = server.url();
+    let opts = options("held").nats(nats().lease(Duration::from_secs(3)));
+    let a = join(&url, "alpha", opts.clone()).await;
+    let b = join(&url, "bravo", opts).await;
+    a.node().set_root(json!({"log": []})).unwrap();
+    a.flush().await.unwrap();
+    let log = a.node().get("/log").unwrap().as_array().unwrap().clone();
+    // Connected, each write is a frame of its own.
+    let before = stream_bytes(&url, "held").await;
+    for i in 0..500i64 {
+        log.push(i).unwrap();
+    }
+    a.flush().await.unwrap();
+    let after_connected = stream_bytes(&url, "held").await;
+    let connected = after_connected - before;
+    // With the server down, the writes are held, and go out as one packed
+    // frame once the client is back.
+    server.kill();
+    let mut status = a.status();
+    status
+        .wait_for(|s| matches!(s, net::Status::Disconnected(_)))
+        .await
+        .unwrap();
+    for i in 500..1000i64 {
+        log.push(i).unwrap();
+    }
+    server.run();
+    a.flush().await.unwrap();
+    // Heartbeats of both nodes included.
+    let held = stream_bytes(&url, "held").await - after_connected;
+    assert!(
+        held * 2 < connected,
+        "{held} bytes for the held writes, {connected} for as many sent"
+    );
+    converged(&[a.node(), b.node()]).await;
+    let seen = b.node().get("/log").unwrap().as_array().unwrap().clone();
+    let values: Vec<i64> = (0..seen.len())
+        .map(|i| seen.get(i).unwrap().as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        (0..1000).collect::<Vec<_>>(),
+        "every write once, in order"
+    );
+    assert_eq!(a.rejoins() + b.rejoins(), 0, "nobody's lease ran out");
+}
+
 /// Alpha, behind a partition that can cut it off, and bravo, directly on
 /// the server, both with the document `{"log": []}`.
 async fn alpha_behind_a_partition(doc: &str) -> (Server, Partition, Connection, Connection) {

@@ -342,3 +342,97 @@ fn a_restored_replica_continues_as_a_new_incarnation() {
         sim.assert_converged();
     });
 }
+
+/// Passes what `from` sent to `to` (everything addressed to it or to all).
+fn deliver(from: &mut Replica, to: &mut Replica) {
+    let tag = to.peer_id().incarnation();
+    while let Some(t) = from.poll_transmit() {
+        if t.to.is_none_or(|x| x == tag) {
+            to.handle_message(&t.bytes).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_slot_deleted_by_a_held_write_stays_an_origin_until_the_peers_have_the_delete() {
+    let mut a = Replica::new(PeerId::new("a", 1), facsimile_core::Config::default());
+    let mut b = Replica::new(PeerId::new("b", 2), facsimile_core::Config::default());
+    let list = a
+        .set_root(Input::Array(vec![1.into(), 2.into(), 3.into()]))
+        .unwrap()
+        .unwrap();
+    // Both have the array and acknowledge each other's frontiers.
+    let mut now = Duration::ZERO;
+    for _ in 0..4 {
+        now += Duration::from_secs(2);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        deliver(&mut a, &mut b);
+        deliver(&mut b, &mut a);
+    }
+    let theirs = b.root().as_ref_id().unwrap();
+    // `a` is offline and deletes the last two elements, held; `b` appends
+    // after the last one meanwhile.
+    a.set_online(false);
+    a.list_splice(list, 1, 2, vec![]).unwrap();
+    assert!(a.has_held());
+    b.list_splice(theirs, 3, 0, vec![4.into()]).unwrap();
+    // `a` reclaims before it hears of the append: `b` acknowledged all `a`
+    // sent, not the held delete.
+    now += Duration::from_secs(2);
+    a.handle_timeout(now);
+    a.set_online(true);
+    for _ in 0..4 {
+        now += Duration::from_secs(2);
+        deliver(&mut a, &mut b);
+        deliver(&mut b, &mut a);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+    }
+    assert_eq!(a.list_values(list), Ok(vec![Value::Int(1), Value::Int(4)]));
+    assert!(a.snapshot() == b.snapshot(), "{}", b.debug_dump());
+}
+
+#[test]
+fn an_object_a_held_write_detached_stays_until_the_peers_have_the_write() {
+    let mut a = Replica::new(PeerId::new("a", 1), facsimile_core::Config::default());
+    let mut b = Replica::new(PeerId::new("b", 2), facsimile_core::Config::default());
+    let inner = Input::Map(vec![("k".into(), 1.into())]);
+    let root = a
+        .set_root(Input::Map(vec![("o".into(), inner)]))
+        .unwrap()
+        .unwrap();
+    let mut now = Duration::ZERO;
+    for _ in 0..4 {
+        now += Duration::from_secs(2);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        deliver(&mut a, &mut b);
+        deliver(&mut b, &mut a);
+    }
+    // `a` is offline and detaches the inner map, held; `b` stores another
+    // reference to it meanwhile.
+    a.set_online(false);
+    a.map_delete(root, "o").unwrap();
+    let theirs = b.root().as_ref_id().unwrap();
+    let Some(Value::Ref(o)) = b.map_get(theirs, "o").unwrap() else {
+        panic!("the inner map")
+    };
+    b.map_set(theirs, "p", Input::Value(Value::Ref(o))).unwrap();
+    // `a` reclaims before it hears of that.
+    now += Duration::from_secs(2);
+    a.handle_timeout(now);
+    a.set_online(true);
+    for _ in 0..4 {
+        now += Duration::from_secs(2);
+        deliver(&mut a, &mut b);
+        deliver(&mut b, &mut a);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+    }
+    let Some(Value::Ref(p)) = a.map_get(root, "p").unwrap() else {
+        panic!("the reference stored")
+    };
+    assert_eq!(a.map_get(p, "k"), Ok(Some(Value::Int(1))));
+    assert!(a.snapshot() == b.snapshot(), "{}", b.debug_dump());
+}

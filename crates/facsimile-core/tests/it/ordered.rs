@@ -544,3 +544,59 @@ fn a_replica_that_has_not_read_its_writes_back_reclaims_nothing_they_orphaned() 
         );
     }
 }
+
+#[test]
+fn a_slot_deleted_by_a_held_write_stays_an_origin_until_the_log_has_the_delete() {
+    let mut log = Log::new(3, 23);
+    log.now = LEASE;
+    log.replicas[0]
+        .set_root(Input::Array(vec![
+            Input::from(1),
+            Input::from(2),
+            Input::from(3),
+        ]))
+        .unwrap();
+    log.publish(0);
+    let array = object(&log.replicas[0]).unwrap();
+    // Replica 0 is offline (its heartbeats are held), reads the log and
+    // learns that everybody has all it sent.
+    log.replicas[0].set_online(false);
+    log.run();
+    log.advance(LEASE * 8);
+    log.run();
+    // Replica 2 appends after the last element; replica 0, which has not
+    // read that, deletes the last two elements, held.
+    let theirs = object(&log.replicas[2]).unwrap();
+    log.replicas[2]
+        .list_splice(theirs, 3, 0, vec![Input::from(4)])
+        .unwrap();
+    log.publish(2);
+    log.replicas[0]
+        .list_splice(array, 1, 2, Vec::new())
+        .unwrap();
+    log.publish(0);
+    assert!(log.replicas[0].has_held());
+    // Replica 0's reclamation runs before it reads the append: its members
+    // acknowledged everything it sent, not the held delete.
+    log.advance(LEASE * 8);
+    log.replicas[0].set_online(true);
+    log.publish(0);
+    for _ in 0..8 {
+        log.run();
+        log.advance(LEASE / 4);
+    }
+    log.run();
+    log.handle_events(23);
+    let first = log.replicas[0].snapshot();
+    for r in &mut log.replicas {
+        assert!(
+            r.snapshot() == first,
+            "replicas diverged:\n{}",
+            r.debug_dump()
+        );
+    }
+    assert_eq!(
+        log.replicas[0].list_values(array),
+        Ok(vec![Value::Int(1), Value::Int(4)])
+    );
+}

@@ -35,6 +35,9 @@
 //!   that falls further behind than the purge does the same.
 //! - A node whose write raced a lock grant (the log refused it) or whose
 //!   lease ran out starts over the same way, as a new incarnation.
+//! - While the client has lost the server, the node holds its writes
+//!   ([`Node::set_online`]): they go out packed, as one frame, when it is
+//!   back.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -50,8 +53,7 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::Weak;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishError;
@@ -229,6 +231,37 @@ struct Ctx {
     id_prefix: String,
     /// The most bytes of frames one stream message of several carries.
     pack_bytes: usize,
+    link: Arc<Link>,
+}
+
+/// Whether the client is connected to the server, as the node is told
+/// ([`Node::set_online`]): while it is not, the node holds its writes, and
+/// they go out packed when the client is back. One lock orders what the
+/// node is told, so that a new incarnation taking the node's place hears
+/// the latest.
+#[derive(Debug, Default)]
+struct Link {
+    connected: Mutex<bool>,
+    node: OnceLock<Weak<Inner>>,
+}
+
+impl Link {
+    /// The client connected (`true`) or lost its connection.
+    fn set(&self, connected: bool) {
+        let mut c = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        *c = connected;
+        if let Some(n) = self.node.get().and_then(Node::upgrade) {
+            n.set_online(connected);
+        }
+    }
+
+    /// Tells `node` (the first, or one that just took a new incarnation)
+    /// whether the client is connected, and keeps it told.
+    fn attach(&self, node: &Node) {
+        let c = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.node.set(node.downgrade());
+        node.set_online(*c);
+    }
 }
 
 /// The waits between two attempts to reach the server, to publish or to
@@ -262,6 +295,8 @@ pub(crate) async fn connect(
         .map_err(|e| nats_error(format!("the address {url}"), e))?;
     let shared = Arc::new(Shared::new(Outbox::over_log(carries_writes)));
     let events = shared.clone();
+    let link = Arc::new(Link::default());
+    let linked = link.clone();
     let reconnecting = backoff(&options).immediate_first();
     let connecting = async_nats::ConnectOptions::new()
         .name(format!("facsimile {hostname}"))
@@ -271,12 +306,16 @@ pub(crate) async fn connect(
         })
         .event_callback(move |event| {
             let events = events.clone();
+            let link = linked.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
+                        link.set(true);
                         let _ = events.status.send_replace(Status::Connected);
                     }
                     async_nats::Event::Disconnected => {
+                        // Writes made until the server is back go out packed.
+                        link.set(false);
                         let _ = events
                             .status
                             .send(Status::Disconnected("NATS connection lost".into()));
@@ -293,6 +332,7 @@ pub(crate) async fn connect(
             after: options.connect_timeout,
         })?
         .map_err(|e| nats_error(format!("connecting to {url}"), e))?;
+    link.set(true);
     let _ = shared.status.send_replace(Status::Connected);
     let max_message = options.max_frame.min(client.server_info().max_payload);
     let js = jetstream::new(client);
@@ -370,7 +410,9 @@ pub(crate) async fn connect(
         id_prefix,
         // Below the server's limit with room for the headers and lengths.
         pack_bytes: PACK_BYTES.min(max_message / 2),
+        link,
     });
+    ctx.link.attach(&node);
     shared.log_read.send_replace(node.log_position());
     let mut read_rx = shared.log_read.subscribe();
     tokio::spawn(read_log(ctx.clone(), node.downgrade()));
@@ -739,10 +781,15 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
         }
     }
     let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
-    // Every frame queued so far is the old incarnation's.
+    // Every frame queued so far is the old incarnation's, what it holds
+    // included.
+    n.send_held();
+    n.pump_all();
     let queued = ctx.shared.outbox().queued();
     let lapsed = n.lease_lapsed();
     n.install(next);
+    // The new incarnation holds its writes as the old one did.
+    ctx.link.attach(&n);
     echoes.started_over(&ctx.shared, queued, lapsed);
     ctx.shared.rejoined();
     tracing::info!(
