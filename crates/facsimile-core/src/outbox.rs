@@ -99,7 +99,14 @@ fn weight(op: &WireOp) -> usize {
 
 impl Outbox {
     pub(crate) fn new(tag: Tag, config: &Config) -> Outbox {
-        Outbox::with(tag, config.format, config.resend_log)
+        // Over an ordered log nobody asks for a resend; the log keeps each
+        // message until the replica reads it back ([`Outbox::forget_sent`]),
+        // so that the writes of those it loses can be carried over.
+        let keep = match config.lease {
+            Some(_) => usize::MAX,
+            None => config.resend_log,
+        };
+        Outbox::with(tag, config.format, keep)
     }
 
     fn with(tag: Tag, format: WireFormat, keep: usize) -> Outbox {
@@ -391,6 +398,21 @@ impl Outbox {
         let bytes: Arc<[u8]> = Arc::from(&self.scratch[..]);
         self.log.push(self.seq, &bytes, self.keep);
         self.queue.push_back(Transmit { to: None, bytes });
+    }
+
+    /// Forgets the sent messages up to `seq`, included: an ordered log
+    /// accepted them.
+    pub(crate) fn forget_sent(&mut self, seq: u64) {
+        self.log.forget_through(seq);
+    }
+
+    /// The sent messages from `from_seq` on, oldest first, if they are
+    /// still kept.
+    pub(crate) fn sent_since(&self, from_seq: u64) -> Option<Vec<Arc<[u8]>>> {
+        if from_seq > self.seq {
+            return Some(Vec::new());
+        }
+        self.log.since(from_seq)
     }
 
     /// Queues a message for the peer `to`.

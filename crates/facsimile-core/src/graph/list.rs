@@ -392,6 +392,16 @@ impl ListObj {
         }
     }
 
+    /// The visible index of a slot, if it is visible (an element is there):
+    /// a local insert or move names only such a slot as its origin.
+    pub(crate) fn visible_slot_index(&self, slot: Id) -> Option<usize> {
+        let c = self.cursor(slot)?;
+        self.tree
+            .get(c)
+            .is_visible()
+            .then(|| self.tree.visible_index(c))
+    }
+
     /// The visible index of a live element.
     pub(crate) fn index_of(&self, elem: Id) -> Option<usize> {
         let c = self.cursor(elem)?;

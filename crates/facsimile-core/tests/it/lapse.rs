@@ -1,0 +1,380 @@
+//! A replica whose lease ran out on an ordered log while it was cut off
+//! starts over from a snapshot, and its successor carries over the writes
+//! the log refused that depended on no lock and whose references are still
+//! there ([`Replica::carry_over`]); the others are counted lost. Every
+//! replica converges.
+
+use std::time::Duration;
+
+use facsimile_core::{
+    CarriedOver, Config, Event, Input, LockState, ObjectId, PeerId, Replica, Succession, Value,
+};
+
+const LEASE: Duration = Duration::from_secs(3);
+
+/// A shared log; replica 0 can be cut off from it (its messages wait).
+struct Log {
+    entries: Vec<(Vec<u8>, Duration)>,
+    replicas: Vec<Replica>,
+    cursors: Vec<usize>,
+    /// Messages of a cut-off replica, stored once it is back.
+    held: Vec<Vec<u8>>,
+    cut: bool,
+    evicted: bool,
+    now: Duration,
+    /// A log snapshot and the entries it covers.
+    snapshot: Option<(Vec<u8>, usize)>,
+    incarnation: u32,
+}
+
+impl Log {
+    fn new(n: usize) -> Log {
+        let mut log = Log {
+            entries: Vec::new(),
+            replicas: Vec::new(),
+            cursors: Vec::new(),
+            held: Vec::new(),
+            cut: false,
+            evicted: false,
+            now: LEASE,
+            snapshot: None,
+            incarnation: 0,
+        };
+        for i in 0..n {
+            let me = log.me(i);
+            log.replicas.push(Replica::new(me, config()));
+            log.cursors.push(0);
+            log.publish(i);
+        }
+        log
+    }
+
+    fn me(&mut self, i: usize) -> PeerId {
+        self.incarnation += 1;
+        PeerId::new(format!("r{i}"), self.incarnation)
+    }
+
+    fn publish(&mut self, i: usize) {
+        while let Some(t) = self.replicas[i].poll_transmit() {
+            match i == 0 && self.cut {
+                true => self.held.push(t.bytes.to_vec()),
+                false => self.entries.push((t.bytes.to_vec(), self.now)),
+            }
+        }
+        while let Some(e) = self.replicas[i].poll_event() {
+            if i == 0 && matches!(e, Event::Evicted) {
+                self.evicted = true;
+            }
+        }
+    }
+
+    /// Replica `i` reads the next entry; false when it has read them all,
+    /// or it is replica 0 and cut off or evicted (it stops reading then, as
+    /// a transport does, and reloads).
+    fn read(&mut self, i: usize) -> bool {
+        let c = self.cursors[i];
+        if c >= self.entries.len() || (i == 0 && (self.cut || self.evicted)) {
+            return false;
+        }
+        let (bytes, time) = self.entries[c].clone();
+        self.cursors[i] += 1;
+        self.replicas[i]
+            .handle_ordered(&bytes, c as u64 + 1, time)
+            .unwrap();
+        self.publish(i);
+        true
+    }
+
+    fn run(&mut self) {
+        loop {
+            let mut any = false;
+            for i in 0..self.replicas.len() {
+                while self.read(i) {
+                    any = true;
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    /// Time passes for the replicas not cut off; they read what they wrote.
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        for i in 0..self.replicas.len() {
+            if i == 0 && self.cut {
+                continue;
+            }
+            let now = self.now;
+            self.replicas[i].handle_timeout(now);
+            self.publish(i);
+        }
+        self.run();
+    }
+
+    /// Replica 1 saves a snapshot of the log.
+    fn save_snapshot(&mut self) {
+        self.run();
+        let bytes = self.replicas[1].log_snapshot().expect("a clean state");
+        self.snapshot = Some((bytes, self.cursors[1]));
+    }
+
+    /// Replica 0 is cut off (paused, partitioned): what it writes waits.
+    fn cut_off(&mut self) {
+        self.run();
+        self.cut = true;
+    }
+
+    /// The others go on past replica 0's lease; then replica 0 is back: its
+    /// messages reach the log (refused there), and it reads until it finds
+    /// its lease ran out.
+    fn lapse_and_return(&mut self) {
+        for _ in 0..8 {
+            self.advance(LEASE / 4);
+        }
+        self.cut = false;
+        for bytes in std::mem::take(&mut self.held) {
+            self.entries.push((bytes, self.now));
+        }
+        self.run();
+        assert!(self.evicted, "replica 0's lease ran out");
+    }
+
+    /// Replica 0 starts over from the snapshot, reads on to where it had
+    /// read, and its successor carries its lost writes over.
+    fn reload(&mut self) -> (CarriedOver, Succession) {
+        let (bytes, from) = self.snapshot.clone().expect("a snapshot");
+        let me = self.me(0);
+        let (mut next, mut succession) = self.replicas[0].successor(me, Some(&bytes)).unwrap();
+        for c in from..self.cursors[0] {
+            let (bytes, time) = &self.entries[c];
+            next.handle_ordered(bytes, c as u64 + 1, *time).unwrap();
+        }
+        let mut old = std::mem::replace(&mut self.replicas[0], next);
+        self.replicas[0].extend_succession(&old, &mut succession);
+        let carried = self.replicas[0].carry_over(&mut old, &succession);
+        old.abandon();
+        while let Some(t) = old.poll_transmit() {
+            self.entries.push((t.bytes.to_vec(), self.now));
+        }
+        self.evicted = false;
+        self.publish(0);
+        self.run();
+        (carried, succession)
+    }
+
+    /// Every replica holds the same document.
+    fn converged(&mut self) {
+        self.advance(LEASE / 4);
+        let first = self.replicas[0].snapshot();
+        for r in &mut self.replicas[1..] {
+            assert_eq!(r.snapshot(), first, "replicas diverged");
+        }
+    }
+}
+
+fn config() -> Config {
+    Config::default().ordered(LEASE)
+}
+
+fn root(r: &Replica) -> ObjectId {
+    r.root().as_ref_id().expect("a root object")
+}
+
+fn at(r: &Replica, obj: ObjectId, key: &str) -> ObjectId {
+    r.map_get(obj, key).unwrap().unwrap().as_ref_id().unwrap()
+}
+
+/// Two replicas on a root map holding a list `["a", "b", "c"]`, a
+/// snapshot of that, and replica 0 cut off.
+fn setup() -> Log {
+    let mut log = Log::new(2);
+    log.replicas[0]
+        .set_root(Input::from(serde_json::json!({ "list": ["a", "b", "c"] })))
+        .unwrap();
+    log.publish(0);
+    log.run();
+    log.save_snapshot();
+    log.cut_off();
+    log
+}
+
+#[test]
+fn a_map_write_and_an_insert_after_a_live_element_are_carried_over() {
+    let mut log = setup();
+    let a = &mut log.replicas[0];
+    let (root_a, list_a) = (root(a), at(a, root(a), "list"));
+    a.map_set(root_a, "k", Input::from(1)).unwrap();
+    // After "a".
+    a.list_splice(list_a, 1, 0, [Input::from("x")]).unwrap();
+    // After the element just inserted: a lost write's own element.
+    a.list_splice(list_a, 2, 0, [Input::from("y")]).unwrap();
+    a.list_set(list_a, 3, Input::from("B")).unwrap();
+    a.map_delete(root_a, "missing").unwrap();
+    log.publish(0);
+    log.lapse_and_return();
+    let (carried, s) = log.reload();
+    assert_eq!((carried.carried(), carried.lost()), (4, 0));
+    let (root_a, list_a) = (root_a.after(&s), list_a.after(&s));
+    let b = &log.replicas[1];
+    let (root_b, list_b) = (root(b), at(b, root(b), "list"));
+    assert_eq!(b.map_get(root_b, "k").unwrap(), Some(Value::Int(1)));
+    let want: Vec<Value> = ["a", "x", "y", "B", "c"].map(Value::from).to_vec();
+    assert_eq!(b.list_values(list_b).unwrap(), want);
+    let a = &log.replicas[0];
+    assert_eq!(a.map_get(root_a, "k").unwrap(), Some(Value::Int(1)));
+    assert_eq!(a.list_values(list_a).unwrap(), want);
+    log.converged();
+}
+
+#[test]
+fn an_insert_after_an_element_deleted_and_reclaimed_meanwhile_is_lost() {
+    let mut log = setup();
+    let a = &mut log.replicas[0];
+    let list_a = at(a, root(a), "list");
+    // After "b", which replica 1 deletes meanwhile; and after "c", kept.
+    a.list_splice(list_a, 2, 0, [Input::from("x")]).unwrap();
+    a.list_splice(list_a, 4, 0, [Input::from("z")]).unwrap();
+    log.publish(0);
+    let b = &mut log.replicas[1];
+    let list_b = at(b, root(b), "list");
+    b.list_splice(list_b, 1, 1, []).unwrap();
+    log.publish(1);
+    let hidden = log.replicas[1].hidden_count();
+    log.lapse_and_return();
+    // Replica 0 went, and with it the last member that had not
+    // acknowledged the delete: replica 1 reclaimed the dead slot.
+    assert!(log.replicas[1].hidden_count() < hidden, "reclaimed");
+    let (carried, _) = log.reload();
+    assert_eq!((carried.carried(), carried.lost()), (1, 1));
+    let b = &log.replicas[1];
+    let want: Vec<Value> = ["a", "c", "z"].map(Value::from).to_vec();
+    assert_eq!(b.list_values(at(b, root(b), "list")).unwrap(), want);
+    log.converged();
+}
+
+#[test]
+fn writes_made_while_or_before_holding_a_lock_are_lost() {
+    let mut log = setup();
+    log.cut = false;
+    let a = &mut log.replicas[0];
+    let (root_a, list_a) = (root(a), at(a, root(a), "list"));
+    a.lock(list_a, true).unwrap();
+    log.publish(0);
+    log.run();
+    assert!(matches!(
+        log.replicas[0].lock_state(list_a),
+        LockState::Held(_)
+    ));
+    log.cut_off();
+    let a = &mut log.replicas[0];
+    // Before and while it holds the lock: both may have been computed
+    // from the locked state.
+    a.map_set(root_a, "held", Input::from(1)).unwrap();
+    a.list_splice(list_a, 3, 0, [Input::from("d")]).unwrap();
+    log.publish(0);
+    log.lapse_and_return();
+    let (carried, _) = log.reload();
+    assert_eq!((carried.carried(), carried.lost()), (0, 2));
+    let b = &log.replicas[1];
+    assert_eq!(b.map_get(root(b), "held").unwrap(), None);
+    assert_eq!(b.list_len(at(b, root(b), "list")).unwrap(), 3);
+    log.converged();
+}
+
+#[test]
+fn writes_after_a_lock_was_released_are_carried_over_and_those_before_are_lost() {
+    let mut log = setup();
+    log.cut = false;
+    let a = &mut log.replicas[0];
+    let (root_a, list_a) = (root(a), at(a, root(a), "list"));
+    a.lock(list_a, true).unwrap();
+    log.publish(0);
+    log.run();
+    log.cut_off();
+    let a = &mut log.replicas[0];
+    a.map_set(root_a, "before", Input::from(1)).unwrap();
+    a.unlock(list_a).unwrap();
+    a.map_set(root_a, "after", Input::from(2)).unwrap();
+    log.publish(0);
+    log.lapse_and_return();
+    let (carried, _) = log.reload();
+    assert_eq!((carried.carried(), carried.lost()), (1, 1));
+    let b = &log.replicas[1];
+    assert_eq!(b.map_get(root(b), "before").unwrap(), None);
+    assert_eq!(b.map_get(root(b), "after").unwrap(), Some(Value::Int(2)));
+    log.converged();
+}
+
+#[test]
+fn objects_the_lost_writes_created_are_created_again_with_new_ids() {
+    let mut log = setup();
+    let a = &mut log.replicas[0];
+    let root_a = root(a);
+    a.map_set(root_a, "made", Input::from(serde_json::json!({ "n": 1 })))
+        .unwrap();
+    let made = at(a, root_a, "made");
+    a.map_set(made, "filled", Input::from(2)).unwrap();
+    a.map_set(made, "list", Input::Array(vec![])).unwrap();
+    let list = at(a, made, "list");
+    a.list_splice(list, 0, 0, [Input::from("first"), Input::from("second")])
+        .unwrap();
+    a.list_splice(list, 0, 1, []).unwrap();
+    a.list_reorder(list, &[0]).unwrap();
+    log.publish(0);
+    log.lapse_and_return();
+    let (carried, s) = log.reload();
+    // Stored "made", filled it, stored the list, inserted, deleted.
+    assert_eq!((carried.carried(), carried.lost()), (5, 0));
+    let a = &log.replicas[0];
+    let made_now = carried.rename(made.after(&s));
+    assert_ne!(made_now, made.after(&s), "a new id");
+    assert_eq!(at(a, root(a), "made"), made_now);
+    assert_eq!(a.map_get(made_now, "filled").unwrap(), Some(Value::Int(2)));
+    let list_now = carried.rename(list.after(&s));
+    assert_eq!(
+        a.list_values(list_now).unwrap(),
+        vec![Value::from("second")]
+    );
+    let b = &log.replicas[1];
+    let made_b = at(b, root(b), "made");
+    assert_eq!(b.map_get(made_b, "n").unwrap(), Some(Value::Int(1)));
+    assert_eq!(b.map_get(made_b, "filled").unwrap(), Some(Value::Int(2)));
+    log.converged();
+}
+
+#[test]
+fn a_write_to_a_map_deleted_or_locked_meanwhile_is_lost() {
+    let mut log = Log::new(2);
+    log.replicas[0]
+        .set_root(Input::from(
+            serde_json::json!({ "gone": {}, "locked": {}, "kept": {} }),
+        ))
+        .unwrap();
+    log.publish(0);
+    log.run();
+    log.save_snapshot();
+    log.cut_off();
+    let a = &mut log.replicas[0];
+    let root_a = root(a);
+    for key in ["gone", "locked", "kept"] {
+        let m = at(a, root_a, key);
+        a.map_set(m, "k", Input::from(1)).unwrap();
+    }
+    log.publish(0);
+    let b = &mut log.replicas[1];
+    let root_b = root(b);
+    let locked = at(b, root_b, "locked");
+    b.map_delete(root_b, "gone").unwrap();
+    b.lock(locked, true).unwrap();
+    log.publish(1);
+    log.lapse_and_return();
+    let (carried, _) = log.reload();
+    assert_eq!((carried.carried(), carried.lost()), (1, 2));
+    let b = &log.replicas[1];
+    assert_eq!(b.map_get(locked, "k").unwrap(), None);
+    let kept = at(b, root(b), "kept");
+    assert_eq!(b.map_get(kept, "k").unwrap(), Some(Value::Int(1)));
+    log.converged();
+}
