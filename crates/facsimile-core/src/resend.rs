@@ -37,9 +37,9 @@ impl ResendLog {
         }
     }
 
-    /// Drops the messages up to `seq`, included.
-    pub(crate) fn forget_through(&mut self, seq: u64) {
-        while self.entries.front().is_some_and(|&(s, _)| s <= seq) {
+    /// Drops the messages up to `seq`, included, beyond the last `keep`.
+    pub(crate) fn forget_through(&mut self, seq: u64, keep: usize) {
+        while self.entries.len() > keep && self.entries.front().is_some_and(|&(s, _)| s <= seq) {
             self.pop();
         }
     }
