@@ -221,11 +221,27 @@ impl Replica {
                 .carried_value(value, previous, cx)
                 .is_some_and(|v| self.set_root(Input::Value(v)).is_ok()),
             Op::MapWrite {
-                obj, key, value, ..
+                obj,
+                key,
+                value,
+                stamp,
             } => {
                 let Some(obj) = self.carried_target(obj, previous, cx) else {
                     return false;
                 };
+                // Another peer wrote the key meanwhile, later than this
+                // write: it would have lost, as it does now. (A stamp of
+                // this replica's is a write carried over just before.)
+                let was = ObjectId(stamp).after(&cx.succession).0;
+                if self
+                    .doc
+                    .map(obj)
+                    .ok()
+                    .and_then(|m| m.stamp_of(&key))
+                    .is_some_and(|now| now.peer != PeerIdx::SELF && self.peers.later(now, was))
+                {
+                    return true;
+                }
                 match value {
                     Some(v) => self
                         .carried_value(v, previous, cx)

@@ -378,3 +378,57 @@ fn a_write_to_a_map_deleted_or_locked_meanwhile_is_lost() {
     assert_eq!(b.map_get(kept, "k").unwrap(), Some(Value::Int(1)));
     log.converged();
 }
+
+#[test]
+fn a_key_keeps_the_last_write_by_stamp_as_if_the_lost_write_had_been_accepted() {
+    let mut log = setup();
+    let a = &mut log.replicas[0];
+    let root_a = root(a);
+    // Written twice while cut off: the second write stands.
+    a.map_set(root_a, "twice", Input::from(1)).unwrap();
+    a.map_set(root_a, "twice", Input::from(2)).unwrap();
+    // Written by both; replica 1's write is the later on "theirs", replica
+    // 0's on "ours" (a write's stamp follows its writer's clock).
+    a.map_set(root_a, "theirs", Input::from("a")).unwrap();
+    for i in 0..50 {
+        a.map_set(root_a, "tick", Input::from(i)).unwrap();
+    }
+    a.map_set(root_a, "ours", Input::from("a")).unwrap();
+    log.publish(0);
+    let b = &mut log.replicas[1];
+    let root_b = root(b);
+    b.map_set(root_b, "ours", Input::from("b")).unwrap();
+    for i in 0..100 {
+        b.map_set(root_b, "tock", Input::from(i)).unwrap();
+    }
+    b.map_set(root_b, "theirs", Input::from("b")).unwrap();
+    log.publish(1);
+    log.lapse_and_return();
+    let (carried, _) = log.reload();
+    assert_eq!((carried.carried(), carried.lost()), (54, 0));
+    let b = &log.replicas[1];
+    let get = |key| b.map_get(root(b), key).unwrap();
+    assert_eq!(get("twice"), Some(Value::Int(2)));
+    assert_eq!(get("ours"), Some(Value::from("a")));
+    assert_eq!(get("theirs"), Some(Value::from("b")));
+    assert_eq!(get("tick"), Some(Value::Int(49)));
+    log.converged();
+}
+
+#[test]
+fn a_move_after_a_live_element_is_carried_over() {
+    let mut log = setup();
+    let a = &mut log.replicas[0];
+    let list_a = at(a, root(a), "list");
+    // ["c", "a", "b"], then "b" first.
+    a.list_reorder(list_a, &[2, 0, 1]).unwrap();
+    a.list_reorder(list_a, &[2, 0, 1]).unwrap();
+    log.publish(0);
+    log.lapse_and_return();
+    let (carried, _) = log.reload();
+    assert_eq!(carried.lost(), 0);
+    let b = &log.replicas[1];
+    let want: Vec<Value> = ["b", "c", "a"].map(Value::from).to_vec();
+    assert_eq!(b.list_values(at(b, root(b), "list")).unwrap(), want);
+    log.converged();
+}

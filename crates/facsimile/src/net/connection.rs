@@ -116,7 +116,9 @@ impl Connection {
     /// # Errors
     /// [`NetError::WritesLost`] when some of them were dropped because the
     /// relay had evicted the node or the log refused them (reported once:
-    /// by the flushes under way then, or else by the next one);
+    /// by the flushes under way then, or else by the next one). Over NATS,
+    /// the writes the node made again after its lease ran out are waited
+    /// for in their new messages, and only the others are reported;
     /// [`NetError::Closed`] when the connection was closed first.
     pub async fn flush(&self) -> Result<(), NetError> {
         // Messages the node queued but has not handed to the transport yet

@@ -26,7 +26,9 @@
 //! - A write is acknowledged ([`Connection::flush`]) when the stream has
 //!   stored it (on a majority of its replicas) and the node has read it
 //!   back accepted: a message stored after its sender's lease lapsed is
-//!   refused by the log, and `flush` reports it lost.
+//!   refused by the log. The node's new incarnation makes its writes again
+//!   where that is safe ([`facsimile_core::Replica::carry_over`]), `flush`
+//!   waits for those, and reports the others lost.
 //! - Every [`NatsOptions::snapshot_every`] messages one node (chosen by compare-and-set on
 //!   a key-value entry) saves a snapshot of the document with the log
 //!   position it covers in an object store, and purges the stream up to ten
