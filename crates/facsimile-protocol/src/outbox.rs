@@ -492,4 +492,26 @@ mod tests {
         out.drop_oldest();
         assert_eq!((out.queued(), out.done(), out.dropped()), (6, 6, 3));
     }
+
+    #[test]
+    fn refused_frames_whose_writes_were_carried_over_extend_a_flush() {
+        let mut out = Outbox::over_log(|_| true);
+        for i in 0..4 {
+            out.enqueue(frame(i));
+        }
+        // Frames 1 to 3 were refused after a lapse; their writes, one of
+        // them lost, were carried over into frames 4 and 5.
+        assert_eq!(out.refused_between(1, 4), 3);
+        out.count_refused(1);
+        out.enqueue(frame(4));
+        out.enqueue(frame(5));
+        out.carried_over(1, 6);
+        assert_eq!(out.dropped(), 1, "only what the caller counted");
+        assert_eq!(out.flush_target(1), 1, "frame 0 was not refused");
+        assert_eq!(out.flush_target(3), 6);
+        // Carried over again from frame 5 on, into frames before 9.
+        out.carried_over(5, 9);
+        assert_eq!(out.flush_target(3), 9, "in turn");
+        assert_eq!(out.flush_target(1), 1);
+    }
 }
