@@ -74,7 +74,7 @@ struct Carry {
     renamed: FxHashMap<Id, Id>,
     /// Objects reachable here when carrying over began, and those it
     /// created: the objects a carried write may change.
-    writable: FxHashSet<Id>,
+    live: FxHashSet<Id>,
 }
 
 impl Replica {
@@ -123,7 +123,7 @@ impl Replica {
             succession: *succession,
             lost_from: lamport,
             renamed: FxHashMap::default(),
-            writable: self.doc.graph().reachable().into_iter().collect(),
+            live: self.doc.graph().reachable().into_iter().collect(),
         };
         let dict = previous.out.outbox.dictionary();
         let from = Tag(previous.me.incarnation());
@@ -179,7 +179,7 @@ impl Replica {
         }
         for (old, new) in cx.renamed {
             // Objects only, not elements or slots.
-            if cx.writable.contains(&new) {
+            if cx.live.contains(&new) {
                 let old = ObjectId(old).after(&cx.succession);
                 done.renamed.insert(old, ObjectId(new));
             }
@@ -371,7 +371,7 @@ impl Replica {
         }
         let new = self.doc.create_object(input, &mut self.out, &self.peers);
         cx.renamed.insert(id, new);
-        cx.writable.insert(new);
+        cx.live.insert(new);
         true
     }
 
@@ -393,17 +393,19 @@ impl Replica {
     /// reachable (or created by the carried writes).
     fn carried_target(&self, obj: Id, previous: &Replica, cx: &Carry) -> Option<ObjectId> {
         let obj = self.carried_id(obj, previous, cx)?;
-        cx.writable.contains(&obj).then_some(ObjectId(obj))
+        cx.live.contains(&obj).then_some(ObjectId(obj))
     }
 
     /// A value of the predecessor as a value here; `None` when it refers to
-    /// an object not known here.
+    /// an object not reachable here (nor created by a carried write).
     fn carried_value(&self, v: Value, previous: &Replica, cx: &Carry) -> Option<Value> {
         match v {
             Value::Ref(o) => {
+                // Reachable: an unreachable object here may be reclaimed
+                // on the others already (a loaded one passes the
+                // `Detached` check until this replica marks).
                 let o = self.carried_id(o.0, previous, cx)?;
-                self.doc.kind(ObjectId(o))?;
-                Some(Value::Ref(ObjectId(o)))
+                cx.live.contains(&o).then_some(Value::Ref(ObjectId(o)))
             }
             v => Some(v),
         }
