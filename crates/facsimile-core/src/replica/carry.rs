@@ -230,16 +230,9 @@ impl Replica {
                     return false;
                 };
                 // Another peer wrote the key meanwhile, later than this
-                // write: it would have lost, as it does now. (A stamp of
-                // this replica's is a write carried over just before.)
-                let was = ObjectId(stamp).after(&cx.succession).0;
-                if self
-                    .doc
-                    .map(obj)
-                    .ok()
-                    .and_then(|m| m.stamp_of(&key))
-                    .is_some_and(|now| now.peer != PeerIdx::SELF && self.peers.later(now, was))
-                {
+                // write: it would have lost, as it does now.
+                let now = self.doc.map(obj).ok().and_then(|m| m.stamp_of(&key));
+                if self.superseded(now, stamp, cx) {
                     return true;
                 }
                 match value {
@@ -305,17 +298,27 @@ impl Replica {
                 true
             }
             Op::ListSet {
-                obj, elem, value, ..
+                obj,
+                elem,
+                value,
+                stamp,
             } => {
                 let Some(obj) = self.carried_target(obj, previous, cx) else {
                     return false;
                 };
-                let Some(i) = self
-                    .carried_id(elem, previous, cx)
-                    .and_then(|e| self.doc.list(obj).ok()?.index_of(e))
-                else {
+                let Some(e) = self.carried_id(elem, previous, cx) else {
                     return false;
                 };
+                let Ok(list) = self.doc.list(obj) else {
+                    return false;
+                };
+                let Some(i) = list.index_of(e) else {
+                    return false;
+                };
+                // As for a map key: a later set by another peer stands.
+                if self.superseded(list.value_stamp_of(e), stamp, cx) {
+                    return true;
+                }
                 self.carried_value(value, previous, cx)
                     .is_some_and(|v| self.list_set_many(obj, vec![(i, Input::Value(v))]).is_ok())
             }
@@ -362,6 +365,14 @@ impl Replica {
             }
             Op::Lock { .. } | Op::Unlock { .. } | Op::LockAck { .. } | Op::Evict { .. } => false,
         }
+    }
+
+    /// Whether a value stamped `now` here wins over the predecessor's write
+    /// stamped `was`: another peer's later write (a stamp of this
+    /// replica's is a write carried over just before).
+    fn superseded(&self, now: Option<Id>, was: Id, cx: &Carry) -> bool {
+        let was = ObjectId(was).after(&cx.succession).0;
+        now.is_some_and(|now| now.peer != PeerIdx::SELF && self.peers.later(now, was))
     }
 
     /// Creates again the object `id` of the predecessor.

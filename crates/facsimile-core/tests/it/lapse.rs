@@ -397,6 +397,8 @@ fn a_key_keeps_the_last_write_by_stamp_as_if_the_lost_write_had_been_accepted() 
     // Written by both; replica 1's write is the later on "theirs", replica
     // 0's on "ours" (a write's stamp follows its writer's clock).
     a.map_set(root_a, "theirs", Input::from("a")).unwrap();
+    let list_a = at(a, root_a, "list");
+    a.list_set(list_a, 0, Input::from("a0")).unwrap();
     for i in 0..50 {
         a.map_set(root_a, "tick", Input::from(i)).unwrap();
     }
@@ -409,16 +411,20 @@ fn a_key_keeps_the_last_write_by_stamp_as_if_the_lost_write_had_been_accepted() 
         b.map_set(root_b, "tock", Input::from(i)).unwrap();
     }
     b.map_set(root_b, "theirs", Input::from("b")).unwrap();
+    let list_b = at(b, root_b, "list");
+    b.list_set(list_b, 0, Input::from("b0")).unwrap();
     log.publish(1);
     log.lapse_and_return();
     let (carried, _) = log.reload();
-    assert_eq!((carried.carried(), carried.lost()), (54, 0));
+    assert_eq!((carried.carried(), carried.lost()), (55, 0));
     let b = &log.replicas[1];
     let get = |key| b.map_get(root(b), key).unwrap();
     assert_eq!(get("twice"), Some(Value::Int(2)));
     assert_eq!(get("ours"), Some(Value::from("a")));
     assert_eq!(get("theirs"), Some(Value::from("b")));
     assert_eq!(get("tick"), Some(Value::Int(49)));
+    let list_b = at(b, root(b), "list");
+    assert_eq!(b.list_get(list_b, 0).unwrap(), Some(Value::from("b0")));
     log.converged();
 }
 
