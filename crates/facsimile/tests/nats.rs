@@ -420,6 +420,13 @@ async fn writes_the_log_refused_after_the_lease_ran_out_are_carried_over_unless_
     root.set("made", json!({"n": 1})).unwrap();
     let made = root.get("made").unwrap().as_map().unwrap().clone();
     made.set("filled", 2).unwrap();
+    let heard = Arc::new(AtomicUsize::new(0));
+    let _listening = made.on_key("z", {
+        let heard = heard.clone();
+        move |_| {
+            heard.fetch_add(1, Ordering::SeqCst);
+        }
+    });
     let flushing = tokio::spawn({
         let a = a.clone();
         async move { a.flush().await }
@@ -461,6 +468,15 @@ async fn writes_the_log_refused_after_the_lease_ran_out_are_carried_over_unless_
         None,
         "the write under the lock is lost"
     );
+    // Listeners on an object made again follow it.
+    let made_b = b.node().get("/made").unwrap().as_map().unwrap().clone();
+    made_b.set("z", 3).unwrap();
+    b.flush().await.unwrap();
+    until(
+        "alpha's listener on the map made again to hear of it",
+        || heard.load(Ordering::SeqCst) == 1,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
