@@ -86,14 +86,17 @@ impl Replica {
     /// Lost are the writes of every message of `previous` that it had not
     /// read back from the log: the log refuses them all. Of those, a write
     /// is made again when `previous` held no lock when it made it nor at
-    /// any time after, and when what it names is still there: the map
-    /// (reachable), the element an insert follows, the element it sets,
-    /// moves or deletes, the objects it stores. Objects the lost writes
-    /// created are created again with new ids, and the later lost writes
-    /// that name them name the new ones ([`CarriedOver::rename`]). A
-    /// write to an object another peer holds the lock on is lost, as a
-    /// local write would be refused. The writes go out in messages grouped
-    /// as they were; change events record them as local changes.
+    /// any time after, and when what it names is still there: the map or
+    /// array it changes and the objects it stores (reachable), the element
+    /// or slot an insert or a move follows (visible), the element it sets,
+    /// moves or deletes (live). Objects the lost writes created are created
+    /// again with new ids, and the later lost writes that name them name
+    /// the new ones ([`CarriedOver::rename`]). A write to an object another
+    /// peer holds the lock on is lost, as a local write would be refused. A
+    /// key set or an element set that another peer's write with a later
+    /// stamp superseded meanwhile counts as carried over without being
+    /// made again: it would have lost. The writes go out in messages
+    /// grouped as they were; change events record them as local changes.
     ///
     /// Does nothing (and returns no count) unless `previous` is ordered
     /// and its lease ran out: after a refused write or a purge, the log
@@ -111,6 +114,7 @@ impl Replica {
             return done;
         };
         let (echoed, mut lamport) = log.echoed();
+        // An ordered replica keeps them until it reads them back.
         let Some(sent) = previous.out.outbox.sent_since(echoed + 1) else {
             return done;
         };
