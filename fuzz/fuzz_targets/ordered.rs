@@ -3,8 +3,10 @@
 //! what they send to one log (or hold it back for a while, as across a
 //! partition, so that leases lapse), and read the log at their own pace,
 //! while mutated copies of log entries and garbage are appended too. A
-//! replica the log refused, or whose lease lapsed, starts over as a new
-//! incarnation replaying the log from its start.
+//! replica the log refused starts over as a new incarnation replaying the
+//! log from its start; one whose lease lapsed does too, but its successor
+//! first reads the log up to where it had read and carries over the writes
+//! the log refused ([`Replica::carry_over`]).
 //!
 //! Checked: nothing panics; an entry refused with an error leaves the
 //! document as it was and sends nothing; honest entries are accepted; and
@@ -121,9 +123,10 @@ impl Log {
     /// log refused, or whose lease lapsed, says goodbye and starts over.
     fn collect(&mut self, i: usize) {
         self.publish(i);
-        let mut reload = false;
+        let (mut reload, mut lapsed) = (false, false);
         while let Some(e) = self.nodes[i].poll_event() {
             reload |= matches!(e, Event::NeedsSync | Event::Evicted);
+            lapsed |= matches!(e, Event::Evicted);
         }
         if reload {
             self.reloads += 1;
@@ -134,13 +137,24 @@ impl Log {
                 return;
             }
             let me = self.me(i);
-            let (next, _) = self.nodes[i]
+            let (mut next, mut succession) = self.nodes[i]
                 .successor(me, None)
                 .expect("an empty successor");
+            if lapsed {
+                // Up to where the old incarnation had read, as a transport
+                // does, then its refused writes are made again.
+                for (c, (bytes, time, _)) in self.entries[..self.cursors[i]].iter().enumerate() {
+                    let _ = next.handle_ordered(bytes, c as u64 + 1, *time);
+                }
+                next.extend_succession(&self.nodes[i], &mut succession);
+                next.carry_over(&mut self.nodes[i], &succession);
+                next.check_invariants();
+            } else {
+                self.cursors[i] = 0;
+            }
             self.nodes[i].abandon();
             self.publish(i);
             self.nodes[i] = next;
-            self.cursors[i] = 0;
             self.collect(i);
         }
     }

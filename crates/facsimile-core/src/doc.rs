@@ -295,6 +295,19 @@ impl Doc {
         );
     }
 
+    /// Creates the objects of `input` (a map or an array) unattached: a later
+    /// write stores it. Returns the new object.
+    pub(crate) fn create_object(&mut self, input: Input, out: &mut Outputs, peers: &Peers) -> Id {
+        debug_assert!(!matches!(input, Input::Value(_)));
+        out.begin();
+        let (value, _) = self.materialize(input, out, peers);
+        // Not under anything yet: the next pass marks.
+        self.gc.fresh = false;
+        self.gc.dirty = true;
+        out.end();
+        value.as_ref_id().map_or(Id::ZERO, |o| o.0)
+    }
+
     /// Replaces the root.
     pub(crate) fn set_root(
         &mut self,

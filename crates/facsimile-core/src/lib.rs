@@ -72,5 +72,5 @@ pub use envelope::Envelope;
 pub use error::{Error, ReceiveError};
 pub use event::{Change, Event, LockEntry, LockEvent, LockState, Origin, PeerInfo};
 pub use outbox::Transmit;
-pub use replica::Replica;
+pub use replica::{CarriedOver, Replica};
 pub use value::{Input, ObjectId, ObjectKind, PeerId, Prop, Succession, Value};

@@ -38,6 +38,9 @@ pub(crate) struct Outbox {
     format: WireFormat,
     /// How many sent messages the resend log keeps.
     keep: usize,
+    /// Over an ordered log, the resend log keeps every message until it
+    /// is read back, and this many after.
+    keep_read: Option<usize>,
     /// The last sequence number sent.
     seq: u64,
     /// The Lamport clock.
@@ -99,7 +102,15 @@ fn weight(op: &WireOp) -> usize {
 
 impl Outbox {
     pub(crate) fn new(tag: Tag, config: &Config) -> Outbox {
-        Outbox::with(tag, config.format, config.resend_log)
+        let mut outbox = Outbox::with(tag, config.format, config.resend_log);
+        if config.lease.is_some() {
+            // Over an ordered log every message is kept until the replica
+            // reads it back ([`Outbox::forget_sent`]), so that the writes
+            // of those the log refuses can be carried over.
+            outbox.keep_read = Some(outbox.keep);
+            outbox.keep = usize::MAX;
+        }
+        outbox
     }
 
     fn with(tag: Tag, format: WireFormat, keep: usize) -> Outbox {
@@ -107,6 +118,7 @@ impl Outbox {
             tag,
             format,
             keep,
+            keep_read: None,
             seq: 0,
             clock: 0,
             sent_lamport: 0,
@@ -131,6 +143,7 @@ impl Outbox {
         *self = Outbox {
             clock: self.clock,
             held: self.held,
+            keep_read: self.keep_read,
             ..Outbox::with(tag, self.format, self.keep)
         };
     }
@@ -410,6 +423,23 @@ impl Outbox {
         let bytes: Arc<[u8]> = Arc::from(&self.scratch[..]);
         self.log.push(self.seq, &bytes, self.keep);
         self.queue.push_back(Transmit { to: None, bytes });
+    }
+
+    /// Over an ordered log: the replica read its messages back up to
+    /// `seq`, included; the resend log keeps only its usual number of them.
+    pub(crate) fn forget_sent(&mut self, seq: u64) {
+        if let Some(keep) = self.keep_read {
+            self.log.forget_through(seq, keep);
+        }
+    }
+
+    /// The sent messages from `from_seq` on, oldest first, if they are
+    /// still kept.
+    pub(crate) fn sent_since(&self, from_seq: u64) -> Option<Vec<Arc<[u8]>>> {
+        if from_seq > self.seq {
+            return Some(Vec::new());
+        }
+        self.log.since(from_seq)
     }
 
     /// Queues a message for the peer `to`.

@@ -32,6 +32,9 @@ use crate::timers::Timer;
 use crate::value::{Id, Input, ObjectId, ObjectKind, PeerId, PeerIdx, Succession, Value};
 use crate::wire::{self, Directed, Frame, Hostname, Message, Ops, Sequenced, Tag, WireOp};
 
+mod carry;
+pub use carry::CarriedOver;
+
 /// One participant's copy of a document: applies local writes, turns them
 /// into messages, applies messages from peers, and reports changes. It does
 /// no IO, reads no clock and spawns nothing.
@@ -78,6 +81,10 @@ pub struct Replica {
     /// The translated operations of the message being applied; kept for
     /// its capacity.
     op_buf: Vec<Op>,
+    /// The clock when this replica last stopped holding a lock: its writes
+    /// up to this counter may depend on a lock, and are never carried over
+    /// ([`Replica::carry_over`]).
+    locked_through: u64,
 }
 
 impl Replica {
@@ -99,6 +106,7 @@ impl Replica {
             serve: SyncServer::default(),
             out,
             op_buf: Vec::new(),
+            locked_through: 0,
         };
         let hostname = Hostname::of(&r.me);
         r.out.send(Sequenced::Hello { hostname });
@@ -551,6 +559,7 @@ impl Replica {
     /// [`Error::NotOwner`] when another replica holds or heads the lock and
     /// this one has no request; [`Error::NotLocked`] when nobody does.
     pub fn unlock(&mut self, obj: ObjectId) -> Result<(), Error> {
+        self.note_locks();
         self.locks.release(obj, &mut self.out, &self.peers)
     }
 
@@ -668,6 +677,7 @@ impl Replica {
         self.out.close_all();
         // Requests cannot survive the state they were made in: withdraw
         // them, so that nobody waits for this replica.
+        self.note_locks();
         self.locks.release_all(&mut self.out, &self.peers);
         self.out.close_all();
         self.doc.clear();
@@ -848,6 +858,7 @@ impl Replica {
     /// snapshot: its locks are lost (with [`crate::LockEvent::Lost`] events)
     /// and it says goodbye, so the others stop counting on it.
     pub fn abandon(&mut self) {
+        self.note_locks();
         self.locks.lose_all(&mut self.out.events);
         self.leave();
     }
@@ -857,6 +868,14 @@ impl Replica {
 impl Replica {
     fn tag(&self) -> Tag {
         Tag(self.me.incarnation())
+    }
+
+    /// Records that the writes made so far may depend on a lock, if this
+    /// replica holds one (it is about to stop holding it).
+    fn note_locks(&mut self) {
+        if self.locks.holds_any() {
+            self.locked_through = self.out.outbox.clock();
+        }
     }
 
     fn writable(&self) -> Result<(), Error> {
@@ -1248,6 +1267,7 @@ impl Replica {
     /// This replica learned that its peers evicted it.
     fn evicted(&mut self) {
         if self.members.evict_self() {
+            self.note_locks();
             self.locks.lose_all(&mut self.out.events);
             self.out.events.push(Event::Evicted);
         }
@@ -1423,6 +1443,11 @@ impl Replica {
         self.expire(now);
         if own {
             self.out.close_all();
+            if self.members.is_evicted() {
+                // Refused by every replica, as everything this one sent
+                // after its lease ran out: left to be carried over.
+                return Ok(());
+            }
             if let (Some(log), Message::Sequenced { seq, body }) = (self.locks.log(), &frame.msg) {
                 let ops = match body {
                     Sequenced::Ops { tick, ops } => Some((*tick, &ops[..])),
@@ -1435,6 +1460,10 @@ impl Replica {
                     &self.members,
                     &mut self.out.events,
                 );
+            }
+            if let Message::Sequenced { seq, .. } = &frame.msg {
+                // The log has it: it is not kept to be carried over.
+                self.out.outbox.forget_sent(*seq);
             }
             return Ok(());
         }

@@ -37,6 +37,13 @@ impl ResendLog {
         }
     }
 
+    /// Drops the messages up to `seq`, included, beyond the last `keep`.
+    pub(crate) fn forget_through(&mut self, seq: u64, keep: usize) {
+        while self.entries.len() > keep && self.entries.front().is_some_and(|&(s, _)| s <= seq) {
+            self.pop();
+        }
+    }
+
     /// Every message from `from_seq` on, oldest first; `None` when the log
     /// no longer reaches back to `from_seq`.
     pub(crate) fn since(&self, from_seq: u64) -> Option<Vec<Arc<[u8]>>> {

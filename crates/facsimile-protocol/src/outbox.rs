@@ -51,6 +51,11 @@ pub struct Outbox {
     /// counted) already. Whether a refused one carries writes is read from
     /// it.
     kept: Option<VecDeque<Option<Bytes>>>,
+    /// Over a log: from which frame on the log refused the frames of an
+    /// incarnation whose lease ran out, and before which frame its
+    /// successor carried their writes over
+    /// ([`Outbox::carried_over`]).
+    carried: Vec<(u64, u64)>,
 }
 
 impl Outbox {
@@ -183,6 +188,16 @@ impl Outbox {
     /// each once, and returns how many. The ones not completed yet still
     /// go out and are acknowledged.
     pub fn count_refused_between(&mut self, from: u64, to: u64) -> u64 {
+        let lost = self.refused_between(from, to);
+        self.dropped += lost;
+        lost
+    }
+
+    /// Over a log: [`Outbox::count_refused_between`] without counting them
+    /// lost: their writes were carried over, what of them is lost counted
+    /// by the caller ([`Outbox::count_refused`]). Returns how many carry
+    /// writes.
+    pub fn refused_between(&mut self, from: u64, to: u64) -> u64 {
         let mut lost = 0;
         if let Some(kept) = self.kept.as_mut() {
             let oldest = self.done - kept.len() as u64;
@@ -211,8 +226,32 @@ impl Outbox {
             .filter(|(_, f)| self.carries_writes(f))
             .count() as u64;
         self.counted = self.counted.max(upto);
-        self.dropped += lost;
         lost
+    }
+
+    /// Over a log: the writes of the frames from index `from` on, which
+    /// the log refused, were carried over into frames before index `to`
+    /// (those the node's new incarnation queued since): a flush waiting
+    /// for the first waits for the others ([`Outbox::flush_target`]).
+    pub fn carried_over(&mut self, from: u64, to: u64) {
+        self.carried.push((from, to));
+    }
+
+    /// What a flush of the frames before index `target` waits for: those,
+    /// and those their writes were carried over into, in turn.
+    pub fn flush_target(&self, mut target: u64) -> u64 {
+        loop {
+            let next = self
+                .carried
+                .iter()
+                .filter(|&&(from, _)| target > from)
+                .map(|&(_, to)| to)
+                .fold(target, u64::max);
+            if next == target {
+                return target;
+            }
+            target = next;
+        }
     }
 
     /// On a new connection that cannot take them: drops every frame not
@@ -452,5 +491,27 @@ mod tests {
         out.ack_oldest(13);
         out.drop_oldest();
         assert_eq!((out.queued(), out.done(), out.dropped()), (6, 6, 3));
+    }
+
+    #[test]
+    fn refused_frames_whose_writes_were_carried_over_extend_a_flush() {
+        let mut out = Outbox::over_log(|_| true);
+        for i in 0..4 {
+            out.enqueue(frame(i));
+        }
+        // Frames 1 to 3 were refused after a lapse; their writes, one of
+        // them lost, were carried over into frames 4 and 5.
+        assert_eq!(out.refused_between(1, 4), 3);
+        out.count_refused(1);
+        out.enqueue(frame(4));
+        out.enqueue(frame(5));
+        out.carried_over(1, 6);
+        assert_eq!(out.dropped(), 1, "only what the caller counted");
+        assert_eq!(out.flush_target(1), 1, "frame 0 was not refused");
+        assert_eq!(out.flush_target(3), 6);
+        // Carried over again from frame 5 on, into frames before 9.
+        out.carried_over(5, 9);
+        assert_eq!(out.flush_target(3), 9, "in turn");
+        assert_eq!(out.flush_target(1), 1);
     }
 }

@@ -227,14 +227,15 @@ impl Subs {
     }
 
     /// Renames the objects listened to after the replica was succeeded.
-    pub(crate) fn succeeded(&mut self, s: &facsimile_core::Succession) {
+    /// `rename` names an id of the old replica in the new one.
+    pub(crate) fn succeeded(&mut self, rename: impl Fn(ObjectId) -> ObjectId) {
         self.objects = std::mem::take(&mut self.objects)
             .into_iter()
-            .map(|(id, subs)| (id.after(s), subs))
+            .map(|(id, subs)| (rename(id), subs))
             .collect();
         self.props = std::mem::take(&mut self.props)
             .into_iter()
-            .map(|((id, prop), subs)| ((id.after(s), prop), subs))
+            .map(|((id, prop), subs)| ((rename(id), prop), subs))
             .collect();
     }
 

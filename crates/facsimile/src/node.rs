@@ -16,7 +16,8 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use facsimile_core::{
-    Config, Event as CoreEvent, LockState, ObjectId, PeerId, Replica, Succession, Transmit,
+    CarriedOver, Config, Event as CoreEvent, LockState, ObjectId, PeerId, Replica, Succession,
+    Transmit,
 };
 
 use crate::clock::Clock;
@@ -123,8 +124,9 @@ pub(crate) struct Inner {
     clock: Clock,
     peer: PeerId,
     /// The replica took new incarnations (evicted, reloaded): object ids
-    /// handed out before read through these, in order.
-    successions: RwLock<Vec<Succession>>,
+    /// handed out before read through these, in order, each with the
+    /// objects its writes carried over created again.
+    successions: RwLock<Vec<(Succession, CarriedOver)>>,
     succeeded: AtomicBool,
 }
 
@@ -257,19 +259,21 @@ impl Node {
             .successions
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        successions.iter().fold(id, |id, s| id.after(s))
+        successions
+            .iter()
+            .fold(id, |id, (s, carried)| carried.rename(id.after(s)))
     }
 
     /// Records that the replica took a new incarnation (under the state
     /// lock, so that no id is resolved against the wrong replica).
-    pub(crate) fn note_succession(&self, st: &mut State, s: Succession) {
+    pub(crate) fn note_succession(&self, st: &mut State, s: Succession, carried: CarriedOver) {
+        st.subs.succeeded(|id| carried.rename(id.after(&s)));
         self.inner
             .successions
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .push(s);
+            .push((s, carried));
         self.inner.succeeded.store(true, Ordering::Release);
-        st.subs.succeeded(&s);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -341,7 +345,11 @@ impl Node {
     /// log snapshot (from [`Node::log_snapshot`] of any node), or an empty
     /// one to replay the log from its start. The old incarnation says
     /// goodbye and its locks are lost. Read the log on from the snapshot's
-    /// position. Listeners stay; `on_ready` listeners are called.
+    /// position. Listeners stay; `on_ready` listeners are called. When the
+    /// reload is due to this node's lease running out, the writes the log
+    /// refused that depended on no lock are made again by the new
+    /// incarnation where what they name is still there
+    /// ([`Replica::carry_over`]); the others are lost.
     ///
     /// # Errors
     /// [`Error::Receive`] when the snapshot is not valid; the node is
@@ -374,12 +382,16 @@ impl Node {
 
     /// Puts `next` in the place of this node's replica: the old incarnation
     /// says goodbye and its locks are lost; `on_ready` listeners are called.
-    pub(crate) fn install(&self, next: Successor) {
+    /// After a lapse of the lease, `next` first makes again the writes the
+    /// log refused that it can ([`Replica::carry_over`]); returns how many
+    /// operations it made again and how many are lost.
+    pub(crate) fn install(&self, next: Successor) -> (u64, u64) {
         let Successor {
             mut replica,
             mut succession,
         } = next;
         let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
+        let carried;
         // The goodbye and the lost-lock events of the old incarnation go
         // out before anything of the new one.
         let (sender, transmits, dispatch) = {
@@ -387,6 +399,12 @@ impl Node {
             // Objects the old incarnation made while its successor caught
             // up keep their ids apart from the successor's.
             replica.extend_succession(&st.replica, &mut succession);
+            // Made while change events are off: they reapply what this
+            // node showed, so they change nothing a listener saw.
+            carried = match st.lease_lapsed {
+                true => replica.carry_over(&mut st.replica, &succession),
+                false => CarriedOver::default(),
+            };
             st.replica.abandon();
             self.drain(&mut st)
         };
@@ -396,19 +414,22 @@ impl Node {
             }
         }
         let mut wake = Dispatch::default();
+        let counts;
         {
             let mut st = self.state();
             st.replica = replica;
             st.sync_recording();
             st.reload_wanted = false;
             st.lease_lapsed = false;
-            self.note_succession(&mut st, succession);
+            counts = (carried.carried(), carried.lost());
+            self.note_succession(&mut st, succession, carried);
             st.subs.wake_all_locks(&mut wake);
         }
         drop(guard);
         dispatch.run();
         wake.run();
         self.pump();
+        counts
     }
 
     /// Runs a write on the replica, refusing it without a transport.
@@ -936,7 +957,7 @@ impl Node {
             }
         };
         let s = st.replica.reincarnate(incarnation);
-        self.note_succession(st, s);
+        self.note_succession(st, s, CarriedOver::default());
         st.subs.wake_all_locks(dispatch);
     }
 

@@ -456,17 +456,35 @@ async fn lapse(partition: &Partition, observer: &Connection, cut: &facsimile::Pe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_the_log_refused_after_the_lease_ran_out_are_reported_lost() {
+async fn writes_the_log_refused_after_the_lease_ran_out_are_carried_over_unless_locked() {
     let (_server, partition, a, b) = alpha_behind_a_partition("lapse").await;
     let alpha = a.node().peer_id();
+    let root = a.node().root_map().unwrap();
+    root.set("held", json!({})).unwrap();
+    a.flush().await.unwrap();
+    let held = root.get("held").unwrap().as_map().unwrap().clone();
+    let guard = a.node().lock(&held).await.unwrap();
     // Cut off from the server (without knowing it), alpha writes on while
     // bravo's heartbeats carry the log past alpha's lease.
     partition.freeze(true);
-    let log = a.node().root_map().unwrap().get("log").unwrap();
-    let log = log.as_array().unwrap().clone();
+    // Made while holding a lock: may depend on it, never carried over.
+    held.set("x", 1).unwrap();
+    drop(guard);
+    // Made after: carried over.
+    let log = root.get("log").unwrap().as_array().unwrap().clone();
     for i in 0..10i64 {
         log.push(i).unwrap();
     }
+    root.set("made", json!({"n": 1})).unwrap();
+    let made = root.get("made").unwrap().as_map().unwrap().clone();
+    made.set("filled", 2).unwrap();
+    let heard = Arc::new(AtomicUsize::new(0));
+    let _listening = made.on_key("z", {
+        let heard = heard.clone();
+        move |_| {
+            heard.fetch_add(1, Ordering::SeqCst);
+        }
+    });
     let flushing = tokio::spawn({
         let a = a.clone();
         async move { a.flush().await }
@@ -476,21 +494,47 @@ async fn writes_the_log_refused_after_the_lease_ran_out_are_reported_lost() {
     })
     .await;
     partition.freeze(false);
-    // Stored by the stream, but after the lapse: refused, and said so.
+    // Stored by the stream, but after the lapse: refused. The new
+    // incarnation made the writes again but the one under the lock, and
+    // the flush waited for those.
     match flushing.await.unwrap() {
-        Err(net::NetError::WritesLost(n)) => assert!(n >= 10, "{n} writes lost"),
-        other => panic!("the refused writes were acknowledged: {other:?}"),
+        Err(net::NetError::WritesLost(n)) => assert_eq!(n, 1, "only the locked write is lost"),
+        other => panic!("the refused write under the lock was acknowledged: {other:?}"),
     }
     assert!(a.rejoins() >= 1);
-    // Alpha started over from the log and writes on as a new incarnation.
-    let log = a.node().root_map().unwrap().get("log").unwrap();
-    log.as_array().unwrap().push("after").unwrap();
+    a.flush().await.expect("the loss is reported once");
+    // Handles made before read the new incarnation's objects.
+    assert_eq!(made.get("filled"), Some(Value::Int(2)));
+    log.push("after").unwrap();
     a.flush().await.unwrap();
     converged(&[a.node(), b.node()]).await;
-    let seen = b.node().root_map().unwrap().get("log").unwrap();
-    let seen = seen.as_array().unwrap().clone();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen.get(0), Some(Value::from("after")));
+    let seen = b.node().get("/log").unwrap().as_array().unwrap().clone();
+    let want: Vec<Value> = (0..10i64)
+        .map(Value::from)
+        .chain([Value::from("after")])
+        .collect();
+    assert_eq!(
+        (0..seen.len())
+            .map(|i| seen.get(i).unwrap())
+            .collect::<Vec<_>>(),
+        want
+    );
+    assert_eq!(b.node().get("/made/n"), Some(Value::Int(1)));
+    assert_eq!(b.node().get("/made/filled"), Some(Value::Int(2)));
+    assert_eq!(
+        b.node().get("/held/x"),
+        None,
+        "the write under the lock is lost"
+    );
+    // Listeners on an object made again follow it.
+    let made_b = b.node().get("/made").unwrap().as_map().unwrap().clone();
+    made_b.set("z", 3).unwrap();
+    b.flush().await.unwrap();
+    until(
+        "alpha's listener on the map made again to hear of it",
+        || heard.load(Ordering::SeqCst) == 1,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -392,6 +392,23 @@ impl ListObj {
         }
     }
 
+    /// The stamp of a live element's value (its insert's, or its last
+    /// set's).
+    pub(crate) fn value_stamp_of(&self, elem: Id) -> Option<Id> {
+        self.value_of(elem)?;
+        Some(self.extra(elem).value_stamp)
+    }
+
+    /// The visible index of a slot, if it is visible (an element is there):
+    /// a local insert or move names only such a slot as its origin.
+    pub(crate) fn visible_slot_index(&self, slot: Id) -> Option<usize> {
+        let c = self.cursor(slot)?;
+        self.tree
+            .get(c)
+            .is_visible()
+            .then(|| self.tree.visible_index(c))
+    }
+
     /// The visible index of a live element.
     pub(crate) fn index_of(&self, elem: Id) -> Option<usize> {
         let c = self.cursor(elem)?;

@@ -196,6 +196,11 @@ impl MapObj {
         self.entries.get(key).and_then(|e| e.value.as_ref())
     }
 
+    /// The stamp of the last write to `key` (a delete's too).
+    pub(crate) fn stamp_of(&self, key: &str) -> Option<Id> {
+        self.entries.get(key).map(|e| e.stamp)
+    }
+
     /// Applies a write (`None` deletes) stamped `stamp`. Returns the visible
     /// change when the write wins and changes what readers see.
     pub(crate) fn apply(

@@ -195,6 +195,12 @@ impl LogLocks {
         }
     }
 
+    /// The sequence number of this replica's latest message read back, and
+    /// the last counter of its latest operations read back.
+    pub(crate) fn echoed(&self) -> (u64, u64) {
+        (self.log.echoed, self.log.echoed_counter)
+    }
+
     /// Whether this replica's state is exactly the log's up to its position
     /// (nothing sent and not read back, no refused write), so that a
     /// snapshot of it serves joiners.

@@ -271,6 +271,11 @@ impl Locks {
             .map(|head| (head.stamp.peer, head.held))
     }
 
+    /// Whether this replica holds any lock.
+    pub(crate) fn holds_any(&self) -> bool {
+        self.queues().mine.values().any(|m| m.token.is_some())
+    }
+
     /// Refuses a local write to `obj` when another replica holds or heads
     /// its lock queue, or when this replica waits for it.
     pub(crate) fn check_owner(&self, obj: Id, refusal: Refusal) -> Result<(), Error> {

@@ -4,6 +4,7 @@
 
 mod codec;
 mod convergence;
+mod lapse;
 mod locks;
 mod lone_writer;
 mod ordered;

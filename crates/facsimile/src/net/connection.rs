@@ -116,7 +116,9 @@ impl Connection {
     /// # Errors
     /// [`NetError::WritesLost`] when some of them were dropped because the
     /// relay had evicted the node or the log refused them (reported once:
-    /// by the flushes under way then, or else by the next one);
+    /// by the flushes under way then, or else by the next one). Over NATS,
+    /// the writes the node made again after its lease ran out are waited
+    /// for in their new messages, and only the others are reported;
     /// [`NetError::Closed`] when the connection was closed first.
     pub async fn flush(&self) -> Result<(), NetError> {
         // Messages the node queued but has not handed to the transport yet
@@ -126,31 +128,42 @@ impl Connection {
         self.node.pump_all();
         // Drops no flush has reported yet count too: those messages were
         // sent before this call and are not acknowledged.
-        let target = self.shared.outbox().queued();
+        let mut target = self.shared.outbox().queued();
         let dropped_before = self.shared.reported_drops.load(Ordering::Acquire);
-        let stored_at = loop {
-            let notified = self.shared.progress.notified();
-            {
-                let outbox = self.shared.outbox();
-                if outbox.done() >= target {
-                    break outbox.stored_at();
+        loop {
+            let stored_at = loop {
+                let notified = self.shared.progress.notified();
+                {
+                    let outbox = self.shared.outbox();
+                    if outbox.done() >= target {
+                        break outbox.stored_at();
+                    }
+                    if outbox.is_closed() {
+                        return Err(NetError::Closed);
+                    }
                 }
-                if outbox.is_closed() {
-                    return Err(NetError::Closed);
+                notified.await;
+            };
+            // Over a log: read back up to the last of them. A refusal found
+            // on the way is counted as dropped before the position passes
+            // it.
+            let mut read = self.shared.log_read.subscribe();
+            tokio::select! {
+                r = read.wait_for(|&p| p >= stored_at) => {
+                    if r.is_err() {
+                        return Err(NetError::Closed);
+                    }
                 }
+                _ = self.shared.cancel.cancelled() => return Err(NetError::Closed),
             }
-            notified.await;
-        };
-        // Over a log: read back up to the last of them. A refusal found on
-        // the way is counted as dropped before the position passes it.
-        let mut read = self.shared.log_read.subscribe();
-        tokio::select! {
-            r = read.wait_for(|&p| p >= stored_at) => {
-                if r.is_err() {
-                    return Err(NetError::Closed);
-                }
+            // Writes the log refused after a lapse of the lease and the
+            // new incarnation carried over are acknowledged once their new
+            // messages are.
+            let next = self.shared.outbox().flush_target(target);
+            if next <= target {
+                break;
             }
-            _ = self.shared.cancel.cancelled() => return Err(NetError::Closed),
+            target = next;
         }
         let dropped = self.shared.outbox().dropped();
         self.shared

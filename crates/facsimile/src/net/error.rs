@@ -79,6 +79,12 @@ pub enum NetError {
     /// instead, and a lost release of an evicted node loses nothing (the
     /// eviction frees its locks). The node started over as a new
     /// incarnation where it had to.
+    ///
+    /// Over NATS, after the node's lease ran out, its new incarnation makes
+    /// the refused writes again where that is safe
+    /// ([`facsimile_core::Replica::carry_over`]: no lock held when they
+    /// were made nor after, what they name still there); the count is then
+    /// of the operations that could not be made again.
     #[error(
         "{0} unacknowledged writes were dropped: this node was evicted, or the log refused them"
     )]

@@ -26,7 +26,9 @@
 //! - A write is acknowledged ([`Connection::flush`]) when the stream has
 //!   stored it (on a majority of its replicas) and the node has read it
 //!   back accepted: a message stored after its sender's lease lapsed is
-//!   refused by the log, and `flush` reports it lost.
+//!   refused by the log. The node's new incarnation makes its writes again
+//!   where that is safe ([`facsimile_core::Replica::carry_over`]), `flush`
+//!   waits for those, and reports the others lost.
 //! - Every [`NatsOptions::snapshot_every`] messages one node (chosen by compare-and-set on
 //!   a key-value entry) saves a snapshot of the document with the log
 //!   position it covers in an object store, and purges the stream up to ten
@@ -787,10 +789,15 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     n.pump_all();
     let queued = ctx.shared.outbox().queued();
     let lapsed = n.lease_lapsed();
-    n.install(next);
-    // The new incarnation holds its writes as the old one did.
+    let (carried, lost) = n.install(next);
+    // The new incarnation's frames, those carrying the writes it carried
+    // over included, are queued now.
+    n.pump_all();
+    let carried_to = (carried > 0).then(|| ctx.shared.outbox().queued());
+    // The new incarnation holds its writes as the old one did (after the
+    // carried ones are queued: a flush counts on them).
     ctx.link.attach(&n);
-    echoes.started_over(&ctx.shared, queued, lapsed);
+    echoes.started_over(&ctx.shared, queued, lapsed, lost, carried_to);
     ctx.shared.rejoined();
     tracing::info!(
         position = n.log_position(),
@@ -819,19 +826,33 @@ struct Echoes {
 }
 
 impl Echoes {
-    /// Counts the frames the log refused as dropped once the node started
+    /// Counts the writes the log refused as dropped once the node started
     /// over, before its reading position moves on, so that a flush waiting
     /// for them sees the loss. With the lease lapsed, the log refused every
-    /// frame of the old incarnation past the lapse; otherwise only the one
-    /// that raced a lock grant, if any.
-    fn started_over(&mut self, shared: &Shared, queued: u64, lapsed: bool) {
+    /// frame of the old incarnation past the lapse, and the new incarnation
+    /// carried over the writes it could (into the frames before
+    /// `carried_to`): the `lost` others are counted, by operation;
+    /// otherwise only the frame that raced a lock grant, if any.
+    fn started_over(
+        &mut self,
+        shared: &Shared,
+        queued: u64,
+        lapsed: bool,
+        lost: u64,
+        carried_to: Option<u64>,
+    ) {
         let (from, refused) = (self.accepted, self.refused);
         self.accepted = self.accepted.max(queued);
         self.refused = false;
         let lost = shared.complete(|outbox| {
             // Heartbeats and the like are refused too, but lose no write.
             let lost = if lapsed {
-                outbox.count_refused_between(from, queued)
+                outbox.refused_between(from, queued);
+                outbox.count_refused(lost);
+                if let Some(to) = carried_to {
+                    outbox.carried_over(from, to);
+                }
+                lost
             } else {
                 outbox.count_refused(u64::from(refused));
                 u64::from(refused)
