@@ -251,7 +251,7 @@ impl Replica {
     /// # Errors
     /// As [`Replica::list_len`].
     pub fn list_get(&self, obj: ObjectId, index: usize) -> Result<Option<Value>, Error> {
-        Ok(self.doc.list(obj)?.get(index).cloned())
+        Ok(self.doc.list(obj)?.get(index))
     }
 
     /// A number that changes whenever the array changes, to detect a change
@@ -268,7 +268,7 @@ impl Replica {
     /// # Errors
     /// As [`Replica::list_len`].
     pub fn list_values(&self, obj: ObjectId) -> Result<Vec<Value>, Error> {
-        Ok(self.doc.list(obj)?.values().cloned().collect())
+        Ok(self.doc.list(obj)?.values().collect())
     }
 
     /// Calls `f` with each element of an array, in order, and this replica
@@ -282,7 +282,7 @@ impl Replica {
         mut f: impl FnMut(&Value, &Replica),
     ) -> Result<(), Error> {
         for v in self.doc.list(obj)?.values() {
-            f(v, self);
+            f(&v, self);
         }
         Ok(())
     }
