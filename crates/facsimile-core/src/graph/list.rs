@@ -377,7 +377,11 @@ impl Items for Slots {
     }
 
     fn insert(&mut self, pos: usize, item: Stored) {
-        self.insert_id(pos, item.id);
+        match self.runs.last_mut() {
+            // An append that continues the last run: the common case.
+            Some(last) if pos == self.flags.len() && last.continued_by(item.id) => last.len += 1,
+            _ => self.insert_id(pos, item.id),
+        }
         self.flags.insert(pos, item.flags);
         self.bits.insert(pos, item.bits);
     }
@@ -564,10 +568,15 @@ impl ListObj {
         let slots = self.tree.leaf_items(c.leaf);
         match slots.flags[c.pos] & MOVED {
             0 => slots.id(c.pos),
-            _ => match self.big.get(slots.bits[c.pos]) {
-                Value::Ref(o) => o.0,
-                other => unreachable!("a move slot names its element, not {other:?}"),
-            },
+            _ => self.moved_elem(slots.bits[c.pos]),
+        }
+    }
+
+    /// The element of a move slot whose value bits are `bits`.
+    fn moved_elem(&self, bits: u64) -> Id {
+        match self.big.get(bits) {
+            Value::Ref(o) => o.0,
+            other => unreachable!("a move slot names its element, not {other:?}"),
         }
     }
 
@@ -610,15 +619,9 @@ impl ListObj {
         })
     }
 
-    /// Cursors of the visible slots in order.
-    fn visible(&self) -> impl Iterator<Item = Cursor> + '_ {
-        self.tree.leaves().flat_map(|(leaf, s)| {
-            s.flags
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| is_visible(**f))
-                .map(move |(pos, _)| Cursor { leaf, pos })
-        })
+    /// The visible slots in order: id, flags and value bits.
+    fn visible(&self) -> impl Iterator<Item = (Id, u8, u64)> + '_ {
+        self.all().filter(|&(_, f, _)| is_visible(f))
     }
 
     /// The element at a visible index.
@@ -659,26 +662,31 @@ impl ListObj {
         self.value_of(self.elem_at(index))
     }
 
-    /// The value of the element at a visible slot.
-    fn visible_value(&self, c: Cursor) -> Value {
-        match self.flags(c) & MOVED {
-            0 => self.value_at(c),
-            _ => self
-                .value_of(self.elem(c))
-                .expect("a live move slot has a live element"),
+    /// The element and the value of a visible slot.
+    fn visible_elem(&self, id: Id, flags: u8, bits: u64) -> (Id, Value) {
+        match flags & MOVED {
+            0 => (id, unpack(flags, bits, &self.big)),
+            _ => {
+                let elem = self.moved_elem(bits);
+                let value = self
+                    .value_of(elem)
+                    .expect("a live move slot has a live element");
+                (elem, value)
+            }
         }
     }
 
     /// Visible values in order.
     pub(crate) fn values(&self) -> impl Iterator<Item = Value> + '_ {
-        self.visible().map(|c| self.visible_value(c))
+        self.visible()
+            .map(|(id, f, b)| self.visible_elem(id, f, b).1)
     }
 
     /// Visible elements in order, with their values and value stamps.
     pub(crate) fn elements(&self) -> impl Iterator<Item = (Id, Value, Id)> + '_ {
-        self.visible().map(move |c| {
-            let elem = self.elem(c);
-            (elem, self.visible_value(c), self.extra(elem).value_stamp)
+        self.visible().map(move |(id, f, b)| {
+            let (elem, value) = self.visible_elem(id, f, b);
+            (elem, value, self.extra(elem).value_stamp)
         })
     }
 
@@ -873,7 +881,7 @@ impl ListObj {
         true
     }
 
-    /// The slot at `c` as transferred.
+    /// A slot as transferred.
     fn to_slot(&self, id: Id, flags: u8, bits: u64) -> Slot {
         let kind = match flags & MOVED {
             0 => SlotKind::Home {
@@ -882,10 +890,7 @@ impl ListObj {
                 away: flags & AWAY != 0,
             },
             _ => SlotKind::Moved {
-                elem: match self.big.get(bits) {
-                    Value::Ref(o) => o.0,
-                    other => unreachable!("a move slot names its element, not {other:?}"),
-                },
+                elem: self.moved_elem(bits),
                 live: flags & LIVE != 0,
             },
         };

@@ -501,7 +501,14 @@ impl<S: Items> SeqTree<S> {
         on_move: &mut impl FnMut(&S, LeafId),
     ) -> LeafId {
         let old = &mut self.leaves[leaf as usize];
-        let moved = old.items.split_off(at, LEAF_GROW);
+        // A leaf started by an append is mostly filled by more appends: it
+        // gets its full room at once rather than a step at a time.
+        let spare = if at == old.items.len() {
+            LEAF_MAX
+        } else {
+            LEAF_GROW
+        };
+        let moved = old.items.split_off(at, spare);
         trim(&mut old.items);
         let moved_visible = moved.visible_in(0..moved.len());
         old.visible -= moved_visible;
