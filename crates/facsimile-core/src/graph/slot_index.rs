@@ -12,8 +12,9 @@ use super::IdMap;
 use super::seq::LeafId;
 use crate::value::Id;
 
-/// Ids per page.
-const PAGE: u64 = 16;
+/// Ids per page: a list built by appends takes about a byte an id, and a
+/// page spread over leaves 128 bytes in the arena.
+const PAGE: u64 = 32;
 /// Set in [`Page::leaf`] when it is an arena index, not a leaf.
 const SPREAD: u32 = 1 << 31;
 
@@ -22,7 +23,7 @@ struct Page {
     /// The leaf of every id present, or `SPREAD | i` for arena entry `i`.
     leaf: u32,
     /// Bit `k`: the id with counter `PAGE * page + k` is here.
-    present: u16,
+    present: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -73,7 +74,7 @@ impl SlotIndex {
     pub(crate) fn insert(&mut self, id: Id, leaf: LeafId) -> bool {
         debug_assert_eq!(leaf & SPREAD, 0, "leaf ids stay below 2^31");
         let (key, k) = split(id);
-        let bit = 1u16 << k;
+        let bit = 1u32 << k;
         let page = self.pages.entry(key).or_insert(Page { leaf, present: 0 });
         let was = page.present & bit != 0;
         if !was {
@@ -111,7 +112,7 @@ impl SlotIndex {
         let Some(page) = self.pages.get_mut(&key) else {
             return false;
         };
-        let bit = 1u16 << k;
+        let bit = 1u32 << k;
         if page.present & bit == 0 {
             return false;
         }
@@ -140,7 +141,7 @@ mod tests {
             let mut index = SlotIndex::default();
             let mut model = std::collections::HashMap::new();
             for _ in 0..3000 {
-                let id = Id::new(PeerIdx(rand(3) as u32), rand(200));
+                let id = Id::new(PeerIdx(rand(3) as u32), rand(600));
                 match rand(3) {
                     0 | 1 => {
                         let leaf = rand(4) as u32;
@@ -151,7 +152,7 @@ mod tests {
                     }
                 }
                 assert_eq!(index.len(), model.len());
-                let probe = Id::new(PeerIdx(rand(3) as u32), rand(200));
+                let probe = Id::new(PeerIdx(rand(3) as u32), rand(600));
                 assert_eq!(index.get(probe), model.get(&probe).copied(), "seed {seed}");
                 assert_eq!(index.contains(probe), model.contains_key(&probe));
             }
