@@ -281,9 +281,7 @@ impl Replica {
         obj: ObjectId,
         mut f: impl FnMut(&Value, &Replica),
     ) -> Result<(), Error> {
-        for v in self.doc.list(obj)?.values() {
-            f(&v, self);
-        }
+        self.doc.list(obj)?.values().for_each(|v| f(&v, self));
         Ok(())
     }
 

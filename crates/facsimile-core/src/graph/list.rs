@@ -678,8 +678,19 @@ impl ListObj {
 
     /// Visible values in order.
     pub(crate) fn values(&self) -> impl Iterator<Item = Value> + '_ {
-        self.visible()
-            .map(|(id, f, b)| self.visible_elem(id, f, b).1)
+        // No ids needed: a move slot names its element in its value.
+        self.tree.leaves().flat_map(move |(_, s)| {
+            s.flags
+                .iter()
+                .zip(&s.bits)
+                .filter(|(f, _)| is_visible(**f))
+                .map(move |(&f, &b)| match f & MOVED {
+                    0 => unpack(f, b, &self.big),
+                    _ => self
+                        .value_of(self.moved_elem(b))
+                        .expect("a live move slot has a live element"),
+                })
+        })
     }
 
     /// Visible elements in order, with their values and value stamps.
