@@ -227,6 +227,20 @@ impl Slots {
     /// right after a run's end belongs to that run (so an append can extend
     /// it). `None` for an empty leaf.
     fn locate(&self, pos: usize) -> Option<(usize, u32)> {
+        // From the nearer end: the columns hold `len()` slots here (callers
+        // change the runs before the columns).
+        let total = self.flags.len();
+        if pos * 2 > total {
+            let mut end = total;
+            for (i, r) in self.runs.iter().enumerate().rev() {
+                let start = end - r.len as usize;
+                if pos > start || i == 0 {
+                    return Some((i, (pos - start) as u32));
+                }
+                end = start;
+            }
+            return None;
+        }
         let mut start = 0;
         for (i, r) in self.runs.iter().enumerate() {
             let end = start + r.len as usize;
@@ -240,6 +254,17 @@ impl Slots {
 
     /// The id of slot `pos`.
     fn id(&self, pos: usize) -> Id {
+        let total = self.flags.len();
+        if pos * 2 > total {
+            let mut end = total;
+            for r in self.runs.iter().rev() {
+                let start = end - r.len as usize;
+                if pos >= start {
+                    return Id::new(r.peer, r.counter + (pos - start) as u64);
+                }
+                end = start;
+            }
+        }
         let mut start = 0;
         for r in &self.runs {
             let end = start + r.len as usize;
@@ -311,7 +336,8 @@ impl Slots {
                 peer: r.peer,
                 len: r.len - k,
             };
-            self.runs.splice(i + 1..i + 1, [Run::one(id), tail]);
+            self.runs.insert(i + 1, tail);
+            self.runs.insert(i + 1, Run::one(id));
         }
     }
 
@@ -395,11 +421,7 @@ impl Items for Slots {
     }
 
     fn split_off(&mut self, at: usize, spare: usize) -> Self {
-        let n = self.len() - at;
-        let mut flags = Vec::with_capacity(n + spare);
-        flags.extend(self.flags.drain(at..));
-        let mut bits = Vec::with_capacity(n + spare);
-        bits.extend(self.bits.drain(at..));
+        // The runs first: `locate` reads the columns' length.
         let runs = match self.locate(at) {
             None => Vec::new(),
             Some((i, k)) if k == self.runs[i].len => self.runs.split_off(i + 1),
@@ -418,6 +440,11 @@ impl Items for Slots {
             }
         };
         self.runs.shrink_to_fit();
+        let n = self.len() - at;
+        let mut flags = Vec::with_capacity(n + spare);
+        flags.extend(self.flags.drain(at..));
+        let mut bits = Vec::with_capacity(n + spare);
+        bits.extend(self.bits.drain(at..));
         Slots { runs, flags, bits }
     }
 
