@@ -26,7 +26,7 @@
 //! a flag byte and an 8-byte value each. Scalars sit in the value inline;
 //! strings, bytes, references and a move slot's element go to a side table
 //! ([`Big`]) that the value indexes. A list of pushed numbers takes about
-//! 10 bytes a slot besides the id index.
+//! 12 bytes a slot besides the id index (a slot had taken 40).
 
 use rustc_hash::FxHashMap;
 
