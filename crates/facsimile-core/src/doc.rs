@@ -638,7 +638,7 @@ impl Doc {
             });
             let list = self.list_mut(obj.0);
             if let Some((old, index)) = list.set(elem, value, stamp, peers) {
-                let new = list.value_of(elem).cloned().unwrap_or_default();
+                let new = list.value_of(elem).unwrap_or_default();
                 self.gc.note_detach(&old);
                 out.events.touch(obj.0, || Touch::Set { index, old, new });
             }
@@ -976,7 +976,7 @@ impl Doc {
                 self.gc.note_ref(&value);
                 if let Some(ObjData::List(l)) = self.graph.get_mut(obj).map(|o| &mut o.data) {
                     if let Some((old, index)) = l.set(elem, value, stamp, peers) {
-                        let new = l.value_of(elem).cloned().unwrap_or_default();
+                        let new = l.value_of(elem).unwrap_or_default();
                         self.gc.note_detach(&old);
                         out.events.touch(obj, || Touch::Set { index, old, new });
                     }
@@ -1023,7 +1023,7 @@ impl Doc {
                 ObjData::List(l) => {
                     l.check();
                     assert!(l.is_consistent(), "list {id:?} is incoherent");
-                    l.values().for_each(check_value);
+                    l.values().for_each(|v| check_value(&v));
                     let mut seen = std::collections::HashSet::new();
                     for (e, _, _) in l.elements() {
                         assert!(seen.insert(e), "element {e:?} appears twice in {id:?}");

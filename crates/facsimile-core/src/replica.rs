@@ -259,7 +259,7 @@ impl Replica {
     /// # Errors
     /// As [`Replica::list_len`].
     pub fn list_get(&self, obj: ObjectId, index: usize) -> Result<Option<Value>, Error> {
-        Ok(self.doc.list(obj)?.get(index).cloned())
+        Ok(self.doc.list(obj)?.get(index))
     }
 
     /// A number that changes whenever the array changes, to detect a change
@@ -276,7 +276,7 @@ impl Replica {
     /// # Errors
     /// As [`Replica::list_len`].
     pub fn list_values(&self, obj: ObjectId) -> Result<Vec<Value>, Error> {
-        Ok(self.doc.list(obj)?.values().cloned().collect())
+        Ok(self.doc.list(obj)?.values().collect())
     }
 
     /// Calls `f` with each element of an array, in order, and this replica
@@ -289,9 +289,7 @@ impl Replica {
         obj: ObjectId,
         mut f: impl FnMut(&Value, &Replica),
     ) -> Result<(), Error> {
-        for v in self.doc.list(obj)?.values() {
-            f(v, self);
-        }
+        self.doc.list(obj)?.values().for_each(|v| f(&v, self));
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 
 use super::{Graph, ObjData};
 use crate::clock::Peers;
-use crate::value::{Id, PeerIdx};
+use crate::value::{Id, PeerIdx, Value};
 use crate::wire::{CanonObj, Canonical, Hostname, Tag, WireId, WireValue};
 
 impl Graph {
@@ -50,7 +50,7 @@ impl Graph {
             p: index[&id.peer],
             c: id.counter,
         };
-        let value = |v| WireValue::from_value(v, id);
+        let value = |v: &Value| WireValue::from_value(v, id);
         let objects = order
             .iter()
             .map(|&oid| match &self.objects[&oid].data {
@@ -67,7 +67,7 @@ impl Graph {
                     id: id(oid),
                     elems: l
                         .elements()
-                        .map(|(e, v, s)| (id(e), value(v), id(s)))
+                        .map(|(e, v, s)| (id(e), value(&v), id(s)))
                         .collect(),
                 },
             })

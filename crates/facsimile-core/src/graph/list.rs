@@ -20,10 +20,17 @@
 //! with a later stamp. Everything inserted after a slot has a later stamp than
 //! that slot (Lamport), so the skipped run is exactly the later siblings and
 //! their descendants, and the rule needs only the origin to be present.
+//!
+//! Storage: a leaf keeps its slots column by column ([`Slots`]): ids as runs
+//! of consecutive counters of one peer (pushes and typing make long runs),
+//! a flag byte and an 8-byte value each. Scalars sit in the value inline;
+//! strings, bytes, references and a move slot's element go to a side table
+//! ([`Big`]) that the value indexes. A list of pushed numbers takes about
+//! 12 bytes a slot besides the id index (a slot had taken 40).
 
 use rustc_hash::FxHashMap;
 
-use super::seq::{Cursor, LeafId, MERGE_MAX, SPLIT_AT, SeqItem, SeqTree};
+use super::seq::{Cursor, Items, LeafId, MERGE_MAX, SeqTree};
 use super::slot_index::SlotIndex;
 use crate::clock::Peers;
 use crate::value::{Id, ObjectId, PeerIdx, Value};
@@ -48,18 +55,6 @@ pub(crate) struct Slot {
     pub(crate) kind: SlotKind,
 }
 
-/// A slot as a list holds it: 40 bytes where [`Slot`] takes 48 (a list
-/// holds one per element). The id's halves and the flags share what would
-/// be padding, and a move slot keeps its element in the value's place.
-#[derive(Debug, Clone)]
-struct Stored {
-    counter: u64,
-    peer: PeerIdx,
-    flags: u8,
-    /// A home slot's value; a move slot's element, as a reference.
-    value: Value,
-}
-
 /// A move slot (else a home slot).
 const MOVED: u8 = 1;
 /// Home slot: the element is deleted.
@@ -69,140 +64,433 @@ const AWAY: u8 = 4;
 /// Move slot: it is its element's position.
 const LIVE: u8 = 8;
 
-const _: () = assert!(std::mem::size_of::<Stored>() == 40);
+/// The flag bits that say what a slot's 8-byte value holds.
+const KIND: u8 = 0x70;
+const NULL: u8 = 0x00;
+const BOOL: u8 = 0x10;
+const INT: u8 = 0x20;
+const FLOAT: u8 = 0x30;
+/// An index into [`Big`].
+const BIG: u8 = 0x40;
 
-/// A stored slot, read.
-enum View<'a> {
-    Home {
-        value: &'a Value,
-        deleted: bool,
-        away: bool,
-    },
-    Moved {
-        elem: Id,
-        live: bool,
-    },
+fn is_dead(flags: u8) -> bool {
+    match flags & MOVED != 0 {
+        false => flags & DELETED != 0,
+        true => flags & LIVE == 0,
+    }
+}
+
+fn is_visible(flags: u8) -> bool {
+    match flags & MOVED != 0 {
+        false => flags & (DELETED | AWAY) == 0,
+        true => flags & LIVE != 0,
+    }
+}
+
+/// Values that do not fit a slot's 8 bytes, by index, with freed entries
+/// reused.
+#[derive(Debug, Clone, Default)]
+struct Big {
+    values: Vec<Value>,
+    free: Vec<u32>,
+}
+
+impl Big {
+    fn put(&mut self, value: Value) -> u64 {
+        match self.free.pop() {
+            Some(i) => {
+                self.values[i as usize] = value;
+                u64::from(i)
+            }
+            None => {
+                self.values.push(value);
+                (self.values.len() - 1) as u64
+            }
+        }
+    }
+
+    fn get(&self, i: u64) -> &Value {
+        &self.values[i as usize]
+    }
+
+    fn take(&mut self, i: u64) -> Value {
+        self.free.push(i as u32);
+        std::mem::take(&mut self.values[i as usize])
+    }
+
+    /// Entries in use.
+    #[cfg(any(test, feature = "sim"))]
+    fn len(&self) -> usize {
+        self.values.len() - self.free.len()
+    }
+}
+
+/// A value packed into a slot: its kind bits and its 8 bytes.
+fn pack(value: Value, big: &mut Big) -> (u8, u64) {
+    match value {
+        Value::Null => (NULL, 0),
+        Value::Bool(b) => (BOOL, u64::from(b)),
+        Value::Int(i) => (INT, i as u64),
+        Value::Float(f) => (FLOAT, f.to_bits()),
+        other => (BIG, big.put(other)),
+    }
+}
+
+/// A slot's value, unpacked.
+fn unpack(flags: u8, bits: u64, big: &Big) -> Value {
+    match flags & KIND {
+        NULL => Value::Null,
+        BOOL => Value::Bool(bits != 0),
+        INT => Value::Int(bits as i64),
+        FLOAT => Value::Float(f64::from_bits(bits)),
+        _ => big.get(bits).clone(),
+    }
+}
+
+/// Whether a slot's value is a reference to an object.
+#[cfg(any(test, feature = "sim"))]
+fn holds_ref(flags: u8, bits: u64, big: &Big) -> bool {
+    flags & (KIND | MOVED) == BIG && matches!(big.get(bits), Value::Ref(_))
+}
+
+/// One slot moved into or out of a leaf.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored {
+    id: Id,
+    flags: u8,
+    bits: u64,
 }
 
 impl Stored {
-    fn home(id: Id, value: Value, deleted: bool, away: bool) -> Self {
-        let flags = if deleted { DELETED } else { 0 } | if away { AWAY } else { 0 };
+    fn home(id: Id, value: Value, deleted: bool, away: bool, big: &mut Big) -> Self {
+        let (kind, bits) = pack(value, big);
+        let flags = kind | if deleted { DELETED } else { 0 } | if away { AWAY } else { 0 };
+        Stored { id, flags, bits }
+    }
+
+    fn moved(id: Id, elem: Id, live: bool, big: &mut Big) -> Self {
         Stored {
-            counter: id.counter,
-            peer: id.peer,
-            flags,
-            value,
+            id,
+            flags: MOVED | BIG | if live { LIVE } else { 0 },
+            bits: big.put(Value::Ref(ObjectId(elem))),
         }
     }
 
-    fn moved(id: Id, elem: Id, live: bool) -> Self {
-        Stored {
-            counter: id.counter,
-            peer: id.peer,
-            flags: MOVED | if live { LIVE } else { 0 },
-            value: Value::Ref(ObjectId(elem)),
-        }
-    }
-
-    #[inline]
-    fn id(&self) -> Id {
-        Id::new(self.peer, self.counter)
-    }
-
-    #[inline]
-    fn has(&self, flag: u8) -> bool {
-        self.flags & flag != 0
-    }
-
-    fn set(&mut self, flag: u8, on: bool) {
-        if on {
-            self.flags |= flag;
-        } else {
-            self.flags &= !flag;
-        }
-    }
-
-    fn view(&self) -> View<'_> {
-        if self.has(MOVED) {
-            View::Moved {
-                elem: self.elem(),
-                live: self.has(LIVE),
-            }
-        } else {
-            View::Home {
-                value: &self.value,
-                deleted: self.has(DELETED),
-                away: self.has(AWAY),
-            }
-        }
-    }
-
-    /// The element occupying or owning this slot.
-    fn elem(&self) -> Id {
-        match (&self.value, self.has(MOVED)) {
-            (Value::Ref(o), true) => o.0,
-            _ => self.id(),
-        }
-    }
-
-    fn to_slot(&self) -> Slot {
-        let kind = match self.view() {
-            View::Home {
-                value,
-                deleted,
-                away,
-            } => SlotKind::Home {
-                value: value.clone(),
-                deleted,
-                away,
-            },
-            View::Moved { elem, live } => SlotKind::Moved { elem, live },
-        };
-        Slot {
-            id: self.id(),
-            kind,
-        }
-    }
-
-    fn from_slot(slot: Slot) -> Self {
+    fn from_slot(slot: Slot, big: &mut Big) -> Self {
         match slot.kind {
             SlotKind::Home {
                 value,
                 deleted,
                 away,
-            } => Stored::home(slot.id, value, deleted, away),
-            SlotKind::Moved { elem, live } => Stored::moved(slot.id, elem, live),
+            } => Stored::home(slot.id, value, deleted, away, big),
+            SlotKind::Moved { elem, live } => Stored::moved(slot.id, elem, live, big),
         }
     }
 }
 
-fn is_dead(s: &Stored) -> bool {
-    match s.has(MOVED) {
-        false => s.has(DELETED),
-        true => !s.has(LIVE),
+/// Consecutive ids of one peer held by consecutive slots of a leaf.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    counter: u64,
+    peer: PeerIdx,
+    len: u32,
+}
+
+impl Run {
+    fn one(id: Id) -> Self {
+        Run {
+            counter: id.counter,
+            peer: id.peer,
+            len: 1,
+        }
+    }
+
+    /// Whether `id` comes right after this run.
+    fn continued_by(&self, id: Id) -> bool {
+        self.peer == id.peer && self.counter + u64::from(self.len) == id.counter
     }
 }
 
-impl SeqItem for Stored {
+/// The slots of one leaf, column by column.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Slots {
+    /// The ids, as runs in slot order.
+    runs: Vec<Run>,
+    /// Per slot: [`MOVED`] and its companions, and the value's kind.
+    flags: Vec<u8>,
+    /// Per slot: the value's 8 bytes (see [`pack`]).
+    bits: Vec<u64>,
+}
+
+impl Slots {
+    /// The run holding slot `pos` and the offset of `pos` in it; a `pos`
+    /// right after a run's end belongs to that run (so an append can extend
+    /// it). `None` for an empty leaf.
+    fn locate(&self, pos: usize) -> Option<(usize, u32)> {
+        // From the nearer end: the columns hold `len()` slots here (callers
+        // change the runs before the columns).
+        let total = self.flags.len();
+        if pos * 2 > total {
+            let mut end = total;
+            for (i, r) in self.runs.iter().enumerate().rev() {
+                let start = end - r.len as usize;
+                if pos > start || i == 0 {
+                    return Some((i, (pos - start) as u32));
+                }
+                end = start;
+            }
+            return None;
+        }
+        let mut start = 0;
+        for (i, r) in self.runs.iter().enumerate() {
+            let end = start + r.len as usize;
+            if pos <= end {
+                return Some((i, (pos - start) as u32));
+            }
+            start = end;
+        }
+        None
+    }
+
+    /// The id of slot `pos`.
+    fn id(&self, pos: usize) -> Id {
+        let total = self.flags.len();
+        if pos * 2 > total {
+            let mut end = total;
+            for r in self.runs.iter().rev() {
+                let start = end - r.len as usize;
+                if pos >= start {
+                    return Id::new(r.peer, r.counter + (pos - start) as u64);
+                }
+                end = start;
+            }
+        }
+        let mut start = 0;
+        for r in &self.runs {
+            let end = start + r.len as usize;
+            if pos < end {
+                return Id::new(r.peer, r.counter + (pos - start) as u64);
+            }
+            start = end;
+        }
+        panic!("slot {pos} is in its leaf")
+    }
+
+    /// The position of the slot named `id`, if it is here.
+    fn find(&self, id: Id) -> Option<usize> {
+        let mut start = 0;
+        for r in &self.runs {
+            if r.peer == id.peer && id.counter.wrapping_sub(r.counter) < u64::from(r.len) {
+                return Some(start + (id.counter - r.counter) as usize);
+            }
+            start += r.len as usize;
+        }
+        None
+    }
+
+    /// Every id, in slot order.
+    fn ids(&self) -> impl Iterator<Item = Id> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|r| (0..u64::from(r.len)).map(|k| Id::new(r.peer, r.counter + k)))
+    }
+
+    fn insert_id(&mut self, pos: usize, id: Id) {
+        let Some((i, k)) = self.locate(pos) else {
+            self.runs.push(Run::one(id));
+            return;
+        };
+        let r = self.runs[i];
+        if k == r.len {
+            if r.continued_by(id) {
+                self.runs[i].len += 1;
+                // The gap between this run and the next may have closed.
+                if let Some(&n) = self.runs.get(i + 1) {
+                    if self.runs[i].continued_by(Id::new(n.peer, n.counter)) {
+                        self.runs[i].len += n.len;
+                        self.runs.remove(i + 1);
+                    }
+                }
+            } else if let Some(n) = self
+                .runs
+                .get_mut(i + 1)
+                .filter(|n| n.peer == id.peer && id.counter.checked_add(1) == Some(n.counter))
+            {
+                n.counter = id.counter;
+                n.len += 1;
+            } else {
+                self.runs.insert(i + 1, Run::one(id));
+            }
+        } else if k == 0 {
+            if r.peer == id.peer && id.counter.checked_add(1) == Some(r.counter) {
+                self.runs[i].counter = id.counter;
+                self.runs[i].len += 1;
+            } else {
+                self.runs.insert(i, Run::one(id));
+            }
+        } else {
+            // Inside a run: split it around the new id.
+            self.runs[i].len = k;
+            let tail = Run {
+                counter: r.counter + u64::from(k),
+                peer: r.peer,
+                len: r.len - k,
+            };
+            self.runs.insert(i + 1, tail);
+            self.runs.insert(i + 1, Run::one(id));
+        }
+    }
+
+    fn remove_id(&mut self, pos: usize) -> Id {
+        let (mut i, mut k) = self.locate(pos).expect("slot is in its leaf");
+        if k == self.runs[i].len {
+            // The slot opens the next run.
+            (i, k) = (i + 1, 0);
+        }
+        let r = self.runs[i];
+        let id = Id::new(r.peer, r.counter + u64::from(k));
+        if r.len == 1 {
+            self.runs.remove(i);
+            // The neighbours may now continue each other.
+            if i > 0 && i < self.runs.len() {
+                let n = self.runs[i];
+                if self.runs[i - 1].continued_by(Id::new(n.peer, n.counter)) {
+                    self.runs[i - 1].len += n.len;
+                    self.runs.remove(i);
+                }
+            }
+        } else if k == 0 {
+            self.runs[i].counter += 1;
+            self.runs[i].len -= 1;
+        } else if k + 1 == r.len {
+            self.runs[i].len -= 1;
+        } else {
+            self.runs[i].len = k;
+            let tail = Run {
+                counter: r.counter + u64::from(k) + 1,
+                peer: r.peer,
+                len: r.len - k - 1,
+            };
+            self.runs.insert(i + 1, tail);
+        }
+        id
+    }
+
+    /// Checks that the columns agree; used by tests.
+    #[cfg(any(test, feature = "sim"))]
+    fn check(&self) {
+        assert!(self.runs.iter().all(|r| r.len > 0), "no empty run");
+        let n: usize = self.runs.iter().map(|r| r.len as usize).sum();
+        assert_eq!(n, self.flags.len());
+        assert_eq!(n, self.bits.len());
+    }
+}
+
+impl Items for Slots {
+    type Item = Stored;
+
+    fn len(&self) -> usize {
+        self.flags.len()
+    }
+
     #[inline]
-    fn is_visible(&self) -> bool {
-        match self.has(MOVED) {
-            false => self.flags & (DELETED | AWAY) == 0,
-            true => self.has(LIVE),
+    fn is_visible(&self, pos: usize) -> bool {
+        is_visible(self.flags[pos])
+    }
+
+    fn item_visible(item: &Stored) -> bool {
+        is_visible(item.flags)
+    }
+
+    fn insert(&mut self, pos: usize, item: Stored) {
+        match self.runs.last_mut() {
+            // An append that continues the last run: the common case.
+            Some(last) if pos == self.flags.len() && last.continued_by(item.id) => last.len += 1,
+            _ => self.insert_id(pos, item.id),
         }
+        self.flags.insert(pos, item.flags);
+        self.bits.insert(pos, item.bits);
+    }
+
+    fn remove(&mut self, pos: usize) -> Stored {
+        Stored {
+            id: self.remove_id(pos),
+            flags: self.flags.remove(pos),
+            bits: self.bits.remove(pos),
+        }
+    }
+
+    fn split_off(&mut self, at: usize, spare: usize) -> Self {
+        // The runs first: `locate` reads the columns' length.
+        let runs = match self.locate(at) {
+            None => Vec::new(),
+            Some((i, k)) if k == self.runs[i].len => self.runs.split_off(i + 1),
+            Some((i, 0)) => self.runs.split_off(i),
+            Some((i, k)) => {
+                let r = self.runs[i];
+                self.runs[i].len = k;
+                let mut tail = Vec::with_capacity(self.runs.len() - i);
+                tail.push(Run {
+                    counter: r.counter + u64::from(k),
+                    peer: r.peer,
+                    len: r.len - k,
+                });
+                tail.extend(self.runs.drain(i + 1..));
+                tail
+            }
+        };
+        self.runs.shrink_to_fit();
+        let n = self.len() - at;
+        let mut flags = Vec::with_capacity(n + spare);
+        flags.extend(self.flags.drain(at..));
+        let mut bits = Vec::with_capacity(n + spare);
+        bits.extend(self.bits.drain(at..));
+        Slots { runs, flags, bits }
+    }
+
+    fn append(&mut self, other: Self) {
+        self.flags.reserve_exact(other.flags.len());
+        self.flags.extend(other.flags);
+        self.bits.reserve_exact(other.bits.len());
+        self.bits.extend(other.bits);
+        let mut runs = other.runs.into_iter();
+        if let (Some(last), Some(first)) = (self.runs.last_mut(), runs.as_slice().first()) {
+            if last.continued_by(Id::new(first.peer, first.counter)) {
+                last.len += first.len;
+                runs.next();
+            }
+        }
+        self.runs.extend(runs);
+    }
+
+    fn reserve_exact(&mut self, n: usize) {
+        self.flags.reserve_exact(n);
+        self.bits.reserve_exact(n);
+    }
+
+    fn capacity(&self) -> usize {
+        self.bits.capacity()
+    }
+
+    fn shrink_to(&mut self, n: usize) {
+        self.flags.shrink_to(n);
+        self.bits.shrink_to(n);
+    }
+
+    fn visible_in(&self, range: std::ops::Range<usize>) -> u64 {
+        self.flags[range].iter().filter(|&&f| is_visible(f)).count() as u64
     }
 }
 
-/// A slot that died, and where it was when it died: reclamation looks there
-/// and a few places around, and asks the id index only when the slot has
-/// moved further since (a split or a merge moves it to another leaf). A
-/// hint is checked against the id, never trusted.
+/// A slot that died, and the leaf it was in when it died: reclamation
+/// looks there and in the leaf after it (where a split moves it), and asks
+/// the id index only when the slot has moved further since. A hint is
+/// checked against the id, never trusted.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DeadSlot {
     counter: u64,
     peer: PeerIdx,
     leaf: LeafId,
-    pos: u32,
 }
 
 impl DeadSlot {
@@ -211,7 +499,6 @@ impl DeadSlot {
             counter: id.counter,
             peer: id.peer,
             leaf: c.leaf,
-            pos: c.pos as u32,
         }
     }
 
@@ -220,31 +507,7 @@ impl DeadSlot {
     }
 }
 
-const _: () = assert!(std::mem::size_of::<DeadSlot>() == 24);
-
-/// How far after its hint a dead slot is looked for: mostly inserts happen
-/// in its leaf meanwhile, which shift it right. Past that, a look-up in the
-/// id index and a scan of the right leaf cost less.
-const HINT_AHEAD: usize = 16;
-/// How far before its hint a dead slot is looked for (removals shift it
-/// left).
-const HINT_BEHIND: usize = 8;
-
-/// The position of the item `here` accepts at `pos` of `items` or within
-/// the hint's reach around it, looked for on the likelier side first.
-fn seek(items: &[Stored], pos: usize, here: impl Fn(&Stored) -> bool) -> Option<usize> {
-    let end = (pos + HINT_AHEAD + 1).min(items.len());
-    if let Some(i) = items.get(pos..end).and_then(|w| w.iter().position(&here)) {
-        return Some(pos + i);
-    }
-    let start = pos.saturating_sub(HINT_BEHIND);
-    let end = pos.min(items.len());
-    items
-        .get(start..end)?
-        .iter()
-        .rposition(here)
-        .map(|i| start + i)
-}
+const _: () = assert!(std::mem::size_of::<DeadSlot>() == 16);
 
 /// Element state that differs from the defaults implied by its home slot
 /// (value written by the insert, position at the home slot).
@@ -257,7 +520,9 @@ pub(crate) struct ElemExtra {
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ListObj {
-    tree: SeqTree<Stored>,
+    tree: SeqTree<Slots>,
+    /// Values that do not fit a slot.
+    big: Big,
     /// Slot id to the leaf holding it.
     index: SlotIndex,
     extra: FxHashMap<Id, ElemExtra>,
@@ -280,6 +545,13 @@ fn is_ref(v: &Value) -> bool {
     matches!(v, Value::Ref(_))
 }
 
+/// Records every slot of `slots` as being in `leaf`.
+fn file(index: &mut SlotIndex, slots: &Slots, leaf: LeafId) {
+    for id in slots.ids() {
+        index.insert(id, leaf);
+    }
+}
+
 impl ListObj {
     pub(crate) fn version(&self) -> u64 {
         self.version
@@ -300,12 +572,70 @@ impl ListObj {
     /// Where a slot is: in the leaf the index names.
     fn cursor(&self, id: Id) -> Option<Cursor> {
         let leaf = self.index.get(id)?;
-        let pos = self
-            .tree
-            .leaf_items(leaf)
-            .iter()
-            .position(|s| s.counter == id.counter && s.peer == id.peer)?;
+        let pos = self.tree.leaf_items(leaf).find(id)?;
         Some(Cursor { leaf, pos })
+    }
+
+    fn flags(&self, c: Cursor) -> u8 {
+        self.tree.leaf_items(c.leaf).flags[c.pos]
+    }
+
+    fn id(&self, c: Cursor) -> Id {
+        self.tree.leaf_items(c.leaf).id(c.pos)
+    }
+
+    /// The value a home slot holds.
+    fn value_at(&self, c: Cursor) -> Value {
+        let slots = self.tree.leaf_items(c.leaf);
+        unpack(slots.flags[c.pos], slots.bits[c.pos], &self.big)
+    }
+
+    /// The element occupying or owning the slot at `c`.
+    fn elem(&self, c: Cursor) -> Id {
+        let slots = self.tree.leaf_items(c.leaf);
+        match slots.flags[c.pos] & MOVED {
+            0 => slots.id(c.pos),
+            _ => self.moved_elem(slots.bits[c.pos]),
+        }
+    }
+
+    /// The element of a move slot whose value bits are `bits`.
+    fn moved_elem(&self, bits: u64) -> Id {
+        match self.big.get(bits) {
+            Value::Ref(o) => o.0,
+            other => unreachable!("a move slot names its element, not {other:?}"),
+        }
+    }
+
+    /// Takes a home slot's value, leaving null.
+    fn take_value(&mut self, c: Cursor) -> Value {
+        let big = &mut self.big;
+        self.tree.update(c, |s, p| {
+            let (flags, bits) = (s.flags[p], s.bits[p]);
+            s.flags[p] = flags & !KIND;
+            s.bits[p] = 0;
+            match flags & KIND {
+                BIG => big.take(bits),
+                _ => unpack(flags, bits, big),
+            }
+        })
+    }
+
+    fn set_flag(&mut self, c: Cursor, flag: u8, on: bool) {
+        self.tree.update(c, |s, p| {
+            if on {
+                s.flags[p] |= flag;
+            } else {
+                s.flags[p] &= !flag;
+            }
+        });
+    }
+
+    /// Gives back what a removed slot held in the side table.
+    fn release(&mut self, s: Stored) {
+        if s.flags & KIND == BIG {
+            self.big.take(s.bits);
+        }
     }
 
     fn extra(&self, elem: Id) -> ElemExtra {
@@ -316,9 +646,14 @@ impl ListObj {
         })
     }
 
+    /// The visible slots in order: id, flags and value bits.
+    fn visible(&self) -> impl Iterator<Item = (Id, u8, u64)> + '_ {
+        self.all().filter(|&(_, f, _)| is_visible(f))
+    }
+
     /// The element at a visible index.
     pub(crate) fn elem_at(&self, index: usize) -> Id {
-        self.tree.get(self.tree.locate_visible(index)).elem()
+        self.elem(self.tree.locate_visible(index))
     }
 
     /// The slot at a visible index.
@@ -327,57 +662,68 @@ impl ListObj {
         // last and nothing follows it, no descent is needed.
         if let Some((id, c)) = self.last {
             if index + 1 == self.len()
-                && self
-                    .tree
-                    .try_get(c)
-                    .is_some_and(|s| s.id() == id && s.is_visible())
+                && self.tree.holds(c)
+                && self.id(c) == id
+                && is_visible(self.flags(c))
                 && self.tree.next(c).is_none()
             {
                 return id;
             }
         }
-        self.tree.get(self.tree.locate_visible(index)).id()
+        self.id(self.tree.locate_visible(index))
     }
 
     /// The value of a live element.
-    pub(crate) fn value_of(&self, elem: Id) -> Option<&Value> {
+    pub(crate) fn value_of(&self, elem: Id) -> Option<Value> {
         let c = self.cursor(elem)?;
-        match self.tree.get(c).view() {
-            View::Home {
-                value,
-                deleted: false,
-                ..
-            } => Some(value),
+        match self.flags(c) & (MOVED | DELETED) {
+            0 => Some(self.value_at(c)),
             _ => None,
         }
     }
 
-    pub(crate) fn get(&self, index: usize) -> Option<&Value> {
+    pub(crate) fn get(&self, index: usize) -> Option<Value> {
         if index >= self.len() {
             return None;
         }
         self.value_of(self.elem_at(index))
     }
 
-    /// Visible values in order.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &Value> + '_ {
-        self.tree
-            .iter_visible_from(0)
-            .map(move |slot| match slot.view() {
-                View::Home { value, .. } => value,
-                View::Moved { elem, .. } => self
+    /// The element and the value of a visible slot.
+    fn visible_elem(&self, id: Id, flags: u8, bits: u64) -> (Id, Value) {
+        match flags & MOVED {
+            0 => (id, unpack(flags, bits, &self.big)),
+            _ => {
+                let elem = self.moved_elem(bits);
+                let value = self
                     .value_of(elem)
-                    .expect("a live move slot has a live element"),
-            })
+                    .expect("a live move slot has a live element");
+                (elem, value)
+            }
+        }
+    }
+
+    /// Visible values in order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = Value> + '_ {
+        // No ids needed: a move slot names its element in its value.
+        self.tree.leaves().flat_map(move |(_, s)| {
+            s.flags
+                .iter()
+                .zip(&s.bits)
+                .filter(|(f, _)| is_visible(**f))
+                .map(move |(&f, &b)| match f & MOVED {
+                    0 => unpack(f, b, &self.big),
+                    _ => self
+                        .value_of(self.moved_elem(b))
+                        .expect("a live move slot has a live element"),
+                })
+        })
     }
 
     /// Visible elements in order, with their values and value stamps.
-    pub(crate) fn elements(&self) -> impl Iterator<Item = (Id, &Value, Id)> + '_ {
-        self.tree.iter_visible_from(0).map(move |slot| {
-            let elem = slot.elem();
-            let value = self
-                .value_of(elem)
-                .expect("a visible slot has a live element");
+    pub(crate) fn elements(&self) -> impl Iterator<Item = (Id, Value, Id)> + '_ {
+        self.visible().map(move |(id, f, b)| {
+            let (elem, value) = self.visible_elem(id, f, b);
             (elem, value, self.extra(elem).value_stamp)
         })
     }
@@ -385,10 +731,11 @@ impl ListObj {
     /// The slot a live element occupies.
     pub(crate) fn position_of(&self, elem: Id) -> Option<Id> {
         let c = self.cursor(elem)?;
-        match self.tree.get(c).view() {
-            View::Home { deleted: true, .. } => None,
-            View::Home { away: false, .. } => Some(elem),
-            _ => Some(self.extra(elem).pos),
+        let f = self.flags(c);
+        match (f & MOVED != 0, f & DELETED != 0, f & AWAY != 0) {
+            (true, _, _) | (false, false, true) => Some(self.extra(elem).pos),
+            (false, true, _) => None,
+            (false, false, false) => Some(elem),
         }
     }
 
@@ -403,18 +750,16 @@ impl ListObj {
     /// a local insert or move names only such a slot as its origin.
     pub(crate) fn visible_slot_index(&self, slot: Id) -> Option<usize> {
         let c = self.cursor(slot)?;
-        self.tree
-            .get(c)
-            .is_visible()
-            .then(|| self.tree.visible_index(c))
+        is_visible(self.flags(c)).then(|| self.tree.visible_index(c))
     }
 
     /// The visible index of a live element.
     pub(crate) fn index_of(&self, elem: Id) -> Option<usize> {
         let c = self.cursor(elem)?;
-        match self.tree.get(c).view() {
-            View::Home { deleted: true, .. } => None,
-            View::Home { away: false, .. } => Some(self.tree.visible_index(c)),
+        let f = self.flags(c);
+        match (f & MOVED != 0, f & DELETED != 0, f & AWAY != 0) {
+            (false, true, _) => None,
+            (false, false, false) => Some(self.tree.visible_index(c)),
             _ => {
                 let pos = self.cursor(self.extra(elem).pos)?;
                 Some(self.tree.visible_index(pos))
@@ -430,9 +775,7 @@ impl ListObj {
     /// Where `id` is when it is the slot inserted last and has not moved.
     fn last_cursor(&self, id: Id) -> Option<Cursor> {
         match self.last {
-            Some((last, c)) if last == id && self.tree.try_get(c).is_some_and(|s| s.id() == id) => {
-                Some(c)
-            }
+            Some((last, c)) if last == id && self.tree.holds(c) && self.id(c) == id => Some(c),
             _ => None,
         }
     }
@@ -445,18 +788,16 @@ impl ListObj {
             None => self.tree.first(),
         };
         while let Some(n) = next {
-            if !peers.later(self.tree.get(n).id(), slot.id()) {
+            if !peers.later(self.id(n), slot.id) {
                 break;
             }
             prev = Some(n);
             next = self.tree.next(n);
         }
-        let id = slot.id();
+        let id = slot.id;
         self.version += 1;
         let index = &mut self.index;
-        let on_move = |s: &Stored, leaf: LeafId| {
-            index.insert(s.id(), leaf);
-        };
+        let on_move = |s: &Slots, leaf: LeafId| file(index, s, leaf);
         let c = match prev {
             Some(p) => self.tree.insert_after(p, slot, on_move),
             None => self.tree.insert_first(slot, on_move),
@@ -478,7 +819,8 @@ impl ListObj {
         for (i, value) in values.into_iter().enumerate() {
             let id = Id::new(first.peer, first.counter + i as u64);
             self.refs += usize::from(is_ref(&value));
-            self.integrate(origin, Stored::home(id, value, false, false), peers);
+            let slot = Stored::home(id, value, false, false, &mut self.big);
+            self.integrate(origin, slot, peers);
             origin = Some(id);
         }
     }
@@ -487,14 +829,11 @@ impl ListObj {
     /// was live.
     pub(crate) fn delete(&mut self, elem: Id) -> Option<(Value, usize)> {
         let home = self.cursor(elem)?;
-        let away = match self.tree.get(home).view() {
-            View::Home {
-                deleted: false,
-                away,
-                ..
-            } => away,
-            _ => return None,
-        };
+        let f = self.flags(home);
+        if f & (MOVED | DELETED) != 0 {
+            return None;
+        }
+        let away = f & AWAY != 0;
         let live = if away {
             self.cursor(self.extra(elem).pos)
                 .expect("a moved element's slot exists")
@@ -504,16 +843,11 @@ impl ListObj {
         let index = self.tree.visible_index(live);
         self.version += 1;
         if away {
-            let id = self.tree.update(live, |s| {
-                s.set(LIVE, false);
-                s.id()
-            });
-            self.dead.push(DeadSlot::at(id, live));
+            self.set_flag(live, LIVE, false);
+            self.dead.push(DeadSlot::at(self.extra(elem).pos, live));
         }
-        let old = self.tree.update(home, |s| {
-            s.set(DELETED, true);
-            std::mem::replace(&mut s.value, Value::Null)
-        });
+        let old = self.take_value(home);
+        self.set_flag(home, DELETED, true);
         self.dead.push(DeadSlot::at(elem, home));
         self.refs -= usize::from(is_ref(&old));
         self.extra.remove(&elem);
@@ -530,10 +864,7 @@ impl ListObj {
         peers: &Peers,
     ) -> Option<(Value, usize)> {
         let home = self.cursor(elem)?;
-        if !matches!(
-            self.tree.get(home).view(),
-            View::Home { deleted: false, .. }
-        ) {
+        if self.flags(home) & (MOVED | DELETED) != 0 {
             return None;
         }
         let mut extra = self.extra(elem);
@@ -543,10 +874,16 @@ impl ListObj {
         extra.value_stamp = stamp;
         self.extra.insert(elem, extra);
         self.version += 1;
+        if self.value_at(home).same(&value) {
+            return None;
+        }
         let new_ref = is_ref(&value);
-        let old = self.tree.update(home, |s| {
-            (!s.value.same(&value)).then(|| std::mem::replace(&mut s.value, value))
-        })?;
+        let old = self.take_value(home);
+        let (kind, bits) = pack(value, &mut self.big);
+        self.tree.update(home, |s, p| {
+            s.flags[p] |= kind;
+            s.bits[p] = bits;
+        });
         self.refs = self.refs + usize::from(new_ref) - usize::from(is_ref(&old));
         Some((old, self.index_of(elem).expect("live element")))
     }
@@ -563,13 +900,15 @@ impl ListObj {
         let Some(home) = self.cursor(elem) else {
             return false;
         };
-        let (deleted, away) = match self.tree.get(home).view() {
-            View::Home { deleted, away, .. } => (deleted, away),
-            View::Moved { .. } => return false,
-        };
+        let f = self.flags(home);
+        if f & MOVED != 0 {
+            return false;
+        }
+        let (deleted, away) = (f & DELETED != 0, f & AWAY != 0);
         let mut extra = self.extra(elem);
         let wins = !deleted && peers.later(slot, extra.pos_stamp);
-        let new = self.integrate(origin, Stored::moved(slot, elem, false), peers);
+        let moved = Stored::moved(slot, elem, false, &mut self.big);
+        let new = self.integrate(origin, moved, peers);
         if !wins {
             self.dead.push(DeadSlot::at(slot, new));
             return false;
@@ -581,28 +920,53 @@ impl ListObj {
             let old = self
                 .cursor(extra.pos)
                 .expect("a moved element's slot exists");
-            self.tree.update(old, |s| s.set(LIVE, false));
+            self.set_flag(old, LIVE, false);
             self.dead.push(DeadSlot::at(extra.pos, old));
         }
         let home = self.cursor(elem).expect("home exists");
-        self.tree.update(home, |s| s.set(AWAY, true));
+        self.set_flag(home, AWAY, true);
         let new = self.cursor(slot).unwrap_or(new);
-        self.tree.update(new, |s| s.set(LIVE, true));
+        self.set_flag(new, LIVE, true);
         extra.pos = slot;
         extra.pos_stamp = slot;
         self.extra.insert(elem, extra);
         true
     }
 
+    /// A slot as transferred.
+    fn to_slot(&self, id: Id, flags: u8, bits: u64) -> Slot {
+        let kind = match flags & MOVED {
+            0 => SlotKind::Home {
+                value: unpack(flags, bits, &self.big),
+                deleted: flags & DELETED != 0,
+                away: flags & AWAY != 0,
+            },
+            _ => SlotKind::Moved {
+                elem: self.moved_elem(bits),
+                live: flags & LIVE != 0,
+            },
+        };
+        Slot { id, kind }
+    }
+
+    /// Every slot in sequence order: id, flags and value bits.
+    fn all(&self) -> impl Iterator<Item = (Id, u8, u64)> + '_ {
+        self.tree.leaves().flat_map(|(_, s)| {
+            s.ids()
+                .zip(s.flags.iter().zip(&s.bits))
+                .map(|(id, (&f, &b))| (id, f, b))
+        })
+    }
+
     /// All slots in sequence order with the element state they carry, for
     /// state transfer.
     pub(crate) fn slots(&self) -> impl Iterator<Item = (Slot, Option<ElemExtra>)> + '_ {
-        self.tree.iter().map(move |s| {
-            let extra = match s.has(MOVED) {
-                false => self.extra.get(&s.id()).copied(),
-                true => None,
+        self.all().map(move |(id, flags, bits)| {
+            let extra = match flags & MOVED {
+                0 => self.extra.get(&id).copied(),
+                _ => None,
             };
-            (s.to_slot(), extra)
+            (self.to_slot(id, flags, bits), extra)
         })
     }
 
@@ -610,32 +974,32 @@ impl ListObj {
     /// two slots have the same id.
     pub(crate) fn from_slots(slots: Vec<(Slot, Option<ElemExtra>)>) -> Option<Self> {
         let mut extra = FxHashMap::default();
-        let mut items = Vec::with_capacity(slots.len());
+        let mut big = Big::default();
         let mut refs = 0;
+        let mut items = Vec::with_capacity(slots.len());
         for (slot, e) in slots {
             if let Some(e) = e {
                 extra.insert(slot.id, e);
             }
-            let slot = Stored::from_slot(slot);
-            if !is_dead(&slot) && !slot.has(MOVED) {
-                refs += usize::from(is_ref(&slot.value));
+            if let SlotKind::Home {
+                value: Value::Ref(_),
+                deleted: false,
+                ..
+            } = &slot.kind
+            {
+                refs += 1;
             }
-            items.push(slot);
+            items.push(Stored::from_slot(slot, &mut big));
         }
         let mut index = SlotIndex::default();
         let mut dead = Vec::new();
         let mut unique = true;
-        // Items arrive leaf by leaf, in order: count each one's position.
-        let mut at = Cursor {
-            leaf: LeafId::MAX,
-            pos: 0,
-        };
-        let tree = SeqTree::from_items(items, |s, leaf| {
-            unique &= !index.insert(s.id(), leaf);
-            let pos = if at.leaf == leaf { at.pos + 1 } else { 0 };
-            at = Cursor { leaf, pos };
-            if is_dead(s) {
-                dead.push(DeadSlot::at(s.id(), at));
+        let tree = SeqTree::from_items(items, |s: &Slots, leaf| {
+            for (pos, id) in s.ids().enumerate() {
+                unique &= !index.insert(id, leaf);
+                if is_dead(s.flags[pos]) {
+                    dead.push(DeadSlot::at(id, Cursor { leaf, pos }));
+                }
             }
         });
         if !unique {
@@ -643,6 +1007,7 @@ impl ListObj {
         }
         Some(ListObj {
             tree,
+            big,
             index,
             extra,
             version: 0,
@@ -656,10 +1021,9 @@ impl ListObj {
     /// current and home slots of deleted elements. Scans the whole list.
     #[cfg(any(test, feature = "sim"))]
     pub(crate) fn dead_slots(&self) -> Vec<Id> {
-        self.tree
-            .iter()
-            .filter(|s| is_dead(s))
-            .map(|s| s.id())
+        self.all()
+            .filter(|&(_, f, _)| is_dead(f))
+            .map(|(id, _, _)| id)
             .collect()
     }
 
@@ -682,23 +1046,20 @@ impl ListObj {
     /// ignored). Only their leaves change: the rest of the tree and of the
     /// id index stays as it is.
     pub(crate) fn purge(&mut self, slots: &[DeadSlot]) {
-        // One at a time, where each died. A round's slots do share leaves
-        // (a few a leaf), but closing a leaf's gaps in one pass moves its
-        // slots one by one (no `memmove` without unsafe code), and that and
-        // sorting the slots by leaf each cost more than a shift of the tail
-        // a slot. A leaf is looked at for a merge once, after the round's
-        // removals.
+        // One at a time, where each died. A leaf is looked at for a merge
+        // once, after the round's removals.
         let mut seen = vec![0u64; self.tree.leaf_ids().div_ceil(64)];
         let mut leaves = Vec::new();
         for d in slots {
             let Some(c) = self.find_dead(d) else {
                 continue;
             };
-            if !is_dead(self.tree.get(c)) {
+            if !is_dead(self.flags(c)) {
                 continue;
             }
             self.index.remove(d.id());
-            self.tree.remove(c);
+            let gone = self.tree.remove(c);
+            self.release(gone);
             let (word, bit) = (c.leaf as usize / 64, 1 << (c.leaf % 64));
             if seen[word] & bit == 0 {
                 seen[word] |= bit;
@@ -711,67 +1072,64 @@ impl ListObj {
         for leaf in leaves {
             if self.tree.leaf_items(leaf).len() <= MERGE_MAX {
                 let index = &mut self.index;
-                self.tree.rebalance(leaf, |s, to| {
-                    index.insert(s.id(), to);
-                });
+                self.tree
+                    .rebalance(leaf, |s: &Slots, to| file(index, s, to));
             }
         }
     }
 
-    /// Where a dead slot is now: near its hint (inserts and removals in its
-    /// leaf shift it), near where a split of its leaf would have put it,
-    /// else where the index says (a merge, a later split, or a longer
-    /// shift moved it).
+    /// Where a dead slot is now: in its hinted leaf, or in the next one
+    /// (where a split of its leaf puts it), else where the index says (a
+    /// merge or a later split moved it).
     fn find_dead(&self, d: &DeadSlot) -> Option<Cursor> {
-        let here = |s: &Stored| s.counter == d.counter && s.peer == d.peer;
-        let pos = d.pos as usize;
+        let id = d.id();
         let leaf = d.leaf;
         if let Some(items) = self.tree.try_leaf_items(leaf) {
-            if let Some(pos) = seek(items, pos, here) {
+            if let Some(pos) = items.find(id) {
                 return Some(Cursor { leaf, pos });
             }
-            if pos + HINT_AHEAD >= SPLIT_AT {
-                if let Some(next) = self.tree.next_leaf(leaf) {
-                    let items = self.tree.leaf_items(next);
-                    if let Some(pos) = seek(items, pos.saturating_sub(SPLIT_AT), here) {
-                        return Some(Cursor { leaf: next, pos });
-                    }
+            if let Some(next) = self.tree.next_leaf(leaf) {
+                if let Some(pos) = self.tree.leaf_items(next).find(id) {
+                    return Some(Cursor { leaf: next, pos });
                 }
             }
         }
-        self.cursor(d.id())
+        self.cursor(id)
     }
 
     /// Whether transferred element state is coherent: every live move slot
     /// is its element's position, every moved live element's position is a
     /// live move slot naming it, and deleted elements hold no value.
     pub(crate) fn is_consistent(&self) -> bool {
-        self.tree.iter().all(|s| match s.view() {
-            View::Moved { elem, live } => {
+        self.all().all(|(id, f, bits)| {
+            let moved = f & MOVED != 0;
+            if moved {
+                let live = f & LIVE != 0;
+                let elem = match self.big.get(bits) {
+                    Value::Ref(o) => o.0,
+                    _ => return false,
+                };
                 let Some(home) = self.cursor(elem) else {
                     // The element was purged; its dead move slots may remain.
                     return !live;
                 };
-                match self.tree.get(home).view() {
-                    View::Home { deleted, away, .. } => {
-                        !live || (!deleted && away && self.extra(elem).pos == s.id())
-                    }
-                    View::Moved { .. } => false,
+                let hf = self.flags(home);
+                if hf & MOVED != 0 {
+                    return false;
                 }
-            }
-            View::Home {
-                deleted: true,
-                value,
-                ..
-            } => matches!(value, Value::Null),
-            View::Home { away: true, .. } => {
-                let pos = self.extra(s.id()).pos;
-                pos != s.id()
+                !live || (hf & DELETED == 0 && hf & AWAY != 0 && self.extra(elem).pos == id)
+            } else if f & DELETED != 0 {
+                f & KIND == NULL
+            } else if f & AWAY != 0 {
+                let pos = self.extra(id).pos;
+                pos != id
                     && self.cursor(pos).is_some_and(|c| {
-                        matches!(self.tree.get(c).view(), View::Moved { elem, live: true } if elem == s.id())
+                        let pf = self.flags(c);
+                        pf & MOVED != 0 && pf & LIVE != 0 && self.elem(c) == id
                     })
+            } else {
+                self.extra(id).pos == id
             }
-            View::Home { .. } => self.extra(s.id()).pos == s.id(),
         })
     }
 
@@ -781,20 +1139,21 @@ impl ListObj {
         self.tree.check();
         assert_eq!(self.index.len(), self.tree.len(), "every slot indexed");
         let refs = self
-            .tree
-            .iter()
-            .filter(
-                |s| matches!(s.view(), View::Home { value, deleted: false, .. } if is_ref(value)),
-            )
+            .all()
+            .filter(|&(_, f, b)| f & DELETED == 0 && holds_ref(f, b, &self.big))
             .count();
         assert_eq!(refs, self.refs, "references counted");
-        for s in self.tree.iter() {
-            let found = self.cursor(s.id()).map(|c| self.tree.get(c));
-            assert!(
-                found.is_some_and(|f| std::ptr::eq(f, s)),
-                "slot {:?} is found where it is",
-                s.id()
-            );
+        let big = self.all().filter(|&(_, f, _)| f & KIND == BIG).count();
+        assert_eq!(big, self.big.len(), "side table entries in use");
+        for (leaf, s) in self.tree.leaves() {
+            s.check();
+            for (pos, id) in s.ids().enumerate() {
+                assert_eq!(
+                    self.cursor(id),
+                    Some(Cursor { leaf, pos }),
+                    "slot {id:?} is found where it is"
+                );
+            }
         }
     }
 }
@@ -842,7 +1201,7 @@ mod tests {
         }
         let c = list.find_dead(&hint).expect("found through the split");
         assert_ne!(c.leaf, hint.leaf);
-        assert_eq!(list.tree.get(c).id(), id(51));
+        assert_eq!(list.id(c), id(51));
         let elsewhere = DeadSlot::at(id(51), Cursor { leaf: 0, pos: 0 });
         assert_eq!(list.find_dead(&elsewhere), Some(c));
         list.purge(&[elsewhere, hint]);
@@ -935,7 +1294,7 @@ mod tests {
                 let values: Vec<i64> = list
                     .values()
                     .map(|v| match v {
-                        Value::Int(i) => *i,
+                        Value::Int(i) => i,
                         other => panic!("seed {seed}: {other:?}"),
                     })
                     .collect();

@@ -14,6 +14,68 @@ pub(crate) trait SeqItem {
     fn is_visible(&self) -> bool;
 }
 
+/// The items of one leaf, stored as the owner likes (a list stores them
+/// column by column, with ids as runs); `Vec<T>` stores them plainly.
+pub(crate) trait Items: Default {
+    /// One item, moved in or out.
+    type Item;
+    fn len(&self) -> usize;
+    fn is_visible(&self, pos: usize) -> bool;
+    fn item_visible(item: &Self::Item) -> bool;
+    fn insert(&mut self, pos: usize, item: Self::Item);
+    fn remove(&mut self, pos: usize) -> Self::Item;
+    /// Moves the items from `at` on into new storage with room for
+    /// `spare` more.
+    fn split_off(&mut self, at: usize, spare: usize) -> Self;
+    /// Moves every item of `other` to the end.
+    fn append(&mut self, other: Self);
+    /// Makes room for `n` more items without doubling.
+    fn reserve_exact(&mut self, n: usize);
+    fn capacity(&self) -> usize;
+    fn shrink_to(&mut self, n: usize);
+
+    fn visible_in(&self, range: std::ops::Range<usize>) -> u64 {
+        range.filter(|&p| self.is_visible(p)).count() as u64
+    }
+}
+
+impl<T: SeqItem> Items for Vec<T> {
+    type Item = T;
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn is_visible(&self, pos: usize) -> bool {
+        self[pos].is_visible()
+    }
+    fn item_visible(item: &T) -> bool {
+        item.is_visible()
+    }
+    fn insert(&mut self, pos: usize, item: T) {
+        Vec::insert(self, pos, item);
+    }
+    fn remove(&mut self, pos: usize) -> T {
+        Vec::remove(self, pos)
+    }
+    fn split_off(&mut self, at: usize, spare: usize) -> Self {
+        let mut moved = Vec::with_capacity(self.len() - at + spare);
+        moved.extend(self.drain(at..));
+        moved
+    }
+    fn append(&mut self, other: Self) {
+        self.reserve_exact(other.len());
+        self.extend(other);
+    }
+    fn reserve_exact(&mut self, n: usize) {
+        Vec::reserve_exact(self, n);
+    }
+    fn capacity(&self) -> usize {
+        Vec::capacity(self)
+    }
+    fn shrink_to(&mut self, n: usize) {
+        Vec::shrink_to(self, n);
+    }
+}
+
 /// Index of a leaf inside the tree's arena. Stable until the leaf splits or
 /// merges (moved items are reported).
 pub(crate) type LeafId = u32;
@@ -36,14 +98,14 @@ pub(crate) const MERGE_MAX: usize = LEAF_MAX * 3 / 4;
 const LEAF_GROW: usize = 8;
 
 /// Makes room for one more item without doubling.
-fn reserve_one<T>(items: &mut Vec<T>) {
+fn reserve_one<S: Items>(items: &mut S) {
     if items.len() == items.capacity() {
         items.reserve_exact(LEAF_GROW);
     }
 }
 
 /// Gives back room beyond one growth step.
-fn trim<T>(items: &mut Vec<T>) {
+fn trim<S: Items>(items: &mut S) {
     if items.capacity() - items.len() > 2 * LEAF_GROW {
         items.shrink_to(items.len() + LEAF_GROW);
     }
@@ -57,8 +119,8 @@ pub(crate) struct Cursor {
 }
 
 #[derive(Debug, Clone)]
-struct Leaf<T> {
-    items: Vec<T>,
+struct Leaf<S> {
+    items: S,
     visible: u64,
     parent: u32,
     next: u32,
@@ -74,8 +136,8 @@ struct Inner {
 
 /// The tree. `height == 0` means the root is a leaf.
 #[derive(Debug, Clone)]
-pub(crate) struct SeqTree<T> {
-    leaves: Vec<Leaf<T>>,
+pub(crate) struct SeqTree<S> {
+    leaves: Vec<Leaf<S>>,
     inners: Vec<Inner>,
     root: u32,
     height: u32,
@@ -89,17 +151,17 @@ pub(crate) struct SeqTree<T> {
     free_inners: Vec<u32>,
 }
 
-impl<T: SeqItem> Default for SeqTree<T> {
+impl<S: Items> Default for SeqTree<S> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<T: SeqItem> SeqTree<T> {
+impl<S: Items> SeqTree<S> {
     pub(crate) fn new() -> Self {
         SeqTree {
             leaves: vec![Leaf {
-                items: Vec::new(),
+                items: S::default(),
                 visible: 0,
                 parent: NONE,
                 next: NONE,
@@ -116,7 +178,7 @@ impl<T: SeqItem> SeqTree<T> {
         }
     }
 
-    fn alloc_leaf(&mut self, leaf: Leaf<T>) -> LeafId {
+    fn alloc_leaf(&mut self, leaf: Leaf<S>) -> LeafId {
         match self.free_leaves.pop() {
             Some(id) => {
                 self.leaves[id as usize] = leaf;
@@ -143,23 +205,28 @@ impl<T: SeqItem> SeqTree<T> {
     }
 
     /// Builds a tree from items already in sequence order. `place` is told
-    /// the leaf of every item.
-    pub(crate) fn from_items(items: Vec<T>, mut place: impl FnMut(&T, LeafId)) -> Self {
+    /// each leaf's items once they are all in.
+    pub(crate) fn from_items(
+        items: impl IntoIterator<Item = S::Item>,
+        mut place: impl FnMut(&S, LeafId),
+    ) -> Self {
         let mut tree = SeqTree::new();
-        if items.is_empty() {
+        let mut iter = items.into_iter().peekable();
+        if iter.peek().is_none() {
             return tree;
         }
-        tree.len = items.len();
         tree.leaves.clear();
         let fill = LEAF_MAX * 3 / 4;
-        let mut iter = items.into_iter().peekable();
         while iter.peek().is_some() {
             let id = tree.leaves.len() as LeafId;
-            let chunk: Vec<T> = iter.by_ref().take(fill).collect();
-            let visible = chunk.iter().filter(|i| i.is_visible()).count() as u64;
-            for item in &chunk {
-                place(item, id);
+            let mut chunk = S::default();
+            chunk.reserve_exact(fill);
+            for item in iter.by_ref().take(fill) {
+                chunk.insert(chunk.len(), item);
             }
+            tree.len += chunk.len();
+            let visible = chunk.visible_in(0..chunk.len());
+            place(&chunk, id);
             let prev = if id == 0 { NONE } else { id - 1 };
             if prev != NONE {
                 tree.leaves[prev as usize].next = id;
@@ -219,13 +286,11 @@ impl<T: SeqItem> SeqTree<T> {
         self.visible as usize
     }
 
-    pub(crate) fn get(&self, c: Cursor) -> &T {
-        &self.leaves[c.leaf as usize].items[c.pos]
-    }
-
-    /// The item at `c`, if `c` points at one.
-    pub(crate) fn try_get(&self, c: Cursor) -> Option<&T> {
-        self.leaves.get(c.leaf as usize)?.items.get(c.pos)
+    /// Whether `c` points at an item.
+    pub(crate) fn holds(&self, c: Cursor) -> bool {
+        self.leaves
+            .get(c.leaf as usize)
+            .is_some_and(|l| c.pos < l.items.len())
     }
 
     /// The leaf after `leaf` in sequence order, if any (a freed leaf has
@@ -235,15 +300,15 @@ impl<T: SeqItem> SeqTree<T> {
         (next != NONE).then_some(next)
     }
 
-    /// Items of one leaf, for scans that resolve an id inside its leaf.
-    pub(crate) fn leaf_items(&self, leaf: LeafId) -> &[T] {
+    /// Items of one leaf.
+    pub(crate) fn leaf_items(&self, leaf: LeafId) -> &S {
         &self.leaves[leaf as usize].items
     }
 
     /// Items of a leaf named by a hint that may be out of date: `None` when
     /// no such leaf was ever allocated (a freed leaf has no items).
-    pub(crate) fn try_leaf_items(&self, leaf: LeafId) -> Option<&[T]> {
-        self.leaves.get(leaf as usize).map(|l| l.items.as_slice())
+    pub(crate) fn try_leaf_items(&self, leaf: LeafId) -> Option<&S> {
+        self.leaves.get(leaf as usize).map(|l| &l.items)
     }
 
     /// Cursor of the visible item at `index` (`index < visible_len()`).
@@ -274,18 +339,12 @@ impl<T: SeqItem> SeqTree<T> {
             total = inner.counts[i];
             node = inner.children[i];
         }
-        let leaf = &self.leaves[node as usize];
-        let visible = leaf
-            .items
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.is_visible());
+        let items = &self.leaves[node as usize].items;
+        let mut visible = (0..items.len()).filter(|&p| items.is_visible(p));
         let found = if index < total / 2 {
-            visible.map(|(p, _)| p).nth(index as usize)
+            visible.nth(index as usize)
         } else {
-            visible
-                .map(|(p, _)| p)
-                .nth_back((total - 1 - index) as usize)
+            visible.nth_back((total - 1 - index) as usize)
         };
         Cursor {
             leaf: node,
@@ -296,10 +355,7 @@ impl<T: SeqItem> SeqTree<T> {
     /// Number of visible items before the item at `c`.
     pub(crate) fn visible_index(&self, c: Cursor) -> usize {
         let leaf = &self.leaves[c.leaf as usize];
-        let mut index = leaf.items[..c.pos]
-            .iter()
-            .filter(|i| i.is_visible())
-            .count() as u64;
+        let mut index = leaf.items.visible_in(0..c.pos);
         let mut child = c.leaf;
         let mut node = leaf.parent;
         while node != NONE {
@@ -327,7 +383,7 @@ impl<T: SeqItem> SeqTree<T> {
         }
         let mut next = leaf.next;
         while next != NONE {
-            if !self.leaves[next as usize].items.is_empty() {
+            if self.leaves[next as usize].items.len() != 0 {
                 return Some(Cursor { leaf: next, pos: 0 });
             }
             next = self.leaves[next as usize].next;
@@ -339,7 +395,7 @@ impl<T: SeqItem> SeqTree<T> {
     pub(crate) fn first(&self) -> Option<Cursor> {
         let mut leaf = self.first;
         while leaf != NONE {
-            if !self.leaves[leaf as usize].items.is_empty() {
+            if self.leaves[leaf as usize].items.len() != 0 {
                 return Some(Cursor { leaf, pos: 0 });
             }
             leaf = self.leaves[leaf as usize].next;
@@ -347,12 +403,13 @@ impl<T: SeqItem> SeqTree<T> {
         None
     }
 
-    /// Mutates the item at `c`, keeping visible counts right.
-    pub(crate) fn update<R>(&mut self, c: Cursor, f: impl FnOnce(&mut T) -> R) -> R {
-        let item = &mut self.leaves[c.leaf as usize].items[c.pos];
-        let before = item.is_visible();
-        let r = f(item);
-        let after = item.is_visible();
+    /// Mutates the item at `c` (`f` is given its leaf's items and its
+    /// position), keeping visible counts right.
+    pub(crate) fn update<R>(&mut self, c: Cursor, f: impl FnOnce(&mut S, usize) -> R) -> R {
+        let items = &mut self.leaves[c.leaf as usize].items;
+        let before = items.is_visible(c.pos);
+        let r = f(items, c.pos);
+        let after = items.is_visible(c.pos);
         if before != after {
             self.add_count(c.leaf, if after { 1 } else { -1 });
         }
@@ -380,16 +437,16 @@ impl<T: SeqItem> SeqTree<T> {
     }
 
     /// Inserts `item` so that it lands at position `pos` of `leaf` (items
-    /// from `pos` on shift right). `on_move` learns of every item that a
+    /// from `pos` on shift right). `on_move` is given the items that a
     /// split moved to another leaf. Returns the cursor of the new item.
     pub(crate) fn insert(
         &mut self,
         leaf: LeafId,
         pos: usize,
-        item: T,
-        mut on_move: impl FnMut(&T, LeafId),
+        item: S::Item,
+        mut on_move: impl FnMut(&S, LeafId),
     ) -> Cursor {
-        let visible = item.is_visible();
+        let visible = S::item_visible(&item);
         self.len += 1;
         let mut target = Cursor { leaf, pos };
         let len = self.leaves[leaf as usize].items.len();
@@ -419,14 +476,18 @@ impl<T: SeqItem> SeqTree<T> {
     pub(crate) fn insert_after(
         &mut self,
         c: Cursor,
-        item: T,
-        on_move: impl FnMut(&T, LeafId),
+        item: S::Item,
+        on_move: impl FnMut(&S, LeafId),
     ) -> Cursor {
         self.insert(c.leaf, c.pos + 1, item, on_move)
     }
 
     /// Inserts `item` before every other item.
-    pub(crate) fn insert_first(&mut self, item: T, on_move: impl FnMut(&T, LeafId)) -> Cursor {
+    pub(crate) fn insert_first(
+        &mut self,
+        item: S::Item,
+        on_move: impl FnMut(&S, LeafId),
+    ) -> Cursor {
         let leaf = self.first;
         self.insert(leaf, 0, item, on_move)
     }
@@ -437,13 +498,19 @@ impl<T: SeqItem> SeqTree<T> {
         &mut self,
         leaf: LeafId,
         at: usize,
-        on_move: &mut impl FnMut(&T, LeafId),
+        on_move: &mut impl FnMut(&S, LeafId),
     ) -> LeafId {
         let old = &mut self.leaves[leaf as usize];
-        let mut moved: Vec<T> = Vec::with_capacity(old.items.len() - at + LEAF_GROW);
-        moved.extend(old.items.drain(at..));
+        // A leaf started by an append is mostly filled by more appends: it
+        // gets its full room at once rather than a step at a time.
+        let spare = if at == old.items.len() {
+            LEAF_MAX
+        } else {
+            LEAF_GROW
+        };
+        let moved = old.items.split_off(at, spare);
         trim(&mut old.items);
-        let moved_visible = moved.iter().filter(|i| i.is_visible()).count() as u64;
+        let moved_visible = moved.visible_in(0..moved.len());
         old.visible -= moved_visible;
         let next = old.next;
         let parent = old.parent;
@@ -455,9 +522,7 @@ impl<T: SeqItem> SeqTree<T> {
             prev: leaf,
         });
         self.leaves[leaf as usize].next = new_id;
-        for item in &self.leaves[new_id as usize].items {
-            on_move(item, new_id);
-        }
+        on_move(&self.leaves[new_id as usize].items, new_id);
         if next != NONE {
             self.leaves[next as usize].prev = new_id;
         }
@@ -534,12 +599,12 @@ impl<T: SeqItem> SeqTree<T> {
 
     /// Removes the item at `c` and returns it. Call [`SeqTree::rebalance`]
     /// on its leaf afterwards.
-    pub(crate) fn remove(&mut self, c: Cursor) -> T {
+    pub(crate) fn remove(&mut self, c: Cursor) -> S::Item {
         let items = &mut self.leaves[c.leaf as usize].items;
         let item = items.remove(c.pos);
         trim(items);
         self.len -= 1;
-        if item.is_visible() {
+        if S::item_visible(&item) {
             self.add_count(c.leaf, -1);
         }
         item
@@ -552,8 +617,8 @@ impl<T: SeqItem> SeqTree<T> {
 
     /// Merges `leaf`, after removals, with a neighbour when both together
     /// are small (an empty leaf always goes, unless it is the only one).
-    /// `on_move` learns of every item moved to another leaf.
-    pub(crate) fn rebalance(&mut self, leaf: LeafId, mut on_move: impl FnMut(&T, LeafId)) {
+    /// `on_move` is given the items moved to another leaf.
+    pub(crate) fn rebalance(&mut self, leaf: LeafId, mut on_move: impl FnMut(&S, LeafId)) {
         let l = &self.leaves[leaf as usize];
         if l.parent == FREED {
             return;
@@ -576,7 +641,7 @@ impl<T: SeqItem> SeqTree<T> {
 
     /// Moves every item of `src` to the end of `dst`, its predecessor, and
     /// frees `src`.
-    fn merge_leaves(&mut self, dst: LeafId, src: LeafId, on_move: &mut impl FnMut(&T, LeafId)) {
+    fn merge_leaves(&mut self, dst: LeafId, src: LeafId, on_move: &mut impl FnMut(&S, LeafId)) {
         let visible = self.leaves[src as usize].visible;
         if visible != 0 {
             self.add_count(src, -(visible as i64));
@@ -588,12 +653,9 @@ impl<T: SeqItem> SeqTree<T> {
         s.parent = FREED;
         s.next = NONE;
         s.prev = NONE;
-        for item in &items {
-            on_move(item, dst);
-        }
+        on_move(&items, dst);
         let d = &mut self.leaves[dst as usize];
-        d.items.reserve_exact(items.len());
-        d.items.extend(items);
+        d.items.append(items);
         d.next = next;
         if next != NONE {
             self.leaves[next as usize].prev = dst;
@@ -639,60 +701,33 @@ impl<T: SeqItem> SeqTree<T> {
         }
     }
 
-    /// Iterates all items in sequence order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
-        let mut leaf = self.first;
+    /// The leaves in sequence order from `leaf` on, with their items.
+    pub(crate) fn leaves_from(&self, leaf: LeafId) -> impl Iterator<Item = (LeafId, &S)> + '_ {
+        let mut leaf = leaf;
         std::iter::from_fn(move || {
             if leaf == NONE {
                 return None;
             }
+            let id = leaf;
             let l = &self.leaves[leaf as usize];
             leaf = l.next;
-            Some(l.items.iter())
-        })
-        .flatten()
-    }
-
-    /// Iterates visible items in order, starting at visible index `start`.
-    pub(crate) fn iter_visible_from(&self, start: usize) -> impl Iterator<Item = &T> + '_ {
-        let begin = (start < self.visible_len()).then(|| self.locate_visible(start));
-        let mut cursor = begin;
-        std::iter::from_fn(move || {
-            loop {
-                let c = cursor?;
-                cursor = self.next(c);
-                let item = self.get(c);
-                if item.is_visible() {
-                    return Some(item);
-                }
-            }
+            Some((id, &l.items))
         })
     }
 
-    /// Consumes the tree, yielding items in order.
-    #[cfg(test)]
-    pub(crate) fn into_items(self) -> Vec<T> {
-        let mut out = Vec::with_capacity(self.len);
-        let mut leaves: Vec<Option<Leaf<T>>> = self.leaves.into_iter().map(Some).collect();
-        let mut leaf = self.first;
-        while leaf != NONE {
-            let l = leaves[leaf as usize]
-                .take()
-                .expect("leaves are linked once");
-            leaf = l.next;
-            out.extend(l.items);
-        }
-        out
+    /// The leaves in sequence order, with their items.
+    pub(crate) fn leaves(&self) -> impl Iterator<Item = (LeafId, &S)> + '_ {
+        self.leaves_from(self.first)
     }
 
     /// Checks every cached count and link; used by tests.
     #[cfg(any(test, feature = "sim"))]
     pub(crate) fn check(&self) {
-        fn walk<T: SeqItem>(t: &SeqTree<T>, node: u32, height: u32, parent: u32) -> u64 {
+        fn walk<S: Items>(t: &SeqTree<S>, node: u32, height: u32, parent: u32) -> u64 {
             if height == 0 {
                 let l = &t.leaves[node as usize];
                 assert_eq!(l.parent, parent);
-                let v = l.items.iter().filter(|i| i.is_visible()).count() as u64;
+                let v = l.items.visible_in(0..l.items.len());
                 assert_eq!(v, l.visible);
                 v
             } else {
@@ -709,7 +744,7 @@ impl<T: SeqItem> SeqTree<T> {
         }
         let total = walk(self, self.root, self.height, NONE);
         assert_eq!(total as usize, self.visible_len());
-        assert_eq!(self.iter().count(), self.len);
+        assert_eq!(self.leaves().map(|(_, l)| l.len()).sum::<usize>(), self.len);
         // The linked leaves are exactly the leaves not freed, linked both ways.
         let mut linked = 0;
         let mut prev = NONE;
@@ -733,6 +768,33 @@ impl<T: SeqItem> SeqTree<T> {
     }
 }
 
+/// Item by item access, for trees that store items plainly.
+#[cfg(test)]
+impl<T: SeqItem> SeqTree<Vec<T>> {
+    pub(crate) fn get(&self, c: Cursor) -> &T {
+        &self.leaves[c.leaf as usize].items[c.pos]
+    }
+
+    /// Iterates all items in sequence order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.leaves().flat_map(|(_, l)| l.iter())
+    }
+
+    /// Consumes the tree, yielding items in order.
+    pub(crate) fn into_items(self) -> Vec<T> {
+        let mut out = Vec::with_capacity(self.len);
+        let mut leaves: Vec<Option<Leaf<Vec<T>>>> = self.leaves.into_iter().map(Some).collect();
+        let mut leaf = self.first;
+        while leaf != NONE {
+            let l = leaves[leaf as usize]
+                .take()
+                .expect("leaves are linked once");
+            leaf = l.next;
+            out.extend(l.items);
+        }
+        out
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,7 +825,7 @@ mod tests {
                     }
                     let v = !model[i].1;
                     model[i].1 = v;
-                    tree.update(c, |it: &mut It| it.1 = v);
+                    tree.update(c, |items: &mut Vec<It>, p| items[p].1 = v);
                 } else {
                     let i = rng.random_range(0..=model.len());
                     let item = It(n, rng.random_bool(0.7));
@@ -796,7 +858,7 @@ mod tests {
     }
 
     /// The cursor of every item, in order.
-    fn cursors<T: SeqItem>(tree: &SeqTree<T>) -> Vec<Cursor> {
+    fn cursors<S: Items>(tree: &SeqTree<S>) -> Vec<Cursor> {
         std::iter::successors(tree.first(), |&c| tree.next(c)).collect()
     }
 
@@ -842,7 +904,9 @@ mod tests {
                 }
                 for leaf in touched {
                     let mut moved = Vec::new();
-                    tree.rebalance(leaf, |item, to| moved.push((item.0, to)));
+                    tree.rebalance(leaf, |items: &Vec<It>, to| {
+                        moved.extend(items.iter().map(|item| (item.0, to)))
+                    });
                     for (item, to) in moved {
                         assert!(tree.leaf_items(to).iter().any(|i| i.0 == item));
                     }
