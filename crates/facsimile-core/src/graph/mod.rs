@@ -5,6 +5,7 @@ pub(crate) mod list;
 pub(crate) mod map;
 pub(crate) mod seq;
 mod slot_index;
+mod table;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -15,8 +16,7 @@ use crate::value::{Id, ObjectKind, Value};
 use list::ListObj;
 use map::MapObj;
 
-/// The object table, by id.
-pub(crate) type Objects = IdMap<Obj>;
+pub(crate) use table::Objects;
 
 /// A table keyed by ids that are mostly made and visited in order.
 pub(crate) type IdMap<V> = HashMap<Id, V, BuildHasherDefault<IdHasher>>;
