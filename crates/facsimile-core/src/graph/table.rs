@@ -129,10 +129,10 @@ impl Objects {
             return Some(std::mem::replace(&mut page.objs[at], obj));
         }
         if page.objs.len() == page.objs.capacity() {
-            // Doubling from one: a page of one object holds one, a full
-            // page exactly its 64.
+            // Room for 4, 16, then 64 objects: a full page is reallocated
+            // twice and holds exactly its 64.
             let n = page.objs.len();
-            page.objs.reserve_exact(n.clamp(1, PAGE as usize - n));
+            page.objs.reserve_exact((n * 3).clamp(4, PAGE as usize - n));
         }
         page.objs.insert(at, obj);
         page.present |= 1u64 << bit;

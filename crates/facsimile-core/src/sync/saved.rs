@@ -613,6 +613,9 @@ pub(crate) struct ObjectReader<'b> {
     last_shape: Option<usize>,
     /// The heads of the map being read (reused).
     heads: Vec<u8>,
+    /// A map's entries vector handed back by [`ObjectReader::recycle`],
+    /// for the next map: a load allocates no vector per map.
+    spare: Vec<EntryState>,
 }
 
 impl<'b> ObjectReader<'b> {
@@ -629,10 +632,26 @@ impl<'b> ObjectReader<'b> {
             shapes: Vec::new(),
             last_shape: None,
             heads: Vec::new(),
+            spare: Vec::new(),
         };
         r.left = r.varint()?;
         let count = r.left;
         Ok((r, count))
+    }
+
+    /// Takes back the entries of a map read before, emptied, to hold the
+    /// next map's.
+    pub(crate) fn recycle(&mut self, mut entries: Vec<EntryState>) {
+        entries.clear();
+        self.spare = entries;
+    }
+
+    /// An empty vector for a map's entries, with room for `n`.
+    fn entries_vec(&mut self, n: usize) -> Vec<EntryState> {
+        let mut v = std::mem::take(&mut self.spare);
+        v.clear();
+        v.reserve(n);
+        v
     }
 
     /// The bytes after the block, once every object was read.
@@ -879,7 +898,7 @@ impl<'b> ObjectReader<'b> {
             (_, None) => return Err(malformed("a map's heads follow no map of its shape")),
         }
         let start = self.bytes.len();
-        let mut entries = Vec::with_capacity(n);
+        let mut entries = self.entries_vec(n);
         let mut prev_stamp = map;
         for (i, &head) in heads.iter().enumerate() {
             let (value_kind, mode) = (head & 0xf, head >> 4);
@@ -927,7 +946,7 @@ impl<'b> ObjectReader<'b> {
     /// and value.
     fn entries(&mut self, map: WireId) -> Result<Vec<EntryState>, ReceiveError> {
         let n = self.count()?;
-        let mut entries = Vec::with_capacity(Self::reserve(n));
+        let mut entries = self.entries_vec(Self::reserve(n));
         let mut prev_stamp = map;
         self.key.clear();
         for _ in 0..n {

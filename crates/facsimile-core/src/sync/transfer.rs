@@ -23,7 +23,7 @@ use crate::streams::{Stream, Streams};
 use crate::sync::{SyncServer, saved};
 use crate::value::{Id, PeerId, PeerIdx, Value};
 use crate::wire::{
-    Hostname, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
+    EntryState, Hostname, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
 };
 
 /// A local id as the sender's own table names it (its peer by index).
@@ -243,7 +243,9 @@ pub(crate) fn decode_saved(
         let capacity = usize::try_from(count).map_or(0, |c| c.min(reader.rest().len() / 2));
         let mut builder = GraphBuilder::new(dec, target.mark, capacity);
         for _ in 0..count {
-            builder.add(reader.next_object()?)?;
+            if let Some(entries) = builder.add(reader.next_object()?)? {
+                reader.recycle(entries);
+            }
         }
         *b = reader.rest();
         builder
@@ -553,13 +555,14 @@ impl<'a> GraphBuilder<'a> {
         }
     }
 
-    fn add(&mut self, obj: ObjState) -> Result<(), ReceiveError> {
+    /// Builds `obj`; hands back a map's entries vector, emptied, for reuse.
+    fn add(&mut self, obj: ObjState) -> Result<Option<Vec<EntryState>>, ReceiveError> {
         let bad = |reason: &str| ReceiveError::invalid(self.dec.from, reason);
-        let (id, data) = match obj {
-            ObjState::Map { id, entries } => {
+        let (id, data, spare) = match obj {
+            ObjState::Map { id, mut entries } => {
                 let id = next_id(&self.dec, &mut self.prev, id)?;
                 let mut map = MapObj::with_capacity(entries.len());
-                for (key, value, stamp) in entries {
+                for (key, value, stamp) in entries.drain(..) {
                     self.built.garbage |= value.is_none();
                     let entry = MapEntry {
                         value: value.map(|v| self.dec.value(v)).transpose()?,
@@ -569,7 +572,7 @@ impl<'a> GraphBuilder<'a> {
                         return Err(bad("a map key appears twice"));
                     }
                 }
-                (id, ObjData::Map(map))
+                (id, ObjData::Map(map), Some(entries))
             }
             ObjState::List { id, slots } => {
                 let id = next_id(&self.dec, &mut self.prev, id)?;
@@ -633,7 +636,7 @@ impl<'a> GraphBuilder<'a> {
                     return Err(bad("inconsistent list state"));
                 }
                 self.built.garbage |= list.slot_count() > list.len();
-                (id, ObjData::List(Box::new(list)))
+                (id, ObjData::List(Box::new(list)), None)
             }
         };
         let obj = Obj {
@@ -643,7 +646,7 @@ impl<'a> GraphBuilder<'a> {
         if self.built.objects.insert(id, obj).is_some() {
             return Err(bad("an object appears twice"));
         }
-        Ok(())
+        Ok(spare)
     }
 }
 
