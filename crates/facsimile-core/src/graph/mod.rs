@@ -190,8 +190,10 @@ impl Graph {
     }
 }
 
-// An object graph holds millions of these: keep them small.
-const _: () = assert!(std::mem::size_of::<Obj>() <= 40);
+// An object graph holds millions of these: keep them small (a one-key map
+// is held in place: 80 bytes in its page instead of 40 and an allocation
+// of 64).
+const _: () = assert!(std::mem::size_of::<Obj>() <= 80);
 
 #[cfg(test)]
 mod tests {
