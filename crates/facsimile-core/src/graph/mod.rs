@@ -119,10 +119,12 @@ pub(crate) struct Graph {
 }
 
 impl Graph {
+    #[inline]
     pub(crate) fn get(&self, id: Id) -> Option<&Obj> {
         self.objects.get(&id)
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, id: Id) -> Option<&mut Obj> {
         self.objects.get_mut(&id)
     }

@@ -8,9 +8,12 @@
 //! slack: 2^21 buckets of 56 bytes) took 120 MB. Lookups hash the page, then
 //! count the presence bits below the counter's.
 
+use std::collections::HashMap;
 use std::ops::Index;
 
-use super::{IdMap, Obj};
+use rustc_hash::FxBuildHasher;
+
+use super::Obj;
 use crate::value::Id;
 
 /// Counters per page: one presence bit each in a `u64`.
@@ -78,7 +81,10 @@ fn split(id: Id) -> (Id, u32) {
 /// Objects by id.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Objects {
-    pages: IdMap<Page>,
+    /// A page's objects are neighbours already: a plain multiplicative
+    /// hash of the page does (cheaper than the id hash a table of objects
+    /// needed).
+    pages: HashMap<Id, Page, FxBuildHasher>,
     len: usize,
 }
 
@@ -86,7 +92,7 @@ impl Objects {
     /// A table with room for `n` objects of dense counters.
     pub(crate) fn with_capacity(n: usize) -> Self {
         Objects {
-            pages: IdMap::with_capacity_and_hasher(n.div_ceil(PAGE as usize), Default::default()),
+            pages: HashMap::with_capacity_and_hasher(n.div_ceil(PAGE as usize), FxBuildHasher),
             len: 0,
         }
     }
