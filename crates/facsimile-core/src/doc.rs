@@ -252,6 +252,7 @@ impl Doc {
                     wire.push((k, w));
                 }
                 let id = out.outbox.tick();
+                crate::graph::map::presort(&mut values);
                 let mut map = MapObj::with_capacity(values.len());
                 for (k, v) in values {
                     map.apply(&k, Some(v), id, peers);
@@ -884,10 +885,11 @@ impl Doc {
     /// Runs a document operation whose dependencies are all present.
     fn execute(&mut self, op: Op, origin: &Origin, peers: &Peers, out: &mut Outputs) {
         match op {
-            Op::NewMap { id, entries } => {
+            Op::NewMap { id, mut entries } => {
                 if self.graph.objects.contains_key(&id) {
                     return;
                 }
+                crate::graph::map::presort(&mut entries);
                 let mut map = MapObj::with_capacity(entries.len());
                 for (k, v) in entries {
                     self.gc.note_ref(&v);

@@ -175,7 +175,7 @@ impl Gc {
                 .objects
                 .iter()
                 .filter(|(_, o)| o.mark != mark)
-                .map(|(&id, _)| id)
+                .map(|(id, _)| id)
                 .collect();
             let sweep = self.garbage;
             let dead_slots = match sweep {
@@ -183,7 +183,7 @@ impl Gc {
                 true => graph
                     .objects
                     .iter_mut()
-                    .filter_map(|(&id, o)| match &mut o.data {
+                    .filter_map(|(id, o)| match &mut o.data {
                         ObjData::List(l) => {
                             let dead = l.take_dead();
                             (!dead.is_empty()).then_some((id, dead))

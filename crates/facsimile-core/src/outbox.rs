@@ -68,6 +68,13 @@ pub(crate) struct Outbox {
     scratch: Vec<u8>,
 }
 
+/// The largest operations buffer kept for the next message; a larger one
+/// (a batch's) is freed once its message is encoded.
+const KEEP_OPS: usize = 1024;
+
+/// The largest encoding buffer kept for the next message.
+const KEEP_SCRATCH: usize = 64 << 10;
+
 /// An upper bound of an operation's share of a packed message, in bytes:
 /// what decides when held operations must go out.
 fn weight(op: &WireOp) -> usize {
@@ -379,7 +386,8 @@ impl Outbox {
             ..
         } = frame.msg
         {
-            if ops.spilled() {
+            // A batch's buffer (88 bytes an operation) goes with it.
+            if ops.spilled() && ops.capacity() <= KEEP_OPS {
                 self.ops = ops.into_vec();
                 self.ops.clear();
             }
@@ -421,6 +429,9 @@ impl Outbox {
     fn transmit(&mut self, frame: &Frame) {
         codec::encode_into(frame, self.format, &mut self.scratch);
         let bytes: Arc<[u8]> = Arc::from(&self.scratch[..]);
+        if self.scratch.capacity() > KEEP_SCRATCH {
+            self.scratch = Vec::new();
+        }
         self.log.push(self.seq, &bytes, self.keep);
         self.queue.push_back(Transmit { to: None, bytes });
     }

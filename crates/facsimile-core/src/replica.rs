@@ -228,6 +228,15 @@ impl Replica {
         obj: ObjectId,
         mut f: impl FnMut(&SmolStr, &Value, &Replica),
     ) -> Result<(), Error> {
+        // Nearly always sorted already: one lookup then.
+        let this = &*self;
+        let map = this.doc.map(obj)?;
+        if map.is_sorted() {
+            for (k, v) in map.iter() {
+                f(k, v, this);
+            }
+            return Ok(());
+        }
         self.doc.sorted_map(obj)?;
         let this = &*self;
         for (k, v) in this.doc.map(obj)?.iter() {

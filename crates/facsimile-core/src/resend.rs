@@ -4,35 +4,54 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// A bounded log of sent messages, copied into one ring of bytes.
+/// Messages longer than this are kept as a share of the transmitted
+/// message instead of a copy: copying a large message (a batch of a
+/// million writes is one) would hold it twice once the transport let its
+/// share go, and the ring keeps its largest size.
+const SHARE_ABOVE: usize = 16 << 10;
+
+/// A bounded log of sent messages: small ones copied into one ring of
+/// bytes, large ones shared.
 ///
-/// The log keeps its own copy rather than a share of each transmitted
-/// message: releasing a share thousands of messages later touched memory
-/// long gone from the caches on every send.
+/// The log keeps its own copy of small messages rather than a share of
+/// each: releasing a share thousands of messages later touched memory long
+/// gone from the caches on every send.
 #[derive(Debug, Default)]
 pub(crate) struct ResendLog {
-    /// Sequence number and length of each message kept, oldest first.
-    entries: VecDeque<(u64, usize)>,
-    /// The kept messages, back to back, oldest first.
+    /// Sequence number and contents of each message kept, oldest first.
+    entries: VecDeque<(u64, Kept)>,
+    /// The small messages kept, back to back, oldest first.
     bytes: VecDeque<u8>,
+}
+
+#[derive(Debug)]
+enum Kept {
+    /// This many bytes of the ring.
+    Ring(usize),
+    /// A share of the transmitted message.
+    Shared(Arc<[u8]>),
 }
 
 impl ResendLog {
     /// Keeps `msg` as message `seq`, dropping the oldest messages beyond the
     /// last `keep`.
-    pub(crate) fn push(&mut self, seq: u64, msg: &[u8], keep: usize) {
+    pub(crate) fn push(&mut self, seq: u64, msg: &Arc<[u8]>, keep: usize) {
         if keep == 0 {
             return;
         }
         while self.entries.len() >= keep {
             self.pop();
         }
-        self.entries.push_back((seq, msg.len()));
-        self.bytes.extend(msg);
+        if msg.len() > SHARE_ABOVE {
+            self.entries.push_back((seq, Kept::Shared(msg.clone())));
+        } else {
+            self.entries.push_back((seq, Kept::Ring(msg.len())));
+            self.bytes.extend(msg.iter());
+        }
     }
 
     fn pop(&mut self) {
-        if let Some((_, len)) = self.entries.pop_front() {
+        if let Some((_, Kept::Ring(len))) = self.entries.pop_front() {
             self.bytes.drain(..len);
         }
     }
@@ -53,11 +72,17 @@ impl ResendLog {
         }
         let mut start = 0;
         let mut out = Vec::new();
-        for &(seq, len) in &self.entries {
-            if seq >= from_seq {
-                out.push(self.bytes.range(start..start + len).copied().collect());
+        for (seq, kept) in &self.entries {
+            match kept {
+                Kept::Ring(len) => {
+                    if *seq >= from_seq {
+                        out.push(self.bytes.range(start..start + len).copied().collect());
+                    }
+                    start += len;
+                }
+                Kept::Shared(msg) if *seq >= from_seq => out.push(msg.clone()),
+                Kept::Shared(_) => {}
             }
-            start += len;
         }
         Some(out)
     }
@@ -67,9 +92,14 @@ impl ResendLog {
 mod tests {
     use super::*;
 
-    fn msg(seq: u64) -> Vec<u8> {
-        // Lengths 0 to 6, so that the ring wraps at varied offsets.
-        (0..seq % 7).map(|i| (seq * 31 + i) as u8).collect()
+    fn msg(seq: u64) -> Arc<[u8]> {
+        // Lengths 0 to 6, so that the ring wraps at varied offsets, and
+        // every tenth one shared.
+        let len = match seq % 10 {
+            0 => SHARE_ABOVE as u64 + seq,
+            _ => seq % 7,
+        };
+        (0..len).map(|i| (seq * 31 + i) as u8).collect()
     }
 
     #[test]
@@ -81,7 +111,7 @@ mod tests {
             let first = seq.saturating_sub(9).max(1);
             assert_eq!(log.since(first - 1), None, "seq {seq}");
             for from in first..=seq + 1 {
-                let want: Vec<Arc<[u8]>> = (from..=seq).map(|s| msg(s).into()).collect();
+                let want: Vec<Arc<[u8]>> = (from..=seq).map(msg).collect();
                 assert_eq!(log.since(from), Some(want), "seq {seq} from {from}");
             }
         }
@@ -90,7 +120,7 @@ mod tests {
     #[test]
     fn keeps_nothing_when_told_to() {
         let mut log = ResendLog::default();
-        log.push(1, b"abc", 0);
+        log.push(1, &Arc::from(&b"abc"[..]), 0);
         assert_eq!(log.since(1), None);
     }
 }

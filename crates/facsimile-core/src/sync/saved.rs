@@ -616,6 +616,9 @@ pub(crate) struct ObjectReader<'b> {
     /// Key bytes versions 2 and 3 may still take from previous keys: they
     /// had no per-key limit on sharing, so a whole state's is bounded.
     shared_budget: u64,
+    /// A map's entries vector handed back by [`ObjectReader::recycle`],
+    /// for the next map: a load allocates no vector per map.
+    spare: Vec<EntryState>,
 }
 
 /// In versions 2 and 3, the key bytes a state may take from previous keys,
@@ -641,10 +644,26 @@ impl<'b> ObjectReader<'b> {
             last_shape: None,
             heads: Vec::new(),
             shared_budget: (bytes.len() as u64).saturating_mul(SHARED_PER_BYTE) + SHARED_FLOOR,
+            spare: Vec::new(),
         };
         r.left = r.varint()?;
         let count = r.left;
         Ok((r, count))
+    }
+
+    /// Takes back the entries of a map read before, emptied, to hold the
+    /// next map's.
+    pub(crate) fn recycle(&mut self, mut entries: Vec<EntryState>) {
+        entries.clear();
+        self.spare = entries;
+    }
+
+    /// An empty vector for a map's entries, with room for `n`.
+    fn entries_vec(&mut self, n: usize) -> Vec<EntryState> {
+        let mut v = std::mem::take(&mut self.spare);
+        v.clear();
+        v.reserve(n);
+        v
     }
 
     /// The bytes after the block, once every object was read.
@@ -891,7 +910,7 @@ impl<'b> ObjectReader<'b> {
             (_, None) => return Err(malformed("a map's heads follow no map of its shape")),
         }
         let start = self.bytes.len();
-        let mut entries = Vec::with_capacity(n);
+        let mut entries = self.entries_vec(n);
         let mut prev_stamp = map;
         for (i, &head) in heads.iter().enumerate() {
             let (value_kind, mode) = (head & 0xf, head >> 4);
@@ -939,7 +958,7 @@ impl<'b> ObjectReader<'b> {
     /// and value.
     fn entries(&mut self, map: WireId) -> Result<Vec<EntryState>, ReceiveError> {
         let n = self.count()?;
-        let mut entries = Vec::with_capacity(Self::reserve(n));
+        let mut entries = self.entries_vec(Self::reserve(n));
         let mut prev_stamp = map;
         self.key.clear();
         for _ in 0..n {

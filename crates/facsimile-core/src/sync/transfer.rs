@@ -23,7 +23,7 @@ use crate::streams::{Stream, Streams};
 use crate::sync::{SyncServer, saved};
 use crate::value::{Id, PeerId, PeerIdx, Value};
 use crate::wire::{
-    Hostname, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
+    EntryState, Hostname, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
 };
 
 /// A local id as the sender's own table names it (its peer by index).
@@ -79,8 +79,7 @@ pub(crate) fn view(src: Source<'_>) -> TransferState<ObjectsView<'_>> {
         dict: src.outbox.dictionary().iter().map(|p| p.0).collect(),
     });
     streams.sort_by_key(|s| s.peer);
-    let mut objects: Vec<(Id, &Obj)> = src.graph.objects.iter().map(|(&id, o)| (id, o)).collect();
-    sort_by_id(&mut objects);
+    let objects = src.graph.objects.in_id_order();
     let mut members: Vec<u32> = src.members.iter().map(|p| p.0).collect();
     members.push(PeerIdx::SELF.0);
     members.sort();
@@ -107,59 +106,6 @@ pub(crate) fn view(src: Source<'_>) -> TransferState<ObjectsView<'_>> {
         log,
         departed,
     }
-}
-
-/// Sorts objects by id. Objects take their peer's counters in order, so
-/// each peer's counters mostly lie close together: then each object is put
-/// at its place in a table spanning them (linear time, where a sort of a
-/// million objects took most of an export's time); else they are sorted.
-fn sort_by_id(objects: &mut Vec<(Id, &Obj)>) {
-    if !place_by_id(objects) {
-        objects.sort_unstable_by_key(|(id, _)| (id.peer, id.counter));
-    }
-}
-
-/// Puts `objects` in id order through a table spanning each peer's
-/// counters; `false`, leaving them as they were, when the counters are too
-/// sparse for that to pay.
-fn place_by_id(objects: &mut Vec<(Id, &Obj)>) -> bool {
-    let n = objects.len();
-    let dense = |span: u64| span <= 2 * n as u64 + 1024;
-    let Some(peers) = objects
-        .iter()
-        .map(|(id, _)| id.peer.0 as usize + 1)
-        .max()
-        .filter(|&p| dense(p as u64))
-    else {
-        return false;
-    };
-    // Per peer, its lowest and highest counter.
-    let mut spans = vec![(u64::MAX, 0u64); peers];
-    for (id, _) in objects.iter() {
-        let (lo, hi) = &mut spans[id.peer.0 as usize];
-        *lo = (*lo).min(id.counter);
-        *hi = (*hi).max(id.counter);
-    }
-    // Where each peer's counters start in the table.
-    let mut starts = Vec::with_capacity(peers);
-    let mut total = 0u64;
-    for &(lo, hi) in &spans {
-        starts.push(total);
-        if lo <= hi {
-            total = total.saturating_add(hi - lo + 1);
-        }
-    }
-    if !dense(total) {
-        return false;
-    }
-    let mut table: Vec<Option<(Id, &Obj)>> = vec![None; total as usize];
-    for &(id, obj) in objects.iter() {
-        let p = id.peer.0 as usize;
-        table[(starts[p] + id.counter - spans[p].0) as usize] = Some((id, obj));
-    }
-    objects.clear();
-    objects.extend(table.into_iter().flatten());
-    true
 }
 
 /// A transferred state, validated, in this replica's terms: ready to
@@ -329,7 +275,9 @@ fn decode_saved(
         let capacity = usize::try_from(count).map_or(0, |c| c.min(reader.rest().len() / 2));
         let mut builder = GraphBuilder::new(dec, target.mark, capacity);
         for _ in 0..count {
-            builder.add(reader.next_object()?)?;
+            if let Some(entries) = builder.add(reader.next_object()?)? {
+                reader.recycle(entries);
+            }
         }
         *b = reader.rest();
         builder
@@ -631,7 +579,7 @@ impl<'a> GraphBuilder<'a> {
         GraphBuilder {
             dec,
             built: Built {
-                objects: Objects::with_capacity_and_hasher(capacity, Default::default()),
+                objects: Objects::with_capacity(capacity),
                 garbage: false,
             },
             prev: None,
@@ -639,13 +587,14 @@ impl<'a> GraphBuilder<'a> {
         }
     }
 
-    fn add(&mut self, obj: ObjState) -> Result<(), ReceiveError> {
+    /// Builds `obj`; hands back a map's entries vector, emptied, for reuse.
+    fn add(&mut self, obj: ObjState) -> Result<Option<Vec<EntryState>>, ReceiveError> {
         let bad = |reason: &str| ReceiveError::invalid(self.dec.from, reason);
-        let (id, data) = match obj {
-            ObjState::Map { id, entries } => {
+        let (id, data, spare) = match obj {
+            ObjState::Map { id, mut entries } => {
                 let id = next_id(&self.dec, &mut self.prev, id)?;
                 let mut map = MapObj::with_capacity(entries.len());
-                for (key, value, stamp) in entries {
+                for (key, value, stamp) in entries.drain(..) {
                     self.built.garbage |= value.is_none();
                     let entry = MapEntry {
                         value: value.map(|v| self.dec.value(v)).transpose()?,
@@ -655,7 +604,7 @@ impl<'a> GraphBuilder<'a> {
                         return Err(bad("a map key appears twice"));
                     }
                 }
-                (id, ObjData::Map(map))
+                (id, ObjData::Map(map), Some(entries))
             }
             ObjState::List { id, slots } => {
                 let id = next_id(&self.dec, &mut self.prev, id)?;
@@ -719,7 +668,7 @@ impl<'a> GraphBuilder<'a> {
                     return Err(bad("inconsistent list state"));
                 }
                 self.built.garbage |= list.slot_count() > list.len();
-                (id, ObjData::List(Box::new(list)))
+                (id, ObjData::List(Box::new(list)), None)
             }
         };
         let obj = Obj {
@@ -729,7 +678,7 @@ impl<'a> GraphBuilder<'a> {
         if self.built.objects.insert(id, obj).is_some() {
             return Err(bad("an object appears twice"));
         }
-        Ok(())
+        Ok(spare)
     }
 }
 
