@@ -307,16 +307,10 @@ impl Replica {
                 value,
                 stamp,
             } => {
-                let Some(obj) = self.carried_target(obj, previous, cx) else {
-                    return false;
-                };
-                let Some(e) = self.carried_id(elem, previous, cx) else {
+                let Some((obj, e, i)) = self.carried_elem(obj, elem, previous, cx) else {
                     return false;
                 };
                 let Ok(list) = self.doc.list(obj) else {
-                    return false;
-                };
-                let Some(i) = list.index_of(e) else {
                     return false;
                 };
                 // As for a map key: a later set by another peer stands.
@@ -332,16 +326,10 @@ impl Replica {
                 origin,
                 slot,
             } => {
-                let Some(obj) = self.carried_target(obj, previous, cx) else {
-                    return false;
-                };
-                let Some(e) = self.carried_id(elem, previous, cx) else {
+                let Some((obj, e, from)) = self.carried_elem(obj, elem, previous, cx) else {
                     return false;
                 };
                 let Ok(list) = self.doc.list(obj) else {
-                    return false;
-                };
-                let Some(from) = list.index_of(e) else {
                     return false;
                 };
                 let to = match origin {
@@ -409,6 +397,20 @@ impl Replica {
     fn carried_target(&self, obj: Id, previous: &Replica, cx: &Carry) -> Option<ObjectId> {
         let obj = self.carried_id(obj, previous, cx)?;
         cx.live.contains(&obj).then_some(ObjectId(obj))
+    }
+
+    /// A live element a carried write names, with its list and its index.
+    fn carried_elem(
+        &self,
+        obj: Id,
+        elem: Id,
+        previous: &Replica,
+        cx: &Carry,
+    ) -> Option<(ObjectId, Id, usize)> {
+        let obj = self.carried_target(obj, previous, cx)?;
+        let e = self.carried_id(elem, previous, cx)?;
+        let i = self.doc.list(obj).ok()?.index_of(e)?;
+        Some((obj, e, i))
     }
 
     /// A value of the predecessor as a value here; `None` when it refers to
