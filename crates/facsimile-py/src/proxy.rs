@@ -59,7 +59,7 @@ fn deep(owner: &Bound<'_, Facsimile>, v: Value, memo: &mut Memo) -> PyResult<Py<
             let d = PyDict::new(py);
             memo.insert(m.id(), d.clone().into_any().unbind());
             for (k, v) in m.entries().map_err(errors::store)? {
-                d.set_item(k, deep(owner, v, memo)?)?;
+                d.set_item(k.as_str(), deep(owner, v, memo)?)?;
             }
             Ok(d.into_any().unbind())
         }

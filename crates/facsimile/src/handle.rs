@@ -614,7 +614,8 @@ impl MapRef {
     }
 
     /// The entries, in key order, read under one hold of the node's lock (a
-    /// consistent copy).
+    /// consistent copy). Keys are [`SmolStr`](crate::SmolStr)s: short keys
+    /// are held inline, so reading a map allocates nothing per key.
     ///
     /// # Errors
     /// [`Error::Engine`](crate::Error::Engine) with
@@ -631,14 +632,14 @@ impl MapRef {
     /// node.set_root(json!({"name": "ada", "langs": ["rust"]}))?;
     /// let map = node.root_map().unwrap();
     /// let entries = map.entries()?;
-    /// assert_eq!(entries[1], ("name".to_string(), Value::from("ada")));
+    /// assert_eq!(entries[1], ("name".into(), Value::from("ada")));
     /// # Ok::<(), facsimile::Error>(())
     /// ```
-    pub fn entries(&self) -> Result<Vec<(String, Value)>> {
+    pub fn entries(&self) -> Result<Vec<(SmolStr, Value)>> {
         self.node.try_read(|r| {
             let mut out = Vec::with_capacity(r.map_len(self.id())?);
             r.map_for_each(self.id(), |k, v, r| {
-                out.push((k.to_string(), self.node.value(r, v.clone())));
+                out.push((k.clone(), self.node.value(r, v.clone())));
             })?;
             Ok(out)
         })

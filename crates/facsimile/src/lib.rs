@@ -122,5 +122,6 @@ pub use handle::{ArrayRef, MapRef, ObjectRef};
 pub use local::LocalNetwork;
 pub use lock::{LockError, LockFuture, LockGuard};
 pub use node::{Node, Outgoing};
+pub use smol_str::SmolStr;
 pub use typed::Watch;
 pub use value::{Input, Value};

@@ -972,12 +972,13 @@ impl ListObj {
 
     /// Rebuilds a list from transferred slots in sequence order; `None` when
     /// two slots have the same id.
-    pub(crate) fn from_slots(slots: Vec<(Slot, Option<ElemExtra>)>) -> Option<Self> {
+    pub(crate) fn from_slots(
+        slots: impl IntoIterator<Item = (Slot, Option<ElemExtra>)>,
+    ) -> Option<Self> {
         let mut extra = FxHashMap::default();
         let mut big = Big::default();
         let mut refs = 0;
-        let mut items = Vec::with_capacity(slots.len());
-        for (slot, e) in slots {
+        let items = slots.into_iter().map(|(slot, e)| {
             if let Some(e) = e {
                 extra.insert(slot.id, e);
             }
@@ -989,8 +990,8 @@ impl ListObj {
             {
                 refs += 1;
             }
-            items.push(Stored::from_slot(slot, &mut big));
-        }
+            Stored::from_slot(slot, &mut big)
+        });
         let mut index = SlotIndex::default();
         let mut dead = Vec::new();
         let mut unique = true;

@@ -215,12 +215,15 @@ impl<S: Items> SeqTree<S> {
         if iter.peek().is_none() {
             return tree;
         }
-        tree.leaves.clear();
         let fill = LEAF_MAX * 3 / 4;
+        // Sized to what will come, so a short list holds no spare room.
+        let leaves = iter.size_hint().0.div_ceil(fill);
+        tree.leaves.clear();
+        tree.leaves.reserve_exact(leaves);
         while iter.peek().is_some() {
             let id = tree.leaves.len() as LeafId;
             let mut chunk = S::default();
-            chunk.reserve_exact(fill);
+            chunk.reserve_exact(iter.size_hint().0.clamp(1, fill));
             for item in iter.by_ref().take(fill) {
                 chunk.insert(chunk.len(), item);
             }
@@ -238,6 +241,10 @@ impl<S: Items> SeqTree<S> {
                 next: NONE,
                 prev,
             });
+        }
+        if tree.leaves.len() == 1 {
+            tree.visible = tree.leaves[0].visible;
+            return tree;
         }
         // Build the inner levels bottom-up.
         let mut level: Vec<(u32, u64)> = tree

@@ -1295,7 +1295,7 @@ mod tests {
                             };
                             (slot, None)
                         })
-                        .collect();
+                        .collect::<Vec<_>>();
                     ObjData::List(Box::new(ListObj::from_slots(slots).unwrap()))
                 }
             };

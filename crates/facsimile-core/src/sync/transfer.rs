@@ -572,6 +572,8 @@ struct GraphBuilder<'a> {
     /// The mark objects arrive with: the previous one, so that marking from
     /// the root tells the reachable ones, as a local mark would.
     mark: u32,
+    /// A list's slots on their way into it, kept for the next list.
+    slots: Vec<(Slot, Option<ElemExtra>)>,
 }
 
 impl<'a> GraphBuilder<'a> {
@@ -584,6 +586,7 @@ impl<'a> GraphBuilder<'a> {
             },
             prev: None,
             mark: mark.wrapping_sub(1),
+            slots: Vec::new(),
         }
     }
 
@@ -608,7 +611,9 @@ impl<'a> GraphBuilder<'a> {
             }
             ObjState::List { id, slots } => {
                 let id = next_id(&self.dec, &mut self.prev, id)?;
-                let mut out = Vec::with_capacity(slots.len());
+                let mut out = std::mem::take(&mut self.slots);
+                out.clear();
+                out.reserve(slots.len());
                 let mut prev = Some(id);
                 let mut slot_id = |w| next_id(&self.dec, &mut prev, w);
                 for s in slots {
@@ -662,8 +667,9 @@ impl<'a> GraphBuilder<'a> {
                     };
                     out.push((slot, extra));
                 }
-                let list =
-                    ListObj::from_slots(out).ok_or_else(|| bad("a list slot appears twice"))?;
+                let list = ListObj::from_slots(out.drain(..));
+                self.slots = out;
+                let list = list.ok_or_else(|| bad("a list slot appears twice"))?;
                 if !list.is_consistent() {
                     return Err(bad("inconsistent list state"));
                 }

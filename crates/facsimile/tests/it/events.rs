@@ -44,7 +44,7 @@ impl Model {
                     let entries = m.entries().unwrap_or_default();
                     let content = entries
                         .iter()
-                        .map(|(k, v)| (k.clone(), self.capture(v)))
+                        .map(|(k, v)| (k.to_string(), self.capture(v)))
                         .collect();
                     self.objects.insert(m.id(), MObj::Map(content));
                 }
