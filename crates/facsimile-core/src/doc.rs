@@ -497,6 +497,12 @@ impl Doc {
         out: &mut Outputs,
         peers: &Peers,
     ) -> Result<Vec<Value>, Error> {
+        if delete == 0 && items.len() == 1 {
+            let item = items.into_iter().next().expect("one item");
+            return self
+                .list_insert_one(obj, Some(start), item, owner, out, peers)
+                .map(|()| Vec::new());
+        }
         let len = self.list(obj)?.len();
         owner()?;
         if start > len {
@@ -586,6 +592,69 @@ impl Doc {
         out.events.touch(obj.0, || Touch::Mass);
         out.end();
         Ok(removed)
+    }
+
+    /// Inserts one element at `start` (`None`: at the end), after `owner`
+    /// allowed writing to the array: a push or a typed character, the most
+    /// common write, with one look-up of the array and no vectors.
+    pub(crate) fn list_insert_one(
+        &mut self,
+        obj: ObjectId,
+        start: Option<usize>,
+        item: Input,
+        owner: impl FnOnce() -> Result<(), Error>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<(), Error> {
+        let list = self.list(obj)?;
+        let len = list.len();
+        let start = start.unwrap_or(len);
+        owner()?;
+        if start > len {
+            return Err(Error::IndexOutOfBounds {
+                object: obj,
+                index: start,
+                len,
+            });
+        }
+        // Creating the item's objects does not change the list: its origin
+        // is read now, while the list is at hand.
+        let origin = (start > 0).then(|| list.slot_at(start - 1));
+        self.check_input(&item)?;
+        out.begin();
+        let wobj = out.outbox.wire_id(obj.0, peers);
+        let (v, w) = self.materialize(item, out, peers);
+        self.created_under(Some(obj.0));
+        let first = out.outbox.tick();
+        let op = match origin {
+            None => WireOp::ListInsert {
+                obj: wobj,
+                origin: WireOrigin::Head,
+                values: vec![w],
+            },
+            Some(o) if o.peer == PeerIdx::SELF && o.counter + 1 == first.counter => {
+                WireOp::Append {
+                    obj: wobj,
+                    value: w,
+                }
+            }
+            Some(o) if o.peer == PeerIdx::SELF && o.counter < first.counter => WireOp::ListInsert {
+                obj: wobj,
+                origin: WireOrigin::Back(first.counter - o.counter),
+                values: vec![w],
+            },
+            Some(o) => WireOp::ListInsert {
+                obj: wobj,
+                origin: WireOrigin::Id(out.outbox.wire_id(o, peers)),
+                values: vec![w],
+            },
+        };
+        out.outbox.push(op);
+        self.list_mut(obj.0)
+            .insert(origin, first, std::iter::once(v), peers);
+        out.events.touch(obj.0, || Touch::Mass);
+        out.end();
+        Ok(())
     }
 
     /// Sets several elements in one change, after `owner` allowed writing

@@ -461,6 +461,18 @@ impl Replica {
             .list_splice(obj, start, delete, items, owner, &mut self.out, &self.peers)
     }
 
+    /// Appends one element to an array: [`Replica::list_splice`] at the
+    /// end, without reading the length first.
+    ///
+    /// # Errors
+    /// As [`Replica::list_splice`].
+    pub fn list_push(&mut self, obj: ObjectId, item: Input) -> Result<(), Error> {
+        self.writable()?;
+        let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
+        self.doc
+            .list_insert_one(obj, None, item, owner, &mut self.out, &self.peers)
+    }
+
     /// Sets the element at `index`. Setting at `index == len` appends, and
     /// past the end pads with `Null` first. Returns whether anything changed.
     ///

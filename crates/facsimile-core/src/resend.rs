@@ -20,8 +20,12 @@ const SHARE_ABOVE: usize = 16 << 10;
 pub(crate) struct ResendLog {
     /// Sequence number and contents of each message kept, oldest first.
     entries: VecDeque<(u64, Kept)>,
-    /// The small messages kept, back to back, oldest first.
-    bytes: VecDeque<u8>,
+    /// The small messages kept, back to back, oldest first, from `start`
+    /// on: a dropped message only moves `start`, and the bytes before it
+    /// go once they are half of the buffer (a ring of bytes cost more per
+    /// message: its drain and byte-wise extend).
+    bytes: Vec<u8>,
+    start: usize,
 }
 
 #[derive(Debug)]
@@ -46,13 +50,17 @@ impl ResendLog {
             self.entries.push_back((seq, Kept::Shared(msg.clone())));
         } else {
             self.entries.push_back((seq, Kept::Ring(msg.len())));
-            self.bytes.extend(msg.iter());
+            if self.start > 0 && self.start * 2 >= self.bytes.len() {
+                self.bytes.drain(..self.start);
+                self.start = 0;
+            }
+            self.bytes.extend_from_slice(msg);
         }
     }
 
     fn pop(&mut self) {
         if let Some((_, Kept::Ring(len))) = self.entries.pop_front() {
-            self.bytes.drain(..len);
+            self.start += len;
         }
     }
 
@@ -70,13 +78,13 @@ impl ResendLog {
         if first > from_seq {
             return None;
         }
-        let mut start = 0;
+        let mut start = self.start;
         let mut out = Vec::new();
         for (seq, kept) in &self.entries {
             match kept {
                 Kept::Ring(len) => {
                     if *seq >= from_seq {
-                        out.push(self.bytes.range(start..start + len).copied().collect());
+                        out.push(Arc::from(&self.bytes[start..start + len]));
                     }
                     start += len;
                 }

@@ -902,12 +902,8 @@ impl ArrayRef {
     /// ```
     pub fn push(&self, x: impl Into<Input>) -> Result<()> {
         let input = x.into().into_core(&self.node)?;
-        self.node
-            .write(|r| {
-                let len = r.list_len(self.id())?;
-                r.list_splice(self.id(), len, 0, std::iter::once(input))
-            })
-            .map(|_| ())
+        let id = self.id();
+        self.node.write(|r| r.list_push(id, input))
     }
 
     /// Appends several elements as one change, sent as one message.
