@@ -609,7 +609,7 @@ impl MapRef {
     pub fn keys(&self) -> Vec<String> {
         self.node
             .read(|r| r.map_keys(self.id()))
-            .map(|ks| ks.into_iter().map(|k| k.to_string()).collect())
+            .map(|ks| ks.into_iter().map(String::from).collect())
             .unwrap_or_default()
     }
 
@@ -635,10 +635,12 @@ impl MapRef {
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn entries(&self) -> Result<Vec<(String, Value)>> {
+        let id = self.id();
         self.node.try_read(|r| {
-            let mut out = Vec::with_capacity(r.map_len(self.id())?);
-            r.map_for_each(self.id(), |k, v, r| {
-                out.push((k.to_string(), self.node.value(r, v.clone())));
+            let mut out = Vec::with_capacity(r.map_len(id)?);
+            r.map_for_each(id, |k, v, r| {
+                // Copied, not formatted: `to_string` goes through `Display`.
+                out.push((String::from(k.as_str()), self.node.value(r, v.clone())));
             })?;
             Ok(out)
         })
