@@ -787,6 +787,34 @@ impl Doc {
         if let Op::ListDelete { obj, start, len } = op {
             return self.apply_delete_run(sender, obj, start, len, origin, cx, out);
         }
+        // An insert of values that name no object (a push, typing: the most
+        // common remote operation) whose origin is here looks its list up
+        // once, where checking then executing looked it up twice.
+        let op = match op {
+            Op::ListInsert {
+                obj,
+                origin: after,
+                first,
+                values,
+            } if !values.iter().any(|v| matches!(v, Value::Ref(_))) => {
+                match self.graph.get_mut(obj).map(|o| &mut o.data) {
+                    Some(ObjData::List(l)) if after.is_none_or(|a| l.has_slot(a)) => {
+                        let n = values.len() as u64;
+                        l.insert(after, first, values, cx.peers);
+                        out.events.touch(obj, || Touch::Mass);
+                        self.parked.created(first, n);
+                        return;
+                    }
+                    _ => Op::ListInsert {
+                        obj,
+                        origin: after,
+                        first,
+                        values,
+                    },
+                }
+            }
+            op => op,
+        };
         match self.dep(&op, cx) {
             Dep::Gone => {}
             Dep::Wait(id) => self.parked.park(id, sender, op),

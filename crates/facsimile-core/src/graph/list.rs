@@ -566,7 +566,9 @@ impl ListObj {
     }
 
     pub(crate) fn has_slot(&self, id: Id) -> bool {
-        self.index.contains(id)
+        // The origin of a push or a typed character is the slot inserted
+        // last: found without hashing.
+        self.last_cursor(id).is_some() || self.index.contains(id)
     }
 
     /// Where a slot is: in the leaf the index names.
