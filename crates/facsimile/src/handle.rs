@@ -637,12 +637,10 @@ impl MapRef {
     pub fn entries(&self) -> Result<Vec<(String, Value)>> {
         let id = self.id();
         self.node.try_read(|r| {
-            let mut out = Vec::with_capacity(r.map_len(id)?);
-            r.map_for_each(id, |k, v, r| {
+            r.map_collect(id, |k, v, r| {
                 // Copied, not formatted: `to_string` goes through `Display`.
-                out.push((String::from(k.as_str()), self.node.value(r, v.clone())));
-            })?;
-            Ok(out)
+                (String::from(k.as_str()), self.node.value(r, v.clone()))
+            })
         })
     }
 
