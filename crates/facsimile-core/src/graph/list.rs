@@ -775,6 +775,7 @@ impl ListObj {
     }
 
     /// Where `id` is when it is the slot inserted last and has not moved.
+    #[inline]
     fn last_cursor(&self, id: Id) -> Option<Cursor> {
         match self.last {
             Some((last, c)) if last == id && self.tree.holds(c) && self.id(c) == id => Some(c),
