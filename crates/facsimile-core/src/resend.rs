@@ -7,10 +7,10 @@ use std::sync::Arc;
 /// Messages longer than this are kept as a share of the transmitted
 /// message instead of a copy: copying a large message (a batch of a
 /// million writes is one) would hold it twice once the transport let its
-/// share go, and the ring keeps its largest size.
+/// share go, and the buffer keeps its largest size.
 const SHARE_ABOVE: usize = 16 << 10;
 
-/// A bounded log of sent messages: small ones copied into one ring of
+/// A bounded log of sent messages: small ones copied into one buffer of
 /// bytes, large ones shared.
 ///
 /// The log keeps its own copy of small messages rather than a share of
@@ -30,7 +30,7 @@ pub(crate) struct ResendLog {
 
 #[derive(Debug)]
 enum Kept {
-    /// This many bytes of the ring.
+    /// This many bytes of the buffer.
     Ring(usize),
     /// A share of the transmitted message.
     Shared(Arc<[u8]>),
@@ -101,7 +101,7 @@ mod tests {
     use super::*;
 
     fn msg(seq: u64) -> Arc<[u8]> {
-        // Lengths 0 to 6, so that the ring wraps at varied offsets, and
+        // Lengths 0 to 6, so that the buffer's front moves by varied amounts, and
         // every tenth one shared.
         let len = match seq % 10 {
             0 => SHARE_ABOVE as u64 + seq,
