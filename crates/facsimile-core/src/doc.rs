@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::event::{Change, Origin};
 use crate::gc::Gc;
 use crate::graph::list::ListObj;
-use crate::graph::map::MapObj;
+use crate::graph::map::{MapEntry, MapObj};
 use crate::graph::{Graph, Obj, ObjData};
 use crate::op::Op;
 use crate::outputs::{Outputs, Touch};
@@ -255,7 +255,14 @@ impl Doc {
                 crate::graph::map::presort(&mut values);
                 let mut map = MapObj::with_capacity(values.len());
                 for (k, v) in values {
-                    map.apply(&k, Some(v), id, peers);
+                    // A new map: each entry is stored as a write would leave
+                    // it, without reporting a change (a repeated key keeps
+                    // its first value, as a write of the same stamp would).
+                    let entry = MapEntry {
+                        value: Some(v),
+                        stamp: id,
+                    };
+                    map.restore(k, entry);
                 }
                 self.insert_object(id, ObjData::Map(map));
                 out.outbox.push(WireOp::NewMap { entries: wire });
@@ -497,6 +504,12 @@ impl Doc {
         out: &mut Outputs,
         peers: &Peers,
     ) -> Result<Vec<Value>, Error> {
+        if delete == 0 && items.len() == 1 {
+            let item = items.into_iter().next().expect("one item");
+            return self
+                .list_insert_one(obj, Some(start), item, owner, out, peers)
+                .map(|()| Vec::new());
+        }
         let len = self.list(obj)?.len();
         owner()?;
         if start > len {
@@ -586,6 +599,69 @@ impl Doc {
         out.events.touch(obj.0, || Touch::Mass);
         out.end();
         Ok(removed)
+    }
+
+    /// Inserts one element at `start` (`None`: at the end), after `owner`
+    /// allowed writing to the array: a push or a typed character, the most
+    /// common write, with one look-up of the array and no vectors.
+    pub(crate) fn list_insert_one(
+        &mut self,
+        obj: ObjectId,
+        start: Option<usize>,
+        item: Input,
+        owner: impl FnOnce() -> Result<(), Error>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<(), Error> {
+        let list = self.list(obj)?;
+        let len = list.len();
+        let start = start.unwrap_or(len);
+        owner()?;
+        if start > len {
+            return Err(Error::IndexOutOfBounds {
+                object: obj,
+                index: start,
+                len,
+            });
+        }
+        // Creating the item's objects does not change the list: its origin
+        // is read now, while the list is at hand.
+        let origin = (start > 0).then(|| list.slot_at(start - 1));
+        self.check_input(&item)?;
+        out.begin();
+        let wobj = out.outbox.wire_id(obj.0, peers);
+        let (v, w) = self.materialize(item, out, peers);
+        self.created_under(Some(obj.0));
+        let first = out.outbox.tick();
+        let op = match origin {
+            None => WireOp::ListInsert {
+                obj: wobj,
+                origin: WireOrigin::Head,
+                values: vec![w],
+            },
+            Some(o) if o.peer == PeerIdx::SELF && o.counter + 1 == first.counter => {
+                WireOp::Append {
+                    obj: wobj,
+                    value: w,
+                }
+            }
+            Some(o) if o.peer == PeerIdx::SELF && o.counter < first.counter => WireOp::ListInsert {
+                obj: wobj,
+                origin: WireOrigin::Back(first.counter - o.counter),
+                values: vec![w],
+            },
+            Some(o) => WireOp::ListInsert {
+                obj: wobj,
+                origin: WireOrigin::Id(out.outbox.wire_id(o, peers)),
+                values: vec![w],
+            },
+        };
+        out.outbox.push(op);
+        self.list_mut(obj.0)
+            .insert(origin, first, std::iter::once(v), peers);
+        out.events.touch(obj.0, || Touch::Mass);
+        out.end();
+        Ok(())
     }
 
     /// Sets several elements in one change, after `owner` allowed writing
@@ -718,6 +794,34 @@ impl Doc {
         if let Op::ListDelete { obj, start, len } = op {
             return self.apply_delete_run(sender, obj, start, len, origin, cx, out);
         }
+        // An insert of values that name no object (a push, typing: the most
+        // common remote operation) whose origin is here looks its list up
+        // once, where checking then executing looked it up twice.
+        let op = match op {
+            Op::ListInsert {
+                obj,
+                origin: after,
+                first,
+                values,
+            } if !values.iter().any(|v| matches!(v, Value::Ref(_))) => {
+                match self.graph.get_mut(obj).map(|o| &mut o.data) {
+                    Some(ObjData::List(l)) if after.is_none_or(|a| l.has_slot(a)) => {
+                        let n = values.len() as u64;
+                        l.insert(after, first, values, cx.peers);
+                        out.events.touch(obj, || Touch::Mass);
+                        self.parked.created(first, n);
+                        return;
+                    }
+                    _ => Op::ListInsert {
+                        obj,
+                        origin: after,
+                        first,
+                        values,
+                    },
+                }
+            }
+            op => op,
+        };
         match self.dep(&op, cx) {
             Dep::Gone => {}
             Dep::Wait(id) => self.parked.park(id, sender, op),

@@ -368,6 +368,7 @@ struct At<'a> {
 }
 
 impl At<'_> {
+    #[inline]
     fn id(&self, w: WireId) -> Result<Id, ReceiveError> {
         if w.c == 0 || w.c > MAX_COUNTER {
             return Err(ReceiveError::invalid(
@@ -389,6 +390,7 @@ impl At<'_> {
 
     /// The sender's id `d` counters before this operation
     /// ([`WireOrigin::Back`]).
+    #[inline]
     fn back(&self, d: u64) -> Result<Id, ReceiveError> {
         let c = self
             .here
@@ -398,6 +400,7 @@ impl At<'_> {
         self.id(WireId { p: 0, c })
     }
 
+    #[inline]
     fn value(&self, w: WireValue) -> Result<Value, ReceiveError> {
         w.into_value(|id| self.id(id))
     }

@@ -218,6 +218,37 @@ impl Replica {
         Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
+    /// What `f` makes of each entry of a map, in key order, given this
+    /// replica (to look up what a value refers to): [`Replica::map_for_each`]
+    /// into a vector, sized with the same look-up of the map.
+    ///
+    /// # Errors
+    /// As [`Replica::map_get`].
+    pub fn map_collect<T>(
+        &mut self,
+        obj: ObjectId,
+        mut f: impl FnMut(&SmolStr, &Value, &Replica) -> T,
+    ) -> Result<Vec<T>, Error> {
+        // As `map_for_each`.
+        let this = &*self;
+        let map = this.doc.map(obj)?;
+        if map.is_sorted() {
+            let mut out = Vec::with_capacity(map.len());
+            for (k, v) in map.iter() {
+                out.push(f(k, v, this));
+            }
+            return Ok(out);
+        }
+        self.doc.sorted_map(obj)?;
+        let this = &*self;
+        Ok(this
+            .doc
+            .map(obj)?
+            .iter()
+            .map(|(k, v)| f(k, v, this))
+            .collect())
+    }
+
     /// Calls `f` with each entry of a map, in key order, and this replica
     /// (to look up what a value refers to): a read that copies nothing.
     ///
@@ -459,6 +490,18 @@ impl Replica {
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_splice(obj, start, delete, items, owner, &mut self.out, &self.peers)
+    }
+
+    /// Appends one element to an array: [`Replica::list_splice`] at the
+    /// end, without reading the length first.
+    ///
+    /// # Errors
+    /// As [`Replica::list_splice`].
+    pub fn list_push(&mut self, obj: ObjectId, item: Input) -> Result<(), Error> {
+        self.writable()?;
+        let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
+        self.doc
+            .list_insert_one(obj, None, item, owner, &mut self.out, &self.peers)
     }
 
     /// Sets the element at `index`. Setting at `index == len` appends, and

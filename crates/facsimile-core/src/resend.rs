@@ -7,10 +7,10 @@ use std::sync::Arc;
 /// Messages longer than this are kept as a share of the transmitted
 /// message instead of a copy: copying a large message (a batch of a
 /// million writes is one) would hold it twice once the transport let its
-/// share go, and the ring keeps its largest size.
+/// share go, and the buffer keeps its largest size.
 const SHARE_ABOVE: usize = 16 << 10;
 
-/// A bounded log of sent messages: small ones copied into one ring of
+/// A bounded log of sent messages: small ones copied into one buffer of
 /// bytes, large ones shared.
 ///
 /// The log keeps its own copy of small messages rather than a share of
@@ -20,13 +20,17 @@ const SHARE_ABOVE: usize = 16 << 10;
 pub(crate) struct ResendLog {
     /// Sequence number and contents of each message kept, oldest first.
     entries: VecDeque<(u64, Kept)>,
-    /// The small messages kept, back to back, oldest first.
-    bytes: VecDeque<u8>,
+    /// The small messages kept, back to back, oldest first, from `start`
+    /// on: a dropped message only moves `start`, and the bytes before it
+    /// go once they are half of the buffer (a ring of bytes cost more per
+    /// message: its drain and byte-wise extend).
+    bytes: Vec<u8>,
+    start: usize,
 }
 
 #[derive(Debug)]
 enum Kept {
-    /// This many bytes of the ring.
+    /// This many bytes of the buffer.
     Ring(usize),
     /// A share of the transmitted message.
     Shared(Arc<[u8]>),
@@ -46,13 +50,17 @@ impl ResendLog {
             self.entries.push_back((seq, Kept::Shared(msg.clone())));
         } else {
             self.entries.push_back((seq, Kept::Ring(msg.len())));
-            self.bytes.extend(msg.iter());
+            if self.start > 0 && self.start * 2 >= self.bytes.len() {
+                self.bytes.drain(..self.start);
+                self.start = 0;
+            }
+            self.bytes.extend_from_slice(msg);
         }
     }
 
     fn pop(&mut self) {
         if let Some((_, Kept::Ring(len))) = self.entries.pop_front() {
-            self.bytes.drain(..len);
+            self.start += len;
         }
     }
 
@@ -70,13 +78,13 @@ impl ResendLog {
         if first > from_seq {
             return None;
         }
-        let mut start = 0;
+        let mut start = self.start;
         let mut out = Vec::new();
         for (seq, kept) in &self.entries {
             match kept {
                 Kept::Ring(len) => {
                     if *seq >= from_seq {
-                        out.push(self.bytes.range(start..start + len).copied().collect());
+                        out.push(Arc::from(&self.bytes[start..start + len]));
                     }
                     start += len;
                 }
@@ -93,7 +101,7 @@ mod tests {
     use super::*;
 
     fn msg(seq: u64) -> Arc<[u8]> {
-        // Lengths 0 to 6, so that the ring wraps at varied offsets, and
+        // Lengths 0 to 6, so that the buffer's front moves by varied amounts, and
         // every tenth one shared.
         let len = match seq % 10 {
             0 => SHARE_ABOVE as u64 + seq,

@@ -609,7 +609,7 @@ impl MapRef {
     pub fn keys(&self) -> Vec<String> {
         self.node
             .read(|r| r.map_keys(self.id()))
-            .map(|ks| ks.into_iter().map(|k| k.to_string()).collect())
+            .map(|ks| ks.into_iter().map(String::from).collect())
             .unwrap_or_default()
     }
 
@@ -636,12 +636,9 @@ impl MapRef {
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn entries(&self) -> Result<Vec<(SmolStr, Value)>> {
+        let id = self.id();
         self.node.try_read(|r| {
-            let mut out = Vec::with_capacity(r.map_len(self.id())?);
-            r.map_for_each(self.id(), |k, v, r| {
-                out.push((k.clone(), self.node.value(r, v.clone())));
-            })?;
-            Ok(out)
+            r.map_collect(id, |k, v, r| (k.clone(), self.node.value(r, v.clone())))
         })
     }
 
@@ -903,12 +900,8 @@ impl ArrayRef {
     /// ```
     pub fn push(&self, x: impl Into<Input>) -> Result<()> {
         let input = x.into().into_core(&self.node)?;
-        self.node
-            .write(|r| {
-                let len = r.list_len(self.id())?;
-                r.list_splice(self.id(), len, 0, std::iter::once(input))
-            })
-            .map(|_| ())
+        let id = self.id();
+        self.node.write(|r| r.list_push(id, input))
     }
 
     /// Appends several elements as one change, sent as one message.

@@ -149,7 +149,7 @@ impl Value {
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-            Value::String(s) => J::String(s.to_string()),
+            Value::String(s) => J::String(String::from(s.as_str())),
             Value::Bytes(b) => J::Array(b.iter().map(|&x| J::from(x)).collect()),
             Value::Map(m) => {
                 if !path.insert(m.id()) {
@@ -157,7 +157,7 @@ impl Value {
                 }
                 let mut out = serde_json::Map::new();
                 for (k, v) in m.entries()? {
-                    out.insert(k.to_string(), v.to_json_inner(path)?);
+                    out.insert(String::from(k.as_str()), v.to_json_inner(path)?);
                 }
                 path.remove(&m.id());
                 J::Object(out)

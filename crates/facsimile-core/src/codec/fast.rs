@@ -81,11 +81,13 @@ pub(super) fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+#[inline]
 pub(super) fn id(out: &mut Vec<u8>, id: WireId) {
     varint(out, id.p.into());
     varint(out, id.c);
 }
 
+#[inline]
 pub(super) fn str(out: &mut Vec<u8>, s: &str) {
     varint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());

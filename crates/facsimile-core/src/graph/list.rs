@@ -566,7 +566,9 @@ impl ListObj {
     }
 
     pub(crate) fn has_slot(&self, id: Id) -> bool {
-        self.index.contains(id)
+        // The origin of a push or a typed character is the slot inserted
+        // last: found without hashing.
+        self.last_cursor(id).is_some() || self.index.contains(id)
     }
 
     /// Where a slot is: in the leaf the index names.
@@ -773,6 +775,7 @@ impl ListObj {
     }
 
     /// Where `id` is when it is the slot inserted last and has not moved.
+    #[inline]
     fn last_cursor(&self, id: Id) -> Option<Cursor> {
         match self.last {
             Some((last, c)) if last == id && self.tree.holds(c) && self.id(c) == id => Some(c),
