@@ -480,6 +480,20 @@ impl Items for Slots {
     fn visible_in(&self, range: std::ops::Range<usize>) -> u64 {
         self.flags[range].iter().filter(|&&f| is_visible(f)).count() as u64
     }
+
+    /// A slot's lookup reads the ids, then its flags and value: on a large
+    /// list each column is a cache miss. Reading one word of each here
+    /// (the values a second one: an insert shifts their tail) starts the
+    /// misses at once, where the lookup would take them one after another.
+    #[inline]
+    fn prefetch(&self) {
+        std::hint::black_box((
+            self.runs.first().map(|r| r.len),
+            self.flags.first().copied(),
+            self.bits.first().copied(),
+            self.bits.get(self.bits.len() / 2).copied(),
+        ));
+    }
 }
 
 /// A slot that died, and the leaf it was in when it died: reclamation
@@ -589,7 +603,9 @@ impl ListObj {
     /// Where a slot is: in the leaf the index names.
     fn cursor(&self, id: Id) -> Option<Cursor> {
         let leaf = self.index.get(id)?;
-        let pos = self.tree.leaf_items(leaf).find(id)?;
+        let slots = self.tree.leaf_items(leaf);
+        slots.prefetch();
+        let pos = slots.find(id)?;
         Some(Cursor { leaf, pos })
     }
 

@@ -37,6 +37,10 @@ pub(crate) trait Items: Default {
     fn visible_in(&self, range: std::ops::Range<usize>) -> u64 {
         range.filter(|&p| self.is_visible(p)).count() as u64
     }
+
+    /// Starts fetching storage that a lookup in this leaf will read next,
+    /// so that its cache misses overlap rather than follow each other.
+    fn prefetch(&self) {}
 }
 
 impl<T: SeqItem> Items for Vec<T> {
@@ -421,6 +425,7 @@ impl<S: Items> SeqTree<S> {
             node = inner.children[i];
         }
         let items = &self.leaves[node as usize].items;
+        items.prefetch();
         let mut visible = (0..items.len()).filter(|&p| items.is_visible(p));
         let found = if index < total / 2 {
             visible.nth(index as usize)
