@@ -270,6 +270,7 @@ fn sum_below(n: usize) -> i64 {
 fn map_set<S: System>(n: usize, phases: bool) -> Report {
     let (mut a, mut b) = pair::<S>();
     let mut meter = Meter::new(phases);
+    let cpu = thread_cpu();
     let start = Instant::now();
     for i in 0..n {
         let key = format!("k{i}");
@@ -283,6 +284,7 @@ fn map_set<S: System>(n: usize, phases: bool) -> Report {
         meter.apply(&mut b, &update);
     }
     let total = start.elapsed();
+    report_cpu("map_set", n, n as u64, cpu);
     let peak = peak_memory();
     let expected = Expected {
         maps: Some(1),
@@ -450,6 +452,7 @@ fn seq_stress<S: System>(n: usize, phases: bool) -> Report {
     let mut rng = SmallRng::seed_from_u64(42);
     let mut len = 0usize;
     let mut step = 0i64;
+    let cpu = thread_cpu();
     let start = Instant::now();
     while len < n {
         let op = if rng.random_bool(0.8) {
@@ -468,6 +471,7 @@ fn seq_stress<S: System>(n: usize, phases: bool) -> Report {
         meter.apply(&mut b, &update);
     }
     let total = start.elapsed();
+    report_cpu("seq_stress", n, step as u64, cpu);
     let peak = peak_memory();
     let expected = Expected {
         arrays: Some(1),
@@ -635,6 +639,27 @@ fn graph_sync<S: System>(n: usize) -> Report {
 fn with_peak(mut report: Report, peak: Option<u64>) -> Report {
     report.peak_bytes = peak;
     report
+}
+
+/// Time this thread spent on a CPU, from `/proc/thread-self/schedstat`:
+/// on a machine shared with other work it leaves out the time the thread
+/// waited for a core, which wall time includes.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// With `FACSIMILE_BENCH_CPU` set, prints to stderr the CPU time of the
+/// timed loop that started at `cpu_start`, per operation.
+fn report_cpu(workload: &str, n: usize, ops: u64, cpu_start: Option<Duration>) {
+    if std::env::var_os("FACSIMILE_BENCH_CPU").is_none() {
+        return;
+    }
+    if let (Some(start), Some(end)) = (cpu_start, thread_cpu()) {
+        let us = (end - start).as_secs_f64() * 1e6 / ops.max(1) as f64;
+        eprintln!("cpu {workload} n={n} ops={ops} cpu_us_per_op={us:.3}");
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::clock::Peers;
 use crate::error::Error;
 use crate::event::{Change, Origin};
 use crate::gc::Gc;
-use crate::graph::list::ListObj;
+use crate::graph::list::{Found, ListObj};
 use crate::graph::map::{MapEntry, MapObj};
 use crate::graph::{Graph, Obj, ObjData};
 use crate::op::Op;
@@ -531,12 +531,15 @@ impl Doc {
         let mut removed = Vec::with_capacity(delete);
         if delete > 0 {
             let list = self.list(obj)?;
-            let elems: Vec<Id> = (start..start + delete).map(|i| list.elem_at(i)).collect();
+            let found: SmallVec<[Found; 1]> = (start..start + delete)
+                .map(|i| list.elem_found_at(i))
+                .collect();
+            let elems: SmallVec<[Id; 1]> = found.iter().map(Found::id).collect();
             let runs = out.outbox.wire_runs(&elems, peers);
             out.outbox.push(WireOp::ListDelete { obj: wobj, runs });
             let list = self.list_mut(obj.0);
-            for e in elems {
-                if let Some((v, _)) = list.delete(e) {
+            for f in found {
+                if let Some((v, _)) = list.delete_found(f) {
                     removed.push(v);
                 }
             }
@@ -558,7 +561,9 @@ impl Doc {
                 None => items.map(|i| self.materialize(i, out, peers)).unzip(),
             };
             self.created_under(Some(obj.0));
-            let origin = (start > 0).then(|| self.list(obj).expect("checked").slot_at(start - 1));
+            let found =
+                (start > 0).then(|| self.list(obj).expect("checked").slot_found_at(start - 1));
+            let origin = found.map(|f| f.id());
             let first = out.outbox.tick();
             out.outbox.skip(n as u64 - 1);
             let worigin = match origin {
@@ -592,8 +597,8 @@ impl Doc {
             out.outbox.push(op);
             let list = self.list_mut(obj.0);
             match one {
-                Some(v) => list.insert(origin, first, std::iter::once(v), peers),
-                None => list.insert(origin, first, values, peers),
+                Some(v) => list.insert_found(found, first, std::iter::once(v), peers),
+                None => list.insert_found(found, first, values, peers),
             }
         }
         out.events.touch(obj.0, || Touch::Mass);
@@ -626,7 +631,8 @@ impl Doc {
         }
         // Creating the item's objects does not change the list: its origin
         // is read now, while the list is at hand.
-        let origin = (start > 0).then(|| list.slot_at(start - 1));
+        let found = (start > 0).then(|| list.slot_found_at(start - 1));
+        let origin = found.as_ref().map(Found::id);
         self.check_input(&item)?;
         out.begin();
         let wobj = out.outbox.wire_id(obj.0, peers);
@@ -658,7 +664,7 @@ impl Doc {
         };
         out.outbox.push(op);
         self.list_mut(obj.0)
-            .insert(origin, first, std::iter::once(v), peers);
+            .insert_found(found, first, std::iter::once(v), peers);
         out.events.touch(obj.0, || Touch::Mass);
         out.end();
         Ok(())

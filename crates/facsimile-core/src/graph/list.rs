@@ -480,6 +480,20 @@ impl Items for Slots {
     fn visible_in(&self, range: std::ops::Range<usize>) -> u64 {
         self.flags[range].iter().filter(|&&f| is_visible(f)).count() as u64
     }
+
+    /// A slot's lookup reads the ids, then its flags and value: on a large
+    /// list each column is a cache miss. Reading one word of each here
+    /// (the values a second one: an insert shifts their tail) starts the
+    /// misses at once, where the lookup would take them one after another.
+    #[inline]
+    fn prefetch(&self) {
+        std::hint::black_box((
+            self.runs.first().map(|r| r.len),
+            self.flags.first().copied(),
+            self.bits.first().copied(),
+            self.bits.get(self.bits.len() / 2).copied(),
+        ));
+    }
 }
 
 /// A slot that died, and the leaf it was in when it died: reclamation
@@ -508,6 +522,23 @@ impl DeadSlot {
 }
 
 const _: () = assert!(std::mem::size_of::<DeadSlot>() == 16);
+
+/// A slot found by its visible index, and where it was: a local insert
+/// after it or a delete of its element then needs no lookup in the id
+/// index, which on a large list is a chain of cache misses (the index
+/// page, the page's leaves, the leaf, its ids). Checked before use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Found {
+    id: Id,
+    at: Cursor,
+}
+
+impl Found {
+    /// The slot, or for [`ListObj::elem_found_at`] the element.
+    pub(crate) fn id(&self) -> Id {
+        self.id
+    }
+}
 
 /// Element state that differs from the defaults implied by its home slot
 /// (value written by the insert, position at the home slot).
@@ -574,7 +605,9 @@ impl ListObj {
     /// Where a slot is: in the leaf the index names.
     fn cursor(&self, id: Id) -> Option<Cursor> {
         let leaf = self.index.get(id)?;
-        let pos = self.tree.leaf_items(leaf).find(id)?;
+        let slots = self.tree.leaf_items(leaf);
+        slots.prefetch();
+        let pos = slots.find(id)?;
         Some(Cursor { leaf, pos })
     }
 
@@ -658,21 +691,34 @@ impl ListObj {
         self.elem(self.tree.locate_visible(index))
     }
 
-    /// The slot at a visible index.
-    pub(crate) fn slot_at(&self, index: usize) -> Id {
+    /// The element at a visible index, and where its visible slot is.
+    pub(crate) fn elem_found_at(&self, index: usize) -> Found {
+        let at = self.tree.locate_visible(index);
+        Found {
+            id: self.elem(at),
+            at,
+        }
+    }
+
+    /// The slot at a visible index, and where it is.
+    pub(crate) fn slot_found_at(&self, index: usize) -> Found {
         // A push names the last element: when that is the slot inserted
         // last and nothing follows it, no descent is needed.
-        if let Some((id, c)) = self.last {
+        if let Some((id, at)) = self.last {
             if index + 1 == self.len()
-                && self.tree.holds(c)
-                && self.id(c) == id
-                && is_visible(self.flags(c))
-                && self.tree.next(c).is_none()
+                && self.tree.holds(at)
+                && self.id(at) == id
+                && is_visible(self.flags(at))
+                && self.tree.next(at).is_none()
             {
-                return id;
+                return Found { id, at };
             }
         }
-        self.id(self.tree.locate_visible(index))
+        let at = self.tree.locate_visible(index);
+        Found {
+            id: self.id(at),
+            at,
+        }
     }
 
     /// The value of a live element.
@@ -769,9 +815,12 @@ impl ListObj {
         }
     }
 
-    /// The cursor of an insert's origin.
-    fn origin_cursor(&self, id: Id) -> Option<Cursor> {
-        self.last_cursor(id).or_else(|| self.cursor(id))
+    /// The cursor of an insert's origin: at `hint` when it is still there.
+    fn origin_cursor(&self, id: Id, hint: Option<Cursor>) -> Option<Cursor> {
+        match hint {
+            Some(c) if self.tree.holds(c) && self.id(c) == id => Some(c),
+            _ => self.last_cursor(id).or_else(|| self.cursor(id)),
+        }
     }
 
     /// Where `id` is when it is the slot inserted last and has not moved.
@@ -783,9 +832,19 @@ impl ListObj {
         }
     }
 
-    /// Places `slot` after `origin` (`None`: at the head) by the RGA rule.
-    fn integrate(&mut self, origin: Option<Id>, slot: Stored, peers: &Peers) -> Cursor {
-        let mut prev = origin.map(|o| self.origin_cursor(o).expect("origin checked by caller"));
+    /// Places `slot` after `origin` (`None`: at the head) by the RGA rule;
+    /// `hint` is where `origin` may be.
+    fn integrate(
+        &mut self,
+        origin: Option<Id>,
+        hint: Option<Cursor>,
+        slot: Stored,
+        peers: &Peers,
+    ) -> Cursor {
+        let mut prev = origin.map(|o| {
+            self.origin_cursor(o, hint)
+                .expect("origin checked by caller")
+        });
         let mut next = match prev {
             Some(p) => self.tree.next(p),
             None => self.tree.first(),
@@ -818,13 +877,36 @@ impl ListObj {
         values: impl IntoIterator<Item = Value>,
         peers: &Peers,
     ) {
-        let mut origin = origin;
+        self.insert_hinted(origin, None, first, values, peers);
+    }
+
+    /// [`ListObj::insert`] after a slot found by its index.
+    pub(crate) fn insert_found(
+        &mut self,
+        origin: Option<Found>,
+        first: Id,
+        values: impl IntoIterator<Item = Value>,
+        peers: &Peers,
+    ) {
+        let (id, hint) = (origin.map(|f| f.id), origin.map(|f| f.at));
+        self.insert_hinted(id, hint, first, values, peers);
+    }
+
+    fn insert_hinted(
+        &mut self,
+        origin: Option<Id>,
+        hint: Option<Cursor>,
+        first: Id,
+        values: impl IntoIterator<Item = Value>,
+        peers: &Peers,
+    ) {
+        let (mut origin, mut hint) = (origin, hint);
         for (i, value) in values.into_iter().enumerate() {
             let id = Id::new(first.peer, first.counter + i as u64);
             self.refs += usize::from(is_ref(&value));
             let slot = Stored::home(id, value, false, false, &mut self.big);
-            self.integrate(origin, slot, peers);
-            origin = Some(id);
+            let at = self.integrate(origin, hint, slot, peers);
+            (origin, hint) = (Some(id), Some(at));
         }
     }
 
@@ -832,6 +914,22 @@ impl ListObj {
     /// was live.
     pub(crate) fn delete(&mut self, elem: Id) -> Option<(Value, usize)> {
         let home = self.cursor(elem)?;
+        self.delete_at(elem, home)
+    }
+
+    /// [`ListObj::delete`] of an element found by its index.
+    pub(crate) fn delete_found(&mut self, found: Found) -> Option<(Value, usize)> {
+        // A moved element's visible slot is not its home: that fails the
+        // check and is looked up.
+        let home = match found.at {
+            c if self.tree.holds(c) && self.id(c) == found.id => c,
+            _ => self.cursor(found.id)?,
+        };
+        self.delete_at(found.id, home)
+    }
+
+    /// Deletes `elem`, whose home slot is at `home`.
+    fn delete_at(&mut self, elem: Id, home: Cursor) -> Option<(Value, usize)> {
         let f = self.flags(home);
         if f & (MOVED | DELETED) != 0 {
             return None;
@@ -911,7 +1009,7 @@ impl ListObj {
         let mut extra = self.extra(elem);
         let wins = !deleted && peers.later(slot, extra.pos_stamp);
         let moved = Stored::moved(slot, elem, false, &mut self.big);
-        let new = self.integrate(origin, moved, peers);
+        let new = self.integrate(origin, None, moved, peers);
         if !wins {
             self.dead.push(DeadSlot::at(slot, new));
             return false;

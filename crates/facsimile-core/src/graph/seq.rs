@@ -37,6 +37,10 @@ pub(crate) trait Items: Default {
     fn visible_in(&self, range: std::ops::Range<usize>) -> u64 {
         range.filter(|&p| self.is_visible(p)).count() as u64
     }
+
+    /// Starts fetching storage that a lookup in this leaf will read next,
+    /// so that its cache misses overlap rather than follow each other.
+    fn prefetch(&self) {}
 }
 
 impl<T: SeqItem> Items for Vec<T> {
@@ -127,11 +131,92 @@ struct Leaf<S> {
     prev: u32,
 }
 
+/// An inner node, its rows held in place: a descent or a climb through a
+/// node of a large list then costs one or two cache misses, where rows on
+/// the heap cost three (node, children, counts).
 #[derive(Debug, Clone)]
 struct Inner {
-    children: Vec<u32>,
-    counts: Vec<u64>,
+    children: Row<u32>,
+    counts: Row<u64>,
     parent: u32,
+}
+
+/// Up to `NODE_MAX + 1` values in place (a node holds one more than
+/// `NODE_MAX` until it splits), read as a slice.
+#[derive(Clone, Copy)]
+struct Row<T> {
+    len: u8,
+    items: [T; NODE_MAX + 1],
+}
+
+impl<T: Copy + Default> Default for Row<T> {
+    fn default() -> Self {
+        Row {
+            len: 0,
+            items: [T::default(); NODE_MAX + 1],
+        }
+    }
+}
+
+impl<T: Copy + Default> Row<T> {
+    fn from_slice(values: &[T]) -> Self {
+        let mut row = Row::default();
+        row.items[..values.len()].copy_from_slice(values);
+        row.len = values.len() as u8;
+        row
+    }
+
+    fn insert(&mut self, at: usize, value: T) {
+        let len = self.len as usize;
+        self.items.copy_within(at..len, at + 1);
+        self.items[at] = value;
+        self.len += 1;
+    }
+
+    fn remove(&mut self, at: usize) -> T {
+        let len = self.len as usize;
+        let value = self.items[at];
+        self.items.copy_within(at + 1..len, at);
+        self.len -= 1;
+        value
+    }
+
+    /// Moves the values from `at` on into a new row.
+    fn split_off(&mut self, at: usize) -> Self {
+        let tail = Row::from_slice(&self[at..]);
+        self.len = at as u8;
+        tail
+    }
+}
+
+impl<T: Copy + Default> FromIterator<T> for Row<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut row = Row::default();
+        for value in iter {
+            row.items[row.len as usize] = value;
+            row.len += 1;
+        }
+        row
+    }
+}
+
+impl<T> std::ops::Deref for Row<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.items[..self.len as usize]
+    }
+}
+
+impl<T> std::ops::DerefMut for Row<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.items[..self.len as usize]
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Row<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// The tree. `height == 0` means the root is a leaf.
@@ -347,6 +432,7 @@ impl<S: Items> SeqTree<S> {
             node = inner.children[i];
         }
         let items = &self.leaves[node as usize].items;
+        items.prefetch();
         let mut visible = (0..items.len()).filter(|&p| items.is_visible(p));
         let found = if index < total / 2 {
             visible.nth(index as usize)
@@ -545,8 +631,8 @@ impl<S: Items> SeqTree<S> {
             // The root split: grow a new root above both halves.
             let old_count = self.count_of(old, is_leaf);
             let root = self.alloc_inner(Inner {
-                children: vec![old, new],
-                counts: vec![old_count, moved],
+                children: Row::from_slice(&[old, new]),
+                counts: Row::from_slice(&[old_count, moved]),
                 parent: NONE,
             });
             self.set_parent(old, is_leaf, root);
@@ -697,8 +783,8 @@ impl<S: Items> SeqTree<S> {
             let old = self.root;
             let child = self.inners[old as usize].children[0];
             self.inners[old as usize] = Inner {
-                children: Vec::new(),
-                counts: Vec::new(),
+                children: Row::default(),
+                counts: Row::default(),
                 parent: FREED,
             };
             self.free_inners.push(old);
