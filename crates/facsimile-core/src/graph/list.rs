@@ -30,7 +30,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::seq::{Cursor, Items, LeafId, MERGE_MAX, SeqTree};
+use super::seq::{Cursor, Items, LEAF_MAX, LeafId, MERGE_MAX, SeqTree};
 use super::slot_index::SlotIndex;
 use crate::clock::Peers;
 use crate::value::{Id, ObjectId, PeerIdx, Value};
@@ -344,51 +344,86 @@ impl Slots {
         }
     }
 
-    /// Drops every slot whose flags are `doomed`, telling `gone` its id,
-    /// flags and value bits, in one pass from the first of them on (one
-    /// shift of the columns for them all, and the runs rebuilt, `scratch`
-    /// holding the old ones). Returns how many went.
-    fn drop_where(
-        &mut self,
-        doomed: impl Fn(u8) -> bool,
-        scratch: &mut Vec<Run>,
-        mut gone: impl FnMut(Id, u8, u64),
-    ) -> usize {
-        let Some(first) = self.flags.iter().position(|&f| doomed(f)) else {
+    /// Drops the slots that are dead with epoch bit `epoch`, telling
+    /// `gone` each one's id, flags and value bits: the runs are edited from
+    /// the back, and the columns are closed up once for them all. Returns
+    /// how many went.
+    fn drop_dead(&mut self, epoch: u8, mut gone: impl FnMut(Id, u8, u64)) -> usize {
+        let mask = dead_mask(&self.flags, epoch);
+        if mask == 0 {
             return 0;
-        };
-        let (mut at, mut i) = (0, 0);
-        while at + self.runs[i].len as usize <= first {
-            at += self.runs[i].len as usize;
-            i += 1;
         }
-        scratch.clear();
-        scratch.extend_from_slice(&self.runs[i..]);
-        self.runs.truncate(i);
-        // Slots from `at` on are read at `read` and kept at `write`.
-        let mut write = at;
-        for (read, id) in (at..).zip(
-            scratch
-                .iter()
-                .flat_map(|r| (0..u64::from(r.len)).map(|k| Id::new(r.peer, r.counter + k))),
-        ) {
-            let f = self.flags[read];
-            if doomed(f) {
-                gone(id, f, self.bits[read]);
+        // From the back, so that the positions still to go stay where they
+        // are: runs[i - 1] ends at `end`.
+        let (mut i, mut end) = (self.runs.len(), self.flags.len());
+        let mut left = mask;
+        while left != 0 {
+            let p = 63 - left.leading_zeros() as usize;
+            left &= !(1 << p);
+            for r in self.runs[..i].iter().rev() {
+                let start = end - r.len as usize;
+                if p >= start {
+                    break;
+                }
+                (i, end) = (i - 1, start);
+            }
+            let at = i - 1;
+            let r = self.runs[at];
+            let start = end - r.len as usize;
+            let k = (p - start) as u32;
+            gone(
+                Id::new(r.peer, r.counter + u64::from(k)),
+                self.flags[p],
+                self.bits[p],
+            );
+            if r.len == 1 {
+                self.runs.remove(at);
+                (i, end) = (at, start);
+                // The neighbours may now continue each other.
+                if at > 0 && at < self.runs.len() {
+                    let n = self.runs[at];
+                    if self.runs[at - 1].continued_by(Id::new(n.peer, n.counter)) {
+                        self.runs[at - 1].len += n.len;
+                        self.runs.remove(at);
+                        end += n.len as usize;
+                    }
+                }
                 continue;
             }
-            self.flags[write] = f;
-            self.bits[write] = self.bits[read];
-            write += 1;
-            match self.runs.last_mut() {
-                Some(last) if last.continued_by(id) => last.len += 1,
-                _ => self.runs.push(Run::one(id)),
+            if k == 0 {
+                self.runs[at].counter += 1;
+                self.runs[at].len -= 1;
+            } else if k + 1 == r.len {
+                self.runs[at].len -= 1;
+            } else {
+                self.runs[at].len = k;
+                let tail = Run {
+                    counter: r.counter + u64::from(k) + 1,
+                    peer: r.peer,
+                    len: r.len - k - 1,
+                };
+                self.runs.insert(at + 1, tail);
             }
+            (i, end) = (at + 1, start + self.runs[at].len as usize);
         }
-        let n = self.flags.len() - write;
+        // Each stretch between two dropped slots moves once.
+        let len = self.flags.len();
+        let mut write = mask.trailing_zeros() as usize;
+        let mut left = mask;
+        while left != 0 {
+            let p = left.trailing_zeros() as usize;
+            left &= left - 1;
+            let next = match left {
+                0 => len,
+                _ => left.trailing_zeros() as usize,
+            };
+            self.flags.copy_within(p + 1..next, write);
+            self.bits.copy_within(p + 1..next, write);
+            write += next - p - 1;
+        }
         self.flags.truncate(write);
         self.bits.truncate(write);
-        n
+        len - write
     }
 
     /// Checks that the columns agree; used by tests.
@@ -399,6 +434,44 @@ impl Slots {
         assert_eq!(n, self.flags.len());
         assert_eq!(n, self.bits.len());
     }
+}
+
+/// Bit `i` set when slot `i` of a leaf is dead and stamped with `epoch`,
+/// eight flag bytes at a time (a leaf holds at most 64 slots).
+fn dead_mask(flags: &[u8], epoch: u8) -> u64 {
+    const _: () = assert!(LEAF_MAX <= 64, "a leaf's slots fit a mask");
+    debug_assert!(flags.len() <= 64);
+    let mut chunks = flags.chunks_exact(8);
+    let mut mask = 0;
+    for (c, chunk) in chunks.by_ref().enumerate() {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        mask |= dead_byte(w, epoch) << (8 * c);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut bytes = [0; 8];
+        bytes[..rest.len()].copy_from_slice(rest);
+        mask |= dead_byte(u64::from_le_bytes(bytes), epoch) << (flags.len() / 8 * 8);
+    }
+    mask
+}
+
+/// Bit `k` set when byte `k` of `w` is the flags of a slot dead and
+/// stamped with `epoch` (a zero byte is a live home slot).
+fn dead_byte(w: u64, epoch: u8) -> u64 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    // Bit 0 of every byte: the flag of that slot (see `is_dead`).
+    let moved = w & LOW;
+    let deleted = (w >> DELETED.trailing_zeros()) & LOW;
+    let live = (w >> LIVE.trailing_zeros()) & LOW;
+    let stamped = (w >> EPOCH.trailing_zeros()) & LOW;
+    let dead = (moved & !live) | (!moved & deleted);
+    let ours = match epoch {
+        0 => !stamped,
+        _ => stamped,
+    };
+    // Gathers bit 0 of each byte into the top byte, byte k at bit k.
+    (dead & ours & LOW).wrapping_mul(0x0102_0408_1020_4080) >> 56
 }
 
 impl Items for Slots {
@@ -1146,13 +1219,11 @@ impl ListObj {
     pub(crate) fn purge(&mut self) {
         let taken = std::mem::take(&mut self.dead.taken);
         let old = self.dead.epoch ^ EPOCH;
-        let doomed = |f: u8| is_dead(f) && f & EPOCH == old;
         let (index, big) = (&mut self.index, &mut self.big);
-        let mut runs = Vec::new();
         let mut touched = Vec::new();
         for leaf in taken.iter() {
             let gone = self.tree.edit_invisible(leaf, |s| {
-                s.drop_where(doomed, &mut runs, |id, f, bits| {
+                s.drop_dead(old, |id, f, bits| {
                     index.remove(id);
                     if f & KIND == BIG {
                         big.take(bits);
@@ -1248,6 +1319,24 @@ impl ListObj {
 mod tests {
     use super::*;
     use crate::value::{PeerId, PeerIdx};
+
+    /// The mask of dead slots agrees with `is_dead` for every flag byte, at
+    /// every place of a leaf.
+    #[test]
+    fn dead_masks_match_the_flags() {
+        for epoch in [0, EPOCH] {
+            for f in 0..=u8::MAX {
+                for len in [1, 7, 8, 9, 44, 64] {
+                    for at in [0, len / 2, len - 1] {
+                        let mut flags = vec![MOVED | LIVE | (!epoch & EPOCH); len];
+                        flags[at] = f;
+                        let want = is_dead(f) && f & EPOCH == epoch;
+                        assert_eq!(dead_mask(&flags, epoch), u64::from(want) << at, "{f:#x}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn twice_present_ids_are_refused_even_when_covered() {

@@ -76,7 +76,8 @@ impl<T: SeqItem> Items for Vec<T> {
 /// merges (moved items are reported).
 pub(crate) type LeafId = u32;
 
-const LEAF_MAX: usize = 64;
+/// The most items a leaf holds.
+pub(crate) const LEAF_MAX: usize = 64;
 /// Where a full leaf splits when the item does not go at its end: the items
 /// from here on move to the start of a new leaf right after it.
 pub(crate) const SPLIT_AT: usize = LEAF_MAX / 2;
