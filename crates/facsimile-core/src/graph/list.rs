@@ -353,24 +353,51 @@ impl Slots {
         if mask == 0 {
             return 0;
         }
-        // From the back, so that the positions still to go stay where they
-        // are: runs[i - 1] ends at `end`.
-        let (mut i, mut end) = (self.runs.len(), self.flags.len());
+        // The run holding each slot to drop and where that run starts, by
+        // one walk from the nearer end of the leaf.
+        let len = self.flags.len();
+        let (low, high) = (mask.trailing_zeros(), 63 - mask.leading_zeros());
+        let mut holder = [(0u32, 0u32); 64];
         let mut left = mask;
-        while left != 0 {
-            let p = 63 - left.leading_zeros() as usize;
-            left &= !(1 << p);
-            for r in self.runs[..i].iter().rev() {
-                let start = end - r.len as usize;
-                if p >= start {
+        if (high as usize) < len - low as usize {
+            let mut start = 0;
+            for (at, r) in self.runs.iter().enumerate() {
+                let end = start + r.len;
+                while left != 0 && left.trailing_zeros() < end {
+                    holder[left.trailing_zeros() as usize] = (at as u32, start);
+                    left &= left - 1;
+                }
+                if left == 0 {
                     break;
                 }
-                (i, end) = (i - 1, start);
+                start = end;
             }
-            let at = i - 1;
+        } else {
+            let mut end = len as u32;
+            for (at, r) in self.runs.iter().enumerate().rev() {
+                let start = end - r.len;
+                while left != 0 && 63 - left.leading_zeros() >= start {
+                    let p = 63 - left.leading_zeros();
+                    holder[p as usize] = (at as u32, start);
+                    left &= !(1 << p);
+                }
+                if left == 0 {
+                    break;
+                }
+                end = start;
+            }
+        }
+        // From the back: an edit moves only the runs after its own, and
+        // only lengthens the run before it.
+        let mut left = mask;
+        while left != 0 {
+            let p = 63 - left.leading_zeros();
+            left &= !(1 << p);
+            let (at, start) = holder[p as usize];
+            let at = at as usize;
             let r = self.runs[at];
-            let start = end - r.len as usize;
-            let k = (p - start) as u32;
+            let k = p - start;
+            let p = p as usize;
             gone(
                 Id::new(r.peer, r.counter + u64::from(k)),
                 self.flags[p],
@@ -378,19 +405,15 @@ impl Slots {
             );
             if r.len == 1 {
                 self.runs.remove(at);
-                (i, end) = (at, start);
                 // The neighbours may now continue each other.
                 if at > 0 && at < self.runs.len() {
                     let n = self.runs[at];
                     if self.runs[at - 1].continued_by(Id::new(n.peer, n.counter)) {
                         self.runs[at - 1].len += n.len;
                         self.runs.remove(at);
-                        end += n.len as usize;
                     }
                 }
-                continue;
-            }
-            if k == 0 {
+            } else if k == 0 {
                 self.runs[at].counter += 1;
                 self.runs[at].len -= 1;
             } else if k + 1 == r.len {
@@ -404,10 +427,8 @@ impl Slots {
                 };
                 self.runs.insert(at + 1, tail);
             }
-            (i, end) = (at + 1, start + self.runs[at].len as usize);
         }
         // Each stretch between two dropped slots moves once.
-        let len = self.flags.len();
         let mut write = mask.trailing_zeros() as usize;
         let mut left = mask;
         while left != 0 {
