@@ -357,14 +357,15 @@ impl Slots {
         // one walk from the nearer end of the leaf.
         let len = self.flags.len();
         let (low, high) = (mask.trailing_zeros(), 63 - mask.leading_zeros());
-        let mut holder = [(0u32, 0u32); 64];
+        // Both below 64, so small enough to clear without a call.
+        let mut holder = [(0u8, 0u8); 64];
         let mut left = mask;
         if (high as usize) < len - low as usize {
             let mut start = 0;
             for (at, r) in self.runs.iter().enumerate() {
                 let end = start + r.len;
                 while left != 0 && left.trailing_zeros() < end {
-                    holder[left.trailing_zeros() as usize] = (at as u32, start);
+                    holder[left.trailing_zeros() as usize] = (at as u8, start as u8);
                     left &= left - 1;
                 }
                 if left == 0 {
@@ -378,7 +379,7 @@ impl Slots {
                 let start = end - r.len;
                 while left != 0 && 63 - left.leading_zeros() >= start {
                     let p = 63 - left.leading_zeros();
-                    holder[p as usize] = (at as u32, start);
+                    holder[p as usize] = (at as u8, start as u8);
                     left &= !(1 << p);
                 }
                 if left == 0 {
@@ -394,7 +395,7 @@ impl Slots {
             let p = 63 - left.leading_zeros();
             left &= !(1 << p);
             let (at, start) = holder[p as usize];
-            let at = at as usize;
+            let (at, start) = (usize::from(at), u32::from(start));
             let r = self.runs[at];
             let k = p - start;
             let p = p as usize;
