@@ -10,7 +10,6 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::clock::Peers;
-use crate::graph::list::DeadSlot;
 use crate::graph::{Graph, ObjData};
 use crate::membership::Membership;
 use crate::streams::Streams;
@@ -41,9 +40,9 @@ pub(crate) struct Gc {
 struct Round {
     frontier: FxHashMap<PeerIdx, u64>,
     candidates: FxHashSet<Id>,
-    /// Per array, the slots that were dead at the mark (taken from the
-    /// array, which records them as they die).
-    dead_slots: Vec<(Id, Vec<DeadSlot>)>,
+    /// The arrays that had dead slots at the mark, which each took aside
+    /// (an array records its slots as they die).
+    dead_slots: Vec<Id>,
     /// Whether tombstones and dead slots may exist (else only unreachable
     /// objects are looked for).
     sweep: bool,
@@ -184,10 +183,7 @@ impl Gc {
                     .objects
                     .iter_mut()
                     .filter_map(|(id, o)| match &mut o.data {
-                        ObjData::List(l) => {
-                            let dead = l.take_dead();
-                            (!dead.is_empty()).then_some((id, dead))
-                        }
+                        ObjData::List(l) => l.take_dead().then_some(id),
                         ObjData::Map(_) => None,
                     })
                     .collect(),
@@ -245,9 +241,9 @@ impl Gc {
                 }
             }
         }
-        for (id, slots) in &round.dead_slots {
+        for id in &round.dead_slots {
             if let Some(ObjData::List(l)) = graph.get_mut(*id).map(|o| &mut o.data) {
-                l.purge(slots);
+                l.purge();
             }
         }
     }
@@ -280,9 +276,9 @@ impl Gc {
 
 /// Returns the dead slots a round took to their arrays, for a later round.
 fn give_back(graph: &mut Graph, round: &Round) {
-    for (id, slots) in &round.dead_slots {
+    for id in &round.dead_slots {
         if let Some(ObjData::List(l)) = graph.get_mut(*id).map(|o| &mut o.data) {
-            l.restore_dead(slots);
+            l.restore_dead();
         }
     }
 }

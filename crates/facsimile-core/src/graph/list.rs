@@ -30,7 +30,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::seq::{Cursor, Items, LeafId, MERGE_MAX, SeqTree};
+use super::seq::{Cursor, Items, LEAF_MAX, LeafId, MERGE_MAX, SeqTree};
 use super::slot_index::SlotIndex;
 use crate::clock::Peers;
 use crate::value::{Id, ObjectId, PeerIdx, Value};
@@ -72,6 +72,9 @@ const INT: u8 = 0x20;
 const FLOAT: u8 = 0x30;
 /// An index into [`Big`].
 const BIG: u8 = 0x40;
+/// A dead slot's reclamation epoch: the one a round takes, or the next (see
+/// [`Dead`]). Meaningless while the slot lives.
+const EPOCH: u8 = 0x80;
 
 fn is_dead(flags: u8) -> bool {
     match flags & MOVED != 0 {
@@ -341,39 +344,108 @@ impl Slots {
         }
     }
 
-    fn remove_id(&mut self, pos: usize) -> Id {
-        let (mut i, mut k) = self.locate(pos).expect("slot is in its leaf");
-        if k == self.runs[i].len {
-            // The slot opens the next run.
-            (i, k) = (i + 1, 0);
+    /// Drops the slots that are dead with epoch bit `epoch`, telling
+    /// `gone` each one's id, flags and value bits: the runs are edited from
+    /// the back, and the columns are closed up once for them all. Returns
+    /// how many went.
+    fn drop_dead(&mut self, epoch: u8, mut gone: impl FnMut(Id, u8, u64)) -> usize {
+        let mask = dead_mask(&self.flags, epoch);
+        if mask == 0 {
+            return 0;
         }
-        let r = self.runs[i];
-        let id = Id::new(r.peer, r.counter + u64::from(k));
-        if r.len == 1 {
-            self.runs.remove(i);
-            // The neighbours may now continue each other.
-            if i > 0 && i < self.runs.len() {
-                let n = self.runs[i];
-                if self.runs[i - 1].continued_by(Id::new(n.peer, n.counter)) {
-                    self.runs[i - 1].len += n.len;
-                    self.runs.remove(i);
+        // The run holding each slot to drop and where that run starts, by
+        // one walk from the nearer end of the leaf.
+        let len = self.flags.len();
+        let (low, high) = (mask.trailing_zeros(), 63 - mask.leading_zeros());
+        // Both below 64, so small enough to clear without a call.
+        let mut holder = [(0u8, 0u8); 64];
+        let mut left = mask;
+        if (high as usize) < len - low as usize {
+            let mut start = 0;
+            for (at, r) in self.runs.iter().enumerate() {
+                let end = start + r.len;
+                while left != 0 && left.trailing_zeros() < end {
+                    holder[left.trailing_zeros() as usize] = (at as u8, start as u8);
+                    left &= left - 1;
                 }
+                if left == 0 {
+                    break;
+                }
+                start = end;
             }
-        } else if k == 0 {
-            self.runs[i].counter += 1;
-            self.runs[i].len -= 1;
-        } else if k + 1 == r.len {
-            self.runs[i].len -= 1;
         } else {
-            self.runs[i].len = k;
-            let tail = Run {
-                counter: r.counter + u64::from(k) + 1,
-                peer: r.peer,
-                len: r.len - k - 1,
-            };
-            self.runs.insert(i + 1, tail);
+            let mut end = len as u32;
+            for (at, r) in self.runs.iter().enumerate().rev() {
+                let start = end - r.len;
+                while left != 0 && 63 - left.leading_zeros() >= start {
+                    let p = 63 - left.leading_zeros();
+                    holder[p as usize] = (at as u8, start as u8);
+                    left &= !(1 << p);
+                }
+                if left == 0 {
+                    break;
+                }
+                end = start;
+            }
         }
-        id
+        // From the back: an edit moves only the runs after its own, and
+        // only lengthens the run before it.
+        let mut left = mask;
+        while left != 0 {
+            let p = 63 - left.leading_zeros();
+            left &= !(1 << p);
+            let (at, start) = holder[p as usize];
+            let (at, start) = (usize::from(at), u32::from(start));
+            let r = self.runs[at];
+            let k = p - start;
+            let p = p as usize;
+            gone(
+                Id::new(r.peer, r.counter + u64::from(k)),
+                self.flags[p],
+                self.bits[p],
+            );
+            if r.len == 1 {
+                self.runs.remove(at);
+                // The neighbours may now continue each other.
+                if at > 0 && at < self.runs.len() {
+                    let n = self.runs[at];
+                    if self.runs[at - 1].continued_by(Id::new(n.peer, n.counter)) {
+                        self.runs[at - 1].len += n.len;
+                        self.runs.remove(at);
+                    }
+                }
+            } else if k == 0 {
+                self.runs[at].counter += 1;
+                self.runs[at].len -= 1;
+            } else if k + 1 == r.len {
+                self.runs[at].len -= 1;
+            } else {
+                self.runs[at].len = k;
+                let tail = Run {
+                    counter: r.counter + u64::from(k) + 1,
+                    peer: r.peer,
+                    len: r.len - k - 1,
+                };
+                self.runs.insert(at + 1, tail);
+            }
+        }
+        // Each stretch between two dropped slots moves once.
+        let mut write = mask.trailing_zeros() as usize;
+        let mut left = mask;
+        while left != 0 {
+            let p = left.trailing_zeros() as usize;
+            left &= left - 1;
+            let next = match left {
+                0 => len,
+                _ => left.trailing_zeros() as usize,
+            };
+            self.flags.copy_within(p + 1..next, write);
+            self.bits.copy_within(p + 1..next, write);
+            write += next - p - 1;
+        }
+        self.flags.truncate(write);
+        self.bits.truncate(write);
+        len - write
     }
 
     /// Checks that the columns agree; used by tests.
@@ -384,6 +456,44 @@ impl Slots {
         assert_eq!(n, self.flags.len());
         assert_eq!(n, self.bits.len());
     }
+}
+
+/// Bit `i` set when slot `i` of a leaf is dead and stamped with `epoch`,
+/// eight flag bytes at a time (a leaf holds at most 64 slots).
+fn dead_mask(flags: &[u8], epoch: u8) -> u64 {
+    const _: () = assert!(LEAF_MAX <= 64, "a leaf's slots fit a mask");
+    debug_assert!(flags.len() <= 64);
+    let mut chunks = flags.chunks_exact(8);
+    let mut mask = 0;
+    for (c, chunk) in chunks.by_ref().enumerate() {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        mask |= dead_byte(w, epoch) << (8 * c);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut bytes = [0; 8];
+        bytes[..rest.len()].copy_from_slice(rest);
+        mask |= dead_byte(u64::from_le_bytes(bytes), epoch) << (flags.len() / 8 * 8);
+    }
+    mask
+}
+
+/// Bit `k` set when byte `k` of `w` is the flags of a slot dead and
+/// stamped with `epoch` (a zero byte is a live home slot).
+fn dead_byte(w: u64, epoch: u8) -> u64 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    // Bit 0 of every byte: the flag of that slot (see `is_dead`).
+    let moved = w & LOW;
+    let deleted = (w >> DELETED.trailing_zeros()) & LOW;
+    let live = (w >> LIVE.trailing_zeros()) & LOW;
+    let stamped = (w >> EPOCH.trailing_zeros()) & LOW;
+    let dead = (moved & !live) | (!moved & deleted);
+    let ours = match epoch {
+        0 => !stamped,
+        _ => stamped,
+    };
+    // Gathers bit 0 of each byte into the top byte, byte k at bit k.
+    (dead & ours & LOW).wrapping_mul(0x0102_0408_1020_4080) >> 56
 }
 
 impl Items for Slots {
@@ -410,14 +520,6 @@ impl Items for Slots {
         }
         self.flags.insert(pos, item.flags);
         self.bits.insert(pos, item.bits);
-    }
-
-    fn remove(&mut self, pos: usize) -> Stored {
-        Stored {
-            id: self.remove_id(pos),
-            flags: self.flags.remove(pos),
-            bits: self.bits.remove(pos),
-        }
     }
 
     fn split_off(&mut self, at: usize, spare: usize) -> Self {
@@ -496,32 +598,94 @@ impl Items for Slots {
     }
 }
 
-/// A slot that died, and the leaf it was in when it died: reclamation
-/// looks there and in the leaf after it (where a split moves it), and asks
-/// the id index only when the slot has moved further since. A hint is
-/// checked against the id, never trusted.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DeadSlot {
-    counter: u64,
-    peer: PeerIdx,
-    leaf: LeafId,
-}
+/// A set of leaves, a bit per leaf id; empty exactly when it has no words.
+#[derive(Debug, Clone, Default)]
+struct LeafSet(Vec<u64>);
 
-impl DeadSlot {
-    pub(crate) fn at(id: Id, c: Cursor) -> Self {
-        DeadSlot {
-            counter: id.counter,
-            peer: id.peer,
-            leaf: c.leaf,
+impl LeafSet {
+    fn insert(&mut self, leaf: LeafId) {
+        let word = leaf as usize / 64;
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (leaf % 64);
+    }
+
+    #[cfg(any(test, feature = "sim"))]
+    fn contains(&self, leaf: LeafId) -> bool {
+        self.0
+            .get(leaf as usize / 64)
+            .is_some_and(|w| w & (1 << (leaf % 64)) != 0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn union(&mut self, other: &LeafSet) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
         }
     }
 
-    pub(crate) fn id(&self) -> Id {
-        Id::new(self.peer, self.counter)
+    fn iter(&self) -> impl Iterator<Item = LeafId> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                let bit = (w != 0).then(|| w.trailing_zeros())?;
+                w &= w - 1;
+                Some(i as LeafId * 64 + bit)
+            })
+        })
     }
 }
 
-const _: () = assert!(std::mem::size_of::<DeadSlot>() == 16);
+/// Where the dead slots waiting for reclamation are. A slot that dies is
+/// stamped with the current [`EPOCH`] bit and its leaf noted in `pending`.
+/// A round takes them all by flipping the bit: a taken leaf is then purged
+/// in one pass of the slots stamped with the old bit, and slots that died
+/// after the take (the new bit) stay, with no slot looked up one by one.
+/// Splits and merges note the leaves that dead slots move to.
+#[derive(Debug, Clone, Default)]
+struct Dead {
+    /// The [`EPOCH`] bit of slots dying now (`0` or `EPOCH`).
+    epoch: u8,
+    /// Leaves that may hold dead slots stamped with `epoch`: every such
+    /// slot is in one of them.
+    pending: LeafSet,
+    /// Leaves that may hold the slots a round took (stamped with the other
+    /// bit): every such slot is in one of them.
+    taken: LeafSet,
+}
+
+impl Dead {
+    /// `flags` (the slots of one leaf or part of it) went to `leaf`: notes
+    /// it where they include dead slots. Nothing to look at when no slot is
+    /// dead (a list that only grows).
+    fn note(&mut self, flags: &[u8], leaf: LeafId) {
+        if self.pending.is_empty() && self.taken.is_empty() {
+            return;
+        }
+        let (mut now, mut old) = (false, false);
+        for &f in flags {
+            if is_dead(f) {
+                match f & EPOCH == self.epoch {
+                    true => now = true,
+                    false => old = true,
+                }
+            }
+        }
+        if now {
+            self.pending.insert(leaf);
+        }
+        if old {
+            self.taken.insert(leaf);
+        }
+    }
+}
 
 /// A slot found by its visible index, and where it was: a local insert
 /// after it or a delete of its element then needs no lookup in the id
@@ -564,9 +728,10 @@ pub(crate) struct ListObj {
     /// insert when somebody types or pushes. Checked before use, since a
     /// split may have moved it.
     last: Option<(Id, Cursor)>,
-    /// Slots that died since reclamation last took them (a dead slot never
-    /// lives again): reclamation finds them without scanning the list.
-    dead: Vec<DeadSlot>,
+    /// Where the slots that died and are not reclaimed yet are (a dead
+    /// slot never lives again): reclamation finds them without scanning the
+    /// list.
+    dead: Dead,
     /// Live elements whose value references an object: a list without any
     /// is not walked when reachable objects are marked.
     refs: usize,
@@ -577,10 +742,11 @@ fn is_ref(v: &Value) -> bool {
 }
 
 /// Records every slot of `slots` as being in `leaf`.
-fn file(index: &mut SlotIndex, slots: &Slots, leaf: LeafId) {
+fn file(index: &mut SlotIndex, dead: &mut Dead, slots: &Slots, leaf: LeafId) {
     for id in slots.ids() {
         index.insert(id, leaf);
     }
+    dead.note(&slots.flags, leaf);
 }
 
 impl ListObj {
@@ -656,6 +822,20 @@ impl ListObj {
         })
     }
 
+    /// Sets or clears `flag` of the slot at `c`, which dies by it (or died
+    /// as it was made): stamps it for reclamation.
+    fn kill(&mut self, c: Cursor, flag: u8, on: bool) {
+        let epoch = self.dead.epoch;
+        self.tree.update(c, |s, p| {
+            let f = match on {
+                true => s.flags[p] | flag,
+                false => s.flags[p] & !flag,
+            };
+            s.flags[p] = (f & !EPOCH) | epoch;
+        });
+        self.dead.pending.insert(c.leaf);
+    }
+
     fn set_flag(&mut self, c: Cursor, flag: u8, on: bool) {
         self.tree.update(c, |s, p| {
             if on {
@@ -664,13 +844,6 @@ impl ListObj {
                 s.flags[p] &= !flag;
             }
         });
-    }
-
-    /// Gives back what a removed slot held in the side table.
-    fn release(&mut self, s: Stored) {
-        if s.flags & KIND == BIG {
-            self.big.take(s.bits);
-        }
     }
 
     fn extra(&self, elem: Id) -> ElemExtra {
@@ -858,8 +1031,8 @@ impl ListObj {
         }
         let id = slot.id;
         self.version += 1;
-        let index = &mut self.index;
-        let on_move = |s: &Slots, leaf: LeafId| file(index, s, leaf);
+        let (index, dead) = (&mut self.index, &mut self.dead);
+        let on_move = |s: &Slots, leaf: LeafId| file(index, dead, s, leaf);
         let c = match prev {
             Some(p) => self.tree.insert_after(p, slot, on_move),
             None => self.tree.insert_first(slot, on_move),
@@ -944,12 +1117,10 @@ impl ListObj {
         let index = self.tree.visible_index(live);
         self.version += 1;
         if away {
-            self.set_flag(live, LIVE, false);
-            self.dead.push(DeadSlot::at(self.extra(elem).pos, live));
+            self.kill(live, LIVE, false);
         }
         let old = self.take_value(home);
-        self.set_flag(home, DELETED, true);
-        self.dead.push(DeadSlot::at(elem, home));
+        self.kill(home, DELETED, true);
         self.refs -= usize::from(is_ref(&old));
         self.extra.remove(&elem);
         Some((old, index))
@@ -1011,7 +1182,7 @@ impl ListObj {
         let moved = Stored::moved(slot, elem, false, &mut self.big);
         let new = self.integrate(origin, None, moved, peers);
         if !wins {
-            self.dead.push(DeadSlot::at(slot, new));
+            self.kill(new, LIVE, false);
             return false;
         }
         // Retire the old position, then light up the new one. The cursor of
@@ -1021,8 +1192,7 @@ impl ListObj {
             let old = self
                 .cursor(extra.pos)
                 .expect("a moved element's slot exists");
-            self.set_flag(old, LIVE, false);
-            self.dead.push(DeadSlot::at(extra.pos, old));
+            self.kill(old, LIVE, false);
         }
         let home = self.cursor(elem).expect("home exists");
         self.set_flag(home, AWAY, true);
@@ -1094,14 +1264,15 @@ impl ListObj {
             Stored::from_slot(slot, &mut big)
         });
         let mut index = SlotIndex::default();
-        let mut dead = Vec::new();
+        // Slots are made with the epoch bit clear, a new list's own.
+        let mut dead = Dead::default();
         let mut unique = true;
         let tree = SeqTree::from_items(items, |s: &Slots, leaf| {
-            for (pos, id) in s.ids().enumerate() {
+            for id in s.ids() {
                 unique &= !index.insert(id, leaf);
-                if is_dead(s.flags[pos]) {
-                    dead.push(DeadSlot::at(id, Cursor { leaf, pos }));
-                }
+            }
+            if s.flags.iter().any(|&f| is_dead(f)) {
+                dead.pending.insert(leaf);
             }
         });
         if !unique {
@@ -1129,14 +1300,36 @@ impl ListObj {
             .collect()
     }
 
-    /// The slots that died since the last call (or [`ListObj::restore_dead`]).
-    pub(crate) fn take_dead(&mut self) -> Vec<DeadSlot> {
-        std::mem::take(&mut self.dead)
+    /// Takes the slots that died since the last take, for a round to purge
+    /// once nobody can name them. Returns whether there were any.
+    pub(crate) fn take_dead(&mut self) -> bool {
+        if !self.dead.taken.is_empty() {
+            // Taken by a round that is gone: two takes must not share a bit.
+            self.restore_dead();
+        }
+        if self.dead.pending.is_empty() {
+            return false;
+        }
+        self.dead.taken = std::mem::take(&mut self.dead.pending);
+        self.dead.epoch ^= EPOCH;
+        true
     }
 
-    /// Gives back dead slots taken and not purged, for a later round.
-    pub(crate) fn restore_dead(&mut self, slots: &[DeadSlot]) {
-        self.dead.extend_from_slice(slots);
+    /// Gives back the dead slots taken and not purged, for a later take: they
+    /// get the current bit. Rare (a void round), so it restamps them.
+    pub(crate) fn restore_dead(&mut self) {
+        let taken = std::mem::take(&mut self.dead.taken);
+        let now = self.dead.epoch;
+        for leaf in taken.iter() {
+            self.tree.edit_invisible(leaf, |s| {
+                for f in &mut s.flags {
+                    if is_dead(*f) {
+                        *f = (*f & !EPOCH) | now;
+                    }
+                }
+            });
+        }
+        self.dead.pending.union(&taken);
     }
 
     /// Whether some live element references an object.
@@ -1144,59 +1337,36 @@ impl ListObj {
         self.refs != 0
     }
 
-    /// Drops the given slots (dead ones only; others and absent ids are
-    /// ignored). Only their leaves change: the rest of the tree and of the
-    /// id index stays as it is.
-    pub(crate) fn purge(&mut self, slots: &[DeadSlot]) {
-        // One at a time, where each died. A leaf is looked at for a merge
-        // once, after the round's removals.
-        let mut seen = vec![0u64; self.tree.leaf_ids().div_ceil(64)];
-        let mut leaves = Vec::new();
-        for d in slots {
-            let Some(c) = self.find_dead(d) else {
-                continue;
-            };
-            if !is_dead(self.flags(c)) {
-                continue;
-            }
-            self.index.remove(d.id());
-            let gone = self.tree.remove(c);
-            self.release(gone);
-            let (word, bit) = (c.leaf as usize / 64, 1 << (c.leaf % 64));
-            if seen[word] & bit == 0 {
-                seen[word] |= bit;
-                leaves.push(c.leaf);
+    /// Drops the slots taken by [`ListObj::take_dead`]. Only their leaves
+    /// change, each in one pass: the rest of the tree and of the id index
+    /// stays as it is.
+    pub(crate) fn purge(&mut self) {
+        let taken = std::mem::take(&mut self.dead.taken);
+        let old = self.dead.epoch ^ EPOCH;
+        let (index, big) = (&mut self.index, &mut self.big);
+        let mut touched = Vec::new();
+        for leaf in taken.iter() {
+            let gone = self.tree.edit_invisible(leaf, |s| {
+                s.drop_dead(old, |id, f, bits| {
+                    index.remove(id);
+                    if f & KIND == BIG {
+                        big.take(bits);
+                    }
+                })
+            });
+            if gone != 0 {
+                touched.push(leaf);
             }
         }
-        // Merges move slots between leaves (a slot still to remove would
-        // be looked for through the index), so they wait. A larger leaf
-        // cannot merge: spare it the look.
-        for leaf in leaves {
+        // Merges move slots between leaves, so they wait until every taken
+        // leaf is purged. A larger leaf cannot merge: spare it the look.
+        for leaf in touched {
             if self.tree.leaf_items(leaf).len() <= MERGE_MAX {
-                let index = &mut self.index;
+                let (index, dead) = (&mut self.index, &mut self.dead);
                 self.tree
-                    .rebalance(leaf, |s: &Slots, to| file(index, s, to));
+                    .rebalance(leaf, |s: &Slots, to| file(index, dead, s, to));
             }
         }
-    }
-
-    /// Where a dead slot is now: in its hinted leaf, or in the next one
-    /// (where a split of its leaf puts it), else where the index says (a
-    /// merge or a later split moved it).
-    fn find_dead(&self, d: &DeadSlot) -> Option<Cursor> {
-        let id = d.id();
-        let leaf = d.leaf;
-        if let Some(items) = self.tree.try_leaf_items(leaf) {
-            if let Some(pos) = items.find(id) {
-                return Some(Cursor { leaf, pos });
-            }
-            if let Some(next) = self.tree.next_leaf(leaf) {
-                if let Some(pos) = self.tree.leaf_items(next).find(id) {
-                    return Some(Cursor { leaf: next, pos });
-                }
-            }
-        }
-        self.cursor(id)
     }
 
     /// Whether transferred element state is coherent: every live move slot
@@ -1256,6 +1426,15 @@ impl ListObj {
                     "slot {id:?} is found where it is"
                 );
             }
+            for &f in &s.flags {
+                if is_dead(f) {
+                    let (set, which) = match f & EPOCH == self.dead.epoch {
+                        true => (&self.dead.pending, "pending"),
+                        false => (&self.dead.taken, "taken"),
+                    };
+                    assert!(set.contains(leaf), "a dead slot's leaf is {which}");
+                }
+            }
         }
     }
 }
@@ -1264,6 +1443,24 @@ impl ListObj {
 mod tests {
     use super::*;
     use crate::value::{PeerId, PeerIdx};
+
+    /// The mask of dead slots agrees with `is_dead` for every flag byte, at
+    /// every place of a leaf.
+    #[test]
+    fn dead_masks_match_the_flags() {
+        for epoch in [0, EPOCH] {
+            for f in 0..=u8::MAX {
+                for len in [1, 7, 8, 9, 44, 64] {
+                    for at in [0, len / 2, len - 1] {
+                        let mut flags = vec![MOVED | LIVE | (!epoch & EPOCH); len];
+                        flags[at] = f;
+                        let want = is_dead(f) && f & EPOCH == epoch;
+                        assert_eq!(dead_mask(&flags, epoch), u64::from(want) << at, "{f:#x}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn twice_present_ids_are_refused_even_when_covered() {
@@ -1282,35 +1479,44 @@ mod tests {
         assert!(ListObj::from_slots(slots(&[5, 6, 9, 4, 7])).is_some());
     }
 
-    /// A slot whose leaf split after it died is found in the new leaf from
-    /// its old hint; a hint that points elsewhere falls back to the index,
-    /// and a slot that is gone is not found.
+    /// A purge drops the slots dead at the take, wherever splits moved
+    /// them, and keeps those that died after it, in the same leaves; slots
+    /// given back are taken by the next take.
     #[test]
-    fn dead_slots_are_found_after_their_leaf_splits() {
+    fn a_purge_drops_what_was_taken_and_keeps_later_deaths() {
         let peers = Peers::new(PeerId::new("a", 1));
         let id = |c| Id::new(PeerIdx(0), c);
         let mut list = ListObj::default();
+        assert!(!list.take_dead(), "nothing died");
         list.insert(None, id(1), (1..=60).map(Value::Int), &peers);
         list.delete(id(51)).unwrap();
-        let taken = list.take_dead();
-        let [hint] = taken[..] else {
-            panic!("one dead slot: {taken:?}")
-        };
+        assert!(list.take_dead());
+        list.delete(id(52)).unwrap();
         // Inserts at the head fill the leaf and split it: the back half,
-        // the dead slot with it, moves to a new leaf.
+        // both dead slots with it, moves to a new leaf.
         for c in 100..110 {
             list.insert(None, id(c), [Value::Int(0)], &peers);
         }
-        let c = list.find_dead(&hint).expect("found through the split");
-        assert_ne!(c.leaf, hint.leaf);
-        assert_eq!(list.id(c), id(51));
-        let elsewhere = DeadSlot::at(id(51), Cursor { leaf: 0, pos: 0 });
-        assert_eq!(list.find_dead(&elsewhere), Some(c));
-        list.purge(&[elsewhere, hint]);
-        assert!(!list.has_slot(id(51)));
-        assert_eq!(list.find_dead(&hint), None);
         list.check();
-        assert_eq!(list.len(), 69);
+        list.purge();
+        list.check();
+        assert!(!list.has_slot(id(51)));
+        assert!(list.has_slot(id(52)), "died after the take");
+        assert_eq!(list.slot_count(), 69);
+        // Taken, given back, and taken again with a later death.
+        assert!(list.take_dead());
+        list.delete(id(53)).unwrap();
+        list.restore_dead();
+        list.check();
+        list.delete(id(54)).unwrap();
+        assert!(list.take_dead());
+        list.delete(id(55)).unwrap();
+        list.purge();
+        list.check();
+        assert!((52..=54).all(|c| !list.has_slot(id(c))));
+        assert!(list.has_slot(id(55)));
+        assert_eq!(list.slot_count(), 66);
+        assert_eq!(list.len(), 65);
     }
 
     /// Runs of consecutive ids inserted anywhere (so leaves split inside
@@ -1324,8 +1530,9 @@ mod tests {
         for seed in 1..120u64 {
             let mut rand = crate::graph::tests::xorshift(seed);
             let mut list = ListObj::default();
-            // Every slot in order: id and whether its element is live.
-            let mut model: Vec<(Id, bool)> = Vec::new();
+            // Every slot in order: id, whether its element is live, and
+            // whether a take took it.
+            let mut model: Vec<(Id, bool, bool)> = Vec::new();
             let mut counter = 0;
             for _ in 0..150 {
                 match rand(10) {
@@ -1342,7 +1549,8 @@ mod tests {
                         counter += n + rand(2);
                         let values = (0..n).map(|i| Value::Int((first.counter + i) as i64));
                         list.insert(origin, first, values, &peers);
-                        let ids = (0..n).map(|i| (Id::new(first.peer, first.counter + i), true));
+                        let ids =
+                            (0..n).map(|i| (Id::new(first.peer, first.counter + i), true, false));
                         model.splice(at..at, ids);
                     }
                     6..=8 => {
@@ -1353,43 +1561,33 @@ mod tests {
                         }
                     }
                     _ => {
-                        // Some of the dead (the rest go back for a later
-                        // purge, their hints going stale meanwhile) or all
-                        // of them; a few with hints that point anywhere, and
-                        // a live slot that must stay.
-                        let some = rand(2) == 0;
-                        let taken = list.take_dead();
-                        let mut recorded: Vec<Id> = taken.iter().map(|d| d.id()).collect();
-                        let mut expected: Vec<Id> =
-                            model.iter().filter(|s| !s.1).map(|s| s.0).collect();
-                        recorded.sort_by_key(|id| (id.peer.0, id.counter));
-                        expected.sort_by_key(|id| (id.peer.0, id.counter));
-                        assert_eq!(recorded, expected, "seed {seed}: every dead slot recorded");
-                        let (mut dead, later): (Vec<DeadSlot>, Vec<DeadSlot>) =
-                            taken.into_iter().partition(|_| !some || rand(2) == 0);
-                        for d in &mut dead {
-                            if rand(4) == 0 {
-                                let anywhere = Cursor {
-                                    leaf: rand(40) as u32,
-                                    pos: rand(80) as usize,
-                                };
-                                *d = DeadSlot::at(d.id(), anywhere);
+                        // Take, purge what was taken, or give it back;
+                        // inserts and deletes between take and purge move
+                        // taken slots and add later deaths to their leaves.
+                        match rand(3) {
+                            0 => {
+                                let any_dead = model.iter().any(|s| !s.1);
+                                assert_eq!(list.take_dead(), any_dead, "seed {seed}");
+                                for s in &mut model {
+                                    s.2 = !s.1;
+                                }
+                            }
+                            1 => {
+                                list.purge();
+                                let (gone, kept): (Vec<&(Id, bool, bool)>, Vec<_>) =
+                                    model.iter().partition(|s| s.2);
+                                assert!(gone.iter().all(|s| !list.has_slot(s.0)), "seed {seed}");
+                                assert!(kept.iter().all(|s| list.has_slot(s.0)), "seed {seed}");
+                                model.retain(|s| !s.2);
+                            }
+                            _ => {
+                                list.restore_dead();
+                                for s in &mut model {
+                                    s.2 = false;
+                                }
                             }
                         }
-                        let keep: Vec<Id> =
-                            model.iter().filter(|s| s.1).map(|s| s.0).take(1).collect();
-                        let nowhere = Cursor { leaf: 0, pos: 0 };
-                        dead.extend(keep.iter().map(|&id| DeadSlot::at(id, nowhere)));
-                        list.purge(&dead);
-                        list.restore_dead(&later);
-                        let dead: Vec<Id> = dead
-                            .iter()
-                            .map(|d| d.id())
-                            .filter(|id| !keep.contains(id))
-                            .collect();
-                        model.retain(|s| s.1 || !dead.contains(&s.0));
-                        assert!(keep.iter().all(|&id| list.has_slot(id)), "seed {seed}");
-                        assert!(dead.iter().all(|&id| !list.has_slot(id)), "seed {seed}");
+                        assert_eq!(list.slot_count(), model.len(), "seed {seed}");
                     }
                 }
                 list.check();

@@ -23,7 +23,6 @@ pub(crate) trait Items: Default {
     fn is_visible(&self, pos: usize) -> bool;
     fn item_visible(item: &Self::Item) -> bool;
     fn insert(&mut self, pos: usize, item: Self::Item);
-    fn remove(&mut self, pos: usize) -> Self::Item;
     /// Moves the items from `at` on into new storage with room for
     /// `spare` more.
     fn split_off(&mut self, at: usize, spare: usize) -> Self;
@@ -57,9 +56,6 @@ impl<T: SeqItem> Items for Vec<T> {
     fn insert(&mut self, pos: usize, item: T) {
         Vec::insert(self, pos, item);
     }
-    fn remove(&mut self, pos: usize) -> T {
-        Vec::remove(self, pos)
-    }
     fn split_off(&mut self, at: usize, spare: usize) -> Self {
         let mut moved = Vec::with_capacity(self.len() - at + spare);
         moved.extend(self.drain(at..));
@@ -84,7 +80,8 @@ impl<T: SeqItem> Items for Vec<T> {
 /// merges (moved items are reported).
 pub(crate) type LeafId = u32;
 
-const LEAF_MAX: usize = 64;
+/// The most items a leaf holds.
+pub(crate) const LEAF_MAX: usize = 64;
 /// Where a full leaf splits when the item does not go at its end: the items
 /// from here on move to the start of a new leaf right after it.
 pub(crate) const SPLIT_AT: usize = LEAF_MAX / 2;
@@ -385,22 +382,9 @@ impl<S: Items> SeqTree<S> {
             .is_some_and(|l| c.pos < l.items.len())
     }
 
-    /// The leaf after `leaf` in sequence order, if any (a freed leaf has
-    /// none).
-    pub(crate) fn next_leaf(&self, leaf: LeafId) -> Option<LeafId> {
-        let next = self.leaves.get(leaf as usize)?.next;
-        (next != NONE).then_some(next)
-    }
-
     /// Items of one leaf.
     pub(crate) fn leaf_items(&self, leaf: LeafId) -> &S {
         &self.leaves[leaf as usize].items
-    }
-
-    /// Items of a leaf named by a hint that may be out of date: `None` when
-    /// no such leaf was ever allocated (a freed leaf has no items).
-    pub(crate) fn try_leaf_items(&self, leaf: LeafId) -> Option<&S> {
-        self.leaves.get(leaf as usize).map(|l| &l.items)
     }
 
     /// Cursor of the visible item at `index` (`index < visible_len()`).
@@ -690,22 +674,24 @@ impl<S: Items> SeqTree<S> {
         }
     }
 
-    /// Removes the item at `c` and returns it. Call [`SeqTree::rebalance`]
-    /// on its leaf afterwards.
-    pub(crate) fn remove(&mut self, c: Cursor) -> S::Item {
-        let items = &mut self.leaves[c.leaf as usize].items;
-        let item = items.remove(c.pos);
-        trim(items);
-        self.len -= 1;
-        if S::item_visible(&item) {
-            self.add_count(c.leaf, -1);
+    /// Lets `f` change or drop invisible items of `leaf` in one go (it must
+    /// leave visible items as they are). Call [`SeqTree::rebalance`] on the
+    /// leaf afterwards when items went.
+    pub(crate) fn edit_invisible<R>(&mut self, leaf: LeafId, f: impl FnOnce(&mut S) -> R) -> R {
+        let l = &mut self.leaves[leaf as usize];
+        let before = l.items.len();
+        let r = f(&mut l.items);
+        let after = l.items.len();
+        if after < before {
+            trim(&mut l.items);
+            self.len -= before - after;
         }
-        item
-    }
-
-    /// Number of leaves ever allocated: every leaf id is below it.
-    pub(crate) fn leaf_ids(&self) -> usize {
-        self.leaves.len()
+        debug_assert_eq!(
+            l.items.visible_in(0..after),
+            l.visible,
+            "only invisible items change"
+        );
+        r
     }
 
     /// Merges `leaf`, after removals, with a neighbour when both together
@@ -866,6 +852,19 @@ impl<S: Items> SeqTree<S> {
 impl<T: SeqItem> SeqTree<Vec<T>> {
     pub(crate) fn get(&self, c: Cursor) -> &T {
         &self.leaves[c.leaf as usize].items[c.pos]
+    }
+
+    /// Removes the item at `c` and returns it. Call [`SeqTree::rebalance`]
+    /// on its leaf afterwards.
+    pub(crate) fn remove(&mut self, c: Cursor) -> T {
+        let items = &mut self.leaves[c.leaf as usize].items;
+        let item = items.remove(c.pos);
+        trim(items);
+        self.len -= 1;
+        if item.is_visible() {
+            self.add_count(c.leaf, -1);
+        }
+        item
     }
 
     /// Iterates all items in sequence order.
