@@ -637,9 +637,8 @@ impl MapRef {
     /// ```
     pub fn entries(&self) -> Result<Vec<(SmolStr, Value)>> {
         let id = self.id();
-        self.node.try_read(|r| {
-            r.map_collect(id, |k, v, r| (k.clone(), self.node.value(r, v.clone())))
-        })
+        self.node
+            .try_read(|r| r.map_collect(id, |k, v, r| (k.clone(), self.node.value(r, v.clone()))))
     }
 
     /// The number of keys; 0 when the map is gone.
