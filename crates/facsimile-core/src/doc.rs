@@ -512,13 +512,7 @@ impl Doc {
         }
         let len = self.list(obj)?.len();
         owner()?;
-        if start > len {
-            return Err(Error::IndexOutOfBounds {
-                object: obj,
-                index: start,
-                len,
-            });
-        }
+        insert_position(obj, start, len)?;
         for item in &items {
             self.check_input(item)?;
         }
@@ -622,13 +616,7 @@ impl Doc {
         let len = list.len();
         let start = start.unwrap_or(len);
         owner()?;
-        if start > len {
-            return Err(Error::IndexOutOfBounds {
-                object: obj,
-                index: start,
-                len,
-            });
-        }
+        insert_position(obj, start, len)?;
         // Creating the item's objects does not change the list: its origin
         // is read now, while the list is at hand.
         let found = (start > 0).then(|| list.slot_found_at(start - 1));
@@ -1242,6 +1230,14 @@ fn longest_increasing(order: &[usize]) -> Vec<bool> {
         cur = prev[cur];
     }
     keep
+}
+
+/// Whether `index` is a place to insert at in a list of `len` elements.
+fn insert_position(object: ObjectId, index: usize, len: usize) -> Result<(), Error> {
+    match index <= len {
+        true => Ok(()),
+        false => Err(Error::IndexOutOfBounds { object, index, len }),
+    }
 }
 
 #[cfg(test)]
