@@ -560,13 +560,7 @@ impl Doc {
             let origin = found.map(|f| f.id());
             let first = out.outbox.tick();
             out.outbox.skip(n as u64 - 1);
-            let worigin = match origin {
-                None => WireOrigin::Head,
-                Some(o) if o.peer == PeerIdx::SELF && o.counter < first.counter => {
-                    WireOrigin::Back(first.counter - o.counter)
-                }
-                Some(o) => WireOrigin::Id(out.outbox.wire_id(o, peers)),
-            };
+            let worigin = wire_origin(origin, first, out, peers);
             let (op, one) = match (single, worigin) {
                 (Some((v, value)), WireOrigin::Back(1)) => {
                     (WireOp::Append { obj: wobj, value }, Some(v))
@@ -627,26 +621,14 @@ impl Doc {
         let (v, w) = self.materialize(item, out, peers);
         self.created_under(Some(obj.0));
         let first = out.outbox.tick();
-        let op = match origin {
-            None => WireOp::ListInsert {
+        let op = match wire_origin(origin, first, out, peers) {
+            WireOrigin::Back(1) => WireOp::Append {
                 obj: wobj,
-                origin: WireOrigin::Head,
-                values: vec![w],
+                value: w,
             },
-            Some(o) if o.peer == PeerIdx::SELF && o.counter + 1 == first.counter => {
-                WireOp::Append {
-                    obj: wobj,
-                    value: w,
-                }
-            }
-            Some(o) if o.peer == PeerIdx::SELF && o.counter < first.counter => WireOp::ListInsert {
+            origin => WireOp::ListInsert {
                 obj: wobj,
-                origin: WireOrigin::Back(first.counter - o.counter),
-                values: vec![w],
-            },
-            Some(o) => WireOp::ListInsert {
-                obj: wobj,
-                origin: WireOrigin::Id(out.outbox.wire_id(o, peers)),
+                origin,
                 values: vec![w],
             },
         };
@@ -1230,6 +1212,18 @@ fn longest_increasing(order: &[usize]) -> Vec<bool> {
         cur = prev[cur];
     }
     keep
+}
+
+/// How an insert whose first element is `first` names the slot it follows:
+/// the sender's own slots by their distance back, which is short.
+fn wire_origin(origin: Option<Id>, first: Id, out: &mut Outputs, peers: &Peers) -> WireOrigin {
+    match origin {
+        None => WireOrigin::Head,
+        Some(o) if o.peer == PeerIdx::SELF && o.counter < first.counter => {
+            WireOrigin::Back(first.counter - o.counter)
+        }
+        Some(o) => WireOrigin::Id(out.outbox.wire_id(o, peers)),
+    }
 }
 
 /// Whether `index` is a place to insert at in a list of `len` elements.

@@ -229,7 +229,7 @@ impl Replica {
         obj: ObjectId,
         mut f: impl FnMut(&SmolStr, &Value, &Replica) -> T,
     ) -> Result<Vec<T>, Error> {
-        // As `map_for_each`.
+        // Nearly always sorted already: one lookup then.
         let this = &*self;
         let map = this.doc.map(obj)?;
         if map.is_sorted() {
@@ -259,21 +259,8 @@ impl Replica {
         obj: ObjectId,
         mut f: impl FnMut(&SmolStr, &Value, &Replica),
     ) -> Result<(), Error> {
-        // Nearly always sorted already: one lookup then.
-        let this = &*self;
-        let map = this.doc.map(obj)?;
-        if map.is_sorted() {
-            for (k, v) in map.iter() {
-                f(k, v, this);
-            }
-            return Ok(());
-        }
-        self.doc.sorted_map(obj)?;
-        let this = &*self;
-        for (k, v) in this.doc.map(obj)?.iter() {
-            f(k, v, this);
-        }
-        Ok(())
+        // A vector of `()` allocates nothing.
+        self.map_collect(obj, |k, v, r| f(k, v, r)).map(drop)
     }
 
     /// The keys of a map, in key order.

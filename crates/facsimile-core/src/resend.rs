@@ -31,7 +31,7 @@ pub(crate) struct ResendLog {
 #[derive(Debug)]
 enum Kept {
     /// This many bytes of the buffer.
-    Ring(usize),
+    Buffered(usize),
     /// A share of the transmitted message.
     Shared(Arc<[u8]>),
 }
@@ -49,7 +49,7 @@ impl ResendLog {
         if msg.len() > SHARE_ABOVE {
             self.entries.push_back((seq, Kept::Shared(msg.clone())));
         } else {
-            self.entries.push_back((seq, Kept::Ring(msg.len())));
+            self.entries.push_back((seq, Kept::Buffered(msg.len())));
             if self.start > 0 && self.start * 2 >= self.bytes.len() {
                 self.bytes.drain(..self.start);
                 self.start = 0;
@@ -59,7 +59,7 @@ impl ResendLog {
     }
 
     fn pop(&mut self) {
-        if let Some((_, Kept::Ring(len))) = self.entries.pop_front() {
+        if let Some((_, Kept::Buffered(len))) = self.entries.pop_front() {
             self.start += len;
         }
     }
@@ -82,7 +82,7 @@ impl ResendLog {
         let mut out = Vec::new();
         for (seq, kept) in &self.entries {
             match kept {
-                Kept::Ring(len) => {
+                Kept::Buffered(len) => {
                     if *seq >= from_seq {
                         out.push(Arc::from(&self.bytes[start..start + len]));
                     }

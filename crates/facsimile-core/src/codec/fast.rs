@@ -63,7 +63,7 @@ pub(super) fn encode(frame: &Frame, out: &mut Vec<u8>) -> bool {
     varint(out, value_kind.into());
     match value {
         WireValue::Bool(b) => out.push(u8::from(*b)),
-        WireValue::Int(i) => varint(out, ((i << 1) ^ (i >> 63)) as u64),
+        WireValue::Int(i) => varint(out, zigzag(*i)),
         WireValue::Float(f) => out.extend_from_slice(&f.to_le_bytes()),
         WireValue::Str(s) => str(out, s),
         // Null carries nothing; other values were refused above.
@@ -79,6 +79,13 @@ pub(super) fn varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// `v` with its sign in the lowest bit, so that small negative numbers
+/// are short varints too.
+#[inline]
+pub(super) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
 }
 
 #[inline]

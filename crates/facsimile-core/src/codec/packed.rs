@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smallvec::SmallVec;
 use smol_str::SmolStr;
 
-use super::fast::{Reader, id, str, varint};
+use super::fast::{Reader, id, str, varint, zigzag};
 use crate::wire::{Ops, WireId, WireOp, WireOrigin, WireValue};
 
 /// Messages with at least this many operations are packed.
@@ -212,7 +212,7 @@ fn plain_value(out: &mut Vec<u8>, v: &WireValue) {
         WireValue::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
         WireValue::Int(i) => {
             out.push(2);
-            varint(out, ((i << 1) ^ (i >> 63)) as u64);
+            varint(out, zigzag(*i));
         }
         WireValue::Float(f) => {
             out.push(3);
@@ -326,7 +326,7 @@ fn write_value(out: &mut Vec<u8>, cx: &mut Context, value: &WireValue) {
         WireValue::Int(i) => {
             out.push(INT);
             let d = i.wrapping_sub(cx.int);
-            varint(out, ((d << 1) ^ (d >> 63)) as u64);
+            varint(out, zigzag(d));
             cx.int = *i;
         }
         WireValue::Float(f) => {

@@ -879,8 +879,7 @@ impl ListObj {
         // last and nothing follows it, no descent is needed.
         if let Some((id, at)) = self.last {
             if index + 1 == self.len()
-                && self.tree.holds(at)
-                && self.id(at) == id
+                && self.holds_at(at, id)
                 && is_visible(self.flags(at))
                 && self.tree.next(at).is_none()
             {
@@ -988,10 +987,16 @@ impl ListObj {
         }
     }
 
+    /// Whether `c`, a position kept from before, still holds slot `id`.
+    #[inline]
+    fn holds_at(&self, c: Cursor, id: Id) -> bool {
+        self.tree.holds(c) && self.id(c) == id
+    }
+
     /// The cursor of an insert's origin: at `hint` when it is still there.
     fn origin_cursor(&self, id: Id, hint: Option<Cursor>) -> Option<Cursor> {
         match hint {
-            Some(c) if self.tree.holds(c) && self.id(c) == id => Some(c),
+            Some(c) if self.holds_at(c, id) => Some(c),
             _ => self.last_cursor(id).or_else(|| self.cursor(id)),
         }
     }
@@ -1000,7 +1005,7 @@ impl ListObj {
     #[inline]
     fn last_cursor(&self, id: Id) -> Option<Cursor> {
         match self.last {
-            Some((last, c)) if last == id && self.tree.holds(c) && self.id(c) == id => Some(c),
+            Some((last, c)) if last == id && self.holds_at(c, id) => Some(c),
             _ => None,
         }
     }
@@ -1095,7 +1100,7 @@ impl ListObj {
         // A moved element's visible slot is not its home: that fails the
         // check and is looked up.
         let home = match found.at {
-            c if self.tree.holds(c) && self.id(c) == found.id => c,
+            c if self.holds_at(c, found.id) => c,
             _ => self.cursor(found.id)?,
         };
         self.delete_at(found.id, home)

@@ -9,7 +9,9 @@
 //! id index current. Removing items touches only their leaves: a leaf left
 //! small is merged into a neighbour, and freed nodes are reused.
 
-/// Whether an item counts towards visible indices.
+/// Whether an item counts towards visible indices (items stored plainly,
+/// as the tests' trees do).
+#[cfg(test)]
 pub(crate) trait SeqItem {
     fn is_visible(&self) -> bool;
 }
@@ -42,6 +44,7 @@ pub(crate) trait Items: Default {
     fn prefetch(&self) {}
 }
 
+#[cfg(test)]
 impl<T: SeqItem> Items for Vec<T> {
     type Item = T;
     fn len(&self) -> usize {

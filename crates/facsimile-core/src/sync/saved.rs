@@ -651,10 +651,9 @@ impl<'b> ObjectReader<'b> {
         Ok((r, count))
     }
 
-    /// Takes back the entries of a map read before, emptied, to hold the
-    /// next map's.
-    pub(crate) fn recycle(&mut self, mut entries: Vec<EntryState>) {
-        entries.clear();
+    /// Takes back the entries vector of a map read before, to hold the next
+    /// map's.
+    pub(crate) fn recycle(&mut self, entries: Vec<EntryState>) {
         self.spare = entries;
     }
 
