@@ -30,6 +30,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::Bits;
 use super::seq::{Cursor, Items, LEAF_MAX, LeafId, MERGE_MAX, SeqTree};
 use super::slot_index::SlotIndex;
 use crate::clock::Peers;
@@ -632,14 +633,10 @@ impl LeafSet {
     }
 
     fn iter(&self) -> impl Iterator<Item = LeafId> + '_ {
-        self.0.iter().enumerate().flat_map(|(i, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                let bit = (w != 0).then(|| w.trailing_zeros())?;
-                w &= w - 1;
-                Some(i as LeafId * 64 + bit)
-            })
-        })
+        self.0
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &w)| Bits(w).map(move |bit| i as LeafId * 64 + bit))
     }
 }
 

@@ -10,8 +10,8 @@
 //! 1.5 bytes an id; slots inserted at scattered places about 6 (a hash
 //! entry per id had taken 35 to 50).
 
-use super::IdMap;
 use super::seq::LeafId;
+use super::{Bits, IdMap};
 use crate::value::Id;
 
 /// Ids per page.
@@ -162,7 +162,7 @@ impl SlotIndex {
 /// The page that puts the present ids of `leaves` in at most two leaves,
 /// the lower offsets in the first, if there is one.
 fn two_leaves(leaves: &[LeafId; PAGE as usize], present: u32) -> Option<Page> {
-    let mut ids = (0..PAGE as u32).filter(|&j| present & (1 << j) != 0);
+    let mut ids = Bits(present.into());
     let first = ids.next()?;
     let low = leaves[first as usize];
     let mut high = None;

@@ -13,7 +13,7 @@ use std::ops::Index;
 
 use rustc_hash::FxBuildHasher;
 
-use super::Obj;
+use super::{Bits, Obj};
 use crate::value::Id;
 
 /// Counters per page: one presence bit each in a `u64`.
@@ -49,23 +49,6 @@ impl Page {
         Bits(self.present)
             .zip(&mut self.objs)
             .map(move |(bit, o)| (Id::new(key.peer, base + u64::from(bit)), o))
-    }
-}
-
-/// The set bits of a word, lowest first.
-struct Bits(u64);
-
-impl Iterator for Bits {
-    type Item = u32;
-
-    #[inline]
-    fn next(&mut self) -> Option<u32> {
-        if self.0 == 0 {
-            return None;
-        }
-        let bit = self.0.trailing_zeros();
-        self.0 &= self.0 - 1;
-        Some(bit)
     }
 }
 
