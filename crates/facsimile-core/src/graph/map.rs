@@ -7,10 +7,9 @@
 //! would move a re-created key on replicas that purged its tombstone but not on
 //! the others, so it could not be identical everywhere.
 
-use indexmap::IndexMap;
-use rustc_hash::FxBuildHasher;
 use smol_str::SmolStr;
 
+use super::key_index::KeyIndex;
 use crate::clock::Peers;
 use crate::value::{Id, Value};
 
@@ -39,7 +38,7 @@ enum Entries {
 
 #[derive(Debug, Clone)]
 struct Large {
-    map: IndexMap<SmolStr, MapEntry, FxBuildHasher>,
+    map: KeyIndex<MapEntry>,
     /// Set when a key was added out of order; iteration sorts first.
     unsorted: bool,
 }
@@ -65,7 +64,7 @@ pub(crate) struct KeyChange {
 /// Entries in storage order.
 pub(crate) enum Iter<'a> {
     Small(std::slice::Iter<'a, (SmolStr, MapEntry)>),
-    Large(indexmap::map::Iter<'a, SmolStr, MapEntry>),
+    Large(std::slice::Iter<'a, (SmolStr, MapEntry)>),
 }
 
 impl<'a> Iterator for Iter<'a> {
@@ -74,15 +73,13 @@ impl<'a> Iterator for Iter<'a> {
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            Iter::Small(it) => it.next().map(|(k, e)| (k, e)),
-            Iter::Large(it) => it.next(),
+            Iter::Small(it) | Iter::Large(it) => it.next().map(|(k, e)| (k, e)),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self {
-            Iter::Small(it) => it.size_hint(),
-            Iter::Large(it) => it.size_hint(),
+            Iter::Small(it) | Iter::Large(it) => it.size_hint(),
         }
     }
 }
@@ -157,7 +154,7 @@ impl Entries {
                 let Entries::Small(v) = self else {
                     unreachable!("matched as small")
                 };
-                let mut map = IndexMap::with_capacity_and_hasher(SMALL * 2, FxBuildHasher);
+                let mut map = KeyIndex::with_capacity(SMALL * 2);
                 map.extend(v.drain(..));
                 *self = Entries::Large(Box::new(Large {
                     map,
@@ -182,14 +179,7 @@ impl Entries {
             unreachable!("small maps returned above")
         };
         let Large { map, unsorted } = &mut **l;
-        let (i, added) = match map.entry(key.clone()) {
-            indexmap::map::Entry::Occupied(o) => (o.index(), false),
-            indexmap::map::Entry::Vacant(v) => {
-                let i = v.index();
-                v.insert(fresh);
-                (i, true)
-            }
-        };
+        let (i, added) = map.get_or_insert_with(key, || fresh);
         if added && i > 0 && map.get_index(i - 1).is_some_and(|(k, _)| k > key) {
             *unsorted = true;
         }
@@ -233,7 +223,7 @@ impl MapObj {
             0..=1 => Entries::Small(Vec::new()),
             2..=SMALL => Entries::Small(Vec::with_capacity(n)),
             _ => Entries::Large(Box::new(Large {
-                map: IndexMap::with_capacity_and_hasher(n, FxBuildHasher),
+                map: KeyIndex::with_capacity(n),
                 unsorted: false,
             })),
         };

@@ -1,6 +1,7 @@
 //! The object graph: the root register and the arena of maps and arrays.
 
 mod canonical;
+mod key_index;
 pub(crate) mod list;
 pub(crate) mod map;
 pub(crate) mod seq;
