@@ -1155,3 +1155,86 @@ impl Node {
 fn has_work(st: &State) -> bool {
     (st.sender.is_some() && st.replica.has_transmits()) || st.replica.has_events()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What a node's sender was handed, in order.
+    type Sent = Arc<Mutex<Vec<Arc<[u8]>>>>;
+
+    /// A node whose sender keeps the bytes, and its root array.
+    fn recording() -> (Node, ArrayRef, Sent) {
+        let node = Node::new("alpha");
+        let sent = Sent::default();
+        let log = sent.clone();
+        node.set_sender(move |msg| log.lock().unwrap().push(msg.bytes()));
+        let array = node.set_root(serde_json::json!([])).unwrap();
+        let array = array.as_array().cloned().unwrap();
+        (node, array, sent)
+    }
+
+    #[test]
+    fn writes_from_threads_all_leave_in_order() {
+        const THREADS: usize = 4;
+        const WRITES: usize = 500;
+        let (a, array, sent) = recording();
+        // A listener that writes: its writes join the same pump.
+        let echo = array.clone();
+        let _sub = a.on_change(move |_| {
+            if echo.len() % 100 == 0 {
+                echo.push(-1).unwrap();
+            }
+        });
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let array = array.clone();
+                s.spawn(move || {
+                    for i in 0..WRITES {
+                        array.push((t * WRITES + i) as i64).unwrap();
+                    }
+                });
+            }
+        });
+        // Nothing is left queued once every writer returned, and a peer
+        // that reads the messages in the order they were sent ends equal.
+        let b = Node::new("bravo");
+        b.set_sender(|_| {});
+        for msg in sent.lock().unwrap().iter() {
+            b.receive(msg).unwrap();
+        }
+        assert!(array.len() >= THREADS * WRITES);
+        assert!(!has_work(&a.state()));
+        assert_eq!(b.snapshot(), a.snapshot());
+    }
+
+    #[test]
+    fn a_listeners_write_leaves_before_the_write_returns() {
+        let (a, array, sent) = recording();
+        let echo = array.clone();
+        let _sub = a.on_change(move |_| {
+            if echo.len() == 1 {
+                echo.push(2).unwrap();
+            }
+        });
+        let before = sent.lock().unwrap().len();
+        array.push(1).unwrap();
+        assert_eq!(sent.lock().unwrap().len(), before + 2);
+        assert!(!has_work(&a.state()));
+    }
+
+    #[test]
+    fn a_panicking_listener_lets_go_of_the_pump() {
+        let (a, array, sent) = recording();
+        let sub = a.on_change(|_| panic!("listener"));
+        let r = catch_unwind(AssertUnwindSafe(|| array.push(1)));
+        assert!(r.is_err());
+        drop(sub);
+        let before = sent.lock().unwrap().len();
+        array.push(2).unwrap();
+        assert!(sent.lock().unwrap().len() > before);
+    }
+}
