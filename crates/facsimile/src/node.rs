@@ -488,6 +488,7 @@ impl Node {
                 false => CarriedOver::default(),
             };
             st.replica.abandon();
+            self.run_timers(st);
             self.drain(st)
         };
         turn.unlock();
@@ -960,13 +961,19 @@ impl Node {
     /// listeners (they run inside the pump).
     #[cfg(any(feature = "tcp", feature = "nats"))]
     pub(crate) fn pump_all(&self) {
-        let turn = self.wait_turn(self.state());
+        let mut turn = self.wait_turn(self.state());
+        self.run_timers(turn.state());
         self.run(turn);
     }
 
     /// [`Node::pump`] for a caller that holds the state: it drains under
     /// that lock instead of taking it again.
-    fn pump_holding<'a>(&'a self, st: MutexGuard<'a, State>) {
+    fn pump_holding<'a>(&'a self, mut st: MutexGuard<'a, State>) {
+        self.run_timers(&mut st);
+        // Most messages received queue nothing to send or report.
+        if !has_work(&st) {
+            return;
+        }
         if let Some(turn) = self.take_turn(st) {
             self.run(turn);
         }
@@ -1031,10 +1038,11 @@ impl Node {
         }
     }
 
-    /// Pumps until no more work comes in, then lets go: each round runs
-    /// timers and takes what was queued under the state lock, then sends
-    /// and runs the listener calls outside it. Whatever the round, the
-    /// sender or the listeners queue meanwhile goes in the next.
+    /// Pumps until no more work comes in, then lets go: each round takes
+    /// what was queued under the state lock, then sends and runs the
+    /// listener calls outside it. Whatever the round, the sender or the
+    /// listeners queue meanwhile goes in the next, after the timers that
+    /// came due. The caller ran them before the first.
     fn run(&self, mut turn: Turn<'_>) {
         loop {
             let st = turn.state();
@@ -1047,6 +1055,7 @@ impl Node {
             if turn.finish_round(more) {
                 return;
             }
+            self.run_timers(turn.state());
         }
     }
 
@@ -1096,13 +1105,17 @@ impl Node {
         st.subs.wake_all_locks(dispatch);
     }
 
-    /// Runs due timers and takes what is queued: messages to send and
-    /// listener calls.
-    fn drain(&self, st: &mut State) -> Drained {
+    /// Runs the replica's timers that are due by the node's clock: every
+    /// call into the node does, on the way in.
+    fn run_timers(&self, st: &mut State) {
         let now = self.inner.clock.now();
         if st.replica.poll_timeout().is_some_and(|at| now >= at) {
             st.replica.handle_timeout(now);
         }
+    }
+
+    /// Takes what is queued: messages to send and listener calls.
+    fn drain(&self, st: &mut State) -> Drained {
         // Usually one message: kept inline.
         let mut transmits = SmallVec::new();
         if st.sender.is_some() {
