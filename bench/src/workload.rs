@@ -329,12 +329,14 @@ fn map_overwrite<S: System>(n: usize, phases: bool) -> Report {
 fn array_push<S: System>(n: usize, phases: bool) -> Report {
     let (mut a, mut b) = pair::<S>();
     let mut meter = Meter::new(phases);
+    let cpu = thread_cpu();
     let start = Instant::now();
     for i in 0..n {
         let update = meter.edit(&mut a, Op::ArrayPush { value: i as i64 });
         meter.apply(&mut b, &update);
     }
     let total = start.elapsed();
+    report_cpu("array_push", n, n as u64, cpu);
     let peak = peak_memory();
     let expected = Expected {
         arrays: Some(1),
