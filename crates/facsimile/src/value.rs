@@ -230,19 +230,46 @@ impl Input {
     pub fn map<K: Into<SmolStr>, V: Into<Input>>(
         entries: impl IntoIterator<Item = (K, V)>,
     ) -> Input {
-        Input(InputKind::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        ))
+        let mut entries = entries.into_iter().map(|(k, v)| (k.into(), v.into()));
+        // A tree without handles is the engine's input already: built as
+        // such, it is not converted again (a million-object tree spent a
+        // tenth of its write converting).
+        let mut core = Vec::with_capacity(entries.size_hint().0);
+        while let Some((k, v)) = entries.next() {
+            match v.0 {
+                InputKind::Core(c) => core.push((k, c)),
+                kind => {
+                    let mut mixed: Vec<(SmolStr, Input)> = core
+                        .into_iter()
+                        .map(|(k, c)| (k, Input(InputKind::Core(c))))
+                        .collect();
+                    mixed.push((k, Input(kind)));
+                    mixed.extend(entries);
+                    return Input(InputKind::Map(mixed));
+                }
+            }
+        }
+        Input(InputKind::Core(CoreInput::Map(core)))
     }
 
     /// A new array with these elements.
     pub fn array<V: Into<Input>>(items: impl IntoIterator<Item = V>) -> Input {
-        Input(InputKind::Array(
-            items.into_iter().map(Into::into).collect(),
-        ))
+        let mut items = items.into_iter().map(Into::into);
+        // As for maps: without handles, the engine's input at once.
+        let mut core = Vec::with_capacity(items.size_hint().0);
+        while let Some(v) = items.next() {
+            match v.0 {
+                InputKind::Core(c) => core.push(c),
+                kind => {
+                    let mut mixed: Vec<Input> =
+                        core.into_iter().map(|c| Input(InputKind::Core(c))).collect();
+                    mixed.push(Input(kind));
+                    mixed.extend(items);
+                    return Input(InputKind::Array(mixed));
+                }
+            }
+        }
+        Input(InputKind::Core(CoreInput::Array(core)))
     }
 
     /// Null.
