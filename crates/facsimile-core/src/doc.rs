@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::event::{Change, Origin};
 use crate::gc::Gc;
 use crate::graph::list::{Found, ListObj};
-use crate::graph::map::{MapEntry, MapObj};
+use crate::graph::map::MapObj;
 use crate::graph::{Graph, Obj, ObjData};
 use crate::op::Op;
 use crate::outputs::{Outputs, Touch};
@@ -252,18 +252,10 @@ impl Doc {
                     wire.push((k, w));
                 }
                 let id = out.outbox.tick();
-                crate::graph::map::presort(&mut values);
-                let mut map = MapObj::with_capacity(values.len());
-                for (k, v) in values {
-                    // A new map: each entry is stored as a write would leave
-                    // it, without reporting a change (a repeated key keeps
-                    // its first value, as a write of the same stamp would).
-                    let entry = MapEntry {
-                        value: Some(v),
-                        stamp: id,
-                    };
-                    map.restore(k, entry);
-                }
+                // A new map: each entry is stored as a write would leave
+                // it, without reporting a change (a repeated key keeps its
+                // first value, as a write of the same stamp would).
+                let map = MapObj::from_new(&mut values, id);
                 self.insert_object(id, ObjData::Map(map));
                 out.outbox.push(WireOp::NewMap { entries: wire });
                 (

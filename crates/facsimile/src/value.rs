@@ -261,8 +261,10 @@ impl Input {
             match v.0 {
                 InputKind::Core(c) => core.push(c),
                 kind => {
-                    let mut mixed: Vec<Input> =
-                        core.into_iter().map(|c| Input(InputKind::Core(c))).collect();
+                    let mut mixed: Vec<Input> = core
+                        .into_iter()
+                        .map(|c| Input(InputKind::Core(c)))
+                        .collect();
                     mixed.push(Input(kind));
                     mixed.extend(items);
                     return Input(InputKind::Array(mixed));
