@@ -194,11 +194,17 @@ impl Doc {
     /// referenced: it is present, and it has not been unreachable since this
     /// replica last acknowledged its state (see `gc`).
     pub(crate) fn check_input(&self, input: &Input) -> Result<(), Error> {
-        match input {
+        // Scalars are checked in place: a tree of small maps is mostly
+        // scalars, and a call each cost more than the check.
+        let check = |v: &Input| match v {
             Input::Value(Value::Ref(o)) => self.check_ref(*o),
             Input::Value(_) => Ok(()),
-            Input::Map(entries) => entries.iter().try_for_each(|(_, v)| self.check_input(v)),
-            Input::Array(items) => items.iter().try_for_each(|v| self.check_input(v)),
+            _ => self.check_input(v),
+        };
+        match input {
+            Input::Map(entries) => entries.iter().try_for_each(|(_, v)| check(v)),
+            Input::Array(items) => items.iter().try_for_each(check),
+            v => check(v),
         }
     }
 
