@@ -443,3 +443,45 @@ macro_rules! value_from {
 }
 
 value_from!(bool => Bool, i64 => Int, i32 => Int, f64 => Float, &str => String, String => String);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::LocalNetwork;
+
+    /// Trees without handles are built as the engine's input; a handle
+    /// anywhere (after scalars, inside an array) keeps its place and is
+    /// checked against the node it is written on.
+    #[test]
+    fn input_trees_with_and_without_handles() {
+        let net = LocalNetwork::new();
+        let a = net.join("a");
+        let root = a.set_root(json!({"m": {"n": 1}})).unwrap();
+        let root = root.as_map().unwrap().clone();
+        let m = root.get("m").unwrap();
+
+        let plain = Input::map([("x", Input::from(1)), ("y", Input::array([2, 3]))]);
+        assert!(matches!(plain.0, InputKind::Core(CoreInput::Map(_))));
+        let mixed = Input::map([
+            ("x", Input::from(1)),
+            ("h", Input::from(&m)),
+            ("y", Input::array([Input::from(2), Input::from(&m)])),
+        ]);
+        assert!(matches!(mixed.0, InputKind::Map(_)));
+        root.set("t", mixed).unwrap();
+        assert_eq!(a.get("/t/x"), Some(Value::Int(1)));
+        assert_eq!(a.get("/t/h"), Some(m.clone()));
+        assert_eq!(a.get("/t/y/0"), Some(Value::Int(2)));
+        assert_eq!(a.get("/t/y/1"), Some(m.clone()));
+        root.set("p", plain).unwrap();
+        assert_eq!(a.get("/p/y/1"), Some(Value::Int(3)));
+
+        let other = net.join("b");
+        let foreign = Input::map([("x", Input::from(1)), ("h", Input::from(&m))]);
+        let other_root = other.set_root(json!({})).unwrap();
+        let err = other_root.as_map().unwrap().set("f", foreign);
+        assert!(matches!(err, Err(Error::ForeignHandle(_))), "{err:?}");
+    }
+}
