@@ -257,7 +257,7 @@ impl MapObj {
             };
         }
         // Key order, stably: each key's prefix above its place, sorted as
-        // integers (a third of the comparison sort's cost); keys of equal
+        // integers (two fifths of the cached-key sort's instructions); keys of equal
         // prefixes are then ordered by their bytes.
         let mut order: Vec<u128> = (entries.iter().enumerate())
             .map(|(i, (k, _))| u128::from(prefix(k.as_bytes())) << 32 | i as u128)
