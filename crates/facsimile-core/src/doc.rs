@@ -967,12 +967,11 @@ impl Doc {
                 if self.graph.objects.contains_key(&id) {
                     return;
                 }
-                crate::graph::map::presort(&mut entries);
-                let mut map = MapObj::with_capacity(entries.len());
-                for (k, v) in entries {
-                    self.gc.note_ref(&v);
-                    map.apply(&k, Some(v), id, peers);
+                for (_, v) in &entries {
+                    self.gc.note_ref(v);
                 }
+                // As a write of each entry at `id` would leave it.
+                let map = MapObj::from_new(&mut entries, id);
                 // A concurrent write may leave it unattached: mark.
                 self.gc.dirty = true;
                 self.insert_object(id, ObjData::Map(map));

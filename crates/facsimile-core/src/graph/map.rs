@@ -214,17 +214,6 @@ fn prefix(key: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// Puts the entries of a map about to be built in key order (stably: of
-/// equal keys the first still wins), when there are enough of them for the
-/// map to be large: written in order, it never needs sorting (a large map
-/// sorts on its first ordered read, a thousand keys written as `c0` to
-/// `c999` at about 400 instructions a key).
-pub(crate) fn presort<V>(entries: &mut [(SmolStr, V)]) {
-    if entries.len() > SMALL {
-        entries.sort_by_cached_key(|(k, _)| (prefix(k.as_bytes()), k.clone()));
-    }
-}
-
 impl MapObj {
     /// An empty map with room for `n` keys.
     pub(crate) fn with_capacity(n: usize) -> Self {
@@ -243,7 +232,7 @@ impl MapObj {
     /// A new map of `entries` (taken out, leaving defaults), each written
     /// at `stamp`: what restoring them one by one leaves (of equal keys
     /// the first wins), built at once. A thousand keys took about 870
-    /// instructions a key restored one by one after [`presort`].
+    /// instructions a key sorted by cached keys, then restored one by one.
     pub(crate) fn from_new(entries: &mut [(SmolStr, Value)], stamp: Id) -> MapObj {
         let entry = |value| MapEntry {
             value: Some(value),
