@@ -55,6 +55,19 @@ pub(crate) fn encode_into(frame: &Frame, format: WireFormat, out: &mut Vec<u8>) 
     }
 }
 
+/// Encodes into `out` (cleared first) the binary operations message
+/// `seq` of `from` holding `tick` and the operations `ops` wrote: the bytes
+/// [`encode_into`] gives for the same frame with its operations listed.
+pub(crate) fn encode_packed_into(
+    from: crate::wire::Tag,
+    seq: u64,
+    tick: u64,
+    ops: &packed::PackedWriter,
+    out: &mut Vec<u8>,
+) {
+    fast::encode_packed(from, seq, tick, ops, out);
+}
+
 pub(crate) fn decode(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
     if bytes.len() <= max {
         if let Some(frame) = fast::decode(bytes) {
@@ -217,5 +230,53 @@ mod tests {
             decode(&bytes, 1 << 20),
             Err(ReceiveError::Malformed(_))
         ));
+    }
+    /// Operations encoded as they come give the bytes of the message
+    /// holding them, and read back as them.
+    #[test]
+    fn streamed_packed_operations_match_the_frame() {
+        let mut ops: crate::wire::Ops = smallvec::SmallVec::new();
+        for i in 0..300u64 {
+            ops.push(match i % 5 {
+                0 => WireOp::NewMap {
+                    entries: smallvec::smallvec![("v".into(), WireValue::Int(i as i64))],
+                },
+                1 => WireOp::MapSet {
+                    obj: WireId { p: 0, c: i % 9 },
+                    key: format!("c{}", i % 13).into(),
+                    value: WireValue::Ref(WireId { p: 0, c: i - 1 }),
+                },
+                2 => WireOp::Intro {
+                    tag: Tag(i as u32),
+                    hostname: Hostname::of(&crate::PeerId::new("b", i as u32)),
+                },
+                3 => WireOp::Append {
+                    obj: WireId { p: 1, c: 2 },
+                    value: WireValue::Str("s".into()),
+                },
+                _ => WireOp::MapDelete {
+                    obj: WireId { p: 0, c: 3 },
+                    key: "c1".into(),
+                },
+            });
+        }
+        let mut writer = packed::PackedWriter::default();
+        for op in &ops {
+            writer.push(op);
+        }
+        assert_eq!(writer.len(), ops.len());
+        let mut streamed = Vec::new();
+        encode_packed_into(Tag(0xdead_beef), 300, 77, &writer, &mut streamed);
+        let frame = Frame {
+            from: Tag(0xdead_beef),
+            msg: Message::Sequenced {
+                seq: 300,
+                body: Sequenced::Ops { tick: 77, ops },
+            },
+        };
+        let mut whole = Vec::new();
+        encode_into(&frame, WireFormat::Binary, &mut whole);
+        assert_eq!(streamed, whole);
+        assert_eq!(decode(&streamed, usize::MAX), Ok(frame));
     }
 }

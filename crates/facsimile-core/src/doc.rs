@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::event::{Change, Origin};
 use crate::gc::Gc;
 use crate::graph::list::{Found, ListObj};
-use crate::graph::map::{MapEntry, MapObj};
+use crate::graph::map::MapObj;
 use crate::graph::{Graph, Obj, ObjData};
 use crate::op::Op;
 use crate::outputs::{Outputs, Touch};
@@ -194,11 +194,17 @@ impl Doc {
     /// referenced: it is present, and it has not been unreachable since this
     /// replica last acknowledged its state (see `gc`).
     pub(crate) fn check_input(&self, input: &Input) -> Result<(), Error> {
-        match input {
+        // Scalars are checked in place: a tree of small maps is mostly
+        // scalars, and a call each cost more than the check.
+        let check = |v: &Input| match v {
             Input::Value(Value::Ref(o)) => self.check_ref(*o),
             Input::Value(_) => Ok(()),
-            Input::Map(entries) => entries.iter().try_for_each(|(_, v)| self.check_input(v)),
-            Input::Array(items) => items.iter().try_for_each(|v| self.check_input(v)),
+            _ => self.check_input(v),
+        };
+        match input {
+            Input::Map(entries) => entries.iter().try_for_each(|(_, v)| check(v)),
+            Input::Array(items) => items.iter().try_for_each(check),
+            v => check(v),
         }
     }
 
@@ -252,18 +258,10 @@ impl Doc {
                     wire.push((k, w));
                 }
                 let id = out.outbox.tick();
-                crate::graph::map::presort(&mut values);
-                let mut map = MapObj::with_capacity(values.len());
-                for (k, v) in values {
-                    // A new map: each entry is stored as a write would leave
-                    // it, without reporting a change (a repeated key keeps
-                    // its first value, as a write of the same stamp would).
-                    let entry = MapEntry {
-                        value: Some(v),
-                        stamp: id,
-                    };
-                    map.restore(k, entry);
-                }
+                // A new map: each entry is stored as a write would leave
+                // it, without reporting a change (a repeated key keeps its
+                // first value, as a write of the same stamp would).
+                let map = MapObj::from_new(&mut values, id);
                 self.insert_object(id, ObjData::Map(map));
                 out.outbox.push(WireOp::NewMap { entries: wire });
                 (
@@ -969,12 +967,11 @@ impl Doc {
                 if self.graph.objects.contains_key(&id) {
                     return;
                 }
-                crate::graph::map::presort(&mut entries);
-                let mut map = MapObj::with_capacity(entries.len());
-                for (k, v) in entries {
-                    self.gc.note_ref(&v);
-                    map.apply(&k, Some(v), id, peers);
+                for (_, v) in &entries {
+                    self.gc.note_ref(v);
                 }
+                // As a write of each entry at `id` would leave it.
+                let map = MapObj::from_new(&mut entries, id);
                 // A concurrent write may leave it unattached: mark.
                 self.gc.dirty = true;
                 self.insert_object(id, ObjData::Map(map));

@@ -230,19 +230,48 @@ impl Input {
     pub fn map<K: Into<SmolStr>, V: Into<Input>>(
         entries: impl IntoIterator<Item = (K, V)>,
     ) -> Input {
-        Input(InputKind::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        ))
+        let mut entries = entries.into_iter().map(|(k, v)| (k.into(), v.into()));
+        // A tree without handles is the engine's input already: built as
+        // such, it is not converted again (a million-object tree spent a
+        // tenth of its write converting).
+        let mut core = Vec::with_capacity(entries.size_hint().0);
+        while let Some((k, v)) = entries.next() {
+            match v.0 {
+                InputKind::Core(c) => core.push((k, c)),
+                kind => {
+                    let mut mixed: Vec<(SmolStr, Input)> = core
+                        .into_iter()
+                        .map(|(k, c)| (k, Input(InputKind::Core(c))))
+                        .collect();
+                    mixed.push((k, Input(kind)));
+                    mixed.extend(entries);
+                    return Input(InputKind::Map(mixed));
+                }
+            }
+        }
+        Input(InputKind::Core(CoreInput::Map(core)))
     }
 
     /// A new array with these elements.
     pub fn array<V: Into<Input>>(items: impl IntoIterator<Item = V>) -> Input {
-        Input(InputKind::Array(
-            items.into_iter().map(Into::into).collect(),
-        ))
+        let mut items = items.into_iter().map(Into::into);
+        // As for maps: without handles, the engine's input at once.
+        let mut core = Vec::with_capacity(items.size_hint().0);
+        while let Some(v) = items.next() {
+            match v.0 {
+                InputKind::Core(c) => core.push(c),
+                kind => {
+                    let mut mixed: Vec<Input> = core
+                        .into_iter()
+                        .map(|c| Input(InputKind::Core(c)))
+                        .collect();
+                    mixed.push(Input(kind));
+                    mixed.extend(items);
+                    return Input(InputKind::Array(mixed));
+                }
+            }
+        }
+        Input(InputKind::Core(CoreInput::Array(core)))
     }
 
     /// Null.
@@ -414,3 +443,45 @@ macro_rules! value_from {
 }
 
 value_from!(bool => Bool, i64 => Int, i32 => Int, f64 => Float, &str => String, String => String);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::LocalNetwork;
+
+    /// Trees without handles are built as the engine's input; a handle
+    /// anywhere (after scalars, inside an array) keeps its place and is
+    /// checked against the node it is written on.
+    #[test]
+    fn input_trees_with_and_without_handles() {
+        let net = LocalNetwork::new();
+        let a = net.join("a");
+        let root = a.set_root(json!({"m": {"n": 1}})).unwrap();
+        let root = root.as_map().unwrap().clone();
+        let m = root.get("m").unwrap();
+
+        let plain = Input::map([("x", Input::from(1)), ("y", Input::array([2, 3]))]);
+        assert!(matches!(plain.0, InputKind::Core(CoreInput::Map(_))));
+        let mixed = Input::map([
+            ("x", Input::from(1)),
+            ("h", Input::from(&m)),
+            ("y", Input::array([Input::from(2), Input::from(&m)])),
+        ]);
+        assert!(matches!(mixed.0, InputKind::Map(_)));
+        root.set("t", mixed).unwrap();
+        assert_eq!(a.get("/t/x"), Some(Value::Int(1)));
+        assert_eq!(a.get("/t/h"), Some(m.clone()));
+        assert_eq!(a.get("/t/y/0"), Some(Value::Int(2)));
+        assert_eq!(a.get("/t/y/1"), Some(m.clone()));
+        root.set("p", plain).unwrap();
+        assert_eq!(a.get("/p/y/1"), Some(Value::Int(3)));
+
+        let other = net.join("b");
+        let foreign = Input::map([("x", Input::from(1)), ("h", Input::from(&m))]);
+        let other_root = other.set_root(json!({})).unwrap();
+        let err = other_root.as_map().unwrap().set("f", foreign);
+        assert!(matches!(err, Err(Error::ForeignHandle(_))), "{err:?}");
+    }
+}

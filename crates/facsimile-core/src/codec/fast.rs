@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 use smol_str::SmolStr;
 
 use super::VERSION;
-use crate::wire::index::body::{NEXT as BODY_NEXT, OP as BODY_OP};
+use crate::wire::index::body::{NEXT as BODY_NEXT, OP as BODY_OP, PACKED as BODY_PACKED};
 use crate::wire::index::op::{APPEND as OP_APPEND, MAP_SET as OP_MAP_SET};
 use crate::wire::index::value::{
     BOOL as VALUE_BOOL, FLOAT as VALUE_FLOAT, INT as VALUE_INT, NULL as VALUE_NULL,
@@ -70,6 +70,24 @@ pub(super) fn encode(frame: &Frame, out: &mut Vec<u8>) -> bool {
         _ => {}
     }
     true
+}
+
+/// Writes a packed operations message (`seq`, `tick` and the operations
+/// `ops` wrote) as postcard writes the frame that holds them.
+pub(super) fn encode_packed(
+    from: Tag,
+    seq: u64,
+    tick: u64,
+    ops: &super::packed::PackedWriter,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.push(VERSION);
+    out.extend_from_slice(&from.0.to_le_bytes());
+    varint(out, BODY_PACKED.into());
+    varint(out, seq);
+    varint(out, tick);
+    ops.finish_bytes(out);
 }
 
 #[inline]

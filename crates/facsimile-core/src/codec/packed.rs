@@ -240,70 +240,124 @@ pub(crate) fn encode(ops: &[WireOp]) -> Vec<u8> {
     let mut cx = Context::default();
     varint(&mut out, ops.len() as u64);
     for op in ops {
-        let (kind, obj) = match op {
-            WireOp::MapSet { obj, .. } => (MAP_SET, obj),
-            WireOp::MapDelete { obj, .. } => (MAP_DELETE, obj),
-            WireOp::Append { obj, .. } => (APPEND, obj),
-            WireOp::ListInsert { obj, .. } => (LIST_INSERT, obj),
-            WireOp::ListDelete { obj, .. } => (LIST_DELETE, obj),
-            WireOp::ListSet { obj, .. } => (LIST_SET, obj),
-            WireOp::NewMap { entries } => {
-                out.push(PLAIN);
-                plain_new_map(&mut out, entries);
-                continue;
-            }
-            _ => {
-                out.push(PLAIN);
-                out = postcard::to_extend(op, out).expect("encoding into a Vec cannot fail");
-                continue;
-            }
-        };
-        let at = cx.recent.iter().position(|r| r == obj);
-        let slot = at.map_or(LITERAL, |i| i as u8);
-        out.push(slot << 5 | kind);
-        if at.is_none() {
-            id(&mut out, *obj);
-        }
-        cx.touch(at, *obj);
-        match op {
-            WireOp::MapSet { key, value, .. } => {
-                write_key(&mut out, &mut cx, key);
-                write_value(&mut out, &mut cx, value);
-            }
-            WireOp::MapDelete { key, .. } => write_key(&mut out, &mut cx, key),
-            WireOp::Append { value, .. } => write_value(&mut out, &mut cx, value),
-            WireOp::ListInsert { origin, values, .. } => {
-                match origin {
-                    WireOrigin::Head => out.push(HEAD),
-                    WireOrigin::Back(n) => {
-                        out.push(BACK);
-                        varint(&mut out, *n);
-                    }
-                    WireOrigin::Id(w) => {
-                        out.push(AFTER);
-                        id(&mut out, *w);
-                    }
-                }
-                varint(&mut out, values.len() as u64);
-                for v in values {
-                    write_value(&mut out, &mut cx, v);
-                }
-            }
-            WireOp::ListDelete { runs, .. } => {
-                varint(&mut out, runs.len() as u64);
-                for (start, len) in runs {
-                    id(&mut out, *start);
-                    varint(&mut out, u64::from(*len));
-                }
-            }
-            WireOp::ListSet { elem, value, .. } => {
-                id(&mut out, *elem);
-                write_value(&mut out, &mut cx, value);
-            }
-            _ => unreachable!("only the kinds above have a packed form"),
-        }
+        encode_op(&mut out, &mut cx, op);
     }
     out
+}
+
+/// The packed form of a list of operations written as they are made, so
+/// that a large group's operations need not wait in memory (a million
+/// took 88 MB as operations, 3 MB packed): [`PackedWriter::finish`] gives
+/// what [`encode`] gives for the same operations.
+#[derive(Default)]
+pub(crate) struct PackedWriter {
+    /// The operations after the count.
+    out: Vec<u8>,
+    cx: Context,
+    count: usize,
+}
+
+impl std::fmt::Debug for PackedWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedWriter")
+            .field("count", &self.count)
+            .field("bytes", &self.out.len())
+            .finish()
+    }
+}
+
+impl PackedWriter {
+    /// Appends one operation.
+    #[inline]
+    pub(crate) fn push(&mut self, op: &WireOp) {
+        encode_op(&mut self.out, &mut self.cx, op);
+        self.count += 1;
+    }
+
+    /// How many operations were written.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Writes the packed form (the count, then the operations) to `out`
+    /// as a byte string (its length first), as serde's `serialize_bytes`
+    /// does in postcard.
+    pub(crate) fn finish_bytes(&self, out: &mut Vec<u8>) {
+        let mut count = Vec::with_capacity(10);
+        varint(&mut count, self.count as u64);
+        varint(out, (count.len() + self.out.len()) as u64);
+        out.reserve(count.len() + self.out.len());
+        out.extend_from_slice(&count);
+        out.extend_from_slice(&self.out);
+    }
+}
+
+/// Appends the packed form of one operation.
+fn encode_op(out: &mut Vec<u8>, cx: &mut Context, op: &WireOp) {
+    let (kind, obj) = match op {
+        WireOp::MapSet { obj, .. } => (MAP_SET, obj),
+        WireOp::MapDelete { obj, .. } => (MAP_DELETE, obj),
+        WireOp::Append { obj, .. } => (APPEND, obj),
+        WireOp::ListInsert { obj, .. } => (LIST_INSERT, obj),
+        WireOp::ListDelete { obj, .. } => (LIST_DELETE, obj),
+        WireOp::ListSet { obj, .. } => (LIST_SET, obj),
+        WireOp::NewMap { entries } => {
+            out.push(PLAIN);
+            plain_new_map(out, entries);
+            return;
+        }
+        _ => {
+            out.push(PLAIN);
+            let buf = std::mem::take(out);
+            *out = postcard::to_extend(op, buf).expect("encoding into a Vec cannot fail");
+            return;
+        }
+    };
+    let at = cx.recent.iter().position(|r| r == obj);
+    let slot = at.map_or(LITERAL, |i| i as u8);
+    out.push(slot << 5 | kind);
+    if at.is_none() {
+        id(out, *obj);
+    }
+    cx.touch(at, *obj);
+    match op {
+        WireOp::MapSet { key, value, .. } => {
+            write_key(out, cx, key);
+            write_value(out, cx, value);
+        }
+        WireOp::MapDelete { key, .. } => write_key(out, cx, key),
+        WireOp::Append { value, .. } => write_value(out, cx, value),
+        WireOp::ListInsert { origin, values, .. } => {
+            match origin {
+                WireOrigin::Head => out.push(HEAD),
+                WireOrigin::Back(n) => {
+                    out.push(BACK);
+                    varint(out, *n);
+                }
+                WireOrigin::Id(w) => {
+                    out.push(AFTER);
+                    id(out, *w);
+                }
+            }
+            varint(out, values.len() as u64);
+            for v in values {
+                write_value(out, cx, v);
+            }
+        }
+        WireOp::ListDelete { runs, .. } => {
+            varint(out, runs.len() as u64);
+            for (start, len) in runs {
+                id(out, *start);
+                varint(out, u64::from(*len));
+            }
+        }
+        WireOp::ListSet { elem, value, .. } => {
+            id(out, *elem);
+            write_value(out, cx, value);
+        }
+        _ => unreachable!("only the kinds above have a packed form"),
+    }
 }
 
 fn write_key(out: &mut Vec<u8>, cx: &mut Context, key: &SmolStr) {
