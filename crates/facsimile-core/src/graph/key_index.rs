@@ -67,6 +67,17 @@ impl<V> KeyIndex<V> {
         }
     }
 
+    /// An index of `entries`, whose keys are all different, in their order.
+    pub(crate) fn from_distinct(entries: Vec<(SmolStr, V)>) -> Self {
+        let mut index = KeyIndex {
+            entries,
+            slots: Vec::new(),
+            shift: 32,
+        };
+        index.rebuild();
+        index
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()

@@ -256,30 +256,20 @@ impl MapObj {
         }
         let taken = order.iter().map(|o| std::mem::take(&mut entries[at(o)]));
         // Repeated keys are neighbours now: the first of each stays.
-        let entries = if order.len() <= SMALL {
-            let mut v: Vec<(SmolStr, MapEntry)> = Vec::with_capacity(order.len());
-            for (k, x) in taken {
-                if v.last().is_none_or(|(last, _)| *last != k) {
-                    v.push((k, entry(x)));
-                }
+        let mut v: Vec<(SmolStr, MapEntry)> = Vec::with_capacity(order.len());
+        for (k, x) in taken {
+            if v.last().is_none_or(|(last, _)| *last != k) {
+                v.push((k, entry(x)));
             }
+        }
+        let live = v.len();
+        let entries = if live <= SMALL {
             Entries::Small(v)
         } else {
-            let mut map = IndexMap::with_capacity_and_hasher(order.len(), FxBuildHasher);
-            for (k, x) in taken {
-                if map.last().is_none_or(|(last, _)| *last != k) {
-                    map.insert(k, entry(x));
-                }
-            }
             Entries::Large(Box::new(Large {
-                map,
+                map: KeyIndex::from_distinct(v),
                 unsorted: false,
             }))
-        };
-        let live = match &entries {
-            Entries::Small(v) => v.len(),
-            Entries::Large(l) => l.map.len(),
-            Entries::One(_) => 1,
         };
         MapObj { entries, live }
     }
