@@ -240,6 +240,28 @@ impl MapObj {
         MapObj { entries, live: 0 }
     }
 
+    /// A map of `entries`, whose keys rise strictly in byte order (as a
+    /// snapshot lists them): each representation is built as it stands,
+    /// with no lookup per key.
+    pub(crate) fn from_sorted(entries: Vec<(SmolStr, MapEntry)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
+        let live = entries.iter().filter(|(_, e)| e.value.is_some()).count();
+        let entries = match entries.len() {
+            0 => Entries::Small(Vec::new()),
+            1 => Entries::One(entries.into_iter().next().expect("one entry")),
+            2..=SMALL => Entries::Small(entries),
+            n => {
+                let mut map = IndexMap::with_capacity_and_hasher(n, FxBuildHasher);
+                map.extend(entries);
+                Entries::Large(Box::new(Large {
+                    map,
+                    unsorted: false,
+                }))
+            }
+        };
+        MapObj { entries, live }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.live
     }
