@@ -519,18 +519,24 @@ impl<'a> Writer<'a, '_> {
         if given {
             full_id(self.out, first);
         }
-        if run.iter().all(|v| matches!(v, Value::Int(_))) {
+        // Whether the run is all integers, and the bytes of each form, in
+        // one pass.
+        let (mut plain, mut deltas, mut last) = (0, 0, self.cx.int);
+        let all_ints = run.iter().all(|v| match *v {
+            Value::Int(i) => {
+                plain += varint_len(zigzag(i));
+                deltas += varint_len(zigzag(i.wrapping_sub(std::mem::replace(&mut last, i))));
+                true
+            }
+            _ => false,
+        });
+        if all_ints {
             let ints = || {
                 run.iter().map(|v| match v {
                     Value::Int(i) => *i,
                     _ => 0,
                 })
             };
-            let plain: usize = ints().map(|i| varint_len(zigzag(i))).sum();
-            let mut last = self.cx.int;
-            let deltas: usize = ints()
-                .map(|i| varint_len(zigzag(i.wrapping_sub(std::mem::replace(&mut last, i)))))
-                .sum();
             if deltas < plain {
                 self.out.push(column::INT_DELTAS);
                 let mut last = self.cx.int;
