@@ -327,13 +327,6 @@ struct Shape<'a> {
     next: Option<u32>,
 }
 
-fn same_keys(a: &MapObj, b: &MapObj) -> bool {
-    a.raw_entries().len() == b.raw_entries().len()
-        && a.raw_entries()
-            .zip(b.raw_entries())
-            .all(|((x, _), (y, _))| x == y)
-}
-
 fn keys_hash(map: &MapObj) -> u64 {
     let mut h = FxHasher::default();
     for (key, _) in map.raw_entries() {
@@ -362,7 +355,7 @@ impl<'a> Writer<'a, '_> {
     fn map(&mut self, id: Id, map: &'a MapObj) -> u8 {
         let mut flags = 0;
         let shape = match self.last_shape {
-            Some(s) if same_keys(self.shapes[s as usize].map, map) => {
+            Some(s) if self.shapes[s as usize].map.same_keys(map) => {
                 flags |= SAME_SHAPE;
                 s
             }
@@ -416,7 +409,7 @@ impl<'a> Writer<'a, '_> {
         let mut at = self.by_hash.get(&hash).copied();
         let mut last = None;
         while let Some(s) = at {
-            if same_keys(self.shapes[s as usize].map, map) {
+            if self.shapes[s as usize].map.same_keys(map) {
                 varint(self.out, u64::from(s) + 1);
                 return s;
             }
@@ -625,6 +618,8 @@ pub(crate) struct ObjectReader<'b> {
     /// A map's entries vector handed back by [`ObjectReader::recycle`],
     /// for the next map: a load allocates no vector per map.
     spare: Vec<EntryState>,
+    /// The same for a list's slots.
+    spare_slots: Vec<SlotState>,
 }
 
 /// In versions 2 and 3, the key bytes a state may take from previous keys,
@@ -651,16 +646,20 @@ impl<'b> ObjectReader<'b> {
             heads: Vec::new(),
             shared_budget: (bytes.len() as u64).saturating_mul(SHARED_PER_BYTE) + SHARED_FLOOR,
             spare: Vec::new(),
+            spare_slots: Vec::new(),
         };
         r.left = r.varint()?;
         let count = r.left;
         Ok((r, count))
     }
 
-    /// Takes back the entries vector of a map read before, to hold the next
-    /// map's.
-    pub(crate) fn recycle(&mut self, entries: Vec<EntryState>) {
-        self.spare = entries;
+    /// Takes back the entries (or slots) vector of a map (or list) read
+    /// before, to hold the next one's.
+    pub(crate) fn recycle(&mut self, obj: ObjState) {
+        match obj {
+            ObjState::Map { entries, .. } => self.spare = entries,
+            ObjState::List { slots, .. } => self.spare_slots = slots,
+        }
     }
 
     /// An empty vector for a map's entries, with room for `n`.
@@ -997,7 +996,9 @@ impl<'b> ObjectReader<'b> {
 
     fn slots(&mut self) -> Result<Vec<SlotState>, ReceiveError> {
         let n = self.count()?;
-        let mut slots = Vec::with_capacity(Self::reserve(n));
+        let mut slots = std::mem::take(&mut self.spare_slots);
+        slots.clear();
+        slots.reserve(Self::reserve(n));
         while slots.len() < n {
             let g = self.varint()?;
             let (form, arg) = (g & 3, g >> 2);

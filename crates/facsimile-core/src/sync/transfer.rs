@@ -24,7 +24,7 @@ use crate::streams::{Stream, Streams};
 use crate::sync::{SyncServer, saved};
 use crate::value::{Id, PeerId, PeerIdx, Value};
 use crate::wire::{
-    EntryState, Hostname, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
+    Hostname, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
 };
 
 /// A local id as the sender's own table names it (its peer by index).
@@ -276,9 +276,8 @@ fn decode_saved(
         let capacity = usize::try_from(count).map_or(0, |c| c.min(reader.rest().len() / 2));
         let mut builder = GraphBuilder::new(dec, target.mark, capacity);
         for _ in 0..count {
-            if let Some(entries) = builder.add(reader.next_object()?)? {
-                reader.recycle(entries);
-            }
+            let spare = builder.add(reader.next_object()?)?;
+            reader.recycle(spare);
         }
         *b = reader.rest();
         builder
@@ -591,8 +590,9 @@ impl<'a> GraphBuilder<'a> {
         }
     }
 
-    /// Builds `obj`; hands back a map's entries vector, emptied, for reuse.
-    fn add(&mut self, obj: ObjState) -> Result<Option<Vec<EntryState>>, ReceiveError> {
+    /// Builds `obj`; hands back its entries or slots vector, emptied, for
+    /// reuse.
+    fn add(&mut self, obj: ObjState) -> Result<ObjState, ReceiveError> {
         let bad = |reason: &str| ReceiveError::invalid(self.dec.from, reason);
         let (id, data, spare) = match obj {
             ObjState::Map { id, mut entries } => {
@@ -623,9 +623,9 @@ impl<'a> GraphBuilder<'a> {
                     }
                     map
                 };
-                (id, ObjData::Map(map), Some(entries))
+                (id, ObjData::Map(map), ObjState::Map { id: None, entries })
             }
-            ObjState::List { id, slots } => {
+            ObjState::List { id, mut slots } => {
                 let id = next_id(&self.dec, &mut self.prev, id)?;
                 let mut out = std::mem::take(&mut self.slots);
                 out.clear();
@@ -636,7 +636,7 @@ impl<'a> GraphBuilder<'a> {
                 // state of its own (as pushes leave them): such a list is
                 // consistent by construction, with nothing to check.
                 let mut plain = true;
-                for s in slots {
+                for s in slots.drain(..) {
                     plain &= matches!(
                         s,
                         SlotState::Live { .. }
@@ -704,7 +704,11 @@ impl<'a> GraphBuilder<'a> {
                     return Err(bad("inconsistent list state"));
                 }
                 self.built.garbage |= list.slot_count() > list.len();
-                (id, ObjData::List(Box::new(list)), None)
+                (
+                    id,
+                    ObjData::List(Box::new(list)),
+                    ObjState::List { id: None, slots },
+                )
             }
         };
         let obj = Obj {
