@@ -10,6 +10,8 @@
 //! 1.5 bytes an id; slots inserted at scattered places about 6 (a hash
 //! entry per id had taken 35 to 50).
 
+use std::collections::hash_map::Entry;
+
 use super::seq::LeafId;
 use super::{Bits, IdMap};
 use crate::value::Id;
@@ -155,20 +157,19 @@ impl SlotIndex {
         while counter < end {
             let (key, k) = split(Id::new(first.peer, counter));
             let n = (PAGE - u64::from(k)).min(end - counter);
-            if self.pages.contains_key(&key) {
+            let page = Page {
+                low: leaf,
+                high: leaf,
+                present: (u32::MAX >> (PAGE - n)) << k,
+                split: 0,
+            };
+            if let Entry::Vacant(v) = self.pages.entry(key) {
+                v.insert(page);
+                self.len += n as usize;
+            } else {
                 for c in counter..counter + n {
                     was |= self.insert(Id::new(first.peer, c), leaf);
                 }
-            } else {
-                let present = (u32::MAX >> (PAGE - n)) << k;
-                let page = Page {
-                    low: leaf,
-                    high: leaf,
-                    present,
-                    split: 0,
-                };
-                self.pages.insert(key, page);
-                self.len += n as usize;
             }
             counter += n;
         }
