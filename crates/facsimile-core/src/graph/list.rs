@@ -519,8 +519,14 @@ impl Items for Slots {
             Some(last) if pos == self.flags.len() && last.continued_by(item.id) => last.len += 1,
             _ => self.insert_id(pos, item.id),
         }
-        self.flags.insert(pos, item.flags);
-        self.bits.insert(pos, item.bits);
+        // Appends (building a leaf, pushes) skip the shift.
+        if pos == self.flags.len() {
+            self.flags.push(item.flags);
+            self.bits.push(item.bits);
+        } else {
+            self.flags.insert(pos, item.flags);
+            self.bits.insert(pos, item.bits);
+        }
     }
 
     fn split_off(&mut self, at: usize, spare: usize) -> Self {
@@ -1270,8 +1276,8 @@ impl ListObj {
         let mut dead = Dead::default();
         let mut unique = true;
         let tree = SeqTree::from_items(items, |s: &Slots, leaf| {
-            for id in s.ids() {
-                unique &= !index.insert(id, leaf);
+            for r in &s.runs {
+                unique &= !index.insert_run(Id::new(r.peer, r.counter), r.len, leaf);
             }
             if s.flags.iter().any(|&f| is_dead(f)) {
                 dead.pending.insert(leaf);

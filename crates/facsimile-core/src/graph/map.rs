@@ -262,14 +262,23 @@ impl MapObj {
                 v.push((k, entry(x)));
             }
         }
-        let live = v.len();
-        let entries = if live <= SMALL {
-            Entries::Small(v)
-        } else {
-            Entries::Large(Box::new(Large {
-                map: KeyIndex::from_distinct(v),
+        MapObj::from_sorted(v)
+    }
+
+    /// A map of `entries`, whose keys rise strictly in byte order (as a
+    /// snapshot lists them): each representation is built as it stands,
+    /// with no lookup per key.
+    pub(crate) fn from_sorted(entries: Vec<(SmolStr, MapEntry)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
+        let live = entries.iter().filter(|(_, e)| e.value.is_some()).count();
+        let entries = match entries.len() {
+            0 => Entries::Small(Vec::new()),
+            1 => Entries::One(entries.into_iter().next().expect("one entry")),
+            2..=SMALL => Entries::Small(entries),
+            _ => Entries::Large(Box::new(Large {
+                map: KeyIndex::from_distinct(entries),
                 unsorted: false,
-            }))
+            })),
         };
         MapObj { entries, live }
     }
@@ -359,6 +368,23 @@ impl MapObj {
         self.entries.iter()
     }
 
+    /// Whether both maps hold the same keys (tombstones included) in the
+    /// same storage order. Maps of one shape are mostly small: their key
+    /// slices are compared directly.
+    pub(crate) fn same_keys(&self, other: &MapObj) -> bool {
+        fn keys_eq(a: &[(SmolStr, MapEntry)], b: &[(SmolStr, MapEntry)]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.0 == y.0)
+        }
+        match (&self.entries, &other.entries) {
+            (Entries::Small(a), Entries::Small(b)) => keys_eq(a, b),
+            (Entries::One(a), Entries::One(b)) => a.0 == b.0,
+            _ => {
+                let (a, b) = (self.raw_entries(), other.raw_entries());
+                a.len() == b.len() && a.zip(b).all(|((x, _), (y, _))| x == y)
+            }
+        }
+    }
+
     /// Visible entries in storage order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&SmolStr, &Value)> + '_ {
         self.entries
@@ -388,6 +414,58 @@ mod tests {
     use super::*;
     use crate::clock::Peers;
     use crate::value::{PeerId, PeerIdx};
+
+    /// Maps built whole from sorted entries hold what restoring each entry
+    /// builds, and compare their keys alike in every representation.
+    #[test]
+    fn sorted_maps_match_restored_ones() {
+        let entry = |i: usize| MapEntry {
+            value: (i % 3 > 0).then_some(Value::Int(i as i64)),
+            stamp: Id::new(PeerIdx::SELF, i as u64),
+        };
+        let keys = |n: usize, tag: &str| -> Vec<SmolStr> {
+            let mut keys: Vec<SmolStr> = (0..n).map(|i| format!("{tag}{i:03}").into()).collect();
+            keys.sort();
+            keys
+        };
+        for n in [0, 1, 2, 5, SMALL, SMALL + 1, 40] {
+            let whole = MapObj::from_sorted(
+                keys(n, "k")
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, k)| (k, entry(i)))
+                    .collect(),
+            );
+            let mut restored = MapObj::with_capacity(n);
+            for (i, k) in keys(n, "k").into_iter().enumerate() {
+                assert!(restored.restore(k, entry(i)));
+            }
+            assert_eq!(whole.len(), restored.len());
+            assert!(whole.is_sorted());
+            let pairs = |m: &MapObj| -> Vec<(SmolStr, Option<i64>, Id)> {
+                m.raw_entries()
+                    .map(|(k, e)| {
+                        let v = e.value.as_ref().map(|v| match v {
+                            Value::Int(i) => *i,
+                            _ => -1,
+                        });
+                        (k.clone(), v, e.stamp)
+                    })
+                    .collect()
+            };
+            assert_eq!(pairs(&whole), pairs(&restored), "{n}");
+            assert!(whole.same_keys(&restored) && restored.same_keys(&whole));
+            for (m, other) in [(n, "k"), (n + 1, "k"), (n.max(1), "j")] {
+                let mut map = MapObj::default();
+                for (i, k) in keys(m, other).into_iter().enumerate() {
+                    map.restore(k, entry(i));
+                }
+                let same = m == n && (other == "k" || n == 0);
+                assert_eq!(whole.same_keys(&map), same, "{n} {m} {other}");
+                assert_eq!(map.same_keys(&whole), same, "{n} {m} {other}");
+            }
+        }
+    }
 
     /// Random writes, deletes, restores and purges across the small/large
     /// boundary behave like a sorted map of registers.

@@ -10,6 +10,8 @@
 //! 1.5 bytes an id; slots inserted at scattered places about 6 (a hash
 //! entry per id had taken 35 to 50).
 
+use std::collections::hash_map::Entry;
+
 use super::seq::LeafId;
 use super::{Bits, IdMap};
 use crate::value::Id;
@@ -137,6 +139,43 @@ impl SlotIndex {
         was
     }
 
+    /// Records the `len` ids from `first` on (consecutive counters of one
+    /// peer) in `leaf`. Returns whether any was here. A list being built
+    /// takes its ids a run at a time: a page new to the index is one hash
+    /// insert for all its ids instead of one lookup each.
+    pub(crate) fn insert_run(&mut self, first: Id, len: u32, leaf: LeafId) -> bool {
+        let Some(end) = first.counter.checked_add(u64::from(len)) else {
+            return (0..len).fold(false, |was, k| {
+                was | self.insert(
+                    Id::new(first.peer, first.counter.wrapping_add(k.into())),
+                    leaf,
+                )
+            });
+        };
+        let mut was = false;
+        let mut counter = first.counter;
+        while counter < end {
+            let (key, k) = split(Id::new(first.peer, counter));
+            let n = (PAGE - u64::from(k)).min(end - counter);
+            let page = Page {
+                low: leaf,
+                high: leaf,
+                present: (u32::MAX >> (PAGE - n)) << k,
+                split: 0,
+            };
+            if let Entry::Vacant(v) = self.pages.entry(key) {
+                v.insert(page);
+                self.len += n as usize;
+            } else {
+                for c in counter..counter + n {
+                    was |= self.insert(Id::new(first.peer, c), leaf);
+                }
+            }
+            counter += n;
+        }
+        was
+    }
+
     /// Forgets `id`. Returns whether it was here.
     pub(crate) fn remove(&mut self, id: Id) -> bool {
         let (key, k) = split(id);
@@ -207,6 +246,35 @@ mod tests {
         assert_eq!(index.arena.len(), 1);
         assert_eq!(index.get(id(2026)), Some(2));
         assert_eq!(index.get(id(2036)), Some(1));
+    }
+
+    /// A run inserted at once leaves the index that inserting its ids one
+    /// at a time does, and tells the same about ids already here.
+    #[test]
+    fn runs_match_single_inserts() {
+        for seed in 1..40 {
+            let mut rand = crate::graph::tests::xorshift(seed);
+            let (mut runs, mut ones) = (SlotIndex::default(), SlotIndex::default());
+            let mut run = |first: Id, len: u32, leaf: u32| {
+                let was = (0..len).fold(false, |was, k| {
+                    let id = Id::new(first.peer, first.counter.wrapping_add(k.into()));
+                    was | ones.insert(id, leaf)
+                });
+                assert_eq!(runs.insert_run(first, len, leaf), was, "seed {seed}");
+                assert_eq!(runs.len(), ones.len());
+            };
+            run(Id::new(PeerIdx(0), u64::MAX - 1), 4, 3);
+            for _ in 0..200 {
+                let first = Id::new(PeerIdx(rand(2) as u32), rand(300));
+                run(first, 1 + rand(70) as u32, rand(4) as u32);
+            }
+            for c in (0..400).chain([u64::MAX - 1, u64::MAX]) {
+                for p in 0..2 {
+                    let id = Id::new(PeerIdx(p), c);
+                    assert_eq!(runs.get(id), ones.get(id), "seed {seed}");
+                }
+            }
+        }
     }
 
     /// Random inserts, moves and removals against a model map.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
+use smol_str::SmolStr;
 
 use crate::clock::Peers;
 use crate::error::ReceiveError;
@@ -23,7 +24,7 @@ use crate::streams::{Stream, Streams};
 use crate::sync::{SyncServer, saved};
 use crate::value::{Id, PeerId, PeerIdx, Value};
 use crate::wire::{
-    EntryState, Hostname, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
+    Hostname, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
 };
 
 /// A local id as the sender's own table names it (its peer by index).
@@ -275,9 +276,8 @@ fn decode_saved(
         let capacity = usize::try_from(count).map_or(0, |c| c.min(reader.rest().len() / 2));
         let mut builder = GraphBuilder::new(dec, target.mark, capacity);
         for _ in 0..count {
-            if let Some(entries) = builder.add(reader.next_object()?)? {
-                reader.recycle(entries);
-            }
+            let spare = builder.add(reader.next_object()?)?;
+            reader.recycle(spare);
         }
         *b = reader.rest();
         builder
@@ -590,33 +590,63 @@ impl<'a> GraphBuilder<'a> {
         }
     }
 
-    /// Builds `obj`; hands back a map's entries vector, emptied, for reuse.
-    fn add(&mut self, obj: ObjState) -> Result<Option<Vec<EntryState>>, ReceiveError> {
+    /// Builds `obj`; hands back its entries or slots vector, emptied, for
+    /// reuse.
+    fn add(&mut self, obj: ObjState) -> Result<ObjState, ReceiveError> {
         let bad = |reason: &str| ReceiveError::invalid(self.dec.from, reason);
         let (id, data, spare) = match obj {
             ObjState::Map { id, mut entries } => {
                 let id = next_id(&self.dec, &mut self.prev, id)?;
-                let mut map = MapObj::with_capacity(entries.len());
+                let mut pairs: Vec<(SmolStr, MapEntry)> = Vec::with_capacity(entries.len());
+                // Saved states list keys in order: such a map is built
+                // whole, with no lookup per key.
+                let mut sorted = true;
                 for (key, value, stamp) in entries.drain(..) {
                     self.built.garbage |= value.is_none();
                     let entry = MapEntry {
                         value: value.map(|v| self.dec.value(v)).transpose()?,
                         stamp: stamp.map_or(Ok(id), |s| self.dec.id(s))?,
                     };
-                    if !map.restore(key, entry) {
-                        return Err(bad("a map key appears twice"));
-                    }
+                    sorted &= pairs
+                        .last()
+                        .is_none_or(|(k, _)| k.as_bytes() < key.as_bytes());
+                    pairs.push((key, entry));
                 }
-                (id, ObjData::Map(map), Some(entries))
+                let map = if sorted {
+                    MapObj::from_sorted(pairs)
+                } else {
+                    let mut map = MapObj::with_capacity(pairs.len());
+                    for (key, entry) in pairs {
+                        if !map.restore(key, entry) {
+                            return Err(bad("a map key appears twice"));
+                        }
+                    }
+                    map
+                };
+                (id, ObjData::Map(map), ObjState::Map { id: None, entries })
             }
-            ObjState::List { id, slots } => {
+            ObjState::List { id, mut slots } => {
                 let id = next_id(&self.dec, &mut self.prev, id)?;
                 let mut out = std::mem::take(&mut self.slots);
                 out.clear();
                 out.reserve(slots.len());
                 let mut prev = Some(id);
                 let mut slot_id = |w| next_id(&self.dec, &mut prev, w);
-                for s in slots {
+                // Whether every slot is a live element at home with no
+                // state of its own (as pushes leave them): such a list is
+                // consistent by construction, with nothing to check.
+                let mut plain = true;
+                for s in slots.drain(..) {
+                    plain &= matches!(
+                        s,
+                        SlotState::Live { .. }
+                            | SlotState::Home {
+                                deleted: false,
+                                away: false,
+                                extra: None,
+                                ..
+                            }
+                    );
                     let (slot, extra) = match s {
                         SlotState::Home {
                             id,
@@ -670,11 +700,15 @@ impl<'a> GraphBuilder<'a> {
                 let list = ListObj::from_slots(out.drain(..));
                 self.slots = out;
                 let list = list.ok_or_else(|| bad("a list slot appears twice"))?;
-                if !list.is_consistent() {
+                if !plain && !list.is_consistent() {
                     return Err(bad("inconsistent list state"));
                 }
                 self.built.garbage |= list.slot_count() > list.len();
-                (id, ObjData::List(Box::new(list)), None)
+                (
+                    id,
+                    ObjData::List(Box::new(list)),
+                    ObjState::List { id: None, slots },
+                )
             }
         };
         let obj = Obj {
