@@ -157,6 +157,12 @@ impl Config {
 }
 
 impl Config {
+    /// How long a replica stays silent before it sends a heartbeat (when it
+    /// sends any: with failure detection or a lease).
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
     /// Whether heartbeats go out: for failure detection, or to renew a
     /// lease in an ordered log.
     pub(crate) fn heartbeats(&self) -> Option<Duration> {

@@ -346,6 +346,13 @@ impl Replica {
         self.out.end();
     }
 
+    /// Whether a group opened by [`Replica::begin`] is still open. A timer
+    /// ([`Replica::handle_timeout`]) closes it: a caller that wants the
+    /// group's writes in one message runs timers after the commit.
+    pub fn in_group(&self) -> bool {
+        self.out.outbox.in_group()
+    }
+
     /// Says whether this replica's messages reach anybody now (its
     /// transport is connected). While they do not, the writes made are
     /// gathered into as few messages as possible, packed (a key written

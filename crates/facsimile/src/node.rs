@@ -621,6 +621,12 @@ impl Node {
     }
 
     /// Groups every write made inside `f` into one message and one change.
+    /// Timers that come due meanwhile wait for the end of `f` (up to one
+    /// heartbeat interval, so that a long batch keeps the node alive). A message
+    /// from a peer received while `f` runs (on another thread, or by a
+    /// listener) ends the group first: what `f` wrote before it leaves as
+    /// one message, the rest as another, since one message's operations
+    /// take consecutive counters and a remote write moves the counter on.
     ///
     /// # Errors
     /// Whatever `f` returns.
@@ -1108,10 +1114,21 @@ impl Node {
     }
 
     /// Runs the replica's timers that are due by the node's clock: every
-    /// call into the node does, on the way in.
+    /// call into the node does, on the way in. Inside a batch they wait
+    /// for its commit, up to one heartbeat interval late: a timer closes
+    /// the open group (what it sends follows the writes), which would send
+    /// the batch in pieces, but a batch that runs on must not cost the
+    /// node its membership or its lease.
     fn run_timers(&self, st: &mut State) {
         let now = self.inner.clock.now();
-        if st.replica.poll_timeout().is_some_and(|at| now >= at) {
+        let Some(at) = st.replica.poll_timeout() else {
+            return;
+        };
+        let grace = match st.replica.in_group() {
+            true => st.replica.config().heartbeat(),
+            false => Duration::ZERO,
+        };
+        if now >= at.saturating_add(grace) {
             st.replica.handle_timeout(now);
         }
     }
@@ -1251,5 +1268,49 @@ mod tests {
         let before = sent.lock().unwrap().len();
         array.push(2).unwrap();
         assert!(sent.lock().unwrap().len() > before);
+    }
+
+    /// A batch leaves as one message when a timer comes due inside it: the
+    /// timer runs once the batch commits.
+    #[test]
+    fn a_timer_due_inside_a_batch_waits_for_the_commit() {
+        let clock = Clock::manual();
+        let config =
+            Config::default().failure_detection(Duration::from_millis(100), Duration::from_secs(1));
+        let a = Node::with_clock("alpha", config, clock.clone());
+        let sent = Sent::default();
+        let log = sent.clone();
+        a.set_sender(move |msg| log.lock().unwrap().push(msg.bytes()));
+        let array = a.set_root(serde_json::json!([])).unwrap();
+        let array = array.as_array().cloned().unwrap();
+        let before = sent.lock().unwrap().len();
+        a.batch(|| {
+            array.push(1)?;
+            // The heartbeat is due, not yet a whole interval late.
+            clock.advance(Duration::from_millis(150));
+            array.push(2)?;
+            array.push(3)
+        })
+        .unwrap();
+        // A peer that reads only the first message after the batch began
+        // has both writes.
+        let b = Node::new("bravo");
+        b.set_sender(|_| {});
+        for msg in &sent.lock().unwrap()[..=before] {
+            b.receive(msg).unwrap();
+        }
+        let got = b.root().as_array().map(ArrayRef::len);
+        assert_eq!(got, Some(3));
+
+        // A batch that runs a whole interval past the timer sends it.
+        let before = sent.lock().unwrap().len();
+        a.batch(|| {
+            array.push(4)?;
+            clock.advance(Duration::from_secs(5));
+            array.push(5)?;
+            assert!(sent.lock().unwrap().len() > before, "sent before the end");
+            array.push(6)
+        })
+        .unwrap();
     }
 }
