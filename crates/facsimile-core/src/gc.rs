@@ -10,6 +10,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::clock::Peers;
+use crate::graph::list::Taken;
 use crate::graph::{Graph, ObjData};
 use crate::membership::Membership;
 use crate::streams::Streams;
@@ -177,13 +178,23 @@ impl Gc {
                 .map(|(id, _)| id)
                 .collect();
             let sweep = self.garbage;
+            // A list takes only the leaves that gathered enough dead slots
+            // while others have: the rest wait for a later round.
+            let mut waiting = false;
             let dead_slots = match sweep {
                 false => Vec::new(),
                 true => graph
                     .objects
                     .iter_mut()
                     .filter_map(|(id, o)| match &mut o.data {
-                        ObjData::List(l) => l.take_dead().then_some(id),
+                        ObjData::List(l) => match l.take_dead() {
+                            Taken::Nothing => None,
+                            Taken::All => Some(id),
+                            Taken::Some => {
+                                waiting = true;
+                                Some(id)
+                            }
+                        },
                         ObjData::Map(_) => None,
                     })
                     .collect(),
@@ -197,7 +208,7 @@ impl Gc {
                 own_seq: cx.own_seq,
             };
             self.dirty = false;
-            self.garbage = false;
+            self.garbage = waiting;
             if cx.settled && self.complete(&round, cx) {
                 // Alone (or everybody already past this frontier): settle now.
                 self.reclaim(graph, &round);
