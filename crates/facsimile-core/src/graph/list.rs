@@ -346,76 +346,122 @@ impl Slots {
     }
 
     /// Drops the slots that are dead with epoch bit `epoch`, telling
-    /// `gone` each one's id, flags and value bits. The runs from the one
-    /// holding the first such slot are rebuilt in one walk and the columns
-    /// closed up in another, however many slots go. Returns how many went.
+    /// `gone` each one's id, flags and value bits. One walk over the runs
+    /// edits those holding such slots and moves each stretch of runs
+    /// between them once; another closes up the columns. Returns how many
+    /// went.
     fn drop_dead(&mut self, epoch: u8, mut gone: impl FnMut(Id, u8, u64)) -> usize {
         let mask = dead_mask(&self.flags, epoch);
         if mask == 0 {
             return 0;
         }
-        let first = mask.trailing_zeros();
-        // The runs before the first dropped slot stay as they are.
-        let (mut at, mut start) = (0, 0);
-        while start + self.runs[at].len <= first {
-            start += self.runs[at].len;
-            at += 1;
-        }
-        let mut tail = [Run::one(Id::new(PeerIdx(0), 0)); LEAF_MAX];
-        let rest = self.runs.len() - at;
-        tail[..rest].copy_from_slice(&self.runs[at..]);
-        self.runs.truncate(at);
-        // Appends the slots `from..to` of `r`, joining the last run when
-        // they continue it (as the two sides of a dropped slot may).
-        let keep = |runs: &mut Vec<Run>, r: &Run, from: u32, to: u32| {
-            let counter = r.counter + u64::from(from);
-            match runs.last_mut() {
-                Some(last) if last.continued_by(Id::new(r.peer, counter)) => last.len += to - from,
-                _ => runs.push(Run {
-                    counter,
-                    peer: r.peer,
-                    len: to - from,
-                }),
+        // Runs before `read` are edited into `..write`; `start` is where
+        // run `read` starts; `seam`: a slot just dropped may have left the
+        // run before `write` continued by the next one kept.
+        let (mut read, mut write, mut start) = (0, 0, 0);
+        let mut seam = false;
+        let mut left = mask;
+        while left != 0 {
+            let p = left.trailing_zeros();
+            let from = read;
+            while start + self.runs[read].len <= p {
+                start += self.runs[read].len;
+                read += 1;
             }
-        };
-        for r in &tail[..rest] {
-            // Bit `k`: slot `k` of the run goes (a run is at most a leaf).
+            write = self.keep_runs(from..read, write, seam);
+            let r = self.runs[read];
             let drop = match r.len {
                 64 => mask,
                 n => (mask >> start) & ((1 << n) - 1),
             };
+            left &= !(drop << start);
+            // The stretches of `r` kept, each after the last one written.
+            let mut pieces = [(0, 0); LEAF_MAX / 2];
+            let mut count = 0;
             let mut k = 0;
             while k < r.len {
                 let kept = (k + (drop >> k).trailing_zeros()).min(r.len);
                 if kept > k {
-                    keep(&mut self.runs, r, k, kept);
+                    pieces[count] = (k, kept);
+                    count += 1;
                 }
                 k = kept;
                 while k < r.len && (drop >> k) & 1 != 0 {
-                    let p = (start + k) as usize;
-                    gone(
-                        Id::new(r.peer, r.counter + u64::from(k)),
-                        self.flags[p],
-                        self.bits[p],
-                    );
+                    let at = (start + k) as usize;
+                    let id = Id::new(r.peer, r.counter + u64::from(k));
+                    gone(id, self.flags[at], self.bits[at]);
                     k += 1;
                 }
             }
+            // Room for pieces beyond the run's own place: the unread runs
+            // shift right.
+            let room = (write + count).saturating_sub(read + 1);
+            if room != 0 {
+                self.runs
+                    .splice(read + 1..read + 1, std::iter::repeat_n(r, room));
+                read += room;
+            }
+            for (i, &(a, b)) in pieces[..count].iter().enumerate() {
+                let piece = Run {
+                    counter: r.counter + u64::from(a),
+                    peer: r.peer,
+                    len: b - a,
+                };
+                write = self.put_run(write, piece, seam && i == 0);
+            }
+            seam = (drop >> (r.len - 1)) & 1 != 0;
             start += r.len;
+            read += 1;
         }
-        // The columns, from the first dropped slot on.
+        let end = self.runs.len();
+        let write = self.keep_runs(read..end, write, seam);
+        self.runs.truncate(write);
+        // The columns: each stretch between two dropped slots moves once.
         let len = self.flags.len();
-        let mut write = first as usize;
-        for p in write + 1..len {
-            if (mask >> p) & 1 == 0 {
-                self.flags[write] = self.flags[p];
-                self.bits[write] = self.bits[p];
-                write += 1;
+        let mut write = mask.trailing_zeros() as usize;
+        let mut left = mask;
+        while left != 0 {
+            let p = left.trailing_zeros() as usize;
+            left &= left - 1;
+            let next = match left {
+                0 => len,
+                _ => left.trailing_zeros() as usize,
+            };
+            if next > p + 1 {
+                self.flags.copy_within(p + 1..next, write);
+                self.bits.copy_within(p + 1..next, write);
+                write += next - p - 1;
             }
         }
         self.flags.truncate(write);
         self.bits.truncate(write);
         len - write
+    }
+
+    /// Moves the runs `from` to `write` and on (joined to the run before
+    /// when `seam` and it continues it); returns where the next goes.
+    fn keep_runs(&mut self, from: std::ops::Range<usize>, write: usize, seam: bool) -> usize {
+        let Some(&first) = self.runs.get(from.start).filter(|_| !from.is_empty()) else {
+            return write;
+        };
+        let write = self.put_run(write, first, seam);
+        let rest = from.start + 1..from.end;
+        if rest.start != write {
+            self.runs.copy_within(rest.clone(), write);
+        }
+        write + rest.len()
+    }
+
+    /// Writes `r` at `write`, or adds it to the run before when `seam` and
+    /// that run is continued by it; returns where the next goes.
+    fn put_run(&mut self, write: usize, r: Run, seam: bool) -> usize {
+        if seam && write > 0 && self.runs[write - 1].continued_by(Id::new(r.peer, r.counter)) {
+            self.runs[write - 1].len += r.len;
+            write
+        } else {
+            self.runs[write] = r;
+            write + 1
+        }
     }
 
     /// Checks that the columns agree; used by tests.
@@ -446,6 +492,44 @@ fn dead_mask(flags: &[u8], epoch: u8) -> u64 {
         mask |= dead_byte(u64::from_le_bytes(bytes), epoch) << (flags.len() / 8 * 8);
     }
     mask
+}
+
+/// Stamps every dead slot of a leaf with epoch bit `epoch`, eight flag
+/// bytes at a time; returns how many there are.
+fn stamp_dead(flags: &mut [u8], epoch: u8) -> u8 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    let stamp = |w: u64| {
+        let moved = w & LOW;
+        let deleted = (w >> DELETED.trailing_zeros()) & LOW;
+        let live = (w >> LIVE.trailing_zeros()) & LOW;
+        let dead = ((moved & !live) | (!moved & deleted)) & LOW;
+        let bit = dead << EPOCH.trailing_zeros();
+        let w = match epoch {
+            0 => w & !bit,
+            _ => w | bit,
+        };
+        (w, dead.count_ones() as u8)
+    };
+    let mut n = 0;
+    let mut chunks = flags.chunks_exact_mut(8);
+    for chunk in chunks.by_ref() {
+        let (w, k) = stamp(u64::from_le_bytes(
+            (&*chunk).try_into().expect("eight bytes"),
+        ));
+        chunk.copy_from_slice(&w.to_le_bytes());
+        n += k;
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        // Zero bytes past the end are live home slots.
+        let mut bytes = [0; 8];
+        bytes[..rest.len()].copy_from_slice(rest);
+        let (w, k) = stamp(u64::from_le_bytes(bytes));
+        let len = rest.len();
+        rest.copy_from_slice(&w.to_le_bytes()[..len]);
+        n += k;
+    }
+    n
 }
 
 /// Bit `k` set when byte `k` of `w` is the flags of a slot dead and
@@ -1415,16 +1499,9 @@ impl ListObj {
         // about to be current again.
         let now = dead.epoch;
         for leaf in dead.taken.iter() {
-            let n = self.tree.edit_invisible(leaf, |s| {
-                let mut n = 0;
-                for f in &mut s.flags {
-                    if is_dead(*f) {
-                        *f = (*f & !EPOCH) | now;
-                        n += 1;
-                    }
-                }
-                n
-            });
+            let n = self
+                .tree
+                .edit_invisible(leaf, |s| stamp_dead(&mut s.flags, now));
             *count_mut(&mut dead.counts, leaf) = n;
         }
         dead.epoch ^= EPOCH;
@@ -1574,6 +1651,33 @@ mod tests {
                         let want = is_dead(f) && f & EPOCH == epoch;
                         assert_eq!(dead_mask(&flags, epoch), u64::from(want) << at, "{f:#x}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Stamping marks exactly the dead slots, and counts them.
+    #[test]
+    fn stamping_marks_the_dead_slots() {
+        for epoch in [0, EPOCH] {
+            for f in 0..=u8::MAX {
+                for len in [1, 7, 8, 9, 44, 64] {
+                    let mut flags = vec![MOVED | LIVE | (!epoch & EPOCH); len];
+                    let at = len / 2;
+                    flags[at] = f;
+                    let n = stamp_dead(&mut flags, epoch);
+                    assert_eq!(n, u8::from(is_dead(f)), "{f:#x}");
+                    let want = match is_dead(f) {
+                        true => (f & !EPOCH) | epoch,
+                        false => f,
+                    };
+                    assert_eq!(flags[at], want, "{f:#x}");
+                    assert!(
+                        flags
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &g)| i == at || g == MOVED | LIVE | (!epoch & EPOCH))
+                    );
                 }
             }
         }
