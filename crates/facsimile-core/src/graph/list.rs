@@ -370,6 +370,17 @@ impl Slots {
             }
             write = self.keep_runs(from..read, write, seam);
             let r = self.runs[read];
+            if r.len == 1 {
+                // A slot inserted alone (typing and pushes make longer runs;
+                // scattered inserts, these): the run goes whole.
+                left &= left - 1;
+                let at = p as usize;
+                gone(Id::new(r.peer, r.counter), self.flags[at], self.bits[at]);
+                seam = true;
+                start += 1;
+                read += 1;
+                continue;
+            }
             let drop = match r.len {
                 64 => mask,
                 n => (mask >> start) & ((1 << n) - 1),
@@ -717,7 +728,7 @@ impl LeafSet {
 /// over its columns, which costs about as much for one slot as for a few,
 /// is shared by at least this many, and a leaf keeps fewer than this many
 /// dead slots for long.
-const READY: u8 = 8;
+const READY: u8 = (LEAF_MAX / 4) as u8;
 
 /// Where the dead slots waiting for reclamation are. A slot that dies is
 /// stamped with the current [`EPOCH`] bit and its leaf noted in `pending`.
