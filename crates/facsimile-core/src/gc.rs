@@ -196,6 +196,10 @@ impl Gc {
                                 waiting = true;
                                 Some(id)
                             }
+                            Taken::Waiting => {
+                                waiting = true;
+                                None
+                            }
                         },
                         ObjData::Map(_) => None,
                     })

@@ -723,11 +723,14 @@ impl LeafSet {
     }
 }
 
-/// A leaf is taken for purging once it holds this many dead slots (or when
-/// no leaf does, so that a list nobody edits ends up with none): the pass
-/// over its columns, which costs about as much for one slot as for a few,
-/// is shared by at least this many, and a leaf keeps fewer than this many
-/// dead slots for long.
+/// A leaf is taken for purging once it holds this many dead slots (or, when
+/// no leaf does and no slot died since the last take, every leaf, so that a
+/// list nobody edits any more ends up with none): the pass over its
+/// columns, which costs about as much for one slot as for a few, is shared
+/// by at least this many, and a leaf keeps fewer than this many dead slots
+/// for long. While slots keep dying the others wait: taking every leaf at
+/// each round then purged one or two slots a leaf, at the full cost of the
+/// pass for each.
 const READY: u8 = (LEAF_MAX / 4) as u8;
 
 /// Where the dead slots waiting for reclamation are. A slot that dies is
@@ -755,6 +758,8 @@ struct Dead {
     /// source's count exact, a merge leaves the freed leaf's as it was):
     /// a leaf with [`READY`] of them is never missed.
     counts: Vec<u8>,
+    /// A slot died since the last take.
+    fresh: bool,
 }
 
 fn count_mut(counts: &mut Vec<u8>, leaf: LeafId) -> &mut u8 {
@@ -773,6 +778,10 @@ pub(crate) enum Taken {
     All,
     /// The leaves that had gathered enough dead slots; others wait.
     Some,
+    /// Nothing: no leaf had gathered enough dead slots, and slots died
+    /// since the last take, so more may join them; a later take looks
+    /// again.
+    Waiting,
 }
 
 impl Dead {
@@ -786,6 +795,7 @@ impl Dead {
 
     /// A slot of `leaf` died (stamped with `epoch`).
     fn killed(&mut self, leaf: LeafId) {
+        self.fresh = true;
         self.pending.insert(leaf);
         let n = self.count_mut(leaf);
         *n = n.saturating_add(1);
@@ -1483,7 +1493,7 @@ impl ListObj {
 
     /// Takes dead slots for a round to purge once nobody can name them:
     /// those of the leaves that gathered [`READY`] of them, or when none
-    /// did, all of them.
+    /// did, none while slots keep dying and all of them once they stop.
     pub(crate) fn take_dead(&mut self) -> Taken {
         if !self.dead.taken.is_empty() {
             // Taken by a round that is gone: two takes must not share a bit.
@@ -1494,9 +1504,11 @@ impl ListObj {
             return Taken::Nothing;
         }
         let ready = dead.pending.filter(|leaf| dead.count(leaf) >= READY);
-        let taken = match ready.is_empty() {
-            true => Taken::All,
-            false => Taken::Some,
+        let fresh = std::mem::take(&mut dead.fresh);
+        let taken = match (ready.is_empty(), fresh) {
+            (true, true) => return Taken::Waiting,
+            (true, false) => Taken::All,
+            (false, _) => Taken::Some,
         };
         dead.taken = match taken {
             Taken::All => std::mem::take(&mut dead.pending),
@@ -1719,10 +1731,11 @@ mod tests {
         let peers = Peers::new(PeerId::new("a", 1));
         let id = |c| Id::new(PeerIdx(0), c);
         let mut list = ListObj::default();
-        assert_eq!(list.take_dead(), Taken::Nothing, "nothing died");
+        assert_eq!(take(&mut list), Taken::Nothing, "nothing died");
         list.insert(None, id(1), (1..=60).map(Value::Int), &peers);
         list.delete(id(51)).unwrap();
-        assert_eq!(list.take_dead(), Taken::All);
+        assert_eq!(list.take_dead(), Taken::Waiting, "slots are dying");
+        assert_eq!(list.take_dead(), Taken::All, "none died since");
         list.delete(id(52)).unwrap();
         // Inserts at the head fill the leaf and split it: the back half,
         // both dead slots with it, moves to a new leaf.
@@ -1736,12 +1749,12 @@ mod tests {
         assert!(list.has_slot(id(52)), "died after the take");
         assert_eq!(list.slot_count(), 69);
         // Taken, given back, and taken again with a later death.
-        assert_eq!(list.take_dead(), Taken::All);
+        assert_eq!(take(&mut list), Taken::All);
         list.delete(id(53)).unwrap();
         list.restore_dead();
         list.check();
         list.delete(id(54)).unwrap();
-        assert_eq!(list.take_dead(), Taken::All);
+        assert_eq!(take(&mut list), Taken::All);
         list.delete(id(55)).unwrap();
         list.purge();
         list.check();
@@ -1749,6 +1762,15 @@ mod tests {
         assert!(list.has_slot(id(55)));
         assert_eq!(list.slot_count(), 66);
         assert_eq!(list.len(), 65);
+    }
+
+    /// Takes as a round would once slots stop dying: a take that waits
+    /// for more deaths is followed by one that finds none.
+    fn take(list: &mut ListObj) -> Taken {
+        match list.take_dead() {
+            Taken::Waiting => list.take_dead(),
+            taken => taken,
+        }
     }
 
     /// What a take took, given every dead slot after it (its leaf and
@@ -1759,6 +1781,7 @@ mod tests {
         for &(id, leaf, purged) in dead {
             match taken {
                 Taken::Nothing => unreachable!("seed {seed}: {id:?} is dead"),
+                Taken::Waiting => assert!(!purged, "seed {seed}: {id:?} waits"),
                 Taken::All => assert!(purged, "seed {seed}: {id:?} is taken"),
                 Taken::Some => {
                     let n = in_leaf(leaf).count();
@@ -1770,7 +1793,8 @@ mod tests {
     }
 
     /// Leaves with few dead slots wait while others have gathered enough;
-    /// when none has, every dead slot goes.
+    /// when none has, every dead slot goes once no slot died since the
+    /// last take.
     #[test]
     fn a_leaf_is_purged_once_it_has_gathered_enough_dead_slots() {
         let peers = Peers::new(PeerId::new("a", 1));
@@ -1782,23 +1806,23 @@ mod tests {
             list.delete(id(c)).unwrap();
         }
         list.check();
-        assert_eq!(list.take_dead(), Taken::Some);
+        assert_eq!(take(&mut list), Taken::Some);
         list.check();
         list.purge();
         list.check();
         assert_eq!(list.slot_count(), 256 - usize::from(READY));
         assert!([70, 71, 200].iter().all(|&c| list.has_slot(id(c))));
         // A death after the take stays for the next one.
-        assert_eq!(list.take_dead(), Taken::All);
+        assert_eq!(take(&mut list), Taken::All);
         list.delete(id(100)).unwrap();
         list.purge();
         list.check();
         assert!(list.has_slot(id(100)));
-        assert_eq!(list.take_dead(), Taken::All);
+        assert_eq!(take(&mut list), Taken::All);
         list.purge();
         list.check();
         assert_eq!(list.slot_count(), list.len());
-        assert_eq!(list.take_dead(), Taken::Nothing);
+        assert_eq!(take(&mut list), Taken::Nothing);
     }
 
     /// Runs of consecutive ids inserted anywhere (so leaves split inside
