@@ -180,8 +180,9 @@ impl Gc {
                 .map(|(id, _)| id)
                 .collect();
             let sweep = self.garbage;
-            // A list takes only the leaves that gathered enough dead slots
-            // while others have: the rest wait for a later round.
+            // A list takes only the leaves that gathered enough dead slots,
+            // or none while slots keep dying: the rest wait for a later
+            // round.
             let mut waiting = false;
             let dead_slots = match sweep {
                 false => Vec::new(),
