@@ -78,6 +78,7 @@ impl System for Automerge {
             | Workload::ArrayPush
             | Workload::TwoWriters
             | Workload::SeqStress
+            | Workload::SeqChurn
             | Workload::CatchUp => 20_000,
             // Every replica applies 15 x N changes: 1,000 per replica is
             // already 240,000 applies.

@@ -32,7 +32,7 @@ usage:
 
 systems:   facsimile, yrs, yrs-v2, loro, automerge
 workloads: map_set, map_overwrite, array_push, nested, two_writers, catch_up,
-           seq_stress, graph_sync, sixteen
+           seq_stress, seq_churn, graph_sync, sixteen
 
 --totals-only skips the second run that splits an incremental workload's
 time into local, encode and apply. `table` writes results/latest.md and
@@ -390,7 +390,8 @@ fn results_document(table: &str, options: &Options, skipped: &[&str]) -> String 
         "\n## Reading the table\n\n\
          - **N** is the workload's size: operations for `map_set`, `map_overwrite`, \
          `array_push`, `two_writers` (both writers together); the final array length for \
-         `seq_stress`; maps in `items` for `nested`; objects for `graph_sync`; sets per \
+         `seq_stress`, the constant array length for `seq_churn` (whose ops are its 4 x N \
+         churn edits, the fill untimed); maps in `items` for `nested`; objects for `graph_sync`; sets per \
          replica for `sixteen`. Where a library cannot finish the default N in \
          reasonable time it runs at a smaller one (listed below): automerge's remote apply \
          rewrites its columnar op set, so each apply grows with the document; yrs's local \

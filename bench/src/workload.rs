@@ -37,6 +37,10 @@ pub enum Workload {
     /// Seeded random inserts (80 %) and deletes on one root array until its
     /// length reaches N.
     SeqStress,
+    /// Seeded random inserts fill one root array to N (untimed), then 4 x N
+    /// random inserts and deletes, alternating, keep its length at N: the
+    /// steady state, where every deleted slot is eventually reclaimed.
+    SeqChurn,
     /// A graph of N maps (N/1,000 maps of 1,000 child maps), snapshot-synced.
     GraphSync,
     /// 16 replicas each make N concurrent sets on 500 keys, then all
@@ -46,7 +50,7 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in the order `all` runs them.
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 10] = [
         Workload::MapSet,
         Workload::MapOverwrite,
         Workload::ArrayPush,
@@ -54,6 +58,7 @@ impl Workload {
         Workload::TwoWriters,
         Workload::CatchUp,
         Workload::SeqStress,
+        Workload::SeqChurn,
         Workload::GraphSync,
         Workload::Sixteen,
     ];
@@ -68,6 +73,7 @@ impl Workload {
             Workload::TwoWriters => "two_writers",
             Workload::CatchUp => "catch_up",
             Workload::SeqStress => "seq_stress",
+            Workload::SeqChurn => "seq_churn",
             Workload::GraphSync => "graph_sync",
             Workload::Sixteen => "sixteen",
         }
@@ -87,7 +93,7 @@ impl Workload {
             | Workload::TwoWriters
             | Workload::CatchUp => 100_000,
             Workload::Nested | Workload::Sixteen => 10_000,
-            Workload::SeqStress | Workload::GraphSync => 1_000_000,
+            Workload::SeqStress | Workload::SeqChurn | Workload::GraphSync => 1_000_000,
         }
     }
 
@@ -135,6 +141,7 @@ impl Workload {
             Workload::TwoWriters => two_writers::<S>(n, phases),
             Workload::CatchUp => catch_up::<S>(n),
             Workload::SeqStress => seq_stress::<S>(n, phases),
+            Workload::SeqChurn => seq_churn::<S>(n, phases),
             Workload::GraphSync => graph_sync::<S>(n),
             Workload::Sixteen => sixteen::<S>(n, phases),
         }
@@ -482,6 +489,51 @@ fn seq_stress<S: System>(n: usize, phases: bool) -> Report {
     };
     let status = verify(&[&a, &b], Root::Array, &expected);
     with_peak(meter.into_report(total, status), peak)
+}
+
+/// How many operations `seq_churn` makes at constant length, per element.
+const CHURN_ROUNDS: usize = 4;
+
+fn seq_churn<S: System>(n: usize, phases: bool) -> Report {
+    let (mut a, mut b) = pair::<S>();
+    let mut rng = SmallRng::seed_from_u64(42);
+    let mut fill = Meter::new(false);
+    for len in 0..n {
+        let index = rng.random_range(0..=len);
+        let update = fill.edit(&mut a, Op::ArrayInsert { index, value: 1 });
+        fill.apply(&mut b, &update);
+    }
+    let mut meter = Meter::new(phases);
+    let cpu = thread_cpu();
+    let start = Instant::now();
+    churn(&mut a, &mut b, &mut meter, &mut rng, n);
+    let total = start.elapsed();
+    report_cpu("seq_churn", n, meter.ops, cpu);
+    let peak = peak_memory();
+    let expected = Expected {
+        arrays: Some(1),
+        ints: Some(n as u64),
+        int_sum: Some(n as i64),
+        ..Expected::default()
+    };
+    let status = verify(&[&a, &b], Root::Array, &expected);
+    with_peak(meter.into_report(total, status), peak)
+}
+
+/// `seq_churn`'s timed phase: `CHURN_ROUNDS` x `n` operations, a random
+/// insert then a random delete, on a list of length `n`. Kept out of line
+/// so that a profiler can count this phase alone (callgrind's
+/// `--toggle-collect=*churn*`).
+#[inline(never)]
+fn churn<S: System>(a: &mut S, b: &mut S, meter: &mut Meter, rng: &mut SmallRng, n: usize) {
+    for _ in 0..CHURN_ROUNDS * n / 2 {
+        let index = rng.random_range(0..=n);
+        let update = meter.edit(a, Op::ArrayInsert { index, value: 1 });
+        meter.apply(b, &update);
+        let index = rng.random_range(0..=n);
+        let update = meter.edit(a, Op::ArrayDelete { index });
+        meter.apply(b, &update);
+    }
 }
 
 fn sixteen<S: System>(n: usize, phases: bool) -> Report {

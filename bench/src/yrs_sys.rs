@@ -109,7 +109,7 @@ impl<const V2: bool> System for YrsDoc<V2> {
         match workload {
             // O(length) per edit: 100,000 does not finish in 300 s, 50,000
             // takes about 85 s on the reference machine.
-            Workload::SeqStress => 50_000,
+            Workload::SeqStress | Workload::SeqChurn => 50_000,
             other => other.default_n(),
         }
     }

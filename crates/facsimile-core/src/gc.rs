@@ -4,12 +4,13 @@
 //! counter applied) and the objects `U` found unreachable there. It
 //! completes when every member has acknowledged a frontier at or above `G`,
 //! and is void if an operation referencing `U` was applied meanwhile. A
-//! complete round reclaims `U` and purges the tombstones and dead slots `G`
-//! covers. Why nothing can dangle: DESIGN.md, "Reclamation: why no reference dangles".
+//! complete round reclaims `U` and purges the tombstones `G` covers and the
+//! dead slots it took at the mark. Why nothing can dangle: DESIGN.md, "Reclamation: why no reference dangles".
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::clock::Peers;
+use crate::graph::list::Taken;
 use crate::graph::{Graph, ObjData};
 use crate::membership::Membership;
 use crate::streams::Streams;
@@ -29,8 +30,9 @@ pub(crate) struct Gc {
     /// A local write created objects it has not attached yet.
     pub(crate) fresh: bool,
     /// Tombstones or dead list slots may have been made since the last
-    /// mark. Without them or `dirty`, a round would find nothing, so none
-    /// starts: a document that only grows is never scanned.
+    /// mark, or dead slots wait that the last round did not take. Without
+    /// them or `dirty`, a round would find nothing, so none starts: a
+    /// document that only grows is never scanned.
     pub(crate) garbage: bool,
     /// The frontier moved since the last acknowledgement.
     changed: bool,
@@ -40,8 +42,9 @@ pub(crate) struct Gc {
 struct Round {
     frontier: FxHashMap<PeerIdx, u64>,
     candidates: FxHashSet<Id>,
-    /// The arrays that had dead slots at the mark, which each took aside
-    /// (an array records its slots as they die).
+    /// The arrays that had dead slots at the mark, which each took aside,
+    /// all of them or those of the leaves that had gathered enough (an
+    /// array records its slots as they die).
     dead_slots: Vec<Id>,
     /// Whether tombstones and dead slots may exist (else only unreachable
     /// objects are looked for).
@@ -177,13 +180,28 @@ impl Gc {
                 .map(|(id, _)| id)
                 .collect();
             let sweep = self.garbage;
+            // A list takes only the leaves that gathered enough dead slots,
+            // or none while slots keep dying: the rest wait for a later
+            // round.
+            let mut waiting = false;
             let dead_slots = match sweep {
                 false => Vec::new(),
                 true => graph
                     .objects
                     .iter_mut()
                     .filter_map(|(id, o)| match &mut o.data {
-                        ObjData::List(l) => l.take_dead().then_some(id),
+                        ObjData::List(l) => match l.take_dead() {
+                            Taken::Nothing => None,
+                            Taken::All => Some(id),
+                            Taken::Some => {
+                                waiting = true;
+                                Some(id)
+                            }
+                            Taken::Waiting => {
+                                waiting = true;
+                                None
+                            }
+                        },
                         ObjData::Map(_) => None,
                     })
                     .collect(),
@@ -197,7 +215,7 @@ impl Gc {
                 own_seq: cx.own_seq,
             };
             self.dirty = false;
-            self.garbage = false;
+            self.garbage = waiting;
             if cx.settled && self.complete(&round, cx) {
                 // Alone (or everybody already past this frontier): settle now.
                 self.reclaim(graph, &round);

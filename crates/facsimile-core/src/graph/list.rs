@@ -346,91 +346,89 @@ impl Slots {
     }
 
     /// Drops the slots that are dead with epoch bit `epoch`, telling
-    /// `gone` each one's id, flags and value bits: the runs are edited from
-    /// the back, and the columns are closed up once for them all. Returns
-    /// how many went.
+    /// `gone` each one's id, flags and value bits. One walk over the runs
+    /// edits those holding such slots and moves each stretch of runs
+    /// between them once; another closes up the columns. Returns how many
+    /// went.
     fn drop_dead(&mut self, epoch: u8, mut gone: impl FnMut(Id, u8, u64)) -> usize {
         let mask = dead_mask(&self.flags, epoch);
         if mask == 0 {
             return 0;
         }
-        // The run holding each slot to drop and where that run starts, by
-        // one walk from the nearer end of the leaf.
-        let len = self.flags.len();
-        let (low, high) = (mask.trailing_zeros(), 63 - mask.leading_zeros());
-        // Both below 64, so small enough to clear without a call.
-        let mut holder = [(0u8, 0u8); 64];
-        let mut left = mask;
-        if (high as usize) < len - low as usize {
-            let mut start = 0;
-            for (at, r) in self.runs.iter().enumerate() {
-                let end = start + r.len;
-                while left != 0 && left.trailing_zeros() < end {
-                    holder[left.trailing_zeros() as usize] = (at as u8, start as u8);
-                    left &= left - 1;
-                }
-                if left == 0 {
-                    break;
-                }
-                start = end;
-            }
-        } else {
-            let mut end = len as u32;
-            for (at, r) in self.runs.iter().enumerate().rev() {
-                let start = end - r.len;
-                while left != 0 && 63 - left.leading_zeros() >= start {
-                    let p = 63 - left.leading_zeros();
-                    holder[p as usize] = (at as u8, start as u8);
-                    left &= !(1 << p);
-                }
-                if left == 0 {
-                    break;
-                }
-                end = start;
-            }
-        }
-        // From the back: an edit moves only the runs after its own, and
-        // only lengthens the run before it.
+        // Runs before `read` are edited into `..write`; `start` is where
+        // run `read` starts; `seam`: a slot just dropped may have left the
+        // run before `write` continued by the next one kept.
+        let (mut read, mut write, mut start) = (0, 0, 0);
+        let mut seam = false;
         let mut left = mask;
         while left != 0 {
-            let p = 63 - left.leading_zeros();
-            left &= !(1 << p);
-            let (at, start) = holder[p as usize];
-            let (at, start) = (usize::from(at), u32::from(start));
-            let r = self.runs[at];
-            let k = p - start;
-            let p = p as usize;
-            gone(
-                Id::new(r.peer, r.counter + u64::from(k)),
-                self.flags[p],
-                self.bits[p],
-            );
-            if r.len == 1 {
-                self.runs.remove(at);
-                // The neighbours may now continue each other.
-                if at > 0 && at < self.runs.len() {
-                    let n = self.runs[at];
-                    if self.runs[at - 1].continued_by(Id::new(n.peer, n.counter)) {
-                        self.runs[at - 1].len += n.len;
-                        self.runs.remove(at);
-                    }
-                }
-            } else if k == 0 {
-                self.runs[at].counter += 1;
-                self.runs[at].len -= 1;
-            } else if k + 1 == r.len {
-                self.runs[at].len -= 1;
-            } else {
-                self.runs[at].len = k;
-                let tail = Run {
-                    counter: r.counter + u64::from(k) + 1,
-                    peer: r.peer,
-                    len: r.len - k - 1,
-                };
-                self.runs.insert(at + 1, tail);
+            let p = left.trailing_zeros();
+            let from = read;
+            while start + self.runs[read].len <= p {
+                start += self.runs[read].len;
+                read += 1;
             }
+            write = self.keep_runs(from..read, write, seam);
+            let r = self.runs[read];
+            if r.len == 1 {
+                // A slot inserted alone (typing and pushes make longer runs;
+                // scattered inserts, these): the run goes whole.
+                left &= left - 1;
+                let at = p as usize;
+                gone(Id::new(r.peer, r.counter), self.flags[at], self.bits[at]);
+                seam = true;
+                start += 1;
+                read += 1;
+                continue;
+            }
+            let drop = match r.len {
+                64 => mask,
+                n => (mask >> start) & ((1 << n) - 1),
+            };
+            left &= !(drop << start);
+            // The stretches of `r` kept, each after the last one written.
+            let mut pieces = [(0, 0); LEAF_MAX / 2];
+            let mut count = 0;
+            let mut k = 0;
+            while k < r.len {
+                let kept = (k + (drop >> k).trailing_zeros()).min(r.len);
+                if kept > k {
+                    pieces[count] = (k, kept);
+                    count += 1;
+                }
+                k = kept;
+                while k < r.len && (drop >> k) & 1 != 0 {
+                    let at = (start + k) as usize;
+                    let id = Id::new(r.peer, r.counter + u64::from(k));
+                    gone(id, self.flags[at], self.bits[at]);
+                    k += 1;
+                }
+            }
+            // Room for pieces beyond the run's own place: the unread runs
+            // shift right.
+            let room = (write + count).saturating_sub(read + 1);
+            if room != 0 {
+                self.runs
+                    .splice(read + 1..read + 1, std::iter::repeat_n(r, room));
+                read += room;
+            }
+            for (i, &(a, b)) in pieces[..count].iter().enumerate() {
+                let piece = Run {
+                    counter: r.counter + u64::from(a),
+                    peer: r.peer,
+                    len: b - a,
+                };
+                write = self.put_run(write, piece, seam && i == 0);
+            }
+            seam = (drop >> (r.len - 1)) & 1 != 0;
+            start += r.len;
+            read += 1;
         }
-        // Each stretch between two dropped slots moves once.
+        let end = self.runs.len();
+        let write = self.keep_runs(read..end, write, seam);
+        self.runs.truncate(write);
+        // The columns: each stretch between two dropped slots moves once.
+        let len = self.flags.len();
         let mut write = mask.trailing_zeros() as usize;
         let mut left = mask;
         while left != 0 {
@@ -440,13 +438,41 @@ impl Slots {
                 0 => len,
                 _ => left.trailing_zeros() as usize,
             };
-            self.flags.copy_within(p + 1..next, write);
-            self.bits.copy_within(p + 1..next, write);
-            write += next - p - 1;
+            if next > p + 1 {
+                self.flags.copy_within(p + 1..next, write);
+                self.bits.copy_within(p + 1..next, write);
+                write += next - p - 1;
+            }
         }
         self.flags.truncate(write);
         self.bits.truncate(write);
         len - write
+    }
+
+    /// Moves the runs `from` to `write` and on (joined to the run before
+    /// when `seam` and it continues it); returns where the next goes.
+    fn keep_runs(&mut self, from: std::ops::Range<usize>, write: usize, seam: bool) -> usize {
+        let Some(&first) = self.runs.get(from.start).filter(|_| !from.is_empty()) else {
+            return write;
+        };
+        let write = self.put_run(write, first, seam);
+        let rest = from.start + 1..from.end;
+        if rest.start != write {
+            self.runs.copy_within(rest.clone(), write);
+        }
+        write + rest.len()
+    }
+
+    /// Writes `r` at `write`, or adds it to the run before when `seam` and
+    /// that run is continued by it; returns where the next goes.
+    fn put_run(&mut self, write: usize, r: Run, seam: bool) -> usize {
+        if seam && write > 0 && self.runs[write - 1].continued_by(Id::new(r.peer, r.counter)) {
+            self.runs[write - 1].len += r.len;
+            write
+        } else {
+            self.runs[write] = r;
+            write + 1
+        }
     }
 
     /// Checks that the columns agree; used by tests.
@@ -477,6 +503,44 @@ fn dead_mask(flags: &[u8], epoch: u8) -> u64 {
         mask |= dead_byte(u64::from_le_bytes(bytes), epoch) << (flags.len() / 8 * 8);
     }
     mask
+}
+
+/// Stamps every dead slot of a leaf with epoch bit `epoch`, eight flag
+/// bytes at a time; returns how many there are.
+fn stamp_dead(flags: &mut [u8], epoch: u8) -> u8 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    let stamp = |w: u64| {
+        let moved = w & LOW;
+        let deleted = (w >> DELETED.trailing_zeros()) & LOW;
+        let live = (w >> LIVE.trailing_zeros()) & LOW;
+        let dead = ((moved & !live) | (!moved & deleted)) & LOW;
+        let bit = dead << EPOCH.trailing_zeros();
+        let w = match epoch {
+            0 => w & !bit,
+            _ => w | bit,
+        };
+        (w, dead.count_ones() as u8)
+    };
+    let mut n = 0;
+    let mut chunks = flags.chunks_exact_mut(8);
+    for chunk in chunks.by_ref() {
+        let (w, k) = stamp(u64::from_le_bytes(
+            (&*chunk).try_into().expect("eight bytes"),
+        ));
+        chunk.copy_from_slice(&w.to_le_bytes());
+        n += k;
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        // Zero bytes past the end are live home slots.
+        let mut bytes = [0; 8];
+        bytes[..rest.len()].copy_from_slice(rest);
+        let (w, k) = stamp(u64::from_le_bytes(bytes));
+        let len = rest.len();
+        rest.copy_from_slice(&w.to_le_bytes()[..len]);
+        n += k;
+    }
+    n
 }
 
 /// Bit `k` set when byte `k` of `w` is the flags of a slot dead and
@@ -638,6 +702,25 @@ impl LeafSet {
         }
     }
 
+    /// The leaves for which `keep` holds.
+    fn filter(&self, mut keep: impl FnMut(LeafId) -> bool) -> LeafSet {
+        let mut out = LeafSet::default();
+        for leaf in self.iter().filter(|&leaf| keep(leaf)) {
+            out.insert(leaf);
+        }
+        out
+    }
+
+    /// Removes the leaves of `other`.
+    fn remove_all(&mut self, other: &LeafSet) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a &= !b;
+        }
+        while self.0.last() == Some(&0) {
+            self.0.pop();
+        }
+    }
+
     fn iter(&self) -> impl Iterator<Item = LeafId> + '_ {
         self.0
             .iter()
@@ -646,47 +729,121 @@ impl LeafSet {
     }
 }
 
+/// A leaf is taken for purging once it holds this many dead slots (or, when
+/// no leaf does and no slot died since the last take, every leaf, so that a
+/// list nobody edits any more ends up with none): the pass over its
+/// columns, which costs about as much for one slot as for a few, is shared
+/// by at least this many, and a leaf keeps fewer than this many dead slots
+/// for long. While slots keep dying the others wait: taking every leaf at
+/// each round then purged one or two slots a leaf, at the full cost of the
+/// pass for each.
+const READY: u8 = (LEAF_MAX / 4) as u8;
+
 /// Where the dead slots waiting for reclamation are. A slot that dies is
 /// stamped with the current [`EPOCH`] bit and its leaf noted in `pending`.
-/// A round takes them all by flipping the bit: a taken leaf is then purged
-/// in one pass of the slots stamped with the old bit, and slots that died
-/// after the take (the new bit) stay, with no slot looked up one by one.
-/// Splits and merges note the leaves that dead slots move to.
+/// A round takes the leaves that gathered [`READY`] dead slots, stamping
+/// all of them with the current bit, and flips the bit: a taken leaf is
+/// then purged in one pass of the slots stamped with the old bit, and
+/// slots that died after the take (the new bit) stay, with no slot looked
+/// up one by one. A slot stamped with the old bit died before the latest
+/// take, wherever it is; one stamped with the new bit may have died before
+/// or after it (in a leaf that was not taken), so it waits. Splits and
+/// merges note the leaves that dead slots move to.
 #[derive(Debug, Clone, Default)]
 struct Dead {
     /// The [`EPOCH`] bit of slots dying now (`0` or `EPOCH`).
     epoch: u8,
-    /// Leaves that may hold dead slots stamped with `epoch`: every such
-    /// slot is in one of them.
+    /// Leaves that may hold dead slots no round took: every slot stamped
+    /// with `epoch` is in one of them, and every other dead slot in one of
+    /// them or of `taken`.
     pending: LeafSet,
-    /// Leaves that may hold the slots a round took (stamped with the other
-    /// bit): every such slot is in one of them.
+    /// Leaves taken by a round, whose slots stamped with the other bit it
+    /// purges.
     taken: LeafSet,
+    /// By leaf, at least how many dead slots it holds (a split leaves the
+    /// source's count exact, a merge leaves the freed leaf's as it was):
+    /// a leaf with [`READY`] of them is never missed.
+    counts: Vec<u8>,
+    /// A slot died since the last take.
+    fresh: bool,
+}
+
+fn count_mut(counts: &mut Vec<u8>, leaf: LeafId) -> &mut u8 {
+    if leaf as usize >= counts.len() {
+        counts.resize(leaf as usize + 1, 0);
+    }
+    &mut counts[leaf as usize]
+}
+
+/// What [`ListObj::take_dead`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// No slot was dead.
+    Nothing,
+    /// Every dead slot.
+    All,
+    /// The leaves that had gathered enough dead slots; others wait.
+    Some,
+    /// Nothing: no leaf had gathered enough dead slots, and slots died
+    /// since the last take, so more may join them; a later take looks
+    /// again.
+    Waiting,
 }
 
 impl Dead {
-    /// `flags` (the slots of one leaf or part of it) went to `leaf`: notes
-    /// it where they include dead slots. Nothing to look at when no slot is
-    /// dead (a list that only grows).
-    fn note(&mut self, flags: &[u8], leaf: LeafId) {
+    fn count(&self, leaf: LeafId) -> u8 {
+        self.counts.get(leaf as usize).copied().unwrap_or(0)
+    }
+
+    fn count_mut(&mut self, leaf: LeafId) -> &mut u8 {
+        count_mut(&mut self.counts, leaf)
+    }
+
+    /// A slot of `leaf` died (stamped with `epoch`).
+    fn killed(&mut self, leaf: LeafId) {
+        self.fresh = true;
+        self.pending.insert(leaf);
+        let n = self.count_mut(leaf);
+        *n = n.saturating_add(1);
+    }
+
+    /// `flags` (the slots of one leaf or part of it) went to `leaf`: a new
+    /// leaf holding just them when `split`, else the end of a leaf (a
+    /// merge). Notes it where they include dead slots, and returns how many
+    /// do. Nothing to look at when no slot is dead (a list that only grows).
+    fn note(&mut self, flags: &[u8], leaf: LeafId, split: bool) -> u8 {
         if self.pending.is_empty() && self.taken.is_empty() {
-            return;
+            if split && !self.counts.is_empty() {
+                // A leaf id freed by a merge may be in use again.
+                *self.count_mut(leaf) = 0;
+            }
+            return 0;
         }
-        let (mut now, mut old) = (false, false);
+        let (mut now, mut old, mut n) = (false, false, 0u8);
         for &f in flags {
             if is_dead(f) {
+                n += 1;
                 match f & EPOCH == self.epoch {
                     true => now = true,
                     false => old = true,
                 }
             }
         }
-        if now {
-            self.pending.insert(leaf);
-        }
-        if old {
+        // Slots stamped with the old bit died before the take: the round
+        // under way (if any) may purge them where they go.
+        let round = !self.taken.is_empty();
+        if old && round {
             self.taken.insert(leaf);
         }
+        if now || (old && !round) {
+            self.pending.insert(leaf);
+        }
+        let count = self.count_mut(leaf);
+        *count = match split {
+            true => n,
+            false => count.saturating_add(n),
+        };
+        n
     }
 }
 
@@ -744,12 +901,13 @@ fn is_ref(v: &Value) -> bool {
     matches!(v, Value::Ref(_))
 }
 
-/// Records every slot of `slots` as being in `leaf`.
-fn file(index: &mut SlotIndex, dead: &mut Dead, slots: &Slots, leaf: LeafId) {
+/// Records every slot of `slots` as being in `leaf` (see [`Dead::note`]
+/// for `split`); returns how many of them are dead.
+fn file(index: &mut SlotIndex, dead: &mut Dead, slots: &Slots, leaf: LeafId, split: bool) -> u8 {
     for id in slots.ids() {
         index.insert(id, leaf);
     }
-    dead.note(&slots.flags, leaf);
+    dead.note(&slots.flags, leaf, split)
 }
 
 impl ListObj {
@@ -836,7 +994,7 @@ impl ListObj {
             };
             s.flags[p] = (f & !EPOCH) | epoch;
         });
-        self.dead.pending.insert(c.leaf);
+        self.dead.killed(c.leaf);
     }
 
     fn set_flag(&mut self, c: Cursor, flag: u8, on: bool) {
@@ -1040,11 +1198,23 @@ impl ListObj {
         let id = slot.id;
         self.version += 1;
         let (index, dead) = (&mut self.index, &mut self.dead);
-        let on_move = |s: &Slots, leaf: LeafId| file(index, dead, s, leaf);
+        // A split moves slots from the leaf the slot goes to into a new one.
+        let mut moved_dead = 0;
+        let on_move = |s: &Slots, leaf: LeafId| moved_dead = file(index, dead, s, leaf, true);
         let c = match prev {
             Some(p) => self.tree.insert_after(p, slot, on_move),
             None => self.tree.insert_first(slot, on_move),
         };
+        if moved_dead != 0 {
+            // The leaf split is before the new one: the origin's, or the
+            // first.
+            let from = match prev {
+                Some(p) => p.leaf,
+                None => self.tree.first().expect("a leaf split").leaf,
+            };
+            let n = self.dead.count_mut(from);
+            *n = n.saturating_sub(moved_dead);
+        }
         self.index.insert(id, c.leaf);
         self.last = Some((id, c));
         c
@@ -1279,8 +1449,10 @@ impl ListObj {
             for r in &s.runs {
                 unique &= !index.insert_run(Id::new(r.peer, r.counter), r.len, leaf);
             }
-            if s.flags.iter().any(|&f| is_dead(f)) {
+            let n = s.flags.iter().filter(|&&f| is_dead(f)).count();
+            if n != 0 {
                 dead.pending.insert(leaf);
+                *dead.count_mut(leaf) = n as u8;
             }
         });
         if !unique {
@@ -1308,35 +1480,67 @@ impl ListObj {
             .collect()
     }
 
-    /// Takes the slots that died since the last take, for a round to purge
-    /// once nobody can name them. Returns whether there were any.
-    pub(crate) fn take_dead(&mut self) -> bool {
+    /// Every dead slot, with its leaf and whether a purge now would drop
+    /// it. Scans the whole list.
+    #[cfg(test)]
+    fn dead_by_leaf(&self) -> Vec<(Id, LeafId, bool)> {
+        let old = self.dead.epoch ^ EPOCH;
+        let mut out = Vec::new();
+        for (leaf, s) in self.tree.leaves() {
+            for (id, &f) in s.ids().zip(&s.flags) {
+                if is_dead(f) {
+                    let purged = f & EPOCH == old && self.dead.taken.contains(leaf);
+                    out.push((id, leaf, purged));
+                }
+            }
+        }
+        out
+    }
+
+    /// Takes dead slots for a round to purge once nobody can name them:
+    /// those of the leaves that gathered [`READY`] of them, or when none
+    /// did, none while slots keep dying and all of them once they stop.
+    pub(crate) fn take_dead(&mut self) -> Taken {
         if !self.dead.taken.is_empty() {
             // Taken by a round that is gone: two takes must not share a bit.
             self.restore_dead();
         }
-        if self.dead.pending.is_empty() {
-            return false;
+        let dead = &mut self.dead;
+        if dead.pending.is_empty() {
+            return Taken::Nothing;
         }
-        self.dead.taken = std::mem::take(&mut self.dead.pending);
-        self.dead.epoch ^= EPOCH;
-        true
+        let ready = dead.pending.filter(|leaf| dead.count(leaf) >= READY);
+        let fresh = std::mem::take(&mut dead.fresh);
+        let taken = match (ready.is_empty(), fresh) {
+            (true, true) => return Taken::Waiting,
+            (true, false) => Taken::All,
+            (false, _) => Taken::Some,
+        };
+        dead.taken = match taken {
+            Taken::All => std::mem::take(&mut dead.pending),
+            _ => {
+                dead.pending.remove_all(&ready);
+                ready
+            }
+        };
+        // Every slot dead now died before the take, including those a
+        // take that passed their leaf by left stamped with the bit that is
+        // about to be current again.
+        let now = dead.epoch;
+        for leaf in dead.taken.iter() {
+            let n = self
+                .tree
+                .edit_invisible(leaf, |s| stamp_dead(&mut s.flags, now));
+            *count_mut(&mut dead.counts, leaf) = n;
+        }
+        dead.epoch ^= EPOCH;
+        taken
     }
 
-    /// Gives back the dead slots taken and not purged, for a later take: they
-    /// get the current bit. Rare (a void round), so it restamps them.
+    /// Gives back the dead slots taken and not purged, for a later take
+    /// (which stamps them again).
     pub(crate) fn restore_dead(&mut self) {
         let taken = std::mem::take(&mut self.dead.taken);
-        let now = self.dead.epoch;
-        for leaf in taken.iter() {
-            self.tree.edit_invisible(leaf, |s| {
-                for f in &mut s.flags {
-                    if is_dead(*f) {
-                        *f = (*f & !EPOCH) | now;
-                    }
-                }
-            });
-        }
         self.dead.pending.union(&taken);
     }
 
@@ -1362,6 +1566,8 @@ impl ListObj {
                     }
                 })
             });
+            let n = self.dead.count_mut(leaf);
+            *n = n.saturating_sub(gone as u8);
             if gone != 0 {
                 touched.push(leaf);
             }
@@ -1371,8 +1577,9 @@ impl ListObj {
         for leaf in touched {
             if self.tree.leaf_items(leaf).len() <= MERGE_MAX {
                 let (index, dead) = (&mut self.index, &mut self.dead);
-                self.tree
-                    .rebalance(leaf, |s: &Slots, to| file(index, dead, s, to));
+                self.tree.rebalance(leaf, |s: &Slots, to| {
+                    file(index, dead, s, to, false);
+                });
             }
         }
     }
@@ -1436,13 +1643,21 @@ impl ListObj {
             }
             for &f in &s.flags {
                 if is_dead(f) {
-                    let (set, which) = match f & EPOCH == self.dead.epoch {
-                        true => (&self.dead.pending, "pending"),
-                        false => (&self.dead.taken, "taken"),
-                    };
-                    assert!(set.contains(leaf), "a dead slot's leaf is {which}");
+                    let taken = self.dead.taken.contains(leaf);
+                    match f & EPOCH == self.dead.epoch {
+                        true => assert!(self.dead.pending.contains(leaf), "a dead slot is pending"),
+                        false => assert!(
+                            taken || self.dead.pending.contains(leaf),
+                            "a dead slot is pending or taken"
+                        ),
+                    }
                 }
             }
+            let dead = s.flags.iter().filter(|&&f| is_dead(f)).count();
+            assert!(
+                usize::from(self.dead.count(leaf)) >= dead,
+                "a leaf's dead slots are counted"
+            );
         }
     }
 }
@@ -1465,6 +1680,33 @@ mod tests {
                         let want = is_dead(f) && f & EPOCH == epoch;
                         assert_eq!(dead_mask(&flags, epoch), u64::from(want) << at, "{f:#x}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Stamping marks exactly the dead slots, and counts them.
+    #[test]
+    fn stamping_marks_the_dead_slots() {
+        for epoch in [0, EPOCH] {
+            for f in 0..=u8::MAX {
+                for len in [1, 7, 8, 9, 44, 64] {
+                    let mut flags = vec![MOVED | LIVE | (!epoch & EPOCH); len];
+                    let at = len / 2;
+                    flags[at] = f;
+                    let n = stamp_dead(&mut flags, epoch);
+                    assert_eq!(n, u8::from(is_dead(f)), "{f:#x}");
+                    let want = match is_dead(f) {
+                        true => (f & !EPOCH) | epoch,
+                        false => f,
+                    };
+                    assert_eq!(flags[at], want, "{f:#x}");
+                    assert!(
+                        flags
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &g)| i == at || g == MOVED | LIVE | (!epoch & EPOCH))
+                    );
                 }
             }
         }
@@ -1495,10 +1737,11 @@ mod tests {
         let peers = Peers::new(PeerId::new("a", 1));
         let id = |c| Id::new(PeerIdx(0), c);
         let mut list = ListObj::default();
-        assert!(!list.take_dead(), "nothing died");
+        assert_eq!(take(&mut list), Taken::Nothing, "nothing died");
         list.insert(None, id(1), (1..=60).map(Value::Int), &peers);
         list.delete(id(51)).unwrap();
-        assert!(list.take_dead());
+        assert_eq!(list.take_dead(), Taken::Waiting, "slots are dying");
+        assert_eq!(list.take_dead(), Taken::All, "none died since");
         list.delete(id(52)).unwrap();
         // Inserts at the head fill the leaf and split it: the back half,
         // both dead slots with it, moves to a new leaf.
@@ -1512,12 +1755,12 @@ mod tests {
         assert!(list.has_slot(id(52)), "died after the take");
         assert_eq!(list.slot_count(), 69);
         // Taken, given back, and taken again with a later death.
-        assert!(list.take_dead());
+        assert_eq!(take(&mut list), Taken::All);
         list.delete(id(53)).unwrap();
         list.restore_dead();
         list.check();
         list.delete(id(54)).unwrap();
-        assert!(list.take_dead());
+        assert_eq!(take(&mut list), Taken::All);
         list.delete(id(55)).unwrap();
         list.purge();
         list.check();
@@ -1525,6 +1768,67 @@ mod tests {
         assert!(list.has_slot(id(55)));
         assert_eq!(list.slot_count(), 66);
         assert_eq!(list.len(), 65);
+    }
+
+    /// Takes as a round would once slots stop dying: a take that waits
+    /// for more deaths is followed by one that finds none.
+    fn take(list: &mut ListObj) -> Taken {
+        match list.take_dead() {
+            Taken::Waiting => list.take_dead(),
+            taken => taken,
+        }
+    }
+
+    /// What a take took, given every dead slot after it (its leaf and
+    /// whether a purge would drop it): all of them, or every dead slot of
+    /// the leaves that gathered [`READY`] and none of the others.
+    fn check_take(taken: Taken, dead: &[(Id, LeafId, bool)], seed: u64) {
+        let in_leaf = |leaf| dead.iter().filter(move |d| d.1 == leaf);
+        for &(id, leaf, purged) in dead {
+            match taken {
+                Taken::Nothing => unreachable!("seed {seed}: {id:?} is dead"),
+                Taken::Waiting => assert!(!purged, "seed {seed}: {id:?} waits"),
+                Taken::All => assert!(purged, "seed {seed}: {id:?} is taken"),
+                Taken::Some => {
+                    let n = in_leaf(leaf).count();
+                    assert_eq!(purged, n >= usize::from(READY), "seed {seed}: {id:?}, {n}");
+                    assert!(in_leaf(leaf).all(|d| d.2 == purged), "seed {seed}: {id:?}");
+                }
+            }
+        }
+    }
+
+    /// Leaves with few dead slots wait while others have gathered enough;
+    /// when none has, every dead slot goes once no slot died since the
+    /// last take.
+    #[test]
+    fn a_leaf_is_purged_once_it_has_gathered_enough_dead_slots() {
+        let peers = Peers::new(PeerId::new("a", 1));
+        let id = |c| Id::new(PeerIdx(0), c);
+        let mut list = ListObj::default();
+        // Appends fill leaves of LEAF_MAX slots: 1..=64, 65..=128, ...
+        list.insert(None, id(1), (1..=256).map(Value::Int), &peers);
+        for c in (1..=u64::from(READY)).chain([70, 71, 200]) {
+            list.delete(id(c)).unwrap();
+        }
+        list.check();
+        assert_eq!(take(&mut list), Taken::Some);
+        list.check();
+        list.purge();
+        list.check();
+        assert_eq!(list.slot_count(), 256 - usize::from(READY));
+        assert!([70, 71, 200].iter().all(|&c| list.has_slot(id(c))));
+        // A death after the take stays for the next one.
+        assert_eq!(take(&mut list), Taken::All);
+        list.delete(id(100)).unwrap();
+        list.purge();
+        list.check();
+        assert!(list.has_slot(id(100)));
+        assert_eq!(take(&mut list), Taken::All);
+        list.purge();
+        list.check();
+        assert_eq!(list.slot_count(), list.len());
+        assert_eq!(take(&mut list), Taken::Nothing);
     }
 
     /// Runs of consecutive ids inserted anywhere (so leaves split inside
@@ -1538,9 +1842,9 @@ mod tests {
         for seed in 1..120u64 {
             let mut rand = crate::graph::tests::xorshift(seed);
             let mut list = ListObj::default();
-            // Every slot in order: id, whether its element is live, and
-            // whether a take took it.
-            let mut model: Vec<(Id, bool, bool)> = Vec::new();
+            // Every slot in order: id, whether its element is live,
+            // whether a take took it, and whether it was dead at the take.
+            let mut model: Vec<(Id, bool, bool, bool)> = Vec::new();
             let mut counter = 0;
             for _ in 0..150 {
                 match rand(10) {
@@ -1557,8 +1861,8 @@ mod tests {
                         counter += n + rand(2);
                         let values = (0..n).map(|i| Value::Int((first.counter + i) as i64));
                         list.insert(origin, first, values, &peers);
-                        let ids =
-                            (0..n).map(|i| (Id::new(first.peer, first.counter + i), true, false));
+                        let ids = (0..n)
+                            .map(|i| (Id::new(first.peer, first.counter + i), true, false, false));
                         model.splice(at..at, ids);
                     }
                     6..=8 => {
@@ -1574,24 +1878,33 @@ mod tests {
                         // taken slots and add later deaths to their leaves.
                         match rand(3) {
                             0 => {
+                                let taken = list.take_dead();
                                 let any_dead = model.iter().any(|s| !s.1);
-                                assert_eq!(list.take_dead(), any_dead, "seed {seed}");
+                                assert_eq!(taken != Taken::Nothing, any_dead, "seed {seed}");
+                                let dead = list.dead_by_leaf();
+                                check_take(taken, &dead, seed);
                                 for s in &mut model {
-                                    s.2 = !s.1;
+                                    s.2 = dead.iter().any(|d| d.0 == s.0 && d.2);
+                                    s.3 = !s.1;
+                                    assert!(!s.2 || s.3, "seed {seed}: only dead slots go");
                                 }
                             }
                             1 => {
+                                // What was taken goes, and so may other slots
+                                // dead at the take that a split moved to a
+                                // taken leaf; nothing else.
                                 list.purge();
-                                let (gone, kept): (Vec<&(Id, bool, bool)>, Vec<_>) =
-                                    model.iter().partition(|s| s.2);
-                                assert!(gone.iter().all(|s| !list.has_slot(s.0)), "seed {seed}");
-                                assert!(kept.iter().all(|s| list.has_slot(s.0)), "seed {seed}");
-                                model.retain(|s| !s.2);
+                                for s in &model {
+                                    let gone = !list.has_slot(s.0);
+                                    assert!(!s.2 || gone, "seed {seed}: {:?} taken", s.0);
+                                    assert!(!gone || s.3, "seed {seed}: {:?} went", s.0);
+                                }
+                                model.retain(|s| list.has_slot(s.0));
                             }
                             _ => {
                                 list.restore_dead();
                                 for s in &mut model {
-                                    s.2 = false;
+                                    (s.2, s.3) = (false, false);
                                 }
                             }
                         }
