@@ -780,20 +780,26 @@ impl Doc {
                 first,
                 values,
             } if !values.iter().any(|v| matches!(v, Value::Ref(_))) => {
-                match self.graph.get_mut(obj).map(|o| &mut o.data) {
-                    Some(ObjData::List(l)) if after.is_none_or(|a| l.has_slot(a)) => {
+                if let Some(ObjData::List(l)) = self.graph.get_mut(obj).map(|o| &mut o.data) {
+                    // `None`: the origin is not here; the check's lookup
+                    // places the insert.
+                    let found = match after {
+                        None => Some(None),
+                        Some(a) => l.find_slot(a).map(Some),
+                    };
+                    if let Some(found) = found {
                         let n = values.len() as u64;
-                        l.insert(after, first, values, cx.peers);
+                        l.insert_placed(found, first, values, cx.peers);
                         out.events.touch(obj, || Touch::Mass);
                         self.parked.created(first, n);
                         return;
                     }
-                    _ => Op::ListInsert {
-                        obj,
-                        origin: after,
-                        first,
-                        values,
-                    },
+                }
+                Op::ListInsert {
+                    obj,
+                    origin: after,
+                    first,
+                    values,
                 }
             }
             op => op,
