@@ -634,7 +634,7 @@ impl Doc {
         };
         out.outbox.push(op);
         self.list_mut(obj.0)
-            .insert_found(found, first, std::iter::once(v), peers);
+            .insert_placed(found, first, std::iter::once(v), peers);
         out.events.touch(obj.0, || Touch::Mass);
         out.end();
         Ok(())

@@ -1085,8 +1085,9 @@ impl ListObj {
         self.insert_at(at, first, values, peers);
     }
 
-    /// [`ListObj::insert`] after a slot found by [`ListObj::find_slot`],
-    /// the list unchanged since: its place needs no second look.
+    /// [`ListObj::insert`] after a slot found by [`ListObj::find_slot`] or
+    /// [`ListObj::slot_found_at`], the list unchanged since: its place
+    /// needs no second look.
     pub(crate) fn insert_placed(
         &mut self,
         origin: Option<Found>,
