@@ -1380,10 +1380,15 @@ impl Replica {
     /// Serves sync fetches once no operation waits: a waiting operation is
     /// counted in the stream positions but not in the state, so a snapshot
     /// taken now would lose it.
+    #[inline]
     fn answer_fetches(&mut self) {
-        if !self.doc.is_settled() || !self.serve.has_fetches() {
-            return;
+        // Checked inline: a fetch is rare, and this runs on every message.
+        if self.doc.is_settled() && self.serve.has_fetches() {
+            self.answer_fetches_now();
         }
+    }
+
+    fn answer_fetches_now(&mut self) {
         // The state holds every local write: the joiner must not get them
         // again in a later message.
         self.out.close_all();
