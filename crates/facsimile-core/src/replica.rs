@@ -1183,7 +1183,8 @@ impl Replica {
         tick: u64,
         wire_ops: Ops,
     ) -> Result<(), ReceiveError> {
-        let Some(stream) = self.streams.get(from) else {
+        // Looked up once, mutably, for both passes.
+        let Some(stream) = self.streams.get_mut(from) else {
             return Ok(());
         };
         let mut ops = std::mem::take(&mut self.op_buf);
@@ -1194,10 +1195,8 @@ impl Replica {
         for p in &t.new_peers {
             let _ = self.peers.intern(p);
         }
-        if let Some(stream) = self.streams.get_mut(from) {
-            stream.dict.extend(t.intros);
-            stream.lamport = t.last;
-        }
+        stream.dict.extend(t.intros);
+        stream.lamport = t.last;
         self.out.outbox.observe(t.last);
         let origin = Origin::Remote(self.peers.get(sender).clone());
         for op in ops.drain(..) {
