@@ -172,12 +172,20 @@ impl Doc {
     pub(crate) fn list(&self, obj: ObjectId) -> Result<&ListObj, Error> {
         match self.graph.get(obj.0).map(|o| &o.data) {
             Some(ObjData::List(l)) => Ok(l),
-            Some(ObjData::Map(_)) => Err(Error::WrongKind {
+            _ => Err(self.not_a_list(obj)),
+        }
+    }
+
+    /// Why `obj` is no list.
+    #[cold]
+    fn not_a_list(&self, obj: ObjectId) -> Error {
+        match self.graph.get(obj.0) {
+            Some(_) => Error::WrongKind {
                 object: obj,
                 expected: ObjectKind::Array,
                 found: ObjectKind::Map,
-            }),
-            None => Err(Error::UnknownObject(obj)),
+            },
+            None => Error::UnknownObject(obj),
         }
     }
 
@@ -604,6 +612,9 @@ impl Doc {
         out: &mut Outputs,
         peers: &Peers,
     ) -> Result<(), Error> {
+        if matches!(&item, Input::Value(v) if !matches!(v, Value::Ref(_))) && !self.gc.fresh {
+            return self.list_insert_plain(obj, start, item, owner, out, peers);
+        }
         let list = self.list(obj)?;
         let len = list.len();
         let start = start.unwrap_or(len);
@@ -632,7 +643,54 @@ impl Doc {
         };
         out.outbox.push(op);
         self.list_mut(obj.0)
-            .insert_found(found, first, std::iter::once(v), peers);
+            .insert_placed(found, first, std::iter::once(v), peers);
+        out.events.touch(obj.0, || Touch::Mass);
+        out.end();
+        Ok(())
+    }
+
+    /// [`Doc::list_insert_one`] of a value that names no object: it creates
+    /// none and leaves reclamation as it was (nothing is fresh), so the
+    /// array is looked up once.
+    fn list_insert_plain(
+        &mut self,
+        obj: ObjectId,
+        start: Option<usize>,
+        item: Input,
+        owner: impl FnOnce() -> Result<(), Error>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<(), Error> {
+        let Input::Value(v) = item else {
+            unreachable!("the caller checked for a plain value")
+        };
+        let list = match self.graph.get_mut(obj.0).map(|o| &mut o.data) {
+            Some(ObjData::List(l)) => l,
+            _ => return Err(self.not_a_list(obj)),
+        };
+        let len = list.len();
+        let start = start.unwrap_or(len);
+        owner()?;
+        insert_position(obj, start, len)?;
+        let found = (start > 0).then(|| list.slot_found_at(start - 1));
+        let origin = found.as_ref().map(Found::id);
+        out.begin();
+        let wobj = out.outbox.wire_id(obj.0, peers);
+        let w = out.outbox.wire_value(&v, peers);
+        let first = out.outbox.tick();
+        let op = match wire_origin(origin, first, out, peers) {
+            WireOrigin::Back(1) => WireOp::Append {
+                obj: wobj,
+                value: w,
+            },
+            origin => WireOp::ListInsert {
+                obj: wobj,
+                origin,
+                values: vec![w],
+            },
+        };
+        out.outbox.push(op);
+        list.insert_placed(found, first, std::iter::once(v), peers);
         out.events.touch(obj.0, || Touch::Mass);
         out.end();
         Ok(())
@@ -778,20 +836,26 @@ impl Doc {
                 first,
                 values,
             } if !values.iter().any(|v| matches!(v, Value::Ref(_))) => {
-                match self.graph.get_mut(obj).map(|o| &mut o.data) {
-                    Some(ObjData::List(l)) if after.is_none_or(|a| l.has_slot(a)) => {
+                if let Some(ObjData::List(l)) = self.graph.get_mut(obj).map(|o| &mut o.data) {
+                    // `None`: the origin is not here; the check's lookup
+                    // places the insert.
+                    let found = match after {
+                        None => Some(None),
+                        Some(a) => l.find_slot(a).map(Some),
+                    };
+                    if let Some(found) = found {
                         let n = values.len() as u64;
-                        l.insert(after, first, values, cx.peers);
+                        l.insert_placed(found, first, values, cx.peers);
                         out.events.touch(obj, || Touch::Mass);
                         self.parked.created(first, n);
                         return;
                     }
-                    _ => Op::ListInsert {
-                        obj,
-                        origin: after,
-                        first,
-                        values,
-                    },
+                }
+                Op::ListInsert {
+                    obj,
+                    origin: after,
+                    first,
+                    values,
                 }
             }
             op => op,

@@ -181,11 +181,14 @@ impl Events {
     /// Turns the arrays touched since the last call into change events.
     #[inline]
     pub(crate) fn flush_touched(&mut self, origin: &Origin) {
-        // Nearly always empty (maps report as they change): skip building
-        // a drain over nothing.
-        if self.touched.is_empty() {
-            return;
+        // Often empty (maps report as they change): checked inline, where
+        // the call alone cost more than the check.
+        if !self.touched.is_empty() {
+            self.queue_touched(origin);
         }
+    }
+
+    fn queue_touched(&mut self, origin: &Origin) {
         for (list, touch) in self.touched.drain(..) {
             let change = match touch {
                 Touch::Set { index, old, new } => Change {

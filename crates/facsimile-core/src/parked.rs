@@ -51,7 +51,16 @@ impl Parked {
     }
 
     /// Records that ids `first..first + n` now exist, waking what waited.
+    #[inline]
     pub(crate) fn created(&mut self, first: Id, n: u64) {
+        // Checked inline: nearly always nothing waits, and the call alone
+        // cost more than the checks.
+        if !self.creates.is_empty() || !self.waiting.is_empty() {
+            self.wake(first, n);
+        }
+    }
+
+    fn wake(&mut self, first: Id, n: u64) {
         if !self.creates.is_empty() {
             self.creates
                 .retain(|&(p, start, _)| !(p == first.peer && start == first.counter));

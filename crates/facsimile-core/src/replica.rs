@@ -1190,7 +1190,8 @@ impl Replica {
         tick: u64,
         wire_ops: Ops,
     ) -> Result<(), ReceiveError> {
-        let Some(stream) = self.streams.get(from) else {
+        // Looked up once, mutably, for both passes.
+        let Some(stream) = self.streams.get_mut(from) else {
             return Ok(());
         };
         let mut ops = std::mem::take(&mut self.op_buf);
@@ -1201,10 +1202,8 @@ impl Replica {
         for p in &t.new_peers {
             let _ = self.peers.intern(p);
         }
-        if let Some(stream) = self.streams.get_mut(from) {
-            stream.dict.extend(t.intros);
-            stream.lamport = t.last;
-        }
+        stream.dict.extend(t.intros);
+        stream.lamport = t.last;
         self.out.outbox.observe(t.last);
         let origin = Origin::Remote(self.peers.get(sender).clone());
         for op in ops.drain(..) {
@@ -1387,10 +1386,15 @@ impl Replica {
     /// Serves sync fetches once no operation waits: a waiting operation is
     /// counted in the stream positions but not in the state, so a snapshot
     /// taken now would lose it.
+    #[inline]
     fn answer_fetches(&mut self) {
-        if !self.doc.is_settled() || !self.serve.has_fetches() {
-            return;
+        // Checked inline: a fetch is rare, and this runs on every message.
+        if self.doc.is_settled() && self.serve.has_fetches() {
+            self.answer_fetches_now();
         }
+    }
+
+    fn answer_fetches_now(&mut self) {
         // The state holds every local write: the joiner must not get them
         // again in a later message.
         self.out.close_all();

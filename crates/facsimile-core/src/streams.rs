@@ -92,10 +92,6 @@ impl Streams {
         self.held_bytes = 0;
     }
 
-    pub(crate) fn get(&self, tag: Tag) -> Option<&Stream> {
-        self.by_tag.get(&tag.0)
-    }
-
     pub(crate) fn get_mut(&mut self, tag: Tag) -> Option<&mut Stream> {
         self.by_tag.get_mut(&tag.0)
     }

@@ -22,8 +22,9 @@ use std::time::Duration;
 /// Monotonic time since the clock was made: the system's, or a manual one.
 #[derive(Clone)]
 pub(crate) enum Clock {
-    /// The system's monotonic clock, from `start`.
-    Real { start: Duration },
+    /// The system's monotonic clock, from `start` (nanoseconds: cheaper
+    /// to subtract and convert than a `Duration`, on every call).
+    Real { start: u64 },
     /// Nanoseconds set by [`Clock::advance`], shared by every clone.
     Manual(Arc<AtomicU64>),
     /// The tokio runtime's clock (simulated where the runtime's is), from
@@ -53,7 +54,7 @@ impl Clock {
     /// Time since [`Clock::new`], or the manual time.
     pub(crate) fn now(&self) -> Duration {
         match self {
-            Clock::Real { start } => read().saturating_sub(*start),
+            Clock::Real { start } => Duration::from_nanos(read().saturating_sub(*start)),
             Clock::Manual(nanos) => Duration::from_nanos(nanos.load(Ordering::Acquire)),
             #[cfg(feature = "tcp")]
             Clock::Runtime { start } => start.elapsed(),
@@ -71,22 +72,22 @@ impl Clock {
 }
 
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-fn read() -> Duration {
+fn read() -> u64 {
     use rustix::time::{ClockId, clock_gettime};
     let t = clock_gettime(ClockId::MonotonicCoarse);
-    // A monotonic clock never reads negative.
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or(0),
-        u32::try_from(t.tv_nsec).unwrap_or(0),
-    )
+    // A monotonic clock never reads negative; in nanoseconds it fits a
+    // u64 for 584 years.
+    let (secs, nanos) = (t.tv_sec as u64, t.tv_nsec as u64);
+    secs.wrapping_mul(1_000_000_000).wrapping_add(nanos)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-fn read() -> Duration {
+fn read() -> u64 {
     use std::sync::OnceLock;
     use std::time::Instant;
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed()
+    let elapsed = ORIGIN.get_or_init(Instant::now).elapsed();
+    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -578,19 +578,19 @@ impl Items for Slots {
     }
 
     fn insert(&mut self, pos: usize, item: Stored) {
-        match self.runs.last_mut() {
-            // An append that continues the last run: the common case.
-            Some(last) if pos == self.flags.len() && last.continued_by(item.id) => last.len += 1,
-            _ => self.insert_id(pos, item.id),
-        }
-        // Appends (building a leaf, pushes) skip the shift.
-        if pos == self.flags.len() {
-            self.flags.push(item.flags);
-            self.bits.push(item.bits);
-        } else {
+        if pos < self.flags.len() {
+            self.insert_id(pos, item.id);
             self.flags.insert(pos, item.flags);
             self.bits.insert(pos, item.bits);
+            return;
         }
+        match self.runs.last_mut() {
+            // An append that continues the last run: the common case.
+            Some(last) if last.continued_by(item.id) => last.len += 1,
+            _ => self.insert_id(pos, item.id),
+        }
+        self.flags.push(item.flags);
+        self.bits.push(item.bits);
     }
 
     fn split_off(&mut self, at: usize, spare: usize) -> Self {
@@ -923,6 +923,13 @@ impl ListObj {
         self.tree.len()
     }
 
+    /// Where slot `id` is, if it is here; for [`ListObj::insert_placed`].
+    pub(crate) fn find_slot(&self, id: Id) -> Option<Found> {
+        // As in `has_slot`: the origin of a push is the slot inserted last.
+        let at = self.last_cursor(id).or_else(|| self.cursor(id))?;
+        Some(Found { id, at })
+    }
+
     pub(crate) fn has_slot(&self, id: Id) -> bool {
         // The origin of a push or a typed character is the slot inserted
         // last: found without hashing.
@@ -1171,19 +1178,9 @@ impl ListObj {
         }
     }
 
-    /// Places `slot` after `origin` (`None`: at the head) by the RGA rule;
-    /// `hint` is where `origin` may be.
-    fn integrate(
-        &mut self,
-        origin: Option<Id>,
-        hint: Option<Cursor>,
-        slot: Stored,
-        peers: &Peers,
-    ) -> Cursor {
-        let mut prev = origin.map(|o| {
-            self.origin_cursor(o, hint)
-                .expect("origin checked by caller")
-        });
+    /// Places `slot` after the slot at `prev` (`None`: at the head) by the
+    /// RGA rule.
+    fn integrate(&mut self, mut prev: Option<Cursor>, slot: Stored, peers: &Peers) -> Cursor {
         let mut next = match prev {
             Some(p) => self.tree.next(p),
             None => self.tree.first(),
@@ -1251,13 +1248,40 @@ impl ListObj {
         values: impl IntoIterator<Item = Value>,
         peers: &Peers,
     ) {
-        let (mut origin, mut hint) = (origin, hint);
+        let at = origin.map(|o| {
+            self.origin_cursor(o, hint)
+                .expect("origin checked by caller")
+        });
+        self.insert_at(at, first, values, peers);
+    }
+
+    /// [`ListObj::insert`] after a slot found by [`ListObj::find_slot`] or
+    /// [`ListObj::slot_found_at`], the list unchanged since: its place
+    /// needs no second look.
+    pub(crate) fn insert_placed(
+        &mut self,
+        origin: Option<Found>,
+        first: Id,
+        values: impl IntoIterator<Item = Value>,
+        peers: &Peers,
+    ) {
+        self.insert_at(origin.map(|f| f.at), first, values, peers);
+    }
+
+    /// Inserts after the slot at `prev`, each value after the one before:
+    /// the cursor an insert returns is where the next one goes.
+    fn insert_at(
+        &mut self,
+        mut prev: Option<Cursor>,
+        first: Id,
+        values: impl IntoIterator<Item = Value>,
+        peers: &Peers,
+    ) {
         for (i, value) in values.into_iter().enumerate() {
             let id = Id::new(first.peer, first.counter + i as u64);
             self.refs += usize::from(is_ref(&value));
             let slot = Stored::home(id, value, false, false, &mut self.big);
-            let at = self.integrate(origin, hint, slot, peers);
-            (origin, hint) = (Some(id), Some(at));
+            prev = Some(self.integrate(prev, slot, peers));
         }
     }
 
@@ -1358,7 +1382,11 @@ impl ListObj {
         let mut extra = self.extra(elem);
         let wins = !deleted && peers.later(slot, extra.pos_stamp);
         let moved = Stored::moved(slot, elem, false, &mut self.big);
-        let new = self.integrate(origin, None, moved, peers);
+        let at = origin.map(|o| {
+            self.origin_cursor(o, None)
+                .expect("origin checked by caller")
+        });
+        let new = self.integrate(at, moved, peers);
         if !wins {
             self.kill(new, LIVE, false);
             return false;

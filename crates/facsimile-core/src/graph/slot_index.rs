@@ -9,6 +9,10 @@
 //! and duplicates need no leaf scan. A list built by appends takes about
 //! 1.5 bytes an id; slots inserted at scattered places about 6 (a hash
 //! entry per id had taken 35 to 50).
+//!
+//! The page inserted into last is held out of the table: appends and
+//! typing fill one page 32 times in a row, and that way hash only when
+//! they move on to the next.
 
 use std::collections::hash_map::Entry;
 
@@ -46,7 +50,11 @@ impl Page {
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SlotIndex {
+    /// The pages but the hot one, whose entry here, if any, is stale.
     pages: IdMap<Page>,
+    /// The page inserted into last, by its key: this copy is the current
+    /// one.
+    hot: Option<(Id, Page)>,
     arena: Vec<[LeafId; PAGE as usize]>,
     free: Vec<u32>,
     len: usize,
@@ -66,11 +74,20 @@ impl SlotIndex {
         self.len
     }
 
+    /// The current page of `key`.
+    #[inline]
+    fn page(&self, key: Id) -> Option<&Page> {
+        match &self.hot {
+            Some((hot, page)) if *hot == key => Some(page),
+            _ => self.pages.get(&key),
+        }
+    }
+
     /// The leaf of `id`, if it is here.
     #[inline]
     pub(crate) fn get(&self, id: Id) -> Option<LeafId> {
         let (key, k) = split(id);
-        let page = self.pages.get(&key)?;
+        let page = self.page(key)?;
         if page.present & (1 << k) == 0 {
             return None;
         }
@@ -83,9 +100,20 @@ impl SlotIndex {
     /// Whether `id` is here.
     pub(crate) fn contains(&self, id: Id) -> bool {
         let (key, k) = split(id);
-        self.pages
-            .get(&key)
-            .is_some_and(|p| p.present & (1 << k) != 0)
+        self.page(key).is_some_and(|p| p.present & (1 << k) != 0)
+    }
+
+    /// Makes `key` the hot page, writing the old one back; `fresh` is the
+    /// page to add when `key` has none. Returns whether it had one.
+    fn heat(&mut self, key: Id, fresh: Page) -> bool {
+        let (page, had) = match self.pages.get(&key) {
+            Some(page) => (*page, true),
+            None => (fresh, false),
+        };
+        if let Some((old, page)) = self.hot.replace((key, page)) {
+            self.pages.insert(old, page);
+        }
+        had
     }
 
     /// Records (or moves) `id` in `leaf`. Returns whether it was here.
@@ -93,18 +121,20 @@ impl SlotIndex {
         debug_assert_eq!(leaf & SPREAD, 0, "leaf ids stay below 2^31");
         let (key, k) = split(id);
         let bit = 1u32 << k;
-        // Looked up before the entry API, which costs more on this path
-        // (every slot inserted comes here).
-        let Some(page) = self.pages.get_mut(&key) else {
-            let page = Page {
+        if !matches!(self.hot, Some((hot, _)) if hot == key) {
+            let fresh = Page {
                 low: leaf,
                 high: leaf,
                 present: bit,
                 split: 0,
             };
-            self.pages.insert(key, page);
-            self.len += 1;
-            return false;
+            if !self.heat(key, fresh) {
+                self.len += 1;
+                return false;
+            }
+        }
+        let Some((_, page)) = &mut self.hot else {
+            unreachable!("heated above")
         };
         let was = page.present & bit != 0;
         if !was {
@@ -163,12 +193,17 @@ impl SlotIndex {
                 present: (u32::MAX >> (PAGE - n)) << k,
                 split: 0,
             };
-            if let Entry::Vacant(v) = self.pages.entry(key) {
-                v.insert(page);
-                self.len += n as usize;
-            } else {
-                for c in counter..counter + n {
-                    was |= self.insert(Id::new(first.peer, c), leaf);
+            // The hot page has no current entry in the table.
+            let hot = matches!(self.hot, Some((h, _)) if h == key);
+            match self.pages.entry(key) {
+                Entry::Vacant(v) if !hot => {
+                    v.insert(page);
+                    self.len += n as usize;
+                }
+                _ => {
+                    for c in counter..counter + n {
+                        was |= self.insert(Id::new(first.peer, c), leaf);
+                    }
                 }
             }
             counter += n;
@@ -179,8 +214,13 @@ impl SlotIndex {
     /// Forgets `id`. Returns whether it was here.
     pub(crate) fn remove(&mut self, id: Id) -> bool {
         let (key, k) = split(id);
-        let Some(page) = self.pages.get_mut(&key) else {
-            return false;
+        let hot = matches!(self.hot, Some((h, _)) if h == key);
+        let page = match &mut self.hot {
+            Some((_, page)) if hot => page,
+            _ => match self.pages.get_mut(&key) {
+                Some(page) => page,
+                None => return false,
+            },
         };
         let bit = 1u32 << k;
         if page.present & bit == 0 {
@@ -193,6 +233,9 @@ impl SlotIndex {
                 self.free.push(page.low & !SPREAD);
             }
             self.pages.remove(&key);
+            if hot {
+                self.hot = None;
+            }
         }
         true
     }
@@ -300,7 +343,8 @@ mod tests {
                 assert_eq!(index.get(probe), model.get(&probe).copied(), "seed {seed}");
                 assert_eq!(index.contains(probe), model.contains_key(&probe));
             }
-            assert!(index.arena.len() - index.free.len() <= index.pages.len());
+            let pages = index.pages.len() + usize::from(index.hot.is_some());
+            assert!(index.arena.len() - index.free.len() <= pages);
         }
     }
 }

@@ -124,10 +124,16 @@ impl FifoLocks {
 
     /// Re-examines every own request (after acknowledgements, releases or
     /// departures).
+    #[inline]
     pub(super) fn try_grant_all(&mut self, members: &Membership, events: &mut Events) {
-        if self.q.mine.is_empty() {
-            return;
+        // Checked inline: this runs on every message, nearly always with
+        // no request of this replica's.
+        if !self.q.mine.is_empty() {
+            self.grant_all(members, events);
         }
+    }
+
+    fn grant_all(&mut self, members: &Membership, events: &mut Events) {
         let objs: Vec<Id> = self.q.mine.keys().copied().collect();
         for obj in objs {
             self.try_grant(obj, members, events);
@@ -173,6 +179,7 @@ impl FifoLocks {
     }
 
     /// Queues the acknowledgements owed for requests received.
+    #[inline]
     pub(super) fn send_acks(
         &mut self,
         me: &PeerId,
@@ -180,9 +187,13 @@ impl FifoLocks {
         out: &mut Outputs,
         peers: &Peers,
     ) {
-        if self.owed.is_empty() {
-            return;
+        // Checked inline, as in `try_grant_all`.
+        if !self.owed.is_empty() {
+            self.send_owed(me, members, out, peers);
         }
+    }
+
+    fn send_owed(&mut self, me: &PeerId, members: &Membership, out: &mut Outputs, peers: &Peers) {
         let owed = std::mem::take(&mut self.owed);
         let listed: Vec<(Tag, Hostname)> = members
             .iter()

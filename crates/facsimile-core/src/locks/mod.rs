@@ -426,6 +426,7 @@ impl Locks {
 
     /// Sends what the protocol owes its peers after input (the FIFO
     /// protocol's acknowledgements), and grants what became grantable.
+    #[inline]
     pub(crate) fn settle(
         &mut self,
         ready: bool,
