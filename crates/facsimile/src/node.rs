@@ -8,8 +8,8 @@
 //! Timers run on the way in, from the node's clock. Handles, locks and
 //! events reach the state only through `Node`'s crate-internal methods.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -116,94 +116,11 @@ impl std::ops::Deref for ReplicaRef<'_> {
 /// to send and the listener calls.
 type Drained = (Option<Sender>, SmallVec<[Transmit; 2]>, Dispatch);
 
-/// [`Inner::turn`]: a caller is pumping.
-const PUMPING: u8 = 1;
-/// Work was queued while the pump ran: the pumper goes round again.
-const PENDING: u8 = 2;
-/// A caller waits on [`Inner::turn_free`] to pump itself.
-const WAITING: u8 = 4;
-
-/// The pump, held by one caller ([`Inner::turn`]), with the state lock
-/// while it needs it. Dropped without being let go (a listener or the
-/// sender panicked), it lets go so that later calls pump again.
-struct Turn<'a> {
-    node: &'a Node,
-    st: Option<MutexGuard<'a, State>>,
-    held: bool,
-}
-
-impl<'a> Turn<'a> {
-    /// The state, locked again if the turn had let go of it.
-    fn state(&mut self) -> &mut State {
-        let node = self.node;
-        self.st.get_or_insert_with(|| node.state())
-    }
-
-    fn unlock(&mut self) {
-        self.st = None;
-    }
-
-    /// Lets go of the pump unless work came in during the round (`more`:
-    /// the round itself queued some); `false` (with the state locked) to
-    /// go round again.
-    fn finish_round(&mut self, more: bool) -> bool {
-        let turn = &self.node.inner.turn;
-        // The common case: nobody came by.
-        if !more
-            && self.st.is_none()
-            && turn
-                .compare_exchange(PUMPING, 0, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.held = false;
-            return true;
-        }
-        self.state();
-        // Stable from here: only the pumper changes it outside the lock.
-        let flags = turn.load(Ordering::Acquire);
-        if more || flags & PENDING != 0 {
-            turn.store(flags & !PENDING, Ordering::Relaxed);
-            return false;
-        }
-        self.let_go();
-        true
-    }
-
-    /// Lets go of the pump, leaving any pending work to the next call.
-    fn let_go(&mut self) {
-        self.state();
-        let flags = self.node.inner.turn.swap(0, Ordering::Release);
-        if flags & WAITING != 0 {
-            self.node.inner.turn_free.notify_all();
-        }
-        self.held = false;
-        self.unlock();
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        if self.held {
-            self.let_go();
-        }
-    }
-}
-
 pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
-    /// Who pumps: [`PUMPING`] while one caller sends transmits and runs
-    /// callbacks, so that both happen in order and outside the state lock,
-    /// with [`PENDING`] and [`WAITING`] for the callers it owes a round or
-    /// a wake-up. Every change but the pumper's letting go happens under
-    /// the state lock; the pumper lets go with one compare-exchange outside
-    /// it, so that an uncontended write takes the state lock once and no
-    /// other (a mutex for the pump, and the state taken again to look for
-    /// more work, were most of the pump's time in a profile of one write
-    /// at a time).
-    turn: AtomicU8,
-    /// Signalled, under the state lock, when the pump is let go while
-    /// somebody waits for it ([`WAITING`]).
-    turn_free: Condvar,
+    /// Held by the one caller that sends transmits and runs callbacks, so
+    /// that both happen in order and outside the state lock.
+    pump: Mutex<()>,
     clock: Clock,
     peer: PeerId,
     /// The replica took new incarnations (evicted, reloaded): object ids
@@ -290,8 +207,7 @@ impl Node {
                     reload_wanted: false,
                     lease_lapsed: false,
                 }),
-                turn: AtomicU8::new(0),
-                turn_free: Condvar::new(),
+                pump: Mutex::new(()),
                 clock,
                 peer,
                 successions: RwLock::new(Vec::new()),
@@ -474,12 +390,12 @@ impl Node {
             mut replica,
             mut succession,
         } = next;
-        let mut turn = self.wait_turn(self.state());
+        let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
         let carried;
         // The goodbye and the lost-lock events of the old incarnation go
         // out before anything of the new one.
         let (sender, transmits, dispatch) = {
-            let st = turn.state();
+            let mut st = self.state();
             // Objects the old incarnation made while its successor caught
             // up keep their ids apart from the successor's.
             replica.extend_succession(&st.replica, &mut succession);
@@ -490,10 +406,8 @@ impl Node {
                 false => CarriedOver::default(),
             };
             st.replica.abandon();
-            self.run_timers(st);
-            self.drain(st)
+            self.drain(&mut st)
         };
-        turn.unlock();
         if let Some(send) = sender {
             for t in transmits {
                 send(Outgoing(t));
@@ -502,17 +416,16 @@ impl Node {
         let mut wake = Dispatch::default();
         let counts;
         {
-            let st = turn.state();
+            let mut st = self.state();
             st.replica = replica;
             st.sync_recording();
             st.reload_wanted = false;
             st.lease_lapsed = false;
             counts = (carried.carried(), carried.lost());
-            self.note_succession(st, succession, carried);
+            self.note_succession(&mut st, succession, carried);
             st.subs.wake_all_locks(&mut wake);
         }
-        // What came in meanwhile is for the pump below.
-        turn.let_go();
+        drop(guard);
         dispatch.run();
         wake.run();
         self.pump();
@@ -961,7 +874,28 @@ impl Node {
     /// lock. Re-entrant calls (a listener writing) and calls from other
     /// threads leave their work to the caller already pumping.
     pub(crate) fn pump(&self) {
-        self.pump_holding(self.state());
+        loop {
+            let Some(guard) = self.try_pump() else {
+                return;
+            };
+            self.pump_locked(guard);
+            // Work queued by another thread while this one held the pump
+            // would otherwise wait for the next call.
+            if !self.has_work() {
+                return;
+            }
+        }
+    }
+
+    /// The pump, unless another caller holds it. A listener that panicked
+    /// inside the pump poisoned it; the pump holds no data, so it is taken
+    /// all the same (else nothing would be sent again).
+    fn try_pump(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.inner.pump.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Hands every message queued so far to the sender before returning,
@@ -969,107 +903,37 @@ impl Node {
     /// listeners (they run inside the pump).
     #[cfg(any(feature = "tcp", feature = "nats"))]
     pub(crate) fn pump_all(&self) {
-        let mut turn = self.wait_turn(self.state());
-        self.run_timers(turn.state());
-        self.run(turn);
+        let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
+        self.pump_locked(guard);
+        self.pump();
     }
 
     /// [`Node::pump`] for a caller that holds the state: it drains under
     /// that lock instead of taking it again.
-    fn pump_holding<'a>(&'a self, mut st: MutexGuard<'a, State>) {
-        self.run_timers(&mut st);
-        // Most messages received queue nothing to send or report.
-        if !has_work(&st) {
+    fn pump_holding(&self, mut st: MutexGuard<'_, State>) {
+        let Some(guard) = self.try_pump() else {
+            // Whoever pumps looks for this work once it lets go.
             return;
-        }
-        if let Some(turn) = self.take_turn(st) {
-            self.run(turn);
-        }
-    }
-
-    /// Takes the pump if nobody pumps; otherwise tells the pumper that the
-    /// caller queued work, which it takes in its next round.
-    fn take_turn<'a>(&'a self, st: MutexGuard<'a, State>) -> Option<Turn<'a>> {
-        let turn = &self.inner.turn;
-        let mut flags = turn.load(Ordering::Acquire);
-        loop {
-            if flags == 0 {
-                // Only holders of the state lock move it from zero.
-                turn.store(PUMPING, Ordering::Relaxed);
-                return Some(Turn {
-                    node: self,
-                    st: Some(st),
-                    held: true,
-                });
-            }
-            if flags & PENDING != 0 {
-                return None;
-            }
-            // The pumper may let go meanwhile: then this caller pumps.
-            match turn.compare_exchange_weak(
-                flags,
-                flags | PENDING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return None,
-                Err(now) => flags = now,
-            }
+        };
+        let drained = self.drain(&mut st);
+        drop(st);
+        self.deliver(guard, drained);
+        if self.has_work() {
+            self.pump();
         }
     }
 
-    /// Takes the pump, waiting for the caller pumping now to let go.
-    fn wait_turn<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Turn<'a> {
-        let turn = &self.inner.turn;
-        loop {
-            let flags = turn.load(Ordering::Acquire);
-            if flags == 0 {
-                turn.store(PUMPING, Ordering::Relaxed);
-                return Turn {
-                    node: self,
-                    st: Some(st),
-                    held: true,
-                };
-            }
-            // Under the state lock, which the pumper takes to wake waiters.
-            let waiting = flags & WAITING != 0
-                || turn
-                    .compare_exchange(flags, flags | WAITING, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok();
-            if waiting {
-                st = self
-                    .inner
-                    .turn_free
-                    .wait(st)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-        }
-    }
-
-    /// Pumps until no more work comes in, then lets go: each round takes
-    /// what was queued under the state lock, then sends and runs the
-    /// listener calls outside it. Whatever the round, the sender or the
-    /// listeners queue meanwhile goes in the next, after the timers that
-    /// came due. The caller ran them before the first.
-    fn run(&self, mut turn: Turn<'_>) {
-        loop {
-            let st = turn.state();
-            let drained = self.drain(st);
-            // Handling an event may queue (a sync request, an incarnation's
-            // hello).
-            let more = has_work(st);
-            turn.unlock();
-            self.deliver(drained);
-            if turn.finish_round(more) {
-                return;
-            }
-            self.run_timers(turn.state());
-        }
+    /// One round of the pump: timers, then what was queued. Whatever the
+    /// sender or the listeners queue meanwhile is left to the caller's next
+    /// round ([`Node::has_work`]).
+    fn pump_locked(&self, guard: MutexGuard<'_, ()>) {
+        let drained = self.drain(&mut self.state());
+        self.deliver(guard, drained);
     }
 
     /// Sends what [`Node::drain`] took and runs the listener calls, outside
-    /// the state lock.
-    fn deliver(&self, drained: Drained) {
+    /// the state lock, then lets go of the pump.
+    fn deliver(&self, guard: MutexGuard<'_, ()>, drained: Drained) {
         let (sender, transmits, dispatch) = drained;
         if let Some(send) = sender {
             for t in transmits {
@@ -1077,6 +941,7 @@ impl Node {
             }
         }
         dispatch.run();
+        drop(guard);
     }
 
     /// How long until the replica's next timer is due by the node's clock
@@ -1113,12 +978,16 @@ impl Node {
         st.subs.wake_all_locks(dispatch);
     }
 
-    /// Runs the replica's timers that are due by the node's clock: every
-    /// call into the node does, on the way in. Inside a batch they wait
-    /// for its commit, up to one heartbeat interval late: a timer closes
-    /// the open group (what it sends follows the writes), which would send
-    /// the batch in pieces, but a batch that runs on must not cost the
-    /// node its membership or its lease.
+    fn has_work(&self) -> bool {
+        let st = self.state();
+        (st.sender.is_some() && st.replica.has_transmits()) || st.replica.has_events()
+    }
+
+    /// Runs the replica's timers that are due by the node's clock. Inside
+    /// a batch they wait for its commit, up to one heartbeat interval
+    /// late: a timer closes the open group (what it sends follows the
+    /// writes), which would send the batch in pieces, but a batch that
+    /// runs on must not cost the node its membership or its lease.
     fn run_timers(&self, st: &mut State) {
         let now = self.inner.clock.now();
         let Some(at) = st.replica.poll_timeout() else {
@@ -1133,8 +1002,10 @@ impl Node {
         }
     }
 
-    /// Takes what is queued: messages to send and listener calls.
+    /// Runs due timers and takes what is queued: messages to send and
+    /// listener calls.
     fn drain(&self, st: &mut State) -> Drained {
+        self.run_timers(st);
         // Usually one message: kept inline.
         let mut transmits = SmallVec::new();
         if st.sender.is_some() {
@@ -1181,11 +1052,6 @@ impl Node {
         };
         (sender, transmits, dispatch)
     }
-}
-
-/// Whether a pump round would find something to do.
-fn has_work(st: &State) -> bool {
-    (st.sender.is_some() && st.replica.has_transmits()) || st.replica.has_events()
 }
 
 #[cfg(test)]
@@ -1239,7 +1105,7 @@ mod tests {
             b.receive(msg).unwrap();
         }
         assert!(array.len() >= THREADS * WRITES);
-        assert!(!has_work(&a.state()));
+        assert!(!a.has_work());
         assert_eq!(b.snapshot(), a.snapshot());
     }
 
@@ -1255,7 +1121,7 @@ mod tests {
         let before = sent.lock().unwrap().len();
         array.push(1).unwrap();
         assert_eq!(sent.lock().unwrap().len(), before + 2);
-        assert!(!has_work(&a.state()));
+        assert!(!a.has_work());
     }
 
     #[test]
