@@ -23,7 +23,7 @@ use crate::outputs::{Outputs, Touch};
 use crate::parked::Parked;
 use crate::streams::Streams;
 use crate::value::{Id, Input, ObjectId, ObjectKind, PeerIdx, Prop, Value};
-use crate::wire::{WireOp, WireOrigin, WireValue};
+use crate::wire::{WireId, WireOp, WireOrigin, WireValue};
 
 #[derive(Debug, Default)]
 pub(crate) struct Doc {
@@ -630,17 +630,7 @@ impl Doc {
         let (v, w) = self.materialize(item, out, peers);
         self.created_under(Some(obj.0));
         let first = out.outbox.tick();
-        let op = match wire_origin(origin, first, out, peers) {
-            WireOrigin::Back(1) => WireOp::Append {
-                obj: wobj,
-                value: w,
-            },
-            origin => WireOp::ListInsert {
-                obj: wobj,
-                origin,
-                values: vec![w],
-            },
-        };
+        let op = one_insert(wobj, w, wire_origin(origin, first, out, peers));
         out.outbox.push(op);
         self.list_mut(obj.0)
             .insert_placed(found, first, std::iter::once(v), peers);
@@ -678,17 +668,7 @@ impl Doc {
         let wobj = out.outbox.wire_id(obj.0, peers);
         let w = out.outbox.wire_value(&v, peers);
         let first = out.outbox.tick();
-        let op = match wire_origin(origin, first, out, peers) {
-            WireOrigin::Back(1) => WireOp::Append {
-                obj: wobj,
-                value: w,
-            },
-            origin => WireOp::ListInsert {
-                obj: wobj,
-                origin,
-                values: vec![w],
-            },
-        };
+        let op = one_insert(wobj, w, wire_origin(origin, first, out, peers));
         out.outbox.push(op);
         list.insert_placed(found, first, std::iter::once(v), peers);
         out.events.touch(obj.0, || Touch::Mass);
@@ -1273,6 +1253,19 @@ fn longest_increasing(order: &[usize]) -> Vec<bool> {
         cur = prev[cur];
     }
     keep
+}
+
+/// The operation that inserts one element, `w`, after `origin`: an
+/// append when it follows the element inserted just before it.
+fn one_insert(obj: WireId, w: WireValue, origin: WireOrigin) -> WireOp {
+    match origin {
+        WireOrigin::Back(1) => WireOp::Append { obj, value: w },
+        origin => WireOp::ListInsert {
+            obj,
+            origin,
+            values: vec![w],
+        },
+    }
 }
 
 /// How an insert whose first element is `first` names the slot it follows:
