@@ -616,13 +616,9 @@ impl Doc {
             return self.list_insert_plain(obj, start, item, owner, out, peers);
         }
         let list = self.list(obj)?;
-        let len = list.len();
-        let start = start.unwrap_or(len);
-        owner()?;
-        insert_position(obj, start, len)?;
         // Creating the item's objects does not change the list: its origin
         // is read now, while the list is at hand.
-        let found = (start > 0).then(|| list.slot_found_at(start - 1));
+        let found = one_place(list, obj, start, owner)?;
         let origin = found.as_ref().map(Found::id);
         self.check_input(&item)?;
         out.begin();
@@ -658,11 +654,7 @@ impl Doc {
             Some(ObjData::List(l)) => l,
             _ => return Err(self.not_a_list(obj)),
         };
-        let len = list.len();
-        let start = start.unwrap_or(len);
-        owner()?;
-        insert_position(obj, start, len)?;
-        let found = (start > 0).then(|| list.slot_found_at(start - 1));
+        let found = one_place(list, obj, start, owner)?;
         let origin = found.as_ref().map(Found::id);
         out.begin();
         let wobj = out.outbox.wire_id(obj.0, peers);
@@ -1253,6 +1245,21 @@ fn longest_increasing(order: &[usize]) -> Vec<bool> {
         cur = prev[cur];
     }
     keep
+}
+
+/// Where one element inserted at `start` (`None`: at the end) of `list`
+/// goes, after `owner` allowed the write: the slot before it, if any.
+fn one_place(
+    list: &ListObj,
+    obj: ObjectId,
+    start: Option<usize>,
+    owner: impl FnOnce() -> Result<(), Error>,
+) -> Result<Option<Found>, Error> {
+    let len = list.len();
+    let start = start.unwrap_or(len);
+    owner()?;
+    insert_position(obj, start, len)?;
+    Ok((start > 0).then(|| list.slot_found_at(start - 1)))
 }
 
 /// The operation that inserts one element, `w`, after `origin`: an
