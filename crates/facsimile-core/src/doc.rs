@@ -359,6 +359,14 @@ impl Doc {
         out: &mut Outputs,
         peers: &Peers,
     ) -> Result<bool, Error> {
+        // A scalar (most writes) needs no check and creates nothing: the
+        // key is looked up once, for its current value and the write.
+        let input = match input {
+            Input::Value(v) if !matches!(v, Value::Ref(_)) && !self.gc.fresh => {
+                return self.map_set_scalar(obj, key, v, owner, out, peers);
+            }
+            input => input,
+        };
         let current = self.map(obj)?.get(key);
         owner()?;
         if let (Input::Value(v), Some(cur)) = (&input, current) {
@@ -369,6 +377,50 @@ impl Doc {
         self.check_input(&input)?;
         out.begin();
         self.write_key(obj, key, input, out, peers);
+        out.end();
+        Ok(true)
+    }
+
+    /// [`Doc::map_set`] of a value that references no object.
+    fn map_set_scalar(
+        &mut self,
+        obj: ObjectId,
+        key: &str,
+        v: Value,
+        owner: impl FnOnce() -> Result<(), Error>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<bool, Error> {
+        let m = match self.graph.get_mut(obj.0).map(|o| &mut o.data) {
+            Some(ObjData::Map(m)) => m,
+            _ => return Err(self.map(obj).err().expect("not a map")),
+        };
+        owner()?;
+        // An absent key is added now, as a placeholder any write beats:
+        // nothing below fails, and the write fills it.
+        let slot = m.slot(key, || SmolStr::from(key));
+        if slot.value().is_some_and(|cur| v.same(cur)) {
+            return Ok(false);
+        }
+        out.begin();
+        let wire = out.outbox.wire_value(&v, peers);
+        let stamp = out.outbox.tick();
+        let wobj = out.outbox.wire_id(obj.0, peers);
+        let key = slot.key().clone();
+        let change = slot.write(Some(v), stamp, peers);
+        record_map_change(
+            &mut self.gc,
+            &mut out.events,
+            obj.0,
+            &key,
+            change,
+            &Origin::Local,
+        );
+        out.outbox.push(WireOp::MapSet {
+            obj: wobj,
+            key,
+            value: wire,
+        });
         out.end();
         Ok(true)
     }
@@ -433,7 +485,7 @@ impl Doc {
             key: key.clone(),
             value: wire,
         });
-        self.apply_map_write(obj.0, key, Some(value), stamp, Origin::Local, out, peers);
+        self.apply_map_write(obj.0, key, Some(value), stamp, &Origin::Local, out, peers);
     }
 
     /// Deletes a map key, after `owner` allowed writing to it.
@@ -457,7 +509,7 @@ impl Doc {
             obj: wobj,
             key: key.clone(),
         });
-        self.apply_map_write(obj.0, key, None, stamp, Origin::Local, out, peers);
+        self.apply_map_write(obj.0, key, None, stamp, &Origin::Local, out, peers);
         out.end();
         Ok(Some(old))
     }
@@ -470,7 +522,7 @@ impl Doc {
         key: SmolStr,
         value: Option<Value>,
         stamp: Id,
-        origin: Origin,
+        origin: &Origin,
         out: &mut Outputs,
         peers: &Peers,
     ) {
@@ -483,18 +535,8 @@ impl Doc {
         };
         // A delete leaves a tombstone.
         self.gc.garbage |= value.is_none();
-        if let Some(change) = m.apply(&key, value, stamp, peers) {
-            if let Some(old) = &change.old {
-                self.gc.note_detach(old);
-            }
-            out.events.change(|| Change {
-                object: ObjectId(obj),
-                prop: Some(Prop::Key(key)),
-                old: change.old,
-                new: change.new,
-                origin,
-            });
-        }
+        let change = m.apply(&key, value, stamp, peers);
+        record_map_change(&mut self.gc, &mut out.events, obj, &key, change, origin);
     }
 
     /// Removes `delete` elements from `start` and inserts `items` there,
@@ -798,6 +840,35 @@ impl Doc {
         if let Op::ListDelete { obj, start, len } = op {
             return self.apply_delete_run(sender, obj, start, len, origin, cx, out);
         }
+        // A map write of a value that names no object (the most common
+        // remote map operation) to a map that is here looks it up once,
+        // where checking then executing looked it up twice.
+        let op = match op {
+            Op::MapWrite {
+                obj,
+                key,
+                value,
+                stamp,
+            } if !matches!(value, Some(Value::Ref(_))) => {
+                match self.graph.get_mut(obj).map(|o| &mut o.data) {
+                    Some(ObjData::Map(m)) => {
+                        // As `execute` does; the value needs no reclamation
+                        // note.
+                        self.gc.garbage |= value.is_none();
+                        let change = m.apply(&key, value, stamp, cx.peers);
+                        record_map_change(&mut self.gc, &mut out.events, obj, &key, change, origin);
+                        return;
+                    }
+                    _ => Op::MapWrite {
+                        obj,
+                        key,
+                        value,
+                        stamp,
+                    },
+                }
+            }
+            op => op,
+        };
         // An insert of values that name no object (a push, typing: the most
         // common remote operation) whose origin is here looks its list up
         // once, where checking then executing looked it up twice.
@@ -1055,7 +1126,7 @@ impl Doc {
                 if let Some(v) = &value {
                     self.gc.note_ref(v);
                 }
-                self.apply_map_write(obj, key, value, stamp, origin.clone(), out, peers);
+                self.apply_map_write(obj, key, value, stamp, origin, out, peers);
             }
             Op::ListInsert {
                 obj,
@@ -1293,6 +1364,31 @@ fn insert_position(object: ObjectId, index: usize, len: usize) -> Result<(), Err
         true => Ok(()),
         false => Err(Error::IndexOutOfBounds { object, index, len }),
     }
+}
+
+/// Reports what a map write changed (if anything) and notes a detached
+/// object for reclamation.
+fn record_map_change(
+    gc: &mut Gc,
+    events: &mut crate::outputs::Events,
+    obj: Id,
+    key: &SmolStr,
+    change: Option<crate::graph::map::KeyChange>,
+    origin: &Origin,
+) {
+    let Some(change) = change else {
+        return;
+    };
+    if let Some(old) = &change.old {
+        gc.note_detach(old);
+    }
+    events.change(|| Change {
+        object: ObjectId(obj),
+        prop: Some(Prop::Key(key.clone())),
+        old: change.old,
+        new: change.new,
+        origin: origin.clone(),
+    });
 }
 
 #[cfg(test)]

@@ -117,12 +117,13 @@ impl<V> KeyIndex<V> {
         self.find(hash(key), key).ok().map(|i| &self.entries[i].1)
     }
 
-    /// The position of `key`, added with the value `make` gives when
-    /// absent; `true` when it was added. One probe either way.
+    /// The position of `key`, added as the entry `make` gives (its key
+    /// equal to `key`) when absent; `true` when it was added. One probe
+    /// either way.
     pub(crate) fn get_or_insert_with(
         &mut self,
-        key: &SmolStr,
-        make: impl FnOnce() -> V,
+        key: &str,
+        make: impl FnOnce() -> (SmolStr, V),
     ) -> (usize, bool) {
         let h = hash(key);
         let found = if self.slots.is_empty() {
@@ -140,7 +141,9 @@ impl<V> KeyIndex<V> {
                 let i = self.entries.len();
                 assert!(i < u32::MAX as usize, "a map holds fewer than 2^32 keys");
                 self.slots[at] = u64::from(h) << 32 | (i as u64 + 1);
-                self.entries.push((key.clone(), make()));
+                let entry = make();
+                debug_assert_eq!(entry.0, key);
+                self.entries.push(entry);
                 (i, true)
             }
         }
@@ -148,10 +151,12 @@ impl<V> KeyIndex<V> {
 
     /// Sets `key` to `value`, in place when present, else last.
     pub(crate) fn insert(&mut self, key: SmolStr, value: V) {
-        let mut value = Some(value);
-        let (i, added) = self.get_or_insert_with(&key, || value.take().expect("made once"));
-        if !added {
-            self.entries[i].1 = value.take().expect("not used");
+        let k = key.clone();
+        let mut entry = Some((key, value));
+        let (i, _) = self.get_or_insert_with(&k, || entry.take().expect("made once"));
+        // Still here: the key was present.
+        if let Some((_, value)) = entry {
+            self.entries[i].1 = value;
         }
     }
 
@@ -309,7 +314,7 @@ mod tests {
                                 order.push(key);
                             }
                         } else {
-                            let (i, added) = index.get_or_insert_with(&key, || step);
+                            let (i, added) = index.get_or_insert_with(&key, || (key.clone(), step));
                             assert_eq!(added, !model.contains_key(&key), "seed {seed}");
                             assert_eq!(index.get_index(i).unwrap().0, &key);
                             if added {

@@ -61,6 +61,53 @@ pub(crate) struct KeyChange {
     pub(crate) new: Option<Value>,
 }
 
+/// A key's entry, found or added for a write ([`MapObj::slot`]).
+pub(crate) struct Slot<'a> {
+    key: &'a SmolStr,
+    entry: &'a mut MapEntry,
+    added: bool,
+    live: &'a mut usize,
+}
+
+impl Slot<'_> {
+    /// The key as the map stores it.
+    pub(crate) fn key(&self) -> &SmolStr {
+        self.key
+    }
+
+    /// The value readers see now (`None` for a key just added).
+    pub(crate) fn value(&self) -> Option<&Value> {
+        self.entry.value.as_ref()
+    }
+
+    /// Writes `value` (`None` deletes) stamped `stamp`, unless the entry's
+    /// stamp is later. Returns the visible change when the write wins and
+    /// changes what readers see.
+    pub(crate) fn write(self, value: Option<Value>, stamp: Id, peers: &Peers) -> Option<KeyChange> {
+        let e = self.entry;
+        // A new key's placeholder is an unstamped tombstone: any write wins.
+        if !self.added && !peers.later(stamp, e.stamp) {
+            return None;
+        }
+        e.stamp = stamp;
+        let same = match (&e.value, &value) {
+            (Some(a), Some(b)) => a.same(b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return None;
+        }
+        let old = std::mem::replace(&mut e.value, value.clone());
+        match (&old, &value) {
+            (None, Some(_)) => *self.live += 1,
+            (Some(_), None) => *self.live -= 1,
+            _ => {}
+        }
+        Some(KeyChange { old, new: value })
+    }
+}
+
 /// Entries in storage order.
 pub(crate) enum Iter<'a> {
     Small(std::slice::Iter<'a, (SmolStr, MapEntry)>),
@@ -108,18 +155,23 @@ impl Entries {
     }
 
     /// The entry of `key`, added as an empty tombstone when absent; `true`
-    /// when it was added. One lookup either way.
-    fn slot(&mut self, key: &SmolStr) -> (&mut MapEntry, bool) {
+    /// when it was added. One lookup either way; `owned` makes the stored
+    /// key, only when it is added.
+    fn slot(
+        &mut self,
+        key: &str,
+        owned: impl FnOnce() -> SmolStr,
+    ) -> (&SmolStr, &mut MapEntry, bool) {
         let fresh = MapEntry {
             value: None,
             stamp: Id::ZERO,
         };
         if let Entries::One((k, _)) = self {
             if k == key {
-                let Entries::One((_, e)) = self else {
+                let Entries::One((k, e)) = self else {
                     unreachable!("matched as one")
                 };
-                return (e, false);
+                return (k, e, false);
             }
             // A second key: both go to a vector, below.
             let Entries::One(pair) = std::mem::take(self) else {
@@ -130,20 +182,23 @@ impl Entries {
             *self = Entries::Small(v);
         }
         if matches!(self, Entries::Small(v) if v.capacity() == 0) {
-            *self = Entries::One((key.clone(), fresh));
-            let Entries::One((_, e)) = self else {
+            *self = Entries::One((owned(), fresh));
+            let Entries::One((k, e)) = self else {
                 unreachable!("made one")
             };
-            return (e, true);
+            return (k, e, true);
         }
         // Where the key is or goes in a small map, and whether that is full.
         let small = match self {
             Entries::One(_) => unreachable!("made a vector above"),
             // Keys mostly arrive in order (snapshots, generated names).
             Entries::Small(v) => Some(match v.last() {
-                Some((last, _)) if last < key => (Err(v.len()), v.len() >= SMALL),
+                Some((last, _)) if last.as_str() < key => (Err(v.len()), v.len() >= SMALL),
                 None => (Err(0), false),
-                Some(_) => (v.binary_search_by(|(k, _)| k.cmp(key)), v.len() >= SMALL),
+                Some(_) => (
+                    v.binary_search_by(|(k, _)| k.as_str().cmp(key)),
+                    v.len() >= SMALL,
+                ),
             }),
             Entries::Large(_) => None,
         };
@@ -165,13 +220,15 @@ impl Entries {
                 let Entries::Small(v) = self else {
                     unreachable!("matched as small")
                 };
-                return match found {
-                    Ok(i) => (&mut v[i].1, false),
+                let (at, added) = match found {
+                    Ok(i) => (i, false),
                     Err(at) => {
-                        v.insert(at, (key.clone(), fresh));
-                        (&mut v[at].1, true)
+                        v.insert(at, (owned(), fresh));
+                        (at, true)
                     }
                 };
+                let (k, e) = &mut v[at];
+                return (k, e, added);
             }
             None => {}
         }
@@ -179,11 +236,12 @@ impl Entries {
             unreachable!("small maps returned above")
         };
         let Large { map, unsorted } = &mut **l;
-        let (i, added) = map.get_or_insert_with(key, || fresh);
-        if added && i > 0 && map.get_index(i - 1).is_some_and(|(k, _)| k > key) {
+        let (i, added) = map.get_or_insert_with(key, || (owned(), fresh));
+        if added && i > 0 && map.get_index(i - 1).is_some_and(|(k, _)| k.as_str() > key) {
             *unsorted = true;
         }
-        (map.get_index_mut(i).expect("present").1, added)
+        let (k, e) = map.get_index_mut(i).expect("present");
+        (k, e, added)
     }
 
     fn iter(&self) -> Iter<'_> {
@@ -305,33 +363,27 @@ impl MapObj {
         stamp: Id,
         peers: &Peers,
     ) -> Option<KeyChange> {
-        let (e, added) = self.entries.slot(key);
-        // A new key's placeholder is an unstamped tombstone: any write wins.
-        if !added && !peers.later(stamp, e.stamp) {
-            return None;
+        self.slot(key, || key.clone()).write(value, stamp, peers)
+    }
+
+    /// The entry of `key` for a write, added (as an unstamped tombstone,
+    /// which any write beats) when absent: a write that first looks at the
+    /// current value looks the key up once. `owned` makes the stored key,
+    /// only when it is added.
+    pub(crate) fn slot(&mut self, key: &str, owned: impl FnOnce() -> SmolStr) -> Slot<'_> {
+        let (key, entry, added) = self.entries.slot(key, owned);
+        Slot {
+            key,
+            entry,
+            added,
+            live: &mut self.live,
         }
-        e.stamp = stamp;
-        let same = match (&e.value, &value) {
-            (Some(a), Some(b)) => a.same(b),
-            (None, None) => true,
-            _ => false,
-        };
-        if same {
-            return None;
-        }
-        let old = std::mem::replace(&mut e.value, value.clone());
-        match (&old, &value) {
-            (None, Some(_)) => self.live += 1,
-            (Some(_), None) => self.live -= 1,
-            _ => {}
-        }
-        Some(KeyChange { old, new: value })
     }
 
     /// Restores an entry exactly as transferred in a snapshot. Returns
     /// `false` (and changes nothing) when the key is already present.
     pub(crate) fn restore(&mut self, key: SmolStr, entry: MapEntry) -> bool {
-        let (e, added) = self.entries.slot(&key);
+        let (_, e, added) = self.entries.slot(&key, || key.clone());
         if added {
             self.live += usize::from(entry.value.is_some());
             *e = entry;
