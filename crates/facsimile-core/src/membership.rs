@@ -24,6 +24,9 @@ pub(crate) struct Membership {
     /// Members heard from since the last time check (messages carry no
     /// time; the next check stamps them).
     heard: FxHashSet<PeerIdx>,
+    /// The peer last added to `heard`: a stream of messages from one peer
+    /// adds it once.
+    heard_last: Option<PeerIdx>,
     /// When this replica evicted each peer (the stamp of its eviction).
     evicted_at: FxHashMap<PeerIdx, Id>,
     /// The peers evicted this replica; it may not lock until it rejoins.
@@ -105,12 +108,16 @@ impl Membership {
     /// Notes that `p` was heard from.
     #[inline]
     pub(crate) fn heard(&mut self, p: PeerIdx) {
-        self.heard.insert(p);
+        if self.heard_last != Some(p) {
+            self.heard.insert(p);
+            self.heard_last = Some(p);
+        }
     }
 
     /// Stamps what was heard since the last check with `now`, and returns
     /// the members silent for longer than `timeout`.
     pub(crate) fn silent(&mut self, now: Duration, timeout: Duration) -> Vec<PeerIdx> {
+        self.heard_last = None;
         for p in self.heard.drain() {
             self.last_heard.insert(p, now);
         }
@@ -137,6 +144,7 @@ impl Membership {
     /// Stamps what was heard since the last check with `now` (while a
     /// check would be premature).
     pub(crate) fn stamp_heard(&mut self, now: Duration) {
+        self.heard_last = None;
         for p in self.heard.drain() {
             self.last_heard.insert(p, now);
         }
