@@ -55,6 +55,22 @@ pub(crate) fn encode_into(frame: &Frame, format: WireFormat, out: &mut Vec<u8>) 
     }
 }
 
+/// Encodes into `out` (cleared first) the operations message `seq` of
+/// `from` holding `tick` and the one operation `op`, as [`encode_into`]
+/// encodes that frame, when the fast path takes it (a map set or an
+/// append of a scalar, in binary). Returns false, with `out` untouched,
+/// otherwise.
+pub(crate) fn encode_one_into(
+    from: crate::wire::Tag,
+    seq: u64,
+    tick: u64,
+    op: &crate::wire::WireOp,
+    format: WireFormat,
+    out: &mut Vec<u8>,
+) -> bool {
+    format == WireFormat::Binary && fast::encode_op(from, seq, tick, op, out)
+}
+
 /// Encodes into `out` (cleared first) the binary operations message
 /// `seq` of `from` holding `tick` and the operations `ops` wrote: the bytes
 /// [`encode_into`] gives for the same frame with its operations listed.

@@ -414,6 +414,23 @@ impl Outbox {
             self.queue_scratch();
             return true;
         }
+        if let [op] = &self.ops[..] {
+            // One operation of the fast shape (most writes) is encoded from
+            // where it is, without a frame around it.
+            if codec::encode_one_into(
+                self.tag,
+                self.seq + 1,
+                tick,
+                op,
+                self.format,
+                &mut self.scratch,
+            ) {
+                self.seq += 1;
+                self.ops.clear();
+                self.queue_scratch();
+                return true;
+            }
+        }
         // The operations stay in the buffer's allocation (inline when one),
         // which comes back for the next message.
         let ops = match self.ops.len() {

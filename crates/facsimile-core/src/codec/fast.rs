@@ -24,15 +24,23 @@ use crate::wire::{Frame, Message, Sequenced, Tag, WireId, WireOp, WireValue};
 /// Writes `frame` into `out` (emptied first) when it has the fast shape.
 /// Returns false, with `out` untouched, otherwise.
 pub(super) fn encode(frame: &Frame, out: &mut Vec<u8>) -> bool {
-    let (body, seq, tick, op) = match &frame.msg {
+    match &frame.msg {
         Message::Sequenced {
             seq,
             body: Sequenced::Ops { tick, ops },
-        } if ops.len() == 1 => match tick {
-            1 => (BODY_NEXT, *seq, None, &ops[0]),
-            _ => (BODY_OP, *seq, Some(*tick), &ops[0]),
-        },
-        _ => return false,
+        } if ops.len() == 1 => encode_op(frame.from, *seq, *tick, &ops[0], out),
+        _ => false,
+    }
+}
+
+/// Writes the operations message `seq` of `from` holding `tick` and the
+/// one operation `op` into `out` (emptied first) when it has the fast
+/// shape: the bytes [`encode`] writes for that frame. Returns false, with
+/// `out` untouched, otherwise.
+pub(super) fn encode_op(from: Tag, seq: u64, tick: u64, op: &WireOp, out: &mut Vec<u8>) -> bool {
+    let (body, tick) = match tick {
+        1 => (BODY_NEXT, None),
+        _ => (BODY_OP, Some(tick)),
     };
     let (kind, obj, key, value) = match op {
         WireOp::MapSet { obj, key, value } => (OP_MAP_SET, obj, Some(key), value),
@@ -49,7 +57,7 @@ pub(super) fn encode(frame: &Frame, out: &mut Vec<u8>) -> bool {
     };
     out.clear();
     out.push(VERSION);
-    out.extend_from_slice(&frame.from.0.to_le_bytes());
+    out.extend_from_slice(&from.0.to_le_bytes());
     varint(out, body.into());
     varint(out, seq);
     if let Some(tick) = tick {
