@@ -237,7 +237,12 @@ impl Entries {
         };
         let Large { map, unsorted } = &mut **l;
         let (i, added) = map.get_or_insert_with(key, || (owned(), fresh));
-        if added && i > 0 && map.get_index(i - 1).is_some_and(|(k, _)| k.as_str() > key) {
+        // Once out of order, the keys stay so until sorted: no comparison.
+        if added
+            && !*unsorted
+            && i > 0
+            && map.get_index(i - 1).is_some_and(|(k, _)| k.as_str() > key)
+        {
             *unsorted = true;
         }
         let (k, e) = map.get_index_mut(i).expect("present");
