@@ -361,12 +361,12 @@ impl Doc {
     ) -> Result<bool, Error> {
         // A scalar (most writes) needs no check and creates nothing: the
         // key is looked up once, for its current value and the write.
-        let input = match input {
-            Input::Value(v) if !matches!(v, Value::Ref(_)) && !self.gc.fresh => {
-                return self.map_set_scalar(obj, key, v, owner, out, peers);
-            }
-            input => input,
-        };
+        if matches!(&input, Input::Value(v) if !matches!(v, Value::Ref(_))) && !self.gc.fresh {
+            let Input::Value(v) = input else {
+                unreachable!("matched a value")
+            };
+            return self.map_set_scalar(obj, key, v, owner, out, peers);
+        }
         let current = self.map(obj)?.get(key);
         owner()?;
         if let (Input::Value(v), Some(cur)) = (&input, current) {
