@@ -393,7 +393,7 @@ impl Doc {
     ) -> Result<bool, Error> {
         let m = match self.graph.get_mut(obj.0).map(|o| &mut o.data) {
             Some(ObjData::Map(m)) => m,
-            _ => return Err(self.map(obj).err().expect("not a map")),
+            _ => return Err(self.map(obj).expect_err("not a map")),
         };
         owner()?;
         // An absent key is added now, as a placeholder any write beats:
