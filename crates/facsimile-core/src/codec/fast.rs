@@ -215,24 +215,27 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// [`Reader::varint`] past its first byte. Nothing is consumed when it
+    /// fails (every caller gives up then).
     fn long_varint(&mut self, max: u32) -> Option<u64> {
         let mut v = 0u64;
-        let mut shift = 0u32;
-        loop {
-            let b = self.byte()?;
+        for (i, &b) in self.0.iter().enumerate() {
+            let shift = 7 * i as u32;
             let bits = u64::from(b & 0x7F);
-            if shift > 0 && b == 0 {
-                return None;
-            }
             if shift >= max || (max - shift < 7 && bits >> (max - shift) != 0) {
                 return None;
             }
             v |= bits << shift;
             if b < 0x80 {
+                // A last byte of zero after the first is not canonical.
+                if i > 0 && b == 0 {
+                    return None;
+                }
+                self.0 = &self.0[i + 1..];
                 return Some(v);
             }
-            shift += 7;
         }
+        None
     }
 
     #[inline]
