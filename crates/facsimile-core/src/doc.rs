@@ -1373,7 +1373,7 @@ fn record_map_change(
     events: &mut crate::outputs::Events,
     obj: Id,
     key: &SmolStr,
-    change: Option<crate::graph::map::KeyChange>,
+    change: Option<crate::graph::map::KeyChange<'_>>,
     origin: &Origin,
 ) {
     let Some(change) = change else {
@@ -1386,7 +1386,7 @@ fn record_map_change(
         object: ObjectId(obj),
         prop: Some(Prop::Key(key.clone())),
         old: change.old,
-        new: change.new,
+        new: change.new.cloned(),
         origin: origin.clone(),
     });
 }

@@ -56,9 +56,10 @@ pub(crate) struct MapObj {
 }
 
 /// The visible effect of a write on one key.
-pub(crate) struct KeyChange {
+pub(crate) struct KeyChange<'a> {
     pub(crate) old: Option<Value>,
-    pub(crate) new: Option<Value>,
+    /// What readers see now, borrowed: only a recorded change copies it.
+    pub(crate) new: Option<&'a Value>,
 }
 
 /// A key's entry, found or added for a write ([`MapObj::slot`]).
@@ -69,7 +70,7 @@ pub(crate) struct Slot<'a> {
     live: &'a mut usize,
 }
 
-impl Slot<'_> {
+impl<'a> Slot<'a> {
     /// The key as the map stores it.
     pub(crate) fn key(&self) -> &SmolStr {
         self.key
@@ -83,7 +84,12 @@ impl Slot<'_> {
     /// Writes `value` (`None` deletes) stamped `stamp`, unless the entry's
     /// stamp is later. Returns the visible change when the write wins and
     /// changes what readers see.
-    pub(crate) fn write(self, value: Option<Value>, stamp: Id, peers: &Peers) -> Option<KeyChange> {
+    pub(crate) fn write(
+        self,
+        value: Option<Value>,
+        stamp: Id,
+        peers: &Peers,
+    ) -> Option<KeyChange<'a>> {
         let e = self.entry;
         // A new key's placeholder is an unstamped tombstone: any write wins.
         if !self.added && !peers.later(stamp, e.stamp) {
@@ -98,13 +104,16 @@ impl Slot<'_> {
         if same {
             return None;
         }
-        let old = std::mem::replace(&mut e.value, value.clone());
-        match (&old, &value) {
+        let old = std::mem::replace(&mut e.value, value);
+        match (&old, &e.value) {
             (None, Some(_)) => *self.live += 1,
             (Some(_), None) => *self.live -= 1,
             _ => {}
         }
-        Some(KeyChange { old, new: value })
+        Some(KeyChange {
+            old,
+            new: e.value.as_ref(),
+        })
     }
 }
 
@@ -367,7 +376,7 @@ impl MapObj {
         value: Option<Value>,
         stamp: Id,
         peers: &Peers,
-    ) -> Option<KeyChange> {
+    ) -> Option<KeyChange<'_>> {
         self.slot(key, || key.clone()).write(value, stamp, peers)
     }
 
