@@ -10,7 +10,8 @@
 //! rather than one load later. A presence bit per id says which ids are
 //! here, so lookups of absent ids and duplicates need no leaf scan. A list
 //! built by appends takes about 1.5 bytes an id; slots inserted at
-//! scattered places about 6 to 9 (a hash entry per id had taken 35 to 50).
+//! scattered places about 5 to 10, with the table's load (a hash entry per
+//! id had taken 35 to 50).
 //!
 //! The page inserted into last is held out of the table: appends and
 //! typing fill one page 32 times in a row, and that way hash only when
