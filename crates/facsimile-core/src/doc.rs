@@ -581,7 +581,7 @@ impl Doc {
             out.outbox.push(WireOp::ListDelete { obj: wobj, runs });
             let list = self.list_mut(obj.0);
             for f in found {
-                if let Some((v, _)) = list.delete_found(f) {
+                if let Some(v) = list.delete_found(f) {
                     removed.push(v);
                 }
             }
@@ -1146,7 +1146,7 @@ impl Doc {
             }
             Op::ListDelete { obj, start, .. } => {
                 if let Some(ObjData::List(l)) = self.graph.get_mut(obj).map(|o| &mut o.data) {
-                    if let Some((old, _)) = l.delete(start) {
+                    if let Some(old) = l.delete(start) {
                         self.gc.garbage = true;
                         self.gc.note_detach(&old);
                         out.events.touch(obj, || Touch::Mass);

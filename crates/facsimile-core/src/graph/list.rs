@@ -1285,15 +1285,15 @@ impl ListObj {
         }
     }
 
-    /// Deletes an element. Returns its old value and visible index when it
-    /// was live.
-    pub(crate) fn delete(&mut self, elem: Id) -> Option<(Value, usize)> {
+    /// Deletes an element. Returns its old value when it was live (no
+    /// index: finding it would climb the tree for nobody).
+    pub(crate) fn delete(&mut self, elem: Id) -> Option<Value> {
         let home = self.cursor(elem)?;
         self.delete_at(elem, home)
     }
 
     /// [`ListObj::delete`] of an element found by its index.
-    pub(crate) fn delete_found(&mut self, found: Found) -> Option<(Value, usize)> {
+    pub(crate) fn delete_found(&mut self, found: Found) -> Option<Value> {
         // A moved element's visible slot is not its home: that fails the
         // check and is looked up.
         let home = match found.at {
@@ -1304,7 +1304,7 @@ impl ListObj {
     }
 
     /// Deletes `elem`, whose home slot is at `home`.
-    fn delete_at(&mut self, elem: Id, home: Cursor) -> Option<(Value, usize)> {
+    fn delete_at(&mut self, elem: Id, home: Cursor) -> Option<Value> {
         let f = self.flags(home);
         if f & (MOVED | DELETED) != 0 {
             return None;
@@ -1316,7 +1316,6 @@ impl ListObj {
         } else {
             home
         };
-        let index = self.tree.visible_index(live);
         self.version += 1;
         if away {
             self.kill(live, LIVE, false);
@@ -1325,7 +1324,7 @@ impl ListObj {
         self.kill(home, DELETED, true);
         self.refs -= usize::from(is_ref(&old));
         self.extra.remove(&elem);
-        Some((old, index))
+        Some(old)
     }
 
     /// Writes an element's value if `stamp` wins. Returns the old value and
