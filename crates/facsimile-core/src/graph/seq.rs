@@ -115,6 +115,17 @@ fn trim<S: Items>(items: &mut S) {
     }
 }
 
+/// Gives back the room of a leaf that lost items in place when it is more
+/// than half a leaf. A purge drops a quarter of a leaf or more, which the
+/// inserts that follow fill again: shrinking to one growth step each time
+/// reallocated the leaf's columns at every purge and again at the next
+/// inserts.
+fn trim_loose<S: Items>(items: &mut S) {
+    if items.capacity() - items.len() > LEAF_MAX / 2 {
+        items.shrink_to(items.len() + LEAF_GROW);
+    }
+}
+
 /// Position of one item: its leaf and its offset in that leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cursor {
@@ -686,7 +697,7 @@ impl<S: Items> SeqTree<S> {
         let r = f(&mut l.items);
         let after = l.items.len();
         if after < before {
-            trim(&mut l.items);
+            trim_loose(&mut l.items);
             self.len -= before - after;
         }
         debug_assert_eq!(
