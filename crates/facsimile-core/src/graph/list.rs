@@ -1582,17 +1582,12 @@ impl ListObj {
     pub(crate) fn purge(&mut self) {
         let taken = std::mem::take(&mut self.dead.taken);
         let old = self.dead.epoch ^ EPOCH;
-        let big = &mut self.big;
+        let (index, big) = (&mut self.index, &mut self.big);
         let mut touched = Vec::new();
-        // The index forgets the dropped ids after all the leaves, in an
-        // order that visits its table's neighbouring entries together (see
-        // `SlotIndex::remove_all`).
-        let dying = taken.iter().map(|leaf| usize::from(self.dead.count(leaf)));
-        let mut ids = Vec::with_capacity(dying.sum());
         for leaf in taken.iter() {
             let gone = self.tree.edit_invisible(leaf, |s| {
                 s.drop_dead(old, |id, f, bits| {
-                    ids.push(id);
+                    index.remove(id);
                     if f & KIND == BIG {
                         big.take(bits);
                     }
@@ -1604,7 +1599,6 @@ impl ListObj {
                 touched.push(leaf);
             }
         }
-        self.index.remove_all(&ids);
         // Merges move slots between leaves, so they wait until every taken
         // leaf is purged. A larger leaf cannot merge: spare it the look.
         for leaf in touched {

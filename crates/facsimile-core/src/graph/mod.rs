@@ -66,8 +66,8 @@ impl Hasher for IdHasher {
     }
 
     fn finish(&self) -> u64 {
-        let run = self.counter / RUN;
-        let within = self.counter % RUN;
+        let run = self.counter >> 6;
+        let within = self.counter & 63;
         // A folded multiply of the run and the peer: both halves of the
         // 128-bit product, so every input bit reaches every output bit.
         let x = run ^ self.peer.wrapping_mul(MIX);
@@ -77,13 +77,10 @@ impl Hasher for IdHasher {
         // bits are the table's tag byte: varied within a run too, so that a
         // probe rarely compares keys that cannot match.
         let tag = within.wrapping_mul(0x25) & 0x7f;
-        ((h & !(RUN - 1)) | within) ^ (tag << 57)
+        ((h & !63) | within) ^ (tag << 57)
     }
 }
 
-/// Counters per run of [`IdHasher`]: the counters of one run go to
-/// neighbouring buckets.
-pub(crate) const RUN: u64 = 64;
 const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
 const FOLD: u64 = 0xbf58_476d_1ce4_e5b9;
 

@@ -20,7 +20,7 @@
 use std::collections::hash_map::Entry;
 
 use super::seq::LeafId;
-use super::{Bits, IdMap, RUN};
+use super::{Bits, IdMap};
 use crate::value::Id;
 
 /// Ids per page.
@@ -94,26 +94,36 @@ impl SlotIndex {
         }
     }
 
+    /// Whether a page that is not hot is looked for among the spread
+    /// pages first: a probe of the table that lacks it is a cache miss in
+    /// a large list, so the larger table, the likelier one, goes first
+    /// (spread for inserts at random places, the other for appends).
+    #[inline]
+    fn spread_first(&self) -> bool {
+        self.spread.len() > self.pages.len()
+    }
+
     /// The leaf of `id`, if it is here.
     #[inline]
     pub(crate) fn get(&self, id: Id) -> Option<LeafId> {
         let (key, k) = split(id);
         let bit = 1u32 << k;
+        let in_spread =
+            |spread: &Spread| (spread.present & bit != 0).then(|| spread.leaves[k as usize]);
+        if !matches!(self.hot, Some((hot, _)) if hot == key) && self.spread_first() {
+            if let Some(spread) = self.spread.get(&key) {
+                return in_spread(spread);
+            }
+        }
         if let Some(page) = self.page(key) {
             return (page.present & bit != 0).then(|| page.leaf(k));
         }
-        let spread = self.spread.get(&key)?;
-        (spread.present & bit != 0).then(|| spread.leaves[k as usize])
+        self.spread.get(&key).and_then(in_spread)
     }
 
     /// Whether `id` is here.
     pub(crate) fn contains(&self, id: Id) -> bool {
-        let (key, k) = split(id);
-        let present = match self.page(key) {
-            Some(page) => page.present,
-            None => self.spread.get(&key).map_or(0, |s| s.present),
-        };
-        present & (1 << k) != 0
+        self.get(id).is_some()
     }
 
     /// Makes `key` the hot page, writing the old one back; `fresh` is the
@@ -230,85 +240,51 @@ impl SlotIndex {
     /// Forgets `id`. Returns whether it was here.
     pub(crate) fn remove(&mut self, id: Id) -> bool {
         let (key, k) = split(id);
-        self.remove_bits(key, 1 << k) != 0
-    }
-
-    /// Forgets every id of `ids`. A table this size is larger than the
-    /// cache, so each id forgotten on its own is a miss; taken in an
-    /// order that puts the ids of one run of pages (neighbours in the
-    /// table, see [`super::IdHasher`]) together, one miss brings the
-    /// entries of several. Ordering them by group with one counting pass
-    /// costs a few instructions an id, where sorting them cost more than
-    /// the misses it saved.
-    pub(crate) fn remove_all(&mut self, ids: &[Id]) {
-        /// Groups of runs: few enough that counting them stays in the
-        /// cache, many enough that the runs of one group do too.
-        const GROUPS: usize = 1024;
-        if ids.len() < GROUPS {
-            for &id in ids {
-                self.remove(id);
-            }
-            return;
-        }
-        let group = |id: Id| {
-            let run = id.counter / (PAGE * RUN);
-            let x = (run ^ u64::from(id.peer.0) << 40).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            (x >> (64 - GROUPS.trailing_zeros())) as usize
-        };
-        let mut start = vec![0u32; GROUPS + 1];
-        for &id in ids {
-            start[group(id) + 1] += 1;
-        }
-        for g in 1..=GROUPS {
-            start[g] += start[g - 1];
-        }
-        let mut ordered = vec![Id::ZERO; ids.len()];
-        for &id in ids {
-            let at = &mut start[group(id)];
-            ordered[*at as usize] = id;
-            *at += 1;
-        }
-        for id in ordered {
-            self.remove(id);
-        }
-    }
-
-    /// Forgets the ids of page `key` whose bits are set in `bits`; returns
-    /// how many were here.
-    fn remove_bits(&mut self, key: Id, bits: u32) -> usize {
         let hot = matches!(self.hot, Some((h, _)) if h == key);
+        if !hot && self.spread_first() {
+            if let Some(was) = self.remove_spread(key, k) {
+                return was;
+            }
+        }
         let page = match &mut self.hot {
             Some((_, page)) if hot => page,
             _ => match self.pages.get_mut(&key) {
                 Some(page) => page,
-                None => return self.remove_spread(key, bits),
+                None => return self.remove_spread(key, k).unwrap_or(false),
             },
         };
-        let gone = (page.present & bits).count_ones() as usize;
-        self.len -= gone;
-        page.present &= !bits;
+        let bit = 1u32 << k;
+        if page.present & bit == 0 {
+            return false;
+        }
+        self.len -= 1;
+        page.present &= !bit;
         if page.present == 0 {
             self.pages.remove(&key);
             if hot {
                 self.hot = None;
             }
         }
-        gone
+        true
     }
 
-    /// [`SlotIndex::remove_bits`] of a spread page.
-    fn remove_spread(&mut self, key: Id, bits: u32) -> usize {
+    /// [`SlotIndex::remove`] of offset `k` of a spread page: whether it
+    /// was here, or `None` when `key` is not a spread page.
+    fn remove_spread(&mut self, key: Id, k: u32) -> Option<bool> {
         let Entry::Occupied(mut entry) = self.spread.entry(key) else {
-            return 0;
+            return None;
         };
+        let bit = 1u32 << k;
         let spread = entry.get_mut();
-        let gone = (spread.present & bits).count_ones() as usize;
-        self.len -= gone;
-        spread.present &= !bits;
+        if spread.present & bit == 0 {
+            return Some(false);
+        }
+        self.len -= 1;
+        spread.present &= !bit;
         if spread.present == 0 {
             entry.remove();
         }
-        gone
+        Some(true)
     }
 }
 
@@ -388,46 +364,6 @@ mod tests {
                     assert_eq!(runs.get(id), ones.get(id), "seed {seed}");
                 }
             }
-        }
-    }
-
-    /// Removing ids in a batch (in an order of its own) leaves what
-    /// removing them one at a time does, ids not here included, and frees
-    /// the pages left empty, spread ones included.
-    #[test]
-    fn batch_removals_match_single_ones() {
-        for seed in 1..20 {
-            let mut rand = crate::graph::tests::xorshift(seed);
-            let (mut batch, mut ones) = (SlotIndex::default(), SlotIndex::default());
-            let mut ids = Vec::new();
-            for _ in 0..6000 {
-                // Scattered leaves make spread pages.
-                let id = Id::new(PeerIdx(rand(3) as u32), rand(40_000));
-                let leaf = rand(50) as u32;
-                batch.insert(id, leaf);
-                ones.insert(id, leaf);
-                ids.push(id);
-            }
-            for n in [10, 3000] {
-                let gone: Vec<Id> = (0..n)
-                    .map(|_| match rand(4) {
-                        0 => Id::new(PeerIdx(rand(4) as u32), rand(50_000)),
-                        _ => ids[rand(ids.len() as u64) as usize],
-                    })
-                    .collect();
-                batch.remove_all(&gone);
-                for &id in &gone {
-                    ones.remove(id);
-                }
-                assert_eq!(batch.len(), ones.len(), "seed {seed}");
-                for &id in &ids {
-                    assert_eq!(batch.get(id), ones.get(id), "seed {seed}");
-                }
-            }
-            batch.remove_all(&ids);
-            assert_eq!(batch.len(), 0, "seed {seed}");
-            assert!(batch.pages.is_empty() && batch.hot.is_none(), "seed {seed}");
-            assert!(batch.spread.is_empty(), "seed {seed}");
         }
     }
 
