@@ -152,12 +152,20 @@ impl Doc {
     pub(crate) fn map(&self, obj: ObjectId) -> Result<&MapObj, Error> {
         match self.graph.get(obj.0).map(|o| &o.data) {
             Some(ObjData::Map(m)) => Ok(m),
-            Some(ObjData::List(_)) => Err(Error::WrongKind {
+            _ => Err(self.not_a_map(obj)),
+        }
+    }
+
+    /// Why `obj` is no map.
+    #[cold]
+    fn not_a_map(&self, obj: ObjectId) -> Error {
+        match self.graph.get(obj.0) {
+            Some(_) => Error::WrongKind {
                 object: obj,
                 expected: ObjectKind::Map,
                 found: ObjectKind::Array,
-            }),
-            None => Err(Error::UnknownObject(obj)),
+            },
+            None => Error::UnknownObject(obj),
         }
     }
 
@@ -186,6 +194,16 @@ impl Doc {
                 found: ObjectKind::Map,
             },
             None => Error::UnknownObject(obj),
+        }
+    }
+
+    /// `input` as a value that names no object, when nothing is fresh: a
+    /// write of it creates nothing and leaves reclamation as it was, so it
+    /// looks its object up once. Otherwise `input` back.
+    fn plain(&self, input: Input) -> Result<Value, Input> {
+        match input {
+            Input::Value(v) if !matches!(v, Value::Ref(_)) && !self.gc.fresh => Ok(v),
+            other => Err(other),
         }
     }
 
@@ -361,12 +379,10 @@ impl Doc {
     ) -> Result<bool, Error> {
         // A scalar (most writes) needs no check and creates nothing: the
         // key is looked up once, for its current value and the write.
-        if matches!(&input, Input::Value(v) if !matches!(v, Value::Ref(_))) && !self.gc.fresh {
-            let Input::Value(v) = input else {
-                unreachable!("matched a value")
-            };
-            return self.map_set_scalar(obj, key, v, owner, out, peers);
-        }
+        let input = match self.plain(input) {
+            Ok(v) => return self.map_set_scalar(obj, key, v, owner, out, peers),
+            Err(input) => input,
+        };
         let current = self.map(obj)?.get(key);
         owner()?;
         if let (Input::Value(v), Some(cur)) = (&input, current) {
@@ -381,7 +397,8 @@ impl Doc {
         Ok(true)
     }
 
-    /// [`Doc::map_set`] of a value that references no object.
+    /// [`Doc::map_set`] of a [`Doc::plain`] value: the map and the key are
+    /// looked up once.
     fn map_set_scalar(
         &mut self,
         obj: ObjectId,
@@ -393,7 +410,7 @@ impl Doc {
     ) -> Result<bool, Error> {
         let m = match self.graph.get_mut(obj.0).map(|o| &mut o.data) {
             Some(ObjData::Map(m)) => m,
-            _ => return Err(self.map(obj).expect_err("not a map")),
+            _ => return Err(self.not_a_map(obj)),
         };
         owner()?;
         // An absent key is added now, as a placeholder any write beats:
@@ -654,9 +671,10 @@ impl Doc {
         out: &mut Outputs,
         peers: &Peers,
     ) -> Result<(), Error> {
-        if matches!(&item, Input::Value(v) if !matches!(v, Value::Ref(_))) && !self.gc.fresh {
-            return self.list_insert_plain(obj, start, item, owner, out, peers);
-        }
+        let item = match self.plain(item) {
+            Ok(v) => return self.list_insert_plain(obj, start, v, owner, out, peers),
+            Err(item) => item,
+        };
         let list = self.list(obj)?;
         // Creating the item's objects does not change the list: its origin
         // is read now, while the list is at hand.
@@ -677,21 +695,17 @@ impl Doc {
         Ok(())
     }
 
-    /// [`Doc::list_insert_one`] of a value that names no object: it creates
-    /// none and leaves reclamation as it was (nothing is fresh), so the
-    /// array is looked up once.
+    /// [`Doc::list_insert_one`] of a [`Doc::plain`] value: the array is
+    /// looked up once.
     fn list_insert_plain(
         &mut self,
         obj: ObjectId,
         start: Option<usize>,
-        item: Input,
+        v: Value,
         owner: impl FnOnce() -> Result<(), Error>,
         out: &mut Outputs,
         peers: &Peers,
     ) -> Result<(), Error> {
-        let Input::Value(v) = item else {
-            unreachable!("the caller checked for a plain value")
-        };
         let list = match self.graph.get_mut(obj.0).map(|o| &mut o.data) {
             Some(ObjData::List(l)) => l,
             _ => return Err(self.not_a_list(obj)),
