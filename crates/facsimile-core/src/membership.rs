@@ -117,10 +117,7 @@ impl Membership {
     /// Stamps what was heard since the last check with `now`, and returns
     /// the members silent for longer than `timeout`.
     pub(crate) fn silent(&mut self, now: Duration, timeout: Duration) -> Vec<PeerIdx> {
-        self.heard_last = None;
-        for p in self.heard.drain() {
-            self.last_heard.insert(p, now);
-        }
+        self.stamp_heard(now);
         let mut silent = Vec::new();
         for &m in &self.members {
             let heard = *self.last_heard.entry(m).or_insert(now);
