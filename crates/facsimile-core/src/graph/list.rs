@@ -1554,7 +1554,9 @@ impl ListObj {
         // take that passed their leaf by left stamped with the bit that is
         // about to be current again.
         let now = dead.epoch;
-        for leaf in dead.taken.iter() {
+        let leaves: Vec<LeafId> = dead.taken.iter().collect();
+        for (i, &leaf) in leaves.iter().enumerate() {
+            self.tree.read_ahead(&leaves, i);
             let n = self
                 .tree
                 .edit_invisible(leaf, |s| stamp_dead(&mut s.flags, now));
@@ -1582,12 +1584,15 @@ impl ListObj {
     pub(crate) fn purge(&mut self) {
         let taken = std::mem::take(&mut self.dead.taken);
         let old = self.dead.epoch ^ EPOCH;
-        let (index, big) = (&mut self.index, &mut self.big);
+        let big = &mut self.big;
         let mut touched = Vec::new();
-        for leaf in taken.iter() {
+        let mut ids = Vec::new();
+        let leaves: Vec<LeafId> = taken.iter().collect();
+        for (i, &leaf) in leaves.iter().enumerate() {
+            self.tree.read_ahead(&leaves, i);
             let gone = self.tree.edit_invisible(leaf, |s| {
                 s.drop_dead(old, |id, f, bits| {
-                    index.remove(id);
+                    ids.push(id);
                     if f & KIND == BIG {
                         big.take(bits);
                     }
@@ -1599,6 +1604,7 @@ impl ListObj {
                 touched.push(leaf);
             }
         }
+        self.index.remove_all(&mut ids);
         // Merges move slots between leaves, so they wait until every taken
         // leaf is purged. A larger leaf cannot merge: spare it the look.
         for leaf in touched {

@@ -101,6 +101,9 @@ pub(crate) const MERGE_MAX: usize = LEAF_MAX * 3 / 4;
 /// left room for 64 items in every one of them.
 const LEAF_GROW: usize = 8;
 
+/// Leaves per group of [`SeqTree::read_ahead`].
+const AHEAD: usize = 4;
+
 /// Makes room for one more item without doubling.
 fn reserve_one<S: Items>(items: &mut S) {
     if items.len() == items.capacity() {
@@ -394,6 +397,29 @@ impl<S: Items> SeqTree<S> {
         self.leaves
             .get(c.leaf as usize)
             .is_some_and(|l| c.pos < l.items.len())
+    }
+
+    /// Starts the cache misses of a pass over `leaves`, at leaf `i` of
+    /// them: every [`AHEAD`] leaves, the records of the group after next
+    /// and the items of the next group (whose records the call before
+    /// read). A pass over scattered leaves of a large list otherwise takes
+    /// each leaf's chain of misses one after another; this way a group's
+    /// misses overlap.
+    #[inline]
+    pub(crate) fn read_ahead(&self, leaves: &[LeafId], i: usize) {
+        if i % AHEAD != 0 {
+            return;
+        }
+        let group = |g: usize| {
+            let ahead = leaves.iter().skip(i + g * AHEAD).take(AHEAD);
+            ahead.filter_map(|&l| self.leaves.get(l as usize))
+        };
+        for l in group(2) {
+            std::hint::black_box(l.visible);
+        }
+        for l in group(1) {
+            l.items.prefetch();
+        }
     }
 
     /// Items of one leaf.
