@@ -345,12 +345,20 @@ impl Slots {
         }
     }
 
+    /// Where `big` holds the value of slot `pos`, if it does. The value
+    /// column is not read otherwise: a purge's reads of it at scattered
+    /// places were cache misses.
+    #[inline]
+    fn held_aside(&self, pos: usize) -> Option<u64> {
+        (self.flags[pos] & KIND == BIG).then(|| self.bits[pos])
+    }
+
     /// Drops the slots that are dead with epoch bit `epoch`, telling
-    /// `gone` each one's id, flags and value bits. One walk over the runs
+    /// `gone` each one's id and where `big` holds its value, if it does. One walk over the runs
     /// edits those holding such slots and moves each stretch of runs
     /// between them once; another closes up the columns. Returns how many
     /// went.
-    fn drop_dead(&mut self, epoch: u8, mut gone: impl FnMut(Id, u8, u64)) -> usize {
+    fn drop_dead(&mut self, epoch: u8, mut gone: impl FnMut(Id, Option<u64>)) -> usize {
         let mask = dead_mask(&self.flags, epoch);
         if mask == 0 {
             return 0;
@@ -375,7 +383,7 @@ impl Slots {
                 // scattered inserts, these): the run goes whole.
                 left &= left - 1;
                 let at = p as usize;
-                gone(Id::new(r.peer, r.counter), self.flags[at], self.bits[at]);
+                gone(Id::new(r.peer, r.counter), self.held_aside(at));
                 seam = true;
                 start += 1;
                 read += 1;
@@ -400,7 +408,7 @@ impl Slots {
                 while k < r.len && (drop >> k) & 1 != 0 {
                     let at = (start + k) as usize;
                     let id = Id::new(r.peer, r.counter + u64::from(k));
-                    gone(id, self.flags[at], self.bits[at]);
+                    gone(id, self.held_aside(at));
                     k += 1;
                 }
             }
@@ -655,17 +663,24 @@ impl Items for Slots {
     }
 
     /// A slot's lookup reads the ids, then its flags and value: on a large
-    /// list each column is a cache miss. Reading one word of each here
-    /// (the values a second one: an insert shifts their tail) starts the
-    /// misses at once, where the lookup would take them one after another.
+    /// list each column is a cache miss. Prefetching each here (the values
+    /// twice: an insert shifts their tail) starts the misses at once, where
+    /// the lookup would take them one after another.
     #[inline]
     fn prefetch(&self) {
-        std::hint::black_box((
-            self.runs.first().map(|r| r.len),
-            self.flags.first().copied(),
-            self.bits.first().copied(),
-            self.bits.get(self.bits.len() / 2).copied(),
-        ));
+        use mem_prefetch::prefetch_read_data as fetch;
+        if let Some(r) = self.runs.first() {
+            fetch::<_, 3>(r);
+        }
+        if let Some(f) = self.flags.first() {
+            fetch::<_, 3>(f);
+        }
+        if let Some(b) = self.bits.first() {
+            fetch::<_, 3>(b);
+        }
+        if let Some(b) = self.bits.get(self.bits.len() / 2) {
+            fetch::<_, 3>(b);
+        }
     }
 }
 
@@ -1527,6 +1542,9 @@ impl ListObj {
     /// Takes dead slots for a round to purge once nobody can name them:
     /// those of the leaves that gathered [`READY`] of them, or when none
     /// did, none while slots keep dying and all of them once they stop.
+    // Out of line, as `purge`: once a round, and a profile then counts
+    // reclamation by function.
+    #[inline(never)]
     pub(crate) fn take_dead(&mut self) -> Taken {
         if !self.dead.taken.is_empty() {
             // Taken by a round that is gone: two takes must not share a bit.
@@ -1581,6 +1599,7 @@ impl ListObj {
     /// Drops the slots taken by [`ListObj::take_dead`]. Only their leaves
     /// change, each in one pass: the rest of the tree and of the id index
     /// stays as it is.
+    #[inline(never)]
     pub(crate) fn purge(&mut self) {
         let taken = std::mem::take(&mut self.dead.taken);
         let old = self.dead.epoch ^ EPOCH;
@@ -1591,10 +1610,10 @@ impl ListObj {
         for (i, &leaf) in leaves.iter().enumerate() {
             self.tree.read_ahead(&leaves, i);
             let gone = self.tree.edit_invisible(leaf, |s| {
-                s.drop_dead(old, |id, f, bits| {
+                s.drop_dead(old, |id, aside| {
                     ids.push(id);
-                    if f & KIND == BIG {
-                        big.take(bits);
+                    if let Some(i) = aside {
+                        big.take(i);
                     }
                 })
             });

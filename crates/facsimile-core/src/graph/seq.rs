@@ -415,7 +415,7 @@ impl<S: Items> SeqTree<S> {
             ahead.filter_map(|&l| self.leaves.get(l as usize))
         };
         for l in group(2) {
-            std::hint::black_box(l.visible);
+            mem_prefetch::prefetch_read_data::<_, 3>(l);
         }
         for l in group(1) {
             l.items.prefetch();
