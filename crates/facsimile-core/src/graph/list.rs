@@ -354,10 +354,10 @@ impl Slots {
     }
 
     /// Drops the slots that are dead with epoch bit `epoch`, telling
-    /// `gone` each one's id and where `big` holds its value, if it does. One walk over the runs
-    /// edits those holding such slots and moves each stretch of runs
-    /// between them once; another closes up the columns. Returns how many
-    /// went.
+    /// `gone` each one's id and where `big` holds its value, if it does.
+    /// One walk over the runs edits those holding such slots and moves
+    /// each stretch of runs between them once; another closes up the
+    /// columns. Returns how many went.
     fn drop_dead(&mut self, epoch: u8, mut gone: impl FnMut(Id, Option<u64>)) -> usize {
         let mask = dead_mask(&self.flags, epoch);
         if mask == 0 {
@@ -1612,8 +1612,8 @@ impl ListObj {
             let gone = self.tree.edit_invisible(leaf, |s| {
                 s.drop_dead(old, |id, aside| {
                     ids.push(id);
-                    if let Some(i) = aside {
-                        big.take(i);
+                    if let Some(at) = aside {
+                        big.take(at);
                     }
                 })
             });

@@ -258,9 +258,9 @@ impl SlotIndex {
             false => (self.pages.hasher(), self.pages.capacity()),
         };
         // The table's buckets, as the standard table sizes itself (seven
-        // eighths full at most); only the order depends on it. Sorted by
-        // their top 16 bits, ids two radix passes put in order land a few
-        // buckets apart at most.
+        // eighths full at most); only the order depends on it. Two radix
+        // passes order the ids by the top 16 bits of their bucket: ids in
+        // a row are then at most a few buckets apart.
         let buckets = (capacity / 7 * 8).max(1).next_power_of_two() as u64;
         let shift = buckets.trailing_zeros().saturating_sub(16);
         let group = |id: Id| ((hasher.hash_one(split(id).0) & (buckets - 1)) >> shift) as u16;
