@@ -1822,6 +1822,49 @@ mod tests {
         assert_eq!(list.len(), 65);
     }
 
+    /// Purges of many slots scattered over a list of two peers' slots
+    /// (whose ids leave the index in a batch, in bucket order) leave every
+    /// live slot found, in order, and no dead one.
+    #[test]
+    fn large_purges_leave_the_index_exact() {
+        let mut peers = Peers::new(PeerId::new("a", 1));
+        peers.intern(&PeerId::new("b", 2)).unwrap();
+        let mut rand = crate::graph::tests::xorshift(7);
+        let mut list = ListObj::default();
+        let mut order: Vec<Id> = Vec::new();
+        for c in 1..=4000u64 {
+            let at = rand(order.len() as u64 + 1) as usize;
+            let origin = at.checked_sub(1).map(|i| order[i]);
+            let id = Id::new(PeerIdx(rand(2) as u32), c);
+            list.insert(origin, id, [Value::Int(c as i64)], &peers);
+            order.insert(at, id);
+        }
+        let mut dead = Vec::new();
+        for _ in 0..1500 {
+            let i = rand(order.len() as u64) as usize;
+            if list.delete(order[i]).is_some() {
+                dead.push(order[i]);
+            }
+        }
+        let mut purges = 0;
+        while take(&mut list) != Taken::Nothing {
+            list.purge();
+            list.check();
+            purges += 1;
+        }
+        assert!(purges >= 1);
+        assert!(dead.iter().all(|&id| !list.has_slot(id)));
+        let live: Vec<Id> = order.into_iter().filter(|id| !dead.contains(id)).collect();
+        assert!(live.iter().all(|&id| list.has_slot(id)));
+        assert_eq!(list.slot_count(), live.len());
+        let values: Vec<Value> = list.values().collect();
+        let expected: Vec<Value> = live
+            .iter()
+            .map(|id| Value::Int(id.counter as i64))
+            .collect();
+        assert_eq!(values, expected);
+    }
+
     /// Takes as a round would once slots stop dying: a take that waits
     /// for more deaths is followed by one that finds none.
     fn take(list: &mut ListObj) -> Taken {
