@@ -532,6 +532,7 @@ impl Doc {
     }
 
     /// Applies a map write that has passed every check, recording the change.
+    /// Gives the key and value back when `obj` is no map here.
     #[allow(clippy::too_many_arguments)]
     fn apply_map_write(
         &mut self,
@@ -542,18 +543,19 @@ impl Doc {
         origin: &Origin,
         out: &mut Outputs,
         peers: &Peers,
-    ) {
+    ) -> Option<(SmolStr, Option<Value>)> {
         let Some(Obj {
             data: ObjData::Map(m),
             ..
         }) = self.graph.objects.get_mut(&obj)
         else {
-            return;
+            return Some((key, value));
         };
         // A delete leaves a tombstone.
         self.gc.garbage |= value.is_none();
         let change = m.apply(&key, value, stamp, peers);
         record_map_change(&mut self.gc, &mut out.events, obj, &key, change, origin);
+        None
     }
 
     /// Removes `delete` elements from `start` and inserts `items` there,
@@ -864,16 +866,10 @@ impl Doc {
                 value,
                 stamp,
             } if !matches!(value, Some(Value::Ref(_))) => {
-                match self.graph.get_mut(obj).map(|o| &mut o.data) {
-                    Some(ObjData::Map(m)) => {
-                        // As `execute` does; the value needs no reclamation
-                        // note.
-                        self.gc.garbage |= value.is_none();
-                        let change = m.apply(&key, value, stamp, cx.peers);
-                        record_map_change(&mut self.gc, &mut out.events, obj, &key, change, origin);
-                        return;
-                    }
-                    _ => Op::MapWrite {
+                // As `execute` does; the value needs no reclamation note.
+                match self.apply_map_write(obj, key, value, stamp, origin, out, cx.peers) {
+                    None => return,
+                    Some((key, value)) => Op::MapWrite {
                         obj,
                         key,
                         value,
