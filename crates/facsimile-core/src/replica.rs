@@ -682,6 +682,19 @@ impl Replica {
         self.read_from_log(frame, bytes.len(), position, time)
     }
 
+    /// Over an ordered log: whether this replica has read its own first
+    /// message (its hello) back. From that position on, every replica
+    /// counts it among the members whose acknowledgements its reclamation
+    /// waits for, so a write judged on this replica's state from then on
+    /// cannot name an object or element a round completed elsewhere has
+    /// collected. Before it, a round may complete without this replica, so
+    /// a new incarnation should take its node's place, and carry writes
+    /// over ([`Replica::carry_over`]), only once this holds. `false` for a
+    /// replica that is not ordered.
+    pub fn joined_log(&self) -> bool {
+        self.locks.log_ref().is_some() && self.locks.delivered(1)
+    }
+
     /// Lets time pass: runs the timers that are due (sync retries,
     /// reclamation, heartbeats) and failure detection.
     pub fn handle_timeout(&mut self, now: Duration) {

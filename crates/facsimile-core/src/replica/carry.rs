@@ -81,7 +81,11 @@ impl Replica {
     /// Makes again, as this replica's own writes, the writes `previous` lost
     /// when its lease ran out on an ordered log, for a successor taking its
     /// place ([`Replica::successor`], brought up to where `previous` had
-    /// read, with [`Replica::extend_succession`] applied to `succession`).
+    /// read and on until it read its own first message back
+    /// ([`Replica::joined_log`]), with [`Replica::extend_succession`]
+    /// applied to `succession`). The writes are judged on this replica's
+    /// state: before it joined the log, a round of reclamation completed
+    /// elsewhere without it may have collected what they name.
     ///
     /// Lost are the writes of every message of `previous` that it had not
     /// read back from the log: the log refuses them all. Of those, a write
@@ -102,6 +106,10 @@ impl Replica {
     /// and its lease ran out: after a refused write or a purge, the log
     /// accepted its other messages, and they reach this replica by
     /// reading on.
+    ///
+    /// # Panics
+    /// When this replica has not read its own first message back from the
+    /// log yet ([`Replica::joined_log`]) and there are writes to carry.
     pub fn carry_over(&mut self, previous: &mut Replica, succession: &Succession) -> CarriedOver {
         let mut done = CarriedOver::default();
         if !previous.members.is_evicted() {
@@ -113,6 +121,10 @@ impl Replica {
         let Some(log) = previous.locks.log_ref() else {
             return done;
         };
+        assert!(
+            self.joined_log(),
+            "carry_over before the successor read its own first message back"
+        );
         let (echoed, mut lamport) = log.echoed();
         // An ordered replica keeps them until it reads them back.
         let Some(sent) = previous.out.outbox.sent_since(echoed + 1) else {

@@ -146,7 +146,9 @@ impl Log {
     }
 
     /// Replica 0 starts over from the snapshot, reads on to where it had
-    /// read, and its successor carries its lost writes over.
+    /// read, sends its hello and reads on until it reads that back, as the
+    /// NATS transport does; then its successor takes its place and carries
+    /// its lost writes over.
     fn reload(&mut self) -> (CarriedOver, Succession) {
         let (bytes, from) = self.snapshot.clone().expect("a snapshot");
         let me = self.me(0);
@@ -154,6 +156,14 @@ impl Log {
         for c in from..self.cursors[0] {
             let (bytes, time) = &self.entries[c];
             next.handle_ordered(bytes, c as u64 + 1, *time).unwrap();
+        }
+        let hello = next.poll_transmit().expect("a hello");
+        self.entries.push((hello.bytes.to_vec(), self.now));
+        while !next.joined_log() {
+            let c = self.cursors[0];
+            let (bytes, time) = &self.entries[c];
+            next.handle_ordered(bytes, c as u64 + 1, *time).unwrap();
+            self.cursors[0] += 1;
         }
         let mut old = std::mem::replace(&mut self.replicas[0], next);
         self.replicas[0].extend_succession(&old, &mut succession);
@@ -258,6 +268,37 @@ fn an_insert_after_an_element_deleted_and_reclaimed_meanwhile_is_lost() {
     let b = &log.replicas[1];
     let want: Vec<Value> = ["a", "c", "z"].map(Value::from).to_vec();
     assert_eq!(b.list_values(at(b, root(b), "list")).unwrap(), want);
+    log.converged();
+}
+
+#[test]
+fn a_write_storing_an_object_detached_before_the_successor_joined_is_lost() {
+    let mut log = setup();
+    let a = &mut log.replicas[0];
+    let list_a = at(a, root(a), "list");
+    // The list again, under a new root.
+    let stored = Input::Array(vec![Input::Value(Value::Ref(list_a))]);
+    a.set_root(stored).unwrap();
+    log.publish(0);
+    log.lapse_and_return();
+    // Past where replica 0 had read, and before its successor's hello:
+    // the old root and its list are detached and, with replica 0 gone and
+    // the successor not there yet, reclaimed.
+    let b = &mut log.replicas[1];
+    let list_b = at(b, root(b), "list");
+    b.set_root(Input::from(serde_json::json!({ "other": 1 })))
+        .unwrap();
+    log.publish(1);
+    for _ in 0..4 {
+        log.advance(LEASE / 4);
+    }
+    assert_eq!(log.replicas[1].kind(list_b), None, "reclaimed");
+    // Judged where replica 0 had read, the list would still be there, and
+    // storing it again would leave replica 1 unable to follow.
+    let (carried, _) = log.reload();
+    assert_eq!((carried.carried(), carried.lost()), (0, 1));
+    let b = &log.replicas[1];
+    assert_eq!(b.map_get(root(b), "other").unwrap(), Some(Value::Int(1)));
     log.converged();
 }
 
