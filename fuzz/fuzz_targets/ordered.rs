@@ -3,10 +3,12 @@
 //! what they send to one log (or hold it back for a while, as across a
 //! partition, so that leases lapse), and read the log at their own pace,
 //! while mutated copies of log entries and garbage are appended too. A
-//! replica the log refused starts over as a new incarnation replaying the
-//! log from its start; one whose lease lapsed does too, but its successor
-//! first reads the log up to where it had read and carries over the writes
-//! the log refused ([`Replica::carry_over`]).
+//! replica the log refused, or whose lease lapsed, starts over as the NATS
+//! transport makes it: a new incarnation replays the log from its start up
+//! to where the old one had read, sends its hello, and reads on beside the
+//! old one (which keeps taking writes) until it reads that hello back; then
+//! it takes the old one's place and carries over the writes the log
+//! refused ([`Replica::carry_over`]).
 //!
 //! Checked: nothing panics; an entry refused with an error leaves the
 //! document as it was and sends nothing; honest entries are accepted; and
@@ -19,7 +21,7 @@
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
-use facsimile_core::{Config, Event, PeerId, Replica};
+use facsimile_core::{Config, Event, PeerId, Replica, Succession};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
@@ -75,6 +77,15 @@ struct Log {
     incarnations: u32,
     reloads: u32,
     tainted: bool,
+    /// Each node's successor while it reads on to its own hello.
+    pending: Vec<Option<Pending>>,
+}
+
+/// A new incarnation reading the log on to its own hello before it takes
+/// its node's place.
+struct Pending {
+    next: Replica,
+    succession: Succession,
 }
 
 /// More reloads than this in one case is a loop: a replica that starts
@@ -93,6 +104,7 @@ impl Log {
             incarnations: 0x100,
             reloads: 0,
             tainted: false,
+            pending: (0..n).map(|_| None).collect(),
         };
         for i in 0..n {
             let me = log.me(i);
@@ -120,43 +132,53 @@ impl Log {
     }
 
     /// Publishes what node `i` sent and handles its events: a replica the
-    /// log refused, or whose lease lapsed, says goodbye and starts over.
+    /// log refused, or whose lease lapsed, starts over.
     fn collect(&mut self, i: usize) {
         self.publish(i);
-        let (mut reload, mut lapsed) = (false, false);
+        let mut reload = false;
         while let Some(e) = self.nodes[i].poll_event() {
             reload |= matches!(e, Event::NeedsSync | Event::Evicted);
-            lapsed |= matches!(e, Event::Evicted);
         }
-        if reload {
-            self.reloads += 1;
-            if self.reloads > MAX_RELOADS {
-                // A forgery accepted earlier may name a later incarnation
-                // (they are numbered here, random in earnest).
-                assert!(self.tainted, "replicas keep starting over");
-                return;
-            }
-            let me = self.me(i);
-            let (mut next, mut succession) = self.nodes[i]
-                .successor(me, None)
-                .expect("an empty successor");
-            if lapsed {
-                // Up to where the old incarnation had read, as a transport
-                // does, then its refused writes are made again.
-                for (c, (bytes, time, _)) in self.entries[..self.cursors[i]].iter().enumerate() {
-                    let _ = next.handle_ordered(bytes, c as u64 + 1, *time);
-                }
-                next.extend_succession(&self.nodes[i], &mut succession);
-                next.carry_over(&mut self.nodes[i], &succession);
-                next.check_invariants();
-            } else {
-                self.cursors[i] = 0;
-            }
-            self.nodes[i].abandon();
-            self.publish(i);
-            self.nodes[i] = next;
-            self.collect(i);
+        if !reload || self.pending[i].is_some() {
+            return;
         }
+        self.reloads += 1;
+        if self.reloads > MAX_RELOADS {
+            // A forgery accepted earlier may name a later incarnation
+            // (they are numbered here, random in earnest).
+            assert!(self.tainted, "replicas keep starting over");
+            return;
+        }
+        let me = self.me(i);
+        let (mut next, succession) = self.nodes[i]
+            .successor(me, None)
+            .expect("an empty successor");
+        for (c, (bytes, time, _)) in self.entries[..self.cursors[i]].iter().enumerate() {
+            let _ = next.handle_ordered(bytes, c as u64 + 1, *time);
+        }
+        let hello = next.poll_transmit().expect("a hello").bytes.to_vec();
+        match &mut self.held[i] {
+            Some(held) => held.push(hello),
+            None => self.entries.push((hello, self.now, true)),
+        }
+        self.pending[i] = Some(Pending { next, succession });
+    }
+
+    /// Node `i`'s successor, having read its own hello back, takes its
+    /// place: it carries over what the old incarnation lost to a lapse, and
+    /// the old one says goodbye.
+    fn install(&mut self, i: usize) {
+        let Pending {
+            mut next,
+            mut succession,
+        } = self.pending[i].take().expect("a successor");
+        next.extend_succession(&self.nodes[i], &mut succession);
+        next.carry_over(&mut self.nodes[i], &succession);
+        next.check_invariants();
+        self.nodes[i].abandon();
+        self.publish(i);
+        self.nodes[i] = next;
+        self.collect(i);
     }
 
     fn read(&mut self, i: usize) -> bool {
@@ -186,6 +208,12 @@ impl Log {
             Ok(()) => self.tainted |= !honest,
         }
         self.collect(i);
+        if let Some(p) = &mut self.pending[i] {
+            let _ = p.next.handle_ordered(&bytes, c as u64 + 1, time);
+            if p.next.joined_log() {
+                self.install(i);
+            }
+        }
         true
     }
 
