@@ -77,6 +77,19 @@ impl Successor {
     pub(crate) fn log_position(&self) -> u64 {
         self.replica.log_position()
     }
+
+    /// Takes what it has queued to send, its hello first.
+    pub(crate) fn take_transmits(&mut self) -> Vec<bytes::Bytes> {
+        std::iter::from_fn(|| self.replica.poll_transmit())
+            .map(|t| bytes::Bytes::copy_from_slice(&t.bytes))
+            .collect()
+    }
+
+    /// Whether it has read its own first message back
+    /// ([`Replica::joined_log`]).
+    pub(crate) fn joined_log(&self) -> bool {
+        self.replica.joined_log()
+    }
 }
 
 pub(crate) struct State {
@@ -90,6 +103,10 @@ pub(crate) struct State {
     /// The reload is wanted because this node's lease ran out in the log:
     /// everything it wrote after that point was refused.
     lease_lapsed: bool,
+    /// After a lapse, the old incarnation, whose refused writes the replica
+    /// carries over once it has read its own first message back
+    /// ([`Replica::joined_log`]), and the succession between them.
+    carry: Option<(Replica, Succession)>,
 }
 
 impl State {
@@ -206,6 +223,7 @@ impl Node {
                     subs: Subs::default(),
                     reload_wanted: false,
                     lease_lapsed: false,
+                    carry: None,
                 }),
                 pump: Mutex::new(()),
                 clock,
@@ -309,7 +327,12 @@ impl Node {
     /// [`Error::Receive`] when the bytes are not a valid message; the node
     /// is unchanged and keeps working.
     pub fn receive_ordered(&self, bytes: &[u8], position: u64, time: Duration) -> Result<()> {
-        let r = self.state().replica.handle_ordered(bytes, position, time);
+        let mut st = self.state();
+        let r = st.replica.handle_ordered(bytes, position, time);
+        if st.carry.is_some() && st.replica.joined_log() {
+            self.carry_over(&mut st);
+        }
+        drop(st);
         self.pump();
         r.map_err(Error::from)
     }
@@ -349,7 +372,10 @@ impl Node {
     /// reload is due to this node's lease running out, the writes the log
     /// refused that depended on no lock are made again by the new
     /// incarnation where what they name is still there
-    /// ([`Replica::carry_over`]); the others are lost.
+    /// ([`Replica::carry_over`]); the others are lost. That happens once the
+    /// new incarnation has read its own first message back from the log:
+    /// judged any earlier, a carried write could store what the others
+    /// reclaimed meanwhile.
     ///
     /// # Errors
     /// [`Error::Receive`] when the snapshot is not valid; the node is
@@ -382,9 +408,11 @@ impl Node {
 
     /// Puts `next` in the place of this node's replica: the old incarnation
     /// says goodbye and its locks are lost; `on_ready` listeners are called.
-    /// After a lapse of the lease, `next` first makes again the writes the
-    /// log refused that it can ([`Replica::carry_over`]); returns how many
-    /// operations it made again and how many are lost.
+    /// After a lapse of the lease, `next` makes again the writes the log
+    /// refused that it can ([`Replica::carry_over`]): at once if it has read
+    /// its own first message back, else when it does
+    /// ([`Node::receive_ordered`]). Returns how many operations it made
+    /// again and how many are lost, at once.
     pub(crate) fn install(&self, next: Successor) -> (u64, u64) {
         let Successor {
             mut replica,
@@ -392,6 +420,7 @@ impl Node {
         } = next;
         let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
         let carried;
+        let deferred;
         // The goodbye and the lost-lock events of the old incarnation go
         // out before anything of the new one.
         let (sender, transmits, dispatch) = {
@@ -401,7 +430,8 @@ impl Node {
             replica.extend_succession(&st.replica, &mut succession);
             // Made while change events are off: they reapply what this
             // node showed, so they change nothing a listener saw.
-            carried = match st.lease_lapsed {
+            deferred = st.lease_lapsed && !replica.joined_log();
+            carried = match st.lease_lapsed && !deferred {
                 true => replica.carry_over(&mut st.replica, &succession),
                 false => CarriedOver::default(),
             };
@@ -417,7 +447,10 @@ impl Node {
         let counts;
         {
             let mut st = self.state();
-            st.replica = replica;
+            let old = std::mem::replace(&mut st.replica, replica);
+            // A carry-over still waiting from an earlier lapse is lost:
+            // only the incarnation it was for could judge it.
+            st.carry = deferred.then_some((old, succession));
             st.sync_recording();
             st.reload_wanted = false;
             st.lease_lapsed = false;
@@ -430,6 +463,27 @@ impl Node {
         wake.run();
         self.pump();
         counts
+    }
+
+    /// Carries over the writes the old incarnation lost to a lapse, now
+    /// that the replica has read its own first message back.
+    fn carry_over(&self, st: &mut State) {
+        let Some((mut old, succession)) = st.carry.take() else {
+            return;
+        };
+        // As at a reload: they reapply what this node showed.
+        st.replica.record_changes(false);
+        let carried = st.replica.carry_over(&mut old, &succession);
+        st.sync_recording();
+        st.subs.succeeded(|id| carried.rename(id));
+        let mut successions = self
+            .inner
+            .successions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((_, last)) = successions.last_mut() {
+            *last = carried;
+        }
     }
 
     /// Runs a write on the replica, refusing it without a transport.

@@ -744,9 +744,13 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
 }
 
 /// Starts the node over from the newest snapshot. The new incarnation
-/// first reads the log on to where the node had read, then takes its
-/// place: until then the node keeps answering reads from what it had, so
-/// that no read goes back to the snapshot's older state.
+/// first reads the log on to where the node had read, then sends its hello
+/// and reads on, beside the node, until it reads that back; then it takes
+/// the node's place. Until then the node keeps answering reads and taking
+/// writes, so that no read goes back to the snapshot's older state; and
+/// what the new incarnation writes (the writes it carries over after a
+/// lapse first) it judges on a state no round of reclamation completed
+/// without it has passed (DESIGN.md, "On a totally ordered log").
 async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<(), Stop> {
     let (snapshot, _) = newest_snapshot(&ctx.snapshots)
         .await
@@ -762,29 +766,42 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     // Whole messages: reading goes on after the last one applied.
     let until = read >> INDEX_BITS;
     let mut last = next.log_position() >> INDEX_BITS;
-    if last < until {
-        let mut messages = ordered_messages(ctx, last + 1).await?;
-        while last < until {
-            let message = next_message(ctx, &mut messages).await?;
-            let m = Read::of(ctx, &message)?;
-            // A purge behind a newer snapshot meanwhile starts over from it.
-            if !m.follows(last)? {
-                continue;
+    let mut messages = ordered_messages(ctx, last + 1).await?;
+    let mut joining = false;
+    while last < until || !next.joined_log() {
+        if last >= until && !joining {
+            joining = true;
+            for frame in next.take_transmits() {
+                ctx.shared.enqueue(frame);
             }
-            if ctx.shared.cancel.is_cancelled() {
-                return Err(Stop::Dropped);
-            }
-            for (i, frame) in m.frames.iter().enumerate() {
-                if let Err(e) = next.receive_ordered(frame, m.position(i), m.time) {
-                    tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
-                }
-            }
-            last = m.seq;
         }
+        let message = next_message(ctx, &mut messages).await?;
+        let m = Read::of(ctx, &message)?;
+        // A purge behind a newer snapshot meanwhile starts over from it.
+        if !m.follows(last)? {
+            continue;
+        }
+        if ctx.shared.cancel.is_cancelled() {
+            return Err(Stop::Dropped);
+        }
+        // Past where the node had read, it reads too.
+        let n = (m.seq > until)
+            .then(|| Node::upgrade(node).ok_or(Stop::Dropped))
+            .transpose()?;
+        for (i, frame) in m.frames.iter().enumerate() {
+            if let Err(e) = next.receive_ordered(frame, m.position(i), m.time) {
+                tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
+            }
+            if let Some(n) = &n {
+                // Refused alike, and warned of, just above.
+                let _ = n.receive_ordered(frame, m.position(i), m.time);
+            }
+        }
+        last = m.seq;
     }
     let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
-    // Every frame queued so far is the old incarnation's, what it holds
-    // included.
+    // Every frame queued so far but the new incarnation's hello is the
+    // old incarnation's, what it holds included.
     n.send_held();
     n.pump_all();
     let queued = ctx.shared.outbox().queued();
