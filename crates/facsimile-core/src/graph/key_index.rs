@@ -10,10 +10,14 @@
 //! reads the entries or hashes a key again. In a map of ten million keys,
 //! that is what keeps the cost of a write near flat: each write misses the
 //! cache once in the index, and growth adds only sequential passes.
+//!
+//! Keys come from the network, so the hash is keyed, a key of its own for
+//! each index (SipHash, std's `RandomState`): with a hash anyone can
+//! compute, a peer could send keys that all share a home and make every
+//! write to the map probe through all of them.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, RandomState};
 
-use rustc_hash::FxBuildHasher;
 use smol_str::SmolStr;
 
 /// An empty slot: positions are stored plus one.
@@ -30,20 +34,14 @@ pub(crate) struct KeyIndex<V> {
     slots: Vec<u64>,
     /// Right shift from a 32-bit hash to its home slot.
     shift: u32,
+    /// The hash's key.
+    keys: RandomState,
 }
 
 impl<V> Default for KeyIndex<V> {
     fn default() -> Self {
         Self::with_capacity(0)
     }
-}
-
-/// The 32-bit hash that places `key`. Fx leaves its best bits low; the
-/// multiply carries them into the top half, where homes are taken from.
-#[inline]
-fn hash(key: &str) -> u32 {
-    let h = FxBuildHasher.hash_one(key);
-    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
 }
 
 /// How many slots hold `n` keys at most three quarters full.
@@ -64,6 +62,7 @@ impl<V> KeyIndex<V> {
             entries: Vec::with_capacity(n),
             slots,
             shift,
+            keys: RandomState::new(),
         }
     }
 
@@ -73,6 +72,7 @@ impl<V> KeyIndex<V> {
             entries,
             slots: Vec::new(),
             shift: 32,
+            keys: RandomState::new(),
         };
         index.rebuild();
         index
@@ -81,6 +81,29 @@ impl<V> KeyIndex<V> {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// How many slots a lookup of `key` reads.
+    #[cfg(test)]
+    fn probes(&self, key: &str) -> usize {
+        let (mask, h) = (self.slots.len() - 1, self.hash(key));
+        let mut at = self.home(h);
+        let mut n = 1;
+        loop {
+            let s = self.slots[at];
+            let hit = (s >> 32) as u32 == h && self.entries[(s as u32 - 1) as usize].0 == key;
+            if s == EMPTY || hit {
+                return n;
+            }
+            at = (at + 1) & mask;
+            n += 1;
+        }
+    }
+
+    /// The 32-bit hash that places `key`: the top half of SipHash's.
+    #[inline]
+    fn hash(&self, key: &str) -> u32 {
+        (self.keys.hash_one(key) >> 32) as u32
     }
 
     #[inline]
@@ -114,7 +137,9 @@ impl<V> KeyIndex<V> {
         if self.entries.is_empty() {
             return None;
         }
-        self.find(hash(key), key).ok().map(|i| &self.entries[i].1)
+        self.find(self.hash(key), key)
+            .ok()
+            .map(|i| &self.entries[i].1)
     }
 
     /// The position of `key`, added as the entry `make` gives (its key
@@ -125,7 +150,7 @@ impl<V> KeyIndex<V> {
         key: &str,
         make: impl FnOnce() -> (SmolStr, V),
     ) -> (usize, bool) {
-        let h = hash(key);
+        let h = self.hash(key);
         let found = if self.slots.is_empty() {
             Err(0)
         } else {
@@ -200,7 +225,7 @@ impl<V> KeyIndex<V> {
             32 - len.trailing_zeros()
         };
         for i in 0..self.entries.len() {
-            let h = hash(&self.entries[i].0);
+            let h = self.hash(&self.entries[i].0);
             self.place(u64::from(h) << 32 | (i as u64 + 1));
         }
     }
@@ -283,6 +308,35 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    /// Keys chosen to share a home under an unkeyed hash (Fx, as before)
+    /// spread out under the index's keyed one: a lookup reads a slot or
+    /// two, not the whole cluster.
+    #[test]
+    fn keys_chosen_to_collide_do_not_cluster() {
+        use std::hash::BuildHasher;
+        let n = 1000;
+        // An index of 1,000 keys has 2,048 slots: homes are 11 bits.
+        let unkeyed = |k: &str| {
+            rustc_hash::FxBuildHasher
+                .hash_one(k)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                >> 53
+        };
+        let keys: Vec<SmolStr> = (0u64..)
+            .map(|i| SmolStr::from(format!("k{i}")))
+            .filter(|k| unkeyed(k) == 0)
+            .take(n)
+            .collect();
+        let mut index: KeyIndex<()> = KeyIndex::default();
+        for k in &keys {
+            index.insert(k.clone(), ());
+        }
+        assert_eq!(index.slots.len(), 2048);
+        let probes: usize = keys.iter().map(|k| index.probes(k)).sum();
+        // Unkeyed, a lookup would read half the cluster: 500,000 in all.
+        assert!(probes < 4 * n, "{probes} slots read for {n} lookups");
+    }
 
     /// Inserts, retains and sorts behave like a map that remembers order.
     #[test]
