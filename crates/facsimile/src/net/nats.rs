@@ -768,6 +768,9 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     let mut last = next.log_position() >> INDEX_BITS;
     let mut messages = ordered_messages(ctx, last + 1).await?;
     let mut joining = false;
+    // The last message the node has read (perhaps not whole: it stops at a
+    // frame that makes it start over).
+    let mut node_at = until;
     while last < until || !next.joined_log() {
         if last >= until && !joining {
             joining = true;
@@ -784,10 +787,15 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
         if ctx.shared.cancel.is_cancelled() {
             return Err(Stop::Dropped);
         }
-        // Past where the node had read, it reads too.
-        let n = (m.seq > until)
+        // Where the node had read, it reads on too (frames it applied
+        // already are skipped), unless the snapshot is past that.
+        let follows = m.seq >= until && m.seq <= node_at + 1;
+        let n = follows
             .then(|| Node::upgrade(node).ok_or(Stop::Dropped))
             .transpose()?;
+        if follows {
+            node_at = m.seq;
+        }
         for (i, frame) in m.frames.iter().enumerate() {
             if let Err(e) = next.receive_ordered(frame, m.position(i), m.time) {
                 tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
