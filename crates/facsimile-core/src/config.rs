@@ -128,7 +128,9 @@ impl Config {
     /// are granted by log order with the log position as fencing token, and
     /// a peer whose last message in the log is older than `lease` (by the
     /// log's timestamps) loses its locks and membership. Heartbeats go out
-    /// every third of the lease.
+    /// every third of the lease. Such a replica takes writes and lock
+    /// requests once it has read its own first message back from the log
+    /// ([`Replica::joined_log`]).
     ///
     /// ```
     /// use std::time::Duration;

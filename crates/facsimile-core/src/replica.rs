@@ -937,8 +937,8 @@ impl Replica {
 
     fn writable(&self) -> Result<(), Error> {
         match self.phase {
-            Phase::Live => Ok(()),
-            Phase::Joining(_) => Err(Error::Syncing),
+            Phase::Live if self.locks.log_ref().is_none() || self.joined_log() => Ok(()),
+            _ => Err(Error::Syncing),
         }
     }
 

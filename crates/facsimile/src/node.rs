@@ -328,12 +328,18 @@ impl Node {
     /// is unchanged and keeps working.
     pub fn receive_ordered(&self, bytes: &[u8], position: u64, time: Duration) -> Result<()> {
         let mut st = self.state();
+        let joined = st.replica.joined_log();
         let r = st.replica.handle_ordered(bytes, position, time);
-        if st.carry.is_some() && st.replica.joined_log() {
+        let mut wake = Dispatch::default();
+        if !joined && st.replica.joined_log() {
+            // It takes writes from here on: lock requests waiting for that
+            // are made now.
             self.carry_over(&mut st);
+            st.subs.wake_all_locks(&mut wake);
         }
         drop(st);
         self.pump();
+        wake.run();
         r.map_err(Error::from)
     }
 

@@ -50,6 +50,8 @@ impl Log {
             log.cursors.push(0);
             log.publish(i);
         }
+        // Each writes once it has read its own hello back.
+        log.run();
         log
     }
 

@@ -313,8 +313,11 @@ fn a_lock_made_while_evicted_waits_for_the_reload_and_is_granted() {
     let a = log.node("a", lease);
     let b = log.node("b", lease);
     let (mut at_a, mut at_b) = (0, 0);
-    b.set_root(json!({"k": {}})).unwrap();
     let t0 = Duration::from_secs(1_000);
+    // Each writes once it has read its own hello back.
+    log.deliver(&a, &mut at_a, t0);
+    log.deliver(&b, &mut at_b, t0);
+    b.set_root(json!({"k": {}})).unwrap();
     log.deliver(&a, &mut at_a, t0);
     a.root_map().unwrap().set("a", 1).unwrap();
     log.deliver(&a, &mut at_a, t0);
@@ -352,6 +355,10 @@ fn a_lock_made_while_evicted_waits_for_the_reload_and_is_granted() {
     let snapshot = b.log_snapshot().unwrap();
     at_a = at_b;
     a.reload(Some(&snapshot)).unwrap();
+    assert!(flag.0.swap(false, std::sync::atomic::Ordering::SeqCst));
+    // The new incarnation takes requests once it has read its hello back.
+    assert!(waiting.poll_unpin(&mut cx).is_pending());
+    log.deliver(&a, &mut at_a, late);
     assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
     assert!(waiting.poll_unpin(&mut cx).is_pending());
     log.deliver(&a, &mut at_a, late);
@@ -379,8 +386,10 @@ fn a_reload_after_a_lapse_carries_writes_over_once_the_node_reads_its_hello_back
     let a = log.node("a", lease);
     let b = log.node("b", lease);
     let (mut at_a, mut at_b) = (0, 0);
-    b.set_root(json!({"k": 0})).unwrap();
     let t0 = Duration::from_secs(1_000);
+    log.deliver(&a, &mut at_a, t0);
+    log.deliver(&b, &mut at_b, t0);
+    b.set_root(json!({"k": 0})).unwrap();
     log.deliver(&a, &mut at_a, t0);
     log.deliver(&b, &mut at_b, t0);
 
