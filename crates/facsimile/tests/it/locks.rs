@@ -278,6 +278,21 @@ impl Log {
         node
     }
 
+    /// Nodes "a" and "b" on a new log, each having read its own hello back
+    /// (stamped `time`), so that they take writes; and how far each read.
+    fn pair(
+        lease: std::time::Duration,
+        time: std::time::Duration,
+    ) -> (Log, facsimile::Node, facsimile::Node, usize, usize) {
+        let log = Log::default();
+        let a = log.node("a", lease);
+        let b = log.node("b", lease);
+        let (mut at_a, mut at_b) = (0, 0);
+        log.deliver(&a, &mut at_a, time);
+        log.deliver(&b, &mut at_b, time);
+        (log, a, b, at_a, at_b)
+    }
+
     /// Delivers the messages from `*next` on to `node`, stamped `time`.
     fn deliver(&self, node: &facsimile::Node, next: &mut usize, time: std::time::Duration) {
         loop {
@@ -309,14 +324,8 @@ impl futures_util::task::ArcWake for Flag {
 fn a_lock_made_while_evicted_waits_for_the_reload_and_is_granted() {
     use std::time::Duration;
     let lease = Duration::from_secs(60);
-    let log = Log::default();
-    let a = log.node("a", lease);
-    let b = log.node("b", lease);
-    let (mut at_a, mut at_b) = (0, 0);
     let t0 = Duration::from_secs(1_000);
-    // Each writes once it has read its own hello back.
-    log.deliver(&a, &mut at_a, t0);
-    log.deliver(&b, &mut at_b, t0);
+    let (log, a, b, mut at_a, mut at_b) = Log::pair(lease, t0);
     b.set_root(json!({"k": {}})).unwrap();
     log.deliver(&a, &mut at_a, t0);
     a.root_map().unwrap().set("a", 1).unwrap();
@@ -382,13 +391,8 @@ fn a_lock_made_while_evicted_waits_for_the_reload_and_is_granted() {
 fn a_reload_after_a_lapse_carries_writes_over_once_the_node_reads_its_hello_back() {
     use std::time::Duration;
     let lease = Duration::from_secs(60);
-    let log = Log::default();
-    let a = log.node("a", lease);
-    let b = log.node("b", lease);
-    let (mut at_a, mut at_b) = (0, 0);
     let t0 = Duration::from_secs(1_000);
-    log.deliver(&a, &mut at_a, t0);
-    log.deliver(&b, &mut at_b, t0);
+    let (log, a, b, mut at_a, mut at_b) = Log::pair(lease, t0);
     b.set_root(json!({"k": 0})).unwrap();
     log.deliver(&a, &mut at_a, t0);
     log.deliver(&b, &mut at_b, t0);
