@@ -29,6 +29,21 @@ test('one proxy per object: s.a === s.a, cycles, shared references', () => {
   assert.equal(b.store.wrapped.ref, b.store.list);
 });
 
+test('a map of many keys (found through its keyed hash index) reads, writes and replicates', () => {
+  const [a, b] = pair();
+  a.store = {};
+  for (let i = 0; i < 300; i++) a.store[`k${i}`] = i;
+  for (let i = 0; i < 300; i += 2) delete b.store[`k${i}`];
+  b.store.k1 = 'one';
+  for (const s of [a.store, b.store]) {
+    assert.equal(Object.keys(s).length, 150);
+    assert.equal(s.k1, 'one');
+    assert.equal(s.k299, 299);
+    assert.equal(s.k0, undefined);
+  }
+  assert.deepEqual(a.snapshot(), b.snapshot());
+});
+
 test('the language sees plain data: JSON, keys, spread, for…of, in, deepStrictEqual', () => {
   const [a, b] = pair();
   const doc = { name: 'n', n: 1.5, t: true, z: null, list: [1, 'two', [3], { four: 4 }], m: { k: 'v' } };
