@@ -9,7 +9,8 @@ mod slot_index;
 mod table;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::OnceLock;
 
 use rustc_hash::FxHashSet;
 
@@ -37,17 +38,53 @@ impl Iterator for Bits {
 }
 
 /// A table keyed by ids that are mostly made and visited in order.
-pub(crate) type IdMap<V> = HashMap<Id, V, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdMap<V> = HashMap<Id, V, IdKeys>;
+
+/// The keys of [`IdHasher`]: drawn once per process from the standard
+/// library's random source. Ids come from the network, and a peer picks
+/// its counters (a message may move its counter by any amount): with an
+/// unkeyed mix it could pick ids whose runs share a bucket and make each
+/// lookup probe through all of them.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IdKeys;
+
+impl IdKeys {
+    fn keys() -> &'static [u64; 2] {
+        static KEYS: OnceLock<[u64; 2]> = OnceLock::new();
+        KEYS.get_or_init(|| {
+            let random = RandomState::new();
+            // The multiplier stays odd, so that the multiply loses no bit.
+            [random.hash_one(0u8), random.hash_one(1u8) | 1]
+        })
+    }
+}
+
+impl BuildHasher for IdKeys {
+    type Hasher = IdHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> IdHasher {
+        let &[key, fold] = IdKeys::keys();
+        IdHasher {
+            counter: 0,
+            peer: 0,
+            key,
+            fold,
+        }
+    }
+}
 
 /// Hashes an id so that each aligned run of 64 counters of one peer lands in
 /// 64 neighbouring buckets, while the runs themselves are spread by a full
 /// mix. Objects are mostly created, loaded and walked in id order, so
 /// neighbours share cache lines and pages instead of every access missing
-/// both. A run holds at most 64 ids, so no input clusters more than that.
-#[derive(Default)]
+/// both. A run holds at most 64 ids, so no input clusters more than that;
+/// which runs share a bucket depends on the process's keys ([`IdKeys`]).
 pub(crate) struct IdHasher {
     counter: u64,
     peer: u64,
+    key: u64,
+    fold: u64,
 }
 
 impl Hasher for IdHasher {
@@ -70,8 +107,8 @@ impl Hasher for IdHasher {
         let within = self.counter & 63;
         // A folded multiply of the run and the peer: both halves of the
         // 128-bit product, so every input bit reaches every output bit.
-        let x = run ^ self.peer.wrapping_mul(MIX);
-        let product = u128::from(x) * u128::from(FOLD);
+        let x = run ^ self.peer.wrapping_mul(MIX) ^ self.key;
+        let product = u128::from(x) * u128::from(self.fold);
         let h = (product as u64) ^ ((product >> 64) as u64);
         // Low bits pick the bucket: consecutive within a run. The top seven
         // bits are the table's tag byte: varied within a run too, so that a
@@ -82,7 +119,6 @@ impl Hasher for IdHasher {
 }
 
 const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
-const FOLD: u64 = 0xbf58_476d_1ce4_e5b9;
 
 #[derive(Debug, Clone)]
 pub(crate) enum ObjData {
@@ -235,7 +271,7 @@ mod tests {
     }
 
     fn hash(peer: u32, counter: u64) -> u64 {
-        BuildHasherDefault::<IdHasher>::default().hash_one(Id::new(PeerIdx(peer), counter))
+        IdKeys.hash_one(Id::new(PeerIdx(peer), counter))
     }
 
     #[test]
@@ -247,6 +283,23 @@ mod tests {
         }
         let tags: FxHashSet<u64> = run.iter().map(|h| h >> 57).collect();
         assert_eq!(tags.len(), 64, "every id of a run has its own tag");
+    }
+
+    /// Runs of ids picked to share a bucket under the mix with known keys
+    /// (what the hash was before it was keyed) spread under the process's
+    /// keys.
+    #[test]
+    fn runs_picked_to_collide_without_the_keys_spread_with_them() {
+        let unkeyed = |run: u64| {
+            let product = u128::from(run) * u128::from(0xbf58_476d_1ce4_e5b9_u64);
+            ((product as u64) ^ ((product >> 64) as u64)) & 0xfffc0
+        };
+        let picked: Vec<u64> = (0u64..).filter(|&r| unkeyed(r) == 0).take(200).collect();
+        let mask = 0xfffc0;
+        let buckets: FxHashSet<u64> = picked.iter().map(|&r| hash(0, r * 64) & mask).collect();
+        // 200 runs thrown at random into 2^14 run positions: about 199
+        // distinct ones.
+        assert!(buckets.len() > 190, "{} distinct of 200", buckets.len());
     }
 
     #[test]

@@ -11,9 +11,7 @@
 use std::collections::HashMap;
 use std::ops::Index;
 
-use rustc_hash::FxBuildHasher;
-
-use super::{Bits, Obj};
+use super::{Bits, IdKeys, IdMap, Obj};
 use crate::value::Id;
 
 /// Counters per page: one presence bit each in a `u64`.
@@ -64,10 +62,10 @@ fn split(id: Id) -> (Id, u32) {
 /// Objects by id.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Objects {
-    /// A page's objects are neighbours already: a plain multiplicative
-    /// hash of the page does (cheaper than the id hash a table of objects
-    /// needed).
-    pages: HashMap<Id, Page, FxBuildHasher>,
+    /// Keyed by page, with the keyed id hash: a peer picks its objects'
+    /// counters, so it could pick pages that share a bucket under a hash
+    /// anyone can compute.
+    pages: IdMap<Page>,
     len: usize,
 }
 
@@ -75,7 +73,7 @@ impl Objects {
     /// A table with room for `n` objects of dense counters.
     pub(crate) fn with_capacity(n: usize) -> Self {
         Objects {
-            pages: HashMap::with_capacity_and_hasher(n.div_ceil(PAGE as usize), FxBuildHasher),
+            pages: HashMap::with_capacity_and_hasher(n.div_ceil(PAGE as usize), IdKeys),
             len: 0,
         }
     }
