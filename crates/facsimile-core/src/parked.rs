@@ -8,14 +8,13 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap;
-
+use crate::graph::IdMap;
 use crate::op::Op;
 use crate::value::{Id, PeerIdx};
 
 #[derive(Debug, Default)]
 pub(crate) struct Parked {
-    waiting: FxHashMap<Id, Vec<(PeerIdx, Op)>>,
+    waiting: IdMap<Vec<(PeerIdx, Op)>>,
     count: usize,
     /// Ranges of ids that parked operations will create: `(peer, first, len)`.
     creates: Vec<(PeerIdx, u64, u64)>,

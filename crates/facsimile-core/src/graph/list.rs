@@ -28,11 +28,9 @@
 //! ([`Big`]) that the value indexes. A list of pushed numbers takes about
 //! 12 bytes a slot besides the id index (a slot had taken 40).
 
-use rustc_hash::FxHashMap;
-
-use super::Bits;
 use super::seq::{Cursor, Items, LEAF_MAX, LeafId, MERGE_MAX, SeqTree};
 use super::slot_index::SlotIndex;
+use super::{Bits, IdMap};
 use crate::clock::Peers;
 use crate::value::{Id, ObjectId, PeerIdx, Value};
 
@@ -895,7 +893,8 @@ pub(crate) struct ListObj {
     big: Big,
     /// Slot id to the leaf holding it.
     index: SlotIndex,
-    extra: FxHashMap<Id, ElemExtra>,
+    /// Stamps and positions of moved or rewritten elements, by element.
+    extra: IdMap<ElemExtra>,
     /// Bumped by every change; lets a caller detect that the list changed
     /// between a read and a write.
     version: u64,
@@ -1466,7 +1465,7 @@ impl ListObj {
     pub(crate) fn from_slots(
         slots: impl IntoIterator<Item = (Slot, Option<ElemExtra>)>,
     ) -> Option<Self> {
-        let mut extra = FxHashMap::default();
+        let mut extra = IdMap::default();
         let mut big = Big::default();
         let mut refs = 0;
         let items = slots.into_iter().map(|(slot, e)| {

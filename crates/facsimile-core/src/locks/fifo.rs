@@ -12,11 +12,12 @@
 
 use std::time::Duration;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use super::{LockReq, Mine, Queues};
 use crate::clock::Peers;
 use crate::event::{Event, LockEvent};
+use crate::graph::IdMap;
 use crate::membership::Membership;
 use crate::outputs::{Events, Outputs};
 use crate::value::{Id, ObjectId, PeerId, PeerIdx};
@@ -28,7 +29,7 @@ pub(crate) struct FifoLocks {
     /// Requests this replica must acknowledge: `(object, request)`.
     pub(super) owed: Vec<(Id, Id)>,
     /// Who acknowledged each of this replica's requests.
-    pub(super) acked: FxHashMap<Id, FxHashSet<PeerIdx>>,
+    pub(super) acked: IdMap<FxHashSet<PeerIdx>>,
     /// How long a member may stay silent before it is evicted.
     pub(super) peer_timeout: Option<Duration>,
 }
@@ -38,7 +39,7 @@ impl FifoLocks {
         FifoLocks {
             q: Queues::default(),
             owed: Vec::new(),
-            acked: FxHashMap::default(),
+            acked: IdMap::default(),
             peer_timeout,
         }
     }
@@ -134,8 +135,7 @@ impl FifoLocks {
     }
 
     fn grant_all(&mut self, members: &Membership, events: &mut Events) {
-        let objs: Vec<Id> = self.q.mine.keys().copied().collect();
-        for obj in objs {
+        for obj in super::in_order(self.q.mine.keys()) {
             self.try_grant(obj, members, events);
         }
     }

@@ -296,8 +296,7 @@ impl LogLocks {
 
     /// Grants every queue whose head is free (after departures).
     pub(crate) fn regrant(&mut self, events: &mut Events) {
-        let objs: Vec<Id> = self.q.queues.keys().copied().collect();
-        for obj in objs {
+        for obj in super::in_order(self.q.queues.keys()) {
             self.grant(obj, events);
         }
     }

@@ -17,12 +17,13 @@ mod log;
 
 use std::time::Duration;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use crate::clock::Peers;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::{Event, LockEvent, LockState};
+use crate::graph::IdMap;
 use crate::membership::Membership;
 use crate::outputs::{Events, Outputs};
 use crate::value::{Id, ObjectId, PeerIdx};
@@ -39,6 +40,15 @@ pub(crate) struct LockReq {
     pub(crate) held: Option<u64>,
 }
 
+/// `ids` in an order every run of this process repeats: tables keyed by
+/// ids iterate in an order drawn per process ([`IdKeys`](crate::graph::IdKeys)),
+/// and what a replica sends and reports must not follow it.
+fn in_order<'a>(ids: impl Iterator<Item = &'a Id>) -> Vec<Id> {
+    let mut ids: Vec<Id> = ids.copied().collect();
+    ids.sort_unstable_by_key(|id| (id.counter, id.peer.0));
+    ids
+}
+
 /// This replica's own request for an object.
 #[derive(Clone, Copy, Debug)]
 struct Mine {
@@ -49,10 +59,10 @@ struct Mine {
 /// The lock state both protocols keep.
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
-    queues: FxHashMap<Id, Vec<LockReq>>,
-    mine: FxHashMap<Id, Mine>,
+    queues: IdMap<Vec<LockReq>>,
+    mine: IdMap<Mine>,
     /// Highest fencing token known per object.
-    last_token: FxHashMap<Id, u64>,
+    last_token: IdMap<u64>,
 }
 
 impl Queues {
@@ -104,8 +114,8 @@ impl Queues {
 
     /// Drops every own request, reporting each as lost or withdrawn.
     fn lose_all(&mut self, events: &mut Events) {
-        let mine: Vec<(Id, Mine)> = self.mine.drain().collect();
-        for (obj, m) in mine {
+        for obj in in_order(self.mine.keys()) {
+            let m = self.mine.remove(&obj).expect("listed");
             self.dequeue(obj, m.req);
             events.push(Event::Lock(match m.token {
                 Some(token) => LockEvent::Lost {
@@ -180,7 +190,7 @@ impl Queues {
 
     /// Takes transferred queues and tokens, without this replica's own
     /// requests (they were dropped with its state).
-    fn load(&mut self, mut queues: FxHashMap<Id, Vec<LockReq>>, last_token: FxHashMap<Id, u64>) {
+    fn load(&mut self, mut queues: IdMap<Vec<LockReq>>, last_token: IdMap<u64>) {
         for q in queues.values_mut() {
             q.retain(|r| r.stamp.peer != PeerIdx::SELF);
         }
@@ -369,8 +379,7 @@ impl Locks {
     /// Withdraws or releases every own request (a sync drops the state
     /// they were made in).
     pub(crate) fn release_all(&mut self, out: &mut Outputs, peers: &Peers) {
-        let mine: Vec<Id> = self.queues().mine.keys().copied().collect();
-        for obj in mine {
+        for obj in in_order(self.queues().mine.keys()) {
             let _ = self.release(ObjectId(obj), out, peers);
         }
     }
@@ -515,8 +524,8 @@ impl Locks {
     /// Takes a transferred lock state (validated).
     pub(crate) fn load(
         &mut self,
-        queues: FxHashMap<Id, Vec<LockReq>>,
-        last_token: FxHashMap<Id, u64>,
+        queues: IdMap<Vec<LockReq>>,
+        last_token: IdMap<u64>,
         log: Option<log::LoadedLog>,
     ) {
         match self {
@@ -528,6 +537,8 @@ impl Locks {
                     .flat_map(|(&obj, q)| q.iter().map(move |r| (obj, r.stamp)))
                     .filter(|(_, r)| r.peer != PeerIdx::SELF)
                     .collect();
+                l.owed
+                    .sort_unstable_by_key(|(o, r)| (o.counter, o.peer.0, r.counter, r.peer.0));
                 l.q.load(queues, last_token);
             }
             Locks::Log(l) => {

@@ -284,11 +284,22 @@ impl Context {
     }
 }
 
+/// The most shapes of one hash of keys a writer searches. The hash is
+/// unkeyed (snapshots are written on every replica alike and a keyed hash
+/// costs more), so keys from the network may be chosen to share it.
+const SHAPE_CHAIN: usize = 8;
+
 /// Writes the objects (in id order) into `out`.
 pub(crate) fn write_objects(objects: &[(Id, &Obj)], out: &mut Vec<u8>) {
+    write_objects_hashed(objects, out, keys_hash);
+}
+
+/// [`write_objects`], with the hash that files map shapes.
+fn write_objects_hashed(objects: &[(Id, &Obj)], out: &mut Vec<u8>, hash: fn(&MapObj) -> u64) {
     varint(out, objects.len() as u64);
     let mut w = Writer {
         out,
+        hash,
         cx: Context::default(),
         run: Vec::new(),
         shapes: Vec::new(),
@@ -341,6 +352,8 @@ fn keys_hash(map: &MapObj) -> u64 {
 
 struct Writer<'a, 'o> {
     out: &'o mut Vec<u8>,
+    /// The hash of a map's keys.
+    hash: fn(&MapObj) -> u64,
     cx: Context,
     /// The values of the run being written (reused).
     run: Vec<Value>,
@@ -409,9 +422,10 @@ impl<'a> Writer<'a, '_> {
 
     /// Names `map`'s shape, defining it first when it is new.
     fn shape(&mut self, map: &'a MapObj) -> u32 {
-        let hash = keys_hash(map);
+        let hash = (self.hash)(map);
         let mut at = self.by_hash.get(&hash).copied();
         let mut last = None;
+        let mut chain = 0;
         while let Some(s) = at {
             if self.shapes[s as usize].map.same_keys(map) {
                 varint(self.out, u64::from(s) + 1);
@@ -419,9 +433,13 @@ impl<'a> Writer<'a, '_> {
             }
             last = Some(s);
             at = self.shapes[s as usize].next;
+            chain += 1;
         }
         let s = self.shapes.len() as u32;
         match last {
+            // A full chain is keys picked to collide: the shape is
+            // defined but not filed, so that no search grows past it.
+            Some(_) if chain >= SHAPE_CHAIN => {}
             Some(l) => self.shapes[l as usize].next = Some(s),
             None => {
                 self.by_hash.insert(hash, s);
@@ -1342,6 +1360,33 @@ mod tests {
 
     fn str(s: &str) -> Value {
         Value::Str(s.into())
+    }
+
+    #[test]
+    fn maps_whose_keys_share_a_hash_are_written_whole() {
+        let keyed = |i: usize| {
+            Ok(vec![
+                ("same", Value::Int(1)),
+                (
+                    [
+                        "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10", "k11",
+                    ][i],
+                    Value::Int(2),
+                ),
+            ])
+        };
+        // Twelve shapes, then each again: the first eight are found by
+        // their hash, the last four defined again.
+        let objs = objects((0..12).chain(0..12).map(keyed).collect());
+        let refs: Vec<(Id, &Obj)> = objs.iter().map(|(id, o)| (*id, o)).collect();
+        let mut colliding = Vec::new();
+        write_objects_hashed(&refs, &mut colliding, |_| 0);
+        let spread = write(&objs);
+        assert_eq!(read_v4(&colliding).unwrap(), read_v4(&spread).unwrap());
+        // Each of the four shapes defined again costs its keys and heads
+        // (13 or 14 bytes) instead of its index.
+        let again = colliding.len() - spread.len();
+        assert!((4 * 12..=4 * 15).contains(&again), "{again}");
     }
 
     #[test]

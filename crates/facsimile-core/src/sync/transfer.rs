@@ -15,7 +15,7 @@ use crate::error::ReceiveError;
 use crate::gc::{Gc, sorted_ack};
 use crate::graph::list::{ElemExtra, ListObj, Slot, SlotKind};
 use crate::graph::map::{MapEntry, MapObj};
-use crate::graph::{Graph, Obj, ObjData, Objects};
+use crate::graph::{Graph, IdMap, Obj, ObjData, Objects};
 use crate::locks::{LoadedLog, LockReq, Locks};
 use crate::membership::Membership;
 use crate::op::MAX_COUNTER;
@@ -128,8 +128,8 @@ pub(crate) struct Transferred {
     pub(crate) max_counter: u64,
     pub(crate) members: Vec<PeerIdx>,
     pub(crate) acks: Vec<(PeerIdx, Vec<(u32, u64)>)>,
-    pub(crate) queues: FxHashMap<Id, Vec<LockReq>>,
-    pub(crate) last_token: FxHashMap<Id, u64>,
+    pub(crate) queues: IdMap<Vec<LockReq>>,
+    pub(crate) last_token: IdMap<u64>,
     pub(crate) log: Option<LoadedLog>,
     pub(crate) syncing: Vec<PeerIdx>,
     pub(crate) departed: Vec<PeerIdx>,
@@ -426,8 +426,8 @@ fn validate(
         let m = lookup(*m, "ack of an unknown member")?;
         acks.push((m, ack.iter().map(|&(t, c)| (t.0, c)).collect::<Vec<_>>()));
     }
-    let mut queues = FxHashMap::default();
-    let mut last_token = FxHashMap::default();
+    let mut queues = IdMap::default();
+    let mut last_token = IdMap::default();
     for (obj, queue, token) in state.locks {
         if token > MAX_COUNTER
             || queue
