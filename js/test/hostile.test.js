@@ -214,3 +214,19 @@ for (const binary of [false, true]) {
     net.close();
   });
 }
+
+// Ids and map keys come from peers, so the engine's hash tables are keyed
+// per run: WebAssembly's standard library has no random source of its own
+// (its keys would repeat in every run, and a peer could pick colliding
+// ids once for all), so the module seeds them from crypto.getRandomValues.
+test('each run of the module draws its own hash keys', () => {
+  const { execFileSync } = require('node:child_process');
+  const path = require('node:path');
+  const module = path.join(__dirname, '..', 'dist', 'node', 'facsimile_wasm.js');
+  const script = `process.stdout.write(String(require(${JSON.stringify(module)}).hash_keys_fingerprint()))`;
+  const runs = new Set();
+  for (let i = 0; i < 4; i++) {
+    runs.add(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' }));
+  }
+  assert.equal(runs.size, 4, `fingerprints ${[...runs]}`);
+});

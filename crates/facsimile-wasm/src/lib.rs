@@ -844,6 +844,51 @@ impl Engine {
     }
 }
 
+/// Seeds the engine's hash keys when the module is loaded: the standard
+/// library has no random source here, so its keys would be the same in
+/// every run and a peer could pick ids or keys that share a bucket.
+#[wasm_bindgen(start)]
+fn seed_hash_keys() {
+    let mut seed = [0u8; 16];
+    if !crypto_random(&mut seed) {
+        // No Web Crypto (a bare runtime): Math.random, which engines seed
+        // from the system, 32 bits a call.
+        for chunk in seed.chunks_mut(4) {
+            let word = (js_sys::Math::random() * 4_294_967_296.0) as u32;
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    facsimile_core::seed_hash_keys(seed);
+}
+
+/// Fills `buf` from `globalThis.crypto.getRandomValues` (browsers, Node.js
+/// 19 and later); `false` where there is none.
+fn crypto_random(buf: &mut [u8]) -> bool {
+    let Ok(crypto) = Reflect::get(&js_sys::global(), &"crypto".into()) else {
+        return false;
+    };
+    let Ok(fill) = Reflect::get(&crypto, &"getRandomValues".into()) else {
+        return false;
+    };
+    let Some(fill) = fill.dyn_ref::<js_sys::Function>() else {
+        return false;
+    };
+    let array = Uint8Array::new_with_length(buf.len() as u32);
+    if fill.call1(&crypto, &array).is_err() {
+        return false;
+    }
+    array.copy_to(buf);
+    true
+}
+
+/// A digest of the engine's hash keys, which differs from run to run: for
+/// the package's tests.
+#[wasm_bindgen]
+#[doc(hidden)]
+pub fn hash_keys_fingerprint() -> u32 {
+    facsimile_core::hash_keys_fingerprint()
+}
+
 /// The module's linear memory (a `WebAssembly.Memory`), shared by every
 /// engine of the instance: for the package's memory tests.
 #[wasm_bindgen]

@@ -12,13 +12,16 @@
 //! cache once in the index, and growth adds only sequential passes.
 //!
 //! Keys come from the network, so the hash is keyed, a key of its own for
-//! each index (SipHash, std's `RandomState`): with a hash anyone can
+//! each index (SipHash, std's `RandomState`, and the process's key of
+//! [`IdKeys`]): with a hash anyone can
 //! compute, a peer could send keys that all share a home and make every
 //! write to the map probe through all of them.
 
 use std::hash::{BuildHasher, RandomState};
 
 use smol_str::SmolStr;
+
+use super::IdKeys;
 
 /// An empty slot: positions are stored plus one.
 const EMPTY: u64 = 0;
@@ -100,10 +103,12 @@ impl<V> KeyIndex<V> {
         }
     }
 
-    /// The 32-bit hash that places `key`: the top half of SipHash's.
+    /// The 32-bit hash that places `key`: the top half of SipHash's. The
+    /// process's key goes in first, since where `std` has no random
+    /// source its keys are the same in every run.
     #[inline]
     fn hash(&self, key: &str) -> u32 {
-        (self.keys.hash_one(key) >> 32) as u32
+        (self.keys.hash_one((IdKeys::keys()[0], key)) >> 32) as u32
     }
 
     #[inline]

@@ -41,22 +41,60 @@ impl Iterator for Bits {
 pub(crate) type IdMap<V> = HashMap<Id, V, IdKeys>;
 
 /// The keys of [`IdHasher`]: drawn once per process from the standard
-/// library's random source. Ids come from the network, and a peer picks
+/// library's random source, or from the seed a host gives first
+/// ([`seed_hash_keys`]). Ids come from the network, and a peer picks
 /// its counters (a message may move its counter by any amount): with an
 /// unkeyed mix it could pick ids whose runs share a bucket and make each
 /// lookup probe through all of them.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct IdKeys;
 
+static KEYS: OnceLock<[u64; 2]> = OnceLock::new();
+
+/// Keys from 16 random bytes, the multiplier odd so that the multiply
+/// loses no bit.
+fn keys_from(seed: [u64; 2]) -> [u64; 2] {
+    [seed[0], seed[1] | 1]
+}
+
 impl IdKeys {
-    fn keys() -> &'static [u64; 2] {
-        static KEYS: OnceLock<[u64; 2]> = OnceLock::new();
+    /// The process's keys: an offset and an odd multiplier.
+    pub(crate) fn keys() -> &'static [u64; 2] {
         KEYS.get_or_init(|| {
             let random = RandomState::new();
-            // The multiplier stays odd, so that the multiply loses no bit.
-            [random.hash_one(0u8), random.hash_one(1u8) | 1]
+            keys_from([random.hash_one(0u8), random.hash_one(1u8)])
         })
     }
+}
+
+/// Seeds the keys of the engine's hash tables with 16 random bytes, before
+/// any table is made; `false` when the keys were drawn already, and then
+/// nothing changes.
+///
+/// Only a host whose standard library has no random source needs this:
+/// on `wasm32-unknown-unknown` (browsers, Node.js) `std`'s keys are the
+/// same in every run, so a peer could pick ids or map keys that share a
+/// bucket in every replica it sends them to. `facsimile-wasm` seeds from
+/// `crypto.getRandomValues` when it is loaded. Elsewhere the keys come
+/// from the operating system.
+///
+/// ```
+/// // From a random source, before the first replica is made.
+/// let seed: [u8; 16] = std::array::from_fn(|i| (i * 37) as u8);
+/// assert!(facsimile_core::seed_hash_keys(seed));
+/// assert!(!facsimile_core::seed_hash_keys(seed), "keys are seeded once");
+/// ```
+pub fn seed_hash_keys(seed: [u8; 16]) -> bool {
+    let word = |i: usize| u64::from_le_bytes(seed[i..i + 8].try_into().expect("8 bytes"));
+    KEYS.set(keys_from([word(0), word(8)])).is_ok()
+}
+
+/// A 32-bit digest of the hash keys, from which they cannot be read back:
+/// lets a test see that two runs drew different keys.
+#[doc(hidden)]
+pub fn hash_keys_fingerprint() -> u32 {
+    let &[key, by] = IdKeys::keys();
+    fold(fold(key ^ MIX, by), MIX) as u32
 }
 
 impl BuildHasher for IdKeys {
