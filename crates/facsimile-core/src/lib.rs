@@ -71,7 +71,7 @@ pub use config::Config;
 pub use envelope::Envelope;
 pub use error::{Error, ReceiveError};
 pub use event::{Change, Event, LockEntry, LockEvent, LockState, Origin, PeerInfo};
-pub use graph::{hash_keys_fingerprint, seed_hash_keys};
+pub use graph::{IdHasher, IdKeys, hash_keys_fingerprint, seed_hash_keys};
 pub use outbox::Transmit;
 pub use replica::{CarriedOver, Replica};
 pub use value::{Input, ObjectId, ObjectKind, PeerId, Prop, Succession, Value};

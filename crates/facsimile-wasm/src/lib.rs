@@ -35,14 +35,14 @@
 
 mod relay;
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use facsimile_core::{
-    Config, Error, Event, Input, LockEvent, LockState, ObjectId, ObjectKind, Origin, PeerId, Prop,
-    ReceiveError, Replica, Value, WireFormat,
+    Config, Error, Event, IdKeys, Input, LockEvent, LockState, ObjectId, ObjectKind, Origin,
+    PeerId, Prop, ReceiveError, Replica, Value, WireFormat,
 };
 use js_sys::{Array, Reflect, Uint8Array};
-use rustc_hash::FxHashMap;
 use smol_str::SmolStr;
 use wasm_bindgen::prelude::*;
 
@@ -77,7 +77,7 @@ pub struct Engine {
 #[derive(Default)]
 struct Handles {
     ids: Vec<Option<ObjectId>>,
-    by_id: FxHashMap<ObjectId, u32>,
+    by_id: HashMap<ObjectId, u32, IdKeys>,
     free: Vec<u32>,
 }
 
@@ -740,7 +740,7 @@ impl Engine {
     /// shortest path, the same on every node; `null` when the root does not
     /// reach it. JSON text: an array of pointers.
     pub fn places_of(&mut self, wanted: Vec<u32>) -> String {
-        let first: FxHashMap<ObjectId, String> =
+        let first: HashMap<ObjectId, String, IdKeys> =
             first_places(&mut self.replica).into_iter().collect();
         let mut out = String::new();
         self.pack_places(&mut out, &first, &wanted);
@@ -764,7 +764,7 @@ impl Engine {
         use std::fmt::Write;
         let order = first_places(&mut self.replica);
         let objects = order.len();
-        let first: FxHashMap<ObjectId, String> = order.into_iter().collect();
+        let first: HashMap<ObjectId, String, IdKeys> = order.into_iter().collect();
         let expanded: rustc_hash::FxHashSet<String> = expanded.into_iter().collect();
         let mut out = String::new();
         let _ = write!(out, "{{\"objects\":{objects},\"rows\":[");
@@ -915,7 +915,7 @@ fn json_tree(replica: &mut Replica, root: ObjectId, out: &mut String) -> Result<
     let mut stack: Vec<JsonFrame> = Vec::new();
     let mut arena: Vec<(SmolStr, Value)> = Vec::new();
     // The objects on the path from the root: meeting one again is a cycle.
-    let mut path = rustc_hash::FxHashSet::default();
+    let mut path = HashSet::<ObjectId, IdKeys>::default();
     let mut next = Some(Value::Ref(root));
     loop {
         match next.take() {
@@ -1025,7 +1025,7 @@ fn first_places(replica: &mut Replica) -> Vec<(ObjectId, String)> {
     let Value::Ref(root) = replica.root() else {
         return Vec::new();
     };
-    let mut seen = rustc_hash::FxHashSet::from_iter([root]);
+    let mut seen = HashSet::<_, IdKeys>::from_iter([root]);
     let mut order = vec![(root, String::new())];
     let mut next = 0;
     let mut children: Vec<(String, ObjectId)> = Vec::new();
@@ -1180,7 +1180,12 @@ impl Engine {
 
     /// The places of the handles `wanted` as a JSON array (`null` for an
     /// object the root does not reach).
-    fn pack_places(&self, out: &mut String, first: &FxHashMap<ObjectId, String>, wanted: &[u32]) {
+    fn pack_places(
+        &self,
+        out: &mut String,
+        first: &HashMap<ObjectId, String, IdKeys>,
+        wanted: &[u32],
+    ) {
         out.push('[');
         for (i, h) in wanted.iter().enumerate() {
             if i > 0 {

@@ -8,11 +8,10 @@
 //! specification words ("Object is not owned by current host") only here,
 //! for [`Error`] and [`LockError`](crate::LockError) alike.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 
-use facsimile_core::{ObjectId, ObjectKind, ReceiveError, Replica, Value as CoreValue};
-use rustc_hash::{FxHashMap, FxHashSet};
+use facsimile_core::{IdKeys, ObjectId, ObjectKind, ReceiveError, Replica, Value as CoreValue};
 
 use crate::typed::{Seg, pointer};
 
@@ -299,8 +298,8 @@ pub(crate) fn locate(r: &mut Replica, target: ObjectId) -> Option<Place> {
         return None;
     };
     // How each object was first reached: its parent and the step.
-    let mut via: FxHashMap<ObjectId, (ObjectId, Seg)> = FxHashMap::default();
-    let mut seen = FxHashSet::from_iter([root]);
+    let mut via: HashMap<ObjectId, (ObjectId, Seg), IdKeys> = HashMap::default();
+    let mut seen = HashSet::<_, IdKeys>::from_iter([root]);
     let mut queue = VecDeque::from([root]);
     let mut budget = LOCATE_BUDGET;
     while let Some(o) = queue.pop_front() {

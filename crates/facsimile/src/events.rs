@@ -6,13 +6,16 @@
 //! `alive` flag). The engine records changes only while someone listens
 //! (DESIGN.md, "Events").
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use facsimile_core::{Event as CoreEvent, LockEvent, ObjectId, ObjectKind, Origin, Prop, Replica};
+use facsimile_core::{
+    Event as CoreEvent, IdKeys, LockEvent, ObjectId, ObjectKind, Origin, Prop, Replica,
+};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use rustc_hash::FxHashMap;
 
@@ -153,14 +156,14 @@ struct Sub<F> {
 pub(crate) struct Subs {
     next: u64,
     global: Vec<Sub<ChangeFn>>,
-    objects: FxHashMap<ObjectId, Vec<Sub<ChangeFn>>>,
+    objects: HashMap<ObjectId, Vec<Sub<ChangeFn>>, IdKeys>,
     props: FxHashMap<(ObjectId, Prop), Vec<Sub<ChangeFn>>>,
     root: Vec<Sub<ValueFn>>,
     ready: Vec<Sub<ValueFn>>,
     locks: Vec<Sub<LockFn>>,
     streams: Vec<Sub<UnboundedSender<Event>>>,
     /// Tasks waiting for a lock on an object.
-    lock_wakers: FxHashMap<ObjectId, Vec<Waker>>,
+    lock_wakers: HashMap<ObjectId, Vec<Waker>, IdKeys>,
 }
 
 impl Subs {

@@ -46,8 +46,19 @@ pub(crate) type IdMap<V> = HashMap<Id, V, IdKeys>;
 /// its counters (a message may move its counter by any amount): with an
 /// unkeyed mix it could pick ids whose runs share a bucket and make each
 /// lookup probe through all of them.
+///
+/// Public for the tables of hosts keyed by [`ObjectId`](crate::ObjectId)
+/// (a handle table, a walk's visited set): `HashMap<ObjectId, V, IdKeys>`.
+/// It suits ids only: other keys would hash unkeyed.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use facsimile_core::{IdKeys, ObjectId};
+/// let handles: HashMap<ObjectId, u32, IdKeys> = HashMap::default();
+/// assert!(handles.is_empty());
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct IdKeys;
+pub struct IdKeys;
 
 static KEYS: OnceLock<[u64; 2]> = OnceLock::new();
 
@@ -118,7 +129,7 @@ impl BuildHasher for IdKeys {
 /// neighbours share cache lines and pages instead of every access missing
 /// both. A run holds at most 64 ids, so no input clusters more than that;
 /// which runs share a bucket depends on the process's keys ([`IdKeys`]).
-pub(crate) struct IdHasher {
+pub struct IdHasher {
     counter: u64,
     peer: u64,
     key: u64,

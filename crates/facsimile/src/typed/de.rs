@@ -2,8 +2,9 @@
 //! lock), recording what it read so that a later write can check that
 //! nothing it depends on changed meanwhile.
 
-use facsimile_core::{ObjectId, ObjectKind, Replica, Value as CoreValue};
-use rustc_hash::FxHashSet;
+use std::collections::HashSet;
+
+use facsimile_core::{IdKeys, ObjectId, ObjectKind, Replica, Value as CoreValue};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use smol_str::SmolStr;
 
@@ -75,7 +76,7 @@ impl ReadSet {
     }
 
     /// The objects read.
-    pub(crate) fn objects(&self) -> FxHashSet<ObjectId> {
+    pub(crate) fn objects(&self) -> HashSet<ObjectId, IdKeys> {
         self.reads
             .iter()
             .filter_map(|r| match r {

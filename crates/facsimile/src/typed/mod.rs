@@ -85,10 +85,10 @@ mod error;
 pub mod pointer;
 mod ser;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use facsimile_core::ObjectId;
-use rustc_hash::FxHashSet;
+use facsimile_core::{IdKeys, ObjectId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -228,7 +228,7 @@ where
 
 struct WatchState {
     reads: ReadSet,
-    objects: FxHashSet<ObjectId>,
+    objects: HashSet<ObjectId, IdKeys>,
 }
 
 impl WatchState {
