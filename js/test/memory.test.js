@@ -81,15 +81,18 @@ test('100 replacements of a 10k-object store: memory flat, handles and listeners
     await tick();
     globalThis.gc();
     if (i === 1) first = Facsimile._memoryBytes();
-    if (i === 20) settled = Facsimile._memoryBytes();
+    if (i === 60) settled = Facsimile._memoryBytes();
     if (process.env.MEMLOG) console.log(i, Facsimile._memoryBytes() / 1e6);
   }
   const last = Facsimile._memoryBytes();
   assert.ok(last <= 1.5 * first, `wasm memory after the 100th replacement ${last} ≤ 1.5 × after the first ${first}`);
   // The engines' allocations settle within the first replacements (the
-  // object table's pages and the allocator's free lists reach their size
-  // by the 20th); from there on nothing grows at all.
-  assert.equal(last, settled, 'wasm memory is flat from the 20th replacement to the 100th');
+  // object table's pages and the allocator's free lists reach their size,
+  // mostly by the 12th; when a hash table rehashes depends on where its
+  // keys land, and the hash keys differ from run to run, so a last step
+  // came as late as the 27th in 32 runs); from there on nothing grows at
+  // all, where a leak of one replacement's objects would grow by megabytes.
+  assert.equal(last, settled, 'wasm memory is flat from the 60th replacement to the 100th');
 
   // The engines hold the store's objects and nothing else: the root, the
   // array and its 10k maps.
