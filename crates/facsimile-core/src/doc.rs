@@ -821,22 +821,58 @@ impl Doc {
         for (i, &from) in order.iter().enumerate() {
             let elem = elems[from];
             if !keep[i] {
-                let slot = out.outbox.tick();
-                let welem = out.outbox.wire_id(elem, peers);
-                let worigin = prev_slot.map(|p| out.outbox.wire_id(p, peers));
-                out.outbox.push(WireOp::ListMove {
-                    obj: wobj,
-                    elem: welem,
-                    origin: worigin,
-                });
-                self.list_mut(obj.0).move_elem(elem, prev_slot, slot, peers);
-                self.gc.garbage = true;
+                self.push_move(obj.0, wobj, elem, prev_slot, out, peers);
             }
             prev_slot = self.list(obj).expect("checked").position_of(elem);
         }
         out.events.touch(obj.0, || Touch::Mass);
         out.end();
         Ok(true)
+    }
+
+    /// Moves the live element `elem` of an array right after the slot
+    /// `origin` (to the front for `None`), after `owner` allowed writing
+    /// to it: one operation, where a reorder of the whole array would
+    /// walk it.
+    pub(crate) fn list_move_after(
+        &mut self,
+        obj: ObjectId,
+        elem: Id,
+        origin: Option<Id>,
+        owner: impl FnOnce() -> Result<(), Error>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<(), Error> {
+        self.list(obj)?;
+        owner()?;
+        out.begin();
+        let wobj = out.outbox.wire_id(obj.0, peers);
+        self.push_move(obj.0, wobj, elem, origin, out, peers);
+        out.events.touch(obj.0, || Touch::Mass);
+        out.end();
+        Ok(())
+    }
+
+    /// Sends and applies one move of `elem` after `origin`.
+    fn push_move(
+        &mut self,
+        obj: Id,
+        wobj: WireId,
+        elem: Id,
+        origin: Option<Id>,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) {
+        let slot = out.outbox.tick();
+        let welem = out.outbox.wire_id(elem, peers);
+        let worigin = origin.map(|p| out.outbox.wire_id(p, peers));
+        out.outbox.push(WireOp::ListMove {
+            obj: wobj,
+            elem: welem,
+            origin: worigin,
+        });
+        self.list_mut(obj).move_elem(elem, origin, slot, peers);
+        self.gc.garbage = true;
     }
 
     // ------------------------------------------------------ remote operations

@@ -549,6 +549,20 @@ impl Replica {
             .list_reorder(obj, order, owner, &mut self.out, &self.peers)
     }
 
+    /// Moves the live element `elem` of `obj` right after the slot
+    /// `origin` (to the front for `None`), as one operation.
+    pub(crate) fn list_move_after(
+        &mut self,
+        obj: ObjectId,
+        elem: Id,
+        origin: Option<Id>,
+    ) -> Result<(), Error> {
+        self.writable()?;
+        let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
+        self.doc
+            .list_move_after(obj, elem, origin, owner, &mut self.out, &self.peers)
+    }
+
     // ---------------------------------------------------------------- locks
 
     /// The state of this replica's lock on `obj`.

@@ -344,22 +344,21 @@ impl Replica {
                 let Ok(list) = self.doc.list(obj) else {
                     return false;
                 };
-                let to = match origin {
-                    None => 0,
+                // The slot to move after, here, and the index that puts
+                // the element at (counted without it).
+                let (after, to) = match origin {
+                    None => (None, 0),
                     Some(o) => {
-                        let Some(after) = self
+                        let Some((o, at)) = self
                             .carried_id(o, previous, cx)
-                            .and_then(|o| list.visible_slot_index(o))
+                            .and_then(|o| Some((o, list.visible_slot_index(o)?)))
                         else {
                             return false;
                         };
-                        // Counted without the element moved.
-                        if after < from { after + 1 } else { after }
+                        (Some(o), if at < from { at + 1 } else { at })
                     }
                 };
-                let mut order: Vec<usize> = (0..list.len()).filter(|&i| i != from).collect();
-                order.insert(to, from);
-                if self.list_reorder(obj, &order).is_err() {
+                if to != from && self.list_move_after(obj, e, after).is_err() {
                     return false;
                 }
                 if let Some(at) = self.doc.list(obj).ok().and_then(|l| l.position_of(e)) {
