@@ -45,8 +45,13 @@ pub(crate) struct LockReq {
 /// and what a replica sends and reports must not follow it.
 fn in_order<'a>(ids: impl Iterator<Item = &'a Id>) -> Vec<Id> {
     let mut ids: Vec<Id> = ids.copied().collect();
-    ids.sort_unstable_by_key(|id| (id.counter, id.peer.0));
+    ids.sort_unstable_by_key(|&id| order(id));
     ids
+}
+
+/// The sort key of [`in_order`].
+fn order(id: Id) -> (u64, u32) {
+    (id.counter, id.peer.0)
 }
 
 /// This replica's own request for an object.
@@ -537,8 +542,7 @@ impl Locks {
                     .flat_map(|(&obj, q)| q.iter().map(move |r| (obj, r.stamp)))
                     .filter(|(_, r)| r.peer != PeerIdx::SELF)
                     .collect();
-                l.owed
-                    .sort_unstable_by_key(|(o, r)| (o.counter, o.peer.0, r.counter, r.peer.0));
+                l.owed.sort_unstable_by_key(|&(o, r)| (order(o), order(r)));
                 l.q.load(queues, last_token);
             }
             Locks::Log(l) => {
