@@ -735,6 +735,45 @@ impl Node {
         self.pump();
     }
 
+    /// Declares `peer` gone, as a transport does when it finds a peer's
+    /// connection lost for good: every node frees its locks and stops
+    /// waiting for it (its queued lock requests are dropped and reclamation
+    /// no longer counts on it). The relay and NATS transports do this
+    /// themselves (by eviction and by lease); a transport of your own calls
+    /// it, or turns on heartbeats
+    /// ([`Config::failure_detection`](facsimile_core::Config::failure_detection))
+    /// to find silent peers. A peer unknown here, already gone, or this
+    /// node itself is ignored. An evicted peer that is in fact alive learns
+    /// of it and starts over as a new incarnation.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{EngineError, LocalNetwork};
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let (a, b) = (net.join("a"), net.join("b"));
+    /// a.set_root(json!({"score": 0}))?;
+    /// // b takes the lock, then its process dies: the guard never drops.
+    /// std::mem::forget(block_on(b.lock(&b.root_map().unwrap()))?);
+    /// let gone = b.peer_id();
+    /// drop(b);
+    ///
+    /// let root = a.root_map().unwrap();
+    /// let refused = root.set("score", 1).unwrap_err();
+    /// assert!(matches!(refused.engine(), Some(EngineError::NotOwner(_))));
+    /// assert!(a.peers().contains(&gone));
+    /// a.evict(&gone);
+    /// root.set("score", 1)?;
+    /// assert!(!a.peers().contains(&gone));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn evict(&self, peer: &PeerId) {
+        self.state().replica.evict(peer);
+        self.pump();
+    }
+
     /// Runs timers that are due (reclamation, heartbeats, sync retries).
     /// Every call into the node does this too; call it when the node is
     /// otherwise idle. Time is read from a coarse monotonic clock where the

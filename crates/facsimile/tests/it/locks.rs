@@ -214,6 +214,57 @@ fn a_dropped_lock_future_withdraws_its_request() {
     assert!(g.is_held());
 }
 
+/// A peer that dies holding a lock, on a transport that finds it gone
+/// (no heartbeats configured): once the transport reports it through
+/// `Node::evict`, every node frees its lock, the next request is granted
+/// with a larger fencing token, and nobody counts it a member any more.
+#[test]
+fn a_peer_reported_gone_by_its_transport_loses_its_lock_everywhere() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        let c = net.join("c");
+        a.set_root(json!({"n": 0})).unwrap();
+        let held = block_on(b.lock(&b.root_map().unwrap())).unwrap();
+        let dead_token = held.token();
+        std::mem::forget(held);
+        let gone = b.peer_id();
+        drop(b);
+
+        let (ra, rc) = (a.root_map().unwrap(), c.root_map().unwrap());
+        let mut waiting = a.lock(&ra);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+        assert!(rc.set("n", 1).is_err(), "{wire}: b still holds it");
+        // Unknown peers and the node itself are ignored.
+        a.evict(&facsimile::PeerId::new("nobody", 7));
+        a.evict(&a.peer_id());
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+
+        a.evict(&gone);
+        let Poll::Ready(granted) = waiting.poll_unpin(&mut cx) else {
+            panic!("{wire}: a's lock is granted once b is gone");
+        };
+        let guard = granted.unwrap();
+        assert!(
+            guard.token() > dead_token,
+            "{wire}: fencing tokens increase"
+        );
+        ra.set("n", 2).unwrap();
+        let refused = rc.set("n", 3).unwrap_err();
+        assert!(
+            matches!(refused.engine(), Some(EngineError::NotOwner(_))),
+            "{wire}: c sees a's lock, not b's"
+        );
+        for node in [&a, &c] {
+            assert!(!node.peers().contains(&gone), "{wire}");
+        }
+        drop(guard);
+        rc.set("n", 3).unwrap();
+        assert_eq!(a.snapshot(), c.snapshot(), "{wire}");
+    }
+}
+
 /// Lock refusals name the object by its path from the root, and fall back
 /// to its id when the root does not reach it.
 #[test]
