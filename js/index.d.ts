@@ -103,6 +103,15 @@ declare class Facsimile<T = any> {
   close(): void | Promise<void>;
 
   /**
+   * Declares the node `hostname` gone (only its incarnation `incarnation`,
+   * when given), as a transport of your own does when it finds a peer's
+   * connection lost for good: every node frees its locks and stops waiting
+   * for it. Returns how many members that was. (A relay connection and the
+   * `failureDetection` option do this by themselves.)
+   */
+  evict(hostname: string, incarnation?: number): number;
+
+  /**
    * Resolves once the relay has every message this node sent so far on
    * its disk (at once for a node made by `new Facsimile`).
    * @throws {Facsimile.FacsimileError} `WRITES_LOST` when some were dropped

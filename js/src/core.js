@@ -1245,6 +1245,25 @@ function createFacsimile(wasm, { platform }) {
       this._leave();
     }
 
+    /**
+     * Declares the node `hostname` gone (only its incarnation
+     * `incarnation`, when given), as a transport does when it finds a
+     * peer's connection lost for good: every node frees its locks and stops
+     * waiting for it. Returns how many members that was (0 for a hostname
+     * that is not a member, or this node's own).
+     */
+    evict(hostname, incarnation) {
+      if (typeof hostname !== 'string') throw fail('MALFORMED', 'a hostname is a string', TypeError);
+      if (incarnation !== undefined && incarnation !== null && !Number.isInteger(incarnation)) {
+        throw fail('MALFORMED', 'an incarnation is an integer', TypeError);
+      }
+      if (this._closed) return 0;
+      this._bump();
+      const n = this._engine.evict(hostname, incarnation ?? undefined);
+      this._pump();
+      return n;
+    }
+
     _leave() {
       if (this._closed) return;
       this._bump();

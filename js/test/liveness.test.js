@@ -105,6 +105,39 @@ test('a waiting lock of an evicted node fails with LOST', async () => {
   await assert.rejects(waiting, { code: 'LOST' });
 });
 
+test('a node its transport reports gone loses its lock on every node: evict', async () => {
+  // No failure detection: only the transport's report frees the lock.
+  const net = new Router();
+  const a = net.join('a');
+  const b = net.join('b');
+  const c = net.join('c');
+  a.store = { m: { x: 0 } };
+  const dead = await b.lock(b.store.m);
+  // b's process dies holding the lock.
+  net.cut.add(b);
+  let granted = null;
+  a.lock(a.store.m).then((t) => {
+    granted = t;
+  });
+  await new Promise(setImmediate);
+  assert.equal(granted, null, 'a waits for b');
+  assert.throws(() => (c.store.m.x = 1), { code: 'NOT_OWNER' });
+  assert.equal(a.evict('nobody'), 0);
+  assert.equal(a.evict('a'), 0, 'not itself');
+  assert.throws(() => a.evict(7), TypeError);
+
+  assert.equal(a.evict('b', b.incarnation + 1), 0, 'another incarnation');
+  assert.equal(a.evict('b'), 1);
+  await new Promise(setImmediate);
+  assert.ok(granted > dead, 'granted, with a larger fencing token');
+  a.store.m.x = 2;
+  assert.throws(() => (c.store.m.x = 3), { code: 'NOT_OWNER' }, 'c sees a holding it');
+  for (const n of [a, c]) assert.ok(!n._peers().some((p) => p.hostname === 'b'));
+  a.release(a.store.m);
+  c.store.m.x = 3;
+  assert.equal(hex(a.snapshot()), hex(c.snapshot()));
+});
+
 test('a node that missed messages no one can resend syncs again by itself', () => {
   const net = new Router();
   // a keeps only its last 2 messages for resending.

@@ -580,6 +580,23 @@ impl Facsimile {
         self.node().leave();
     }
 
+    /// Declares the node `hostname` gone, as a transport of your own does
+    /// when it finds a peer's connection lost for good: every node frees
+    /// its locks and stops waiting for it. Returns how many members that
+    /// was (0 for a hostname that is not a member, or this node's own).
+    fn evict(&self, hostname: &str) -> usize {
+        let node = self.node();
+        let gone: Vec<_> = node
+            .peers()
+            .into_iter()
+            .filter(|p| p.hostname() == hostname && *p != node.peer_id())
+            .collect();
+        for peer in &gone {
+            node.evict(peer);
+        }
+        gone.len()
+    }
+
     /// The value at a JSON pointer (`"/players/0/score"`), or None.
     fn get(slf: &Bound<'_, Self>, pointer: &str) -> PyResult<Py<PyAny>> {
         match slf.get().node().get(pointer) {

@@ -2,6 +2,7 @@
 the Python API, two nodes unless stated."""
 
 import asyncio
+import types
 
 import pytest
 
@@ -203,6 +204,31 @@ def test_13_lock_rules(pair):
             b.store.l.append(2)
     b.store.l.append(2)
     assert a.store.l == [1, 2]
+
+
+def test_a_peer_reported_gone_loses_its_lock_everywhere():
+    # No failure detection: only the transport's report frees the lock.
+    net = Net("a", "b", "c")
+    a, b, c = net
+    a.store = {"m": {"x": 0}}
+    dead = b.lock(b.store.m)
+    # b's process dies holding the lock: it neither sends nor receives.
+    b.send = lambda data: None
+    net.nodes[1] = types.SimpleNamespace(receive=lambda data: None)
+    with pytest.raises(facsimile.LockedError):
+        a.request(a.store.m)
+    assert a.evict("nobody") == 0
+    assert a.evict("a") == 0
+    assert a.evict("b") == 1
+    guard = a.request(a.store.m)
+    assert guard.held and guard.token > dead.token
+    a.store.m.x = 2
+    with pytest.raises(facsimile.NotOwnerError):
+        c.store.m.x = 3
+    assert "b" not in a.peers and "b" not in c.peers
+    guard.release()
+    c.store.m.x = 3
+    assert a.snapshot() == c.snapshot()
 
 
 def test_14_concurrent_locks_higher_hostname_first():
