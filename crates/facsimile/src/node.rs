@@ -756,7 +756,7 @@ impl Node {
     /// let (a, b) = (net.join("a"), net.join("b"));
     /// a.set_root(json!({"score": 0}))?;
     /// // b takes the lock, then its process dies: the guard never drops.
-    /// std::mem::forget(block_on(b.lock(&b.root_map().unwrap()))?);
+    /// std::mem::forget(block_on(b.lock(b.root_map().unwrap()))?);
     /// let gone = b.peer_id();
     /// drop(b);
     ///

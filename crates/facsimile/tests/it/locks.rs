@@ -225,7 +225,7 @@ fn a_peer_reported_gone_by_its_transport_loses_its_lock_everywhere() {
         let b = net.join("b");
         let c = net.join("c");
         a.set_root(json!({"n": 0})).unwrap();
-        let held = block_on(b.lock(&b.root_map().unwrap())).unwrap();
+        let held = block_on(b.lock(b.root_map().unwrap())).unwrap();
         let dead_token = held.token();
         std::mem::forget(held);
         let gone = b.peer_id();
