@@ -372,6 +372,12 @@ scenario('s13: lock rules', async (net, label) => {
     delete mb.x;
   }, { code: 'NOT_OWNER' });
   assert.throws(() => b.release(mb), { message: 'Node does not own this lock', code: 'NOT_OWNER' });
+  // Waiting behind a, b's request still fails at once; its lock waits on.
+  let bGranted = null;
+  b.lock(mb).then((t) => (bGranted = t));
+  await net.settle();
+  await assert.rejects(b.request(mb), { message: 'Object is locked', code: 'LOCKED' });
+  assert.equal(bGranted, null);
   assert.throws(() => lb.push(3), { message: 'Object is locked', code: 'LOCKED' });
   assert.throws(() => lb.sort(), { message: 'Object is locked', code: 'LOCKED' });
   assert.throws(() => {
@@ -382,6 +388,9 @@ scenario('s13: lock rules', async (net, label) => {
 
   a.release(ma);
   a.release(la);
+  await net.settle();
+  assert.ok(bGranted > tm, `${label}: b's lock is granted once a releases`);
+  b.release(mb);
   await net.settle();
   mb.x = 2;
   lb.push(3);

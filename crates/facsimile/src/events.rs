@@ -164,6 +164,9 @@ pub(crate) struct Subs {
     streams: Vec<Sub<UnboundedSender<Event>>>,
     /// Tasks waiting for a lock on an object.
     lock_wakers: HashMap<ObjectId, Vec<Waker>, IdKeys>,
+    /// The share of the lock futures waiting on an object in this node's
+    /// one request for it (see [`Subs::lock_share`]).
+    lock_shares: HashMap<ObjectId, Weak<()>, IdKeys>,
 }
 
 impl Subs {
@@ -248,6 +251,19 @@ impl Subs {
         if !list.iter().any(|w| w.will_wake(waker)) {
             list.push(waker.clone());
         }
+    }
+
+    /// A share in this node's request for the lock on `obj`, held by each
+    /// lock future that waits on it: the request is one per node, so it is
+    /// withdrawn only when the last future that waits drops.
+    pub(crate) fn lock_share(&mut self, obj: ObjectId) -> Arc<()> {
+        if let Some(share) = self.lock_shares.get(&obj).and_then(Weak::upgrade) {
+            return share;
+        }
+        let share = Arc::new(());
+        self.lock_shares.retain(|_, w| w.strong_count() > 0);
+        self.lock_shares.insert(obj, Arc::downgrade(&share));
+        share
     }
 
     pub(crate) fn wake_locks(&mut self, obj: ObjectId, out: &mut Dispatch) {

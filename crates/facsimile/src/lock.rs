@@ -9,6 +9,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use facsimile_core::{LockState, ObjectId, Replica};
@@ -295,8 +296,11 @@ impl Drop for LockGuard {
 /// It works under any executor: it registers its waker and is woken when the
 /// lock's state changes. Over [`LocalNetwork`](crate::LocalNetwork), whose
 /// messages are delivered before the sending call returns, a plain
-/// `block_on` completes. Dropping it before it resolves withdraws the
-/// request.
+/// `block_on` completes. A node makes one request per object, which
+/// every future of the node waiting on that object shares (each resolves
+/// to a guard of the same grant); dropping the last of them before it
+/// resolves withdraws the request, so a timeout on one task's `lock`
+/// leaves another task's waiting.
 ///
 /// # Example
 /// ```
@@ -331,7 +335,9 @@ pub struct LockFuture {
     node: Node,
     object: ObjectRef,
     wait: bool,
-    started: bool,
+    /// Its share in the node's request, from when it made or joined it
+    /// until it resolves.
+    share: Option<Arc<()>>,
     done: bool,
 }
 
@@ -341,13 +347,18 @@ impl LockFuture {
             node,
             object,
             wait,
-            started: false,
+            share: None,
             done: false,
         }
     }
 
-    fn guard(&mut self, token: u64) -> LockGuard {
+    fn finish(&mut self) {
         self.done = true;
+        self.share = None;
+    }
+
+    fn guard(&mut self, token: u64) -> LockGuard {
+        self.finish();
         LockGuard {
             node: self.node.clone(),
             object: self.object.clone(),
@@ -367,17 +378,17 @@ impl Future for LockFuture {
         }
         let id = this.object.id();
         if !this.object.node().same_node(&this.node) {
-            this.done = true;
+            this.finish();
             return Poll::Ready(Err(LockError::ForeignHandle));
         }
-        if !this.started {
+        if this.share.is_none() {
             // Registered before the request, so that the next incarnation's
             // arrival (which wakes every lock waiter) is not missed.
             if this.wait {
                 this.node.add_lock_waker(id, cx.waker());
             }
             match this.node.lock_request(id, this.wait) {
-                Ok(()) => this.started = true,
+                Ok(()) => this.share = Some(this.node.lock_share(id)),
                 // Between incarnations (evicted and awaiting the reload or
                 // sync the transport brings, or syncing): a waiting request
                 // is made once the node is ready, rather than refused.
@@ -385,7 +396,7 @@ impl Future for LockFuture {
                     return Poll::Pending;
                 }
                 Err(e) => {
-                    this.done = true;
+                    this.finish();
                     return Poll::Ready(Err(e));
                 }
             }
@@ -394,11 +405,11 @@ impl Future for LockFuture {
             LockState::Held(token) => Poll::Ready(Ok(this.guard(token))),
             LockState::Waiting => Poll::Pending,
             LockState::Refused => {
-                this.done = true;
+                this.finish();
                 Poll::Ready(Err(LockError::in_state(&this.node, id, false)))
             }
             LockState::None => {
-                this.done = true;
+                this.finish();
                 Poll::Ready(Err(LockError::in_state(&this.node, id, true)))
             }
         }
@@ -406,12 +417,18 @@ impl Future for LockFuture {
 }
 
 impl Drop for LockFuture {
+    /// Withdraws the node's request if this was the last future waiting on
+    /// it: another task's `lock` of the same object waits on.
     fn drop(&mut self) {
-        if self.started && !self.done {
-            let id = self.object.id();
-            if self.node.read(|r| r.lock_state(id)) == LockState::Waiting {
-                let _ = self.node.unlock(self.object.id());
-            }
+        let Some(share) = self.share.take() else {
+            return;
+        };
+        if Arc::strong_count(&share) > 1 {
+            return;
+        }
+        let id = self.object.id();
+        if self.node.read(|r| r.lock_state(id)) == LockState::Waiting {
+            let _ = self.node.unlock(id);
         }
     }
 }

@@ -548,6 +548,12 @@ impl Node {
         self.state().subs.add_lock_waker(object, waker);
     }
 
+    /// A share in this node's request for the lock on `object`
+    /// ([`Subs::lock_share`]).
+    pub(crate) fn lock_share(&self, object: ObjectId) -> Arc<()> {
+        self.state().subs.lock_share(object)
+    }
+
     /// This node's state for the lock on `object`. While it is
     /// [`LockState::Waiting`], `waker` is woken at the object's next lock
     /// event: both under one hold of the state, so that no event falls in

@@ -335,16 +335,20 @@ impl Locks {
         peers: &Peers,
         members: &Membership,
     ) -> Result<LockState, Error> {
-        if self.queues().mine.contains_key(&obj.0) {
-            return Ok(self.state(obj));
-        }
-        let busy = self
-            .queues()
-            .queues
-            .get(&obj.0)
-            .is_some_and(|q| q.iter().any(|r| r.stamp.peer != PeerIdx::SELF));
+        // Another peer's request ahead of this replica's, if it has one
+        // (queues are in grant order, the head first).
+        let mine = self.queues().mine.get(&obj.0).map(|m| m.req);
+        let busy = self.queues().queues.get(&obj.0).is_some_and(|q| {
+            q.iter()
+                .take_while(|r| Some(r.stamp) != mine)
+                .any(|r| r.stamp.peer != PeerIdx::SELF)
+        });
         if !wait && busy {
             return Err(Error::Locked(obj));
+        }
+        if mine.is_some() {
+            // One request per replica: a second call joins it.
+            return Ok(self.state(obj));
         }
         match self {
             Locks::Fifo(l) => l.request(obj.0, wait, out, peers, members),

@@ -214,6 +214,71 @@ fn a_dropped_lock_future_withdraws_its_request() {
     assert!(g.is_held());
 }
 
+/// `request` fails at once while this node waits behind another one, and
+/// leaves the waiting `lock` as it was.
+#[test]
+fn a_request_while_this_node_waits_behind_another_fails_at_once() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({})).unwrap();
+        let (ra, rb) = (a.root_map().unwrap(), b.root_map().unwrap());
+        let held = block_on(a.lock(&ra)).unwrap();
+        let mut waiting = b.lock(&rb);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+        let Poll::Ready(Err(err)) = b.request(&rb).poll_unpin(&mut cx) else {
+            panic!("{wire}: the request fails at once");
+        };
+        assert!(matches!(err, LockError::Locked { .. }), "{wire}: {err}");
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+        drop(held);
+        let Poll::Ready(granted) = waiting.poll_unpin(&mut cx) else {
+            panic!("{wire}: b is next");
+        };
+        let granted = granted.unwrap();
+        // Holding it, b's own request joins the grant.
+        assert_eq!(block_on(b.request(&rb)).unwrap().token(), granted.token());
+    }
+}
+
+/// Two tasks of one node wait for the same lock (one request, shared):
+/// dropping one future, as a timeout does, leaves the other waiting.
+#[test]
+fn dropping_one_of_two_waiting_futures_keeps_the_request() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({})).unwrap();
+        let (ra, rb) = (a.root_map().unwrap(), b.root_map().unwrap());
+        let held = block_on(a.lock(&ra)).unwrap();
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut first = b.lock(&rb);
+        let mut second = b.lock(&rb);
+        assert!(first.poll_unpin(&mut cx).is_pending(), "{wire}");
+        assert!(second.poll_unpin(&mut cx).is_pending(), "{wire}");
+        drop(first);
+        drop(held);
+        let Poll::Ready(granted) = second.poll_unpin(&mut cx) else {
+            panic!("{wire}: the second future still waits and is granted");
+        };
+        let granted = granted.unwrap();
+        assert!(granted.is_held(), "{wire}");
+        // When the last one drops, the request is withdrawn: nobody waits.
+        let mut first = a.lock(&ra);
+        let mut second = a.lock(&ra);
+        assert!(first.poll_unpin(&mut cx).is_pending(), "{wire}");
+        assert!(second.poll_unpin(&mut cx).is_pending(), "{wire}");
+        drop(first);
+        drop(second);
+        drop(granted);
+        assert_eq!(a.lock_token(&ra), None, "{wire}");
+        let c = net.join("c");
+        c.sync();
+        assert!(block_on(c.request(c.root_map().unwrap())).is_ok(), "{wire}");
+    }
+}
+
 /// A peer that dies holding a lock, on a transport that finds it gone
 /// (no heartbeats configured): once the transport reports it through
 /// `Node::evict`, every node frees its lock, the next request is granted
