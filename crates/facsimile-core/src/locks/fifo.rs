@@ -32,6 +32,11 @@ pub(crate) struct FifoLocks {
     pub(super) acked: IdMap<FxHashSet<PeerIdx>>,
     /// How long a member may stay silent before it is evicted.
     pub(super) peer_timeout: Option<Duration>,
+    /// Objects whose own fail-fast request another peer's came before: it
+    /// is withdrawn, as refused, once input is read.
+    lost_races: Vec<Id>,
+    /// Own fail-fast requests refused so, until the next request.
+    pub(super) refused: FxHashSet<Id>,
 }
 
 impl FifoLocks {
@@ -41,6 +46,8 @@ impl FifoLocks {
             owed: Vec::new(),
             acked: IdMap::default(),
             peer_timeout,
+            lost_races: Vec::new(),
+            refused: FxHashSet::default(),
         }
     }
 
@@ -78,6 +85,7 @@ impl FifoLocks {
         peers: &Peers,
         members: &Membership,
     ) {
+        self.refused.remove(&obj);
         let stamp = self.q.send_request(obj, wait, out, peers);
         self.enqueue(obj, LockReq { stamp, held: None }, peers);
         out.end();
@@ -110,8 +118,8 @@ impl FifoLocks {
         self.q.mine.insert(
             obj,
             Mine {
-                req: mine.req,
                 token: Some(token),
+                ..mine
             },
         );
         if let Some(q) = self.q.queues.get_mut(&obj) {
@@ -147,6 +155,47 @@ impl FifoLocks {
         }
         self.enqueue(obj, LockReq { stamp, held: None }, peers);
         self.owed.push((obj, stamp));
+        self.note_race(obj);
+    }
+
+    /// Notes a lost race when another peer's request (or grant) now comes
+    /// before this replica's waiting fail-fast request on `obj`.
+    fn note_race(&mut self, obj: Id) {
+        let Some(mine) = self.q.mine.get(&obj) else {
+            return;
+        };
+        if !mine.fail_fast || mine.token.is_some() || self.lost_races.contains(&obj) {
+            return;
+        }
+        let behind = self.q.queues.get(&obj).is_some_and(|q| {
+            q.iter()
+                .take_while(|r| r.stamp != mine.req)
+                .any(|r| r.stamp.peer != PeerIdx::SELF)
+        });
+        if behind {
+            self.lost_races.push(obj);
+        }
+    }
+
+    /// Withdraws the fail-fast requests that lost their race, each
+    /// reported as refused.
+    pub(super) fn refuse_lost_races(&mut self, out: &mut Outputs, peers: &Peers) {
+        for obj in std::mem::take(&mut self.lost_races) {
+            let Some(mine) = self.q.mine.get(&obj).copied() else {
+                continue;
+            };
+            if mine.token.is_some() {
+                continue;
+            }
+            self.q.mine.remove(&obj);
+            self.q.send_release(obj, mine, out, peers);
+            out.end();
+            self.released(obj, mine.req);
+            self.refused.insert(obj);
+            out.events.push(Event::Lock(LockEvent::Refused {
+                object: ObjectId(obj),
+            }));
+        }
     }
 
     /// A release read from a peer.
@@ -175,6 +224,7 @@ impl FifoLocks {
                 }
                 Self::sort(q, peers);
             }
+            self.note_race(obj);
         }
     }
 

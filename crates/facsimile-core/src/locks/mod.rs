@@ -59,6 +59,9 @@ fn order(id: Id) -> (u64, u32) {
 struct Mine {
     req: Id,
     token: Option<u64>,
+    /// Made by the fail-fast form: over FIFO broadcast, withdrawn as
+    /// refused when another peer's request turns out to come first.
+    fail_fast: bool,
 }
 
 /// The lock state both protocols keep.
@@ -148,6 +151,7 @@ impl Queues {
             Mine {
                 req: stamp,
                 token: None,
+                fail_fast: !wait,
             },
         );
         stamp
@@ -261,6 +265,9 @@ impl Locks {
     pub(crate) fn state(&self, obj: ObjectId) -> LockState {
         match self {
             Locks::Log(l) if !l.q.mine.contains_key(&obj.0) && l.refused.contains(&obj.0) => {
+                LockState::Refused
+            }
+            Locks::Fifo(l) if !l.q.mine.contains_key(&obj.0) && l.refused.contains(&obj.0) => {
                 LockState::Refused
             }
             _ => self.queues().state(obj.0),
@@ -455,6 +462,7 @@ impl Locks {
     ) {
         if let Locks::Fifo(l) = self {
             if ready {
+                l.refuse_lost_races(out, peers);
                 l.send_acks(me, members, out, peers);
             }
             l.try_grant_all(members, &mut out.events);

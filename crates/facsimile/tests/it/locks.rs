@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use futures_util::task::noop_waker_ref;
 use serde_json::json;
 
-use crate::networks;
+use crate::{manual_networks, networks};
 
 /// Scenario 9 (locked part): under a lock, `push`, `pop`, `reverse` and
 /// `sort` replicate as operations.
@@ -189,6 +189,56 @@ fn s14_concurrent_locks_go_to_the_higher_hostname_first() {
             order[1].1 > order[0].1,
             "seed {seed}: fencing tokens increase"
         );
+    }
+}
+
+/// Two fail-fast requests made at once, before either node hears of the
+/// other: the one served first (the higher hostname) is granted, the other
+/// fails with `Locked` rather than waiting, and nobody is left queued.
+#[test]
+fn concurrent_requests_grant_one_and_refuse_the_other() {
+    for seed in 0..20 {
+        for (wire, net) in manual_networks(seed) {
+            let low = net.join("alpha");
+            let high = net.join("bravo");
+            net.run();
+            low.set_root(json!({"n": 0})).unwrap();
+            net.run();
+            let (rl, rh) = (low.root_map().unwrap(), high.root_map().unwrap());
+            let mut fl = low.request(&rl);
+            let mut fh = high.request(&rh);
+            let mut cx = Context::from_waker(noop_waker_ref());
+            assert!(fl.poll_unpin(&mut cx).is_pending(), "seed {seed} {wire}");
+            assert!(fh.poll_unpin(&mut cx).is_pending(), "seed {seed} {wire}");
+            net.run();
+            let Poll::Ready(Ok(gh)) = fh.poll_unpin(&mut cx) else {
+                panic!("seed {seed} {wire}: bravo, the higher hostname, is granted");
+            };
+            let Poll::Ready(Err(err)) = fl.poll_unpin(&mut cx) else {
+                panic!("seed {seed} {wire}: alpha's request fails, not waits");
+            };
+            assert!(
+                matches!(err, LockError::Locked { .. }),
+                "seed {seed} {wire}: {err}"
+            );
+            rh.set("n", 1).unwrap();
+            drop(gh);
+            net.run();
+            // Nobody waits: alpha's next request is granted.
+            let mut again = low.request(&rl);
+            let mut polled = again.poll_unpin(&mut cx);
+            if polled.is_pending() {
+                net.run();
+                polled = again.poll_unpin(&mut cx);
+            }
+            let Poll::Ready(Ok(g)) = polled else {
+                panic!("seed {seed} {wire}: alpha's second request is granted");
+            };
+            rl.set("n", 2).unwrap();
+            drop(g);
+            net.run();
+            assert_eq!(low.snapshot(), high.snapshot(), "seed {seed} {wire}");
+        }
     }
 }
 
