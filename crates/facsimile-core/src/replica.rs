@@ -502,11 +502,13 @@ impl Replica {
     /// past the end pads with `Null` first. Returns whether anything changed.
     ///
     /// # Errors
-    /// As [`Replica::list_splice`].
+    /// As [`Replica::list_splice`], but a lock held elsewhere refuses it as
+    /// a write, [`Error::NotOwner`] (as JavaScript's `arr[i] = x` is), not
+    /// as an array method.
     pub fn list_set(&mut self, obj: ObjectId, index: usize, input: Input) -> Result<bool, Error> {
         self.writable()?;
         let len = self.doc.list(obj)?.len();
-        self.locks.check_owner(obj.0, Refusal::Locked)?;
+        self.locks.check_owner(obj.0, Refusal::NotOwner)?;
         if index >= len {
             let mut items: Vec<Input> = (len..index).map(|_| Input::Value(Value::Null)).collect();
             items.push(input);

@@ -202,6 +202,9 @@ def test_13_lock_rules(pair):
         assert g.object is a.store.l
         with pytest.raises(facsimile.LockedError):
             b.store.l.append(2)
+        # Item assignment is a write, refused as in JavaScript.
+        with pytest.raises(facsimile.NotOwnerError):
+            b.store.l[0] = 5
     b.store.l.append(2)
     assert a.store.l == [1, 2]
 

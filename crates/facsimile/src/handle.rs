@@ -1061,7 +1061,9 @@ impl ArrayRef {
     /// change event names the index, unlike the other array methods.
     ///
     /// # Errors
-    /// As [`ArrayRef::push`].
+    /// As [`ArrayRef::push`], except that a lock held by another node
+    /// refuses it as a write, with [`EngineError::NotOwner`](crate::EngineError::NotOwner)
+    /// (as an element assignment in JavaScript and Python), not `Locked`.
     ///
     /// # Example
     /// ```

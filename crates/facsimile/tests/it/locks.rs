@@ -37,7 +37,8 @@ fn s09_array_methods_under_a_lock() {
 /// Scenario 13: a lock is granted and writes under it replicate; while it
 /// is held the other node's request fails, its write fails with
 /// `NotOwner`, its release fails with `NotOwner`, its array method fails
-/// with `Locked`; releasing an unlocked object fails with `NotLocked`.
+/// with `Locked` and its element set with `NotOwner`; releasing an unlocked
+/// object fails with `NotLocked`.
 #[test]
 fn s13_lock_rules() {
     for (wire, net) in networks() {
@@ -100,6 +101,14 @@ fn s13_lock_rules() {
             Some(&EngineError::Locked(lb.id())),
             "{wire}"
         );
+        // An element set is a write, refused as in JavaScript (`arr[i] = x`).
+        for index in [0, 2] {
+            assert_eq!(
+                lb.set(index, 5).unwrap_err().engine(),
+                Some(&EngineError::NotOwner(lb.id())),
+                "{wire}: set at {index}"
+            );
+        }
         assert_eq!(
             mb.get("x"),
             Some(Value::Int(1)),
