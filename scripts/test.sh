@@ -23,7 +23,7 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 # Each transport builds without the other, and the library without either.
-for features in tcp nats ""; do
+for features in tcp nats channels ""; do
     cargo clippy -p facsimile --all-targets --no-default-features --features "$features" -- -D warnings
 done
 cargo test --workspace --all-features --release

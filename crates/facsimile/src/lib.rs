@@ -30,7 +30,8 @@
 //!   resolve by logical time, ties to the higher hostname.
 //! - Transport is yours or ours: [`Node::set_sender`] and [`Node::receive`]
 //!   connect any channel that delivers each node's messages in order;
-//!   [`LocalNetwork`] connects nodes in one process.
+//!   [`LocalNetwork`] connects nodes in one process (`ChannelNetwork`, with
+//!   the feature `channels`, does it on tokio tasks).
 //! - Listeners: [`Node::on_change`], [`MapRef::on`], [`MapRef::on_key`],
 //!   [`ArrayRef::on_index`], [`Node::on_root_changed`], [`Node::on_ready`],
 //!   and an async [`Node::events`] stream. They run after the change is
@@ -93,6 +94,9 @@
 //!   writes are refused until [`Node::on_ready`].
 //!
 //! # Features
+//! - `channels`: `ChannelNetwork`, nodes in one process joined by tokio
+//!   channels, each applying what it receives on a task of its own (the
+//!   asynchronous counterpart of [`LocalNetwork`]).
 //! - `tcp`: [`net`], a tokio client of the relay (`facsimile serve`), with
 //!   reconnection, acknowledgements and optional TLS.
 //! - `nats`: [`net::connect`] also takes `nats://` addresses: documents on
@@ -100,6 +104,8 @@
 //!   `tcp`.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "channels")]
+mod channels;
 mod clock;
 mod error;
 mod events;
@@ -112,6 +118,8 @@ mod node;
 pub mod typed;
 mod value;
 
+#[cfg(feature = "channels")]
+pub use channels::ChannelNetwork;
 pub use error::{EngineError, Error, Place, Result};
 pub use events::{ChangeEvent, Event, EventStream, Subscription};
 pub use facsimile_core::{

@@ -1051,7 +1051,7 @@ impl Node {
 
     /// How long until the replica's next timer is due by the node's clock
     /// (zero when one is due now), for a transport that sleeps until then.
-    #[cfg(any(feature = "tcp", feature = "nats"))]
+    #[cfg(any(feature = "tcp", feature = "nats", feature = "channels"))]
     pub(crate) fn next_timer(&self) -> Option<Duration> {
         let at = self.state().replica.poll_timeout()?;
         Some(at.saturating_sub(self.inner.clock.now()))
