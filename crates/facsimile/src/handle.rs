@@ -1259,6 +1259,29 @@ impl ArrayRef {
     /// assert_eq!(list.to_json()?, json!([1, 2, 3]));
     /// # Ok::<(), facsimile::Error>(())
     /// ```
+    /// Sorts the array by [`Value::total_cmp`] (`Null`, booleans, numbers by
+    /// value, strings, bytes, objects), as [`ArrayRef::sort_by`] with that
+    /// comparator: one change, one message, stable.
+    ///
+    /// # Errors
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!(["b", 2.5, null, 1, "a", true]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.sort()?;
+    /// assert_eq!(list.to_json()?, json!([null, true, 1, 2.5, "a", "b"]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn sort(&self) -> Result<()> {
+        self.sort_by(Value::total_cmp)
+    }
+
     pub fn sort_by(&self, mut compare: impl FnMut(&Value, &Value) -> Ordering) -> Result<()> {
         self.reorder(|values| {
             let mut order: Vec<usize> = (0..values.len()).collect();

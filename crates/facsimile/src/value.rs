@@ -56,6 +56,75 @@ impl Value {
         }
     }
 
+    /// A total order over values, the one [`ArrayRef::sort`] uses: `Null`,
+    /// then booleans (false first), numbers by value (an integer and a float
+    /// of equal value: the integer first; floats by IEEE total order, so
+    /// `NaN` sorts last), strings by their bytes, bytes, maps, arrays (two
+    /// maps, or two arrays, are equal here: a stable sort keeps their
+    /// order).
+    ///
+    /// # Example
+    /// ```
+    /// use std::cmp::Ordering;
+    /// use facsimile::Value;
+    ///
+    /// assert_eq!(Value::Int(2).total_cmp(&Value::Float(2.5)), Ordering::Less);
+    /// assert_eq!(Value::Null.total_cmp(&Value::Bool(false)), Ordering::Less);
+    /// assert_eq!(Value::from("b").total_cmp(&Value::Int(9)), Ordering::Greater);
+    /// ```
+    pub fn total_cmp(&self, other: &Value) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        fn rank(v: &Value) -> u8 {
+            match v {
+                Value::Null => 0,
+                Value::Bool(_) => 1,
+                Value::Int(_) | Value::Float(_) => 2,
+                Value::String(_) => 3,
+                Value::Bytes(_) => 4,
+                Value::Map(_) => 5,
+                Value::Array(_) => 6,
+            }
+        }
+        // An integer against a float: by value, exactly (an i64 need not
+        // fit an f64), the integer first when equal.
+        fn int_float(i: i64, f: f64) -> Ordering {
+            if f.is_nan() {
+                return if f.is_sign_negative() {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                };
+            }
+            // Beyond ±2^63 every i64 is on one side.
+            if f >= 9_223_372_036_854_775_808.0 {
+                return Ordering::Less;
+            }
+            if f < -9_223_372_036_854_775_808.0 {
+                return Ordering::Greater;
+            }
+            let whole = f.floor();
+            // In range now: the cast is exact for a whole f64.
+            (i as i128)
+                .cmp(&(whole as i128))
+                .then(if f > whole {
+                    Ordering::Less
+                } else {
+                    Ordering::Equal
+                })
+                .then(Ordering::Less)
+        }
+        match (self, other) {
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
+            (Value::Int(a), Value::Float(b)) => int_float(*a, *b),
+            (Value::Float(a), Value::Int(b)) => int_float(*b, *a).reverse(),
+            (Value::String(a), Value::String(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
+            _ => rank(self).cmp(&rank(other)),
+        }
+    }
+
     /// The map, if this is one.
     pub fn as_map(&self) -> Option<&MapRef> {
         match self {
@@ -483,5 +552,75 @@ mod tests {
         let other_root = other.set_root(json!({})).unwrap();
         let err = other_root.as_map().unwrap().set("f", foreign);
         assert!(matches!(err, Err(Error::ForeignHandle(_))), "{err:?}");
+    }
+
+    /// `total_cmp` is a total order (antisymmetric, transitive) over
+    /// values at the edges: integers beyond what a float holds exactly,
+    /// fractions, infinities, both NaNs, zero's two signs, every kind.
+    #[test]
+    fn total_cmp_is_a_total_order() {
+        use std::cmp::Ordering;
+        let big = i64::MAX;
+        let values = vec![
+            Value::Null,
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::Int(i64::MIN),
+            Value::Int(-1),
+            Value::Int(0),
+            Value::Int(2),
+            Value::Int(big),
+            Value::Int(big - 1),
+            Value::Int(1 << 53),
+            Value::Int((1 << 53) + 1),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Float(-0.0),
+            Value::Float(0.0),
+            Value::Float(1.5),
+            Value::Float(2.0),
+            Value::Float(9_007_199_254_740_992.0),
+            Value::Float(9_223_372_036_854_775_808.0),
+            Value::Float(-9_223_372_036_854_775_808.0),
+            Value::Float(f64::INFINITY),
+            Value::Float(f64::NAN),
+            Value::Float(-f64::NAN),
+            Value::from(""),
+            Value::from("a"),
+            Value::Bytes(Arc::from(&b"a"[..])),
+        ];
+        for a in &values {
+            assert_eq!(a.total_cmp(a), Ordering::Equal, "{a:?}");
+            for b in &values {
+                assert_eq!(a.total_cmp(b), b.total_cmp(a).reverse(), "{a:?} {b:?}");
+                for c in &values {
+                    if a.total_cmp(b).is_le() && b.total_cmp(c).is_le() {
+                        assert!(a.total_cmp(c).is_le(), "{a:?} {b:?} {c:?}");
+                    }
+                }
+            }
+        }
+        let cmp = |a: Value, b: Value| a.total_cmp(&b);
+        assert_eq!(
+            cmp(Value::Int(big), Value::Float(9_223_372_036_854_775_808.0)),
+            Ordering::Less
+        );
+        assert_eq!(
+            cmp(
+                Value::Int((1 << 53) + 1),
+                Value::Float(9_007_199_254_740_992.0)
+            ),
+            Ordering::Greater
+        );
+        assert_eq!(cmp(Value::Int(2), Value::Float(2.0)), Ordering::Less);
+        assert_eq!(cmp(Value::Int(1), Value::Float(1.5)), Ordering::Less);
+        assert_eq!(cmp(Value::Int(-2), Value::Float(-1.5)), Ordering::Less);
+        assert_eq!(
+            cmp(Value::Float(f64::NAN), Value::Int(big)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            cmp(Value::Float(-f64::NAN), Value::Int(i64::MIN)),
+            Ordering::Less
+        );
     }
 }
