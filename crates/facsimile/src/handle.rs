@@ -1236,29 +1236,6 @@ impl ArrayRef {
         self.reorder(|values| (0..values.len()).rev().collect())
     }
 
-    /// Sorts the array with a comparator (stable, as JavaScript's `sort`).
-    /// Elements move rather than being rewritten, and only those outside the
-    /// longest run already in order, so a nearly sorted array sends little;
-    /// concurrent sorts on several nodes never duplicate or drop an element.
-    ///
-    /// The comparator runs outside the node's lock and may read the store; if
-    /// the array changes meanwhile, the sort starts over.
-    ///
-    /// # Errors
-    /// As [`ArrayRef::push`].
-    ///
-    /// # Example
-    /// ```
-    /// use facsimile::LocalNetwork;
-    /// use serde_json::json;
-    ///
-    /// let node = LocalNetwork::new().join("a");
-    /// node.set_root(json!([3, 1, 2]))?;
-    /// let list = node.root_array().unwrap();
-    /// list.sort_by(|a, b| a.as_i64().cmp(&b.as_i64()))?;
-    /// assert_eq!(list.to_json()?, json!([1, 2, 3]));
-    /// # Ok::<(), facsimile::Error>(())
-    /// ```
     /// Sorts the array by [`Value::total_cmp`] (`Null`, booleans, numbers by
     /// value, strings, bytes, objects), as [`ArrayRef::sort_by`] with that
     /// comparator: one change, one message, stable.
@@ -1282,6 +1259,29 @@ impl ArrayRef {
         self.sort_by(Value::total_cmp)
     }
 
+    /// Sorts the array with a comparator (stable, as JavaScript's `sort`).
+    /// Elements move rather than being rewritten, and only those outside the
+    /// longest run already in order, so a nearly sorted array sends little;
+    /// concurrent sorts on several nodes never duplicate or drop an element.
+    ///
+    /// The comparator runs outside the node's lock and may read the store; if
+    /// the array changes meanwhile, the sort starts over.
+    ///
+    /// # Errors
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.sort_by(|a, b| a.as_i64().cmp(&b.as_i64()))?;
+    /// assert_eq!(list.to_json()?, json!([1, 2, 3]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
     pub fn sort_by(&self, mut compare: impl FnMut(&Value, &Value) -> Ordering) -> Result<()> {
         self.reorder(|values| {
             let mut order: Vec<usize> = (0..values.len()).collect();
