@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use facsimile::{EngineError, LocalNetwork, LockError, LockEvent, Value};
+use facsimile::{EngineError, LocalNetwork, LockError, LockEvent, LockGuard, MapRef, Node, Value};
 use futures_executor::block_on;
 use futures_util::FutureExt;
 use futures_util::task::noop_waker_ref;
@@ -273,16 +273,23 @@ fn a_dropped_lock_future_withdraws_its_request() {
     assert!(g.is_held());
 }
 
+/// Two nodes of `net`, `a` holding the lock on the root map: the nodes,
+/// their root handles and a's guard.
+fn a_holds_the_root(net: &LocalNetwork) -> (Node, Node, MapRef, MapRef, LockGuard) {
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({})).unwrap();
+    let (ra, rb) = (a.root_map().unwrap(), b.root_map().unwrap());
+    let held = block_on(a.lock(&ra)).unwrap();
+    (a, b, ra, rb, held)
+}
+
 /// `request` fails at once while this node waits behind another one, and
 /// leaves the waiting `lock` as it was.
 #[test]
 fn a_request_while_this_node_waits_behind_another_fails_at_once() {
     for (wire, net) in networks() {
-        let a = net.join("a");
-        let b = net.join("b");
-        a.set_root(json!({})).unwrap();
-        let (ra, rb) = (a.root_map().unwrap(), b.root_map().unwrap());
-        let held = block_on(a.lock(&ra)).unwrap();
+        let (_a, b, _ra, rb, held) = a_holds_the_root(&net);
         let mut waiting = b.lock(&rb);
         let mut cx = Context::from_waker(noop_waker_ref());
         assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
@@ -306,11 +313,7 @@ fn a_request_while_this_node_waits_behind_another_fails_at_once() {
 #[test]
 fn dropping_one_of_two_waiting_futures_keeps_the_request() {
     for (wire, net) in networks() {
-        let a = net.join("a");
-        let b = net.join("b");
-        a.set_root(json!({})).unwrap();
-        let (ra, rb) = (a.root_map().unwrap(), b.root_map().unwrap());
-        let held = block_on(a.lock(&ra)).unwrap();
+        let (a, b, ra, rb, held) = a_holds_the_root(&net);
         let mut cx = Context::from_waker(noop_waker_ref());
         let mut first = b.lock(&rb);
         let mut second = b.lock(&rb);
