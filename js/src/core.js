@@ -1777,7 +1777,9 @@ function createFacsimile(wasm, { platform }) {
       const count = to - from;
       if (typeof input === 'object' && input !== null && (input.m !== undefined || input.a !== undefined)) {
         // A new object: created once, referenced from every other index,
-        // all in one message.
+        // all in one message. Refused first as the method it is (the
+        // element set below would refuse a lock as a write).
+        this._unchanged(h);
         this._bump();
         this._engine.begin();
         try {

@@ -277,6 +277,14 @@ test('fill with an object stores one object, referenced from every index', () =>
   assert.deepStrictEqual(b.store, [{ k: 1 }, { k: 1 }, { k: 1 }]);
   assert.equal(b.store[0], b.store[2]);
   assert.deepEqual(events, [undefined]);
+
+  // Refused as the method it is: locked elsewhere, or closed.
+  a.lock(a.store);
+  assert.throws(() => b.store.fill({ k: 2 }), { message: 'Object is locked', code: 'LOCKED' });
+  a.release(a.store);
+  a.close();
+  assert.throws(() => a.store.fill({ k: 3 }), { code: 'CLOSED' });
+  assert.deepStrictEqual(b.store, [{ k: 1 }, { k: 1 }, { k: 1 }], 'nothing changed');
 });
 
 test('non-mutating methods work as on arrays, also while a callback writes', () => {
