@@ -13,23 +13,52 @@ use serde_json::json;
 use crate::{manual_networks, networks};
 
 /// Scenario 9 (locked part): under a lock, `push`, `pop`, `reverse` and
-/// `sort` replicate as operations.
+/// `sort` replicate as operations: each call is one message and one mass
+/// change on the other node.
 #[test]
 fn s09_array_methods_under_a_lock() {
-    for (wire, net) in networks() {
+    for (wire, net) in manual_networks(9) {
         let a = net.join("a");
         let b = net.join("b");
+        net.run();
         a.set_root(json!([3, 1, 2])).unwrap();
+        net.run();
         let arr = b.root_array().unwrap();
-        let guard = block_on(b.lock(&arr)).unwrap();
+        let mut locking = b.lock(&arr);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(locking.poll_unpin(&mut cx).is_pending(), "{wire}");
+        net.run();
+        let Poll::Ready(Ok(guard)) = locking.poll_unpin(&mut cx) else {
+            panic!("{wire}: granted");
+        };
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let seen = changes.clone();
+        a.on_change(move |e| seen.lock().unwrap().push(e.prop().is_none()))
+            .detach();
+        // One message each, delivered before the next call.
+        let one = |what: &str| {
+            assert_eq!(net.in_flight(), 1, "{wire}: {what} is one message");
+            net.run();
+        };
         arr.push(5).unwrap();
+        one("push");
         assert_eq!(arr.pop().unwrap(), Some(Value::Int(5)));
+        one("pop");
         arr.push(4).unwrap();
+        one("push");
         arr.reverse().unwrap();
+        one("reverse");
         assert_eq!(a.root().to_json().unwrap(), json!([4, 2, 1, 3]), "{wire}");
         arr.sort_by(|x, y| x.as_i64().cmp(&y.as_i64())).unwrap();
+        one("sort");
         assert_eq!(a.root().to_json().unwrap(), json!([1, 2, 3, 4]), "{wire}");
+        assert_eq!(
+            *changes.lock().unwrap(),
+            [true; 5],
+            "{wire}: one mass change each"
+        );
         drop(guard);
+        net.run();
         assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
     }
 }
