@@ -235,8 +235,14 @@ pub(crate) async fn watch(addr: &str, path: &str, args: &ClientArgs) -> Result<(
         let Some(event) = event else { break };
         match event {
             Event::Change(ev) => {
-                let root = node.root();
-                let Some(obj) = path_of(&root, ev.target().id()) else {
+                // A path inside the watched subtree first: an object reached
+                // from several places is shown where it is watched.
+                let watched = node.get(path);
+                let inside = watched
+                    .as_ref()
+                    .and_then(|w| path_of(w, ev.target().id()))
+                    .map(|rel| format!("{path}{rel}"));
+                let Some(obj) = inside.or_else(|| path_of(&node.root(), ev.target().id())) else {
                     continue; // no longer reachable from the root
                 };
                 let (full, prop) = match ev.prop() {

@@ -98,6 +98,60 @@ fn watch_prints_the_tree_then_each_change_with_its_origin() {
     );
 }
 
+/// An object reached from two places is watched under the path asked for:
+/// a change made through the other place is shown under the watched one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_shows_a_shared_object_under_the_watched_path() {
+    let dir = TempDir::new("watch-shared");
+    let relay = Relay::start(&dir, &[]);
+    let writer = connect(&relay, "writer").await;
+    let root = writer
+        .node()
+        .set_root(serde_json::json!({"a": {"v": 1}}))
+        .unwrap();
+    let root = root.as_map().unwrap().clone();
+    let shared = root.get("a").unwrap();
+    root.set("b", shared.clone()).unwrap();
+    writer.flush().await.unwrap();
+
+    let mut watch = Killed(
+        Command::new(BIN)
+            .args(["watch", &relay.addr, "/b"])
+            .env("FACSIMILE_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Lines as they come, so that a missing one fails the test in time.
+    let (tx, lines) = mpsc::channel();
+    let out = BufReader::new(watch.0.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = lines.recv_timeout(PATIENCE);
+        serde_json::from_str(&line.expect("watch prints a line")).unwrap()
+    };
+    assert_eq!(next(), serde_json::json!({"v": 1}));
+    shared.as_map().unwrap().set("v", 2).unwrap();
+    writer.flush().await.unwrap();
+    let change = next();
+    assert_eq!(change["path"], "/b/v", "{change}");
+    assert_eq!(change["new"], 2, "{change}");
+}
+
+/// A child process killed when dropped, a failed assertion included.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn concurrent_lock_commands_never_overlap() {
     let dir = TempDir::new("lock");
