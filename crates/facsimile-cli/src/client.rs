@@ -338,9 +338,14 @@ pub(crate) async fn lock(
     .map_err(|e| Failure(format!("cannot lock {path:?}: {e}")))?;
     let token = guard.token();
     tracing::info!(path, token, "lock granted");
+    // Signals that would end this process go to the command instead, and
+    // the lock is released once it has exited: ended first, this process
+    // would leave the command running without the lock.
+    let mut signals = Signals::new()?;
     let mut child = tokio::process::Command::new(&command[0])
         .args(&command[1..])
         .env("FACSIMILE_LOCK_TOKEN", token.to_string())
+        .kill_on_drop(true)
         .spawn()
         .map_err(|e| Failure(format!("cannot run {:?}: {e}", command[0])))?;
     // The relay may evict this node (its connection broke): the lock is
@@ -350,6 +355,10 @@ pub(crate) async fn lock(
     let status = loop {
         tokio::select! {
             s = child.wait() => break s.map_err(|e| Failure(format!("waiting for the command: {e}")))?,
+            signal = signals.next() => {
+                signals.forward(signal, &child);
+                continue;
+            }
             _ = lost.notified() => {}
             _ = check.tick() => {
                 if guard.is_held() {
@@ -368,6 +377,66 @@ pub(crate) async fn lock(
     drop(guard);
     let _ = conn.close(CLOSE_TIMEOUT).await;
     Ok(exit_code(status))
+}
+
+/// The signals `facsimile lock` passes on to its command (SIGTERM, SIGINT,
+/// SIGHUP), caught for as long as this lives.
+struct Signals {
+    #[cfg(unix)]
+    caught: [(tokio::signal::unix::Signal, rustix::process::Signal); 3],
+}
+
+impl Signals {
+    fn new() -> Result<Signals, Failure> {
+        #[cfg(unix)]
+        {
+            use rustix::process::Signal as S;
+            use tokio::signal::unix::{SignalKind, signal};
+            let catch = |kind: SignalKind| {
+                signal(kind).map_err(|e| Failure(format!("cannot catch signals: {e}")))
+            };
+            Ok(Signals {
+                caught: [
+                    (catch(SignalKind::terminate())?, S::TERM),
+                    (catch(SignalKind::interrupt())?, S::INT),
+                    (catch(SignalKind::hangup())?, S::HUP),
+                ],
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal caught.
+    #[cfg(unix)]
+    async fn next(&mut self) -> rustix::process::Signal {
+        let [(term, t), (int, i), (hup, h)] = &mut self.caught;
+        tokio::select! {
+            _ = term.recv() => *t,
+            _ = int.recv() => *i,
+            _ = hup.recv() => *h,
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) {
+        std::future::pending::<()>().await
+    }
+
+    /// Sends `signal` on to the command, if it still runs.
+    #[cfg(unix)]
+    fn forward(&self, signal: rustix::process::Signal, child: &tokio::process::Child) {
+        let pid = child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32));
+        if let Some(pid) = pid {
+            tracing::info!(?signal, "passing the signal on to the command");
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn forward(&self, _: (), _: &tokio::process::Child) {}
 }
 
 fn exit_code(status: std::process::ExitStatus) -> u8 {

@@ -83,7 +83,9 @@ enum Command {
     /// a command runs, then release it; exit with the command's status.
     /// The command sees the lock's fencing token in FACSIMILE_LOCK_TOKEN.
     /// If the lock is lost meanwhile (the relay evicted this node), the
-    /// command is killed and the exit status is 1.
+    /// command is killed and the exit status is 1. SIGTERM, SIGINT and
+    /// SIGHUP are passed on to the command; the lock is released once it
+    /// has exited.
     Lock {
         /// The relay's address, HOST:PORT or ws://HOST:PORT/ (wss:// with
         /// --tls-ca), or a NATS server's, nats://HOST:PORT.

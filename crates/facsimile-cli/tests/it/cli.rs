@@ -142,6 +142,78 @@ async fn watch_shows_a_shared_object_under_the_watched_path() {
     assert_eq!(change["new"], 2, "{change}");
 }
 
+/// SIGTERM to `facsimile lock` reaches the command, which ends; only then
+/// is the lock released (the next holder's token is larger), and the exit
+/// code is the command's.
+#[cfg(unix)]
+#[test]
+fn a_signal_to_lock_is_passed_on_and_the_lock_released_after_the_command() {
+    let dir = TempDir::new("lock-signal");
+    let relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.as_str();
+    ok(&["set", addr, "", "{}"]);
+    let marker = dir.path().join("marker");
+    let script = format!(
+        "trap 'echo term >> {m}; exit 7' TERM; echo $FACSIMILE_LOCK_TOKEN; \
+         i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+        m = marker.display()
+    );
+    let mut holder = Command::new(BIN)
+        .args([
+            "lock",
+            addr,
+            "",
+            "--hostname",
+            "holder",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("FACSIMILE_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let out = BufReader::new(holder.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first: u64 = lines
+        .recv_timeout(PATIENCE)
+        .expect("the command runs under the lock")
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = rustix::process::Pid::from_raw(holder.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(holder.wait());
+    });
+    let status = exited
+        .recv_timeout(PATIENCE)
+        .expect("facsimile lock ends after its command")
+        .unwrap();
+    assert_eq!(status.code(), Some(7), "the command's exit code");
+    let trapped = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(trapped.trim(), "term", "the command got the signal");
+    let next = ok(&[
+        "lock",
+        addr,
+        "",
+        "--wait",
+        "30",
+        "--",
+        "sh",
+        "-c",
+        "echo $FACSIMILE_LOCK_TOKEN",
+    ]);
+    assert!(next.trim().parse::<u64>().unwrap() > first, "{next}");
+}
+
 /// A child process killed when dropped, a failed assertion included.
 struct Killed(std::process::Child);
 
