@@ -148,11 +148,14 @@ function installConnect(Facsimile, wasm, fail) {
       try {
         admission = this.client.welcome(bytes);
       } catch (e) {
-        if (this.first !== null || e.code === 'REFUSED') {
+        if (this.first !== null) {
           const error = fail(e.code, e.code === 'REFUSED' ? `the relay refused the connection: ${e.message}` : e.message);
           this.settleFirst(error);
           this.shut(error);
         } else {
+          // Refused on a reconnection (a relay at its connection limit, or
+          // restarted with other settings): tried again with backoff, as
+          // the Rust client does; the error is in `connection`.
           this.error = e;
         }
         ws.close(1000);

@@ -90,6 +90,27 @@ test('acknowledged writes survive a kill -9 of the relay; the node resumes by it
   await b.close();
 });
 
+test('a refusal on reconnecting is tried again, as the Rust client does', async () => {
+  const a = await connect('patient', { backoff: { min: 20, max: 100 } });
+  a.store = { n: 1 };
+  await a.flush();
+  await relay.kill();
+  relay.token = 'rotated';
+  try {
+    await relay.start();
+    await waitFor(() => a.connection.error?.code === 'REFUSED', 'a refused reconnection');
+    assert.equal(a.connection.status, 'disconnected', 'still trying, not closed');
+    a.store.n = 2;
+  } finally {
+    await relay.kill();
+    relay.token = undefined;
+    await relay.start();
+  }
+  await a.flush();
+  assert.equal(a.connection.status, 'connected');
+  assert.equal(await get('/n'), 2);
+});
+
 /** Resolves once `cond()` holds, looking every 10 ms, for at most 20 s. */
 async function waitFor(cond, what) {
   const start = Date.now();

@@ -53,7 +53,7 @@ export class Relay {
     const listen = this.addr ?? '127.0.0.1:0';
     const child = spawn(
       facsimileBinary(),
-      ['serve', '--listen', listen, '--data', join(this.dir, 'data'), '--token', TOKEN, ...this.extra],
+      ['serve', '--listen', listen, '--data', join(this.dir, 'data'), '--token', this.token ?? TOKEN, ...this.extra],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.child = child;
