@@ -41,6 +41,14 @@ function installConnect(Facsimile, wasm, fail) {
       this.min = positive(backoff.min, 100, 'backoff.min');
       this.max = positive(backoff.max, 10000, 'backoff.max');
       this.timeout = positive(opts.timeout, 30000, 'timeout');
+      // The node sends at least a heartbeat each `heartbeat` and the relay
+      // acknowledges every frame: a relay silent for ten of them is taken
+      // for gone (a link that stalls without closing would otherwise hang
+      // on for minutes while the relay evicts the node), as in the Rust
+      // client.
+      this.silence = Math.max(10 * positive(opts.heartbeat, 1000, 'heartbeat'), 1000);
+      this.heard = 0;
+      this.watchdog = null;
       this.delay = this.min;
       this.ws = null;
       this.welcomed = false;
@@ -111,6 +119,7 @@ function installConnect(Facsimile, wasm, fail) {
     }
 
     frame(ws, data) {
+      this.heard = Date.now();
       if (typeof data === 'string') {
         ws.close(1003, 'binary messages only');
         return;
@@ -164,6 +173,7 @@ function installConnect(Facsimile, wasm, fail) {
       this.welcomed = true;
       this.delay = this.min;
       this.status = 'connected';
+      this.watch(ws);
       if (admission === ADMISSION_REJOIN) {
         this.node._startOver();
         this.settleFlushes();
@@ -181,7 +191,27 @@ function installConnect(Facsimile, wasm, fail) {
       while ((f = this.client.next_frame()) !== undefined) ws.send(f);
     }
 
+    // Drops the connection `ws` once the relay has been silent too long.
+    watch(ws) {
+      this.unwatch();
+      this.watchdog = unref(setInterval(() => {
+        if (this.ws !== ws || Date.now() - this.heard <= this.silence) return;
+        this.error = fail('TIMEOUT', `the relay went silent for ${this.silence} ms`);
+        // Its events are ignored from now on: closing a stalled socket
+        // may take long to report.
+        this.lost({ code: 1006, reason: 'silent' });
+        if (typeof ws.terminate === 'function') ws.terminate();
+        else ws.close();
+      }, Math.max(this.silence / 4, 50)));
+    }
+
+    unwatch() {
+      if (this.watchdog !== null) clearInterval(this.watchdog);
+      this.watchdog = null;
+    }
+
     lost(ev) {
+      this.unwatch();
       this.ws = null;
       this.welcomed = false;
       if (this.over) return;
@@ -234,6 +264,7 @@ function installConnect(Facsimile, wasm, fail) {
       if (error !== null) this.error = error;
       this.status = error !== null && error.code === 'REFUSED' ? 'refused' : 'closed';
       this.client.close();
+      this.unwatch();
       if (this.retry !== null) clearTimeout(this.retry);
       this.retry = null;
       const ws = this.ws;

@@ -111,6 +111,24 @@ test('a refusal on reconnecting is tried again, as the Rust client does', async 
   assert.equal(await get('/n'), 2);
 });
 
+test('a relay gone silent without closing is left and connected again once back', async () => {
+  const a = await connect('watchful', { heartbeat: 100, backoff: { min: 20, max: 100 } });
+  a.store = { n: 1 };
+  await a.flush();
+  relay.freeze(true);
+  try {
+    await waitFor(() => a.connection.error?.code === 'TIMEOUT', 'the silence noticed');
+    assert.equal(a.connection.status, 'disconnected');
+  } finally {
+    relay.freeze(false);
+  }
+  // Evicted by the relay meanwhile, it starts over and syncs.
+  await waitFor(() => a.connection.status === 'connected' && a.store?.n === 1, 'connected again');
+  a.store.n = 2;
+  await a.flush();
+  assert.equal(await get('/n'), 2);
+});
+
 /** Resolves once `cond()` holds, looking every 10 ms, for at most 20 s. */
 async function waitFor(cond, what) {
   const start = Date.now();

@@ -86,7 +86,13 @@ export class Relay {
     });
   }
 
+  /** Stops the process (SIGSTOP) or lets it go on (SIGCONT): its sockets stay open, silent. */
+  freeze(frozen) {
+    this.child.kill(frozen ? 'SIGSTOP' : 'SIGCONT');
+  }
+
   async stop() {
+    if (this.child !== null) this.child.kill('SIGCONT');
     await this.kill();
     rmSync(this.dir, { recursive: true, force: true });
   }
