@@ -32,7 +32,7 @@ function installConnect(Facsimile, wasm, fail) {
 
   // One node's connection to a relay, across reconnections.
   class Connection {
-    constructor(node, url, WS, opts) {
+    constructor(node, url, WS, opts, heartbeat) {
       this.node = node;
       this.url = url;
       this.WS = WS;
@@ -46,7 +46,7 @@ function installConnect(Facsimile, wasm, fail) {
       // for gone (a link that stalls without closing would otherwise hang
       // on for minutes while the relay evicts the node), as in the Rust
       // client.
-      this.silence = Math.max(10 * positive(opts.heartbeat, 1000, 'heartbeat'), 1000);
+      this.silence = Math.max(10 * heartbeat, 1000);
       this.heard = 0;
       this.watchdog = null;
       this.delay = this.min;
@@ -309,8 +309,9 @@ function installConnect(Facsimile, wasm, fail) {
     let node;
     let conn;
     try {
-      node = new Facsimile(hostname, { binary: true, failureDetection: { heartbeat: positive(opts.heartbeat, 1000, 'heartbeat'), timeout: NEVER } });
-      conn = new Connection(node, String(url), WS, opts);
+      const heartbeat = positive(opts.heartbeat, 1000, 'heartbeat');
+      node = new Facsimile(hostname, { binary: true, failureDetection: { heartbeat, timeout: NEVER } });
+      conn = new Connection(node, String(url), WS, opts, heartbeat);
     } catch (e) {
       return Promise.reject(e);
     }

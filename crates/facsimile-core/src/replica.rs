@@ -789,6 +789,35 @@ impl Replica {
         self.out.end();
     }
 
+    /// [`Replica::evict`] of every member of `hostname` (only the
+    /// incarnation `incarnation`, when given), for a transport that knows
+    /// its peers by hostname. Returns how many members that was.
+    ///
+    /// ```
+    /// use facsimile_core::{Config, PeerId, Replica};
+    /// let mut a = Replica::new(PeerId::new("a", 1), Config::default());
+    /// let mut b = Replica::new(PeerId::new("b", 2), Config::default());
+    /// while let Some(t) = b.poll_transmit() {
+    ///     a.handle_message(&t.bytes)?;
+    /// }
+    /// assert_eq!(a.evict_host("b", Some(3)), 0);
+    /// assert_eq!(a.evict_host("b", None), 1);
+    /// assert!(a.members().is_empty());
+    /// # Ok::<(), facsimile_core::ReceiveError>(())
+    /// ```
+    pub fn evict_host(&mut self, hostname: &str, incarnation: Option<u32>) -> usize {
+        let gone: Vec<PeerId> = self
+            .members()
+            .into_iter()
+            .filter(|p| p.hostname() == hostname)
+            .filter(|p| incarnation.is_none_or(|i| p.incarnation() == i))
+            .collect();
+        for peer in &gone {
+            self.evict(peer);
+        }
+        gone.len()
+    }
+
     /// Whether `tag` names a peer this replica has heard of (a member, one
     /// gone, or this replica): a new incarnation should pick another, or
     /// it would be taken for that peer.

@@ -585,16 +585,7 @@ impl Facsimile {
     /// its locks and stops waiting for it. Returns how many members that
     /// was (0 for a hostname that is not a member, or this node's own).
     fn evict(&self, hostname: &str) -> usize {
-        let node = self.node();
-        let gone: Vec<_> = node
-            .peers()
-            .into_iter()
-            .filter(|p| p.hostname() == hostname && *p != node.peer_id())
-            .collect();
-        for peer in &gone {
-            node.evict(peer);
-        }
-        gone.len()
+        self.node().evict_host(hostname)
     }
 
     /// The value at a JSON pointer (`"/players/0/score"`), or None.

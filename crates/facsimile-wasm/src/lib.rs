@@ -668,17 +668,7 @@ impl Engine {
     /// peer's connection lost for good: every node frees their locks and
     /// stops waiting for them. Returns how many members that was.
     pub fn evict(&mut self, hostname: &str, incarnation: Option<u32>) -> u32 {
-        let gone: Vec<_> = self
-            .replica
-            .members()
-            .into_iter()
-            .filter(|p| p.hostname() == hostname)
-            .filter(|p| incarnation.is_none_or(|i| p.incarnation() == i))
-            .collect();
-        for peer in &gone {
-            self.replica.evict(peer);
-        }
-        gone.len() as u32
+        self.replica.evict_host(hostname, incarnation) as u32
     }
 
     /// Starts over as the new incarnation `incarnation` (after the peers

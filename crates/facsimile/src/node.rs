@@ -780,6 +780,15 @@ impl Node {
         self.pump();
     }
 
+    /// [`Node::evict`] of every member of `hostname`, for a transport that
+    /// knows its peers by hostname. Returns how many members that was (0
+    /// for a hostname that is not a member, or this node's own).
+    pub fn evict_host(&self, hostname: &str) -> usize {
+        let n = self.state().replica.evict_host(hostname, None);
+        self.pump();
+        n
+    }
+
     /// Runs timers that are due (reclamation, heartbeats, sync retries).
     /// Every call into the node does this too; call it when the node is
     /// otherwise idle. Time is read from a coarse monotonic clock where the

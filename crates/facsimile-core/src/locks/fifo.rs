@@ -167,12 +167,7 @@ impl FifoLocks {
         if !mine.fail_fast || mine.token.is_some() || self.lost_races.contains(&obj) {
             return;
         }
-        let behind = self.q.queues.get(&obj).is_some_and(|q| {
-            q.iter()
-                .take_while(|r| r.stamp != mine.req)
-                .any(|r| r.stamp.peer != PeerIdx::SELF)
-        });
-        if behind {
+        if self.q.other_ahead(obj) {
             self.lost_races.push(obj);
         }
     }

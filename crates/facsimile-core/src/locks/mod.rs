@@ -86,6 +86,18 @@ impl Queues {
         }
     }
 
+    /// Whether another peer's request on `obj` comes before this
+    /// replica's (before any, when it has none): queues are in grant
+    /// order, the head first.
+    fn other_ahead(&self, obj: Id) -> bool {
+        let mine = self.mine.get(&obj).map(|m| m.req);
+        self.queues.get(&obj).is_some_and(|q| {
+            q.iter()
+                .take_while(|r| Some(r.stamp) != mine)
+                .any(|r| r.stamp.peer != PeerIdx::SELF)
+        })
+    }
+
     fn dequeue(&mut self, obj: Id, req: Id) {
         if let Some(q) = self.queues.get_mut(&obj) {
             q.retain(|r| r.stamp != req);
@@ -342,18 +354,10 @@ impl Locks {
         peers: &Peers,
         members: &Membership,
     ) -> Result<LockState, Error> {
-        // Another peer's request ahead of this replica's, if it has one
-        // (queues are in grant order, the head first).
-        let mine = self.queues().mine.get(&obj.0).map(|m| m.req);
-        let busy = self.queues().queues.get(&obj.0).is_some_and(|q| {
-            q.iter()
-                .take_while(|r| Some(r.stamp) != mine)
-                .any(|r| r.stamp.peer != PeerIdx::SELF)
-        });
-        if !wait && busy {
+        if !wait && self.queues().other_ahead(obj.0) {
             return Err(Error::Locked(obj));
         }
-        if mine.is_some() {
+        if self.queues().mine.contains_key(&obj.0) {
             // One request per replica: a second call joins it.
             return Ok(self.state(obj));
         }
