@@ -88,11 +88,14 @@ test('100 replacements of a 10k-object store: memory flat, handles and listeners
   assert.ok(last <= 1.5 * first, `wasm memory after the 100th replacement ${last} ≤ 1.5 × after the first ${first}`);
   // The engines' allocations settle within the first replacements (the
   // object table's pages and the allocator's free lists reach their size,
-  // mostly by the 12th; when a hash table rehashes depends on where its
-  // keys land, and the hash keys differ from run to run, so a last step
-  // came as late as the 27th in 32 runs); from there on nothing grows at
-  // all, where a leak of one replacement's objects would grow by megabytes.
-  assert.equal(last, settled, 'wasm memory is flat from the 60th replacement to the 100th');
+  // mostly by the 12th). When a hash table rehashes depends on where its
+  // keys land, and the hash keys differ from run to run: a last growth
+  // step of the allocator (1.4 MB) came as late as the 27th replacement in
+  // 32 runs, and once in 10 runs after the 60th. A leak grows at every
+  // replacement: of one replacement's objects, by megabytes each; of its
+  // 100 kB message alone, by 4 MB over these 40.
+  const grown = last - settled;
+  assert.ok(grown <= 2 * 1024 * 1024, `wasm memory from the 60th replacement to the 100th grew by ${grown} bytes, more than one growth step`);
 
   // The engines hold the store's objects and nothing else: the root, the
   // array and its 10k maps.
