@@ -184,6 +184,12 @@ declare namespace Facsimile {
     backoff?: { min?: number; max?: number };
     /** A heartbeat after this many ms without sending (default 1000). */
     heartbeat?: number;
+    /**
+     * The relay's frame limit in bytes (`facsimile serve --max-frame`,
+     * default 16 MiB): a write whose message would not fit throws
+     * `TOO_LARGE` and changes nothing.
+     */
+    maxFrame?: number;
   }
 
   interface ConnectionState {
@@ -205,6 +211,12 @@ declare namespace Facsimile {
      * Off by default.
      */
     failureDetection?: { heartbeat: number; timeout: number };
+    /**
+     * The largest message, in bytes, this node accepts and its writes may
+     * make (default 64 MiB): a larger write throws `TOO_LARGE` and changes
+     * nothing. Give every node of a document the same limit.
+     */
+    maxMessage?: number;
     /**
      * For tests: no host timers; time moves only with `_advance(ms)`.
      */

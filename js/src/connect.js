@@ -14,6 +14,8 @@ function installConnect(Facsimile, wasm, fail) {
   const ADMISSION_JOINED = 0;
   const ADMISSION_SYNC = 2;
   const ADMISSION_REJOIN = 3;
+  // The relay's default frame limit (`facsimile serve --max-frame`).
+  const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
 
   // Like the node's own timers, the connection's never keep a Node.js
   // process alive by themselves (an open socket does).
@@ -310,7 +312,17 @@ function installConnect(Facsimile, wasm, fail) {
     let conn;
     try {
       const heartbeat = positive(opts.heartbeat, 1000, 'heartbeat');
-      node = new Facsimile(hostname, { binary: true, failureDetection: { heartbeat, timeout: NEVER } });
+      const maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
+      if (!Number.isSafeInteger(maxFrame) || maxFrame <= 0) {
+        throw fail('BAD_OPTION', 'maxFrame is a number of bytes', RangeError);
+      }
+      node = new Facsimile(hostname, {
+        binary: true,
+        failureDetection: { heartbeat, timeout: NEVER },
+        // A write too large for the relay to pass on throws TOO_LARGE
+        // when it is made, instead of being sent again and again.
+        maxMessage: RelayClient.max_message(maxFrame),
+      });
       conn = new Connection(node, String(url), WS, opts, heartbeat);
     } catch (e) {
       return Promise.reject(e);

@@ -898,9 +898,13 @@ function createFacsimile(wasm, { platform }) {
           throw fail('BAD_OPTION', 'failureDetection is { heartbeat, timeout } in milliseconds', RangeError);
         }
       }
+      const maxMessage = opts.maxMessage === undefined ? 0 : opts.maxMessage;
+      if (!Number.isSafeInteger(maxMessage) || maxMessage < 0) {
+        throw fail('BAD_OPTION', 'maxMessage is a number of bytes', RangeError);
+      }
       this._hostname = name;
       this._binary = opts.binary === true;
-      this._engine = new Engine(name, randomIncarnation(), !this._binary, resendLog, heartbeat, timeout);
+      this._engine = new Engine(name, randomIncarnation(), !this._binary, resendLog, heartbeat, timeout, maxMessage);
       this._incarnation = this._engine.incarnation();
       this._pumping = false;
       this._closed = false;

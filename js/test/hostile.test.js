@@ -215,6 +215,34 @@ for (const binary of [false, true]) {
   });
 }
 
+// A write is checked against the message limit before it changes anything:
+// a message too large for the peers (or the relay) is never made.
+for (const binary of [false, true]) {
+  const kind = binary ? 'binary' : 'JSON';
+  test(`${kind}: a write larger than maxMessage throws TOO_LARGE and changes nothing`, () => {
+    const net = new SyncNet({ binary });
+    const a = net.join('a', { maxMessage: 4096 });
+    const b = net.join('b', { maxMessage: 4096 });
+    a.store = { n: 0, list: [] };
+    const sent = net.sent;
+    const tooLarge = (e) => e.code === 'TOO_LARGE' && /4096 bytes/.test(e.message);
+    assert.throws(() => {
+      a.store.s = 'x'.repeat(5000);
+    }, tooLarge);
+    assert.throws(() => a.store.list.push({ deep: ['y'.repeat(5000)] }), tooLarge);
+    assert.throws(() => a.assign(a.store, { p: 'z'.repeat(2500), q: 'z'.repeat(2500) }), tooLarge);
+    assert.equal(net.sent, sent, 'nothing was sent');
+    assert.deepEqual(a.store, { n: 0, list: [] });
+    // What fits goes through, and the node goes on.
+    a.store.s = 'x'.repeat(3000);
+    a.store.list.push(1);
+    assert.deepEqual(b.store, { n: 0, list: [1], s: 'x'.repeat(3000) });
+    assert.deepEqual(b.snapshot(), a.snapshot());
+    assert.throws(() => new Facsimile('c', { maxMessage: -1 }), (e) => e.code === 'BAD_OPTION');
+    net.close();
+  });
+}
+
 // Ids and map keys come from peers, so the engine's hash tables are keyed
 // per run: WebAssembly's standard library has no random source of its own
 // (its keys would repeat in every run, and a peer could pick colliding

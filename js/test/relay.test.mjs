@@ -193,3 +193,28 @@ test('refusals: a wrong token, a wrong protocol on the port, no WebSocket', asyn
   await assert.rejects(Facsimile.connect(relay.url, 'x', { token: TOKEN }), (e) => e.code === 'NO_WEBSOCKET' || typeof WebSocket === 'function');
   await assert.rejects(Facsimile.connect('ws://127.0.0.1:1/', 'x', { WebSocket }), { code: 'CONNECT' });
 });
+
+test('a write too large for the relay throws TOO_LARGE, and the connection goes on', async () => {
+  const a = await connect('large-a', { doc: 'large' });
+  a.store = { n: 0 };
+  assert.throws(
+    () => {
+      a.store.big = 'x'.repeat(17 * 1024 * 1024);
+    },
+    (e) => e.code === 'TOO_LARGE',
+  );
+  a.store.n = 1;
+  await a.flush();
+  // A node told of a smaller relay limit refuses by that one.
+  const b = await connect('large-b', { doc: 'large', maxFrame: 65536 });
+  assert.deepEqual(b.store, { n: 1 });
+  assert.throws(
+    () => {
+      b.store.s = 'y'.repeat(70000);
+    },
+    (e) => e.code === 'TOO_LARGE',
+  );
+  b.store.s = 'y'.repeat(60000);
+  await b.flush();
+  await until(a, () => a.store.s?.length === 60000, 'a sees the large write that fit');
+});

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::codec::WireFormat;
 #[allow(unused_imports)] // doc links
-use crate::{ReceiveError, Replica};
+use crate::{Error, ReceiveError, Replica};
 
 /// Settings of a [`Replica`]: `Default` plus chained setters.
 #[derive(Clone, Debug)]
@@ -52,7 +52,10 @@ impl Config {
     }
 
     /// Largest message accepted, in bytes (default 64 MiB). Larger input is
-    /// refused with [`ReceiveError::TooLarge`].
+    /// refused with [`ReceiveError::TooLarge`], and a local write whose
+    /// message could be larger with [`Error::TooLarge`], before it changes
+    /// anything: give every replica of a document the same limit, at most
+    /// what its transport carries (the relay and NATS clients set it so).
     ///
     /// ```
     /// let config = facsimile_core::Config::default().max_message_size(1 << 20);

@@ -62,6 +62,20 @@ pub enum Error {
     /// Nobody holds the lock on the object.
     #[error("object {0:?} is not locked")]
     NotLocked(ObjectId),
+    /// The write's message could be larger than peers accept
+    /// ([`crate::Config::max_message_size`]; over a relay or NATS, what
+    /// the transport carries). Inside a group ([`crate::Replica::begin`]),
+    /// the group's message so far counts.
+    #[error(
+        "this write makes a message of up to {size} bytes, more than the limit of {limit} bytes; \
+         write it in parts, or raise the limit on every node and the transport"
+    )]
+    TooLarge {
+        /// An upper bound of the message's size with this write.
+        size: usize,
+        /// The largest message peers accept.
+        limit: usize,
+    },
     /// A permutation passed to a reorder is not a permutation of the array.
     #[error("not a permutation of the {len} elements of array {object:?}")]
     BadPermutation {

@@ -18,7 +18,8 @@ use crate::codec::packed::PackedWriter;
 use crate::codec::{self, WireFormat};
 use crate::config::Config;
 use crate::resend::ResendLog;
-use crate::value::{Id, PeerIdx, Value};
+use crate::error::Error;
+use crate::value::{Id, Input, PeerIdx, Value};
 use crate::wire::{Directed, Frame, Hostname, Message, Sequenced, Tag, WireId, WireOp, WireValue};
 
 /// An outgoing message. Send `bytes` to every other replica (or only to
@@ -62,6 +63,11 @@ pub(crate) struct Outbox {
     held: Option<usize>,
     /// The open operations' weight, counted while held.
     weight: usize,
+    /// The largest message peers accept ([`Config::max_message_size`]).
+    max_message: usize,
+    /// Bytes the writes since the last message may take in it, as
+    /// reserved by [`Outbox::room`].
+    reserved: usize,
     /// An operation was held since [`Outbox::take_fresh_held`].
     fresh: bool,
     /// An operations message went out since [`Outbox::take_moved`].
@@ -117,9 +123,64 @@ fn weight(op: &WireOp) -> usize {
     }
 }
 
+/// An upper bound of the bytes of a message around its operations.
+const MESSAGE_HEADER: usize = 64;
+
+/// An upper bound of the bytes an operation takes in its message besides
+/// the inputs it carries (its kind, object, key framing and ids).
+pub(crate) const OP_OVERHEAD: usize = 64;
+
+/// An upper bound of the bytes `input` takes in an operation of `format`,
+/// the operations of the objects it creates included: what decides,
+/// before anything changes, whether a write fits in a message.
+pub(crate) fn input_bound(input: &Input, format: WireFormat) -> usize {
+    let scalar = match format {
+        WireFormat::Binary => 16,
+        WireFormat::Json => 64,
+    };
+    match input {
+        Input::Value(Value::Str(s)) => scalar + text_bound(s, format),
+        // JSON writes a byte string's bytes as numbers, at most "255,".
+        Input::Value(Value::Bytes(b)) => match format {
+            WireFormat::Binary => scalar + b.len(),
+            WireFormat::Json => scalar + 4 * b.len(),
+        },
+        Input::Value(_) => scalar,
+        Input::Map(entries) => entries.iter().fold(OP_OVERHEAD + scalar, |n, (k, v)| {
+            n + key_bound(k, format) + input_bound(v, format)
+        }),
+        Input::Array(items) => items
+            .iter()
+            .fold(OP_OVERHEAD + scalar, |n, v| n + input_bound(v, format)),
+    }
+}
+
+/// An upper bound of the bytes a map key takes in an operation.
+pub(crate) fn key_bound(key: &str, format: WireFormat) -> usize {
+    16 + text_bound(key, format)
+}
+
+/// An upper bound of a string's bytes in `format`, its length excluded:
+/// JSON escapes quotes and backslashes in two bytes, and control
+/// characters in at most six.
+fn text_bound(s: &str, format: WireFormat) -> usize {
+    match format {
+        WireFormat::Binary => s.len(),
+        WireFormat::Json => s
+            .bytes()
+            .map(|b| match b {
+                b'"' | b'\\' => 2,
+                0..=0x1f => 6,
+                _ => 1,
+            })
+            .sum(),
+    }
+}
+
 impl Outbox {
     pub(crate) fn new(tag: Tag, config: &Config) -> Outbox {
         let mut outbox = Outbox::with(tag, config.format, config.resend_log);
+        outbox.max_message = config.max_message;
         if config.lease.is_some() {
             // Over an ordered log every message is kept until the replica
             // reads it back ([`Outbox::forget_sent`]), so that the writes
@@ -146,6 +207,8 @@ impl Outbox {
             depth: 0,
             held: None,
             weight: 0,
+            max_message: usize::MAX,
+            reserved: 0,
             fresh: false,
             moved: false,
             queue: VecDeque::new(),
@@ -162,6 +225,7 @@ impl Outbox {
             clock: self.clock,
             held: self.held,
             keep_read: self.keep_read,
+            max_message: self.max_message,
             ..Outbox::with(tag, self.format, self.keep)
         };
     }
@@ -285,6 +349,35 @@ impl Outbox {
         !self.ops.is_empty() || self.packed.is_some()
     }
 
+    /// Reserves room for a write of at most `bytes` in the message of the
+    /// operations not yet sent: `Ok(true)` when it fits there, `Ok(false)`
+    /// when it fits only in a message of its own (operations held while
+    /// offline must go out first; nothing is reserved then).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when the write fits in no message peers accept,
+    /// or not in its open group's.
+    pub(crate) fn room(&mut self, bytes: usize) -> Result<bool, Error> {
+        let limit = self.max_message.saturating_sub(MESSAGE_HEADER);
+        // Exact once packed: every operation is encoded as it comes.
+        let pending = match &self.packed {
+            Some(packed) => packed.byte_len(),
+            None => self.reserved,
+        };
+        let size = pending.saturating_add(bytes);
+        if size <= limit {
+            self.reserved = size;
+            return Ok(true);
+        }
+        if self.depth == 0 && bytes <= limit {
+            return Ok(false);
+        }
+        Err(Error::TooLarge {
+            size,
+            limit: self.max_message,
+        })
+    }
+
     /// A new counter for the open group's next operation.
     #[inline]
     pub(crate) fn tick(&mut self) -> Id {
@@ -392,6 +485,7 @@ impl Outbox {
     /// whether a message went out.
     pub(crate) fn flush_now(&mut self) -> bool {
         self.weight = 0;
+        self.reserved = 0;
         self.fresh = false;
         if !self.has_ops() {
             return false;

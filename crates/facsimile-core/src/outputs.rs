@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::event::{Change, Event, Origin};
 use crate::outbox::Outbox;
 use crate::timers::{Timer, TimerTable};
@@ -59,6 +60,20 @@ impl Outputs {
         if self.outbox.end() {
             self.flush();
         }
+    }
+
+    /// Reserves room for a write of at most `bytes` in the message being
+    /// built; operations held while offline go out first when the write
+    /// does not fit in their message.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], see [`Outbox::room`].
+    pub(crate) fn room(&mut self, bytes: usize) -> Result<(), Error> {
+        if !self.outbox.room(bytes)? {
+            self.flush_now();
+            self.outbox.room(bytes)?;
+        }
+        Ok(())
     }
 
     /// Closes every open group and sends what was held (before anything

@@ -23,6 +23,7 @@ use crate::gc::{self, PassContext};
 use crate::locks::{Locks, Refusal};
 use crate::membership::Membership;
 use crate::op::{self, Op};
+use crate::outbox::{OP_OVERHEAD, input_bound, key_bound};
 use crate::outbox::Transmit;
 use crate::outputs::Outputs;
 use crate::streams::{Position, Streams};
@@ -416,6 +417,7 @@ impl Replica {
     /// [`Error::Detached`] for a reference that cannot be stored.
     pub fn set_root(&mut self, input: Input) -> Result<Option<ObjectId>, Error> {
         self.writable()?;
+        self.fits(OP_OVERHEAD + input_bound(&input, self.out.outbox.format()))?;
         self.doc.set_root(input, &mut self.out, &self.peers)
     }
 
@@ -428,6 +430,8 @@ impl Replica {
     /// holds the map's lock.
     pub fn map_set(&mut self, obj: ObjectId, key: &str, input: Input) -> Result<bool, Error> {
         self.writable()?;
+        let format = self.out.outbox.format();
+        self.fits(OP_OVERHEAD + key_bound(key, format) + input_bound(&input, format))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_set(obj, key, input, owner, &mut self.out, &self.peers)
@@ -447,6 +451,10 @@ impl Replica {
         entries: Vec<(SmolStr, Input)>,
     ) -> Result<usize, Error> {
         self.writable()?;
+        let format = self.out.outbox.format();
+        self.fits(entries.iter().fold(0, |n, (k, v)| {
+            n + OP_OVERHEAD + key_bound(k, format) + input_bound(v, format)
+        }))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_set_many(obj, entries, owner, &mut self.out, &self.peers)
@@ -481,6 +489,12 @@ impl Replica {
         // One item (a push, a typed character) is kept inline.
         let items: SmallVec<[Input; 1]> = items.into_iter().collect();
         self.writable()?;
+        let format = self.out.outbox.format();
+        self.fits(
+            items
+                .iter()
+                .fold(OP_OVERHEAD, |n, v| n + input_bound(v, format)),
+        )?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_splice(obj, start, delete, items, owner, &mut self.out, &self.peers)
@@ -493,6 +507,7 @@ impl Replica {
     /// As [`Replica::list_splice`].
     pub fn list_push(&mut self, obj: ObjectId, item: Input) -> Result<(), Error> {
         self.writable()?;
+        self.fits(OP_OVERHEAD + input_bound(&item, self.out.outbox.format()))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_insert_one(obj, None, item, owner, &mut self.out, &self.peers)
@@ -531,6 +546,12 @@ impl Replica {
         writes: Vec<(usize, Input)>,
     ) -> Result<usize, Error> {
         self.writable()?;
+        let format = self.out.outbox.format();
+        self.fits(
+            writes
+                .iter()
+                .fold(0, |n, (_, v)| n + OP_OVERHEAD + input_bound(v, format)),
+        )?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_set_many(obj, writes, owner, &mut self.out, &self.peers)
@@ -978,6 +999,12 @@ impl Replica {
         if self.locks.holds_any() {
             self.locked_through = self.out.outbox.clock();
         }
+    }
+
+    /// Refuses a write whose message could be larger than peers accept
+    /// ([`Config::max_message_size`]), before it changes anything.
+    fn fits(&mut self, bytes: usize) -> Result<(), Error> {
+        self.out.room(bytes)
     }
 
     fn writable(&self) -> Result<(), Error> {

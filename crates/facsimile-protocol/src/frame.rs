@@ -40,6 +40,25 @@ pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// than this need a larger limit on the relay and its clients.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 
+/// The most bytes a frame adds around the facsimile message it carries:
+/// its kind, and a position ([`Down::Message`]) or a tag ([`Up::To`]).
+pub const FRAME_OVERHEAD: usize = 1 + MAX_VARINT;
+
+/// The largest facsimile message that frames of at most `max_frame` bytes
+/// carry both ways. The relay and its clients give their replicas this
+/// limit, so that a write too large for the relay to pass on is refused
+/// when it is made rather than sent.
+///
+/// ```
+/// use facsimile_protocol::{DEFAULT_MAX_FRAME, Down, max_message};
+/// let message = vec![0; max_message(DEFAULT_MAX_FRAME)];
+/// let frame = Down::Message { position: u64::MAX, bytes: message.into() }.encode();
+/// assert_eq!(frame.len(), DEFAULT_MAX_FRAME);
+/// ```
+pub const fn max_message(max_frame: usize) -> usize {
+    max_frame.saturating_sub(FRAME_OVERHEAD)
+}
+
 /// The client's first frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientHello {

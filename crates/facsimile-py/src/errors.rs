@@ -71,6 +71,12 @@ create_exception!(
 );
 create_exception!(
     facsimile,
+    TooLargeError,
+    FacsimileError,
+    "The write's message would be larger than the peers or the transport accept; nothing changed."
+);
+create_exception!(
+    facsimile,
     LockLostError,
     FacsimileError,
     "The lock request was lost: this node was evicted or reloaded while it waited."
@@ -147,6 +153,7 @@ fn engine(e: &EngineError, msg: String) -> PyErr {
         E::Locked(_) => LockedError::new_err(msg),
         E::Evicted => EvictedError::new_err(msg),
         E::NotLocked(_) => NotLockedError::new_err(msg),
+        E::TooLarge { .. } => TooLargeError::new_err(msg),
         _ => FacsimileError::new_err(msg),
     }
 }
@@ -213,6 +220,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DetachedError", py.get_type::<DetachedError>())?;
     m.add("SyncingError", py.get_type::<SyncingError>())?;
     m.add("EvictedError", py.get_type::<EvictedError>())?;
+    m.add("TooLargeError", py.get_type::<TooLargeError>())?;
     m.add("LockLostError", py.get_type::<LockLostError>())?;
     m.add("ForeignHandleError", py.get_type::<ForeignHandleError>())?;
     m.add("CycleError", py.get_type::<CycleError>())?;

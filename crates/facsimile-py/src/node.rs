@@ -438,14 +438,21 @@ impl Facsimile {
     /// assign `send` before writing. The hostname decides ties between
     /// concurrent writes (the higher wins). `failure_detection=(heartbeat,
     /// timeout)` in seconds evicts peers silent for `timeout`.
+    /// `max_message` is the largest message in bytes the node accepts and
+    /// its writes may make (64 MiB by default): a larger write raises
+    /// `TooLargeError` and changes nothing.
     #[new]
-    #[pyo3(signature = (hostname, *, failure_detection=None))]
+    #[pyo3(signature = (hostname, *, failure_detection=None, max_message=None))]
     fn py_new(
         py: Python<'_>,
         hostname: &str,
         failure_detection: Option<(f64, f64)>,
+        max_message: Option<usize>,
     ) -> PyResult<Py<Facsimile>> {
         let mut config = Config::default();
+        if let Some(bytes) = max_message {
+            config = config.max_message_size(bytes);
+        }
         if let Some((h, t)) = failure_detection {
             config = config.failure_detection(
                 duration(Some(h))?.unwrap_or_default(),

@@ -83,3 +83,17 @@ def test_not_bytes():
     net, _ = setup()
     with pytest.raises(TypeError):
         net[1].receive(12)
+
+
+def test_a_write_larger_than_max_message_raises_and_changes_nothing():
+    net = Net("alpha", "bravo", max_message=4096)
+    a, b = net
+    a.store = {"n": 0, "items": []}
+    sent, before = net.sent, a.snapshot()
+    with pytest.raises(facsimile.TooLargeError, match="4096 bytes"):
+        a.store.s = "x" * 5000
+    with pytest.raises(facsimile.TooLargeError):
+        a.store["items"].append({"deep": [b"y" * 5000]})
+    assert net.sent == sent and a.snapshot() == before
+    a.store.s = "x" * 3000  # what fits goes through
+    assert b.store.s == "x" * 3000 and b.snapshot() == a.snapshot()

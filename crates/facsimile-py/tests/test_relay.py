@@ -62,6 +62,22 @@ def test_two_nodes_mirror_over_the_relay(relay):
         b.close()
 
 
+def test_a_write_too_large_for_the_relay_raises_and_the_connection_goes_on(relay):
+    a = facsimile.connect(relay.addr, "alpha", doc="large")
+    b = facsimile.connect(relay.addr, "bravo", doc="large")
+    try:
+        a.store = {"n": 0}
+        with pytest.raises(facsimile.TooLargeError):
+            a.store.big = "x" * (17 << 20)  # over the relay's 16 MiB frames
+        a.store.n = 1
+        a.flush()
+        until(b, lambda: b.store is not None and b.store.n == 1)
+        assert "big" not in b.store
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_websocket_node_mirrors_a_tcp_node(relay):
     a = facsimile.connect(relay.addr, "alpha", doc="ws")
     b = facsimile.connect(f"ws://{relay.addr}/", "bravo", doc="ws")

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use facsimile::net::protocol::{ClientHello, Down, ServerHello, Up};
+use facsimile::net::protocol::{self, ClientHello, Down, ServerHello, Up};
 use facsimile_core::{Config, Envelope, Event, PeerId, Replica};
 use tokio::sync::{mpsc, oneshot, watch};
 // The runtime's clock, so that a simulated one drives the timers too.
@@ -249,7 +249,7 @@ impl Doc {
         };
         let core_config = Config::default()
             .relay()
-            .max_message_size(config.max_frame)
+            .max_message_size(protocol::max_message(config.max_frame))
             .failure_detection(config.heartbeat, config.peer_timeout);
         let departed: HashSet<u32> = snapshot
             .as_ref()

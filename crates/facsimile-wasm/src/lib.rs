@@ -142,6 +142,7 @@ fn write_error(e: Error) -> JsValue {
         Error::IndexOutOfBounds { .. } => error("OUT_OF_BOUNDS", &e.to_string()),
         Error::WrongKind { .. } => error("WRONG_KIND", &e.to_string()),
         Error::Evicted => error("EVICTED", &e.to_string()),
+        Error::TooLarge { .. } => error("TOO_LARGE", &e.to_string()),
         e => error("REFUSED", &e.to_string()),
     }
 }
@@ -183,7 +184,9 @@ impl Engine {
     /// settings a program may choose: how many of its own messages it keeps
     /// to resend (`resend_log`, 0 for the default of 4,096), and failure
     /// detection: a heartbeat after `heartbeat_ms` without sending, and
-    /// eviction of a member silent for `timeout_ms` (0: off, the default).
+    /// eviction of a member silent for `timeout_ms` (0: off, the default),
+    /// and the largest message peers accept (`max_message`, 0 for the
+    /// default of 64 MiB).
     #[wasm_bindgen(constructor)]
     pub fn new(
         hostname: &str,
@@ -192,6 +195,7 @@ impl Engine {
         resend_log: u32,
         heartbeat_ms: f64,
         timeout_ms: f64,
+        max_message: f64,
     ) -> Engine {
         let format = if json {
             WireFormat::Json
@@ -201,6 +205,10 @@ impl Engine {
         let mut config = Config::default().wire_format(format);
         if resend_log > 0 {
             config = config.resend_log(resend_log as usize);
+        }
+        if max_message >= 1.0 {
+            // A JavaScript number: saturates past usize::MAX.
+            config = config.max_message_size(max_message as usize);
         }
         if let (Some(heartbeat), Some(timeout)) = (millis(heartbeat_ms), millis(timeout_ms)) {
             config = config.failure_detection(heartbeat, timeout);

@@ -42,6 +42,13 @@ impl RelayClient {
         }
     }
 
+    /// The largest message that frames of at most `max_frame` bytes carry:
+    /// the message limit of a node on a relay of that frame limit.
+    pub fn max_message(max_frame: f64) -> f64 {
+        // A JavaScript number: saturates past usize::MAX.
+        facsimile_protocol::max_message(max_frame as usize) as f64
+    }
+
     /// A connection's first frame, for the node of this hostname and
     /// incarnation.
     pub fn hello(&self, hostname: &str, incarnation: u32) -> Vec<u8> {

@@ -280,6 +280,11 @@ impl PackedWriter {
         self.count
     }
 
+    /// An upper bound of the bytes [`PackedWriter::finish_bytes`] writes.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.out.len() + 20
+    }
+
     /// Writes the packed form (the count, then the operations) to `out`
     /// as a byte string (its length first), as serde's `serialize_bytes`
     /// does in postcard.

@@ -4,8 +4,8 @@
 //! by another in binary and in JSON, read back exactly (floats bitwise),
 //! and carried whole by a state transfer and by an exported state.
 
-use facsimile_core::sim::Sim;
-use facsimile_core::{Config, Input, ObjectId, ObjectKind, PeerId, Replica, Value, WireFormat};
+use facsimile_core::sim::{Sim, Verdict};
+use facsimile_core::{Config, Error, Input, ObjectId, ObjectKind, PeerId, Replica, Value, WireFormat};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -377,6 +377,102 @@ proptest! {
                 .unwrap();
         prop_assert!(twice.snapshot() == s.snapshot());
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
+        ..ProptestConfig::with_cases(512)
+    })]
+
+    /// A write whose message might not fit in the limit is refused before
+    /// it changes anything; every message that goes out fits, and a
+    /// receiver with the same limit takes it. Online or holding writes
+    /// while offline, one message per write or a group of them.
+    #[test]
+    fn no_write_makes_a_message_over_the_limit(
+        writes in prop::collection::vec((arb_string(), arb_input()), 1..6),
+        limit in 300usize..3000,
+        json in any::<bool>(),
+        grouped in any::<bool>(),
+        offline in any::<bool>(),
+    ) {
+        let format = if json { WireFormat::Json } else { WireFormat::Binary };
+        let config = config(format).max_message_size(limit);
+        let mut sim = pair(config.clone(), config);
+        sim.with(SENDER, |s| s.set_root(Input::Map(vec![]))).unwrap();
+        sim.run();
+        let largest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = largest.clone();
+        sim.intercept(move |_, t| {
+            seen.fetch_max(t.bytes.len(), std::sync::atomic::Ordering::Relaxed);
+            Verdict::Deliver
+        });
+        let s = sim.replica(SENDER);
+        let r = root(s);
+        if offline {
+            s.set_online(false);
+        }
+        if grouped {
+            s.begin();
+        }
+        let mut expected: Vec<(String, Model)> = Vec::new();
+        for (k, v) in &writes {
+            let s = sim.replica(SENDER);
+            let before = s.snapshot();
+            match s.map_set(r, k, v.clone()) {
+                Ok(_) => {
+                    expected.retain(|(x, _)| x != k);
+                    expected.push((k.clone(), model(v)));
+                }
+                Err(Error::TooLarge { size, limit: l }) => {
+                    prop_assert_eq!(l, limit);
+                    prop_assert!(size > limit - 64, "refused at {} of {}", size, limit);
+                    prop_assert!(s.snapshot() == before, "a refused write changed the document");
+                    prop_assert!(!s.has_transmits(), "a refused write sent something");
+                }
+                Err(e) => return Err(TestCaseError::fail(format!("refused: {e}"))),
+            }
+            sim.collect(SENDER);
+        }
+        let s = sim.replica(SENDER);
+        if grouped {
+            s.commit();
+        }
+        s.set_online(true);
+        sim.collect(SENDER);
+        sim.run();
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_holds(&mut sim, &Model::Map(expected))?;
+        let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+        prop_assert!(largest <= limit, "a message of {} bytes over the limit of {}", largest, limit);
+    }
+}
+
+/// The bound a write is checked against is close to what it takes: a
+/// string fits with a few dozen bytes to spare, and a long array of small
+/// integers in binary is not charged as if each were a string.
+#[test]
+fn a_write_that_fits_is_not_refused() {
+    let limit = 4096;
+    let mut sim = pair(
+        config(WireFormat::Binary).max_message_size(limit),
+        config(WireFormat::Binary).max_message_size(limit),
+    );
+    sim.with(SENDER, |s| s.set_root(Input::Map(vec![]))).unwrap();
+    let s = sim.replica(SENDER);
+    let r = root(s);
+    s.map_set(r, "s", Input::from("x".repeat(limit - 256))).unwrap();
+    let err = s.map_set(r, "s", Input::from("x".repeat(limit))).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("4096"), "{err}");
+    let ints: Vec<Input> = (0..200).map(Input::from).collect();
+    s.map_set(r, "ints", Input::Array(ints)).unwrap();
+    sim.run();
+    let r2 = &sim[1];
+    assert_eq!(r2.list_len(child(r2, root(r2), "ints")).unwrap(), 200);
 }
 
 /// Regression: JSON wrote NaN and the infinities as `null`, which every

@@ -2,11 +2,13 @@
 //! across a relay restart, and misbehaving.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use facsimile::Value;
-use facsimile::net::protocol::{Down, ServerHello};
+use facsimile::net::protocol::{Down, ServerHello, Up};
 use facsimile::net::{self, TlsOptions};
+use bytes::Bytes;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -277,6 +279,78 @@ async fn an_oversized_message_closes_the_connection_with_message_too_big() {
         .unwrap();
     assert_eq!(until_closed(&mut ws).await.0, TOO_BIG);
     others.still_served(1).await;
+}
+
+/// A facsimile message of exactly `len` bytes: a node's first write, a
+/// string whose length is adjusted until the message has that size.
+fn message_of(len: usize) -> Bytes {
+    let mut chars = len;
+    for _ in 0..8 {
+        let node = facsimile::Node::new("big");
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let sink = sent.clone();
+        node.set_sender(move |m: facsimile::Outgoing| {
+            sink.lock().unwrap().push(Bytes::copy_from_slice(m.as_bytes()));
+        });
+        node.set_root(json!({ "s": "x".repeat(chars) })).unwrap();
+        let message = sent.lock().unwrap().pop().expect("the write's message");
+        if message.len() == len {
+            return message;
+        }
+        chars = (chars + len).saturating_sub(message.len());
+    }
+    panic!("no message of {len} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_to_pass_on_is_refused_and_nobody_else_cut_off() {
+    let relay = Relay::start(|c| c.max_frame(65536)).await;
+    let others = Bystanders::join(&relay).await;
+    let mut ws = joined(&relay, "big").await;
+    // Its frame is within the limit, but the relay's frame to the others
+    // (with the message's position) would not be.
+    let message = message_of(65535);
+    let frame = Up::Broadcast(message).encode();
+    assert!(frame.len() <= 65536);
+    ws.send(Message::Binary(frame)).await.unwrap();
+    let (code, reason) = until_closed(&mut ws).await;
+    assert_eq!(code, POLICY, "{reason}");
+    assert!(reason.contains("exceeds the limit"), "{reason}");
+    others.still_served(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_too_large_for_the_relay_is_refused_when_made() {
+    let relay = Relay::start(|c| c.max_frame(65536)).await;
+    let small = || options().max_frame(65536);
+    let alice = net::connect(&relay.addr.to_string(), "alice", small())
+        .await
+        .unwrap();
+    let bob = net::connect(&relay.addr.to_string(), "bob", small())
+        .await
+        .unwrap();
+    alice.node().set_root(json!({"n": 0})).unwrap();
+    let err = alice
+        .node()
+        .set_path("/big", "x".repeat(70_000))
+        .unwrap_err();
+    assert!(
+        matches!(err.engine(), Some(facsimile::EngineError::TooLarge { .. })),
+        "{err}"
+    );
+    assert_eq!(alice.node().get("/big"), None);
+    // The connection goes on: a large write that fits, and the next ones.
+    alice.node().set_path("/fits", "y".repeat(60_000)).unwrap();
+    alice.node().set_path("/n", 1).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), alice.flush())
+        .await
+        .expect("the relay acknowledges the writes after the refused one")
+        .unwrap();
+    wait_until("bob to see alice's writes", Duration::from_secs(10), || {
+        bob.node().get("/n") == Some(Value::Int(1))
+    })
+    .await;
+    assert_eq!(bob.node().snapshot(), alice.node().snapshot());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,7 @@ pub(super) async fn connect(
     let config = options
         .config
         .clone()
-        .max_message_size(options.max_frame)
+        .max_message_size(protocol::max_message(options.max_frame))
         .failure_detection(options.heartbeat, options.peer_timeout.unwrap_or(NEVER));
     let clock = if options.runtime_clock {
         Clock::runtime()

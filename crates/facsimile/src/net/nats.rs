@@ -87,6 +87,10 @@ const PACK_FRAMES: usize = 1024;
 /// The most bytes one stream message of several frames carries (and at
 /// most the server's limit).
 const PACK_BYTES: usize = 64 << 10;
+
+/// An upper bound of the bytes a published message's headers take besides
+/// its hostname (the NATS status line and the message id).
+const HEADERS: usize = 256;
 /// How many snapshot intervals of messages the stream keeps behind the
 /// newest snapshot.
 const RETAINED_INTERVALS: u64 = 10;
@@ -378,7 +382,9 @@ pub(crate) async fn connect(
     let config = options
         .config
         .clone()
-        .max_message_size(options.max_frame)
+        // What the server stores, less room for the headers: a write too
+        // large for the stream is refused when it is made.
+        .max_message_size(max_message.saturating_sub(HEADERS + hostname.len()))
         .ordered(options.nats.lease);
     let snapshot = newest_snapshot(&snapshots).await?;
     let node = match &snapshot {
