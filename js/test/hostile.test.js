@@ -220,7 +220,7 @@ for (const binary of [false, true]) {
 for (const binary of [false, true]) {
   const kind = binary ? 'binary' : 'JSON';
   test(`${kind}: a write larger than maxMessage throws TOO_LARGE and changes nothing`, () => {
-    const net = new SyncNet({ binary });
+    const net = new SyncNet({ wire: 'none', binary });
     const a = net.join('a', { maxMessage: 4096 });
     const b = net.join('b', { maxMessage: 4096 });
     a.store = { n: 0, list: [] };

@@ -17,8 +17,8 @@ use crate::clock::Peers;
 use crate::codec::packed::PackedWriter;
 use crate::codec::{self, WireFormat};
 use crate::config::Config;
-use crate::resend::ResendLog;
 use crate::error::Error;
+use crate::resend::ResendLog;
 use crate::value::{Id, Input, PeerIdx, Value};
 use crate::wire::{Directed, Frame, Hostname, Message, Sequenced, Tag, WireId, WireOp, WireValue};
 

@@ -5,7 +5,9 @@
 //! and carried whole by a state transfer and by an exported state.
 
 use facsimile_core::sim::{Sim, Verdict};
-use facsimile_core::{Config, Error, Input, ObjectId, ObjectKind, PeerId, Replica, Value, WireFormat};
+use facsimile_core::{
+    Config, Error, Input, ObjectId, ObjectKind, PeerId, Replica, Value, WireFormat,
+};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -461,11 +463,15 @@ fn a_write_that_fits_is_not_refused() {
         config(WireFormat::Binary).max_message_size(limit),
         config(WireFormat::Binary).max_message_size(limit),
     );
-    sim.with(SENDER, |s| s.set_root(Input::Map(vec![]))).unwrap();
+    sim.with(SENDER, |s| s.set_root(Input::Map(vec![])))
+        .unwrap();
     let s = sim.replica(SENDER);
     let r = root(s);
-    s.map_set(r, "s", Input::from("x".repeat(limit - 256))).unwrap();
-    let err = s.map_set(r, "s", Input::from("x".repeat(limit))).unwrap_err();
+    s.map_set(r, "s", Input::from("x".repeat(limit - 256)))
+        .unwrap();
+    let err = s
+        .map_set(r, "s", Input::from("x".repeat(limit)))
+        .unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
     assert!(err.to_string().contains("4096"), "{err}");
     let ints: Vec<Input> = (0..200).map(Input::from).collect();

@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use facsimile::Value;
 use facsimile::net::protocol::{Down, ServerHello, Up};
 use facsimile::net::{self, TlsOptions};
-use bytes::Bytes;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -290,7 +290,9 @@ fn message_of(len: usize) -> Bytes {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let sink = sent.clone();
         node.set_sender(move |m: facsimile::Outgoing| {
-            sink.lock().unwrap().push(Bytes::copy_from_slice(m.as_bytes()));
+            sink.lock()
+                .unwrap()
+                .push(Bytes::copy_from_slice(m.as_bytes()));
         });
         node.set_root(json!({ "s": "x".repeat(chars) })).unwrap();
         let message = sent.lock().unwrap().pop().expect("the write's message");
@@ -313,7 +315,9 @@ async fn a_message_too_large_to_pass_on_is_refused_and_nobody_else_cut_off() {
     let frame = Up::Broadcast(message).encode();
     assert!(frame.len() <= 65536);
     ws.send(Message::Binary(frame)).await.unwrap();
-    let (code, reason) = until_closed(&mut ws).await;
+    let (code, reason) = tokio::time::timeout(Duration::from_secs(20), until_closed(&mut ws))
+        .await
+        .expect("the relay refuses the message");
     assert_eq!(code, POLICY, "{reason}");
     assert!(reason.contains("exceeds the limit"), "{reason}");
     others.still_served(1).await;
