@@ -29,7 +29,7 @@
 //!
 //! ```
 //! use facsimile_wasm::Engine;
-//! let engine = Engine::new("a", 1, true, 0, 0.0, 0.0);
+//! let engine = Engine::new("a", 1, true, 0, 0.0, 0.0, 0.0);
 //! assert!(engine.is_ready());
 //! ```
 
