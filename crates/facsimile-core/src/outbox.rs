@@ -65,6 +65,9 @@ pub(crate) struct Outbox {
     weight: usize,
     /// The largest message peers accept ([`Config::max_message_size`]).
     max_message: usize,
+    /// What the operations of one message may take: `max_message` less a
+    /// header allowance.
+    room_limit: usize,
     /// Bytes the writes since the last message may take in it, as
     /// reserved by [`Outbox::room`].
     reserved: usize,
@@ -133,7 +136,23 @@ pub(crate) const OP_OVERHEAD: usize = 64;
 /// An upper bound of the bytes `input` takes in an operation of `format`,
 /// the operations of the objects it creates included: what decides,
 /// before anything changes, whether a write fits in a message.
+#[inline]
 pub(crate) fn input_bound(input: &Input, format: WireFormat) -> usize {
+    // Most writes: a scalar, in binary.
+    match input {
+        Input::Value(v) if format == WireFormat::Binary => {
+            16 + match v {
+                Value::Str(s) => s.len(),
+                Value::Bytes(b) => b.len(),
+                _ => 0,
+            }
+        }
+        _ => tree_bound(input, format),
+    }
+}
+
+/// [`input_bound`] of any input.
+fn tree_bound(input: &Input, format: WireFormat) -> usize {
     let scalar = match format {
         WireFormat::Binary => 16,
         WireFormat::Json => 64,
@@ -147,15 +166,16 @@ pub(crate) fn input_bound(input: &Input, format: WireFormat) -> usize {
         },
         Input::Value(_) => scalar,
         Input::Map(entries) => entries.iter().fold(OP_OVERHEAD + scalar, |n, (k, v)| {
-            n + key_bound(k, format) + input_bound(v, format)
+            n + key_bound(k, format) + tree_bound(v, format)
         }),
         Input::Array(items) => items
             .iter()
-            .fold(OP_OVERHEAD + scalar, |n, v| n + input_bound(v, format)),
+            .fold(OP_OVERHEAD + scalar, |n, v| n + tree_bound(v, format)),
     }
 }
 
 /// An upper bound of the bytes a map key takes in an operation.
+#[inline]
 pub(crate) fn key_bound(key: &str, format: WireFormat) -> usize {
     16 + text_bound(key, format)
 }
@@ -163,6 +183,7 @@ pub(crate) fn key_bound(key: &str, format: WireFormat) -> usize {
 /// An upper bound of a string's bytes in `format`, its length excluded:
 /// JSON escapes quotes and backslashes in two bytes, and control
 /// characters in at most six.
+#[inline]
 fn text_bound(s: &str, format: WireFormat) -> usize {
     match format {
         WireFormat::Binary => s.len(),
@@ -181,6 +202,7 @@ impl Outbox {
     pub(crate) fn new(tag: Tag, config: &Config) -> Outbox {
         let mut outbox = Outbox::with(tag, config.format, config.resend_log);
         outbox.max_message = config.max_message;
+        outbox.room_limit = config.max_message.saturating_sub(MESSAGE_HEADER);
         if config.lease.is_some() {
             // Over an ordered log every message is kept until the replica
             // reads it back ([`Outbox::forget_sent`]), so that the writes
@@ -208,6 +230,7 @@ impl Outbox {
             held: None,
             weight: 0,
             max_message: usize::MAX,
+            room_limit: usize::MAX,
             reserved: 0,
             fresh: false,
             moved: false,
@@ -226,6 +249,7 @@ impl Outbox {
             held: self.held,
             keep_read: self.keep_read,
             max_message: self.max_message,
+            room_limit: self.room_limit,
             ..Outbox::with(tag, self.format, self.keep)
         };
     }
@@ -357,19 +381,29 @@ impl Outbox {
     /// # Errors
     /// [`Error::TooLarge`] when the write fits in no message peers accept,
     /// or not in its open group's.
+    #[inline]
     pub(crate) fn room(&mut self, bytes: usize) -> Result<bool, Error> {
-        let limit = self.max_message.saturating_sub(MESSAGE_HEADER);
+        let size = self.reserved.saturating_add(bytes);
+        if self.packed.is_none() && size <= self.room_limit {
+            self.reserved = size;
+            return Ok(true);
+        }
+        self.room_packed(bytes)
+    }
+
+    /// [`Outbox::room`] past its common case.
+    fn room_packed(&mut self, bytes: usize) -> Result<bool, Error> {
         // Exact once packed: every operation is encoded as it comes.
         let pending = match &self.packed {
             Some(packed) => packed.byte_len(),
             None => self.reserved,
         };
         let size = pending.saturating_add(bytes);
-        if size <= limit {
+        if size <= self.room_limit {
             self.reserved = size;
             return Ok(true);
         }
-        if self.depth == 0 && bytes <= limit {
+        if self.depth == 0 && bytes <= self.room_limit {
             return Ok(false);
         }
         Err(Error::TooLarge {

@@ -68,6 +68,7 @@ impl Outputs {
     ///
     /// # Errors
     /// [`Error::TooLarge`], see [`Outbox::room`].
+    #[inline]
     pub(crate) fn room(&mut self, bytes: usize) -> Result<(), Error> {
         if !self.outbox.room(bytes)? {
             self.flush_now();

@@ -1003,6 +1003,7 @@ impl Replica {
 
     /// Refuses a write whose message could be larger than peers accept
     /// ([`Config::max_message_size`]), before it changes anything.
+    #[inline]
     fn fits(&mut self, bytes: usize) -> Result<(), Error> {
         self.out.room(bytes)
     }
