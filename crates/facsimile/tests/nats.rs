@@ -831,6 +831,31 @@ async fn thousands_of_writes_queued_at_once_are_all_published() {
     assert_eq!(root_len(b.node()), 6_000);
 }
 
+/// The server stores messages of at most `max_payload` (1 MiB by
+/// default): a larger write is refused when it is made, with nothing
+/// changed, where it was applied here and then dropped by the publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_larger_than_the_server_stores_is_refused_when_made() {
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("large")).await;
+    let b = join(&server.url(), "bravo", options("large")).await;
+    a.node().set_root(json!({"n": 0})).unwrap();
+    let err = a.node().set_path("/big", "x".repeat(1 << 20)).unwrap_err();
+    assert!(
+        matches!(err.engine(), Some(facsimile::EngineError::TooLarge { .. })),
+        "{err}"
+    );
+    assert_eq!(a.node().get("/big"), None);
+    a.node().set_path("/fits", "y".repeat(1000 << 10)).unwrap();
+    a.node().set_path("/n", 1).unwrap();
+    tokio::time::timeout(PATIENCE, a.flush())
+        .await
+        .expect("flush returns")
+        .unwrap();
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(b.node().get("/n"), Some(Value::Int(1)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_in_the_stream_are_skipped_by_every_reader() {
     let server = Server::start();
