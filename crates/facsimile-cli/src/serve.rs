@@ -51,6 +51,11 @@ pub(crate) struct ServeArgs {
     /// heartbeat every second).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     peer_timeout: f64,
+    /// Keep a node whose connection broke a member for this many seconds,
+    /// waiting for it to reconnect with its writes and locks (0: evict it
+    /// at once; at most --peer-timeout has any effect).
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    reconnect_grace: f64,
     /// The JavaScript package's browser build (`js/dist`) that the
     /// inspector pages run on (default: the source tree's, as built by
     /// `cd js && npm ci && npm run build`).
@@ -69,7 +74,11 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         .failure_detection(
             Duration::from_secs(1).min(Duration::from_secs_f64(args.peer_timeout / 3.0)),
             Duration::from_secs_f64(args.peer_timeout.max(0.1)),
-        );
+        )
+        .reconnect_grace(match args.reconnect_grace {
+            g if g.is_finite() => Duration::from_secs_f64(g.clamp(0.0, 1e9)),
+            _ => Duration::ZERO,
+        });
     config = if args.ephemeral {
         config.ephemeral()
     } else {

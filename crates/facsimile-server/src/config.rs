@@ -30,6 +30,7 @@ pub struct ServerConfig {
     pub(crate) compact_bytes: u64,
     pub(crate) heartbeat: Duration,
     pub(crate) peer_timeout: Duration,
+    pub(crate) reconnect_grace: Duration,
     pub(crate) handshake_timeout: Duration,
     pub(crate) inspector_assets: PathBuf,
     pub(crate) documents_on_runtime: bool,
@@ -56,6 +57,7 @@ impl Default for ServerConfig {
             compact_bytes: 64 << 20,
             heartbeat: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(10),
+            reconnect_grace: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
             inspector_assets: PathBuf::from(DEFAULT_INSPECTOR_ASSETS),
             documents_on_runtime: false,
@@ -172,6 +174,25 @@ impl ServerConfig {
     pub fn failure_detection(mut self, heartbeat: Duration, timeout: Duration) -> Self {
         self.heartbeat = heartbeat;
         self.peer_timeout = timeout;
+        self
+    }
+
+    /// How long a node whose connection broke stays a member, waiting for
+    /// it to reconnect (default zero: it is evicted at once). Within the
+    /// grace, a node that reconnects goes on as before: what it wrote
+    /// meanwhile and had not had acknowledged is sent again and applied,
+    /// and it keeps its locks; the others wait for it that long. After
+    /// it, the node is evicted: its locks pass on, and when it comes back
+    /// it rejoins as a new incarnation, its unacknowledged writes lost.
+    /// The peer timeout ([`ServerConfig::failure_detection`]) evicts a
+    /// silent node all the same, so a grace longer than it has no effect.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = facsimile_server::ServerConfig::default().reconnect_grace(Duration::from_secs(5));
+    /// ```
+    pub fn reconnect_grace(mut self, grace: Duration) -> Self {
+        self.reconnect_grace = grace;
         self
     }
 

@@ -219,6 +219,10 @@ pub(crate) struct Doc {
     /// The tag whose message is being applied, to tell a goodbye from an
     /// eviction another peer sent.
     applying: Option<u32>,
+    /// Connections that broke, within their reconnection grace: when it
+    /// ends, and the tags they spoke for (those not taken over by a new
+    /// connection meanwhile are evicted then).
+    lingering: Vec<(Instant, ConnId, Vec<u32>)>,
 }
 
 /// How long a recovery took and what it found, for logs and benchmarks.
@@ -306,6 +310,7 @@ impl Doc {
             kicks: Vec::new(),
             refusals: Vec::new(),
             evicting: HashMap::new(),
+            lingering: Vec::new(),
             applying: None,
         };
         doc.replica.record_changes(false);
@@ -393,7 +398,12 @@ impl Doc {
     /// Tells the timer when the replica next needs the time, if that moved
     /// (a heartbeat or a reclamation pass a second away, a sync retry).
     fn arm(&self, timer: &watch::Sender<Deadline>) {
-        let at = self.replica.poll_timeout().map(|at| self.epoch + at);
+        let replica = self.replica.poll_timeout().map(|at| self.epoch + at);
+        let grace = self.lingering.iter().map(|(at, _, _)| *at).min();
+        let at = match (replica, grace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         timer.send_if_modified(|armed| {
             let moved = *armed != at;
             *armed = at;
@@ -416,7 +426,12 @@ impl Doc {
                         doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason,
                         "client disconnected"
                     );
-                    self.drop_client(conn, &format!("disconnected ({reason})"));
+                    let why = format!("disconnected ({reason})");
+                    if self.config.reconnect_grace.is_zero() {
+                        self.drop_client(conn, &why);
+                    } else {
+                        self.linger(conn);
+                    }
                 }
             }
             Cmd::Status(reply) => {
@@ -424,6 +439,7 @@ impl Doc {
                 return;
             }
             Cmd::Tick => {
+                self.end_graces();
                 let now = self.epoch.elapsed();
                 if self.replica.poll_timeout().is_some_and(|at| now >= at) {
                     let before = self.replica.members();
@@ -883,6 +899,38 @@ impl Doc {
         };
         c.out.cancel.cancel();
         self.forget_tags(conn, c.tags, why);
+    }
+
+    /// Forgets a broken connection but keeps the tags it spoke for
+    /// members until its reconnection grace ends: a connection that says
+    /// hello as one of them meanwhile takes it over.
+    fn linger(&mut self, conn: ConnId) {
+        let Some(c) = self.clients.remove(&conn) else {
+            return;
+        };
+        c.out.cancel.cancel();
+        // Past what an `Instant` holds is never.
+        let far = Duration::from_secs(1 << 30);
+        let until = Instant::now() + self.config.reconnect_grace.min(far);
+        self.lingering.push((until, conn, c.tags));
+    }
+
+    /// Evicts the tags of broken connections whose grace ended and which
+    /// no new connection took over.
+    fn end_graces(&mut self) {
+        let now = Instant::now();
+        let (ended, lingering) = std::mem::take(&mut self.lingering)
+            .into_iter()
+            .partition(|(until, _, _)| *until <= now);
+        self.lingering = lingering;
+        for (_, conn, tags) in ended {
+            let grace = self.config.reconnect_grace;
+            self.forget_tags(
+                conn,
+                tags,
+                &format!("disconnected, and did not come back within {grace:?}"),
+            );
+        }
     }
 
     /// Evicts the tags a departed connection spoke for.

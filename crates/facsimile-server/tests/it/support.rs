@@ -542,6 +542,8 @@ pub(crate) struct BlackHole {
     holed_up: tokio::sync::watch::Sender<bool>,
     /// Towards the client.
     holed_down: tokio::sync::watch::Sender<bool>,
+    /// Counts the cuts asked for: each closes the connections of then.
+    cuts: tokio::sync::watch::Sender<u32>,
     task: JoinHandle<()>,
 }
 
@@ -553,9 +555,24 @@ impl BlackHole {
         let addr = listener.local_addr().unwrap();
         let (holed_up, up) = tokio::sync::watch::channel(false);
         let (holed_down, down) = tokio::sync::watch::channel(false);
+        let (cuts, mut cut) = tokio::sync::watch::channel(0);
         let task = tokio::spawn(async move {
             let mut pumps = tokio::task::JoinSet::new();
-            while let Ok((client, _)) = listener.accept().await {
+            loop {
+                let client = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((client, _)) => client,
+                        Err(_) => return,
+                    },
+                    changed = cut.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        // Dropping the pumps closes both sides' sockets.
+                        pumps.abort_all();
+                        continue;
+                    }
+                };
                 // A small receive buffer towards the relay: what the relay
                 // sends piles up in its own buffers and queue, not here.
                 let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -573,6 +590,7 @@ impl BlackHole {
             addr,
             holed_up,
             holed_down,
+            cuts,
             task,
         }
     }
@@ -581,6 +599,12 @@ impl BlackHole {
     pub(crate) fn black_hole(&self) {
         self.holed_up.send_replace(true);
         self.holed_down.send_replace(true);
+    }
+
+    /// Closes the connections of now on both sides, as a link reset
+    /// does; new ones are taken as before (black-holed while it is).
+    pub(crate) fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
     }
 
     /// The link is back: what was held passes, in order.
