@@ -426,9 +426,8 @@ impl Doc {
                         doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason,
                         "client disconnected"
                     );
-                    let why = format!("disconnected ({reason})");
                     if self.config.reconnect_grace.is_zero() {
-                        self.drop_client(conn, &why);
+                        self.drop_client(conn, &format!("disconnected ({reason})"));
                     } else {
                         self.linger(conn);
                     }
