@@ -131,6 +131,44 @@ test('a relay gone silent without closing is left and connected again once back'
   assert.equal(await get('/n'), 2);
 });
 
+test('with a reconnection grace, writes made while cut off survive the reconnection', async () => {
+  const graceful = await new Relay(['--reconnect-grace', '30']).start();
+  const join = async (name) => {
+    const n = await Facsimile.connect(graceful.url, name, {
+      token: TOKEN,
+      WebSocket,
+      doc: 'grace',
+      heartbeat: 100,
+      backoff: { min: 20, max: 100 },
+    });
+    nodes.push(n);
+    return n;
+  };
+  try {
+    const a = await join('graceful-a');
+    a.store = { n: 1 };
+    await a.flush();
+    const b = await join('graceful-b');
+    const incarnation = a.incarnation;
+    graceful.freeze(true);
+    try {
+      a.store.n = 2; // never heard by the frozen relay on this connection
+      await waitFor(
+        () => a.connection.error?.code === 'TIMEOUT' && a.connection.status === 'disconnected',
+        'the silence noticed',
+      );
+    } finally {
+      graceful.freeze(false);
+    }
+    await a.flush(); // rejects with WRITES_LOST if the relay had evicted it
+    assert.equal(a.incarnation, incarnation, 'the same incarnation goes on');
+    await until(b, () => b.store?.n === 2, 'b sees the write made while cut off');
+  } finally {
+    await Promise.allSettled(nodes.splice(0).map((n) => n.close()));
+    await graceful.stop();
+  }
+});
+
 /** Resolves once `cond()` holds, looking every 10 ms, for at most 20 s. */
 async function waitFor(cond, what) {
   const start = Date.now();
