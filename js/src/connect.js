@@ -14,8 +14,6 @@ function installConnect(Facsimile, wasm, fail) {
   const ADMISSION_JOINED = 0;
   const ADMISSION_SYNC = 2;
   const ADMISSION_REJOIN = 3;
-  // The relay's default frame limit (`facsimile serve --max-frame`).
-  const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
 
   // Like the node's own timers, the connection's never keep a Node.js
   // process alive by themselves (an open socket does).
@@ -312,8 +310,8 @@ function installConnect(Facsimile, wasm, fail) {
     let conn;
     try {
       const heartbeat = positive(opts.heartbeat, 1000, 'heartbeat');
-      const maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
-      if (!Number.isSafeInteger(maxFrame) || maxFrame <= 0) {
+      const maxFrame = opts.maxFrame ?? undefined;
+      if (maxFrame !== undefined && !(Number.isSafeInteger(maxFrame) && maxFrame > 0)) {
         throw fail('BAD_OPTION', 'maxFrame is a number of bytes', RangeError);
       }
       node = new Facsimile(hostname, {

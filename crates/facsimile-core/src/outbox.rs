@@ -383,26 +383,22 @@ impl Outbox {
     /// or not in its open group's.
     #[inline]
     pub(crate) fn room(&mut self, bytes: usize) -> Result<bool, Error> {
-        let size = self.reserved.saturating_add(bytes);
-        if self.packed.is_none() && size <= self.room_limit {
-            self.reserved = size;
-            return Ok(true);
-        }
-        self.room_packed(bytes)
-    }
-
-    /// [`Outbox::room`] past its common case.
-    fn room_packed(&mut self, bytes: usize) -> Result<bool, Error> {
         // Exact once packed: every operation is encoded as it comes.
         let pending = match &self.packed {
-            Some(packed) => packed.byte_len(),
             None => self.reserved,
+            Some(packed) => packed.byte_len(),
         };
         let size = pending.saturating_add(bytes);
         if size <= self.room_limit {
             self.reserved = size;
             return Ok(true);
         }
+        self.no_room(size, bytes)
+    }
+
+    /// [`Outbox::room`] when the write does not fit beside what is open.
+    #[cold]
+    fn no_room(&self, size: usize, bytes: usize) -> Result<bool, Error> {
         if self.depth == 0 && bytes <= self.room_limit {
             return Ok(false);
         }

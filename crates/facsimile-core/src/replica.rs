@@ -416,7 +416,7 @@ impl Replica {
     /// [`Error::Detached`] for a reference that cannot be stored.
     pub fn set_root(&mut self, input: Input) -> Result<Option<ObjectId>, Error> {
         self.writable()?;
-        self.fits(OP_OVERHEAD + input_bound(&input, self.out.outbox.format()))?;
+        self.fits(|f| OP_OVERHEAD + input_bound(&input, f))?;
         self.doc.set_root(input, &mut self.out, &self.peers)
     }
 
@@ -429,8 +429,7 @@ impl Replica {
     /// holds the map's lock.
     pub fn map_set(&mut self, obj: ObjectId, key: &str, input: Input) -> Result<bool, Error> {
         self.writable()?;
-        let format = self.out.outbox.format();
-        self.fits(OP_OVERHEAD + key_bound(key, format) + input_bound(&input, format))?;
+        self.fits(|f| OP_OVERHEAD + key_bound(key, f) + input_bound(&input, f))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_set(obj, key, input, owner, &mut self.out, &self.peers)
@@ -450,10 +449,11 @@ impl Replica {
         entries: Vec<(SmolStr, Input)>,
     ) -> Result<usize, Error> {
         self.writable()?;
-        let format = self.out.outbox.format();
-        self.fits(entries.iter().fold(0, |n, (k, v)| {
-            n + OP_OVERHEAD + key_bound(k, format) + input_bound(v, format)
-        }))?;
+        self.fits(|f| {
+            entries.iter().fold(0, |n, (k, v)| {
+                n + OP_OVERHEAD + key_bound(k, f) + input_bound(v, f)
+            })
+        })?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_set_many(obj, entries, owner, &mut self.out, &self.peers)
@@ -488,12 +488,7 @@ impl Replica {
         // One item (a push, a typed character) is kept inline.
         let items: SmallVec<[Input; 1]> = items.into_iter().collect();
         self.writable()?;
-        let format = self.out.outbox.format();
-        self.fits(
-            items
-                .iter()
-                .fold(OP_OVERHEAD, |n, v| n + input_bound(v, format)),
-        )?;
+        self.fits(|f| items.iter().fold(OP_OVERHEAD, |n, v| n + input_bound(v, f)))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_splice(obj, start, delete, items, owner, &mut self.out, &self.peers)
@@ -506,7 +501,7 @@ impl Replica {
     /// As [`Replica::list_splice`].
     pub fn list_push(&mut self, obj: ObjectId, item: Input) -> Result<(), Error> {
         self.writable()?;
-        self.fits(OP_OVERHEAD + input_bound(&item, self.out.outbox.format()))?;
+        self.fits(|f| OP_OVERHEAD + input_bound(&item, f))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_insert_one(obj, None, item, owner, &mut self.out, &self.peers)
@@ -545,12 +540,11 @@ impl Replica {
         writes: Vec<(usize, Input)>,
     ) -> Result<usize, Error> {
         self.writable()?;
-        let format = self.out.outbox.format();
-        self.fits(
+        self.fits(|f| {
             writes
                 .iter()
-                .fold(0, |n, (_, v)| n + OP_OVERHEAD + input_bound(v, format)),
-        )?;
+                .fold(0, |n, (_, v)| n + OP_OVERHEAD + input_bound(v, f))
+        })?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_set_many(obj, writes, owner, &mut self.out, &self.peers)
@@ -1001,9 +995,11 @@ impl Replica {
     }
 
     /// Refuses a write whose message could be larger than peers accept
-    /// ([`Config::max_message_size`]), before it changes anything.
+    /// ([`Config::max_message_size`]), before it changes anything:
+    /// `bound` gives an upper bound of its bytes in the stream's format.
     #[inline]
-    fn fits(&mut self, bytes: usize) -> Result<(), Error> {
+    fn fits(&mut self, bound: impl FnOnce(codec::WireFormat) -> usize) -> Result<(), Error> {
+        let bytes = bound(self.out.outbox.format());
         self.out.room(bytes)
     }
 

@@ -399,11 +399,8 @@ impl Doc {
     /// (a heartbeat or a reclamation pass a second away, a sync retry).
     fn arm(&self, timer: &watch::Sender<Deadline>) {
         let replica = self.replica.poll_timeout().map(|at| self.epoch + at);
-        let grace = self.lingering.iter().map(|(at, _, _)| *at).min();
-        let at = match (replica, grace) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let graces = self.lingering.iter().map(|(until, _, _)| *until);
+        let at = replica.into_iter().chain(graces).min();
         timer.send_if_modified(|armed| {
             let moved = *armed != at;
             *armed = at;

@@ -42,11 +42,13 @@ impl RelayClient {
         }
     }
 
-    /// The largest message that frames of at most `max_frame` bytes carry:
-    /// the message limit of a node on a relay of that frame limit.
-    pub fn max_message(max_frame: f64) -> f64 {
+    /// The largest message that frames of at most `max_frame` bytes carry
+    /// (the relay's default limit when not given): the message limit of a
+    /// node on a relay of that frame limit.
+    pub fn max_message(max_frame: Option<f64>) -> f64 {
         // A JavaScript number: saturates past usize::MAX.
-        facsimile_protocol::max_message(max_frame as usize) as f64
+        let frame = max_frame.map_or(facsimile_protocol::DEFAULT_MAX_FRAME, |f| f as usize);
+        facsimile_protocol::max_message(frame) as f64
     }
 
     /// A connection's first frame, for the node of this hostname and

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use facsimile::net::{self, NetError, Status};
+use facsimile::net::{self, NetError};
 use facsimile::{ArrayRef, Value};
 use serde_json::json;
 
@@ -56,14 +56,7 @@ async fn evicted_then_writes(at_once: bool) {
     // process that resumes does (the eviction, unless the cut came first),
     // until the connection ends; then the link is back.
     hole.restore_towards_client();
-    let mut status = carol.status();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|s| matches!(s, Status::Disconnected(_))),
-    )
-    .await
-    .expect("carol's connection ends")
-    .unwrap();
+    disconnected(&carol, "carol's connection ends").await;
     hole.restore();
 
     // Back as a new incarnation with the document, she writes, flushing

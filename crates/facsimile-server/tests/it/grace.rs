@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use facsimile::net::{self, Status};
+use facsimile::net;
 use facsimile::{LockError, Value};
 use serde_json::json;
 
@@ -39,16 +39,9 @@ async fn alice_holding_jobs(
 /// Cuts Alice's connection while nothing passes, so that she notices
 /// before she can connect again; returns once she has.
 async fn cut_off(hole: &BlackHole, alice: &net::Connection) {
-    let mut status = alice.status();
     hole.black_hole();
     hole.cut();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|s| matches!(s, Status::Disconnected(_))),
-    )
-    .await
-    .expect("alice notices the connection broke")
-    .unwrap();
+    disconnected(alice, "alice notices the connection broke").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

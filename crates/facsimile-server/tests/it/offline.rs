@@ -1,9 +1,6 @@
 //! Writes made while the relay is out of reach reach it packed: a few
 //! messages for the whole backlog, not one per write.
 
-use std::time::Duration;
-
-use facsimile::net::Status;
 use serde_json::json;
 
 use crate::support::*;
@@ -35,14 +32,7 @@ async fn writes_made_while_the_relay_is_down_reach_it_as_a_packed_backlog() {
     let (position, bytes) = log_of(&relay).await;
 
     relay.stop().await;
-    let mut status = alice.status();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|s| matches!(s, Status::Disconnected(_))),
-    )
-    .await
-    .expect("alice notices the relay is gone")
-    .unwrap();
+    disconnected(&alice, "alice notices the relay is gone").await;
     let scores = alice.node().root_map().unwrap().get("scores").unwrap();
     let scores = scores.as_map().unwrap();
     for i in 0..WRITES {

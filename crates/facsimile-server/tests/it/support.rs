@@ -149,6 +149,19 @@ pub(crate) async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnM
     }
 }
 
+/// Waits until `conn` reports its connection down; panics with `what`
+/// after 20 s.
+pub(crate) async fn disconnected(conn: &Connection, what: &str) {
+    let mut status = conn.status();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s| matches!(s, facsimile::net::Status::Disconnected(_))),
+    )
+    .await
+    .expect(what)
+    .unwrap();
+}
+
 /// Waits until every node holds the same document.
 pub(crate) async fn converge(nodes: &[&Node]) {
     wait_until("the nodes to converge", Duration::from_secs(30), || {
