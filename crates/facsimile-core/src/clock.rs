@@ -25,6 +25,11 @@ pub(crate) struct PeerInfo {
 pub(crate) struct Peers {
     infos: Vec<PeerInfo>,
     by_tag: FxHashMap<u32, PeerIdx>,
+    /// What introducing every other peer in a stream may take, in bytes
+    /// ([`crate::outbox::intro_bound`] of each).
+    intros: usize,
+    /// The largest [`crate::outbox::intro_bound`] of one peer.
+    largest_intro: usize,
 }
 
 impl Peers {
@@ -34,6 +39,8 @@ impl Peers {
         Peers {
             infos: vec![PeerInfo { id: me }],
             by_tag,
+            intros: 0,
+            largest_intro: 0,
         }
     }
 
@@ -53,6 +60,9 @@ impl Peers {
             };
         }
         let idx = PeerIdx(self.infos.len() as u32);
+        let intro = crate::outbox::intro_bound(id.hostname());
+        self.intros += intro;
+        self.largest_intro = self.largest_intro.max(intro);
         self.infos.push(PeerInfo { id: id.clone() });
         self.by_tag.insert(id.incarnation(), idx);
         Ok(idx)
@@ -68,6 +78,12 @@ impl Peers {
 
     pub(crate) fn len(&self) -> usize {
         self.infos.len()
+    }
+
+    /// What introducing every other peer may take in a stream, and one
+    /// peer at most, in bytes.
+    pub(crate) fn intros(&self) -> (usize, usize) {
+        (self.intros, self.largest_intro)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (PeerIdx, &PeerId)> + '_ {

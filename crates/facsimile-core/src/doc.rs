@@ -19,6 +19,7 @@ use crate::graph::list::{Found, ListObj};
 use crate::graph::map::MapObj;
 use crate::graph::{Graph, Obj, ObjData};
 use crate::op::Op;
+use crate::outbox::{OP_OVERHEAD, bare_op_bound, id_runs, input_bound, refs, run_bound};
 use crate::outputs::{Outputs, Touch};
 use crate::parked::Parked;
 use crate::streams::Streams;
@@ -571,7 +572,10 @@ impl Doc {
         out: &mut Outputs,
         peers: &Peers,
     ) -> Result<Vec<Value>, Error> {
+        let inserted = |f| items.iter().fold(OP_OVERHEAD, |n, v| n + input_bound(v, f));
+        let inserted_ids = || 2 + items.iter().map(refs).sum::<usize>();
         if delete == 0 && items.len() == 1 {
+            out.fits(peers, inserted_ids, inserted)?;
             let item = items.into_iter().next().expect("one item");
             return self
                 .list_insert_one(obj, Some(start), item, owner, out, peers)
@@ -587,16 +591,27 @@ impl Doc {
         if delete == 0 && items.is_empty() {
             return Ok(Vec::new());
         }
+        let list = self.list(obj)?;
+        let found: SmallVec<[Found; 1]> = (start..start + delete)
+            .map(|i| list.elem_found_at(i))
+            .collect();
+        let elems: SmallVec<[Id; 1]> = found.iter().map(Found::id).collect();
+        let runs = id_runs(&elems);
+        // The delete's size is known only now: a run for each stretch of
+        // consecutive ids, however many elements it spans.
+        out.fits(
+            peers,
+            || inserted_ids() + runs.len(),
+            |f| match runs.len() {
+                0 => inserted(f),
+                n => inserted(f) + bare_op_bound(f) + n * run_bound(f),
+            },
+        )?;
         out.begin();
         let wobj = out.outbox.wire_id(obj.0, peers);
         let mut removed = Vec::with_capacity(delete);
         if delete > 0 {
-            let list = self.list(obj)?;
-            let found: SmallVec<[Found; 1]> = (start..start + delete)
-                .map(|i| list.elem_found_at(i))
-                .collect();
-            let elems: SmallVec<[Id; 1]> = found.iter().map(Found::id).collect();
-            let runs = out.outbox.wire_runs(&elems, peers);
+            let runs = out.outbox.wire_runs(&runs, peers);
             out.outbox.push(WireOp::ListDelete { obj: wobj, runs });
             let list = self.list_mut(obj.0);
             for f in found {
@@ -813,6 +828,8 @@ impl Doc {
         }
         let elems: Vec<Id> = list.elements().map(|(e, _, _)| e).collect();
         let keep = longest_increasing(order);
+        let moves = keep.iter().filter(|&&k| !k).count();
+        out.fits(peers, || 1 + 2 * moves, |f| moves * bare_op_bound(f))?;
         out.begin();
         let wobj = out.outbox.wire_id(obj.0, peers);
         // Walk the target order; every element not kept is moved right after
@@ -845,6 +862,7 @@ impl Doc {
     ) -> Result<(), Error> {
         self.list(obj)?;
         owner()?;
+        out.fits(peers, || 3, bare_op_bound)?;
         out.begin();
         let wobj = out.outbox.wire_id(obj.0, peers);
         self.push_move(obj.0, wobj, elem, origin, out, peers);

@@ -51,6 +51,8 @@ pub(crate) struct Outbox {
     sent_lamport: u64,
     /// Peers introduced in this stream: local index to wire index.
     dict: FxHashMap<PeerIdx, u32>,
+    /// The sum of [`intro_bound`] over `dict`.
+    introduced: usize,
     /// The open group's operations, and the counter of its first.
     ops: Vec<WireOp>,
     /// A large group's operations (in the binary format), encoded as they
@@ -174,6 +176,57 @@ fn tree_bound(input: &Input, format: WireFormat) -> usize {
     }
 }
 
+/// An upper bound of the bytes introducing a peer of this hostname takes
+/// in a message, in either format.
+pub(crate) fn intro_bound(hostname: &str) -> usize {
+    48 + text_bound(hostname, WireFormat::Json)
+}
+
+/// An upper bound of the bytes an operation with no input takes (a move,
+/// a delete's frame), its ids included.
+pub(crate) fn bare_op_bound(format: WireFormat) -> usize {
+    match format {
+        WireFormat::Binary => OP_OVERHEAD,
+        WireFormat::Json => 192,
+    }
+}
+
+/// An upper bound of the bytes one run of a list delete takes.
+pub(crate) fn run_bound(format: WireFormat) -> usize {
+    match format {
+        WireFormat::Binary => 24,
+        WireFormat::Json => 64,
+    }
+}
+
+/// How many operations a write of `input` may refer to ids of other
+/// peers in (its references).
+pub(crate) fn refs(input: &Input) -> usize {
+    match input {
+        Input::Value(Value::Ref(_)) => 1,
+        Input::Value(_) => 0,
+        Input::Map(entries) => entries.iter().map(|(_, v)| refs(v)).sum(),
+        Input::Array(items) => items.iter().map(refs).sum(),
+    }
+}
+
+/// Element ids compressed into runs of consecutive counters (most
+/// deletes are one run, kept inline).
+pub(crate) fn id_runs(elems: &[Id]) -> SmallVec<[(Id, u32); 1]> {
+    let mut runs: SmallVec<[(Id, u32); 1]> = SmallVec::new();
+    for &e in elems {
+        match runs.last_mut() {
+            Some((start, len))
+                if start.peer == e.peer && start.counter + u64::from(*len) == e.counter =>
+            {
+                *len += 1
+            }
+            _ => runs.push((e, 1)),
+        }
+    }
+    runs
+}
+
 /// An upper bound of the bytes a map key takes in an operation.
 #[inline]
 pub(crate) fn key_bound(key: &str, format: WireFormat) -> usize {
@@ -223,6 +276,7 @@ impl Outbox {
             clock: 0,
             sent_lamport: 0,
             dict: FxHashMap::default(),
+            introduced: 0,
             ops: Vec::new(),
             packed: None,
             first: None,
@@ -408,6 +462,18 @@ impl Outbox {
         })
     }
 
+    /// An upper bound of the bytes the introductions of peers a write
+    /// may make take: at most one for each of the (at most) `ids()` ids of
+    /// other peers it refers to, and none for a peer introduced already.
+    #[inline]
+    pub(crate) fn intros_bound(&self, peers: &Peers, ids: impl FnOnce() -> usize) -> usize {
+        let (all, largest) = peers.intros();
+        match all.saturating_sub(self.introduced) {
+            0 => 0,
+            left => left.min(ids().saturating_mul(largest)),
+        }
+    }
+
     /// A new counter for the open group's next operation.
     #[inline]
     pub(crate) fn tick(&mut self) -> Id {
@@ -466,6 +532,7 @@ impl Outbox {
             None => {
                 self.dict.insert(id.peer, next);
                 let peer = peers.get(id.peer);
+                self.introduced += intro_bound(peer.hostname());
                 self.queue_op(WireOp::Intro {
                     tag: Tag(peer.incarnation()),
                     hostname: Hostname::of(peer),
@@ -482,21 +549,10 @@ impl Outbox {
         WireValue::from_value(v, |id| self.wire_id(id, peers))
     }
 
-    /// Element ids compressed into runs of consecutive counters.
-    pub(crate) fn wire_runs(&mut self, elems: &[Id], peers: &Peers) -> Vec<(WireId, u32)> {
-        let mut runs: Vec<(Id, u32)> = Vec::new();
-        for &e in elems {
-            match runs.last_mut() {
-                Some((start, len))
-                    if start.peer == e.peer && start.counter + u64::from(*len) == e.counter =>
-                {
-                    *len += 1
-                }
-                _ => runs.push((e, 1)),
-            }
-        }
-        runs.into_iter()
-            .map(|(s, n)| (self.wire_id(s, peers), n))
+    /// Runs of element ids in their wire form.
+    pub(crate) fn wire_runs(&mut self, runs: &[(Id, u32)], peers: &Peers) -> Vec<(WireId, u32)> {
+        runs.iter()
+            .map(|&(s, n)| (self.wire_id(s, peers), n))
             .collect()
     }
 

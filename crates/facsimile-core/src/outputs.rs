@@ -5,6 +5,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::clock::Peers;
+use crate::codec::WireFormat;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::{Change, Event, Origin};
@@ -75,6 +77,23 @@ impl Outputs {
             self.outbox.room(bytes)?;
         }
         Ok(())
+    }
+
+    /// [`Outputs::room`] for a write of at most `bound(format)` bytes
+    /// besides the introductions of peers it may make, that refers to at
+    /// most `ids()` ids of other peers.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], see [`Outbox::room`].
+    #[inline]
+    pub(crate) fn fits(
+        &mut self,
+        peers: &Peers,
+        ids: impl FnOnce() -> usize,
+        bound: impl FnOnce(WireFormat) -> usize,
+    ) -> Result<(), Error> {
+        let bytes = bound(self.outbox.format()) + self.outbox.intros_bound(peers, ids);
+        self.room(bytes)
     }
 
     /// Closes every open group and sends what was held (before anything

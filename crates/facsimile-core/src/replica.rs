@@ -23,7 +23,7 @@ use crate::gc::{self, PassContext};
 use crate::locks::{Locks, Refusal};
 use crate::membership::Membership;
 use crate::op::{self, Op};
-use crate::outbox::{OP_OVERHEAD, Transmit, input_bound, key_bound};
+use crate::outbox::{OP_OVERHEAD, Transmit, input_bound, key_bound, refs};
 use crate::outputs::Outputs;
 use crate::streams::{Position, Streams};
 use crate::sync::transfer::{self, Source, Target, Transferred};
@@ -413,10 +413,12 @@ impl Replica {
     ///
     /// # Errors
     /// [`Error::Syncing`] during a sync; [`Error::UnknownObject`] or
-    /// [`Error::Detached`] for a reference that cannot be stored.
+    /// [`Error::Detached`] for a reference that cannot be stored;
+    /// [`Error::TooLarge`] when its message could exceed
+    /// [`crate::Config::max_message_size`].
     pub fn set_root(&mut self, input: Input) -> Result<Option<ObjectId>, Error> {
         self.writable()?;
-        self.fits(|f| OP_OVERHEAD + input_bound(&input, f))?;
+        self.fits(|| refs(&input), |f| OP_OVERHEAD + input_bound(&input, f))?;
         self.doc.set_root(input, &mut self.out, &self.peers)
     }
 
@@ -426,10 +428,14 @@ impl Replica {
     /// # Errors
     /// [`Error::Syncing`], [`Error::UnknownObject`], [`Error::WrongKind`],
     /// [`Error::Detached`], and [`Error::NotOwner`] while another replica
-    /// holds the map's lock.
+    /// holds the map's lock; [`Error::TooLarge`] when its message could exceed
+    /// [`crate::Config::max_message_size`].
     pub fn map_set(&mut self, obj: ObjectId, key: &str, input: Input) -> Result<bool, Error> {
         self.writable()?;
-        self.fits(|f| OP_OVERHEAD + key_bound(key, f) + input_bound(&input, f))?;
+        self.fits(
+            || 1 + refs(&input),
+            |f| OP_OVERHEAD + key_bound(key, f) + input_bound(&input, f),
+        )?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_set(obj, key, input, owner, &mut self.out, &self.peers)
@@ -449,11 +455,14 @@ impl Replica {
         entries: Vec<(SmolStr, Input)>,
     ) -> Result<usize, Error> {
         self.writable()?;
-        self.fits(|f| {
-            entries.iter().fold(0, |n, (k, v)| {
-                n + OP_OVERHEAD + key_bound(k, f) + input_bound(v, f)
-            })
-        })?;
+        self.fits(
+            || 1 + entries.iter().map(|(_, v)| refs(v)).sum::<usize>(),
+            |f| {
+                entries.iter().fold(0, |n, (k, v)| {
+                    n + OP_OVERHEAD + key_bound(k, f) + input_bound(v, f)
+                })
+            },
+        )?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_set_many(obj, entries, owner, &mut self.out, &self.peers)
@@ -463,9 +472,10 @@ impl Replica {
     ///
     /// # Errors
     /// [`Error::Syncing`], [`Error::UnknownObject`], [`Error::WrongKind`],
-    /// [`Error::NotOwner`].
+    /// [`Error::NotOwner`], [`Error::TooLarge`].
     pub fn map_delete(&mut self, obj: ObjectId, key: &str) -> Result<Option<Value>, Error> {
         self.writable()?;
+        self.fits(|| 1, |f| OP_OVERHEAD + key_bound(key, f))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_delete(obj, key, owner, &mut self.out, &self.peers)
@@ -488,7 +498,6 @@ impl Replica {
         // One item (a push, a typed character) is kept inline.
         let items: SmallVec<[Input; 1]> = items.into_iter().collect();
         self.writable()?;
-        self.fits(|f| items.iter().fold(OP_OVERHEAD, |n, v| n + input_bound(v, f)))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_splice(obj, start, delete, items, owner, &mut self.out, &self.peers)
@@ -501,7 +510,7 @@ impl Replica {
     /// As [`Replica::list_splice`].
     pub fn list_push(&mut self, obj: ObjectId, item: Input) -> Result<(), Error> {
         self.writable()?;
-        self.fits(|f| OP_OVERHEAD + input_bound(&item, f))?;
+        self.fits(|| 2 + refs(&item), |f| OP_OVERHEAD + input_bound(&item, f))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_insert_one(obj, None, item, owner, &mut self.out, &self.peers)
@@ -540,11 +549,14 @@ impl Replica {
         writes: Vec<(usize, Input)>,
     ) -> Result<usize, Error> {
         self.writable()?;
-        self.fits(|f| {
-            writes
-                .iter()
-                .fold(0, |n, (_, v)| n + OP_OVERHEAD + input_bound(v, f))
-        })?;
+        self.fits(
+            || 1 + writes.iter().map(|(_, v)| 1 + refs(v)).sum::<usize>(),
+            |f| {
+                writes
+                    .iter()
+                    .fold(0, |n, (_, v)| n + OP_OVERHEAD + input_bound(v, f))
+            },
+        )?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_set_many(obj, writes, owner, &mut self.out, &self.peers)
@@ -557,7 +569,8 @@ impl Replica {
     /// # Errors
     /// [`Error::BadPermutation`] when `order` is not a permutation of
     /// `0..len`, and [`Error::Syncing`], [`Error::UnknownObject`],
-    /// [`Error::WrongKind`], [`Error::Locked`].
+    /// [`Error::WrongKind`], [`Error::Locked`], and [`Error::TooLarge`] when
+    /// its moves could make a message over the limit.
     pub fn list_reorder(&mut self, obj: ObjectId, order: &[usize]) -> Result<bool, Error> {
         self.writable()?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
@@ -998,9 +1011,13 @@ impl Replica {
     /// ([`Config::max_message_size`]), before it changes anything:
     /// `bound` gives an upper bound of its bytes in the stream's format.
     #[inline]
-    fn fits(&mut self, bound: impl FnOnce(codec::WireFormat) -> usize) -> Result<(), Error> {
-        let bytes = bound(self.out.outbox.format());
-        self.out.room(bytes)
+    /// [`Outputs::fits`] of a write.
+    fn fits(
+        &mut self,
+        ids: impl FnOnce() -> usize,
+        bound: impl FnOnce(codec::WireFormat) -> usize,
+    ) -> Result<(), Error> {
+        self.out.fits(&self.peers, ids, bound)
     }
 
     fn writable(&self) -> Result<(), Error> {

@@ -512,3 +512,149 @@ fn json_carries_every_float_bit_for_bit() {
         }
     }
 }
+
+/// What a write of [`writes_without_inputs_fit_too`] does to the array.
+#[derive(Debug, Clone)]
+enum Shrink {
+    /// Removes `len` elements from `start` (fractions of the length).
+    Delete(prop::sample::Index, prop::sample::Index),
+    /// Reorders the whole array by a permutation drawn from `seed`.
+    Reorder(u64),
+    /// Stores a reference to the other writer's map.
+    Refer,
+    /// Stores a string of up to the limit's length (a fraction of it), so
+    /// that what follows in a group has little room left.
+    Pad(prop::sample::Index),
+}
+
+fn arb_shrink() -> impl Strategy<Value = Shrink> {
+    prop_oneof![
+        (any::<prop::sample::Index>(), any::<prop::sample::Index>())
+            .prop_map(|(s, n)| Shrink::Delete(s, n)),
+        any::<u64>().prop_map(Shrink::Reorder),
+        Just(Shrink::Refer),
+        any::<prop::sample::Index>().prop_map(Shrink::Pad),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
+        ..ProptestConfig::with_cases(256)
+    })]
+
+    /// Writes that carry no input still fit the limit or are refused
+    /// before they change anything: a delete of elements that two writers
+    /// interleaved (a run each), a reorder (a move each), and a reference
+    /// to an object of a peer the message must introduce, whose hostname
+    /// may be long, in a group that a long string has almost filled.
+    #[test]
+    fn writes_without_inputs_fit_too(
+        n in 1usize..60,
+        writes in prop::collection::vec(arb_shrink(), 1..4),
+        limit in 600usize..3000,
+        long_hostname in any::<bool>(),
+        json in any::<bool>(),
+        grouped in any::<bool>(),
+    ) {
+        let format = if json { WireFormat::Json } else { WireFormat::Binary };
+        // A peer announces its hostname in a message of its own.
+        let limit = if long_hostname { limit + 1100 } else { limit };
+        let config = config(format).max_message_size(limit);
+        let other = if long_hostname { "o".repeat(1000) } else { "other".to_owned() };
+        const OTHER: usize = 1;
+        let mut sim = Sim::with_hosts(
+            SEED,
+            [("sender", config.clone()), (other.as_str(), config.clone()), ("receiver", config)],
+        );
+        sim.run();
+        sim.with(SENDER, |s| s.set_root(Input::Map(vec![("l".into(), Input::Array(vec![]))])))
+            .unwrap();
+        sim.run();
+        sim.with(OTHER, |o| {
+            let r = root(o);
+            o.map_set(r, "o", Input::Map(vec![])).unwrap();
+        });
+        sim.run();
+        for i in 0..n {
+            let w = if i % 2 == 0 { SENDER } else { OTHER };
+            sim.with(w, |r| {
+                let l = child(r, root(r), "l");
+                r.list_push(l, Input::from(i as i64)).unwrap();
+            });
+            sim.run();
+        }
+        let largest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = largest.clone();
+        sim.intercept(move |_, t| {
+            seen.fetch_max(t.bytes.len(), std::sync::atomic::Ordering::Relaxed);
+            Verdict::Deliver
+        });
+        let s = sim.replica(SENDER);
+        let (r, l, o) = (root(s), child(s, root(s), "l"), child(s, root(s), "o"));
+        let mut expected: Vec<Value> = s.list_values(l).unwrap();
+        let mut refer = false;
+        if grouped {
+            s.begin();
+        }
+        for w in &writes {
+            let s = sim.replica(SENDER);
+            let before = s.snapshot();
+            let len = expected.len();
+            let done = match w {
+                Shrink::Delete(start, count) => {
+                    let start = start.index(len + 1);
+                    let count = count.index(len - start + 1);
+                    s.list_splice(l, start, count, Vec::new()).map(|_| {
+                        expected.drain(start..start + count);
+                    })
+                }
+                Shrink::Reorder(seed) => {
+                    let mut order: Vec<usize> = (0..len).collect();
+                    let mut x = *seed | 1;
+                    for i in (1..len).rev() {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        order.swap(i, (x % (i as u64 + 1)) as usize);
+                    }
+                    s.list_reorder(l, &order).map(|_| {
+                        expected = order.iter().map(|&i| expected[i].clone()).collect();
+                    })
+                }
+                Shrink::Refer => s
+                    .map_set(r, "ref", Input::Value(Value::Ref(o)))
+                    .map(|_| refer = true),
+                Shrink::Pad(size) => s
+                    .map_set(r, "pad", Input::from("p".repeat(size.index(limit))))
+                    .map(|_| ()),
+            };
+            match done {
+                Ok(()) => {}
+                Err(Error::TooLarge { limit: l, .. }) => {
+                    prop_assert_eq!(l, limit);
+                    prop_assert!(s.snapshot() == before, "a refused write changed the document");
+                }
+                Err(e) => return Err(TestCaseError::fail(format!("refused: {e}"))),
+            }
+            sim.collect(SENDER);
+        }
+        if grouped {
+            sim.replica(SENDER).commit();
+        }
+        sim.collect(SENDER);
+        sim.run();
+        let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+        prop_assert!(largest <= limit, "a message of {} bytes over the limit of {}", largest, limit);
+        let snapshot = sim.replica(SENDER).snapshot();
+        for i in 0..sim.len() {
+            let x = sim.replica(i);
+            let xl = child(x, root(x), "l");
+            prop_assert_eq!(&x.list_values(xl).unwrap(), &expected, "replica {}", i);
+            prop_assert_eq!(x.map_get(root(x), "ref").unwrap().is_some(), refer);
+            prop_assert!(x.snapshot() == snapshot, "replica {} differs", i);
+        }
+    }
+}
