@@ -171,6 +171,10 @@ function installConnect(Facsimile, wasm, fail) {
         return;
       }
       this.welcomed = true;
+      // A relay of a smaller frame limit than maxFrame would refuse, and
+      // end the session on, a write that fits here: such writes throw
+      // TOO_LARGE instead.
+      this.node._engine.limit_sent_messages(this.client.relay_max_message() ?? Number.MAX_VALUE);
       this.delay = this.min;
       this.status = 'connected';
       this.watch(ws);

@@ -54,6 +54,8 @@ for (const c of cases) {
           got = 'error';
         }
         assert.equal(got, step.expect, at);
+      } else if ('max_message' in step) {
+        assert.equal(client.relay_max_message() ?? null, step.max_message, at);
       } else if ('counters' in step) {
         assert.deepEqual([client.queued(), client.done(), client.dropped()], step.counters, at);
       } else {

@@ -169,6 +169,30 @@ test('with a reconnection grace, writes made while cut off survive the reconnect
   }
 });
 
+test('a node takes a relay\'s smaller frame limit from its welcome', async () => {
+  const small = await new Relay(['--max-frame', '65536']).start();
+  try {
+    const a = await Facsimile.connect(small.url, 'limited', { token: TOKEN, WebSocket, doc: 'limit' });
+    nodes.push(a);
+    a.store = { n: 0 };
+    // Sent, it would end the session: the relay refuses what it cannot pass on.
+    assert.throws(
+      () => {
+        a.store.big = 'x'.repeat(70000);
+      },
+      (e) => e.code === 'TOO_LARGE',
+    );
+    a.store.fits = 'y'.repeat(60000);
+    a.store.n = 1;
+    await a.flush();
+    assert.equal(a.connection.status, 'connected');
+    assert.equal(a.store.big, undefined);
+  } finally {
+    await Promise.allSettled(nodes.splice(0).map((n) => n.close()));
+    await small.stop();
+  }
+});
+
 /** Resolves once `cond()` holds, looking every 10 ms, for at most 20 s. */
 async function waitFor(cond, what) {
   const start = Date.now();

@@ -254,8 +254,7 @@ fn text_bound(s: &str, format: WireFormat) -> usize {
 impl Outbox {
     pub(crate) fn new(tag: Tag, config: &Config) -> Outbox {
         let mut outbox = Outbox::with(tag, config.format, config.resend_log);
-        outbox.max_message = config.max_message;
-        outbox.room_limit = config.max_message.saturating_sub(MESSAGE_HEADER);
+        outbox.set_max_message(config.max_message);
         if config.lease.is_some() {
             // Over an ordered log every message is kept until the replica
             // reads it back ([`Outbox::forget_sent`]), so that the writes
@@ -264,6 +263,12 @@ impl Outbox {
             outbox.keep = usize::MAX;
         }
         outbox
+    }
+
+    /// Sets the largest message the writes may make.
+    pub(crate) fn set_max_message(&mut self, max: usize) {
+        self.max_message = max;
+        self.room_limit = max.saturating_sub(MESSAGE_HEADER);
     }
 
     fn with(tag: Tag, format: WireFormat, keep: usize) -> Outbox {

@@ -393,6 +393,26 @@ impl Replica {
         }
     }
 
+    /// Limits the messages this replica's writes make to `bytes`, or to
+    /// [`crate::Config::max_message_size`] if that is less: for a transport
+    /// that carries less than the configured limit (a relay whose frame
+    /// limit says so in its welcome). What it accepts is unchanged.
+    ///
+    /// ```
+    /// use facsimile_core::{Config, Error, Input, PeerId, Replica};
+    /// let mut r = Replica::new(PeerId::new("a", 1), Config::default());
+    /// r.set_root(Input::Map(vec![])).unwrap();
+    /// let root = r.root().as_ref_id().unwrap();
+    /// r.limit_sent_messages(1024);
+    /// let err = r.map_set(root, "s", Input::from("x".repeat(2000))).unwrap_err();
+    /// assert!(matches!(err, Error::TooLarge { limit: 1024, .. }));
+    /// ```
+    pub fn limit_sent_messages(&mut self, bytes: usize) {
+        self.out
+            .outbox
+            .set_max_message(bytes.min(self.config.max_message));
+    }
+
     /// Whether writes made while offline ([`Replica::set_online`]) wait to
     /// be sent.
     pub fn has_held(&self) -> bool {

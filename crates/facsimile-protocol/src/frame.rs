@@ -102,7 +102,12 @@ pub struct Resume {
 }
 
 /// The relay's answer to a [`ClientHello`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Fields added since version 2 are appended after the postcard encoding
+/// of the others, which decoders of every version read without looking
+/// further: older clients skip them, and a newer client reads their
+/// absence from an older relay as `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerHello {
     /// The client may proceed.
     Welcome {
@@ -124,12 +129,91 @@ pub enum ServerHello {
         /// was silent too long): its unacknowledged messages are refused
         /// and it must rejoin as a new incarnation.
         evicted: bool,
+        /// The largest frame the relay takes and sends: the client keeps
+        /// its messages within [`max_message`] of it, so that a write the
+        /// relay could not pass on is refused when it is made. `None` from
+        /// a relay that does not say.
+        max_frame: Option<u64>,
     },
     /// The client may not proceed; the relay closes the connection.
     Refused {
         /// Why, in words a user can act on.
         reason: String,
     },
+}
+
+/// [`ServerHello`] as postcard encodes it, without the fields appended.
+#[derive(Serialize, Deserialize)]
+enum HelloWire {
+    Welcome {
+        log: u64,
+        position: u64,
+        relay: u32,
+        resumed: bool,
+        member: bool,
+        evicted: bool,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+impl ServerHello {
+    fn encode_into(&self, out: &mut BytesMut) {
+        let (wire, max_frame) = match self.clone() {
+            ServerHello::Welcome {
+                log,
+                position,
+                relay,
+                resumed,
+                member,
+                evicted,
+                max_frame,
+            } => (
+                HelloWire::Welcome {
+                    log,
+                    position,
+                    relay,
+                    resumed,
+                    member,
+                    evicted,
+                },
+                max_frame,
+            ),
+            ServerHello::Refused { reason } => (HelloWire::Refused { reason }, None),
+        };
+        out.put_slice(&postcard::to_allocvec(&wire).expect("a hello always serializes"));
+        if let Some(max) = max_frame {
+            put_varint(out, max);
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<ServerHello, ProtocolError> {
+        let (wire, rest) = postcard::take_from_bytes(bytes).map_err(ProtocolError::Hello)?;
+        Ok(match wire {
+            HelloWire::Welcome {
+                log,
+                position,
+                relay,
+                resumed,
+                member,
+                evicted,
+            } => ServerHello::Welcome {
+                log,
+                position,
+                relay,
+                resumed,
+                member,
+                evicted,
+                // Bytes after it are fields of a later version.
+                max_frame: match rest {
+                    [] => None,
+                    rest => Some(get_varint(rest)?.0),
+                },
+            },
+            HelloWire::Refused { reason } => ServerHello::Refused { reason },
+        })
+    }
 }
 
 /// A frame from the client after its hello.
@@ -315,7 +399,7 @@ impl Down {
             Down::Hello(h) => {
                 out = BytesMut::new();
                 out.put_u8(DOWN_HELLO);
-                out.put_slice(&postcard::to_allocvec(h).expect("a hello always serializes"));
+                h.encode_into(&mut out);
             }
             Down::Message { position, bytes } => {
                 out = BytesMut::with_capacity(1 + MAX_VARINT + bytes.len());
@@ -349,9 +433,7 @@ impl Down {
     /// malformed number.
     pub fn decode(frame: Bytes) -> Result<Down, ProtocolError> {
         match frame.first() {
-            Some(&DOWN_HELLO) => postcard::from_bytes(&frame[1..])
-                .map(Down::Hello)
-                .map_err(ProtocolError::Hello),
+            Some(&DOWN_HELLO) => ServerHello::decode(&frame[1..]).map(Down::Hello),
             Some(&DOWN_MESSAGE) => {
                 let (position, used) = get_varint(&frame[1..])?;
                 Ok(Down::Message {
@@ -448,6 +530,16 @@ mod tests {
                 resumed: true,
                 member: false,
                 evicted: false,
+                max_frame: None,
+            }),
+            Down::Hello(ServerHello::Welcome {
+                log: u64::MAX,
+                position: 0,
+                relay: u32::MAX,
+                resumed: false,
+                member: true,
+                evicted: true,
+                max_frame: Some(u64::MAX),
             }),
             Down::Message {
                 position: u64::MAX,
@@ -499,6 +591,58 @@ mod tests {
         .to_vec();
         v2.pop();
         assert!(ClientHello::decode(&v2).is_err());
+    }
+
+    /// The relay's frame limit, appended to the welcome, is skipped by a
+    /// client that decodes the welcome of version 2; a welcome with bytes
+    /// after it (a later version's fields) still reads.
+    #[test]
+    fn fields_appended_to_the_welcome_are_skipped_by_older_clients() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        enum V2 {
+            Welcome {
+                log: u64,
+                position: u64,
+                relay: u32,
+                resumed: bool,
+                member: bool,
+                evicted: bool,
+            },
+        }
+        let frame = Down::Hello(ServerHello::Welcome {
+            log: 3,
+            position: 4,
+            relay: 5,
+            resumed: true,
+            member: true,
+            evicted: false,
+            max_frame: Some(1 << 20),
+        })
+        .encode();
+        assert_eq!(frame[0], DOWN_HELLO);
+        assert_eq!(
+            postcard::from_bytes::<V2>(&frame[1..]).unwrap(),
+            V2::Welcome {
+                log: 3,
+                position: 4,
+                relay: 5,
+                resumed: true,
+                member: true,
+                evicted: false,
+            }
+        );
+        let mut later = frame.to_vec();
+        later.extend_from_slice(b"\x07more");
+        let Down::Hello(ServerHello::Welcome { max_frame, .. }) =
+            Down::decode(later.into()).unwrap()
+        else {
+            panic!("a welcome");
+        };
+        assert_eq!(max_frame, Some(1 << 20));
+        // A limit cut short is an error, not a guess.
+        let mut cut = frame.to_vec();
+        cut.pop();
+        assert!(Down::decode(cut.into()).is_err());
     }
 
     #[test]

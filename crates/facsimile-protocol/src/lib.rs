@@ -18,6 +18,7 @@
 //! // The relay's answer: the node joins (and syncs to get the document).
 //! let welcome = Down::Hello(ServerHello::Welcome {
 //!     log: 1, position: 0, relay: 7, resumed: false, member: false, evicted: false,
+//!     max_frame: Some(1 << 20),
 //! });
 //! assert_eq!(session.welcome(welcome.encode(), &mut outbox), Ok(Admission::Joined));
 //! // The node's messages wait in the outbox until the relay acknowledges them.

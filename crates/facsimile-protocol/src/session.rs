@@ -24,6 +24,7 @@ pub struct Session {
     resume: Option<Resume>,
     /// The relay's incarnation, from its last welcome.
     relay: Option<u32>,
+    relay_max_frame: Option<usize>,
 }
 
 /// What a relay's welcome asks of the node.
@@ -85,6 +86,7 @@ impl Session {
             read_only: false,
             resume: None,
             relay: None,
+            relay_max_frame: None,
         }
     }
 
@@ -116,6 +118,12 @@ impl Session {
         self.relay
     }
 
+    /// The largest frame the relay takes and sends, as its latest welcome
+    /// said (`None` before it, or from a relay that does not say).
+    pub fn relay_max_frame(&self) -> Option<usize> {
+        self.relay_max_frame
+    }
+
     /// The first frame of a connection, for the node of this hostname and
     /// incarnation: it asks to resume where the last connection stopped
     /// reading.
@@ -141,7 +149,7 @@ impl Session {
     /// [`HelloError::NotARelay`] when the frame is not a relay's hello.
     /// `outbox` is unchanged then.
     pub fn welcome(&mut self, frame: Bytes, outbox: &mut Outbox) -> Result<Admission, HelloError> {
-        let (log, position, relay, resumed, member, evicted) =
+        let (log, position, relay, resumed, member, evicted, max_frame) =
             match Down::decode(frame).map_err(HelloError::NotARelay)? {
                 Down::Hello(ServerHello::Welcome {
                     log,
@@ -150,7 +158,8 @@ impl Session {
                     resumed,
                     member,
                     evicted,
-                }) => (log, position, relay, resumed, member, evicted),
+                    max_frame,
+                }) => (log, position, relay, resumed, member, evicted, max_frame),
                 Down::Hello(ServerHello::Refused { reason }) => {
                     return Err(HelloError::Refused(reason));
                 }
@@ -162,6 +171,7 @@ impl Session {
             };
         let first = self.resume.is_none();
         self.relay = Some(relay);
+        self.relay_max_frame = max_frame.map(|m| usize::try_from(m).unwrap_or(usize::MAX));
         // The relay no longer knows this incarnation: the frames it has not
         // acknowledged would be refused.
         let rejoin = evicted || (!first && !resumed && !member);
@@ -237,6 +247,7 @@ mod tests {
             resumed,
             member,
             evicted,
+            max_frame: Some(4096),
         })
         .encode()
     }
@@ -258,6 +269,7 @@ mod tests {
             Ok(Admission::Joined)
         );
         assert_eq!(s.relay(), Some(77));
+        assert_eq!(s.relay_max_frame(), Some(4096));
         assert!(Session::send(&mut out, None, b"a"));
         assert!(Session::send(&mut out, Some(77), b"b"));
         assert_eq!(sent(&mut out).len(), 2);

@@ -8,7 +8,8 @@
 //! `not_a_relay`; `send` [to or null, message] → whether it was queued;
 //! `take` → the frames written next, all of them; `receive` frame →
 //! `message:HEX`, `acked`, `closing:REASON` or `error`; `counters` →
-//! [queued, done, dropped].
+//! [queued, done, dropped]; `max_message` → the largest message the
+//! relay's latest welcome allows, or null when it did not say.
 
 use bytes::Bytes;
 use facsimile_protocol::{Admission, HelloError, Incoming, Outbox, Session};
@@ -82,6 +83,11 @@ fn the_session_handles_every_conformance_case() {
                     Err(_) => "error".into(),
                 };
                 assert_eq!(got, expect.as_str().unwrap(), "{at}");
+            } else if let Some(m) = step.get("max_message") {
+                let got = session
+                    .relay_max_frame()
+                    .map(facsimile_protocol::max_message);
+                assert_eq!(got, m.as_u64().map(|m| m as usize), "{at}");
             } else if let Some(c) = step.get("counters") {
                 let want: Vec<u64> = c
                     .as_array()

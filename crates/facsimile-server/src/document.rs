@@ -585,6 +585,7 @@ impl Doc {
             resumed,
             member,
             evicted,
+            max_frame: Some(self.config.max_frame as u64),
         })
         .encode();
         let mut ok = push(&self.config, &mut client, welcome).is_ok();

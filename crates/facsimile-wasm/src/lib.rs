@@ -660,6 +660,14 @@ impl Engine {
         self.replica.set_online(online);
     }
 
+    /// Limits the messages this node's writes make to `bytes`, or to its
+    /// `maxMessage` if that is less (a relay's frame limit, from its
+    /// welcome).
+    pub fn limit_sent_messages(&mut self, bytes: f64) {
+        // A JavaScript number: saturates past usize::MAX.
+        self.replica.limit_sent_messages(bytes as usize);
+    }
+
     /// Sends the writes held while offline now, and goes on holding.
     pub fn send_held(&mut self) {
         self.replica.send_held();

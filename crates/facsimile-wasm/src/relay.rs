@@ -51,6 +51,13 @@ impl RelayClient {
         facsimile_protocol::max_message(frame) as f64
     }
 
+    /// The largest message the relay passes on, as its latest welcome
+    /// said (`undefined` when it did not say).
+    pub fn relay_max_message(&self) -> Option<f64> {
+        let frame = self.session.relay_max_frame()?;
+        Some(facsimile_protocol::max_message(frame) as f64)
+    }
+
     /// A connection's first frame, for the node of this hostname and
     /// incarnation.
     pub fn hello(&self, hostname: &str, incarnation: u32) -> Vec<u8> {

@@ -719,6 +719,13 @@ impl Node {
         self.state().replica.send_held();
     }
 
+    /// Limits the messages this node's writes make to `bytes`, as its
+    /// relay's welcome asks ([`Replica::limit_sent_messages`]).
+    #[cfg(feature = "tcp")]
+    pub(crate) fn limit_sent_messages(&self, bytes: usize) {
+        self.state().replica.limit_sent_messages(bytes);
+    }
+
     /// Whether the document is complete (no sync in progress).
     pub fn is_ready(&self) -> bool {
         self.state().replica.is_ready()

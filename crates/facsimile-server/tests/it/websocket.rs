@@ -325,12 +325,25 @@ async fn a_message_too_large_to_pass_on_is_refused_and_nobody_else_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_too_large_for_the_relay_is_refused_when_made() {
+    too_large_for_the_relay(options().max_frame(65536)).await;
+}
+
+/// A client of a larger frame limit than the relay's (its default, on a
+/// relay given a smaller one) takes the relay's from the welcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_takes_the_relays_smaller_frame_limit_from_its_welcome() {
+    too_large_for_the_relay(options()).await;
+}
+
+/// Alice, connected with `alice`, writes more than a relay of a 64 KiB
+/// frame limit passes on: the write is refused when made, and her next
+/// writes reach bob.
+async fn too_large_for_the_relay(alice: net::ConnectOptions) {
     let relay = Relay::start(|c| c.max_frame(65536)).await;
-    let small = || options().max_frame(65536);
-    let alice = net::connect(&relay.addr.to_string(), "alice", small())
+    let alice = net::connect(&relay.addr.to_string(), "alice", alice)
         .await
         .unwrap();
-    let bob = net::connect(&relay.addr.to_string(), "bob", small())
+    let bob = net::connect(&relay.addr.to_string(), "bob", options().max_frame(65536))
         .await
         .unwrap();
     alice.node().set_root(json!({"n": 0})).unwrap();

@@ -184,6 +184,10 @@ async fn establish(
                 source,
             },
         })?;
+    // A relay of a smaller frame limit than this node's would refuse, and
+    // close the connection on, a write that fits here.
+    let relay = session.relay_max_frame().unwrap_or(options.max_frame);
+    node.limit_sent_messages(protocol::max_message(relay));
     Ok((Conn { reader, writer }, admission))
 }
 

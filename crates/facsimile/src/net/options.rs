@@ -152,7 +152,8 @@ impl ConnectOptions {
 
     /// The largest frame accepted from the relay, or message published to
     /// NATS (default 16 MiB). The whole document arrives in one frame when
-    /// the node syncs.
+    /// the node syncs. The node's writes keep within it, and within the
+    /// relay's own limit when its welcome says that is less.
     ///
     /// ```
     /// let options = facsimile::net::ConnectOptions::new("doc").max_frame(64 << 20);
