@@ -5,6 +5,8 @@
 //! ```sh
 //! cargo run --release -p facsimile-cli --example relay_bench            # full run
 //! cargo run --release -p facsimile-cli --example relay_bench -- --quick # smaller
+//! # one row, without the recovery run (to profile it)
+//! cargo run --release -p facsimile-cli --example relay_bench -- --clients 16 --no-recovery
 //! ```
 //!
 //! Everything runs in this process: the relay (with its data on disk and
@@ -47,8 +49,10 @@ fn main() {
         let _ = relay.await;
         let _ = std::fs::remove_dir_all(&dir);
 
-        let writes: u64 = if quick { 100_000 } else { 1_000_000 };
-        recovery(writes).await;
+        if !std::env::args().any(|a| a == "--no-recovery") {
+            let writes: u64 = if quick { 100_000 } else { 1_000_000 };
+            recovery(writes).await;
+        }
     });
 }
 

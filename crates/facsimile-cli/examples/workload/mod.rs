@@ -213,7 +213,13 @@ pub(crate) async fn table(addr: &str, options: &dyn Fn(&str) -> ConnectOptions, 
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut skipped = Vec::new();
-    for clients in [1usize, 4, 16] {
+    // `--clients N` runs that row only (to profile it).
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--clients")
+        .and_then(|i| args.get(i + 1)?.parse::<usize>().ok());
+    for clients in only.map_or(vec![1usize, 4, 16], |n| vec![n]) {
         let f = throughput(addr, options, clients, total / clients as u64).await;
         if f.reloads > 0 {
             skipped.push(format!(
