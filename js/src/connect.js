@@ -103,8 +103,9 @@ function installConnect(Facsimile, wasm, fail) {
       // What was held goes into the session before the hello, so that the
       // welcome deals with it like every frame not acknowledged (sent
       // again, or dropped and counted lost after an eviction); writes made
-      // while connecting are not held.
-      this.node.setOnline(true);
+      // while connecting are not held. A node closing (waiting for the
+      // relay to acknowledge its last messages) writes nothing more.
+      if (!this.node._closed) this.node.setOnline(true);
       ws.onopen = () => {
         if (this.ws === ws) ws.send(this.client.hello(this.node.hostname, this.node.incarnation));
       };
@@ -225,7 +226,7 @@ function installConnect(Facsimile, wasm, fail) {
       }
       this.status = 'disconnected';
       // Writes made until the relay is back go out packed.
-      this.node.setOnline(false);
+      if (!this.node._closed) this.node.setOnline(false);
       // Full jitter: reconnecting clients of a restarted relay spread out.
       const wait = this.delay * (0.5 + Math.random() / 2);
       this.delay = Math.min(this.delay * 2, this.max);

@@ -193,6 +193,28 @@ test('a node takes a relay\'s smaller frame limit from its welcome', async () =>
   }
 });
 
+test('a node closed while its relay is down keeps reconnecting quietly until it gives up', async () => {
+  const gone = await new Relay().start();
+  try {
+    const a = await Facsimile.connect(gone.url, 'orphan', {
+      token: TOKEN,
+      WebSocket,
+      doc: 'gone',
+      backoff: { min: 10, max: 20 },
+    });
+    a.store = { n: 1 };
+    await a.flush();
+    await gone.kill();
+    await waitFor(() => a.connection.status === 'disconnected', 'the relay gone');
+    // Reconnection attempts go on while it waits for the last messages'
+    // acknowledgement; none of them may throw on the closed node.
+    await assert.rejects(a.close(), { code: 'TIMEOUT' });
+    assert.equal(a.connection.status, 'closed');
+  } finally {
+    await gone.stop();
+  }
+});
+
 /** Resolves once `cond()` holds, looking every 10 ms, for at most 20 s. */
 async function waitFor(cond, what) {
   const start = Date.now();
