@@ -457,6 +457,14 @@ impl Down {
         }
     }
 
+    /// Whether an encoded frame is a facsimile message for the node
+    /// ([`Down::Message`] or [`Down::Direct`]), which changes nothing of
+    /// what the client sent: a client may apply a run of them together,
+    /// before the frame that follows.
+    pub fn is_message(frame: &[u8]) -> bool {
+        matches!(frame.first(), Some(&(DOWN_MESSAGE | DOWN_DIRECT)))
+    }
+
     /// The frame's kind, in words.
     pub fn kind(&self) -> &'static str {
         match self {

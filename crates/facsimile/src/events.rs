@@ -18,6 +18,7 @@ use facsimile_core::{
 };
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::handle::{ArrayRef, MapRef, ObjectRef};
 use crate::node::{Inner, Node};
@@ -282,6 +283,12 @@ impl Subs {
     /// listeners it concerns.
     pub(crate) fn route(&self, node: &Node, replica: &Replica, e: CoreEvent, out: &mut Dispatch) {
         match e {
+            // Nobody listens for changes: no event to build.
+            CoreEvent::Change(_)
+                if self.global.is_empty()
+                    && self.objects.is_empty()
+                    && self.props.is_empty()
+                    && self.streams.is_empty() => {}
             CoreEvent::Change(c) => {
                 let target = match replica.kind(c.object) {
                     Some(ObjectKind::Array) => {
@@ -321,11 +328,13 @@ impl Subs {
     }
 
     fn route_change(&self, ev: ChangeEvent, out: &mut Dispatch) {
-        let ev = Arc::new(ev);
         let obj = ev.target.id();
+        // The event is kept once for all its listeners, which name it by
+        // its place.
+        let at = out.changes.len();
         let mut push = |s: &Sub<ChangeFn>| {
             out.calls
-                .push(Call::Change(s.alive.clone(), s.f.clone(), ev.clone()));
+                .push(Call::Change(s.alive.clone(), s.f.clone(), at));
         };
         self.global.iter().for_each(&mut push);
         if let Some(list) = self.objects.get(&obj) {
@@ -336,7 +345,8 @@ impl Subs {
                 list.iter().for_each(&mut push);
             }
         }
-        self.route_stream(|| Event::Change((*ev).clone()), out);
+        self.route_stream(|| Event::Change(ev.clone()), out);
+        out.changes.push(ev);
     }
 
     fn route_values(
@@ -370,15 +380,21 @@ impl Subs {
 enum Call {
     Wake(Waker),
     Lock(Arc<AtomicBool>, LockFn, Arc<LockEvent>),
-    Change(Arc<AtomicBool>, ChangeFn, Arc<ChangeEvent>),
+    /// The event is [`Dispatch::changes`]' at this place.
+    Change(Arc<AtomicBool>, ChangeFn, usize),
     Value(Arc<AtomicBool>, ValueFn, Arc<Value>),
     Stream(Arc<AtomicBool>, UnboundedSender<Event>, Event),
 }
 
 /// Listener calls collected under the lock and run after it is released.
+/// One call and one event inline: a message that changes one value, heard
+/// by one listener, allocates nothing to report it.
 #[derive(Default)]
 pub(crate) struct Dispatch {
-    calls: Vec<Call>,
+    calls: SmallVec<[Call; 1]>,
+    /// The change events the calls report, each kept once for all its
+    /// listeners.
+    changes: SmallVec<[ChangeEvent; 1]>,
 }
 
 impl Dispatch {
@@ -388,7 +404,8 @@ impl Dispatch {
         if self.calls.is_empty() {
             return;
         }
-        for call in self.calls {
+        let Dispatch { calls, changes } = self;
+        for call in calls {
             match call {
                 Call::Wake(w) => w.wake(),
                 Call::Lock(alive, f, e) => {
@@ -396,9 +413,9 @@ impl Dispatch {
                         f(&e)
                     }
                 }
-                Call::Change(alive, f, ev) => {
+                Call::Change(alive, f, at) => {
                     if alive.load(Ordering::Acquire) {
-                        f(&ev)
+                        f(&changes[at])
                     }
                 }
                 Call::Value(alive, f, v) => {

@@ -317,6 +317,28 @@ impl Node {
         r.map_err(Error::from)
     }
 
+    /// [`Node::receive`] of several messages in turn, under one hold of
+    /// the node: `refused` is told of each message refused. Returns the
+    /// incarnation this node was before, when the messages made it start
+    /// over as another (its peers evicted it).
+    #[cfg(feature = "tcp")]
+    pub(crate) fn receive_all<'a>(
+        &self,
+        messages: impl IntoIterator<Item = &'a [u8]>,
+        mut refused: impl FnMut(Error),
+    ) -> Option<u32> {
+        let mut st = self.state();
+        let was = st.replica.peer_id().incarnation();
+        for m in messages {
+            if let Err(e) = st.replica.handle_message(m) {
+                refused(e.into());
+            }
+        }
+        let now = st.replica.peer_id().incarnation();
+        self.pump_holding(st);
+        (now != was).then_some(was)
+    }
+
     /// Applies the message at `position` of a totally ordered log (a NATS
     /// JetStream stream, a Kafka partition), stamped by the log with `time`.
     /// For transports over such a log: every node reads the whole log in

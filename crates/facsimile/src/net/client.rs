@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{self, SplitSink, SplitStream};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -510,13 +510,36 @@ async fn drive(
         mut writer,
     } = conn;
     let read = async {
+        // One timer for the connection, moved on only when it fires: a
+        // timer armed and dropped for every frame cost a tenth of a busy
+        // client's time.
+        let mut heard = tokio::time::Instant::now();
+        let quiet = tokio::time::sleep(silence);
+        tokio::pin!(quiet);
+        // What the stream gave after the frames read ahead: its end, or an
+        // error.
+        let mut ahead: Option<Option<io::Result<Bytes>>> = None;
+        let mut frames: Vec<Bytes> = Vec::new();
+        let mut messages: Vec<Bytes> = Vec::new();
         loop {
-            let Ok(frame) = tokio::time::timeout(silence, reader.next()).await else {
-                return NetError::Timeout {
-                    what: "a frame from the relay, which went silent",
-                    after: silence,
-                };
+            let frame = match ahead.take() {
+                Some(end) => end,
+                None => tokio::select! {
+                    biased;
+                    frame = reader.next() => frame,
+                    () = &mut quiet => {
+                        if heard.elapsed() >= silence {
+                            return NetError::Timeout {
+                                what: "a frame from the relay, which went silent",
+                                after: silence,
+                            };
+                        }
+                        quiet.as_mut().reset(heard + silence);
+                        continue;
+                    }
+                },
             };
+            heard = tokio::time::Instant::now();
             let Some(frame) = frame else {
                 break;
             };
@@ -532,19 +555,46 @@ async fn drive(
             let Some(node) = Node::upgrade(node) else {
                 return NetError::Closed;
             };
-            match shared.complete(|outbox| session.receive(frame, outbox)) {
-                Ok(Incoming::Message(bytes)) => {
-                    let was = node.peer_id().incarnation();
-                    if let Err(e) = node.receive(&bytes) {
-                        tracing::warn!(error = %e, "refused a message from the relay");
-                    }
-                    if node.peer_id().incarnation() != was {
-                        evicted_while_connected(shared, was);
+            // The frames already read go with this one: the messages among
+            // them are applied under one hold of the node.
+            frames.push(frame);
+            while frames.len() < READ_AHEAD {
+                match reader.next().now_or_never() {
+                    Some(Some(Ok(f))) => frames.push(f),
+                    None => break,
+                    Some(end) => {
+                        ahead = Some(end);
+                        break;
                     }
                 }
-                Ok(Incoming::Acked) => {}
-                Ok(Incoming::Closing(reason)) => return NetError::Refused(reason),
-                Err(e) => return e.into(),
+            }
+            let mut end = None;
+            for frame in frames.drain(..) {
+                let incoming = if protocol::Down::is_message(&frame) {
+                    // Nothing to complete: no flush waiter to wake.
+                    session.receive(frame, &mut shared.outbox())
+                } else {
+                    // What follows a message (an acknowledgement: a flush
+                    // it completes) comes after the message is applied.
+                    receive_all(shared, &node, &mut messages);
+                    shared.complete(|outbox| session.receive(frame, outbox))
+                };
+                match incoming {
+                    Ok(Incoming::Message(bytes)) => messages.push(bytes),
+                    Ok(Incoming::Acked) => {}
+                    Ok(Incoming::Closing(reason)) => {
+                        end = Some(NetError::Refused(reason));
+                        break;
+                    }
+                    Err(e) => {
+                        end = Some(e.into());
+                        break;
+                    }
+                }
+            }
+            receive_all(shared, &node, &mut messages);
+            if let Some(e) = end {
+                return e;
             }
         }
         NetError::RelayClosed {
@@ -581,6 +631,23 @@ async fn drive(
     tokio::select! {
         e = read => e,
         e = write => e,
+    }
+}
+
+/// How many frames already read are handled together.
+const READ_AHEAD: usize = 64;
+
+/// Applies `messages` from the relay to `node` together, and empties it.
+fn receive_all(shared: &Shared, node: &Node, messages: &mut Vec<Bytes>) {
+    if messages.is_empty() {
+        return;
+    }
+    let started_over = node.receive_all(messages.iter().map(|m| &m[..]), |e| {
+        tracing::warn!(error = %e, "refused a message from the relay");
+    });
+    messages.clear();
+    if let Some(was) = started_over {
+        evicted_while_connected(shared, was);
     }
 }
 
