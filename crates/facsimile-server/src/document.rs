@@ -34,8 +34,9 @@ pub(crate) const RELAY_HOSTNAME: &str = "relay";
 /// At most this many inputs are applied before a commit.
 const MAX_BATCH: usize = 512;
 
-/// Frames a client's queue holds (its byte budget is the real bound).
-pub(crate) const QUEUE_FRAMES: usize = 1 << 16;
+/// Rounds of frames a client's queue holds (its byte budget is the real
+/// bound).
+pub(crate) const QUEUE_ROUNDS: usize = 1 << 16;
 
 /// How long the timer waits before it sends a tick for the same deadline
 /// again: the document re-arms its timer once it has handled a tick, and
@@ -47,7 +48,8 @@ pub(crate) type ConnId = u64;
 
 /// The sending side of a client's outgoing queue.
 pub(crate) struct Outbox {
-    pub(crate) tx: mpsc::Sender<Bytes>,
+    /// Frames for the connection's writer, a round's at a time.
+    pub(crate) tx: mpsc::Sender<Vec<Bytes>>,
     /// Bytes queued and not yet written to the socket.
     pub(crate) queued: Arc<AtomicUsize>,
     /// Cancelled to drop the connection at once.
@@ -158,6 +160,10 @@ struct Client {
     hostname: String,
     addr: SocketAddr,
     out: Outbox,
+    /// Frames queued by [`push`] and not yet handed to the writer
+    /// ([`send`]): a round's fan-out goes to each connection in one
+    /// channel send, not one per frame.
+    batch: Vec<Bytes>,
     /// Tags this connection sent from (a node that rejoins gets a new one).
     tags: Vec<u32>,
     /// Frames received, and acknowledged.
@@ -502,7 +508,7 @@ impl Doc {
             .encode();
             // Dropping the queue after the refusal ends the connection.
             let _ = out.closing.set(reason.into());
-            let _ = out.tx.try_send(frame);
+            let _ = out.tx.try_send(vec![frame]);
             out.ending.cancel();
             return;
         }
@@ -566,6 +572,7 @@ impl Doc {
             hostname: hello.hostname,
             addr,
             out,
+            batch: Vec::new(),
             tags: if evicted { Vec::new() } else { vec![tag] },
             frames_in: 0,
             acked: 0,
@@ -592,6 +599,7 @@ impl Doc {
         for frame in replay {
             ok = ok && push(&self.config, &mut client, frame).is_ok();
         }
+        ok = ok && send(&mut client).is_ok();
         self.clients.insert(conn, client);
         if !ok {
             self.kicks
@@ -870,6 +878,7 @@ impl Doc {
                 // Closing anyway: a full queue needs no notice.
                 let _ = push(&self.config, &mut c, Down::Closing(reason.clone()).encode());
             }
+            let _ = send(&mut c);
             let why = format!("refused: {reason}");
             let _ = c.out.closing.set(reason);
             // Dropping the client's queue, not cancelling it, lets the
@@ -984,6 +993,9 @@ impl Doc {
                         self.kicks.push((id, reason));
                     }
                 }
+                if let Err(reason) = send(c) {
+                    self.kicks.push((id, reason));
+                }
             }
             for (conn, reason) in std::mem::take(&mut self.kicks) {
                 self.kick(conn, reason);
@@ -1089,11 +1101,20 @@ fn push(config: &ServerConfig, c: &mut Client, frame: Bytes) -> Result<(), Strin
             config.client_queue
         ));
     }
-    match c.out.tx.try_send(frame) {
+    c.batch.push(frame);
+    Ok(())
+}
+
+/// Hands the frames [`push`] queued to the connection's writer.
+fn send(c: &mut Client) -> Result<(), String> {
+    if c.batch.is_empty() {
+        return Ok(());
+    }
+    match c.out.tx.try_send(std::mem::take(&mut c.batch)) {
         Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            Err(format!("too slow: {QUEUE_FRAMES} frames queued for it"))
-        }
+        Err(mpsc::error::TrySendError::Full(_)) => Err(format!(
+            "too slow: {QUEUE_ROUNDS} rounds of frames queued for it"
+        )),
         // The connection is ending; its departure is on the way.
         Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
     }

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::ServerConfig;
-use crate::document::{self, Cmd, ConnId, Doc, Outbox, QUEUE_FRAMES, Recovery};
+use crate::document::{self, Cmd, ConnId, Doc, Outbox, QUEUE_ROUNDS, Recovery};
 use crate::http;
 use crate::transport::{self, Close, FrameSink, Frames, Outgoing, ReadError, Transport};
 
@@ -661,7 +661,7 @@ impl ClientConn {
             sink,
         } = handler;
         let id: ConnId = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
+        let (tx, rx) = mpsc::channel(QUEUE_ROUNDS);
         let queued = Arc::new(AtomicUsize::new(0));
         let cancel = CancellationToken::new();
         let closing = Arc::new(OnceLock::new());
@@ -794,18 +794,23 @@ impl ClientConn {
 /// cancelled; returns the sink.
 async fn write_frames(
     mut sink: FrameSink,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Vec<Bytes>>,
     queued: Arc<AtomicUsize>,
     cancel: CancellationToken,
 ) -> FrameSink {
     let write = async {
-        while let Some(frame) = rx.recv().await {
-            let mut frame = Some(frame);
-            while let Some(f) = frame.take() {
-                let len = f.len();
-                sink.feed(Outgoing::Frame(f)).await?;
-                queued.fetch_sub(len, Ordering::AcqRel);
-                frame = rx.try_recv().ok();
+        while let Some(mut frames) = rx.recv().await {
+            // Everything queued goes out before one flush.
+            loop {
+                for f in frames.drain(..) {
+                    let len = f.len();
+                    sink.feed(Outgoing::Frame(f)).await?;
+                    queued.fetch_sub(len, Ordering::AcqRel);
+                }
+                match rx.try_recv() {
+                    Ok(more) => frames = more,
+                    Err(_) => break,
+                }
             }
             sink.flush().await?;
         }
