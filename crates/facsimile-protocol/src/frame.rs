@@ -107,7 +107,7 @@ pub struct Resume {
 /// of the others, which decoders of every version read without looking
 /// further: older clients skip them, and a newer client reads their
 /// absence from an older relay as `None`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerHello {
     /// The client may proceed.
     Welcome {
@@ -132,7 +132,8 @@ pub enum ServerHello {
         /// The largest frame the relay takes and sends: the client keeps
         /// its messages within [`max_message`] of it, so that a write the
         /// relay could not pass on is refused when it is made. `None` from
-        /// a relay that does not say.
+        /// a relay that does not say. Appended after the rest.
+        #[serde(skip)]
         max_frame: Option<u64>,
     },
     /// The client may not proceed; the relay closes the connection.
@@ -142,77 +143,28 @@ pub enum ServerHello {
     },
 }
 
-/// [`ServerHello`] as postcard encodes it, without the fields appended.
-#[derive(Serialize, Deserialize)]
-enum HelloWire {
-    Welcome {
-        log: u64,
-        position: u64,
-        relay: u32,
-        resumed: bool,
-        member: bool,
-        evicted: bool,
-    },
-    Refused {
-        reason: String,
-    },
-}
-
 impl ServerHello {
     fn encode_into(&self, out: &mut BytesMut) {
-        let (wire, max_frame) = match self.clone() {
-            ServerHello::Welcome {
-                log,
-                position,
-                relay,
-                resumed,
-                member,
-                evicted,
-                max_frame,
-            } => (
-                HelloWire::Welcome {
-                    log,
-                    position,
-                    relay,
-                    resumed,
-                    member,
-                    evicted,
-                },
-                max_frame,
-            ),
-            ServerHello::Refused { reason } => (HelloWire::Refused { reason }, None),
-        };
-        out.put_slice(&postcard::to_allocvec(&wire).expect("a hello always serializes"));
-        if let Some(max) = max_frame {
-            put_varint(out, max);
+        out.put_slice(&postcard::to_allocvec(self).expect("a hello always serializes"));
+        if let ServerHello::Welcome {
+            max_frame: Some(max),
+            ..
+        } = self
+        {
+            put_varint(out, *max);
         }
     }
 
     fn decode(bytes: &[u8]) -> Result<ServerHello, ProtocolError> {
-        let (wire, rest) = postcard::take_from_bytes(bytes).map_err(ProtocolError::Hello)?;
-        Ok(match wire {
-            HelloWire::Welcome {
-                log,
-                position,
-                relay,
-                resumed,
-                member,
-                evicted,
-            } => ServerHello::Welcome {
-                log,
-                position,
-                relay,
-                resumed,
-                member,
-                evicted,
-                // Bytes after it are fields of a later version.
-                max_frame: match rest {
-                    [] => None,
-                    rest => Some(get_varint(rest)?.0),
-                },
-            },
-            HelloWire::Refused { reason } => ServerHello::Refused { reason },
-        })
+        let (mut hello, rest) = postcard::take_from_bytes(bytes).map_err(ProtocolError::Hello)?;
+        if let ServerHello::Welcome { max_frame, .. } = &mut hello {
+            // Bytes after it are fields of a later version.
+            *max_frame = match rest {
+                [] => None,
+                rest => Some(get_varint(rest)?.0),
+            };
+        }
+        Ok(hello)
     }
 }
 
