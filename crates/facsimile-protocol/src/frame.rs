@@ -605,6 +605,32 @@ mod tests {
         assert!(Down::decode(cut.into()).is_err());
     }
 
+    /// Every prefix of a welcome, and every one-byte change to it, decodes
+    /// or is refused without a panic.
+    #[test]
+    fn a_damaged_welcome_never_panics() {
+        let frame = Down::Hello(ServerHello::Welcome {
+            log: u64::MAX,
+            position: 1 << 40,
+            relay: 9,
+            resumed: true,
+            member: false,
+            evicted: false,
+            max_frame: Some(16 << 20),
+        })
+        .encode();
+        for len in 0..frame.len() {
+            let _ = Down::decode(frame.slice(..len));
+        }
+        for at in 0..frame.len() {
+            for b in 0..=u8::MAX {
+                let mut bad = frame.to_vec();
+                bad[at] = b;
+                let _ = Down::decode(bad.into());
+            }
+        }
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bad in [
