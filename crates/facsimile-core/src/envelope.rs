@@ -117,13 +117,14 @@ impl Envelope {
         Ok(ops_of(bytes)?.and_then(|ops| ops.iter().find_map(what)))
     }
 
-    /// Whether an encoded message changes the document (a value set,
-    /// inserted, deleted or moved, an object made), whatever else it
-    /// carries: for transports that report the writes a node lost. Lock
-    /// requests, releases and evictions are not changes: a lost lock
-    /// request fails the request's future, and a lost release or eviction
-    /// of a node that was evicted loses nothing, as its eviction frees its
-    /// locks. The message is decoded whole.
+    /// How many writes a message carries: its operations that change the
+    /// document, an object a write creates not counted apart (a write of a
+    /// nested value counts once), each write of a packed backlog counted.
+    /// For transports that report the writes a node lost. Lock requests,
+    /// releases and evictions are not writes: a lost lock request fails
+    /// the request's future, and a lost release or eviction of a node that
+    /// was evicted loses nothing, as its eviction frees its locks. The
+    /// message is decoded whole.
     ///
     /// # Errors
     /// As [`crate::Replica::handle_message`] for a message that does not
@@ -135,14 +136,30 @@ impl Envelope {
     ///
     /// let mut a = Replica::new(PeerId::new("a", 7), Config::default());
     /// let hello = a.poll_transmit().expect("a replica announces itself");
-    /// assert!(!Envelope::changes_document(&hello.bytes)?);
-    /// a.set_root(Input::from(3)).unwrap();
+    /// assert_eq!(Envelope::writes_in(&hello.bytes)?, 0);
+    /// a.set_root(Input::Map(vec![("n".into(), Input::Map(vec![]))])).unwrap();
     /// let write = a.poll_transmit().expect("the write");
-    /// assert!(Envelope::changes_document(&write.bytes)?);
+    /// assert_eq!(Envelope::writes_in(&write.bytes)?, 1);
+    /// // Three writes made offline, sent as one message.
+    /// a.set_online(false);
+    /// let root = a.root().as_ref_id().unwrap();
+    /// for i in 0..3 {
+    ///     a.map_set(root, "n", Input::from(i)).unwrap();
+    /// }
+    /// a.set_online(true);
+    /// let backlog = a.poll_transmit().expect("the backlog");
+    /// assert_eq!(Envelope::writes_in(&backlog.bytes)?, 3);
     /// # Ok::<(), facsimile_core::ReceiveError>(())
     /// ```
-    pub fn changes_document(bytes: &[u8]) -> Result<bool, ReceiveError> {
-        Ok(ops_of(bytes)?.is_some_and(|ops| ops.iter().any(|op| what(op) == Some(CHANGE))))
+    pub fn writes_in(bytes: &[u8]) -> Result<u64, ReceiveError> {
+        let Some(ops) = ops_of(bytes)? else {
+            return Ok(0);
+        };
+        let writes = ops.iter().filter(|op| {
+            what(op) == Some(CHANGE)
+                && !matches!(op, WireOp::NewMap { .. } | WireOp::NewArray { .. })
+        });
+        Ok(writes.count() as u64)
     }
 
     /// Packs the longest run of binary operations messages at the start of

@@ -15,9 +15,10 @@ use crate::frame::ProtocolError;
 /// same index, stable across reconnections, names the frame in NATS
 /// message ids.
 ///
-/// A dropped frame counts as lost (in [`Outbox::dropped`]) only if it
-/// carries writes, as [`Outbox::counting`] tells, and only once, however
-/// many times its loss is learnt of.
+/// A dropped frame counts as lost (in [`Outbox::dropped`]) by the writes
+/// it carries, as [`Outbox::counting`] tells (a backlog of many writes in
+/// one frame counts each), and only once, however many times its loss is
+/// learnt of.
 #[derive(Debug, Default, Clone)]
 pub struct Outbox {
     /// Queued, not sent on the current connection.
@@ -32,23 +33,23 @@ pub struct Outbox {
     queued: u64,
     /// Frames ever completed.
     done: u64,
-    /// Frames ever dropped unacknowledged, or refused by the log after it
-    /// stored them.
+    /// Writes of the frames ever dropped unacknowledged, or refused by the
+    /// log after it stored them.
     dropped: u64,
     /// Over a log: the highest position the log stored one of these frames
     /// at.
     stored_at: u64,
     /// Takes no more frames.
     closed: bool,
-    /// Whether a frame carries writes, whose loss is reported; without it,
-    /// every frame does.
-    writes: Option<fn(&Bytes) -> bool>,
+    /// How many writes a frame carries, whose loss is reported; without
+    /// it, every frame carries one.
+    writes: Option<fn(&Bytes) -> u64>,
     /// How many of the oldest frames not completed yet (unacknowledged,
     /// then queued) were counted lost already.
     counted: usize,
     /// Over a log: the frames completed and not read back yet, oldest
     /// first, the last at index `done - 1`; `None` for one dropped (and
-    /// counted) already. Whether a refused one carries writes is read from
+    /// counted) already. How many writes a refused one carries is read from
     /// it.
     kept: Option<VecDeque<Option<Bytes>>>,
     /// Over a log: from which frame on the log refused the frames of an
@@ -59,11 +60,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// An outbox that counts as lost only the dropped frames for which
-    /// `writes` holds: a lost heartbeat, hello or sync request loses no
+    /// An outbox that counts as lost the writes `writes` finds in each
+    /// dropped frame: a lost heartbeat, hello or sync request loses no
     /// write, and reporting it would make a flush report its own writes,
     /// which were applied, as lost.
-    pub fn counting(writes: fn(&Bytes) -> bool) -> Outbox {
+    pub fn counting(writes: fn(&Bytes) -> u64) -> Outbox {
         Outbox {
             writes: Some(writes),
             ..Outbox::default()
@@ -73,15 +74,15 @@ impl Outbox {
     /// An outbox for a log ([`Outbox::counting`]), which keeps the frames
     /// it stored until the node reads them back ([`Outbox::read_back`]):
     /// the log may refuse them then ([`Outbox::count_refused_between`]).
-    pub fn over_log(writes: fn(&Bytes) -> bool) -> Outbox {
+    pub fn over_log(writes: fn(&Bytes) -> u64) -> Outbox {
         Outbox {
             kept: Some(VecDeque::new()),
             ..Outbox::counting(writes)
         }
     }
 
-    fn carries_writes(&self, frame: &Bytes) -> bool {
-        self.writes.is_none_or(|writes| writes(frame))
+    fn writes_in(&self, frame: &Bytes) -> u64 {
+        self.writes.map_or(1, |writes| writes(frame))
     }
 
     /// `k` of the oldest frames not completed yet completed.
@@ -156,8 +157,8 @@ impl Outbox {
     /// Completes the oldest unacknowledged frame without sending it: it can
     /// never be accepted.
     pub fn drop_oldest(&mut self) {
-        if self.counted == 0 && self.unacked.front().is_some_and(|f| self.carries_writes(f)) {
-            self.dropped += 1;
+        if self.counted == 0 {
+            self.dropped += self.unacked.front().map_or(0, |f| self.writes_in(f));
         }
         self.complete_oldest(false);
     }
@@ -183,8 +184,8 @@ impl Outbox {
         }
     }
 
-    /// Over a log: counts as lost the frames of indices `from` to `to`
-    /// (excluded) that carry writes, which the log refused or will refuse,
+    /// Over a log: counts as lost the writes of the frames of indices
+    /// `from` to `to` (excluded), which the log refused or will refuse,
     /// each once, and returns how many. The ones not completed yet still
     /// go out and are acknowledged.
     pub fn count_refused_between(&mut self, from: u64, to: u64) -> u64 {
@@ -195,8 +196,8 @@ impl Outbox {
 
     /// Over a log: [`Outbox::count_refused_between`] without counting them
     /// lost: their writes were carried over, what of them is lost counted
-    /// by the caller ([`Outbox::count_refused`]). Returns how many carry
-    /// writes.
+    /// by the caller ([`Outbox::count_refused`]). Returns how many writes
+    /// they carry.
     pub fn refused_between(&mut self, from: u64, to: u64) -> u64 {
         let mut lost = 0;
         if let Some(kept) = self.kept.as_mut() {
@@ -206,7 +207,7 @@ impl Outbox {
                 let index = oldest + i as u64;
                 if (from..to).contains(&index) {
                     if let Some(f) = frame.take() {
-                        lost += u64::from(writes.is_none_or(|w| w(&f)));
+                        lost += writes.map_or(1, |w| w(&f));
                     }
                 }
             }
@@ -223,8 +224,8 @@ impl Outbox {
             .enumerate()
             .take(upto)
             .skip(self.counted.max(first))
-            .filter(|(_, f)| self.carries_writes(f))
-            .count() as u64;
+            .map(|(_, f)| self.writes_in(f))
+            .sum::<u64>();
         self.counted = self.counted.max(upto);
         lost
     }
@@ -256,8 +257,8 @@ impl Outbox {
 
     /// On a new connection that cannot take them: drops every frame not
     /// acknowledged yet, counts acknowledgements from zero, and returns
-    /// how many of the dropped frames carried writes not counted lost
-    /// before (those writes are lost).
+    /// how many writes the dropped frames not counted lost before carried
+    /// (those writes are lost).
     pub fn drop_all(&mut self) -> u64 {
         let n = self.unacked.len() + self.pending.len();
         let lost = self
@@ -265,8 +266,8 @@ impl Outbox {
             .iter()
             .chain(&self.pending)
             .skip(self.counted)
-            .filter(|f| self.carries_writes(f))
-            .count() as u64;
+            .map(|f| self.writes_in(f))
+            .sum();
         self.unacked.clear();
         self.pending.clear();
         self.acked_here = 0;
@@ -277,8 +278,8 @@ impl Outbox {
 
     /// Counts as lost the oldest frames not acknowledged yet for which
     /// `lost` holds (up to the first for which it does not): the relay
-    /// will drop them, yet acknowledge them. Returns how many of them
-    /// carry writes (frames counted before are not counted again).
+    /// will drop them, yet acknowledge them. Returns how many writes they
+    /// carry (frames counted before are not counted again).
     pub fn count_lost_while(&mut self, mut lost: impl FnMut(&Bytes) -> bool) -> u64 {
         let mut prefix = 0;
         let mut writes = 0;
@@ -290,14 +291,14 @@ impl Outbox {
             .take_while(|f| lost(f))
         {
             prefix += 1;
-            writes += u64::from(self.carries_writes(frame));
+            writes += self.writes_in(frame);
         }
         self.counted += prefix;
         self.dropped += writes;
         writes
     }
 
-    /// Counts `n` frames that were acknowledged as lost after all: the log
+    /// Counts `n` writes that were acknowledged as lost after all: the log
     /// stored them, then refused them when it read them in order.
     pub fn count_refused(&mut self, n: u64) {
         self.dropped += n;
@@ -323,7 +324,7 @@ impl Outbox {
         self.done
     }
 
-    /// Frames ever dropped or refused.
+    /// Writes of the frames ever dropped or refused.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
@@ -437,7 +438,7 @@ mod tests {
     #[test]
     fn only_frames_that_carry_writes_count_as_lost_and_only_once() {
         // Odd frames carry writes; even ones are heartbeats.
-        let mut out = Outbox::counting(|f| f[0] % 2 == 1);
+        let mut out = Outbox::counting(|f| u64::from(f[0] % 2 == 1));
         for i in 0..4 {
             out.enqueue(frame(i));
         }
@@ -467,7 +468,7 @@ mod tests {
 
     #[test]
     fn over_a_log_refused_frames_count_once_whether_stored_or_not() {
-        let mut out = Outbox::over_log(|f| f[0] % 2 == 1);
+        let mut out = Outbox::over_log(|f| u64::from(f[0] % 2 == 1));
         for i in 0..6 {
             out.enqueue(frame(i));
         }
@@ -495,7 +496,7 @@ mod tests {
 
     #[test]
     fn refused_frames_whose_writes_were_carried_over_extend_a_flush() {
-        let mut out = Outbox::over_log(|_| true);
+        let mut out = Outbox::over_log(|_| 1);
         for i in 0..4 {
             out.enqueue(frame(i));
         }

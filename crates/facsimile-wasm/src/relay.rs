@@ -9,15 +9,15 @@ use wasm_bindgen::prelude::*;
 
 use crate::error;
 
-/// Whether a queued frame carries a change to the document: only those
+/// How many changes to the document a queued frame carries: only those
 /// count as lost writes when dropped (a heartbeat, a hello or a lock
 /// request lost with an evicted incarnation loses no write).
-fn carries_writes(frame: &Bytes) -> bool {
+fn writes_in(frame: &Bytes) -> u64 {
     match facsimile_protocol::Up::decode(frame.clone()) {
         Ok(facsimile_protocol::Up::Broadcast(m) | facsimile_protocol::Up::To(_, m)) => {
-            facsimile_core::Envelope::changes_document(&m).unwrap_or(true)
+            facsimile_core::Envelope::writes_in(&m).unwrap_or(1)
         }
-        Err(_) => true,
+        Err(_) => 1,
     }
 }
 
@@ -37,7 +37,7 @@ impl RelayClient {
     pub fn new(document: String, token: String, read_only: bool) -> RelayClient {
         RelayClient {
             session: Session::new(document, token).read_only(read_only),
-            outbox: Outbox::counting(carries_writes),
+            outbox: Outbox::counting(writes_in),
             batch: Vec::new(),
         }
     }

@@ -88,6 +88,11 @@ async fn a_node_not_back_within_the_grace_is_evicted_and_its_lock_passes_on() {
     let (hole, alice, bob, _guard) = alice_holding_jobs(&relay).await;
     let me = alice.node().peer_id();
     cut_off(&hole, &alice).await;
+    // Held while she is cut off, they go out as one message, which the
+    // relay drops once it evicted her: each of them is reported lost.
+    for k in ["a", "b", "c"] {
+        alice.node().set_path(&format!("/{k}"), 1).unwrap();
+    }
     let jobs = bob.node().get("/jobs").unwrap().as_map().unwrap().clone();
     let granted = tokio::time::timeout(Duration::from_secs(20), bob.node().lock(&jobs))
         .await
@@ -100,4 +105,9 @@ async fn a_node_not_back_within_the_grace_is_evicted_and_its_lock_passes_on() {
         n.peer_id() != me && n.is_ready()
     })
     .await;
+    match tokio::time::timeout(Duration::from_secs(20), alice.flush()).await {
+        Ok(Err(net::NetError::WritesLost(n))) => assert_eq!(n, 3, "one lost for each write"),
+        other => panic!("alice's writes made while cut off reported as {other:?}"),
+    }
+    assert_eq!(alice.node().get("/a"), None);
 }

@@ -50,7 +50,7 @@ pub(super) async fn connect(
         Clock::new()
     };
     let node = Node::with_clock(hostname, config, clock);
-    let shared = Arc::new(Shared::new(Outbox::counting(carries_writes)));
+    let shared = Arc::new(Shared::new(Outbox::counting(writes_in)));
     let sink = shared.clone();
     node.set_sender(move |out: Outgoing| {
         if Session::send(&mut sink.outbox(), out.to(), out.as_bytes()) {
@@ -651,16 +651,17 @@ fn receive_all(shared: &Shared, node: &Node, messages: &mut Vec<Bytes>) {
     }
 }
 
-/// Whether a frame for the relay carries writes (changes to the document),
-/// whose loss a flush reports: a lost lock request fails its future
-/// instead, and a lost release of an evicted node loses nothing. A frame
-/// that does not decode counts as one: it is not known to lose nothing.
-fn carries_writes(frame: &Bytes) -> bool {
+/// How many writes (changes to the document) a frame for the relay
+/// carries, whose loss a flush reports: a lost lock request fails its
+/// future instead, and a lost release of an evicted node loses nothing. A
+/// frame that does not decode counts as one write: it is not known to
+/// lose nothing.
+fn writes_in(frame: &Bytes) -> u64 {
     match protocol::Up::decode(frame.clone()) {
         Ok(protocol::Up::Broadcast(m) | protocol::Up::To(_, m)) => {
-            facsimile_core::Envelope::changes_document(&m).unwrap_or(true)
+            facsimile_core::Envelope::writes_in(&m).unwrap_or(1)
         }
-        Err(_) => true,
+        Err(_) => 1,
     }
 }
 

@@ -73,8 +73,10 @@ pub enum NetError {
     /// the relay had evicted this node (it was disconnected or silent too
     /// long), or over NATS the log refused them (the node's lease had run
     /// out, a write raced another node's lock grant, or a message was
-    /// larger than the server accepts). The count is of those messages
-    /// only: heartbeats and other messages that change nothing are dropped
+    /// larger than the server accepts). The count is of the writes those
+    /// messages carried (a backlog of writes made offline and sent as one
+    /// message counts each; a write of a nested value counts once):
+    /// heartbeats and other messages that change nothing are dropped
     /// with them without a report, a lost lock request fails its future
     /// instead, and a lost release of an evicted node loses nothing (the
     /// eviction frees its locks). The node started over as a new
@@ -84,7 +86,7 @@ pub enum NetError {
     /// the refused writes again where that is safe
     /// ([`facsimile_core::Replica::carry_over`]: no lock held when they
     /// were made nor after, what they name still there); the count is then
-    /// of the operations that could not be made again.
+    /// of the writes that could not be made again.
     #[error(
         "{0} unacknowledged writes were dropped: this node was evicted, or the log refused them"
     )]

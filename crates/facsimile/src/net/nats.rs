@@ -299,7 +299,7 @@ pub(crate) async fn connect(
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| nats_error(format!("the address {url}"), e))?;
-    let shared = Arc::new(Shared::new(Outbox::over_log(carries_writes)));
+    let shared = Arc::new(Shared::new(Outbox::over_log(|frame| writes_in(frame))));
     let events = shared.clone();
     let link = Arc::new(Link::default());
     let linked = link.clone();
@@ -852,8 +852,9 @@ enum Stop {
 struct Echoes {
     /// Every frame below this index was read back and accepted.
     accepted: u64,
-    /// One of them was refused: it made the node need a reload.
-    refused: bool,
+    /// The writes of the one of them that was refused: it made the node
+    /// need a reload.
+    refused: u64,
 }
 
 impl Echoes {
@@ -874,7 +875,7 @@ impl Echoes {
     ) {
         let (from, refused) = (self.accepted, self.refused);
         self.accepted = self.accepted.max(queued);
-        self.refused = false;
+        self.refused = 0;
         let lost = shared.complete(|outbox| {
             // Heartbeats and the like are refused too, but lose no write.
             let lost = if lapsed {
@@ -885,8 +886,8 @@ impl Echoes {
                 }
                 lost
             } else {
-                outbox.count_refused(u64::from(refused));
-                u64::from(refused)
+                outbox.count_refused(refused);
+                refused
             };
             outbox.read_back(self.accepted);
             lost
@@ -897,12 +898,13 @@ impl Echoes {
     }
 }
 
-/// Whether a frame carries writes (changes to the document), whose refusal
-/// a flush reports: a refused lock request fails its future instead, and a
-/// refused release of a node whose lease ran out loses nothing. A frame
-/// that does not decode counts as one: it is not known to lose nothing.
-fn carries_writes(frame: &Bytes) -> bool {
-    facsimile_core::Envelope::changes_document(frame).unwrap_or(true)
+/// How many writes (changes to the document) a frame carries, whose
+/// refusal a flush reports: a refused lock request fails its future
+/// instead, and a refused release of a node whose lease ran out loses
+/// nothing. A frame that does not decode counts as one write: it is not
+/// known to lose nothing.
+fn writes_in(frame: &[u8]) -> u64 {
+    facsimile_core::Envelope::writes_in(frame).unwrap_or(1)
 }
 
 /// The frames a message id names: `sender.i` frame `i` of its sender,
@@ -1070,7 +1072,9 @@ async fn read_from(
                 tracing::warn!(error = %e, seq, i, "refused a message from the stream");
             }
             if n.needs_reload() {
-                echoes.refused |= own.is_some();
+                if own.is_some() {
+                    echoes.refused += writes_in(frame);
+                }
                 return Stop::Reload;
             }
             if let Some(first) = own {
