@@ -67,9 +67,6 @@ pub(crate) struct Outbox {
     weight: usize,
     /// The largest message peers accept ([`Config::max_message_size`]).
     max_message: usize,
-    /// What the operations of one message may take: `max_message` less a
-    /// header allowance.
-    room_limit: usize,
     /// Bytes the writes since the last message may take in it, as
     /// reserved by [`Outbox::room`].
     reserved: usize,
@@ -268,7 +265,13 @@ impl Outbox {
     /// Sets the largest message the writes may make.
     pub(crate) fn set_max_message(&mut self, max: usize) {
         self.max_message = max;
-        self.room_limit = max.saturating_sub(MESSAGE_HEADER);
+    }
+
+    /// What the operations of one message may take: the largest message
+    /// less a header allowance.
+    #[inline]
+    fn room_limit(&self) -> usize {
+        self.max_message.saturating_sub(MESSAGE_HEADER)
     }
 
     fn with(tag: Tag, format: WireFormat, keep: usize) -> Outbox {
@@ -289,7 +292,6 @@ impl Outbox {
             held: None,
             weight: 0,
             max_message: usize::MAX,
-            room_limit: usize::MAX,
             reserved: 0,
             fresh: false,
             moved: false,
@@ -308,7 +310,6 @@ impl Outbox {
             held: self.held,
             keep_read: self.keep_read,
             max_message: self.max_message,
-            room_limit: self.room_limit,
             ..Outbox::with(tag, self.format, self.keep)
         };
     }
@@ -448,7 +449,7 @@ impl Outbox {
             Some(packed) => packed.byte_len(),
         };
         let size = pending.saturating_add(bytes);
-        if size <= self.room_limit {
+        if size <= self.room_limit() {
             self.reserved = size;
             return Ok(true);
         }
@@ -458,7 +459,7 @@ impl Outbox {
     /// [`Outbox::room`] when the write does not fit beside what is open.
     #[cold]
     fn no_room(&self, size: usize, bytes: usize) -> Result<bool, Error> {
-        if self.depth == 0 && bytes <= self.room_limit {
+        if self.depth == 0 && bytes <= self.room_limit() {
             return Ok(false);
         }
         Err(Error::TooLarge {

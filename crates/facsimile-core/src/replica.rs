@@ -1029,9 +1029,8 @@ impl Replica {
 
     /// Refuses a write whose message could be larger than peers accept
     /// ([`Config::max_message_size`]), before it changes anything:
-    /// `bound` gives an upper bound of its bytes in the stream's format.
+    /// [`Outputs::fits`] with this replica's peers.
     #[inline]
-    /// [`Outputs::fits`] of a write.
     fn fits(
         &mut self,
         ids: impl FnOnce() -> usize,

@@ -307,6 +307,13 @@ impl ClientHello {
 }
 
 impl Up {
+    /// The facsimile message the frame carries, whoever it is for.
+    pub fn message(&self) -> &Bytes {
+        match self {
+            Up::Broadcast(m) | Up::To(_, m) => m,
+        }
+    }
+
     /// Encodes the frame.
     pub fn encode(&self) -> Bytes {
         let (kind, to, message) = match self {

@@ -13,12 +13,9 @@ use crate::error;
 /// count as lost writes when dropped (a heartbeat, a hello or a lock
 /// request lost with an evicted incarnation loses no write).
 fn writes_in(frame: &Bytes) -> u64 {
-    match facsimile_protocol::Up::decode(frame.clone()) {
-        Ok(facsimile_protocol::Up::Broadcast(m) | facsimile_protocol::Up::To(_, m)) => {
-            facsimile_core::Envelope::writes_in(&m).unwrap_or(1)
-        }
-        Err(_) => 1,
-    }
+    facsimile_protocol::Up::decode(frame.clone()).map_or(1, |up| {
+        facsimile_core::Envelope::writes_in(up.message()).unwrap_or(1)
+    })
 }
 
 /// One node's session with a relay, across its connections.

@@ -36,6 +36,15 @@ async fn alice_holding_jobs(
     (hole, alice, bob, guard)
 }
 
+/// A relay with this reconnection grace and a peer timeout well past it.
+async fn with_grace(grace: Duration) -> Relay {
+    Relay::start(|c| {
+        c.failure_detection(Duration::from_millis(500), Duration::from_secs(30))
+            .reconnect_grace(grace)
+    })
+    .await
+}
+
 /// Cuts Alice's connection while nothing passes, so that she notices
 /// before she can connect again; returns once she has.
 async fn cut_off(hole: &BlackHole, alice: &net::Connection) {
@@ -46,11 +55,7 @@ async fn cut_off(hole: &BlackHole, alice: &net::Connection) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_back_within_the_grace_keeps_its_writes_and_its_locks() {
-    let relay = Relay::start(|c| {
-        c.failure_detection(Duration::from_millis(500), Duration::from_secs(30))
-            .reconnect_grace(Duration::from_secs(20))
-    })
-    .await;
+    let relay = with_grace(Duration::from_secs(20)).await;
     let (hole, alice, bob, guard) = alice_holding_jobs(&relay).await;
     let me = alice.node().peer_id();
     cut_off(&hole, &alice).await;
@@ -80,11 +85,7 @@ async fn a_node_back_within_the_grace_keeps_its_writes_and_its_locks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_not_back_within_the_grace_is_evicted_and_its_lock_passes_on() {
-    let relay = Relay::start(|c| {
-        c.failure_detection(Duration::from_millis(500), Duration::from_secs(30))
-            .reconnect_grace(Duration::from_secs(1))
-    })
-    .await;
+    let relay = with_grace(Duration::from_secs(1)).await;
     let (hole, alice, bob, _guard) = alice_holding_jobs(&relay).await;
     let me = alice.node().peer_id();
     cut_off(&hole, &alice).await;

@@ -657,12 +657,9 @@ fn receive_all(shared: &Shared, node: &Node, messages: &mut Vec<Bytes>) {
 /// frame that does not decode counts as one write: it is not known to
 /// lose nothing.
 fn writes_in(frame: &Bytes) -> u64 {
-    match protocol::Up::decode(frame.clone()) {
-        Ok(protocol::Up::Broadcast(m) | protocol::Up::To(_, m)) => {
-            facsimile_core::Envelope::writes_in(&m).unwrap_or(1)
-        }
-        Err(_) => 1,
-    }
+    protocol::Up::decode(frame.clone()).map_or(1, |up| {
+        facsimile_core::Envelope::writes_in(up.message()).unwrap_or(1)
+    })
 }
 
 /// The relay evicted the node while it was connected (it was silent too
@@ -686,11 +683,9 @@ fn evicted_while_connected(shared: &Shared, old: u32) {
 fn count_lost_from(shared: &Shared, old: u32) -> u64 {
     shared.complete(|outbox| {
         outbox.count_lost_while(|frame| {
-            let message = match protocol::Up::decode(frame.clone()) {
-                Ok(protocol::Up::Broadcast(m) | protocol::Up::To(_, m)) => m,
-                Err(_) => return false,
-            };
-            facsimile_core::Envelope::peek(&message).is_ok_and(|e| e.from == old)
+            protocol::Up::decode(frame.clone()).is_ok_and(|up| {
+                facsimile_core::Envelope::peek(up.message()).is_ok_and(|e| e.from == old)
+            })
         })
     })
 }
