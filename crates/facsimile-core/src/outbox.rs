@@ -70,6 +70,11 @@ pub(crate) struct Outbox {
     /// Bytes the writes since the last message may take in it, as
     /// reserved by [`Outbox::room`].
     reserved: usize,
+    /// Bytes a write leaves free for the releases of the locks this
+    /// replica holds or waits for: a release cannot be refused, however
+    /// full the open group is. Set before each write
+    /// ([`Outbox::keep_for_releases`]).
+    for_releases: usize,
     /// An operation was held since [`Outbox::take_fresh_held`].
     fresh: bool,
     /// An operations message went out since [`Outbox::take_moved`].
@@ -188,6 +193,17 @@ pub(crate) fn bare_op_bound(format: WireFormat) -> usize {
     }
 }
 
+/// An upper bound of the bytes a lock's acknowledgement listing
+/// `members` takes, its ids included.
+pub(crate) fn lock_ack_bound<'a>(
+    members: impl IntoIterator<Item = &'a str>,
+    format: WireFormat,
+) -> usize {
+    members.into_iter().fold(bare_op_bound(format), |n, host| {
+        n + 24 + text_bound(host, format)
+    })
+}
+
 /// An upper bound of the bytes one run of a list delete takes.
 pub(crate) fn run_bound(format: WireFormat) -> usize {
     match format {
@@ -293,6 +309,7 @@ impl Outbox {
             weight: 0,
             max_message: usize::MAX,
             reserved: 0,
+            for_releases: 0,
             fresh: false,
             moved: false,
             queue: VecDeque::new(),
@@ -423,6 +440,11 @@ impl Outbox {
         self.depth > 0
     }
 
+    /// Whether exactly one group is open.
+    pub(crate) fn is_outermost(&self) -> bool {
+        self.depth == 1
+    }
+
     /// Whether no operation waits for its group to close.
     pub(crate) fn is_idle(&self) -> bool {
         !self.has_ops()
@@ -434,38 +456,70 @@ impl Outbox {
     }
 
     /// Reserves room for a write of at most `bytes` in the message of the
-    /// operations not yet sent: `Ok(true)` when it fits there, `Ok(false)`
-    /// when it fits only in a message of its own (operations held while
-    /// offline must go out first; nothing is reserved then).
+    /// operations not yet sent, beside the room kept for releases:
+    /// `Ok(true)` when it fits there, `Ok(false)` when it fits only in a
+    /// message of its own (operations held while offline must go out
+    /// first; nothing is reserved then).
     ///
     /// # Errors
     /// [`Error::TooLarge`] when the write fits in no message peers accept,
     /// or not in its open group's.
     #[inline]
     pub(crate) fn room(&mut self, bytes: usize) -> Result<bool, Error> {
-        // Exact once packed: every operation is encoded as it comes.
-        let pending = match &self.packed {
-            None => self.reserved,
-            Some(packed) => packed.byte_len(),
-        };
-        let size = pending.saturating_add(bytes);
-        if size <= self.room_limit() {
-            self.reserved = size;
+        if self.reserve(bytes.saturating_add(self.for_releases), bytes) {
             return Ok(true);
         }
-        self.no_room(size, bytes)
+        self.no_room(bytes)
+    }
+
+    /// Reserves `bytes` when `needed` bytes fit beside the operations not
+    /// yet sent.
+    #[inline]
+    fn reserve(&mut self, needed: usize, bytes: usize) -> bool {
+        let pending = self.pending();
+        if pending.saturating_add(needed) > self.room_limit() {
+            return false;
+        }
+        self.reserved = pending + bytes;
+        true
     }
 
     /// [`Outbox::room`] when the write does not fit beside what is open.
     #[cold]
-    fn no_room(&self, size: usize, bytes: usize) -> Result<bool, Error> {
-        if self.depth == 0 && bytes <= self.room_limit() {
+    fn no_room(&self, bytes: usize) -> Result<bool, Error> {
+        let needed = bytes.saturating_add(self.for_releases);
+        if self.depth == 0 && needed <= self.room_limit() {
             return Ok(false);
         }
         Err(Error::TooLarge {
-            size,
+            size: self.pending().saturating_add(needed),
             limit: self.max_message,
         })
+    }
+
+    /// The bytes the operations not yet sent take or have reserved.
+    #[inline]
+    fn pending(&self) -> usize {
+        // Exact once packed: every operation is encoded as it comes.
+        match &self.packed {
+            None => self.reserved,
+            Some(packed) => packed.byte_len(),
+        }
+    }
+
+    /// Reserves room for an operation of at most `bytes` that this replica
+    /// sends whatever the limit says (a lock's release or
+    /// acknowledgement): whether it fits beside the operations not yet
+    /// sent, the room kept for releases included.
+    pub(crate) fn room_for_own(&mut self, bytes: usize) -> bool {
+        self.reserve(bytes, bytes)
+    }
+
+    /// Keeps `bytes` free in every message a write makes from now on, for
+    /// the releases of the locks this replica holds or waits for.
+    #[inline]
+    pub(crate) fn keep_for_releases(&mut self, bytes: usize) {
+        self.for_releases = bytes;
     }
 
     /// An upper bound of the bytes the introductions of peers a write

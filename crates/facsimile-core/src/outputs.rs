@@ -96,6 +96,26 @@ impl Outputs {
         self.room(bytes)
     }
 
+    /// Makes room for an operation this replica sends however full the
+    /// message being built is (a lock's release or acknowledgement, which
+    /// nobody could take back if it were refused), of at most `bytes`
+    /// besides the introductions of the `ids` ids of other peers it names.
+    /// When it does not fit and its group is the outermost, what the
+    /// message holds goes out first. Inside a caller's group a release
+    /// fits in the room every write kept for it
+    /// ([`Outbox::keep_for_releases`]).
+    pub(crate) fn room_for_own(&mut self, peers: &Peers, ids: usize, bytes: usize) {
+        let bytes = bytes + self.outbox.intros_bound(peers, || ids);
+        if !self.outbox.room_for_own(bytes) && self.outbox.is_outermost() {
+            self.end();
+            self.flush_now();
+            self.begin();
+            // Alone in its message: larger than the limit only when the
+            // limit is smaller than one acknowledgement of the members.
+            self.outbox.room_for_own(bytes);
+        }
+    }
+
     /// Closes every open group and sends what was held (before anything
     /// remote is applied: the counters of one message's operations are
     /// consecutive).

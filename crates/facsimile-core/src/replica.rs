@@ -23,7 +23,7 @@ use crate::gc::{self, PassContext};
 use crate::locks::{Locks, Refusal};
 use crate::membership::Membership;
 use crate::op::{self, Op};
-use crate::outbox::{OP_OVERHEAD, Transmit, input_bound, key_bound, refs};
+use crate::outbox::{OP_OVERHEAD, Transmit, bare_op_bound, input_bound, key_bound, refs};
 use crate::outputs::Outputs;
 use crate::streams::{Position, Streams};
 use crate::sync::transfer::{self, Source, Target, Transferred};
@@ -647,7 +647,8 @@ impl Replica {
     ///
     /// # Errors
     /// [`Error::Locked`], [`Error::UnknownObject`], [`Error::Syncing`],
-    /// [`Error::Evicted`].
+    /// [`Error::Evicted`], and [`Error::TooLarge`] when the open group
+    /// has no room left for the request.
     pub fn lock(&mut self, obj: ObjectId, wait: bool) -> Result<LockState, Error> {
         self.writable()?;
         if self.members.is_evicted() {
@@ -656,6 +657,8 @@ impl Replica {
         if self.doc.kind(obj).is_none() {
             return Err(Error::UnknownObject(obj));
         }
+        // The request and, one day, its release.
+        self.fits(|| 1, |f| 2 * bare_op_bound(f))?;
         self.locks
             .request(obj, wait, &mut self.out, &self.peers, &self.members)
     }
@@ -1039,11 +1042,19 @@ impl Replica {
         self.out.fits(&self.peers, ids, bound)
     }
 
-    fn writable(&self) -> Result<(), Error> {
+    /// Whether writes are taken now. A write keeps room in its message for
+    /// the releases of this replica's locks: a release is never refused.
+    #[inline]
+    fn writable(&mut self) -> Result<(), Error> {
         match self.phase {
-            Phase::Live if self.locks.log_ref().is_none() || self.joined_log() => Ok(()),
-            _ => Err(Error::Syncing),
+            Phase::Live if self.locks.log_ref().is_none() || self.joined_log() => {}
+            _ => return Err(Error::Syncing),
         }
+        let release = bare_op_bound(self.out.outbox.format());
+        self.out
+            .outbox
+            .keep_for_releases(self.locks.own_requests() * release);
+        Ok(())
     }
 
     /// Applies a decoded message of `size` encoded bytes.

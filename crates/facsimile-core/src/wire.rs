@@ -75,6 +75,10 @@ impl Hostname {
         self.0.len()
     }
 
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// The hostname of a known peer (checked when it arrived).
     pub(crate) fn of(peer: &PeerId) -> Hostname {
         Hostname(peer.hostname().into())

@@ -19,6 +19,7 @@ use crate::clock::Peers;
 use crate::event::{Event, LockEvent};
 use crate::graph::IdMap;
 use crate::membership::Membership;
+use crate::outbox::lock_ack_bound;
 use crate::outputs::{Events, Outputs};
 use crate::value::{Id, ObjectId, PeerId, PeerIdx};
 use crate::wire::{Hostname, Tag, WireOp};
@@ -248,8 +249,12 @@ impl FifoLocks {
             })
             .chain(std::iter::once((Tag(me.incarnation()), Hostname::of(me))))
             .collect();
+        let bound = lock_ack_bound(listed.iter().map(|(_, h)| h.as_str()), out.outbox.format());
         out.begin();
         for (obj, req) in owed {
+            // Many acknowledgements listing many long hostnames take more
+            // than one message.
+            out.room_for_own(peers, 3, bound);
             let held = self
                 .q
                 .mine

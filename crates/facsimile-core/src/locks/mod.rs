@@ -25,6 +25,7 @@ use crate::error::Error;
 use crate::event::{Event, LockEvent, LockState};
 use crate::graph::IdMap;
 use crate::membership::Membership;
+use crate::outbox::bare_op_bound;
 use crate::outputs::{Events, Outputs};
 use crate::value::{Id, ObjectId, PeerIdx};
 use crate::wire::{LockQueueState, LogTransfer, WireId, WireOp};
@@ -172,6 +173,7 @@ impl Queues {
     /// Sends the release (or withdrawal) of this replica's request `mine`.
     fn send_release(&mut self, obj: Id, mine: Mine, out: &mut Outputs, peers: &Peers) {
         out.begin();
+        out.room_for_own(peers, 2, bare_op_bound(out.outbox.format()));
         out.outbox.tick();
         let wobj = out.outbox.wire_id(obj, peers);
         let wreq = out.outbox.wire_id(mine.req, peers);
@@ -248,6 +250,12 @@ impl Locks {
             Some(lease) => Locks::Log(LogLocks::new(lease)),
             None => Locks::Fifo(FifoLocks::new(config.peer_timeout)),
         }
+    }
+
+    /// How many locks this replica holds or waits for: each is released
+    /// one day.
+    pub(crate) fn own_requests(&self) -> usize {
+        self.queues().mine.len()
     }
 
     fn queues(&self) -> &Queues {

@@ -6,7 +6,7 @@
 
 use facsimile_core::sim::{Sim, Verdict};
 use facsimile_core::{
-    Config, Error, Input, ObjectId, ObjectKind, PeerId, Replica, Value, WireFormat,
+    Config, Error, Input, LockState, ObjectId, ObjectKind, PeerId, Replica, Value, WireFormat,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -513,6 +513,109 @@ fn json_carries_every_float_bit_for_bit() {
     }
 }
 
+/// Releases in a group that a write filled as far as it could still fit
+/// the limit: every write leaves room for the releases of the locks the
+/// replica holds, since a release cannot be refused (a guard releases as
+/// it is dropped).
+#[test]
+fn releases_fit_in_a_group_a_write_filled() {
+    let limit = 8192;
+    let config = config(WireFormat::Binary).max_message_size(limit);
+    let mut sim = pair(config.clone(), config);
+    let maps = (0..40).map(|i| (format!("m{i}").into(), Input::Map(vec![])));
+    sim.with(SENDER, |s| s.set_root(Input::Map(maps.collect())))
+        .unwrap();
+    sim.run();
+    let s = sim.replica(SENDER);
+    let r = root(s);
+    let objects: Vec<ObjectId> = (0..40).map(|i| child(s, r, &format!("m{i}"))).collect();
+    for &o in &objects {
+        s.lock(o, true).unwrap();
+    }
+    sim.collect(SENDER);
+    sim.run();
+    let largest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = largest.clone();
+    sim.intercept(move |_, t| {
+        seen.fetch_max(t.bytes.len(), std::sync::atomic::Ordering::Relaxed);
+        Verdict::Deliver
+    });
+    let s = sim.replica(SENDER);
+    s.begin();
+    let mut size = limit;
+    while s.map_set(r, "pad", Input::from("p".repeat(size))).is_err() {
+        size -= 1;
+    }
+    for &o in &objects {
+        assert!(matches!(s.lock_state(o), LockState::Held(_)));
+        s.unlock(o).unwrap();
+    }
+    s.commit();
+    sim.collect(SENDER);
+    sim.run();
+    let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        largest <= limit,
+        "a message of {largest} bytes over the limit of {limit}"
+    );
+    let r2 = sim.replica(1);
+    eprintln!("size {size} largest {largest}");
+    for &o in &objects {
+        assert_eq!(r2.lock_holder(o), None);
+    }
+    assert_eq!(
+        r2.map_get(root(r2), "pad").unwrap(),
+        Some(Value::from("p".repeat(size)))
+    );
+}
+
+/// A replica that owes acknowledgements of many lock requests, each
+/// listing every member and its long hostname, sends them in as many
+/// messages as the limit needs, and every request is granted.
+#[test]
+fn lock_acknowledgements_take_as_many_messages_as_they_need() {
+    // Room for one acknowledgement (three hostnames) and an introduction.
+    let limit = 8192;
+    let config = config(WireFormat::Binary).max_message_size(limit);
+    let hosts: Vec<String> = ["a", "b", "c"].iter().map(|h| h.repeat(1000)).collect();
+    let mut sim = Sim::with_hosts(SEED, hosts.iter().map(|h| (h.as_str(), config.clone())));
+    sim.run();
+    let maps = (0..5).map(|i| (format!("m{i}").into(), Input::Map(vec![])));
+    sim.with(SENDER, |s| s.set_root(Input::Map(maps.collect())))
+        .unwrap();
+    sim.run();
+    let largest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = largest.clone();
+    sim.intercept(move |_, t| {
+        seen.fetch_max(t.bytes.len(), std::sync::atomic::Ordering::Relaxed);
+        Verdict::Deliver
+    });
+    let s = sim.replica(SENDER);
+    let objects: Vec<ObjectId> = (0..5)
+        .map(|i| child(s, root(s), &format!("m{i}")))
+        .collect();
+    s.begin();
+    for &o in &objects {
+        s.lock(o, true).unwrap();
+    }
+    s.commit();
+    sim.collect(SENDER);
+    sim.run();
+    let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        largest <= limit,
+        "a message of {largest} bytes over the limit of {limit}"
+    );
+    let s = sim.replica(SENDER);
+    for &o in &objects {
+        assert!(
+            matches!(s.lock_state(o), LockState::Held(_)),
+            "{o:?}: {:?}",
+            s.lock_state(o)
+        );
+    }
+}
+
 /// What a write of [`writes_without_inputs_fit_too`] does to the array.
 #[derive(Debug, Clone)]
 enum Shrink {
@@ -525,6 +628,10 @@ enum Shrink {
     /// Stores a string of up to the limit's length (a fraction of it), so
     /// that what follows in a group has little room left.
     Pad(prop::sample::Index),
+    /// Asks for the lock on the other writer's map.
+    Lock,
+    /// Releases (or withdraws) that lock, if asked for.
+    Unlock,
 }
 
 fn arb_shrink() -> impl Strategy<Value = Shrink> {
@@ -534,6 +641,8 @@ fn arb_shrink() -> impl Strategy<Value = Shrink> {
         any::<u64>().prop_map(Shrink::Reorder),
         Just(Shrink::Refer),
         any::<prop::sample::Index>().prop_map(Shrink::Pad),
+        Just(Shrink::Lock),
+        Just(Shrink::Unlock),
     ]
 }
 
@@ -549,7 +658,9 @@ proptest! {
     /// before they change anything: a delete of elements that two writers
     /// interleaved (a run each), a reorder (a move each), and a reference
     /// to an object of a peer the message must introduce, whose hostname
-    /// may be long, in a group that a long string has almost filled.
+    /// may be long, in a group that a long string has almost filled; and a
+    /// lock's request and release (a release is never refused: every
+    /// write leaves room for it).
     #[test]
     fn writes_without_inputs_fit_too(
         n in 1usize..60,
@@ -560,8 +671,9 @@ proptest! {
         grouped in any::<bool>(),
     ) {
         let format = if json { WireFormat::Json } else { WireFormat::Binary };
-        // A peer announces its hostname in a message of its own.
-        let limit = if long_hostname { limit + 1100 } else { limit };
+        // A peer announces its hostname in a message of its own; a lock's
+        // acknowledgement lists it, beside its introduction.
+        let limit = if long_hostname { limit + 2200 } else { limit };
         let config = config(format).max_message_size(limit);
         let other = if long_hostname { "o".repeat(1000) } else { "other".to_owned() };
         const OTHER: usize = 1;
@@ -630,6 +742,14 @@ proptest! {
                 Shrink::Pad(size) => s
                     .map_set(r, "pad", Input::from("p".repeat(size.index(limit))))
                     .map(|_| ()),
+                Shrink::Lock => s.lock(o, true).map(|_| ()),
+                Shrink::Unlock => match s.unlock(o) {
+                    Err(Error::NotLocked(_)) => Ok(()),
+                    done => {
+                        prop_assert!(done.is_ok(), "a release was refused: {:?}", done);
+                        done
+                    }
+                },
             };
             match done {
                 Ok(()) => {}
