@@ -748,6 +748,17 @@ impl Replica {
         self.read_from_log(frame, bytes.len(), position, time)
     }
 
+    /// Over an ordered log: whether this replica must start over from a
+    /// snapshot of the log, as [`Event::NeedsSync`] or [`Event::Evicted`]
+    /// reported: the log refused a write it applied, or its lease ran out.
+    /// What it reads on is not the log's state. `false` for a replica that
+    /// is not ordered.
+    pub fn must_reload(&self) -> bool {
+        self.locks
+            .log_ref()
+            .is_some_and(|log| log.diverged() || self.members.is_evicted())
+    }
+
     /// Over an ordered log: whether this replica has read its own first
     /// message (its hello) back. From that position on, every replica
     /// counts it among the members whose acknowledgements its reclamation

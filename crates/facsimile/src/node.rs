@@ -365,6 +365,46 @@ impl Node {
         r.map_err(Error::from)
     }
 
+    /// [`Node::receive_ordered`] of several frames of the log in turn (each
+    /// with its position and the log's time), under one hold of the node,
+    /// up to the one after which the node needs a reload
+    /// ([`Node::needs_reload`]). `refused` is told of each frame refused,
+    /// by its position. Returns how many frames were applied, and whether
+    /// the node needs a reload.
+    #[cfg(feature = "nats")]
+    pub(crate) fn receive_ordered_all<'a>(
+        &self,
+        frames: impl IntoIterator<Item = (&'a [u8], u64, Duration)>,
+        mut refused: impl FnMut(u64, Error),
+    ) -> (usize, bool) {
+        let mut st = self.state();
+        let mut wake = Dispatch::default();
+        let mut applied = 0;
+        let mut reload = st.reload_wanted || st.replica.must_reload();
+        if !reload {
+            for (bytes, position, time) in frames {
+                let joined = st.replica.joined_log();
+                if let Err(e) = st.replica.handle_ordered(bytes, position, time) {
+                    refused(position, e.into());
+                }
+                applied += 1;
+                if !joined && st.replica.joined_log() {
+                    // It takes writes from here on: lock requests waiting
+                    // for that are made now.
+                    self.carry_over(&mut st);
+                    st.subs.wake_all_locks(&mut wake);
+                }
+                if st.replica.must_reload() {
+                    reload = true;
+                    break;
+                }
+            }
+        }
+        self.pump_holding(st);
+        wake.run();
+        (applied, reload)
+    }
+
     /// The log position of the last message applied with
     /// [`Node::receive_ordered`].
     pub fn log_position(&self) -> u64 {

@@ -195,6 +195,12 @@ impl LogLocks {
         }
     }
 
+    /// Whether the log refused a write this replica applied: its state is
+    /// not the log's until it reloads.
+    pub(crate) fn diverged(&self) -> bool {
+        self.log.diverged
+    }
+
     /// The sequence number of this replica's latest message read back, and
     /// the last counter of its latest operations read back.
     pub(crate) fn echoed(&self) -> (u64, u64) {

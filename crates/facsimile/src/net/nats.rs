@@ -61,7 +61,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncReadExt;
 
 use super::backoff::Backoff;
@@ -772,7 +772,7 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     // Whole messages: reading goes on after the last one applied.
     let until = read >> INDEX_BITS;
     let mut last = next.log_position() >> INDEX_BITS;
-    let mut messages = ordered_messages(ctx, last + 1).await?;
+    let mut messages = Messages::open(ctx, last + 1).await?;
     let mut joining = false;
     // The last message the node has read (perhaps not whole: it stops at a
     // frame that makes it start over).
@@ -784,7 +784,7 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
                 ctx.shared.enqueue(frame);
             }
         }
-        let message = next_message(ctx, &mut messages).await?;
+        let message = messages.next().await?;
         let m = Read::of(ctx, &message)?;
         // A purge behind a newer snapshot meanwhile starts over from it.
         if !m.follows(last)? {
@@ -945,38 +945,106 @@ fn own_index(prefix: &str, id: &str) -> Option<u64> {
     span(frames).map(|(first, _)| first)
 }
 
-/// A consumer's messages from the stream sequence `start` on, in order.
-async fn ordered_messages(ctx: &Ctx, start: u64) -> Result<consumer::pull::Ordered, Stop> {
-    let consumer = ctx
-        .stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
-            // A pull sent to a server that then died is noticed when it
-            // expires: keep that short, so a failover stalls reading briefly.
-            max_expires: PULL_EXPIRY,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Stop::Error(e.into()))?;
-    consumer.messages().await.map_err(|e| Stop::Error(e.into()))
+/// A consumer's messages from a stream sequence on, in order.
+struct Messages {
+    consumer: consumer::pull::Ordered,
+    /// How long a silence means the consumer is stuck.
+    stalled: Duration,
+    /// When the consumer last gave something.
+    heard: tokio::time::Instant,
+    /// One timer for the whole reading, moved on only when it fires: a
+    /// timer armed and dropped for every message costs a busy reader
+    /// dearly.
+    quiet: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// What the consumer gave after the messages read ahead, when that
+    /// was not a message: its end or an error.
+    ahead: Option<Stop>,
 }
 
-/// The next message of `messages`.
-async fn next_message(
-    ctx: &Ctx,
-    messages: &mut consumer::pull::Ordered,
-) -> Result<async_nats::jetstream::Message, Stop> {
-    // Every live node writes at least a heartbeat per third of a lease, so
-    // a whole lease of silence means the consumer is stuck (its server went
-    // away mid-pull): start a new one from where reading stopped.
-    let stalled = ctx.nats.lease.max(Duration::from_secs(1));
-    match tokio::time::timeout(stalled, messages.next()).await {
-        Ok(Some(Ok(m))) => Ok(m),
-        Ok(Some(Err(e))) => Err(Stop::Error(e.into())),
-        Ok(None) => Err(Stop::Error("the stream's consumer ended".into())),
-        Err(_) => Err(Stop::Error(format!("no message for {stalled:?}").into())),
+/// How many messages already received are applied together.
+const READ_AHEAD: usize = 64;
+
+impl Messages {
+    /// The messages from the stream sequence `start` on.
+    async fn open(ctx: &Ctx, start: u64) -> Result<Messages, Stop> {
+        let consumer = ctx
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                // A pull sent to a server that then died is noticed when it
+                // expires: keep that short, so a failover stalls reading
+                // briefly.
+                max_expires: PULL_EXPIRY,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Stop::Error(e.into()))?;
+        let consumer = consumer
+            .messages()
+            .await
+            .map_err(|e| Stop::Error(e.into()))?;
+        // Every live node writes at least a heartbeat per third of a lease,
+        // so a whole lease of silence means the consumer is stuck (its
+        // server went away mid-pull): a new one starts from where reading
+        // stopped.
+        let stalled = ctx.nats.lease.max(Duration::from_secs(1));
+        Ok(Messages {
+            consumer,
+            stalled,
+            heard: tokio::time::Instant::now(),
+            quiet: Box::pin(tokio::time::sleep(stalled)),
+            ahead: None,
+        })
+    }
+
+    /// The next message.
+    async fn next(&mut self) -> Result<async_nats::jetstream::Message, Stop> {
+        if let Some(stop) = self.ahead.take() {
+            return Err(stop);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                m = self.consumer.next() => {
+                    self.heard = tokio::time::Instant::now();
+                    return Self::taken(m);
+                }
+                () = &mut self.quiet => {
+                    if self.heard.elapsed() >= self.stalled {
+                        let stalled = self.stalled;
+                        return Err(Stop::Error(format!("no message for {stalled:?}").into()));
+                    }
+                    let at = self.heard + self.stalled;
+                    self.quiet.as_mut().reset(at);
+                }
+            }
+        }
+    }
+
+    /// Adds to `batch` the messages received already, without waiting, up
+    /// to [`READ_AHEAD`] in all.
+    fn read_ahead(&mut self, batch: &mut Vec<async_nats::jetstream::Message>) {
+        while self.ahead.is_none() && batch.len() < READ_AHEAD {
+            match self.consumer.next().now_or_never() {
+                None => break,
+                Some(m) => match Self::taken(m) {
+                    Ok(m) => batch.push(m),
+                    Err(stop) => self.ahead = Some(stop),
+                },
+            }
+        }
+    }
+
+    fn taken(
+        m: Option<Result<async_nats::jetstream::Message, consumer::pull::OrderedError>>,
+    ) -> Result<async_nats::jetstream::Message, Stop> {
+        match m {
+            Some(Ok(m)) => Ok(m),
+            Some(Err(e)) => Err(Stop::Error(e.into())),
+            None => Err(Stop::Error("the stream's consumer ended".into())),
+        }
     }
 }
 
@@ -1044,53 +1112,98 @@ async fn read_from(
 ) -> Stop {
     // The stream sequence of the last message read whole.
     let mut last = from >> INDEX_BITS;
-    let mut messages = match ordered_messages(ctx, last + 1).await {
+    let mut messages = match Messages::open(ctx, last + 1).await {
         Ok(m) => m,
         Err(stop) => return stop,
     };
     ctx.shared.log_read.send_replace(from);
+    let mut batch = Vec::new();
     loop {
-        let message = match next_message(ctx, &mut messages).await {
-            Ok(m) => m,
-            Err(stop) => return stop,
-        };
-        let m = match Read::of(ctx, &message) {
-            Ok(m) => m,
-            Err(stop) => return stop,
-        };
-        match m.follows(last) {
-            Ok(true) => {}
-            Ok(false) => continue,
+        match messages.next().await {
+            Ok(m) => batch.push(m),
             Err(stop) => return stop,
         }
+        // The messages already received go with this one: their frames
+        // are applied under one hold of the node.
+        messages.read_ahead(&mut batch);
+        let (reads, stop) = reads_after(ctx, &batch, last);
         let Some(n) = Node::upgrade(node) else {
             return Stop::Dropped;
         };
-        let (seq, own) = (m.seq, m.own);
-        for (i, frame) in m.frames.iter().enumerate() {
-            if let Err(e) = n.receive_ordered(frame, m.position(i), m.time) {
-                tracing::warn!(error = %e, seq, i, "refused a message from the stream");
-            }
-            if n.needs_reload() {
-                if own.is_some() {
-                    echoes.refused += writes_in(frame);
+        let frames = reads.iter().flat_map(|m| {
+            let frames = m.frames.iter().enumerate();
+            frames.map(|(i, frame)| (*frame, m.position(i), m.time))
+        });
+        let (applied, reload) = n.receive_ordered_all(frames, |position, e| {
+            let (seq, i) = (position >> INDEX_BITS, position & ((1 << INDEX_BITS) - 1));
+            tracing::warn!(error = %e, seq, i, "refused a message from the stream");
+        });
+        // What the frames applied say of this connection's own.
+        let (mut left, mut own, before) = (applied, false, last);
+        'reads: for m in &reads {
+            for (i, frame) in m.frames.iter().enumerate() {
+                if left == 0 {
+                    // Not applied: the node needed a reload before it.
+                    break 'reads;
                 }
-                return Stop::Reload;
+                left -= 1;
+                if reload && left == 0 {
+                    if m.own.is_some() {
+                        echoes.refused += writes_in(frame);
+                    }
+                    break 'reads;
+                }
+                if let Some(first) = m.own {
+                    own = true;
+                    echoes.accepted = echoes.accepted.max(first + i as u64 + 1);
+                }
             }
-            if let Some(first) = own {
-                echoes.accepted = echoes.accepted.max(first + i as u64 + 1);
-            }
+            last = m.seq;
         }
-        if own.is_some() {
+        drop(reads);
+        batch.clear();
+        if own {
             ctx.shared.outbox().read_back(echoes.accepted);
         }
-        last = seq;
-        // Past every frame this message may carry.
-        ctx.shared
-            .log_read
-            .send_replace(((seq + 1) << INDEX_BITS) - 1);
-        snapshots.after(ctx, &n, seq).await;
+        if last > before {
+            // Past every frame the last message read whole may carry.
+            ctx.shared
+                .log_read
+                .send_replace(((last + 1) << INDEX_BITS) - 1);
+        }
+        if reload {
+            return Stop::Reload;
+        }
+        if let Some(stop) = stop {
+            return stop;
+        }
+        snapshots.after(ctx, &n, last).await;
     }
+}
+
+/// The messages of `batch` that come after the message `last`, in order,
+/// and why reading must stop after them, if it must.
+fn reads_after<'a>(
+    ctx: &Ctx,
+    batch: &'a [async_nats::jetstream::Message],
+    mut last: u64,
+) -> (Vec<Read<'a>>, Option<Stop>) {
+    let mut reads = Vec::with_capacity(batch.len());
+    for message in batch {
+        let m = match Read::of(ctx, message) {
+            Ok(m) => m,
+            Err(stop) => return (reads, Some(stop)),
+        };
+        match m.follows(last) {
+            Ok(true) => {
+                last = m.seq;
+                reads.push(m);
+            }
+            Ok(false) => {}
+            Err(stop) => return (reads, Some(stop)),
+        }
+    }
+    (reads, None)
 }
 
 /// This node's part in saving snapshots.
