@@ -10,6 +10,19 @@ use facsimile_core::{
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The size of the largest message `sim` carries from now on.
+fn watch_largest(sim: &mut Sim) -> Arc<AtomicUsize> {
+    let largest = Arc::new(AtomicUsize::new(0));
+    let seen = largest.clone();
+    sim.intercept(move |_, t| {
+        seen.fetch_max(t.bytes.len(), Ordering::Relaxed);
+        Verdict::Deliver
+    });
+    largest
+}
 
 /// A document as the test expects to read it back.
 #[derive(Debug, PartialEq)]
@@ -406,12 +419,7 @@ proptest! {
         let mut sim = pair(config.clone(), config);
         sim.with(SENDER, |s| s.set_root(Input::Map(vec![]))).unwrap();
         sim.run();
-        let largest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let seen = largest.clone();
-        sim.intercept(move |_, t| {
-            seen.fetch_max(t.bytes.len(), std::sync::atomic::Ordering::Relaxed);
-            Verdict::Deliver
-        });
+        let largest = watch_largest(&mut sim);
         let s = sim.replica(SENDER);
         let r = root(s);
         if offline {
@@ -448,7 +456,7 @@ proptest! {
         sim.run();
         expected.sort_by(|a, b| a.0.cmp(&b.0));
         assert_holds(&mut sim, &Model::Map(expected))?;
-        let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+        let largest = largest.load(Ordering::Relaxed);
         prop_assert!(largest <= limit, "a message of {} bytes over the limit of {}", largest, limit);
     }
 }
@@ -534,12 +542,7 @@ fn releases_fit_in_a_group_a_write_filled() {
     }
     sim.collect(SENDER);
     sim.run();
-    let largest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = largest.clone();
-    sim.intercept(move |_, t| {
-        seen.fetch_max(t.bytes.len(), std::sync::atomic::Ordering::Relaxed);
-        Verdict::Deliver
-    });
+    let largest = watch_largest(&mut sim);
     let s = sim.replica(SENDER);
     s.begin();
     let mut size = limit;
@@ -553,7 +556,7 @@ fn releases_fit_in_a_group_a_write_filled() {
     s.commit();
     sim.collect(SENDER);
     sim.run();
-    let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+    let largest = largest.load(Ordering::Relaxed);
     assert!(
         largest <= limit,
         "a message of {largest} bytes over the limit of {limit}"
@@ -584,12 +587,7 @@ fn lock_acknowledgements_take_as_many_messages_as_they_need() {
     sim.with(SENDER, |s| s.set_root(Input::Map(maps.collect())))
         .unwrap();
     sim.run();
-    let largest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = largest.clone();
-    sim.intercept(move |_, t| {
-        seen.fetch_max(t.bytes.len(), std::sync::atomic::Ordering::Relaxed);
-        Verdict::Deliver
-    });
+    let largest = watch_largest(&mut sim);
     let s = sim.replica(SENDER);
     let objects: Vec<ObjectId> = (0..5)
         .map(|i| child(s, root(s), &format!("m{i}")))
@@ -601,7 +599,7 @@ fn lock_acknowledgements_take_as_many_messages_as_they_need() {
     s.commit();
     sim.collect(SENDER);
     sim.run();
-    let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+    let largest = largest.load(Ordering::Relaxed);
     assert!(
         largest <= limit,
         "a message of {largest} bytes over the limit of {limit}"
@@ -698,12 +696,7 @@ proptest! {
             });
             sim.run();
         }
-        let largest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let seen = largest.clone();
-        sim.intercept(move |_, t| {
-            seen.fetch_max(t.bytes.len(), std::sync::atomic::Ordering::Relaxed);
-            Verdict::Deliver
-        });
+        let largest = watch_largest(&mut sim);
         let s = sim.replica(SENDER);
         let (r, l, o) = (root(s), child(s, root(s), "l"), child(s, root(s), "o"));
         let mut expected: Vec<Value> = s.list_values(l).unwrap();
@@ -766,7 +759,7 @@ proptest! {
         }
         sim.collect(SENDER);
         sim.run();
-        let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+        let largest = largest.load(Ordering::Relaxed);
         prop_assert!(largest <= limit, "a message of {} bytes over the limit of {}", largest, limit);
         let snapshot = sim.replica(SENDER).snapshot();
         for i in 0..sim.len() {
