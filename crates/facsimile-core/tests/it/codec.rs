@@ -521,6 +521,19 @@ fn json_carries_every_float_bit_for_bit() {
     }
 }
 
+/// `n` empty maps the sender makes the root's entries, once every replica
+/// has them.
+fn maps(sim: &mut Sim, n: usize) -> Vec<ObjectId> {
+    let entries = (0..n).map(|i| (format!("m{i}").into(), Input::Map(vec![])));
+    sim.with(SENDER, |s| s.set_root(Input::Map(entries.collect())))
+        .unwrap();
+    sim.run();
+    let s = sim.replica(SENDER);
+    (0..n)
+        .map(|i| child(s, root(s), &format!("m{i}")))
+        .collect()
+}
+
 /// Releases in a group that a write filled as far as it could still fit
 /// the limit: every write leaves room for the releases of the locks the
 /// replica holds, since a release cannot be refused (a guard releases as
@@ -530,13 +543,9 @@ fn releases_fit_in_a_group_a_write_filled() {
     let limit = 8192;
     let config = config(WireFormat::Binary).max_message_size(limit);
     let mut sim = pair(config.clone(), config);
-    let maps = (0..40).map(|i| (format!("m{i}").into(), Input::Map(vec![])));
-    sim.with(SENDER, |s| s.set_root(Input::Map(maps.collect())))
-        .unwrap();
-    sim.run();
+    let objects = maps(&mut sim, 40);
     let s = sim.replica(SENDER);
     let r = root(s);
-    let objects: Vec<ObjectId> = (0..40).map(|i| child(s, r, &format!("m{i}"))).collect();
     for &o in &objects {
         s.lock(o, true).unwrap();
     }
@@ -562,7 +571,6 @@ fn releases_fit_in_a_group_a_write_filled() {
         "a message of {largest} bytes over the limit of {limit}"
     );
     let r2 = sim.replica(1);
-    eprintln!("size {size} largest {largest}");
     for &o in &objects {
         assert_eq!(r2.lock_holder(o), None);
     }
@@ -583,15 +591,9 @@ fn lock_acknowledgements_take_as_many_messages_as_they_need() {
     let hosts: Vec<String> = ["a", "b", "c"].iter().map(|h| h.repeat(1000)).collect();
     let mut sim = Sim::with_hosts(SEED, hosts.iter().map(|h| (h.as_str(), config.clone())));
     sim.run();
-    let maps = (0..5).map(|i| (format!("m{i}").into(), Input::Map(vec![])));
-    sim.with(SENDER, |s| s.set_root(Input::Map(maps.collect())))
-        .unwrap();
-    sim.run();
+    let objects = maps(&mut sim, 5);
     let largest = watch_largest(&mut sim);
     let s = sim.replica(SENDER);
-    let objects: Vec<ObjectId> = (0..5)
-        .map(|i| child(s, root(s), &format!("m{i}")))
-        .collect();
     s.begin();
     for &o in &objects {
         s.lock(o, true).unwrap();
