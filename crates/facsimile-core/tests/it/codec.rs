@@ -521,6 +521,18 @@ fn json_carries_every_float_bit_for_bit() {
     }
 }
 
+/// Delivers what the sender queued, and everything it causes, with no
+/// message over `limit`.
+fn deliver_within(sim: &mut Sim, largest: &AtomicUsize, limit: usize) {
+    sim.collect(SENDER);
+    sim.run();
+    let largest = largest.load(Ordering::Relaxed);
+    assert!(
+        largest <= limit,
+        "a message of {largest} bytes over the limit of {limit}"
+    );
+}
+
 /// `n` empty maps the sender makes the root's entries, once every replica
 /// has them.
 fn maps(sim: &mut Sim, n: usize) -> Vec<ObjectId> {
@@ -563,13 +575,7 @@ fn releases_fit_in_a_group_a_write_filled() {
         s.unlock(o).unwrap();
     }
     s.commit();
-    sim.collect(SENDER);
-    sim.run();
-    let largest = largest.load(Ordering::Relaxed);
-    assert!(
-        largest <= limit,
-        "a message of {largest} bytes over the limit of {limit}"
-    );
+    deliver_within(&mut sim, &largest, limit);
     let r2 = sim.replica(1);
     for &o in &objects {
         assert_eq!(r2.lock_holder(o), None);
@@ -599,13 +605,7 @@ fn lock_acknowledgements_take_as_many_messages_as_they_need() {
         s.lock(o, true).unwrap();
     }
     s.commit();
-    sim.collect(SENDER);
-    sim.run();
-    let largest = largest.load(Ordering::Relaxed);
-    assert!(
-        largest <= limit,
-        "a message of {largest} bytes over the limit of {limit}"
-    );
+    deliver_within(&mut sim, &largest, limit);
     let s = sim.replica(SENDER);
     for &o in &objects {
         assert!(
