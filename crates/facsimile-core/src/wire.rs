@@ -75,6 +75,7 @@ impl Hostname {
         self.0.len()
     }
 
+    /// The hostname's text.
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }

@@ -110,6 +110,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Whether the replica must be replaced by one loaded from a log
+    /// snapshot: as its events said, or as it says now, before they are
+    /// pumped.
+    fn reload_due(&self) -> bool {
+        self.reload_wanted || self.replica.must_reload()
+    }
+
     /// Records change events only while somebody listens.
     pub(crate) fn sync_recording(&mut self) {
         let on = !self.subs.is_empty();
@@ -380,7 +387,7 @@ impl Node {
         let mut st = self.state();
         let mut wake = Dispatch::default();
         let mut applied = 0;
-        let mut reload = st.reload_wanted || st.replica.must_reload();
+        let mut reload = st.reload_due();
         if !reload {
             for (bytes, position, time) in frames {
                 let joined = st.replica.joined_log();
@@ -394,7 +401,7 @@ impl Node {
                     self.carry_over(&mut st);
                     st.subs.wake_all_locks(&mut wake);
                 }
-                if st.replica.must_reload() {
+                if st.reload_due() {
                     reload = true;
                     break;
                 }
@@ -421,7 +428,7 @@ impl Node {
     /// [`Node::reload`]: the log refused one of its writes (it raced a lock
     /// grant) or its lease ran out.
     pub fn needs_reload(&self) -> bool {
-        self.state().reload_wanted
+        self.state().reload_due()
     }
 
     /// Whether the wanted reload ([`Node::needs_reload`]) is due to this
