@@ -357,18 +357,31 @@ impl Node {
     /// is unchanged and keeps working.
     pub fn receive_ordered(&self, bytes: &[u8], position: u64, time: Duration) -> Result<()> {
         let mut st = self.state();
-        let joined = st.replica.joined_log();
-        let r = st.replica.handle_ordered(bytes, position, time);
         let mut wake = Dispatch::default();
-        if !joined && st.replica.joined_log() {
-            // It takes writes from here on: lock requests waiting for that
-            // are made now.
-            self.carry_over(&mut st);
-            st.subs.wake_all_locks(&mut wake);
-        }
+        let r = self.apply_ordered(&mut st, bytes, position, time, &mut wake);
         drop(st);
         self.pump();
         wake.run();
+        r
+    }
+
+    /// Applies one frame of the log under the state lock; once it has read
+    /// its own first message back, the node takes writes, and the lock
+    /// requests waiting for that are made (their futures woken by `wake`).
+    fn apply_ordered(
+        &self,
+        st: &mut State,
+        bytes: &[u8],
+        position: u64,
+        time: Duration,
+        wake: &mut Dispatch,
+    ) -> Result<()> {
+        let joined = st.replica.joined_log();
+        let r = st.replica.handle_ordered(bytes, position, time);
+        if !joined && st.replica.joined_log() {
+            self.carry_over(st);
+            st.subs.wake_all_locks(wake);
+        }
         r.map_err(Error::from)
     }
 
@@ -390,17 +403,10 @@ impl Node {
         let mut reload = st.reload_due();
         if !reload {
             for (bytes, position, time) in frames {
-                let joined = st.replica.joined_log();
-                if let Err(e) = st.replica.handle_ordered(bytes, position, time) {
-                    refused(position, e.into());
+                if let Err(e) = self.apply_ordered(&mut st, bytes, position, time, &mut wake) {
+                    refused(position, e);
                 }
                 applied += 1;
-                if !joined && st.replica.joined_log() {
-                    // It takes writes from here on: lock requests waiting
-                    // for that are made now.
-                    self.carry_over(&mut st);
-                    st.subs.wake_all_locks(&mut wake);
-                }
                 if st.reload_due() {
                     reload = true;
                     break;

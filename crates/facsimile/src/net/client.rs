@@ -24,6 +24,7 @@ use super::options::ConnectOptions;
 use super::protocol::{
     self, Admission, ByteStream, HelloError, Incoming, Outbox, ProtocolError, Session,
 };
+use super::silence::Silence;
 use super::tls::TlsOptions;
 use crate::clock::Clock;
 use crate::node::{Inner, Node, Outgoing};
@@ -510,12 +511,7 @@ async fn drive(
         mut writer,
     } = conn;
     let read = async {
-        // One timer for the connection, moved on only when it fires: a
-        // timer armed and dropped for every frame cost a tenth of a busy
-        // client's time.
-        let mut heard = tokio::time::Instant::now();
-        let quiet = tokio::time::sleep(silence);
-        tokio::pin!(quiet);
+        let mut quiet = Silence::new(silence);
         // What the stream gave after the frames read ahead: its end, or an
         // error.
         let mut ahead: Option<Option<io::Result<Bytes>>> = None;
@@ -527,19 +523,15 @@ async fn drive(
                 None => tokio::select! {
                     biased;
                     frame = reader.next() => frame,
-                    () = &mut quiet => {
-                        if heard.elapsed() >= silence {
-                            return NetError::Timeout {
-                                what: "a frame from the relay, which went silent",
-                                after: silence,
-                            };
-                        }
-                        quiet.as_mut().reset(heard + silence);
-                        continue;
+                    after = quiet.elapsed() => {
+                        return NetError::Timeout {
+                            what: "a frame from the relay, which went silent",
+                            after,
+                        };
                     }
                 },
             };
-            heard = tokio::time::Instant::now();
+            quiet.heard();
             let Some(frame) = frame else {
                 break;
             };

@@ -47,6 +47,7 @@ mod error;
 pub mod nats;
 mod options;
 pub mod protocol;
+mod silence;
 #[cfg(feature = "tcp")]
 mod tls;
 

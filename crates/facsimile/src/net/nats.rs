@@ -70,6 +70,7 @@ use super::driver::run_timers;
 use super::error::NetError;
 use super::options::ConnectOptions;
 use super::protocol::Outbox;
+use super::silence::Silence;
 use crate::node::{Inner, Node, Outgoing};
 
 /// The object store entry holding a document's newest snapshot.
@@ -948,14 +949,8 @@ fn own_index(prefix: &str, id: &str) -> Option<u64> {
 /// A consumer's messages from a stream sequence on, in order.
 struct Messages {
     consumer: consumer::pull::Ordered,
-    /// How long a silence means the consumer is stuck.
-    stalled: Duration,
-    /// When the consumer last gave something.
-    heard: tokio::time::Instant,
-    /// One timer for the whole reading, moved on only when it fires: a
-    /// timer armed and dropped for every message costs a busy reader
-    /// dearly.
-    quiet: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// A silence that means the consumer is stuck.
+    stalled: Silence,
     /// What the consumer gave after the messages read ahead, when that
     /// was not a message: its end or an error.
     ahead: Option<Stop>,
@@ -989,12 +984,10 @@ impl Messages {
         // so a whole lease of silence means the consumer is stuck (its
         // server went away mid-pull): a new one starts from where reading
         // stopped.
-        let stalled = ctx.nats.lease.max(Duration::from_secs(1));
+        let stalled = Silence::new(ctx.nats.lease.max(Duration::from_secs(1)));
         Ok(Messages {
             consumer,
             stalled,
-            heard: tokio::time::Instant::now(),
-            quiet: Box::pin(tokio::time::sleep(stalled)),
             ahead: None,
         })
     }
@@ -1004,21 +997,14 @@ impl Messages {
         if let Some(stop) = self.ahead.take() {
             return Err(stop);
         }
-        loop {
-            tokio::select! {
-                biased;
-                m = self.consumer.next() => {
-                    self.heard = tokio::time::Instant::now();
-                    return Self::taken(m);
-                }
-                () = &mut self.quiet => {
-                    if self.heard.elapsed() >= self.stalled {
-                        let stalled = self.stalled;
-                        return Err(Stop::Error(format!("no message for {stalled:?}").into()));
-                    }
-                    let at = self.heard + self.stalled;
-                    self.quiet.as_mut().reset(at);
-                }
+        tokio::select! {
+            biased;
+            m = self.consumer.next() => {
+                self.stalled.heard();
+                Self::taken(m)
+            }
+            stalled = self.stalled.elapsed() => {
+                Err(Stop::Error(format!("no message for {stalled:?}").into()))
             }
         }
     }
