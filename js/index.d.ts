@@ -67,18 +67,22 @@ declare class Facsimile<T = any> {
   /**
    * Waits for exclusive write permission on an object of this store (not
    * on the objects it holds). Resolves to the grant's fencing token, which
-   * increases with every grant of the object.
+   * increases with every grant of the object. Aborting `options.signal`
+   * gives up waiting: the promise rejects with the signal's reason and the
+   * request is withdrawn (unless another call still waits on it).
    */
-  lock(object: object): Promise<number>;
+  lock(object: object, options?: Facsimile.LockOptions): Promise<number>;
   /**
    * As `lock`, but rejects at once with `Error('Object is locked')` when
    * another node holds the lock or waits for it.
    */
-  request(object: object): Promise<number>;
+  request(object: object, options?: Facsimile.LockOptions): Promise<number>;
   /**
-   * Releases this node's lock on an object (or withdraws its request).
+   * Releases this node's lock on an object. A request still waiting is
+   * left waiting (abort its `lock` to withdraw it).
    * @throws {Facsimile.FacsimileError} `NOT_LOCKED` ('Object is not
-   * locked'), `NOT_OWNER` ('Node does not own this lock').
+   * locked'), `NOT_OWNER` ('Node does not own this lock'); nothing is
+   * released then.
    */
   release(object: object): void;
 
@@ -166,6 +170,10 @@ declare class Facsimile<T = any> {
 }
 
 declare namespace Facsimile {
+  interface LockOptions {
+    /** Gives up waiting for the lock when aborted. */
+    signal?: AbortSignal;
+  }
   interface ConnectOptions {
     /** The document (default `'default'`). */
     doc?: string;

@@ -1117,26 +1117,32 @@ function createFacsimile(wasm, { platform }) {
     /**
      * Waits for exclusive write permission on `object` (not on the objects
      * it holds). Resolves to the grant's fencing token, which increases
-     * with every grant of the object.
+     * with every grant of the object. `options.signal`, an AbortSignal,
+     * gives up waiting: the promise rejects with the signal's reason, and
+     * the request is withdrawn unless another call still waits on it.
      */
-    lock(object) {
-      return this._lock(object, true);
+    lock(object, options) {
+      return this._lock(object, true, options);
     }
 
     /**
      * As lock(), but rejects at once with Error('Object is locked') when
      * another node holds the lock or waits for it.
      */
-    request(object) {
-      return this._lock(object, false);
+    request(object, options) {
+      return this._lock(object, false, options);
     }
 
-    /** Releases this node's lock on `object` (or withdraws its request). */
+    /**
+     * Releases this node's lock on `object`. Throws NOT_OWNER when another
+     * node holds it and NOT_LOCKED when nobody does; a request of this node
+     * still waiting stays (abort its lock() to withdraw it).
+     */
     release(object) {
       const t = this._own(object);
       this._bump();
       try {
-        this._engine.unlock(t._h);
+        this._engine.release_lock(t._h);
       } catch (e) {
         if (e && e.code === 'NOT_OWNER') throw fail('NOT_OWNER', MESSAGES.NOT_LOCK_OWNER);
         throw again(e);
@@ -1145,7 +1151,9 @@ function createFacsimile(wasm, { platform }) {
       }
     }
 
-    _lock(object, wait) {
+    _lock(object, wait, options) {
+      const signal = options === undefined ? undefined : options.signal;
+      if (signal != null && signal.aborted) return Promise.reject(signal.reason);
       let t;
       let token;
       try {
@@ -1167,10 +1175,42 @@ function createFacsimile(wasm, { platform }) {
           list = [];
           this._waiters.set(t._h, list);
         }
-        list.push({ resolve, reject, proxy });
+        if (signal == null) {
+          list.push({ resolve, reject, proxy });
+          return;
+        }
+        const abort = () => this._abandon(t._h, waiter, signal.reason);
+        const settled = (f) => (v) => {
+          signal.removeEventListener('abort', abort);
+          f(v);
+        };
+        const waiter = { resolve: settled(resolve), reject: settled(reject), proxy };
+        list.push(waiter);
+        signal.addEventListener('abort', abort, { once: true });
       });
       this._pump();
       return promise;
+    }
+
+    // An aborted lock() stops waiting; the last one waiting on the request
+    // withdraws it (or releases the lock granted before the abort was seen).
+    _abandon(h, waiter, reason) {
+      const list = this._waiters.get(h);
+      const i = list === undefined ? -1 : list.indexOf(waiter);
+      if (i < 0) return;
+      list.splice(i, 1);
+      if (list.length === 0) {
+        this._waiters.delete(h);
+        this._bump();
+        try {
+          this._engine.unlock(h);
+        } catch {
+          // Lost meanwhile: there is nothing left to withdraw.
+        } finally {
+          this._pump();
+        }
+      }
+      waiter.reject(reason);
     }
 
     // Settles the lock promises waiting on handle `h` from the lock's state.
@@ -1184,7 +1224,7 @@ function createFacsimile(wasm, { platform }) {
         if (state > 0) w.resolve(state);
         else if (state === -2) w.reject(fail('LOCKED', MESSAGES.LOCKED));
         else if (this._closed) w.reject(fail('CLOSED', 'The node was closed'));
-        else w.reject(fail('LOST', 'The lock request was withdrawn (released, a sync, or this node was evicted)'));
+        else w.reject(fail('LOST', 'The lock request was withdrawn (a sync, or this node was evicted)'));
       }
     }
 

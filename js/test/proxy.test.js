@@ -398,7 +398,7 @@ test('node events: once, off during dispatch, removeListener, lock events', asyn
   ]);
 });
 
-test('locks: waiting, release of a waiting request, tokens increase, close frees the lock', async () => {
+test('locks: waiting, an aborted lock() withdraws, tokens increase, close frees the lock', async () => {
   const net = new SyncNet({ wire: 'none' });
   const a = net.join('a');
   const b = net.join('b');
@@ -412,9 +412,16 @@ test('locks: waiting, release of a waiting request, tokens increase, close frees
   });
   await new Promise(setImmediate);
   assert.equal(granted, false);
-  const withdrawn = c.lock(c.store.m);
-  c.release(c.store.m); // withdraws c's request
-  await assert.rejects(withdrawn, { code: 'LOST' });
+  const giveUp = new AbortController();
+  const withdrawn = c.lock(c.store.m, { signal: giveUp.signal });
+  assert.throws(() => c.release(c.store.m), { code: 'NOT_OWNER' }, 'a waiting request is not released');
+  giveUp.abort(new Error('gave up'));
+  await assert.rejects(withdrawn, { message: 'gave up' });
+  assert.deepEqual(
+    c._locks()[0].queue.map((r) => r.hostname),
+    ['a', 'b'],
+    "c's request is withdrawn",
+  );
   a.close(); // leaves: its lock is freed at once
   const t2 = await waiting;
   assert.ok(t2 > t1, 'tokens increase');
@@ -424,6 +431,30 @@ test('locks: waiting, release of a waiting request, tokens increase, close frees
   b.release(b.store.m);
   const t3 = await c.request(c.store.m);
   assert.ok(t3 > t2);
+});
+
+test('locks: an aborted lock() leaves the request to another call waiting on it', async () => {
+  const net = new SyncNet({ wire: 'none' });
+  const a = net.join('a');
+  const b = net.join('b');
+  a.store = { m: {} };
+  await a.lock(a.store.m);
+  const first = new AbortController();
+  const abandoned = b.lock(b.store.m, { signal: first.signal });
+  const kept = b.lock(b.store.m);
+  first.abort();
+  await assert.rejects(abandoned, { name: 'AbortError' });
+  assert.deepEqual(b._locks()[0].queue.map((r) => r.hostname), ['a', 'b'], 'still waiting');
+  assert.throws(() => b.release(b.store.m), { code: 'NOT_OWNER' });
+  a.release(a.store.m);
+  const token = await kept;
+  assert.ok(token > 0);
+  const late = new AbortController();
+  late.abort();
+  await assert.rejects(a.lock(a.store.m, { signal: late.signal }), { name: 'AbortError' });
+  assert.deepEqual(a._locks()[0].queue.map((r) => r.hostname), ['b'], 'an aborted signal requests nothing');
+  b.release(b.store.m);
+  assert.throws(() => b.release(b.store.m), { code: 'NOT_LOCKED' });
 });
 
 test('sync() with direct wiring: the document is there when it returns', () => {

@@ -663,14 +663,27 @@ impl Replica {
             .request(obj, wait, &mut self.out, &self.peers, &self.members)
     }
 
-    /// Releases (or withdraws) this replica's request for `obj`.
+    /// Releases this replica's lock on `obj`, or withdraws its request
+    /// still waiting: what dropping a guard or a pending lock does.
     ///
     /// # Errors
     /// [`Error::NotOwner`] when another replica holds or heads the lock and
     /// this one has no request; [`Error::NotLocked`] when nobody does.
     pub fn unlock(&mut self, obj: ObjectId) -> Result<(), Error> {
         self.note_locks();
-        self.locks.release(obj, &mut self.out, &self.peers)
+        self.locks.release(obj, true, &mut self.out, &self.peers)
+    }
+
+    /// Releases this replica's lock on `obj`. A request still waiting is
+    /// left as it is ([`Replica::unlock`] withdraws it).
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`] when another replica holds or heads the lock;
+    /// [`Error::NotLocked`] when nobody does (this replica's own request
+    /// may be waiting for its acknowledgements).
+    pub fn release(&mut self, obj: ObjectId) -> Result<(), Error> {
+        self.note_locks();
+        self.locks.release(obj, false, &mut self.out, &self.peers)
     }
 
     // -------------------------------------------------------------- outputs

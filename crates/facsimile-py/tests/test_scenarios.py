@@ -209,6 +209,34 @@ def test_13_lock_rules(pair):
     assert a.store.l == [1, 2]
 
 
+def test_release_leaves_a_waiting_lock_waiting_and_cancelling_withdraws_it(pair):
+    a, b = pair
+    a.store = {"m": {}}
+
+    async def main():
+        held = a.lock(a.store.m)
+        waiting = asyncio.ensure_future(b.lock_async(b.store.m))
+        await asyncio.sleep(0)  # the task makes its request
+        with pytest.raises(facsimile.NotOwnerError):
+            b.release(b.store.m)
+        held.release()
+        guard = await waiting
+        assert guard.held
+        guard.release()
+
+        held = a.lock(a.store.m)
+        cancelled = asyncio.ensure_future(b.lock_async(b.store.m))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        held.release()
+        # b's request was withdrawn: nobody is ahead of a's.
+        a.request(a.store.m).release()
+
+    asyncio.run(main())
+
+
 def test_a_peer_reported_gone_loses_its_lock_everywhere():
     # No failure detection: only the transport's report frees the lock.
     net = Net("a", "b", "c")

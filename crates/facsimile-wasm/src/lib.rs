@@ -636,7 +636,18 @@ impl Engine {
             .is_some_and(|id| self.replica.check_writable(id).is_err())
     }
 
-    /// Releases (or withdraws) this node's request for the lock on `h`.
+    /// Releases this node's lock on `h`; a request still waiting stays.
+    ///
+    /// # Errors
+    /// `NOT_LOCKED` when nobody holds it, `NOT_OWNER` when another node
+    /// does; the request is unchanged.
+    pub fn release_lock(&mut self, h: u32) -> Result<(), JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        self.replica.release(id).map_err(write_error)
+    }
+
+    /// Releases this node's lock on `h`, or withdraws its request still
+    /// waiting (an aborted `lock`).
     ///
     /// # Errors
     /// `NOT_LOCKED` when nobody holds it, `NOT_OWNER` when another node

@@ -255,7 +255,7 @@ impl LockGuard {
     /// ```
     pub fn release(mut self) -> Result<(), LockError> {
         self.released = true;
-        self.node.unlock(self.object.id())
+        self.node.release(&self.object)
     }
 
     /// Whether this node still holds the lock: false once it was released,
@@ -510,14 +510,15 @@ impl Node {
         LockFuture::new(self.clone(), object.into(), false)
     }
 
-    /// Releases this node's lock on `object`, or withdraws its request if it
-    /// is still waiting. What [`LockGuard`] does when dropped, for code that
-    /// keeps no guard.
+    /// Releases this node's lock on `object`: what [`LockGuard`] does when
+    /// dropped, for code that keeps no guard. A request still waiting is
+    /// left waiting; dropping its [`LockFuture`] withdraws it.
     ///
     /// # Errors
-    /// [`LockError::NotOwner`] when another node holds the lock (or waits for
-    /// it) and this one has no request, [`LockError::NotLocked`] when nobody
-    /// holds it, and [`LockError::Engine`] for another refusal of the engine.
+    /// [`LockError::NotOwner`] when another node holds the lock (or is first
+    /// in line for it), [`LockError::NotLocked`] when nobody holds it (this
+    /// node's own request may be waiting), and [`LockError::Engine`] for
+    /// another refusal of the engine. An error releases nothing.
     ///
     /// # Example
     /// ```
@@ -541,7 +542,8 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(&self, object: impl Into<ObjectRef>) -> Result<(), LockError> {
-        self.unlock(object.into().id())
+        let id = object.into().id();
+        self.apply(|r| r.release(id).map_err(|e| LockError::from_core(e, r)))
     }
 
     /// The fencing token of this node's lock on `object`, or `None` when it

@@ -24,7 +24,8 @@ a.off('change', () => {});
 async function locks(): Promise<number> {
   const token: number = await a.lock(a.store.meta);
   a.release(a.store.meta);
-  return token + (await a.request(a.store.tags));
+  const giveUp = new AbortController();
+  return token + (await a.request(a.store.tags, { signal: giveUp.signal }));
 }
 a.assign(a.store.meta, { views: 3 });
 const r: string = a.batch(() => 'done');

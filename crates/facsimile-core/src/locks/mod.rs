@@ -376,18 +376,24 @@ impl Locks {
         Ok(self.state(obj))
     }
 
-    /// Releases (or withdraws) this replica's request for `obj`.
+    /// Releases this replica's lock on `obj`, or, with `withdraw`, its
+    /// request still waiting too.
     pub(crate) fn release(
         &mut self,
         obj: ObjectId,
+        withdraw: bool,
         out: &mut Outputs,
         peers: &Peers,
     ) -> Result<(), Error> {
         let q = self.queues_mut();
-        let Some(mine) = q.mine.remove(&obj.0) else {
+        let mine = match q.mine.get(&obj.0) {
+            Some(m) if withdraw || m.token.is_some() => q.mine.remove(&obj.0),
+            _ => None,
+        };
+        let Some(mine) = mine else {
             return Err(match q.head(obj.0) {
-                Some(_) => Error::NotOwner(obj),
-                None => Error::NotLocked(obj),
+                Some(r) if r.stamp.peer != PeerIdx::SELF => Error::NotOwner(obj),
+                _ => Error::NotLocked(obj),
             });
         };
         q.send_release(obj.0, mine, out, peers);
@@ -408,7 +414,7 @@ impl Locks {
     /// they were made in).
     pub(crate) fn release_all(&mut self, out: &mut Outputs, peers: &Peers) {
         for obj in in_order(self.queues().mine.keys()) {
-            let _ = self.release(ObjectId(obj), out, peers);
+            let _ = self.release(ObjectId(obj), true, out, peers);
         }
     }
 

@@ -153,6 +153,36 @@ fn s13_lock_rules() {
     }
 }
 
+/// `release` releases only a lock held: while this node's request waits
+/// behind another node's lock it fails with `NotOwner` and the request
+/// stays, to be granted when the holder lets go (dropping the waiting
+/// future is what withdraws it).
+#[test]
+fn release_leaves_a_waiting_request_waiting() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({"m": {}})).unwrap();
+        let ma = a.get("/m").unwrap().as_map().unwrap().clone();
+        let mb = b.get("/m").unwrap().as_map().unwrap().clone();
+        let held = block_on(a.lock(&ma)).unwrap();
+        let mut waiting = b.lock(&mb);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+        let r = b.release(&mb);
+        assert!(
+            matches!(r, Err(LockError::NotOwner { object, .. }) if object == mb.id()),
+            "{wire}: {r:?}"
+        );
+        drop(held);
+        net.run();
+        let Poll::Ready(Ok(granted)) = waiting.poll_unpin(&mut cx) else {
+            panic!("{wire}: the request still waited and is granted");
+        };
+        assert_eq!(b.lock_token(&mb), Some(granted.token()), "{wire}");
+    }
+}
+
 /// Scenario 14: two nodes lock at once; the higher hostname gets it first,
 /// the other next, and both writes land.
 #[test]
