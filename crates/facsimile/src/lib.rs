@@ -102,6 +102,8 @@
 //! - `nats`: [`net::connect`] also takes `nats://` addresses: documents on
 //!   NATS JetStream, for many machines (`net::nats`). It does not need
 //!   `tcp`.
+//! - `failpoints`: faults the tests inject into the transports; not for
+//!   production.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "channels")]

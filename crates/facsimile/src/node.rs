@@ -85,6 +85,13 @@ impl Successor {
             .collect()
     }
 
+    /// Says goodbye, and takes what it has queued to send, the goodbye
+    /// last: a successor that will not take the node's place leaves.
+    pub(crate) fn goodbye(&mut self) -> Vec<bytes::Bytes> {
+        self.replica.leave();
+        self.take_transmits()
+    }
+
     /// Whether it has read its own first message back
     /// ([`Replica::joined_log`]).
     pub(crate) fn joined_log(&self) -> bool {

@@ -73,6 +73,15 @@ use super::protocol::Outbox;
 use super::silence::Silence;
 use crate::node::{Inner, Node, Outgoing};
 
+/// A fault a test may inject where it stands (`fail::fail_point!`, with
+/// the `failpoints` feature); nothing without it.
+macro_rules! fail_point {
+    ($name:expr, $e:expr) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, $e);
+    };
+}
+
 /// The object store entry holding a document's newest snapshot.
 const SNAPSHOT: &str = "snapshot";
 /// Its metadata key: the log position the snapshot covers. (Snapshots of
@@ -773,46 +782,64 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     // Whole messages: reading goes on after the last one applied.
     let until = read >> INDEX_BITS;
     let mut last = next.log_position() >> INDEX_BITS;
-    let mut messages = Messages::open(ctx, last + 1).await?;
     let mut joining = false;
-    // The last message the node has read (perhaps not whole: it stops at a
-    // frame that makes it start over).
-    let mut node_at = until;
-    while last < until || !next.joined_log() {
-        if last >= until && !joining {
-            joining = true;
-            for frame in next.take_transmits() {
+    let caught_up = async {
+        let mut messages = Messages::open(ctx, last + 1).await?;
+        // The last message the node has read (perhaps not whole: it stops
+        // at a frame that makes it start over).
+        let mut node_at = until;
+        while last < until || !next.joined_log() {
+            if last >= until && !joining {
+                joining = true;
+                for frame in next.take_transmits() {
+                    ctx.shared.enqueue(frame);
+                }
+                fail_point!("nats-reload-after-hello", |_| {
+                    Err(Stop::Error("a fault injected after the hello".into()))
+                });
+            }
+            let message = messages.next().await?;
+            let m = Read::of(ctx, &message)?;
+            // A purge behind a newer snapshot meanwhile starts over from it.
+            if !m.follows(last)? {
+                continue;
+            }
+            if ctx.shared.cancel.is_cancelled() {
+                return Err(Stop::Dropped);
+            }
+            // Where the node had read, it reads on too (frames it applied
+            // already are skipped), unless the snapshot is past that.
+            let follows = m.seq >= until && m.seq <= node_at + 1;
+            let n = follows
+                .then(|| Node::upgrade(node).ok_or(Stop::Dropped))
+                .transpose()?;
+            if follows {
+                node_at = m.seq;
+            }
+            for (i, frame) in m.frames.iter().enumerate() {
+                if let Err(e) = next.receive_ordered(frame, m.position(i), m.time) {
+                    tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
+                }
+                if let Some(n) = &n {
+                    // Refused alike, and warned of, just above.
+                    let _ = n.receive_ordered(frame, m.position(i), m.time);
+                }
+            }
+            last = m.seq;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(stop) = caught_up {
+        // A new incarnation that said hello and goes no further says
+        // goodbye, or it would stay a member, waited for by every round of
+        // reclamation, until its lease ran out.
+        if joining {
+            for frame in next.goodbye() {
                 ctx.shared.enqueue(frame);
             }
         }
-        let message = messages.next().await?;
-        let m = Read::of(ctx, &message)?;
-        // A purge behind a newer snapshot meanwhile starts over from it.
-        if !m.follows(last)? {
-            continue;
-        }
-        if ctx.shared.cancel.is_cancelled() {
-            return Err(Stop::Dropped);
-        }
-        // Where the node had read, it reads on too (frames it applied
-        // already are skipped), unless the snapshot is past that.
-        let follows = m.seq >= until && m.seq <= node_at + 1;
-        let n = follows
-            .then(|| Node::upgrade(node).ok_or(Stop::Dropped))
-            .transpose()?;
-        if follows {
-            node_at = m.seq;
-        }
-        for (i, frame) in m.frames.iter().enumerate() {
-            if let Err(e) = next.receive_ordered(frame, m.position(i), m.time) {
-                tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
-            }
-            if let Some(n) = &n {
-                // Refused alike, and warned of, just above.
-                let _ = n.receive_ordered(frame, m.position(i), m.time);
-            }
-        }
-        last = m.seq;
+        return Err(stop);
     }
     let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
     // Every frame queued so far but the new incarnation's hello is the

