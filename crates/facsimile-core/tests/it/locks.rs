@@ -1,13 +1,15 @@
 //! Locks under random requests, releases, writes, crashes and joins on five
 //! replicas: never two holders, no request waits forever once the system is
-//! quiet, fencing tokens strictly increase, and every replica converges.
+//! quiet, fencing tokens strictly increase, a holder sees every write made
+//! before its grant and no other replica's write while it holds, and every
+//! replica converges.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use facsimile_core::sim::{Sim, run_seeds};
 use facsimile_core::{
-    Config, Error, Event, Input, LockEvent, LockState, ObjectId, PeerId, Replica,
+    Config, Error, Event, Input, LockEvent, LockState, ObjectId, PeerId, Replica, Value,
 };
 use rand::Rng;
 
@@ -22,9 +24,48 @@ fn objects(r: &mut Replica) -> Option<[ObjectId; 2]> {
     Some([m, a])
 }
 
+/// An object by the id its creator gave it: the same on every replica.
+type Name = (PeerId, u64);
+
+/// A write accepted by its replica: the value it put, under `key` in the
+/// map or anywhere in the array.
+struct Write {
+    object: Name,
+    key: Option<String>,
+    value: i64,
+}
+
+/// What an object holds, as a replica shows it.
+#[derive(Debug, PartialEq)]
+enum Content {
+    Map(Vec<(String, Value)>),
+    Array(Vec<Value>),
+}
+
+fn content(r: &mut Replica, o: ObjectId) -> Content {
+    match r.list_values(o) {
+        Ok(values) => Content::Array(values),
+        Err(_) => {
+            let mut entries: Vec<(String, Value)> = r
+                .map_entries(o)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Content::Map(entries)
+        }
+    }
+}
+
 struct Checker {
     seen: Vec<usize>,
-    last_token: HashMap<(PeerId, u64), u64>,
+    last_token: HashMap<Name, u64>,
+    /// Every write accepted so far, in the order made.
+    writes: Vec<Write>,
+    /// Per holder and object: the grant's token and the object as the
+    /// holder's own writes left it.
+    held: HashMap<(usize, Name), (u64, Content)>,
 }
 
 impl Checker {
@@ -37,8 +78,20 @@ impl Checker {
         }
     }
 
-    /// Checks the grants reported since the last call and that no object
-    /// has two holders among live replicas.
+    /// Replica `i` wrote to `o`: if it holds the lock, what it left there
+    /// is what the object must hold until it lets go.
+    fn wrote(&mut self, sim: &mut Sim, i: usize, o: ObjectId) {
+        let r = sim.replica(i);
+        if let Some((token, held)) = self.held.get_mut(&(i, r.object_origin(o))) {
+            if r.lock_state(o) == LockState::Held(*token) {
+                *held = content(r, o);
+            }
+        }
+    }
+
+    /// Checks the grants reported since the last call, that no object has
+    /// two holders among live replicas, and that a holder's objects change
+    /// only by its own writes.
     fn check(&mut self, sim: &mut Sim) {
         let seed = sim.seed();
         self.seen.resize(sim.len(), 0);
@@ -47,13 +100,32 @@ impl Checker {
             self.seen[i] += events.len();
             for e in events {
                 if let Event::Lock(LockEvent::Granted { object, token }) = e {
-                    let name = sim.replica(i).object_origin(object);
-                    let last = self.last_token.entry(name).or_insert(0);
+                    let r = sim.replica(i);
+                    let name = r.object_origin(object);
+                    let last = self.last_token.entry(name.clone()).or_insert(0);
                     assert!(token > *last, "seed {seed}: token {token} after {last}");
                     *last = token;
+                    self.granted(seed, r, i, object, token);
                 }
             }
         }
+        self.held.retain(|(i, name), (token, held)| {
+            let r = sim.replica(*i);
+            let Some(o) =
+                objects(r).and_then(|objs| objs.into_iter().find(|&o| r.object_origin(o) == *name))
+            else {
+                return false;
+            };
+            if r.lock_state(o) != LockState::Held(*token) {
+                return false;
+            }
+            assert_eq!(
+                content(r, o),
+                *held,
+                "seed {seed}: replica {i} saw another's write while holding the lock"
+            );
+            true
+        });
         let mut holders: HashMap<(PeerId, u64), usize> = HashMap::new();
         for i in sim.online() {
             let r = sim.replica(i);
@@ -69,12 +141,37 @@ impl Checker {
     }
 }
 
+impl Checker {
+    /// Replica `i`, granted `o` just now, has every write made to it before.
+    fn granted(&mut self, seed: u64, r: &mut Replica, i: usize, o: ObjectId, token: u64) {
+        let name = r.object_origin(o);
+        let now = content(r, o);
+        for w in self.writes.iter().filter(|w| w.object == name) {
+            let seen = match (&w.key, &now) {
+                (Some(key), Content::Map(entries)) => entries
+                    .iter()
+                    .any(|(k, v)| k == key && *v == Value::Int(w.value)),
+                (None, Content::Array(values)) => values.contains(&Value::Int(w.value)),
+                _ => unreachable!("a write matches its object's kind"),
+            };
+            assert!(
+                seen,
+                "seed {seed}: replica {i}, granted the lock, misses the write of {} under {:?}",
+                w.value, w.key
+            );
+        }
+        self.held.insert((i, name), (token, now));
+    }
+}
+
 fn scenario(seed: u64) {
     let config = Config::default().failure_detection(HEARTBEAT, TIMEOUT);
     let mut sim = Sim::with_config(seed, 5, config);
     let mut checker = Checker {
         seen: Vec::new(),
         last_token: HashMap::new(),
+        writes: Vec::new(),
+        held: HashMap::new(),
     };
     sim.with(0, |r| {
         r.set_root(Input::Map(vec![
@@ -105,14 +202,26 @@ fn scenario(seed: u64) {
                     let _ = r.unlock(o);
                 }
                 60..=89 => {
-                    let result = if which == 0 {
-                        r.map_set(o, "k", Input::from(step as i64)).map(|_| ())
-                    } else {
-                        r.list_splice(o, 0, 0, vec![Input::from(step as i64)])
-                            .map(|_| ())
+                    // Every other map write goes to a key of its own, so
+                    // that a grant can be checked for each.
+                    let value = step as i64;
+                    let key = (which == 0).then(|| match step % 2 {
+                        0 => "k".to_string(),
+                        _ => format!("k{step}"),
+                    });
+                    let result = match &key {
+                        Some(key) => r.map_set(o, key, Input::from(value)).map(|_| ()),
+                        None => r.list_splice(o, 0, 0, vec![Input::from(value)]).map(|_| ()),
                     };
                     match result {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            checker.wrote(&mut sim, i, o);
+                            // An overwritten value is not looked for.
+                            if key.as_deref() != Some("k") {
+                                let object = sim.replica(i).object_origin(o);
+                                checker.writes.push(Write { object, key, value });
+                            }
+                        }
                         Err(Error::NotOwner(_)) if which == 0 => {}
                         Err(Error::Locked(_)) if which == 1 => {}
                         Err(e) => panic!("seed {seed}: unexpected {e}"),
