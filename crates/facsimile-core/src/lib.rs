@@ -75,3 +75,6 @@ pub use graph::{IdHasher, IdKeys, hash_keys_fingerprint, seed_hash_keys};
 pub use outbox::Transmit;
 pub use replica::{CarriedOver, Replica};
 pub use value::{Input, ObjectId, ObjectKind, PeerId, Prop, Succession, Value};
+
+/// The longest hostname, in bytes of UTF-8, that peers accept.
+pub const MAX_HOSTNAME: usize = 1024;

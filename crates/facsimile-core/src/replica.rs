@@ -90,7 +90,16 @@ pub struct Replica {
 impl Replica {
     /// Creates an empty replica (root `Null`) that announces itself to its
     /// peers with its first transmit.
+    ///
+    /// # Panics
+    /// When `me`'s hostname is longer than [`MAX_HOSTNAME`](crate::MAX_HOSTNAME)
+    /// bytes: its peers would refuse every message it sends.
     pub fn new(me: PeerId, config: Config) -> Self {
+        assert!(
+            me.hostname().len() <= crate::MAX_HOSTNAME,
+            "a hostname is at most {} bytes of UTF-8",
+            crate::MAX_HOSTNAME
+        );
         let mut out = Outputs::new(Tag(me.incarnation()), &config);
         // The first reclamation pass is due at once.
         out.timers.set(Timer::Gc, Duration::ZERO);

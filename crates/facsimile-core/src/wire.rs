@@ -68,7 +68,7 @@ pub(crate) struct Hostname(SmolStr);
 
 impl Hostname {
     /// The longest hostname accepted, in bytes.
-    pub(crate) const MAX: usize = 1024;
+    pub(crate) const MAX: usize = crate::MAX_HOSTNAME;
 
     /// Its length in bytes.
     pub(crate) fn len(&self) -> usize {

@@ -203,6 +203,7 @@ pub(crate) fn net(e: RustNetError) -> PyErr {
         RustNetError::Closed => ClosedError::new_err(msg),
         RustNetError::WritesLost(_) => WritesLostError::new_err(msg),
         RustNetError::Timeout { .. } => NetTimeoutError::new_err(msg),
+        RustNetError::HostnameTooLong { .. } => pyo3::exceptions::PyValueError::new_err(msg),
         _ => NetError::new_err(msg),
     }
 }

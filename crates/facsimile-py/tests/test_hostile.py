@@ -97,3 +97,12 @@ def test_a_write_larger_than_max_message_raises_and_changes_nothing():
     assert net.sent == sent and a.snapshot() == before
     a.store.s = "x" * 3000  # what fits goes through
     assert b.store.s == "x" * 3000 and b.snapshot() == a.snapshot()
+
+
+def test_a_hostname_longer_than_peers_accept_is_a_value_error():
+    longest = "h" * 1024
+    facsimile.Facsimile(longest)
+    with pytest.raises(ValueError, match="at most 1024 bytes"):
+        facsimile.Facsimile(longest + "h")
+    with pytest.raises(ValueError, match="at most 1024 bytes"):
+        facsimile.connect("127.0.0.1:1", longest + "h")

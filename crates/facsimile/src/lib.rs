@@ -125,7 +125,7 @@ pub use channels::ChannelNetwork;
 pub use error::{EngineError, Error, Place, Result};
 pub use events::{ChangeEvent, Event, EventStream, Subscription};
 pub use facsimile_core::{
-    Config, ObjectId, ObjectKind, Origin, PeerId, Prop, ReceiveError, WireFormat,
+    Config, MAX_HOSTNAME, ObjectId, ObjectKind, Origin, PeerId, Prop, ReceiveError, WireFormat,
 };
 pub use facsimile_core::{LockEvent, LockState};
 pub use handle::{ArrayRef, MapRef, ObjectRef};

@@ -196,11 +196,18 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// Creates a node with an empty document (root `Null`). The hostname
     /// decides ties between concurrent writes (the higher one wins).
+    ///
+    /// # Panics
+    /// When the hostname is longer than [`MAX_HOSTNAME`](crate::MAX_HOSTNAME)
+    /// bytes: peers would refuse every message the node sends.
     pub fn new(hostname: &str) -> Node {
         Node::with_config(hostname, Config::default())
     }
 
     /// Creates a node with engine settings.
+    ///
+    /// # Panics
+    /// As [`Node::new`].
     pub fn with_config(hostname: &str, config: Config) -> Node {
         Node::with_clock(hostname, config, Clock::new())
     }
@@ -219,6 +226,9 @@ impl Node {
     ///
     /// # Errors
     /// [`Error::Receive`] when the bytes are not a valid saved state.
+    ///
+    /// # Panics
+    /// As [`Node::new`].
     pub fn from_exported(hostname: &str, config: Config, bytes: &[u8]) -> Result<Node> {
         let peer = PeerId::new(hostname, rand::random());
         let replica = Replica::from_exported(peer, config, bytes)?;

@@ -111,4 +111,11 @@ pub enum NetError {
         /// The cargo feature of `facsimile` that the address needs.
         feature: &'static str,
     },
+    /// The hostname is longer than peers accept
+    /// ([`MAX_HOSTNAME`](crate::MAX_HOSTNAME) bytes).
+    #[error("a hostname is at most {max} bytes of UTF-8; this one has {len}", max = crate::MAX_HOSTNAME)]
+    HostnameTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
 }

@@ -82,7 +82,8 @@ pub use tokio_rustls::rustls;
 /// are retried), [`NetError::Timeout`] when the document does not arrive
 /// in time, [`NetError::Nats`] when a NATS server fails, and
 /// [`NetError::Unsupported`] for an address whose transport this build
-/// leaves out.
+/// leaves out, and [`NetError::HostnameTooLong`] for a hostname peers
+/// would refuse.
 ///
 /// # Example
 /// ```no_run
@@ -100,6 +101,11 @@ pub async fn connect(
     hostname: &str,
     options: ConnectOptions,
 ) -> Result<Connection, NetError> {
+    if hostname.len() > crate::MAX_HOSTNAME {
+        return Err(NetError::HostnameTooLong {
+            len: hostname.len(),
+        });
+    }
     if addr.starts_with("nats://") {
         connect_nats(addr, hostname, options).await
     } else {

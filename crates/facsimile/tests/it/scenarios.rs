@@ -440,3 +440,42 @@ fn s12_listeners() {
         }
     }
 }
+
+/// The longest hostname peers accept makes a node like any other; a longer
+/// one, which peers would refuse in every message, is refused where the
+/// node is made.
+#[test]
+fn a_hostname_is_at_most_what_peers_accept() {
+    let longest = "h".repeat(facsimile::MAX_HOSTNAME);
+    for (wire, net) in networks() {
+        let a = net.join(&longest);
+        let b = net.join("b");
+        a.set_root(json!({"x": 1})).unwrap();
+        assert_eq!(b.root().to_json().unwrap(), json!({"x": 1}), "{wire}");
+    }
+    let longer = longest + "h";
+    let made = std::panic::catch_unwind(|| Node::new(&longer));
+    let message = made.unwrap_err();
+    assert!(
+        message
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.contains("a hostname is at most 1024 bytes")),
+        "{message:?}"
+    );
+    #[cfg(feature = "tcp")]
+    {
+        let refused = futures_executor::block_on(facsimile::net::connect(
+            "127.0.0.1:1",
+            &longer,
+            facsimile::net::ConnectOptions::new("doc"),
+        ));
+        assert!(
+            matches!(
+                refused,
+                Err(facsimile::net::NetError::HostnameTooLong { len: 1025 })
+            ),
+            "{:?}",
+            refused.err()
+        );
+    }
+}
