@@ -35,6 +35,13 @@ impl SyncServer {
     /// `peer` (tag `joiner`) asked for the document among `members`.
     pub(crate) fn requested(&mut self, joiner: Tag, peer: PeerIdx, members: &Membership) {
         self.syncing.insert(peer);
+        // Its request came after everything it sent before, as its offer
+        // would have: the joiners waiting for that offer wait no more,
+        // also once its own sync completes (when it no longer counts as
+        // syncing, and never offers to a joiner it heard while syncing).
+        for wait in self.offer_wait.values_mut() {
+            wait.retain(|&m| m != peer);
+        }
         // Only those already here can have sent what the joiner did not
         // hear; later members reach it directly.
         let wait: Vec<PeerIdx> = members

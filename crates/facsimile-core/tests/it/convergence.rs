@@ -3,10 +3,13 @@
 //! reclamation. Every failure prints its seed.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use facsimile_core::sim::{ElemName, Sim, run_seeds};
-use facsimile_core::{Error, Input, ObjectId, ObjectKind, PeerId, Replica, Value};
+use facsimile_core::sim::{ElemName, Sim, Verdict, run_seeds};
+use facsimile_core::{
+    Config, Error, Input, ObjectId, ObjectKind, PeerId, Replica, Value, WireFormat,
+};
 use rand::Rng;
 use rand::rngs::SmallRng;
 
@@ -289,6 +292,63 @@ fn a_late_joiner_receives_everything() {
                 .events
                 .iter()
                 .any(|e| matches!(e, facsimile_core::Event::Ready))
+        );
+        sim.assert_converged();
+    });
+}
+
+/// However many peers could answer and however their messages interleave,
+/// exactly one peer answers each sync, before the joiner would ask again,
+/// also with two joiners at once and writes going on meanwhile (SPEC 2.4).
+#[test]
+fn exactly_one_peer_answers_each_sync() {
+    run_seeds(0..300, |seed| {
+        let config = Config::default().wire_format(WireFormat::Json);
+        let mut sim = Sim::with_config(seed, 3, config.clone());
+        let mut token = 0;
+        let mut ledger = Ledger::default();
+        for _ in 0..10 {
+            for i in 0..3 {
+                random_op(&mut sim, i, &mut token, &mut ledger);
+            }
+        }
+        // The recipients of answers, and the senders of requests to all.
+        let answers: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let requests: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let (answered, requested) = (answers.clone(), requests.clone());
+        sim.intercept(move |from, t| {
+            match crate::support::kind_of(&t.bytes).as_deref() {
+                Some("SyncAnswer" | "SyncSaved") => {
+                    let to = t.to.expect("an answer names its recipient");
+                    answered.lock().unwrap().push(to);
+                }
+                // Not a resend of it to a peer that missed it.
+                Some("SyncRequest") if t.to.is_none() => requested.lock().unwrap().push(from),
+                _ => {}
+            }
+            Verdict::Deliver
+        });
+        let joiners = [
+            sim.add_with_config("joiner1", config.clone()),
+            sim.add_with_config("joiner2", config.clone()),
+        ];
+        for j in joiners {
+            sim.with(j, Replica::sync);
+        }
+        for _ in 0..10 {
+            random_op(&mut sim, 0, &mut token, &mut ledger);
+            sim.step();
+        }
+        sim.settle();
+        let mut answered = answers.lock().unwrap().clone();
+        answered.sort_unstable();
+        let mut expected: Vec<u32> = joiners.iter().map(|&j| sim.tag(j)).collect();
+        expected.sort_unstable();
+        assert_eq!(answered, expected, "seed {seed}: one answer for each sync");
+        assert_eq!(
+            *requests.lock().unwrap(),
+            joiners,
+            "seed {seed}: no joiner timed out and asked again"
         );
         sim.assert_converged();
     });
