@@ -1,6 +1,7 @@
 //! Replicas over a totally ordered log: every replica reads the same log
 //! (its own messages included) at its own pace. Locks are decided by log
-//! position, leases expire by the log's timestamps, and replicas converge.
+//! position, leases expire by the log's timestamps, no write made elsewhere
+//! changes what a holder wrote, and replicas converge.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -211,9 +212,52 @@ fn check_agreement(log: &mut Log, seed: u64) {
     }
 }
 
+/// Per holder: the token of its grant and the value of `k` as its own
+/// writes left it. While it holds the lock, no other replica's write may
+/// change it there (the log refuses them).
+type Held = HashMap<usize, (u64, Option<Value>)>;
+
+/// Checks that every holder's `k` is what its own writes left, and starts
+/// watching replicas granted since the last look.
+fn check_holders(log: &mut Log, held: &mut Held, seed: u64) {
+    for i in 0..log.replicas.len() {
+        let r = &log.replicas[i];
+        let (Some(o), true) = (object(r), log.online[i]) else {
+            held.remove(&i);
+            continue;
+        };
+        let LockState::Held(token) = r.lock_state(o) else {
+            held.remove(&i);
+            continue;
+        };
+        let k = r.map_get(o, "k").unwrap();
+        match held.get(&i) {
+            Some((t, seen)) if *t == token => assert_eq!(
+                k, *seen,
+                "seed {seed}: r{i} saw another's write to the object it holds"
+            ),
+            _ => {
+                held.insert(i, (token, k));
+            }
+        }
+    }
+}
+
+/// Replica `i` wrote `k`: if it holds the lock, what it wrote is what the
+/// object must hold until it lets go.
+fn wrote(log: &Log, held: &mut Held, i: usize) {
+    let r = &log.replicas[i];
+    if let (Some(o), Some((token, seen))) = (object(r), held.get_mut(&i)) {
+        if r.lock_state(o) == LockState::Held(*token) {
+            *seen = r.map_get(o, "k").unwrap();
+        }
+    }
+}
+
 fn scenario(seed: u64) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut log = Log::new(4, seed);
+    let mut held = Held::new();
     log.replicas[0].set_root(Input::Map(vec![])).unwrap();
     log.publish(0);
     log.run();
@@ -237,11 +281,13 @@ fn scenario(seed: u64) {
                         let _ = r.unlock(o);
                     }
                     11 => match r.map_delete(o, "k") {
-                        Ok(_) | Err(Error::NotOwner(_) | Error::Syncing) => {}
+                        Ok(_) => wrote(&log, &mut held, i),
+                        Err(Error::NotOwner(_) | Error::Syncing) => {}
                         Err(e) => panic!("seed {seed}: {e}"),
                     },
                     12..=17 => match r.map_set(o, "k", Input::from(step as i64)) {
-                        Ok(_) | Err(Error::NotOwner(_) | Error::Syncing) => {}
+                        Ok(_) => wrote(&log, &mut held, i),
+                        Err(Error::NotOwner(_) | Error::Syncing) => {}
                         Err(e) => panic!("seed {seed}: {e}"),
                     },
                     18 if crashed == 0 => {
@@ -259,6 +305,7 @@ fn scenario(seed: u64) {
             log.read(j);
         }
         check_agreement(&mut log, seed);
+        check_holders(&mut log, &mut held, seed);
         let j = rng.random_range(0..log.replicas.len());
         log.save_snapshot(j);
         if step == 100 {
