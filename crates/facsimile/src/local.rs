@@ -32,6 +32,14 @@ use crate::node::{Inner, Node, Outgoing};
 /// detection, reclamation, sync retries) unless the network runs in
 /// virtual time ([`LocalNetwork::with_virtual_time`]): then time stands
 /// still until [`LocalNetwork::advance`] moves it.
+///
+/// A node dropped without [`Node::leave`] is one that crashed: the network
+/// stops delivering to it but does not report it gone, so its peers keep
+/// it as a member (its locks held, its acknowledgements awaited) until a
+/// node evicts it ([`Node::evict`]) or, with
+/// [`Config::failure_detection`](crate::Config::failure_detection), its
+/// silence outlasts the timeout (timers run on every call into a node and
+/// on [`Node::tick`], or as [`LocalNetwork::advance`] moves virtual time).
 #[derive(Clone)]
 pub struct LocalNetwork {
     inner: Arc<Mutex<Net>>,
