@@ -237,6 +237,18 @@ def test_release_leaves_a_waiting_lock_waiting_and_cancelling_withdraws_it(pair)
     asyncio.run(main())
 
 
+def test_a_lock_that_times_out_withdraws_its_request(pair):
+    a, b = pair
+    a.store = {"m": {}}
+    held = a.lock(a.store.m)
+    with pytest.raises(TimeoutError):
+        b.lock(b.store.m, timeout=0.05)
+    held.release()
+    # b's request was withdrawn: it holds nothing, and nobody is ahead of a.
+    assert b.lock_token(b.store.m) is None
+    a.request(a.store.m).release()
+
+
 def test_a_peer_reported_gone_loses_its_lock_everywhere():
     # No failure detection: only the transport's report frees the lock.
     net = Net("a", "b", "c")
