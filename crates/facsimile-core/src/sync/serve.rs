@@ -21,9 +21,21 @@ pub(crate) struct SyncServer {
     syncing: FxHashSet<PeerIdx>,
     /// For each joiner, the members it was requested among (their offers are
     /// awaited before answering it).
-    offer_wait: FxHashMap<u32, Vec<PeerIdx>>,
+    offer_wait: FxHashMap<u32, Wait>,
     /// For each joiner, the peers whose offer to it was applied here.
     offers_seen: FxHashMap<u32, FxHashSet<u32>>,
+    /// Sync requests applied here, counted to order them.
+    requests: u64,
+    /// For each member, the count at its latest sync request.
+    requested_at: FxHashMap<PeerIdx, u64>,
+}
+
+/// The members a joiner's answer waits for.
+#[derive(Debug)]
+struct Wait {
+    /// The count of sync requests at the joiner's own.
+    at: u64,
+    members: Vec<PeerIdx>,
 }
 
 impl SyncServer {
@@ -35,19 +47,20 @@ impl SyncServer {
     /// `peer` (tag `joiner`) asked for the document among `members`.
     pub(crate) fn requested(&mut self, joiner: Tag, peer: PeerIdx, members: &Membership) {
         self.syncing.insert(peer);
-        // Its request came after everything it sent before, as its offer
-        // would have: the joiners waiting for that offer wait no more,
-        // also once its own sync completes (when it no longer counts as
-        // syncing, and never offers to a joiner it heard while syncing).
-        for wait in self.offer_wait.values_mut() {
-            wait.retain(|&m| m != peer);
+        self.requests += 1;
+        if self.requested_at.len() > MAX_JOINERS {
+            self.requested_at.clear();
         }
+        self.requested_at.insert(peer, self.requests);
         // Only those already here can have sent what the joiner did not
         // hear; later members reach it directly.
-        let wait: Vec<PeerIdx> = members
-            .iter()
-            .filter(|&m| m != peer && !self.syncing.contains(&m))
-            .collect();
+        let wait = Wait {
+            at: self.requests,
+            members: members
+                .iter()
+                .filter(|&m| m != peer && !self.syncing.contains(&m))
+                .collect(),
+        };
         if self.offer_wait.len() > MAX_JOINERS {
             self.offer_wait.clear();
         }
@@ -77,9 +90,10 @@ impl SyncServer {
     }
 
     /// The joiners that can be answered now: every member they were
-    /// requested among has offered to them here, left, or is syncing
-    /// itself; or all of them, when `in_order` (this replica applied every
-    /// broadcast before the joiner could receive it: a relay).
+    /// requested among has offered to them here, left, is syncing itself
+    /// or asked for a sync since; or all of them, when `in_order` (this
+    /// replica applied every broadcast before the joiner could receive it:
+    /// a relay).
     pub(crate) fn take_ready(
         &mut self,
         members: &Membership,
@@ -93,10 +107,18 @@ impl SyncServer {
                     return true;
                 }
                 let seen = self.offers_seen.get(&j.0);
+                // A member's own sync request after the joiner's came after
+                // everything it sent before, as its offer would have: it
+                // stands in for the offer, also once that member's sync
+                // completed (it never offers to a joiner it heard while
+                // syncing).
+                let asked_since =
+                    |m: PeerIdx, at: u64| self.requested_at.get(&m).is_some_and(|&t| t > at);
                 self.offer_wait.get(&j.0).is_none_or(|wait| {
-                    wait.iter().all(|&m| {
+                    wait.members.iter().all(|&m| {
                         !members.is_member(m)
                             || self.syncing.contains(&m)
+                            || asked_since(m, wait.at)
                             || seen.is_some_and(|s| s.contains(&peers.tag(m)))
                     })
                 })
