@@ -1152,7 +1152,7 @@ function createFacsimile(wasm, { platform }) {
     }
 
     _lock(object, wait, options) {
-      const signal = options === undefined ? undefined : options.signal;
+      const signal = options == null ? undefined : options.signal;
       if (signal != null && signal.aborted) return Promise.reject(signal.reason);
       let t;
       let token;
