@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use facsimile_core::sim::{Sim, run_seeds};
 use facsimile_core::{
-    Config, Error, Event, Input, LockEvent, LockState, ObjectId, PeerId, Replica, Value,
+    Config, Error, Event, Input, LockEvent, LockState, ObjectId, ObjectKind, PeerId, Replica, Value,
 };
 use rand::Rng;
 
@@ -43,18 +43,16 @@ enum Content {
 }
 
 fn content(r: &mut Replica, o: ObjectId) -> Content {
-    match r.list_values(o) {
-        Ok(values) => Content::Array(values),
-        Err(_) => {
-            let mut entries: Vec<(String, Value)> = r
-                .map_entries(o)
+    match r.kind(o) {
+        Some(ObjectKind::Array) => Content::Array(r.list_values(o).unwrap()),
+        // In key order, as a map iterates.
+        _ => Content::Map(
+            r.map_entries(o)
                 .unwrap()
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
-                .collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Content::Map(entries)
-        }
+                .collect(),
+        ),
     }
 }
 
@@ -87,6 +85,27 @@ impl Checker {
                 *held = content(r, o);
             }
         }
+    }
+
+    /// Replica `i`, granted `o` just now, has every write made to it before.
+    fn granted(&mut self, seed: u64, r: &mut Replica, i: usize, o: ObjectId, token: u64) {
+        let name = r.object_origin(o);
+        let now = content(r, o);
+        for w in self.writes.iter().filter(|w| w.object == name) {
+            let seen = match (&w.key, &now) {
+                (Some(key), Content::Map(entries)) => entries
+                    .iter()
+                    .any(|(k, v)| k == key && *v == Value::Int(w.value)),
+                (None, Content::Array(values)) => values.contains(&Value::Int(w.value)),
+                _ => unreachable!("a write matches its object's kind"),
+            };
+            assert!(
+                seen,
+                "seed {seed}: replica {i}, granted the lock, misses the write of {} under {:?}",
+                w.value, w.key
+            );
+        }
+        self.held.insert((i, name), (token, now));
     }
 
     /// Checks the grants reported since the last call, that no object has
@@ -138,29 +157,6 @@ impl Checker {
                 }
             }
         }
-    }
-}
-
-impl Checker {
-    /// Replica `i`, granted `o` just now, has every write made to it before.
-    fn granted(&mut self, seed: u64, r: &mut Replica, i: usize, o: ObjectId, token: u64) {
-        let name = r.object_origin(o);
-        let now = content(r, o);
-        for w in self.writes.iter().filter(|w| w.object == name) {
-            let seen = match (&w.key, &now) {
-                (Some(key), Content::Map(entries)) => entries
-                    .iter()
-                    .any(|(k, v)| k == key && *v == Value::Int(w.value)),
-                (None, Content::Array(values)) => values.contains(&Value::Int(w.value)),
-                _ => unreachable!("a write matches its object's kind"),
-            };
-            assert!(
-                seen,
-                "seed {seed}: replica {i}, granted the lock, misses the write of {} under {:?}",
-                w.value, w.key
-            );
-        }
-        self.held.insert((i, name), (token, now));
     }
 }
 
