@@ -449,7 +449,7 @@ impl Facsimile {
         failure_detection: Option<(f64, f64)>,
         max_message: Option<usize>,
     ) -> PyResult<Py<Facsimile>> {
-        check_hostname(hostname)?;
+        facsimile::net::check_hostname(hostname).map_err(errors::net)?;
         let mut config = Config::default();
         if let Some(bytes) = max_message {
             config = config.max_message_size(bytes);
@@ -898,17 +898,6 @@ pub(crate) fn connect_async(
             Ok(Facsimile::create(py, node, Some(conn))?.into_any().unbind())
         },
     )
-}
-
-/// Refuses a hostname that peers would refuse, with a ValueError (as
-/// `connect` does).
-fn check_hostname(hostname: &str) -> PyResult<()> {
-    match hostname.len() <= facsimile::MAX_HOSTNAME {
-        true => Ok(()),
-        false => Err(errors::net(facsimile::net::NetError::HostnameTooLong {
-            len: hostname.len(),
-        })),
-    }
 }
 
 fn options(doc: &str, token: &str, timeout: f64) -> PyResult<facsimile::net::ConnectOptions> {

@@ -101,15 +101,25 @@ pub async fn connect(
     hostname: &str,
     options: ConnectOptions,
 ) -> Result<Connection, NetError> {
-    if hostname.len() > crate::MAX_HOSTNAME {
-        return Err(NetError::HostnameTooLong {
-            len: hostname.len(),
-        });
-    }
+    check_hostname(hostname)?;
     if addr.starts_with("nats://") {
         connect_nats(addr, hostname, options).await
     } else {
         connect_relay(addr, hostname, options).await
+    }
+}
+
+/// Refuses a hostname longer than peers accept
+/// ([`MAX_HOSTNAME`](crate::MAX_HOSTNAME) bytes), as [`connect`] does.
+///
+/// # Errors
+/// [`NetError::HostnameTooLong`].
+pub fn check_hostname(hostname: &str) -> Result<(), NetError> {
+    match hostname.len() <= crate::MAX_HOSTNAME {
+        true => Ok(()),
+        false => Err(NetError::HostnameTooLong {
+            len: hostname.len(),
+        }),
     }
 }
 
