@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use facsimile_core::{ObjectId, Prop};
+use facsimile_core::{Input as CoreInput, ObjectId, Prop};
 use smol_str::SmolStr;
 
 use crate::error::{EngineError, Result};
@@ -1137,7 +1137,8 @@ impl ArrayRef {
     }
 
     /// Writes `x` at every index of `range` (clamped to the array), as
-    /// JavaScript's `fill`: one change, one message.
+    /// JavaScript's `fill`: one change, one message. A new object is
+    /// created once and referenced from every index, as in JavaScript.
     ///
     /// # Errors
     /// As [`ArrayRef::push`].
@@ -1159,15 +1160,23 @@ impl ArrayRef {
         x: impl Into<Input>,
         range: impl std::ops::RangeBounds<usize>,
     ) -> Result<()> {
-        let input = x.into();
-        let len = self.len();
-        let (a, b) = bounds(range, len);
-        let writes = (a..b)
-            .map(|i| Ok((i, input.clone().into_core(&self.node)?)))
-            .collect::<Result<Vec<_>>>()?;
-        self.node
-            .write(|r| r.list_set_many(self.id(), writes))
-            .map(|_| ())
+        let input = x.into().into_core(&self.node)?;
+        let (a, b) = bounds(range, self.len());
+        let id = self.id();
+        if a + 1 >= b || !matches!(input, CoreInput::Map(_) | CoreInput::Array(_)) {
+            let writes = (a..b).map(|i| (i, input.clone())).collect();
+            return self.node.write(|r| r.list_set_many(id, writes)).map(|_| ());
+        }
+        self.node.write(|r| {
+            r.begin();
+            let filled = r.list_set_many(id, vec![(a, input)]).and_then(|_| {
+                let created = r.list_get(id, a)?.unwrap_or(facsimile_core::Value::Null);
+                let refs = (a + 1..b).map(|i| (i, CoreInput::Value(created.clone())));
+                r.list_set_many(id, refs.collect())
+            });
+            r.commit();
+            filled.map(|_| ())
+        })
     }
 
     /// Copies the elements of `source` to the positions starting at

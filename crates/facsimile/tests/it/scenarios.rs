@@ -2,9 +2,12 @@
 //! with the binary and the JSON wire encoding.
 
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use facsimile::{Config, EngineError, Error, Input, LocalNetwork, Node, Prop, Value};
+use futures_util::FutureExt;
+use futures_util::task::noop_waker_ref;
 use serde_json::json;
 
 use crate::{manual_networks, networks};
@@ -500,5 +503,61 @@ fn a_write_that_changes_nothing_sends_nothing() {
         assert_eq!(net.in_flight(), 0, "{wire}: nothing sent");
         root.set("k", 2).unwrap();
         assert_eq!(net.in_flight(), 1, "{wire}: a change is sent");
+    }
+}
+
+#[test]
+fn fill_with_an_object_stores_one_object_referenced_from_every_index() {
+    for (wire, net) in manual_networks(13) {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!([0, 0, 0, 0])).unwrap();
+        net.run();
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let seen = changes.clone();
+        let _sub = b.on_change(move |e| seen.lock().unwrap().push(e.prop().cloned()));
+        let list = a.root_array().unwrap();
+        list.fill(json!({"k": 1}), 1..).unwrap();
+        assert_eq!(net.in_flight(), 1, "{wire}: one message");
+        net.run();
+        let items = b.root_array().unwrap();
+        assert_eq!(
+            items.to_json().unwrap(),
+            json!([0, {"k": 1}, {"k": 1}, {"k": 1}])
+        );
+        let first = items.get(1).unwrap().as_map().unwrap().clone();
+        for i in 2..4 {
+            assert_eq!(
+                items.get(i).unwrap().as_map(),
+                Some(&first),
+                "{wire}: index {i}"
+            );
+        }
+        assert_eq!(changes.lock().unwrap().len(), 1, "{wire}: one change");
+        // A write through one index shows through all.
+        first.set("k", 2).unwrap();
+        net.run();
+        assert_eq!(
+            list.to_json().unwrap(),
+            json!([0, {"k": 2}, {"k": 2}, {"k": 2}])
+        );
+        // Refused as the method it is while another node holds the lock,
+        // and nothing changes.
+        let mut locking = b.lock(&items);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(locking.poll_unpin(&mut cx).is_pending(), "{wire}");
+        net.run();
+        let Poll::Ready(Ok(guard)) = locking.poll_unpin(&mut cx) else {
+            panic!("{wire}: granted");
+        };
+        let err = list.fill(json!({"k": 3}), ..).unwrap_err();
+        assert!(
+            matches!(err.engine(), Some(EngineError::Locked(_))),
+            "{wire}: {err}"
+        );
+        assert_eq!(net.in_flight(), 0, "{wire}: nothing sent");
+        drop(guard);
+        net.run();
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
     }
 }
