@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { Relay, TOKEN, cli } from './support/relay.mjs';
+import { Relay, RustPeer, TOKEN, cli } from './support/relay.mjs';
 
 const pkg = fileURLToPath(new URL('..', import.meta.url));
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -222,6 +222,62 @@ test('a page on the relay: the CLI, a lock, a kill -9 of the relay, a reload', a
     assert.equal(await a.page.evaluate(() => window.hex()), before);
     assert.deepEqual(a.errors, []);
   } finally {
+    await context.close();
+    await relay.stop();
+  }
+});
+
+test('a page, a Rust node and the CLI mirror one document', async () => {
+  const relay = await new Relay().start();
+  const context = await browser.newContext();
+  let rust = null;
+  try {
+    const a = await openOnRelay(context, relay, 'page');
+    await a.page.evaluate(() => window.node.flush(window.node.store = { from: {}, items: [] }));
+    rust = new RustPeer(relay, 'browser', 'rust');
+    await rust.ready;
+    // Each writes; each sees the others' writes.
+    await a.page.evaluate(() => window.node.flush(window.node.store.from.page = 1));
+    await rust.do({ wait: '/from/page', value: 1 });
+    await rust.do({ set: '/from/rust', value: { n: 2 } });
+    await a.page.waitForFunction(() => window.node.store.from.rust?.n === 2);
+    await cli(relay, ['set', '@', '/from/cli', '3', '--doc', 'browser']);
+    await rust.do({ wait: '/from/cli', value: 3 });
+    await a.page.waitForFunction(() => window.node.store.from.cli === 3);
+    // The Rust node holds a lock: the page's write is refused, its lock
+    // waits until the Rust node lets go, then holds a larger token.
+    const { token } = await rust.do({ lock: '/items' });
+    await rust.do({ set: '/items/0', value: 'rust' });
+    await a.page.waitForFunction(() => window.node.store.items[0] === 'rust');
+    const refused = await a.page.evaluate(() => {
+      try {
+        window.node.store.items.push('page');
+        return null;
+      } catch (e) {
+        return e.code;
+      }
+    });
+    assert.equal(refused, 'LOCKED');
+    await a.page.evaluate(() => {
+      window.granted = window.node.lock(window.node.store.items);
+    });
+    await rust.do({ release: '/items' });
+    assert.ok((await a.page.evaluate(() => window.granted)) > token);
+    await a.page.evaluate(() => {
+      window.node.store.items.push('page');
+      window.node.release(window.node.store.items);
+      return window.node.flush();
+    });
+    await rust.do({ wait: '/items', value: ['rust', 'page'] });
+    // One document everywhere, byte for byte between the page and Rust.
+    const expected = { from: { page: 1, rust: { n: 2 }, cli: 3 }, items: ['rust', 'page'] };
+    assert.deepEqual(await getDoc(relay, ''), expected);
+    assert.deepEqual(await a.page.evaluate(() => JSON.parse(JSON.stringify(window.node.store))), expected);
+    const { snapshot } = await rust.do({ snapshot: true });
+    assert.equal(await a.page.evaluate(() => window.hex()), snapshot);
+    assert.deepEqual(a.errors, []);
+  } finally {
+    if (rust !== null) await rust.close();
     await context.close();
     await relay.stop();
   }

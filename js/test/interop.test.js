@@ -5,8 +5,8 @@
 // JavaScript node joins late, the Rust node syncs again; every snapshot is
 // byte-identical. In both wire formats.
 //
-// The Rust peer is built with Cargo on first use (about a minute from a
-// warm target directory).
+// The Rust peer is built with Cargo on first use, as the workspace's
+// release build (a no-op after the Rust tests).
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -19,12 +19,13 @@ const root = path.resolve(__dirname, '..', '..');
 const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(root, 'target');
 
 function buildPeer() {
-  execFileSync('cargo', ['build', '--quiet', '--example', 'stdio_peer', '-p', 'facsimile'], {
+  // As the Rust tests build it (every feature, dev-dependencies included).
+  execFileSync('cargo', ['build', '--quiet', '--release', '--workspace', '--all-features', '--bins', '--examples'], {
     cwd: root,
     stdio: ['ignore', 'ignore', 'inherit'],
     timeout: 15 * 60 * 1000,
   });
-  return path.join(targetDir, 'debug', 'examples', 'stdio_peer');
+  return path.join(targetDir, 'release', 'examples', 'stdio_peer');
 }
 
 const hex = (bytes) => Buffer.from(bytes).toString('hex');

@@ -10,18 +10,72 @@ const root = fileURLToPath(new URL('../../..', import.meta.url));
 const targetDir = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(root, 'target');
 export const TOKEN = 'relay-test-token';
 
-let built = null;
+let built = false;
 
-/** The CLI, built once per test process (a no-op after the Rust tests). */
-export function facsimileBinary() {
-  if (built === null) {
-    execFileSync('cargo', ['build', '--quiet', '--release', '-p', 'facsimile-cli', '--bin', 'facsimile'], {
+/**
+ * The workspace's release binaries and examples, built once per test
+ * process: as the Rust tests build them (every feature, dev-dependencies
+ * included), so that this is a no-op after them.
+ */
+function release(...path) {
+  if (!built) {
+    execFileSync('cargo', ['build', '--quiet', '--release', '--workspace', '--all-features', '--bins', '--examples'], {
       cwd: root,
       stdio: 'inherit',
     });
-    built = join(targetDir, 'release', 'facsimile');
+    built = true;
   }
-  return built;
+  return join(targetDir, 'release', ...path);
+}
+
+/** The CLI. */
+export function facsimileBinary() {
+  return release('facsimile');
+}
+
+/**
+ * A Rust `facsimile::Node` on the relay (crates/facsimile/examples/relay_peer.rs),
+ * driven a command at a time: `await peer.do({ set: '/k', value: 1 })`.
+ */
+export class RustPeer {
+  constructor(relay, doc, hostname) {
+    this.child = spawn(release('examples', 'relay_peer'), [relay.addr, doc, hostname], {
+      env: { ...process.env, FACSIMILE_TOKEN: TOKEN },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    this.waiting = [];
+    let buffered = '';
+    this.child.stdout.on('data', (d) => {
+      buffered += d;
+      let end;
+      while ((end = buffered.indexOf('\n')) >= 0) {
+        const line = JSON.parse(buffered.slice(0, end));
+        buffered = buffered.slice(end + 1);
+        const { resolve: done, reject } = this.waiting.shift();
+        if (line.error !== undefined) reject(new Error(`relay_peer: ${line.error}`));
+        else done(line);
+      }
+    });
+    this.exited = new Promise((done) => this.child.on('exit', done));
+    this.ready = this.next();
+  }
+
+  next() {
+    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
+  }
+
+  /** Sends one command; resolves to its answer once it is done. */
+  do(command) {
+    const answer = this.next();
+    this.child.stdin.write(`${JSON.stringify(command)}\n`);
+    return answer;
+  }
+
+  /** Ends its input: it leaves the document and exits. */
+  async close() {
+    this.child.stdin.end();
+    return this.exited;
+  }
 }
 
 /** Runs a CLI command against the relay; resolves to its stdout. */
