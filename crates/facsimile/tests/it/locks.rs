@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use futures_util::task::noop_waker_ref;
 use serde_json::json;
 
-use crate::{manual_networks, networks};
+use crate::{granted, manual_networks, networks};
 
 /// Scenario 9 (locked part): under a lock, `push`, `pop`, `reverse` and
 /// `sort` replicate as operations: each call is one message and one mass
@@ -24,13 +24,7 @@ fn s09_array_methods_under_a_lock() {
         a.set_root(json!([3, 1, 2])).unwrap();
         net.run();
         let arr = b.root_array().unwrap();
-        let mut locking = b.lock(&arr);
-        let mut cx = Context::from_waker(noop_waker_ref());
-        assert!(locking.poll_unpin(&mut cx).is_pending(), "{wire}");
-        net.run();
-        let Poll::Ready(Ok(guard)) = locking.poll_unpin(&mut cx) else {
-            panic!("{wire}: granted");
-        };
+        let guard = granted(&net, b.lock(&arr), wire);
         let changes = Arc::new(Mutex::new(Vec::new()));
         let seen = changes.clone();
         a.on_change(move |e| seen.lock().unwrap().push(e.prop().is_none()))

@@ -2,15 +2,12 @@
 //! with the binary and the JSON wire encoding.
 
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use facsimile::{Config, EngineError, Error, Input, LocalNetwork, Node, Prop, Value};
-use futures_util::FutureExt;
-use futures_util::task::noop_waker_ref;
 use serde_json::json;
 
-use crate::{manual_networks, networks};
+use crate::{granted, manual_networks, networks};
 
 /// Scenario 1: a node with no transport refuses a store write with a clear
 /// error.
@@ -543,13 +540,7 @@ fn fill_with_an_object_stores_one_object_referenced_from_every_index() {
         );
         // Refused as the method it is while another node holds the lock,
         // and nothing changes.
-        let mut locking = b.lock(&items);
-        let mut cx = Context::from_waker(noop_waker_ref());
-        assert!(locking.poll_unpin(&mut cx).is_pending(), "{wire}");
-        net.run();
-        let Poll::Ready(Ok(guard)) = locking.poll_unpin(&mut cx) else {
-            panic!("{wire}: granted");
-        };
+        let guard = granted(&net, b.lock(&items), wire);
         let err = list.fill(json!({"k": 3}), ..).unwrap_err();
         assert!(
             matches!(err.engine(), Some(EngineError::Locked(_))),
