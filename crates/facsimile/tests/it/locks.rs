@@ -177,6 +177,56 @@ fn release_leaves_a_waiting_request_waiting() {
     }
 }
 
+/// `release` on a node that does not hold the lock: `NotOwner` once another
+/// node's request heads the queue there (granted or still waiting for
+/// acknowledgements, which this node cannot tell apart), `NotLocked` while
+/// nobody's does; nothing changes either way.
+#[test]
+fn release_by_a_node_that_does_not_hold_the_lock() {
+    for (wire, net) in manual_networks(15) {
+        let a = net.join("a");
+        let b = net.join("b");
+        net.run();
+        a.set_root(json!({"m": {}})).unwrap();
+        net.run();
+        let ma = a.get("/m").unwrap().as_map().unwrap().clone();
+        let mb = b.get("/m").unwrap().as_map().unwrap().clone();
+        let not_locked = |r: Result<(), LockError>| matches!(r, Err(LockError::NotLocked { .. }));
+        let not_owner = |r: Result<(), LockError>| matches!(r, Err(LockError::NotOwner { .. }));
+        assert!(not_locked(a.release(&ma)), "{wire}: nobody asked");
+        let mut locking = b.lock(&mb);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(locking.poll_unpin(&mut cx).is_pending(), "{wire}");
+        // a has b's request, b not yet a's acknowledgement.
+        assert!(net.deliver_one(), "{wire}");
+        let refused = ma.set("k", 1).unwrap_err();
+        assert!(
+            matches!(refused.engine(), Some(EngineError::NotOwner(_))),
+            "{wire}: b heads a's queue"
+        );
+        assert!(
+            locking.poll_unpin(&mut cx).is_pending(),
+            "{wire}: not granted yet"
+        );
+        assert!(not_owner(a.release(&ma)), "{wire}: b heads a's queue");
+        assert!(not_locked(b.release(&mb)), "{wire}: b's own request waits");
+        assert_eq!(
+            net.in_flight(),
+            1,
+            "{wire}: only a's acknowledgement is sent"
+        );
+        net.run();
+        let Poll::Ready(Ok(guard)) = locking.poll_unpin(&mut cx) else {
+            panic!("{wire}: granted");
+        };
+        assert!(not_owner(a.release(&ma)), "{wire}: b holds it");
+        guard.release().unwrap();
+        net.run();
+        assert!(not_locked(a.release(&ma)), "{wire}: released");
+        ma.set("k", 1).unwrap();
+    }
+}
+
 /// Scenario 14: two nodes lock at once; the higher hostname gets it first,
 /// the other next, and both writes land.
 #[test]
