@@ -135,6 +135,13 @@ pub enum ServerHello {
         /// a relay that does not say. Appended after the rest.
         #[serde(skip)]
         max_frame: Option<u64>,
+        /// With `evicted`: how many frames of the incarnation's last
+        /// connection the relay applied. Those its acknowledgement did not
+        /// reach (cut off with the connection) are done, not lost. `None`
+        /// when the relay does not know (it restarted since) or does not
+        /// say. Appended after `max_frame`, which is then present.
+        #[serde(skip)]
+        taken: Option<u64>,
     },
     /// The client may not proceed; the relay closes the connection.
     Refused {
@@ -148,21 +155,36 @@ impl ServerHello {
         out.put_slice(&postcard::to_allocvec(self).expect("a hello always serializes"));
         if let ServerHello::Welcome {
             max_frame: Some(max),
+            taken,
             ..
         } = self
         {
             put_varint(out, *max);
+            if let Some(taken) = taken {
+                put_varint(out, *taken);
+            }
         }
     }
 
     fn decode(bytes: &[u8]) -> Result<ServerHello, ProtocolError> {
         let (mut hello, rest) = postcard::take_from_bytes(bytes).map_err(ProtocolError::Hello)?;
-        if let ServerHello::Welcome { max_frame, .. } = &mut hello {
-            // Bytes after it are fields of a later version.
-            *max_frame = match rest {
-                [] => None,
-                rest => Some(get_varint(rest)?.0),
+        if let ServerHello::Welcome {
+            max_frame, taken, ..
+        } = &mut hello
+        {
+            // Each appended field is there or not; bytes after the last
+            // known one are fields of a later version.
+            let mut rest = rest;
+            let mut next = || -> Result<Option<u64>, ProtocolError> {
+                if rest.is_empty() {
+                    return Ok(None);
+                }
+                let (v, used) = get_varint(rest)?;
+                rest = &rest[used..];
+                Ok(Some(v))
             };
+            *max_frame = next()?;
+            *taken = next()?;
         }
         Ok(hello)
     }
@@ -498,6 +520,7 @@ mod tests {
                 member: false,
                 evicted: false,
                 max_frame: None,
+                taken: None,
             }),
             Down::Hello(ServerHello::Welcome {
                 log: u64::MAX,
@@ -507,6 +530,17 @@ mod tests {
                 member: true,
                 evicted: true,
                 max_frame: Some(u64::MAX),
+                taken: None,
+            }),
+            Down::Hello(ServerHello::Welcome {
+                log: 4,
+                position: 5,
+                relay: 6,
+                resumed: false,
+                member: false,
+                evicted: true,
+                max_frame: Some(1 << 20),
+                taken: Some(3),
             }),
             Down::Message {
                 position: u64::MAX,
@@ -584,6 +618,7 @@ mod tests {
             member: true,
             evicted: false,
             max_frame: Some(1 << 20),
+            taken: None,
         })
         .encode();
         assert_eq!(frame[0], DOWN_HELLO);
@@ -624,6 +659,7 @@ mod tests {
             member: false,
             evicted: false,
             max_frame: Some(16 << 20),
+            taken: None,
         })
         .encode();
         for len in 0..frame.len() {

@@ -19,6 +19,7 @@
 //! let welcome = Down::Hello(ServerHello::Welcome {
 //!     log: 1, position: 0, relay: 7, resumed: false, member: false, evicted: false,
 //!     max_frame: Some(1 << 20),
+//!     taken: None,
 //! });
 //! assert_eq!(session.welcome(welcome.encode(), &mut outbox), Ok(Admission::Joined));
 //! // The node's messages wait in the outbox until the relay acknowledges them.

@@ -147,6 +147,16 @@ impl Outbox {
         Ok(())
     }
 
+    /// As [`Outbox::ack_up_to`], for a count that a relay reported for a
+    /// connection now gone: what it does not cover (already acknowledged,
+    /// or more than was sent) is left alone.
+    pub fn ack_at_most(&mut self, n: u64) {
+        let sent = self.acked_here + self.unacked.len() as u64;
+        if n > self.acked_here {
+            let _ = self.ack_up_to(n.min(sent));
+        }
+    }
+
     /// Completes the oldest unacknowledged frame, which the log stored at
     /// `position`.
     pub fn ack_oldest(&mut self, position: u64) {

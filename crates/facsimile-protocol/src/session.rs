@@ -149,7 +149,7 @@ impl Session {
     /// [`HelloError::NotARelay`] when the frame is not a relay's hello.
     /// `outbox` is unchanged then.
     pub fn welcome(&mut self, frame: Bytes, outbox: &mut Outbox) -> Result<Admission, HelloError> {
-        let (log, position, relay, resumed, member, evicted, max_frame) =
+        let (log, position, relay, resumed, member, evicted, max_frame, taken) =
             match Down::decode(frame).map_err(HelloError::NotARelay)? {
                 Down::Hello(ServerHello::Welcome {
                     log,
@@ -159,7 +159,10 @@ impl Session {
                     member,
                     evicted,
                     max_frame,
-                }) => (log, position, relay, resumed, member, evicted, max_frame),
+                    taken,
+                }) => (
+                    log, position, relay, resumed, member, evicted, max_frame, taken,
+                ),
                 Down::Hello(ServerHello::Refused { reason }) => {
                     return Err(HelloError::Refused(reason));
                 }
@@ -179,6 +182,11 @@ impl Session {
             self.resume = Some(Resume { log, position });
         }
         if rejoin {
+            if let Some(taken) = taken.filter(|_| evicted) {
+                // Applied before the eviction, their acknowledgement cut
+                // off with the connection: done, not lost.
+                outbox.ack_at_most(taken);
+            }
             return Ok(Admission::Rejoin {
                 dropped: outbox.drop_all(),
             });
@@ -240,6 +248,10 @@ mod tests {
     use super::*;
 
     fn welcome(resumed: bool, member: bool, evicted: bool) -> Bytes {
+        evicted_welcome(resumed, member, evicted, None)
+    }
+
+    fn evicted_welcome(resumed: bool, member: bool, evicted: bool, taken: Option<u64>) -> Bytes {
         Down::Hello(ServerHello::Welcome {
             log: 5,
             position: 10,
@@ -248,6 +260,7 @@ mod tests {
             member,
             evicted,
             max_frame: Some(4096),
+            taken,
         })
         .encode()
     }
@@ -328,6 +341,43 @@ mod tests {
             s.welcome(welcome(false, false, false), &mut out),
             Ok(Admission::Rejoin { dropped: 1 })
         );
+    }
+
+    /// An evicted node's frames that the relay says it applied (their
+    /// acknowledgement cut off with the connection) are done; only the
+    /// rest are dropped. A count beyond what was sent, or one that an
+    /// acknowledgement already covered, changes nothing more.
+    #[test]
+    fn frames_the_relay_applied_before_an_eviction_are_done_not_dropped() {
+        for (taken, done, dropped) in [
+            (None, 1, 3),
+            (Some(0), 1, 3),
+            (Some(1), 1, 3),
+            (Some(3), 3, 1),
+            (Some(9), 4, 0),
+        ] {
+            let mut s = Session::new("doc", "");
+            let mut out = Outbox::counting(|_| 1);
+            let _ = s.welcome(welcome(false, false, false), &mut out);
+            for m in [b"a", b"b", b"c", b"d"] {
+                assert!(Session::send(&mut out, None, m));
+            }
+            assert_eq!(sent(&mut out).len(), 4);
+            assert_eq!(
+                s.receive(Down::Ack(1).encode(), &mut out),
+                Ok(Incoming::Acked)
+            );
+            assert_eq!(
+                s.welcome(evicted_welcome(false, false, true, taken), &mut out),
+                Ok(Admission::Rejoin { dropped }),
+                "{taken:?}"
+            );
+            assert_eq!(
+                (out.done(), out.dropped()),
+                (done + dropped, dropped),
+                "{taken:?}"
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub(crate) const RELAY_HOSTNAME: &str = "relay";
 /// At most this many inputs are applied before a commit.
 const MAX_BATCH: usize = 512;
 
+/// How many evicted incarnations the relay remembers the applied frames
+/// of (see `Document::applied_at_eviction`).
+const APPLIED_KEPT: usize = 4096;
+
 /// Rounds of frames a client's queue holds (its byte budget is the real
 /// bound).
 pub(crate) const QUEUE_ROUNDS: usize = 1 << 16;
@@ -222,6 +226,16 @@ pub(crate) struct Doc {
     /// Why the relay evicts a tag, and whether that is worth a warning,
     /// until the replica reports it gone.
     evicting: HashMap<u32, (String, bool)>,
+    /// How many frames of its connection the relay had applied when it
+    /// evicted a connected tag (the acknowledgement it then sent may not
+    /// arrive): told to that incarnation when it says hello again, so that
+    /// it counts lost only the rest. The newest [`APPLIED_KEPT`] only, and
+    /// not across a restart (the client then counts every frame it had not
+    /// seen acknowledged lost).
+    applied_at_eviction: HashMap<u32, u64>,
+    applied_order: VecDeque<u32>,
+    /// Counts for `applied_at_eviction` once the batch is durable.
+    applied_staged: Vec<(u32, u64)>,
     /// The tag whose message is being applied, to tell a goodbye from an
     /// eviction another peer sent.
     applying: Option<u32>,
@@ -316,6 +330,9 @@ impl Doc {
             kicks: Vec::new(),
             refusals: Vec::new(),
             evicting: HashMap::new(),
+            applied_at_eviction: HashMap::new(),
+            applied_order: VecDeque::new(),
+            applied_staged: Vec::new(),
             lingering: Vec::new(),
             applying: None,
         };
@@ -593,6 +610,11 @@ impl Doc {
             member,
             evicted,
             max_frame: Some(self.config.max_frame as u64),
+            taken: if evicted && !fresh_but_known {
+                self.applied_at_eviction.get(&tag).copied()
+            } else {
+                None
+            },
         })
         .encode();
         let mut ok = push(&self.config, &mut client, welcome).is_ok();
@@ -812,12 +834,31 @@ impl Doc {
             return;
         };
         if let Some(c) = self.clients.get_mut(&conn) {
-            if c.frames_in > c.acked && c.refused.is_none() {
+            if c.refused.is_some() {
+                return;
+            }
+            if c.frames_in > c.acked {
                 c.acked = c.frames_in;
                 self.staged.push(Staged::Direct {
                     conn,
                     frame: Down::Ack(c.frames_in).encode(),
                 });
+            }
+            // Told once durable, as the acknowledgement is sent.
+            self.applied_staged.push((tag, c.frames_in));
+        }
+    }
+
+    /// Keeps what `ack_before_eviction` staged, now that it is durable.
+    fn remember_applied(&mut self) {
+        for (tag, n) in std::mem::take(&mut self.applied_staged) {
+            if self.applied_at_eviction.insert(tag, n).is_none() {
+                self.applied_order.push_back(tag);
+                if self.applied_order.len() > APPLIED_KEPT {
+                    if let Some(old) = self.applied_order.pop_front() {
+                        self.applied_at_eviction.remove(&old);
+                    }
+                }
             }
         }
     }
@@ -958,6 +999,7 @@ impl Doc {
                 std::process::exit(2);
             }
             self.committed = self.head;
+            self.remember_applied();
             for s in std::mem::take(&mut self.staged) {
                 match s {
                     Staged::Broadcast {

@@ -108,3 +108,53 @@ async fn evicted_then_writes(at_once: bool) {
         assert_eq!(lost, [0i64; 0], "no write was dropped");
     }
 }
+
+/// Carol's write reaches the relay, which applies it, but its
+/// acknowledgement does not reach her; then she cannot be heard either, and
+/// the relay evicts her and cuts the connection, the acknowledgement with
+/// it. Back, she learns from the welcome what the relay had applied: her
+/// flush succeeds instead of reporting the write lost, and it is there
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_applied_before_an_eviction_whose_acknowledgement_was_cut_off_is_not_reported_lost()
+{
+    relay_log();
+    let relay =
+        Relay::start(|c| c.failure_detection(Duration::from_millis(500), Duration::from_secs(3)))
+            .await;
+    let alice = tcp_node(&relay, "alice").await;
+    alice.node().set_root(json!({"l": []})).unwrap();
+    alice.flush().await.unwrap();
+    let hole = BlackHole::start(relay.addr).await;
+    let carol = net::connect(&hole.addr.to_string(), "carol-unheard", options())
+        .await
+        .expect("carol connects through the proxy");
+    carol.flush().await.unwrap();
+    converge(&[alice.node(), carol.node()]).await;
+    let evicted = carol.node().peer_id().incarnation();
+
+    hole.hold_towards_client();
+    list(&carol).unwrap().push(7).unwrap();
+    wait_until("alice to see the write", Duration::from_secs(20), || {
+        list(&alice).is_some_and(|l| l.to_json().unwrap() == json!([7]))
+    })
+    .await;
+    // Unheard now as well: evicted, and the connection cut with what the
+    // proxy held for her.
+    hole.black_hole();
+    logged(&["disconnecting client", "carol-unheard"]).await;
+    hole.cut();
+    hole.restore();
+
+    tokio::time::timeout(Duration::from_secs(30), carol.flush())
+        .await
+        .expect("carol's flush ends")
+        .expect("the applied write is not reported lost");
+    assert_ne!(
+        carol.node().peer_id().incarnation(),
+        evicted,
+        "carol started over"
+    );
+    converge(&[alice.node(), carol.node()]).await;
+    assert_eq!(list(&alice).unwrap().to_json().unwrap(), json!([7]));
+}

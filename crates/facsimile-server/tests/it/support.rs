@@ -626,6 +626,12 @@ impl BlackHole {
         self.holed_down.send_replace(false);
     }
 
+    /// From now on nothing passes towards the client: what it sends still
+    /// reaches the relay, whose answers and acknowledgements are held.
+    pub(crate) fn hold_towards_client(&self) {
+        self.holed_down.send_replace(true);
+    }
+
     /// Only what the relay sends passes again, as to a paused client that
     /// resumes and reads what its socket holds before it writes: the
     /// client's writes to a closed connection would make the relay's side
