@@ -29,11 +29,13 @@ enum Step {
     /// A well-formed acknowledgement of the first `n` frames sent on this
     /// connection (most arbitrary frames are not one).
     Ack(u8),
-    /// A well-formed welcome (on a new connection).
+    /// A well-formed welcome (on a new connection), with how many frames
+    /// of the last connection an evicting relay says it applied.
     Welcome {
         resumed: bool,
         member: bool,
         evicted: bool,
+        taken: Option<u8>,
     },
     /// The node queues a message, for everybody or for one node.
     Send(Option<u32>, Vec<u8>),
@@ -106,6 +108,7 @@ fn session(steps: Vec<Step>) {
                 resumed,
                 member,
                 evicted,
+                taken,
             } => Down::Hello(ServerHello::Welcome {
                 log: 7,
                 position: 0,
@@ -114,6 +117,7 @@ fn session(steps: Vec<Step>) {
                 member,
                 evicted,
                 max_frame: Some(1 << 20),
+                taken: taken.map(u64::from),
             })
             .encode(),
             Step::Send(to, message) => {
