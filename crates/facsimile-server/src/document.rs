@@ -226,10 +226,11 @@ pub(crate) struct Doc {
     /// Why the relay evicts a tag, and whether that is worth a warning,
     /// until the replica reports it gone.
     evicting: HashMap<u32, (String, bool)>,
-    /// How many frames of its connection the relay had applied when it
-    /// evicted a connected tag (the acknowledgement it then sent may not
-    /// arrive): told to that incarnation when it says hello again, so that
-    /// it counts lost only the rest. The newest [`APPLIED_KEPT`] only, and
+    /// How many frames of its last connection the relay had applied when it
+    /// evicted a tag, counted at the eviction (the acknowledgement it then
+    /// sent may not arrive) or when that connection ended before: told to
+    /// that incarnation when it says hello again, so that it counts lost
+    /// only the rest. The newest [`APPLIED_KEPT`] only, and
     /// not across a restart (the client then counts every frame it had not
     /// seen acknowledged lost).
     applied_at_eviction: HashMap<u32, u64>,
@@ -849,7 +850,23 @@ impl Doc {
         }
     }
 
-    /// Keeps what `ack_before_eviction` staged, now that it is durable.
+    /// A connection ends: for each member it spoke for, how many of its
+    /// frames were applied, for the welcome if that member is evicted
+    /// before it is back. A tag evicted already keeps the count of its
+    /// eviction: frames after it were dropped, not applied.
+    fn note_applied(&mut self, conn: ConnId, c: &Client) {
+        if c.refused.is_some() {
+            return;
+        }
+        for &tag in &c.tags {
+            if self.tags.get(&tag) == Some(&conn) && !self.departed.contains(&tag) {
+                self.applied_staged.push((tag, c.frames_in));
+            }
+        }
+    }
+
+    /// Keeps what `ack_before_eviction` and `note_applied` staged, now that
+    /// it is durable.
     fn remember_applied(&mut self) {
         for (tag, n) in std::mem::take(&mut self.applied_staged) {
             if self.applied_at_eviction.insert(tag, n).is_none() {
@@ -944,6 +961,7 @@ impl Doc {
         let Some(c) = self.clients.remove(&conn) else {
             return;
         };
+        self.note_applied(conn, &c);
         c.out.cancel.cancel();
         self.forget_tags(conn, c.tags, why);
     }
@@ -955,6 +973,7 @@ impl Doc {
         let Some(c) = self.clients.remove(&conn) else {
             return;
         };
+        self.note_applied(conn, &c);
         c.out.cancel.cancel();
         // Past what an `Instant` holds is never.
         let far = Duration::from_secs(1 << 30);

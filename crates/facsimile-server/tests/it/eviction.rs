@@ -159,3 +159,36 @@ async fn a_write_applied_before_an_eviction_whose_acknowledgement_was_cut_off_is
     converge(&[alice.node(), carol.node()]).await;
     assert_eq!(list(&alice).unwrap().to_json().unwrap(), json!([7]));
 }
+
+/// As above, but her connection ends before the relay evicts her: the
+/// relay sees it close and evicts her at once (no reconnection grace).
+/// The count of what it applied is taken when the connection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_applied_before_the_connection_ended_is_not_reported_lost_after_the_eviction() {
+    let (_relay, alice, hole, carol) =
+        alice_and_carol_behind_a_proxy(json!({"l": []}), "carol-closed").await;
+    let evicted = carol.node().peer_id().incarnation();
+
+    hole.hold_towards_client();
+    list(&carol).unwrap().push(8).unwrap();
+    wait_until("alice to see the write", Duration::from_secs(20), || {
+        list(&alice).is_some_and(|l| l.to_json().unwrap() == json!([8]))
+    })
+    .await;
+    // Her new connections reach nobody until the relay has evicted her.
+    hole.black_hole();
+    hole.cut();
+    logged(&["peer evicted", "carol-closed", "disconnected"]).await;
+    hole.restore();
+
+    tokio::time::timeout(Duration::from_secs(30), carol.flush())
+        .await
+        .expect("carol's flush ends")
+        .expect("the applied write is not reported lost");
+    wait_until("carol to start over", Duration::from_secs(20), || {
+        carol.node().peer_id().incarnation() != evicted
+    })
+    .await;
+    converge(&[alice.node(), carol.node()]).await;
+    assert_eq!(list(&alice).unwrap().to_json().unwrap(), json!([8]));
+}
