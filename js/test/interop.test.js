@@ -10,23 +10,12 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { execFileSync, spawn } = require('node:child_process');
-const path = require('node:path');
+const { spawn } = require('node:child_process');
 const readline = require('node:readline');
+const { release } = require('./support/cargo');
 const { Facsimile } = require('./support/net');
 
-const root = path.resolve(__dirname, '..', '..');
-const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(root, 'target');
 
-function buildPeer() {
-  // As the Rust tests build it (every feature, dev-dependencies included).
-  execFileSync('cargo', ['build', '--quiet', '--release', '--workspace', '--all-features', '--bins', '--examples'], {
-    cwd: root,
-    stdio: ['ignore', 'ignore', 'inherit'],
-    timeout: 15 * 60 * 1000,
-  });
-  return path.join(targetDir, 'release', 'examples', 'stdio_peer');
-}
 
 const hex = (bytes) => Buffer.from(bytes).toString('hex');
 
@@ -95,7 +84,7 @@ class RustPeer {
 
 let bin;
 test.before(() => {
-  bin = buildPeer();
+  bin = release('examples', 'stdio_peer');
 });
 
 for (const binary of [false, true]) {

@@ -1170,7 +1170,7 @@ impl ArrayRef {
         self.node.write(|r| {
             r.begin();
             let filled = r.list_set_many(id, vec![(a, input)]).and_then(|_| {
-                let created = r.list_get(id, a)?.unwrap_or(facsimile_core::Value::Null);
+                let created = r.list_get(id, a)?.expect("the element just set");
                 let refs = (a + 1..b).map(|i| (i, CoreInput::Value(created.clone())));
                 r.list_set_many(id, refs.collect())
             });

@@ -1,32 +1,15 @@
 // A real relay (`facsimile serve`, the workspace's release build) for the
 // tests of Facsimile.connect, and the CLI beside it.
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 
-const root = fileURLToPath(new URL('../../..', import.meta.url));
-const targetDir = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(root, 'target');
+import cargo from './cargo.js';
+
+const { release } = cargo;
 export const TOKEN = 'relay-test-token';
-
-let built = false;
-
-/**
- * The workspace's release binaries and examples, built once per test
- * process: as the Rust tests build them (every feature, dev-dependencies
- * included), so that this is a no-op after them.
- */
-function release(...path) {
-  if (!built) {
-    execFileSync('cargo', ['build', '--quiet', '--release', '--workspace', '--all-features', '--bins', '--examples'], {
-      cwd: root,
-      stdio: 'inherit',
-    });
-    built = true;
-  }
-  return join(targetDir, 'release', ...path);
-}
 
 /** The CLI. */
 export function facsimileBinary() {
@@ -44,17 +27,11 @@ export class RustPeer {
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     this.waiting = [];
-    let buffered = '';
-    this.child.stdout.on('data', (d) => {
-      buffered += d;
-      let end;
-      while ((end = buffered.indexOf('\n')) >= 0) {
-        const line = JSON.parse(buffered.slice(0, end));
-        buffered = buffered.slice(end + 1);
-        const { resolve: done, reject } = this.waiting.shift();
-        if (line.error !== undefined) reject(new Error(`relay_peer: ${line.error}`));
-        else done(line);
-      }
+    createInterface({ input: this.child.stdout }).on('line', (text) => {
+      const line = JSON.parse(text);
+      const { resolve: done, reject } = this.waiting.shift();
+      if (line.error !== undefined) reject(new Error(`relay_peer: ${line.error}`));
+      else done(line);
     });
     this.exited = new Promise((done) => this.child.on('exit', done));
     this.ready = this.next();
