@@ -230,9 +230,9 @@ pub(crate) struct Doc {
     /// evicted a tag, counted at the eviction (the acknowledgement it then
     /// sent may not arrive) or when that connection ended before: told to
     /// that incarnation when it says hello again, so that it counts lost
-    /// only the rest. The newest [`APPLIED_KEPT`] only, and
-    /// not across a restart (the client then counts every frame it had not
-    /// seen acknowledged lost).
+    /// only the rest. The newest [`APPLIED_KEPT`] only; logged, so that
+    /// they survive a restart, and carried into the log a compaction
+    /// starts.
     applied_at_eviction: HashMap<u32, u64>,
     applied_order: VecDeque<u32>,
     /// Counts for `applied_at_eviction` once the batch is durable.
@@ -349,6 +349,7 @@ impl Doc {
         for record in records {
             match record {
                 Record::Relay(tag) => relays.push(tag),
+                Record::Applied { tag, frames } => doc.keep_applied(tag, frames),
                 Record::Message { position, bytes } => {
                     if let Err(e) = doc.replica.handle_message(&bytes) {
                         tracing::warn!(doc = name, position, error = %e, "a logged message was refused on replay");
@@ -581,6 +582,14 @@ impl Doc {
         }
         if !evicted {
             self.tags.insert(tag, conn);
+            // This connection counts its frames from zero.
+            if self.applied_at_eviction.contains_key(&tag)
+                || self.applied_staged.iter().any(|&(t, _)| t == tag)
+            {
+                self.store.append_applied(tag, None);
+                self.applied_staged.retain(|&(t, _)| t != tag);
+                self.keep_applied(tag, None);
+            }
         }
         tracing::info!(
             doc = %self.name, peer = %format!("{}#{:08x}", hello.hostname, tag), %addr,
@@ -845,8 +854,8 @@ impl Doc {
                     frame: Down::Ack(c.frames_in).encode(),
                 });
             }
-            // Told once durable, as the acknowledgement is sent.
-            self.applied_staged.push((tag, c.frames_in));
+            let frames = c.frames_in;
+            self.stage_applied(tag, frames);
         }
     }
 
@@ -860,21 +869,40 @@ impl Doc {
         }
         for &tag in &c.tags {
             if self.tags.get(&tag) == Some(&conn) && !self.departed.contains(&tag) {
-                self.applied_staged.push((tag, c.frames_in));
+                self.stage_applied(tag, c.frames_in);
             }
         }
+    }
+
+    /// Logs a count of applied frames, to be told once durable (as the
+    /// acknowledgement is sent).
+    fn stage_applied(&mut self, tag: u32, frames: u64) {
+        self.store.append_applied(tag, Some(frames));
+        self.applied_staged.push((tag, frames));
     }
 
     /// Keeps what `ack_before_eviction` and `note_applied` staged, now that
     /// it is durable.
     fn remember_applied(&mut self) {
         for (tag, n) in std::mem::take(&mut self.applied_staged) {
-            if self.applied_at_eviction.insert(tag, n).is_none() {
-                self.applied_order.push_back(tag);
-                if self.applied_order.len() > APPLIED_KEPT {
-                    if let Some(old) = self.applied_order.pop_front() {
-                        self.applied_at_eviction.remove(&old);
-                    }
+            self.keep_applied(tag, Some(n));
+        }
+    }
+
+    /// Keeps (or with `None` forgets) a count of applied frames, the
+    /// newest [`APPLIED_KEPT`] only.
+    fn keep_applied(&mut self, tag: u32, frames: Option<u64>) {
+        let Some(n) = frames else {
+            if self.applied_at_eviction.remove(&tag).is_some() {
+                self.applied_order.retain(|&t| t != tag);
+            }
+            return;
+        };
+        if self.applied_at_eviction.insert(tag, n).is_none() {
+            self.applied_order.push_back(tag);
+            if self.applied_order.len() > APPLIED_KEPT {
+                if let Some(old) = self.applied_order.pop_front() {
+                    self.applied_at_eviction.remove(&old);
                 }
             }
         }
@@ -1090,7 +1118,11 @@ impl Doc {
             departed: self.departed.iter().copied().collect(),
             state: self.replica.export_state(),
         };
-        if let Err(e) = self.store.compact(&snapshot) {
+        let applied = self
+            .applied_order
+            .iter()
+            .map(|tag| (*tag, self.applied_at_eviction[tag]));
+        if let Err(e) = self.store.compact(&snapshot, applied) {
             tracing::error!(doc = %self.name, error = %e, "cannot write the document's snapshot; stopping the relay");
             std::process::exit(2);
         }

@@ -5,14 +5,16 @@
 //! - `snapshot`: magic, length, CRC-32, then [`Snapshot`] in postcard. It is
 //!   replaced atomically (written aside, synced, renamed, directory synced).
 //! - `log`: magic and the log's identity, then records, each a length, a
-//!   CRC-32 and a body: a message with its position, or the incarnation of
-//!   a relay that started on this log. Appends are synced
+//!   CRC-32 and a body: a message with its position, the incarnation of a
+//!   relay that started on this log, or how many frames of an evicted
+//!   incarnation's last connection the relay applied. Appends are synced
 //!   (`fdatasync`) before anything they contain is acknowledged or
 //!   forwarded.
 //!
 //! Recovery reads the snapshot, then the log; a record that is incomplete
 //! or fails its checksum ends the log (a write torn by a crash) and the
-//! file is cut there. Records at or below the snapshot's position are
+//! file is cut there. A whole record of a kind this version does not know
+//! (a later version's) is skipped. Records at or below the snapshot's position are
 //! skipped, so a crash between writing a snapshot and truncating the log
 //! is harmless. See DESIGN.md, "The relay's store", for why a plain file.
 
@@ -28,6 +30,7 @@ const SNAP_MAGIC: &[u8; 8] = b"FCSSNP\x00\x01";
 const LOG_HEADER: u64 = 16;
 const KIND_MESSAGE: u8 = 0;
 const KIND_RELAY: u8 = 1;
+const KIND_APPLIED: u8 = 2;
 
 /// What the snapshot file holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -52,6 +55,10 @@ pub(crate) enum Record {
     Message { position: u64, bytes: Bytes },
     /// A relay incarnation started on this log.
     Relay(u32),
+    /// How many frames of `tag`'s last connection the relay applied, for
+    /// the welcome after its eviction; `None` forgets an earlier count (a
+    /// new connection counts from zero).
+    Applied { tag: u32, frames: Option<u64> },
 }
 
 /// A document's store; `None` directory for a relay without persistence.
@@ -122,7 +129,7 @@ impl Store {
             buf: Vec::new(),
         };
         if file_len == 0 {
-            store.reset_log()?;
+            store.reset_log(&[])?;
         } else {
             let file = OpenOptions::new().append(true).open(&log_path)?;
             if valid_len < file_len {
@@ -181,35 +188,24 @@ impl Store {
 
     /// Appends a message (durable after the next commit).
     pub(crate) fn append_message(&mut self, position: u64, bytes: &[u8]) {
-        if self.dir.is_none() {
-            return;
+        if self.dir.is_some() {
+            put_record(&mut self.buf, KIND_MESSAGE, &[&position.to_le_bytes(), bytes]);
         }
-        let len = 1 + 8 + bytes.len();
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&(len as u32).to_le_bytes());
-        self.buf.extend_from_slice(&[0; 4]);
-        self.buf.push(KIND_MESSAGE);
-        self.buf.extend_from_slice(&position.to_le_bytes());
-        self.buf.extend_from_slice(bytes);
-        self.seal(start);
     }
 
     /// Records that a relay incarnation starts on this log.
     pub(crate) fn append_relay(&mut self, incarnation: u32) {
-        if self.dir.is_none() {
-            return;
+        if self.dir.is_some() {
+            put_record(&mut self.buf, KIND_RELAY, &[&incarnation.to_le_bytes()]);
         }
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&5u32.to_le_bytes());
-        self.buf.extend_from_slice(&[0; 4]);
-        self.buf.push(KIND_RELAY);
-        self.buf.extend_from_slice(&incarnation.to_le_bytes());
-        self.seal(start);
     }
 
-    fn seal(&mut self, start: usize) {
-        let crc = crc32fast::hash(&self.buf[start + 8..]);
-        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    /// Records how many frames of `tag`'s last connection were applied, or
+    /// with `None` that an earlier count no longer holds.
+    pub(crate) fn append_applied(&mut self, tag: u32, frames: Option<u64>) {
+        if self.dir.is_some() {
+            put_applied(&mut self.buf, tag, frames);
+        }
     }
 
     /// Writes the appended records and waits until they are on disk.
@@ -229,12 +225,17 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the snapshot and empties the log. Call right after a
-    /// commit, with the state as of the last committed position.
+    /// Replaces the snapshot and starts the log again, holding only the
+    /// counts in `applied` (the snapshot has no room for them). Call right
+    /// after a commit, with the state as of the last committed position.
     ///
     /// # Errors
     /// IO errors; the previous snapshot and log stay valid.
-    pub(crate) fn compact(&mut self, snapshot: &Snapshot) -> io::Result<()> {
+    pub(crate) fn compact(
+        &mut self,
+        snapshot: &Snapshot,
+        applied: impl IntoIterator<Item = (u32, u64)>,
+    ) -> io::Result<()> {
         debug_assert!(self.buf.is_empty(), "compact after commit");
         let Some(dir) = self.dir.clone() else {
             return Ok(());
@@ -246,19 +247,46 @@ impl Store {
         data.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         data.extend_from_slice(&body);
         write_atomically(&dir, "snapshot", &data)?;
-        self.reset_log()
+        let mut records = Vec::new();
+        for (tag, frames) in applied {
+            put_applied(&mut records, tag, Some(frames));
+        }
+        self.reset_log(&records)
     }
 
-    /// Starts an empty log (header only), atomically.
-    fn reset_log(&mut self) -> io::Result<()> {
+    /// Starts a log holding only `records`, atomically.
+    fn reset_log(&mut self, records: &[u8]) -> io::Result<()> {
         let dir = self.dir.clone().expect("a durable store has a directory");
-        let mut header = Vec::with_capacity(LOG_HEADER as usize);
-        header.extend_from_slice(LOG_MAGIC);
-        header.extend_from_slice(&self.log_id.to_le_bytes());
-        write_atomically(&dir, "log", &header)?;
+        let mut data = Vec::with_capacity(LOG_HEADER as usize + records.len());
+        data.extend_from_slice(LOG_MAGIC);
+        data.extend_from_slice(&self.log_id.to_le_bytes());
+        data.extend_from_slice(records);
+        write_atomically(&dir, "log", &data)?;
         self.log = Some(OpenOptions::new().append(true).open(dir.join("log"))?);
-        self.log_bytes = LOG_HEADER;
+        self.log_bytes = data.len() as u64;
         Ok(())
+    }
+}
+
+/// Appends a record: its length, its CRC-32, then `kind` and `parts`.
+fn put_record(buf: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) {
+    let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let start = buf.len();
+    buf.extend_from_slice(&(len as u32).to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    buf.push(kind);
+    for part in parts {
+        buf.extend_from_slice(part);
+    }
+    let crc = crc32fast::hash(&buf[start + 8..]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn put_applied(buf: &mut Vec<u8>, tag: u32, frames: Option<u64>) {
+    let tag = tag.to_le_bytes();
+    match frames {
+        Some(n) => put_record(buf, KIND_APPLIED, &[&tag, &n.to_le_bytes()]),
+        None => put_record(buf, KIND_APPLIED, &[&tag]),
     }
 }
 
@@ -325,17 +353,26 @@ fn parse_log(data: &Bytes, path: &Path) -> io::Result<(u64, Vec<Record>, u64)> {
         if crc32fast::hash(body) != crc {
             break;
         }
+        let tag = || u32::from_le_bytes(body[1..5].try_into().expect("4 bytes"));
         let record = match (body[0], len) {
-            (KIND_MESSAGE, 9..) => Record::Message {
+            (KIND_MESSAGE, 9..) => Some(Record::Message {
                 position: u64::from_le_bytes(body[1..9].try_into().expect("8 bytes")),
                 bytes: data.slice(body_at + 9..body_at + len),
-            },
-            (KIND_RELAY, 5) => {
-                Record::Relay(u32::from_le_bytes(body[1..5].try_into().expect("4 bytes")))
-            }
-            _ => break,
+            }),
+            (KIND_RELAY, 5) => Some(Record::Relay(tag())),
+            (KIND_APPLIED, 5) => Some(Record::Applied {
+                tag: tag(),
+                frames: None,
+            }),
+            (KIND_APPLIED, 13) => Some(Record::Applied {
+                tag: tag(),
+                frames: Some(u64::from_le_bytes(body[5..13].try_into().expect("8 bytes"))),
+            }),
+            (KIND_MESSAGE | KIND_RELAY | KIND_APPLIED, _) => break,
+            // A later version's record, whole and checked: not ours to read.
+            _ => None,
         };
-        records.push(record);
+        records.extend(record);
         at = body_at + len;
     }
     Ok((log_id, records, at as u64))
@@ -418,8 +455,10 @@ mod tests {
             departed: vec![5, 6],
             state: vec![1, 2, 3],
         };
-        s.compact(&snap).unwrap();
-        assert_eq!(s.log_bytes(), LOG_HEADER);
+        s.append_applied(9, Some(4));
+        s.commit().unwrap();
+        // The counts the relay still keeps go on into the new log.
+        s.compact(&snap, [(9, 4), (8, 2)]).unwrap();
         s.append_message(11, b"x");
         s.commit().unwrap();
         drop(s);
@@ -431,10 +470,20 @@ mod tests {
         );
         assert_eq!(
             r.records,
-            vec![Record::Message {
-                position: 11,
-                bytes: Bytes::from_static(b"x")
-            }]
+            vec![
+                Record::Applied {
+                    tag: 9,
+                    frames: Some(4)
+                },
+                Record::Applied {
+                    tag: 8,
+                    frames: Some(2)
+                },
+                Record::Message {
+                    position: 11,
+                    bytes: Bytes::from_static(b"x")
+                }
+            ]
         );
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -461,6 +510,40 @@ mod tests {
         write_atomically(&dir, "snapshot", &data).unwrap();
         let r = Store::open(&dir).unwrap();
         assert_eq!(r.records.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn applied_counts_survive_a_reopen_and_unknown_records_are_skipped() {
+        let dir = temp_dir("applied");
+        let mut s = Store::open(&dir).unwrap().store;
+        s.append_applied(3, Some(17));
+        s.append_applied(3, None);
+        // A record of a kind a later version writes, whole and checked.
+        put_record(&mut s.buf, 200, &[b"later"]);
+        s.append_message(1, b"m");
+        s.commit().unwrap();
+        let len = s.log_bytes();
+        drop(s);
+        let r = Store::open(&dir).unwrap();
+        assert_eq!(
+            r.records,
+            vec![
+                Record::Applied {
+                    tag: 3,
+                    frames: Some(17)
+                },
+                Record::Applied {
+                    tag: 3,
+                    frames: None
+                },
+                Record::Message {
+                    position: 1,
+                    bytes: Bytes::from_static(b"m")
+                }
+            ]
+        );
+        assert_eq!(r.store.log_bytes(), len, "nothing was cut");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -14,17 +14,20 @@ fn list(conn: &net::Connection) -> Option<ArrayRef> {
     conn.node().get("/l")?.as_array().cloned()
 }
 
-/// A relay that evicts a node silent for 3 s; alice on it directly, with
-/// `root`; carol (`hostname`) through a proxy that can cut her off, both
-/// with the document.
+/// A relay that evicts a node silent for 3 s, or whose connection broke
+/// `grace` ago; alice on it directly, with `root`; carol (`hostname`)
+/// through a proxy that can cut her off, both with the document.
 async fn alice_and_carol_behind_a_proxy(
     root: serde_json::Value,
     hostname: &str,
+    grace: Duration,
 ) -> (Relay, net::Connection, BlackHole, net::Connection) {
     relay_log();
-    let relay =
-        Relay::start(|c| c.failure_detection(Duration::from_millis(500), Duration::from_secs(3)))
-            .await;
+    let relay = Relay::start(|c| {
+        c.failure_detection(Duration::from_millis(500), Duration::from_secs(3))
+            .reconnect_grace(grace)
+    })
+    .await;
     let alice = tcp_node(&relay, "alice").await;
     alice.node().set_root(root).unwrap();
     alice.flush().await.unwrap();
@@ -52,7 +55,8 @@ async fn writes_made_while_rejoining_are_reported_lost_only_if_dropped() {
 /// rejoins, else once she has rejoined.
 async fn evicted_then_writes(at_once: bool) {
     let (_relay, alice, hole, carol) =
-        alice_and_carol_behind_a_proxy(json!({"l": [], "k": {}}), "carol-evicted").await;
+        alice_and_carol_behind_a_proxy(json!({"l": [], "k": {}}), "carol-evicted", Duration::ZERO)
+            .await;
     let evicted = carol.node().peer_id().incarnation();
 
     // Carol cannot hear nor be heard: the relay evicts her and cuts her
@@ -130,7 +134,7 @@ async fn evicted_then_writes(at_once: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_applied_before_an_eviction_whose_acknowledgement_was_cut_off_is_not_reported_lost()
 {
-    applied_then_cut_off(false).await;
+    applied_then_cut_off(Cut::Evicted).await;
 }
 
 /// As above, but her connection ends before the relay evicts her: the
@@ -138,16 +142,35 @@ async fn a_write_applied_before_an_eviction_whose_acknowledgement_was_cut_off_is
 /// The count of what it applied is taken when the connection ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_applied_before_the_connection_ended_is_not_reported_lost_after_the_eviction() {
-    applied_then_cut_off(true).await;
+    applied_then_cut_off(Cut::ConnectionEndedFirst).await;
 }
 
-async fn applied_then_cut_off(connection_ends_first: bool) {
-    let hostname = match connection_ends_first {
-        true => "carol-closed",
-        false => "carol-unheard",
+/// As the first, but the relay restarts before she is back: the count of
+/// what it applied was logged with the eviction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_applied_before_an_eviction_is_not_reported_lost_after_a_relay_restart() {
+    applied_then_cut_off(Cut::EvictedThenRelayRestarted).await;
+}
+
+/// How carol's connection ends once her write was applied.
+#[derive(PartialEq)]
+enum Cut {
+    /// The relay evicts her, then cuts her off.
+    Evicted,
+    /// Her connection ends, and the relay evicts her.
+    ConnectionEndedFirst,
+    /// As `Evicted`, then the relay restarts.
+    EvictedThenRelayRestarted,
+}
+
+async fn applied_then_cut_off(cut: Cut) {
+    let hostname = match cut {
+        Cut::Evicted => "carol-unheard",
+        Cut::ConnectionEndedFirst => "carol-closed",
+        Cut::EvictedThenRelayRestarted => "carol-restarted",
     };
-    let (_relay, alice, hole, carol) =
-        alice_and_carol_behind_a_proxy(json!({"l": []}), hostname).await;
+    let (mut relay, alice, hole, carol) =
+        alice_and_carol_behind_a_proxy(json!({"l": []}), hostname, Duration::ZERO).await;
     let evicted = carol.node().peer_id().incarnation();
 
     hole.hold_towards_client();
@@ -159,13 +182,16 @@ async fn applied_then_cut_off(connection_ends_first: bool) {
     // Unheard now as well (her new connections reach nobody until the
     // relay has evicted her).
     hole.black_hole();
-    if connection_ends_first {
+    if cut == Cut::ConnectionEndedFirst {
         hole.cut();
         logged(&["peer evicted", hostname, "disconnected"]).await;
     } else {
         // Evicted, then the connection is cut with what the proxy held.
         logged(&["disconnecting client", hostname]).await;
         hole.cut();
+    }
+    if cut == Cut::EvictedThenRelayRestarted {
+        relay.restart().await;
     }
     hole.restore();
 
@@ -180,4 +206,50 @@ async fn applied_then_cut_off(connection_ends_first: bool) {
     .await;
     converge(&[alice.node(), carol.node()]).await;
     assert_eq!(list(&alice).unwrap().to_json().unwrap(), json!([7]));
+}
+
+/// The count of applied frames belongs to one connection. Carol's first
+/// connection ends (counted) and she is back within the grace on a new one,
+/// whose write the relay never gets; the relay restarts and evicts her for
+/// silence. Back, she must count that write lost: the first connection's
+/// count, had the relay kept it, would have taken it for applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_of_an_earlier_connection_does_not_take_a_dropped_write_for_applied() {
+    let hostname = "carol-twice";
+    let (mut relay, alice, hole, carol) =
+        alice_and_carol_behind_a_proxy(json!({"l": []}), hostname, Duration::from_secs(2)).await;
+    let evicted = carol.node().peer_id().incarnation();
+    list(&carol).unwrap().push(1).unwrap();
+    carol.flush().await.unwrap();
+
+    hole.black_hole();
+    hole.cut();
+    disconnected(&carol, "carol's first connection ends").await;
+    hole.restore();
+    list(&carol).unwrap().push(2).unwrap();
+    carol.flush().await.expect("back within the grace, as a member");
+    assert_eq!(carol.node().peer_id().incarnation(), evicted);
+
+    // A write the relay never gets, then a restart, and carol is evicted
+    // for silence.
+    hole.black_hole();
+    list(&carol).unwrap().push(3).unwrap();
+    relay.restart().await;
+    logged(&["peer evicted", hostname, "missed heartbeats"]).await;
+    hole.cut();
+    hole.restore();
+
+    let flushed = tokio::time::timeout(Duration::from_secs(30), carol.flush())
+        .await
+        .expect("carol's flush ends");
+    assert!(
+        matches!(flushed, Err(NetError::WritesLost(1))),
+        "the dropped write is reported lost: {flushed:?}"
+    );
+    wait_until("carol to start over", Duration::from_secs(20), || {
+        carol.node().peer_id().incarnation() != evicted
+    })
+    .await;
+    converge(&[alice.node(), carol.node()]).await;
+    assert_eq!(list(&alice).unwrap().to_json().unwrap(), json!([1, 2]));
 }
