@@ -189,7 +189,11 @@ impl Store {
     /// Appends a message (durable after the next commit).
     pub(crate) fn append_message(&mut self, position: u64, bytes: &[u8]) {
         if self.dir.is_some() {
-            put_record(&mut self.buf, KIND_MESSAGE, &[&position.to_le_bytes(), bytes]);
+            put_record(
+                &mut self.buf,
+                KIND_MESSAGE,
+                &[&position.to_le_bytes(), bytes],
+            );
         }
     }
 

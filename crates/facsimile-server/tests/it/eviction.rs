@@ -227,7 +227,10 @@ async fn a_count_of_an_earlier_connection_does_not_take_a_dropped_write_for_appl
     disconnected(&carol, "carol's first connection ends").await;
     hole.restore();
     list(&carol).unwrap().push(2).unwrap();
-    carol.flush().await.expect("back within the grace, as a member");
+    carol
+        .flush()
+        .await
+        .expect("back within the grace, as a member");
     assert_eq!(carol.node().peer_id().incarnation(), evicted);
 
     // A write the relay never gets, then a restart, and carol is evicted
