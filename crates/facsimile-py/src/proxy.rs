@@ -653,11 +653,7 @@ impl ListProxy {
         if items.is_empty() {
             return Ok(());
         }
-        let len = self.list.len();
-        self.list
-            .splice(len, 0, items)
-            .map(|_| ())
-            .map_err(errors::store)
+        self.list.extend(items).map_err(errors::store)
     }
 
     fn __iadd__(&self, items: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -921,8 +921,16 @@ impl ArrayRef {
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn extend<V: Into<Input>>(&self, items: impl IntoIterator<Item = V>) -> Result<()> {
-        let len = self.len();
-        self.splice(len, 0, items).map(|_| ())
+        let items = items
+            .into_iter()
+            .map(|i| i.into().into_core(&self.node))
+            .collect::<Result<Vec<_>>>()?;
+        let id = self.id();
+        // The length as of the write: a message applied meanwhile may
+        // have changed it.
+        self.node
+            .write(|r| r.list_splice(id, r.list_len(id)?, 0, items))
+            .map(|_| ())
     }
 
     /// Removes and returns the last element (`None` when the array is
@@ -1161,13 +1169,16 @@ impl ArrayRef {
         range: impl std::ops::RangeBounds<usize>,
     ) -> Result<()> {
         let input = x.into().into_core(&self.node)?;
-        let (a, b) = bounds(range, self.len());
+        let range = (range.start_bound().cloned(), range.end_bound().cloned());
         let id = self.id();
-        if a + 1 >= b || !matches!(input, CoreInput::Map(_) | CoreInput::Array(_)) {
-            let writes = (a..b).map(|i| (i, input.clone())).collect();
-            return self.node.write(|r| r.list_set_many(id, writes)).map(|_| ());
-        }
         self.node.write(|r| {
+            // Bounds as of the write: a message applied meanwhile may have
+            // changed the length.
+            let (a, b) = bounds(range, r.list_len(id)?);
+            if a + 1 >= b || !matches!(input, CoreInput::Map(_) | CoreInput::Array(_)) {
+                let writes = (a..b).map(|i| (i, input.clone())).collect();
+                return r.list_set_many(id, writes).map(|_| ());
+            }
             r.begin();
             let filled = r.list_set_many(id, vec![(a, input)]).and_then(|_| {
                 let created = r.list_get(id, a)?.expect("the element just set");
@@ -1203,24 +1214,23 @@ impl ArrayRef {
         source: impl std::ops::RangeBounds<usize>,
         target: usize,
     ) -> Result<()> {
-        let values = self.to_vec()?;
-        let len = values.len();
-        let (a, b) = bounds(source, len);
-        if target >= len {
-            return Ok(());
-        }
-        let n = (b - a).min(len - target);
-        let writes = (0..n)
-            .map(|k| {
-                Ok((
-                    target + k,
-                    Input::from(&values[a + k]).into_core(&self.node)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.node
-            .write(|r| r.list_set_many(self.id(), writes))
-            .map(|_| ())
+        let source = (source.start_bound().cloned(), source.end_bound().cloned());
+        let id = self.id();
+        self.node.write(|r| {
+            // Read and written in one step: a message applied in between
+            // would shift what is copied.
+            let values = r.list_values(id)?;
+            let len = values.len();
+            let (a, b) = bounds(source, len);
+            if target >= len {
+                return Ok(());
+            }
+            let n = (b - a).min(len - target);
+            let writes = (0..n)
+                .map(|k| (target + k, CoreInput::Value(values[a + k].clone())))
+                .collect();
+            r.list_set_many(id, writes).map(|_| ())
+        })
     }
 
     /// Reverses the array in place. The elements move (they keep their

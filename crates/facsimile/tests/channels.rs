@@ -1,6 +1,8 @@
 //! `ChannelNetwork`: nodes on tokio tasks joined by channels.
 #![cfg(feature = "channels")]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use facsimile::{ChannelNetwork, Config, Value};
@@ -50,6 +52,51 @@ async fn writers_on_tasks_converge() {
     }
     let log = nodes[0].root_map().unwrap().get("log").unwrap();
     assert_eq!(log.as_array().unwrap().len(), NODES * WRITES);
+}
+
+/// `fill`, `copy_within` and `extend` take the array's length as of their
+/// own write: a message applied between a read of it and the write (here,
+/// another node's push or pop, applied by the node's task on another
+/// thread) would make them fail with an index past the end, or write at
+/// shifted places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_methods_take_the_length_as_of_their_write() {
+    const CALLS: usize = 10_000;
+    let net = ChannelNetwork::new();
+    let (a, b) = (net.join("a"), net.join("b"));
+    a.set_root(json!([0, 0, 0, 0])).expect("root");
+    net.settled().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = tokio::task::spawn_blocking({
+        let (b, stop) = (b.clone(), stop.clone());
+        move || {
+            let list = b.root_array().expect("synced");
+            while !stop.load(Ordering::Relaxed) {
+                list.push(1).expect("push");
+                list.pop().expect("pop");
+            }
+        }
+    });
+    let calls = tokio::task::spawn_blocking({
+        let a = a.clone();
+        move || {
+            let list = a.root_array().expect("root");
+            for i in 0..CALLS {
+                let done = match i % 3 {
+                    0 => list.fill(i as i64, ..),
+                    1 => list.copy_within(1.., 0),
+                    _ => list.extend([i as i64]).and_then(|()| list.pop().map(drop)),
+                };
+                done.unwrap_or_else(|e| panic!("call {i}: {e}"));
+            }
+        }
+    });
+    let calls = calls.await;
+    stop.store(true, Ordering::Relaxed);
+    churn.await.expect("churn");
+    calls.expect("every call succeeds");
+    net.settled().await;
+    assert_eq!(a.snapshot(), b.snapshot());
 }
 
 /// A late joiner syncs through the network; `settled` does not wait for a

@@ -403,3 +403,55 @@ fn the_event_stream_delivers_changes() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// An index listener hears a write at its index, on the node that made it
+/// (`Origin::Local`) and on the others (`Origin::Remote`, naming the
+/// writer), with the values before and after; not a write at another
+/// index; and nothing once its subscription is dropped.
+#[test]
+fn index_listeners_hear_local_and_remote_writes_with_their_origin() {
+    type Heard = Arc<Mutex<Vec<(facsimile::Origin, Option<Value>, Option<Value>)>>>;
+    fn listen(list: &ArrayRef, index: usize) -> (Heard, facsimile::Subscription) {
+        let heard: Heard = Arc::default();
+        let h = heard.clone();
+        let sub = list.on_index(index, move |e| {
+            assert_eq!(e.prop(), Some(&Prop::Index(1)));
+            h.lock().unwrap().push((
+                e.origin().clone(),
+                e.old_value().cloned(),
+                e.new_value().cloned(),
+            ));
+        });
+        (heard, sub)
+    }
+    let net = LocalNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!([0, 0, 0])).unwrap();
+    let (on_a, sub_a) = listen(&a.root_array().unwrap(), 1);
+    let (on_b, _sub_b) = listen(&b.root_array().unwrap(), 1);
+    let list = a.root_array().unwrap();
+    list.set(1, 5).unwrap();
+    list.set(0, 7).unwrap();
+    list.set(2, 7).unwrap();
+    let change = (Some(Value::Int(0)), Some(Value::Int(5)));
+    assert_eq!(
+        *on_a.lock().unwrap(),
+        [(facsimile::Origin::Local, change.0.clone(), change.1.clone())]
+    );
+    assert_eq!(
+        *on_b.lock().unwrap(),
+        [(
+            facsimile::Origin::Remote(a.peer_id()),
+            change.0.clone(),
+            change.1.clone()
+        )]
+    );
+    drop(sub_a);
+    b.root_array().unwrap().set(1, 6).unwrap();
+    assert_eq!(on_a.lock().unwrap().len(), 1, "dropped: heard nothing more");
+    assert_eq!(
+        on_b.lock().unwrap()[1],
+        (facsimile::Origin::Local, change.1, Some(Value::Int(6)))
+    );
+}
