@@ -103,7 +103,14 @@ for (const binary of [false, true]) {
         const part = typeof m === 'string' ? m.slice(0, cut) : m.slice(0, cut);
         refusedUnchanged(v, part, undefined, `a message cut at ${cut}`);
       }
-      if (typeof m !== 'string') {
+      if (typeof m === 'string') {
+        // JSON names its version first, as "v".
+        assert.ok(m.startsWith('{"v":1,'), m.slice(0, 20));
+        for (const version of [0, 2, 255, 256]) {
+          const e = refusedUnchanged(v, `{"v":${version},${m.slice(7)}`, undefined, `version ${version}`);
+          assert.equal(e.code, 'UNSUPPORTED_VERSION');
+        }
+      } else {
         // Wrong version bytes ('{' starts JSON).
         for (const version of [0, 2, 0x7a, 0x7c, 0xff]) {
           const wrong = Uint8Array.from(m);

@@ -1,7 +1,8 @@
 //! Wire encodings: a compact binary envelope by default, JSON for debugging.
 //!
 //! Binary: one version byte, then the message in postcard (varint integers,
-//! length-prefixed strings). JSON: the same message as a JSON object; it
+//! length-prefixed strings). JSON: the same message as a JSON object whose
+//! first field, `v`, is the version (one without it is of version 1); it
 //! starts with `{`, which no binary version byte is, so a receiver accepts
 //! either without being told which.
 
@@ -122,9 +123,16 @@ fn deserialize(bytes: &[u8], max: usize) -> Result<Frame, ReceiveError> {
     }
     match bytes.first() {
         None => Err(ReceiveError::Empty),
-        Some(b'{') => {
-            serde_json::from_slice(bytes).map_err(|e| ReceiveError::Malformed(e.to_string()))
-        }
+        Some(b'{') => serde_json::from_slice(bytes).map_err(|e| {
+            // A later version's message need not parse as this one's: its
+            // version decides the error.
+            match crate::wire::json_version(bytes) {
+                Some(v) if v != u64::from(VERSION) => {
+                    ReceiveError::UnsupportedVersion(u8::try_from(v).unwrap_or(u8::MAX))
+                }
+                _ => ReceiveError::Malformed(e.to_string()),
+            }
+        }),
         Some(&VERSION) => {
             let (frame, rest) = postcard::take_from_bytes::<Frame>(&bytes[1..])
                 .map_err(|e| ReceiveError::Malformed(e.to_string()))?;

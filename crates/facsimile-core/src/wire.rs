@@ -503,10 +503,47 @@ enum Flat<H, O, A, F, M, S, P = (), V = (), R = ()> {
     Run { seq: u64, messages: R },
 }
 
-#[derive(Serialize, Deserialize)]
+/// A message on the wire. In JSON it carries the wire version as a field of
+/// its own, `v`, written first (in binary the version is the byte before
+/// it).
+#[derive(Deserialize)]
 struct FlatFrame<B> {
     from: Tag,
     body: B,
+}
+
+impl<B: Serialize> Serialize for FlatFrame<B> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let json = s.is_human_readable();
+        let mut out = s.serialize_struct("FlatFrame", 2 + usize::from(json))?;
+        if json {
+            out.serialize_field("v", &crate::codec::VERSION)?;
+        }
+        out.serialize_field("from", &self.from)?;
+        out.serialize_field("body", &self.body)?;
+        out.end()
+    }
+}
+
+/// [`FlatFrame`] as JSON reads it: a message without `v` is of version 1,
+/// written before JSON carried it.
+#[derive(Deserialize)]
+struct JsonFrame<B> {
+    #[serde(default)]
+    v: Option<u64>,
+    from: Tag,
+    body: B,
+}
+
+/// The wire version a JSON message names, read with nothing else of it;
+/// `None` when it names none or is not a JSON object.
+pub(crate) fn json_version(bytes: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Version {
+        v: Option<u64>,
+    }
+    serde_json::from_slice::<Version>(bytes).ok()?.v
 }
 
 type FlatRef<'a> = Flat<
@@ -608,7 +645,17 @@ impl Serialize for Frame {
 
 impl<'de> Deserialize<'de> for Frame {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let flat = FlatFrame::<FlatOwned>::deserialize(d)?;
+        let flat = if d.is_human_readable() {
+            let JsonFrame { v, from, body } = JsonFrame::<FlatOwned>::deserialize(d)?;
+            if let Some(v) = v.filter(|&v| v != u64::from(crate::codec::VERSION)) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "unsupported wire version {v}"
+                )));
+            }
+            FlatFrame { from, body }
+        } else {
+            FlatFrame::<FlatOwned>::deserialize(d)?
+        };
         let seq = |seq, body| Message::Sequenced { seq, body };
         let to = |to, body| Message::Directed { to, body };
         let msg = match flat.body {

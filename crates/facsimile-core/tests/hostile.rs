@@ -388,6 +388,48 @@ fn a_wrong_version_byte_is_refused() {
     still_converges(&mut net);
 }
 
+/// JSON messages name their version in a field of their own, `v`, first:
+/// another version is refused as such, whether or not the rest reads as
+/// this version's; one without `v` (written before JSON carried it) is of
+/// version 1.
+#[test]
+fn a_json_message_of_another_version_is_refused() {
+    let mut net = world(WireFormat::Json);
+    let msg = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", 1.into()).unwrap();
+    });
+    let text = std::str::from_utf8(&msg.bytes).unwrap().to_string();
+    let rest = text
+        .strip_prefix(&format!("{{\"v\":{},", facsimile_core::VERSION))
+        .expect("the version comes first");
+    for v in [0u64, 2, 255, 256, 1 << 40] {
+        let bytes = format!("{{\"v\":{v},{rest}");
+        assert_eq!(
+            refused(&mut net, B, bytes.as_bytes()),
+            ReceiveError::UnsupportedVersion(u8::try_from(v).unwrap_or(u8::MAX)),
+            "{v}"
+        );
+        // A later version's body need not read as this one's.
+        let later = format!("{{\"v\":{v},\"from\":7,\"body\":{{\"Later\":[1,2]}}}}");
+        assert_eq!(
+            refused(&mut net, B, later.as_bytes()),
+            ReceiveError::UnsupportedVersion(u8::try_from(v).unwrap_or(u8::MAX)),
+            "{later}"
+        );
+    }
+    // Without `v`: read as version 1, applied.
+    let unversioned = format!("{{{rest}");
+    net.replica(B)
+        .handle_message(unversioned.as_bytes())
+        .expect("a message without a version is of version 1");
+    let rb = root(&mut net, B);
+    assert_eq!(
+        net.replica(B).map_get(rb, "m").unwrap(),
+        Some(Value::Int(1))
+    );
+    still_converges(&mut net);
+}
+
 #[test]
 fn an_oversized_message_is_refused_before_decoding() {
     let max = 4096;
