@@ -422,7 +422,7 @@ fn a_json_message_of_another_version_is_refused() {
     net.replica(B)
         .handle_message(unversioned.as_bytes())
         .expect("a message without a version is of version 1");
-    let rb = root(&mut net, B);
+    let rb = root(&net, B);
     assert_eq!(
         net.replica(B).map_get(rb, "m").unwrap(),
         Some(Value::Int(1))
