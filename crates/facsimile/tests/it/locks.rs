@@ -705,3 +705,21 @@ fn a_reload_after_a_lapse_carries_writes_over_once_the_node_reads_its_hello_back
     assert_eq!(b.root_map().unwrap().get("x"), Some(Value::Int(1)));
     assert_eq!(a.snapshot(), b.snapshot());
 }
+
+/// A lock is the node's: a second `lock` on the node that holds it
+/// resolves at once to a guard of the same grant, and dropping either
+/// guard releases the lock for both (README, "Locks").
+#[test]
+fn a_second_lock_on_the_holding_node_shares_the_grant() {
+    let net = LocalNetwork::new();
+    let (a, b, ra, rb, first) = a_holds_the_root(&net);
+    let second = block_on(a.lock(&ra)).unwrap();
+    assert_eq!(second.token(), first.token(), "the same grant");
+    assert!(first.is_held() && second.is_held());
+    drop(first);
+    assert!(!second.is_held(), "released for both");
+    let by_b = block_on(b.lock(&rb)).unwrap();
+    assert!(by_b.token() > second.token());
+    drop(second);
+    assert!(by_b.is_held(), "dropping a released guard releases nothing");
+}
