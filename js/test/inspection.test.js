@@ -65,5 +65,12 @@ test('the lock table and the peers, as a node that only watches knows them', asy
     assert.equal(p.incarnation, (p.hostname === 'holder' ? holder : waiter).incarnation);
     assert.equal(typeof p.lastHeard, 'number');
     assert.equal(p.silentFor, 0);
+    assert.equal(p.held, 0);
   }
+  // Each peer's stream position: one more message of the holder's, applied.
+  const applied = () => watcher._peers().find((p) => p.hostname === 'holder').applied;
+  const before = applied();
+  assert.ok(before > 0);
+  holder.store.n = 1;
+  assert.equal(applied(), before + 1);
 });

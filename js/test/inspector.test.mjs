@@ -180,7 +180,13 @@ test('the inspector shows the tree, changes with their origins, peers, a Rust no
     await cli(relay, ['set', '@', '/a/b/c', '3', '--doc', doc, '--hostname', 'shell']);
     await page.waitForFunction((p) => Number(document.getElementById('relay').dataset.position) > p, before);
     assert.match(await page.textContent('[data-field="storage"]'), /log \d/);
-    assert.match(await page.textContent('[data-field="clients"]'), /inspector \(read-only\)/);
+    assert.match(await page.textContent('[data-field="clients"]'), /inspector \(read-only\) at \d+/);
+    // The shell's write moved the relay's stream on the page.
+    await page.waitForFunction(
+      () => Number(document.querySelector('#peers tr[data-hostname="relay"]')?.dataset.applied) > 0,
+      null,
+      { timeout: 20000 },
+    );
     await page.screenshot({ path: join(shots, 'inspector.png') });
     // The page cannot write: its node is read-only.
     assert.equal(await page.evaluate(() => {

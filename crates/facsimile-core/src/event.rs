@@ -124,9 +124,17 @@ impl LockEvent {
 /// A member as this replica sees it, for inspection
 /// ([`crate::Replica::peers`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerInfo {
     /// The member.
     pub peer: PeerId,
+    /// Its stream's position here: how many of its broadcast messages
+    /// this replica has applied (a joiner counts those its snapshot
+    /// covered).
+    pub applied: u64,
+    /// Its messages that arrived ahead of a gap, held until the gap is
+    /// filled.
+    pub held: usize,
     /// When it was last heard from, on the clock the replica is given
     /// (`handle_timeout`'s `now`), as of the last time check; `None` when
     /// failure detection is off or no check has passed since it was first

@@ -25,7 +25,7 @@ use crate::membership::Membership;
 use crate::op::{self, Op};
 use crate::outbox::{OP_OVERHEAD, Transmit, bare_op_bound, input_bound, key_bound, refs};
 use crate::outputs::Outputs;
-use crate::streams::{Position, Streams};
+use crate::streams::{Position, Stream, Streams};
 use crate::sync::transfer::{self, Source, Target, Transferred};
 use crate::sync::{Joining, Phase, Retry, SyncServer};
 use crate::timers::Timer;
@@ -148,14 +148,20 @@ impl Replica {
         m
     }
 
-    /// The members with when each was last heard from, sorted by peer.
+    /// The members with their streams' positions here and when each was
+    /// last heard from, sorted by peer.
     pub fn peers(&self) -> Vec<PeerInfo> {
         let mut m: Vec<PeerInfo> = self
             .members
             .iter()
-            .map(|p| PeerInfo {
-                peer: self.peers.get(p).clone(),
-                last_heard: self.members.last_heard(p),
+            .map(|p| {
+                let stream = self.streams.of_peer(p, &self.peers);
+                PeerInfo {
+                    peer: self.peers.get(p).clone(),
+                    applied: stream.map_or(0, |s| s.next_seq.saturating_sub(1)),
+                    held: stream.map_or(0, Stream::held),
+                    last_heard: self.members.last_heard(p),
+                }
             })
             .collect();
         m.sort_by(|a, b| a.peer.cmp(&b.peer));

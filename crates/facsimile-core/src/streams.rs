@@ -34,6 +34,11 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
+    /// Messages held ahead of a gap.
+    pub(crate) fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// A stream followed from position `next_seq`.
     pub(crate) fn at(peer: PeerIdx, next_seq: u64, lamport: u64, dict: Vec<PeerIdx>) -> Stream {
         Stream {

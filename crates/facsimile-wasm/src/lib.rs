@@ -725,7 +725,9 @@ impl Engine {
 
     /// The members with when each was last heard from, on this engine's
     /// clock (the `now` of `handle_timeout`, in milliseconds; `null` before
-    /// the first check): `[{hostname, incarnation, lastHeard}]`.
+    /// the first check), how many of its broadcast messages this engine
+    /// applied, and how many it holds ahead of a gap: `[{hostname,
+    /// incarnation, lastHeard, applied, held}]`.
     pub fn peers(&self) -> JsValue {
         let out = Array::new();
         for p in self.replica.peers() {
@@ -736,6 +738,9 @@ impl Engine {
                 JsValue::from_f64(d.as_secs_f64() * 1000.0)
             });
             let _ = Reflect::set(&o, &"lastHeard".into(), &heard);
+            let applied = JsValue::from_f64(p.applied as f64);
+            let _ = Reflect::set(&o, &"applied".into(), &applied);
+            let _ = Reflect::set(&o, &"held".into(), &JsValue::from_f64(p.held as f64));
             out.push(&o);
         }
         out.into()

@@ -91,3 +91,24 @@ fn a_message_gone_from_the_log_sends_the_reader_to_sync() {
         "{events:?}"
     );
 }
+
+/// `Replica::peers` tells each member's stream position: how many of its
+/// messages were applied here, and how many wait ahead of a gap.
+#[test]
+fn peers_tell_their_stream_position_and_what_waits_behind_a_gap() {
+    let (mut a, mut b) = pair(Config::default());
+    let position = |b: &Replica| {
+        let peers = b.peers();
+        let a = peers.iter().find(|p| p.peer.hostname() == "a").unwrap();
+        (a.applied, a.held)
+    };
+    let (start, held) = position(&b);
+    assert_eq!(held, 0);
+    let sent = pushes(&mut a, 4);
+    deliver(&mut b, sent[..1].iter().cloned());
+    assert_eq!(position(&b), (start + 1, 0));
+    deliver(&mut b, sent[2..].iter().cloned());
+    assert_eq!(position(&b), (start + 1, 2), "two wait behind the gap");
+    deliver(&mut b, sent[1..2].iter().cloned());
+    assert_eq!(position(&b), (start + 4, 0));
+}

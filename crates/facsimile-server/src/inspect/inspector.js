@@ -256,6 +256,11 @@ function renderTables() {
     tr.insertCell().textContent = p.hostname;
     tr.insertCell().textContent = p.incarnation.toString(16).padStart(8, '0');
     tr.insertCell().textContent = ago(p.silentFor);
+    // How far this page has applied the peer's stream of messages.
+    const stream = tr.insertCell();
+    stream.className = 'stream';
+    stream.textContent = p.held > 0 ? `${p.applied} applied, ${p.held} held behind a gap` : `${p.applied} applied`;
+    tr.dataset.applied = String(p.applied);
   }
   const locks = $('locks').tBodies[0];
   locks.textContent = '';
@@ -293,7 +298,8 @@ async function pollStatus() {
       ['snapshot covers', String(s.snapshotPosition), 'snapshot-position'],
       ['storage', s.durable ? `${KB(s.snapshotBytes + s.logBytes)} (snapshot ${KB(s.snapshotBytes)}, log ${KB(s.logBytes)})` : 'none (ephemeral relay)', 'storage'],
       ['objects', String(s.objects), 'objects'],
-      ['clients', `${s.clients.length}: ${s.clients.map((c) => `${c.hostname}${c.readOnly ? ' (read-only)' : ''}`).join(', ')}`, 'clients'],
+      // Each client with the log position queued for it so far.
+      ['clients', `${s.clients.length}: ${s.clients.map((c) => `${c.hostname}${c.readOnly ? ' (read-only)' : ''} at ${c.sentUpto}`).join(', ')}`, 'clients'],
     ];
     dl.textContent = '';
     for (const [k, v, id] of items) {
