@@ -231,8 +231,9 @@ fn release_by_a_node_that_does_not_hold_the_lock() {
 /// the other next, and both writes land.
 #[test]
 fn s14_concurrent_locks_go_to_the_higher_hostname_first() {
-    for seed in 0..20 {
-        let net = LocalNetwork::manual(seed);
+    for (seed, (wire, net)) in
+        (0..20).flat_map(|seed| manual_networks(seed).into_iter().map(move |n| (seed, n)))
+    {
         let low = net.join("alpha");
         let high = net.join("bravo");
         net.run();
@@ -273,14 +274,14 @@ fn s14_concurrent_locks_go_to_the_higher_hostname_first() {
         assert!(fh.poll_unpin(&mut cx).is_pending());
         net.run();
         let Poll::Ready(Ok(gh)) = fh.poll_unpin(&mut cx) else {
-            panic!("seed {seed}: bravo, the higher hostname, goes first");
+            panic!("{wire}, seed {seed}: bravo, the higher hostname, goes first");
         };
-        assert!(fl.poll_unpin(&mut cx).is_pending(), "seed {seed}");
+        assert!(fl.poll_unpin(&mut cx).is_pending(), "{wire}, seed {seed}");
         log_high.push("bravo").unwrap();
         drop(gh);
         net.run();
         let Poll::Ready(Ok(gl)) = fl.poll_unpin(&mut cx) else {
-            panic!("seed {seed}: alpha goes next");
+            panic!("{wire}, seed {seed}: alpha goes next");
         };
         log_low.push("alpha").unwrap();
         drop(gl);
@@ -289,7 +290,7 @@ fn s14_concurrent_locks_go_to_the_higher_hostname_first() {
             assert_eq!(
                 node.root().to_json().unwrap(),
                 json!({"log": ["bravo", "alpha"]}),
-                "seed {seed}"
+                "{wire}, seed {seed}"
             );
         }
         let order = order.lock().unwrap();
@@ -299,7 +300,7 @@ fn s14_concurrent_locks_go_to_the_higher_hostname_first() {
         );
         assert!(
             order[1].1 > order[0].1,
-            "seed {seed}: fencing tokens increase"
+            "{wire}, seed {seed}: fencing tokens increase"
         );
     }
 }
