@@ -586,7 +586,12 @@ impl Doc {
             if self.applied_at_eviction.contains_key(&tag)
                 || self.applied_staged.iter().any(|&(t, _)| t == tag)
             {
+                // Durable before the welcome goes out: the node counts
+                // this connection's frames from zero once it hears it, and
+                // after a crash the old count would take frames of this
+                // connection the log never got for applied.
                 self.store.append_applied(tag, None);
+                self.sync_log();
                 self.applied_staged.retain(|&(t, _)| t != tag);
                 self.keep_applied(tag, None);
             }
@@ -1037,14 +1042,19 @@ impl Doc {
         }
     }
 
+    /// Makes what the log was given so far durable, or stops the relay.
+    fn sync_log(&mut self) {
+        if let Err(e) = self.store.commit() {
+            // Nothing more can be acknowledged truthfully.
+            tracing::error!(doc = %self.name, error = %e, "cannot write the document's log; stopping the relay");
+            std::process::exit(2);
+        }
+    }
+
     /// Makes the batch durable, then sends what it produced.
     fn commit_and_release(&mut self) {
         loop {
-            if let Err(e) = self.store.commit() {
-                // Nothing more can be acknowledged truthfully.
-                tracing::error!(doc = %self.name, error = %e, "cannot write the document's log; stopping the relay");
-                std::process::exit(2);
-            }
+            self.sync_log();
             self.committed = self.head;
             self.remember_applied();
             for s in std::mem::take(&mut self.staged) {
@@ -1103,7 +1113,7 @@ impl Doc {
     fn maybe_compact(&mut self) {
         let limit = self.config.compact_bytes;
         let grown = if self.store.is_durable() {
-            self.store.log_bytes() > limit
+            self.store.log_growth() > limit
         } else {
             self.tail_bytes as u64 > limit
         };
@@ -1215,7 +1225,55 @@ fn send(c: &mut Client) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use facsimile::net::protocol::Resume;
     use facsimile_core::{Config, Input, PeerId, Replica};
+
+    use super::*;
+
+    /// A node back as a member on a new connection counts that
+    /// connection's frames from zero once it hears its welcome: the record
+    /// that forgets its older count is on disk before the welcome is
+    /// queued, so that no crash can leave the older count to be told later.
+    #[test]
+    fn a_count_is_forgotten_on_disk_before_the_welcome_goes_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(ServerConfig::default());
+        let (mut doc, _) = Doc::open("d", Some(dir.path().to_path_buf()), config).unwrap();
+        let tag = 0x5eed;
+        doc.stage_applied(tag, 7);
+        doc.commit_and_release();
+        assert_eq!(doc.applied_at_eviction.get(&tag), Some(&7));
+
+        let (tx, mut rx) = mpsc::channel(16);
+        let out = Outbox {
+            tx,
+            queued: Arc::default(),
+            cancel: CancellationToken::new(),
+            closing: Arc::default(),
+            ending: CancellationToken::new(),
+        };
+        let hello = ClientHello {
+            protocol: protocol::PROTOCOL_VERSION,
+            document: "d".into(),
+            token: String::new(),
+            hostname: "back".into(),
+            incarnation: tag,
+            resume: Some(Resume {
+                log: doc.log_id,
+                position: doc.committed,
+            }),
+            read_only: false,
+        };
+        doc.join(1, hello, "127.0.0.1:1".parse().unwrap(), out);
+        assert!(rx.try_recv().is_ok(), "the welcome is queued");
+        let on_disk = Store::open(dir.path()).unwrap().records;
+        assert_eq!(
+            on_disk.last(),
+            Some(&Record::Applied { tag, frames: None }),
+            "{on_disk:?}"
+        );
+        assert_eq!(doc.applied_at_eviction.get(&tag), None);
+    }
 
     /// Clients send unacknowledged messages again after reconnecting; the
     /// relay (and every node) must treat a message it already applied as a

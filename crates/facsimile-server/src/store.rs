@@ -14,7 +14,8 @@
 //! Recovery reads the snapshot, then the log; a record that is incomplete
 //! or fails its checksum ends the log (a write torn by a crash) and the
 //! file is cut there. A whole record of a kind this version does not know
-//! (a later version's) is skipped. Records at or below the snapshot's position are
+//! (a later version's) is skipped; a later version adds kinds rather than
+//! lengthen a known one's record, which this version would cut. Records at or below the snapshot's position are
 //! skipped, so a crash between writing a snapshot and truncating the log
 //! is harmless. See DESIGN.md, "The relay's store", for why a plain file.
 
@@ -25,7 +26,12 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-const LOG_MAGIC: &[u8; 8] = b"FCSLOG\x00\x01";
+/// The log's magic: version 2 may hold count records (`KIND_APPLIED`),
+/// which a relay that reads only version 1 would take for a torn tail and
+/// cut; it refuses a version-2 log instead. A version-1 log is upgraded in
+/// place when it is opened.
+const LOG_MAGIC: &[u8; 8] = b"FCSLOG\x00\x02";
+const LOG_MAGIC_V1: &[u8; 8] = b"FCSLOG\x00\x01";
 const SNAP_MAGIC: &[u8; 8] = b"FCSSNP\x00\x01";
 const LOG_HEADER: u64 = 16;
 const KIND_MESSAGE: u8 = 0;
@@ -68,6 +74,10 @@ pub(crate) struct Store {
     log_id: u64,
     /// Bytes of the log file, written or not.
     log_bytes: u64,
+    /// Bytes the log held when it was started (its header and the counts
+    /// a compaction carried): what it grew by since is what compaction
+    /// looks at.
+    log_floor: u64,
     /// Records appended since the last commit.
     buf: Vec<u8>,
 }
@@ -87,6 +97,7 @@ impl Store {
             log: None,
             log_id: rand::random(),
             log_bytes: 0,
+            log_floor: 0,
             buf: Vec::new(),
         }
     }
@@ -100,13 +111,14 @@ impl Store {
         fs::create_dir_all(dir)?;
         let snapshot = read_snapshot(&dir.join("snapshot"))?;
         let log_path = dir.join("log");
-        let (log_id, records, valid_len, file_len) = match read_file(&log_path)? {
+        let (log_id, records, valid_len, file_len, upgrade) = match read_file(&log_path)? {
             Some(data) => {
                 let data = Bytes::from(data);
                 let (log_id, records, valid) = parse_log(&data, &log_path)?;
-                (Some(log_id), records, valid, data.len() as u64)
+                let upgrade = &data[..8] == LOG_MAGIC_V1;
+                (Some(log_id), records, valid, data.len() as u64, upgrade)
             }
-            None => (None, Vec::new(), 0, 0),
+            None => (None, Vec::new(), 0, 0, false),
         };
         let log_id = match (&snapshot, log_id) {
             (Some(s), Some(l)) if s.log_id != l => {
@@ -126,11 +138,18 @@ impl Store {
             log: None,
             log_id,
             log_bytes: 0,
+            log_floor: 0,
             buf: Vec::new(),
         };
         if file_len == 0 {
             store.reset_log(&[])?;
         } else {
+            if upgrade {
+                // Before anything of version 2 is appended.
+                let mut f = OpenOptions::new().write(true).open(&log_path)?;
+                f.write_all(LOG_MAGIC)?;
+                f.sync_all()?;
+            }
             let file = OpenOptions::new().append(true).open(&log_path)?;
             if valid_len < file_len {
                 tracing::warn!(
@@ -144,6 +163,7 @@ impl Store {
             }
             store.log = Some(file);
             store.log_bytes = valid_len;
+            store.log_floor = LOG_HEADER;
         }
         let records = records
             .into_iter()
@@ -179,6 +199,11 @@ impl Store {
     /// Size of the log, committed or not.
     pub(crate) fn log_bytes(&self) -> u64 {
         self.log_bytes + self.buf.len() as u64
+    }
+
+    /// What the log grew by since it was started.
+    pub(crate) fn log_growth(&self) -> u64 {
+        self.log_bytes() - self.log_floor
     }
 
     /// Whether records wait for [`Store::commit`].
@@ -268,6 +293,7 @@ impl Store {
         write_atomically(&dir, "log", &data)?;
         self.log = Some(OpenOptions::new().append(true).open(dir.join("log"))?);
         self.log_bytes = data.len() as u64;
+        self.log_floor = self.log_bytes;
         Ok(())
     }
 }
@@ -337,9 +363,9 @@ fn read_snapshot(path: &Path) -> io::Result<Option<Snapshot>> {
 /// Parses a log: its identity, its valid records, and the length of the
 /// valid prefix.
 fn parse_log(data: &Bytes, path: &Path) -> io::Result<(u64, Vec<Record>, u64)> {
-    if data.len() < LOG_HEADER as usize || &data[..8] != LOG_MAGIC {
+    if data.len() < LOG_HEADER as usize || (&data[..8] != LOG_MAGIC && &data[..8] != LOG_MAGIC_V1) {
         return Err(invalid(format!(
-            "{}: not a facsimile log; move it away to start afresh",
+            "{}: not a facsimile log of a version this relay reads; move it away to start afresh",
             path.display()
         )));
     }
@@ -633,5 +659,44 @@ mod tests {
             assert_eq!(again.last(), Some(&Record::Relay(1)), "{why}");
             fs::remove_dir_all(&dir).unwrap();
         }
+    }
+
+    /// A log of version 1 (before count records) is read and marked
+    /// version 2 before anything is appended, so that a relay that reads
+    /// only version 1 refuses it rather than cut it at a count record; a
+    /// version this relay does not read is refused and left as it is.
+    #[test]
+    fn a_version_1_log_is_upgraded_and_an_unknown_version_refused() {
+        let dir = temp_dir("v1");
+        fs::create_dir_all(&dir).unwrap();
+        let mut data = LOG_MAGIC_V1.to_vec();
+        data.extend_from_slice(&42u64.to_le_bytes());
+        put_record(&mut data, KIND_RELAY, &[&7u32.to_le_bytes()]);
+        fs::write(dir.join("log"), &data).unwrap();
+        let r = Store::open(&dir).unwrap();
+        assert_eq!((r.store.log_id(), r.records), (42, vec![Record::Relay(7)]));
+        assert_eq!(&fs::read(dir.join("log")).unwrap()[..8], LOG_MAGIC);
+        let mut later = fs::read(dir.join("log")).unwrap();
+        later[7] = 3;
+        fs::write(dir.join("log"), &later).unwrap();
+        assert!(Store::open(&dir).is_err());
+        assert_eq!(fs::read(dir.join("log")).unwrap(), later, "left as it was");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Compaction looks at what the log grew by since it started, not at
+    /// the counts a compaction carried into it: those alone never make
+    /// the next batch compact again.
+    #[test]
+    fn counts_carried_into_a_log_do_not_count_as_its_growth() {
+        let dir = temp_dir("floor");
+        let mut s = Store::open(&dir).unwrap().store;
+        s.compact(&Snapshot::default(), (0..100).map(|t| (t, 1)))
+            .unwrap();
+        assert!(s.log_bytes() > LOG_HEADER + 100 * 13);
+        assert_eq!(s.log_growth(), 0);
+        s.append_relay(1);
+        assert_eq!(s.log_growth(), 13);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
