@@ -149,11 +149,15 @@ impl Outbox {
 
     /// As [`Outbox::ack_up_to`], for a count that a relay reported for a
     /// connection now gone: what it does not cover (already acknowledged,
-    /// or more than was sent) is left alone.
-    pub fn ack_at_most(&mut self, n: u64) {
-        let sent = self.acked_here + self.unacked.len() as u64;
-        if n > self.acked_here {
-            let _ = self.ack_up_to(n.min(sent));
+    /// or more than was sent) is left alone. Returns how many frames it
+    /// completed.
+    pub fn ack_at_most(&mut self, n: u64) -> u64 {
+        let before = self.acked_here;
+        let upto = n.min(before + self.unacked.len() as u64);
+        if upto > before && self.ack_up_to(upto).is_ok() {
+            upto - before
+        } else {
+            0
         }
     }
 

@@ -46,6 +46,10 @@ pub enum Admission {
         /// How many of the dropped frames carried writes not counted lost
         /// before ([`Outbox::drop_all`]): those writes are lost.
         dropped: u64,
+        /// How many unacknowledged frames the relay said it had applied
+        /// before the eviction (`taken` in its welcome): done, not
+        /// dropped.
+        applied: u64,
     },
 }
 
@@ -182,13 +186,14 @@ impl Session {
             self.resume = Some(Resume { log, position });
         }
         if rejoin {
-            if let Some(taken) = taken.filter(|_| evicted) {
-                // Applied before the eviction, their acknowledgement cut
-                // off with the connection: done, not lost.
-                outbox.ack_at_most(taken);
-            }
+            // Applied before the eviction, their acknowledgement cut off
+            // with the connection: done, not lost.
+            let applied = taken
+                .filter(|_| evicted)
+                .map_or(0, |taken| outbox.ack_at_most(taken));
             return Ok(Admission::Rejoin {
                 dropped: outbox.drop_all(),
+                applied,
             });
         }
         outbox.requeue_unacked();
@@ -326,7 +331,10 @@ mod tests {
         assert!(Session::send(&mut out, None, b"a"));
         assert_eq!(
             s.welcome(welcome(false, false, true), &mut out),
-            Ok(Admission::Rejoin { dropped: 1 })
+            Ok(Admission::Rejoin {
+                dropped: 1,
+                applied: 0
+            })
         );
         assert_eq!((out.done(), out.dropped()), (1, 1));
         // Not resumed but still a member: sync, keep the frames.
@@ -339,7 +347,10 @@ mod tests {
         // Not resumed and not a member: rejoin.
         assert_eq!(
             s.welcome(welcome(false, false, false), &mut out),
-            Ok(Admission::Rejoin { dropped: 1 })
+            Ok(Admission::Rejoin {
+                dropped: 1,
+                applied: 0
+            })
         );
     }
 
@@ -369,7 +380,10 @@ mod tests {
             );
             assert_eq!(
                 s.welcome(evicted_welcome(false, false, true, taken), &mut out),
-                Ok(Admission::Rejoin { dropped }),
+                Ok(Admission::Rejoin {
+                    dropped,
+                    applied: done - 1
+                }),
                 "{taken:?}"
             );
             assert_eq!(

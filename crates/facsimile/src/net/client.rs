@@ -369,10 +369,11 @@ fn admit(shared: &Shared, node: &Node, admission: Admission) {
             tracing::info!(node = %node.peer_id(), "cannot resume where the connection broke; syncing");
             node.sync();
         }
-        Admission::Rejoin { dropped } => {
+        Admission::Rejoin { dropped, applied } => {
             tracing::warn!(
                 node = %node.peer_id(),
                 dropped,
+                applied,
                 "the relay no longer knows this node; rejoining as a new incarnation"
             );
             shared.rejoined();
