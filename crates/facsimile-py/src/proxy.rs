@@ -2,7 +2,7 @@
 //! array as a `MutableSequence` with every list method. Each call is one
 //! engine call: a method is one change and one message, whatever it moves.
 
-use facsimile::{ArrayRef, Input, MapRef, ObjectRef, Prop, Value};
+use facsimile::{ArrayRef, EngineError, Input, MapRef, ObjectRef, Prop, Value};
 use pyo3::PyTraverseError;
 use pyo3::exceptions::{PyAttributeError, PyIndexError, PyKeyError, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
@@ -662,15 +662,22 @@ impl ListProxy {
 
     /// Inserts before `index` (clamped, negative from the end, as `list`).
     fn insert(&self, index: isize, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let len = self.list.len() as isize;
-        let p = if index < 0 {
-            (index + len).max(0)
-        } else {
-            index.min(len)
-        };
-        self.list
-            .insert(p as usize, to_input(value)?)
-            .map_err(errors::store)
+        let input = to_input(value)?;
+        loop {
+            let len = self.list.len() as isize;
+            let p = if index < 0 {
+                (index + len).max(0)
+            } else {
+                index.min(len)
+            };
+            match self.list.insert(p as usize, input.clone()) {
+                // The list shrank between the read of its length and the
+                // write (a message applied on the I/O thread): `list.insert`
+                // never fails for an index, so clamp again.
+                Err(e) if matches!(e.engine(), Some(EngineError::IndexOutOfBounds { .. })) => {}
+                done => return done.map_err(errors::store),
+            }
+        }
     }
 
     /// Removes and returns the element at `index` (the last by default).
