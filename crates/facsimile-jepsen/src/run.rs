@@ -445,13 +445,33 @@ impl Runner {
     }
 }
 
+/// A hard link to `file` in `dir` (a copy where a link cannot be made):
+/// the binary as it is now, whatever replaces `file` later.
+fn pinned(file: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let why = |e: std::io::Error| format!("{}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(why)?;
+    let to = dir.join(file.file_name().unwrap_or_default());
+    match std::fs::remove_file(&to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(why(e)),
+        _ => {}
+    }
+    if std::fs::hard_link(file, &to).is_err() {
+        std::fs::copy(file, &to).map_err(why)?;
+    }
+    Ok(to)
+}
+
 /// Runs one configuration; `Err` when the harness itself could not run.
 pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     std::fs::create_dir_all(&config.out).map_err(|e| format!("{}: {e}", config.out.display()))?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let built = std::env::current_exe().map_err(|e| e.to_string())?;
+    // Processes start from links to the binaries as they are now, so that
+    // a build replacing them during the run does not break it.
+    let bin = config.out.join("bin");
+    let exe = pinned(&built, &bin)?;
     let program = match config.backend {
         Backend::Relay => {
-            let p = exe
+            let p = built
                 .parent()
                 .map(|d| d.join("facsimile"))
                 .unwrap_or_default();
@@ -461,7 +481,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
                     p.display()
                 ));
             }
-            p
+            pinned(&p, &bin)?
         }
         Backend::Nats => nats_server()?,
     };
