@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use facsimile::net::protocol::{self, ClientHello, Down, ServerHello, Up};
 use facsimile_core::{Config, Envelope, Event, PeerId, Replica};
+use indexmap::IndexMap;
 use tokio::sync::{mpsc, oneshot, watch};
 // The runtime's clock, so that a simulated one drives the timers too.
 use tokio::time::Instant;
@@ -230,11 +231,10 @@ pub(crate) struct Doc {
     /// evicted a tag, counted at the eviction (the acknowledgement it then
     /// sent may not arrive) or when that connection ended before: told to
     /// that incarnation when it says hello again, so that it counts lost
-    /// only the rest. The newest [`APPLIED_KEPT`] only; logged, so that
-    /// they survive a restart, and carried into the log a compaction
-    /// starts.
-    applied_at_eviction: HashMap<u32, u64>,
-    applied_order: VecDeque<u32>,
+    /// only the rest. The newest [`APPLIED_KEPT`] only, oldest first;
+    /// logged, so that they survive a restart, and carried into the log a
+    /// compaction starts.
+    applied_at_eviction: IndexMap<u32, u64>,
     /// Counts for `applied_at_eviction` once the batch is durable.
     applied_staged: Vec<(u32, u64)>,
     /// The tag whose message is being applied, to tell a goodbye from an
@@ -331,8 +331,7 @@ impl Doc {
             kicks: Vec::new(),
             refusals: Vec::new(),
             evicting: HashMap::new(),
-            applied_at_eviction: HashMap::new(),
-            applied_order: VecDeque::new(),
+            applied_at_eviction: IndexMap::new(),
             applied_staged: Vec::new(),
             lingering: Vec::new(),
             applying: None,
@@ -897,17 +896,14 @@ impl Doc {
     /// Keeps (or with `None` forgets) a count of applied frames, the
     /// newest [`APPLIED_KEPT`] only.
     fn keep_applied(&mut self, tag: u32, frames: Option<u64>) {
-        let Some(n) = frames else {
-            if self.applied_at_eviction.remove(&tag).is_some() {
-                self.applied_order.retain(|&t| t != tag);
+        let kept = &mut self.applied_at_eviction;
+        match frames {
+            None => {
+                kept.shift_remove(&tag);
             }
-            return;
-        };
-        if self.applied_at_eviction.insert(tag, n).is_none() {
-            self.applied_order.push_back(tag);
-            if self.applied_order.len() > APPLIED_KEPT {
-                if let Some(old) = self.applied_order.pop_front() {
-                    self.applied_at_eviction.remove(&old);
+            Some(n) => {
+                if kept.insert(tag, n).is_none() && kept.len() > APPLIED_KEPT {
+                    kept.shift_remove_index(0);
                 }
             }
         }
@@ -1128,10 +1124,7 @@ impl Doc {
             departed: self.departed.iter().copied().collect(),
             state: self.replica.export_state(),
         };
-        let applied = self
-            .applied_order
-            .iter()
-            .map(|tag| (*tag, self.applied_at_eviction[tag]));
+        let applied = self.applied_at_eviction.iter().map(|(&t, &n)| (t, n));
         if let Err(e) = self.store.compact(&snapshot, applied) {
             tracing::error!(doc = %self.name, error = %e, "cannot write the document's snapshot; stopping the relay");
             std::process::exit(2);

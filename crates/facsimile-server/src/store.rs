@@ -15,9 +15,9 @@
 //! or fails its checksum ends the log (a write torn by a crash) and the
 //! file is cut there. A whole record of a kind this version does not know
 //! (a later version's) is skipped; a later version adds kinds rather than
-//! lengthen a known one's record, which this version would cut. Records at or below the snapshot's position are
-//! skipped, so a crash between writing a snapshot and truncating the log
-//! is harmless. See DESIGN.md, "The relay's store", for why a plain file.
+//! lengthen a known one's record, which this version would cut. Records
+//! at or below the snapshot's position are skipped, so a crash between
+//! writing a snapshot and truncating the log is harmless. See DESIGN.md, "The relay's store", for why a plain file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

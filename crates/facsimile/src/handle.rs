@@ -813,11 +813,13 @@ impl ArrayRef {
         })
     }
 
+    /// `items` as the engine takes them.
+    fn core_inputs(&self, items: impl IntoIterator<Item = Input>) -> Result<Vec<CoreInput>> {
+        items.into_iter().map(|i| i.into_core(&self.node)).collect()
+    }
+
     fn splice_inputs(&self, start: usize, delete: usize, items: Vec<Input>) -> Result<Vec<Value>> {
-        let items = items
-            .into_iter()
-            .map(|i| i.into_core(&self.node))
-            .collect::<Result<Vec<_>>>()?;
+        let items = self.core_inputs(items)?;
         self.node.write(|r| {
             let removed = r.list_splice(self.id(), start, delete, items)?;
             Ok(removed.into_iter().map(|v| self.node.value(r, v)).collect())
@@ -921,10 +923,7 @@ impl ArrayRef {
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn extend<V: Into<Input>>(&self, items: impl IntoIterator<Item = V>) -> Result<()> {
-        let items = items
-            .into_iter()
-            .map(|i| i.into().into_core(&self.node))
-            .collect::<Result<Vec<_>>>()?;
+        let items = self.core_inputs(items.into_iter().map(Into::into))?;
         let id = self.id();
         // The length as of the write: a message applied meanwhile may
         // have changed it.
