@@ -1514,3 +1514,90 @@ fn hostile_saved_sync_answers_are_refused() {
     assert!(net[c].is_ready());
     still_converges(&mut net);
 }
+
+/// Sizes that grow with the clock (counters in references and object ids,
+/// written in decimal in JSON) stay within what a write is checked
+/// against: after a peer's counters near the largest a replica accepts
+/// moved its clock there, every message of writes up to the limit fits.
+#[test]
+fn counters_near_their_limit_make_no_message_over_the_size_limit() {
+    const HIGH: u64 = (1 << 62) - 1_000_000;
+    for limit in [400usize, 1000, 3000] {
+        let net_config = || config(WireFormat::Json).max_message_size(limit);
+        let mut net = network([
+            ("alpha", net_config()),
+            ("bravo", net_config()),
+            ("mallory", net_config()),
+        ]);
+        net.replica(A).set_root(Input::Map(vec![])).unwrap();
+        net.run();
+        let msg = mallory_writes(&mut net, |m, root| {
+            m.map_set(root, "big", Input::Map(vec![])).unwrap();
+        });
+        // The new map and the reference to it, at counters near the limit.
+        let edited = edit_json(&msg.bytes, |v| {
+            let ops = &mut v["body"]["Ops"];
+            ops["tick"] = json!(HIGH);
+            ops["ops"][2]["MapSet"]["value"]["Ref"]["c"] = json!(HIGH);
+        });
+        for r in [A, B] {
+            net.replica(r).handle_message(&edited).unwrap();
+        }
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let seen = sent.clone();
+        net.intercept(move |from, t| {
+            if from == A {
+                seen.lock().unwrap().push(t.bytes.clone());
+            }
+            Verdict::Deliver
+        });
+        let ra = root(&net, A);
+        let big = child(&net, A, "big");
+        for n in 0..limit {
+            let key = format!("k{}", n % 7);
+            let a = net.replica(A);
+            for (obj, input) in [
+                (ra, Input::from("x".repeat(n))),
+                (big, Input::Array(vec![Input::from(HIGH as i64); n % 40])),
+            ] {
+                match a.map_set(obj, &key, input) {
+                    Ok(_) => {}
+                    Err(facsimile_core::Error::TooLarge { size, .. }) => {
+                        assert!(size > limit - 64, "refused at {size} of {limit}")
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            net.run();
+        }
+        let sent = std::mem::take(&mut *sent.lock().unwrap());
+        let largest = sent.iter().map(|m| m.len()).max().unwrap();
+        assert!(
+            largest <= limit,
+            "a message of {largest} bytes over {limit}"
+        );
+        // The clock did move: new objects took counters above `HIGH`.
+        fn counters(v: &Json, out: &mut Vec<u64>) {
+            match v {
+                Json::Object(m) => {
+                    out.extend(m.get("c").and_then(Json::as_u64));
+                    m.values().for_each(|v| counters(v, out));
+                }
+                Json::Array(a) => a.iter().for_each(|v| counters(v, out)),
+                _ => {}
+            }
+        }
+        let mut seen = Vec::new();
+        for m in sent.iter() {
+            counters(&serde_json::from_slice(m).unwrap(), &mut seen);
+        }
+        let high = seen.iter().any(|&c| c > HIGH);
+        assert!(high, "no message carried a counter near the limit");
+        net.settle();
+        let alpha = net.replica(A).snapshot();
+        assert!(
+            net.replica(B).snapshot() == alpha,
+            "bravo took alpha's writes"
+        );
+    }
+}
