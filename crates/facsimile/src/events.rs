@@ -168,6 +168,10 @@ pub(crate) struct Subs {
     /// The share of the lock futures waiting on an object in this node's
     /// one request for it (see [`Subs::lock_share`]).
     lock_shares: HashMap<ObjectId, Weak<()>, IdKeys>,
+    /// The grant of each object's lock that a future last turned into a
+    /// guard: a grant that arrives after its futures stopped polling is
+    /// nobody's, and is released when the last of them drops.
+    lock_claimed: HashMap<ObjectId, u64, IdKeys>,
 }
 
 impl Subs {
@@ -265,6 +269,28 @@ impl Subs {
         self.lock_shares.retain(|_, w| w.strong_count() > 0);
         self.lock_shares.insert(obj, Arc::downgrade(&share));
         share
+    }
+
+    /// Whether a future of this node still shares its request for `obj`.
+    pub(crate) fn lock_wanted(&self, obj: ObjectId) -> bool {
+        self.lock_shares
+            .get(&obj)
+            .is_some_and(|w| w.strong_count() > 0)
+    }
+
+    /// Records that a future turned grant `token` of `obj` into a guard.
+    pub(crate) fn claim_lock(&mut self, obj: ObjectId, token: u64) {
+        self.lock_claimed.insert(obj, token);
+    }
+
+    /// Whether grant `token` of `obj` was turned into a guard.
+    pub(crate) fn lock_claimed(&self, obj: ObjectId, token: u64) -> bool {
+        self.lock_claimed.get(&obj) == Some(&token)
+    }
+
+    /// Forgets the guard of `obj`'s grant, released.
+    pub(crate) fn unclaim_lock(&mut self, obj: ObjectId) {
+        self.lock_claimed.remove(&obj);
     }
 
     pub(crate) fn wake_locks(&mut self, obj: ObjectId, out: &mut Dispatch) {

@@ -85,7 +85,7 @@ pub enum LockError {
 
 impl LockError {
     /// The engine's refusal of a lock operation on `object`, with its place.
-    fn from_core(e: EngineError, r: &mut Replica) -> Self {
+    pub(crate) fn from_core(e: EngineError, r: &mut Replica) -> Self {
         use EngineError as E;
         let mut place = |o| locate(r, o);
         match e {
@@ -388,7 +388,7 @@ impl Future for LockFuture {
                 this.node.add_lock_waker(id, cx.waker());
             }
             match this.node.lock_request(id, this.wait) {
-                Ok(()) => this.share = Some(this.node.lock_share(id)),
+                Ok(share) => this.share = Some(share),
                 // Between incarnations (evicted and awaiting the reload or
                 // sync the transport brings, or syncing): a waiting request
                 // is made once the node is ready, rather than refused.
@@ -418,17 +418,11 @@ impl Future for LockFuture {
 
 impl Drop for LockFuture {
     /// Withdraws the node's request if this was the last future waiting on
-    /// it: another task's `lock` of the same object waits on.
+    /// it (another task's `lock` of the same object waits on), or releases
+    /// the lock when it was granted after the last poll.
     fn drop(&mut self) {
-        let Some(share) = self.share.take() else {
-            return;
-        };
-        if Arc::strong_count(&share) > 1 {
-            return;
-        }
-        let id = self.object.id();
-        if self.node.read(|r| r.lock_state(id)) == LockState::Waiting {
-            let _ = self.node.unlock(id);
+        if let Some(share) = self.share.take() {
+            self.node.withdraw_lock(self.object.id(), share);
         }
     }
 }
@@ -572,15 +566,5 @@ impl Node {
             LockState::Held(t) => Some(t),
             _ => None,
         }
-    }
-
-    fn unlock(&self, id: ObjectId) -> Result<(), LockError> {
-        self.apply(|r| r.unlock(id).map_err(|e| LockError::from_core(e, r)))
-    }
-
-    fn lock_request(&self, id: ObjectId, wait: bool) -> Result<(), LockError> {
-        self.try_write(|r| r.lock(id, wait).map_err(|e| LockError::from_core(e, r)))
-            .ok_or(LockError::NoSender)?
-            .map(|_| ())
     }
 }

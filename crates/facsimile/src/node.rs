@@ -24,6 +24,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, Dispatch, EventStream, Listener, Subs, Subscription};
 use crate::handle::{ArrayRef, MapRef};
+use crate::lock::LockError;
 use crate::value::{Input, Value};
 
 /// An outgoing message: pass [`Outgoing::as_bytes`] to every other node's
@@ -640,23 +641,75 @@ impl Node {
         self.state().subs.add_lock_waker(object, waker);
     }
 
-    /// A share in this node's request for the lock on `object`
-    /// ([`Subs::lock_share`]).
-    pub(crate) fn lock_share(&self, object: ObjectId) -> Arc<()> {
-        self.state().subs.lock_share(object)
+    /// Makes or joins this node's request for the lock on `object` and
+    /// takes a share in it ([`Subs::lock_share`]), under one hold of the
+    /// state, so that the last future dropping meanwhile cannot take a
+    /// grant this one is about to claim for nobody's.
+    ///
+    /// # Errors
+    /// [`LockError::NoSender`] without a transport, and the engine's
+    /// refusals.
+    pub(crate) fn lock_request(&self, object: ObjectId, wait: bool) -> Result<Arc<()>, LockError> {
+        let mut st = self.state();
+        if st.sender.is_none() {
+            return Err(LockError::NoSender);
+        }
+        let r = match st.replica.lock(object, wait) {
+            Ok(_) => Ok(st.subs.lock_share(object)),
+            Err(e) => Err(LockError::from_core(e, &mut st.replica)),
+        };
+        self.pump_holding(st);
+        r
     }
 
     /// This node's state for the lock on `object`. While it is
     /// [`LockState::Waiting`], `waker` is woken at the object's next lock
-    /// event: both under one hold of the state, so that no event falls in
-    /// between.
+    /// event; a grant is recorded as turned into a guard: both under one
+    /// hold of the state, so that no event falls in between.
     pub(crate) fn poll_lock(&self, object: ObjectId, waker: &Waker) -> LockState {
         let mut st = self.state();
         let state = st.replica.lock_state(object);
-        if state == LockState::Waiting {
-            st.subs.add_lock_waker(object, waker);
+        match state {
+            LockState::Waiting => st.subs.add_lock_waker(object, waker),
+            LockState::Held(token) => st.subs.claim_lock(object, token),
+            _ => {}
         }
         state
+    }
+
+    /// Gives up `share`, a dropped future's share in the request for the
+    /// lock on `object`. When it was the last, withdraws the request still
+    /// waiting, and releases a grant that came after the futures stopped
+    /// polling and that none turned into a guard: nothing would release it
+    /// otherwise.
+    pub(crate) fn withdraw_lock(&self, object: ObjectId, share: Arc<()>) {
+        let mut st = self.state();
+        drop(share);
+        if st.subs.lock_wanted(object) {
+            return;
+        }
+        let unclaimed = match st.replica.lock_state(object) {
+            LockState::Waiting => true,
+            LockState::Held(token) => !st.subs.lock_claimed(object, token),
+            _ => false,
+        };
+        if unclaimed {
+            let _ = st.replica.unlock(object);
+        }
+        self.pump_holding(st);
+    }
+
+    /// Releases this node's lock on `object` or withdraws its request, for
+    /// a guard: the grant is no longer anybody's.
+    pub(crate) fn unlock(&self, object: ObjectId) -> Result<(), LockError> {
+        let mut st = self.state();
+        st.subs.unclaim_lock(object);
+        let r = st
+            .replica
+            .unlock(object)
+            .map_err(|e| LockError::from_core(e, &mut st.replica));
+        self.pump_holding(st);
+        r
     }
 
     /// Checks whether the locks allow this node to write `object` now,

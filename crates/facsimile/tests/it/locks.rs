@@ -377,6 +377,50 @@ fn a_dropped_lock_future_withdraws_its_request() {
     assert!(g.is_held());
 }
 
+/// A grant that arrives after the future's last poll, the future then
+/// dropped (a `select!` that took another branch, a timeout): nobody has a
+/// guard, so the lock goes back rather than stay this node's for good.
+#[test]
+fn a_lock_granted_after_its_future_last_polled_is_released_when_it_drops() {
+    for (wire, net) in networks() {
+        let (a, b, ra, rb, held) = a_holds_the_root(&net);
+        let mut waiting = b.lock(&rb);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+        drop(held);
+        assert!(
+            b.lock_token(&rb).is_some(),
+            "{wire}: b was granted the lock"
+        );
+        drop(waiting);
+        assert_eq!(
+            b.lock_token(&rb),
+            None,
+            "{wire}: b kept a lock nobody holds"
+        );
+        let again = block_on(a.request(&ra)).unwrap();
+        assert!(again.is_held(), "{wire}");
+
+        // A guard of the same grant keeps it: the drop of another future of
+        // the node that shared the request releases nothing.
+        let mut first = b.lock(&rb);
+        let mut second = b.lock(&rb);
+        assert!(first.poll_unpin(&mut cx).is_pending(), "{wire}");
+        assert!(second.poll_unpin(&mut cx).is_pending(), "{wire}");
+        drop(again);
+        let Poll::Ready(guard) = first.poll_unpin(&mut cx) else {
+            panic!("{wire}: b was not granted the lock");
+        };
+        let guard = guard.unwrap();
+        drop(second);
+        assert_eq!(b.lock_token(&rb), Some(guard.token()), "{wire}");
+        let err = block_on(a.request(&ra)).unwrap_err();
+        assert!(matches!(err, LockError::Locked { .. }), "{wire}: {err}");
+        drop(guard);
+        assert!(block_on(a.request(&ra)).unwrap().is_held(), "{wire}");
+    }
+}
+
 /// Two nodes of `net`, `a` holding the lock on the root map: the nodes,
 /// their root handles and a's guard.
 fn a_holds_the_root(net: &LocalNetwork) -> (Node, Node, MapRef, MapRef, LockGuard) {
