@@ -271,6 +271,26 @@ impl Subs {
         share
     }
 
+    /// A share in the request for `obj` made after `refused`, a share in
+    /// a request that was refused: a new share when that request was still
+    /// the current one, so that the futures holding a share in it can tell
+    /// ([`Subs::is_current_share`]); else a share in the current one.
+    pub(crate) fn renew_lock_share(&mut self, obj: ObjectId, refused: &Arc<()>) -> Arc<()> {
+        if !self.is_current_share(obj, refused) {
+            return self.lock_share(obj);
+        }
+        let share = Arc::new(());
+        self.lock_shares.insert(obj, Arc::downgrade(&share));
+        share
+    }
+
+    /// Whether `share` is a share in this node's current request for `obj`.
+    pub(crate) fn is_current_share(&self, obj: ObjectId, share: &Arc<()>) -> bool {
+        self.lock_shares
+            .get(&obj)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(share)))
+    }
+
     /// Whether a future of this node still shares its request for `obj`.
     pub(crate) fn lock_wanted(&self, obj: ObjectId) -> bool {
         self.lock_shares

@@ -300,7 +300,9 @@ impl Drop for LockGuard {
 /// every future of the node waiting on that object shares (each resolves
 /// to a guard of the same grant); dropping the last of them before it
 /// resolves withdraws the request, so a timeout on one task's `lock`
-/// leaves another task's waiting.
+/// leaves another task's waiting. A `lock` that joined a fail-fast
+/// [`Node::request`] waits on when that request is refused, while the
+/// `request` fails.
 ///
 /// # Example
 /// ```
@@ -381,36 +383,59 @@ impl Future for LockFuture {
             this.finish();
             return Poll::Ready(Err(LockError::ForeignHandle));
         }
-        if this.share.is_none() {
-            // Registered before the request, so that the next incarnation's
-            // arrival (which wakes every lock waiter) is not missed.
-            if this.wait {
-                this.node.add_lock_waker(id, cx.waker());
+        // A share in this node's request that was refused, while a waiting
+        // future makes or joins the one after it.
+        let mut refused = None;
+        loop {
+            if this.share.is_none() {
+                // Registered before the request, so that the next
+                // incarnation's arrival (which wakes every lock waiter) is
+                // not missed.
+                if this.wait {
+                    this.node.add_lock_waker(id, cx.waker());
+                }
+                match this.node.lock_request(id, this.wait, refused.as_ref()) {
+                    Ok(share) => this.share = Some(share),
+                    // Between incarnations (evicted and awaiting the reload
+                    // or sync the transport brings, or syncing): a waiting
+                    // request is made once the node is ready, rather than
+                    // refused.
+                    Err(LockError::Evicted | LockError::Syncing) if this.wait => {
+                        return Poll::Pending;
+                    }
+                    Err(e) => {
+                        this.finish();
+                        return Poll::Ready(Err(e));
+                    }
+                }
             }
-            match this.node.lock_request(id, this.wait) {
-                Ok(share) => this.share = Some(share),
-                // Between incarnations (evicted and awaiting the reload or
-                // sync the transport brings, or syncing): a waiting request
-                // is made once the node is ready, rather than refused.
-                Err(LockError::Evicted | LockError::Syncing) if this.wait => {
-                    return Poll::Pending;
+            let share = this.share.as_ref().expect("a share in the request");
+            match this.node.poll_lock(id, share, cx.waker()) {
+                // A waiting `lock` that joined this node's fail-fast
+                // `request` waits on when that one is refused, with a
+                // request made after it.
+                LockState::Refused if this.wait && refused.is_none() => {
+                    refused = this.share.take();
                 }
-                Err(e) => {
-                    this.finish();
-                    return Poll::Ready(Err(e));
-                }
+                state => break this.resolve(state),
             }
         }
-        match this.node.poll_lock(id, cx.waker()) {
-            LockState::Held(token) => Poll::Ready(Ok(this.guard(token))),
+    }
+}
+
+impl LockFuture {
+    fn resolve(&mut self, state: LockState) -> Poll<Result<LockGuard, LockError>> {
+        let id = self.object.id();
+        match state {
+            LockState::Held(token) => Poll::Ready(Ok(self.guard(token))),
             LockState::Waiting => Poll::Pending,
             LockState::Refused => {
-                this.finish();
-                Poll::Ready(Err(LockError::in_state(&this.node, id, false)))
+                self.finish();
+                Poll::Ready(Err(LockError::in_state(&self.node, id, false)))
             }
             LockState::None => {
-                this.finish();
-                Poll::Ready(Err(LockError::in_state(&this.node, id, true)))
+                self.finish();
+                Poll::Ready(Err(LockError::in_state(&self.node, id, true)))
             }
         }
     }

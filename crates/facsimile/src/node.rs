@@ -649,25 +649,41 @@ impl Node {
     /// # Errors
     /// [`LockError::NoSender`] without a transport, and the engine's
     /// refusals.
-    pub(crate) fn lock_request(&self, object: ObjectId, wait: bool) -> Result<Arc<()>, LockError> {
+    ///
+    /// With `refused`, a share in a request that was refused, the share
+    /// is one in the request made since ([`Subs::renew_lock_share`]).
+    pub(crate) fn lock_request(
+        &self,
+        object: ObjectId,
+        wait: bool,
+        refused: Option<&Arc<()>>,
+    ) -> Result<Arc<()>, LockError> {
         let mut st = self.state();
         if st.sender.is_none() {
             return Err(LockError::NoSender);
         }
         let r = match st.replica.lock(object, wait) {
-            Ok(_) => Ok(st.subs.lock_share(object)),
+            Ok(_) => Ok(match refused {
+                Some(old) => st.subs.renew_lock_share(object, old),
+                None => st.subs.lock_share(object),
+            }),
             Err(e) => Err(LockError::from_core(e, &mut st.replica)),
         };
         self.pump_holding(st);
         r
     }
 
-    /// This node's state for the lock on `object`. While it is
-    /// [`LockState::Waiting`], `waker` is woken at the object's next lock
-    /// event; a grant is recorded as turned into a guard: both under one
-    /// hold of the state, so that no event falls in between.
-    pub(crate) fn poll_lock(&self, object: ObjectId, waker: &Waker) -> LockState {
+    /// This node's state for the lock on `object`, for a future holding
+    /// `share` in its request: [`LockState::Refused`] once that request was
+    /// refused and another made since. While it is [`LockState::Waiting`],
+    /// `waker` is woken at the object's next lock event; a grant is
+    /// recorded as turned into a guard: both under one hold of the state,
+    /// so that no event falls in between.
+    pub(crate) fn poll_lock(&self, object: ObjectId, share: &Arc<()>, waker: &Waker) -> LockState {
         let mut st = self.state();
+        if !st.subs.is_current_share(object, share) {
+            return LockState::Refused;
+        }
         let state = st.replica.lock_state(object);
         match state {
             LockState::Waiting => st.subs.add_lock_waker(object, waker),
@@ -684,8 +700,9 @@ impl Node {
     /// otherwise.
     pub(crate) fn withdraw_lock(&self, object: ObjectId, share: Arc<()>) {
         let mut st = self.state();
+        let current = st.subs.is_current_share(object, &share);
         drop(share);
-        if st.subs.lock_wanted(object) {
+        if !current || st.subs.lock_wanted(object) {
             return;
         }
         let unclaimed = match st.replica.lock_state(object) {

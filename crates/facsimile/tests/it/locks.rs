@@ -421,6 +421,58 @@ fn a_lock_granted_after_its_future_last_polled_is_released_when_it_drops() {
     }
 }
 
+/// A waiting `lock` that joins this node's fail-fast `request` waits on
+/// when the request loses its race: the `request` fails, the `lock` is
+/// granted after the winner releases.
+#[test]
+fn a_lock_that_joined_a_refused_request_waits_on() {
+    for seed in 0..8 {
+        for (wire, net) in manual_networks(seed) {
+            let b = net.join("b");
+            let z = net.join("z");
+            b.set_root(json!({})).unwrap();
+            net.run();
+            let (rb, rz) = (b.root_map().unwrap(), z.root_map().unwrap());
+            // Ahead of b's request: an earlier counter, or the same one and
+            // the higher hostname.
+            b.root_map().unwrap().set("tick", 1).unwrap();
+            let mut winning = z.lock(&rz);
+            let mut cx = Context::from_waker(noop_waker_ref());
+            assert!(winning.poll_unpin(&mut cx).is_pending(), "{wire}");
+            let mut trying = b.request(&rb);
+            assert!(trying.poll_unpin(&mut cx).is_pending(), "{wire}");
+            let mut waiting = b.lock(&rb);
+            assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+            net.run();
+            let Poll::Ready(Ok(held)) = winning.poll_unpin(&mut cx) else {
+                panic!("{wire} seed {seed}: z is granted the lock");
+            };
+            // Either future may be polled first after the refusal.
+            if seed % 2 == 0 {
+                assert!(
+                    waiting.poll_unpin(&mut cx).is_pending(),
+                    "{wire} seed {seed}"
+                );
+            }
+            let Poll::Ready(Err(err)) = trying.poll_unpin(&mut cx) else {
+                panic!("{wire} seed {seed}: the request lost its race");
+            };
+            assert!(matches!(err, LockError::Locked { .. }), "{wire}: {err}");
+            assert!(
+                waiting.poll_unpin(&mut cx).is_pending(),
+                "{wire} seed {seed}"
+            );
+            drop(trying);
+            drop(held);
+            net.run();
+            let Poll::Ready(Ok(guard)) = waiting.poll_unpin(&mut cx) else {
+                panic!("{wire} seed {seed}: b waited on and is granted the lock");
+            };
+            assert!(guard.is_held(), "{wire}");
+        }
+    }
+}
+
 /// Two nodes of `net`, `a` holding the lock on the root map: the nodes,
 /// their root handles and a's guard.
 fn a_holds_the_root(net: &LocalNetwork) -> (Node, Node, MapRef, MapRef, LockGuard) {
