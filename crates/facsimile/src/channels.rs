@@ -5,7 +5,7 @@
 //! drains; how senders interleave is up to the scheduler, as on a real
 //! network.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -82,8 +82,15 @@ struct Hub {
 }
 
 struct Member {
-    tag: u32,
+    /// The node's incarnation as it changes ([`Node::incarnation_cell`]).
+    tag: Arc<AtomicU32>,
     tx: UnboundedSender<Outgoing>,
+}
+
+/// Whether `msg` is for the node whose incarnation is `tag`: for
+/// everyone, or for its incarnation now.
+fn takes(tag: &AtomicU32, msg: &Outgoing) -> bool {
+    msg.to().is_none_or(|t| t == tag.load(Ordering::Acquire))
 }
 
 impl Default for ChannelNetwork {
@@ -130,12 +137,17 @@ impl ChannelNetwork {
         let index = {
             let mut members = self.hub.members();
             members.push(Member {
-                tag: node.peer_id().incarnation(),
+                tag: node.incarnation_cell(),
                 tx,
             });
             members.len() - 1
         };
-        tokio::spawn(run_member(self.hub.clone(), node.downgrade(), rx));
+        tokio::spawn(run_member(
+            self.hub.clone(),
+            node.downgrade(),
+            node.incarnation_cell(),
+            rx,
+        ));
         let hub = self.hub.clone();
         node.set_sender(move |msg| hub.post(index, msg));
     }
@@ -164,7 +176,7 @@ impl Hub {
     fn post(&self, from: usize, msg: Outgoing) {
         let members = self.members();
         for (i, m) in members.iter().enumerate() {
-            if i == from || msg.to().is_some_and(|t| t != m.tag) {
+            if i == from || !takes(&m.tag, &msg) {
                 continue;
             }
             self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -184,7 +196,12 @@ impl Hub {
 
 /// Applies what reaches one member, in order, and runs its timers, until
 /// its node is dropped.
-async fn run_member(hub: Arc<Hub>, node: Weak<Inner>, mut rx: UnboundedReceiver<Outgoing>) {
+async fn run_member(
+    hub: Arc<Hub>,
+    node: Weak<Inner>,
+    tag: Arc<AtomicU32>,
+    mut rx: UnboundedReceiver<Outgoing>,
+) {
     let mut wait = MIN_WAIT;
     loop {
         tokio::select! {
@@ -195,8 +212,11 @@ async fn run_member(hub: Arc<Hub>, node: Weak<Inner>, mut rx: UnboundedReceiver<
                     break;
                 };
                 // A node refusing a message keeps working; so does the
-                // network.
-                let _ = n.receive(msg.as_bytes());
+                // network. A message for an incarnation the node no longer
+                // is (it started over since it was sent) is not delivered.
+                if takes(&tag, &msg) {
+                    let _ = n.receive(msg.as_bytes());
+                }
                 hub.done();
             }
             _ = tokio::time::sleep(wait) => {}

@@ -7,6 +7,7 @@
 //! call.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -46,8 +47,18 @@ pub struct LocalNetwork {
 }
 
 struct Member {
-    tag: u32,
+    /// The node's incarnation as it changes ([`Node::incarnation_cell`]).
+    tag: Arc<AtomicU32>,
     node: Weak<Inner>,
+}
+
+impl Member {
+    /// Whether `msg` is for this member: for everyone, or for its
+    /// incarnation now.
+    fn takes(&self, msg: &Outgoing) -> bool {
+        msg.to()
+            .is_none_or(|t| t == self.tag.load(Ordering::Acquire))
+    }
 }
 
 struct Net {
@@ -230,7 +241,7 @@ impl LocalNetwork {
         let index = {
             let mut net = self.lock();
             net.members.push(Member {
-                tag: node.peer_id().incarnation(),
+                tag: node.incarnation_cell(),
                 node: node.downgrade(),
             });
             let n = net.members.len();
@@ -251,10 +262,7 @@ impl LocalNetwork {
         if let Some(m) = &mut net.manual {
             let targets: Vec<usize> = (0..m.links.len()).filter(|&to| to != from).collect();
             for to in targets {
-                if msg
-                    .to()
-                    .is_none_or(|t| Some(t) == Some(net.members[to].tag))
-                {
+                if net.members[to].takes(&msg) {
                     if let Some(m) = &mut net.manual {
                         m.links[to][from].push_back(msg.clone());
                     }
@@ -276,7 +284,7 @@ impl LocalNetwork {
                 .members
                 .iter()
                 .enumerate()
-                .filter(|&(i, m)| i != from && msg.to().is_none_or(|t| t == m.tag))
+                .filter(|&(i, m)| i != from && m.takes(&msg))
                 .filter_map(|(_, m)| Node::upgrade(&m.node))
                 .collect();
             drop(net);
@@ -311,7 +319,10 @@ impl LocalNetwork {
             }
             let (to, from) = ready[m.rng.random_range(0..ready.len())];
             let msg = m.links[to][from].pop_front().expect("non-empty");
-            (net.members[to].node.upgrade(), msg)
+            // A message for an incarnation the member no longer is (it
+            // was evicted and started over meanwhile) is not delivered.
+            let member = &net.members[to];
+            (member.node.upgrade().filter(|_| member.takes(&msg)), msg)
         };
         if let Some(inner) = node {
             let _ = Node { inner }.receive(msg.as_bytes());

@@ -8,7 +8,7 @@
 //! Timers run on the way in, from the node's clock. Handles, locks and
 //! events reach the state only through `Node`'s crate-internal methods.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError, Weak};
 use std::task::Waker;
 use std::time::Duration;
@@ -160,6 +160,9 @@ pub(crate) struct Inner {
     /// objects its writes carried over created again.
     successions: RwLock<Vec<(Succession, CarriedOver)>>,
     succeeded: AtomicBool,
+    /// The replica's incarnation now, for the in-process networks, which
+    /// deliver a message for one incarnation only to a node that is it.
+    incarnation: Arc<AtomicU32>,
 }
 
 /// One participant: a replica of the document, its transport hook and its
@@ -240,6 +243,7 @@ impl Node {
         // Change events are recorded once somebody listens.
         replica.record_changes(false);
         let peer = replica.peer_id().clone();
+        let incarnation = Arc::new(AtomicU32::new(peer.incarnation()));
         Node {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -255,6 +259,7 @@ impl Node {
                 peer,
                 successions: RwLock::new(Vec::new()),
                 succeeded: AtomicBool::new(false),
+                incarnation,
             }),
         }
     }
@@ -317,6 +322,16 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .push((s, carried));
         self.inner.succeeded.store(true, Ordering::Release);
+        self.inner
+            .incarnation
+            .store(st.replica.peer_id().incarnation(), Ordering::Release);
+    }
+
+    /// This node's incarnation as it changes: what an in-process network
+    /// compares a message's recipient with. Updated before the new
+    /// incarnation sends anything, so before anyone can answer it.
+    pub(crate) fn incarnation_cell(&self) -> Arc<AtomicU32> {
+        self.inner.incarnation.clone()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

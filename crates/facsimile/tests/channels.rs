@@ -145,3 +145,26 @@ async fn timers_run_on_the_tasks_and_evict_a_silent_holder() {
     assert_eq!(a.snapshot(), late.snapshot());
     drop(held);
 }
+
+/// A node its peers evicted while it is alive starts over as a new
+/// incarnation: the network delivers the answer to its sync, addressed to
+/// that incarnation, and it is ready again, writes and locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_node_that_is_alive_becomes_ready_again() {
+    let net = ChannelNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({"n": 0})).expect("root");
+    net.settled().await;
+    let before = b.peer_id();
+    a.evict(&before);
+    net.settled().await;
+    assert_ne!(b.peer_id(), before, "b started over");
+    assert!(b.is_ready(), "b synced as its new incarnation");
+    let guard = b.lock(b.root_map().unwrap()).await.expect("b locks");
+    b.root_map().unwrap().set("n", 1).expect("b writes");
+    drop(guard);
+    net.settled().await;
+    assert_eq!(a.root_map().unwrap().get("n"), Some(Value::Int(1)));
+    assert_eq!(a.snapshot(), b.snapshot());
+}

@@ -592,6 +592,45 @@ fn a_peer_reported_gone_by_its_transport_loses_its_lock_everywhere() {
     }
 }
 
+/// A node its peers evicted while it is alive starts over as a new
+/// incarnation and is ready again once its sync is answered: the network
+/// delivers an answer addressed to the new incarnation, and drops what was
+/// addressed to the old one.
+#[test]
+fn an_evicted_node_that_is_alive_becomes_ready_again() {
+    let nets = networks().into_iter().chain(manual_networks(3)).enumerate();
+    for (i, (wire, net)) in nets {
+        let manual = i >= 2;
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({"n": 0})).unwrap();
+        net.run();
+        let before = b.peer_id();
+        a.evict(&before);
+        net.run();
+        assert_ne!(
+            b.peer_id(),
+            before,
+            "{wire} manual {manual}: b started over"
+        );
+        assert!(b.is_ready(), "{wire} manual {manual}: b is ready again");
+        let rb = b.root_map().unwrap();
+        let guard = match manual {
+            true => granted(&net, b.lock(&rb), wire),
+            false => block_on(b.lock(&rb)).unwrap(),
+        };
+        rb.set("n", 1).unwrap();
+        drop(guard);
+        net.run();
+        assert_eq!(
+            a.root_map().unwrap().get("n"),
+            Some(Value::Int(1)),
+            "{wire}"
+        );
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire} manual {manual}");
+    }
+}
+
 /// Lock refusals name the object by its path from the root, and fall back
 /// to its id when the root does not reach it.
 #[test]
