@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use facsimile::net::{self, ConnectOptions, Connection, TlsOptions};
+use facsimile::net::{self, ConnectOptions, Connection, Status, TlsOptions};
 use facsimile::typed::pointer::escape;
 use facsimile::{Event, LockEvent, ObjectId, ObjectRef, Origin, Prop, Value};
 use futures_util::{FutureExt, StreamExt};
@@ -290,7 +290,8 @@ pub(crate) async fn lock(
     addr: &str,
     path: &str,
     command: &[String],
-    wait: Option<f64>,
+    wait: Option<Duration>,
+    grace: Duration,
     args: &ClientArgs,
 ) -> Result<u8, Failure> {
     let conn = open(addr, args).await?;
@@ -326,13 +327,12 @@ pub(crate) async fn lock(
         request.await
     };
     let guard = match wait {
-        Some(secs) => tokio::time::timeout(Duration::from_secs_f64(secs.max(0.0)), acquire)
-            .await
-            .map_err(|_| {
-                Failure(format!(
-                    "the lock on {path:?} was not granted within {secs}s (--wait)"
-                ))
-            })?,
+        Some(secs) => tokio::time::timeout(secs, acquire).await.map_err(|_| {
+            Failure(format!(
+                "the lock on {path:?} was not granted within {}s (--wait)",
+                secs.as_secs_f64()
+            ))
+        })?,
         None => acquire.await,
     }
     .map_err(|e| Failure(format!("cannot lock {path:?}: {e}")))?;
@@ -350,9 +350,20 @@ pub(crate) async fn lock(
         .map_err(|e| Failure(format!("cannot run {:?}: {e}", command[0])))?;
     // The relay may evict this node (its connection broke): the lock is
     // then someone else's, and the command must not go on believing it
-    // holds it.
+    // holds it. Nor while the connection is down: by default the relay
+    // evicts a node whose connection drops at once, and this node learns
+    // of it only once it is back.
+    let mut status = conn.status();
+    let mut down_since = None;
     let mut check = tokio::time::interval(Duration::from_millis(200));
+    let stopped = |why: String| Failure(format!("{why}; the command was stopped"));
     let status = loop {
+        if !matches!(*status.borrow_and_update(), Status::Connected) {
+            down_since.get_or_insert_with(tokio::time::Instant::now);
+        } else {
+            down_since = None;
+        }
+        let cut_off = down_since.map(|at| at + grace);
         tokio::select! {
             s = child.wait() => break s.map_err(|e| Failure(format!("waiting for the command: {e}")))?,
             signal = signals.next() => {
@@ -360,23 +371,44 @@ pub(crate) async fn lock(
                 continue;
             }
             _ = lost.notified() => {}
+            changed = status.changed() => {
+                if changed.is_ok() {
+                    continue;
+                }
+            }
+            () = sleep_until(cut_off) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(stopped(format!(
+                    "lost the connection to the relay while holding the lock on {path:?} \
+                     (the relay may give it to another node)"
+                )));
+            }
             _ = check.tick() => {
                 if guard.is_held() {
                     continue;
                 }
             }
         }
-        if !guard.is_held() {
+        if !guard.is_held() || status.has_changed().is_err() {
             let _ = child.start_kill();
             let _ = child.wait().await;
-            return Err(Failure(format!(
-                "lost the lock on {path:?} (this node was evicted by the relay); the command was stopped"
+            return Err(stopped(format!(
+                "lost the lock on {path:?} (this node was evicted by the relay)"
             )));
         }
     };
     drop(guard);
     let _ = conn.close(CLOSE_TIMEOUT).await;
     Ok(exit_code(status))
+}
+
+/// Waits until `at`, or for ever without it.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The signals `facsimile lock` passes on to its command (SIGTERM, SIGINT,

@@ -82,8 +82,9 @@ enum Command {
     /// Hold the distributed lock on the object (map or array) at PATH while
     /// a command runs, then release it; exit with the command's status.
     /// The command sees the lock's fencing token in FACSIMILE_LOCK_TOKEN.
-    /// If the lock is lost meanwhile (the relay evicted this node), the
-    /// command is killed and the exit status is 1. SIGTERM, SIGINT and
+    /// If the lock is lost meanwhile (the relay evicted this node), or the
+    /// connection to the relay is down for longer than --disconnect-grace,
+    /// the command is killed and the exit status is 1. SIGTERM, SIGINT and
     /// SIGHUP are passed on to the command; the lock is released once it
     /// has exited.
     Lock {
@@ -96,8 +97,14 @@ enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
         /// Give up if the lock is not granted within this many seconds.
-        #[arg(long, value_name = "SECS")]
-        wait: Option<f64>,
+        #[arg(long, value_name = "SECS", value_parser = secs)]
+        wait: Option<Duration>,
+        /// How long the command may run on while the connection is down.
+        /// The relay gives the lock away once it evicts this node: at once
+        /// when the connection drops, unless it was started with
+        /// --reconnect-grace; keep this well below that grace.
+        #[arg(long, value_name = "SECS", default_value = "0", value_parser = secs)]
+        disconnect_grace: Duration,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -172,8 +179,8 @@ struct ClientArgs {
     hostname: String,
     /// Give up connecting, or receiving the document, after this many
     /// seconds.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    timeout: f64,
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = positive_secs)]
+    timeout: Duration,
     /// The largest frame accepted from the relay, in bytes.
     #[arg(long, default_value_t = facsimile::net::protocol::DEFAULT_MAX_FRAME, value_name = "BYTES")]
     max_frame: usize,
@@ -181,7 +188,27 @@ struct ClientArgs {
 
 impl ClientArgs {
     fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout.max(0.001))
+        self.timeout
+    }
+}
+
+/// A number of seconds from the command line: finite and not negative.
+pub(crate) fn secs(arg: &str) -> Result<Duration, String> {
+    let n: f64 = arg
+        .trim()
+        .parse()
+        .map_err(|_| format!("{arg:?} is not a number of seconds"))?;
+    if n.is_nan() || n < 0.0 {
+        return Err(format!("{arg} is not a number of seconds (0 or more)"));
+    }
+    Duration::try_from_secs_f64(n).map_err(|_| format!("{arg} seconds is too long"))
+}
+
+/// As [`secs`], and more than 0.
+pub(crate) fn positive_secs(arg: &str) -> Result<Duration, String> {
+    match secs(arg)? {
+        d if d.is_zero() => Err(format!("{arg}: a time above 0 is needed")),
+        d => Ok(d),
     }
 }
 
@@ -257,8 +284,9 @@ fn main() -> ExitCode {
                 path,
                 command,
                 wait,
+                disconnect_grace,
                 client,
-            } => client::lock(&addr, &path, &command, wait, &client).await,
+            } => client::lock(&addr, &path, &command, wait, disconnect_grace, &client).await,
             Command::Inspect { .. } => Ok(0),
         }
     });

@@ -49,13 +49,13 @@ pub(crate) struct ServeArgs {
     compact_bytes: u64,
     /// Evict a node not heard from for this many seconds (nodes send a
     /// heartbeat every second).
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    peer_timeout: f64,
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = crate::positive_secs)]
+    peer_timeout: Duration,
     /// Keep a node whose connection broke a member for this many seconds,
     /// waiting for it to reconnect with its writes and locks (0: evict it
     /// at once; at most --peer-timeout has any effect).
-    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
-    reconnect_grace: f64,
+    #[arg(long, default_value = "0", value_name = "SECS", value_parser = crate::secs)]
+    reconnect_grace: Duration,
     /// The JavaScript package's browser build (`js/dist`) that the
     /// inspector pages run on (default: the source tree's, as built by
     /// `cd js && npm ci && npm run build`).
@@ -63,7 +63,11 @@ pub(crate) struct ServeArgs {
     inspector_assets: PathBuf,
 }
 
+/// The shortest peer timeout taken: heartbeats a third of it apart.
+const MIN_PEER_TIMEOUT: Duration = Duration::from_millis(100);
+
 pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
+    let peer_timeout = args.peer_timeout.max(MIN_PEER_TIMEOUT);
     let mut config = ServerConfig::default()
         .listen(args.listen)
         .max_frame(args.max_frame)
@@ -71,14 +75,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         .client_queue(args.max_queue)
         .compact_bytes(args.compact_bytes)
         .inspector_assets(&args.inspector_assets)
-        .failure_detection(
-            Duration::from_secs(1).min(Duration::from_secs_f64(args.peer_timeout / 3.0)),
-            Duration::from_secs_f64(args.peer_timeout.max(0.1)),
-        )
-        .reconnect_grace(match args.reconnect_grace {
-            g if g.is_finite() => Duration::from_secs_f64(g.clamp(0.0, 1e9)),
-            _ => Duration::ZERO,
-        });
+        // A heartbeat a third of the timeout, so that one late or lost
+        // heartbeat does not cost a node its place; at most a second apart.
+        .failure_detection(Duration::from_secs(1).min(peer_timeout / 3), peer_timeout)
+        .reconnect_grace(args.reconnect_grace);
     config = if args.ephemeral {
         config.ephemeral()
     } else {

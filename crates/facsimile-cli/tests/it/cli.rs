@@ -214,6 +214,142 @@ fn a_signal_to_lock_is_passed_on_and_the_lock_released_after_the_command() {
     assert!(next.trim().parse::<u64>().unwrap() > first, "{next}");
 }
 
+/// Runs `facsimile lock` on the root with `extra` options and `script` as
+/// its command; returns the process and the first line the command
+/// printed.
+fn lock_running(addr: &str, extra: &[&str], script: &str) -> (std::process::Child, String) {
+    let mut holder = Command::new(BIN)
+        .args(["lock", addr, ""])
+        .args(extra)
+        .args(["--", "sh", "-c", script])
+        .env("FACSIMILE_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    let (tx, line) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = out.read_line(&mut first);
+        let _ = tx.send(first);
+    });
+    let first = line
+        .recv_timeout(PATIENCE)
+        .expect("the command runs under the lock");
+    (holder, first.trim().to_string())
+}
+
+/// The output of `child` once it has exited.
+fn finished(child: std::process::Child) -> std::process::Output {
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    exited
+        .recv_timeout(PATIENCE)
+        .expect("facsimile lock ends")
+        .unwrap()
+}
+
+/// With its connection to the relay down, `facsimile lock` stops the
+/// command rather than let it run on without the lock: the relay evicts a
+/// node whose connection drops (at once, by default) and gives its locks
+/// to the next in line.
+#[cfg(unix)]
+#[test]
+fn a_lock_whose_connection_drops_stops_its_command() {
+    let dir = TempDir::new("lock-cut");
+    let mut relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.clone();
+    ok(&["set", &addr, "", "{}"]);
+    let (holder, pid) = lock_running(&addr, &[], "echo $$; exec sleep 600");
+    let pid = rustix::process::Pid::from_raw(pid.parse().unwrap()).unwrap();
+    relay.kill();
+    let out = finished(holder);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lost the connection to the relay") && stderr.contains("stopped"),
+        "{stderr}"
+    );
+    assert!(
+        rustix::process::test_kill_process(pid).is_err(),
+        "the command still runs"
+    );
+}
+
+/// Within `--disconnect-grace`, a relay that is back (here restarted, and
+/// keeping disconnected nodes for its `--reconnect-grace`) finds the
+/// command still running under the lock, and it ends as it would have.
+#[cfg(unix)]
+#[test]
+fn a_lock_rides_out_a_short_disconnection_within_its_grace() {
+    let dir = TempDir::new("lock-grace");
+    let mut relay = Relay::start(&dir, &["--reconnect-grace", "60", "--peer-timeout", "60"]);
+    let addr = relay.addr.clone();
+    ok(&["set", &addr, "", "{}"]);
+    let go = dir.path().join("go");
+    let script = format!(
+        "echo $FACSIMILE_LOCK_TOKEN; while [ ! -f {go} ]; do sleep 0.05; done; exit 5",
+        go = go.display()
+    );
+    let (holder, token) = lock_running(&addr, &["--disconnect-grace", "30"], &script);
+    relay.restart();
+    std::fs::write(&go, b"").unwrap();
+    let out = finished(holder);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "the command's own status: {stderr}"
+    );
+    let next = ok(&[
+        "lock",
+        &addr,
+        "",
+        "--wait",
+        "30",
+        "--",
+        "sh",
+        "-c",
+        "echo $FACSIMILE_LOCK_TOKEN",
+    ]);
+    assert!(
+        next.trim().parse::<u64>().unwrap() > token.parse::<u64>().unwrap(),
+        "{next}"
+    );
+}
+
+/// Times on the command line are checked: a negative, infinite or
+/// unreadable one is refused with the option's name, not a crash.
+#[test]
+fn times_on_the_command_line_are_checked() {
+    for args in [
+        &["serve", "--peer-timeout=-1"][..],
+        &["serve", "--peer-timeout", "0"],
+        &["serve", "--peer-timeout", "NaN"],
+        &["serve", "--reconnect-grace", "inf"],
+        &["get", "127.0.0.1:1", "--timeout", "1e300"],
+        &["lock", "127.0.0.1:1", "", "--wait=-2", "--", "true"],
+        &[
+            "lock",
+            "127.0.0.1:1",
+            "",
+            "--disconnect-grace",
+            "soon",
+            "--",
+            "true",
+        ],
+    ] {
+        let out = run_quiet(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 /// A child process killed when dropped, a failed assertion included.
 struct Killed(std::process::Child);
 
