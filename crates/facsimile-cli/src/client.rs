@@ -277,7 +277,11 @@ pub(crate) async fn watch(addr: &str, path: &str, args: &ClientArgs) -> Result<(
                 let now = node
                     .get(path)
                     .map_or(serde_json::Value::Null, |v| to_json(&v));
-                print(json!({ "path": path, "value": now, "replaced": true }));
+                let mut line = json!({ "path": path, "value": now, "replaced": true });
+                if let Event::RootChanged(c) = &event {
+                    line["origin"] = origin(c.origin());
+                }
+                print(line);
             }
             _ => {}
         }

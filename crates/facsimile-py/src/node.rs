@@ -615,7 +615,8 @@ impl Facsimile {
                 node.on_change(change_listener(w, id))
             }),
             "root_changed" => self.listen(topic, callback, |w, id| {
-                node.on_root_changed(store_listener(w, id))
+                let f = store_listener(w, id);
+                node.on_root_changed(move |c| f(c.new_value()))
             }),
             "ready" => self.listen(topic, callback, |w, id| {
                 node.on_ready(store_listener(w, id))

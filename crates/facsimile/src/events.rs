@@ -93,6 +93,52 @@ impl ChangeEvent {
     }
 }
 
+/// The root replaced, here or on another node: by [`Node::on_root_changed`]
+/// and [`Event::RootChanged`].
+///
+/// # Example
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use facsimile::{LocalNetwork, Origin, Value};
+///
+/// let net = LocalNetwork::new();
+/// let a = net.join("a");
+/// let b = net.join("b");
+/// a.set_root(1)?;
+/// let seen = Arc::new(Mutex::new(None));
+/// let log = seen.clone();
+/// let _sub = b.on_root_changed(move |c| *log.lock().unwrap() = Some(c.clone()));
+/// a.set_root("two")?;
+/// let c = seen.lock().unwrap().clone().unwrap();
+/// assert_eq!((c.old_value(), c.new_value()), (&Value::Int(1), &Value::from("two")));
+/// assert_eq!(c.origin(), &Origin::Remote(a.peer_id()));
+/// # Ok::<(), facsimile::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RootChange {
+    new: Value,
+    old: Value,
+    origin: Origin,
+}
+
+impl RootChange {
+    /// The root now.
+    pub fn new_value(&self) -> &Value {
+        &self.new
+    }
+
+    /// The root before.
+    pub fn old_value(&self) -> &Value {
+        &self.old
+    }
+
+    /// Whether the root was replaced here or by a peer (which one).
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+}
+
 /// Everything a node reports, as delivered by [`Node::events`].
 ///
 /// # Example
@@ -105,7 +151,7 @@ impl ChangeEvent {
 /// let mut events = node.events();
 /// node.set_root(1)?;
 /// match block_on(events.next()) {
-///     Some(Event::RootChanged(root)) => assert_eq!(root, Value::Int(1)),
+///     Some(Event::RootChanged(root)) => assert_eq!(root.new_value(), &Value::Int(1)),
 ///     other => panic!("{other:?}"),
 /// }
 /// # Ok::<(), facsimile::Error>(())
@@ -115,8 +161,8 @@ impl ChangeEvent {
 pub enum Event {
     /// An object changed.
     Change(ChangeEvent),
-    /// The root was replaced; this is the new root.
-    RootChanged(Value),
+    /// The root was replaced.
+    RootChanged(RootChange),
     /// A sync completed; this is the root.
     Ready(Value),
     /// A lock of this node was granted, released or lost.
@@ -125,6 +171,7 @@ pub enum Event {
 
 pub(crate) type ChangeFn = Arc<dyn Fn(&ChangeEvent) + Send + Sync>;
 pub(crate) type ValueFn = Arc<dyn Fn(&Value) + Send + Sync>;
+pub(crate) type RootFn = Arc<dyn Fn(&RootChange) + Send + Sync>;
 pub(crate) type LockFn = Arc<dyn Fn(&LockEvent) + Send + Sync>;
 
 /// What a listener listens to, for [`Node::subscribe`].
@@ -136,7 +183,7 @@ pub(crate) enum Listener {
     /// Changes of one key or index of one object.
     Prop(ObjectId, Prop, ChangeFn),
     /// Root replacements.
-    Root(ValueFn),
+    Root(RootFn),
     /// Completed syncs.
     Ready(ValueFn),
     /// This node's lock events.
@@ -159,7 +206,7 @@ pub(crate) struct Subs {
     global: Vec<Sub<ChangeFn>>,
     objects: HashMap<ObjectId, Vec<Sub<ChangeFn>>, IdKeys>,
     props: FxHashMap<(ObjectId, Prop), Vec<Sub<ChangeFn>>>,
-    root: Vec<Sub<ValueFn>>,
+    root: Vec<Sub<RootFn>>,
     ready: Vec<Sub<ValueFn>>,
     locks: Vec<Sub<LockFn>>,
     streams: Vec<Sub<UnboundedSender<Event>>>,
@@ -351,9 +398,17 @@ impl Subs {
                 };
                 self.route_change(ev, out);
             }
-            CoreEvent::RootChanged { new, .. } => {
-                let v = node.value(replica, new);
-                self.route_values(&self.root, v, Event::RootChanged, out);
+            CoreEvent::RootChanged { new, old, origin } => {
+                let c = Arc::new(RootChange {
+                    new: node.value(replica, new),
+                    old: node.value(replica, old),
+                    origin,
+                });
+                for s in &self.root {
+                    out.calls
+                        .push(Call::Root(s.alive.clone(), s.f.clone(), c.clone()));
+                }
+                self.route_stream(|| Event::RootChanged((*c).clone()), out);
             }
             CoreEvent::Ready => {
                 let v = node.value(replica, replica.root());
@@ -429,6 +484,7 @@ enum Call {
     /// The event is [`Dispatch::changes`]' at this place.
     Change(Arc<AtomicBool>, ChangeFn, usize),
     Value(Arc<AtomicBool>, ValueFn, Arc<Value>),
+    Root(Arc<AtomicBool>, RootFn, Arc<RootChange>),
     Stream(Arc<AtomicBool>, UnboundedSender<Event>, Event),
 }
 
@@ -467,6 +523,11 @@ impl Dispatch {
                 Call::Value(alive, f, v) => {
                     if alive.load(Ordering::Acquire) {
                         f(&v)
+                    }
+                }
+                Call::Root(alive, f, c) => {
+                    if alive.load(Ordering::Acquire) {
+                        f(&c)
                     }
                 }
                 Call::Stream(alive, tx, e) => {

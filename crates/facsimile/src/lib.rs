@@ -51,7 +51,7 @@
 //! | create nodes, connect them, sync a late joiner | [`Node`], [`LocalNetwork`], [`Node::set_sender`], [`Node::sync`] |
 //! | read and write the document | [`MapRef`], [`ArrayRef`], [`ObjectRef`]; values: [`Value`] in, [`Input`] out |
 //! | use your own types | [`typed`] |
-//! | know what changed | [`ChangeEvent`], [`Node::on_change`], [`Node::events`], [`Subscription`] |
+//! | know what changed | [`ChangeEvent`], [`RootChange`], [`Node::on_change`], [`Node::events`], [`Subscription`] |
 //! | write under exclusive permission | [`Node::lock`], [`Node::request`], [`LockGuard`], [`LockError`] |
 //! | handle a refusal | [`Error`], [`EngineError`] (the engine's reasons), [`Place`] |
 //! | test timers without sleeping | [`LocalNetwork::with_virtual_time`], [`LocalNetwork::advance`] |
@@ -123,7 +123,7 @@ mod value;
 #[cfg(feature = "channels")]
 pub use channels::ChannelNetwork;
 pub use error::{EngineError, Error, Place, Result};
-pub use events::{ChangeEvent, Event, EventStream, Subscription};
+pub use events::{ChangeEvent, Event, EventStream, RootChange, Subscription};
 pub use facsimile_core::{
     Config, MAX_HOSTNAME, ObjectId, ObjectKind, Origin, PeerId, Prop, ReceiveError, WireFormat,
 };

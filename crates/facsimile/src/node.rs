@@ -22,7 +22,7 @@ use facsimile_core::{
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::events::{ChangeEvent, Dispatch, EventStream, Listener, Subs, Subscription};
+use crate::events::{ChangeEvent, Dispatch, EventStream, Listener, RootChange, Subs, Subscription};
 use crate::handle::{ArrayRef, MapRef};
 use crate::lock::LockError;
 use crate::value::{Input, Value};
@@ -1016,8 +1016,9 @@ impl Node {
         self.subscribe(Listener::Change(Arc::new(f)))
     }
 
-    /// Calls `f` with the new root each time the root is replaced, here or
-    /// on another node, until the returned [`Subscription`] is dropped.
+    /// Calls `f` each time the root is replaced, here or on another node,
+    /// with the new root, the old one and the origin, until the returned
+    /// [`Subscription`] is dropped.
     ///
     /// # Example
     /// ```
@@ -1030,13 +1031,13 @@ impl Node {
     /// let b = net.join("b");
     /// let roots = Arc::new(Mutex::new(Vec::new()));
     /// let log = roots.clone();
-    /// let _sub = b.on_root_changed(move |root| log.lock().unwrap().push(root.clone()));
+    /// let _sub = b.on_root_changed(move |c| log.lock().unwrap().push(c.new_value().clone()));
     /// a.set_root(1)?;
     /// a.set_root("two")?;
     /// assert_eq!(*roots.lock().unwrap(), [Value::Int(1), Value::from("two")]);
     /// # Ok::<(), facsimile::Error>(())
     /// ```
-    pub fn on_root_changed(&self, f: impl Fn(&Value) + Send + Sync + 'static) -> Subscription {
+    pub fn on_root_changed(&self, f: impl Fn(&RootChange) + Send + Sync + 'static) -> Subscription {
         self.subscribe(Listener::Root(Arc::new(f)))
     }
 

@@ -87,6 +87,17 @@ fn watch_prints_the_tree_then_each_change_with_its_origin() {
     ok(&["set", addr, "/other", "5", "--hostname", "elsewhere"]);
     ok(&["set", addr, "/config/size", "2", "--hostname", "writer"]);
     let change: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    // A new root: what is at the path now, and who replaced the root.
+    ok(&[
+        "set",
+        addr,
+        "",
+        r#"{"config": {"size": 3}}"#,
+        "--hostname",
+        "replacer",
+    ]);
+    let replaced: serde_json::Value =
+        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     let _ = watch.kill();
     let _ = watch.wait();
     assert_eq!(change["path"], "/config/size", "{change}");
@@ -95,6 +106,19 @@ fn watch_prints_the_tree_then_each_change_with_its_origin() {
     assert!(
         change["origin"].as_str().unwrap().starts_with("writer#"),
         "{change}"
+    );
+    assert_eq!(replaced["replaced"], true, "{replaced}");
+    assert_eq!(
+        replaced["value"],
+        serde_json::json!({"size": 3}),
+        "{replaced}"
+    );
+    assert!(
+        replaced["origin"]
+            .as_str()
+            .unwrap()
+            .starts_with("replacer#"),
+        "{replaced}"
     );
 }
 

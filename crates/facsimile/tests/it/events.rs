@@ -173,7 +173,7 @@ fn follow(node: &Node) -> (Arc<Mutex<Model>>, Vec<facsimile::Subscription>) {
     let md = model.clone();
     let roots = node.on_root_changed(move |root| {
         let mut m = md.lock().unwrap();
-        m.root = Some(m.capture(root));
+        m.root = Some(m.capture(root.new_value()));
     });
     (model, vec![changes, roots])
 }
@@ -453,5 +453,45 @@ fn index_listeners_hear_local_and_remote_writes_with_their_origin() {
     assert_eq!(
         on_b.lock().unwrap()[1],
         (facsimile::Origin::Local, change.1, Some(Value::Int(6)))
+    );
+}
+
+/// A root replacement is reported with the root before and after it and
+/// who made it: `Local` on the node that replaced it, `Remote` with the
+/// writer's id elsewhere, to listeners and to event streams alike.
+#[test]
+fn root_replacements_carry_the_old_root_and_their_origin() {
+    use facsimile::{Event, Origin, RootChange};
+    use futures_util::StreamExt;
+
+    let net = LocalNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({"v": 1})).unwrap();
+    let heard = |node: &Node| {
+        let seen: Arc<Mutex<Vec<RootChange>>> = Arc::default();
+        let log = seen.clone();
+        let sub = node.on_root_changed(move |c| log.lock().unwrap().push(c.clone()));
+        (seen, sub)
+    };
+    let (on_a, _sa) = heard(&a);
+    let (on_b, _sb) = heard(&b);
+    let mut stream = b.events();
+    b.set_root("two").unwrap();
+    for (seen, origin) in [(on_a, Origin::Remote(b.peer_id())), (on_b, Origin::Local)] {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "{origin:?}");
+        let c = &seen[0];
+        assert_eq!(c.new_value(), &Value::from("two"));
+        let old = c.old_value().as_map().expect("the old root, a map");
+        assert_eq!(old.get("v"), Some(Value::Int(1)));
+        assert_eq!(c.origin(), &origin);
+    }
+    let Some(Event::RootChanged(c)) = futures_executor::block_on(stream.next()) else {
+        panic!("a root change on the stream");
+    };
+    assert_eq!(
+        (c.new_value(), c.origin()),
+        (&Value::from("two"), &Origin::Local)
     );
 }

@@ -328,7 +328,9 @@ fn s10_root_changed_in_order() {
             .zip(&logs)
             .map(|(n, log)| {
                 let log = log.clone();
-                n.on_root_changed(move |root| log.lock().unwrap().push(root.to_json().unwrap()))
+                n.on_root_changed(move |c| {
+                    log.lock().unwrap().push(c.new_value().to_json().unwrap())
+                })
             })
             .collect();
         a.set_root(1).unwrap();
