@@ -367,7 +367,8 @@ pub(crate) async fn lock(
         } else {
             down_since = None;
         }
-        let cut_off = down_since.map(|at| at + grace);
+        // A grace too long to add is no limit.
+        let cut_off = down_since.and_then(|at: tokio::time::Instant| at.checked_add(grace));
         tokio::select! {
             s = child.wait() => break s.map_err(|e| Failure(format!("waiting for the command: {e}")))?,
             signal = signals.next() => {

@@ -198,6 +198,23 @@ struct Sub<F> {
     f: F,
 }
 
+/// This node's request for one object's lock, as the lock futures share
+/// it: the node makes one request per object.
+#[derive(Default)]
+struct LockShare {
+    /// Held by each future waiting on the request: it is withdrawn only
+    /// when the last of them drops.
+    futures: Weak<()>,
+    /// Which of the node's requests for the object the current one is: a
+    /// future of an earlier round knows its request was refused or lost,
+    /// and another made since.
+    round: u64,
+    /// The grant a future last turned into a guard: a grant that arrives
+    /// after its futures stopped polling is nobody's, and is released when
+    /// the last of them drops.
+    claimed: Option<u64>,
+}
+
 /// Every listener of one node, and the tasks waiting for its locks. The
 /// node holds it under its state lock; nothing else reaches into it.
 #[derive(Default)]
@@ -212,13 +229,9 @@ pub(crate) struct Subs {
     streams: Vec<Sub<UnboundedSender<Event>>>,
     /// Tasks waiting for a lock on an object.
     lock_wakers: HashMap<ObjectId, Vec<Waker>, IdKeys>,
-    /// The share of the lock futures waiting on an object in this node's
-    /// one request for it (see [`Subs::lock_share`]).
-    lock_shares: HashMap<ObjectId, Weak<()>, IdKeys>,
-    /// The grant of each object's lock that a future last turned into a
-    /// guard: a grant that arrives after its futures stopped polling is
-    /// nobody's, and is released when the last of them drops.
-    lock_claimed: HashMap<ObjectId, u64, IdKeys>,
+    /// This node's request for each object's lock, as its futures share
+    /// it (see [`Subs::join_lock`]).
+    lock_shares: HashMap<ObjectId, LockShare, IdKeys>,
 }
 
 impl Subs {
@@ -295,6 +308,11 @@ impl Subs {
             .into_iter()
             .map(|((id, prop), subs)| ((rename(id), prop), subs))
             .collect();
+        // Lock futures name their object as it is now named too.
+        self.lock_shares = std::mem::take(&mut self.lock_shares)
+            .into_iter()
+            .map(|(id, l)| (rename(id), l))
+            .collect();
     }
 
     /// Wakes `waker` at the next lock event of `obj`.
@@ -305,59 +323,55 @@ impl Subs {
         }
     }
 
-    /// A share in this node's request for the lock on `obj`, held by each
-    /// lock future that waits on it: the request is one per node, so it is
-    /// withdrawn only when the last future that waits drops.
-    pub(crate) fn lock_share(&mut self, obj: ObjectId) -> Arc<()> {
-        if let Some(share) = self.lock_shares.get(&obj).and_then(Weak::upgrade) {
-            return share;
+    /// A share in this node's request for the lock on `obj`, and its
+    /// round; `fresh` when the node has just made a new request rather than
+    /// joined the one it had.
+    pub(crate) fn join_lock(&mut self, obj: ObjectId, fresh: bool) -> (Arc<()>, u64) {
+        if !self.lock_shares.contains_key(&obj) {
+            self.lock_shares
+                .retain(|_, l| l.futures.strong_count() > 0 || l.claimed.is_some());
         }
-        let share = Arc::new(());
-        self.lock_shares.retain(|_, w| w.strong_count() > 0);
-        self.lock_shares.insert(obj, Arc::downgrade(&share));
-        share
+        let l = self.lock_shares.entry(obj).or_default();
+        if fresh {
+            l.round += 1;
+        }
+        let share = l.futures.upgrade().unwrap_or_else(|| {
+            let share = Arc::new(());
+            l.futures = Arc::downgrade(&share);
+            share
+        });
+        (share, l.round)
     }
 
-    /// A share in the request for `obj` made after `refused`, a share in
-    /// a request that was refused: a new share when that request was still
-    /// the current one, so that the futures holding a share in it can tell
-    /// ([`Subs::is_current_share`]); else a share in the current one.
-    pub(crate) fn renew_lock_share(&mut self, obj: ObjectId, refused: &Arc<()>) -> Arc<()> {
-        if !self.is_current_share(obj, refused) {
-            return self.lock_share(obj);
-        }
-        let share = Arc::new(());
-        self.lock_shares.insert(obj, Arc::downgrade(&share));
-        share
-    }
-
-    /// Whether `share` is a share in this node's current request for `obj`.
-    pub(crate) fn is_current_share(&self, obj: ObjectId, share: &Arc<()>) -> bool {
-        self.lock_shares
-            .get(&obj)
-            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(share)))
+    /// The round of this node's current request for the lock on `obj`.
+    pub(crate) fn lock_round(&self, obj: ObjectId) -> u64 {
+        self.lock_shares.get(&obj).map_or(0, |l| l.round)
     }
 
     /// Whether a future of this node still shares its request for `obj`.
     pub(crate) fn lock_wanted(&self, obj: ObjectId) -> bool {
         self.lock_shares
             .get(&obj)
-            .is_some_and(|w| w.strong_count() > 0)
+            .is_some_and(|l| l.futures.strong_count() > 0)
     }
 
     /// Records that a future turned grant `token` of `obj` into a guard.
     pub(crate) fn claim_lock(&mut self, obj: ObjectId, token: u64) {
-        self.lock_claimed.insert(obj, token);
+        self.lock_shares.entry(obj).or_default().claimed = Some(token);
     }
 
     /// Whether grant `token` of `obj` was turned into a guard.
     pub(crate) fn lock_claimed(&self, obj: ObjectId, token: u64) -> bool {
-        self.lock_claimed.get(&obj) == Some(&token)
+        self.lock_shares
+            .get(&obj)
+            .is_some_and(|l| l.claimed == Some(token))
     }
 
     /// Forgets the guard of `obj`'s grant, released.
     pub(crate) fn unclaim_lock(&mut self, obj: ObjectId) {
-        self.lock_claimed.remove(&obj);
+        if let Some(l) = self.lock_shares.get_mut(&obj) {
+            l.claimed = None;
+        }
     }
 
     pub(crate) fn wake_locks(&mut self, obj: ObjectId, out: &mut Dispatch) {

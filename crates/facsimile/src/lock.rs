@@ -338,8 +338,8 @@ pub struct LockFuture {
     object: ObjectRef,
     wait: bool,
     /// Its share in the node's request, from when it made or joined it
-    /// until it resolves.
-    share: Option<Arc<()>>,
+    /// until it resolves, and the request's round.
+    share: Option<(Arc<()>, u64)>,
     done: bool,
 }
 
@@ -383,9 +383,7 @@ impl Future for LockFuture {
             this.finish();
             return Poll::Ready(Err(LockError::ForeignHandle));
         }
-        // A share in this node's request that was refused, while a waiting
-        // future makes or joins the one after it.
-        let mut refused = None;
+        let mut retried = false;
         loop {
             if this.share.is_none() {
                 // Registered before the request, so that the next
@@ -394,7 +392,7 @@ impl Future for LockFuture {
                 if this.wait {
                     this.node.add_lock_waker(id, cx.waker());
                 }
-                match this.node.lock_request(id, this.wait, refused.as_ref()) {
+                match this.node.lock_request(id, this.wait) {
                     Ok(share) => this.share = Some(share),
                     // Between incarnations (evicted and awaiting the reload
                     // or sync the transport brings, or syncing): a waiting
@@ -409,13 +407,14 @@ impl Future for LockFuture {
                     }
                 }
             }
-            let share = this.share.as_ref().expect("a share in the request");
-            match this.node.poll_lock(id, share, cx.waker()) {
+            let round = this.share.as_ref().map_or(0, |(_, round)| *round);
+            match this.node.poll_lock(id, round, cx.waker()) {
                 // A waiting `lock` that joined this node's fail-fast
-                // `request` waits on when that one is refused, with a
-                // request made after it.
-                LockState::Refused if this.wait && refused.is_none() => {
-                    refused = this.share.take();
+                // `request` waits on when that one is refused: it makes or
+                // joins the node's next request.
+                LockState::Refused if this.wait && !retried => {
+                    this.share = None;
+                    retried = true;
                 }
                 state => break this.resolve(state),
             }
@@ -446,7 +445,7 @@ impl Drop for LockFuture {
     /// it (another task's `lock` of the same object waits on), or releases
     /// the lock when it was granted after the last poll.
     fn drop(&mut self) {
-        if let Some(share) = self.share.take() {
+        if let Some((share, _)) = self.share.take() {
             self.node.withdraw_lock(self.object.id(), share);
         }
     }

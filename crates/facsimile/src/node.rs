@@ -657,46 +657,44 @@ impl Node {
     }
 
     /// Makes or joins this node's request for the lock on `object` and
-    /// takes a share in it ([`Subs::lock_share`]), under one hold of the
+    /// takes a share in it ([`Subs::join_lock`]), under one hold of the
     /// state, so that the last future dropping meanwhile cannot take a
-    /// grant this one is about to claim for nobody's.
+    /// grant this one is about to claim for nobody's. Returns the share and
+    /// the request's round.
     ///
     /// # Errors
     /// [`LockError::NoSender`] without a transport, and the engine's
     /// refusals.
-    ///
-    /// With `refused`, a share in a request that was refused, the share
-    /// is one in the request made since ([`Subs::renew_lock_share`]).
     pub(crate) fn lock_request(
         &self,
         object: ObjectId,
         wait: bool,
-        refused: Option<&Arc<()>>,
-    ) -> Result<Arc<()>, LockError> {
+    ) -> Result<(Arc<()>, u64), LockError> {
         let mut st = self.state();
         if st.sender.is_none() {
             return Err(LockError::NoSender);
         }
+        let had = matches!(
+            st.replica.lock_state(object),
+            LockState::Waiting | LockState::Held(_)
+        );
         let r = match st.replica.lock(object, wait) {
-            Ok(_) => Ok(match refused {
-                Some(old) => st.subs.renew_lock_share(object, old),
-                None => st.subs.lock_share(object),
-            }),
+            Ok(_) => Ok(st.subs.join_lock(object, !had)),
             Err(e) => Err(LockError::from_core(e, &mut st.replica)),
         };
         self.pump_holding(st);
         r
     }
 
-    /// This node's state for the lock on `object`, for a future holding
-    /// `share` in its request: [`LockState::Refused`] once that request was
-    /// refused and another made since. While it is [`LockState::Waiting`],
-    /// `waker` is woken at the object's next lock event; a grant is
-    /// recorded as turned into a guard: both under one hold of the state,
-    /// so that no event falls in between.
-    pub(crate) fn poll_lock(&self, object: ObjectId, share: &Arc<()>, waker: &Waker) -> LockState {
+    /// This node's state for the lock on `object`, for a future that
+    /// joined the request of `round`: [`LockState::Refused`] once another
+    /// request was made since (that one was refused, or lost). While it is
+    /// [`LockState::Waiting`], `waker` is woken at the object's next lock
+    /// event; a grant is recorded as turned into a guard: both under one
+    /// hold of the state, so that no event falls in between.
+    pub(crate) fn poll_lock(&self, object: ObjectId, round: u64, waker: &Waker) -> LockState {
         let mut st = self.state();
-        if !st.subs.is_current_share(object, share) {
+        if st.subs.lock_round(object) != round {
             return LockState::Refused;
         }
         let state = st.replica.lock_state(object);
@@ -715,9 +713,8 @@ impl Node {
     /// otherwise.
     pub(crate) fn withdraw_lock(&self, object: ObjectId, share: Arc<()>) {
         let mut st = self.state();
-        let current = st.subs.is_current_share(object, &share);
         drop(share);
-        if !current || st.subs.lock_wanted(object) {
+        if st.subs.lock_wanted(object) {
             return;
         }
         let unclaimed = match st.replica.lock_state(object) {

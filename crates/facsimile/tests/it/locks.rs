@@ -423,16 +423,19 @@ fn a_lock_granted_after_its_future_last_polled_is_released_when_it_drops() {
 
 /// A waiting `lock` that joins this node's fail-fast `request` waits on
 /// when the request loses its race: the `request` fails, the `lock` is
-/// granted after the winner releases.
+/// granted after the winner releases. With two such `lock`s, the one that
+/// makes the next request may time out (dropped) and the other waits on.
 #[test]
 fn a_lock_that_joined_a_refused_request_waits_on() {
     for seed in 0..8 {
         for (wire, net) in manual_networks(seed) {
             let b = net.join("b");
             let z = net.join("z");
+            let y = net.join("y");
             b.set_root(json!({})).unwrap();
             net.run();
             let (rb, rz) = (b.root_map().unwrap(), z.root_map().unwrap());
+            let ry = y.root_map().unwrap();
             // Ahead of b's request: an earlier counter, or the same one and
             // the higher hostname.
             b.root_map().unwrap().set("tick", 1).unwrap();
@@ -443,33 +446,79 @@ fn a_lock_that_joined_a_refused_request_waits_on() {
             assert!(trying.poll_unpin(&mut cx).is_pending(), "{wire}");
             let mut waiting = b.lock(&rb);
             assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+            let mut impatient = b.lock(&rb);
+            assert!(impatient.poll_unpin(&mut cx).is_pending(), "{wire}");
             net.run();
             let Poll::Ready(Ok(held)) = winning.poll_unpin(&mut cx) else {
                 panic!("{wire} seed {seed}: z is granted the lock");
             };
-            // Either future may be polled first after the refusal.
+            // Either kind of future may be polled first after the refusal.
+            // The impatient one makes b's next request, then gives up; y
+            // asks after it: b's request stays ahead of y's for the lock
+            // that still waits.
             if seed % 2 == 0 {
-                assert!(
-                    waiting.poll_unpin(&mut cx).is_pending(),
-                    "{wire} seed {seed}"
-                );
+                let Poll::Ready(Err(err)) = trying.poll_unpin(&mut cx) else {
+                    panic!("{wire} seed {seed}: the request lost its race");
+                };
+                assert!(matches!(err, LockError::Locked { .. }), "{wire}: {err}");
             }
-            let Poll::Ready(Err(err)) = trying.poll_unpin(&mut cx) else {
-                panic!("{wire} seed {seed}: the request lost its race");
-            };
-            assert!(matches!(err, LockError::Locked { .. }), "{wire}: {err}");
+            assert!(
+                impatient.poll_unpin(&mut cx).is_pending(),
+                "{wire} seed {seed}"
+            );
+            drop(impatient);
+            net.run();
+            let mut later = y.lock(&ry);
+            assert!(later.poll_unpin(&mut cx).is_pending(), "{wire} seed {seed}");
+            net.run();
+            if seed % 2 == 1 {
+                let Poll::Ready(Err(err)) = trying.poll_unpin(&mut cx) else {
+                    panic!("{wire} seed {seed}: the request lost its race");
+                };
+                assert!(matches!(err, LockError::Locked { .. }), "{wire}: {err}");
+            }
+            drop(trying);
             assert!(
                 waiting.poll_unpin(&mut cx).is_pending(),
                 "{wire} seed {seed}"
             );
-            drop(trying);
             drop(held);
             net.run();
+            assert!(
+                later.poll_unpin(&mut cx).is_pending(),
+                "{wire} seed {seed}: b is ahead of y"
+            );
             let Poll::Ready(Ok(guard)) = waiting.poll_unpin(&mut cx) else {
                 panic!("{wire} seed {seed}: b waited on and is granted the lock");
             };
             assert!(guard.is_held(), "{wire}");
         }
+    }
+}
+
+/// A lock waiting when its node is evicted fails with `Lost`, on an
+/// object the node created itself too (its id changes with the node's
+/// incarnation), and the node can lock it again once it has rejoined.
+#[test]
+fn a_lock_waiting_through_its_node_s_eviction_is_lost() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({"jobs": []})).unwrap();
+        let held = block_on(b.lock(b.root_map().unwrap())).unwrap();
+        let ra = a.root_map().unwrap();
+        let mut waiting = a.lock(&ra);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+        b.evict(&a.peer_id());
+        let Poll::Ready(Err(err)) = waiting.poll_unpin(&mut cx) else {
+            panic!("{wire}: the waiting lock ends with the eviction");
+        };
+        assert!(matches!(err, LockError::Lost { .. }), "{wire}: {err}");
+        assert!(a.is_ready(), "{wire}: a rejoined");
+        drop(held);
+        let again = block_on(a.lock(a.root_map().unwrap())).unwrap();
+        assert!(again.is_held(), "{wire}");
     }
 }
 
