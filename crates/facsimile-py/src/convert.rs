@@ -138,78 +138,188 @@ pub(crate) fn to_py(owner: &Bound<'_, Facsimile>, v: Value) -> PyResult<Py<PyAny
     })
 }
 
-/// JSON data as Python plain data (typed updates).
-pub(crate) fn json_to_py(py: Python<'_>, v: &serde_json::Value) -> PyResult<Py<PyAny>> {
-    use serde_json::Value as J;
+/// Plain data as a typed update reads and writes the store: JSON's
+/// kinds, and the bytes and non-finite floats the store holds too, which
+/// JSON's values cannot (read through them, an update would write `null`
+/// over every NaN, and fail on bytes).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Plain {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<Plain>),
+    Map(Vec<(String, Plain)>),
+}
+
+impl serde::Serialize for Plain {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Plain::Null => s.serialize_unit(),
+            Plain::Bool(b) => s.serialize_bool(*b),
+            Plain::Int(i) => s.serialize_i64(*i),
+            Plain::Float(f) => s.serialize_f64(*f),
+            Plain::Str(v) => s.serialize_str(v),
+            Plain::Bytes(b) => s.serialize_bytes(b),
+            Plain::List(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for i in items {
+                    seq.serialize_element(i)?;
+                }
+                seq.end()
+            }
+            Plain::Map(entries) => {
+                let mut map = s.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Plain {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Plain, D::Error> {
+        d.deserialize_any(PlainVisitor)
+    }
+}
+
+struct PlainVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PlainVisitor {
+    type Value = Plain;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("plain data")
+    }
+    fn visit_unit<E>(self) -> Result<Plain, E> {
+        Ok(Plain::Null)
+    }
+    fn visit_none<E>(self) -> Result<Plain, E> {
+        Ok(Plain::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Plain, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Plain, E> {
+        Ok(Plain::Bool(b))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Plain, E> {
+        Ok(Plain::Int(i))
+    }
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<Plain, E> {
+        i64::try_from(u)
+            .map(Plain::Int)
+            .map_err(|_| E::custom(format!("{u} is past the largest integer stored")))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Plain, E> {
+        Ok(Plain::Float(f))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Plain, E> {
+        Ok(Plain::Str(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Plain, E> {
+        Ok(Plain::Str(v))
+    }
+    fn visit_bytes<E>(self, b: &[u8]) -> Result<Plain, E> {
+        Ok(Plain::Bytes(b.to_vec()))
+    }
+    fn visit_byte_buf<E>(self, b: Vec<u8>) -> Result<Plain, E> {
+        Ok(Plain::Bytes(b))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Plain, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(i) = seq.next_element()? {
+            items.push(i);
+        }
+        Ok(Plain::List(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Plain, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+        while let Some(e) = map.next_entry()? {
+            entries.push(e);
+        }
+        Ok(Plain::Map(entries))
+    }
+}
+
+/// Plain data as Python's (typed updates).
+pub(crate) fn plain_to_py(py: Python<'_>, v: &Plain) -> PyResult<Py<PyAny>> {
     Ok(match v {
-        J::Null => py.None(),
-        J::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => i.into_pyobject(py)?.into_any().unbind(),
-            None => PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN))
-                .into_any()
-                .unbind(),
-        },
-        J::String(s) => PyString::new(py, s).into_any().unbind(),
-        J::Array(items) => {
+        Plain::Null => py.None(),
+        Plain::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
+        Plain::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
+        Plain::Float(f) => PyFloat::new(py, *f).into_any().unbind(),
+        Plain::Str(s) => PyString::new(py, s).into_any().unbind(),
+        Plain::Bytes(b) => PyBytes::new(py, b).into_any().unbind(),
+        Plain::List(items) => {
             let list = PyList::empty(py);
             for i in items {
-                list.append(json_to_py(py, i)?)?;
+                list.append(plain_to_py(py, i)?)?;
             }
             list.into_any().unbind()
         }
-        J::Object(entries) => {
+        Plain::Map(entries) => {
             let d = PyDict::new(py);
             for (k, v) in entries {
-                d.set_item(k, json_to_py(py, v)?)?;
+                d.set_item(k, plain_to_py(py, v)?)?;
             }
             d.into_any().unbind()
         }
     })
 }
 
-/// Python plain data as JSON data (typed updates).
-pub(crate) fn py_to_json(x: &Bound<'_, PyAny>, depth: usize) -> PyResult<serde_json::Value> {
-    use serde_json::Value as J;
+/// Python's plain data as [`Plain`] (typed updates).
+pub(crate) fn py_to_plain(x: &Bound<'_, PyAny>, depth: usize) -> PyResult<Plain> {
     if depth > MAX_DEPTH {
         return Err(PyValueError::new_err(format!(
             "the data nests deeper than {MAX_DEPTH} levels"
         )));
     }
     if x.is_none() {
-        return Ok(J::Null);
+        return Ok(Plain::Null);
     }
     if let Ok(b) = x.cast::<PyBool>() {
-        return Ok(J::Bool(b.is_true()));
+        return Ok(Plain::Bool(b.is_true()));
     }
     if let Ok(i) = x.cast::<PyInt>() {
-        return Ok(J::from(i.extract::<i64>()?));
+        return Ok(Plain::Int(i.extract::<i64>()?));
     }
     if let Ok(f) = x.cast::<PyFloat>() {
-        return Ok(serde_json::Number::from_f64(f.value()).map_or(J::Null, J::Number));
+        return Ok(Plain::Float(f.value()));
     }
     if let Ok(s) = x.cast::<PyString>() {
-        return Ok(J::String(s.to_cow()?.into_owned()));
+        return Ok(Plain::Str(s.to_cow()?.into_owned()));
+    }
+    if let Ok(b) = x.cast::<PyBytes>() {
+        return Ok(Plain::Bytes(b.as_bytes().to_vec()));
+    }
+    if let Ok(b) = x.cast::<PyByteArray>() {
+        return Ok(Plain::Bytes(b.to_vec()));
     }
     if let Ok(d) = x.cast::<PyDict>() {
-        let mut out = serde_json::Map::new();
+        let mut out = Vec::with_capacity(d.len());
         for (k, v) in d.iter() {
             let k: String = k
                 .extract()
                 .map_err(|_| PyTypeError::new_err("map keys are strings"))?;
-            out.insert(k, py_to_json(&v, depth + 1)?);
+            out.push((k, py_to_plain(&v, depth + 1)?));
         }
-        return Ok(J::Object(out));
+        return Ok(Plain::Map(out));
     }
     if x.cast::<PyList>().is_ok() || x.cast::<PyTuple>().is_ok() {
         let items = x
             .try_iter()?
-            .map(|v| py_to_json(&v?, depth + 1))
+            .map(|v| py_to_plain(&v?, depth + 1))
             .collect::<PyResult<Vec<_>>>()?;
-        return Ok(J::Array(items));
+        return Ok(Plain::List(items));
     }
     Err(PyTypeError::new_err(format!(
-        "a typed update holds JSON-like data; got a {}",
+        "a typed update holds plain data (None, bool, int, float, str, bytes, dict, list); got a {}",
         x.get_type().name()?
     )))
 }

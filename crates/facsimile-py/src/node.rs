@@ -21,7 +21,7 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyWeakrefReference};
 
-use crate::convert::{json_to_py, py_to_json, to_input, to_py};
+use crate::convert::{Plain, plain_to_py, py_to_plain, to_input, to_py};
 use crate::errors;
 use crate::lock::{LockGuard, PendingLock};
 use crate::proxy::{ListProxy, MapProxy};
@@ -688,21 +688,19 @@ impl Facsimile {
         Ok(self.node().lock_token(crate::proxy::object_of(obj)?))
     }
 
-    /// Reads the store as JSON-like data, passes it to `f`, and sends the
-    /// writes that make the store hold what `f` returns: nothing for what
-    /// is unchanged, one write per changed value, one insert per appended
-    /// element, all in one message. `f` may run again if a message arrived
-    /// meanwhile. (`update` in the package wraps this for dataclasses and
-    /// pydantic models.)
+    /// Reads the store as plain data (JSON's kinds, bytes and every
+    /// float), passes it to `f`, and sends the writes that make the store
+    /// hold what `f` returns: nothing for what is unchanged, one write per
+    /// changed value, one insert per appended element, all in one message.
+    /// `f` may run again if a message arrived meanwhile. (`update` in the
+    /// package wraps this for dataclasses and pydantic models.)
     fn _update_json(&self, py: Python<'_>, f: Py<PyAny>) -> PyResult<()> {
-        let r = self
-            .node()
-            .update(|v: &mut serde_json::Value| -> PyResult<()> {
-                let arg = json_to_py(py, v)?;
-                let out = f.call1(py, (arg,))?;
-                *v = py_to_json(out.bind(py), 0)?;
-                Ok(())
-            });
+        let r = self.node().update(|v: &mut Plain| -> PyResult<()> {
+            let arg = plain_to_py(py, v)?;
+            let out = f.call1(py, (arg,))?;
+            *v = py_to_plain(out.bind(py), 0)?;
+            Ok(())
+        });
         r.map_err(errors::store)?
     }
 

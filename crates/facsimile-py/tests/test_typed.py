@@ -2,6 +2,7 @@
 only the minimal writes are sent."""
 
 import dataclasses
+import math
 from typing import List, Optional
 
 import pytest
@@ -93,3 +94,37 @@ def test_pydantic_update(pair):
 
     a.update(restock)
     assert b.store["items"][0].qty == 6
+
+
+def test_an_update_keeps_bytes_and_non_finite_floats_it_did_not_touch():
+    net = Net("server", "client")
+    server, client = net
+    server.store = {
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "blob": b"\x00\xff",
+        "nested": {"low": float("-inf"), "raw": bytearray(b"ab")},
+        "n": 1,
+    }
+    changes = []
+    client.on("change", lambda c: changes.append((c.key, c.new)))
+
+    def bump(state):
+        assert state["blob"] == b"\x00\xff"
+        assert math.isnan(state["nan"]) and state["inf"] == math.inf
+        state["n"] += 1
+
+    before = net.sent
+    server.update(bump)
+    assert net.sent == before + 1
+    assert changes == [("n", 2)]  # nothing written over what was not touched
+    assert math.isnan(client.store.nan)
+    assert client.store.inf == math.inf
+    assert client.store.blob == b"\x00\xff"
+    assert client.store.nested.low == -math.inf
+    assert client.store.nested.raw == b"ab"
+
+    # Bytes and floats written by an update arrive as they are.
+    server.update(lambda s: s.update(blob=b"\x01", nan=float("-inf")))
+    assert client.store.blob == b"\x01"
+    assert client.store.nan == -math.inf
