@@ -675,9 +675,9 @@ impl Facsimile {
         PendingLock::new(slf, obj, wait)
     }
 
-    /// Releases this node's lock on a proxy's object (or withdraws its
-    /// request). Raises NotLockedError when nobody holds it and
-    /// NotOwnerError when another node does.
+    /// Releases this node's lock on a proxy's object; a request of this
+    /// node's still waiting is left waiting. Raises NotLockedError when
+    /// nobody holds it and NotOwnerError when another node does.
     fn release(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
         let o = crate::proxy::object_of(obj)?;
         self.node().release(o).map_err(errors::lock)

@@ -117,3 +117,31 @@ def test_blocking_waits_refused_in_listeners(pair):
     # Outside a listener the same call works.
     with b.lock(b.store) as guard:
         assert guard.held
+
+
+class _Dead:
+    """A node that crashed: it receives nothing."""
+
+    def receive(self, data):
+        pass
+
+
+def test_lock_async_sees_a_dead_holder_evicted_by_failure_detection():
+    # On a transport of the user's nothing else calls into the waiting
+    # node: the awaiting lock runs its timers, as the blocking one does.
+    net = Net("a", "b", failure_detection=(0.05, 0.3))
+    a, b = net
+    a.store = {"jobs": []}
+    held = a.lock(a.store)
+    assert held.held
+    net.nodes[0] = _Dead()
+    a.send = lambda data: None
+
+    async def main():
+        guard = await asyncio.wait_for(b.lock_async(b.store), 10)
+        token = guard.token
+        guard.release()
+        return token
+
+    assert asyncio.run(main()) > held.token
+    assert "a" not in b.peers

@@ -16,9 +16,11 @@ tokens::
     assert a.store == {"players": [{"name": "ada", "score": 1}]}
 
 Threads: a listener runs in the thread that applied the change — the
-writing thread for a local write (before the write returns), the thread
-that called ``receive`` for a message, and for a node from ``connect`` the
-``facsimile-io`` thread, which delivers every connection's messages. Waits
+writing thread for a local write (before the write returns, unless another
+thread is running the node's listeners at that moment: that thread runs
+it, in order, as soon as it can), the thread that called ``receive`` for a
+message, and for a node from ``connect`` the ``facsimile-io`` thread, which
+delivers every connection's messages. Waits
 (``lock``, ``flush``, ``connect``) release the GIL; each has an ``_async``
 form for asyncio.
 """

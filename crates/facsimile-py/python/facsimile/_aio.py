@@ -2,6 +2,10 @@
 
 import asyncio
 
+# How often a waiting `lock_async` runs the node's timers (seconds): the
+# blocking `lock`'s interval.
+TICK = 0.05
+
 
 def resolve(future, ok, value):
     """Completes an asyncio future from the runtime thread's result."""
@@ -35,7 +39,14 @@ class PendingLockAwaitable:
                 guard = pending.poll(loop, woken.set)
                 if guard is not None:
                     return guard
-                await woken.wait()
+                # Runs the node's timers meanwhile, as the blocking `lock`
+                # does: on a transport of the user's, nothing else may
+                # call into the node, and failure detection must still
+                # free the lock of a holder that died.
+                try:
+                    await asyncio.wait_for(woken.wait(), TICK)
+                except asyncio.TimeoutError:
+                    self._node.tick()
         finally:
             # Withdraws the request when the task was cancelled.
             pending.cancel()
