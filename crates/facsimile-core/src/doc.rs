@@ -826,7 +826,17 @@ impl Doc {
         if order.iter().enumerate().all(|(i, &o)| i == o) {
             return Ok(false);
         }
-        let elems: Vec<Id> = list.elements().map(|(e, _, _)| e).collect();
+        let (elems, values): (Vec<Id>, Vec<Value>) =
+            list.elements().map(|(e, v, _)| (e, v)).unzip();
+        // A write that changes nothing sends nothing: reversing `[1, 1]`
+        // moves elements but leaves every index's value as it was.
+        if order
+            .iter()
+            .enumerate()
+            .all(|(i, &o)| values[i].same(&values[o]))
+        {
+            return Ok(false);
+        }
         let keep = longest_increasing(order);
         let moves = keep.iter().filter(|&&k| !k).count();
         out.fits(peers, || 1 + 2 * moves, |f| moves * bare_op_bound(f))?;

@@ -484,22 +484,33 @@ fn a_hostname_is_at_most_what_peers_accept() {
 
 /// A write that changes nothing sends nothing (SPEC 2.2): a key or an
 /// element set to the value it holds, a delete of a key that is not there,
-/// a path set to its value.
+/// a path set to its value, a reversal or sort that leaves every index's
+/// value as it was.
 #[test]
 fn a_write_that_changes_nothing_sends_nothing() {
     for (wire, net) in manual_networks(12) {
         let a = net.join("a");
         let _b = net.join("b");
-        a.set_root(json!({"k": 1, "l": [1, 2], "m": {"s": "x"}}))
+        a.set_root(json!({"k": 1, "l": [1, 2], "m": {"s": "x"}, "p": [3, 1, 3], "q": [7, 7]}))
             .unwrap();
         net.run();
+        let changes = Arc::new(Mutex::new(0));
+        let seen = changes.clone();
+        let _sub = a.on_change(move |_| *seen.lock().unwrap() += 1);
         let root = a.root_map().unwrap();
         let list = root.get("l").unwrap().as_array().unwrap().clone();
         root.set("k", 1).unwrap();
         assert!(!root.delete("absent").unwrap(), "{wire}");
         list.set(0, 1).unwrap();
         a.set_path("/m/s", "x").unwrap();
+        let palindrome = root.get("p").unwrap().as_array().unwrap().clone();
+        palindrome.reverse().unwrap();
+        let same = root.get("q").unwrap().as_array().unwrap().clone();
+        same.reverse().unwrap();
+        same.sort().unwrap();
         assert_eq!(net.in_flight(), 0, "{wire}: nothing sent");
+        assert_eq!(*changes.lock().unwrap(), 0, "{wire}: nothing heard");
+        assert_eq!(palindrome.to_json().unwrap(), json!([3, 1, 3]), "{wire}");
         root.set("k", 2).unwrap();
         assert_eq!(net.in_flight(), 1, "{wire}: a change is sent");
     }
