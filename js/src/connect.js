@@ -142,14 +142,21 @@ function installConnect(Facsimile, wasm, fail) {
         this.settleFlushes();
       } else if (typeof r === 'string') {
         this.shut(fail('REFUSED', `the relay refused this node's messages: ${r}`));
-      } else {
+      } else if (!this.node._closed) {
+        let refused = null;
         try {
-          this.node.receive(r);
+          refused = this.node._apply(r, false);
         } catch (e) {
-          // A message the engine refuses changes nothing; the relay's
-          // replica applied it, so a later sync mends what it missed.
-          this.error = e;
+          // A listener's exception (the message was applied): thrown from
+          // the event loop once this frame is dealt with, as from any
+          // event handler, rather than lost.
+          queueMicrotask(() => {
+            throw e;
+          });
         }
+        // A message the engine refuses changes nothing; the refusal is
+        // kept in `connection.error`.
+        if (refused !== null) this.error = refused;
       }
     }
 

@@ -993,15 +993,23 @@ function createFacsimile(wasm, { platform }) {
       else if (!(message instanceof Uint8Array)) {
         throw fail('MALFORMED', 'a message is a string or a Uint8Array', TypeError);
       }
+      const refused = this._apply(message, text);
+      if (refused !== null) throw refused;
+    }
+
+    // Applies a message: returns the engine's refusal (the message changed
+    // nothing), or null; an exception from a listener or `send` is thrown.
+    _apply(message, text) {
       this._bump();
       this._rootValid = false;
       try {
         if (text) this._engine.receive_text(message);
         else this._engine.receive_bytes(message);
       } catch (e) {
-        throw again(e);
+        return again(e);
       }
       this._pump();
+      return null;
     }
 
     // ------------------------------------------------------------- the store

@@ -2,6 +2,7 @@
 // WebSocket, beside the CLI (a Rust node on the relay's TCP protocol).
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
+import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 
 import { Relay, TOKEN, cli, until } from './support/relay.mjs';
@@ -301,4 +302,41 @@ test('a write too large for the relay throws TOO_LARGE, and the connection goes 
   b.store.s = 'y'.repeat(60000);
   await b.flush();
   await until(a, () => a.store.s?.length === 60000, 'a sees the large write that fit');
+});
+
+test("a listener's exception for a change from the relay is thrown from the event loop, not lost", async () => {
+  // In a process of its own: the exception ends it, as one from any event
+  // handler does.
+  const script = `
+    const Facsimile = require(${JSON.stringify(require.resolve('..'))});
+    const WebSocket = require(${JSON.stringify(require.resolve('ws'))});
+    const options = { token: process.env.TOKEN, WebSocket, doc: 'thrown' };
+    (async () => {
+      const a = await Facsimile.connect(process.env.URL, 'a', options);
+      a.store = { n: 0 };
+      await a.flush();
+      const b = await Facsimile.connect(process.env.URL, 'b', options);
+      b.on('change', () => {
+        throw new Error('a listener failed');
+      });
+      console.log('listening');
+      a.store.n = 1;
+      await a.flush();
+    })();
+  `;
+  const child = spawn(process.execPath, ['-e', script], {
+    env: { ...process.env, URL: relay.url, TOKEN },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  // Without the exception the process would stay connected.
+  const stop = setTimeout(() => child.kill(), 30_000);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const code = await new Promise((done) => child.on('exit', done));
+  clearTimeout(stop);
+  assert.match(stdout, /listening/);
+  assert.equal(code, 1, stderr);
+  assert.match(stderr, /a listener failed/);
 });
