@@ -367,10 +367,13 @@ impl Subs {
             .is_some_and(|l| l.claimed == Some(token))
     }
 
-    /// Forgets the guard of `obj`'s grant, released.
-    pub(crate) fn unclaim_lock(&mut self, obj: ObjectId) {
+    /// This node released its grant of `obj`'s lock: the futures that
+    /// shared the request it answered and did not take their guard yet
+    /// make or join the next one ([`Subs::lock_round`]).
+    pub(crate) fn released_lock(&mut self, obj: ObjectId) {
         if let Some(l) = self.lock_shares.get_mut(&obj) {
             l.claimed = None;
+            l.round += 1;
         }
     }
 

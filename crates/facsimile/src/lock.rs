@@ -285,7 +285,7 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if !self.released && self.is_held() {
-            let _ = self.node.unlock(self.object.id());
+            let _ = self.node.end_lock(self.object.id(), true);
         }
     }
 }
@@ -354,9 +354,14 @@ impl LockFuture {
         }
     }
 
+    /// Resolved: lets go of its share in the node's request, which is
+    /// withdrawn if nobody else waits on it (a fail-fast future of an
+    /// earlier request may have been the last to hold it).
     fn finish(&mut self) {
         self.done = true;
-        self.share = None;
+        if let Some((share, _)) = self.share.take() {
+            self.node.withdraw_lock(self.object.id(), share);
+        }
     }
 
     fn guard(&mut self, token: u64) -> LockGuard {
@@ -384,7 +389,11 @@ impl Future for LockFuture {
             return Poll::Ready(Err(LockError::ForeignHandle));
         }
         let mut retried = false;
-        loop {
+        // Its share in a request the node is past, kept until it holds one
+        // in the next, so that the request it joins is not withdrawn
+        // meanwhile; let go of as `finish` does if it holds none.
+        let mut previous = None;
+        let polled = loop {
             if this.share.is_none() {
                 // Registered before the request, so that the next
                 // incarnation's arrival (which wakes every lock waiter) is
@@ -392,7 +401,11 @@ impl Future for LockFuture {
                 if this.wait {
                     this.node.add_lock_waker(id, cx.waker());
                 }
-                match this.node.lock_request(id, this.wait) {
+                let made = this.node.lock_request(id, this.wait);
+                if let Some((share, _)) = previous.take() {
+                    this.node.withdraw_lock(id, share);
+                }
+                match made {
                     Ok(share) => this.share = Some(share),
                     // Between incarnations (evicted and awaiting the reload
                     // or sync the transport brings, or syncing): a waiting
@@ -408,17 +421,32 @@ impl Future for LockFuture {
                 }
             }
             let round = this.share.as_ref().map_or(0, |(_, round)| *round);
-            match this.node.poll_lock(id, round, cx.waker()) {
-                // A waiting `lock` that joined this node's fail-fast
-                // `request` waits on when that one is refused: it makes or
-                // joins the node's next request.
-                LockState::Refused if this.wait && !retried => {
-                    this.share = None;
-                    retried = true;
-                }
-                state => break this.resolve(state),
+            let state = this.node.poll_lock(id, round, cx.waker());
+            // The node is past the request this future joined (refused,
+            // lost, or its grant taken by another future of the node and
+            // released), or a waiting `lock` joined the node's fail-fast
+            // `request` and that was refused: it makes or joins the node's
+            // next request.
+            let again = match state {
+                None => true,
+                Some(LockState::Refused) => this.wait,
+                Some(_) => false,
+            };
+            if again && !retried {
+                previous = this.share.take();
+                retried = true;
+                continue;
             }
-        }
+            match state {
+                Some(state) => break state,
+                None => {
+                    // Past the next one too already: polled again soon.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+        };
+        this.resolve(polled)
     }
 }
 
@@ -560,8 +588,7 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(&self, object: impl Into<ObjectRef>) -> Result<(), LockError> {
-        let id = object.into().id();
-        self.apply(|r| r.release(id).map_err(|e| LockError::from_core(e, r)))
+        self.end_lock(object.into().id(), false)
     }
 
     /// The fencing token of this node's lock on `object`, or `None` when it

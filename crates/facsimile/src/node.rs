@@ -620,15 +620,6 @@ impl Node {
         Some(r)
     }
 
-    /// Runs `f` on the replica, then sends what it queued and runs the
-    /// listeners: for changes that need no transport (a lock release).
-    pub(crate) fn apply<R>(&self, f: impl FnOnce(&mut Replica) -> R) -> R {
-        let mut st = self.state();
-        let r = f(&mut st.replica);
-        self.pump_holding(st);
-        r
-    }
-
     /// Runs a read on the replica.
     pub(crate) fn read<R>(&self, f: impl FnOnce(&mut Replica) -> R) -> R {
         f(&mut self.state().replica)
@@ -687,15 +678,21 @@ impl Node {
     }
 
     /// This node's state for the lock on `object`, for a future that
-    /// joined the request of `round`: [`LockState::Refused`] once another
-    /// request was made since (that one was refused, or lost). While it is
-    /// [`LockState::Waiting`], `waker` is woken at the object's next lock
-    /// event; a grant is recorded as turned into a guard: both under one
-    /// hold of the state, so that no event falls in between.
-    pub(crate) fn poll_lock(&self, object: ObjectId, round: u64, waker: &Waker) -> LockState {
+    /// joined the request of `round`; `None` once the node is past that
+    /// request (it was refused or lost and another made since, or its grant
+    /// was released). While it is [`LockState::Waiting`], `waker` is woken
+    /// at the object's next lock event; a grant is recorded as turned into
+    /// a guard: both under one hold of the state, so that no event falls in
+    /// between.
+    pub(crate) fn poll_lock(
+        &self,
+        object: ObjectId,
+        round: u64,
+        waker: &Waker,
+    ) -> Option<LockState> {
         let mut st = self.state();
         if st.subs.lock_round(object) != round {
-            return LockState::Refused;
+            return None;
         }
         let state = st.replica.lock_state(object);
         match state {
@@ -703,7 +700,7 @@ impl Node {
             LockState::Held(token) => st.subs.claim_lock(object, token),
             _ => {}
         }
-        state
+        Some(state)
     }
 
     /// Gives up `share`, a dropped future's share in the request for the
@@ -728,15 +725,21 @@ impl Node {
         self.pump_holding(st);
     }
 
-    /// Releases this node's lock on `object` or withdraws its request, for
-    /// a guard: the grant is no longer anybody's.
-    pub(crate) fn unlock(&self, object: ObjectId) -> Result<(), LockError> {
+    /// Releases this node's lock on `object`, and with `withdraw` its
+    /// request still waiting too: the grant is no longer anybody's.
+    pub(crate) fn end_lock(&self, object: ObjectId, withdraw: bool) -> Result<(), LockError> {
         let mut st = self.state();
-        st.subs.unclaim_lock(object);
-        let r = st
-            .replica
-            .unlock(object)
-            .map_err(|e| LockError::from_core(e, &mut st.replica));
+        let r = match withdraw {
+            true => st.replica.unlock(object),
+            false => st.replica.release(object),
+        };
+        let r = match r {
+            Ok(()) => {
+                st.subs.released_lock(object);
+                Ok(())
+            }
+            Err(e) => Err(LockError::from_core(e, &mut st.replica)),
+        };
         self.pump_holding(st);
         r
     }

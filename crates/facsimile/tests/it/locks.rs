@@ -496,6 +496,95 @@ fn a_lock_that_joined_a_refused_request_waits_on() {
     }
 }
 
+/// A fail-fast `request` that outlives a `lock` of the node that made the
+/// next request and was dropped: when the `request` fails, nobody waits
+/// on that request, and it is withdrawn rather than left to be granted to
+/// nobody.
+#[test]
+fn a_request_left_by_every_future_is_withdrawn() {
+    for (wire, net) in manual_networks(5) {
+        let b = net.join("b");
+        let z = net.join("z");
+        let y = net.join("y");
+        b.set_root(json!({})).unwrap();
+        net.run();
+        let (rb, rz, ry) = (
+            b.root_map().unwrap(),
+            z.root_map().unwrap(),
+            y.root_map().unwrap(),
+        );
+        b.root_map().unwrap().set("tick", 1).unwrap();
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut winning = z.lock(&rz);
+        assert!(winning.poll_unpin(&mut cx).is_pending(), "{wire}");
+        let mut trying = b.request(&rb);
+        assert!(trying.poll_unpin(&mut cx).is_pending(), "{wire}");
+        net.run();
+        let Poll::Ready(Ok(held)) = winning.poll_unpin(&mut cx) else {
+            panic!("{wire}: z is granted the lock");
+        };
+        // After the refusal, a lock makes b's next request, then gives up.
+        let mut impatient = b.lock(&rb);
+        assert!(impatient.poll_unpin(&mut cx).is_pending(), "{wire}");
+        drop(impatient);
+        let Poll::Ready(Err(err)) = trying.poll_unpin(&mut cx) else {
+            panic!("{wire}: the request fails");
+        };
+        assert!(matches!(err, LockError::Locked { .. }), "{wire}: {err}");
+        drop(trying);
+        drop(held);
+        net.run();
+        assert_eq!(
+            b.lock_token(&rb),
+            None,
+            "{wire}: b holds a lock nobody asked for"
+        );
+        let guard = granted(&net, y.lock(&ry), wire);
+        assert!(guard.is_held(), "{wire}");
+    }
+}
+
+/// Two `lock`s of one node share its request; the one polled first takes
+/// the grant and releases it before the other is polled: the other makes
+/// the node's next request and is granted, rather than failing as if the
+/// node had been evicted.
+#[test]
+fn a_lock_whose_shared_grant_was_released_before_it_looked_asks_again() {
+    for (wire, net) in manual_networks(6) {
+        let b = net.join("b");
+        let z = net.join("z");
+        b.set_root(json!({})).unwrap();
+        net.run();
+        let (rb, rz) = (b.root_map().unwrap(), z.root_map().unwrap());
+        let held = granted(&net, z.lock(&rz), wire);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut first = b.lock(&rb);
+        let mut second = b.lock(&rb);
+        assert!(first.poll_unpin(&mut cx).is_pending(), "{wire}");
+        assert!(second.poll_unpin(&mut cx).is_pending(), "{wire}");
+        drop(held);
+        net.run();
+        let Poll::Ready(Ok(guard)) = first.poll_unpin(&mut cx) else {
+            panic!("{wire}: b is granted the lock");
+        };
+        let token = guard.token();
+        drop(guard);
+        net.run();
+        let granted_again = match second.poll_unpin(&mut cx) {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                net.run();
+                match second.poll_unpin(&mut cx) {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => panic!("{wire}: b's next request is granted"),
+                }
+            }
+        };
+        let again = granted_again.unwrap_or_else(|e| panic!("{wire}: {e}"));
+        assert!(again.token() > token, "{wire}: a grant of its own");
+    }
+}
+
 /// A lock waiting when its node is evicted fails with `Lost`, on an
 /// object the node created itself too (its id changes with the node's
 /// incarnation), and the node can lock it again once it has rejoined.
