@@ -571,7 +571,7 @@ impl ListProxy {
                 .batch(|| {
                     let mut i = ind.start;
                     for item in items {
-                        self.list.set(i as usize, item)?;
+                        self.list.replace(i as usize, item)?;
                         i += ind.step;
                     }
                     Ok(())
@@ -582,7 +582,12 @@ impl ListProxy {
             .extract()
             .map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
         let p = position(i, len)?;
-        self.list.set(p, to_input(value)?).map_err(errors::store)
+        // An element that exists as of the write: a concurrent removal
+        // makes it an IndexError, never an append.
+        self.list
+            .replace(p, to_input(value)?)
+            .map(|_| ())
+            .map_err(errors::store)
     }
 
     fn __delitem__(&self, index: &Bound<'_, PyAny>) -> PyResult<()> {

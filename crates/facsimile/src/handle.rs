@@ -1092,6 +1092,44 @@ impl ArrayRef {
             .map(|_| ())
     }
 
+    /// Sets the element at `index`, which must exist as of this write, and
+    /// returns the one it replaces: an element assignment as Python's and
+    /// Rust's are, where [`ArrayRef::set`] pads as JavaScript's does. A
+    /// message applied by another thread since the caller read the length
+    /// cannot turn it into an append.
+    ///
+    /// # Errors
+    /// As [`ArrayRef::set`], and [`IndexOutOfBounds`](crate::EngineError::IndexOutOfBounds)
+    /// when there is no element at `index`.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// assert_eq!(list.replace(0, "three")?, Value::Int(3));
+    /// assert!(list.replace(3, 4).is_err());
+    /// assert_eq!(list.to_json()?, json!(["three", 1, 2]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn replace(&self, index: usize, x: impl Into<Input>) -> Result<Value> {
+        let input = x.into().into_core(&self.node)?;
+        self.node.write(|r| {
+            let old = r
+                .list_get(self.id(), index)?
+                .ok_or(EngineError::IndexOutOfBounds {
+                    object: self.id(),
+                    index,
+                    len: r.list_len(self.id())?,
+                })?;
+            r.list_set(self.id(), index, input)?;
+            Ok(self.node.value(r, old))
+        })
+    }
+
     /// Shortens the array to `len` elements (a longer `len` changes
     /// nothing).
     ///

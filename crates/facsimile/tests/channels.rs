@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use facsimile::{ChannelNetwork, Config, Value};
+use facsimile::{ChannelNetwork, Config, EngineError, Value};
 use serde_json::json;
 
 /// Writers on tasks of a multi-threaded runtime, each on its own node,
@@ -96,6 +96,58 @@ async fn array_methods_take_the_length_as_of_their_write() {
     churn.await.expect("churn");
     calls.expect("every call succeeds");
     net.settled().await;
+    assert_eq!(a.snapshot(), b.snapshot());
+}
+
+/// `replace` sets an element that exists as of its own write: an index
+/// read before, with another node pushing and popping meanwhile, never
+/// turns it into an append (as `set`, which pads, would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_at_an_index_read_before_never_appends() {
+    const CALLS: usize = 10_000;
+    let net = ChannelNetwork::new();
+    let (a, b) = (net.join("a"), net.join("b"));
+    a.set_root(json!([0, 0, 0, 0])).expect("root");
+    net.settled().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = tokio::task::spawn_blocking({
+        let (b, stop) = (b.clone(), stop.clone());
+        move || {
+            let list = b.root_array().expect("synced");
+            while !stop.load(Ordering::Relaxed) {
+                list.push(1).expect("push");
+                list.pop().expect("pop");
+            }
+        }
+    });
+    let calls = tokio::task::spawn_blocking({
+        let a = a.clone();
+        move || {
+            let list = a.root_array().expect("root");
+            let mut missed = 0;
+            for i in 0..CALLS {
+                let last = list.len() - 1;
+                match list.replace(last, i as i64) {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.engine(), Some(EngineError::IndexOutOfBounds { .. })) => {
+                        missed += 1
+                    }
+                    Err(e) => panic!("call {i}: {e}"),
+                }
+            }
+            missed
+        }
+    });
+    let missed = calls.await.expect("every call ends");
+    stop.store(true, Ordering::Relaxed);
+    churn.await.expect("churn");
+    net.settled().await;
+    let list = a.root_array().unwrap();
+    assert_eq!(
+        list.len(),
+        4,
+        "no assignment appended ({missed} found no element)"
+    );
     assert_eq!(a.snapshot(), b.snapshot());
 }
 
