@@ -269,20 +269,30 @@ impl Subs {
         (id, alive)
     }
 
-    pub(crate) fn remove(&mut self, id: u64) {
-        self.global.retain(|s| s.id != id);
-        self.root.retain(|s| s.id != id);
-        self.ready.retain(|s| s.id != id);
-        self.locks.retain(|s| s.id != id);
-        self.streams.retain(|s| s.id != id);
+    /// Removes listener `id`, returned rather than dropped: the caller
+    /// drops it once it no longer holds the node's state, as what a
+    /// listener owns (a lock guard, say) may take that state when dropped.
+    pub(crate) fn remove(&mut self, id: u64) -> Vec<Box<dyn Send>> {
+        fn take<F: Send + 'static>(subs: &mut Vec<Sub<F>>, id: u64, out: &mut Vec<Box<dyn Send>>) {
+            if let Some(at) = subs.iter().position(|s| s.id == id) {
+                out.push(Box::new(subs.remove(at).f));
+            }
+        }
+        let mut out: Vec<Box<dyn Send>> = Vec::new();
+        take(&mut self.global, id, &mut out);
+        take(&mut self.root, id, &mut out);
+        take(&mut self.ready, id, &mut out);
+        take(&mut self.locks, id, &mut out);
+        take(&mut self.streams, id, &mut out);
         self.objects.retain(|_, v| {
-            v.retain(|s| s.id != id);
+            take(v, id, &mut out);
             !v.is_empty()
         });
         self.props.retain(|_, v| {
-            v.retain(|s| s.id != id);
+            take(v, id, &mut out);
             !v.is_empty()
         });
+        out
     }
 
     /// Whether any listener is registered (lock wakers do not count: they

@@ -255,7 +255,7 @@ impl LockGuard {
     /// ```
     pub fn release(mut self) -> Result<(), LockError> {
         self.released = true;
-        self.node.release(&self.object)
+        self.node.end_lock(self.object.id(), Some(self.token))
     }
 
     /// Whether this node still holds the lock: false once it was released,
@@ -284,8 +284,11 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if !self.released && self.is_held() {
-            let _ = self.node.end_lock(self.object.id(), true);
+        // Only this guard's grant: checked as it is released, since a
+        // guard of the same grant may have released it meanwhile and the
+        // node taken another.
+        if !self.released {
+            let _ = self.node.end_lock(self.object.id(), Some(self.token));
         }
     }
 }
@@ -427,20 +430,15 @@ impl Future for LockFuture {
             // released), or a waiting `lock` joined the node's fail-fast
             // `request` and that was refused: it makes or joins the node's
             // next request.
-            let again = match state {
-                None => true,
-                Some(LockState::Refused) => this.wait,
-                Some(_) => false,
-            };
-            if again && !retried {
-                previous = this.share.take();
-                retried = true;
-                continue;
-            }
             match state {
-                Some(state) => break state,
-                None => {
-                    // Past the next one too already: polled again soon.
+                Some(state) if !(this.wait && state == LockState::Refused) => break state,
+                _ if !retried => {
+                    previous = this.share.take();
+                    retried = true;
+                }
+                // Past the next one too already (another thread moved the
+                // node on meanwhile): polled again soon.
+                _ => {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
@@ -588,7 +586,7 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(&self, object: impl Into<ObjectRef>) -> Result<(), LockError> {
-        self.end_lock(object.into().id(), false)
+        self.end_lock(object.into().id(), None)
     }
 
     /// The fencing token of this node's lock on `object`, or `None` when it

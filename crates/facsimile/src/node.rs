@@ -725,13 +725,21 @@ impl Node {
         self.pump_holding(st);
     }
 
-    /// Releases this node's lock on `object`, and with `withdraw` its
-    /// request still waiting too: the grant is no longer anybody's.
-    pub(crate) fn end_lock(&self, object: ObjectId, withdraw: bool) -> Result<(), LockError> {
+    /// Releases this node's lock on `object`; with `token`, only that
+    /// grant (a guard's: a later one is not its to release), checked in the
+    /// same hold of the state as the release. The grant is no longer
+    /// anybody's.
+    ///
+    /// # Errors
+    /// [`LockError::NotLocked`] when the grant of `token` is gone, and the
+    /// engine's refusals.
+    pub(crate) fn end_lock(&self, object: ObjectId, token: Option<u64>) -> Result<(), LockError> {
         let mut st = self.state();
-        let r = match withdraw {
-            true => st.replica.unlock(object),
-            false => st.replica.release(object),
+        let r = match (token, st.replica.lock_state(object)) {
+            (Some(t), LockState::Held(now)) if now != t => {
+                Err(facsimile_core::Error::NotLocked(object))
+            }
+            _ => st.replica.release(object),
         };
         let r = match r {
             Ok(()) => {
@@ -1164,9 +1172,13 @@ impl Node {
 
     /// Removes a listener ([`Subscription::cancel`]).
     pub(crate) fn unsubscribe(&self, id: u64) {
-        let mut st = self.state();
-        st.subs.remove(id);
-        st.sync_recording();
+        let removed = {
+            let mut st = self.state();
+            let removed = st.subs.remove(id);
+            st.sync_recording();
+            removed
+        };
+        drop(removed);
     }
 
     /// Sends queued messages and runs listeners, in order, outside the state

@@ -585,6 +585,69 @@ fn a_lock_whose_shared_grant_was_released_before_it_looked_asks_again() {
     }
 }
 
+/// A guard releases only its own grant: once a guard of the same grant
+/// released it and the node took another, an older guard's drop leaves the
+/// new grant alone and its `release` says `NotLocked`.
+#[test]
+fn a_guard_releases_only_its_own_grant() {
+    for (wire, net) in networks() {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({})).unwrap();
+        let (ra, rb) = (a.root_map().unwrap(), b.root_map().unwrap());
+        let first = block_on(a.lock(&ra)).unwrap();
+        let also = block_on(a.lock(&ra)).unwrap();
+        let again = block_on(a.lock(&ra)).unwrap();
+        assert_eq!(
+            (first.token(), also.token()),
+            (again.token(), again.token()),
+            "{wire}"
+        );
+        drop(again);
+        let newer = block_on(a.lock(&ra)).unwrap();
+        assert!(newer.token() > first.token(), "{wire}");
+        drop(first);
+        let err = also.release().unwrap_err();
+        assert!(matches!(err, LockError::NotLocked { .. }), "{wire}: {err}");
+        assert!(newer.is_held(), "{wire}: the newer grant stays");
+        let refused = block_on(b.request(&rb)).unwrap_err();
+        assert!(
+            matches!(refused, LockError::Locked { .. }),
+            "{wire}: {refused}"
+        );
+        drop(newer);
+        assert!(block_on(b.request(&rb)).unwrap().is_held(), "{wire}");
+    }
+}
+
+/// A listener's closure may own a guard: dropping its subscription drops
+/// the closure outside the node's state, and the guard releases.
+#[test]
+fn dropping_a_subscription_whose_listener_owns_a_guard_releases_it() {
+    let net = LocalNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({})).unwrap();
+    let guard = block_on(a.lock(a.root_map().unwrap())).unwrap();
+    let sub = a.on_change(move |_| {
+        let _ = &guard;
+    });
+    let (done, dropped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(sub);
+        let _ = done.send(());
+    });
+    dropped
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("unsubscribing does not deadlock");
+    assert_eq!(a.lock_token(a.root_map().unwrap()), None);
+    assert!(
+        block_on(b.request(b.root_map().unwrap()))
+            .unwrap()
+            .is_held()
+    );
+}
+
 /// A lock waiting when its node is evicted fails with `Lost`, on an
 /// object the node created itself too (its id changes with the node's
 /// incarnation), and the node can lock it again once it has rejoined.
