@@ -237,11 +237,12 @@ declare namespace Facsimile {
   type EventName = 'change' | 'root_changed' | 'ready' | 'lock';
 
   /**
-   * A change of one object: `property` is the key or index, `undefined`
+   * A change of one object: `property` is the key or index (a string, as
+   * JavaScript names properties), `undefined`
    * for a mass change (an array method); `newValue` is `undefined` after a
    * delete, `oldValue` for a new key.
    */
-  type ChangeListener = (target: any, property: string | number | undefined, newValue: any, oldValue: any) => void;
+  type ChangeListener = (target: any, property: string | undefined, newValue: any, oldValue: any) => void;
 
   /** A lock of this node was granted, released, lost or withdrawn. */
   type LockListener = (

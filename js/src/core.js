@@ -1495,7 +1495,9 @@ function createFacsimile(wasm, { platform }) {
         return;
       }
       const target = this._wrap(tv[0], h);
-      const prop = ev.prop;
+      // A property as JavaScript names it: an index as a string, as a
+      // proxy's traps see it and the original passed it.
+      const prop = typeof ev.prop === 'number' ? String(ev.prop) : ev.prop;
       this._origin = ev.origin;
       const nv = this._value(ev.new);
       const ov = this._value(ev.old);
@@ -1509,7 +1511,7 @@ function createFacsimile(wasm, { platform }) {
         for (const l of local.on) if (l.alive) l.fn(target, prop, nv, ov);
       }
       if (local.props !== null && prop !== undefined) {
-        const list = local.props.get(prop);
+        const list = local.props.get(ev.prop);
         if (list !== undefined) for (const l of list) if (l.alive) l.fn(target, prop, nv, ov);
       }
     }
