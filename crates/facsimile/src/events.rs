@@ -353,6 +353,15 @@ impl Subs {
         (share, l.round)
     }
 
+    /// The node dropped every request and grant of its own (a sync): the
+    /// futures that waited on them make or join the next ones.
+    pub(crate) fn dropped_locks(&mut self) {
+        for l in self.lock_shares.values_mut() {
+            l.claimed = None;
+            l.round += 1;
+        }
+    }
+
     /// The round of this node's current request for the lock on `obj`.
     pub(crate) fn lock_round(&self, obj: ObjectId) -> u64 {
         self.lock_shares.get(&obj).map_or(0, |l| l.round)

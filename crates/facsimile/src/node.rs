@@ -341,7 +341,10 @@ impl Node {
     /// Sets the function that sends this node's messages to the others (the
     /// original's overridable `send`). Messages queued before are sent now.
     pub fn set_sender(&self, send: impl Fn(Outgoing) + Send + Sync + 'static) {
-        self.state().sender = Some(Arc::new(send));
+        // The old sender is dropped outside the state: what it owns (a
+        // lock guard, say) may take that state when dropped.
+        let old = self.state().sender.replace(Arc::new(send));
+        drop(old);
         self.pump();
     }
 
@@ -684,17 +687,31 @@ impl Node {
     /// at the object's next lock event; a grant is recorded as turned into
     /// a guard: both under one hold of the state, so that no event falls in
     /// between.
+    ///
+    /// For a fail-fast future (not `wait`), a request waiting behind
+    /// another node's is [`LockState::Refused`]: it may share a waiting
+    /// `lock`'s request, which the engine never refuses.
     pub(crate) fn poll_lock(
         &self,
         object: ObjectId,
         round: u64,
+        wait: bool,
         waker: &Waker,
     ) -> Option<LockState> {
         let mut st = self.state();
         if st.subs.lock_round(object) != round {
             return None;
         }
-        let state = st.replica.lock_state(object);
+        let mut state = st.replica.lock_state(object);
+        if !wait
+            && state == LockState::Waiting
+            && st
+                .replica
+                .lock_holder(object)
+                .is_some_and(|p| &p != st.replica.peer_id())
+        {
+            state = LockState::Refused;
+        }
         match state {
             LockState::Waiting => st.subs.add_lock_waker(object, waker),
             LockState::Held(token) => st.subs.claim_lock(object, token),
@@ -852,7 +869,11 @@ impl Node {
     /// peer sends it; writes arriving meanwhile are applied after it. Listen
     /// with [`Node::on_ready`] to know when it is complete.
     pub fn sync(&self) {
-        self.state().replica.sync();
+        {
+            let mut st = self.state();
+            st.replica.sync();
+            st.subs.dropped_locks();
+        }
         self.pump();
     }
 
@@ -1339,6 +1360,7 @@ impl Node {
                     // The node missed messages no peer can resend any more:
                     // the only way back to the shared document is a sync.
                     st.replica.sync();
+                    st.subs.dropped_locks();
                     continue;
                 }
                 CoreEvent::Evicted => {

@@ -648,6 +648,117 @@ fn dropping_a_subscription_whose_listener_owns_a_guard_releases_it() {
     );
 }
 
+/// A fail-fast `request` that joined the node's waiting `lock` fails with
+/// `Locked` once another node's request comes first, as it would on its
+/// own; the `lock` waits on.
+#[test]
+fn a_request_that_joined_a_waiting_lock_fails_when_another_node_comes_first() {
+    for (wire, net) in manual_networks(7) {
+        let a = net.join("a");
+        let z = net.join("z");
+        a.set_root(json!({})).unwrap();
+        net.run();
+        let (ra, rz) = (a.root_map().unwrap(), z.root_map().unwrap());
+        // z's request comes first: an earlier counter, or the same one and
+        // the higher hostname.
+        ra.set("tick", 1).unwrap();
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut waiting = a.lock(&ra);
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+        let mut trying = a.request(&ra);
+        assert!(trying.poll_unpin(&mut cx).is_pending(), "{wire}");
+        let mut winning = z.lock(&rz);
+        assert!(winning.poll_unpin(&mut cx).is_pending(), "{wire}");
+        net.run();
+        let Poll::Ready(Ok(held)) = winning.poll_unpin(&mut cx) else {
+            panic!("{wire}: z is granted the lock");
+        };
+        let Poll::Ready(Err(err)) = trying.poll_unpin(&mut cx) else {
+            panic!("{wire}: the request fails");
+        };
+        assert!(matches!(err, LockError::Locked { .. }), "{wire}: {err}");
+        drop(trying);
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+        drop(held);
+        net.run();
+        let Poll::Ready(Ok(guard)) = waiting.poll_unpin(&mut cx) else {
+            panic!("{wire}: a's lock waited on and is granted");
+        };
+        assert!(guard.is_held(), "{wire}");
+    }
+}
+
+/// A lock waiting when its node syncs (which drops its requests) waits on
+/// and asks again once the node is ready, rather than failing as if the
+/// node had been evicted.
+#[test]
+fn a_lock_waiting_through_a_sync_asks_again_after_it() {
+    for (wire, net) in manual_networks(8) {
+        let a = net.join("a");
+        let z = net.join("z");
+        a.set_root(json!({})).unwrap();
+        net.run();
+        let ra = a.root_map().unwrap();
+        let held = granted(&net, z.lock(z.root_map().unwrap()), wire);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut waiting = a.lock(&ra);
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+        a.sync();
+        assert!(
+            waiting.poll_unpin(&mut cx).is_pending(),
+            "{wire}: waits through the sync"
+        );
+        net.run();
+        assert!(a.is_ready(), "{wire}");
+        assert!(
+            waiting.poll_unpin(&mut cx).is_pending(),
+            "{wire}: asked again"
+        );
+        drop(held);
+        net.run();
+        let Poll::Ready(Ok(guard)) = waiting.poll_unpin(&mut cx) else {
+            panic!("{wire}: granted after the sync");
+        };
+        assert!(guard.is_held(), "{wire}");
+    }
+}
+
+/// A sender replaced is dropped outside the node's state: one that owned
+/// a guard of the node releases it rather than deadlock.
+#[test]
+fn a_replaced_sender_that_owns_a_guard_releases_it() {
+    let net = LocalNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({})).unwrap();
+    let guard = block_on(a.lock(a.root_map().unwrap())).unwrap();
+    let send = {
+        let net = net.clone();
+        let a = a.clone();
+        move || {
+            a.set_sender(move |_| {
+                let _ = &guard;
+            });
+            // Back on the network, dropping the sender that owns the guard.
+            net.attach(&a);
+        }
+    };
+    let (done, replaced) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        send();
+        let _ = done.send(());
+    });
+    replaced
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("replacing a sender does not deadlock");
+    assert_eq!(a.lock_token(a.root_map().unwrap()), None);
+    assert!(
+        block_on(b.request(b.root_map().unwrap()))
+            .unwrap()
+            .is_held()
+    );
+}
+
 /// A lock waiting when its node is evicted fails with `Lost`, on an
 /// object the node created itself too (its id changes with the node's
 /// incarnation), and the node can lock it again once it has rejoined.
