@@ -424,7 +424,7 @@ impl Future for LockFuture {
                 }
             }
             let round = this.share.as_ref().map_or(0, |(_, round)| *round);
-            let state = this.node.poll_lock(id, round, this.wait, cx.waker());
+            let state = this.node.poll_lock(id, round, cx.waker());
             // The node is past the request this future joined (refused,
             // lost, or its grant taken by another future of the node and
             // released), or a waiting `lock` joined the node's fail-fast

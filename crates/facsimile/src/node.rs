@@ -687,31 +687,17 @@ impl Node {
     /// at the object's next lock event; a grant is recorded as turned into
     /// a guard: both under one hold of the state, so that no event falls in
     /// between.
-    ///
-    /// For a fail-fast future (not `wait`), a request waiting behind
-    /// another node's is [`LockState::Refused`]: it may share a waiting
-    /// `lock`'s request, which the engine never refuses.
     pub(crate) fn poll_lock(
         &self,
         object: ObjectId,
         round: u64,
-        wait: bool,
         waker: &Waker,
     ) -> Option<LockState> {
         let mut st = self.state();
         if st.subs.lock_round(object) != round {
             return None;
         }
-        let mut state = st.replica.lock_state(object);
-        if !wait
-            && state == LockState::Waiting
-            && st
-                .replica
-                .lock_holder(object)
-                .is_some_and(|p| &p != st.replica.peer_id())
-        {
-            state = LockState::Refused;
-        }
+        let state = st.replica.lock_state(object);
         match state {
             LockState::Waiting => st.subs.add_lock_waker(object, waker),
             LockState::Held(token) => st.subs.claim_lock(object, token),
