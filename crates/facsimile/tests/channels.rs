@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use facsimile::{ChannelNetwork, Config, EngineError, Value};
+use facsimile::{ArrayRef, ChannelNetwork, Config, EngineError, Value};
 use serde_json::json;
 
 /// Writers on tasks of a multi-threaded runtime, each on its own node,
@@ -54,6 +54,42 @@ async fn writers_on_tasks_converge() {
     assert_eq!(log.as_array().unwrap().len(), NODES * WRITES);
 }
 
+/// Runs `calls` on a's root array `[0, 0, 0, 0]` on a blocking task while
+/// b pushes and pops on another (messages a's task applies between the
+/// calls' reads and writes); once both stopped and the network settled,
+/// the replicas are equal. Returns what `calls` returned and a's array.
+async fn against_churn<R: Send + 'static>(
+    calls: impl FnOnce(ArrayRef) -> R + Send + 'static,
+) -> (R, ArrayRef) {
+    let net = ChannelNetwork::new();
+    let (a, b) = (net.join("a"), net.join("b"));
+    a.set_root(json!([0, 0, 0, 0])).expect("root");
+    net.settled().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = tokio::task::spawn_blocking({
+        let (b, stop) = (b.clone(), stop.clone());
+        move || {
+            let list = b.root_array().expect("synced");
+            while !stop.load(Ordering::Relaxed) {
+                list.push(1).expect("push");
+                list.pop().expect("pop");
+            }
+        }
+    });
+    let list = a.root_array().expect("root");
+    let calls = tokio::task::spawn_blocking({
+        let list = list.clone();
+        move || calls(list)
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    churn.await.expect("churn");
+    let r = calls.expect("every call ends");
+    net.settled().await;
+    assert_eq!(a.snapshot(), b.snapshot());
+    (r, list)
+}
+
 /// `fill`, `copy_within` and `extend` take the array's length as of their
 /// own write: a message applied between a read of it and the write (here,
 /// another node's push or pop, applied by the node's task on another
@@ -61,42 +97,17 @@ async fn writers_on_tasks_converge() {
 /// shifted places.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn array_methods_take_the_length_as_of_their_write() {
-    const CALLS: usize = 10_000;
-    let net = ChannelNetwork::new();
-    let (a, b) = (net.join("a"), net.join("b"));
-    a.set_root(json!([0, 0, 0, 0])).expect("root");
-    net.settled().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let churn = tokio::task::spawn_blocking({
-        let (b, stop) = (b.clone(), stop.clone());
-        move || {
-            let list = b.root_array().expect("synced");
-            while !stop.load(Ordering::Relaxed) {
-                list.push(1).expect("push");
-                list.pop().expect("pop");
-            }
+    against_churn(|list| {
+        for i in 0..10_000 {
+            let done = match i % 3 {
+                0 => list.fill(i as i64, ..),
+                1 => list.copy_within(1.., 0),
+                _ => list.extend([i as i64]).and_then(|()| list.pop().map(drop)),
+            };
+            done.unwrap_or_else(|e| panic!("call {i}: {e}"));
         }
-    });
-    let calls = tokio::task::spawn_blocking({
-        let a = a.clone();
-        move || {
-            let list = a.root_array().expect("root");
-            for i in 0..CALLS {
-                let done = match i % 3 {
-                    0 => list.fill(i as i64, ..),
-                    1 => list.copy_within(1.., 0),
-                    _ => list.extend([i as i64]).and_then(|()| list.pop().map(drop)),
-                };
-                done.unwrap_or_else(|e| panic!("call {i}: {e}"));
-            }
-        }
-    });
-    let calls = calls.await;
-    stop.store(true, Ordering::Relaxed);
-    churn.await.expect("churn");
-    calls.expect("every call succeeds");
-    net.settled().await;
-    assert_eq!(a.snapshot(), b.snapshot());
+    })
+    .await;
 }
 
 /// `replace` sets an element that exists as of its own write: an index
@@ -104,51 +115,26 @@ async fn array_methods_take_the_length_as_of_their_write() {
 /// turns it into an append (as `set`, which pads, would).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_assignment_at_an_index_read_before_never_appends() {
-    const CALLS: usize = 10_000;
-    let net = ChannelNetwork::new();
-    let (a, b) = (net.join("a"), net.join("b"));
-    a.set_root(json!([0, 0, 0, 0])).expect("root");
-    net.settled().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let churn = tokio::task::spawn_blocking({
-        let (b, stop) = (b.clone(), stop.clone());
-        move || {
-            let list = b.root_array().expect("synced");
-            while !stop.load(Ordering::Relaxed) {
-                list.push(1).expect("push");
-                list.pop().expect("pop");
-            }
-        }
-    });
-    let calls = tokio::task::spawn_blocking({
-        let a = a.clone();
-        move || {
-            let list = a.root_array().expect("root");
-            let mut missed = 0;
-            for i in 0..CALLS {
-                let last = list.len() - 1;
-                match list.replace(last, i as i64) {
-                    Ok(_) => {}
-                    Err(e) if matches!(e.engine(), Some(EngineError::IndexOutOfBounds { .. })) => {
-                        missed += 1
-                    }
-                    Err(e) => panic!("call {i}: {e}"),
+    let (missed, list) = against_churn(|list| {
+        let mut missed = 0;
+        for i in 0..10_000 {
+            let last = list.len() - 1;
+            match list.replace(last, i as i64) {
+                Ok(_) => {}
+                Err(e) if matches!(e.engine(), Some(EngineError::IndexOutOfBounds { .. })) => {
+                    missed += 1
                 }
+                Err(e) => panic!("call {i}: {e}"),
             }
-            missed
         }
-    });
-    let missed = calls.await.expect("every call ends");
-    stop.store(true, Ordering::Relaxed);
-    churn.await.expect("churn");
-    net.settled().await;
-    let list = a.root_array().unwrap();
+        missed
+    })
+    .await;
     assert_eq!(
         list.len(),
         4,
         "no assignment appended ({missed} found no element)"
     );
-    assert_eq!(a.snapshot(), b.snapshot());
 }
 
 /// A late joiner syncs through the network; `settled` does not wait for a

@@ -620,32 +620,46 @@ fn a_guard_releases_only_its_own_grant() {
     }
 }
 
-/// A listener's closure may own a guard: dropping its subscription drops
-/// the closure outside the node's state, and the guard releases.
-#[test]
-fn dropping_a_subscription_whose_listener_owns_a_guard_releases_it() {
+/// Gives `a` guard of a's lock on the root to what `hand_over` makes of it,
+/// then runs what that returns (which drops it) on another thread: the
+/// guard must release, without deadlocking on the node's state.
+fn a_guard_dropped_by(
+    what: &str,
+    hand_over: impl FnOnce(&LocalNetwork, &Node, LockGuard) -> Box<dyn FnOnce() + Send>,
+) {
     let net = LocalNetwork::new();
     let a = net.join("a");
     let b = net.join("b");
     a.set_root(json!({})).unwrap();
     let guard = block_on(a.lock(a.root_map().unwrap())).unwrap();
-    let sub = a.on_change(move |_| {
-        let _ = &guard;
-    });
+    let drop_it = hand_over(&net, &a, guard);
     let (done, dropped) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        drop(sub);
+        drop_it();
         let _ = done.send(());
     });
     dropped
         .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("unsubscribing does not deadlock");
-    assert_eq!(a.lock_token(a.root_map().unwrap()), None);
+        .unwrap_or_else(|_| panic!("{what} does not deadlock"));
+    assert_eq!(a.lock_token(a.root_map().unwrap()), None, "{what}");
     assert!(
         block_on(b.request(b.root_map().unwrap()))
             .unwrap()
-            .is_held()
+            .is_held(),
+        "{what}"
     );
+}
+
+/// A listener's closure may own a guard: dropping its subscription drops
+/// the closure outside the node's state, and the guard releases.
+#[test]
+fn dropping_a_subscription_whose_listener_owns_a_guard_releases_it() {
+    a_guard_dropped_by("unsubscribing", |_, a, guard| {
+        let sub = a.on_change(move |_| {
+            let _ = &guard;
+        });
+        Box::new(move || drop(sub))
+    });
 }
 
 /// A fail-fast `request` made while the node's own `lock` waits, with no
@@ -716,36 +730,16 @@ fn a_lock_waiting_through_a_sync_asks_again_after_it() {
 /// a guard of the node releases it rather than deadlock.
 #[test]
 fn a_replaced_sender_that_owns_a_guard_releases_it() {
-    let net = LocalNetwork::new();
-    let a = net.join("a");
-    let b = net.join("b");
-    a.set_root(json!({})).unwrap();
-    let guard = block_on(a.lock(a.root_map().unwrap())).unwrap();
-    let send = {
-        let net = net.clone();
-        let a = a.clone();
-        move || {
+    a_guard_dropped_by("replacing a sender", |net, a, guard| {
+        let (net, a) = (net.clone(), a.clone());
+        Box::new(move || {
             a.set_sender(move |_| {
                 let _ = &guard;
             });
             // Back on the network, dropping the sender that owns the guard.
             net.attach(&a);
-        }
-    };
-    let (done, replaced) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        send();
-        let _ = done.send(());
+        })
     });
-    replaced
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("replacing a sender does not deadlock");
-    assert_eq!(a.lock_token(a.root_map().unwrap()), None);
-    assert!(
-        block_on(b.request(b.root_map().unwrap()))
-            .unwrap()
-            .is_held()
-    );
 }
 
 /// A lock waiting when its node is evicted fails with `Lost`, on an
