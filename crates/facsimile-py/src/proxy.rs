@@ -304,11 +304,10 @@ impl MapProxy {
     /// Removes `key` and returns its value (or `default`; KeyError without).
     #[pyo3(signature = (key, *default))]
     fn pop(&self, py: Python<'_>, key: &str, default: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
-        match self.get_value(py, key)? {
-            Some(v) => {
-                self.map.delete(key).map_err(errors::store)?;
-                Ok(v)
-            }
+        // Read and removed in one write: what another thread applies
+        // meanwhile cannot make it return a value it did not remove.
+        match self.map.remove(key).map_err(errors::store)? {
+            Some(v) => to_py(self.owner.bind(py), v),
             None if !default.is_empty() => Ok(default.get_item(0)?.unbind()),
             None => Err(PyKeyError::new_err(key.to_owned())),
         }
@@ -316,12 +315,15 @@ impl MapProxy {
 
     /// Removes and returns the last (key, value) pair in key order.
     fn popitem(&self, py: Python<'_>) -> PyResult<(String, Py<PyAny>)> {
-        let Some(key) = self.map.keys().pop() else {
-            return Err(PyKeyError::new_err("popitem(): the map is empty"));
-        };
-        let v = self.get_value(py, &key)?.unwrap_or_else(|| py.None());
-        self.map.delete(&key).map_err(errors::store)?;
-        Ok((key, v))
+        loop {
+            let Some(key) = self.map.keys().pop() else {
+                return Err(PyKeyError::new_err("popitem(): the map is empty"));
+            };
+            // Removed meanwhile by a message: the next last key.
+            if let Some(v) = self.map.remove(&key).map_err(errors::store)? {
+                return Ok((key, to_py(self.owner.bind(py), v)?));
+            }
+        }
     }
 
     /// The value of `key`, set to `default` first when absent.

@@ -548,6 +548,32 @@ impl MapRef {
             .map(|old| old.is_some())
     }
 
+    /// Removes `key` and returns the value it held, read in the same write:
+    /// a `pop` that a message applied meanwhile by another thread cannot
+    /// make return a value it did not remove.
+    ///
+    /// # Errors
+    /// As [`MapRef::delete`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"name": "ada"}))?;
+    /// let map = node.root_map().unwrap();
+    /// assert_eq!(map.remove("name")?, Some(Value::from("ada")));
+    /// assert_eq!(map.remove("name")?, None);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn remove(&self, key: &str) -> Result<Option<Value>> {
+        self.node.write(|r| {
+            let old = r.map_delete(self.id(), key)?;
+            Ok(old.map(|v| self.node.value(r, v)))
+        })
+    }
+
     /// Sets several keys as one change, sent as one message (the JavaScript
     /// `Object.assign` case): the other nodes receive all of the keys at once.
     ///
