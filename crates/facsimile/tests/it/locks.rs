@@ -620,7 +620,7 @@ fn a_guard_releases_only_its_own_grant() {
     }
 }
 
-/// Gives `a` guard of a's lock on the root to what `hand_over` makes of it,
+/// Gives a guard of `a`'s lock on the root to what `hand_over` makes of it,
 /// then runs what that returns (which drops it) on another thread: the
 /// guard must release, without deadlocking on the node's state.
 fn a_guard_dropped_by(
@@ -663,31 +663,52 @@ fn dropping_a_subscription_whose_listener_owns_a_guard_releases_it() {
 }
 
 /// A fail-fast `request` made while the node's own `lock` waits, with no
-/// other node ahead, joins that request and is granted with it.
+/// other node ahead, joins that request and is granted with it; when
+/// another node's concurrent request then comes first, it waits with the
+/// `lock` (the engine refuses only a request that is fail-fast itself).
 #[test]
 fn a_request_made_while_the_node_s_lock_waits_joins_it() {
     for (wire, net) in manual_networks(7) {
-        let a = net.join("a");
-        let z = net.join("z");
-        a.set_root(json!({})).unwrap();
-        net.run();
-        let ra = a.root_map().unwrap();
-        let mut cx = Context::from_waker(noop_waker_ref());
-        let mut waiting = a.lock(&ra);
-        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
-        let mut trying = a.request(&ra);
-        assert!(trying.poll_unpin(&mut cx).is_pending(), "{wire}");
-        net.run();
-        let (Poll::Ready(Ok(first)), Poll::Ready(Ok(second))) =
-            (waiting.poll_unpin(&mut cx), trying.poll_unpin(&mut cx))
-        else {
-            panic!("{wire}: both are granted");
-        };
-        assert_eq!(first.token(), second.token(), "{wire}: one grant");
-        drop((first, second));
-        net.run();
-        let next = granted(&net, z.lock(z.root_map().unwrap()), wire);
-        assert!(next.token() > 0, "{wire}: released to z");
+        for contended in [false, true] {
+            let a = net.join("a");
+            let z = net.join("z");
+            a.set_root(json!({})).unwrap();
+            net.run();
+            let (ra, rz) = (a.root_map().unwrap(), z.root_map().unwrap());
+            let mut cx = Context::from_waker(noop_waker_ref());
+            // z's concurrent request comes first: an earlier counter, or
+            // the same one and the higher hostname.
+            ra.set("tick", 1).unwrap();
+            let mut waiting = a.lock(&ra);
+            assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+            let mut trying = a.request(&ra);
+            assert!(trying.poll_unpin(&mut cx).is_pending(), "{wire}");
+            let mut winning = z.lock(&rz);
+            if contended {
+                assert!(winning.poll_unpin(&mut cx).is_pending(), "{wire}");
+                net.run();
+                let Poll::Ready(Ok(held)) = winning.poll_unpin(&mut cx) else {
+                    panic!("{wire}: z is granted the lock");
+                };
+                assert!(
+                    trying.poll_unpin(&mut cx).is_pending(),
+                    "{wire}: waits with the lock"
+                );
+                drop(held);
+            }
+            net.run();
+            let (Poll::Ready(Ok(first)), Poll::Ready(Ok(second))) =
+                (waiting.poll_unpin(&mut cx), trying.poll_unpin(&mut cx))
+            else {
+                panic!("{wire} contended {contended}: both are granted");
+            };
+            assert_eq!(first.token(), second.token(), "{wire}: one grant");
+            let token = first.token();
+            drop((first, second));
+            net.run();
+            let next = granted(&net, z.lock(&rz), wire);
+            assert!(next.token() > token, "{wire}: released, then z's");
+        }
     }
 }
 
