@@ -568,17 +568,10 @@ impl ListProxy {
                     ind.slicelength
                 )));
             }
-            let node = self.list.node().clone();
-            return node
-                .batch(|| {
-                    let mut i = ind.start;
-                    for item in items {
-                        self.list.replace(i as usize, item)?;
-                        i += ind.step;
-                    }
-                    Ok(())
-                })
-                .map_err(errors::store);
+            // One write: a removal applied meanwhile refuses it whole
+            // rather than leave it half done.
+            let at = (0..).map(|k: isize| (ind.start + k * ind.step) as usize);
+            return self.list.replace_many(at.zip(items)).map_err(errors::store);
         }
         let i: isize = index
             .extract()

@@ -1156,6 +1156,42 @@ impl ArrayRef {
         })
     }
 
+    /// Sets several elements that exist as of this write, in one change
+    /// and one message: a slice assignment, which a message applied
+    /// meanwhile by another thread cannot leave half done.
+    ///
+    /// # Errors
+    /// As [`ArrayRef::replace`]; a refused call sets nothing.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([0, 1, 2, 3]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.replace_many([(0, "a"), (2, "c")])?;
+    /// assert!(list.replace_many([(1, "b"), (4, "e")]).is_err());
+    /// assert_eq!(list.to_json()?, json!(["a", 1, "c", 3]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn replace_many<V: Into<Input>>(
+        &self,
+        writes: impl IntoIterator<Item = (usize, V)>,
+    ) -> Result<()> {
+        let writes = writes
+            .into_iter()
+            .map(|(i, x)| Ok((i, x.into().into_core(&self.node)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let id = self.id();
+        self.node.write(|r| {
+            // Refused as an element assignment is, by a lock elsewhere.
+            r.check_writable(id)?;
+            r.list_set_many(id, writes).map(|_| ())
+        })
+    }
+
     /// Shortens the array to `len` elements (a longer `len` changes
     /// nothing).
     ///

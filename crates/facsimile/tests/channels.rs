@@ -137,6 +137,31 @@ async fn an_assignment_at_an_index_read_before_never_appends() {
     );
 }
 
+/// `replace_many` sets all its elements or none: with another node
+/// pushing and popping at the end, an assignment of the first and the
+/// last element (the last as read before) that finds no last element sets
+/// not the first either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slice_assignment_is_whole_or_refused() {
+    let (refused, _) = against_churn(|list| {
+        let mut refused = 0;
+        for i in 0..10_000 {
+            let last = list.len() - 1;
+            match list.replace_many([(0, i), (last, i)]) {
+                Ok(()) => {}
+                Err(e) if matches!(e.engine(), Some(EngineError::IndexOutOfBounds { .. })) => {
+                    refused += 1;
+                    assert_ne!(list.get(0), Some(Value::Int(i)), "call {i}: half done");
+                }
+                Err(e) => panic!("call {i}: {e}"),
+            }
+        }
+        refused
+    })
+    .await;
+    println!("{refused} of 10000 calls found no last element");
+}
+
 /// A late joiner syncs through the network; `settled` does not wait for a
 /// dropped node; a lock holder that falls silent is evicted by the
 /// heartbeats its peers' tasks run (no call into them), and the lock
