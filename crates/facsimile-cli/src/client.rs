@@ -360,8 +360,8 @@ pub(crate) async fn lock(
     let mut status = conn.status();
     let mut down_since = None;
     let mut check = tokio::time::interval(Duration::from_millis(200));
-    let stopped = |why: String| Failure(format!("{why}; the command was stopped"));
-    let status = loop {
+    // The command's status, or why it must be stopped.
+    let ended = loop {
         if !matches!(*status.borrow_and_update(), Status::Connected) {
             down_since.get_or_insert_with(tokio::time::Instant::now);
         } else {
@@ -370,7 +370,7 @@ pub(crate) async fn lock(
         // A grace too long to add is no limit.
         let cut_off = down_since.and_then(|at: tokio::time::Instant| at.checked_add(grace));
         tokio::select! {
-            s = child.wait() => break s.map_err(|e| Failure(format!("waiting for the command: {e}")))?,
+            s = child.wait() => break Ok(s.map_err(|e| Failure(format!("waiting for the command: {e}")))?),
             signal = signals.next() => {
                 signals.forward(signal, &child);
                 continue;
@@ -381,14 +381,10 @@ pub(crate) async fn lock(
                     continue;
                 }
             }
-            () = sleep_until(cut_off) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                return Err(stopped(format!(
-                    "lost the connection to the relay while holding the lock on {path:?} \
-                     (the relay may give it to another node)"
-                )));
-            }
+            () = sleep_until(cut_off) => break Err(format!(
+                "lost the connection to the relay while holding the lock on {path:?} \
+                 (the relay may give it to another node)"
+            )),
             _ = check.tick() => {
                 if guard.is_held() {
                     continue;
@@ -396,11 +392,17 @@ pub(crate) async fn lock(
             }
         }
         if !guard.is_held() || status.has_changed().is_err() {
+            break Err(format!(
+                "lost the lock on {path:?} (this node was evicted by the relay)"
+            ));
+        }
+    };
+    let status = match ended {
+        Ok(status) => status,
+        Err(why) => {
             let _ = child.start_kill();
             let _ = child.wait().await;
-            return Err(stopped(format!(
-                "lost the lock on {path:?} (this node was evicted by the relay)"
-            )));
+            return Err(Failure(format!("{why}; the command was stopped")));
         }
     };
     drop(guard);

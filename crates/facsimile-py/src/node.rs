@@ -694,7 +694,7 @@ impl Facsimile {
     /// changed value, one insert per appended element, all in one message.
     /// `f` may run again if a message arrived meanwhile. (`update` in the
     /// package wraps this for dataclasses and pydantic models.)
-    fn _update_json(&self, py: Python<'_>, f: Py<PyAny>) -> PyResult<()> {
+    fn _update_plain(&self, py: Python<'_>, f: Py<PyAny>) -> PyResult<()> {
         let r = self.node().update(|v: &mut Plain| -> PyResult<()> {
             let arg = plain_to_py(py, v)?;
             let out = f.call1(py, (arg,))?;

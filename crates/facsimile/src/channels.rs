@@ -87,12 +87,6 @@ struct Member {
     tx: UnboundedSender<Outgoing>,
 }
 
-/// Whether `msg` is for the node whose incarnation is `tag`: for
-/// everyone, or for its incarnation now.
-fn takes(tag: &AtomicU32, msg: &Outgoing) -> bool {
-    msg.to().is_none_or(|t| t == tag.load(Ordering::Acquire))
-}
-
 impl Default for ChannelNetwork {
     fn default() -> Self {
         ChannelNetwork::new()
@@ -176,7 +170,7 @@ impl Hub {
     fn post(&self, from: usize, msg: Outgoing) {
         let members = self.members();
         for (i, m) in members.iter().enumerate() {
-            if i == from || !takes(&m.tag, &msg) {
+            if i == from || !msg.is_for(&m.tag) {
                 continue;
             }
             self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -214,7 +208,7 @@ async fn run_member(
                 // A node refusing a message keeps working; so does the
                 // network. A message for an incarnation the node no longer
                 // is (it started over since it was sent) is not delivered.
-                if takes(&tag, &msg) {
+                if msg.is_for(&tag) {
                     let _ = n.receive(msg.as_bytes());
                 }
                 hub.done();

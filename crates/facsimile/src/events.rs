@@ -215,6 +215,15 @@ struct LockShare {
     claimed: Option<u64>,
 }
 
+impl LockShare {
+    /// The node is past its current request (released, or dropped by a
+    /// sync): its futures make or join the next one.
+    fn move_on(&mut self) {
+        self.claimed = None;
+        self.round += 1;
+    }
+}
+
 /// Every listener of one node, and the tasks waiting for its locks. The
 /// node holds it under its state lock; nothing else reaches into it.
 #[derive(Default)]
@@ -356,10 +365,7 @@ impl Subs {
     /// The node dropped every request and grant of its own (a sync): the
     /// futures that waited on them make or join the next ones.
     pub(crate) fn dropped_locks(&mut self) {
-        for l in self.lock_shares.values_mut() {
-            l.claimed = None;
-            l.round += 1;
-        }
+        self.lock_shares.values_mut().for_each(LockShare::move_on);
     }
 
     /// The round of this node's current request for the lock on `obj`.
@@ -391,8 +397,7 @@ impl Subs {
     /// make or join the next one ([`Subs::lock_round`]).
     pub(crate) fn released_lock(&mut self, obj: ObjectId) {
         if let Some(l) = self.lock_shares.get_mut(&obj) {
-            l.claimed = None;
-            l.round += 1;
+            l.move_on();
         }
     }
 

@@ -7,7 +7,7 @@
 //! call.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -50,15 +50,6 @@ struct Member {
     /// The node's incarnation as it changes ([`Node::incarnation_cell`]).
     tag: Arc<AtomicU32>,
     node: Weak<Inner>,
-}
-
-impl Member {
-    /// Whether `msg` is for this member: for everyone, or for its
-    /// incarnation now.
-    fn takes(&self, msg: &Outgoing) -> bool {
-        msg.to()
-            .is_none_or(|t| t == self.tag.load(Ordering::Acquire))
-    }
 }
 
 struct Net {
@@ -262,7 +253,7 @@ impl LocalNetwork {
         if let Some(m) = &mut net.manual {
             let targets: Vec<usize> = (0..m.links.len()).filter(|&to| to != from).collect();
             for to in targets {
-                if net.members[to].takes(&msg) {
+                if msg.is_for(&net.members[to].tag) {
                     if let Some(m) = &mut net.manual {
                         m.links[to][from].push_back(msg.clone());
                     }
@@ -284,7 +275,7 @@ impl LocalNetwork {
                 .members
                 .iter()
                 .enumerate()
-                .filter(|&(i, m)| i != from && m.takes(&msg))
+                .filter(|&(i, m)| i != from && msg.is_for(&m.tag))
                 .filter_map(|(_, m)| Node::upgrade(&m.node))
                 .collect();
             drop(net);
@@ -322,7 +313,10 @@ impl LocalNetwork {
             // A message for an incarnation the member no longer is (it
             // was evicted and started over meanwhile) is not delivered.
             let member = &net.members[to];
-            (member.node.upgrade().filter(|_| member.takes(&msg)), msg)
+            (
+                member.node.upgrade().filter(|_| msg.is_for(&member.tag)),
+                msg,
+            )
         };
         if let Some(inner) = node {
             let _ = Node { inner }.receive(msg.as_bytes());

@@ -357,9 +357,9 @@ impl LockFuture {
         }
     }
 
-    /// Resolved: lets go of its share in the node's request, which is
-    /// withdrawn if nobody else waits on it (a fail-fast future of an
-    /// earlier request may have been the last to hold it).
+    /// Resolved or dropped: lets go of its share in the node's request,
+    /// which is withdrawn if nobody else waits on it (a fail-fast future
+    /// of an earlier request may have been the last to hold it).
     fn finish(&mut self) {
         self.done = true;
         if let Some((share, _)) = self.share.take() {
@@ -374,6 +374,22 @@ impl LockFuture {
             object: self.object.clone(),
             token,
             released: false,
+        }
+    }
+
+    fn resolve(&mut self, state: LockState) -> Poll<Result<LockGuard, LockError>> {
+        let id = self.object.id();
+        match state {
+            LockState::Held(token) => Poll::Ready(Ok(self.guard(token))),
+            LockState::Waiting => Poll::Pending,
+            LockState::Refused => {
+                self.finish();
+                Poll::Ready(Err(LockError::in_state(&self.node, id, false)))
+            }
+            LockState::None => {
+                self.finish();
+                Poll::Ready(Err(LockError::in_state(&self.node, id, true)))
+            }
         }
     }
 }
@@ -448,32 +464,12 @@ impl Future for LockFuture {
     }
 }
 
-impl LockFuture {
-    fn resolve(&mut self, state: LockState) -> Poll<Result<LockGuard, LockError>> {
-        let id = self.object.id();
-        match state {
-            LockState::Held(token) => Poll::Ready(Ok(self.guard(token))),
-            LockState::Waiting => Poll::Pending,
-            LockState::Refused => {
-                self.finish();
-                Poll::Ready(Err(LockError::in_state(&self.node, id, false)))
-            }
-            LockState::None => {
-                self.finish();
-                Poll::Ready(Err(LockError::in_state(&self.node, id, true)))
-            }
-        }
-    }
-}
-
 impl Drop for LockFuture {
     /// Withdraws the node's request if this was the last future waiting on
     /// it (another task's `lock` of the same object waits on), or releases
     /// the lock when it was granted after the last poll.
     fn drop(&mut self) {
-        if let Some((share, _)) = self.share.take() {
-            self.node.withdraw_lock(self.object.id(), share);
-        }
+        self.finish();
     }
 }
 

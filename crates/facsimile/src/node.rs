@@ -50,6 +50,15 @@ impl Outgoing {
     pub fn to(&self) -> Option<u32> {
         self.0.to
     }
+
+    /// Whether the message is for the node whose incarnation is
+    /// `incarnation` now ([`Node::incarnation_cell`]): for everyone, or
+    /// for that incarnation.
+    pub(crate) fn is_for(&self, incarnation: &AtomicU32) -> bool {
+        self.0
+            .to
+            .is_none_or(|t| t == incarnation.load(Ordering::Acquire))
+    }
 }
 
 pub(crate) type Sender = Arc<dyn Fn(Outgoing) + Send + Sync>;
@@ -123,6 +132,13 @@ impl State {
     /// pumped.
     fn reload_due(&self) -> bool {
         self.reload_wanted || self.replica.must_reload()
+    }
+
+    /// Syncs the replica, which drops its lock requests and grants: the
+    /// futures that waited on them make or join the next ones.
+    fn sync(&mut self) {
+        self.replica.sync();
+        self.subs.dropped_locks();
     }
 
     /// Records change events only while somebody listens.
@@ -855,11 +871,7 @@ impl Node {
     /// peer sends it; writes arriving meanwhile are applied after it. Listen
     /// with [`Node::on_ready`] to know when it is complete.
     pub fn sync(&self) {
-        {
-            let mut st = self.state();
-            st.replica.sync();
-            st.subs.dropped_locks();
-        }
+        self.state().sync();
         self.pump();
     }
 
@@ -1345,8 +1357,7 @@ impl Node {
                 CoreEvent::NeedsSync => {
                     // The node missed messages no peer can resend any more:
                     // the only way back to the shared document is a sync.
-                    st.replica.sync();
-                    st.subs.dropped_locks();
+                    st.sync();
                     continue;
                 }
                 CoreEvent::Evicted => {

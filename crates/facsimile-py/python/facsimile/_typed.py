@@ -1,5 +1,5 @@
 """Typed updates: dataclasses and pydantic models in and out of the store,
-the minimal writes computed by the engine (``Facsimile._update_json``)."""
+the minimal writes computed by the engine (``Facsimile._update_plain``)."""
 
 import dataclasses
 import typing
@@ -100,4 +100,4 @@ def update(self, fn, cls=None):
         result = fn(state)
         return _to_plain(state if result is None else result, plain)
 
-    self._update_json(run)
+    self._update_plain(run)
