@@ -88,8 +88,9 @@ pub enum LockEvent {
         /// The token of the grant that ended.
         token: u64,
     },
-    /// This replica lost the lock without releasing it (it was evicted by
-    /// its peers, or the object is gone).
+    /// This replica lost the lock without releasing it: it was evicted by
+    /// its peers, the object is gone, or a sync dropped the state the lock
+    /// was granted in (the replica sent its release itself).
     Lost {
         /// The object.
         object: ObjectId,

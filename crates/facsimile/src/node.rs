@@ -869,7 +869,10 @@ impl Node {
 
     /// Drops the local document and asks the network for it. Exactly one
     /// peer sends it; writes arriving meanwhile are applied after it. Listen
-    /// with [`Node::on_ready`] to know when it is complete.
+    /// with [`Node::on_ready`] to know when it is complete. Locks the node
+    /// holds are released to its peers and reported lost
+    /// ([`LockEvent::Lost`](crate::LockEvent::Lost)); requests still
+    /// waiting are made again once the node is ready.
     pub fn sync(&self) {
         self.state().sync();
         self.pump();

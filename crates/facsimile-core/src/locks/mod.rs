@@ -385,6 +385,19 @@ impl Locks {
         out: &mut Outputs,
         peers: &Peers,
     ) -> Result<(), Error> {
+        self.end(obj, withdraw, false, out, peers)
+    }
+
+    /// Ends this replica's request for `obj` as [`Locks::release`] does; a
+    /// grant it ends is reported `lost` when its holder did not ask.
+    fn end(
+        &mut self,
+        obj: ObjectId,
+        withdraw: bool,
+        lost: bool,
+        out: &mut Outputs,
+        peers: &Peers,
+    ) -> Result<(), Error> {
         let q = self.queues_mut();
         let mine = match q.mine.get(&obj.0) {
             Some(m) if withdraw || m.token.is_some() => q.mine.remove(&obj.0),
@@ -402,6 +415,7 @@ impl Locks {
         }
         out.end();
         out.events.push(Event::Lock(match mine.token {
+            Some(token) if lost => LockEvent::Lost { object: obj, token },
             Some(token) => LockEvent::Released { object: obj, token },
             None => LockEvent::Withdrawn { object: obj },
         }));
@@ -411,10 +425,11 @@ impl Locks {
     }
 
     /// Withdraws or releases every own request (a sync drops the state
-    /// they were made in).
+    /// they were made in). A grant ends as lost: its holder did not release
+    /// it, and must stop relying on it.
     pub(crate) fn release_all(&mut self, out: &mut Outputs, peers: &Peers) {
         for obj in in_order(self.queues().mine.keys()) {
-            let _ = self.release(ObjectId(obj), true, out, peers);
+            let _ = self.end(ObjectId(obj), true, true, out, peers);
         }
     }
 

@@ -747,6 +747,50 @@ fn a_lock_waiting_through_a_sync_asks_again_after_it() {
     }
 }
 
+/// A sync drops the state a held lock was granted in: the holder hears
+/// that it lost the lock (it did not release it), its guard says so, and
+/// the next node in line is granted it.
+#[test]
+fn a_lock_held_through_a_sync_is_lost() {
+    for (wire, net) in manual_networks(8) {
+        let a = net.join("a");
+        let z = net.join("z");
+        a.set_root(json!({})).unwrap();
+        net.run();
+        let ra = a.root_map().unwrap();
+        let guard = granted(&net, a.lock(&ra), wire);
+        let ended = Arc::new(Mutex::new(Vec::new()));
+        let seen = ended.clone();
+        a.on_lock(move |e| seen.lock().unwrap().push(e.clone()))
+            .detach();
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut next = z.lock(z.root_map().unwrap());
+        assert!(next.poll_unpin(&mut cx).is_pending(), "{wire}");
+        net.run();
+        a.sync();
+        net.run();
+        assert!(a.is_ready(), "{wire}");
+        let token = guard.token();
+        assert_eq!(
+            *ended.lock().unwrap(),
+            [LockEvent::Lost {
+                object: ra.id(),
+                token
+            }],
+            "{wire}"
+        );
+        assert!(!guard.is_held(), "{wire}");
+        assert!(
+            matches!(next.poll_unpin(&mut cx), Poll::Ready(Ok(_))),
+            "{wire}: the next in line is granted"
+        );
+        assert!(
+            matches!(guard.release(), Err(_)),
+            "{wire}: nothing to release"
+        );
+    }
+}
+
 /// A sender replaced is dropped outside the node's state: one that owned
 /// a guard of the node releases it rather than deadlock.
 #[test]
