@@ -259,7 +259,8 @@ impl LockGuard {
     }
 
     /// Whether this node still holds the lock: false once it was released,
-    /// or lost because this node's peers evicted it and it heard of it.
+    /// or lost because this node's peers evicted it and it heard of it, or
+    /// because the node synced.
     ///
     /// # Example
     /// ```
