@@ -72,9 +72,22 @@ async fn with_spinner<T>(message: String, work: impl Future<Output = T>) -> T {
     r
 }
 
-fn to_json(v: &Value) -> serde_json::Value {
-    v.to_json()
+/// `v`, found at `at`, as JSON: an object met again (shared, or in a
+/// cycle) is a `{"$ref": pointer}` to where it was first written.
+fn to_json(v: &Value, at: &str) -> serde_json::Value {
+    v.to_json_with_refs(at)
         .unwrap_or_else(|e| json!({ "$unprintable": e.to_string() }))
+}
+
+/// Writes a line to stdout; `Ok(false)` once its reader is gone (a pipe
+/// closed by `head`), which ends the command as a success.
+fn print_line(line: &dyn std::fmt::Display) -> Result<bool, Failure> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure(format!("cannot write to stdout: {e}"))),
+    }
 }
 
 fn origin(o: &Origin) -> serde_json::Value {
@@ -139,13 +152,15 @@ pub(crate) async fn get(
         .node()
         .get(path)
         .ok_or_else(|| nothing_at(path, &args.doc))?;
-    let json = to_json(&value);
+    let json = value
+        .to_json_with_refs(path)
+        .map_err(|e| Failure(format!("cannot print {path:?}: {e}")))?;
     let text = if compact {
         serde_json::to_string(&json)?
     } else {
         serde_json::to_string_pretty(&json)?
     };
-    println!("{text}");
+    print_line(&text)?;
     let _ = conn.close(CLOSE_TIMEOUT).await;
     Ok(())
 }
@@ -216,18 +231,13 @@ pub(crate) async fn watch(addr: &str, path: &str, args: &ClientArgs) -> Result<(
     let conn = open(addr, args).await?;
     let node = conn.node().clone();
     let mut events = node.events();
-    let print = |v: serde_json::Value| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{v}");
-        let _ = out.flush();
-    };
-    print(
-        node.get(path)
-            .map_or(serde_json::Value::Null, |v| to_json(&v)),
-    );
+    let tree = node
+        .get(path)
+        .map_or(serde_json::Value::Null, |v| to_json(&v, path));
+    let mut reading = print_line(&tree)?;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
-    loop {
+    while reading {
         let event = tokio::select! {
             e = events.next() => e,
             _ = &mut interrupted => break,
@@ -257,31 +267,29 @@ pub(crate) async fn watch(addr: &str, path: &str, args: &ClientArgs) -> Result<(
                 match ev.prop() {
                     Some(_) => {
                         line["key"] = prop;
-                        line["old"] = ev.old_value().map_or(serde_json::Value::Null, to_json);
-                        line["new"] = ev.new_value().map_or(serde_json::Value::Null, to_json);
+                        let json = |v: Option<&Value>| {
+                            v.map_or(serde_json::Value::Null, |v| to_json(v, &full))
+                        };
+                        line["old"] = json(ev.old_value());
+                        line["new"] = json(ev.new_value());
                         line["deleted"] = json!(ev.new_value().is_none());
                     }
                     // A method changed the array as a whole: its new contents.
-                    None => {
-                        line["value"] = ev
-                            .target()
-                            .to_json()
-                            .unwrap_or_else(|e| json!({ "$unprintable": e.to_string() }))
-                    }
+                    None => line["value"] = to_json(&ev.target().clone().into(), &full),
                 }
-                print(line);
+                reading = print_line(&line)?;
             }
             Event::RootChanged(_) | Event::Ready(_) => {
                 // The document was replaced (or re-received after a
                 // resync): print what is at the path now.
                 let now = node
                     .get(path)
-                    .map_or(serde_json::Value::Null, |v| to_json(&v));
+                    .map_or(serde_json::Value::Null, |v| to_json(&v, path));
                 let mut line = json!({ "path": path, "value": now, "replaced": true });
                 if let Event::RootChanged(c) = &event {
                     line["origin"] = origin(c.origin());
                 }
-                print(line);
+                reading = print_line(&line)?;
             }
             _ => {}
         }
@@ -304,7 +312,7 @@ pub(crate) async fn lock(
     let Some(object) = value.as_object() else {
         return Err(Failure(format!(
             "{path:?} holds {}, not a map or an array: locks are on objects; lock its parent",
-            to_json(&value)
+            to_json(&value, path)
         )));
     };
     let lost = Arc::new(tokio::sync::Notify::new());
@@ -317,8 +325,15 @@ pub(crate) async fn lock(
             }
         })
     };
+    // `--wait 0` asks without queueing: refused when another node holds the
+    // lock or waits for it, as the relay's log orders the requests.
+    let fail_fast = wait == Some(Duration::ZERO);
     let acquire = async {
-        let mut request = std::pin::pin!(node.lock(&object));
+        let mut request = std::pin::pin!(if fail_fast {
+            node.request(&object)
+        } else {
+            node.lock(&object)
+        });
         // The first poll sends the request; once the relay has it, the
         // request holds its place in the lock's queue.
         if let Some(granted) = request.as_mut().now_or_never() {
@@ -330,7 +345,7 @@ pub(crate) async fn lock(
         tracing::info!(path, "lock requested");
         request.await
     };
-    let guard = match wait {
+    let guard = match wait.filter(|_| !fail_fast) {
         Some(secs) => tokio::time::timeout(secs, acquire).await.map_err(|_| {
             Failure(format!(
                 "the lock on {path:?} was not granted within {}s (--wait)",

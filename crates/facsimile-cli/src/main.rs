@@ -96,7 +96,9 @@ enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
-        /// Give up if the lock is not granted within this many seconds.
+        /// Give up if the lock is not granted within this many seconds;
+        /// 0 gives up at once when another node holds the lock or waits
+        /// for it.
         #[arg(long, value_name = "SECS", value_parser = secs)]
         wait: Option<Duration>,
         /// How long the command may run on while the connection is down.

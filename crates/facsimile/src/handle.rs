@@ -447,6 +447,15 @@ impl From<ArrayRef> for Value {
     }
 }
 
+impl From<ObjectRef> for Value {
+    fn from(o: ObjectRef) -> Self {
+        match o {
+            ObjectRef::Map(m) => Value::Map(m),
+            ObjectRef::Array(a) => Value::Array(a),
+        }
+    }
+}
+
 impl MapRef {
     /// The value of a key, or `None` when the key is not set (or the map is
     /// gone).

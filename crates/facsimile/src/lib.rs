@@ -134,4 +134,4 @@ pub use lock::{LockError, LockFuture, LockGuard};
 pub use node::{Node, Outgoing};
 pub use smol_str::SmolStr;
 pub use typed::Watch;
-pub use value::{Input, Value};
+pub use value::{Input, MAX_JSON_DEPTH, Value};

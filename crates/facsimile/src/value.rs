@@ -1,6 +1,6 @@
 //! Values as users see them, and what writes accept.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use smol_str::SmolStr;
 use crate::error::{Error, Result};
 use crate::handle::{ArrayRef, MapRef, ObjectRef};
 use crate::node::Node;
+use crate::typed::pointer::escape;
 
 /// A value read from the store: a scalar, or a handle to a map or an array.
 #[derive(Clone, Default)]
@@ -196,56 +197,215 @@ impl Value {
         matches!(self, Value::Null)
     }
 
-    /// A deep copy as JSON. Bytes become arrays of numbers.
+    /// A deep copy as JSON. Bytes become arrays of numbers. An object
+    /// shared by several places is copied at each: a document whose
+    /// objects are shared many ways over is better read with
+    /// [`Value::to_json_with_refs`].
     ///
     /// # Errors
-    /// [`Error::Cycle`] when an object contains itself, and
+    /// [`Error::Cycle`] when an object contains itself,
+    /// [`Error::Convert`] when objects nest deeper than [`MAX_JSON_DEPTH`],
+    /// and
     /// [`Error::Engine`] with
     /// [`UnknownObject`](crate::EngineError::UnknownObject) for a handle
     /// whose object is gone.
     pub fn to_json(&self) -> Result<serde_json::Value> {
-        let mut path = HashSet::new();
-        self.to_json_inner(&mut path)
+        self.to_json_at(None)
     }
 
-    fn to_json_inner(
-        &self,
-        path: &mut HashSet<facsimile_core::ObjectId>,
-    ) -> Result<serde_json::Value> {
+    /// A deep copy as JSON in which every object is written out once: where
+    /// it appears again (shared, or inside itself), `{"$ref": pointer}`
+    /// names the place it was first written, as a JSON pointer that starts
+    /// with `at` (the place of this value in its document). Its size is
+    /// that of the document however its objects are shared, where
+    /// [`Value::to_json`] copies a shared object at each place and refuses
+    /// a cycle.
+    ///
+    /// # Errors
+    /// [`Error::Convert`] when objects nest deeper than [`MAX_JSON_DEPTH`],
+    /// and [`Error::Engine`] with
+    /// [`UnknownObject`](crate::EngineError::UnknownObject) for a handle
+    /// whose object is gone.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"me": {}}))?;
+    /// let me = node.get("/me").unwrap();
+    /// me.as_map().unwrap().set("self", me.clone())?;
+    /// assert_eq!(
+    ///     node.get("/me").unwrap().to_json_with_refs("/me")?,
+    ///     json!({"self": {"$ref": "/me"}})
+    /// );
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn to_json_with_refs(&self, at: &str) -> Result<serde_json::Value> {
+        self.to_json_at(Some(at))
+    }
+
+    /// The copy of [`Value::to_json`], or with `refs` (the place of this
+    /// value) that of [`Value::to_json_with_refs`]. A loop over a stack of
+    /// the objects being written rather than a recursion: a document may
+    /// be nested deeper than a thread's stack allows.
+    fn to_json_at(&self, refs: Option<&str>) -> Result<serde_json::Value> {
         use serde_json::Value as J;
-        Ok(match self {
-            Value::Null => J::Null,
-            Value::Bool(b) => J::Bool(*b),
-            Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-            Value::String(s) => J::String(String::from(s.as_str())),
-            Value::Bytes(b) => J::Array(b.iter().map(|&x| J::from(x)).collect()),
-            Value::Map(m) => {
-                if !path.insert(m.id()) {
-                    return Err(Error::Cycle(m.id()));
-                }
-                let mut out = serde_json::Map::new();
-                for (k, v) in m.entries()? {
-                    out.insert(String::from(k.as_str()), v.to_json_inner(path)?);
-                }
-                path.remove(&m.id());
-                J::Object(out)
+        /// An object being written: its entries left (in reverse), what
+        /// is written of it, and its place.
+        struct Open {
+            id: facsimile_core::ObjectId,
+            place: usize,
+            kids: Kids,
+        }
+        enum Kids {
+            /// With the key of the entry being written.
+            Map(
+                Vec<(SmolStr, Value)>,
+                serde_json::Map<String, J>,
+                Option<SmolStr>,
+            ),
+            Array(Vec<Value>, Vec<J>),
+        }
+        // With `refs`: where each object was written, as its parent's place
+        // and its segment of the pointer (`NONE` for this value).
+        const NONE: usize = usize::MAX;
+        let mut places: Vec<(usize, String)> = Vec::new();
+        let pointer = |places: &[(usize, String)], mut place: usize| {
+            let mut segments = Vec::new();
+            while let Some((parent, segment)) = places.get(place).filter(|p| p.0 != NONE) {
+                segments.push(segment.as_str());
+                place = *parent;
             }
-            Value::Array(a) => {
-                if !path.insert(a.id()) {
-                    return Err(Error::Cycle(a.id()));
-                }
-                let items = a
-                    .to_vec()?
-                    .iter()
-                    .map(|v| v.to_json_inner(path))
-                    .collect::<Result<_>>()?;
-                path.remove(&a.id());
-                J::Array(items)
+            let mut out = refs.unwrap_or_default().to_owned();
+            for s in segments.iter().rev() {
+                out.push('/');
+                out.push_str(s);
             }
-        })
+            out
+        };
+        // The objects met and their places: those still open without
+        // `refs`, every one with it.
+        let mut met: HashMap<facsimile_core::ObjectId, usize> = HashMap::new();
+        let mut stack: Vec<Open> = Vec::new();
+        let mut next = Some((self.clone(), String::new()));
+        while let Some((value, segment)) = next.take() {
+            let mut done = match value {
+                Value::Null => Some(J::Null),
+                Value::Bool(b) => Some(J::Bool(b)),
+                Value::Int(i) => Some(J::from(i)),
+                Value::Float(f) => Some(serde_json::Number::from_f64(f).map_or(J::Null, J::Number)),
+                Value::String(s) => Some(J::String(String::from(s.as_str()))),
+                Value::Bytes(b) => Some(J::Array(b.iter().map(|&x| J::from(x)).collect())),
+                Value::Map(_) | Value::Array(_) => {
+                    let id = value.as_object().expect("an object").id();
+                    match met.get(&id) {
+                        Some(&place) if refs.is_some() => {
+                            Some(serde_json::json!({ "$ref": pointer(&places, place) }))
+                        }
+                        Some(_) => return Err(Error::Cycle(id)),
+                        None if stack.len() >= MAX_JSON_DEPTH => {
+                            let mut path = String::new();
+                            for o in &stack {
+                                match &o.kids {
+                                    Kids::Map(_, _, key) => {
+                                        path.push('/');
+                                        path.push_str(&escape(key.as_deref().unwrap_or_default()));
+                                    }
+                                    Kids::Array(_, out) => {
+                                        path.push_str(&format!("/{}", out.len()))
+                                    }
+                                }
+                            }
+                            return Err(Error::Convert {
+                                path,
+                                message: format!(
+                                    "objects nested deeper than {MAX_JSON_DEPTH} levels cannot become JSON"
+                                ),
+                            });
+                        }
+                        None => {
+                            let place = places.len();
+                            if refs.is_some() {
+                                let parent = stack.last().map_or(NONE, |o| o.place);
+                                places.push((parent, segment));
+                            }
+                            met.insert(id, place);
+                            let kids = match value {
+                                Value::Map(m) => {
+                                    let mut entries = m.entries()?;
+                                    entries.reverse();
+                                    Kids::Map(entries, serde_json::Map::new(), None)
+                                }
+                                Value::Array(a) => {
+                                    let mut items = a.to_vec()?;
+                                    items.reverse();
+                                    Kids::Array(items, Vec::new())
+                                }
+                                _ => unreachable!("matched as an object"),
+                            };
+                            stack.push(Open { id, place, kids });
+                            None
+                        }
+                    }
+                }
+            };
+            // Files what was written in the object that holds it, then
+            // opens that object's next entry, or closes it and goes up.
+            while let Some(top) = stack.last_mut() {
+                match &mut top.kids {
+                    Kids::Map(entries, out, key) => {
+                        if let (Some(j), Some(k)) = (done.take(), key.take()) {
+                            out.insert(String::from(k.as_str()), j);
+                        }
+                        if let Some((k, v)) = entries.pop() {
+                            let segment = if refs.is_some() {
+                                escape(&k).into_owned()
+                            } else {
+                                String::new()
+                            };
+                            *key = Some(k);
+                            next = Some((v, segment));
+                            break;
+                        }
+                    }
+                    Kids::Array(items, out) => {
+                        if let Some(j) = done.take() {
+                            out.push(j);
+                        }
+                        if let Some(v) = items.pop() {
+                            let segment = if refs.is_some() {
+                                out.len().to_string()
+                            } else {
+                                String::new()
+                            };
+                            next = Some((v, segment));
+                            break;
+                        }
+                    }
+                }
+                let closed = stack.pop().expect("looked at");
+                if refs.is_none() {
+                    met.remove(&closed.id);
+                }
+                done = Some(match closed.kids {
+                    Kids::Map(_, out, _) => J::Object(out),
+                    Kids::Array(_, out) => J::Array(out),
+                });
+            }
+            if stack.is_empty() {
+                return Ok(done.expect("the value is written when nothing is open"));
+            }
+        }
+        unreachable!("the loop ends when the value is written")
     }
 }
+
+/// How deep [`Value::to_json`] follows nested objects: JSON readers and
+/// writers recurse, and most stop well before (serde_json reads 128
+/// levels).
+pub const MAX_JSON_DEPTH: usize = 1_000;
 
 impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -166,6 +166,118 @@ async fn watch_shows_a_shared_object_under_the_watched_path() {
     assert_eq!(change["new"], 2, "{change}");
 }
 
+/// `get` and `watch` write an object met again (a cycle, a second place)
+/// as a reference to where they first wrote it, rather than fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_watch_write_an_object_met_again_as_a_reference() {
+    let dir = TempDir::new("get-cycle");
+    let relay = Relay::start(&dir, &[]);
+    let writer = connect(&relay, "writer").await;
+    let root = writer
+        .node()
+        .set_root(serde_json::json!({"name": "loop", "list": []}))
+        .unwrap();
+    let root = root.as_map().unwrap().clone();
+    root.set("self", root.clone()).unwrap();
+    let list = root.get("list").unwrap();
+    list.as_array().unwrap().push(root.clone()).unwrap();
+    writer.flush().await.unwrap();
+    let addr = relay.addr.clone();
+    let (whole, under) = tokio::task::spawn_blocking(move || {
+        (
+            ok(&["get", &addr, "--compact"]),
+            ok(&["get", &addr, "/list", "--compact"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        whole.trim(),
+        r#"{"list":[{"$ref":""}],"name":"loop","self":{"$ref":""}}"#
+    );
+    assert_eq!(
+        under.trim(),
+        r#"[{"list":{"$ref":"/list"},"name":"loop","self":{"$ref":"/list/0"}}]"#
+    );
+
+    let mut watch = Killed(
+        Command::new(BIN)
+            .args(["watch", &relay.addr, "/list"])
+            .env("FACSIMILE_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, lines) = mpsc::channel();
+    let out = BufReader::new(watch.0.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = lines.recv_timeout(PATIENCE);
+        serde_json::from_str(&line.expect("watch prints a line")).unwrap()
+    };
+    assert_eq!(next()[0]["self"], serde_json::json!({"$ref": "/list/0"}));
+    root.set("again", root.clone()).unwrap();
+    writer.flush().await.unwrap();
+    let change = next();
+    assert_eq!(change["path"], "/list/0/again", "{change}");
+    assert_eq!(
+        change["new"]["self"],
+        serde_json::json!({"$ref": "/list/0/again"})
+    );
+}
+
+/// `get` and `watch` end with success when their reader is gone (a pipe
+/// into `head`), not with a panic or by running on.
+#[cfg(unix)]
+#[test]
+fn get_and_watch_end_quietly_when_their_reader_is_gone() {
+    let dir = TempDir::new("closed-pipe");
+    let relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.as_str();
+    ok(&["set", addr, "", r#"{"a": 1}"#]);
+    for command in ["get", "watch"] {
+        let (reader, writer) = rustix::pipe::pipe().unwrap();
+        drop(reader);
+        let child = Command::new(BIN)
+            .args([command, addr])
+            .env("FACSIMILE_TOKEN", TOKEN)
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = finished(child);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{command}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{command}: {stderr}");
+    }
+}
+
+/// `lock --wait 0` runs its command when the lock is free and fails at
+/// once, without running it, when another node holds it.
+#[cfg(unix)]
+#[test]
+fn lock_with_no_wait_fails_at_once_when_the_lock_is_taken() {
+    let dir = TempDir::new("lock-nowait");
+    let relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.as_str();
+    ok(&["set", addr, "", "{}"]);
+    let free = ok(&["lock", addr, "", "--wait", "0", "--", "echo", "ran"]);
+    assert_eq!(free.trim(), "ran");
+    let (holder, pid) = lock_running(addr, &[], "echo $$; exec sleep 600");
+    let taken = run(&["lock", addr, "", "--wait", "0", "--", "echo", "ran"]);
+    let stderr = String::from_utf8_lossy(&taken.stderr);
+    assert_eq!(taken.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("locked by another node"), "{stderr}");
+    assert!(taken.stdout.is_empty(), "the command did not run");
+    let pid = rustix::process::Pid::from_raw(pid.parse().unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    finished(holder);
+}
+
 /// SIGTERM to `facsimile lock` reaches the command, which ends; only then
 /// is the lock released (the next holder's token is larger), and the exit
 /// code is the command's.

@@ -84,6 +84,69 @@ fn s04_self_reference_arrives_as_a_cycle() {
     }
 }
 
+/// As JSON with references, every object is written once: a cycle and a
+/// second place of a shared object name the first place as a pointer.
+#[test]
+fn json_with_references_writes_each_object_once() {
+    let net = LocalNetwork::new();
+    let node = net.join("a");
+    let root = node.set_root(json!({"a": {"x": 1}, "list": [0]})).unwrap();
+    let root = root.as_map().unwrap();
+    let a = root.get("a").unwrap();
+    let list = root.get("list").unwrap();
+    list.as_array().unwrap().push(a.clone()).unwrap();
+    a.as_map().unwrap().set("up", root).unwrap();
+    a.as_map().unwrap().set("k~/", list.clone()).unwrap();
+    assert_eq!(
+        node.root().to_json_with_refs("").unwrap(),
+        json!({
+            "a": {"k~/": [0, {"$ref": "/a"}], "up": {"$ref": ""}, "x": 1},
+            "list": {"$ref": "/a/k~0~1"},
+        })
+    );
+    assert_eq!(
+        list.to_json_with_refs("/list").unwrap(),
+        json!([0, {"k~/": {"$ref": "/list"}, "up": {"a": {"$ref": "/list/1"}, "list": {"$ref": "/list"}}, "x": 1}])
+    );
+    assert!(matches!(node.root().to_json(), Err(Error::Cycle(_))));
+
+    // Shared without a cycle: copied at each place by `to_json`, written
+    // once by `to_json_with_refs`, however many ways it is shared. Forty
+    // levels of two references each would be 2^40 copies.
+    let node = net.join("b");
+    node.set_root(json!({"leaf": 1})).unwrap();
+    for _ in 0..40 {
+        let below = node.root();
+        node.set_root(json!({})).unwrap();
+        let top = node.root_map().unwrap();
+        top.set("l", below.clone()).unwrap();
+        top.set("r", below).unwrap();
+    }
+    let j = node.root().to_json_with_refs("").unwrap();
+    assert_eq!(j["r"], json!({"$ref": "/l"}));
+    assert_eq!(j.to_string().matches("$ref").count(), 40);
+}
+
+/// A document nested deeper than JSON readers go is refused as JSON, by
+/// kind and with its place, rather than overflowing the stack.
+#[test]
+fn json_of_a_document_nested_too_deep_is_refused() {
+    let node = LocalNetwork::new().join("a");
+    let mut m = node.set_root(json!({})).unwrap().as_map().unwrap().clone();
+    for _ in 0..facsimile::MAX_JSON_DEPTH + 10 {
+        m.set("c", json!({})).unwrap();
+        m = m.get("c").unwrap().as_map().unwrap().clone();
+    }
+    for r in [node.root().to_json(), node.root().to_json_with_refs("")] {
+        let Err(Error::Convert { path, .. }) = r else {
+            panic!("refused as too deep: {r:?}");
+        };
+        assert_eq!(path, "/c".repeat(facsimile::MAX_JSON_DEPTH));
+    }
+    let shallow = node.get(&"/c".repeat(11)).unwrap();
+    assert!(shallow.to_json().is_ok(), "at the limit");
+}
+
 /// Scenario 5: a node created after the state exists calls `sync()` and
 /// gets it all.
 #[test]
