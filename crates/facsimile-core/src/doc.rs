@@ -460,12 +460,31 @@ impl Doc {
         // every write at once, so a reference valid when it starts stays
         // valid through it (no reclamation pass runs in between, here or on
         // a receiver).
-        let mut effective = Vec::with_capacity(entries.len());
+        // A write that leaves its key as it was is dropped, unless an
+        // earlier write of the call changed that key: looked for among the
+        // few kept so far, or in a set of their keys made once they are
+        // many.
+        let mut written: Option<std::collections::HashSet<SmolStr>> = None;
+        let mut effective: Vec<(SmolStr, Input)> = Vec::with_capacity(entries.len());
         for (key, input) in entries {
             if let (Input::Value(v), Some(cur)) = (&input, map.get(&key)) {
-                if v.same(cur) && !effective.iter().any(|(k, _)| *k == key) {
-                    continue;
+                if v.same(cur) {
+                    let earlier = if effective.len() <= 16 {
+                        effective.iter().any(|(k, _)| *k == key)
+                    } else {
+                        written
+                            .get_or_insert_with(|| {
+                                effective.iter().map(|(k, _)| k.clone()).collect()
+                            })
+                            .contains(&key)
+                    };
+                    if !earlier {
+                        continue;
+                    }
                 }
+            }
+            if let Some(w) = &mut written {
+                w.insert(key.clone());
             }
             effective.push((key, input));
         }
@@ -754,6 +773,11 @@ impl Doc {
         let list = self.list(obj)?;
         owner()?;
         let len = list.len();
+        // A write that leaves its element as it was is dropped, unless an
+        // earlier write of the call changed that element: only possible
+        // when the indices do not rise, the rare case that keeps a set.
+        let rising = writes.windows(2).all(|w| w[0].0 < w[1].0);
+        let mut written = std::collections::HashSet::new();
         let mut effective = Vec::with_capacity(writes.len());
         for (index, input) in writes {
             if index >= len {
@@ -765,9 +789,14 @@ impl Doc {
             }
             let elem = list.elem_at(index);
             if let Input::Value(v) = &input {
-                if list.value_of(elem).is_some_and(|cur| cur.same(v)) {
+                if list.value_of(elem).is_some_and(|cur| cur.same(v))
+                    && (rising || !written.contains(&index))
+                {
                     continue;
                 }
+            }
+            if !rising {
+                written.insert(index);
             }
             effective.push((elem, input));
         }

@@ -265,6 +265,11 @@ fn text_bound(s: &str, format: WireFormat) -> usize {
 }
 
 impl Outbox {
+    /// The largest message peers accept ([`Config::max_message_size`]).
+    pub(crate) fn max_message(&self) -> usize {
+        self.max_message
+    }
+
     pub(crate) fn new(tag: Tag, config: &Config) -> Outbox {
         let mut outbox = Outbox::with(tag, config.format, config.resend_log);
         outbox.set_max_message(config.max_message);

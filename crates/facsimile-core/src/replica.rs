@@ -563,6 +563,15 @@ impl Replica {
         let len = self.doc.list(obj)?.len();
         self.locks.check_owner(obj.0, Refusal::NotOwner)?;
         if index >= len {
+            // Each `Null` of padding takes at least a byte of the message:
+            // refused before the padding is made.
+            let limit = self.out.outbox.max_message();
+            if index - len > limit {
+                return Err(Error::TooLarge {
+                    size: index - len,
+                    limit,
+                });
+            }
             let mut items: Vec<Input> = (len..index).map(|_| Input::Value(Value::Null)).collect();
             items.push(input);
             self.list_splice(obj, len, 0, items)?;

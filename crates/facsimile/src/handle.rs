@@ -1504,11 +1504,11 @@ fn bounds(range: impl std::ops::RangeBounds<usize>, len: usize) -> (usize, usize
     use std::ops::Bound;
     let a = match range.start_bound() {
         Bound::Included(&a) => a,
-        Bound::Excluded(&a) => a + 1,
+        Bound::Excluded(&a) => a.saturating_add(1),
         Bound::Unbounded => 0,
     };
     let b = match range.end_bound() {
-        Bound::Included(&b) => b + 1,
+        Bound::Included(&b) => b.saturating_add(1),
         Bound::Excluded(&b) => b,
         Bound::Unbounded => len,
     };

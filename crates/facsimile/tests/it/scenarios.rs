@@ -579,6 +579,60 @@ fn a_write_that_changes_nothing_sends_nothing() {
     }
 }
 
+/// Writes of one call to the same element take effect in order: a later
+/// one that puts back the value before the call is not dropped as a
+/// no-op. The same for a map's keys.
+#[test]
+fn a_later_write_of_one_call_to_the_same_place_wins() {
+    for (wire, net) in manual_networks(14) {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({"l": [1, 2], "m": {"k": 1}})).unwrap();
+        net.run();
+        let list = a.get("/l").unwrap().as_array().unwrap().clone();
+        list.replace_many([(0, 5), (1, 2), (0, 1)]).unwrap();
+        let map = a.get("/m").unwrap().as_map().unwrap().clone();
+        let mut entries: Vec<(String, i64)> = (0..20).map(|i| (format!("x{i}"), i)).collect();
+        entries.extend([("k".into(), 5), ("k".into(), 1)]);
+        map.assign(entries).unwrap();
+        net.run();
+        for node in [&a, &b] {
+            assert_eq!(node.get("/l/0"), Some(Value::Int(1)), "{wire}");
+            assert_eq!(node.get("/m/k"), Some(Value::Int(1)), "{wire}");
+        }
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// An index far past the end is refused as too large a write, before its
+/// padding is made, and changes nothing; a range up to `usize::MAX` is
+/// clamped to the array.
+#[test]
+fn an_index_far_past_the_end_is_refused_and_a_range_to_the_top_is_clamped() {
+    let node = LocalNetwork::new().join("a");
+    node.set_root(json!([1, 2])).unwrap();
+    let list = node.root_array().unwrap();
+    for index in [usize::MAX, 1 << 40, (64 << 20) + 3] {
+        let err = list.set(index, 3).unwrap_err();
+        assert!(
+            matches!(err.engine(), Some(EngineError::TooLarge { .. })),
+            "{index}: {err}"
+        );
+    }
+    assert_eq!(list.to_json().unwrap(), json!([1, 2]));
+    list.fill(0, ..=usize::MAX).unwrap();
+    assert_eq!(list.to_json().unwrap(), json!([0, 0]));
+    list.fill(
+        7,
+        (
+            std::ops::Bound::Excluded(usize::MAX),
+            std::ops::Bound::Unbounded,
+        ),
+    )
+    .unwrap();
+    assert_eq!(list.to_json().unwrap(), json!([0, 0]));
+}
+
 #[test]
 fn fill_with_an_object_stores_one_object_referenced_from_every_index() {
     for (wire, net) in manual_networks(13) {
