@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 use smol_str::SmolStr;
 
 use crate::clock::Peers;
+use crate::codec::WireFormat;
 use crate::error::Error;
 use crate::event::{Change, Origin};
 use crate::gc::Gc;
@@ -578,6 +579,20 @@ impl Doc {
         None
     }
 
+    /// How many runs of consecutive ids the elements a splice at `start`
+    /// would delete make ([`splice_bound`]); 0 when it deletes none.
+    pub(crate) fn splice_runs(
+        &self,
+        obj: ObjectId,
+        start: usize,
+        delete: usize,
+    ) -> Result<usize, Error> {
+        let list = self.list(obj)?;
+        let end = start.saturating_add(delete).min(list.len());
+        let elems: Vec<Id> = (start.min(end)..end).map(|i| list.elem_at(i)).collect();
+        Ok(id_runs(&elems).len())
+    }
+
     /// Removes `delete` elements from `start` and inserts `items` there,
     /// after `owner` allowed writing to the array.
     #[allow(clippy::too_many_arguments)]
@@ -591,10 +606,12 @@ impl Doc {
         out: &mut Outputs,
         peers: &Peers,
     ) -> Result<Vec<Value>, Error> {
-        let inserted = |f| items.iter().fold(OP_OVERHEAD, |n, v| n + input_bound(v, f));
-        let inserted_ids = || 2 + items.iter().map(refs).sum::<usize>();
         if delete == 0 && items.len() == 1 {
-            out.fits(peers, inserted_ids, inserted)?;
+            out.fits(
+                peers,
+                || splice_ids(&items, 0),
+                |f| splice_bound(&items, 0, f),
+            )?;
             let item = items.into_iter().next().expect("one item");
             return self
                 .list_insert_one(obj, Some(start), item, owner, out, peers)
@@ -620,11 +637,8 @@ impl Doc {
         // consecutive ids, however many elements it spans.
         out.fits(
             peers,
-            || inserted_ids() + runs.len(),
-            |f| match runs.len() {
-                0 => inserted(f),
-                n => inserted(f) + bare_op_bound(f) + n * run_bound(f),
-            },
+            || splice_ids(&items, runs.len()),
+            |f| splice_bound(&items, runs.len(), f),
         )?;
         out.begin();
         let wobj = out.outbox.wire_id(obj.0, peers);
@@ -1492,6 +1506,24 @@ fn record_map_change(
         new: change.new.cloned(),
         origin: origin.clone(),
     });
+}
+
+/// How many ids of other peers a splice inserting `items` and deleting
+/// `runs` runs of ids may name.
+pub(crate) fn splice_ids(items: &[Input], runs: usize) -> usize {
+    2 + items.iter().map(refs).sum::<usize>() + runs
+}
+
+/// An upper bound of the bytes of a splice inserting `items` and deleting
+/// `runs` runs of ids, in `format`.
+pub(crate) fn splice_bound(items: &[Input], runs: usize, format: WireFormat) -> usize {
+    let inserted = items
+        .iter()
+        .fold(OP_OVERHEAD, |n, v| n + input_bound(v, format));
+    match runs {
+        0 => inserted,
+        n => inserted + bare_op_bound(format) + n * run_bound(format),
+    }
 }
 
 #[cfg(test)]

@@ -477,6 +477,23 @@ impl Outbox {
         self.no_room(bytes)
     }
 
+    /// Whether writes of `bytes` in all fit beside the operations not yet
+    /// sent, with the room kept for releases, without flushing what the
+    /// open group holds ([`Replica::check_room`](crate::Replica::check_room)).
+    pub(crate) fn check_room(&self, bytes: usize) -> Result<(), Error> {
+        let size = self
+            .pending()
+            .saturating_add(bytes)
+            .saturating_add(self.for_releases);
+        if size > self.room_limit() {
+            return Err(Error::TooLarge {
+                size,
+                limit: self.max_message,
+            });
+        }
+        Ok(())
+    }
+
     /// Reserves `bytes` when `needed` bytes fit beside the operations not
     /// yet sent.
     #[inline]

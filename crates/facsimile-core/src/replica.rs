@@ -35,6 +35,65 @@ use crate::wire::{self, Directed, Frame, Hostname, Message, Ops, Sequenced, Tag,
 mod carry;
 pub use carry::CarriedOver;
 
+/// A write a caller means to make, with what its method takes, for
+/// [`Replica::check_room`].
+#[derive(Debug, Clone, Copy)]
+pub enum Planned<'a> {
+    /// [`Replica::set_root`].
+    Root(&'a Input),
+    /// [`Replica::map_set`]: a key and its value.
+    MapSet(&'a str, &'a Input),
+    /// [`Replica::map_set_many`].
+    MapSetMany(&'a [(SmolStr, Input)]),
+    /// [`Replica::map_delete`]: a key.
+    MapDelete(&'a str),
+    /// [`Replica::list_set_many`].
+    ListSetMany(&'a [(usize, Input)]),
+    /// [`Replica::list_splice`]: the array, where, how many elements it
+    /// deletes, and what it inserts.
+    ListSplice(ObjectId, usize, usize, &'a [Input]),
+}
+
+impl Planned<'_> {
+    /// How many ids of other peers the write may name.
+    fn ids(self, doc: &Doc) -> usize {
+        match self {
+            Planned::Root(input) => refs(input),
+            Planned::MapSet(_, input) => 1 + refs(input),
+            Planned::MapSetMany(entries) => 1 + entries.iter().map(|(_, v)| refs(v)).sum::<usize>(),
+            Planned::MapDelete(_) => 1,
+            Planned::ListSetMany(writes) => {
+                1 + writes.iter().map(|(_, v)| 1 + refs(v)).sum::<usize>()
+            }
+            Planned::ListSplice(obj, start, delete, items) => {
+                crate::doc::splice_ids(items, doc.splice_runs(obj, start, delete).unwrap_or(0))
+            }
+        }
+    }
+
+    /// An upper bound of the write's bytes in `format`: what its method
+    /// reserves in the message.
+    fn bound(self, doc: &Doc, format: codec::WireFormat) -> usize {
+        match self {
+            Planned::Root(input) => OP_OVERHEAD + input_bound(input, format),
+            Planned::MapSet(key, input) => {
+                OP_OVERHEAD + key_bound(key, format) + input_bound(input, format)
+            }
+            Planned::MapSetMany(entries) => entries.iter().fold(0, |n, (k, v)| {
+                n + OP_OVERHEAD + key_bound(k, format) + input_bound(v, format)
+            }),
+            Planned::MapDelete(key) => OP_OVERHEAD + key_bound(key, format),
+            Planned::ListSetMany(writes) => writes
+                .iter()
+                .fold(0, |n, (_, v)| n + OP_OVERHEAD + input_bound(v, format)),
+            Planned::ListSplice(obj, start, delete, items) => {
+                let runs = doc.splice_runs(obj, start, delete).unwrap_or(0);
+                crate::doc::splice_bound(items, runs, format)
+            }
+        }
+    }
+}
+
 /// One participant's copy of a document: applies local writes, turns them
 /// into messages, applies messages from peers, and reports changes. It does
 /// no IO, reads no clock and spawns nothing.
@@ -453,7 +512,7 @@ impl Replica {
     /// [`crate::Config::max_message_size`].
     pub fn set_root(&mut self, input: Input) -> Result<Option<ObjectId>, Error> {
         self.writable()?;
-        self.fits(|| refs(&input), |f| OP_OVERHEAD + input_bound(&input, f))?;
+        self.fits_planned(Planned::Root(&input))?;
         self.doc.set_root(input, &mut self.out, &self.peers)
     }
 
@@ -467,10 +526,7 @@ impl Replica {
     /// [`crate::Config::max_message_size`].
     pub fn map_set(&mut self, obj: ObjectId, key: &str, input: Input) -> Result<bool, Error> {
         self.writable()?;
-        self.fits(
-            || 1 + refs(&input),
-            |f| OP_OVERHEAD + key_bound(key, f) + input_bound(&input, f),
-        )?;
+        self.fits_planned(Planned::MapSet(key, &input))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_set(obj, key, input, owner, &mut self.out, &self.peers)
@@ -490,14 +546,7 @@ impl Replica {
         entries: Vec<(SmolStr, Input)>,
     ) -> Result<usize, Error> {
         self.writable()?;
-        self.fits(
-            || 1 + entries.iter().map(|(_, v)| refs(v)).sum::<usize>(),
-            |f| {
-                entries.iter().fold(0, |n, (k, v)| {
-                    n + OP_OVERHEAD + key_bound(k, f) + input_bound(v, f)
-                })
-            },
-        )?;
+        self.fits_planned(Planned::MapSetMany(&entries))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_set_many(obj, entries, owner, &mut self.out, &self.peers)
@@ -510,7 +559,7 @@ impl Replica {
     /// [`Error::NotOwner`], [`Error::TooLarge`].
     pub fn map_delete(&mut self, obj: ObjectId, key: &str) -> Result<Option<Value>, Error> {
         self.writable()?;
-        self.fits(|| 1, |f| OP_OVERHEAD + key_bound(key, f))?;
+        self.fits_planned(Planned::MapDelete(key))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_delete(obj, key, owner, &mut self.out, &self.peers)
@@ -593,14 +642,7 @@ impl Replica {
         writes: Vec<(usize, Input)>,
     ) -> Result<usize, Error> {
         self.writable()?;
-        self.fits(
-            || 1 + writes.iter().map(|(_, v)| 1 + refs(v)).sum::<usize>(),
-            |f| {
-                writes
-                    .iter()
-                    .fold(0, |n, (_, v)| n + OP_OVERHEAD + input_bound(v, f))
-            },
-        )?;
+        self.fits_planned(Planned::ListSetMany(&writes))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_set_many(obj, writes, owner, &mut self.out, &self.peers)
@@ -1088,6 +1130,55 @@ impl Replica {
         bound: impl FnOnce(codec::WireFormat) -> usize,
     ) -> Result<(), Error> {
         self.out.fits(&self.peers, ids, bound)
+    }
+
+    /// [`Replica::fits`] for a write as [`Replica::check_room`] plans it.
+    #[inline]
+    fn fits_planned(&mut self, write: Planned<'_>) -> Result<(), Error> {
+        let doc = &self.doc;
+        self.out
+            .fits(&self.peers, || write.ids(doc), |f| write.bound(doc, f))
+    }
+
+    /// Whether the writes of `plan`, made in order in one group
+    /// ([`Replica::begin`]), all fit in its message: when this says yes,
+    /// none of them is refused as [`Error::TooLarge`]. For a caller that
+    /// must make several writes or none.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when they may not all fit, [`Error::Syncing`]
+    /// during a sync, and [`Error::UnknownObject`] or
+    /// [`Error::WrongKind`] for a splice of what is not an array.
+    ///
+    /// ```
+    /// use facsimile_core::{Config, Error, Input, Planned, PeerId, Replica};
+    /// let mut r = Replica::new(PeerId::new("a", 1), Config::default().max_message_size(4096));
+    /// r.set_root(Input::Map(vec![])).unwrap();
+    /// let text = Input::from("x".repeat(1500));
+    /// assert!(r.check_room([Planned::MapSet("a", &text)]).is_ok());
+    /// let three = [("a", &text), ("b", &text), ("c", &text)].map(|(k, v)| Planned::MapSet(k, v));
+    /// assert!(matches!(r.check_room(three), Err(Error::TooLarge { .. })));
+    /// ```
+    pub fn check_room<'a>(
+        &mut self,
+        plan: impl IntoIterator<Item = Planned<'a>>,
+    ) -> Result<(), Error> {
+        self.writable()?;
+        let format = self.out.outbox.format();
+        let mut bytes = 0usize;
+        for write in plan {
+            if let Planned::ListSplice(obj, ..) = write {
+                self.doc.list(obj)?;
+            }
+            let intros = self
+                .out
+                .outbox
+                .intros_bound(&self.peers, || write.ids(&self.doc));
+            bytes = bytes
+                .saturating_add(write.bound(&self.doc, format))
+                .saturating_add(intros);
+        }
+        self.out.outbox.check_room(bytes)
     }
 
     /// Whether writes are taken now. A write keeps room in its message for

@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use facsimile_core::{Input as CoreInput, ObjectId, Prop};
+use facsimile_core::{Input as CoreInput, ObjectId, Planned, Prop, Value as CoreValue};
 use smol_str::SmolStr;
 
 use crate::error::{EngineError, Result};
@@ -1287,6 +1287,14 @@ impl ArrayRef {
                 let writes = (a..b).map(|i| (i, input.clone())).collect();
                 return r.list_set_many(id, writes).map(|_| ());
             }
+            // All or nothing: the references to the new object must fit
+            // beside it (any reference's bound is that of this one).
+            let first = [(a, input)];
+            let refs: Vec<_> = (a + 1..b)
+                .map(|i| (i, CoreInput::Value(CoreValue::Ref(id))))
+                .collect();
+            r.check_room([Planned::ListSetMany(&first), Planned::ListSetMany(&refs)])?;
+            let [(a, input)] = first;
             r.begin();
             let filled = r.list_set_many(id, vec![(a, input)]).and_then(|_| {
                 let created = r.list_get(id, a)?.expect("the element just set");

@@ -18,7 +18,9 @@
 //!   its parent slot (a new object when the value is a map or an array). An
 //!   integer in the store equals a float in the tree of the same value.
 
-use facsimile_core::{Input as CoreInput, ObjectId, ObjectKind, Replica, Value as CoreValue};
+use facsimile_core::{
+    Input as CoreInput, ObjectId, ObjectKind, Planned, Replica, Value as CoreValue,
+};
 use smol_str::SmolStr;
 
 use super::de::MAX_DEPTH;
@@ -37,6 +39,19 @@ pub(crate) enum Write {
 }
 
 impl Write {
+    /// The write as the engine plans it ([`Replica::check_room`]).
+    fn planned(&self) -> Planned<'_> {
+        match self {
+            Write::Root(input) => Planned::Root(input),
+            Write::Set(_, k, input) => Planned::MapSet(k, input),
+            Write::Delete(_, k) => Planned::MapDelete(k),
+            Write::SetElems(_, writes) => Planned::ListSetMany(writes),
+            Write::Splice(o, start, delete, items) => {
+                Planned::ListSplice(*o, *start, *delete, items)
+            }
+        }
+    }
+
     fn target(&self) -> Option<ObjectId> {
         match self {
             Write::Root(_) => None,
@@ -59,13 +74,17 @@ pub(crate) struct Plan {
 impl Plan {
     /// The existing objects the plan writes to, each once.
     pub(crate) fn targets(&self) -> Vec<ObjectId> {
-        let mut out: Vec<ObjectId> = Vec::new();
-        for o in self.writes.iter().filter_map(Write::target) {
-            if !out.contains(&o) {
-                out.push(o);
-            }
-        }
-        out
+        let mut seen = std::collections::HashSet::new();
+        self.writes
+            .iter()
+            .filter_map(Write::target)
+            .filter(|o| seen.insert(*o))
+            .collect()
+    }
+
+    /// The writes as the engine plans them ([`Replica::check_room`]).
+    pub(crate) fn planned(&self) -> impl Iterator<Item = Planned<'_>> {
+        self.writes.iter().map(Write::planned)
     }
 
     /// Applies the writes. Call inside one `begin`/`commit` group so they

@@ -199,6 +199,9 @@ fn write_tree<T: Serialize + ?Sized>(
             r.check_writable(o)?;
         }
         if !plan.writes.is_empty() {
+            // All or nothing: a write refused for the message's size
+            // halfway would leave the writes before it made and sent.
+            r.check_room(plan.planned())?;
             r.begin();
             let applied = plan.apply(r);
             r.commit();

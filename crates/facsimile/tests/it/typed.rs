@@ -1236,3 +1236,59 @@ fn readme_example() -> Result<(), Error> {
     assert_eq!(client.get("/players/0/name").unwrap(), "ada");
     Ok(())
 }
+
+/// A typed update whose writes do not all fit in one message is refused
+/// whole: nothing is written or sent. The same for a fill with an object.
+#[test]
+fn an_update_too_large_for_one_message_changes_nothing() {
+    for format in [WireFormat::Binary, WireFormat::Json] {
+        let config = Config::default().max_message_size(4096).wire_format(format);
+        let net = LocalNetwork::with_config(config);
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root_from(&BTreeMap::from([("k".to_string(), "v".to_string())]))
+            .unwrap();
+        let err = a
+            .update(|m: &mut BTreeMap<String, String>| {
+                for i in 0..100 {
+                    m.insert(format!("k{i:03}"), "x".repeat(100));
+                }
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err.engine(), Some(EngineError::TooLarge { .. })),
+            "{format:?}: {err}"
+        );
+        for node in [&a, &b] {
+            let now: BTreeMap<String, String> = node.root_as().unwrap();
+            assert_eq!(now.len(), 1, "{format:?}: nothing written");
+        }
+        // A few fit, as before.
+        a.update(|m: &mut BTreeMap<String, String>| {
+            for i in 0..3 {
+                m.insert(format!("k{i:03}"), "x".repeat(100));
+            }
+        })
+        .unwrap();
+        assert_eq!(b.root_as::<BTreeMap<String, String>>().unwrap().len(), 4);
+
+        a.set_root(json!({"l": vec![0; 20]})).unwrap();
+        let list = a.get("/l").unwrap().as_array().unwrap().clone();
+        // The object alone fits; with a reference at each other index it
+        // does not.
+        list.fill(json!({"big": "y".repeat(3000)}), ..1).unwrap();
+        let first = b.get("/l/0");
+        let err = list.fill(json!({"big": "y".repeat(3000)}), ..).unwrap_err();
+        assert!(
+            matches!(err.engine(), Some(EngineError::TooLarge { .. })),
+            "{format:?}: {err}"
+        );
+        assert_eq!(
+            b.get("/l/1"),
+            Some(Value::Int(0)),
+            "{format:?}: nothing filled"
+        );
+        assert_eq!(b.get("/l/0"), first, "{format:?}: not replaced");
+        assert_eq!(a.snapshot(), b.snapshot(), "{format:?}");
+    }
+}
