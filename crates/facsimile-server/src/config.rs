@@ -27,6 +27,7 @@ pub struct ServerConfig {
     pub(crate) max_frame: usize,
     pub(crate) max_clients: usize,
     pub(crate) client_queue: usize,
+    pub(crate) document_queue: Option<usize>,
     pub(crate) compact_bytes: u64,
     pub(crate) heartbeat: Duration,
     pub(crate) peer_timeout: Duration,
@@ -54,6 +55,7 @@ impl Default for ServerConfig {
             max_frame: DEFAULT_MAX_FRAME,
             max_clients: 1024,
             client_queue: 64 << 20,
+            document_queue: None,
             compact_bytes: 64 << 20,
             heartbeat: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(10),
@@ -147,6 +149,33 @@ impl ServerConfig {
     pub fn client_queue(mut self, bytes: usize) -> Self {
         self.client_queue = bytes;
         self
+    }
+
+    /// Bytes of its clients' frames one document holds at once: waiting
+    /// for the document's thread, or in the batch it is committing
+    /// (default four times [`ServerConfig::max_frame`], 64 MiB with the
+    /// default frame limit; at most 4 GiB). A connection whose frame does
+    /// not fit waits, reading nothing more from its client, until the
+    /// document has committed enough of what it holds: a busy document
+    /// slows its senders down through TCP. A frame larger than the whole
+    /// budget waits until it is alone. A batch ends once its frames take
+    /// half the budget, so that clients fill the other half while it is
+    /// committed.
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().document_queue(256 << 20);
+    /// ```
+    pub fn document_queue(mut self, bytes: usize) -> Self {
+        self.document_queue = Some(bytes);
+        self
+    }
+
+    /// The bytes of frames a document holds at once
+    /// ([`ServerConfig::document_queue`]).
+    pub(crate) fn document_budget(&self) -> usize {
+        self.document_queue
+            .unwrap_or(self.max_frame.saturating_mul(4))
+            .clamp(1, u32::MAX as usize)
     }
 
     /// Log size past which a document's snapshot is rewritten and its log

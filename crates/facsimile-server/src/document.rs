@@ -21,7 +21,7 @@ use bytes::Bytes;
 use facsimile::net::protocol::{self, ClientHello, Down, ServerHello, Up};
 use facsimile_core::{Config, Envelope, Event, PeerId, Replica};
 use indexmap::IndexMap;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 // The runtime's clock, so that a simulated one drives the timers too.
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,8 +32,12 @@ use crate::store::{Record, Snapshot, Store};
 /// The relay's hostname in every document.
 pub(crate) const RELAY_HOSTNAME: &str = "relay";
 
-/// At most this many inputs are applied before a commit.
+/// At most this many inputs are applied before a commit (and at most half
+/// the document's byte budget, `ServerConfig::document_queue`).
 const MAX_BATCH: usize = 512;
+
+/// Inputs a document's channel holds (its byte budget is the real bound).
+const INPUTS: usize = 4096;
 
 /// How many evicted incarnations the relay remembers the applied frames
 /// of (see `Document::applied_at_eviction`).
@@ -76,14 +80,71 @@ pub(crate) enum Cmd {
         addr: SocketAddr,
         out: Outbox,
     },
-    /// A frame from a client.
-    Frame { conn: ConnId, frame: Bytes },
+    /// A frame from a client, with its share of the document's budget,
+    /// given back once the batch that took the frame is committed.
+    Frame {
+        conn: ConnId,
+        frame: Bytes,
+        budget: OwnedSemaphorePermit,
+    },
     /// A client's connection ended.
     Leave { conn: ConnId, reason: String },
     /// The timer the document armed is due.
     Tick,
     /// The inspector asks where the document stands.
     Status(oneshot::Sender<DocStatus>),
+}
+
+/// The way into a document's thread: its channel, and the budget of bytes
+/// that its clients' frames may hold while they wait in the channel or sit
+/// in the batch being committed (`ServerConfig::document_queue`).
+#[derive(Clone)]
+pub(crate) struct Inbox {
+    pub(crate) tx: mpsc::Sender<Cmd>,
+    budget: Arc<Semaphore>,
+    /// The budget's bytes: a larger frame takes all of them.
+    size: u32,
+}
+
+/// The document's thread ended.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+impl Inbox {
+    /// A document's inbox with a budget of `bytes` (at least one, at most
+    /// `u32::MAX`), and the receiving end of its channel.
+    pub(crate) fn new(bytes: usize) -> (Inbox, mpsc::Receiver<Cmd>) {
+        let size = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
+        let (tx, rx) = mpsc::channel(INPUTS);
+        let budget = Arc::new(Semaphore::new(size as usize));
+        (Inbox { tx, budget, size }, rx)
+    }
+
+    /// Passes a client's frame on once the budget has room for it (all of
+    /// the budget for a frame at least that large): until then the
+    /// connection reads nothing more from its client.
+    pub(crate) async fn send_frame(&self, conn: ConnId, frame: Bytes) -> Result<(), Closed> {
+        let share = u32::try_from(frame.len())
+            .unwrap_or(u32::MAX)
+            .min(self.size);
+        let budget = self
+            .budget
+            .clone()
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| Closed)?;
+        self.send(Cmd::Frame {
+            conn,
+            frame,
+            budget,
+        })
+        .await
+    }
+
+    /// Passes any other input on.
+    pub(crate) async fn send(&self, cmd: Cmd) -> Result<(), Closed> {
+        self.tx.send(cmd).await.map_err(|_| Closed)
+    }
 }
 
 /// Where a document stands, for the inspector: what the thread knows
@@ -206,6 +267,8 @@ pub(crate) struct Doc {
     epoch: Instant,
     store: Store,
     log_id: u64,
+    /// A batch ends once its frames hold this much of the budget.
+    batch_bytes: usize,
     /// The last position assigned, and the last one durable.
     head: u64,
     committed: u64,
@@ -310,6 +373,7 @@ impl Doc {
             break (replica, me);
         };
         let log_id = store.log_id();
+        let batch_bytes = (config.document_budget() / 2).max(1);
         let mut doc = Doc {
             name: name.to_string(),
             config,
@@ -318,6 +382,7 @@ impl Doc {
             epoch: Instant::now(),
             store: Store::ephemeral(),
             log_id,
+            batch_bytes,
             head: base,
             committed: base,
             tail: VecDeque::new(),
@@ -406,16 +471,28 @@ impl Doc {
     }
 
     /// Handles `first` and what else is waiting, up to a batch, then
-    /// commits and re-arms the timer.
+    /// commits, gives the batch's frames' budget back, and re-arms the
+    /// timer.
     fn batch(&mut self, first: Cmd, rx: &mut mpsc::Receiver<Cmd>, timer: &watch::Sender<Deadline>) {
-        self.handle(first);
-        for _ in 1..MAX_BATCH {
-            match rx.try_recv() {
-                Ok(cmd) => self.handle(cmd),
-                Err(_) => break,
+        // Held until the batch is durable: what the document holds of its
+        // clients' frames, waiting or in the batch, is what the budget
+        // allows.
+        let mut taken: Vec<OwnedSemaphorePermit> = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        for _ in 0..MAX_BATCH {
+            let Some(cmd) = next.take() else { break };
+            if let Cmd::Frame { budget, .. } = &cmd {
+                bytes += budget.num_permits();
             }
+            self.handle(cmd, &mut taken);
+            if bytes >= self.batch_bytes {
+                break;
+            }
+            next = rx.try_recv().ok();
         }
         self.commit_and_release();
+        drop(taken);
         self.arm(timer);
     }
 
@@ -432,7 +509,8 @@ impl Doc {
         });
     }
 
-    fn handle(&mut self, cmd: Cmd) {
+    /// Handles one input; a frame's share of the budget goes to `taken`.
+    fn handle(&mut self, cmd: Cmd, taken: &mut Vec<OwnedSemaphorePermit>) {
         match cmd {
             Cmd::Join {
                 conn,
@@ -440,7 +518,14 @@ impl Doc {
                 addr,
                 out,
             } => self.join(conn, hello, addr, out),
-            Cmd::Frame { conn, frame } => self.frame(conn, frame),
+            Cmd::Frame {
+                conn,
+                frame,
+                budget,
+            } => {
+                taken.push(budget);
+                self.frame(conn, frame);
+            }
             Cmd::Leave { conn, reason } => {
                 if let Some(c) = self.clients.get(&conn) {
                     tracing::info!(
@@ -1266,6 +1351,136 @@ mod tests {
             "{on_disk:?}"
         );
         assert_eq!(doc.applied_at_eviction.get(&tag), None);
+    }
+
+    /// A client of a document under test: joins `doc` on connection
+    /// `conn` as a new node of incarnation `tag`; returns what the relay
+    /// queues for it.
+    fn join_as(doc: &mut Doc, conn: ConnId, tag: u32) -> mpsc::Receiver<Vec<Bytes>> {
+        let (tx, rx) = mpsc::channel(QUEUE_ROUNDS);
+        let out = Outbox {
+            tx,
+            queued: Arc::default(),
+            cancel: CancellationToken::new(),
+            closing: Arc::default(),
+            ending: CancellationToken::new(),
+        };
+        let hello = ClientHello {
+            protocol: protocol::PROTOCOL_VERSION,
+            document: "d".into(),
+            token: String::new(),
+            hostname: format!("node-{tag}"),
+            incarnation: tag,
+            resume: None,
+            read_only: false,
+        };
+        doc.join(conn, hello, "127.0.0.1:1".parse().unwrap(), out);
+        rx
+    }
+
+    /// A node's hello and `n` writes after it, as the frames it sends.
+    fn writes(tag: u32, n: i64) -> Vec<Bytes> {
+        let mut node = Replica::new(
+            PeerId::new(format!("node-{tag}").as_str(), tag),
+            Config::default(),
+        );
+        let root = node.set_root(Input::Map(vec![])).unwrap().expect("a map");
+        for i in 0..n {
+            node.map_set(root, "k", i.into()).unwrap();
+        }
+        std::iter::from_fn(|| node.poll_transmit())
+            .map(|t| Up::Broadcast(Bytes::from_owner(t.bytes)).encode())
+            .collect()
+    }
+
+    /// What a client was sent: the broadcast messages, and the last
+    /// acknowledgement.
+    fn received(rx: &mut mpsc::Receiver<Vec<Bytes>>) -> (Vec<(u64, Bytes)>, u64) {
+        let (mut messages, mut acked) = (Vec::new(), 0);
+        while let Ok(round) = rx.try_recv() {
+            for frame in round {
+                match Down::decode(frame).unwrap() {
+                    Down::Message { position, bytes } => messages.push((position, bytes)),
+                    Down::Ack(n) => acked = n,
+                    _ => {}
+                }
+            }
+        }
+        (messages, acked)
+    }
+
+    /// A document holds at most its budget of its clients' frames,
+    /// waiting for it or in its batch: a frame that does not fit is not
+    /// taken (its connection reads nothing more) until the document has
+    /// committed what it holds; then every frame arrives, in order, and
+    /// is acknowledged. A frame larger than the budget takes all of it.
+    #[test]
+    fn frames_wait_for_room_in_the_documents_budget() {
+        use futures_util::FutureExt;
+
+        let frames = writes(0xa, 40);
+        let three: usize = frames[..3].iter().map(Bytes::len).sum();
+        for budget in [three, 1] {
+            let config = Arc::new(ServerConfig::default().document_queue(budget));
+            let (mut doc, _) = Doc::open("d", None, config).unwrap();
+            let (inbox, mut rx) = Inbox::new(budget);
+            let (timer, _armed) = watch::channel(None);
+            let mut writer = join_as(&mut doc, 1, 0xa);
+            let mut reader = join_as(&mut doc, 2, 0xb);
+            let mut sent = 0;
+            let mut held_at_first = None;
+            while sent < frames.len() {
+                // The document is held: nothing runs it meanwhile.
+                let before = sent;
+                while sent < frames.len()
+                    && inbox
+                        .send_frame(1, frames[sent].clone())
+                        .now_or_never()
+                        .is_some()
+                {
+                    sent += 1;
+                }
+                held_at_first.get_or_insert(sent);
+                if sent < frames.len() {
+                    let share = frames[sent].len().min(budget);
+                    assert!(
+                        share > inbox.budget.available_permits(),
+                        "budget {budget}: frame {sent} waits only while it does not fit"
+                    );
+                }
+                // The document takes a batch and commits it.
+                let first = rx.try_recv().expect("a frame waits only behind others");
+                doc.batch(first, &mut rx, &timer);
+                if before == 0 && budget > 1 {
+                    assert!(!rx.is_empty(), "a batch takes at most half the budget");
+                }
+            }
+            while let Ok(first) = rx.try_recv() {
+                doc.batch(first, &mut rx, &timer);
+            }
+            let expected = if budget == 1 { 1 } else { 3 };
+            assert_eq!(held_at_first, Some(expected), "budget {budget}");
+            assert_eq!(inbox.budget.available_permits(), budget, "all given back");
+            assert_eq!(
+                received(&mut writer).1,
+                frames.len() as u64,
+                "budget {budget}"
+            );
+            let theirs: Vec<Bytes> = received(&mut reader)
+                .0
+                .into_iter()
+                .map(|(_, m)| m)
+                .filter(|m| Envelope::peek(m).unwrap().from == 0xa)
+                .collect();
+            let sent: Vec<Bytes> = frames
+                .iter()
+                .map(|f| match Up::decode(f.clone()).unwrap() {
+                    Up::Broadcast(m) => m,
+                    Up::To(..) => unreachable!("broadcasts only"),
+                })
+                .collect();
+            assert_eq!(theirs, sent, "budget {budget}: every frame, in order");
+        }
     }
 
     /// Clients send unacknowledged messages again after reconnecting; the

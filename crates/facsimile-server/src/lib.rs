@@ -23,9 +23,10 @@
 //!
 //! # Overview
 //! - One thread per document owns its replica and its store; connections
-//!   pass frames to it over a bounded channel (a busy document slows its
-//!   senders down through TCP) and take frames from a bounded per-client
-//!   queue (a client that falls behind is cut off, with a logged reason).
+//!   pass frames to it within a budget of bytes per document
+//!   ([`ServerConfig::document_queue`]: a busy document slows its senders
+//!   down through TCP) and take frames from a bounded per-client queue (a
+//!   client that falls behind is cut off, with a logged reason).
 //! - A client's message is applied, appended to the document's log and
 //!   synced to disk before it is forwarded or acknowledged; a batch of
 //!   messages shares one sync.

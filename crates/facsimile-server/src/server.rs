@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::ServerConfig;
-use crate::document::{self, Cmd, ConnId, Doc, Outbox, QUEUE_ROUNDS, Recovery};
+use crate::document::{self, Cmd, ConnId, Doc, Inbox, Outbox, QUEUE_ROUNDS, Recovery};
 use crate::http;
 use crate::transport::{self, Close, FrameSink, Frames, Outgoing, ReadError, Transport};
 
@@ -54,7 +54,7 @@ pub struct Server {
 /// What the listener, the handlers and the documents share.
 pub(crate) struct Shared {
     pub(crate) config: Arc<ServerConfig>,
-    docs: Mutex<HashMap<String, mpsc::Sender<Cmd>>>,
+    docs: Mutex<HashMap<String, Inbox>>,
     /// Held while a document opens: two recoveries of one directory would
     /// both write to its log.
     opening: Mutex<()>,
@@ -372,8 +372,8 @@ impl Shared {
         .await;
     }
 
-    /// The channel of a document that is open (every document on disk is).
-    pub(crate) fn open_doc_channel(&self, name: &str) -> Option<mpsc::Sender<Cmd>> {
+    /// The inbox of a document that is open (every document on disk is).
+    pub(crate) fn open_doc_channel(&self, name: &str) -> Option<Inbox> {
         self.docs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -387,7 +387,7 @@ impl Shared {
     async fn open_doc_off_runtime(
         self: &Arc<Self>,
         name: String,
-    ) -> Result<io::Result<mpsc::Sender<Cmd>>, tokio::task::JoinError> {
+    ) -> Result<io::Result<Inbox>, tokio::task::JoinError> {
         if self.config.documents_on_runtime {
             return Ok(self.open_doc(&name));
         }
@@ -395,9 +395,9 @@ impl Shared {
         tokio::task::spawn_blocking(move || shared.open_doc(&name)).await
     }
 
-    /// Opens a document's thread and its timer, once; returns its channel
+    /// Opens a document's thread and its timer, once; returns its inbox
     /// when it is recovered.
-    fn open_doc(self: &Arc<Self>, name: &str) -> io::Result<mpsc::Sender<Cmd>> {
+    fn open_doc(self: &Arc<Self>, name: &str) -> io::Result<Inbox> {
         let _opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = self
             .docs
@@ -420,7 +420,7 @@ impl Shared {
             );
         }
         let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
-        let (tx, rx) = mpsc::channel(4096);
+        let (inbox, rx) = Inbox::new(self.config.document_budget());
         let (arm, armed) = watch::channel(None);
         if self.config.documents_on_runtime {
             tokio::spawn(doc.run_on_runtime(rx, arm));
@@ -434,12 +434,12 @@ impl Shared {
                 .push(thread);
         }
         tokio::runtime::Handle::current().spawn(document::run_timer(
-            tx.clone(),
+            inbox.tx.clone(),
             armed,
             self.stopping.clone(),
         ));
-        docs.insert(name.to_string(), tx.clone());
-        Ok(tx)
+        docs.insert(name.to_string(), inbox.clone());
+        Ok(inbox)
     }
 }
 
@@ -591,12 +591,9 @@ impl Handler {
     }
 }
 
-/// The channel of the hello's document, opening (and recovering) the
+/// The inbox of the hello's document, opening (and recovering) the
 /// document if no client has yet.
-async fn open_document(
-    shared: &Arc<Shared>,
-    hello: &ClientHello,
-) -> Result<mpsc::Sender<Cmd>, Refusal> {
+async fn open_document(shared: &Arc<Shared>, hello: &ClientHello) -> Result<Inbox, Refusal> {
     match shared.open_doc_off_runtime(hello.document.clone()).await {
         Ok(Ok(doc)) => Ok(doc),
         Err(_) => Err(Refusal::Dropped(Close {
@@ -619,7 +616,7 @@ struct ClientConn {
     /// The connection's id in its document.
     id: ConnId,
     /// The document's thread.
-    doc: mpsc::Sender<Cmd>,
+    doc: Inbox,
     /// The client's frames.
     frames: Frames,
     /// Cancelled when either side ends the connection: the document dropped
@@ -648,11 +645,7 @@ enum Departure {
 
 impl ClientConn {
     /// Joins the client to its document; `None` if the document closed.
-    async fn join(
-        handler: Handler,
-        hello: ClientHello,
-        doc: mpsc::Sender<Cmd>,
-    ) -> Option<ClientConn> {
+    async fn join(handler: Handler, hello: ClientHello, doc: Inbox) -> Option<ClientConn> {
         let Handler {
             shared,
             addr,
@@ -773,14 +766,11 @@ impl ClientConn {
                 }
                 None => return Some(Departure::Left("closed by the client".into())),
             };
-            let cmd = Cmd::Frame {
-                conn: self.id,
-                frame,
-            };
-            // Waiting here when the document is busy slows the client down
-            // through TCP: backpressure, not buffering.
+            // Waiting here when the document is busy (its budget taken)
+            // slows the client down through TCP: backpressure, not
+            // buffering.
             tokio::select! {
-                r = self.doc.send(cmd) => if r.is_err() { return Some(Departure::Left("the document closed".into())) },
+                r = self.doc.send_frame(self.id, frame) => if r.is_err() { return Some(Departure::Left("the document closed".into())) },
                 _ = self.cancel.cancelled() => return None,
                 _ = self.ending.cancelled() => return None,
                 _ = self.stopping.cancelled() => return None,

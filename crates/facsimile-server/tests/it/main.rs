@@ -6,6 +6,7 @@ mod eviction;
 mod grace;
 mod incarnation;
 mod inspect;
+mod limits;
 mod offline;
 mod partition;
 mod read_only;
