@@ -193,6 +193,18 @@ fn scalar_matches(cur: &CoreValue, new: &CoreValue) -> bool {
     }
 }
 
+/// Whether the stored scalar `cur` already holds the `f32` `new`: it
+/// reads as that `f32` (a float narrowed, or an integer), bit for bit.
+/// Writing back an `f32` field unchanged must send nothing, though the
+/// `f32` widened is not the float stored.
+fn single_matches(cur: &CoreValue, new: f32) -> bool {
+    match cur {
+        CoreValue::Float(f) => (*f as f32).to_bits() == new.to_bits(),
+        CoreValue::Int(i) => (*i as f32).to_bits() == new.to_bits(),
+        _ => false,
+    }
+}
+
 /// Sorts map entries by key, keeping the last of duplicate keys.
 fn sorted(mut entries: Vec<(SmolStr, Tree)>) -> Vec<(SmolStr, Tree)> {
     entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -261,6 +273,7 @@ impl Differ<'_> {
                 None
             }
             (_, Tree::Scalar(v)) => (!scalar_matches(cur, &v)).then_some(CoreInput::Value(v)),
+            (_, Tree::Single(v)) => (!single_matches(cur, v)).then(|| Tree::Single(v).into_input()),
             (_, t) => Some(t.into_input()),
         };
         self.depth -= 1;
@@ -377,6 +390,7 @@ impl Differ<'_> {
     fn equal_inner(&mut self, cur: &CoreValue, new: &Tree) -> bool {
         match (self.map_kind(cur), new) {
             (_, Tree::Scalar(v)) => scalar_matches(cur, v),
+            (_, Tree::Single(v)) => single_matches(cur, *v),
             (Some((o, ObjectKind::Map)), Tree::Struct(fields)) => {
                 fields
                     .iter()

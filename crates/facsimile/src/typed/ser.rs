@@ -14,6 +14,9 @@ use super::error::ConvError;
 pub(crate) enum Tree {
     /// A scalar (never a reference).
     Scalar(CoreValue),
+    /// An `f32`, stored as a float: a stored value that reads as this
+    /// `f32` already holds it.
+    Single(f32),
     /// `Option::None` in a struct field, or a field skipped by
     /// `skip_serializing_if`: the key is absent. Anywhere else `None` is
     /// stored as `Null`.
@@ -43,6 +46,7 @@ impl Tree {
     pub(crate) fn into_input(self) -> CoreInput {
         match self {
             Tree::Scalar(v) => CoreInput::Value(v),
+            Tree::Single(v) => CoreInput::Value(CoreValue::Float(v.into())),
             Tree::Absent => CoreInput::Value(CoreValue::Null),
             Tree::Seq(items) => CoreInput::Array(items.into_iter().map(Tree::into_input).collect()),
             Tree::Map(entries) => CoreInput::Map(
@@ -68,6 +72,7 @@ impl Tree {
     pub(crate) fn describe(&self) -> &'static str {
         match self {
             Tree::Scalar(v) => super::error::describe(v, None),
+            Tree::Single(v) => super::error::describe(&CoreValue::Float((*v).into()), None),
             Tree::Absent => "null",
             Tree::Seq(_) => "array",
             Tree::Map(_) | Tree::Struct(_) | Tree::Variant(..) => "map",
@@ -137,7 +142,7 @@ impl ser::Serializer for TreeSer {
         int(i64::try_from(v).map_err(|_| out_of_range(v))?)
     }
     fn serialize_f32(self, v: f32) -> Result<Tree, ConvError> {
-        Ok(Tree::Scalar(CoreValue::Float(v.into())))
+        Ok(Tree::Single(v))
     }
     fn serialize_f64(self, v: f64) -> Result<Tree, ConvError> {
         Ok(Tree::Scalar(CoreValue::Float(v)))

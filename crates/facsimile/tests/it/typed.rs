@@ -1292,3 +1292,29 @@ fn an_update_too_large_for_one_message_changes_nothing() {
         assert_eq!(a.snapshot(), b.snapshot(), "{format:?}");
     }
 }
+
+/// An `f32` field written back unchanged sends nothing, though the float
+/// stored is not the `f32` widened (a float, or an integer it rounds).
+#[test]
+fn an_f32_field_written_back_unchanged_sends_nothing() {
+    #[derive(Serialize, Deserialize)]
+    struct R {
+        r: f32,
+        n: f32,
+        v: Vec<f32>,
+    }
+    let net = LocalNetwork::manual(15);
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({"r": 0.1, "n": 16_777_217, "v": [0.3, 1e300]}))
+        .unwrap();
+    net.run();
+    a.update(|_: &mut R| {}).unwrap();
+    assert_eq!(net.in_flight(), 0, "nothing sent");
+    a.update(|r: &mut R| r.r = 0.5).unwrap();
+    assert_eq!(net.in_flight(), 1, "a change is sent");
+    net.run();
+    assert_eq!(b.get("/r"), Some(Value::Float(0.5)));
+    assert_eq!(b.get("/n"), Some(Value::Int(16_777_217)));
+    assert_eq!(b.get("/v/0"), Some(Value::Float(0.3)));
+}
