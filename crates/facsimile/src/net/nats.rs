@@ -498,7 +498,9 @@ async fn read_snapshot(
         .get(POSITION)
         .and_then(|p| p.parse::<u64>().ok())
         .ok_or("a snapshot without its position")?;
-    let mut bytes = Vec::with_capacity(object.info().size);
+    // The size is the writer's word: room for it up to a bound, and the
+    // read grows the buffer past that as the bytes come.
+    let mut bytes = Vec::with_capacity(object.info().size.min(64 << 20));
     object.read_to_end(&mut bytes).await?;
     Ok(Some((bytes, position)))
 }
@@ -949,7 +951,7 @@ fn span(frames: &str) -> Option<(u64, u64)> {
         None => Some((frames.parse().ok()?, 1)),
         Some((first, last)) => {
             let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
-            let count = last.checked_sub(first)? + 1;
+            let count = last.checked_sub(first)?.checked_add(1)?;
             (count < 1 << INDEX_BITS).then_some((first, count))
         }
     }
@@ -1360,6 +1362,7 @@ mod tests {
         assert_eq!(frames_named("host.0000abcd.17-20"), Some((17, 4)));
         assert_eq!(frames_named("host.0000abcd.20-17"), None);
         assert_eq!(frames_named("host.0000abcd.0-70000"), None);
+        assert_eq!(frames_named("x.0-18446744073709551615"), None);
         assert_eq!(frames_named("no-dot"), None);
         assert_eq!(own_index("h.0000abcd", "h.0000abcd.5-9"), Some(5));
         assert_eq!(own_index("h.0000abcd", "h.0000abce.5"), None);
