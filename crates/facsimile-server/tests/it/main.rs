@@ -3,6 +3,7 @@
 //! and the inspector's routes.
 
 mod eviction;
+mod frame_limit;
 mod grace;
 mod incarnation;
 mod inspect;

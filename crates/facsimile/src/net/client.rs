@@ -421,7 +421,7 @@ async fn run(
             let _ = shared.status.send_replace(Status::Connected);
             attempts.reset();
             let error = tokio::select! {
-                e = drive(c, &shared, &node, &mut session, silence(&options)) => e,
+                e = drive(c, &shared, &node, &mut session, silence(&options), options.max_frame) => e,
                 _ = shared.cancel.cancelled() => return,
             };
             if shared.cancel.is_cancelled() || node.upgrade().is_none() {
@@ -431,6 +431,13 @@ async fn run(
                 // Sending it again would be refused again.
                 tracing::error!(%addr, %reason, "the relay refused this node's messages");
                 let _ = shared.status.send_replace(Status::Refused(reason));
+                shared.complete(|outbox| outbox.close());
+                return;
+            }
+            if let e @ NetError::FrameTooLarge { .. } = error {
+                // Reading again would meet the same frame again.
+                tracing::error!(%addr, error = %e, "stopped");
+                let _ = shared.status.send_replace(Status::Failed(e.to_string()));
                 shared.complete(|outbox| outbox.close());
                 return;
             }
@@ -506,6 +513,7 @@ async fn drive(
     node: &Weak<Inner>,
     session: &mut Session,
     silence: Duration,
+    max_frame: usize,
 ) -> NetError {
     let Conn {
         mut reader,
@@ -538,6 +546,9 @@ async fn drive(
             };
             let frame = match frame {
                 Ok(f) => f,
+                Err(source) if protocol::is_too_large(&source) => {
+                    return NetError::FrameTooLarge { limit: max_frame };
+                }
                 Err(source) => {
                     return NetError::Io {
                         during: "reading from the relay",

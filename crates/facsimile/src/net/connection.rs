@@ -28,6 +28,10 @@ pub enum Status {
     /// on a read-only connection, say), for this reason. The connection
     /// does not reconnect: it would send the same again.
     Refused(String),
+    /// Stopped for good, for this reason: the relay sent a frame larger
+    /// than this node accepts ([`ConnectOptions::max_frame`](super::ConnectOptions::max_frame)),
+    /// which it would send again after every reconnection.
+    Failed(String),
 }
 
 /// A node connected to a relay or to NATS, with the background tasks that
@@ -135,11 +139,13 @@ impl Connection {
                 let notified = self.shared.progress.notified();
                 {
                     let outbox = self.shared.outbox();
-                    if outbox.done() >= target {
-                        break outbox.stored_at();
-                    }
+                    // Closed, it takes nothing more: a write made since
+                    // went nowhere, and no count says so.
                     if outbox.is_closed() {
                         return Err(NetError::Closed);
+                    }
+                    if outbox.done() >= target {
+                        break outbox.stored_at();
                     }
                 }
                 notified.await;

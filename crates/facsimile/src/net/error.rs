@@ -91,6 +91,17 @@ pub enum NetError {
         "{0} unacknowledged writes were dropped: this node was evicted, or the log refused them"
     )]
     WritesLost(u64),
+    /// The relay sent a frame larger than this node accepts
+    /// ([`ConnectOptions::max_frame`](super::ConnectOptions::max_frame)).
+    /// The connection stops: the relay would send the same frame again.
+    #[error(
+        "the relay sent a frame larger than this node's max_frame of {limit} bytes; \
+         raise ConnectOptions::max_frame to the relay's --max-frame"
+    )]
+    FrameTooLarge {
+        /// This node's limit.
+        limit: usize,
+    },
     /// The connection was closed.
     #[error("the connection is closed")]
     Closed,

@@ -39,10 +39,16 @@ pub fn framed(stream: Box<dyn ByteStream>, max_frame: usize) -> (FrameReader, Fr
 }
 
 /// Whether a read failed because the peer announced a frame above the
-/// limit: something that is not a facsimile peer usually does (the first
-/// four bytes of `HTTP/1.1` announce a gigabyte).
+/// limit (a length prefix, or a WebSocket message): something that is not
+/// a facsimile peer usually does (the first four bytes of `HTTP/1.1`
+/// announce a gigabyte).
 #[cfg(feature = "tcp")]
 pub(crate) fn is_too_large(e: &std::io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>())
+    e.get_ref().is_some_and(|inner| {
+        inner.is::<tokio_util::codec::LengthDelimitedCodecError>()
+            || matches!(
+                inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
+                Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+            )
+    })
 }
