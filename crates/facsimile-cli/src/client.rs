@@ -477,9 +477,18 @@ impl Signals {
         std::future::pending::<()>().await
     }
 
-    /// Sends `signal` on to the command, if it still runs.
+    /// Sends `signal` on to the command, if it still runs, unless the
+    /// terminal sent it: an interrupt or a hangup of the terminal goes to
+    /// its whole foreground process group, the command (which shares this
+    /// process's group) with it, and a second one would make many
+    /// programs skip their orderly shutdown.
     #[cfg(unix)]
     fn forward(&self, signal: rustix::process::Signal, child: &tokio::process::Child) {
+        use rustix::process::Signal as S;
+        if matches!(signal, S::INT | S::HUP) && in_foreground() {
+            tracing::info!(?signal, "the terminal sent the signal to the command too");
+            return;
+        }
         let pid = child
             .id()
             .and_then(|id| rustix::process::Pid::from_raw(id as i32));
@@ -491,6 +500,16 @@ impl Signals {
 
     #[cfg(not(unix))]
     fn forward(&self, _: (), _: &tokio::process::Child) {}
+}
+
+/// Whether this process is in the foreground process group of its
+/// controlling terminal (none: not).
+#[cfg(unix)]
+fn in_foreground() -> bool {
+    let Ok(tty) = std::fs::File::open("/dev/tty") else {
+        return false;
+    };
+    rustix::termios::tcgetpgrp(&tty).is_ok_and(|group| group == rustix::process::getpgrp())
 }
 
 fn exit_code(status: std::process::ExitStatus) -> u8 {

@@ -256,6 +256,65 @@ fn get_and_watch_end_quietly_when_their_reader_is_gone() {
     }
 }
 
+/// Ctrl-C at a terminal reaches the command once: the terminal sends it
+/// to the whole foreground process group, the command with `lock`, which
+/// does not pass it on again. (`script` gives the command a terminal.)
+#[cfg(unix)]
+#[test]
+fn an_interrupt_from_the_terminal_reaches_the_command_once() {
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("this test needs `script` (util-linux) to make a terminal");
+    }
+    let dir = TempDir::new("lock-tty");
+    let relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.as_str();
+    ok(&["set", addr, "", "{}"]);
+    let go = dir.path().join("go");
+    let command = format!(
+        "n=0; trap 'n=$((n+1)); echo \"interrupt $n\"' INT; echo ready; \
+         while [ ! -f {go} ]; do sleep 0.05; done; echo \"count $n\"",
+        go = go.display()
+    );
+    let run = dir.path().join("run.sh");
+    std::fs::write(
+        &run,
+        format!(
+            "exec '{BIN}' lock {addr} '' -- sh -c '{}'\n",
+            command.replace('\'', r"'\''")
+        ),
+    )
+    .unwrap();
+    let mut terminal = Killed(
+        Command::new("script")
+            .args(["-qec", &format!("sh {}", run.display()), "/dev/null"])
+            .env("FACSIMILE_TOKEN", TOKEN)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut keys = terminal.0.stdin.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    let out = BufReader::new(terminal.0.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let _ = tx.send(line.trim().to_string());
+        }
+    });
+    let until = |what: &str| loop {
+        let line = lines.recv_timeout(PATIENCE).expect(what);
+        if line.contains(what) {
+            return line;
+        }
+    };
+    until("ready");
+    keys.write_all(b"\x03").unwrap();
+    keys.flush().unwrap();
+    until("interrupt 1");
+    std::fs::write(&go, b"").unwrap();
+    assert_eq!(until("count"), "count 1", "one interrupt, not two");
+}
+
 /// `lock --wait 0` runs its command when the lock is free and fails at
 /// once, without running it, when another node holds it.
 #[cfg(unix)]
