@@ -42,6 +42,11 @@ pub struct ServerConfig {
 /// was built from.
 pub const DEFAULT_INSPECTOR_ASSETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../js/dist");
 
+/// Room for a hello besides its token: its document name (at most 128
+/// bytes), hostname (at most [`facsimile_core::MAX_HOSTNAME`]) and numbers
+/// take less than 1,200 bytes; the rest is for fields of later versions.
+const HELLO_ROOM: usize = 64 << 10;
+
 /// The default address: port 7878 on loopback.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
@@ -178,6 +183,13 @@ impl ServerConfig {
             .clamp(1, u32::MAX as usize)
     }
 
+    /// The largest hello the relay reads: a connection's first frame, read
+    /// before its token is checked. At most the frame limit.
+    pub(crate) fn hello_limit(&self) -> usize {
+        let token = self.token.as_ref().map_or(0, String::len);
+        HELLO_ROOM.saturating_add(token).min(self.max_frame)
+    }
+
     /// Log size past which a document's snapshot is rewritten and its log
     /// emptied (default 64 MiB). Nodes that reconnect after a compaction
     /// of what they missed sync instead of resuming.
@@ -253,5 +265,39 @@ impl ServerConfig {
     pub fn documents_on_runtime(mut self, yes: bool) -> Self {
         self.documents_on_runtime = yes;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use facsimile::net::protocol::{ClientHello, PROTOCOL_VERSION, Resume};
+
+    use super::*;
+
+    /// The largest hello a node can send (the longest document name the
+    /// relay takes, the longest hostname, the largest numbers) takes less
+    /// than 1,200 bytes besides its token, and fits the hello's limit with
+    /// room to spare, whatever the token.
+    #[test]
+    fn the_largest_hello_fits_the_hello_limit() {
+        for token in [String::new(), "t".repeat(100_000)] {
+            let config = ServerConfig::default().token(token.clone());
+            let hello = ClientHello {
+                protocol: PROTOCOL_VERSION,
+                document: "d".repeat(128),
+                token,
+                hostname: "h".repeat(facsimile_core::MAX_HOSTNAME),
+                incarnation: u32::MAX,
+                resume: Some(Resume {
+                    log: u64::MAX,
+                    position: u64::MAX,
+                }),
+                read_only: true,
+            };
+            let len = hello.encode().len();
+            let besides_token = len - hello.token.len();
+            assert!(besides_token < 1200, "{besides_token}");
+            assert!(len + HELLO_ROOM - 1200 < config.hello_limit(), "{len}");
+        }
     }
 }

@@ -8,14 +8,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Extension, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use facsimile::net::protocol::ByteStream;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tower::ServiceExt;
 
 use crate::server::{Shared, run_client};
@@ -74,45 +74,96 @@ pub(crate) async fn serve(
 
 /// `/`: a WebSocket client joins a document; anybody else is told what
 /// listens here.
+///
+/// The upgrade is answered here rather than by axum's `WebSocketUpgrade`,
+/// whose socket cannot take a smaller limit for the hello than for the
+/// frames after it (see [`Transport::websocket`]).
 async fn root(
     State(shared): State<Arc<Shared>>,
     Extension(conn): Extension<Conn>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-    headers: axum::http::HeaderMap,
+    mut request: Request,
 ) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        // Asked for an upgrade, but not one that can be done.
-        Err(rejection) if headers.contains_key(header::UPGRADE) => {
-            return rejection.into_response();
+    if !request.headers().contains_key(header::UPGRADE) {
+        if conn
+            .permit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            return at_limit(&shared);
         }
-        Err(_) => {
-            if conn
-                .permit
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_none()
-            {
-                return at_limit(&shared);
-            }
-            return page();
-        }
+        return page();
+    }
+    // Asked for an upgrade, but not one that can be done.
+    if request.method() != Method::GET {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade is a GET request\n",
+        )
+            .into_response();
+    }
+    let accept = match websocket_key(request.headers()) {
+        Ok(key) => derive_accept_key(key.as_bytes()),
+        Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+    };
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded\n",
+        )
+            .into_response();
     };
     let permit = conn.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let max_frame = shared.config.max_frame;
-    ws.max_message_size(max_frame)
-        .max_frame_size(max_frame)
-        .on_failed_upgrade(
-            move |e| tracing::debug!(addr = %conn.addr, error = %e, "WebSocket upgrade failed"),
-        )
-        .on_upgrade(move |socket| {
-            run_client(
-                shared,
-                conn.addr,
-                permit,
-                Transport::websocket(socket, max_frame),
-            )
+    let (max_frame, hello_limit) = (shared.config.max_frame, shared.config.hello_limit());
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let transport =
+                    Transport::websocket(TokioIo::new(upgraded), max_frame, hello_limit).await;
+                run_client(shared, conn.addr, permit, transport).await;
+            }
+            Err(e) => tracing::debug!(addr = %conn.addr, error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    response
+}
+
+/// The key of a WebSocket handshake (RFC 6455, section 4.2.1), or why the
+/// request is not one.
+fn websocket_key(headers: &HeaderMap) -> Result<&HeaderValue, &'static str> {
+    let has = |name: HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
+    };
+    if !has(header::CONNECTION, "upgrade") {
+        return Err("a WebSocket upgrade needs `Connection: upgrade`");
+    }
+    if !has(header::UPGRADE, "websocket") {
+        return Err("only upgrades to WebSocket are served here");
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err("WebSocket version 13 only (Sec-WebSocket-Version: 13)");
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or("a WebSocket upgrade needs a Sec-WebSocket-Key")
 }
 
 fn page() -> Response {

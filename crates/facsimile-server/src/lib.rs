@@ -34,9 +34,10 @@
 //!   waits for it. A relay that restarts recovers each document from its
 //!   snapshot and log and evicts its previous incarnation; clients resume
 //!   where they stopped reading.
-//! - Hardening: a connection limit, a frame size limit, a shared token
-//!   compared in constant time, optional TLS, and a reason in the log for
-//!   every refusal and disconnection.
+//! - Hardening: a connection limit, a frame size limit (and a hello's, far
+//!   smaller, until the token is checked), a shared token compared in
+//!   constant time, optional TLS, and a reason in the log for every refusal
+//!   and disconnection.
 //! - A live inspector of each document at `/inspect/{doc}?token=…` (a page
 //!   on the JavaScript package, joined read-only) with the relay's side at
 //!   `/inspect/{doc}/status`; see [`ServerConfig::inspector_assets`].

@@ -32,7 +32,7 @@ use tracing::Instrument;
 use crate::config::ServerConfig;
 use crate::document::{self, Cmd, ConnId, Doc, Inbox, Outbox, QUEUE_ROUNDS, Recovery};
 use crate::http;
-use crate::transport::{self, Close, FrameSink, Frames, Outgoing, ReadError, Transport};
+use crate::transport::{self, Admission, Close, FrameSink, Frames, Outgoing, ReadError, Transport};
 
 /// The relay: accepts nodes, orders and stores each document's messages and
 /// passes them to the document's other nodes.
@@ -298,7 +298,8 @@ async fn accept(
     if is_http(first) {
         http::serve(shared, router, stream, addr, permit).await;
     } else {
-        let transport = Transport::tcp(stream, shared.config.max_frame);
+        let config = &shared.config;
+        let transport = Transport::tcp(stream, config.max_frame, config.hello_limit());
         run_client(shared, addr, permit, transport).await;
     }
 }
@@ -351,6 +352,7 @@ pub(crate) async fn run_client(
         permit,
         frames: transport.frames,
         sink: transport.sink,
+        admission: transport.admission,
     };
     // The handshake's log lines name the connection; the frames that
     // follow pass without entering its span.
@@ -489,6 +491,9 @@ struct Handler {
     /// Frames to the client: the refusal, or after the handshake the
     /// document's frames (through the writer task).
     sink: FrameSink,
+    /// Raises the limit of the client's frames from the hello's to the
+    /// frame limit once the client is admitted.
+    admission: Admission,
 }
 
 impl Handler {
@@ -501,7 +506,10 @@ impl Handler {
             Err(refusal) => Err(refusal),
         };
         match admitted {
-            Ok((hello, doc)) => ClientConn::join(self, hello, doc).await,
+            Ok((hello, doc)) => {
+                self.admission.admit();
+                ClientConn::join(self, hello, doc).await
+            }
             Err(refusal) => {
                 self.refuse(refusal).await;
                 None
@@ -652,6 +660,7 @@ impl ClientConn {
             permit,
             frames,
             sink,
+            admission: _,
         } = handler;
         let id: ConnId = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUE_ROUNDS);

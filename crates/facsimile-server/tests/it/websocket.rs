@@ -197,13 +197,13 @@ async fn the_connection_limit_applies_to_websockets() {
 
 /// A relay with a document and two clients, one of each kind, that must
 /// keep working while a third misbehaves.
-struct Bystanders {
+pub(crate) struct Bystanders {
     alice: net::Connection,
     bob: WsNode,
 }
 
 impl Bystanders {
-    async fn join(relay: &Relay) -> Bystanders {
+    pub(crate) async fn join(relay: &Relay) -> Bystanders {
         let alice = tcp_node(relay, "alice").await;
         alice.node().set_root(json!({"n": 0})).unwrap();
         alice.flush().await.unwrap();
@@ -214,7 +214,7 @@ impl Bystanders {
 
     /// Both write, and each sees the other's acknowledged write; and the
     /// relay never panicked.
-    async fn still_served(&self, n: i64) {
+    pub(crate) async fn still_served(&self, n: i64) {
         assert_eq!(relay_panics(), 0, "a relay task panicked");
         self.alice.node().set_path("/n", n).unwrap();
         self.alice.flush().await.unwrap();
@@ -415,13 +415,10 @@ async fn a_flood_of_tiny_frames_is_cut_off_at_the_message_limit() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_closes_only_its_connection() {
-    let relay = Relay::start(|c| c).await;
-    let others = Bystanders::join(&relay).await;
-
-    // Bytes that are not WebSocket framing, after a good upgrade.
-    let mut s = TcpStream::connect(relay.addr).await.unwrap();
+/// A connection to the relay upgraded to WebSocket, to write its framing
+/// by hand.
+pub(crate) async fn upgraded(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
         b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -439,6 +436,16 @@ async fn garbage_closes_only_its_connection() {
         "{:?}",
         String::from_utf8_lossy(&head)
     );
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_closes_only_its_connection() {
+    let relay = Relay::start(|c| c).await;
+    let others = Bystanders::join(&relay).await;
+
+    // Bytes that are not WebSocket framing, after a good upgrade.
+    let mut s = upgraded(relay.addr).await;
     // Every reserved bit set, a reserved opcode.
     s.write_all(&[0xff; 16]).await.unwrap();
     let mut rest = Vec::new();
