@@ -4,7 +4,9 @@
 
 use facsimile::{ArrayRef, EngineError, Input, MapRef, ObjectRef, Prop, Value};
 use pyo3::PyTraverseError;
-use pyo3::exceptions::{PyAttributeError, PyIndexError, PyKeyError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyAttributeError, PyIndexError, PyKeyError, PyRecursionError, PyTypeError, PyValueError,
+};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
@@ -48,9 +50,26 @@ const MAP_METHODS: &[&str] = &[
 type Memo = std::collections::HashMap<facsimile::ObjectId, Py<PyAny>>;
 
 /// Deep copy as plain Python data, shared objects and cycles kept (a memo
-/// by object).
+/// by object). Objects nested deeper than [`facsimile::MAX_JSON_DEPTH`]
+/// raise `RecursionError`, as Python's own copies do, rather than overflow
+/// the thread's stack: another node may have nested them so.
 fn deep(owner: &Bound<'_, Facsimile>, v: Value, memo: &mut Memo) -> PyResult<Py<PyAny>> {
+    deep_at(owner, v, memo, 0)
+}
+
+fn deep_at(
+    owner: &Bound<'_, Facsimile>,
+    v: Value,
+    memo: &mut Memo,
+    depth: usize,
+) -> PyResult<Py<PyAny>> {
     let py = owner.py();
+    if depth > facsimile::MAX_JSON_DEPTH && v.as_object().is_some() {
+        return Err(PyRecursionError::new_err(format!(
+            "objects nested deeper than {} levels cannot be copied",
+            facsimile::MAX_JSON_DEPTH
+        )));
+    }
     match v {
         Value::Map(m) => {
             if let Some(done) = memo.get(&m.id()) {
@@ -59,7 +78,7 @@ fn deep(owner: &Bound<'_, Facsimile>, v: Value, memo: &mut Memo) -> PyResult<Py<
             let d = PyDict::new(py);
             memo.insert(m.id(), d.clone().into_any().unbind());
             for (k, v) in m.entries().map_err(errors::store)? {
-                d.set_item(k.as_str(), deep(owner, v, memo)?)?;
+                d.set_item(k.as_str(), deep_at(owner, v, memo, depth + 1)?)?;
             }
             Ok(d.into_any().unbind())
         }
@@ -70,7 +89,7 @@ fn deep(owner: &Bound<'_, Facsimile>, v: Value, memo: &mut Memo) -> PyResult<Py<
             let l = PyList::empty(py);
             memo.insert(a.id(), l.clone().into_any().unbind());
             for v in a.to_vec().map_err(errors::store)? {
-                l.append(deep(owner, v, memo)?)?;
+                l.append(deep_at(owner, v, memo, depth + 1)?)?;
             }
             Ok(l.into_any().unbind())
         }

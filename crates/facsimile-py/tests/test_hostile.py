@@ -106,3 +106,21 @@ def test_a_hostname_longer_than_peers_accept_is_a_value_error():
         facsimile.Facsimile(longest + "h")
     with pytest.raises(ValueError, match="at most 1024 bytes"):
         facsimile.connect("127.0.0.1:1", longest + "h")
+
+
+def test_a_document_nested_deeper_than_a_copy_goes_raises_recursion_error():
+    # Another node may nest objects one write at a time, as deep as it
+    # likes: a deep copy here raises RecursionError rather than overflow
+    # the stack and end the process.
+    a, b = Net("alpha", "bravo")
+    a.store = {}
+    m = a.store
+    for _ in range(200_000):
+        m["c"] = {}
+        m = m["c"]
+    with pytest.raises(RecursionError):
+        b.store.to_python()
+    shallow = b.store
+    for _ in range(199_990):
+        shallow = shallow["c"]
+    assert shallow.to_python() == {"c": {"c": {"c": {"c": {"c": {"c": {"c": {"c": {"c": {"c": {}}}}}}}}}}}
