@@ -282,6 +282,10 @@ pub(crate) struct Doc {
     /// dropped here, so no replica (a joiner included, which does not
     /// learn who departed) ever applies it.
     departed: HashSet<u32>,
+    /// For each member, the furthest position in its stream of a message
+    /// the log holds (or a snapshot covers): a message of it at or below
+    /// may be one it sends again (see `Doc::resent`).
+    logged: HashMap<u32, u64>,
     relays: Vec<u32>,
     staged: Vec<Staged>,
     kicks: Vec<(ConnId, String)>,
@@ -391,6 +395,7 @@ impl Doc {
             clients: HashMap::new(),
             tags: HashMap::new(),
             departed,
+            logged: HashMap::new(),
             relays: Vec::new(),
             staged: Vec::new(),
             kicks: Vec::new(),
@@ -415,8 +420,15 @@ impl Doc {
                 Record::Relay(tag) => relays.push(tag),
                 Record::Applied { tag, frames } => doc.keep_applied(tag, frames),
                 Record::Message { position, bytes } => {
-                    if let Err(e) = doc.replica.handle_message(&bytes) {
-                        tracing::warn!(doc = name, position, error = %e, "a logged message was refused on replay");
+                    match doc.replica.handle_message(&bytes) {
+                        Ok(()) => {
+                            if let Ok(env) = Envelope::peek(&bytes) {
+                                doc.note_logged(&env);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(doc = name, position, error = %e, "a logged message was refused on replay")
+                        }
                     }
                     doc.head = position;
                     doc.push_tail(position, &bytes);
@@ -427,6 +439,11 @@ impl Doc {
         }
         doc.collect_own(&mut own);
         recovery.position = doc.head;
+        // What the snapshot covers was logged before it.
+        for p in doc.replica.peers() {
+            let seq = doc.logged.entry(p.peer.incarnation()).or_default();
+            *seq = (*seq).max(p.applied);
+        }
         // From here on the store takes this incarnation's records.
         std::mem::swap(&mut doc.store, &mut store);
         doc.store.append_relay(doc.me.incarnation());
@@ -810,18 +827,66 @@ impl Doc {
                 }
             }
             None => {
+                let resent = self.resent(&env);
                 let applied = self.replica.handle_message(&msg);
                 // An eviction it caused is acknowledged to the evicted
                 // before the message that carries it.
                 self.drain_events();
                 match applied {
-                    Ok(()) => self.broadcast(msg, Some(conn)),
+                    // Nothing of it was new (a packed run may go on past
+                    // what was applied): sent again by a node that did
+                    // not hear it acknowledged, after its connection
+                    // broke or the relay restarted. The log has it, so it
+                    // is acknowledged, not logged and sent to everybody
+                    // again.
+                    Ok(()) if resent.is_some() && self.applied_from(env.from) == resent => {}
+                    Ok(()) => {
+                        self.note_logged(&env);
+                        self.broadcast(msg, Some(conn));
+                    }
                     Err(e) => self.refuse(conn, format!("refused message: {e}")),
                 }
             }
         }
         self.drain_events();
         self.applying = None;
+    }
+
+    /// How much of the stream of `env`'s sender the relay's replica has
+    /// applied, when `env` may be a message the log holds already: its
+    /// position in that stream is at or below both what the log holds of
+    /// it and what the replica applied. Such a message is sent again by a
+    /// node that did not hear it acknowledged; whether it brings anything
+    /// new, only applying it tells (a packed run may go on past).
+    fn resent(&self, env: &Envelope) -> Option<u64> {
+        let seq = env.seq?;
+        if self
+            .logged
+            .get(&env.from)
+            .is_none_or(|&logged| seq > logged)
+        {
+            return None;
+        }
+        self.applied_from(env.from)
+            .filter(|&applied| seq <= applied)
+    }
+
+    /// How many messages of the member `tag`'s stream the relay's replica
+    /// has applied.
+    fn applied_from(&self, tag: u32) -> Option<u64> {
+        self.replica
+            .peers()
+            .into_iter()
+            .find(|p| p.peer.incarnation() == tag)
+            .map(|p| p.applied)
+    }
+
+    /// Notes that the log holds a message of `env`'s sender's stream.
+    fn note_logged(&mut self, env: &Envelope) {
+        if let Some(seq) = env.seq {
+            let logged = self.logged.entry(env.from).or_default();
+            *logged = (*logged).max(seq);
+        }
     }
 
     /// Assigns the next position to a broadcast message, logs it and stages
@@ -888,6 +953,7 @@ impl Doc {
                 Event::PeerLeft(p) => {
                     let tag = p.incarnation();
                     self.departed.insert(tag);
+                    self.logged.remove(&tag);
                     self.ack_before_eviction(tag);
                     let (why, alarming) = match (self.evicting.remove(&tag), self.applying) {
                         (Some(why), _) => why,
@@ -1357,6 +1423,16 @@ mod tests {
     /// `conn` as a new node of incarnation `tag`; returns what the relay
     /// queues for it.
     fn join_as(doc: &mut Doc, conn: ConnId, tag: u32) -> mpsc::Receiver<Vec<Bytes>> {
+        rejoin_as(doc, conn, tag, None)
+    }
+
+    /// As [`join_as`], a node that says where it stopped reading.
+    fn rejoin_as(
+        doc: &mut Doc,
+        conn: ConnId,
+        tag: u32,
+        resume: Option<Resume>,
+    ) -> mpsc::Receiver<Vec<Bytes>> {
         let (tx, rx) = mpsc::channel(QUEUE_ROUNDS);
         let out = Outbox {
             tx,
@@ -1371,7 +1447,7 @@ mod tests {
             token: String::new(),
             hostname: format!("node-{tag}"),
             incarnation: tag,
-            resume: None,
+            resume,
             read_only: false,
         };
         doc.join(conn, hello, "127.0.0.1:1".parse().unwrap(), out);
@@ -1481,6 +1557,131 @@ mod tests {
                 .collect();
             assert_eq!(theirs, sent, "budget {budget}: every frame, in order");
         }
+    }
+
+    /// The messages of `tag` in the log on disk, by their position in its
+    /// stream.
+    fn logged_of(dir: &std::path::Path, tag: u32) -> Vec<u64> {
+        Store::open(dir)
+            .unwrap()
+            .records
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Message { bytes, .. } => Some(Envelope::peek(&bytes).unwrap()),
+                _ => None,
+            })
+            .filter(|env| env.from == tag)
+            .filter_map(|env| env.seq)
+            .collect()
+    }
+
+    /// A node that did not hear its messages acknowledged sends them
+    /// again on its next connection, the relay having applied and logged
+    /// them (its connection broke, or the relay restarted, from its log or
+    /// from a snapshot). They are acknowledged, but neither logged nor
+    /// passed on again: the log holds each message of the node once, and a
+    /// node that joins meanwhile gets only its new one.
+    #[test]
+    fn a_message_sent_again_is_acknowledged_but_not_logged_or_passed_on_again() {
+        const A: u32 = 0xa;
+        let frames = writes(A, 4);
+        let all = frames.len() as u64;
+        for (case, restart, compact) in [
+            ("reconnected", false, false),
+            ("relay restarted", true, false),
+            ("relay restarted from a snapshot", true, true),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().to_path_buf();
+            // Compacting after every batch: the snapshot covers the first.
+            let first = ServerConfig::default().compact_bytes(if compact { 0 } else { 64 << 20 });
+            let (mut doc, _) = Doc::open("d", Some(path.clone()), Arc::new(first)).unwrap();
+            let (timer, _armed) = watch::channel(None);
+            let drive = |doc: &mut Doc, conn: ConnId, frames: &[Bytes]| {
+                for f in frames {
+                    doc.frame(conn, f.clone());
+                }
+                doc.commit_and_release();
+                doc.arm(&timer);
+            };
+            let mut before = join_as(&mut doc, 1, A);
+            drive(&mut doc, 1, &frames[..frames.len() - 1]);
+            assert_eq!(received(&mut before).1, all - 1, "{case}");
+            if restart {
+                drop(doc);
+                let config = Arc::new(ServerConfig::default());
+                (doc, _) = Doc::open("d", Some(path.clone()), config).unwrap();
+            }
+            // The node again, as the same member (its old connection, if
+            // the relay still has it, looks alive); and a node that joins.
+            let resume = Resume {
+                log: doc.log_id,
+                position: doc.committed,
+            };
+            let mut again = rejoin_as(&mut doc, 3, A, Some(resume));
+            let mut joiner = join_as(&mut doc, 4, 0xb);
+            drive(&mut doc, 3, &frames);
+            assert_eq!(
+                received(&mut again).1,
+                all,
+                "{case}: every frame acknowledged"
+            );
+            let logged: Vec<u64> = if compact {
+                vec![all]
+            } else {
+                (1..=all).collect()
+            };
+            assert_eq!(
+                logged_of(&path, A),
+                logged,
+                "{case}: each message logged once"
+            );
+            let passed: Vec<u64> = received(&mut joiner)
+                .0
+                .iter()
+                .map(|(_, m)| Envelope::peek(m).unwrap())
+                .filter(|env| env.from == A)
+                .filter_map(|env| env.seq)
+                .collect();
+            assert_eq!(passed, vec![all], "{case}: only the new message passed on");
+        }
+    }
+
+    /// A packed run of a node's messages that starts with ones the relay
+    /// applied but goes on past them brings something new: it is logged
+    /// and passed on, as any new message is.
+    #[test]
+    fn a_run_sent_again_that_goes_on_past_what_was_applied_is_logged() {
+        const A: u32 = 0xa;
+        let frames = writes(A, 4);
+        let messages: Vec<Bytes> = frames
+            .iter()
+            .map(|f| match Up::decode(f.clone()).unwrap() {
+                Up::Broadcast(m) => m,
+                Up::To(..) => unreachable!("broadcasts only"),
+            })
+            .collect();
+        let tail: Vec<&[u8]> = messages[3..].iter().map(|m| &m[..]).collect();
+        let (covered, run) = Envelope::pack_run(&tail, 1 << 20);
+        assert_eq!(covered, tail.len());
+        let run = Up::Broadcast(run.expect("a run").into()).encode();
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(ServerConfig::default());
+        let (mut doc, _) = Doc::open("d", Some(dir.path().to_path_buf()), config).unwrap();
+        let mut a = join_as(&mut doc, 1, A);
+        for f in &frames[..frames.len() - 1] {
+            doc.frame(1, f.clone());
+        }
+        doc.commit_and_release();
+        let mut joiner = join_as(&mut doc, 2, 0xb);
+        doc.frame(1, run);
+        doc.commit_and_release();
+        assert_eq!(received(&mut a).1, frames.len() as u64);
+        assert_eq!(logged_of(dir.path(), A), vec![1, 2, 3, 4, 5, 4]);
+        let passed = received(&mut joiner).0;
+        assert_eq!(passed.len(), 1, "the run");
+        assert_eq!(Envelope::peek(&passed[0].1).unwrap().seq, Some(4));
     }
 
     /// Clients send unacknowledged messages again after reconnecting; the
