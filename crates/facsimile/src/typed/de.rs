@@ -2,7 +2,7 @@
 //! lock), recording what it read so that a later write can check that
 //! nothing it depends on changed meanwhile.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use facsimile_core::{IdKeys, ObjectId, ObjectKind, Replica, Value as CoreValue};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
@@ -73,6 +73,19 @@ impl ReadSet {
                     && r.list_len(*o).is_ok_and(|len| len == *n)
             }
         })
+    }
+
+    /// The keys read of each map: a struct's declared fields, or every
+    /// key of a map read whole (a map type, or an untagged or internally
+    /// tagged enum, which serde reads whole).
+    pub(crate) fn keys(&self) -> HashMap<ObjectId, Vec<SmolStr>, IdKeys> {
+        let mut keys: HashMap<ObjectId, Vec<SmolStr>, IdKeys> = HashMap::default();
+        for read in &self.reads {
+            if let Read::Key(o, k, _) = read {
+                keys.entry(*o).or_default().push(k.clone());
+            }
+        }
+        keys
     }
 
     /// The objects read.

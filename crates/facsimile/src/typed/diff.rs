@@ -18,8 +18,10 @@
 //!   its parent slot (a new object when the value is a map or an array). An
 //!   integer in the store equals a float in the tree of the same value.
 
+use std::collections::HashMap;
+
 use facsimile_core::{
-    Input as CoreInput, ObjectId, ObjectKind, Planned, Replica, Value as CoreValue,
+    IdKeys, Input as CoreInput, ObjectId, ObjectKind, Planned, Replica, Value as CoreValue,
 };
 use smol_str::SmolStr;
 
@@ -124,11 +126,21 @@ pub(crate) enum Target {
 }
 
 /// Plans the writes that make `target` hold `tree`. Nothing is written.
-pub(crate) fn plan(r: &mut Replica, target: Target, tree: Tree) -> Result<Plan, Error> {
+/// `read`: the keys of each map that reading the value before gave the
+/// type ([`super::de::ReadSet::keys`]); a struct written into such a map
+/// deletes those it does not declare (the fields of an enum's variant
+/// left behind when it changed), where keys no type read stay.
+pub(crate) fn plan(
+    r: &mut Replica,
+    target: Target,
+    tree: Tree,
+    read: Option<HashMap<ObjectId, Vec<SmolStr>, IdKeys>>,
+) -> Result<Plan, Error> {
     let mut d = Differ {
         r,
         plan: Plan::default(),
         depth: 0,
+        read: read.unwrap_or_default(),
     };
     match target {
         Target::Root => {
@@ -181,6 +193,8 @@ struct Differ<'a> {
     r: &'a mut Replica,
     plan: Plan,
     depth: usize,
+    /// The keys of each map the type read, for [`plan`].
+    read: HashMap<ObjectId, Vec<SmolStr>, IdKeys>,
 }
 
 /// Whether the stored scalar `cur` already holds the tree scalar `new`.
@@ -281,6 +295,15 @@ impl Differ<'_> {
     }
 
     fn fields(&mut self, o: ObjectId, fields: Vec<(&'static str, Tree)>) -> Result<(), ConvError> {
+        if let Some(mut read) = self.read.remove(&o) {
+            read.sort_unstable();
+            read.dedup();
+            for k in read {
+                if !fields.iter().any(|(f, _)| *f == k) && self.get(o, &k)?.is_some() {
+                    self.plan.writes.push(Write::Delete(o, k));
+                }
+            }
+        }
         for (k, t) in fields {
             let cur = self.get(o, k)?;
             let key = SmolStr::new_static(k);

@@ -188,7 +188,7 @@ fn write_tree<T: Serialize + ?Sized>(
         if reads.is_some_and(|rs| !rs.valid(r)) {
             return Ok(Ok(false));
         }
-        let plan = match diff::plan(r, target, tree) {
+        let plan = match diff::plan(r, target, tree, reads.map(|rs| rs.keys())) {
             Ok(plan) => plan,
             Err(e) => return Ok(Err(e)),
         };

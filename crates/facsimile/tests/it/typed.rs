@@ -1318,3 +1318,54 @@ fn an_f32_field_written_back_unchanged_sends_nothing() {
     assert_eq!(b.get("/n"), Some(Value::Int(16_777_217)));
     assert_eq!(b.get("/v/0"), Some(Value::Float(0.3)));
 }
+
+/// An update that changes the variant of an untagged or internally tagged
+/// enum deletes the fields of the variant it leaves (serde read the map
+/// whole), so the value reads back as written; a struct still leaves the
+/// keys it does not know alone.
+#[test]
+fn an_update_to_another_variant_leaves_no_field_of_the_old_one() {
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(untagged)]
+    enum Shape {
+        Rect { w: i64, h: i64 },
+        Square { w: i64 },
+    }
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(tag = "type", deny_unknown_fields)]
+    enum Key {
+        Code { code: i64, x: i64 },
+        Name { name: String },
+    }
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Doc {
+        shape: Shape,
+        key: Key,
+    }
+    let net = LocalNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root_from(&Doc {
+        shape: Shape::Rect { w: 1, h: 2 },
+        key: Key::Code { code: 2, x: 1 },
+    })
+    .unwrap();
+    a.set_path("/extra", "kept").unwrap();
+    a.update(|d: &mut Doc| {
+        d.shape = Shape::Square { w: 3 };
+        d.key = Key::Name { name: "n".into() };
+    })
+    .unwrap();
+    let now: Doc = b.root_as().unwrap();
+    assert_eq!(now.shape, Shape::Square { w: 3 });
+    assert_eq!(now.key, Key::Name { name: "n".into() });
+    assert_eq!(
+        b.get("/key").unwrap().to_json().unwrap(),
+        json!({"type": "Name", "name": "n"})
+    );
+    assert_eq!(
+        b.get("/extra"),
+        Some(Value::from("kept")),
+        "a key no type read"
+    );
+}
