@@ -397,6 +397,53 @@ thread_local! {
     static IN_CALLBACK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
+thread_local! {
+    /// What this node's `send` raised on this thread, for the call that
+    /// made it send to raise ([`Sent::sent`]).
+    static SEND_ERROR: std::cell::RefCell<Option<PyErr>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps what `send` raised for the call on this thread that made it
+/// send, as JavaScript's throws to its caller; on the thread that delivers
+/// a connection's messages there is no such call, and a second exception
+/// of one call is not kept: those go to `sys.unraisablehook`.
+fn send_failed(py: Python<'_>, e: PyErr, send: &Bound<'_, PyAny>) {
+    let kept = tokio::runtime::Handle::try_current().is_err()
+        && SEND_ERROR.with(|s| {
+            let mut s = s.borrow_mut();
+            s.is_none().then(|| *s = Some(e.clone_ref(py))).is_some()
+        });
+    if !kept {
+        e.write_unraisable(py, Some(send));
+    }
+}
+
+/// A result of a call into the node, raising what the node's `send`
+/// raised during it instead of returning normally.
+pub(crate) trait Sent<T> {
+    fn sent(self) -> PyResult<T>;
+}
+
+impl<T> Sent<T> for PyResult<T> {
+    fn sent(self) -> PyResult<T> {
+        match SEND_ERROR.with(|s| s.borrow_mut().take()) {
+            Some(e) if self.is_ok() => Err(e),
+            // The call's own error comes first; the send's goes to the hook.
+            Some(e) => {
+                Python::attach(|py| e.write_unraisable(py, None));
+                self
+            }
+            None => self,
+        }
+    }
+}
+
+impl<T> Sent<T> for Result<T, facsimile::Error> {
+    fn sent(self) -> PyResult<T> {
+        self.map_err(errors::store).sent()
+    }
+}
+
 /// Marks the current thread as running a callback until dropped.
 struct InCallback;
 
@@ -483,12 +530,14 @@ impl Facsimile {
         self.node()
             .set_root(input)
             .map(|_| ())
-            .map_err(errors::store)
+            .sent()
     }
 
     /// The function that sends this node's messages (bytes) to the other
     /// nodes, in order; None until assigned. Messages queued before are
-    /// sent when it is assigned.
+    /// sent when it is assigned. An exception it raises is raised by the
+    /// call that made it send (a write, `receive`, `sync`, this
+    /// assignment), once the change is made here.
     #[getter]
     fn send(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         locked(&self.shared.refs)
@@ -522,12 +571,12 @@ impl Facsimile {
                     };
                     let bytes = PyBytes::new(py, m.as_bytes());
                     if let Err(e) = send.call1(py, (bytes,)) {
-                        e.write_unraisable(py, Some(send.bind(py)));
+                        send_failed(py, e, send.bind(py));
                     }
                 });
             });
         }
-        Ok(())
+        PyResult::Ok(()).sent()
     }
 
     /// Applies a message from another node.
@@ -545,13 +594,14 @@ impl Facsimile {
                 .map_err(|_| PyTypeError::new_err("a message is bytes"))?;
             self.node().receive(&v)
         };
-        r.map_err(errors::store)
+        r.sent()
     }
 
     /// Drops the local document and asks the other nodes for it; exactly
     /// one answers. Listen for "ready" to know when it is complete.
-    fn sync(&self) {
+    fn sync(&self) -> PyResult<()> {
         self.node().sync();
+        PyResult::Ok(()).sent()
     }
 
     /// Whether the document is complete (no sync in progress).
@@ -578,22 +628,24 @@ impl Facsimile {
 
     /// Runs the timers that are due (heartbeats, failure detection,
     /// reclamation). Every call into the node does this too.
-    fn tick(&self) {
+    fn tick(&self) -> PyResult<()> {
         self.node().tick();
+        PyResult::Ok(()).sent()
     }
 
     /// Says goodbye: the other nodes stop waiting for this one and its
     /// locks are freed.
-    fn leave(&self) {
+    fn leave(&self) -> PyResult<()> {
         self.node().leave();
+        PyResult::Ok(()).sent()
     }
 
     /// Declares the node `hostname` gone, as a transport of your own does
     /// when it finds a peer's connection lost for good: every node frees
     /// its locks and stops waiting for it. Returns how many members that
     /// was (0 for a hostname that is not a member, or this node's own).
-    fn evict(&self, hostname: &str) -> usize {
-        self.node().evict_host(hostname)
+    fn evict(&self, hostname: &str) -> PyResult<usize> {
+        PyResult::Ok(self.node().evict_host(hostname)).sent()
     }
 
     /// The value at a JSON pointer (`"/players/0/score"`), or None.
@@ -680,7 +732,7 @@ impl Facsimile {
     /// nobody holds it and NotOwnerError when another node does.
     fn release(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
         let o = crate::proxy::object_of(obj)?;
-        self.node().release(o).map_err(errors::lock)
+        self.node().release(o).map_err(errors::lock).sent()
     }
 
     /// The fencing token of this node's lock on the object, or None.
@@ -701,7 +753,7 @@ impl Facsimile {
             *v = py_to_plain(out.bind(py), 0)?;
             Ok(())
         });
-        r.map_err(errors::store)?
+        r.sent()?
     }
 
     /// Awaitable form of `lock`: `guard = await node.lock_async(obj)` or

@@ -13,8 +13,7 @@ use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyList, PySlice, PyString, PyTuple};
 
 use crate::convert::{to_input, to_py};
-use crate::errors;
-use crate::node::{Facsimile, Topic, change_listener};
+use crate::node::{Facsimile, Sent, Topic, change_listener};
 
 /// The object a proxy names, for locks.
 pub(crate) fn object_of(obj: &Bound<'_, PyAny>) -> PyResult<ObjectRef> {
@@ -77,7 +76,7 @@ fn deep_at(
             }
             let d = PyDict::new(py);
             memo.insert(m.id(), d.clone().into_any().unbind());
-            for (k, v) in m.entries().map_err(errors::store)? {
+            for (k, v) in m.entries().sent()? {
                 d.set_item(k.as_str(), deep_at(owner, v, memo, depth + 1)?)?;
             }
             Ok(d.into_any().unbind())
@@ -88,7 +87,7 @@ fn deep_at(
             }
             let l = PyList::empty(py);
             memo.insert(a.id(), l.clone().into_any().unbind());
-            for v in a.to_vec().map_err(errors::store)? {
+            for v in a.to_vec().sent()? {
                 l.append(deep_at(owner, v, memo, depth + 1)?)?;
             }
             Ok(l.into_any().unbind())
@@ -193,7 +192,7 @@ impl MapProxy {
 
     fn set_value(&self, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let input = to_input(value)?;
-        self.map.set(key, input).map_err(errors::store)
+        self.map.set(key, input).sent()
     }
 }
 
@@ -218,7 +217,7 @@ impl MapProxy {
         let k = key
             .cast::<PyString>()
             .map_err(|_| PyKeyError::new_err(key.clone().unbind()))?;
-        if self.map.delete(&k.to_cow()?).map_err(errors::store)? {
+        if self.map.delete(&k.to_cow()?).sent()? {
             Ok(())
         } else {
             Err(PyKeyError::new_err(key.clone().unbind()))
@@ -258,7 +257,7 @@ impl MapProxy {
     }
 
     fn __delattr__(&self, name: &str) -> PyResult<()> {
-        if self.map.delete(name).map_err(errors::store)? {
+        if self.map.delete(name).sent()? {
             Ok(())
         } else {
             Err(PyAttributeError::new_err(format!(
@@ -325,7 +324,7 @@ impl MapProxy {
     fn pop(&self, py: Python<'_>, key: &str, default: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
         // Read and removed in one write: what another thread applies
         // meanwhile cannot make it return a value it did not remove.
-        match self.map.remove(key).map_err(errors::store)? {
+        match self.map.remove(key).sent()? {
             Some(v) => to_py(self.owner.bind(py), v),
             None if !default.is_empty() => Ok(default.get_item(0)?.unbind()),
             None => Err(PyKeyError::new_err(key.to_owned())),
@@ -339,7 +338,7 @@ impl MapProxy {
                 return Err(PyKeyError::new_err("popitem(): the map is empty"));
             };
             // Removed meanwhile by a message: the next last key.
-            if let Some(v) = self.map.remove(&key).map_err(errors::store)? {
+            if let Some(v) = self.map.remove(&key).sent()? {
                 return Ok((key, to_py(self.owner.bind(py), v)?));
             }
         }
@@ -402,7 +401,7 @@ impl MapProxy {
         if entries.is_empty() {
             return Ok(());
         }
-        self.map.assign(entries).map_err(errors::store)
+        self.map.assign(entries).sent()
     }
 
     /// Deletes every key, as one change and one message.
@@ -415,7 +414,7 @@ impl MapProxy {
             }
             Ok(())
         })
-        .map_err(errors::store)
+        .sent()
     }
 
     /// A deep copy as plain Python data (dicts, lists, scalars; shared
@@ -509,7 +508,7 @@ impl ListProxy {
         let owner = self.owner.bind(py);
         self.list
             .to_vec()
-            .map_err(errors::store)?
+            .sent()?
             .into_iter()
             .map(|v| to_py(owner, v))
             .collect()
@@ -578,7 +577,7 @@ impl ListProxy {
                     .list
                     .splice(start, delete, items)
                     .map(|_| ())
-                    .map_err(errors::store);
+                    .sent();
             }
             if items.len() != ind.slicelength {
                 return Err(PyValueError::new_err(format!(
@@ -590,7 +589,7 @@ impl ListProxy {
             // One write: a removal applied meanwhile refuses it whole
             // rather than leave it half done.
             let at = (0..).map(|k: isize| (ind.start + k * ind.step) as usize);
-            return self.list.replace_many(at.zip(items)).map_err(errors::store);
+            return self.list.replace_many(at.zip(items)).sent();
         }
         let i: isize = index
             .extract()
@@ -601,7 +600,7 @@ impl ListProxy {
         self.list
             .replace(p, to_input(value)?)
             .map(|_| ())
-            .map_err(errors::store)
+            .sent()
     }
 
     fn __delitem__(&self, index: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -616,7 +615,7 @@ impl ListProxy {
                     .list
                     .splice(ind.start as usize, ind.slicelength, Vec::<Input>::new())
                     .map(|_| ())
-                    .map_err(errors::store);
+                    .sent();
             }
             // Removed from the highest position down, so that the others
             // do not move; one message.
@@ -632,13 +631,13 @@ impl ListProxy {
                     }
                     Ok(())
                 })
-                .map_err(errors::store);
+                .sent();
         }
         let i: isize = index
             .extract()
             .map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
         let p = position(i, len)?;
-        self.list.remove(p).map(|_| ()).map_err(errors::store)
+        self.list.remove(p).map(|_| ()).sent()
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -663,7 +662,7 @@ impl ListProxy {
 
     /// Appends one element.
     fn append(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.list.push(to_input(value)?).map_err(errors::store)
+        self.list.push(to_input(value)?).sent()
     }
 
     /// Appends every element of an iterable, as one change.
@@ -672,7 +671,7 @@ impl ListProxy {
         if items.is_empty() {
             return Ok(());
         }
-        self.list.extend(items).map_err(errors::store)
+        self.list.extend(items).sent()
     }
 
     fn __iadd__(&self, items: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -694,7 +693,7 @@ impl ListProxy {
                 // write (a message applied on the I/O thread): `list.insert`
                 // never fails for an index, so clamp again.
                 Err(e) if matches!(e.engine(), Some(EngineError::IndexOutOfBounds { .. })) => {}
-                done => return done.map_err(errors::store),
+                done => return done.sent(),
             }
         }
     }
@@ -711,10 +710,10 @@ impl ListProxy {
         let v = if p == len - 1 {
             self.list
                 .pop()
-                .map_err(errors::store)?
+                .sent()?
                 .unwrap_or(Value::Null)
         } else {
-            self.list.remove(p).map_err(errors::store)?
+            self.list.remove(p).sent()?
         };
         to_py(self.owner.bind(py), v)
     }
@@ -722,7 +721,7 @@ impl ListProxy {
     /// Removes the first element equal to `value` (ValueError if none).
     fn remove(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         match self.find(py, value, 0, usize::MAX)? {
-            Some(i) => self.list.remove(i).map(|_| ()).map_err(errors::store),
+            Some(i) => self.list.remove(i).map(|_| ()).sent(),
             None => Err(PyValueError::new_err("list.remove(x): x not in list")),
         }
     }
@@ -756,7 +755,7 @@ impl ListProxy {
 
     /// Reverses in place: elements move, as one change.
     fn reverse(&self) -> PyResult<()> {
-        self.list.reverse().map_err(errors::store)
+        self.list.reverse().sent()
     }
 
     /// Sorts in place, stably, as `list.sort`: elements move (none is
@@ -801,12 +800,12 @@ impl ListProxy {
         if let Some(e) = failure {
             return Err(e);
         }
-        r.map_err(errors::store)
+        r.sent()
     }
 
     /// Removes every element, as one change.
     fn clear(&self) -> PyResult<()> {
-        self.list.clear().map_err(errors::store)
+        self.list.clear().sent()
     }
 
     /// A deep copy as plain Python data (`Map.to_python`).

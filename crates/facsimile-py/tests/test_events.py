@@ -145,3 +145,40 @@ def test_lock_async_sees_a_dead_holder_evicted_by_failure_detection():
 
     assert asyncio.run(main()) > held.token
     assert "a" not in b.peers
+
+
+def test_an_exception_from_send_is_raised_by_the_call_that_sent():
+    # As the original's send throwing to the writer: the write is made
+    # here, and the caller learns that its message did not go.
+    a = facsimile.Facsimile("alpha")
+    failing = []
+
+    def send(data):
+        if failing:
+            raise ConnectionError("down")
+
+    a.send = send
+    a.store = {"n": 0, "l": []}
+    failing.append(True)
+    with pytest.raises(ConnectionError):
+        a.store.n = 1
+    assert a.store.n == 1
+    with pytest.raises(ConnectionError):
+        a.store.l.append(1)
+    with pytest.raises(ConnectionError):
+        del a.store["n"]
+    failing.clear()
+    a.store.n = 2  # nothing left over to raise
+    assert a.store.n == 2 and a.store.l == [1]
+
+    # What was queued before a sender was assigned goes out when it is:
+    # raised by the assignment; then by the sync that sends its request.
+    c = facsimile.Facsimile("charlie")
+
+    def refuse(data):
+        raise BrokenPipeError("closed")
+
+    with pytest.raises(BrokenPipeError):
+        c.send = refuse
+    with pytest.raises(BrokenPipeError):
+        c.sync()
