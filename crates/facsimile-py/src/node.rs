@@ -527,10 +527,7 @@ impl Facsimile {
     #[setter]
     fn set_store(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let input = to_input(value)?;
-        self.node()
-            .set_root(input)
-            .map(|_| ())
-            .sent()
+        self.node().set_root(input).map(|_| ()).sent()
     }
 
     /// The function that sends this node's messages (bytes) to the other

@@ -573,11 +573,7 @@ impl ListProxy {
             if ind.step == 1 {
                 let start = ind.start as usize;
                 let delete = ind.slicelength;
-                return self
-                    .list
-                    .splice(start, delete, items)
-                    .map(|_| ())
-                    .sent();
+                return self.list.splice(start, delete, items).map(|_| ()).sent();
             }
             if items.len() != ind.slicelength {
                 return Err(PyValueError::new_err(format!(
@@ -597,10 +593,7 @@ impl ListProxy {
         let p = position(i, len)?;
         // An element that exists as of the write: a concurrent removal
         // makes it an IndexError, never an append.
-        self.list
-            .replace(p, to_input(value)?)
-            .map(|_| ())
-            .sent()
+        self.list.replace(p, to_input(value)?).map(|_| ()).sent()
     }
 
     fn __delitem__(&self, index: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -708,10 +701,7 @@ impl ListProxy {
         let p =
             position(index, len).map_err(|_| PyIndexError::new_err("pop index out of range"))?;
         let v = if p == len - 1 {
-            self.list
-                .pop()
-                .sent()?
-                .unwrap_or(Value::Null)
+            self.list.pop().sent()?.unwrap_or(Value::Null)
         } else {
             self.list.remove(p).sent()?
         };
