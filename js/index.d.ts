@@ -119,7 +119,8 @@ declare class Facsimile<T = any> {
    * Resolves once the relay has every message this node sent so far on
    * its disk (at once for a node made by `new Facsimile`).
    * @throws {Facsimile.FacsimileError} `WRITES_LOST` when some were dropped
-   * (the relay had evicted the node), `REFUSED`, `CLOSED`.
+   * (the relay had evicted the node; reported once: by the flushes under
+   * way then, or else by the next one), `REFUSED`, `CLOSED`.
    */
   flush(): Promise<void>;
 

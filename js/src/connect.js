@@ -52,10 +52,20 @@ function installConnect(Facsimile, wasm, fail) {
       this.delay = this.min;
       this.ws = null;
       this.welcomed = false;
+      // The incarnation the relay last admitted, which each hello says. A
+      // node that learns from the relay's messages that it was evicted
+      // starts over by itself, and its unacknowledged messages of before,
+      // which the relay dropped, are still in the session: saying hello as
+      // the evicted incarnation gets them dropped (their writes were
+      // counted lost already, and are not counted again), and the node
+      // rejoins, as the Rust client does.
+      this.admitted = node.incarnation;
       // Set once the program closed the node, or the relay refused it.
       this.over = false;
       this.retry = null;
       this.flushes = [];
+      // Writes dropped that a flush has reported (`client.dropped()` then).
+      this.reported = 0;
       this.status = 'connecting';
       this.error = null;
       this.first = null; // the promise of connect(), until settled
@@ -107,7 +117,7 @@ function installConnect(Facsimile, wasm, fail) {
       // relay to acknowledge its last messages) writes nothing more.
       if (!this.node._closed) this.node.setOnline(true);
       ws.onopen = () => {
-        if (this.ws === ws) ws.send(this.client.hello(this.node.hostname, this.node.incarnation));
+        if (this.ws === ws) ws.send(this.client.hello(this.node.hostname, this.admitted));
       };
       ws.onmessage = (ev) => {
         if (this.ws === ws) this.frame(ws, ev.data);
@@ -192,7 +202,17 @@ function installConnect(Facsimile, wasm, fail) {
       } else if (admission === ADMISSION_JOINED || admission === ADMISSION_SYNC) {
         this.node.sync();
       }
+      this.admitted = this.node.incarnation;
       this.write();
+    }
+
+    // The relay evicted the node while it was connected, and the node
+    // started over as a new incarnation. The relay acknowledged everything
+    // it applied of the old incarnation before it sent the eviction;
+    // whatever of it is still unacknowledged the relay drops (and
+    // acknowledges), so its writes count as lost now.
+    evicted(old) {
+      this.client.count_lost_from(old);
     }
 
     // Sends what the session has queued, once the relay welcomed the node.
@@ -243,9 +263,12 @@ function installConnect(Facsimile, wasm, fail) {
     flush() {
       this.node._sendHeld();
       const target = this.client.queued();
-      const dropped = this.client.dropped();
+      // Drops no flush has reported yet count too: those messages were
+      // sent before this call (an eviction counts them lost before the
+      // relay acknowledges them).
+      const reported = this.reported;
       return new Promise((resolve, reject) => {
-        this.flushes.push({ target, dropped, resolve, reject });
+        this.flushes.push({ target, reported, resolve, reject });
         this.settleFlushes();
       });
     }
@@ -257,7 +280,9 @@ function installConnect(Facsimile, wasm, fail) {
       const rest = [];
       for (const f of this.flushes) {
         if (done >= f.target) {
-          const lost = this.client.dropped() - f.dropped;
+          const dropped = this.client.dropped();
+          this.reported = Math.max(this.reported, dropped);
+          const lost = dropped - f.reported;
           if (lost > 0) f.reject(fail('WRITES_LOST', `${lost} writes were dropped: the relay had evicted this node`));
           else f.resolve();
         } else if (closed) {
@@ -350,7 +375,8 @@ function installConnect(Facsimile, wasm, fail) {
   /**
    * Resolves once the relay has every message this node sent so far on
    * its disk; rejects with `WRITES_LOST` when some were dropped (the relay
-   * had evicted the node), `REFUSED` or `CLOSED`. A node made by `new
+   * had evicted the node; reported once: by the flushes under way then, or
+   * else by the next one), `REFUSED` or `CLOSED`. A node made by `new
    * Facsimile` has nothing to wait for.
    */
   Facsimile.prototype.flush = function flush() {

@@ -1464,8 +1464,11 @@ function createFacsimile(wasm, { platform }) {
           break;
         case 'evicted': {
           // The peers stopped waiting for this node: it starts over as a
-          // new incarnation, without its locks.
+          // new incarnation, without its locks. A relay drops what it
+          // still gets of the old one: its connection counts that lost.
+          const old = this._incarnation;
           this._startOver();
+          if (this._connection !== null) this._connection.evicted(old);
           break;
         }
         default:

@@ -340,3 +340,152 @@ test("a listener's exception for a change from the relay is thrown from the even
   assert.equal(code, 1, stderr);
   assert.match(stderr, /a listener failed/);
 });
+
+/**
+ * A WebSocket class whose sockets can stop handing the node what the relay
+ * sends, as a link that delivers late: the node goes on sending, and hears
+ * nothing until the messages held are delivered.
+ */
+function lateLink() {
+  const link = {
+    held: false,
+    queue: [],
+    sockets: [],
+    arrived: null,
+    hold() {
+      link.held = true;
+    },
+    /** Delivers what was held, and everything after it as it comes. */
+    release() {
+      link.held = false;
+      for (const deliver of link.queue.splice(0)) deliver();
+    },
+    /** Delivers what was held, one message at a time, until `cond()` holds. */
+    async deliverUntil(cond) {
+      while (!cond()) {
+        if (link.queue.length === 0) await new Promise((resolve) => (link.arrived = resolve));
+        else link.queue.shift()();
+      }
+    },
+    /** Ends the latest connection at once; what it held is never delivered. */
+    cut() {
+      link.held = false;
+      link.queue.length = 0;
+      link.sockets.at(-1).terminate();
+    },
+  };
+  link.WebSocket = class LateSocket extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      link.sockets.push(this);
+    }
+
+    get onmessage() {
+      return super.onmessage;
+    }
+
+    set onmessage(handler) {
+      super.onmessage = (ev) => {
+        if (!link.held) {
+          handler(ev);
+          return;
+        }
+        link.queue.push(() => handler(ev));
+        link.arrived?.();
+        link.arrived = null;
+      };
+    }
+  };
+  return link;
+}
+
+/** How many writes the flush `flushed` reports lost; fails if it resolves. */
+async function lostWrites(flushed) {
+  const e = await flushed.then(
+    () => assert.fail('the flush resolved: no write was reported lost'),
+    (err) => err,
+  );
+  assert.equal(e.code, 'WRITES_LOST', e.message);
+  return Number(/^(\d+) writes/.exec(e.message)[1]);
+}
+
+/**
+ * Node a of `link` writes three times once `b` has evicted it, while it
+ * hears nothing yet: the relay drops those writes (a departed peer's), yet
+ * acknowledges them. Returns a's incarnation before and a's flush of them.
+ */
+async function writeOnceEvicted(a, b, link) {
+  a.store = { l: [0] };
+  await a.flush();
+  await waitFor(() => b.store?.l?.length === 1, 'b to have the document');
+  const old = a.incarnation;
+  link.hold();
+  assert.equal(b.evict(a.hostname), 1);
+  await b.flush(); // the relay applied the eviction
+  for (const i of [1, 2, 3]) a.store.l.push(i);
+  return { old, flushed: a.flush() };
+}
+
+test('writes a node made after the relay evicted it, while still connected, are reported lost by flush', async () => {
+  const link = lateLink();
+  const a = await connect('evicted-a', { doc: 'evicted', WebSocket: link.WebSocket });
+  const b = await connect('evicted-b', { doc: 'evicted' });
+  const { old, flushed } = await writeOnceEvicted(a, b, link);
+  link.release();
+  const lost = await lostWrites(flushed);
+  assert.notEqual(a.incarnation, old, 'a started over');
+  // What the relay and b lack is exactly what was reported lost.
+  const kept = await get('/l', 'evicted');
+  assert.equal(lost, [1, 2, 3].filter((i) => !kept.includes(i)).length, `lost ${lost}, the relay has ${kept}`);
+  assert.deepEqual(kept, [0]);
+  assert.deepEqual([...b.store.l], [0]);
+  // Back with the document, the new incarnation's writes are kept.
+  await waitFor(() => a.ready && a.store?.l?.length === 1, 'a to rejoin with the document');
+  a.store.l.push(4);
+  await a.flush();
+  await until(b, () => b.store.l.length === 2, "b sees a's new write");
+  assert.deepEqual(await get('/l', 'evicted'), [0, 4]);
+});
+
+test('a node evicted while connected, cut off before the relay acknowledged its dropped writes, reconnects as the evicted incarnation', async () => {
+  // With a reconnection grace, the relay would resume the new
+  // incarnation's session, and take the old one's writes again (to drop
+  // them) if the node said hello as the new one.
+  const graceful = await new Relay(['--reconnect-grace', '30']).start();
+  const link = lateLink();
+  const join = async (name, options = {}) => {
+    const n = await Facsimile.connect(graceful.url, name, {
+      token: TOKEN,
+      WebSocket,
+      doc: 'cut',
+      backoff: { min: 20, max: 100 },
+      ...options,
+    });
+    nodes.push(n);
+    return n;
+  };
+  try {
+    const a = await join('cut-a', { WebSocket: link.WebSocket });
+    const b = await join('cut-b');
+    const { old, flushed } = await writeOnceEvicted(a, b, link);
+    const lost = lostWrites(flushed);
+    // a hears of its eviction and starts over; the acknowledgements of
+    // its dropped writes that follow are cut off with the connection.
+    await link.deliverUntil(() => a.incarnation !== old);
+    const started = a.incarnation;
+    link.cut();
+    await waitFor(() => link.sockets.length >= 2 && a.connection.status === 'connected', 'a to reconnect');
+    assert.equal(await lost, 3);
+    // Told by the relay that the incarnation it said hello as was evicted,
+    // it rejoined once more.
+    assert.ok(a.incarnation !== old && a.incarnation !== started, 'a rejoined on reconnecting');
+    await waitFor(() => a.ready && a.store?.l?.length === 1, 'a to rejoin with the document');
+    a.store.l.push(4);
+    await a.flush();
+    await until(b, () => b.store.l.length === 2, "b sees a's new write");
+    assert.deepEqual([...b.store.l], [0, 4]);
+  } finally {
+    await Promise.allSettled(nodes.splice(0).map((n) => n.close()));
+    await graceful.stop();
+  }
+});

@@ -18,6 +18,13 @@ fn writes_in(frame: &Bytes) -> u64 {
     })
 }
 
+/// Whether a queued frame went out as the incarnation `incarnation`.
+fn sent_as(frame: &Bytes, incarnation: u32) -> bool {
+    facsimile_protocol::Up::decode(frame.clone()).is_ok_and(|up| {
+        facsimile_core::Envelope::peek(up.message()).is_ok_and(|e| e.from == incarnation)
+    })
+}
+
 /// One node's session with a relay, across its connections.
 #[wasm_bindgen]
 pub struct RelayClient {
@@ -113,6 +120,16 @@ impl RelayClient {
             Ok(Incoming::Closing(reason)) => Ok(reason.into()),
             Err(e) => Err(error("PROTOCOL", &e.to_string())),
         }
+    }
+
+    /// Counts as lost the oldest messages not acknowledged yet that the
+    /// node sent as `incarnation`, which the relay evicted: it drops them,
+    /// yet acknowledges them. Returns how many writes they carry (a message
+    /// counted before is not counted again, when a later welcome drops
+    /// it).
+    pub fn count_lost_from(&mut self, incarnation: u32) -> f64 {
+        self.outbox
+            .count_lost_while(|frame| sent_as(frame, incarnation)) as f64
     }
 
     /// Messages ever queued.
