@@ -351,6 +351,26 @@ impl Up {
         out.into()
     }
 
+    /// How many writes (changes to the document) an encoded up frame's
+    /// message carries, whose loss a flush reports
+    /// ([`crate::Outbox::counting`]): a lost heartbeat or lock request loses
+    /// no write, and a frame that does not decode counts as one (it is not
+    /// known to lose nothing).
+    pub fn writes_in(frame: &Bytes) -> u64 {
+        Up::decode(frame.clone()).map_or(1, |up| {
+            facsimile_core::Envelope::writes_in(up.message()).unwrap_or(1)
+        })
+    }
+
+    /// Whether an encoded up frame's message went out as the node's
+    /// incarnation `incarnation` (its frames an eviction of that
+    /// incarnation drops: [`crate::Outbox::count_lost_while`]).
+    pub fn sent_as(frame: &Bytes, incarnation: u32) -> bool {
+        Up::decode(frame.clone()).is_ok_and(|up| {
+            facsimile_core::Envelope::peek(up.message()).is_ok_and(|e| e.from == incarnation)
+        })
+    }
+
     /// Decodes a frame without copying the message.
     ///
     /// # Errors

@@ -4,26 +4,10 @@
 //! hands the messages to its node.
 
 use bytes::Bytes;
-use facsimile_protocol::{Admission, HelloError, Incoming, Outbox, Session};
+use facsimile_protocol::{Admission, HelloError, Incoming, Outbox, Session, Up};
 use wasm_bindgen::prelude::*;
 
 use crate::error;
-
-/// How many changes to the document a queued frame carries: only those
-/// count as lost writes when dropped (a heartbeat, a hello or a lock
-/// request lost with an evicted incarnation loses no write).
-fn writes_in(frame: &Bytes) -> u64 {
-    facsimile_protocol::Up::decode(frame.clone()).map_or(1, |up| {
-        facsimile_core::Envelope::writes_in(up.message()).unwrap_or(1)
-    })
-}
-
-/// Whether a queued frame went out as the incarnation `incarnation`.
-fn sent_as(frame: &Bytes, incarnation: u32) -> bool {
-    facsimile_protocol::Up::decode(frame.clone()).is_ok_and(|up| {
-        facsimile_core::Envelope::peek(up.message()).is_ok_and(|e| e.from == incarnation)
-    })
-}
 
 /// One node's session with a relay, across its connections.
 #[wasm_bindgen]
@@ -41,7 +25,7 @@ impl RelayClient {
     pub fn new(document: String, token: String, read_only: bool) -> RelayClient {
         RelayClient {
             session: Session::new(document, token).read_only(read_only),
-            outbox: Outbox::counting(writes_in),
+            outbox: Outbox::counting(Up::writes_in),
             batch: Vec::new(),
         }
     }
@@ -129,7 +113,7 @@ impl RelayClient {
     /// it).
     pub fn count_lost_from(&mut self, incarnation: u32) -> f64 {
         self.outbox
-            .count_lost_while(|frame| sent_as(frame, incarnation)) as f64
+            .count_lost_while(|frame| Up::sent_as(frame, incarnation)) as f64
     }
 
     /// Messages ever queued.

@@ -51,7 +51,7 @@ pub(super) async fn connect(
         Clock::new()
     };
     let node = Node::with_clock(hostname, config, clock);
-    let shared = Arc::new(Shared::new(Outbox::counting(writes_in)));
+    let shared = Arc::new(Shared::new(Outbox::counting(protocol::Up::writes_in)));
     let sink = shared.clone();
     node.set_sender(move |out: Outgoing| {
         if Session::send(&mut sink.outbox(), out.to(), out.as_bytes()) {
@@ -655,17 +655,6 @@ fn receive_all(shared: &Shared, node: &Node, messages: &mut Vec<Bytes>) {
     }
 }
 
-/// How many writes (changes to the document) a frame for the relay
-/// carries, whose loss a flush reports: a lost lock request fails its
-/// future instead, and a lost release of an evicted node loses nothing. A
-/// frame that does not decode counts as one write: it is not known to
-/// lose nothing.
-fn writes_in(frame: &Bytes) -> u64 {
-    protocol::Up::decode(frame.clone()).map_or(1, |up| {
-        facsimile_core::Envelope::writes_in(up.message()).unwrap_or(1)
-    })
-}
-
 /// The relay evicted the node while it was connected (it was silent too
 /// long), and the node started over as a new incarnation. The relay
 /// acknowledged everything it applied of the old incarnation before it
@@ -685,13 +674,7 @@ fn evicted_while_connected(shared: &Shared, old: u32) {
 /// Counts as lost the oldest unacknowledged frames sent as the incarnation
 /// `old`, which the relay evicted: it drops them, yet acknowledges them.
 fn count_lost_from(shared: &Shared, old: u32) -> u64 {
-    shared.complete(|outbox| {
-        outbox.count_lost_while(|frame| {
-            protocol::Up::decode(frame.clone()).is_ok_and(|up| {
-                facsimile_core::Envelope::peek(up.message()).is_ok_and(|e| e.from == old)
-            })
-        })
-    })
+    shared.complete(|outbox| outbox.count_lost_while(|frame| protocol::Up::sent_as(frame, old)))
 }
 
 #[cfg(test)]
