@@ -497,13 +497,15 @@ impl Doc {
         let mut taken: Vec<OwnedSemaphorePermit> = Vec::new();
         let mut bytes = 0;
         let mut next = Some(first);
-        for _ in 0..MAX_BATCH {
-            let Some(cmd) = next.take() else { break };
+        let mut handled = 0;
+        while let Some(cmd) = next.take() {
             if let Cmd::Frame { budget, .. } = &cmd {
                 bytes += budget.num_permits();
             }
             self.handle(cmd, &mut taken);
-            if bytes >= self.batch_bytes {
+            handled += 1;
+            // Checked before taking another: one taken is one handled.
+            if handled == MAX_BATCH || bytes >= self.batch_bytes {
                 break;
             }
             next = rx.try_recv().ok();
@@ -1557,6 +1559,43 @@ mod tests {
                 .collect();
             assert_eq!(theirs, sent, "budget {budget}: every frame, in order");
         }
+    }
+
+    /// More frames waiting than a batch takes: every one is handled, in
+    /// order, by the batches that follow (none taken off the channel and
+    /// left behind when a batch fills).
+    #[test]
+    fn a_full_batch_leaves_what_waits_behind_it_for_the_next() {
+        use futures_util::FutureExt;
+
+        let frames = writes(0xa, MAX_BATCH as i64 + 88);
+        let config = Arc::new(ServerConfig::default());
+        let budget = config.document_budget();
+        let (mut doc, _) = Doc::open("d", None, config).unwrap();
+        let (inbox, mut rx) = Inbox::new(budget);
+        let (timer, _armed) = watch::channel(None);
+        let mut writer = join_as(&mut doc, 1, 0xa);
+        let mut reader = join_as(&mut doc, 2, 0xb);
+        for f in &frames {
+            assert!(
+                inbox.send_frame(1, f.clone()).now_or_never().is_some(),
+                "small frames fit the budget"
+            );
+        }
+        while let Ok(first) = rx.try_recv() {
+            doc.batch(first, &mut rx, &timer);
+        }
+        assert_eq!(
+            received(&mut writer).1,
+            frames.len() as u64,
+            "all acknowledged"
+        );
+        let theirs = received(&mut reader)
+            .0
+            .into_iter()
+            .filter(|(_, m)| Envelope::peek(m).unwrap().from == 0xa)
+            .count();
+        assert_eq!(theirs, frames.len(), "all passed on");
     }
 
     /// The messages of `tag` in the log on disk, by their position in its
