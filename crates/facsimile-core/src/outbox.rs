@@ -96,7 +96,7 @@ const KEEP_SCRATCH: usize = 64 << 10;
 /// come (into the packed form their message takes) rather than kept: a
 /// million-object batch held 88 MB of operations until its message was
 /// encoded (3 MB), a seventh of the whole benchmark's page faults.
-const STREAM_FROM: usize = 256;
+pub(crate) const STREAM_FROM: usize = 256;
 
 /// An upper bound of an operation's share of a packed message, in bytes:
 /// what decides when held operations must go out.
@@ -128,6 +128,35 @@ fn weight(op: &WireOp) -> usize {
         }
         _ => BASE,
     }
+}
+
+/// [`weight`] of the operations that write `input` into a slot: its value
+/// there, and the operations of the objects it creates.
+pub(crate) fn input_weight(input: &Input) -> usize {
+    const BASE: usize = 32;
+    match input {
+        Input::Value(Value::Str(s)) => BASE + s.len(),
+        Input::Value(Value::Bytes(b)) => BASE + b.len(),
+        Input::Value(_) => BASE,
+        // The reference in the slot, and the new object's operation.
+        Input::Map(entries) => {
+            2 * BASE
+                + entries
+                    .iter()
+                    .map(|(k, v)| k.len() + input_weight(v))
+                    .sum::<usize>()
+        }
+        Input::Array(items) => 2 * BASE + items.iter().map(input_weight).sum::<usize>(),
+    }
+}
+
+/// Whether a group that will hold `more` operations besides those open is
+/// packed before it ends ([`STREAM_FROM`]): its writes' checks then count
+/// the bytes encoded so far, which [`weight`] bounds, not their bounds.
+pub(crate) fn packs(outbox: &Outbox, more: usize) -> bool {
+    outbox.packed.is_some()
+        || (outbox.format == WireFormat::Binary
+            && outbox.ops.len().saturating_add(more) >= STREAM_FROM)
 }
 
 /// An upper bound of the bytes of a message around its operations.

@@ -23,7 +23,7 @@ use crate::gc::{self, PassContext};
 use crate::locks::{Locks, Refusal};
 use crate::membership::Membership;
 use crate::op::{self, Op};
-use crate::outbox::{OP_OVERHEAD, Transmit, bare_op_bound, input_bound, key_bound, refs};
+use crate::outbox::{self, OP_OVERHEAD, Transmit, bare_op_bound, input_bound, key_bound, refs};
 use crate::outputs::Outputs;
 use crate::streams::{Position, Stream, Streams};
 use crate::sync::transfer::{self, Source, Target, Transferred};
@@ -67,6 +67,39 @@ impl Planned<'_> {
             }
             Planned::ListSplice(obj, start, delete, items) => {
                 crate::doc::splice_ids(items, doc.splice_runs(obj, start, delete).unwrap_or(0))
+            }
+        }
+    }
+
+    /// How many operations the write makes at least.
+    fn ops(self) -> usize {
+        match self {
+            Planned::MapSetMany(entries) => entries.len(),
+            Planned::ListSetMany(writes) => writes.len(),
+            _ => 1,
+        }
+    }
+
+    /// An upper bound of the write's share of a packed message
+    /// ([`outbox::input_weight`]).
+    fn weight(self, doc: &Doc) -> usize {
+        const BASE: usize = 32;
+        match self {
+            Planned::Root(input) => outbox::input_weight(input),
+            Planned::MapSet(key, input) => key.len() + outbox::input_weight(input),
+            Planned::MapSetMany(entries) => entries
+                .iter()
+                .map(|(k, v)| k.len() + outbox::input_weight(v))
+                .sum(),
+            Planned::MapDelete(key) => BASE + key.len(),
+            Planned::ListSetMany(writes) => {
+                writes.iter().map(|(_, v)| outbox::input_weight(v)).sum()
+            }
+            Planned::ListSplice(obj, start, delete, items) => {
+                let runs = doc.splice_runs(obj, start, delete).unwrap_or(0);
+                let inserted = BASE + items.iter().map(outbox::input_weight).sum::<usize>();
+                let deleted = if runs > 0 { BASE + runs * BASE } else { 0 };
+                inserted + deleted
             }
         }
     }
@@ -1165,7 +1198,10 @@ impl Replica {
     ) -> Result<(), Error> {
         self.writable()?;
         let format = self.out.outbox.format();
-        let mut bytes = 0usize;
+        // Each write's check counts what its group holds before it: the
+        // bounds of the writes before, or once the group is packed
+        // (`packs`), their encoded bytes, which their weights bound.
+        let (mut bounds, mut early, mut weights, mut largest, mut ops) = (0usize, 0, 0usize, 0, 0);
         for write in plan {
             if let Planned::ListSplice(obj, ..) = write {
                 self.doc.list(obj)?;
@@ -1174,10 +1210,22 @@ impl Replica {
                 .out
                 .outbox
                 .intros_bound(&self.peers, || write.ids(&self.doc));
-            bytes = bytes
-                .saturating_add(write.bound(&self.doc, format))
+            let bound = write.bound(&self.doc, format).saturating_add(intros);
+            bounds = bounds.saturating_add(bound);
+            if ops < outbox::STREAM_FROM {
+                early = bounds;
+            }
+            weights = weights
+                .saturating_add(write.weight(&self.doc))
                 .saturating_add(intros);
+            largest = largest.max(bound);
+            ops = ops.saturating_add(write.ops());
         }
+        let bytes = if outbox::packs(&self.out.outbox, ops) {
+            bounds.min(early.max(weights.saturating_add(largest)))
+        } else {
+            bounds
+        };
         self.out.outbox.check_room(bytes)
     }
 

@@ -1369,3 +1369,20 @@ fn an_update_to_another_variant_leaves_no_field_of_the_old_one() {
         "a key no type read"
     );
 }
+
+/// A large update whose message is packed (binary, many writes) is
+/// checked by what the packed message can take, not by the larger bounds
+/// of unpacked writes: it goes through as before.
+#[test]
+fn a_large_update_that_fits_once_packed_is_not_refused() {
+    let net = LocalNetwork::with_config(Config::default().max_message_size(1 << 20));
+    let a = net.join("a");
+    let b = net.join("b");
+    let keys: BTreeMap<String, i64> = (0..12_000).map(|i| (format!("k{i:05}"), i)).collect();
+    a.set_root_from(&keys).unwrap();
+    a.update(|m: &mut BTreeMap<String, i64>| m.values_mut().for_each(|v| *v += 1))
+        .unwrap();
+    let now: BTreeMap<String, i64> = b.root_as().unwrap();
+    assert_eq!(now["k00000"], 1);
+    assert_eq!(now["k11999"], 12_000);
+}
