@@ -75,14 +75,25 @@ impl ReadSet {
         })
     }
 
-    /// The keys read of each map: a struct's declared fields, or every
-    /// key of a map read whole (a map type, or an untagged or internally
-    /// tagged enum, which serde reads whole).
+    /// The keys of each map read whole: by a map type, or by an untagged
+    /// or internally tagged enum, which serde reads whole and then picks
+    /// a variant by the keys it finds. (A struct reads only its declared
+    /// fields, aliases and fields it never writes among them.)
     pub(crate) fn keys(&self) -> HashMap<ObjectId, Vec<SmolStr>, IdKeys> {
+        let whole: HashSet<ObjectId, IdKeys> = self
+            .reads
+            .iter()
+            .filter_map(|r| match r {
+                Read::Len(o, _) => Some(*o),
+                _ => None,
+            })
+            .collect();
         let mut keys: HashMap<ObjectId, Vec<SmolStr>, IdKeys> = HashMap::default();
         for read in &self.reads {
             if let Read::Key(o, k, _) = read {
-                keys.entry(*o).or_default().push(k.clone());
+                if whole.contains(o) {
+                    keys.entry(*o).or_default().push(k.clone());
+                }
             }
         }
         keys

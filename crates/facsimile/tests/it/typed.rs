@@ -1368,6 +1368,23 @@ fn an_update_to_another_variant_leaves_no_field_of_the_old_one() {
         Some(Value::from("kept")),
         "a key no type read"
     );
+
+    // A struct reads its declared fields only: one it never writes, or
+    // one read through an alias, stays.
+    #[derive(Serialize, Deserialize)]
+    struct Cfg {
+        name: String,
+        #[serde(skip_serializing, default)]
+        server_only: String,
+        #[serde(alias = "old_size", default)]
+        size: i64,
+    }
+    a.set_root(json!({"name": "a", "server_only": "s", "old_size": 3}))
+        .unwrap();
+    a.update(|c: &mut Cfg| c.name = "b".into()).unwrap();
+    assert_eq!(b.get("/name"), Some(Value::from("b")));
+    assert_eq!(b.get("/server_only"), Some(Value::from("s")));
+    assert_eq!(b.get("/old_size"), Some(Value::Int(3)));
 }
 
 /// A large update whose message is packed (binary, many writes) is
