@@ -1381,7 +1381,11 @@ fn an_update_to_another_variant_leaves_no_field_of_the_old_one() {
     }
     a.set_root(json!({"name": "a", "server_only": "s", "old_size": 3}))
         .unwrap();
-    a.update(|c: &mut Cfg| c.name = "b".into()).unwrap();
+    a.update(|c: &mut Cfg| {
+        assert_eq!((c.server_only.as_str(), c.size), ("s", 3));
+        c.name = "b".into();
+    })
+    .unwrap();
     assert_eq!(b.get("/name"), Some(Value::from("b")));
     assert_eq!(b.get("/server_only"), Some(Value::from("s")));
     assert_eq!(b.get("/old_size"), Some(Value::Int(3)));
