@@ -15,7 +15,7 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors;
-use crate::node::{Facsimile, refuse_on_io_thread};
+use crate::node::{Facsimile, Sent, refuse_on_io_thread, send_error_unraisable};
 use crate::proxy::object_of;
 
 /// How often a waiting thread runs the node's timers: a node without a
@@ -113,6 +113,15 @@ impl PendingLock {
                 "the lock was not granted in time; the request is withdrawn",
             )),
         }
+        .sent()
+    }
+}
+
+impl Drop for PendingLock {
+    fn drop(&mut self) {
+        // A request dropped waiting is withdrawn: a message.
+        drop(self.future.take());
+        send_error_unraisable();
     }
 }
 
@@ -174,11 +183,13 @@ impl PendingLock {
                 }
             }
         }
+        .sent()
     }
 
     /// Withdraws the request if it is still waiting.
-    fn cancel(&mut self) {
+    fn cancel(&mut self) -> PyResult<()> {
         self.future = None;
+        PyResult::Ok(()).sent()
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -203,6 +214,19 @@ pub(crate) struct LockGuard {
     guard: Mutex<Option<facsimile::LockGuard>>,
 }
 
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // A guard dropped holding its lock releases it: a message.
+        drop(
+            self.guard
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        send_error_unraisable();
+    }
+}
+
 #[pymethods]
 impl LockGuard {
     /// Whether this node still holds the lock (false once released, or
@@ -224,6 +248,7 @@ impl LockGuard {
             Some(g) => g.release().map_err(errors::lock),
             None => Ok(()),
         }
+        .sent()
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -235,7 +260,7 @@ impl LockGuard {
         // A lock lost meanwhile needs no release.
         let g = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(g);
-        Ok(false)
+        PyResult::Ok(false).sent()
     }
 
     fn __repr__(&self) -> String {

@@ -438,6 +438,15 @@ impl<T> Sent<T> for PyResult<T> {
     }
 }
 
+/// Hands what `send` raised on this thread, if anything, to
+/// `sys.unraisablehook`: for a send made where no call can raise it (a
+/// guard or a request dropped), so that no later call raises it instead.
+pub(crate) fn send_error_unraisable() {
+    if let Some(e) = SEND_ERROR.with(|s| s.borrow_mut().take()) {
+        Python::attach(|py| e.write_unraisable(py, None));
+    }
+}
+
 impl<T> Sent<T> for Result<T, facsimile::Error> {
     fn sent(self) -> PyResult<T> {
         self.map_err(errors::store).sent()

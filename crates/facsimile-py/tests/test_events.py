@@ -2,6 +2,7 @@
 the async iterator of changes."""
 
 import asyncio
+import sys
 import threading
 
 import pytest
@@ -170,6 +171,22 @@ def test_an_exception_from_send_is_raised_by_the_call_that_sent():
     failing.clear()
     a.store.n = 2  # nothing left over to raise
     assert a.store.n == 2 and a.store.l == [1]
+
+    # A lock's request, and the release of the guard dropped with the
+    # error, fail to send: raised by lock(), and nothing is left over for
+    # a later call (the release goes to the unraisable hook).
+    failing.append(True)
+    caught = []
+    old = sys.unraisablehook
+    sys.unraisablehook = lambda u: caught.append(u.exc_type)
+    try:
+        with pytest.raises(ConnectionError):
+            a.lock(a.store)
+    finally:
+        sys.unraisablehook = old
+    failing.clear()
+    a.store.n = 3
+    assert a.store.n == 3
 
     # What was queued before a sender was assigned goes out when it is:
     # raised by the assignment; then by the sync that sends its request.
