@@ -132,20 +132,26 @@ impl Connection {
         self.node.pump_all();
         // Drops no flush has reported yet count too: those messages were
         // sent before this call and are not acknowledged.
-        let mut target = self.shared.outbox().queued();
+        let mut target = {
+            let outbox = self.shared.outbox();
+            // Closed, it takes nothing more: a write made since went
+            // nowhere, and no count says so.
+            if outbox.is_closed() {
+                return Err(NetError::Closed);
+            }
+            outbox.queued()
+        };
         let dropped_before = self.shared.reported_drops.load(Ordering::Acquire);
         loop {
             let stored_at = loop {
                 let notified = self.shared.progress.notified();
                 {
                     let outbox = self.shared.outbox();
-                    // Closed, it takes nothing more: a write made since
-                    // went nowhere, and no count says so.
-                    if outbox.is_closed() {
-                        return Err(NetError::Closed);
-                    }
                     if outbox.done() >= target {
                         break outbox.stored_at();
+                    }
+                    if outbox.is_closed() {
+                        return Err(NetError::Closed);
                     }
                 }
                 notified.await;
