@@ -645,14 +645,13 @@ impl Replica {
         let len = self.doc.list(obj)?.len();
         self.locks.check_owner(obj.0, Refusal::NotOwner)?;
         if index >= len {
-            // Each `Null` of padding takes at least a byte of the message:
-            // refused before the padding is made.
+            // Refused before the padding is made when its `Null`s alone
+            // are more than a message takes.
             let limit = self.out.outbox.max_message();
-            if index - len > limit {
-                return Err(Error::TooLarge {
-                    size: index - len,
-                    limit,
-                });
+            let null = input_bound(&Input::Value(Value::Null), self.out.outbox.format());
+            let size = (index - len).saturating_mul(null);
+            if size > limit {
+                return Err(Error::TooLarge { size, limit });
             }
             let mut items: Vec<Input> = (len..index).map(|_| Input::Value(Value::Null)).collect();
             items.push(input);

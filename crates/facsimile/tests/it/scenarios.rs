@@ -612,7 +612,7 @@ fn an_index_far_past_the_end_is_refused_and_a_range_to_the_top_is_clamped() {
     let node = LocalNetwork::new().join("a");
     node.set_root(json!([1, 2])).unwrap();
     let list = node.root_array().unwrap();
-    for index in [usize::MAX, 1 << 40, (64 << 20) + 3] {
+    for index in [usize::MAX, 1 << 40, (64 << 20) + 3, (64 << 20) / 8] {
         let err = list.set(index, 3).unwrap_err();
         assert!(
             matches!(err.engine(), Some(EngineError::TooLarge { .. })),
