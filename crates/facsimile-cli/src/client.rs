@@ -345,11 +345,23 @@ pub(crate) async fn lock(
         tracing::info!(path, "lock requested");
         request.await
     };
-    let guard = match wait.filter(|_| !fail_fast) {
+    // A request without waiting still needs the relay's answer: given up
+    // after `--timeout` if the connection fails meanwhile.
+    let wait = if fail_fast {
+        Some(args.timeout())
+    } else {
+        wait
+    };
+    let guard = match wait {
         Some(secs) => tokio::time::timeout(secs, acquire).await.map_err(|_| {
             Failure(format!(
-                "the lock on {path:?} was not granted within {}s (--wait)",
-                secs.as_secs_f64()
+                "the lock on {path:?} was not granted within {}s ({})",
+                secs.as_secs_f64(),
+                if fail_fast {
+                    "no answer from the relay in --timeout"
+                } else {
+                    "--wait"
+                }
             ))
         })?,
         None => acquire.await,
