@@ -489,15 +489,14 @@ impl Signals {
         std::future::pending::<()>().await
     }
 
-    /// Sends `signal` on to the command, if it still runs, unless the
-    /// terminal sent it: an interrupt or a hangup of the terminal goes to
-    /// its whole foreground process group, the command (which shares this
-    /// process's group) with it, and a second one would make many
-    /// programs skip their orderly shutdown.
+    /// Sends `signal` on to the command, if it still runs, except an
+    /// interrupt while this process runs in the foreground of its
+    /// terminal: Ctrl-C there goes to the whole foreground process group,
+    /// the command (which shares this process's group) with it, and a
+    /// second interrupt makes many programs skip their orderly shutdown.
     #[cfg(unix)]
     fn forward(&self, signal: rustix::process::Signal, child: &tokio::process::Child) {
-        use rustix::process::Signal as S;
-        if matches!(signal, S::INT | S::HUP) && in_foreground() {
+        if signal == rustix::process::Signal::INT && in_foreground() {
             tracing::info!(?signal, "the terminal sent the signal to the command too");
             return;
         }
