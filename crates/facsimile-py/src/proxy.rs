@@ -63,7 +63,7 @@ fn deep_at(
     depth: usize,
 ) -> PyResult<Py<PyAny>> {
     let py = owner.py();
-    if depth > facsimile::MAX_JSON_DEPTH && v.as_object().is_some() {
+    if depth >= facsimile::MAX_JSON_DEPTH && v.as_object().is_some() {
         return Err(PyRecursionError::new_err(format!(
             "objects nested deeper than {} levels cannot be copied",
             facsimile::MAX_JSON_DEPTH

@@ -258,8 +258,9 @@ fn get_and_watch_end_quietly_when_their_reader_is_gone() {
 
 /// Ctrl-C at a terminal reaches the command once: the terminal sends it
 /// to the whole foreground process group, the command with `lock`, which
-/// does not pass it on again. (`script` gives the command a terminal.)
-#[cfg(unix)]
+/// does not pass it on again. (`script` of util-linux gives the command a
+/// terminal.)
+#[cfg(target_os = "linux")]
 #[test]
 fn an_interrupt_from_the_terminal_reaches_the_command_once() {
     if Command::new("script").arg("--version").output().is_err() {
