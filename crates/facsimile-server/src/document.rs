@@ -1390,27 +1390,11 @@ mod tests {
         doc.commit_and_release();
         assert_eq!(doc.applied_at_eviction.get(&tag), Some(&7));
 
-        let (tx, mut rx) = mpsc::channel(16);
-        let out = Outbox {
-            tx,
-            queued: Arc::default(),
-            cancel: CancellationToken::new(),
-            closing: Arc::default(),
-            ending: CancellationToken::new(),
+        let resume = Resume {
+            log: doc.log_id,
+            position: doc.committed,
         };
-        let hello = ClientHello {
-            protocol: protocol::PROTOCOL_VERSION,
-            document: "d".into(),
-            token: String::new(),
-            hostname: "back".into(),
-            incarnation: tag,
-            resume: Some(Resume {
-                log: doc.log_id,
-                position: doc.committed,
-            }),
-            read_only: false,
-        };
-        doc.join(1, hello, "127.0.0.1:1".parse().unwrap(), out);
+        let mut rx = rejoin_as(&mut doc, 1, tag, Some(resume));
         assert!(rx.try_recv().is_ok(), "the welcome is queued");
         let on_disk = Store::open(dir.path()).unwrap().records;
         assert_eq!(

@@ -122,6 +122,32 @@ fn watch_prints_the_tree_then_each_change_with_its_origin() {
     );
 }
 
+/// `facsimile watch ADDR PATH` running, and what gives its next line as
+/// JSON (failing the test when none comes in time: the lines are read
+/// as they come).
+fn watching(addr: &str, path: &str) -> (Killed, impl Fn() -> serde_json::Value) {
+    let mut watch = Killed(
+        Command::new(BIN)
+            .args(["watch", addr, path])
+            .env("FACSIMILE_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, lines) = mpsc::channel();
+    let out = BufReader::new(watch.0.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = move || -> serde_json::Value {
+        let line = lines.recv_timeout(PATIENCE);
+        serde_json::from_str(&line.expect("watch prints a line")).unwrap()
+    };
+    (watch, next)
+}
+
 /// An object reached from two places is watched under the path asked for:
 /// a change made through the other place is shown under the watched one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,26 +164,7 @@ async fn watch_shows_a_shared_object_under_the_watched_path() {
     root.set("b", shared.clone()).unwrap();
     writer.flush().await.unwrap();
 
-    let mut watch = Killed(
-        Command::new(BIN)
-            .args(["watch", &relay.addr, "/b"])
-            .env("FACSIMILE_TOKEN", TOKEN)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Lines as they come, so that a missing one fails the test in time.
-    let (tx, lines) = mpsc::channel();
-    let out = BufReader::new(watch.0.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next = || -> serde_json::Value {
-        let line = lines.recv_timeout(PATIENCE);
-        serde_json::from_str(&line.expect("watch prints a line")).unwrap()
-    };
+    let (_watch, next) = watching(&relay.addr, "/b");
     assert_eq!(next(), serde_json::json!({"v": 1}));
     shared.as_map().unwrap().set("v", 2).unwrap();
     writer.flush().await.unwrap();
@@ -200,25 +207,7 @@ async fn get_and_watch_write_an_object_met_again_as_a_reference() {
         r#"[{"list":{"$ref":"/list"},"name":"loop","self":{"$ref":"/list/0"}}]"#
     );
 
-    let mut watch = Killed(
-        Command::new(BIN)
-            .args(["watch", &relay.addr, "/list"])
-            .env("FACSIMILE_TOKEN", TOKEN)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let (tx, lines) = mpsc::channel();
-    let out = BufReader::new(watch.0.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next = || -> serde_json::Value {
-        let line = lines.recv_timeout(PATIENCE);
-        serde_json::from_str(&line.expect("watch prints a line")).unwrap()
-    };
+    let (_watch, next) = watching(&relay.addr, "/list");
     assert_eq!(next()[0]["self"], serde_json::json!({"$ref": "/list/0"}));
     root.set("again", root.clone()).unwrap();
     writer.flush().await.unwrap();
