@@ -670,11 +670,8 @@ fn dropping_a_subscription_whose_listener_owns_a_guard_releases_it() {
 fn a_request_made_while_the_node_s_lock_waits_joins_it() {
     for (wire, net) in manual_networks(7) {
         for contended in [false, true] {
-            let a = net.join("a");
-            let z = net.join("z");
-            a.set_root(json!({})).unwrap();
-            net.run();
-            let (ra, rz) = (a.root_map().unwrap(), z.root_map().unwrap());
+            let (a, z, ra) = a_and_z(&net);
+            let rz = z.root_map().unwrap();
             let mut cx = Context::from_waker(noop_waker_ref());
             // z's concurrent request comes first: an earlier counter, or
             // the same one and the higher hostname.
@@ -712,17 +709,24 @@ fn a_request_made_while_the_node_s_lock_waits_joins_it() {
     }
 }
 
+/// Nodes `a` and `z` (the higher hostname, first in line at a tie) on
+/// `net`, with an empty root map a wrote, and a's handle of it.
+fn a_and_z(net: &LocalNetwork) -> (Node, Node, MapRef) {
+    let a = net.join("a");
+    let z = net.join("z");
+    a.set_root(json!({})).unwrap();
+    net.run();
+    let ra = a.root_map().unwrap();
+    (a, z, ra)
+}
+
 /// A lock waiting when its node syncs (which drops its requests) waits on
 /// and asks again once the node is ready, rather than failing as if the
 /// node had been evicted.
 #[test]
 fn a_lock_waiting_through_a_sync_asks_again_after_it() {
     for (wire, net) in manual_networks(8) {
-        let a = net.join("a");
-        let z = net.join("z");
-        a.set_root(json!({})).unwrap();
-        net.run();
-        let ra = a.root_map().unwrap();
+        let (a, z, ra) = a_and_z(&net);
         let held = granted(&net, z.lock(z.root_map().unwrap()), wire);
         let mut cx = Context::from_waker(noop_waker_ref());
         let mut waiting = a.lock(&ra);
@@ -753,11 +757,7 @@ fn a_lock_waiting_through_a_sync_asks_again_after_it() {
 #[test]
 fn a_lock_held_through_a_sync_is_lost() {
     for (wire, net) in manual_networks(8) {
-        let a = net.join("a");
-        let z = net.join("z");
-        a.set_root(json!({})).unwrap();
-        net.run();
-        let ra = a.root_map().unwrap();
+        let (a, z, ra) = a_and_z(&net);
         let guard = granted(&net, a.lock(&ra), wire);
         let ended = Arc::new(Mutex::new(Vec::new()));
         let seen = ended.clone();
