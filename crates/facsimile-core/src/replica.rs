@@ -54,8 +54,15 @@ pub enum Planned<'a> {
     ListSplice(ObjectId, usize, usize, &'a [Input]),
 }
 
+/// An upper bound of the bytes of a map write in `format`.
+#[inline]
+fn map_set_bound(key: &str, input: &Input, format: codec::WireFormat) -> usize {
+    OP_OVERHEAD + key_bound(key, format) + input_bound(input, format)
+}
+
 impl Planned<'_> {
     /// How many ids of other peers the write may name.
+    #[inline]
     fn ids(self, doc: &Doc) -> usize {
         match self {
             Planned::Root(input) => refs(input),
@@ -106,12 +113,11 @@ impl Planned<'_> {
 
     /// An upper bound of the write's bytes in `format`: what its method
     /// reserves in the message.
+    #[inline]
     fn bound(self, doc: &Doc, format: codec::WireFormat) -> usize {
         match self {
             Planned::Root(input) => OP_OVERHEAD + input_bound(input, format),
-            Planned::MapSet(key, input) => {
-                OP_OVERHEAD + key_bound(key, format) + input_bound(input, format)
-            }
+            Planned::MapSet(key, input) => map_set_bound(key, input, format),
             Planned::MapSetMany(entries) => entries.iter().fold(0, |n, (k, v)| {
                 n + OP_OVERHEAD + key_bound(k, format) + input_bound(v, format)
             }),
@@ -559,7 +565,8 @@ impl Replica {
     /// [`crate::Config::max_message_size`].
     pub fn map_set(&mut self, obj: ObjectId, key: &str, input: Input) -> Result<bool, Error> {
         self.writable()?;
-        self.fits_planned(Planned::MapSet(key, &input))?;
+        // As `fits_planned`, spelt out: the hottest write.
+        self.fits(|| 1 + refs(&input), |f| map_set_bound(key, &input, f))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_set(obj, key, input, owner, &mut self.out, &self.peers)
@@ -1164,8 +1171,9 @@ impl Replica {
         self.out.fits(&self.peers, ids, bound)
     }
 
-    /// [`Replica::fits`] for a write as [`Replica::check_room`] plans it.
-    #[inline]
+    /// [`Replica::fits`] for a write as [`Replica::check_room`] plans it:
+    /// inlined into each write, so that its match falls away.
+    #[inline(always)]
     fn fits_planned(&mut self, write: Planned<'_>) -> Result<(), Error> {
         let doc = &self.doc;
         self.out
