@@ -2,7 +2,7 @@
 //! lock), recording what it read so that a later write can check that
 //! nothing it depends on changed meanwhile.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use facsimile_core::{IdKeys, ObjectId, ObjectKind, Replica, Value as CoreValue};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
@@ -21,6 +21,7 @@ pub(crate) const MAX_DEPTH: usize = 128;
 #[derive(Default, Debug)]
 pub(crate) struct ReadSet {
     reads: Vec<Read>,
+    buffered: bool,
 }
 
 #[derive(Debug)]
@@ -75,28 +76,12 @@ impl ReadSet {
         })
     }
 
-    /// The keys of each map read whole: by a map type, or by an untagged
-    /// or internally tagged enum, which serde reads whole and then picks
-    /// a variant by the keys it finds. (A struct reads only its declared
-    /// fields, aliases and fields it never writes among them.)
-    pub(crate) fn keys(&self) -> HashMap<ObjectId, Vec<SmolStr>, IdKeys> {
-        let whole: HashSet<ObjectId, IdKeys> = self
-            .reads
-            .iter()
-            .filter_map(|r| match r {
-                Read::Len(o, _) => Some(*o),
-                _ => None,
-            })
-            .collect();
-        let mut keys: HashMap<ObjectId, Vec<SmolStr>, IdKeys> = HashMap::default();
-        for read in &self.reads {
-            if let Read::Key(o, k, _) = read {
-                if whole.contains(o) {
-                    keys.entry(*o).or_default().push(k.clone());
-                }
-            }
-        }
-        keys
+    /// Whether the type read a map through `deserialize_any`: serde does
+    /// so for an untagged or internally tagged enum, whose variant it
+    /// picks by the keys it finds ([`super::diff::plan`] then needs what
+    /// the value read declared).
+    pub(crate) fn buffered(&self) -> bool {
+        self.buffered
     }
 
     /// The objects read.
@@ -229,7 +214,10 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
             CoreValue::Str(s) => visitor.visit_str(&s),
             CoreValue::Bytes(b) => visitor.visit_bytes(&b),
             CoreValue::Ref(o) => match self.rd.replica.kind(o) {
-                Some(ObjectKind::Map) => De::map(self.rd, o, visitor),
+                Some(ObjectKind::Map) => {
+                    self.rd.reads.buffered = true;
+                    De::map(self.rd, o, visitor)
+                }
                 Some(ObjectKind::Array) => De::seq(self.rd, o, None, visitor),
                 None => Err(ConvError::store(EngineError::UnknownObject(o).into())),
             },

@@ -126,21 +126,31 @@ pub(crate) enum Target {
 }
 
 /// Plans the writes that make `target` hold `tree`. Nothing is written.
-/// `read`: the keys of each map that reading the value before gave the
-/// type ([`super::de::ReadSet::keys`]); a struct written into such a map
-/// deletes those it does not declare (the fields of an enum's variant
-/// left behind when it changed), where keys no type read stay.
+/// `old`: the tree of the value the caller read and changed, when its read
+/// went through `deserialize_any` ([`super::de::ReadSet::buffered`]): a
+/// struct written into a map deletes the keys the old value's struct
+/// there declared and it does not (the fields of an untagged or
+/// internally tagged enum's variant it left), where keys neither
+/// declares stay.
 pub(crate) fn plan(
     r: &mut Replica,
     target: Target,
     tree: Tree,
-    read: Option<HashMap<ObjectId, Vec<SmolStr>, IdKeys>>,
+    old: Option<&Tree>,
 ) -> Result<Plan, Error> {
+    let mut declared = HashMap::default();
+    if let Some(old) = old {
+        let at = match target {
+            Target::Root => r.root(),
+            Target::Object(o) => CoreValue::Ref(o),
+        };
+        declared_keys(r, &at, old, &mut declared, 0);
+    }
     let mut d = Differ {
         r,
         plan: Plan::default(),
         depth: 0,
-        read: read.unwrap_or_default(),
+        declared,
     };
     match target {
         Target::Root => {
@@ -193,8 +203,53 @@ struct Differ<'a> {
     r: &'a mut Replica,
     plan: Plan,
     depth: usize,
-    /// The keys of each map the type read, for [`plan`].
-    read: HashMap<ObjectId, Vec<SmolStr>, IdKeys>,
+    /// The fields the old value's struct declared in each map, for
+    /// [`plan`].
+    declared: HashMap<ObjectId, Vec<&'static str>, IdKeys>,
+}
+
+/// The fields each stored map's struct declared in `old`, the tree of a
+/// value read from `cur`: the two are walked together, a struct's fields
+/// by key, a sequence's items by index.
+fn declared_keys(
+    r: &Replica,
+    cur: &CoreValue,
+    old: &Tree,
+    out: &mut HashMap<ObjectId, Vec<&'static str>, IdKeys>,
+    depth: usize,
+) {
+    let Some(o) = cur.as_ref_id() else { return };
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let below = |key: &str, t: &Tree, out: &mut _| {
+        if let Ok(Some(v)) = r.map_get(o, key) {
+            declared_keys(r, &v, t, out, depth + 1);
+        }
+    };
+    match (r.kind(o), old) {
+        (Some(ObjectKind::Map), Tree::Struct(fields)) => {
+            out.entry(o)
+                .or_default()
+                .extend(fields.iter().map(|(k, _)| *k));
+            for (k, t) in fields {
+                below(k, t, out);
+            }
+        }
+        (Some(ObjectKind::Map), Tree::Map(entries)) => {
+            for (k, t) in entries {
+                below(k, t, out);
+            }
+        }
+        (Some(ObjectKind::Map), Tree::Variant(name, t)) => below(name, t, out),
+        (Some(ObjectKind::Array), Tree::Seq(items)) => {
+            let values = r.list_values(o).unwrap_or_default();
+            for (v, t) in values.iter().zip(items) {
+                declared_keys(r, v, t, out, depth + 1);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Whether the stored scalar `cur` already holds the tree scalar `new`.
@@ -295,12 +350,14 @@ impl Differ<'_> {
     }
 
     fn fields(&mut self, o: ObjectId, fields: Vec<(&'static str, Tree)>) -> Result<(), ConvError> {
-        if let Some(mut read) = self.read.remove(&o) {
-            read.sort_unstable();
-            read.dedup();
-            for k in read {
-                if !fields.iter().any(|(f, _)| *f == k) && self.get(o, &k)?.is_some() {
-                    self.plan.writes.push(Write::Delete(o, k));
+        if let Some(mut old) = self.declared.remove(&o) {
+            old.sort_unstable();
+            old.dedup();
+            for k in old {
+                if !fields.iter().any(|(f, _)| *f == k) && self.get(o, k)?.is_some() {
+                    self.plan
+                        .writes
+                        .push(Write::Delete(o, SmolStr::new_static(k)));
                 }
             }
         }
@@ -415,13 +472,20 @@ impl Differ<'_> {
             (_, Tree::Scalar(v)) => scalar_matches(cur, v),
             (_, Tree::Single(v)) => single_matches(cur, *v),
             (Some((o, ObjectKind::Map)), Tree::Struct(fields)) => {
-                fields
-                    .iter()
-                    .all(|(k, t)| match (self.get(o, k).ok().flatten(), t) {
-                        (None | Some(CoreValue::Null), Tree::Absent) => true,
-                        (Some(v), t) => self.equal(&v, t),
-                        (None, _) => false,
+                let left = self.declared.get(&o).is_some_and(|old| {
+                    old.iter().any(|k| {
+                        !fields.iter().any(|(f, _)| f == k)
+                            && self.r.map_get(o, k).is_ok_and(|v| v.is_some())
                     })
+                });
+                !left
+                    && fields
+                        .iter()
+                        .all(|(k, t)| match (self.get(o, k).ok().flatten(), t) {
+                            (None | Some(CoreValue::Null), Tree::Absent) => true,
+                            (Some(v), t) => self.equal(&v, t),
+                            (None, _) => false,
+                        })
             }
             (Some((o, ObjectKind::Map)), Tree::Map(entries)) => {
                 let len = self.r.map_len(o).unwrap_or(0);

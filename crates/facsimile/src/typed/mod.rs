@@ -182,13 +182,14 @@ fn write_tree<T: Serialize + ?Sized>(
     target: Target,
     value: &T,
     reads: Option<&ReadSet>,
+    old: Option<&ser::Tree>,
 ) -> Result<bool> {
     let tree = ser::to_tree(value)?;
     node.write(|r| {
         if reads.is_some_and(|rs| !rs.valid(r)) {
             return Ok(Ok(false));
         }
-        let plan = match diff::plan(r, target, tree, reads.map(|rs| rs.keys())) {
+        let plan = match diff::plan(r, target, tree, old) {
             Ok(plan) => plan,
             Err(e) => return Ok(Err(e)),
         };
@@ -212,7 +213,7 @@ fn write_tree<T: Serialize + ?Sized>(
 }
 
 fn set_from<T: Serialize + ?Sized>(node: &Node, target: Target, value: &T) -> Result<()> {
-    write_tree(node, target, value, None).map(|_| ())
+    write_tree(node, target, value, None, None).map(|_| ())
 }
 
 fn update<T, R>(node: &Node, target: Target, mut f: impl FnMut(&mut T) -> R) -> Result<R>
@@ -222,8 +223,12 @@ where
     loop {
         let (value, reads) = read::<T>(node, target);
         let mut value = value?;
+        // What the value read declared, where serde read a map whole to
+        // pick an enum's variant: the update deletes what it no longer
+        // declares there.
+        let old = reads.buffered().then(|| ser::to_tree(&value)).transpose()?;
         let out = f(&mut value);
-        if write_tree(node, target, &value, Some(&reads))? {
+        if write_tree(node, target, &value, Some(&reads), old.as_ref())? {
             return Ok(out);
         }
     }

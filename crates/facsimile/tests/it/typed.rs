@@ -1389,6 +1389,39 @@ fn an_update_to_another_variant_leaves_no_field_of_the_old_one() {
     assert_eq!(b.get("/name"), Some(Value::from("b")));
     assert_eq!(b.get("/server_only"), Some(Value::from("s")));
     assert_eq!(b.get("/old_size"), Some(Value::Int(3)));
+
+    // Under such an enum, a struct keeps what it never writes, and keys no
+    // type declares, while the enum's variant stays.
+    #[derive(Serialize, Deserialize)]
+    struct Style {
+        color: String,
+        #[serde(skip_serializing, default)]
+        server_only: String,
+    }
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "t")]
+    enum Drawn {
+        Circle { r: i64, style: Style },
+    }
+    a.set_root(
+        json!({"t": "Circle", "r": 1, "style": {"color": "red", "server_only": "s", "x": 1}}),
+    )
+    .unwrap();
+    a.update(|d: &mut Drawn| {
+        let Drawn::Circle { r, .. } = d;
+        *r = 2;
+    })
+    .unwrap();
+    assert_eq!(b.get("/r"), Some(Value::Int(2)));
+    assert_eq!(b.get("/style/server_only"), Some(Value::from("s")));
+    assert_eq!(b.get("/style/x"), Some(Value::Int(1)));
+
+    // In a list, a variant whose fields the old one shares is no match
+    // for the element holding the old one's other fields.
+    a.set_root_from(&vec![Shape::Rect { w: 1, h: 2 }]).unwrap();
+    a.update(|v: &mut Vec<Shape>| v[0] = Shape::Square { w: 1 })
+        .unwrap();
+    assert_eq!(b.root_as::<Vec<Shape>>().unwrap(), [Shape::Square { w: 1 }]);
 }
 
 /// A large update whose message is packed (binary, many writes) is
