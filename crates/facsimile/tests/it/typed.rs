@@ -1408,7 +1408,11 @@ fn an_update_to_another_variant_leaves_no_field_of_the_old_one() {
     )
     .unwrap();
     a.update(|d: &mut Drawn| {
-        let Drawn::Circle { r, .. } = d;
+        let Drawn::Circle { r, style } = d;
+        assert_eq!(
+            (style.color.as_str(), style.server_only.as_str()),
+            ("red", "s")
+        );
         *r = 2;
     })
     .unwrap();
