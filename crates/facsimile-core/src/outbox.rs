@@ -133,7 +133,9 @@ fn weight(op: &WireOp) -> usize {
 /// [`weight`] of the operations that write `input` into a slot: its value
 /// there, and the operations of the objects it creates.
 pub(crate) fn input_weight(input: &Input) -> usize {
-    const BASE: usize = 32;
+    // `weight`'s allowance, with room for ids of the largest counters
+    // from a stream that names more than 127 peers.
+    const BASE: usize = PLANNED_BASE;
     match input {
         Input::Value(Value::Str(s)) => BASE + s.len(),
         Input::Value(Value::Bytes(b)) => BASE + b.len(),
@@ -149,6 +151,10 @@ pub(crate) fn input_weight(input: &Input) -> usize {
         Input::Array(items) => 2 * BASE + items.iter().map(input_weight).sum::<usize>(),
     }
 }
+
+/// The allowance of an operation of a planned write in a packed message
+/// ([`input_weight`]).
+pub(crate) const PLANNED_BASE: usize = 40;
 
 /// Whether a group that will hold `more` operations besides those open is
 /// packed before it ends ([`STREAM_FROM`]): its writes' checks then count

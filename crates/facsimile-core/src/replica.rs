@@ -41,14 +41,14 @@ pub use carry::CarriedOver;
 pub enum Planned<'a> {
     /// [`Replica::set_root`].
     Root(&'a Input),
-    /// [`Replica::map_set`]: a key and its value.
-    MapSet(&'a str, &'a Input),
-    /// [`Replica::map_set_many`].
-    MapSetMany(&'a [(SmolStr, Input)]),
-    /// [`Replica::map_delete`]: a key.
-    MapDelete(&'a str),
-    /// [`Replica::list_set_many`].
-    ListSetMany(&'a [(usize, Input)]),
+    /// [`Replica::map_set`]: the map, a key and its value.
+    MapSet(ObjectId, &'a str, &'a Input),
+    /// [`Replica::map_set_many`]: the map and its entries.
+    MapSetMany(ObjectId, &'a [(SmolStr, Input)]),
+    /// [`Replica::map_delete`]: the map and a key.
+    MapDelete(ObjectId, &'a str),
+    /// [`Replica::list_set_many`]: the array and its writes.
+    ListSetMany(ObjectId, &'a [(usize, Input)]),
     /// [`Replica::list_splice`]: the array, where, how many elements it
     /// deletes, and what it inserts.
     ListSplice(ObjectId, usize, usize, &'a [Input]),
@@ -66,10 +66,12 @@ impl Planned<'_> {
     fn ids(self, doc: &Doc) -> usize {
         match self {
             Planned::Root(input) => refs(input),
-            Planned::MapSet(_, input) => 1 + refs(input),
-            Planned::MapSetMany(entries) => 1 + entries.iter().map(|(_, v)| refs(v)).sum::<usize>(),
-            Planned::MapDelete(_) => 1,
-            Planned::ListSetMany(writes) => {
+            Planned::MapSet(_, _, input) => 1 + refs(input),
+            Planned::MapSetMany(_, entries) => {
+                1 + entries.iter().map(|(_, v)| refs(v)).sum::<usize>()
+            }
+            Planned::MapDelete(..) => 1,
+            Planned::ListSetMany(_, writes) => {
                 1 + writes.iter().map(|(_, v)| 1 + refs(v)).sum::<usize>()
             }
             Planned::ListSplice(obj, start, delete, items) => {
@@ -78,28 +80,53 @@ impl Planned<'_> {
         }
     }
 
-    /// How many operations the write makes at least.
-    fn ops(self) -> usize {
+    /// How many operations the write certainly makes: none for what
+    /// leaves its place as it is (it still reserves its bound).
+    fn ops(self, doc: &Doc) -> usize {
+        let changes = |now: Option<&Value>, input: &Input| match input {
+            Input::Value(v) => !now.is_some_and(|now| now.same(v)),
+            _ => true,
+        };
+        let map = |obj: ObjectId| doc.map(obj).ok();
         match self {
-            Planned::MapSetMany(entries) => entries.len(),
-            Planned::ListSetMany(writes) => writes.len(),
-            _ => 1,
+            Planned::Root(input) => usize::from(changes(Some(doc.root()), input)),
+            Planned::MapSet(obj, key, input) => {
+                usize::from(changes(map(obj).and_then(|m| m.get(key)), input))
+            }
+            Planned::MapSetMany(obj, entries) => entries
+                .iter()
+                .filter(|(k, v)| changes(map(obj).and_then(|m| m.get(k)), v))
+                .count(),
+            Planned::MapDelete(obj, key) => {
+                usize::from(map(obj).is_some_and(|m| m.get(key).is_some()))
+            }
+            Planned::ListSetMany(obj, writes) => {
+                let Ok(list) = doc.list(obj) else { return 0 };
+                writes
+                    .iter()
+                    .filter(|(i, v)| changes(list.get(*i).as_ref(), v))
+                    .count()
+            }
+            Planned::ListSplice(obj, start, delete, items) => {
+                let runs = doc.splice_runs(obj, start, delete).unwrap_or(0);
+                usize::from(runs > 0) + usize::from(!items.is_empty())
+            }
         }
     }
 
     /// An upper bound of the write's share of a packed message
     /// ([`outbox::input_weight`]).
     fn weight(self, doc: &Doc) -> usize {
-        const BASE: usize = 32;
+        const BASE: usize = outbox::PLANNED_BASE;
         match self {
             Planned::Root(input) => outbox::input_weight(input),
-            Planned::MapSet(key, input) => key.len() + outbox::input_weight(input),
-            Planned::MapSetMany(entries) => entries
+            Planned::MapSet(_, key, input) => key.len() + outbox::input_weight(input),
+            Planned::MapSetMany(_, entries) => entries
                 .iter()
                 .map(|(k, v)| k.len() + outbox::input_weight(v))
                 .sum(),
-            Planned::MapDelete(key) => BASE + key.len(),
-            Planned::ListSetMany(writes) => {
+            Planned::MapDelete(_, key) => BASE + key.len(),
+            Planned::ListSetMany(_, writes) => {
                 writes.iter().map(|(_, v)| outbox::input_weight(v)).sum()
             }
             Planned::ListSplice(obj, start, delete, items) => {
@@ -117,12 +144,12 @@ impl Planned<'_> {
     fn bound(self, doc: &Doc, format: codec::WireFormat) -> usize {
         match self {
             Planned::Root(input) => OP_OVERHEAD + input_bound(input, format),
-            Planned::MapSet(key, input) => map_set_bound(key, input, format),
-            Planned::MapSetMany(entries) => entries.iter().fold(0, |n, (k, v)| {
+            Planned::MapSet(_, key, input) => map_set_bound(key, input, format),
+            Planned::MapSetMany(_, entries) => entries.iter().fold(0, |n, (k, v)| {
                 n + OP_OVERHEAD + key_bound(k, format) + input_bound(v, format)
             }),
-            Planned::MapDelete(key) => OP_OVERHEAD + key_bound(key, format),
-            Planned::ListSetMany(writes) => writes
+            Planned::MapDelete(_, key) => OP_OVERHEAD + key_bound(key, format),
+            Planned::ListSetMany(_, writes) => writes
                 .iter()
                 .fold(0, |n, (_, v)| n + OP_OVERHEAD + input_bound(v, format)),
             Planned::ListSplice(obj, start, delete, items) => {
@@ -586,7 +613,7 @@ impl Replica {
         entries: Vec<(SmolStr, Input)>,
     ) -> Result<usize, Error> {
         self.writable()?;
-        self.fits_planned(Planned::MapSetMany(&entries))?;
+        self.fits_planned(Planned::MapSetMany(obj, &entries))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_set_many(obj, entries, owner, &mut self.out, &self.peers)
@@ -599,7 +626,7 @@ impl Replica {
     /// [`Error::NotOwner`], [`Error::TooLarge`].
     pub fn map_delete(&mut self, obj: ObjectId, key: &str) -> Result<Option<Value>, Error> {
         self.writable()?;
-        self.fits_planned(Planned::MapDelete(key))?;
+        self.fits_planned(Planned::MapDelete(obj, key))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::NotOwner);
         self.doc
             .map_delete(obj, key, owner, &mut self.out, &self.peers)
@@ -681,7 +708,7 @@ impl Replica {
         writes: Vec<(usize, Input)>,
     ) -> Result<usize, Error> {
         self.writable()?;
-        self.fits_planned(Planned::ListSetMany(&writes))?;
+        self.fits_planned(Planned::ListSetMany(obj, &writes))?;
         let owner = || self.locks.check_owner(obj.0, Refusal::Locked);
         self.doc
             .list_set_many(obj, writes, owner, &mut self.out, &self.peers)
@@ -1195,8 +1222,9 @@ impl Replica {
     /// let mut r = Replica::new(PeerId::new("a", 1), Config::default().max_message_size(4096));
     /// r.set_root(Input::Map(vec![])).unwrap();
     /// let text = Input::from("x".repeat(1500));
-    /// assert!(r.check_room([Planned::MapSet("a", &text)]).is_ok());
-    /// let three = [("a", &text), ("b", &text), ("c", &text)].map(|(k, v)| Planned::MapSet(k, v));
+    /// let root = r.root().as_ref_id().unwrap();
+    /// assert!(r.check_room([Planned::MapSet(root, "a", &text)]).is_ok());
+    /// let three = ["a", "b", "c"].map(|k| Planned::MapSet(root, k, &text));
     /// assert!(matches!(r.check_room(three), Err(Error::TooLarge { .. })));
     /// ```
     pub fn check_room<'a>(
@@ -1208,28 +1236,29 @@ impl Replica {
         // Each write's check counts what its group holds before it: the
         // bounds of the writes before, or once the group is packed
         // (`packs`), their encoded bytes, which their weights bound.
-        let (mut bounds, mut early, mut weights, mut largest, mut ops) = (0usize, 0, 0usize, 0, 0);
+        let (mut bounds, mut early, mut weights, mut largest, mut ops, mut ids) =
+            (0usize, 0, 0usize, 0, 0, 0usize);
         for write in plan {
             if let Planned::ListSplice(obj, ..) = write {
                 self.doc.list(obj)?;
             }
-            let intros = self
-                .out
-                .outbox
-                .intros_bound(&self.peers, || write.ids(&self.doc));
+            let named = write.ids(&self.doc);
+            ids = ids.saturating_add(named);
+            // Each write's own check charges the introductions it could
+            // make; a packed message holds each peer's once.
+            let intros = self.out.outbox.intros_bound(&self.peers, || named);
             let bound = write.bound(&self.doc, format).saturating_add(intros);
             bounds = bounds.saturating_add(bound);
             if ops < outbox::STREAM_FROM {
                 early = bounds;
             }
-            weights = weights
-                .saturating_add(write.weight(&self.doc))
-                .saturating_add(intros);
+            weights = weights.saturating_add(write.weight(&self.doc));
             largest = largest.max(bound);
-            ops = ops.saturating_add(write.ops());
+            ops = ops.saturating_add(write.ops(&self.doc));
         }
         let bytes = if outbox::packs(&self.out.outbox, ops) {
-            bounds.min(early.max(weights.saturating_add(largest)))
+            let intros = self.out.outbox.intros_bound(&self.peers, || ids);
+            bounds.min(early.max(weights.saturating_add(intros).saturating_add(largest)))
         } else {
             bounds
         };

@@ -1607,7 +1607,7 @@ fn counters_near_their_limit_make_no_message_over_the_size_limit() {
 /// random limits, packed or not. The failing seed is printed.
 #[test]
 fn writes_check_room_passed_are_never_refused_as_too_large() {
-    for seed in 0..300u64 {
+    for seed in 0..1_000u64 {
         let mut rng = SmallRng::seed_from_u64(seed);
         let format = if rng.random_bool(0.5) {
             WireFormat::Binary
@@ -1640,17 +1640,39 @@ fn writes_check_room_passed_are_never_refused_as_too_large() {
             .collect();
         let inserted: Vec<Input> = (0..rng.random_range(0..20)).map(Input::from).collect();
         let (start, delete) = (rng.random_range(0..50), rng.random_range(0..10));
-        let plan = sets
+        // Some writes change nothing (they still reserve room): a key
+        // deleted that is not there, a value written that is.
+        let absent: Vec<String> = (0..rng.random_range(0..400))
+            .map(|i| format!("a{i}"))
+            .collect();
+        let same = Input::from(Value::Int(7));
+        let same_count = rng.random_range(0..300);
+        r.map_set(root, "same", same.clone()).unwrap();
+        while r.poll_transmit().is_some() {}
+        let plan = absent
             .iter()
-            .map(|(k, v)| facsimile_core::Planned::MapSet(k, v))
+            .map(|k| facsimile_core::Planned::MapDelete(root, k))
+            .chain((0..same_count).map(|_| facsimile_core::Planned::MapSet(root, "same", &same)))
+            .chain(
+                sets.iter()
+                    .map(|(k, v)| facsimile_core::Planned::MapSet(root, k, v)),
+            )
             .chain([
-                facsimile_core::Planned::ListSetMany(&elems),
+                facsimile_core::Planned::ListSetMany(list, &elems),
                 facsimile_core::Planned::ListSplice(list, start, delete, &inserted),
             ]);
         if r.check_room(plan).is_err() {
             continue;
         }
         r.begin();
+        for k in &absent {
+            r.map_delete(root, k)
+                .unwrap_or_else(|e| panic!("seed {seed}: a delete refused after check_room: {e}"));
+        }
+        for _ in 0..same_count {
+            r.map_set(root, "same", same.clone())
+                .unwrap_or_else(|e| panic!("seed {seed}: a set refused after check_room: {e}"));
+        }
         for (k, v) in sets {
             r.map_set(root, &k, v)
                 .unwrap_or_else(|e| panic!("seed {seed}: a set refused after check_room: {e}"));

@@ -1293,7 +1293,10 @@ impl ArrayRef {
             let refs: Vec<_> = (a + 1..b)
                 .map(|i| (i, CoreInput::Value(CoreValue::Ref(id))))
                 .collect();
-            r.check_room([Planned::ListSetMany(&first), Planned::ListSetMany(&refs)])?;
+            r.check_room([
+                Planned::ListSetMany(id, &first),
+                Planned::ListSetMany(id, &refs),
+            ])?;
             let [(a, input)] = first;
             r.begin();
             let filled = r.list_set_many(id, vec![(a, input)]).and_then(|_| {

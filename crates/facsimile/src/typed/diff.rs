@@ -45,9 +45,9 @@ impl Write {
     fn planned(&self) -> Planned<'_> {
         match self {
             Write::Root(input) => Planned::Root(input),
-            Write::Set(_, k, input) => Planned::MapSet(k, input),
-            Write::Delete(_, k) => Planned::MapDelete(k),
-            Write::SetElems(_, writes) => Planned::ListSetMany(writes),
+            Write::Set(o, k, input) => Planned::MapSet(*o, k, input),
+            Write::Delete(o, k) => Planned::MapDelete(*o, k),
+            Write::SetElems(o, writes) => Planned::ListSetMany(*o, writes),
             Write::Splice(o, start, delete, items) => {
                 Planned::ListSplice(*o, *start, *delete, items)
             }
