@@ -187,9 +187,11 @@ impl PendingLock {
     }
 
     /// Withdraws the request if it is still waiting.
-    fn cancel(&mut self) -> PyResult<()> {
+    fn cancel(&mut self) {
+        // Called as a task is cancelled: what the withdrawal's send raised
+        // must not replace the cancellation.
         self.future = None;
-        PyResult::Ok(()).sent()
+        send_error_unraisable();
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -255,11 +257,16 @@ impl LockGuard {
         slf
     }
 
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+    #[pyo3(signature = (*exc))]
+    fn __exit__(&self, exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
         // A lock lost meanwhile needs no release.
         let g = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(g);
+        // The block's own exception comes first.
+        if exc.get_item(0).is_ok_and(|t| !t.is_none()) {
+            send_error_unraisable();
+            return Ok(false);
+        }
         PyResult::Ok(false).sent()
     }
 

@@ -426,6 +426,10 @@ pub(crate) trait Sent<T> {
 
 impl<T> Sent<T> for PyResult<T> {
     fn sent(self) -> PyResult<T> {
+        // Inside a listener, the error is the call's that runs it.
+        if IN_CALLBACK.with(|c| c.get()) > 0 {
+            return self;
+        }
         match SEND_ERROR.with(|s| s.borrow_mut().take()) {
             Some(e) if self.is_ok() => Err(e),
             // The call's own error comes first; the send's goes to the hook.
@@ -442,6 +446,9 @@ impl<T> Sent<T> for PyResult<T> {
 /// `sys.unraisablehook`: for a send made where no call can raise it (a
 /// guard or a request dropped), so that no later call raises it instead.
 pub(crate) fn send_error_unraisable() {
+    if IN_CALLBACK.with(|c| c.get()) > 0 {
+        return;
+    }
     if let Some(e) = SEND_ERROR.with(|s| s.borrow_mut().take()) {
         Python::attach(|py| e.write_unraisable(py, None));
     }

@@ -13,6 +13,7 @@ use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyList, PySlice, PyString, PyTuple};
 
 use crate::convert::{to_input, to_py};
+use crate::errors;
 use crate::node::{Facsimile, Sent, Topic, change_listener};
 
 /// The object a proxy names, for locks.
@@ -76,7 +77,7 @@ fn deep_at(
             }
             let d = PyDict::new(py);
             memo.insert(m.id(), d.clone().into_any().unbind());
-            for (k, v) in m.entries().sent()? {
+            for (k, v) in m.entries().map_err(errors::store)? {
                 d.set_item(k.as_str(), deep_at(owner, v, memo, depth + 1)?)?;
             }
             Ok(d.into_any().unbind())
@@ -87,7 +88,7 @@ fn deep_at(
             }
             let l = PyList::empty(py);
             memo.insert(a.id(), l.clone().into_any().unbind());
-            for v in a.to_vec().sent()? {
+            for v in a.to_vec().map_err(errors::store)? {
                 l.append(deep_at(owner, v, memo, depth + 1)?)?;
             }
             Ok(l.into_any().unbind())

@@ -188,6 +188,23 @@ def test_an_exception_from_send_is_raised_by_the_call_that_sent():
     a.store.n = 3
     assert a.store.n == 3
 
+    # A listener that writes while the failing call runs its listeners
+    # does not take the call's error.
+    # (The listener's write goes out in the same pump, and fails too: a
+    # second exception of one call goes to the unraisable hook.)
+    a.on("change", lambda c: setattr(a.store, "seen", 1) if c.key == "n" else None)
+    failing.append(True)
+    caught.clear()
+    sys.unraisablehook = lambda u: caught.append(u.exc_type)
+    try:
+        with pytest.raises(ConnectionError):
+            a.store.n = 4
+    finally:
+        sys.unraisablehook = old
+    failing.clear()
+    assert a.store.seen == 1
+    assert caught == [ConnectionError]
+
     # What was queued before a sender was assigned goes out when it is:
     # raised by the assignment; then by the sync that sends its request.
     c = facsimile.Facsimile("charlie")
