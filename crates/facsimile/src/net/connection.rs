@@ -161,6 +161,9 @@ impl Connection {
             // it.
             let mut read = self.shared.log_read.subscribe();
             tokio::select! {
+                // Read back already (over a relay at once): done, though
+                // the connection closed meanwhile.
+                biased;
                 r = read.wait_for(|&p| p >= stored_at) => {
                     if r.is_err() {
                         return Err(NetError::Closed);
