@@ -84,6 +84,14 @@ impl ReadSet {
         self.buffered
     }
 
+    /// Whether a struct read a field its map lacks (the type may have
+    /// filled it in with a default).
+    pub(crate) fn absent(&self) -> bool {
+        self.reads
+            .iter()
+            .any(|r| matches!(r, Read::Key(_, _, None)))
+    }
+
     /// The objects read.
     pub(crate) fn objects(&self) -> HashSet<ObjectId, IdKeys> {
         self.reads

@@ -138,7 +138,7 @@ pub(crate) fn plan(
     tree: Tree,
     old: Option<&Tree>,
 ) -> Result<Plan, Error> {
-    let mut declared = HashMap::default();
+    let mut declared = Declared::default();
     if let Some(old) = old {
         let at = match target {
             Target::Root => r.root(),
@@ -203,21 +203,23 @@ struct Differ<'a> {
     r: &'a mut Replica,
     plan: Plan,
     depth: usize,
-    /// The fields the old value's struct declared in each map, for
-    /// [`plan`].
-    declared: HashMap<ObjectId, Vec<&'static str>, IdKeys>,
+    /// What the old value declared, for [`plan`].
+    declared: Declared,
+}
+
+/// What the value read declared ([`declared_keys`]).
+#[derive(Default)]
+pub(crate) struct Declared {
+    /// The fields each map's struct declared.
+    keys: HashMap<ObjectId, Vec<&'static str>, IdKeys>,
+    /// The value read of each field absent from its map.
+    defaulted: HashMap<(ObjectId, &'static str), Tree>,
 }
 
 /// The fields each stored map's struct declared in `old`, the tree of a
 /// value read from `cur`: the two are walked together, a struct's fields
 /// by key, a sequence's items by index.
-fn declared_keys(
-    r: &Replica,
-    cur: &CoreValue,
-    old: &Tree,
-    out: &mut HashMap<ObjectId, Vec<&'static str>, IdKeys>,
-    depth: usize,
-) {
+fn declared_keys(r: &Replica, cur: &CoreValue, old: &Tree, out: &mut Declared, depth: usize) {
     let Some(o) = cur.as_ref_id() else { return };
     if depth > MAX_DEPTH {
         return;
@@ -229,11 +231,19 @@ fn declared_keys(
     };
     match (r.kind(o), old) {
         (Some(ObjectKind::Map), Tree::Struct(fields)) => {
-            out.entry(o)
+            out.keys
+                .entry(o)
                 .or_default()
                 .extend(fields.iter().map(|(k, _)| *k));
             for (k, t) in fields {
-                below(k, t, out);
+                match r.map_get(o, k) {
+                    // A field the type filled in (a default): the value
+                    // read, to tell it unchanged.
+                    Ok(None) if !matches!(t, Tree::Absent) => {
+                        out.defaulted.insert((o, k), t.clone());
+                    }
+                    _ => below(k, t, out),
+                }
             }
         }
         (Some(ObjectKind::Map), Tree::Map(entries)) => {
@@ -350,7 +360,7 @@ impl Differ<'_> {
     }
 
     fn fields(&mut self, o: ObjectId, fields: Vec<(&'static str, Tree)>) -> Result<(), ConvError> {
-        if let Some(mut old) = self.declared.remove(&o) {
+        if let Some(mut old) = self.declared.keys.remove(&o) {
             old.sort_unstable();
             old.dedup();
             for k in old {
@@ -367,6 +377,10 @@ impl Differ<'_> {
             match (cur, t) {
                 (None | Some(CoreValue::Null), Tree::Absent) => {}
                 (Some(_), Tree::Absent) => self.plan.writes.push(Write::Delete(o, key)),
+                // Absent when read, and what the type filled in is
+                // unchanged: nothing to write (a write would overwrite
+                // another node's concurrent one).
+                (None, t) if self.declared.defaulted.get(&(o, k)) == Some(&t) => {}
                 (None, t) => self.plan.writes.push(Write::Set(o, key, t.into_input())),
                 (Some(v), t) => {
                     if let Some(input) = self.diff(&v, t).map_err(|e| e.at_key(k))? {
@@ -472,7 +486,7 @@ impl Differ<'_> {
             (_, Tree::Scalar(v)) => scalar_matches(cur, v),
             (_, Tree::Single(v)) => single_matches(cur, *v),
             (Some((o, ObjectKind::Map)), Tree::Struct(fields)) => {
-                let left = self.declared.get(&o).is_some_and(|old| {
+                let left = self.declared.keys.get(&o).is_some_and(|old| {
                     old.iter().any(|k| {
                         !fields.iter().any(|(f, _)| f == k)
                             && self.r.map_get(o, k).is_ok_and(|v| v.is_some())

@@ -224,9 +224,12 @@ where
         let (value, reads) = read::<T>(node, target);
         let mut value = value?;
         // What the value read declared, where serde read a map whole to
-        // pick an enum's variant: the update deletes what it no longer
-        // declares there.
-        let old = reads.buffered().then(|| ser::to_tree(&value)).transpose()?;
+        // pick an enum's variant (the update deletes what it no longer
+        // declares there), or a struct read a field its map lacks (a
+        // default the update leaves unwritten while unchanged).
+        let old = (reads.buffered() || reads.absent())
+            .then(|| ser::to_tree(&value))
+            .transpose()?;
         let out = f(&mut value);
         if write_tree(node, target, &value, Some(&reads), old.as_ref())? {
             return Ok(out);

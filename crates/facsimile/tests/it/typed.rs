@@ -1444,3 +1444,33 @@ fn a_large_update_that_fits_once_packed_is_not_refused() {
     assert_eq!(now["k00000"], 1);
     assert_eq!(now["k11999"], 12_000);
 }
+
+/// A field the type fills in with a default, absent from the store, is
+/// not written by an update that leaves it as it was: such a write could
+/// overwrite another node's concurrent one. Changed, it is written.
+#[test]
+fn a_defaulted_field_left_as_it_was_is_not_written() {
+    #[derive(Serialize, Deserialize)]
+    struct Cfg {
+        name: String,
+        #[serde(default)]
+        retries: i64,
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+    let net = LocalNetwork::manual(16);
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({"name": "x"})).unwrap();
+    net.run();
+    a.update(|_: &mut Cfg| {}).unwrap();
+    assert_eq!(net.in_flight(), 0, "nothing sent");
+    a.update(|c: &mut Cfg| c.name = "y".into()).unwrap();
+    assert_eq!(net.in_flight(), 1);
+    net.run();
+    assert_eq!(b.get("/retries"), None, "not written");
+    a.update(|c: &mut Cfg| c.retries = 3).unwrap();
+    net.run();
+    assert_eq!(b.get("/retries"), Some(Value::Int(3)));
+    assert_eq!(b.get("/tags"), None);
+}
