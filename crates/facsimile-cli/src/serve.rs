@@ -43,6 +43,11 @@ pub(crate) struct ServeArgs {
     /// Bytes queued for one client before it is cut off as too slow.
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
     max_queue: usize,
+    /// Bytes of its clients' frames a document holds at once, waiting or
+    /// being committed; a client's reading pauses while its frame does not
+    /// fit (default: four times --max-frame).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    document_queue: Option<u64>,
     /// Log size, in bytes, past which a document's snapshot is rewritten
     /// and its log emptied.
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
@@ -79,6 +84,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         // heartbeat does not cost a node its place; at most a second apart.
         .failure_detection(Duration::from_secs(1).min(peer_timeout / 3), peer_timeout)
         .reconnect_grace(args.reconnect_grace);
+    if let Some(bytes) = args.document_queue {
+        config = config.document_queue(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
     config = if args.ephemeral {
         config.ephemeral()
     } else {

@@ -55,6 +55,23 @@ fn get_and_set_read_and_write_json_at_a_pointer() {
     assert!(String::from_utf8_lossy(&down.stderr).contains("could not connect"));
 }
 
+/// `serve --document-queue` bounds a document's inbound bytes: at one
+/// byte every frame waits for the one before it to be committed, and
+/// every write still lands.
+#[test]
+fn a_relay_with_the_smallest_document_queue_takes_every_write() {
+    let dir = TempDir::new("docqueue");
+    let relay = Relay::start(&dir, &["--document-queue", "1"]);
+    let addr = relay.addr.as_str();
+    ok(&["set", addr, "", r#"{"l": []}"#]);
+    for i in 0..5 {
+        ok(&["set", addr, "/l/-", &i.to_string()]);
+    }
+    assert_eq!(ok(&["get", addr, "/l", "--compact"]).trim(), "[0,1,2,3,4]");
+    let zero = run(&["serve", "--document-queue", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "refused by the parser");
+}
+
 #[test]
 fn client_commands_take_a_websocket_address() {
     let dir = TempDir::new("ws");
