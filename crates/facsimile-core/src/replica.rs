@@ -60,10 +60,12 @@ fn map_set_bound(key: &str, input: &Input, format: codec::WireFormat) -> usize {
     OP_OVERHEAD + key_bound(key, format) + input_bound(input, format)
 }
 
+/// The measures of a planned write take `runs`: for a splice, the runs of
+/// consecutive ids its delete makes (`Doc::splice_runs`); 0 otherwise.
 impl Planned<'_> {
     /// How many ids of other peers the write may name.
     #[inline]
-    fn ids(self, doc: &Doc) -> usize {
+    fn ids(self, runs: usize) -> usize {
         match self {
             Planned::Root(input) => refs(input),
             Planned::MapSet(_, _, input) => 1 + refs(input),
@@ -74,15 +76,13 @@ impl Planned<'_> {
             Planned::ListSetMany(_, writes) => {
                 1 + writes.iter().map(|(_, v)| 1 + refs(v)).sum::<usize>()
             }
-            Planned::ListSplice(obj, start, delete, items) => {
-                crate::doc::splice_ids(items, doc.splice_runs(obj, start, delete).unwrap_or(0))
-            }
+            Planned::ListSplice(.., items) => crate::doc::splice_ids(items, runs),
         }
     }
 
     /// How many operations the write certainly makes: none for what
     /// leaves its place as it is (it still reserves its bound).
-    fn ops(self, doc: &Doc) -> usize {
+    fn ops(self, doc: &Doc, runs: usize) -> usize {
         let changes = |now: Option<&Value>, input: &Input| match input {
             Input::Value(v) => !now.is_some_and(|now| now.same(v)),
             _ => true,
@@ -107,8 +107,7 @@ impl Planned<'_> {
                     .filter(|(i, v)| changes(list.get(*i).as_ref(), v))
                     .count()
             }
-            Planned::ListSplice(obj, start, delete, items) => {
-                let runs = doc.splice_runs(obj, start, delete).unwrap_or(0);
+            Planned::ListSplice(.., items) => {
                 usize::from(runs > 0) + usize::from(!items.is_empty())
             }
         }
@@ -116,7 +115,7 @@ impl Planned<'_> {
 
     /// An upper bound of the write's share of a packed message
     /// ([`outbox::input_weight`]).
-    fn weight(self, doc: &Doc) -> usize {
+    fn weight(self, runs: usize) -> usize {
         const BASE: usize = outbox::PLANNED_BASE;
         match self {
             Planned::Root(input) => outbox::input_weight(input),
@@ -129,8 +128,7 @@ impl Planned<'_> {
             Planned::ListSetMany(_, writes) => {
                 writes.iter().map(|(_, v)| outbox::input_weight(v)).sum()
             }
-            Planned::ListSplice(obj, start, delete, items) => {
-                let runs = doc.splice_runs(obj, start, delete).unwrap_or(0);
+            Planned::ListSplice(.., items) => {
                 let inserted = BASE + items.iter().map(outbox::input_weight).sum::<usize>();
                 let deleted = if runs > 0 { BASE + runs * BASE } else { 0 };
                 inserted + deleted
@@ -141,7 +139,7 @@ impl Planned<'_> {
     /// An upper bound of the write's bytes in `format`: what its method
     /// reserves in the message.
     #[inline]
-    fn bound(self, doc: &Doc, format: codec::WireFormat) -> usize {
+    fn bound(self, runs: usize, format: codec::WireFormat) -> usize {
         match self {
             Planned::Root(input) => OP_OVERHEAD + input_bound(input, format),
             Planned::MapSet(_, key, input) => map_set_bound(key, input, format),
@@ -152,10 +150,7 @@ impl Planned<'_> {
             Planned::ListSetMany(_, writes) => writes
                 .iter()
                 .fold(0, |n, (_, v)| n + OP_OVERHEAD + input_bound(v, format)),
-            Planned::ListSplice(obj, start, delete, items) => {
-                let runs = doc.splice_runs(obj, start, delete).unwrap_or(0);
-                crate::doc::splice_bound(items, runs, format)
-            }
+            Planned::ListSplice(.., items) => crate::doc::splice_bound(items, runs, format),
         }
     }
 }
@@ -1202,9 +1197,12 @@ impl Replica {
     /// inlined into each write, so that its match falls away.
     #[inline(always)]
     fn fits_planned(&mut self, write: Planned<'_>) -> Result<(), Error> {
-        let doc = &self.doc;
+        debug_assert!(
+            !matches!(write, Planned::ListSplice(..)),
+            "a splice reserves its room itself, once it knows its runs"
+        );
         self.out
-            .fits(&self.peers, || write.ids(doc), |f| write.bound(doc, f))
+            .fits(&self.peers, || write.ids(0), |f| write.bound(0, f))
     }
 
     /// Whether the writes of `plan`, made in order in one group
@@ -1239,22 +1237,26 @@ impl Replica {
         let (mut bounds, mut early, mut weights, mut largest, mut ops, mut ids) =
             (0usize, 0, 0usize, 0, 0, 0usize);
         for write in plan {
-            if let Planned::ListSplice(obj, ..) = write {
-                self.doc.list(obj)?;
-            }
-            let named = write.ids(&self.doc);
+            // A delete's runs of ids, read once: every measure below takes them.
+            let runs = match write {
+                Planned::ListSplice(obj, start, delete, _) => {
+                    self.doc.splice_runs(obj, start, delete)?
+                }
+                _ => 0,
+            };
+            let named = write.ids(runs);
             ids = ids.saturating_add(named);
             // Each write's own check charges the introductions it could
             // make; a packed message holds each peer's once.
             let intros = self.out.outbox.intros_bound(&self.peers, || named);
-            let bound = write.bound(&self.doc, format).saturating_add(intros);
+            let bound = write.bound(runs, format).saturating_add(intros);
             bounds = bounds.saturating_add(bound);
             if ops < outbox::STREAM_FROM {
                 early = bounds;
             }
-            weights = weights.saturating_add(write.weight(&self.doc));
+            weights = weights.saturating_add(write.weight(runs));
             largest = largest.max(bound);
-            ops = ops.saturating_add(write.ops(&self.doc));
+            ops = ops.saturating_add(write.ops(&self.doc, runs));
         }
         let bytes = if outbox::packs(&self.out.outbox, ops) {
             let intros = self.out.outbox.intros_bound(&self.peers, || ids);
