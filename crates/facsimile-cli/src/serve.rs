@@ -61,6 +61,12 @@ pub(crate) struct ServeArgs {
     /// at once; at most --peer-timeout has any effect).
     #[arg(long, default_value = "0", value_name = "SECS", value_parser = crate::secs)]
     reconnect_grace: Duration,
+    /// Close a document this many seconds after its last client left,
+    /// freeing its thread and memory; it opens again from disk when a
+    /// client asks for it (0: keep documents open; with --ephemeral they
+    /// always stay open).
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = crate::secs)]
+    close_idle: Duration,
     /// The JavaScript package's browser build (`js/dist`) that the
     /// inspector pages run on (default: the source tree's, as built by
     /// `cd js && npm ci && npm run build`).
@@ -83,7 +89,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         // A heartbeat a third of the timeout, so that one late or lost
         // heartbeat does not cost a node its place; at most a second apart.
         .failure_detection(Duration::from_secs(1).min(peer_timeout / 3), peer_timeout)
-        .reconnect_grace(args.reconnect_grace);
+        .reconnect_grace(args.reconnect_grace)
+        .close_idle((!args.close_idle.is_zero()).then_some(args.close_idle));
     if let Some(bytes) = args.document_queue {
         config = config.document_queue(usize::try_from(bytes).unwrap_or(usize::MAX));
     }

@@ -35,6 +35,7 @@ pub struct ServerConfig {
     pub(crate) handshake_timeout: Duration,
     pub(crate) inspector_assets: PathBuf,
     pub(crate) documents_on_runtime: bool,
+    pub(crate) close_idle: Option<Duration>,
 }
 
 /// Where the inspector's assets (the JavaScript package's browser build)
@@ -68,6 +69,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             inspector_assets: PathBuf::from(DEFAULT_INSPECTOR_ASSETS),
             documents_on_runtime: false,
+            close_idle: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -234,6 +236,23 @@ impl ServerConfig {
     /// ```
     pub fn reconnect_grace(mut self, grace: Duration) -> Self {
         self.reconnect_grace = grace;
+        self
+    }
+
+    /// How long a document stays open after its last client left (default
+    /// 60 s; `None`: for as long as the relay runs). A document opens
+    /// when a client first asks for it, recovering it from its snapshot
+    /// and log; closing it frees its thread and its replica's memory, so
+    /// a relay holds only the documents in use. Without a data directory
+    /// ([`ServerConfig::ephemeral`]) documents stay open: closing one would
+    /// lose it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = facsimile_server::ServerConfig::default().close_idle(Some(Duration::from_secs(600)));
+    /// ```
+    pub fn close_idle(mut self, after: Option<Duration>) -> Self {
+        self.close_idle = after;
         self
     }
 

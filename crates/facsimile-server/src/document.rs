@@ -104,7 +104,65 @@ pub(crate) struct Inbox {
     budget: Arc<Semaphore>,
     /// The budget's bytes: a larger frame takes all of them.
     size: u32,
+    /// Clients handed this inbox whose join is not in the channel yet: an
+    /// idle document closes only when there are none (see [`Unlist`]).
+    joining: Arc<AtomicUsize>,
 }
+
+/// An [`Inbox`]'s identity, which does not keep its document open.
+#[derive(Clone)]
+pub(crate) struct InboxId(Arc<AtomicUsize>);
+
+impl InboxId {
+    /// Whether no client is on its way in ([`Joining`]); read with the
+    /// table of open documents locked.
+    pub(crate) fn unjoined(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// A client on its way into a document: counted in its inbox's `joining`
+/// from when the relay's table of open documents handed the inbox out
+/// (under that table's lock) until the join is in the channel.
+pub(crate) struct Joining {
+    inbox: Inbox,
+}
+
+impl Joining {
+    /// Counts a client on its way in; call with the table locked.
+    pub(crate) fn new(inbox: &Inbox) -> Joining {
+        inbox.joining.fetch_add(1, Ordering::SeqCst);
+        Joining {
+            inbox: inbox.clone(),
+        }
+    }
+
+    /// The inbox, for a caller that is not a client.
+    pub(crate) fn inbox(&self) -> Inbox {
+        self.inbox.clone()
+    }
+
+    /// Puts the client's join in the channel; returns the inbox for what
+    /// the client sends next.
+    pub(crate) async fn join(self, join: Cmd) -> Result<Inbox, Closed> {
+        self.inbox.send(join).await?;
+        Ok(self.inbox.clone())
+    }
+}
+
+impl Drop for Joining {
+    fn drop(&mut self) {
+        self.inbox.joining.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Takes an idle document out of the relay's table of open documents,
+/// unless a client is on its way in or `quiet` (whether the document's
+/// channel is empty) says one may be in the channel; returns whether it
+/// did. Called by the document's thread, which ends when it did: nothing
+/// can reach the document any more, and a client that asks for it later
+/// opens it again from disk.
+pub(crate) type Unlist = Box<dyn Fn(&dyn Fn() -> bool) -> bool + Send>;
 
 /// The document's thread ended.
 #[derive(Debug)]
@@ -117,7 +175,26 @@ impl Inbox {
         let size = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
         let (tx, rx) = mpsc::channel(INPUTS);
         let budget = Arc::new(Semaphore::new(size as usize));
-        (Inbox { tx, budget, size }, rx)
+        let joining = Arc::new(AtomicUsize::new(0));
+        (
+            Inbox {
+                tx,
+                budget,
+                size,
+                joining,
+            },
+            rx,
+        )
+    }
+
+    /// What tells this inbox apart, without holding its channel open.
+    pub(crate) fn id(&self) -> InboxId {
+        InboxId(self.joining.clone())
+    }
+
+    /// Whether this is the inbox `id` names.
+    pub(crate) fn is(&self, id: &InboxId) -> bool {
+        Arc::ptr_eq(&self.joining, &id.0)
     }
 
     /// Passes a client's frame on once the budget has room for it (all of
@@ -311,6 +388,9 @@ pub(crate) struct Doc {
     /// ends, and the tags they spoke for (those not taken over by a new
     /// connection meanwhile are evicted then).
     lingering: Vec<(Instant, ConnId, Vec<u32>)>,
+    /// Since when the document has had no client, connected or within its
+    /// grace.
+    idle_since: Option<Instant>,
 }
 
 /// How long a recovery took and what it found, for logs and benchmarks.
@@ -404,6 +484,7 @@ impl Doc {
             applied_at_eviction: IndexMap::new(),
             applied_staged: Vec::new(),
             lingering: Vec::new(),
+            idle_since: Some(Instant::now()),
             applying: None,
         };
         doc.replica.record_changes(false);
@@ -463,12 +544,22 @@ impl Doc {
         Ok((doc, recovery))
     }
 
-    /// Runs the document until every sender of its channel is gone, arming
-    /// `timer` with the replica's next timer after each batch.
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>, timer: watch::Sender<Deadline>) {
+    /// Runs the document until every sender of its channel is gone, or
+    /// until it has been idle for `ServerConfig::close_idle` and `unlist`
+    /// took it out of the relay's table; arms `timer` with the replica's
+    /// next timer (or the end of the idle time) after each batch.
+    pub(crate) fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        timer: watch::Sender<Deadline>,
+        unlist: Option<Unlist>,
+    ) {
         self.arm(&timer);
         while let Some(cmd) = rx.blocking_recv() {
             self.batch(cmd, &mut rx, &timer);
+            if self.unlisted_when_idle(unlist.as_ref(), &rx) {
+                break;
+            }
         }
         tracing::debug!(doc = %self.name, "document closed");
     }
@@ -479,12 +570,47 @@ impl Doc {
         mut self,
         mut rx: mpsc::Receiver<Cmd>,
         timer: watch::Sender<Deadline>,
+        unlist: Option<Unlist>,
     ) {
         self.arm(&timer);
         while let Some(cmd) = rx.recv().await {
             self.batch(cmd, &mut rx, &timer);
+            if self.unlisted_when_idle(unlist.as_ref(), &rx) {
+                break;
+            }
         }
         tracing::debug!(doc = %self.name, "document closed");
+    }
+
+    /// When an idle document may close: with its log on disk (without, it
+    /// would be lost), `ServerConfig::close_idle` after its last client
+    /// left.
+    fn idle_until(&self) -> Option<Instant> {
+        let after = self.config.close_idle?;
+        let since = self.idle_since?;
+        // Past what an `Instant` holds is never.
+        let far = Duration::from_secs(1 << 30);
+        self.store.is_durable().then(|| since + after.min(far))
+    }
+
+    /// Whether the document's idle time is over and `unlist` took it out
+    /// of the relay's table: then nothing more reaches it, and what is
+    /// left in its channel (a tick, the inspector's question, the frames
+    /// of a client that left) can be dropped.
+    fn unlisted_when_idle(&self, unlist: Option<&Unlist>, rx: &mpsc::Receiver<Cmd>) -> bool {
+        let (Some(unlist), Some(at)) = (unlist, self.idle_until()) else {
+            return false;
+        };
+        if Instant::now() < at || !unlist(&|| rx.is_empty()) {
+            return false;
+        }
+        tracing::info!(
+            doc = %self.name,
+            position = self.committed,
+            "closed the document: no client for {:?}",
+            self.config.close_idle.unwrap_or_default()
+        );
+        true
     }
 
     /// Handles `first` and what else is waiting, up to a batch, then
@@ -512,6 +638,12 @@ impl Doc {
         }
         self.commit_and_release();
         drop(taken);
+        let idle = self.clients.is_empty() && self.lingering.is_empty();
+        self.idle_since = match self.idle_since {
+            Some(since) if idle => Some(since),
+            _ if idle => Some(Instant::now()),
+            _ => None,
+        };
         self.arm(timer);
     }
 
@@ -520,7 +652,11 @@ impl Doc {
     fn arm(&self, timer: &watch::Sender<Deadline>) {
         let replica = self.replica.poll_timeout().map(|at| self.epoch + at);
         let graces = self.lingering.iter().map(|(until, _, _)| *until);
-        let at = replica.into_iter().chain(graces).min();
+        let at = replica
+            .into_iter()
+            .chain(graces)
+            .chain(self.idle_until())
+            .min();
         timer.send_if_modified(|armed| {
             let moved = *armed != at;
             *armed = at;

@@ -73,7 +73,7 @@ async fn status(
     if let Some(refused) = refusal(&shared, &uri, &doc) {
         return refused;
     }
-    let Some(channel) = shared.open_doc_channel(&doc) else {
+    let Some(channel) = shared.existing_doc_channel(&doc).await else {
         return json(
             StatusCode::NOT_FOUND,
             format!("{{\"error\":\"no document named {doc} on this relay\"}}"),

@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::ServerConfig;
-use crate::document::{self, Cmd, ConnId, Doc, Inbox, Outbox, QUEUE_ROUNDS, Recovery};
+use crate::document::{
+    self, Cmd, ConnId, Doc, Inbox, Joining, Outbox, QUEUE_ROUNDS, Recovery, Unlist,
+};
 use crate::http;
 use crate::transport::{self, Admission, Close, FrameSink, Frames, Outgoing, ReadError, Transport};
 
@@ -67,11 +69,13 @@ pub(crate) struct Shared {
 }
 
 impl Server {
-    /// Binds the listening socket and opens every document found in the
-    /// data directory (recovering each from its snapshot and log).
+    /// Binds the listening socket and makes the data directory. A document
+    /// opens (recovered from its snapshot and log) when a client first asks
+    /// for it, and closes once idle ([`ServerConfig::close_idle`]); one that
+    /// cannot be recovered is refused to its clients, and logged.
     ///
     /// # Errors
-    /// When the address cannot be bound or a document cannot be recovered.
+    /// When the address cannot be bound or the data directory made.
     pub async fn bind(config: ServerConfig) -> io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let shared = Shared::open(config).await?;
@@ -80,9 +84,9 @@ impl Server {
 
     /// Serves the connections `incoming` yields, instead of a TCP
     /// listener's, until `shutdown` completes: a Unix socket's, a tunnel's,
-    /// or a simulated network's (turmoil's `TcpListener`). Opens every
-    /// document found in the data directory first, as [`Server::bind`]
-    /// does; the configured address is not used. TLS and WebSocket
+    /// or a simulated network's (turmoil's `TcpListener`). Documents open
+    /// and close as with [`Server::bind`]; the configured address is not
+    /// used. TLS and WebSocket
     /// connections are told apart as over TCP.
     ///
     /// ```no_run
@@ -97,7 +101,7 @@ impl Server {
     /// ```
     ///
     /// # Errors
-    /// When a document cannot be recovered, or `incoming` ends.
+    /// When the data directory cannot be made, or `incoming` ends.
     pub async fn serve<S, I>(
         config: ServerConfig,
         incoming: I,
@@ -206,8 +210,8 @@ async fn serve_on(
 }
 
 impl Shared {
-    /// The relay's state, with every document found in the data directory
-    /// opened (recovered from its snapshot and log).
+    /// The relay's state, with its data directory made; documents open
+    /// when first asked for.
     async fn open(config: ServerConfig) -> io::Result<Arc<Shared>> {
         let config = Arc::new(config);
         let shared = Arc::new(Shared {
@@ -226,19 +230,6 @@ impl Shared {
                     format!("cannot create the data directory {}: {e}", dir.display()),
                 )
             })?;
-            let mut names: Vec<String> = std::fs::read_dir(&dir)?
-                .filter_map(|e| e.ok())
-                .filter(|e| e.path().join("log").exists() || e.path().join("snapshot").exists())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| valid_name(n))
-                .collect();
-            names.sort();
-            for name in names {
-                shared
-                    .open_doc_off_runtime(name)
-                    .await
-                    .map_err(io::Error::other)??;
-            }
         }
         Ok(shared)
     }
@@ -374,7 +365,7 @@ impl Shared {
         .await;
     }
 
-    /// The inbox of a document that is open (every document on disk is).
+    /// The inbox of a document that is open.
     pub(crate) fn open_doc_channel(&self, name: &str) -> Option<Inbox> {
         self.docs
             .lock()
@@ -389,7 +380,7 @@ impl Shared {
     async fn open_doc_off_runtime(
         self: &Arc<Self>,
         name: String,
-    ) -> Result<io::Result<Inbox>, tokio::task::JoinError> {
+    ) -> Result<io::Result<Joining>, tokio::task::JoinError> {
         if self.config.documents_on_runtime {
             return Ok(self.open_doc(&name));
         }
@@ -397,18 +388,18 @@ impl Shared {
         tokio::task::spawn_blocking(move || shared.open_doc(&name)).await
     }
 
-    /// Opens a document's thread and its timer, once; returns its inbox
-    /// when it is recovered.
-    fn open_doc(self: &Arc<Self>, name: &str) -> io::Result<Inbox> {
+    /// Opens a document's thread and its timer unless it is open; returns
+    /// its inbox, counting a client on its way in.
+    fn open_doc(self: &Arc<Self>, name: &str) -> io::Result<Joining> {
         let _opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = self
-            .docs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
         {
-            return Ok(tx.clone());
+            let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(inbox) = docs.get(name) {
+                return Ok(Joining::new(inbox));
+            }
         }
+        // A document that closed has left the table only after its last
+        // write to disk, so it can be opened again at once.
         let dir = self.config.data.as_ref().map(|d| d.join(name));
         let started = Instant::now();
         let (doc, recovery): (Doc, Recovery) = Doc::open(name, dir, self.config.clone())?;
@@ -424,16 +415,16 @@ impl Shared {
         let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
         let (inbox, rx) = Inbox::new(self.config.document_budget());
         let (arm, armed) = watch::channel(None);
+        let unlist = self.unlist(name, &inbox);
         if self.config.documents_on_runtime {
-            tokio::spawn(doc.run_on_runtime(rx, arm));
+            tokio::spawn(doc.run_on_runtime(rx, arm, unlist));
         } else {
             let thread = std::thread::Builder::new()
                 .name(format!("doc-{name}"))
-                .spawn(move || doc.run(rx, arm))?;
-            self.threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(thread);
+                .spawn(move || doc.run(rx, arm, unlist))?;
+            let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+            threads.retain(|t| !t.is_finished());
+            threads.push(thread);
         }
         tokio::runtime::Handle::current().spawn(document::run_timer(
             inbox.tx.clone(),
@@ -441,7 +432,51 @@ impl Shared {
             self.stopping.clone(),
         ));
         docs.insert(name.to_string(), inbox.clone());
-        Ok(inbox)
+        Ok(Joining::new(&inbox))
+    }
+
+    /// How the document of `inbox` leaves the table when idle (see
+    /// [`Unlist`]); `None` when documents stay open.
+    fn unlist(self: &Arc<Self>, name: &str, inbox: &Inbox) -> Option<Unlist> {
+        self.config.data.as_ref()?;
+        self.config.close_idle?;
+        let shared = Arc::downgrade(self);
+        let name = name.to_string();
+        let id = inbox.id();
+        Some(Box::new(move |quiet: &dyn Fn() -> bool| {
+            let Some(shared) = shared.upgrade() else {
+                return false;
+            };
+            let mut docs = shared.docs.lock().unwrap_or_else(|e| e.into_inner());
+            let ours = docs.get(&name).is_some_and(|inbox| inbox.is(&id));
+            // Under the table's lock nobody can be handed the inbox: with
+            // nobody on the way in and nothing in the channel, no client
+            // can reach the document any more.
+            if ours && id.unjoined() && quiet() {
+                docs.remove(&name);
+                return true;
+            }
+            false
+        }))
+    }
+
+    /// The inbox of a document that is open or on disk, opening it if it
+    /// is not; `None` when there is no such document (or the relay is
+    /// stopping).
+    pub(crate) async fn existing_doc_channel(self: &Arc<Self>, name: &str) -> Option<Inbox> {
+        if let Some(inbox) = self.open_doc_channel(name) {
+            return Some(inbox);
+        }
+        let dir = self.config.data.as_ref()?.join(name);
+        if !valid_name(name) || !(dir.join("log").exists() || dir.join("snapshot").exists()) {
+            return None;
+        }
+        let joining = self
+            .open_doc_off_runtime(name.to_string())
+            .await
+            .ok()?
+            .ok()?;
+        Some(joining.inbox())
     }
 }
 
@@ -601,7 +636,7 @@ impl Handler {
 
 /// The inbox of the hello's document, opening (and recovering) the
 /// document if no client has yet.
-async fn open_document(shared: &Arc<Shared>, hello: &ClientHello) -> Result<Inbox, Refusal> {
+async fn open_document(shared: &Arc<Shared>, hello: &ClientHello) -> Result<Joining, Refusal> {
     match shared.open_doc_off_runtime(hello.document.clone()).await {
         Ok(Ok(doc)) => Ok(doc),
         Err(_) => Err(Refusal::Dropped(Close {
@@ -653,7 +688,7 @@ enum Departure {
 
 impl ClientConn {
     /// Joins the client to its document; `None` if the document closed.
-    async fn join(handler: Handler, hello: ClientHello, doc: Inbox) -> Option<ClientConn> {
+    async fn join(handler: Handler, hello: ClientHello, doc: Joining) -> Option<ClientConn> {
         let Handler {
             shared,
             addr,
@@ -681,7 +716,7 @@ impl ClientConn {
             addr,
             out,
         };
-        doc.send(join).await.ok()?;
+        let doc = doc.join(join).await.ok()?;
         let writing = tokio::spawn(write_frames(sink, rx, queued, cancel.clone()));
         Some(ClientConn {
             id,

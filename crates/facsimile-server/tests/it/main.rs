@@ -5,6 +5,7 @@
 mod eviction;
 mod frame_limit;
 mod grace;
+mod idle;
 mod incarnation;
 mod inspect;
 mod limits;

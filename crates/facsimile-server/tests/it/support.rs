@@ -103,7 +103,12 @@ impl Drop for Relay {
 }
 
 pub(crate) fn options() -> ConnectOptions {
-    ConnectOptions::new("default")
+    options_for("default")
+}
+
+/// [`options`] for document `doc`.
+pub(crate) fn options_for(doc: &str) -> ConnectOptions {
+    ConnectOptions::new(doc)
         .token(TOKEN)
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
         .timeouts(Duration::from_secs(10), Duration::from_secs(20))
