@@ -216,7 +216,10 @@ impl Value {
     /// A deep copy as JSON in which every object is written out once: where
     /// it appears again (shared, or inside itself), `{"$ref": pointer}`
     /// names the place it was first written, as a JSON pointer that starts
-    /// with `at` (the place of this value in its document). Its size is
+    /// with `at` (the place of this value in its document). A key `$ref`
+    /// of a stored map is written `$$ref` (and `$$ref` as `$$$ref`, and so
+    /// on), so that only a reference has the key `$ref`; pointers name
+    /// keys as stored. Its size is
     /// that of the document however its objects are shared, where
     /// [`Value::to_json`] copies a shared object at each place and refuses
     /// a cycle.
@@ -357,7 +360,11 @@ impl Value {
                 match &mut top.kids {
                     Kids::Map(entries, out, key) => {
                         if let (Some(j), Some(k)) = (done.take(), key.take()) {
-                            out.insert(String::from(k.as_str()), j);
+                            let k = match refs {
+                                Some(_) => literal_key(&k),
+                                None => String::from(k.as_str()),
+                            };
+                            out.insert(k, j);
                         }
                         if let Some((k, v)) = entries.pop() {
                             let segment = if refs.is_some() {
@@ -399,6 +406,19 @@ impl Value {
             }
         }
         unreachable!("the loop ends when the value is written")
+    }
+}
+
+/// A map's key as [`Value::to_json_with_refs`] writes it: `$ref`, `$$ref`
+/// and so on take one more `$`, so that a stored map whose key is `$ref`
+/// is not read as a reference.
+fn literal_key(key: &str) -> String {
+    let escaped = key
+        .strip_suffix("ref")
+        .is_some_and(|dollars| !dollars.is_empty() && dollars.bytes().all(|b| b == b'$'));
+    match escaped {
+        true => format!("${key}"),
+        false => key.to_owned(),
     }
 }
 

@@ -125,6 +125,23 @@ fn json_with_references_writes_each_object_once() {
     let j = node.root().to_json_with_refs("").unwrap();
     assert_eq!(j["r"], json!({"$ref": "/l"}));
     assert_eq!(j.to_string().matches("$ref").count(), 40);
+
+    // A stored key `$ref` is written with one more `$`, so that only a
+    // reference has that key; `to_json` writes keys as they are.
+    let node = net.join("c");
+    node.set_root(json!({"$ref": "/x", "$$ref": 1, "ref": 2, "$refs": 3, "$": 4}))
+        .unwrap();
+    let root = node.root_map().unwrap();
+    root.set("me", node.root()).unwrap();
+    assert_eq!(
+        node.root().to_json_with_refs("").unwrap(),
+        json!({"$$ref": "/x", "$$$ref": 1, "ref": 2, "$refs": 3, "$": 4, "me": {"$ref": ""}})
+    );
+    root.delete("me").unwrap();
+    assert_eq!(
+        node.root().to_json().unwrap(),
+        json!({"$ref": "/x", "$$ref": 1, "ref": 2, "$refs": 3, "$": 4})
+    );
 }
 
 /// A document nested deeper than JSON readers go is refused as JSON, by
