@@ -231,6 +231,9 @@ impl From<ObjectId> for Input {
     }
 }
 
+/// JSON as input. Stored integers are `i64`: a JSON integer outside that
+/// range (above `i64::MAX`) becomes the nearest `f64`, as JavaScript reads
+/// it; convert it yourself (to a string, say) where every digit matters.
 impl From<&serde_json::Value> for Input {
     fn from(v: &serde_json::Value) -> Self {
         use serde_json::Value as J;

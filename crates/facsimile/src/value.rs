@@ -588,6 +588,9 @@ impl From<&[u8]> for Input {
     }
 }
 
+/// JSON as input. Stored integers are `i64`: a JSON integer above
+/// `i64::MAX` becomes the nearest `f64`, as JavaScript reads it; convert it
+/// yourself (to a string, say) where every digit matters.
 impl From<serde_json::Value> for Input {
     fn from(v: serde_json::Value) -> Self {
         Input(InputKind::Core(CoreInput::from(v)))
