@@ -59,6 +59,10 @@ pub(crate) async fn serve(
     let serving = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.handshake_timeout)
+        // A request's head within a hello's room, as a TCP client's hello:
+        // before a token is checked, a connection holds no more (hyper's
+        // default is about 400 KiB).
+        .max_header_size(shared.config.hello_limit())
         // One request a connection: an idle one would hold a place under
         // the connection limit for as long as its client likes.
         .keep_alive(false)

@@ -107,3 +107,36 @@ async fn a_hello_announced_larger_than_a_hello_is_refused_over_websocket() {
     );
     others.still_served(1).await;
 }
+
+/// An HTTP request's head is read within a hello's room too: a request
+/// with 100 KiB of headers is answered 431 (hyper's own limit would take
+/// about 400 KiB of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_request_with_a_head_larger_than_a_hello_is_refused() {
+    let relay = Relay::start(|c| c).await;
+    let others = Bystanders::join(&relay).await;
+    let s = TcpStream::connect(relay.addr).await.unwrap();
+    let (mut read, mut write) = s.into_split();
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(100 << 10)
+    );
+    // The relay may answer and close before it has read everything.
+    let writing = tokio::spawn(async move {
+        let _ = write.write_all(head.as_bytes()).await;
+        write
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), read.read_to_end(&mut answer))
+        .await
+        .expect("the relay closes the connection")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    drop(writing.await);
+    others.still_served(1).await;
+}
