@@ -22,14 +22,18 @@ use crate::node::Node;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LockError {
-    /// Another node holds the lock or is ahead in its queue (fail-fast
+    /// Another node holds the lock or is ahead in its queue, or another
+    /// guard or request of this node holds it or waits for it (fail-fast
     /// [`Node::request`]).
-    #[error("{}", Locked(*.object, .place.as_ref()))]
+    #[error("{}", Locked(*.object, .place.as_ref(), *.here))]
     Locked {
         /// The object.
         object: ObjectId,
         /// Where it is in the document, when the root reaches it.
         place: Option<Place>,
+        /// Whether it is this node's, held by another guard or wanted by
+        /// another request of this node (another task or thread).
+        here: bool,
     },
     /// Another node holds the lock ([`Node::release`] of a lock this node
     /// does not hold).
@@ -92,6 +96,7 @@ impl LockError {
             E::Locked(object) => LockError::Locked {
                 object,
                 place: place(object),
+                here: false,
             },
             E::NotOwner(object) => LockError::NotOwner {
                 object,
@@ -108,23 +113,38 @@ impl LockError {
         }
     }
 
-    /// A refusal the lock future finds in the lock's state.
+    /// A refusal the lock future finds in the lock's state: held by this
+    /// node (by another guard) or refused by the others, or `lost`.
     fn in_state(node: &Node, object: ObjectId, lost: bool) -> Self {
-        let place = node.read(|r| locate(r, object));
+        let (place, held) = node.read(|r| {
+            let held = matches!(r.lock_state(object), LockState::Held(_));
+            (locate(r, object), held)
+        });
         if lost {
             LockError::Lost { object, place }
         } else {
-            LockError::Locked { object, place }
+            LockError::Locked {
+                object,
+                place,
+                here: held,
+            }
         }
     }
 }
 
 /// [`LockError::Locked`] in words.
-struct Locked<'a>(ObjectId, Option<&'a Place>);
+struct Locked<'a>(ObjectId, Option<&'a Place>, bool);
 
 impl fmt::Display for Locked<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        locked(f, Subject(self.0, self.1))
+        match self.2 {
+            true => write!(
+                f,
+                "{} is locked by another task of this node",
+                Subject(self.0, self.1)
+            ),
+            false => locked(f, Subject(self.0, self.1)),
+        }
     }
 }
 
@@ -138,7 +158,8 @@ impl fmt::Display for NotOwner<'_> {
 }
 
 /// Exclusive write permission on one object, held by this node (not on the
-/// objects it contains).
+/// objects it contains), and by this guard alone within the node: another
+/// task's [`Node::lock`] of the object waits until this guard releases it.
 ///
 /// While the guard holds, other nodes' writes to the object fail
 /// ([`NotOwner`](crate::EngineError::NotOwner) for a map,
@@ -301,12 +322,14 @@ impl Drop for LockGuard {
 /// lock's state changes. Over [`LocalNetwork`](crate::LocalNetwork), whose
 /// messages are delivered before the sending call returns, a plain
 /// `block_on` completes. A node makes one request per object, which
-/// every future of the node waiting on that object shares (each resolves
-/// to a guard of the same grant); dropping the last of them before it
-/// resolves withdraws the request, so a timeout on one task's `lock`
-/// leaves another task's waiting. A `lock` that joined a fail-fast
-/// [`Node::request`] waits on when that request is refused, while the
-/// `request` fails.
+/// every future of the node waiting on that object shares; each grant
+/// goes to one of them, as one guard, and the others wait until that
+/// guard releases it, then ask again: a lock excludes the other tasks and
+/// threads of its own node as well, and each guard has a token of its
+/// own. Dropping the last of them before it resolves withdraws the
+/// request, so a timeout on one task's `lock` leaves another task's
+/// waiting. A `lock` that joined a fail-fast [`Node::request`] waits on
+/// when that request is refused, while the `request` fails.
 ///
 /// # Example
 /// ```
@@ -441,7 +464,7 @@ impl Future for LockFuture {
                 }
             }
             let round = this.share.as_ref().map_or(0, |(_, round)| *round);
-            let state = this.node.poll_lock(id, round, cx.waker());
+            let state = this.node.poll_lock(id, round, this.wait, cx.waker());
             // The node is past the request this future joined (refused,
             // lost, or its grant taken by another future of the node and
             // released), or a waiting `lock` joined the node's fail-fast
@@ -476,7 +499,10 @@ impl Drop for LockFuture {
 
 impl Node {
     /// Waits for exclusive write permission on `object` (not on the objects
-    /// it contains).
+    /// it contains), for this task alone: while a guard of this node holds
+    /// it, another `lock` of it on the node waits for that guard's release
+    /// (so a second `lock` of the object by the task holding it waits for
+    /// ever, as with a mutex).
     ///
     /// While this node holds it, other nodes' writes to the object fail, and
     /// no write made elsewhere can overwrite one made under it. Requests are
@@ -521,7 +547,9 @@ impl Node {
     }
 
     /// As [`Node::lock`], but fails at once when another node holds the lock
-    /// or is queued for it, instead of waiting (the original's `request`).
+    /// or is queued for it, or a guard or another request of this node
+    /// holds it or waits for it, instead of waiting (the original's
+    /// `request`).
     ///
     /// # Errors
     /// [`LockError::Locked`] when the lock is taken or wanted elsewhere,

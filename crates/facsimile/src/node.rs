@@ -21,7 +21,7 @@ use facsimile_core::{
 };
 
 use crate::clock::Clock;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, locate};
 use crate::events::{ChangeEvent, Dispatch, EventStream, Listener, RootChange, Subs, Subscription};
 use crate::handle::{ArrayRef, MapRef};
 use crate::lock::LockError;
@@ -673,8 +673,10 @@ impl Node {
     /// the request's round.
     ///
     /// # Errors
-    /// [`LockError::NoSender`] without a transport, and the engine's
-    /// refusals.
+    /// [`LockError::NoSender`] without a transport,
+    /// [`LockError::Locked`] for a fail-fast request (`!wait`) while
+    /// another future or guard of this node waits for or holds the lock,
+    /// and the engine's refusals.
     pub(crate) fn lock_request(
         &self,
         object: ObjectId,
@@ -688,6 +690,15 @@ impl Node {
             st.replica.lock_state(object),
             LockState::Waiting | LockState::Held(_)
         );
+        if had && !wait {
+            // The request of another task of this node is ahead.
+            let place = locate(&mut st.replica, object);
+            return Err(LockError::Locked {
+                object,
+                place,
+                here: true,
+            });
+        }
         let r = match st.replica.lock(object, wait) {
             Ok(_) => Ok(st.subs.join_lock(object, !had)),
             Err(e) => Err(LockError::from_core(e, &mut st.replica)),
@@ -702,18 +713,30 @@ impl Node {
     /// was released). While it is [`LockState::Waiting`], `waker` is woken
     /// at the object's next lock event; a grant is recorded as turned into
     /// a guard: both under one hold of the state, so that no event falls in
-    /// between.
+    /// between. A grant goes to one guard: for the other futures of the
+    /// request it is [`LockState::Waiting`] (until that guard releases it
+    /// and they ask again), or [`LockState::Refused`] for a fail-fast one
+    /// (`!wait`).
     pub(crate) fn poll_lock(
         &self,
         object: ObjectId,
         round: u64,
+        wait: bool,
         waker: &Waker,
     ) -> Option<LockState> {
         let mut st = self.state();
         if st.subs.lock_round(object) != round {
             return None;
         }
-        let state = st.replica.lock_state(object);
+        let mut state = st.replica.lock_state(object);
+        if let LockState::Held(token) = state {
+            if st.subs.lock_claimed(object, token) {
+                state = match wait {
+                    true => LockState::Waiting,
+                    false => LockState::Refused,
+                };
+            }
+        }
         match state {
             LockState::Waiting => st.subs.add_lock_waker(object, waker),
             LockState::Held(token) => st.subs.claim_lock(object, token),
