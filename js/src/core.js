@@ -863,6 +863,17 @@ function createFacsimile(wasm, { platform }) {
     }
   }
 
+  // Calls a listener; returns `error`, or what the listener threw ({ e })
+  // when nothing was thrown before.
+  function call(l, a, b, c, d, error) {
+    try {
+      l.fn(a, b, c, d);
+    } catch (e) {
+      if (error === null) return { e };
+    }
+    return error;
+  }
+
   function removeRecord(list, fn) {
     for (let i = list.length - 1; i >= 0; i--) {
       if (list[i].fn === fn) {
@@ -1276,14 +1287,18 @@ function createFacsimile(wasm, { platform }) {
       return this;
     }
 
+    // Runs every listener of `event`, also when one throws; the first
+    // exception is thrown after the last listener ran.
     _emit(event, a, b, c, d) {
       const list = this._listeners[event];
       if (list === undefined || list.length === 0) return;
+      let error = null;
       for (const l of list) {
         if (!l.alive) continue;
         if (l.once) this.off(event, l.fn);
-        l.fn(a, b, c, d);
+        error = call(l, a, b, c, d, error);
       }
+      if (error !== null) throw error.e;
     }
 
     // ------------------------------------------------------ leaving, time
@@ -1504,19 +1519,24 @@ function createFacsimile(wasm, { platform }) {
       this._origin = ev.origin;
       const nv = this._value(ev.new);
       const ov = this._value(ev.old);
+      // Every listener runs, also when one throws; the first exception is
+      // thrown after the last.
+      let error = null;
       for (const l of global) {
         if (!l.alive) continue;
         if (l.once) this.off('change', l.fn);
-        l.fn(target, prop, nv, ov);
+        error = call(l, target, prop, nv, ov, error);
       }
-      if (local === null) return;
-      if (local.on !== null) {
-        for (const l of local.on) if (l.alive) l.fn(target, prop, nv, ov);
+      if (local !== null) {
+        if (local.on !== null) {
+          for (const l of local.on) if (l.alive) error = call(l, target, prop, nv, ov, error);
+        }
+        if (local.props !== null && prop !== undefined) {
+          const list = local.props.get(ev.prop);
+          if (list !== undefined) for (const l of list) if (l.alive) error = call(l, target, prop, nv, ov, error);
+        }
       }
-      if (local.props !== null && prop !== undefined) {
-        const list = local.props.get(ev.prop);
-        if (list !== undefined) for (const l of list) if (l.alive) l.fn(target, prop, nv, ov);
-      }
+      if (error !== null) throw error.e;
     }
 
     // ------------------------------------------------------------ handles

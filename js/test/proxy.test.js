@@ -373,6 +373,44 @@ test('listeners: whole object, property, index; they may write; targets are the 
   assert.deepStrictEqual(a.snapshot(), b.snapshot());
 });
 
+test('a listener that throws stops no other listener; the first exception reaches the caller', () => {
+  const [a, b] = pair();
+  a.store = { m: { k: 0 } };
+  const ran = [];
+  b.on('change', () => {
+    ran.push('first');
+    throw new Error('first');
+  });
+  b.on('change', () => {
+    ran.push('second');
+    throw new Error('second');
+  });
+  b.store.m.on(() => ran.push('object'));
+  b.store.m.on('k', () => ran.push('property'));
+  b.on('root_changed', () => {
+    ran.push('root 1');
+    throw new Error('root');
+  });
+  b.on('root_changed', () => ran.push('root 2'));
+  assert.throws(() => {
+    b.store.m.k = 1;
+  }, /^Error: first$/);
+  assert.deepEqual(ran, ['first', 'second', 'object', 'property']);
+  assert.equal(a.store.m.k, 1, 'the write reached the other node');
+  ran.length = 0;
+  // A remote change: the exception is thrown from the receive into b.
+  assert.throws(() => {
+    a.store.m.k = 2;
+  }, /^Error: first$/);
+  assert.deepEqual(ran, ['first', 'second', 'object', 'property']);
+  ran.length = 0;
+  assert.throws(() => {
+    b.store = { m: {} };
+  }, /^Error: root$/);
+  assert.deepEqual(ran, ['root 1', 'root 2']);
+  assert.deepStrictEqual(a.store, { m: {} });
+});
+
 test('node events: once, off during dispatch, removeListener, lock events', async () => {
   const [a, b] = pair();
   a.store = { x: 0 };
