@@ -1159,6 +1159,7 @@ function createFacsimile(wasm, { platform }) {
      */
     release(object) {
       const t = this._own(object);
+      this._checkOpen();
       this._bump();
       try {
         this._engine.release_lock(t._h);

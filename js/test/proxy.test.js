@@ -683,10 +683,17 @@ test('close: waiting locks reject with CLOSED, messages are ignored, the store s
   await assert.rejects(waiting, { code: 'CLOSED' });
   await assert.rejects(b.lock(b.store.m), { code: 'CLOSED' });
   assert.throws(() => b.sync(), { code: 'CLOSED' });
+  assert.throws(() => b.release(b.store.m), { code: 'CLOSED' });
   a.store.m.x = 2;
   assert.equal(b.store.m.x, 1, 'a closed node ignores messages');
   b.close(); // twice is fine
   a.release(a.store.m);
   a.store.m.x = 3;
   assert.equal(a.store.m.x, 3, 'nobody waits for the closed node');
+  // A lock held when the node closed: close freed it, release refuses.
+  await a.lock(a.store.m);
+  a.close();
+  const sent = net.sent;
+  assert.throws(() => a.release(a.store.m), { code: 'CLOSED' });
+  assert.equal(net.sent, sent, 'a closed node sends nothing');
 });
