@@ -40,11 +40,13 @@ declare class Facsimile<T = any> {
 
   /**
    * The transport: called with every message this node sends, in order.
-   * Assign it; deliver each message to every other node's `receive` (in
-   * the order sent). `to` is the recipient's incarnation for a message
-   * meant for one node, `undefined` otherwise.
+   * Assign it (or define it as a method of a subclass); deliver each
+   * message to every other node's `receive` (in the order sent). `to` is
+   * the recipient's incarnation for a message meant for one node,
+   * `undefined` otherwise. Until it is assigned, reading it gives
+   * `undefined` and writes throw `NO_SENDER`.
    */
-  send: ((message: Facsimile.Message, to: number | undefined) => void) | undefined;
+  send(message: Facsimile.Message, to: number | undefined): void;
 
   /**
    * Applies a message from another node (its `send` arguments). A message

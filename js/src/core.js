@@ -950,9 +950,10 @@ function createFacsimile(wasm, { platform }) {
       this._manual = opts.manualTime === true;
       this._now = 0;
       this._t0 = clock();
-      // A subclass may define send as a method instead of assigning it.
-      const own = this.send;
-      this._sendFn = typeof own === 'function' ? own : undefined;
+      // What was assigned to `send`. A subclass may define `send` as a
+      // method (or a field) instead, which hides the accessor: see
+      // `_sender`.
+      this._sendFn = undefined;
     }
 
     /** The hostname given to the constructor. */
@@ -981,6 +982,14 @@ function createFacsimile(wasm, { platform }) {
       if (fn !== undefined && fn !== null) callable(fn, 'send');
       this._sendFn = fn == null ? undefined : fn;
       if (this._sendFn !== undefined) this._pump();
+    }
+
+    // The transport as it is now: read at every message, so that a
+    // subclass's method, or a function assigned over it later (an own
+    // property the accessor never sees), is the one called.
+    _sender() {
+      const f = this.send;
+      return typeof f === 'function' ? f : undefined;
     }
 
     /**
@@ -1413,8 +1422,8 @@ function createFacsimile(wasm, { platform }) {
         // write, and their messages go before the next event's listeners).
         let pending;
         while ((pending = engine.pending()) !== 0) {
-          const send = this._sendFn;
-          if ((pending & 1) !== 0 && send !== undefined) {
+          const send = (pending & 1) !== 0 ? this._sender() : undefined;
+          if (send !== undefined) {
             const m = engine.poll_transmit();
             const to = engine.transmit_to();
             try {
@@ -1736,7 +1745,7 @@ function createFacsimile(wasm, { platform }) {
     }
 
     _checkWritable() {
-      if (this._sendFn === undefined) throw fail('NO_SENDER', MESSAGES.NO_SENDER);
+      if (this._sender() === undefined) throw fail('NO_SENDER', MESSAGES.NO_SENDER);
       if (this._closed) throw fail('CLOSED', 'This node was closed');
       if (this._readOnly) throw fail('READ_ONLY', 'This node joined its relay read-only');
     }

@@ -582,6 +582,21 @@ test('a subclass may define send as a method', () => {
   const n = new Node('n');
   n.store = 1;
   assert.ok(got.length > 0 && got[0][0] === n);
+  // A function assigned over the method is the one called from then on.
+  const assigned = [];
+  n.send = (m) => assigned.push(m);
+  const before = got.length;
+  n.store = 2;
+  assert.equal(got.length, before);
+  assert.equal(assigned.length, 1);
+  // So is a field that holds the transport.
+  class Fielded extends Facsimile {
+    sent = [];
+    send = (m) => this.sent.push(m);
+  }
+  const f = new Fielded('f');
+  f.store = 1;
+  assert.ok(f.sent.length > 0);
 });
 
 test('JSON.stringify goes through toJSON, by JSON rules', () => {

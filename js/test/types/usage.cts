@@ -49,4 +49,12 @@ a.lock(1);
 a.on('nope', () => {});
 // @ts-expect-error the title is a string
 a.store.title = 5;
-export { title, n, plain, locks, r, bytes, code, options, same, also, platform, incarnation, ready };
+// A subclass may define the transport as a method; it may be assigned over.
+class Peer extends Facsimile<Doc> {
+  send(message: Facsimile.Message, to: number | undefined): void {
+    b.receive(message, to);
+  }
+}
+const peer = new Peer('p');
+peer.send = (message) => b.receive(message);
+export { peer, title, n, plain, locks, r, bytes, code, options, same, also, platform, incarnation, ready };
