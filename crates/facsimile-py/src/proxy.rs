@@ -2,7 +2,10 @@
 //! array as a `MutableSequence` with every list method. Each call is one
 //! engine call: a method is one change and one message, whatever it moves.
 
-use facsimile::{ArrayRef, EngineError, Input, MapRef, ObjectRef, Prop, Value};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+use facsimile::{ArrayRef, EngineError, Input, MapRef, ObjectRef, Origin, Prop, Value};
 use pyo3::PyTraverseError;
 use pyo3::exceptions::{
     PyAttributeError, PyIndexError, PyKeyError, PyRecursionError, PyTypeError, PyValueError,
@@ -495,6 +498,11 @@ pub(crate) struct ListProxy {
     pub(crate) list: ArrayRef,
 }
 
+/// How many times a method that computes its write from a read of the
+/// list (`sort`, `remove`, an extended-slice delete) reads again when
+/// another node's write lands in between, before it gives up.
+const ATTEMPTS: usize = 8;
+
 /// A Python index (negative from the end) as a position, or IndexError.
 fn position(i: isize, len: usize) -> PyResult<usize> {
     let p = if i < 0 { i + len as isize } else { i };
@@ -750,48 +758,69 @@ impl ListProxy {
     }
 
     /// Sorts in place, stably, as `list.sort`: elements move (none is
-    /// rewritten), as one change. `key` runs once per element.
+    /// rewritten), as one change. `key` runs once per element; ValueError
+    /// when it changes the list, as `list.sort`'s does.
     #[pyo3(signature = (*, key=None, reverse=false))]
     fn sort(&self, py: Python<'_>, key: Option<Py<PyAny>>, reverse: bool) -> PyResult<()> {
         let owner = self.owner.bind(py);
         let builtins = py.import("builtins")?;
-        let mut failure = None;
-        let r = self.list.reorder(|values| {
-            let order = (|| -> PyResult<Vec<usize>> {
-                let items = values
-                    .iter()
-                    .map(|v| to_py(owner, v.clone()))
-                    .collect::<PyResult<Vec<_>>>()?;
-                let keys = match &key {
-                    Some(k) => items
-                        .iter()
-                        .map(|v| k.call1(py, (v,)))
-                        .collect::<PyResult<Vec<_>>>()?,
-                    None => items,
-                };
-                let keys = PyList::new(py, keys)?;
-                let positions = PyList::new(py, 0..values.len())?;
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("key", keys.getattr("__getitem__")?)?;
-                kwargs.set_item("reverse", reverse)?;
-                builtins
-                    .getattr("sorted")?
-                    .call((positions,), Some(&kwargs))?
-                    .extract()
-            })();
-            match order {
-                Ok(o) => o,
-                Err(e) => {
-                    // Nothing moves: the identity sends nothing.
-                    failure = Some(e);
-                    (0..values.len()).collect()
-                }
+        // A change made on this node while the keys run is the key
+        // function's own (or another thread's): running the keys again
+        // would not end. A change from another node is tried again.
+        let local = Arc::new(AtomicBool::new(false));
+        let seen = local.clone();
+        let _sub = self.list.on(move |ev| {
+            if matches!(ev.origin(), Origin::Local) {
+                seen.store(true, AtomicOrdering::Relaxed);
             }
         });
-        if let Some(e) = failure {
-            return Err(e);
+        for _ in 0..ATTEMPTS {
+            let mut failure = None;
+            let applied = self.list.try_reorder(|values| {
+                let order = (|| -> PyResult<Vec<usize>> {
+                    let items = values
+                        .iter()
+                        .map(|v| to_py(owner, v.clone()))
+                        .collect::<PyResult<Vec<_>>>()?;
+                    let keys = match &key {
+                        Some(k) => items
+                            .iter()
+                            .map(|v| k.call1(py, (v,)))
+                            .collect::<PyResult<Vec<_>>>()?,
+                        None => items,
+                    };
+                    let keys = PyList::new(py, keys)?;
+                    let positions = PyList::new(py, 0..values.len())?;
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item("key", keys.getattr("__getitem__")?)?;
+                    kwargs.set_item("reverse", reverse)?;
+                    builtins
+                        .getattr("sorted")?
+                        .call((positions,), Some(&kwargs))?
+                        .extract()
+                })();
+                match order {
+                    Ok(o) => o,
+                    Err(e) => {
+                        // Nothing moves: the identity sends nothing.
+                        failure = Some(e);
+                        (0..values.len()).collect()
+                    }
+                }
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if applied.sent()? {
+                return Ok(());
+            }
+            if local.load(AtomicOrdering::Relaxed) {
+                return Err(PyValueError::new_err("list modified during sort"));
+            }
         }
-        r.sent()
+        Err(PyValueError::new_err(format!(
+            "list modified during sort: other nodes changed it while the keys were computed, {ATTEMPTS} times in a row"
+        )))
     }
 
     /// Removes every element, as one change.

@@ -187,6 +187,43 @@ def test_sort_key_errors_change_nothing(pair):
     assert b.store == [3, "x", 1]
 
 
+def test_a_sort_key_that_changes_the_list_raises_value_error(pair):
+    a, b = pair
+    a.store = [3, 1, 2]
+    l, calls = a.store, []
+
+    def key(v):
+        calls.append(v)
+        if len(calls) > 100:
+            raise RuntimeError("the sort keeps running its key")
+        l.append(0)
+        return v
+
+    with pytest.raises(ValueError, match="list modified during sort"):
+        l.sort(key=key)
+    assert len(calls) == 3  # as a list's, the key ran once per element
+    assert b.store == l == [3, 1, 2, 0, 0, 0]  # nothing moved
+
+
+def test_a_sort_starved_by_another_nodes_writes_gives_up(pair):
+    a, b = pair
+    a.store = [3, 1, 2]
+    calls = []
+
+    def key(v):  # another node writes faster than the keys run
+        calls.append(v)
+        if len(calls) > 1000:
+            raise RuntimeError("the sort keeps running its key")
+        b.store.append(9)
+        return v
+
+    with pytest.raises(ValueError, match="other nodes changed it"):
+        a.store.sort(key=key)
+    assert a.store[:3] == [3, 1, 2] and a.snapshot() == b.snapshot()
+    a.store.sort(key=lambda v: v)  # once they stop, it sorts
+    assert a.store[:4] == [1, 2, 3, 9] and b.store == a.store
+
+
 def test_equality_json_and_repr(pair):
     a, b = pair
     a.store = {"n": [1, {"x": None}], "s": "t"}

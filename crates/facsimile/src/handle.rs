@@ -1371,12 +1371,13 @@ impl ArrayRef {
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn reverse(&self) -> Result<()> {
-        self.reorder(|values| (0..values.len()).rev().collect())
+        self.reorder_held(|values| (0..values.len()).rev().collect())
     }
 
     /// Sorts the array by [`Value::total_cmp`] (`Null`, booleans, numbers by
-    /// value, strings, bytes, objects), as [`ArrayRef::sort_by`] with that
-    /// comparator: one change, one message, stable.
+    /// value, strings, bytes, objects): one change, one message, stable.
+    /// Elements move as with [`ArrayRef::sort_by`]; the order is computed
+    /// under the node's lock, so it never has to start over.
     ///
     /// # Errors
     /// As [`ArrayRef::push`].
@@ -1394,7 +1395,25 @@ impl ArrayRef {
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn sort(&self) -> Result<()> {
-        self.sort_by(Value::total_cmp)
+        self.reorder_held(|values| {
+            let mut order: Vec<usize> = (0..values.len()).collect();
+            order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+            order
+        })
+    }
+
+    /// Reorders with an order computed under the node's lock: `order_of`
+    /// must not touch the store (it would wait on the lock it runs under).
+    fn reorder_held(&self, order_of: impl FnOnce(&[Value]) -> Vec<usize>) -> Result<()> {
+        let id = self.id();
+        self.node.write(|r| {
+            let values: Vec<Value> = r
+                .list_values(id)?
+                .into_iter()
+                .map(|v| self.node.value(r, v))
+                .collect();
+            r.list_reorder(id, &order_of(&values)).map(|_| ())
+        })
     }
 
     /// Sorts the array with a comparator (stable, as JavaScript's `sort`).
@@ -1402,8 +1421,10 @@ impl ArrayRef {
     /// longest run already in order, so a nearly sorted array sends little;
     /// concurrent sorts on several nodes never duplicate or drop an element.
     ///
-    /// The comparator runs outside the node's lock and may read the store; if
-    /// the array changes meanwhile, the sort starts over.
+    /// The comparator runs outside the node's lock and may read the store;
+    /// if the array changes meanwhile, the sort starts over, as
+    /// [`ArrayRef::reorder`] does, and returns `false` when it changed
+    /// every time.
     ///
     /// # Errors
     /// As [`ArrayRef::push`].
@@ -1416,17 +1437,21 @@ impl ArrayRef {
     /// let node = LocalNetwork::new().join("a");
     /// node.set_root(json!([3, 1, 2]))?;
     /// let list = node.root_array().unwrap();
-    /// list.sort_by(|a, b| a.as_i64().cmp(&b.as_i64()))?;
+    /// assert!(list.sort_by(|a, b| a.as_i64().cmp(&b.as_i64()))?);
     /// assert_eq!(list.to_json()?, json!([1, 2, 3]));
     /// # Ok::<(), facsimile::Error>(())
     /// ```
-    pub fn sort_by(&self, mut compare: impl FnMut(&Value, &Value) -> Ordering) -> Result<()> {
+    pub fn sort_by(&self, mut compare: impl FnMut(&Value, &Value) -> Ordering) -> Result<bool> {
         self.reorder(|values| {
             let mut order: Vec<usize> = (0..values.len()).collect();
             order.sort_by(|&a, &b| compare(&values[a], &values[b]));
             order
         })
     }
+
+    /// How many times [`ArrayRef::reorder`] runs its `order_of` before it
+    /// gives up on an array that changes while `order_of` runs.
+    pub const REORDER_ATTEMPTS: usize = 8;
 
     /// Moves the elements into the order `order_of` gives: it receives the
     /// elements and returns, for each new position, the index of the element
@@ -1436,7 +1461,13 @@ impl ArrayRef {
     /// as Python's `sort(key=)`).
     ///
     /// `order_of` runs outside the node's lock (it may read the store); if
-    /// the array changes meanwhile, it runs again on the new elements.
+    /// the array changes meanwhile, it runs again on the new elements, at
+    /// most [`ArrayRef::REORDER_ATTEMPTS`] times in all. Returns whether the
+    /// order was applied: `false`, with nothing moved and nothing sent,
+    /// when the array changed during every run (`order_of` writes to the
+    /// array itself, or other nodes' writes arrive faster than it runs).
+    /// [`ArrayRef::try_reorder`] runs it once and leaves the retrying to
+    /// the caller.
     ///
     /// # Errors
     /// As [`ArrayRef::push`], and
@@ -1451,31 +1482,183 @@ impl ArrayRef {
     /// let node = LocalNetwork::new().join("a");
     /// node.set_root(json!(["b", "a", "c"]))?;
     /// let list = node.root_array().unwrap();
-    /// list.reorder(|_| vec![1, 0, 2])?;
+    /// assert!(list.reorder(|_| vec![1, 0, 2])?);
+    /// assert_eq!(list.to_json()?, json!(["a", "b", "c"]));
+    ///
+    /// // An order that changes the array each time it is asked for.
+    /// assert!(!list.reorder(|values| {
+    ///     list.push("d").unwrap();
+    ///     (0..values.len()).collect()
+    /// })?);
+    /// assert_eq!(list.len(), 3 + facsimile::ArrayRef::REORDER_ATTEMPTS);
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<bool> {
+        for _ in 0..Self::REORDER_ATTEMPTS {
+            if self.try_reorder(&mut order_of)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Runs `order_of` once on the elements, outside the node's lock, and
+    /// moves them into the order it gives (as [`ArrayRef::reorder`]) if the
+    /// array did not change meanwhile. Returns `false`, with nothing moved
+    /// and nothing sent, when it did: the caller decides whether to try
+    /// again (Python's `list.sort` raises when its key function changed
+    /// the list, and tries again when another node did).
+    ///
+    /// # Errors
+    /// As [`ArrayRef::reorder`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!(["b", "a"]))?;
+    /// let list = node.root_array().unwrap();
+    /// assert!(!list.try_reorder(|_| {
+    ///     list.push("c").unwrap();
+    ///     vec![1, 0]
+    /// })?);
+    /// assert_eq!(list.to_json()?, json!(["b", "a", "c"]));
+    /// assert!(list.try_reorder(|_| vec![1, 0, 2])?);
     /// assert_eq!(list.to_json()?, json!(["a", "b", "c"]));
     /// # Ok::<(), facsimile::Error>(())
     /// ```
-    pub fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<()> {
-        loop {
-            let (values, stamp) = self.node.try_read(|r| {
-                let values = r.list_values(self.id())?;
-                let stamp = r.list_version(self.id())?;
-                let values: Vec<Value> =
-                    values.into_iter().map(|v| self.node.value(r, v)).collect();
-                Ok((values, stamp))
-            })?;
-            let order = order_of(&values);
-            let applied = self.node.write(|r| {
-                if r.list_version(self.id())? != stamp {
-                    return Ok(false);
+    pub fn try_reorder(&self, order_of: impl FnOnce(&[Value]) -> Vec<usize>) -> Result<bool> {
+        let id = self.id();
+        let (values, stamp) = self.read_stamped()?;
+        let order = order_of(&values);
+        self.node.write(|r| {
+            if r.list_version(id)? != stamp {
+                return Ok(false);
+            }
+            r.list_reorder(id, &order)?;
+            Ok(true)
+        })
+    }
+
+    /// Removes the elements at the positions `pick` chooses, provided the
+    /// array does not change while `pick` runs: a removal found by reading
+    /// (Python's `list.remove(x)`, `del l[::2]`) that a message applied
+    /// meanwhile by another thread cannot move onto other elements. `pick`
+    /// receives the elements, runs outside the node's lock (it may read the
+    /// store) and returns positions among them, in any order (a repeated
+    /// one counts once). One change and one message; all or nothing.
+    ///
+    /// Returns the removed elements in array order, or `None`, with
+    /// nothing removed and nothing sent, when the array changed while
+    /// `pick` ran: read again and call again.
+    ///
+    /// # Errors
+    /// As [`ArrayRef::push`];
+    /// [`IndexOutOfBounds`](crate::EngineError::IndexOutOfBounds) for a
+    /// position past the end, and [`TooLarge`](crate::EngineError::TooLarge)
+    /// when the removals together may not fit one message: none is made.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!(["p", "x", "q", "x"]))?;
+    /// let list = node.root_array().unwrap();
+    /// let first_x = |values: &[Value]| {
+    ///     values.iter().position(|v| v.as_str() == Some("x")).into_iter().collect()
+    /// };
+    /// assert_eq!(list.try_remove_picked(first_x)?, Some(vec![Value::from("x")]));
+    /// assert_eq!(list.try_remove_picked(|values| vec![0, values.len() - 1])?.unwrap().len(), 2);
+    /// assert_eq!(list.to_json()?, json!(["q"]));
+    ///
+    /// // The array changes while `pick` runs: nothing is removed.
+    /// let moved = list.try_remove_picked(|_| {
+    ///     list.insert(0, "new").unwrap();
+    ///     vec![0]
+    /// })?;
+    /// assert_eq!(moved, None);
+    /// assert_eq!(list.to_json()?, json!(["new", "q"]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn try_remove_picked(
+        &self,
+        pick: impl FnOnce(&[Value]) -> Vec<usize>,
+    ) -> Result<Option<Vec<Value>>> {
+        let id = self.id();
+        let (values, stamp) = self.read_stamped()?;
+        let mut at = pick(&values);
+        if at.is_empty() {
+            let unchanged = self.node.try_read(|r| Ok(r.list_version(id)? == stamp))?;
+            return Ok(unchanged.then(Vec::new));
+        }
+        at.sort_unstable();
+        at.dedup();
+        // Runs of consecutive positions, the last first: removing one
+        // leaves the positions before it in place.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &p in at.iter().rev() {
+            match runs.last_mut() {
+                Some((start, n)) if *start == p + 1 => {
+                    *start = p;
+                    *n += 1;
                 }
-                r.list_reorder(self.id(), &order)?;
-                Ok(true)
-            })?;
-            if applied {
-                return Ok(());
+                _ => runs.push((p, 1)),
             }
         }
+        self.node.write(|r| {
+            if r.list_version(id)? != stamp {
+                return Ok(None);
+            }
+            let len = r.list_len(id)?;
+            if let Some(&index) = at.last().filter(|&&p| p >= len) {
+                return Err(EngineError::IndexOutOfBounds {
+                    object: id,
+                    index,
+                    len,
+                });
+            }
+            // All or nothing: a removal refused for the message's size
+            // halfway would leave the ones before it made and sent.
+            r.check_room(
+                runs.iter()
+                    .map(|&(s, n)| Planned::ListSplice(id, s, n, &[])),
+            )?;
+            r.begin();
+            let mut removed = Vec::with_capacity(at.len());
+            let mut done = Ok(());
+            for &(start, n) in &runs {
+                match r.list_splice(id, start, n, Vec::new()) {
+                    Ok(mut run) => {
+                        run.reverse();
+                        removed.extend(run);
+                    }
+                    Err(e) => {
+                        done = Err(e);
+                        break;
+                    }
+                }
+            }
+            r.commit();
+            done?;
+            removed.reverse();
+            Ok(Some(
+                removed.into_iter().map(|v| self.node.value(r, v)).collect(),
+            ))
+        })
+    }
+
+    /// The elements and the array's version, read together.
+    fn read_stamped(&self) -> Result<(Vec<Value>, u64)> {
+        self.node.try_read(|r| {
+            let values = r.list_values(self.id())?;
+            let stamp = r.list_version(self.id())?;
+            let values = values.into_iter().map(|v| self.node.value(r, v)).collect();
+            Ok((values, stamp))
+        })
     }
 
     /// Calls `f` after every change reported at one index, local or remote,

@@ -1,5 +1,6 @@
 //! Integration tests of the `facsimile` crate, one binary.
 
+mod arrays;
 mod events;
 mod locks;
 mod scenarios;

@@ -1,0 +1,185 @@
+//! Array writes computed from a read of the array, outside the node's lock
+//! (a reorder, a removal picked by value): they apply only to the array
+//! they read, and a closure or a peer that changes it meanwhile cannot
+//! keep them running forever.
+
+use std::cell::Cell;
+
+use facsimile::{ArrayRef, Config, EngineError, LocalNetwork, Value, WireFormat};
+use serde_json::json;
+
+use crate::manual_networks;
+
+/// An order whose own computation changes the array (Python's key function
+/// appending to the list it sorts) runs a bounded number of times; the
+/// array keeps what it wrote and nothing is moved.
+#[test]
+fn a_reorder_that_changes_its_array_gives_up() {
+    for (wire, net) in manual_networks(31) {
+        let a = net.join("a");
+        let _b = net.join("b");
+        a.set_root(json!([3, 1, 2])).unwrap();
+        net.run();
+        let list = a.root_array().unwrap();
+        let runs = Cell::new(0);
+        let sorted = list
+            .reorder(|values| {
+                runs.set(runs.get() + 1);
+                list.push(0).unwrap();
+                let mut order: Vec<usize> = (0..values.len()).collect();
+                order.sort_by_key(|&i| values[i].as_i64());
+                order
+            })
+            .unwrap();
+        assert!(!sorted, "{wire}");
+        assert_eq!(runs.get(), ArrayRef::REORDER_ATTEMPTS, "{wire}");
+        assert_eq!(list.len(), 3 + ArrayRef::REORDER_ATTEMPTS, "{wire}");
+        assert_eq!(list.get(0), Some(Value::Int(3)), "{wire}: nothing moved");
+        let changed = list.sort_by(|x, y| {
+            list.push(0).unwrap();
+            x.total_cmp(y)
+        });
+        assert!(!changed.unwrap(), "{wire}");
+    }
+}
+
+/// Writes of another node applied every time the order is computed (a
+/// peer faster than the key function) end the reorder with `false`, not
+/// an endless loop; once they stop, it applies.
+#[test]
+fn a_reorder_starved_by_remote_writes_gives_up_then_applies() {
+    for (wire, net) in manual_networks(32) {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!([3, 1, 2])).unwrap();
+        net.run();
+        let list = a.root_array().unwrap();
+        let theirs = b.root_array().unwrap();
+        let by_value = |values: &[Value]| {
+            let mut order: Vec<usize> = (0..values.len()).collect();
+            order.sort_by(|&x, &y| values[x].total_cmp(&values[y]));
+            order
+        };
+        let starved = list
+            .reorder(|values| {
+                theirs.push(9).unwrap();
+                net.run();
+                by_value(values)
+            })
+            .unwrap();
+        assert!(!starved, "{wire}");
+        assert!(list.reorder(by_value).unwrap(), "{wire}");
+        net.run();
+        let expected: Vec<i64> = [1, 2, 3]
+            .into_iter()
+            .chain([9; ArrayRef::REORDER_ATTEMPTS])
+            .collect();
+        assert_eq!(list.to_json().unwrap(), json!(expected), "{wire}");
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+        // Single attempts tell the caller.
+        assert!(
+            !list
+                .try_reorder(|values| {
+                    theirs.unshift([0]).unwrap();
+                    net.run();
+                    (0..values.len()).rev().collect()
+                })
+                .unwrap(),
+            "{wire}"
+        );
+        assert_eq!(list.get(0), Some(Value::Int(0)), "{wire}: nothing moved");
+    }
+}
+
+/// A removal picked on a read does not land on another element when a
+/// peer's insert is applied between the read and the write: it is refused
+/// whole, and picked again it removes the element meant.
+#[test]
+fn a_removal_picked_before_a_remote_insert_is_refused() {
+    for (wire, net) in manual_networks(33) {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!(["p", "q", "target", "r"])).unwrap();
+        net.run();
+        let list = a.root_array().unwrap();
+        b.root_array().unwrap().insert(0, "new").unwrap();
+        let target = |values: &[Value]| -> Vec<usize> {
+            let at = values.iter().position(|v| v.as_str() == Some("target"));
+            at.into_iter().collect()
+        };
+        let raced = list
+            .try_remove_picked(|values| {
+                let at = target(values);
+                net.run(); // the insert lands now
+                at
+            })
+            .unwrap();
+        assert_eq!(raced, None, "{wire}");
+        assert_eq!(
+            list.to_json().unwrap(),
+            json!(["new", "p", "q", "target", "r"]),
+            "{wire}"
+        );
+        let removed = list.try_remove_picked(target).unwrap();
+        assert_eq!(removed, Some(vec![Value::from("target")]), "{wire}");
+        net.run();
+        assert_eq!(
+            b.root().to_json().unwrap(),
+            json!(["new", "p", "q", "r"]),
+            "{wire}"
+        );
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// Removals of one call are one message, or none when they may not fit it:
+/// a refused call removes nothing anywhere.
+#[test]
+fn picked_removals_are_all_or_nothing() {
+    for (wire, net) in manual_networks(34) {
+        let a = net.join("a");
+        let b = net.join("b");
+        let items: Vec<i64> = (0..300).collect();
+        a.set_root(json!(items)).unwrap();
+        net.run();
+        let list = a.root_array().unwrap();
+        let every_other = |values: &[Value]| (0..values.len()).step_by(2).collect();
+        let removed = list.try_remove_picked(every_other).unwrap().unwrap();
+        assert_eq!(removed.len(), 150, "{wire}");
+        assert_eq!(removed[1], Value::Int(2), "{wire}");
+        assert_eq!(net.in_flight(), 1, "{wire}: one message");
+        net.run();
+        assert_eq!(b.root_array().unwrap().len(), 150, "{wire}");
+        assert_eq!(b.get("/0"), Some(Value::Int(1)), "{wire}");
+
+        let past = list.try_remove_picked(|_| vec![0, 300]).unwrap_err();
+        assert!(
+            matches!(
+                past.engine(),
+                Some(EngineError::IndexOutOfBounds { index: 300, .. })
+            ),
+            "{wire}"
+        );
+    }
+    for format in [WireFormat::Binary, WireFormat::Json] {
+        let small = Config::default().max_message_size(1500).wire_format(format);
+        let net = LocalNetwork::manual_with_config(35, small);
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!([])).unwrap();
+        let list = a.root_array().unwrap();
+        for chunk in 0..30 {
+            list.extend((0..10).map(|i| chunk * 10 + i)).unwrap();
+        }
+        net.run();
+        let every_other = |values: &[Value]| (0..values.len()).step_by(2).collect();
+        let err = list.try_remove_picked(every_other).unwrap_err();
+        assert!(
+            matches!(err.engine(), Some(EngineError::TooLarge { .. })),
+            "{format:?}: {err}"
+        );
+        assert_eq!(net.in_flight(), 0, "{format:?}: nothing sent");
+        assert_eq!(list.len(), 300, "{format:?}: nothing removed");
+        assert_eq!(a.snapshot(), b.snapshot(), "{format:?}");
+    }
+}
