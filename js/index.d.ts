@@ -213,7 +213,8 @@ declare namespace Facsimile {
     binary?: boolean;
     /**
      * How many of its own recent messages the node keeps to resend to a
-     * peer that missed them (default 4096, whatever their size).
+     * peer that missed them (default 4096, whatever their size; 0 keeps
+     * none, and a peer that missed a message syncs again).
      */
     resendLog?: number;
     /**
@@ -225,7 +226,8 @@ declare namespace Facsimile {
     /**
      * The largest message, in bytes, this node accepts and its writes may
      * make (default 64 MiB): a larger write throws `TOO_LARGE` and changes
-     * nothing. Give every node of a document the same limit.
+     * nothing. Give every node of a document the same limit. A positive
+     * integer: 0 throws `BAD_OPTION`.
      */
     maxMessage?: number;
     /**

@@ -356,7 +356,6 @@ function installConnect(Facsimile, wasm, fail) {
         failureDetection: { heartbeat, timeout: NEVER },
         // A write too large for the relay to pass on throws TOO_LARGE
         // when it is made, instead of being sent again and again.
-        // (0 would mean the default.)
         maxMessage: Math.max(1, RelayClient.max_message(maxFrame)),
       });
       conn = new Connection(node, String(url), WS, opts, heartbeat);

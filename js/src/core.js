@@ -897,8 +897,9 @@ function createFacsimile(wasm, { platform }) {
         throw fail('BAD_HOSTNAME', `a hostname is at most ${MAX_HOSTNAME} bytes of UTF-8`, RangeError);
       }
       const opts = options == null ? {} : options;
-      const resendLog = opts.resendLog === undefined ? 0 : opts.resendLog;
-      if (!Number.isInteger(resendLog) || resendLog < 0 || resendLog > 0xffffffff) {
+      // Absent: the engine's default; 0 keeps no message to resend.
+      const resendLog = opts.resendLog ?? undefined;
+      if (resendLog !== undefined && !(Number.isInteger(resendLog) && resendLog >= 0 && resendLog <= 0xffffffff)) {
         throw fail('BAD_OPTION', 'resendLog is a number of messages', RangeError);
       }
       let heartbeat = 0;
@@ -909,9 +910,10 @@ function createFacsimile(wasm, { platform }) {
           throw fail('BAD_OPTION', 'failureDetection is { heartbeat, timeout } in milliseconds', RangeError);
         }
       }
-      const maxMessage = opts.maxMessage === undefined ? 0 : opts.maxMessage;
-      if (!Number.isSafeInteger(maxMessage) || maxMessage < 0) {
-        throw fail('BAD_OPTION', 'maxMessage is a number of bytes', RangeError);
+      // No message fits in 0 bytes: refused rather than meaning the default.
+      const maxMessage = opts.maxMessage ?? undefined;
+      if (maxMessage !== undefined && !(Number.isSafeInteger(maxMessage) && maxMessage > 0)) {
+        throw fail('BAD_OPTION', 'maxMessage is a positive number of bytes', RangeError);
       }
       this._hostname = name;
       this._binary = opts.binary === true;

@@ -156,7 +156,25 @@ test('a node that missed messages no one can resend syncs again by itself', () =
   assert.equal(hex(a.snapshot()), hex(b.snapshot()));
 });
 
+test('resendLog: 0 keeps no message: a peer that missed one syncs again', () => {
+  const net = new Router();
+  const a = net.join('a', { resendLog: 0 });
+  const b = net.join('b');
+  a.store = { list: [] };
+  net.dropFrom = a;
+  net.drop = 1;
+  a.store.list.push(0); // lost on the way to b
+  let readies = 0;
+  b.on('ready', () => readies++);
+  a.store.list.push(1);
+  for (let i = 0; i < 10; i++) net.advance(100);
+  assert.equal(readies, 1, 'b synced: a had nothing to resend');
+  assert.deepEqual(b.store.list, [0, 1]);
+});
+
 test('options are checked', () => {
+  assert.throws(() => new Facsimile('x', { maxMessage: 0 }), { code: 'BAD_OPTION', name: 'RangeError' });
+  assert.throws(() => new Facsimile('x', { maxMessage: -1 }), { code: 'BAD_OPTION', name: 'RangeError' });
   assert.throws(() => new Facsimile('x', { resendLog: -1 }), { code: 'BAD_OPTION' });
   assert.throws(() => new Facsimile('x', { resendLog: 1.5 }), { code: 'BAD_OPTION' });
   assert.throws(() => new Facsimile('x', { failureDetection: { heartbeat: 100 } }), { code: 'BAD_OPTION' });

@@ -29,7 +29,7 @@
 //!
 //! ```
 //! use facsimile_wasm::Engine;
-//! let engine = Engine::new("a", 1, true, 0, 0.0, 0.0, 0.0);
+//! let engine = Engine::new("a", 1, true, None, 0.0, 0.0, None);
 //! assert!(engine.is_ready());
 //! ```
 
@@ -182,20 +182,20 @@ impl Engine {
     /// A replica for `hostname` with the random `incarnation` the package
     /// drew; messages in JSON (`json`) or the compact binary form. The
     /// settings a program may choose: how many of its own messages it keeps
-    /// to resend (`resend_log`, 0 for the default of 4,096), and failure
-    /// detection: a heartbeat after `heartbeat_ms` without sending, and
-    /// eviction of a member silent for `timeout_ms` (0: off, the default),
-    /// and the largest message peers accept (`max_message`, 0 for the
-    /// default of 64 MiB).
+    /// to resend (`resend_log`, the default of 4,096 when absent; 0 keeps
+    /// none), and failure detection: a heartbeat after `heartbeat_ms`
+    /// without sending, and eviction of a member silent for `timeout_ms`
+    /// (0: off, the default), and the largest message peers accept
+    /// (`max_message`, the default of 64 MiB when absent).
     #[wasm_bindgen(constructor)]
     pub fn new(
         hostname: &str,
         incarnation: u32,
         json: bool,
-        resend_log: u32,
+        resend_log: Option<u32>,
         heartbeat_ms: f64,
         timeout_ms: f64,
-        max_message: f64,
+        max_message: Option<f64>,
     ) -> Engine {
         let format = if json {
             WireFormat::Json
@@ -203,12 +203,12 @@ impl Engine {
             WireFormat::Binary
         };
         let mut config = Config::default().wire_format(format);
-        if resend_log > 0 {
-            config = config.resend_log(resend_log as usize);
+        if let Some(keep) = resend_log {
+            config = config.resend_log(keep as usize);
         }
-        if max_message >= 1.0 {
+        if let Some(bytes) = max_message {
             // A JavaScript number: saturates past usize::MAX.
-            config = config.max_message_size(max_message as usize);
+            config = config.max_message_size(bytes as usize);
         }
         if let (Some(heartbeat), Some(timeout)) = (millis(heartbeat_ms), millis(timeout_ms)) {
             config = config.failure_detection(heartbeat, timeout);
