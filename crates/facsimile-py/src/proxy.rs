@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use facsimile::{ArrayRef, EngineError, Input, MapRef, ObjectRef, Origin, Prop, Value};
 use pyo3::PyTraverseError;
 use pyo3::exceptions::{
-    PyAttributeError, PyIndexError, PyKeyError, PyRecursionError, PyTypeError, PyValueError,
+    PyAttributeError, PyIndexError, PyKeyError, PyRecursionError, PyRuntimeError, PyTypeError,
+    PyValueError,
 };
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
@@ -408,17 +409,14 @@ impl MapProxy {
         self.map.assign(entries).sent()
     }
 
-    /// Deletes every key, as one change and one message.
+    /// Deletes every key, in one message: all of them or, when they do not
+    /// fit one message (TooLargeError), none. Listeners hear a change per
+    /// key.
     fn clear(&self) -> PyResult<()> {
-        let keys = self.map.keys();
-        let node = self.map.node().clone();
-        node.batch(|| {
-            for k in keys {
-                self.map.delete(&k)?;
-            }
-            Ok(())
-        })
-        .sent()
+        // The empty map's writes are planned and checked for room together.
+        self.map
+            .set_from(&std::collections::BTreeMap::<String, ()>::new())
+            .sent()
     }
 
     /// A deep copy as plain Python data (dicts, lists, scalars; shared
@@ -529,6 +527,35 @@ impl ListProxy {
         items.iter().map(to_input).collect()
     }
 
+    /// Removes the elements `pick` chooses among the list's, as
+    /// [`ArrayRef::try_remove_picked`]: again on the new elements while
+    /// the list changes between the read and the write, up to
+    /// [`ATTEMPTS`] times.
+    fn remove_picked(
+        &self,
+        what: &str,
+        mut pick: impl FnMut(&[Value]) -> PyResult<Vec<usize>>,
+    ) -> PyResult<Vec<Value>> {
+        for _ in 0..ATTEMPTS {
+            let mut failure = None;
+            let removed = self.list.try_remove_picked(|values| {
+                pick(values).unwrap_or_else(|e| {
+                    failure = Some(e);
+                    Vec::new()
+                })
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if let Some(removed) = removed.sent()? {
+                return Ok(removed);
+            }
+        }
+        Err(PyRuntimeError::new_err(format!(
+            "{what}: the list changed between its read and its write {ATTEMPTS} times in a row; nothing was removed"
+        )))
+    }
+
     fn find(
         &self,
         py: Python<'_>,
@@ -619,21 +646,15 @@ impl ListProxy {
                     .map(|_| ())
                     .sent();
             }
-            // Removed from the highest position down, so that the others
-            // do not move; one message.
-            let mut at: Vec<usize> = (0..ind.slicelength)
-                .map(|k| (ind.start + k as isize * ind.step) as usize)
-                .collect();
-            at.sort_unstable_by(|a, b| b.cmp(a));
-            let node = self.list.node().clone();
-            return node
-                .batch(|| {
-                    for p in at {
-                        self.list.remove(p)?;
-                    }
-                    Ok(())
+            // Positions of the list as read, removed only from that list,
+            // all in one message or none.
+            return self
+                .remove_picked("del l[i:j:k]", |values| {
+                    let ind = s.indices(values.len() as isize)?;
+                    let at = (0..ind.slicelength).map(|k| ind.start + k as isize * ind.step);
+                    Ok(at.map(|p| p as usize).collect())
                 })
-                .sent();
+                .map(|_| ());
         }
         let i: isize = index
             .extract()

@@ -99,6 +99,46 @@ def test_a_write_larger_than_max_message_raises_and_changes_nothing():
     assert b.store.s == "x" * 3000 and b.snapshot() == a.snapshot()
 
 
+def test_a_method_too_large_for_one_message_changes_nothing():
+    # Each method is one message: all of it, or (TooLargeError) none of it,
+    # here and on the peer.
+    net = Net("alpha", "bravo", max_message=2000)
+    a, b = net
+    a.store = {"l": [], "m": {}}
+    m, l = a.store.m, a.store.l
+    for i in range(60):
+        m[f"key-{i:03}-" + "x" * 10] = i
+    for i in range(30):
+        l.extend(range(10))
+    calls = {
+        "m.clear()": m.clear,
+        "m.update()": lambda: m.update({f"k{i}": "v" * 50 for i in range(100)}),
+        "del l[::2]": lambda: l.__delitem__(slice(None, None, 2)),
+        "del l[1::3]": lambda: l.__delitem__(slice(1, None, 3)),
+        "l[::2] = ...": lambda: l.__setitem__(slice(None, None, 2), ["y" * 20] * 150),
+        "l.extend()": lambda: l.extend(["z" * 30] * 100),
+        "l.sort()": lambda: l.sort(key=lambda v: -v),
+        "l.reverse()": l.reverse,
+    }
+    for name, call in calls.items():
+        sent, before = net.sent, a.snapshot()
+        try:
+            call()
+        except facsimile.TooLargeError:
+            assert net.sent == sent and a.snapshot() == before == b.snapshot(), name
+        else:
+            assert net.sent == sent + 1 and a.snapshot() == b.snapshot(), name
+    assert len(m) == 60 and b.store.m == m
+    # What fits goes through, as one message.
+    n, sent = len(l), net.sent
+    del l[:10:2]
+    for k in list(m)[:50]:
+        del m[k]
+    m.clear()
+    assert len(l) == n - 5 and net.sent == sent + 52
+    assert len(m) == 0 and b.store.m == {} and b.snapshot() == a.snapshot()
+
+
 def test_a_hostname_longer_than_peers_accept_is_a_value_error():
     longest = "h" * 1024
     facsimile.Facsimile(longest)
