@@ -290,6 +290,7 @@ declare namespace Facsimile {
     | 'NO_SENDER'
     | 'CLOSED'
     | 'LOCKED'
+    | 'MODIFIED'
     | 'NOT_LOCKED'
     | 'NOT_OWNER'
     | 'LOST'

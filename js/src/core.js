@@ -386,10 +386,17 @@ function createFacsimile(wasm, { platform }) {
       const idx = new Array(len);
       for (let i = 0; i < len; i++) idx[i] = i;
       if (compareFn !== undefined) {
+        const epoch = node._epoch;
+        const version = node._engine.list_version(t._h);
         idx.sort((i, j) => {
           const r = +compareFn(vals[i], vals[j]);
           return r !== r ? 0 : r;
         });
+        // The order is of the elements the comparator saw: it is refused
+        // when the comparator changed the array (a write elsewhere is fine).
+        if (node._epoch !== epoch && node._engine.list_version(t._h) !== version) {
+          throw fail('MODIFIED', 'The array changed while sort() compared its elements; it was not sorted');
+        }
       } else {
         // As Array.prototype.sort: by the strings' UTF-16 code units.
         const strs = vals.map(String);
@@ -1862,47 +1869,12 @@ function createFacsimile(wasm, { platform }) {
 
     _fill(h, value, from, to) {
       if (to <= from) return this._unchanged(h);
+      this._checkWritable();
+      // Converting the value runs the program's code (getters, toJSON),
+      // which may change the array: the engine checks the bounds as of the
+      // write, and fills all of them or none.
       const input = this._input(value);
-      const count = to - from;
-      if (typeof input === 'object' && input !== null && (input.m !== undefined || input.a !== undefined)) {
-        // A new object: created once, referenced from every other index,
-        // all in one message. Refused first as the method it is (the
-        // element set below would refuse a lock as a write).
-        this._unchanged(h);
-        this._bump();
-        this._engine.begin();
-        try {
-          this._engine.list_set(h, from, input);
-          if (count > 1) {
-            const created = this._engine.list_get(h, from);
-            const ref = { r: created[1] };
-            const indices = new Uint32Array(count - 1);
-            const values = new Array(count - 1);
-            for (let i = 0; i < count - 1; i++) {
-              indices[i] = from + 1 + i;
-              values[i] = ref;
-            }
-            try {
-              this._engine.list_set_many(h, indices, values);
-            } finally {
-              this._discard(created);
-            }
-          }
-        } catch (e) {
-          throw again(e);
-        } finally {
-          this._engine.commit();
-          this._pump();
-        }
-        return;
-      }
-      const indices = new Uint32Array(count);
-      const values = new Array(count);
-      for (let i = 0; i < count; i++) {
-        indices[i] = from + i;
-        values[i] = input;
-      }
-      this._setMany(h, indices, values);
+      this._write(() => this._engine.list_fill(h, from, to, input));
     }
 
     // ----------------------------------------------------- object listeners

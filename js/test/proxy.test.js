@@ -287,6 +287,55 @@ test('fill with an object stores one object, referenced from every index', () =>
   assert.deepStrictEqual(b.store, [{ k: 1 }, { k: 1 }, { k: 1 }], 'nothing changed');
 });
 
+test('an array method that throws changes nothing', () => {
+  const [a, b] = pair();
+  a.store = { l: [1, 2, 3, 4] };
+  const l = a.store.l;
+  // Storing the value runs its getter, which shortens the array.
+  const value = {
+    get v() {
+      l.shift();
+      l.pop();
+      return 9;
+    },
+  };
+  assert.throws(() => l.fill(value, 0, 4), { code: 'OUT_OF_BOUNDS' });
+  assert.deepStrictEqual(a.store.l, [2, 3], 'the getter\'s writes, none of the fill');
+  assert.deepStrictEqual(b.store.l, [2, 3]);
+
+  // An object whose references would not fit in the fill's message.
+  const net = new SyncNet({ wire: 'none' });
+  const c = net.join('c', { maxMessage: 4096 });
+  const d = net.join('d', { maxMessage: 4096 });
+  c.store = [];
+  for (let i = 0; i < 60; i++) c.store.push(0);
+  c.store[0] = { s: 'x'.repeat(1500) }; // fits alone
+  c.store[0] = 0;
+  const sent = c.snapshot();
+  assert.throws(() => c.store.fill({ s: 'x'.repeat(1500) }), { code: 'TOO_LARGE' });
+  assert.deepStrictEqual(c.snapshot(), sent);
+  assert.deepStrictEqual(d.snapshot(), sent);
+
+  // A comparator that changes the array: the sort is refused, its writes stay.
+  a.store.l = [3, 1, 2];
+  const m = a.store.l;
+  let first = true;
+  const compare = (x, y) => {
+    if (first) m.push(0);
+    first = false;
+    return x - y;
+  };
+  assert.throws(() => m.sort(compare), { code: 'MODIFIED', message: /changed while sort/ });
+  assert.deepStrictEqual(b.store.l, [3, 1, 2, 0]);
+  // One that writes elsewhere sorts.
+  m.sort((x, y) => {
+    a.store.n = (a.store.n ?? 0) + 1;
+    return x - y;
+  });
+  assert.deepStrictEqual(b.store.l, [0, 1, 2, 3]);
+  assert.ok(b.store.n > 0);
+});
+
 test('non-mutating methods work as on arrays, also while a callback writes', () => {
   const [a] = pair();
   a.store = [3, 1, { k: 2 }, [4]];

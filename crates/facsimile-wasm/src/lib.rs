@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use facsimile_core::{
     Config, Error, Event, IdKeys, Input, LockEvent, LockState, ObjectId, ObjectKind, Origin,
-    PeerId, Prop, ReceiveError, Replica, Value, WireFormat,
+    PeerId, Planned, Prop, ReceiveError, Replica, Value, WireFormat,
 };
 use js_sys::{Array, Reflect, Uint8Array};
 use smol_str::SmolStr;
@@ -143,6 +143,11 @@ fn write_error(e: Error) -> JsValue {
         Error::WrongKind { .. } => error("WRONG_KIND", &e.to_string()),
         Error::Evicted => error("EVICTED", &e.to_string()),
         Error::TooLarge { .. } => error("TOO_LARGE", &e.to_string()),
+        // The order was computed from the array as it was; it changed since.
+        Error::BadPermutation { .. } => error(
+            "MODIFIED",
+            "the array changed while its new order was computed; it was not reordered",
+        ),
         e => error("REFUSED", &e.to_string()),
     }
 }
@@ -589,6 +594,72 @@ impl Engine {
             .list_set_many(id, writes)
             .map(|n| n as u32)
             .map_err(write_error)
+    }
+
+    /// Fills `from..to` of an array with one input (`fill`): a new object
+    /// is created once, at `from`, and referenced from the other indices.
+    /// One change, one message, and all or nothing: an index at or past
+    /// the end, or references that would not fit in the message beside
+    /// the object, refuse the whole fill.
+    ///
+    /// # Errors
+    /// As [`Engine::set_root`]; `OUT_OF_BOUNDS` when `to` is past the end.
+    pub fn list_fill(
+        &mut self,
+        h: u32,
+        from: u32,
+        to: u32,
+        input: &JsValue,
+    ) -> Result<(), JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        let input = self.input(input)?;
+        let (from, to) = (from as usize, to as usize);
+        let r = &mut self.replica;
+        if from + 1 >= to || !matches!(input, Input::Map(_) | Input::Array(_)) {
+            let writes = (from..to).map(|i| (i, input.clone())).collect();
+            return r.list_set_many(id, writes).map(|_| ()).map_err(write_error);
+        }
+        // The first write below would succeed where the second is refused:
+        // everything that could refuse the second is checked first.
+        let len = r.list_len(id).map_err(write_error)?;
+        if to > len {
+            let index = to - 1;
+            return Err(write_error(Error::IndexOutOfBounds {
+                object: id,
+                index,
+                len,
+            }));
+        }
+        let first = [(from, input)];
+        // Any reference's bound is that of a reference to the array.
+        let refs: Vec<_> = (from + 1..to)
+            .map(|i| (i, Input::Value(Value::Ref(id))))
+            .collect();
+        r.check_room([
+            Planned::ListSetMany(id, &first),
+            Planned::ListSetMany(id, &refs),
+        ])
+        .map_err(write_error)?;
+        r.begin();
+        let filled = r.list_set_many(id, first.into()).and_then(|_| {
+            let created = r.list_get(id, from)?.expect("the element just set");
+            let refs = (from + 1..to).map(|i| (i, Input::Value(created.clone())));
+            r.list_set_many(id, refs.collect())
+        });
+        r.commit();
+        filled.map(|_| ()).map_err(write_error)
+    }
+
+    /// A number that changes whenever the array changes: `sort` refuses
+    /// an order its comparator computed while changing the array.
+    ///
+    /// # Errors
+    /// `UNKNOWN_OBJECT`, `WRONG_KIND`.
+    pub fn list_version(&self, h: u32) -> Result<f64, JsValue> {
+        let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
+        let version = self.replica.list_version(id).map_err(write_error)?;
+        // A count of changes: far below 2^53.
+        Ok(version as f64)
     }
 
     /// Reorders an array: afterwards the element at `i` is the one that was
