@@ -53,11 +53,78 @@ pub(crate) struct Applied<'a> {
 }
 
 impl Doc {
-    /// Replaces the document with an empty one (a sync starts over). The
-    /// reclamation state stays: it is the replica's, not the document's.
-    pub(crate) fn clear(&mut self) {
-        self.graph = Graph::default();
+    /// Replaces the document with an empty one (a sync starts over), and
+    /// returns the one it held. The reclamation state stays: it is the
+    /// replica's, not the document's.
+    pub(crate) fn clear(&mut self) -> Graph {
         self.parked.clear();
+        std::mem::take(&mut self.graph)
+    }
+
+    /// What replacing the document `old` by the current one changed in the
+    /// objects both hold, as changes made by `origin`: a change of each map
+    /// key whose value differs or that only one of them has, and a change
+    /// of a whole array whose elements differ. `rename` names an object of
+    /// `old` in the current document. What only one of them holds is
+    /// reported by the objects that refer to it.
+    pub(crate) fn changes_since(
+        &self,
+        old: &Graph,
+        rename: impl Fn(ObjectId) -> ObjectId,
+        origin: &Origin,
+    ) -> Vec<Change> {
+        let value = |v: &Value| match v {
+            Value::Ref(o) => Value::Ref(rename(*o)),
+            v => v.clone(),
+        };
+        let change = |object, prop, old, new| Change {
+            object,
+            prop,
+            old,
+            new,
+            origin: origin.clone(),
+        };
+        let mut out = Vec::new();
+        for (id, was) in old.objects.in_id_order() {
+            let object = rename(ObjectId(id));
+            let Some(now) = self.graph.get(object.0) else {
+                continue;
+            };
+            match (&was.data, &now.data) {
+                (ObjData::Map(was), ObjData::Map(now)) => {
+                    for (key, v) in was.iter() {
+                        let before = value(v);
+                        match now.get(key) {
+                            Some(after) if after.same(&before) => {}
+                            after => out.push(change(
+                                object,
+                                Some(Prop::Key(key.clone())),
+                                Some(before),
+                                after.cloned(),
+                            )),
+                        }
+                    }
+                    for (key, after) in now.iter() {
+                        if was.get(key).is_none() {
+                            let prop = Some(Prop::Key(key.clone()));
+                            out.push(change(object, prop, None, Some(after.clone())));
+                        }
+                    }
+                }
+                (ObjData::List(was), ObjData::List(now)) => {
+                    let same = was.len() == now.len()
+                        && was
+                            .values()
+                            .zip(now.values())
+                            .all(|(a, b)| value(&a).same(&b));
+                    if !same {
+                        out.push(change(object, None, None, None));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Replaces the document with a transferred one (validated): `graph`

@@ -204,6 +204,11 @@ impl Events {
         self.record = on;
     }
 
+    /// Whether changes are reported.
+    pub(crate) fn recording(&self) -> bool {
+        self.record
+    }
+
     /// Reports a change, when changes are recorded.
     #[inline]
     pub(crate) fn change(&mut self, change: impl FnOnce() -> Change) {

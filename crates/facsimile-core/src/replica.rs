@@ -27,7 +27,7 @@ use crate::outbox::{self, OP_OVERHEAD, Transmit, bare_op_bound, input_bound, key
 use crate::outputs::Outputs;
 use crate::streams::{Position, Stream, Streams};
 use crate::sync::transfer::{self, Source, Target, Transferred};
-use crate::sync::{Joining, Phase, Retry, SyncServer};
+use crate::sync::{Before, Joining, Phase, Retry, SyncServer};
 use crate::timers::Timer;
 use crate::value::{Id, Input, ObjectId, ObjectKind, PeerId, PeerIdx, Succession, Value};
 use crate::wire::{self, Directed, Frame, Hostname, Message, Ops, Sequenced, Tag, WireOp};
@@ -954,15 +954,24 @@ impl Replica {
         self.note_locks();
         self.locks.release_all(&mut self.out, &self.peers);
         self.out.close_all();
-        self.doc.clear();
+        let dropped = self.doc.clear();
         self.streams.clear();
         self.serve.drop_fetches();
-        // Reclamation waits for the document; its deadline is kept.
-        let gc_deadline = match &self.phase {
-            Phase::Joining(j) => j.gc_deadline,
-            Phase::Live => self.out.timers.stop(Timer::Gc),
+        // Reclamation waits for the document; its deadline is kept. The
+        // document of a sync that had begun is the one it dropped.
+        let (gc_deadline, before) = match &mut self.phase {
+            Phase::Joining(j) => (j.gc_deadline, j.before.take()),
+            Phase::Live => {
+                let before = self.out.events.recording().then(|| Before {
+                    graph: dropped,
+                    successions: Vec::new(),
+                });
+                (self.out.timers.stop(Timer::Gc), before)
+            }
         };
-        self.phase = Phase::Joining(Joining::new(gc_deadline));
+        let mut joining = Joining::new(gc_deadline);
+        joining.before = before;
+        self.phase = Phase::Joining(joining);
         let deadline = self.out.now + self.config.sync_timeout;
         self.out.timers.set(Timer::Sync, deadline);
         let hostname = Hostname::of(&self.me);
@@ -1058,6 +1067,13 @@ impl Replica {
         }
         self.out.timers.set(Timer::Gc, Duration::ZERO);
         self.sync();
+        if let Phase::Joining(Joining {
+            before: Some(before),
+            ..
+        }) = &mut self.phase
+        {
+            before.successions.push(succession);
+        }
         succession
     }
 
@@ -1492,6 +1508,10 @@ impl Replica {
                 if !join.expects(from) {
                     return Ok(());
                 }
+                let before = match &mut self.phase {
+                    Phase::Joining(join) => join.before.take(),
+                    Phase::Live => None,
+                };
                 let target = self.transfer_target();
                 let t = match body {
                     Directed::SyncAnswer { state } => {
@@ -1502,7 +1522,7 @@ impl Replica {
                     }
                     _ => unreachable!("matched above"),
                 };
-                self.commit_transfer(t);
+                self.commit_transfer(t, before);
                 if let Phase::Joining(join) = std::mem::replace(&mut self.phase, Phase::Live) {
                     self.out.timers.stop(Timer::Sync);
                     let gc = join.gc_deadline.unwrap_or(Duration::ZERO);
@@ -1916,7 +1936,7 @@ impl Replica {
     fn load_exported(mut r: Replica, bytes: &[u8]) -> Result<Replica, ReceiveError> {
         let t = transfer::decode_saved_bytes(bytes, &r.transfer_target())?;
         let from = t.from;
-        r.commit_transfer(t);
+        r.commit_transfer(t, None);
         if let Some(saved) = r.peers.by_tag(from.0) {
             r.locks.drop_saved_requests(saved);
         }
@@ -1948,8 +1968,10 @@ impl Replica {
     }
 
     /// Replaces this replica's document and what goes with it by a
-    /// validated transferred state.
-    fn commit_transfer(&mut self, t: Transferred) {
+    /// validated transferred state, reporting what that changed in the
+    /// objects of the document `before` (the one a sync dropped) that are
+    /// still there.
+    fn commit_transfer(&mut self, t: Transferred, before: Option<Before>) {
         for id in &t.fresh {
             let _ = self.peers.intern(id);
         }
@@ -1964,9 +1986,15 @@ impl Replica {
         }
         self.locks.load(t.queues, t.last_token, t.log);
         self.serve.load(t.syncing);
+        let origin = Origin::Remote(self.peers.get(t.origin).clone());
+        if let Some(before) = before.filter(|_| self.out.events.recording()) {
+            let rename = |o: ObjectId| before.successions.iter().fold(o, |o, s| o.after(s));
+            for change in self.doc.changes_since(&before.graph, rename, &origin) {
+                self.out.events.change(|| change);
+            }
+        }
         let new_root = self.doc.root();
         if !old_root.same(new_root) {
-            let origin = Origin::Remote(self.peers.get(t.origin).clone());
             let new_root = new_root.clone();
             self.out.events.root_changed(old_root, new_root, origin);
         }
@@ -2046,7 +2074,7 @@ impl Replica {
     pub(crate) fn load_answer(&mut self, state: wire::TransferState) -> Result<(), ReceiveError> {
         let from = state.peers[0].0;
         let t = transfer::decode_answer(from, state, &self.transfer_target())?;
-        self.commit_transfer(t);
+        self.commit_transfer(t, None);
         Ok(())
     }
 }

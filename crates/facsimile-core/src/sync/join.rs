@@ -5,6 +5,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::error::ReceiveError;
+use crate::graph::Graph;
+use crate::value::Succession;
 use crate::wire::{Sequenced, Tag};
 
 /// Whether the replica holds the document or waits for it.
@@ -26,6 +28,17 @@ pub(crate) struct Joining {
     backlog_bytes: usize,
     /// The reclamation deadline, set aside until the document is here.
     pub(crate) gc_deadline: Option<Duration>,
+    /// The document as it was when the sync began, when changes are
+    /// recorded: what the transferred one changes in it is reported.
+    pub(crate) before: Option<Before>,
+}
+
+/// The document a sync dropped, and the successions since (a replica
+/// that started over names its earlier incarnation's objects anew).
+#[derive(Debug)]
+pub(crate) struct Before {
+    pub(crate) graph: Graph,
+    pub(crate) successions: Vec<Succession>,
 }
 
 /// What a joiner does when its sync timer fires.

@@ -19,5 +19,5 @@ pub(crate) mod saved;
 mod serve;
 pub(crate) mod transfer;
 
-pub(crate) use join::{Joining, Phase, Retry};
+pub(crate) use join::{Before, Joining, Phase, Retry};
 pub(crate) use serve::SyncServer;
