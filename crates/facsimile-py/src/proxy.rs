@@ -738,12 +738,23 @@ impl ListProxy {
         to_py(self.owner.bind(py), v)
     }
 
-    /// Removes the first element equal to `value` (ValueError if none).
+    /// Removes the first element equal to `value` (ValueError if none). A
+    /// message applied between the search and the removal makes it search
+    /// again: it never removes an element that is not `value`.
     fn remove(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        match self.find(py, value, 0, usize::MAX)? {
-            Some(i) => self.list.remove(i).map(|_| ()).sent(),
-            None => Err(PyValueError::new_err("list.remove(x): x not in list")),
+        let owner = self.owner.bind(py);
+        let removed = self.remove_picked("list.remove(x)", |values| {
+            for (i, v) in values.iter().enumerate() {
+                if to_py(owner, v.clone())?.bind(py).eq(value)? {
+                    return Ok(vec![i]);
+                }
+            }
+            Ok(Vec::new())
+        })?;
+        if removed.is_empty() {
+            return Err(PyValueError::new_err("list.remove(x): x not in list"));
         }
+        Ok(())
     }
 
     /// The position of the first element equal to `value`.

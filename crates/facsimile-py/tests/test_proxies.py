@@ -224,6 +224,36 @@ def test_a_sort_starved_by_another_nodes_writes_gives_up(pair):
     assert a.store[:4] == [1, 2, 3, 9] and b.store == a.store
 
 
+def test_remove_removes_the_element_found_though_a_message_lands_meanwhile():
+    a, b = facsimile.Facsimile("alpha"), facsimile.Facsimile("bravo")
+    held = []
+    a.send, b.send = b.receive, held.append  # b's messages wait
+    a.store = ["p", "q", "target", "r"]
+    b.store.insert(0, "new")
+
+    class Target:
+        def __eq__(self, other):
+            # A message applied between the read and the write, as the
+            # facsimile-io thread may apply one at any moment.
+            while held:
+                a.receive(held.pop(0))
+            return other == "target"
+
+    a.store.remove(Target())
+    assert a.store == b.store == ["new", "p", "q", "r"]
+
+    class Changing:
+        def __eq__(self, other):  # changes the list at every comparison
+            b.store.append(0)
+            a.receive(held.pop(0))
+            return False
+
+    with pytest.raises(RuntimeError, match="changed between its read and its write"):
+        a.store.remove(Changing())
+    with pytest.raises(ValueError, match="not in list"):
+        a.store.remove("target")
+
+
 def test_equality_json_and_repr(pair):
     a, b = pair
     a.store = {"n": [1, {"x": None}], "s": "t"}
