@@ -303,6 +303,8 @@ declare namespace Facsimile {
     | 'FOREIGN_OBJECT'
     | 'NOT_AN_OBJECT'
     | 'BAD_VALUE'
+    | 'BAD_ARGUMENT'
+    | 'BAD_LENGTH'
     | 'BAD_KEY'
     | 'BAD_HOSTNAME'
     | 'BAD_OPTION'

@@ -25,7 +25,7 @@ function installConnect(Facsimile, wasm, fail) {
   function positive(v, dflt, what) {
     if (v === undefined) return dflt;
     if (!(typeof v === 'number' && v > 0 && Number.isFinite(v))) {
-      throw fail('BAD_OPTION', `${what} is a number of milliseconds`, RangeError);
+      throw fail('BAD_OPTION', `${what} is a number of milliseconds`);
     }
     return v;
   }
@@ -340,7 +340,7 @@ function installConnect(Facsimile, wasm, fail) {
     const WS = opts.WebSocket ?? globalThis.WebSocket;
     if (typeof WS !== 'function') {
       return Promise.reject(
-        fail('NO_WEBSOCKET', 'no WebSocket here: pass { WebSocket } (on Node.js before 22, the ws package)', TypeError),
+        fail('NO_WEBSOCKET', 'no WebSocket here: pass { WebSocket } (on Node.js before 22, the ws package)'),
       );
     }
     let node;
@@ -349,7 +349,7 @@ function installConnect(Facsimile, wasm, fail) {
       const heartbeat = positive(opts.heartbeat, 1000, 'heartbeat');
       const maxFrame = opts.maxFrame ?? undefined;
       if (maxFrame !== undefined && !(Number.isSafeInteger(maxFrame) && maxFrame > 0)) {
-        throw fail('BAD_OPTION', 'maxFrame is a number of bytes', RangeError);
+        throw fail('BAD_OPTION', 'maxFrame is a number of bytes');
       }
       node = new Facsimile(hostname, {
         binary: true,

@@ -59,8 +59,27 @@ function createFacsimile(wasm, { platform }) {
     NOT_LOCK_OWNER: 'Node does not own this lock',
   };
 
-  // An error with a code; its stack starts at the caller of `from`.
-  function fail(code, message, Type = Error, from = fail) {
+  // The class of the errors of each code that is not a plain Error: one
+  // class per code, whether the package or the engine refuses.
+  const ERROR_TYPES = {
+    BAD_ARGUMENT: TypeError,
+    BAD_KEY: TypeError,
+    BAD_VALUE: TypeError,
+    BIGINT: TypeError,
+    CYCLE: TypeError,
+    NOT_AN_OBJECT: TypeError,
+    NO_WEBSOCKET: TypeError,
+    BAD_HOSTNAME: RangeError,
+    BAD_LENGTH: RangeError,
+    BAD_OPTION: RangeError,
+    OUT_OF_BOUNDS: RangeError,
+    TOO_DEEP: RangeError,
+  };
+
+  // An error with a code, of the code's class; its stack starts at the
+  // caller of `from`.
+  function fail(code, message, from = fail) {
+    const Type = ERROR_TYPES[code] ?? Error;
     const e = new Type(message);
     if (typeof Error.captureStackTrace === 'function') Error.captureStackTrace(e, from);
     e.code = code;
@@ -68,9 +87,10 @@ function createFacsimile(wasm, { platform }) {
   }
 
   // Engine errors are built inside WebAssembly, with its frames for a stack;
-  // rethrown from here, the stack shows the program's call.
+  // rethrown from here, the stack shows the program's call. So are the
+  // package's own, caught and passed on (a promise's rejection).
   function again(e) {
-    if (e instanceof Error && typeof e.code === 'string') return fail(e.code, e.message, Error, again);
+    if (e instanceof Error && typeof e.code === 'string') return fail(e.code, e.message, again);
     return e;
   }
 
@@ -125,7 +145,7 @@ function createFacsimile(wasm, { platform }) {
   }
 
   function callable(f, what) {
-    if (typeof f !== 'function') throw new TypeError(`${String(f)} is not a function (${what})`);
+    if (typeof f !== 'function') throw fail('BAD_ARGUMENT', `${String(f)} is not a function (${what})`, callable);
   }
 
   // The proxy's target: fresh per proxy, carrying the node and the handle.
@@ -214,7 +234,7 @@ function createFacsimile(wasm, { platform }) {
 
   function proxyOn(a, b) {
     const t = info(this);
-    if (t === undefined) throw new TypeError('on() is called on an object of a Facsimile store');
+    if (t === undefined) throw fail('NOT_AN_OBJECT', 'on() is called on an object of a Facsimile store');
     if (b === undefined) {
       callable(a, 'on(callback)');
       t._n._listen(this, t, undefined, a);
@@ -227,7 +247,7 @@ function createFacsimile(wasm, { platform }) {
 
   function proxyOff(a, b) {
     const t = info(this);
-    if (t === undefined) throw new TypeError('off() is called on an object of a Facsimile store');
+    if (t === undefined) throw fail('NOT_AN_OBJECT', 'off() is called on an object of a Facsimile store');
     if (b === undefined) t._n._unlisten(t, undefined, a);
     else t._n._unlisten(t, a, b);
     return this;
@@ -542,7 +562,7 @@ function createFacsimile(wasm, { platform }) {
       let k = 0;
       let acc = initial;
       if (arguments.length < 2) {
-        if (len === 0) throw new TypeError('Reduce of empty array with no initial value');
+        if (len === 0) throw fail('BAD_ARGUMENT', 'Reduce of empty array with no initial value');
         acc = live.vals[0];
         k = 1;
       }
@@ -632,7 +652,7 @@ function createFacsimile(wasm, { platform }) {
     },
     set(t, key, value) {
       if (typeof key === 'symbol') {
-        throw fail('BAD_KEY', `a Facsimile map has string keys only, not ${String(key)}`, TypeError);
+        throw fail('BAD_KEY', `a Facsimile map has string keys only, not ${String(key)}`);
       }
       t._n._mapSet(t._h, key, value);
       return true;
@@ -766,7 +786,7 @@ function createFacsimile(wasm, { platform }) {
           throw asWrite(e);
         }
       }
-      throw fail('BAD_KEY', `a Facsimile array stores elements and its length only, not ${String(key)}`, TypeError);
+      throw fail('BAD_KEY', `a Facsimile array stores elements and its length only, not ${String(key)}`);
     },
     has(t, key) {
       if (typeof key === 'string') {
@@ -901,26 +921,26 @@ function createFacsimile(wasm, { platform }) {
     constructor(hostname, options) {
       const name = String(hostname);
       if (utf8Length(name) > MAX_HOSTNAME) {
-        throw fail('BAD_HOSTNAME', `a hostname is at most ${MAX_HOSTNAME} bytes of UTF-8`, RangeError);
+        throw fail('BAD_HOSTNAME', `a hostname is at most ${MAX_HOSTNAME} bytes of UTF-8`);
       }
       const opts = options == null ? {} : options;
       // Absent: the engine's default; 0 keeps no message to resend.
       const resendLog = opts.resendLog ?? undefined;
       if (resendLog !== undefined && !(Number.isInteger(resendLog) && resendLog >= 0 && resendLog <= 0xffffffff)) {
-        throw fail('BAD_OPTION', 'resendLog is a number of messages', RangeError);
+        throw fail('BAD_OPTION', 'resendLog is a number of messages');
       }
       let heartbeat = 0;
       let timeout = 0;
       if (opts.failureDetection != null) {
         ({ heartbeat, timeout } = opts.failureDetection);
         if (!(heartbeat > 0 && timeout > 0 && Number.isFinite(heartbeat) && Number.isFinite(timeout))) {
-          throw fail('BAD_OPTION', 'failureDetection is { heartbeat, timeout } in milliseconds', RangeError);
+          throw fail('BAD_OPTION', 'failureDetection is { heartbeat, timeout } in milliseconds');
         }
       }
       // No message fits in 0 bytes: refused rather than meaning the default.
       const maxMessage = opts.maxMessage ?? undefined;
       if (maxMessage !== undefined && !(Number.isSafeInteger(maxMessage) && maxMessage > 0)) {
-        throw fail('BAD_OPTION', 'maxMessage is a positive number of bytes', RangeError);
+        throw fail('BAD_OPTION', 'maxMessage is a positive number of bytes');
       }
       this._hostname = name;
       this._binary = opts.binary === true;
@@ -1012,7 +1032,7 @@ function createFacsimile(wasm, { platform }) {
       if (this._closed) return;
       if (to !== undefined && to !== null) {
         if (typeof to !== 'number') {
-          throw fail('MALFORMED', 'the recipient of a message is an incarnation number', TypeError);
+          throw fail('MALFORMED', 'the recipient of a message is an incarnation number');
         }
         if (to !== this._incarnation) return;
       }
@@ -1020,7 +1040,7 @@ function createFacsimile(wasm, { platform }) {
       if (typeof message === 'string') text = true;
       else if (message instanceof ArrayBuffer) message = new Uint8Array(message);
       else if (!(message instanceof Uint8Array)) {
-        throw fail('MALFORMED', 'a message is a string or a Uint8Array', TypeError);
+        throw fail('MALFORMED', 'a message is a string or a Uint8Array');
       }
       const refused = this._apply(message, text);
       if (refused !== null) throw refused;
@@ -1339,9 +1359,9 @@ function createFacsimile(wasm, { platform }) {
      * that is not a member, or this node's own).
      */
     evict(hostname, incarnation) {
-      if (typeof hostname !== 'string') throw fail('MALFORMED', 'a hostname is a string', TypeError);
+      if (typeof hostname !== 'string') throw fail('BAD_ARGUMENT', 'a hostname is a string');
       if (incarnation !== undefined && incarnation !== null && !Number.isInteger(incarnation)) {
-        throw fail('MALFORMED', 'an incarnation is an integer', TypeError);
+        throw fail('BAD_ARGUMENT', 'an incarnation is an integer');
       }
       if (this._closed) return 0;
       this._bump();
@@ -1660,7 +1680,6 @@ function createFacsimile(wasm, { platform }) {
       try {
         text = this._engine.to_json(t._h);
       } catch (e) {
-        if (e && (e.code === 'CYCLE' || e.code === 'BIGINT')) throw fail(e.code, e.message, TypeError, this._toJSON);
         throw again(e);
       }
       return JSON.parse(text);
@@ -1678,7 +1697,7 @@ function createFacsimile(wasm, { platform }) {
     _own(object) {
       const t = info(object);
       if (t === undefined) {
-        throw fail('NOT_AN_OBJECT', 'Pass an object read from this node\'s store (a proxy)', TypeError);
+        throw fail('NOT_AN_OBJECT', 'Pass an object read from this node\'s store (a proxy)');
       }
       if (t._n !== this) throw this._foreign();
       return t;
@@ -1704,7 +1723,7 @@ function createFacsimile(wasm, { platform }) {
         case 'object':
           return v === null ? null : this._objectInput(v, null);
         default:
-          throw fail('BAD_VALUE', `A ${typeof v} cannot be stored`, TypeError);
+          throw fail('BAD_VALUE', `A ${typeof v} cannot be stored`);
       }
     }
 
@@ -1720,10 +1739,10 @@ function createFacsimile(wasm, { platform }) {
       const path = stack === null ? [v] : stack;
       if (stack !== null) {
         if (stack.includes(v)) {
-          throw fail('CYCLE', 'Plain data with a cycle cannot be stored; store the object, then a reference to its proxy', TypeError);
+          throw fail('CYCLE', 'Plain data with a cycle cannot be stored; store the object, then a reference to its proxy');
         }
         if (stack.length >= MAX_DEPTH) {
-          throw fail('TOO_DEEP', `A value nested more than ${MAX_DEPTH} levels deep cannot be written at once; write its inner objects first`, RangeError);
+          throw fail('TOO_DEEP', `A value nested more than ${MAX_DEPTH} levels deep cannot be written at once; write its inner objects first`);
         }
         stack.push(v);
       }
@@ -1774,7 +1793,7 @@ function createFacsimile(wasm, { platform }) {
 
     _unchanged(h, result) {
       this._checkWritable();
-      if (this._engine.locked_elsewhere(h)) throw fail('LOCKED', MESSAGES.LOCKED, Error, this._unchanged);
+      if (this._engine.locked_elsewhere(h)) throw fail('LOCKED', MESSAGES.LOCKED, this._unchanged);
       return result;
     }
 
@@ -1798,7 +1817,7 @@ function createFacsimile(wasm, { platform }) {
     _listSet(h, i, value) {
       if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
       if (i > MAX_PAD && i > this._engine.list_len(h) + MAX_PAD) {
-        throw fail('OUT_OF_BOUNDS', `index ${i} is too far past the end of the array (arrays are dense)`, RangeError);
+        throw fail('OUT_OF_BOUNDS', `index ${i} is too far past the end of the array (arrays are dense)`);
       }
       const input = this._input(value);
       this._write(() => this._engine.list_set(h, i, input));
@@ -1807,14 +1826,14 @@ function createFacsimile(wasm, { platform }) {
     _setLength(h, value) {
       this._checkWritable();
       const n = Number(value);
-      if (!(n >= 0 && n <= 4294967295 && Math.trunc(n) === n)) throw new RangeError('Invalid array length');
+      if (!(n >= 0 && n <= 4294967295 && Math.trunc(n) === n)) throw fail('BAD_LENGTH', 'Invalid array length');
       const len = this._engine.list_len(h);
       if (n === len) return;
       if (n < len) {
         this._splice(h, n, len - n, EMPTY);
       } else {
         if (n - len > MAX_PAD) {
-          throw fail('OUT_OF_BOUNDS', `length ${n} is too far past the end of the array (arrays are dense)`, RangeError);
+          throw fail('OUT_OF_BOUNDS', `length ${n} is too far past the end of the array (arrays are dense)`);
         }
         this._write(() => this._engine.list_set(h, n - 1, null));
       }

@@ -188,6 +188,43 @@ test('values: what can be stored and how it comes back', () => {
   assert.deepStrictEqual(b.store.twice, [{ x: 1 }, { x: 1 }]);
 });
 
+test('every error has a code, and each code one class, from the package or the engine', async () => {
+  const [a, b] = pair();
+  a.store = { l: [3, 1], m: {}, e: [] };
+  const { l, m, e } = a.store;
+  const shorten = {
+    get v() {
+      l.length = 1;
+      return 1;
+    },
+  };
+  const cases = [
+    ['sort(5)', () => l.sort(5), 'BAD_ARGUMENT', TypeError],
+    ['on(change, 5)', () => a.on('change', 5), 'BAD_ARGUMENT', TypeError],
+    ['proxy.on(5)', () => m.on(5), 'BAD_ARGUMENT', TypeError],
+    ['send = 5', () => (a.send = 5), 'BAD_ARGUMENT', TypeError],
+    ['batch(5)', () => a.batch(5), 'BAD_ARGUMENT', TypeError],
+    ['forEach(5)', () => l.forEach(5), 'BAD_ARGUMENT', TypeError],
+    ['reduce of empty', () => e.reduce((x) => x), 'BAD_ARGUMENT', TypeError],
+    ['evict(7)', () => a.evict(7), 'BAD_ARGUMENT', TypeError],
+    ['length = -1', () => (l.length = -1), 'BAD_LENGTH', RangeError],
+    ['length = 1.5', () => (l.length = 1.5), 'BAD_LENGTH', RangeError],
+    ['release({})', () => a.release({}), 'NOT_AN_OBJECT', TypeError],
+    ['a function', () => (m.f = () => {}), 'BAD_VALUE', TypeError],
+    ['a BigInt past 64 bits (engine)', () => (m.big = 2n ** 70n), 'BAD_VALUE', TypeError],
+    ['an index far past the end', () => (l[1e9] = 1), 'OUT_OF_BOUNDS', RangeError],
+    ['fill past the end (engine)', () => l.fill(shorten, 0, 2), 'OUT_OF_BOUNDS', RangeError],
+    ['a symbol key', () => (m[Symbol('s')] = 1), 'BAD_KEY', TypeError],
+    ['receive(42)', () => b.receive(42), 'MALFORMED', Error],
+    ['receive(garbage JSON)', () => b.receive('{"from":1}'), 'MALFORMED', Error],
+  ];
+  for (const [what, f, code, Type] of cases) {
+    assert.throws(f, (err) => err.code === code && err.constructor === Type, what);
+  }
+  await assert.rejects(a.lock({}), (err) => err.code === 'NOT_AN_OBJECT' && err.constructor === TypeError);
+  assert.throws(() => new Facsimile('x', { maxMessage: 0 }), (err) => err.code === 'BAD_OPTION' && err.constructor === RangeError);
+});
+
 test('a proxy of another node is refused with a clear error', async () => {
   const [a] = pair();
   const [c] = pair();
