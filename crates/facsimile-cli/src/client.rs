@@ -446,28 +446,24 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 /// The signals `facsimile lock` passes on to its command (SIGTERM, SIGINT,
-/// SIGHUP), caught for as long as this lives.
+/// SIGHUP), caught with where they came from for as long as this lives.
 struct Signals {
     #[cfg(unix)]
-    caught: [(tokio::signal::unix::Signal, rustix::process::Signal); 3],
+    caught: signal_hook_tokio::SignalsInfo<signal_hook::iterator::exfiltrator::WithOrigin>,
 }
+
+/// A signal caught, and whether the kernel sent it (`None`: not known).
+#[cfg(unix)]
+type Caught = (rustix::process::Signal, Option<bool>);
 
 impl Signals {
     fn new() -> Result<Signals, Failure> {
         #[cfg(unix)]
         {
-            use rustix::process::Signal as S;
-            use tokio::signal::unix::{SignalKind, signal};
-            let catch = |kind: SignalKind| {
-                signal(kind).map_err(|e| Failure(format!("cannot catch signals: {e}")))
-            };
-            Ok(Signals {
-                caught: [
-                    (catch(SignalKind::terminate())?, S::TERM),
-                    (catch(SignalKind::interrupt())?, S::INT),
-                    (catch(SignalKind::hangup())?, S::HUP),
-                ],
-            })
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            let caught = signal_hook_tokio::SignalsInfo::new([SIGTERM, SIGINT, SIGHUP])
+                .map_err(|e| Failure(format!("cannot catch signals: {e}")))?;
+            Ok(Signals { caught })
         }
         #[cfg(not(unix))]
         Ok(Signals {})
@@ -475,12 +471,22 @@ impl Signals {
 
     /// The next signal caught.
     #[cfg(unix)]
-    async fn next(&mut self) -> rustix::process::Signal {
-        let [(term, t), (int, i), (hup, h)] = &mut self.caught;
-        tokio::select! {
-            _ = term.recv() => *t,
-            _ = int.recv() => *i,
-            _ = hup.recv() => *h,
+    async fn next(&mut self) -> Caught {
+        use futures_util::StreamExt;
+        use signal_hook::low_level::siginfo::Cause;
+        loop {
+            let Some(origin) = self.caught.next().await else {
+                return std::future::pending().await;
+            };
+            let Some(signal) = rustix::process::Signal::from_named_raw(origin.signal) else {
+                continue;
+            };
+            let by_kernel = match origin.cause {
+                Cause::Kernel => Some(true),
+                Cause::Sent(_) => Some(false),
+                _ => None,
+            };
+            return (signal, by_kernel);
         }
     }
 
@@ -489,15 +495,21 @@ impl Signals {
         std::future::pending::<()>().await
     }
 
-    /// Sends `signal` on to the command, if it still runs, except an
-    /// interrupt while this process runs in the foreground of its
-    /// terminal: Ctrl-C there goes to the whole foreground process group,
-    /// the command (which shares this process's group) with it, and a
-    /// second interrupt makes many programs skip their orderly shutdown.
+    /// Sends a signal caught on to the command, if it still runs, unless
+    /// the command had it too: one the kernel sent (Ctrl-C, a terminal
+    /// hanging up) goes to the whole foreground process group of the
+    /// terminal, the command (which shares this process's group) with it,
+    /// and a second interrupt makes many programs skip their orderly
+    /// shutdown. One another process sent (`kill`) is for this process
+    /// alone and is passed on. Where the system does not say who sent it,
+    /// an interrupt while this process runs in the foreground of its
+    /// terminal is taken for the terminal's.
     #[cfg(unix)]
-    fn forward(&self, signal: rustix::process::Signal, child: &tokio::process::Child) {
-        if signal == rustix::process::Signal::INT && in_foreground() {
-            tracing::info!(?signal, "the terminal sent the signal to the command too");
+    fn forward(&self, (signal, by_kernel): Caught, child: &tokio::process::Child) {
+        let by_terminal =
+            by_kernel.unwrap_or_else(|| signal == rustix::process::Signal::INT && in_foreground());
+        if by_terminal {
+            tracing::info!(?signal, "the command had the signal from the terminal too");
             return;
         }
         let pid = child

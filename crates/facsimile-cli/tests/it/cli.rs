@@ -264,7 +264,7 @@ fn get_and_watch_end_quietly_when_their_reader_is_gone() {
 
 /// Ctrl-C at a terminal reaches the command once: the terminal sends it
 /// to the whole foreground process group, the command with `lock`, which
-/// does not pass it on again. (`script` of util-linux gives the command a
+/// does not pass it on again; one sent to `lock` alone, it passes on. (`script` of util-linux gives the command a
 /// terminal.)
 #[cfg(target_os = "linux")]
 #[test]
@@ -278,7 +278,7 @@ fn an_interrupt_from_the_terminal_reaches_the_command_once() {
     ok(&["set", addr, "", "{}"]);
     let go = dir.path().join("go");
     let command = format!(
-        "n=0; trap 'n=$((n+1)); echo \"interrupt $n\"' INT; echo ready; \
+        "n=0; trap 'n=$((n+1)); echo \"interrupt $n\"' INT; echo \"ready $PPID\"; \
          while [ ! -f {go} ]; do sleep 0.05; done; echo \"count $n\"",
         go = go.display()
     );
@@ -314,12 +314,17 @@ fn an_interrupt_from_the_terminal_reaches_the_command_once() {
             return line;
         }
     };
-    until("ready");
+    let ready = until("ready");
+    let lock: i32 = ready.trim_start_matches("ready ").parse().unwrap();
     keys.write_all(b"\x03").unwrap();
     keys.flush().unwrap();
     until("interrupt 1");
+    // An interrupt sent to `lock` alone (`kill -INT`) is passed on.
+    let lock = rustix::process::Pid::from_raw(lock).unwrap();
+    rustix::process::kill_process(lock, rustix::process::Signal::INT).unwrap();
+    until("interrupt 2");
     std::fs::write(&go, b"").unwrap();
-    assert_eq!(until("count"), "count 1", "one interrupt, not two");
+    assert_eq!(until("count"), "count 2", "one interrupt each, not more");
 }
 
 /// `lock --wait 0` runs its command when the lock is free and fails at
