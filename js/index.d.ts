@@ -272,10 +272,38 @@ declare namespace Facsimile {
     toJSON(): any;
   }
 
-  /** A map of a store, read through its proxy. */
+  /**
+   * A map of a store, read through its proxy. Its properties are typed as
+   * they read (objects as proxies, with `on` and `off`), and TypeScript
+   * types a property's writes as its reads (mapped types cannot have
+   * separate write types, microsoft/TypeScript#43826): to store plain data
+   * in a property, write it with `node.assign(map, { key: value })`.
+   */
   type StoredMap<M> = { [K in keyof M]: Stored<M[K]> } & Observable;
-  /** An array of a store, read through its proxy. */
-  interface StoredArray<E> extends Array<Stored<E>>, Observable {}
+  /**
+   * An array of a store, read through its proxy. Its methods take plain
+   * data (or proxies of the store); an index is typed as it reads, like a
+   * map's property: to store plain data at an index, `fill(value, i, i + 1)`
+   * or `splice(i, 1, value)`.
+   */
+  interface StoredArray<E> extends Array<Stored<E>>, Observable {
+    push(...items: Input<E>[]): number;
+    unshift(...items: Input<E>[]): number;
+    splice(start: number, deleteCount?: number): Stored<E>[];
+    splice(start: number, deleteCount: number, ...items: Input<E>[]): Stored<E>[];
+    fill(value: Input<E>, start?: number, end?: number): this;
+  }
+  /**
+   * What a value of a store may be written as: its plain data, with
+   * proxies of the same store anywhere in it (stored as references).
+   */
+  type Input<V> = V extends Scalar
+    ? V
+    : V extends ReadonlyArray<infer E>
+      ? ReadonlyArray<Input<E>>
+      : V extends object
+        ? { [K in keyof V]: Input<V[K]> }
+        : V;
   /** A value of a store as read: objects are proxies. */
   type Stored<V> = V extends Scalar
     ? V

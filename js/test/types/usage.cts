@@ -49,6 +49,32 @@ a.lock(1);
 a.on('nope', () => {});
 // @ts-expect-error the title is a string
 a.store.title = 5;
+// A typed store takes plain data (or proxies) where it stores objects, and
+// reads them as proxies.
+interface Game {
+  players: { name: string }[];
+  settings: { theme: string };
+}
+const g = new Facsimile<Game>('g');
+g.store = { players: [{ name: 'ada' }], settings: { theme: 'light' } };
+const players = g.store.players;
+players.push({ name: 'grace' });
+players.unshift({ name: 'alan' }, players[0]);
+const removed: { name: string }[] = players.splice(1, 1, { name: 'edsger' });
+players.fill({ name: 'barbara' }, 0, 1);
+players.push(players[1]);
+players.sort((x, y) => x.name.localeCompare(y.name));
+g.assign(g.store, { settings: { theme: 'dark' } });
+const first = players[0];
+const playerName: string = first.name;
+first.on('name', (target, property, value) => console.log(target, property, value));
+g.store.settings.on(() => {}).off(() => {});
+const theme: string = g.store.settings.theme;
+g.store.settings.theme = 'blue';
+// @ts-expect-error a player's name is a string
+players.push({ name: 5 });
+// @ts-expect-error a player has a name
+players.fill({ nick: 'x' });
 // A subclass may define the transport as a method; it may be assigned over.
 class Peer extends Facsimile<Doc> {
   send(message: Facsimile.Message, to: number | undefined): void {
@@ -57,4 +83,4 @@ class Peer extends Facsimile<Doc> {
 }
 const peer = new Peer('p');
 peer.send = (message) => b.receive(message);
-export { peer, title, n, plain, locks, r, bytes, code, options, same, also, platform, incarnation, ready };
+export { removed, playerName, theme, peer, title, n, plain, locks, r, bytes, code, options, same, also, platform, incarnation, ready };
