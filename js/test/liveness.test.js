@@ -172,6 +172,29 @@ test('resendLog: 0 keeps no message: a peer that missed one syncs again', () => 
   assert.deepEqual(b.store.list, [0, 1]);
 });
 
+test('a node that syncs again by itself reports what changed in the objects that stay', () => {
+  const net = new Router();
+  const a = net.join('a', { resendLog: 0 });
+  const b = net.join('b');
+  a.store = { m: { k: 0 }, l: [0], gone: {} };
+  const root = b.store;
+  const heard = [];
+  b.store.m.on((t, p, v) => heard.push(['m', p, v]));
+  b.store.l.on((t, p) => heard.push(['l', p]));
+  b.store.l.on(0, (t, p) => heard.push(['l[0]', p]));
+  b.on('root_changed', (store) => heard.push(['root_changed', store === root]));
+  b.on('ready', () => heard.push(['ready']));
+  net.dropFrom = a;
+  net.drop = 3;
+  a.store.m.k = 1; // these three are lost on the way to b
+  a.store.l[0] = 1;
+  delete a.store.gone;
+  a.store.n = 1; // b sees the gap, asks, hears they are gone, syncs
+  for (let i = 0; i < 10; i++) net.advance(100);
+  assert.deepEqual(heard, [['m', 'k', 1], ['l', undefined], ['root_changed', true], ['ready']]);
+  assert.deepStrictEqual(b.store, { l: [1], m: { k: 1 }, n: 1 });
+});
+
 test('options are checked', () => {
   assert.throws(() => new Facsimile('x', { maxMessage: 0 }), { code: 'BAD_OPTION', name: 'RangeError' });
   assert.throws(() => new Facsimile('x', { maxMessage: -1 }), { code: 'BAD_OPTION', name: 'RangeError' });
