@@ -899,6 +899,15 @@ impl Replica {
             .is_some_and(|log| log.diverged() || self.members.is_evicted())
     }
 
+    /// Over an ordered log: how many of this replica's writes the log
+    /// refused, each a write to an object another replica held at the
+    /// write's position. Every replica refuses that write and applies the
+    /// rest of its message; this one applied it and must reload, which
+    /// loses it. `0` for a replica that is not ordered.
+    pub fn refused_writes(&self) -> u64 {
+        self.locks.log_ref().map_or(0, |log| log.refused_writes())
+    }
+
     /// Over an ordered log: whether this replica has read its own first
     /// message (its hello) back. From that position on, every replica
     /// counts it among the members whose acknowledgements its reclamation
@@ -1508,10 +1517,6 @@ impl Replica {
                 if !join.expects(from) {
                     return Ok(());
                 }
-                let before = match &mut self.phase {
-                    Phase::Joining(join) => join.before.take(),
-                    Phase::Live => None,
-                };
                 let target = self.transfer_target();
                 let t = match body {
                     Directed::SyncAnswer { state } => {
@@ -1521,6 +1526,12 @@ impl Replica {
                         transfer::decode_saved_answer(from, &bytes, &target)?
                     }
                     _ => unreachable!("matched above"),
+                };
+                // Taken once the answer is known good: a bad one leaves
+                // the sync waiting for another, which reports against it.
+                let before = match &mut self.phase {
+                    Phase::Joining(join) => join.before.take(),
+                    Phase::Live => None,
                 };
                 self.commit_transfer(t, before);
                 if let Phase::Joining(join) = std::mem::replace(&mut self.phase, Phase::Live) {
@@ -1869,30 +1880,44 @@ impl Replica {
                 // after its lease ran out: left to be carried over.
                 return Ok(());
             }
-            if let (Some(log), Message::Sequenced { seq, body }) = (self.locks.log(), &frame.msg) {
-                let ops = match body {
-                    Sequenced::Ops { tick, ops } => Some((*tick, &ops[..])),
-                    _ => None,
-                };
-                log.echo(
-                    *seq,
-                    ops,
-                    &self.out.outbox,
-                    &self.members,
-                    &mut self.out.events,
-                );
-            }
-            if let Message::Sequenced { seq, .. } = &frame.msg {
-                // The log has it: it is not kept to be carried over.
-                self.out.outbox.forget_sent(*seq);
-            }
-            return Ok(());
+            return self.read_back(frame, size);
         }
         let from = frame.from;
         let r = self.handle_frame(frame, size);
         if let (Some(p), Some(log)) = (self.peers.by_tag(from.0), self.locks.log()) {
             log.saw_first(p, now);
         }
+        r
+    }
+
+    /// Takes this replica's own message, read back from the log, as its
+    /// peers take it (`LogLocks::read_back`).
+    fn read_back(&mut self, frame: Frame, size: usize) -> Result<(), ReceiveError> {
+        let (Message::Sequenced { seq, body }, Some(log)) = (frame.msg, self.locks.log()) else {
+            return Ok(());
+        };
+        let (outbox, members, events) = (&self.out.outbox, &self.members, &mut self.out.events);
+        let mut read = |seq, ops, size| log.read_back(seq, ops, size, outbox, members, events);
+        let r = match body {
+            // A run is its messages one after another, as a peer takes it.
+            Sequenced::Run { messages } => {
+                let n = messages.len() as u64;
+                if n == 0 || seq.checked_add(n - 1).is_none() {
+                    return Err(ReceiveError::invalid(
+                        frame.from.0,
+                        "a run of no messages or past u64",
+                    ));
+                }
+                let size = size / messages.len();
+                (seq..)
+                    .zip(messages)
+                    .try_for_each(|(seq, ops)| read(seq, Some(ops), size))
+            }
+            Sequenced::Ops { tick, ops } => read(seq, Some((tick, ops)), size),
+            _ => read(seq, None, size),
+        };
+        // What the log has, in order, is not kept to be carried over.
+        self.out.outbox.forget_sent(log.echoed().0);
         r
     }
 

@@ -13,19 +13,21 @@
 //! Why this is safe, and how outages of the log are told from failures:
 //! DESIGN.md, "On a totally ordered log".
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{LockReq, Queues};
 use crate::clock::Peers;
+use crate::error::ReceiveError;
 use crate::event::{Event, LockEvent};
 use crate::membership::Membership;
 use crate::op::last_counter;
 use crate::outbox::Outbox;
 use crate::outputs::{Events, Outputs};
 use crate::value::{Id, ObjectId, PeerIdx};
-use crate::wire::{LogTransfer, WireOp};
+use crate::wire::{LogTransfer, Ops, WireOp};
 
 #[derive(Debug)]
 pub(crate) struct LogLocks {
@@ -35,6 +37,9 @@ pub(crate) struct LogLocks {
     pub(super) refused: FxHashSet<Id>,
     pub(super) log: LogState,
     pub(super) lease: Duration,
+    /// The most bytes of own messages held while read ahead of an earlier
+    /// one ([`crate::Config::max_backlog`], as for a peer's).
+    pub(super) max_backlog: usize,
 }
 
 /// Where the log stands for this replica.
@@ -51,13 +56,22 @@ pub(super) struct LogState {
     stamp: Duration,
     /// Lease clock of each peer's latest message.
     last_seen: FxHashMap<PeerIdx, Duration>,
-    /// Sequence number of this replica's latest message read back.
+    /// Sequence number of this replica's latest message read back, all
+    /// those before it read back too.
     pub(super) echoed: u64,
     /// The last counter of this replica's latest operations read back.
     echoed_counter: u64,
+    /// Own messages read back ahead of an earlier one not read back yet, by
+    /// sequence number: each with its operations (if it carries any) and
+    /// its size.
+    early: BTreeMap<u64, (Option<(u64, Ops)>, usize)>,
+    /// The bytes of `early`.
+    early_bytes: usize,
     /// A write of this replica was refused by the log: its state is not the
     /// log's until it reloads.
     diverged: bool,
+    /// How many of this replica's writes the log refused.
+    refused_writes: u64,
 }
 
 /// A transferred log state, validated, in local terms.
@@ -74,12 +88,13 @@ fn nanos(t: &Duration) -> u64 {
 }
 
 impl LogLocks {
-    pub(super) fn new(lease: Duration) -> LogLocks {
+    pub(super) fn new(lease: Duration, max_backlog: usize) -> LogLocks {
         LogLocks {
             q: Queues::default(),
             refused: FxHashSet::default(),
             log: LogState::default(),
             lease,
+            max_backlog,
         }
     }
 
@@ -146,17 +161,60 @@ impl LogLocks {
         gone
     }
 
-    /// Lock and write checks of this replica's own message `seq`, read back
-    /// from the log (with its operations, moving the counter by `tick`).
-    pub(crate) fn echo(
+    /// This replica's own message `seq`, of `size` bytes, read back from
+    /// the log with its operations if it carries any (`tick`, `ops`). Taken
+    /// as every peer takes the messages of this replica's stream, so that
+    /// stamps and lock checks come out the same here as there: a message
+    /// read before (a publish retried past the log's deduplication) is
+    /// dropped, and one read ahead of an earlier one (a retry that landed
+    /// behind it) is held, within [`crate::Config::max_backlog`] bytes,
+    /// until that one is read, and applied after it, at its position.
+    ///
+    /// # Errors
+    /// [`ReceiveError::BacklogFull`] when holding it would exceed that; it
+    /// is dropped, as a peer drops it.
+    pub(crate) fn read_back(
         &mut self,
         seq: u64,
-        ops: Option<(u64, &[WireOp])>,
+        ops: Option<(u64, Ops)>,
+        size: usize,
+        outbox: &Outbox,
+        members: &Membership,
+        events: &mut Events,
+    ) -> Result<(), ReceiveError> {
+        let log = &mut self.log;
+        if seq <= log.echoed || log.early.contains_key(&seq) {
+            return Ok(());
+        }
+        if seq > log.echoed + 1 {
+            if log.early_bytes + size > self.max_backlog {
+                return Err(ReceiveError::BacklogFull(log.early_bytes));
+            }
+            log.early_bytes += size;
+            log.early.insert(seq, (ops, size));
+            return Ok(());
+        }
+        self.echo(seq, ops.as_ref(), outbox, members, events);
+        while let Some((ops, size)) = self.log.early.remove(&(self.log.echoed + 1)) {
+            self.log.early_bytes -= size;
+            self.echo(self.log.echoed + 1, ops.as_ref(), outbox, members, events);
+        }
+        Ok(())
+    }
+
+    /// Lock and write checks of this replica's own message `seq`, the next
+    /// of its stream, read back from the log (with its operations, moving
+    /// the counter by `tick`).
+    fn echo(
+        &mut self,
+        seq: u64,
+        ops: Option<&(u64, Ops)>,
         outbox: &Outbox,
         members: &Membership,
         events: &mut Events,
     ) {
-        self.log.echoed = self.log.echoed.max(seq);
+        debug_assert_eq!(seq, self.log.echoed + 1, "own messages are echoed in order");
+        self.log.echoed = seq;
         let Some((tick, ops)) = ops else {
             return;
         };
@@ -164,7 +222,7 @@ impl LogLocks {
         let total: u64 = ops.iter().map(WireOp::counters).sum();
         self.log.echoed_counter = last_counter(first, total);
         let mut counter = first;
-        let mut refused = false;
+        let mut refused = 0;
         for op in ops {
             let here = counter;
             counter += op.counters();
@@ -181,18 +239,27 @@ impl LogLocks {
                     }
                 }
                 op => {
+                    // Every replica refuses this one operation, and applies
+                    // the others of the message.
                     if let Some(obj) = op.target().and_then(|w| outbox.resolve(w)) {
-                        refused |= self.held_by_other(obj, PeerIdx::SELF);
+                        refused += u64::from(self.held_by_other(obj, PeerIdx::SELF));
                     }
                 }
             }
         }
-        if refused && !self.log.diverged {
+        self.log.refused_writes += refused;
+        if refused > 0 && !self.log.diverged {
             // This replica applied a write the log refuses: it must start
             // over from a snapshot of the log.
             self.log.diverged = true;
             events.push(Event::NeedsSync);
         }
+    }
+
+    /// How many of this replica's writes the log refused (each a write to
+    /// an object another replica held at its position).
+    pub(crate) fn refused_writes(&self) -> u64 {
+        self.log.refused_writes
     }
 
     /// Whether the log refused a write this replica applied: its state is

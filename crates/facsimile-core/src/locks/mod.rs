@@ -247,7 +247,7 @@ pub(crate) enum Locks {
 impl Locks {
     pub(crate) fn new(config: &Config) -> Locks {
         match config.lease {
-            Some(lease) => Locks::Log(LogLocks::new(lease)),
+            Some(lease) => Locks::Log(LogLocks::new(lease, config.max_backlog)),
             None => Locks::Fifo(FifoLocks::new(config.peer_timeout)),
         }
     }
@@ -276,7 +276,7 @@ impl Locks {
     pub(crate) fn reset(&mut self) {
         match self {
             Locks::Fifo(l) => *l = FifoLocks::new(l.peer_timeout),
-            Locks::Log(l) => *l = LogLocks::new(l.lease),
+            Locks::Log(l) => *l = LogLocks::new(l.lease, l.max_backlog),
         }
     }
 

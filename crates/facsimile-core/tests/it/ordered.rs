@@ -653,3 +653,139 @@ fn a_slot_deleted_by_a_held_write_stays_an_origin_until_the_log_has_the_delete()
         Ok(vec![Value::Int(1), Value::Int(4)])
     );
 }
+
+/// Everything replica `i` has queued to send, as log entries to place.
+fn take_sent(log: &mut Log, i: usize) -> Vec<Vec<u8>> {
+    let sent = std::iter::from_fn(|| log.replicas[i].poll_transmit())
+        .map(|t| t.bytes.to_vec())
+        .collect();
+    while let Some(e) = log.replicas[i].poll_event() {
+        log.events[i].push(e);
+    }
+    sent
+}
+
+/// Replica 0 asks for the lock on the root; every replica must then agree
+/// it holds it, replica 0 included, at the same token, and the replicas
+/// converge.
+fn replica_0_locks_and_all_agree(log: &mut Log) {
+    let root = object(&log.replicas[0]).unwrap();
+    log.replicas[0].lock(root, true).unwrap();
+    log.publish(0);
+    log.run();
+    let me = log.replicas[0].peer_id().clone();
+    let theirs = object(&log.replicas[1]).unwrap();
+    let Some((holder, token)) = log.replicas[1].lock_holder_token(theirs) else {
+        panic!("replica 1 sees no holder");
+    };
+    assert_eq!(holder, me, "replica 1 grants replica 0");
+    assert_eq!(
+        log.replicas[0].lock_state(root),
+        LockState::Held(token),
+        "replica 0 must see the grant its peers see"
+    );
+    log.replicas[0]
+        .map_set(root, "held", Input::from(1))
+        .unwrap();
+    log.publish(0);
+    log.run();
+    nobody_left(log);
+    assert_eq!(
+        log.replicas[1].map_get(theirs, "held"),
+        Ok(Some(Value::Int(1)))
+    );
+    assert_eq!(log.replicas[0].snapshot(), log.replicas[1].snapshot());
+}
+
+#[test]
+fn an_own_message_read_back_twice_is_applied_once() {
+    // A publish whose acknowledgement was lost is retried after the
+    // stream's deduplication window: the log holds it twice.
+    let mut log = Log::new(2, 29);
+    log.now = LEASE;
+    log.replicas[0].set_root(Input::Map(vec![])).unwrap();
+    log.publish(0);
+    log.run();
+    let root = object(&log.replicas[0]).unwrap();
+    log.replicas[0].map_set(root, "x", Input::from(1)).unwrap();
+    let sent = take_sent(&mut log, 0);
+    for bytes in &sent {
+        log.entries.push((bytes.clone(), log.now));
+    }
+    log.run();
+    let theirs = object(&log.replicas[1]).unwrap();
+    log.replicas[1]
+        .map_set(theirs, "y", Input::from(2))
+        .unwrap();
+    log.publish(1);
+    for bytes in sent {
+        log.entries.push((bytes, log.now));
+    }
+    log.run();
+    replica_0_locks_and_all_agree(&mut log);
+}
+
+#[test]
+fn an_own_message_read_back_early_is_applied_after_the_one_before() {
+    // A publish retried after a reconnection lands behind the next one.
+    let mut log = Log::new(2, 31);
+    log.now = LEASE;
+    log.replicas[0].set_root(Input::Map(vec![])).unwrap();
+    log.publish(0);
+    log.run();
+    let root = object(&log.replicas[0]).unwrap();
+    log.replicas[0].map_set(root, "x", Input::from(1)).unwrap();
+    let first = take_sent(&mut log, 0);
+    log.replicas[0].map_set(root, "y", Input::from(2)).unwrap();
+    let second = take_sent(&mut log, 0);
+    for bytes in second.into_iter().chain(first) {
+        log.entries.push((bytes, log.now));
+    }
+    log.run();
+    replica_0_locks_and_all_agree(&mut log);
+}
+
+#[test]
+fn an_own_write_read_back_early_is_judged_where_the_peers_apply_it() {
+    // Replica 0's write to the root reaches the log before its earlier
+    // write to a child, and a grant of the root to replica 1 comes between
+    // them: the peers hold the root write until the child write comes,
+    // after the grant, and refuse it there. So must replica 0 (it starts
+    // over), or it keeps a write no peer has.
+    let mut log = Log::new(2, 37);
+    log.now = LEASE;
+    let child = Input::Map(vec![("c".into(), Input::Map(vec![]))]);
+    log.replicas[0].set_root(child).unwrap();
+    log.publish(0);
+    log.run();
+    let root = object(&log.replicas[0]).unwrap();
+    let Ok(Some(Value::Ref(child))) = log.replicas[0].map_get(root, "c") else {
+        panic!("a child map");
+    };
+    log.replicas[0].map_set(child, "x", Input::from(1)).unwrap();
+    let first = take_sent(&mut log, 0);
+    log.replicas[0].map_set(root, "y", Input::from(2)).unwrap();
+    let second = take_sent(&mut log, 0);
+    for bytes in second {
+        log.entries.push((bytes, log.now));
+    }
+    let theirs = object(&log.replicas[1]).unwrap();
+    log.replicas[1].lock(theirs, true).unwrap();
+    log.publish(1);
+    for bytes in first {
+        log.entries.push((bytes, log.now));
+    }
+    // Replica 0 reads these three entries before anything the peers send
+    // about them (a resend asked for).
+    while log.read(0) {}
+    assert!(
+        log.events[0].contains(&Event::NeedsSync),
+        "replica 0 must learn that the log refused its write"
+    );
+    while log.read(1) {}
+    assert!(matches!(
+        log.replicas[1].lock_state(theirs),
+        LockState::Held(_)
+    ));
+    assert_eq!(log.replicas[1].map_get(theirs, "y"), Ok(None));
+}
