@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use crate::errors;
 use crate::node::{Facsimile, Sent, refuse_on_io_thread, send_error_unraisable};
 use crate::proxy::object_of;
+use crate::runtime;
 
 /// How often a waiting thread runs the node's timers: a node without a
 /// connection has no task to run them, and a lock can wait on a peer's
@@ -65,6 +66,7 @@ impl PendingLock {
         obj: &Bound<'_, PyAny>,
         wait: bool,
     ) -> PyResult<PendingLock> {
+        owner.get().check_open()?;
         let o = object_of(obj)?;
         let node = owner.get().node();
         let future = if wait { node.lock(o) } else { node.request(o) };
@@ -103,7 +105,7 @@ impl PendingLock {
             Poll::Ready(r) => Some(r),
             Poll::Pending => {
                 refuse_on_io_thread("waiting for a lock")?;
-                py.detach(|| block(&mut future, &node, timeout))
+                block(py, &mut future, &node, timeout)?
             }
         };
         match r {
@@ -132,27 +134,44 @@ fn poll_once(
     Pin::new(future).poll(&mut Context::from_waker(waker))
 }
 
+/// Waits for the grant, the GIL released, running the node's timers every
+/// [`TICK`] and the signal handlers every [`runtime::SIGNALS`]: a handler's
+/// exception (Ctrl-C) ends the wait, and dropping the future then
+/// withdraws the request.
 fn block(
+    py: Python<'_>,
     future: &mut LockFuture,
     node: &Node,
     timeout: Option<Duration>,
-) -> Option<Result<facsimile::LockGuard, facsimile::LockError>> {
+) -> PyResult<Option<Result<facsimile::LockGuard, facsimile::LockError>>> {
     let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
-        if let Poll::Ready(r) = poll_once(future, &waker) {
-            return Some(r);
-        }
-        let mut wait = TICK;
-        if let Some(d) = deadline {
-            let now = Instant::now();
-            if now >= d {
-                return None;
+        let step = py.detach(|| {
+            let signals = Instant::now() + runtime::SIGNALS;
+            loop {
+                if let Poll::Ready(r) = poll_once(future, &waker) {
+                    return Some(Some(r));
+                }
+                let now = Instant::now();
+                let mut wait = TICK.min(signals.saturating_duration_since(now));
+                if let Some(d) = deadline {
+                    if now >= d {
+                        return Some(None);
+                    }
+                    wait = wait.min(d - now);
+                }
+                if now >= signals {
+                    return None;
+                }
+                std::thread::park_timeout(wait);
+                node.tick();
             }
-            wait = wait.min(d - now);
+        });
+        match step {
+            Some(done) => return Ok(done),
+            None => py.check_signals()?,
         }
-        std::thread::park_timeout(wait);
-        node.tick();
     }
 }
 

@@ -7,7 +7,7 @@
 //! listener that closes over a proxy of its own node) is collectable.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -78,6 +78,9 @@ pub(crate) struct Shared {
     /// The Python node object, weakly: listeners build proxies with it.
     me: Mutex<Option<Py<PyWeakrefReference>>>,
     conn: Mutex<Option<Connection>>,
+    /// Set by `close` and `abort`: the node can be read, not written (its
+    /// writes would go nowhere).
+    closed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -132,6 +135,7 @@ impl Facsimile {
             cache: Mutex::default(),
             me: Mutex::default(),
             conn: Mutex::new(conn),
+            closed: AtomicBool::new(false),
         });
         let me = Bound::new(py, Facsimile { shared })?;
         let weak = PyWeakrefReference::new(&me)?;
@@ -266,9 +270,29 @@ impl Facsimile {
     }
 
     fn conn(&self) -> PyResult<Connection> {
+        self.check_open()?;
         locked(&self.shared.conn).clone().ok_or_else(|| {
             PyRuntimeError::new_err("this node is not connected: use facsimile.connect")
         })
+    }
+
+    /// Refuses a write (or a lock) once the node's connection is closed.
+    pub(crate) fn check_open(&self) -> PyResult<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(errors::ClosedError::new_err(
+                "this node's connection is closed (close() or abort()): its store can be read, not written",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marks the node closed and returns its connection, unless it was
+    /// closed already.
+    fn take_conn(&self) -> PyResult<Option<Connection>> {
+        let conn = locked(&self.shared.conn).clone().ok_or_else(|| {
+            PyRuntimeError::new_err("this node is not connected: use facsimile.connect")
+        })?;
+        Ok((!self.shared.closed.swap(true, Ordering::AcqRel)).then_some(conn))
     }
 }
 
@@ -542,6 +566,7 @@ impl Facsimile {
 
     #[setter]
     fn set_store(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_open()?;
         let input = to_input(value)?;
         self.node().set_root(input).map(|_| ()).sent()
     }
@@ -613,6 +638,7 @@ impl Facsimile {
     /// Drops the local document and asks the other nodes for it; exactly
     /// one answers. Listen for "ready" to know when it is complete.
     fn sync(&self) -> PyResult<()> {
+        self.check_open()?;
         self.node().sync();
         PyResult::Ok(()).sent()
     }
@@ -649,6 +675,7 @@ impl Facsimile {
     /// Says goodbye: the other nodes stop waiting for this one and its
     /// locks are freed.
     fn leave(&self) -> PyResult<()> {
+        self.check_open()?;
         self.node().leave();
         PyResult::Ok(()).sent()
     }
@@ -658,6 +685,7 @@ impl Facsimile {
     /// its locks and stops waiting for it. Returns how many members that
     /// was (0 for a hostname that is not a member, or this node's own).
     fn evict(&self, hostname: &str) -> PyResult<usize> {
+        self.check_open()?;
         PyResult::Ok(self.node().evict_host(hostname)).sent()
     }
 
@@ -744,6 +772,7 @@ impl Facsimile {
     /// node's still waiting is left waiting. Raises NotLockedError when
     /// nobody holds it and NotOwnerError when another node does.
     fn release(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_open()?;
         let o = crate::proxy::object_of(obj)?;
         self.node().release(o).map_err(errors::lock).sent()
     }
@@ -760,6 +789,7 @@ impl Facsimile {
     /// `f` may run again if a message arrived meanwhile. (`update` in the
     /// package wraps this for dataclasses and pydantic models.)
     fn _update_plain(&self, py: Python<'_>, f: Py<PyAny>) -> PyResult<()> {
+        self.check_open()?;
         let r = self.node().update(|v: &mut Plain| -> PyResult<()> {
             let arg = plain_to_py(py, v)?;
             let out = f.call1(py, (arg,))?;
@@ -826,19 +856,17 @@ impl Facsimile {
         refuse_on_io_thread("flush()")?;
         let conn = self.conn()?;
         let timeout = duration(timeout)?;
-        py.detach(|| {
-            runtime::get().block_on(async move {
-                match timeout {
-                    Some(t) => tokio::time::timeout(t, conn.flush()).await.unwrap_or(Err(
-                        facsimile::net::NetError::Timeout {
-                            what: "the relay to acknowledge",
-                            after: t,
-                        },
-                    )),
-                    None => conn.flush().await,
-                }
-            })
-        })
+        runtime::block_on(py, async move {
+            match timeout {
+                Some(t) => tokio::time::timeout(t, conn.flush()).await.unwrap_or(Err(
+                    facsimile::net::NetError::Timeout {
+                        what: "the relay to acknowledge",
+                        after: t,
+                    },
+                )),
+                None => conn.flush().await,
+            }
+        })?
         .map_err(errors::net)
     }
 
@@ -854,39 +882,57 @@ impl Facsimile {
 
     /// Leaves the document (locks freed at once), waits up to `timeout`
     /// seconds for the relay to acknowledge everything and closes the
-    /// connection. Connected nodes only.
+    /// connection. Connected nodes only. The store can still be read;
+    /// writes and locks raise ClosedError. Closing again does nothing;
+    /// interrupted (Ctrl-C), it drops the connection at once, as `abort`.
     #[pyo3(signature = (timeout=5.0))]
     fn close(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
         refuse_on_io_thread("close()")?;
-        let conn = self.conn()?;
         let t = duration(Some(timeout))?.unwrap_or_default();
-        py.detach(|| runtime::get().block_on(conn.close(t)))
-            .map_err(errors::net)
+        let Some(conn) = self.take_conn()? else {
+            return Ok(());
+        };
+        match runtime::block_on(py, conn.clone().close(t)) {
+            Ok(r) => r.map_err(errors::net),
+            Err(interrupted) => {
+                conn.abort();
+                Err(interrupted)
+            }
+        }
     }
 
     /// Coroutine form of `close`.
     #[pyo3(signature = (timeout=5.0))]
     fn close_async(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
-        let conn = self.conn()?;
         let t = duration(Some(timeout))?.unwrap_or_default();
+        let conn = self.take_conn()?;
         runtime::to_asyncio(
             py,
-            async move { conn.close(t).await.map_err(errors::net) },
+            async move {
+                match conn {
+                    Some(conn) => conn.close(t).await.map_err(errors::net),
+                    None => Ok(()),
+                }
+            },
             |py, ()| Ok(py.None()),
         )
     }
 
     /// Drops the connection at once, without a goodbye, as a crash would:
-    /// the relay evicts the node and frees its locks.
+    /// the relay evicts the node and frees its locks. The store can still
+    /// be read, as after `close`.
     fn abort(&self) -> PyResult<()> {
-        self.conn()?.abort();
+        if let Some(conn) = self.take_conn()? {
+            conn.abort();
+        }
         Ok(())
     }
 
-    /// Whether this node is connected through `facsimile.connect`.
+    /// Whether this node is connected through `facsimile.connect` and not
+    /// closed.
     #[getter]
     fn connected(&self) -> bool {
-        locked(&self.shared.conn).is_some()
+        locked(&self.shared.conn).is_some() && !self.shared.closed.load(Ordering::Acquire)
     }
 
     fn __repr__(&self) -> String {
@@ -930,8 +976,7 @@ pub(crate) fn connect(
     refuse_on_io_thread("connect()")?;
     let options = options(doc, token, timeout)?;
     let (addr, hostname) = (addr.to_owned(), hostname.to_owned());
-    let conn = py
-        .detach(|| runtime::get().block_on(facsimile::net::connect(&addr, &hostname, options)))
+    let conn = runtime::block_on(py, facsimile::net::connect(&addr, &hostname, options))?
         .map_err(errors::net)?;
     let node = conn.node().clone();
     Ok(Facsimile::create(py, node, Some(conn))?.unbind())

@@ -188,6 +188,10 @@ pub(crate) struct MapProxy {
 }
 
 impl MapProxy {
+    fn open(&self) -> PyResult<()> {
+        self.owner.get().check_open()
+    }
+
     fn get_value(&self, py: Python<'_>, key: &str) -> PyResult<Option<Py<PyAny>>> {
         match self.map.get(key) {
             Some(v) => Ok(Some(to_py(self.owner.bind(py), v)?)),
@@ -196,6 +200,7 @@ impl MapProxy {
     }
 
     fn set_value(&self, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.open()?;
         let input = to_input(value)?;
         self.map.set(key, input).sent()
     }
@@ -219,6 +224,7 @@ impl MapProxy {
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.open()?;
         let k = key
             .cast::<PyString>()
             .map_err(|_| PyKeyError::new_err(key.clone().unbind()))?;
@@ -262,6 +268,7 @@ impl MapProxy {
     }
 
     fn __delattr__(&self, name: &str) -> PyResult<()> {
+        self.open()?;
         if self.map.delete(name).sent()? {
             Ok(())
         } else {
@@ -327,6 +334,7 @@ impl MapProxy {
     /// Removes `key` and returns its value (or `default`; KeyError without).
     #[pyo3(signature = (key, *default))]
     fn pop(&self, py: Python<'_>, key: &str, default: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+        self.open()?;
         // Read and removed in one write: what another thread applies
         // meanwhile cannot make it return a value it did not remove.
         match self.map.remove(key).sent()? {
@@ -338,6 +346,7 @@ impl MapProxy {
 
     /// Removes and returns the last (key, value) pair in key order.
     fn popitem(&self, py: Python<'_>) -> PyResult<(String, Py<PyAny>)> {
+        self.open()?;
         loop {
             let Some(key) = self.map.keys().pop() else {
                 return Err(PyKeyError::new_err("popitem(): the map is empty"));
@@ -373,6 +382,7 @@ impl MapProxy {
         other: Option<&Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
+        self.open()?;
         let mut entries: Vec<(String, Input)> = Vec::new();
         if let Some(o) = other {
             let pairs = if o.hasattr("keys")? {
@@ -413,6 +423,7 @@ impl MapProxy {
     /// fit one message (TooLargeError), none. Listeners hear a change per
     /// key.
     fn clear(&self) -> PyResult<()> {
+        self.open()?;
         // The empty map's writes are planned and checked for room together.
         self.map
             .set_from(&std::collections::BTreeMap::<String, ()>::new())
@@ -511,6 +522,10 @@ fn position(i: isize, len: usize) -> PyResult<usize> {
 }
 
 impl ListProxy {
+    fn open(&self) -> PyResult<()> {
+        self.owner.get().check_open()
+    }
+
     fn values(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let owner = self.owner.bind(py);
         self.list
@@ -602,6 +617,7 @@ impl ListProxy {
     }
 
     fn __setitem__(&self, index: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.open()?;
         let len = self.list.len();
         if let Ok(s) = index.cast::<PySlice>() {
             let ind = s.indices(len as isize)?;
@@ -633,6 +649,7 @@ impl ListProxy {
     }
 
     fn __delitem__(&self, index: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.open()?;
         let len = self.list.len();
         if let Ok(s) = index.cast::<PySlice>() {
             let ind = s.indices(len as isize)?;
@@ -685,11 +702,13 @@ impl ListProxy {
 
     /// Appends one element.
     fn append(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.open()?;
         self.list.push(to_input(value)?).sent()
     }
 
     /// Appends every element of an iterable, as one change.
     fn extend(&self, items: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.open()?;
         let items = Self::inputs(items)?;
         if items.is_empty() {
             return Ok(());
@@ -703,6 +722,7 @@ impl ListProxy {
 
     /// Inserts before `index` (clamped, negative from the end, as `list`).
     fn insert(&self, index: isize, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.open()?;
         let input = to_input(value)?;
         loop {
             let len = self.list.len() as isize;
@@ -724,6 +744,7 @@ impl ListProxy {
     /// Removes and returns the element at `index` (the last by default).
     #[pyo3(signature = (index=-1))]
     fn pop(&self, py: Python<'_>, index: isize) -> PyResult<Py<PyAny>> {
+        self.open()?;
         let len = self.list.len();
         if len == 0 {
             return Err(PyIndexError::new_err("pop from empty list"));
@@ -742,6 +763,7 @@ impl ListProxy {
     /// message applied between the search and the removal makes it search
     /// again: it never removes an element that is not `value`.
     fn remove(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.open()?;
         let owner = self.owner.bind(py);
         let removed = self.remove_picked("list.remove(x)", |values| {
             for (i, v) in values.iter().enumerate() {
@@ -786,6 +808,7 @@ impl ListProxy {
 
     /// Reverses in place: elements move, as one change.
     fn reverse(&self) -> PyResult<()> {
+        self.open()?;
         self.list.reverse().sent()
     }
 
@@ -794,6 +817,7 @@ impl ListProxy {
     /// when it changes the list, as `list.sort`'s does.
     #[pyo3(signature = (*, key=None, reverse=false))]
     fn sort(&self, py: Python<'_>, key: Option<Py<PyAny>>, reverse: bool) -> PyResult<()> {
+        self.open()?;
         let owner = self.owner.bind(py);
         let builtins = py.import("builtins")?;
         // A change made on this node while the keys run is the key
@@ -857,6 +881,7 @@ impl ListProxy {
 
     /// Removes every element, as one change.
     fn clear(&self) -> PyResult<()> {
+        self.open()?;
         self.list.clear().sent()
     }
 

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 
@@ -18,6 +19,31 @@ pub(crate) fn get() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("the facsimile I/O runtime starts")
     })
+}
+
+/// How long a blocking wait keeps the GIL released before it runs the
+/// signal handlers (Ctrl-C's KeyboardInterrupt comes within it).
+pub(crate) const SIGNALS: Duration = Duration::from_millis(50);
+
+/// Runs `future` on this thread, the GIL released, until it completes or
+/// a signal handler raises (Ctrl-C): then the future is dropped, giving up
+/// what it waited for, and the handler's exception is returned.
+pub(crate) fn block_on<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let mut future = std::pin::pin!(future);
+    loop {
+        // The timer is made inside the runtime, which it needs.
+        let step = py.detach(|| {
+            get().block_on(async { tokio::time::timeout(SIGNALS, future.as_mut()).await })
+        });
+        match step {
+            Ok(out) => return Ok(out),
+            Err(_) => py.check_signals()?,
+        }
+    }
 }
 
 /// Runs `future` on the runtime and returns an asyncio future of the

@@ -2,10 +2,13 @@
 stdio peer as subprocesses (binaries from the workspace's target/)."""
 
 import collections
+import contextlib
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -160,3 +163,23 @@ def python_child(code, *args):
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+class Interrupted(Exception):
+    """What the test's SIGINT handler raises (KeyboardInterrupt would end
+    the test session if a wait ignored the signal)."""
+
+
+@contextlib.contextmanager
+def sigint_after(seconds):
+    """Sends this process SIGINT after `seconds`; its handler raises
+    Interrupted, in the main thread, when Python code or a wait checks for
+    signals."""
+    previous = signal.signal(signal.SIGINT, lambda *_: (_ for _ in ()).throw(Interrupted()))
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)

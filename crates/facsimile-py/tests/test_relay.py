@@ -2,13 +2,17 @@
 threads and from asyncio, in this process and in other processes."""
 
 import asyncio
+import contextlib
+import os
 import queue
+import signal
 import threading
+import time
 
 import pytest
 
 import facsimile
-from conftest import python_child
+from conftest import Interrupted, python_child, sigint_after
 
 
 def thread_name():
@@ -236,3 +240,72 @@ def test_killed_lock_holder_frees_the_lock(relay):
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+@contextlib.contextmanager
+def frozen(relay, at_most=8):
+    """The relay stopped (SIGSTOP), for at most `at_most` seconds: it
+    accepts connections and answers nothing."""
+    os.kill(relay.proc.pid, signal.SIGSTOP)
+    thaw = threading.Timer(at_most, os.kill, (relay.proc.pid, signal.SIGCONT))
+    thaw.start()
+    try:
+        yield
+    finally:
+        thaw.cancel()
+        os.kill(relay.proc.pid, signal.SIGCONT)
+
+
+def test_ctrl_c_interrupts_flush_close_and_connect(relay):
+    a = facsimile.connect(relay.addr, "alpha", doc="sigint")
+    a.store = {"n": 0}
+    a.flush()
+    calls = {
+        "flush()": a.flush,
+        "connect()": lambda: facsimile.connect(relay.addr, "bravo", doc="sigint"),
+        "close()": lambda: a.close(timeout=30),
+    }
+    for name, call in calls.items():
+        with frozen(relay):
+            a.store.n += 1  # unacknowledged while the relay is stopped
+            start = time.monotonic()
+            with pytest.raises(Interrupted), sigint_after(0.3):
+                call()
+            assert time.monotonic() - start < 3, name
+    assert not a.connected  # an interrupted close drops the connection
+
+
+def test_a_closed_node_reads_and_refuses_writes(relay):
+    a = facsimile.connect(relay.addr, "alpha", doc="closed")
+    a.store = {"n": 0, "o": {}, "l": [1]}
+    a.flush()
+    b = facsimile.connect(relay.addr, "bravo", doc="closed")
+    a.close()
+    assert not a.connected and a.store == {"n": 0, "o": {}, "l": [1]}
+    o, l = a.store.o, a.store.l
+    for write in (
+        lambda: setattr(a.store, "n", 5),
+        lambda: a.store.__setitem__("n", 5),
+        lambda: o.update(x=1),
+        lambda: o.clear(),
+        lambda: l.append(2),
+        lambda: l.sort(),
+        lambda: l.remove(1),
+        lambda: setattr(a, "store", {}),
+        lambda: a.update(lambda d: d),
+        lambda: a.request(o),
+        lambda: a.lock(o),
+        lambda: a.lock(o, timeout=1),
+        lambda: a.flush(),
+        a.sync,
+    ):
+        with pytest.raises(facsimile.ClosedError):
+            write()
+    a.close()  # again: nothing to do
+    a.abort()
+    assert a.store == {"n": 0, "o": {}, "l": [1]} and len(l) == 1
+    assert b.store == {"n": 0, "o": {}, "l": [1]}
+    b.abort()
+    assert not b.connected
+    with pytest.raises(facsimile.ClosedError):
+        b.store.n = 1

@@ -2,12 +2,14 @@
 the Python API, two nodes unless stated."""
 
 import asyncio
+import threading
+import time
 import types
 
 import pytest
 
 import facsimile
-from conftest import Net
+from conftest import Interrupted, Net, sigint_after
 
 
 def test_1_no_transport_refuses_writes():
@@ -247,6 +249,25 @@ def test_a_lock_that_times_out_withdraws_its_request(pair):
     # b's request was withdrawn: it holds nothing, and nobody is ahead of a.
     assert b.lock_token(b.store.m) is None
     a.request(a.store.m).release()
+
+
+def test_ctrl_c_interrupts_a_lock_wait_and_withdraws_it(pair):
+    a, b = pair
+    a.store = {"o": {}}
+    guard = a.lock(a.store.o)
+    watchdog = threading.Timer(8, guard.release)  # the wait ends anyway
+    watchdog.start()
+    try:
+        start = time.monotonic()
+        with pytest.raises(Interrupted), sigint_after(0.3):
+            b.lock(b.store.o)
+        assert time.monotonic() - start < 3
+    finally:
+        watchdog.cancel()
+    assert b.lock_token(b.store.o) is None
+    guard.release()
+    with a.request(a.store.o):  # nobody waits for it
+        pass
 
 
 def test_a_peer_reported_gone_loses_its_lock_everywhere():
