@@ -137,13 +137,8 @@ impl Joining {
         }
     }
 
-    /// The inbox, for a caller that is not a client.
-    pub(crate) fn inbox(&self) -> Inbox {
-        self.inbox.clone()
-    }
-
-    /// Puts the client's join in the channel; returns the inbox for what
-    /// the client sends next.
+    /// Puts the client's join (or the inspector's question) in the
+    /// channel; returns the inbox for what the client sends next.
     pub(crate) async fn join(self, join: Cmd) -> Result<Inbox, Closed> {
         self.inbox.send(join).await?;
         Ok(self.inbox.clone())

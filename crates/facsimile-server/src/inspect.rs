@@ -73,7 +73,7 @@ async fn status(
     if let Some(refused) = refusal(&shared, &uri, &doc) {
         return refused;
     }
-    let Some(channel) = shared.existing_doc_channel(&doc).await else {
+    let Some(channel) = shared.existing_doc(&doc).await else {
         return json(
             StatusCode::NOT_FOUND,
             format!("{{\"error\":\"no document named {doc} on this relay\"}}"),
@@ -81,7 +81,7 @@ async fn status(
     };
     let (reply, answer) = oneshot::channel();
     let asked = tokio::time::timeout(STATUS_WITHIN, async {
-        channel.send(Cmd::Status(reply)).await.ok()?;
+        channel.join(Cmd::Status(reply)).await.ok()?;
         answer.await.ok()
     })
     .await;

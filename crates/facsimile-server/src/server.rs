@@ -57,9 +57,10 @@ pub struct Server {
 pub(crate) struct Shared {
     pub(crate) config: Arc<ServerConfig>,
     docs: Mutex<HashMap<String, Inbox>>,
-    /// Held while a document opens: two recoveries of one directory would
-    /// both write to its log.
-    opening: Mutex<()>,
+    /// Held while a document opens, one lock per document name: two
+    /// recoveries of one directory would both write to its log, and a long
+    /// recovery must not hold up the clients of other documents.
+    opening: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     limit: Arc<Semaphore>,
     next_conn: AtomicU64,
     /// Cancelled when the server stops: connections close without evicting
@@ -218,7 +219,7 @@ impl Shared {
             limit: Arc::new(Semaphore::new(config.max_clients)),
             config,
             docs: Mutex::new(HashMap::new()),
-            opening: Mutex::new(()),
+            opening: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             stopping: CancellationToken::new(),
             threads: Mutex::new(Vec::new()),
@@ -365,15 +366,6 @@ impl Shared {
         .await;
     }
 
-    /// The inbox of a document that is open.
-    pub(crate) fn open_doc_channel(&self, name: &str) -> Option<Inbox> {
-        self.docs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
-    }
-
     /// [`Shared::open_doc`] on a blocking thread, as its disk reads and
     /// writes need, unless the documents run on the runtime.
     /// An error outside is the blocking task's: the runtime is stopping.
@@ -391,12 +383,39 @@ impl Shared {
     /// Opens a document's thread and its timer unless it is open; returns
     /// its inbox, counting a client on its way in.
     fn open_doc(self: &Arc<Self>, name: &str) -> io::Result<Joining> {
-        let _opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
-        {
-            let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(inbox) = docs.get(name) {
-                return Ok(Joining::new(inbox));
-            }
+        if let Some(open) = self.joining(name) {
+            return Ok(open);
+        }
+        let opening = self
+            .opening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let opened = self.open_doc_once(name, &opening);
+        let mut locks = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+        // The table's and this call's: nobody else waits to open it.
+        if Arc::strong_count(&opening) == 2 {
+            locks.remove(name);
+        }
+        opened
+    }
+
+    /// A client on its way into document `name`, if it is open.
+    fn joining(&self, name: &str) -> Option<Joining> {
+        let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        docs.get(name).map(Joining::new)
+    }
+
+    /// [`Shared::open_doc`] under the document's own `opening` lock.
+    fn open_doc_once(self: &Arc<Self>, name: &str, opening: &Mutex<()>) -> io::Result<Joining> {
+        let _opening = opening.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = self.joining(name) {
+            return Ok(open);
+        }
+        if self.stopping.is_cancelled() {
+            return Err(io::Error::other("the relay is stopping"));
         }
         // A document that closed has left the table only after its last
         // write to disk, so it can be opened again at once.
@@ -460,23 +479,19 @@ impl Shared {
         }))
     }
 
-    /// The inbox of a document that is open or on disk, opening it if it
-    /// is not; `None` when there is no such document (or the relay is
-    /// stopping).
-    pub(crate) async fn existing_doc_channel(self: &Arc<Self>, name: &str) -> Option<Inbox> {
-        if let Some(inbox) = self.open_doc_channel(name) {
-            return Some(inbox);
+    /// The way into a document that is open or on disk, opening it if it
+    /// is not, counted as a client on its way in (the document stays open
+    /// until what is sent through it is in its channel); `None` when there
+    /// is no such document (or the relay is stopping).
+    pub(crate) async fn existing_doc(self: &Arc<Self>, name: &str) -> Option<Joining> {
+        if let Some(open) = self.joining(name) {
+            return Some(open);
         }
         let dir = self.config.data.as_ref()?.join(name);
         if !valid_name(name) || !(dir.join("log").exists() || dir.join("snapshot").exists()) {
             return None;
         }
-        let joining = self
-            .open_doc_off_runtime(name.to_string())
-            .await
-            .ok()?
-            .ok()?;
-        Some(joining.inbox())
+        self.open_doc_off_runtime(name.to_string()).await.ok()?.ok()
     }
 }
 
@@ -639,6 +654,10 @@ impl Handler {
 async fn open_document(shared: &Arc<Shared>, hello: &ClientHello) -> Result<Joining, Refusal> {
     match shared.open_doc_off_runtime(hello.document.clone()).await {
         Ok(Ok(doc)) => Ok(doc),
+        _ if shared.stopping.is_cancelled() => Err(Refusal::Dropped(Close {
+            code: close_code::AWAY,
+            reason: "the relay is stopping".into(),
+        })),
         Err(_) => Err(Refusal::Dropped(Close {
             code: close_code::AWAY,
             reason: "the relay is stopping".into(),
@@ -865,6 +884,47 @@ async fn write_frames(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A document being opened (a long recovery) holds up only the
+    /// clients of that document: another opens meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_document_opening_holds_up_no_other() {
+        let data = tempfile::tempdir().unwrap();
+        let config = ServerConfig::default().data_dir(data.path());
+        let shared = Shared::open(config).await.unwrap();
+        let big = Arc::new(Mutex::new(()));
+        shared
+            .opening
+            .lock()
+            .unwrap()
+            .insert("big".into(), big.clone());
+        // Held as a recovery of "big" would, on a thread of its own.
+        let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let holding = big.clone();
+        let recovering = std::thread::spawn(move || {
+            let _opening = holding.lock().unwrap();
+            held.0.send(()).unwrap();
+            let _ = release.1.recv();
+        });
+        held.1.recv().unwrap();
+        let other = shared.clone();
+        let opened = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || other.open_doc("small").map(|_| ())),
+        )
+        .await
+        .expect("opened while another document opens");
+        opened.unwrap().unwrap();
+        release.0.send(()).unwrap();
+        recovering.join().unwrap();
+        drop(big);
+        shared.open_doc("big").map(|_| ()).unwrap();
+        assert!(
+            shared.opening.lock().unwrap().is_empty(),
+            "nobody opens now"
+        );
+        shared.stop().await;
+    }
 
     #[test]
     fn secrets_compare_whole() {
