@@ -256,3 +256,40 @@ async fn a_count_of_an_earlier_connection_does_not_take_a_dropped_write_for_appl
     converge(&[alice.node(), carol.node()]).await;
     assert_eq!(list(&alice).unwrap().to_json().unwrap(), json!([1, 2]));
 }
+
+/// Carol, evicted while she could not hear, takes the document again when
+/// she rejoins: her listeners of an object she had hear what changed in it
+/// meanwhile, not only that the root was replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_rejoins_hears_what_changed_in_its_objects_meanwhile() {
+    let (_relay, alice, hole, carol) =
+        alice_and_carol_behind_a_proxy(json!({"k": {"x": 1}}), "carol-hears", Duration::ZERO).await;
+    let k = carol.node().get("/k").unwrap().as_map().unwrap().clone();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = heard.clone();
+    let _sub = k.on(move |e| {
+        let change = (format!("{:?}", e.prop()), e.new_value().cloned());
+        into.lock().unwrap().push(change);
+    });
+    hole.black_hole();
+    logged(&["disconnecting client", "carol-hears"]).await;
+    let on_alice = alice.node().get("/k").unwrap().as_map().unwrap().clone();
+    on_alice.set("x", 2).unwrap();
+    alice.flush().await.unwrap();
+    hole.restore_towards_client();
+    disconnected(&carol, "carol's connection ends").await;
+    hole.restore();
+    wait_until("carol reads x = 2", Duration::from_secs(30), || {
+        carol.node().get("/k/x") == Some(Value::Int(2))
+    })
+    .await;
+    assert!(carol.rejoins() >= 1, "carol was evicted and rejoined");
+    let heard = heard.lock().unwrap().clone();
+    assert!(
+        heard.contains(&(
+            format!("{:?}", Some(facsimile::Prop::Key("x".into()))),
+            Some(Value::Int(2))
+        )),
+        "{heard:?}"
+    );
+}
