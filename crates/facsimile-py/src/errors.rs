@@ -1,13 +1,20 @@
 //! The engine's errors as Python exceptions, one class per meaning of the
 //! Rust errors (`facsimile::Error`, `LockError`, `net::NetError`), all
-//! under `FacsimileError`. An index past the end is Python's own
-//! `IndexError`, so that sequence idioms (`for`, `try: l[i]`) behave.
+//! under `FacsimileError`, and under the builtin class of their family as
+//! well where there is one (`except TimeoutError` catches a timeout). An
+//! index past the end is Python's own `IndexError`, so that sequence
+//! idioms (`for`, `try: l[i]`) behave.
 
 use facsimile::net::NetError as RustNetError;
 use facsimile::{EngineError, Error, LockError};
-use pyo3::exceptions::{PyException, PyIndexError};
+use pyo3::exceptions::{
+    PyConnectionError, PyException, PyIndexError, PyLookupError, PyTimeoutError, PyTypeError,
+    PyValueError,
+};
 use pyo3::prelude::*;
-use pyo3::{PyErr, create_exception};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::{PyErr, PyTypeInfo, create_exception};
 
 create_exception!(
     facsimile,
@@ -41,18 +48,6 @@ create_exception!(
 );
 create_exception!(
     facsimile,
-    UnknownObjectError,
-    FacsimileError,
-    "The object is not in this node's document (never received, or reclaimed)."
-);
-create_exception!(
-    facsimile,
-    WrongKindError,
-    FacsimileError,
-    "A map was used as an array, or the reverse."
-);
-create_exception!(
-    facsimile,
     DetachedError,
     FacsimileError,
     "The object was removed from the document and cannot be referenced again."
@@ -68,12 +63,6 @@ create_exception!(
     EvictedError,
     FacsimileError,
     "The peers evicted this node; it rejoins without its locks."
-);
-create_exception!(
-    facsimile,
-    TooLargeError,
-    FacsimileError,
-    "The write's message would be larger than the peers or the transport accept; nothing changed."
 );
 create_exception!(
     facsimile,
@@ -95,33 +84,9 @@ create_exception!(
 );
 create_exception!(
     facsimile,
-    ReceiveError,
-    FacsimileError,
-    "An incoming message was refused; the node is unchanged."
-);
-create_exception!(
-    facsimile,
-    TypeMismatchError,
-    FacsimileError,
-    "The store does not hold what a typed read or update expects."
-);
-create_exception!(
-    facsimile,
     NetError,
     FacsimileError,
     "Connecting to a relay or NATS failed, or the connection did."
-);
-create_exception!(
-    facsimile,
-    ConnectError,
-    NetError,
-    "The relay or NATS server could not be reached, or refused the connection."
-);
-create_exception!(
-    facsimile,
-    ClosedError,
-    NetError,
-    "The connection is closed."
 );
 create_exception!(
     facsimile,
@@ -129,11 +94,82 @@ create_exception!(
     NetError,
     "Unacknowledged writes were dropped (the node was evicted, or the log refused them)."
 );
-create_exception!(
-    facsimile,
-    NetTimeoutError,
-    NetError,
-    "Something took longer than its timeout."
+
+/// An exception class with several bases (pyo3's `create_exception!`
+/// takes one): made by `type(name, bases, dict)` once per interpreter.
+macro_rules! family_exception {
+    ($name:ident($($base:ty),+), $doc:literal) => {
+        #[doc = $doc]
+        pub(crate) struct $name;
+
+        impl $name {
+            pub(crate) fn type_object(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+                static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+                TYPE.get_or_try_init(py, || {
+                    make_class(py, stringify!($name), $doc, &[$(<$base>::type_object(py)),+])
+                })
+                .map(|t| t.bind(py))
+            }
+
+            pub(crate) fn new_err(msg: impl Into<String>) -> PyErr {
+                let msg = msg.into();
+                Python::attach(|py| match Self::type_object(py) {
+                    Ok(t) => PyErr::from_type(t.clone(), msg),
+                    Err(e) => e,
+                })
+            }
+        }
+    };
+}
+
+fn make_class(
+    py: Python<'_>,
+    name: &str,
+    doc: &str,
+    bases: &[Bound<'_, PyType>],
+) -> PyResult<Py<PyType>> {
+    let dict = PyDict::new(py);
+    dict.set_item("__doc__", doc)?;
+    dict.set_item("__module__", "facsimile")?;
+    let class = PyType::type_object(py).call1((name, PyTuple::new(py, bases)?, dict))?;
+    Ok(class.cast_into::<PyType>()?.unbind())
+}
+
+family_exception!(
+    UnknownObjectError(FacsimileError, PyLookupError),
+    "The object is not in this node's document (never received, or reclaimed)."
+);
+family_exception!(
+    WrongKindError(FacsimileError, PyTypeError),
+    "A map was used as an array, or the reverse."
+);
+family_exception!(
+    TooLargeError(FacsimileError, PyValueError),
+    "The write's message would be larger than the peers or the transport accept; nothing changed."
+);
+family_exception!(
+    ReceiveError(FacsimileError, PyValueError),
+    "An incoming message was refused; the node is unchanged."
+);
+family_exception!(
+    TypeMismatchError(FacsimileError, PyTypeError),
+    "The store does not hold what a typed read or update expects."
+);
+family_exception!(
+    LockTimeoutError(FacsimileError, PyTimeoutError),
+    "A lock was not granted within its timeout; the request is withdrawn."
+);
+family_exception!(
+    ConnectError(NetError, PyConnectionError),
+    "The relay or NATS server could not be reached, or refused the connection."
+);
+family_exception!(
+    ClosedError(NetError, PyConnectionError),
+    "The connection is closed: close() or abort() was called, or it failed for good."
+);
+family_exception!(
+    NetTimeoutError(NetError, PyTimeoutError),
+    "A connection took longer than its timeout (to connect, to acknowledge)."
 );
 
 /// The Rust message names `set_sender`; a Python node assigns `send`.
@@ -203,7 +239,7 @@ pub(crate) fn net(e: RustNetError) -> PyErr {
         RustNetError::Closed => ClosedError::new_err(msg),
         RustNetError::WritesLost(_) => WritesLostError::new_err(msg),
         RustNetError::Timeout { .. } => NetTimeoutError::new_err(msg),
-        RustNetError::HostnameTooLong { .. } => pyo3::exceptions::PyValueError::new_err(msg),
+        RustNetError::HostnameTooLong { .. } => PyValueError::new_err(msg),
         _ => NetError::new_err(msg),
     }
 }
@@ -216,21 +252,22 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NotOwnerError", py.get_type::<NotOwnerError>())?;
     m.add("LockedError", py.get_type::<LockedError>())?;
     m.add("NotLockedError", py.get_type::<NotLockedError>())?;
-    m.add("UnknownObjectError", py.get_type::<UnknownObjectError>())?;
-    m.add("WrongKindError", py.get_type::<WrongKindError>())?;
+    m.add("UnknownObjectError", UnknownObjectError::type_object(py)?)?;
+    m.add("WrongKindError", WrongKindError::type_object(py)?)?;
     m.add("DetachedError", py.get_type::<DetachedError>())?;
     m.add("SyncingError", py.get_type::<SyncingError>())?;
     m.add("EvictedError", py.get_type::<EvictedError>())?;
-    m.add("TooLargeError", py.get_type::<TooLargeError>())?;
+    m.add("TooLargeError", TooLargeError::type_object(py)?)?;
     m.add("LockLostError", py.get_type::<LockLostError>())?;
     m.add("ForeignHandleError", py.get_type::<ForeignHandleError>())?;
     m.add("CycleError", py.get_type::<CycleError>())?;
-    m.add("ReceiveError", py.get_type::<ReceiveError>())?;
-    m.add("TypeMismatchError", py.get_type::<TypeMismatchError>())?;
+    m.add("ReceiveError", ReceiveError::type_object(py)?)?;
+    m.add("TypeMismatchError", TypeMismatchError::type_object(py)?)?;
     m.add("NetError", py.get_type::<NetError>())?;
-    m.add("ConnectError", py.get_type::<ConnectError>())?;
-    m.add("ClosedError", py.get_type::<ClosedError>())?;
+    m.add("ConnectError", ConnectError::type_object(py)?)?;
+    m.add("ClosedError", ClosedError::type_object(py)?)?;
     m.add("WritesLostError", py.get_type::<WritesLostError>())?;
-    m.add("NetTimeoutError", py.get_type::<NetTimeoutError>())?;
+    m.add("NetTimeoutError", NetTimeoutError::type_object(py)?)?;
+    m.add("LockTimeoutError", LockTimeoutError::type_object(py)?)?;
     Ok(())
 }

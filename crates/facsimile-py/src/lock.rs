@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use facsimile::{LockFuture, Node};
 use pyo3::PyTraverseError;
-use pyo3::exceptions::{PyRuntimeError, PyTimeoutError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
@@ -111,7 +111,7 @@ impl PendingLock {
         match r {
             Some(Ok(g)) => self.guard(py, g),
             Some(Err(e)) => Err(errors::lock(e)),
-            None => Err(PyTimeoutError::new_err(
+            None => Err(errors::LockTimeoutError::new_err(
                 "the lock was not granted in time; the request is withdrawn",
             )),
         }

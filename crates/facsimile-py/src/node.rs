@@ -738,7 +738,8 @@ impl Facsimile {
     /// Waits for exclusive write permission on a proxy's object (not on the
     /// objects it contains) and returns the guard (a context manager; its
     /// `token` is the fencing token). Releases the GIL while it waits.
-    /// Raises TimeoutError after `timeout` seconds (the request is withdrawn).
+    /// Raises LockTimeoutError (a TimeoutError) after `timeout` seconds (the
+    /// request is withdrawn).
     #[pyo3(signature = (obj, timeout=None))]
     fn lock(
         slf: &Bound<'_, Self>,

@@ -181,6 +181,8 @@ def test_blocking_calls_refused_on_the_io_thread(relay):
 def test_unreachable_addresses():
     with pytest.raises(facsimile.ConnectError):
         facsimile.connect("ws://127.0.0.1:1/", "x", timeout=5)
+    with pytest.raises(ConnectionError):  # the builtin family
+        facsimile.connect("127.0.0.1:1", "x", timeout=5)
     with pytest.raises(facsimile.ConnectError):
         facsimile.connect("127.0.0.1:1", "x", timeout=5)
 
@@ -309,3 +311,19 @@ def test_a_closed_node_reads_and_refuses_writes(relay):
     assert not b.connected
     with pytest.raises(facsimile.ClosedError):
         b.store.n = 1
+
+
+def test_a_flush_timeout_is_a_timeout_error(relay):
+    a = facsimile.connect(relay.addr, "alpha", doc="timeout")
+    a.store = {"n": 0}
+    a.flush()
+    with frozen(relay):
+        a.store.n = 1
+        with pytest.raises(TimeoutError) as e:
+            a.flush(timeout=0.2)
+    assert type(e.value) is facsimile.NetTimeoutError
+    a.flush()
+    a.close()
+    with pytest.raises(ConnectionError) as e:
+        a.store.n = 2
+    assert type(e.value) is facsimile.ClosedError
