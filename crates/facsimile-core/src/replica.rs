@@ -1088,7 +1088,8 @@ impl Replica {
 
     /// A new incarnation `me` to take this replica's place, loaded from a
     /// saved state ([`Replica::export_state`], [`Replica::log_snapshot`]) or
-    /// empty, with this replica's settings. Object ids this replica handed
+    /// empty, with this replica's settings (its limit of what it sends
+    /// included: [`Replica::limit_sent_messages`]). Object ids this replica handed
     /// out stay valid through the [`Succession`] ([`ObjectId::after`]), and
     /// the successor's counters continue above this one's.
     ///
@@ -1103,6 +1104,7 @@ impl Replica {
         let (peers, succession) = self.successor_peers(&me);
         r.peers = peers;
         r.out.outbox.continue_from(self.out.outbox.clock());
+        r.out.outbox.set_max_message(self.out.outbox.max_message());
         let r = match saved {
             Some(bytes) => Replica::load_exported(r, bytes)?,
             None => r,

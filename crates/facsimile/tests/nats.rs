@@ -666,3 +666,144 @@ async fn malformed_messages_in_the_stream_are_skipped_by_every_reader() {
     converged(&[a.node(), b.node()]).await;
     assert_eq!(root_len(b.node()), 100);
 }
+
+/// The largest string `node` takes at `path`, down from `from` in steps
+/// of 64 bytes: a write as large as its limits allow.
+fn largest_write(node: &Node, path: &str, from: usize) -> usize {
+    let mut len = from;
+    loop {
+        match node.set_path(path, "x".repeat(len)) {
+            Ok(_) => return len,
+            Err(e) if matches!(e.engine(), Some(facsimile::EngineError::TooLarge { .. })) => {
+                len -= 64;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Every reader takes what the stream stores, whatever its own frame limit
+/// and the length of its hostname (which its own messages' ids carry):
+/// a reader that refused a message it stored would never apply another
+/// of that sender's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_reads_what_the_stream_stores_whatever_its_own_limits() {
+    let server = Server::start();
+    // The stream, made by alpha, stores messages of the server's 1 MiB.
+    let a = join(&server.url(), "a", options("limits")).await;
+    let long = "b".repeat(1000);
+    let b = join(&server.url(), &long, options("limits")).await;
+    let c = join(&server.url(), "c", options("limits").max_frame(256 << 10)).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    let written = largest_write(a.node(), "/a", 1 << 20);
+    assert!(written > 1_040_000, "alpha wrote {written} bytes");
+    a.node().set_path("/n", 1).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node(), c.node()]).await;
+    // What the others write fits what every reader takes.
+    largest_write(b.node(), "/b", 1 << 20);
+    let written = largest_write(c.node(), "/c", 1 << 20);
+    assert!(written < 256 << 10, "charlie keeps to its own limit");
+    b.flush().await.unwrap();
+    c.flush().await.unwrap();
+    converged(&[a.node(), b.node(), c.node()]).await;
+    assert_eq!(b.node().get("/n"), Some(Value::Int(1)));
+}
+
+/// A node joining a document whose stream stores smaller messages than
+/// its own limit keeps to the stream's: a larger write is refused when
+/// made, where it went out and was refused by the server, and the
+/// publisher retried it for ever with every later message behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_keeps_to_the_limit_of_a_stream_made_with_a_smaller_one() {
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("small").max_frame(64 << 10)).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    let b = join(&server.url(), "bravo", options("small")).await;
+    let err = b
+        .node()
+        .set_path("/big", "x".repeat(200 << 10))
+        .unwrap_err();
+    assert!(
+        matches!(err.engine(), Some(facsimile::EngineError::TooLarge { .. })),
+        "{err}"
+    );
+    b.node().set_path("/n", 1).unwrap();
+    tokio::time::timeout(PATIENCE, b.flush())
+        .await
+        .expect("flush returns")
+        .unwrap();
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(a.node().get("/n"), Some(Value::Int(1)));
+}
+
+/// A message the stream refuses as too large (its limit was lowered after
+/// the node joined) is counted lost, not published again for ever; the
+/// node, whose messages now have a gap, starts over, and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_stream_refuses_as_too_large_is_reported_lost() {
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("shrunk")).await;
+    let b = join(&server.url(), "bravo", options("shrunk")).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    // An operator lowers the stream's limit.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("FACSIMILE_shrunk").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    config.max_message_size = 64 << 10;
+    js.update_stream(config).await.unwrap();
+    a.node().set_path("/big", "x".repeat(200 << 10)).unwrap();
+    match tokio::time::timeout(PATIENCE, a.flush()).await {
+        Ok(Err(net::NetError::WritesLost(n))) => assert!(n >= 1, "{n}"),
+        other => panic!("the refused write was not reported lost: {other:?}"),
+    }
+    until("alpha to start over", || {
+        a.rejoins() >= 1 && a.node().is_ready() && a.node().root_map().is_some()
+    })
+    .await;
+    a.node().set_path("/n", 1).unwrap();
+    tokio::time::timeout(PATIENCE, a.flush())
+        .await
+        .expect("flush returns")
+        .unwrap();
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(b.node().get("/n"), Some(Value::Int(1)));
+    assert_eq!(b.node().get("/big"), None);
+}
+
+/// Of a message that raced a lock grant, every reader refuses only the
+/// writes to the locked object and applies the others: only those are
+/// lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_writes_that_raced_a_lock_grant_are_reported_lost() {
+    let (_server, partition, a, b) = alpha_behind_a_partition("race-some").await;
+    partition.freeze(true);
+    let root_b = b.node().root_map().unwrap();
+    let guard = b.node().lock(&root_b).await.unwrap();
+    // One message: a write to the locked root, one to the list in it.
+    let root = a.node().root_map().unwrap();
+    let log = a.node().get("/log").unwrap().as_array().unwrap().clone();
+    a.node()
+        .batch(|| {
+            root.set("raced", 1)?;
+            log.push(1)
+        })
+        .unwrap();
+    let flushing = tokio::spawn({
+        let a = a.clone();
+        async move { a.flush().await }
+    });
+    partition.freeze(false);
+    match flushing.await.unwrap() {
+        Err(net::NetError::WritesLost(n)) => assert_eq!(n, 1, "one write raced the grant"),
+        other => panic!("the refused write was acknowledged: {other:?}"),
+    }
+    drop(guard);
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(b.node().get("/raced"), None);
+    assert_eq!(b.node().get("/log/0"), Some(Value::Int(1)));
+}

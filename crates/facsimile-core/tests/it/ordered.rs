@@ -789,3 +789,19 @@ fn an_own_write_read_back_early_is_judged_where_the_peers_apply_it() {
     ));
     assert_eq!(log.replicas[1].map_get(theirs, "y"), Ok(None));
 }
+
+#[test]
+fn a_new_incarnation_keeps_to_what_its_transport_carries() {
+    // The transport's limit (a NATS stream's) binds the replica that takes
+    // this one's place too.
+    let mut r = Replica::new(PeerId::new("r", 1), config());
+    r.limit_sent_messages(4096);
+    let (mut next, _) = r.successor(PeerId::new("r", 2), None).unwrap();
+    let hello = next.poll_transmit().expect("a hello");
+    next.handle_ordered(&hello.bytes, 1, LEASE).unwrap();
+    let root = next.set_root(Input::Map(vec![])).unwrap().unwrap();
+    let err = next
+        .map_set(root, "s", Input::from("x".repeat(8000)))
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { limit: 4096, .. }), "{err}");
+}

@@ -37,6 +37,10 @@
 //!   that falls further behind than the purge does the same.
 //! - A node whose write raced a lock grant (the log refused it) or whose
 //!   lease ran out starts over the same way, as a new incarnation.
+//! - The stream stores messages up to the size it was made with (the
+//!   creating node's [`ConnectOptions::max_frame`], at most its server's
+//!   `max_payload`). Every node reads what it stores and writes within it:
+//!   a larger write fails with `TooLarge` when it is made.
 //! - While the client has lost the server, the node holds its writes
 //!   ([`Node::set_online`]): they go out packed, as one frame, when it is
 //!   back.
@@ -101,6 +105,12 @@ const PACK_BYTES: usize = 64 << 10;
 /// An upper bound of the bytes a published message's headers take besides
 /// its hostname (the NATS status line and the message id).
 const HEADERS: usize = 256;
+/// The most bytes a NATS message carries at all (servers refuse a larger
+/// `max_payload`): what a reader takes from a stream that sets no limit.
+const MAX_PAYLOAD: usize = 64 << 20;
+/// The least room for a frame a stream message must leave a node: its
+/// hello, heartbeats and acknowledgements must go out.
+const MIN_FRAME: usize = 8 << 10;
 /// How many snapshot intervals of messages the stream keeps behind the
 /// newest snapshot.
 const RETAINED_INTERVALS: u64 = 10;
@@ -248,6 +258,10 @@ struct Ctx {
     /// The most bytes of frames one stream message of several carries.
     pack_bytes: usize,
     link: Arc<Link>,
+    /// The index of the first frame the stream refused as too large, once
+    /// one was: a gap in the node's messages that its peers wait on for
+    /// ever, so the node starts over.
+    hole: tokio::sync::watch::Sender<Option<u64>>,
 }
 
 /// Whether the client is connected to the server, as the node is told
@@ -291,6 +305,67 @@ fn nats_error(what: impl Into<String>, source: impl Into<BoxError>) -> NetError 
     NetError::Nats {
         what: what.into(),
         source: source.into(),
+    }
+}
+
+/// The sizes a node of a document reads and writes, from the document's
+/// stream.
+#[derive(Debug, PartialEq)]
+struct Limits {
+    /// The largest frame read: what the stream stores, the same for every
+    /// reader whatever its own settings. A reader that refused a frame
+    /// others took would never apply another of its sender's.
+    read: usize,
+    /// The largest frame written: the largest message this node publishes
+    /// less room for its headers, so that every reader takes it.
+    write: usize,
+}
+
+impl Limits {
+    /// The limits a stream of `config` sets a node that publishes messages
+    /// of at most `max_message` bytes whose headers take at most `headers`
+    /// bytes; an error when the stream does not serve as the document's
+    /// (it was made by other means, or with a limit leaving no room).
+    fn of(
+        config: &stream::Config,
+        names: &Names,
+        max_message: usize,
+        headers: usize,
+    ) -> Result<Limits, NetError> {
+        let refused = |why: String| {
+            let what = format!("joining the document's stream {}", names.stream);
+            Err(nats_error(what, why))
+        };
+        if !config.subjects.iter().any(|s| s == names.subject.as_str()) {
+            return refused(format!(
+                "it does not take the subject {} (its subjects: {:?})",
+                names.subject, config.subjects
+            ));
+        }
+        // Every node reads the whole log and joiners replay it: a stream
+        // that drops messages once read, or never acknowledges a publish,
+        // cannot carry a document. Its deduplication window may be any:
+        // beyond it, every reader drops a copy by its sequence number.
+        if config.retention != stream::RetentionPolicy::Limits || config.no_ack {
+            return refused(format!(
+                "it must keep every message and acknowledge each (retention {:?}, no_ack {})",
+                config.retention, config.no_ack
+            ));
+        }
+        let stored = usize::try_from(config.max_message_size)
+            .ok()
+            .filter(|&n| n > 0);
+        let read = stored.unwrap_or(MAX_PAYLOAD);
+        let write = max_message.min(read).saturating_sub(headers);
+        if write < MIN_FRAME {
+            return refused(format!(
+                "it or this node (max_frame, the server's max_payload) allows messages of \
+                 {} bytes, less than the {} a node needs",
+                max_message.min(read),
+                MIN_FRAME + headers
+            ));
+        }
+        Ok(Limits { read, write })
     }
 }
 
@@ -350,7 +425,7 @@ pub(crate) async fn connect(
         .map_err(|e| nats_error(format!("connecting to {url}"), e))?;
     link.set(true);
     let _ = shared.status.send_replace(Status::Connected);
-    let max_message = options.max_frame.min(client.server_info().max_payload);
+    let max_payload = client.server_info().max_payload;
     let js = jetstream::new(client);
     let names = Names::new(&options.document);
     let stream = js
@@ -360,11 +435,19 @@ pub(crate) async fn connect(
             storage: stream::StorageType::File,
             num_replicas: options.nats.stream_replicas,
             duplicate_window: DEDUP_WINDOW,
-            max_message_size: i32::try_from(max_message).unwrap_or(i32::MAX),
+            max_message_size: i32::try_from(options.max_frame.min(max_payload)).unwrap_or(i32::MAX),
             ..Default::default()
         })
         .await
         .map_err(|e| nats_error("creating the document's stream", e))?;
+    // The stream may be older than this node, made by a node with other
+    // settings: its own decide.
+    let limits = Limits::of(
+        &stream.cached_info().config,
+        &names,
+        options.max_frame.min(max_payload),
+        HEADERS + hostname.len(),
+    )?;
     let claims = match js.get_key_value(&names.claims).await {
         Ok(kv) => kv,
         Err(_) => js
@@ -389,12 +472,12 @@ pub(crate) async fn connect(
             .map_err(|e| nats_error("creating the snapshot store", e))?,
     };
 
+    // Every reader takes what the stream stores; a write too large for
+    // the stream is refused when it is made.
     let config = options
         .config
         .clone()
-        // What the server stores, less room for the headers: a write too
-        // large for the stream is refused when it is made.
-        .max_message_size(max_message.saturating_sub(HEADERS + hostname.len()))
+        .max_message_size(limits.read)
         .ordered(options.nats.lease);
     let snapshot = newest_snapshot(&snapshots).await?;
     let node = match &snapshot {
@@ -402,7 +485,8 @@ pub(crate) async fn connect(
             .map_err(|e| nats_error("loading the document's snapshot", e))?,
         None => Node::with_config(hostname, config),
     };
-    let id_prefix = format!("{}.{:08x}", hostname, node.peer_id().incarnation());
+    node.read(|r| r.limit_sent_messages(limits.write));
+    let id_prefix = format!("{hostname}.{:08x}", node.peer_id().incarnation());
     let sink = shared.clone();
     node.set_sender(move |out: Outgoing| {
         // Directed messages go to the log too: the others ignore them.
@@ -426,9 +510,10 @@ pub(crate) async fn connect(
         shared: shared.clone(),
         backoff: backoff(&options),
         id_prefix,
-        // Below the server's limit with room for the headers and lengths.
-        pack_bytes: PACK_BYTES.min(max_message / 2),
+        // Below the stream's limit with room for the headers and lengths.
+        pack_bytes: PACK_BYTES.min(limits.write / 2),
         link,
+        hole: tokio::sync::watch::channel(None).0,
     });
     ctx.link.attach(&node);
     shared.log_read.send_replace(node.log_position());
@@ -690,27 +775,53 @@ async fn settle(
     packs: &mut VecDeque<usize>,
 ) -> Result<(), PublishError> {
     for ack in acks {
-        match ack {
-            Pending::Ack(ack, count) => {
-                let seq = ack.await?.sequence;
-                packs.pop_front();
-                ctx.shared.complete(|outbox| {
-                    for i in 0..count {
-                        outbox.ack_oldest((seq << INDEX_BITS) | i as u64);
-                    }
-                });
+        let count = match ack {
+            Pending::Ack(ack, count) => match ack.await {
+                Ok(ack) => {
+                    packs.pop_front();
+                    ctx.shared.complete(|outbox| {
+                        for i in 0..count {
+                            outbox.ack_oldest((ack.sequence << INDEX_BITS) | i as u64);
+                        }
+                    });
+                    continue;
+                }
+                // The stream's own limit, below the server's (lowered
+                // since this node joined): sent again, it would be
+                // refused again, with every later message behind it.
+                Err(e) if too_large(&e) => {
+                    tracing::error!(error = %e, "a message is larger than the stream stores; dropped");
+                    count
+                }
+                Err(e) => return Err(e),
+            },
+            Pending::Dropped(count) => count,
+        };
+        packs.pop_front();
+        ctx.shared.complete(|outbox| {
+            let first = outbox.done();
+            ctx.hole.send_if_modified(|hole| {
+                let found = hole.is_none();
+                hole.get_or_insert(first);
+                found
+            });
+            for _ in 0..count {
+                outbox.drop_oldest();
             }
-            Pending::Dropped(count) => {
-                packs.pop_front();
-                ctx.shared.complete(|outbox| {
-                    for _ in 0..count {
-                        outbox.drop_oldest();
-                    }
-                });
-            }
-        }
+        });
     }
     Ok(())
+}
+
+/// Whether the stream refused a message as larger than it stores.
+fn too_large(e: &PublishError) -> bool {
+    use std::error::Error as _;
+    let code = e
+        .source()
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .map(jetstream::Error::error_code);
+    e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded
+        || code == Some(jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM)
 }
 
 /// Reads the stream into the node, from the node's position on: reloads
@@ -720,6 +831,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
     let mut snapshots = SnapshotDuty::default();
     let mut echoes = Echoes::default();
     let mut attempts = ctx.backoff.attempts();
+    let mut hole = ctx.hole.subscribe();
     loop {
         let Some(n) = Node::upgrade(&node) else {
             return;
@@ -728,6 +840,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
         drop(n);
         let reason = tokio::select! {
             r = read_from(&ctx, &node, from, &mut echoes, &mut snapshots) => r,
+            _ = hole.wait_for(Option::is_some) => Stop::Reload,
             _ = ctx.shared.cancel.cancelled() => return,
         };
         match reason {
@@ -850,6 +963,8 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     n.pump_all();
     let queued = ctx.shared.outbox().queued();
     let lapsed = n.lease_lapsed();
+    let refused = n.read(|r| r.refused_writes());
+    let hole = ctx.hole.send_replace(None);
     let (carried, lost) = n.install(next);
     // The new incarnation's frames, those carrying the writes it carried
     // over included, are queued now.
@@ -858,7 +973,11 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     // The new incarnation holds its writes as the old one did (after the
     // carried ones are queued: a flush counts on them).
     ctx.link.attach(&n);
-    echoes.started_over(&ctx.shared, queued, lapsed, lost, carried_to);
+    let lost = match lapsed {
+        true => Lost::Lapse { lost, carried_to },
+        false => Lost::Refused { refused, hole },
+    };
+    echoes.started_over(&ctx.shared, queued, lost);
     ctx.shared.rejoined();
     tracing::info!(
         position = n.log_position(),
@@ -882,48 +1001,52 @@ enum Stop {
 struct Echoes {
     /// Every frame below this index was read back and accepted.
     accepted: u64,
-    /// The writes of the one of them that was refused: it made the node
-    /// need a reload.
-    refused: u64,
+}
+
+/// What the old incarnation of a node that started over lost.
+enum Lost {
+    /// Its lease lapsed: the log refused every frame it had not read back,
+    /// and the new incarnation carried over the writes it could (into the
+    /// frames before `carried_to`); the `lost` others, by operation.
+    Lapse { lost: u64, carried_to: Option<u64> },
+    /// The log refused `refused` of its writes, each to an object another
+    /// node held at the write's position (the rest of their messages
+    /// stand); and from the frame `hole` on, if the stream refused one as
+    /// too large, its frames wait behind that gap for ever.
+    Refused { refused: u64, hole: Option<u64> },
 }
 
 impl Echoes {
     /// Counts the writes the log refused as dropped once the node started
-    /// over, before its reading position moves on, so that a flush waiting
-    /// for them sees the loss. With the lease lapsed, the log refused every
-    /// frame of the old incarnation past the lapse, and the new incarnation
-    /// carried over the writes it could (into the frames before
-    /// `carried_to`): the `lost` others are counted, by operation;
-    /// otherwise only the frame that raced a lock grant, if any.
-    fn started_over(
-        &mut self,
-        shared: &Shared,
-        queued: u64,
-        lapsed: bool,
-        lost: u64,
-        carried_to: Option<u64>,
-    ) {
-        let (from, refused) = (self.accepted, self.refused);
+    /// over (its frames before `queued` are the old incarnation's), before
+    /// its reading position moves on, so that a flush waiting for them
+    /// sees the loss. Heartbeats and the like are refused too, but lose no
+    /// write.
+    fn started_over(&mut self, shared: &Shared, queued: u64, lost: Lost) {
+        let from = self.accepted;
         self.accepted = self.accepted.max(queued);
-        self.refused = 0;
-        let lost = shared.complete(|outbox| {
-            // Heartbeats and the like are refused too, but lose no write.
-            let lost = if lapsed {
-                outbox.refused_between(from, queued);
-                outbox.count_refused(lost);
-                if let Some(to) = carried_to {
-                    outbox.carried_over(from, to);
+        let lapsed = matches!(lost, Lost::Lapse { .. });
+        let count = shared.complete(|outbox| {
+            let count = match lost {
+                Lost::Lapse { lost, carried_to } => {
+                    outbox.refused_between(from, queued);
+                    outbox.count_refused(lost);
+                    if let Some(to) = carried_to {
+                        outbox.carried_over(from, to);
+                    }
+                    lost
                 }
-                lost
-            } else {
-                outbox.count_refused(refused);
-                refused
+                Lost::Refused { refused, hole } => {
+                    outbox.count_refused(refused);
+                    let behind = hole.map_or(0, |h| outbox.count_refused_between(h, queued));
+                    refused + behind
+                }
             };
             outbox.read_back(self.accepted);
-            lost
+            count
         });
-        if lost > 0 {
-            tracing::warn!(lost, lapsed, "the log refused writes of this node");
+        if count > 0 {
+            tracing::warn!(lost = count, lapsed, "the log refused writes of this node");
         }
     }
 }
@@ -1156,16 +1279,13 @@ async fn read_from(
         // What the frames applied say of this connection's own.
         let (mut left, mut own, before) = (applied, false, last);
         'reads: for m in &reads {
-            for (i, frame) in m.frames.iter().enumerate() {
+            for i in 0..m.frames.len() {
                 if left == 0 {
                     // Not applied: the node needed a reload before it.
                     break 'reads;
                 }
                 left -= 1;
                 if reload && left == 0 {
-                    if m.own.is_some() {
-                        echoes.refused += writes_in(frame);
-                    }
                     break 'reads;
                 }
                 if let Some(first) = m.own {
@@ -1366,6 +1486,48 @@ mod tests {
         assert_eq!(frames_named("no-dot"), None);
         assert_eq!(own_index("h.0000abcd", "h.0000abcd.5-9"), Some(5));
         assert_eq!(own_index("h.0000abcd", "h.0000abce.5"), None);
+    }
+
+    fn stream_config(max_message_size: i32) -> stream::Config {
+        let names = Names::new("doc");
+        stream::Config {
+            name: names.stream,
+            subjects: vec![names.subject.to_string()],
+            max_message_size,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_reader_takes_what_the_stream_stores() {
+        let names = Names::new("doc");
+        let limits = |config: &stream::Config, max_message| {
+            Limits::of(config, &names, max_message, 300).ok()
+        };
+        let read = |limits: Option<Limits>| limits.map(|l| l.read);
+        // The reader's own limit does not matter; the writer keeps to both.
+        let config = stream_config(1 << 20);
+        assert_eq!(read(limits(&config, 64 << 10)), Some(1 << 20));
+        assert_eq!(
+            limits(&config, 16 << 20),
+            Some(Limits {
+                read: 1 << 20,
+                write: (1 << 20) - 300
+            })
+        );
+        assert_eq!(limits(&config, 64 << 10).unwrap().write, (64 << 10) - 300);
+        // A stream without a limit: what a NATS message carries at most.
+        assert_eq!(read(limits(&stream_config(-1), 1 << 20)), Some(MAX_PAYLOAD));
+        // No room for a node's messages, another subject, a stream that
+        // forgets what it delivered: refused.
+        assert!(limits(&stream_config(4 << 10), 1 << 20).is_none());
+        assert!(limits(&config, 4 << 10).is_none());
+        let mut other = config.clone();
+        other.subjects = vec!["facsimile.other".into()];
+        assert!(limits(&other, 1 << 20).is_none());
+        let mut work_queue = config;
+        work_queue.retention = stream::RetentionPolicy::WorkQueue;
+        assert!(limits(&work_queue, 1 << 20).is_none());
     }
 
     #[test]
