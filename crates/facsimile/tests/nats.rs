@@ -807,3 +807,20 @@ async fn only_the_writes_that_raced_a_lock_grant_are_reported_lost() {
     assert_eq!(b.node().get("/raced"), None);
     assert_eq!(b.node().get("/log/0"), Some(Value::Int(1)));
 }
+
+/// A hostname may hold characters a NATS header may not (message ids
+/// carry it): they are escaped, and ids stay distinct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostnames_with_line_breaks_connect_and_write() {
+    let server = Server::start();
+    let a = join(&server.url(), "line\r\nbreak%", options("crlf")).await;
+    let b = join(&server.url(), "line%0D%0Abreak%25", options("crlf")).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    b.node().set_path("/b", 1).unwrap();
+    b.flush().await.unwrap();
+    a.node().set_path("/a", 2).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(a.node().get("/b"), Some(Value::Int(1)));
+}

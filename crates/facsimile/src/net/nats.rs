@@ -369,6 +369,25 @@ impl Limits {
     }
 }
 
+/// The hostname as message ids carry it: a NATS header holds no line
+/// break, so `%`, CR and LF are escaped (distinct hostnames keep distinct
+/// ids).
+fn id_hostname(hostname: &str) -> std::borrow::Cow<'_, str> {
+    if !hostname.contains(['%', '\r', '\n']) {
+        return hostname.into();
+    }
+    let mut out = String::with_capacity(hostname.len() + 8);
+    for c in hostname.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '\r' => out.push_str("%0D"),
+            '\n' => out.push_str("%0A"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 /// Connects a new node to the document on the NATS server at `url` (or
 /// any of several, separated by commas),
 /// creating its stream and buckets if needed, loads the newest snapshot,
@@ -442,11 +461,12 @@ pub(crate) async fn connect(
         .map_err(|e| nats_error("creating the document's stream", e))?;
     // The stream may be older than this node, made by a node with other
     // settings: its own decide.
+    let id_hostname = id_hostname(hostname);
     let limits = Limits::of(
         &stream.cached_info().config,
         &names,
         options.max_frame.min(max_payload),
-        HEADERS + hostname.len(),
+        HEADERS + id_hostname.len(),
     )?;
     let claims = match js.get_key_value(&names.claims).await {
         Ok(kv) => kv,
@@ -486,7 +506,7 @@ pub(crate) async fn connect(
         None => Node::with_config(hostname, config),
     };
     node.read(|r| r.limit_sent_messages(limits.write));
-    let id_prefix = format!("{hostname}.{:08x}", node.peer_id().incarnation());
+    let id_prefix = format!("{id_hostname}.{:08x}", node.peer_id().incarnation());
     let sink = shared.clone();
     node.set_sender(move |out: Outgoing| {
         // Directed messages go to the log too: the others ignore them.
@@ -1528,6 +1548,16 @@ mod tests {
         let mut work_queue = config;
         work_queue.retention = stream::RetentionPolicy::WorkQueue;
         assert!(limits(&work_queue, 1 << 20).is_none());
+    }
+
+    #[test]
+    fn hostnames_are_escaped_in_message_ids() {
+        assert_eq!(id_hostname("plain.host-1"), "plain.host-1");
+        assert_eq!(id_hostname("a\r\nb%"), "a%0D%0Ab%25");
+        // Distinct hostnames, distinct ids.
+        assert_ne!(id_hostname("a\nb"), id_hostname("a%0Ab"));
+        let prefix = format!("{}.0000abcd", id_hostname("x\ny"));
+        assert_eq!(own_index(&prefix, &format!("{prefix}.7-9")), Some(7));
     }
 
     #[test]
