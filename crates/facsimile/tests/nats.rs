@@ -824,3 +824,27 @@ async fn hostnames_with_line_breaks_connect_and_write() {
     converged(&[a.node(), b.node()]).await;
     assert_eq!(a.node().get("/b"), Some(Value::Int(1)));
 }
+
+/// A server that stops answering without closing the connection (its
+/// machine gone, or cut off) is left within half a lease (here 0.5 s, 2 s
+/// allowed), so that the node can reach the log through another one in
+/// time; the client's default pings took three minutes to notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_went_silent_is_noticed_in_time() {
+    let (_server, partition, a, b) = alpha_behind_a_partition("silent").await;
+    let mut status = a.status();
+    partition.freeze(true);
+    let noticed = tokio::time::timeout(
+        Duration::from_secs(2),
+        status.wait_for(|s| matches!(s, net::Status::Disconnected(_))),
+    )
+    .await;
+    assert!(noticed.is_ok(), "the silent server was not noticed");
+    partition.freeze(false);
+    a.node().set_path("/back", 1).unwrap();
+    tokio::time::timeout(PATIENCE, a.flush())
+        .await
+        .expect("flush returns")
+        .unwrap();
+    converged(&[a.node(), b.node()]).await;
+}

@@ -169,8 +169,9 @@ impl NatsOptions {
 
     /// How long a node's locks and membership outlive its last message in
     /// the stream, by the server's timestamps (default 5 s). Nodes send a
-    /// heartbeat every third of it, and retry reconnecting and publishing
-    /// at least every quarter of it.
+    /// heartbeat every third of it, retry reconnecting and publishing at
+    /// least every quarter of it, and leave a server that stays silent for
+    /// half of it (pinging it every sixth).
     ///
     /// ```
     /// use std::time::Duration;
@@ -301,6 +302,18 @@ fn backoff(options: &ConnectOptions) -> Backoff {
     options.backoff().cap(options.nats.lease / 4)
 }
 
+/// How long the client hears nothing from its server before it pings it;
+/// once the server stays silent three times as long (two pings
+/// unanswered), the client gives the connection up and reconnects. A
+/// sixth of the lease: a server that stopped answering without closing the
+/// connection (its machine is gone, or cut off) is left after half a
+/// lease, so that the node's messages can reach the log through another
+/// server before its lease runs out. (The client's default of a minute
+/// took three.)
+fn ping_interval(lease: Duration) -> Duration {
+    (lease / 6).max(Duration::from_millis(100))
+}
+
 fn nats_error(what: impl Into<String>, source: impl Into<BoxError>) -> NetError {
     NetError::Nats {
         what: what.into(),
@@ -410,6 +423,7 @@ pub(crate) async fn connect(
     let reconnecting = backoff(&options).immediate_first();
     let connecting = async_nats::ConnectOptions::new()
         .name(format!("facsimile {hostname}"))
+        .ping_interval(ping_interval(options.nats.lease))
         // The client counts its attempts from 1.
         .reconnect_delay_callback(move |attempts| {
             reconnecting.delay(u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX))
@@ -460,7 +474,7 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| nats_error("creating the document's stream", e))?;
     // The stream may be older than this node, made by a node with other
-    // settings: its own decide.
+    // settings: the stream's decide.
     let id_hostname = id_hostname(hostname);
     let limits = Limits::of(
         &stream.cached_info().config,
