@@ -358,6 +358,8 @@ declare namespace Facsimile {
   /** Every error the package throws has a code. */
   interface FacsimileError extends Error {
     code: ErrorCode;
+    /** With `WRITES_LOST`: how many writes were dropped. */
+    lost?: number;
   }
 }
 

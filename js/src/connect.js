@@ -283,7 +283,11 @@ function installConnect(Facsimile, wasm, fail) {
           const dropped = this.client.dropped();
           this.reported = Math.max(this.reported, dropped);
           const lost = dropped - f.reported;
-          if (lost > 0) f.reject(fail('WRITES_LOST', `${lost} writes were dropped: the relay had evicted this node`));
+          if (lost > 0) {
+            const e = fail('WRITES_LOST', `${lost} writes were dropped: the relay had evicted this node`);
+            e.lost = lost;
+            f.reject(e);
+          }
           else f.resolve();
         } else if (closed) {
           f.reject(this.error && this.error.code === 'REFUSED' ? this.error : fail('CLOSED', 'The node was closed'));

@@ -406,7 +406,8 @@ async function lostWrites(flushed) {
     (err) => err,
   );
   assert.equal(e.code, 'WRITES_LOST', e.message);
-  return Number(/^(\d+) writes/.exec(e.message)[1]);
+  assert.equal(e.lost, Number(/^(\d+) writes/.exec(e.message)[1]), e.message);
+  return e.lost;
 }
 
 /**
