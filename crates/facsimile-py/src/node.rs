@@ -19,7 +19,7 @@ use pyo3::PyTraverseError;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyWeakrefReference};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyWeakrefReference};
 
 use crate::convert::{Plain, plain_to_py, py_to_plain, to_input, to_py};
 use crate::errors;
@@ -513,10 +513,25 @@ pub(crate) fn refuse_on_io_thread(what: &str) -> PyResult<()> {
     Ok(())
 }
 
+/// The longest wait: what an infinite (or longer) timeout becomes where a
+/// wait needs one; a clock can add it to now.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A timeout in seconds; None (no timeout) for None and infinity.
 fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
-    seconds
-        .map(|s| Duration::try_from_secs_f64(s).map_err(|e| PyValueError::new_err(e.to_string())))
-        .transpose()
+    match seconds {
+        Some(s) if s == f64::INFINITY => Ok(None),
+        Some(s) if s >= FOREVER.as_secs_f64() => Ok(Some(FOREVER)),
+        Some(s) => Duration::try_from_secs_f64(s)
+            .map(Some)
+            .map_err(|e| PyValueError::new_err(format!("timeout={s}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// A timeout where the wait needs one: infinity is [`FOREVER`].
+fn bounded(seconds: f64) -> PyResult<Duration> {
+    Ok(duration(Some(seconds))?.unwrap_or(FOREVER))
 }
 
 #[pymethods]
@@ -542,10 +557,7 @@ impl Facsimile {
             config = config.max_message_size(bytes);
         }
         if let Some((h, t)) = failure_detection {
-            config = config.failure_detection(
-                duration(Some(h))?.unwrap_or_default(),
-                duration(Some(t))?.unwrap_or_default(),
-            );
+            config = config.failure_detection(bounded(h)?, bounded(t)?);
         }
         Ok(Facsimile::create(py, Node::with_config(hostname, config), None)?.unbind())
     }
@@ -585,7 +597,14 @@ impl Facsimile {
     }
 
     #[setter]
-    fn set_send(&self, send: Py<PyAny>) -> PyResult<()> {
+    fn set_send(&self, send: Bound<'_, PyAny>) -> PyResult<()> {
+        if !send.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "send is called with each message: a callable, not {}",
+                send.get_type().name()?
+            )));
+        }
+        let send = send.unbind();
         if locked(&self.shared.conn).is_some() {
             return Err(PyRuntimeError::new_err(
                 "a connected node sends through its connection",
@@ -617,20 +636,23 @@ impl Facsimile {
         PyResult::Ok(()).sent()
     }
 
-    /// Applies a message from another node.
+    /// Applies a message from another node: the bytes its `send` was given
+    /// (a bytearray or memoryview of them will do).
     ///
-    /// Raises ReceiveError for bytes that are not a valid message; the node
-    /// is unchanged and keeps working.
+    /// Raises ReceiveError for bytes that are not a valid message (the node
+    /// is unchanged and keeps working), TypeError for what is not bytes.
     fn receive(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let r = if let Ok(b) = data.cast::<PyBytes>() {
             self.node().receive(b.as_bytes())
-        } else if let Ok(s) = data.cast::<pyo3::types::PyString>() {
-            self.node().receive(s.to_cow()?.as_bytes())
+        } else if data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>() {
+            let b = data.py().get_type::<PyBytes>().call1((data,))?;
+            self.node().receive(b.cast::<PyBytes>()?.as_bytes())
         } else {
-            let v: Vec<u8> = data
-                .extract()
-                .map_err(|_| PyTypeError::new_err("a message is bytes"))?;
-            self.node().receive(&v)
+            // Not text, nor a list of numbers: what `send` was given.
+            return Err(PyTypeError::new_err(format!(
+                "a message is bytes (as send received it), not {}",
+                data.get_type().name()?
+            )));
         };
         r.sent()
     }
@@ -889,7 +911,7 @@ impl Facsimile {
     #[pyo3(signature = (timeout=5.0))]
     fn close(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
         refuse_on_io_thread("close()")?;
-        let t = duration(Some(timeout))?.unwrap_or_default();
+        let t = bounded(timeout)?;
         let Some(conn) = self.take_conn()? else {
             return Ok(());
         };
@@ -905,7 +927,7 @@ impl Facsimile {
     /// Coroutine form of `close`.
     #[pyo3(signature = (timeout=5.0))]
     fn close_async(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
-        let t = duration(Some(timeout))?.unwrap_or_default();
+        let t = bounded(timeout)?;
         let conn = self.take_conn()?;
         runtime::to_asyncio(
             py,
@@ -1011,7 +1033,7 @@ pub(crate) fn connect_async(
 }
 
 fn options(doc: &str, token: &str, timeout: f64) -> PyResult<facsimile::net::ConnectOptions> {
-    let t = duration(Some(timeout))?.unwrap_or_default();
+    let t = bounded(timeout)?;
     Ok(facsimile::net::ConnectOptions::new(doc)
         .token(token)
         .timeouts(t, t))

@@ -14,7 +14,7 @@ use pyo3::exceptions::{
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::types::{PyDict, PyList, PySlice, PyString, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PySlice, PyString, PyTuple};
 
 use crate::convert::{to_input, to_py};
 use crate::errors;
@@ -178,6 +178,65 @@ fn off(
     Ok(owner.get().unlisten(owner.py(), &topic, cb)? > 0)
 }
 
+/// A dict or a map proxy as a new plain dict (shallow), else None: what
+/// `dict | x` takes.
+fn shallow_dict<'py>(other: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
+    if let Ok(m) = other.cast::<MapProxy>() {
+        return m.get().shallow(other.py()).map(Some);
+    }
+    match other.cast::<PyDict>() {
+        Ok(d) => d.copy().map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The length of element `i` of `pairs`, for `update`'s message.
+fn pair_len(pairs: &Bound<'_, PyAny>, i: usize) -> PyResult<usize> {
+    let pair = pairs.try_iter()?.nth(i).transpose()?;
+    Ok(pair.map(|p| p.len()).transpose()?.unwrap_or(0))
+}
+
+/// A list or a list proxy as a new plain list (shallow), else None: what
+/// `list + x` and `list < x` take.
+fn shallow_list<'py>(other: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyList>>> {
+    if let Ok(l) = other.cast::<ListProxy>() {
+        return l.get().shallow(other.py()).map(Some);
+    }
+    match other.cast::<PyList>() {
+        Ok(l) => PyList::new(other.py(), l.iter()).map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A list index: IndexError for an integer no position can be (as
+/// `list`'s), TypeError for what is not an integer.
+fn list_index(index: &Bound<'_, PyAny>) -> PyResult<isize> {
+    index.extract::<isize>().map_err(|e| {
+        if index.is_instance_of::<PyInt>() || index.hasattr("__index__").unwrap_or(false) {
+            PyIndexError::new_err("cannot fit 'int' into an index-sized integer")
+        } else if e.is_instance_of::<PyTypeError>(index.py()) {
+            let name = index.get_type().name().map(|n| n.to_string());
+            PyTypeError::new_err(format!(
+                "list indices must be integers or slices, not {}",
+                name.unwrap_or_default()
+            ))
+        } else {
+            e
+        }
+    })
+}
+
+/// A bound of `index(x, start, stop)`: integers past any position are
+/// clamped, as `list.index`'s.
+fn slice_bound(bound: &Bound<'_, PyAny>) -> PyResult<isize> {
+    match bound.extract::<isize>() {
+        Err(_) if bound.is_instance_of::<PyInt>() => {
+            Ok(if bound.gt(0)? { isize::MAX } else { isize::MIN })
+        }
+        r => r,
+    }
+}
+
 /// A map of the store: a `MutableMapping` whose keys are also attributes
 /// (`m.score` is `m["score"]` when no method has that name). Reads see the
 /// live document; writes replicate.
@@ -190,6 +249,16 @@ pub(crate) struct MapProxy {
 impl MapProxy {
     fn open(&self) -> PyResult<()> {
         self.owner.get().check_open()
+    }
+
+    /// The entries as a plain dict, objects as proxies.
+    fn shallow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let owner = self.owner.bind(py);
+        let d = PyDict::new(py);
+        for (k, v) in self.map.entries().map_err(errors::store)? {
+            d.set_item(k.as_str(), to_py(owner, v)?)?;
+        }
+        Ok(d)
     }
 
     fn get_value(&self, py: Python<'_>, key: &str) -> PyResult<Option<Py<PyAny>>> {
@@ -333,14 +402,24 @@ impl MapProxy {
 
     /// Removes `key` and returns its value (or `default`; KeyError without).
     #[pyo3(signature = (key, *default))]
-    fn pop(&self, py: Python<'_>, key: &str, default: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+    fn pop(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<PyAny>> {
         self.open()?;
-        // Read and removed in one write: what another thread applies
-        // meanwhile cannot make it return a value it did not remove.
-        match self.map.remove(key).sent()? {
+        // A key that is not a string is never in the map.
+        let removed = match key.cast::<PyString>() {
+            // Read and removed in one write: what another thread applies
+            // meanwhile cannot make it return a value it did not remove.
+            Ok(k) => self.map.remove(&k.to_cow()?).sent()?,
+            Err(_) => None,
+        };
+        match removed {
             Some(v) => to_py(self.owner.bind(py), v),
             None if !default.is_empty() => Ok(default.get_item(0)?.unbind()),
-            None => Err(PyKeyError::new_err(key.to_owned())),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
         }
     }
 
@@ -374,8 +453,9 @@ impl MapProxy {
         Ok(self.get_value(py, key)?.unwrap_or_else(|| py.None()))
     }
 
-    /// Sets several keys as one change and one message (from a mapping, an
-    /// iterable of pairs, and keywords).
+    /// Sets several keys in one message, all or none (from a mapping, an
+    /// iterable of pairs, and keywords). Listeners hear a change per key
+    /// that changed.
     #[pyo3(signature = (other=None, **kwargs))]
     fn update(
         &self,
@@ -395,8 +475,22 @@ impl MapProxy {
                 v
             } else {
                 let mut v = Vec::new();
-                for pair in o.try_iter()? {
-                    let (k, val): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
+                for (i, pair) in o.try_iter()?.enumerate() {
+                    // Any iterable of two, as dict's: tuples, lists, strings.
+                    let kv: Vec<Bound<'_, PyAny>> = pair?
+                        .try_iter()
+                        .map_err(|_| {
+                            PyTypeError::new_err(format!(
+                                "cannot convert dictionary update sequence element #{i} to a sequence"
+                            ))
+                        })?
+                        .collect::<PyResult<_>>()?;
+                    let Ok([k, val]) = <[_; 2]>::try_from(kv) else {
+                        return Err(PyValueError::new_err(format!(
+                            "dictionary update sequence element #{i} has length {}; 2 is required",
+                            pair_len(o, i)?
+                        )));
+                    };
                     v.push((k, val));
                 }
                 v
@@ -443,6 +537,58 @@ impl MapProxy {
     /// A deep copy as plain Python data (`to_python`).
     fn copy(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.to_python(py)
+    }
+
+    /// `m | other`: a new plain dict (shallow: objects stay proxies).
+    fn __or__<'py>(&self, other: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let Some(other) = shallow_dict(other)? else {
+            return Ok(py.NotImplemented());
+        };
+        let out = self.shallow(py)?;
+        out.update(other.as_mapping())?;
+        Ok(out.into_any().unbind())
+    }
+
+    /// `other | m`: a new plain dict.
+    fn __ror__<'py>(&self, other: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let Some(out) = shallow_dict(other)? else {
+            return Ok(py.NotImplemented());
+        };
+        out.update(self.shallow(py)?.as_mapping())?;
+        Ok(out.into_any().unbind())
+    }
+
+    /// `m |= other`: `update`.
+    fn __ior__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.update(Some(other), None)
+    }
+
+    fn __reversed__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let mut keys = self.map.keys();
+        keys.reverse();
+        PyList::new(py, keys)?
+            .into_any()
+            .try_iter()
+            .map(Bound::into_any)
+    }
+
+    /// `copy.copy`: a plain dict of this map's entries (objects stay
+    /// proxies).
+    fn __copy__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.shallow(py)
+    }
+
+    /// `copy.deepcopy`: `to_python`.
+    fn __deepcopy__(&self, py: Python<'_>, _memo: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.to_python(py)
+    }
+
+    fn __reduce_ex__(&self, _protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(PyTypeError::new_err(
+            "a Map is a live view of a node's store and cannot be pickled; pickle m.to_python(), a plain copy",
+        ))
     }
 
     /// `on(callback)`: every change of this map; `on(key, callback)`: of one
@@ -526,6 +672,11 @@ impl ListProxy {
         self.owner.get().check_open()
     }
 
+    /// The elements as a plain list, objects as proxies.
+    fn shallow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.values(py)?)
+    }
+
     fn values(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let owner = self.owner.bind(py);
         self.list
@@ -606,9 +757,7 @@ impl ListProxy {
             }
             return Ok(PyList::new(py, out)?.into_any().unbind());
         }
-        let i: isize = index
-            .extract()
-            .map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
+        let i = list_index(index)?;
         let p = position(i, self.list.len())?;
         match self.list.get(p) {
             Some(v) => to_py(self.owner.bind(py), v),
@@ -639,9 +788,7 @@ impl ListProxy {
             let at = (0..).map(|k: isize| (ind.start + k * ind.step) as usize);
             return self.list.replace_many(at.zip(items)).sent();
         }
-        let i: isize = index
-            .extract()
-            .map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
+        let i = list_index(index)?;
         let p = position(i, len)?;
         // An element that exists as of the write: a concurrent removal
         // makes it an IndexError, never an append.
@@ -673,9 +820,7 @@ impl ListProxy {
                 })
                 .map(|_| ());
         }
-        let i: isize = index
-            .extract()
-            .map_err(|_| PyTypeError::new_err("list indices are integers or slices"))?;
+        let i = list_index(index)?;
         let p = position(i, len)?;
         self.list.remove(p).map(|_| ()).sent()
     }
@@ -718,6 +863,68 @@ impl ListProxy {
 
     fn __iadd__(&self, items: &Bound<'_, PyAny>) -> PyResult<()> {
         self.extend(items)
+    }
+
+    /// `l *= n`: the elements appended n - 1 times, as one change (an
+    /// object is then referenced n times, as in a list); `n <= 0` clears.
+    fn __imul__(&self, py: Python<'_>, n: isize) -> PyResult<()> {
+        self.open()?;
+        if n <= 0 {
+            return self.list.clear().sent();
+        }
+        let once = self.values(py)?;
+        let once: Vec<Input> = once
+            .iter()
+            .map(|v| to_input(v.bind(py)))
+            .collect::<PyResult<_>>()?;
+        let items: Vec<Input> = (1..n).flat_map(|_| once.iter().cloned()).collect();
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.list.extend(items).sent()
+    }
+
+    /// `l + other`: a new plain list (shallow: objects stay proxies).
+    fn __add__<'py>(&self, other: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let Some(other) = shallow_list(other)? else {
+            return Ok(py.NotImplemented());
+        };
+        Ok(self.shallow(py)?.add(other)?.unbind())
+    }
+
+    /// `other + l`: a new plain list.
+    fn __radd__<'py>(&self, other: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let Some(other) = shallow_list(other)? else {
+            return Ok(py.NotImplemented());
+        };
+        Ok(other.add(self.shallow(py)?)?.unbind())
+    }
+
+    /// `l * n`: a new plain list.
+    fn __mul__<'py>(&self, n: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        Ok(self.shallow(n.py())?.mul(n)?.unbind())
+    }
+
+    fn __rmul__<'py>(&self, n: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        self.__mul__(n)
+    }
+
+    /// `copy.copy`: a plain list of the elements (objects stay proxies).
+    fn __copy__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.shallow(py)
+    }
+
+    /// `copy.deepcopy`: `to_python`.
+    fn __deepcopy__(&self, py: Python<'_>, _memo: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.to_python(py)
+    }
+
+    fn __reduce_ex__(&self, _protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(PyTypeError::new_err(
+            "a List is a live view of a node's store and cannot be pickled; pickle l.to_python(), a plain copy",
+        ))
     }
 
     /// Inserts before `index` (clamped, negative from the end, as `list`).
@@ -780,17 +987,19 @@ impl ListProxy {
     }
 
     /// The position of the first element equal to `value`.
-    #[pyo3(signature = (value, start=0, stop=None))]
+    #[pyo3(signature = (value, start=None, stop=None))]
     fn index(
         &self,
         py: Python<'_>,
         value: &Bound<'_, PyAny>,
-        start: isize,
-        stop: Option<isize>,
+        start: Option<&Bound<'_, PyAny>>,
+        stop: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let len = self.list.len() as isize;
         let clamp = |i: isize| if i < 0 { (i + len).max(0) } else { i.min(len) } as usize;
-        let (a, b) = (clamp(start), clamp(stop.unwrap_or(len)));
+        let start = start.map(slice_bound).transpose()?.unwrap_or(0);
+        let stop = stop.map(slice_bound).transpose()?.unwrap_or(len);
+        let (a, b) = (clamp(start), clamp(stop));
         self.find(py, value, a, b)?
             .ok_or_else(|| PyValueError::new_err("value is not in list"))
     }
@@ -939,7 +1148,11 @@ impl ListProxy {
                     .into_any()
                     .unbind())
             }
-            _ => Ok(py.NotImplemented()),
+            // Ordered as lists are, element by element.
+            _ => match shallow_list(other)? {
+                Some(other) => Ok(slf.get().shallow(py)?.rich_compare(other, op)?.unbind()),
+                None => Ok(py.NotImplemented()),
+            },
         }
     }
 

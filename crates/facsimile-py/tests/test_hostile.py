@@ -80,9 +80,14 @@ def test_typed_refusals(data, match):
 
 
 def test_not_bytes():
-    net, _ = setup()
-    with pytest.raises(TypeError):
-        net[1].receive(12)
+    net, captured = setup()
+    for data in (12, "text", [1, 2], None):
+        with pytest.raises(TypeError, match="a message is bytes"):
+            net[1].receive(data)
+    net[1].receive(bytearray(captured[-1]))  # a bytes-like object is a message
+    net[1].receive(memoryview(captured[-1]))
+    with pytest.raises(TypeError, match="callable"):
+        net[0].send = 5
 
 
 def test_a_write_larger_than_max_message_raises_and_changes_nothing():

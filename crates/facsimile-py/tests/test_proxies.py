@@ -2,7 +2,9 @@
 and map operation gives what the same operation gives on a plain list or
 dict, on the writing node and on the other."""
 
+import copy
 import json
+import pickle
 import random
 from collections.abc import MutableMapping, MutableSequence
 
@@ -252,6 +254,77 @@ def test_remove_removes_the_element_found_though_a_message_lands_meanwhile():
         a.store.remove(Changing())
     with pytest.raises(ValueError, match="not in list"):
         a.store.remove("target")
+
+
+def test_dict_operators_copies_and_pickle_as_a_dict(pair):
+    a, b = pair
+    a.store = {"m": {"x": 1, "o": {"y": [2]}}}
+    m, d = a.store.m, {"x": 1, "o": {"y": [2]}}
+    assert m | {"z": 3} == d | {"z": 3} and type(m | {"z": 3}) is dict
+    assert {"z": 3, "x": 0} | m == {"z": 3, "x": 0} | d and type({} | m) is dict
+    assert (m | {}) ["o"] is m.o  # a shallow copy, as dict's
+    m |= {"z": 3}
+    m |= [("w", 4)]
+    assert b.store.m.to_python() == {"x": 1, "o": {"y": [2]}, "z": 3, "w": 4}
+    assert list(reversed(m)) == list(reversed(list(m)))
+    assert m.pop(1, None) is None and m.pop(b"x", 5) == 5
+    with pytest.raises(KeyError):
+        m.pop(1)
+    m.update([["k", 1]], v=2)
+    m.update((("j", 5),))
+    assert (b.store.m.k, b.store.m.v, b.store.m.j) == (1, 2, 5)
+    with pytest.raises(ValueError, match="element #0 has length 3"):
+        m.update([("a", 1, 2)])
+    shallow = copy.copy(m)
+    assert type(shallow) is dict and shallow["o"] is m.o and shallow == m
+    deep = copy.deepcopy(m)
+    assert type(deep) is dict and type(deep["o"]) is dict and deep == m
+    with pytest.raises(TypeError, match="to_python"):
+        pickle.dumps(m)
+
+
+def test_list_operators_copies_and_pickle_as_a_list(pair):
+    a, b = pair
+    a.store = {"l": [1, [2]]}
+    l, p = a.store.l, [1, [2]]
+    assert l + [3] == p + [3] and type(l + [3]) is list
+    assert [0] + l == [0] + p and type([0] + l) is list
+    assert l + l == p + p and (l + [])[1] is l[1]
+    assert l * 2 == p * 2 == 2 * l and type(l * 2) is list and l * 0 == []
+    with pytest.raises(TypeError):
+        l + (3,)
+    with pytest.raises(TypeError):
+        l * 1.5
+    for other in ([1], [1, [2]], [1, [3]], [2], [], [1, [2], 0]):
+        assert (l < other, l <= other, l > other, l >= other) == (p < other, p <= other, p > other, p >= other)
+        assert (other < l, other >= l) == (other < p, other >= p)
+    l *= 2
+    assert b.store.l == [1, [2], 1, [2]] and l[1] is l[3]  # the same object, twice
+    l *= 1
+    assert len(b.store.l) == 4
+    l *= 0
+    assert b.store.l == []
+    a.store.l = [1, 2, 3]
+    l = a.store.l
+    with pytest.raises(IndexError):
+        l[10**20]
+    with pytest.raises(IndexError):
+        l[10**20] = 1
+    with pytest.raises(IndexError):
+        del l[-(10**20)]
+    with pytest.raises(TypeError, match="not float"):
+        l[1.5]
+    assert l[True] == 2
+    assert l.index(2, 0, 10**20) == 1 and l.index(3, -(10**20)) == 2
+    with pytest.raises(ValueError):
+        l.index(1, 10**20)
+    shallow = copy.copy(l)
+    assert type(shallow) is list and shallow == l
+    a.store.l = [[1]]
+    deep = copy.deepcopy(a.store.l)
+    assert deep == [[1]] and type(deep[0]) is list
+    with pytest.raises(TypeError, match="to_python"):
+        pickle.dumps(a.store.l)
 
 
 def test_equality_json_and_repr(pair):

@@ -322,7 +322,9 @@ def test_a_flush_timeout_is_a_timeout_error(relay):
         with pytest.raises(TimeoutError) as e:
             a.flush(timeout=0.2)
     assert type(e.value) is facsimile.NetTimeoutError
-    a.flush()
+    a.flush(timeout=float("inf"))  # no timeout
+    b = facsimile.connect(relay.addr, "bravo", doc="timeout", timeout=float("inf"))
+    b.close(timeout=float("inf"))
     a.close()
     with pytest.raises(ConnectionError) as e:
         a.store.n = 2

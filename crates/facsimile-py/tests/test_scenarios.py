@@ -239,6 +239,21 @@ def test_release_leaves_a_waiting_lock_waiting_and_cancelling_withdraws_it(pair)
     asyncio.run(main())
 
 
+def test_an_infinite_timeout_is_no_timeout(pair):
+    a, b = pair
+    a.store = {"m": {}}
+    with a.lock(a.store.m, timeout=float("inf")):
+        pass
+    guard = a.lock(a.store.m)
+    threading.Timer(0.3, guard.release).start()
+    with b.lock(b.store.m, timeout=float("inf")) as got:
+        assert got.token > guard.token
+    with b.lock(b.store.m, timeout=1e300):  # longer than a clock can count
+        pass
+    with pytest.raises(ValueError):
+        a.lock(a.store.m, timeout=-1)
+
+
 def test_a_lock_that_times_out_withdraws_its_request(pair):
     a, b = pair
     a.store = {"m": {}}
