@@ -21,8 +21,9 @@ thread is running the node's listeners at that moment: that thread runs
 it, in order, as soon as it can), the thread that called ``receive`` for a
 message, and for a node from ``connect`` the ``facsimile-io`` thread, which
 delivers every connection's messages. Waits
-(``lock``, ``flush``, ``connect``) release the GIL; each has an ``_async``
-form for asyncio.
+(``lock``, ``flush``, ``connect``, ``close``) release the GIL and end
+with ``KeyboardInterrupt`` on Ctrl-C; each has an ``_async`` form for
+asyncio.
 """
 
 from collections.abc import MutableMapping, MutableSequence
