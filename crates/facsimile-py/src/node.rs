@@ -524,7 +524,7 @@ fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
         Some(s) if s >= FOREVER.as_secs_f64() => Ok(Some(FOREVER)),
         Some(s) => Duration::try_from_secs_f64(s)
             .map(Some)
-            .map_err(|e| PyValueError::new_err(format!("timeout={s}: {e}"))),
+            .map_err(|e| PyValueError::new_err(format!("{s} seconds: {e}"))),
         None => Ok(None),
     }
 }
