@@ -254,6 +254,36 @@ def test_an_infinite_timeout_is_no_timeout(pair):
         a.lock(a.store.m, timeout=-1)
 
 
+def test_a_lock_excludes_the_node_s_other_threads_and_a_nested_lock_is_refused(pair):
+    a, b = pair
+    a.store = {"stock": {"n": 40}}
+    stock = a.store.stock
+
+    def buy():
+        for _ in range(10):
+            with a.lock(stock):
+                n = stock.n
+                time.sleep(0)  # another thread runs here if it may
+                stock.n = n - 1
+
+    threads = [threading.Thread(target=buy) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stock.n == 0 and b.store.stock.n == 0, "no purchase lost"
+
+    with a.lock(stock) as outer:
+        # The same thread asking again would wait for ever: refused.
+        with pytest.raises(RuntimeError, match="holds the lock on this object already"):
+            a.lock(stock)
+        with pytest.raises(facsimile.LockedError, match="another task of this node"):
+            a.request(stock)
+        assert outer.held
+    with a.lock(stock):  # released by the block: free again
+        pass
+
+
 def test_a_lock_that_times_out_withdraws_its_request(pair):
     a, b = pair
     a.store = {"m": {}}
