@@ -775,8 +775,8 @@ impl Facsimile {
         PendingLock::new(slf, obj, true)?.wait(slf.py(), duration(timeout)?)
     }
 
-    /// As `lock`, but raises LockedError at once when another node holds the
-    /// lock or waits for it.
+    /// As `lock`, but raises LockedError at once when another node, or
+    /// another thread or task of this node, holds the lock or waits for it.
     #[pyo3(signature = (obj, timeout=None))]
     fn request(
         slf: &Bound<'_, Self>,
