@@ -44,6 +44,16 @@ pub use facsimile_core::Error as EngineError;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// [`ArrayRef::reorder`](crate::ArrayRef::reorder) or
+    /// [`ArrayRef::sort_by`](crate::ArrayRef::sort_by) gave up: the array
+    /// changed while its new order was computed, every time; nothing moved.
+    #[error(
+        "the array changed while its new order was computed, {attempts} times in a row; nothing moved"
+    )]
+    Modified {
+        /// How many times the order was computed.
+        attempts: usize,
+    },
     /// The node has no transport: call [`crate::Node::set_sender`] (or join a
     /// network) before writing.
     #[error("this node has no transport: call set_sender (or join a network) before writing")]

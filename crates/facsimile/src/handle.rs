@@ -11,7 +11,7 @@ use std::sync::Arc;
 use facsimile_core::{Input as CoreInput, ObjectId, Planned, Prop, Value as CoreValue};
 use smol_str::SmolStr;
 
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, Error, Result};
 use crate::events::{ChangeEvent, Listener, Subscription};
 use crate::node::Node;
 use crate::value::{Input, Value};
@@ -1423,11 +1423,11 @@ impl ArrayRef {
     ///
     /// The comparator runs outside the node's lock and may read the store;
     /// if the array changes meanwhile, the sort starts over, as
-    /// [`ArrayRef::reorder`] does, and returns `false` when it changed
-    /// every time.
+    /// [`ArrayRef::reorder`] does.
     ///
     /// # Errors
-    /// As [`ArrayRef::push`].
+    /// As [`ArrayRef::push`], and [`Error::Modified`](crate::Error::Modified)
+    /// when the array changed during every sort.
     ///
     /// # Example
     /// ```
@@ -1437,11 +1437,11 @@ impl ArrayRef {
     /// let node = LocalNetwork::new().join("a");
     /// node.set_root(json!([3, 1, 2]))?;
     /// let list = node.root_array().unwrap();
-    /// assert!(list.sort_by(|a, b| a.as_i64().cmp(&b.as_i64()))?);
+    /// list.sort_by(|a, b| a.as_i64().cmp(&b.as_i64()))?;
     /// assert_eq!(list.to_json()?, json!([1, 2, 3]));
     /// # Ok::<(), facsimile::Error>(())
     /// ```
-    pub fn sort_by(&self, mut compare: impl FnMut(&Value, &Value) -> Ordering) -> Result<bool> {
+    pub fn sort_by(&self, mut compare: impl FnMut(&Value, &Value) -> Ordering) -> Result<()> {
         self.reorder(|values| {
             let mut order: Vec<usize> = (0..values.len()).collect();
             order.sort_by(|&a, &b| compare(&values[a], &values[b]));
@@ -1462,17 +1462,18 @@ impl ArrayRef {
     ///
     /// `order_of` runs outside the node's lock (it may read the store); if
     /// the array changes meanwhile, it runs again on the new elements, at
-    /// most [`ArrayRef::REORDER_ATTEMPTS`] times in all. Returns whether the
-    /// order was applied: `false`, with nothing moved and nothing sent,
-    /// when the array changed during every run (`order_of` writes to the
-    /// array itself, or other nodes' writes arrive faster than it runs).
+    /// most [`ArrayRef::REORDER_ATTEMPTS`] times in all.
     /// [`ArrayRef::try_reorder`] runs it once and leaves the retrying to
     /// the caller.
     ///
     /// # Errors
-    /// As [`ArrayRef::push`], and
+    /// As [`ArrayRef::push`],
     /// [`BadPermutation`](crate::EngineError::BadPermutation) when the order
-    /// is not a permutation of the elements.
+    /// is not a permutation of the elements, and
+    /// [`Error::Modified`](crate::Error::Modified), with nothing moved and
+    /// nothing sent, when the array changed during every run (`order_of`
+    /// writes to the array itself, or other nodes' writes arrive faster
+    /// than it runs).
     ///
     /// # Example
     /// ```
@@ -1482,24 +1483,27 @@ impl ArrayRef {
     /// let node = LocalNetwork::new().join("a");
     /// node.set_root(json!(["b", "a", "c"]))?;
     /// let list = node.root_array().unwrap();
-    /// assert!(list.reorder(|_| vec![1, 0, 2])?);
+    /// list.reorder(|_| vec![1, 0, 2])?;
     /// assert_eq!(list.to_json()?, json!(["a", "b", "c"]));
     ///
     /// // An order that changes the array each time it is asked for.
-    /// assert!(!list.reorder(|values| {
+    /// let gave_up = list.reorder(|values| {
     ///     list.push("d").unwrap();
     ///     (0..values.len()).collect()
-    /// })?);
+    /// });
+    /// assert!(matches!(gave_up, Err(facsimile::Error::Modified { .. })));
     /// assert_eq!(list.len(), 3 + facsimile::ArrayRef::REORDER_ATTEMPTS);
     /// # Ok::<(), facsimile::Error>(())
     /// ```
-    pub fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<bool> {
+    pub fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<()> {
         for _ in 0..Self::REORDER_ATTEMPTS {
             if self.try_reorder(&mut order_of)? {
-                return Ok(true);
+                return Ok(());
             }
         }
-        Ok(false)
+        Err(Error::Modified {
+            attempts: Self::REORDER_ATTEMPTS,
+        })
     }
 
     /// Runs `order_of` once on the elements, outside the node's lock, and
@@ -1529,6 +1533,7 @@ impl ArrayRef {
     /// assert_eq!(list.to_json()?, json!(["a", "b", "c"]));
     /// # Ok::<(), facsimile::Error>(())
     /// ```
+    #[must_use = "false: the array changed meanwhile and nothing moved"]
     pub fn try_reorder(&self, order_of: impl FnOnce(&[Value]) -> Vec<usize>) -> Result<bool> {
         let id = self.id();
         let (values, stamp) = self.read_stamped()?;

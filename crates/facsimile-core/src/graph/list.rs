@@ -911,6 +911,15 @@ pub(crate) struct ListObj {
     refs: usize,
 }
 
+/// The version a list built from slots (a document loaded or transferred)
+/// starts at: one no earlier list of this process took, so that a read of
+/// the list this one replaces (same id, other contents) never compares
+/// equal to it.
+fn fresh_version() -> u64 {
+    static BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 32
+}
+
 fn is_ref(v: &Value) -> bool {
     matches!(v, Value::Ref(_))
 }
@@ -1504,7 +1513,7 @@ impl ListObj {
             big,
             index,
             extra,
-            version: 0,
+            version: fresh_version(),
             last: None,
             dead,
             refs,

@@ -5,7 +5,7 @@
 
 use std::cell::Cell;
 
-use facsimile::{ArrayRef, Config, EngineError, LocalNetwork, Value, WireFormat};
+use facsimile::{ArrayRef, Config, EngineError, Error, LocalNetwork, Value, WireFormat};
 use serde_json::json;
 
 use crate::manual_networks;
@@ -22,16 +22,22 @@ fn a_reorder_that_changes_its_array_gives_up() {
         net.run();
         let list = a.root_array().unwrap();
         let runs = Cell::new(0);
-        let sorted = list
-            .reorder(|values| {
-                runs.set(runs.get() + 1);
-                list.push(0).unwrap();
-                let mut order: Vec<usize> = (0..values.len()).collect();
-                order.sort_by_key(|&i| values[i].as_i64());
-                order
-            })
-            .unwrap();
-        assert!(!sorted, "{wire}");
+        let sorted = list.reorder(|values| {
+            runs.set(runs.get() + 1);
+            list.push(0).unwrap();
+            let mut order: Vec<usize> = (0..values.len()).collect();
+            order.sort_by_key(|&i| values[i].as_i64());
+            order
+        });
+        assert!(
+            matches!(
+                sorted,
+                Err(Error::Modified {
+                    attempts: ArrayRef::REORDER_ATTEMPTS
+                })
+            ),
+            "{wire}: {sorted:?}"
+        );
         assert_eq!(runs.get(), ArrayRef::REORDER_ATTEMPTS, "{wire}");
         assert_eq!(list.len(), 3 + ArrayRef::REORDER_ATTEMPTS, "{wire}");
         assert_eq!(list.get(0), Some(Value::Int(3)), "{wire}: nothing moved");
@@ -39,12 +45,12 @@ fn a_reorder_that_changes_its_array_gives_up() {
             list.push(0).unwrap();
             x.total_cmp(y)
         });
-        assert!(!changed.unwrap(), "{wire}");
+        assert!(matches!(changed, Err(Error::Modified { .. })), "{wire}");
     }
 }
 
 /// Writes of another node applied every time the order is computed (a
-/// peer faster than the key function) end the reorder with `false`, not
+/// peer faster than the key function) end the reorder with `Modified`, not
 /// an endless loop; once they stop, it applies.
 #[test]
 fn a_reorder_starved_by_remote_writes_gives_up_then_applies() {
@@ -60,15 +66,13 @@ fn a_reorder_starved_by_remote_writes_gives_up_then_applies() {
             order.sort_by(|&x, &y| values[x].total_cmp(&values[y]));
             order
         };
-        let starved = list
-            .reorder(|values| {
-                theirs.push(9).unwrap();
-                net.run();
-                by_value(values)
-            })
-            .unwrap();
-        assert!(!starved, "{wire}");
-        assert!(list.reorder(by_value).unwrap(), "{wire}");
+        let starved = list.reorder(|values| {
+            theirs.push(9).unwrap();
+            net.run();
+            by_value(values)
+        });
+        assert!(matches!(starved, Err(Error::Modified { .. })), "{wire}");
+        list.reorder(by_value).unwrap();
         net.run();
         let expected: Vec<i64> = [1, 2, 3]
             .into_iter()
@@ -129,6 +133,37 @@ fn a_removal_picked_before_a_remote_insert_is_refused() {
             "{wire}"
         );
         assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// A list a node took from a sync, replaced by another sync between the
+/// read and the write, is not the one the removal was picked on: refused,
+/// though each started counting its changes afresh.
+#[test]
+fn a_removal_picked_before_a_sync_replaced_the_list_is_refused() {
+    for (wire, net) in manual_networks(34) {
+        let b = net.join("b");
+        b.set_root(json!(["p", "q", "target", "r"])).unwrap();
+        let a = net.join("a");
+        net.run();
+        a.sync();
+        net.run();
+        let list = a.root_array().unwrap();
+        let raced = list
+            .try_remove_picked(|values| {
+                let at = values.iter().position(|v| v.as_str() == Some("target"));
+                b.root_array().unwrap().insert(0, "new").unwrap();
+                a.sync();
+                net.run(); // a takes the document again, with the insert
+                at.into_iter().collect()
+            })
+            .unwrap();
+        assert_eq!(raced, None, "{wire}");
+        assert_eq!(
+            a.root().to_json().unwrap(),
+            json!(["new", "p", "q", "target", "r"]),
+            "{wire}"
+        );
     }
 }
 
