@@ -1,15 +1,14 @@
 //! Locks: a pending request that a thread waits on (the GIL released) or
 //! that asyncio polls, and the guard a grant gives.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{Thread, ThreadId};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use facsimile::{LockFuture, Node, ObjectId};
+use facsimile::{LockFuture, Node};
 use pyo3::PyTraverseError;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::gc::PyVisit;
@@ -59,8 +58,6 @@ pub(crate) struct PendingLock {
     owner: Py<Facsimile>,
     object: Py<PyAny>,
     future: Option<LockFuture>,
-    /// A `lock`, not a fail-fast `request`.
-    wait: bool,
 }
 
 impl PendingLock {
@@ -77,27 +74,10 @@ impl PendingLock {
             owner: owner.clone().unbind(),
             object: obj.clone().unbind(),
             future: Some(future),
-            wait,
         })
     }
 
-    /// The guard of grant `g`; `held_by` records the thread holding it.
-    fn guard(
-        &self,
-        py: Python<'_>,
-        g: facsimile::LockGuard,
-        held_by: Option<ThreadId>,
-    ) -> PyResult<Py<LockGuard>> {
-        let holder = held_by.map(|thread| {
-            let holders = self.owner.get().shared.holders.clone();
-            let object = g.object().id();
-            locked(&holders).insert(object, (thread, g.token()));
-            Holder {
-                holders,
-                object,
-                token: g.token(),
-            }
-        });
+    fn guard(&self, py: Python<'_>, g: facsimile::LockGuard) -> PyResult<Py<LockGuard>> {
         Py::new(
             py,
             LockGuard {
@@ -105,7 +85,6 @@ impl PendingLock {
                 object: self.object.clone_ref(py),
                 token: g.token(),
                 guard: Mutex::new(Some(g)),
-                holder: Mutex::new(holder),
             },
         )
     }
@@ -121,19 +100,6 @@ impl PendingLock {
             return Err(PyRuntimeError::new_err("the lock request was already used"));
         };
         let node = self.owner.get().node().clone();
-        let me = std::thread::current().id();
-        let object = object_of(self.object.bind(py))?.id();
-        let holding = locked(&self.owner.get().shared.holders)
-            .get(&object)
-            .copied();
-        if let Some((_, token)) = holding.filter(|(thread, _)| self.wait && *thread == me) {
-            if node.lock_token(object_of(self.object.bind(py))?) == Some(token) {
-                return Err(PyRuntimeError::new_err(
-                    "this thread holds the lock on this object already: a lock excludes \
-                     every other holder, on this node too, so this one would wait for ever",
-                ));
-            }
-        }
         let first = poll_once(&mut future, &Waker::noop().clone());
         let r = match first {
             Poll::Ready(r) => Some(r),
@@ -143,7 +109,7 @@ impl PendingLock {
             }
         };
         match r {
-            Some(Ok(g)) => self.guard(py, g, Some(me)),
+            Some(Ok(g)) => self.guard(py, g),
             Some(Err(e)) => Err(errors::lock(e)),
             None => Err(errors::LockTimeoutError::new_err(
                 "the lock was not granted in time; the request is withdrawn",
@@ -231,7 +197,7 @@ impl PendingLock {
             Poll::Ready(r) => {
                 self.future = None;
                 match r {
-                    Ok(g) => Ok(Some(self.guard(py, g, None)?)),
+                    Ok(g) => Ok(Some(self.guard(py, g)?)),
                     Err(e) => Err(errors::lock(e)),
                 }
             }
@@ -267,36 +233,6 @@ pub(crate) struct LockGuard {
     #[pyo3(get)]
     token: u64,
     guard: Mutex<Option<facsimile::LockGuard>>,
-    /// Where the thread that holds it is recorded, for a blocking `lock`;
-    /// taken out when it lets go.
-    holder: Mutex<Option<Holder>>,
-}
-
-/// The thread holding each lock a blocking `lock` granted on one node, by
-/// object, with the grant's token.
-pub(crate) type Holders = Mutex<HashMap<ObjectId, (ThreadId, u64)>>;
-
-/// A guard's entry in its node's [`Holders`], removed when it lets go.
-struct Holder {
-    holders: Arc<Holders>,
-    object: ObjectId,
-    token: u64,
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let mut holders = locked(&self.holders);
-        if holders
-            .get(&self.object)
-            .is_some_and(|(_, t)| *t == self.token)
-        {
-            holders.remove(&self.object);
-        }
-    }
-}
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for LockGuard {
@@ -328,7 +264,6 @@ impl LockGuard {
     /// Releases the lock. Raises NotOwnerError or NotLockedError when it was
     /// lost meanwhile; releasing twice does nothing.
     fn release(&self) -> PyResult<()> {
-        drop(locked(&self.holder).take());
         let g = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take();
         match g {
             Some(g) => g.release().map_err(errors::lock),
@@ -344,7 +279,6 @@ impl LockGuard {
     #[pyo3(signature = (*exc))]
     fn __exit__(&self, exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
         // A lock lost meanwhile needs no release.
-        drop(locked(&self.holder).take());
         let g = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(g);
         // The block's own exception comes first.

@@ -81,9 +81,6 @@ pub(crate) struct Shared {
     /// Set by `close` and `abort`: the node can be read, not written (its
     /// writes would go nowhere).
     closed: AtomicBool,
-    /// The thread holding each lock a blocking `lock` granted, and the
-    /// grant's token: that thread asking again would wait for ever.
-    pub(crate) holders: Arc<crate::lock::Holders>,
 }
 
 #[derive(Default)]
@@ -139,7 +136,6 @@ impl Facsimile {
             me: Mutex::default(),
             conn: Mutex::new(conn),
             closed: AtomicBool::new(false),
-            holders: Arc::default(),
         });
         let me = Bound::new(py, Facsimile { shared })?;
         let weak = PyWeakrefReference::new(&me)?;
