@@ -3,6 +3,7 @@
 //! validated whole before any of it is used, so a refused state changes
 //! nothing.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -124,7 +125,7 @@ pub(crate) struct Transferred {
     /// Whether there are tombstones or dead slots to reclaim.
     pub(crate) garbage: bool,
     pub(crate) streams: FxHashMap<u32, Stream>,
-    /// The highest counter the streams cover.
+    /// The highest counter the streams cover, or an id of ours holds.
     pub(crate) max_counter: u64,
     pub(crate) members: Vec<PeerIdx>,
     pub(crate) acks: Vec<(PeerIdx, Vec<(u32, u64)>)>,
@@ -152,15 +153,12 @@ pub(crate) fn decode_answer(
 ) -> Result<Transferred, ReceiveError> {
     let (table, fresh) = peer_table(target.peers, from, &state.peers)?;
     let objects = std::mem::take(&mut state.objects);
-    let dec = TableDec {
-        table: &table,
-        from: from.0,
-    };
+    let dec = TableDec::new(&table, from.0);
     let mut builder = GraphBuilder::new(dec, target.mark, objects.len());
     for obj in objects {
         builder.add(obj)?;
     }
-    let built = builder.built;
+    let built = builder.finish();
     validate(from, &table, fresh, built, state, target)
 }
 
@@ -265,10 +263,7 @@ fn decode_saved(
     let streams = take(b)?;
     let root = take(b)?;
     let root_stamp = take(b)?;
-    let dec = TableDec {
-        table: &table,
-        from: from.0,
-    };
+    let dec = TableDec::new(&table, from.0);
     let builder = if version >= 2 {
         let (mut reader, count) = saved::ObjectReader::new(b, version)?;
         // Every object takes at least two bytes: a hostile count cannot
@@ -313,7 +308,7 @@ fn decode_saved(
         log,
         departed,
     };
-    let built = builder.built;
+    let built = builder.finish();
     validate(from, &table, fresh, built, state, target)
 }
 
@@ -376,10 +371,8 @@ fn validate(
     target: &Target<'_>,
 ) -> Result<Transferred, ReceiveError> {
     let bad = |reason: &str| ReceiveError::invalid(from.0, reason);
-    let dec = TableDec {
-        table,
-        from: from.0,
-    };
+    let dec = TableDec::new(table, from.0);
+    let own = built.own;
     let lookup = |i: u32, what: &str| table.get(i as usize).copied().ok_or_else(|| bad(what));
     let mut graph = Graph {
         root: dec.value(state.root)?,
@@ -482,7 +475,12 @@ fn validate(
     if departed.iter().any(|d| members.contains(d)) {
         return Err(bad("a peer both a member and departed"));
     }
-    let max_counter = streams.values().map(|s| s.lamport).max().unwrap_or(0);
+    let max_counter = streams
+        .values()
+        .map(|s| s.lamport)
+        .chain([own, dec.own.get()])
+        .max()
+        .unwrap_or(0);
     Ok(Transferred {
         from,
         origin: table[0],
@@ -519,7 +517,11 @@ fn next_id(
 ) -> Result<Id, ReceiveError> {
     let id = match (w, *prev) {
         (Some(w), _) => dec.id(w)?,
-        (None, Some(p)) if p.counter < MAX_COUNTER => Id::new(p.peer, p.counter + 1),
+        (None, Some(p)) if p.counter < MAX_COUNTER => {
+            let id = Id::new(p.peer, p.counter + 1);
+            dec.note(id);
+            id
+        }
         (None, _) => {
             return Err(ReceiveError::invalid(
                 dec.from,
@@ -535,9 +537,27 @@ fn next_id(
 struct TableDec<'a> {
     table: &'a [PeerIdx],
     from: u32,
+    /// The highest counter of this replica's own ids met. A state may hold
+    /// ids of ours beyond our clock (a forged message a peer took as ours):
+    /// our next ids must not repeat them, or two slots share an id.
+    own: Cell<u64>,
 }
 
-impl TableDec<'_> {
+impl<'a> TableDec<'a> {
+    fn new(table: &'a [PeerIdx], from: u32) -> Self {
+        TableDec {
+            table,
+            from,
+            own: Cell::new(0),
+        }
+    }
+
+    fn note(&self, id: Id) {
+        if id.peer == PeerIdx::SELF {
+            self.own.set(self.own.get().max(id.counter));
+        }
+    }
+
     fn id(&self, w: WireId) -> Result<Id, ReceiveError> {
         let peer = self.table.get(w.p as usize).copied().ok_or_else(|| {
             ReceiveError::invalid(self.from, format!("peer {} not in the table", w.p))
@@ -548,7 +568,9 @@ impl TableDec<'_> {
                 format!("counter {} out of range", w.c),
             ));
         }
-        Ok(Id::new(peer, w.c))
+        let id = Id::new(peer, w.c);
+        self.note(id);
+        Ok(id)
     }
 
     fn value(&self, w: WireValue) -> Result<Value, ReceiveError> {
@@ -561,6 +583,8 @@ impl TableDec<'_> {
 struct Built {
     objects: Objects,
     garbage: bool,
+    /// As [`TableDec::own`].
+    own: u64,
 }
 
 /// Builds transferred objects one at a time, as they are decoded.
@@ -583,11 +607,17 @@ impl<'a> GraphBuilder<'a> {
             built: Built {
                 objects: Objects::with_capacity(capacity),
                 garbage: false,
+                own: 0,
             },
             prev: None,
             mark: mark.wrapping_sub(1),
             slots: Vec::new(),
         }
+    }
+
+    fn finish(mut self) -> Built {
+        self.built.own = self.dec.own.get();
+        self.built
     }
 
     /// Builds `obj`; hands back its entries or slots vector, emptied, for

@@ -496,3 +496,48 @@ fn an_object_a_held_write_detached_stays_until_the_peers_have_the_write() {
     assert_eq!(a.map_get(p, "k"), Ok(Some(Value::Int(1))));
     assert!(a.snapshot() == b.snapshot(), "{}", b.debug_dump());
 }
+
+/// A peer took a forged message as ours, naming ids of ours our clock
+/// never reached; a sync then brings them here. Our next ids must not
+/// repeat them: two slots of one list would share an id, and the id
+/// index would lose one of them.
+#[test]
+fn a_synced_state_holding_ids_of_ours_from_the_future_moves_our_clock_past_them() {
+    let json = Config::default().wire_format(WireFormat::Json);
+    let mut a = Replica::new(PeerId::new("a", 0x100), json.clone());
+    let mut b = Replica::new(PeerId::new("b", 0x101), json);
+    fn pump(from: &mut Replica, to: &mut Replica) {
+        while let Some(t) = from.poll_transmit() {
+            to.handle_message(&t.bytes).expect("an honest message");
+        }
+    }
+    pump(&mut a, &mut b);
+    pump(&mut b, &mut a);
+    let items = (0..3).map(|i| Input::from(i64::from(i))).collect();
+    let list = a.set_root(Input::Array(items)).unwrap().expect("an array");
+    pump(&mut a, &mut b);
+    a.list_push(list, Input::from(3)).unwrap();
+    let honest = a.poll_transmit().expect("the push").bytes;
+    // Moved on by 4 instead of 1 (the origin, counted back from the new
+    // counter, still the last element): b holds the slot as ours with a
+    // counter 3 above the one we gave it.
+    let forged = crate::support::edit_json(&honest, |v| {
+        v["body"]["Ops"]["tick"] = 4.into();
+        let insert = &mut v["body"]["Ops"]["ops"][0]["ListInsert"];
+        insert["origin"]["Back"] = 5.into();
+    });
+    b.handle_message(&forged).expect("taken as ours");
+    a.sync();
+    for _ in 0..4 {
+        pump(&mut a, &mut b);
+        pump(&mut b, &mut a);
+    }
+    let Value::Ref(list) = a.root() else {
+        panic!("the array is the root")
+    };
+    assert_eq!(a.list_len(list), Ok(4), "the state b sent is loaded");
+    for i in 0..6 {
+        a.list_push(list, Input::from(10 + i)).unwrap();
+        a.check_invariants();
+    }
+}
