@@ -603,6 +603,26 @@ async fn thousands_of_writes_queued_at_once_are_all_published() {
     assert_eq!(root_len(b.node()), 6_000);
 }
 
+/// A write of `bytes` bytes at `/big` is refused as too large when made.
+fn refused_as_too_large(node: &Node, bytes: usize) {
+    let err = node.set_path("/big", "x".repeat(bytes)).unwrap_err();
+    assert!(
+        matches!(err.engine(), Some(facsimile::EngineError::TooLarge { .. })),
+        "{err}"
+    );
+}
+
+/// A write `from` makes after is acknowledged in time and reaches `to`.
+async fn a_write_reaches(from: &net::Connection, to: &net::Connection) {
+    from.node().set_path("/n", 1).unwrap();
+    tokio::time::timeout(PATIENCE, from.flush())
+        .await
+        .expect("flush returns")
+        .unwrap();
+    converged(&[from.node(), to.node()]).await;
+    assert_eq!(to.node().get("/n"), Some(Value::Int(1)));
+}
+
 /// The server stores messages of at most `max_payload` (1 MiB by
 /// default): a larger write is refused when it is made, with nothing
 /// changed, where it was applied here and then dropped by the publisher.
@@ -612,20 +632,10 @@ async fn a_write_larger_than_the_server_stores_is_refused_when_made() {
     let a = join(&server.url(), "alpha", options("large")).await;
     let b = join(&server.url(), "bravo", options("large")).await;
     a.node().set_root(json!({"n": 0})).unwrap();
-    let err = a.node().set_path("/big", "x".repeat(1 << 20)).unwrap_err();
-    assert!(
-        matches!(err.engine(), Some(facsimile::EngineError::TooLarge { .. })),
-        "{err}"
-    );
+    refused_as_too_large(a.node(), 1 << 20);
     assert_eq!(a.node().get("/big"), None);
     a.node().set_path("/fits", "y".repeat(1000 << 10)).unwrap();
-    a.node().set_path("/n", 1).unwrap();
-    tokio::time::timeout(PATIENCE, a.flush())
-        .await
-        .expect("flush returns")
-        .unwrap();
-    converged(&[a.node(), b.node()]).await;
-    assert_eq!(b.node().get("/n"), Some(Value::Int(1)));
+    a_write_reaches(&a, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -722,21 +732,8 @@ async fn a_node_keeps_to_the_limit_of_a_stream_made_with_a_smaller_one() {
     a.node().set_root(json!({})).unwrap();
     a.flush().await.unwrap();
     let b = join(&server.url(), "bravo", options("small")).await;
-    let err = b
-        .node()
-        .set_path("/big", "x".repeat(200 << 10))
-        .unwrap_err();
-    assert!(
-        matches!(err.engine(), Some(facsimile::EngineError::TooLarge { .. })),
-        "{err}"
-    );
-    b.node().set_path("/n", 1).unwrap();
-    tokio::time::timeout(PATIENCE, b.flush())
-        .await
-        .expect("flush returns")
-        .unwrap();
-    converged(&[a.node(), b.node()]).await;
-    assert_eq!(a.node().get("/n"), Some(Value::Int(1)));
+    refused_as_too_large(b.node(), 200 << 10);
+    a_write_reaches(&b, &a).await;
 }
 
 /// A message the stream refuses as too large (its limit was lowered after
@@ -765,13 +762,7 @@ async fn a_message_the_stream_refuses_as_too_large_is_reported_lost() {
         a.rejoins() >= 1 && a.node().is_ready() && a.node().root_map().is_some()
     })
     .await;
-    a.node().set_path("/n", 1).unwrap();
-    tokio::time::timeout(PATIENCE, a.flush())
-        .await
-        .expect("flush returns")
-        .unwrap();
-    converged(&[a.node(), b.node()]).await;
-    assert_eq!(b.node().get("/n"), Some(Value::Int(1)));
+    a_write_reaches(&a, &b).await;
     assert_eq!(b.node().get("/big"), None);
 }
 

@@ -134,14 +134,28 @@ impl Log {
 
     /// Appends what replica `i` sent to the log.
     fn publish(&mut self, i: usize) {
-        while let Some(t) = self.replicas[i].poll_transmit() {
-            if self.online[i] {
-                self.entries.push((t.bytes.to_vec(), self.now));
-            }
+        let sent = self.take_sent(i);
+        if self.online[i] {
+            self.place(sent);
         }
+    }
+
+    /// Everything replica `i` has queued to send, as log entries to place.
+    fn take_sent(&mut self, i: usize) -> Vec<Vec<u8>> {
+        let sent = std::iter::from_fn(|| self.replicas[i].poll_transmit())
+            .map(|t| t.bytes.to_vec())
+            .collect();
         while let Some(e) = self.replicas[i].poll_event() {
             self.events[i].push(e);
         }
+        sent
+    }
+
+    /// Appends `entries` to the log, now.
+    fn place(&mut self, entries: impl IntoIterator<Item = Vec<u8>>) {
+        let now = self.now;
+        self.entries
+            .extend(entries.into_iter().map(|bytes| (bytes, now)));
     }
 
     /// Replica `i` reads the next log entry. False when it is up to date.
@@ -546,9 +560,7 @@ fn an_entry_invalid_in_order_sends_nobody_to_start_over() {
         v["body"]["Ops"]["ops"][0]["MapSet"]["value"] =
             serde_json::json!({"Ref": {"p": 0, "c": 1_000_000}});
     });
-    for bytes in [forged, first, second] {
-        log.entries.push((bytes, log.now));
-    }
+    log.place([forged, first, second]);
     log.run();
     for events in &log.events {
         for e in events {
@@ -654,17 +666,6 @@ fn a_slot_deleted_by_a_held_write_stays_an_origin_until_the_log_has_the_delete()
     );
 }
 
-/// Everything replica `i` has queued to send, as log entries to place.
-fn take_sent(log: &mut Log, i: usize) -> Vec<Vec<u8>> {
-    let sent = std::iter::from_fn(|| log.replicas[i].poll_transmit())
-        .map(|t| t.bytes.to_vec())
-        .collect();
-    while let Some(e) = log.replicas[i].poll_event() {
-        log.events[i].push(e);
-    }
-    sent
-}
-
 /// Replica 0 asks for the lock on the root; every replica must then agree
 /// it holds it, replica 0 included, at the same token, and the replicas
 /// converge.
@@ -708,19 +709,15 @@ fn an_own_message_read_back_twice_is_applied_once() {
     log.run();
     let root = object(&log.replicas[0]).unwrap();
     log.replicas[0].map_set(root, "x", Input::from(1)).unwrap();
-    let sent = take_sent(&mut log, 0);
-    for bytes in &sent {
-        log.entries.push((bytes.clone(), log.now));
-    }
+    let sent = log.take_sent(0);
+    log.place(sent.clone());
     log.run();
     let theirs = object(&log.replicas[1]).unwrap();
     log.replicas[1]
         .map_set(theirs, "y", Input::from(2))
         .unwrap();
     log.publish(1);
-    for bytes in sent {
-        log.entries.push((bytes, log.now));
-    }
+    log.place(sent);
     log.run();
     replica_0_locks_and_all_agree(&mut log);
 }
@@ -735,12 +732,10 @@ fn an_own_message_read_back_early_is_applied_after_the_one_before() {
     log.run();
     let root = object(&log.replicas[0]).unwrap();
     log.replicas[0].map_set(root, "x", Input::from(1)).unwrap();
-    let first = take_sent(&mut log, 0);
+    let first = log.take_sent(0);
     log.replicas[0].map_set(root, "y", Input::from(2)).unwrap();
-    let second = take_sent(&mut log, 0);
-    for bytes in second.into_iter().chain(first) {
-        log.entries.push((bytes, log.now));
-    }
+    let second = log.take_sent(0);
+    log.place(second.into_iter().chain(first));
     log.run();
     replica_0_locks_and_all_agree(&mut log);
 }
@@ -763,18 +758,14 @@ fn an_own_write_read_back_early_is_judged_where_the_peers_apply_it() {
         panic!("a child map");
     };
     log.replicas[0].map_set(child, "x", Input::from(1)).unwrap();
-    let first = take_sent(&mut log, 0);
+    let first = log.take_sent(0);
     log.replicas[0].map_set(root, "y", Input::from(2)).unwrap();
-    let second = take_sent(&mut log, 0);
-    for bytes in second {
-        log.entries.push((bytes, log.now));
-    }
+    let second = log.take_sent(0);
+    log.place(second);
     let theirs = object(&log.replicas[1]).unwrap();
     log.replicas[1].lock(theirs, true).unwrap();
     log.publish(1);
-    for bytes in first {
-        log.entries.push((bytes, log.now));
-    }
+    log.place(first);
     // Replica 0 reads these three entries before anything the peers send
     // about them (a resend asked for).
     while log.read(0) {}
