@@ -55,6 +55,12 @@ const TICK_AGAIN: Duration = Duration::from_millis(100);
 
 pub(crate) type ConnId = u64;
 
+/// `by` after `at`; a time past what an `Instant` holds is as good as
+/// never.
+fn later(at: Instant, by: Duration) -> Instant {
+    at + by.min(Duration::from_secs(1 << 30))
+}
+
 /// The sending side of a client's outgoing queue.
 pub(crate) struct Outbox {
     /// Frames for the connection's writer, a round's at a time.
@@ -583,9 +589,7 @@ impl Doc {
     fn idle_until(&self) -> Option<Instant> {
         let after = self.config.close_idle?;
         let since = self.idle_since?;
-        // Past what an `Instant` holds is never.
-        let far = Duration::from_secs(1 << 30);
-        self.store.is_durable().then(|| since + after.min(far))
+        self.store.is_durable().then(|| later(since, after))
     }
 
     /// Whether the document's idle time is over and `unlist` took it out
@@ -1288,9 +1292,7 @@ impl Doc {
         };
         self.note_applied(conn, &c);
         c.out.cancel.cancel();
-        // Past what an `Instant` holds is never.
-        let far = Duration::from_secs(1 << 30);
-        let until = Instant::now() + self.config.reconnect_grace.min(far);
+        let until = later(Instant::now(), self.config.reconnect_grace);
         self.lingering.push((until, conn, c.tags));
     }
 
