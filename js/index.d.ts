@@ -336,6 +336,7 @@ declare namespace Facsimile {
     | 'BAD_KEY'
     | 'BAD_HOSTNAME'
     | 'BAD_OPTION'
+    | 'UNSUPPORTED'
     | 'CYCLE'
     | 'BIGINT'
     | 'TOO_DEEP'

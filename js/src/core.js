@@ -66,6 +66,7 @@ function createFacsimile(wasm, { platform }) {
     BAD_KEY: TypeError,
     BAD_VALUE: TypeError,
     BIGINT: TypeError,
+    UNSUPPORTED: TypeError,
     CYCLE: TypeError,
     NOT_AN_OBJECT: TypeError,
     NO_WEBSOCKET: TypeError,
@@ -621,6 +622,27 @@ function createFacsimile(wasm, { platform }) {
 
   // ------------------------------------------------------------ the traps
 
+  // What a store's objects refuse where a plain object's traps would
+  // return false: thrown, with a code, instead of the TypeError without one
+  // JavaScript makes of a trap's false (and Reflect's methods throw it too
+  // rather than return false).
+  function unsupported(what) {
+    return fail('UNSUPPORTED', what, unsupported);
+  }
+  function refuseDescriptor(key) {
+    if (key === 'length') return unsupported('the length of a Facsimile array is a writable value, not enumerable or configurable');
+    return unsupported(
+      `a Facsimile store holds plain data: define ${String(key)} with a value, writable, enumerable and configurable (no getter or setter)`,
+    );
+  }
+  function refuseFreeze() {
+    return unsupported('a Facsimile object cannot be frozen, sealed or made non-extensible');
+  }
+  function refusePrototype(proto, own) {
+    if (proto === own) return true;
+    throw unsupported('a Facsimile object keeps its prototype');
+  }
+
   function dataDescriptor(desc) {
     return (
       'value' in desc &&
@@ -690,21 +712,24 @@ function createFacsimile(wasm, { platform }) {
       return { value: v, writable: true, enumerable: true, configurable: true };
     },
     defineProperty(t, key, desc) {
-      if (typeof key === 'symbol' || !dataDescriptor(desc)) return false;
+      if (typeof key === 'symbol') {
+        throw fail('BAD_KEY', `a Facsimile map has string keys only, not ${String(key)}`);
+      }
+      if (!dataDescriptor(desc)) throw refuseDescriptor(key);
       t._n._mapSet(t._h, key, desc.value);
       return true;
     },
     getPrototypeOf() {
       return OP;
     },
-    setPrototypeOf() {
-      return false;
+    setPrototypeOf(t, proto) {
+      return refusePrototype(proto, OP);
     },
     isExtensible() {
       return true;
     },
     preventExtensions() {
-      return false;
+      throw refuseFreeze();
     },
   };
 
@@ -798,7 +823,7 @@ function createFacsimile(wasm, { platform }) {
     },
     deleteProperty(t, key) {
       if (typeof key !== 'string') return true;
-      if (key === 'length') return false;
+      if (key === 'length') throw unsupported('the length of a Facsimile array cannot be deleted');
       const i = keyIndex(key);
       // Arrays are dense: a deleted element becomes null.
       if (i >= 0 && i < t._n._engine.list_len(t._h)) {
@@ -831,34 +856,42 @@ function createFacsimile(wasm, { platform }) {
       return { value: v, writable: true, enumerable: true, configurable: true };
     },
     defineProperty(t, key, desc) {
-      if (typeof key !== 'string') return false;
-      try {
+      if (typeof key === 'string') {
         if (key === 'length') {
           if (!('value' in desc) || desc.get || desc.set || desc.configurable || desc.enumerable || desc.writable === false) {
-            return false;
+            throw refuseDescriptor(key);
           }
-          t._n._setLength(t._h, desc.value);
+          try {
+            t._n._setLength(t._h, desc.value);
+          } catch (e) {
+            throw asWrite(e);
+          }
           return true;
         }
         const i = keyIndex(key);
-        if (i < 0 || !dataDescriptor(desc)) return false;
-        t._n._listSet(t._h, i, desc.value);
-        return true;
-      } catch (e) {
-        throw asWrite(e);
+        if (i >= 0) {
+          if (!dataDescriptor(desc)) throw refuseDescriptor(key);
+          try {
+            t._n._listSet(t._h, i, desc.value);
+          } catch (e) {
+            throw asWrite(e);
+          }
+          return true;
+        }
       }
+      throw fail('BAD_KEY', `a Facsimile array stores elements and its length only, not ${String(key)}`);
     },
     getPrototypeOf() {
       return AP;
     },
-    setPrototypeOf() {
-      return false;
+    setPrototypeOf(t, proto) {
+      return refusePrototype(proto, AP);
     },
     isExtensible() {
       return true;
     },
     preventExtensions() {
-      return false;
+      throw refuseFreeze();
     },
   };
 
