@@ -90,9 +90,16 @@ declare class Facsimile<T = any> {
 
   /**
    * `Object.assign` as one write: one message, every key in place when the
-   * first change event fires. Returns `target`.
+   * first change event fires. Returns `target`. The sources are typed as
+   * the target's data: some of its keys, each with what may be written
+   * there (plain data or proxies of this store).
    */
-  assign<O extends object>(target: O, ...sources: Array<object | null | undefined>): O;
+  assign<M>(target: Facsimile.StoredMap<M>, ...sources: Array<Partial<Facsimile.Input<M>> | null | undefined>): Facsimile.StoredMap<M>;
+  /** `Object.assign` onto an array of the store: its indices, as one write. */
+  assign<E>(
+    target: Facsimile.StoredArray<E>,
+    ...sources: Array<{ readonly [index: number]: Facsimile.Input<E> } | null | undefined>
+  ): Facsimile.StoredArray<E>;
   /** Runs `fn`; every write it makes goes out as one message. */
   batch<R>(fn: () => R): R;
 
@@ -171,6 +178,9 @@ declare class Facsimile<T = any> {
   /** The class itself (for `import { Facsimile } from 'facsimile'`). */
   static readonly Facsimile: typeof Facsimile;
 }
+
+/** A key no object has: it carries a map's data type in `StoredMap`. */
+declare const dataType: unique symbol;
 
 declare namespace Facsimile {
   interface LockOptions {
@@ -260,6 +270,14 @@ declare namespace Facsimile {
   type Scalar = null | undefined | boolean | number | string | bigint | Uint8Array;
   type Writable = Scalar | Stored<any> | { [key: string]: Writable } | Writable[];
 
+  /**
+   * The data type of a map of a store, for `assign` to type its sources
+   * (no such property exists).
+   */
+  interface Typed<M> {
+    readonly [dataType]?: M;
+  }
+
   /** What every object of a store answers, besides its data. */
   interface Observable {
     /** Listens to every change of this object (not of the objects it holds). */
@@ -279,7 +297,7 @@ declare namespace Facsimile {
    * separate write types, microsoft/TypeScript#43826): to store plain data
    * in a property, write it with `node.assign(map, { key: value })`.
    */
-  type StoredMap<M> = { [K in keyof M]: Stored<M[K]> } & Observable;
+  type StoredMap<M> = { [K in keyof M]: Stored<M[K]> } & Observable & Typed<M>;
   /**
    * An array of a store, read through its proxy. Its methods take plain
    * data (or proxies of the store); an index is typed as it reads, like a

@@ -28,6 +28,22 @@ async function locks(): Promise<number> {
   return token + (await a.request(a.store.tags, { signal: giveUp.signal }));
 }
 a.assign(a.store.meta, { views: 3 });
+// assign is typed by its target: the keys it has, and what they hold.
+a.assign(a.store, { title: 'u' }, null, { tags: ['a', 'b'], meta: a.store.meta });
+const meta: Facsimile.StoredMap<{ views: number }> = a.assign(a.store.meta, {});
+a.assign(a.store.tags, { 0: 'first' }, ['x']);
+// @ts-expect-error views is a number
+a.assign(a.store.meta, { views: 'many' });
+// @ts-expect-error meta has no clicks
+a.assign(a.store.meta, { clicks: 1 });
+// @ts-expect-error a title is a string, in every source
+a.assign(a.store, { title: 't' }, { title: 1 });
+// @ts-expect-error tags are strings
+a.assign(a.store, { tags: [1] });
+// @ts-expect-error the tags' elements are strings
+a.assign(a.store.tags, { 0: 1 });
+// @ts-expect-error the target is an object of the store
+a.assign({ views: 1 }, { views: 2 });
 const r: string = a.batch(() => 'done');
 const bytes: Uint8Array = a.snapshot();
 const err = new Error('x') as Facsimile.FacsimileError;
@@ -38,6 +54,7 @@ const also: typeof Facsimile = Facsimile.Facsimile;
 const platform: 'node' | 'browser' = Facsimile.platform;
 b.store = 3;
 b.store = { anything: [1, { deep: null }] };
+b.assign(b.store, { anything: 'goes' }, { in: [{ an: 'untyped store' }] });
 const incarnation: number = b.incarnation;
 const ready: boolean = b.ready;
 b.sync();
@@ -83,4 +100,4 @@ class Peer extends Facsimile<Doc> {
 }
 const peer = new Peer('p');
 peer.send = (message) => b.receive(message);
-export { removed, playerName, theme, peer, title, n, plain, locks, r, bytes, code, options, same, also, platform, incarnation, ready };
+export { meta, removed, playerName, theme, peer, title, n, plain, locks, r, bytes, code, options, same, also, platform, incarnation, ready };
