@@ -447,20 +447,15 @@ function createFacsimile(wasm, { platform }) {
       const t = info(this);
       if (t === undefined) return AP.copyWithin.apply(this, arguments);
       const node = t._n;
-      const vals = node._list(t);
-      const len = vals.length;
+      node._checkWritable();
+      const len = node._engine.list_len(t._h);
       const to = relative(target, len, 0);
       const from = relative(start, len, 0);
       const last = relative(end, len, len);
       const count = Math.min(last - from, len - to);
       if (count <= 0) return node._unchanged(t._h, this);
-      const indices = new Uint32Array(count);
-      const values = new Array(count);
-      for (let i = 0; i < count; i++) {
-        indices[i] = to + i;
-        values[i] = node._input(vals[from + i]);
-      }
-      node._setMany(t._h, indices, values);
+      // The engine reads the elements as they are after the conversions.
+      node._write(() => node._engine.list_copy_within(t._h, to, from, count));
       return this;
     },
 
@@ -1912,11 +1907,6 @@ function createFacsimile(wasm, { platform }) {
     _reorder(h, order) {
       this._checkWritable();
       this._write(() => this._engine.list_reorder(h, order));
-    }
-
-    _setMany(h, indices, values) {
-      this._checkWritable();
-      this._write(() => this._engine.list_set_many(h, indices, values));
     }
 
     _fill(h, value, from, to) {

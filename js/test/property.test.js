@@ -385,3 +385,103 @@ test("a lone writer's array methods give what Array's give, on the writer and on
     settings(4000),
   );
 });
+
+// -------------------------------------- conversions and getters that write
+
+// What an argument's conversion (valueOf) or a stored value's getter does
+// to the array first.
+const effect = fc.oneof(
+  fc.tuple(fc.constant('push'), fc.array(plainValue, { minLength: 1, maxLength: 2 })),
+  fc.tuple(fc.constant('pop'), fc.constant([])),
+  fc.tuple(fc.constant('shift'), fc.constant([])),
+  fc.tuple(fc.constant('unshift'), fc.array(plainValue, { minLength: 1, maxLength: 2 })),
+  fc.tuple(fc.constant('reverse'), fc.constant([])),
+  fc.tuple(fc.constant('length'), fc.tuple(fc.nat(7))),
+  fc.tuple(fc.constant('set'), fc.tuple(fc.nat(6), plainValue)),
+);
+// An argument: a number, or an object converted to one after its effect.
+const arg = fc.oneof(
+  { weight: 2, arbitrary: index.map((n) => ({ n })) },
+  { weight: 3, arbitrary: fc.record({ n: index, effect }) },
+);
+// A value: plain data, or an object whose getter has an effect.
+const item = fc.oneof(
+  { weight: 2, arbitrary: plainValue.map((v) => ({ v })) },
+  { weight: 1, arbitrary: fc.record({ g: plainValue, effect }) },
+);
+// The calls, as the kinds of their arguments in order.
+const args = (...kinds) => fc.tuple(...kinds.map((k) => (k === 'arg' ? arg : item)));
+const convertingCall = fc.oneof(
+  fc.tuple(fc.constant('copyWithin'), fc.oneof(args('arg', 'arg'), args('arg', 'arg', 'arg'))),
+);
+
+function describe(name, specs) {
+  const one = (s) => {
+    if ('v' in s) return JSON.stringify(s.v);
+    const fx = `${s.effect[0]}(${s.effect[1].map((x) => JSON.stringify(x)).join(', ')})`;
+    return 'n' in s ? `${s.n} after ${fx}` : `{ g: ${JSON.stringify(s.g)} } after ${fx}`;
+  };
+  return `${name}(${specs.map((s) => ('n' in s && !s.effect ? String(s.n) : one(s))).join(', ')})`;
+}
+
+// The arguments as the program passes them, their effects on `array` made
+// by `call(array, name, args)`.
+function realize(specs, array, call) {
+  return specs.map((s) => {
+    if ('v' in s) return s.v;
+    if (!s.effect) return s.n;
+    const [name, args] = s.effect;
+    if ('n' in s) {
+      return {
+        valueOf() {
+          call(array, name, args);
+          return s.n;
+        },
+      };
+    }
+    return {
+      get g() {
+        call(array, name, args);
+        return s.g;
+      },
+    };
+  });
+}
+
+test("a lone writer's array methods whose conversions and getters write the array give what Array's give", () => {
+  fc.assert(
+    fc.property(fc.array(plainValue, { maxLength: 6 }), fc.array(convertingCall, { maxLength: 15 }), (initial, calls) => {
+      const writer = new Facsimile('writer');
+      const reader = new Facsimile('reader');
+      writer.send = (...m) => reader.receive(...m);
+      reader.send = (...m) => writer.receive(...m);
+      writer.store = { list: initial };
+      const arr = writer.store.list;
+      const model = JSON.parse(JSON.stringify(initial));
+      for (const [name, specs] of calls) {
+        const what = describe(name, specs);
+        // The package copies the values first (their getters run then),
+        // before it reads the array; on the plain array, the same order.
+        const values = realize(specs, model, modelCall).map((v, i) =>
+          'g' in specs[i] ? JSON.parse(JSON.stringify(v)) : v,
+        );
+        // By JavaScript's generic steps (see proxy.test.js, onPlain).
+        const wrapped = new Proxy(model, {});
+        let want = Array.prototype[name].apply(wrapped, values);
+        if (want === wrapped) want = model;
+        else if (Array.isArray(want)) want = Array.from(want, (v) => (v === undefined ? null : v));
+        // Arrays are dense: what a plain array leaves as a hole is null.
+        for (let i = 0; i < model.length; i++) if (!(i in model)) model[i] = null;
+        const got = arr[name](...realize(specs, arr, proxyCall));
+        if (want === model) assert.equal(got, arr, `${what} returns the array`);
+        else assert.deepStrictEqual(got, want, `${what} returns`);
+        assert.deepStrictEqual(arr, model, what);
+        assert.deepStrictEqual(reader.store.list, model, `${what} on the reader`);
+      }
+      assert.equal(hex(writer.snapshot()), hex(reader.snapshot()));
+      writer.close();
+      reader.close();
+    }),
+    settings(1500),
+  );
+});

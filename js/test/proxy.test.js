@@ -337,6 +337,66 @@ test('array methods return what Array methods return, each one message and one m
   assert.equal(sent, before);
 });
 
+// The same call on a plain array, by JavaScript's generic Array methods
+// (wrapped in a proxy, which takes them off V8's fast paths: Node.js 20's
+// fill on a fast array stops at the length its conversions left, where the
+// specification fills up to the length read before them, as later V8s do).
+function onPlain(plain, name, args) {
+  const wrapped = new Proxy(plain, {});
+  const result = Array.prototype[name].apply(wrapped, args);
+  return result === wrapped ? plain : result;
+}
+// A plain array as a store's array holds it: a hole is null.
+const dense = (a) => Array.from(a, (v) => (v === undefined ? null : v));
+// An argument whose conversion first runs `effect`.
+const converting = (n, effect) => ({
+  valueOf() {
+    effect();
+    return n;
+  },
+});
+
+// Runs `args(array)` through `name` on a store's array [1, 2, 3, 4, 5]
+// and on a plain one: the same array, on both nodes, and the same result.
+// The conversions' writes are one message each, and so is the method.
+function sameAsPlain(what, name, args, initial = [1, 2, 3, 4, 5]) {
+  const [a, b] = pair();
+  a.store = { l: initial };
+  const l = a.store.l;
+  let sent = 0;
+  const send = a.send;
+  a.send = (...m) => {
+    sent++;
+    send(...m);
+  };
+  const plain = initial.slice();
+  let conversions = 0;
+  const want = onPlain(plain, name, args(plain, () => conversions++));
+  sent = 0;
+  const got = l[name](...args(l, () => {}));
+  if (want === plain) assert.equal(got, l, `${what}: returns the array`);
+  else assert.deepStrictEqual(got, Array.isArray(want) ? dense(want) : want, `${what}: returns`);
+  assert.deepStrictEqual(l, dense(plain), what);
+  assert.deepStrictEqual(b.store.l, dense(plain), `${what}, on the other node`);
+  assert.equal(sent, conversions + 1, `${what}: one message besides the conversions' writes`);
+}
+
+test('copyWithin converts its arguments, then copies the array as it is by then, as Array does', () => {
+  const cases = [
+    ['the elements change', (x, w) => [converting(0, () => w(x.reverse())), 2]],
+    ['missing elements copy as null', (x, w) => [0, converting(1, () => w((x.length = 2)))]],
+    ['a destination past the end extends the array', (x, w) => [3, 0, converting(5, () => w((x.length = 1)))]],
+    ['appended elements stay', (x, w) => [1, 0, converting(3, () => w(x.push(9, 9)))]],
+    ['replaced, objects too', (x, w) => [2, converting(0, () => w(x.splice(0, 5, 'a', { o: 1 })))]],
+    ['an overlap copies backwards', (x, w) => [1, 0, converting(4, () => w(x.unshift('u')))]],
+    [
+      'every conversion writes',
+      (x, w) => [converting(1, () => w(x.pop())), converting(0, () => w(x.reverse())), converting(3, () => w((x[0] = 'z')))],
+    ],
+  ];
+  for (const [what, args] of cases) sameAsPlain(what, 'copyWithin', args);
+});
+
 test('fill with an object stores one object, referenced from every index', () => {
   const [a, b] = pair();
   a.store = [0, 0, 0];

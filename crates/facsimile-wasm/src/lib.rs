@@ -33,6 +33,7 @@
 //! assert!(engine.is_ready());
 //! ```
 
+mod array;
 mod relay;
 
 use std::collections::{HashMap, HashSet};
@@ -573,27 +574,23 @@ impl Engine {
             .map_err(write_error)
     }
 
-    /// Sets several elements as one change (`fill`, `copyWithin`):
-    /// `indices[i]` gets `values[i]`. Returns how many changed.
+    /// Copies `count` elements from `from` to `to` (`copyWithin`, its
+    /// arguments converted): over the array as it is now, as a plain
+    /// array's copyWithin does (see the `array` module). One change, one
+    /// message, all or nothing.
     ///
     /// # Errors
     /// As [`Engine::set_root`].
-    pub fn list_set_many(
+    pub fn list_copy_within(
         &mut self,
         h: u32,
-        indices: &[u32],
-        values: &Array,
-    ) -> Result<u32, JsValue> {
+        to: u32,
+        from: u32,
+        count: u32,
+    ) -> Result<(), JsValue> {
         let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
-        let writes = indices
-            .iter()
-            .enumerate()
-            .map(|(i, &index)| Ok((index as usize, self.input(&values.get(i as u32))?)))
-            .collect::<Result<Vec<_>, JsValue>>()?;
-        self.replica
-            .list_set_many(id, writes)
-            .map(|n| n as u32)
-            .map_err(write_error)
+        let (to, from, count) = (to as usize, from as usize, count as usize);
+        array::copy_within(&mut self.replica, id, to, from, count).map_err(write_error)
     }
 
     /// Fills `from..to` of an array with one input (`fill`): a new object
