@@ -343,7 +343,14 @@ function createFacsimile(wasm, { platform }) {
     off: proxyOff,
     toJSON: proxyToJSON,
 
-    // Mutators: one engine operation, one message, one change each.
+    // Mutators: one engine operation, one message, one change each. The
+    // values to store are copied first (their getters and toJSON run
+    // then); after that, only the conversions of the arguments JavaScript
+    // makes after reading the length (valueOf, for splice, fill and
+    // copyWithin) run the program's code before the engine write, and the
+    // engine writes what a plain array's method would on the array as it
+    // is by then (crates/facsimile-wasm/src/array.rs). Nothing read before
+    // the program's code ran is written back.
     push(...items) {
       const t = info(this);
       if (t === undefined) return AP.push.apply(this, items);
@@ -353,6 +360,7 @@ function createFacsimile(wasm, { platform }) {
       const t = info(this);
       if (t === undefined) return AP.pop.call(this);
       const node = t._n;
+      node._checkWritable();
       const len = node._engine.list_len(t._h);
       if (len === 0) return node._unchanged(t._h, undefined);
       return node._splice(t._h, len - 1, 1, EMPTY)[0];
@@ -361,6 +369,7 @@ function createFacsimile(wasm, { platform }) {
       const t = info(this);
       if (t === undefined) return AP.shift.call(this);
       const node = t._n;
+      node._checkWritable();
       if (node._engine.list_len(t._h) === 0) return node._unchanged(t._h, undefined);
       return node._splice(t._h, 0, 1, EMPTY)[0];
     },
@@ -368,27 +377,37 @@ function createFacsimile(wasm, { platform }) {
       const t = info(this);
       if (t === undefined) return AP.unshift.apply(this, items);
       const node = t._n;
-      if (items.length > 0) node._splice(t._h, 0, 0, items);
-      else node._unchanged(t._h);
-      return node._engine.list_len(t._h);
+      node._checkWritable();
+      const inputs = node._inputs(items);
+      // The length as of the write: listeners that write run after it.
+      const len = node._engine.list_len(t._h);
+      if (items.length === 0) return node._unchanged(t._h, len);
+      node._splice(t._h, 0, 0, inputs);
+      return len + items.length;
     },
     splice(start, deleteCount, ...items) {
       const t = info(this);
       if (t === undefined) return AP.splice.apply(this, arguments);
       const node = t._n;
+      node._checkWritable();
+      const inputs = node._inputs(items);
       const len = node._engine.list_len(t._h);
       const s = relative(start, len, 0);
       let count;
       if (arguments.length === 0) count = 0;
       else if (arguments.length === 1) count = len - s;
       else count = Math.min(Math.max(toInteger(deleteCount), 0), len - s);
-      if (count === 0 && items.length === 0) return node._unchanged(t._h, []);
-      return node._splice(t._h, s, count, items);
+      // The conversions may have changed the array: the engine splices as
+      // a plain array does with the length it read (`len`), which it sets
+      // the array to even when it removes and inserts nothing.
+      if (count === 0 && items.length === 0 && node._engine.list_len(t._h) === len) return node._unchanged(t._h, []);
+      return node._splice(t._h, s, count, inputs, len);
     },
     reverse() {
       const t = info(this);
       if (t === undefined) return AP.reverse.call(this);
       const node = t._n;
+      node._checkWritable();
       const len = node._engine.list_len(t._h);
       if (len < 2) return node._unchanged(t._h, this);
       const order = new Uint32Array(len);
@@ -437,10 +456,15 @@ function createFacsimile(wasm, { platform }) {
       const t = info(this);
       if (t === undefined) return AP.fill.apply(this, arguments);
       const node = t._n;
+      node._checkWritable();
+      const input = node._input(value);
       const len = node._engine.list_len(t._h);
       const k = relative(start, len, 0);
       const last = relative(end, len, len);
-      node._fill(t._h, value, k, last);
+      if (last <= k) return node._unchanged(t._h, this);
+      // Indices the conversions removed are filled again, as on a plain
+      // array: the engine extends the array.
+      node._write(() => node._engine.list_fill(t._h, k, last, input));
       return this;
     },
     copyWithin(target, start, end) {
@@ -1844,10 +1868,10 @@ function createFacsimile(wasm, { platform }) {
 
     _listSet(h, i, value) {
       if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
+      const input = this._input(value);
       if (i > MAX_PAD && i > this._engine.list_len(h) + MAX_PAD) {
         throw fail('OUT_OF_BOUNDS', `index ${i} is too far past the end of the array (arrays are dense)`);
       }
-      const input = this._input(value);
       this._write(() => this._engine.list_set(h, i, input));
     }
 
@@ -1883,19 +1907,25 @@ function createFacsimile(wasm, { platform }) {
         this._pump();
         return n;
       }
+      // Copied before the length is read: their getters may change it.
+      const inputs = this._inputs(items);
       const len = engine.list_len(h);
       if (items.length === 0) return this._unchanged(h, len);
-      this._splice(h, len, 0, items);
+      this._splice(h, len, 0, inputs);
       return len + items.length;
     }
 
-    _splice(h, start, count, items) {
-      this._checkWritable();
-      const inputs = items.length === 0 ? EMPTY : items.map((x) => this._input(x));
+    _inputs(items) {
+      return items.length === 0 ? EMPTY : items.map((x) => this._input(x));
+    }
+
+    // A splice of values already converted (`_inputs`), once the node was
+    // found writable. `len`: see the splice method.
+    _splice(h, start, count, inputs, len) {
       this._bump();
       let removed;
       try {
-        removed = this._engine.list_splice(h, start, count, inputs);
+        removed = this._engine.list_splice(h, start, count, inputs, len);
       } catch (e) {
         throw again(e);
       }
@@ -1907,16 +1937,6 @@ function createFacsimile(wasm, { platform }) {
     _reorder(h, order) {
       this._checkWritable();
       this._write(() => this._engine.list_reorder(h, order));
-    }
-
-    _fill(h, value, from, to) {
-      if (to <= from) return this._unchanged(h);
-      this._checkWritable();
-      // Converting the value runs the program's code (getters, toJSON),
-      // which may change the array: the engine checks the bounds as of the
-      // write, and fills all of them or none.
-      const input = this._input(value);
-      this._write(() => this._engine.list_fill(h, from, to, input));
     }
 
     // ----------------------------------------------------- object listeners

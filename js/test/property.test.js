@@ -413,6 +413,10 @@ const item = fc.oneof(
 const args = (...kinds) => fc.tuple(...kinds.map((k) => (k === 'arg' ? arg : item)));
 const convertingCall = fc.oneof(
   fc.tuple(fc.constant('copyWithin'), fc.oneof(args('arg', 'arg'), args('arg', 'arg', 'arg'))),
+  fc.tuple(fc.constant('fill'), fc.oneof(args('item', 'arg'), args('item', 'arg', 'arg'))),
+  fc.tuple(fc.constant('splice'), fc.oneof(args('arg'), args('arg', 'arg'), args('arg', 'arg', 'item', 'item'))),
+  fc.tuple(fc.constant('push'), fc.array(item, { maxLength: 3 })),
+  fc.tuple(fc.constant('unshift'), fc.array(item, { minLength: 1, maxLength: 3 })),
 );
 
 function describe(name, specs) {

@@ -397,6 +397,68 @@ test('copyWithin converts its arguments, then copies the array as it is by then,
   for (const [what, args] of cases) sameAsPlain(what, 'copyWithin', args);
 });
 
+test('splice and fill convert their arguments, then write what Array writes on the array as it is by then', () => {
+  const splices = [
+    ['a shorter array is taken as long as it was: its missing elements are null', (x, w) => [converting(1, () => w((x.length = 2))), 1]],
+    ['a start past the new end', (x, w) => [3, converting(1, () => w((x.length = 1))), 'a']],
+    ['missing elements removed come back as null', (x, w) => [1, converting(3, () => w((x.length = 2))), 'a', 'b']],
+    ['what was appended meanwhile is dropped', (x, w) => [converting(0, () => w(x.push(6, 7))), 1]],
+    ['also by a splice that removes and inserts nothing', (x, w) => [converting(0, () => w(x.push(6))), 0]],
+    ['appended, with items', (x, w) => [converting(4, () => w(x.push(6))), 0, 'a', 'b']],
+    ['the elements change', (x, w) => [1, converting(2, () => w(x.reverse())), 'a']],
+  ];
+  for (const [what, args] of splices) sameAsPlain(`splice: ${what}`, 'splice', args);
+  const fills = [
+    ['indices the conversions removed are filled again', (x, w) => [0, converting(0, () => w((x.length = 2)))]],
+    ['past the end, after nulls', (x, w) => [0, 3, converting(4, () => w((x.length = 1)))]],
+    ['an object referenced past the end', (x, w) => [{ k: 1 }, 1, converting(4, () => w((x.length = 1)))]],
+    ['an object created past the end', (x, w) => [{ k: 1 }, 3, converting(5, () => w((x.length = 1)))]],
+    ['a longer array', (x, w) => [{ k: 1 }, converting(0, () => w(x.push(7, 7)))]],
+  ];
+  for (const [what, args] of fills) sameAsPlain(`fill: ${what}`, 'fill', args, [1, 2, 3, 4]);
+  // A stored object filled into several indices is one object.
+  const [a] = pair();
+  a.store = [1, 2, 3];
+  a.store.fill({ k: 1 }, 1, converting(5, () => (a.store.length = 1)));
+  assert.deepStrictEqual(a.store, [1, { k: 1 }, { k: 1 }]);
+  assert.equal(a.store[1], a.store[2]);
+});
+
+test('the values an array method stores are copied before it reads the array', () => {
+  const [a, b] = pair();
+  a.store = { l: [1, 2] };
+  const l = a.store.l;
+  // A getter that appends: the values still go at the end.
+  const appending = {
+    get g() {
+      l.push(9);
+      return 1;
+    },
+  };
+  assert.equal(l.push(appending, 3), 5);
+  assert.deepStrictEqual(b.store.l, [1, 2, 9, { g: 1 }, 3]);
+  // A getter that shortens the array: the splice is of the shorter one.
+  const shortening = {
+    get g() {
+      l.length = 1;
+      return 2;
+    },
+  };
+  assert.deepStrictEqual(l.splice(1, 1, shortening), []);
+  assert.deepStrictEqual(b.store.l, [1, { g: 2 }]);
+  // unshift returns the length its write made, not what listeners wrote
+  // after it.
+  let once = true;
+  const grow = () => {
+    if (once) l.push('listener');
+    once = false;
+  };
+  l.on(grow);
+  assert.equal(l.unshift(0), 3);
+  l.off(grow);
+  assert.deepStrictEqual(b.store.l, [0, 1, { g: 2 }, 'listener']);
+});
+
 test('fill with an object stores one object, referenced from every index', () => {
   const [a, b] = pair();
   a.store = [0, 0, 0];
@@ -420,15 +482,16 @@ test('an array method that throws changes nothing', () => {
   const [a, b] = pair();
   a.store = { l: [1, 2, 3, 4] };
   const l = a.store.l;
-  // Storing the value runs its getter, which shortens the array.
+  // Storing the value runs its getter, which shortens the array, and
+  // throws: what the getter wrote stays, the fill is not made.
   const value = {
     get v() {
       l.shift();
       l.pop();
-      return 9;
+      throw new Error('no value');
     },
   };
-  assert.throws(() => l.fill(value, 0, 4), { code: 'OUT_OF_BOUNDS' });
+  assert.throws(() => l.fill(value, 0, 4), { message: 'no value' });
   assert.deepStrictEqual(a.store.l, [2, 3], 'the getter\'s writes, none of the fill');
   assert.deepStrictEqual(b.store.l, [2, 3]);
 

@@ -1,14 +1,15 @@
 //! The `Array` methods whose arguments JavaScript converts after it read
-//! the array's length (`copyWithin`): a conversion runs the program's code
-//! (`valueOf`), which may change the array in between.
+//! the array's length (`splice`, `fill`, `copyWithin`): a conversion runs
+//! the program's code (`valueOf`), which may change the array in between.
 //! The package converts them, then makes one engine call here, which reads
 //! the array as it is then and writes what a plain array's method would:
 //! nothing of the program runs between that read and the write.
 //!
 //! A plain array's method keeps the length it read. When the array is now
 //! shorter, the elements it reads past the end are holes, and its writes
-//! past the end extend the array. Arrays of a store are dense: a hole is
-//! `null`.
+//! past the end extend the array; `splice` ends by setting the length, so
+//! it also drops what was appended meanwhile. Arrays of a store are dense:
+//! a hole is `null`.
 //!
 //! Each method is one change and one message, and all or nothing: the
 //! room of all its writes is checked before the first is made (the other
@@ -77,6 +78,124 @@ fn run(r: &mut Replica, id: ObjectId, writes: Vec<Write>) -> Result<Vec<Value>, 
     let done = apply(r, id, writes);
     r.commit();
     done
+}
+
+fn nulls(n: usize) -> impl Iterator<Item = Input> {
+    std::iter::repeat_with(|| Input::Value(Value::Null)).take(n)
+}
+
+/// `splice`: removes `delete` elements at `start` and inserts `items`
+/// there, `start` and `delete` having been computed from the length `len`
+/// (`start + delete <= len`). When the array is no longer `len` long, it is
+/// taken as `len` long first, as a plain array's splice does: elements
+/// past `len` are dropped, missing ones are `null` (and removed as `null`).
+/// Returns the removed values.
+pub(crate) fn splice(
+    r: &mut Replica,
+    id: ObjectId,
+    len: usize,
+    start: usize,
+    delete: usize,
+    items: Vec<Input>,
+) -> Result<Vec<Value>, Error> {
+    let start = start.min(len);
+    let delete = delete.min(len - start);
+    let now = r.list_len(id)?;
+    if now == len {
+        return r.list_splice(id, start, delete, items);
+    }
+    if now > len {
+        let writes = [
+            Write::Splice(len, now - len, Vec::new()),
+            Write::Splice(start, delete, items),
+        ];
+        check_room(r, id, &writes)?;
+        let [drop, splice] = writes;
+        r.begin();
+        // What was appended meanwhile goes: not the method's to return.
+        let done = apply(r, id, vec![drop]).and_then(|_| apply(r, id, vec![splice]));
+        r.commit();
+        return done;
+    }
+    // Shorter: the elements from `now` to `len` are nulls.
+    let missing;
+    let writes = if start >= now {
+        missing = delete;
+        let tail = len - start - delete;
+        let inserted = nulls(start - now).chain(items).chain(nulls(tail));
+        vec![Write::Splice(now, 0, inserted.collect())]
+    } else {
+        let real = delete.min(now - start);
+        missing = delete - real;
+        let end = now - real + items.len();
+        let tail = len - (start + delete).max(now);
+        vec![
+            Write::Splice(start, real, items),
+            Write::Splice(end, 0, nulls(tail).collect()),
+        ]
+    };
+    let mut removed = run(r, id, writes)?;
+    removed.extend(std::iter::repeat_n(Value::Null, missing));
+    Ok(removed)
+}
+
+/// `fill`: sets the elements `from..to` to `input`. Indices at or past
+/// the end extend the array (as a plain array's fill does when converting
+/// `from` and `to` shortened it), the gap before `from` padded with
+/// `null`. An object is created once, at `from`, and referenced from the
+/// other indices.
+pub(crate) fn fill(
+    r: &mut Replica,
+    id: ObjectId,
+    from: usize,
+    to: usize,
+    input: Input,
+) -> Result<(), Error> {
+    let len = r.list_len(id)?;
+    // `value` at `from..to` from index `at` on: in place below `len`,
+    // appended from there (after nulls up to `at`).
+    let writes = |at: usize, value: &Input| {
+        let set = (at..to.min(len)).map(|i| (i, value.clone())).collect();
+        let appended =
+            nulls(at.saturating_sub(len)).chain((at.max(len)..to).map(|_| value.clone()));
+        [Write::Set(set), Write::Splice(len, 0, appended.collect())]
+    };
+    if from + 1 >= to || !matches!(input, Input::Map(_) | Input::Array(_)) {
+        run(r, id, writes(from, &input).into())?;
+        return Ok(());
+    }
+    // The object at `from`, then the references, after it when the object
+    // extended the array.
+    let first = if from < len {
+        Write::Set(vec![(from, input)])
+    } else {
+        Write::Splice(len, 0, nulls(from - len).chain([input]).collect())
+    };
+    let end = len.max(from + 1);
+    let refs = |value: Value| {
+        let value = Input::Value(value);
+        let set = (from + 1..to.min(len))
+            .map(|i| (i, value.clone()))
+            .collect();
+        let appended = (end..to).map(|_| value.clone()).collect();
+        [Write::Set(set), Write::Splice(end, 0, appended)]
+    };
+    // Any reference's bound is that of a reference to the array.
+    let mut planned = vec![first];
+    planned.extend(refs(Value::Ref(id)).into_iter().filter(|w| !w.is_empty()));
+    check_room(r, id, &planned)?;
+    planned.truncate(1);
+    r.begin();
+    let filled = apply(r, id, planned).and_then(|_| {
+        let created = r.list_get(id, from)?.expect("the element just set");
+        let refs = refs(created)
+            .into_iter()
+            .filter(|w| !w.is_empty())
+            .collect();
+        apply(r, id, refs)
+    });
+    r.commit();
+    filled.map(|_| ())
 }
 
 /// `copyWithin`: copies `count` elements from `from` to `to`, the three

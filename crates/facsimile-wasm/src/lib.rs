@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use facsimile_core::{
     Config, Error, Event, IdKeys, Input, LockEvent, LockState, ObjectId, ObjectKind, Origin,
-    PeerId, Planned, Prop, ReceiveError, Replica, Value, WireFormat,
+    PeerId, Prop, ReceiveError, Replica, Value, WireFormat,
 };
 use js_sys::{Array, Reflect, Uint8Array};
 use smol_str::SmolStr;
@@ -523,23 +523,32 @@ impl Engine {
     /// Removes `delete` elements from `start` and inserts `items` there (as
     /// `Array.prototype.splice`). Returns the removed values.
     ///
+    /// `len`, when given, is the length `start` and `delete` were computed
+    /// from (`start + delete <= len`): the splice then does what a plain
+    /// array's does when converting its arguments changed the array, see
+    /// the `array` module.
+    ///
     /// # Errors
-    /// As [`Engine::set_root`].
+    /// As [`Engine::set_root`]; a refusal writes nothing.
     pub fn list_splice(
         &mut self,
         h: u32,
         start: u32,
         delete: u32,
         items: &Array,
+        len: Option<u32>,
     ) -> Result<Array, JsValue> {
         let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
         let items = (0..items.length())
             .map(|i| self.input(&items.get(i)))
             .collect::<Result<Vec<_>, _>>()?;
-        let removed = self
-            .replica
-            .list_splice(id, start as usize, delete as usize, items)
-            .map_err(write_error)?;
+        let (start, delete) = (start as usize, delete as usize);
+        let r = &mut self.replica;
+        let removed = match len {
+            Some(len) => array::splice(r, id, len as usize, start, delete, items),
+            None => r.list_splice(id, start, delete, items),
+        }
+        .map_err(write_error)?;
         let out = Array::new();
         for v in &removed {
             out.push(&self.value(v));
@@ -595,12 +604,11 @@ impl Engine {
 
     /// Fills `from..to` of an array with one input (`fill`): a new object
     /// is created once, at `from`, and referenced from the other indices.
-    /// One change, one message, and all or nothing: an index at or past
-    /// the end, or references that would not fit in the message beside
-    /// the object, refuse the whole fill.
+    /// Indices past the end extend the array, as a plain array's fill does
+    /// (see the `array` module). One change, one message, all or nothing.
     ///
     /// # Errors
-    /// As [`Engine::set_root`]; `OUT_OF_BOUNDS` when `to` is past the end.
+    /// As [`Engine::set_root`].
     pub fn list_fill(
         &mut self,
         h: u32,
@@ -611,40 +619,7 @@ impl Engine {
         let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
         let input = self.input(input)?;
         let (from, to) = (from as usize, to as usize);
-        let r = &mut self.replica;
-        if from + 1 >= to || !matches!(input, Input::Map(_) | Input::Array(_)) {
-            let writes = (from..to).map(|i| (i, input.clone())).collect();
-            return r.list_set_many(id, writes).map(|_| ()).map_err(write_error);
-        }
-        // The first write below would succeed where the second is refused:
-        // everything that could refuse the second is checked first.
-        let len = r.list_len(id).map_err(write_error)?;
-        if to > len {
-            let index = to - 1;
-            return Err(write_error(Error::IndexOutOfBounds {
-                object: id,
-                index,
-                len,
-            }));
-        }
-        let first = [(from, input)];
-        // Any reference's bound is that of a reference to the array.
-        let refs: Vec<_> = (from + 1..to)
-            .map(|i| (i, Input::Value(Value::Ref(id))))
-            .collect();
-        r.check_room([
-            Planned::ListSetMany(id, &first),
-            Planned::ListSetMany(id, &refs),
-        ])
-        .map_err(write_error)?;
-        r.begin();
-        let filled = r.list_set_many(id, first.into()).and_then(|_| {
-            let created = r.list_get(id, from)?.expect("the element just set");
-            let refs = (from + 1..to).map(|i| (i, Input::Value(created.clone())));
-            r.list_set_many(id, refs.collect())
-        });
-        r.commit();
-        filled.map(|_| ()).map_err(write_error)
+        array::fill(&mut self.replica, id, from, to, input).map_err(write_error)
     }
 
     /// A number that changes whenever the array changes: `sort` refuses
