@@ -16,7 +16,7 @@
 //!   or a change of one element costs one write;
 //! - a scalar that differs, or a value whose kind differs, is rewritten in
 //!   its parent slot (a new object when the value is a map or an array). An
-//!   integer in the store equals a float in the tree of the same value.
+//!   integer in the store holds a float of the tree as [`Numbers`] says.
 
 use std::collections::HashMap;
 
@@ -137,6 +137,7 @@ pub(crate) fn plan(
     target: Target,
     tree: Tree,
     old: Option<&Tree>,
+    numbers: Numbers,
 ) -> Result<Plan, Error> {
     let mut declared = Declared::default();
     if let Some(old) = old {
@@ -151,6 +152,7 @@ pub(crate) fn plan(
         plan: Plan::default(),
         depth: 0,
         declared,
+        numbers,
     };
     match target {
         Target::Root => {
@@ -205,6 +207,7 @@ struct Differ<'a> {
     depth: usize,
     /// What the old value declared, for [`plan`].
     declared: Declared,
+    numbers: Numbers,
 }
 
 /// What the value read declared ([`declared_keys`]).
@@ -262,24 +265,50 @@ fn declared_keys(r: &Replica, cur: &CoreValue, old: &Tree, out: &mut Declared, d
     }
 }
 
+/// How a stored number is compared with a float of the tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Numbers {
+    /// By value, exactly: an integer holds a float only when the float is
+    /// that integer (not `-0.0` for `0`, not `2^53` for `2^53 + 1`). For
+    /// `set_from`, which read nothing.
+    Exact,
+    /// As a typed read gives them: an integer holds the float that reading
+    /// it as a float returns (rounded where the float cannot hold it), bit
+    /// for bit. For `update`, whose value was read from the store: a float
+    /// field left as it was read sends nothing, even where the read
+    /// rounded, so that a no-op update never rewrites an integer as a
+    /// float, while `-0.0` over `0` is a change and is written.
+    AsRead,
+}
+
+/// Whether the integer `i` is the float `f`, exactly.
+fn int_is(i: i64, f: f64) -> bool {
+    let g = i as f64;
+    g.to_bits() == f.to_bits() && g as i128 == i128::from(i)
+}
+
 /// Whether the stored scalar `cur` already holds the tree scalar `new`.
-fn scalar_matches(cur: &CoreValue, new: &CoreValue) -> bool {
-    match (cur, new) {
-        // A float field reads an integer as a float: writing it back
-        // unchanged must send nothing.
-        (CoreValue::Int(i), CoreValue::Float(f)) => (*i as f64) == *f,
+fn scalar_matches(cur: &CoreValue, new: &CoreValue, numbers: Numbers) -> bool {
+    match (cur, new, numbers) {
+        (CoreValue::Int(i), CoreValue::Float(f), Numbers::Exact) => int_is(*i, *f),
+        (CoreValue::Int(i), CoreValue::Float(f), Numbers::AsRead) => {
+            (*i as f64).to_bits() == f.to_bits()
+        }
         _ => cur.same(new),
     }
 }
 
-/// Whether the stored scalar `cur` already holds the `f32` `new`: it
-/// reads as that `f32` (a float narrowed, or an integer), bit for bit.
-/// Writing back an `f32` field unchanged must send nothing, though the
-/// `f32` widened is not the float stored.
-fn single_matches(cur: &CoreValue, new: f32) -> bool {
-    match cur {
-        CoreValue::Float(f) => (*f as f32).to_bits() == new.to_bits(),
-        CoreValue::Int(i) => (*i as f32).to_bits() == new.to_bits(),
+/// Whether the stored scalar `cur` already holds the `f32` `new`. As read
+/// ([`Numbers::AsRead`]): it reads as that `f32` (a float narrowed, or an
+/// integer), bit for bit, so that an `f32` field written back unchanged
+/// sends nothing though the `f32` widened is not the float stored.
+/// Exactly: it is the `f32` widened.
+fn single_matches(cur: &CoreValue, new: f32, numbers: Numbers) -> bool {
+    match (cur, numbers) {
+        (CoreValue::Float(f), Numbers::AsRead) => (*f as f32).to_bits() == new.to_bits(),
+        (CoreValue::Int(i), Numbers::AsRead) => (*i as f32).to_bits() == new.to_bits(),
+        (CoreValue::Float(f), Numbers::Exact) => f.to_bits() == f64::from(new).to_bits(),
+        (CoreValue::Int(i), Numbers::Exact) => int_is(*i, new.into()),
         _ => false,
     }
 }
@@ -351,8 +380,12 @@ impl Differ<'_> {
                 self.list(o, items)?;
                 None
             }
-            (_, Tree::Scalar(v)) => (!scalar_matches(cur, &v)).then_some(CoreInput::Value(v)),
-            (_, Tree::Single(v)) => (!single_matches(cur, v)).then(|| Tree::Single(v).into_input()),
+            (_, Tree::Scalar(v)) => {
+                (!scalar_matches(cur, &v, self.numbers)).then_some(CoreInput::Value(v))
+            }
+            (_, Tree::Single(v)) => {
+                (!single_matches(cur, v, self.numbers)).then(|| Tree::Single(v).into_input())
+            }
             (_, t) => Some(t.into_input()),
         };
         self.depth -= 1;
@@ -483,8 +516,8 @@ impl Differ<'_> {
 
     fn equal_inner(&mut self, cur: &CoreValue, new: &Tree) -> bool {
         match (self.map_kind(cur), new) {
-            (_, Tree::Scalar(v)) => scalar_matches(cur, v),
-            (_, Tree::Single(v)) => single_matches(cur, *v),
+            (_, Tree::Scalar(v)) => scalar_matches(cur, v, self.numbers),
+            (_, Tree::Single(v)) => single_matches(cur, *v, self.numbers),
             (Some((o, ObjectKind::Map)), Tree::Struct(fields)) => {
                 let left = self.declared.keys.get(&o).is_some_and(|old| {
                     old.iter().any(|k| {

@@ -47,9 +47,13 @@
 //!   insert or delete: a rotation (remove at the front, push at the back)
 //!   rewrites every element between the two ends.
 //!
-//! A stored integer equals a float of the same value (a float field reads an
-//! integer), so reading and writing back an unchanged value never sends a
-//! conversion.
+//! A float field reads a stored integer. `update` compares a float with a
+//! stored integer as it read it (the integer as a float, bit for bit), so
+//! writing back an unchanged value never sends a conversion, even where
+//! the read rounded an integer a float cannot hold (`2^53 + 1` reads as
+//! `2^53`, and stays `2^53 + 1` when left so); `-0.0` over `0` is a change.
+//! `set_from`, which read nothing, compares exactly: the float `2^53`
+//! over the integer `2^53 + 1` is written.
 //!
 //! # Consistency of `update`
 //! The closure runs outside the node's lock (it may read and write the
@@ -189,7 +193,12 @@ fn write_tree<T: Serialize + ?Sized>(
         if reads.is_some_and(|rs| !rs.valid(r)) {
             return Ok(Ok(false));
         }
-        let plan = match diff::plan(r, target, tree, old) {
+        // What `update` read, it compares as read; `set_from` exactly.
+        let numbers = match reads {
+            Some(_) => diff::Numbers::AsRead,
+            None => diff::Numbers::Exact,
+        };
+        let plan = match diff::plan(r, target, tree, old, numbers) {
             Ok(plan) => plan,
             Err(e) => return Ok(Err(e)),
         };

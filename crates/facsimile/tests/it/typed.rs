@@ -1474,3 +1474,44 @@ fn a_defaulted_field_left_as_it_was_is_not_written() {
     assert_eq!(b.get("/retries"), Some(Value::Int(3)));
     assert_eq!(b.get("/tags"), None);
 }
+
+/// A float compared with a stored integer: `update` compares it as it
+/// read it, bit for bit, so `-0.0` over `0` is written while an integer
+/// the read rounded stays when left as read; `set_from` compares exactly,
+/// so the float `2^53` over the integer `2^53 + 1` is written.
+#[test]
+fn a_float_over_a_stored_integer_is_compared_exactly() {
+    #[derive(Serialize, Deserialize)]
+    struct F {
+        x: f64,
+        z: f64,
+    }
+    const BIG: i64 = (1 << 53) + 1;
+    let net = LocalNetwork::manual(17);
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({"x": 0, "z": BIG})).unwrap();
+    net.run();
+    a.update(|_: &mut F| {}).unwrap();
+    assert_eq!(net.in_flight(), 0, "a no-op sends nothing");
+    a.update(|f: &mut F| f.z = 9_007_199_254_740_992.0).unwrap();
+    assert_eq!(net.in_flight(), 0, "left as read: nothing sent");
+    a.update(|f: &mut F| f.x = -0.0).unwrap();
+    assert_eq!(net.in_flight(), 1, "-0.0 over 0 is sent");
+    net.run();
+    assert_eq!(b.get("/x"), Some(Value::Float(-0.0)));
+    assert_eq!(b.get("/z"), Some(Value::Int(BIG)), "kept");
+
+    a.set_root_from(&F {
+        x: -0.0,
+        z: 9_007_199_254_740_992.0,
+    })
+    .unwrap();
+    assert_eq!(net.in_flight(), 1, "2^53 over 2^53 + 1 is sent");
+    net.run();
+    assert_eq!(b.get("/z"), Some(Value::Float(9_007_199_254_740_992.0)));
+    a.set_root(json!({"x": 0, "z": 2})).unwrap();
+    net.run();
+    a.set_root_from(&F { x: 0.0, z: 2.0 }).unwrap();
+    assert_eq!(net.in_flight(), 0, "an integer is the float of its value");
+}
