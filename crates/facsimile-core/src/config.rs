@@ -65,6 +65,12 @@ impl Config {
         self
     }
 
+    /// The most bytes a message may take, as [`Config::max_message_size`]
+    /// set it.
+    pub fn message_size_limit(&self) -> usize {
+        self.max_message
+    }
+
     /// Most bytes of messages held back while waiting for a sync or for a
     /// missing predecessor (default 256 MiB).
     ///

@@ -237,6 +237,101 @@ fn slice_bound(bound: &Bound<'_, PyAny>) -> PyResult<isize> {
     }
 }
 
+/// A slice's bounds and step, converted (`__index__`) before the list is
+/// read, and resolved against the length as of a write, as `list`'s own
+/// slicing does.
+struct SliceSpec {
+    start: Option<isize>,
+    stop: Option<isize>,
+    step: isize,
+}
+
+impl SliceSpec {
+    fn of(slice: &Bound<'_, PySlice>) -> PyResult<SliceSpec> {
+        let part = |name: &str| -> PyResult<Option<isize>> {
+            let v = slice.getattr(name)?;
+            if v.is_none() {
+                return Ok(None);
+            }
+            slice_bound(&v).map(Some).map_err(|_| {
+                PyTypeError::new_err(
+                    "slice indices must be integers or None or have an __index__ method",
+                )
+            })
+        };
+        let step = part("step")?.unwrap_or(1);
+        if step == 0 {
+            return Err(PyValueError::new_err("slice step cannot be zero"));
+        }
+        Ok(SliceSpec {
+            start: part("start")?,
+            stop: part("stop")?,
+            // As CPython's, so that `-step` cannot overflow.
+            step: step.max(-isize::MAX),
+        })
+    }
+
+    /// The first position and the number of positions for a list of
+    /// `len` elements (`PySlice_AdjustIndices`).
+    fn resolve(&self, len: usize) -> (isize, usize) {
+        let (len, step) = (len as isize, self.step);
+        let fix = |x: isize| {
+            if x < 0 {
+                let x = x + len;
+                if x < 0 {
+                    if step < 0 { -1 } else { 0 }
+                } else {
+                    x
+                }
+            } else if x >= len {
+                if step < 0 { len - 1 } else { len }
+            } else {
+                x
+            }
+        };
+        let start = fix(self.start.unwrap_or(if step < 0 { isize::MAX } else { 0 }));
+        let stop = fix(self
+            .stop
+            .unwrap_or(if step < 0 { isize::MIN } else { isize::MAX }));
+        let n = match step < 0 {
+            true if stop < start => (start - stop - 1) / -step + 1,
+            false if start < stop => (stop - start - 1) / step + 1,
+            _ => 0,
+        };
+        (start, n as usize)
+    }
+
+    /// The positions for a list of `len` elements, in slice order.
+    fn positions(&self, len: usize) -> impl Iterator<Item = usize> + use<> {
+        let (start, n) = self.resolve(len);
+        let step = self.step;
+        (0..n).map(move |k| (start + k as isize * step) as usize)
+    }
+
+    /// The range of a slice of step 1.
+    fn range(&self, len: usize) -> std::ops::Range<usize> {
+        let (start, n) = self.resolve(len);
+        start as usize..start as usize + n
+    }
+}
+
+/// A Python index (negative from the end) as a position in a list of
+/// `len` elements; `usize::MAX`, which no list reaches, when there is
+/// none, so that the engine refuses it as out of bounds.
+fn resolve_index(i: isize, len: usize) -> usize {
+    let p = if i < 0 { i + len as isize } else { i };
+    if p < 0 { usize::MAX } else { p as usize }
+}
+
+/// An engine refusal of a position past the end as Python's IndexError
+/// with `message`; any other error as the store's.
+fn index_error(e: facsimile::Error, message: &'static str) -> PyErr {
+    match e.engine() {
+        Some(EngineError::IndexOutOfBounds { .. }) => PyIndexError::new_err(message),
+        _ => errors::store(e),
+    }
+}
+
 /// A map of the store: a `MutableMapping` whose keys are also attributes
 /// (`m.score` is `m["score"]` when no method has that name). Reads see the
 /// live document; writes replicate.
@@ -448,9 +543,13 @@ impl MapProxy {
         if let Some(v) = self.get_value(py, key)? {
             return Ok(v);
         }
+        self.open()?;
         let none = py.None().into_bound(py);
-        self.set_value(key, default.unwrap_or(&none))?;
-        Ok(self.get_value(py, key)?.unwrap_or_else(|| py.None()))
+        let default = to_input(default.unwrap_or(&none))?;
+        // Looked up again and set in one write: a value another thread or
+        // a message wrote since the read above is kept, not overwritten.
+        let v = self.map.get_or_insert(key, default).sent()?;
+        to_py(self.owner.bind(py), v)
     }
 
     /// Sets several keys in one message, all or none (from a mapping, an
@@ -767,62 +866,55 @@ impl ListProxy {
 
     fn __setitem__(&self, index: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.open()?;
-        let len = self.list.len();
+        // Indices and values are converted first (`__index__`, iteration:
+        // code that may write the list), positions resolved last.
         if let Ok(s) = index.cast::<PySlice>() {
-            let ind = s.indices(len as isize)?;
+            let slice = SliceSpec::of(s)?;
             let items = Self::inputs(value)?;
-            if ind.step == 1 {
-                let start = ind.start as usize;
-                let delete = ind.slicelength;
-                return self.list.splice(start, delete, items).map(|_| ()).sent();
+            if slice.step == 1 {
+                // The range as of the write.
+                let range = |len| slice.range(len);
+                return self.list.splice_with(range, items).map(|_| ()).sent();
             }
-            if items.len() != ind.slicelength {
+            let at: Vec<usize> = slice.positions(self.list.len()).collect();
+            if items.len() != at.len() {
                 return Err(PyValueError::new_err(format!(
                     "attempt to assign sequence of size {} to extended slice of size {}",
                     items.len(),
-                    ind.slicelength
+                    at.len()
                 )));
             }
             // One write: a removal applied meanwhile refuses it whole
             // rather than leave it half done.
-            let at = (0..).map(|k: isize| (ind.start + k * ind.step) as usize);
-            return self.list.replace_many(at.zip(items)).sent();
+            return self.list.replace_many(at.into_iter().zip(items)).sent();
         }
         let i = list_index(index)?;
-        let p = position(i, len)?;
+        let value = to_input(value)?;
         // An element that exists as of the write: a concurrent removal
         // makes it an IndexError, never an append.
-        self.list.replace(p, to_input(value)?).map(|_| ()).sent()
+        self.list
+            .replace_with(|len| resolve_index(i, len), value)
+            .map(|_| ())
+            .map_err(|e| index_error(e, "list assignment index out of range"))
+            .sent()
     }
 
     fn __delitem__(&self, index: &Bound<'_, PyAny>) -> PyResult<()> {
         self.open()?;
-        let len = self.list.len();
+        // Positions resolved against the length as of the write, all in
+        // one message or none.
         if let Ok(s) = index.cast::<PySlice>() {
-            let ind = s.indices(len as isize)?;
-            if ind.slicelength == 0 {
-                return Ok(());
-            }
-            if ind.step == 1 {
-                return self
-                    .list
-                    .splice(ind.start as usize, ind.slicelength, Vec::<Input>::new())
-                    .map(|_| ())
-                    .sent();
-            }
-            // Positions of the list as read, removed only from that list,
-            // all in one message or none.
-            return self
-                .remove_picked("del l[i:j:k]", |values| {
-                    let ind = s.indices(values.len() as isize)?;
-                    let at = (0..ind.slicelength).map(|k| ind.start + k as isize * ind.step);
-                    Ok(at.map(|p| p as usize).collect())
-                })
-                .map(|_| ());
+            let slice = SliceSpec::of(s)?;
+            let at = |len| slice.positions(len).collect();
+            return self.list.remove_many_with(at).map(|_| ()).sent();
         }
         let i = list_index(index)?;
-        let p = position(i, len)?;
-        self.list.remove(p).map(|_| ()).sent()
+        let at = |len| vec![resolve_index(i, len)];
+        self.list
+            .remove_many_with(at)
+            .map(|_| ())
+            .map_err(|e| index_error(e, "list assignment index out of range"))
+            .sent()
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -867,21 +959,10 @@ impl ListProxy {
 
     /// `l *= n`: the elements appended n - 1 times, as one change (an
     /// object is then referenced n times, as in a list); `n <= 0` clears.
-    fn __imul__(&self, py: Python<'_>, n: isize) -> PyResult<()> {
+    fn __imul__(&self, n: isize) -> PyResult<()> {
         self.open()?;
-        if n <= 0 {
-            return self.list.clear().sent();
-        }
-        let once = self.values(py)?;
-        let once: Vec<Input> = once
-            .iter()
-            .map(|v| to_input(v.bind(py)))
-            .collect::<PyResult<_>>()?;
-        let items: Vec<Input> = (1..n).flat_map(|_| once.iter().cloned()).collect();
-        if items.is_empty() {
-            return Ok(());
-        }
-        self.list.extend(items).sent()
+        // Read and appended in one write.
+        self.list.repeat(n.max(0) as usize).sent()
     }
 
     /// `l + other`: a new plain list (shallow: objects stay proxies).
@@ -931,38 +1012,40 @@ impl ListProxy {
     fn insert(&self, index: isize, value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.open()?;
         let input = to_input(value)?;
-        loop {
-            let len = self.list.len() as isize;
+        // Clamped to the length as of the write: `list.insert` never
+        // fails for an index.
+        let at = |len: usize| {
+            let len = len as isize;
             let p = if index < 0 {
                 (index + len).max(0)
             } else {
                 index.min(len)
-            };
-            match self.list.insert(p as usize, input.clone()) {
-                // The list shrank between the read of its length and the
-                // write (a message applied on the I/O thread): `list.insert`
-                // never fails for an index, so clamp again.
-                Err(e) if matches!(e.engine(), Some(EngineError::IndexOutOfBounds { .. })) => {}
-                done => return done.sent(),
-            }
-        }
+            } as usize;
+            p..p
+        };
+        self.list.splice_with(at, [input]).map(|_| ()).sent()
     }
 
     /// Removes and returns the element at `index` (the last by default).
     #[pyo3(signature = (index=-1))]
     fn pop(&self, py: Python<'_>, index: isize) -> PyResult<Py<PyAny>> {
         self.open()?;
-        let len = self.list.len();
-        if len == 0 {
-            return Err(PyIndexError::new_err("pop from empty list"));
-        }
-        let p =
-            position(index, len).map_err(|_| PyIndexError::new_err("pop index out of range"))?;
-        let v = if p == len - 1 {
-            self.list.pop().sent()?.unwrap_or(Value::Null)
-        } else {
-            self.list.remove(p).sent()?
+        // The position as of the write.
+        let empty = std::cell::Cell::new(false);
+        let at = |len| {
+            empty.set(len == 0);
+            let p = resolve_index(index, len);
+            p..p.saturating_add(1)
         };
+        let removed = self.list.splice_with(at, [0; 0]).map_err(|e| {
+            let message = if empty.get() {
+                "pop from empty list"
+            } else {
+                "pop index out of range"
+            };
+            index_error(e, message)
+        });
+        let v = removed.sent()?.pop().unwrap_or(Value::Null);
         to_py(self.owner.bind(py), v)
     }
 

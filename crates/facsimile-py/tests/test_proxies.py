@@ -256,6 +256,77 @@ def test_remove_removes_the_element_found_though_a_message_lands_meanwhile():
         a.store.remove("target")
 
 
+def test_positions_resolve_against_the_list_as_of_the_write(pair):
+    """Indices and slice bounds are converted first and resolved against
+    the list as it is when written, as a list's are: code they run that
+    changes the list, or a message applied then, moves the position with
+    the list instead of leaving it on another element."""
+    a, b = pair
+
+    class Growing:  # an index whose conversion appends to the list
+        def __init__(self, target, i):
+            self.target, self.i = target, i
+
+        def __index__(self):
+            self.target.append(9)
+            return self.i
+
+    ops = [
+        lambda t: t.__setitem__(Growing(t, -1), "x"),
+        lambda t: t.pop(Growing(t, -1)),
+        lambda t: t.pop(Growing(t, -5)),
+        lambda t: t.insert(Growing(t, -1), "x"),
+        lambda t: t.__delitem__(Growing(t, -1)),
+        lambda t: t.__delitem__(Growing(t, 3)),
+        lambda t: t.__setitem__(slice(Growing(t, -2), None), ["x"]),
+        lambda t: t.__delitem__(slice(Growing(t, -2), None)),
+        lambda t: t.__delitem__(slice(None, None, Growing(t, 2))),
+        lambda t: t.__setitem__(slice(None, None, Growing(t, -2)), "xy"),
+    ]
+    for k, op in enumerate(ops):
+        a.store = [0, 1, 2]
+        plain = [0, 1, 2]
+        outcomes = []
+        for target in (a.store, plain):
+            try:
+                outcomes.append(op(target))
+            except IndexError as e:
+                outcomes.append(type(e))
+        assert outcomes[0] == outcomes[1], k
+        assert a.store == plain == b.store, k
+
+
+def test_setdefault_keeps_a_value_written_meanwhile():
+    a, b = facsimile.Facsimile("alpha"), facsimile.Facsimile("bravo")
+    held, sent = [], []
+    a.send = lambda m: (sent.append(m), b.receive(m))
+    b.send = held.append  # b's messages wait
+    a.store = {"l": [1]}
+    b.store.k = "from bravo"
+    waiting = len(held)
+    assert a.store.setdefault("l", []) == [1] and len(held) == waiting
+    assert a.store.setdefault("new", {"v": 1}).v == 1
+    assert b.store.new.v == 1
+    while held:
+        a.receive(held.pop(0))
+    before = len(sent)
+    assert a.store.setdefault("k", "from alpha") == "from bravo"
+    assert len(sent) == before  # nothing written
+    assert a.store == b.store and a.store.k == "from bravo"
+
+
+def test_in_place_repeat_is_one_write(pair):
+    a, b = pair
+    a.store = {"l": [1, {"k": 2}]}
+    l = a.store.l
+    l *= 3
+    assert b.store.l == [1, {"k": 2}] * 3
+    assert b.store.l[1] is b.store.l[5]  # one object, referenced again
+    l *= 1
+    l *= 0
+    assert b.store.l == []
+
+
 def test_dict_operators_copies_and_pickle_as_a_dict(pair):
     a, b = pair
     a.store = {"m": {"x": 1, "o": {"y": [2]}}}

@@ -583,6 +583,43 @@ impl MapRef {
         })
     }
 
+    /// The value of `key`, set to `default` first when the map has none:
+    /// looked up and written in one step, so a value that another thread
+    /// or a message wrote meanwhile is returned, never overwritten
+    /// (Python's `setdefault`). A key already there sends nothing and needs
+    /// no transport.
+    ///
+    /// # Errors
+    /// As [`MapRef::set`], when the key is absent.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!({"name": "ada"}))?;
+    /// let map = node.root_map().unwrap();
+    /// assert_eq!(map.get_or_insert("name", "grace")?, Value::from("ada"));
+    /// assert_eq!(map.get_or_insert("born", 1815)?, Value::Int(1815));
+    /// assert_eq!(map.to_json()?, json!({"name": "ada", "born": 1815}));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn get_or_insert(&self, key: &str, default: impl Into<Input>) -> Result<Value> {
+        if let Some(v) = self.get(key) {
+            return Ok(v);
+        }
+        let input = default.into().into_core(&self.node)?;
+        let id = self.id();
+        self.node.write(|r| {
+            if r.map_get(id, key)?.is_none() {
+                r.map_set(id, key, input)?;
+            }
+            let v = r.map_get(id, key)?.expect("the key is set");
+            Ok(self.node.value(r, v))
+        })
+    }
+
     /// Sets several keys as one change, sent as one message (the JavaScript
     /// `Object.assign` case): the other nodes receive all of the keys at once.
     ///
@@ -902,6 +939,101 @@ impl ArrayRef {
         self.splice_inputs(start, delete, items.into_iter().map(Into::into).collect())
     }
 
+    /// As [`ArrayRef::splice`], with the range chosen by `range_of` from
+    /// the array's length as of the write: a position counted from the end
+    /// (Python's `l[-1:]`, `pop(-2)`, `insert(-1, x)`) that a message
+    /// applied meanwhile by another thread cannot shift onto other
+    /// elements. The range must lie within the array. `range_of` runs under
+    /// the node's lock: it must not touch the store.
+    ///
+    /// # Errors
+    /// As [`ArrayRef::splice`], and
+    /// [`IndexOutOfBounds`](crate::EngineError::IndexOutOfBounds) when the
+    /// range ends past the array or starts after its end.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// // The last two elements, whatever the length is by then.
+    /// let removed = list.splice_with(|len| len - 2..len, ["x"])?;
+    /// assert_eq!(removed, [Value::Int(1), Value::Int(2)]);
+    /// assert_eq!(list.to_json()?, json!([3, "x"]));
+    /// assert!(list.splice_with(|len| len..len + 1, [0; 0]).is_err());
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn splice_with<V: Into<Input>>(
+        &self,
+        range_of: impl FnOnce(usize) -> std::ops::Range<usize>,
+        items: impl IntoIterator<Item = V>,
+    ) -> Result<Vec<Value>> {
+        let items = self.core_inputs(items.into_iter().map(Into::into))?;
+        let id = self.id();
+        self.node.write(|r| {
+            let len = r.list_len(id)?;
+            let range = range_of(len);
+            if range.start > range.end || range.end > len {
+                return Err(EngineError::IndexOutOfBounds {
+                    object: id,
+                    index: range.end.max(range.start),
+                    len,
+                });
+            }
+            let removed = r.list_splice(id, range.start, range.len(), items)?;
+            Ok(removed.into_iter().map(|v| self.node.value(r, v)).collect())
+        })
+    }
+
+    /// Appends the elements `times - 1` more times, so that the array holds
+    /// its elements `times` over (Python's `l *= n`): read and written in
+    /// one step, one change and one message. An object element is then
+    /// referenced once per copy, not copied. `times` of 0 empties the
+    /// array; 1 changes nothing.
+    ///
+    /// # Errors
+    /// As [`ArrayRef::push`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// list.repeat(3)?;
+    /// assert_eq!(list.to_json()?, json!([1, 2, 1, 2, 1, 2]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn repeat(&self, times: usize) -> Result<()> {
+        if times == 0 {
+            return self.clear();
+        }
+        let id = self.id();
+        self.node
+            .write(|r| {
+                let values = r.list_values(id)?;
+                let len = values.len();
+                // Every element takes a byte or more of the message: more
+                // copies than its limit are refused before being made.
+                let copies = len.saturating_mul(times - 1);
+                let limit = r.config().message_size_limit();
+                if copies > limit {
+                    return Err(EngineError::TooLarge {
+                        size: copies,
+                        limit,
+                    });
+                }
+                let items = values.iter().cycle().take(copies);
+                r.list_splice(id, len, 0, items.map(|v| CoreInput::Value(v.clone())))
+            })
+            .map(|_| ())
+    }
+
     /// Appends an element, and sends the insert to the other nodes.
     ///
     /// An element's position is an identity, not an index: concurrent inserts
@@ -1151,16 +1283,48 @@ impl ArrayRef {
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn replace(&self, index: usize, x: impl Into<Input>) -> Result<Value> {
+        self.replace_with(|_| index, x)
+    }
+
+    /// As [`ArrayRef::replace`], with the index chosen by `index_of` from
+    /// the array's length as of the write: Python's `l[-1] = x`, which a
+    /// message applied meanwhile by another thread cannot shift onto
+    /// another element. `index_of` runs under the node's lock: it must not
+    /// touch the store.
+    ///
+    /// # Errors
+    /// As [`ArrayRef::replace`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([3, 1, 2]))?;
+    /// let list = node.root_array().unwrap();
+    /// assert_eq!(list.replace_with(|len| len - 1, "last")?, Value::Int(2));
+    /// assert_eq!(list.to_json()?, json!([3, 1, "last"]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn replace_with(
+        &self,
+        index_of: impl FnOnce(usize) -> usize,
+        x: impl Into<Input>,
+    ) -> Result<Value> {
         let input = x.into().into_core(&self.node)?;
+        let id = self.id();
         self.node.write(|r| {
+            let len = r.list_len(id)?;
+            let index = index_of(len);
             let old = r
-                .list_get(self.id(), index)?
+                .list_get(id, index)?
                 .ok_or(EngineError::IndexOutOfBounds {
-                    object: self.id(),
+                    object: id,
                     index,
-                    len: r.list_len(self.id())?,
+                    len,
                 })?;
-            r.list_set(self.id(), index, input)?;
+            r.list_set(id, index, input)?;
             Ok(self.node.value(r, old))
         })
     }
@@ -1595,13 +1759,76 @@ impl ArrayRef {
     ) -> Result<Option<Vec<Value>>> {
         let id = self.id();
         let (values, stamp) = self.read_stamped()?;
-        let mut at = pick(&values);
+        let at = pick(&values);
         if at.is_empty() {
             let unchanged = self.node.try_read(|r| Ok(r.list_version(id)? == stamp))?;
             return Ok(unchanged.then(Vec::new));
         }
+        self.node.write(|r| {
+            if r.list_version(id)? != stamp {
+                return Ok(None);
+            }
+            self.remove_positions(r, at).map(Some)
+        })
+    }
+
+    /// Removes the elements at the positions `positions_of` chooses from
+    /// the array's length as of the write (in any order; a repeated one
+    /// counts once): Python's `del l[::2]`, whose positions depend on the
+    /// length alone, as one change and one message, all or nothing, and
+    /// never refused for a change made meanwhile. Returns the removed
+    /// elements in array order. `positions_of` runs under the node's lock:
+    /// it must not touch the store.
+    ///
+    /// # Errors
+    /// As [`ArrayRef::try_remove_picked`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{LocalNetwork, Value};
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([0, 1, 2, 3, 4]))?;
+    /// let list = node.root_array().unwrap();
+    /// let removed = list.remove_many_with(|len| (0..len).step_by(2).collect())?;
+    /// assert_eq!(removed, [Value::Int(0), Value::Int(2), Value::Int(4)]);
+    /// assert_eq!(list.to_json()?, json!([1, 3]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn remove_many_with(
+        &self,
+        positions_of: impl FnOnce(usize) -> Vec<usize>,
+    ) -> Result<Vec<Value>> {
+        let id = self.id();
+        self.node.write(|r| {
+            let at = positions_of(r.list_len(id)?);
+            self.remove_positions(r, at)
+        })
+    }
+
+    /// Removes the elements at positions `at` (in any order, repeats
+    /// counting once) in one change, all or none; the removed elements in
+    /// array order.
+    fn remove_positions(
+        &self,
+        r: &mut facsimile_core::Replica,
+        mut at: Vec<usize>,
+    ) -> std::result::Result<Vec<Value>, facsimile_core::Error> {
+        let id = self.id();
         at.sort_unstable();
         at.dedup();
+        let len = r.list_len(id)?;
+        if let Some(&index) = at.last().filter(|&&p| p >= len) {
+            return Err(EngineError::IndexOutOfBounds {
+                object: id,
+                index,
+                len,
+            });
+        }
+        if at.is_empty() {
+            return Ok(Vec::new());
+        }
         // Runs of consecutive positions, the last first: removing one
         // leaves the positions before it in place.
         let mut runs: Vec<(usize, usize)> = Vec::new();
@@ -1614,46 +1841,31 @@ impl ArrayRef {
                 _ => runs.push((p, 1)),
             }
         }
-        self.node.write(|r| {
-            if r.list_version(id)? != stamp {
-                return Ok(None);
-            }
-            let len = r.list_len(id)?;
-            if let Some(&index) = at.last().filter(|&&p| p >= len) {
-                return Err(EngineError::IndexOutOfBounds {
-                    object: id,
-                    index,
-                    len,
-                });
-            }
-            // All or nothing: a removal refused for the message's size
-            // halfway would leave the ones before it made and sent.
-            r.check_room(
-                runs.iter()
-                    .map(|&(s, n)| Planned::ListSplice(id, s, n, &[])),
-            )?;
-            r.begin();
-            let mut removed = Vec::with_capacity(at.len());
-            let mut done = Ok(());
-            for &(start, n) in &runs {
-                match r.list_splice(id, start, n, Vec::new()) {
-                    Ok(mut run) => {
-                        run.reverse();
-                        removed.extend(run);
-                    }
-                    Err(e) => {
-                        done = Err(e);
-                        break;
-                    }
+        // All or nothing: a removal refused for the message's size
+        // halfway would leave the ones before it made and sent.
+        r.check_room(
+            runs.iter()
+                .map(|&(s, n)| Planned::ListSplice(id, s, n, &[])),
+        )?;
+        r.begin();
+        let mut removed = Vec::with_capacity(at.len());
+        let mut done = Ok(());
+        for &(start, n) in &runs {
+            match r.list_splice(id, start, n, Vec::new()) {
+                Ok(mut run) => {
+                    run.reverse();
+                    removed.extend(run);
+                }
+                Err(e) => {
+                    done = Err(e);
+                    break;
                 }
             }
-            r.commit();
-            done?;
-            removed.reverse();
-            Ok(Some(
-                removed.into_iter().map(|v| self.node.value(r, v)).collect(),
-            ))
-        })
+        }
+        r.commit();
+        done?;
+        removed.reverse();
+        Ok(removed.into_iter().map(|v| self.node.value(r, v)).collect())
     }
 
     /// The elements and the array's version, read together.

@@ -218,3 +218,112 @@ fn picked_removals_are_all_or_nothing() {
         assert_eq!(a.snapshot(), b.snapshot(), "{format:?}");
     }
 }
+
+/// Writes whose positions come from the length as of the write: a range
+/// past the end is refused whole, and a removal by positions is all or
+/// nothing, one message, never refused for a change made meanwhile.
+#[test]
+fn positions_chosen_from_the_length_at_the_write() {
+    for (wire, net) in manual_networks(36) {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!([0, 1, 2])).unwrap();
+        net.run();
+        let list = a.root_array().unwrap();
+        // b's writes reach a after a's read of the length: the range
+        // names a's last element as of the write.
+        let read = list.len();
+        b.root_array().unwrap().extend([3, 4]).unwrap();
+        net.run();
+        let removed = list.splice_with(|len| len - 1..len, ["last"]).unwrap();
+        assert_eq!(removed, [Value::Int(4)], "{wire}: read {read}");
+        let past = list.splice_with(|len| len..len + 1, [0; 0]).unwrap_err();
+        assert!(
+            matches!(
+                past.engine(),
+                Some(EngineError::IndexOutOfBounds {
+                    index: 6,
+                    len: 5,
+                    ..
+                })
+            ),
+            "{wire}: {past}"
+        );
+        let reversed = list.splice_with(|_| std::ops::Range { start: 2, end: 1 }, [0; 0]);
+        assert!(reversed.is_err(), "{wire}");
+        assert_eq!(net.in_flight(), 1, "{wire}: only the first write was sent");
+
+        let odd = list
+            .remove_many_with(|len| (1..len).step_by(2).collect())
+            .unwrap();
+        assert_eq!(odd, [Value::Int(1), Value::Int(3)], "{wire}");
+        let past = list.remove_many_with(|len| vec![0, len]).unwrap_err();
+        assert!(
+            matches!(past.engine(), Some(EngineError::IndexOutOfBounds { .. })),
+            "{wire}"
+        );
+        net.run();
+        assert_eq!(a.root().to_json().unwrap(), json!([0, 2, "last"]), "{wire}");
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// `repeat` references an object element once per copy, empties the array
+/// for 0, and refuses copies that cannot fit a message without making any.
+#[test]
+fn repeat_references_objects_and_refuses_what_cannot_fit() {
+    for (wire, net) in manual_networks(37) {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!([1, {"k": "v"}])).unwrap();
+        let list = a.root_array().unwrap();
+        list.repeat(3).unwrap();
+        net.run();
+        let on_b = b.root_array().unwrap();
+        assert_eq!(on_b.len(), 6, "{wire}");
+        assert_eq!(
+            on_b.get(1),
+            on_b.get(5),
+            "{wire}: one object, referenced thrice"
+        );
+        assert!(on_b.get(1).unwrap().as_map().is_some(), "{wire}");
+        list.repeat(1).unwrap();
+        assert_eq!(net.in_flight(), 0, "{wire}: once over sends nothing");
+
+        let huge = list.repeat(usize::MAX).unwrap_err();
+        assert!(
+            matches!(huge.engine(), Some(EngineError::TooLarge { .. })),
+            "{wire}: {huge}"
+        );
+        assert_eq!(list.len(), 6, "{wire}: nothing appended");
+        list.repeat(0).unwrap();
+        net.run();
+        assert!(on_b.is_empty(), "{wire}");
+    }
+}
+
+/// `get_or_insert` keeps a value already written, by this node or by a
+/// message, and sends nothing then; an absent key is set once.
+#[test]
+fn get_or_insert_never_overwrites() {
+    for (wire, net) in manual_networks(38) {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({})).unwrap();
+        net.run();
+        let map = a.root_map().unwrap();
+        b.root_map().unwrap().set("k", "from b").unwrap();
+        net.run();
+        assert_eq!(
+            map.get_or_insert("k", "from a").unwrap(),
+            Value::from("from b"),
+            "{wire}"
+        );
+        assert_eq!(net.in_flight(), 0, "{wire}: nothing sent");
+        let made = map.get_or_insert("list", json!([1])).unwrap();
+        assert_eq!(made.as_array().unwrap().len(), 1, "{wire}");
+        net.run();
+        assert_eq!(b.get("/list/0"), Some(Value::Int(1)), "{wire}");
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
