@@ -839,3 +839,27 @@ async fn a_server_that_went_silent_is_noticed_in_time() {
         .unwrap();
     converged(&[a.node(), b.node()]).await;
 }
+
+/// A stream of the document's name made by other means, with settings a
+/// node cannot adopt, is refused with its own error naming the stream and
+/// why, not a generic NATS failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_node_cannot_adopt_is_refused_with_its_reason() {
+    let server = Server::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "FACSIMILE_adopt".into(),
+        subjects: vec!["elsewhere.adopt".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    match net::connect(&server.url(), "alpha", options("adopt")).await {
+        Err(net::NetError::StreamRefused { stream, reason }) => {
+            assert_eq!(stream, "FACSIMILE_adopt");
+            assert!(reason.contains("facsimile.adopt"), "{reason}");
+        }
+        other => panic!("the stream was not refused as such: {other:?}"),
+    }
+}

@@ -113,6 +113,20 @@ pub enum NetError {
         /// The error of the NATS client.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The document's NATS JetStream stream exists, but this node cannot
+    /// adopt its settings, for the reason given: the stream takes another
+    /// subject, drops messages once read or does not acknowledge them, or
+    /// stores messages smaller than a node needs (it was made by other
+    /// means, or by a node with other settings). Connecting again does not
+    /// help: change the stream's settings, or delete it if it holds no
+    /// document.
+    #[error("the NATS stream {stream} cannot carry the document: {reason}")]
+    StreamRefused {
+        /// The stream's name.
+        stream: String,
+        /// Why this node cannot adopt it.
+        reason: String,
+    },
     /// The address needs a transport that this build of facsimile leaves
     /// out.
     #[error("{addr}: facsimile was built without the `{feature}` feature")]

@@ -80,7 +80,9 @@ pub use tokio_rustls::rustls;
 /// [`NetError::Connect`], [`NetError::Tls`], [`NetError::NotARelay`] or
 /// [`NetError::Refused`] when the first connection fails (later failures
 /// are retried), [`NetError::Timeout`] when the document does not arrive
-/// in time, [`NetError::Nats`] when a NATS server fails, and
+/// in time, [`NetError::Nats`] when a NATS server fails,
+/// [`NetError::StreamRefused`] when the document's NATS stream exists with
+/// settings this node cannot adopt, and
 /// [`NetError::Unsupported`] for an address whose transport this build
 /// leaves out, and [`NetError::HostnameTooLong`] for a hostname peers
 /// would refuse.

@@ -337,17 +337,20 @@ struct Limits {
 impl Limits {
     /// The limits a stream of `config` sets a node that publishes messages
     /// of at most `max_message` bytes whose headers take at most `headers`
-    /// bytes; an error when the stream does not serve as the document's
-    /// (it was made by other means, or with a limit leaving no room).
+    /// bytes; [`NetError::StreamRefused`] when the stream does not serve as
+    /// the document's (it was made by other means, or with a limit leaving
+    /// no room).
     fn of(
         config: &stream::Config,
         names: &Names,
         max_message: usize,
         headers: usize,
     ) -> Result<Limits, NetError> {
-        let refused = |why: String| {
-            let what = format!("joining the document's stream {}", names.stream);
-            Err(nats_error(what, why))
+        let refused = |reason: String| {
+            Err(NetError::StreamRefused {
+                stream: names.stream.clone(),
+                reason,
+            })
         };
         if !config.subjects.iter().any(|s| s == names.subject.as_str()) {
             return refused(format!(
@@ -1558,7 +1561,10 @@ mod tests {
         assert!(limits(&config, 4 << 10).is_none());
         let mut other = config.clone();
         other.subjects = vec!["facsimile.other".into()];
-        assert!(limits(&other, 1 << 20).is_none());
+        assert!(matches!(
+            Limits::of(&other, &names, 1 << 20, 300),
+            Err(NetError::StreamRefused { stream, .. }) if stream == names.stream
+        ));
         let mut work_queue = config;
         work_queue.retention = stream::RetentionPolicy::WorkQueue;
         assert!(limits(&work_queue, 1 << 20).is_none());
