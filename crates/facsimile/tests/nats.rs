@@ -863,3 +863,38 @@ async fn a_stream_the_node_cannot_adopt_is_refused_with_its_reason() {
         other => panic!("the stream was not refused as such: {other:?}"),
     }
 }
+
+/// While the stream stores nothing (JetStream unavailable: turned off here
+/// on the one server, as a cluster that lost its quorum is), the client
+/// stays connected to its server, but the connection reports itself
+/// degraded; once the stream stores messages again it is connected, and
+/// the write made meanwhile arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_is_degraded_while_the_stream_stores_nothing() {
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("degraded")).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    let mut status = a.status();
+    server.set_jetstream(false);
+    a.node().set_path("/during", 1).unwrap();
+    let degraded = tokio::time::timeout(
+        PATIENCE,
+        status.wait_for(|s| matches!(s, net::Status::Degraded(_))),
+    )
+    .await
+    .is_ok();
+    assert!(degraded, "the status stayed {:?}", *status.borrow());
+    server.set_jetstream(true);
+    tokio::time::timeout(PATIENCE, status.wait_for(|s| *s == net::Status::Connected))
+        .await
+        .expect("connected once the stream stores again")
+        .unwrap();
+    tokio::time::timeout(PATIENCE, a.flush())
+        .await
+        .expect("flush returns")
+        .unwrap();
+    let b = join(&server.url(), "bravo", options("degraded")).await;
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(b.node().get("/during"), Some(Value::Int(1)));
+}

@@ -22,6 +22,12 @@ pub enum Status {
     Connected,
     /// Reconnecting after this error.
     Disconnected(String),
+    /// Connected to the server, but the document's store takes no writes,
+    /// for this reason: over NATS, the stream lost its quorum or JetStream
+    /// is unavailable (publishes time out or find no responder). Writes
+    /// wait and are sent again; the status returns to `Connected` once the
+    /// stream stores them.
+    Degraded(String),
     /// Closed by [`Connection::close`] or [`Connection::abort`].
     Closed,
     /// Closed by the relay, which refused something the node sent (a write

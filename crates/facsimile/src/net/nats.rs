@@ -35,6 +35,8 @@
 //!   intervals before it. A joiner loads the newest snapshot and replays
 //!   the stream from the next sequence with an ordered consumer; a node
 //!   that falls further behind than the purge does the same.
+//! - While the client is connected but the stream stores nothing (no
+//!   quorum, JetStream unavailable), the status is [`Status::Degraded`].
 //! - A node whose write raced a lock grant (the log refused it) or whose
 //!   lease ran out starts over the same way, as a new incarnation.
 //! - The stream stores messages up to the size it was made with (the
@@ -259,6 +261,9 @@ struct Ctx {
     /// The most bytes of frames one stream message of several carries.
     pack_bytes: usize,
     link: Arc<Link>,
+    /// Counts the client's connections: the publisher sends again what the
+    /// old connection had not had acknowledged when it changes.
+    connections: tokio::sync::watch::Receiver<u64>,
     /// The index of the first frame the stream refused as too large, once
     /// one was: a gap in the node's messages that its peers wait on for
     /// ever, so the node starts over.
@@ -423,6 +428,8 @@ pub(crate) async fn connect(
     let events = shared.clone();
     let link = Arc::new(Link::default());
     let linked = link.clone();
+    let (connected, connections) = tokio::sync::watch::channel(0u64);
+    let connected = Arc::new(connected);
     let reconnecting = backoff(&options).immediate_first();
     let connecting = async_nats::ConnectOptions::new()
         .name(format!("facsimile {hostname}"))
@@ -434,10 +441,12 @@ pub(crate) async fn connect(
         .event_callback(move |event| {
             let events = events.clone();
             let link = linked.clone();
+            let connected = connected.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
                         link.set(true);
+                        connected.send_modify(|n| *n += 1);
                         let _ = events.status.send_replace(Status::Connected);
                     }
                     async_nats::Event::Disconnected => {
@@ -550,6 +559,7 @@ pub(crate) async fn connect(
         // Below the stream's limit with room for the headers and lengths.
         pack_bytes: PACK_BYTES.min(limits.write / 2),
         link,
+        connections,
         hole: tokio::sync::watch::channel(None).0,
     });
     ctx.link.attach(&node);
@@ -637,7 +647,7 @@ async fn read_snapshot(
 async fn publish(ctx: Arc<Ctx>) {
     let shared = &ctx.shared;
     let mut attempts = ctx.backoff.attempts();
-    let mut status = shared.status.subscribe();
+    let mut connections = ctx.connections.clone();
     let mut batch = Vec::new();
     // How many frames each message published and not yet acknowledged
     // carries, oldest first.
@@ -652,23 +662,25 @@ async fn publish(ctx: Arc<Ctx>) {
                 _ = shared.cancel.cancelled() => return,
             }
         }
-        status.mark_unchanged();
+        connections.mark_unchanged();
         let outcome = tokio::select! {
             r = publish_batch(&ctx, &batch, first, &mut packs) => r.map_err(Some),
             // Acknowledgements of what went out on the old connection may
             // never come.
-            () = reconnected(&mut status) => Err(None),
+            () = reconnected(&mut connections) => Err(None),
         };
         if outcome.is_ok() {
             attempts.reset();
+            stored(shared);
             continue;
         }
         shared.outbox().requeue_unacked();
         if let Err(Some(e)) = outcome {
             tracing::warn!(error = %e, "publishing to NATS failed; retrying");
+            not_stored(shared, &e);
             tokio::select! {
                 _ = tokio::time::sleep(attempts.next_delay()) => {}
-                () = reconnected(&mut status) => {}
+                () = reconnected(&mut connections) => {}
                 _ = shared.cancel.cancelled() => return,
             }
         } else {
@@ -678,16 +690,36 @@ async fn publish(ctx: Arc<Ctx>) {
 }
 
 /// Resolves when the client has reconnected after the last look at
-/// `status`.
-async fn reconnected(status: &mut tokio::sync::watch::Receiver<Status>) {
-    loop {
-        if status.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        if matches!(*status.borrow_and_update(), Status::Connected) {
-            return;
-        }
+/// `connections`.
+async fn reconnected(connections: &mut tokio::sync::watch::Receiver<u64>) {
+    if connections.changed().await.is_err() {
+        std::future::pending().await
     }
+}
+
+/// The stream stored what was published: a degraded connection is whole
+/// again.
+fn stored(shared: &Shared) {
+    shared.status.send_if_modified(|s| match s {
+        Status::Degraded(_) => {
+            *s = Status::Connected;
+            true
+        }
+        _ => false,
+    });
+}
+
+/// Publishing failed while the client is connected: the stream has no
+/// quorum, or JetStream is unavailable (a lost connection is reported by
+/// the client, and stays the status).
+fn not_stored(shared: &Shared, e: &PublishError) {
+    shared.status.send_if_modified(|s| match s {
+        Status::Connected => {
+            *s = Status::Degraded(format!("the stream does not store messages: {e}"));
+            true
+        }
+        _ => false,
+    });
 }
 
 /// How many of `frames` go in the next stream message: as many as fit.

@@ -95,6 +95,26 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// Turns the server's JetStream off or back on, by reloading its
+    /// configuration: its clients stay connected, and its streams come
+    /// back from its store.
+    pub(crate) fn set_jetstream(&self, enabled: bool) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let off = "jetstream { enabled: false, ";
+        let config = match enabled {
+            true => config.replace(off, "jetstream { "),
+            false => config.replace("jetstream { ", off),
+        };
+        std::fs::write(&self.config, config).unwrap();
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let reloaded = Command::new(nats_server_binary())
+            .arg("--signal")
+            .arg(format!("reload={pid}"))
+            .status()
+            .unwrap();
+        assert!(reloaded.success(), "nats-server reloads its configuration");
+    }
+
     /// Kills the process (as a crash would) and waits for it to exit.
     pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
