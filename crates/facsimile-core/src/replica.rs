@@ -1192,6 +1192,41 @@ impl Replica {
         self.locks.lose_all(&mut self.out.events);
         self.leave();
     }
+
+    /// Records, for a successor taking `previous`'s place
+    /// ([`Replica::successor`]), what its document holds that `previous`
+    /// showed otherwise, as a sync that replaces a document does: a change
+    /// of each map key whose value differs and of each array whose elements
+    /// differ, in the objects both hold, and the root's replacement if it
+    /// differs. `rename` names an object of `previous` here (through the
+    /// [`Succession`], [`ObjectId::after`]). The changes come from the log,
+    /// not from this replica: their origin is `previous`, which they
+    /// replace. Nothing is recorded while changes are not.
+    pub fn record_changes_since(
+        &mut self,
+        previous: &Replica,
+        rename: impl Fn(ObjectId) -> ObjectId,
+    ) {
+        if !self.out.events.recording() {
+            return;
+        }
+        let origin = Origin::Remote(previous.peer_id().clone());
+        for change in self
+            .doc
+            .changes_since(previous.doc.graph(), &rename, &origin)
+        {
+            self.out.events.change(|| change);
+        }
+        let old_root = match previous.doc.root() {
+            Value::Ref(o) => Value::Ref(rename(*o)),
+            v => v.clone(),
+        };
+        let new_root = self.doc.root();
+        if !old_root.same(new_root) {
+            let new_root = new_root.clone();
+            self.out.events.root_changed(old_root, new_root, origin);
+        }
+    }
 }
 
 // The private methods below route input between the components.

@@ -501,7 +501,9 @@ impl Node {
     /// log snapshot (from [`Node::log_snapshot`] of any node), or an empty
     /// one to replay the log from its start. The old incarnation says
     /// goodbye and its locks are lost. Read the log on from the snapshot's
-    /// position. Listeners stay; `on_ready` listeners are called. When the
+    /// position. Listeners stay; `on_ready` listeners are called, and what
+    /// the new incarnation holds that this node showed otherwise is
+    /// reported as changes, as after [`Node::sync`]. When the
     /// reload is due to this node's lease running out, the writes the log
     /// refused that depended on no lock are made again by the new
     /// incarnation where what they name is still there
@@ -540,8 +542,9 @@ impl Node {
     }
 
     /// Puts `next` in the place of this node's replica: the old incarnation
-    /// says goodbye and its locks are lost; `on_ready` listeners are called.
-    /// After a lapse of the lease, `next` makes again the writes the log
+    /// says goodbye and its locks are lost; `on_ready` listeners are called
+    /// and what `next` holds that this node showed otherwise is reported as
+    /// changes. After a lapse of the lease, `next` makes again the writes the log
     /// refused that it can ([`Replica::carry_over`]): at once if it has read
     /// its own first message back, else when it does
     /// ([`Node::receive_ordered`]). Returns how many operations it made
@@ -581,10 +584,16 @@ impl Node {
         {
             let mut st = self.state();
             let old = std::mem::replace(&mut st.replica, replica);
+            st.sync_recording();
+            // What the new incarnation holds that this node showed
+            // otherwise (writes it had not read, its own the log refused)
+            // is reported as a sync reports it, so that listeners of the
+            // objects that stay do not go stale.
+            let rename = |id: ObjectId| carried.rename(id.after(&succession));
+            st.replica.record_changes_since(&old, rename);
             // A carry-over still waiting from an earlier lapse is lost:
             // only the incarnation it was for could judge it.
             st.carry = deferred.then_some((old, succession));
-            st.sync_recording();
             st.reload_wanted = false;
             st.lease_lapsed = false;
             counts = (carried.carried(), carried.lost());
@@ -604,10 +613,8 @@ impl Node {
         let Some((mut old, succession)) = st.carry.take() else {
             return;
         };
-        // As at a reload: they reapply what this node showed.
-        st.replica.record_changes(false);
+        // Reported as local changes: the reload reported them undone.
         let carried = st.replica.carry_over(&mut old, &succession);
-        st.sync_recording();
         st.subs.succeeded(|id| carried.rename(id));
         let mut successions = self
             .inner

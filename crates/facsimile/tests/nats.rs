@@ -898,3 +898,65 @@ async fn the_status_is_degraded_while_the_stream_stores_nothing() {
     converged(&[a.node(), b.node()]).await;
     assert_eq!(b.node().get("/during"), Some(Value::Int(1)));
 }
+
+/// Waits until the stream of `doc` starts after the message `seq`.
+async fn purged_past(url: &str, doc: &str, seq: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    while stream_bounds(url, doc).await.0 <= seq {
+        assert!(Instant::now() < deadline, "timed out waiting for a purge");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A node cut off until its lease ran out, while the others wrote on and
+/// purged the stream behind their snapshots, starts over from a snapshot:
+/// what that changed in the objects it had is reported as changes, so that
+/// its events, replayed, reproduce its document (as after a sync over the
+/// relay), not only that it is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_replayed_reproduce_the_state_through_a_reload() {
+    use nats_support::model::{actual, follow};
+
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let opts = options("replayed").nats(nats().snapshot_every(5));
+    // Bravo makes every object: alpha's ids stay those of its first
+    // incarnation.
+    let b = join(&server.url(), "bravo", opts.clone()).await;
+    b.node()
+        .set_root(json!({"m": {"x": 0, "gone": true}, "l": [0], "old": {"y": 1}}))
+        .unwrap();
+    b.flush().await.unwrap();
+    let a = join(&partition.url(), "alpha", opts).await;
+    converged(&[a.node(), b.node()]).await;
+    let (model, _subs) = follow(a.node());
+    // Cut off long enough that its client gives its connection up, with
+    // what the server had sent on it: alpha reads none of what follows.
+    let alpha = a.node().peer_id();
+    partition.freeze(true);
+    until("bravo to see alpha's lease run out", || {
+        !b.node().peers().contains(&alpha)
+    })
+    .await;
+    let missed = stream_bounds(&server.url(), "replayed").await.1;
+    let root = b.node().root_map().unwrap();
+    let m = root.get("m").unwrap().as_map().unwrap().clone();
+    let l = root.get("l").unwrap().as_array().unwrap().clone();
+    m.delete("gone").unwrap();
+    root.delete("old").unwrap();
+    root.set("new", json!({"z": [1]})).unwrap();
+    for i in 1..=80i64 {
+        m.set("x", i).unwrap();
+        l.push(i).unwrap();
+        b.flush().await.unwrap();
+    }
+    purged_past(&server.url(), "replayed", missed + 1).await;
+    partition.freeze(false);
+    until("alpha to start over", || a.rejoins() >= 1).await;
+    converged(&[a.node(), b.node()]).await;
+    let document = actual(a.node());
+    until("alpha's events to reproduce its document", || {
+        model.lock().unwrap().render() == document
+    })
+    .await;
+}

@@ -4,6 +4,8 @@
 // Each test binary uses part of it.
 #![allow(dead_code)]
 
+pub(crate) mod model;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
