@@ -960,3 +960,116 @@ async fn events_replayed_reproduce_the_state_through_a_reload() {
     })
     .await;
 }
+
+/// A node cut off while it saves a snapshot (here as it publishes the
+/// entry that makes the stored object whole), whose last bytes land after
+/// others saved newer snapshots and purged the stream behind them, never
+/// brings its older snapshot back: a joiner starts from the newest one and
+/// reads on from there, without a gap to start over from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_saved_by_a_node_cut_off_midway_never_replaces_a_newer_one() {
+    use futures_util::StreamExt;
+
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    // Heartbeats every 3 s: bravo saves no snapshot of its own while
+    // charlie joins.
+    let opts = options("stale").nats(nats().lease(Duration::from_secs(10)).snapshot_every(5));
+    let a = join(&partition.url(), "alpha", opts.clone()).await;
+    partition.freeze_at("PUB $O.FACSIMILE_stale_SNAPSHOTS.M.");
+    let mut frozen = partition.frozen.subscribe();
+    a.node().set_root(json!({"n": 0})).unwrap();
+    for i in 1..1000i64 {
+        a.node().set_path("/n", i).unwrap();
+        tokio::select! {
+            r = a.flush() => r.unwrap(),
+            _ = frozen.wait_for(|f| *f) => break,
+        }
+    }
+    assert!(*frozen.borrow(), "alpha saves a snapshot");
+    // Alpha's snapshot covers the log up to here at most.
+    let held = stream_bounds(&server.url(), "stale").await.1;
+
+    let b = join(&server.url(), "bravo", opts.clone()).await;
+    for i in 0..80i64 {
+        b.node().set_path("/n", -i).unwrap();
+        b.flush().await.unwrap();
+    }
+    purged_past(&server.url(), "stale", held + 1).await;
+    // The snapshot store's entries from here on, once stored.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let store = js
+        .get_stream("OBJ_FACSIMILE_stale_SNAPSHOTS")
+        .await
+        .unwrap();
+    let mut entries = store
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "$O.FACSIMILE_stale_SNAPSHOTS.M.>".into(),
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    partition.freeze(false);
+    // Alpha's entry lands.
+    let alphas = async {
+        while let Some(entry) = entries.next().await {
+            let info: serde_json::Value = serde_json::from_slice(&entry.unwrap().payload).unwrap();
+            let position = info["metadata"]["log-position"]
+                .as_str()
+                .and_then(|p| p.parse::<u64>().ok());
+            if info["deleted"] != json!(true) && position.is_some_and(|p| p >> 16 <= held) {
+                return;
+            }
+        }
+        panic!("the snapshot store's entries ended");
+    };
+    tokio::time::timeout(PATIENCE, alphas)
+        .await
+        .expect("alpha's snapshot is stored");
+
+    let c = join(&server.url(), "charlie", opts).await;
+    assert_eq!(
+        c.rejoins(),
+        0,
+        "charlie loaded a snapshot older than the stream's purge and started over"
+    );
+    converged(&[b.node(), c.node()]).await;
+}
+
+/// A snapshot larger than a slow link carries in the 20 s a read was
+/// once given is read whole: a read is given up only when nothing comes
+/// for the node's sync timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_snapshot_over_a_slow_link_is_read_whole() {
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    // Nobody's lease runs out while the joiner reads, and its client does
+    // not give up on a server whose answers wait behind the snapshot.
+    let opts = options("slow").nats(nats().lease(Duration::from_secs(600)).snapshot_every(5));
+    let b = join(&server.url(), "bravo", opts.clone()).await;
+    b.node().set_root(json!({})).unwrap();
+    const LARGE: usize = 30;
+    for i in 0..LARGE {
+        b.node()
+            .set_path(&format!("/k{i}"), "x".repeat(100 << 10))
+            .unwrap();
+        b.flush().await.unwrap();
+    }
+    // Enough small writes that the stream keeps none of the large ones.
+    for i in 0..80i64 {
+        b.node().set_path("/n", i).unwrap();
+        b.flush().await.unwrap();
+    }
+    purged_past(&server.url(), "slow", LARGE as u64 + 2).await;
+    // About 3 MB at 128 KiB a second: some 24 s.
+    partition.slow(128 << 10);
+    let c = join(&partition.url(), "charlie", opts).await;
+    assert_eq!(c.rejoins(), 0);
+    converged(&[b.node(), c.node()]).await;
+    assert_eq!(c.node().get("/n"), Some(Value::Int(79)));
+}

@@ -31,10 +31,14 @@
 //!   waits for those, and reports the others lost.
 //! - Every [`NatsOptions::snapshot_every`] messages one node (chosen by compare-and-set on
 //!   a key-value entry) saves a snapshot of the document with the log
-//!   position it covers in an object store, and purges the stream up to ten
-//!   intervals before it. A joiner loads the newest snapshot and replays
-//!   the stream from the next sequence with an ordered consumer; a node
-//!   that falls further behind than the purge does the same.
+//!   position it covers in an object store, under a name of its own, makes
+//!   it current by compare-and-set on another entry (readers see the
+//!   previous snapshot or the new one whole), and purges the stream up to
+//!   ten intervals before it. A joiner loads the current snapshot (a read
+//!   is given up only when nothing arrives for the sync timeout) and
+//!   replays the stream from the next sequence with an ordered consumer; a
+//!   node that falls further behind than the purge does the same, and
+//!   reports what that changed as a sync does.
 //! - While the client is connected but the stream stores nothing (no
 //!   quorum, JetStream unavailable), the status is [`Status::Degraded`].
 //! - A node whose write raced a lock grant (the log refused it) or whose
@@ -88,11 +92,19 @@ macro_rules! fail_point {
     };
 }
 
-/// The object store entry holding a document's newest snapshot.
+/// The claims bucket's key for the claim to save the next snapshot; and
+/// the object in which versions before [`CURRENT`] saved the newest one
+/// (read while no snapshot is current).
 const SNAPSHOT: &str = "snapshot";
-/// Its metadata key: the log position the snapshot covers. (Snapshots of
-/// earlier versions, whose positions were stream sequences, had the key
-/// `position`; they are refused rather than misread.)
+/// The claims bucket's key naming the current snapshot by the log position
+/// it covers. A snapshot is stored whole under a name of its own first
+/// ([`snapshot_name`]), then made current by compare-and-set on this key:
+/// a reader finds the previous snapshot or the new one, never a part of
+/// one, and a saver cut off midway never brings back an older one.
+const CURRENT: &str = "current";
+/// A snapshot object's metadata key: the log position it covers.
+/// (Snapshots of earlier versions, whose positions were stream sequences,
+/// had the key `position`; they are refused rather than misread.)
 const POSITION: &str = "log-position";
 /// A frame's log position is its message's stream sequence shifted by this
 /// many bits, plus its index in the message: positions grow with the log,
@@ -120,8 +132,6 @@ const RETAINED_INTERVALS: u64 = 10;
 /// as many publishes awaiting their acknowledgement, well below the
 /// client's own limit (5,000), which waits without a timeout when reached.
 const MAX_IN_FLIGHT: usize = 1024;
-/// How long reading the snapshot may take before it is tried again.
-const SNAPSHOT_READ: Duration = Duration::from_secs(20);
 /// The longest a pull request for the stream's next messages waits.
 const PULL_EXPIRY: Duration = Duration::from_secs(2);
 /// How long a stream remembers message ids for deduplication.
@@ -249,8 +259,7 @@ impl Names {
 struct Ctx {
     js: jetstream::Context,
     stream: stream::Stream,
-    claims: kv::Store,
-    snapshots: object_store::ObjectStore,
+    snapshots: Snapshots,
     names: Names,
     nats: NatsOptions,
     shared: Arc<Shared>,
@@ -506,7 +515,7 @@ pub(crate) async fn connect(
             .await
             .map_err(|e| nats_error("creating the snapshot claims bucket", e))?,
     };
-    let snapshots = match js.get_object_store(&names.snapshots).await {
+    let objects = match js.get_object_store(&names.snapshots).await {
         Ok(store) => store,
         Err(_) => js
             .create_object_store(object_store::Config {
@@ -517,6 +526,16 @@ pub(crate) async fn connect(
             .await
             .map_err(|e| nats_error("creating the snapshot store", e))?,
     };
+    let snapshots = Snapshots {
+        claims,
+        objects,
+        stream: js
+            .get_stream(format!("OBJ_{}", names.snapshots))
+            .await
+            .map_err(|e| nats_error("opening the snapshot store", e))?,
+        bucket: names.snapshots.clone(),
+        stall: options.sync_timeout,
+    };
 
     // Every reader takes what the stream stores; a write too large for
     // the stream is refused when it is made.
@@ -525,7 +544,7 @@ pub(crate) async fn connect(
         .clone()
         .max_message_size(limits.read)
         .ordered(options.nats.lease);
-    let snapshot = newest_snapshot(&snapshots).await?;
+    let snapshot = snapshots.newest().await?;
     let node = match &snapshot {
         Some((bytes, _)) => Node::from_exported(hostname, config, bytes)
             .map_err(|e| nats_error("loading the document's snapshot", e))?,
@@ -549,7 +568,6 @@ pub(crate) async fn connect(
     let ctx = Arc::new(Ctx {
         js,
         stream,
-        claims,
         snapshots,
         names,
         nats: options.nats.clone(),
@@ -599,42 +617,231 @@ pub(crate) async fn connect(
     }
 }
 
-/// The newest snapshot and the stream sequence it covers. The object can
-/// be replaced while it is read; then it is read again.
-async fn newest_snapshot(
-    store: &object_store::ObjectStore,
-) -> Result<Option<(Vec<u8>, u64)>, NetError> {
-    let mut last_error: BoxError = "no attempt".into();
-    for _ in 0..5 {
-        match tokio::time::timeout(SNAPSHOT_READ, read_snapshot(store)).await {
-            Ok(Ok(found)) => return Ok(found),
-            Ok(Err(e)) => last_error = e,
-            Err(e) => last_error = e.into(),
-        }
-    }
-    Err(nats_error("reading the document's snapshot", last_error))
+/// Where a document's snapshots are kept: objects of their own, one named
+/// current by a key of the claims bucket ([`CURRENT`]).
+#[derive(Clone)]
+struct Snapshots {
+    claims: kv::Store,
+    objects: object_store::ObjectStore,
+    /// The object store's stream, from which the marks that removed
+    /// objects leave are purged.
+    stream: stream::Stream,
+    bucket: String,
+    /// How long reading a snapshot may go without receiving anything before
+    /// it is given up and tried again: the node's sync timeout
+    /// ([`ConnectOptions::timeouts`]). A large snapshot on a slow link takes
+    /// as long as it needs while its bytes keep coming.
+    stall: Duration,
 }
 
-/// One attempt at reading the newest snapshot.
-async fn read_snapshot(
-    store: &object_store::ObjectStore,
-) -> Result<Option<(Vec<u8>, u64)>, BoxError> {
-    let mut object = match store.get(SNAPSHOT).await {
-        Ok(o) => o,
-        Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let position = object
-        .info()
-        .metadata
-        .get(POSITION)
-        .and_then(|p| p.parse::<u64>().ok())
-        .ok_or("a snapshot without its position")?;
-    // The size is the writer's word: room for it up to a bound, and the
-    // read grows the buffer past that as the bytes come.
-    let mut bytes = Vec::with_capacity(object.info().size.min(64 << 20));
-    object.read_to_end(&mut bytes).await?;
-    Ok(Some((bytes, position)))
+/// The object holding the snapshot that covers the log up to `position`.
+fn snapshot_name(position: u64) -> String {
+    format!("{SNAPSHOT}-{position:020}")
+}
+
+/// The log position a snapshot object's name says it covers.
+fn snapshot_position(name: &str) -> Option<u64> {
+    name.strip_prefix(SNAPSHOT)?.strip_prefix('-')?.parse().ok()
+}
+
+/// An object's name as the object store's subjects carry it: URL-safe
+/// base64 with padding.
+fn encoded_name(name: &str) -> String {
+    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(name.len().div_ceil(3) * 4);
+    for chunk in name.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            match i <= chunk.len() {
+                true => out.push(DIGITS[(n >> (18 - 6 * i) & 63) as usize] as char),
+                false => out.push('='),
+            }
+        }
+    }
+    out
+}
+
+/// What saving a snapshot came to.
+enum Saved {
+    /// It is current now, in place of the one covering this position.
+    Current { replaced: Option<u64> },
+    /// One covering as much of the log or more is current.
+    Superseded,
+}
+
+impl Snapshots {
+    /// The current snapshot's log position and the revision of the key
+    /// naming it; `None` while no snapshot was made current.
+    async fn current(&self) -> Result<Option<(u64, u64)>, BoxError> {
+        let Some(entry) = self.claims.entry(CURRENT).await? else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let position = std::str::from_utf8(&entry.value)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or("the current snapshot's key holds no log position")?;
+        Ok(Some((position, entry.revision)))
+    }
+
+    /// The current snapshot and the log position it covers. A read given
+    /// up (nothing came for [`Snapshots::stall`], or the snapshot was
+    /// replaced and removed meanwhile) is tried again.
+    async fn newest(&self) -> Result<Option<(Vec<u8>, u64)>, NetError> {
+        let mut last_error: BoxError = "no attempt".into();
+        for _ in 0..5 {
+            match self.read().await {
+                Ok(found) => return Ok(found),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(nats_error("reading the document's snapshot", last_error))
+    }
+
+    /// `step`, unless [`Snapshots::stall`] passes first.
+    async fn within<T, E: Into<BoxError>>(
+        &self,
+        step: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, BoxError> {
+        match tokio::time::timeout(self.stall, step).await {
+            Ok(r) => r.map_err(Into::into),
+            Err(_) => Err(format!("no answer from the server for {:?}", self.stall).into()),
+        }
+    }
+
+    /// One attempt at reading the current snapshot.
+    async fn read(&self) -> Result<Option<(Vec<u8>, u64)>, BoxError> {
+        let current = self.within(self.current()).await?;
+        let name = current.map_or_else(|| SNAPSHOT.to_string(), |(p, _)| snapshot_name(p));
+        let found = tokio::time::timeout(self.stall, self.objects.get(&name)).await;
+        let mut object = match found {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) if e.kind() == object_store::GetErrorKind::NotFound => {
+                return match current {
+                    None => Ok(None),
+                    // Two newer ones were made current since the key was read.
+                    Some(_) => Err(format!("the snapshot {name} was removed").into()),
+                };
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(format!("no answer from the server for {:?}", self.stall).into()),
+        };
+        let position = object
+            .info()
+            .metadata
+            .get(POSITION)
+            .and_then(|p| p.parse::<u64>().ok())
+            .ok_or("a snapshot without its position")?;
+        if current.is_some_and(|(p, _)| p != position) {
+            return Err(format!("the snapshot {name} covers the position {position}").into());
+        }
+        // The size is the writer's word: room for it up to a bound, and the
+        // read grows the buffer past that as the bytes come.
+        let size = object.info().size;
+        let mut bytes = Vec::with_capacity(size.min(64 << 20));
+        let mut chunk = vec![0; 128 << 10];
+        loop {
+            let n = self.within(object.read(&mut chunk)).await?;
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        if bytes.len() != size {
+            return Err(format!("a snapshot of {size} bytes ended after {}", bytes.len()).into());
+        }
+        Ok(Some((bytes, position)))
+    }
+
+    /// Stores `bytes`, the snapshot covering the log up to `position`,
+    /// under its own name, then makes it current unless a snapshot as new
+    /// is. Until then readers read the snapshot that was current: a saver
+    /// that stops anywhere leaves at most an object no key names, which a
+    /// later save removes.
+    async fn save(&self, bytes: &[u8], position: u64) -> Result<Saved, BoxError> {
+        let mut current = self.current().await?;
+        if current.is_some_and(|(p, _)| p >= position) {
+            return Ok(Saved::Superseded);
+        }
+        let name = snapshot_name(position);
+        let meta = object_store::ObjectMetadata {
+            name: name.clone(),
+            metadata: [(POSITION.to_string(), position.to_string())].into(),
+            ..Default::default()
+        };
+        self.objects.put(meta, &mut &bytes[..]).await?;
+        loop {
+            let value = Bytes::from(position.to_string());
+            let switched: Result<u64, BoxError> = match current {
+                None => self.claims.create(CURRENT, value).await.map_err(Into::into),
+                Some((_, revision)) => self
+                    .claims
+                    .update(CURRENT, value, revision)
+                    .await
+                    .map_err(Into::into),
+            };
+            let Err(e) = switched else {
+                return Ok(Saved::Current {
+                    replaced: current.map(|(p, _)| p),
+                });
+            };
+            // Another node made a snapshot current meanwhile, or the
+            // server failed.
+            let now = self.current().await?;
+            if now.is_some_and(|(p, _)| p >= position) {
+                // No key named it: nobody reads it.
+                self.remove(&name).await;
+                return Ok(Saved::Superseded);
+            }
+            if now == current {
+                return Err(e);
+            }
+            current = now;
+        }
+    }
+
+    /// Removes the snapshots older than the one covering `position`, which
+    /// stays for the readers that read the key just before it was
+    /// replaced: those never made current included, and the one of the
+    /// versions before [`CURRENT`].
+    async fn remove_before(&self, position: u64) {
+        let mut list = match self.objects.list().await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::debug!(error = %e, "listing the snapshots failed");
+                return;
+            }
+        };
+        let mut older = Vec::new();
+        while let Some(Ok(info)) = list.next().await {
+            if !info.deleted && snapshot_position(&info.name).is_none_or(|p| p < position) {
+                older.push(info.name);
+            }
+        }
+        for name in older {
+            self.remove(&name).await;
+        }
+    }
+
+    /// Removes a snapshot object, and the mark its removal leaves (one per
+    /// snapshot saved would pile up).
+    async fn remove(&self, name: &str) {
+        if let Err(e) = self.objects.delete(name).await {
+            tracing::debug!(error = %e, name, "removing a snapshot failed");
+            return;
+        }
+        let subject = format!("$O.{}.M.{}", self.bucket, encoded_name(name));
+        if let Err(e) = self.stream.purge().filter(subject).await {
+            tracing::debug!(error = %e, name, "purging a removed snapshot's mark failed");
+        }
+    }
 }
 
 /// Publishes the node's frames in order, several to a stream message when
@@ -952,7 +1159,9 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
 /// lapse first) it judges on a state no round of reclamation completed
 /// without it has passed (DESIGN.md, "On a totally ordered log").
 async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<(), Stop> {
-    let (snapshot, _) = newest_snapshot(&ctx.snapshots)
+    let (snapshot, _) = ctx
+        .snapshots
+        .newest()
         .await
         .map_err(|e| Stop::Error(e.into()))?
         .unzip();
@@ -1443,7 +1652,7 @@ impl SnapshotDuty {
 
     /// Compare-and-set on the claims entry: one node per interval saves.
     async fn claim(&mut self, ctx: &Ctx, seq: u64) {
-        let entry = match ctx.claims.entry(SNAPSHOT).await {
+        let entry = match ctx.snapshots.claims.entry(SNAPSHOT).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::debug!(error = %e, "reading the snapshot claim failed");
@@ -1465,9 +1674,13 @@ impl SnapshotDuty {
         }
         let value = Bytes::from(seq.to_string());
         let won = if revision == 0 {
-            ctx.claims.create(SNAPSHOT, value).await.is_ok()
+            ctx.snapshots.claims.create(SNAPSHOT, value).await.is_ok()
         } else {
-            ctx.claims.update(SNAPSHOT, value, revision).await.is_ok()
+            ctx.snapshots
+                .claims
+                .update(SNAPSHOT, value, revision)
+                .await
+                .is_ok()
         };
         if won {
             self.known = seq;
@@ -1476,35 +1689,31 @@ impl SnapshotDuty {
     }
 }
 
-/// Stores a snapshot, then purges the stream up to `retain` messages
-/// before it: nodes that far behind still catch up by reading; joiners
-/// start from the snapshot.
+/// Saves a snapshot ([`Snapshots::save`]), removes those before the one it
+/// replaced, then purges the stream up to `retain` messages before it:
+/// nodes that far behind still catch up by reading; joiners start from
+/// the snapshot.
 async fn save_snapshot(
-    store: object_store::ObjectStore,
+    snapshots: Snapshots,
     stream: stream::Stream,
     bytes: Vec<u8>,
     position: u64,
     retain: u64,
 ) {
-    let previous = store.info(SNAPSHOT).await.ok().and_then(|info| {
-        info.metadata
-            .get(POSITION)
-            .and_then(|p| p.parse::<u64>().ok())
-    });
-    if previous.is_some_and(|p| p >= position) {
-        return;
+    match snapshots.save(&bytes, position).await {
+        Ok(Saved::Current { replaced }) => {
+            tracing::debug!(position, size = bytes.len(), "saved a snapshot");
+            if let Some(replaced) = replaced {
+                snapshots.remove_before(replaced).await;
+            }
+        }
+        Ok(Saved::Superseded) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, position, "saving a snapshot failed");
+            return;
+        }
     }
-    let meta = object_store::ObjectMetadata {
-        name: SNAPSHOT.to_string(),
-        metadata: [(POSITION.to_string(), position.to_string())].into(),
-        ..Default::default()
-    };
-    if let Err(e) = store.put(meta, &mut bytes.as_slice()).await {
-        tracing::warn!(error = %e, position, "saving a snapshot failed");
-        return;
-    }
-    tracing::debug!(position, size = bytes.len(), "saved a snapshot");
-    // Everything below `keep` goes; the newest snapshot covers it.
+    // Everything below `keep` goes; the current snapshot covers it.
     let keep = (position >> INDEX_BITS).saturating_sub(retain);
     if keep > 1 {
         if let Err(e) = stream.purge().sequence(keep).await {
@@ -1610,6 +1819,22 @@ mod tests {
         assert_ne!(id_hostname("a\nb"), id_hostname("a%0Ab"));
         let prefix = format!("{}.0000abcd", id_hostname("x\ny"));
         assert_eq!(own_index(&prefix, &format!("{prefix}.7-9")), Some(7));
+    }
+
+    #[test]
+    fn snapshot_objects_are_named_by_their_position() {
+        assert_eq!(snapshot_position(&snapshot_name(42)), Some(42));
+        assert_eq!(snapshot_position(&snapshot_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(snapshot_position(SNAPSHOT), None);
+        // As the object store names their subjects.
+        assert_eq!(encoded_name("snapshot"), "c25hcHNob3Q=");
+        assert_eq!(
+            encoded_name(&snapshot_name(42)),
+            "c25hcHNob3QtMDAwMDAwMDAwMDAwMDAwMDAwNDI="
+        );
+        assert_eq!(encoded_name("ab"), "YWI=");
+        assert_eq!(encoded_name("a"), "YQ==");
+        assert_eq!(encoded_name("\u{fb}\u{ff}"), "w7vDvw==");
     }
 
     #[test]

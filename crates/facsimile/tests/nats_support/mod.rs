@@ -134,10 +134,15 @@ impl Drop for Server {
 
 /// A TCP proxy in front of a server that the test can freeze: while
 /// frozen, bytes wait in both directions, as across a network partition
-/// that heals without breaking the connection.
+/// that heals without breaking the connection. It can also freeze itself
+/// when a client sends a given text ([`Partition::freeze_at`]), and carry
+/// what the server sends slowly ([`Partition::slow`]).
 pub(crate) struct Partition {
     pub(crate) port: u16,
     pub(crate) frozen: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    trigger: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    /// Bytes a second from the server to the clients; 0 for no limit.
+    rate: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Partition {
@@ -145,7 +150,9 @@ impl Partition {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let frozen = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
-        let gate = frozen.clone();
+        let trigger = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let rate = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (gate, armed, limit) = (frozen.clone(), trigger.clone(), rate.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", server)).await
@@ -154,11 +161,26 @@ impl Partition {
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = upstream.into_split();
-                tokio::spawn(pipe(client_read, server_write, gate.subscribe()));
-                tokio::spawn(pipe(server_read, client_write, gate.subscribe()));
+                let up = Pipe {
+                    gate: gate.clone(),
+                    trigger: Some(armed.clone()),
+                    rate: None,
+                };
+                let down = Pipe {
+                    gate: gate.clone(),
+                    trigger: None,
+                    rate: Some(limit.clone()),
+                };
+                tokio::spawn(up.run(client_read, server_write));
+                tokio::spawn(down.run(server_read, client_write));
             }
         });
-        Partition { port, frozen }
+        Partition {
+            port,
+            frozen,
+            trigger,
+            rate,
+        }
     }
 
     pub(crate) fn url(&self) -> String {
@@ -168,22 +190,76 @@ impl Partition {
     pub(crate) fn freeze(&self, frozen: bool) {
         self.frozen.send_replace(frozen);
     }
+
+    /// Freezes the partition as soon as a client sends `text`, holding
+    /// what holds it (once).
+    pub(crate) fn freeze_at(&self, text: &str) {
+        *self.trigger.lock().unwrap() = Some(text.as_bytes().to_vec());
+    }
+
+    /// Carries at most `bytes_per_second` from the server to the clients
+    /// (0: no limit).
+    pub(crate) fn slow(&self, bytes_per_second: usize) {
+        self.rate
+            .store(bytes_per_second, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
-pub(crate) async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut frozen: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0; 64 << 10];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if frozen.wait_for(|f| !f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
-            return;
+/// One direction of a proxied connection.
+struct Pipe {
+    gate: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    trigger: Option<std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>>,
+    rate: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+impl Pipe {
+    async fn run(
+        self,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut frozen = self.gate.subscribe();
+        let mut buf = vec![0; 64 << 10];
+        // The end of what went before, for a text split between two reads.
+        let mut seen: Vec<u8> = Vec::new();
+        loop {
+            let rate = self
+                .rate
+                .as_ref()
+                .map_or(0, |r| r.load(std::sync::atomic::Ordering::SeqCst));
+            // A slow link reads a tenth of a second's worth at a time.
+            let per_tick = (rate / 10).max(1);
+            let room = match rate {
+                0 => buf.len(),
+                _ => per_tick.min(buf.len()),
+            };
+            let n = match from.read(&mut buf[..room]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if let Some(trigger) = &self.trigger {
+                seen.extend_from_slice(&buf[..n]);
+                let mut armed = trigger.lock().unwrap();
+                if let Some(text) = armed.clone() {
+                    if seen.windows(text.len()).any(|w| w == text.as_slice()) {
+                        *armed = None;
+                        self.gate.send_replace(true);
+                    }
+                    let keep = seen.len().saturating_sub(text.len());
+                    seen.drain(..keep);
+                } else {
+                    seen.clear();
+                }
+            }
+            if frozen.wait_for(|f| !f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            if rate > 0 {
+                let tick = Duration::from_millis(100).as_secs_f64();
+                tokio::time::sleep(Duration::from_secs_f64(tick * n as f64 / per_tick as f64))
+                    .await;
+            }
         }
     }
 }
