@@ -73,7 +73,7 @@ pub use error::{Error, ReceiveError};
 pub use event::{Change, Event, LockEntry, LockEvent, LockState, Origin, PeerInfo};
 pub use graph::{IdHasher, IdKeys, hash_keys_fingerprint, seed_hash_keys};
 pub use outbox::Transmit;
-pub use replica::{CarriedOver, Planned, Replica};
+pub use replica::{CarriedOver, ElementStamp, Planned, Replica};
 pub use value::{Input, ObjectId, ObjectKind, PeerId, Prop, Succession, Value};
 
 /// The longest hostname, in bytes of UTF-8, that peers accept.

@@ -35,6 +35,14 @@ use crate::wire::{self, Directed, Frame, Hostname, Message, Ops, Sequenced, Tag,
 mod carry;
 pub use carry::CarriedOver;
 
+/// An array element as [`Replica::list_stamped`] read it: which element,
+/// and which write gave it its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElementStamp {
+    elem: Id,
+    stamp: Id,
+}
+
 /// A write a caller means to make, with what its method takes, for
 /// [`Replica::check_room`].
 #[derive(Debug, Clone, Copy)]
@@ -439,6 +447,42 @@ impl Replica {
     /// As [`Replica::list_len`].
     pub fn list_values(&self, obj: ObjectId) -> Result<Vec<Value>, Error> {
         Ok(self.doc.list(obj)?.values().collect())
+    }
+
+    /// All elements of an array, in order, each with its [`ElementStamp`]:
+    /// a read whose positions [`Replica::list_positions`] finds again
+    /// after other writes moved them.
+    ///
+    /// # Errors
+    /// As [`Replica::list_len`].
+    pub fn list_stamped(&self, obj: ObjectId) -> Result<Vec<(Value, ElementStamp)>, Error> {
+        let list = self.doc.list(obj)?;
+        Ok(list
+            .elements()
+            .map(|(elem, value, stamp)| (value, ElementStamp { elem, stamp }))
+            .collect())
+    }
+
+    /// Where the elements `stamps` are now, in the order given, or `None`
+    /// when one of them left the array or had its value written since it
+    /// was read: a removal picked from a read applies to the elements it
+    /// picked however the others changed meanwhile.
+    ///
+    /// # Errors
+    /// As [`Replica::list_len`].
+    pub fn list_positions(
+        &self,
+        obj: ObjectId,
+        stamps: &[ElementStamp],
+    ) -> Result<Option<Vec<usize>>, Error> {
+        let list = self.doc.list(obj)?;
+        Ok(stamps
+            .iter()
+            .map(|s| {
+                let unchanged = list.value_stamp_of(s.elem) == Some(s.stamp);
+                unchanged.then(|| list.index_of(s.elem)).flatten()
+            })
+            .collect())
     }
 
     /// Calls `f` with each element of an array, in order, and this replica

@@ -794,8 +794,8 @@ impl ListProxy {
 
     /// Removes the elements `pick` chooses among the list's, as
     /// [`ArrayRef::try_remove_picked`]: again on the new elements while
-    /// the list changes between the read and the write, up to
-    /// [`ATTEMPTS`] times.
+    /// one it picked is removed or written between the read and the
+    /// write, up to [`ATTEMPTS`] times.
     fn remove_picked(
         &self,
         what: &str,
@@ -817,7 +817,7 @@ impl ListProxy {
             }
         }
         Err(PyRuntimeError::new_err(format!(
-            "{what}: the list changed between its read and its write {ATTEMPTS} times in a row; nothing was removed"
+            "{what}: the element found changed between its read and its write {ATTEMPTS} times in a row; nothing was removed"
         )))
     }
 
@@ -1050,8 +1050,9 @@ impl ListProxy {
     }
 
     /// Removes the first element equal to `value` (ValueError if none). A
-    /// message applied between the search and the removal makes it search
-    /// again: it never removes an element that is not `value`.
+    /// message that removes or writes the element found, applied between
+    /// the search and the removal, makes it search again: it never removes
+    /// an element that is not `value`.
     fn remove(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.open()?;
         let owner = self.owner.bind(py);

@@ -248,10 +248,22 @@ def test_remove_removes_the_element_found_though_a_message_lands_meanwhile():
         def __eq__(self, other):  # changes the list at every comparison
             b.store.append(0)
             a.receive(held.pop(0))
-            return False
+            return other == "q"
 
-    with pytest.raises(RuntimeError, match="changed between its read and its write"):
-        a.store.remove(Changing())
+    a.store.remove(Changing())  # other elements' changes do not hold it up
+    assert a.store == b.store and "q" not in a.store
+
+    class Rewriting:
+        def __eq__(self, other):  # rewrites the element it finds, each time
+            if not str(other).startswith("p"):
+                return False
+            b.store[1] = other + "'"
+            a.receive(held.pop(0))
+            return True
+
+    with pytest.raises(RuntimeError, match="found changed between its read and its write"):
+        a.store.remove(Rewriting())
+    assert a.store == b.store and a.store[1].startswith("p'")
     with pytest.raises(ValueError, match="not in list"):
         a.store.remove("target")
 

@@ -1711,23 +1711,26 @@ impl ArrayRef {
         })
     }
 
-    /// Removes the elements at the positions `pick` chooses, provided the
-    /// array does not change while `pick` runs: a removal found by reading
-    /// (Python's `list.remove(x)`, `del l[::2]`) that a message applied
-    /// meanwhile by another thread cannot move onto other elements. `pick`
-    /// receives the elements, runs outside the node's lock (it may read the
-    /// store) and returns positions among them, in any order (a repeated
-    /// one counts once). One change and one message; all or nothing.
+    /// Removes the elements at the positions `pick` chooses among the
+    /// elements it reads, provided none of those elements was removed or
+    /// written while `pick` ran: a removal found by reading (Python's
+    /// `list.remove(x)`) that other writes applied meanwhile, by another
+    /// thread or a message, cannot move onto other elements, and that
+    /// writes elsewhere in the array do not hold up. `pick` receives the
+    /// elements, runs outside the node's lock (it may read the store) and
+    /// returns positions among them, in any order (a repeated one counts
+    /// once). One change and one message; all or nothing.
     ///
     /// Returns the removed elements in array order, or `None`, with
-    /// nothing removed and nothing sent, when the array changed while
-    /// `pick` ran: read again and call again.
+    /// nothing removed and nothing sent, when a picked element was removed
+    /// or written while `pick` ran: read again and call again.
     ///
     /// # Errors
     /// As [`ArrayRef::push`];
     /// [`IndexOutOfBounds`](crate::EngineError::IndexOutOfBounds) for a
-    /// position past the end, and [`TooLarge`](crate::EngineError::TooLarge)
-    /// when the removals together may not fit one message: none is made.
+    /// position past the elements `pick` received, and
+    /// [`TooLarge`](crate::EngineError::TooLarge) when the removals
+    /// together may not fit one message: none is made.
     ///
     /// # Example
     /// ```
@@ -1741,16 +1744,21 @@ impl ArrayRef {
     ///     values.iter().position(|v| v.as_str() == Some("x")).into_iter().collect()
     /// };
     /// assert_eq!(list.try_remove_picked(first_x)?, Some(vec![Value::from("x")]));
-    /// assert_eq!(list.try_remove_picked(|values| vec![0, values.len() - 1])?.unwrap().len(), 2);
-    /// assert_eq!(list.to_json()?, json!(["q"]));
     ///
-    /// // The array changes while `pick` runs: nothing is removed.
-    /// let moved = list.try_remove_picked(|_| {
+    /// // An insert while `pick` runs: the element picked is removed still.
+    /// let q = list.try_remove_picked(|_| {
     ///     list.insert(0, "new").unwrap();
+    ///     vec![1]
+    /// })?;
+    /// assert_eq!(q, Some(vec![Value::from("q")]));
+    ///
+    /// // The element picked is written meanwhile: nothing is removed.
+    /// let changed = list.try_remove_picked(|_| {
+    ///     list.set(0, "newer").unwrap();
     ///     vec![0]
     /// })?;
-    /// assert_eq!(moved, None);
-    /// assert_eq!(list.to_json()?, json!(["new", "q"]));
+    /// assert_eq!(changed, None);
+    /// assert_eq!(list.to_json()?, json!(["newer", "p", "x"]));
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn try_remove_picked(
@@ -1758,17 +1766,31 @@ impl ArrayRef {
         pick: impl FnOnce(&[Value]) -> Vec<usize>,
     ) -> Result<Option<Vec<Value>>> {
         let id = self.id();
-        let (values, stamp) = self.read_stamped()?;
+        let (values, stamps): (Vec<Value>, Vec<_>) = self.node.try_read(|r| {
+            let read = r.list_stamped(id)?;
+            Ok(read
+                .into_iter()
+                .map(|(v, stamp)| (self.node.value(r, v), stamp))
+                .unzip())
+        })?;
         let at = pick(&values);
         if at.is_empty() {
-            let unchanged = self.node.try_read(|r| Ok(r.list_version(id)? == stamp))?;
-            return Ok(unchanged.then(Vec::new));
+            return Ok(Some(Vec::new()));
         }
         self.node.write(|r| {
-            if r.list_version(id)? != stamp {
-                return Ok(None);
+            let mut picked = Vec::with_capacity(at.len());
+            for &index in &at {
+                let stamp = stamps.get(index).ok_or(EngineError::IndexOutOfBounds {
+                    object: id,
+                    index,
+                    len: values.len(),
+                })?;
+                picked.push(*stamp);
             }
-            self.remove_positions(r, at).map(Some)
+            match r.list_positions(id, &picked)? {
+                Some(now) => self.remove_positions(r, now).map(Some),
+                None => Ok(None),
+            }
         })
     }
 

@@ -1,7 +1,9 @@
 //! Array writes computed from a read of the array, outside the node's lock
-//! (a reorder, a removal picked by value): they apply only to the array
-//! they read, and a closure or a peer that changes it meanwhile cannot
-//! keep them running forever.
+//! (a reorder, a removal picked by value), and writes whose positions come
+//! from the length as of the write: they apply only to what they read (a
+//! reorder to the array, a removal to the elements it picked), and a
+//! closure or a peer that changes it meanwhile cannot keep them running
+//! forever.
 
 use std::cell::Cell;
 
@@ -96,51 +98,67 @@ fn a_reorder_starved_by_remote_writes_gives_up_then_applies() {
 }
 
 /// A removal picked on a read does not land on another element when a
-/// peer's insert is applied between the read and the write: it is refused
-/// whole, and picked again it removes the element meant.
+/// peer's writes are applied between the read and the write: an insert
+/// elsewhere moves the element picked, which is removed all the same; a
+/// write or a removal of the element picked refuses it whole.
 #[test]
-fn a_removal_picked_before_a_remote_insert_is_refused() {
+fn a_removal_picked_before_remote_writes_removes_the_element_picked_or_nothing() {
     for (wire, net) in manual_networks(33) {
         let a = net.join("a");
         let b = net.join("b");
         a.set_root(json!(["p", "q", "target", "r"])).unwrap();
         net.run();
         let list = a.root_array().unwrap();
-        b.root_array().unwrap().insert(0, "new").unwrap();
+        let on_b = b.root_array().unwrap();
         let target = |values: &[Value]| -> Vec<usize> {
             let at = values.iter().position(|v| v.as_str() == Some("target"));
             at.into_iter().collect()
         };
-        let raced = list
-            .try_remove_picked(|values| {
+        let remove_while = |peer_writes: &dyn Fn()| {
+            list.try_remove_picked(|values| {
                 let at = target(values);
-                net.run(); // the insert lands now
+                peer_writes();
+                net.run(); // the peer's writes land now
                 at
             })
-            .unwrap();
-        assert_eq!(raced, None, "{wire}");
+            .unwrap()
+        };
+        let raced = remove_while(&|| on_b.insert(0, "new").unwrap());
+        assert_eq!(raced, Some(vec![Value::from("target")]), "{wire}");
         assert_eq!(
             list.to_json().unwrap(),
-            json!(["new", "p", "q", "target", "r"]),
+            json!(["new", "p", "q", "r"]),
             "{wire}"
         );
-        let removed = list.try_remove_picked(target).unwrap();
-        assert_eq!(removed, Some(vec![Value::from("target")]), "{wire}");
+
+        list.insert(2, "target").unwrap();
+        net.run();
+        let written = remove_while(&|| on_b.set(2, "target, rewritten").unwrap());
+        assert_eq!(written, None, "{wire}");
+        let removed = remove_while(&|| on_b.remove(1).map(|_| ()).unwrap());
+        assert_eq!(removed, Some(vec![]), "{wire}: none picked");
+        let gone = list.try_remove_picked(|values| {
+            let at = vec![values.len() - 1];
+            on_b.pop().unwrap();
+            net.run();
+            at
+        });
+        assert_eq!(gone.unwrap(), None, "{wire}");
         net.run();
         assert_eq!(
             b.root().to_json().unwrap(),
-            json!(["new", "p", "q", "r"]),
+            json!(["new", "target, rewritten", "q"]),
             "{wire}"
         );
         assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
     }
 }
 
-/// A list a node took from a sync, replaced by another sync between the
-/// read and the write, is not the one the removal was picked on: refused,
-/// though each started counting its changes afresh.
+/// A list a node took from a sync and took again from another sync between
+/// the read and the write holds the element picked under the same identity:
+/// that element is removed, not the one at its old position.
 #[test]
-fn a_removal_picked_before_a_sync_replaced_the_list_is_refused() {
+fn a_removal_picked_before_a_sync_replaced_the_list_removes_the_element_picked() {
     for (wire, net) in manual_networks(34) {
         let b = net.join("b");
         b.set_root(json!(["p", "q", "target", "r"])).unwrap();
@@ -158,12 +176,14 @@ fn a_removal_picked_before_a_sync_replaced_the_list_is_refused() {
                 at.into_iter().collect()
             })
             .unwrap();
-        assert_eq!(raced, None, "{wire}");
+        assert_eq!(raced, Some(vec![Value::from("target")]), "{wire}");
+        net.run();
         assert_eq!(
             a.root().to_json().unwrap(),
-            json!(["new", "p", "q", "target", "r"]),
+            json!(["new", "p", "q", "r"]),
             "{wire}"
         );
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
     }
 }
 
