@@ -22,6 +22,7 @@ pub(crate) const MAX_DEPTH: usize = 128;
 pub(crate) struct ReadSet {
     reads: Vec<Read>,
     buffered: bool,
+    maps: bool,
 }
 
 #[derive(Debug)]
@@ -82,6 +83,14 @@ impl ReadSet {
     /// the value read declared).
     pub(crate) fn buffered(&self) -> bool {
         self.buffered
+    }
+
+    /// Whether the type read a map as a map (its entries, not a struct's
+    /// fields): a key may not read back as it is stored (a key type of
+    /// its own), so [`super::diff::plan`] needs the entries the value read
+    /// held.
+    pub(crate) fn maps(&self) -> bool {
+        self.maps
     }
 
     /// Whether a struct read a field its map lacks (the type may have
@@ -443,6 +452,7 @@ impl<'a, 'r> De<'a, 'r> {
         o: ObjectId,
         visitor: V,
     ) -> Result<V::Value, ConvError> {
+        rd.reads.maps = true;
         rd.enter(o, |rd| {
             let entries = rd.map_entries(o)?;
             visitor.visit_map(MapAccess {
@@ -687,16 +697,19 @@ impl<'de> de::VariantAccess<'de> for VariantAccess<'_, '_> {
 }
 
 /// A map key, as a deserializer: a string that also reads as an integer, a
-/// boolean or a char (the keys the serializer turned into strings).
+/// boolean or a char (the keys the serializer turned into strings). Such a
+/// key reads only in the form the serializer writes (`"1"`, not `"01"` or
+/// `"+1"`): two stored keys must never read as one, which an update would
+/// then write back as one.
 struct KeyDe(SmolStr);
 
 macro_rules! key_parse {
     ($($f:ident: $t:ty => $visit:ident),* $(,)?) => {$(
         fn $f<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ConvError> {
             match self.0.parse::<$t>() {
-                Ok(x) => visitor.$visit(x),
-                Err(_) => Err(ConvError::mismatch(
-                    concat!("a map key holding a ", stringify!($t)),
+                Ok(x) if x.to_string() == self.0 => visitor.$visit(x),
+                _ => Err(ConvError::mismatch(
+                    concat!("a map key holding a ", stringify!($t), " as it is written"),
                     format!("the key {:?}", self.0.as_str()),
                 )),
             }

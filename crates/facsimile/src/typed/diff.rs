@@ -6,7 +6,9 @@
 //!   struct does not declare; an absent field (`None`) deletes its key, and a
 //!   key holding `Null` counts as absent;
 //! - a map makes its key set equal: extra keys are deleted, new ones set,
-//!   common ones diffed;
+//!   common ones diffed; after a read (`update`), only the keys the value
+//!   read held are deleted, and an entry it held, left as read, is not
+//!   written though its key is not stored (another key read as it);
 //! - an enum variant with data is diffed in place when the stored map holds
 //!   the same variant, and replaced whole otherwise (so that two nodes
 //!   switching variants at once cannot merge into a map of two variants);
@@ -201,33 +203,43 @@ pub(crate) fn plan(
     Ok(d.plan)
 }
 
-struct Differ<'a> {
+struct Differ<'a, 'o> {
     r: &'a mut Replica,
     plan: Plan,
     depth: usize,
     /// What the old value declared, for [`plan`].
-    declared: Declared,
+    declared: Declared<'o>,
     numbers: Numbers,
 }
 
 /// What the value read declared ([`declared_keys`]).
 #[derive(Default)]
-pub(crate) struct Declared {
+pub(crate) struct Declared<'o> {
     /// The fields each map's struct declared.
     keys: HashMap<ObjectId, Vec<&'static str>, IdKeys>,
     /// The value read of each field absent from its map.
     defaulted: HashMap<(ObjectId, &'static str), Tree>,
+    /// The entries each map read as a map held, as the value read wrote
+    /// them back: a stored key that is not among them did not read back
+    /// as itself (a key type of its own), and is left alone.
+    entries: HashMap<ObjectId, HashMap<&'o str, &'o Tree>, IdKeys>,
 }
 
 /// The fields each stored map's struct declared in `old`, the tree of a
 /// value read from `cur`: the two are walked together, a struct's fields
 /// by key, a sequence's items by index.
-fn declared_keys(r: &Replica, cur: &CoreValue, old: &Tree, out: &mut Declared, depth: usize) {
+fn declared_keys<'o>(
+    r: &Replica,
+    cur: &CoreValue,
+    old: &'o Tree,
+    out: &mut Declared<'o>,
+    depth: usize,
+) {
     let Some(o) = cur.as_ref_id() else { return };
     if depth > MAX_DEPTH {
         return;
     }
-    let below = |key: &str, t: &Tree, out: &mut _| {
+    let below = |key: &str, t: &'o Tree, out: &mut Declared<'o>| {
         if let Ok(Some(v)) = r.map_get(o, key) {
             declared_keys(r, &v, t, out, depth + 1);
         }
@@ -250,6 +262,10 @@ fn declared_keys(r: &Replica, cur: &CoreValue, old: &Tree, out: &mut Declared, d
             }
         }
         (Some(ObjectKind::Map), Tree::Map(entries)) => {
+            out.entries
+                .entry(o)
+                .or_default()
+                .extend(entries.iter().map(|(k, t)| (k.as_str(), t)));
             for (k, t) in entries {
                 below(k, t, out);
             }
@@ -326,7 +342,7 @@ fn sorted(mut entries: Vec<(SmolStr, Tree)>) -> Vec<(SmolStr, Tree)> {
     out
 }
 
-impl Differ<'_> {
+impl Differ<'_, '_> {
     fn map_kind(&self, v: &CoreValue) -> Option<(ObjectId, ObjectKind)> {
         let o = v.as_ref_id()?;
         Some((o, self.r.kind(o)?))
@@ -430,6 +446,9 @@ impl Differ<'_> {
             .r
             .map_entries(o)
             .map_err(|e| ConvError::store(e.into()))?;
+        // Taken while the diff below borrows `self`, and put back (an
+        // object reached twice).
+        let read = self.declared.entries.remove(&o);
         // Both sides sorted by key: a merge join.
         let mut new = sorted(entries).into_iter().peekable();
         let mut old = stored.into_iter().peekable();
@@ -443,11 +462,21 @@ impl Differ<'_> {
             match order {
                 std::cmp::Ordering::Less => {
                     let (k, _) = old.next().expect("peeked");
-                    self.plan.writes.push(Write::Delete(o, k));
+                    // Only what the value read held is removed.
+                    if read
+                        .as_ref()
+                        .is_none_or(|read| read.contains_key(k.as_str()))
+                    {
+                        self.plan.writes.push(Write::Delete(o, k));
+                    }
                 }
                 std::cmp::Ordering::Greater => {
                     let (k, t) = new.next().expect("peeked");
-                    self.plan.writes.push(Write::Set(o, k, t.into_input()));
+                    // An entry the value read held though its key is not
+                    // stored (another key read as it), left as read.
+                    if read.as_ref().and_then(|read| read.get(k.as_str())) != Some(&&t) {
+                        self.plan.writes.push(Write::Set(o, k, t.into_input()));
+                    }
                 }
                 std::cmp::Ordering::Equal => {
                     let (_, v) = old.next().expect("peeked");
@@ -457,6 +486,9 @@ impl Differ<'_> {
                     }
                 }
             }
+        }
+        if let Some(read) = read {
+            self.declared.entries.insert(o, read);
         }
         Ok(())
     }

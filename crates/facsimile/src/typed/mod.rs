@@ -17,7 +17,9 @@
 //! other variant a map with the one key of its name), bytes (with
 //! `serde_bytes`) are bytes, integers are `i64` (a `u64` above `i64::MAX`
 //! is refused), and map keys are strings (integer, char, boolean and
-//! unit-variant keys are written as strings and parsed back).
+//! unit-variant keys are written as strings and parsed back, only in the
+//! form they are written: `"01"` or `"+1"` is not the key `1`, so that two
+//! stored keys never read as one).
 //!
 //! `Option::None` in a struct field is an absent key, so setting a field to
 //! `None` sends one delete and an absent key reads as `None`; a key holding
@@ -32,7 +34,10 @@
 //! - a struct writes only the fields that differ, and never touches keys it
 //!   does not declare (so a newer program's extra fields survive an older
 //!   program's update); a map (`HashMap`, `BTreeMap`, a flattened struct)
-//!   makes its key set equal, so a removed entry is one delete;
+//!   makes its key set equal, so a removed entry is one delete — but
+//!   `update` removes only the entries the value it read held, so a key
+//!   the type skips (a flattened struct's unknown key) or does not read
+//!   back as itself (a key type of its own) stays;
 //! - a nested struct, map or array is diffed in place (one changed field
 //!   deep inside is one write on the object holding it) — unless its kind
 //!   changed, in which case it is written whole as a new object;
@@ -234,9 +239,10 @@ where
         let mut value = value?;
         // What the value read declared, where serde read a map whole to
         // pick an enum's variant (the update deletes what it no longer
-        // declares there), or a struct read a field its map lacks (a
-        // default the update leaves unwritten while unchanged).
-        let old = (reads.buffered() || reads.absent())
+        // declares there), a struct read a field its map lacks (a default
+        // the update leaves unwritten while unchanged), or a map was read
+        // (the update deletes only the entries the value read held).
+        let old = (reads.buffered() || reads.absent() || reads.maps())
             .then(|| ser::to_tree(&value))
             .transpose()?;
         let out = f(&mut value);

@@ -1515,3 +1515,102 @@ fn a_float_over_a_stored_integer_is_compared_exactly() {
     a.set_root_from(&F { x: 0.0, z: 2.0 }).unwrap();
     assert_eq!(net.in_flight(), 0, "an integer is the float of its value");
 }
+
+/// A numeric or boolean map key reads only as the serializer writes it:
+/// `"+1"` or `"01"` next to `"1"` would read as one key, which an update
+/// would then write back as one, deleting the other writer's. Such a key
+/// is a type error naming it, and an update of it changes nothing.
+#[test]
+fn a_map_key_reads_only_in_the_form_it_is_written() {
+    let p = Pair::new();
+    for (stored, key) in [
+        (json!({"+1": "plus", "1": "one", "2": "two"}), "+1"),
+        (json!({"01": "zero-one", "1": "one"}), "01"),
+    ] {
+        p.editor.set_root(stored.clone()).unwrap();
+        p.settle();
+        let err = p
+            .peer
+            .root_as::<BTreeMap<u32, String>>()
+            .expect_err("a key in another form");
+        assert!(
+            matches!(&err, Error::Type { found, .. } if found.contains(key)),
+            "{key}: {err}"
+        );
+        let err = p
+            .editor
+            .update(|_: &mut BTreeMap<u32, String>| {})
+            .unwrap_err();
+        assert!(matches!(err, Error::Type { .. }), "{key}: {err}");
+        assert_eq!(p.take(), Sent::default(), "{key}");
+        assert_eq!(p.peer.root().to_json().unwrap(), stored, "{key}");
+    }
+    p.editor.set_root(json!({"-0": 1, "True": 2})).unwrap();
+    p.settle();
+    assert!(p.peer.root_as::<BTreeMap<i64, i64>>().is_err());
+    assert!(p.peer.root_as::<BTreeMap<bool, i64>>().is_err());
+    p.editor
+        .set_root(json!({"-1": 1, "0": 2, "true": 3}))
+        .unwrap();
+    p.settle();
+    assert_eq!(
+        p.peer.root_as::<BTreeMap<String, i64>>().unwrap().len(),
+        3,
+        "keys in their written form read"
+    );
+    p.editor.set_root(json!({"-1": 1, "0": 2})).unwrap();
+    p.settle();
+    assert_eq!(
+        p.peer.root_as::<BTreeMap<i64, i64>>().unwrap(),
+        BTreeMap::from([(-1, 1), (0, 2)])
+    );
+}
+
+/// An update removes only the map entries the value it read held: a key
+/// that does not read back as itself (a key type of its own) or that a
+/// flattened struct skips stays, and a no-op update sends nothing.
+#[test]
+fn an_update_leaves_map_keys_its_value_did_not_hold() {
+    /// A key that reads in lower case.
+    #[derive(Serialize, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    struct Lower(String);
+    impl<'de> Deserialize<'de> for Lower {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            String::deserialize(d).map(|s| Lower(s.to_lowercase()))
+        }
+    }
+    #[derive(Serialize, Deserialize)]
+    struct Outer {
+        x: i64,
+        #[serde(flatten)]
+        inner: Inner,
+    }
+    #[derive(Serialize, Deserialize)]
+    struct Inner {
+        y: i64,
+    }
+
+    let p = Pair::new();
+    p.editor.set_root(json!({"A": 1, "b": 2})).unwrap();
+    p.settle();
+    p.editor.update(|_: &mut BTreeMap<Lower, i64>| {}).unwrap();
+    assert_eq!(p.take(), Sent::default(), "a no-op sends nothing");
+    p.editor
+        .update(|m: &mut BTreeMap<Lower, i64>| m.remove(&Lower("b".into())))
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapDelete", 1)]));
+    assert_eq!(p.peer.root().to_json().unwrap(), json!({"A": 1}));
+
+    p.editor
+        .set_root(json!({"x": 1, "y": 2, "note": "hi"}))
+        .unwrap();
+    p.settle();
+    p.editor.update(|_: &mut Outer| {}).unwrap();
+    assert_eq!(p.take(), Sent::default(), "a no-op sends nothing");
+    p.editor.update(|o: &mut Outer| o.inner.y = 3).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    assert_eq!(
+        p.peer.root().to_json().unwrap(),
+        json!({"x": 1, "y": 3, "note": "hi"})
+    );
+}
