@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use facsimile_core::{LockState, ObjectId, Replica};
+use facsimile_core::{LockState, ObjectId, PeerId, Replica};
 
 use crate::error::{EngineError, Place, Subject, locate, locked, not_owner};
 use crate::handle::ObjectRef;
@@ -640,5 +640,34 @@ impl Node {
             LockState::Held(t) => Some(t),
             _ => None,
         }
+    }
+
+    /// Who holds the lock on `object`, with the fencing token of that
+    /// grant, as far as this node knows: `None` when nobody does, or when
+    /// its grant is not known here. Another node's grant is known once it
+    /// announced it, in its acknowledgement of a later request (any
+    /// node's), so this is for monitoring and display, not a check before
+    /// a write: the write's own refusal, or the token a service checks, is
+    /// the check.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let a = net.join("a");
+    /// a.set_root(json!({"stock": 3}))?;
+    /// let stock = a.root_map().unwrap();
+    /// assert!(a.lock_holder(&stock).is_none());
+    /// let guard = block_on(a.lock(&stock))?;
+    /// let (holder, token) = a.lock_holder(&stock).unwrap();
+    /// assert_eq!((holder.hostname(), token), ("a", guard.token()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock_holder(&self, object: impl Into<ObjectRef>) -> Option<(PeerId, u64)> {
+        let id = object.into().id();
+        self.read(|r| r.lock_holder_token(id))
     }
 }

@@ -1261,3 +1261,38 @@ fn threads_of_one_node_take_its_lock_in_turn() {
     assert_eq!(a.root().to_json().unwrap(), json!({"stock": 0}));
     assert_eq!(a.snapshot(), b.snapshot());
 }
+
+/// Every node can tell who holds a lock once the grant is announced: the
+/// holder at once, the others when the holder acknowledges a later
+/// request; nobody after the release.
+#[test]
+fn every_node_tells_the_holder_and_its_token() {
+    for (wire, net) in manual_networks(61) {
+        let a = net.join("a");
+        let b = net.join("b");
+        let c = net.join("c");
+        a.set_root(json!({"stock": 3})).unwrap();
+        net.run();
+        let on = |n: &Node| n.root_map().unwrap();
+        let guard = granted(&net, b.lock(on(&b)), wire);
+        assert_eq!(
+            b.lock_holder(on(&b))
+                .map(|(p, t)| (p.hostname().to_owned(), t)),
+            Some(("b".to_owned(), guard.token())),
+            "{wire}"
+        );
+        // c asks: b's acknowledgement names its grant to every node.
+        let mut waiting = c.lock(on(&c));
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+        net.run();
+        for n in [&a, &c] {
+            let (holder, token) = n.lock_holder(on(n)).expect("a holder is known");
+            assert_eq!((holder.hostname(), token), ("b", guard.token()), "{wire}");
+        }
+        guard.release().unwrap();
+        drop(waiting);
+        net.run();
+        assert!(a.lock_holder(on(&a)).is_none(), "{wire}");
+    }
+}
