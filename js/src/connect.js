@@ -361,6 +361,8 @@ function installConnect(Facsimile, wasm, fail) {
         // A write too large for the relay to pass on throws TOO_LARGE
         // when it is made, instead of being sent again and again.
         maxMessage: Math.max(1, RelayClient.max_message(maxFrame)),
+        // A read-only node only observes: nobody waits for it.
+        observer: opts.readOnly === true,
       });
       conn = new Connection(node, String(url), WS, opts, heartbeat);
     } catch (e) {

@@ -996,7 +996,16 @@ function createFacsimile(wasm, { platform }) {
       }
       this._hostname = name;
       this._binary = opts.binary === true;
-      this._engine = new Engine(name, randomIncarnation(), !this._binary, resendLog, heartbeat, timeout, maxMessage);
+      this._engine = new Engine(
+        name,
+        randomIncarnation(),
+        !this._binary,
+        resendLog,
+        heartbeat,
+        timeout,
+        maxMessage,
+        opts.observer === true,
+      );
       this._incarnation = this._engine.incarnation();
       this._pumping = false;
       this._closed = false;

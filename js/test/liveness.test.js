@@ -235,3 +235,32 @@ test('host timers drive the engine: a silent holder is evicted in real time', as
   a.close();
   b.close();
 });
+
+test('an observer that stalls holds up no lock, where a member that stalls does', async () => {
+  const net = new Router();
+  const a = net.join('a');
+  const b = net.join('b');
+  a.store = { m: { x: 0 } };
+  const o = net.join('o', { observer: true });
+  const m = net.join('m');
+  o.sync();
+  m.sync();
+  assert.equal(o.store.m.x, 0);
+  assert.throws(() => {
+    o.store.m.x = 1;
+  }, { code: 'READ_ONLY' });
+  assert.deepEqual(a._peers().map((p) => p.hostname).sort(), ['b', 'm'], 'the observer is no member');
+
+  net.cut.add(o); // stalls: neither hears nor answers
+  const token = await a.lock(a.store.m);
+  assert.ok(token > 0, 'granted without the observer');
+  a.release(a.store.m);
+
+  net.cut.add(m); // a member stalls: the next grant waits for it
+  let granted = null;
+  b.lock(b.store.m).then((t) => {
+    granted = t;
+  });
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+  assert.equal(granted, null, 'b waits for m');
+});

@@ -19,6 +19,7 @@ pub struct Config {
     pub(crate) peer_timeout: Option<Duration>,
     pub(crate) lease: Option<Duration>,
     pub(crate) relay: bool,
+    pub(crate) observer: bool,
 }
 
 impl Default for Config {
@@ -34,6 +35,7 @@ impl Default for Config {
             peer_timeout: None,
             lease: None,
             relay: false,
+            observer: false,
         }
     }
 }
@@ -164,6 +166,27 @@ impl Config {
     pub fn relay(mut self) -> Self {
         self.relay = true;
         self
+    }
+
+    /// This replica only reads: it refuses its own writes, lock requests
+    /// and evictions ([`Error::Observer`]), and tells its peers so before
+    /// anything else, so that none counts it as a member. None then waits
+    /// for it: a watcher or an inspector that stalls (a stopped process, a
+    /// throttled browser tab) holds up no lock grant and no reclamation,
+    /// and its peers refuse a write it sends. Peers of an earlier version
+    /// refuse its messages.
+    ///
+    /// ```
+    /// let config = facsimile_core::Config::default().observer();
+    /// ```
+    pub fn observer(mut self) -> Self {
+        self.observer = true;
+        self
+    }
+
+    /// Whether the replica only reads ([`Config::observer`]).
+    pub fn is_observer(&self) -> bool {
+        self.observer
     }
 }
 

@@ -271,7 +271,7 @@ fn ops_of(bytes: &[u8]) -> Result<Option<Ops>, ReceiveError> {
 
 /// What an operation does, as [`Envelope::writes`] names it; `None` for the
 /// bookkeeping every node sends (hellos, acknowledgements, heartbeats).
-fn what(op: &WireOp) -> Option<&'static str> {
+pub(crate) fn what(op: &WireOp) -> Option<&'static str> {
     match op {
         WireOp::Intro { .. } | WireOp::LockAck { .. } | WireOp::Tick => None,
         WireOp::Lock { .. } | WireOp::TryLock { .. } => Some("a lock request"),
@@ -447,6 +447,12 @@ mod tests {
                 },
             ),
             seq(u64::MAX, Sequenced::Joined),
+            seq(
+                6,
+                Sequenced::Observe {
+                    hostname: hostname(),
+                },
+            ),
             seq(7, Sequenced::SyncOffer { joiner: Tag(9) }),
             directed(Directed::SyncFetch),
             directed(Directed::SyncAnswer {
@@ -527,6 +533,44 @@ mod tests {
             );
         }
         assert_eq!(Envelope::writes(&[]), Err(ReceiveError::Empty));
+    }
+
+    /// A peer that said it only observes is no member, and a write it
+    /// sends all the same is refused and changes nothing.
+    #[test]
+    fn an_observer_is_no_member_and_its_writes_are_refused() {
+        let mut o = Replica::new(PeerId::new("o", 1), Config::default().observer());
+        let mut b = Replica::new(PeerId::new("b", 2), Config::default());
+        let mut sent = 0;
+        while let Some(t) = o.poll_transmit() {
+            b.handle_message(&t.bytes).unwrap();
+            sent += 1;
+        }
+        assert_eq!(sent, 2, "its word that it observes, then its hello");
+        assert!(b.peers().is_empty());
+        let write = Frame {
+            from: Tag(1),
+            msg: Message::Sequenced {
+                seq: 3,
+                body: Sequenced::Ops {
+                    tick: 1,
+                    ops: smallvec::smallvec![WireOp::Root {
+                        value: crate::wire::WireValue::Int(1),
+                    }],
+                },
+            },
+        };
+        let before = b.snapshot();
+        let refused = b.handle_message(&encode(&write, WireFormat::Binary));
+        assert!(
+            matches!(&refused, Err(ReceiveError::Invalid { reason, .. }) if reason.contains("observes")),
+            "{refused:?}"
+        );
+        assert_eq!(b.snapshot(), before);
+        assert!(matches!(
+            o.set_root(crate::Input::from(1)),
+            Err(crate::Error::Observer)
+        ));
     }
 
     #[test]

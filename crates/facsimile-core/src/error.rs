@@ -59,6 +59,10 @@ pub enum Error {
         "this node was evicted by its peers after being silent too long; it must rejoin before locking"
     )]
     Evicted,
+    /// This replica only observes ([`crate::Config::observer`]): it may
+    /// not write, lock or evict.
+    #[error("this node only observes the document: it may not write, lock or evict")]
+    Observer,
     /// Nobody holds the lock on the object.
     #[error("object {0:?} is not locked")]
     NotLocked(ObjectId),

@@ -19,6 +19,9 @@ pub(crate) struct Membership {
     members: FxHashSet<PeerIdx>,
     /// Peers that left or were evicted; never members again.
     departed: FxHashSet<PeerIdx>,
+    /// Peers that said they only observe: never members, so nobody waits
+    /// for them, and what they write is refused.
+    observers: FxHashSet<PeerIdx>,
     /// When each member was last heard from, as of the last time check.
     last_heard: FxHashMap<PeerIdx, Duration>,
     /// Members heard from since the last time check (messages carry no
@@ -90,7 +93,26 @@ impl Membership {
     /// [`Membership::admit`] without an event (members learned from a
     /// state or from another member's list).
     pub(crate) fn admit_quietly(&mut self, p: PeerIdx) -> bool {
-        p != PeerIdx::SELF && !self.departed.contains(&p) && self.members.insert(p)
+        p != PeerIdx::SELF
+            && !self.departed.contains(&p)
+            && !self.observers.contains(&p)
+            && self.members.insert(p)
+    }
+
+    /// Records that `p` only observes: it is no member from now on.
+    /// Returns whether it was one.
+    pub(crate) fn observe(&mut self, p: PeerIdx) -> bool {
+        if p == PeerIdx::SELF {
+            return false;
+        }
+        self.observers.insert(p);
+        self.last_heard.remove(&p);
+        self.members.remove(&p)
+    }
+
+    /// Whether `p` said it only observes.
+    pub(crate) fn is_observer(&self, p: PeerIdx) -> bool {
+        self.observers.contains(&p)
     }
 
     /// Marks `p` gone for good; reports a member that left. Returns whether

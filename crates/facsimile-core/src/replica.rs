@@ -246,6 +246,11 @@ impl Replica {
             locked_through: 0,
         };
         let hostname = Hostname::of(&r.me);
+        if r.config.observer {
+            r.out.send(Sequenced::Observe {
+                hostname: hostname.clone(),
+            });
+        }
         r.out.send(Sequenced::Hello { hostname });
         r
     }
@@ -1027,7 +1032,18 @@ impl Replica {
         self.phase = Phase::Joining(joining);
         let deadline = self.out.now + self.config.sync_timeout;
         self.out.timers.set(Timer::Sync, deadline);
+        self.send_sync_request();
+    }
+
+    /// Asks for a sync, an observer saying so first: a peer that joined
+    /// since its hello would count it as a member otherwise.
+    fn send_sync_request(&mut self) {
         let hostname = Hostname::of(&self.me);
+        if self.config.observer {
+            self.out.send(Sequenced::Observe {
+                hostname: hostname.clone(),
+            });
+        }
         self.out.send(Sequenced::SyncRequest { hostname });
     }
 
@@ -1038,8 +1054,12 @@ impl Replica {
     }
 
     /// Declares `peer` gone (its transport reported it lost): its locks are
-    /// freed and nobody waits for it, on every replica.
+    /// freed and nobody waits for it, on every replica. An observer
+    /// ([`Config::observer`]) evicts nobody.
     pub fn evict(&mut self, peer: &PeerId) {
+        if self.config.observer {
+            return;
+        }
         let Ok(p) = self.peers.intern(peer) else {
             return;
         };
@@ -1377,6 +1397,9 @@ impl Replica {
     /// the releases of this replica's locks: a release is never refused.
     #[inline]
     fn writable(&mut self) -> Result<(), Error> {
+        if self.config.observer {
+            return Err(Error::Observer);
+        }
         match self.phase {
             Phase::Live if self.locks.log_ref().is_none() || self.joined_log() => {}
             _ => return Err(Error::Syncing),
@@ -1508,6 +1531,16 @@ impl Replica {
             self.members.heard(p);
         }
         match body {
+            Sequenced::Observe { hostname } => {
+                let peer = self
+                    .peers
+                    .intern(&hostname.peer(from))
+                    .map_err(|_| ReceiveError::TagCollision(from.0))?;
+                self.streams.bind(from, peer);
+                if self.members.observe(peer) {
+                    self.doc.frontier_moved();
+                }
+            }
             Sequenced::Hello { hostname } => {
                 self.announce(from, &hostname)?;
                 if self.is_ready() {
@@ -1561,6 +1594,7 @@ impl Replica {
                     }
                     // Handled above: they need no announced sender.
                     Sequenced::Hello { .. }
+                    | Sequenced::Observe { .. }
                     | Sequenced::SyncRequest { .. }
                     | Sequenced::Joined
                     | Sequenced::SyncOffer { .. } => {}
@@ -1655,6 +1689,12 @@ impl Replica {
         tick: u64,
         wire_ops: Ops,
     ) -> Result<(), ReceiveError> {
+        if self.members.is_observer(sender) {
+            if let Some(what) = wire_ops.iter().find_map(crate::envelope::what) {
+                let reason = format!("{what} from a peer that only observes");
+                return Err(ReceiveError::invalid(from.0, reason));
+            }
+        }
         // Looked up once, mutably, for both passes.
         let Some(stream) = self.streams.get_mut(from) else {
             return Ok(());
@@ -1809,6 +1849,9 @@ impl Replica {
         let Some(timeout) = self.locks.silence_timeout() else {
             return;
         };
+        if self.config.observer {
+            return;
+        }
         if !self.is_ready() {
             // Membership is incomplete until the sync answer arrives.
             self.members.stamp_heard(now);
@@ -1838,10 +1881,7 @@ impl Replica {
         };
         match join.retry() {
             Retry::Fetch(next) => self.out.send_to(next, Directed::SyncFetch),
-            Retry::Request => {
-                let hostname = Hostname::of(&self.me);
-                self.out.send(Sequenced::SyncRequest { hostname });
-            }
+            Retry::Request => self.send_sync_request(),
         }
         self.out
             .timers

@@ -111,7 +111,9 @@ pub(crate) fn check_limits(frame: &Frame) -> Result<(), &'static str> {
     };
     match &frame.msg {
         Message::Sequenced { body, .. } => match body {
-            Sequenced::Hello { hostname } | Sequenced::SyncRequest { hostname } => hostname.check(),
+            Sequenced::Hello { hostname }
+            | Sequenced::SyncRequest { hostname }
+            | Sequenced::Observe { hostname } => hostname.check(),
             Sequenced::Ops { ops, .. } => ops_hostnames(ops),
             Sequenced::Run { messages } => {
                 messages.iter().try_for_each(|(_, ops)| ops_hostnames(ops))
@@ -375,6 +377,10 @@ pub(crate) enum Message {
 pub(crate) enum Sequenced {
     /// First message of a peer that did not ask for a sync.
     Hello { hostname: Hostname },
+    /// Sent by an observer (`Config::observer`) first and before each
+    /// sync request: its peers never count it as a member, so none waits
+    /// for it (for a lock, for reclamation), and refuse what it writes.
+    Observe { hostname: Hostname },
     /// A group of operations, applied as one change. `tick` is the first
     /// operation's counter minus the last counter of the sender's previous
     /// operations message (at least 1): one byte where an absolute counter
@@ -452,8 +458,9 @@ pub(crate) mod index {
         pub(crate) const PACKED: u32 = 14;
         pub(crate) const SYNC_SAVED: u32 = 15;
         pub(crate) const RUN: u32 = 16;
+        pub(crate) const OBSERVE: u32 = 17;
         /// The highest body variant.
-        pub(crate) const LAST: u32 = RUN;
+        pub(crate) const LAST: u32 = OBSERVE;
 
         /// Whether a body names a recipient (its first field) rather than a
         /// stream position.
@@ -501,6 +508,7 @@ enum Flat<H, O, A, F, M, S, P = (), V = (), R = ()> {
     Packed { seq: u64, tick: u64, ops: P },
     SyncSaved { to: Tag, state: V },
     Run { seq: u64, messages: R },
+    Observe { seq: u64, hostname: H },
 }
 
 /// A message on the wire. In JSON it carries the wire version as a field of
@@ -578,6 +586,7 @@ impl Serialize for Frame {
                 let seq = *seq;
                 match body {
                     Sequenced::Hello { hostname } => Flat::Hello { seq, hostname },
+                    Sequenced::Observe { hostname } => Flat::Observe { seq, hostname },
                     Sequenced::Ops { tick: 1, ops } if ops.len() == 1 => {
                         Flat::Next { seq, op: &ops[0] }
                     }
@@ -660,6 +669,7 @@ impl<'de> Deserialize<'de> for Frame {
         let to = |to, body| Message::Directed { to, body };
         let msg = match flat.body {
             Flat::Hello { seq: s, hostname } => seq(s, Sequenced::Hello { hostname }),
+            Flat::Observe { seq: s, hostname } => seq(s, Sequenced::Observe { hostname }),
             Flat::Ops { seq: s, tick, ops } => seq(s, Sequenced::Ops { tick, ops }),
             Flat::Packed {
                 seq: s,
@@ -948,6 +958,13 @@ mod tests {
                 Flat::Run {
                     seq: 1,
                     messages: (),
+                },
+            ),
+            (
+                OBSERVE,
+                Flat::Observe {
+                    seq: 1,
+                    hostname: h(),
                 },
             ),
         ];

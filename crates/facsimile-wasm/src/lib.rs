@@ -143,6 +143,7 @@ fn write_error(e: Error) -> JsValue {
         Error::IndexOutOfBounds { .. } => error("OUT_OF_BOUNDS", &e.to_string()),
         Error::WrongKind { .. } => error("WRONG_KIND", &e.to_string()),
         Error::Evicted => error("EVICTED", &e.to_string()),
+        Error::Observer => error("READ_ONLY", &e.to_string()),
         Error::TooLarge { .. } => error("TOO_LARGE", &e.to_string()),
         // The order was computed from the array as it was; it changed since.
         Error::BadPermutation { .. } => error(
@@ -191,8 +192,11 @@ impl Engine {
     /// to resend (`resend_log`, the default of 4,096 when absent; 0 keeps
     /// none), and failure detection: a heartbeat after `heartbeat_ms`
     /// without sending, and eviction of a member silent for `timeout_ms`
-    /// (0: off, the default), and the largest message peers accept
-    /// (`max_message`, the default of 64 MiB when absent).
+    /// (0: off, the default), the largest message peers accept
+    /// (`max_message`, the default of 64 MiB when absent), and whether the
+    /// node only observes (`observer`: its peers do not wait for it, and
+    /// it refuses its own writes).
+    #[allow(clippy::too_many_arguments)]
     #[wasm_bindgen(constructor)]
     pub fn new(
         hostname: &str,
@@ -202,6 +206,7 @@ impl Engine {
         heartbeat_ms: f64,
         timeout_ms: f64,
         max_message: Option<f64>,
+        observer: bool,
     ) -> Engine {
         let format = if json {
             WireFormat::Json
@@ -218,6 +223,9 @@ impl Engine {
         }
         if let (Some(heartbeat), Some(timeout)) = (millis(heartbeat_ms), millis(timeout_ms)) {
             config = config.failure_detection(heartbeat, timeout);
+        }
+        if observer {
+            config = config.observer();
         }
         let mut replica = Replica::new(PeerId::new(hostname, incarnation), config);
         // Change events are recorded once somebody listens.

@@ -45,6 +45,11 @@ pub(super) async fn connect(
         .clone()
         .max_message_size(protocol::max_message(options.max_frame))
         .failure_detection(options.heartbeat, options.peer_timeout.unwrap_or(NEVER));
+    // A read-only node only observes: its peers wait for it for nothing.
+    let config = match options.read_only {
+        true => config.observer(),
+        false => config,
+    };
     let clock = if options.runtime_clock {
         Clock::runtime()
     } else {

@@ -140,6 +140,10 @@ impl ConnectOptions {
     /// Joins the relay's document read-only: the node mirrors it and sees
     /// every change, and the relay refuses the node's writes and lock
     /// requests, ending the connection ([`Status::Refused`](super::Status::Refused)).
+    /// The node only observes ([`Config::observer`](crate::Config::observer)):
+    /// it refuses its own writes before they leave, and its peers do not
+    /// count it as a member, so a read-only node that stalls holds up no
+    /// lock grant.
     ///
     /// ```
     /// let options = facsimile::net::ConnectOptions::new("doc").read_only(true);

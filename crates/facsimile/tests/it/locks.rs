@@ -1296,3 +1296,61 @@ fn every_node_tells_the_holder_and_its_token() {
         assert!(a.lock_holder(on(&a)).is_none(), "{wire}");
     }
 }
+
+/// A node that only observes (`Config::observer`) and then stalls holds
+/// up no lock grant, where a member that stalls does: nobody counts an
+/// observer as a member. It refuses its own writes and lock requests.
+#[test]
+fn a_stalled_observer_holds_up_no_lock() {
+    for (wire, net) in manual_networks(62) {
+        let format = match wire {
+            "json" => facsimile::WireFormat::Json,
+            _ => facsimile::WireFormat::Binary,
+        };
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({"stock": 3})).unwrap();
+        net.run();
+        let config = facsimile::Config::default().wire_format(format);
+        let o = Node::with_config("o", config.clone().observer());
+        let m = Node::with_config("m", config);
+        for n in [&o, &m] {
+            net.attach(n);
+            n.sync();
+            net.run();
+        }
+        assert_eq!(o.get("/stock"), Some(Value::Int(3)), "{wire}");
+        let hosts = |n: &Node| {
+            let mut h: Vec<String> = n.peers().iter().map(|p| p.hostname().to_owned()).collect();
+            h.sort();
+            h
+        };
+        assert_eq!(hosts(&a), ["b", "m"], "{wire}: the observer is no member");
+        let stock = o.root_map().unwrap();
+        let refused = stock.set("stock", 4).unwrap_err();
+        assert!(
+            matches!(refused.engine(), Some(EngineError::Observer)),
+            "{wire}: {refused}"
+        );
+        let refused = block_on(o.lock(&stock)).unwrap_err();
+        assert!(
+            matches!(refused, LockError::Engine(EngineError::Observer)),
+            "{wire}: {refused}"
+        );
+
+        drop(o); // stalls for good, without a goodbye
+        let guard = granted(&net, a.lock(a.root_map().unwrap()), wire);
+        guard.release().unwrap();
+        net.run();
+
+        drop(m); // a member stalls: the next grant waits for it
+        let mut waiting = b.lock(b.root_map().unwrap());
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
+        net.run();
+        assert!(
+            waiting.poll_unpin(&mut cx).is_pending(),
+            "{wire}: waits for m"
+        );
+    }
+}
