@@ -1,4 +1,5 @@
-//! Structure-aware: two or three replicas make arbitrary local writes,
+//! Structure-aware: two or three replicas (the third may only observe)
+//! make arbitrary local writes,
 //! lock, sync, and receive each other's messages in arbitrary interleavings
 //! that keep each sender's order (some packed into runs, as a relay replays
 //! them), while mutated copies of real messages and garbage are injected.
@@ -28,6 +29,8 @@ use common::{Mutation, Write, converged, mutate, write};
 #[derive(Arbitrary, Debug)]
 struct Case {
     three: bool,
+    /// The third replica only observes (`Config::observer`).
+    observer: bool,
     json: [bool; 3],
     actions: Vec<Action>,
 }
@@ -95,10 +98,12 @@ impl World {
                 } else {
                     WireFormat::Binary
                 };
-                Replica::new(
-                    PeerId::new(format!("r{i}"), 0x100 + i as u32),
-                    Config::default().wire_format(format),
-                )
+                let config = Config::default().wire_format(format);
+                let config = match case.observer && i == 2 {
+                    true => config.observer(),
+                    false => config,
+                };
+                Replica::new(PeerId::new(format!("r{i}"), 0x100 + i as u32), config)
             })
             .collect();
         let mut w = World {
