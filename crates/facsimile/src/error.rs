@@ -92,7 +92,8 @@ pub enum Error {
     },
     /// A typed conversion failed for another reason: a missing field, an
     /// unknown enum variant, an integer the store cannot hold, a map key
-    /// that is not a string, or an error of the type's own `Serialize` or
+    /// that is not a string, copies of one shared object that an update
+    /// changed differently, or an error of the type's own `Serialize` or
     /// `Deserialize`. Nothing was changed.
     #[error("{}: {message}", display_path(.path))]
     Convert {

@@ -28,7 +28,7 @@ use facsimile_core::{
 use smol_str::SmolStr;
 
 use super::de::MAX_DEPTH;
-use super::error::ConvError;
+use super::error::{ConvError, Seg, pointer};
 use super::ser::Tree;
 use crate::error::{EngineError, Error};
 
@@ -67,9 +67,10 @@ impl Write {
     }
 }
 
-/// The writes that make the store hold a tree. A plan is applied under the
-/// same hold of the node's lock as it was computed, so it needs no
-/// validation of its own.
+/// The writes that make the store hold a tree, computed from the store as
+/// it is, before any of them is applied. [`Plan::validate`] checks them
+/// together before the first is applied, so that applying them changes
+/// all or nothing.
 #[derive(Default, Debug)]
 pub(crate) struct Plan {
     pub(crate) writes: Vec<Write>,
@@ -91,8 +92,52 @@ impl Plan {
         self.writes.iter().map(Write::planned)
     }
 
+    /// Checks that every write applies after those before it: each index
+    /// within its array as the writes before leave its length. An array
+    /// is written by one diff of it only (a shared object is diffed once,
+    /// [`Differ::revisit`]), so this holds by construction; checked all
+    /// the same, because a plan refused halfway would leave the writes
+    /// before the refusal made and sent.
+    ///
+    /// # Errors
+    /// [`EngineError::IndexOutOfBounds`] for a write that would not apply.
+    pub(crate) fn validate(&self, r: &Replica) -> Result<(), EngineError> {
+        let mut lens: HashMap<ObjectId, usize, IdKeys> = HashMap::default();
+        for w in &self.writes {
+            let (o, index, delete, inserted) = match w {
+                Write::SetElems(o, writes) => {
+                    let last = writes.iter().map(|(i, _)| *i).max();
+                    match last {
+                        Some(i) => (*o, i, 1, 1),
+                        None => continue,
+                    }
+                }
+                Write::Splice(o, start, delete, items) => (*o, *start, *delete, items.len()),
+                _ => continue,
+            };
+            let len = match lens.get(&o) {
+                Some(&len) => len,
+                None => r.list_len(o)?,
+            };
+            if index.checked_add(delete).is_none_or(|end| end > len) {
+                return Err(EngineError::IndexOutOfBounds {
+                    object: o,
+                    index,
+                    len,
+                });
+            }
+            let after = match w {
+                Write::Splice(..) => len - delete + inserted,
+                _ => len,
+            };
+            lens.insert(o, after);
+        }
+        Ok(())
+    }
+
     /// Applies the writes. Call inside one `begin`/`commit` group so they
-    /// form one message.
+    /// form one message, after [`Plan::validate`] and the engine's checks
+    /// of the whole plan.
     pub(crate) fn apply(self, r: &mut Replica) -> Result<(), facsimile_core::Error> {
         for w in self.writes {
             match w {
@@ -134,6 +179,10 @@ pub(crate) enum Target {
 /// there declared and it does not (the fields of an untagged or
 /// internally tagged enum's variant it left), where keys neither
 /// declares stay.
+///
+/// An object reached more than once (a shared reference) is diffed once:
+/// the copies the tree leaves as the store holds them write nothing, and
+/// copies changed in two different ways are refused ([`Differ::revisit`]).
 pub(crate) fn plan(
     r: &mut Replica,
     target: Target,
@@ -141,32 +190,20 @@ pub(crate) fn plan(
     old: Option<&Tree>,
     numbers: Numbers,
 ) -> Result<Plan, Error> {
+    let start = match target {
+        Target::Root => r.root(),
+        Target::Object(o) => CoreValue::Ref(o),
+    };
     let mut declared = Declared::default();
     if let Some(old) = old {
-        let at = match target {
-            Target::Root => r.root(),
-            Target::Object(o) => CoreValue::Ref(o),
-        };
-        declared_keys(r, &at, old, &mut declared, 0);
+        declared_keys(r, &start, old, &mut declared, 0);
     }
-    let mut d = Differ {
-        r,
-        plan: Plan::default(),
-        depth: 0,
-        declared,
-        numbers,
-    };
-    match target {
-        Target::Root => {
-            let root = d.r.root();
-            if let Some(input) = d.diff(&root, tree)? {
-                d.plan.writes.push(Write::Root(input));
-            }
-        }
+    let tree = match target {
+        Target::Root => tree,
         Target::Object(o) => {
-            let kind =
-                d.r.kind(o)
-                    .ok_or(Error::from(EngineError::UnknownObject(o)))?;
+            let kind = r
+                .kind(o)
+                .ok_or(Error::from(EngineError::UnknownObject(o)))?;
             // The object keeps its identity, so a variant is written into it
             // as the map it is, not replaced.
             let tree = match tree {
@@ -189,27 +226,49 @@ pub(crate) fn plan(
                     found: tree.describe().to_string(),
                 });
             }
-            if let Some(input) = d.diff(&CoreValue::Ref(o), tree)? {
-                // Unreachable by the check above; refuse rather than lose
-                // the object's identity.
-                drop(input);
-                return Err(Error::Convert {
-                    path: String::new(),
-                    message: "the value cannot be written into this object".into(),
-                });
-            }
+            tree
+        }
+    };
+    let mut d = Differ {
+        r,
+        plan: Plan::default(),
+        depth: 0,
+        declared,
+        numbers,
+        visits: HashMap::default(),
+        start: start.clone(),
+        top: &tree,
+    };
+    let slot = d.diff(&start, &tree)?;
+    match (target, slot) {
+        (_, None) => {}
+        (Target::Root, Some(input)) => d.plan.writes.push(Write::Root(input)),
+        // Unreachable by the check above; refuse rather than lose the
+        // object's identity.
+        (Target::Object(_), Some(_)) => {
+            return Err(Error::Convert {
+                path: String::new(),
+                message: "the value cannot be written into this object".into(),
+            });
         }
     }
     Ok(d.plan)
 }
 
-struct Differ<'a, 'o> {
+struct Differ<'a, 't> {
     r: &'a mut Replica,
     plan: Plan,
     depth: usize,
     /// What the old value declared, for [`plan`].
-    declared: Declared<'o>,
+    declared: Declared<'t>,
     numbers: Numbers,
+    /// Each object diffed in place so far, with the tree it was diffed
+    /// against ([`Differ::revisit`]).
+    visits: HashMap<ObjectId, &'t Tree, IdKeys>,
+    /// Where the diff started, and its tree: to name the places of a
+    /// shared object in an error.
+    start: CoreValue,
+    top: &'t Tree,
 }
 
 /// What the value read declared ([`declared_keys`]).
@@ -218,7 +277,7 @@ pub(crate) struct Declared<'o> {
     /// The fields each map's struct declared.
     keys: HashMap<ObjectId, Vec<&'static str>, IdKeys>,
     /// The value read of each field absent from its map.
-    defaulted: HashMap<(ObjectId, &'static str), Tree>,
+    defaulted: HashMap<(ObjectId, &'static str), &'o Tree>,
     /// The entries each map read as a map held, as the value read wrote
     /// them back: a stored key that is not among them did not read back
     /// as itself (a key type of its own), and is left alone.
@@ -255,7 +314,7 @@ fn declared_keys<'o>(
                     // A field the type filled in (a default): the value
                     // read, to tell it unchanged.
                     Ok(None) if !matches!(t, Tree::Absent) => {
-                        out.defaulted.insert((o, k), t.clone());
+                        out.defaulted.insert((o, k), t);
                     }
                     _ => below(k, t, out),
                 }
@@ -329,20 +388,22 @@ fn single_matches(cur: &CoreValue, new: f32, numbers: Numbers) -> bool {
     }
 }
 
-/// Sorts map entries by key, keeping the last of duplicate keys.
-fn sorted(mut entries: Vec<(SmolStr, Tree)>) -> Vec<(SmolStr, Tree)> {
+/// Map entries sorted by key, the last of duplicate keys kept.
+fn sorted(entries: &[(SmolStr, Tree)]) -> Vec<&(SmolStr, Tree)> {
+    let mut entries: Vec<&(SmolStr, Tree)> = entries.iter().collect();
+    // Stable: of duplicate keys, the last stays last.
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out: Vec<(SmolStr, Tree)> = Vec::with_capacity(entries.len());
-    for (k, t) in entries {
+    let mut out: Vec<&(SmolStr, Tree)> = Vec::with_capacity(entries.len());
+    for e in entries {
         match out.last_mut() {
-            Some(last) if last.0 == k => last.1 = t,
-            _ => out.push((k, t)),
+            Some(last) if last.0 == e.0 => *last = e,
+            _ => out.push(e),
         }
     }
     out
 }
 
-impl Differ<'_, '_> {
+impl<'t> Differ<'_, 't> {
     fn map_kind(&self, v: &CoreValue) -> Option<(ObjectId, ObjectKind)> {
         let o = v.as_ref_id()?;
         Some((o, self.r.kind(o)?))
@@ -367,48 +428,138 @@ impl Differ<'_, '_> {
     /// Diffs `new` against the stored `cur`, planning writes inside `cur`'s
     /// objects. Returns the input to write in `cur`'s slot when the slot
     /// itself must change.
-    fn diff(&mut self, cur: &CoreValue, new: Tree) -> Result<Option<CoreInput>, ConvError> {
+    fn diff(&mut self, cur: &CoreValue, new: &'t Tree) -> Result<Option<CoreInput>, ConvError> {
         self.descend()?;
         let out = match (self.map_kind(cur), new) {
             (Some((o, ObjectKind::Map)), Tree::Struct(fields)) => {
-                self.fields(o, fields)?;
+                if !self.revisit(o, cur, new)? {
+                    self.fields(o, fields)?;
+                }
                 None
             }
             (Some((o, ObjectKind::Map)), Tree::Map(entries)) => {
-                self.entries(o, entries)?;
+                if !self.revisit(o, cur, new)? {
+                    self.entries(o, entries)?;
+                }
                 None
             }
             (Some((o, ObjectKind::Map)), Tree::Variant(name, t)) => {
                 let len = self.r.map_len(o).unwrap_or(0);
                 match (len, self.get(o, name)?) {
                     (1, Some(v)) => {
-                        if let Some(input) = self.diff(&v, *t).map_err(|e| e.at_key(name))? {
-                            self.plan
-                                .writes
-                                .push(Write::Set(o, SmolStr::new_static(name), input));
+                        if !self.revisit(o, cur, new)? {
+                            if let Some(input) = self.diff(&v, t).map_err(|e| e.at_key(name))? {
+                                self.plan.writes.push(Write::Set(
+                                    o,
+                                    SmolStr::new_static(name),
+                                    input,
+                                ));
+                            }
                         }
                         None
                     }
-                    _ => Some(Tree::Variant(name, t).into_input()),
+                    _ => Some(new.to_input()),
                 }
             }
             (Some((o, ObjectKind::Array)), Tree::Seq(items)) => {
-                self.list(o, items)?;
+                if !self.revisit(o, cur, new)? {
+                    self.list(o, items)?;
+                }
                 None
             }
             (_, Tree::Scalar(v)) => {
-                (!scalar_matches(cur, &v, self.numbers)).then_some(CoreInput::Value(v))
+                (!scalar_matches(cur, v, self.numbers)).then(|| CoreInput::Value(v.clone()))
             }
             (_, Tree::Single(v)) => {
-                (!single_matches(cur, v, self.numbers)).then(|| Tree::Single(v).into_input())
+                (!single_matches(cur, *v, self.numbers)).then(|| new.to_input())
             }
-            (_, t) => Some(t.into_input()),
+            (_, t) => Some(t.to_input()),
         };
         self.depth -= 1;
         Ok(out)
     }
 
-    fn fields(&mut self, o: ObjectId, fields: Vec<(&'static str, Tree)>) -> Result<(), ConvError> {
+    /// Whether to leave the object `o` (stored as `cur`) alone for `new`,
+    /// because it was diffed already: reached through another reference
+    /// (shared objects are read as copies). Diffing it twice would plan
+    /// two sets of writes from the same stored state (two pushes for one,
+    /// or indexes the first set's writes shift). So the copy the tree
+    /// leaves as stored writes nothing, copies changed alike are one
+    /// change, and copies changed differently are refused: no value makes
+    /// both hold.
+    fn revisit(&mut self, o: ObjectId, cur: &CoreValue, new: &'t Tree) -> Result<bool, ConvError> {
+        let Some(&first) = self.visits.get(&o) else {
+            self.visits.insert(o, new);
+            return Ok(false);
+        };
+        if first.same(new) || self.equal(cur, new) {
+            return Ok(true);
+        }
+        // The first copy was left as stored, so its diff planned nothing:
+        // this one is the change.
+        if self.equal(cur, first) {
+            self.visits.insert(o, new);
+            return Ok(false);
+        }
+        Err(ConvError::message(format!(
+            "one object is reached at {} (a shared reference), and its copies were \
+             changed differently: change one copy, or all of them alike",
+            self.places(o).join(" and ")
+        )))
+    }
+
+    /// The places (JSON pointers) where the tree reaches the object `o`,
+    /// walking the tree and the store together: a few, for an error.
+    fn places(&self, o: ObjectId) -> Vec<String> {
+        let mut out = Vec::new();
+        self.find(&self.start, self.top, o, &mut Vec::new(), &mut out);
+        out
+    }
+
+    fn find(
+        &self,
+        cur: &CoreValue,
+        t: &Tree,
+        o: ObjectId,
+        path: &mut Vec<Seg>,
+        out: &mut Vec<String>,
+    ) {
+        let Some(id) = cur.as_ref_id() else { return };
+        if out.len() >= 4 || path.len() > MAX_DEPTH {
+            return;
+        }
+        if id == o {
+            out.push(pointer(path.iter()));
+            return;
+        }
+        let mut below = |key: &str, t: &Tree, out: &mut Vec<String>| {
+            if let Ok(Some(v)) = self.r.map_get(id, key) {
+                path.push(Seg::Key(key.into()));
+                self.find(&v, t, o, path, out);
+                path.pop();
+            }
+        };
+        match (self.r.kind(id), t) {
+            (Some(ObjectKind::Map), Tree::Struct(fields)) => {
+                fields.iter().for_each(|(k, t)| below(k, t, out));
+            }
+            (Some(ObjectKind::Map), Tree::Map(entries)) => {
+                entries.iter().for_each(|(k, t)| below(k, t, out));
+            }
+            (Some(ObjectKind::Map), Tree::Variant(name, t)) => below(name, t, out),
+            (Some(ObjectKind::Array), Tree::Seq(items)) => {
+                let values = self.r.list_values(id).unwrap_or_default();
+                for (i, (v, t)) in values.iter().zip(items).enumerate() {
+                    path.push(Seg::Index(i));
+                    self.find(v, t, o, path, out);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn fields(&mut self, o: ObjectId, fields: &'t [(&'static str, Tree)]) -> Result<(), ConvError> {
         if let Some(mut old) = self.declared.keys.remove(&o) {
             old.sort_unstable();
             old.dedup();
@@ -429,8 +580,8 @@ impl Differ<'_, '_> {
                 // Absent when read, and what the type filled in is
                 // unchanged: nothing to write (a write would overwrite
                 // another node's concurrent one).
-                (None, t) if self.declared.defaulted.get(&(o, k)) == Some(&t) => {}
-                (None, t) => self.plan.writes.push(Write::Set(o, key, t.into_input())),
+                (None, t) if self.defaulted(o, k, t) => {}
+                (None, t) => self.plan.writes.push(Write::Set(o, key, t.to_input())),
                 (Some(v), t) => {
                     if let Some(input) = self.diff(&v, t).map_err(|e| e.at_key(k))? {
                         self.plan.writes.push(Write::Set(o, key, input));
@@ -441,7 +592,16 @@ impl Differ<'_, '_> {
         Ok(())
     }
 
-    fn entries(&mut self, o: ObjectId, entries: Vec<(SmolStr, Tree)>) -> Result<(), ConvError> {
+    /// Whether the field `k`, absent from the map `o`, was read as `t` (a
+    /// default the type filled in, left as it was).
+    fn defaulted(&self, o: ObjectId, k: &'static str, t: &Tree) -> bool {
+        self.declared
+            .defaulted
+            .get(&(o, k))
+            .is_some_and(|read| read.same(t))
+    }
+
+    fn entries(&mut self, o: ObjectId, entries: &'t [(SmolStr, Tree)]) -> Result<(), ConvError> {
         let stored = self
             .r
             .map_entries(o)
@@ -474,15 +634,21 @@ impl Differ<'_, '_> {
                     let (k, t) = new.next().expect("peeked");
                     // An entry the value read held though its key is not
                     // stored (another key read as it), left as read.
-                    if read.as_ref().and_then(|read| read.get(k.as_str())) != Some(&&t) {
-                        self.plan.writes.push(Write::Set(o, k, t.into_input()));
+                    let as_read = read
+                        .as_ref()
+                        .and_then(|read| read.get(k.as_str()))
+                        .is_some_and(|read| read.same(t));
+                    if !as_read {
+                        self.plan
+                            .writes
+                            .push(Write::Set(o, k.clone(), t.to_input()));
                     }
                 }
                 std::cmp::Ordering::Equal => {
                     let (_, v) = old.next().expect("peeked");
                     let (k, t) = new.next().expect("peeked");
-                    if let Some(input) = self.diff(&v, t).map_err(|e| e.at_key(&k))? {
-                        self.plan.writes.push(Write::Set(o, k, input));
+                    if let Some(input) = self.diff(&v, t).map_err(|e| e.at_key(k))? {
+                        self.plan.writes.push(Write::Set(o, k.clone(), input));
                     }
                 }
             }
@@ -493,7 +659,7 @@ impl Differ<'_, '_> {
         Ok(())
     }
 
-    fn list(&mut self, o: ObjectId, items: Vec<Tree>) -> Result<(), ConvError> {
+    fn list(&mut self, o: ObjectId, items: &'t [Tree]) -> Result<(), ConvError> {
         let old = self
             .r
             .list_values(o)
@@ -511,11 +677,9 @@ impl Differ<'_, '_> {
         let old_mid = n - prefix - suffix;
         let new_mid = m - prefix - suffix;
         let paired = old_mid.min(new_mid);
-        let mut items = items.into_iter().skip(prefix);
         let mut sets = Vec::new();
-        for (i, cur) in old.iter().enumerate().skip(prefix).take(paired) {
-            let t = items.next().expect("counted");
-            if let Some(input) = self.diff(cur, t).map_err(|e| e.at_index(i))? {
+        for i in prefix..prefix + paired {
+            if let Some(input) = self.diff(&old[i], &items[i]).map_err(|e| e.at_index(i))? {
                 sets.push((i, input));
             }
         }
@@ -524,8 +688,10 @@ impl Differ<'_, '_> {
         }
         let at = prefix + paired;
         if new_mid > paired {
-            let inserted: Vec<CoreInput> =
-                items.take(new_mid - paired).map(Tree::into_input).collect();
+            let inserted: Vec<CoreInput> = items[at..prefix + new_mid]
+                .iter()
+                .map(Tree::to_input)
+                .collect();
             self.plan.writes.push(Write::Splice(o, at, 0, inserted));
         } else if old_mid > paired {
             self.plan
@@ -535,7 +701,8 @@ impl Differ<'_, '_> {
         Ok(())
     }
 
-    /// Whether the stored `cur` already holds `new` (deep, read-only).
+    /// Whether the stored `cur` already holds `new` (deep, read-only): the
+    /// diff of `new` against it would plan nothing.
     fn equal(&mut self, cur: &CoreValue, new: &Tree) -> bool {
         if self.depth > MAX_DEPTH {
             return false;
@@ -563,21 +730,45 @@ impl Differ<'_, '_> {
                         .all(|(k, t)| match (self.get(o, k).ok().flatten(), t) {
                             (None | Some(CoreValue::Null), Tree::Absent) => true,
                             (Some(v), t) => self.equal(&v, t),
-                            (None, _) => false,
+                            (None, t) => self.defaulted(o, k, t),
                         })
             }
             (Some((o, ObjectKind::Map)), Tree::Map(entries)) => {
                 let len = self.r.map_len(o).unwrap_or(0);
-                // Duplicate keys in `entries` make it look longer than the
-                // map it would become: count as different, which only costs
-                // a finer diff.
-                len == entries.len()
-                    && entries
-                        .iter()
-                        .all(|(k, t)| match self.get(o, k).ok().flatten() {
-                            Some(v) => self.equal(&v, t),
-                            None => false,
-                        })
+                // Taken while `equal` borrows `self`, and put back.
+                let read = self.declared.entries.remove(&o);
+                let eq = match &read {
+                    // Duplicate keys in `entries` make it look longer than
+                    // the map it would become: count as different, which
+                    // only costs a finer diff.
+                    None => {
+                        len == entries.len()
+                            && entries
+                                .iter()
+                                .all(|(k, t)| match self.get(o, k).ok().flatten() {
+                                    Some(v) => self.equal(&v, t),
+                                    None => false,
+                                })
+                    }
+                    // After a read, as [`Differ::entries`] writes: no stored
+                    // key the value read held is missing, and no entry
+                    // differs from what is stored or was read.
+                    Some(read) => {
+                        let stored = self.r.map_keys(o).unwrap_or_default();
+                        stored.iter().all(|k| {
+                            !read.contains_key(k.as_str()) || entries.iter().any(|(e, _)| e == k)
+                        }) && entries
+                            .iter()
+                            .all(|(k, t)| match self.get(o, k).ok().flatten() {
+                                Some(v) => self.equal(&v, t),
+                                None => read.get(k.as_str()).is_some_and(|read| read.same(t)),
+                            })
+                    }
+                };
+                if let Some(read) = read {
+                    self.declared.entries.insert(o, read);
+                }
+                eq
             }
             (Some((o, ObjectKind::Map)), Tree::Variant(name, t)) => {
                 let len = self.r.map_len(o).unwrap_or(0);

@@ -85,8 +85,10 @@
 //! update changes nothing.
 //!
 //! Shared objects are read as copies; an update that changes one copy
-//! writes into the shared object, which every reference sees. A cycle cannot
-//! be read as a type ([`Error::Cycle`]).
+//! writes into the shared object, which every reference sees. Copies
+//! changed alike are one change; copies changed differently fail with
+//! [`Error::Convert`] naming where the object is reached, before anything
+//! is written. A cycle cannot be read as a type ([`Error::Cycle`]).
 
 mod de;
 mod diff;
@@ -207,18 +209,25 @@ fn write_tree<T: Serialize + ?Sized>(
             Ok(plan) => plan,
             Err(e) => return Ok(Err(e)),
         };
-        // The check of `Node::check_writable` for every object written,
-        // before anything is applied: an object locked by another node
-        // refuses the whole update, and nothing is sent.
+        // All or nothing: every check the writes would make is made for
+        // the whole plan before the first is applied, since one refused
+        // halfway would leave those before it made and sent. The plan's
+        // writes apply one after another (each index within its array as
+        // the writes before leave it); each object written passes the
+        // check of `Node::check_writable` (an object locked by another
+        // node refuses the whole update); and together they fit in one
+        // message.
+        plan.validate(r)?;
         for o in plan.targets() {
             r.check_writable(o)?;
         }
         if !plan.writes.is_empty() {
-            // All or nothing: a write refused for the message's size
-            // halfway would leave the writes before it made and sent.
             r.check_room(plan.planned())?;
             r.begin();
             let applied = plan.apply(r);
+            // Closed whatever happened: a group left open would hold back
+            // every later write. After the checks above no write is
+            // refused, so this sends the whole plan.
             r.commit();
             applied?;
         }

@@ -68,6 +68,59 @@ impl Tree {
         }
     }
 
+    /// [`Tree::into_input`] of a borrowed tree.
+    pub(crate) fn to_input(&self) -> CoreInput {
+        match self {
+            Tree::Scalar(v) => CoreInput::Value(v.clone()),
+            Tree::Single(v) => CoreInput::Value(CoreValue::Float((*v).into())),
+            Tree::Absent => CoreInput::Value(CoreValue::Null),
+            Tree::Seq(items) => CoreInput::Array(items.iter().map(Tree::to_input).collect()),
+            Tree::Map(entries) => CoreInput::Map(
+                entries
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.to_input()))
+                    .collect(),
+            ),
+            Tree::Struct(fields) => CoreInput::Map(
+                fields
+                    .iter()
+                    .filter(|(_, t)| !matches!(t, Tree::Absent))
+                    .map(|(k, t)| (SmolStr::new_static(k), t.to_input()))
+                    .collect(),
+            ),
+            Tree::Variant(name, t) => {
+                CoreInput::Map(vec![(SmolStr::new_static(name), t.to_input())])
+            }
+        }
+    }
+
+    /// Whether two trees are the same value, floats bit for bit (as
+    /// [`CoreValue::same`]), so that a `NaN` is the `NaN` it was.
+    pub(crate) fn same(&self, other: &Tree) -> bool {
+        match (self, other) {
+            (Tree::Scalar(a), Tree::Scalar(b)) => a.same(b),
+            (Tree::Single(a), Tree::Single(b)) => a.to_bits() == b.to_bits(),
+            (Tree::Absent, Tree::Absent) => true,
+            (Tree::Seq(a), Tree::Seq(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.same(b))
+            }
+            (Tree::Map(a), Tree::Map(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((ka, a), (kb, b))| ka == kb && a.same(b))
+            }
+            (Tree::Struct(a), Tree::Struct(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((ka, a), (kb, b))| ka == kb && a.same(b))
+            }
+            (Tree::Variant(na, a), Tree::Variant(nb, b)) => na == nb && a.same(b),
+            _ => false,
+        }
+    }
+
     /// What this value is, in the words of a type error.
     pub(crate) fn describe(&self) -> &'static str {
         match self {

@@ -1614,3 +1614,62 @@ fn an_update_leaves_map_keys_its_value_did_not_hold() {
         json!({"x": 1, "y": 3, "note": "hi"})
     );
 }
+
+/// An object reached through two references is read as two copies and
+/// written once: copies changed differently are refused before anything
+/// is applied or sent (a diff of each against the same stored state
+/// would pop through one and push at an index the pop removed); copies
+/// changed alike are one change; one copy changed is that change.
+#[test]
+fn copies_of_a_shared_object_write_it_once() {
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Two {
+        a: Vec<i64>,
+        b: Vec<i64>,
+    }
+    let p = Pair::new();
+    p.editor.set_root(json!({"a": [1, 2, 3]})).unwrap();
+    let shared = p.editor.get("/a").unwrap().as_array().unwrap().clone();
+    p.editor.root_map().unwrap().set("b", &shared).unwrap();
+    p.settle();
+    let before = p.editor.snapshot();
+
+    let err = p
+        .editor
+        .update(|t: &mut Two| {
+            t.a.pop();
+            t.b.push(9);
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Convert { message, .. } if message.contains("/a and /b")),
+        "{err}"
+    );
+    assert_eq!(p.editor.snapshot(), before, "nothing applied");
+    assert_eq!(p.take(), Sent::default(), "nothing sent");
+
+    p.editor
+        .update(|t: &mut Two| {
+            t.a.push(7);
+            t.b.push(7);
+        })
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("ListInsert", 1)]));
+    p.editor
+        .update(|t: &mut Two| {
+            t.b.remove(0);
+        })
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("ListDelete", 1)]));
+    p.editor.update(|t: &mut Two| t.a[0] = 5).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("ListSet", 1)]));
+    let both = vec![5, 3, 7];
+    assert_eq!(
+        p.peer.root_as::<Two>().unwrap(),
+        Two {
+            a: both.clone(),
+            b: both
+        }
+    );
+    assert_eq!(p.peer.snapshot(), p.editor.snapshot());
+}
