@@ -8,8 +8,8 @@
 use facsimile::net::NetError as RustNetError;
 use facsimile::{EngineError, Error, LockError};
 use pyo3::exceptions::{
-    PyConnectionError, PyException, PyIndexError, PyLookupError, PyTimeoutError, PyTypeError,
-    PyValueError,
+    PyConnectionError, PyException, PyIndexError, PyLookupError, PyPermissionError, PyTimeoutError,
+    PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -156,6 +156,10 @@ family_exception!(
     "The store does not hold what a typed read or update expects."
 );
 family_exception!(
+    ReadOnlyError(FacsimileError, PyPermissionError),
+    "The node only observes (made with observer=True, or connected read_only=True): it may not write or lock."
+);
+family_exception!(
     LockTimeoutError(FacsimileError, PyTimeoutError),
     "A lock was not granted within its timeout; the request is withdrawn."
 );
@@ -190,6 +194,7 @@ fn engine(e: &EngineError, msg: String) -> PyErr {
         E::Evicted => EvictedError::new_err(msg),
         E::NotLocked(_) => NotLockedError::new_err(msg),
         E::TooLarge { .. } => TooLargeError::new_err(msg),
+        E::Observer => ReadOnlyError::new_err(msg),
         _ => FacsimileError::new_err(msg),
     }
 }
@@ -269,5 +274,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("WritesLostError", py.get_type::<WritesLostError>())?;
     m.add("NetTimeoutError", NetTimeoutError::type_object(py)?)?;
     m.add("LockTimeoutError", LockTimeoutError::type_object(py)?)?;
+    m.add("ReadOnlyError", ReadOnlyError::type_object(py)?)?;
     Ok(())
 }

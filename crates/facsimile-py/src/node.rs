@@ -542,17 +542,23 @@ impl Facsimile {
     /// timeout)` in seconds evicts peers silent for `timeout`.
     /// `max_message` is the largest message in bytes the node accepts and
     /// its writes may make (64 MiB by default): a larger write raises
-    /// `TooLargeError` and changes nothing.
+    /// `TooLargeError` and changes nothing. `observer=True` makes a node
+    /// that only reads: its writes and locks raise `ReadOnlyError`, and its
+    /// peers never wait for it (a stalled watcher holds up no lock).
     #[new]
-    #[pyo3(signature = (hostname, *, failure_detection=None, max_message=None))]
+    #[pyo3(signature = (hostname, *, failure_detection=None, max_message=None, observer=false))]
     fn py_new(
         py: Python<'_>,
         hostname: &str,
         failure_detection: Option<(f64, f64)>,
         max_message: Option<usize>,
+        observer: bool,
     ) -> PyResult<Py<Facsimile>> {
         facsimile::net::check_hostname(hostname).map_err(errors::net)?;
         let mut config = Config::default();
+        if observer {
+            config = config.observer();
+        }
         if let Some(bytes) = max_message {
             config = config.max_message_size(bytes);
         }
@@ -985,9 +991,11 @@ impl Facsimile {
 
 /// Connects a new node to the document at `addr` (a relay's `host:port` or
 /// `ws://host:port/`, or a `nats://` address) and returns it once the
-/// document is there (blocking, the GIL released).
+/// document is there (blocking, the GIL released). `read_only=True` joins a
+/// relay's document read-only: the node only observes, its writes and
+/// locks raise `ReadOnlyError`, and nobody waits for it.
 #[pyfunction]
-#[pyo3(signature = (addr, hostname, *, doc="default", token="", timeout=30.0))]
+#[pyo3(signature = (addr, hostname, *, doc="default", token="", timeout=30.0, read_only=false))]
 pub(crate) fn connect(
     py: Python<'_>,
     addr: &str,
@@ -995,9 +1003,10 @@ pub(crate) fn connect(
     doc: &str,
     token: &str,
     timeout: f64,
+    read_only: bool,
 ) -> PyResult<Py<Facsimile>> {
     refuse_on_io_thread("connect()")?;
-    let options = options(doc, token, timeout)?;
+    let options = options(doc, token, timeout, read_only)?;
     let (addr, hostname) = (addr.to_owned(), hostname.to_owned());
     let conn = runtime::block_on(py, facsimile::net::connect(&addr, &hostname, options))?
         .map_err(errors::net)?;
@@ -1007,7 +1016,7 @@ pub(crate) fn connect(
 
 /// Coroutine form of `connect`.
 #[pyfunction]
-#[pyo3(signature = (addr, hostname, *, doc="default", token="", timeout=30.0))]
+#[pyo3(signature = (addr, hostname, *, doc="default", token="", timeout=30.0, read_only=false))]
 pub(crate) fn connect_async(
     py: Python<'_>,
     addr: &str,
@@ -1015,8 +1024,9 @@ pub(crate) fn connect_async(
     doc: &str,
     token: &str,
     timeout: f64,
+    read_only: bool,
 ) -> PyResult<Py<PyAny>> {
-    let options = options(doc, token, timeout)?;
+    let options = options(doc, token, timeout, read_only)?;
     let (addr, hostname) = (addr.to_owned(), hostname.to_owned());
     runtime::to_asyncio(
         py,
@@ -1032,11 +1042,17 @@ pub(crate) fn connect_async(
     )
 }
 
-fn options(doc: &str, token: &str, timeout: f64) -> PyResult<facsimile::net::ConnectOptions> {
+fn options(
+    doc: &str,
+    token: &str,
+    timeout: f64,
+    read_only: bool,
+) -> PyResult<facsimile::net::ConnectOptions> {
     let t = bounded(timeout)?;
     Ok(facsimile::net::ConnectOptions::new(doc)
         .token(token)
-        .timeouts(t, t))
+        .timeouts(t, t)
+        .read_only(read_only))
 }
 
 /// How many engine states of nodes with a transport are alive (freed when

@@ -66,6 +66,23 @@ def test_two_nodes_mirror_over_the_relay(relay):
         b.close()
 
 
+def test_a_read_only_node_mirrors_refuses_writes_and_is_no_member(relay):
+    a = facsimile.connect(relay.addr, "alpha", doc="read-only")
+    o = facsimile.connect(relay.addr, "obs", doc="read-only", read_only=True)
+    try:
+        a.store = {"n": 1}
+        a.flush()
+        until(o, lambda: o.store is not None and o.store.n == 1)
+        with pytest.raises(facsimile.ReadOnlyError):
+            o.store.n = 2
+        assert "obs" not in a.peers  # nobody waits for it
+        with a.lock(a.store, timeout=20) as guard:
+            assert guard.token > 0
+    finally:
+        a.close()
+        o.close()
+
+
 def test_a_write_too_large_for_the_relay_raises_and_the_connection_goes_on(relay):
     a = facsimile.connect(relay.addr, "alpha", doc="large")
     b = facsimile.connect(relay.addr, "bravo", doc="large")

@@ -366,3 +366,29 @@ def test_14_concurrent_locks_higher_hostname_first():
     assert [h for h, _ in order] == ["bravo", "alpha"]
     assert order[1][1] > order[0][1]
     assert a.store.log == b.store.log == ["bravo", "alpha"]
+
+
+def test_an_observer_that_stalls_holds_up_no_lock():
+    net = Net("alpha", "bravo")
+    a, b = net
+    a.store = {"m": {"x": 0}}
+    o = net.add("obs", observer=True)
+    m = net.add("member")
+    o.sync()
+    m.sync()
+    assert o.store.m.x == 0
+    with pytest.raises(facsimile.ReadOnlyError):
+        o.store.m.x = 1
+    with pytest.raises(PermissionError):  # its builtin family
+        o.lock(o.store.m, timeout=1)
+
+    class Stalled:
+        def receive(self, data):
+            pass
+
+    net.nodes[2] = Stalled()  # the observer neither hears nor answers
+    with a.lock(a.store.m, timeout=5) as guard:
+        assert guard.token > 0
+    net.nodes[3] = Stalled()  # a member that stalls holds the next grant up
+    with pytest.raises(facsimile.LockTimeoutError):
+        b.lock(b.store.m, timeout=0.2)
