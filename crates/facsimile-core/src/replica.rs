@@ -1543,7 +1543,11 @@ impl Replica {
             }
             Sequenced::Hello { hostname } => {
                 self.announce(from, &hostname)?;
-                if self.is_ready() {
+                // A welcome admits its sender as a member: an observer
+                // sends none. The newcomer learns of its stream from its
+                // next message, and asks for it from the start, where
+                // `Observe` is (or, gone from the log, syncs).
+                if self.is_ready() && !self.config.observer {
                     let (hostname, seq) = (Hostname::of(&self.me), self.out.outbox.seq());
                     self.out.send_to(from, Directed::Welcome { hostname, seq });
                 }
@@ -1551,7 +1555,9 @@ impl Replica {
             Sequenced::SyncRequest { hostname } => {
                 let peer = self.announce(from, &hostname)?;
                 self.serve.requested(from, peer, &self.members);
-                if self.is_ready() {
+                // A state lists its sender as a member: an observer offers
+                // none.
+                if self.is_ready() && !self.config.observer {
                     self.out.send(Sequenced::SyncOffer { joiner: from });
                 }
             }

@@ -876,17 +876,20 @@ impl ListProxy {
                 let range = |len| slice.range(len);
                 return self.list.splice_with(range, items).map(|_| ()).sent();
             }
-            let at: Vec<usize> = slice.positions(self.list.len()).collect();
-            if items.len() != at.len() {
+            // One write, its positions as of the write.
+            let (n, size) = (items.len(), std::cell::Cell::new(0));
+            let at = |len| {
+                let at: Vec<usize> = slice.positions(len).collect();
+                size.set(at.len());
+                at
+            };
+            if !self.list.replace_many_with(items, at).sent()? {
                 return Err(PyValueError::new_err(format!(
-                    "attempt to assign sequence of size {} to extended slice of size {}",
-                    items.len(),
-                    at.len()
+                    "attempt to assign sequence of size {n} to extended slice of size {}",
+                    size.get()
                 )));
             }
-            // One write: a removal applied meanwhile refuses it whole
-            // rather than leave it half done.
-            return self.list.replace_many(at.into_iter().zip(items)).sent();
+            return Ok(());
         }
         let i = list_index(index)?;
         let value = to_input(value)?;

@@ -1365,6 +1365,50 @@ impl ArrayRef {
         })
     }
 
+    /// As [`ArrayRef::replace_many`], with the positions chosen by
+    /// `positions_of` from the array's length as of the write: `items[k]`
+    /// goes to the `k`th position (Python's `l[::2] = [...]`), which a
+    /// message applied meanwhile by another thread cannot shift onto other
+    /// elements. Returns `false`, with nothing written and nothing sent,
+    /// when `positions_of` gives another number of positions than there
+    /// are items. `positions_of` runs under the node's lock: it must not
+    /// touch the store.
+    ///
+    /// # Errors
+    /// As [`ArrayRef::replace_many`].
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::LocalNetwork;
+    /// use serde_json::json;
+    ///
+    /// let node = LocalNetwork::new().join("a");
+    /// node.set_root(json!([0, 1, 2, 3]))?;
+    /// let list = node.root_array().unwrap();
+    /// let every_other = |len: usize| (0..len).step_by(2).collect();
+    /// assert!(list.replace_many_with(["a", "c"], every_other)?);
+    /// assert!(!list.replace_many_with(["x"], every_other)?);
+    /// assert_eq!(list.to_json()?, json!(["a", 1, "c", 3]));
+    /// # Ok::<(), facsimile::Error>(())
+    /// ```
+    pub fn replace_many_with<V: Into<Input>>(
+        &self,
+        items: impl IntoIterator<Item = V>,
+        positions_of: impl FnOnce(usize) -> Vec<usize>,
+    ) -> Result<bool> {
+        let items = self.core_inputs(items.into_iter().map(Into::into))?;
+        let id = self.id();
+        self.node.write(|r| {
+            let at = positions_of(r.list_len(id)?);
+            if at.len() != items.len() {
+                return Ok(false);
+            }
+            r.check_writable(id)?;
+            r.list_set_many(id, at.into_iter().zip(items).collect())?;
+            Ok(true)
+        })
+    }
+
     /// Shortens the array to `len` elements (a longer `len` changes
     /// nothing).
     ///

@@ -1354,3 +1354,46 @@ fn a_stalled_observer_holds_up_no_lock() {
         );
     }
 }
+
+/// Nodes that join after an observer never count it as a member: one that
+/// syncs takes no state from it (a state lists its sender as a member),
+/// and one that says hello gets no welcome from it, also when the
+/// observer's resend log no longer holds its first message.
+#[test]
+fn nodes_that_join_later_never_count_an_observer() {
+    for seed in 0..12 {
+        for (wire, net) in manual_networks(70 + seed) {
+            let format = match wire {
+                "json" => facsimile::WireFormat::Json,
+                _ => facsimile::WireFormat::Binary,
+            };
+            let config = facsimile::Config::default().wire_format(format);
+            let o = Node::with_config("o", config.clone().observer().resend_log(1));
+            net.attach(&o);
+            let a = net.join("a");
+            net.run();
+            a.set_root(json!({"n": 0})).unwrap();
+            for i in 0..5 {
+                a.root_map().unwrap().set("n", i).unwrap();
+                net.run();
+            }
+            let synced = net.join("synced");
+            synced.sync();
+            net.run();
+            let hello = net.join("hello");
+            net.run();
+            a.root_map().unwrap().set("n", 9).unwrap();
+            net.run();
+            for n in [&a, &synced, &hello] {
+                let hosts: Vec<String> =
+                    n.peers().iter().map(|p| p.hostname().to_owned()).collect();
+                assert!(
+                    !hosts.iter().any(|h| h == "o"),
+                    "{wire} seed {seed}: {} counts the observer: {hosts:?}",
+                    n.hostname()
+                );
+            }
+            assert_eq!(synced.get("/n"), Some(Value::Int(9)), "{wire} seed {seed}");
+        }
+    }
+}
