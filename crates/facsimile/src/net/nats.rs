@@ -65,6 +65,7 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -273,6 +274,11 @@ struct Ctx {
     /// Counts the client's connections: the publisher sends again what the
     /// old connection had not had acknowledged when it changes.
     connections: tokio::sync::watch::Receiver<u64>,
+    /// The publisher reported the stream storing nothing
+    /// ([`Status::Degraded`]): the status is written at such changes only,
+    /// not at every publish (a writer waits for every reader of the status
+    /// to let go of it).
+    degraded: AtomicBool,
     /// The index of the first frame the stream refused as too large, once
     /// one was: a gap in the node's messages that its peers wait on for
     /// ever, so the node starts over.
@@ -578,6 +584,7 @@ pub(crate) async fn connect(
         pack_bytes: PACK_BYTES.min(limits.write / 2),
         link,
         connections,
+        degraded: AtomicBool::new(false),
         hole: tokio::sync::watch::channel(None).0,
     });
     ctx.link.attach(&node);
@@ -878,13 +885,13 @@ async fn publish(ctx: Arc<Ctx>) {
         };
         if outcome.is_ok() {
             attempts.reset();
-            stored(shared);
+            stored(&ctx);
             continue;
         }
         shared.outbox().requeue_unacked();
         if let Err(Some(e)) = outcome {
             tracing::warn!(error = %e, "publishing to NATS failed; retrying");
-            not_stored(shared, &e);
+            not_stored(&ctx, &e);
             tokio::select! {
                 _ = tokio::time::sleep(attempts.next_delay()) => {}
                 () = reconnected(&mut connections) => {}
@@ -906,8 +913,11 @@ async fn reconnected(connections: &mut tokio::sync::watch::Receiver<u64>) {
 
 /// The stream stored what was published: a degraded connection is whole
 /// again.
-fn stored(shared: &Shared) {
-    shared.status.send_if_modified(|s| match s {
+fn stored(ctx: &Ctx) {
+    if !ctx.degraded.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    ctx.shared.status.send_if_modified(|s| match s {
         Status::Degraded(_) => {
             *s = Status::Connected;
             true
@@ -919,14 +929,18 @@ fn stored(shared: &Shared) {
 /// Publishing failed while the client is connected: the stream has no
 /// quorum, or JetStream is unavailable (a lost connection is reported by
 /// the client, and stays the status).
-fn not_stored(shared: &Shared, e: &PublishError) {
-    shared.status.send_if_modified(|s| match s {
+fn not_stored(ctx: &Ctx, e: &PublishError) {
+    if ctx.degraded.load(Ordering::Acquire) {
+        return;
+    }
+    let degraded = ctx.shared.status.send_if_modified(|s| match s {
         Status::Connected => {
             *s = Status::Degraded(format!("the stream does not store messages: {e}"));
             true
         }
         _ => false,
     });
+    ctx.degraded.store(degraded, Ordering::Release);
 }
 
 /// How many of `frames` go in the next stream message: as many as fit.
