@@ -12,19 +12,23 @@
 //! - an enum variant with data is diffed in place when the stored map holds
 //!   the same variant, and replaced whole otherwise (so that two nodes
 //!   switching variants at once cannot merge into a map of two variants);
-//! - an array keeps its longest common prefix and suffix, diffs the middle
-//!   element by element, and inserts or deletes the difference in length at
-//!   the end of the middle: a push, a pop, an insert or a removal anywhere,
-//!   or a change of one element costs one write;
+//! - an array keeps its longest common prefix and suffix; in the middle,
+//!   elements equal to new items are kept and moved into the new order,
+//!   the rest paired in order and diffed in place, the difference deleted
+//!   or inserted ([`Differ::list`]): a push, a pop, an insert or a removal
+//!   anywhere, or a change of one element costs one write, and a reorder
+//!   moves elements instead of rewriting them;
 //! - a scalar that differs, or a value whose kind differs, is rewritten in
 //!   its parent slot (a new object when the value is a map or an array). An
 //!   integer in the store holds a float of the tree as [`Numbers`] says.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use facsimile_core::{
     IdKeys, Input as CoreInput, ObjectId, ObjectKind, Planned, Replica, Value as CoreValue,
 };
+use rustc_hash::{FxHashMap, FxHasher};
 use smol_str::SmolStr;
 
 use super::de::MAX_DEPTH;
@@ -40,6 +44,9 @@ pub(crate) enum Write {
     Delete(ObjectId, SmolStr),
     SetElems(ObjectId, Vec<(usize, CoreInput)>),
     Splice(ObjectId, usize, usize, Vec<CoreInput>),
+    /// [`Replica::list_reorder`], and what stands for its moves in
+    /// [`Replica::check_room`] ([`move_room`]).
+    Reorder(ObjectId, Vec<usize>, Vec<(usize, CoreInput)>),
 }
 
 impl Write {
@@ -53,6 +60,7 @@ impl Write {
             Write::Splice(o, start, delete, items) => {
                 Planned::ListSplice(*o, *start, *delete, items)
             }
+            Write::Reorder(o, _, room) => Planned::ListSetMany(*o, room),
         }
     }
 
@@ -62,7 +70,8 @@ impl Write {
             Write::Set(o, ..)
             | Write::Delete(o, _)
             | Write::SetElems(o, _)
-            | Write::Splice(o, ..) => Some(*o),
+            | Write::Splice(o, ..)
+            | Write::Reorder(o, ..) => Some(*o),
         }
     }
 }
@@ -93,17 +102,34 @@ impl Plan {
     }
 
     /// Checks that every write applies after those before it: each index
-    /// within its array as the writes before leave its length. An array
-    /// is written by one diff of it only (a shared object is diffed once,
+    /// within its array as the writes before leave its length, and each
+    /// reorder a permutation of that length. An array is written by one
+    /// diff of it only (a shared object is diffed once,
     /// [`Differ::revisit`]), so this holds by construction; checked all
     /// the same, because a plan refused halfway would leave the writes
     /// before the refusal made and sent.
     ///
     /// # Errors
-    /// [`EngineError::IndexOutOfBounds`] for a write that would not apply.
+    /// [`EngineError::IndexOutOfBounds`] or [`EngineError::BadPermutation`]
+    /// for a write that would not apply.
     pub(crate) fn validate(&self, r: &Replica) -> Result<(), EngineError> {
         let mut lens: HashMap<ObjectId, usize, IdKeys> = HashMap::default();
         for w in &self.writes {
+            if let Write::Reorder(o, order, _) = w {
+                let len = match lens.get(o) {
+                    Some(&len) => len,
+                    None => r.list_len(*o)?,
+                };
+                let mut seen = vec![false; len];
+                if order.len() != len
+                    || order
+                        .iter()
+                        .any(|&i| i >= len || std::mem::replace(&mut seen[i], true))
+                {
+                    return Err(EngineError::BadPermutation { object: *o, len });
+                }
+                continue;
+            }
             let (o, index, delete, inserted) = match w {
                 Write::SetElems(o, writes) => {
                     let last = writes.iter().map(|(i, _)| *i).max();
@@ -155,6 +181,9 @@ impl Plan {
                 }
                 Write::Splice(o, start, delete, items) => {
                     r.list_splice(o, start, delete, items)?;
+                }
+                Write::Reorder(o, order, _) => {
+                    r.list_reorder(o, &order)?;
                 }
             }
         }
@@ -401,6 +430,149 @@ fn sorted(entries: &[(SmolStr, Tree)]) -> Vec<&(SmolStr, Tree)> {
         }
     }
     out
+}
+
+/// What stands for the moves of a reorder in [`Replica::check_room`],
+/// which plans no reorder: for each move, a list write whose bound, ids
+/// and weight are each at least a move's (a bare operation naming two
+/// elements) in either wire format, so that a plan the check passes is
+/// never refused halfway for its moves.
+fn move_room(o: ObjectId, moves: usize) -> Vec<(usize, CoreInput)> {
+    let named = || CoreInput::Array(vec![CoreInput::Value(CoreValue::Ref(o))]);
+    (0..moves).map(|_| (0, named())).collect()
+}
+
+/// The length of the longest increasing subsequence of `order`: the
+/// elements [`Replica::list_reorder`] leaves in place.
+fn longest_increasing(order: &[usize]) -> usize {
+    let mut tails: Vec<usize> = Vec::new();
+    for &x in order {
+        let at = tails.partition_point(|&t| t < x);
+        match tails.get_mut(at) {
+            Some(t) => *t = x,
+            None => tails.push(x),
+        }
+    }
+    tails.len()
+}
+
+/// How deep signatures look into maps: below, a map is only a map.
+const SIG_DEPTH: usize = 3;
+// Signature tags.
+const NULL: u8 = 0;
+const BOOL: u8 = 1;
+const NUMBER: u8 = 2;
+const STR: u8 = 3;
+const BYTES: u8 = 4;
+const SINGLE: u8 = 5;
+const STRUCT: u8 = 6;
+const VARIANT: u8 = 7;
+const SEQ: u8 = 8;
+const MAP: u8 = 9;
+const DEEP_MAP: u8 = 10;
+const OBJECT: u8 = 11;
+/// A stored value that is not of the shape: no tree's signature.
+const MISMATCH: u8 = 12;
+
+/// The structure of a tree that [`tree_sig`] and [`Differ::store_sig`]
+/// follow: struct fields and variant names down to [`SIG_DEPTH`], and
+/// which leaves are `f32`s.
+fn shape(t: &Tree, h: &mut FxHasher, depth: usize) {
+    match t {
+        Tree::Scalar(_) | Tree::Absent => h.write_u8(NULL),
+        Tree::Single(_) => h.write_u8(SINGLE),
+        Tree::Seq(_) => h.write_u8(SEQ),
+        Tree::Map(_) => h.write_u8(MAP),
+        _ if depth >= SIG_DEPTH => h.write_u8(DEEP_MAP),
+        Tree::Struct(fields) => {
+            h.write_u8(STRUCT);
+            h.write_usize(fields.len());
+            for (k, t) in fields {
+                k.hash(h);
+                shape(t, h, depth + 1);
+            }
+        }
+        Tree::Variant(name, t) => {
+            h.write_u8(VARIANT);
+            name.hash(h);
+            shape(t, h, depth + 1);
+        }
+    }
+}
+
+/// The signature of a tree ([`Differ::sig`]).
+fn tree_sig(t: &Tree, h: &mut FxHasher, depth: usize) {
+    match t {
+        Tree::Scalar(v) => scalar_sig(v, h),
+        Tree::Absent => scalar_sig(&CoreValue::Null, h),
+        Tree::Single(v) => single_sig(*v, h),
+        Tree::Seq(items) => seq_sig(items.len(), h),
+        Tree::Map(entries) => map_sig(entries.iter().map(|(k, _)| k.as_str()), h),
+        _ if depth >= SIG_DEPTH => h.write_u8(DEEP_MAP),
+        Tree::Struct(fields) => {
+            h.write_u8(STRUCT);
+            for (_, t) in fields {
+                tree_sig(t, h, depth + 1);
+            }
+        }
+        Tree::Variant(_, t) => {
+            h.write_u8(VARIANT);
+            tree_sig(t, h, depth + 1);
+        }
+    }
+}
+
+/// A scalar's signature: numbers by their value as a float, bit for bit,
+/// which both ways of comparing them ([`Numbers`]) require to be equal.
+fn scalar_sig(v: &CoreValue, h: &mut FxHasher) {
+    match v {
+        CoreValue::Null => h.write_u8(NULL),
+        CoreValue::Bool(b) => {
+            h.write_u8(BOOL);
+            h.write_u8(u8::from(*b));
+        }
+        CoreValue::Int(i) => {
+            h.write_u8(NUMBER);
+            h.write_u64((*i as f64).to_bits());
+        }
+        CoreValue::Float(f) => {
+            h.write_u8(NUMBER);
+            h.write_u64(f.to_bits());
+        }
+        CoreValue::Str(s) => {
+            h.write_u8(STR);
+            s.hash(h);
+        }
+        CoreValue::Bytes(b) => {
+            h.write_u8(BYTES);
+            b.hash(h);
+        }
+        CoreValue::Ref(_) => h.write_u8(OBJECT),
+    }
+}
+
+fn single_sig(v: f32, h: &mut FxHasher) {
+    h.write_u8(SINGLE);
+    h.write_u32(v.to_bits());
+}
+
+fn seq_sig(len: usize, h: &mut FxHasher) {
+    h.write_u8(SEQ);
+    h.write_usize(len);
+}
+
+/// A map's signature: its keys, in any order.
+fn map_sig<'k>(keys: impl Iterator<Item = &'k str>, h: &mut FxHasher) {
+    let (mut n, mut sum) = (0usize, 0u64);
+    for k in keys {
+        let mut kh = FxHasher::default();
+        k.hash(&mut kh);
+        sum = sum.wrapping_add(kh.finish());
+        n += 1;
+    }
+    h.write_u8(MAP);
+    h.write_usize(n);
+    h.write_u64(sum);
 }
 
 impl<'t> Differ<'_, 't> {
@@ -659,6 +831,17 @@ impl<'t> Differ<'_, 't> {
         Ok(())
     }
 
+    /// Diffs an array. Its longest common prefix and suffix stay; in the
+    /// middle, each new item equal to an old element keeps that element
+    /// (equal ones in their order), the items and elements left are
+    /// paired in order and each pair diffed in place, and then the
+    /// elements no item keeps are deleted, the kept ones moved into the
+    /// new order ([`Replica::list_reorder`], which moves only those
+    /// outside the longest run already in order), and the items that keep
+    /// none inserted. A sort or a rotation therefore moves elements, which
+    /// keeps their identity: another node's concurrent edit of an element
+    /// stays with it, where rewriting each position with its new value
+    /// would land it on whatever element took that position.
     fn list(&mut self, o: ObjectId, items: &'t [Tree]) -> Result<(), ConvError> {
         let old = self
             .r
@@ -674,31 +857,211 @@ impl<'t> Differ<'_, 't> {
         {
             suffix += 1;
         }
-        let old_mid = n - prefix - suffix;
-        let new_mid = m - prefix - suffix;
-        let paired = old_mid.min(new_mid);
+        let (old_end, new_end) = (n - suffix, m - suffix);
+        // For each new item of the middle, the old element it keeps.
+        let mut source: Vec<Option<usize>> = self
+            .matches(&old[prefix..old_end], &items[prefix..new_end])
+            .into_iter()
+            .map(|i| i.map(|i| prefix + i))
+            .collect();
+        let mut kept = vec![false; n];
+        for &i in source.iter().flatten() {
+            kept[i] = true;
+        }
+        let mut left = (prefix..old_end)
+            .filter(|&i| !kept[i])
+            .collect::<Vec<_>>()
+            .into_iter();
         let mut sets = Vec::new();
-        for i in prefix..prefix + paired {
-            if let Some(input) = self.diff(&old[i], &items[i]).map_err(|e| e.at_index(i))? {
+        for (j, s) in source.iter_mut().enumerate() {
+            if s.is_some() {
+                continue;
+            }
+            let Some(i) = left.next() else { break };
+            *s = Some(i);
+            kept[i] = true;
+            let at = prefix + j;
+            if let Some(input) = self.diff(&old[i], &items[at]).map_err(|e| e.at_index(at))? {
                 sets.push((i, input));
             }
         }
         if !sets.is_empty() {
             self.plan.writes.push(Write::SetElems(o, sets));
         }
-        let at = prefix + paired;
-        if new_mid > paired {
-            let inserted: Vec<CoreInput> = items[at..prefix + new_mid]
+        // Deletes, back to front so that each index is as stored.
+        let mut i = old_end;
+        while i > prefix {
+            if kept[i - 1] {
+                i -= 1;
+                continue;
+            }
+            let end = i;
+            while i > prefix && !kept[i - 1] {
+                i -= 1;
+            }
+            self.plan
+                .writes
+                .push(Write::Splice(o, i, end - i, Vec::new()));
+        }
+        // After the deletes the kept elements of the middle follow the
+        // prefix in their old order; the reorder puts them in the order of
+        // the items that keep them.
+        let mut at = vec![0; n];
+        let mut next = prefix;
+        for i in prefix..old_end {
+            if kept[i] {
+                at[i] = next;
+                next += 1;
+            }
+        }
+        let middle: Vec<usize> = source.iter().flatten().map(|&i| at[i]).collect();
+        if middle.windows(2).any(|w| w[0] > w[1]) {
+            let order: Vec<usize> = (0..prefix)
+                .chain(middle)
+                .chain(next..next + suffix)
+                .collect();
+            let room = move_room(o, order.len() - longest_increasing(&order));
+            self.plan.writes.push(Write::Reorder(o, order, room));
+        }
+        // Inserts, front to back: each run of items that keep no element
+        // goes where it ends up, all before it being in place already.
+        let mut j = 0;
+        while j < source.len() {
+            if source[j].is_some() {
+                j += 1;
+                continue;
+            }
+            let start = j;
+            while j < source.len() && source[j].is_none() {
+                j += 1;
+            }
+            let inserted = items[prefix + start..prefix + j]
                 .iter()
                 .map(Tree::to_input)
                 .collect();
-            self.plan.writes.push(Write::Splice(o, at, 0, inserted));
-        } else if old_mid > paired {
             self.plan
                 .writes
-                .push(Write::Splice(o, at, old_mid - paired, Vec::new()));
+                .push(Write::Splice(o, prefix + start, 0, inserted));
         }
         Ok(())
+    }
+
+    /// For each item of `new`, an element of `old` it equals, if any: equal
+    /// ones paired in order, each element at most once. Items are grouped
+    /// by [`shape`], and the elements bucketed by their [`Differ::sig`]
+    /// under each group's shape (a few shapes only), so that the deep
+    /// comparisons are between likely equals, and their number is
+    /// bounded: when it runs out, the items left match nothing and are
+    /// diffed in place, which costs writes, never correctness.
+    fn matches(&mut self, old: &[CoreValue], new: &'t [Tree]) -> Vec<Option<usize>> {
+        const SHAPES: usize = 8;
+        let mut out = vec![None; new.len()];
+        // One and one differ (the prefix stopped there).
+        if old.is_empty() || new.is_empty() || (old.len() == 1 && new.len() == 1) {
+            return out;
+        }
+        let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
+        for (j, t) in new.iter().enumerate() {
+            let mut h = FxHasher::default();
+            shape(t, &mut h, 0);
+            let h = h.finish();
+            match groups.iter().position(|(s, _)| *s == h) {
+                Some(g) => groups[g].1.push(j),
+                None if groups.len() < SHAPES => groups.push((h, vec![j])),
+                None => {}
+            }
+        }
+        let mut used = vec![false; old.len()];
+        let mut budget = 4 * (old.len() + new.len());
+        for (_, group) in &groups {
+            let rep = &new[group[0]];
+            let mut buckets: FxHashMap<u64, (usize, Vec<usize>)> = FxHashMap::default();
+            for (i, v) in old.iter().enumerate() {
+                if !used[i] {
+                    let sig = self.sig(v, rep);
+                    buckets.entry(sig).or_default().1.push(i);
+                }
+            }
+            for &j in group {
+                let mut h = FxHasher::default();
+                tree_sig(&new[j], &mut h, 0);
+                let Some((first, candidates)) = buckets.get_mut(&h.finish()) else {
+                    continue;
+                };
+                while candidates.get(*first).is_some_and(|&i| used[i]) {
+                    *first += 1;
+                }
+                for &i in &candidates[*first..] {
+                    if budget == 0 {
+                        return out;
+                    }
+                    if used[i] {
+                        continue;
+                    }
+                    budget -= 1;
+                    if self.equal(&old[i], &new[j]) {
+                        used[i] = true;
+                        out[j] = Some(i);
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The signature of the stored `v` under the shape of `rep`: equal to
+    /// [`tree_sig`] of every tree of that shape `v` is [`Differ::equal`]
+    /// to (a necessary condition, to bucket candidates).
+    fn sig(&mut self, v: &CoreValue, rep: &Tree) -> u64 {
+        let mut h = FxHasher::default();
+        self.store_sig(v, rep, &mut h, 0);
+        h.finish()
+    }
+
+    fn store_sig(&mut self, v: &CoreValue, rep: &Tree, h: &mut FxHasher, depth: usize) {
+        let map = self.map_kind(v).and_then(|(o, kind)| match kind {
+            ObjectKind::Map => Some(o),
+            ObjectKind::Array => None,
+        });
+        match (rep, map) {
+            (Tree::Scalar(_) | Tree::Absent, _) => scalar_sig(v, h),
+            (Tree::Single(_), _) => match v {
+                CoreValue::Float(f) => single_sig(*f as f32, h),
+                CoreValue::Int(i) => single_sig(*i as f32, h),
+                v => scalar_sig(v, h),
+            },
+            (Tree::Seq(_), _) => match self.map_kind(v) {
+                Some((o, ObjectKind::Array)) => seq_sig(self.r.list_len(o).unwrap_or(0), h),
+                _ => h.write_u8(MISMATCH),
+            },
+            (Tree::Map(_), Some(o)) => {
+                let keys = self.r.map_keys(o).unwrap_or_default();
+                map_sig(keys.iter().map(|k| k.as_str()), h);
+            }
+            (_, Some(_)) if depth >= SIG_DEPTH => h.write_u8(DEEP_MAP),
+            (Tree::Struct(fields), Some(o)) => {
+                h.write_u8(STRUCT);
+                for (k, t) in fields {
+                    match self.r.map_get(o, k).ok().flatten() {
+                        Some(v) => self.store_sig(&v, t, h, depth + 1),
+                        // Absent: null, or the default read in its place.
+                        None => match self.declared.defaulted.get(&(o, *k)) {
+                            Some(read) => tree_sig(read, h, depth + 1),
+                            None => scalar_sig(&CoreValue::Null, h),
+                        },
+                    }
+                }
+            }
+            (Tree::Variant(name, t), Some(o)) => match self.r.map_get(o, name).ok().flatten() {
+                Some(v) if self.r.map_len(o).is_ok_and(|n| n == 1) => {
+                    h.write_u8(VARIANT);
+                    self.store_sig(&v, t, h, depth + 1);
+                }
+                _ => h.write_u8(MISMATCH),
+            },
+            _ => h.write_u8(MISMATCH),
+        }
     }
 
     /// Whether the stored `cur` already holds `new` (deep, read-only): the

@@ -44,13 +44,17 @@
 //! - an enum variant with data is diffed in place while the variant stays,
 //!   and written whole when the variant changes (so two nodes that switch
 //!   variants at once end with one variant, never a map of two);
-//! - a `Vec` keeps its longest common prefix and suffix and diffs what lies
-//!   between element by element, inserting or deleting the difference in
-//!   length at the end of that middle part. A push, a pop, an insertion or
-//!   removal anywhere, or a change of one element costs one write. Other
-//!   edits cost at most one write per element of the middle part plus one
-//!   insert or delete: a rotation (remove at the front, push at the back)
-//!   rewrites every element between the two ends.
+//! - a `Vec` keeps its longest common prefix and suffix. Between them,
+//!   each new element equal to an old one keeps that element (its
+//!   identity, and its place in the engine's movable list), the others
+//!   are paired with the old elements left in order and diffed in place,
+//!   and then what is left over is deleted or inserted and the kept
+//!   elements are moved into the new order. A push, a pop, an insertion
+//!   or removal anywhere, or a change of one element costs one write; a
+//!   sort, a reverse or a rotation costs one move per element outside the
+//!   longest run already in order (a rotation one), and no field write.
+//!   Because elements move rather than being rewritten where they land,
+//!   another node's concurrent edit of an element stays on that element.
 //!
 //! A float field reads a stored integer. `update` compares a float with a
 //! stored integer as it read it (the integer as a float, bit for bit), so

@@ -1070,6 +1070,8 @@ enum Edit {
     SetChoice(Choice),
     SetMaybe(Option<Item>),
     Reverse,
+    SortItems,
+    RotateItems(usize),
 }
 
 fn arb_edit() -> impl Strategy<Value = Edit> {
@@ -1087,6 +1089,8 @@ fn arb_edit() -> impl Strategy<Value = Edit> {
         1 => arb_choice().prop_map(Edit::SetChoice),
         1 => proptest::option::of(arb_item()).prop_map(Edit::SetMaybe),
         1 => Just(Edit::Reverse),
+        1 => Just(Edit::SortItems),
+        1 => (0usize..6).prop_map(Edit::RotateItems),
     ]
 }
 
@@ -1107,6 +1111,8 @@ impl Edit {
             Edit::SetChoice(c) => d.choice = c,
             Edit::SetMaybe(m) => d.maybe = m,
             Edit::Reverse => d.items.reverse(),
+            Edit::SortItems => d.items.sort_by_key(|it| (it.n, it.label.clone())),
+            Edit::RotateItems(k) if n > 0 => d.items.rotate_left(k % n),
             _ => {}
         }
     }
@@ -1173,7 +1179,7 @@ proptest! {
         let sent = p.take();
         prop_assert!(sent.messages <= 1);
         let bound = match &edit {
-            Edit::Replace(_) | Edit::Reverse => usize::MAX,
+            Edit::Replace(_) | Edit::Reverse | Edit::SortItems => usize::MAX,
             // A new item is one insert plus the objects it is made of.
             // A new item: one insert (or set) and the objects it is made
             // of (the item, and at most two for its choice).
@@ -1184,6 +1190,9 @@ proptest! {
             // The same variant: at most its two fields; another variant:
             // one set and at most two new objects.
             Edit::SetItemChoice(..) | Edit::SetChoice(_) => 3,
+            // Moves of what is outside the longest run in order: at most
+            // two of four.
+            Edit::RotateItems(_) => 2,
             _ => 1,
         };
         prop_assert!(sent.writes() <= bound, "{:?}: {:?}", edit, sent);
@@ -1672,4 +1681,129 @@ fn copies_of_a_shared_object_write_it_once() {
         }
     );
     assert_eq!(p.peer.snapshot(), p.editor.snapshot());
+}
+
+/// A typed reorder moves elements: a reverse of six is five moves, a
+/// rotation one, and an element both moved and changed is moved and
+/// written once, where rewriting each position would write every field
+/// of every element.
+#[test]
+fn a_typed_reorder_moves_elements() {
+    let p = Pair::new();
+    let six: Vec<Player> = (0..6).map(|i| player(&format!("p{i}"), i)).collect();
+    p.editor.set_root_from(&six).unwrap();
+    p.settle();
+    let mut model = six.clone();
+    type Case = (&'static str, fn(&mut Vec<Player>), Sent);
+    let cases: [Case; 4] = [
+        ("reverse", |v| v.reverse(), Sent::of(1, &[("ListMove", 5)])),
+        (
+            "rotate",
+            |v| v.rotate_left(1),
+            Sent::of(1, &[("ListMove", 1)]),
+        ),
+        (
+            "sort and change one",
+            |v| {
+                v.sort_by(|a, b| a.name.cmp(&b.name));
+                v[2].score = 20;
+            },
+            Sent::of(1, &[("ListMove", 4), ("MapSet", 1)]),
+        ),
+        (
+            "remove one, move another",
+            |v| {
+                v.remove(1);
+                v.swap(0, 4);
+            },
+            Sent::of(1, &[("ListDelete", 1), ("ListMove", 2)]),
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let before: Vec<Player> = p.peer.root_as().unwrap();
+        edit(&mut model);
+        p.editor.update(|v: &mut Vec<Player>| edit(v)).unwrap();
+        // A reorder moves what is outside the longest run left in order.
+        assert_eq!(p.take(), expected, "{name} of {before:?}");
+        assert_eq!(p.peer.root_as::<Vec<Player>>().unwrap(), model, "{name}");
+    }
+    p.editor.set_root_from(&vec![3, 1, 2, 5, 4]).unwrap();
+    p.settle();
+    p.editor.update(|v: &mut Vec<i64>| v.sort()).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("ListMove", 2)]));
+    assert_eq!(p.peer.root_as::<Vec<i64>>().unwrap(), [1, 2, 3, 4, 5]);
+}
+
+/// A typed sort made while another node edits a field of one element:
+/// the sort moves the elements, so the edit stays with its element
+/// whichever node's stamp is higher, and the replicas converge.
+#[test]
+fn a_typed_sort_keeps_a_concurrent_edit_on_its_element() {
+    for (sorter, editor) in [("a-sorter", "z-editor"), ("z-sorter", "a-editor")] {
+        for (wire, net) in crate::manual_networks(40) {
+            let what = format!("{wire}, {sorter} and {editor}");
+            let s = net.join(sorter);
+            let e = net.join(editor);
+            let five: Vec<Player> = (0..5).map(|i| player(&format!("p{i}"), i)).collect();
+            s.set_root_from(&five).unwrap();
+            net.run();
+            s.set_online(false);
+            s.update(|v: &mut Vec<Player>| v.sort_by_key(|p| std::cmp::Reverse(p.score)))
+                .unwrap();
+            e.update(|v: &mut Vec<Player>| {
+                let p0 = v.iter_mut().find(|p| p.name == "p0").unwrap();
+                p0.score = 1000;
+            })
+            .unwrap();
+            net.run();
+            s.set_online(true);
+            net.run();
+            assert_eq!(s.snapshot(), e.snapshot(), "{what}");
+            let now: Vec<Player> = s.root_as().unwrap();
+            let names: Vec<&str> = now.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, ["p4", "p3", "p2", "p1", "p0"], "{what}");
+            let scores: Vec<i64> = now.iter().map(|p| p.score).collect();
+            assert_eq!(scores, [4, 3, 2, 1, 1000], "{what}: the edit is on p0");
+        }
+    }
+}
+
+/// The moves of a typed reorder count in the check that the whole update
+/// fits in one message: an update whose write and moves do not fit
+/// together is refused before its write is applied.
+#[test]
+fn a_typed_reorder_too_large_with_the_rest_changes_nothing() {
+    #[derive(Serialize, Deserialize)]
+    struct S {
+        s: String,
+        v: Vec<i64>,
+    }
+    for format in [WireFormat::Binary, WireFormat::Json] {
+        // The string alone fits, and the reverse alone (20 moves); the
+        // two together do not.
+        let config = Config::default().max_message_size(8192).wire_format(format);
+        let net = LocalNetwork::with_config(config);
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root_from(&S {
+            s: String::new(),
+            v: (0..21).collect(),
+        })
+        .unwrap();
+        let before = b.snapshot();
+        let err = a
+            .update(|s: &mut S| {
+                s.s = "x".repeat(7500);
+                s.v.reverse();
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err.engine(), Some(EngineError::TooLarge { .. })),
+            "{format:?}: {err}"
+        );
+        assert!(a.snapshot() == before, "{format:?}: nothing applied");
+        assert!(b.snapshot() == before, "{format:?}: nothing sent");
+        a.update(|s: &mut S| s.v.reverse()).unwrap();
+        assert_eq!(b.get("/v/0"), Some(Value::Int(20)), "{format:?}");
+    }
 }
