@@ -358,6 +358,15 @@ const loneCall = fc.oneof(
   fc.tuple(fc.constant('delete'), fc.tuple(fc.nat(6))),
 );
 
+// What an array method returned, and the array on the writer and the
+// reader, against what the same call did to a plain array (`model`).
+function agrees(arr, reader, model, got, want, what) {
+  if (want === model) assert.equal(got, arr, `${what} returns the array`);
+  else assert.deepStrictEqual(got, want, `${what} returns`);
+  assert.deepStrictEqual(arr, model, what);
+  assert.deepStrictEqual(reader.store.list, model, `${what} on the reader`);
+}
+
 test("a lone writer's array methods give what Array's give, on the writer and on a reader", () => {
   fc.assert(
     fc.property(fc.array(plainValue, { maxLength: 8 }), fc.array(loneCall, { maxLength: 30 }), fc.boolean(), (initial, calls, lock) => {
@@ -373,10 +382,7 @@ test("a lone writer's array methods give what Array's give, on the writer and on
         const want = modelCall(model, name, args);
         const got = proxyCall(arr, name, args);
         const what = `${name}(${args.map((a) => (typeof a === 'function' ? 'fn' : JSON.stringify(a))).join(', ')})`;
-        if (want === model) assert.equal(got, arr, `${what} returns the array`);
-        else assert.deepStrictEqual(got, want, `${what} returns`);
-        assert.deepStrictEqual(arr, model, what);
-        assert.deepStrictEqual(reader.store.list, model, `${what} on the reader`);
+        agrees(arr, reader, model, got, want, what);
       }
       assert.equal(hex(writer.snapshot()), hex(reader.snapshot()));
       writer.close();
@@ -477,10 +483,7 @@ test("a lone writer's array methods whose conversions and getters write the arra
         // Arrays are dense: what a plain array leaves as a hole is null.
         for (let i = 0; i < model.length; i++) if (!(i in model)) model[i] = null;
         const got = arr[name](...realize(specs, arr, proxyCall));
-        if (want === model) assert.equal(got, arr, `${what} returns the array`);
-        else assert.deepStrictEqual(got, want, `${what} returns`);
-        assert.deepStrictEqual(arr, model, what);
-        assert.deepStrictEqual(reader.store.list, model, `${what} on the reader`);
+        agrees(arr, reader, model, got, want, what);
       }
       assert.equal(hex(writer.snapshot()), hex(reader.snapshot()));
       writer.close();
