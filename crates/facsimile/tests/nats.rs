@@ -842,6 +842,59 @@ async fn a_server_that_went_silent_is_noticed_in_time() {
     converged(&[a.node(), b.node()]).await;
 }
 
+/// A caller may hold the status it waited for across an `.await` (the
+/// value `wait_for` returns): the connection meanwhile reconnects and
+/// publishes, and writes the status once it is let go. Written by the
+/// client's event handler, it held up its runtime thread, here the whole
+/// of a current-thread runtime, so the node never came back online.
+#[test]
+fn a_status_held_by_a_caller_holds_up_nothing_else() {
+    let mut server = Server::start();
+    let url = server.url();
+    let (step, steps) = std::sync::mpsc::channel();
+    let (restarted, mut on_restart) = tokio::sync::watch::channel(false);
+    // Its own thread: a stalled runtime fails the test instead of hanging it.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let opts = options("held").nats(nats().lease(Duration::from_secs(4)));
+            let a = join(&url, "alpha", opts).await;
+            a.node().set_root(json!({})).unwrap();
+            a.flush().await.unwrap();
+            let mut status = a.status();
+            step.send("joined").unwrap();
+            let held = status
+                .wait_for(|s| matches!(s, net::Status::Disconnected(_)))
+                .await
+                .unwrap();
+            step.send("disconnected").unwrap();
+            on_restart.wait_for(|r| *r).await.unwrap();
+            a.node().set_path("/back", 1).unwrap();
+            a.flush().await.unwrap();
+            assert!(matches!(*held, net::Status::Disconnected(_)));
+            drop(held);
+            status
+                .wait_for(|s| *s == net::Status::Connected)
+                .await
+                .unwrap();
+            step.send("done").unwrap();
+        });
+    });
+    let expect = |what| {
+        let got = steps.recv_timeout(PATIENCE);
+        assert_eq!(got, Ok(what), "the node's runtime stalled before {what}");
+    };
+    expect("joined");
+    server.kill();
+    expect("disconnected");
+    server.run();
+    restarted.send_replace(true);
+    expect("done");
+}
+
 /// A stream of the document's name made by other means, with settings a
 /// node cannot adopt, is refused with its own error naming the stream and
 /// why, not a generic NATS failure.
@@ -1074,4 +1127,90 @@ async fn a_large_snapshot_over_a_slow_link_is_read_whole() {
     assert_eq!(c.rejoins(), 0);
     converged(&[b.node(), c.node()]).await;
     assert_eq!(c.node().get("/n"), Some(Value::Int(79)));
+}
+
+/// Two nodes that save snapshots of the same log position (one won the
+/// claim, another claimed that position later) each keep to their own:
+/// the one whose switch lost never removes the snapshot made current. Here
+/// alpha is cut off as it stores its snapshot, bravo claims the same
+/// position and makes its own current, and then alpha's lands and its
+/// switch fails; a joiner still starts from the current snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_snapshots_of_one_position_leave_the_current_one_whole() {
+    use futures_util::StreamExt;
+
+    const EVERY: u64 = 10;
+    let server = Server::start();
+    let (to_alpha, to_bravo) = (
+        Partition::start(server.port).await,
+        Partition::start(server.port).await,
+    );
+    // No heartbeats meanwhile: the stream holds only what the test writes.
+    let opts = options("same").nats(nats().lease(Duration::from_secs(600)).snapshot_every(EVERY));
+    let a = join(&to_alpha.url(), "alpha", opts.clone()).await;
+    a.node().set_root(json!({"n": 0})).unwrap();
+    a.flush().await.unwrap();
+    let b = join(&to_bravo.url(), "bravo", opts.clone()).await;
+    to_bravo.freeze(true);
+    // Alpha claims the message EVERY, its own last write, and is cut off
+    // as it stores the snapshot's entry.
+    to_alpha.freeze_at("PUB $O.FACSIMILE_same_SNAPSHOTS.M.");
+    let mut frozen = to_alpha.frozen.subscribe();
+    let mut i = 0;
+    while stream_bounds(&server.url(), "same").await.1 < EVERY {
+        i += 1;
+        a.node().set_path("/n", i).unwrap();
+        a.flush().await.unwrap();
+    }
+    assert_eq!(stream_bounds(&server.url(), "same").await.1, EVERY);
+    tokio::time::timeout(PATIENCE, frozen.wait_for(|f| *f))
+        .await
+        .expect("alpha saves a snapshot")
+        .unwrap();
+
+    // Bravo claims the same message (the claim set back, as if alpha had
+    // won it long before) and makes its snapshot of it current.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let claims = js.get_key_value("FACSIMILE_same_CLAIMS").await.unwrap();
+    claims.put("snapshot", "0".into()).await.unwrap();
+    to_bravo.freeze(false);
+    let deadline = Instant::now() + PATIENCE;
+    while claims.get("current").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "bravo saves no snapshot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    converged(&[a.node(), b.node()]).await;
+
+    // Alpha's snapshot lands, its switch fails, and it removes a snapshot.
+    let store = js.get_stream("OBJ_FACSIMILE_same_SNAPSHOTS").await.unwrap();
+    let mut entries = store
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "$O.FACSIMILE_same_SNAPSHOTS.M.>".into(),
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    to_alpha.freeze(false);
+    let removed = async {
+        while let Some(entry) = entries.next().await {
+            let info: serde_json::Value = serde_json::from_slice(&entry.unwrap().payload).unwrap();
+            if info["deleted"] == json!(true) {
+                return;
+            }
+        }
+        panic!("the snapshot store's entries ended");
+    };
+    tokio::time::timeout(PATIENCE, removed)
+        .await
+        .expect("alpha removes the snapshot it could not make current");
+
+    let c = join(&server.url(), "charlie", opts).await;
+    assert_eq!(c.rejoins(), 0);
+    converged(&[a.node(), b.node(), c.node()]).await;
+    assert_eq!(c.node().get("/n"), Some(Value::Int(i)));
 }

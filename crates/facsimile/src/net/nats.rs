@@ -31,16 +31,22 @@
 //!   waits for those, and reports the others lost.
 //! - Every [`NatsOptions::snapshot_every`] messages one node (chosen by compare-and-set on
 //!   a key-value entry) saves a snapshot of the document with the log
-//!   position it covers in an object store, under a name of its own, makes
-//!   it current by compare-and-set on another entry (readers see the
+//!   position it covers in an object store, under a name no other saver's
+//!   object has, makes it current by compare-and-set on another entry,
+//!   which names it, and removes none but older ones (readers see the
 //!   previous snapshot or the new one whole), and purges the stream up to
 //!   ten intervals before it. A joiner loads the current snapshot (a read
 //!   is given up only when nothing arrives for the sync timeout) and
 //!   replays the stream from the next sequence with an ordered consumer; a
 //!   node that falls further behind than the purge does the same, and
 //!   reports what that changed as a sync does.
-//! - While the client is connected but the stream stores nothing (no
-//!   quorum, JetStream unavailable), the status is [`Status::Degraded`].
+//! - When a publish fails while the client is connected (the stream
+//!   stores nothing: no quorum, JetStream unavailable), the status is
+//!   [`Status::Degraded`] until a publish is stored. Every node publishes
+//!   at least a heartbeat every third of its lease, so one that writes
+//!   nothing finds out too, within that and a publish's timeout. The
+//!   status is written on a thread of its own: a caller holding the value
+//!   it waited for holds up the next status, not the connection.
 //! - A node whose write raced a lock grant (the log refused it) or whose
 //!   lease ran out starts over the same way, as a new incarnation.
 //! - The stream stores messages up to the size it was made with (the
@@ -65,7 +71,7 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -97,8 +103,8 @@ macro_rules! fail_point {
 /// the object in which versions before [`CURRENT`] saved the newest one
 /// (read while no snapshot is current).
 const SNAPSHOT: &str = "snapshot";
-/// The claims bucket's key naming the current snapshot by the log position
-/// it covers. A snapshot is stored whole under a name of its own first
+/// The claims bucket's key naming the current snapshot's object. A
+/// snapshot is stored whole under a name of its own first
 /// ([`snapshot_name`]), then made current by compare-and-set on this key:
 /// a reader finds the previous snapshot or the new one, never a part of
 /// one, and a saver cut off midway never brings back an older one.
@@ -274,11 +280,14 @@ struct Ctx {
     /// Counts the client's connections: the publisher sends again what the
     /// old connection had not had acknowledged when it changes.
     connections: tokio::sync::watch::Receiver<u64>,
-    /// The publisher reported the stream storing nothing
-    /// ([`Status::Degraded`]): the status is written at such changes only,
-    /// not at every publish (a writer waits for every reader of the status
-    /// to let go of it).
-    degraded: AtomicBool,
+    /// Writes the status for the client's events and the publisher.
+    status: Arc<StatusWriter>,
+    /// Once the publisher reported the stream storing nothing
+    /// ([`Status::Degraded`]), the count of the client's connections then,
+    /// plus one; 0 while it stores. The status is written at such changes
+    /// only, not at every publish, and again after a reconnection (which
+    /// sets it `Connected`).
+    degraded: AtomicU64,
     /// The index of the first frame the stream refused as too large, once
     /// one was: a gap in the node's messages that its peers wait on for
     /// ever, so the node starts over.
@@ -312,6 +321,70 @@ impl Link {
         let c = self.connected.lock().unwrap_or_else(|e| e.into_inner());
         let _ = self.node.set(node.downgrade());
         node.set_online(*c);
+    }
+}
+
+/// A change of a connection's status: whether it changed it.
+type StatusChange = Box<dyn FnOnce(&mut Status) -> bool + Send>;
+
+/// Writes a connection's status for the client's events and the publisher,
+/// in the order they ask, on a thread of the blocking pool. Writing a watch
+/// channel waits for every reader to let go of its value, and a caller may
+/// hold the status it waited for (`wait_for`) across an `.await`: the
+/// client's event handler or the publisher waiting there would hold up
+/// their runtime thread (a current-thread runtime whole), and with it
+/// whatever the caller awaits, a reconnection or a flush.
+struct StatusWriter {
+    shared: Arc<Shared>,
+    /// The changes not yet written, and whether a thread writes them.
+    pending: Mutex<(VecDeque<StatusChange>, bool)>,
+}
+
+impl StatusWriter {
+    fn new(shared: Arc<Shared>) -> Arc<StatusWriter> {
+        Arc::new(StatusWriter {
+            shared,
+            pending: Mutex::default(),
+        })
+    }
+
+    /// Changes the status with `change` after the changes asked before,
+    /// unless the connection was closed: a closed connection stays so.
+    fn change(self: &Arc<Self>, change: impl FnOnce(&mut Status) -> bool + Send + 'static) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.0.push_back(Box::new(change));
+        // One thread writes at a time, in order.
+        if std::mem::replace(&mut pending.1, true) {
+            return;
+        }
+        drop(pending);
+        let writer = self.clone();
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let change = {
+                    let mut pending = writer.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    match pending.0.pop_front() {
+                        Some(change) => change,
+                        None => {
+                            pending.1 = false;
+                            return;
+                        }
+                    }
+                };
+                writer
+                    .shared
+                    .status
+                    .send_if_modified(|s| *s != Status::Closed && change(s));
+            }
+        });
+    }
+
+    /// Sets the status to `status`.
+    fn set(self: &Arc<Self>, status: Status) {
+        self.change(move |s| {
+            *s = status;
+            true
+        });
     }
 }
 
@@ -440,7 +513,8 @@ pub(crate) async fn connect(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| nats_error(format!("the address {url}"), e))?;
     let shared = Arc::new(Shared::new(Outbox::over_log(|frame| writes_in(frame))));
-    let events = shared.clone();
+    let status = StatusWriter::new(shared.clone());
+    let events = status.clone();
     let link = Arc::new(Link::default());
     let linked = link.clone();
     let (connected, connections) = tokio::sync::watch::channel(0u64);
@@ -461,15 +535,15 @@ pub(crate) async fn connect(
                 match event {
                     async_nats::Event::Connected => {
                         link.set(true);
+                        // Before the count: the publisher's report of a
+                        // failure on this connection is written after it.
+                        events.set(Status::Connected);
                         connected.send_modify(|n| *n += 1);
-                        let _ = events.status.send_replace(Status::Connected);
                     }
                     async_nats::Event::Disconnected => {
                         // Writes made until the server is back go out packed.
                         link.set(false);
-                        let _ = events
-                            .status
-                            .send(Status::Disconnected("NATS connection lost".into()));
+                        events.set(Status::Disconnected("NATS connection lost".into()));
                     }
                     _ => {}
                 }
@@ -484,6 +558,7 @@ pub(crate) async fn connect(
         })?
         .map_err(|e| nats_error(format!("connecting to {url}"), e))?;
     link.set(true);
+    // Nobody holds the status yet.
     let _ = shared.status.send_replace(Status::Connected);
     let max_payload = client.server_info().max_payload;
     let js = jetstream::new(client);
@@ -584,7 +659,8 @@ pub(crate) async fn connect(
         pack_bytes: PACK_BYTES.min(limits.write / 2),
         link,
         connections,
-        degraded: AtomicBool::new(false),
+        status,
+        degraded: AtomicU64::new(0),
         hole: tokio::sync::watch::channel(None).0,
     });
     ctx.link.attach(&node);
@@ -641,14 +717,30 @@ struct Snapshots {
     stall: Duration,
 }
 
-/// The object holding the snapshot that covers the log up to `position`.
-fn snapshot_name(position: u64) -> String {
-    format!("{SNAPSHOT}-{position:020}")
+/// The object holding a snapshot that covers the log up to `position`,
+/// saved by the saver that drew `tag`. Two nodes may save snapshots of the
+/// same position (one won the claim but could not save before the log
+/// reached the position another then claimed): each saver stores and
+/// removes only its own object, so the one that lost the switch never
+/// removes the one that won it.
+fn snapshot_name(position: u64, tag: u64) -> String {
+    format!("{SNAPSHOT}-{position:020}-{tag:016x}")
 }
 
-/// The log position a snapshot object's name says it covers.
+/// A tag for a saver's snapshot object that no other saver draws: random,
+/// from the standard library's per-process random hash keys (a new state
+/// for each call).
+fn snapshot_tag() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
+}
+
+/// The log position a snapshot object's name says it covers (the objects
+/// of the versions before tags, `snapshot-<position>`, included).
 fn snapshot_position(name: &str) -> Option<u64> {
-    name.strip_prefix(SNAPSHOT)?.strip_prefix('-')?.parse().ok()
+    let rest = name.strip_prefix(SNAPSHOT)?.strip_prefix('-')?;
+    let position = rest.split_once('-').map_or(rest, |(p, _)| p);
+    position.parse().ok()
 }
 
 /// An object's name as the object store's subjects carry it: URL-safe
@@ -673,6 +765,17 @@ fn encoded_name(name: &str) -> String {
     out
 }
 
+/// The snapshot a key of the claims bucket names current.
+#[derive(Clone, Debug, PartialEq)]
+struct Current {
+    /// The object that holds it.
+    name: String,
+    /// The log position it covers, which its name says.
+    position: u64,
+    /// The revision of the key naming it.
+    revision: u64,
+}
+
 /// What saving a snapshot came to.
 enum Saved {
     /// It is current now, in place of the one covering this position.
@@ -682,20 +785,27 @@ enum Saved {
 }
 
 impl Snapshots {
-    /// The current snapshot's log position and the revision of the key
-    /// naming it; `None` while no snapshot was made current.
-    async fn current(&self) -> Result<Option<(u64, u64)>, BoxError> {
+    /// The current snapshot; `None` while no snapshot was made current.
+    async fn current(&self) -> Result<Option<Current>, BoxError> {
         let Some(entry) = self.claims.entry(CURRENT).await? else {
             return Ok(None);
         };
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
-        let position = std::str::from_utf8(&entry.value)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or("the current snapshot's key holds no log position")?;
-        Ok(Some((position, entry.revision)))
+        let value = std::str::from_utf8(&entry.value).unwrap_or_default();
+        // The key once held the position alone, of an object named by it.
+        let name = match value.parse::<u64>() {
+            Ok(position) => format!("{SNAPSHOT}-{position:020}"),
+            Err(_) => value.to_string(),
+        };
+        let position = snapshot_position(&name)
+            .ok_or_else(|| format!("the current snapshot's key names no snapshot: {value:?}"))?;
+        Ok(Some(Current {
+            name,
+            position,
+            revision: entry.revision,
+        }))
     }
 
     /// The current snapshot and the log position it covers. A read given
@@ -726,8 +836,8 @@ impl Snapshots {
     /// One attempt at reading the current snapshot.
     async fn read(&self) -> Result<Option<(Vec<u8>, u64)>, BoxError> {
         let current = self.within(self.current()).await?;
-        let name = current.map_or_else(|| SNAPSHOT.to_string(), |(p, _)| snapshot_name(p));
-        let found = tokio::time::timeout(self.stall, self.objects.get(&name)).await;
+        let name = current.as_ref().map_or(SNAPSHOT, |c| &c.name);
+        let found = tokio::time::timeout(self.stall, self.objects.get(name)).await;
         let mut object = match found {
             Ok(Ok(o)) => o,
             Ok(Err(e)) if e.kind() == object_store::GetErrorKind::NotFound => {
@@ -746,7 +856,7 @@ impl Snapshots {
             .get(POSITION)
             .and_then(|p| p.parse::<u64>().ok())
             .ok_or("a snapshot without its position")?;
-        if current.is_some_and(|(p, _)| p != position) {
+        if current.as_ref().is_some_and(|c| c.position != position) {
             return Err(format!("the snapshot {name} covers the position {position}").into());
         }
         // The size is the writer's word: room for it up to a bound, and the
@@ -768,16 +878,16 @@ impl Snapshots {
     }
 
     /// Stores `bytes`, the snapshot covering the log up to `position`,
-    /// under its own name, then makes it current unless a snapshot as new
-    /// is. Until then readers read the snapshot that was current: a saver
-    /// that stops anywhere leaves at most an object no key names, which a
-    /// later save removes.
+    /// under a name no other saver's object has, then makes it current
+    /// unless a snapshot as new is. Until then readers read the snapshot
+    /// that was current: a saver that stops anywhere leaves at most an
+    /// object no key names, which a later save removes.
     async fn save(&self, bytes: &[u8], position: u64) -> Result<Saved, BoxError> {
         let mut current = self.current().await?;
-        if current.is_some_and(|(p, _)| p >= position) {
+        if current.as_ref().is_some_and(|c| c.position >= position) {
             return Ok(Saved::Superseded);
         }
-        let name = snapshot_name(position);
+        let name = snapshot_name(position, snapshot_tag());
         let meta = object_store::ObjectMetadata {
             name: name.clone(),
             metadata: [(POSITION.to_string(), position.to_string())].into(),
@@ -785,25 +895,29 @@ impl Snapshots {
         };
         self.objects.put(meta, &mut &bytes[..]).await?;
         loop {
-            let value = Bytes::from(position.to_string());
-            let switched: Result<u64, BoxError> = match current {
+            let value = Bytes::from(name.clone());
+            let switched: Result<u64, BoxError> = match &current {
                 None => self.claims.create(CURRENT, value).await.map_err(Into::into),
-                Some((_, revision)) => self
+                Some(c) => self
                     .claims
-                    .update(CURRENT, value, revision)
+                    .update(CURRENT, value, c.revision)
                     .await
                     .map_err(Into::into),
             };
+            let replaced = current.as_ref().map(|c| c.position);
             let Err(e) = switched else {
-                return Ok(Saved::Current {
-                    replaced: current.map(|(p, _)| p),
-                });
+                return Ok(Saved::Current { replaced });
             };
             // Another node made a snapshot current meanwhile, or the
-            // server failed.
+            // server failed (perhaps after making this one current).
             let now = self.current().await?;
-            if now.is_some_and(|(p, _)| p >= position) {
-                // No key named it: nobody reads it.
+            if now.as_ref().is_some_and(|c| c.name == name) {
+                return Ok(Saved::Current { replaced });
+            }
+            if now.as_ref().is_some_and(|c| c.position >= position) {
+                // This saver's own object, which no key names: nobody
+                // reads it. (The current one may be of the same position,
+                // under another name.)
                 self.remove(&name).await;
                 return Ok(Saved::Superseded);
             }
@@ -817,8 +931,17 @@ impl Snapshots {
     /// Removes the snapshots older than the one covering `position`, which
     /// stays for the readers that read the key just before it was
     /// replaced: those never made current included, and the one of the
-    /// versions before [`CURRENT`].
+    /// versions before [`CURRENT`]. Never the one current now, whatever
+    /// happened since this node made its own current (a newer one is
+    /// older than nothing removed).
     async fn remove_before(&self, position: u64) {
+        let current = match self.current().await {
+            Ok(current) => current.map(|c| c.name),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the current snapshot failed");
+                return;
+            }
+        };
         let mut list = match self.objects.list().await {
             Ok(list) => list,
             Err(e) => {
@@ -828,7 +951,8 @@ impl Snapshots {
         };
         let mut older = Vec::new();
         while let Some(Ok(info)) = list.next().await {
-            if !info.deleted && snapshot_position(&info.name).is_none_or(|p| p < position) {
+            let before = snapshot_position(&info.name).is_none_or(|p| p < position);
+            if !info.deleted && before && current.as_ref() != Some(&info.name) {
                 older.push(info.name);
             }
         }
@@ -914,10 +1038,10 @@ async fn reconnected(connections: &mut tokio::sync::watch::Receiver<u64>) {
 /// The stream stored what was published: a degraded connection is whole
 /// again.
 fn stored(ctx: &Ctx) {
-    if !ctx.degraded.swap(false, Ordering::AcqRel) {
+    if ctx.degraded.swap(0, Ordering::AcqRel) == 0 {
         return;
     }
-    ctx.shared.status.send_if_modified(|s| match s {
+    ctx.status.change(|s| match s {
         Status::Degraded(_) => {
             *s = Status::Connected;
             true
@@ -926,21 +1050,23 @@ fn stored(ctx: &Ctx) {
     });
 }
 
-/// Publishing failed while the client is connected: the stream has no
+/// Publishing failed: while the client is connected, the stream has no
 /// quorum, or JetStream is unavailable (a lost connection is reported by
-/// the client, and stays the status).
+/// the client, and stays the status). Reported once per connection of the
+/// client until a publish is stored.
 fn not_stored(ctx: &Ctx, e: &PublishError) {
-    if ctx.degraded.load(Ordering::Acquire) {
+    let connection = *ctx.connections.borrow() + 1;
+    if ctx.degraded.swap(connection, Ordering::AcqRel) == connection {
         return;
     }
-    let degraded = ctx.shared.status.send_if_modified(|s| match s {
+    let reason = format!("the stream does not store messages: {e}");
+    ctx.status.change(move |s| match s {
         Status::Connected => {
-            *s = Status::Degraded(format!("the stream does not store messages: {e}"));
+            *s = Status::Degraded(reason);
             true
         }
         _ => false,
     });
-    ctx.degraded.store(degraded, Ordering::Release);
 }
 
 /// How many of `frames` go in the next stream message: as many as fit.
@@ -1836,14 +1962,22 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_objects_are_named_by_their_position() {
-        assert_eq!(snapshot_position(&snapshot_name(42)), Some(42));
-        assert_eq!(snapshot_position(&snapshot_name(u64::MAX)), Some(u64::MAX));
+    fn snapshot_objects_are_named_by_their_position_and_saver() {
+        assert_eq!(snapshot_position(&snapshot_name(42, 7)), Some(42));
+        let tag = snapshot_tag();
+        assert_eq!(
+            snapshot_position(&snapshot_name(u64::MAX, tag)),
+            Some(u64::MAX)
+        );
+        // Two savers of one position name their objects apart.
+        assert_ne!(snapshot_name(42, tag), snapshot_name(42, snapshot_tag()));
         assert_eq!(snapshot_position(SNAPSHOT), None);
+        // Named before tags.
+        assert_eq!(snapshot_position("snapshot-00000000000000000042"), Some(42));
         // As the object store names their subjects.
         assert_eq!(encoded_name("snapshot"), "c25hcHNob3Q=");
         assert_eq!(
-            encoded_name(&snapshot_name(42)),
+            encoded_name("snapshot-00000000000000000042"),
             "c25hcHNob3QtMDAwMDAwMDAwMDAwMDAwMDAwNDI="
         );
         assert_eq!(encoded_name("ab"), "YWI=");
