@@ -114,7 +114,16 @@ async fn asset(State(shared): State<Arc<Shared>>, UrlPath(file): UrlPath<String>
             let assets = &shared.config.inspector_assets;
             match tokio::fs::read(assets.join(name)).await {
                 Ok(bytes) => (bytes, kind),
-                Err(_) => return missing_build(assets),
+                // Served to anybody: nothing of the relay's file system
+                // (the page, behind the token, says where to build it).
+                Err(_) => {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                        "the inspector is not built on this relay\n",
+                    )
+                        .into_response();
+                }
             }
         }
     };

@@ -104,3 +104,22 @@ async fn the_status_route_needs_the_token_and_tells_the_log_position_storage_and
         .unwrap();
     assert_eq!(relay_panics(), 0);
 }
+
+/// The package's files are served to anybody: without the build, the
+/// answer is a plain 503 that tells nothing of the relay's file system.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_build_is_a_plain_503_without_paths() {
+    let assets = tempfile::tempdir().unwrap();
+    let relay = Relay::start(|c| c.inspector_assets(assets.path().join("dist"))).await;
+    for file in [
+        "browser.mjs",
+        "web/facsimile_wasm.js",
+        "web/facsimile_wasm_bg.wasm",
+    ] {
+        let r = http(&relay, &get(&format!("/inspector/{file}"))).await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{file}: {r}");
+        let (_, text) = r.split_once("\r\n\r\n").unwrap();
+        assert!(!text.contains('/'), "{file}: no path in {text:?}");
+        assert!(!r.contains("text/html"), "{file}: {r}");
+    }
+}
