@@ -26,6 +26,7 @@ pub struct ServerConfig {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) max_frame: usize,
     pub(crate) max_clients: usize,
+    pub(crate) max_documents: usize,
     pub(crate) client_queue: usize,
     pub(crate) document_queue: Option<usize>,
     pub(crate) compact_bytes: u64,
@@ -60,6 +61,7 @@ impl Default for ServerConfig {
             tls: None,
             max_frame: DEFAULT_MAX_FRAME,
             max_clients: 1024,
+            max_documents: 1024,
             client_queue: 64 << 20,
             document_queue: None,
             compact_bytes: 64 << 20,
@@ -144,6 +146,21 @@ impl ServerConfig {
     /// ```
     pub fn max_clients(mut self, n: usize) -> Self {
         self.max_clients = n;
+        self
+    }
+
+    /// At most this many documents open at once (default 1024), each with
+    /// a thread and its replica in memory; a client asking for another is
+    /// refused with a reason, until one closes
+    /// ([`ServerConfig::close_idle`]). A read-only client never creates a
+    /// document: one that names a document not stored (nor open) is
+    /// refused as asking for no such document.
+    ///
+    /// ```
+    /// let config = facsimile_server::ServerConfig::default().max_documents(64);
+    /// ```
+    pub fn max_documents(mut self, n: usize) -> Self {
+        self.max_documents = n;
         self
     }
 

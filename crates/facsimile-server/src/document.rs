@@ -231,6 +231,9 @@ impl Inbox {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct DocStatus {
     pub(crate) doc: String,
+    /// Whether the document is open; a closed one is described from its
+    /// files, without opening it.
+    pub(crate) open: bool,
     /// The last position in the log, and the last one on disk.
     pub(crate) position: u64,
     pub(crate) committed: u64,
@@ -239,7 +242,8 @@ pub(crate) struct DocStatus {
     pub(crate) durable: bool,
     pub(crate) snapshot_bytes: u64,
     pub(crate) log_bytes: u64,
-    pub(crate) objects: usize,
+    /// Not known of a closed document.
+    pub(crate) objects: Option<usize>,
     pub(crate) clients: Vec<ClientStatus>,
 }
 
@@ -744,13 +748,14 @@ impl Doc {
         clients.sort_by(|a, b| (&a.hostname, &a.addr).cmp(&(&b.hostname, &b.addr)));
         DocStatus {
             doc: self.name.clone(),
+            open: true,
             position: self.head,
             committed: self.committed,
             snapshot_position: self.tail_base,
             durable: self.store.is_durable(),
             snapshot_bytes: self.store.snapshot_bytes(),
             log_bytes: self.store.log_bytes(),
-            objects: self.replica.object_count(),
+            objects: Some(self.replica.object_count()),
             clients,
         }
     }

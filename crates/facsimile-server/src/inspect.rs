@@ -7,7 +7,7 @@
 //! (`?token=…`, as the page passes it on to its WebSocket hello). The
 //! page's scripts hold no document data and are served to anybody.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::oneshot;
 
-use crate::document::Cmd;
-use crate::server::{Shared, same_secret, valid_name};
+use crate::document::{Cmd, DocStatus};
+use crate::server::{Found, Shared, same_secret, valid_name};
+use crate::store;
 
 /// The page: markup, script and style, compiled in (they change with the
 /// relay, not with the package).
@@ -73,11 +74,16 @@ async fn status(
     if let Some(refused) = refusal(&shared, &uri, &doc) {
         return refused;
     }
-    let Some(channel) = shared.existing_doc(&doc).await else {
-        return json(
-            StatusCode::NOT_FOUND,
-            format!("{{\"error\":\"no document named {doc} on this relay\"}}"),
-        );
+    let channel = match shared.find_doc(&doc) {
+        Found::Open(channel) => channel,
+        // Opening it would replay its log and append to it on every poll.
+        Found::Stored(dir) => return closed_status(doc, dir).await,
+        Found::Nowhere => {
+            return json(
+                StatusCode::NOT_FOUND,
+                format!("{{\"error\":\"no document named {doc} on this relay\"}}"),
+            );
+        }
     };
     let (reply, answer) = oneshot::channel();
     let asked = tokio::time::timeout(STATUS_WITHIN, async {
@@ -98,6 +104,44 @@ async fn status(
             StatusCode::SERVICE_UNAVAILABLE,
             "{\"error\":\"the document is busy; retry\"}".into(),
         ),
+    }
+}
+
+/// The status of a closed document, from its files.
+async fn closed_status(doc: String, dir: PathBuf) -> Response {
+    let read = tokio::task::spawn_blocking(move || store::read_on_disk(&dir)).await;
+    let on_disk = match read {
+        Ok(Ok(Some(d))) => d,
+        Ok(Ok(None)) => {
+            return json(
+                StatusCode::NOT_FOUND,
+                format!("{{\"error\":\"no document named {doc} on this relay\"}}"),
+            );
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(doc, error = %e, "cannot read a closed document's files");
+            return json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{\"error\":\"the document's files cannot be read; see the relay's log\"}".into(),
+            );
+        }
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
+    let status = DocStatus {
+        doc,
+        open: false,
+        position: on_disk.position,
+        committed: on_disk.position,
+        snapshot_position: on_disk.snapshot_position,
+        durable: true,
+        snapshot_bytes: on_disk.snapshot_bytes,
+        log_bytes: on_disk.log_bytes,
+        objects: None,
+        clients: Vec::new(),
+    };
+    match serde_json::to_string(&status) {
+        Ok(body) => json(StatusCode::OK, body),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -223,7 +267,7 @@ fn json(status: StatusCode, body: String) -> Response {
     r
 }
 
-fn missing_build(assets: &Path) -> Response {
+fn missing_build(assets: &std::path::Path) -> Response {
     let dir = html_escape(&assets.display().to_string());
     (
         StatusCode::SERVICE_UNAVAILABLE,

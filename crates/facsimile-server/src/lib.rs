@@ -54,4 +54,4 @@ mod transport;
 
 pub use config::{DEFAULT_INSPECTOR_ASSETS, DEFAULT_LISTEN, ServerConfig};
 pub use document::Recovery;
-pub use server::Server;
+pub use server::{Server, valid_name};

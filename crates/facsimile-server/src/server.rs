@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     /// recoveries of one directory would both write to its log, and a long
     /// recovery must not hold up the clients of other documents.
     opening: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Documents being opened, counted with the open ones against
+    /// [`ServerConfig::max_documents`]; raised only under the `docs` lock.
+    reserved: AtomicUsize,
     limit: Arc<Semaphore>,
     next_conn: AtomicU64,
     /// Cancelled when the server stops: connections close without evicting
@@ -220,6 +223,7 @@ impl Shared {
             config,
             docs: Mutex::new(HashMap::new()),
             opening: Mutex::new(HashMap::new()),
+            reserved: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             stopping: CancellationToken::new(),
             threads: Mutex::new(Vec::new()),
@@ -372,17 +376,19 @@ impl Shared {
     async fn open_doc_off_runtime(
         self: &Arc<Self>,
         name: String,
-    ) -> Result<io::Result<Joining>, tokio::task::JoinError> {
+        create: bool,
+    ) -> Result<Result<Joining, OpenError>, tokio::task::JoinError> {
         if self.config.documents_on_runtime {
-            return Ok(self.open_doc(&name));
+            return Ok(self.open_doc(&name, create));
         }
         let shared = self.clone();
-        tokio::task::spawn_blocking(move || shared.open_doc(&name)).await
+        tokio::task::spawn_blocking(move || shared.open_doc(&name, create)).await
     }
 
-    /// Opens a document's thread and its timer unless it is open; returns
-    /// its inbox, counting a client on its way in.
-    fn open_doc(self: &Arc<Self>, name: &str) -> io::Result<Joining> {
+    /// Opens a document's thread and its timer unless it is open (creating
+    /// the document if it is nowhere and `create` says so); returns its
+    /// inbox, counting a client on its way in.
+    fn open_doc(self: &Arc<Self>, name: &str, create: bool) -> Result<Joining, OpenError> {
         if let Some(open) = self.joining(name) {
             return Ok(open);
         }
@@ -393,7 +399,7 @@ impl Shared {
             .entry(name.to_string())
             .or_default()
             .clone();
-        let opened = self.open_doc_once(name, &opening);
+        let opened = self.open_doc_once(name, create, &opening);
         let mut locks = self.opening.lock().unwrap_or_else(|e| e.into_inner());
         // The table's and this call's: nobody else waits to open it.
         if Arc::strong_count(&opening) == 2 {
@@ -409,19 +415,30 @@ impl Shared {
     }
 
     /// [`Shared::open_doc`] under the document's own `opening` lock.
-    fn open_doc_once(self: &Arc<Self>, name: &str, opening: &Mutex<()>) -> io::Result<Joining> {
+    fn open_doc_once(
+        self: &Arc<Self>,
+        name: &str,
+        create: bool,
+        opening: &Mutex<()>,
+    ) -> Result<Joining, OpenError> {
         let _opening = opening.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(open) = self.joining(name) {
             return Ok(open);
         }
         if self.stopping.is_cancelled() {
-            return Err(io::Error::other("the relay is stopping"));
+            return Err(OpenError::Io(io::Error::other("the relay is stopping")));
         }
         // A document that closed has left the table only after its last
         // write to disk, so it can be opened again at once.
         let dir = self.config.data.as_ref().map(|d| d.join(name));
+        // Without a data directory, a document that is not open is nowhere.
+        if !create && !dir.as_deref().is_some_and(stored) {
+            return Err(OpenError::Missing);
+        }
+        let reservation = self.reserve()?;
         let started = Instant::now();
-        let (doc, recovery): (Doc, Recovery) = Doc::open(name, dir, self.config.clone())?;
+        let (doc, recovery): (Doc, Recovery) =
+            Doc::open(name, dir, self.config.clone()).map_err(OpenError::Io)?;
         if recovery.replayed > 0 || recovery.from_snapshot {
             tracing::info!(
                 doc = name,
@@ -440,7 +457,8 @@ impl Shared {
         } else {
             let thread = std::thread::Builder::new()
                 .name(format!("doc-{name}"))
-                .spawn(move || doc.run(rx, arm, unlist))?;
+                .spawn(move || doc.run(rx, arm, unlist))
+                .map_err(OpenError::Io)?;
             let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
             threads.retain(|t| !t.is_finished());
             threads.push(thread);
@@ -451,7 +469,22 @@ impl Shared {
             self.stopping.clone(),
         ));
         docs.insert(name.to_string(), inbox.clone());
+        // Counted in the table from now on, under its lock.
+        drop(reservation);
         Ok(Joining::new(&inbox))
+    }
+
+    /// A place for one more open document under
+    /// [`ServerConfig::max_documents`], held until the document is in the
+    /// table (or failed to open).
+    fn reserve(&self) -> Result<Reservation<'_>, OpenError> {
+        let docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        let max = self.config.max_documents;
+        if docs.len() + self.reserved.load(Ordering::Acquire) >= max {
+            return Err(OpenError::Full(max));
+        }
+        self.reserved.fetch_add(1, Ordering::AcqRel);
+        Ok(Reservation(&self.reserved))
     }
 
     /// How the document of `inbox` leaves the table when idle (see
@@ -479,24 +512,65 @@ impl Shared {
         }))
     }
 
-    /// The way into a document that is open or on disk, opening it if it
-    /// is not, counted as a client on its way in (the document stays open
-    /// until what is sent through it is in its channel); `None` when there
-    /// is no such document (or the relay is stopping).
-    pub(crate) async fn existing_doc(self: &Arc<Self>, name: &str) -> Option<Joining> {
+    /// Where document `name` is: open (the way in, counted as a client on
+    /// its way in: the document stays open until what is sent through it
+    /// is in its channel), stored in a directory, or nowhere. Opens
+    /// nothing.
+    pub(crate) fn find_doc(&self, name: &str) -> Found {
         if let Some(open) = self.joining(name) {
-            return Some(open);
+            return Found::Open(open);
         }
-        let dir = self.config.data.as_ref()?.join(name);
-        if !valid_name(name) || !(dir.join("log").exists() || dir.join("snapshot").exists()) {
-            return None;
+        match self.config.data.as_ref() {
+            Some(data) if valid_name(name) && stored(&data.join(name)) => {
+                Found::Stored(data.join(name))
+            }
+            _ => Found::Nowhere,
         }
-        self.open_doc_off_runtime(name.to_string()).await.ok()?.ok()
     }
 }
 
-/// Document names become directory names.
-pub(crate) fn valid_name(name: &str) -> bool {
+/// Where a document is ([`Shared::find_doc`]).
+pub(crate) enum Found {
+    Open(Joining),
+    Stored(std::path::PathBuf),
+    Nowhere,
+}
+
+/// Whether a document's directory holds a stored document.
+fn stored(dir: &std::path::Path) -> bool {
+    dir.join("log").exists() || dir.join("snapshot").exists()
+}
+
+/// Why a document was not opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// Its files could not be read or written, or its thread started.
+    Io(io::Error),
+    /// It is not open and not on disk, and the client only reads.
+    Missing,
+    /// As many documents as the limit allows are open.
+    Full(usize),
+}
+
+/// A place held under the limit of open documents; given back on drop.
+struct Reservation<'a>(&'a AtomicUsize);
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether the relay takes `name` as a document's name: 1 to 128
+/// letters, digits, `.`, `_` or `-`, not starting with `.` (names become
+/// directory names).
+///
+/// ```
+/// use facsimile_server::valid_name;
+/// assert!(valid_name("inventory-2024"));
+/// assert!(!valid_name("../etc") && !valid_name(".hidden") && !valid_name(""));
+/// ```
+pub fn valid_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
         && name
             .bytes()
@@ -652,8 +726,22 @@ impl Handler {
 /// The inbox of the hello's document, opening (and recovering) the
 /// document if no client has yet.
 async fn open_document(shared: &Arc<Shared>, hello: &ClientHello) -> Result<Joining, Refusal> {
-    match shared.open_doc_off_runtime(hello.document.clone()).await {
+    // A reader that names a document nobody wrote (a typo) must not leave
+    // a directory and a thread behind.
+    let create = !hello.read_only;
+    match shared
+        .open_doc_off_runtime(hello.document.clone(), create)
+        .await
+    {
         Ok(Ok(doc)) => Ok(doc),
+        Ok(Err(OpenError::Missing)) => Err(Refusal::Refused(format!(
+            "no such document {:?} on this relay (a read-only connection does not create one; \
+             check --doc)",
+            hello.document
+        ))),
+        Ok(Err(OpenError::Full(max))) => Err(Refusal::Refused(format!(
+            "the relay has {max} documents open, its limit (--max-documents); retry later"
+        ))),
         _ if shared.stopping.is_cancelled() => Err(Refusal::Dropped(Close {
             code: close_code::AWAY,
             reason: "the relay is stopping".into(),
@@ -662,7 +750,7 @@ async fn open_document(shared: &Arc<Shared>, hello: &ClientHello) -> Result<Join
             code: close_code::AWAY,
             reason: "the relay is stopping".into(),
         })),
-        Ok(Err(e)) => {
+        Ok(Err(OpenError::Io(e))) => {
             tracing::error!(error = %e, "cannot open document");
             Err(Refusal::Refused(format!(
                 "the relay cannot open document {:?}; see the relay's log",
@@ -910,7 +998,7 @@ mod tests {
         let other = shared.clone();
         let opened = tokio::time::timeout(
             Duration::from_secs(30),
-            tokio::task::spawn_blocking(move || other.open_doc("small").map(|_| ())),
+            tokio::task::spawn_blocking(move || other.open_doc("small", true).map(|_| ())),
         )
         .await
         .expect("opened while another document opens");
@@ -918,7 +1006,7 @@ mod tests {
         release.0.send(()).unwrap();
         recovering.join().unwrap();
         drop(big);
-        shared.open_doc("big").map(|_| ()).unwrap();
+        shared.open_doc("big", true).map(|_| ()).unwrap();
         assert!(
             shared.opening.lock().unwrap().is_empty(),
             "nobody opens now"

@@ -82,6 +82,49 @@ pub(crate) struct Store {
     buf: Vec<u8>,
 }
 
+/// A closed document's store as it is on disk, read without changing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OnDisk {
+    /// The position the snapshot covers (0 without one).
+    pub(crate) snapshot_position: u64,
+    /// The last position stored, in the snapshot or the log.
+    pub(crate) position: u64,
+    pub(crate) snapshot_bytes: u64,
+    pub(crate) log_bytes: u64,
+}
+
+/// Reads what the store in `dir` holds, writing nothing (a torn tail is
+/// left for the recovery that opens the document to cut): `None` when it
+/// holds no store.
+///
+/// # Errors
+/// As [`Store::open`], for files that are not a store.
+pub(crate) fn read_on_disk(dir: &Path) -> io::Result<Option<OnDisk>> {
+    let snapshot = read_snapshot(&dir.join("snapshot"))?;
+    let log_path = dir.join("log");
+    let log = read_file(&log_path)?;
+    if snapshot.is_none() && log.is_none() {
+        return Ok(None);
+    }
+    let snapshot_position = snapshot.as_ref().map_or(0, |s| s.position);
+    let mut position = snapshot_position;
+    let log_bytes = log.as_ref().map_or(0, |l| l.len() as u64);
+    if let Some(data) = log.filter(|d| !d.is_empty()) {
+        let (_, records, _) = parse_log(&Bytes::from(data), &log_path)?;
+        for r in records {
+            if let Record::Message { position: p, .. } = r {
+                position = position.max(p);
+            }
+        }
+    }
+    Ok(Some(OnDisk {
+        snapshot_position,
+        position,
+        snapshot_bytes: fs::metadata(dir.join("snapshot")).map_or(0, |m| m.len()),
+        log_bytes,
+    }))
+}
+
 /// What recovery found.
 pub(crate) struct Recovered {
     pub(crate) store: Store,

@@ -297,7 +297,8 @@ async function pollStatus() {
       ['log position', `${s.position} (on disk: ${s.committed})`, 'position'],
       ['snapshot covers', String(s.snapshotPosition), 'snapshot-position'],
       ['storage', s.durable ? `${KB(s.snapshotBytes + s.logBytes)} (snapshot ${KB(s.snapshotBytes)}, log ${KB(s.logBytes)})` : 'none (ephemeral relay)', 'storage'],
-      ['objects', String(s.objects), 'objects'],
+      // A closed document is described from its files, unopened.
+      ['objects', s.open === false ? 'not loaded (the document is closed)' : String(s.objects), 'objects'],
       // Each client with the log position queued for it so far.
       ['clients', `${s.clients.length}: ${s.clients.map((c) => `${c.hostname}${c.readOnly ? ' (read-only)' : ''} at ${c.sentUpto}`).join(', ')}`, 'clients'],
     ];

@@ -12,7 +12,7 @@ use crate::support::*;
 
 /// The relay's threads running document `doc` (named `doc-NAME`, which
 /// the system cuts to 15 bytes: keep names to 11).
-fn document_threads(doc: &str) -> usize {
+pub(crate) fn document_threads(doc: &str) -> usize {
     let name = format!("doc-{doc}");
     std::fs::read_dir("/proc/self/task")
         .unwrap()

@@ -1,8 +1,12 @@
 //! The inspector's routes: behind the token, the document's status as the
 //! relay sees it, the page only where the package's build is.
 
+use std::time::Duration;
+
+use facsimile::net;
 use serde_json::json;
 
+use crate::idle::document_threads;
 use crate::support::*;
 use crate::websocket::http;
 
@@ -103,6 +107,60 @@ async fn the_status_route_needs_the_token_and_tells_the_log_position_storage_and
         .await
         .unwrap();
     assert_eq!(relay_panics(), 0);
+}
+
+/// The status of a closed document comes from its files: polling it
+/// neither opens the document (no thread, no recovery) nor writes to its
+/// log, and tells where the log stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_of_a_closed_document_is_read_from_disk_without_opening_it() {
+    relay_log();
+    let relay = Relay::start(|c| c.close_idle(Some(Duration::from_millis(100)))).await;
+    let writer = net::connect(&relay.addr.to_string(), "writer", options_for("st-closed"))
+        .await
+        .unwrap();
+    writer.node().set_root(json!({"a": [1, 2]})).unwrap();
+    writer.node().set_path("/a/0", 3).unwrap();
+    writer.flush().await.unwrap();
+    let open = body(&http(&relay, &get("/inspect/st-closed/status?token=test-token")).await);
+    assert_eq!(open["open"], true, "{open}");
+    writer.close(Duration::from_secs(5)).await.unwrap();
+    logged(&["closed the document", "st-closed"]).await;
+    wait_until(
+        "the document's thread ends",
+        Duration::from_secs(20),
+        || document_threads("st-closed") == 0,
+    )
+    .await;
+
+    let log = relay.data().join("st-closed").join("log");
+    let before = std::fs::read(&log).unwrap();
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..2 {
+        let r = http(&relay, &get("/inspect/st-closed/status?token=test-token")).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        let s = body(&r);
+        assert_eq!(s["open"], false, "{s}");
+        // The writes and the writer's goodbye.
+        assert!(s["position"].as_u64() > open["position"].as_u64(), "{s}");
+        assert_eq!(s["committed"], s["position"], "{s}");
+        assert_eq!(s["logBytes"].as_u64(), Some(before.len() as u64), "{s}");
+        assert_eq!(s["clients"], json!([]), "{s}");
+        assert!(s["objects"].is_null(), "not known without opening: {s}");
+        assert_eq!(std::fs::read(&log).unwrap(), before, "the log is unchanged");
+        assert_eq!(
+            document_threads("st-closed"),
+            0,
+            "the document stays closed"
+        );
+        seen.push(s);
+    }
+    assert_eq!(seen[0], seen[1], "the same answer each time");
+    let recovered = relay_log()
+        .lines()
+        .filter(|l| l.contains("document recovered") && l.contains("st-closed"))
+        .count();
+    assert_eq!(recovered, 0, "never opened again");
 }
 
 /// The package's files are served to anybody: without the build, the

@@ -68,6 +68,14 @@ impl Relay {
         }
     }
 
+    /// The relay's data directory.
+    pub(crate) fn data(&self) -> &std::path::Path {
+        self._data
+            .as_ref()
+            .expect("a relay with data on disk")
+            .path()
+    }
+
     /// `ws://` URL of the relay.
     pub(crate) fn ws_url(&self) -> String {
         format!("ws://{}/", self.addr)
