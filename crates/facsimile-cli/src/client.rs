@@ -1,18 +1,17 @@
 //! The client commands: `get`, `set`, `watch`, `lock`.
 
-use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use facsimile::net::{self, ConnectOptions, Connection, Status, TlsOptions};
-use facsimile::typed::pointer::escape;
-use facsimile::{Event, LockEvent, ObjectId, ObjectRef, Origin, Prop, Value};
-use futures_util::{FutureExt, StreamExt};
+use facsimile::{LockEvent, Origin, Value};
+use futures_util::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::watch::Watcher;
 use crate::{ClientArgs, Failure};
 
 /// How long a command waits for the relay to acknowledge its last messages
@@ -22,15 +21,26 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take before a terminal shows a spinner.
 const SPINNER_AFTER: Duration = Duration::from_millis(300);
 
+/// How a command joins the document.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// It only reads: the relay refuses a document that does not exist
+    /// rather than create it (a mistyped `--doc` leaves nothing behind).
+    Read,
+    /// It writes or locks.
+    Write,
+}
+
 /// Connects and syncs, with a spinner on a terminal while that is slow.
-async fn open(addr: &str, args: &ClientArgs) -> Result<Connection, Failure> {
+async fn open(addr: &str, access: Access, args: &ClientArgs) -> Result<Connection, Failure> {
     let receiving = format!("receiving document {:?} from {addr}...", args.doc);
-    with_spinner(receiving, connect(addr, args)).await
+    with_spinner(receiving, connect(addr, access, args)).await
 }
 
 /// Connects and syncs.
-async fn connect(addr: &str, args: &ClientArgs) -> Result<Connection, Failure> {
+async fn connect(addr: &str, access: Access, args: &ClientArgs) -> Result<Connection, Failure> {
     let mut options = ConnectOptions::new(&args.doc)
+        .read_only(access == Access::Read)
         .token(&args.token)
         .max_frame(args.max_frame)
         .timeouts(args.timeout(), args.timeout());
@@ -74,7 +84,7 @@ async fn with_spinner<T>(message: String, work: impl Future<Output = T>) -> T {
 
 /// `v`, found at `at`, as JSON: an object met again (shared, or in a
 /// cycle) is a `{"$ref": pointer}` to where it was first written.
-fn to_json(v: &Value, at: &str) -> serde_json::Value {
+pub(crate) fn to_json(v: &Value, at: &str) -> serde_json::Value {
     v.to_json_with_refs(at)
         .unwrap_or_else(|e| json!({ "$unprintable": e.to_string() }))
 }
@@ -90,49 +100,12 @@ fn print_line(line: &dyn std::fmt::Display) -> Result<bool, Failure> {
     }
 }
 
-fn origin(o: &Origin) -> serde_json::Value {
+pub(crate) fn origin(o: &Origin) -> serde_json::Value {
     match o {
         Origin::Local => json!("local"),
         Origin::Remote(peer) => json!(peer.to_string()),
         other => json!(format!("{other:?}")),
     }
-}
-
-/// The JSON pointer of an object: the first path found from the root
-/// (an object may be reachable several ways, or not at all).
-fn path_of(root: &Value, target: ObjectId) -> Option<String> {
-    let mut seen = HashSet::new();
-    let mut queue = VecDeque::from([(root.clone(), String::new())]);
-    while let Some((v, path)) = queue.pop_front() {
-        let Some(obj) = v.as_object() else { continue };
-        if obj.id() == target {
-            return Some(path);
-        }
-        if !seen.insert(obj.id()) {
-            continue;
-        }
-        match &obj {
-            ObjectRef::Map(m) => {
-                for (k, child) in m.entries().unwrap_or_default() {
-                    queue.push_back((child, format!("{path}/{}", escape(&k))));
-                }
-            }
-            ObjectRef::Array(a) => {
-                for (i, child) in a.to_vec().unwrap_or_default().into_iter().enumerate() {
-                    queue.push_back((child, format!("{path}/{i}")));
-                }
-            }
-        }
-    }
-    None
-}
-
-/// Whether `path` is `under` or inside it.
-fn within(path: &str, under: &str) -> bool {
-    under.is_empty()
-        || path == under
-        || (path.starts_with(under) && path.as_bytes().get(under.len()) == Some(&b'/'))
-        || under.starts_with(path) && under.as_bytes().get(path.len()) == Some(&b'/')
 }
 
 fn nothing_at(path: &str, doc: &str) -> Failure {
@@ -147,7 +120,7 @@ pub(crate) async fn get(
     compact: bool,
     args: &ClientArgs,
 ) -> Result<(), Failure> {
-    let conn = open(addr, args).await?;
+    let conn = open(addr, Access::Read, args).await?;
     let value = conn
         .node()
         .get(path)
@@ -176,7 +149,7 @@ pub(crate) async fn set(
             "the value is not JSON ({e}); strings need quotes, as in '\"text\"'"
         ))
     })?;
-    let conn = open(addr, args).await?;
+    let conn = open(addr, Access::Write, args).await?;
     if path.starts_with('/') && conn.node().root() == Value::Null {
         return Err(empty_document(addr, path, &value, args));
     }
@@ -227,72 +200,24 @@ fn root_holding(path: &str, value: serde_json::Value) -> Option<serde_json::Valu
         })
 }
 
-pub(crate) async fn watch(addr: &str, path: &str, args: &ClientArgs) -> Result<(), Failure> {
-    let conn = open(addr, args).await?;
-    let node = conn.node().clone();
-    let mut events = node.events();
-    let tree = node
-        .get(path)
-        .map_or(serde_json::Value::Null, |v| to_json(&v, path));
-    let mut reading = print_line(&tree)?;
+pub(crate) async fn watch(
+    addr: &str,
+    path: &str,
+    max_pending: usize,
+    args: &ClientArgs,
+) -> Result<(), Failure> {
+    let conn = open(addr, Access::Read, args).await?;
+    let mut watcher = Watcher::new(conn.node(), path, max_pending);
+    let mut reading = print_line(&watcher.tree())?;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     while reading {
-        let event = tokio::select! {
-            e = events.next() => e,
+        let line = tokio::select! {
+            l = watcher.next_line() => l,
             _ = &mut interrupted => break,
         };
-        let Some(event) = event else { break };
-        match event {
-            Event::Change(ev) => {
-                // A path inside the watched subtree first: an object reached
-                // from several places is shown where it is watched.
-                let watched = node.get(path);
-                let inside = watched
-                    .as_ref()
-                    .and_then(|w| path_of(w, ev.target().id()))
-                    .map(|rel| format!("{path}{rel}"));
-                let Some(obj) = inside.or_else(|| path_of(&node.root(), ev.target().id())) else {
-                    continue; // no longer reachable from the root
-                };
-                let (full, prop) = match ev.prop() {
-                    Some(Prop::Key(k)) => (format!("{obj}/{}", escape(k)), json!(k.as_str())),
-                    Some(Prop::Index(i)) => (format!("{obj}/{i}"), json!(i)),
-                    None => (obj.clone(), serde_json::Value::Null),
-                };
-                if !within(&full, path) {
-                    continue;
-                }
-                let mut line = json!({ "path": full, "origin": origin(ev.origin()) });
-                match ev.prop() {
-                    Some(_) => {
-                        line["key"] = prop;
-                        let json = |v: Option<&Value>| {
-                            v.map_or(serde_json::Value::Null, |v| to_json(v, &full))
-                        };
-                        line["old"] = json(ev.old_value());
-                        line["new"] = json(ev.new_value());
-                        line["deleted"] = json!(ev.new_value().is_none());
-                    }
-                    // A method changed the array as a whole: its new contents.
-                    None => line["value"] = to_json(&ev.target().clone().into(), &full),
-                }
-                reading = print_line(&line)?;
-            }
-            Event::RootChanged(_) | Event::Ready(_) => {
-                // The document was replaced (or re-received after a
-                // resync): print what is at the path now.
-                let now = node
-                    .get(path)
-                    .map_or(serde_json::Value::Null, |v| to_json(&v, path));
-                let mut line = json!({ "path": path, "value": now, "replaced": true });
-                if let Event::RootChanged(c) = &event {
-                    line["origin"] = origin(c.origin());
-                }
-                reading = print_line(&line)?;
-            }
-            _ => {}
-        }
+        let Some(line) = line else { break };
+        reading = print_line(&line)?;
     }
     let _ = conn.close(CLOSE_TIMEOUT).await;
     Ok(())
@@ -304,9 +229,10 @@ pub(crate) async fn lock(
     command: &[String],
     wait: Option<Duration>,
     grace: Duration,
+    kill_grace: Duration,
     args: &ClientArgs,
 ) -> Result<u8, Failure> {
-    let conn = open(addr, args).await?;
+    let conn = open(addr, Access::Write, args).await?;
     let node = conn.node().clone();
     let value = node.get(path).ok_or_else(|| nothing_at(path, &args.doc))?;
     let Some(object) = value.as_object() else {
@@ -373,12 +299,27 @@ pub(crate) async fn lock(
     // the lock is released once it has exited: ended first, this process
     // would leave the command running without the lock.
     let mut signals = Signals::new()?;
-    let mut child = tokio::process::Command::new(&command[0])
+    let spawned = tokio::process::Command::new(&command[0])
         .args(&command[1..])
         .env("FACSIMILE_LOCK_TOKEN", token.to_string())
         .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Failure(format!("cannot run {:?}: {e}", command[0])))?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            // A shell's statuses: 127 not found, 126 found but not run,
+            // so that a script tells them from the command's own 1.
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            eprintln!("error: cannot run {:?}: {e}", command[0]);
+            drop(guard);
+            let _ = conn.close(CLOSE_TIMEOUT).await;
+            return Ok(code);
+        }
+    };
     // The relay may evict this node (its connection broke): the lock is
     // then someone else's, and the command must not go on believing it
     // holds it. Nor while the connection is down: by default the relay
@@ -427,14 +368,34 @@ pub(crate) async fn lock(
     let status = match ended {
         Ok(status) => status,
         Err(why) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            stop(&mut child, kill_grace).await;
             return Err(Failure(format!("{why}; the command was stopped")));
         }
     };
     drop(guard);
     let _ = conn.close(CLOSE_TIMEOUT).await;
     Ok(exit_code(status))
+}
+
+/// Stops the command: SIGTERM, so that it may clean up, then SIGKILL if
+/// it still runs after `grace` (at once when `grace` is zero).
+async fn stop(child: &mut tokio::process::Child, grace: Duration) {
+    #[cfg(unix)]
+    if !grace.is_zero() {
+        let pid = child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32));
+        if let Some(pid) = pid {
+            tracing::info!(?grace, "stopping the command (SIGTERM)");
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+                return;
+            }
+            tracing::warn!(?grace, "the command outlived its grace; killing it");
+        }
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
 }
 
 /// Waits until `at`, or for ever without it.
@@ -547,24 +508,4 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
         }
     }
     1
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn within_matches_whole_segments() {
-        assert!(within("/a/b", ""));
-        assert!(within("/a/b", "/a"));
-        assert!(within("/a", "/a"));
-        assert!(within("/a", "/a/b"), "replacing a parent changes the child");
-        assert!(!within("/ab", "/a"));
-        assert!(!within("/b", "/a"));
-    }
-
-    #[test]
-    fn keys_escape_as_pointer_segments() {
-        assert_eq!(escape("a/b~c"), "a~1b~0c");
-    }
 }

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 mod client;
 mod demo;
 mod serve;
+mod watch;
 
 /// Mirror an object graph across processes and machines.
 ///
@@ -49,6 +50,11 @@ enum Command {
         addr: String,
         /// A JSON pointer into the document.
         path: Option<String>,
+        /// Changes held while stdout is not read; past them, the changes
+        /// are dropped and the whole of PATH is printed again, as a line
+        /// with "resync": true.
+        #[arg(long, default_value_t = watch::DEFAULT_MAX_PENDING, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        max_pending: usize,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -84,9 +90,11 @@ enum Command {
     /// The command sees the lock's fencing token in FACSIMILE_LOCK_TOKEN.
     /// If the lock is lost meanwhile (the relay evicted this node), or the
     /// connection to the relay is down for longer than --disconnect-grace,
-    /// the command is killed and the exit status is 1. SIGTERM, SIGINT and
-    /// SIGHUP are passed on to the command; the lock is released once it
-    /// has exited.
+    /// the command is stopped (--kill-grace) and the exit status is 1.
+    /// SIGTERM, SIGINT and SIGHUP are passed on to the command; the lock
+    /// is released once it has exited. Exit status: the command's (128+N
+    /// when signal N ended it), 1 when the lock could not be taken or was
+    /// lost, 126 when the command cannot be run, 127 when it is not found.
     Lock {
         /// The relay's address, HOST:PORT or ws://HOST:PORT/ (wss:// with
         /// --tls-ca), or a NATS server's, nats://HOST:PORT.
@@ -107,6 +115,11 @@ enum Command {
         /// --reconnect-grace; keep this well below that grace.
         #[arg(long, value_name = "SECS", default_value = "0", value_parser = secs)]
         disconnect_grace: Duration,
+        /// When the lock is lost, the command gets SIGTERM, then SIGKILL
+        /// if it still runs this many seconds later (0: SIGKILL at once).
+        /// Another node may hold the lock meanwhile.
+        #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
+        kill_grace: Duration,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -114,24 +127,76 @@ enum Command {
     /// tree, changes, peers, locks and storage, in a browser). Opens
     /// nothing and connects to nothing.
     Inspect {
-        /// The relay's address, HOST:PORT.
-        addr: String,
+        /// The relay's address, HOST:PORT (or ws://HOST:PORT/, wss://,
+        /// http:// or https://, as the relay serves all on one port).
+        #[arg(value_parser = relay_web_addr)]
+        addr: WebAddr,
         /// The document to inspect.
-        #[arg(long, default_value = "default", value_name = "NAME")]
+        #[arg(long, default_value = "default", value_name = "NAME", value_parser = document_name)]
         doc: String,
         /// The relay's shared token (it ends up in the URL).
         #[arg(long, env = "FACSIMILE_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// The relay serves TLS: an https:// URL.
+        /// The relay serves TLS: an https:// URL (implied by wss:// and
+        /// https:// addresses).
         #[arg(long)]
         tls: bool,
     },
 }
 
+/// A relay's address for a web browser: its host and port, and whether
+/// the address named TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct WebAddr {
+    host_port: String,
+    tls: bool,
+}
+
+/// A relay's address from the command line, bare or with a scheme the
+/// relay's port serves.
+fn relay_web_addr(arg: &str) -> Result<WebAddr, String> {
+    let (rest, tls) = match arg.split_once("://") {
+        None => (arg, false),
+        Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+            "ws" | "http" => (rest, false),
+            "wss" | "https" => (rest, true),
+            _ => {
+                return Err(format!(
+                    "{scheme}:// is not a relay's address: the inspector is served by a \
+                     `facsimile serve` relay, at HOST:PORT"
+                ));
+            }
+        },
+    };
+    let host_port = rest.strip_suffix('/').unwrap_or(rest);
+    if host_port.is_empty()
+        || host_port.contains(['/', '?', '#', '@'])
+        || host_port.contains(char::is_whitespace)
+    {
+        return Err(format!("{arg:?} is not HOST:PORT"));
+    }
+    Ok(WebAddr {
+        host_port: host_port.to_string(),
+        tls,
+    })
+}
+
+/// A document name the relay takes.
+fn document_name(arg: &str) -> Result<String, String> {
+    if facsimile_server::valid_name(arg) {
+        Ok(arg.to_string())
+    } else {
+        Err(
+            "a document name is 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'"
+                .into(),
+        )
+    }
+}
+
 /// The inspector's URL for a document of the relay at `addr`.
-fn inspector_url(addr: &str, doc: &str, token: Option<&str>, tls: bool) -> String {
-    let scheme = if tls { "https" } else { "http" };
-    let mut url = format!("{scheme}://{addr}/inspect/{}", encode(doc));
+fn inspector_url(addr: &WebAddr, doc: &str, token: Option<&str>, tls: bool) -> String {
+    let scheme = if tls || addr.tls { "https" } else { "http" };
+    let mut url = format!("{scheme}://{}/inspect/{}", addr.host_port, encode(doc));
     if let Some(t) = token.filter(|t| !t.is_empty()) {
         url.push_str("?token=");
         url.push_str(&encode(t));
@@ -184,7 +249,7 @@ struct ClientArgs {
     #[arg(long, default_value = "10", value_name = "SECS", value_parser = positive_secs)]
     timeout: Duration,
     /// The largest frame accepted from the relay, in bytes.
-    #[arg(long, default_value_t = facsimile::net::protocol::DEFAULT_MAX_FRAME, value_name = "BYTES")]
+    #[arg(long, default_value_t = facsimile::net::protocol::DEFAULT_MAX_FRAME, value_name = "BYTES", value_parser = frame_bytes)]
     max_frame: usize,
 }
 
@@ -212,6 +277,26 @@ pub(crate) fn positive_secs(arg: &str) -> Result<Duration, String> {
         d if d.is_zero() => Err(format!("{arg}: a time above 0 is needed")),
         d => Ok(d),
     }
+}
+
+/// The smallest frame limit taken: room for a hello (under 1,200 bytes
+/// besides its token) and the welcome of an empty document. Any less and
+/// every connection would be refused.
+pub(crate) const MIN_FRAME: usize = 4096;
+
+/// A frame limit from the command line: a number of bytes, at least
+/// [`MIN_FRAME`].
+pub(crate) fn frame_bytes(arg: &str) -> Result<usize, String> {
+    let n: usize = arg
+        .trim()
+        .parse()
+        .map_err(|_| format!("{arg:?} is not a number of bytes"))?;
+    if n < MIN_FRAME {
+        return Err(format!(
+            "{n} bytes is too small: a frame must hold at least a hello and a welcome ({MIN_FRAME} or more)"
+        ));
+    }
+    Ok(n)
 }
 
 /// An error for the user: what went wrong and what to do.
@@ -262,11 +347,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await.map(|()| 0),
             Command::Demo => demo::run().await.map(|()| 0),
-            Command::Watch { addr, path, client } => {
-                client::watch(&addr, path.as_deref().unwrap_or(""), &client)
-                    .await
-                    .map(|()| 0)
-            }
+            Command::Watch {
+                addr,
+                path,
+                max_pending,
+                client,
+            } => client::watch(&addr, path.as_deref().unwrap_or(""), max_pending, &client)
+                .await
+                .map(|()| 0),
             Command::Get {
                 addr,
                 path,
@@ -287,8 +375,20 @@ fn main() -> ExitCode {
                 command,
                 wait,
                 disconnect_grace,
+                kill_grace,
                 client,
-            } => client::lock(&addr, &path, &command, wait, disconnect_grace, &client).await,
+            } => {
+                client::lock(
+                    &addr,
+                    &path,
+                    &command,
+                    wait,
+                    disconnect_grace,
+                    kill_grace,
+                    &client,
+                )
+                .await
+            }
             Command::Inspect { .. } => Ok(0),
         }
     });
@@ -307,22 +407,26 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
+    fn addr(arg: &str) -> WebAddr {
+        relay_web_addr(arg).unwrap()
+    }
+
     #[test]
     fn the_inspector_url_names_the_document_and_carries_the_token_encoded() {
         assert_eq!(
-            inspector_url("127.0.0.1:7878", "default", Some("s3cret"), false),
+            inspector_url(&addr("127.0.0.1:7878"), "default", Some("s3cret"), false),
             "http://127.0.0.1:7878/inspect/default?token=s3cret"
         );
         assert_eq!(
-            inspector_url("relay:443", "inv-2", Some("a b&c/d"), true),
+            inspector_url(&addr("relay:443"), "inv-2", Some("a b&c/d"), true),
             "https://relay:443/inspect/inv-2?token=a%20b%26c%2Fd"
         );
         assert_eq!(
-            inspector_url("h:1", "d", Some(""), false),
+            inspector_url(&addr("h:1"), "d", Some(""), false),
             "http://h:1/inspect/d"
         );
         assert_eq!(
-            inspector_url("h:1", "d", None, false),
+            inspector_url(&addr("h:1"), "d", None, false),
             "http://h:1/inspect/d"
         );
     }

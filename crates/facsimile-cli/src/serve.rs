@@ -35,11 +35,16 @@ pub(crate) struct ServeArgs {
     tls_key: Option<PathBuf>,
     /// The largest frame accepted or sent, in bytes; a document's whole
     /// state must fit in one to reach a joiner.
-    #[arg(long, default_value_t = facsimile::net::protocol::DEFAULT_MAX_FRAME, value_name = "BYTES")]
+    #[arg(long, default_value_t = facsimile::net::protocol::DEFAULT_MAX_FRAME, value_name = "BYTES", value_parser = crate::frame_bytes)]
     max_frame: usize,
     /// At most this many connections at once.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     max_clients: usize,
+    /// At most this many documents open at once (each holds a thread and
+    /// its state in memory); a client asking for another is refused until
+    /// one closes (--close-idle).
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_documents: usize,
     /// Bytes queued for one client before it is cut off as too slow.
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
     max_queue: usize,
@@ -83,6 +88,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         .listen(args.listen)
         .max_frame(args.max_frame)
         .max_clients(args.max_clients.max(1))
+        .max_documents(args.max_documents)
         .client_queue(args.max_queue)
         .compact_bytes(args.compact_bytes)
         .inspector_assets(&args.inspector_assets)
@@ -100,6 +106,15 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         config.data_dir(&args.data)
     };
     match &args.token {
+        // A hello carries the token; one that cannot fit in a frame would
+        // have every client refused.
+        Some(t) if t.len() > args.max_frame - crate::MIN_FRAME => {
+            return Err(Failure(format!(
+                "--token is too long for --max-frame {} (at most {} bytes)",
+                args.max_frame,
+                args.max_frame - crate::MIN_FRAME
+            )));
+        }
         Some(t) if !t.is_empty() => config = config.token(t.clone()),
         _ => tracing::warn!("no --token: anybody who can reach the port may connect"),
     }

@@ -10,6 +10,48 @@ use crate::support::*;
 /// How long a test waits for a command to go on.
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// Runs the facsimile command as [`run_quiet`] does, failing the test if
+/// it has not ended within [`PATIENCE`] (it is killed then): a command
+/// that must refuse at once must not hang the test instead.
+fn run_ending(args: &[&str]) -> std::process::Output {
+    let mut child = Killed(
+        Command::new(BIN)
+            .args(args)
+            .env("FACSIMILE_TOKEN", TOKEN)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the facsimile binary runs"),
+    );
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read(Box::new(child.0.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.0.stderr.take().unwrap()));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "facsimile {args:?} did not end"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
 fn ok(args: &[&str]) -> String {
     let out = run(args);
     assert!(
@@ -34,10 +76,23 @@ fn get_and_set_read_and_write_json_at_a_pointer() {
         r#"{"a":{"b":[1,2,3]},"name":"renamed"}"#
     );
     // Another document of the same relay is separate.
+    ok(&["set", addr, "--doc", "other", "", "[]"]);
     assert_eq!(
         ok(&["get", addr, "--doc", "other", "--compact"]).trim(),
-        "null"
+        "[]"
     );
+    // Reading a document nobody wrote (a typo) creates nothing.
+    for command in ["get", "watch"] {
+        let typo = run_ending(&[command, addr, "--doc", "othre"]);
+        let stderr = String::from_utf8_lossy(&typo.stderr);
+        assert_eq!(typo.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains("no such document \"othre\""),
+            "{command}: {stderr}"
+        );
+    }
+    assert!(dir.path().join("data").join("other").exists());
+    assert!(!dir.path().join("data").join("othre").exists());
 
     let missing = run(&["get", addr, "/nope"]);
     assert_eq!(missing.status.code(), Some(1));
@@ -546,6 +601,139 @@ fn times_on_the_command_line_are_checked() {
         assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+/// `inspect` prints the URL for a relay's address given with the scheme
+/// of its WebSocket (or web) port too, and refuses what no relay serves:
+/// another scheme, a name no document can have.
+#[test]
+fn inspect_takes_the_relays_web_addresses_and_refuses_bad_names() {
+    for (addr, url) in [
+        (
+            "127.0.0.1:7901",
+            "http://127.0.0.1:7901/inspect/d?token=test-token",
+        ),
+        (
+            "ws://127.0.0.1:7901/",
+            "http://127.0.0.1:7901/inspect/d?token=test-token",
+        ),
+        (
+            "wss://relay:443",
+            "https://relay:443/inspect/d?token=test-token",
+        ),
+        (
+            "http://relay:80/",
+            "http://relay:80/inspect/d?token=test-token",
+        ),
+    ] {
+        let out = run_ending(&["inspect", addr, "--doc", "d"]);
+        assert!(out.status.success(), "{addr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{url}\n"));
+    }
+    for args in [
+        &["inspect", "nats://127.0.0.1:4222"][..],
+        &["inspect", "ws://127.0.0.1:7901/other/path"],
+        &["inspect", "127.0.0.1:7901", "--doc", "../x"],
+        &["inspect", "127.0.0.1:7901", "--doc", ".hidden"],
+        &["inspect", "127.0.0.1:7901", "--doc", ""],
+    ] {
+        let out = run_ending(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: no URL");
+        assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
+    }
+}
+
+/// Settings that would have the relay refuse every client are refused
+/// when it starts.
+#[test]
+fn serve_refuses_limits_no_client_could_meet() {
+    let serve = ["serve", "--ephemeral", "--listen", "127.0.0.1:0"];
+    for extra in [
+        &["--max-frame", "0"][..],
+        &["--max-frame", "100"],
+        &["--max-documents", "0"],
+    ] {
+        let args = [&serve[..], extra].concat();
+        let out = run_ending(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
+    }
+    let long_token = "t".repeat(8192);
+    let out = run_ending(&[&serve[..], &["--max-frame", "8192", "--token", &long_token]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--token is too long"), "{stderr}");
+}
+
+/// `lock` exits as a shell does when its command cannot run: 127 when it
+/// is not found, 126 when it is found but cannot be executed; only its
+/// own failures are 1.
+#[cfg(unix)]
+#[test]
+fn lock_tells_a_command_not_found_or_not_executable_by_its_status() {
+    let dir = TempDir::new("lock-exec");
+    let relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.as_str();
+    ok(&["set", addr, "", "{}"]);
+    let not_executable = dir.path().join("script.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
+    let missing = dir.path().join("no-such-command");
+    for (command, code) in [(&missing, 127), (&not_executable, 126)] {
+        let out = run_ending(&["lock", addr, "", "--", command.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{command:?}: {stderr}");
+        assert!(stderr.contains("cannot run"), "{stderr}");
+    }
+    // The lock was released each time.
+    assert_eq!(
+        ok(&["lock", addr, "", "--wait", "0", "--", "echo", "free"]).trim(),
+        "free"
+    );
+}
+
+/// A command whose lock is lost gets SIGTERM first, so that it may clean
+/// up; one that ignores it is killed after `--kill-grace`.
+#[cfg(unix)]
+#[test]
+fn a_lost_lock_terminates_its_command_before_killing_it() {
+    let dir = TempDir::new("lock-term");
+    let mut relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.clone();
+    ok(&["set", &addr, "", "{}"]);
+    let marker = dir.path().join("marker");
+    let script = format!(
+        "trap 'echo term > {m}; exit 3' TERM; echo $$; \
+         while true; do sleep 0.05; done",
+        m = marker.display()
+    );
+    let (holder, _) = lock_running(&addr, &[], &script);
+    relay.kill();
+    let out = finished(holder);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    let trapped = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(trapped.trim(), "term", "the command had SIGTERM");
+
+    // Ignoring SIGTERM, it is killed once the grace is over.
+    relay.restart();
+    let addr = relay.addr.clone();
+    let (holder, pid) = lock_running(
+        &addr,
+        &["--kill-grace", "0.2"],
+        "trap '' TERM; echo $$; exec sleep 600",
+    );
+    let pid = rustix::process::Pid::from_raw(pid.parse().unwrap()).unwrap();
+    relay.kill();
+    let out = finished(holder);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        rustix::process::test_kill_process(pid).is_err(),
+        "the command still runs"
+    );
 }
 
 /// A child process killed when dropped, a failed assertion included.

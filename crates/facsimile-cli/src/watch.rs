@@ -1,0 +1,524 @@
+//! What `facsimile watch` follows, and the bounded queue of the changes it
+//! prints.
+//!
+//! A change is kept only when its object lies under the watched path, or
+//! on the way to it from the root: the objects under the path are known by
+//! id, each with the step by which a walk from the watched object first
+//! reached it. A change elsewhere in the document then costs one hash
+//! lookup, and the place of a change inside costs a climb from its object
+//! to the watched one, not a search of the document. The objects are
+//! walked again only when the way to the path changes (a key on it is
+//! written, an array on it changes, the root is replaced); an object
+//! added under the path is walked when it arrives.
+//!
+//! The changes kept wait in a queue of bounded length. When the reader
+//! falls that far behind, the queued changes are dropped and the whole of
+//! the path is printed again instead (a resync line), so a slow reader
+//! costs memory bounded by the queue, not by the writers.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use facsimile::typed::pointer::escape;
+use facsimile::{
+    ChangeEvent, Node, ObjectId, ObjectRef, Origin, Prop, SmolStr, Subscription, Value,
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::client::{origin, to_json};
+
+/// The changes `facsimile watch` has yet to print, by default.
+pub(crate) const DEFAULT_MAX_PENDING: usize = 10_000;
+
+/// The changes under a path of a node, queued as they happen, as the
+/// JSON lines `facsimile watch` prints.
+pub(crate) struct Watcher {
+    node: Node,
+    path: String,
+    scope: Arc<Mutex<Scope>>,
+    queue: mpsc::Receiver<Pending>,
+    /// Set when a change was dropped because the queue was full.
+    overflowed: Arc<AtomicBool>,
+    _subscriptions: [Subscription; 3],
+}
+
+/// A change kept for printing.
+enum Pending {
+    Change(ChangeEvent),
+    /// The root was replaced (by `origin`), or the document received
+    /// again after a resync with the relay (no origin).
+    Replaced(Option<Origin>),
+}
+
+impl Watcher {
+    /// Starts following `path` of `node`, queueing at most `max_pending`
+    /// changes (at least 1).
+    pub(crate) fn new(node: &Node, path: &str, max_pending: usize) -> Watcher {
+        let scope = Arc::new(Mutex::new(Scope::new(node.clone(), path)));
+        let (tx, queue) = mpsc::channel(max_pending.max(1));
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let push = {
+            let overflowed = overflowed.clone();
+            move |p: Pending| {
+                if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(p) {
+                    overflowed.store(true, Ordering::Release);
+                }
+            }
+        };
+        let on_change = {
+            let (scope, push) = (scope.clone(), push.clone());
+            node.on_change(move |ev| {
+                let keep = lock(&scope).admit(ev);
+                if keep {
+                    push(Pending::Change(ev.clone()));
+                }
+            })
+        };
+        let on_root = {
+            let (scope, push) = (scope.clone(), push.clone());
+            node.on_root_changed(move |c| {
+                lock(&scope).rebuild();
+                push(Pending::Replaced(Some(c.origin().clone())));
+            })
+        };
+        let on_ready = {
+            let scope = scope.clone();
+            node.on_ready(move |_| {
+                lock(&scope).rebuild();
+                push(Pending::Replaced(None));
+            })
+        };
+        Watcher {
+            node: node.clone(),
+            path: path.to_string(),
+            scope,
+            queue,
+            overflowed,
+            _subscriptions: [on_change, on_root, on_ready],
+        }
+    }
+
+    /// What is at the path now, as JSON (null when nothing is).
+    pub(crate) fn tree(&self) -> serde_json::Value {
+        self.node
+            .get(&self.path)
+            .map_or(serde_json::Value::Null, |v| to_json(&v, &self.path))
+    }
+
+    /// The next line to print, waiting for a change; `None` once the
+    /// node's listeners are gone.
+    pub(crate) async fn next_line(&mut self) -> Option<serde_json::Value> {
+        loop {
+            if let Some(resync) = self.resync() {
+                return Some(resync);
+            }
+            let pending = self.queue.recv().await?;
+            // Changes after this one were dropped: the resync shows them.
+            if self.overflowed.load(Ordering::Acquire) {
+                continue;
+            }
+            if let Some(line) = self.line(pending) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// After an overflow, the queue emptied and the resync line to print.
+    fn resync(&mut self) -> Option<serde_json::Value> {
+        if !self.overflowed.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        while self.queue.try_recv().is_ok() {}
+        Some(json!({ "path": self.path, "value": self.tree(), "resync": true }))
+    }
+
+    /// The line for a change, unless its object is no longer under the
+    /// path (nor on the way to it) by now.
+    fn line(&self, pending: Pending) -> Option<serde_json::Value> {
+        let ev = match pending {
+            Pending::Change(ev) => ev,
+            Pending::Replaced(by) => {
+                let mut line = json!({ "path": self.path, "value": self.tree(), "replaced": true });
+                if let Some(by) = by {
+                    line["origin"] = origin(&by);
+                }
+                return Some(line);
+            }
+        };
+        let obj = lock(&self.scope).place(ev.target().id())?;
+        let (full, prop) = match ev.prop() {
+            Some(Prop::Key(k)) => (format!("{obj}/{}", escape(k)), json!(k.as_str())),
+            Some(Prop::Index(i)) => (format!("{obj}/{i}"), json!(i)),
+            None => (obj, serde_json::Value::Null),
+        };
+        if !within(&full, &self.path) {
+            return None;
+        }
+        let mut line = json!({ "path": full, "origin": origin(ev.origin()) });
+        match ev.prop() {
+            Some(_) => {
+                line["key"] = prop;
+                let json =
+                    |v: Option<&Value>| v.map_or(serde_json::Value::Null, |v| to_json(v, &full));
+                line["old"] = json(ev.old_value());
+                line["new"] = json(ev.new_value());
+                line["deleted"] = json!(ev.new_value().is_none());
+            }
+            // A method changed the array as a whole: its new contents.
+            None => line["value"] = to_json(&ev.target().clone().into(), &full),
+        }
+        Some(line)
+    }
+
+    /// The next line if one is ready, without waiting.
+    #[cfg(test)]
+    fn try_next_line(&mut self) -> Option<serde_json::Value> {
+        loop {
+            if let Some(resync) = self.resync() {
+                return Some(resync);
+            }
+            let pending = self.queue.try_recv().ok()?;
+            if let Some(line) = self.line(pending) {
+                return Some(line);
+            }
+        }
+    }
+}
+
+fn lock(scope: &Mutex<Scope>) -> MutexGuard<'_, Scope> {
+    scope.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether `path` is `under` or inside it, or holds it (replacing a
+/// parent changes the child).
+pub(crate) fn within(path: &str, under: &str) -> bool {
+    under.is_empty()
+        || path == under
+        || (path.starts_with(under) && path.as_bytes().get(under.len()) == Some(&b'/'))
+        || under.starts_with(path) && under.as_bytes().get(path.len()) == Some(&b'/')
+}
+
+/// The objects under a path, and those on the way to it.
+struct Scope {
+    node: Node,
+    path: String,
+    /// The objects from the root to the watched one (excluded), each with
+    /// the pointer to it and the segment of the path that leads on.
+    above: Vec<Ancestor>,
+    /// The watched object and every object under it, each with the step
+    /// by which a breadth-first walk from the watched object first reached
+    /// it (keys in order): its place is the first one under the path.
+    below: HashMap<ObjectId, Step>,
+    /// Work done, for the tests: objects walked, places looked up.
+    walked: u64,
+    lookups: u64,
+}
+
+struct Ancestor {
+    id: ObjectId,
+    pointer: String,
+    /// The next segment of the path, escaped.
+    next: String,
+    /// An array's indices shift with any change of its elements.
+    array: bool,
+}
+
+/// How an object under the path was reached.
+enum Step {
+    /// It is the watched object.
+    Watched,
+    /// Under this key of a map.
+    Key(ObjectRef, SmolStr),
+    /// As an element of an array (the index is looked up: it shifts).
+    Item(ObjectRef),
+}
+
+impl Scope {
+    fn new(node: Node, path: &str) -> Scope {
+        let mut scope = Scope {
+            node,
+            path: path.to_string(),
+            above: Vec::new(),
+            below: HashMap::new(),
+            walked: 0,
+            lookups: 0,
+        };
+        scope.rebuild();
+        scope
+    }
+
+    /// Finds the way to the path and walks what is under it, afresh.
+    fn rebuild(&mut self) {
+        self.above.clear();
+        self.below.clear();
+        let segments: Vec<&str> = match self.path.strip_prefix('/') {
+            Some(rest) => rest.split('/').collect(),
+            None => Vec::new(),
+        };
+        let mut pointer = String::new();
+        for next in segments {
+            let Some(obj) = self.node.get(&pointer).and_then(|v| v.as_object()) else {
+                return;
+            };
+            self.above.push(Ancestor {
+                id: obj.id(),
+                pointer: pointer.clone(),
+                next: next.to_string(),
+                array: matches!(obj, ObjectRef::Array(_)),
+            });
+            pointer.push('/');
+            pointer.push_str(next);
+        }
+        if let Some(watched) = self.node.get(&self.path).and_then(|v| v.as_object()) {
+            self.add(watched, Step::Watched);
+        }
+    }
+
+    /// Adds `obj`, reached by `step`, and the objects under it not known
+    /// yet, breadth first.
+    fn add(&mut self, obj: ObjectRef, step: Step) {
+        if self.below.contains_key(&obj.id()) {
+            return;
+        }
+        self.below.insert(obj.id(), step);
+        let mut queue = VecDeque::from([obj]);
+        while let Some(o) = queue.pop_front() {
+            self.walked += 1;
+            let children: Vec<(Value, Step)> = match &o {
+                ObjectRef::Map(m) => m
+                    .entries()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (v, Step::Key(o.clone(), k)))
+                    .collect(),
+                ObjectRef::Array(a) => a
+                    .to_vec()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|v| (v, Step::Item(o.clone())))
+                    .collect(),
+            };
+            for (v, step) in children {
+                if let Some(child) = v.as_object() {
+                    if let Entry::Vacant(e) = self.below.entry(child.id()) {
+                        e.insert(step);
+                        queue.push_back(child);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a change is under the path or moves it; keeps track of the
+    /// objects it brings under the path.
+    fn admit(&mut self, ev: &ChangeEvent) -> bool {
+        let target = ev.target();
+        if self.below.contains_key(&target.id()) {
+            match (ev.prop(), ev.new_value().and_then(Value::as_object)) {
+                (Some(Prop::Key(k)), Some(obj)) => {
+                    self.add(obj, Step::Key(target.clone(), k.clone()))
+                }
+                (Some(Prop::Index(_)), Some(obj)) => self.add(obj, Step::Item(target.clone())),
+                (None, _) => {
+                    // An array method: its elements may be new objects.
+                    if let ObjectRef::Array(a) = target {
+                        for v in a.to_vec().unwrap_or_default() {
+                            if let Some(obj) = v.as_object() {
+                                self.add(obj, Step::Item(target.clone()));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            return true;
+        }
+        let Some(on_the_way) = self.above.iter().find(|a| a.id == target.id()) else {
+            return false;
+        };
+        let leads = match ev.prop() {
+            None => true,
+            Some(Prop::Key(k)) => escape(k) == on_the_way.next,
+            Some(Prop::Index(i)) => i.to_string() == on_the_way.next,
+        };
+        if leads || on_the_way.array {
+            self.rebuild();
+        }
+        leads
+    }
+
+    /// The pointer of an object under the path (its first place there) or
+    /// on the way to it; `None` when it is neither by now.
+    fn place(&mut self, id: ObjectId) -> Option<String> {
+        self.lookups += 1;
+        if self.below.contains_key(&id) {
+            if let Some(p) = self.climb(id) {
+                return Some(p);
+            }
+            // It moved, or left, since it was walked.
+            self.rebuild();
+            if let Some(p) = self.climb(id) {
+                return Some(p);
+            }
+        }
+        self.above
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| a.pointer.clone())
+    }
+
+    /// The pointer of an object under the path, from its steps up to the
+    /// watched object, each checked against the document as it is now.
+    fn climb(&self, id: ObjectId) -> Option<String> {
+        let mut segments: Vec<String> = Vec::new();
+        let mut at = id;
+        for _ in 0..=self.below.len() {
+            match self.below.get(&at)? {
+                Step::Watched => {
+                    let mut p = self.path.clone();
+                    for s in segments.iter().rev() {
+                        p.push('/');
+                        p.push_str(s);
+                    }
+                    return Some(p);
+                }
+                Step::Key(parent, k) => {
+                    let here = parent.as_map()?.get(k)?.as_object()?;
+                    if here.id() != at {
+                        return None;
+                    }
+                    segments.push(escape(k).into_owned());
+                    at = parent.id();
+                }
+                Step::Item(parent) => {
+                    let items = parent.as_array()?.to_vec().ok()?;
+                    let i = items
+                        .iter()
+                        .position(|v| v.as_object().is_some_and(|o| o.id() == at))?;
+                    segments.push(i.to_string());
+                    at = parent.id();
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use facsimile::LocalNetwork;
+
+    use super::*;
+
+    #[test]
+    fn within_matches_whole_segments() {
+        assert!(within("/a/b", ""));
+        assert!(within("/a/b", "/a"));
+        assert!(within("/a", "/a"));
+        assert!(within("/a", "/a/b"), "replacing a parent changes the child");
+        assert!(!within("/ab", "/a"));
+        assert!(!within("/b", "/a"));
+    }
+
+    #[test]
+    fn keys_escape_as_pointer_segments() {
+        assert_eq!(escape("a/b~c"), "a~1b~0c");
+    }
+
+    /// A document with a small `config` and many items beside it.
+    fn document(items: usize) -> Node {
+        let node = LocalNetwork::new().join("w");
+        let items: Vec<_> = (0..items).map(|i| json!({ "n": i })).collect();
+        node.set_root(json!({ "config": { "size": 1 }, "items": items }))
+            .unwrap();
+        node
+    }
+
+    fn work(w: &Watcher) -> (u64, u64) {
+        let s = lock(&w.scope);
+        (s.walked, s.lookups)
+    }
+
+    /// Changes outside the path are dropped without a walk or a lookup:
+    /// the work of watching is the watched part's, not the document's.
+    #[test]
+    fn changes_outside_the_path_cost_no_walk_and_no_lookup() {
+        let node = document(5_000);
+        let mut w = Watcher::new(&node, "/config", 16);
+        assert_eq!(w.tree(), json!({ "size": 1 }));
+        let (walked, _) = work(&w);
+        assert_eq!(walked, 1, "only /config is walked");
+        for i in 0..2_000 {
+            node.set_path(&format!("/items/{i}/n"), -1).unwrap();
+        }
+        assert_eq!(w.try_next_line(), None, "nothing queued");
+        assert_eq!(work(&w), (1, 0), "no walk, no lookup");
+
+        node.set_path("/config/size", 2).unwrap();
+        let line = w.try_next_line().unwrap();
+        assert_eq!(line["path"], "/config/size");
+        assert_eq!(
+            (line["old"].clone(), line["new"].clone()),
+            (json!(1), json!(2))
+        );
+        assert_eq!(work(&w), (1, 1), "one lookup, no walk");
+    }
+
+    /// An object added under the path is followed at once, and a change
+    /// on the way to the path (the watched object replaced, an array on
+    /// the way shifting) moves what is watched.
+    #[test]
+    fn objects_added_under_the_path_and_moves_of_the_path_are_followed() {
+        let node = document(3);
+        let mut w = Watcher::new(&node, "/items/1", 16);
+        node.set_path("/items/1/sub", json!({ "x": [1] })).unwrap();
+        assert_eq!(w.try_next_line().unwrap()["path"], "/items/1/sub");
+        node.set_path("/items/1/sub/x/0", 2).unwrap();
+        assert_eq!(w.try_next_line().unwrap()["path"], "/items/1/sub/x/0");
+        // Another item takes index 1: changes to the one that was there
+        // are no longer watched, changes to the new one are.
+        let items = node.get("/items").unwrap().as_array().unwrap().clone();
+        items.insert(0, json!({ "n": "first" })).unwrap();
+        while w.try_next_line().is_some() {}
+        node.set_path("/items/2/n", "moved away").unwrap();
+        assert_eq!(w.try_next_line(), None);
+        node.set_path("/items/1/n", "now here").unwrap();
+        let line = w.try_next_line().unwrap();
+        assert_eq!(
+            (line["path"].clone(), line["new"].clone()),
+            (json!("/items/1/n"), json!("now here"))
+        );
+        // The root replaced: the path is what the new root has there.
+        node.set_root(json!({ "items": [0, { "n": "new" }] }))
+            .unwrap();
+        let line = w.try_next_line().unwrap();
+        assert_eq!(line["replaced"], true);
+        assert_eq!(line["value"], json!({ "n": "new" }));
+        node.set_path("/items/1/n", "newer").unwrap();
+        assert_eq!(w.try_next_line().unwrap()["path"], "/items/1/n");
+    }
+
+    /// A reader that falls behind costs the queue's bound: the changes
+    /// past it are dropped, and one line with the whole of the path
+    /// replaces them.
+    #[test]
+    fn a_full_queue_drops_the_changes_and_resyncs() {
+        let node = document(1);
+        let mut w = Watcher::new(&node, "/config", 4);
+        for size in 2..=20 {
+            node.set_path("/config/size", size).unwrap();
+        }
+        assert_eq!(w.queue.len(), 4, "the queue keeps to its bound");
+        let resync = w.try_next_line().unwrap();
+        assert_eq!(
+            resync,
+            json!({ "path": "/config", "value": { "size": 20 }, "resync": true })
+        );
+        assert_eq!(w.try_next_line(), None, "the queued changes were dropped");
+        node.set_path("/config/size", 21).unwrap();
+        assert_eq!(w.try_next_line().unwrap()["new"], 21);
+    }
+}
