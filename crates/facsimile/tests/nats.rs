@@ -1023,7 +1023,6 @@ async fn events_replayed_reproduce_the_state_through_a_reload() {
 /// reads on from there, without a gap to start over from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_saved_by_a_node_cut_off_midway_never_replaces_a_newer_one() {
-    use futures_util::StreamExt;
 
     let server = Server::start();
     let partition = Partition::start(server.port).await;
@@ -1054,38 +1053,16 @@ async fn a_snapshot_saved_by_a_node_cut_off_midway_never_replaces_a_newer_one() 
     // The snapshot store's entries from here on, once stored.
     let client = async_nats::connect(server.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let store = js
-        .get_stream("OBJ_FACSIMILE_stale_SNAPSHOTS")
-        .await
-        .unwrap();
-    let mut entries = store
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: "$O.FACSIMILE_stale_SNAPSHOTS.M.>".into(),
-            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .messages()
-        .await
-        .unwrap();
+    let mut entries = snapshot_entries(&js, "stale").await;
     partition.freeze(false);
     // Alpha's entry lands.
-    let alphas = async {
-        while let Some(entry) = entries.next().await {
-            let info: serde_json::Value = serde_json::from_slice(&entry.unwrap().payload).unwrap();
-            let position = info["metadata"]["log-position"]
-                .as_str()
-                .and_then(|p| p.parse::<u64>().ok());
-            if info["deleted"] != json!(true) && position.is_some_and(|p| p >> 16 <= held) {
-                return;
-            }
-        }
-        panic!("the snapshot store's entries ended");
+    let alphas = |info: &serde_json::Value| {
+        let position = info["metadata"]["log-position"]
+            .as_str()
+            .and_then(|p| p.parse::<u64>().ok());
+        info["deleted"] != json!(true) && position.is_some_and(|p| p >> 16 <= held)
     };
-    tokio::time::timeout(PATIENCE, alphas)
-        .await
-        .expect("alpha's snapshot is stored");
+    entry_where(&mut entries, "alpha's snapshot is stored", alphas).await;
 
     let c = join(&server.url(), "charlie", opts).await;
     assert_eq!(
@@ -1137,7 +1114,6 @@ async fn a_large_snapshot_over_a_slow_link_is_read_whole() {
 /// switch fails; a joiner still starts from the current snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_snapshots_of_one_position_leave_the_current_one_whole() {
-    use futures_util::StreamExt;
 
     const EVERY: u64 = 10;
     let server = Server::start();
@@ -1183,10 +1159,32 @@ async fn two_snapshots_of_one_position_leave_the_current_one_whole() {
     converged(&[a.node(), b.node()]).await;
 
     // Alpha's snapshot lands, its switch fails, and it removes a snapshot.
-    let store = js.get_stream("OBJ_FACSIMILE_same_SNAPSHOTS").await.unwrap();
-    let mut entries = store
+    let mut entries = snapshot_entries(&js, "same").await;
+    to_alpha.freeze(false);
+    let removed = |info: &serde_json::Value| info["deleted"] == json!(true);
+    let what = "alpha removes the snapshot it could not make current";
+    entry_where(&mut entries, what, removed).await;
+
+    let c = join(&server.url(), "charlie", opts).await;
+    assert_eq!(c.rejoins(), 0);
+    converged(&[a.node(), b.node(), c.node()]).await;
+    assert_eq!(c.node().get("/n"), Some(Value::Int(i)));
+}
+
+/// The entries `doc`'s snapshot store records from now on (an object
+/// stored, or removed), as JSON.
+async fn snapshot_entries(
+    js: &async_nats::jetstream::Context,
+    doc: &str,
+) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = serde_json::Value> + Send>> {
+    use futures_util::StreamExt;
+    let store = js
+        .get_stream(format!("OBJ_FACSIMILE_{doc}_SNAPSHOTS"))
+        .await
+        .unwrap();
+    let messages = store
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: "$O.FACSIMILE_same_SNAPSHOTS.M.>".into(),
+            filter_subject: format!("$O.FACSIMILE_{doc}_SNAPSHOTS.M.>"),
             deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
             ..Default::default()
         })
@@ -1195,22 +1193,23 @@ async fn two_snapshots_of_one_position_leave_the_current_one_whole() {
         .messages()
         .await
         .unwrap();
-    to_alpha.freeze(false);
-    let removed = async {
-        while let Some(entry) = entries.next().await {
-            let info: serde_json::Value = serde_json::from_slice(&entry.unwrap().payload).unwrap();
-            if info["deleted"] == json!(true) {
+    Box::pin(messages.map(|entry| serde_json::from_slice(&entry.unwrap().payload).unwrap()))
+}
+
+/// Waits for the next of `entries` that `wanted` accepts.
+async fn entry_where(
+    entries: &mut std::pin::Pin<Box<dyn futures_util::Stream<Item = serde_json::Value> + Send>>,
+    what: &str,
+    mut wanted: impl FnMut(&serde_json::Value) -> bool,
+) {
+    use futures_util::StreamExt;
+    let found = async {
+        while let Some(info) = entries.next().await {
+            if wanted(&info) {
                 return;
             }
         }
         panic!("the snapshot store's entries ended");
     };
-    tokio::time::timeout(PATIENCE, removed)
-        .await
-        .expect("alpha removes the snapshot it could not make current");
-
-    let c = join(&server.url(), "charlie", opts).await;
-    assert_eq!(c.rejoins(), 0);
-    converged(&[a.node(), b.node(), c.node()]).await;
-    assert_eq!(c.node().get("/n"), Some(Value::Int(i)));
+    tokio::time::timeout(PATIENCE, found).await.expect(what);
 }
