@@ -29,7 +29,7 @@
 //!
 //! ```
 //! use facsimile_wasm::Engine;
-//! let engine = Engine::new("a", 1, true, None, 0.0, 0.0, None);
+//! let engine = Engine::new("a", 1, true, None, 0.0, 0.0, None, false);
 //! assert!(engine.is_ready());
 //! ```
 
