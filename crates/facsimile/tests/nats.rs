@@ -1023,7 +1023,6 @@ async fn events_replayed_reproduce_the_state_through_a_reload() {
 /// reads on from there, without a gap to start over from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_saved_by_a_node_cut_off_midway_never_replaces_a_newer_one() {
-
     let server = Server::start();
     let partition = Partition::start(server.port).await;
     // Heartbeats every 3 s: bravo saves no snapshot of its own while
@@ -1114,7 +1113,6 @@ async fn a_large_snapshot_over_a_slow_link_is_read_whole() {
 /// switch fails; a joiner still starts from the current snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_snapshots_of_one_position_leave_the_current_one_whole() {
-
     const EVERY: u64 = 10;
     let server = Server::start();
     let (to_alpha, to_bravo) = (
