@@ -808,6 +808,8 @@ async fn hostnames_with_line_breaks_connect_and_write() {
     let b = join(&server.url(), "line%0D%0Abreak%25", options("crlf")).await;
     a.node().set_root(json!({})).unwrap();
     a.flush().await.unwrap();
+    // Stored is not yet read: b writes into the map once it has it.
+    converged(&[a.node(), b.node()]).await;
     b.node().set_path("/b", 1).unwrap();
     b.flush().await.unwrap();
     a.node().set_path("/a", 2).unwrap();
