@@ -1855,16 +1855,15 @@ impl Replica {
         let Some(timeout) = self.locks.silence_timeout() else {
             return;
         };
-        if self.config.observer {
-            return;
-        }
         if !self.is_ready() {
             // Membership is incomplete until the sync answer arrives.
             self.members.stamp_heard(now);
             return;
         }
         let silent = self.members.silent(now, timeout);
-        if !silent.is_empty() {
+        // An observer keeps when each member was last heard (its
+        // inspector shows it) but evicts nobody.
+        if !silent.is_empty() && !self.config.observer {
             self.out.begin();
             for m in silent {
                 self.send_eviction(m);
