@@ -341,7 +341,7 @@ fn an_interrupt_from_the_terminal_reaches_the_command_once() {
     std::fs::write(
         &run,
         format!(
-            "exec '{BIN}' lock {addr} '' -- sh -c '{}'\n",
+            "exec '{BIN}' -v lock {addr} '' -- sh -c '{}'\n",
             command.replace('\'', r"'\''")
         ),
     )
@@ -363,17 +363,27 @@ fn an_interrupt_from_the_terminal_reaches_the_command_once() {
             let _ = tx.send(line.trim().to_string());
         }
     });
+    // Lines not yet waited for: the command's and `lock`'s lines come in
+    // either order.
+    let unread = std::cell::RefCell::new(Vec::<String>::new());
     let until = |what: &str| loop {
-        let line = lines.recv_timeout(PATIENCE).expect(what);
-        if line.contains(what) {
-            return line;
+        let mut unread = unread.borrow_mut();
+        if let Some(at) = unread.iter().position(|line| line.contains(what)) {
+            return unread.remove(at);
         }
+        let line = lines
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("no {what:?} in {unread:#?}"));
+        unread.push(line);
     };
     let ready = until("ready");
     let lock: i32 = ready.trim_start_matches("ready ").parse().unwrap();
     keys.write_all(b"\x03").unwrap();
     keys.flush().unwrap();
     until("interrupt 1");
+    // Two interrupts pending at once are one to `lock` (signals merge), so
+    // the next is sent once `lock` has taken this one.
+    until("had the signal from the terminal");
     // An interrupt sent to `lock` alone (`kill -INT`) is passed on.
     let lock = rustix::process::Pid::from_raw(lock).unwrap();
     rustix::process::kill_process(lock, rustix::process::Signal::INT).unwrap();
