@@ -1110,15 +1110,20 @@ impl ListProxy {
 
     /// Sorts in place, stably, as `list.sort`: elements move (none is
     /// rewritten), as one change. `key` runs once per element; ValueError
-    /// when it changes the list, as `list.sort`'s does.
+    /// when it changes the list, as `list.sort`'s does. Other nodes'
+    /// changes while the keys run do not hold it up, unless they write or
+    /// remove an element sorted: elements they insert stay where they are,
+    /// and the elements sorted take, in order, the places they hold then.
     #[pyo3(signature = (*, key=None, reverse=false))]
     fn sort(&self, py: Python<'_>, key: Option<Py<PyAny>>, reverse: bool) -> PyResult<()> {
         self.open()?;
         let owner = self.owner.bind(py);
         let builtins = py.import("builtins")?;
         // A change made on this node while the keys run is the key
-        // function's own (or another thread's): running the keys again
-        // would not end. A change from another node is tried again.
+        // function's own (or another thread's): `list.sort` raises for
+        // it, and running the keys again would not end. Another node's
+        // write or removal of an element sorted makes its key stale and
+        // is tried again; its other changes do not refuse the sort.
         let local = Arc::new(AtomicBool::new(false));
         let seen = local.clone();
         let _sub = self.list.on(move |ev| {
@@ -1151,6 +1156,12 @@ impl ListProxy {
                         .call((positions,), Some(&kwargs))?
                         .extract()
                 })();
+                let order = order.and_then(|o| {
+                    if local.load(AtomicOrdering::Relaxed) {
+                        return Err(PyValueError::new_err("list modified during sort"));
+                    }
+                    Ok(o)
+                });
                 match order {
                     Ok(o) => o,
                     Err(e) => {
@@ -1171,7 +1182,7 @@ impl ListProxy {
             }
         }
         Err(PyValueError::new_err(format!(
-            "list modified during sort: other nodes changed it while the keys were computed, {ATTEMPTS} times in a row"
+            "list modified during sort: other nodes wrote or removed elements it sorted while the keys were computed, {ATTEMPTS} times in a row"
         )))
     }
 

@@ -207,23 +207,45 @@ def test_a_sort_key_that_changes_the_list_raises_value_error(pair):
     assert b.store == l == [3, 1, 2, 0, 0, 0]  # nothing moved
 
 
+def test_a_sort_is_not_held_up_by_another_nodes_appends_and_other_writes(pair):
+    a, b = pair
+    a.store = {"l": [3, 1, 2], "n": 0}
+    calls = []
+
+    def key(v):  # another node appends and writes elsewhere at every key
+        calls.append(v)
+        if len(calls) > 1000:
+            raise RuntimeError("the sort keeps running its key")
+        b.store.l.append(-len(calls))
+        b.store.l[-1] *= 10  # an element not sorted
+        b.store.n = len(calls)
+        return v
+
+    a.store.l.sort(key=key)
+    assert len(calls) == 3  # sorted on the keys' first run
+    # The elements sorted are in order; those appended meanwhile stay.
+    assert a.store.l == b.store.l == [1, 2, 3, -10, -20, -30]
+    assert a.snapshot() == b.snapshot()
+
+
 def test_a_sort_starved_by_another_nodes_writes_gives_up(pair):
     a, b = pair
     a.store = [3, 1, 2]
     calls = []
 
-    def key(v):  # another node writes faster than the keys run
+    def key(v):  # another node rewrites an element sorted, faster than the keys run
         calls.append(v)
         if len(calls) > 1000:
             raise RuntimeError("the sort keeps running its key")
-        b.store.append(9)
+        b.store[0] = 10 * len(calls)
         return v
 
-    with pytest.raises(ValueError, match="other nodes changed it"):
+    with pytest.raises(ValueError, match="other nodes wrote or removed elements it sorted"):
         a.store.sort(key=key)
-    assert a.store[:3] == [3, 1, 2] and a.snapshot() == b.snapshot()
+    assert len(calls) == 8 * 3
+    assert a.store == [240, 1, 2] and a.snapshot() == b.snapshot()
     a.store.sort(key=lambda v: v)  # once they stop, it sorts
-    assert a.store[:4] == [1, 2, 3, 9] and b.store == a.store
+    assert a.store == b.store == [1, 2, 240]
 
 
 def test_remove_removes_the_element_found_though_a_message_lands_meanwhile():

@@ -45,10 +45,11 @@ pub use facsimile_core::Error as EngineError;
 #[non_exhaustive]
 pub enum Error {
     /// [`ArrayRef::reorder`](crate::ArrayRef::reorder) or
-    /// [`ArrayRef::sort_by`](crate::ArrayRef::sort_by) gave up: the array
-    /// changed while its new order was computed, every time; nothing moved.
+    /// [`ArrayRef::sort_by`](crate::ArrayRef::sort_by) gave up: an element
+    /// the new order was computed from was removed or written while it was
+    /// computed, every time; nothing moved.
     #[error(
-        "the array changed while its new order was computed, {attempts} times in a row; nothing moved"
+        "an element of the array was removed or written while its new order was computed, {attempts} times in a row; nothing moved"
     )]
     Modified {
         /// How many times the order was computed.

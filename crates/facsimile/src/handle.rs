@@ -1658,7 +1658,8 @@ impl ArrayRef {
     }
 
     /// How many times [`ArrayRef::reorder`] runs its `order_of` before it
-    /// gives up on an array that changes while `order_of` runs.
+    /// gives up on an array whose elements it received are removed or
+    /// written while `order_of` runs.
     pub const REORDER_ATTEMPTS: usize = 8;
 
     /// Moves the elements into the order `order_of` gives: it receives the
@@ -1668,20 +1669,23 @@ impl ArrayRef {
     /// comparator cannot express (a key function computed once per element,
     /// as Python's `sort(key=)`).
     ///
-    /// `order_of` runs outside the node's lock (it may read the store); if
-    /// the array changes meanwhile, it runs again on the new elements, at
-    /// most [`ArrayRef::REORDER_ATTEMPTS`] times in all.
-    /// [`ArrayRef::try_reorder`] runs it once and leaves the retrying to
-    /// the caller.
+    /// `order_of` runs outside the node's lock (it may read the store). If
+    /// an element it received is removed or has its value written
+    /// meanwhile, the order is stale and it runs again on the new
+    /// elements, at most [`ArrayRef::REORDER_ATTEMPTS`] times in all;
+    /// other changes do not hold it up: elements inserted meanwhile stay
+    /// where they are, and the elements it received are put in order in
+    /// the places they hold at the write ([`ArrayRef::try_reorder`], which
+    /// runs it once and leaves the retrying to the caller).
     ///
     /// # Errors
     /// As [`ArrayRef::push`],
     /// [`BadPermutation`](crate::EngineError::BadPermutation) when the order
     /// is not a permutation of the elements, and
     /// [`Error::Modified`](crate::Error::Modified), with nothing moved and
-    /// nothing sent, when the array changed during every run (`order_of`
-    /// writes to the array itself, or other nodes' writes arrive faster
-    /// than it runs).
+    /// nothing sent, when an element it received was removed or written
+    /// during every run (`order_of` writes one itself, or other nodes
+    /// write them faster than it runs).
     ///
     /// # Example
     /// ```
@@ -1694,13 +1698,17 @@ impl ArrayRef {
     /// list.reorder(|_| vec![1, 0, 2])?;
     /// assert_eq!(list.to_json()?, json!(["a", "b", "c"]));
     ///
-    /// // An order that changes the array each time it is asked for.
+    /// // An order that rewrites an element it reads each time it is asked
+    /// // for: the order it gives is stale each time.
+    /// let mut runs = 0;
     /// let gave_up = list.reorder(|values| {
-    ///     list.push("d").unwrap();
-    ///     (0..values.len()).collect()
+    ///     runs += 1;
+    ///     list.set(0, runs as i64).unwrap();
+    ///     (0..values.len()).rev().collect()
     /// });
     /// assert!(matches!(gave_up, Err(facsimile::Error::Modified { .. })));
-    /// assert_eq!(list.len(), 3 + facsimile::ArrayRef::REORDER_ATTEMPTS);
+    /// assert_eq!(runs, facsimile::ArrayRef::REORDER_ATTEMPTS);
+    /// assert_eq!(list.to_json()?, json!([runs, "b", "c"]));
     /// # Ok::<(), facsimile::Error>(())
     /// ```
     pub fn reorder(&self, mut order_of: impl FnMut(&[Value]) -> Vec<usize>) -> Result<()> {
@@ -1715,14 +1723,26 @@ impl ArrayRef {
     }
 
     /// Runs `order_of` once on the elements, outside the node's lock, and
-    /// moves them into the order it gives (as [`ArrayRef::reorder`]) if the
-    /// array did not change meanwhile. Returns `false`, with nothing moved
-    /// and nothing sent, when it did: the caller decides whether to try
-    /// again (Python's `list.sort` raises when its key function changed
-    /// the list, and tries again when another node did).
+    /// moves them into the order it gives (as [`ArrayRef::reorder`]),
+    /// provided none of them was removed or had its value written while
+    /// `order_of` ran: an order computed from a value that changed since
+    /// is stale, and writes elsewhere do not hold it up. Returns `false`,
+    /// with nothing moved and nothing sent, when one was: the caller
+    /// decides whether to try again (Python's `list.sort` raises when its
+    /// key function changed the list, and tries again when another node
+    /// wrote or removed an element it sorts).
+    ///
+    /// The elements it read take the places they hold at the write, in
+    /// the order `order_of` gave: an element inserted meanwhile stays where
+    /// it is, among them or around them, and so does every element it did
+    /// not read; one moved meanwhile by another node takes its place in
+    /// the order among the places the elements read hold now. One change,
+    /// one message, none when nothing moves.
     ///
     /// # Errors
-    /// As [`ArrayRef::reorder`].
+    /// As [`ArrayRef::reorder`]:
+    /// [`BadPermutation`](crate::EngineError::BadPermutation) when the order
+    /// is not a permutation of the elements `order_of` received.
     ///
     /// # Example
     /// ```
@@ -1732,25 +1752,51 @@ impl ArrayRef {
     /// let node = LocalNetwork::new().join("a");
     /// node.set_root(json!(["b", "a"]))?;
     /// let list = node.root_array().unwrap();
-    /// assert!(!list.try_reorder(|_| {
-    ///     list.push("c").unwrap();
+    ///
+    /// // An insert while `order_of` runs: the elements read are put in
+    /// // order in their places, and the one inserted stays where it is.
+    /// assert!(list.try_reorder(|_| {
+    ///     list.insert(0, "c").unwrap();
     ///     vec![1, 0]
     /// })?);
-    /// assert_eq!(list.to_json()?, json!(["b", "a", "c"]));
-    /// assert!(list.try_reorder(|_| vec![1, 0, 2])?);
-    /// assert_eq!(list.to_json()?, json!(["a", "b", "c"]));
+    /// assert_eq!(list.to_json()?, json!(["c", "a", "b"]));
+    ///
+    /// // An element read is written meanwhile: nothing moves.
+    /// assert!(!list.try_reorder(|_| {
+    ///     list.set(0, "z").unwrap();
+    ///     vec![2, 1, 0]
+    /// })?);
+    /// assert_eq!(list.to_json()?, json!(["z", "a", "b"]));
     /// # Ok::<(), facsimile::Error>(())
     /// ```
-    #[must_use = "false: the array changed meanwhile and nothing moved"]
+    #[must_use = "false: an element read changed meanwhile and nothing moved"]
     pub fn try_reorder(&self, order_of: impl FnOnce(&[Value]) -> Vec<usize>) -> Result<bool> {
         let id = self.id();
-        let (values, stamp) = self.read_stamped()?;
+        let (values, stamps) = self.read_with_stamps()?;
         let order = order_of(&values);
         self.node.write(|r| {
-            if r.list_version(id)? != stamp {
-                return Ok(false);
+            let len = values.len();
+            let mut seen = vec![false; len];
+            if order.len() != len
+                || order
+                    .iter()
+                    .any(|&i| i >= len || std::mem::replace(&mut seen[i], true))
+            {
+                return Err(EngineError::BadPermutation { object: id, len });
             }
-            r.list_reorder(id, &order)?;
+            let Some(now) = r.list_positions(id, &stamps)? else {
+                return Ok(false);
+            };
+            let mut places = now.clone();
+            places.sort_unstable();
+            // `list_reorder` takes, for each new position, the position
+            // its element comes from: the places of the elements read get
+            // them in the order given; every other position keeps its own.
+            let mut full: Vec<usize> = (0..r.list_len(id)?).collect();
+            for (&place, &read) in places.iter().zip(&order) {
+                full[place] = now[read];
+            }
+            r.list_reorder(id, &full)?;
             Ok(true)
         })
     }
@@ -1810,13 +1856,7 @@ impl ArrayRef {
         pick: impl FnOnce(&[Value]) -> Vec<usize>,
     ) -> Result<Option<Vec<Value>>> {
         let id = self.id();
-        let (values, stamps): (Vec<Value>, Vec<_>) = self.node.try_read(|r| {
-            let read = r.list_stamped(id)?;
-            Ok(read
-                .into_iter()
-                .map(|(v, stamp)| (self.node.value(r, v), stamp))
-                .unzip())
-        })?;
+        let (values, stamps) = self.read_with_stamps()?;
         let at = pick(&values);
         if at.is_empty() {
             return Ok(Some(Vec::new()));
@@ -1934,13 +1974,18 @@ impl ArrayRef {
         Ok(removed.into_iter().map(|v| self.node.value(r, v)).collect())
     }
 
-    /// The elements and the array's version, read together.
-    fn read_stamped(&self) -> Result<(Vec<Value>, u64)> {
+    /// The elements, each with the [`ElementStamp`] that finds it again
+    /// at the write ([`Replica::list_positions`]), read together.
+    ///
+    /// [`ElementStamp`]: facsimile_core::ElementStamp
+    /// [`Replica::list_positions`]: facsimile_core::Replica::list_positions
+    fn read_with_stamps(&self) -> Result<(Vec<Value>, Vec<facsimile_core::ElementStamp>)> {
         self.node.try_read(|r| {
-            let values = r.list_values(self.id())?;
-            let stamp = r.list_version(self.id())?;
-            let values = values.into_iter().map(|v| self.node.value(r, v)).collect();
-            Ok((values, stamp))
+            let read = r.list_stamped(self.id())?;
+            Ok(read
+                .into_iter()
+                .map(|(v, stamp)| (self.node.value(r, v), stamp))
+                .unzip())
         })
     }
 

@@ -1,35 +1,39 @@
 //! Array writes computed from a read of the array, outside the node's lock
 //! (a reorder, a removal picked by value), and writes whose positions come
 //! from the length as of the write: they apply only to what they read (a
-//! reorder to the array, a removal to the elements it picked), and a
-//! closure or a peer that changes it meanwhile cannot keep them running
+//! reorder to the elements it ordered, a removal to the elements it
+//! picked), changes to other elements meanwhile do not hold them up, and a
+//! closure or a peer that rewrites what they read cannot keep them running
 //! forever.
 
 use std::cell::Cell;
 
 use facsimile::{ArrayRef, Config, EngineError, Error, LocalNetwork, Value, WireFormat};
+use facsimile_core::sim::run_seeds;
+use rand::rngs::SmallRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use crate::manual_networks;
 
-/// An order whose own computation changes the array (Python's key function
-/// appending to the list it sorts) runs a bounded number of times; the
-/// array keeps what it wrote and nothing is moved.
+/// An order whose own computation rewrites an element it read (Python's
+/// key function writing to the list it sorts) runs a bounded number of
+/// times; the array keeps what it wrote and nothing is moved. One that
+/// only appends sorts what it read on its first run.
 #[test]
-fn a_reorder_that_changes_its_array_gives_up() {
+fn a_reorder_that_rewrites_what_it_reads_gives_up() {
     for (wire, net) in manual_networks(31) {
         let a = net.join("a");
         let _b = net.join("b");
         a.set_root(json!([3, 1, 2])).unwrap();
         net.run();
         let list = a.root_array().unwrap();
-        let runs = Cell::new(0);
+        let runs = Cell::new(0_usize);
         let sorted = list.reorder(|values| {
             runs.set(runs.get() + 1);
-            list.push(0).unwrap();
-            let mut order: Vec<usize> = (0..values.len()).collect();
-            order.sort_by_key(|&i| values[i].as_i64());
-            order
+            list.set(2, 10 * runs.get() as i64).unwrap();
+            by_value(values)
         });
         assert!(
             matches!(
@@ -41,19 +45,43 @@ fn a_reorder_that_changes_its_array_gives_up() {
             "{wire}: {sorted:?}"
         );
         assert_eq!(runs.get(), ArrayRef::REORDER_ATTEMPTS, "{wire}");
-        assert_eq!(list.len(), 3 + ArrayRef::REORDER_ATTEMPTS, "{wire}");
-        assert_eq!(list.get(0), Some(Value::Int(3)), "{wire}: nothing moved");
+        let last = 10 * ArrayRef::REORDER_ATTEMPTS;
+        assert_eq!(list.to_json().unwrap(), json!([3, 1, last]), "{wire}");
         let changed = list.sort_by(|x, y| {
-            list.push(0).unwrap();
+            runs.set(runs.get() + 1);
+            list.set(0, 10 * runs.get() as i64).unwrap();
             x.total_cmp(y)
         });
         assert!(matches!(changed, Err(Error::Modified { .. })), "{wire}");
+        let first = list.get(0).and_then(|v| v.as_i64()).unwrap();
+        assert!(first > last as i64, "{wire}");
+
+        runs.set(0);
+        list.reorder(|values| {
+            runs.set(runs.get() + 1);
+            list.push(0).unwrap();
+            by_value(values)
+        })
+        .unwrap();
+        assert_eq!(runs.get(), 1, "{wire}: an append does not hold it up");
+        assert_eq!(
+            list.to_json().unwrap(),
+            json!([1, last, first, 0]),
+            "{wire}"
+        );
     }
 }
 
-/// Writes of another node applied every time the order is computed (a
-/// peer faster than the key function) end the reorder with `Modified`, not
-/// an endless loop; once they stop, it applies.
+/// The positions that put `values` in order, by [`Value::total_cmp`].
+fn by_value(values: &[Value]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&x, &y| values[x].total_cmp(&values[y]));
+    order
+}
+
+/// Another node rewriting an element read every time the order is
+/// computed (a peer faster than the key function) ends the reorder with
+/// `Modified`, not an endless loop; once it stops, it applies.
 #[test]
 fn a_reorder_starved_by_remote_writes_gives_up_then_applies() {
     for (wire, net) in manual_networks(32) {
@@ -63,38 +91,249 @@ fn a_reorder_starved_by_remote_writes_gives_up_then_applies() {
         net.run();
         let list = a.root_array().unwrap();
         let theirs = b.root_array().unwrap();
-        let by_value = |values: &[Value]| {
-            let mut order: Vec<usize> = (0..values.len()).collect();
-            order.sort_by(|&x, &y| values[x].total_cmp(&values[y]));
-            order
-        };
+        let runs = Cell::new(0_usize);
         let starved = list.reorder(|values| {
-            theirs.push(9).unwrap();
+            runs.set(runs.get() + 1);
+            theirs.set(0, 10 * runs.get() as i64).unwrap();
             net.run();
             by_value(values)
         });
         assert!(matches!(starved, Err(Error::Modified { .. })), "{wire}");
+        assert_eq!(runs.get(), ArrayRef::REORDER_ATTEMPTS, "{wire}");
         list.reorder(by_value).unwrap();
         net.run();
-        let expected: Vec<i64> = [1, 2, 3]
-            .into_iter()
-            .chain([9; ArrayRef::REORDER_ATTEMPTS])
-            .collect();
-        assert_eq!(list.to_json().unwrap(), json!(expected), "{wire}");
+        let last = 10 * ArrayRef::REORDER_ATTEMPTS;
+        assert_eq!(list.to_json().unwrap(), json!([1, 2, last]), "{wire}");
         assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
         // Single attempts tell the caller.
         assert!(
             !list
                 .try_reorder(|values| {
-                    theirs.unshift([0]).unwrap();
+                    theirs.remove(2).unwrap();
                     net.run();
                     (0..values.len()).rev().collect()
                 })
                 .unwrap(),
             "{wire}"
         );
-        assert_eq!(list.get(0), Some(Value::Int(0)), "{wire}: nothing moved");
+        assert_eq!(
+            list.to_json().unwrap(),
+            json!([1, 2]),
+            "{wire}: nothing moved"
+        );
     }
+}
+
+/// A reorder whose order was computed before another node's inserts and
+/// writes elsewhere in the array landed puts the elements it read in
+/// order, in the places they hold at the write; the elements inserted
+/// meanwhile stay where they are.
+#[test]
+fn a_reorder_computed_before_remote_inserts_sorts_what_it_read() {
+    for (wire, net) in manual_networks(39) {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!([3, 1, 2])).unwrap();
+        net.run();
+        let list = a.root_array().unwrap();
+        let theirs = b.root_array().unwrap();
+        let applied = list
+            .try_reorder(|values| {
+                theirs.insert(1, 0).unwrap();
+                theirs.push(50).unwrap();
+                theirs.set(4, 60).unwrap(); // an element not read
+                net.run();
+                by_value(values)
+            })
+            .unwrap();
+        assert!(applied, "{wire}");
+        assert_eq!(list.to_json().unwrap(), json!([1, 0, 2, 3, 60]), "{wire}");
+        assert_eq!(net.in_flight(), 1, "{wire}: one message");
+        net.run();
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// A reorder whose order was computed from a value written or removed
+/// meanwhile by another node moves nothing and sends nothing, whatever
+/// else changed; inserts alone do not refuse it.
+#[test]
+fn a_reorder_refused_only_for_an_element_read_written_or_removed() {
+    for (wire, net) in manual_networks(40) {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!([3, 1, 2])).unwrap();
+        net.run();
+        let list = a.root_array().unwrap();
+        let theirs = b.root_array().unwrap();
+        let reorder_while = |peer_writes: &dyn Fn()| {
+            list.try_reorder(|values| {
+                peer_writes();
+                net.run(); // the peer's writes land now
+                by_value(values)
+            })
+            .unwrap()
+        };
+        let written = reorder_while(&|| {
+            theirs.push(7).unwrap();
+            theirs.set(1, 5).unwrap();
+        });
+        assert!(!written, "{wire}");
+        assert_eq!(list.to_json().unwrap(), json!([3, 5, 2, 7]), "{wire}");
+        assert_eq!(net.in_flight(), 0, "{wire}: nothing sent");
+
+        let removed = reorder_while(&|| {
+            theirs.insert(0, 8).unwrap();
+            theirs.remove(2).map(|_| ()).unwrap();
+        });
+        assert!(!removed, "{wire}");
+        assert_eq!(list.to_json().unwrap(), json!([8, 3, 2, 7]), "{wire}");
+        assert_eq!(net.in_flight(), 0, "{wire}: nothing sent");
+
+        let inserted = reorder_while(&|| theirs.insert(2, 9).unwrap());
+        assert!(inserted, "{wire}");
+        assert_eq!(list.to_json().unwrap(), json!([2, 3, 9, 7, 8]), "{wire}");
+        net.run();
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// An element read that another node moved meanwhile is still one of the
+/// elements read: it takes its place in the order among the places they
+/// hold at the write, and an element inserted meanwhile stays where it is.
+#[test]
+fn a_read_element_moved_meanwhile_takes_its_sorted_place() {
+    for (wire, net) in manual_networks(41) {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!([3, 1, 2, 5, 4])).unwrap();
+        net.run();
+        let list = a.root_array().unwrap();
+        let theirs = b.root_array().unwrap();
+        let applied = list
+            .try_reorder(|values| {
+                theirs.insert(0, "new").unwrap();
+                // ["new", 3, 1, 2, 5, 4]: 5 to the front.
+                theirs.reorder(|_| vec![4, 0, 1, 2, 3, 5]).unwrap();
+                net.run();
+                assert_eq!(
+                    list.to_json().unwrap(),
+                    json!([5, "new", 3, 1, 2, 4]),
+                    "{wire}"
+                );
+                by_value(values)
+            })
+            .unwrap();
+        assert!(applied, "{wire}");
+        assert_eq!(
+            list.to_json().unwrap(),
+            json!([1, "new", 2, 3, 4, 5]),
+            "{wire}"
+        );
+        net.run();
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
+
+/// Random edits by two other nodes land while the order is computed: the
+/// reorder is refused, moving nothing and sending nothing, exactly when an
+/// element it read was written or removed; otherwise the elements read end
+/// in sorted order in the places they hold at the write, every other
+/// element keeps its place, and all replicas converge.
+#[test]
+fn reorders_under_random_remote_edits_sort_what_they_read() {
+    run_seeds(0..120, |seed| {
+        for (wire, net) in manual_networks(seed) {
+            let what = format!("seed {seed}, {wire}");
+            let a = net.join("a");
+            let others = [net.join("b"), net.join("c")];
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut read: Vec<i64> = (0..rng.random_range(0..10)).collect();
+            read.shuffle(&mut rng);
+            a.set_root(json!(read)).unwrap();
+            net.run();
+            let list = a.root_array().unwrap();
+            let mut fresh = FRESH;
+            let mut before = Vec::new();
+            let applied = list
+                .try_reorder(|values| {
+                    for _ in 0..rng.random_range(0..6) {
+                        let on = others[rng.random_range(0..2)].root_array().unwrap();
+                        random_edit(&on, &mut rng, &mut fresh);
+                    }
+                    net.run();
+                    before = ints(&list);
+                    by_value(values)
+                })
+                .unwrap();
+            let after = ints(&list);
+            let all_read = read.iter().all(|v| before.contains(v));
+            assert_eq!(applied, all_read, "{what}: {before:?}");
+            if applied {
+                let copies = net.in_flight();
+                assert!(copies <= others.len(), "{what}: one message to each");
+                let sorted: Vec<i64> = after.iter().copied().filter(|&v| v < FRESH).collect();
+                let mut expected = read.clone();
+                expected.sort_unstable();
+                assert_eq!(sorted, expected, "{what}: {before:?} -> {after:?}");
+                for (i, (&was, &is)) in before.iter().zip(&after).enumerate() {
+                    if was >= FRESH {
+                        assert_eq!(is, was, "{what}: {i} of {before:?} -> {after:?}");
+                    }
+                }
+            } else {
+                assert_eq!(after, before, "{what}: nothing moved");
+                assert_eq!(net.in_flight(), 0, "{what}: nothing sent");
+            }
+            net.run();
+            for other in &others {
+                assert_eq!(a.snapshot(), other.snapshot(), "{what}");
+            }
+        }
+    });
+}
+
+/// Values read in [`reorders_under_random_remote_edits_sort_what_they_read`]
+/// are below this, all distinct; every value written meanwhile is new and
+/// above it.
+const FRESH: i64 = 1000;
+
+/// One edit of another node: mostly inserts, moves and writes of
+/// elements not read; sometimes a write or removal of any element.
+fn random_edit(list: &ArrayRef, rng: &mut SmallRng, fresh: &mut i64) {
+    let len = list.len();
+    let mut next = || {
+        *fresh += 1;
+        *fresh
+    };
+    match rng.random_range(0..10) {
+        0..=2 => list.insert(rng.random_range(0..=len), next()).unwrap(),
+        3 => list.push(next()).unwrap(),
+        4..=6 if len > 1 => {
+            let (from, to) = (rng.random_range(0..len), rng.random_range(0..len));
+            let mut order: Vec<usize> = (0..len).collect();
+            let moved = order.remove(from);
+            order.insert(to, moved);
+            list.reorder(|_| order.clone()).unwrap();
+        }
+        7 if len > 0 => list.set(rng.random_range(0..len), next()).unwrap(),
+        8 if len > 0 => list.remove(rng.random_range(0..len)).map(|_| ()).unwrap(),
+        _ => {
+            let unread: Vec<usize> = (0..len)
+                .filter(|&i| list.get(i).and_then(|v| v.as_i64()) > Some(FRESH))
+                .collect();
+            match unread.choose(rng) {
+                Some(&i) => list.set(i, next()).unwrap(),
+                None => list.push(next()).unwrap(),
+            }
+        }
+    }
+}
+
+/// An array of integers, read.
+fn ints(list: &ArrayRef) -> Vec<i64> {
+    let values = list.to_vec().unwrap();
+    values.iter().map(|v| v.as_i64().unwrap()).collect()
 }
 
 /// A removal picked on a read does not land on another element when a
