@@ -240,7 +240,9 @@ pub(crate) fn net(e: RustNetError) -> PyErr {
         RustNetError::Connect { .. }
         | RustNetError::Refused(_)
         | RustNetError::Tls { .. }
-        | RustNetError::NotARelay { .. } => ConnectError::new_err(msg),
+        | RustNetError::NotARelay { .. }
+        | RustNetError::Nats { .. }
+        | RustNetError::StreamRefused { .. } => ConnectError::new_err(msg),
         RustNetError::Closed => ClosedError::new_err(msg),
         RustNetError::WritesLost(_) => WritesLostError::new_err(msg),
         RustNetError::Timeout { .. } => NetTimeoutError::new_err(msg),

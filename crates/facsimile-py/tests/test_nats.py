@@ -64,3 +64,13 @@ def test_two_nodes_mirror_on_nats(nats):
     finally:
         a.close()
         b.close()
+
+
+def test_an_unreachable_nats_server_is_a_connect_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(facsimile.ConnectError) as caught:
+        facsimile.connect(f"nats://127.0.0.1:{port}", "alpha", doc="py")
+    assert isinstance(caught.value, ConnectionError)
+    assert "NATS" in str(caught.value)
