@@ -1,6 +1,10 @@
-//! Writes made while the relay is out of reach reach it packed: a few
-//! messages for the whole backlog, not one per write.
+//! While the relay is out of reach: writes made meanwhile reach it packed
+//! (a few messages for the whole backlog, not one per write), and a caller
+//! holding the status it waited for holds up nothing else.
 
+use std::time::Duration;
+
+use facsimile::net;
 use serde_json::json;
 
 use crate::support::*;
@@ -138,4 +142,58 @@ async fn a_resuming_node_gets_what_it_missed_packed() {
         bytes < 6 * WRITES as usize + 2_000,
         "{bytes} bytes for {WRITES} writes"
     );
+}
+
+/// A caller may hold the status it waited for across an `.await` (the
+/// value `wait_for` returns): the node meanwhile reconnects to the
+/// restarted relay and flushes, and the status is written once it is let
+/// go. Written by the client's task, it held up its runtime thread, here
+/// the whole of a current-thread runtime, so the node never came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_held_by_a_caller_holds_up_nothing_else() {
+    const PATIENCE: Duration = Duration::from_secs(20);
+    let mut relay = Relay::start(|c| c).await;
+    let addr = relay.addr.to_string();
+    let (step, steps) = std::sync::mpsc::channel();
+    let (restarted, mut on_restart) = tokio::sync::watch::channel(false);
+    // Its own thread and runtime: a stalled runtime fails the test instead
+    // of hanging it, and the relay runs on the test's.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let alice = net::connect(&addr, "alice", options()).await.unwrap();
+            alice.node().set_root(json!({})).unwrap();
+            alice.flush().await.unwrap();
+            let mut status = alice.status();
+            step.send("joined").unwrap();
+            let held = status
+                .wait_for(|s| matches!(s, net::Status::Disconnected(_)))
+                .await
+                .unwrap();
+            step.send("disconnected").unwrap();
+            on_restart.wait_for(|r| *r).await.unwrap();
+            alice.node().set_path("/back", 1).unwrap();
+            alice.flush().await.unwrap();
+            assert!(matches!(*held, net::Status::Disconnected(_)));
+            drop(held);
+            status
+                .wait_for(|s| *s == net::Status::Connected)
+                .await
+                .unwrap();
+            step.send("done").unwrap();
+        });
+    });
+    let expect = |what| {
+        let got = tokio::task::block_in_place(|| steps.recv_timeout(PATIENCE));
+        assert_eq!(got, Ok(what), "the node's runtime stalled before {what}");
+    };
+    expect("joined");
+    relay.stop().await;
+    expect("disconnected");
+    relay.start_again().await;
+    restarted.send_replace(true);
+    expect("done");
 }

@@ -76,7 +76,8 @@ pub(super) async fn connect(
     // Sync before the first message is read, so nothing is applied to the
     // empty local document.
     node.sync();
-    let _ = shared.status.send_replace(Status::Connected);
+    // Nobody holds the status yet.
+    shared.status.set_now(Status::Connected);
     tokio::spawn(run(
         addr.to_string(),
         options.clone(),
@@ -423,7 +424,7 @@ async fn run(
     let mut attempts = options.backoff().jitter().attempts();
     loop {
         if let Some(c) = conn.take() {
-            let _ = shared.status.send_replace(Status::Connected);
+            shared.status.set(Status::Connected);
             attempts.reset();
             let error = tokio::select! {
                 e = drive(c, &shared, &node, &mut session, silence(&options), options.max_frame) => e,
@@ -435,14 +436,14 @@ async fn run(
             if let NetError::Refused(reason) = error {
                 // Sending it again would be refused again.
                 tracing::error!(%addr, %reason, "the relay refused this node's messages");
-                let _ = shared.status.send_replace(Status::Refused(reason));
+                shared.status.set(Status::Refused(reason));
                 shared.complete(|outbox| outbox.close());
                 return;
             }
             if let e @ NetError::FrameTooLarge { .. } = error {
                 // Reading again would meet the same frame again.
                 tracing::error!(%addr, error = %e, "stopped");
-                let _ = shared.status.send_replace(Status::Failed(e.to_string()));
+                shared.status.set(Status::Failed(e.to_string()));
                 shared.complete(|outbox| outbox.close());
                 return;
             }
@@ -451,9 +452,7 @@ async fn run(
                 // Writes made until the relay is back go out packed.
                 n.set_online(false);
             }
-            let _ = shared
-                .status
-                .send_replace(Status::Disconnected(error.to_string()));
+            shared.status.set(Status::Disconnected(error.to_string()));
         }
         tokio::select! {
             _ = tokio::time::sleep(attempts.next_delay()) => {}
@@ -481,15 +480,11 @@ async fn run(
             }
             Err(e @ NetError::Refused(_)) => {
                 tracing::error!(%addr, error = %e, "reconnection refused");
-                let _ = shared
-                    .status
-                    .send_replace(Status::Disconnected(e.to_string()));
+                shared.status.set(Status::Disconnected(e.to_string()));
             }
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "reconnection failed");
-                let _ = shared
-                    .status
-                    .send_replace(Status::Disconnected(e.to_string()));
+                shared.status.set(Status::Disconnected(e.to_string()));
             }
         }
         if conn.is_none() {

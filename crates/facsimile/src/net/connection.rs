@@ -1,6 +1,8 @@
 //! A connected node, whatever carries its frames: the handle users hold and
 //! the state its transport's tasks share.
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -22,13 +24,17 @@ pub enum Status {
     Connected,
     /// Reconnecting after this error.
     Disconnected(String),
-    /// Connected to the server, but the document's store takes no writes,
-    /// for this reason: over NATS, the stream lost its quorum or JetStream
-    /// is unavailable (publishes time out or find no responder). Writes
-    /// wait and are sent again; the status returns to `Connected` once the
-    /// stream stores them.
+    /// Connected to the server, but a publish failed, for this reason: over
+    /// NATS, the stream stored nothing while the client was connected (it
+    /// lost its quorum or JetStream is unavailable: the publish timed out
+    /// or found no responder). Reported after a publish failed, not ahead
+    /// of one: a node that writes nothing finds out by its heartbeat,
+    /// published every third of its lease. Writes wait and are published
+    /// again; the status returns to `Connected` once a publish is stored.
     Degraded(String),
-    /// Closed by [`Connection::close`] or [`Connection::abort`].
+    /// Closed by [`Connection::close`] or [`Connection::abort`], for good:
+    /// no other state follows. Written after the changes asked before it,
+    /// once every value borrowed from the status is let go.
     Closed,
     /// Closed by the relay, which refused something the node sent (a write
     /// on a read-only connection, say), for this reason. The connection
@@ -58,7 +64,7 @@ pub(super) struct Shared {
     pub(super) queued: Notify,
     /// Wakes flush waiters when frames complete.
     progress: Notify,
-    pub(super) status: watch::Sender<Status>,
+    pub(super) status: StatusWriter,
     rejoins: AtomicU64,
     /// Frames dropped that a flush has reported ([`Outbox::dropped`] then).
     reported_drops: AtomicU64,
@@ -76,7 +82,7 @@ impl Shared {
             outbox: Mutex::new(outbox),
             queued: Notify::new(),
             progress: Notify::new(),
-            status: watch::channel(Status::Disconnected("connecting".into())).0,
+            status: StatusWriter::new(Status::Disconnected("connecting".into())),
             rejoins: AtomicU64::new(0),
             reported_drops: AtomicU64::new(0),
             cancel: CancellationToken::new(),
@@ -199,7 +205,10 @@ impl Connection {
     }
 
     /// The connection's state, as a watch channel: `borrow()` for the
-    /// current one, `changed()` to wait for the next.
+    /// current one, `changed()` to wait for the next. A value borrowed
+    /// from it (what `wait_for` returns, say) may be held across an
+    /// `.await`: it holds up the next state, written once it is let go,
+    /// not the connection.
     pub fn status(&self) -> watch::Receiver<Status> {
         self.shared.status.subscribe()
     }
@@ -238,10 +247,188 @@ impl Connection {
         self.shut();
     }
 
-    /// Ends the connection's tasks and fails its waiting flushes.
+    /// Ends the connection's tasks and fails its waiting flushes. The
+    /// status is `Closed` for good once the changes asked before are
+    /// written.
     pub(super) fn shut(&self) {
         self.shared.complete(Outbox::close);
         self.shared.cancel.cancel();
-        let _ = self.shared.status.send_replace(Status::Closed);
+        self.shared.status.set(Status::Closed);
+    }
+}
+
+/// A change of a connection's status: whether it changed it.
+type StatusChange = Box<dyn FnOnce(&mut Status) -> bool + Send>;
+
+/// Writes a connection's status for its transport's tasks and for
+/// [`Connection::close`], in the order they ask, on a thread of the
+/// runtime's blocking pool (of its own outside a runtime). Writing a watch
+/// channel waits for every reader to let go of its value, and a caller may
+/// hold the status it waited for (`wait_for`) across an `.await`: a task
+/// writing it there would hold up its runtime thread (a current-thread
+/// runtime whole), and with it whatever the caller awaits, a reconnection
+/// or a flush. A closed connection stays so: no change is written after
+/// `Closed`.
+pub(super) struct StatusWriter {
+    queue: Arc<StatusQueue>,
+}
+
+/// The status and the changes not yet written to it.
+struct StatusQueue {
+    status: watch::Sender<Status>,
+    /// The changes not yet written, and whether a thread writes them.
+    pending: Mutex<(VecDeque<StatusChange>, bool)>,
+}
+
+impl StatusWriter {
+    /// A status of `initial`.
+    fn new(initial: Status) -> StatusWriter {
+        StatusWriter {
+            queue: Arc::new(StatusQueue {
+                status: watch::channel(initial).0,
+                pending: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The status, as a watch channel.
+    pub(super) fn subscribe(&self) -> watch::Receiver<Status> {
+        self.queue.status.subscribe()
+    }
+
+    /// Sets the status to `status` at once, on this thread: only while the
+    /// connection is not handed out yet, so that nobody holds the status
+    /// and it is `status` when the connection is.
+    pub(super) fn set_now(&self, status: Status) {
+        self.queue.status.send_if_modified(|s| {
+            if *s == Status::Closed {
+                return false;
+            }
+            *s = status;
+            true
+        });
+    }
+
+    /// Changes the status with `change` after the changes asked before,
+    /// unless the connection was closed: a closed connection stays so.
+    pub(super) fn change(&self, change: impl FnOnce(&mut Status) -> bool + Send + 'static) {
+        let mut pending = self.queue.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.0.push_back(Box::new(change));
+        // One thread writes at a time, in order.
+        if std::mem::replace(&mut pending.1, true) {
+            return;
+        }
+        drop(pending);
+        let queue = self.queue.clone();
+        let write = move || queue.write_pending();
+        // A connection may be closed or dropped outside a runtime (from a
+        // thread of the Python binding, say).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(write);
+        } else if std::thread::Builder::new()
+            .name("facsimile-status".into())
+            .spawn(write)
+            .is_err()
+        {
+            // No thread to spare: written here, in order all the same.
+            self.queue.write_pending();
+        }
+    }
+
+    /// Sets the status to `status`, after the changes asked before.
+    pub(super) fn set(&self, status: Status) {
+        self.change(move |s| {
+            *s = status;
+            true
+        });
+    }
+}
+
+impl StatusQueue {
+    /// Writes the pending changes in order until none is left.
+    fn write_pending(&self) {
+        loop {
+            let change = {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                match pending.0.pop_front() {
+                    Some(change) => change,
+                    None => {
+                        pending.1 = false;
+                        return;
+                    }
+                }
+            };
+            self.status
+                .send_if_modified(|s| *s != Status::Closed && change(s));
+        }
+    }
+}
+
+impl fmt::Debug for StatusWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not `borrow()`: it would wait behind a write waiting for a reader.
+        f.debug_struct("StatusWriter")
+            .field("status", &self.queue.status)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Waits until every change asked of `writer` is written.
+    fn written(writer: &StatusWriter) {
+        let started = Instant::now();
+        while writer.queue.pending.lock().unwrap().1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the status is still being written"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Outside a runtime (a connection closed from a thread of the Python
+    /// binding), a status held on this very thread holds up no change: it
+    /// is written once let go, in order, and nothing after `Closed`.
+    #[test]
+    fn a_held_status_holds_up_no_change_outside_a_runtime() {
+        let writer = StatusWriter::new(Status::Disconnected("connecting".into()));
+        let mut status = writer.subscribe();
+        let held = status.borrow_and_update();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let changes = [
+            Status::Connected,
+            Status::Disconnected("lost".into()),
+            Status::Closed,
+            Status::Connected,
+            Status::Failed("late".into()),
+        ];
+        for change in changes {
+            let seen = seen.clone();
+            writer.change(move |s| {
+                seen.lock().unwrap().push(s.clone());
+                *s = change;
+                true
+            });
+        }
+        assert_eq!(*held, Status::Disconnected("connecting".into()));
+        drop(held);
+        written(&writer);
+        // Each change saw the one before; none ran after `Closed`.
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                Status::Disconnected("connecting".into()),
+                Status::Connected,
+                Status::Disconnected("lost".into()),
+            ]
+        );
+        assert_eq!(*status.borrow(), Status::Closed);
+        writer.set_now(Status::Connected);
+        assert_eq!(*status.borrow(), Status::Closed);
     }
 }

@@ -280,8 +280,6 @@ struct Ctx {
     /// Counts the client's connections: the publisher sends again what the
     /// old connection had not had acknowledged when it changes.
     connections: tokio::sync::watch::Receiver<u64>,
-    /// Writes the status for the client's events and the publisher.
-    status: Arc<StatusWriter>,
     /// Once the publisher reported the stream storing nothing
     /// ([`Status::Degraded`]), the count of the client's connections then,
     /// plus one; 0 while it stores. The status is written at such changes
@@ -321,70 +319,6 @@ impl Link {
         let c = self.connected.lock().unwrap_or_else(|e| e.into_inner());
         let _ = self.node.set(node.downgrade());
         node.set_online(*c);
-    }
-}
-
-/// A change of a connection's status: whether it changed it.
-type StatusChange = Box<dyn FnOnce(&mut Status) -> bool + Send>;
-
-/// Writes a connection's status for the client's events and the publisher,
-/// in the order they ask, on a thread of the blocking pool. Writing a watch
-/// channel waits for every reader to let go of its value, and a caller may
-/// hold the status it waited for (`wait_for`) across an `.await`: the
-/// client's event handler or the publisher waiting there would hold up
-/// their runtime thread (a current-thread runtime whole), and with it
-/// whatever the caller awaits, a reconnection or a flush.
-struct StatusWriter {
-    shared: Arc<Shared>,
-    /// The changes not yet written, and whether a thread writes them.
-    pending: Mutex<(VecDeque<StatusChange>, bool)>,
-}
-
-impl StatusWriter {
-    fn new(shared: Arc<Shared>) -> Arc<StatusWriter> {
-        Arc::new(StatusWriter {
-            shared,
-            pending: Mutex::default(),
-        })
-    }
-
-    /// Changes the status with `change` after the changes asked before,
-    /// unless the connection was closed: a closed connection stays so.
-    fn change(self: &Arc<Self>, change: impl FnOnce(&mut Status) -> bool + Send + 'static) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.0.push_back(Box::new(change));
-        // One thread writes at a time, in order.
-        if std::mem::replace(&mut pending.1, true) {
-            return;
-        }
-        drop(pending);
-        let writer = self.clone();
-        tokio::task::spawn_blocking(move || {
-            loop {
-                let change = {
-                    let mut pending = writer.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    match pending.0.pop_front() {
-                        Some(change) => change,
-                        None => {
-                            pending.1 = false;
-                            return;
-                        }
-                    }
-                };
-                writer
-                    .shared
-                    .status
-                    .send_if_modified(|s| *s != Status::Closed && change(s));
-            }
-        });
-    }
-
-    /// Sets the status to `status`.
-    fn set(self: &Arc<Self>, status: Status) {
-        self.change(move |s| {
-            *s = status;
-            true
-        });
     }
 }
 
@@ -513,8 +447,7 @@ pub(crate) async fn connect(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| nats_error(format!("the address {url}"), e))?;
     let shared = Arc::new(Shared::new(Outbox::over_log(|frame| writes_in(frame))));
-    let status = StatusWriter::new(shared.clone());
-    let events = status.clone();
+    let events = shared.clone();
     let link = Arc::new(Link::default());
     let linked = link.clone();
     let (connected, connections) = tokio::sync::watch::channel(0u64);
@@ -537,13 +470,15 @@ pub(crate) async fn connect(
                         link.set(true);
                         // Before the count: the publisher's report of a
                         // failure on this connection is written after it.
-                        events.set(Status::Connected);
+                        events.status.set(Status::Connected);
                         connected.send_modify(|n| *n += 1);
                     }
                     async_nats::Event::Disconnected => {
                         // Writes made until the server is back go out packed.
                         link.set(false);
-                        events.set(Status::Disconnected("NATS connection lost".into()));
+                        events
+                            .status
+                            .set(Status::Disconnected("NATS connection lost".into()));
                     }
                     _ => {}
                 }
@@ -559,7 +494,7 @@ pub(crate) async fn connect(
         .map_err(|e| nats_error(format!("connecting to {url}"), e))?;
     link.set(true);
     // Nobody holds the status yet.
-    let _ = shared.status.send_replace(Status::Connected);
+    shared.status.set_now(Status::Connected);
     let max_payload = client.server_info().max_payload;
     let js = jetstream::new(client);
     let names = Names::new(&options.document);
@@ -659,7 +594,6 @@ pub(crate) async fn connect(
         pack_bytes: PACK_BYTES.min(limits.write / 2),
         link,
         connections,
-        status,
         degraded: AtomicU64::new(0),
         hole: tokio::sync::watch::channel(None).0,
     });
@@ -1041,7 +975,7 @@ fn stored(ctx: &Ctx) {
     if ctx.degraded.swap(0, Ordering::AcqRel) == 0 {
         return;
     }
-    ctx.status.change(|s| match s {
+    ctx.shared.status.change(|s| match s {
         Status::Degraded(_) => {
             *s = Status::Connected;
             true
@@ -1060,7 +994,7 @@ fn not_stored(ctx: &Ctx, e: &PublishError) {
         return;
     }
     let reason = format!("the stream does not store messages: {e}");
-    ctx.status.change(move |s| match s {
+    ctx.shared.status.change(move |s| match s {
         Status::Connected => {
             *s = Status::Degraded(reason);
             true
