@@ -807,8 +807,11 @@ impl Facsimile {
     }
 
     /// The fencing token of this node's lock on the object, or None.
+    /// Raises ForeignHandleError for a proxy of another node.
     fn lock_token(&self, obj: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
-        Ok(self.node().lock_token(crate::proxy::object_of(obj)?))
+        self.node()
+            .lock_token(crate::proxy::object_of(obj)?)
+            .map_err(errors::lock)
     }
 
     /// Reads the store as plain data (JSON's kinds, bytes and every

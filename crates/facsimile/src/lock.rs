@@ -271,7 +271,7 @@ impl LockGuard {
     ///
     /// let guard = block_on(a.lock(&on_a))?;
     /// guard.release()?;
-    /// assert_eq!(a.lock_token(&on_a), None);
+    /// assert_eq!(a.lock_token(&on_a)?, None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(mut self) -> Result<(), LockError> {
@@ -586,8 +586,9 @@ impl Node {
     /// # Errors
     /// [`LockError::NotOwner`] when another node holds the lock (or is first
     /// in line for it), [`LockError::NotLocked`] when nobody holds it (this
-    /// node's own request may be waiting), and [`LockError::Engine`] for
-    /// another refusal of the engine. An error releases nothing.
+    /// node's own request may be waiting), [`LockError::ForeignHandle`] for
+    /// a handle of another node, and [`LockError::Engine`] for another
+    /// refusal of the engine. An error releases nothing.
     ///
     /// # Example
     /// ```
@@ -611,11 +612,16 @@ impl Node {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(&self, object: impl Into<ObjectRef>) -> Result<(), LockError> {
-        self.end_lock(object.into().id(), None)
+        self.end_lock(self.own_id(&object.into())?, None)
     }
 
     /// The fencing token of this node's lock on `object`, or `None` when it
     /// does not hold it (not yet, or no longer).
+    ///
+    /// # Errors
+    /// [`LockError::ForeignHandle`] for a handle of another node: its id
+    /// names an unrelated object here, whose lock is not the one asked
+    /// about.
     ///
     /// # Example
     /// ```
@@ -629,17 +635,18 @@ impl Node {
     /// a.set_root(json!({"stock": 3}))?;
     /// let (on_a, on_b) = (a.root_map().unwrap(), b.root_map().unwrap());
     ///
-    /// assert_eq!(a.lock_token(&on_a), None);
+    /// assert_eq!(a.lock_token(&on_a)?, None);
     /// let guard = block_on(a.lock(&on_a))?;
-    /// assert_eq!(a.lock_token(&on_a), Some(guard.token()));
+    /// assert_eq!(a.lock_token(&on_a)?, Some(guard.token()));
+    /// assert!(b.lock_token(&on_a).is_err(), "a's handle, asked of b");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn lock_token(&self, object: impl Into<ObjectRef>) -> Option<u64> {
-        let id = object.into().id();
-        match self.read(|r| r.lock_state(id)) {
+    pub fn lock_token(&self, object: impl Into<ObjectRef>) -> Result<Option<u64>, LockError> {
+        let id = self.own_id(&object.into())?;
+        Ok(match self.read(|r| r.lock_state(id)) {
             LockState::Held(t) => Some(t),
             _ => None,
-        }
+        })
     }
 
     /// Who holds the lock on `object`, with the fencing token of that
@@ -649,6 +656,9 @@ impl Node {
     /// node's), so this is for monitoring and display, not a check before
     /// a write: the write's own refusal, or the token a service checks, is
     /// the check.
+    ///
+    /// # Errors
+    /// [`LockError::ForeignHandle`] for a handle of another node.
     ///
     /// # Example
     /// ```
@@ -660,14 +670,27 @@ impl Node {
     /// let a = net.join("a");
     /// a.set_root(json!({"stock": 3}))?;
     /// let stock = a.root_map().unwrap();
-    /// assert!(a.lock_holder(&stock).is_none());
+    /// assert!(a.lock_holder(&stock)?.is_none());
     /// let guard = block_on(a.lock(&stock))?;
-    /// let (holder, token) = a.lock_holder(&stock).unwrap();
+    /// let (holder, token) = a.lock_holder(&stock)?.unwrap();
     /// assert_eq!((holder.hostname(), token), ("a", guard.token()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn lock_holder(&self, object: impl Into<ObjectRef>) -> Option<(PeerId, u64)> {
-        let id = object.into().id();
-        self.read(|r| r.lock_holder_token(id))
+    pub fn lock_holder(
+        &self,
+        object: impl Into<ObjectRef>,
+    ) -> Result<Option<(PeerId, u64)>, LockError> {
+        let id = self.own_id(&object.into())?;
+        Ok(self.read(|r| r.lock_holder_token(id)))
+    }
+
+    /// The id of `object` on this node; a handle of another node is
+    /// refused, as every write refuses it: its id names an unrelated
+    /// object here.
+    fn own_id(&self, object: &ObjectRef) -> Result<ObjectId, LockError> {
+        match object.node().same_node(self) {
+            true => Ok(object.id()),
+            false => Err(LockError::ForeignHandle),
+        }
     }
 }

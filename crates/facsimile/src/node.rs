@@ -23,7 +23,7 @@ use facsimile_core::{
 use crate::clock::Clock;
 use crate::error::{Error, Result, locate};
 use crate::events::{ChangeEvent, Dispatch, EventStream, Listener, RootChange, Subs, Subscription};
-use crate::handle::{ArrayRef, MapRef};
+use crate::handle::{ArrayRef, MapRef, ObjectRef};
 use crate::lock::LockError;
 use crate::value::{Input, Value};
 
@@ -806,7 +806,9 @@ impl Node {
     ///
     /// # Errors
     /// [`Error::Engine`] with [`NotOwner`](crate::EngineError::NotOwner) while
-    /// another node holds or waits for the lock on the object.
+    /// another node holds or waits for the lock on the object (or this
+    /// node's own request for it waits), and [`Error::ForeignHandle`] for a
+    /// handle of another node.
     ///
     /// # Example
     /// ```
@@ -818,14 +820,19 @@ impl Node {
     /// let a = net.join("a");
     /// let b = net.join("b");
     /// a.set_root(json!({}))?;
-    /// let root = b.root_map().unwrap().id();
+    /// let root = b.root_map().unwrap();
     /// b.check_writable(&root)?;
     /// let _guard = block_on(a.lock(a.root_map().unwrap()))?;
     /// assert!(b.check_writable(&root).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn check_writable(&self, object: &facsimile_core::ObjectId) -> Result<()> {
-        self.try_read(|r| r.check_writable(*object))
+    pub fn check_writable(&self, object: impl Into<ObjectRef>) -> Result<()> {
+        let object = object.into();
+        if !object.node().same_node(self) {
+            return Err(Error::ForeignHandle(object.node().hostname().to_string()));
+        }
+        let id = object.id();
+        self.try_read(|r| r.check_writable(id))
     }
 
     /// Wraps an engine value for this node.

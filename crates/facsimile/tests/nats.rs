@@ -429,9 +429,8 @@ async fn a_crashed_holder_loses_its_lock_after_the_lease() {
     // Seen without writing: a write made before bravo read the grant would
     // race it, be refused by the log, and be reported lost by bravo's
     // flush below.
-    let id = root_b.id();
     until("bravo to see the lock", || {
-        b.node().check_writable(&id).is_err()
+        b.node().check_writable(&root_b).is_err()
     })
     .await;
     std::mem::forget(guard);

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use facsimile::{EngineError, LocalNetwork, LockError, LockEvent, LockGuard, MapRef, Node, Value};
+use facsimile::{
+    EngineError, Error, LocalNetwork, LockError, LockEvent, LockGuard, MapRef, Node, Value,
+};
 use futures_executor::block_on;
 use futures_util::FutureExt;
 use futures_util::task::noop_waker_ref;
@@ -173,7 +175,7 @@ fn release_leaves_a_waiting_request_waiting() {
         let Poll::Ready(Ok(granted)) = waiting.poll_unpin(&mut cx) else {
             panic!("{wire}: the request still waited and is granted");
         };
-        assert_eq!(b.lock_token(&mb), Some(granted.token()), "{wire}");
+        assert_eq!(b.lock_token(&mb).unwrap(), Some(granted.token()), "{wire}");
     }
 }
 
@@ -224,6 +226,49 @@ fn release_by_a_node_that_does_not_hold_the_lock() {
         net.run();
         assert!(not_locked(a.release(&ma)), "{wire}: released");
         ma.set("k", 1).unwrap();
+    }
+}
+
+/// An id names an object only on its own node: a handle of another node
+/// may carry the id of an unrelated object here. Every lock call refuses
+/// it, as `lock` and every write do, instead of acting on that object
+/// (`release` freed this node's lock on it).
+#[test]
+fn lock_calls_refuse_a_handle_of_another_node() {
+    for (wire, net) in manual_networks(16) {
+        let a = net.join("a");
+        let b = net.join("b");
+        net.run();
+        a.set_root(json!({})).unwrap();
+        net.run();
+        let (ra, rb) = (a.root_map().unwrap(), b.root_map().unwrap());
+        ra.set("p", json!({})).unwrap();
+        rb.set("q", json!({})).unwrap();
+        net.run();
+        let p_on_a = ra.get("p").unwrap().as_map().unwrap().clone();
+        let q_on_b = rb.get("q").unwrap().as_map().unwrap().clone();
+        assert_eq!(p_on_a.id(), q_on_b.id(), "{wire}: one id, two objects");
+        let guard = granted(&net, a.lock(&p_on_a), wire);
+        let foreign = |r: Option<LockError>| matches!(r, Some(LockError::ForeignHandle));
+        assert!(foreign(a.release(&q_on_b).err()), "{wire}: release");
+        assert!(foreign(a.lock_token(&q_on_b).err()), "{wire}: lock_token");
+        assert!(foreign(a.lock_holder(&q_on_b).err()), "{wire}: lock_holder");
+        assert!(
+            matches!(a.check_writable(&q_on_b), Err(Error::ForeignHandle(h)) if h == "b"),
+            "{wire}: check_writable"
+        );
+        net.run();
+        assert!(guard.is_held(), "{wire}: a's lock on p is still held");
+        assert_eq!(
+            a.lock_token(&p_on_a).unwrap(),
+            Some(guard.token()),
+            "{wire}"
+        );
+        a.check_writable(&p_on_a).unwrap();
+        assert!(
+            b.check_writable(&rb.get("p").unwrap().as_map().unwrap().clone())
+                .is_err()
+        );
     }
 }
 
@@ -389,12 +434,12 @@ fn a_lock_granted_after_its_future_last_polled_is_released_when_it_drops() {
         assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
         drop(held);
         assert!(
-            b.lock_token(&rb).is_some(),
+            b.lock_token(&rb).unwrap().is_some(),
             "{wire}: b was granted the lock"
         );
         drop(waiting);
         assert_eq!(
-            b.lock_token(&rb),
+            b.lock_token(&rb).unwrap(),
             None,
             "{wire}: b kept a lock nobody holds"
         );
@@ -413,7 +458,7 @@ fn a_lock_granted_after_its_future_last_polled_is_released_when_it_drops() {
         };
         let guard = guard.unwrap();
         drop(second);
-        assert_eq!(b.lock_token(&rb), Some(guard.token()), "{wire}");
+        assert_eq!(b.lock_token(&rb).unwrap(), Some(guard.token()), "{wire}");
         let err = block_on(a.request(&ra)).unwrap_err();
         assert!(matches!(err, LockError::Locked { .. }), "{wire}: {err}");
         drop(guard);
@@ -535,7 +580,7 @@ fn a_request_left_by_every_future_is_withdrawn() {
         drop(held);
         net.run();
         assert_eq!(
-            b.lock_token(&rb),
+            b.lock_token(&rb).unwrap(),
             None,
             "{wire}: b holds a lock nobody asked for"
         );
@@ -634,7 +679,7 @@ fn a_guard_dropped_by(
     dropped
         .recv_timeout(std::time::Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("{what} does not deadlock"));
-    assert_eq!(a.lock_token(a.root_map().unwrap()), None, "{what}");
+    assert_eq!(a.lock_token(a.root_map().unwrap()).unwrap(), None, "{what}");
     assert!(
         block_on(b.request(b.root_map().unwrap()))
             .unwrap()
@@ -877,7 +922,7 @@ fn dropping_one_of_two_waiting_futures_keeps_the_request() {
         drop(first);
         drop(second);
         drop(granted);
-        assert_eq!(a.lock_token(&ra), None, "{wire}");
+        assert_eq!(a.lock_token(&ra).unwrap(), None, "{wire}");
         let c = net.join("c");
         c.sync();
         assert!(block_on(c.request(c.root_map().unwrap())).is_ok(), "{wire}");
@@ -1138,7 +1183,8 @@ fn a_lock_made_while_evicted_waits_for_the_reload_and_is_granted() {
     let guard = granted.unwrap();
     assert!(guard.is_held());
     assert_eq!(
-        b.lock_token(b.root_map().unwrap().get("k").unwrap().as_map().unwrap()),
+        b.lock_token(b.root_map().unwrap().get("k").unwrap().as_map().unwrap())
+            .unwrap(),
         None
     );
 }
@@ -1277,6 +1323,7 @@ fn every_node_tells_the_holder_and_its_token() {
         let guard = granted(&net, b.lock(on(&b)), wire);
         assert_eq!(
             b.lock_holder(on(&b))
+                .unwrap()
                 .map(|(p, t)| (p.hostname().to_owned(), t)),
             Some(("b".to_owned(), guard.token())),
             "{wire}"
@@ -1287,13 +1334,13 @@ fn every_node_tells_the_holder_and_its_token() {
         assert!(waiting.poll_unpin(&mut cx).is_pending(), "{wire}");
         net.run();
         for n in [&a, &c] {
-            let (holder, token) = n.lock_holder(on(n)).expect("a holder is known");
+            let (holder, token) = n.lock_holder(on(n)).unwrap().expect("a holder is known");
             assert_eq!((holder.hostname(), token), ("b", guard.token()), "{wire}");
         }
         guard.release().unwrap();
         drop(waiting);
         net.run();
-        assert!(a.lock_holder(on(&a)).is_none(), "{wire}");
+        assert!(a.lock_holder(on(&a)).unwrap().is_none(), "{wire}");
     }
 }
 
