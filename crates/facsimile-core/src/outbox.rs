@@ -469,6 +469,20 @@ impl Outbox {
         self.depth = 0;
     }
 
+    /// How many groups are open.
+    pub(crate) fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// Opens again the `depth` groups an input closed ([`Outbox::end_all`])
+    /// around what it applied: the caller's group goes on, in a message of
+    /// its own, rather than leaving each later write as one.
+    pub(crate) fn reopen(&mut self, depth: u32) {
+        if self.depth == 0 {
+            self.depth = depth;
+        }
+    }
+
     /// Whether operations were held back since the last call (they count
     /// as sent for the heartbeat).
     pub(crate) fn take_fresh_held(&mut self) -> bool {

@@ -530,9 +530,11 @@ impl Replica {
         self.out.end();
     }
 
-    /// Whether a group opened by [`Replica::begin`] is still open. A timer
-    /// ([`Replica::handle_timeout`]) closes it: a caller that wants the
-    /// group's writes in one message runs timers after the commit.
+    /// Whether a group opened by [`Replica::begin`] is still open. An input
+    /// (a message, [`Replica::handle_timeout`]) closes it first and opens
+    /// it again after: the writes made before it go as one message, the
+    /// rest as another. A caller that wants the group's writes in one
+    /// message runs timers after the commit.
     pub fn in_group(&self) -> bool {
         self.out.outbox.in_group()
     }
@@ -909,7 +911,10 @@ impl Replica {
     /// is unchanged and keeps working.
     pub fn handle_message(&mut self, bytes: &[u8]) -> Result<(), ReceiveError> {
         let frame = codec::decode(bytes, self.config.max_message)?;
-        self.handle_frame(frame, bytes.len())
+        let depth = self.out.outbox.depth();
+        let r = self.handle_frame(frame, bytes.len());
+        self.out.outbox.reopen(depth);
+        r
     }
 
     /// Applies the message at `position` of a totally ordered log, stamped
@@ -934,7 +939,10 @@ impl Replica {
             return Ok(());
         }
         let frame = codec::decode(bytes, self.config.max_message)?;
-        self.read_from_log(frame, bytes.len(), position, time)
+        let depth = self.out.outbox.depth();
+        let r = self.read_from_log(frame, bytes.len(), position, time);
+        self.out.outbox.reopen(depth);
+        r
     }
 
     /// Over an ordered log: whether this replica must start over from a
@@ -973,6 +981,13 @@ impl Replica {
     /// Lets time pass: runs the timers that are due (sync retries,
     /// reclamation, heartbeats) and failure detection.
     pub fn handle_timeout(&mut self, now: Duration) {
+        let depth = self.out.outbox.depth();
+        self.run_timers(now);
+        self.out.outbox.reopen(depth);
+    }
+
+    /// [`Replica::handle_timeout`], the caller's group aside.
+    fn run_timers(&mut self, now: Duration) {
         self.out.now = now;
         // Held operations stay held: whatever a timer sends that must
         // follow them (an acknowledgement, a state) sends them first.

@@ -164,6 +164,26 @@ impl std::ops::Deref for ReplicaRef<'_> {
 /// to send and the listener calls.
 type Drained = (Option<Sender>, SmallVec<[Transmit; 2]>, Dispatch);
 
+/// A batch's group ([`Node::batch`]), committed when dropped: also when
+/// the batch panics and the caller catches it, else the group would stay
+/// open and hold back every later write of the node. The pump is left to
+/// the next call then: it runs listeners, which must not run during an
+/// unwind.
+struct Group<'a>(&'a Node);
+
+impl<'a> Group<'a> {
+    fn open(node: &'a Node) -> Self {
+        node.state().replica.begin();
+        Group(node)
+    }
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        self.0.state().replica.commit();
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     /// Held by the one caller that sends transmits and runs callbacks, so
@@ -851,9 +871,9 @@ impl Node {
     /// # Errors
     /// Whatever `f` returns.
     pub fn batch<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
-        self.state().replica.begin();
+        let group = Group::open(self);
         let r = f();
-        self.state().replica.commit();
+        drop(group);
         self.pump();
         r
     }
@@ -884,8 +904,12 @@ impl Node {
     /// ```
     pub fn set_root(&self, x: impl Into<Input>) -> Result<Value> {
         let input = x.into().into_core(self)?;
-        self.write(|r| r.set_root(input))?;
-        Ok(self.root())
+        // Read before the pump: its listeners, or the replies it brings,
+        // may replace the root again.
+        self.write(|r| {
+            r.set_root(input)?;
+            Ok(self.value(r, r.root()))
+        })
     }
 
     /// The root value.

@@ -571,3 +571,25 @@ fn events_replayed_reproduce_the_state_through_a_start_over() {
         assert_eq!(a.snapshot(), b.snapshot(), "seed {seed}");
     });
 }
+
+/// `set_root` returns what it wrote, even when a listener (here another
+/// node's, over the in-process network) replaced the root before it
+/// returned.
+#[test]
+fn set_root_returns_the_root_it_wrote() {
+    let net = LocalNetwork::new();
+    let (a, b) = (net.join("a"), net.join("b"));
+    let b2 = b.clone();
+    b.on_root_changed(move |c| {
+        if c.new_value().as_map().is_some() {
+            b2.set_root(0).unwrap();
+        }
+    })
+    .detach();
+    let v = a.set_root(json!({"x": 1})).unwrap();
+    let written = v.as_map().expect("the map written");
+    assert_eq!(written.to_json().unwrap(), json!({"x": 1}));
+    assert_eq!(a.root(), Value::Int(0), "b replaced it since");
+    let v = a.set_root(json!([1])).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+}

@@ -699,3 +699,79 @@ fn fill_with_an_object_stores_one_object_referenced_from_every_index() {
         assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
     }
 }
+
+/// Two nodes wired by hand: each one's messages are kept in its outbox
+/// until the test hands them to the other.
+fn wired() -> (
+    Node,
+    Node,
+    Arc<Mutex<Vec<Vec<u8>>>>,
+    Arc<Mutex<Vec<Vec<u8>>>>,
+) {
+    let (a, b) = (Node::new("a"), Node::new("b"));
+    let (from_a, from_b) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let log = from_a.clone();
+    a.set_sender(move |m| log.lock().unwrap().push(m.as_bytes().to_vec()));
+    let log = from_b.clone();
+    b.set_sender(move |m| log.lock().unwrap().push(m.as_bytes().to_vec()));
+    (a, b, from_a, from_b)
+}
+
+/// Hands `node` every message in `outbox`.
+fn hand(node: &Node, outbox: &Mutex<Vec<Vec<u8>>>) {
+    for m in std::mem::take(&mut *outbox.lock().unwrap()) {
+        node.receive(&m).unwrap();
+    }
+}
+
+/// A peer's message received in the middle of a batch splits it in two:
+/// what was written before leaves as one message, the rest as another (the
+/// group was closed for good, every later write one message of its own).
+#[test]
+fn a_message_received_mid_batch_splits_it_in_two() {
+    let (a, b, from_a, from_b) = wired();
+    a.set_root(json!({})).unwrap();
+    hand(&b, &from_a);
+    hand(&a, &from_b);
+    b.root_map().unwrap().set("x", 1).unwrap();
+    let root = a.root_map().unwrap();
+    from_a.lock().unwrap().clear();
+    a.batch(|| {
+        root.set("k1", 1)?;
+        root.set("k2", 2)?;
+        hand(&a, &from_b);
+        root.set("k3", 3)?;
+        root.set("k4", 4)
+    })
+    .unwrap();
+    assert_eq!(from_a.lock().unwrap().len(), 2, "before and after b's");
+    hand(&b, &from_a);
+    assert_eq!(a.snapshot(), b.snapshot());
+    assert_eq!(
+        b.root().to_json().unwrap(),
+        json!({"x": 1, "k1": 1, "k2": 2, "k3": 3, "k4": 4})
+    );
+}
+
+/// A batch whose closure panics, caught by the caller, closes its group:
+/// the writes made before and after go out (they were held back for good).
+#[test]
+fn a_batch_that_panics_closes_its_group() {
+    let net = LocalNetwork::new();
+    let (a, b) = (net.join("a"), net.join("b"));
+    a.set_root(json!({"k": 0})).unwrap();
+    let root = a.root_map().unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        a.batch(|| -> facsimile::Result<()> {
+            root.set("k", 1)?;
+            panic!("in the batch")
+        })
+    }));
+    assert!(caught.is_err());
+    root.set("j", 2).unwrap();
+    assert_eq!(b.root().to_json().unwrap(), json!({"k": 1, "j": 2}));
+    assert_eq!(a.snapshot(), b.snapshot());
+}
