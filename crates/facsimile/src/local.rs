@@ -55,13 +55,41 @@ struct Member {
 struct Net {
     config: Config,
     members: Vec<Member>,
-    /// Automatic mode: messages waiting for the delivering call.
-    queue: VecDeque<(usize, Outgoing)>,
+    /// Automatic mode: messages waiting for the delivering call, each
+    /// with the members it is still to reach (all but its sender until it
+    /// is first taken up).
+    queue: VecDeque<Queued>,
     delivering: bool,
     /// Manual mode: per receiver, per sender FIFO queues.
     manual: Option<Manual>,
     /// Virtual time: the clock every node joining from now on reads.
     clock: Option<Clock>,
+}
+
+/// A message of the automatic mode, and the members it has still to reach:
+/// `None` until its delivery starts.
+struct Queued {
+    from: usize,
+    msg: Outgoing,
+    to: Option<VecDeque<usize>>,
+}
+
+/// Marks the network as delivering until dropped. Dropped by an unwind (a
+/// listener of a receiving node panicked), it lets go of the mark, so that
+/// the next message posted delivers what is left (the message being
+/// delivered to its remaining members first, then the queue), in each
+/// sender's order; otherwise every later message would only be queued.
+struct Delivering<'a> {
+    net: &'a LocalNetwork,
+    done: bool,
+}
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.net.lock().delivering = false;
+        }
+    }
 }
 
 struct Manual {
@@ -261,27 +289,42 @@ impl LocalNetwork {
             }
             return;
         }
-        net.queue.push_back((from, msg));
+        net.queue.push_back(Queued {
+            from,
+            msg,
+            to: None,
+        });
         if net.delivering {
             return;
         }
         net.delivering = true;
+        let mut delivering = Delivering {
+            net: self,
+            done: false,
+        };
         loop {
-            let Some((from, msg)) = net.queue.pop_front() else {
+            let n = net.members.len();
+            let Some(first) = net.queue.front_mut() else {
                 net.delivering = false;
+                delivering.done = true;
                 return;
             };
-            let targets: Vec<Node> = net
-                .members
-                .iter()
-                .enumerate()
-                .filter(|&(i, m)| i != from && msg.is_for(&m.tag))
-                .filter_map(|(_, m)| Node::upgrade(&m.node))
-                .collect();
+            let from = first.from;
+            let to = first
+                .to
+                .get_or_insert_with(|| (0..n).filter(|&i| i != from).collect());
+            let Some(to) = to.pop_front() else {
+                net.queue.pop_front();
+                continue;
+            };
+            let msg = first.msg.clone();
+            let member = &net.members[to];
+            let node = Node::upgrade(&member.node).filter(|_| msg.is_for(&member.tag));
             drop(net);
-            for node in targets {
+            if let Some(node) = node {
                 // A node refusing a message keeps working; the network does
-                // not stop for it.
+                // not stop for it. A node whose listener panics has applied
+                // the message: the unwind leaves it delivered there.
                 let _ = node.receive(msg.as_bytes());
             }
             net = self.lock();

@@ -593,3 +593,33 @@ fn set_root_returns_the_root_it_wrote() {
     let v = a.set_root(json!([1])).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
 }
+
+/// A listener that panics, its panic caught by the writer, does not stop
+/// the network: the members the message had still to reach get it, and
+/// every later message is delivered, in each sender's order.
+#[test]
+fn a_panicking_listener_does_not_stop_the_network() {
+    let net = LocalNetwork::new();
+    let (a, b, c) = (net.join("a"), net.join("b"), net.join("c"));
+    a.set_root(json!({"k": 0})).unwrap();
+    let sub = b.on_change(|_| panic!("listener"));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        a.root_map().unwrap().set("k", 1)
+    }));
+    assert!(caught.is_err(), "the listener's panic reaches the writer");
+    drop(sub);
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = heard.clone();
+    c.on_change(move |e| log.lock().unwrap().push(e.new_value().cloned()))
+        .detach();
+    a.root_map().unwrap().set("k", 2).unwrap();
+    assert_eq!(
+        *heard.lock().unwrap(),
+        [Some(Value::Int(1)), Some(Value::Int(2))],
+        "c gets the message it missed, then the next, in order"
+    );
+    c.root_map().unwrap().set("m", 1).unwrap();
+    for n in [&a, &b, &c] {
+        assert_eq!(n.root().to_json().unwrap(), json!({"k": 2, "m": 1}));
+    }
+}
