@@ -46,8 +46,13 @@ pub enum Error {
     /// message back yet ([`crate::Replica::joined_log`]).
     #[error("a sync is in progress; write after the document is ready")]
     Syncing,
-    /// Another replica holds (or is about to hold) the lock on the object.
-    #[error("Object is not owned by current host: another node holds the lock on {0:?}")]
+    /// Another replica holds (or is about to hold) the lock on the object,
+    /// or this replica's own request for it is not granted yet: a replica
+    /// writes an object it asked to lock only once granted.
+    #[error(
+        "Object is not owned by current host: another node holds the lock on {0:?} \
+         (or this node's own request for it is not granted yet: its writes wait for the grant)"
+    )]
     NotOwner(ObjectId),
     /// The array is locked by another replica (array methods), or a
     /// fail-fast lock request found the lock taken.

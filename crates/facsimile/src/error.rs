@@ -136,7 +136,8 @@ impl Error {
     /// assert!(matches!(err.engine(), Some(EngineError::NotOwner(_))));
     /// assert_eq!(
     ///     err.to_string(),
-    ///     "Object is not owned by current host: another node holds the lock on the root map"
+    ///     "Object is not owned by current host: another node holds the lock on the root map \
+    ///      (or this node's own request for it is not granted yet: its writes wait for the grant)"
     /// );
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -244,6 +245,16 @@ pub(crate) fn not_owner(f: &mut fmt::Formatter<'_>, object: Subject<'_>) -> fmt:
     )
 }
 
+/// The refusal of a write to a map, or of an element set, while another
+/// node holds or heads the lock on the object, or while this node's own
+/// request for it waits: the node writes only once granted (DESIGN.md).
+pub(crate) fn not_writable(f: &mut fmt::Formatter<'_>, object: Subject<'_>) -> fmt::Result {
+    not_owner(f, object)?;
+    f.write_str(
+        " (or this node's own request for it is not granted yet: its writes wait for the grant)",
+    )
+}
+
 /// The refusal of an array method, or of a fail-fast lock request, while
 /// another node holds or waits for the lock.
 pub(crate) fn locked(f: &mut fmt::Formatter<'_>, object: Subject<'_>) -> fmt::Result {
@@ -258,7 +269,7 @@ impl fmt::Display for Refusal<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use EngineError as E;
         match (self.0, self.1) {
-            (E::NotOwner(o), place) => not_owner(f, Subject(*o, place)),
+            (E::NotOwner(o), place) => not_writable(f, Subject(*o, place)),
             (E::Locked(o), place) => locked(f, Subject(*o, place)),
             (E::NotLocked(_), Some(place)) => write!(f, "{place} is not locked"),
             (E::WrongKind { expected, .. }, Some(place)) => {

@@ -1231,8 +1231,11 @@ impl ArrayRef {
     }
 
     /// Sets the element at `index`; at `len` it appends, past it pads with
-    /// `Null` (as a JavaScript assignment past the end would with holes). The
-    /// change event names the index, unlike the other array methods.
+    /// `Null` (as a JavaScript assignment past the end would with holes).
+    /// The change event of a set within the array names the index, unlike
+    /// the other array methods; one at or past the end is reported as they
+    /// are, a change of the whole array with no index (so
+    /// [`ArrayRef::on_index`] listeners of those indices do not hear of it).
     ///
     /// # Errors
     /// As [`ArrayRef::push`], except that a lock held by another node
@@ -1991,8 +1994,9 @@ impl ArrayRef {
 
     /// Calls `f` after every change reported at one index, local or remote,
     /// until the returned [`Subscription`] is dropped: only
-    /// [`ArrayRef::set`] reports an index; the other methods report a change of
-    /// the whole array ([`ArrayRef::on`]).
+    /// [`ArrayRef::set`] within the array reports an index; the other
+    /// methods, and a set at or past the end (an append), report a change
+    /// of the whole array ([`ArrayRef::on`]).
     ///
     /// # Example
     /// ```

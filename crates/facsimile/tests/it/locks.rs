@@ -272,6 +272,39 @@ fn lock_calls_refuse_a_handle_of_another_node() {
     }
 }
 
+/// What a write refusal adds, for the case of this node's own request.
+const PENDING: &str =
+    "(or this node's own request for it is not granted yet: its writes wait for the grant)";
+
+/// A node's own request for a lock, not granted yet, refuses the node's own
+/// writes too (DESIGN.md), and the refusal says so.
+#[test]
+fn a_write_refused_for_the_node_s_own_pending_request_says_so() {
+    for (wire, net) in manual_networks(17) {
+        let a = net.join("a");
+        let b = net.join("b");
+        net.run();
+        a.set_root(json!({"k": 0})).unwrap();
+        net.run();
+        let ra = a.root_map().unwrap();
+        let mut locking = a.lock(&ra);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(locking.poll_unpin(&mut cx).is_pending(), "{wire}");
+        let err = ra.set("k", 1).unwrap_err();
+        assert!(
+            matches!(err.engine(), Some(EngineError::NotOwner(_))),
+            "{wire}"
+        );
+        assert!(err.to_string().ends_with(PENDING), "{wire}: {err}");
+        net.run();
+        let Poll::Ready(Ok(_guard)) = locking.poll_unpin(&mut cx) else {
+            panic!("{wire}: granted");
+        };
+        ra.set("k", 1).unwrap();
+        drop(b);
+    }
+}
+
 /// Scenario 14: two nodes lock at once; the higher hostname gets it first,
 /// the other next, and both writes land.
 #[test]
@@ -1041,7 +1074,9 @@ fn lock_errors_name_paths() {
     let _items = block_on(a.lock(&items_a)).unwrap();
     assert_eq!(
         red_b.set("score", 1).unwrap_err().to_string(),
-        "Object is not owned by current host: another node holds the lock on the map at /teams/red"
+        format!(
+            "Object is not owned by current host: another node holds the lock on the map at /teams/red {PENDING}"
+        )
     );
     assert_eq!(
         b.release(&red_b).unwrap_err().to_string(),
@@ -1063,7 +1098,7 @@ fn lock_errors_name_paths() {
     assert_eq!(
         err.to_string(),
         format!(
-            "Object is not owned by current host: another node holds the lock on object {:?}",
+            "Object is not owned by current host: another node holds the lock on object {:?} {PENDING}",
             red_b.id()
         )
     );
