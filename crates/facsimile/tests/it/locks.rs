@@ -266,7 +266,7 @@ fn lock_calls_refuse_a_handle_of_another_node() {
         );
         a.check_writable(&p_on_a).unwrap();
         assert!(
-            b.check_writable(&rb.get("p").unwrap().as_map().unwrap().clone())
+            b.check_writable(rb.get("p").unwrap().as_map().unwrap().clone())
                 .is_err()
         );
     }

@@ -700,14 +700,12 @@ fn fill_with_an_object_stores_one_object_referenced_from_every_index() {
     }
 }
 
+/// The messages a node sent and nobody received yet.
+type Outbox = Arc<Mutex<Vec<Vec<u8>>>>;
+
 /// Two nodes wired by hand: each one's messages are kept in its outbox
 /// until the test hands them to the other.
-fn wired() -> (
-    Node,
-    Node,
-    Arc<Mutex<Vec<Vec<u8>>>>,
-    Arc<Mutex<Vec<Vec<u8>>>>,
-) {
+fn wired() -> (Node, Node, Outbox, Outbox) {
     let (a, b) = (Node::new("a"), Node::new("b"));
     let (from_a, from_b) = (
         Arc::new(Mutex::new(Vec::new())),
