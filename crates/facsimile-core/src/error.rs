@@ -68,6 +68,14 @@ pub enum Error {
     /// not write, lock or evict.
     #[error("this node only observes the document: it may not write, lock or evict")]
     Observer,
+    /// This replica left the document ([`crate::Replica::leave`]): its
+    /// peers drop whatever it sends, so it may not write, lock or evict.
+    /// Its document can still be read, as it was when it left.
+    #[error(
+        "this node left the document: it may read its last state, not write or lock; \
+         make a new node to take part again"
+    )]
+    Left,
     /// Nobody holds the lock on the object.
     #[error("object {0:?} is not locked")]
     NotLocked(ObjectId),

@@ -213,6 +213,10 @@ pub struct Replica {
     /// up to this counter may depend on a lock, and are never carried over
     /// ([`Replica::carry_over`]).
     locked_through: u64,
+    /// This incarnation said goodbye ([`Replica::leave`]): its peers drop
+    /// whatever it sends from then on, so it takes no more writes, lock
+    /// requests or evictions, and ignores what it receives.
+    left: bool,
 }
 
 impl Replica {
@@ -244,6 +248,7 @@ impl Replica {
             out,
             op_buf: Vec::new(),
             locked_through: 0,
+            left: false,
         };
         let hostname = Hostname::of(&r.me);
         if r.config.observer {
@@ -268,6 +273,11 @@ impl Replica {
     /// Whether the document is complete (no sync in progress).
     pub fn is_ready(&self) -> bool {
         matches!(self.phase, Phase::Live)
+    }
+
+    /// Whether this incarnation left the document ([`Replica::leave`]).
+    pub fn has_left(&self) -> bool {
+        self.left
     }
 
     /// Peers known to be participating (announced and not departed).
@@ -813,8 +823,12 @@ impl Replica {
     /// Whether a local write to `obj` would be refused by a lock.
     ///
     /// # Errors
-    /// [`Error::NotOwner`] when another replica holds or heads the lock.
+    /// [`Error::NotOwner`] when another replica holds or heads the lock,
+    /// [`Error::Left`] after [`Replica::leave`].
     pub fn check_writable(&self, obj: ObjectId) -> Result<(), Error> {
+        if self.left {
+            return Err(Error::Left);
+        }
         self.locks.check_owner(obj.0, Refusal::NotOwner)
     }
 
@@ -825,8 +839,9 @@ impl Replica {
     ///
     /// # Errors
     /// [`Error::Locked`], [`Error::UnknownObject`], [`Error::Syncing`],
-    /// [`Error::Evicted`], and [`Error::TooLarge`] when the open group
-    /// has no room left for the request.
+    /// [`Error::Evicted`], [`Error::Left`] after [`Replica::leave`], and
+    /// [`Error::TooLarge`] when the open group has no room left for the
+    /// request.
     pub fn lock(&mut self, obj: ObjectId, wait: bool) -> Result<LockState, Error> {
         self.writable()?;
         if self.members.is_evicted() {
@@ -876,8 +891,12 @@ impl Replica {
         self.out.events.poll()
     }
 
-    /// When [`Replica::handle_timeout`] should next be called.
+    /// When [`Replica::handle_timeout`] should next be called (never
+    /// after [`Replica::leave`]).
     pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.left {
+            return None;
+        }
         self.out.timers.next_timeout()
     }
 
@@ -904,12 +923,15 @@ impl Replica {
     /// Messages of one sender must be passed in that sender's order; how
     /// senders interleave does not matter. Duplicates are ignored. A message
     /// that arrives ahead of a missing predecessor is held and the sender is
-    /// asked to resend.
+    /// asked to resend. After [`Replica::leave`] every message is ignored.
     ///
     /// # Errors
     /// A [`ReceiveError`] when the bytes are not a valid message; the replica
     /// is unchanged and keeps working.
     pub fn handle_message(&mut self, bytes: &[u8]) -> Result<(), ReceiveError> {
+        if self.left {
+            return Ok(());
+        }
         let frame = codec::decode(bytes, self.config.max_message)?;
         let depth = self.out.outbox.depth();
         let r = self.handle_frame(frame, bytes.len());
@@ -931,6 +953,9 @@ impl Replica {
         position: u64,
         time: Duration,
     ) -> Result<(), ReceiveError> {
+        if self.left {
+            return Ok(());
+        }
         let Some(log) = self.locks.log() else {
             return self.handle_message(bytes);
         };
@@ -989,6 +1014,10 @@ impl Replica {
     /// [`Replica::handle_timeout`], the caller's group aside.
     fn run_timers(&mut self, now: Duration) {
         self.out.now = now;
+        if self.left {
+            // Whatever a timer would send, the peers drop.
+            return;
+        }
         // Held operations stay held: whatever a timer sends that must
         // follow them (an acknowledgement, a state) sends them first.
         self.out.close_groups();
@@ -1019,8 +1048,12 @@ impl Replica {
     // -------------------------------------------------- joining and leaving
 
     /// Drops the local document and asks the peers for theirs. Writes are
-    /// refused until the sync completes ([`Event::Ready`]).
+    /// refused until the sync completes ([`Event::Ready`]). After
+    /// [`Replica::leave`] it does nothing: no peer would answer.
     pub fn sync(&mut self) {
+        if self.left {
+            return;
+        }
         self.out.close_all();
         // Requests cannot survive the state they were made in: withdraw
         // them, so that nobody waits for this replica.
@@ -1062,17 +1095,32 @@ impl Replica {
         self.out.send(Sequenced::SyncRequest { hostname });
     }
 
-    /// Says goodbye: peers stop waiting for this replica.
+    /// Says goodbye: peers stop waiting for this replica, free its locks
+    /// and drop whatever it sends from then on. So it drops its own locks
+    /// and requests at once ([`crate::LockEvent::Lost`] for a held lock,
+    /// [`crate::LockEvent::Withdrawn`] for a request), and from then on
+    /// refuses writes and lock requests with [`Error::Left`], evicts
+    /// nobody, does not sync, runs no timer and ignores every message: its
+    /// document stays as it was, for reads. Only a new incarnation
+    /// ([`Replica::reincarnate`], [`Replica::successor`]) takes part
+    /// again. Leaving again does nothing.
     pub fn leave(&mut self) {
+        if self.left {
+            return;
+        }
+        self.note_locks();
+        self.locks.lose_all(&mut self.out.events);
         self.out.flush();
         self.out.send(Sequenced::Goodbye);
+        self.left = true;
     }
 
     /// Declares `peer` gone (its transport reported it lost): its locks are
     /// freed and nobody waits for it, on every replica. An observer
-    /// ([`Config::observer`]) evicts nobody.
+    /// ([`Config::observer`]) evicts nobody, nor does a replica that left
+    /// ([`Replica::leave`]): its peers would drop the eviction.
     pub fn evict(&mut self, peer: &PeerId) {
-        if self.config.observer {
+        if self.config.observer || self.left {
             return;
         }
         let Ok(p) = self.peers.intern(peer) else {
@@ -1089,7 +1137,8 @@ impl Replica {
 
     /// [`Replica::evict`] of every member of `hostname` (only the
     /// incarnation `incarnation`, when given), for a transport that knows
-    /// its peers by hostname. Returns how many members that was.
+    /// its peers by hostname. Returns how many members that was (none
+    /// after [`Replica::leave`]).
     ///
     /// ```
     /// use facsimile_core::{Config, PeerId, Replica};
@@ -1104,6 +1153,9 @@ impl Replica {
     /// # Ok::<(), facsimile_core::ReceiveError>(())
     /// ```
     pub fn evict_host(&mut self, hostname: &str, incarnation: Option<u32>) -> usize {
+        if self.left {
+            return 0;
+        }
         let gone: Vec<PeerId> = self
             .members()
             .into_iter()
@@ -1140,6 +1192,8 @@ impl Replica {
     /// ([`ObjectId::after`]).
     pub fn reincarnate(&mut self, incarnation: u32) -> Succession {
         self.out.close_all();
+        // A new peer, which has not left.
+        self.left = false;
         let me = PeerId::new(self.me.hostname(), incarnation);
         let (peers, succession) = self.successor_peers(&me);
         self.peers = peers;
@@ -1267,8 +1321,6 @@ impl Replica {
     /// snapshot: its locks are lost (with [`crate::LockEvent::Lost`] events)
     /// and it says goodbye, so the others stop counting on it.
     pub fn abandon(&mut self) {
-        self.note_locks();
-        self.locks.lose_all(&mut self.out.events);
         self.leave();
     }
 
@@ -1414,6 +1466,9 @@ impl Replica {
     fn writable(&mut self) -> Result<(), Error> {
         if self.config.observer {
             return Err(Error::Observer);
+        }
+        if self.left {
+            return Err(Error::Left);
         }
         match self.phase {
             Phase::Live if self.locks.log_ref().is_none() || self.joined_log() => {}

@@ -169,7 +169,7 @@ family_exception!(
 );
 family_exception!(
     ClosedError(NetError, PyConnectionError),
-    "The connection is closed: close() or abort() was called, or it failed for good."
+    "The connection is closed: close() or abort() was called, or it failed for good; or the node left the document (leave())."
 );
 family_exception!(
     NetTimeoutError(NetError, PyTimeoutError),
@@ -195,6 +195,8 @@ fn engine(e: &EngineError, msg: String) -> PyErr {
         E::NotLocked(_) => NotLockedError::new_err(msg),
         E::TooLarge { .. } => TooLargeError::new_err(msg),
         E::Observer => ReadOnlyError::new_err(msg),
+        // The node left: as after close(), its store reads, not writes.
+        E::Left => ClosedError::new_err(msg),
         _ => FacsimileError::new_err(msg),
     }
 }

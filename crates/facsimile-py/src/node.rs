@@ -701,7 +701,10 @@ impl Facsimile {
     }
 
     /// Says goodbye: the other nodes stop waiting for this one and its
-    /// locks are freed.
+    /// locks are freed at once (its guards are no longer `held`, its
+    /// waiting locks fail). From then on its store can be read, as it was
+    /// when it left (it ignores what it receives), and its writes and
+    /// locks raise ClosedError.
     fn leave(&self) -> PyResult<()> {
         self.check_open()?;
         self.node().leave();

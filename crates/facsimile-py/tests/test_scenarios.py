@@ -392,3 +392,18 @@ def test_an_observer_that_stalls_holds_up_no_lock():
     net.nodes[3] = Stalled()  # a member that stalls holds the next grant up
     with pytest.raises(facsimile.LockTimeoutError):
         b.lock(b.store.m, timeout=0.2)
+
+
+def test_a_node_that_left_frees_its_locks_and_raises_closed_error(pair):
+    a, b = pair
+    a.store = {"k": 0}
+    guard = a.lock(a.store)
+    a.leave()
+    assert not guard.held
+    with pytest.raises(facsimile.ClosedError):
+        a.store.k = 1
+    with pytest.raises(facsimile.ClosedError):
+        a.lock(a.store)
+    with b.lock(b.store):
+        b.store.k = 2
+    assert a.store == {"k": 0} and b.store == {"k": 2}

@@ -144,6 +144,8 @@ fn write_error(e: Error) -> JsValue {
         Error::WrongKind { .. } => error("WRONG_KIND", &e.to_string()),
         Error::Evicted => error("EVICTED", &e.to_string()),
         Error::Observer => error("READ_ONLY", &e.to_string()),
+        // As a node that was closed (`close()` says goodbye).
+        Error::Left => error("CLOSED", &e.to_string()),
         Error::TooLarge { .. } => error("TOO_LARGE", &e.to_string()),
         // The order was computed from the array as it was; it changed since.
         Error::BadPermutation { .. } => error(

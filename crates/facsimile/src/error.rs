@@ -115,6 +115,15 @@ pub enum Error {
     /// An incoming message was refused; the node is unchanged.
     #[error(transparent)]
     Receive(#[from] ReceiveError),
+    /// [`Node::reload`](crate::Node::reload) was called inside a listener
+    /// (or the sender) of the node it reloads: they run while the node
+    /// hands out what it has to send and report, which the reload would
+    /// wait for. Nothing was changed; reload after the listener returns.
+    #[error(
+        "a node cannot be reloaded inside one of its listeners (or its sender); \
+         reload it after the listener returns"
+    )]
+    InListener,
 }
 
 impl Error {

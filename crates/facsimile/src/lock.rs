@@ -82,6 +82,17 @@ pub enum LockError {
         /// Where it is in the document, when the root reaches it.
         place: Option<Place>,
     },
+    /// The lock future was polled inside a listener (or the sender) of its
+    /// node. The node sends nothing until the listener returns, so the
+    /// request could never be answered there: the wait would last for
+    /// ever, and hold up every message of the node. Nothing was requested;
+    /// spawn the wait onto a runtime, or request the lock after the
+    /// listener returns.
+    #[error(
+        "a lock cannot be awaited inside a listener (or the sender) of its node: \
+         spawn it, or request it after the listener returns"
+    )]
+    InListener,
     /// Any other refusal of the engine.
     #[error(transparent)]
     Engine(EngineError),
@@ -114,13 +125,16 @@ impl LockError {
     }
 
     /// A refusal the lock future finds in the lock's state: held by this
-    /// node (by another guard) or refused by the others, or `lost`.
+    /// node (by another guard) or refused by the others, or `lost` (the
+    /// node left, or took a new incarnation).
     fn in_state(node: &Node, object: ObjectId, lost: bool) -> Self {
-        let (place, held) = node.read(|r| {
+        let (place, held, left) = node.read(|r| {
             let held = matches!(r.lock_state(object), LockState::Held(_));
-            (locate(r, object), held)
+            (locate(r, object), held, r.has_left())
         });
-        if lost {
+        if lost && left {
+            LockError::Engine(EngineError::Left)
+        } else if lost {
             LockError::Lost { object, place }
         } else {
             LockError::Locked {
@@ -169,8 +183,10 @@ impl fmt::Display for NotOwner<'_> {
 ///
 /// A node evicted by its peers loses its locks, but learns it only when it
 /// hears from them again: until then its guard still reports
-/// [`is_held`](LockGuard::is_held). Guard external resources with the
-/// [`token`](LockGuard::token), which increases with every grant.
+/// [`is_held`](LockGuard::is_held). A node that leaves ([`Node::leave`])
+/// frees its locks at once: its guards report not held from then on.
+/// Guard external resources with the [`token`](LockGuard::token), which
+/// increases with every grant.
 ///
 /// # Example
 /// ```
@@ -280,8 +296,8 @@ impl LockGuard {
     }
 
     /// Whether this node still holds the lock: false once it was released,
-    /// or lost because this node's peers evicted it and it heard of it, or
-    /// because the node synced.
+    /// or lost because this node's peers evicted it and it heard of it,
+    /// because the node synced, or because it left ([`Node::leave`]).
     ///
     /// # Example
     /// ```
@@ -431,6 +447,12 @@ impl Future for LockFuture {
             this.finish();
             return Poll::Ready(Err(LockError::ForeignHandle));
         }
+        if this.node.holds_pump() {
+            // The request, or the acknowledgements the node owes, would
+            // leave only once this thread returns from the listener.
+            this.finish();
+            return Poll::Ready(Err(LockError::InListener));
+        }
         let mut retried = false;
         // Its share in a request the node is past, kept until it holds one
         // in the next, so that the request it joins is not withdrawn
@@ -516,12 +538,21 @@ impl Node {
     /// it rejoins, the request waits too: it is made once the node is
     /// ready again (the transport rejoins on its own).
     ///
+    /// A lock cannot be awaited inside a listener of the node (or its
+    /// sender): the node sends nothing until the listener returns, so the
+    /// future fails with [`LockError::InListener`] when polled there.
+    /// Spawn it onto a runtime (a future made in a listener and polled
+    /// elsewhere works), or request the lock after the listener returns.
+    ///
     /// # Errors
     /// The future resolves to [`LockError::NoSender`] when the node has no
     /// transport, [`LockError::UnknownObject`] when the object is not in the
     /// document, [`LockError::ForeignHandle`] for a handle of another node,
     /// [`LockError::Lost`] when this node was evicted by its peers, or
-    /// reloaded, while it waited.
+    /// reloaded, while it waited, [`LockError::InListener`] when polled
+    /// inside a listener of the node, and [`LockError::Engine`] with
+    /// [`EngineError::Left`] once this node left ([`Node::leave`]), also
+    /// for a future that was waiting then.
     ///
     /// # Example
     /// ```

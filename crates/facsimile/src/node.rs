@@ -8,6 +8,7 @@
 //! Timers run on the way in, from the node's clock. Handles, locks and
 //! events reach the state only through `Node`'s crate-internal methods.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError, Weak};
 use std::task::Waker;
@@ -163,6 +164,41 @@ impl std::ops::Deref for ReplicaRef<'_> {
 /// What one pump round takes out of the state: the sender, the messages
 /// to send and the listener calls.
 type Drained = (Option<Sender>, SmallVec<[Transmit; 2]>, Dispatch);
+
+thread_local! {
+    /// The nodes whose pump this thread holds (the address of their
+    /// [`Inner`]), innermost last: a listener or a sender running here runs
+    /// inside them. Whatever such a node is to send waits until the pump
+    /// is let go, so this thread must not wait for it meanwhile
+    /// ([`Node::holds_pump`]).
+    static PUMPING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A node's pump, held by this thread: recorded in [`PUMPING`] until it
+/// is let go (also when a listener panics).
+struct PumpGuard<'a> {
+    _pump: MutexGuard<'a, ()>,
+    node: usize,
+}
+
+impl<'a> PumpGuard<'a> {
+    fn new(inner: &Inner, pump: MutexGuard<'a, ()>) -> Self {
+        let node = std::ptr::from_ref(inner) as usize;
+        PUMPING.with(|p| p.borrow_mut().push(node));
+        PumpGuard { _pump: pump, node }
+    }
+}
+
+impl Drop for PumpGuard<'_> {
+    fn drop(&mut self) {
+        PUMPING.with(|p| {
+            let mut p = p.borrow_mut();
+            if let Some(at) = p.iter().rposition(|&n| n == self.node) {
+                p.remove(at);
+            }
+        });
+    }
+}
 
 /// A batch's group ([`Node::batch`]), committed when dropped: also when
 /// the batch panics and the caller catches it, else the group would stay
@@ -388,7 +424,8 @@ impl Node {
     ///
     /// # Errors
     /// [`Error::Receive`] when the bytes are not a valid message; the node
-    /// is unchanged and keeps working.
+    /// is unchanged and keeps working. A node that left ([`Node::leave`])
+    /// ignores every message.
     pub fn receive(&self, bytes: &[u8]) -> Result<()> {
         let mut st = self.state();
         let r = st.replica.handle_message(bytes);
@@ -533,9 +570,14 @@ impl Node {
     /// reclaimed meanwhile.
     ///
     /// # Errors
-    /// [`Error::Receive`] when the snapshot is not valid; the node is
+    /// [`Error::Receive`] when the snapshot is not valid, and
+    /// [`Error::InListener`] when called inside a listener (or the sender)
+    /// of this node, which the reload would wait for; the node is
     /// unchanged.
     pub fn reload(&self, snapshot: Option<&[u8]>) -> Result<()> {
+        if self.holds_pump() {
+            return Err(Error::InListener);
+        }
         let next = self.prepare_reload(snapshot)?;
         self.install(next);
         Ok(())
@@ -575,6 +617,7 @@ impl Node {
             mut succession,
         } = next;
         let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = PumpGuard::new(&self.inner, guard);
         let carried;
         let deferred;
         // The goodbye and the lost-lock events of the old incarnation go
@@ -933,7 +976,8 @@ impl Node {
     /// with [`Node::on_ready`] to know when it is complete. Locks the node
     /// holds are released to its peers and reported lost
     /// ([`LockEvent::Lost`](crate::LockEvent::Lost)); requests still
-    /// waiting are made again once the node is ready.
+    /// waiting are made again once the node is ready. A node that left
+    /// ([`Node::leave`]) does not sync: its document stays as it was.
     pub fn sync(&self) {
         self.state().sync();
         self.pump();
@@ -1010,9 +1054,58 @@ impl Node {
         self.state().replica.members()
     }
 
-    /// Says goodbye: the other nodes stop waiting for this one.
+    /// Says goodbye: the other nodes stop waiting for this one, free its
+    /// locks and drop whatever it sends from then on.
+    ///
+    /// So the node gives up at once what the others no longer grant it:
+    /// its guards report not held ([`LockGuard::is_held`](crate::LockGuard::is_held)),
+    /// its lock futures still waiting fail, and from then on its writes,
+    /// its lock requests ([`Node::lock`], [`Node::request`]) and
+    /// [`Node::check_writable`] are refused with
+    /// [`EngineError::Left`](crate::EngineError::Left); [`Node::evict`]
+    /// and [`Node::sync`] do nothing. It ignores what it receives from
+    /// then on, so its document stays as it was when it left: it can
+    /// still be read, exported ([`Node::export_state`]) and listened to,
+    /// but it no longer changes. Leaving again does nothing.
+    ///
+    /// Leaving is for good for this incarnation. To take part again, make
+    /// a new node (and [`Node::sync`] it, or start it from
+    /// [`Node::from_exported`]); a node that a transport starts over as a
+    /// new incarnation ([`Node::reload`] over a log, or a relay connection
+    /// that is re-established after the relay counted it gone) takes part
+    /// again as well.
+    ///
+    /// # Example
+    /// ```
+    /// use facsimile::{EngineError, LocalNetwork};
+    /// use futures_executor::block_on;
+    /// use serde_json::json;
+    ///
+    /// let net = LocalNetwork::new();
+    /// let (a, b) = (net.join("a"), net.join("b"));
+    /// a.set_root(json!({"k": 0}))?;
+    /// let guard = block_on(a.lock(a.root_map().unwrap()))?;
+    /// a.leave();
+    /// assert!(!guard.is_held());
+    /// let refused = a.root_map().unwrap().set("k", 1).unwrap_err();
+    /// assert!(matches!(refused.engine(), Some(EngineError::Left)));
+    /// // The others got the lock back, and a's copy stays as it was.
+    /// let on_b = b.root_map().unwrap();
+    /// let _held = block_on(b.lock(&on_b))?;
+    /// on_b.set("k", 2)?;
+    /// assert_eq!(a.get("/k").and_then(|k| k.as_i64()), Some(0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn leave(&self) {
-        self.state().replica.leave();
+        let mut dispatch = Dispatch::default();
+        {
+            let mut st = self.state();
+            st.replica.leave();
+            // Futures that wait to make their request (during a sync) are
+            // woken too: they fail now.
+            st.subs.wake_all_locks(&mut dispatch);
+        }
+        dispatch.run();
         self.pump();
     }
 
@@ -1024,8 +1117,10 @@ impl Node {
     /// it, or turns on heartbeats
     /// ([`Config::failure_detection`](facsimile_core::Config::failure_detection))
     /// to find silent peers. A peer unknown here, already gone, or this
-    /// node itself is ignored. An evicted peer that is in fact alive learns
-    /// of it and starts over as a new incarnation.
+    /// node itself is ignored, and so is every call on a node that left
+    /// ([`Node::leave`]): its peers would drop the eviction. An evicted
+    /// peer that is in fact alive learns of it and starts over as a new
+    /// incarnation.
     ///
     /// # Example
     /// ```
@@ -1057,7 +1152,8 @@ impl Node {
 
     /// [`Node::evict`] of every member of `hostname`, for a transport that
     /// knows its peers by hostname. Returns how many members that was (0
-    /// for a hostname that is not a member, or this node's own).
+    /// for a hostname that is not a member, or this node's own, and on a
+    /// node that left).
     pub fn evict_host(&self, hostname: &str) -> usize {
         let n = self.state().replica.evict_host(hostname, None);
         self.pump();
@@ -1082,6 +1178,14 @@ impl Node {
     /// nothing. Listeners run after the change is applied, in order, outside
     /// every lock of the node: `f` may read and write the document, and its
     /// writes are sent after the change that called it.
+    ///
+    /// Nothing the node has to send leaves while a listener runs, so a
+    /// listener must not wait for an answer from the network: a lock
+    /// future polled inside it fails with
+    /// [`LockError::InListener`](crate::LockError::InListener) (spawn it,
+    /// or request the lock after the listener returns), and
+    /// [`Node::reload`] with [`Error::InListener`]. The same holds for
+    /// every `on_*` listener and for the sender.
     ///
     /// # Example
     /// ```
@@ -1284,12 +1388,22 @@ impl Node {
     /// The pump, unless another caller holds it. A listener that panicked
     /// inside the pump poisoned it; the pump holds no data, so it is taken
     /// all the same (else nothing would be sent again).
-    fn try_pump(&self) -> Option<MutexGuard<'_, ()>> {
-        match self.inner.pump.try_lock() {
-            Ok(guard) => Some(guard),
-            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
+    fn try_pump(&self) -> Option<PumpGuard<'_>> {
+        let guard = match self.inner.pump.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(PumpGuard::new(&self.inner, guard))
+    }
+
+    /// Whether this thread holds this node's pump: it runs one of the
+    /// node's listeners, or its sender. What the node is to send then
+    /// leaves once they return, so waiting here for an answer to it (a
+    /// lock's grant), or for the pump, would wait for ever.
+    pub(crate) fn holds_pump(&self) -> bool {
+        let node = std::ptr::from_ref(&*self.inner) as usize;
+        PUMPING.with(|p| p.borrow().contains(&node))
     }
 
     /// Hands every message queued so far to the sender before returning,
@@ -1298,7 +1412,7 @@ impl Node {
     #[cfg(any(feature = "tcp", feature = "nats"))]
     pub(crate) fn pump_all(&self) {
         let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
-        self.pump_locked(guard);
+        self.pump_locked(PumpGuard::new(&self.inner, guard));
         self.pump();
     }
 
@@ -1320,14 +1434,14 @@ impl Node {
     /// One round of the pump: timers, then what was queued. Whatever the
     /// sender or the listeners queue meanwhile is left to the caller's next
     /// round ([`Node::has_work`]).
-    fn pump_locked(&self, guard: MutexGuard<'_, ()>) {
+    fn pump_locked(&self, guard: PumpGuard<'_>) {
         let drained = self.drain(&mut self.state());
         self.deliver(guard, drained);
     }
 
     /// Sends what [`Node::drain`] took and runs the listener calls, outside
     /// the state lock, then lets go of the pump.
-    fn deliver(&self, guard: MutexGuard<'_, ()>, drained: Drained) {
+    fn deliver(&self, guard: PumpGuard<'_>, drained: Drained) {
         let (sender, transmits, dispatch) = drained;
         if let Some(send) = sender {
             for t in transmits {

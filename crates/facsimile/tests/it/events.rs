@@ -572,26 +572,116 @@ fn events_replayed_reproduce_the_state_through_a_start_over() {
     });
 }
 
-/// `set_root` returns what it wrote, even when a listener (here another
-/// node's, over the in-process network) replaced the root before it
-/// returned.
+/// Runs `scenario` on a thread of its own and returns what it sent, or
+/// fails after `within`: a scenario that hangs fails the test instead of
+/// hanging it.
+fn within<T: Send + 'static>(
+    within: std::time::Duration,
+    what: &str,
+    scenario: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(scenario());
+    });
+    rx.recv_timeout(within)
+        .unwrap_or_else(|_| panic!("{what}: hung for {within:?}"))
+}
+
+/// A listener that waits on a lock of its node is refused at once instead
+/// of waiting for ever (the request could leave only once the listener
+/// returns), and the node keeps sending; a lock future made in a listener
+/// and polled on another thread is granted.
 #[test]
-fn set_root_returns_the_root_it_wrote() {
-    let net = LocalNetwork::new();
-    let (a, b) = (net.join("a"), net.join("b"));
-    let b2 = b.clone();
-    b.on_root_changed(move |c| {
-        if c.new_value().as_map().is_some() {
-            b2.set_root(0).unwrap();
-        }
-    })
-    .detach();
-    let v = a.set_root(json!({"x": 1})).unwrap();
-    let written = v.as_map().expect("the map written");
-    assert_eq!(written.to_json().unwrap(), json!({"x": 1}));
-    assert_eq!(a.root(), Value::Int(0), "b replaced it since");
-    let v = a.set_root(json!([1])).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 1);
+fn a_lock_awaited_inside_a_listener_fails_and_the_node_keeps_sending() {
+    use facsimile::LockError;
+    use futures_executor::block_on;
+
+    use std::time::Duration;
+    within(
+        Duration::from_secs(10),
+        "a lock awaited in a listener",
+        || {
+            let net = LocalNetwork::new();
+            let a = net.join("a");
+            let b = net.join("b");
+            a.set_root(json!({"k": 0, "n": 0, "m": 0})).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let b2 = b.clone();
+            b.on_change(move |ev| {
+                let root = b2.root_map().unwrap();
+                match ev.prop() {
+                    Some(Prop::Key(k)) if k == "k" => {
+                        let _ = tx.send(Err(block_on(b2.lock(&root)).map(|_| ())));
+                    }
+                    Some(Prop::Key(k)) if k == "m" => {
+                        // Made here, polled on another thread: granted.
+                        let locking = b2.lock(&root);
+                        let spawned =
+                            std::thread::spawn(move || block_on(locking).map(|g| g.is_held()));
+                        let _ = tx.send(Ok(spawned));
+                    }
+                    _ => {}
+                }
+            })
+            .detach();
+
+            let r = a.root_map().unwrap();
+            let writer = std::thread::spawn(move || r.set("k", 1));
+            let refused = match rx
+                .recv_timeout(Duration::from_secs(3))
+                .expect("the listener returned")
+            {
+                Err(r) => r,
+                Ok(_) => unreachable!(),
+            };
+            assert!(matches!(refused, Err(LockError::InListener)), "{refused:?}");
+            writer.join().unwrap().unwrap();
+            // b still sends: its write reaches a, and its lock is granted.
+            b.root_map().unwrap().set("n", 1).unwrap();
+            assert_eq!(a.get("/n"), Some(Value::Int(1)));
+            drop(block_on(b.lock(b.root_map().unwrap())).unwrap());
+
+            a.root_map().unwrap().set("m", 1).unwrap();
+            let Ok(spawned) = rx
+                .recv_timeout(Duration::from_secs(3))
+                .expect("the listener returned")
+            else {
+                unreachable!()
+            };
+            assert_eq!(spawned.join().unwrap(), Ok(true));
+        },
+    );
+}
+
+/// `Node::reload` inside one of the node's listeners is refused instead of
+/// waiting for ever for the pump the listener runs under.
+#[test]
+fn a_reload_inside_a_listener_is_refused() {
+    use std::time::Duration;
+    within(Duration::from_secs(10), "a reload in a listener", || {
+        let net = LocalNetwork::new();
+        let a = net.join("a");
+        let _b = net.join("b");
+        a.set_root(json!({"k": 0})).unwrap();
+        let saved = a.export_state();
+        let before = a.peer_id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let a2 = a.clone();
+        let sub = a.on_change(move |_| {
+            let _ = tx.send(a2.reload(Some(&saved)));
+        });
+        a.root_map().unwrap().set("k", 1).unwrap();
+        let refused = rx
+            .recv_timeout(Duration::from_secs(3))
+            .expect("the listener returned");
+        assert_eq!(refused, Err(facsimile::Error::InListener));
+        drop(sub);
+        assert_eq!(a.peer_id(), before);
+        // Outside a listener it reloads.
+        a.reload(Some(&a.export_state())).unwrap();
+        assert_ne!(a.peer_id(), before);
+    });
 }
 
 /// A listener that panics, its panic caught by the writer, does not stop
@@ -622,4 +712,26 @@ fn a_panicking_listener_does_not_stop_the_network() {
     for n in [&a, &b, &c] {
         assert_eq!(n.root().to_json().unwrap(), json!({"k": 2, "m": 1}));
     }
+}
+
+/// `set_root` returns what it wrote, even when a listener (here another
+/// node's, over the in-process network) replaced the root before it
+/// returned.
+#[test]
+fn set_root_returns_the_root_it_wrote() {
+    let net = LocalNetwork::new();
+    let (a, b) = (net.join("a"), net.join("b"));
+    let b2 = b.clone();
+    b.on_root_changed(move |c| {
+        if c.new_value().as_map().is_some() {
+            b2.set_root(0).unwrap();
+        }
+    })
+    .detach();
+    let v = a.set_root(json!({"x": 1})).unwrap();
+    let written = v.as_map().expect("the map written");
+    assert_eq!(written.to_json().unwrap(), json!({"x": 1}));
+    assert_eq!(a.root(), Value::Int(0), "b replaced it since");
+    let v = a.set_root(json!([1])).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
 }

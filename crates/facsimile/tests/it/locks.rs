@@ -1479,3 +1479,69 @@ fn nodes_that_join_later_never_count_an_observer() {
         }
     }
 }
+
+/// A node that left gives up its locks at once (its guard no longer holds,
+/// its waiting future fails, a peer gets the lock), refuses writes, lock
+/// requests and evictions, and keeps its copy as it was for reads; a
+/// reload (a new incarnation) takes part again.
+#[test]
+fn a_node_that_left_frees_its_locks_and_refuses_writes() {
+    let net = LocalNetwork::new();
+    let (a, b, c) = (net.join("a"), net.join("b"), net.join("c"));
+    a.set_root(json!({"k": 0, "list": []})).unwrap();
+    let (root_a, root_b) = (a.root_map().unwrap(), b.root_map().unwrap());
+    let list_a = a.get("/list").unwrap().as_array().unwrap().clone();
+    let list_b = b.get("/list").unwrap().as_array().unwrap().clone();
+    let guard = block_on(a.lock(&root_a)).unwrap();
+    let held_by_b = block_on(b.lock(&list_b)).unwrap();
+    let mut waiting = a.lock(&list_a);
+    let mut cx = Context::from_waker(noop_waker_ref());
+    assert!(waiting.poll_unpin(&mut cx).is_pending());
+    let left = |e: &Error| matches!(e.engine(), Some(EngineError::Left));
+    let lock_left = |e: &LockError| matches!(e, LockError::Engine(EngineError::Left));
+
+    a.leave();
+    assert!(!guard.is_held(), "a's guard holds after leave");
+    assert_eq!(a.lock_token(&root_a), Ok(None));
+    match waiting.poll_unpin(&mut cx) {
+        Poll::Ready(Err(e)) => assert!(lock_left(&e), "{e:?}"),
+        other => panic!(
+            "a's waiting lock after leave: {:?}",
+            other.map(|r| r.is_ok())
+        ),
+    }
+    let on_b = block_on(b.lock(&root_b)).unwrap();
+    assert!(on_b.is_held());
+
+    // Refused: writes, lock requests, the write check.
+    let refused = root_a.set("k", 1).unwrap_err();
+    assert!(left(&refused), "{refused:?}");
+    assert!(left(&list_a.push(1).unwrap_err()));
+    assert!(left(&a.set_root(1).unwrap_err()));
+    assert!(left(&a.check_writable(&root_a).unwrap_err()));
+    let refused = block_on(a.lock(&list_a)).unwrap_err();
+    assert!(lock_left(&refused), "{refused:?}");
+    assert!(lock_left(&block_on(a.request(&root_a)).unwrap_err()));
+    // An eviction from a that left evicts nobody.
+    assert_eq!(a.evict_host("c"), 0);
+    assert!(b.peers().iter().any(|p| p.hostname() == "c"));
+    drop(guard);
+    drop(held_by_b);
+
+    // a's copy stays as it was when it left; the others go on without it.
+    root_b.set("k", 2).unwrap();
+    assert_eq!(a.get("/k"), Some(Value::Int(0)));
+    assert_eq!(c.get("/k"), Some(Value::Int(2)));
+    assert!(!b.peers().iter().any(|p| p.hostname() == "a"));
+    a.sync();
+    assert_eq!(a.get("/k"), Some(Value::Int(0)));
+    a.leave();
+    drop(on_b);
+
+    // A new incarnation, loaded from a peer's state, takes part again.
+    a.reload(Some(&b.export_state())).unwrap();
+    root_a.set("k", 3).unwrap();
+    assert_eq!(b.get("/k"), Some(Value::Int(3)));
+    let again = block_on(a.lock(&root_a)).unwrap();
+    assert!(again.is_held());
+}
