@@ -8,8 +8,8 @@
 use facsimile::net::NetError as RustNetError;
 use facsimile::{EngineError, Error, LockError};
 use pyo3::exceptions::{
-    PyConnectionError, PyException, PyIndexError, PyLookupError, PyPermissionError, PyTimeoutError,
-    PyTypeError, PyValueError,
+    PyConnectionError, PyException, PyIndexError, PyLookupError, PyPermissionError, PyRuntimeError,
+    PyTimeoutError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -230,6 +230,11 @@ pub(crate) fn lock(e: LockError) -> PyErr {
         LockError::Syncing => SyncingError::new_err(msg),
         LockError::Evicted => EvictedError::new_err(msg),
         LockError::Lost { .. } => LockLostError::new_err(msg),
+        // As `refuse_on_io_thread` refuses the wait before it polls.
+        LockError::InListener => PyRuntimeError::new_err(
+            "waiting for a lock would block the thread that delivers this node's messages \
+             (listeners run on it); use the async form or call it from another thread",
+        ),
         LockError::Engine(e) => engine(e, msg),
         _ => FacsimileError::new_err(msg),
     }
