@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::history::{Kind, LockFailure, Op, Recorder};
-use crate::storage::{self, Answer, IncError};
+use crate::storage::{self, Answer, Request, RequestError};
 
 /// Registers, lists and locks per run (keys `0..KEYS`).
 pub const KEYS: u32 = 5;
@@ -29,6 +29,9 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a holder works before it writes to the fenced storage: long
 /// enough that a pause often hits a holder.
 const HOLD: Duration = Duration::from_millis(300);
+/// How long an increment works between its read and its write: two
+/// holders at once would both read before either writes.
+const INCREMENT_WORK: Duration = Duration::from_millis(40);
 /// The NATS lease: a paused holder loses its locks after it.
 pub const NATS_LEASE: Duration = Duration::from_secs(2);
 
@@ -109,9 +112,11 @@ struct Client {
     process: u32,
     seq: u64,
     storage: SocketAddr,
-    /// Writes recorded `Info` since the last acknowledged flush: while
-    /// there are some, a lost write cannot be told apart from them.
-    unresolved: u64,
+    /// The values and elements of the writes and appends recorded `Info`
+    /// since the last flush that succeeded or reported writes lost: a
+    /// later successful flush acknowledges them, a report of as many
+    /// writes lost as there are (with the current one) loses them.
+    unresolved: Vec<u64>,
 }
 
 fn map(conn: &Connection, path: &[&str]) -> Option<MapRef> {
@@ -145,20 +150,52 @@ impl Client {
         (u64::from(self.process) << 32) | self.seq
     }
 
-    /// Waits for the acknowledgement of a write just made and records its
-    /// completion.
-    async fn acknowledge(&mut self, op: &Op) {
-        match tokio::time::timeout(ACK_TIMEOUT, self.conn.flush()).await {
-            Ok(Ok(())) => {
-                self.unresolved = 0;
-                self.record(Kind::Ok, op);
+    /// Waits for the acknowledgement of a write (`written`: its value or
+    /// element) or a release just made and records its completion, then
+    /// what the flush says of the earlier unresolved writes.
+    async fn acknowledge(&mut self, op: &Op, written: Option<u64>) {
+        let flushed = tokio::time::timeout(ACK_TIMEOUT, self.conn.flush()).await;
+        let kind = match flushed {
+            Ok(Ok(())) => Kind::Ok,
+            // The count is of writes (a release is none). Only when it is
+            // of all the unresolved ones is it known which were lost.
+            Ok(Err(NetError::WritesLost(n)))
+                if n == self.unresolved.len() as u64 + u64::from(written.is_some()) =>
+            {
+                Kind::Fail
             }
-            Ok(Err(NetError::WritesLost(_))) if self.unresolved == 0 => self.record(Kind::Fail, op),
-            _ => {
-                self.unresolved += 1;
-                self.record(Kind::Info, op);
-            }
+            _ => Kind::Info,
+        };
+        // A release is no write: a loss of writes says nothing certain of it.
+        let recorded = match (written, kind) {
+            (None, Kind::Fail) => Kind::Info,
+            _ => kind,
+        };
+        self.record(recorded, op);
+        match (kind, &flushed) {
+            (Kind::Ok, _) => self.settle(Kind::Ok),
+            (Kind::Fail, _) => self.settle(Kind::Fail),
+            // Which of them were lost is unknown: they stay unknown.
+            (_, Ok(Err(NetError::WritesLost(_)))) => self.unresolved.clear(),
+            _ => self.unresolved.extend(written),
         }
+    }
+
+    /// Records that the unresolved writes were acknowledged (`Ok`) or lost
+    /// (`Fail`).
+    fn settle(&mut self, outcome: Kind) {
+        if self.unresolved.is_empty() {
+            return;
+        }
+        let them = std::mem::take(&mut self.unresolved);
+        let (acknowledged, lost) = if outcome == Kind::Ok {
+            (them, Vec::new())
+        } else {
+            (Vec::new(), them)
+        };
+        self.rec
+            .record_settle(acknowledged, lost)
+            .expect("recording the history");
     }
 
     async fn write(&mut self) {
@@ -168,7 +205,7 @@ impl Client {
         self.record(Kind::Invoke, &op);
         let set = map(&self.conn, &["r"]).map(|r| r.set(&key.to_string(), value as i64));
         match set {
-            Some(Ok(())) => self.acknowledge(&op).await,
+            Some(Ok(())) => self.acknowledge(&op, Some(value)).await,
             _ => self.record(Kind::Fail, &op),
         }
     }
@@ -194,7 +231,7 @@ impl Client {
         let op = Op::Append { key, element };
         self.record(Kind::Invoke, &op);
         match list(&self.conn, key).map(|l| l.push(element as i64)) {
-            Some(Ok(())) => self.acknowledge(&op).await,
+            Some(Ok(())) => self.acknowledge(&op, Some(element)).await,
             _ => self.record(Kind::Fail, &op),
         }
     }
@@ -225,7 +262,8 @@ impl Client {
         }
     }
 
-    /// Acquire, work, increment the fenced counter, release.
+    /// Acquire, work, increment the fenced counter once or twice (a read,
+    /// work, then a write of one more, each under the token), release.
     async fn locked_increment(&mut self) {
         let lock = self.rng.random_range(0..KEYS);
         let acquire = Op::Acquire { lock, token: None };
@@ -255,19 +293,46 @@ impl Client {
             read,
             wrote,
         };
-        self.record(Kind::Invoke, &inc(None, None));
-        match storage::increment(self.storage, lock, token).await {
-            Ok(Answer::Ok { read, wrote }) => self.record(Kind::Ok, &inc(Some(read), Some(wrote))),
-            Ok(Answer::Stale { .. }) | Err(IncError::NotSent(_)) => {
-                self.record(Kind::Fail, &inc(None, None))
-            }
-            Err(IncError::NoAnswer(_)) => self.record(Kind::Info, &inc(None, None)),
+        for _ in 0..self.rng.random_range(1..=2) {
+            self.record(Kind::Invoke, &inc(None, None));
+            let kind = match self.increment(lock, token).await {
+                Ok(read) => {
+                    self.record(Kind::Ok, &inc(Some(read), Some(read + 1)));
+                    continue;
+                }
+                Err(kind) => kind,
+            };
+            self.record(kind, &inc(None, None));
+            break;
         }
         let release = Op::Release { lock, token };
         self.record(Kind::Invoke, &release);
         match guard.release() {
-            Ok(()) => self.acknowledge(&release).await,
+            Ok(()) => self.acknowledge(&release, None).await,
             Err(e) => self.record_failure(&release, (&e).into()),
+        }
+    }
+
+    /// Reads `counter` under `token`, works, writes back one more: the
+    /// value read, or how the increment ended (`Fail`: certainly without
+    /// effect, the read refused or unanswered or the write refused or not
+    /// sent; `Info`: the write went unanswered).
+    async fn increment(&mut self, counter: u32, token: u64) -> Result<u64, Kind> {
+        let read = match storage::request(self.storage, Request::Read { counter, token }).await {
+            Ok(Answer::Ok { value }) => value,
+            // A read changes no value.
+            _ => return Err(Kind::Fail),
+        };
+        tokio::time::sleep(INCREMENT_WORK).await;
+        let write = Request::Write {
+            counter,
+            token,
+            value: read + 1,
+        };
+        match storage::request(self.storage, write).await {
+            Ok(Answer::Ok { .. }) => Ok(read),
+            Ok(Answer::Stale { .. }) | Err(RequestError::NotSent(_)) => Err(Kind::Fail),
+            Err(RequestError::NoAnswer(_)) => Err(Kind::Info),
         }
     }
 
@@ -309,13 +374,19 @@ impl Client {
             let marked = map(&self.conn, &["m"])
                 .ok_or("no marker map")?
                 .set(&self.process.to_string(), 1);
-            if marked.is_ok()
-                && matches!(
-                    tokio::time::timeout(ACK_TIMEOUT, self.conn.flush()).await,
-                    Ok(Ok(()))
-                )
-            {
-                break;
+            if marked.is_ok() {
+                match tokio::time::timeout(ACK_TIMEOUT, self.conn.flush()).await {
+                    Ok(Ok(())) => {
+                        // The writes before the marker were acknowledged
+                        // with it.
+                        self.settle(Kind::Ok);
+                        break;
+                    }
+                    // Which were lost, the marker or earlier writes, is
+                    // unknown: those stay unknown.
+                    Ok(Err(NetError::WritesLost(_))) => self.unresolved.clear(),
+                    _ => {}
+                }
             }
             if Instant::now() >= deadline {
                 return Err(format!("marker not acknowledged: {:?}", *status.borrow()));
@@ -346,6 +417,7 @@ impl Client {
 /// Runs a client process until the runner says `final` and the final reads
 /// are done.
 pub async fn run(args: ClientArgs) -> Result<(), String> {
+    crate::cluster::die_with_runner();
     let file =
         File::create(&args.history).map_err(|e| format!("{}: {e}", args.history.display()))?;
     let rec = Recorder::new(BufWriter::new(file), args.process);
@@ -363,7 +435,7 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         process: args.process,
         seq: 0,
         storage: args.storage,
-        unresolved: 0,
+        unresolved: Vec::new(),
     };
     let (tx, mut commands) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {

@@ -1,13 +1,113 @@
 //! The system under test: the relay (`facsimile serve`) or a three-server
 //! NATS JetStream cluster, as child processes that the nemesis can kill
 //! with `SIGKILL` and restart on the same data.
+//!
+//! Every process a runner starts (servers and clients) carries the
+//! runner's pid in [`RUNNER_ENV`] and dies with the runner: each sets its
+//! parent-death signal to `SIGKILL` ([`die_with_runner`]), the servers
+//! through [`guard`] (`facsimile-jepsen guard -- program…`), which sets it
+//! and then executes the server. A runner killed so abruptly that even
+//! that failed leaves processes that the next run's
+//! [`kill_orphans`] recognises by the variable.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+
+/// The environment variable holding the pid of the runner that started a
+/// process.
+pub const RUNNER_ENV: &str = "FACSIMILE_JEPSEN_RUNNER";
+
+/// In a process the runner started: asks the kernel for `SIGKILL` when the
+/// runner dies, and exits at once if it already has (it died before the
+/// request). Nothing to do in a process started otherwise.
+///
+/// The kernel sends the signal when the thread that started the process
+/// exits: the runner starts its processes from its main thread, which
+/// lives as long as the runner.
+pub fn die_with_runner() {
+    let Some(runner) = std::env::var(RUNNER_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err()
+        || nix::unistd::getppid().as_raw() != runner
+    {
+        std::process::exit(1);
+    }
+}
+
+/// `facsimile-jepsen guard -- program args…`: [`die_with_runner`], then
+/// executes `program` in this process (its pid stays, so the runner's
+/// signals reach it). Returns only when it could not be executed.
+pub fn guard(command: &[std::ffi::OsString]) -> String {
+    use std::os::unix::process::CommandExt;
+    die_with_runner();
+    let Some((program, args)) = command.split_first() else {
+        return "guard: no program to run".to_string();
+    };
+    let e = std::process::Command::new(program).args(args).exec();
+    format!("guard: executing {}: {e}", Path::new(program).display())
+}
+
+/// A command that runs `program` as a child of this runner: guarded by
+/// `guard_exe` (`facsimile-jepsen guard`) when given, which makes it die
+/// with the runner.
+pub fn runner_child(guard_exe: Option<&Path>, program: &Path) -> Command {
+    let mut c = match guard_exe {
+        Some(g) => {
+            let mut c = Command::new(g);
+            c.arg("guard").arg("--").arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    c.env(RUNNER_ENV, std::process::id().to_string());
+    c
+}
+
+/// Kills (`SIGKILL`) the processes whose runner, named by [`RUNNER_ENV`] in
+/// their environment, is gone: servers and clients a runner left behind
+/// when it was killed before it could clean up. Returns how many.
+pub fn kill_orphans() -> usize {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let prefix = format!("{RUNNER_ENV}=");
+    let mut killed = 0;
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // Another user's process, or one gone meanwhile: not ours.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let runner = environ
+            .split(|&b| b == 0)
+            .find_map(|v| v.strip_prefix(prefix.as_bytes()))
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok());
+        let Some(runner) = runner else {
+            continue;
+        };
+        let alive = Path::new(&format!("/proc/{runner}")).exists();
+        if !alive && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
 
 /// The relay's failure detection, in seconds: a node not heard from for
 /// this long is evicted and its locks pass on.
@@ -37,6 +137,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The NATS monitoring port.
     pub monitor: Option<SocketAddr>,
+    /// The `facsimile-jepsen` binary that starts the server guarded (see
+    /// [`runner_child`]).
+    pub guard: Option<PathBuf>,
 }
 
 impl Server {
@@ -47,13 +150,14 @@ impl Server {
             .append(true)
             .open(&self.log)
             .map_err(|e| format!("{}: {e}", self.log.display()))?;
+        let guard = self.guard.as_deref();
         let mut cmd = match &self.ns {
             Some(ns) => {
-                let mut c = Command::new("ip");
+                let mut c = runner_child(guard, Path::new("ip"));
                 c.args(["netns", "exec", ns]).arg(&self.program);
                 c
             }
-            None => Command::new(&self.program),
+            None => runner_child(guard, &self.program),
         };
         cmd.args(&self.args)
             .stdin(Stdio::null())
@@ -81,6 +185,17 @@ impl Server {
         if let Some(mut c) = self.child.take() {
             let _ = c.start_kill();
             let _ = c.wait().await;
+        }
+    }
+
+    /// Kills the process with `SIGKILL` and waits for its end, without a
+    /// runtime (a runner's cleanup when dropped).
+    pub fn kill_now(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            if let Some(pid) = c.id() {
+                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid as i32), None);
+            }
         }
     }
 
@@ -133,6 +248,7 @@ pub fn relay(program: PathBuf, ip: Ipv4Addr, dir: &Path, data: &Path) -> std::io
         child: None,
         addr,
         monitor: None,
+        guard: None,
     })
 }
 
@@ -187,6 +303,7 @@ pub fn nats(
             child: None,
             addr: SocketAddr::from((ips[i], client)),
             monitor: Some(SocketAddr::from((ips[i], http))),
+            guard: None,
         });
     }
     Ok(servers)

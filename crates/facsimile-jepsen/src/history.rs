@@ -130,6 +130,18 @@ pub enum Op {
     },
     /// Locks: release the lock held with `token`.
     Release { lock: u32, token: u64 },
+    /// Not an operation but what a process learned later of its earlier
+    /// writes and appends recorded `info` (their flush timed out), in one
+    /// lone `ok` event: a later flush succeeded, so those it lists in
+    /// `acknowledged` (by value or element) were acknowledged too; or a
+    /// flush reported exactly as many writes lost as it had unresolved,
+    /// so those in `lost` took no effect.
+    Settle {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        acknowledged: Vec<u64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lost: Vec<u64>,
+    },
 }
 
 impl Op {
@@ -142,6 +154,7 @@ impl Op {
             | Op::ReadList { key, .. } => key,
             Op::Acquire { lock, .. } | Op::Release { lock, .. } => lock,
             Op::Increment { counter, .. } => counter,
+            Op::Settle { .. } => 0,
         }
     }
 
@@ -168,9 +181,52 @@ impl Op {
             (Op::Release { lock: l, token: t }, Op::Release { lock, token }) => {
                 l == lock && t == token
             }
+            (Op::Settle { .. }, Op::Settle { .. }) => true,
             _ => false,
         }
     }
+}
+
+/// A fault the runner injected, as the checkers need it: which process it
+/// hit and when, on the histories' clock. The runner writes them to
+/// `faults.jsonl` in the run's directory, one JSON object per line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultWindow {
+    /// The client process paused, killed or cut off; `None` for a fault of
+    /// a server or its disk, which every process may feel.
+    pub process: Option<u32>,
+    /// The fault's kind (`pause-client`, `kill-relay`…).
+    pub kind: String,
+    /// When it was injected.
+    pub start: u64,
+    /// When it was healed (the run's end when its heal failed).
+    pub end: u64,
+}
+
+impl FaultWindow {
+    /// Whether the fault may have hit `process` at some time in
+    /// `from..=to`.
+    pub fn hits(&self, process: u32, from: u64, to: u64) -> bool {
+        self.process.is_none_or(|p| p == process) && self.start <= to && self.end >= from
+    }
+}
+
+/// Reads fault windows, one JSON object per line.
+pub fn read_faults(input: impl BufRead) -> Result<Vec<FaultWindow>, ReadError> {
+    let mut faults = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        faults.push(
+            serde_json::from_str(&line).map_err(|source| ReadError::Line {
+                line: i + 1,
+                source,
+            })?,
+        );
+    }
+    Ok(faults)
 }
 
 /// The machine's monotonic clock in nanoseconds (`CLOCK_MONOTONIC`): one
@@ -197,6 +253,12 @@ impl<W: Write> Recorder<W> {
     /// Records `op` as `kind` now.
     pub fn record(&mut self, kind: Kind, op: &Op) -> io::Result<()> {
         self.write(kind, op, None)
+    }
+
+    /// Records what the process learned of its earlier writes and appends
+    /// of unknown outcome ([`Op::Settle`]).
+    pub fn record_settle(&mut self, acknowledged: Vec<u64>, lost: Vec<u64>) -> io::Result<()> {
+        self.write(Kind::Ok, &Op::Settle { acknowledged, lost }, None)
     }
 
     /// Records that the lock operation `op` failed, and why.

@@ -26,11 +26,20 @@ enum Cmd {
     /// One client process (started by `run`).
     Client(ClientArgs),
     /// Check recorded histories again: history files, or run directories
-    /// whose `history-*.jsonl` files are read together.
+    /// whose `history-*.jsonl` files are read together (with the run's
+    /// `faults.jsonl`, when there is one).
     Check {
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+    /// Runs a program that dies with the runner that started it (started
+    /// by `run`, for its servers).
+    #[command(hide = true)]
+    Guard {
+        /// The program and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
     },
 }
 
@@ -105,21 +114,52 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Check { paths } => check(&paths),
+        Cmd::Guard { command } => {
+            eprintln!("{}", facsimile_jepsen::cluster::guard(&command));
+            ExitCode::FAILURE
+        }
         Cmd::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .expect("a tokio runtime");
-            rt.block_on(runs(args))
+            // The run is dropped on `SIGTERM` or `SIGINT`, which cleans up
+            // (`Runner`'s drop), and exits as the signal would have.
+            rt.block_on(async {
+                tokio::select! {
+                    code = runs(args) => code,
+                    signal = stop_signal() => {
+                        eprintln!("stopped by {signal}: the run's processes, namespaces and disks are removed");
+                        ExitCode::from(128 + signal as u8)
+                    }
+                }
+            })
         }
+    }
+}
+
+/// The first `SIGTERM` or `SIGINT`.
+async fn stop_signal() -> nix::sys::signal::Signal {
+    use nix::sys::signal::Signal;
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without handlers the default action stands.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => Signal::SIGTERM,
+        _ = int.recv() => Signal::SIGINT,
     }
 }
 
 /// Checks each run directory (or the given files, together) and prints
 /// the checkers' report.
 fn check(paths: &[PathBuf]) -> ExitCode {
-    let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    let mut groups: Vec<(String, Vec<PathBuf>, Option<PathBuf>)> = Vec::new();
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -136,17 +176,22 @@ fn check(paths: &[PathBuf]) -> ExitCode {
                     .is_some_and(|n| n.starts_with("history-") && n.ends_with(".jsonl"))
             });
             histories.sort();
-            groups.push((p.display().to_string(), histories));
+            if histories.is_empty() {
+                eprintln!("{}: no history-*.jsonl file to check", p.display());
+                return ExitCode::FAILURE;
+            }
+            let faults = Some(p.join("faults.jsonl")).filter(|f| f.is_file());
+            groups.push((p.display().to_string(), histories, faults));
         } else {
             files.push(p.clone());
         }
     }
     if !files.is_empty() {
-        groups.push(("files".to_string(), files));
+        groups.push(("files".to_string(), files, None));
     }
     let mut valid = true;
-    for (name, histories) in groups {
-        match run::check(&histories) {
+    for (name, histories, faults) in groups {
+        match run::check(&histories, faults.as_deref()) {
             Ok(verdict) => {
                 println!("{name}: {} histories\n{}", histories.len(), verdict.report);
                 valid &= verdict.valid;

@@ -13,13 +13,13 @@ use nix::unistd::Pid;
 use serde::Serialize;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
 use crate::client::{self, KEYS, Workload};
 use crate::cluster::{self, Backend, RELAY_PEER_TIMEOUT, Server};
 use crate::disk::{self, Disk};
-use crate::history::{self, Kind};
+use crate::history::{self, FaultWindow, Kind};
 use crate::nemesis::{self, Fault, Scope, Step};
 use crate::netns::{self, Net};
 use crate::proxy::Proxy;
@@ -81,6 +81,11 @@ pub struct Summary {
     /// Completions by operation (`write`, `acquire`…) and kind (`ok`,
     /// `fail`, `info`).
     pub by_op: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Acknowledged operations that change something, by operation:
+    /// `write`, `append`, `acquire` (grants), `increment` and `release`
+    /// (writes and appends of unknown outcome that a later flush
+    /// acknowledged included; reads, which are local, are not counted).
+    pub acknowledged: BTreeMap<String, u64>,
     /// Failed lock operations (`acquire`, `release`) by why they failed
     /// (`unrecorded` in histories from before the reason was recorded).
     pub lock_failures: BTreeMap<String, BTreeMap<String, u64>>,
@@ -104,8 +109,9 @@ pub struct Summary {
     /// not finish, a server that did not restart).
     pub errors: Vec<String>,
     /// Liveness failures, which make the run invalid: no lock granted for
-    /// the rest of the run while acquisitions kept timing out (every fault
-    /// is healed well before the end, so locks must be granted again).
+    /// the rest of the run while acquisitions kept timing out or failing
+    /// (every fault is healed well before the end, so locks must be
+    /// granted again).
     pub stalls: Vec<String>,
     /// Everything passed.
     pub valid: bool,
@@ -121,9 +127,10 @@ pub struct Verdict {
     pub report: String,
 }
 
-/// Checks the merged histories with every checker of [`crate::check`].
-pub fn check(paths: &[PathBuf]) -> Result<Verdict, String> {
-    let report = crate::check::check_files(paths).map_err(|e| e.to_string())?;
+/// Checks the merged histories with every checker of [`crate::check`],
+/// knowing the run's faults when `faults` (a `faults.jsonl`) is given.
+pub fn check(paths: &[PathBuf], faults: Option<&Path>) -> Result<Verdict, String> {
+    let report = crate::check::check_run_files(paths, faults).map_err(|e| e.to_string())?;
     let anomalies = report
         .checkers()
         .iter()
@@ -198,6 +205,27 @@ struct Runner {
     errors: Vec<String>,
 }
 
+/// A runner stopped early (an error, a panic, or `SIGTERM`/`SIGINT`, whose
+/// handler drops the run) still cleans up: the disks are thawed so that
+/// kills take effect, the servers killed and waited for, the clients
+/// killed; then the fields go, the namespaces and the disks' mounts with
+/// them.
+impl Drop for Runner {
+    fn drop(&mut self) {
+        for d in &self.disks {
+            let _ = d.thaw();
+        }
+        for s in &mut self.servers {
+            s.kill_now();
+        }
+        for slot in &mut self.slots {
+            if let Some(p) = slot.proc.as_mut() {
+                let _ = p.child.start_kill();
+            }
+        }
+    }
+}
+
 fn nats_server() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("NATS_SERVER") {
         return Ok(PathBuf::from(p));
@@ -243,13 +271,15 @@ impl Runner {
         let log = std::fs::File::create(out.join(format!("client-{process}.log")))
             .map_err(|e| e.to_string())?;
         let slot = &self.slots[i];
+        // The client itself asks to die with the runner
+        // (`cluster::die_with_runner`).
         let mut cmd = match &slot.ns {
             Some(ns) => {
-                let mut c = Command::new("ip");
+                let mut c = cluster::runner_child(None, Path::new("ip"));
                 c.args(["netns", "exec", ns]).arg(&self.exe);
                 c
             }
-            None => Command::new(&self.exe),
+            None => cluster::runner_child(None, &self.exe),
         };
         let seed = self
             .config
@@ -485,6 +515,10 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         }
         Backend::Nats => nats_server()?,
     };
+    let orphans = cluster::kill_orphans();
+    if orphans > 0 {
+        println!("killed {orphans} process(es) a killed runner left behind");
+    }
     let net = if !config.proxies && netns::available() {
         netns::remove_leftovers();
         Some(Net::new().map_err(|e| format!("creating the bridge: {e}"))?)
@@ -626,6 +660,9 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     };
     runner.servers = servers;
     for s in &mut runner.servers {
+        s.guard = Some(runner.exe.clone());
+    }
+    for s in &mut runner.servers {
         s.start().await?;
     }
     let storage = Storage::default();
@@ -669,14 +706,41 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     let start = tokio::time::Instant::now();
     let start_ns = history::now();
     let mut done = Vec::new();
+    // The faults as the checkers need them, written as they happen so that
+    // a run cut short keeps them.
+    let faults_path = config.out.join("faults.jsonl");
+    std::fs::write(&faults_path, "").map_err(|e| format!("{}: {e}", faults_path.display()))?;
     for step in &schedule {
         tokio::time::sleep_until(start + Duration::from_millis(step.at_ms)).await;
+        let process = match step.fault {
+            Fault::PartitionClient { slot }
+            | Fault::KillClient { slot }
+            | Fault::PauseClient { slot } => {
+                Some(runner.slots[slot].proc.as_ref().map(|p| p.process))
+            }
+            _ => None,
+        };
+        let injected = history::now();
         match runner.inject(&step.fault).await {
             Ok(fault) => {
                 *runner.faults.entry(fault.kind().to_string()).or_default() += 1;
                 println!("{:>7.1}s inject {fault:?}", start.elapsed().as_secs_f64());
                 tokio::time::sleep(Duration::from_millis(step.hold_ms)).await;
-                if let Err(e) = runner.heal(&fault).await {
+                let healed = runner.heal(&fault).await;
+                let window = FaultWindow {
+                    // A client fault of an empty slot hit no process.
+                    process: process.map(|p| p.unwrap_or(u32::MAX)),
+                    kind: fault.kind().to_string(),
+                    start: injected,
+                    // Never healed: it lasts to the end.
+                    end: if healed.is_ok() {
+                        history::now()
+                    } else {
+                        u64::MAX
+                    },
+                };
+                append_fault(&faults_path, &window)?;
+                if let Err(e) = healed {
                     runner.errors.push(format!("healing {fault:?}: {e}"));
                 }
                 println!("{:>7.1}s healed", start.elapsed().as_secs_f64());
@@ -786,8 +850,9 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     info += operations - ok - fail - info;
     let lock_failures = lock_failures(&merged);
     let stalls = lock_stall(&merged);
+    let acknowledged = acknowledged(&merged);
     write_merged(&config.out.join("history.jsonl"), &merged)?;
-    let verdict = check(&runner.histories)?;
+    let verdict = check(&runner.histories, Some(&faults_path))?;
     let valid = verdict.valid && snapshots_equal && runner.errors.is_empty() && stalls.is_empty();
     let summary = Summary {
         command,
@@ -806,6 +871,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         fail,
         info,
         by_op,
+        acknowledged,
         lock_failures,
         start_ns,
         faults: runner.faults.clone(),
@@ -822,6 +888,39 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(summary.config.out.join("summary.json"), json).map_err(|e| e.to_string())?;
     Ok(summary)
+}
+
+/// Appends a fault to the run's `faults.jsonl`.
+fn append_fault(path: &Path, fault: &FaultWindow) -> Result<(), String> {
+    use std::io::Write;
+    let why = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut line = serde_json::to_string(fault).map_err(|e| e.to_string())?;
+    line.push('\n');
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(why)
+}
+
+/// Acknowledged operations that change something, by operation (see
+/// [`Summary::acknowledged`]).
+pub fn acknowledged(events: &[history::Event]) -> BTreeMap<String, u64> {
+    let mut by = BTreeMap::new();
+    for op in crate::check::operations(events).0 {
+        let name = match op.op {
+            history::Op::Write { .. } => "write",
+            history::Op::Append { .. } => "append",
+            history::Op::Acquire { .. } => "acquire",
+            history::Op::Increment { .. } => "increment",
+            history::Op::Release { .. } => "release",
+            _ => continue,
+        };
+        if op.is_ok() {
+            *by.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    by
 }
 
 /// Failed acquisitions and releases by why they failed.
@@ -856,8 +955,9 @@ pub fn lock_failure_lines(by: &BTreeMap<String, BTreeMap<String, u64>>) -> Vec<S
         .collect()
 }
 
-/// Acquisitions that timed out after the last granted one, when there are
-/// several spread over more than 20 s: locks stopped being granted.
+/// Acquisitions that timed out or failed after the last granted one, when
+/// there are several spread over more than 20 s: locks stopped being
+/// granted.
 fn lock_stall(events: &[history::Event]) -> Vec<String> {
     let Some(first) = events.first().map(|e| e.time) else {
         return Vec::new();
@@ -873,13 +973,13 @@ fn lock_stall(events: &[history::Event]) -> Vec<String> {
     let stuck: Vec<u64> = events
         .iter()
         .filter(is_acquire)
-        .filter(|e| e.kind == Kind::Info && e.time > last_ok)
+        .filter(|e| matches!(e.kind, Kind::Info | Kind::Fail) && e.time > last_ok)
         .map(|e| e.time)
         .collect();
     let secs = |t: u64| (t - first) as f64 / 1e9;
     match stuck.last() {
         Some(&end) if stuck.len() >= 3 && end - last_ok > 20_000_000_000 => vec![format!(
-            "no lock granted after {:.1}s: {} acquisitions timed out until {:.1}s",
+            "no lock granted after {:.1}s: {} acquisitions timed out or failed until {:.1}s",
             secs(last_ok),
             stuck.len(),
             secs(end)
@@ -974,7 +1074,91 @@ mod tests {
         let w = lock_stall(&stalled);
         assert_eq!(
             w,
-            vec!["no lock granted after 0.0s: 3 acquisitions timed out until 31.0s"]
+            vec!["no lock granted after 0.0s: 3 acquisitions timed out or failed until 31.0s"]
         );
+    }
+
+    #[test]
+    fn acquisitions_failing_at_once_after_the_last_grant_are_a_stall_too() {
+        let stalled = vec![
+            acquire(1, Kind::Ok),
+            acquire(12, Kind::Fail),
+            acquire(22, Kind::Info),
+            acquire(32, Kind::Fail),
+        ];
+        assert_eq!(
+            lock_stall(&stalled),
+            vec!["no lock granted after 0.0s: 3 acquisitions timed out or failed until 31.0s"]
+        );
+        let granted = vec![
+            acquire(1, Kind::Ok),
+            acquire(12, Kind::Fail),
+            acquire(22, Kind::Fail),
+            acquire(30, Kind::Ok),
+        ];
+        assert!(lock_stall(&granted).is_empty());
+    }
+
+    #[test]
+    fn acknowledged_counts_writes_appends_and_grants_not_reads() {
+        let ev = |process, kind, op| Event {
+            process,
+            kind,
+            op,
+            time: 0,
+            error: None,
+        };
+        let read = Op::Read {
+            key: 1,
+            value: None,
+        };
+        let append = |element| Op::Append { key: 1, element };
+        let events = vec![
+            ev(0, Kind::Invoke, read.clone()),
+            ev(
+                0,
+                Kind::Ok,
+                Op::Read {
+                    key: 1,
+                    value: Some(3),
+                },
+            ),
+            ev(0, Kind::Invoke, append(1)),
+            ev(0, Kind::Info, append(1)),
+            ev(0, Kind::Invoke, append(2)),
+            ev(0, Kind::Ok, append(2)),
+            ev(
+                1,
+                Kind::Invoke,
+                Op::Acquire {
+                    lock: 0,
+                    token: None,
+                },
+            ),
+            ev(
+                1,
+                Kind::Ok,
+                Op::Acquire {
+                    lock: 0,
+                    token: Some(4),
+                },
+            ),
+        ];
+        let counts = acknowledged(&events);
+        assert_eq!(counts.get("append"), Some(&1));
+        assert_eq!(counts.get("acquire"), Some(&1));
+        assert_eq!(counts.get("read"), None);
+        assert_eq!(counts.get("write"), None);
+        // A later flush acknowledged the first append too.
+        let mut settled = events;
+        settled.push(ev(
+            0,
+            Kind::Ok,
+            Op::Settle {
+                acknowledged: vec![1],
+                lost: vec![],
+            },
+        ));
+        assert_eq!(acknowledged(&settled).get("append"), Some(&2));
     }
 }

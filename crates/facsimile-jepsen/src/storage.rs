@@ -1,10 +1,18 @@
 //! The fenced storage: a tiny TCP service holding counters that accepts a
-//! write only with a fencing token at least as high as every token it
-//! accepted before for that counter. It stands for the external resource a
-//! lock holder writes to; the runner serves it from its own process.
+//! read or a write only with a fencing token at least as high as every
+//! token it accepted before for that counter (a read raises the highest
+//! token too, so a holder whose lock passed on can neither read nor write
+//! once the next holder has). It stands for the external resource a lock
+//! holder works on; the runner serves it from its own process.
 //!
-//! Protocol, one line each way: `INC <counter> <token>` is answered by
-//! `OK <read> <wrote>` or `STALE <highest>`.
+//! A holder increments in two steps, a read and a later write of what it
+//! read plus one, as a client of a real resource would: two holders of one
+//! token working at once both read the same value, and one increment is
+//! lost, which the lock checker sees.
+//!
+//! Protocol, one line each way: `READ <counter> <token>` and
+//! `WRITE <counter> <token> <value>` are answered by `OK <value>` (the
+//! value read, or written) or `STALE <highest>`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,15 +34,13 @@ pub struct Storage {
     counters: Arc<Mutex<HashMap<u32, Counter>>>,
 }
 
-/// What the storage answered to an increment.
+/// What the storage answered to a read or a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    /// Accepted: the value read and the value written.
+    /// Accepted: the value read, or the value written.
     Ok {
-        /// The value before.
-        read: u64,
-        /// The value after.
-        wrote: u64,
+        /// That value.
+        value: u64,
     },
     /// Refused: a higher token was accepted before.
     Stale {
@@ -43,21 +49,56 @@ pub enum Answer {
     },
 }
 
+/// A request to the storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `READ counter token`.
+    Read {
+        /// The counter.
+        counter: u32,
+        /// The fencing token.
+        token: u64,
+    },
+    /// `WRITE counter token value`.
+    Write {
+        /// The counter.
+        counter: u32,
+        /// The fencing token.
+        token: u64,
+        /// The value to store.
+        value: u64,
+    },
+}
+
+impl Request {
+    fn line(&self) -> String {
+        match *self {
+            Request::Read { counter, token } => format!("READ {counter} {token}\n"),
+            Request::Write {
+                counter,
+                token,
+                value,
+            } => format!("WRITE {counter} {token} {value}\n"),
+        }
+    }
+}
+
 impl Storage {
-    /// Applies `INC counter token`.
-    pub fn increment(&self, counter: u32, token: u64) -> Answer {
+    /// Applies a request: refused when its token is lower than one
+    /// accepted before for the counter, else the token becomes the highest
+    /// and the value is read or written.
+    pub fn apply(&self, request: Request) -> Answer {
+        let (Request::Read { counter, token } | Request::Write { counter, token, .. }) = request;
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let c = counters.entry(counter).or_default();
         if token < c.highest {
             return Answer::Stale { highest: c.highest };
         }
         c.highest = token;
-        let read = c.value;
-        c.value += 1;
-        Answer::Ok {
-            read,
-            wrote: c.value,
+        if let Request::Write { value, .. } = request {
+            c.value = value;
         }
+        Answer::Ok { value: c.value }
     }
 
     /// Every counter's value, by counter.
@@ -84,11 +125,12 @@ impl Storage {
         let mut lines = BufReader::new(r).lines();
         while let Some(line) = lines.next_line().await? {
             let answer = match parse(&line) {
-                Some((counter, token)) => match self.increment(counter, token) {
-                    Answer::Ok { read, wrote } => format!("OK {read} {wrote}\n"),
+                Some(request) => match self.apply(request) {
+                    Answer::Ok { value } => format!("OK {value}\n"),
                     Answer::Stale { highest } => format!("STALE {highest}\n"),
                 },
-                None => "ERR expected INC <counter> <token>\n".to_string(),
+                None => "ERR expected READ <counter> <token> or WRITE <counter> <token> <value>\n"
+                    .to_string(),
             };
             w.write_all(answer.as_bytes()).await?;
         }
@@ -96,19 +138,26 @@ impl Storage {
     }
 }
 
-fn parse(line: &str) -> Option<(u32, u64)> {
+fn parse(line: &str) -> Option<Request> {
     let mut words = line.split_whitespace();
-    if words.next()? != "INC" {
-        return None;
-    }
+    let verb = words.next()?;
     let counter = words.next()?.parse().ok()?;
     let token = words.next()?.parse().ok()?;
-    words.next().is_none().then_some((counter, token))
+    let request = match verb {
+        "READ" => Request::Read { counter, token },
+        "WRITE" => Request::Write {
+            counter,
+            token,
+            value: words.next()?.parse().ok()?,
+        },
+        _ => return None,
+    };
+    words.next().is_none().then_some(request)
 }
 
-/// Why an increment by a client has no certain answer.
+/// Why a request by a client has no certain answer.
 #[derive(Debug)]
-pub enum IncError {
+pub enum RequestError {
     /// The request was never sent: it certainly took no effect.
     NotSent(std::io::Error),
     /// Sent, but no answer came: it may have taken effect.
@@ -118,38 +167,33 @@ pub enum IncError {
 /// How long a client waits to connect, then for the answer.
 const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Sends `INC counter token` to the storage at `addr`; a connection that
-/// does not open in time is `NotSent`, an answer that does not come in time
-/// is `NoAnswer` (a partitioned client must not hang on SYN retries).
-pub async fn increment(addr: SocketAddr, counter: u32, token: u64) -> Result<Answer, IncError> {
+/// Sends `request` to the storage at `addr`; a connection that does not
+/// open in time is `NotSent`, an answer that does not come in time is
+/// `NoAnswer` (a partitioned client must not hang on SYN retries).
+pub async fn request(addr: SocketAddr, request: Request) -> Result<Answer, RequestError> {
     let stream = match tokio::time::timeout(PATIENCE, TcpStream::connect(addr)).await {
-        Ok(s) => s.map_err(IncError::NotSent)?,
-        Err(_) => return Err(IncError::NotSent(std::io::ErrorKind::TimedOut.into())),
+        Ok(s) => s.map_err(RequestError::NotSent)?,
+        Err(_) => return Err(RequestError::NotSent(std::io::ErrorKind::TimedOut.into())),
     };
     let exchange = async {
         let (r, mut w) = stream.into_split();
-        w.write_all(format!("INC {counter} {token}\n").as_bytes())
-            .await?;
+        w.write_all(request.line().as_bytes()).await?;
         let mut line = String::new();
         BufReader::new(r).read_line(&mut line).await?;
         Ok::<_, std::io::Error>(line)
     };
     let line = match tokio::time::timeout(PATIENCE, exchange).await {
         Ok(Ok(line)) => line,
-        Ok(Err(e)) => return Err(IncError::NoAnswer(e.to_string())),
-        Err(_) => return Err(IncError::NoAnswer("no answer in time".into())),
+        Ok(Err(e)) => return Err(RequestError::NoAnswer(e.to_string())),
+        Err(_) => return Err(RequestError::NoAnswer("no answer in time".into())),
     };
     let mut words = line.split_whitespace();
     let parsed = match (words.next(), words.next(), words.next()) {
-        (Some("OK"), Some(read), Some(wrote)) => read
-            .parse()
-            .ok()
-            .zip(wrote.parse().ok())
-            .map(|(read, wrote)| Answer::Ok { read, wrote }),
+        (Some("OK"), Some(v), None) => v.parse().ok().map(|value| Answer::Ok { value }),
         (Some("STALE"), Some(h), None) => h.parse().ok().map(|highest| Answer::Stale { highest }),
         _ => None,
     };
-    parsed.ok_or_else(|| IncError::NoAnswer(format!("unexpected answer {line:?}")))
+    parsed.ok_or_else(|| RequestError::NoAnswer(format!("unexpected answer {line:?}")))
 }
 
 #[cfg(test)]
@@ -162,31 +206,69 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let storage = Storage::default();
         tokio::spawn(storage.clone().serve(listener));
-        let first = increment(addr, 1, 5).await.unwrap();
-        assert_eq!(first, Answer::Ok { read: 0, wrote: 1 });
-        assert_eq!(
-            increment(addr, 1, 7).await.unwrap(),
-            Answer::Ok { read: 1, wrote: 2 }
-        );
-        // The holder of token 5 woke up after token 7 was used.
-        assert_eq!(
-            increment(addr, 1, 5).await.unwrap(),
-            Answer::Stale { highest: 7 }
-        );
+        let read = |counter, token| request(addr, Request::Read { counter, token });
+        let write = |counter, token, value| {
+            request(
+                addr,
+                Request::Write {
+                    counter,
+                    token,
+                    value,
+                },
+            )
+        };
+        assert_eq!(read(1, 5).await.unwrap(), Answer::Ok { value: 0 });
+        assert_eq!(write(1, 5, 1).await.unwrap(), Answer::Ok { value: 1 });
+        // The next holder reads: the holder of token 5 may no longer write.
+        assert_eq!(read(1, 7).await.unwrap(), Answer::Ok { value: 1 });
+        assert_eq!(write(1, 5, 2).await.unwrap(), Answer::Stale { highest: 7 });
+        assert_eq!(read(1, 5).await.unwrap(), Answer::Stale { highest: 7 });
+        assert_eq!(write(1, 7, 2).await.unwrap(), Answer::Ok { value: 2 });
         // Another counter has its own tokens.
-        assert_eq!(
-            increment(addr, 2, 1).await.unwrap(),
-            Answer::Ok { read: 0, wrote: 1 }
-        );
+        assert_eq!(read(2, 1).await.unwrap(), Answer::Ok { value: 0 });
         assert_eq!(storage.values()[&1], 2);
     }
 
     #[test]
+    fn two_holders_of_one_token_lose_an_increment() {
+        // What the client does: read, then write what it read plus one.
+        let storage = Storage::default();
+        let read = |token| match storage.apply(Request::Read { counter: 0, token }) {
+            Answer::Ok { value } => value,
+            stale => panic!("{stale:?}"),
+        };
+        let (a, b) = (read(3), read(3));
+        for v in [a, b] {
+            storage.apply(Request::Write {
+                counter: 0,
+                token: 3,
+                value: v + 1,
+            });
+        }
+        assert_eq!(storage.values()[&0], 1, "one of two increments is lost");
+    }
+
+    #[test]
     fn malformed_requests_are_not_parsed() {
-        assert_eq!(parse("INC 1 2"), Some((1, 2)));
-        assert_eq!(parse("INC 1"), None);
-        assert_eq!(parse("INC 1 2 3"), None);
-        assert_eq!(parse("DEC 1 2"), None);
-        assert_eq!(parse("INC -1 2"), None);
+        assert_eq!(
+            parse("READ 1 2"),
+            Some(Request::Read {
+                counter: 1,
+                token: 2
+            })
+        );
+        assert_eq!(
+            parse("WRITE 1 2 3"),
+            Some(Request::Write {
+                counter: 1,
+                token: 2,
+                value: 3
+            })
+        );
+        assert_eq!(parse("READ 1"), None);
+        assert_eq!(parse("READ 1 2 3"), None);
+        assert_eq!(parse("WRITE 1 2"), None);
+        assert_eq!(parse("INC 1 2"), None);
+        assert_eq!(parse("READ -1 2"), None);
     }
 }

@@ -115,7 +115,14 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                 for &e in &fresh {
                     match appends.get(&(key, e)) {
                         None => phantoms.push(e),
-                        Some(&a) if ops[a].outcome == Kind::Fail => failed.push(a),
+                        // The writer's own reads before it learned of the
+                        // loss (a settled one) may show it: its replica had it.
+                        Some(&a)
+                            if ops[a].outcome == Kind::Fail
+                                && !(ops[a].process == p && op.invoke < ops[a].end()) =>
+                        {
+                            failed.push(a)
+                        }
                         Some(_) => {}
                     }
                 }

@@ -1,22 +1,49 @@
 //! Locks and the fenced counter.
 //!
-//! The storage increments atomically (it reads and writes back one more
-//! under the token check), so the values the accepted increments read give
+//! A holder increments in two steps, a fenced read and a fenced write of
+//! what it read plus one, so the values the accepted increments read give
 //! the storage's own order of them: sorted by the value written, they must
-//! form one chain, each reading what the one before wrote. Along that
-//! order the tokens must never go down (the storage refuses a lower one)
-//! and a token's increments must be contiguous (otherwise two holders
-//! worked at once). Real time gives no such order: a holder paused between
-//! the storage's reply and recording it stretches its interval over the
-//! next holder's, so overlapping holders, and increments under different
-//! tokens that overlap in real time, are only counted, as information.
+//! form one chain, each reading what the one before wrote (two increments
+//! that read the same value lost one: two holders worked at once under
+//! tokens the storage could not tell apart). Along that order the tokens
+//! must never go down (the storage refuses a lower one) and a token's
+//! increments must be contiguous (otherwise two holders worked at once).
+//!
+//! Real time: two holders of one lock must not overlap (a holder holds
+//! from its grant's acknowledgement to its release's invocation, or to its
+//! last event when it never released). The protocol allows an overlap only
+//! where a holder lost the lock without knowing: the earlier one was
+//! paused, killed or cut off, or a server or its disk was faulted, between
+//! its request and the later grant, or the later one was, between its
+//! request and its grant (a grant made before it was evicted, learned
+//! after). Such an overlap is counted as information (the lock's safety
+//! then rests on fencing, which the counter checks); any other is
+//! [`AnomalyKind::ConcurrentHolders`]. Without the run's faults (a history
+//! checked alone) every overlap counts as explained. That the earlier
+//! holder's release was acknowledged says nothing: a node learns that it
+//! lost its locks only when it hears back, and a flush does not report the
+//! lost release of an evicted node (`NetError::WritesLost`), so a paused
+//! holder's release is acknowledged after the lock passed on, as the runs
+//! show.
+//!
+//! Increments under different tokens that overlap in real time (a holder
+//! paused while its increment was in flight) are counted as information:
+//! the storage's order decides, and is checked.
 
 use rustc_hash::FxHashMap;
 
 use super::{AnomalyKind, CheckerReport, Operation};
-use crate::history::Op;
+use crate::history::{FaultWindow, Kind, Op};
 
-pub(super) fn check(all: &[Operation]) -> CheckerReport {
+/// One holder's time with a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Holder {
+    start: u64,
+    end: u64,
+    grant: usize,
+}
+
+pub(super) fn check(all: &[Operation], faults: Option<&[FaultWindow]>) -> CheckerReport {
     let mut report = CheckerReport::new("locks");
     let ops: Vec<&Operation> = all
         .iter()
@@ -31,7 +58,7 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
     let mut accepted: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
     let mut unknown: FxHashMap<u32, u64> = FxHashMap::default();
     let mut held: FxHashMap<(u32, u32, u64), usize> = FxHashMap::default();
-    let mut holders: FxHashMap<u32, Vec<(u64, u64, usize)>> = FxHashMap::default();
+    let mut holders: FxHashMap<u32, Vec<Holder>> = FxHashMap::default();
     let mut last_seen: FxHashMap<u32, u64> = FxHashMap::default();
     for (i, op) in ops.iter().enumerate() {
         report.ops.count(op);
@@ -53,8 +80,11 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
             }
             Op::Release { lock, token } => {
                 if let Some(g) = held.remove(&(op.process, lock, token)) {
-                    let start = ops[g].end();
-                    holders.entry(lock).or_default().push((start, op.invoke, g));
+                    holders.entry(lock).or_default().push(Holder {
+                        start: ops[g].end(),
+                        end: op.invoke,
+                        grant: g,
+                    });
                 }
             }
             Op::Increment { counter, wrote, .. } if op.is_ok() => {
@@ -69,7 +99,7 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                 }
                 accepted.entry(counter).or_default().push(i);
             }
-            Op::Increment { counter, .. } if op.outcome != crate::history::Kind::Fail => {
+            Op::Increment { counter, .. } if op.outcome != Kind::Fail => {
                 *unknown.entry(counter).or_insert(0) += 1;
             }
             _ => {}
@@ -77,10 +107,11 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
     }
     // A holder that never released held the lock until its last event.
     for ((p, lock, _), g) in held {
-        holders
-            .entry(lock)
-            .or_default()
-            .push((ops[g].end(), last_seen[&p], g));
+        holders.entry(lock).or_default().push(Holder {
+            start: ops[g].end(),
+            end: last_seen[&p],
+            grant: g,
+        });
     }
 
     let mut locks: Vec<u32> = grants.keys().copied().collect();
@@ -88,7 +119,7 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
     for lock in locks {
         check_grants(&mut report, &ops, lock, &grants[&lock]);
         if let Some(h) = holders.get_mut(&lock) {
-            overlaps(&mut report, &ops, lock, h);
+            overlaps(&mut report, &ops, lock, h, faults);
         }
     }
     let mut counters: Vec<u32> = accepted.keys().copied().collect();
@@ -151,28 +182,55 @@ fn check_grants(
     }
 }
 
-/// Holders' intervals `(start, end, grant)` that overlap in real time.
+/// Holders of one lock that overlap in real time: a violation unless a
+/// fault explains it.
 fn overlaps(
     report: &mut CheckerReport,
     ops: &[&Operation],
     lock: u32,
-    holders: &mut [(u64, u64, usize)],
+    holders: &mut [Holder],
+    faults: Option<&[FaultWindow]>,
 ) {
     holders.sort_unstable();
-    let mut latest: Option<(u64, usize)> = None;
-    for &(start, end, g) in holders.iter() {
-        if let Some((until, other)) = latest {
-            if start < until {
-                report.add(
+    let mut latest: Option<Holder> = None;
+    for &h in holders.iter() {
+        if let Some(earlier) = latest.filter(|e| h.start < e.end) {
+            let (first, second) = (ops[earlier.grant], ops[h.grant]);
+            // The earlier holder lost the lock between its request and the
+            // later grant, or the later one was granted the lock, lost it
+            // and learned of the grant only after.
+            let fault = faults.map(|faults| {
+                faults.iter().find(|f| {
+                    f.hits(first.process, first.invoke, second.end())
+                        || f.hits(second.process, second.invoke, second.end())
+                })
+            });
+            let (kind, why) = match fault {
+                Some(None) => (
+                    AnomalyKind::ConcurrentHolders,
+                    "with no fault of either (nor of a server) meanwhile".to_string(),
+                ),
+                Some(Some(f)) => (
                     AnomalyKind::OverlappingHolders,
-                    lock,
-                    format!("two holders of lock {lock} overlap in real time"),
-                    vec![ops[other].clone(), ops[g].clone()],
-                );
-            }
+                    format!("after a {} fault", f.kind),
+                ),
+                None => (
+                    AnomalyKind::OverlappingHolders,
+                    "(the run's faults are unknown)".to_string(),
+                ),
+            };
+            report.add(
+                kind,
+                lock,
+                format!(
+                    "processes {} and {} held lock {lock} at once, {why}",
+                    first.process, second.process
+                ),
+                vec![first.clone(), second.clone()],
+            );
         }
-        if latest.is_none_or(|(until, _)| end > until) {
-            latest = Some((end, g));
+        if latest.is_none_or(|e| h.end > e.end) {
+            latest = Some(h);
         }
     }
 }

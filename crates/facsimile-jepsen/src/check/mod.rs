@@ -15,14 +15,21 @@
 //!   pair of elements, converged final reads holding every durable append
 //!   (acknowledged, or seen by another process).
 //! - [`check_locks`]: grants and fenced increments. Unique, increasing
-//!   tokens; the accepted increments form one chain whose tokens never go
-//!   backwards and whose holders never interleave. Overlapping holders and
-//!   increments (possible when a holder was paused past its lease) are
-//!   counted apart, as information.
+//!   tokens; the accepted increments (each a fenced read, then a write of
+//!   one more) form one chain whose tokens never go backwards and whose
+//!   holders never interleave; two holders never overlap in real time
+//!   unless a fault of the earlier one (or of a server) explains it.
+//!   Explained overlaps, and increments under different tokens that
+//!   overlap in real time, are counted apart, as information.
 //! - [`check_snapshots`]: the replicas' final snapshots are byte-identical.
 //!
-//! [`check_all`] runs the three history checkers and [`check_files`] reads
+//! [`check_all`] runs the three history checkers, [`check_run`] does so
+//! knowing the run's faults ([`FaultWindow`]), and [`check_files`] reads
 //! and merges the history files first.
+//!
+//! A process's writes and appends recorded `info` (their flush timed out)
+//! are settled by its later [`Op::Settle`](crate::history::Op::Settle)
+//! event, if any: acknowledged by a later successful flush, or lost.
 //!
 //! Final reads: the history has no marker for the end of the faults, so a
 //! read counts as final when it is its process's last completed read of that
@@ -62,7 +69,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::history::{self, Event, Kind, ReadError};
+use crate::history::{self, Event, FaultWindow, Kind, ReadError};
 
 pub use self::ops::{Operation, operations};
 pub use self::snapshot::{SnapshotReport, check_snapshots};
@@ -128,9 +135,15 @@ pub enum AnomalyKind {
     /// contradicts real time: one completed before another that precedes it
     /// was invoked.
     CounterOrder,
+    /// Two holders of one lock at once, in real time, where no fault of the
+    /// earlier holder (nor of a server) explains it, or where the earlier
+    /// holder's release was later acknowledged: locks are exclusive among
+    /// live nodes.
+    ConcurrentHolders,
     /// Information, not a violation: two holders' intervals of one lock
-    /// overlap in real time, which the protocol allows when the earlier one
-    /// was paused or cut off past its lease.
+    /// overlap in real time after a fault of the earlier one (or of a
+    /// server), which the protocol allows when it was paused or cut off
+    /// past the failure detection; fencing then keeps the resource safe.
     OverlappingHolders,
     /// Information, not a violation: accepted increments under different
     /// tokens overlap in real time (a holder paused while its increment
@@ -167,6 +180,7 @@ impl AnomalyKind {
             AnomalyKind::BadIncrement => "bad-increment",
             AnomalyKind::UnexplainedIncrement => "unexplained-increment",
             AnomalyKind::CounterOrder => "counter-order",
+            AnomalyKind::ConcurrentHolders => "concurrent-holders",
             AnomalyKind::OverlappingHolders => "overlapping-holders",
             AnomalyKind::OverlappingIncrements => "overlapping-increments",
         }
@@ -348,7 +362,20 @@ impl fmt::Display for Report {
 
 /// Runs every checker on a history (events of all processes, in any order
 /// between processes; each process's own events in the order recorded).
+/// The run's faults are unknown: overlapping lock holders are a violation
+/// only where the earlier one's release was acknowledged.
 pub fn check_all(history: &[Event]) -> Report {
+    check_history(history, None)
+}
+
+/// Runs every checker on a history whose run injected `faults` (all of
+/// them, on the history's clock): overlapping lock holders are also a
+/// violation where none of them explains the overlap.
+pub fn check_run(history: &[Event], faults: &[FaultWindow]) -> Report {
+    check_history(history, Some(faults))
+}
+
+fn check_history(history: &[Event], faults: Option<&[FaultWindow]>) -> Report {
     let (ops, malformed) = operations(history);
     let mut shape = CheckerReport::new("history");
     for op in &ops {
@@ -361,7 +388,7 @@ pub fn check_all(history: &[Event]) -> Report {
         history: shape,
         registers: register::check(&ops),
         lists: list::check(&ops),
-        locks: lock::check(&ops),
+        locks: lock::check(&ops, faults),
     }
 }
 
@@ -377,7 +404,13 @@ pub fn check_lists(history: &[Event]) -> CheckerReport {
 
 /// Checks the lock and counter operations of a history (see [`check_all`]).
 pub fn check_locks(history: &[Event]) -> CheckerReport {
-    lock::check(&operations(history).0)
+    lock::check(&operations(history).0, None)
+}
+
+/// Checks the lock and counter operations of a history whose run injected
+/// `faults` (see [`check_run`]).
+pub fn check_locks_with(history: &[Event], faults: &[FaultWindow]) -> CheckerReport {
+    lock::check(&operations(history).0, Some(faults))
 }
 
 /// Why history files could not be checked.
@@ -403,7 +436,7 @@ pub enum CheckError {
 }
 
 /// Reads history files (one or several processes' each), merges them and
-/// runs every checker.
+/// runs every checker (the run's faults unknown, as in [`check_all`]).
 ///
 /// # Errors
 ///
@@ -412,6 +445,35 @@ pub enum CheckError {
 pub fn check_files<P: AsRef<Path>>(
     paths: impl IntoIterator<Item = P>,
 ) -> Result<Report, CheckError> {
+    check_run_files(paths, None)
+}
+
+/// As [`check_files`], with the run's faults read from `faults` (a
+/// `faults.jsonl` as the runner writes it) when given (see [`check_run`]).
+///
+/// # Errors
+///
+/// [`CheckError`] when a file cannot be opened or holds a line that is not
+/// an event or a fault.
+pub fn check_run_files<P: AsRef<Path>>(
+    paths: impl IntoIterator<Item = P>,
+    faults: Option<&Path>,
+) -> Result<Report, CheckError> {
+    let faults = match faults {
+        Some(path) => {
+            let file = File::open(path).map_err(|source| CheckError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+            Some(
+                history::read_faults(BufReader::new(file)).map_err(|source| CheckError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
     let mut histories = Vec::new();
     for path in paths {
         let path = path.as_ref();
@@ -425,5 +487,5 @@ pub fn check_files<P: AsRef<Path>>(
         })?;
         histories.push(events);
     }
-    Ok(check_all(&history::merge(histories)))
+    Ok(check_history(&history::merge(histories), faults.as_deref()))
 }

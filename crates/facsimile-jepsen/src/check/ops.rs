@@ -45,6 +45,10 @@ impl Operation {
 /// invocation, and the ill-formed events with why (a completion without
 /// invocation or of another operation, an invocation while one was still
 /// open), each as an operation of its own that the checkers do not see.
+///
+/// A process's [`Op::Settle`] events are no operations: they settle its
+/// earlier writes and appends of unknown outcome, which become `ok` (or
+/// `fail`) as of the settling event, its time and position.
 pub fn operations(history: &[Event]) -> (Vec<Operation>, Vec<(String, Operation)>) {
     let mut ops = Vec::with_capacity(history.len() / 2 + 1);
     let mut malformed = Vec::new();
@@ -58,7 +62,12 @@ pub fn operations(history: &[Event]) -> (Vec<Operation>, Vec<(String, Operation)
         invoke_index: i,
         complete_index: None,
     };
+    let mut settles = Vec::new();
     for (i, e) in history.iter().enumerate() {
+        if let Op::Settle { acknowledged, lost } = &e.op {
+            settles.push((i, e, acknowledged, lost));
+            continue;
+        }
         if e.kind == Kind::Invoke {
             if let Some(prev) = open.insert(e.process, i) {
                 let mut op = lone(prev, &history[prev]);
@@ -104,6 +113,26 @@ pub fn operations(history: &[Event]) -> (Vec<Operation>, Vec<(String, Operation)
         ops.push(op);
     }
     ops.sort_by_key(|op| op.invoke_index);
+    for (i, e, acknowledged, lost) in settles {
+        for op in ops.iter_mut() {
+            let (Op::Write { value: v, .. } | Op::Append { element: v, .. }) = op.op else {
+                continue;
+            };
+            if op.process != e.process || op.outcome != Kind::Info || op.invoke > e.time {
+                continue;
+            }
+            let outcome = if acknowledged.contains(&v) {
+                Kind::Ok
+            } else if lost.contains(&v) {
+                Kind::Fail
+            } else {
+                continue;
+            };
+            op.outcome = outcome;
+            op.complete = Some(e.time);
+            op.complete_index = Some(i);
+        }
+    }
     (ops, malformed)
 }
 

@@ -97,7 +97,9 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                     continue;
                 };
                 let write = ops[w];
-                if write.outcome == Kind::Fail {
+                // The writer's own reads before it learned of the loss (a
+                // settled one) may show it: its replica had it.
+                if write.outcome == Kind::Fail && !(write.process == p && op.invoke < write.end()) {
                     report.add(
                         AnomalyKind::FailedWriteVisible,
                         key,

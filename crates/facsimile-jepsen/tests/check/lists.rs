@@ -137,3 +137,56 @@ fn an_append_of_unknown_outcome_seen_by_another_process_is_durable() {
     assert_found(&report, AnomalyKind::LostWrite);
     assert_eq!(report.count(AnomalyKind::Divergence), 0);
 }
+
+#[test]
+fn an_append_of_unknown_outcome_a_later_flush_acknowledged_must_not_be_lost() {
+    // Process 0's append timed out; its next flush succeeded, so the
+    // relay has it: the final reads lack it.
+    let mut h = History::new();
+    h.append(0, Kind::Info, 1, 1)
+        .append(0, Kind::Ok, 1, 2)
+        .settle(0, &[1], &[])
+        .read_list(0, 1, &[2])
+        .read_list(1, 1, &[2]);
+    let report = check_lists(&h.events);
+    assert_found(&report, AnomalyKind::LostWrite);
+    // Unsettled, it may have been dropped.
+    let mut h = History::new();
+    h.append(0, Kind::Info, 1, 1)
+        .append(0, Kind::Ok, 1, 2)
+        .read_list(0, 1, &[2])
+        .read_list(1, 1, &[2]);
+    assert_valid(&check_lists(&h.events));
+    // Settled and there.
+    let mut h = History::new();
+    h.append(0, Kind::Info, 1, 1)
+        .append(0, Kind::Ok, 1, 2)
+        .settle(0, &[1], &[])
+        .read_list(0, 1, &[1, 2])
+        .read_list(1, 1, &[1, 2]);
+    let report = check_lists(&h.events);
+    assert_valid(&report);
+    assert_eq!(report.ops.ok, 4);
+}
+
+#[test]
+fn an_append_a_later_flush_reported_lost_is_seen_only_by_its_writer_before() {
+    // Its own replica showed it until the loss was known.
+    let mut h = History::new();
+    h.append(0, Kind::Info, 1, 1)
+        .read_list(0, 1, &[1])
+        .append(0, Kind::Fail, 1, 2)
+        .settle(0, &[], &[1])
+        .read_list(0, 1, &[])
+        .read_list(1, 1, &[]);
+    let report = check_lists(&h.events);
+    assert_valid(&report);
+    assert_eq!(report.ops.fail, 2);
+    // Another process saw it: the relay had it after all.
+    let mut h = History::new();
+    h.append(0, Kind::Info, 1, 1)
+        .read_list(1, 1, &[1])
+        .append(0, Kind::Fail, 1, 2)
+        .settle(0, &[], &[1]);
+    assert_found(&check_lists(&h.events), AnomalyKind::FailedWriteVisible);
+}

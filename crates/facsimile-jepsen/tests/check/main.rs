@@ -4,6 +4,7 @@
 mod lists;
 mod locks;
 mod model;
+mod processes;
 mod registers;
 mod replicas;
 mod report;
@@ -105,6 +106,17 @@ impl History {
             incr(counter, token, None),
             incr(counter, token, Some(read)),
         )
+    }
+
+    /// Process `p` learns that its earlier writes of unknown outcome were
+    /// `acknowledged` by a later flush, or `lost`.
+    pub(crate) fn settle(&mut self, p: u32, acknowledged: &[u64], lost: &[u64]) -> &mut Self {
+        let op = Op::Settle {
+            acknowledged: acknowledged.to_vec(),
+            lost: lost.to_vec(),
+        };
+        self.push(p, Kind::Ok, op);
+        self
     }
 
     pub(crate) fn release(&mut self, p: u32, lock: u32, token: u64) -> &mut Self {

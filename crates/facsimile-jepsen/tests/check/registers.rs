@@ -144,3 +144,34 @@ fn a_write_of_unknown_outcome_seen_by_another_process_is_durable() {
         .read(4, 1, Some(1));
     assert_found(&check_registers(&h.events), AnomalyKind::LostWrite);
 }
+
+#[test]
+fn a_write_of_unknown_outcome_a_later_flush_acknowledged_must_not_be_lost() {
+    let mut h = History::new();
+    h.write(0, Kind::Info, 1, 1)
+        .write(0, Kind::Ok, 2, 2)
+        .settle(0, &[1], &[])
+        .read(1, 1, None)
+        .read(1, 2, Some(2));
+    assert_found(&check_registers(&h.events), AnomalyKind::LostWrite);
+    // Unsettled, it may have been dropped.
+    let mut h = History::new();
+    h.write(0, Kind::Info, 1, 1)
+        .write(0, Kind::Ok, 2, 2)
+        .read(1, 1, None)
+        .read(1, 2, Some(2));
+    assert_valid(&check_registers(&h.events));
+    // Settled as lost, it was shown by its own replica only.
+    let mut h = History::new();
+    h.write(0, Kind::Info, 1, 1)
+        .read(0, 1, Some(1))
+        .settle(0, &[], &[1])
+        .read(0, 1, None)
+        .read(1, 1, None);
+    assert_valid(&check_registers(&h.events));
+    let mut h = History::new();
+    h.write(0, Kind::Info, 1, 1)
+        .settle(0, &[], &[1])
+        .read(1, 1, Some(1));
+    assert_found(&check_registers(&h.events), AnomalyKind::FailedWriteVisible);
+}

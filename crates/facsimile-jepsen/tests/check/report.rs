@@ -148,3 +148,19 @@ fn malformed_events_make_the_history_invalid() {
     // The write left open counts as one of unknown outcome.
     assert_eq!(report.registers.ops.info, 1);
 }
+
+#[test]
+fn checking_a_directory_without_histories_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("summary.json"), "{}").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facsimile-jepsen"))
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no history-*.jsonl"),
+        "{out:?}"
+    );
+}
