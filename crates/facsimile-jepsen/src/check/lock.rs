@@ -11,20 +11,23 @@
 //!
 //! Real time: two holders of one lock must not overlap (a holder holds
 //! from its grant's acknowledgement to its release's invocation, or to its
-//! last event when it never released). The protocol allows an overlap only
-//! where a holder lost the lock without knowing: the earlier one was
-//! paused, killed or cut off, or a server or its disk was faulted, between
-//! its request and the later grant, or the later one was, between its
-//! request and its grant (a grant made before it was evicted, learned
-//! after). Such an overlap is counted as information (the lock's safety
-//! then rests on fencing, which the counter checks); any other is
-//! [`AnomalyKind::ConcurrentHolders`]. Without the run's faults (a history
-//! checked alone) every overlap counts as explained. That the earlier
-//! holder's release was acknowledged says nothing: a node learns that it
-//! lost its locks only when it hears back, and a flush does not report the
-//! lost release of an evicted node (`NetError::WritesLost`), so a paused
-//! holder's release is acknowledged after the lock passed on, as the runs
-//! show.
+//! last event when it never released). Every overlapping pair is judged on
+//! its own. The protocol allows an overlap only where a holder lost the
+//! lock without knowing: the earlier one was paused, killed or cut off, or
+//! a server or its disk was faulted, between its request and the later
+//! grant, or the later one was, between its request and its grant (a grant
+//! made before it was evicted, learned after). Such an overlap is counted
+//! as information (the lock's safety then rests on fencing, which the
+//! counter checks); any other is [`AnomalyKind::ConcurrentHolders`], so an
+//! eviction or a lease lapse with no injected fault (a node starved of CPU
+//! past the relay's timeout, say) is reported as a violation. Without the
+//! run's faults (a history checked alone) every overlap counts as
+//! explained; with them, an empty list of faults explains none. That the
+//! earlier holder's release was acknowledged says nothing: a node learns
+//! that it lost its locks only when it hears back, and a flush does not
+//! report the lost release of an evicted node (`NetError::WritesLost`), so
+//! a paused holder's release is acknowledged after the lock passed on, as
+//! the runs show.
 //!
 //! Increments under different tokens that overlap in real time (a holder
 //! paused while its increment was in flight) are counted as information:
@@ -182,8 +185,8 @@ fn check_grants(
     }
 }
 
-/// Holders of one lock that overlap in real time: a violation unless a
-/// fault explains it.
+/// Holders of one lock that overlap in real time: each overlapping pair is
+/// a violation unless a fault explains it.
 fn overlaps(
     report: &mut CheckerReport,
     ops: &[&Operation],
@@ -192,9 +195,13 @@ fn overlaps(
     faults: Option<&[FaultWindow]>,
 ) {
     holders.sort_unstable();
-    let mut latest: Option<Holder> = None;
+    // Every pair, not only the one with the latest-ending earlier holder: a
+    // paused holder's long interval, explained by its pause, must not hide
+    // two later holders that overlap each other with no fault.
+    let mut open: Vec<Holder> = Vec::new();
     for &h in holders.iter() {
-        if let Some(earlier) = latest.filter(|e| h.start < e.end) {
+        open.retain(|e| h.start < e.end);
+        for earlier in &open {
             let (first, second) = (ops[earlier.grant], ops[h.grant]);
             // The earlier holder lost the lock between its request and the
             // later grant, or the later one was granted the lock, lost it
@@ -229,9 +236,7 @@ fn overlaps(
                 vec![first.clone(), second.clone()],
             );
         }
-        if latest.is_none_or(|e| h.end > e.end) {
-            latest = Some(h);
-        }
+        open.push(h);
     }
 }
 

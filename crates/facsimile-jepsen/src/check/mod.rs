@@ -18,7 +18,7 @@
 //!   tokens; the accepted increments (each a fenced read, then a write of
 //!   one more) form one chain whose tokens never go backwards and whose
 //!   holders never interleave; two holders never overlap in real time
-//!   unless a fault of the earlier one (or of a server) explains it.
+//!   unless a fault of either (or of a server) explains it.
 //!   Explained overlaps, and increments under different tokens that
 //!   overlap in real time, are counted apart, as information.
 //! - [`check_snapshots`]: the replicas' final snapshots are byte-identical.
@@ -135,15 +135,20 @@ pub enum AnomalyKind {
     /// contradicts real time: one completed before another that precedes it
     /// was invoked.
     CounterOrder,
-    /// Two holders of one lock at once, in real time, where no fault of the
-    /// earlier holder (nor of a server) explains it, or where the earlier
-    /// holder's release was later acknowledged: locks are exclusive among
-    /// live nodes.
+    /// Two holders of one lock at once, in real time, where the run's
+    /// faults are known and none explains it: no pause, kill or cut of the
+    /// earlier holder between its request and the later grant, nor of the
+    /// later holder between its request and its grant, and no fault of a
+    /// server or its disk in either window. Locks are exclusive among live
+    /// nodes; an eviction or a lease lapse with no injected fault (a node
+    /// starved of CPU past the relay's timeout, say) is reported as this.
     ConcurrentHolders,
     /// Information, not a violation: two holders' intervals of one lock
-    /// overlap in real time after a fault of the earlier one (or of a
-    /// server), which the protocol allows when it was paused or cut off
-    /// past the failure detection; fencing then keeps the resource safe.
+    /// overlap in real time after a fault of either (or of a server) that
+    /// explains it, as for [`AnomalyKind::ConcurrentHolders`], which the
+    /// protocol allows when a holder was paused or cut off past the failure
+    /// detection; fencing then keeps the resource safe. Every overlap
+    /// counts as this when the run's faults are unknown.
     OverlappingHolders,
     /// Information, not a violation: accepted increments under different
     /// tokens overlap in real time (a holder paused while its increment
@@ -362,15 +367,20 @@ impl fmt::Display for Report {
 
 /// Runs every checker on a history (events of all processes, in any order
 /// between processes; each process's own events in the order recorded).
-/// The run's faults are unknown: overlapping lock holders are a violation
-/// only where the earlier one's release was acknowledged.
+/// The run's faults are unknown, so every overlap of two lock holders
+/// counts as explained ([`AnomalyKind::OverlappingHolders`]); use
+/// [`check_run`] to judge them.
 pub fn check_all(history: &[Event]) -> Report {
     check_history(history, None)
 }
 
 /// Runs every checker on a history whose run injected `faults` (all of
-/// them, on the history's clock): overlapping lock holders are also a
-/// violation where none of them explains the overlap.
+/// them, on the history's clock): two lock holders that overlap are a
+/// violation ([`AnomalyKind::ConcurrentHolders`]) unless a fault of either
+/// holder, or of a server or its disk, explains it (with no faults, none
+/// does). So an eviction or a lease lapse with no injected fault (a node
+/// starved of CPU past the relay's timeout, say) is reported as a
+/// violation.
 pub fn check_run(history: &[Event], faults: &[FaultWindow]) -> Report {
     check_history(history, Some(faults))
 }

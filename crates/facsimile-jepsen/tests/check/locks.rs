@@ -222,3 +222,33 @@ fn an_overlap_is_two_holders_at_once_unless_a_fault_explains_it() {
     assert_valid(&report);
     assert_eq!(report.count(AnomalyKind::OverlappingHolders), 0);
 }
+
+#[test]
+fn a_paused_holder_does_not_hide_two_others_overlapping() {
+    // Events every 10 ns from 10: process 0 is granted at 20 and releases
+    // at 110; process 1 holds from 40 to 70, process 2 from 60 to 90.
+    let mut h = History::new();
+    h.acquire(0, 1, 1)
+        .acquire(1, 1, 2)
+        .acquire(2, 1, 3)
+        .release(1, 1, 2)
+        .release(2, 1, 3)
+        .release(0, 1, 1);
+    // Process 0's pause explains its overlaps with both, not theirs.
+    let faults = [fault(Some(0), "pause-client", 25, 100)];
+    let report = check_locks_with(&h.events, &faults);
+    assert_found(&report, AnomalyKind::ConcurrentHolders);
+    assert_eq!(report.count(AnomalyKind::ConcurrentHolders), 1);
+    assert_eq!(report.count(AnomalyKind::OverlappingHolders), 2);
+    // As without process 0.
+    let without: Vec<_> = h
+        .events
+        .iter()
+        .filter(|e| e.process != 0)
+        .cloned()
+        .collect();
+    assert_found(
+        &check_locks_with(&without, &faults),
+        AnomalyKind::ConcurrentHolders,
+    );
+}
