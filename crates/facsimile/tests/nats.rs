@@ -1212,3 +1212,62 @@ async fn entry_where(
     };
     tokio::time::timeout(PATIENCE, found).await.expect(what);
 }
+
+/// `close` reports a write the log refused, as `flush` does: one that
+/// raced another node's lock grant while the node was cut off. (Leaving
+/// first, the node read none of its frames back and closed with `Ok`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_reports_a_write_that_raced_a_lock_grant() {
+    let (_server, partition, a, b) = alpha_behind_a_partition("close-race").await;
+    partition.freeze(true);
+    let root_b = b.node().root_map().unwrap();
+    let guard = b.node().lock(&root_b).await.unwrap();
+    a.node().root_map().unwrap().set("raced", 1).unwrap();
+    let closing = tokio::spawn({
+        let a = a.clone();
+        async move { a.close(PATIENCE).await }
+    });
+    partition.freeze(false);
+    let r = closing.await.unwrap();
+    drop(guard);
+    assert!(
+        matches!(r, Err(net::NetError::WritesLost(1))),
+        "close of a node whose write the log refused: {r:?}"
+    );
+    assert_eq!(b.node().get("/raced"), None, "the write is applied nowhere");
+}
+
+/// The same for a write under a lock made while cut off, once the node's
+/// lease ran out: refused, and `close` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_reports_writes_refused_after_a_lapse() {
+    let (_server, partition, a, b) = alpha_behind_a_partition("close-lapse").await;
+    let alpha = a.node().peer_id();
+    let root = a.node().root_map().unwrap();
+    root.set("held", json!({})).unwrap();
+    a.flush().await.unwrap();
+    let held = root.get("held").unwrap().as_map().unwrap().clone();
+    let guard = a.node().lock(&held).await.unwrap();
+    partition.freeze(true);
+    held.set("x", 1).unwrap();
+    drop(guard);
+    let closing = tokio::spawn({
+        let a = a.clone();
+        async move { a.close(PATIENCE).await }
+    });
+    until("bravo to see alpha's lease run out", || {
+        !b.node().peers().contains(&alpha)
+    })
+    .await;
+    partition.freeze(false);
+    let r = closing.await.unwrap();
+    assert!(
+        matches!(r, Err(net::NetError::WritesLost(_))),
+        "close of a node whose locked write the log refused: {r:?}"
+    );
+    assert_eq!(
+        b.node().get("/held/x"),
+        None,
+        "the write is applied nowhere"
+    );
+}

@@ -220,21 +220,34 @@ impl Connection {
         self.shared.rejoins.load(Ordering::Acquire)
     }
 
-    /// Leaves the document: says goodbye (the others stop waiting for this
-    /// node and its locks are freed at once), waits up to `timeout` for the
-    /// relay or the log to acknowledge everything, and closes the
-    /// connection.
+    /// Leaves the document: waits for the relay or the log to acknowledge
+    /// this node's writes (or to refuse them: [`NetError::WritesLost`]),
+    /// then says goodbye (the others stop waiting for this node and its
+    /// locks are freed), waits for that to be acknowledged too, all within
+    /// `timeout`, and closes the connection.
     ///
     /// # Errors
     /// As [`Connection::flush`], and [`NetError::Timeout`].
     pub async fn close(self, timeout: Duration) -> Result<(), NetError> {
-        self.node.leave();
-        let r = match tokio::time::timeout(timeout, self.flush()).await {
+        // The writes first: a node that left reads nothing more, and over
+        // NATS it is its own frames read back that tell a write the log
+        // refused (one that raced another node's lock grant, or came after
+        // its lease ran out).
+        let leave = async {
+            let writes = self.flush().await;
+            self.node.leave();
+            let goodbye = self.flush().await;
+            writes.and(goodbye)
+        };
+        let r = match tokio::time::timeout(timeout, leave).await {
             Ok(r) => r,
-            Err(_) => Err(NetError::Timeout {
-                what: "the relay to acknowledge the last messages",
-                after: timeout,
-            }),
+            Err(_) => {
+                self.node.leave();
+                Err(NetError::Timeout {
+                    what: "the relay to acknowledge the last messages",
+                    after: timeout,
+                })
+            }
         };
         self.shut();
         r
