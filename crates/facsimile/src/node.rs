@@ -1443,13 +1443,25 @@ impl Node {
     /// the state lock, then lets go of the pump.
     fn deliver(&self, guard: PumpGuard<'_>, drained: Drained) {
         let (sender, transmits, dispatch) = drained;
+        // The replica has let go of these messages: a sender that panics
+        // (over an in-process network, another node's listener did) must
+        // not drop the ones after it, which no peer would then ever get.
+        // The first panic goes on once all are sent and the listeners ran.
+        let mut panicked = None;
         if let Some(send) = sender {
             for t in transmits {
-                send(Outgoing(t));
+                let sent =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send(Outgoing(t))));
+                if let Err(panic) = sent {
+                    panicked.get_or_insert(panic);
+                }
             }
         }
         dispatch.run();
         drop(guard);
+        if let Some(panic) = panicked {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     /// How long until the replica's next timer is due by the node's clock

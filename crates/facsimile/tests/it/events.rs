@@ -714,6 +714,27 @@ fn a_panicking_listener_does_not_stop_the_network() {
     }
 }
 
+/// A listener of another node that panics while the network delivers one
+/// of a round's messages loses none of the round's later ones: here a's
+/// goodbye, sent with the writes it held offline.
+#[test]
+fn a_panicking_listener_loses_no_message_of_its_sender() {
+    let net = LocalNetwork::new();
+    let (a, b) = (net.join("a"), net.join("b"));
+    a.set_root(json!({"k": 0})).unwrap();
+    let sub = b.on_change(|_| panic!("listener"));
+    a.set_online(false);
+    a.root_map().unwrap().set("k", 1).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.leave()));
+    assert!(caught.is_err(), "the listener's panic reaches the sender");
+    drop(sub);
+    assert_eq!(b.root().to_json().unwrap(), json!({"k": 1}));
+    assert!(
+        !b.peers().contains(&a.peer_id()),
+        "b had a's goodbye, sent after the write"
+    );
+}
+
 /// `set_root` returns what it wrote, even when a listener (here another
 /// node's, over the in-process network) replaced the root before it
 /// returned.
