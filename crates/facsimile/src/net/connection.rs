@@ -332,19 +332,12 @@ impl StatusWriter {
             return;
         }
         drop(pending);
-        let queue = self.queue.clone();
-        let write = move || queue.write_pending();
+        let writing = Writing(Some(self.queue.clone()));
         // A connection may be closed or dropped outside a runtime (from a
         // thread of the Python binding, say).
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn_blocking(write);
-        } else if std::thread::Builder::new()
-            .name("facsimile-status".into())
-            .spawn(write)
-            .is_err()
-        {
-            // No thread to spare: written here, in order all the same.
-            self.queue.write_pending();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || writing.run())),
+            Err(_) => writing.on_a_thread(),
         }
     }
 
@@ -354,6 +347,43 @@ impl StatusWriter {
             *s = status;
             true
         });
+    }
+}
+
+/// The pending changes of a queue, to be written by whoever runs this. A
+/// runtime whose blocking pool shuts down drops it unrun: the changes then
+/// go to a thread of their own, else the queue would stay marked as being
+/// written and no later change, `Closed` included, would ever be.
+struct Writing(Option<Arc<StatusQueue>>);
+
+impl Writing {
+    fn run(mut self) {
+        if let Some(queue) = self.0.take() {
+            queue.write_pending();
+        }
+    }
+
+    /// Writes the changes on a thread of its own, or here when no thread
+    /// can be had (in order all the same).
+    fn on_a_thread(mut self) {
+        let Some(queue) = self.0.take() else {
+            return;
+        };
+        let spare = queue.clone();
+        let spawned = std::thread::Builder::new()
+            .name("facsimile-status".into())
+            .spawn(move || spare.write_pending());
+        if spawned.is_err() {
+            queue.write_pending();
+        }
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            Writing(self.0.take()).on_a_thread();
+        }
     }
 }
 
@@ -442,6 +472,28 @@ mod tests {
         );
         assert_eq!(*status.borrow(), Status::Closed);
         writer.set_now(Status::Connected);
+        assert_eq!(*status.borrow(), Status::Closed);
+    }
+
+    /// A change asked of a runtime that shut down (its blocking pool drops
+    /// the write unrun) is written all the same, and so are the later ones.
+    #[test]
+    fn a_change_asked_of_a_runtime_that_shut_down_is_written() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        drop(runtime);
+        let writer = StatusWriter::new(Status::Connected);
+        let status = writer.subscribe();
+        {
+            let _inside = handle.enter();
+            writer.set(Status::Disconnected("lost".into()));
+        }
+        written(&writer);
+        assert_eq!(*status.borrow(), Status::Disconnected("lost".into()));
+        writer.set(Status::Closed);
+        written(&writer);
         assert_eq!(*status.borrow(), Status::Closed);
     }
 }
