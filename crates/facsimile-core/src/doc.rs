@@ -925,12 +925,7 @@ impl Doc {
         let list = self.list(obj)?;
         owner()?;
         let len = list.len();
-        let mut seen = vec![false; len];
-        if order.len() != len
-            || order
-                .iter()
-                .any(|&i| i >= len || std::mem::replace(&mut seen[i], true))
-        {
+        if !is_permutation(order, len) {
             return Err(Error::BadPermutation { object: obj, len });
         }
         if order.iter().enumerate().all(|(i, &o)| i == o) {
@@ -1591,6 +1586,22 @@ pub(crate) fn splice_bound(items: &[Input], runs: usize, format: WireFormat) -> 
         0 => inserted,
         n => inserted + bare_op_bound(format) + n * run_bound(format),
     }
+}
+
+/// Whether `order` holds each of `0..len` exactly once: an order an
+/// array's elements can be moved into ([`crate::Replica::list_reorder`]).
+///
+/// ```
+/// assert!(facsimile_core::is_permutation(&[2, 0, 1], 3));
+/// assert!(!facsimile_core::is_permutation(&[0, 0, 1], 3));
+/// assert!(!facsimile_core::is_permutation(&[0, 1], 3));
+/// ```
+pub fn is_permutation(order: &[usize], len: usize) -> bool {
+    let mut seen = vec![false; len];
+    order.len() == len
+        && order
+            .iter()
+            .all(|&i| i < len && !std::mem::replace(&mut seen[i], true))
 }
 
 #[cfg(test)]

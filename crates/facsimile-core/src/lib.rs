@@ -68,6 +68,7 @@ mod wire;
 
 pub use codec::{VERSION, WireFormat};
 pub use config::Config;
+pub use doc::is_permutation;
 pub use envelope::Envelope;
 pub use error::{Error, ReceiveError};
 pub use event::{Change, Event, LockEntry, LockEvent, LockState, Origin, PeerInfo};

@@ -1779,12 +1779,7 @@ impl ArrayRef {
         let order = order_of(&values);
         self.node.write(|r| {
             let len = values.len();
-            let mut seen = vec![false; len];
-            if order.len() != len
-                || order
-                    .iter()
-                    .any(|&i| i >= len || std::mem::replace(&mut seen[i], true))
-            {
+            if !facsimile_core::is_permutation(&order, len) {
                 return Err(EngineError::BadPermutation { object: id, len });
             }
             let Some(now) = r.list_positions(id, &stamps)? else {
