@@ -224,25 +224,30 @@ async fn writes_made_while_the_server_is_down_are_held_and_go_out_packed() {
     assert_eq!(a.rejoins() + b.rejoins(), 0, "nobody's lease ran out");
 }
 
-/// Alpha, behind a partition that can cut it off, and bravo, directly on
-/// the server, both with the document `{"log": []}`.
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_the_log_refused_after_the_lease_ran_out_are_carried_over_unless_locked() {
-    let (_server, partition, a, b) = alpha_behind_a_partition("lapse").await;
-    let alpha = a.node().peer_id();
+/// Alpha, cut off behind the partition, writes `/held/x` under its lock
+/// on `/held` and lets the lock go: a write that may depend on the lock,
+/// never carried over, which the log refuses once alpha's lease runs out.
+/// Returns alpha's root.
+async fn a_locked_write_cut_off(a: &net::Connection, partition: &Partition) -> facsimile::MapRef {
     let root = a.node().root_map().unwrap();
     root.set("held", json!({})).unwrap();
     a.flush().await.unwrap();
     let held = root.get("held").unwrap().as_map().unwrap().clone();
     let guard = a.node().lock(&held).await.unwrap();
-    // Cut off from the server (without knowing it), alpha writes on while
-    // bravo's heartbeats carry the log past alpha's lease.
     partition.freeze(true);
-    // Made while holding a lock: may depend on it, never carried over.
     held.set("x", 1).unwrap();
     drop(guard);
-    // Made after: carried over.
+    root
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_the_log_refused_after_the_lease_ran_out_are_carried_over_unless_locked() {
+    let (_server, partition, a, b) = alpha_behind_a_partition("lapse").await;
+    let alpha = a.node().peer_id();
+    // Cut off from the server (without knowing it), alpha writes on while
+    // bravo's heartbeats carry the log past alpha's lease.
+    let root = a_locked_write_cut_off(&a, &partition).await;
+    // Made after the lock's: carried over.
     let log = root.get("log").unwrap().as_array().unwrap().clone();
     for i in 0..10i64 {
         log.push(i).unwrap();
@@ -261,11 +266,7 @@ async fn writes_the_log_refused_after_the_lease_ran_out_are_carried_over_unless_
         let a = a.clone();
         async move { a.flush().await }
     });
-    until("bravo to see alpha's lease run out", || {
-        !b.node().peers().contains(&alpha)
-    })
-    .await;
-    partition.freeze(false);
+    lapse(&partition, &b, &alpha).await;
     // Stored by the stream, but after the lapse: refused. The new
     // incarnation made the writes again but the one under the lock, and
     // the flush waited for those.
@@ -1243,23 +1244,12 @@ async fn close_reports_a_write_that_raced_a_lock_grant() {
 async fn close_reports_writes_refused_after_a_lapse() {
     let (_server, partition, a, b) = alpha_behind_a_partition("close-lapse").await;
     let alpha = a.node().peer_id();
-    let root = a.node().root_map().unwrap();
-    root.set("held", json!({})).unwrap();
-    a.flush().await.unwrap();
-    let held = root.get("held").unwrap().as_map().unwrap().clone();
-    let guard = a.node().lock(&held).await.unwrap();
-    partition.freeze(true);
-    held.set("x", 1).unwrap();
-    drop(guard);
+    a_locked_write_cut_off(&a, &partition).await;
     let closing = tokio::spawn({
         let a = a.clone();
         async move { a.close(PATIENCE).await }
     });
-    until("bravo to see alpha's lease run out", || {
-        !b.node().peers().contains(&alpha)
-    })
-    .await;
-    partition.freeze(false);
+    lapse(&partition, &b, &alpha).await;
     let r = closing.await.unwrap();
     assert!(
         matches!(r, Err(net::NetError::WritesLost(_))),
