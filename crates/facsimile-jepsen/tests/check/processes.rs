@@ -20,6 +20,21 @@ fn gone(pid: u32) -> bool {
     }
 }
 
+/// Waits until process `pid` shows [`RUNNER_ENV`] in its environment.
+fn environment_set(pid: u32) {
+    let set = || {
+        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+            env.split(|&b| b == 0)
+                .any(|v| v.starts_with(RUNNER_ENV.as_bytes()))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !set() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(set(), "process {pid} has no {RUNNER_ENV}");
+}
+
 fn gone_within(pid: u32, patience: Duration) -> bool {
     let deadline = Instant::now() + patience;
     while Instant::now() < deadline {
@@ -67,8 +82,9 @@ fn a_guarded_server_dies_with_its_runner() {
         gone_within(pid, Duration::from_secs(5)),
         "the guarded process {pid} outlived its runner"
     );
-    // Unguarded, it would have lived on.
-    let pid = orphan("sleep 300");
+    // Unguarded, it would have lived on. Without the runner's variable, so
+    // that `kill_orphans` in a test running beside this one leaves it be.
+    let pid = orphan(&format!("env -u {RUNNER_ENV} sleep 300"));
     assert!(!gone_within(pid, Duration::from_millis(300)));
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
 }
@@ -90,6 +106,10 @@ fn processes_a_dead_runner_left_behind_are_killed_and_no_others() {
         .env(RUNNER_ENV, std::process::id().to_string())
         .spawn()
         .unwrap();
+    // `spawn` returns once the child's descriptors closed on `exec`, which
+    // is before the kernel gives the new program its environment.
+    environment_set(orphan.id());
+    environment_set(adopted.id());
     assert!(kill_orphans() >= 1);
     let status = orphan.wait().unwrap();
     assert!(!status.success(), "{status}");
