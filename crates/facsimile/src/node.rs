@@ -1070,10 +1070,9 @@ impl Node {
     ///
     /// Leaving is for good for this incarnation. To take part again, make
     /// a new node (and [`Node::sync`] it, or start it from
-    /// [`Node::from_exported`]); a node that a transport starts over as a
-    /// new incarnation ([`Node::reload`] over a log, or a relay connection
-    /// that is re-established after the relay counted it gone) takes part
-    /// again as well.
+    /// [`Node::from_exported`]), or start this one over from a log
+    /// ([`Node::reload`]). A relay connection that is made again after the
+    /// relay counted the node gone closes rather than starting it over.
     ///
     /// # Example
     /// ```

@@ -68,6 +68,7 @@ pub(super) async fn connect(
     let incarnation = node.peer_id().incarnation();
     let (conn, admission) =
         establish(addr, &options, &mut session, &shared, &node, incarnation).await?;
+    // A node made here has not left.
     admit(&shared, &node, admission);
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let _ready = node.on_ready(move |_| {
@@ -366,14 +367,23 @@ async fn read_welcome(
     }
 }
 
-/// Does what the relay's welcome asks of the node.
-fn admit(shared: &Shared, node: &Node, admission: Admission) {
+/// Does what the relay's welcome asks of the node. Returns whether the
+/// connection goes on: not for a node that left ([`Node::leave`]) and that
+/// the relay now counts gone, as it asked; starting it over would undo
+/// its leaving.
+fn admit(shared: &Shared, node: &Node, admission: Admission) -> bool {
     match admission {
         // Synced by the caller before the first message is read.
         Admission::Joined | Admission::Resumed => {}
         Admission::Sync => {
             tracing::info!(node = %node.peer_id(), "cannot resume where the connection broke; syncing");
             node.sync();
+        }
+        Admission::Rejoin { .. } if node.read(|r| r.has_left()) => {
+            tracing::info!(node = %node.peer_id(), "the relay counts this node gone, as it left; closing");
+            // Its goodbye, if unacknowledged, was dropped with the rest.
+            count_lost_from(shared, node.peer_id().incarnation());
+            return false;
         }
         Admission::Rejoin { dropped, applied } => {
             tracing::warn!(
@@ -391,6 +401,7 @@ fn admit(shared: &Shared, node: &Node, admission: Admission) {
             count_lost_from(shared, old);
         }
     }
+    true
 }
 
 fn host_of(addr: &str) -> String {
@@ -474,7 +485,10 @@ async fn run(
         match attempt {
             Ok((c, admission)) => {
                 tracing::info!(%addr, "reconnected to the relay");
-                admit(&shared, &n, admission);
+                if !admit(&shared, &n, admission) {
+                    shared.shut();
+                    return;
+                }
                 admitted = n.peer_id().incarnation();
                 conn = Some(c);
             }

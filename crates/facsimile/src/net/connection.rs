@@ -32,7 +32,9 @@ pub enum Status {
     /// published every third of its lease. Writes wait and are published
     /// again; the status returns to `Connected` once a publish is stored.
     Degraded(String),
-    /// Closed by [`Connection::close`] or [`Connection::abort`], for good:
+    /// Closed by [`Connection::close`] or [`Connection::abort`], or, for a
+    /// node that left ([`Node::leave`](crate::Node::leave)) without
+    /// closing, once a relay it reconnected to counts it gone: for good,
     /// no other state follows. Written after the changes asked before it,
     /// once every value borrowed from the status is let go.
     Closed,
@@ -102,6 +104,15 @@ impl Shared {
         let r = f(&mut self.outbox());
         self.progress.notify_waiters();
         r
+    }
+
+    /// Ends the connection's tasks and fails its waiting flushes. The
+    /// status is `Closed` for good once the changes asked before are
+    /// written.
+    pub(super) fn shut(&self) {
+        self.complete(Outbox::close);
+        self.cancel.cancel();
+        self.status.set(Status::Closed);
     }
 
     /// Queues a frame and wakes the sender.
@@ -249,7 +260,7 @@ impl Connection {
                 })
             }
         };
-        self.shut();
+        self.shared.shut();
         r
     }
 
@@ -257,16 +268,7 @@ impl Connection {
     /// the relay evicts the node and frees its locks (over NATS, its lease
     /// runs out).
     pub fn abort(self) {
-        self.shut();
-    }
-
-    /// Ends the connection's tasks and fails its waiting flushes. The
-    /// status is `Closed` for good once the changes asked before are
-    /// written.
-    pub(super) fn shut(&self) {
-        self.shared.complete(Outbox::close);
-        self.shared.cancel.cancel();
-        self.shared.status.set(Status::Closed);
+        self.shared.shut();
     }
 }
 
