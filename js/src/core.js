@@ -18,9 +18,10 @@
 // - Handles. The engine names objects by small integer handles. An entry
 //   per handle holds a WeakRef to the object's one proxy; a
 //   FinalizationRegistry releases the handle when the proxy is collected.
-//   An entry whose proxy has listeners keeps it strongly (as does a lock
-//   promise while it waits); the listeners go once the engine has
-//   reclaimed the object.
+//   An entry whose proxy has listeners keeps it strongly (as do a lock
+//   promise while it waits and an array iterator until it is done): what
+//   outlives a call holds the proxy, never only its target or handle. The
+//   listeners go once the engine has reclaimed the object.
 // - Epochs and the read cache. `_epoch` moves with every change of the
 //   engine's state. Whole arrays and maps read in one call (iteration,
 //   keys, inspection, or many reads of one object) are kept in `_cache`
@@ -289,8 +290,13 @@ function createFacsimile(wasm, { platform }) {
     }
   }
 
+  // An iterator outlives the call that made it (a `for…of` that awaits), so
+  // it holds the array's proxy: were the proxy collected, its handle would
+  // be released, and the engine gives a released handle to the next object
+  // read, which the iterator would then read instead of its array.
   class ArrayIterator {
-    constructor(t, kind) {
+    constructor(proxy, t, kind) {
+      this.proxy = proxy;
       this.live = new Live(t);
       this.i = 0;
       this.kind = kind; // 0 values, 1 keys, 2 entries
@@ -301,6 +307,7 @@ function createFacsimile(wasm, { platform }) {
       const i = this.i;
       if (i >= vals.length) {
         this.live = null;
+        this.proxy = null;
         return { value: undefined, done: true };
       }
       this.i = i + 1;
@@ -619,17 +626,17 @@ function createFacsimile(wasm, { platform }) {
     values() {
       const t = info(this);
       if (t === undefined) return AP.values.call(this);
-      return new ArrayIterator(t, 0);
+      return new ArrayIterator(this, t, 0);
     },
     keys() {
       const t = info(this);
       if (t === undefined) return AP.keys.call(this);
-      return new ArrayIterator(t, 1);
+      return new ArrayIterator(this, t, 1);
     },
     entries() {
       const t = info(this);
       if (t === undefined) return AP.entries.call(this);
-      return new ArrayIterator(t, 2);
+      return new ArrayIterator(this, t, 2);
     },
   };
   arrayMethods[Symbol.iterator] = arrayMethods.values;
@@ -1485,7 +1492,11 @@ function createFacsimile(wasm, { platform }) {
       this._clearTimer();
       const delay = Math.max(0, at - this._time());
       this._timerAt = at;
-      this._timer = setTimeout(() => this._onTimer(), delay);
+      // The pending timer holds the node weakly: a node the program dropped
+      // without close() is collected, and its engine with it (the engine's
+      // wrapper frees its WebAssembly memory when collected).
+      const node = new WeakRef(this);
+      this._timer = setTimeout(() => node.deref()?._onTimer(), delay);
       if (typeof this._timer === 'object' && typeof this._timer.unref === 'function') this._timer.unref();
     }
 
