@@ -1277,9 +1277,20 @@ function createFacsimile(wasm, { platform }) {
       }
     }
 
+    // The promise is the caller's only answer, and it says whether the
+    // lock is held: nothing after the engine's request throws. An
+    // exception from a listener or `send` during the pump (a 'lock'
+    // listener of the grant, say) changes nothing about the lock, as a
+    // listener's exception undoes no write, and is thrown from the event
+    // loop: rejecting would tell the caller that a lock it holds failed.
     _lock(object, wait, options) {
       const signal = options == null ? undefined : options.signal;
-      if (signal != null && signal.aborted) return Promise.reject(signal.reason);
+      if (signal != null) {
+        if (signal.aborted) return Promise.reject(signal.reason);
+        if (typeof signal.addEventListener !== 'function') {
+          return Promise.reject(fail('BAD_ARGUMENT', 'options.signal is an AbortSignal'));
+        }
+      }
       let t;
       let token;
       try {
@@ -1291,7 +1302,7 @@ function createFacsimile(wasm, { platform }) {
         return Promise.reject(again(e));
       }
       if (token > 0) {
-        this._pump();
+        this._pumpLater();
         return Promise.resolve(token);
       }
       const proxy = object;
@@ -1314,17 +1325,20 @@ function createFacsimile(wasm, { platform }) {
         list.push(waiter);
         signal.addEventListener('abort', abort, { once: true });
       });
-      this._pump();
+      this._pumpLater();
       return promise;
     }
 
     // An aborted lock() stops waiting; the last one waiting on the request
     // withdraws it (or releases the lock granted before the abort was seen).
+    // The promise rejects first: what the withdrawal sets off may throw
+    // (thrown from the event loop, as the abort has no caller to reach).
     _abandon(h, waiter, reason) {
       const list = this._waiters.get(h);
       const i = list === undefined ? -1 : list.indexOf(waiter);
       if (i < 0) return;
       list.splice(i, 1);
+      waiter.reject(reason);
       if (list.length === 0) {
         this._waiters.delete(h);
         this._bump();
@@ -1332,11 +1346,9 @@ function createFacsimile(wasm, { platform }) {
           this._engine.unlock(h);
         } catch {
           // Lost meanwhile: there is nothing left to withdraw.
-        } finally {
-          this._pump();
         }
+        this._pumpLater();
       }
-      waiter.reject(reason);
     }
 
     // Settles the lock promises waiting on handle `h` from the lock's state.
@@ -1550,6 +1562,19 @@ function createFacsimile(wasm, { platform }) {
         this._pumping = false;
       }
       if (error !== null) throw error.e;
+    }
+
+    // A pump for a call whose answer is a promise: an exception from a
+    // listener or `send` has no caller to reach, and is thrown from the
+    // event loop, as from any event handler, rather than lost.
+    _pumpLater() {
+      try {
+        this._pump();
+      } catch (e) {
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
     }
 
     _dispatch(ev) {

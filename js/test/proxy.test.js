@@ -737,6 +737,134 @@ test('locks: an aborted lock() leaves the request to another call waiting on it'
   assert.throws(() => b.release(b.store.m), { code: 'NOT_LOCKED' });
 });
 
+// Runs `fn` with the exceptions thrown from the event loop (uncaught)
+// collected instead of failing the test, until a task after it returns.
+async function uncaught(fn) {
+  const saved = process.listeners('uncaughtException');
+  process.removeAllListeners('uncaughtException');
+  const errors = [];
+  const collect = (e) => errors.push(e);
+  process.on('uncaughtException', collect);
+  try {
+    await fn();
+    await new Promise(setImmediate);
+  } finally {
+    process.off('uncaughtException', collect);
+    for (const l of saved) process.on('uncaughtException', l);
+  }
+  return errors.map((e) => e.message);
+}
+
+// Whether a promise has settled, a task after the call that should settle it.
+async function settled(promise) {
+  let done = false;
+  promise.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  await new Promise(setImmediate);
+  return done;
+}
+
+test('lock() returns a promise of the lock also when a listener or send throws meanwhile; the exception is thrown from the event loop', async () => {
+  const [a, b] = pair();
+  a.store = { m: {}, n: {} };
+  // Granted at once; a 'lock' listener throws on the grant.
+  const grants = (node) =>
+    node.on('lock', (target, what) => {
+      if (what === 'granted') throw new Error(`${node.hostname} granted`);
+    });
+  grants(a);
+  let token;
+  let errors = await uncaught(async () => {
+    const p = a.lock(a.store.m);
+    assert.ok(p instanceof Promise);
+    token = await p;
+  });
+  assert.deepEqual(errors, ['a granted']);
+  assert.ok(token > 0);
+  assert.deepEqual(a._locks()[0].queue.map((r) => r.hostname), ['a'], 'held, as the promise says');
+  assert.throws(() => {
+    b.store.m.x = 1;
+  }, { code: 'NOT_OWNER' });
+
+  // Waiting: b's send delivers its request, then throws.
+  const deliver = b.send;
+  let failing = true;
+  b.send = (...m) => {
+    deliver(...m);
+    if (failing) {
+      failing = false;
+      throw new Error('b send');
+    }
+  };
+  let waiting;
+  errors = await uncaught(async () => {
+    waiting = b.lock(b.store.m);
+    assert.ok(waiting instanceof Promise);
+  });
+  assert.deepEqual(errors, ['b send']);
+  assert.equal(await settled(waiting), false, 'still waiting');
+  // The grant comes later: the listener's exception reaches the caller of
+  // the call that delivered it, and the promise resolves.
+  grants(b);
+  assert.throws(() => a.release(a.store.m), /^Error: b granted$/);
+  assert.ok((await waiting) > token);
+  b.release(b.store.m);
+
+  // request() too, with a send that throws after delivering each message.
+  b.send = (...m) => {
+    deliver(...m);
+    throw new Error('send');
+  };
+  errors = await uncaught(async () => {
+    assert.ok((await b.request(b.store.n)) > 0);
+  });
+  assert.deepEqual(errors, ['send'], 'the first exception');
+});
+
+test('an aborted lock() rejects also when a listener or send throws as its request is withdrawn', async () => {
+  const [a, b] = pair();
+  a.store = { m: {} };
+  await a.lock(a.store.m);
+  b.on('lock', (target, what) => {
+    if (what === 'withdrawn') throw new Error('withdrawn listener');
+  });
+  const giveUp = new AbortController();
+  const withdrawn = b.lock(b.store.m, { signal: giveUp.signal });
+  let outcome;
+  const errors = await uncaught(async () => {
+    giveUp.abort(new Error('gave up'));
+    assert.equal(await settled(withdrawn), true, 'the aborted lock() settled');
+    outcome = await withdrawn.catch((e) => e.message);
+  });
+  assert.equal(outcome, 'gave up');
+  assert.deepEqual(errors, ['withdrawn listener']);
+  assert.deepEqual(a._locks()[0].queue.map((r) => r.hostname), ['a'], "b's request is withdrawn");
+
+  // A send that throws on the withdrawal.
+  const deliver = b.send;
+  const second = new AbortController();
+  const again = b.lock(b.store.m, { signal: second.signal });
+  b.send = (...m) => {
+    deliver(...m);
+    throw new Error('send');
+  };
+  const errors2 = await uncaught(async () => {
+    second.abort(new Error('gave up again'));
+    assert.equal(await settled(again), true, 'the aborted lock() settled');
+    outcome = await again.catch((e) => e.message);
+  });
+  assert.equal(outcome, 'gave up again');
+  assert.ok(errors2.includes('send'), errors2.join());
+  assert.deepEqual(a._locks()[0].queue.map((r) => r.hostname), ['a']);
+
+  // A signal that is not one is refused before anything is requested.
+  b.send = deliver;
+  await assert.rejects(b.lock(b.store.m, { signal: {} }), { name: 'TypeError', code: 'BAD_ARGUMENT' });
+  assert.deepEqual(a._locks()[0].queue.map((r) => r.hostname), ['a'], 'nothing requested');
+});
+
 test('sync() with direct wiring: the document is there when it returns', () => {
   const a = new Facsimile('a');
   const b = new Facsimile('b');
