@@ -297,7 +297,7 @@ struct StatusQueue {
 
 impl StatusWriter {
     /// A status of `initial`.
-    fn new(initial: Status) -> StatusWriter {
+    pub(super) fn new(initial: Status) -> StatusWriter {
         StatusWriter {
             queue: Arc::new(StatusQueue {
                 status: watch::channel(initial).0,

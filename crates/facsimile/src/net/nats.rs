@@ -72,7 +72,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishError;
@@ -82,7 +82,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncReadExt;
 
 use super::backoff::Backoff;
-use super::connection::{Connection, Shared, Status};
+use super::connection::{Connection, Shared, Status, StatusWriter};
 use super::driver::run_timers;
 use super::error::NetError;
 use super::options::ConnectOptions;
@@ -299,26 +299,56 @@ struct Ctx {
 /// the latest.
 #[derive(Debug, Default)]
 struct Link {
-    connected: Mutex<bool>,
+    state: Mutex<LinkState>,
     node: OnceLock<Weak<Inner>>,
 }
 
+#[derive(Debug, Default)]
+struct LinkState {
+    connected: bool,
+    /// The client reported a lost connection: the connection it made
+    /// first is no longer the one to tell of.
+    lost: bool,
+}
+
 impl Link {
-    /// The client connected (`true`) or lost its connection.
-    fn set(&self, connected: bool) {
-        let mut c = self.connected.lock().unwrap_or_else(|e| e.into_inner());
-        *c = connected;
+    fn state(&self) -> MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The client connected (`true`) or lost its connection, as it
+    /// reports: the node and `status` are told, in the order of the
+    /// reports.
+    fn set(&self, connected: bool, status: &StatusWriter) {
+        let mut st = self.state();
+        st.connected = connected;
+        st.lost |= !connected;
+        status.set(match connected {
+            true => Status::Connected,
+            false => Status::Disconnected("NATS connection lost".into()),
+        });
         if let Some(n) = self.node.get().and_then(Node::upgrade) {
             n.set_online(connected);
+        }
+    }
+
+    /// The client made its first connection: `status` says so at once,
+    /// unless the client already reported that connection lost (its
+    /// reports run on a task of their own, and may come first).
+    fn started(&self, status: &StatusWriter) {
+        let mut st = self.state();
+        if !st.lost {
+            st.connected = true;
+            status.set_now(Status::Connected);
         }
     }
 
     /// Tells `node` (the first, or one that just took a new incarnation)
     /// whether the client is connected, and keeps it told.
     fn attach(&self, node: &Node) {
-        let c = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        let st = self.state();
         let _ = self.node.set(node.downgrade());
-        node.set_online(*c);
+        node.set_online(st.connected);
     }
 }
 
@@ -467,18 +497,14 @@ pub(crate) async fn connect(
             async move {
                 match event {
                     async_nats::Event::Connected => {
-                        link.set(true);
                         // Before the count: the publisher's report of a
                         // failure on this connection is written after it.
-                        events.status.set(Status::Connected);
+                        link.set(true, &events.status);
                         connected.send_modify(|n| *n += 1);
                     }
                     async_nats::Event::Disconnected => {
                         // Writes made until the server is back go out packed.
-                        link.set(false);
-                        events
-                            .status
-                            .set(Status::Disconnected("NATS connection lost".into()));
+                        link.set(false, &events.status);
                     }
                     _ => {}
                 }
@@ -492,9 +518,8 @@ pub(crate) async fn connect(
             after: options.connect_timeout,
         })?
         .map_err(|e| nats_error(format!("connecting to {url}"), e))?;
-    link.set(true);
     // Nobody holds the status yet.
-    shared.status.set_now(Status::Connected);
+    link.started(&shared.status);
     let max_payload = client.server_info().max_payload;
     let js = jetstream::new(client);
     let names = Names::new(&options.document);
@@ -1799,6 +1824,28 @@ async fn save_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The client's report that its first connection was lost may come
+    /// before `connect` gets to say it is connected: the status then
+    /// stays as reported.
+    #[test]
+    fn a_first_connection_lost_before_the_start_is_not_reported_connected() {
+        let status = StatusWriter::new(Status::Disconnected("connecting".into()));
+        let link = Link::default();
+        link.set(true, &status);
+        link.set(false, &status);
+        let mut seen = status.subscribe();
+        futures_executor::block_on(
+            seen.wait_for(|s| matches!(s, Status::Disconnected(r) if r != "connecting")),
+        )
+        .unwrap();
+        link.started(&status);
+        assert!(
+            matches!(*status.subscribe().borrow(), Status::Disconnected(_)),
+            "the lost connection is reported connected"
+        );
+        assert!(!link.state().connected);
+    }
 
     fn frames(sizes: &[usize]) -> Vec<Bytes> {
         sizes
