@@ -146,6 +146,31 @@ function createFacsimile(wasm, { platform }) {
     return Math.min(n, len);
   }
 
+  // The primitive a Number, String, Boolean or BigInt object holds, as
+  // JSON.stringify takes it (a Number through valueOf, a String through
+  // toString), or undefined for other objects. Found by the internal
+  // slot, as JSON.stringify does, so a wrapper of another realm is one
+  // too; plain objects and arrays are not asked.
+  const BOXES = [
+    [Number.prototype.valueOf, Number],
+    [String.prototype.valueOf, String],
+    [Boolean.prototype.valueOf, (o) => Boolean.prototype.valueOf.call(o)],
+    [BigInt.prototype.valueOf, (o) => BigInt.prototype.valueOf.call(o)],
+  ];
+  function unboxed(o) {
+    const proto = Object.getPrototypeOf(o);
+    if (proto === OP || proto === AP || proto === null) return undefined;
+    for (const [brand, primitive] of BOXES) {
+      try {
+        brand.call(o);
+      } catch {
+        continue;
+      }
+      return primitive(o);
+    }
+    return undefined;
+  }
+
   function callable(f, what) {
     if (typeof f !== 'function') throw fail('BAD_ARGUMENT', `${String(f)} is not a function (${what})`, callable);
   }
@@ -1211,7 +1236,7 @@ function createFacsimile(wasm, { platform }) {
       const entries = [];
       for (const src of sources) {
         if (src == null) continue;
-        for (const k of Object.keys(src)) entries.push(k, this._input(src[k]));
+        for (const k of Object.keys(src)) entries.push(k, this._input(src[k], k));
       }
       if (entries.length > 0) {
         this._write(() => this._engine.map_assign(t._h, entries));
@@ -1808,8 +1833,10 @@ function createFacsimile(wasm, { platform }) {
     }
 
     // A value as the engine takes it: scalars as they are, proxies of this
-    // store as references, plain data as new objects.
-    _input(v) {
+    // store as references, plain data as new objects, by JSON.stringify's
+    // rules. `key` is what JSON.stringify would pass to a toJSON: the
+    // property or index written ('' when there is none).
+    _input(v, key = '') {
       switch (typeof v) {
         case 'number':
         case 'string':
@@ -1818,49 +1845,71 @@ function createFacsimile(wasm, { platform }) {
         case 'undefined':
           return v;
         case 'object':
-          return v === null ? null : this._objectInput(v, null);
+          return v === null ? null : this._objectInput(v, null, key);
         default:
           throw fail('BAD_VALUE', `A ${typeof v} cannot be stored`);
       }
     }
 
-    _objectInput(v, stack) {
-      const t = v[INFO];
-      if (t !== undefined) {
-        if (t._n !== this) throw this._foreign();
-        return { r: t._h };
+    // An object as an input. As JSON.stringify: toJSON is called once per
+    // value (what it returns is not asked again), Number, String, Boolean
+    // (and BigInt) objects are their primitives, and what is left is
+    // copied by its own enumerable keys. `stack` holds the objects being
+    // copied around this one (null at the top), as they are after toJSON,
+    // so that data that leads back to itself through a toJSON is a cycle,
+    // and a toJSON that nests without end is too deep, not a stack
+    // overflow.
+    _objectInput(v, stack, key) {
+      let o = v;
+      let done = this._asIs(o);
+      if (done !== undefined) return done;
+      if (typeof o.toJSON === 'function') {
+        o = o.toJSON(key);
+        if (typeof o !== 'object' || o === null) return this._input(o);
+        done = this._asIs(o);
+        if (done !== undefined) return done;
       }
-      if (v instanceof Uint8Array) return v;
-      if (v instanceof ArrayBuffer) return new Uint8Array(v);
-      if (typeof v.toJSON === 'function' && !Array.isArray(v)) return this._input(v.toJSON());
-      const path = stack === null ? [v] : stack;
-      if (stack !== null) {
-        if (stack.includes(v)) {
-          throw fail('CYCLE', 'Plain data with a cycle cannot be stored; store the object, then a reference to its proxy');
-        }
-        if (stack.length >= MAX_DEPTH) {
-          throw fail('TOO_DEEP', `A value nested more than ${MAX_DEPTH} levels deep cannot be written at once; write its inner objects first`);
-        }
-        stack.push(v);
+      const primitive = unboxed(o);
+      if (primitive !== undefined) return primitive;
+      const path = stack === null ? [] : stack;
+      if (path.includes(o)) {
+        throw fail('CYCLE', 'Plain data with a cycle cannot be stored; store the object, then a reference to its proxy');
       }
+      if (path.length >= MAX_DEPTH) {
+        throw fail('TOO_DEEP', `A value nested more than ${MAX_DEPTH} levels deep cannot be written at once; write its inner objects first`);
+      }
+      path.push(o);
       let out;
-      if (Array.isArray(v)) {
-        const a = new Array(v.length);
-        for (let i = 0; i < v.length; i++) {
-          const x = v[i];
-          a[i] = typeof x === 'object' && x !== null ? this._objectInput(x, path) : this._input(x);
+      if (Array.isArray(o)) {
+        const a = new Array(o.length);
+        for (let i = 0; i < o.length; i++) {
+          const x = o[i];
+          a[i] = typeof x === 'object' && x !== null ? this._objectInput(x, path, String(i)) : this._input(x);
         }
         out = { a };
       } else {
         const m = [];
-        for (const k of Object.keys(v)) {
-          const x = v[k];
-          m.push(k, typeof x === 'object' && x !== null ? this._objectInput(x, path) : this._input(x));
+        for (const k of Object.keys(o)) {
+          const x = o[k];
+          m.push(k, typeof x === 'object' && x !== null ? this._objectInput(x, path, k) : this._input(x));
         }
         out = { m };
       }
-      if (stack !== null) stack.pop();
+      path.pop();
       return out;
+    }
+
+    // An object stored as it is, without toJSON: a proxy of this store as
+    // a reference, bytes as bytes (undefined for the others).
+    _asIs(o) {
+      const t = o[INFO];
+      if (t !== undefined) {
+        if (t._n !== this) throw this._foreign();
+        return { r: t._h };
+      }
+      if (o instanceof Uint8Array) return o;
+      if (o instanceof ArrayBuffer) return new Uint8Array(o);
+      return undefined;
     }
 
     // ------------------------------------------------------------- writes
@@ -1896,7 +1945,7 @@ function createFacsimile(wasm, { platform }) {
 
     _mapSet(h, key, value) {
       if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
-      const input = typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' ? this._input(value) : value;
+      const input = typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' ? this._input(value, key) : value;
       this._bump();
       try {
         this._engine.map_set(h, key, input);
@@ -1913,7 +1962,7 @@ function createFacsimile(wasm, { platform }) {
 
     _listSet(h, i, value) {
       if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
-      const input = this._input(value);
+      const input = this._input(value, String(i));
       if (i > MAX_PAD && i > this._engine.list_len(h) + MAX_PAD) {
         throw fail('OUT_OF_BOUNDS', `index ${i} is too far past the end of the array (arrays are dense)`);
       }

@@ -225,6 +225,72 @@ test('values: what can be stored and how it comes back', () => {
   assert.deepStrictEqual(b.store.twice, [{ x: 1 }, { x: 1 }]);
 });
 
+test('values are converted as JSON.stringify converts them: boxed primitives, toJSON once per value, cycles through toJSON', () => {
+  const [a, b] = pair();
+  a.store = {};
+  const s = a.store;
+  // Number, String, Boolean (and BigInt) objects are their primitives,
+  // converted as JSON.stringify converts them (valueOf, toString).
+  const seven = new Number(1);
+  seven.valueOf = () => 7;
+  s.boxed = [new Number(3), new String('ab'), new Boolean(false), Object(5n), seven, { n: new Number(-1.5) }];
+  assert.deepStrictEqual(b.store.boxed, [3, 'ab', false, 5, 7, { n: -1.5 }]);
+  s.n = new Number(4);
+  assert.equal(b.store.n, 4);
+  assert.deepStrictEqual(b.store.boxed, JSON.parse(JSON.stringify([3, 'ab', false, 5, seven, { n: new Number(-1.5) }])));
+
+  // toJSON is called once per value, with its key, and what it returns is
+  // stored as it is (its own toJSON is not called again).
+  class Again {
+    constructor(depth) {
+      this.depth = depth;
+    }
+    toJSON() {
+      return new Again(this.depth + 1);
+    }
+  }
+  s.again = new Again(0);
+  assert.deepStrictEqual(b.store.again, { depth: 1 });
+  class Self {
+    constructor() {
+      this.x = 1;
+    }
+    toJSON() {
+      return this;
+    }
+  }
+  s.self = [new Self()];
+  assert.deepStrictEqual(b.store.self, [{ x: 1 }]);
+  s.keys = { k: { toJSON: (key) => key }, l: [{ toJSON: (key) => key }] };
+  assert.deepStrictEqual(b.store.keys, { k: 'k', l: ['0'] });
+  const list = [1, 2];
+  list.toJSON = () => 'a list';
+  s.list = [list];
+  assert.deepStrictEqual(b.store.list, ['a list']);
+
+  // What JSON.stringify cannot write is refused with a code, not a stack
+  // overflow: data that leads back to itself through toJSON, data that
+  // toJSON nests without end, and a toJSON that returns its own object
+  // with the function as a key (functions are refused).
+  const before = a.snapshot();
+  const parent = { child: { toJSON: () => parent } };
+  assert.throws(() => {
+    s.c = parent;
+  }, { name: 'TypeError', code: 'CYCLE' });
+  const endless = () => ({ next: { toJSON: endless } });
+  assert.throws(() => {
+    s.d = endless();
+  }, { name: 'RangeError', code: 'TOO_DEEP' });
+  assert.throws(() => {
+    s.e = {
+      toJSON() {
+        return this;
+      },
+    };
+  }, { name: 'TypeError', code: 'BAD_VALUE' });
+  assert.deepStrictEqual(a.snapshot(), before, 'nothing changed');
+});
+
 test('every error has a code, and each code one class, from the package or the engine', async () => {
   const [a, b] = pair();
   a.store = { l: [3, 1], m: {}, e: [] };
