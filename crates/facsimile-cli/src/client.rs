@@ -108,6 +108,17 @@ pub(crate) fn origin(o: &Origin) -> serde_json::Value {
     }
 }
 
+/// Leaves the document: waits (up to [`CLOSE_TIMEOUT`]) for the relay to
+/// acknowledge what this node sent, then says goodbye. Every command
+/// leaves so once connected, failing or not: a node that only drops its
+/// connection stays a member for the relay's `--reconnect-grace`, and
+/// every lock grant waits for it meanwhile.
+async fn leave(conn: Connection) {
+    if let Err(e) = conn.close(CLOSE_TIMEOUT).await {
+        tracing::debug!(error = %e, "leaving the document");
+    }
+}
+
 fn nothing_at(path: &str, doc: &str) -> Failure {
     Failure(format!(
         "nothing at {path:?} in document {doc:?}; `facsimile get ADDR` shows the whole document"
@@ -121,6 +132,18 @@ pub(crate) async fn get(
     args: &ClientArgs,
 ) -> Result<(), Failure> {
     let conn = open(addr, Access::Read, args).await?;
+    let printed = print_at(&conn, path, compact, args);
+    leave(conn).await;
+    printed
+}
+
+/// Prints what is at `path` for `get`.
+fn print_at(
+    conn: &Connection,
+    path: &str,
+    compact: bool,
+    args: &ClientArgs,
+) -> Result<(), Failure> {
     let value = conn
         .node()
         .get(path)
@@ -134,7 +157,6 @@ pub(crate) async fn get(
         serde_json::to_string_pretty(&json)?
     };
     print_line(&text)?;
-    let _ = conn.close(CLOSE_TIMEOUT).await;
     Ok(())
 }
 
@@ -150,6 +172,19 @@ pub(crate) async fn set(
         ))
     })?;
     let conn = open(addr, Access::Write, args).await?;
+    let written = write_at(&conn, addr, path, value, args).await;
+    leave(conn).await;
+    written
+}
+
+/// Writes `value` at `path` for `set`, and waits for the relay to have it.
+async fn write_at(
+    conn: &Connection,
+    addr: &str,
+    path: &str,
+    value: serde_json::Value,
+    args: &ClientArgs,
+) -> Result<(), Failure> {
     if path.starts_with('/') && conn.node().root() == Value::Null {
         return Err(empty_document(addr, path, &value, args));
     }
@@ -161,7 +196,6 @@ pub(crate) async fn set(
     conn.flush()
         .await
         .map_err(|e| Failure(format!("the write was not acknowledged: {e}")))?;
-    let _ = conn.close(CLOSE_TIMEOUT).await;
     Ok(())
 }
 
@@ -207,6 +241,13 @@ pub(crate) async fn watch(
     args: &ClientArgs,
 ) -> Result<(), Failure> {
     let conn = open(addr, Access::Read, args).await?;
+    let watched = follow(&conn, path, max_pending).await;
+    leave(conn).await;
+    watched
+}
+
+/// Prints what is at `path`, then its changes, for `watch`.
+async fn follow(conn: &Connection, path: &str, max_pending: usize) -> Result<(), Failure> {
     let mut watcher = Watcher::new(conn.node(), path, max_pending);
     let mut reading = print_line(&watcher.tree())?;
     let interrupted = tokio::signal::ctrl_c();
@@ -219,7 +260,6 @@ pub(crate) async fn watch(
         let Some(line) = line else { break };
         reading = print_line(&line)?;
     }
-    let _ = conn.close(CLOSE_TIMEOUT).await;
     Ok(())
 }
 
@@ -233,6 +273,22 @@ pub(crate) async fn lock(
     args: &ClientArgs,
 ) -> Result<u8, Failure> {
     let conn = open(addr, Access::Write, args).await?;
+    let code = lock_and_run(&conn, path, command, wait, grace, kill_grace, args).await;
+    // After the lock's guard is dropped: the goodbye follows its release.
+    leave(conn).await;
+    code
+}
+
+/// Takes the lock on `path` and runs `command` under it, for `lock`.
+async fn lock_and_run(
+    conn: &Connection,
+    path: &str,
+    command: &[String],
+    wait: Option<Duration>,
+    grace: Duration,
+    kill_grace: Duration,
+    args: &ClientArgs,
+) -> Result<u8, Failure> {
     let node = conn.node().clone();
     let value = node.get(path).ok_or_else(|| nothing_at(path, &args.doc))?;
     let Some(object) = value.as_object() else {
@@ -315,8 +371,6 @@ pub(crate) async fn lock(
                 126
             };
             eprintln!("error: cannot run {:?}: {e}", command[0]);
-            drop(guard);
-            let _ = conn.close(CLOSE_TIMEOUT).await;
             return Ok(code);
         }
     };
@@ -373,7 +427,6 @@ pub(crate) async fn lock(
         }
     };
     drop(guard);
-    let _ = conn.close(CLOSE_TIMEOUT).await;
     Ok(exit_code(status))
 }
 

@@ -584,6 +584,42 @@ fn a_lock_rides_out_a_short_disconnection_within_its_grace() {
     assert!(next_token(&addr) > token.parse::<u64>().unwrap());
 }
 
+/// A command that fails says goodbye all the same: with a relay that
+/// keeps a disconnected node a member for its `--reconnect-grace`, a node
+/// that left without one would hold up every lock grant for that long.
+#[cfg(unix)]
+#[test]
+fn failing_commands_leave_the_document_at_once() {
+    let dir = TempDir::new("goodbye");
+    let relay = Relay::start(&dir, &["--reconnect-grace", "8"]);
+    let addr = relay.addr.as_str();
+    ok(&["set", addr, "", r#"{"l": [], "n": 1}"#]);
+    let failing: [&[&str]; 3] = [
+        &["set", addr, "/l/99", "1"],
+        &["lock", addr, "/nope", "--", "true"],
+        &["lock", addr, "/n", "--", "true"],
+    ];
+    for args in failing {
+        let out = run_ending(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+    }
+    // A lock given up after `--wait` leaves its place in the queue too.
+    let (holder, pid) = lock_running(addr, &[], "echo $$; exec sleep 600");
+    let waited = run_ending(&["lock", addr, "", "--wait", "0.2", "--", "true"]);
+    let stderr = String::from_utf8_lossy(&waited.stderr);
+    assert!(stderr.contains("not granted within"), "{stderr}");
+    let pid = rustix::process::Pid::from_raw(pid.parse().unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    finished(holder);
+    // Well within the relay's grace: nobody is left to wait for.
+    let out = run_ending(&["lock", addr, "/l", "--wait", "2", "--", "true"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Times on the command line are checked: a negative, infinite or
 /// unreadable one is refused with the option's name, not a crash.
 #[test]
