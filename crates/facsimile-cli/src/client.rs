@@ -252,15 +252,49 @@ async fn follow(conn: &Connection, path: &str, max_pending: usize) -> Result<(),
     let mut reading = print_line(&watcher.tree())?;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
+    let mut status = conn.status();
     while reading {
         let line = tokio::select! {
+            // The changes received before the connection stopped are
+            // printed first.
+            biased;
             l = watcher.next_line() => l,
             _ = &mut interrupted => break,
+            why = stopped_for_good(&mut status) => return Err(Failure(why)),
         };
         let Some(line) = line else { break };
         reading = print_line(&line)?;
     }
     Ok(())
+}
+
+/// Waits until the connection has stopped for good (no reconnection
+/// follows), and says why.
+async fn stopped_for_good(status: &mut tokio::sync::watch::Receiver<Status>) -> String {
+    loop {
+        if let Some(why) = stop_reason(&status.borrow_and_update()) {
+            return why;
+        }
+        if status.changed().await.is_err() {
+            return "the connection stopped".into();
+        }
+    }
+}
+
+/// Why a connection in this state stopped for good, for the user; `None`
+/// while it is up or may come back.
+fn stop_reason(status: &Status) -> Option<String> {
+    match status {
+        // The library names its option; the user sets this command's.
+        Status::Failed(why) => Some(format!(
+            "the connection stopped: {}",
+            why.replace("ConnectOptions::max_frame", "--max-frame")
+        )),
+        Status::Refused(why) => Some(format!("the relay closed the connection: {why}")),
+        Status::Closed => Some("the connection was closed".into()),
+        // Up, or coming back.
+        _ => None,
+    }
 }
 
 pub(crate) async fn lock(

@@ -291,6 +291,35 @@ async fn get_and_watch_write_an_object_met_again_as_a_reference() {
     );
 }
 
+/// `watch` ends, failing with the reason, once its connection stops for
+/// good (here a frame larger than its `--max-frame`), rather than run on
+/// printing nothing more.
+#[test]
+fn watch_fails_when_its_connection_stops_for_good() {
+    let dir = TempDir::new("watch-failed");
+    let relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.as_str();
+    ok(&["set", addr, "", r#"{"config": {"size": 1}}"#]);
+    let mut watch = Command::new(BIN)
+        .args(["watch", addr, "/config", "--max-frame", "4096"])
+        .env("FACSIMILE_TOKEN", TOKEN)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(watch.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), r#"{"size":1}"#);
+    let big = format!("{:?}", "x".repeat(8192));
+    ok(&["set", addr, "/big", &big]);
+    let done = finished(watch);
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("max_frame of 4096 bytes"), "{stderr}");
+}
+
 /// `get` and `watch` end with success when their reader is gone (a pipe
 /// into `head`), not with a panic or by running on.
 #[cfg(unix)]
@@ -525,7 +554,7 @@ fn finished(child: std::process::Child) -> std::process::Output {
     });
     exited
         .recv_timeout(PATIENCE)
-        .expect("facsimile lock ends")
+        .expect("the facsimile command ends")
         .unwrap()
 }
 
