@@ -253,6 +253,8 @@ async fn follow(conn: &Connection, path: &str, max_pending: usize) -> Result<(),
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     let mut status = conn.status();
+    let reader_gone = stdout_reader_gone();
+    tokio::pin!(reader_gone);
     while reading {
         let line = tokio::select! {
             // The changes received before the connection stopped are
@@ -260,12 +262,52 @@ async fn follow(conn: &Connection, path: &str, max_pending: usize) -> Result<(),
             biased;
             l = watcher.next_line() => l,
             _ = &mut interrupted => break,
+            () = &mut reader_gone => break,
             why = stopped_for_good(&mut status) => return Err(Failure(why)),
         };
         let Some(line) = line else { break };
         reading = print_line(&line)?;
     }
     Ok(())
+}
+
+/// Resolves once stdout's reader has gone (a pipe whose reading end is
+/// closed, `| head` done; a terminal hung up), without writing to it: a
+/// watch of a quiet document writes nothing that would fail and tell.
+/// Never resolves where that cannot be known (a file, another system).
+async fn stdout_reader_gone() {
+    #[cfg(unix)]
+    {
+        let (gone, wait) = tokio::sync::oneshot::channel();
+        // poll(2) on a thread of its own: stdout may be a file or a
+        // terminal, which the runtime's reactor does not take, and no
+        // interest but the errors (always reported) is asked for, so it
+        // returns only once the reader has gone. The thread ends with
+        // the process.
+        let spawned = std::thread::Builder::new()
+            .name("stdout-reader".into())
+            .spawn(move || {
+                use rustix::event::{PollFd, PollFlags, poll};
+                use std::os::fd::AsFd;
+                let stdout = std::io::stdout();
+                let fd = stdout.as_fd();
+                let mut fds = [PollFd::new(&fd, PollFlags::empty())];
+                loop {
+                    match poll(&mut fds, None) {
+                        Ok(_) => break,
+                        Err(rustix::io::Errno::INTR) => continue,
+                        Err(_) => return,
+                    }
+                }
+                if fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP) {
+                    let _ = gone.send(());
+                }
+            });
+        if spawned.is_ok() && wait.await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 /// Waits until the connection has stopped for good (no reconnection

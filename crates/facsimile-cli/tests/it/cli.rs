@@ -346,6 +346,34 @@ fn get_and_watch_end_quietly_when_their_reader_is_gone() {
     }
 }
 
+/// `watch | head -1` ends once `head` has gone, on a quiet document too:
+/// nothing more is written that would meet the closed pipe, so the
+/// reader's leaving is noticed by itself.
+#[cfg(unix)]
+#[test]
+fn watch_ends_when_its_reader_goes_on_a_quiet_document() {
+    let dir = TempDir::new("watch-head");
+    let relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.as_str();
+    ok(&["set", addr, "", r#"{"a": 1}"#]);
+    let mut watch = Command::new(BIN)
+        .args(["watch", addr, "/a"])
+        .env("FACSIMILE_TOKEN", TOKEN)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(watch.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), "1");
+    drop(out);
+    let done = finished(watch);
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(0), "{stderr}");
+}
+
 /// Ctrl-C at a terminal reaches the command once: the terminal sends it
 /// to the whole foreground process group, the command with `lock`, which
 /// does not pass it on again; one sent to `lock` alone, it passes on. (`script` of util-linux gives the command a
