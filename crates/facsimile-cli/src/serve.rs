@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use facsimile_server::{Server, ServerConfig};
+use facsimile_server::{DataDirInUse, Server, ServerConfig};
 
 use crate::Failure;
 
@@ -124,10 +124,15 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         config = config.tls(tls);
     }
     let server = Server::bind(config).await.map_err(|e| {
-        Failure(format!(
-            "cannot start the relay on {}: {e} (is another relay using the port or the data directory?)",
-            args.listen
-        ))
+        let in_use = e.get_ref().and_then(|e| e.downcast_ref::<DataDirInUse>());
+        match (in_use, e.kind()) {
+            (Some(in_use), _) => Failure(format!("cannot start the relay: {in_use}")),
+            (None, std::io::ErrorKind::AddrInUse) => Failure(format!(
+                "cannot start the relay on {}: {e} (is another relay using the port?)",
+                args.listen
+            )),
+            (None, _) => Failure(format!("cannot start the relay on {}: {e}", args.listen)),
+        }
     })?;
     let addr = server
         .local_addr()

@@ -89,7 +89,9 @@ impl ServerConfig {
     }
 
     /// Where documents are stored (default `./facsimile-data`): one
-    /// directory per document with a snapshot and a log.
+    /// directory per document with a snapshot and a log. A relay locks it
+    /// while it runs: a second relay on it fails to start
+    /// ([`crate::DataDirInUse`]).
     ///
     /// ```
     /// let config = facsimile_server::ServerConfig::default().data_dir("/var/lib/facsimile");

@@ -34,6 +34,8 @@
 //!   waits for it. A relay that restarts recovers each document from its
 //!   snapshot and log and evicts its previous incarnation; clients resume
 //!   where they stopped reading.
+//! - One relay at a time on a data directory: it is locked while a relay
+//!   runs, and a second relay on it is refused ([`DataDirInUse`]).
 //! - Hardening: a connection limit, a frame size limit (and a hello's, far
 //!   smaller, until the token is checked), a shared token compared in
 //!   constant time, optional TLS, and a reason in the log for every refusal
@@ -44,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod data_dir;
 mod document;
 mod http;
 mod inspect;
@@ -53,5 +56,6 @@ pub mod tls;
 mod transport;
 
 pub use config::{DEFAULT_INSPECTOR_ASSETS, DEFAULT_LISTEN, ServerConfig};
+pub use data_dir::DataDirInUse;
 pub use document::Recovery;
 pub use server::{Server, valid_name};

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::ServerConfig;
+use crate::data_dir::DataDirLock;
 use crate::document::{
     self, Cmd, ConnId, Doc, Inbox, Joining, Outbox, QUEUE_ROUNDS, Recovery, Unlist,
 };
@@ -70,19 +71,29 @@ pub(crate) struct Shared {
     /// anybody (as after a crash, nodes resume when a relay is back).
     pub(crate) stopping: CancellationToken,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The lock on the data directory (none without one), until the relay
+    /// stops; each open document holds it too, until its thread or task
+    /// ends, so that the directory is free only once nothing of this relay
+    /// writes to it any more.
+    data_lock: Mutex<Option<Arc<DataDirLock>>>,
 }
 
 impl Server {
-    /// Binds the listening socket and makes the data directory. A document
-    /// opens (recovered from its snapshot and log) when a client first asks
-    /// for it, and closes once idle ([`ServerConfig::close_idle`]); one that
-    /// cannot be recovered is refused to its clients, and logged.
+    /// Makes and locks the data directory, and binds the listening socket.
+    /// A document opens (recovered from its snapshot and log) when a client
+    /// first asks for it, and closes once idle
+    /// ([`ServerConfig::close_idle`]); one that cannot be recovered is
+    /// refused to its clients, and logged. The data directory stays locked
+    /// until the server is dropped or has stopped ([`Server::run_until`]),
+    /// so that no other relay writes to it meanwhile.
     ///
     /// # Errors
-    /// When the address cannot be bound or the data directory made.
+    /// When the data directory cannot be made or locked: another relay
+    /// holds it ([`crate::DataDirInUse`], in an error of kind
+    /// [`io::ErrorKind::ResourceBusy`]); when the address cannot be bound.
     pub async fn bind(config: ServerConfig) -> io::Result<Server> {
-        let listener = TcpListener::bind(config.listen).await?;
         let shared = Shared::open(config).await?;
+        let listener = TcpListener::bind(shared.config.listen).await?;
         Ok(Server { listener, shared })
     }
 
@@ -105,7 +116,8 @@ impl Server {
     /// ```
     ///
     /// # Errors
-    /// When the data directory cannot be made, or `incoming` ends.
+    /// When the data directory cannot be made or locked (as
+    /// [`Server::bind`]), or `incoming` ends.
     pub async fn serve<S, I>(
         config: ServerConfig,
         incoming: I,
@@ -140,7 +152,9 @@ impl Server {
     /// waits for the documents' threads to finish their last batch. Nothing
     /// else needs flushing: every acknowledged message is already on disk.
     /// Nodes are not evicted by a shutdown; they resume when a relay is back
-    /// on the same data.
+    /// on the same data. The data directory is free for another relay once
+    /// this returns (with documents on the runtime,
+    /// [`ServerConfig::documents_on_runtime`], once their tasks end).
     ///
     /// # Errors
     /// When accepting connections fails for good.
@@ -214,9 +228,21 @@ async fn serve_on(
 }
 
 impl Shared {
-    /// The relay's state, with its data directory made; documents open
-    /// when first asked for.
+    /// The relay's state, with its data directory made and locked;
+    /// documents open when first asked for.
     async fn open(config: ServerConfig) -> io::Result<Arc<Shared>> {
+        let data_lock = match &config.data {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot create the data directory {}: {e}", dir.display()),
+                    )
+                })?;
+                Some(DataDirLock::acquire(dir)?)
+            }
+            None => None,
+        };
         let config = Arc::new(config);
         let shared = Arc::new(Shared {
             limit: Arc::new(Semaphore::new(config.max_clients)),
@@ -227,15 +253,8 @@ impl Shared {
             next_conn: AtomicU64::new(1),
             stopping: CancellationToken::new(),
             threads: Mutex::new(Vec::new()),
+            data_lock: Mutex::new(data_lock),
         });
-        if let Some(dir) = shared.config.data.clone() {
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create the data directory {}: {e}", dir.display()),
-                )
-            })?;
-        }
         Ok(shared)
     }
 }
@@ -360,6 +379,12 @@ pub(crate) async fn run_client(
 impl Shared {
     async fn stop(&self) {
         self.stopping.cancel();
+        // The documents' threads hold the lock until they end, below; a
+        // document being opened holds it until it ends too.
+        self.data_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         self.docs.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         let _ = tokio::task::spawn_blocking(move || {
@@ -425,7 +450,14 @@ impl Shared {
         if let Some(open) = self.joining(name) {
             return Ok(open);
         }
-        if self.stopping.is_cancelled() {
+        // Taken before the stop is checked: a stop that comes after takes
+        // the relay's hold on the directory away, not this document's.
+        let data_lock = self
+            .data_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if self.stopping.is_cancelled() || (self.config.data.is_some() && data_lock.is_none()) {
             return Err(OpenError::Io(io::Error::other("the relay is stopping")));
         }
         // A document that closed has left the table only after its last
@@ -453,11 +485,17 @@ impl Shared {
         let (arm, armed) = watch::channel(None);
         let unlist = self.unlist(name, &inbox);
         if self.config.documents_on_runtime {
-            tokio::spawn(doc.run_on_runtime(rx, arm, unlist));
+            tokio::spawn(async move {
+                doc.run_on_runtime(rx, arm, unlist).await;
+                drop(data_lock);
+            });
         } else {
             let thread = std::thread::Builder::new()
                 .name(format!("doc-{name}"))
-                .spawn(move || doc.run(rx, arm, unlist))
+                .spawn(move || {
+                    doc.run(rx, arm, unlist);
+                    drop(data_lock);
+                })
                 .map_err(OpenError::Io)?;
             let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
             threads.retain(|t| !t.is_finished());

@@ -677,6 +677,23 @@ fn failing_commands_leave_the_document_at_once() {
     );
 }
 
+/// `serve` on a data directory another relay runs on fails at once,
+/// naming the directory, instead of writing beside it.
+#[test]
+fn serve_on_a_data_directory_in_use_fails() {
+    let dir = TempDir::new("data-in-use");
+    let _relay = Relay::start(&dir, &[]);
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let out = run_ending(&["serve", "--listen", "127.0.0.1:0", "--data", data]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("in use by another relay") && stderr.contains(data),
+        "{stderr}"
+    );
+}
+
 /// Times on the command line are checked: a negative, infinite or
 /// unreadable one is refused with the option's name, not a crash.
 #[test]

@@ -2,6 +2,7 @@
 //! TCP clients, the Rust client over WebSocket, hostile WebSocket input,
 //! and the inspector's routes.
 
+mod data_dir;
 mod documents;
 mod eviction;
 mod frame_limit;
