@@ -6,10 +6,13 @@
 //! id, each with the step by which a walk from the watched object first
 //! reached it. A change elsewhere in the document then costs one hash
 //! lookup, and the place of a change inside costs a climb from its object
-//! to the watched one, not a search of the document. The objects are
-//! walked again only when the way to the path changes (a key on it is
-//! written, an array on it changes, the root is replaced); an object
-//! added under the path is walked when it arrives.
+//! to the watched one, not a search of the document. A change on the way
+//! to the path (a key on it written, an array on it changed by a method)
+//! looks the path up again, a lookup for each of its segments, and gives
+//! a line for the path only when what is there changed; the objects
+//! under it are walked again only when the watched object is another one
+//! by then (or the root is replaced). An object added under the path is
+//! walked when it arrives.
 //!
 //! The changes kept wait in a queue of bounded length. When the reader
 //! falls that far behind, the queued changes are dropped and the whole of
@@ -47,7 +50,16 @@ pub(crate) struct Watcher {
 
 /// A change kept for printing.
 enum Pending {
+    /// A change under the path.
     Change(ChangeEvent),
+    /// A change on the way to the path changed what is there: `old` was
+    /// there, `new` is now (`None`: nothing), under `key` of its parent.
+    At {
+        key: serde_json::Value,
+        old: Option<Value>,
+        new: Option<Value>,
+        origin: Origin,
+    },
     /// The root was replaced (by `origin`), or the document received
     /// again after a resync with the relay (no origin).
     Replaced(Option<Origin>),
@@ -71,9 +83,9 @@ impl Watcher {
         let on_change = {
             let (scope, push) = (scope.clone(), push.clone());
             node.on_change(move |ev| {
-                let keep = lock(&scope).admit(ev);
-                if keep {
-                    push(Pending::Change(ev.clone()));
+                let kept = lock(&scope).admit(ev);
+                if let Some(p) = kept {
+                    push(p);
                 }
             })
         };
@@ -140,6 +152,25 @@ impl Watcher {
     fn line(&self, pending: Pending) -> Option<serde_json::Value> {
         let ev = match pending {
             Pending::Change(ev) => ev,
+            Pending::At {
+                key,
+                old,
+                new,
+                origin: by,
+            } => {
+                let json = |v: &Option<Value>| {
+                    v.as_ref()
+                        .map_or(serde_json::Value::Null, |v| to_json(v, &self.path))
+                };
+                return Some(json!({
+                    "path": self.path,
+                    "origin": origin(&by),
+                    "key": key,
+                    "old": json(&old),
+                    "new": json(&new),
+                    "deleted": new.is_none(),
+                }));
+            }
             Pending::Replaced(by) => {
                 let mut line = json!({ "path": self.path, "value": self.tree(), "replaced": true });
                 if let Some(by) = by {
@@ -208,6 +239,8 @@ struct Scope {
     /// The objects from the root to the watched one (excluded), each with
     /// the pointer to it and the segment of the path that leads on.
     above: Vec<Ancestor>,
+    /// What is at the path, as last looked up (`None`: nothing).
+    at: Option<Value>,
     /// The watched object and every object under it, each with the step
     /// by which a breadth-first walk from the watched object first reached
     /// it (keys in order): its place is the first one under the path.
@@ -242,6 +275,7 @@ impl Scope {
             node,
             path: path.to_string(),
             above: Vec::new(),
+            at: None,
             below: HashMap::new(),
             walked: 0,
             lookups: 0,
@@ -252,8 +286,24 @@ impl Scope {
 
     /// Finds the way to the path and walks what is under it, afresh.
     fn rebuild(&mut self) {
-        self.above.clear();
+        self.find_way();
+        self.walk_watched();
+    }
+
+    /// Walks what is under the path afresh (nothing when a scalar is
+    /// there, or nothing is).
+    fn walk_watched(&mut self) {
         self.below.clear();
+        if let Some(watched) = self.at.as_ref().and_then(Value::as_object) {
+            self.add(watched, Step::Watched);
+        }
+    }
+
+    /// Finds the objects on the way to the path, and what is there: a
+    /// lookup for each segment of the path.
+    fn find_way(&mut self) {
+        self.above.clear();
+        self.at = None;
         let segments: Vec<&str> = match self.path.strip_prefix('/') {
             Some(rest) => rest.split('/').collect(),
             None => Vec::new(),
@@ -272,9 +322,7 @@ impl Scope {
             pointer.push('/');
             pointer.push_str(next);
         }
-        if let Some(watched) = self.node.get(&self.path).and_then(|v| v.as_object()) {
-            self.add(watched, Step::Watched);
-        }
+        self.at = self.node.get(&self.path);
     }
 
     /// Adds `obj`, reached by `step`, and the objects under it not known
@@ -312,9 +360,11 @@ impl Scope {
         }
     }
 
-    /// Whether a change is under the path or moves it; keeps track of the
-    /// objects it brings under the path.
-    fn admit(&mut self, ev: &ChangeEvent) -> bool {
+    /// What to print of a change, if anything: a change under the path
+    /// as it is; a change on the way to the path as what it changed at
+    /// the path, if it changed anything there. Keeps track of the objects
+    /// it brings under the path.
+    fn admit(&mut self, ev: &ChangeEvent) -> Option<Pending> {
         let target = ev.target();
         if self.below.contains_key(&target.id()) {
             match (ev.prop(), ev.new_value().and_then(Value::as_object)) {
@@ -334,20 +384,50 @@ impl Scope {
                 }
                 _ => {}
             }
-            return true;
+            return Some(Pending::Change(ev.clone()));
         }
-        let Some(on_the_way) = self.above.iter().find(|a| a.id == target.id()) else {
-            return false;
-        };
+        let on_the_way = self.above.iter().find(|a| a.id == target.id())?;
+        // A key or an element written elsewhere leaves the way as it was
+        // (an element set moves no other); an array method may have moved
+        // any element, the one on the way included.
         let leads = match ev.prop() {
             None => true,
             Some(Prop::Key(k)) => escape(k) == on_the_way.next,
             Some(Prop::Index(i)) => i.to_string() == on_the_way.next,
         };
-        if leads || on_the_way.array {
-            self.rebuild();
+        if !leads {
+            return None;
         }
-        leads
+        let old = self.at.clone();
+        self.find_way();
+        if self.at == old {
+            // The same value, or the same object, there still (by
+            // another way, maybe): nothing to print, nothing to walk.
+            return None;
+        }
+        let watched = |v: &Option<Value>| v.as_ref().and_then(Value::as_object).map(|o| o.id());
+        if watched(&self.at) != watched(&old) {
+            self.walk_watched();
+        }
+        Some(Pending::At {
+            key: self.key(),
+            old,
+            new: self.at.clone(),
+            origin: ev.origin().clone(),
+        })
+    }
+
+    /// The last segment of the path, as a change line names it: an index
+    /// of an array as a number, a key of a map as it is stored.
+    fn key(&self) -> serde_json::Value {
+        let Some((_, last)) = self.path.rsplit_once('/') else {
+            return serde_json::Value::Null;
+        };
+        let parent_is_array = self.above.last().is_some_and(|a| a.array && a.next == last);
+        match last.parse::<u64>() {
+            Ok(i) if parent_is_array => json!(i),
+            _ => json!(last.replace("~1", "/").replace("~0", "~")),
+        }
     }
 
     /// The pointer of an object under the path (its first place there) or
@@ -499,6 +579,53 @@ mod tests {
         assert_eq!(line["value"], json!({ "n": "new" }));
         node.set_path("/items/1/n", "newer").unwrap();
         assert_eq!(w.try_next_line().unwrap()["path"], "/items/1/n");
+    }
+
+    /// An array method on an array on the way to the path gives a line
+    /// for the path only when what is there changed, and never prints
+    /// the array: a push at the end of 5,000 items leaves `/items/1` as
+    /// it was, an insert at 0 puts another item there.
+    #[test]
+    fn array_methods_on_the_way_print_only_what_changed_at_the_path() {
+        let node = document(5_000);
+        let mut w = Watcher::new(&node, "/items/1", 16);
+        let items = node.get("/items").unwrap().as_array().unwrap().clone();
+        let (walked, _) = work(&w);
+        items.push(json!({ "n": "last" })).unwrap();
+        assert_eq!(w.try_next_line(), None, "/items/1 did not change");
+        assert_eq!(work(&w).0, walked, "nothing walked again");
+
+        items.insert(0, json!({ "n": "first" })).unwrap();
+        let line = w.try_next_line().unwrap();
+        assert_eq!(line["path"], "/items/1", "{line}");
+        assert_eq!(line["key"], 1, "{line}");
+        assert_eq!(line["old"], json!({ "n": 1 }), "{line}");
+        assert_eq!(line["new"], json!({ "n": 0 }), "{line}");
+        assert_eq!(line["deleted"], false, "{line}");
+        assert_eq!(w.try_next_line(), None);
+        assert_eq!(work(&w).0, walked + 1, "only the new /items/1 walked");
+
+        // Below a moved element: a value that stays the same gives no
+        // line, one that goes gives its own.
+        node.set_path(
+            "/items",
+            json!([{ "n": 1 }, { "n": 1 }, { "n": 1 }, { "n": 1 }]),
+        )
+        .unwrap();
+        let items = node.get("/items").unwrap().as_array().unwrap().clone();
+        let mut name = Watcher::new(&node, "/items/3/n", 16);
+        items.insert(0, json!({ "n": 1 })).unwrap();
+        assert_eq!(name.try_next_line(), None, "/items/3/n is still 1");
+        items.truncate(3).unwrap();
+        let line = name.try_next_line().unwrap();
+        assert_eq!(
+            (
+                line["path"].clone(),
+                line["old"].clone(),
+                line["deleted"].clone()
+            ),
+            (json!("/items/3/n"), json!(1), json!(true))
+        );
     }
 
     /// A reader that falls behind costs the queue's bound: the changes
