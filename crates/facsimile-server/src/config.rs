@@ -130,7 +130,8 @@ impl ServerConfig {
 
     /// The largest frame, in bytes, either way (default 16 MiB). A client
     /// sending a larger one is disconnected; a document whose state exceeds
-    /// it cannot be sent to a joiner.
+    /// it cannot be sent to a joiner. A relay restarted with a smaller
+    /// limit keeps every message it logged under the larger one.
     ///
     /// ```
     /// let config = facsimile_server::ServerConfig::default().max_frame(1 << 20);

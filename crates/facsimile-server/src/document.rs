@@ -424,9 +424,15 @@ impl Doc {
             }
             None => (Store::ephemeral(), None, Vec::new()),
         };
+        // The replica takes any message the log holds, whatever the frame
+        // limit is now: the log holds what the relay accepted under the
+        // limit it had then (a record's length is a `u32`), and what
+        // clients send now is held to today's limit by the transport,
+        // before it reaches the replica. What the replica sends is held to
+        // what a frame carries, below.
         let core_config = Config::default()
             .relay()
-            .max_message_size(protocol::max_message(config.max_frame))
+            .max_message_size(u32::MAX as usize)
             .failure_detection(config.heartbeat, config.peer_timeout);
         let departed: HashSet<u32> = snapshot
             .as_ref()
@@ -449,7 +455,7 @@ impl Doc {
             if departed.contains(&me.incarnation()) || relays.contains(&me.incarnation()) {
                 continue;
             }
-            let replica = match &snapshot {
+            let mut replica = match &snapshot {
                 Some(s) => {
                     match Replica::from_exported(me.clone(), core_config.clone(), &s.state) {
                         Ok(r) => r,
@@ -459,6 +465,7 @@ impl Doc {
                 }
                 None => Replica::new(me.clone(), core_config.clone()),
             };
+            replica.limit_sent_messages(protocol::max_message(config.max_frame));
             break (replica, me);
         };
         let log_id = store.log_id();
@@ -506,15 +513,23 @@ impl Doc {
                 Record::Relay(tag) => relays.push(tag),
                 Record::Applied { tag, frames } => doc.keep_applied(tag, frames),
                 Record::Message { position, bytes } => {
-                    match doc.replica.handle_message(&bytes) {
-                        Ok(()) => {
-                            if let Ok(env) = Envelope::peek(&bytes) {
-                                doc.note_logged(&env);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(doc = name, position, error = %e, "a logged message was refused on replay")
-                        }
+                    // Only messages the relay applied are logged, and it
+                    // acknowledged them: one that does not apply now
+                    // (a log written by a later version, a bug) cannot be
+                    // left out without serving another document than the
+                    // one its writers were told they wrote.
+                    doc.replica.handle_message(&bytes).map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!(
+                                "document {name}: the message logged at position {position} \
+                                 does not apply ({e}); the document is not opened without \
+                                 it (restore its directory from a backup, or move it away)"
+                            ),
+                        )
+                    })?;
+                    if let Ok(env) = Envelope::peek(&bytes) {
+                        doc.note_logged(&env);
                     }
                     doc.head = position;
                     doc.push_tail(position, &bytes);
@@ -950,6 +965,18 @@ impl Doc {
                     c.tags.push(env.from);
                 }
             }
+        }
+        // A message the relay applies must fit a frame to the others with
+        // its position: the transport held the client's frame to the
+        // limit, not the frame it becomes. (The replica takes larger ones:
+        // its log may hold them from a larger limit.)
+        let max = protocol::max_message(self.config.max_frame);
+        if msg.len() > max && up_to.or(env.to).is_none_or(|t| t == self.me.incarnation()) {
+            let e = facsimile_core::ReceiveError::TooLarge {
+                size: msg.len(),
+                max,
+            };
+            return self.refuse(conn, format!("refused message: {e}"));
         }
         self.applying = Some(env.from);
         match up_to.or(env.to) {
@@ -1843,6 +1870,61 @@ mod tests {
         let passed = received(&mut joiner).0;
         assert_eq!(passed.len(), 1, "the run");
         assert_eq!(Envelope::peek(&passed[0].1).unwrap().seq, Some(4));
+    }
+
+    /// A write the relay acknowledged under a larger frame limit is still
+    /// in the document after a restart with a smaller one: the log holds
+    /// what the relay accepted then, and replaying it is no network input
+    /// for today's limit to refuse.
+    #[test]
+    fn a_logged_write_larger_than_a_later_frame_limit_is_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let large = Arc::new(ServerConfig::default().max_frame(256 << 10));
+        let (mut doc, _) = Doc::open("d", Some(path.clone()), large).unwrap();
+        let mut node = Replica::new(PeerId::new("node-a", 0xa), Config::default());
+        let root = node.set_root(Input::Map(vec![])).unwrap().expect("a map");
+        node.map_set(root, "big", Input::from("x".repeat(100 << 10)))
+            .unwrap();
+        let frames: Vec<Bytes> = std::iter::from_fn(|| node.poll_transmit())
+            .map(|t| Up::Broadcast(Bytes::from_owner(t.bytes)).encode())
+            .collect();
+        assert!(frames.iter().any(|f| f.len() > 100 << 10));
+        let mut a = join_as(&mut doc, 1, 0xa);
+        for f in &frames {
+            doc.frame(1, f.clone());
+        }
+        doc.commit_and_release();
+        assert_eq!(received(&mut a).1, frames.len() as u64, "acknowledged");
+        drop(doc);
+
+        let small = Arc::new(ServerConfig::default().max_frame(64 << 10));
+        let (mut doc, _) = Doc::open("d", Some(path), small).unwrap();
+        let root = doc.replica.root().as_ref_id().expect("the map");
+        assert_eq!(
+            doc.replica.map_get(root, "big").unwrap(),
+            Some(facsimile_core::Value::from("x".repeat(100 << 10)))
+        );
+        assert_eq!(doc.replica.snapshot(), node.snapshot());
+    }
+
+    /// A logged message that does not apply on replay (whole and checked,
+    /// yet not a message this relay takes) keeps the document closed,
+    /// with the reason, rather than open without a write its writer was
+    /// told was stored.
+    #[test]
+    fn a_logged_message_that_does_not_apply_keeps_the_document_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap().store;
+        store.append_message(1, b"\x01not a message");
+        store.commit().unwrap();
+        drop(store);
+        let config = Arc::new(ServerConfig::default());
+        let Err(e) = Doc::open("d", Some(dir.path().to_path_buf()), config) else {
+            panic!("the document opened without its logged message");
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("logged at position 1"), "{e}");
     }
 
     /// Clients send unacknowledged messages again after reconnecting; the
