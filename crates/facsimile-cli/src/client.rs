@@ -188,7 +188,8 @@ async fn write_at(
     if path.starts_with('/') && conn.node().root() == Value::Null {
         return Err(empty_document(addr, path, &value, args));
     }
-    conn.node().set_path(path, value).map_err(|e| match e {
+    let written = crate::notation::read(&value, path, conn.node()).map_err(Failure)?;
+    written.write(conn.node(), path).map_err(|e| match e {
         // It names the path already.
         facsimile::Error::Path { .. } => Failure(e.to_string()),
         e => Failure(format!("cannot write at {path:?}: {e}")),

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod client;
 mod demo;
+mod notation;
 mod serve;
 mod watch;
 
@@ -80,7 +81,9 @@ enum Command {
         /// A JSON pointer; its parent must exist.
         path: String,
         /// The value, as JSON: 3, "text" (quoted for the shell: '"text"'),
-        /// {"a": [1, 2]}.
+        /// {"a": [1, 2]}. Read as `get` writes it: {"$ref": POINTER} is a
+        /// reference to the object at POINTER (under PATH: inside the
+        /// value), and a key "$$ref" is stored as "$ref".
         json: String,
         #[command(flatten)]
         client: ClientArgs,

@@ -291,6 +291,86 @@ async fn get_and_watch_write_an_object_met_again_as_a_reference() {
     );
 }
 
+/// `set` reads the notation `get` writes: what `get` printed, given back
+/// to `set`, is the same document again, a key `$ref` and references
+/// (shared objects, cycles) included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_reads_back_what_get_writes() {
+    let dir = TempDir::new("set-refs");
+    let relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.clone();
+    let cli = move |args: &'static [&'static str], json: Option<String>| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all: Vec<&str> = vec![args[0], &addr];
+            all.extend(&args[1..]);
+            if let Some(json) = &json {
+                all.push(json);
+            }
+            run(&all)
+        })
+    };
+    let ok_out = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    ok_out(cli(&["set", ""], Some("{}".into())).await.unwrap());
+    // A stored key `$ref`: written `$$ref`, read back as `$ref`.
+    ok_out(
+        cli(&["set", "/x"], Some(r#"{"$ref": 1}"#.into()))
+            .await
+            .unwrap(),
+    );
+    let x = ok_out(cli(&["get", "/x", "--compact"], None).await.unwrap());
+    assert_eq!(x, r#"{"$$ref":1}"#);
+    ok_out(cli(&["set", "/y"], Some(x.clone())).await.unwrap());
+    let y = ok_out(cli(&["get", "/y", "--compact"], None).await.unwrap());
+    assert_eq!(y, x);
+
+    // References: a shared object and a cycle.
+    let writer = connect(&relay, "writer").await;
+    let a = writer
+        .node()
+        .set_path("/a", serde_json::json!({"v": {"n": 1}}))
+        .map(|()| writer.node().get("/a").unwrap())
+        .unwrap();
+    let a = a.as_map().unwrap().clone();
+    a.set("w", a.get("v").unwrap()).unwrap();
+    a.set("self", a.clone()).unwrap();
+    writer.node().set_path("/b", a.clone()).unwrap();
+    writer.close(Duration::from_secs(5)).await.unwrap();
+    let whole = ok_out(cli(&["get", "--compact"], None).await.unwrap());
+    assert!(whole.contains(r#""b":{"$ref":"/a"}"#), "{whole}");
+    ok_out(cli(&["set", ""], Some(whole.clone())).await.unwrap());
+    let again = ok_out(cli(&["get", "--compact"], None).await.unwrap());
+    assert_eq!(again, whole);
+    // Elsewhere, a pointer outside PATH names the object in the document.
+    let of_a = ok_out(cli(&["get", "/a", "--compact"], None).await.unwrap());
+    ok_out(cli(&["set", "/copy"], Some(of_a)).await.unwrap());
+    let reader = connect(&relay, "reader").await;
+    let node = reader.node();
+    let id = |p: &str| node.get(p).and_then(|v| v.as_object()).map(|o| o.id());
+    assert!(id("/a").is_some());
+    assert_eq!(id("/b"), id("/a"), "a reference, not a copy");
+    assert_eq!(id("/a/self"), id("/a"), "a cycle");
+    assert_eq!(id("/a/w"), id("/a/v"));
+    assert_ne!(id("/copy"), id("/a"), "a new map");
+    assert_eq!(id("/copy/self"), id("/a"));
+    assert_eq!(id("/copy/w"), id("/a/v"));
+    reader.close(Duration::from_secs(5)).await.unwrap();
+
+    let dangling = cli(&["set", "/z"], Some(r#"{"$ref": "/nope"}"#.into()))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&dangling.stderr);
+    assert_eq!(dangling.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing at \"/nope\""), "{stderr}");
+}
+
 /// `watch` ends, failing with the reason, once its connection stops for
 /// good (here a frame larger than its `--max-frame`), rather than run on
 /// printing nothing more.
