@@ -262,7 +262,13 @@ impl ClientArgs {
     }
 }
 
-/// A number of seconds from the command line: finite and not negative.
+/// The longest time taken on the command line, a hundred years: longer
+/// would mean for ever, and a time past what the clock can add to now
+/// (from about 1e19 seconds) would make the deadline overflow.
+pub(crate) const MAX_SECS: u64 = 100 * 365 * 24 * 3600;
+
+/// A number of seconds from the command line: finite, not negative and at
+/// most [`MAX_SECS`].
 pub(crate) fn secs(arg: &str) -> Result<Duration, String> {
     let n: f64 = arg
         .trim()
@@ -270,6 +276,11 @@ pub(crate) fn secs(arg: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{arg:?} is not a number of seconds"))?;
     if n.is_nan() || n < 0.0 {
         return Err(format!("{arg} is not a number of seconds (0 or more)"));
+    }
+    if n > MAX_SECS as f64 {
+        return Err(format!(
+            "{arg} seconds is too long: at most {MAX_SECS} (a hundred years)"
+        ));
     }
     Duration::try_from_secs_f64(n).map_err(|_| format!("{arg} seconds is too long"))
 }

@@ -784,6 +784,10 @@ fn times_on_the_command_line_are_checked() {
         &["serve", "--peer-timeout", "NaN"],
         &["serve", "--reconnect-grace", "inf"],
         &["get", "127.0.0.1:1", "--timeout", "1e300"],
+        // Within a Duration, but past what a clock can add.
+        &["get", "127.0.0.1:1", "--timeout", "1e19"],
+        &["lock", "127.0.0.1:1", "", "--wait", "1e19", "--", "true"],
+        &["serve", "--close-idle", "1e19"],
         &["lock", "127.0.0.1:1", "", "--wait=-2", "--", "true"],
         &[
             "lock",
@@ -795,7 +799,7 @@ fn times_on_the_command_line_are_checked() {
             "true",
         ],
     ] {
-        let out = run_quiet(args);
+        let out = run_ending(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
