@@ -50,6 +50,7 @@ enum Command {
         /// --tls-ca), or a NATS server's, nats://HOST:PORT.
         addr: String,
         /// A JSON pointer into the document.
+        #[arg(value_parser = pointer)]
         path: Option<String>,
         /// Changes held while stdout is not read; past them, the changes
         /// are dropped and the whole of PATH is printed again, as a line
@@ -65,6 +66,7 @@ enum Command {
         /// --tls-ca), or a NATS server's, nats://HOST:PORT.
         addr: String,
         /// A JSON pointer into the document.
+        #[arg(value_parser = pointer)]
         path: Option<String>,
         /// One line instead of indented JSON.
         #[arg(long)]
@@ -79,6 +81,7 @@ enum Command {
         /// --tls-ca), or a NATS server's, nats://HOST:PORT.
         addr: String,
         /// A JSON pointer; its parent must exist.
+        #[arg(value_parser = pointer)]
         path: String,
         /// The value, as JSON: 3, "text" (quoted for the shell: '"text"'),
         /// {"a": [1, 2]}. Read as `get` writes it: {"$ref": POINTER} is a
@@ -103,6 +106,7 @@ enum Command {
         /// --tls-ca), or a NATS server's, nats://HOST:PORT.
         addr: String,
         /// A JSON pointer to a map or an array ("" for the root).
+        #[arg(value_parser = pointer)]
         path: String,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
@@ -260,6 +264,26 @@ impl ClientArgs {
     fn timeout(&self) -> Duration {
         self.timeout
     }
+}
+
+/// A JSON pointer from the command line (RFC 6901): empty, or `/` and
+/// its segments, in which `~` is only `~0` or `~1`.
+fn pointer(arg: &str) -> Result<String, String> {
+    let tildes_ok = arg
+        .split('~')
+        .skip(1)
+        .all(|after| after.starts_with(['0', '1']));
+    if !(arg.is_empty() || arg.starts_with('/')) {
+        return Err(format!(
+            "{arg:?} is not a JSON pointer: it starts with '/' (\"/{arg}\"), or is \"\" for the whole document"
+        ));
+    }
+    if !tildes_ok {
+        return Err(format!(
+            "{arg:?} is not a JSON pointer: '~' stands only in \"~0\" (for '~') and \"~1\" (for '/')"
+        ));
+    }
+    Ok(arg.to_string())
 }
 
 /// The longest time taken on the command line, a hundred years: longer

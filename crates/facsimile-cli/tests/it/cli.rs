@@ -807,6 +807,23 @@ fn times_on_the_command_line_are_checked() {
     }
 }
 
+/// A PATH that is not a JSON pointer is refused at once, by every command
+/// that takes one: `watch` printed null and waited for ever.
+#[test]
+fn paths_that_are_not_json_pointers_are_refused() {
+    for args in [
+        &["watch", "127.0.0.1:1", "a"][..],
+        &["get", "127.0.0.1:1", "a/b"],
+        &["set", "127.0.0.1:1", "/a~2", "1"],
+        &["lock", "127.0.0.1:1", "a", "--", "true"],
+    ] {
+        let out = run_ending(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("not a JSON pointer"), "{args:?}: {stderr}");
+    }
+}
+
 /// `inspect` prints the URL for a relay's address given with the scheme
 /// of its WebSocket (or web) port too, and refuses what no relay serves:
 /// another scheme, a name no document can have.
