@@ -128,3 +128,26 @@ def test_an_update_keeps_bytes_and_non_finite_floats_it_did_not_touch():
     server.update(lambda s: s.update(blob=b"\x01", nan=float("-inf")))
     assert client.store.blob == b"\x01"
     assert client.store.nan == -math.inf
+
+
+def test_a_field_left_none_keeps_a_stored_null():
+    net = Net("server", "client")
+    server, client = net
+    server.store = {"round": 1, "players": [{"name": "ada", "team": None}], "log": []}
+    changes = []
+    client.on("change", lambda c: changes.append((c.key, c.new)))
+
+    def bump(g: Game):
+        g.round += 1
+
+    server.update(bump)
+    # The null reads as None and the field stays None: nothing is sent for
+    # it (as in the Rust crate's typed layer), and the key stays.
+    assert changes == [("round", 2)]
+    assert "team" in client.store.players[0] and client.store.players[0].team is None
+
+    # Set to None from a value, the field's key is deleted.
+    server.store.players[0].team = "red"
+    changes.clear()
+    server.update(lambda g: setattr(g.players[0], "team", None), Game)
+    assert changes == [("team", None)] and "team" not in client.store.players[0]

@@ -51,14 +51,17 @@ def _from_plain(tp, data):
 
 def _to_plain(value, old=None):
     """An instance as plain data, over `old` (the plain data it was read
-    from): keys its type does not declare are kept, and a None field is an
-    absent key, as in the Rust crate's typed layout."""
+    from): keys its type does not declare are kept, and a field is written
+    only where it differs from what it was read as, as in the Rust crate's
+    typed layer: None is an absent key (a key holding null, or no key,
+    stays as it is), and a field an absent key gave its default stays
+    absent while it holds that default."""
     if _is_pydantic(type(value)):
         fields = {k: getattr(value, k) for k in type(value).model_fields}
-        return _fields_to_plain(fields, old)
+        return _fields_to_plain(fields, _pydantic_default(type(value)), old)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        return _fields_to_plain(fields, old)
+        return _fields_to_plain(fields, _dataclass_default(type(value)), old)
     if isinstance(value, dict):
         old = old if isinstance(old, dict) else {}
         return {k: _to_plain(v, old.get(k)) for k, v in value.items()}
@@ -68,13 +71,60 @@ def _to_plain(value, old=None):
     return value
 
 
-def _fields_to_plain(fields, old):
-    out = dict(old) if isinstance(old, dict) else {}
+_NO_DEFAULT = object()
+
+
+def _dataclass_default(cls):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+
+    def default(name):
+        f = fields[name]
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        return _NO_DEFAULT
+
+    return default
+
+
+def _pydantic_default(cls):
+    def default(name):
+        info = cls.model_fields[name]
+        if info.is_required():
+            return _NO_DEFAULT
+        try:
+            return info.get_default(call_default_factory=True)
+        except Exception:  # a factory that needs the other fields
+            return _NO_DEFAULT
+
+    return default
+
+
+def _is_default(v, default):
+    if default is _NO_DEFAULT or type(v) is not type(default):
+        return False
+    try:
+        return bool(v == default)
+    except Exception:
+        return False
+
+
+def _fields_to_plain(fields, default, old):
+    read = isinstance(old, dict)
+    out = dict(old) if read else {}
     for name, v in fields.items():
-        if v is None:
-            out.pop(name, None)
+        if name not in out:
+            # Absent, the field read as None, or as its default from a
+            # stored map: left so, the key stays absent.
+            if v is not None and not (read and _is_default(v, default(name))):
+                out[name] = _to_plain(v)
+        elif v is None:
+            # A null stays; a value set to None is deleted.
+            if out[name] is not None:
+                del out[name]
         else:
-            out[name] = _to_plain(v, out.get(name))
+            out[name] = _to_plain(v, out[name])
     return out
 
 
