@@ -813,9 +813,15 @@ impl Doc {
                 let from = self.tail.partition_point(|(p, _)| *p <= r.position);
                 let to = self.tail.partition_point(|(p, _)| *p <= self.committed);
                 let bytes: usize = self.tail.range(from..to).map(|(_, f)| f.len()).sum();
-                if bytes <= self.config.client_queue / 2 {
-                    pack_replay(self.tail.range(from..to))
+                if bytes > self.config.client_queue / 2 {
+                    Vec::new()
+                } else if let Some(frames) =
+                    pack_replay(self.tail.range(from..to), self.config.max_frame)
+                {
+                    frames
                 } else {
+                    tracing::info!(doc = %self.name, peer = %hello.hostname,
+                        "the catch-up holds a message logged under a larger frame limit; the node syncs instead");
                     Vec::new()
                 }
             }
@@ -1463,14 +1469,24 @@ impl Doc {
     }
 }
 
-/// A packed run is at most this large: well under any receiver's message
-/// limit, and a resuming client applies it in one go.
+/// A packed run is at most this large (or what a frame of the relay
+/// carries, if less): well under any receiver's message limit, and a
+/// resuming client applies it in one go.
 const MAX_RUN: usize = 1 << 20;
 
 /// The catch-up frames for a resuming client: what one sender sent one
 /// message after another is packed into one message
-/// ([`Envelope::pack_run`]), at the position of the last it covers.
-fn pack_replay<'a>(tail: impl Iterator<Item = &'a (u64, Bytes)>) -> Vec<Bytes> {
+/// ([`Envelope::pack_run`]), at the position of the last it covers, each
+/// frame at most `max_frame` bytes (the relay's limit, which its clients
+/// take as theirs). `None` when a message of the tail does not fit such a
+/// frame on its own (logged under a larger limit): the client must sync.
+fn pack_replay<'a>(
+    tail: impl Iterator<Item = &'a (u64, Bytes)>,
+    max_frame: usize,
+) -> Option<Vec<Bytes>> {
+    // A run smaller than its messages, which fit this, makes a frame of
+    // at most `max_frame` with its position.
+    let max_run = MAX_RUN.min(protocol::max_message(max_frame));
     let frames: Vec<(u64, &Bytes, Bytes)> = tail
         .map(|(position, frame)| {
             let msg = match Down::decode(frame.clone()) {
@@ -1485,7 +1501,7 @@ fn pack_replay<'a>(tail: impl Iterator<Item = &'a (u64, Bytes)>) -> Vec<Bytes> {
     let mut out = Vec::with_capacity(frames.len());
     let mut i = 0;
     while i < frames.len() {
-        let (n, packed) = Envelope::pack_run(&messages[i..], MAX_RUN);
+        let (n, packed) = Envelope::pack_run(&messages[i..], max_run);
         let n = n.max(1);
         match packed {
             Some(bytes) => out.push(
@@ -1499,7 +1515,7 @@ fn pack_replay<'a>(tail: impl Iterator<Item = &'a (u64, Bytes)>) -> Vec<Bytes> {
         }
         i += n;
     }
-    out
+    out.iter().all(|f| f.len() <= max_frame).then_some(out)
 }
 
 /// Queues a frame for a client; an error when its budget is exhausted.
@@ -1925,6 +1941,50 @@ mod tests {
         };
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("logged at position 1"), "{e}");
+    }
+
+    /// A resuming client's catch-up comes in frames of at most the relay's
+    /// frame limit, what one writer sent packed into as few of them as
+    /// fit, and applies as the messages did; a tail holding a message
+    /// that fits no such frame is not replayed (the client syncs).
+    #[test]
+    fn catch_up_frames_fit_the_relay_s_frame_limit() {
+        const MAX_FRAME: usize = 8192;
+        let mut writer = Replica::new(PeerId::new("writer", 0xa), Config::default());
+        let root = writer.set_root(Input::Map(vec![])).unwrap().expect("a map");
+        for i in 0..100 {
+            let value = format!("{i:03}{}", "x".repeat(500));
+            writer.map_set(root, "k", Input::from(value)).unwrap();
+        }
+        let tail: Vec<(u64, Bytes)> = std::iter::from_fn(|| writer.poll_transmit())
+            .zip(1..)
+            .map(|(t, position)| {
+                let bytes = Bytes::from_owner(t.bytes);
+                (position, Down::Message { position, bytes }.encode())
+            })
+            .collect();
+        let frames = pack_replay(tail.iter(), MAX_FRAME).expect("every message fits");
+        assert!(frames.len() < tail.len() / 5, "packed: {}", frames.len());
+        let mut reader = Replica::new(PeerId::new("reader", 0xb), Config::default());
+        for frame in frames {
+            assert!(frame.len() <= MAX_FRAME, "{}", frame.len());
+            let Ok(Down::Message { bytes, .. }) = Down::decode(frame) else {
+                panic!("a message frame");
+            };
+            reader.handle_message(&bytes).unwrap();
+        }
+        assert_eq!(reader.snapshot(), writer.snapshot());
+
+        let mut big = tail.clone();
+        let (position, frame) = big.pop().unwrap();
+        let Ok(Down::Message { bytes, .. }) = Down::decode(frame) else {
+            unreachable!("a message frame")
+        };
+        let mut large = bytes.to_vec();
+        large.resize(MAX_FRAME, 0);
+        let bytes = Bytes::from(large);
+        big.push((position, Down::Message { position, bytes }.encode()));
+        assert_eq!(pack_replay(big.iter(), MAX_FRAME), None);
     }
 
     /// Clients send unacknowledged messages again after reconnecting; the

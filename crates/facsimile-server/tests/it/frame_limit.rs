@@ -57,3 +57,58 @@ async fn a_frame_above_the_client_s_limit_stops_its_connection() {
     let late = tcp_node(&relay, "late").await;
     assert_eq!(late.node().get("/after"), Some(facsimile::Value::Int(1)));
 }
+
+/// A node whose frame limit is exactly the relay's (as the README advises)
+/// resumes after missing 100 writes of another node: the catch-up packs
+/// those writes into runs that fit the relay's frames, so the relay can
+/// send every one and none is above the node's limit. The node converges
+/// as the same member, instead of meeting a frame too large on every
+/// reconnection until the relay evicts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_s_catch_up_fits_the_relay_s_frame_limit() {
+    const MAX_FRAME: usize = 8192;
+    relay_log();
+    let relay = Relay::start(|c| {
+        c.max_frame(MAX_FRAME)
+            .failure_detection(Duration::from_secs(1), Duration::from_secs(120))
+            .reconnect_grace(Duration::from_secs(120))
+    })
+    .await;
+    let exact = options().max_frame(MAX_FRAME);
+    let writer = net::connect(&relay.addr.to_string(), "writer", exact.clone())
+        .await
+        .unwrap();
+    writer.node().set_root(json!({"k": ""})).unwrap();
+    writer.flush().await.unwrap();
+    let hole = BlackHole::start(relay.addr).await;
+    let reader = net::connect(&hole.addr.to_string(), "catching-up-reader", exact)
+        .await
+        .unwrap();
+    let member = reader.node().peer_id();
+    converge(&[writer.node(), reader.node()]).await;
+
+    // The reader hears nothing of the writes, then its connection breaks;
+    // within the grace it comes back as the same member and resumes.
+    hole.black_hole();
+    for i in 0..100 {
+        let value = format!("{i:03}{}", "x".repeat(500));
+        writer.node().set_path("/k", value).unwrap();
+    }
+    writer.flush().await.unwrap();
+    hole.cut();
+    hole.restore();
+    logged(&["client joined", "catching-up-reader", "resumed=true"]).await;
+    let status = reader.status();
+    wait_until(
+        "the reader to catch up, or stop",
+        Duration::from_secs(20),
+        || {
+            matches!(*status.borrow(), Status::Failed(_))
+                || reader.node().snapshot() == writer.node().snapshot()
+        },
+    )
+    .await;
+    let now = status.borrow().clone();
+    assert!(!matches!(now, Status::Failed(_)), "{now:?}");
+    assert_eq!(reader.node().peer_id(), member, "resumed, not rejoined");
+}
