@@ -101,6 +101,30 @@ def test_async_iterator_of_changes():
     assert asyncio.run(main()) == [("n", 1, "alpha"), ("n", 2, "alpha"), ("n", 3, "alpha")]
 
 
+def test_aclose_ends_an_iteration_waiting_for_a_change():
+    net = Net("alpha", "bravo")
+    a, b = net
+    a.store = {"n": 0}
+
+    async def main():
+        changes = b.changes()
+        got, heard = [], asyncio.Event()
+
+        async def consume():
+            async for change in changes:
+                got.append(change.new)
+                heard.set()
+
+        task = asyncio.create_task(consume())
+        a.store.n = 1
+        await heard.wait()  # the consumer is back in __anext__, waiting
+        await changes.aclose()
+        await asyncio.wait_for(task, 10)
+        return got
+
+    assert asyncio.run(main()) == [1]
+
+
 def test_blocking_waits_refused_in_listeners(pair):
     a, b = pair
     a.store = {"n": 0}

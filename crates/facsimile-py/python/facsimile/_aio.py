@@ -60,6 +60,10 @@ class PendingLockAwaitable:
         return False
 
 
+# What `aclose` queues: it wakes a task waiting for a change.
+_CLOSED = object()
+
+
 class Changes:
     """An async iterator of a node's changes (`node.changes()`); the
     listener is removed by `aclose()` or when the iterator is collected."""
@@ -84,12 +88,20 @@ class Changes:
     async def __anext__(self):
         if self._node is None:
             raise StopAsyncIteration
-        return await self._queue.get()
+        change = await self._queue.get()
+        if change is _CLOSED:
+            # For the next waiter, if another task waits too.
+            self._queue.put_nowait(_CLOSED)
+            raise StopAsyncIteration
+        return change
 
     async def aclose(self):
+        """Removes the listener and ends the iteration, that of a task
+        waiting in `__anext__` too."""
         if self._node is not None:
             self._node.off("change", self._deliver)
             self._node = None
+            self._queue.put_nowait(_CLOSED)
 
     def __del__(self):
         node = self._node
