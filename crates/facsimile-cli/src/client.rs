@@ -54,7 +54,13 @@ async fn connect(addr: &str, access: Access, args: &ClientArgs) -> Result<Connec
     }
     net::connect(addr, &args.hostname, options)
         .await
-        .map_err(|e| Failure(e.to_string()))
+        .map_err(|e| Failure(for_the_command_line(&e.to_string())))
+}
+
+/// A message of the library for this command's user: the option it
+/// names is this command's `--max-frame`.
+fn for_the_command_line(message: &str) -> String {
+    message.replace("ConnectOptions::max_frame", "--max-frame")
 }
 
 /// Runs `work`, showing `message` with a spinner on stderr once it has
@@ -328,10 +334,9 @@ async fn stopped_for_good(status: &mut tokio::sync::watch::Receiver<Status>) -> 
 /// while it is up or may come back.
 fn stop_reason(status: &Status) -> Option<String> {
     match status {
-        // The library names its option; the user sets this command's.
         Status::Failed(why) => Some(format!(
             "the connection stopped: {}",
-            why.replace("ConnectOptions::max_frame", "--max-frame")
+            for_the_command_line(why)
         )),
         Status::Refused(why) => Some(format!("the relay closed the connection: {why}")),
         Status::Closed => Some("the connection was closed".into()),

@@ -400,6 +400,23 @@ fn watch_fails_when_its_connection_stops_for_good() {
     assert!(stderr.contains("max_frame of 4096 bytes"), "{stderr}");
 }
 
+/// A document larger than `--max-frame` fails `get` at once with the
+/// reason, not after `--timeout` as if the relay were slow.
+#[test]
+fn get_fails_at_once_when_the_document_exceeds_its_max_frame() {
+    let dir = TempDir::new("get-max-frame");
+    let relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.as_str();
+    ok(&["set", addr, "", &format!("{:?}", "x".repeat(8192))]);
+    // A timeout longer than the test waits: failing only after it would
+    // fail the test.
+    let out = run_ending(&["get", addr, "--max-frame", "4096", "--timeout", "600"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("max_frame of 4096 bytes"), "{stderr}");
+    assert!(!stderr.contains("timed out"), "{stderr}");
+}
+
 /// `get` and `watch` end with success when their reader is gone (a pipe
 /// into `head`), not with a panic or by running on.
 #[cfg(unix)]
@@ -772,6 +789,32 @@ fn serve_on_a_data_directory_in_use_fails() {
         stderr.contains("in use by another relay") && stderr.contains(data),
         "{stderr}"
     );
+}
+
+/// `serve` refuses a peer timeout shorter than three heartbeats of a
+/// client at its default pace (one a second), which would evict healthy
+/// nodes, saying why and what the least is; three is taken.
+#[test]
+fn serve_refuses_a_peer_timeout_below_three_client_heartbeats() {
+    for timeout in ["0.1", "2.9"] {
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ephemeral",
+            "--peer-timeout",
+            timeout,
+        ];
+        let out = run_ending(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{timeout}: {stderr}");
+        assert!(
+            stderr.contains("--peer-timeout")
+                && stderr.contains("heartbeat")
+                && stderr.contains("at least 3"),
+            "{timeout}: {stderr}"
+        );
+    }
 }
 
 /// Times on the command line are checked: a negative, infinite or

@@ -89,24 +89,46 @@ pub(super) async fn connect(
         node.peer_id().incarnation(),
     ));
     tokio::spawn(run_timers(shared.clone(), node.downgrade()));
-    let synced = async {
+    let ready = async {
         while !node.is_ready() {
             if ready_rx.changed().await.is_err() {
                 break;
             }
         }
     };
-    if tokio::time::timeout(options.sync_timeout, synced)
-        .await
-        .is_err()
-    {
-        shared.cancel.cancel();
-        return Err(NetError::Timeout {
+    // The connection may stop for good while the document comes: that is
+    // the error, at once, not a timeout later.
+    let mut status = shared.status.subscribe();
+    let stopped = async {
+        let stopped = status
+            .wait_for(|s| matches!(s, Status::Failed(_) | Status::Refused(_)))
+            .await
+            .map(|s| s.clone());
+        match stopped {
+            Ok(Status::Refused(reason)) => NetError::Refused(reason),
+            // `run` stops so for a frame above the limit alone.
+            Ok(_) => NetError::FrameTooLarge {
+                limit: options.max_frame,
+            },
+            Err(_) => NetError::Closed,
+        }
+    };
+    let synced = async {
+        tokio::select! {
+            () = ready => Ok(()),
+            e = stopped => Err(e),
+        }
+    };
+    let failed = match tokio::time::timeout(options.sync_timeout, synced).await {
+        Ok(Ok(())) => return Ok(Connection { node, shared }),
+        Ok(Err(e)) => e,
+        Err(_) => NetError::Timeout {
             what: "the document (sync)",
             after: options.sync_timeout,
-        });
-    }
-    Ok(Connection { node, shared })
+        },
+    };
+    shared.cancel.cancel();
+    Err(failed)
 }
 
 /// The relay's frames, whatever carries them.

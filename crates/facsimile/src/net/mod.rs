@@ -80,12 +80,14 @@ pub use tokio_rustls::rustls;
 /// [`NetError::Connect`], [`NetError::Tls`], [`NetError::NotARelay`] or
 /// [`NetError::Refused`] when the first connection fails (later failures
 /// are retried), [`NetError::Timeout`] when the document does not arrive
-/// in time, [`NetError::Nats`] when a NATS server fails,
-/// [`NetError::StreamRefused`] when the document's NATS stream exists with
-/// settings this node cannot adopt, and
-/// [`NetError::Unsupported`] for an address whose transport this build
-/// leaves out, and [`NetError::HostnameTooLong`] for a hostname peers
-/// would refuse.
+/// in time, [`NetError::FrameTooLarge`] when the relay sends a frame above
+/// [`ConnectOptions::max_frame`] before it is complete (and
+/// [`NetError::Refused`] when the relay refuses the node then),
+/// [`NetError::Nats`] when a NATS server fails, [`NetError::StreamRefused`]
+/// when the document's NATS stream exists with settings this node cannot
+/// adopt, [`NetError::Unsupported`] for an address whose transport this
+/// build leaves out, and [`NetError::HostnameTooLong`] for a hostname
+/// peers would refuse.
 ///
 /// # Example
 /// ```no_run
