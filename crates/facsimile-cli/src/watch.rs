@@ -92,14 +92,22 @@ impl Watcher {
         let on_root = {
             let (scope, push) = (scope.clone(), push.clone());
             node.on_root_changed(move |c| {
-                lock(&scope).rebuild();
+                let mut scope = lock(&scope);
+                scope.rebuild();
+                scope.replaced_last = true;
                 push(Pending::Replaced(Some(c.origin().clone())));
             })
         };
         let on_ready = {
             let scope = scope.clone();
             node.on_ready(move |_| {
-                lock(&scope).rebuild();
+                let mut scope = lock(&scope);
+                // A resync that brought another root reported it just
+                // before: that line shows the document as it is now.
+                if std::mem::take(&mut scope.replaced_last) {
+                    return;
+                }
+                scope.rebuild();
                 push(Pending::Replaced(None));
             })
         };
@@ -245,6 +253,10 @@ struct Scope {
     /// by which a breadth-first walk from the watched object first reached
     /// it (keys in order): its place is the first one under the path.
     below: HashMap<ObjectId, Step>,
+    /// Whether the last event of the node was the root replaced (no change
+    /// since): a resync reports a new root just before the document is
+    /// ready, and the document is printed once.
+    replaced_last: bool,
     /// Work done, for the tests: objects walked, places looked up.
     walked: u64,
     lookups: u64,
@@ -277,6 +289,7 @@ impl Scope {
             above: Vec::new(),
             at: None,
             below: HashMap::new(),
+            replaced_last: false,
             walked: 0,
             lookups: 0,
         };
@@ -365,6 +378,7 @@ impl Scope {
     /// the path, if it changed anything there. Keeps track of the objects
     /// it brings under the path.
     fn admit(&mut self, ev: &ChangeEvent) -> Option<Pending> {
+        self.replaced_last = false;
         let target = ev.target();
         if self.below.contains_key(&target.id()) {
             match (ev.prop(), ev.new_value().and_then(Value::as_object)) {
@@ -626,6 +640,36 @@ mod tests {
             ),
             (json!("/items/3/n"), json!(1), json!(true))
         );
+    }
+
+    /// A resync that brings another root prints the document once: the
+    /// root replaced and the document ready again are one event to the
+    /// reader.
+    #[test]
+    fn a_resync_that_replaces_the_root_prints_it_once() {
+        let net = LocalNetwork::manual(7);
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root(json!({ "v": 1 })).unwrap();
+        net.run();
+        let mut w = Watcher::new(&b, "/v", 16);
+        // b asks for the document while a's new root is on its way.
+        a.set_root(json!({ "v": 2 })).unwrap();
+        b.sync();
+        net.run();
+        let line = w.try_next_line().unwrap();
+        assert_eq!(
+            (line["replaced"].clone(), line["value"].clone()),
+            (json!(true), json!(2)),
+            "{line}"
+        );
+        assert_eq!(w.try_next_line(), None, "printed once");
+        // A resync that keeps the root still prints the document.
+        b.sync();
+        net.run();
+        let line = w.try_next_line().unwrap();
+        assert_eq!(line["replaced"], true, "{line}");
+        assert_eq!(w.try_next_line(), None);
     }
 
     /// A reader that falls behind costs the queue's bound: the changes
