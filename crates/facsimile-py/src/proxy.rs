@@ -49,6 +49,7 @@ const MAP_METHODS: &[&str] = &[
     "on",
     "off",
     "to_python",
+    "_entries",
 ];
 
 type Memo = std::collections::HashMap<facsimile::ObjectId, Py<PyAny>>;
@@ -99,6 +100,14 @@ fn deep_at(
         }
         v => to_py(owner, v),
     }
+}
+
+/// A view of a map proxy (`facsimile._views`).
+fn view<'py>(map: &Bound<'py, MapProxy>, kind: &str) -> PyResult<Bound<'py, PyAny>> {
+    map.py()
+        .import("facsimile._views")?
+        .getattr(kind)?
+        .call1((map,))
 }
 
 /// The other side of `==`: a proxy's plain copy, else the value itself.
@@ -458,26 +467,30 @@ impl MapProxy {
 
     /// The keys, a live view.
     fn keys<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py()
-            .import("collections.abc")?
-            .getattr("KeysView")?
-            .call1((slf,))
+        view(slf, "KeysView")
     }
 
-    /// The values, a live view.
+    /// The values, a live view; iterating it reads the map once.
     fn values<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py()
-            .import("collections.abc")?
-            .getattr("ValuesView")?
-            .call1((slf,))
+        view(slf, "ValuesView")
     }
 
-    /// The (key, value) pairs, a live view.
+    /// The (key, value) pairs, a live view; iterating it reads the map
+    /// once.
     fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py()
-            .import("collections.abc")?
-            .getattr("ItemsView")?
-            .call1((slf,))
+        view(slf, "ItemsView")
+    }
+
+    /// The (key, value) pairs as a list, read together: what iterating
+    /// `items()` and `values()` gives.
+    fn _entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let owner = self.owner.bind(py);
+        let entries = self.map.entries().map_err(errors::store)?;
+        let pairs = entries
+            .into_iter()
+            .map(|(k, v)| Ok((PyString::new(py, &k), to_py(owner, v)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, pairs)
     }
 
     /// The value of `key`, or `default`.

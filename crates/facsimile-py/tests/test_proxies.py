@@ -462,3 +462,31 @@ def test_json_pointer_get(pair):
     assert b.get("/players/0/name") == "ada"
     assert b.get("/players/0") is b.store.players[0]
     assert b.get("/nope") is None
+
+
+def test_items_and_values_read_each_key_with_its_value(pair):
+    a, b = pair
+    for view in ("items", "values"):
+        a.store = {"k1": 1, "k2": 2, "k3": 3}
+        seen = []
+        for x in getattr(a.store, view)():
+            if not seen:
+                # Another node deletes a key not read yet; over this network
+                # the delete is applied here before the loop goes on.
+                del b.store["k2"]
+                assert "k2" not in a.store
+            seen.append(x)
+        # What a dict's iteration of a copy gives: the entries as they
+        # were when the iteration started, no KeyError.
+        expected = {"items": [("k1", 1), ("k2", 2), ("k3", 3)], "values": [1, 2, 3]}
+        assert seen == expected[view]
+
+
+def test_key_item_and_value_views_are_reversible(pair):
+    a, b = pair
+    a.store = {"b": 2, "a": 1, "c": [3]}
+    m, d = a.store, {"a": 1, "b": 2, "c": a.store.c}  # d: m's key order
+    assert list(reversed(m.keys())) == list(reversed(d.keys())) == ["c", "b", "a"]
+    assert list(reversed(m.items())) == list(reversed(d.items()))
+    assert list(reversed(m.values())) == list(reversed(d.values()))
+    assert 2 in m.values() and ("a", 1) in m.items() and "a" in m.keys()
