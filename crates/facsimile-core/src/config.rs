@@ -6,7 +6,9 @@ use crate::codec::WireFormat;
 #[allow(unused_imports)] // doc links
 use crate::{Error, ReceiveError, Replica};
 
-/// Settings of a [`Replica`]: `Default` plus chained setters.
+/// Settings of a [`Replica`]: `Default` plus chained setters. A duration
+/// longer than a hundred years counts as a hundred years, so that
+/// `Duration::MAX` can stand for "never".
 #[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) format: WireFormat,
@@ -103,7 +105,7 @@ impl Config {
     /// let config = facsimile_core::Config::default().gc_interval(Duration::from_millis(200));
     /// ```
     pub fn gc_interval(mut self, interval: Duration) -> Self {
-        self.gc_interval = interval;
+        self.gc_interval = at_most_forever(interval);
         self
     }
 
@@ -115,7 +117,7 @@ impl Config {
     /// let config = facsimile_core::Config::default().sync_timeout(Duration::from_secs(1));
     /// ```
     pub fn sync_timeout(mut self, timeout: Duration) -> Self {
-        self.sync_timeout = timeout;
+        self.sync_timeout = at_most_forever(timeout);
         self
     }
 
@@ -130,8 +132,8 @@ impl Config {
     ///     .failure_detection(Duration::from_millis(500), Duration::from_secs(5));
     /// ```
     pub fn failure_detection(mut self, heartbeat: Duration, timeout: Duration) -> Self {
-        self.heartbeat = heartbeat;
-        self.peer_timeout = Some(timeout);
+        self.heartbeat = at_most_forever(heartbeat);
+        self.peer_timeout = Some(at_most_forever(timeout));
         self
     }
 
@@ -148,6 +150,7 @@ impl Config {
     /// let config = facsimile_core::Config::default().ordered(Duration::from_secs(3));
     /// ```
     pub fn ordered(mut self, lease: Duration) -> Self {
+        let lease = at_most_forever(lease);
         self.lease = Some(lease);
         self.heartbeat = lease / 3;
         self
@@ -202,4 +205,13 @@ impl Config {
     pub(crate) fn heartbeats(&self) -> Option<Duration> {
         (self.peer_timeout.is_some() || self.lease.is_some()).then_some(self.heartbeat)
     }
+}
+
+/// A hundred years: what a longer duration given to [`Config`] becomes,
+/// so that a timer set that far from now (`Duration::MAX` for "never") does
+/// not overflow the clock.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+fn at_most_forever(d: Duration) -> Duration {
+    d.min(FOREVER)
 }

@@ -182,7 +182,11 @@ async fn establish(
     node: &Node,
     incarnation: u32,
 ) -> Result<(Conn, Admission), NetError> {
-    let deadline = tokio::time::Instant::now() + options.connect_timeout;
+    let now = tokio::time::Instant::now();
+    // A timeout too long to add to now is as good as none.
+    let deadline = now
+        .checked_add(options.connect_timeout)
+        .unwrap_or_else(|| now + NEVER);
     let (mut reader, mut writer) = tokio::time::timeout_at(deadline, open(addr, options))
         .await
         .map_err(|_| NetError::Timeout {
@@ -740,5 +744,20 @@ mod tests {
             );
         }
         assert_eq!(host_of("[::1]:7878"), "::1");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_too_long_to_add_to_now_is_no_panic() {
+        // A port nobody listens on: refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = ConnectOptions::new("d").timeouts(Duration::MAX, Duration::MAX);
+        let e = super::super::connect(&format!("127.0.0.1:{port}"), "a", options)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, NetError::Connect { .. }), "{e}");
     }
 }

@@ -144,3 +144,26 @@ fn an_unreachable_object_is_reclaimed_after_gc_intervals() {
     assert!(kept.exists());
     assert_eq!(a.snapshot(), b.snapshot());
 }
+
+/// Durations too long to add to the clock (`Duration::MAX` for "never")
+/// are as good as never: no timer overflows the clock.
+#[test]
+fn durations_too_long_for_the_clock_mean_never() {
+    let forever = Duration::MAX;
+    let config = Config::default()
+        .gc_interval(forever)
+        .sync_timeout(forever)
+        .failure_detection(forever, forever);
+    let net = LocalNetwork::with_config(config).with_virtual_time();
+    net.advance(Duration::from_secs(3600));
+    let a = net.join("a");
+    a.set_root(json!({"n": 0, "gone": {}})).unwrap();
+    net.advance(Duration::from_secs(3600));
+    let b = net.join("b");
+    net.advance(Duration::from_secs(3600));
+    b.set_path("/n", 1).unwrap();
+    b.root_map().unwrap().remove("gone").unwrap();
+    net.advance(Duration::from_secs(3600));
+    assert_eq!(a.get("/n").and_then(|n| n.as_i64()), Some(1));
+    assert_eq!(a.peers(), [b.peer_id()]);
+}
