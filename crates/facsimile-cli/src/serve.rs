@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use facsimile::net::protocol::DEFAULT_HEARTBEAT;
 use facsimile_server::{DataDirInUse, Server, ServerConfig};
 
 use crate::Failure;
@@ -58,8 +59,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
     compact_bytes: u64,
     /// Evict a node not heard from for this many seconds (nodes send a
-    /// heartbeat every second).
-    #[arg(long, default_value = "10", value_name = "SECS", value_parser = crate::positive_secs)]
+    /// heartbeat every second when idle, so at least 3).
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = peer_timeout)]
     peer_timeout: Duration,
     /// Keep a node whose connection broke a member for this many seconds,
     /// waiting for it to reconnect with its writes and locks (0: evict it
@@ -79,11 +80,27 @@ pub(crate) struct ServeArgs {
     inspector_assets: PathBuf,
 }
 
-/// The shortest peer timeout taken: heartbeats a third of it apart.
-const MIN_PEER_TIMEOUT: Duration = Duration::from_millis(100);
+/// The shortest peer timeout taken: three heartbeats of a client at its
+/// default pace, so that one late or lost heartbeat costs no healthy node
+/// its place. The relay cannot know a client's pace; the default is what
+/// the CLI's clients and the library's use unless told otherwise.
+const MIN_PEER_TIMEOUT: Duration = DEFAULT_HEARTBEAT.saturating_mul(3);
+
+/// `--peer-timeout`: a number of seconds, at least [`MIN_PEER_TIMEOUT`].
+fn peer_timeout(arg: &str) -> Result<Duration, String> {
+    let timeout = crate::secs(arg)?;
+    if timeout < MIN_PEER_TIMEOUT {
+        return Err(format!(
+            "{arg} seconds would evict healthy nodes, which send a heartbeat every {:?} \
+             when idle: give at least {} seconds (three heartbeats)",
+            DEFAULT_HEARTBEAT,
+            MIN_PEER_TIMEOUT.as_secs_f64()
+        ));
+    }
+    Ok(timeout)
+}
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
-    let peer_timeout = args.peer_timeout.max(MIN_PEER_TIMEOUT);
     let mut config = ServerConfig::default()
         .listen(args.listen)
         .max_frame(args.max_frame)
@@ -92,9 +109,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Failure> {
         .client_queue(args.max_queue)
         .compact_bytes(args.compact_bytes)
         .inspector_assets(&args.inspector_assets)
-        // A heartbeat a third of the timeout, so that one late or lost
-        // heartbeat does not cost a node its place; at most a second apart.
-        .failure_detection(Duration::from_secs(1).min(peer_timeout / 3), peer_timeout)
+        // The relay beats at the clients' pace: the timeout is at least
+        // three of its heartbeats too.
+        .failure_detection(DEFAULT_HEARTBEAT, args.peer_timeout)
         .reconnect_grace(args.reconnect_grace)
         .close_idle((!args.close_idle.is_zero()).then_some(args.close_idle));
     if let Some(bytes) = args.document_queue {

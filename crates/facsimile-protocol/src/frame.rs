@@ -23,6 +23,8 @@
 //! until it is acknowledged and sends the rest again on its next connection;
 //! the replicas drop what they already applied, so sending twice is safe.
 
+use std::time::Duration;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +41,13 @@ pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// document's state is sent to a joiner in one frame, so documents larger
 /// than this need a larger limit on the relay and its clients.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+
+/// How often a relay's client sends a heartbeat, by default, when it has
+/// sent nothing else for that long (the Rust client's
+/// `ConnectOptions::failure_detection`, the CLI's clients). A relay that
+/// evicts a node not heard from for less than a few of these evicts healthy
+/// nodes: `facsimile serve` takes a `--peer-timeout` of at least three.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// The most bytes a frame adds around the facsimile message it carries:
 /// its kind, and a position ([`Down::Message`]) or a tag ([`Up::To`]).

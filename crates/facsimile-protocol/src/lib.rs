@@ -35,8 +35,8 @@ mod outbox;
 mod session;
 
 pub use frame::{
-    ClientHello, DEFAULT_MAX_FRAME, Down, FRAME_OVERHEAD, OLDEST_PROTOCOL_VERSION,
-    PROTOCOL_VERSION, ProtocolError, Resume, ServerHello, Up, max_message,
+    ClientHello, DEFAULT_HEARTBEAT, DEFAULT_MAX_FRAME, Down, FRAME_OVERHEAD,
+    OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError, Resume, ServerHello, Up, max_message,
 };
 pub use outbox::Outbox;
 pub use session::{Admission, HelloError, Incoming, Session};

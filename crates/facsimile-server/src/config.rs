@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use facsimile::net::protocol::DEFAULT_MAX_FRAME;
+use facsimile::net::protocol::{DEFAULT_HEARTBEAT, DEFAULT_MAX_FRAME};
 use tokio_rustls::rustls;
 
 /// Settings of a [`crate::Server`]: `Default` plus chained setters.
@@ -65,7 +65,7 @@ impl Default for ServerConfig {
             client_queue: 64 << 20,
             document_queue: None,
             compact_bytes: 64 << 20,
-            heartbeat: Duration::from_secs(1),
+            heartbeat: DEFAULT_HEARTBEAT,
             peer_timeout: Duration::from_secs(10),
             reconnect_grace: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
@@ -227,7 +227,11 @@ impl ServerConfig {
     /// Failure detection: the relay sends a heartbeat when idle for
     /// `heartbeat` (default 1 s) and evicts a node it has not heard from
     /// for `timeout` (default 10 s), such as one that did not come back
-    /// after a relay restart.
+    /// after a relay restart. Give `timeout` at least three of the
+    /// clients' heartbeats (each client's own setting, by default
+    /// [`facsimile::net::protocol::DEFAULT_HEARTBEAT`], one second, which
+    /// `facsimile serve --peer-timeout` holds to): less evicts healthy
+    /// nodes whose heartbeat is a little late.
     ///
     /// ```
     /// use std::time::Duration;

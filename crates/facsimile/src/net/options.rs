@@ -15,7 +15,7 @@ use super::backoff::Backoff;
 use super::nats::NatsOptions;
 #[cfg(feature = "tcp")]
 use super::protocol::ByteStream;
-use super::protocol::DEFAULT_MAX_FRAME;
+use super::protocol::{DEFAULT_HEARTBEAT, DEFAULT_MAX_FRAME};
 #[cfg(feature = "tcp")]
 use super::tls::TlsOptions;
 
@@ -101,7 +101,7 @@ impl ConnectOptions {
             max_frame: DEFAULT_MAX_FRAME,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
-            heartbeat: Duration::from_secs(1),
+            heartbeat: DEFAULT_HEARTBEAT,
             peer_timeout: None,
             connect_timeout: Duration::from_secs(10),
             sync_timeout: Duration::from_secs(30),
