@@ -12,6 +12,7 @@ use pyo3::exceptions::{
     PyValueError,
 };
 use pyo3::gc::PyVisit;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyInt, PyList, PySlice, PyString, PyTuple};
@@ -100,6 +101,62 @@ fn deep_at(
         }
         v => to_py(owner, v),
     }
+}
+
+/// The copies one `copy.deepcopy` call made of a node's objects, kept in
+/// its memo: a proxy it reaches twice, or an object two proxies reach, is
+/// copied once, as `deepcopy` copies a shared object of plain data once.
+#[pyclass(module = "facsimile")]
+struct DeepMemo {
+    copies: Memo,
+}
+
+#[pymethods]
+impl DeepMemo {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for copy in self.copies.values() {
+            visit.call(copy)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.copies.clear();
+    }
+}
+
+/// `copy.deepcopy` of a value of the node `owner`, with the objects
+/// copied before in the same call (`memo`, deepcopy's dict) shared.
+fn deep_copy(
+    owner: &Bound<'_, Facsimile>,
+    v: Value,
+    memo: &Bound<'_, PyAny>,
+) -> PyResult<Py<PyAny>> {
+    let py = owner.py();
+    let Ok(memo) = memo.cast::<PyDict>() else {
+        return deep(owner, v, &mut Memo::new());
+    };
+    // One entry per node: two nodes' proxies of one object are copies of
+    // two replicas. The key is no `id()`, so it names no other entry.
+    let key = (
+        intern!(py, "facsimile deep copies"),
+        owner.as_ptr() as usize,
+    );
+    let copies = match memo.get_item(key)? {
+        Some(found) => found.cast_into::<DeepMemo>()?,
+        None => {
+            let fresh = Bound::new(
+                py,
+                DeepMemo {
+                    copies: Memo::new(),
+                },
+            )?;
+            memo.set_item(key, &fresh)?;
+            fresh
+        }
+    };
+    let mut copies = copies.try_borrow_mut()?;
+    deep(owner, v, &mut copies.copies)
 }
 
 /// A view of a map proxy (`facsimile._views`).
@@ -646,9 +703,10 @@ impl MapProxy {
         )
     }
 
-    /// A deep copy as plain Python data (`to_python`).
-    fn copy(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.to_python(py)
+    /// A shallow copy, as `dict.copy`: a plain dict of the entries, read
+    /// together (objects stay proxies; `to_python` copies them too).
+    fn copy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.shallow(py)
     }
 
     /// `m | other`: a new plain dict (shallow: objects stay proxies).
@@ -692,9 +750,10 @@ impl MapProxy {
         self.shallow(py)
     }
 
-    /// `copy.deepcopy`: `to_python`.
-    fn __deepcopy__(&self, py: Python<'_>, _memo: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.to_python(py)
+    /// `copy.deepcopy`: `to_python`, sharing what the other proxies that
+    /// one deep copy reaches share.
+    fn __deepcopy__(&self, py: Python<'_>, memo: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        deep_copy(self.owner.bind(py), Value::Map(self.map.clone()), memo)
     }
 
     fn __reduce_ex__(&self, _protocol: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -1013,9 +1072,9 @@ impl ListProxy {
         self.shallow(py)
     }
 
-    /// `copy.deepcopy`: `to_python`.
-    fn __deepcopy__(&self, py: Python<'_>, _memo: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.to_python(py)
+    /// `copy.deepcopy`: `to_python`, as `Map.__deepcopy__`.
+    fn __deepcopy__(&self, py: Python<'_>, memo: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        deep_copy(self.owner.bind(py), Value::Array(self.list.clone()), memo)
     }
 
     fn __reduce_ex__(&self, _protocol: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -1214,9 +1273,10 @@ impl ListProxy {
         )
     }
 
-    /// A deep copy as plain Python data (`to_python`).
-    fn copy(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.to_python(py)
+    /// A shallow copy, as `list.copy`: a plain list of the elements
+    /// (objects stay proxies; `to_python` copies them too).
+    fn copy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.shallow(py)
     }
 
     /// `on(callback)`: every change of this list (a method call is one

@@ -490,3 +490,25 @@ def test_key_item_and_value_views_are_reversible(pair):
     assert list(reversed(m.items())) == list(reversed(d.items()))
     assert list(reversed(m.values())) == list(reversed(d.values()))
     assert 2 in m.values() and ("a", 1) in m.items() and "a" in m.keys()
+
+
+def test_copy_is_shallow_as_dicts_and_lists_are(pair):
+    a, b = pair
+    a.store = {"m": {"x": 1, "y": {"z": [1]}}, "l": [1, [2]]}
+    m, l = a.store.m, a.store.l
+    assert type(m.copy()) is dict and m.copy()["y"] is m.y and m.copy() == m
+    assert type(l.copy()) is list and l.copy()[1] is l[1] and l.copy() == l
+    assert m.to_python()["y"] == {"z": [1]} and type(m.to_python()["y"]) is dict
+
+
+def test_deepcopy_keeps_what_the_copied_values_share(pair):
+    a, b = pair
+    a.store = {"x": {"v": [1]}}
+    s = a.store
+    s.y = s.x.v  # one list, reached twice
+    both = copy.deepcopy([s, s.x, s.x.v])
+    assert both[0]["x"] is both[1] and both[1]["v"] is both[2] and both[0]["y"] is both[2]
+    assert both == [{"x": {"v": [1]}, "y": [1]}, {"v": [1]}, [1]]
+    memo = {}
+    first, again = copy.deepcopy(s, memo), copy.deepcopy(s.y, memo)
+    assert first["y"] is again and type(again) is list
