@@ -389,6 +389,9 @@ pub(crate) struct Doc {
     /// The tag whose message is being applied, to tell a goodbye from an
     /// eviction another peer sent.
     applying: Option<u32>,
+    /// Whether the log is being replayed: the departures it holds were
+    /// reported when they happened, not now.
+    replaying: bool,
     /// Connections that broke, within their reconnection grace: when it
     /// ends, and the tags they spoke for (those not taken over by a new
     /// connection meanwhile are evicted then).
@@ -498,6 +501,7 @@ impl Doc {
             lingering: Vec::new(),
             idle_since: Some(Instant::now()),
             applying: None,
+            replaying: true,
         };
         doc.replica.record_changes(false);
         let mut recovery = Recovery {
@@ -539,6 +543,7 @@ impl Doc {
             }
         }
         doc.collect_own(&mut own);
+        doc.replaying = false;
         recovery.position = doc.head;
         // What the snapshot covers was logged before it.
         for p in doc.replica.peers() {
@@ -1130,6 +1135,10 @@ impl Doc {
                     self.departed.insert(tag);
                     self.logged.remove(&tag);
                     self.ack_before_eviction(tag);
+                    if self.replaying {
+                        tracing::debug!(doc = %self.name, peer = %p, "departed before this run of the relay (replayed from the log)");
+                        continue;
+                    }
                     let (why, alarming) = match (self.evicting.remove(&tag), self.applying) {
                         (Some(why), _) => why,
                         (None, Some(from)) if from == tag => ("goodbye".to_string(), false),

@@ -293,3 +293,40 @@ async fn a_node_that_rejoins_hears_what_changed_in_its_objects_meanwhile() {
         "{heard:?}"
     );
 }
+
+/// A node evicted for its silence is reported once, when it is evicted: a
+/// relay that reopens the document replays the eviction from its log,
+/// and does not report it again as a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_eviction_is_not_reported_again() {
+    const HOST: &str = "silent-then-replayed";
+    const DOC: &str = "replayed-evictions";
+    let count = || {
+        relay_log()
+            .lines()
+            .filter(|l| l.contains(HOST) && l.contains("missed heartbeats"))
+            .count()
+    };
+    let mut relay = Relay::start(|c| {
+        c.failure_detection(Duration::from_millis(100), Duration::from_millis(500))
+    })
+    .await;
+    // A node that sends no heartbeat in time is evicted for it.
+    let silent = options_for(DOC).failure_detection(Duration::from_secs(3600), None);
+    let node = net::connect(&relay.addr.to_string(), HOST, silent)
+        .await
+        .unwrap();
+    node.node().set_root(json!({"k": 1})).unwrap();
+    node.flush().await.unwrap();
+    logged(&["peer evicted", HOST, "missed heartbeats"]).await;
+    drop(node);
+    relay.stop().await;
+    let reported = count();
+
+    relay.start_again().await;
+    let _opener = net::connect(&relay.addr.to_string(), "opener", options_for(DOC))
+        .await
+        .unwrap();
+    logged(&["document recovered", DOC]).await;
+    assert_eq!(count(), reported, "the replayed eviction is reported again");
+}
