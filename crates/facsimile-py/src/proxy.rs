@@ -676,6 +676,21 @@ impl MapProxy {
                 entries.push((k.extract()?, to_input(&val)?));
             }
         }
+        // A key given twice is one write of its last value, as `dict.update`
+        // ends: one change, and no object made only to be overwritten.
+        let mut at: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::with_capacity(entries.len());
+        let mut folded: Vec<(String, Input)> = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            match at.get(&k) {
+                Some(&i) => folded[i].1 = v,
+                None => {
+                    at.insert(k.clone(), folded.len());
+                    folded.push((k, v));
+                }
+            }
+        }
+        let entries = folded;
         if entries.is_empty() {
             return Ok(());
         }

@@ -482,6 +482,15 @@ def test_items_and_values_read_each_key_with_its_value(pair):
         assert seen == expected[view]
 
 
+def test_copy_is_shallow_as_dicts_and_lists_are(pair):
+    a, b = pair
+    a.store = {"m": {"x": 1, "y": {"z": [1]}}, "l": [1, [2]]}
+    m, l = a.store.m, a.store.l
+    assert type(m.copy()) is dict and m.copy()["y"] is m.y and m.copy() == m
+    assert type(l.copy()) is list and l.copy()[1] is l[1] and l.copy() == l
+    assert m.to_python()["y"] == {"z": [1]} and type(m.to_python()["y"]) is dict
+
+
 def test_key_item_and_value_views_are_reversible(pair):
     a, b = pair
     a.store = {"b": 2, "a": 1, "c": [3]}
@@ -490,15 +499,6 @@ def test_key_item_and_value_views_are_reversible(pair):
     assert list(reversed(m.items())) == list(reversed(d.items()))
     assert list(reversed(m.values())) == list(reversed(d.values()))
     assert 2 in m.values() and ("a", 1) in m.items() and "a" in m.keys()
-
-
-def test_copy_is_shallow_as_dicts_and_lists_are(pair):
-    a, b = pair
-    a.store = {"m": {"x": 1, "y": {"z": [1]}}, "l": [1, [2]]}
-    m, l = a.store.m, a.store.l
-    assert type(m.copy()) is dict and m.copy()["y"] is m.y and m.copy() == m
-    assert type(l.copy()) is list and l.copy()[1] is l[1] and l.copy() == l
-    assert m.to_python()["y"] == {"z": [1]} and type(m.to_python()["y"]) is dict
 
 
 def test_deepcopy_keeps_what_the_copied_values_share(pair):
@@ -512,3 +512,38 @@ def test_deepcopy_keeps_what_the_copied_values_share(pair):
     memo = {}
     first, again = copy.deepcopy(s, memo), copy.deepcopy(s.y, memo)
     assert first["y"] is again and type(again) is list
+
+
+def test_update_of_a_key_given_twice_is_one_change(pair):
+    a, b = pair
+    a.store = {"k": 0}
+    heard = {"alpha": [], "bravo": []}
+    for node in (a, b):
+        node.on("change", lambda c, h=node.hostname: heard[h].append((c.key, c.new)))
+    d = {"k": 0}
+    for target in (a.store, d):
+        target.update({"a": 1, "k": 1}, a=2)
+        target.update([("b", {"o": 1}), ("k", 2), ("b", 3)])
+    assert a.store == b.store == d == {"k": 2, "a": 2, "b": 3}
+    # One change per key of each call, with the value the key ends with.
+    expected = [("a", 2), ("k", 1), ("b", 3), ("k", 2)]
+    def by_key(events):
+        return sorted(events, key=lambda e: e[0])
+
+    assert by_key(heard["alpha"]) == by_key(heard["bravo"]) == by_key(expected)
+
+
+def test_insert_and_pop_take_indices_as_lists_do(pair):
+    # Not a fix: list.insert and list.pop refuse an index no position can
+    # be (OverflowError, on every CPython this package supports); the
+    # proxy does the same.
+    a, b = pair
+    a.store = [1, 2]
+    for target in (a.store, [1, 2]):
+        with pytest.raises(OverflowError):
+            target.insert(10**30, 3)
+        with pytest.raises(OverflowError):
+            target.pop(-(10**30))
+        with pytest.raises(TypeError):
+            target.insert("0", 3)
+    assert a.store == [1, 2]
