@@ -233,7 +233,7 @@ impl Shared {
     async fn open(config: ServerConfig) -> io::Result<Arc<Shared>> {
         let data_lock = match &config.data {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| {
+                crate::store::create_dir_durably(dir).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!("cannot create the data directory {}: {e}", dir.display()),

@@ -1,6 +1,9 @@
 //! A document's durable store: a snapshot of the relay's replica plus an
 //! append-only log of every broadcast message since, in the relay's order.
 //!
+//! A document's directory, and the data directory, are synced into their
+//! parent when they are made, before anything in them is acknowledged.
+//!
 //! Files in the document's directory:
 //! - `snapshot`: magic, length, CRC-32, then [`Snapshot`] in postcard. It is
 //!   replaced atomically (written aside, synced, renamed, directory synced).
@@ -151,7 +154,7 @@ impl Store {
     /// IO errors, and `InvalidData` when the files are not a store or the
     /// snapshot and the log belong to different logs.
     pub(crate) fn open(dir: &Path) -> io::Result<Recovered> {
-        fs::create_dir_all(dir)?;
+        create_dir_durably(dir)?;
         let snapshot = read_snapshot(&dir.join("snapshot"))?;
         let log_path = dir.join("log");
         let (log_id, records, valid_len, file_len, upgrade) = match read_file(&log_path)? {
@@ -449,6 +452,33 @@ fn parse_log(data: &Bytes, path: &Path) -> io::Result<(u64, Vec<Record>, u64)> {
         at = body_at + len;
     }
     Ok((log_id, records, at as u64))
+}
+
+/// Makes `dir` and whichever of its parents are missing, each new
+/// directory's entry synced in its parent: a crash must not lose a
+/// document's directory (its log and what was acknowledged from it) after
+/// the files in it were synced.
+///
+/// # Errors
+/// IO errors.
+pub(crate) fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    fs::create_dir_all(dir)?;
+    // Outermost first: an entry is durable once its parent's is.
+    for made in missing.into_iter().rev() {
+        let parent = match made.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Replaces `dir/name` with `data` so that a crash leaves the old or the
