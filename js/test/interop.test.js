@@ -3,7 +3,9 @@
 // and a Rust `facsimile::Node` (crates/facsimile/examples/stdio_peer.rs, a
 // node whose transport is its standard input and output) write at once, a
 // JavaScript node joins late, the Rust node syncs again; every snapshot is
-// byte-identical. In both wire formats.
+// byte-identical. And a JavaScript node writing a number over the equal
+// float (or big integer) the Rust node stored changes nothing. In both
+// wire formats.
 //
 // The Rust peer is built with Cargo on first use, as the workspace's
 // release build (a no-op after the Rust tests).
@@ -55,8 +57,13 @@ class RustPeer {
   }
 
   write(cmd) {
+    return this.writeLine(JSON.stringify(cmd));
+  }
+
+  /** A command as JSON text (a float such as `3.0`, which JSON.stringify writes `3`). */
+  writeLine(line) {
     this.pending++;
-    this.proc.stdin.write(`${JSON.stringify(cmd)}\n`);
+    this.proc.stdin.write(`${line}\n`);
     return new Promise((resolve) => this.answers.push(resolve));
   }
 
@@ -175,5 +182,53 @@ for (const binary of [false, true]) {
 
     await rust.close();
     for (const n of js) n.close();
+  });
+}
+
+for (const binary of [false, true]) {
+  test(`${binary ? 'binary' : 'JSON'}: a number written over an equal float (or integer) a Rust node stored changes nothing`, async (t) => {
+    const a = new Facsimile('js-a', { binary });
+    const rust = new RustPeer(bin, 'rust', binary, (message, to) => a.receive(message, to));
+    t.after(() => rust.proc.kill());
+    let sent = 0;
+    a.send = (message, to) => {
+      sent++;
+      rust.receive(message, to);
+    };
+    const settle = async () => {
+      do await rust.idle();
+      while (rust.pending > 0);
+    };
+    // Floats with integral values, and an integer beyond 2^53 (2^60).
+    await rust.writeLine('{"do": "root", "value": {"f": 3.0, "g": -2.0, "h": 0.5, "i": 1152921504606846976, "l": [3.0, 1]}}');
+    await settle();
+    const s = a.store;
+    assert.deepEqual([s.f, s.g, s.h, s.i, [...s.l]], [3, -2, 0.5, 2n ** 60n, [3, 1]]);
+    const changes = [];
+    a.on('change', (target, prop, nv, ov) => changes.push([prop, nv, ov]));
+    sent = 0;
+    s.f = s.f;
+    s.f = 3;
+    s.g = -2;
+    s.h = s.h;
+    s.i = 2 ** 60;
+    s.i = s.i;
+    s.l[0] = s.l[0];
+    a.assign(s, { f: 3, g: -2 });
+    assert.equal(sent, 0, 'no message');
+    assert.deepEqual(changes, [], 'no change event');
+    await settle();
+    assert.equal(await rust.snapshot(), hex(a.snapshot()), 'the stored values kept their representation');
+
+    // A number of another value is a write, as ever.
+    s.f = 3.5;
+    s.l[1] = 2;
+    assert.equal(sent, 2);
+    assert.deepEqual(changes, [['f', 3.5, 3], ['1', 2, 1]]);
+    await settle();
+    assert.equal(rust.errors.length, 0, rust.errors.join('; '));
+    assert.equal(await rust.snapshot(), hex(a.snapshot()));
+    await rust.close();
+    a.close();
   });
 }

@@ -186,6 +186,35 @@ fn bad_input(what: &str) -> JsValue {
     error("BAD_VALUE", what)
 }
 
+/// A JavaScript number as the engine stores it: an integer when it is
+/// integral and within 2^53 (but not -0), else a float.
+fn number(f: f64) -> Value {
+    match f.fract() == 0.0 && f.abs() <= MAX_SAFE as f64 && !(f == 0.0 && f.is_sign_negative()) {
+        true => Value::Int(f as i64),
+        false => Value::Float(f),
+    }
+}
+
+/// Whether `new`, a JavaScript number as [`number`] stores it, is the
+/// value of `old`, a stored number of the other representation (the
+/// replica compares those of one representation itself). `-0` is not `0`:
+/// JavaScript tells them apart.
+fn same_number(new: &Value, old: &Value) -> bool {
+    /// 2^63: the integral floats below it and from -2^63 up are `i64`s.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    match (new, old) {
+        // Exact: `i` is within 2^53, and the bits tell -0 from 0.
+        (Value::Int(i), Value::Float(g)) => (*i as f64).to_bits() == g.to_bits(),
+        // A float integral and beyond 2^53 (within it, it would be an
+        // integer, unless it is -0, which is not the integer 0), exactly
+        // `j`.
+        (Value::Float(f), Value::Int(j)) => {
+            f.fract() == 0.0 && (-TWO_63..TWO_63).contains(f) && *f as i64 == *j && *f != 0.0
+        }
+        _ => false,
+    }
+}
+
 #[wasm_bindgen]
 impl Engine {
     /// A replica for `hostname` with the random `incarnation` the package
@@ -493,7 +522,7 @@ impl Engine {
     /// As [`Engine::set_root`].
     pub fn map_set(&mut self, h: u32, key: &str, input: &JsValue) -> Result<bool, JsValue> {
         let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
-        let input = self.input(input)?;
+        let input = self.input_over(input, |r| r.map_get(id, key))?;
         self.replica.map_set(id, key, input).map_err(write_error)
     }
 
@@ -510,7 +539,8 @@ impl Engine {
                 .get(i)
                 .as_string()
                 .ok_or_else(|| bad_input("a key is a string"))?;
-            pairs.push((SmolStr::from(key), self.input(&entries.get(i + 1))?));
+            let input = self.input_over(&entries.get(i + 1), |r| r.map_get(id, &key))?;
+            pairs.push((SmolStr::from(key), input));
         }
         self.replica
             .map_set_many(id, pairs)
@@ -587,7 +617,7 @@ impl Engine {
     /// As [`Engine::set_root`].
     pub fn list_set(&mut self, h: u32, index: u32, input: &JsValue) -> Result<bool, JsValue> {
         let id = self.handles.get(h).ok_or_else(|| unknown(h))?;
-        let input = self.input(input)?;
+        let input = self.input_over(input, |r| r.list_get(id, index as usize))?;
         self.replica
             .list_set(id, index as usize, input)
             .map_err(write_error)
@@ -1307,17 +1337,40 @@ impl Engine {
         self.input_at(v, 0)
     }
 
+    /// An input written over what `stored` reads (a map key, an element).
+    ///
+    /// JavaScript has one type of number, which the engine stores as an
+    /// integer when it is integral and within 2^53: a number written over
+    /// a stored number of the same value (to JavaScript) keeps the stored
+    /// representation, so that `x = x` of a float 3.0 a Rust or Python
+    /// peer wrote changes nothing (nothing sent, no event, still a float
+    /// everywhere), nor does writing back, as a number, an integer beyond
+    /// 2^53.
+    fn input_over(
+        &self,
+        v: &JsValue,
+        stored: impl FnOnce(&Replica) -> Result<Option<Value>, Error>,
+    ) -> Result<Input, JsValue> {
+        let Some(f) = v.as_f64() else {
+            return self.input(v);
+        };
+        let new = number(f);
+        // Only an integral number can have the other representation.
+        if f.fract() == 0.0 {
+            if let Ok(Some(old)) = stored(&self.replica) {
+                if same_number(&new, &old) {
+                    return Ok(Input::Value(old));
+                }
+            }
+        }
+        Ok(Input::Value(new))
+    }
+
     /// An input `depth` levels below the written value.
     fn input_at(&self, v: &JsValue, depth: usize) -> Result<Input, JsValue> {
         // The common cases first: each test is a call into JavaScript.
         if let Some(f) = v.as_f64() {
-            let int = f.fract() == 0.0
-                && f.abs() <= MAX_SAFE as f64
-                && !(f == 0.0 && f.is_sign_negative());
-            return Ok(Input::Value(match int {
-                true => Value::Int(f as i64),
-                false => Value::Float(f),
-            }));
+            return Ok(Input::Value(number(f)));
         }
         if let Some(s) = v.as_string() {
             return Ok(Input::Value(Value::Str(s.into())));
