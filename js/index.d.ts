@@ -95,7 +95,12 @@ declare class Facsimile<T = any> {
    * there (plain data or proxies of this store).
    */
   assign<M>(target: Facsimile.StoredMap<M>, ...sources: Array<Partial<Facsimile.Input<M>> | null | undefined>): Facsimile.StoredMap<M>;
-  /** `Object.assign` onto an array of the store: its indices, as one write. */
+  /**
+   * `Object.assign` onto an array of the store: its indices, written one by
+   * one in order as `Object.assign` writes them (each with its change
+   * event, fired as it is written), sent as one message as `batch` sends
+   * them.
+   */
   assign<E>(
     target: Facsimile.StoredArray<E>,
     ...sources: Array<{ readonly [index: number]: Facsimile.Input<E> } | null | undefined>
@@ -241,6 +246,12 @@ declare namespace Facsimile {
      */
     maxMessage?: number;
     /**
+     * The node only reads: its writes and locks throw `READ_ONLY`, and its
+     * peers do not count it a member (a stalled observer holds up no lock
+     * grant and no reclamation).
+     */
+    observer?: boolean;
+    /**
      * For tests: no host timers; time moves only with `_advance(ms)`.
      */
     manualTime?: boolean;
@@ -313,23 +324,34 @@ declare namespace Facsimile {
   }
   /**
    * What a value of a store may be written as: its plain data, with
-   * proxies of the same store anywhere in it (stored as references).
+   * proxies of the same store anywhere in it (stored as references); a
+   * `bigint` as what it reads as, a number or a bigint.
    */
-  type Input<V> = V extends Scalar
-    ? V
-    : V extends ReadonlyArray<infer E>
-      ? ReadonlyArray<Input<E>>
-      : V extends object
-        ? { [K in keyof V]: Input<V[K]> }
-        : V;
-  /** A value of a store as read: objects are proxies. */
-  type Stored<V> = V extends Scalar
-    ? V
-    : V extends ReadonlyArray<infer E>
-      ? StoredArray<E>
-      : V extends object
-        ? StoredMap<V>
-        : V;
+  type Input<V> = V extends bigint
+    ? number | bigint
+    : V extends Scalar
+      ? V
+      : V extends ReadonlyArray<infer E>
+        ? ReadonlyArray<Input<E>>
+        : V extends object
+          ? { [K in keyof V]: Input<V[K]> }
+          : V;
+  /**
+   * A value of a store as read: objects are proxies. An integer is a
+   * number within 2^53 and a bigint beyond, whatever it was written as: a
+   * `bigint` reads as `number | bigint`. (A number field holds what
+   * JavaScript writes there; an integer beyond 2^53 that a Rust or Python
+   * peer writes reads as a bigint: declare such a field `bigint`.)
+   */
+  type Stored<V> = V extends bigint
+    ? number | bigint
+    : V extends Scalar
+      ? V
+      : V extends ReadonlyArray<infer E>
+        ? StoredArray<E>
+        : V extends object
+          ? StoredMap<V>
+          : V;
 
   /** The codes of the errors the package throws. */
   type ErrorCode =

@@ -1231,7 +1231,9 @@ function createFacsimile(wasm, { platform }) {
      */
     assign(target, ...sources) {
       const t = this._own(target);
-      if (t instanceof ArrayTarget) return Object.assign(target, ...sources);
+      // An array's indices are written one by one, as Object.assign writes
+      // them (the engine has no write of several indices), in one message.
+      if (t instanceof ArrayTarget) return this.batch(() => Object.assign(target, ...sources));
       this._checkWritable();
       const entries = [];
       for (const src of sources) {

@@ -111,7 +111,7 @@ test('console.log and util.inspect show the data, cycles included', () => {
 });
 
 test('writes: set, delete, Object.assign, index, length', () => {
-  const [a, b] = pair();
+  const [a, b, net] = pair();
   a.store = { m: {}, l: [] };
   const m = a.store.m;
   m.x = 1;
@@ -151,6 +151,13 @@ test('writes: set, delete, Object.assign, index, length', () => {
   assert.throws(() => {
     delete l.length;
   }, { name: 'TypeError', code: 'UNSUPPORTED' });
+
+  // node.assign onto an array: its indices as Object.assign writes them,
+  // in one message.
+  const sent = net.sent;
+  assert.equal(a.assign(l, { 0: 'x', 2: 'z' }, ['w']), l);
+  assert.equal(net.sent - sent, 1, 'one message');
+  assert.deepStrictEqual(b.store.l, ['w', null, 'z']);
 });
 
 test('what a store object cannot be is refused with a code, as a TypeError, and changes nothing', () => {
@@ -204,6 +211,14 @@ test('values: what can be stored and how it comes back', () => {
   assert.equal(s.date, '1970-01-01T00:00:00.000Z', 'as JSON would store it');
   assert.equal(s.undef, null, 'undefined is stored as null');
   assert.equal(a.store.big, 2n ** 62n);
+  // Integers read back by value: a BigInt within 2^53 as a number; a
+  // number beyond it stays one. Lone surrogates are stored as U+FFFD.
+  a.store.small = 5n;
+  a.store.wide = 2 ** 60;
+  a.store['\uD800'] = 'a\uDC00';
+  assert.equal(s.small, 5);
+  assert.equal(s.wide, 2 ** 60);
+  assert.equal(s['\uFFFD'], 'a\uFFFD');
 
   assert.throws(() => {
     a.store.f = () => {};

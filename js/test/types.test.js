@@ -31,3 +31,14 @@ test('index.d.ts declares the public members of the class, no more, no fewer', (
   const statics = Object.getOwnPropertyNames(Facsimile).filter((k) => !['length', 'name', 'prototype'].includes(k) && isPublic(k));
   assert.deepEqual([...declared.static].sort(), statics.sort());
 });
+
+test('Options declares every option the constructor reads', () => {
+  const core = readFileSync(path.join(__dirname, '..', 'src', 'core.js'), 'utf8');
+  const read = new Set([...core.matchAll(/\bopts\.(\w+)/g)].map((m) => m[1]));
+  const dts = readFileSync(path.join(__dirname, '..', 'index.d.ts'), 'utf8');
+  const body = dts.slice(dts.indexOf('interface Options {'), dts.indexOf('type Message ='));
+  const declared = new Set([...body.matchAll(/^ {4}(\w+)\?:/gm)].map((m) => m[1]));
+  assert.ok(read.has('observer'));
+  assert.deepEqual([...declared].sort(), [...read].sort());
+});
+

@@ -15,7 +15,7 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors;
-use crate::node::{Facsimile, Sent, refuse_on_io_thread, send_error_unraisable};
+use crate::node::{Facsimile, Sent, refuse_on_io_thread, send_error_unraisable, take_interrupt};
 use crate::proxy::object_of;
 use crate::runtime;
 
@@ -281,10 +281,16 @@ impl LockGuard {
         // A lock lost meanwhile needs no release.
         let g = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(g);
-        // The block's own exception comes first.
+        // The block's own exception comes first, but for an interrupt a
+        // listener raised as the lock was released (Python makes the
+        // block's exception its context).
         if exc.get_item(0).is_ok_and(|t| !t.is_none()) {
+            let interrupt = take_interrupt();
             send_error_unraisable();
-            return Ok(false);
+            return match interrupt {
+                Some(i) => Err(i),
+                None => Ok(false),
+            };
         }
         PyResult::Ok(false).sent()
     }

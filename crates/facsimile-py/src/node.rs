@@ -16,7 +16,7 @@ use facsimile::{
     ArrayRef, ChangeEvent, Config, MapRef, Node, ObjectId, ObjectRef, Origin, Prop, Subscription,
 };
 use pyo3::PyTraverseError;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyWeakrefReference};
@@ -296,8 +296,8 @@ impl Facsimile {
     }
 }
 
-/// Runs a listener's callback with the change, reporting its exceptions as
-/// unraisable (they cannot travel back into the engine's delivery).
+/// Runs a listener's callback with the change. Its exceptions cannot
+/// travel back through the engine's delivery: see [`listener_failed`].
 pub(crate) fn change_listener(
     weak: Weak<Shared>,
     id: u64,
@@ -314,7 +314,7 @@ pub(crate) fn change_listener(
             };
             let r = Change::new(&owner, ev).and_then(|c| cb.call1(py, (c,)));
             if let Err(e) = r {
-                e.write_unraisable(py, Some(cb.bind(py)));
+                listener_failed(py, e, cb.bind(py));
             }
         });
     }
@@ -336,7 +336,7 @@ fn store_listener(
             };
             let r = to_py(&owner, root.clone()).and_then(|v| cb.call1(py, (v,)));
             if let Err(e) = r {
-                e.write_unraisable(py, Some(cb.bind(py)));
+                listener_failed(py, e, cb.bind(py));
             }
         });
     }
@@ -427,6 +427,43 @@ thread_local! {
     static SEND_ERROR: std::cell::RefCell<Option<PyErr>> = const { std::cell::RefCell::new(None) };
 }
 
+thread_local! {
+    /// What a listener raised on this thread that is no `Exception`
+    /// (`KeyboardInterrupt`, `SystemExit`), for the call that ran the
+    /// listener to raise ([`Sent::sent`]).
+    static INTERRUPT: std::cell::RefCell<Option<PyErr>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Reports what a listener raised. An `Exception` goes to
+/// `sys.unraisablehook`: the change it heard is made, and other listeners
+/// still hear it. Anything else (Ctrl-C's `KeyboardInterrupt`,
+/// `sys.exit()`'s `SystemExit`) asks the program to stop: it is kept for
+/// the call on this thread that ran the listener, which raises it once the
+/// change is made and sent, and the other listeners have run. On the
+/// thread that delivers a connection's messages no call of the user's
+/// runs, and a second one of one call is not kept: those go to the hook.
+fn listener_failed(py: Python<'_>, e: PyErr, callback: &Bound<'_, PyAny>) {
+    let kept = !e.is_instance_of::<PyException>(py)
+        && tokio::runtime::Handle::try_current().is_err()
+        && INTERRUPT.with(|s| {
+            let mut s = s.borrow_mut();
+            s.is_none().then(|| *s = Some(e.clone_ref(py))).is_some()
+        });
+    if !kept {
+        e.write_unraisable(py, Some(callback));
+    }
+}
+
+/// The interrupt a listener raised on this thread, if any, taken for the
+/// call that ran it to raise (not inside a callback: the call running
+/// that callback raises it).
+pub(crate) fn take_interrupt() -> Option<PyErr> {
+    if IN_CALLBACK.with(|c| c.get()) > 0 {
+        return None;
+    }
+    INTERRUPT.with(|s| s.borrow_mut().take())
+}
+
 /// Keeps what `send` raised for the call on this thread that made it
 /// send, as JavaScript's throws to its caller; on the thread that delivers
 /// a connection's messages there is no such call, and a second exception
@@ -454,6 +491,17 @@ impl<T> Sent<T> for PyResult<T> {
         if IN_CALLBACK.with(|c| c.get()) > 0 {
             return self;
         }
+        if let Some(interrupt) = take_interrupt() {
+            // The interrupt comes first: what the call would have raised
+            // is its context, what the send raised goes to the hook.
+            Python::attach(|py| {
+                if let Err(e) = self {
+                    let _ = interrupt.value(py).setattr("__context__", e.value(py));
+                }
+                send_error_unraisable();
+            });
+            return Err(interrupt);
+        }
         match SEND_ERROR.with(|s| s.borrow_mut().take()) {
             Some(e) if self.is_ok() => Err(e),
             // The call's own error comes first; the send's goes to the hook.
@@ -466,15 +514,22 @@ impl<T> Sent<T> for PyResult<T> {
     }
 }
 
-/// Hands what `send` raised on this thread, if anything, to
-/// `sys.unraisablehook`: for a send made where no call can raise it (a
-/// guard or a request dropped), so that no later call raises it instead.
+/// Hands what `send` raised on this thread, and a listener's interrupt
+/// ([`listener_failed`]), if any, to `sys.unraisablehook`: for a send made
+/// where no call can raise it (a guard or a request dropped), so that no
+/// later call raises it instead.
 pub(crate) fn send_error_unraisable() {
     if IN_CALLBACK.with(|c| c.get()) > 0 {
         return;
     }
-    if let Some(e) = SEND_ERROR.with(|s| s.borrow_mut().take()) {
-        Python::attach(|py| e.write_unraisable(py, None));
+    let send = SEND_ERROR.with(|s| s.borrow_mut().take());
+    let interrupt = INTERRUPT.with(|s| s.borrow_mut().take());
+    if send.is_some() || interrupt.is_some() {
+        Python::attach(|py| {
+            for e in send.into_iter().chain(interrupt) {
+                e.write_unraisable(py, None);
+            }
+        });
     }
 }
 
@@ -731,6 +786,9 @@ impl Facsimile {
     /// Calls `callback` for each event: "change" (callback(change)),
     /// "root_changed" and "ready" (callback(store)). Listeners run after the
     /// change is applied, in the thread that applied it, and may write.
+    /// What a listener raises goes to `sys.unraisablehook`, but for
+    /// `KeyboardInterrupt` and `SystemExit`, which the call that ran the
+    /// listener raises.
     fn on(&self, event: &str, callback: Py<PyAny>) -> PyResult<()> {
         let node = self.node().clone();
         let topic = Topic::Node(event.to_owned());

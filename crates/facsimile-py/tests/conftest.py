@@ -171,11 +171,11 @@ class Interrupted(Exception):
 
 
 @contextlib.contextmanager
-def sigint_after(seconds):
+def sigint_after(seconds, raising=Interrupted):
     """Sends this process SIGINT after `seconds`; its handler raises
-    Interrupted, in the main thread, when Python code or a wait checks for
-    signals."""
-    previous = signal.signal(signal.SIGINT, lambda *_: (_ for _ in ()).throw(Interrupted()))
+    `raising` (Interrupted unless told), in the main thread, when Python
+    code or a wait checks for signals."""
+    previous = signal.signal(signal.SIGINT, lambda *_: (_ for _ in ()).throw(raising()))
     timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:

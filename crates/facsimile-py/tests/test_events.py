@@ -4,11 +4,12 @@ the async iterator of changes."""
 import asyncio
 import sys
 import threading
+import time
 
 import pytest
 
 import facsimile
-from conftest import Net
+from conftest import Net, sigint_after
 
 
 def test_change_fields_local_and_remote(pair):
@@ -66,6 +67,31 @@ def test_listener_exceptions_are_unraisable(pair):
         sys.unraisablehook = old
     assert caught == [ZeroDivisionError]
     assert b.store.n == 1
+
+
+def test_an_interrupt_in_a_listener_is_raised_by_the_call_that_ran_it(pair):
+    a, b = pair
+    a.store = {"n": 0}
+
+    def spin(change):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until Ctrl-C
+            pass
+
+    a.on("change", spin)
+    with pytest.raises(KeyboardInterrupt), sigint_after(0.2, raising=KeyboardInterrupt):
+        a.store.n = 1
+    # The write was made and sent; only the interrupt went on.
+    assert a.store.n == 1 and b.store.n == 1 and a.snapshot() == b.snapshot()
+    a.off("change", spin)
+
+    ran = []
+    b.on("change", lambda c: sys.exit(3))
+    b.on("change", lambda c: ran.append(c.new))
+    with pytest.raises(SystemExit) as exit:
+        a.store.n = 2  # b's listeners run in b.receive, inside this call
+    assert exit.value.code == 3
+    assert ran == [2] and b.store.n == 2  # the other listeners ran too
 
 
 def test_listeners_run_in_the_applying_thread(pair):

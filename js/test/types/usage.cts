@@ -49,6 +49,16 @@ const bytes: Uint8Array = a.snapshot();
 const err = new Error('x') as Facsimile.FacsimileError;
 const code: Facsimile.ErrorCode = err.code;
 const options: Facsimile.Options = { manualTime: true };
+// An observer only reads.
+const watcher = new Facsimile<Doc>('w', { observer: true, maxMessage: 1 << 20 });
+const watched: string = watcher.store.title;
+// A bigint reads as a number within 2^53, as a bigint beyond.
+const counter = new Facsimile<{ hits: bigint }>('c');
+counter.store = { hits: 5n };
+const hits: number | bigint = counter.store.hits;
+counter.store.hits = counter.store.hits;
+// @ts-expect-error 5n reads as the number 5
+const hitsBig: bigint = counter.store.hits;
 const same: typeof Facsimile = Facsimile.default;
 const also: typeof Facsimile = Facsimile.Facsimile;
 const platform: 'node' | 'browser' = Facsimile.platform;
@@ -100,4 +110,4 @@ class Peer extends Facsimile<Doc> {
 }
 const peer = new Peer('p');
 peer.send = (message) => b.receive(message);
-export { meta, removed, playerName, theme, peer, title, n, plain, locks, r, bytes, code, options, same, also, platform, incarnation, ready };
+export { watched, hits, hitsBig, meta, removed, playerName, theme, peer, title, n, plain, locks, r, bytes, code, options, same, also, platform, incarnation, ready };
