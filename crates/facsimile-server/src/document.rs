@@ -2,8 +2,11 @@
 //! one thread.
 //!
 //! Every input (a client joining, a frame, a departure, a timer tick)
-//! arrives on one channel and is handled in order; a task beside the thread
-//! sends the tick when the replica's next timer is due. The thread applies what
+//! arrives on one channel and is handled in order, but for a tick, which
+//! waits for the inputs queued behind it when it is taken (after a stall
+//! of the thread, frames that arrived meanwhile count as heard before
+//! anybody is judged silent); a task beside the thread sends the tick when
+//! the replica's next timer is due. The thread applies what
 //! it can take in one go, then commits the store once for the whole batch
 //! (group commit) and only then releases what the batch produced: the
 //! messages for the other clients, the relay's own messages and the
@@ -392,6 +395,9 @@ pub(crate) struct Doc {
     /// Whether the log is being replayed: the departures it holds were
     /// reported when they happened, not now.
     replaying: bool,
+    /// A tick taken from the channel and not handled yet: how many inputs
+    /// that were behind it in the channel are still to be handled first.
+    tick_after: Option<usize>,
     /// Connections that broke, within their reconnection grace: when it
     /// ends, and the tags they spoke for (those not taken over by a new
     /// connection meanwhile are evicted then).
@@ -502,6 +508,7 @@ impl Doc {
             idle_since: Some(Instant::now()),
             applying: None,
             replaying: true,
+            tick_after: None,
         };
         doc.replica.record_changes(false);
         let mut recovery = Recovery {
@@ -648,10 +655,28 @@ impl Doc {
         let mut next = Some(first);
         let mut handled = 0;
         while let Some(cmd) = next.take() {
-            if let Cmd::Frame { budget, .. } = &cmd {
-                bytes += budget.num_permits();
+            match cmd {
+                // A tick judges who fell silent, so it waits for the inputs
+                // queued behind it when it is taken: after a stall of this
+                // thread, frames that arrived while the tick waited are
+                // there, and they count as heard. Ticks the timer sends
+                // meanwhile are among those inputs, and change nothing.
+                Cmd::Tick if self.tick_after.is_none() => self.tick_after = Some(rx.len() + 1),
+                Cmd::Tick => {}
+                cmd => {
+                    if let Cmd::Frame { budget, .. } = &cmd {
+                        bytes += budget.num_permits();
+                    }
+                    self.handle(cmd, &mut taken);
+                }
             }
-            self.handle(cmd, &mut taken);
+            if let Some(behind) = self.tick_after.as_mut() {
+                *behind -= 1;
+                if *behind == 0 {
+                    self.tick_after = None;
+                    self.handle(Cmd::Tick, &mut taken);
+                }
+            }
             handled += 1;
             // Checked before taking another: one taken is one handled.
             if handled == MAX_BATCH || bytes >= self.batch_bytes {
@@ -1770,6 +1795,59 @@ mod tests {
             .filter(|(_, m)| Envelope::peek(m).unwrap().from == 0xa)
             .count();
         assert_eq!(theirs, frames.len(), "all passed on");
+    }
+
+    /// Drives the document as its thread does, until its channel is empty.
+    fn drain(doc: &mut Doc, rx: &mut mpsc::Receiver<Cmd>, timer: &watch::Sender<Deadline>) {
+        while let Ok(first) = rx.try_recv() {
+            doc.batch(first, rx, timer);
+        }
+    }
+
+    /// A stall of the document's thread longer than the peer timeout
+    /// evicts nobody whose frames arrived meanwhile: the tick the timer
+    /// sent when the timeout fell due waits in the channel ahead of them,
+    /// yet they arrived before the timeout is judged, so they count as
+    /// heard, and they are applied and acknowledged.
+    #[test]
+    fn frames_queued_behind_a_tick_during_a_stall_count_as_heard() {
+        use futures_util::FutureExt;
+
+        const A: u32 = 0xa;
+        let config = ServerConfig::default()
+            .failure_detection(Duration::from_millis(100), Duration::from_millis(500));
+        let budget = config.document_budget();
+        let (mut doc, _) = Doc::open("d", None, Arc::new(config)).unwrap();
+        let (inbox, mut rx) = Inbox::new(budget);
+        let (timer, _armed) = watch::channel(None);
+        let mut a = join_as(&mut doc, 1, A);
+        let frames = writes(A, 10);
+        let send = |frame: &Bytes| {
+            assert!(inbox.send_frame(1, frame.clone()).now_or_never().is_some());
+        };
+        // The member is heard, and a tick due then stamps it heard.
+        send(&frames[0]);
+        drain(&mut doc, &mut rx, &timer);
+        let due = doc.epoch + doc.replica.poll_timeout().expect("a timer");
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        assert!(inbox.send(Cmd::Tick).now_or_never().is_some());
+        drain(&mut doc, &mut rx, &timer);
+        assert!(doc.member(A).is_some());
+
+        // The thread stalls past the peer timeout: the timer's tick, then
+        // the member's frames, wait in the channel.
+        std::thread::sleep(Duration::from_millis(800));
+        assert!(inbox.send(Cmd::Tick).now_or_never().is_some());
+        for frame in &frames[1..] {
+            send(frame);
+        }
+        drain(&mut doc, &mut rx, &timer);
+        assert!(
+            doc.member(A).is_some(),
+            "evicted though its frames were queued"
+        );
+        assert!(!doc.departed.contains(&A));
+        assert_eq!(received(&mut a).1, frames.len() as u64, "all acknowledged");
     }
 
     /// The messages of `tag` in the log on disk, by their position in its
