@@ -104,7 +104,26 @@ pub(crate) async fn run() -> Result<(), Failure> {
     let relay = tokio::spawn(server.run_until(async {
         let _ = stopped.await;
     }));
+    // An interrupt ends the story early, but the relay still stops before
+    // its directory is removed. The handler is in place (polled first)
+    // before the story prints a line.
+    let told = tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => Err(Failure("interrupted".into())),
+        told = tell(&dir, &addr, &token) => told,
+    };
+    let _ = stop.send(());
+    let _ = relay.await;
+    told?;
+    println!(
+        "\ndone in {:.1} s. Run a relay yourself with `facsimile serve`, then try `facsimile watch 127.0.0.1:7878`.",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
+/// The demo's story, told by nodes of the relay at `addr`.
+async fn tell(dir: &TempDir, addr: &str, token: &str) -> Result<(), Failure> {
     println!(
         "facsimile demo: a relay and four nodes in this process, talking TCP over loopback.\n"
     );
@@ -273,11 +292,5 @@ pub(crate) async fn run() -> Result<(), Failure> {
     for conn in [alice, bob, dave] {
         let _ = conn.close(Duration::from_secs(2)).await;
     }
-    let _ = stop.send(());
-    let _ = relay.await;
-    println!(
-        "\ndone in {:.1} s. Run a relay yourself with `facsimile serve`, then try `facsimile watch 127.0.0.1:7878`.",
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }

@@ -1184,6 +1184,41 @@ fn demo_runs_to_the_end_by_itself() {
     assert!(text.contains("the relay evicted carol"), "{text}");
 }
 
+/// An interrupt ends the demo early and leaves no directory behind.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_demo_removes_its_directory() {
+    let tmp = TempDir::new("demo-interrupted");
+    let mut demo = Command::new(BIN)
+        .arg("demo")
+        .env("TMPDIR", &tmp.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let listening = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.contains("listening on"))
+        .expect("the relay's line");
+    let made: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().collect();
+    assert_eq!(made.len(), 1, "{listening}");
+    let pid = rustix::process::Pid::from_raw(demo.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = demo.wait().unwrap();
+    let mut err = String::new();
+    demo.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("interrupted"), "{status}: {err}");
+    let left: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn every_command_has_help() {
     for cmd in ["serve", "demo", "watch", "get", "set", "lock"] {
