@@ -132,14 +132,14 @@ async fn tell(dir: &TempDir, addr: &str, token: &str) -> Result<(), Failure> {
         format_args!("listening on {addr}, storing in {}", dir.0.display()),
     );
 
-    let alice = join(&addr, "alice", &token).await?;
+    let alice = join(addr, "alice", token).await?;
     let a = alice.node().clone();
     a.set_root(json!({"title": "Groceries", "items": ["bread", "milk"], "budget": 20}))?;
     say(
         "alice",
         "connected; sets the document to {title, items: [bread, milk], budget: 20}",
     );
-    let bob = join(&addr, "bob", &token).await?;
+    let bob = join(addr, "bob", token).await?;
     let b = bob.node().clone();
     say(
         "bob",
@@ -148,7 +148,7 @@ async fn tell(dir: &TempDir, addr: &str, token: &str) -> Result<(), Failure> {
             compact(&b.root())
         ),
     );
-    let carol = join(&addr, "carol", &token).await?;
+    let carol = join(addr, "carol", token).await?;
     let c = carol.node().clone();
     say("carol", "connected and received the document too");
     let _subs = [narrate(&a), narrate(&b), narrate(&c)];
@@ -269,7 +269,7 @@ async fn tell(dir: &TempDir, addr: &str, token: &str) -> Result<(), Failure> {
     drop(guard);
 
     println!();
-    let dave = join(&addr, "dave", &token).await?;
+    let dave = join(addr, "dave", token).await?;
     let d = dave.node().clone();
     say(
         "dave",
