@@ -5,6 +5,7 @@
 
 mod convert;
 mod errors;
+mod exit;
 mod lock;
 mod node;
 mod proxy;
@@ -24,5 +25,6 @@ fn _facsimile(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(node::connect_async, m)?)?;
     m.add_function(wrap_pyfunction!(node::_engines_alive, m)?)?;
     errors::register(m)?;
+    exit::register(m)?;
     Ok(())
 }

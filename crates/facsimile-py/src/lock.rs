@@ -40,7 +40,7 @@ struct LoopWaker {
 
 impl Wake for LoopWaker {
     fn wake(self: Arc<Self>) {
-        Python::attach(|py| {
+        crate::exit::callback(|py| {
             let r = self.event_loop.call_method1(
                 py,
                 "call_soon_threadsafe",

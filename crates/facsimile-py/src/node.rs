@@ -23,6 +23,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyWeakrefReference};
 
 use crate::convert::{Plain, plain_to_py, py_to_plain, to_input, to_py};
 use crate::errors;
+use crate::exit;
 use crate::lock::{LockGuard, PendingLock};
 use crate::proxy::{ListProxy, MapProxy};
 use crate::runtime;
@@ -305,7 +306,7 @@ pub(crate) fn change_listener(
     move |ev: &ChangeEvent| {
         let Some(shared) = weak.upgrade() else { return };
         let _in = InCallback::enter();
-        Python::attach(|py| {
+        exit::callback(|py| {
             let Some(cb) = shared.callback(py, id) else {
                 return;
             };
@@ -327,7 +328,7 @@ fn store_listener(
     move |root: &facsimile::Value| {
         let Some(shared) = weak.upgrade() else { return };
         let _in = InCallback::enter();
-        Python::attach(|py| {
+        exit::callback(|py| {
             let Some(cb) = shared.callback(py, id) else {
                 return;
             };
@@ -679,7 +680,7 @@ impl Facsimile {
                 let _ = &probe;
                 let Some(shared) = weak.upgrade() else { return };
                 let _in = InCallback::enter();
-                Python::attach(|py| {
+                exit::callback(|py| {
                     let Some(send) = locked(&shared.refs)
                         .sender
                         .as_ref()

@@ -59,7 +59,7 @@ pub(crate) fn to_asyncio<T: Send + 'static>(
     let (l, f) = (event_loop.unbind(), fut.clone().unbind());
     get().spawn(async move {
         let r = future.await;
-        Python::attach(|py| {
+        crate::exit::callback(|py| {
             let (ok, value) = match r.and_then(|v| convert(py, v)) {
                 Ok(v) => (true, v),
                 Err(e) => (false, e.into_value(py).into_any()),
