@@ -71,7 +71,10 @@ declare class Facsimile<T = any> {
    * on the objects it holds). Resolves to the grant's fencing token, which
    * increases with every grant of the object. Aborting `options.signal`
    * gives up waiting: the promise rejects with the signal's reason and the
-   * request is withdrawn (unless another call still waits on it).
+   * request is withdrawn (unless another call still waits on it). The
+   * promise says only whether the lock is held: an exception a listener or
+   * `send` throws meanwhile (a `'lock'` listener of the grant, say) is
+   * thrown from the event loop.
    */
   lock(object: object, options?: Facsimile.LockOptions): Promise<number>;
   /**
