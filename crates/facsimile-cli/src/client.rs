@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use facsimile::net::{self, ConnectOptions, Connection, Status, TlsOptions};
@@ -118,10 +119,23 @@ pub(crate) fn origin(o: &Origin) -> serde_json::Value {
 /// acknowledge what this node sent, then says goodbye. Every command
 /// leaves so once connected, failing or not: a node that only drops its
 /// connection stays a member for the relay's `--reconnect-grace`, and
-/// every lock grant waits for it meanwhile.
+/// every lock grant waits for it meanwhile. An interrupt meanwhile (a
+/// second one for `watch`, which ends on the first) stops the wait: the
+/// relay is out of reach, or the user does not want to wait for it.
 async fn leave(conn: Connection) {
-    if let Err(e) = conn.close(CLOSE_TIMEOUT).await {
-        tracing::debug!(error = %e, "leaving the document");
+    let close = async {
+        tracing::debug!("leaving the document");
+        conn.close(CLOSE_TIMEOUT).await
+    };
+    tokio::select! {
+        // Listening for the interrupt before the wait begins.
+        biased;
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted while leaving the document"),
+        closed = close => {
+            if let Err(e) = closed {
+                tracing::debug!(error = %e, "leaving the document");
+            }
+        }
     }
 }
 
@@ -256,9 +270,14 @@ pub(crate) async fn watch(
 /// Prints what is at `path`, then its changes, for `watch`.
 async fn follow(conn: &Connection, path: &str, max_pending: usize) -> Result<(), Failure> {
     let mut watcher = Watcher::new(conn.node(), path, max_pending);
+    // Listening for an interrupt before the first line: one that comes
+    // after it ends the watch in order, with a goodbye.
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let early = std::future::poll_fn(|cx| Poll::Ready(interrupted.as_mut().poll(cx).is_ready()));
+    if early.await {
+        return Ok(());
+    }
     let mut reading = print_line(&watcher.tree())?;
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
     let mut status = conn.status();
     let reader_gone = stdout_reader_gone();
     tokio::pin!(reader_gone);

@@ -194,6 +194,51 @@ fn watch_prints_the_tree_then_each_change_with_its_origin() {
     );
 }
 
+/// A second interrupt stops `watch` waiting to leave a relay that is gone.
+#[cfg(unix)]
+#[test]
+fn a_second_interrupt_stops_watch_waiting_for_a_relay_that_is_gone() {
+    let dir = TempDir::new("watch-leave");
+    let mut relay = Relay::start(&dir, &[]);
+    let addr = relay.addr.clone();
+    ok(&["set", &addr, "", r#"{"a": 1}"#]);
+    let mut watch = Command::new(BIN)
+        .args(["watch", &addr, "/a", "-vv"])
+        .env("FACSIMILE_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "1");
+    relay.kill();
+    let (log_tx, log) = mpsc::channel();
+    let stderr = watch.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut until = |what: &str| loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no {what:?} in {seen:#?}"));
+        let found = line.contains(what);
+        seen.push(line);
+        if found {
+            return;
+        }
+    };
+    let pid = rustix::process::Pid::from_raw(watch.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    until("leaving the document");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    until("interrupted while leaving the document");
+    let status = watch.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
 /// `facsimile watch ADDR PATH` running, and what gives its next line as
 /// JSON (failing the test when none comes in time: the lines are read
 /// as they come).
