@@ -4,7 +4,8 @@
 //! live in one table owned by the node object, which reports them to
 //! Python's garbage collector: the closures hold only a weak pointer to
 //! the table and an entry's number, so a cycle through a callback (a
-//! listener that closes over a proxy of its own node) is collectable.
+//! listener that closes over a proxy of its own node) is collectable; the
+//! engine dropping a closure (its object reclaimed) removes its entry.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -297,13 +298,36 @@ impl Facsimile {
     }
 }
 
+/// A listener's entry in its node's table, owned by the closure the
+/// engine holds: when the engine drops the closure (the listener was
+/// removed, or the object it listens to reclaimed), the table lets go of
+/// the callback.
+struct Entry {
+    shared: Weak<Shared>,
+    id: u64,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        // Dropped outside the table's lock: the callback may run code, and
+        // the subscription, inactive already, asks the node.
+        let removed = locked(&shared.refs).listeners.remove(&self.id);
+        drop(removed);
+    }
+}
+
 /// Runs a listener's callback with the change. Its exceptions cannot
 /// travel back through the engine's delivery: see [`listener_failed`].
 pub(crate) fn change_listener(
     weak: Weak<Shared>,
     id: u64,
 ) -> impl Fn(&ChangeEvent) + Send + Sync + 'static {
+    let entry = Entry { shared: weak, id };
     move |ev: &ChangeEvent| {
+        let (weak, id) = (&entry.shared, entry.id);
         let Some(shared) = weak.upgrade() else { return };
         let _in = InCallback::enter();
         exit::callback(|py| {
@@ -325,7 +349,9 @@ fn store_listener(
     weak: Weak<Shared>,
     id: u64,
 ) -> impl Fn(&facsimile::Value) + Send + Sync + 'static {
+    let entry = Entry { shared: weak, id };
     move |root: &facsimile::Value| {
+        let (weak, id) = (&entry.shared, entry.id);
         let Some(shared) = weak.upgrade() else { return };
         let _in = InCallback::enter();
         exit::callback(|py| {

@@ -2,6 +2,7 @@
 dropped node frees its engine state."""
 
 import gc
+import time
 import weakref
 
 import facsimile
@@ -56,3 +57,42 @@ def test_dropped_node_frees_memory():
     # One round holds two replicas of 5,000 maps (several MB); fifteen
     # rounds kept alive would hold far more than this.
     assert grown < 8_000, f"resident memory grew by {grown} KB over 15 dropped pairs"
+
+
+def test_listeners_of_reclaimed_objects_are_freed():
+    net = Net("alpha", "bravo")
+    a, b = net
+    a.store = {"k": {}}
+
+    heard = []
+
+    class Callback:
+        def __call__(self, change):
+            heard.append(change.key)
+
+    refs = []
+    for i in range(200):
+        a.store.k = {"i": i}  # the previous map becomes unreachable
+        callback = Callback()
+        refs.append(weakref.ref(callback))
+        b.store.k.on(callback)
+        b.store.k.on("i", callback)
+    del callback
+
+    def alive():
+        gc.collect()
+        return [r for r in refs if r() is not None]
+
+    # Reclamation runs on the nodes' timers (a pass a second) once both
+    # have acknowledged what the other sent: nothing signals it, so this
+    # polls, ticking both nodes, for at most 30 seconds.
+    deadline = time.monotonic() + 30
+    while len(alive()) > 1 and time.monotonic() < deadline:
+        a.tick()
+        b.tick()
+        time.sleep(0.05)
+    # Only the listeners of the map still in the store are left.
+    assert alive() == [refs[-1]]
+    heard.clear()
+    a.store.k.i = 7
+    assert heard == ["i", "i"]  # and they still hear its changes

@@ -304,6 +304,34 @@ impl Subs {
         out
     }
 
+    /// Removes the listeners of the objects that no longer `exist`: an
+    /// object reclaimed never changes again, and its listeners (what they
+    /// own with them) would stay for the node's life. Their subscriptions
+    /// become inactive. Returned rather than dropped, as by
+    /// [`Subs::remove`].
+    pub(crate) fn reclaimed(&mut self, exists: impl Fn(ObjectId) -> bool) -> Vec<Box<dyn Send>> {
+        fn end(subs: &mut Vec<Sub<ChangeFn>>, out: &mut Vec<Box<dyn Send>>) {
+            for s in subs.drain(..) {
+                s.alive.store(false, Ordering::Release);
+                out.push(Box::new(s.f));
+            }
+        }
+        let mut out: Vec<Box<dyn Send>> = Vec::new();
+        self.objects.retain(|&obj, subs| {
+            exists(obj) || {
+                end(subs, &mut out);
+                false
+            }
+        });
+        self.props.retain(|&(obj, _), subs| {
+            exists(obj) || {
+                end(subs, &mut out);
+                false
+            }
+        });
+        out
+    }
+
     /// Whether any listener is registered (lock wakers do not count: they
     /// need no change events).
     pub(crate) fn is_empty(&self) -> bool {
@@ -538,16 +566,28 @@ pub(crate) struct Dispatch {
     /// The change events the calls report, each kept once for all its
     /// listeners.
     changes: SmallVec<[ChangeEvent; 1]>,
+    /// Listeners removed under the lock, dropped with the dispatch, after
+    /// the calls: what they own may take the node's state when dropped.
+    dropped: Vec<Box<dyn Send>>,
 }
 
 impl Dispatch {
+    /// Drops `removed` (listeners) once the calls have run.
+    pub(crate) fn drop_later(&mut self, removed: Vec<Box<dyn Send>>) {
+        self.dropped.extend(removed);
+    }
+
     /// Runs the calls in order, skipping listeners removed meanwhile.
     pub(crate) fn run(self) {
         // Nearly always empty: skip building an iterator over nothing.
         if self.calls.is_empty() {
             return;
         }
-        let Dispatch { calls, changes } = self;
+        let Dispatch {
+            calls,
+            changes,
+            dropped: _dropped,
+        } = self;
         for call in calls {
             match call {
                 Call::Wake(w) => w.wake(),
@@ -650,7 +690,8 @@ impl Subscription {
     }
 
     /// Whether the listener is still registered: false once removed with
-    /// [`Node::off`], or once the stream of an [`EventStream`] was dropped.
+    /// [`Node::off`], once the stream of an [`EventStream`] was dropped, or
+    /// once the object it listens to was reclaimed.
     ///
     /// # Example
     /// ```

@@ -1507,7 +1507,9 @@ impl Node {
     /// late: a timer closes the open group (what it sends follows the
     /// writes), which would send the batch in pieces, but a batch that
     /// runs on must not cost the node its membership or its lease.
-    fn run_timers(&self, st: &mut State) {
+    /// The listeners of the objects a timer reclaimed are removed, to be
+    /// dropped with `dispatch`.
+    fn run_timers(&self, st: &mut State, dispatch: &mut Dispatch) {
         let now = self.inner.clock.now();
         let Some(at) = st.replica.poll_timeout() else {
             return;
@@ -1517,14 +1519,22 @@ impl Node {
             false => Duration::ZERO,
         };
         if now >= at.saturating_add(grace) {
+            // Reclamation runs on a timer, and only removes objects.
+            let objects = st.replica.object_count();
             st.replica.handle_timeout(now);
+            if st.replica.object_count() < objects {
+                let replica = &st.replica;
+                dispatch.drop_later(st.subs.reclaimed(|obj| replica.kind(obj).is_some()));
+                st.sync_recording();
+            }
         }
     }
 
     /// Runs due timers and takes what is queued: messages to send and
     /// listener calls.
     fn drain(&self, st: &mut State) -> Drained {
-        self.run_timers(st);
+        let mut dispatch = Dispatch::default();
+        self.run_timers(st, &mut dispatch);
         // Usually one message: kept inline.
         let mut transmits = SmallVec::new();
         if st.sender.is_some() {
@@ -1532,7 +1542,6 @@ impl Node {
                 transmits.push(t);
             }
         }
-        let mut dispatch = Dispatch::default();
         let listening = !st.subs.is_empty();
         while let Some(e) = st.replica.poll_event() {
             match &e {

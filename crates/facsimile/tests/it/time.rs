@@ -145,6 +145,43 @@ fn an_unreachable_object_is_reclaimed_after_gc_intervals() {
     assert_eq!(a.snapshot(), b.snapshot());
 }
 
+/// The listeners of an object are dropped once it is reclaimed (it never
+/// changes again), and their subscriptions say so; a live object's stay.
+#[test]
+fn listeners_of_a_reclaimed_object_are_dropped() {
+    let interval = Duration::from_millis(200);
+    let net =
+        LocalNetwork::with_config(Config::default().gc_interval(interval)).with_virtual_time();
+    let a = net.join("a");
+    let b = net.join("b");
+    a.set_root(json!({"keep": {"n": 1}, "drop": {"n": 2}}))
+        .unwrap();
+    let root = b.root_map().unwrap();
+    let dropped = root.get("drop").unwrap().as_map().unwrap().clone();
+    let kept = root.get("keep").unwrap().as_map().unwrap().clone();
+    let owned = std::sync::Arc::new(());
+    let listen = |map: &facsimile::MapRef| {
+        let (o, k) = (owned.clone(), owned.clone());
+        [
+            map.on(move |_| {
+                let _ = &o;
+            }),
+            map.on_key("n", move |_| {
+                let _ = &k;
+            }),
+        ]
+    };
+    let (on_dropped, on_kept) = (listen(&dropped), listen(&kept));
+    assert_eq!(std::sync::Arc::strong_count(&owned), 5);
+    root.delete("drop").unwrap();
+
+    net.advance(interval * 10);
+    assert!(!dropped.exists());
+    assert!(on_dropped.iter().all(|s| !s.is_active()));
+    assert!(on_kept.iter().all(|s| s.is_active()));
+    assert_eq!(std::sync::Arc::strong_count(&owned), 3);
+}
+
 /// Durations too long to add to the clock (`Duration::MAX` for "never")
 /// are as good as never: no timer overflows the clock.
 #[test]
