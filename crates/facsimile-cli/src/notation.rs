@@ -169,7 +169,8 @@ impl Reader<'_> {
             )),
             None => Err(format!(
                 "{{\"$ref\": {to:?}}} at {at:?}: nothing at {to:?} in the document, \
-                 nor under {:?} in the value",
+                 nor under {:?} in the value (to store a map with the key \"$ref\" as it \
+                 is, write the key \"$$ref\")",
                 self.path
             )),
         }
@@ -321,6 +322,8 @@ mod tests {
             ),
             (json!({"$ref": 1, "$$ref": 2}), "both keys"),
             (json!({"b": {"$ref": "/l/0"}}), "nothing at \"/l/0\""),
+            // A JSON Schema's reference, meant as data: the way to store it.
+            (json!({"$ref": "#/defs/x"}), "write the key \"$$ref\""),
         ] {
             let e = read(&json, "/x", &node).err().unwrap();
             assert!(e.contains(why), "{json}: {e}");
