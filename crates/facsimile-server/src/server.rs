@@ -60,8 +60,11 @@ pub(crate) struct Shared {
     docs: Mutex<HashMap<String, Inbox>>,
     /// Held while a document opens, one lock per document name: two
     /// recoveries of one directory would both write to its log, and a long
-    /// recovery must not hold up the clients of other documents.
-    opening: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// recovery must not hold up the clients of other documents. Clients
+    /// wait for it on the runtime, not on a blocking thread: many clients
+    /// of one document being recovered would otherwise take every thread
+    /// of the runtime's blocking pool, and no other document could open.
+    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Documents being opened, counted with the open ones against
     /// [`ServerConfig::max_documents`]; raised only under the `docs` lock.
     reserved: AtomicUsize,
@@ -395,42 +398,37 @@ impl Shared {
         .await;
     }
 
-    /// [`Shared::open_doc`] on a blocking thread, as its disk reads and
-    /// writes need, unless the documents run on the runtime.
+    /// Opens document `name` unless it is open (creating it if it is
+    /// nowhere and `create` says so); returns its inbox, counting a client
+    /// on its way in. The client waits for the document's opening lock on
+    /// the runtime, and only its holder takes a blocking thread (unless
+    /// documents run on the runtime) for the recovery's disk reads and
+    /// writes: at most one blocking thread per document being opened.
     /// An error outside is the blocking task's: the runtime is stopping.
     async fn open_doc_off_runtime(
         self: &Arc<Self>,
         name: String,
         create: bool,
     ) -> Result<Result<Joining, OpenError>, tokio::task::JoinError> {
+        if let Some(open) = self.joining(&name) {
+            return Ok(Ok(open));
+        }
+        let turn = OpeningTurn::take(self, &name);
+        let opening = turn.lock.clone().lock_owned().await;
+        if let Some(open) = self.joining(&name) {
+            return Ok(Ok(open));
+        }
         if self.config.documents_on_runtime {
-            return Ok(self.open_doc(&name, create));
+            return Ok(self.open_doc_locked(&name, create));
         }
         let shared = self.clone();
-        tokio::task::spawn_blocking(move || shared.open_doc(&name, create)).await
-    }
-
-    /// Opens a document's thread and its timer unless it is open (creating
-    /// the document if it is nowhere and `create` says so); returns its
-    /// inbox, counting a client on its way in.
-    fn open_doc(self: &Arc<Self>, name: &str, create: bool) -> Result<Joining, OpenError> {
-        if let Some(open) = self.joining(name) {
-            return Ok(open);
-        }
-        let opening = self
-            .opening
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(name.to_string())
-            .or_default()
-            .clone();
-        let opened = self.open_doc_once(name, create, &opening);
-        let mut locks = self.opening.lock().unwrap_or_else(|e| e.into_inner());
-        // The table's and this call's: nobody else waits to open it.
-        if Arc::strong_count(&opening) == 2 {
-            locks.remove(name);
-        }
-        opened
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || {
+            let opened = shared.open_doc_locked(&name, create);
+            drop(opening);
+            opened
+        })
+        .await
     }
 
     /// A client on its way into document `name`, if it is open.
@@ -439,17 +437,9 @@ impl Shared {
         docs.get(name).map(Joining::new)
     }
 
-    /// [`Shared::open_doc`] under the document's own `opening` lock.
-    fn open_doc_once(
-        self: &Arc<Self>,
-        name: &str,
-        create: bool,
-        opening: &Mutex<()>,
-    ) -> Result<Joining, OpenError> {
-        let _opening = opening.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(open) = self.joining(name) {
-            return Ok(open);
-        }
+    /// Opens document `name`'s thread and its timer, with its opening
+    /// lock held and the document not open.
+    fn open_doc_locked(self: &Arc<Self>, name: &str, create: bool) -> Result<Joining, OpenError> {
         // Taken before the stop is checked: a stop that comes after takes
         // the relay's hold on the directory away, not this document's.
         let data_lock = self
@@ -596,6 +586,45 @@ struct Reservation<'a>(&'a AtomicUsize);
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client's place among those opening one document: its share of the
+/// document's opening lock, whose entry in the table goes once nobody
+/// holds or waits for it (also when the client's task is dropped while it
+/// waits).
+struct OpeningTurn<'a> {
+    shared: &'a Shared,
+    name: &'a str,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> OpeningTurn<'a> {
+    fn take(shared: &'a Shared, name: &'a str) -> OpeningTurn<'a> {
+        let lock = shared
+            .opening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        OpeningTurn { shared, name, lock }
+    }
+}
+
+impl Drop for OpeningTurn<'_> {
+    fn drop(&mut self) {
+        let mut locks = self
+            .shared
+            .opening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // The table's and this turn's: nobody else holds or waits for it
+        // (each holder and waiter has a share, taken under the table's
+        // lock).
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(self.name);
+        }
     }
 }
 
@@ -1018,38 +1047,119 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let config = ServerConfig::default().data_dir(data.path());
         let shared = Shared::open(config).await.unwrap();
-        let big = Arc::new(Mutex::new(()));
-        shared
-            .opening
-            .lock()
-            .unwrap()
-            .insert("big".into(), big.clone());
-        // Held as a recovery of "big" would, on a thread of its own.
-        let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
-        let holding = big.clone();
-        let recovering = std::thread::spawn(move || {
-            let _opening = holding.lock().unwrap();
-            held.0.send(()).unwrap();
-            let _ = release.1.recv();
-        });
-        held.1.recv().unwrap();
-        let other = shared.clone();
+        let held = HeldOpening::hold(&shared, "big");
         let opened = tokio::time::timeout(
             Duration::from_secs(30),
-            tokio::task::spawn_blocking(move || other.open_doc("small", true).map(|_| ())),
+            shared.open_doc_off_runtime("small".into(), true),
         )
         .await
         .expect("opened while another document opens");
-        opened.unwrap().unwrap();
-        release.0.send(()).unwrap();
-        recovering.join().unwrap();
-        drop(big);
-        shared.open_doc("big", true).map(|_| ()).unwrap();
+        // Not holding the document's channel: it ends when the relay stops.
+        assert!(matches!(opened.map(|r| r.map(drop)), Ok(Ok(()))));
+        held.release();
+        let big = shared.open_doc_off_runtime("big".into(), true).await;
+        assert!(matches!(big.map(|r| r.map(drop)), Ok(Ok(()))));
         assert!(
             shared.opening.lock().unwrap().is_empty(),
             "nobody opens now"
         );
         shared.stop().await;
+    }
+
+    /// The opening of document `name` held, as a long recovery of it
+    /// would hold it, until `release`.
+    struct HeldOpening {
+        _turn: tokio::sync::OwnedMutexGuard<()>,
+        shared: Arc<Shared>,
+        name: String,
+    }
+
+    impl HeldOpening {
+        fn hold(shared: &Arc<Shared>, name: &str) -> HeldOpening {
+            let lock = shared
+                .opening
+                .lock()
+                .unwrap()
+                .entry(name.into())
+                .or_default()
+                .clone();
+            HeldOpening {
+                _turn: lock.try_lock_owned().expect("nobody opens it yet"),
+                shared: shared.clone(),
+                name: name.into(),
+            }
+        }
+
+        /// Lets the waiters open it, as a recovery that ends does.
+        fn release(self) {
+            let HeldOpening {
+                _turn,
+                shared,
+                name,
+            } = self;
+            let mut locks = shared.opening.lock().unwrap();
+            drop(_turn);
+            if Arc::strong_count(&locks[&name]) == 1 {
+                locks.remove(&name);
+            }
+        }
+    }
+
+    /// Clients waiting for a document being opened (many nodes of a large
+    /// document reconnecting after a restart) hold no thread of the
+    /// runtime's blocking pool meanwhile: with more of them than the pool
+    /// has threads, another document still opens.
+    #[test]
+    fn clients_waiting_for_an_opening_leave_the_blocking_pool_free() {
+        const POOL: usize = 4;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(POOL)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let data = tempfile::tempdir().unwrap();
+            let config = ServerConfig::default().data_dir(data.path());
+            let shared = Shared::open(config).await.unwrap();
+            let held = HeldOpening::hold(&shared, "big");
+            let waiters: Vec<_> = (0..4 * POOL)
+                .map(|_| {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        shared
+                            .open_doc_off_runtime("big".into(), true)
+                            .await
+                            .map(|r| r.map(|_| ()))
+                    })
+                })
+                .collect();
+            // Every waiter has its share of the lock (the table, the
+            // holder and this one have theirs).
+            let lock = shared.opening.lock().unwrap()["big"].clone();
+            while Arc::strong_count(&lock) < 3 + waiters.len() {
+                tokio::task::yield_now().await;
+            }
+            drop(lock);
+            let other = tokio::time::timeout(Duration::from_secs(10), async {
+                let opened = shared.open_doc_off_runtime("small".into(), true).await;
+                opened.map(|r| r.map(drop))
+            })
+            .await;
+            // Released before judging: the waiters end, and the runtime
+            // with them.
+            held.release();
+            let other = other.expect("another document opens while clients wait for one");
+            assert!(matches!(other, Ok(Ok(()))));
+            for w in waiters {
+                assert!(matches!(w.await.unwrap(), Ok(Ok(()))));
+            }
+            assert!(
+                shared.opening.lock().unwrap().is_empty(),
+                "nobody opens now"
+            );
+            shared.stop().await;
+        });
     }
 
     #[test]
