@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 
-use facsimile::typed::pointer::escape;
+use facsimile::typed::pointer::{self, escape};
 use facsimile::{Input, Node, Value};
 use serde_json::Value as Json;
 
@@ -222,49 +222,18 @@ fn under(pointer: &str, path: &str) -> bool {
 /// through a reference, nor a reference itself).
 fn written_at<'a>(json: &'a Json, pointer: &str) -> Option<&'a Json> {
     let mut at = json;
-    if !pointer.is_empty() {
-        for segment in pointer.strip_prefix('/')?.split('/') {
-            let segment = unescape(segment)?;
-            at = match at {
-                Json::Object(map) if reference(map).is_none() => entry(map, &segment)?,
-                Json::Array(items) => items.get(index(&segment)?)?,
-                _ => return None,
-            };
-        }
+    for segment in pointer::parse(pointer)? {
+        at = match at {
+            Json::Object(map) if reference(map).is_none() => entry(map, &segment)?,
+            Json::Array(items) => items.get(pointer::index(&segment)?)?,
+            _ => return None,
+        };
     }
     match at {
         Json::Object(map) if reference(map).is_none() => Some(at),
         Json::Array(_) => Some(at),
         _ => None,
     }
-}
-
-/// A segment of a JSON pointer as the key it names (RFC 6901: `~1` is
-/// `/`, `~0` is `~`); `None` for another `~`.
-fn unescape(segment: &str) -> Option<String> {
-    let mut out = String::with_capacity(segment.len());
-    let mut chars = segment.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '~' => match chars.next()? {
-                '0' => out.push('~'),
-                '1' => out.push('/'),
-                _ => return None,
-            },
-            c => out.push(c),
-        }
-    }
-    Some(out)
-}
-
-/// An array index as RFC 6901 spells it: `0`, or digits without a leading
-/// zero.
-fn index(segment: &str) -> Option<usize> {
-    let digits = !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit());
-    if !digits || (segment.len() > 1 && segment.starts_with('0')) {
-        return None;
-    }
-    segment.parse().ok()
 }
 
 #[cfg(test)]

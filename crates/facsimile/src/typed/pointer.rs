@@ -35,7 +35,15 @@ pub fn escape(key: &str) -> Cow<'_, str> {
 
 /// The steps of a pointer, or `None` when it is malformed (not empty and not
 /// starting with `/`, or a `~` not followed by `0` or `1`).
-pub(crate) fn parse(pointer: &str) -> Option<Vec<SmolStr>> {
+///
+/// ```
+/// use facsimile::typed::pointer::parse;
+///
+/// assert_eq!(parse("/a~1b/0").unwrap(), ["a/b", "0"]);
+/// assert!(parse("").unwrap().is_empty());
+/// assert!(parse("a").is_none() && parse("/~2").is_none());
+/// ```
+pub fn parse(pointer: &str) -> Option<Vec<SmolStr>> {
     if pointer.is_empty() {
         return Some(Vec::new());
     }
@@ -64,7 +72,15 @@ fn unescape(seg: &str) -> Option<SmolStr> {
 
 /// An array index as RFC 6901 spells it: `0`, or digits without a leading
 /// zero.
-pub(crate) fn index(seg: &str) -> Option<usize> {
+///
+/// ```
+/// use facsimile::typed::pointer::index;
+///
+/// assert_eq!(index("10"), Some(10));
+/// assert_eq!(index("010"), None);
+/// assert_eq!(index("-"), None);
+/// ```
+pub fn index(seg: &str) -> Option<usize> {
     if seg.is_empty() || (seg.len() > 1 && seg.starts_with('0')) {
         return None;
     }
