@@ -168,9 +168,26 @@ impl Drop for Joining {
 /// opens it again from disk.
 pub(crate) type Unlist = Box<dyn Fn(&dyn Fn() -> bool) -> bool + Send>;
 
+/// Takes a document whose store failed out of the relay's table, whoever
+/// is on the way in: the next client opens it again from disk.
+pub(crate) type Forget = Box<dyn FnOnce() + Send>;
+
 /// The document's thread ended.
 #[derive(Debug)]
 pub(crate) struct Closed;
+
+/// Why a document did not open: its store could not be written (a full
+/// disk), in words for its clients.
+#[derive(Debug)]
+pub(crate) struct Unwritable(pub(crate) String);
+
+impl std::fmt::Display for Unwritable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unwritable {}
 
 impl Inbox {
     /// A document's inbox with a budget of `bytes` (at least one, at most
@@ -405,6 +422,10 @@ pub(crate) struct Doc {
     /// Since when the document has had no client, connected or within its
     /// grace.
     idle_since: Option<Instant>,
+    /// Why the document stopped, once its store failed to take a write:
+    /// nothing more is released, and its clients are refused with this
+    /// until it is opened again from disk.
+    failed: Option<String>,
 }
 
 /// How long a recovery took and what it found, for logs and benchmarks.
@@ -509,6 +530,7 @@ impl Doc {
             applying: None,
             replaying: true,
             tick_after: None,
+            failed: None,
         };
         doc.replica.record_changes(false);
         let mut recovery = Recovery {
@@ -573,6 +595,9 @@ impl Doc {
         doc.relays = relays.split_off(keep);
         doc.drain_replica();
         doc.commit_and_release();
+        if let Some(why) = doc.failed.take() {
+            return Err(std::io::Error::other(Unwritable(why)));
+        }
         Ok((doc, recovery))
     }
 
@@ -585,10 +610,19 @@ impl Doc {
         mut rx: mpsc::Receiver<Cmd>,
         timer: watch::Sender<Deadline>,
         unlist: Option<Unlist>,
+        forget: Forget,
     ) {
         self.arm(&timer);
         while let Some(cmd) = rx.blocking_recv() {
             self.batch(cmd, &mut rx, &timer);
+            if self.failed.is_some() {
+                forget();
+                drop(timer);
+                while let Some(cmd) = rx.blocking_recv() {
+                    self.refuse_failed(cmd);
+                }
+                break;
+            }
             if self.unlisted_when_idle(unlist.as_ref(), &rx) {
                 break;
             }
@@ -603,15 +637,40 @@ impl Doc {
         mut rx: mpsc::Receiver<Cmd>,
         timer: watch::Sender<Deadline>,
         unlist: Option<Unlist>,
+        forget: Forget,
     ) {
         self.arm(&timer);
         while let Some(cmd) = rx.recv().await {
             self.batch(cmd, &mut rx, &timer);
+            if self.failed.is_some() {
+                forget();
+                drop(timer);
+                while let Some(cmd) = rx.recv().await {
+                    self.refuse_failed(cmd);
+                }
+                break;
+            }
             if self.unlisted_when_idle(unlist.as_ref(), &rx) {
                 break;
             }
         }
         tracing::debug!(doc = %self.name, "document closed");
+    }
+
+    /// What reaches a document whose store failed, after it left the
+    /// relay's table (a client handed its inbox before, the inspector): a
+    /// client is refused with the reason, and its next attempt opens the
+    /// document again from disk. The document ends once nobody holds its
+    /// channel (its timer stopped with it).
+    fn refuse_failed(&mut self, cmd: Cmd) {
+        let why = self.failed.clone().unwrap_or_default();
+        match cmd {
+            Cmd::Join { out, .. } => refuse_join(out, &why),
+            Cmd::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Cmd::Frame { .. } | Cmd::Leave { .. } | Cmd::Tick => {}
+        }
     }
 
     /// When an idle document may close: with its log on disk (without, it
@@ -647,6 +706,9 @@ impl Doc {
     /// commits, gives the batch's frames' budget back, and re-arms the
     /// timer.
     fn batch(&mut self, first: Cmd, rx: &mut mpsc::Receiver<Cmd>, timer: &watch::Sender<Deadline>) {
+        if self.failed.is_some() {
+            return self.refuse_failed(first);
+        }
         // Held until the batch is durable: what the document holds of its
         // clients' frames, waiting or in the batch, is what the budget
         // allows.
@@ -714,6 +776,9 @@ impl Doc {
 
     /// Handles one input; a frame's share of the budget goes to `taken`.
     fn handle(&mut self, cmd: Cmd, taken: &mut Vec<OwnedSemaphorePermit>) {
+        if self.failed.is_some() {
+            return self.refuse_failed(cmd);
+        }
         match cmd {
             Cmd::Join {
                 conn,
@@ -809,15 +874,7 @@ impl Doc {
         let tag = hello.incarnation;
         if tag == self.me.incarnation() {
             let reason = "the node's incarnation collides with the relay's; reconnect";
-            let frame = Down::Hello(ServerHello::Refused {
-                reason: reason.into(),
-            })
-            .encode();
-            // Dropping the queue after the refusal ends the connection.
-            let _ = out.closing.set(reason.into());
-            let _ = out.tx.try_send(vec![frame]);
-            out.ending.cancel();
-            return;
+            return refuse_join(out, reason);
         }
         // A new node (no resume point) must bring an incarnation the
         // document has never seen; told it is evicted, it picks another.
@@ -885,7 +942,10 @@ impl Doc {
                 // after a crash the old count would take frames of this
                 // connection the log never got for applied.
                 self.store.append_applied(tag, None);
-                self.sync_log();
+                if !self.sync_log() {
+                    let why = self.failed.clone().unwrap_or_default();
+                    return refuse_join(out, &why);
+                }
                 self.applied_staged.retain(|&(t, _)| t != tag);
                 self.keep_applied(tag, None);
             }
@@ -1396,19 +1456,55 @@ impl Doc {
         }
     }
 
-    /// Makes what the log was given so far durable, or stops the relay.
-    fn sync_log(&mut self) {
-        if let Err(e) = self.store.commit() {
-            // Nothing more can be acknowledged truthfully.
-            tracing::error!(doc = %self.name, error = %e, "cannot write the document's log; stopping the relay");
-            std::process::exit(2);
+    /// Makes what the log was given so far durable; `false`, with the
+    /// document failed, when it could not.
+    fn sync_log(&mut self) -> bool {
+        if self.failed.is_some() {
+            return false;
         }
+        match self.store.commit() {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail("log", &e);
+                false
+            }
+        }
+    }
+
+    /// Stops the document after its store failed to take a write: what the
+    /// failed write held may or may not be on disk (after a failed `fsync`
+    /// the process cannot know), so nothing of it, nor anything after it,
+    /// is released or acknowledged. Its clients are disconnected with the
+    /// reason but not evicted (as when the relay stops: they resume, and
+    /// send again what was not acknowledged), and the document leaves the
+    /// relay's table; the next client opens it again from disk, whose
+    /// recovery makes the log what it is, and is refused with the reason
+    /// while writes still fail.
+    fn fail(&mut self, file: &str, e: &std::io::Error) {
+        let why = format!(
+            "the relay cannot write document {:?} to its disk ({e}); it is closed until its \
+             {file} can be written, retry later",
+            self.name
+        );
+        tracing::error!(doc = %self.name, error = %e, "cannot write the document's {file}; closing the document (other documents are served)");
+        self.staged.clear();
+        self.kicks.clear();
+        self.refusals.clear();
+        self.applied_staged.clear();
+        self.lingering.clear();
+        for (_, c) in self.clients.drain() {
+            let _ = c.out.closing.set(why.clone());
+            c.out.cancel.cancel();
+        }
+        self.failed = Some(why);
     }
 
     /// Makes the batch durable, then sends what it produced.
     fn commit_and_release(&mut self) {
         loop {
-            self.sync_log();
+            if !self.sync_log() {
+                return;
+            }
             self.committed = self.head;
             self.remember_applied();
             for s in std::mem::take(&mut self.staged) {
@@ -1484,8 +1580,10 @@ impl Doc {
         };
         let applied = self.applied_at_eviction.iter().map(|(&t, &n)| (t, n));
         if let Err(e) = self.store.compact(&snapshot, applied) {
-            tracing::error!(doc = %self.name, error = %e, "cannot write the document's snapshot; stopping the relay");
-            std::process::exit(2);
+            // The store may be left appending to a log that was replaced;
+            // the files on disk are whole either way (the old snapshot and
+            // log, or the new snapshot and either log).
+            return self.fail("snapshot", &e);
         }
         self.tail.clear();
         self.tail_bytes = 0;
@@ -1550,6 +1648,18 @@ fn pack_replay<'a>(
         i += n;
     }
     out.iter().all(|f| f.len() <= max_frame).then_some(out)
+}
+
+/// Refuses a client at its hello: the refusal is queued, and dropping the
+/// queue after it ends the connection.
+fn refuse_join(out: Outbox, reason: &str) {
+    let frame = Down::Hello(ServerHello::Refused {
+        reason: reason.into(),
+    })
+    .encode();
+    let _ = out.closing.set(reason.into());
+    let _ = out.tx.try_send(vec![frame]);
+    out.ending.cancel();
 }
 
 /// Queues a frame for a client; an error when its budget is exhausted.

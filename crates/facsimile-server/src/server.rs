@@ -474,16 +474,17 @@ impl Shared {
         let (inbox, rx) = Inbox::new(self.config.document_budget());
         let (arm, armed) = watch::channel(None);
         let unlist = self.unlist(name, &inbox);
+        let forget = self.forget(name, &inbox);
         if self.config.documents_on_runtime {
             tokio::spawn(async move {
-                doc.run_on_runtime(rx, arm, unlist).await;
+                doc.run_on_runtime(rx, arm, unlist, forget).await;
                 drop(data_lock);
             });
         } else {
             let thread = std::thread::Builder::new()
                 .name(format!("doc-{name}"))
                 .spawn(move || {
-                    doc.run(rx, arm, unlist);
+                    doc.run(rx, arm, unlist, forget);
                     drop(data_lock);
                 })
                 .map_err(OpenError::Io)?;
@@ -538,6 +539,23 @@ impl Shared {
             }
             false
         }))
+    }
+
+    /// How the document of `inbox` leaves the table when its store failed
+    /// (see [`document::Forget`]).
+    fn forget(self: &Arc<Self>, name: &str, inbox: &Inbox) -> document::Forget {
+        let shared = Arc::downgrade(self);
+        let name = name.to_string();
+        let id = inbox.id();
+        Box::new(move || {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut docs = shared.docs.lock().unwrap_or_else(|e| e.into_inner());
+            if docs.get(&name).is_some_and(|inbox| inbox.is(&id)) {
+                docs.remove(&name);
+            }
+        })
     }
 
     /// Where document `name` is: open (the way in, counted as a client on
@@ -818,6 +836,13 @@ async fn open_document(shared: &Arc<Shared>, hello: &ClientHello) -> Result<Join
             reason: "the relay is stopping".into(),
         })),
         Ok(Err(OpenError::Io(e))) => {
+            if let Some(why) = e
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<document::Unwritable>())
+            {
+                // Logged as the document failed.
+                return Err(Refusal::Refused(why.0.clone()));
+            }
             tracing::error!(error = %e, "cannot open document");
             Err(Refusal::Refused(format!(
                 "the relay cannot open document {:?}; see the relay's log",
@@ -1160,6 +1185,77 @@ mod tests {
             );
             shared.stop().await;
         });
+    }
+
+    /// A document whose store cannot be written (a full disk) is closed,
+    /// not the relay: its clients are told why, another document is
+    /// served meanwhile, and once the disk takes writes again the
+    /// document reopens from disk with every acknowledged write, and the
+    /// writes of meanwhile are acknowledged once they are durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_document_that_cannot_be_written_closes_alone() {
+        use facsimile::net::{self, ConnectOptions, NetError, Status};
+
+        let data = tempfile::tempdir().unwrap();
+        let config = ServerConfig::default()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .data_dir(data.path());
+        let server = Server::bind(config).await.unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        let stop = CancellationToken::new();
+        let serving = tokio::spawn(server.run_until(stop.clone().cancelled_owned()));
+        let options = |doc: &str| {
+            ConnectOptions::new(doc)
+                .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        };
+        let full = net::connect(&addr, "writer", options("full"))
+            .await
+            .unwrap();
+        let other = net::connect(&addr, "other", options("other"))
+            .await
+            .unwrap();
+        full.node().set_root_from(&serde_json::json!({})).unwrap();
+        other.node().set_root_from(&serde_json::json!({})).unwrap();
+        full.node().set_path("/acked", 1).unwrap();
+        full.flush().await.unwrap();
+
+        crate::store::faults::fail_writes(&data.path().join("full"), true);
+        let mut status = full.status();
+        full.node().set_path("/later", 2).unwrap();
+        let told = tokio::time::timeout(
+            Duration::from_secs(20),
+            status.wait_for(|s| matches!(s, Status::Disconnected(why) if why.contains("disk"))),
+        )
+        .await
+        .expect("the writer is told why")
+        .unwrap()
+        .clone();
+        assert!(matches!(told, Status::Disconnected(_)), "{told:?}");
+        // A reader is refused, with the reason.
+        match net::connect(&addr, "reader", options("full").read_only(true)).await {
+            Err(NetError::Refused(why)) => assert!(why.contains("disk"), "{why}"),
+            r => panic!("a reader of the failing document: {:?}", r.map(|_| ())),
+        }
+        // The relay serves the other document.
+        other.node().set_path("/k", 1).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), other.flush())
+            .await
+            .expect("the other document is served")
+            .unwrap();
+
+        crate::store::faults::fail_writes(&data.path().join("full"), false);
+        tokio::time::timeout(Duration::from_secs(20), full.flush())
+            .await
+            .expect("the writer resumes once the disk takes writes")
+            .unwrap();
+        let reader = net::connect(&addr, "reader", options("full").read_only(true))
+            .await
+            .unwrap();
+        assert_eq!(reader.node().get("/acked"), Some(1.into()));
+        assert_eq!(reader.node().get("/later"), Some(2.into()));
+        drop((full, other, reader));
+        stop.cancel();
+        serving.await.unwrap().unwrap();
     }
 
     #[test]

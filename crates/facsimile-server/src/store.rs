@@ -155,6 +155,7 @@ impl Store {
     /// snapshot and the log belong to different logs.
     pub(crate) fn open(dir: &Path) -> io::Result<Recovered> {
         create_dir_durably(dir)?;
+        remove_stale_files(dir);
         let snapshot = read_snapshot(&dir.join("snapshot"))?;
         let log_path = dir.join("log");
         let (log_id, records, valid_len, file_len, upgrade) = match read_file(&log_path)? {
@@ -293,8 +294,16 @@ impl Store {
             return Ok(());
         }
         let file = self.log.as_mut().expect("a durable store has a log");
-        file.write_all(&self.buf)?;
-        file.sync_data()?;
+        let written = write_and_sync(file, &self.buf, self.dir.as_deref());
+        if written.is_err() {
+            // Whatever of it reached the file is cut, as far as that
+            // works: read back by the next recovery, it would pass for
+            // logged, and a message sent again would be acknowledged as
+            // such though it may not be on disk. (A torn record is cut by
+            // its checksum anyway.)
+            let _ = file.set_len(self.log_bytes).and_then(|()| file.sync_data());
+            return written;
+        }
         self.log_bytes += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
@@ -342,6 +351,20 @@ impl Store {
         self.log_floor = self.log_bytes;
         Ok(())
     }
+}
+
+/// Appends `data` to the log and waits until it is on disk.
+fn write_and_sync(file: &mut File, data: &[u8], dir: Option<&Path>) -> io::Result<()> {
+    #[cfg(test)]
+    if let Err(e) = faults::check(dir) {
+        // Part of it written, as a write that fills the disk leaves it.
+        file.write_all(&data[..data.len() / 2])?;
+        return Err(e);
+    }
+    #[cfg(not(test))]
+    let _ = dir;
+    file.write_all(data)?;
+    file.sync_data()
 }
 
 /// Appends a record: its length, its CRC-32, then `kind` and `parts`.
@@ -481,16 +504,65 @@ pub(crate) fn create_dir_durably(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes what a replacement that failed (a compaction on a full disk)
+/// or a crash left aside: `snapshot.tmp` and `log.tmp` are never read, and
+/// they would hold their space until the next compaction.
+fn remove_stale_files(dir: &Path) {
+    for name in ["snapshot.tmp", "log.tmp"] {
+        match fs::remove_file(dir.join(name)) {
+            Ok(()) => {
+                tracing::info!(path = %dir.join(name).display(), "removed a file an unfinished compaction left")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %dir.join(name).display(), error = %e, "cannot remove a file an unfinished compaction left")
+            }
+        }
+    }
+}
+
 /// Replaces `dir/name` with `data` so that a crash leaves the old or the
 /// new file, never a mix.
 fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let mut f = File::create(&tmp)?;
+    #[cfg(test)]
+    faults::check(Some(dir))?;
     f.write_all(data)?;
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, dir.join(name))?;
     File::open(dir)?.sync_all()
+}
+
+/// Stores whose writes fail, as on a full disk (for tests).
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static FAILING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// From now on writes of the stores under `dir` fail (`EFBIG`, as past
+    /// `ulimit -f`), or with `fail` false succeed again.
+    pub(crate) fn fail_writes(dir: &Path, fail: bool) {
+        let mut failing = FAILING.lock().unwrap();
+        failing.retain(|d| d != dir);
+        if fail {
+            failing.push(dir.to_path_buf());
+        }
+    }
+
+    pub(super) fn check(dir: Option<&Path>) -> io::Result<()> {
+        let failing = FAILING.lock().unwrap();
+        match dir {
+            Some(dir) if failing.iter().any(|d| dir.starts_with(d)) => {
+                Err(io::Error::from_raw_os_error(27))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -754,6 +826,44 @@ mod tests {
         fs::write(dir.join("log"), &later).unwrap();
         assert!(Store::open(&dir).is_err());
         assert_eq!(fs::read(dir.join("log")).unwrap(), later, "left as it was");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A commit that fails (a full disk) leaves nothing of it in the log
+    /// to be read back as logged; a compaction that fails leaves the old
+    /// snapshot and log, and what it wrote aside is removed when the store
+    /// is opened again.
+    #[test]
+    fn failed_writes_leave_the_store_as_it_was_committed() {
+        let dir = temp_dir("failing");
+        let mut s = Store::open(&dir).unwrap().store;
+        s.append_message(1, b"kept");
+        s.commit().unwrap();
+        let committed = fs::metadata(dir.join("log")).unwrap().len();
+        faults::fail_writes(&dir, true);
+        s.append_message(2, b"not durable");
+        assert!(s.commit().is_err());
+        assert_eq!(fs::metadata(dir.join("log")).unwrap().len(), committed);
+        let snapshot = Snapshot {
+            log_id: s.log_id(),
+            position: 1,
+            ..Snapshot::default()
+        };
+        s.buf.clear();
+        assert!(s.compact(&snapshot, []).is_err());
+        assert!(dir.join("snapshot.tmp").exists());
+        faults::fail_writes(&dir, false);
+        drop(s);
+        let r = Store::open(&dir).unwrap();
+        assert!(r.snapshot.is_none());
+        assert_eq!(
+            r.records,
+            vec![Record::Message {
+                position: 1,
+                bytes: Bytes::from_static(b"kept")
+            }]
+        );
+        assert!(!dir.join("snapshot.tmp").exists(), "removed");
         fs::remove_dir_all(&dir).unwrap();
     }
 
