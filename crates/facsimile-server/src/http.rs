@@ -36,6 +36,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(root))
         .merge(crate::inspect::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            within_limit,
+        ))
         .with_state(shared)
 }
 
@@ -88,14 +92,6 @@ async fn root(
     mut request: Request,
 ) -> Response {
     if !request.headers().contains_key(header::UPGRADE) {
-        if conn
-            .permit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
-            return at_limit(&shared);
-        }
         return page();
     }
     // Asked for an upgrade, but not one that can be done.
@@ -141,6 +137,28 @@ async fn root(
         HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
     response
+}
+
+/// Answers a request on a connection over the connection limit with a
+/// 503, whatever its route (the inspector's page, its status, the
+/// package's files): each is a connection, and the limit bounds what the
+/// relay serves at once. A WebSocket upgrade goes on: its client is
+/// refused at its hello, in the protocol's words.
+async fn within_limit(
+    State(shared): State<Arc<Shared>>,
+    Extension(conn): Extension<Conn>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let over = conn
+        .permit
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_none();
+    if over && !request.headers().contains_key(header::UPGRADE) {
+        return at_limit(&shared);
+    }
+    next.run(request).await
 }
 
 /// The key of a WebSocket handshake (RFC 6455, section 4.2.1), or why the

@@ -35,6 +35,9 @@ const PACKAGE_FILES: [(&str, &str); 3] = [
     ("web/facsimile_wasm_bg.wasm", "application/wasm"),
 ];
 
+/// How many statuses of closed documents are read from disk at once.
+pub(crate) const STATUS_READS: usize = 2;
+
 /// How long a status request waits for a busy document.
 const STATUS_WITHIN: Duration = Duration::from_secs(5);
 
@@ -77,7 +80,7 @@ async fn status(
     let channel = match shared.find_doc(&doc) {
         Found::Open(channel) => channel,
         // Opening it would replay its log and append to it on every poll.
-        Found::Stored(dir) => return closed_status(doc, dir).await,
+        Found::Stored(dir) => return closed_status(&shared, doc, dir).await,
         Found::Nowhere => {
             return json(
                 StatusCode::NOT_FOUND,
@@ -108,7 +111,14 @@ async fn status(
 }
 
 /// The status of a closed document, from its files.
-async fn closed_status(doc: String, dir: PathBuf) -> Response {
+async fn closed_status(shared: &Shared, doc: String, dir: PathBuf) -> Response {
+    // Each read scans the log, and takes a blocking thread: a few at once.
+    let Ok(_reading) = shared.status_reads.try_acquire() else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"error\":\"the relay is reading other documents' files; retry\"}".into(),
+        );
+    };
     let read = tokio::task::spawn_blocking(move || store::read_on_disk(&dir)).await;
     let on_disk = match read {
         Ok(Ok(Some(d))) => d,

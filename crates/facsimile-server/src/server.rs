@@ -69,6 +69,10 @@ pub(crate) struct Shared {
     /// [`ServerConfig::max_documents`]; raised only under the `docs` lock.
     reserved: AtomicUsize,
     limit: Arc<Semaphore>,
+    /// Statuses of closed documents being read from their files at once
+    /// (each reads the whole log, a record at a time); more wait for none
+    /// and are answered 503.
+    pub(crate) status_reads: Semaphore,
     next_conn: AtomicU64,
     /// Cancelled when the server stops: connections close without evicting
     /// anybody (as after a crash, nodes resume when a relay is back).
@@ -249,6 +253,7 @@ impl Shared {
         let config = Arc::new(config);
         let shared = Arc::new(Shared {
             limit: Arc::new(Semaphore::new(config.max_clients)),
+            status_reads: Semaphore::new(crate::inspect::STATUS_READS),
             config,
             docs: Mutex::new(HashMap::new()),
             opening: Mutex::new(HashMap::new()),

@@ -98,34 +98,120 @@ pub(crate) struct OnDisk {
 
 /// Reads what the store in `dir` holds, writing nothing (a torn tail is
 /// left for the recovery that opens the document to cut): `None` when it
-/// holds no store.
+/// holds no store. The files are streamed, never held whole: at most one
+/// record of the log is in memory at a time.
 ///
 /// # Errors
 /// As [`Store::open`], for files that are not a store.
 pub(crate) fn read_on_disk(dir: &Path) -> io::Result<Option<OnDisk>> {
-    let snapshot = read_snapshot(&dir.join("snapshot"))?;
+    let snapshot_path = dir.join("snapshot");
+    let snapshot = snapshot_position(&snapshot_path)?;
     let log_path = dir.join("log");
-    let log = read_file(&log_path)?;
+    let log = match File::open(&log_path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
     if snapshot.is_none() && log.is_none() {
         return Ok(None);
     }
-    let snapshot_position = snapshot.as_ref().map_or(0, |s| s.position);
+    let snapshot_position = snapshot.map_or(0, |(position, _)| position);
     let mut position = snapshot_position;
-    let log_bytes = log.as_ref().map_or(0, |l| l.len() as u64);
-    if let Some(data) = log.filter(|d| !d.is_empty()) {
-        let (_, records, _) = parse_log(&Bytes::from(data), &log_path)?;
-        for r in records {
-            if let Record::Message { position: p, .. } = r {
-                position = position.max(p);
-            }
+    let mut log_bytes = 0;
+    if let Some(log) = log {
+        log_bytes = log.metadata()?.len();
+        if log_bytes > 0 {
+            position = position.max(last_logged_position(log, log_bytes, &log_path)?);
         }
     }
     Ok(Some(OnDisk {
         snapshot_position,
         position,
-        snapshot_bytes: fs::metadata(dir.join("snapshot")).map_or(0, |m| m.len()),
+        snapshot_bytes: snapshot.map_or(0, |(_, bytes)| bytes),
         log_bytes,
     }))
+}
+
+/// The position a snapshot covers and its size, checked as
+/// [`read_snapshot`] checks it, reading it in chunks.
+fn snapshot_position(path: &Path) -> io::Result<Option<(u64, u64)>> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bad = |what: &str| invalid(format!("{}: {what}", path.display()));
+    let mut header = [0u8; 20];
+    if f.read_exact(&mut header).is_err() || &header[..8] != SNAP_MAGIC {
+        return Err(bad("not a facsimile snapshot"));
+    }
+    let len = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
+    // The body starts with the log's identity and the position, varints.
+    let mut start = Vec::with_capacity(20);
+    let mut hasher = crc32fast::Hasher::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut read = 0u64;
+    loop {
+        let n = f.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&chunk[..n]);
+        let want = 20usize.saturating_sub(start.len()).min(n);
+        start.extend_from_slice(&chunk[..want]);
+        read += n as u64;
+    }
+    if read != len || hasher.finalize() != crc {
+        return Err(bad("the snapshot is damaged (length or checksum)"));
+    }
+    let ((_, position), _) =
+        postcard::take_from_bytes::<(u64, u64)>(&start).map_err(|e| bad(&e.to_string()))?;
+    Ok(Some((position, 20 + len)))
+}
+
+/// The last position of a message in the log's valid prefix, reading it a
+/// record at a time (as [`parse_log`] reads it).
+fn last_logged_position(file: File, file_len: u64, path: &Path) -> io::Result<u64> {
+    let mut r = io::BufReader::new(file);
+    let mut header = [0u8; LOG_HEADER as usize];
+    if r.read_exact(&mut header).is_err()
+        || (&header[..8] != LOG_MAGIC && &header[..8] != LOG_MAGIC_V1)
+    {
+        return Err(invalid(format!(
+            "{}: not a facsimile log of a version this relay reads; move it away to start afresh",
+            path.display()
+        )));
+    }
+    let mut at = LOG_HEADER;
+    let mut position = 0;
+    let mut body = Vec::new();
+    loop {
+        let mut head = [0u8; 8];
+        if at + 8 > file_len || r.read_exact(&mut head).is_err() {
+            break;
+        }
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+        if len == 0 || at + 8 + u64::from(len) > file_len {
+            break;
+        }
+        body.resize(len as usize, 0);
+        if r.read_exact(&mut body).is_err() || crc32fast::hash(&body) != crc {
+            break;
+        }
+        match (body[0], len) {
+            (KIND_MESSAGE, 9..) => {
+                let p = u64::from_le_bytes(body[1..9].try_into().expect("8 bytes"));
+                position = position.max(p);
+            }
+            (KIND_RELAY, 5) | (KIND_APPLIED, 5 | 13) => {}
+            (KIND_MESSAGE | KIND_RELAY | KIND_APPLIED, _) => break,
+            _ => {}
+        }
+        at += 8 + u64::from(len);
+    }
+    Ok(position)
 }
 
 /// What recovery found.
@@ -864,6 +950,55 @@ mod tests {
             }]
         );
         assert!(!dir.join("snapshot.tmp").exists(), "removed");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A closed store's status, read a record at a time, tells what
+    /// recovery reads: the snapshot's position, the last message of the
+    /// log's valid prefix (a torn tail left as it is), and the sizes.
+    #[test]
+    fn the_status_on_disk_is_what_recovery_reads() {
+        let dir = temp_dir("on-disk");
+        let mut s = Store::open(&dir).unwrap().store;
+        for p in 1..=5 {
+            s.append_message(p, &[p as u8; 100]);
+        }
+        s.commit().unwrap();
+        let snapshot = Snapshot {
+            log_id: s.log_id(),
+            position: 5,
+            state: vec![9; 200_000],
+            ..Snapshot::default()
+        };
+        s.compact(&snapshot, [(3, 1)]).unwrap();
+        s.append_relay(1);
+        s.append_message(6, b"six");
+        s.append_message(300, b"far");
+        s.commit().unwrap();
+        drop(s);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join("log"))
+            .unwrap();
+        f.write_all(&[40, 0, 0, 0, 1, 2, 3, 4, 0, 9]).unwrap();
+        drop(f);
+        let on_disk = read_on_disk(&dir).unwrap().unwrap();
+        assert_eq!(
+            on_disk,
+            OnDisk {
+                snapshot_position: 5,
+                position: 300,
+                snapshot_bytes: fs::metadata(dir.join("snapshot")).unwrap().len(),
+                log_bytes: fs::metadata(dir.join("log")).unwrap().len(),
+            }
+        );
+        let mut damaged = fs::read(dir.join("snapshot")).unwrap();
+        *damaged.last_mut().unwrap() ^= 1;
+        fs::write(dir.join("snapshot"), damaged).unwrap();
+        assert!(
+            read_on_disk(&dir).is_err(),
+            "a damaged snapshot is an error"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

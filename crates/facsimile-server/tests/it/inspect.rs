@@ -181,3 +181,66 @@ async fn a_missing_build_is_a_plain_503_without_paths() {
         assert!(!r.contains("text/html"), "{file}: {r}");
     }
 }
+
+/// The inspector counts against the connection limit: at the limit, its
+/// page, its status and the package's files are a 503, as `/` is, rather
+/// than served past `--max-clients`; once a place is free they are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspector_routes_answer_503_at_the_connection_limit() {
+    let assets = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(assets.path().join("web")).unwrap();
+    std::fs::write(assets.path().join("browser.mjs"), "export {}").unwrap();
+    std::fs::write(assets.path().join("web/facsimile_wasm_bg.wasm"), b"\0asm").unwrap();
+    let relay = Relay::start(|c| c.max_clients(1).inspector_assets(assets.path())).await;
+    let routes = [
+        "/",
+        "/inspect/default?token=test-token",
+        "/inspect/default/status?token=test-token",
+        "/inspector/inspector.js",
+        "/inspector/web/facsimile_wasm_bg.wasm",
+    ];
+    let alice = tcp_node(&relay, "alice").await;
+    for path in routes {
+        let r = http(&relay, &get(path)).await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{path}: {r}");
+        assert!(r.contains("connection limit"), "{path}: {r}");
+    }
+    alice.close(Duration::from_secs(5)).await.unwrap();
+    for path in routes {
+        let mut r = String::new();
+        wait_until_async(
+            &format!("{path} served"),
+            || {
+                let relay = &relay;
+                async move { http(relay, &get(path)).await }
+            },
+            |got| {
+                r = got.clone();
+                got.starts_with("HTTP/1.1 200")
+            },
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    }
+}
+
+/// Asks `ask` again until `ok` takes its answer; panics after 20 s.
+async fn wait_until_async<F, T>(
+    what: &str,
+    mut ask: impl FnMut() -> F,
+    mut ok: impl FnMut(&T) -> bool,
+) where
+    F: std::future::Future<Output = T>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if ok(&ask().await) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
