@@ -83,6 +83,18 @@ pub(crate) struct Shared {
     /// ends, so that the directory is free only once nothing of this relay
     /// writes to it any more.
     data_lock: Mutex<Option<Arc<DataDirLock>>>,
+    /// Documents whose recovery failed on what their files hold (a logged
+    /// record that does not apply, a snapshot that does not load), with
+    /// their files as they were then. Such a recovery fails the same way
+    /// every time, and each reads the snapshot and replays the log: a
+    /// client is refused at once instead, until the files change (an
+    /// operator restored them, or moved them away), which needs no
+    /// restart of the relay. A write that failed is not remembered: the
+    /// disk may take the next one.
+    unopenable: Mutex<HashMap<String, FilesSeen>>,
+    /// Recoveries of documents begun ([`Doc::open`]), for the tests.
+    #[cfg(test)]
+    recoveries: AtomicUsize,
 }
 
 impl Server {
@@ -262,6 +274,9 @@ impl Shared {
             stopping: CancellationToken::new(),
             threads: Mutex::new(Vec::new()),
             data_lock: Mutex::new(data_lock),
+            unopenable: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            recoveries: AtomicUsize::new(0),
         });
         Ok(shared)
     }
@@ -423,6 +438,9 @@ impl Shared {
         if let Some(open) = self.joining(&name) {
             return Ok(Ok(open));
         }
+        if self.failed_before(&name) {
+            return Ok(Err(OpenError::Unopenable));
+        }
         if self.config.documents_on_runtime {
             return Ok(self.open_doc_locked(&name, create));
         }
@@ -434,6 +452,23 @@ impl Shared {
             opened
         })
         .await
+    }
+
+    /// Whether document `name` failed to recover from the files it holds
+    /// now; forgets a failure once its files changed.
+    fn failed_before(&self, name: &str) -> bool {
+        let mut unopenable = self.unopenable.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(seen) = unopenable.get(name) else {
+            return false;
+        };
+        let Some(data) = self.config.data.as_ref() else {
+            return false;
+        };
+        if *seen == FilesSeen::of(&data.join(name)) {
+            return true;
+        }
+        unopenable.remove(name);
+        false
     }
 
     /// A client on its way into document `name`, if it is open.
@@ -464,8 +499,23 @@ impl Shared {
         }
         let reservation = self.reserve()?;
         let started = Instant::now();
+        #[cfg(test)]
+        self.recoveries.fetch_add(1, Ordering::SeqCst);
         let (doc, recovery): (Doc, Recovery) =
-            Doc::open(name, dir, self.config.clone()).map_err(OpenError::Io)?;
+            match Doc::open(name, dir.clone(), self.config.clone()) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    // `InvalidData`: what the files hold, which fails the same
+                    // way next time (not a write that failed, kind `Other`).
+                    if let Some(dir) = dir.filter(|_| e.kind() == io::ErrorKind::InvalidData) {
+                        self.unopenable
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(name.to_string(), FilesSeen::of(&dir));
+                    }
+                    return Err(OpenError::Io(e));
+                }
+            };
         if recovery.replayed > 0 || recovery.from_snapshot {
             tracing::info!(
                 doc = name,
@@ -592,11 +642,45 @@ fn stored(dir: &std::path::Path) -> bool {
     dir.join("log").exists() || dir.join("snapshot").exists()
 }
 
+/// A document's files (snapshot and log) as far as a change to them shows:
+/// each one's length, modification time and (on Unix) identity and change
+/// time, or its absence. A restored file, or a directory moved away or
+/// replaced, differs.
+#[derive(Debug, PartialEq, Eq)]
+struct FilesSeen([Option<FileSeen>; 2]);
+
+#[derive(Debug, PartialEq, Eq)]
+struct FileSeen {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    /// Device, inode, and change time in seconds and nanoseconds.
+    #[cfg(unix)]
+    id: (u64, u64, i64, i64),
+}
+
+impl FilesSeen {
+    fn of(dir: &std::path::Path) -> FilesSeen {
+        FilesSeen(["snapshot", "log"].map(|file| {
+            let meta = std::fs::metadata(dir.join(file)).ok()?;
+            #[cfg(unix)]
+            use std::os::unix::fs::MetadataExt;
+            Some(FileSeen {
+                len: meta.len(),
+                modified: meta.modified().ok(),
+                #[cfg(unix)]
+                id: (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()),
+            })
+        }))
+    }
+}
+
 /// Why a document was not opened.
 #[derive(Debug)]
 pub(crate) enum OpenError {
     /// Its files could not be read or written, or its thread started.
     Io(io::Error),
+    /// Its files, unchanged since, did not recover before (logged then).
+    Unopenable,
     /// It is not open and not on disk, and the client only reads.
     Missing,
     /// As many documents as the limit allows are open.
@@ -832,6 +916,7 @@ async fn open_document(shared: &Arc<Shared>, hello: &ClientHello) -> Result<Join
         Ok(Err(OpenError::Full(max))) => Err(Refusal::Refused(format!(
             "the relay has {max} documents open, its limit (--max-documents); retry later"
         ))),
+        Ok(Err(OpenError::Unopenable)) => Err(cannot_open(&hello.document)),
         _ if shared.stopping.is_cancelled() => Err(Refusal::Dropped(Close {
             code: close_code::AWAY,
             reason: "the relay is stopping".into(),
@@ -849,12 +934,17 @@ async fn open_document(shared: &Arc<Shared>, hello: &ClientHello) -> Result<Join
                 return Err(Refusal::Refused(why.0.clone()));
             }
             tracing::error!(error = %e, "cannot open document");
-            Err(Refusal::Refused(format!(
-                "the relay cannot open document {:?}; see the relay's log",
-                hello.document
-            )))
+            Err(cannot_open(&hello.document))
         }
     }
+}
+
+/// The refusal of a document that did not recover; the reason is in the
+/// relay's log.
+fn cannot_open(name: &str) -> Refusal {
+    Refusal::Refused(format!(
+        "the relay cannot open document {name:?}; see the relay's log"
+    ))
 }
 
 /// A client admitted to its document: its frames go to the document's
@@ -1259,6 +1349,67 @@ mod tests {
         assert_eq!(reader.node().get("/acked"), Some(1.into()));
         assert_eq!(reader.node().get("/later"), Some(2.into()));
         drop((full, other, reader));
+        stop.cancel();
+        serving.await.unwrap().unwrap();
+    }
+
+    /// A document whose log holds a record that does not apply is
+    /// recovered once, not at every client's every retry: the record
+    /// will not apply next time either, and each recovery reads the
+    /// snapshot and replays the log up to it. Its clients are refused
+    /// with the same reason meanwhile; once its files change (restored,
+    /// or moved away) it is opened again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_document_that_does_not_replay_is_recovered_once() {
+        use facsimile::net::{self, ConnectOptions, NetError};
+
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("bad");
+        let mut store = crate::store::Store::open(&dir).unwrap().store;
+        store.append_message(1, b"\x01not a message");
+        store.commit().unwrap();
+        drop(store);
+        let config = ServerConfig::default()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .data_dir(data.path());
+        let server = Server::bind(config).await.unwrap();
+        let shared = server.shared.clone();
+        let addr = server.local_addr().unwrap().to_string();
+        let stop = CancellationToken::new();
+        let serving = tokio::spawn(server.run_until(stop.clone().cancelled_owned()));
+        let join = |i: usize| {
+            let addr = addr.clone();
+            async move {
+                let options = ConnectOptions::new("bad").read_only(i % 2 == 1);
+                net::connect(&addr, &format!("node-{i}"), options).await
+            }
+        };
+        // At once (waiting on the first one's recovery), then one by one.
+        let at_once = futures_util::future::join_all((0..4).map(join)).await;
+        let mut refusals = at_once;
+        for i in 4..7 {
+            refusals.push(join(i).await);
+        }
+        for r in refusals {
+            match r {
+                Err(NetError::Refused(why)) => {
+                    assert!(why.contains("cannot open document \"bad\""), "{why}");
+                }
+                r => panic!("a join of the broken document: {:?}", r.map(|_| ())),
+            }
+        }
+        assert_eq!(
+            shared.recoveries.load(Ordering::SeqCst),
+            1,
+            "recovered once"
+        );
+
+        std::fs::rename(&dir, data.path().join("bad.aside")).unwrap();
+        let fresh = net::connect(&addr, "node", ConnectOptions::new("bad"))
+            .await
+            .expect("a document whose files changed opens again");
+        assert_eq!(shared.recoveries.load(Ordering::SeqCst), 2);
+        drop(fresh);
         stop.cancel();
         serving.await.unwrap().unwrap();
     }
