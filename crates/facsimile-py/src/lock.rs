@@ -13,6 +13,7 @@ use pyo3::PyTraverseError;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use crate::errors;
 use crate::node::{Facsimile, Sent, refuse_on_io_thread, send_error_unraisable, take_interrupt};
@@ -40,14 +41,8 @@ struct LoopWaker {
 
 impl Wake for LoopWaker {
     fn wake(self: Arc<Self>) {
-        crate::exit::callback(|py| {
-            let r = self.event_loop.call_method1(
-                py,
-                "call_soon_threadsafe",
-                (self.callback.clone_ref(py),),
-            );
-            // A closed loop has nobody left to wake.
-            drop(r);
+        crate::exit::wake(&self.event_loop, |py| {
+            Ok((self.callback.clone_ref(py), PyTuple::empty(py).unbind()))
         });
     }
 }

@@ -59,13 +59,13 @@ pub(crate) fn to_asyncio<T: Send + 'static>(
     let (l, f) = (event_loop.unbind(), fut.clone().unbind());
     get().spawn(async move {
         let r = future.await;
-        crate::exit::callback(|py| {
+        crate::exit::wake(&l, |py| {
             let (ok, value) = match r.and_then(|v| convert(py, v)) {
                 Ok(v) => (true, v),
                 Err(e) => (false, e.into_value(py).into_any()),
             };
-            // A closed loop has nobody left to tell.
-            let _ = l.call_method1(py, "call_soon_threadsafe", (resolve, f, ok, value));
+            let args = (f, ok, value).into_pyobject(py)?;
+            Ok((resolve, args.unbind()))
         });
     });
     Ok(fut.unbind())
