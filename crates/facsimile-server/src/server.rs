@@ -174,6 +174,9 @@ impl Server {
     /// on the same data. The data directory is free for another relay once
     /// this returns (with documents on the runtime,
     /// [`ServerConfig::documents_on_runtime`], once their tasks end).
+    /// Dropping the future before it returns (aborting its task) stops
+    /// the relay too, without waiting: its connections close, and the
+    /// directory is free once its documents have ended, soon after.
     ///
     /// # Errors
     /// When accepting connections fails for good.
@@ -203,6 +206,10 @@ async fn serve_on(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut incoming = incoming;
+    // Also when this future is dropped before it stops the relay (its
+    // task aborted, a `select!` taking another branch): else connections
+    // and documents would go on, holding the data directory.
+    let stopping = StopOnDrop(shared.clone());
     tokio::pin!(shutdown);
     let tls = shared.config.tls.clone().map(TlsAcceptor::from);
     let router = http::router(shared.clone());
@@ -218,6 +225,7 @@ async fn serve_on(
                 }
                 None => {
                     shared.stop().await;
+                    drop(stopping);
                     return Err(io::Error::new(
                         io::ErrorKind::BrokenPipe,
                         "the listener's connections ended",
@@ -227,6 +235,7 @@ async fn serve_on(
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
                 shared.stop().await;
+                drop(stopping);
                 return Ok(());
             }
         };
@@ -399,16 +408,26 @@ pub(crate) async fn run_client(
     }
 }
 
+/// Stops the relay when dropped, as far as that can be done without
+/// waiting: connections close and documents end on their own, each
+/// letting go of the data directory as it ends.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.begin_stop();
+    }
+}
+
 impl Shared {
+    /// Stops the relay: connections close, documents end (none opens from
+    /// now on), and their threads are waited for.
     async fn stop(&self) {
-        self.stopping.cancel();
-        // The documents' threads hold the lock until they end, below; a
-        // document being opened holds it until it ends too.
-        self.data_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        self.docs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.begin_stop();
+        // Taken after the table was emptied under its lock, after the
+        // cancellation: a document opening meanwhile either started its
+        // thread under that lock before (and it is in the list), or saw
+        // the cancellation under it and started none.
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -416,6 +435,18 @@ impl Shared {
             }
         })
         .await;
+    }
+
+    /// Cancels connections and documents, and lets go of the relay's hold
+    /// on the data directory: each document's thread or task holds it
+    /// until it ends, a document being opened until it gives up.
+    fn begin_stop(&self) {
+        self.stopping.cancel();
+        self.data_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.docs.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Opens document `name` unless it is open (creating it if it is
@@ -526,6 +557,15 @@ impl Shared {
             );
         }
         let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked again, under the table's lock, now that the recovery is
+        // done: a stop that began meanwhile has taken (or will take, once
+        // it has this lock) the threads to wait for and emptied the
+        // table, and must neither miss this document's thread nor leave
+        // it in the table. The document was not served: dropping it is a
+        // crash before its first client, which loses nothing.
+        if self.stopping.is_cancelled() {
+            return Err(OpenError::Io(io::Error::other("the relay is stopping")));
+        }
         let (inbox, rx) = Inbox::new(self.config.document_budget());
         let (arm, armed) = watch::channel(None);
         let unlist = self.unlist(name, &inbox);
