@@ -137,9 +137,12 @@ async fn a_resuming_node_gets_what_it_missed_packed() {
         );
     }
     // One frame a message would be over 2,000 frames of some 20 bytes.
-    assert!(frames < 50, "{frames} frames for {end} positions");
+    // Packed, a run ends at each message of another sender in the log
+    // (more of them the longer the writes take, on a loaded machine):
+    // some 10 frames of about 5 bytes a write unloaded, 16 and 7 loaded.
+    assert!(frames < 200, "{frames} frames for {end} positions");
     assert!(
-        bytes < 6 * WRITES as usize + 2_000,
+        bytes < 10 * WRITES as usize,
         "{bytes} bytes for {WRITES} writes"
     );
 }
