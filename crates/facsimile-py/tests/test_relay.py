@@ -261,11 +261,21 @@ def test_killed_lock_holder_frees_the_lock(relay):
             holder.wait()
 
 
+def _state(pid):
+    """The state letter of process `pid` (Linux): "T" once it is stopped."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
 @contextlib.contextmanager
 def frozen(relay, at_most=8):
     """The relay stopped (SIGSTOP), for at most `at_most` seconds: it
     accepts connections and answers nothing."""
     os.kill(relay.proc.pid, signal.SIGSTOP)
+    # The signal is delivered in the relay's own time: until it stops, it
+    # may still acknowledge what the test means to leave unacknowledged.
+    while _state(relay.proc.pid) != "T":
+        time.sleep(0.001)
     thaw = threading.Timer(at_most, os.kill, (relay.proc.pid, signal.SIGCONT))
     thaw.start()
     try:
