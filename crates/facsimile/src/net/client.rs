@@ -29,8 +29,10 @@ use super::tls::TlsOptions;
 use crate::clock::Clock;
 use crate::node::{Inner, Node, Outgoing};
 
-/// A relay peer is never evicted by a client on its own: with a relay the
-/// transport decides who left, so clients only send heartbeats.
+/// A hundred years: as good as never. A relay peer is never evicted by a
+/// client on its own (with a relay the transport decides who left, so
+/// clients only send heartbeats), and a timeout too long to add to now
+/// ends this far from it.
 const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Connects a new node to the relay at `addr`, syncs the document and
