@@ -7,6 +7,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use facsimile::net::{self, ConnectOptions, Connection, Status, TlsOptions};
+use facsimile::typed::pointer;
 use facsimile::{LockEvent, Origin, Value};
 use futures_util::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -242,12 +243,9 @@ fn empty_document(addr: &str, path: &str, value: &serde_json::Value, args: &Clie
 /// The root that has `value` at `path`, building maps for keys and
 /// one-element arrays for `0` or `-`; `None` for another index.
 fn root_holding(path: &str, value: serde_json::Value) -> Option<serde_json::Value> {
-    let segments = path.strip_prefix('/')?.split('/');
-    let mut keys: Vec<String> = segments
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    keys.reverse();
-    keys.into_iter()
+    pointer::parse(path)?
+        .iter()
+        .rev()
         .try_fold(value, |inner, key| match key.as_str() {
             "0" | "-" => Some(json!([inner])),
             k if k.bytes().all(|b| b.is_ascii_digit()) => None,

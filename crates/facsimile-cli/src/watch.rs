@@ -24,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use facsimile::typed::pointer::escape;
+use facsimile::typed::pointer::{self, escape};
 use facsimile::{
     ChangeEvent, Node, ObjectId, ObjectRef, Origin, Prop, SmolStr, Subscription, Value,
 };
@@ -440,7 +440,9 @@ impl Scope {
         let parent_is_array = self.above.last().is_some_and(|a| a.array && a.next == last);
         match last.parse::<u64>() {
             Ok(i) if parent_is_array => json!(i),
-            _ => json!(last.replace("~1", "/").replace("~0", "~")),
+            _ => pointer::parse(&self.path)
+                .and_then(|mut keys| keys.pop())
+                .map_or(serde_json::Value::Null, |key| json!(key.as_str())),
         }
     }
 
