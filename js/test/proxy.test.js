@@ -1137,6 +1137,21 @@ test('reads served from the read cache are never stale', async () => {
   assert.deepStrictEqual(b.store, a.store);
 });
 
+test('close: waiting locks reject with CLOSED even when sending the goodbye throws', async () => {
+  const net = new SyncNet({ wire: 'none' });
+  const a = net.join('a');
+  const b = net.join('b');
+  a.store = { m: {} };
+  await a.lock(a.store.m);
+  const waiting = b.lock(b.store.m);
+  b.send = () => {
+    throw new Error('link down');
+  };
+  assert.throws(() => b.close(), { message: 'link down' }, 'close() reports what its goodbye threw');
+  await assert.rejects(waiting, { code: 'CLOSED' });
+  await assert.rejects(b.lock(b.store.m), { code: 'CLOSED' });
+});
+
 test('close: waiting locks reject with CLOSED, messages are ignored, the store stays readable', async () => {
   const net = new SyncNet({ wire: 'none' });
   const a = net.join('a');
