@@ -82,14 +82,16 @@ pub enum LockError {
         /// Where it is in the document, when the root reaches it.
         place: Option<Place>,
     },
-    /// The lock future was polled inside a listener (or the sender) of its
-    /// node. The node sends nothing until the listener returns, so the
-    /// request could never be answered there: the wait would last for
-    /// ever, and hold up every message of the node. Nothing was requested;
-    /// spawn the wait onto a runtime, or request the lock after the
-    /// listener returns.
+    /// The lock future was polled inside a listener (or the sender) of a
+    /// node: of its own node, or of any other on the same thread. That
+    /// node sends nothing until the listener returns, and the grant needs
+    /// its acknowledgement (or, over [`LocalNetwork`](crate::LocalNetwork),
+    /// the delivery the listener runs in to return), so the wait would
+    /// last for ever, and hold up every message of that node. Nothing was
+    /// requested; spawn the wait onto a runtime, or request the lock after
+    /// the listener returns.
     #[error(
-        "a lock cannot be awaited inside a listener (or the sender) of its node: \
+        "a lock cannot be awaited inside a listener (or the sender) of a node: \
          spawn it, or request it after the listener returns"
     )]
     InListener,
@@ -337,7 +339,8 @@ impl Drop for LockGuard {
 /// It works under any executor: it registers its waker and is woken when the
 /// lock's state changes. Over [`LocalNetwork`](crate::LocalNetwork), whose
 /// messages are delivered before the sending call returns, a plain
-/// `block_on` completes. A node makes one request per object, which
+/// `block_on` completes, except inside a listener (or the sender) of any
+/// node, where it fails at once with [`LockError::InListener`]. A node makes one request per object, which
 /// every future of the node waiting on that object shares; each grant
 /// goes to one of them, as one guard, and the others wait until that
 /// guard releases it, then ask again: a lock excludes the other tasks and
@@ -447,9 +450,19 @@ impl Future for LockFuture {
             this.finish();
             return Poll::Ready(Err(LockError::ForeignHandle));
         }
-        if this.node.holds_pump() {
-            // The request, or the acknowledgements the node owes, would
-            // leave only once this thread returns from the listener.
+        if Node::in_any_pump() {
+            // A listener or sender of some node X runs on this thread, and
+            // X sends nothing until it returns. The grant needs every live
+            // member's acknowledgement, X's too when X is this node or a
+            // peer, so the wait cannot complete here: over LocalNetwork
+            // the delivery further up this stack also holds back every
+            // message sent meanwhile; over ChannelNetwork or a connection
+            // the listener may run on the very task that drains X's
+            // messages, and if not, X's acknowledgement waits for its pump.
+            // A node of another document could be granted, but nothing
+            // here tells which document X is in, and the wait would hold
+            // up X meanwhile. Polled on another thread (a spawned task),
+            // the future waits as usual: the listener returns, X sends.
             this.finish();
             return Poll::Ready(Err(LockError::InListener));
         }
@@ -538,11 +551,13 @@ impl Node {
     /// it rejoins, the request waits too: it is made once the node is
     /// ready again (the transport rejoins on its own).
     ///
-    /// A lock cannot be awaited inside a listener of the node (or its
-    /// sender): the node sends nothing until the listener returns, so the
-    /// future fails with [`LockError::InListener`] when polled there.
-    /// Spawn it onto a runtime (a future made in a listener and polled
-    /// elsewhere works), or request the lock after the listener returns.
+    /// A lock cannot be awaited inside a listener (or the sender) of any
+    /// node, this one or another: that node sends nothing until the
+    /// listener returns, and the grant needs its acknowledgement, so the
+    /// future fails with [`LockError::InListener`] when polled on that
+    /// thread then. Spawn it onto a runtime (a future made in a listener
+    /// and polled on another thread works), or request the lock after the
+    /// listener returns.
     ///
     /// # Errors
     /// The future resolves to [`LockError::NoSender`] when the node has no
@@ -550,7 +565,7 @@ impl Node {
     /// document, [`LockError::ForeignHandle`] for a handle of another node,
     /// [`LockError::Lost`] when this node was evicted by its peers, or
     /// reloaded, while it waited, [`LockError::InListener`] when polled
-    /// inside a listener of the node, and [`LockError::Engine`] with
+    /// inside a listener (or the sender) of any node, and [`LockError::Engine`] with
     /// [`EngineError::Left`] once this node left ([`Node::leave`]), also
     /// for a future that was waiting then.
     ///

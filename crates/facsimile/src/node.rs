@@ -1180,7 +1180,7 @@ impl Node {
     ///
     /// Nothing the node has to send leaves while a listener runs, so a
     /// listener must not wait for an answer from the network: a lock
-    /// future polled inside it fails with
+    /// future polled inside it, of this node or any other, fails with
     /// [`LockError::InListener`](crate::LockError::InListener) (spawn it,
     /// or request the lock after the listener returns), and
     /// [`Node::reload`] with [`Error::InListener`]. The same holds for
@@ -1403,6 +1403,15 @@ impl Node {
     pub(crate) fn holds_pump(&self) -> bool {
         let node = std::ptr::from_ref(&*self.inner) as usize;
         PUMPING.with(|p| p.borrow().contains(&node))
+    }
+
+    /// Whether this thread runs a listener or the sender of any node, not
+    /// only this one: it holds that node's pump, and what that node is to
+    /// send leaves once they return. A wait here for an answer from the
+    /// network may need a message of that node (every member acknowledges
+    /// a lock request), and would wait for ever.
+    pub(crate) fn in_any_pump() -> bool {
+        PUMPING.with(|p| !p.borrow().is_empty())
     }
 
     /// Hands every message queued so far to the sender before returning,

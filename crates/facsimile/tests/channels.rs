@@ -231,3 +231,63 @@ async fn an_evicted_node_that_is_alive_becomes_ready_again() {
     assert_eq!(a.root_map().unwrap().get("n"), Some(Value::Int(1)));
     assert_eq!(a.snapshot(), b.snapshot());
 }
+
+/// A listener of a, run on the task that applies what reaches a, that
+/// waits on a lock of b is refused at once: b's request waits in a's
+/// channel, which that very task drains, and the grant needs a's
+/// acknowledgement. A lock of b spawned from the listener is granted.
+/// On a runtime of a thread of its own, so that a wait for ever fails the
+/// test instead of hanging it.
+#[test]
+fn a_lock_awaited_inside_a_listener_of_another_node_fails() {
+    use facsimile::{LockError, Prop};
+
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _ = done.send(runtime.block_on(async {
+            let net = ChannelNetwork::new();
+            let a = net.join("a");
+            let b = net.join("b");
+            b.set_root(json!({"k": 0, "m": 0})).expect("root");
+            net.settled().await;
+            let (refused_tx, mut refused) = tokio::sync::mpsc::unbounded_channel();
+            let (spawned_tx, mut spawned) = tokio::sync::mpsc::unbounded_channel();
+            let b2 = b.clone();
+            a.on_change(move |ev| {
+                let root = b2.root_map().expect("root");
+                match ev.prop() {
+                    Some(Prop::Key(k)) if k == "k" => {
+                        let locked = futures_executor::block_on(b2.lock(&root));
+                        let _ = refused_tx.send(locked.map(|g| g.is_held()));
+                    }
+                    Some(Prop::Key(k)) if k == "m" => {
+                        let locking = b2.lock(&root);
+                        let _ = spawned_tx.send(tokio::spawn(async move {
+                            locking.await.map(|g| g.is_held())
+                        }));
+                    }
+                    _ => {}
+                }
+            })
+            .detach();
+
+            b.root_map().unwrap().set("k", 1).expect("write");
+            let refused = refused.recv().await.expect("the listener returned");
+            assert_eq!(refused, Err(LockError::InListener));
+            let guard = b.lock(b.root_map().unwrap()).await.expect("b locks");
+            drop(guard);
+
+            b.root_map().unwrap().set("m", 1).expect("write");
+            let spawned = spawned.recv().await.expect("the listener returned");
+            assert_eq!(spawned.await.expect("joined"), Ok(true));
+        }));
+    });
+    outcome
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a lock awaited in a listener: the scenario panicked (above) or hung for 20 s");
+}

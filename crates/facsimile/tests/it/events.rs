@@ -654,6 +654,101 @@ fn a_lock_awaited_inside_a_listener_fails_and_the_node_keeps_sending() {
     );
 }
 
+/// A listener of a that waits on a lock of b is refused at once too: b's
+/// grant needs a's acknowledgement, which leaves only once a's listener
+/// returns. a keeps sending, and a lock of b made in a's listener and
+/// polled on another thread is granted.
+#[test]
+fn a_lock_of_another_node_awaited_inside_a_listener_fails() {
+    use facsimile::LockError;
+    use futures_executor::block_on;
+
+    use std::time::Duration;
+    within(
+        Duration::from_secs(10),
+        "a lock of another node awaited in a listener",
+        || {
+            let net = LocalNetwork::new();
+            let a = net.join("a");
+            let b = net.join("b");
+            a.set_root(json!({"k": 0, "m": 0})).unwrap();
+            let (refused_tx, refused) = std::sync::mpsc::channel();
+            let (spawned_tx, spawned) = std::sync::mpsc::channel();
+            let b2 = b.clone();
+            a.on_change(move |ev| {
+                let root = b2.root_map().unwrap();
+                match ev.prop() {
+                    Some(Prop::Key(k)) if k == "k" => {
+                        let _ = refused_tx.send(block_on(b2.lock(&root)).map(|g| g.is_held()));
+                    }
+                    Some(Prop::Key(k)) if k == "m" => {
+                        let locking = b2.lock(&root);
+                        let _ = spawned_tx.send(std::thread::spawn(move || {
+                            block_on(locking).map(|g| g.is_held())
+                        }));
+                    }
+                    _ => {}
+                }
+            })
+            .detach();
+
+            let r = a.root_map().unwrap();
+            let writer = std::thread::spawn(move || r.set("k", 1));
+            let refused = refused
+                .recv_timeout(Duration::from_secs(3))
+                .expect("the listener returned");
+            assert_eq!(refused, Err(LockError::InListener));
+            writer.join().unwrap().unwrap();
+            assert_eq!(b.get("/k"), Some(Value::Int(1)));
+            drop(block_on(b.lock(b.root_map().unwrap())).unwrap());
+
+            a.root_map().unwrap().set("m", 1).unwrap();
+            let spawned = spawned
+                .recv_timeout(Duration::from_secs(3))
+                .expect("the listener returned");
+            assert_eq!(spawned.join().unwrap(), Ok(true));
+        },
+    );
+}
+
+/// A listener of b, run as c's message is delivered to it, that waits on
+/// a lock of a is refused at once: the network sends a's request only once
+/// the delivery of c's message, further up the same thread, returns.
+#[test]
+fn a_lock_awaited_in_a_listener_during_another_node_s_delivery_fails() {
+    use facsimile::LockError;
+    use futures_executor::block_on;
+
+    use std::time::Duration;
+    within(
+        Duration::from_secs(10),
+        "a lock awaited in a listener during another node's delivery",
+        || {
+            let net = LocalNetwork::new();
+            let (a, b, c) = (net.join("a"), net.join("b"), net.join("c"));
+            a.set_root(json!({"k": 0})).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let a2 = a.clone();
+            b.on_change(move |ev| {
+                if matches!(ev.prop(), Some(Prop::Key(k)) if k == "k") {
+                    let _ = tx.send(block_on(a2.lock(a2.root_map().unwrap())).map(|g| g.is_held()));
+                }
+            })
+            .detach();
+
+            let r = c.root_map().unwrap();
+            let writer = std::thread::spawn(move || r.set("k", 1));
+            let refused = rx
+                .recv_timeout(Duration::from_secs(3))
+                .expect("the listener returned");
+            assert_eq!(refused, Err(LockError::InListener));
+            writer.join().unwrap().unwrap();
+            assert_eq!(a.get("/k"), Some(Value::Int(1)));
+            drop(block_on(a.lock(a.root_map().unwrap())).unwrap());
+        },
+    );
+}
+
 /// `Node::reload` inside one of the node's listeners is refused instead of
 /// waiting for ever for the pump the listener runs under.
 #[test]
