@@ -14,10 +14,11 @@
 //!   switching variants at once cannot merge into a map of two variants);
 //! - an array keeps its longest common prefix and suffix; in the middle,
 //!   elements equal to new items are kept and moved into the new order,
-//!   the rest paired in order and diffed in place, the difference deleted
-//!   or inserted ([`Differ::list`]): a push, a pop, an insert or a removal
-//!   anywhere, or a change of one element costs one write, and a reorder
-//!   moves elements instead of rewriting them;
+//!   the rest paired by likeness and diffed in place, the difference
+//!   deleted or inserted ([`Differ::list`], [`Differ::pair`]): a push, a
+//!   pop, an insert or a removal anywhere, or a change of one element
+//!   costs one write, a reorder moves elements instead of rewriting them,
+//!   and a changed element is written where it is;
 //! - a scalar that differs, or a value whose kind differs, is rewritten in
 //!   its parent slot (a new object when the value is a map or an array). An
 //!   integer in the store holds a float of the tree as [`Numbers`] says.
@@ -456,6 +457,11 @@ fn longest_increasing(order: &[usize]) -> usize {
     tails.len()
 }
 
+/// How many (item, element) pairs [`Differ::pair`] scores at least (more
+/// in a long array: four per element and item of its middle); past that
+/// it pairs them in order.
+const MAX_PAIRS: usize = 1024;
+
 /// How deep signatures look into maps: below, a map is only a map.
 const SIG_DEPTH: usize = 3;
 // Signature tags.
@@ -834,14 +840,16 @@ impl<'t> Differ<'_, 't> {
     /// Diffs an array. Its longest common prefix and suffix stay; in the
     /// middle, each new item equal to an old element keeps that element
     /// (equal ones in their order), the items and elements left are
-    /// paired in order and each pair diffed in place, and then the
-    /// elements no item keeps are deleted, the kept ones moved into the
-    /// new order ([`Replica::list_reorder`], which moves only those
-    /// outside the longest run already in order), and the items that keep
-    /// none inserted. A sort or a rotation therefore moves elements, which
-    /// keeps their identity: another node's concurrent edit of an element
-    /// stays with it, where rewriting each position with its new value
-    /// would land it on whatever element took that position.
+    /// paired by likeness ([`Differ::pair`]) and each pair diffed in
+    /// place, and then the elements no item keeps are deleted, the kept
+    /// ones moved into the new order ([`Replica::list_reorder`], which
+    /// moves only those outside the longest run already in order), and
+    /// the items that keep none inserted. A sort or a rotation therefore
+    /// moves elements, and a changed element is written where it is,
+    /// whatever was removed or inserted around it, which keeps their
+    /// identity: another node's concurrent edit of an element stays with
+    /// it, where rewriting each position with its new value would land it
+    /// on whatever element took that position.
     fn list(&mut self, o: ObjectId, items: &'t [Tree]) -> Result<(), ConvError> {
         let old = self
             .r
@@ -868,17 +876,10 @@ impl<'t> Differ<'_, 't> {
         for &i in source.iter().flatten() {
             kept[i] = true;
         }
-        let mut left = (prefix..old_end)
-            .filter(|&i| !kept[i])
-            .collect::<Vec<_>>()
-            .into_iter();
+        let pairs = self.pair(&old, items, prefix, (old_end, new_end), &source, &kept);
         let mut sets = Vec::new();
-        for (j, s) in source.iter_mut().enumerate() {
-            if s.is_some() {
-                continue;
-            }
-            let Some(i) = left.next() else { break };
-            *s = Some(i);
+        for (j, i) in pairs {
+            source[j] = Some(i);
             kept[i] = true;
             let at = prefix + j;
             if let Some(input) = self.diff(&old[i], &items[at]).map_err(|e| e.at_index(at))? {
@@ -946,13 +947,172 @@ impl<'t> Differ<'_, 't> {
         Ok(())
     }
 
+    /// Pairs the items of the middle (`prefix..new_end`) that keep no
+    /// element (`source`, relative to `prefix`) with the elements
+    /// (`prefix..old_end`) none keeps, to be diffed in place: which pairs
+    /// it makes decides which element takes each changed value, so that a
+    /// removal or an insertion beside a change does not write one
+    /// element's value over another's. Each pair is scored by its
+    /// [`Differ::likeness`], and the most alike are paired first; at equal
+    /// likeness, an element that is not a shared object another copy has
+    /// diffed otherwise ([`Differ::revisit`] would write that copy's
+    /// change through it, or refuse the update), then the element nearer
+    /// the item's place among the kept ones, then the first item and
+    /// element. A pair with nothing alike is made only between elements
+    /// and items that sit between the same kept neighbours (the element
+    /// changed where it is, so that a change of one element stays one
+    /// write); elsewhere the element is deleted and the item inserted.
+    /// Returns `(item, element)` pairs, items relative to `prefix`, in
+    /// item order.
+    ///
+    /// Past [`MAX_PAIRS`] scored pairs the left-overs are paired in order,
+    /// skipping the shared objects a pair would write through.
+    fn pair(
+        &mut self,
+        old: &[CoreValue],
+        items: &'t [Tree],
+        prefix: usize,
+        (old_end, new_end): (usize, usize),
+        source: &[Option<usize>],
+        kept: &[bool],
+    ) -> Vec<(usize, usize)> {
+        let elements: Vec<usize> = (prefix..old_end).filter(|&i| !kept[i]).collect();
+        let free: Vec<usize> = (0..source.len()).filter(|&j| source[j].is_none()).collect();
+        let mut out = Vec::new();
+        if elements.is_empty() || free.is_empty() {
+            return out;
+        }
+        let bound = MAX_PAIRS.max(4 * (old_end - prefix + source.len()));
+        if elements.len().saturating_mul(free.len()) > bound {
+            let mut left = elements.into_iter();
+            for j in free {
+                let t = &items[prefix + j];
+                let Some(i) = left.by_ref().find(|&i| !self.written_through(&old[i], t)) else {
+                    break;
+                };
+                out.push((j, i));
+            }
+            return out;
+        }
+        // Each item's kept neighbours, as (item, element) in absolute
+        // positions: the prefix's last and the suffix's first bound the
+        // middle.
+        let at = |x: usize| x as i64;
+        let mut before = Vec::with_capacity(source.len());
+        let mut last = (at(prefix) - 1, at(prefix) - 1);
+        for (j, s) in source.iter().enumerate() {
+            before.push(last);
+            if let Some(i) = s {
+                last = (at(prefix + j), at(*i));
+            }
+        }
+        let mut after = vec![(0, 0); source.len()];
+        let mut next = (at(new_end), at(old_end));
+        for (j, s) in source.iter().enumerate().rev() {
+            after[j] = next;
+            if let Some(i) = s {
+                next = (at(prefix + j), at(*i));
+            }
+        }
+        let mut scored = Vec::new();
+        for &j in &free {
+            let t = &items[prefix + j];
+            let a = at(prefix + j);
+            let ((p, sp), (q, sq)) = (before[j], after[j]);
+            for &i in &elements {
+                let e = at(i);
+                let alike = self.likeness(&old[i], t);
+                let between = sp < e && e < sq;
+                if alike == 0 && !between {
+                    continue;
+                }
+                // Where the item would be among the old elements, counted
+                // from either kept neighbour.
+                let distance = (e - (sp + a - p)).abs().min((e - (sq - (q - a))).abs());
+                let through = self.written_through(&old[i], t);
+                scored.push((std::cmp::Reverse(alike), through, distance, j, i));
+            }
+        }
+        scored.sort_unstable();
+        let mut item_done = vec![false; source.len()];
+        let mut element_done = vec![false; old_end];
+        for (_, _, _, j, i) in scored {
+            if !item_done[j] && !element_done[i] {
+                item_done[j] = true;
+                element_done[i] = true;
+                out.push((j, i));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// How much of `new` the stored `cur` already holds: the fields of a
+    /// struct and the entries of a map whose stored value is
+    /// [`Differ::equal`] to the item's, one more inside the variant a map
+    /// holds alone, the items of an array (a tuple, a nested `Vec`) equal
+    /// at their index, and a scalar's one when it is equal. A field the item lacks (`None`)
+    /// counts for nothing, being alike in every element that lacks it.
+    fn likeness(&mut self, cur: &CoreValue, new: &Tree) -> usize {
+        match (self.map_kind(cur), new) {
+            (Some((o, ObjectKind::Map)), Tree::Struct(fields)) => {
+                let mut n = 0;
+                for (k, t) in fields {
+                    let alike = match (self.get(o, k).ok().flatten(), t) {
+                        (_, Tree::Absent) => false,
+                        (Some(v), t) => self.equal(&v, t),
+                        (None, t) => self.defaulted(o, k, t),
+                    };
+                    n += usize::from(alike);
+                }
+                n
+            }
+            (Some((o, ObjectKind::Map)), Tree::Map(entries)) => {
+                let mut n = 0;
+                for (k, t) in entries {
+                    if let Some(v) = self.get(o, k).ok().flatten() {
+                        n += usize::from(self.equal(&v, t));
+                    }
+                }
+                n
+            }
+            (Some((o, ObjectKind::Map)), Tree::Variant(name, t)) => {
+                match self.get(o, name).ok().flatten() {
+                    Some(v) if self.r.map_len(o).is_ok_and(|n| n == 1) => 1 + self.likeness(&v, t),
+                    _ => 0,
+                }
+            }
+            (Some((o, ObjectKind::Array)), Tree::Seq(items)) => {
+                let values = self.r.list_values(o).unwrap_or_default();
+                let mut n = 0;
+                for (v, t) in values.iter().zip(items) {
+                    n += usize::from(self.equal(v, t));
+                }
+                n
+            }
+            (_, Tree::Scalar(_) | Tree::Single(_)) => usize::from(self.equal(cur, new)),
+            _ => 0,
+        }
+    }
+
+    /// Whether diffing `new` into the stored `cur` would meet a shared
+    /// object another copy diffed otherwise ([`Differ::revisit`]): it
+    /// would write through that object the change of a copy the other
+    /// reference left as stored, or refuse the update.
+    fn written_through(&self, cur: &CoreValue, new: &Tree) -> bool {
+        cur.as_ref_id()
+            .and_then(|o| self.visits.get(&o))
+            .is_some_and(|first| !first.same(new))
+    }
+
     /// For each item of `new`, an element of `old` it equals, if any: equal
     /// ones paired in order, each element at most once. Items are grouped
     /// by [`shape`], and the elements bucketed by their [`Differ::sig`]
     /// under each group's shape (a few shapes only), so that the deep
     /// comparisons are between likely equals, and their number is
-    /// bounded: when it runs out, the items left match nothing and are
-    /// diffed in place, which costs writes, never correctness.
+    /// bounded: when it runs out, the items left match nothing here, and
+    /// [`Differ::pair`] pairs them by likeness, where the element an item
+    /// equals is as alike as any, so that the bound seldom costs a write.
     fn matches(&mut self, old: &[CoreValue], new: &'t [Tree]) -> Vec<Option<usize>> {
         const SHAPES: usize = 8;
         let mut out = vec![None; new.len()];

@@ -46,15 +46,19 @@
 //!   variants at once end with one variant, never a map of two);
 //! - a `Vec` keeps its longest common prefix and suffix. Between them,
 //!   each new element equal to an old one keeps that element (its
-//!   identity, and its place in the engine's movable list), the others
-//!   are paired with the old elements left in order and diffed in place,
-//!   and then what is left over is deleted or inserted and the kept
-//!   elements are moved into the new order. A push, a pop, an insertion
-//!   or removal anywhere, or a change of one element costs one write; a
-//!   sort, a reverse or a rotation costs one move per element outside the
-//!   longest run already in order (a rotation one), and no field write.
-//!   Because elements move rather than being rewritten where they land,
-//!   another node's concurrent edit of an element stays on that element.
+//!   identity, and its place in the engine's movable list); each of the
+//!   others is paired with the old element left most like it (the most
+//!   fields or entries already equal; at equal likeness the nearer one)
+//!   and diffed in place, an element with nothing alike only where it
+//!   stands between the same kept neighbours; and then what is left over
+//!   is deleted or inserted and the kept elements are moved into the new
+//!   order. A push, a pop, an insertion or removal anywhere, or a change
+//!   of one element costs one write, also beside a removal or an
+//!   insertion; a sort, a reverse or a rotation costs one move per
+//!   element outside the longest run already in order (a rotation one),
+//!   and no field write. Because elements move rather than being
+//!   rewritten where they land, another node's concurrent edit of an
+//!   element stays on that element.
 //!
 //! A float field reads a stored integer. `update` compares a float with a
 //! stored integer as it read it (the integer as a float, bit for bit), so

@@ -1807,3 +1807,194 @@ fn a_typed_reorder_too_large_with_the_rest_changes_nothing() {
         assert_eq!(b.get("/v/0"), Some(Value::Int(20)), "{format:?}");
     }
 }
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Member {
+    name: String,
+    score: i64,
+    team: Option<String>,
+}
+
+fn member(name: &str, score: i64) -> Member {
+    Member {
+        name: name.into(),
+        score,
+        team: None,
+    }
+}
+
+/// An update that removes or inserts an element and changes another
+/// writes the change on the element it changed: the removed element is
+/// deleted and the inserted one inserted, where pairing what is left in
+/// order wrote one element's value over another's.
+#[test]
+fn a_removal_or_insertion_with_a_change_writes_the_changed_element() {
+    let p = Pair::new();
+    p.editor
+        .set_root_from(&vec![member("ann", 1), member("bob", 2)])
+        .unwrap();
+    p.settle();
+    let bob = p.peer.get("/1").unwrap();
+    p.editor
+        .update(|v: &mut Vec<Member>| {
+            v.remove(0);
+            v[0].score = 3;
+        })
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("ListDelete", 1), ("MapSet", 1)]));
+    assert_eq!(p.peer.get("/0"), Some(bob.clone()), "bob's own object");
+    assert_eq!(p.peer.root_as::<Vec<Member>>().unwrap(), [member("bob", 3)]);
+
+    p.editor
+        .update(|v: &mut Vec<Member>| {
+            v.insert(0, member("cy", 7));
+            v[1].score += 1;
+        })
+        .unwrap();
+    assert_eq!(
+        p.take(),
+        Sent::of(1, &[("ListInsert", 1), ("NewMap", 1), ("MapSet", 1)])
+    );
+    assert_eq!(p.peer.get("/1"), Some(bob), "bob's own object");
+
+    // A reverse with two of three changed moves them, and writes each
+    // change on its own element.
+    p.editor
+        .set_root_from(&vec![member("p0", 0), member("p1", 1), member("p2", 2)])
+        .unwrap();
+    p.settle();
+    let (p0, p2) = (p.peer.get("/0").unwrap(), p.peer.get("/2").unwrap());
+    p.editor
+        .update(|v: &mut Vec<Member>| {
+            v.reverse();
+            v[0].score = 20;
+            v[2].score = 10;
+        })
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("ListMove", 2), ("MapSet", 2)]));
+    assert_eq!(p.peer.get("/0"), Some(p2));
+    assert_eq!(p.peer.get("/2"), Some(p0));
+
+    // Scalars: the change goes to the element between the same neighbours.
+    p.editor.set_root_from(&vec![1, 2, 3, 4]).unwrap();
+    p.settle();
+    p.editor
+        .update(|v: &mut Vec<i64>| {
+            v.remove(0);
+            v[1] = 9;
+        })
+        .unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("ListDelete", 1), ("ListSet", 1)]));
+    assert_eq!(p.peer.root_as::<Vec<i64>>().unwrap(), [2, 9, 4]);
+}
+
+/// Another node's concurrent edit of an element stays on it through an
+/// update that removes the element before it and changes it.
+#[test]
+fn a_concurrent_edit_stays_on_its_element_through_a_removal_and_a_change() {
+    for (wire, net) in crate::manual_networks(7) {
+        let a = net.join("a");
+        let b = net.join("b");
+        a.set_root_from(&vec![member("ann", 1), member("bob", 2)])
+            .unwrap();
+        net.run();
+        a.update(|v: &mut Vec<Member>| {
+            v.remove(0);
+            v[0].score = 3;
+        })
+        .unwrap();
+        b.update(|v: &mut Vec<Member>| v[1].team = Some("red".into()))
+            .unwrap();
+        net.run();
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+        let mut bob = member("bob", 3);
+        bob.team = Some("red".into());
+        assert_eq!(a.root_as::<Vec<Member>>().unwrap(), [bob], "{wire}");
+    }
+}
+
+/// Removing a shared object from a `Vec` while changing its neighbour
+/// writes the neighbour, not the shared object, which the update left as
+/// it was through its other reference.
+#[test]
+fn removing_a_shared_element_and_changing_its_neighbour_leaves_the_shared_object() {
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct M {
+        n: i64,
+    }
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct Doc {
+        a: M,
+        list: Vec<M>,
+    }
+    let p = Pair::new();
+    p.editor
+        .set_root(json!({"a": {"n": 1}, "list": [{"n": 2}]}))
+        .unwrap();
+    let x = p.editor.get("/a").unwrap();
+    p.editor
+        .get("/list")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .insert(0, x)
+        .unwrap();
+    p.settle();
+    p.editor
+        .update(|d: &mut Doc| {
+            d.list.remove(0);
+            d.list[0].n = 7;
+        })
+        .unwrap();
+    let want = Doc {
+        a: M { n: 1 },
+        list: vec![M { n: 7 }],
+    };
+    assert_eq!(p.editor.root_as::<Doc>().unwrap(), want);
+    assert_eq!(p.take(), Sent::of(1, &[("ListDelete", 1), ("MapSet", 1)]));
+    assert_eq!(p.peer.root_as::<Doc>().unwrap(), want);
+}
+
+/// Past the bound on the pairs scored, what is left is paired in order;
+/// the value written is still the value, and a shared object the other
+/// reference left as it was is still not written through.
+#[test]
+fn a_large_pairing_in_order_writes_the_value_and_no_shared_object() {
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct Doc {
+        a: Member,
+        list: Vec<Member>,
+    }
+    let p = Pair::new();
+    let list: Vec<Member> = (0..60).map(|i| member(&format!("m{i}"), i)).collect();
+    p.editor
+        .set_root_from(&Doc {
+            a: member("x", -1),
+            list,
+        })
+        .unwrap();
+    let x = p.editor.get("/a").unwrap();
+    p.editor
+        .get("/list")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .insert(0, x)
+        .unwrap();
+    p.settle();
+    let mut model: Doc = p.editor.root_as().unwrap();
+    // 59 items left over against 60 elements: in order.
+    let edit = |d: &mut Doc| {
+        d.list.remove(0);
+        d.list.reverse();
+        for m in &mut d.list {
+            m.name.push('!');
+        }
+    };
+    edit(&mut model);
+    p.editor.update(edit).unwrap();
+    assert_eq!(p.editor.root_as::<Doc>().unwrap(), model);
+    assert_eq!(model.a, member("x", -1));
+    p.deliver();
+    assert_eq!(p.peer.root_as::<Doc>().unwrap(), model);
+}
