@@ -24,8 +24,9 @@
 //! `Option::None` in a struct field is an absent key, so setting a field to
 //! `None` sends one delete and an absent key reads as `None`; a key holding
 //! `Null` also reads as `None` and is left alone when the field stays
-//! `None`. Elsewhere (an element of a `Vec`, a map value) `None` is `Null`,
-//! so that the element or the entry stays.
+//! `None`. Elsewhere (an element of a `Vec`, a map value, inside a newtype
+//! such as `struct W(Option<T>)`) `None` is `Null`, as in serde_json, so
+//! that the element, the entry or the field stays.
 //!
 //! # What a write sends
 //! A typed write diffs the value against the store and sends the smallest

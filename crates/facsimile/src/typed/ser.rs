@@ -19,7 +19,7 @@ pub(crate) enum Tree {
     Single(f32),
     /// `Option::None` in a struct field, or a field skipped by
     /// `skip_serializing_if`: the key is absent. Anywhere else `None` is
-    /// stored as `Null`.
+    /// stored as `Null` (in a newtype too, even in a struct field).
     Absent,
     /// A sequence, tuple or tuple struct: an array.
     Seq(Vec<Tree>),
@@ -237,7 +237,10 @@ impl ser::Serializer for TreeSer {
         _name: &'static str,
         value: &T,
     ) -> Result<Tree, ConvError> {
-        value.serialize(TreeSer)
+        // A newtype of `None` is null, as in serde_json: its derive reads
+        // it with `deserialize_newtype_struct`, which a missing key does not
+        // answer with `None` (only `Option` itself reads one as `None`).
+        Ok(value.serialize(TreeSer)?.present())
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,

@@ -1998,3 +1998,41 @@ fn a_large_pairing_in_order_writes_the_value_and_no_shared_object() {
     p.deliver();
     assert_eq!(p.peer.root_as::<Doc>().unwrap(), model);
 }
+
+/// A newtype around an `Option` holding `None` is stored as null (as
+/// serde_json stores it), in a struct field and a struct variant's field,
+/// and reads back: only `Option` itself in a struct field is an absent
+/// key.
+#[test]
+fn a_newtype_of_none_in_a_struct_field_is_null() {
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct W(Option<i64>);
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    enum E {
+        V { w: W },
+    }
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct S {
+        w: W,
+        e: E,
+    }
+    let p = Pair::new();
+    let none = S {
+        w: W(None),
+        e: E::V { w: W(None) },
+    };
+    p.editor.set_root_from(&none).unwrap();
+    p.settle();
+    assert_eq!(
+        p.peer.root().to_json().unwrap(),
+        serde_json::to_value(&none).unwrap()
+    );
+    assert_eq!(p.peer.root_as::<S>().unwrap(), none);
+    p.editor.update(|s: &mut S| s.w = W(Some(1))).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    p.editor.update(|s: &mut S| s.w = W(None)).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 1)]));
+    p.editor.update(|_: &mut S| {}).unwrap();
+    assert_eq!(p.take(), Sent::default());
+    assert_eq!(p.peer.root_as::<S>().unwrap(), none);
+}
