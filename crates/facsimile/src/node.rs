@@ -1182,7 +1182,8 @@ impl Node {
     /// listener must not wait for an answer from the network: a lock
     /// future polled inside it, of this node or any other, fails with
     /// [`LockError::InListener`](crate::LockError::InListener) (spawn it,
-    /// or request the lock after the listener returns), and
+    /// or request the lock after the listener returns), a connection's
+    /// `flush` or `close` (of any node) with `NetError::InListener`, and
     /// [`Node::reload`] with [`Error::InListener`]. The same holds for
     /// every `on_*` listener and for the sender.
     ///
@@ -1409,7 +1410,9 @@ impl Node {
     /// only this one: it holds that node's pump, and what that node is to
     /// send leaves once they return. A wait here for an answer from the
     /// network may need a message of that node (every member acknowledges
-    /// a lock request), and would wait for ever.
+    /// a lock request), and would wait for ever; so would a wait for a
+    /// pump (a flush), held by this thread or by another whose listener
+    /// waits for this thread's pump in turn.
     pub(crate) fn in_any_pump() -> bool {
         PUMPING.with(|p| !p.borrow().is_empty())
     }

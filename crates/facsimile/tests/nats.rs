@@ -1261,3 +1261,56 @@ async fn close_reports_writes_refused_after_a_lapse() {
         "the write is applied nowhere"
     );
 }
+
+/// A flush or a close awaited inside a listener is refused at once: of the
+/// listening node's own connection, which hands its messages over under the
+/// pump the listener holds, and of another node's, whose pump another
+/// thread's listener may hold while it waits for this one's. Nothing is
+/// done: outside the listener both connections flush. The scenario runs on
+/// a thread of its own, so that a wait for ever fails the test instead of
+/// hanging it.
+#[test]
+fn a_flush_or_close_inside_a_listener_is_refused() {
+    use facsimile::net::NetError;
+
+    let server = Server::start();
+    let url = server.url();
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = done.send(runtime.block_on(async move {
+            let a = join(&url, "alpha", options("in-listener")).await;
+            a.node().set_root(json!({"k": 0})).unwrap();
+            a.flush().await.unwrap();
+            let b = join(&url, "bravo", options("in-listener")).await;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (a2, b2) = (a.clone(), b.clone());
+            a.node()
+                .on_change(move |_| {
+                    let own = futures_executor::block_on(a2.flush());
+                    let other = futures_executor::block_on(b2.flush());
+                    let close = futures_executor::block_on(a2.clone().close(PATIENCE));
+                    let _ = tx.send([own, other, close]);
+                })
+                .detach();
+            // Written on a thread of its own, which runs the listener.
+            let root = a.node().root_map().unwrap();
+            let writer = std::thread::spawn(move || root.set("k", 1));
+            let refused = rx.recv().await.expect("the listener returned");
+            for r in refused {
+                assert!(matches!(r, Err(NetError::InListener)), "{r:?}");
+            }
+            writer.join().unwrap().unwrap();
+            a.flush().await.unwrap();
+            b.flush().await.unwrap();
+            converged(&[a.node(), b.node()]).await;
+        }));
+    });
+    outcome
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a flush in a listener: the scenario panicked (above) or hung for 60 s");
+}

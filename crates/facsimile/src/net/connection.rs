@@ -146,8 +146,18 @@ impl Connection {
     /// by the flushes under way then, or else by the next one). Over NATS,
     /// the writes the node made again after its lease ran out are waited
     /// for in their new messages, and only the others are reported;
-    /// [`NetError::Closed`] when the connection was closed first.
+    /// [`NetError::Closed`] when the connection was closed first;
+    /// [`NetError::InListener`] when awaited inside a listener (or the
+    /// sender) of any node, which it would wait for ever for (spawn it, or
+    /// flush after the listener returns).
     pub async fn flush(&self) -> Result<(), NetError> {
+        // The node's messages are handed over under its pump. This
+        // thread holds this node's pump (a deadlock), or another node's,
+        // whose listener on another thread may be waiting in turn for
+        // this node's pump: no thread waits for a pump while it holds one.
+        if Node::in_any_pump() {
+            return Err(NetError::InListener);
+        }
         // Messages the node queued but has not handed to the transport yet
         // (a listener's writes, or writes another thread's pump is still
         // sending) are handed over before the target is taken.
@@ -238,8 +248,14 @@ impl Connection {
     /// `timeout`, and closes the connection.
     ///
     /// # Errors
-    /// As [`Connection::flush`], and [`NetError::Timeout`].
+    /// As [`Connection::flush`], and [`NetError::Timeout`]. Awaited inside
+    /// a listener, it does nothing: the node stays, connected.
     pub async fn close(self, timeout: Duration) -> Result<(), NetError> {
+        // Before the node leaves: its flushes would be refused, and the
+        // connection shut without the goodbye acknowledged.
+        if Node::in_any_pump() {
+            return Err(NetError::InListener);
+        }
         // The writes first: a node that left reads nothing more, and over
         // NATS it is its own frames read back that tell a write the log
         // refused (one that raced another node's lock grant, or came after

@@ -143,4 +143,18 @@ pub enum NetError {
         /// Its length in bytes.
         len: usize,
     },
+    /// [`Connection::flush`](super::Connection::flush) or
+    /// [`Connection::close`](super::Connection::close) was awaited inside a
+    /// listener (or the sender) of a node, this connection's or any other,
+    /// on the same thread. The listener runs inside that node's pump, which
+    /// it holds until it returns, and the flush hands over the node's
+    /// messages under the node's pump: it would wait for ever for this
+    /// thread's own, or for another thread's whose listener waits for this
+    /// one in turn. Nothing was done; spawn the wait onto a runtime, or
+    /// flush after the listener returns.
+    #[error(
+        "a connection cannot be flushed or closed inside a listener (or the sender) of a node: \
+         spawn it, or call it after the listener returns"
+    )]
+    InListener,
 }
