@@ -418,19 +418,12 @@ fn single_matches(cur: &CoreValue, new: f32, numbers: Numbers) -> bool {
     }
 }
 
-/// Map entries sorted by key, the last of duplicate keys kept.
+/// Map entries sorted by key (each key is there once: the serializer kept
+/// the last of a key serialized twice).
 fn sorted(entries: &[(SmolStr, Tree)]) -> Vec<&(SmolStr, Tree)> {
     let mut entries: Vec<&(SmolStr, Tree)> = entries.iter().collect();
-    // Stable: of duplicate keys, the last stays last.
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out: Vec<&(SmolStr, Tree)> = Vec::with_capacity(entries.len());
-    for e in entries {
-        match out.last_mut() {
-            Some(last) if last.0 == e.0 => *last = e,
-            _ => out.push(e),
-        }
-    }
-    out
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries
 }
 
 /// What stands for the moves of a reorder in [`Replica::check_room`],
@@ -1261,9 +1254,6 @@ impl<'t> Differ<'_, 't> {
                 // Taken while `equal` borrows `self`, and put back.
                 let read = self.declared.entries.remove(&o);
                 let eq = match &read {
-                    // Duplicate keys in `entries` make it look longer than
-                    // the map it would become: count as different, which
-                    // only costs a finer diff.
                     None => {
                         len == entries.len()
                             && entries

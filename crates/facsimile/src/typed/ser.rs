@@ -3,7 +3,10 @@
 //! undeclared keys a diff must leave alone) and which are enum variants
 //! (which a diff replaces whole).
 
+use std::collections::hash_map::Entry;
+
 use facsimile_core::{Input as CoreInput, Value as CoreValue};
+use rustc_hash::FxHashMap;
 use serde::ser::{self, Serialize};
 use smol_str::SmolStr;
 
@@ -24,7 +27,7 @@ pub(crate) enum Tree {
     /// A sequence, tuple or tuple struct: an array.
     Seq(Vec<Tree>),
     /// A map (`HashMap`, `BTreeMap`, a flattened struct): the key set is
-    /// exactly this one.
+    /// exactly this one, each key once.
     Map(Vec<(SmolStr, Tree)>),
     /// A struct: these fields, and no opinion about other keys.
     Struct(Vec<(&'static str, Tree)>),
@@ -442,8 +445,31 @@ impl ser::SerializeMap for MapSer {
         Ok(())
     }
     fn end(self) -> Result<Tree, ConvError> {
-        Ok(Tree::Map(self.entries))
+        Ok(Tree::Map(last_of_each(self.entries)))
     }
+}
+
+/// The entries with each key once, holding its last value. serde_json keeps
+/// the last of a key serialized twice (a flattened struct's field and an
+/// entry of the same name); the engine, creating a map, keeps the first,
+/// and a diff would then write the last over it each time.
+fn last_of_each(entries: Vec<(SmolStr, Tree)>) -> Vec<(SmolStr, Tree)> {
+    // Keys in order (a `BTreeMap`'s) repeat none: nothing to look up.
+    if entries.windows(2).all(|w| w[0].0 < w[1].0) {
+        return entries;
+    }
+    let mut at: FxHashMap<SmolStr, usize> = FxHashMap::default();
+    let mut out: Vec<(SmolStr, Tree)> = Vec::with_capacity(entries.len());
+    for (k, t) in entries {
+        match at.entry(k) {
+            Entry::Occupied(e) => out[*e.get()].1 = t,
+            Entry::Vacant(e) => {
+                out.push((e.key().clone(), t));
+                e.insert(out.len() - 1);
+            }
+        }
+    }
+    out
 }
 
 /// Map keys: strings, and what serde_json also turns into strings (integers,

@@ -2036,3 +2036,40 @@ fn a_newtype_of_none_in_a_struct_field_is_null() {
     assert_eq!(p.take(), Sent::default());
     assert_eq!(p.peer.root_as::<S>().unwrap(), none);
 }
+
+/// A map that serializes one key twice (a flattened struct's field and an
+/// entry of the same name) holds the last value, as serde_json keeps it,
+/// whether it is created or diffed: writing it twice sends nothing the
+/// second time.
+#[test]
+fn a_key_serialized_twice_keeps_the_last_value() {
+    #[derive(Serialize, Debug)]
+    struct S {
+        a: i64,
+        #[serde(flatten)]
+        extra: BTreeMap<String, i64>,
+    }
+    let s = S {
+        a: 1,
+        extra: BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 3)]),
+    };
+    assert_eq!(serde_json::to_value(&s).unwrap(), json!({"a": 2, "b": 3}));
+    let p = Pair::new();
+    p.editor.set_root_from(&s).unwrap();
+    p.settle();
+    assert_eq!(p.peer.root().to_json().unwrap(), json!({"a": 2, "b": 3}));
+    p.editor.set_root_from(&s).unwrap();
+    assert_eq!(p.take(), Sent::default());
+    // Into an existing map, and as new objects, alike.
+    let root = p.editor.root_map().unwrap();
+    root.set("m", json!({"a": 0})).unwrap();
+    p.settle();
+    let m = p.editor.get("/m").unwrap().as_map().unwrap().clone();
+    m.set_from(&s).unwrap();
+    assert_eq!(p.take(), Sent::of(1, &[("MapSet", 2)]));
+    m.set_from(&s).unwrap();
+    assert_eq!(p.take(), Sent::default());
+    root.set("n", Input::from_serialize(&s).unwrap()).unwrap();
+    p.settle();
+    assert_eq!(p.peer.get("/n/a"), Some(Value::Int(2)));
+}
