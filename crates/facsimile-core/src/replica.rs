@@ -1626,7 +1626,8 @@ impl Replica {
                 let peer = self.announce(from, &hostname)?;
                 self.serve.requested(from, peer, &self.members);
                 // A state lists its sender as a member: an observer offers
-                // none.
+                // none. A departed joiner is offered to like any other: the
+                // state it loads is how it learns of its eviction.
                 if self.is_ready() && !self.config.observer {
                     self.out.send(Sequenced::SyncOffer { joiner: from });
                 }
@@ -1724,7 +1725,7 @@ impl Replica {
                     Phase::Joining(join) => join.before.take(),
                     Phase::Live => None,
                 };
-                self.commit_transfer(t, before);
+                let departed = self.commit_transfer(t, before);
                 if let Phase::Joining(join) = std::mem::replace(&mut self.phase, Phase::Live) {
                     self.out.timers.stop(Timer::Sync);
                     let gc = join.gc_deadline.unwrap_or(Duration::ZERO);
@@ -1735,9 +1736,16 @@ impl Replica {
                     }
                 }
                 self.out.events.push(Event::Ready);
+                // Sent also when evicted: the peers count this replica as
+                // syncing until they read it.
                 self.out.send(Sequenced::Joined);
                 self.locks
                     .settle(true, &self.me, &self.members, &mut self.out, &self.peers);
+                if departed {
+                    // Evicted while it synced, or before: it has the
+                    // document, but its peers drop whatever it sends.
+                    self.evicted();
+                }
             }
             Directed::Welcome { hostname, seq } => {
                 if !self.is_ready() {
@@ -2157,12 +2165,16 @@ impl Replica {
     fn load_exported(mut r: Replica, bytes: &[u8]) -> Result<Replica, ReceiveError> {
         let t = transfer::decode_saved_bytes(bytes, &r.transfer_target())?;
         let from = t.from;
-        r.commit_transfer(t, None);
+        let departed = r.commit_transfer(t, None);
         if let Some(saved) = r.peers.by_tag(from.0) {
             r.locks.drop_saved_requests(saved);
         }
         r.out.events.clear();
         r.out.events.push(Event::Ready);
+        if departed {
+            // An identity the document evicted: a new one must be picked.
+            r.evicted();
+        }
         Ok(r)
     }
 
@@ -2191,14 +2203,18 @@ impl Replica {
     /// Replaces this replica's document and what goes with it by a
     /// validated transferred state, reporting what that changed in the
     /// objects of the document `before` (the one a sync dropped) that are
-    /// still there.
-    fn commit_transfer(&mut self, t: Transferred, before: Option<Before>) {
+    /// still there. Returns whether the state counts this replica among
+    /// the departed: its peers evicted it, and the eviction in their
+    /// streams is covered by the state, never to be read here.
+    #[must_use]
+    fn commit_transfer(&mut self, t: Transferred, before: Option<Before>) -> bool {
         for id in &t.fresh {
             let _ = self.peers.intern(id);
         }
         self.out.outbox.observe(t.max_counter);
         let old_root = self.doc.load(t.graph, t.unreachable, t.garbage, t.acks);
         self.streams.load(t.streams);
+        let departed = t.departed.contains(&PeerIdx::SELF);
         for d in t.departed {
             self.members.depart_quietly(d);
         }
@@ -2219,6 +2235,7 @@ impl Replica {
             let new_root = new_root.clone();
             self.out.events.root_changed(old_root, new_root, origin);
         }
+        departed
     }
 }
 
@@ -2295,7 +2312,9 @@ impl Replica {
     pub(crate) fn load_answer(&mut self, state: wire::TransferState) -> Result<(), ReceiveError> {
         let from = state.peers[0].0;
         let t = transfer::decode_answer(from, state, &self.transfer_target())?;
-        self.commit_transfer(t, None);
+        if self.commit_transfer(t, None) {
+            self.evicted();
+        }
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 
 mod codec;
 mod convergence;
+mod eviction;
 mod lapse;
 mod locks;
 mod lone_writer;
