@@ -9,9 +9,11 @@
 //!   common ones diffed; after a read (`update`), only the keys the value
 //!   read held are deleted, and an entry it held, left as read, is not
 //!   written though its key is not stored (another key read as it);
-//! - an enum variant with data is diffed in place when the stored map holds
-//!   the same variant, and replaced whole otherwise (so that two nodes
+//! - an enum variant with data is diffed in place when the stored map reads
+//!   as the same variant, and replaced whole otherwise (so that two nodes
 //!   switching variants at once cannot merge into a map of two variants);
+//!   a map of several variant keys (switches through the enum's own
+//!   object merged) reads as the first, whose diff deletes the others;
 //! - an array keeps its longest common prefix and suffix; in the middle,
 //!   elements equal to new items are kept and moved into the new order,
 //!   the rest paired by likeness and diffed in place, the difference
@@ -580,6 +582,13 @@ impl<'t> Differ<'_, 't> {
         Some((o, self.r.kind(o)?))
     }
 
+    /// The variant the map `o` reads as: its one key, or of several
+    /// (concurrent switches merged), the first in byte order, as a typed
+    /// read takes it.
+    fn variant(&mut self, o: ObjectId) -> Option<SmolStr> {
+        self.r.map_keys(o).ok()?.into_iter().next()
+    }
+
     fn get(&mut self, o: ObjectId, key: &str) -> Result<Option<CoreValue>, ConvError> {
         self.r
             .map_get(o, key)
@@ -615,10 +624,17 @@ impl<'t> Differ<'_, 't> {
                 None
             }
             (Some((o, ObjectKind::Map)), Tree::Variant(name, t)) => {
-                let len = self.r.map_len(o).unwrap_or(0);
-                match (len, self.get(o, name)?) {
-                    (1, Some(v)) => {
+                let same = self.variant(o).as_deref() == Some(*name);
+                match self.get(o, name)? {
+                    Some(v) if same => {
                         if !self.revisit(o, cur, new)? {
+                            // The keys of other variants a concurrent switch
+                            // left (they read as this one).
+                            for k in self.r.map_keys(o).map_err(|e| ConvError::store(e.into()))? {
+                                if k != *name {
+                                    self.plan.writes.push(Write::Delete(o, k));
+                                }
+                            }
                             if let Some(input) = self.diff(&v, t).map_err(|e| e.at_key(name))? {
                                 self.plan.writes.push(Write::Set(
                                     o,

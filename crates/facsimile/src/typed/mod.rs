@@ -44,7 +44,11 @@
 //!   changed, in which case it is written whole as a new object;
 //! - an enum variant with data is diffed in place while the variant stays,
 //!   and written whole when the variant changes (so two nodes that switch
-//!   variants at once end with one variant, never a map of two);
+//!   variants at once end with one variant, never a map of two). Through
+//!   a handle on the enum's own object, which keeps its identity, a switch
+//!   is a delete and a set in it, and two at once leave a map of two
+//!   variant keys: every replica reads it as the variant of the first key
+//!   in byte order, and the next typed write of it deletes the others;
 //! - a `Vec` keeps its longest common prefix and suffix. Between them,
 //!   each new element equal to an old one keeps that element (its
 //!   identity, and its place in the engine's movable list); each of the

@@ -2073,3 +2073,82 @@ fn a_key_serialized_twice_keeps_the_last_value() {
     p.settle();
     assert_eq!(p.peer.get("/n/a"), Some(Value::Int(2)));
 }
+
+/// Two nodes switching an enum's variant at once through handles on its
+/// own object (a delete and a set in one map each) leave a map of two
+/// variant keys: every replica reads it as the same one variant, and the
+/// next typed write of it deletes the other key.
+#[test]
+fn concurrent_variant_switches_through_handles_read_as_one_variant() {
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    enum Status {
+        Running { pid: i64 },
+        Stopped { code: i64 },
+        Paused { at: i64 },
+    }
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct Doc {
+        s: Status,
+    }
+    for (wire, net) in crate::manual_networks(1) {
+        let a = net.join("a");
+        let b = net.join("b");
+        let merged = || {
+            a.set_root(json!({"s": {"Running": {"pid": 1}}})).unwrap();
+            net.run();
+            let sa = a.get("/s").unwrap().as_object().unwrap();
+            let sb = b.get("/s").unwrap().as_object().unwrap();
+            sa.set_from(&Status::Stopped { code: 0 }).unwrap();
+            sb.set_from(&Status::Paused { at: 5 }).unwrap();
+            net.run();
+            assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+            (sa, sb)
+        };
+        let (sa, sb) = merged();
+        // Keys in byte order, the first: the same on every replica.
+        let paused = Status::Paused { at: 5 };
+        assert_eq!(sa.get_as::<Status>().unwrap(), paused, "{wire}");
+        assert_eq!(sb.get_as::<Status>().unwrap(), paused, "{wire}");
+        assert_eq!(
+            b.root_as::<Doc>().unwrap(),
+            Doc { s: paused.clone() },
+            "{wire}"
+        );
+        // Through the handle: the other key goes, the variant stays in place.
+        let at = a.get("/s/Paused").unwrap();
+        sb.update(|s: &mut Status| {
+            if let Status::Paused { at } = s {
+                *at += 1;
+            }
+        })
+        .unwrap();
+        net.run();
+        assert_eq!(
+            a.root().to_json().unwrap(),
+            json!({"s": {"Paused": {"at": 6}}})
+        );
+        assert_eq!(a.get("/s/Paused"), Some(at), "{wire}");
+        // Through the parent: the same, even for an update that changes
+        // nothing; and switching from it replaces it whole, as ever.
+        let (_, _) = merged();
+        let s = b.get("/s").unwrap();
+        a.update(|_: &mut Doc| {}).unwrap();
+        net.run();
+        assert_eq!(
+            b.root().to_json().unwrap(),
+            json!({"s": {"Paused": {"at": 5}}})
+        );
+        assert_eq!(b.get("/s"), Some(s), "{wire}: in place");
+        a.update(|_: &mut Doc| {}).unwrap();
+        assert_eq!(net.in_flight(), 0, "{wire}: nothing more to send");
+        let (_, _) = merged();
+        a.update(|d: &mut Doc| d.s = Status::Running { pid: 2 })
+            .unwrap();
+        net.run();
+        assert_eq!(
+            b.root().to_json().unwrap(),
+            json!({"s": {"Running": {"pid": 2}}})
+        );
+        assert_eq!(a.snapshot(), b.snapshot(), "{wire}");
+    }
+}
