@@ -80,22 +80,23 @@ pub enum Error {
     #[error("the value contains a cycle through object {0:?} and cannot become a tree")]
     Cycle(ObjectId),
     /// The store does not hold what a type expects (typed reads and
-    /// updates, [`crate::typed`]). `path` is a JSON pointer from the value
-    /// read (empty for the value itself). Nothing was changed.
+    /// updates, [`crate::typed`]), or a value written has a map key the
+    /// store's string keys cannot hold (a float, a tuple). `path` is a JSON
+    /// pointer from the value read or written (empty for the value
+    /// itself). Nothing was changed.
     #[error("{}: expected {expected}, found {found}", display_path(.path))]
     Type {
         /// Where: a JSON pointer such as `/players/3/score`.
         path: String,
         /// What the type expects (`i64`, `struct Player`, ...).
         expected: String,
-        /// What the store holds (`string`, `null`, `a map with 2 keys`, ...).
+        /// What the store holds (`string`, `null`, `a map with no key`, ...).
         found: String,
     },
     /// A typed conversion failed for another reason: a missing field, an
-    /// unknown enum variant, an integer the store cannot hold, a map key
-    /// that is not a string, copies of one shared object that an update
-    /// changed differently, or an error of the type's own `Serialize` or
-    /// `Deserialize`. Nothing was changed.
+    /// unknown enum variant, an integer the store cannot hold, copies of
+    /// one shared object that an update changed differently, or an error
+    /// of the type's own `Serialize` or `Deserialize`. Nothing was changed.
     #[error("{}: {message}", display_path(.path))]
     Convert {
         /// Where: a JSON pointer from the value read or written.
@@ -116,11 +117,14 @@ pub enum Error {
     #[error(transparent)]
     Receive(#[from] ReceiveError),
     /// [`Node::reload`](crate::Node::reload) was called inside a listener
-    /// (or the sender) of the node it reloads: they run while the node
-    /// hands out what it has to send and report, which the reload would
-    /// wait for. Nothing was changed; reload after the listener returns.
+    /// (or the sender) of a node, the one it reloads or any other. They
+    /// run while their node hands out what it has to send and report,
+    /// under its pump, which the reload takes: it would wait for ever for
+    /// this thread's own, or for another thread's whose listener waits
+    /// for this one in turn. Nothing was changed; reload after the
+    /// listener returns.
     #[error(
-        "a node cannot be reloaded inside one of its listeners (or its sender); \
+        "a node cannot be reloaded inside a listener (or the sender) of a node; \
          reload it after the listener returns"
     )]
     InListener,

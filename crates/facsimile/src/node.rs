@@ -8,7 +8,7 @@
 //! Timers run on the way in, from the node's clock. Handles, locks and
 //! events reach the state only through `Node`'s crate-internal methods.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError, Weak};
 use std::task::Waker;
@@ -166,37 +166,29 @@ impl std::ops::Deref for ReplicaRef<'_> {
 type Drained = (Option<Sender>, SmallVec<[Transmit; 2]>, Dispatch);
 
 thread_local! {
-    /// The nodes whose pump this thread holds (the address of their
-    /// [`Inner`]), innermost last: a listener or a sender running here runs
-    /// inside them. Whatever such a node is to send waits until the pump
-    /// is let go, so this thread must not wait for it meanwhile
-    /// ([`Node::holds_pump`]).
-    static PUMPING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// How many pumps, of any nodes, this thread holds: a listener or a
+    /// sender running here runs inside them. Whatever those nodes are to
+    /// send waits until their pumps are let go, so this thread must not
+    /// wait meanwhile for the network or for a pump ([`Node::in_any_pump`]).
+    static PUMPING: Cell<usize> = const { Cell::new(0) };
 }
 
-/// A node's pump, held by this thread: recorded in [`PUMPING`] until it
+/// A node's pump, held by this thread: counted in [`PUMPING`] until it
 /// is let go (also when a listener panics).
 struct PumpGuard<'a> {
     _pump: MutexGuard<'a, ()>,
-    node: usize,
 }
 
 impl<'a> PumpGuard<'a> {
-    fn new(inner: &Inner, pump: MutexGuard<'a, ()>) -> Self {
-        let node = std::ptr::from_ref(inner) as usize;
-        PUMPING.with(|p| p.borrow_mut().push(node));
-        PumpGuard { _pump: pump, node }
+    fn new(pump: MutexGuard<'a, ()>) -> Self {
+        PUMPING.with(|p| p.set(p.get() + 1));
+        PumpGuard { _pump: pump }
     }
 }
 
 impl Drop for PumpGuard<'_> {
     fn drop(&mut self) {
-        PUMPING.with(|p| {
-            let mut p = p.borrow_mut();
-            if let Some(at) = p.iter().rposition(|&n| n == self.node) {
-                p.remove(at);
-            }
-        });
+        PUMPING.with(|p| p.set(p.get() - 1));
     }
 }
 
@@ -572,10 +564,13 @@ impl Node {
     /// # Errors
     /// [`Error::Receive`] when the snapshot is not valid, and
     /// [`Error::InListener`] when called inside a listener (or the sender)
-    /// of this node, which the reload would wait for; the node is
-    /// unchanged.
+    /// of any node, where waiting for this node's pump could last for
+    /// ever; the node is unchanged.
     pub fn reload(&self, snapshot: Option<&[u8]>) -> Result<()> {
-        if self.holds_pump() {
+        // The reload takes this node's pump: held by this thread inside a
+        // listener of this node, or by another thread whose listener may
+        // be waiting in turn for the pump this thread holds.
+        if Node::in_any_pump() {
             return Err(Error::InListener);
         }
         let next = self.prepare_reload(snapshot)?;
@@ -617,7 +612,7 @@ impl Node {
             mut succession,
         } = next;
         let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
-        let guard = PumpGuard::new(&self.inner, guard);
+        let guard = PumpGuard::new(guard);
         let carried;
         let deferred;
         // The goodbye and the lost-lock events of the old incarnation go
@@ -1031,6 +1026,23 @@ impl Node {
         self.state().replica.send_held();
     }
 
+    /// Refuses writes and makes lock requests wait while a successor joins
+    /// the log to take this node's place ([`Replica::hand_over`]); when
+    /// turned off (the successor was given up), the lock requests that
+    /// waited are made.
+    #[cfg(feature = "nats")]
+    pub(crate) fn hand_over(&self, on: bool) {
+        let mut wake = Dispatch::default();
+        {
+            let mut st = self.state();
+            st.replica.hand_over(on);
+            if !on {
+                st.subs.wake_all_locks(&mut wake);
+            }
+        }
+        wake.run();
+    }
+
     /// Limits the messages this node's writes make to `bytes`, as its
     /// relay's welcome asks ([`Replica::limit_sent_messages`]).
     #[cfg(feature = "tcp")]
@@ -1184,7 +1196,8 @@ impl Node {
     /// [`LockError::InListener`](crate::LockError::InListener) (spawn it,
     /// or request the lock after the listener returns), a connection's
     /// `flush` or `close` (of any node) with `NetError::InListener`, and
-    /// [`Node::reload`] with [`Error::InListener`]. The same holds for
+    /// [`Node::reload`] (of any node) with [`Error::InListener`]. The
+    /// same holds for
     /// every `on_*` listener and for the sender.
     ///
     /// # Example
@@ -1394,16 +1407,7 @@ impl Node {
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
         };
-        Some(PumpGuard::new(&self.inner, guard))
-    }
-
-    /// Whether this thread holds this node's pump: it runs one of the
-    /// node's listeners, or its sender. What the node is to send then
-    /// leaves once they return, so waiting here for an answer to it (a
-    /// lock's grant), or for the pump, would wait for ever.
-    pub(crate) fn holds_pump(&self) -> bool {
-        let node = std::ptr::from_ref(&*self.inner) as usize;
-        PUMPING.with(|p| p.borrow().contains(&node))
+        Some(PumpGuard::new(guard))
     }
 
     /// Whether this thread runs a listener or the sender of any node, not
@@ -1411,10 +1415,10 @@ impl Node {
     /// send leaves once they return. A wait here for an answer from the
     /// network may need a message of that node (every member acknowledges
     /// a lock request), and would wait for ever; so would a wait for a
-    /// pump (a flush), held by this thread or by another whose listener
-    /// waits for this thread's pump in turn.
+    /// pump (a flush, a reload), held by this thread or by another whose
+    /// listener waits for this thread's pump in turn.
     pub(crate) fn in_any_pump() -> bool {
-        PUMPING.with(|p| !p.borrow().is_empty())
+        PUMPING.with(|p| p.get() > 0)
     }
 
     /// Hands every message queued so far to the sender before returning,
@@ -1423,7 +1427,7 @@ impl Node {
     #[cfg(any(feature = "tcp", feature = "nats"))]
     pub(crate) fn pump_all(&self) {
         let guard = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
-        self.pump_locked(PumpGuard::new(&self.inner, guard));
+        self.pump_locked(PumpGuard::new(guard));
         self.pump();
     }
 

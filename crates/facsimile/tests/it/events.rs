@@ -779,6 +779,54 @@ fn a_reload_inside_a_listener_is_refused() {
     });
 }
 
+/// A reload of another node inside a listener is refused too: it takes
+/// that node's pump, which another thread's listener may hold while it
+/// reloads this listener's node in turn. Two threads, each inside a
+/// listener of one node, each reloading the other's node, would wait for
+/// each other for ever.
+#[test]
+fn a_reload_of_another_node_inside_a_listener_is_refused() {
+    use std::sync::Barrier;
+    use std::time::Duration;
+    within(
+        Duration::from_secs(10),
+        "two listeners reloading each other's node",
+        || {
+            let (one, two) = (LocalNetwork::new(), LocalNetwork::new());
+            let (a, b) = (one.join("a"), two.join("b"));
+            a.set_root(json!({"k": 0})).unwrap();
+            b.set_root(json!({"k": 0})).unwrap();
+            let both_inside = Arc::new(Barrier::new(2));
+            let (tx, rx) = std::sync::mpsc::channel();
+            let reload_in_listener = |node: &Node, other: &Node| {
+                let (other, both_inside, tx) = (other.clone(), both_inside.clone(), tx.clone());
+                let saved = other.export_state();
+                node.on_change(move |_| {
+                    both_inside.wait();
+                    let _ = tx.send(other.reload(Some(&saved)));
+                })
+                .detach();
+            };
+            reload_in_listener(&a, &b);
+            reload_in_listener(&b, &a);
+
+            let writers = [&a, &b].map(|n| {
+                let root = n.root_map().unwrap();
+                std::thread::spawn(move || root.set("k", 1))
+            });
+            for _ in 0..2 {
+                let refused = rx
+                    .recv_timeout(Duration::from_secs(3))
+                    .expect("the listener returned");
+                assert_eq!(refused, Err(facsimile::Error::InListener));
+            }
+            for w in writers {
+                w.join().unwrap().unwrap();
+            }
+        },
+    );
+}
+
 /// A listener that panics, its panic caught by the writer, does not stop
 /// the network: the members the message had still to reach get it, and
 /// every later message is delivered, in each sender's order.
