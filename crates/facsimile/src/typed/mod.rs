@@ -29,8 +29,11 @@
 //! that the element, the entry or the field stays.
 //!
 //! # What a write sends
-//! A typed write diffs the value against the store and sends the smallest
-//! set of writes that makes the store hold it, all in one message:
+//! A typed write diffs the value against the store and sends the writes
+//! that make the store hold it, all in one message. They follow the rules
+//! below, which make the usual edits cost what they change; they are not
+//! a search for the fewest writes (a `Vec` largely rewritten may cost
+//! more):
 //! - an unchanged value sends nothing;
 //! - a struct writes only the fields that differ, and never touches keys it
 //!   does not declare (so a newer program's extra fields survive an older
@@ -91,11 +94,12 @@
 //!
 //! # Errors
 //! A store that does not hold what `T` expects gives [`Error::Type`] naming
-//! the path (`/players/3/score: expected i64, found string`); other
-//! conversion failures (a missing field, an unknown variant) give
-//! [`Error::Convert`]. Paths are JSON pointers from the value read (the root
-//! for node methods, the object for handle methods). A failed read or
-//! update changes nothing.
+//! the path (`/players/3/score: expected i64, found string`), as does a
+//! value written with a map key the store's string keys cannot hold; other
+//! conversion failures (a missing field, an unknown variant, an integer
+//! above `i64::MAX`) give [`Error::Convert`]. Paths are JSON pointers from
+//! the value read (the root for node methods, the object for handle
+//! methods). A failed read or update changes nothing.
 //!
 //! Shared objects are read as copies; an update that changes one copy
 //! writes into the shared object, which every reference sees. Copies
@@ -134,7 +138,8 @@ impl Input {
     ///
     /// # Errors
     /// [`Error::Convert`] when the value has no store form (an integer above
-    /// `i64::MAX`, a map key that is not a string).
+    /// `i64::MAX`), [`Error::Type`] for a map key of a kind the store's
+    /// string keys cannot hold (a float, a tuple, a struct).
     ///
     /// # Example
     /// ```
@@ -354,8 +359,9 @@ impl Node {
     /// `node.set_root(Input::from_serialize(&value)?)`.
     ///
     /// # Errors
-    /// [`Error::Convert`] when the value has no store form, and the errors of
-    /// [`Node::set_root`]. On error nothing is written.
+    /// [`Error::Convert`] when the value has no store form ([`Error::Type`]
+    /// for a map key the store's string keys cannot hold), and the errors
+    /// of [`Node::set_root`]. On error nothing is written.
     ///
     /// # Example
     /// ```
@@ -399,7 +405,8 @@ impl Node {
     ///
     /// # Errors
     /// The errors of [`Node::root_as`] (nothing is written),
-    /// [`Error::Convert`] when the new value has no store form, the refusal
+    /// [`Error::Convert`] when the new value has no store form (as
+    /// [`Node::set_root_from`] says), the refusal
     /// [`EngineError::NotOwner`] when another node holds the lock on an object it
     /// would write (checked before any write: nothing is sent), and the
     /// errors of [`Node::set_root`].

@@ -638,6 +638,11 @@ fn unrepresentable_values_are_refused() {
     assert!(matches!(err, Error::Type { .. }), "{err}");
     assert!(p.editor.root().is_null());
     assert_eq!(p.take(), Sent::default());
+    // `Input::from_serialize` refuses them alike, as its docs say.
+    let err = Input::from_serialize(&u64::MAX).unwrap_err();
+    assert!(matches!(err, Error::Convert { .. }), "{err}");
+    let err = Input::from_serialize(&BTreeMap::from([((1, 2), 3)])).unwrap_err();
+    assert!(matches!(err, Error::Type { .. }), "{err}");
 }
 
 /// A cycle cannot be read as a type, and does not overflow the stack.
