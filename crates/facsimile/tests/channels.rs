@@ -249,7 +249,7 @@ fn a_lock_awaited_inside_a_listener_of_another_node_fails() {
             .enable_all()
             .build()
             .expect("runtime");
-        let _ = done.send(runtime.block_on(async {
+        runtime.block_on(async {
             let net = ChannelNetwork::new();
             let a = net.join("a");
             let b = net.join("b");
@@ -285,7 +285,8 @@ fn a_lock_awaited_inside_a_listener_of_another_node_fails() {
             b.root_map().unwrap().set("m", 1).expect("write");
             let spawned = spawned.recv().await.expect("the listener returned");
             assert_eq!(spawned.await.expect("joined"), Ok(true));
-        }));
+        });
+        let _ = done.send(());
     });
     outcome
         .recv_timeout(Duration::from_secs(20))

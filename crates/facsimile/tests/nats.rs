@@ -1282,7 +1282,7 @@ fn a_flush_or_close_inside_a_listener_is_refused() {
             .enable_all()
             .build()
             .unwrap();
-        let _ = done.send(runtime.block_on(async move {
+        runtime.block_on(async move {
             let a = join(&url, "alpha", options("in-listener")).await;
             a.node().set_root(json!({"k": 0})).unwrap();
             a.flush().await.unwrap();
@@ -1308,7 +1308,8 @@ fn a_flush_or_close_inside_a_listener_is_refused() {
             a.flush().await.unwrap();
             b.flush().await.unwrap();
             converged(&[a.node(), b.node()]).await;
-        }));
+        });
+        let _ = done.send(());
     });
     outcome
         .recv_timeout(Duration::from_secs(60))
