@@ -120,6 +120,17 @@ impl LockEvent {
             | LockEvent::Refused { object } => *object,
         }
     }
+
+    /// Renames the object (a replica started over as a new incarnation).
+    pub(crate) fn rename(&mut self, f: impl FnOnce(ObjectId) -> ObjectId) {
+        match self {
+            LockEvent::Granted { object, .. }
+            | LockEvent::Released { object, .. }
+            | LockEvent::Lost { object, .. }
+            | LockEvent::Withdrawn { object }
+            | LockEvent::Refused { object } => *object = f(*object),
+        }
+    }
 }
 
 /// A member as this replica sees it, for inspection

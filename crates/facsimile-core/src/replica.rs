@@ -24,7 +24,7 @@ use crate::locks::{Locks, Refusal};
 use crate::membership::Membership;
 use crate::op::{self, Op};
 use crate::outbox::{self, OP_OVERHEAD, Transmit, bare_op_bound, input_bound, key_bound, refs};
-use crate::outputs::Outputs;
+use crate::outputs::{Events, Outputs};
 use crate::streams::{Position, Stream, Streams};
 use crate::sync::transfer::{self, Source, Target, Transferred};
 use crate::sync::{Before, Joining, Phase, Retry, SyncServer};
@@ -1189,9 +1189,18 @@ impl Replica {
     /// Starts over as a new incarnation of the same host, then syncs: what
     /// a replica does after its peers evicted it ([`Event::Evicted`]). Object
     /// ids obtained before read through the returned [`Succession`]
-    /// ([`ObjectId::after`]).
+    /// ([`ObjectId::after`]). The locks of the previous incarnation end with
+    /// it, as an eviction ends them: each held one is reported
+    /// [`crate::LockEvent::Lost`] and each request still waiting
+    /// [`crate::LockEvent::Withdrawn`] (unless an eviction did already),
+    /// with the objects named as the new incarnation names them.
     pub fn reincarnate(&mut self, incarnation: u32) -> Succession {
         self.out.close_all();
+        // The incarnation's locks and requests end with it, reported as an
+        // eviction reports them (unless one was read, and did).
+        self.note_locks();
+        let mut ended = Events::default();
+        self.locks.lose_all(&mut ended);
         // A new peer, which has not left.
         self.left = false;
         let me = PeerId::new(self.me.hostname(), incarnation);
@@ -1204,6 +1213,13 @@ impl Replica {
         self.doc.restart_reclamation();
         self.members.reset();
         self.locks.reset();
+        // Named as the successor names them, as every event from now on.
+        while let Some(mut e) = ended.poll() {
+            if let Event::Lock(l) = &mut e {
+                l.rename(|o| o.after(&succession));
+            }
+            self.out.events.push(e);
+        }
         if let Phase::Joining(j) = &mut self.phase {
             j.gc_deadline = None;
         }

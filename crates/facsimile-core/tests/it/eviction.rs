@@ -83,3 +83,46 @@ fn a_replica_loaded_as_an_evicted_identity_is_evicted() {
     let root = r.root().as_ref_id().unwrap();
     assert_eq!(r.lock(root, true), Err(Error::Evicted));
 }
+
+/// Starting over without having read an eviction (a relay that no longer
+/// knows the node asks for it) ends the incarnation's locks as an
+/// eviction does: a held lock is reported lost, a waiting request
+/// withdrawn.
+#[test]
+fn a_reincarnation_reports_the_locks_it_drops() {
+    let mut sim = Sim::new(5, 2);
+    sim.with(0, |r| r.set_root(Input::Map(vec![("m".into(), Input::Map(vec![]))])))
+        .unwrap();
+    sim.run();
+    let root = sim.replica(0).root().as_ref_id().unwrap();
+    let m = sim.replica(0).map_get(root, "m").unwrap().unwrap().as_ref_id().unwrap();
+    sim.with(0, |r| r.lock(root, true)).unwrap();
+    sim.run();
+    let LockState::Held(token) = sim.replica(0).lock_state(root) else {
+        panic!("held");
+    };
+    let m1 = sim.replica(1).root().as_ref_id().unwrap();
+    let m1 = sim.replica(1).map_get(m1, "m").unwrap().unwrap().as_ref_id().unwrap();
+    sim.with(1, |r| r.lock(m1, true)).unwrap();
+    sim.run();
+    // Its own request now waits behind the other's grant.
+    sim.with(0, |r| r.lock(m, true)).unwrap();
+    sim.run();
+    assert_eq!(sim.replica(0).lock_state(m), LockState::Waiting);
+    sim.node(0).events.clear();
+    let s = sim.with(0, |r| r.reincarnate(0xdead));
+    // Named as the new incarnation names them.
+    let (root, m) = (root.after(&s), m.after(&s));
+    let events = &sim.node(0).events;
+    assert!(
+        events.contains(&Event::Lock(LockEvent::Lost {
+            object: root,
+            token
+        })),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&Event::Lock(LockEvent::Withdrawn { object: m })),
+        "{events:?}"
+    );
+}
