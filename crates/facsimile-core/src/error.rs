@@ -43,7 +43,9 @@ pub enum Error {
     Detached(ObjectId),
     /// A `sync` is in progress; the document is replaced when it completes.
     /// Over an ordered log, also a replica that has not read its own first
-    /// message back yet ([`crate::Replica::joined_log`]).
+    /// message back yet ([`crate::Replica::joined_log`]), and one whose
+    /// successor is joining the log to take its place
+    /// ([`crate::Replica::hand_over`]).
     #[error("a sync is in progress; write after the document is ready")]
     Syncing,
     /// Another replica holds (or is about to hold) the lock on the object,

@@ -217,6 +217,9 @@ pub struct Replica {
     /// whatever it sends from then on, so it takes no more writes, lock
     /// requests or evictions, and ignores what it receives.
     left: bool,
+    /// A successor is taking this replica's place ([`Replica::hand_over`]):
+    /// writes and lock requests wait for it.
+    handing_over: bool,
 }
 
 impl Replica {
@@ -249,6 +252,7 @@ impl Replica {
             op_buf: Vec::new(),
             locked_through: 0,
             left: false,
+            handing_over: false,
         };
         let hostname = Hostname::of(&r.me);
         if r.config.observer {
@@ -1203,6 +1207,7 @@ impl Replica {
         self.locks.lose_all(&mut ended);
         // A new peer, which has not left.
         self.left = false;
+        self.handing_over = false;
         let me = PeerId::new(self.me.hostname(), incarnation);
         let (peers, succession) = self.successor_peers(&me);
         self.peers = peers;
@@ -1331,6 +1336,17 @@ impl Replica {
                 .log_ref()
                 .is_some_and(|l| l.is_clean(&self.out.outbox));
         clean.then(|| self.export_state())
+    }
+
+    /// Refuses writes and lock requests ([`Error::Syncing`]) while `on`:
+    /// over an ordered log, for a replica whose successor is joining the
+    /// log to take its place. A write made then would land in the log
+    /// after the successor's hello; to judge it (a lock granted meanwhile
+    /// refuses it), this replica would have to read on to it, and the
+    /// successor, taking its place before reading it, would not show it.
+    /// Turned off again if the successor is given up.
+    pub fn hand_over(&mut self, on: bool) {
+        self.handing_over = on;
     }
 
     /// Gives up this replica before replacing it with one loaded from a log
@@ -1485,6 +1501,9 @@ impl Replica {
         }
         if self.left {
             return Err(Error::Left);
+        }
+        if self.handing_over {
+            return Err(Error::Syncing);
         }
         match self.phase {
             Phase::Live if self.locks.log_ref().is_none() || self.joined_log() => {}

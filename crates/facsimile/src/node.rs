@@ -1026,6 +1026,23 @@ impl Node {
         self.state().replica.send_held();
     }
 
+    /// Refuses writes and makes lock requests wait while a successor joins
+    /// the log to take this node's place ([`Replica::hand_over`]); when
+    /// turned off (the successor was given up), the lock requests that
+    /// waited are made.
+    #[cfg(feature = "nats")]
+    pub(crate) fn hand_over(&self, on: bool) {
+        let mut wake = Dispatch::default();
+        {
+            let mut st = self.state();
+            st.replica.hand_over(on);
+            if !on {
+                st.subs.wake_all_locks(&mut wake);
+            }
+        }
+        wake.run();
+    }
+
     /// Limits the messages this node's writes make to `bytes`, as its
     /// relay's welcome asks ([`Replica::limit_sent_messages`]).
     #[cfg(feature = "tcp")]

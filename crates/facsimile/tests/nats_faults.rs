@@ -1,11 +1,12 @@
 //! Faults injected into the NATS transport (the `failpoints` feature). A
-//! fail point is set for the whole process, so this binary holds one test.
+//! fail point is set for the whole process: each test holds
+//! `fail::FailScenario`, which runs them one at a time.
 #![cfg(all(feature = "nats", feature = "failpoints"))]
 
 mod nats_support;
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use facsimile::net::{self, NatsOptions};
@@ -13,7 +14,7 @@ use serde_json::json;
 
 use nats_support::*;
 
-/// What the transport logs, kept for the test to read.
+/// What the transport logs, kept for the tests to read.
 #[derive(Clone, Default)]
 struct Log(Arc<Mutex<Vec<u8>>>);
 
@@ -28,18 +29,27 @@ impl io::Write for Log {
     }
 }
 
+/// The log of the whole process, its subscriber set by the first caller.
+fn log() -> &'static Log {
+    static LOG: OnceLock<Log> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Log::default();
+        let writer = log.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        log
+    })
+}
+
 /// A start-over whose new incarnation fails after its hello is tried again
 /// with another one. The one given up says goodbye: otherwise it stays a
 /// member until its lease runs out, and every round of reclamation waits
 /// for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_over_given_up_after_its_hello_leaves_no_member_behind() {
-    let log = Log::default();
-    let writer = log.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let log = log();
     let _scenario = fail::FailScenario::setup();
     let server = Server::start();
     let partition = Partition::start(server.port).await;
@@ -86,4 +96,80 @@ async fn a_start_over_given_up_after_its_hello_leaves_no_member_behind() {
         [a.node().peer_id()],
         "bravo counts alpha's current incarnation alone"
     );
+}
+
+/// A node that starts over after a refused write judges every write its
+/// old incarnation made while the new one joined the log: none is
+/// acknowledged that the log refused, and none that stands disappears
+/// from the node's reads when the new incarnation takes its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_while_a_node_starts_over_are_judged_before_it_takes_their_word() {
+    let _ = log();
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    // A lease longer than the test: the start-over is for a refused write.
+    let options = || options("judged").nats(NatsOptions::new().lease(Duration::from_secs(600)));
+    let a = join(&partition.url(), "alpha", options()).await;
+    let b = join(&server.url(), "bravo", options()).await;
+    a.node().set_root(json!({"m": {}, "n": {}})).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+
+    // The new incarnation stops after its hello until the test lets it go.
+    fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
+    partition.freeze(true);
+    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
+    let _m_guard = b.node().lock(&m).await.unwrap();
+    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
+    m.set("raced", 1).unwrap();
+    partition.freeze(false);
+    until("bravo to read alpha's new incarnation's hello", || {
+        let alphas = b.node().peers();
+        alphas.iter().filter(|p| p.hostname() == "alpha").count() == 2
+    })
+    .await;
+
+    // Granted after that hello, which alpha's old incarnation does not
+    // read: a write of it to /n lands after the grant.
+    let n = b.node().get("/n").unwrap().as_map().unwrap().clone();
+    let _n_guard = b.node().lock(&n).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let heard = seen.clone();
+    let root = a.node().root_map().unwrap();
+    let _sub = root.on_key("w", move |ev| {
+        heard
+            .lock()
+            .unwrap()
+            .push(ev.new_value().and_then(|v| v.as_i64()));
+    });
+    let n = a.node().get("/n").unwrap().as_map().unwrap().clone();
+    let raced = n.set("x", 1);
+    let stands = root.set("w", 1);
+    fail::remove("nats-reload-after-hello");
+
+    // Each write taken is judged: the one to /n is refused by the log, and
+    // a flush says so.
+    let lost = 1 + u64::from(raced.is_ok());
+    match a.flush().await {
+        Err(net::NetError::WritesLost(n)) if n == lost => {}
+        other => panic!("expected {lost} writes lost (/n/x taken: {raced:?}), got {other:?}"),
+    }
+    a.flush().await.unwrap();
+    assert_eq!(a.rejoins(), 1);
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(
+        b.node().get("/n/x"),
+        None,
+        "the log refused the write to /n"
+    );
+    // A write taken is shown from then on.
+    let seen = seen.lock().unwrap().clone();
+    match stands {
+        Ok(_) => {
+            assert_eq!(seen, [Some(1)], "alpha showed /w as {seen:?}");
+            assert_eq!(b.node().get("/w").and_then(|v| v.as_i64()), Some(1));
+        }
+        Err(_) => assert!(seen.is_empty(), "a refused write was shown: {seen:?}"),
+    }
 }

@@ -90,15 +90,6 @@ use super::protocol::Outbox;
 use super::silence::Silence;
 use crate::node::{Inner, Node, Outgoing};
 
-/// A fault a test may inject where it stands (`fail::fail_point!`, with
-/// the `failpoints` feature); nothing without it.
-macro_rules! fail_point {
-    ($name:expr, $e:expr) => {
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!($name, $e);
-    };
-}
-
 /// The claims bucket's key for the claim to save the next snapshot; and
 /// the object in which versions before [`CURRENT`] saved the newest one
 /// (read while no snapshot is current).
@@ -1251,10 +1242,12 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
 
 /// Starts the node over from the newest snapshot. The new incarnation
 /// first reads the log on to where the node had read, then sends its hello
-/// and reads on, beside the node, until it reads that back; then it takes
-/// the node's place. Until then the node keeps answering reads and taking
-/// writes, so that no read goes back to the snapshot's older state; and
-/// what the new incarnation writes (the writes it carries over after a
+/// and reads on, beside the node, until it reads that back and the node
+/// has read back every frame it sent; then it takes the node's place.
+/// Until then the node keeps answering reads, so that no read goes back
+/// to the snapshot's older state, and it takes writes until the hello
+/// (after a refused write: those after it it could not judge, and the new
+/// incarnation would not show them); and what the new incarnation writes (the writes it carries over after a
 /// lapse first) it judges on a state no round of reclamation completed
 /// without it has passed (DESIGN.md, "On a totally ordered log").
 async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<(), Stop> {
@@ -1273,22 +1266,57 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     };
     // Whole messages: reading goes on after the last one applied.
     let until = read >> INDEX_BITS;
-    let mut last = next.log_position() >> INDEX_BITS;
+    let snapshot_at = next.log_position() >> INDEX_BITS;
+    let first = ctx
+        .stream
+        .get_info()
+        .await
+        .map_err(|e| Stop::Error(e.into()))?
+        .state
+        .first_sequence;
+    // The node reads on beside the new incarnation from where it stopped,
+    // also when the snapshot is past that (what it wrote there is its to
+    // judge), unless the stream no longer holds that.
+    let beside = snapshot_at < until || first <= until;
+    let mut last = match beside {
+        true => snapshot_at.min(until.saturating_sub(1)),
+        false => snapshot_at,
+    };
+    let caught_up_at = until.max(snapshot_at);
     let mut joining = false;
+    let mut handing_over = false;
+    // Every frame of this connection below this index has been read back
+    // by the node.
+    let mut read_to = echoes.accepted;
     let caught_up = async {
         let mut messages = Messages::open(ctx, last + 1).await?;
         // The last message the node has read (perhaps not whole: it stops
         // at a frame that makes it start over).
         let mut node_at = until;
-        while last < until || !next.joined_log() {
-            if last >= until && !joining {
+        while last < caught_up_at
+            || !next.joined_log()
+            || !read_back(ctx, node, handing_over && beside, read_to)?
+        {
+            if last >= caught_up_at && !joining {
                 joining = true;
+                // From the hello on, the node takes no writes: it could
+                // judge one only by reading on to it, and the new
+                // incarnation, taking its place before reading it, would
+                // not show it. Its writes held offline go out before the
+                // hello. After a lapse the log refuses them all, and the
+                // new incarnation carries them over instead.
+                {
+                    let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
+                    handing_over = !n.lease_lapsed();
+                    n.hand_over(handing_over);
+                    n.send_held();
+                    n.pump_all();
+                }
                 for frame in next.take_transmits() {
                     ctx.shared.enqueue(frame);
                 }
-                fail_point!("nats-reload-after-hello", |_| {
-                    Err(Stop::Error("a fault injected after the hello".into()))
-                });
+                #[cfg(feature = "failpoints")]
+                after_hello().await?;
             }
             let message = messages.next().await?;
             let m = Read::of(ctx, &message)?;
@@ -1300,7 +1328,7 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
                 return Err(Stop::Dropped);
             }
             // Where the node had read, it reads on too (frames it applied
-            // already are skipped), unless the snapshot is past that.
+            // already are skipped).
             let follows = m.seq >= until && m.seq <= node_at + 1;
             let n = follows
                 .then(|| Node::upgrade(node).ok_or(Stop::Dropped))
@@ -1308,7 +1336,20 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
             if follows {
                 node_at = m.seq;
             }
+            if let Some(first) = m.own {
+                read_to = read_to.max(first.saturating_add(m.frames.len() as u64));
+            }
+            // The snapshot covers the messages up to its position.
+            let fresh = m.seq > snapshot_at;
             for (i, frame) in m.frames.iter().enumerate() {
+                if !fresh {
+                    if let Some(n) = &n {
+                        if let Err(e) = n.receive_ordered(frame, m.position(i), m.time) {
+                            tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
+                        }
+                    }
+                    continue;
+                }
                 if let Err(e) = next.receive_ordered(frame, m.position(i), m.time) {
                     tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
                 }
@@ -1329,6 +1370,11 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
         if joining {
             for frame in next.goodbye() {
                 ctx.shared.enqueue(frame);
+            }
+        }
+        if handing_over {
+            if let Some(n) = Node::upgrade(node) {
+                n.hand_over(false);
             }
         }
         return Err(stop);
@@ -1361,6 +1407,39 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
         "started over from the newest snapshot"
     );
     Ok(())
+}
+
+/// The fault a test injects after a new incarnation's hello: `return`
+/// fails the start-over there, `return(hold)` holds it there until the
+/// test changes the fail point.
+#[cfg(feature = "failpoints")]
+async fn after_hello() -> Result<(), Stop> {
+    while let Some(arg) = fail::eval("nats-reload-after-hello", |arg| arg) {
+        if arg.as_deref() != Some("hold") {
+            return Err(Stop::Error("a fault injected after the hello".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Whether the node that hands over to a new incarnation, reading beside
+/// it (`judging`), has read back every frame it queued (those it queued before the new incarnation's
+/// hello and lock releases, heartbeats and the like after it), so that it
+/// has judged each of its writes and the new incarnation shows them:
+/// always after a lapse, whose frames the log refuses and the new
+/// incarnation carries over, and once a frame was dropped, after which
+/// the log holds its frames for ever.
+fn read_back(ctx: &Ctx, node: &Weak<Inner>, judging: bool, read_to: u64) -> Result<bool, Stop> {
+    if !judging || ctx.hole.borrow().is_some() {
+        return Ok(true);
+    }
+    let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
+    if n.lease_lapsed() {
+        return Ok(true);
+    }
+    n.pump_all();
+    Ok(ctx.shared.outbox().queued() <= read_to)
 }
 
 /// Why reading the stream stopped.
