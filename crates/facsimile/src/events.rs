@@ -7,6 +7,7 @@
 //! (DESIGN.md, "Events").
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Weak;
@@ -577,7 +578,10 @@ impl Dispatch {
         self.dropped.extend(removed);
     }
 
-    /// Runs the calls in order, skipping listeners removed meanwhile.
+    /// Runs the calls in order, skipping listeners removed meanwhile. A
+    /// listener that panics does not rob the calls after it of theirs (the
+    /// other listeners' events, the wake of a lock future): the first
+    /// panic goes on once every call has run.
     pub(crate) fn run(self) {
         // Nearly always empty: skip building an iterator over nothing.
         if self.calls.is_empty() {
@@ -588,33 +592,46 @@ impl Dispatch {
             changes,
             dropped: _dropped,
         } = self;
+        let mut panicked = None;
         for call in calls {
-            match call {
-                Call::Wake(w) => w.wake(),
-                Call::Lock(alive, f, e) => {
-                    if alive.load(Ordering::Acquire) {
-                        f(&e)
-                    }
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| call.run(&changes)));
+            if let Err(panic) = ran {
+                panicked.get_or_insert(panic);
+            }
+        }
+        if let Some(panic) = panicked {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+impl Call {
+    fn run(self, changes: &[ChangeEvent]) {
+        match self {
+            Call::Wake(w) => w.wake(),
+            Call::Lock(alive, f, e) => {
+                if alive.load(Ordering::Acquire) {
+                    f(&e)
                 }
-                Call::Change(alive, f, at) => {
-                    if alive.load(Ordering::Acquire) {
-                        f(&changes[at])
-                    }
+            }
+            Call::Change(alive, f, at) => {
+                if alive.load(Ordering::Acquire) {
+                    f(&changes[at])
                 }
-                Call::Value(alive, f, v) => {
-                    if alive.load(Ordering::Acquire) {
-                        f(&v)
-                    }
+            }
+            Call::Value(alive, f, v) => {
+                if alive.load(Ordering::Acquire) {
+                    f(&v)
                 }
-                Call::Root(alive, f, c) => {
-                    if alive.load(Ordering::Acquire) {
-                        f(&c)
-                    }
+            }
+            Call::Root(alive, f, c) => {
+                if alive.load(Ordering::Acquire) {
+                    f(&c)
                 }
-                Call::Stream(alive, tx, e) => {
-                    if alive.load(Ordering::Acquire) && tx.unbounded_send(e).is_err() {
-                        alive.store(false, Ordering::Release);
-                    }
+            }
+            Call::Stream(alive, tx, e) => {
+                if alive.load(Ordering::Acquire) && tx.unbounded_send(e).is_err() {
+                    alive.store(false, Ordering::Release);
                 }
             }
         }

@@ -11,6 +11,7 @@ mod idle;
 mod incarnation;
 mod inspect;
 mod limits;
+mod listener_panic;
 mod offline;
 mod partition;
 mod read_only;

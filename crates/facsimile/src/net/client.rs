@@ -18,7 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message, protocol::WebSocketConfig};
 
 use super::connection::{Connection, Shared, Status};
-use super::driver::run_timers;
+use super::driver::{contained, run_timers};
 use super::error::NetError;
 use super::options::ConnectOptions;
 use super::protocol::{
@@ -405,7 +405,7 @@ fn admit(shared: &Shared, node: &Node, admission: Admission) -> bool {
         Admission::Joined | Admission::Resumed => {}
         Admission::Sync => {
             tracing::info!(node = %node.peer_id(), "cannot resume where the connection broke; syncing");
-            node.sync();
+            contained("syncing", || node.sync());
         }
         Admission::Rejoin { .. } if node.read(|r| r.has_left()) => {
             tracing::info!(node = %node.peer_id(), "the relay counts this node gone, as it left; closing");
@@ -422,7 +422,7 @@ fn admit(shared: &Shared, node: &Node, admission: Admission) -> bool {
             );
             shared.rejoined();
             let old = node.peer_id().incarnation();
-            node.rejoin();
+            contained("rejoining", || node.rejoin());
             // A write made between the welcome and the rejoin went out as
             // the evicted incarnation's, after the welcome dropped the
             // others: the relay drops it too.
@@ -489,7 +489,7 @@ async fn run(
             tracing::warn!(%addr, %error, "relay connection lost; reconnecting");
             if let Some(n) = Node::upgrade(&node) {
                 // Writes made until the relay is back go out packed.
-                n.set_online(false);
+                contained("going offline", || n.set_online(false));
             }
             shared.status.set(Status::Disconnected(error.to_string()));
         }
@@ -505,7 +505,7 @@ async fn run(
         // again, or dropped and counted lost if the relay evicted this
         // incarnation. Writes made while connecting are not held: held
         // past a rejoin, they would go out as the evicted incarnation's.
-        n.set_online(true);
+        contained("going online", || n.set_online(true));
         let attempt = tokio::select! {
             r = establish(&addr, &options, &mut session, &shared, &n, admitted) => r,
             _ = shared.cancel.cancelled() => return,
@@ -531,7 +531,7 @@ async fn run(
         }
         if conn.is_none() {
             // Offline again until the next attempt.
-            n.set_online(false);
+            contained("going offline", || n.set_online(false));
         }
     }
 }
@@ -688,9 +688,13 @@ fn receive_all(shared: &Shared, node: &Node, messages: &mut Vec<Bytes>) {
     if messages.is_empty() {
         return;
     }
-    let started_over = node.receive_all(messages.iter().map(|m| &m[..]), |e| {
-        tracing::warn!(error = %e, "refused a message from the relay");
-    });
+    let was = node.peer_id().incarnation();
+    let started_over = contained("applying the relay's messages", || {
+        node.receive_all(messages.iter().map(|m| &m[..]), |e| {
+            tracing::warn!(error = %e, "refused a message from the relay");
+        })
+    })
+    .unwrap_or_else(|| (node.peer_id().incarnation() != was).then_some(was));
     messages.clear();
     if let Some(was) = started_over {
         evicted_while_connected(shared, was);

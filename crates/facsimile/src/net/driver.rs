@@ -1,10 +1,12 @@
-//! Runs a connected node's timers when they are due.
+//! Runs a connected node's timers when they are due, and keeps the panics
+//! of its listeners from ending a transport's tasks.
 //!
 //! The replica says when it next needs the time (`poll_timeout`:
 //! heartbeats, sync retries, reclamation); the driver sleeps until then.
 //! Calls into the node run due timers too, so the driver only matters while
 //! the node is otherwise idle.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ pub(super) async fn run_timers(shared: Arc<Shared>, node: Weak<Inner>) {
     loop {
         let next = match Node::upgrade(&node) {
             Some(node) => {
-                node.tick();
+                contained("running the node's timers", || node.tick());
                 node.next_timer()
             }
             None => {
@@ -47,6 +49,29 @@ pub(super) async fn run_timers(shared: Arc<Shared>, node: Weak<Inner>) {
                 status.borrow_and_update();
             }
             _ = shared.cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Runs `f`, a call into the node on a transport's task, which runs the
+/// node's listeners. A listener's panic would end the task, and with it
+/// the connection, with nobody told: the status would stay as it was and
+/// flushes would wait for ever, while the relay evicted the node. The node
+/// has applied what it was given and let go of its pump by then, and the
+/// node's other listeners have run, so the panic is logged and the task
+/// goes on, as a caller that catches a listener's panic in its own write
+/// does. `None` when `f` panicked.
+pub(super) fn contained<R>(during: &'static str, f: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(panic) => {
+            let panic = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic without a message");
+            tracing::error!(during, panic, "a listener of the node panicked; going on");
+            None
         }
     }
 }

@@ -74,7 +74,9 @@ pub use tokio_rustls::rustls;
 /// reconnects with exponential backoff when the connection fails, sends
 /// again whatever the relay had not acknowledged, and catches up on what
 /// the node missed (or syncs again when the relay can no longer tell).
-/// Listeners of the node run on that task: do not block in them.
+/// Listeners of the node run on that task: do not block in them. A relay
+/// connection's task logs a listener's panic and goes on (the node's other
+/// listeners still hear the change).
 ///
 /// # Errors
 /// [`NetError::Connect`], [`NetError::Tls`], [`NetError::NotARelay`] or

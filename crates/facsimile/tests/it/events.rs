@@ -857,6 +857,24 @@ fn a_panicking_listener_does_not_stop_the_network() {
     }
 }
 
+/// The listeners after one that panics still hear the change; then the
+/// panic reaches the writer.
+#[test]
+fn the_listeners_after_a_panicking_one_still_run() {
+    let net = LocalNetwork::new();
+    let (a, b) = (net.join("a"), net.join("b"));
+    a.set_root(json!({"k": 0})).unwrap();
+    let _bug = b.on_change(|_| panic!("listener"));
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = heard.clone();
+    let _other = b.on_change(move |e| log.lock().unwrap().push(e.new_value().cloned()));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        a.root_map().unwrap().set("k", 1)
+    }));
+    assert!(caught.is_err(), "the listener's panic reaches the writer");
+    assert_eq!(*heard.lock().unwrap(), [Some(Value::Int(1))]);
+}
+
 /// A listener of another node that panics while the network delivers one
 /// of a round's messages loses none of the round's later ones: here a's
 /// goodbye, sent with the writes it held offline.
