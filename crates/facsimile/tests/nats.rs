@@ -1315,3 +1315,45 @@ fn a_flush_or_close_inside_a_listener_is_refused() {
         .recv_timeout(Duration::from_secs(60))
         .expect("a flush in a listener: the scenario panicked (above) or hung for 60 s");
 }
+
+/// Messages the stream lost (an operator's purge) that no snapshot covers
+/// cannot be read by a joiner: it fails at once with its own error,
+/// without publishing anything, rather than starting over and over, each
+/// time with a hello and a goodbye, until its sync timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_refuses_a_stream_missing_messages_no_snapshot_covers() {
+    let server = Server::start();
+    let options = || options("gap").nats(nats().snapshot_every(1_000_000));
+    let a = join(&server.url(), "alpha", options()).await;
+    a.node().set_root(json!({"k": 1})).unwrap();
+    a.flush().await.unwrap();
+    a.close(Duration::from_secs(10)).await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // Alpha's hello goes.
+    js.get_stream("FACSIMILE_gap")
+        .await
+        .unwrap()
+        .purge()
+        .sequence(2)
+        .await
+        .unwrap();
+    let before = stream_bounds(&server.url(), "gap").await;
+    let joined = net::connect(
+        &server.url(),
+        "bravo",
+        options().timeouts(Duration::from_secs(2), Duration::from_secs(3)),
+    )
+    .await;
+    let after = stream_bounds(&server.url(), "gap").await;
+    match joined {
+        Err(net::NetError::LogGap { stream, .. }) => assert_eq!(stream, "FACSIMILE_gap"),
+        other => panic!("the gap was not reported: {other:?}"),
+    }
+    assert_eq!(
+        after,
+        before,
+        "bravo published {} messages",
+        after.1 - before.1
+    );
+}

@@ -115,7 +115,8 @@ pub enum NetError {
     },
     /// The document's NATS JetStream stream exists, but this node cannot
     /// adopt its settings, for the reason given: the stream takes another
-    /// subject, drops messages once read or does not acknowledge them, or
+    /// subject, drops messages once read or by age or count, does not
+    /// acknowledge them, or
     /// stores messages smaller than a node needs (it was made by other
     /// means, or by a node with other settings). Connecting again does not
     /// help: change the stream's settings, or delete it if it holds no
@@ -126,6 +127,21 @@ pub enum NetError {
         stream: String,
         /// Why this node cannot adopt it.
         reason: String,
+    },
+    /// The document's NATS JetStream stream no longer holds the messages
+    /// `from` to `to` (stream sequences), and the newest snapshot does not
+    /// cover them: they were removed by other means than the nodes' own
+    /// purges (by hand, or by limits set on the stream since), so the
+    /// document cannot be read. Connecting again helps once a node that
+    /// read past them saves a snapshot.
+    #[error("the NATS stream {stream} lacks the messages {from} to {to}, which no snapshot covers")]
+    LogGap {
+        /// The stream's name.
+        stream: String,
+        /// The first message missing.
+        from: u64,
+        /// The last message missing.
+        to: u64,
     },
     /// The address needs a transport that this build of facsimile leaves
     /// out.

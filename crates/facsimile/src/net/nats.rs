@@ -416,6 +416,24 @@ impl Limits {
                 config.retention, config.no_ack
             ));
         }
+        // Nor one that drops messages by age or count: a gap no snapshot
+        // covers leaves the document unreadable. (Full, a stream that
+        // refuses new messages keeps every one.)
+        let drops_old = config.discard == stream::DiscardPolicy::Old
+            && (config.max_messages > 0
+                || config.max_bytes > 0
+                || config.max_messages_per_subject > 0);
+        if !config.max_age.is_zero() || drops_old {
+            return refused(format!(
+                "it must keep every message (max_age {:?}, and with discard {:?} max_msgs {}, \
+                 max_bytes {}, max_msgs_per_subject {})",
+                config.max_age,
+                config.discard,
+                config.max_messages,
+                config.max_bytes,
+                config.max_messages_per_subject
+            ));
+        }
         let stored = usize::try_from(config.max_message_size)
             .ok()
             .filter(|&n| n > 0);
@@ -576,7 +594,7 @@ pub(crate) async fn connect(
         .clone()
         .max_message_size(limits.read)
         .ordered(options.nats.lease);
-    let snapshot = snapshots.newest().await?;
+    let snapshot = covered_snapshot(&snapshots, &stream, &names).await?;
     let node = match &snapshot {
         Some((bytes, _)) => Node::from_exported(hostname, config, bytes)
             .map_err(|e| nats_error("loading the document's snapshot", e))?,
@@ -646,6 +664,45 @@ pub(crate) async fn connect(
                 what: "the document (replaying the stream)",
                 after: options.sync_timeout,
             })
+        }
+    }
+}
+
+/// The messages after the one `seq` that a stream whose first message is
+/// `first` no longer holds, from and to, if it lacks the next one.
+fn missing_after(first: u64, seq: u64) -> Option<(u64, u64)> {
+    (first > seq.saturating_add(1)).then(|| (seq + 1, first - 1))
+}
+
+/// The newest snapshot, once the stream holds every message after it: one
+/// saved and purged behind while it was read is read again once, and a
+/// gap that remains is [`NetError::LogGap`] (a joiner would start over
+/// and over, finding it each time).
+async fn covered_snapshot(
+    snapshots: &Snapshots,
+    stream: &stream::Stream,
+    names: &Names,
+) -> Result<Option<(Vec<u8>, u64)>, NetError> {
+    let mut tries = 0;
+    loop {
+        let snapshot = snapshots.newest().await?;
+        let first = stream
+            .get_info()
+            .await
+            .map_err(|e| nats_error("reading the stream's state", e))?
+            .state
+            .first_sequence;
+        let at = snapshot.as_ref().map_or(0, |(_, p)| p >> INDEX_BITS);
+        let Some((from, to)) = missing_after(first, at) else {
+            return Ok(snapshot);
+        };
+        tries += 1;
+        if tries == 2 {
+            return Err(NetError::LogGap {
+                stream: names.stream.clone(),
+                from,
+                to,
+            });
         }
     }
 }
@@ -1214,21 +1271,39 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
                 ctx.shared.cancel.cancel();
                 return;
             }
-            Stop::Reload => loop {
+            Stop::Reload | Stop::Gap(..) => {
                 attempts.reset();
-                match reload(&ctx, &node, &mut echoes).await {
-                    Ok(()) => break,
-                    Err(Stop::Dropped) => return,
-                    Err(Stop::Reload) => {}
-                    Err(Stop::Error(e)) => {
-                        tracing::warn!(error = %e, "starting over from the snapshot failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(attempts.next_delay()) => {}
-                            _ = ctx.shared.cancel.cancelled() => return,
+                loop {
+                    // A start-over that fails is tried again after a wait:
+                    // each attempt reads a snapshot and the stream, and
+                    // one that fails the same way fails again at once.
+                    if ctx.shared.cancel.is_cancelled() {
+                        return;
+                    }
+                    match reload(&ctx, &node, &mut echoes).await {
+                        Ok(()) => {
+                            attempts.reset();
+                            break;
+                        }
+                        Err(Stop::Dropped) => return,
+                        Err(Stop::Reload) => {
+                            tracing::info!("the stream was purged meanwhile; starting over again")
+                        }
+                        Err(Stop::Gap(from, to)) => tracing::error!(
+                            from,
+                            to,
+                            "the stream lacks messages no snapshot covers; waiting for a newer snapshot"
+                        ),
+                        Err(Stop::Error(e)) => {
+                            tracing::warn!(error = %e, "starting over from the snapshot failed; retrying")
                         }
                     }
+                    tokio::select! {
+                        _ = tokio::time::sleep(attempts.next_delay()) => {}
+                        _ = ctx.shared.cancel.cancelled() => return,
+                    }
                 }
-            },
+            }
             Stop::Error(e) => {
                 tracing::warn!(error = %e, "reading the stream failed; retrying");
                 tokio::select! {
@@ -1251,12 +1326,24 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
 /// lapse first) it judges on a state no round of reclamation completed
 /// without it has passed (DESIGN.md, "On a totally ordered log").
 async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<(), Stop> {
-    let (snapshot, _) = ctx
+    let (snapshot, position) = ctx
         .snapshots
         .newest()
         .await
         .map_err(|e| Stop::Error(e.into()))?
         .unzip();
+    let first = ctx
+        .stream
+        .get_info()
+        .await
+        .map_err(|e| Stop::Error(e.into()))?
+        .state
+        .first_sequence;
+    // The new incarnation says nothing before it knows it can read the log
+    // on from its snapshot.
+    if let Some((from, to)) = missing_after(first, position.unwrap_or(0) >> INDEX_BITS) {
+        return Err(Stop::Gap(from, to));
+    }
     let (mut next, read) = {
         let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
         let next = n
@@ -1267,13 +1354,6 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     // Whole messages: reading goes on after the last one applied.
     let until = read >> INDEX_BITS;
     let snapshot_at = next.log_position() >> INDEX_BITS;
-    let first = ctx
-        .stream
-        .get_info()
-        .await
-        .map_err(|e| Stop::Error(e.into()))?
-        .state
-        .first_sequence;
     // The node reads on beside the new incarnation from where it stopped,
     // also when the snapshot is past that (what it wrote there is its to
     // judge), unless the stream no longer holds that.
@@ -1450,6 +1530,9 @@ enum Stop {
     Reload,
     /// Reading failed; it is tried again.
     Error(BoxError),
+    /// The stream lacks the messages from and to these, which the newest
+    /// snapshot does not cover.
+    Gap(u64, u64),
 }
 
 /// What the reader learnt of this connection's own frames in the log.
@@ -2009,6 +2092,29 @@ mod tests {
         let mut work_queue = config;
         work_queue.retention = stream::RetentionPolicy::WorkQueue;
         assert!(limits(&work_queue, 1 << 20).is_none());
+    }
+
+    #[test]
+    fn a_stream_whose_limits_drop_messages_is_refused() {
+        let names = Names::new("doc");
+        let adopted = |config: &stream::Config| Limits::of(config, &names, 1 << 20, 300).is_ok();
+        let config = stream_config(1 << 20);
+        assert!(adopted(&config));
+        let mut aged = config.clone();
+        aged.max_age = Duration::from_secs(3600);
+        assert!(!adopted(&aged));
+        for limit in [
+            |c: &mut stream::Config| c.max_messages = 1000,
+            |c: &mut stream::Config| c.max_bytes = 1 << 30,
+            |c: &mut stream::Config| c.max_messages_per_subject = 1000,
+        ] {
+            let mut limited = config.clone();
+            limit(&mut limited);
+            assert!(!adopted(&limited), "{limited:?}");
+            // A full stream that refuses new messages keeps every one.
+            limited.discard = stream::DiscardPolicy::New;
+            assert!(adopted(&limited), "{limited:?}");
+        }
     }
 
     #[test]
