@@ -60,7 +60,7 @@ pub(crate) struct PassContext<'a> {
     pub(crate) members: &'a Membership,
     /// This replica's frontier now.
     pub(crate) frontier: &'a dyn Fn() -> FxHashMap<PeerIdx, u64>,
-    /// Nothing applied waits for a dependency and every sender is known.
+    /// Nothing applied waits for a dependency.
     pub(crate) settled: bool,
     /// This replica's latest sequence number, a held message's included.
     pub(crate) own_seq: u64,

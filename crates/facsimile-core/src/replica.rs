@@ -2063,10 +2063,9 @@ impl Replica {
             members: &self.members,
             frontier: &|| gc::frontier(streams, applied),
             // A parked operation arrived but has not taken effect; it may
-            // name what the round would reclaim. A sender whose messages
-            // are held behind a gap before its hello is a peer not yet
-            // counted as a member.
-            settled: self.doc.is_settled() && !streams.any_unknown(),
+            // name what the round would reclaim. (A sender not announced
+            // yet has nothing held here: `Streams::hold`.)
+            settled: self.doc.is_settled(),
             own_seq: self.out.outbox.applied_seq(),
             delivered: &|seq| locks.delivered(seq),
         };

@@ -4,7 +4,9 @@
 //!
 //! Invariant: a sender's messages are applied in its order, each once; a
 //! message ahead of a gap is held (within a byte budget) until the gap is
-//! filled by a resend (DESIGN.md, "Messages and streams").
+//! filled by a resend (DESIGN.md, "Messages and streams"), unless its
+//! sender has not announced itself: then nothing is held, and the stream
+//! only records that its start was asked for.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +18,11 @@ use crate::clock::Peers;
 use crate::error::ReceiveError;
 use crate::value::PeerIdx;
 use crate::wire::{Sequenced, Tag};
+
+/// How many streams whose sender has not announced itself are kept (each
+/// records only that its start was asked for), so that a stranger's
+/// messages cannot grow them.
+const MAX_UNANNOUNCED: usize = 64;
 
 /// One sender's stream.
 #[derive(Debug)]
@@ -123,12 +130,6 @@ impl Streams {
         }
     }
 
-    /// Whether some stream's sender has not announced itself yet (its
-    /// messages are held behind a gap before its hello).
-    pub(crate) fn any_unknown(&self) -> bool {
-        self.by_tag.values().any(|s| s.peer.is_none())
-    }
-
     /// For every known sender, the last counter applied.
     pub(crate) fn frontier(&self) -> impl Iterator<Item = (PeerIdx, u64)> + '_ {
         self.by_tag
@@ -164,6 +165,12 @@ impl Streams {
     /// gap. Returns the position to ask the sender to resend from, unless it
     /// was asked already.
     ///
+    /// A message whose sender has not announced itself is not held: the
+    /// resend from the stream's start brings it again, after the hello,
+    /// and the hello may never come (a stranger, a sender that crashed),
+    /// while reclamation cannot count a sender it does not know. Dropped,
+    /// the message is as if still on its way.
+    ///
     /// # Errors
     /// [`ReceiveError::BacklogFull`] when holding it would exceed
     /// `max_backlog` bytes.
@@ -175,25 +182,35 @@ impl Streams {
         size: usize,
         max_backlog: usize,
     ) -> Result<Option<u64>, ReceiveError> {
-        if self.held_bytes + size > max_backlog {
-            return Err(ReceiveError::BacklogFull(self.held_bytes));
-        }
         let Some(stream) = self.by_tag.get_mut(&from.0) else {
             return Ok(None);
         };
+        if stream.peer.is_none() {
+            let ask = !std::mem::replace(&mut stream.resend_asked, true);
+            let from_seq = stream.next_seq;
+            let unannounced = self.by_tag.values().filter(|s| s.peer.is_none());
+            if unannounced.count() > MAX_UNANNOUNCED {
+                // Asked again if it sends again: a resend more, at worst.
+                self.by_tag.remove(&from.0);
+            }
+            return Ok(ask.then_some(from_seq));
+        }
+        if self.held_bytes + size > max_backlog {
+            return Err(ReceiveError::BacklogFull(self.held_bytes));
+        }
         self.held_bytes += size;
         stream.held.insert(seq, (body, size));
         Ok((!std::mem::replace(&mut stream.resend_asked, true)).then_some(stream.next_seq))
     }
 
     /// Drops the stream of `tag` if it was opened by a message that was
-    /// refused or dropped: a stream whose sender is unknown holds
-    /// reclamation back for good.
+    /// refused or dropped, unless it records that the stream's start was
+    /// asked for (a few such are kept, [`MAX_UNANNOUNCED`]).
     pub(crate) fn drop_stray(&mut self, tag: Tag) {
         if self
             .by_tag
             .get(&tag.0)
-            .is_some_and(|s| s.peer.is_none() && s.held.is_empty())
+            .is_some_and(|s| s.peer.is_none() && !s.resend_asked)
         {
             self.by_tag.remove(&tag.0);
         }

@@ -1439,6 +1439,49 @@ fn a_refused_message_from_a_stranger_leaves_no_trace() {
     still_converges(&mut net);
 }
 
+/// Regression: a message from a stranger ahead of its stream's start
+/// (position 2, before any hello) was held for a hello that never comes,
+/// and a stream whose sender is unknown holds reclamation back for good:
+/// this replica never acknowledged again, so no round completed anywhere.
+#[test]
+fn a_stranger_s_message_ahead_of_its_start_holds_nothing_back() {
+    let mut net = world(WireFormat::Json);
+    let msg = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", 1.into()).unwrap();
+    });
+    net.release(M);
+    net.run();
+    let stranger = edit_json(&msg.bytes, |v| {
+        v["from"] = json!(hex(0xbad));
+        v["body"]["Ops"]["seq"] = json!(2);
+    });
+    let before = net.replica(B).snapshot();
+    net.replica(B).handle_message(&stranger).unwrap();
+    assert_eq!(net.replica(B).snapshot(), before);
+    assert!(net.replica(B).peers().iter().all(|p| p.held == 0));
+    let ra = root(&net, A);
+    net.replica(A)
+        .map_set(
+            ra,
+            "tmp",
+            Input::Map(vec![("x".into(), Input::Array(vec![]))]),
+        )
+        .unwrap();
+    net.run();
+    net.replica(A).map_delete(ra, "tmp").unwrap();
+    net.settle();
+    net.settle();
+    for i in 0..net.len() {
+        let r = net.replica(i);
+        assert_eq!(
+            r.object_count(),
+            r.reachable_objects().len(),
+            "replica {i} kept unreachable objects"
+        );
+    }
+    still_converges(&mut net);
+}
+
 /// A binary message's body variant (below 128, one byte): after the
 /// version byte and the sender's four-byte tag.
 fn binary_body(bytes: &[u8]) -> Option<u8> {

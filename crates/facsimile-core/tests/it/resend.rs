@@ -1,7 +1,14 @@
 //! A message lost on the way is asked for again and resent from the
 //! sender's log; one that fell out of the log sends the receiver to sync.
 
-use facsimile_core::{Config, Event, Input, PeerId, Replica, Transmit, Value};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use facsimile_core::sim::{Sim, Verdict, run_seeds};
+use facsimile_core::{Config, Event, Input, PeerId, Replica, Transmit, Value, WireFormat};
+
+use crate::support::kind_of;
 
 fn drain(r: &mut Replica) -> Vec<Transmit> {
     std::iter::from_fn(|| r.poll_transmit()).collect()
@@ -111,4 +118,78 @@ fn peers_tell_their_stream_position_and_what_waits_behind_a_gap() {
     assert_eq!(position(&b), (start + 1, 2), "two wait behind the gap");
     deliver(&mut b, sent[1..2].iter().cloned());
     assert_eq!(position(&b), (start + 4, 0));
+}
+
+/// A newcomer that replica `p`'s writes reach before `p`'s welcome does
+/// (`p` wrote before it read the newcomer's hello): replicas r0 to r2 with
+/// a root map, and the newcomer's index.
+fn writes_before_the_welcome(seed: u64, p: usize) -> (Sim, usize) {
+    let config = Config::default().wire_format(WireFormat::Json);
+    let mut sim = Sim::with_config(seed, 3, config);
+    sim.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
+    sim.run();
+    let n = sim.add("newcomer");
+    let root = sim.replica(p).root().as_ref_id().unwrap();
+    for i in 0..3 {
+        sim.with(p, |r| r.map_set(root, "k", Input::from(i))).unwrap();
+    }
+    (sim, n)
+}
+
+/// The newcomer follows the stream from its start, as the welcome would
+/// have it, and asks for it once however many of its messages came first.
+#[test]
+fn writes_that_reach_a_newcomer_before_their_sender_s_welcome_are_applied() {
+    run_seeds(0..20, |seed| {
+        let (mut sim, n) = writes_before_the_welcome(seed, 2);
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
+        let p = sim.tag(2);
+        sim.intercept(move |from, t| {
+            if from == n && t.to == Some(p) && kind_of(&t.bytes).as_deref() == Some("Resend") {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Deliver
+        });
+        sim.settle();
+        assert_eq!(asked.load(Ordering::Relaxed), 1, "seed {seed}");
+        let root = sim.replica(n).root().as_ref_id().unwrap();
+        assert_eq!(sim.replica(n).map_get(root, "k").unwrap(), Some(2.into()));
+        sim.assert_converged();
+    });
+}
+
+/// A sender that crashed before it welcomed a newcomer, whose message
+/// (an acknowledgement) reached the newcomer first, holds nothing back:
+/// reclamation completes everywhere.
+#[test]
+fn a_sender_that_crashed_before_its_welcome_does_not_stop_reclamation() {
+    let mut sim = Sim::new(1, 3);
+    sim.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
+    sim.run();
+    let n = sim.add("newcomer");
+    // Every replica acknowledges what it applied; r2's acknowledgement
+    // goes out before it reads the newcomer's hello, which it never does.
+    sim.advance(Duration::from_secs(1));
+    sim.crash(2);
+    // Its transport reports it gone.
+    let gone = sim.replica(2).peer_id().clone();
+    sim.with(0, |r| r.evict(&gone));
+    sim.run();
+    let root = sim.replica(0).root().as_ref_id().unwrap();
+    let garbage = Input::Map(vec![("x".into(), Input::Array(vec![]))]);
+    sim.with(0, |r| r.map_set(root, "tmp", garbage)).unwrap();
+    sim.run();
+    sim.with(0, |r| r.map_delete(root, "tmp")).unwrap();
+    sim.settle();
+    sim.settle();
+    for i in [0, 1, n] {
+        let r = sim.replica(i);
+        assert_eq!(
+            r.object_count(),
+            r.reachable_objects().len(),
+            "replica {i} kept unreachable objects"
+        );
+    }
+    sim.assert_converged();
 }
