@@ -1309,6 +1309,25 @@ impl Replica {
         Replica::load_exported(Replica::new(me, config), bytes)
     }
 
+    /// The incarnation tags of every peer a state saved with
+    /// [`Replica::export_state`] has heard of (members, peers gone, and the
+    /// replica that saved it), read without loading the state. A new
+    /// incarnation loaded from it must draw another: the engine tells a
+    /// peer's messages by its tag alone.
+    ///
+    /// ```
+    /// use facsimile_core::{Config, PeerId, Replica};
+    /// let mut a = Replica::new(PeerId::new("a", 7), Config::default());
+    /// assert_eq!(Replica::saved_tags(&a.export_state())?, [7]);
+    /// # Ok::<(), facsimile_core::ReceiveError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A [`ReceiveError`] when the bytes do not start as a saved state.
+    pub fn saved_tags(bytes: &[u8]) -> Result<Vec<u32>, ReceiveError> {
+        transfer::saved_tags(bytes)
+    }
+
     // ---------------------------------------------------------- ordered log
 
     /// Whether locks and liveness follow a totally ordered log

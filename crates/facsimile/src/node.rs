@@ -261,6 +261,28 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// A random incarnation tag that `known` does not hold: the engine tells a
+/// peer's messages by its tag alone, so a new incarnation that took a tag
+/// the document knows would be taken for that peer (or that peer for it).
+fn fresh_tag(known: impl Fn(u32) -> bool) -> u32 {
+    loop {
+        let tag = drawn_tag();
+        if !known(tag) {
+            return tag;
+        }
+    }
+}
+
+/// A random incarnation tag; with the `failpoints` feature, the one a test
+/// sets (`node-draw-tag`, `return(tag)`).
+fn drawn_tag() -> u32 {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("node-draw-tag", |tag| tag
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default());
+    rand::random()
+}
+
 impl Node {
     /// Creates a node with an empty document (root `Null`). The hostname
     /// decides ties between concurrent writes (the higher one wins).
@@ -283,14 +305,14 @@ impl Node {
     /// Creates a node whose timers read `clock` (a manual one in virtual
     /// time).
     pub(crate) fn with_clock(hostname: &str, config: Config, clock: Clock) -> Node {
-        let peer = PeerId::new(hostname, rand::random());
+        let peer = PeerId::new(hostname, drawn_tag());
         Node::from_replica(Replica::new(peer, config), clock)
     }
 
     /// Creates a node from a state saved with [`Node::export_state`] (by this
     /// node earlier, or by another node: a snapshot for a joiner that skips
-    /// the network handshake). The node is a new incarnation; it is ready at
-    /// once.
+    /// the network handshake). The node is a new incarnation, with a tag the
+    /// state does not know; it is ready at once.
     ///
     /// # Errors
     /// [`Error::Receive`] when the bytes are not a valid saved state.
@@ -298,7 +320,8 @@ impl Node {
     /// # Panics
     /// As [`Node::new`].
     pub fn from_exported(hostname: &str, config: Config, bytes: &[u8]) -> Result<Node> {
-        let peer = PeerId::new(hostname, rand::random());
+        let known = Replica::saved_tags(bytes)?;
+        let peer = PeerId::new(hostname, fresh_tag(|t| known.contains(&t)));
         let replica = Replica::from_exported(peer, config, bytes)?;
         Ok(Node::from_replica(replica, Clock::new()))
     }
@@ -587,7 +610,11 @@ impl Node {
     /// [`Error::Receive`] when the snapshot is not valid.
     pub(crate) fn prepare_reload(&self, snapshot: Option<&[u8]>) -> Result<Successor> {
         let st = self.state();
-        let me = PeerId::new(self.hostname(), rand::random());
+        // A tag neither this replica nor the snapshot knows (the snapshot
+        // may be past what this replica read).
+        let saved = snapshot.map(Replica::saved_tags).transpose()?;
+        let known = |t| st.replica.knows_tag(t) || saved.as_ref().is_some_and(|s| s.contains(&t));
+        let me = PeerId::new(self.hostname(), fresh_tag(known));
         let (mut replica, succession) = st.replica.successor(me, snapshot)?;
         // Switched on when it takes this node's place: what it applies
         // before is no change to what this node showed.
@@ -1502,12 +1529,7 @@ impl Node {
     fn start_over(&self, st: &mut State, dispatch: &mut Dispatch) {
         // An incarnation the document has not seen: an old one's stream
         // positions and departure would apply to it.
-        let incarnation = loop {
-            let t: u32 = rand::random();
-            if !st.replica.knows_tag(t) {
-                break t;
-            }
-        };
+        let incarnation = fresh_tag(|t| st.replica.knows_tag(t));
         let s = st.replica.reincarnate(incarnation);
         self.note_succession(st, s, CarriedOver::default());
         st.subs.wake_all_locks(dispatch);

@@ -7,7 +7,7 @@ mod nats_support;
 
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use facsimile::net::{self, NatsOptions};
 use serde_json::json;
@@ -172,4 +172,80 @@ async fn writes_made_while_a_node_starts_over_are_judged_before_it_takes_their_w
         }
         Err(_) => assert!(seen.is_empty(), "a refused write was shown: {seen:?}"),
     }
+}
+
+/// Waits until the document `doc` has a current snapshot.
+async fn snapshot_saved(url: &str, doc: &str) {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let claims = js
+        .get_key_value(format!("FACSIMILE_{doc}_CLAIMS"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while claims.entry("current").await.unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for a snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A joiner never takes the incarnation tag of a peer its snapshot knows
+/// (the engine tells a peer's messages by that tag alone): it draws
+/// another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_draws_no_tag_its_snapshot_knows() {
+    let _ = log();
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let options = || options("tags").nats(nats().snapshot_every(1));
+    let a = join(&server.url(), "alpha", options()).await;
+    a.node().set_root(json!({"k": 1})).unwrap();
+    a.flush().await.unwrap();
+    snapshot_saved(&server.url(), "tags").await;
+    let taken = a.node().peer_id().incarnation();
+    fail::cfg("node-draw-tag", &format!("1*return({taken})")).unwrap();
+    let b = net::connect(&server.url(), "bravo", options())
+        .await
+        .expect("bravo joins");
+    assert_ne!(b.node().peer_id().incarnation(), taken);
+    converged(&[a.node(), b.node()]).await;
+}
+
+/// A node that starts over never takes the incarnation tag of a peer it
+/// knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_incarnation_draws_no_tag_the_document_knows() {
+    let _ = log();
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let options = || options("retag").nats(NatsOptions::new().lease(Duration::from_secs(600)));
+    let a = join(&partition.url(), "alpha", options()).await;
+    let b = join(&server.url(), "bravo", options()).await;
+    a.node().set_root(json!({"m": {}})).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+
+    let taken = b.node().peer_id().incarnation();
+    fail::cfg("node-draw-tag", &format!("1*return({taken})")).unwrap();
+    // A write that raced bravo's grant: alpha starts over.
+    partition.freeze(true);
+    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
+    let guard = b.node().lock(&m).await.unwrap();
+    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
+    m.set("raced", 1).unwrap();
+    partition.freeze(false);
+    match tokio::time::timeout(PATIENCE, a.flush()).await {
+        Ok(Err(net::NetError::WritesLost(1))) => {}
+        other => panic!("the refused write was not reported alone: {other:?}"),
+    }
+    assert_eq!(a.rejoins(), 1);
+    assert_ne!(a.node().peer_id().incarnation(), taken);
+    drop(guard);
+    a.node().root_map().unwrap().set("after", 1).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(b.node().peers(), [a.node().peer_id()]);
 }

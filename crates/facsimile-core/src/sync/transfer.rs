@@ -177,6 +177,21 @@ pub(crate) fn decode_saved_bytes(
     }
 }
 
+/// The incarnation tags of every peer in a saved state's table, read
+/// without the rest of it.
+pub(crate) fn saved_tags(bytes: &[u8]) -> Result<Vec<u32>, ReceiveError> {
+    match bytes.split_first() {
+        Some((&v, rest)) if (crate::codec::VERSION..=saved::VERSION).contains(&v) => {
+            // The peer table comes first in every format.
+            let (peers, _): (Vec<(Tag, Hostname)>, _) = postcard::take_from_bytes(rest)
+                .map_err(|e| ReceiveError::Malformed(e.to_string()))?;
+            Ok(peers.into_iter().map(|(tag, _)| tag.0).collect())
+        }
+        Some((&v, _)) => Err(ReceiveError::UnsupportedVersion(v)),
+        None => Err(ReceiveError::Empty),
+    }
+}
+
 /// Validates a state received from `from` as a saved state
 /// ([`crate::wire::Directed::SyncSaved`]), which `from` itself must have
 /// made.
