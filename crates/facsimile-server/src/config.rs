@@ -253,6 +253,10 @@ impl ServerConfig {
     /// it rejoins as a new incarnation, its unacknowledged writes lost.
     /// The peer timeout ([`ServerConfig::failure_detection`]) evicts a
     /// silent node all the same, so a grace longer than it has no effect.
+    /// A connection that ends before it carried anything (its node may
+    /// have given up waiting for the welcome while the relay recovered the
+    /// document) keeps its node a member for the peer timeout, or the
+    /// grace if longer, whatever the grace.
     ///
     /// ```
     /// use std::time::Duration;

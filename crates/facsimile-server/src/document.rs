@@ -416,9 +416,9 @@ pub(crate) struct Doc {
     /// that were behind it in the channel are still to be handled first.
     tick_after: Option<usize>,
     /// Connections that broke, within their reconnection grace: when it
-    /// ends, and the tags they spoke for (those not taken over by a new
-    /// connection meanwhile are evicted then).
-    lingering: Vec<(Instant, ConnId, Vec<u32>)>,
+    /// ends, how long it is, and the tags they spoke for (those not taken
+    /// over by a new connection meanwhile are evicted then).
+    lingering: Vec<(Instant, Duration, ConnId, Vec<u32>)>,
     /// Since when the document has had no client, connected or within its
     /// grace.
     idle_since: Option<Instant>,
@@ -761,7 +761,7 @@ impl Doc {
     /// (a heartbeat or a reclamation pass a second away, a sync retry).
     fn arm(&self, timer: &watch::Sender<Deadline>) {
         let replica = self.replica.poll_timeout().map(|at| self.epoch + at);
-        let graces = self.lingering.iter().map(|(until, _, _)| *until);
+        let graces = self.lingering.iter().map(|(until, ..)| *until);
         let at = replica
             .into_iter()
             .chain(graces)
@@ -796,11 +796,14 @@ impl Doc {
             }
             Cmd::Leave { conn, reason } => {
                 if let Some(c) = self.clients.get(&conn) {
+                    let heard = c.frames_in > 0;
                     tracing::info!(
-                        doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason,
+                        doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason, heard,
                         "client disconnected"
                     );
-                    if self.config.reconnect_grace.is_zero() {
+                    if !heard {
+                        self.linger_unheard(conn);
+                    } else if self.config.reconnect_grace.is_zero() {
                         self.drop_client(conn, &format!("disconnected ({reason})"));
                     } else {
                         self.linger(conn);
@@ -1424,8 +1427,28 @@ impl Doc {
         };
         self.note_applied(conn, &c);
         c.out.cancel.cancel();
-        let until = later(Instant::now(), self.config.reconnect_grace);
-        self.lingering.push((until, conn, c.tags));
+        let grace = self.config.reconnect_grace;
+        self.lingering
+            .push((later(Instant::now(), grace), grace, conn, c.tags));
+    }
+
+    /// Forgets a connection that ended before it carried a frame, so
+    /// before its node was seen to hear the welcome: a client that gave up
+    /// waiting for it (the relay was recovering the document) has not left,
+    /// and comes back. Its tags stay members for the peer timeout (or the
+    /// grace, if longer), as a silent member would, and a connection that
+    /// says hello as one of them meanwhile takes it over. Nothing of it
+    /// was applied, and its count of applied frames is not taken: the
+    /// node's frames were counted on the connection it last heard a
+    /// welcome on.
+    fn linger_unheard(&mut self, conn: ConnId) {
+        let Some(c) = self.clients.remove(&conn) else {
+            return;
+        };
+        c.out.cancel.cancel();
+        let grace = self.config.reconnect_grace.max(self.config.peer_timeout);
+        self.lingering
+            .push((later(Instant::now(), grace), grace, conn, c.tags));
     }
 
     /// Evicts the tags of broken connections whose grace ended and which
@@ -1434,10 +1457,9 @@ impl Doc {
         let now = Instant::now();
         let (ended, lingering) = std::mem::take(&mut self.lingering)
             .into_iter()
-            .partition(|(until, _, _)| *until <= now);
+            .partition(|(until, ..)| *until <= now);
         self.lingering = lingering;
-        for (_, conn, tags) in ended {
-            let grace = self.config.reconnect_grace;
+        for (_, grace, conn, tags) in ended {
             self.forget_tags(
                 conn,
                 tags,

@@ -17,4 +17,5 @@ mod partition;
 mod read_only;
 mod support;
 mod websocket;
+mod welcome;
 mod ws_client;

@@ -13,6 +13,7 @@ use futures_util::stream::{self, SplitSink, SplitStream};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message, protocol::WebSocketConfig};
@@ -68,7 +69,7 @@ pub(super) async fn connect(
     let mut session =
         Session::new(options.document.clone(), options.token.clone()).read_only(options.read_only);
     let incarnation = node.peer_id().incarnation();
-    let (conn, admission) =
+    let (conn, admission, synced_by) =
         establish(addr, &options, &mut session, &shared, &node, incarnation).await?;
     // A node made here has not left.
     admit(&shared, &node, admission);
@@ -121,7 +122,7 @@ pub(super) async fn connect(
             e = stopped => Err(e),
         }
     };
-    let failed = match tokio::time::timeout(options.sync_timeout, synced).await {
+    let failed = match tokio::time::timeout_at(synced_by, synced).await {
         Ok(Ok(())) => return Ok(Connection { node, shared }),
         Ok(Err(e)) => e,
         Err(_) => NetError::Timeout {
@@ -173,9 +174,10 @@ impl Target<'_> {
     }
 }
 
-/// Opens a connection and says hello as `incarnation`, asking to resume
-/// where the session stopped reading; readies the outbox for the
-/// connection.
+/// Opens a connection within the connect timeout and says hello as
+/// `incarnation`, asking to resume where the session stopped reading;
+/// readies the outbox for the connection. Returns with it the end of the
+/// sync timeout, counted from the hello, within which the welcome came.
 async fn establish(
     addr: &str,
     options: &ConnectOptions,
@@ -183,18 +185,20 @@ async fn establish(
     shared: &Shared,
     node: &Node,
     incarnation: u32,
-) -> Result<(Conn, Admission), NetError> {
-    let now = tokio::time::Instant::now();
-    // A timeout too long to add to now is as good as none.
-    let deadline = now
-        .checked_add(options.connect_timeout)
-        .unwrap_or_else(|| now + NEVER);
-    let (mut reader, mut writer) = tokio::time::timeout_at(deadline, open(addr, options))
-        .await
-        .map_err(|_| NetError::Timeout {
-            what: "the connection to the relay",
-            after: options.connect_timeout,
-        })??;
+) -> Result<(Conn, Admission, Instant), NetError> {
+    let (mut reader, mut writer) =
+        tokio::time::timeout_at(after(options.connect_timeout), open(addr, options))
+            .await
+            .map_err(|_| NetError::Timeout {
+                what: "the connection to the relay",
+                after: options.connect_timeout,
+            })??;
+    // A relay answers once it has the document open, which after a restart
+    // means recovered: that may take far longer than reaching it, so the
+    // welcome is waited for as long as the document is. (A hello given up
+    // on may be admitted all the same; the relay does not count the node
+    // gone when that connection ends before carrying a frame.)
+    let synced_by = after(options.sync_timeout);
     let hello = session.hello(node.hostname(), incarnation);
     let handshake = async {
         writer.send(hello).await.map_err(|source| NetError::Io {
@@ -203,13 +207,13 @@ async fn establish(
         })?;
         read_welcome(addr, options.max_frame, &mut reader).await
     };
-    // Connected but silent: whatever listens there does not speak the
-    // relay's protocol (a relay always answers a hello at once).
-    let welcome = tokio::time::timeout_at(deadline, handshake)
+    // Connected but silent all that time: whatever listens there does not
+    // speak the relay's protocol.
+    let welcome = tokio::time::timeout_at(synced_by, handshake)
         .await
         .map_err(|_| NetError::NotARelay {
             addr: addr.to_string(),
-            source: ProtocolError::Silent(options.connect_timeout),
+            source: ProtocolError::Silent(options.sync_timeout),
         })??;
     let admission = shared
         .complete(|outbox| session.welcome(welcome, outbox))
@@ -224,7 +228,14 @@ async fn establish(
     // close the connection on, a write that fits here.
     let relay = session.relay_max_frame().unwrap_or(options.max_frame);
     node.limit_sent_messages(protocol::max_message(relay));
-    Ok((Conn { reader, writer }, admission))
+    Ok((Conn { reader, writer }, admission, synced_by))
+}
+
+/// `timeout` from now; a timeout too long to add to now is as good as
+/// none.
+fn after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + NEVER)
 }
 
 /// The connection as frames: length-delimited over TCP, or one binary
@@ -511,7 +522,7 @@ async fn run(
             _ = shared.cancel.cancelled() => return,
         };
         match attempt {
-            Ok((c, admission)) => {
+            Ok((c, admission, _)) => {
                 tracing::info!(%addr, "reconnected to the relay");
                 if !admit(&shared, &n, admission) {
                     shared.shut();

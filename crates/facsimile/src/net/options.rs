@@ -205,9 +205,12 @@ impl ConnectOptions {
         self
     }
 
-    /// How long [`connect`](super::connect) waits for the server (the TCP
-    /// and TLS handshakes; default 10 s) and for the document (default
-    /// 30 s).
+    /// How long [`connect`](super::connect) waits for the server (the TCP,
+    /// TLS and WebSocket handshakes, or NATS's; default 10 s) and then for
+    /// the document (default 30 s). With a relay, the document's wait
+    /// starts at the hello and takes in the relay's welcome, which a relay
+    /// sends once it has the document open (after a restart, recovered
+    /// from its disk); a reconnection waits that long for the welcome too.
     ///
     /// ```
     /// use std::time::Duration;
