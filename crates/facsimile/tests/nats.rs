@@ -1357,3 +1357,42 @@ async fn a_joiner_refuses_a_stream_missing_messages_no_snapshot_covers() {
         after.1 - before.1
     );
 }
+
+/// A message whose id another publisher forged to carry a node's own
+/// prefix (its hostname and incarnation, which the stream shows) with
+/// indices the node never sent is not taken for the node's own: the node
+/// reads on, and its flushes still wait for its own messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_own_message_id_is_ignored() {
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("forged")).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    let b = join(&server.url(), "bravo", options("forged")).await;
+    let prefix = format!("alpha.{:08x}", a.node().peer_id().incarnation());
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    for id in [
+        format!("{prefix}.{}", u64::MAX),
+        format!("{prefix}.{}", u64::MAX - 1),
+        format!("{prefix}.{}-{}", u64::MAX - 1, u64::MAX),
+    ] {
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(vec![0xff].into())
+            .message_id(id);
+        js.send_publish("facsimile.forged", message)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    b.node().set_path("/k", 1).unwrap();
+    b.flush().await.unwrap();
+    until("alpha to read past the forged messages", || {
+        a.node().get("/k") == Some(Value::Int(1))
+    })
+    .await;
+    a.node().set_path("/j", 2).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+}

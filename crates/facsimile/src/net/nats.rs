@@ -1744,7 +1744,16 @@ impl<'a> Read<'a> {
             Duration::from_nanos(u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0));
         let id = message_id(message);
         let count = id.and_then(frames_named).map_or(1, |(_, count)| count);
-        let own = id.and_then(|id| own_index(&ctx.id_prefix, id));
+        // Anyone may publish on the subject, under an id with this node's
+        // prefix (the stream shows it): one naming frames this connection
+        // never queued is not its own.
+        let own = id
+            .and_then(|id| own_index(&ctx.id_prefix, id))
+            .filter(|&first| {
+                first
+                    .checked_add(count)
+                    .is_some_and(|end| end <= ctx.shared.outbox().queued())
+            });
         // Like a frame that does not decode, a malformed message is
         // skipped by every reader alike.
         let frames = unpack(&message.payload, count).unwrap_or_else(|| {
@@ -1829,6 +1838,7 @@ async fn read_from(
                 }
                 if let Some(first) = m.own {
                     own = true;
+                    // Below what the outbox queued (`Read::of`).
                     echoes.accepted = echoes.accepted.max(first + i as u64 + 1);
                 }
             }
@@ -1893,7 +1903,7 @@ struct SnapshotDuty {
 impl SnapshotDuty {
     async fn after(&mut self, ctx: &Ctx, node: &Node, seq: u64) {
         let every = ctx.nats.snapshot_every;
-        if !self.claimed && seq >= self.known + every {
+        if !self.claimed && seq >= self.known.saturating_add(every) {
             self.claim(ctx, seq).await;
         }
         if self.claimed {
@@ -1905,7 +1915,7 @@ impl SnapshotDuty {
                     ctx.stream.clone(),
                     bytes,
                     position,
-                    RETAINED_INTERVALS * ctx.nats.snapshot_every,
+                    RETAINED_INTERVALS.saturating_mul(ctx.nats.snapshot_every),
                 ));
             }
         }
@@ -1930,7 +1940,7 @@ impl SnapshotDuty {
             })
             .unwrap_or((0, 0));
         self.known = self.known.max(claimed);
-        if seq < self.known + ctx.nats.snapshot_every {
+        if seq < self.known.saturating_add(ctx.nats.snapshot_every) {
             return;
         }
         let value = Bytes::from(seq.to_string());
