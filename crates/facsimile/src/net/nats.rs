@@ -452,14 +452,20 @@ impl Limits {
 }
 
 /// The hostname as message ids carry it: a NATS header holds no line
-/// break, so `%`, CR and LF are escaped (distinct hostnames keep distinct
-/// ids).
+/// break, and the client trims the whitespace a header value starts with,
+/// so `%`, CR, LF and leading whitespace are escaped (distinct hostnames
+/// keep distinct ids, and a node finds its own ids as it sent them).
 fn id_hostname(hostname: &str) -> std::borrow::Cow<'_, str> {
-    if !hostname.contains(['%', '\r', '\n']) {
+    let body = hostname.trim_start();
+    if body.len() == hostname.len() && !hostname.contains(['%', '\r', '\n']) {
         return hostname.into();
     }
+    let lead = hostname.len() - body.len();
     let mut out = String::with_capacity(hostname.len() + 8);
-    for c in hostname.chars() {
+    for &b in &hostname.as_bytes()[..lead] {
+        out.push_str(&format!("%{b:02X}"));
+    }
+    for c in body.chars() {
         match c {
             '%' => out.push_str("%25"),
             '\r' => out.push_str("%0D"),
@@ -2135,6 +2141,19 @@ mod tests {
         assert_ne!(id_hostname("a\nb"), id_hostname("a%0Ab"));
         let prefix = format!("{}.0000abcd", id_hostname("x\ny"));
         assert_eq!(own_index(&prefix, &format!("{prefix}.7-9")), Some(7));
+    }
+
+    #[test]
+    fn a_hostname_starting_with_whitespace_keeps_its_ids_whole() {
+        for hostname in [" alpha", "\talpha", "\u{a0}alpha", "  "] {
+            let prefix = format!("{}.0000abcd", id_hostname(hostname));
+            let sent = format!("{prefix}.7");
+            // The client trims the header values it receives.
+            assert_eq!(own_index(&prefix, sent.trim()), Some(7), "{hostname:?}");
+        }
+        assert_ne!(id_hostname(" a"), id_hostname("a"));
+        assert_ne!(id_hostname(" a"), id_hostname("%20a"));
+        assert_eq!(id_hostname("a b"), "a b");
     }
 
     #[test]
