@@ -1751,7 +1751,15 @@ impl Replica {
     fn handle_directed(&mut self, from: Tag, body: Directed) -> Result<(), ReceiveError> {
         match body {
             Directed::SyncFetch => {
-                if self.is_ready() {
+                // Only a peer whose sync request was read here and whose
+                // sync has not completed fetches; a departed one too, as
+                // the state is how it learns of its eviction. For anyone
+                // else a fetch of a few bytes would cost the whole state.
+                let asked = self
+                    .peers
+                    .by_tag(from.0)
+                    .is_some_and(|p| self.serve.syncing().any(|s| s == p));
+                if self.is_ready() && asked {
                     self.serve.fetched(from);
                     self.answer_fetches();
                 }

@@ -1482,6 +1482,57 @@ fn a_stranger_s_message_ahead_of_its_start_holds_nothing_back() {
     still_converges(&mut net);
 }
 
+/// A fetch of the whole document is answered only for a peer whose sync
+/// request was read and whose sync has not completed: not for a stranger,
+/// a member that never asked, one evicted since, or a joiner answered
+/// already. Each answer would cost the whole state, for a message of a few
+/// bytes.
+#[test]
+fn a_fetch_is_answered_only_for_a_sync_that_asked_for_it() {
+    let mut net = world(WireFormat::Json);
+    let answers: Arc<Mutex<Vec<(usize, Option<u32>)>>> = Arc::default();
+    let log = answers.clone();
+    net.intercept(move |from, t| {
+        if matches!(
+            kind_of(&t.bytes).as_deref(),
+            Some("SyncAnswer" | "SyncSaved")
+        ) {
+            log.lock().unwrap().push((from, t.to));
+        }
+        Verdict::Deliver
+    });
+    let bt = net.tag(B);
+    let fetch = |from: u32| {
+        serde_json::to_vec(&json!({"from": hex(from), "body": {"SyncFetch": {"to": hex(bt)}}}))
+            .unwrap()
+    };
+    let mallory = net[M].peer_id().clone();
+    net.replica(B).evict(&mallory);
+    net.run();
+    let (at, mt) = (net.tag(A), net.tag(M));
+    for from in [0xbad, at, mt] {
+        for _ in 0..100 {
+            net.replica(B).handle_message(&fetch(from)).unwrap();
+        }
+    }
+    net.run();
+    assert_eq!(*answers.lock().unwrap(), [], "stranger, member, evicted");
+    // A joiner is answered once, by one peer, and no more once it is done.
+    let j = net.add_with_config("joiner", config(WireFormat::Json));
+    net.sync(j);
+    net.run();
+    let jt = net.tag(j);
+    assert_eq!(answers.lock().unwrap().len(), 1);
+    assert_eq!(answers.lock().unwrap()[0].1, Some(jt));
+    for _ in 0..100 {
+        net.replica(B).handle_message(&fetch(jt)).unwrap();
+    }
+    net.run();
+    assert_eq!(answers.lock().unwrap().len(), 1, "a joiner done");
+    net.stop_intercepting();
+    still_converges(&mut net);
+}
+
 /// A binary message's body variant (below 128, one byte): after the
 /// version byte and the sender's four-byte tag.
 fn binary_body(bytes: &[u8]) -> Option<u8> {
