@@ -4,10 +4,17 @@
 use std::time::Duration;
 
 use facsimile_core::sim::Sim;
-use facsimile_core::{Config, Error, Event, Input, LockEvent, LockState, Replica};
+use facsimile_core::{Config, Error, Event, Input, LockEvent, LockState, ObjectId, Replica};
 
 const HEARTBEAT: Duration = Duration::from_millis(100);
 const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The root map's child `key` on replica `i`.
+fn child(sim: &mut Sim, i: usize, key: &str) -> ObjectId {
+    let root = sim.replica(i).root().as_ref_id().unwrap();
+    let child = sim.replica(i).map_get(root, key).unwrap();
+    child.and_then(|v| v.as_ref_id()).unwrap()
+}
 
 /// Lets `beats` heartbeats pass, delivering everything after each.
 fn beats(sim: &mut Sim, beats: usize) {
@@ -58,7 +65,10 @@ fn a_replica_evicted_during_its_sync_learns_it_from_the_state_it_loads() {
         Ok(LockState::Waiting)
     ));
     beats(&mut sim, 2);
-    assert!(matches!(sim.replica(2).lock_state(root), LockState::Held(_)));
+    assert!(matches!(
+        sim.replica(2).lock_state(root),
+        LockState::Held(_)
+    ));
     let r0 = sim.replica(0).root().as_ref_id().unwrap();
     assert_eq!(sim.replica(0).map_get(r0, "k").unwrap(), Some(1.into()));
     sim.assert_converged();
@@ -91,18 +101,17 @@ fn a_replica_loaded_as_an_evicted_identity_is_evicted() {
 #[test]
 fn a_reincarnation_reports_the_locks_it_drops() {
     let mut sim = Sim::new(5, 2);
-    sim.with(0, |r| r.set_root(Input::Map(vec![("m".into(), Input::Map(vec![]))])))
-        .unwrap();
+    let doc = Input::Map(vec![("m".into(), Input::Map(vec![]))]);
+    sim.with(0, |r| r.set_root(doc)).unwrap();
     sim.run();
     let root = sim.replica(0).root().as_ref_id().unwrap();
-    let m = sim.replica(0).map_get(root, "m").unwrap().unwrap().as_ref_id().unwrap();
+    let m = child(&mut sim, 0, "m");
     sim.with(0, |r| r.lock(root, true)).unwrap();
     sim.run();
     let LockState::Held(token) = sim.replica(0).lock_state(root) else {
         panic!("held");
     };
-    let m1 = sim.replica(1).root().as_ref_id().unwrap();
-    let m1 = sim.replica(1).map_get(m1, "m").unwrap().unwrap().as_ref_id().unwrap();
+    let m1 = child(&mut sim, 1, "m");
     sim.with(1, |r| r.lock(m1, true)).unwrap();
     sim.run();
     // Its own request now waits behind the other's grant.

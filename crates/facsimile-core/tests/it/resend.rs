@@ -131,7 +131,7 @@ fn writes_before_the_welcome(seed: u64, p: usize) -> (Sim, usize) {
     let n = sim.add("newcomer");
     let root = sim.replica(p).root().as_ref_id().unwrap();
     for i in 0..3 {
-        sim.with(p, |r| r.map_set(root, "k", Input::from(i))).unwrap();
+        sim.with(p, |r| r.map_set(root, "k", i.into())).unwrap();
     }
     (sim, n)
 }
