@@ -465,8 +465,23 @@ impl Node {
                 refused(e.into());
             }
         }
-        let now = st.replica.peer_id().incarnation();
         self.pump_holding(st);
+        // The node starts over as the pump takes the eviction from the
+        // replica, which another thread's pump may not have done yet: the
+        // caller must know before it goes on (the relay acknowledges the
+        // evicted incarnation's frames that it dropped), so that pump is
+        // waited for then.
+        let (now, pending) = {
+            let st = self.state();
+            (st.replica.peer_id().incarnation(), st.replica.has_events())
+        };
+        let now = match pending && !Self::in_any_pump() {
+            true => {
+                self.pump_all();
+                self.state().replica.peer_id().incarnation()
+            }
+            false => now,
+        };
         (now != was).then_some(was)
     }
 

@@ -330,3 +330,112 @@ async fn a_replayed_eviction_is_not_reported_again() {
     logged(&["document recovered", DOC]).await;
     assert_eq!(count(), reported, "the replayed eviction is reported again");
 }
+
+/// Carol is evicted by a peer while she stays connected: the relay keeps
+/// her connection, and she starts over on it as a new incarnation, whose
+/// writes the relay takes. When that connection breaks, she comes back as
+/// the new incarnation, within the grace: the write she made meanwhile is
+/// sent again and applied, not dropped as the evicted incarnation's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_evicted_while_connected_comes_back_as_its_new_incarnation() {
+    let (_relay, alice, hole, carol) = alice_and_carol_behind_a_proxy(
+        json!({"l": []}),
+        "carol-evicted-by-alice",
+        Duration::from_secs(5),
+    )
+    .await;
+    let evicted = carol.node().peer_id().incarnation();
+    alice.node().evict(&carol.node().peer_id());
+    wait_until("carol to start over", Duration::from_secs(20), || {
+        let n = carol.node();
+        n.peer_id().incarnation() != evicted && n.is_ready() && list(&carol).is_some()
+    })
+    .await;
+    list(&carol).unwrap().push("x").unwrap();
+    carol.flush().await.expect("the new incarnation's write");
+
+    hole.black_hole();
+    hole.cut();
+    disconnected(&carol, "carol's connection ends").await;
+    list(&carol).unwrap().push("y").unwrap();
+    hole.restore();
+
+    let flushed = tokio::time::timeout(Duration::from_secs(30), carol.flush())
+        .await
+        .expect("carol's flush ends");
+    assert!(
+        matches!(flushed, Ok(())),
+        "the write made offline is applied: {flushed:?} (rejoins {})",
+        carol.rejoins()
+    );
+    assert_eq!(carol.rejoins(), 1, "carol started over once");
+    converge(&[alice.node(), carol.node()]).await;
+    assert_eq!(list(&alice).unwrap().to_json().unwrap(), json!(["x", "y"]));
+}
+
+/// How many frames the relay has taken from the connection of `hostname`
+/// on the default document, as its inspector tells.
+async fn frames_in(relay: &Relay, hostname: &str) -> u64 {
+    let request = "GET /inspect/default/status?token=test-token HTTP/1.1\r\n\
+                   Host: localhost\r\nConnection: close\r\n\r\n";
+    let response = crate::websocket::http(relay, request).await;
+    let (_, body) = response.split_once("\r\n\r\n").expect("a body");
+    let status: serde_json::Value = serde_json::from_str(body).unwrap();
+    status["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["hostname"] == hostname)
+        .and_then(|c| c["framesIn"].as_u64())
+        .unwrap_or_else(|| panic!("{hostname} is connected: {status}"))
+}
+
+/// Alice evicts Carol, who stays connected and does not hear of it yet:
+/// the write she makes meanwhile, as the evicted incarnation, the relay
+/// drops (and acknowledges). Once she hears of the eviction she starts
+/// over, and her flush reports that write lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_dropped_as_the_evicted_incarnation_of_a_connected_node_is_reported_lost() {
+    let hostname = "carol-unaware";
+    relay_log();
+    let relay = Relay::start(|c| c).await;
+    let alice = tcp_node(&relay, "alice").await;
+    alice.node().set_root(json!({"l": []})).unwrap();
+    alice.flush().await.unwrap();
+    let hole = BlackHole::start(relay.addr).await;
+    // No heartbeats: the relay counts her frames, which are her writes.
+    let quiet = options().failure_detection(Duration::from_secs(3600), None);
+    let carol = net::connect(&hole.addr.to_string(), hostname, quiet)
+        .await
+        .expect("carol connects through the proxy");
+    carol.flush().await.unwrap();
+    converge(&[alice.node(), carol.node()]).await;
+    let evicted = carol.node().peer_id().incarnation();
+
+    hole.hold_towards_client();
+    alice.node().evict(&carol.node().peer_id());
+    alice.flush().await.unwrap();
+    let before = frames_in(&relay, hostname).await;
+    list(&carol).unwrap().push("w").unwrap();
+    let started = std::time::Instant::now();
+    while frames_in(&relay, hostname).await == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the relay takes carol's write"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    hole.restore_towards_client();
+
+    let flushed = tokio::time::timeout(Duration::from_secs(30), carol.flush())
+        .await
+        .expect("carol's flush ends");
+    assert!(
+        matches!(flushed, Err(NetError::WritesLost(1))),
+        "the dropped write is reported lost: {flushed:?}"
+    );
+    assert_ne!(carol.node().peer_id().incarnation(), evicted);
+    assert_eq!(carol.rejoins(), 1);
+    converge(&[alice.node(), carol.node()]).await;
+    assert_eq!(list(&alice).unwrap().to_json().unwrap(), json!([]));
+}

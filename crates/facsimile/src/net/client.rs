@@ -89,7 +89,6 @@ pub(super) async fn connect(
         node.downgrade(),
         conn,
         session,
-        node.peer_id().incarnation(),
     ));
     tokio::spawn(run_timers(shared.clone(), node.downgrade()));
     let ready = async {
@@ -461,15 +460,7 @@ async fn run(
     node: Weak<Inner>,
     first: Conn,
     mut session: Session,
-    admitted: u32,
 ) {
-    // The incarnation the relay last admitted. A node that learns from the
-    // relay's messages that it was evicted starts over by itself, and its
-    // unacknowledged messages of before, which the relay dropped, are
-    // still in the outbox: saying hello as the evicted incarnation gets
-    // them dropped (their writes were counted lost already, and are not
-    // counted again), and the node rejoins.
-    let mut admitted = admitted;
     let mut conn = Some(first);
     let mut attempts = options.backoff().jitter().attempts();
     loop {
@@ -517,8 +508,16 @@ async fn run(
         // incarnation. Writes made while connecting are not held: held
         // past a rejoin, they would go out as the evicted incarnation's.
         contained("going online", || n.set_online(true));
+        // The hello is the node's incarnation of now, which a node that its
+        // peers evicted while it stayed connected started over as: the
+        // relay took its frames on that connection, and, that connection
+        // gone, keeps it a member within a grace or else counts what it
+        // applied of it. Its old incarnation's unacknowledged frames, whose
+        // writes were counted lost when it started over, the relay drops
+        // (and acknowledges).
+        let incarnation = n.peer_id().incarnation();
         let attempt = tokio::select! {
-            r = establish(&addr, &options, &mut session, &shared, &n, admitted) => r,
+            r = establish(&addr, &options, &mut session, &shared, &n, incarnation) => r,
             _ = shared.cancel.cancelled() => return,
         };
         match attempt {
@@ -528,7 +527,6 @@ async fn run(
                     shared.shut();
                     return;
                 }
-                admitted = n.peer_id().incarnation();
                 conn = Some(c);
             }
             Err(e @ NetError::Refused(_)) => {
@@ -712,13 +710,12 @@ fn receive_all(shared: &Shared, node: &Node, messages: &mut Vec<Bytes>) {
     }
 }
 
-/// The relay evicted the node while it was connected (it was silent too
-/// long), and the node started over as a new incarnation. The relay
-/// acknowledged everything it applied of the old incarnation before it
-/// sent the eviction; whatever of it is still unacknowledged the relay
-/// drops (and acknowledges), so its writes count as lost now; the
-/// reconnection that follows, as the old incarnation, drops those frames
-/// without counting them again.
+/// The node's peers (or the relay, as it was silent too long) evicted it
+/// while it was connected, and it started over as a new incarnation. The
+/// relay acknowledged everything it applied of the old incarnation before
+/// it sent the eviction; whatever of it is still unacknowledged the relay
+/// drops (and acknowledges), on this connection or when sent again on the
+/// next, so its writes count as lost now, and only now.
 fn evicted_while_connected(shared: &Shared, old: u32) {
     let lost = count_lost_from(shared, old);
     tracing::warn!(
