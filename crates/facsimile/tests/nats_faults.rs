@@ -249,3 +249,30 @@ async fn a_new_incarnation_draws_no_tag_the_document_knows() {
     converged(&[a.node(), b.node()]).await;
     assert_eq!(b.node().peers(), [a.node().peer_id()]);
 }
+
+/// Reading the log does not wait for the snapshot claim: a claims bucket
+/// that does not answer (its server is gone, the stream's lives) holds up
+/// no change, no lock grant and no flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_hangs_holds_up_no_reading() {
+    let _ = log();
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let options = || options("claim").nats(nats().snapshot_every(1));
+    let a = join(&server.url(), "alpha", options()).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    let b = join(&server.url(), "bravo", options()).await;
+    // Every claim from here on waits until the test lets it go.
+    fail::cfg("nats-claim", "return(hold)").unwrap();
+    for k in 0..3 {
+        b.node().set_path(&format!("/k{k}"), k).unwrap();
+        b.flush().await.unwrap();
+        until("alpha to read bravo's write", || {
+            a.node().get(&format!("/k{k}")) == Some(facsimile::Value::Int(k))
+        })
+        .await;
+    }
+    fail::remove("nats-claim");
+    converged(&[a.node(), b.node()]).await;
+}

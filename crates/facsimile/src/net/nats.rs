@@ -1500,9 +1500,18 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
 /// test changes the fail point.
 #[cfg(feature = "failpoints")]
 async fn after_hello() -> Result<(), Stop> {
-    while let Some(arg) = fail::eval("nats-reload-after-hello", |arg| arg) {
+    injected("nats-reload-after-hello")
+        .await
+        .map_err(|()| Stop::Error("a fault injected after the hello".into()))
+}
+
+/// The fault a test injects at the fail point `name`: `return` is an
+/// error, `return(hold)` waits until the test changes the fail point.
+#[cfg(feature = "failpoints")]
+async fn injected(name: &str) -> Result<(), ()> {
+    while let Some(arg) = fail::eval(name, |arg| arg) {
         if arg.as_deref() != Some("hold") {
-            return Err(Stop::Error("a fault injected after the hello".into()));
+            return Err(());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -1867,7 +1876,7 @@ async fn read_from(
         if let Some(stop) = stop {
             return stop;
         }
-        snapshots.after(ctx, &n, last).await;
+        snapshots.after(ctx, &n, last);
     }
 }
 
@@ -1904,13 +1913,32 @@ struct SnapshotDuty {
     /// This node won the claim and saves a snapshot as soon as its state
     /// is exactly a prefix of the log.
     claimed: bool,
+    /// A claim under way, on a task of its own: reading never waits for
+    /// the claims bucket, which may live on a server that is gone while
+    /// the stream's lives (each batch waited for the client's 10 s
+    /// request timeout then).
+    claiming: Option<tokio::task::JoinHandle<Claim>>,
+}
+
+/// What a claim found: the newest position claimed, and whether this node
+/// claimed it.
+struct Claim {
+    known: u64,
+    won: bool,
 }
 
 impl SnapshotDuty {
-    async fn after(&mut self, ctx: &Ctx, node: &Node, seq: u64) {
+    fn after(&mut self, ctx: &Ctx, node: &Node, seq: u64) {
         let every = ctx.nats.snapshot_every;
-        if !self.claimed && seq >= self.known.saturating_add(every) {
-            self.claim(ctx, seq).await;
+        if self.claiming.as_ref().is_some_and(|c| c.is_finished()) {
+            if let Some(Ok(c)) = self.claiming.take().and_then(FutureExt::now_or_never) {
+                self.known = self.known.max(c.known);
+                self.claimed |= c.won;
+            }
+        }
+        if !self.claimed && self.claiming.is_none() && seq >= self.known.saturating_add(every) {
+            let claims = ctx.snapshots.claims.clone();
+            self.claiming = Some(tokio::spawn(claim(claims, every, self.known, seq)));
         }
         if self.claimed {
             if let Some(bytes) = node.log_snapshot() {
@@ -1921,49 +1949,52 @@ impl SnapshotDuty {
                     ctx.stream.clone(),
                     bytes,
                     position,
-                    RETAINED_INTERVALS.saturating_mul(ctx.nats.snapshot_every),
+                    RETAINED_INTERVALS.saturating_mul(every),
                 ));
             }
         }
     }
+}
 
-    /// Compare-and-set on the claims entry: one node per interval saves.
-    async fn claim(&mut self, ctx: &Ctx, seq: u64) {
-        let entry = match ctx.snapshots.claims.entry(SNAPSHOT).await {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::debug!(error = %e, "reading the snapshot claim failed");
-                return;
-            }
-        };
-        let (revision, claimed) = entry
-            .map(|e| {
-                let at = std::str::from_utf8(&e.value)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                (e.revision, at)
-            })
-            .unwrap_or((0, 0));
-        self.known = self.known.max(claimed);
-        if seq < self.known.saturating_add(ctx.nats.snapshot_every) {
-            return;
-        }
-        let value = Bytes::from(seq.to_string());
-        let won = if revision == 0 {
-            ctx.snapshots.claims.create(SNAPSHOT, value).await.is_ok()
-        } else {
-            ctx.snapshots
-                .claims
-                .update(SNAPSHOT, value, revision)
-                .await
-                .is_ok()
-        };
-        if won {
-            self.known = seq;
-            self.claimed = true;
-        }
+/// Compare-and-set on the claims entry, for the snapshot at the message
+/// `seq` of a node that knows of one at `known`: one node per interval
+/// saves.
+async fn claim(claims: kv::Store, every: u64, known: u64, seq: u64) -> Claim {
+    let mut found = Claim { known, won: false };
+    #[cfg(feature = "failpoints")]
+    if injected("nats-claim").await.is_err() {
+        return found;
     }
+    let entry = match claims.entry(SNAPSHOT).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the snapshot claim failed");
+            return found;
+        }
+    };
+    let (revision, claimed) = entry
+        .map(|e| {
+            let at = std::str::from_utf8(&e.value)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            (e.revision, at)
+        })
+        .unwrap_or((0, 0));
+    found.known = found.known.max(claimed);
+    if seq < found.known.saturating_add(every) {
+        return found;
+    }
+    let value = Bytes::from(seq.to_string());
+    let won = if revision == 0 {
+        claims.create(SNAPSHOT, value).await.is_ok()
+    } else {
+        claims.update(SNAPSHOT, value, revision).await.is_ok()
+    };
+    if won {
+        found = Claim { known: seq, won };
+    }
+    found
 }
 
 /// Saves a snapshot ([`Snapshots::save`]), removes those before the one it
