@@ -1396,3 +1396,33 @@ async fn a_forged_own_message_id_is_ignored() {
     a.flush().await.unwrap();
     converged(&[a.node(), b.node()]).await;
 }
+
+/// `abort` drops the connection as a crash would: frames still queued
+/// then are never published, even while the node is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_connection_publishes_nothing_it_had_queued() {
+    let (_server, partition, a, b) = alpha_behind_a_partition("aborted").await;
+    let node = a.node().clone();
+    let root = node.root_map().unwrap();
+    // The first write's publish waits for the partition; the others queue
+    // behind it.
+    partition.freeze(true);
+    const WRITES: usize = 3000;
+    for k in 0..WRITES {
+        root.set(&format!("k{k}"), k as i64).unwrap();
+    }
+    a.abort();
+    partition.freeze(false);
+    let alpha = node.peer_id();
+    until("alpha's lease to run out", || {
+        !b.node().peers().contains(&alpha)
+    })
+    .await;
+    let last = format!("/k{}", WRITES - 1);
+    assert_eq!(
+        b.node().get(&last),
+        None,
+        "alpha published its queue after abort"
+    );
+    drop(node);
+}

@@ -1004,6 +1004,11 @@ async fn publish(ctx: Arc<Ctx>) {
     // carries, oldest first.
     let mut packs = VecDeque::new();
     loop {
+        // Closed or aborted: what is still queued never goes out (a closed
+        // outbox takes no more frames, but hands out those it holds).
+        if shared.cancel.is_cancelled() {
+            return;
+        }
         let notified = shared.queued.notified();
         batch.clear();
         let first = shared.outbox().take_batch(MAX_IN_FLIGHT, &mut batch);
@@ -1019,6 +1024,7 @@ async fn publish(ctx: Arc<Ctx>) {
             // Acknowledgements of what went out on the old connection may
             // never come.
             () = reconnected(&mut connections) => Err(None),
+            _ = shared.cancel.cancelled() => return,
         };
         if outcome.is_ok() {
             attempts.reset();
