@@ -394,6 +394,26 @@ impl Sim {
             .sum()
     }
 
+    /// Delivers everything in flight from node `i`, in its order, to every
+    /// receiver it can reach now; what they send in answer stays in flight.
+    pub fn deliver_from(&mut self, i: usize) {
+        self.collect(i);
+        for r in 0..self.nodes.len() {
+            if !self.nodes[r].online || self.nodes[r].partitioned || self.nodes[i].partitioned {
+                continue;
+            }
+            while let Some(bytes) = self.nodes[r].inbox[i].pop_front() {
+                if let Err(e) = self.nodes[r].replica.handle_message(&bytes) {
+                    panic!(
+                        "seed {}: node {r} refused a message from node {i}: {e}",
+                        self.seed
+                    );
+                }
+                self.collect(r);
+            }
+        }
+    }
+
     /// Delivers one message, chosen at random among the senders with
     /// something in flight to some receiver. Returns false when idle.
     ///

@@ -772,11 +772,20 @@ pub(crate) struct TransferState<O = Vec<ObjState>> {
     /// members when a later acknowledgement lists them (its sender had
     /// not yet read their departure).
     pub(crate) departed: Vec<u32>,
+    /// Per object: departed requesters whose grants may have gone unheard,
+    /// which the next grant must pass (how many, and their highest request
+    /// counter). Since saved state version 5.
+    #[serde(default)]
+    pub(crate) unheard: Vec<UnheardState>,
 }
 
 /// One object's lock queue in a transferred state: the object, its
 /// requests (with the token of a known grant) and the highest token known.
 pub(crate) type LockQueueState = (WireId, Vec<(WireId, Option<u64>)>, u64);
+
+/// One object's unheard departed requesters in a transferred state: the
+/// object, how many, and their highest request counter.
+pub(crate) type UnheardState = (WireId, u64, u64);
 
 /// Where the answerer stands in one sender's stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

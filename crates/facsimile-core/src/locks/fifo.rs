@@ -113,9 +113,7 @@ impl FifoLocks {
         if !members.iter().all(|m| acks.is_some_and(|a| a.contains(&m))) {
             return;
         }
-        let last = self.q.last_token.get(&obj).copied().unwrap_or(0);
-        let token = mine.req.counter.max(last + 1);
-        self.q.last_token.insert(obj, token);
+        let token = self.q.grant_token(obj, mine.req.counter);
         self.q.mine.insert(
             obj,
             Mine {

@@ -28,7 +28,7 @@ use crate::membership::Membership;
 use crate::outbox::bare_op_bound;
 use crate::outputs::{Events, Outputs};
 use crate::value::{Id, ObjectId, PeerIdx};
-use crate::wire::{LockQueueState, LogTransfer, WireId, WireOp};
+use crate::wire::{LockQueueState, LogTransfer, UnheardState, WireId, WireOp};
 
 pub(crate) use fifo::FifoLocks;
 pub(crate) use log::LogLocks;
@@ -65,6 +65,28 @@ struct Mine {
     fail_fast: bool,
 }
 
+/// Requests of departed peers on one object whose grants may have gone
+/// unheard (FIFO broadcast): each of them may hold a token above every one
+/// known here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Unheard {
+    /// How many.
+    pub(crate) count: u64,
+    /// The highest request counter among them.
+    pub(crate) counter: u64,
+}
+
+impl Unheard {
+    /// The highest token one of them could hold when `last` is the highest
+    /// token known: each took its counter or one above the highest token it
+    /// knew, which is `last` or another's of them (DESIGN.md, "Locks").
+    fn ceiling(self, last: u64) -> u64 {
+        let above = self.count.saturating_sub(1);
+        last.saturating_add(self.count)
+            .max(self.counter.saturating_add(above))
+    }
+}
+
 /// The lock state both protocols keep.
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
@@ -72,6 +94,8 @@ pub(crate) struct Queues {
     mine: IdMap<Mine>,
     /// Highest fencing token known per object.
     last_token: IdMap<u64>,
+    /// Per object, until a grant here passes them.
+    unheard: IdMap<Unheard>,
 }
 
 impl Queues {
@@ -113,20 +137,44 @@ impl Queues {
         *last = (*last).max(token);
     }
 
+    /// The token of a grant here, on `obj`, of a request with `counter`:
+    /// above every token known and every token an unheard departed
+    /// requester could hold, worked out against what is known now (a
+    /// release read since the departure may have raised it). It becomes
+    /// the highest known, which passes the unheard ones for good.
+    fn grant_token(&mut self, obj: Id, counter: u64) -> u64 {
+        let last = self.last_token.get(&obj).copied().unwrap_or(0);
+        let floor = match self.unheard.remove(&obj) {
+            Some(u) => u.ceiling(last),
+            None => last,
+        };
+        let token = counter.max(floor + 1);
+        self.last_token.insert(obj, token);
+        token
+    }
+
     /// Forgets a departed peer's requests. With `unheard_grants` (FIFO
-    /// broadcast), a departed requester may have granted itself a token
-    /// nobody heard of: its request's counter or one above the highest
-    /// token it knew (which a grant here has heard of too), so later grants
-    /// start above both. Over a log every grant is known.
+    /// broadcast), a departed requester whose grant nobody heard of is
+    /// recorded, for the next grant here to pass ([`Queues::grant_token`]).
+    /// Over a log every grant is known.
     fn drop_peer(&mut self, peer: PeerIdx, unheard_grants: bool) {
         for (obj, q) in self.queues.iter_mut() {
             for r in q.iter().filter(|r| r.stamp.peer == peer) {
-                let last = self.last_token.entry(*obj).or_insert(0);
-                *last = match r.held {
-                    Some(token) => (*last).max(token),
-                    None if unheard_grants => r.stamp.counter.max(*last + 1),
-                    None => (*last).max(r.stamp.counter),
-                };
+                match r.held {
+                    Some(token) => {
+                        let last = self.last_token.entry(*obj).or_insert(0);
+                        *last = (*last).max(token);
+                    }
+                    None if unheard_grants => {
+                        let u = self.unheard.entry(*obj).or_default();
+                        u.count += 1;
+                        u.counter = u.counter.max(r.stamp.counter);
+                    }
+                    None => {
+                        let last = self.last_token.entry(*obj).or_insert(0);
+                        *last = (*last).max(r.stamp.counter);
+                    }
+                }
             }
             q.retain(|r| r.stamp.peer != peer);
         }
@@ -211,21 +259,44 @@ impl Queues {
         locks
     }
 
+    /// The unheard departed requesters in a transferred state's form.
+    fn transfer_unheard(&self, id: impl Fn(Id) -> WireId) -> Vec<UnheardState> {
+        let mut unheard: Vec<UnheardState> = self
+            .unheard
+            .iter()
+            .map(|(&obj, u)| (id(obj), u.count, u.counter))
+            .collect();
+        unheard.sort_by_key(|(id, _, _)| (id.p, id.c));
+        unheard
+    }
+
     /// Takes transferred queues and tokens, without this replica's own
     /// requests (they were dropped with its state).
-    fn load(&mut self, mut queues: IdMap<Vec<LockReq>>, last_token: IdMap<u64>) {
+    fn load(&mut self, mut queues: IdMap<Vec<LockReq>>, tokens: LoadedTokens) {
         for q in queues.values_mut() {
             q.retain(|r| r.stamp.peer != PeerIdx::SELF);
         }
         queues.retain(|_, q| !q.is_empty());
         self.queues = queues;
-        self.last_token = last_token;
+        self.last_token = tokens.last;
+        self.unheard = tokens.unheard;
     }
 
     #[cfg(feature = "sim")]
     fn debug(&self) -> String {
-        format!("queues {:?}\nmine {:?}", self.queues, self.mine)
+        format!(
+            "queues {:?}\nmine {:?}\nunheard {:?}",
+            self.queues, self.mine, self.unheard
+        )
     }
+}
+
+/// A transferred state's fencing tokens, validated: the highest known per
+/// object, and the unheard departed requesters the next grant must pass.
+#[derive(Debug, Default)]
+pub(crate) struct LoadedTokens {
+    pub(crate) last: IdMap<u64>,
+    pub(crate) unheard: IdMap<Unheard>,
 }
 
 /// Why a local write to a locked object is refused.
@@ -562,20 +633,21 @@ impl Locks {
 
     pub(crate) fn transfer(
         &self,
-        id: impl Fn(Id) -> WireId,
-    ) -> (Vec<LockQueueState>, Option<LogTransfer>) {
+        id: impl Fn(Id) -> WireId + Copy,
+    ) -> (Vec<LockQueueState>, Vec<UnheardState>, Option<LogTransfer>) {
         let log = match self {
             Locks::Fifo(_) => None,
             Locks::Log(l) => Some(l.transfer()),
         };
-        (self.queues().transfer(id), log)
+        let q = self.queues();
+        (q.transfer(id), q.transfer_unheard(id), log)
     }
 
     /// Takes a transferred lock state (validated).
     pub(crate) fn load(
         &mut self,
         queues: IdMap<Vec<LockReq>>,
-        last_token: IdMap<u64>,
+        tokens: LoadedTokens,
         log: Option<log::LoadedLog>,
     ) {
         match self {
@@ -588,10 +660,10 @@ impl Locks {
                     .filter(|(_, r)| r.peer != PeerIdx::SELF)
                     .collect();
                 l.owed.sort_unstable_by_key(|&(o, r)| (order(o), order(r)));
-                l.q.load(queues, last_token);
+                l.q.load(queues, tokens);
             }
             Locks::Log(l) => {
-                l.q.load(queues, last_token);
+                l.q.load(queues, tokens);
                 if let Some(log) = log {
                     l.load(log);
                 }

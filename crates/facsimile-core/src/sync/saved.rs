@@ -64,8 +64,9 @@ use crate::wire::{EntryState, ObjState, SlotState, WireId, WireValue};
 
 /// The version byte of a saved state in this format (the first format,
 /// postcard throughout, has the wire version 1; version 2 had no departed
-/// peers, version 3 no shapes and no string prefixes).
-pub(crate) const VERSION: u8 = 4;
+/// peers, version 3 no shapes and no string prefixes, version 4 no
+/// unheard departed lock requesters).
+pub(crate) const VERSION: u8 = 5;
 
 /// How an object's id is given.
 const ID_NEXT: u8 = 0;

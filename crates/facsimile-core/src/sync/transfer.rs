@@ -17,7 +17,7 @@ use crate::gc::{Gc, sorted_ack};
 use crate::graph::list::{ElemExtra, ListObj, Slot, SlotKind};
 use crate::graph::map::{MapEntry, MapObj};
 use crate::graph::{Graph, IdMap, Obj, ObjData, Objects};
-use crate::locks::{LoadedLog, LockReq, Locks};
+use crate::locks::{LoadedLog, LoadedTokens, LockReq, Locks, Unheard};
 use crate::membership::Membership;
 use crate::op::MAX_COUNTER;
 use crate::outbox::Outbox;
@@ -94,7 +94,7 @@ pub(crate) fn view(src: Source<'_>) -> TransferState<ObjectsView<'_>> {
     let mut acks: Vec<(u32, Vec<(Tag, u64)>)> = src.gc.acks().map(|(m, a)| (m.0, a)).collect();
     acks.push((PeerIdx::SELF.0, sorted_ack(&own)));
     acks.sort();
-    let (locks, log) = src.locks.transfer(own_id);
+    let (locks, unheard, log) = src.locks.transfer(own_id);
     TransferState {
         peers: table,
         streams,
@@ -107,6 +107,7 @@ pub(crate) fn view(src: Source<'_>) -> TransferState<ObjectsView<'_>> {
         syncing: src.serve.syncing().map(|p| p.0).collect(),
         log,
         departed,
+        unheard,
     }
 }
 
@@ -130,7 +131,9 @@ pub(crate) struct Transferred {
     pub(crate) members: Vec<PeerIdx>,
     pub(crate) acks: Vec<(PeerIdx, Vec<(u32, u64)>)>,
     pub(crate) queues: IdMap<Vec<LockReq>>,
-    pub(crate) last_token: IdMap<u64>,
+    /// The highest fencing token known per object, and the departed
+    /// requesters the next grant must pass.
+    pub(crate) last_token: LoadedTokens,
     pub(crate) log: Option<LoadedLog>,
     pub(crate) syncing: Vec<PeerIdx>,
     pub(crate) departed: Vec<PeerIdx>,
@@ -217,7 +220,8 @@ pub(crate) fn export(src: Source<'_>) -> Vec<u8> {
     let out = export_with(saved::VERSION, &state, |objects, out| {
         saved::write_objects(&objects.0, out)
     });
-    put(out, &state.departed)
+    let out = put(out, &state.departed);
+    put(out, &state.unheard)
 }
 
 /// [`export`] in the first format (version byte 1): postcard throughout,
@@ -256,9 +260,9 @@ fn put<T: Serialize>(out: Vec<u8>, value: &T) -> Vec<u8> {
 
 /// Validates a state saved by `export_state` (after its version byte,
 /// `version`: 1 for the first format, postcard throughout; 2 with the
-/// objects in [`saved`]'s format; or [`saved::VERSION`], which adds the
-/// departed peers), building each object as soon as it is decoded
-/// instead of decoding the whole state first.
+/// objects in [`saved`]'s format; 3 adds the departed peers, 5 the
+/// unheard departed lock requesters), building each object as soon as it
+/// is decoded instead of decoding the whole state first.
 fn decode_saved(
     version: u8,
     mut bytes: &[u8],
@@ -305,6 +309,7 @@ fn decode_saved(
     let syncing = take(b)?;
     let log = take(b)?;
     let departed = if version >= 3 { take(b)? } else { Vec::new() };
+    let unheard = if version >= 5 { take(b)? } else { Vec::new() };
     if !b.is_empty() {
         return Err(ReceiveError::Malformed(
             "bytes after the end of the saved state".into(),
@@ -322,6 +327,7 @@ fn decode_saved(
         syncing,
         log,
         departed,
+        unheard,
     };
     let built = builder.finish();
     validate(from, &table, fresh, built, state, target)
@@ -459,6 +465,17 @@ fn validate(
         }
         last_token.insert(obj, token);
     }
+    let mut unheard = IdMap::default();
+    for (obj, count, counter) in state.unheard {
+        if count == 0 || count > MAX_COUNTER || counter > MAX_COUNTER {
+            return Err(bad("unheard lock requests out of range"));
+        }
+        unheard.insert(dec.id(obj)?, Unheard { count, counter });
+    }
+    let last_token = LoadedTokens {
+        last: last_token,
+        unheard,
+    };
     let log = match state.log {
         Some(l) => Some(LoadedLog {
             position: l.position,
@@ -1187,6 +1204,45 @@ mod tests {
         decoded.load_answer(state).unwrap();
         assert_eq!(streamed.export_state(), decoded.export_state());
         assert_eq!(streamed.snapshot(), r.snapshot());
+    }
+
+    /// A departed requester whose grant may have gone unheard travels with
+    /// a saved state, and on from the replica that loads it: the next grant
+    /// anywhere it lands must pass it.
+    #[test]
+    fn an_unheard_departed_requester_travels_with_the_state() {
+        let c = Config::default();
+        let mut net =
+            crate::sim::Sim::with_hosts(1, [("z", c.clone()), ("y", c.clone()), ("a", c)]);
+        net.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
+        net.run();
+        for i in 0..2 {
+            let o = net.replica(i).root().as_ref_id().unwrap();
+            net.with(i, |r| r.lock(o, true)).unwrap();
+        }
+        net.run();
+        // y waits behind z: a cannot know whether y was granted before it
+        // went.
+        let y = net.replica(1).peer_id().clone();
+        net.replica(2).evict(&y);
+        let unheard = |saved: &[u8]| {
+            let peers = Peers::new(PeerId::new("reader", 77));
+            let target = Target {
+                peers: &peers,
+                me: Tag(77),
+                mark: 0,
+            };
+            let t = decode_saved_bytes(saved, &target).unwrap();
+            t.last_token.unheard.values().copied().collect::<Vec<_>>()
+        };
+        let saved = net.replica(2).export_state();
+        let recorded = unheard(&saved);
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(recorded[0].count, 1);
+        assert!(recorded[0].counter > 0);
+        let mut loaded =
+            Replica::from_exported(PeerId::new("j", 9), Config::default(), &saved).unwrap();
+        assert_eq!(unheard(&loaded.export_state()), recorded);
     }
 
     #[test]
