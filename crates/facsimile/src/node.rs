@@ -132,7 +132,9 @@ impl State {
     /// snapshot: as its events said, or as it says now, before they are
     /// pumped.
     fn reload_due(&self) -> bool {
-        self.reload_wanted || self.replica.must_reload()
+        // A node that left stays as it left: starting it over would bring
+        // back a member that said goodbye.
+        !self.replica.has_left() && (self.reload_wanted || self.replica.must_reload())
     }
 
     /// Syncs the replica, which drops its lock requests and grants: the
@@ -571,7 +573,7 @@ impl Node {
 
     /// Whether the node must be reloaded from a log snapshot with
     /// [`Node::reload`]: the log refused one of its writes (it raced a lock
-    /// grant) or its lease ran out.
+    /// grant) or its lease ran out, and it has not left.
     pub fn needs_reload(&self) -> bool {
         self.state().reload_due()
     }

@@ -276,3 +276,45 @@ async fn a_claim_that_hangs_holds_up_no_reading() {
     fail::remove("nats-claim");
     converged(&[a.node(), b.node()]).await;
 }
+
+/// A node that leaves while it starts over is not started over: the new
+/// incarnation it was bringing up leaves too, and the node stays as it
+/// left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_while_it_starts_over_stays_gone() {
+    let _ = log();
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let options = || options("left").nats(NatsOptions::new().lease(Duration::from_secs(600)));
+    let a = join(&partition.url(), "alpha", options()).await;
+    let b = join(&server.url(), "bravo", options()).await;
+    a.node().set_root(json!({"m": {}})).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+
+    fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
+    partition.freeze(true);
+    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
+    let _guard = b.node().lock(&m).await.unwrap();
+    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
+    m.set("raced", 1).unwrap();
+    partition.freeze(false);
+    until("bravo to read alpha's new incarnation's hello", || {
+        let peers = b.node().peers();
+        peers.iter().filter(|p| p.hostname() == "alpha").count() == 2
+    })
+    .await;
+    a.node().leave();
+    fail::remove("nats-reload-after-hello");
+    until("bravo to count every alpha gone", || {
+        b.node().peers().iter().all(|p| p.hostname() != "alpha")
+    })
+    .await;
+    assert_eq!(a.rejoins(), 0);
+    let refused = a.node().root_map().unwrap().set("k", 1).unwrap_err();
+    assert!(
+        matches!(refused.engine(), Some(facsimile::EngineError::Left)),
+        "{refused:?}"
+    );
+}

@@ -1358,6 +1358,10 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     }
     let (mut next, read) = {
         let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
+        if n.read(|r| r.has_left()) {
+            echoes.left(ctx, &n);
+            return Ok(());
+        }
         let next = n
             .prepare_reload(snapshot.as_deref())
             .map_err(|e| Stop::Error(e.into()))?;
@@ -1472,6 +1476,16 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
         return Err(stop);
     }
     let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
+    if n.read(|r| r.has_left()) {
+        // It left meanwhile: a node that left is not started over, and
+        // the new incarnation, which said hello, leaves too.
+        for frame in next.goodbye() {
+            ctx.shared.enqueue(frame);
+        }
+        n.pump_all();
+        echoes.left(ctx, &n);
+        return Ok(());
+    }
     // Every frame queued so far but the new incarnation's hello is the
     // old incarnation's, what it holds included.
     n.send_held();
@@ -1574,6 +1588,9 @@ enum Lost {
     /// stand); and from the frame `hole` on, if the stream refused one as
     /// too large, its frames wait behind that gap for ever.
     Refused { refused: u64, hole: Option<u64> },
+    /// Its lease lapsed and it left before a new incarnation could carry
+    /// its writes over: the log refused every frame it had not read back.
+    Abandoned,
 }
 
 impl Echoes {
@@ -1585,7 +1602,7 @@ impl Echoes {
     fn started_over(&mut self, shared: &Shared, queued: u64, lost: Lost) {
         let from = self.accepted;
         self.accepted = self.accepted.max(queued);
-        let lapsed = matches!(lost, Lost::Lapse { .. });
+        let lapsed = matches!(lost, Lost::Lapse { .. } | Lost::Abandoned);
         let count = shared.complete(|outbox| {
             let count = match lost {
                 Lost::Lapse { lost, carried_to } => {
@@ -1601,6 +1618,7 @@ impl Echoes {
                     let behind = hole.map_or(0, |h| outbox.count_refused_between(h, queued));
                     refused + behind
                 }
+                Lost::Abandoned => outbox.count_refused_between(from, queued),
             };
             outbox.read_back(self.accepted);
             count
@@ -1608,6 +1626,23 @@ impl Echoes {
         if count > 0 {
             tracing::warn!(lost = count, lapsed, "the log refused writes of this node");
         }
+    }
+}
+
+impl Echoes {
+    /// Counts what the log refused of the writes of a node that left when
+    /// it was to start over, as [`Echoes::started_over`] does, with nothing
+    /// carried over.
+    fn left(&mut self, ctx: &Ctx, n: &Node) {
+        let queued = ctx.shared.outbox().queued();
+        let lost = match n.lease_lapsed() {
+            true => Lost::Abandoned,
+            false => Lost::Refused {
+                refused: n.read(|r| r.refused_writes()),
+                hole: ctx.hole.send_replace(None),
+            },
+        };
+        self.started_over(&ctx.shared, queued, lost);
     }
 }
 
