@@ -112,3 +112,47 @@ async fn a_resume_s_catch_up_fits_the_relay_s_frame_limit() {
     assert!(!matches!(now, Status::Failed(_)), "{now:?}");
     assert_eq!(reader.node().peer_id(), member, "resumed, not rejoined");
 }
+
+/// A relay that ends every connection of a node right after its welcome
+/// (here, refusing a frame the node sent under its larger limit of
+/// before, first again on each connection) does not see the node back
+/// after the shortest wait each time: the wait grows until a connection
+/// gets something acknowledged. Over two seconds, waits doubling from
+/// 20 ms allow six attempts or so; a wait that started over at each
+/// welcome allowed one every few tens of milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnections_the_relay_ends_after_its_welcome_back_off() {
+    let hostname = "carol-backs-off";
+    relay_log();
+    let mut relay = Relay::start(|c| c.max_frame(1 << 20)).await;
+    let hole = BlackHole::start(relay.addr).await;
+    let patient = options().reconnect_backoff(Duration::from_millis(20), Duration::from_secs(60));
+    let carol = net::connect(&hole.addr.to_string(), hostname, patient)
+        .await
+        .expect("carol connects through the proxy");
+    carol.node().set_root(json!({})).unwrap();
+    carol.flush().await.unwrap();
+
+    // A frame the relay of now takes, which never reaches it.
+    hole.black_hole();
+    carol
+        .node()
+        .set_path("/big", "x".repeat(600 << 10))
+        .unwrap();
+    relay.stop().await;
+    relay.start_again_with(|c| c.max_frame(256 << 10)).await;
+    hole.cut();
+    hole.restore();
+
+    let refusals = || {
+        relay_log()
+            .lines()
+            .filter(|l| l.contains(hostname) && l.contains("bad frame"))
+            .count()
+    };
+    logged(&["bad frame", hostname]).await;
+    let first = refusals();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let then = refusals() - first;
+    assert!(then <= 10, "{then} connections in two seconds");
+}

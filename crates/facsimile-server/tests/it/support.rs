@@ -96,8 +96,16 @@ impl Relay {
 
     /// Starts a stopped relay again on the same address and data.
     pub(crate) async fn start_again(&mut self) {
+        self.start_again_with(|c| c).await;
+    }
+
+    /// [`Relay::start_again`], with `tune` applied to the settings.
+    pub(crate) async fn start_again_with(
+        &mut self,
+        tune: impl FnOnce(ServerConfig) -> ServerConfig,
+    ) {
         let data = self._data.take();
-        *self = Relay::run(self.config.clone()).await;
+        *self = Relay::run(tune(self.config.clone())).await;
         self._data = data;
     }
 }

@@ -466,13 +466,21 @@ async fn run(
     loop {
         if let Some(c) = conn.take() {
             shared.status.set(Status::Connected);
-            attempts.reset();
+            let done = shared.outbox().done();
             let error = tokio::select! {
                 e = drive(c, &shared, &node, &mut session, silence(&options), options.max_frame) => e,
                 _ = shared.cancel.cancelled() => return,
             };
             if shared.cancel.is_cancelled() || node.upgrade().is_none() {
                 return;
+            }
+            // The waits start over once a connection got something
+            // acknowledged (the node's heartbeat, if nothing else), not at
+            // each welcome: a relay that ends every connection after its
+            // welcome (refusing a frame sent again first on each) would
+            // see the node back at the shortest wait for ever.
+            if shared.outbox().done() > done {
+                attempts.reset();
             }
             if let NetError::Refused(reason) = error {
                 // Sending it again would be refused again.

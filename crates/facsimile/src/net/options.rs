@@ -168,9 +168,11 @@ impl ConnectOptions {
     }
 
     /// Waits `min` before the first reconnection attempt, doubling up to
-    /// `max` while attempts fail (with jitter). Over NATS the first attempt
-    /// is immediate, and no wait exceeds a quarter of the lease
-    /// (`NatsOptions::lease`).
+    /// `max` while attempts fail (with jitter). To a relay, an attempt
+    /// counts as failed until the relay acknowledges something on the new
+    /// connection: one it welcomes and then ends is no success. Over NATS
+    /// the first attempt is immediate, and no wait exceeds a quarter of the
+    /// lease (`NatsOptions::lease`).
     ///
     /// ```
     /// use std::time::Duration;
