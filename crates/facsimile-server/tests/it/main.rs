@@ -12,6 +12,7 @@ mod incarnation;
 mod inspect;
 mod limits;
 mod listener_panic;
+mod never;
 mod offline;
 mod partition;
 mod read_only;

@@ -64,7 +64,10 @@ impl Backoff {
             .saturating_mul(2u32.saturating_pow(doublings.min(31)))
             .min(self.max);
         let wait = if self.jitter {
-            base.mul_f64(rand::random::<f64>() * 0.5 + 0.75)
+            // Saturating: a wait too long to spread (`Duration::MAX` for
+            // never) stays as good as never.
+            let spread = base.as_secs_f64() * (rand::random::<f64>() * 0.5 + 0.75);
+            Duration::try_from_secs_f64(spread).unwrap_or(Duration::MAX)
         } else {
             base
         };
@@ -134,6 +137,18 @@ mod tests {
             assert!(policy.delay(attempt) <= 250 * MS, "{attempt}");
         }
         assert!(policy.delay(u32::MAX) <= 250 * MS);
+    }
+
+    /// `Duration::MAX` is never: spread by the jitter, it stays so.
+    #[test]
+    #[cfg(feature = "tcp")]
+    fn a_wait_of_never_spread_is_no_panic() {
+        let policy = Backoff::new(Duration::MAX, Duration::MAX).jitter();
+        for attempt in [0, 1, 31, u32::MAX] {
+            for _ in 0..64 {
+                assert!(policy.delay(attempt) >= Duration::MAX / 2, "{attempt}");
+            }
+        }
     }
 
     #[test]

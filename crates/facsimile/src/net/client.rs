@@ -560,7 +560,12 @@ async fn run(
 /// vanished without closing it) would otherwise hang on until TCP gives
 /// up, for many minutes, while the relay evicts the node.
 fn silence(options: &ConnectOptions) -> Duration {
-    (options.heartbeat * 10).max(Duration::from_secs(1))
+    // No heartbeats (`Duration::MAX`): as good as no watch, yet a time the
+    // watch can add to an instant.
+    options
+        .heartbeat
+        .saturating_mul(10)
+        .clamp(Duration::from_secs(1), NEVER)
 }
 
 /// Carries frames both ways until the connection fails; returns why

@@ -19,7 +19,9 @@ use super::protocol::{DEFAULT_HEARTBEAT, DEFAULT_MAX_FRAME};
 #[cfg(feature = "tcp")]
 use super::tls::TlsOptions;
 
-/// How to reach a document and how to behave on the connection.
+/// How to reach a document and how to behave on the connection. A duration
+/// too long to add to the clock (`Duration::MAX`) means never: a timeout
+/// that does not end, no heartbeats, a wait to reconnect that does not end.
 ///
 /// ```
 /// use std::time::Duration;
