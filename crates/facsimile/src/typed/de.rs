@@ -413,26 +413,42 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         name: &'static str,
-        _variants: &'static [&'static str],
+        variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, ConvError> {
         match self.v {
             CoreValue::Str(s) => visitor.visit_enum(s.as_str().into_deserializer()),
             CoreValue::Ref(o) if self.rd.replica.kind(o) == Some(ObjectKind::Map) => {
                 self.rd.enter(o, |rd| {
-                    // Several keys: two nodes switched the variant at once
-                    // through the enum's own object (a delete and a set in
-                    // it each, merged key by key). Its first key in byte
-                    // order is a choice every replica makes alike, from
-                    // what each holds, where the key written last needs
-                    // stamps the engine does not expose (DESIGN, "An enum
-                    // switched through its own object"); a typed write of
-                    // it deletes the others.
-                    let Some((variant, value)) = rd.map_entries(o)?.into_iter().next() else {
-                        return Err(ConvError::mismatch(
-                            format_args!("enum {name} (a string, or a map with one key)"),
-                            "a map with no key",
-                        ));
+                    let expected = format_args!("enum {name} (a string, or a map with one key)");
+                    let entries = rd.map_entries(o)?;
+                    // Several keys, all variants: two nodes switched the
+                    // variant at once through the enum's own object (a
+                    // delete and a set in it each, merged key by key). Its
+                    // first key in byte order is a choice every replica
+                    // makes alike, from what each holds, where the key
+                    // written last needs stamps the engine does not expose
+                    // (DESIGN, "An enum switched through its own object");
+                    // a typed write of it deletes the others. A key that
+                    // is no variant is no switch's: the map is not this
+                    // enum's, and reading it as one would have the next
+                    // write delete what the type cannot see.
+                    if entries.len() > 1 {
+                        if let Some((k, _)) = entries
+                            .iter()
+                            .find(|(k, _)| !variants.contains(&k.as_str()))
+                        {
+                            return Err(ConvError::mismatch(
+                                expected,
+                                format!(
+                                    "a map with {} keys, {k:?} none of its variants",
+                                    entries.len()
+                                ),
+                            ));
+                        }
+                    }
+                    let Some((variant, value)) = entries.into_iter().next() else {
+                        return Err(ConvError::mismatch(expected, "a map with no key"));
                     };
                     visitor.visit_enum(EnumAccess { rd, variant, value })
                 })

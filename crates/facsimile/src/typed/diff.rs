@@ -584,7 +584,9 @@ impl<'t> Differ<'_, 't> {
 
     /// The variant the map `o` reads as: its one key, or of several
     /// (concurrent switches merged), the first in byte order, as a typed
-    /// read takes it.
+    /// read takes it. A read refuses a map with a key that is none of the
+    /// enum's variants, so only `set_from`, which reads nothing, meets one
+    /// here, and writes the variant's map as it is serialized, one key.
     fn variant(&mut self, o: ObjectId) -> Option<SmolStr> {
         self.r.map_keys(o).ok()?.into_iter().next()
     }

@@ -51,7 +51,15 @@
 //!   a handle on the enum's own object, which keeps its identity, a switch
 //!   is a delete and a set in it, and two at once leave a map of two
 //!   variant keys: every replica reads it as the variant of the first key
-//!   in byte order, and the next typed write of it deletes the others;
+//!   in byte order, and the next typed write of it deletes the others. A
+//!   key beside them that is none of the enum's variants fails the read,
+//!   as any map of several keys did before, rather than being deleted by
+//!   the next update. Where serde buffers a value to read it later
+//!   (inside an internally tagged or untagged enum, a flattened struct,
+//!   or an adjacently tagged enum whose content key sorts before its tag)
+//!   it refuses several keys itself: there a map of two variants fails to
+//!   read until a `set_from` of the enum (through its handle) or of a
+//!   value holding it, which reads nothing, writes one;
 //! - a `Vec` keeps its longest common prefix and suffix. Between them,
 //!   each new element equal to an old one keeps that element (its
 //!   identity, and its place in the engine's movable list); each of the
