@@ -1,5 +1,7 @@
-//! The diff of a [`Tree`] against the store: the minimal writes that make the
-//! store hold the tree, planned without writing, then applied as one group.
+//! The diff of a [`Tree`] against the store: the writes that make the store
+//! hold the tree, following the rules below (which make the usual edits
+//! cost what they change, without searching for the fewest writes),
+//! planned without writing, then applied as one group.
 //!
 //! The rules (documented on `crate::typed`):
 //! - a struct writes only the fields that differ and never touches keys the
@@ -16,16 +18,18 @@
 //!   object merged) reads as the first, whose diff deletes the others;
 //! - an array keeps its longest common prefix and suffix; in the middle,
 //!   elements equal to new items are kept and moved into the new order,
-//!   the rest paired by likeness and diffed in place, the difference
+//!   the rest paired within each gap between kept neighbours by an
+//!   alignment of most likeness and diffed in place, the difference
 //!   deleted or inserted ([`Differ::list`], [`Differ::pair`]): a push, a
 //!   pop, an insert or a removal anywhere, or a change of one element
 //!   costs one write, a reorder moves elements instead of rewriting them,
-//!   and a changed element is written where it is;
+//!   and a change never pairs across a kept element (it never buys a
+//!   move);
 //! - a scalar that differs, or a value whose kind differs, is rewritten in
 //!   its parent slot (a new object when the value is a map or an array). An
 //!   integer in the store holds a float of the tree as [`Numbers`] says.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use facsimile_core::{
@@ -270,6 +274,7 @@ pub(crate) fn plan(
         visits: HashMap::default(),
         start: start.clone(),
         top: &tree,
+        shared: None,
     };
     let slot = d.diff(&start, &tree)?;
     match (target, slot) {
@@ -301,6 +306,9 @@ struct Differ<'a, 't> {
     /// shared object in an error.
     start: CoreValue,
     top: &'t Tree,
+    /// The objects reached more than once from `start`, once asked
+    /// ([`Differ::shared`]).
+    shared: Option<HashSet<ObjectId, IdKeys>>,
 }
 
 /// What the value read declared ([`declared_keys`]).
@@ -452,10 +460,205 @@ fn longest_increasing(order: &[usize]) -> usize {
     tails.len()
 }
 
-/// How many (item, element) pairs [`Differ::pair`] scores at least (more
-/// in a long array: four per element and item of its middle); past that
-/// it pairs them in order.
+/// The likeness evaluations [`Differ::pair`] may spend on one array: at
+/// least this many, and four per element and item of its middle. For a
+/// middle of 10^5 elements and as many items that is 8·10^5 evaluations,
+/// each an equality test per field, as many as [`Differ::matches`] may
+/// spend on deep comparisons; the alignment keeps a byte per evaluation
+/// (0.8 MB) and two rows of worths.
 const MAX_PAIRS: usize = 1024;
+
+/// How alike a stored element is to an item ([`Differ::likeness`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Alike {
+    /// The fields, entries or items already equal.
+    equal: u64,
+    /// For each of those in a struct or a tuple, how many fields it comes
+    /// before the end: at equal likeness, the element alike in its first
+    /// fields, where a struct usually names what it is (an id, a name).
+    early: u64,
+}
+
+impl Alike {
+    fn add(&mut self, early: usize) {
+        self.equal += 1;
+        self.early += early as u64;
+    }
+}
+
+/// What an alignment of a gap is worth, compared field by field: its
+/// total likeness first, then its pairs (a pair with nothing alike is an
+/// element changed in place: one write for a one-field change, where a
+/// delete and an insert take two and new objects), then how early the
+/// likeness lies, then how many pairs are in order from the first (so
+/// that an element never paired does not shift the pairs after it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Worth {
+    alike: u64,
+    pairs: u64,
+    early: u64,
+    straight: u64,
+}
+
+impl Worth {
+    fn with(self, a: Alike, straight: bool) -> Worth {
+        Worth {
+            alike: self.alike + a.equal,
+            pairs: self.pairs + 1,
+            early: self.early + a.early,
+            straight: self.straight + u64::from(straight),
+        }
+    }
+}
+
+/// How [`Differ::pair`] aligns a gap of `a` elements and `b` items
+/// within what is left of the budget.
+#[derive(Debug, PartialEq, Eq)]
+enum Reach {
+    /// Every pair: `a·b` evaluations.
+    Full,
+    /// The pairs whose offset (element less item) lies in this range: the
+    /// offsets an alignment pairing every item (or every element) takes,
+    /// and one more either way (an element and an item both left out),
+    /// about `(|a - b| + 3)·min(a, b)` evaluations. A gap every element of
+    /// which changed beside a removal is aligned exactly in about `4n`.
+    Band(isize, isize),
+    /// In order, no evaluation.
+    Fallback,
+}
+
+impl Reach {
+    fn of(a: usize, b: usize, budget: usize) -> Reach {
+        if a.saturating_mul(b) <= budget {
+            return Reach::Full;
+        }
+        let d = a as isize - b as isize;
+        let (lo, hi) = (d.min(0) - 1, d.max(0) + 1);
+        let cells = ((hi - lo + 1) as usize).saturating_mul(a.min(b));
+        if cells <= budget {
+            Reach::Band(lo, hi)
+        } else {
+            Reach::Fallback
+        }
+    }
+}
+
+/// The pairing of `a` elements and `b` items, each in order, that crosses
+/// no other and is worth the most ([`Worth`]), among the pairs whose
+/// offset `x - y` lies in `band` (which holds 0); `worth(x, y)` is asked
+/// once for each (`None`: never paired). At equal worth the leftmost
+/// pairs win, so that with nothing alike `min(a, b)` elements and items
+/// pair in order from the first. Returns `(element, item)` pairs in
+/// order.
+///
+/// A table over suffixes: the best worth of elements `x..` and items
+/// `y..` is that of pairing `x` with `y` and aligning the rest, or of
+/// leaving out element `x`, or item `y`; a choice per cell is kept and
+/// followed from the start.
+fn align(
+    a: usize,
+    b: usize,
+    (lo, hi): (isize, isize),
+    mut worth: impl FnMut(usize, usize) -> Option<Alike>,
+) -> Vec<(usize, usize)> {
+    const PAIR: u8 = 0;
+    const SKIP_ELEMENT: u8 = 1;
+    const SKIP_ITEM: u8 = 2;
+    if a == 0 || b == 0 {
+        return Vec::new();
+    }
+    // The elements of row `y` in the band.
+    let span = |y: usize| {
+        let first = (y as isize + lo).max(0) as usize;
+        let last = ((y as isize + hi) as usize).min(a - 1);
+        first..last + 1
+    };
+    let mut starts = Vec::with_capacity(b + 1);
+    let mut cells = 0;
+    for y in 0..b {
+        starts.push(cells);
+        cells += span(y).len();
+    }
+    let mut choices = vec![PAIR; cells];
+    // Worths of rows `y` and `y + 1`, by element; outside the band, and
+    // past the last element or item, nothing more is paired.
+    let mut row = vec![Worth::default(); a + 1];
+    let mut below = vec![Worth::default(); a + 1];
+    for y in (0..b).rev() {
+        let xs = span(y);
+        let below_xs = if y + 1 < b { span(y + 1) } else { 0..0 };
+        let at = |xs: &std::ops::Range<usize>, v: &[Worth], x: usize| {
+            if xs.contains(&x) {
+                v[x]
+            } else {
+                Worth::default()
+            }
+        };
+        for x in xs.clone().rev() {
+            let mut best = at(&xs, &row, x + 1);
+            let mut choice = SKIP_ELEMENT;
+            let skip_item = at(&below_xs, &below, x);
+            if skip_item > best {
+                (best, choice) = (skip_item, SKIP_ITEM);
+            }
+            if let Some(alike) = worth(x, y) {
+                let pair = at(&below_xs, &below, x + 1).with(alike, x == y);
+                if pair >= best {
+                    (best, choice) = (pair, PAIR);
+                }
+            }
+            row[x] = best;
+            choices[starts[y] + x - xs.start] = choice;
+        }
+        std::mem::swap(&mut row, &mut below);
+    }
+    let mut out = Vec::new();
+    let (mut x, mut y) = (0, 0);
+    while y < b {
+        let xs = span(y);
+        if !xs.contains(&x) {
+            break;
+        }
+        match choices[starts[y] + x - xs.start] {
+            PAIR => {
+                out.push((x, y));
+                x += 1;
+                y += 1;
+            }
+            SKIP_ELEMENT => x += 1,
+            _ => y += 1,
+        }
+    }
+    out
+}
+
+/// The objects reached more than once from `start` through map values and
+/// array elements: one walk, which does not go below an object reached
+/// before (what lies only below a shared object is reached once, through
+/// it).
+fn reached_twice(r: &mut Replica, start: &CoreValue) -> HashSet<ObjectId, IdKeys> {
+    let mut seen: HashSet<ObjectId, IdKeys> = HashSet::default();
+    let mut twice = HashSet::default();
+    let mut todo: Vec<ObjectId> = start.as_ref_id().into_iter().collect();
+    seen.extend(todo.iter().copied());
+    let mut below = Vec::new();
+    while let Some(o) = todo.pop() {
+        below.clear();
+        let _ = match r.kind(o) {
+            Some(ObjectKind::Map) => r.map_for_each(o, |_, v, _| below.extend(v.as_ref_id())),
+            Some(ObjectKind::Array) => r.list_for_each(o, |v, _| below.extend(v.as_ref_id())),
+            None => Ok(()),
+        };
+        for &c in &below {
+            if seen.insert(c) {
+                todo.push(c);
+            } else {
+                twice.insert(c);
+            }
+        }
+    }
+    twice
+}
 
 /// How deep signatures look into maps: below, a map is only a map.
 const SIG_DEPTH: usize = 3;
@@ -856,11 +1059,11 @@ impl<'t> Differ<'_, 't> {
     /// ones moved into the new order ([`Replica::list_reorder`], which
     /// moves only those outside the longest run already in order), and
     /// the items that keep none inserted. A sort or a rotation therefore
-    /// moves elements, and a changed element is written where it is,
-    /// whatever was removed or inserted around it, which keeps their
-    /// identity: another node's concurrent edit of an element stays with
-    /// it, where rewriting each position with its new value would land it
-    /// on whatever element took that position.
+    /// moves elements, and a changed element is written between the kept
+    /// neighbours it had, which keeps their identity: another node's
+    /// concurrent edit of an element stays with it, where rewriting each
+    /// position with its new value would land it on whatever element took
+    /// that position.
     fn list(&mut self, o: ObjectId, items: &'t [Tree]) -> Result<(), ConvError> {
         let old = self
             .r
@@ -961,23 +1164,27 @@ impl<'t> Differ<'_, 't> {
     /// Pairs the items of the middle (`prefix..new_end`) that keep no
     /// element (`source`, relative to `prefix`) with the elements
     /// (`prefix..old_end`) none keeps, to be diffed in place: which pairs
-    /// it makes decides which element takes each changed value, so that a
-    /// removal or an insertion beside a change does not write one
-    /// element's value over another's. Each pair is scored by its
-    /// [`Differ::likeness`], and the most alike are paired first; at equal
-    /// likeness, an element that is not a shared object another copy has
-    /// diffed otherwise ([`Differ::revisit`] would write that copy's
-    /// change through it, or refuse the update), then the element nearer
-    /// the item's place among the kept ones, then the first item and
-    /// element. A pair with nothing alike is made only between elements
-    /// and items that sit between the same kept neighbours (the element
-    /// changed where it is, so that a change of one element stays one
-    /// write); elsewhere the element is deleted and the item inserted.
+    /// it makes decides which element takes each changed value.
+    ///
+    /// Pairs are made only within a gap: the elements between two kept
+    /// neighbours (elements kept as equal, the prefix's end, the suffix's
+    /// start) with the items between the same two, in their order (in
+    /// reverse where the update reversed the two neighbours). A change
+    /// never pairs across a kept element, so it never buys a move. Within
+    /// a gap the pairing is an alignment ([`align`], [`Worth`]): the most
+    /// total likeness ([`Differ::likeness`]), then the most pairs (an
+    /// element and an item with nothing alike are one changed element,
+    /// cheaper than a delete, an insert and new objects, but never at the
+    /// cost of likeness), then the likeness earliest in each struct, then
+    /// the pairs in order from the first; with nothing alike and as many
+    /// items as elements, that is in order. A shared
+    /// object ([`Differ::shared`]) is paired only when it is its gap's one
+    /// element and the item its one item, a change of that copy; elsewhere
+    /// it may have been removed while another copy stays, so it is
+    /// deleted and its item inserted rather than written through.
+    ///
     /// Returns `(item, element)` pairs, items relative to `prefix`, in
     /// item order.
-    ///
-    /// Past [`MAX_PAIRS`] scored pairs the left-overs are paired in order,
-    /// skipping the shared objects a pair would write through.
     fn pair(
         &mut self,
         old: &[CoreValue],
@@ -987,72 +1194,88 @@ impl<'t> Differ<'_, 't> {
         source: &[Option<usize>],
         kept: &[bool],
     ) -> Vec<(usize, usize)> {
-        let elements: Vec<usize> = (prefix..old_end).filter(|&i| !kept[i]).collect();
-        let free: Vec<usize> = (0..source.len()).filter(|&j| source[j].is_none()).collect();
+        // Bounds that are no element: the prefix's end and the suffix's
+        // start, the same on both sides.
+        const START: usize = usize::MAX - 1;
+        const END: usize = usize::MAX;
+        // Each gap of elements by its two neighbours in either order, with
+        // its left one and its elements.
+        let mut gaps: FxHashMap<(usize, usize), (usize, Vec<usize>)> = FxHashMap::default();
+        let mut run = Vec::new();
+        let mut left = START;
+        for (i, &k) in kept.iter().enumerate().take(old_end).skip(prefix) {
+            if !k {
+                run.push(i);
+                continue;
+            }
+            if !run.is_empty() {
+                gaps.insert((left.min(i), left.max(i)), (left, std::mem::take(&mut run)));
+            }
+            left = i;
+        }
+        if !run.is_empty() {
+            gaps.insert((left, END), (left, run));
+        }
+        let mut jobs = Vec::new();
+        let mut run = Vec::new();
+        let mut left = START;
+        for (j, s) in source
+            .iter()
+            .enumerate()
+            .chain([(source.len(), &Some(END))])
+        {
+            let Some(right) = *s else {
+                run.push(j);
+                continue;
+            };
+            if !run.is_empty() {
+                // Neighbours that are consecutive kept elements bound one
+                // gap each, so each gap of items meets at most one.
+                if let Some((l, mut elements)) = gaps.remove(&(left.min(right), left.max(right))) {
+                    if l != left {
+                        elements.reverse();
+                    }
+                    jobs.push((elements, std::mem::take(&mut run)));
+                }
+                run.clear();
+            }
+            left = right;
+        }
+        // The budget goes to the cheapest gaps first, so that one large
+        // gap does not leave the small ones unaligned.
+        jobs.sort_by_key(|(elements, items)| {
+            (elements.len().saturating_mul(items.len()), items[0])
+        });
+        let mut budget = MAX_PAIRS.max(4 * (old_end - prefix + new_end - prefix));
         let mut out = Vec::new();
-        if elements.is_empty() || free.is_empty() {
-            return out;
-        }
-        let bound = MAX_PAIRS.max(4 * (old_end - prefix + source.len()));
-        if elements.len().saturating_mul(free.len()) > bound {
-            let mut left = elements.into_iter();
-            for j in free {
-                let t = &items[prefix + j];
-                let Some(i) = left.by_ref().find(|&i| !self.written_through(&old[i], t)) else {
-                    break;
-                };
-                out.push((j, i));
+        for (elements, free) in jobs {
+            let (a, b) = (elements.len(), free.len());
+            if a == 1 && b == 1 {
+                out.push((free[0], elements[0]));
+                continue;
             }
-            return out;
-        }
-        // Each item's kept neighbours, as (item, element) in absolute
-        // positions: the prefix's last and the suffix's first bound the
-        // middle.
-        let at = |x: usize| x as i64;
-        let mut before = Vec::with_capacity(source.len());
-        let mut last = (at(prefix) - 1, at(prefix) - 1);
-        for (j, s) in source.iter().enumerate() {
-            before.push(last);
-            if let Some(i) = s {
-                last = (at(prefix + j), at(*i));
-            }
-        }
-        let mut after = vec![(0, 0); source.len()];
-        let mut next = (at(new_end), at(old_end));
-        for (j, s) in source.iter().enumerate().rev() {
-            after[j] = next;
-            if let Some(i) = s {
-                next = (at(prefix + j), at(*i));
-            }
-        }
-        let mut scored = Vec::new();
-        for &j in &free {
-            let t = &items[prefix + j];
-            let a = at(prefix + j);
-            let ((p, sp), (q, sq)) = (before[j], after[j]);
-            for &i in &elements {
-                let e = at(i);
-                let alike = self.likeness(&old[i], t);
-                let between = sp < e && e < sq;
-                if alike == 0 && !between {
+            let shared: Vec<bool> = elements.iter().map(|&i| self.shared(&old[i])).collect();
+            let band = match Reach::of(a, b, budget) {
+                Reach::Fallback => {
+                    // In order, still within the gap; a shared object is
+                    // left out of it rather than written through.
+                    for (x, &j) in free.iter().enumerate().take(a) {
+                        if !shared[x] {
+                            out.push((j, elements[x]));
+                        }
+                    }
                     continue;
                 }
-                // Where the item would be among the old elements, counted
-                // from either kept neighbour.
-                let distance = (e - (sp + a - p)).abs().min((e - (sq - (q - a))).abs());
-                let through = self.written_through(&old[i], t);
-                scored.push((std::cmp::Reverse(alike), through, distance, j, i));
-            }
-        }
-        scored.sort_unstable();
-        let mut item_done = vec![false; source.len()];
-        let mut element_done = vec![false; old_end];
-        for (_, _, _, j, i) in scored {
-            if !item_done[j] && !element_done[i] {
-                item_done[j] = true;
-                element_done[i] = true;
-                out.push((j, i));
-            }
+                Reach::Full => (-(b as isize), a as isize),
+                Reach::Band(lo, hi) => (lo, hi),
+            };
+            let mut cells = 0;
+            let pairs = align(a, b, band, |x, y| {
+                cells += 1;
+                (!shared[x]).then(|| self.likeness(&old[elements[x]], &items[prefix + free[y]]))
+            });
+            budget -= cells.min(budget);
+            out.extend(pairs.into_iter().map(|(x, y)| (free[y], elements[x])));
         }
         out.sort_unstable();
         out
@@ -1060,60 +1283,76 @@ impl<'t> Differ<'_, 't> {
 
     /// How much of `new` the stored `cur` already holds: the fields of a
     /// struct and the entries of a map whose stored value is
-    /// [`Differ::equal`] to the item's, one more inside the variant a map
-    /// holds alone, the items of an array (a tuple, a nested `Vec`) equal
-    /// at their index, and a scalar's one when it is equal. A field the item lacks (`None`)
-    /// counts for nothing, being alike in every element that lacks it.
-    fn likeness(&mut self, cur: &CoreValue, new: &Tree) -> usize {
+    /// [`Differ::equal`] to the item's, one more inside the variant the map
+    /// reads as, the items of an array (a tuple, a nested `Vec`) equal at
+    /// their index, and a scalar's one when it is equal. A field the item
+    /// lacks (`None`) counts for nothing, being alike in every element that
+    /// lacks it. Each field or item alike also counts for how early it
+    /// comes ([`Alike::early`]).
+    fn likeness(&mut self, cur: &CoreValue, new: &Tree) -> Alike {
+        let mut out = Alike::default();
         match (self.map_kind(cur), new) {
             (Some((o, ObjectKind::Map)), Tree::Struct(fields)) => {
-                let mut n = 0;
-                for (k, t) in fields {
+                for (at, (k, t)) in fields.iter().enumerate() {
                     let alike = match (self.get(o, k).ok().flatten(), t) {
                         (_, Tree::Absent) => false,
                         (Some(v), t) => self.equal(&v, t),
                         (None, t) => self.defaulted(o, k, t),
                     };
-                    n += usize::from(alike);
-                }
-                n
-            }
-            (Some((o, ObjectKind::Map)), Tree::Map(entries)) => {
-                let mut n = 0;
-                for (k, t) in entries {
-                    if let Some(v) = self.get(o, k).ok().flatten() {
-                        n += usize::from(self.equal(&v, t));
+                    if alike {
+                        out.add(fields.len() - at);
                     }
                 }
-                n
+            }
+            (Some((o, ObjectKind::Map)), Tree::Map(entries)) => {
+                for (k, t) in entries {
+                    if let Some(v) = self.get(o, k).ok().flatten() {
+                        if self.equal(&v, t) {
+                            out.add(0);
+                        }
+                    }
+                }
             }
             (Some((o, ObjectKind::Map)), Tree::Variant(name, t)) => {
-                match self.get(o, name).ok().flatten() {
-                    Some(v) if self.r.map_len(o).is_ok_and(|n| n == 1) => 1 + self.likeness(&v, t),
-                    _ => 0,
+                let reads_as = match self.r.map_len(o) {
+                    Ok(1) => true,
+                    _ => self.variant(o).as_deref() == Some(*name),
+                };
+                if let Some(v) = self.get(o, name).ok().flatten().filter(|_| reads_as) {
+                    out = self.likeness(&v, t);
+                    out.add(0);
                 }
             }
             (Some((o, ObjectKind::Array)), Tree::Seq(items)) => {
                 let values = self.r.list_values(o).unwrap_or_default();
-                let mut n = 0;
-                for (v, t) in values.iter().zip(items) {
-                    n += usize::from(self.equal(v, t));
+                for (at, (v, t)) in values.iter().zip(items).enumerate() {
+                    if self.equal(v, t) {
+                        out.add(items.len() - at);
+                    }
                 }
-                n
             }
-            (_, Tree::Scalar(_) | Tree::Single(_)) => usize::from(self.equal(cur, new)),
-            _ => 0,
+            (_, Tree::Scalar(_) | Tree::Single(_)) if self.equal(cur, new) => out.add(0),
+            _ => {}
         }
+        out
     }
 
-    /// Whether diffing `new` into the stored `cur` would meet a shared
-    /// object another copy diffed otherwise ([`Differ::revisit`]): it
-    /// would write through that object the change of a copy the other
-    /// reference left as stored, or refuse the update.
-    fn written_through(&self, cur: &CoreValue, new: &Tree) -> bool {
-        cur.as_ref_id()
-            .and_then(|o| self.visits.get(&o))
-            .is_some_and(|first| !first.same(new))
+    /// Whether the stored `v` is an object reached more than once from
+    /// where the diff starts, through any key or element (a shared
+    /// reference; those the typed value does not declare count too, as a
+    /// write through the object changes what they see). Found by one walk
+    /// of the store below the start, made the first time it is asked: a
+    /// walk of what the diff compares anyway, and only for an update that
+    /// pairs elements in a gap of more than one.
+    fn shared(&mut self, v: &CoreValue) -> bool {
+        let Some(o) = v.as_ref_id() else {
+            return false;
+        };
+        let start = &self.start;
+        let r = &mut *self.r;
+        self.shared
+            .get_or_insert_with(|| reached_twice(r, start))
+            .contains(&o)
     }
 
     /// For each item of `new`, an element of `old` it equals, if any: equal
@@ -1122,8 +1361,9 @@ impl<'t> Differ<'_, 't> {
     /// under each group's shape (a few shapes only), so that the deep
     /// comparisons are between likely equals, and their number is
     /// bounded: when it runs out, the items left match nothing here, and
-    /// [`Differ::pair`] pairs them by likeness, where the element an item
-    /// equals is as alike as any, so that the bound seldom costs a write.
+    /// [`Differ::pair`] pairs them by likeness within their gaps, where
+    /// the element an item equals is as alike as any, so that the bound
+    /// seldom costs a write.
     fn matches(&mut self, old: &[CoreValue], new: &'t [Tree]) -> Vec<Option<usize>> {
         const SHAPES: usize = 8;
         let mut out = vec![None; new.len()];
@@ -1318,5 +1558,131 @@ impl<'t> Differ<'_, 't> {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alike(equal: u64, early: u64) -> Alike {
+        Alike { equal, early }
+    }
+
+    /// What `pairs` is worth under `worth`, or `None` if they cross, repeat
+    /// an element or item, or use a pair never to be made.
+    fn worth_of(
+        pairs: &[(usize, usize)],
+        worth: &dyn Fn(usize, usize) -> Option<Alike>,
+    ) -> Option<Worth> {
+        let mut total = Worth::default();
+        for (k, &(x, y)) in pairs.iter().enumerate() {
+            if k > 0 && (pairs[k - 1].0 >= x || pairs[k - 1].1 >= y) {
+                return None;
+            }
+            total = total.with(worth(x, y)?, x == y);
+        }
+        Some(total)
+    }
+
+    /// Every non-crossing pairing of `a` elements and `b` items.
+    fn every_alignment(a: usize, b: usize) -> Vec<Vec<(usize, usize)>> {
+        let mut out = vec![Vec::new()];
+        for x in 0..a {
+            for y in 0..b {
+                let more: Vec<_> = out
+                    .iter()
+                    .filter(|p: &&Vec<(usize, usize)>| {
+                        p.last().is_none_or(|&(px, py)| px < x && py < y)
+                    })
+                    .map(|p| {
+                        let mut p = p.clone();
+                        p.push((x, y));
+                        p
+                    })
+                    .collect();
+                out.extend(more);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_alignment_is_worth_the_most_of_all_that_cross_nothing() {
+        // A small generator: the same cases on every run.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..400 {
+            let (a, b) = (next(5) as usize, next(5) as usize);
+            let cells: Vec<Option<Alike>> = (0..a * b)
+                .map(|_| match next(6) {
+                    0 => None,
+                    k => Some(alike(next(3) * (k % 2), next(3))),
+                })
+                .collect();
+            let worth = |x: usize, y: usize| cells[x * b + y];
+            let mut asked = 0;
+            let got = align(a, b, (-(b as isize), a as isize), |x, y| {
+                asked += 1;
+                worth(x, y)
+            });
+            assert_eq!(asked, a * b, "each pair asked once");
+            let best = every_alignment(a, b)
+                .iter()
+                .filter_map(|p| worth_of(p, &worth))
+                .max()
+                .unwrap();
+            assert_eq!(worth_of(&got, &worth), Some(best), "{a}×{b}: {cells:?}");
+        }
+    }
+
+    #[test]
+    fn with_nothing_alike_the_alignment_pairs_in_order_from_the_first() {
+        let none = |_: usize, _: usize| Some(Alike::default());
+        assert_eq!(align(3, 3, (-3, 3), none), [(0, 0), (1, 1), (2, 2)]);
+        assert_eq!(align(3, 2, (-2, 3), none), [(0, 0), (1, 1)]);
+        assert_eq!(align(2, 3, (-3, 2), none), [(0, 0), (1, 1)]);
+        // A pair never made is left out, and the rest still pair.
+        let but = |x: usize, _: usize| (x != 1).then(Alike::default);
+        assert_eq!(align(3, 3, (-3, 3), but), [(0, 0), (2, 2)]);
+        assert_eq!(align(3, 3, (-1, 1), but), [(0, 0), (2, 2)]);
+    }
+
+    /// One removal in a gap of every element changed: the band pairs each
+    /// item with its own element, asking about four pairs per item where
+    /// the whole table would ask `n²`.
+    #[test]
+    fn a_band_aligns_a_removal_among_changes_in_linear_work() {
+        let (a, b) = (300, 299);
+        let Reach::Band(lo, hi) = Reach::of(a, b, 4 * (a + b)) else {
+            panic!("a band");
+        };
+        assert_eq!((lo, hi), (-1, 2));
+        let mut asked = 0;
+        let got = align(a, b, (lo, hi), |x, y| {
+            asked += 1;
+            Some(alike(u64::from(x == y + 1), 0))
+        });
+        assert!(asked <= 4 * b, "{asked}");
+        assert_eq!(got, (0..b).map(|y| (y + 1, y)).collect::<Vec<_>>());
+        // The same where the removal is in the middle.
+        let got = align(a, b, (lo, hi), |x, y| {
+            Some(alike(u64::from(x == y + usize::from(y >= 150)), 0))
+        });
+        let want: Vec<_> = (0..b).map(|y| (y + usize::from(y >= 150), y)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_reach_of_a_gap_follows_the_budget() {
+        assert_eq!(Reach::of(30, 30, 1024), Reach::Full);
+        assert_eq!(Reach::of(40, 30, 1024), Reach::Band(-1, 11));
+        assert_eq!(Reach::of(200, 100, 1204), Reach::Fallback);
+        assert_eq!(Reach::of(100_000, 50_000, 600_000), Reach::Fallback);
     }
 }

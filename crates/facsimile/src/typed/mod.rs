@@ -62,19 +62,34 @@
 //!   value holding it, which reads nothing, writes one;
 //! - a `Vec` keeps its longest common prefix and suffix. Between them,
 //!   each new element equal to an old one keeps that element (its
-//!   identity, and its place in the engine's movable list); each of the
-//!   others is paired with the old element left most like it (the most
-//!   fields or entries already equal; at equal likeness the nearer one)
-//!   and diffed in place, an element with nothing alike only where it
-//!   stands between the same kept neighbours; and then what is left over
-//!   is deleted or inserted and the kept elements are moved into the new
-//!   order. A push, a pop, an insertion or removal anywhere, or a change
-//!   of one element costs one write, also beside a removal or an
-//!   insertion; a sort, a reverse or a rotation costs one move per
-//!   element outside the longest run already in order (a rotation one),
-//!   and no field write. Because elements move rather than being
-//!   rewritten where they land, another node's concurrent edit of an
-//!   element stays on that element.
+//!   identity, and its place in the engine's movable list), and the kept
+//!   elements are moved into the new order. The others pair only within
+//!   a gap, the old elements between two kept neighbours with the new
+//!   ones between the same two, in order (reversed where the update
+//!   swapped the two neighbours): the pairs that leave the most fields or
+//!   entries already equal in total, then as many pairs as that allows
+//!   (an element changed in every field is still changed in place), then
+//!   those alike in their first fields (where a struct usually names what
+//!   it is). Each pair is diffed in place, and what is left over is
+//!   deleted or inserted. A push, a pop, an insertion or
+//!   removal anywhere, or a change of one element costs one write, also
+//!   beside a removal or an insertion; a sort, a reverse or a rotation
+//!   costs one move per element outside the longest run already in order
+//!   (a rotation one), and no field write. Because elements move rather
+//!   than being rewritten where they land, and a change is written on the
+//!   element between the same kept neighbours, another node's concurrent
+//!   edit of an element stays on that element.
+//!
+//!   What this cannot tell: a changed element that moved past a kept one
+//!   is not that element to the diff (a change never buys a move): it is
+//!   deleted and its value inserted, or written into an element left
+//!   over where it now stands. Where two readings are as alike (a removed
+//!   element and the changed one beside it alike in as many fields, as
+//!   early), the leftmost element takes the change. A gap too large for
+//!   the budget (about four likeness tests per element and item of the
+//!   `Vec`, the small gaps served first) is aligned only near its
+//!   diagonal when it has few more elements than items or the other way
+//!   round, and otherwise paired in order.
 //!
 //! A float field reads a stored integer. `update` compares a float with a
 //! stored integer as it read it (the integer as a float, bit for bit), so
@@ -113,7 +128,12 @@
 //! writes into the shared object, which every reference sees. Copies
 //! changed alike are one change; copies changed differently fail with
 //! [`Error::Convert`] naming where the object is reached, before anything
-//! is written. A cycle cannot be read as a type ([`Error::Cycle`]).
+//! is written. In a `Vec`, an element that is a shared object is written
+//! only where it stands alone between its kept neighbours and one new
+//! element stands there: beside a removal or an insertion it may be the
+//! element removed, so it is removed and the new element inserted, which
+//! stores the value written and leaves the other references as they
+//! were. A cycle cannot be read as a type ([`Error::Cycle`]).
 
 mod de;
 mod diff;
