@@ -1,5 +1,5 @@
-//! Typed mirroring: your own `Serialize`/`Deserialize` types in, minimal
-//! replicated writes out (the Rust form of the original's transparent
+//! Typed mirroring: your own `Serialize`/`Deserialize` types in, replicated
+//! writes of what changed out (the Rust form of the original's transparent
 //! proxies).
 //!
 //! - [`Node::set_root_from`] / [`MapRef::set_from`] write a value;
@@ -641,7 +641,7 @@ macro_rules! typed_handle {
             }
 
             #[doc = concat!("Reads this ", $kind, " into `T`, runs `f` on it and sends the")]
-            /// minimal writes, as one message. As [`Node::update`].
+            /// writes of what `f` changed, as one message. As [`Node::update`].
             ///
             /// # Errors
             /// As [`Node::update`], with paths from this object.
