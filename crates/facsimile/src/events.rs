@@ -605,6 +605,23 @@ impl Dispatch {
     }
 }
 
+/// Lock wakes run when dropped, after the listener calls before them:
+/// also when one of those panics, else the futures they wake would never
+/// be polled again.
+#[derive(Default)]
+pub(crate) struct Wakes(pub(crate) Dispatch);
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        let wakes = std::mem::take(&mut self.0);
+        match std::thread::panicking() {
+            // A second panic now would abort: it is dropped.
+            true => drop(std::panic::catch_unwind(AssertUnwindSafe(|| wakes.run()))),
+            false => wakes.run(),
+        }
+    }
+}
+
 impl Call {
     fn run(self, changes: &[ChangeEvent]) {
         match self {

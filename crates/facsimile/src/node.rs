@@ -23,7 +23,9 @@ use facsimile_core::{
 
 use crate::clock::Clock;
 use crate::error::{Error, Result, locate};
-use crate::events::{ChangeEvent, Dispatch, EventStream, Listener, RootChange, Subs, Subscription};
+use crate::events::{
+    ChangeEvent, Dispatch, EventStream, Listener, RootChange, Subs, Subscription, Wakes,
+};
 use crate::handle::{ArrayRef, MapRef, ObjectRef};
 use crate::lock::LockError;
 use crate::value::{Input, Value};
@@ -498,11 +500,11 @@ impl Node {
     /// is unchanged and keeps working.
     pub fn receive_ordered(&self, bytes: &[u8], position: u64, time: Duration) -> Result<()> {
         let mut st = self.state();
-        let mut wake = Dispatch::default();
-        let r = self.apply_ordered(&mut st, bytes, position, time, &mut wake);
+        let mut wake = Wakes::default();
+        let r = self.apply_ordered(&mut st, bytes, position, time, &mut wake.0);
         drop(st);
         self.pump();
-        wake.run();
+        drop(wake);
         r
     }
 
@@ -539,12 +541,12 @@ impl Node {
         mut refused: impl FnMut(u64, Error),
     ) -> (usize, bool) {
         let mut st = self.state();
-        let mut wake = Dispatch::default();
+        let mut wake = Wakes::default();
         let mut applied = 0;
         let mut reload = st.reload_due();
         if !reload {
             for (bytes, position, time) in frames {
-                if let Err(e) = self.apply_ordered(&mut st, bytes, position, time, &mut wake) {
+                if let Err(e) = self.apply_ordered(&mut st, bytes, position, time, &mut wake.0) {
                     refused(position, e);
                 }
                 applied += 1;
@@ -555,7 +557,7 @@ impl Node {
             }
         }
         self.pump_holding(st);
-        wake.run();
+        drop(wake);
         (applied, reload)
     }
 
@@ -681,7 +683,7 @@ impl Node {
                 send(Outgoing(t));
             }
         }
-        let mut wake = Dispatch::default();
+        let mut wake = Wakes::default();
         let counts;
         {
             let mut st = self.state();
@@ -700,11 +702,11 @@ impl Node {
             st.lease_lapsed = false;
             counts = (carried.carried(), carried.lost());
             self.note_succession(&mut st, succession, carried);
-            st.subs.wake_all_locks(&mut wake);
+            st.subs.wake_all_locks(&mut wake.0);
         }
         drop(guard);
         dispatch.run();
-        wake.run();
+        drop(wake);
         self.pump();
         counts
     }
@@ -1717,6 +1719,31 @@ mod tests {
         let before = sent.lock().unwrap().len();
         array.push(2).unwrap();
         assert!(sent.lock().unwrap().len() > before);
+    }
+
+    /// A waker that counts its wakes.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    #[test]
+    fn a_panicking_lock_listener_does_not_skip_the_new_incarnation_s_wakes() {
+        let (a, array, _sent) = recording();
+        let held = array.clone();
+        let guard = futures_executor::block_on(a.lock(&held)).unwrap();
+        let other = a.set_root(serde_json::json!({})).unwrap();
+        let other = other.as_map().cloned().unwrap();
+        let count = Arc::new(Counting(Default::default()));
+        a.add_lock_waker(other.id(), &std::task::Waker::from(count.clone()));
+        let _sub = a.on_lock(|_| panic!("listener"));
+        let r = catch_unwind(AssertUnwindSafe(|| a.reload(None)));
+        assert!(r.is_err(), "the listener's panic reaches the caller");
+        assert_eq!(count.0.load(Ordering::Acquire), 1);
+        drop(guard);
     }
 
     /// A batch leaves as one message when a timer comes due inside it: the
