@@ -52,14 +52,6 @@ function installConnect(Facsimile, wasm, fail) {
       this.delay = this.min;
       this.ws = null;
       this.welcomed = false;
-      // The incarnation the relay last admitted, which each hello says. A
-      // node that learns from the relay's messages that it was evicted
-      // starts over by itself, and its unacknowledged messages of before,
-      // which the relay dropped, are still in the session: saying hello as
-      // the evicted incarnation gets them dropped (their writes were
-      // counted lost already, and are not counted again), and the node
-      // rejoins, as the Rust client does.
-      this.admitted = node.incarnation;
       // Set once the program closed the node, or the relay refused it.
       this.over = false;
       this.retry = null;
@@ -117,7 +109,14 @@ function installConnect(Facsimile, wasm, fail) {
       // relay to acknowledge its last messages) writes nothing more.
       if (!this.node._closed) this.node.setOnline(true);
       ws.onopen = () => {
-        if (this.ws === ws) ws.send(this.client.hello(this.node.hostname, this.admitted));
+        // The hello names the node's incarnation of now, as the Rust
+        // client's does: one its peers evicted while it stayed connected
+        // started over as a new incarnation, whose frames the relay took on
+        // that connection, and, the connection gone, resumes within a
+        // grace or else answers for. Its old incarnation's unacknowledged
+        // frames, counted lost when it started over, the relay drops (and
+        // acknowledges).
+        if (this.ws === ws) ws.send(this.client.hello(this.node.hostname, this.node.incarnation));
       };
       ws.onmessage = (ev) => {
         if (this.ws === ws) this.frame(ws, ev.data);
@@ -202,15 +201,17 @@ function installConnect(Facsimile, wasm, fail) {
       } else if (admission === ADMISSION_JOINED || admission === ADMISSION_SYNC) {
         this.node.sync();
       }
-      this.admitted = this.node.incarnation;
       this.write();
     }
 
-    // The relay evicted the node while it was connected, and the node
-    // started over as a new incarnation. The relay acknowledged everything
-    // it applied of the old incarnation before it sent the eviction;
-    // whatever of it is still unacknowledged the relay drops (and
-    // acknowledges), so its writes count as lost now.
+    // The node's peers (or the relay, as it was silent too long) evicted
+    // it while it was connected, and it started over as a new incarnation.
+    // The relay acknowledged everything it applied of the old incarnation
+    // before it sent the eviction; whatever of it is still unacknowledged
+    // the relay drops (and acknowledges), on this connection or when sent
+    // again on the next, so its writes count as lost now, and only now.
+    // The node's pump calls this as it takes the eviction from the engine,
+    // before the frame after it (an acknowledgement of those) is read.
     evicted(old) {
       this.client.count_lost_from(old);
     }

@@ -451,10 +451,9 @@ test('writes a node made after the relay evicted it, while still connected, are 
   assert.deepEqual(await get('/l', 'evicted'), [0, 4]);
 });
 
-test('a node evicted while connected, cut off before the relay acknowledged its dropped writes, reconnects as the evicted incarnation', async () => {
-  // With a reconnection grace, the relay would resume the new
-  // incarnation's session, and take the old one's writes again (to drop
-  // them) if the node said hello as the new one.
+test('a node evicted while connected, cut off before the relay acknowledged its dropped writes, reconnects as its new incarnation', async () => {
+  // With a reconnection grace, the relay resumes the new incarnation's
+  // session, and drops the old one's writes sent again.
   const graceful = await new Relay(['--reconnect-grace', '30']).start();
   const link = lateLink();
   const join = async (name, options = {}) => {
@@ -480,14 +479,54 @@ test('a node evicted while connected, cut off before the relay acknowledged its 
     link.cut();
     await waitFor(() => link.sockets.length >= 2 && a.connection.status === 'connected', 'a to reconnect');
     assert.equal(await lost, 3);
-    // Told by the relay that the incarnation it said hello as was evicted,
-    // it rejoined once more.
-    assert.ok(a.incarnation !== old && a.incarnation !== started, 'a rejoined on reconnecting');
+    assert.equal(a.incarnation, started, 'a did not start over again');
     await waitFor(() => a.ready && a.store?.l?.length === 1, 'a to rejoin with the document');
     a.store.l.push(4);
     await a.flush();
     await until(b, () => b.store.l.length === 2, "b sees a's new write");
     assert.deepEqual([...b.store.l], [0, 4]);
+  } finally {
+    await Promise.allSettled(nodes.splice(0).map((n) => n.close()));
+    await graceful.stop();
+  }
+});
+
+test('a node evicted while connected comes back as its new incarnation: its write the relay applied is not reported lost', async () => {
+  const graceful = await new Relay(['--reconnect-grace', '30']).start();
+  const link = lateLink();
+  const join = async (name, options = {}) => {
+    const n = await Facsimile.connect(graceful.url, name, {
+      token: TOKEN,
+      WebSocket,
+      doc: 'back',
+      backoff: { min: 20, max: 100 },
+      ...options,
+    });
+    nodes.push(n);
+    return n;
+  };
+  try {
+    const a = await join('back-a', { WebSocket: link.WebSocket });
+    const b = await join('back-b');
+    a.store = { l: [] };
+    await a.flush();
+    await waitFor(() => b.store?.l?.length === 0, 'b to have the document');
+    const old = a.incarnation;
+    assert.equal(b.evict(a.hostname), 1);
+    // The relay keeps a's connection, and a starts over on it.
+    await waitFor(() => a.incarnation !== old && a.ready && a.store?.l !== undefined, 'a to start over');
+    const started = a.incarnation;
+    a.store.l.push('x');
+    await a.flush();
+    // Applied by the relay, its acknowledgement cut off with the connection.
+    link.hold();
+    a.store.l.push('y');
+    const flushed = a.flush();
+    await until(b, () => b.store.l.length === 2, "b sees a's write");
+    link.cut();
+    await flushed;
+    assert.equal(a.incarnation, started, 'a did not start over again');
+    assert.deepEqual([...b.store.l], ['x', 'y']);
   } finally {
     await Promise.allSettled(nodes.splice(0).map((n) => n.close()));
     await graceful.stop();
