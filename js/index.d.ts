@@ -209,7 +209,11 @@ declare namespace Facsimile {
     WebSocket?: any;
     /** How long connect waits for the document, in ms (default 30000). */
     timeout?: number;
-    /** Reconnection delays in ms, doubling from min to max (100, 10000). */
+    /**
+     * Reconnection delays in ms, doubling from min to max (100, 10000)
+     * while attempts fail: one counts as failed until the relay
+     * acknowledges something on it (a welcome then an end is no success).
+     */
     backoff?: { min?: number; max?: number };
     /** A heartbeat after this many ms without sending (default 1000). */
     heartbeat?: number;

@@ -50,6 +50,9 @@ function installConnect(Facsimile, wasm, fail) {
       this.heard = 0;
       this.watchdog = null;
       this.delay = this.min;
+      // Messages done when the latest connection was welcomed (null
+      // before a welcome).
+      this.doneAtWelcome = null;
       this.ws = null;
       this.welcomed = false;
       // Set once the program closed the node, or the relay refused it.
@@ -192,7 +195,6 @@ function installConnect(Facsimile, wasm, fail) {
       // end the session on, a write that fits here: such writes throw
       // TOO_LARGE instead.
       this.node._engine.limit_sent_messages(this.client.relay_max_message() ?? Number.MAX_VALUE);
-      this.delay = this.min;
       this.status = 'connected';
       this.watch(ws);
       if (admission === ADMISSION_REJOIN) {
@@ -201,6 +203,7 @@ function installConnect(Facsimile, wasm, fail) {
       } else if (admission === ADMISSION_JOINED || admission === ADMISSION_SYNC) {
         this.node.sync();
       }
+      this.doneAtWelcome = this.client.done();
       this.write();
     }
 
@@ -247,6 +250,13 @@ function installConnect(Facsimile, wasm, fail) {
       this.unwatch();
       this.ws = null;
       this.welcomed = false;
+      // The waits start over once a connection got something acknowledged
+      // (the node's heartbeat, if nothing else), not at each welcome, as
+      // in the Rust client: a relay that ends every connection after its
+      // welcome (refusing a frame sent again first on each) would see the
+      // node back at the shortest wait for ever.
+      if (this.doneAtWelcome !== null && this.client.done() > this.doneAtWelcome) this.delay = this.min;
+      this.doneAtWelcome = null;
       if (this.over) return;
       if (this.first !== null && this.status === 'connecting') {
         this.settleFirst(fail('CONNECT', `cannot connect to ${this.url} (closed with code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})`));

@@ -532,3 +532,49 @@ test('a node evicted while connected comes back as its new incarnation: its writ
     await graceful.stop();
   }
 });
+
+test('reconnections a relay ends after its welcome back off: the waits start over only once something is acknowledged', async () => {
+  // Each connection ended right after its welcome, before the relay
+  // acknowledges anything, as by a relay that refuses a frame sent again
+  // first on each.
+  let ending = false;
+  let made = 0;
+  class EndingSocket extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      made += 1;
+    }
+
+    set onmessage(handler) {
+      super.onmessage = (ev) => {
+        handler(ev);
+        if (ending) this.terminate();
+      };
+    }
+
+    get onmessage() {
+      return super.onmessage;
+    }
+  }
+  const min = 20;
+  const a = await connect('ended', { doc: 'ended', WebSocket: EndingSocket, backoff: { min, max: 60000 } });
+  a.store = { n: 1 };
+  await a.flush();
+  const conn = a._connection;
+  ending = true;
+  conn.ws.terminate();
+  await waitFor(() => made >= 5, 'four reconnections');
+  // The first loss, of a connection that got acknowledgements, waited
+  // `min`; each of the three after it, welcomed yet ended, doubled it.
+  assert.ok(conn.delay >= 16 * min, `the next wait is about ${conn.delay} ms`);
+  ending = false;
+  await waitFor(() => a.connection.status === 'connected', 'a to connect again');
+  a.store.n = 2;
+  await a.flush();
+  // This one got something acknowledged: the waits start over.
+  const ws = conn.ws;
+  const closed = new Promise((resolve) => ws.once('close', resolve));
+  ws.terminate();
+  await closed;
+  assert.equal(conn.delay, 2 * min);
+});
