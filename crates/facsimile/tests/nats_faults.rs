@@ -318,3 +318,47 @@ async fn a_node_that_leaves_while_it_starts_over_stays_gone() {
         "{refused:?}"
     );
 }
+
+/// A write the log refused is reported lost also when the node's lease
+/// runs out while it starts over for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_is_lost_though_the_lease_lapses_while_starting_over() {
+    let _ = log();
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let a = join(&partition.url(), "alpha", options("lapsed")).await;
+    let b = join(&server.url(), "bravo", options("lapsed")).await;
+    a.node().set_root(json!({"m": {}})).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+
+    fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
+    partition.freeze(true);
+    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
+    let _guard = b.node().lock(&m).await.unwrap();
+    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
+    m.set("raced", 1).unwrap();
+    partition.freeze(false);
+    until("bravo to read alpha's new incarnation's hello", || {
+        let alphas = b.node().peers();
+        alphas.iter().filter(|p| p.hostname() == "alpha").count() == 2
+    })
+    .await;
+    // Both alphas' leases run out while the new one waits after its hello.
+    partition.freeze(true);
+    until("bravo to count every alpha gone", || {
+        b.node().peers().iter().all(|p| p.hostname() != "alpha")
+    })
+    .await;
+    partition.freeze(false);
+    fail::remove("nats-reload-after-hello");
+    match tokio::time::timeout(PATIENCE, a.flush()).await {
+        Ok(Err(net::NetError::WritesLost(1))) => {}
+        other => panic!("the refused write was not reported lost: {other:?}"),
+    }
+    a.node().root_map().unwrap().set("after", 1).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(b.node().get("/m/raced"), None);
+}

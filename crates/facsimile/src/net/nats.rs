@@ -1503,7 +1503,11 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     // carried ones are queued: a flush counts on them).
     ctx.link.attach(&n);
     let lost = match lapsed {
-        true => Lost::Lapse { lost, carried_to },
+        true => Lost::Lapse {
+            lost,
+            carried_to,
+            refused,
+        },
         false => Lost::Refused { refused, hole },
     };
     echoes.started_over(&ctx.shared, queued, lost);
@@ -1581,8 +1585,14 @@ struct Echoes {
 enum Lost {
     /// Its lease lapsed: the log refused every frame it had not read back,
     /// and the new incarnation carried over the writes it could (into the
-    /// frames before `carried_to`); the `lost` others, by operation.
-    Lapse { lost: u64, carried_to: Option<u64> },
+    /// frames before `carried_to`); the `lost` others, by operation. The
+    /// `refused` writes it read back refused before the lapse are lost
+    /// too (none of them is carried over).
+    Lapse {
+        lost: u64,
+        carried_to: Option<u64>,
+        refused: u64,
+    },
     /// The log refused `refused` of its writes, each to an object another
     /// node held at the write's position (the rest of their messages
     /// stand); and from the frame `hole` on, if the stream refused one as
@@ -1605,13 +1615,17 @@ impl Echoes {
         let lapsed = matches!(lost, Lost::Lapse { .. } | Lost::Abandoned);
         let count = shared.complete(|outbox| {
             let count = match lost {
-                Lost::Lapse { lost, carried_to } => {
+                Lost::Lapse {
+                    lost,
+                    carried_to,
+                    refused,
+                } => {
                     outbox.refused_between(from, queued);
-                    outbox.count_refused(lost);
+                    outbox.count_refused(lost + refused);
                     if let Some(to) = carried_to {
                         outbox.carried_over(from, to);
                     }
-                    lost
+                    lost + refused
                 }
                 Lost::Refused { refused, hole } => {
                     outbox.count_refused(refused);
