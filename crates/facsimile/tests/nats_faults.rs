@@ -362,3 +362,68 @@ async fn a_refused_write_is_lost_though_the_lease_lapses_while_starting_over() {
     converged(&[a.node(), b.node()]).await;
     assert_eq!(b.node().get("/m/raced"), None);
 }
+
+/// A node that left and fell behind the stream's purge does not start
+/// over: it reads on from where the stream starts, and what the log
+/// refused of its writes is reported once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_left_and_fell_behind_the_purge_reads_on() {
+    let _ = log();
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let options = || {
+        options("behind").nats(
+            NatsOptions::new()
+                .lease(Duration::from_secs(600))
+                .snapshot_every(2),
+        )
+    };
+    let a = join(&partition.url(), "alpha", options()).await;
+    let b = join(&server.url(), "bravo", options()).await;
+    a.node().set_root(json!({"m": {}})).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+
+    fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
+    partition.freeze(true);
+    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
+    let guard = b.node().lock(&m).await.unwrap();
+    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
+    m.set("raced", 1).unwrap();
+    partition.freeze(false);
+    until("bravo to read alpha's new incarnation's hello", || {
+        let peers = b.node().peers();
+        peers.iter().filter(|p| p.hostname() == "alpha").count() == 2
+    })
+    .await;
+    drop(guard);
+    // Bravo saves snapshots and purges the stream past where alpha read.
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut stream = js.get_stream("FACSIMILE_behind").await.unwrap();
+    let held = stream.info().await.unwrap().state.last_sequence;
+    let mut k = 0;
+    while stream.info().await.unwrap().state.first_sequence <= held + 1 {
+        b.node().set_path("/k", k).unwrap();
+        b.flush().await.unwrap();
+        k += 1;
+        assert!(k < 1000, "the stream was never purged");
+    }
+    a.node().leave();
+    fail::remove("nats-reload-after-hello");
+    match tokio::time::timeout(PATIENCE, a.flush()).await {
+        Ok(Err(net::NetError::WritesLost(1))) => {}
+        other => panic!("the refused write was not reported once: {other:?}"),
+    }
+    until("bravo to count every alpha gone", || {
+        b.node().peers().iter().all(|p| p.hostname() != "alpha")
+    })
+    .await;
+    b.node().set_path("/k", k).unwrap();
+    b.flush().await.unwrap();
+    match tokio::time::timeout(PATIENCE, a.flush()).await {
+        Ok(Ok(())) => {}
+        other => panic!("a later flush: {other:?}"),
+    }
+    assert_eq!(a.rejoins(), 0);
+}

@@ -1267,11 +1267,14 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
     let mut echoes = Echoes::default();
     let mut attempts = ctx.backoff.attempts();
     let mut hole = ctx.hole.subscribe();
+    // Where a node that left reads on from: its position no longer moves.
+    let mut skip = 0;
     loop {
         let Some(n) = Node::upgrade(&node) else {
             return;
         };
-        let from = n.log_position();
+        let from = n.log_position().max(skip);
+        let left = n.read(|r| r.has_left());
         drop(n);
         let reason = tokio::select! {
             r = read_from(&ctx, &node, from, &mut echoes, &mut snapshots) => r,
@@ -1282,6 +1285,27 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
             Stop::Dropped => {
                 ctx.shared.cancel.cancel();
                 return;
+            }
+            // A node that left is not started over (nor does a gap matter
+            // to it): it reads on from where the stream starts, so that
+            // its flushes pass.
+            Stop::Reload | Stop::Gap(..) if left => {
+                if let Some(n) = Node::upgrade(&node) {
+                    echoes.left(&ctx, &n);
+                }
+                match ctx.stream.get_info().await {
+                    Ok(info) => {
+                        let first = info.state.first_sequence.max(1);
+                        skip = skip.max((first << INDEX_BITS) - 1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the stream's state failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(attempts.next_delay()) => {}
+                            _ = ctx.shared.cancel.cancelled() => return,
+                        }
+                    }
+                }
             }
             Stop::Reload | Stop::Gap(..) => {
                 attempts.reset();
@@ -1338,6 +1362,14 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
 /// lapse first) it judges on a state no round of reclamation completed
 /// without it has passed (DESIGN.md, "On a totally ordered log").
 async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<(), Stop> {
+    // A node that left is not started over, whatever the stream lacks.
+    {
+        let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
+        if n.read(|r| r.has_left()) {
+            echoes.left(ctx, &n);
+            return Ok(());
+        }
+    }
     let (snapshot, position) = ctx
         .snapshots
         .newest()
@@ -1358,10 +1390,6 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     }
     let (mut next, read) = {
         let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
-        if n.read(|r| r.has_left()) {
-            echoes.left(ctx, &n);
-            return Ok(());
-        }
         let next = n
             .prepare_reload(snapshot.as_deref())
             .map_err(|e| Stop::Error(e.into()))?;
@@ -1579,6 +1607,9 @@ enum Stop {
 struct Echoes {
     /// Every frame below this index was read back and accepted.
     accepted: u64,
+    /// What the log refused of the node's writes was counted when it left
+    /// (its refused writes are counted once).
+    left: bool,
 }
 
 /// What the old incarnation of a node that started over lost.
@@ -1648,6 +1679,9 @@ impl Echoes {
     /// it was to start over, as [`Echoes::started_over`] does, with nothing
     /// carried over.
     fn left(&mut self, ctx: &Ctx, n: &Node) {
+        if std::mem::replace(&mut self.left, true) {
+            return;
+        }
         let queued = ctx.shared.outbox().queued();
         let lost = match n.lease_lapsed() {
             true => Lost::Abandoned,
