@@ -1849,6 +1849,7 @@ impl Replica {
         ops.clear();
         // Pass 1: validate and translate without touching any state.
         let t = op::translate(from, sender, stream, &self.peers, tick, wire_ops, &mut ops)?;
+        self.locks.check_requests(from.0, sender, &ops)?;
         // Pass 2: commit. Nothing below can fail.
         for p in &t.new_peers {
             let _ = self.peers.intern(p);

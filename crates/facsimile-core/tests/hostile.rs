@@ -1778,3 +1778,59 @@ fn writes_check_room_passed_are_never_refused_as_too_large() {
         r.commit();
     }
 }
+
+/// One message of many requests for one lock, each taking its own counter:
+/// an honest replica never has two queued on one object, and each would
+/// cost every receiver a place in an ordered queue and an acknowledgement
+/// listing the members. The message is refused whole, before anything is
+/// queued or sent.
+#[test]
+fn many_requests_for_one_lock_in_one_message_are_refused() {
+    const N: usize = 2_000;
+    let mut net = world(WireFormat::Json);
+    let mt = net.tag(M);
+    let request = mallory_writes(&mut net, |m, root| {
+        m.lock(root, true).unwrap();
+    });
+    let bytes = edit_json(&request.bytes, |v| {
+        // After the peer introductions the request needs.
+        let ops = v["body"]["Ops"]["ops"].as_array_mut().unwrap();
+        let lock = ops
+            .iter()
+            .find(|o| o.get("Lock").is_some())
+            .unwrap()
+            .clone();
+        ops.extend(std::iter::repeat_n(lock, N - 1));
+    });
+    let root_b = root(&net, B);
+    let r = net.replica(B);
+    let before = r.snapshot();
+    let result = r.handle_message(&bytes);
+    let sent: usize = std::iter::from_fn(|| r.poll_transmit())
+        .map(|t| t.bytes.len())
+        .sum();
+    let queued = r
+        .lock_table()
+        .iter()
+        .filter(|e| e.object == root_b)
+        .map(|e| e.queue.len())
+        .sum::<usize>();
+    assert_eq!(
+        (sent, queued),
+        (0, 0),
+        "{sent} bytes sent and {queued} requests queued for a message of {} bytes",
+        bytes.len()
+    );
+    assert!(is_invalid_from(&result.unwrap_err(), mt));
+    assert_eq!(r.snapshot(), before);
+    // Mallory's own request is taken, granted and released.
+    net.release(M);
+    net.run();
+    let root_m = root(&net, M);
+    assert!(matches!(
+        net[M].lock_state(root_m),
+        facsimile_core::LockState::Held(_)
+    ));
+    net.replica(M).unlock(root_m).unwrap();
+    still_converges(&mut net);
+}

@@ -10,6 +10,7 @@
 //! counter raised above every token known for the object. Why this is safe
 //! with members joining and leaving: DESIGN.md, "Locks".
 
+use std::cmp::Ordering;
 use std::time::Duration;
 
 use rustc_hash::FxHashSet;
@@ -52,29 +53,33 @@ impl FifoLocks {
         }
     }
 
-    /// Orders a queue: known grants first (by token), then by request
-    /// counter, ties to the higher peer (the original's "highest host
-    /// locks first").
-    fn sort(queue: &mut [LockReq], peers: &Peers) {
-        queue.sort_by(|a, b| match (a.held, b.held) {
+    /// The order of a queue: known grants first (by token), then by
+    /// request counter, ties to the higher peer (the original's "highest
+    /// host locks first").
+    fn order(a: &LockReq, b: &LockReq, peers: &Peers) -> Ordering {
+        match (a.held, b.held) {
             (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
             (None, None) => a
                 .stamp
                 .counter
                 .cmp(&b.stamp.counter)
                 .then_with(|| peers.cmp_peer(b.stamp.peer, a.stamp.peer)),
-        });
+        }
+    }
+
+    /// Puts `req` in its place in a queue in order.
+    fn insert(q: &mut Vec<LockReq>, req: LockReq, peers: &Peers) {
+        let at = q.partition_point(|r| Self::order(r, &req, peers) == Ordering::Less);
+        if q.get(at).is_some_and(|r| r.stamp == req.stamp) {
+            return;
+        }
+        q.insert(at, req);
     }
 
     fn enqueue(&mut self, obj: Id, req: LockReq, peers: &Peers) {
-        let q = self.q.queues.entry(obj).or_default();
-        if q.iter().any(|r| r.stamp == req.stamp) {
-            return;
-        }
-        q.push(req);
-        Self::sort(q, peers);
+        Self::insert(self.q.queues.entry(obj).or_default(), req, peers);
     }
 
     /// Sends this replica's request and queues it at once.
@@ -213,10 +218,15 @@ impl FifoLocks {
         if let Some((req, token)) = held {
             self.q.raise_token(obj, token);
             if let Some(q) = self.q.queues.get_mut(&obj) {
-                if let Some(r) = q.iter_mut().find(|r| r.stamp == req) {
+                // A grant moves its request among the grants.
+                if let Some(at) = q
+                    .iter()
+                    .position(|r| r.stamp == req && r.held != Some(token))
+                {
+                    let mut r = q.remove(at);
                     r.held = Some(token);
+                    Self::insert(q, r, peers);
                 }
-                Self::sort(q, peers);
             }
             self.note_race(obj);
         }

@@ -21,10 +21,11 @@ use rustc_hash::FxHashSet;
 
 use crate::clock::Peers;
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, ReceiveError};
 use crate::event::{Event, LockEvent, LockState};
 use crate::graph::IdMap;
 use crate::membership::Membership;
+use crate::op::Op;
 use crate::outbox::bare_op_bound;
 use crate::outputs::{Events, Outputs};
 use crate::value::{Id, ObjectId, PeerIdx};
@@ -121,6 +122,16 @@ impl Queues {
                 .take_while(|r| Some(r.stamp) != mine)
                 .any(|r| r.stamp.peer != PeerIdx::SELF)
         })
+    }
+
+    /// `peer`'s request queued on `obj`, if any (at most one: see
+    /// [`Locks::check_requests`]).
+    fn request_of(&self, obj: Id, peer: PeerIdx) -> Option<Id> {
+        self.queues
+            .get(&obj)?
+            .iter()
+            .find(|r| r.stamp.peer == peer)
+            .map(|r| r.stamp)
     }
 
     fn dequeue(&mut self, obj: Id, req: Id) {
@@ -513,6 +524,55 @@ impl Locks {
     }
 
     // -------------------------------------------------------- remote input
+
+    /// Refuses `ops`, a message of `sender` (`from`) being validated, when
+    /// it would queue a second request of `sender` on one object beside
+    /// the first. An honest replica has one at most: it ends one (its
+    /// release or withdrawal comes first in its stream, or a log refused
+    /// it unqueued) before it makes the next. Each request costs every
+    /// receiver its place in an ordered queue and an acknowledgement
+    /// listing the members, so a message of many would cost them work and
+    /// output out of all proportion to its size.
+    ///
+    /// # Errors
+    /// [`ReceiveError::Invalid`], before anything changed.
+    pub(crate) fn check_requests(
+        &self,
+        from: u32,
+        sender: PeerIdx,
+        ops: &[Op],
+    ) -> Result<(), ReceiveError> {
+        let q = self.queues();
+        // Per object the message names: the sender's request as the
+        // message leaves it so far.
+        let mut pending: IdMap<Option<Id>> = IdMap::default();
+        for op in ops {
+            match *op {
+                Op::Lock { obj, stamp, .. } => {
+                    let queued = pending
+                        .entry(obj)
+                        .or_insert_with(|| q.request_of(obj, sender));
+                    if queued.is_some() {
+                        return Err(ReceiveError::invalid(
+                            from,
+                            "a lock request beside one of the same sender's still queued",
+                        ));
+                    }
+                    *queued = Some(stamp);
+                }
+                Op::Unlock { obj, req, .. } if req.peer == sender => {
+                    let queued = pending
+                        .entry(obj)
+                        .or_insert_with(|| q.request_of(obj, sender));
+                    if *queued == Some(req) {
+                        *queued = None;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 
     /// A lock request read from `stamp`'s peer.
     pub(crate) fn on_request(

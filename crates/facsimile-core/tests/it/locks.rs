@@ -655,3 +655,63 @@ fn a_departure_read_before_the_previous_release_does_not_repeat_a_token() {
     assert!(tz < ty, "y's token {ty} after z's {tz}");
     assert!(ta > ty, "a granted token {ta}, y may hold {ty}");
 }
+
+/// A replica asks again for a lock once its previous request is withdrawn,
+/// or granted and released, even in the same message: its peers take the
+/// new request (only a second one queued beside the first is refused).
+#[test]
+fn a_request_made_again_after_a_release_or_withdrawal_is_taken() {
+    let mut sim = Sim::new(6, 3);
+    sim.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
+    sim.run();
+    let o = [0, 1, 2].map(|i| sim.replica(i).root().as_ref_id().unwrap());
+    sim.with(1, |r| r.lock(o[1], true)).unwrap();
+    sim.run();
+    // Requested, withdrawn and requested again, in one message, while r1
+    // holds the lock.
+    sim.with(0, |r| {
+        r.begin();
+        r.lock(o[0], true).unwrap();
+        r.unlock(o[0]).unwrap();
+        r.lock(o[0], true).unwrap();
+        r.commit();
+    });
+    sim.run();
+    let queue = |sim: &mut Sim, i: usize| -> Vec<String> {
+        let table = sim.replica(i).lock_table();
+        table
+            .iter()
+            .flat_map(|e| e.queue.iter().map(|(p, _)| p.hostname().to_string()))
+            .collect()
+    };
+    for i in 0..3 {
+        assert_eq!(queue(&mut sim, i), ["r1", "r0"], "replica {i}");
+    }
+    // Granted, released and requested again, in one message.
+    sim.with(1, |r| r.unlock(o[1])).unwrap();
+    sim.run();
+    let LockState::Held(first) = sim.replica(0).lock_state(o[0]) else {
+        panic!("r0 follows r1");
+    };
+    sim.with(0, |r| {
+        r.begin();
+        r.unlock(o[0]).unwrap();
+        r.lock(o[0], true).unwrap();
+        r.commit();
+    });
+    sim.run();
+    let LockState::Held(second) = sim.replica(0).lock_state(o[0]) else {
+        panic!("r0 is granted again");
+    };
+    assert!(second > first);
+    for i in 0..3 {
+        assert_eq!(queue(&mut sim, i), ["r0"], "replica {i}");
+    }
+    // And in messages of their own.
+    sim.with(0, |r| r.unlock(o[0])).unwrap();
+    sim.with(0, |r| r.lock(o[0], true)).unwrap();
+    sim.run();
+    assert!(matches!(sim.replica(0).lock_state(o[0]), LockState::Held(t) if t > second));
+    sim.settle();
+    sim.assert_converged();
+}
