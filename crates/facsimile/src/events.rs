@@ -6,6 +6,7 @@
 //! `alive` flag). The engine records changes only while someone listens
 //! (DESIGN.md, "Events").
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -594,13 +595,12 @@ impl Dispatch {
         } = self;
         let mut panicked = None;
         for call in calls {
-            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| call.run(&changes)));
-            if let Err(panic) = ran {
+            if let Err(panic) = listener(|| call.run(&changes)) {
                 panicked.get_or_insert(panic);
             }
         }
         if let Some(panic) = panicked {
-            std::panic::resume_unwind(panic);
+            rethrow(panic);
         }
     }
 }
@@ -616,10 +616,66 @@ impl Drop for Wakes {
         let wakes = std::mem::take(&mut self.0);
         match std::thread::panicking() {
             // A second panic now would abort: it is dropped.
-            true => drop(std::panic::catch_unwind(AssertUnwindSafe(|| wakes.run()))),
+            true => drop(listener(|| wakes.run())),
             false => wakes.run(),
         }
     }
+}
+
+type Panic = Box<dyn std::any::Any + Send>;
+
+thread_local! {
+    /// Set while a transport's task calls into a node ([`contain`]).
+    static CONTAINING: Cell<bool> = const { Cell::new(false) };
+    /// The first listener panic [`rethrow`] kept for [`contain`].
+    static CONTAINED: Cell<Option<Panic>> = const { Cell::new(None) };
+}
+
+/// Runs `f`, a listener or a sender: user code, whose panic is caught
+/// here. Inside it, nothing is contained: a panic of another node's
+/// listener that it calls reaches `f` as it would on the user's thread.
+pub(crate) fn listener<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    let was = CONTAINING.replace(false);
+    let r = std::panic::catch_unwind(AssertUnwindSafe(f));
+    CONTAINING.set(was);
+    r
+}
+
+/// What becomes of a listener's panic once the calls after it ran: it goes
+/// on to the caller, unless a transport's task made the call ([`contain`]),
+/// which must not stop for it; kept for that task to report then.
+pub(crate) fn rethrow(panic: Panic) {
+    match CONTAINING.get() {
+        true => {
+            let first = CONTAINED.take();
+            CONTAINED.set(Some(first.unwrap_or(panic)));
+        }
+        false => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Runs `f`, a transport task's call into a node, with the panics of the
+/// node's listeners stopped at the listeners: what the engine was doing
+/// completes (the rest of a batch of messages, the timers), and the first
+/// such panic is returned. A panic that still leaves `f` is the engine's
+/// own (under the state lock, with the replica perhaps half changed): it
+/// goes on to the caller.
+#[cfg(any(feature = "tcp", feature = "nats", feature = "channels"))]
+pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> (R, Option<Panic>) {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CONTAINING.set(self.0);
+            if !self.0 {
+                CONTAINED.take();
+            }
+        }
+    }
+    let reset = Reset(CONTAINING.replace(true));
+    let r = f();
+    let panic = CONTAINED.take();
+    drop(reset);
+    (r, panic)
 }
 
 impl Call {

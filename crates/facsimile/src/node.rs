@@ -24,7 +24,7 @@ use facsimile_core::{
 use crate::clock::Clock;
 use crate::error::{Error, Result, locate};
 use crate::events::{
-    ChangeEvent, Dispatch, EventStream, Listener, RootChange, Subs, Subscription, Wakes,
+    self, ChangeEvent, Dispatch, EventStream, Listener, RootChange, Subs, Subscription, Wakes,
 };
 use crate::handle::{ArrayRef, MapRef, ObjectRef};
 use crate::lock::LockError;
@@ -465,6 +465,8 @@ impl Node {
         let mut st = self.state();
         let was = st.replica.peer_id().incarnation();
         for m in messages {
+            #[cfg(test)]
+            fault::before_message();
             if let Err(e) = st.replica.handle_message(m) {
                 refused(e.into());
             }
@@ -1511,9 +1513,7 @@ impl Node {
         let mut panicked = None;
         if let Some(send) = sender {
             for t in transmits {
-                let sent =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send(Outgoing(t))));
-                if let Err(panic) = sent {
+                if let Err(panic) = events::listener(|| send(Outgoing(t))) {
                     panicked.get_or_insert(panic);
                 }
             }
@@ -1521,7 +1521,7 @@ impl Node {
         dispatch.run();
         drop(guard);
         if let Some(panic) = panicked {
-            std::panic::resume_unwind(panic);
+            events::rethrow(panic);
         }
     }
 
@@ -1636,6 +1636,30 @@ impl Node {
             st.sender.clone()
         };
         (sender, transmits, dispatch)
+    }
+}
+
+/// A fault of the engine, on demand: what a bug in applying a message
+/// does, under the state lock.
+#[cfg(test)]
+pub(crate) mod fault {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// How many messages [`super::Node::receive_all`] applies before it
+        /// panics.
+        pub(crate) static PANIC_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    pub(super) fn before_message() {
+        match PANIC_AFTER.get() {
+            Some(0) => {
+                PANIC_AFTER.set(None);
+                panic!("an engine fault");
+            }
+            Some(n) => PANIC_AFTER.set(Some(n - 1)),
+            None => {}
+        }
     }
 }
 

@@ -108,11 +108,18 @@ pub(super) async fn connect(
             .map(|s| s.clone());
         match stopped {
             Ok(Status::Refused(reason)) => NetError::Refused(reason),
-            // `run` stops so for a frame above the limit alone.
-            Ok(_) => NetError::FrameTooLarge {
-                limit: options.max_frame,
-            },
-            Err(_) => NetError::Closed,
+            // `run` stops so for a frame above the limit, or a panic of the
+            // engine ([`contained`]), which closed the connection.
+            Ok(Status::Failed(reason)) => {
+                let too_large = NetError::FrameTooLarge {
+                    limit: options.max_frame,
+                };
+                match reason == too_large.to_string() {
+                    true => too_large,
+                    false => NetError::Closed,
+                }
+            }
+            Ok(_) | Err(_) => NetError::Closed,
         }
     };
     let synced = async {
@@ -415,7 +422,7 @@ fn admit(shared: &Shared, node: &Node, admission: Admission) -> bool {
         Admission::Joined | Admission::Resumed => {}
         Admission::Sync => {
             tracing::info!(node = %node.peer_id(), "cannot resume where the connection broke; syncing");
-            contained("syncing", || node.sync());
+            contained(shared, "syncing", || node.sync());
         }
         Admission::Rejoin { .. } if node.read(|r| r.has_left()) => {
             tracing::info!(node = %node.peer_id(), "the relay counts this node gone, as it left; closing");
@@ -432,7 +439,7 @@ fn admit(shared: &Shared, node: &Node, admission: Admission) -> bool {
             );
             shared.rejoined();
             let old = node.peer_id().incarnation();
-            contained("rejoining", || node.rejoin());
+            contained(shared, "rejoining", || node.rejoin());
             // A write made between the welcome and the rejoin went out as
             // the evicted incarnation's, after the welcome dropped the
             // others: the relay drops it too.
@@ -464,6 +471,11 @@ async fn run(
     let mut conn = Some(first);
     let mut attempts = options.backoff().jitter().attempts();
     loop {
+        // Stopped by a panic of the engine ([`contained`]), which set the
+        // status.
+        if shared.cancel.is_cancelled() {
+            return;
+        }
         if let Some(c) = conn.take() {
             shared.status.set(Status::Connected);
             let done = shared.outbox().done();
@@ -499,7 +511,7 @@ async fn run(
             tracing::warn!(%addr, %error, "relay connection lost; reconnecting");
             if let Some(n) = Node::upgrade(&node) {
                 // Writes made until the relay is back go out packed.
-                contained("going offline", || n.set_online(false));
+                contained(&shared, "going offline", || n.set_online(false));
             }
             shared.status.set(Status::Disconnected(error.to_string()));
         }
@@ -515,7 +527,7 @@ async fn run(
         // again, or dropped and counted lost if the relay evicted this
         // incarnation. Writes made while connecting are not held: held
         // past a rejoin, they would go out as the evicted incarnation's.
-        contained("going online", || n.set_online(true));
+        contained(&shared, "going online", || n.set_online(true));
         // The hello is the node's incarnation of now, which a node that its
         // peers evicted while it stayed connected started over as: the
         // relay took its frames on that connection, and, that connection
@@ -548,7 +560,7 @@ async fn run(
         }
         if conn.is_none() {
             // Offline again until the next attempt.
-            contained("going offline", || n.set_online(false));
+            contained(&shared, "going offline", || n.set_online(false));
         }
     }
 }
@@ -664,6 +676,9 @@ async fn drive(
             if let Some(e) = end {
                 return e;
             }
+            if shared.cancel.is_cancelled() {
+                return NetError::Closed;
+            }
         }
         NetError::RelayClosed {
             during_handshake: false,
@@ -707,18 +722,18 @@ const READ_AHEAD: usize = 64;
 
 /// Applies `messages` from the relay to `node` together, and empties it.
 fn receive_all(shared: &Shared, node: &Node, messages: &mut Vec<Bytes>) {
-    if messages.is_empty() {
+    // Nothing more is applied to a node whose engine panicked.
+    if messages.is_empty() || shared.cancel.is_cancelled() {
+        messages.clear();
         return;
     }
-    let was = node.peer_id().incarnation();
-    let started_over = contained("applying the relay's messages", || {
+    let started_over = contained(shared, "applying the relay's messages", || {
         node.receive_all(messages.iter().map(|m| &m[..]), |e| {
             tracing::warn!(error = %e, "refused a message from the relay");
         })
-    })
-    .unwrap_or_else(|| (node.peer_id().incarnation() != was).then_some(was));
+    });
     messages.clear();
-    if let Some(was) = started_over {
+    if let Some(Some(was)) = started_over {
         evicted_while_connected(shared, was);
     }
 }
@@ -747,6 +762,62 @@ fn count_lost_from(shared: &Shared, old: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node's first three messages, and the node to apply them to, with
+    /// its connection's state.
+    fn three_messages() -> (Node, Arc<Shared>, Vec<Bytes>) {
+        let from = Node::new("alpha");
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = sent.clone();
+        from.set_sender(move |m| log.lock().unwrap().push(Bytes::from(m.bytes().to_vec())));
+        let array = from.set_root(serde_json::json!([])).unwrap();
+        let array = array.as_array().cloned().unwrap();
+        array.push(1).unwrap();
+        array.push(2).unwrap();
+        let messages = sent.lock().unwrap().clone();
+        assert!(messages.len() >= 3, "{}", messages.len());
+        let node = Node::new("bravo");
+        node.set_sender(|_| {});
+        let shared = Arc::new(Shared::new(Outbox::counting(protocol::Up::writes_in)));
+        shared.status.set_now(Status::Connected);
+        (node, shared, messages)
+    }
+
+    /// A listener's panic stops at the listener: the whole batch is
+    /// applied and the connection goes on.
+    #[tokio::test]
+    async fn a_listener_s_panic_leaves_the_batch_applied_and_the_connection_up() {
+        let (node, shared, mut messages) = three_messages();
+        let _sub = node.on_change(|_| panic!("listener"));
+        receive_all(&shared, &node, &mut messages);
+        let got = node.root().as_array().map(crate::ArrayRef::len);
+        assert_eq!(got, Some(2));
+        assert!(!shared.cancel.is_cancelled());
+        assert_eq!(*shared.status.subscribe().borrow(), Status::Connected);
+    }
+
+    /// The engine's own panic, applying the second message of a batch,
+    /// stops the connection for good with a status that says so: going on
+    /// would build on a half-changed replica, without the rest of the
+    /// batch.
+    #[tokio::test]
+    async fn an_engine_panic_stops_the_connection() {
+        let (node, shared, mut messages) = three_messages();
+        let mut status = shared.status.subscribe();
+        crate::node::fault::PANIC_AFTER.set(Some(1));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            receive_all(&shared, &node, &mut messages)
+        }));
+        crate::node::fault::PANIC_AFTER.set(None);
+        let failed = tokio::time::timeout(
+            Duration::from_secs(10),
+            status.wait_for(|s| matches!(s, Status::Failed(_))),
+        )
+        .await
+        .is_ok_and(|s| s.is_ok());
+        assert!(failed, "status {:?}", *status.borrow());
+        assert!(shared.cancel.is_cancelled());
+    }
 
     #[test]
     fn addresses_name_their_transport() {

@@ -44,7 +44,10 @@ pub enum Status {
     Refused(String),
     /// Stopped for good, for this reason: the relay sent a frame larger
     /// than this node accepts ([`ConnectOptions::max_frame`](super::ConnectOptions::max_frame)),
-    /// which it would send again after every reconnection.
+    /// which it would send again after every reconnection; or the node's
+    /// engine panicked on the connection's task (not a listener: their
+    /// panics are logged and the connection goes on), leaving the replica
+    /// perhaps half changed.
     Failed(String),
 }
 

@@ -10,7 +10,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::connection::Shared;
+use super::connection::{Shared, Status};
+use super::protocol::Outbox;
+use crate::events;
 use crate::node::{Inner, Node};
 
 /// The longest sleep: the driver looks again at least this often, in case
@@ -34,7 +36,7 @@ pub(super) async fn run_timers(shared: Arc<Shared>, node: Weak<Inner>) {
     loop {
         let next = match Node::upgrade(&node) {
             Some(node) => {
-                contained("running the node's timers", || node.tick());
+                contained(&shared, "running the node's timers", || node.tick());
                 node.next_timer()
             }
             None => {
@@ -56,22 +58,43 @@ pub(super) async fn run_timers(shared: Arc<Shared>, node: Weak<Inner>) {
 /// Runs `f`, a call into the node on a transport's task, which runs the
 /// node's listeners. A listener's panic would end the task, and with it
 /// the connection, with nobody told: the status would stay as it was and
-/// flushes would wait for ever, while the relay evicted the node. The node
-/// has applied what it was given and let go of its pump by then, and the
-/// node's other listeners have run, so the panic is logged and the task
-/// goes on, as a caller that catches a listener's panic in its own write
-/// does. `None` when `f` panicked.
-pub(super) fn contained<R>(during: &'static str, f: impl FnOnce() -> R) -> Option<R> {
-    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => Some(r),
+/// flushes would wait for ever, while the relay evicted the node. So a
+/// listener's panic stops at the listener ([`events::contain`]): the node
+/// finishes what it was doing, the panic is logged and the task goes on,
+/// as a caller that catches a listener's panic in its own write does. A
+/// panic of the engine itself leaves the replica perhaps half changed and
+/// the rest of what it was given unapplied: the connection stops for good
+/// then, its status `Failed` and its flushes failed. `None` when it did.
+pub(super) fn contained<R>(
+    shared: &Shared,
+    during: &'static str,
+    f: impl FnOnce() -> R,
+) -> Option<R> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| events::contain(f))) {
+        Ok((r, listener)) => {
+            if let Some(panic) = listener {
+                let panic = message(&*panic);
+                tracing::error!(during, panic, "a listener of the node panicked; going on");
+            }
+            Some(r)
+        }
         Err(panic) => {
-            let panic = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("a panic without a message");
-            tracing::error!(during, panic, "a listener of the node panicked; going on");
+            let panic = message(&*panic);
+            tracing::error!(during, panic, "the node panicked; stopping the connection");
+            shared.status.set(Status::Failed(format!(
+                "the node panicked {during}: {panic}"
+            )));
+            shared.complete(Outbox::close);
+            shared.cancel.cancel();
             None
         }
     }
+}
+
+fn message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
