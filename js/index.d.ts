@@ -207,8 +207,14 @@ declare namespace Facsimile {
      * pass the `ws` package's).
      */
     WebSocket?: any;
-    /** How long connect waits for the document, in ms (default 30000). */
+    /**
+     * How long connect waits for the document, in ms (default 30000); each
+     * connection waits that long for the relay's welcome, which a relay
+     * sends once it has the document open (after a restart, recovered).
+     */
     timeout?: number;
+    /** How long a connection waits to reach the relay, in ms (default 10000). */
+    connectTimeout?: number;
     /**
      * Reconnection delays in ms, doubling from min to max (100, 10000)
      * while attempts fail: one counts as failed until the relay

@@ -41,6 +41,13 @@ function installConnect(Facsimile, wasm, fail) {
       this.min = positive(backoff.min, 100, 'backoff.min');
       this.max = positive(backoff.max, 10000, 'backoff.max');
       this.timeout = positive(opts.timeout, 30000, 'timeout');
+      // Reaching the relay (the WebSocket's handshake) is bounded by the
+      // connect timeout; its welcome, which a relay sends once it has the
+      // document open (after a restart, recovered from its disk, which may
+      // take far longer), by `timeout`, counted from the hello: as in the
+      // Rust client.
+      this.connectTimeout = positive(opts.connectTimeout, 10000, 'connectTimeout');
+      this.handshake = null;
       // The node sends at least a heartbeat each `heartbeat` and the relay
       // acknowledges every frame: a relay silent for ten of them is taken
       // for gone (a link that stalls without closing would otherwise hang
@@ -105,6 +112,7 @@ function installConnect(Facsimile, wasm, fail) {
       ws.binaryType = 'arraybuffer';
       this.ws = ws;
       this.welcomed = false;
+      this.bound(ws, this.connectTimeout, () => fail('TIMEOUT', `cannot reach ${this.url} within ${this.connectTimeout} ms`));
       // What was held goes into the session before the hello, so that the
       // welcome deals with it like every frame not acknowledged (sent
       // again, or dropped and counted lost after an eviction); writes made
@@ -112,6 +120,14 @@ function installConnect(Facsimile, wasm, fail) {
       // relay to acknowledge its last messages) writes nothing more.
       if (!this.node._closed) this.node.setOnline(true);
       ws.onopen = () => {
+        if (this.ws !== ws) return;
+        // Silent all that time, whatever listens there does not speak the
+        // relay's protocol. (A hello given up on may be admitted all the
+        // same; the relay does not count the node gone when that
+        // connection ends before carrying a frame.)
+        this.bound(ws, this.timeout, () =>
+          fail('NOT_A_RELAY', `${this.url} sent no welcome within ${this.timeout} ms: it is not a facsimile relay, or one still opening the document`),
+        );
         // The hello names the node's incarnation of now, as the Rust
         // client's does: one its peers evicted while it stayed connected
         // started over as a new incarnation, whose frames the relay took on
@@ -119,7 +135,7 @@ function installConnect(Facsimile, wasm, fail) {
         // grace or else answers for. Its old incarnation's unacknowledged
         // frames, counted lost when it started over, the relay drops (and
         // acknowledges).
-        if (this.ws === ws) ws.send(this.client.hello(this.node.hostname, this.node.incarnation));
+        ws.send(this.client.hello(this.node.hostname, this.node.incarnation));
       };
       ws.onmessage = (ev) => {
         if (this.ws === ws) this.frame(ws, ev.data);
@@ -191,6 +207,7 @@ function installConnect(Facsimile, wasm, fail) {
         return;
       }
       this.welcomed = true;
+      this.unbound();
       // A relay of a smaller frame limit than maxFrame would refuse, and
       // end the session on, a write that fits here: such writes throw
       // TOO_LARGE instead.
@@ -232,13 +249,32 @@ function installConnect(Facsimile, wasm, fail) {
       this.unwatch();
       this.watchdog = unref(setInterval(() => {
         if (this.ws !== ws || Date.now() - this.heard <= this.silence) return;
-        this.error = fail('TIMEOUT', `the relay went silent for ${this.silence} ms`);
-        // Its events are ignored from now on: closing a stalled socket
-        // may take long to report.
-        this.lost({ code: 1006, reason: 'silent' });
-        if (typeof ws.terminate === 'function') ws.terminate();
-        else ws.close();
+        this.giveUp(ws, fail('TIMEOUT', `the relay went silent for ${this.silence} ms`));
       }, Math.max(this.silence / 4, 50)));
+    }
+
+    // Gives up on the connection `ws` for `error()` unless its handshake
+    // step ends within `ms`.
+    bound(ws, ms, error) {
+      this.unbound();
+      this.handshake = unref(setTimeout(() => {
+        this.handshake = null;
+        if (this.ws === ws) this.giveUp(ws, error());
+      }, ms));
+    }
+
+    unbound() {
+      if (this.handshake !== null) clearTimeout(this.handshake);
+      this.handshake = null;
+    }
+
+    // Leaves the connection `ws` for `error`. Its events are ignored from
+    // now on: closing a stalled socket may take long to report.
+    giveUp(ws, error) {
+      this.error = error;
+      this.lost({ code: 1006, reason: error.message }, error);
+      if (typeof ws.terminate === 'function') ws.terminate();
+      else ws.close();
     }
 
     unwatch() {
@@ -246,8 +282,9 @@ function installConnect(Facsimile, wasm, fail) {
       this.watchdog = null;
     }
 
-    lost(ev) {
+    lost(ev, error = null) {
       this.unwatch();
+      this.unbound();
       this.ws = null;
       this.welcomed = false;
       // The waits start over once a connection got something acknowledged
@@ -259,7 +296,7 @@ function installConnect(Facsimile, wasm, fail) {
       this.doneAtWelcome = null;
       if (this.over) return;
       if (this.first !== null && this.status === 'connecting') {
-        this.settleFirst(fail('CONNECT', `cannot connect to ${this.url} (closed with code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})`));
+        this.settleFirst(error ?? fail('CONNECT', `cannot connect to ${this.url} (closed with code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})`));
         return;
       }
       this.status = 'disconnected';
@@ -317,6 +354,7 @@ function installConnect(Facsimile, wasm, fail) {
       this.status = error !== null && error.code === 'REFUSED' ? 'refused' : 'closed';
       this.client.close();
       this.unwatch();
+      this.unbound();
       if (this.retry !== null) clearTimeout(this.retry);
       this.retry = null;
       const ws = this.ws;

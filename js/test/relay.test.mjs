@@ -568,7 +568,8 @@ test('reconnections a relay ends after its welcome back off: the waits start ove
   // `min`; each of the three after it, welcomed yet ended, doubled it.
   assert.ok(conn.delay >= 16 * min, `the next wait is about ${conn.delay} ms`);
   ending = false;
-  await waitFor(() => a.connection.status === 'connected', 'a to connect again');
+  // Evicted as its connections ended, it starts over and syncs.
+  await waitFor(() => a.connection.status === 'connected' && a.ready && a.store?.n === 1, 'a to connect again');
   a.store.n = 2;
   await a.flush();
   // This one got something acknowledged: the waits start over.
@@ -577,4 +578,40 @@ test('reconnections a relay ends after its welcome back off: the waits start ove
   ws.terminate();
   await closed;
   assert.equal(conn.delay, 2 * min);
+});
+
+test('a relay that accepts the connection but never answers is given up on after the connect timeout', async () => {
+  const { createServer } = await import('node:net');
+  const sockets = [];
+  const mute = createServer((s) => sockets.push(s));
+  await new Promise((resolve) => mute.listen(0, '127.0.0.1', resolve));
+  try {
+    const url = `ws://127.0.0.1:${mute.address().port}/`;
+    await assert.rejects(
+      Facsimile.connect(url, 'mute', { WebSocket, connectTimeout: 200, timeout: 15000 }),
+      (e) => e.code === 'TIMEOUT' && /cannot reach/.test(e.message),
+    );
+  } finally {
+    for (const s of sockets) s.destroy();
+    mute.close();
+  }
+});
+
+test('a welcome that does not come is waited for within the timeout, then the node connects again', async () => {
+  const link = lateLink();
+  const a = await connect('unwelcomed', { doc: 'unwelcomed', WebSocket: link.WebSocket, timeout: 5000, backoff: { min: 20, max: 100 } });
+  a.store = { n: 1 };
+  await a.flush();
+  // The next connection's welcome is held, as by a relay still recovering
+  // the document.
+  link.cut();
+  link.hold();
+  await waitFor(() => link.sockets.length >= 3, 'a connection after the one whose welcome was held');
+  assert.equal(a.connection.error?.code, 'NOT_A_RELAY', a.connection.error?.message);
+  link.release();
+  // Evicted as its connection was cut, it starts over and syncs.
+  await waitFor(() => a.connection.status === 'connected' && a.ready && a.store?.n === 1, 'a to connect again');
+  a.store.n = 2;
+  await a.flush();
+  assert.equal(await get('/n', 'unwelcomed'), 2);
 });
