@@ -13,6 +13,7 @@ use facsimile_core::Config;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+use crate::events;
 use crate::node::{Inner, Node, Outgoing};
 
 /// The longest a member's task sleeps between looks at its node's timers
@@ -196,34 +197,54 @@ async fn run_member(
     tag: Arc<AtomicU32>,
     mut rx: UnboundedReceiver<Outgoing>,
 ) {
+    // Whatever still waits for a node that is gone, or whose engine
+    // panicked, counts as delivered: else `settled` would wait for ever.
+    struct Drain<'a>(&'a Hub, &'a mut UnboundedReceiver<Outgoing>);
+    impl Drop for Drain<'_> {
+        fn drop(&mut self) {
+            self.1.close();
+            while self.1.try_recv().is_ok() {
+                self.0.done();
+            }
+        }
+    }
+    let drain = Drain(&hub, &mut rx);
     let mut wait = MIN_WAIT;
     loop {
         tokio::select! {
-            msg = rx.recv() => {
+            msg = drain.1.recv() => {
                 let Some(msg) = msg else { break };
                 let Some(n) = Node::upgrade(&node) else {
                     hub.done();
                     break;
                 };
+                // Counted delivered also when the engine panics on it.
+                let _done = Done(&hub);
                 // A node refusing a message keeps working; so does the
                 // network. A message for an incarnation the node no longer
                 // is (it started over since it was sent) is not delivered.
+                // A listener's panic stops at the listener, as the rest of
+                // the member's messages must still be applied; the
+                // engine's own ends the task.
                 if msg.is_for(&tag) {
-                    let _ = n.receive(msg.as_bytes());
+                    let _ = events::contain(|| n.receive(msg.as_bytes()));
                 }
-                hub.done();
             }
             _ = tokio::time::sleep(wait) => {}
         }
         let Some(n) = Node::upgrade(&node) else { break };
-        n.tick();
+        events::contain(|| n.tick());
         wait = n
             .next_timer()
             .map_or(MAX_WAIT, |d| d.clamp(MIN_WAIT, MAX_WAIT));
     }
-    // Whatever still waits for a node that is gone counts as delivered.
-    rx.close();
-    while rx.try_recv().is_ok() {
-        hub.done();
+}
+
+/// One message handled, when dropped.
+struct Done<'a>(&'a Hub);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.done();
     }
 }

@@ -292,3 +292,30 @@ fn a_lock_awaited_inside_a_listener_of_another_node_fails() {
         .recv_timeout(Duration::from_secs(20))
         .expect("a lock awaited in a listener: the scenario panicked (above) or hung for 20 s");
 }
+
+/// A listener that panics on what its node receives does not stop the
+/// member: the network still settles, and the node goes on applying what
+/// reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_listener_does_not_stop_its_member() {
+    let net = ChannelNetwork::new();
+    let a = net.join("a");
+    let b = net.join("b");
+    b.set_root(json!({"n": 0})).expect("root");
+    tokio::time::timeout(Duration::from_secs(20), net.settled())
+        .await
+        .expect("settled");
+    let _sub = a.on_change(|_| panic!("listener"));
+    let root = b.root_map().expect("synced");
+    root.set("n", 1).expect("set");
+    tokio::time::timeout(Duration::from_secs(20), net.settled())
+        .await
+        .expect("settled after the panic");
+    root.set("n", 2).expect("set");
+    tokio::time::timeout(Duration::from_secs(20), net.settled())
+        .await
+        .expect("settled again");
+    assert_eq!(a.snapshot(), b.snapshot());
+    let got = a.root_map().and_then(|m| m.get("n"));
+    assert_eq!(got, Some(Value::Int(2)));
+}
