@@ -427,3 +427,49 @@ async fn a_node_that_left_and_fell_behind_the_purge_reads_on() {
     }
     assert_eq!(a.rejoins(), 0);
 }
+
+/// A node hands over to its new incarnation once it has read back what it
+/// sent before the hello: a frame of its queued later (a lock release, a
+/// heartbeat), which carries no write, does not hold up the hand-over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_queued_after_the_hello_do_not_hold_up_the_hand_over() {
+    let _ = log();
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let options = || options("chase").nats(NatsOptions::new().lease(Duration::from_secs(600)));
+    let a = join(&partition.url(), "alpha", options()).await;
+    let b = join(&server.url(), "bravo", options()).await;
+    a.node().set_root(json!({"m": {}, "n": {}})).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    let n = a.node().get("/n").unwrap().as_map().unwrap().clone();
+    let n_guard = a.node().lock(&n).await.unwrap();
+
+    fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
+    partition.freeze(true);
+    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
+    let _m_guard = b.node().lock(&m).await.unwrap();
+    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
+    m.set("raced", 1).unwrap();
+    partition.freeze(false);
+    until("bravo to read alpha's new incarnation's hello", || {
+        let alphas = b.node().peers();
+        alphas.iter().filter(|p| p.hostname() == "alpha").count() == 2
+    })
+    .await;
+    // The old incarnation queues a release after the hello, which is not
+    // published until the new incarnation has taken its place.
+    fail::cfg("nats-publish", "return(hold)").unwrap();
+    drop(n_guard);
+    fail::remove("nats-reload-after-hello");
+    until("alpha to start over", || a.rejoins() == 1).await;
+    fail::remove("nats-publish");
+    match a.flush().await {
+        Err(net::NetError::WritesLost(1)) => {}
+        other => panic!("the refused write was not reported lost: {other:?}"),
+    }
+    a.node().root_map().unwrap().set("after", 1).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+}

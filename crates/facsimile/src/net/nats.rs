@@ -1146,6 +1146,9 @@ async fn publish_batch(
     first: u64,
     packs: &mut VecDeque<usize>,
 ) -> Result<(), PublishError> {
+    // `return(hold)` holds publishing until the test changes the fail point.
+    #[cfg(feature = "failpoints")]
+    let _ = injected("nats-publish").await;
     let mut acks = Vec::new();
     let mut at = 0;
     while at < batch.len() {
@@ -1412,6 +1415,10 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
     // Every frame of this connection below this index has been read back
     // by the node.
     let mut read_to = echoes.accepted;
+    // The frames before this one are those the old incarnation queued
+    // before the hello. Those it queues after carry no write (it takes
+    // none), and waiting for them could chase them for ever.
+    let mut hello_at = u64::MAX;
     let caught_up = async {
         let mut messages = Messages::open(ctx, last + 1).await?;
         // The last message the node has read (perhaps not whole: it stops
@@ -1419,7 +1426,7 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
         let mut node_at = until;
         while last < caught_up_at
             || !next.joined_log()
-            || !read_back(ctx, node, handing_over && beside, read_to)?
+            || !read_back(ctx, node, handing_over && beside, read_to, hello_at)?
         {
             if last >= caught_up_at && !joining {
                 joining = true;
@@ -1435,6 +1442,7 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
                     n.hand_over(handing_over);
                     n.send_held();
                     n.pump_all();
+                    hello_at = ctx.shared.outbox().queued();
                 }
                 for frame in next.take_transmits() {
                     ctx.shared.enqueue(frame);
@@ -1571,22 +1579,24 @@ async fn injected(name: &str) -> Result<(), ()> {
 }
 
 /// Whether the node that hands over to a new incarnation, reading beside
-/// it (`judging`), has read back every frame it queued (those it queued before the new incarnation's
-/// hello and lock releases, heartbeats and the like after it), so that it
-/// has judged each of its writes and the new incarnation shows them:
-/// always after a lapse, whose frames the log refuses and the new
-/// incarnation carries over, and once a frame was dropped, after which
-/// the log holds its frames for ever.
-fn read_back(ctx: &Ctx, node: &Weak<Inner>, judging: bool, read_to: u64) -> Result<bool, Stop> {
+/// it (`judging`), has read back every frame it queued before the new
+/// incarnation's hello (those before `hello_at`), so that it has judged
+/// each of its writes and the new incarnation shows them: always after a
+/// lapse, whose frames the log refuses and the new incarnation carries
+/// over, and once a frame was dropped, after which the log holds its
+/// frames for ever.
+fn read_back(
+    ctx: &Ctx,
+    node: &Weak<Inner>,
+    judging: bool,
+    read_to: u64,
+    hello_at: u64,
+) -> Result<bool, Stop> {
     if !judging || ctx.hole.borrow().is_some() {
         return Ok(true);
     }
     let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
-    if n.lease_lapsed() {
-        return Ok(true);
-    }
-    n.pump_all();
-    Ok(ctx.shared.outbox().queued() <= read_to)
+    Ok(n.lease_lapsed() || hello_at <= read_to)
 }
 
 /// Why reading the stream stopped.
