@@ -1600,7 +1600,20 @@ impl Node {
             }
         }
         let listening = !st.subs.is_empty();
+        // A sync answered with a state that lists this incarnation as
+        // departed reports it ready, then evicted: the ready is held until
+        // the next event, and dropped if that is the eviction, so that no
+        // `on_ready` listener is handed the root of an incarnation already
+        // dropped (the next one reports its own).
+        let mut ready = None;
         while let Some(e) = st.replica.poll_event() {
+            let evicted = matches!(e, CoreEvent::Evicted) && !st.replica.is_ordered();
+            if let Some(r) = ready.take()
+                && !evicted
+                && listening
+            {
+                st.subs.route(self, &st.replica, r, &mut dispatch);
+            }
             match &e {
                 CoreEvent::NeedsSync | CoreEvent::Evicted if st.replica.is_ordered() => {
                     // Only a snapshot of the log brings this node back; the
@@ -1622,12 +1635,21 @@ impl Node {
                 }
                 CoreEvent::Lock(l) => st.subs.wake_locks(l.object(), &mut dispatch),
                 // Requests refused while syncing are made now.
-                CoreEvent::Ready => st.subs.wake_all_locks(&mut dispatch),
+                CoreEvent::Ready => {
+                    st.subs.wake_all_locks(&mut dispatch);
+                    ready = Some(e);
+                    continue;
+                }
                 _ => {}
             }
             if listening {
                 st.subs.route(self, &st.replica, e, &mut dispatch);
             }
+        }
+        if let Some(r) = ready
+            && listening
+        {
+            st.subs.route(self, &st.replica, r, &mut dispatch);
         }
         // A receive rarely sends: no reference to the sender without need.
         let sender = if transmits.is_empty() {

@@ -58,3 +58,35 @@ fn handles_and_listeners_survive_a_reload() {
     let b_list = b.root_map().unwrap().get("list").unwrap();
     assert_eq!(b_list.as_array().unwrap().len(), 3);
 }
+
+/// A node whose sync is answered with a state that lists it as evicted
+/// starts over at once: its `on_ready` listeners hear only the complete
+/// document of the incarnation it goes on as, never the root of the one
+/// it is dropping.
+#[test]
+fn on_ready_is_not_called_for_an_incarnation_evicted_at_load() {
+    for seed in 0..8 {
+        let net = LocalNetwork::manual(seed);
+        let a = net.join("alpha");
+        let b = net.join("bravo");
+        a.set_root(json!({"n": 1})).unwrap();
+        net.run();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (log, b2) = (seen.clone(), b.clone());
+        let _sub = b.on_ready(move |root| {
+            log.lock()
+                .unwrap()
+                .push((b2.is_ready(), root.to_json().ok()));
+        });
+        b.sync();
+        a.evict(&b.peer_id());
+        net.run();
+        let seen = seen.lock().unwrap();
+        assert!(!seen.is_empty(), "seed {seed}: never ready again");
+        for (ready, root) in seen.iter() {
+            assert!(*ready, "seed {seed}: called while syncing again: {seen:?}");
+            assert_eq!(root, &Some(json!({"n": 1})), "seed {seed}");
+        }
+        assert!(b.is_ready(), "seed {seed}");
+    }
+}
