@@ -22,6 +22,12 @@ function installConnect(Facsimile, wasm, fail) {
     return timer;
   }
 
+  // A timer's delay past 2^31 - 1 ms fires at once: a longer wait (one
+  // meant as never) waits that long instead, some 24 days.
+  function later(f, ms) {
+    return unref(setTimeout(f, Math.min(ms, 2 ** 31 - 1)));
+  }
+
   function positive(v, dflt, what) {
     if (v === undefined) return dflt;
     if (!(typeof v === 'number' && v > 0 && Number.isFinite(v))) {
@@ -76,9 +82,9 @@ function installConnect(Facsimile, wasm, fail) {
 
     start() {
       return new Promise((resolve, reject) => {
-        const timer = unref(setTimeout(() => {
+        const timer = later(() => {
           this.settleFirst(fail('TIMEOUT', `the document did not arrive from ${this.url} within ${this.timeout} ms`));
-        }, this.timeout));
+        }, this.timeout);
         this.first = { resolve, reject, timer };
         this.node.on('ready', () => this.settleFirst(null));
         this.open();
@@ -250,17 +256,17 @@ function installConnect(Facsimile, wasm, fail) {
       this.watchdog = unref(setInterval(() => {
         if (this.ws !== ws || Date.now() - this.heard <= this.silence) return;
         this.giveUp(ws, fail('TIMEOUT', `the relay went silent for ${this.silence} ms`));
-      }, Math.max(this.silence / 4, 50)));
+      }, Math.min(Math.max(this.silence / 4, 50), 2 ** 31 - 1)));
     }
 
     // Gives up on the connection `ws` for `error()` unless its handshake
     // step ends within `ms`.
     bound(ws, ms, error) {
       this.unbound();
-      this.handshake = unref(setTimeout(() => {
+      this.handshake = later(() => {
         this.handshake = null;
         if (this.ws === ws) this.giveUp(ws, error());
-      }, ms));
+      }, ms);
     }
 
     unbound() {
@@ -305,7 +311,7 @@ function installConnect(Facsimile, wasm, fail) {
       // Full jitter: reconnecting clients of a restarted relay spread out.
       const wait = this.delay * (0.5 + Math.random() / 2);
       this.delay = Math.min(this.delay * 2, this.max);
-      this.retry = unref(setTimeout(() => this.open(), wait));
+      this.retry = later(() => this.open(), wait);
     }
 
     flush() {

@@ -615,3 +615,25 @@ test('a welcome that does not come is waited for within the timeout, then the no
   await a.flush();
   assert.equal(await get('/n', 'unwelcomed'), 2);
 });
+
+test('timeouts and waits past what a timer holds mean never, not at once', async () => {
+  // A timer's delay past 2^31 - 1 ms fires at once.
+  const forever = 2 ** 32;
+  const a = await connect('patient-forever', {
+    doc: 'forever',
+    timeout: forever,
+    connectTimeout: forever,
+    backoff: { min: forever, max: forever },
+  });
+  a.store = { n: 1 };
+  await a.flush();
+  const conn = a._connection;
+  const made = conn.ws;
+  const closed = new Promise((resolve) => made.once('close', resolve));
+  made.terminate();
+  await closed;
+  // The next attempt waits: none is made as the event loop turns.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(conn.ws, null, 'no attempt made yet');
+  assert.equal(a.connection.status, 'disconnected');
+});
