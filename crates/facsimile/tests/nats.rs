@@ -1358,6 +1358,44 @@ async fn a_joiner_refuses_a_stream_missing_messages_no_snapshot_covers() {
     );
 }
 
+/// A message removed from the middle of the stream (an operator's `rmm`)
+/// that no snapshot covers cannot be read by a joiner either: it fails
+/// with the gap once it reads up to it, rather than starting over and
+/// over until its sync timeout. (Its hello went out before.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_refuses_a_stream_missing_a_message_midway() {
+    let server = Server::start();
+    let options = || options("mid").nats(nats().snapshot_every(1_000_000));
+    let a = join(&server.url(), "alpha", options()).await;
+    a.node().set_root(json!({"a": 1})).unwrap();
+    a.flush().await.unwrap();
+    a.node().set_path("/b", 2).unwrap();
+    a.flush().await.unwrap();
+    // Alpha's write of /b goes, its goodbye after it stays.
+    let (_, written) = stream_bounds(&server.url(), "mid").await;
+    a.close(Duration::from_secs(10)).await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.get_stream("FACSIMILE_mid")
+        .await
+        .unwrap()
+        .delete_message(written)
+        .await
+        .unwrap();
+    let joined = net::connect(
+        &server.url(),
+        "bravo",
+        options().timeouts(Duration::from_secs(2), Duration::from_secs(3)),
+    )
+    .await;
+    match joined {
+        Err(net::NetError::LogGap { stream, from, to }) => {
+            assert_eq!((stream.as_str(), from, to), ("FACSIMILE_mid", written, written))
+        }
+        other => panic!("the gap was not reported: {other:?}"),
+    }
+}
+
 /// A message whose id another publisher forged to carry a node's own
 /// prefix (its hostname and incarnation, which the stream shows) with
 /// indices the node never sent is not taken for the node's own: the node

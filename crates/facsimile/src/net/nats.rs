@@ -281,6 +281,9 @@ struct Ctx {
     /// one was: a gap in the node's messages that its peers wait on for
     /// ever, so the node starts over.
     hole: tokio::sync::watch::Sender<Option<u64>>,
+    /// The messages, from and to, the stream lacks where the reader found
+    /// it jumped and no snapshot covers them: a joiner fails with them.
+    gap: tokio::sync::watch::Sender<Option<(u64, u64)>>,
 }
 
 /// Whether the client is connected to the server, as the node is told
@@ -636,10 +639,12 @@ pub(crate) async fn connect(
         connections,
         degraded: AtomicU64::new(0),
         hole: tokio::sync::watch::channel(None).0,
+        gap: tokio::sync::watch::channel(None).0,
     });
     ctx.link.attach(&node);
     shared.log_read.send_replace(node.log_position());
     let mut read_rx = shared.log_read.subscribe();
+    let mut gap = ctx.gap.subscribe();
     tokio::spawn(read_log(ctx.clone(), node.downgrade()));
     tokio::spawn(publish(ctx.clone()));
     tokio::spawn(run_timers(shared.clone(), node.downgrade()));
@@ -655,8 +660,21 @@ pub(crate) async fn connect(
     // a state covering everything before them in the log, which
     // reclamation counts on (DESIGN.md, "On a totally ordered log").
     let ready = async {
-        caught_up.await;
-        conn.flush().await
+        let replayed = async {
+            caught_up.await;
+            conn.flush().await
+        };
+        tokio::select! {
+            r = replayed => r,
+            Ok(g) = gap.wait_for(Option::is_some) => {
+                let (from, to) = g.unwrap_or_default();
+                Err(NetError::LogGap {
+                    stream: ctx.names.stream.clone(),
+                    from,
+                    to,
+                })
+            }
+        }
     };
     match tokio::time::timeout(options.sync_timeout, ready).await {
         Ok(Ok(())) => Ok(conn),
@@ -1284,6 +1302,11 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
             _ = hole.wait_for(Option::is_some) => Stop::Reload,
             _ = ctx.shared.cancel.cancelled() => return,
         };
+        // Where reading jumped, the messages the stream lacks.
+        let mut missing = match reason {
+            Stop::Behind(from, to) => Some((from, to)),
+            _ => None,
+        };
         match reason {
             Stop::Dropped => {
                 ctx.shared.cancel.cancel();
@@ -1292,7 +1315,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
             // A node that left is not started over (nor does a gap matter
             // to it): it reads on from where the stream starts, so that
             // its flushes pass.
-            Stop::Reload | Stop::Gap(..) if left => {
+            Stop::Reload | Stop::Gap(..) | Stop::Behind(..) if left => {
                 if let Some(n) = Node::upgrade(&node) {
                     echoes.left(&ctx, &n);
                 }
@@ -1310,7 +1333,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
                     }
                 }
             }
-            Stop::Reload | Stop::Gap(..) => {
+            Stop::Reload | Stop::Gap(..) | Stop::Behind(..) => {
                 attempts.reset();
                 loop {
                     // A start-over that fails is tried again after a wait:
@@ -1319,20 +1342,27 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
                     if ctx.shared.cancel.is_cancelled() {
                         return;
                     }
-                    match reload(&ctx, &node, &mut echoes).await {
+                    match reload(&ctx, &node, &mut echoes, missing).await {
                         Ok(()) => {
                             attempts.reset();
                             break;
                         }
                         Err(Stop::Dropped) => return,
                         Err(Stop::Reload) => {
+                            tracing::info!("starting over again")
+                        }
+                        Err(Stop::Behind(from, to)) => {
+                            missing = Some((from, to));
                             tracing::info!("the stream was purged meanwhile; starting over again")
                         }
-                        Err(Stop::Gap(from, to)) => tracing::error!(
-                            from,
-                            to,
-                            "the stream lacks messages no snapshot covers; waiting for a newer snapshot"
-                        ),
+                        Err(Stop::Gap(from, to)) => {
+                            ctx.gap.send_replace(Some((from, to)));
+                            tracing::error!(
+                                from,
+                                to,
+                                "the stream lacks messages no snapshot covers; waiting for a newer snapshot"
+                            )
+                        }
                         Err(Stop::Error(e)) => {
                             tracing::warn!(error = %e, "starting over from the snapshot failed; retrying")
                         }
@@ -1364,7 +1394,12 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
 /// incarnation would not show them); and what the new incarnation writes (the writes it carries over after a
 /// lapse first) it judges on a state no round of reclamation completed
 /// without it has passed (DESIGN.md, "On a totally ordered log").
-async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<(), Stop> {
+async fn reload(
+    ctx: &Ctx,
+    node: &Weak<Inner>,
+    echoes: &mut Echoes,
+    missing: Option<(u64, u64)>,
+) -> Result<(), Stop> {
     // A node that left is not started over, whatever the stream lacks.
     {
         let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
@@ -1388,8 +1423,15 @@ async fn reload(ctx: &Ctx, node: &Weak<Inner>, echoes: &mut Echoes) -> Result<()
         .first_sequence;
     // The new incarnation says nothing before it knows it can read the log
     // on from its snapshot.
-    if let Some((from, to)) = missing_after(first, position.unwrap_or(0) >> INDEX_BITS) {
+    // Nor when reading jumped past messages the snapshot does not cover:
+    // the stream lacks them (an operator removed them), not only where it
+    // starts.
+    let at = position.unwrap_or(0) >> INDEX_BITS;
+    if let Some((from, to)) = missing_after(first, at) {
         return Err(Stop::Gap(from, to));
+    }
+    if let Some((from, to)) = missing.filter(|&(_, to)| to > at) {
+        return Err(Stop::Gap(from.max(at + 1), to));
     }
     let (mut next, read) = {
         let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
@@ -1610,6 +1652,9 @@ enum Stop {
     /// The stream lacks the messages from and to these, which the newest
     /// snapshot does not cover.
     Gap(u64, u64),
+    /// Reading jumped past the messages from and to these: the stream was
+    /// purged behind a newer snapshot, or lacks them ([`Stop::Gap`]).
+    Behind(u64, u64),
 }
 
 /// What the reader learnt of this connection's own frames in the log.
@@ -1884,15 +1929,15 @@ impl<'a> Read<'a> {
 
     /// Whether it comes right after the message `last`: `false` for one
     /// read before (a new consumer delivers from where reading stopped),
-    /// [`Stop::Reload`] when the stream was purged behind a snapshot past
-    /// `last` before this node read it.
+    /// [`Stop::Behind`] with the messages it lacks after `last` (purged
+    /// behind a snapshot before this node read them, or removed).
     fn follows(&self, last: u64) -> Result<bool, Stop> {
         if self.seq <= last {
             return Ok(false);
         }
         if self.seq != last + 1 {
             tracing::info!(last, seq = self.seq, "fell behind the stream's purge");
-            return Err(Stop::Reload);
+            return Err(Stop::Behind(last + 1, self.seq - 1));
         }
         Ok(true)
     }
