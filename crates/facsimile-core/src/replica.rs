@@ -284,6 +284,12 @@ impl Replica {
         self.left
     }
 
+    /// Whether the peers evicted this incarnation ([`Event::Evicted`]),
+    /// until it takes a new one ([`Replica::reincarnate`]).
+    pub fn is_evicted(&self) -> bool {
+        self.members.is_evicted()
+    }
+
     /// Peers known to be participating (announced and not departed).
     pub fn members(&self) -> Vec<PeerId> {
         let mut m: Vec<PeerId> = self

@@ -476,10 +476,11 @@ impl Node {
         // replica, which another thread's pump may not have done yet: the
         // caller must know before it goes on (the relay acknowledges the
         // evicted incarnation's frames that it dropped), so that pump is
-        // waited for then.
+        // waited for then, and only then: on a runtime's thread, a wait
+        // for another thread's listeners holds up every task behind it.
         let (now, pending) = {
             let st = self.state();
-            (st.replica.peer_id().incarnation(), st.replica.has_events())
+            (st.replica.peer_id().incarnation(), st.replica.is_evicted())
         };
         let now = match pending && !Self::in_any_pump() {
             true => {
