@@ -421,20 +421,25 @@ impl Limits {
         }
         // Nor one that drops messages by age or count: a gap no snapshot
         // covers leaves the document unreadable. (Full, a stream that
-        // refuses new messages keeps every one.)
-        let drops_old = config.discard == stream::DiscardPolicy::Old
-            && (config.max_messages > 0
-                || config.max_bytes > 0
-                || config.max_messages_per_subject > 0);
+        // refuses new messages keeps every one; the per-subject limit
+        // refuses them only with `discard_new_per_subject`, and otherwise
+        // drops the oldest whatever the discard policy.)
+        let discards_new = config.discard == stream::DiscardPolicy::New;
+        let drops_old = (!discards_new && (config.max_messages > 0 || config.max_bytes > 0))
+            || (config.max_messages_per_subject > 0
+                && !(discards_new && config.discard_new_per_subject));
         if !config.max_age.is_zero() || drops_old {
             return refused(format!(
                 "it must keep every message (max_age {:?}, and with discard {:?} max_msgs {}, \
-                 max_bytes {}, max_msgs_per_subject {})",
+                 max_bytes {}, max_msgs_per_subject {} with discard_new_per_subject {}); \
+                 a limit on count or size keeps them with discard new (and \
+                 discard_new_per_subject for max_msgs_per_subject)",
                 config.max_age,
                 config.discard,
                 config.max_messages,
                 config.max_bytes,
-                config.max_messages_per_subject
+                config.max_messages_per_subject,
+                config.discard_new_per_subject
             ));
         }
         let stored = usize::try_from(config.max_message_size)
@@ -2304,8 +2309,15 @@ mod tests {
             assert!(!adopted(&limited), "{limited:?}");
             // A full stream that refuses new messages keeps every one.
             limited.discard = stream::DiscardPolicy::New;
+            limited.discard_new_per_subject = limited.max_messages_per_subject > 0;
             assert!(adopted(&limited), "{limited:?}");
         }
+        // The per-subject limit drops the oldest message even under the
+        // `new` discard policy, unless that applies per subject too.
+        let mut per_subject = config;
+        per_subject.max_messages_per_subject = 1000;
+        per_subject.discard = stream::DiscardPolicy::New;
+        assert!(!adopted(&per_subject), "{per_subject:?}");
     }
 
     #[test]
