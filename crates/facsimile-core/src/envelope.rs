@@ -5,7 +5,7 @@
 
 use crate::codec::{self, VERSION};
 use crate::error::ReceiveError;
-use crate::wire::{Frame, Message, Ops, Sequenced, Tag, WireOp, index};
+use crate::wire::{Directed, Frame, Message, Ops, Sequenced, Tag, WireOp, index};
 
 /// Who sent a message, to whom, and where it stands in its sender's stream,
 /// read without applying it (see [`Envelope::peek`]).
@@ -20,6 +20,11 @@ pub struct Envelope {
     /// The message's position in its sender's stream, for a sequenced
     /// (broadcast) message.
     pub seq: Option<u64>,
+    /// A joiner's sync request or fetch. A transport that drops a
+    /// departed sender's messages passes these: the state a departed
+    /// joiner fetches is how it learns of its eviction (DESIGN.md, "Late
+    /// joiners").
+    pub syncs: bool,
 }
 
 impl Envelope {
@@ -48,6 +53,16 @@ impl Envelope {
             None => Err(ReceiveError::Empty),
             Some(b'{') => {
                 let frame = codec::decode(bytes, usize::MAX)?;
+                let syncs = matches!(
+                    frame.msg,
+                    Message::Sequenced {
+                        body: Sequenced::SyncRequest { .. },
+                        ..
+                    } | Message::Directed {
+                        body: Directed::SyncFetch,
+                        ..
+                    }
+                );
                 let (to, seq) = match frame.msg {
                     Message::Sequenced { seq, .. } => (None, Some(seq)),
                     Message::Directed { to, .. } => (Some(to.0), None),
@@ -56,6 +71,7 @@ impl Envelope {
                     from: frame.from.0,
                     to,
                     seq,
+                    syncs,
                 })
             }
             Some(&VERSION) => {
@@ -82,6 +98,7 @@ impl Envelope {
                     from: from.0,
                     to,
                     seq,
+                    syncs: body == index::body::SYNC_REQUEST || body == index::body::SYNC_FETCH,
                 })
             }
             Some(&v) => Err(ReceiveError::UnsupportedVersion(v)),

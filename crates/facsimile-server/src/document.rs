@@ -1033,7 +1033,12 @@ impl Doc {
             Ok(env) => env,
             Err(e) => return self.refuse(conn, format!("not a facsimile message: {e}")),
         };
-        if self.departed.contains(&env.from) {
+        // A departed joiner's sync still goes through, unless the relay is
+        // cutting its connection anyway (the welcome then tells it): the
+        // state it fetches is how it learns of its eviction, and dropped,
+        // its sync would wait for ever on a connection nothing ends.
+        let syncing = env.syncs && !self.kicks.iter().any(|(c, _)| *c == conn);
+        if self.departed.contains(&env.from) && !syncing {
             tracing::debug!(doc = %self.name, from = %format!("{:08x}", env.from), "dropped a message of a departed peer");
             if self.kicks.iter().any(|(c, _)| *c == conn) {
                 // Evicted in this batch, and cut off after it: what it
@@ -1109,7 +1114,11 @@ impl Doc {
                     // again.
                     Ok(()) if resent.is_some() && self.applied_from(env.from) == resent => {}
                     Ok(()) => {
-                        self.note_logged(&env);
+                        // (A departed joiner's sync request is not noted:
+                        // its tag is forgotten.)
+                        if !self.departed.contains(&env.from) {
+                            self.note_logged(&env);
+                        }
                         self.broadcast(msg, Some(conn));
                     }
                     Err(e) => self.refuse(conn, format!("refused message: {e}")),

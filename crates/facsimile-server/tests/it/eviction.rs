@@ -439,3 +439,52 @@ async fn a_write_dropped_as_the_evicted_incarnation_of_a_connected_node_is_repor
     converge(&[alice.node(), carol.node()]).await;
     assert_eq!(list(&alice).unwrap().to_json().unwrap(), json!([]));
 }
+
+/// Carol syncs, and Alice evicts her before her fetch reaches the relay:
+/// the relay still passes the sync of a departed sender (the state it
+/// fetches is how it learns of its eviction), so she is answered, learns
+/// it, and comes back as a new incarnation instead of syncing for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_evicted_during_its_sync_comes_back_as_a_new_incarnation() {
+    let hostname = "carol-syncing";
+    relay_log();
+    let relay = Relay::start(|c| c).await;
+    let alice = tcp_node(&relay, "alice").await;
+    alice.node().set_root(json!({"l": []})).unwrap();
+    alice.flush().await.unwrap();
+    let hole = BlackHole::start(relay.addr).await;
+    // No heartbeats: the relay counts her frames, her sync request first.
+    let quiet = options().failure_detection(Duration::from_secs(3600), None);
+    let carol = net::connect(&hole.addr.to_string(), hostname, quiet)
+        .await
+        .expect("carol connects through the proxy");
+    carol.flush().await.unwrap();
+    converge(&[alice.node(), carol.node()]).await;
+    let evicted = carol.node().peer_id().incarnation();
+
+    hole.hold_towards_client();
+    let before = frames_in(&relay, hostname).await;
+    carol.node().sync();
+    let started = std::time::Instant::now();
+    while frames_in(&relay, hostname).await == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the relay takes carol's sync request"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    alice.node().evict(&carol.node().peer_id());
+    alice.flush().await.unwrap();
+    hole.restore_towards_client();
+
+    wait_until("carol to come back", Duration::from_secs(20), || {
+        let n = carol.node();
+        n.peer_id().incarnation() != evicted && n.is_ready() && list(&carol).is_some()
+    })
+    .await;
+    assert_eq!(carol.rejoins(), 1, "carol started over once");
+    list(&carol).unwrap().push("x").unwrap();
+    carol.flush().await.expect("the new incarnation's write");
+    converge(&[alice.node(), carol.node()]).await;
+    assert_eq!(list(&alice).unwrap().to_json().unwrap(), json!(["x"]));
+}
