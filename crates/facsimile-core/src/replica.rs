@@ -1980,6 +1980,7 @@ impl Replica {
         if peer == PeerIdx::SELF {
             return;
         }
+        self.streams.departed(Tag(self.peers.tag(peer)));
         self.members.depart(peer, &self.peers, &mut self.out.events);
         self.locks
             .drop_peer(peer, &self.members, &mut self.out.events);

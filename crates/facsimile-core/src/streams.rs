@@ -21,7 +21,7 @@ use crate::wire::{Sequenced, Tag};
 
 /// How many streams whose sender has not announced itself are kept (each
 /// records only that its start was asked for), so that a stranger's
-/// messages cannot grow them.
+/// messages cannot grow them: past it, the oldest record goes.
 const MAX_UNANNOUNCED: usize = 64;
 
 /// One sender's stream.
@@ -38,6 +38,9 @@ pub(crate) struct Stream {
     held: BTreeMap<u64, (Sequenced, usize)>,
     /// A resend was asked for the current gap.
     resend_asked: bool,
+    /// The stream's key in [`Streams::markers`], while its sender has not
+    /// announced itself and its start was asked for.
+    marker: Option<u64>,
 }
 
 impl Stream {
@@ -68,6 +71,7 @@ impl Default for Stream {
             dict: Vec::new(),
             held: BTreeMap::new(),
             resend_asked: false,
+            marker: None,
         }
     }
 }
@@ -89,6 +93,14 @@ pub(crate) struct Streams {
     by_tag: FxHashMap<u32, Stream>,
     /// Bytes of messages held behind gaps.
     held_bytes: usize,
+    /// The tags of the streams that only record that their start was
+    /// asked for, oldest first: they go when their sender announces
+    /// itself or departs, or the oldest when there are too many, so that
+    /// neither a stranger nor a sender that crashed before its hello
+    /// keeps one for good, and none is looked for among every stream.
+    markers: BTreeMap<u64, u32>,
+    /// The key of the next marker.
+    next_marker: u64,
 }
 
 impl Streams {
@@ -96,12 +108,14 @@ impl Streams {
     pub(crate) fn clear(&mut self) {
         self.by_tag.clear();
         self.held_bytes = 0;
+        self.markers.clear();
     }
 
     /// Replaces every stream (a state transfer).
     pub(crate) fn load(&mut self, streams: FxHashMap<u32, Stream>) {
         self.by_tag = streams;
         self.held_bytes = 0;
+        self.markers.clear();
     }
 
     pub(crate) fn get_mut(&mut self, tag: Tag) -> Option<&mut Stream> {
@@ -127,6 +141,19 @@ impl Streams {
     pub(crate) fn bind(&mut self, tag: Tag, peer: PeerIdx) {
         if let Some(s) = self.by_tag.get_mut(&tag.0) {
             s.peer = Some(peer);
+            if let Some(key) = s.marker.take() {
+                self.markers.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets the stream of a departed sender that never announced
+    /// itself here: it only recorded that its start was asked for, and
+    /// the hello it waits for is dropped now.
+    pub(crate) fn departed(&mut self, tag: Tag) {
+        if let Some(key) = self.by_tag.get(&tag.0).and_then(|s| s.marker) {
+            self.markers.remove(&key);
+            self.by_tag.remove(&tag.0);
         }
     }
 
@@ -186,14 +213,26 @@ impl Streams {
             return Ok(None);
         };
         if stream.peer.is_none() {
-            let ask = !std::mem::replace(&mut stream.resend_asked, true);
-            let from_seq = stream.next_seq;
-            let unannounced = self.by_tag.values().filter(|s| s.peer.is_none());
-            if unannounced.count() > MAX_UNANNOUNCED {
-                // Asked again if it sends again: a resend more, at worst.
-                self.by_tag.remove(&from.0);
+            if std::mem::replace(&mut stream.resend_asked, true) {
+                return Ok(None);
             }
-            return Ok(ask.then_some(from_seq));
+            let from_seq = stream.next_seq;
+            if stream.marker.is_none() {
+                let key = self.next_marker;
+                self.next_marker += 1;
+                stream.marker = Some(key);
+                self.markers.insert(key, from.0);
+                if self.markers.len() > MAX_UNANNOUNCED {
+                    // Its sender, if it sends again before its hello, is
+                    // asked again: a resend more, at worst.
+                    if let Some((key, tag)) = self.markers.pop_first() {
+                        if self.by_tag.get(&tag).is_some_and(|s| s.marker == Some(key)) {
+                            self.by_tag.remove(&tag);
+                        }
+                    }
+                }
+            }
+            return Ok(Some(from_seq));
         }
         if self.held_bytes + size > max_backlog {
             return Err(ReceiveError::BacklogFull(self.held_bytes));
@@ -234,6 +273,9 @@ impl Streams {
     pub(crate) fn welcome(&mut self, from: Tag, peer: PeerIdx, seq: u64) -> Option<u64> {
         let stream = self.by_tag.entry(from.0).or_default();
         stream.peer = Some(peer);
+        if let Some(key) = stream.marker.take() {
+            self.markers.remove(&key);
+        }
         if seq >= stream.next_seq && !stream.resend_asked {
             stream.resend_asked = true;
             return Some(stream.next_seq);
@@ -256,5 +298,41 @@ impl Streams {
                 )
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message at position 2 of `tag`'s stream, before any hello.
+    fn ahead(s: &mut Streams, tag: u32) -> Option<u64> {
+        assert_eq!(s.position(Tag(tag), 2).0, Position::Ahead);
+        let asked = s.hold(Tag(tag), 2, Sequenced::Joined, 10, usize::MAX);
+        s.drop_stray(Tag(tag));
+        asked.unwrap()
+    }
+
+    #[test]
+    fn markers_go_with_a_hello_a_departure_or_the_oldest_past_the_bound() {
+        let mut s = Streams::default();
+        for tag in 0..100 {
+            assert_eq!(ahead(&mut s, tag), Some(1), "tag {tag} asked once");
+        }
+        assert_eq!(
+            (s.markers.len(), s.by_tag.len()),
+            (MAX_UNANNOUNCED, MAX_UNANNOUNCED)
+        );
+        // The newest are kept, and asked no more.
+        assert!(!s.by_tag.contains_key(&35) && s.by_tag.contains_key(&36));
+        assert_eq!(ahead(&mut s, 99), None);
+        s.bind(Tag(99), PeerIdx(1));
+        s.departed(Tag(98));
+        assert_eq!(s.markers.len(), MAX_UNANNOUNCED - 2);
+        assert_eq!(s.by_tag.len(), MAX_UNANNOUNCED - 1);
+        assert!(s.by_tag[&99].peer.is_some() && !s.by_tag.contains_key(&98));
+        // A departed peer that announced itself keeps its stream.
+        s.departed(Tag(99));
+        assert!(s.by_tag.contains_key(&99));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use facsimile_core::sim::{Sim, Verdict, run_seeds};
 use facsimile_core::{Config, Event, Input, PeerId, Replica, Transmit, Value, WireFormat};
 
-use crate::support::kind_of;
+use crate::support::{edit_json, kind_of};
 
 fn drain(r: &mut Replica) -> Vec<Transmit> {
     std::iter::from_fn(|| r.poll_transmit()).collect()
@@ -142,6 +142,45 @@ fn writes_before_the_welcome(seed: u64, p: usize) -> (Sim, usize) {
 fn writes_that_reach_a_newcomer_before_their_sender_s_welcome_are_applied() {
     run_seeds(0..20, |seed| {
         let (mut sim, n) = writes_before_the_welcome(seed, 2);
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
+        let p = sim.tag(2);
+        sim.intercept(move |from, t| {
+            if from == n && t.to == Some(p) && kind_of(&t.bytes).as_deref() == Some("Resend") {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Deliver
+        });
+        sim.settle();
+        assert_eq!(asked.load(Ordering::Relaxed), 1, "seed {seed}");
+        let root = sim.replica(n).root().as_ref_id().unwrap();
+        assert_eq!(sim.replica(n).map_get(root, "k").unwrap(), Some(2.into()));
+        sim.assert_converged();
+    });
+}
+
+/// Strangers' messages ahead of their streams' start, more of them than
+/// the replica keeps a record of, do not make it ask an honest sender for
+/// its stream again at each message before its welcome: the records that
+/// go are the oldest, not the newest.
+#[test]
+fn strangers_do_not_make_a_newcomer_ask_a_sender_again_at_each_message() {
+    let mut forger = Replica::new(
+        PeerId::new("forger", 9),
+        Config::default().wire_format(WireFormat::Json),
+    );
+    drain(&mut forger);
+    forger.set_root(Input::Map(vec![])).unwrap();
+    let write = drain(&mut forger).pop().unwrap();
+    run_seeds(0..20, |seed| {
+        let (mut sim, n) = writes_before_the_welcome(seed, 2);
+        for tag in 0xbad_0000..0xbad_0000 + 100u32 {
+            let stranger = edit_json(&write.bytes, |v| {
+                v["from"] = serde_json::json!(format!("{tag:08x}"));
+                v["body"]["Ops"]["seq"] = serde_json::json!(2);
+            });
+            sim.replica(n).handle_message(&stranger).unwrap();
+        }
         let asked = Arc::new(AtomicUsize::new(0));
         let count = asked.clone();
         let p = sim.tag(2);
