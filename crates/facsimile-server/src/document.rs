@@ -96,8 +96,14 @@ pub(crate) enum Cmd {
         frame: Bytes,
         budget: OwnedSemaphorePermit,
     },
-    /// A client's connection ended.
-    Leave { conn: ConnId, reason: String },
+    /// A client's connection ended. `refused`: on a frame refused before
+    /// it reached the document (above the frame limit, say), so the
+    /// client heard the welcome, as it sends nothing before it.
+    Leave {
+        conn: ConnId,
+        reason: String,
+        refused: bool,
+    },
     /// The timer the document armed is due.
     Tick,
     /// The inspector asks where the document stands.
@@ -794,9 +800,13 @@ impl Doc {
                 taken.push(budget);
                 self.frame(conn, frame);
             }
-            Cmd::Leave { conn, reason } => {
+            Cmd::Leave {
+                conn,
+                reason,
+                refused,
+            } => {
                 if let Some(c) = self.clients.get(&conn) {
-                    let heard = c.frames_in > 0;
+                    let heard = c.frames_in > 0 || refused;
                     tracing::info!(
                         doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason, heard,
                         "client disconnected"

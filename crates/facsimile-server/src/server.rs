@@ -1071,6 +1071,7 @@ impl ClientConn {
     async fn run(mut self) {
         let mut close = None;
         if let Some(departure) = self.pass_frames().await {
+            let refused = matches!(departure, Departure::Broke(_));
             let reason = match departure {
                 Departure::Left(reason) => reason,
                 Departure::Broke(c) => {
@@ -1084,6 +1085,7 @@ impl ClientConn {
                 .send(Cmd::Leave {
                     conn: self.id,
                     reason,
+                    refused,
                 })
                 .await;
         }

@@ -156,3 +156,49 @@ async fn reconnections_the_relay_ends_after_its_welcome_back_off() {
     let then = refusals() - first;
     assert!(then <= 10, "{then} connections in two seconds");
 }
+
+/// A connection that ends on a frame the relay refused as too large
+/// carried a frame all the same: its node heard the welcome (a client
+/// sends nothing before it). With no grace, its node is evicted then, and
+/// the lock it held goes to the node waiting for it, not one peer timeout
+/// after it was last heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_ended_by_a_refused_frame_counts_as_heard() {
+    let hostname = "carol-refused";
+    relay_log();
+    let mut relay = Relay::start(|c| {
+        c.max_frame(1 << 20)
+            .failure_detection(Duration::from_secs(1), Duration::from_secs(120))
+    })
+    .await;
+    let hole = BlackHole::start(relay.addr).await;
+    let patient = options().reconnect_backoff(Duration::from_millis(20), Duration::from_secs(60));
+    let carol = net::connect(&hole.addr.to_string(), hostname, patient)
+        .await
+        .expect("carol connects through the proxy");
+    carol.node().set_root(json!({"m": {}})).unwrap();
+    carol.flush().await.unwrap();
+    let m = carol.node().get("/m").unwrap().as_map().unwrap().clone();
+    let _guard = carol.node().lock(&m).await.unwrap();
+    carol.flush().await.unwrap();
+
+    // A frame the relay of now takes, which never reaches it.
+    hole.black_hole();
+    carol
+        .node()
+        .set_path("/big", "x".repeat(600 << 10))
+        .unwrap();
+    relay.stop().await;
+    relay.start_again_with(|c| c.max_frame(256 << 10)).await;
+    let dave = tcp_node(&relay, "dave").await;
+    hole.cut();
+    hole.restore();
+    logged(&["bad frame", hostname]).await;
+
+    let m = dave.node().get("/m").unwrap().as_map().unwrap().clone();
+    let granted = tokio::time::timeout(Duration::from_secs(30), dave.node().lock(&m)).await;
+    assert!(
+        matches!(granted, Ok(Ok(_))),
+        "dave's lock, with carol's connections ending on refused frames: {granted:?}"
+    );
+}
