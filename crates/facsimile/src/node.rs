@@ -127,6 +127,10 @@ pub(crate) struct State {
     /// carries over once it has read its own first message back
     /// ([`Replica::joined_log`]), and the succession between them.
     carry: Option<(Replica, Succession)>,
+    /// [`Node::leave`] was called, and no [`Node::reload`] since: a
+    /// successor the transport installs leaves too (the replica it
+    /// replaces may have left by then only to be replaced).
+    left: bool,
 }
 
 impl State {
@@ -344,6 +348,7 @@ impl Node {
                     reload_wanted: false,
                     lease_lapsed: false,
                     carry: None,
+                    left: false,
                 }),
                 pump: Mutex::new(()),
                 clock,
@@ -619,7 +624,9 @@ impl Node {
             return Err(Error::InListener);
         }
         let next = self.prepare_reload(snapshot)?;
-        self.install(next);
+        // Called for, it brings back a node that left.
+        self.state().left = false;
+        let _ = self.install(next);
         Ok(())
     }
 
@@ -654,8 +661,9 @@ impl Node {
     /// refused that it can ([`Replica::carry_over`]): at once if it has read
     /// its own first message back, else when it does
     /// ([`Node::receive_ordered`]). Returns how many operations it made
-    /// again and how many are lost, at once.
-    pub(crate) fn install(&self, next: Successor) -> (u64, u64) {
+    /// again and how many are lost, at once; `None` when the node left
+    /// ([`Node::leave`]), before or meanwhile: `next` leaves too.
+    pub(crate) fn install(&self, next: Successor) -> Option<(u64, u64)> {
         let Successor {
             mut replica,
             mut succession,
@@ -664,17 +672,19 @@ impl Node {
         let guard = PumpGuard::new(guard);
         let carried;
         let deferred;
+        let left;
         // The goodbye and the lost-lock events of the old incarnation go
         // out before anything of the new one.
         let (sender, transmits, dispatch) = {
             let mut st = self.state();
+            left = st.left;
             // Objects the old incarnation made while its successor caught
             // up keep their ids apart from the successor's.
             replica.extend_succession(&st.replica, &mut succession);
             // Made while change events are off: they reapply what this
             // node showed, so they change nothing a listener saw.
             deferred = st.lease_lapsed && !replica.joined_log();
-            carried = match st.lease_lapsed && !deferred {
+            carried = match st.lease_lapsed && !deferred && !left {
                 true => replica.carry_over(&mut st.replica, &succession),
                 false => CarriedOver::default(),
             };
@@ -690,6 +700,12 @@ impl Node {
         let counts;
         {
             let mut st = self.state();
+            // A node that left stays gone: the successor, which said
+            // hello, says goodbye (sent by the pump below).
+            let left = left || st.left;
+            if left {
+                replica.leave();
+            }
             let old = std::mem::replace(&mut st.replica, replica);
             st.sync_recording();
             // What the new incarnation holds that this node showed
@@ -703,7 +719,7 @@ impl Node {
             st.carry = deferred.then_some((old, succession));
             st.reload_wanted = false;
             st.lease_lapsed = false;
-            counts = (carried.carried(), carried.lost());
+            counts = (!left).then(|| (carried.carried(), carried.lost()));
             self.note_succession(&mut st, succession, carried);
             st.subs.wake_all_locks(&mut wake.0);
         }
@@ -1160,6 +1176,7 @@ impl Node {
         let mut dispatch = Dispatch::default();
         {
             let mut st = self.state();
+            st.left = true;
             st.replica.leave();
             // Futures that wait to make their request (during a sync) are
             // woken too: they fail now.
@@ -1705,6 +1722,21 @@ mod tests {
         let array = node.set_root(serde_json::json!([])).unwrap();
         let array = array.as_array().cloned().unwrap();
         (node, array, sent)
+    }
+
+    #[test]
+    fn a_node_that_leaves_while_its_successor_catches_up_stays_gone() {
+        let config = Config::default().ordered(Duration::from_secs(600));
+        let node = Node::with_config("alpha", config);
+        node.set_sender(|_| {});
+        let next = node.prepare_reload(None).unwrap();
+        node.leave();
+        let _ = node.install(next);
+        let refused = node.set_root(serde_json::json!({"k": 1})).unwrap_err();
+        assert!(
+            matches!(refused.engine(), Some(crate::EngineError::Left)),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -1577,7 +1577,12 @@ async fn reload(
     let lapsed = n.lease_lapsed();
     let refused = n.read(|r| r.refused_writes());
     let hole = ctx.hole.send_replace(None);
-    let (carried, lost) = n.install(next);
+    let Some((carried, lost)) = n.install(next) else {
+        // It left meanwhile, and the new incarnation with it.
+        ctx.hole.send_replace(hole);
+        echoes.left(ctx, &n);
+        return Ok(());
+    };
     // The new incarnation's frames, those carrying the writes it carried
     // over included, are queued now.
     n.pump_all();
