@@ -2074,6 +2074,17 @@ struct SnapshotDuty {
     claiming: Option<tokio::task::JoinHandle<Claim>>,
 }
 
+/// A claim under way ends with the reader: detached, it held the client
+/// open after `close` or `abort`, and could win a claim no one acts on
+/// (no one else saved for that interval).
+impl Drop for SnapshotDuty {
+    fn drop(&mut self) {
+        if let Some(claiming) = &self.claiming {
+            claiming.abort();
+        }
+    }
+}
+
 /// What a claim found: the newest position claimed, and whether this node
 /// claimed it.
 struct Claim {
@@ -2187,6 +2198,35 @@ async fn save_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A claim under way ends with the reader's duty (the connection was
+    /// closed or aborted): it would hold the client, and could win a claim
+    /// no one acts on.
+    #[tokio::test]
+    async fn a_claim_under_way_ends_with_the_duty() {
+        let held = Arc::new(());
+        let keep = held.clone();
+        let duty = SnapshotDuty {
+            claiming: Some(tokio::spawn(async move {
+                let _keep = keep;
+                std::future::pending::<()>().await;
+                Claim {
+                    known: 0,
+                    won: false,
+                }
+            })),
+            ..SnapshotDuty::default()
+        };
+        drop(duty);
+        let ended = async {
+            while Arc::strong_count(&held) > 1 {
+                tokio::task::yield_now().await;
+            }
+        };
+        // A bound for a hang, not a timing: the task ends at once or never.
+        let ended = tokio::time::timeout(Duration::from_secs(10), ended).await;
+        assert!(ended.is_ok(), "the claim outlived the duty");
+    }
 
     /// The client's report that its first connection was lost may come
     /// before `connect` gets to say it is connected: the status then
