@@ -76,7 +76,9 @@ pub use tokio_rustls::rustls;
 /// the node missed (or syncs again when the relay can no longer tell).
 /// Listeners of the node run on that task: do not block in them. A relay
 /// connection's task logs a listener's panic and goes on (the node's other
-/// listeners still hear the change).
+/// listeners still hear the change, and the rest of what the relay sent is
+/// applied); a panic of the engine itself stops the connection for good,
+/// its status [`Status::Failed`].
 ///
 /// # Errors
 /// [`NetError::Connect`], [`NetError::Tls`], [`NetError::NotARelay`] or
