@@ -132,8 +132,10 @@ pub enum NetError {
     /// `from` to `to` (stream sequences), and the newest snapshot does not
     /// cover them: they were removed by other means than the nodes' own
     /// purges (by hand, or by limits set on the stream since), so the
-    /// document cannot be read. Connecting again helps once a node that
-    /// read past them saves a snapshot.
+    /// document cannot be read: found at once when they are at the
+    /// stream's head, when the reader reaches them when further on.
+    /// Connecting again helps once a node that read past them saves a
+    /// snapshot.
     #[error("the NATS stream {stream} lacks the messages {from} to {to}, which no snapshot covers")]
     LogGap {
         /// The stream's name.
