@@ -1390,7 +1390,10 @@ async fn a_joiner_refuses_a_stream_missing_a_message_midway() {
     .await;
     match joined {
         Err(net::NetError::LogGap { stream, from, to }) => {
-            assert_eq!((stream.as_str(), from, to), ("FACSIMILE_mid", written, written))
+            assert_eq!(
+                (stream.as_str(), from, to),
+                ("FACSIMILE_mid", written, written)
+            )
         }
         other => panic!("the gap was not reported: {other:?}"),
     }

@@ -1392,7 +1392,8 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
 /// Starts the node over from the newest snapshot. The new incarnation
 /// first reads the log on to where the node had read, then sends its hello
 /// and reads on, beside the node, until it reads that back and the node
-/// has read back every frame it sent; then it takes the node's place.
+/// has read back every frame it sent before the hello; then it takes the
+/// node's place.
 /// Until then the node keeps answering reads, so that no read goes back
 /// to the snapshot's older state, and it takes writes until the hello
 /// (after a refused write: those after it it could not judge, and the new
