@@ -473,3 +473,69 @@ async fn frames_queued_after_the_hello_do_not_hold_up_the_hand_over() {
     a.flush().await.unwrap();
     converged(&[a.node(), b.node()]).await;
 }
+
+/// A write published again after the new incarnation's hello (its first
+/// publish failed while the hello was stored) is judged by the old
+/// incarnation before the new one takes its place: the log refused it,
+/// and a flush says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_published_again_after_the_hello_is_judged() {
+    let log = log();
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let options = || options("again").nats(NatsOptions::new().lease(Duration::from_secs(600)));
+    let a = join(&partition.url(), "alpha", options()).await;
+    let b = join(&server.url(), "bravo", options()).await;
+    a.node().set_root(json!({"m": {}, "n": {}})).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    let held = |name: &str| {
+        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        logged
+            .lines()
+            .filter(|l| l.contains("held at a fail point") && l.contains(name))
+            .count()
+    };
+    let before = held("nats-reload-before-hello");
+    let after = held("nats-reload-after-hello");
+
+    // Alpha starts over for a write that raced a grant, and stops before
+    // its new incarnation's hello.
+    fail::cfg("nats-reload-before-hello", "return(hold)").unwrap();
+    partition.freeze(true);
+    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
+    let _m_guard = b.node().lock(&m).await.unwrap();
+    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
+    m.set("raced", 1).unwrap();
+    partition.freeze(false);
+    until("alpha to stop before its hello", || {
+        held("nats-reload-before-hello") > before
+    })
+    .await;
+    // Granted after what alpha read: alpha's write to /n is refused.
+    let n = b.node().get("/n").unwrap().as_map().unwrap().clone();
+    let _n_guard = b.node().lock(&n).await.unwrap();
+    fail::cfg("nats-publish", "return(hold)").unwrap();
+    let n = a.node().get("/n").unwrap().as_map().unwrap().clone();
+    // Larger than a pack: a message of its own.
+    n.set("x", "x".repeat(70 << 10)).unwrap();
+    fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
+    fail::remove("nats-reload-before-hello");
+    until("alpha to say hello", || {
+        held("nats-reload-after-hello") > after
+    })
+    .await;
+    // The write's message fails, the hello's after it is stored, and the
+    // write is published again after the hello.
+    fail::cfg("nats-publish-lost", "1*return").unwrap();
+    fail::remove("nats-publish");
+    fail::remove("nats-reload-after-hello");
+    match a.flush().await {
+        Err(net::NetError::WritesLost(2)) => {}
+        other => panic!("expected both refused writes lost, got {other:?}"),
+    }
+    assert_eq!(a.rejoins(), 1);
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(b.node().get("/n/x"), None);
+}

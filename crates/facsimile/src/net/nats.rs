@@ -1032,6 +1032,8 @@ async fn publish(ctx: Arc<Ctx>) {
         if shared.cancel.is_cancelled() {
             return;
         }
+        #[cfg(feature = "failpoints")]
+        let _ = injected("nats-publish").await;
         let notified = shared.queued.notified();
         batch.clear();
         let first = shared.outbox().take_batch(MAX_IN_FLIGHT, &mut batch);
@@ -1169,9 +1171,6 @@ async fn publish_batch(
     first: u64,
     packs: &mut VecDeque<usize>,
 ) -> Result<(), PublishError> {
-    // `return(hold)` holds publishing until the test changes the fail point.
-    #[cfg(feature = "failpoints")]
-    let _ = injected("nats-publish").await;
     let mut acks = Vec::new();
     let mut at = 0;
     while at < batch.len() {
@@ -1189,6 +1188,14 @@ async fn publish_batch(
         };
         let frames = &rest[..count];
         let index = first + at as u64;
+        // `return` loses the batch's first message unsent, as a failed
+        // publish does, once the others are sent.
+        #[cfg(feature = "failpoints")]
+        if at == 0 && fail::eval("nats-publish-lost", |_| ()).is_some() {
+            at += count;
+            acks.push(Pending::Lost);
+            continue;
+        }
         at += count;
         let message = jetstream::message::PublishMessage::build();
         let message = match frames {
@@ -1227,6 +1234,9 @@ async fn publish_batch(
 enum Pending {
     Ack(jetstream::context::PublishAckFuture, usize),
     Dropped(usize),
+    /// A publish a test made fail.
+    #[cfg(feature = "failpoints")]
+    Lost,
 }
 
 /// Awaits acknowledgements in order, completing frames as they arrive.
@@ -1257,6 +1267,12 @@ async fn settle(
                 Err(e) => return Err(e),
             },
             Pending::Dropped(count) => count,
+            #[cfg(feature = "failpoints")]
+            Pending::Lost => {
+                return Err(PublishError::new(
+                    jetstream::context::PublishErrorKind::Other,
+                ));
+            }
         };
         packs.pop_front();
         ctx.shared.complete(|outbox| {
@@ -1461,8 +1477,10 @@ async fn reload(
     let mut joining = false;
     let mut handing_over = false;
     // Every frame of this connection below this index has been read back
-    // by the node.
+    // by the node; and those read back past a frame not read yet (one
+    // published again after later ones), first and end.
     let mut read_to = echoes.accepted;
+    let mut ahead = std::collections::BTreeMap::new();
     // The frames before this one are those the old incarnation queued
     // before the hello. Those it queues after carry no write (it takes
     // none), and waiting for them could chase them for ever.
@@ -1484,6 +1502,10 @@ async fn reload(
                 // not show it. Its writes held offline go out before the
                 // hello. After a lapse the log refuses them all, and the
                 // new incarnation carries them over instead.
+                #[cfg(feature = "failpoints")]
+                injected("nats-reload-before-hello")
+                    .await
+                    .map_err(|()| Stop::Error("a fault injected before the hello".into()))?;
                 {
                     let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
                     handing_over = !n.lease_lapsed();
@@ -1517,7 +1539,15 @@ async fn reload(
                 node_at = m.seq;
             }
             if let Some(first) = m.own {
-                read_to = read_to.max(first.saturating_add(m.frames.len() as u64));
+                let end = first.saturating_add(m.count);
+                let at = ahead.entry(first).or_insert(end);
+                *at = end.max(*at);
+                while let Some(entry) = ahead.first_entry() {
+                    if *entry.key() > read_to {
+                        break;
+                    }
+                    read_to = read_to.max(entry.remove());
+                }
             }
             // The snapshot covers the messages up to its position.
             let fresh = m.seq > snapshot_at;
@@ -1622,9 +1652,14 @@ async fn after_hello() -> Result<(), Stop> {
 /// error, `return(hold)` waits until the test changes the fail point.
 #[cfg(feature = "failpoints")]
 async fn injected(name: &str) -> Result<(), ()> {
+    let mut held = false;
     while let Some(arg) = fail::eval(name, |arg| arg) {
         if arg.as_deref() != Some("hold") {
             return Err(());
+        }
+        if !std::mem::replace(&mut held, true) {
+            // What a test waits for to know the task got there.
+            tracing::info!(name, "held at a fail point");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -1633,11 +1668,11 @@ async fn injected(name: &str) -> Result<(), ()> {
 
 /// Whether the node that hands over to a new incarnation, reading beside
 /// it (`judging`), has read back every frame it queued before the new
-/// incarnation's hello (those before `hello_at`), so that it has judged
-/// each of its writes and the new incarnation shows them: always after a
-/// lapse, whose frames the log refuses and the new incarnation carries
-/// over, and once a frame was dropped, after which the log holds its
-/// frames for ever.
+/// incarnation's hello (those before `hello_at`; frames below `read_to`
+/// all), so that it has judged each of its writes and the new incarnation
+/// shows them: always after a lapse, whose frames the log refuses and the
+/// new incarnation carries over, and once a frame was dropped, up to it
+/// (the log holds those after it for ever).
 fn read_back(
     ctx: &Ctx,
     node: &Weak<Inner>,
@@ -1645,11 +1680,15 @@ fn read_back(
     read_to: u64,
     hello_at: u64,
 ) -> Result<bool, Stop> {
-    if !judging || ctx.hole.borrow().is_some() {
+    if !judging {
         return Ok(true);
     }
+    let to = ctx
+        .hole
+        .borrow()
+        .map_or(hello_at, |hole| hole.min(hello_at));
     let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
-    Ok(n.lease_lapsed() || hello_at <= read_to)
+    Ok(n.lease_lapsed() || to <= read_to)
 }
 
 /// Why reading the stream stopped.
@@ -1903,6 +1942,8 @@ struct Read<'a> {
     /// The connection-wide index of its first frame if this connection
     /// published it.
     own: Option<u64>,
+    /// How many frames its id names (those of a malformed message too).
+    count: u64,
     frames: Vec<&'a [u8]>,
 }
 
@@ -1934,6 +1975,7 @@ impl<'a> Read<'a> {
             seq,
             time,
             own,
+            count,
             frames,
         })
     }
