@@ -1694,7 +1694,7 @@ impl Replica {
             }
             Sequenced::Joined => {
                 if let Some(p) = sender {
-                    self.serve.joined(p);
+                    self.serve.joined(from, p);
                 }
             }
             Sequenced::SyncOffer { joiner } => self.serve.offer_seen(joiner, from),
@@ -1984,6 +1984,7 @@ impl Replica {
         self.members.depart(peer, &self.peers, &mut self.out.events);
         self.locks
             .drop_peer(peer, &self.members, &mut self.out.events);
+        self.serve.departed(Tag(self.peers.tag(peer)));
     }
 
     /// Queues the eviction of `p` in the open group and lets it go.

@@ -1,6 +1,8 @@
 //! Serving joiners: a fetch is answered with this replica's state once the
 //! state covers everything the joiner may have missed.
 
+use std::collections::BTreeMap;
+
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::clock::Peers;
@@ -8,8 +10,8 @@ use crate::membership::Membership;
 use crate::value::PeerIdx;
 use crate::wire::Tag;
 
-/// Bounds the per-joiner bookkeeping a stream of hostile sync requests could
-/// grow.
+/// Bounds the per-joiner bookkeeping a stream of hostile sync requests or
+/// offers could grow; honest joiners leave it when heard complete or gone.
 const MAX_JOINERS: usize = 4096;
 
 #[derive(Debug, Default)]
@@ -19,15 +21,28 @@ pub(crate) struct SyncServer {
     /// Members whose sync request was seen and whose sync has not completed:
     /// they hold nothing a snapshot must cover.
     syncing: FxHashSet<PeerIdx>,
-    /// For each joiner, the members it was requested among (their offers are
-    /// awaited before answering it).
-    offer_wait: FxHashMap<u32, Wait>,
-    /// For each joiner, the peers whose offer to it was applied here.
-    offers_seen: FxHashMap<u32, FxHashSet<u32>>,
+    /// For each joiner, from its request or the first offer to it read here
+    /// until it is heard complete, gone or answered.
+    joiners: FxHashMap<u32, Joiner>,
+    /// The joiners with an entry, oldest first: the count of entries made
+    /// at each one's making.
+    order: BTreeMap<u64, u32>,
+    /// Entries made so far.
+    made: u64,
     /// Sync requests applied here, counted to order them.
     requests: u64,
     /// For each member, the count at its latest sync request.
     requested_at: FxHashMap<PeerIdx, u64>,
+}
+
+#[derive(Debug)]
+struct Joiner {
+    /// The count of entries at this one's making.
+    made: u64,
+    /// The members its answer waits for, once its request is read here.
+    wait: Option<Wait>,
+    /// The peers whose offer to it was applied here.
+    offers: FxHashSet<u32>,
 }
 
 /// The members a joiner's answer waits for.
@@ -42,6 +57,38 @@ impl SyncServer {
     /// Drops the fetches waiting for an answer (this replica syncs itself).
     pub(crate) fn drop_fetches(&mut self) {
         self.deferred.clear();
+    }
+
+    /// The entry of `joiner`, made if new. At the bound, the oldest entry
+    /// goes first, never one whose fetch waits: the offers seen would be
+    /// lost, and the fetch held until the joiner asks again.
+    fn joiner(&mut self, joiner: Tag) -> &mut Joiner {
+        if !self.joiners.contains_key(&joiner.0) {
+            if self.joiners.len() >= MAX_JOINERS {
+                let oldest = self
+                    .order
+                    .values()
+                    .find(|&&j| !self.deferred.contains(&Tag(j)))
+                    .copied();
+                if let Some(j) = oldest {
+                    self.forget(Tag(j));
+                }
+            }
+            self.made += 1;
+            self.order.insert(self.made, joiner.0);
+        }
+        let made = self.made;
+        self.joiners.entry(joiner.0).or_insert_with(|| Joiner {
+            made,
+            wait: None,
+            offers: FxHashSet::default(),
+        })
+    }
+
+    fn forget(&mut self, joiner: Tag) {
+        if let Some(e) = self.joiners.remove(&joiner.0) {
+            self.order.remove(&e.made);
+        }
     }
 
     /// `peer` (tag `joiner`) asked for the document among `members`.
@@ -61,28 +108,34 @@ impl SyncServer {
                 .filter(|&m| m != peer && !self.syncing.contains(&m))
                 .collect(),
         };
-        if self.offer_wait.len() > MAX_JOINERS {
-            self.offer_wait.clear();
-        }
-        self.offer_wait.insert(joiner.0, wait);
+        self.joiner(joiner).wait = Some(wait);
     }
 
-    /// `peer`'s sync completed.
-    pub(crate) fn joined(&mut self, peer: PeerIdx) {
+    /// `peer` (tag `joiner`) completed its sync: nothing waits for it now,
+    /// and a later sync of its starts over.
+    pub(crate) fn joined(&mut self, joiner: Tag, peer: PeerIdx) {
         self.syncing.remove(&peer);
+        self.forget(joiner);
+        self.deferred.retain(|&j| j != joiner);
+    }
+
+    /// `joiner` is gone for good: nothing waits for it now, and a fetch of
+    /// its is answered at once, to tell it (it stays syncing until its
+    /// `Joined`, for that).
+    pub(crate) fn departed(&mut self, joiner: Tag) {
+        self.forget(joiner);
     }
 
     /// `from`'s offer to `joiner` was applied here.
     pub(crate) fn offer_seen(&mut self, joiner: Tag, from: Tag) {
-        if self.offers_seen.len() > MAX_JOINERS {
-            self.offers_seen.clear();
-        }
-        self.offers_seen.entry(joiner.0).or_default().insert(from.0);
+        self.joiner(joiner).offers.insert(from.0);
     }
 
     /// `joiner` fetches the document from this replica.
     pub(crate) fn fetched(&mut self, joiner: Tag) {
-        self.deferred.push(joiner);
+        if !self.deferred.contains(&joiner) {
+            self.deferred.push(joiner);
+        }
     }
 
     pub(crate) fn has_fetches(&self) -> bool {
@@ -93,40 +146,53 @@ impl SyncServer {
     /// requested among has offered to them here, left, is syncing itself
     /// or asked for a sync since; or all of them, when `in_order` (this
     /// replica applied every broadcast before the joiner could receive it:
-    /// a relay).
+    /// a relay). A departed joiner is answered at once: the state tells it
+    /// it is gone. A fetch of a joiner with no wait here (forgotten at the
+    /// bound) waits for one.
     pub(crate) fn take_ready(
         &mut self,
         members: &Membership,
         peers: &Peers,
         in_order: bool,
     ) -> Vec<Tag> {
-        let (ready, waiting): (Vec<Tag>, Vec<Tag>) = std::mem::take(&mut self.deferred)
-            .into_iter()
-            .partition(|j| {
-                if in_order {
-                    return true;
-                }
-                let seen = self.offers_seen.get(&j.0);
-                // A member's own sync request after the joiner's came after
-                // everything it sent before, as its offer would have: it
-                // stands in for the offer, also once that member's sync
-                // completed (it never offers to a joiner it heard while
-                // syncing).
-                let asked_since =
-                    |m: PeerIdx, at: u64| self.requested_at.get(&m).is_some_and(|&t| t > at);
-                self.offer_wait.get(&j.0).is_none_or(|wait| {
-                    wait.members.iter().all(|&m| {
-                        !members.is_member(m)
-                            || self.syncing.contains(&m)
-                            || asked_since(m, wait.at)
-                            || seen.is_some_and(|s| s.contains(&peers.tag(m)))
-                    })
-                })
+        let mut ready = Vec::new();
+        let mut waiting = Vec::new();
+        for j in std::mem::take(&mut self.deferred) {
+            let departed = peers.by_tag(j.0).is_some_and(|p| members.is_departed(p));
+            if in_order || departed {
+                ready.push(j);
+                continue;
+            }
+            let Some(Joiner {
+                wait: Some(wait),
+                offers,
+                ..
+            }) = self.joiners.get(&j.0)
+            else {
+                waiting.push(j);
+                continue;
+            };
+            // A member's own sync request after the joiner's came after
+            // everything it sent before, as its offer would have: it
+            // stands in for the offer, also once that member's sync
+            // completed (it never offers to a joiner it heard while
+            // syncing).
+            let asked_since =
+                |m: PeerIdx, at: u64| self.requested_at.get(&m).is_some_and(|&t| t > at);
+            let answered = wait.members.iter().all(|&m| {
+                !members.is_member(m)
+                    || self.syncing.contains(&m)
+                    || asked_since(m, wait.at)
+                    || offers.contains(&peers.tag(m))
             });
+            match answered {
+                true => ready.push(j),
+                false => waiting.push(j),
+            }
+        }
         self.deferred = waiting;
-        for j in &ready {
-            self.offers_seen.remove(&j.0);
-            self.offer_wait.remove(&j.0);
+        for &j in &ready {
+            self.forget(j);
         }
         ready
     }
@@ -142,5 +208,75 @@ impl SyncServer {
             .into_iter()
             .filter(|&p| p != PeerIdx::SELF)
             .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::PeerId;
+
+    /// This replica (`s`), members `b` and `j`, and `j`'s fetch waiting
+    /// for `b`'s offer.
+    fn waiting() -> (SyncServer, Peers, Membership) {
+        let mut peers = Peers::new(PeerId::new("s", 1));
+        let mut members = Membership::default();
+        for (host, tag) in [("b", 2), ("j", 3)] {
+            let p = peers.intern(&PeerId::new(host, tag)).unwrap();
+            members.admit_quietly(p);
+        }
+        let mut serve = SyncServer::default();
+        serve.requested(Tag(3), PeerIdx(2), &members);
+        serve.fetched(Tag(3));
+        assert!(serve.take_ready(&members, &peers, false).is_empty());
+        (serve, peers, members)
+    }
+
+    /// Many more joiners than the bookkeeping's bound over a document's
+    /// life, each offered to and heard complete, their requests read here
+    /// when `read`.
+    fn others(serve: &mut SyncServer, peers: &mut Peers, members: &Membership, read: bool) {
+        for tag in 100..100 + 2 * MAX_JOINERS as u32 {
+            let p = peers.intern(&PeerId::new("n", tag)).unwrap();
+            serve.offer_seen(Tag(tag), Tag(2));
+            if read {
+                serve.requested(Tag(tag), p, members);
+            }
+            serve.joined(Tag(tag), p);
+        }
+    }
+
+    #[test]
+    fn a_waiting_fetch_is_not_answered_before_the_offers_however_many_joined_since() {
+        let (mut serve, mut peers, members) = waiting();
+        others(&mut serve, &mut peers, &members, true);
+        assert_eq!(serve.joiners.len(), 1, "only j's entry is left");
+        assert!(serve.take_ready(&members, &peers, false).is_empty());
+        serve.offer_seen(Tag(3), Tag(2));
+        assert_eq!(serve.take_ready(&members, &peers, false), [Tag(3)]);
+    }
+
+    #[test]
+    fn an_offer_seen_is_kept_however_many_joined_since() {
+        let (mut serve, mut peers, members) = waiting();
+        serve.offer_seen(Tag(3), Tag(2));
+        others(&mut serve, &mut peers, &members, false);
+        assert_eq!(serve.take_ready(&members, &peers, false), [Tag(3)]);
+    }
+
+    /// Offers to joiners never heard complete (a hostile stream of them)
+    /// stay within the bound, the oldest going first, and the waiting
+    /// fetch's entry stays.
+    #[test]
+    fn the_bound_keeps_a_waiting_fetchs_entry() {
+        let (mut serve, peers, members) = waiting();
+        for tag in 100..100 + 2 * MAX_JOINERS as u32 {
+            serve.offer_seen(Tag(tag), Tag(2));
+        }
+        assert_eq!(serve.joiners.len(), MAX_JOINERS);
+        assert_eq!(serve.order.len(), MAX_JOINERS);
+        assert!(serve.take_ready(&members, &peers, false).is_empty());
+        serve.offer_seen(Tag(3), Tag(2));
+        assert_eq!(serve.take_ready(&members, &peers, false), [Tag(3)]);
     }
 }
