@@ -1087,7 +1087,16 @@ impl Replica {
         };
         let mut joining = Joining::new(gc_deadline);
         joining.before = before;
-        self.phase = Phase::Joining(joining);
+        // Whoever this replica knows and has not heard ask for a sync of
+        // its own (or, live, heard complete it) holds the document; a peer
+        // it knows nothing of may sync since before it listened.
+        let syncing: Vec<PeerIdx> = self.serve.syncing().collect();
+        joining.trust(
+            (self.peers.iter())
+                .filter(|&(p, _)| p != PeerIdx::SELF && !syncing.contains(&p))
+                .map(|(_, id)| Tag(id.incarnation())),
+        );
+        self.phase = Phase::Joining(Box::new(joining));
         let deadline = self.out.now + self.config.sync_timeout;
         self.out.timers.set(Timer::Sync, deadline);
         self.send_sync_request();
@@ -1143,6 +1152,10 @@ impl Replica {
         self.out.begin();
         self.send_eviction(p);
         self.out.end();
+        if self.is_ready() {
+            // A joiner may have been waiting for its offer.
+            self.answer_fetches();
+        }
     }
 
     /// [`Replica::evict`] of every member of `hostname` (only the
@@ -1236,12 +1249,10 @@ impl Replica {
         }
         self.out.timers.set(Timer::Gc, Duration::ZERO);
         self.sync();
-        if let Phase::Joining(Joining {
-            before: Some(before),
-            ..
-        }) = &mut self.phase
-        {
-            before.successions.push(succession);
+        if let Phase::Joining(j) = &mut self.phase {
+            if let Some(before) = &mut j.before {
+                before.successions.push(succession);
+            }
         }
         succession
     }
@@ -1560,12 +1571,18 @@ impl Replica {
             } => self.handle_run(from, seq, messages, size),
             Message::Sequenced { seq, body } => match &mut self.phase {
                 Phase::Joining(join) => {
-                    if matches!(&body, Sequenced::SyncOffer { joiner } if *joiner == me)
-                        && join.offered(from)
-                    {
+                    if join.heard(from, &body, me) {
                         let deadline = self.out.now + self.config.sync_timeout;
                         self.out.timers.set(Timer::Sync, deadline);
                         self.out.send_to(from, Directed::SyncFetch);
+                    }
+                    // Another joiner's answerer may wait for this replica's
+                    // offer, and this one's for that joiner's: offered now,
+                    // neither waits for the other to complete. Everything
+                    // sent from here on, that joiner hears.
+                    if matches!(body, Sequenced::SyncRequest { .. }) && !self.config.observer {
+                        self.serve.offered_early(from);
+                        self.out.send(Sequenced::SyncOffer { joiner: from });
                     }
                     join.hold(from, seq, body, size, self.config.max_backlog)
                 }
@@ -1622,7 +1639,14 @@ impl Replica {
     ) -> Result<(), ReceiveError> {
         let (position, opened) = self.streams.position(from, seq);
         let result = match position {
-            Position::Duplicate => Ok(()),
+            Position::Duplicate => {
+                // Covered by a loaded state, with what its sender sent
+                // before: as good as applied here.
+                if let Sequenced::SyncOffer { joiner } = body {
+                    self.serve.offer_seen(joiner, from);
+                }
+                Ok(())
+            }
             Position::Ahead => self
                 .streams
                 .hold(from, seq, body, size, self.config.max_backlog)
@@ -1684,11 +1708,11 @@ impl Replica {
             }
             Sequenced::SyncRequest { hostname } => {
                 let peer = self.announce(from, &hostname)?;
-                self.serve.requested(from, peer, &self.members);
+                let due = self.serve.requested(from, peer, &self.members);
                 // A state lists its sender as a member: an observer offers
                 // none. A departed joiner is offered to like any other: the
                 // state it loads is how it learns of its eviction.
-                if self.is_ready() && !self.config.observer {
+                if due && self.is_ready() && !self.config.observer {
                     self.out.send(Sequenced::SyncOffer { joiner: from });
                 }
             }
@@ -1768,6 +1792,10 @@ impl Replica {
                 if self.is_ready() && asked {
                     self.serve.fetched(from);
                     self.answer_fetches();
+                } else if !self.is_ready() {
+                    // Syncing, it offered on hearing the request: it keeps
+                    // the fetch until its own sync completes.
+                    self.serve.fetched(from);
                 }
             }
             Directed::SyncAnswer { .. } | Directed::SyncSaved { .. } => {
@@ -1807,6 +1835,14 @@ impl Replica {
                 // Sent also when evicted: the peers count this replica as
                 // syncing until they read it.
                 self.out.send(Sequenced::Joined);
+                // The joiners the state lists as syncing whose request this
+                // replica did not hear: their answerers may wait for its
+                // offer.
+                for joiner in self.serve.completed(&self.members, &self.peers) {
+                    if !self.config.observer {
+                        self.out.send(Sequenced::SyncOffer { joiner });
+                    }
+                }
                 self.locks
                     .settle(true, &self.me, &self.members, &mut self.out, &self.peers);
                 if departed {
@@ -1814,9 +1850,17 @@ impl Replica {
                     // document, but its peers drop whatever it sends.
                     self.evicted();
                 }
+                // The fetches kept while it synced.
+                self.answer_fetches();
             }
             Directed::Welcome { hostname, seq } => {
-                if !self.is_ready() {
+                if let Phase::Joining(join) = &mut self.phase {
+                    // Whoever welcomes a newcomer holds the document.
+                    if join.welcomed(from) {
+                        let deadline = self.out.now + self.config.sync_timeout;
+                        self.out.timers.set(Timer::Sync, deadline);
+                        self.out.send_to(from, Directed::SyncFetch);
+                    }
                     return Ok(());
                 }
                 // A bad announcement is refused before anything changes.

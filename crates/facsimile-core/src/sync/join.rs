@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use rustc_hash::FxHashSet;
+
 use crate::error::ReceiveError;
 use crate::graph::Graph;
 use crate::value::Succession;
@@ -13,7 +15,8 @@ use crate::wire::{Sequenced, Tag};
 #[derive(Debug)]
 pub(crate) enum Phase {
     Live,
-    Joining(Joining),
+    /// Boxed: a replica holds one phase, mostly live.
+    Joining(Box<Joining>),
 }
 
 /// A sync in progress.
@@ -23,6 +26,13 @@ pub(crate) struct Joining {
     offers: VecDeque<Tag>,
     /// The peer asked for the state.
     fetching: Option<Tag>,
+    /// Peers taken to hold the document, whose offer is fetched from at
+    /// once: those known when the sync began and not known to sync
+    /// themselves, and those that welcomed this replica since (all a
+    /// newcomer can know of). A peer heard asking for a sync of its own
+    /// leaves until its `Joined`. Other offers wait behind: a syncing peer
+    /// answers only once its own sync completes.
+    ready: FxHashSet<Tag>,
     /// Sequenced messages received meanwhile: sender, position, body, size.
     backlog: Vec<(Tag, u64, Sequenced, usize)>,
     backlog_bytes: usize,
@@ -60,9 +70,48 @@ impl Joining {
         }
     }
 
+    /// Takes `peers` to hold the document.
+    pub(crate) fn trust(&mut self, peers: impl IntoIterator<Item = Tag>) {
+        self.ready.extend(peers);
+    }
+
+    /// Takes note of `from`'s message `body` (an offer to this replica,
+    /// `me`, or a sync of `from`'s own begun or completed): returns true
+    /// when `from` is the one to fetch from now.
+    pub(crate) fn heard(&mut self, from: Tag, body: &Sequenced, me: Tag) -> bool {
+        match body {
+            Sequenced::SyncOffer { joiner } if *joiner == me => self.offered(from),
+            Sequenced::SyncRequest { .. } => {
+                self.ready.remove(&from);
+                false
+            }
+            Sequenced::Joined => self.welcomed(from),
+            _ => false,
+        }
+    }
+
+    /// `from` welcomed this replica, or completed a sync of its own: it
+    /// holds the document. Returns true when it is the one to fetch from
+    /// now (its offer waits, and nobody is fetched from).
+    pub(crate) fn welcomed(&mut self, from: Tag) -> bool {
+        self.ready.insert(from);
+        let waiting = self.offers.iter().position(|&o| o == from);
+        match (self.fetching, waiting) {
+            (None, Some(i)) => {
+                self.offers.remove(i);
+                self.fetching = Some(from);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// `from` offered: returns true when it is the one to fetch from now.
-    pub(crate) fn offered(&mut self, from: Tag) -> bool {
-        if self.fetching.is_none() {
+    fn offered(&mut self, from: Tag) -> bool {
+        if self.fetching == Some(from) || self.offers.contains(&from) {
+            return false;
+        }
+        if self.fetching.is_none() && self.ready.contains(&from) {
             self.fetching = Some(from);
             return true;
         }
@@ -97,13 +146,14 @@ impl Joining {
 
     /// The sync timer fired.
     pub(crate) fn retry(&mut self) -> Retry {
-        if self.fetching.take().is_some() {
-            if let Some(next) = self.offers.pop_front() {
+        self.fetching = None;
+        match self.offers.pop_front() {
+            Some(next) => {
                 self.fetching = Some(next);
-                return Retry::Fetch(next);
+                Retry::Fetch(next)
             }
+            None => Retry::Request,
         }
-        Retry::Request
     }
 
     /// The messages buffered meanwhile, in arrival order.

@@ -18,9 +18,12 @@ const MAX_JOINERS: usize = 4096;
 pub(crate) struct SyncServer {
     /// Joiners whose fetch waits for an answer.
     deferred: Vec<Tag>,
-    /// Members whose sync request was seen and whose sync has not completed:
-    /// they hold nothing a snapshot must cover.
+    /// Members whose sync request was seen and whose sync has not completed.
+    /// A state lists them, so that the replica loading it offers to them.
     syncing: FxHashSet<PeerIdx>,
+    /// Joiners offered to on receipt of their request while this replica
+    /// synced: their requests in its backlog need no second offer.
+    early: FxHashSet<u32>,
     /// For each joiner, from its request or the first offer to it read here
     /// until it is heard complete, gone or answered.
     joiners: FxHashMap<u32, Joiner>,
@@ -29,28 +32,17 @@ pub(crate) struct SyncServer {
     order: BTreeMap<u64, u32>,
     /// Entries made so far.
     made: u64,
-    /// Sync requests applied here, counted to order them.
-    requests: u64,
-    /// For each member, the count at its latest sync request.
-    requested_at: FxHashMap<PeerIdx, u64>,
 }
 
 #[derive(Debug)]
 struct Joiner {
     /// The count of entries at this one's making.
     made: u64,
-    /// The members its answer waits for, once its request is read here.
-    wait: Option<Wait>,
+    /// The members whose offer its answer waits for, once its request is
+    /// read here.
+    wait: Option<Vec<PeerIdx>>,
     /// The peers whose offer to it was applied here.
     offers: FxHashSet<u32>,
-}
-
-/// The members a joiner's answer waits for.
-#[derive(Debug)]
-struct Wait {
-    /// The count of sync requests at the joiner's own.
-    at: u64,
-    members: Vec<PeerIdx>,
 }
 
 impl SyncServer {
@@ -92,23 +84,50 @@ impl SyncServer {
     }
 
     /// `peer` (tag `joiner`) asked for the document among `members`.
-    pub(crate) fn requested(&mut self, joiner: Tag, peer: PeerIdx, members: &Membership) {
+    /// Returns whether this replica is yet to offer to it.
+    pub(crate) fn requested(&mut self, joiner: Tag, peer: PeerIdx, members: &Membership) -> bool {
         self.syncing.insert(peer);
-        self.requests += 1;
-        if self.requested_at.len() > MAX_JOINERS {
-            self.requested_at.clear();
-        }
-        self.requested_at.insert(peer, self.requests);
         // Only those already here can have sent what the joiner did not
-        // hear; later members reach it directly.
-        let wait = Wait {
-            at: self.requests,
-            members: members
-                .iter()
-                .filter(|&m| m != peer && !self.syncing.contains(&m))
-                .collect(),
-        };
+        // hear; later members reach it directly. Those syncing too: one
+        // may have completed, written and crashed before the joiner
+        // listened, its `Joined` not read here yet.
+        let wait = members.iter().filter(|&m| m != peer).collect();
         self.joiner(joiner).wait = Some(wait);
+        !self.early.contains(&joiner.0)
+    }
+
+    /// This replica, syncing, offered to `joiner` on receipt of its request.
+    pub(crate) fn offered_early(&mut self, joiner: Tag) {
+        self.early.insert(joiner.0);
+    }
+
+    /// This replica's own sync completed, its backlog applied: returns the
+    /// joiners still syncing that it is yet to offer to (those its state
+    /// lists whose request it did not hear). A joiner whose request the
+    /// state covers has no wait here yet: its answer waits for every
+    /// member.
+    pub(crate) fn completed(&mut self, members: &Membership, peers: &Peers) -> Vec<Tag> {
+        let syncing: Vec<(Tag, PeerIdx)> = self
+            .syncing
+            .iter()
+            .map(|&p| (Tag(peers.tag(p)), p))
+            .collect();
+        // Fetches kept meanwhile count as any other: only a joiner still
+        // syncing is answered.
+        self.deferred
+            .retain(|j| syncing.iter().any(|(s, _)| s == j));
+        let mut due = Vec::new();
+        for (j, p) in syncing {
+            let entry = self.joiner(j);
+            if entry.wait.is_none() {
+                entry.wait = Some(members.iter().filter(|&m| m != p).collect());
+            }
+            if !self.early.contains(&j.0) {
+                due.push(j);
+            }
+        }
+        self.early.clear();
+        due
     }
 
     /// `peer` (tag `joiner`) completed its sync: nothing waits for it now,
@@ -143,12 +162,12 @@ impl SyncServer {
     }
 
     /// The joiners that can be answered now: every member they were
-    /// requested among has offered to them here, left, is syncing itself
-    /// or asked for a sync since; or all of them, when `in_order` (this
-    /// replica applied every broadcast before the joiner could receive it:
-    /// a relay). A departed joiner is answered at once: the state tells it
-    /// it is gone. A fetch of a joiner with no wait here (forgotten at the
-    /// bound) waits for one.
+    /// requested among has offered to them here or left; or all of them,
+    /// when `in_order` (this replica applied every broadcast before the
+    /// joiner could receive it: a relay). A departed joiner is answered at
+    /// once: the state tells it it is gone. A fetch of a joiner with no
+    /// wait here (its request not read yet, or forgotten at the bound)
+    /// waits for one.
     pub(crate) fn take_ready(
         &mut self,
         members: &Membership,
@@ -172,19 +191,9 @@ impl SyncServer {
                 waiting.push(j);
                 continue;
             };
-            // A member's own sync request after the joiner's came after
-            // everything it sent before, as its offer would have: it
-            // stands in for the offer, also once that member's sync
-            // completed (it never offers to a joiner it heard while
-            // syncing).
-            let asked_since =
-                |m: PeerIdx, at: u64| self.requested_at.get(&m).is_some_and(|&t| t > at);
-            let answered = wait.members.iter().all(|&m| {
-                !members.is_member(m)
-                    || self.syncing.contains(&m)
-                    || asked_since(m, wait.at)
-                    || offers.contains(&peers.tag(m))
-            });
+            let answered = wait
+                .iter()
+                .all(|&m| !members.is_member(m) || offers.contains(&peers.tag(m)));
             match answered {
                 true => ready.push(j),
                 false => waiting.push(j),
@@ -226,7 +235,7 @@ mod tests {
             members.admit_quietly(p);
         }
         let mut serve = SyncServer::default();
-        serve.requested(Tag(3), PeerIdx(2), &members);
+        assert!(serve.requested(Tag(3), PeerIdx(2), &members));
         serve.fetched(Tag(3));
         assert!(serve.take_ready(&members, &peers, false).is_empty());
         (serve, peers, members)

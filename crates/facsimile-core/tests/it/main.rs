@@ -5,6 +5,7 @@
 mod codec;
 mod convergence;
 mod eviction;
+mod joiners;
 mod lapse;
 mod locks;
 mod lone_writer;

@@ -1,0 +1,198 @@
+//! Late joiners: the answer to a sync covers everything the joiner did not
+//! hear, whoever crashed meanwhile, and joiners syncing at once do not wait
+//! for each other.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use facsimile_core::sim::{Sim, Verdict};
+use facsimile_core::{Config, Input, PeerId, Replica, WireFormat};
+
+use crate::support::kind_of;
+
+/// A member that finished its sync, wrote and crashed before a joiner
+/// started listening, while the answerer had not yet read its `Joined`:
+/// the joiner never hears from it again, so its write reaches the joiner
+/// in the answer or never.
+#[test]
+fn a_write_the_answerer_has_not_read_when_asked_is_in_the_answer() {
+    let mut sim = Sim::new(5, 1);
+    sim.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
+    sim.run();
+    let x = sim.add("x");
+    sim.with(x, Replica::sync);
+    // x's broadcasts from its sync on (its Joined, its write) wait.
+    sim.intercept(move |from, t| match from == x && t.to.is_none() {
+        true => Verdict::Hold,
+        false => Verdict::Deliver,
+    });
+    sim.run();
+    assert!(sim.replica(x).is_ready());
+    let root = sim.replica(x).root().as_ref_id().unwrap();
+    sim.with(x, |r| r.map_set(root, "k", 1.into())).unwrap();
+    sim.stop_intercepting();
+    // On the link to r0, not yet read; j is not there to hear them.
+    sim.release(x);
+    sim.partition(x, true);
+    let j = sim.add("j");
+    sim.with(j, Replica::sync);
+    sim.run();
+    sim.crash(x);
+    sim.partition(x, false);
+    sim.run();
+    let root = sim.replica(0).root().as_ref_id().unwrap();
+    assert_eq!(sim.replica(0).map_get(root, "k").unwrap(), Some(1.into()));
+    // x offers nothing now: the transport reports it gone.
+    let gone = sim.replica(x).peer_id().clone();
+    sim.with(0, |r| r.evict(&gone));
+    sim.run();
+    assert!(sim.replica(j).is_ready());
+    let root = sim.replica(j).root().as_ref_id().unwrap();
+    assert_eq!(sim.replica(j).map_get(root, "k").unwrap(), Some(1.into()));
+    sim.assert_converged();
+}
+
+/// Replicas on links delivered by hand: one FIFO queue per sender and
+/// receiver.
+struct Links {
+    replicas: Vec<Replica>,
+    queues: BTreeMap<(usize, usize), VecDeque<Arc<[u8]>>>,
+    /// The sender and recipient of each state sent.
+    answers: Vec<(usize, usize)>,
+}
+
+impl Links {
+    fn new(hosts: &[&str]) -> Links {
+        let mut links = Links {
+            replicas: Vec::new(),
+            queues: BTreeMap::new(),
+            answers: Vec::new(),
+        };
+        for h in hosts {
+            links.add(h);
+        }
+        links
+    }
+
+    /// A new replica, which hears only what is sent from now on.
+    fn add(&mut self, host: &str) -> usize {
+        let i = self.replicas.len();
+        let config = Config::default().wire_format(WireFormat::Json);
+        let tag = u32::try_from(i).unwrap() + 1;
+        self.replicas
+            .push(Replica::new(PeerId::new(host, tag), config));
+        self.flush(i);
+        i
+    }
+
+    /// Queues what replica `i` sent.
+    fn flush(&mut self, i: usize) {
+        while let Some(t) = self.replicas[i].poll_transmit() {
+            if kind_of(&t.bytes).as_deref() == Some("SyncAnswer") {
+                let to = t.to.expect("an answer names its recipient");
+                self.answers.push((i, usize::try_from(to).unwrap() - 1));
+            }
+            for j in 0..self.replicas.len() {
+                let tag = self.replicas[j].peer_id().incarnation();
+                if j != i && t.to.is_none_or(|to| to == tag) {
+                    let q = self.queues.entry((i, j)).or_default();
+                    q.push_back(t.bytes.clone());
+                }
+            }
+        }
+    }
+
+    /// Delivers what is on the link from `from` to `to`.
+    fn deliver(&mut self, from: usize, to: usize) {
+        while let Some(bytes) = self
+            .queues
+            .get_mut(&(from, to))
+            .and_then(VecDeque::pop_front)
+        {
+            self.replicas[to].handle_message(&bytes).unwrap();
+            self.flush(to);
+        }
+    }
+
+    /// Delivers everything, link by link, until nothing is in flight.
+    fn run(&mut self) {
+        while let Some(&link) = self
+            .queues
+            .iter()
+            .find(|(_, q)| !q.is_empty())
+            .map(|(l, _)| l)
+        {
+            self.deliver(link.0, link.1);
+        }
+    }
+
+    fn with<R>(&mut self, i: usize, f: impl FnOnce(&mut Replica) -> R) -> R {
+        let r = f(&mut self.replicas[i]);
+        self.flush(i);
+        r
+    }
+}
+
+/// Two members sync at once and fetch from two answerers that read their
+/// requests in opposite orders: each answerer waits for the other joiner's
+/// offer, which that joiner sends on hearing the request while it syncs.
+#[test]
+fn two_joiners_whose_answerers_read_them_in_opposite_orders_are_both_answered() {
+    let (s, t, j, p) = (0, 1, 2, 3);
+    let mut net = Links::new(&["s", "t", "j", "p"]);
+    net.run();
+    net.with(s, |r| r.set_root(Input::Map(vec![])).unwrap());
+    net.run();
+    net.with(j, Replica::sync);
+    net.with(p, Replica::sync);
+    net.deliver(p, s);
+    net.deliver(j, s);
+    net.deliver(j, t);
+    net.deliver(p, t);
+    net.deliver(p, j);
+    net.deliver(j, p);
+    // j fetches from s, p from t.
+    net.deliver(s, j);
+    net.deliver(t, p);
+    // No time passes: no sync timer fires.
+    net.run();
+    assert!(net.replicas[j].is_ready() && net.replicas[p].is_ready());
+    let first = net.replicas[s].snapshot();
+    for r in &mut net.replicas[1..] {
+        assert_eq!(r.snapshot(), first);
+    }
+}
+
+/// A joiner whose only offer, when its sync timer fires, is from a peer
+/// syncing itself fetches from that peer, which keeps the fetch and answers
+/// once its own sync completes.
+#[test]
+fn a_peer_syncing_when_fetched_answers_once_synced() {
+    let (s, p) = (0, 1);
+    let mut net = Links::new(&["s", "p"]);
+    net.run();
+    net.with(s, |r| r.set_root(Input::Map(vec![])).unwrap());
+    net.run();
+    net.with(p, Replica::sync);
+    net.deliver(p, s);
+    let j = net.add("j");
+    net.with(j, Replica::sync);
+    // p hears j's request while it syncs and offers; p did not welcome j,
+    // so j waits for another offer.
+    net.deliver(j, p);
+    net.deliver(p, j);
+    assert!(net.queues[&(j, p)].is_empty(), "no fetch yet");
+    net.with(j, |r| r.handle_timeout(Duration::from_secs(6)));
+    let fetch = net.queues[&(j, p)].back().map(|b| kind_of(b));
+    assert_eq!(fetch, Some(Some("SyncFetch".into())));
+    net.deliver(j, p);
+    assert!(!net.replicas[p].is_ready());
+    net.run();
+    assert!(net.replicas[p].is_ready() && net.replicas[j].is_ready());
+    assert_eq!(net.answers, [(s, p), (p, j)]);
+    let first = net.replicas[s].snapshot();
+    for r in &mut net.replicas[1..] {
+        assert_eq!(r.snapshot(), first);
+    }
+}
