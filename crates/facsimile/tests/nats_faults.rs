@@ -539,3 +539,55 @@ async fn a_write_published_again_after_the_hello_is_judged() {
     converged(&[a.node(), b.node()]).await;
     assert_eq!(b.node().get("/n/x"), None);
 }
+
+/// A node that leaves while its new incarnation catches up, before the
+/// hello, says no hello from it: the start-over ends there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_before_its_new_incarnations_hello_says_none() {
+    let log = log();
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let options = || options("nohello").nats(NatsOptions::new().lease(Duration::from_secs(600)));
+    let a = join(&partition.url(), "alpha", options()).await;
+    let b = join(&server.url(), "bravo", options()).await;
+    a.node().set_root(json!({"m": {}})).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    let held = |name: &str| {
+        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        logged
+            .lines()
+            .filter(|l| l.contains("held at a fail point") && l.contains(name))
+            .count()
+    };
+    let before = held("nats-reload-before-hello");
+    let after = held("nats-reload-after-hello");
+
+    fail::cfg("nats-reload-before-hello", "return(hold)").unwrap();
+    partition.freeze(true);
+    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
+    let _guard = b.node().lock(&m).await.unwrap();
+    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
+    m.set("raced", 1).unwrap();
+    partition.freeze(false);
+    until("alpha to stop before its hello", || {
+        held("nats-reload-before-hello") > before
+    })
+    .await;
+    // A hello would stop here, and the start-over with it.
+    fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
+    a.node().leave();
+    fail::remove("nats-reload-before-hello");
+    match tokio::time::timeout(PATIENCE, a.flush()).await {
+        Ok(Err(net::NetError::WritesLost(1))) => {}
+        other => panic!("the start-over did not end at the leave: {other:?}"),
+    }
+    assert_eq!(held("nats-reload-after-hello"), after, "a hello went out");
+    fail::remove("nats-reload-after-hello");
+    until("bravo to count alpha gone", || {
+        b.node().peers().iter().all(|p| p.hostname() != "alpha")
+    })
+    .await;
+    assert_eq!(a.rejoins(), 0);
+}

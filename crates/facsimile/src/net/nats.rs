@@ -1495,7 +1495,6 @@ async fn reload(
             || !read_back(ctx, node, handing_over && beside, read_to, hello_at)?
         {
             if last >= caught_up_at && !joining {
-                joining = true;
                 // From the hello on, the node takes no writes: it could
                 // judge one only by reading on to it, and the new
                 // incarnation, taking its place before reading it, would
@@ -1508,6 +1507,12 @@ async fn reload(
                     .map_err(|()| Stop::Error("a fault injected before the hello".into()))?;
                 {
                     let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
+                    // A node that left says no hello: the start-over ends
+                    // below.
+                    if n.read(|r| r.has_left()) {
+                        return Ok(());
+                    }
+                    joining = true;
                     handing_over = !n.lease_lapsed();
                     n.hand_over(handing_over);
                     n.send_held();
@@ -1592,9 +1597,11 @@ async fn reload(
     let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
     if n.read(|r| r.has_left()) {
         // It left meanwhile: a node that left is not started over, and
-        // the new incarnation, which said hello, leaves too.
-        for frame in next.goodbye() {
-            ctx.shared.enqueue(frame);
+        // the new incarnation, if it said hello, leaves too.
+        if joining {
+            for frame in next.goodbye() {
+                ctx.shared.enqueue(frame);
+            }
         }
         n.pump_all();
         echoes.left(ctx, &n);
