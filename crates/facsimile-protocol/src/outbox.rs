@@ -188,6 +188,28 @@ impl Outbox {
         self.completed(1);
     }
 
+    /// The frame at connection-wide `index`, while this outbox holds it:
+    /// queued, unacknowledged, or over a log stored and not read back yet
+    /// (unless counted lost already).
+    pub fn frame(&self, index: u64) -> Option<&Bytes> {
+        match index.checked_sub(self.done) {
+            Some(ahead) => {
+                let ahead = usize::try_from(ahead).ok()?;
+                match ahead.checked_sub(self.unacked.len()) {
+                    None => self.unacked.get(ahead),
+                    Some(queued) => self.pending.get(queued),
+                }
+            }
+            None => {
+                let kept = self.kept.as_ref()?;
+                let behind = usize::try_from(self.done - index).ok()?;
+                kept.len()
+                    .checked_sub(behind)
+                    .and_then(|i| kept[i].as_ref())
+            }
+        }
+    }
+
     /// Over a log: the node read its frames back up to index `upto`
     /// (excluded); they are kept no longer.
     pub fn read_back(&mut self, upto: u64) {
@@ -425,6 +447,23 @@ mod tests {
         out.take_batch(usize::MAX, &mut batch);
         out.ack_up_to(5).unwrap();
         assert_eq!((out.queued(), out.done(), out.dropped()), (5, 5, 3));
+    }
+
+    #[test]
+    fn a_frame_is_found_by_its_index_while_held() {
+        let mut out = Outbox::over_log(|_| 1);
+        for b in [b"a", b"b", b"c"] {
+            out.enqueue(Bytes::from_static(b));
+        }
+        let mut batch = Vec::new();
+        out.take_batch(2, &mut batch);
+        out.ack_oldest(1 << 16);
+        assert_eq!(out.frame(0).map(|f| &f[..]), Some(&b"a"[..]));
+        assert_eq!(out.frame(1).map(|f| &f[..]), Some(&b"b"[..]));
+        assert_eq!(out.frame(2).map(|f| &f[..]), Some(&b"c"[..]));
+        assert_eq!(out.frame(3), None);
+        out.read_back(1);
+        assert_eq!(out.frame(0), None);
     }
 
     #[test]

@@ -1438,6 +1438,52 @@ async fn a_forged_own_message_id_is_ignored() {
     converged(&[a.node(), b.node()]).await;
 }
 
+/// A message published under the id of a frame a node queued and has not
+/// had stored yet is not taken for the node's own, and the node's own
+/// message, which the stream drops as a copy of it, is not acknowledged:
+/// the write is reported lost, and the node starts over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_id_taken_before_the_node_published_it_loses_the_write() {
+    let (server, partition, a, b) = alpha_behind_a_partition("taken").await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("FACSIMILE_taken").await.unwrap();
+    let last = stream
+        .get_last_raw_message_by_subject("facsimile.taken")
+        .await
+        .unwrap();
+    let id = last
+        .headers
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .unwrap()
+        .to_string();
+    assert!(id.starts_with("alpha."), "{id}");
+    let (prefix, frames) = id.rsplit_once('.').unwrap();
+    let next = frames.rsplit('-').next().unwrap().parse::<u64>().unwrap() + 1;
+    // Alpha's write waits behind the partition; its id is taken first.
+    partition.freeze(true);
+    a.node().set_path("/w", 1).unwrap();
+    let message = async_nats::jetstream::message::PublishMessage::build()
+        .payload(vec![0xff].into())
+        .message_id(format!("{prefix}.{next}"));
+    js.send_publish("facsimile.taken", message)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    partition.freeze(false);
+    match tokio::time::timeout(PATIENCE, a.flush()).await {
+        Ok(Err(net::NetError::WritesLost(1))) => {}
+        other => panic!("a write no one has was acknowledged: {other:?}"),
+    }
+    // Its frames after the lost one wait behind it: it starts over.
+    until("alpha to start over", || a.rejoins() == 1).await;
+    a.node().set_path("/after", 1).unwrap();
+    a.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(b.node().get("/w"), None);
+}
+
 /// `abort` drops the connection as a crash would: frames still queued
 /// then are never published, even while the node is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

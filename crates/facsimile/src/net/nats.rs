@@ -1026,6 +1026,8 @@ async fn publish(ctx: Arc<Ctx>) {
     // How many frames each message published and not yet acknowledged
     // carries, oldest first.
     let mut packs = VecDeque::new();
+    // Every frame below this index was published at least once.
+    let mut sent_to = 0;
     loop {
         // Closed or aborted: what is still queued never goes out (a closed
         // outbox takes no more frames, but hands out those it holds).
@@ -1045,7 +1047,7 @@ async fn publish(ctx: Arc<Ctx>) {
         }
         connections.mark_unchanged();
         let outcome = tokio::select! {
-            r = publish_batch(&ctx, &batch, first, &mut packs) => r.map_err(Some),
+            r = publish_batch(&ctx, &batch, first, &mut packs, &mut sent_to) => r.map_err(Some),
             // Acknowledgements of what went out on the old connection may
             // never come.
             () = reconnected(&mut connections) => Err(None),
@@ -1170,6 +1172,7 @@ async fn publish_batch(
     batch: &[Bytes],
     first: u64,
     packs: &mut VecDeque<usize>,
+    sent_to: &mut u64,
 ) -> Result<(), PublishError> {
     let mut acks = Vec::new();
     let mut at = 0;
@@ -1213,7 +1216,11 @@ async fn publish_batch(
             .send_publish(ctx.names.subject.clone(), message)
             .await
         {
-            Ok(ack) => acks.push(Pending::Ack(ack, count)),
+            Ok(ack) => {
+                let fresh = index >= *sent_to;
+                *sent_to = (*sent_to).max(index + count as u64);
+                acks.push(Pending::Ack(ack, count, fresh));
+            }
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
                 // It can never be stored: drop it rather than block every
                 // later frame behind it.
@@ -1232,7 +1239,9 @@ async fn publish_batch(
 /// An acknowledgement awaited for a message of so many frames, or the
 /// frames of a message dropped.
 enum Pending {
-    Ack(jetstream::context::PublishAckFuture, usize),
+    /// Of a message of so many frames, and whether it was published for
+    /// the first time.
+    Ack(jetstream::context::PublishAckFuture, usize, bool),
     Dropped(usize),
     /// A publish a test made fail.
     #[cfg(feature = "failpoints")]
@@ -1247,7 +1256,18 @@ async fn settle(
 ) -> Result<(), PublishError> {
     for ack in acks {
         let count = match ack {
-            Pending::Ack(ack, count) => match ack.await {
+            Pending::Ack(ack, count, fresh) => match ack.await {
+                // Stored under its id before this node ever published it:
+                // another publisher took the id, and the stream keeps that
+                // message, not this one. Its frames are lost, and the gap
+                // they leave makes the node start over.
+                Ok(ack) if ack.duplicate && fresh => {
+                    tracing::error!(
+                        sequence = ack.sequence,
+                        "a message's id was taken by another publisher; dropped"
+                    );
+                    count
+                }
                 Ok(ack) => {
                     packs.pop_front();
                     ctx.shared.complete(|outbox| {
@@ -1962,22 +1982,28 @@ impl<'a> Read<'a> {
             Duration::from_nanos(u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0));
         let id = message_id(message);
         let count = id.and_then(frames_named).map_or(1, |(_, count)| count);
-        // Anyone may publish on the subject, under an id with this node's
-        // prefix (the stream shows it): one naming frames this connection
-        // never queued is not its own.
-        let own = id
-            .and_then(|id| own_index(&ctx.id_prefix, id))
-            .filter(|&first| {
-                first
-                    .checked_add(count)
-                    .is_some_and(|end| end <= ctx.shared.outbox().queued())
-            });
         // Like a frame that does not decode, a malformed message is
         // skipped by every reader alike.
         let frames = unpack(&message.payload, count).unwrap_or_else(|| {
             tracing::warn!(seq, count, "refused a malformed message from the stream");
             Vec::new()
         });
+        // Anyone may publish on the subject, under an id with this node's
+        // prefix (the stream shows it): one naming frames this connection
+        // never queued, or other frames than those it still holds, is not
+        // its own.
+        let own = id
+            .and_then(|id| own_index(&ctx.id_prefix, id))
+            .filter(|&first| {
+                let outbox = ctx.shared.outbox();
+                first
+                    .checked_add(count)
+                    .is_some_and(|end| end <= outbox.queued())
+                    && frames.len() as u64 == count
+                    && (first..)
+                        .zip(&frames)
+                        .all(|(i, frame)| outbox.frame(i).is_none_or(|f| f[..] == **frame))
+            });
         Ok(Read {
             seq,
             time,
