@@ -470,7 +470,7 @@ impl Node {
         let mut st = self.state();
         let was = st.replica.peer_id().incarnation();
         for m in messages {
-            #[cfg(test)]
+            #[cfg(all(test, feature = "tcp"))]
             fault::before_message();
             if let Err(e) = st.replica.handle_message(m) {
                 refused(e.into());
@@ -1681,7 +1681,7 @@ impl Node {
 
 /// A fault of the engine, on demand: what a bug in applying a message
 /// does, under the state lock.
-#[cfg(test)]
+#[cfg(all(test, feature = "tcp"))]
 pub(crate) mod fault {
     use std::cell::Cell;
 
