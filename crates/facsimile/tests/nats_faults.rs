@@ -9,7 +9,8 @@ use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use facsimile::net::{self, NatsOptions};
+use facsimile::net::{self, Connection, NatsOptions};
+use facsimile::{LockGuard, MapRef};
 use serde_json::json;
 
 use nats_support::*;
@@ -29,6 +30,21 @@ impl io::Write for Log {
     }
 }
 
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// How many times the transport said it was held at the fail point
+    /// `name`.
+    fn held(&self, name: &str) -> usize {
+        self.text()
+            .lines()
+            .filter(|l| l.contains("held at a fail point") && l.contains(name))
+            .count()
+    }
+}
+
 /// The log of the whole process, its subscriber set by the first caller.
 fn log() -> &'static Log {
     static LOG: OnceLock<Log> = OnceLock::new();
@@ -43,6 +59,48 @@ fn log() -> &'static Log {
     })
 }
 
+/// NATS settings with a lease longer than any test: a membership ends by
+/// a goodbye or a start-over, never by a lapse.
+fn long_lease() -> NatsOptions {
+    NatsOptions::new().lease(Duration::from_secs(600))
+}
+
+/// The map at `path` in `c`'s document.
+fn map(c: &Connection, path: &str) -> MapRef {
+    c.node().get(path).unwrap().as_map().unwrap().clone()
+}
+
+/// Alpha, cut off, writes to `/m` while bravo locks it: the log refuses
+/// the write, ordered after a grant alpha had not read, and alpha starts
+/// over. Returns bravo's guard.
+async fn race_a_grant(partition: &Partition, a: &Connection, b: &Connection) -> LockGuard {
+    partition.freeze(true);
+    let guard = b.node().lock(map(b, "/m")).await.unwrap();
+    map(a, "/m").set("raced", 1).unwrap();
+    partition.freeze(false);
+    guard
+}
+
+/// How many incarnations of alpha `b` counts as members.
+fn alphas(b: &Connection) -> usize {
+    let peers = b.node().peers();
+    peers.iter().filter(|p| p.hostname() == "alpha").count()
+}
+
+/// Waits until `b` reads the hello of alpha's new incarnation, beside the
+/// old one.
+async fn new_incarnation_said_hello(b: &Connection) {
+    until("bravo to read alpha's new incarnation's hello", || {
+        alphas(b) == 2
+    })
+    .await;
+}
+
+/// Waits until `b` counts no incarnation of alpha a member.
+async fn every_alpha_gone(b: &Connection) {
+    until("bravo to count every alpha gone", || alphas(b) == 0).await;
+}
+
 /// A start-over whose new incarnation fails after its hello is tried again
 /// with another one. The one given up says goodbye: otherwise it stays a
 /// member until its lease runs out, and every round of reclamation waits
@@ -51,25 +109,15 @@ fn log() -> &'static Log {
 async fn a_start_over_given_up_after_its_hello_leaves_no_member_behind() {
     let log = log();
     let _scenario = fail::FailScenario::setup();
-    let server = Server::start();
-    let partition = Partition::start(server.port).await;
     // A lease longer than the test: only a goodbye ends a membership.
-    let options = || options("orphan").nats(NatsOptions::new().lease(Duration::from_secs(600)));
-    let a = join(&partition.url(), "alpha", options()).await;
-    let b = join(&server.url(), "bravo", options()).await;
-    a.node().set_root(json!({"m": {}})).unwrap();
-    a.flush().await.unwrap();
-    converged(&[a.node(), b.node()]).await;
+    let (_server, partition, a, b) =
+        alpha_behind_a_partition_with(|| options("orphan").nats(long_lease()), json!({"m": {}}))
+            .await;
 
     fail::cfg("nats-reload-after-hello", "1*return").unwrap();
     // Alpha writes to a map bravo locked before alpha read the grant: the
     // log refuses the write, and alpha starts over.
-    partition.freeze(true);
-    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
-    let _guard = b.node().lock(&m).await.unwrap();
-    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
-    m.set("raced", 1).unwrap();
-    partition.freeze(false);
+    let _guard = race_a_grant(&partition, &a, &b).await;
     match a.flush().await {
         Err(net::NetError::WritesLost(1)) => {}
         other => panic!("the refused write was acknowledged: {other:?}"),
@@ -80,7 +128,7 @@ async fn a_start_over_given_up_after_its_hello_leaves_no_member_behind() {
     a.flush().await.unwrap();
     converged(&[a.node(), b.node()]).await;
 
-    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let logged = log.text();
     assert!(
         logged.contains("a fault injected after the hello"),
         "the fault was injected: {logged}"
@@ -106,33 +154,21 @@ async fn a_start_over_given_up_after_its_hello_leaves_no_member_behind() {
 async fn writes_made_while_a_node_starts_over_are_judged_before_it_takes_their_word() {
     let _ = log();
     let _scenario = fail::FailScenario::setup();
-    let server = Server::start();
-    let partition = Partition::start(server.port).await;
     // A lease longer than the test: the start-over is for a refused write.
-    let options = || options("judged").nats(NatsOptions::new().lease(Duration::from_secs(600)));
-    let a = join(&partition.url(), "alpha", options()).await;
-    let b = join(&server.url(), "bravo", options()).await;
-    a.node().set_root(json!({"m": {}, "n": {}})).unwrap();
-    a.flush().await.unwrap();
-    converged(&[a.node(), b.node()]).await;
+    let (_server, partition, a, b) = alpha_behind_a_partition_with(
+        || options("judged").nats(long_lease()),
+        json!({"m": {}, "n": {}}),
+    )
+    .await;
 
     // The new incarnation stops after its hello until the test lets it go.
     fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
-    partition.freeze(true);
-    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
-    let _m_guard = b.node().lock(&m).await.unwrap();
-    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
-    m.set("raced", 1).unwrap();
-    partition.freeze(false);
-    until("bravo to read alpha's new incarnation's hello", || {
-        let alphas = b.node().peers();
-        alphas.iter().filter(|p| p.hostname() == "alpha").count() == 2
-    })
-    .await;
+    let _m_guard = race_a_grant(&partition, &a, &b).await;
+    new_incarnation_said_hello(&b).await;
 
     // Granted after that hello, which alpha's old incarnation does not
     // read: a write of it to /n lands after the grant.
-    let n = b.node().get("/n").unwrap().as_map().unwrap().clone();
+    let n = map(&b, "/n");
     let _n_guard = b.node().lock(&n).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let heard = seen.clone();
@@ -143,7 +179,7 @@ async fn writes_made_while_a_node_starts_over_are_judged_before_it_takes_their_w
             .unwrap()
             .push(ev.new_value().and_then(|v| v.as_i64()));
     });
-    let n = a.node().get("/n").unwrap().as_map().unwrap().clone();
+    let n = map(&a, "/n");
     let raced = n.set("x", 1);
     let stands = root.set("w", 1);
     fail::remove("nats-reload-after-hello");
@@ -219,24 +255,14 @@ async fn a_joiner_draws_no_tag_its_snapshot_knows() {
 async fn a_new_incarnation_draws_no_tag_the_document_knows() {
     let _ = log();
     let _scenario = fail::FailScenario::setup();
-    let server = Server::start();
-    let partition = Partition::start(server.port).await;
-    let options = || options("retag").nats(NatsOptions::new().lease(Duration::from_secs(600)));
-    let a = join(&partition.url(), "alpha", options()).await;
-    let b = join(&server.url(), "bravo", options()).await;
-    a.node().set_root(json!({"m": {}})).unwrap();
-    a.flush().await.unwrap();
-    converged(&[a.node(), b.node()]).await;
+    let (_server, partition, a, b) =
+        alpha_behind_a_partition_with(|| options("retag").nats(long_lease()), json!({"m": {}}))
+            .await;
 
     let taken = b.node().peer_id().incarnation();
     fail::cfg("node-draw-tag", &format!("1*return({taken})")).unwrap();
     // A write that raced bravo's grant: alpha starts over.
-    partition.freeze(true);
-    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
-    let guard = b.node().lock(&m).await.unwrap();
-    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
-    m.set("raced", 1).unwrap();
-    partition.freeze(false);
+    let guard = race_a_grant(&partition, &a, &b).await;
     match tokio::time::timeout(PATIENCE, a.flush()).await {
         Ok(Err(net::NetError::WritesLost(1))) => {}
         other => panic!("the refused write was not reported alone: {other:?}"),
@@ -284,33 +310,16 @@ async fn a_claim_that_hangs_holds_up_no_reading() {
 async fn a_node_that_leaves_while_it_starts_over_stays_gone() {
     let _ = log();
     let _scenario = fail::FailScenario::setup();
-    let server = Server::start();
-    let partition = Partition::start(server.port).await;
-    let options = || options("left").nats(NatsOptions::new().lease(Duration::from_secs(600)));
-    let a = join(&partition.url(), "alpha", options()).await;
-    let b = join(&server.url(), "bravo", options()).await;
-    a.node().set_root(json!({"m": {}})).unwrap();
-    a.flush().await.unwrap();
-    converged(&[a.node(), b.node()]).await;
+    let (_server, partition, a, b) =
+        alpha_behind_a_partition_with(|| options("left").nats(long_lease()), json!({"m": {}}))
+            .await;
 
     fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
-    partition.freeze(true);
-    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
-    let _guard = b.node().lock(&m).await.unwrap();
-    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
-    m.set("raced", 1).unwrap();
-    partition.freeze(false);
-    until("bravo to read alpha's new incarnation's hello", || {
-        let peers = b.node().peers();
-        peers.iter().filter(|p| p.hostname() == "alpha").count() == 2
-    })
-    .await;
+    let _guard = race_a_grant(&partition, &a, &b).await;
+    new_incarnation_said_hello(&b).await;
     a.node().leave();
     fail::remove("nats-reload-after-hello");
-    until("bravo to count every alpha gone", || {
-        b.node().peers().iter().all(|p| p.hostname() != "alpha")
-    })
-    .await;
+    every_alpha_gone(&b).await;
     assert_eq!(a.rejoins(), 0);
     let refused = a.node().root_map().unwrap().set("k", 1).unwrap_err();
     assert!(
@@ -325,32 +334,15 @@ async fn a_node_that_leaves_while_it_starts_over_stays_gone() {
 async fn a_refused_write_is_lost_though_the_lease_lapses_while_starting_over() {
     let _ = log();
     let _scenario = fail::FailScenario::setup();
-    let server = Server::start();
-    let partition = Partition::start(server.port).await;
-    let a = join(&partition.url(), "alpha", options("lapsed")).await;
-    let b = join(&server.url(), "bravo", options("lapsed")).await;
-    a.node().set_root(json!({"m": {}})).unwrap();
-    a.flush().await.unwrap();
-    converged(&[a.node(), b.node()]).await;
+    let (_server, partition, a, b) =
+        alpha_behind_a_partition_with(|| options("lapsed"), json!({"m": {}})).await;
 
     fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
-    partition.freeze(true);
-    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
-    let _guard = b.node().lock(&m).await.unwrap();
-    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
-    m.set("raced", 1).unwrap();
-    partition.freeze(false);
-    until("bravo to read alpha's new incarnation's hello", || {
-        let alphas = b.node().peers();
-        alphas.iter().filter(|p| p.hostname() == "alpha").count() == 2
-    })
-    .await;
+    let _guard = race_a_grant(&partition, &a, &b).await;
+    new_incarnation_said_hello(&b).await;
     // Both alphas' leases run out while the new one waits after its hello.
     partition.freeze(true);
-    until("bravo to count every alpha gone", || {
-        b.node().peers().iter().all(|p| p.hostname() != "alpha")
-    })
-    .await;
+    every_alpha_gone(&b).await;
     partition.freeze(false);
     fail::remove("nats-reload-after-hello");
     match tokio::time::timeout(PATIENCE, a.flush()).await {
@@ -370,33 +362,12 @@ async fn a_refused_write_is_lost_though_the_lease_lapses_while_starting_over() {
 async fn a_node_that_left_and_fell_behind_the_purge_reads_on() {
     let _ = log();
     let _scenario = fail::FailScenario::setup();
-    let server = Server::start();
-    let partition = Partition::start(server.port).await;
-    let options = || {
-        options("behind").nats(
-            NatsOptions::new()
-                .lease(Duration::from_secs(600))
-                .snapshot_every(2),
-        )
-    };
-    let a = join(&partition.url(), "alpha", options()).await;
-    let b = join(&server.url(), "bravo", options()).await;
-    a.node().set_root(json!({"m": {}})).unwrap();
-    a.flush().await.unwrap();
-    converged(&[a.node(), b.node()]).await;
+    let options = || options("behind").nats(long_lease().snapshot_every(2));
+    let (server, partition, a, b) = alpha_behind_a_partition_with(options, json!({"m": {}})).await;
 
     fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
-    partition.freeze(true);
-    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
-    let guard = b.node().lock(&m).await.unwrap();
-    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
-    m.set("raced", 1).unwrap();
-    partition.freeze(false);
-    until("bravo to read alpha's new incarnation's hello", || {
-        let peers = b.node().peers();
-        peers.iter().filter(|p| p.hostname() == "alpha").count() == 2
-    })
-    .await;
+    let guard = race_a_grant(&partition, &a, &b).await;
+    new_incarnation_said_hello(&b).await;
     drop(guard);
     // Bravo saves snapshots and purges the stream past where alpha read.
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
@@ -415,10 +386,7 @@ async fn a_node_that_left_and_fell_behind_the_purge_reads_on() {
         Ok(Err(net::NetError::WritesLost(1))) => {}
         other => panic!("the refused write was not reported once: {other:?}"),
     }
-    until("bravo to count every alpha gone", || {
-        b.node().peers().iter().all(|p| p.hostname() != "alpha")
-    })
-    .await;
+    every_alpha_gone(&b).await;
     b.node().set_path("/k", k).unwrap();
     b.flush().await.unwrap();
     match tokio::time::timeout(PATIENCE, a.flush()).await {
@@ -435,29 +403,17 @@ async fn a_node_that_left_and_fell_behind_the_purge_reads_on() {
 async fn frames_queued_after_the_hello_do_not_hold_up_the_hand_over() {
     let _ = log();
     let _scenario = fail::FailScenario::setup();
-    let server = Server::start();
-    let partition = Partition::start(server.port).await;
-    let options = || options("chase").nats(NatsOptions::new().lease(Duration::from_secs(600)));
-    let a = join(&partition.url(), "alpha", options()).await;
-    let b = join(&server.url(), "bravo", options()).await;
-    a.node().set_root(json!({"m": {}, "n": {}})).unwrap();
-    a.flush().await.unwrap();
-    converged(&[a.node(), b.node()]).await;
-    let n = a.node().get("/n").unwrap().as_map().unwrap().clone();
+    let (_server, partition, a, b) = alpha_behind_a_partition_with(
+        || options("chase").nats(long_lease()),
+        json!({"m": {}, "n": {}}),
+    )
+    .await;
+    let n = map(&a, "/n");
     let n_guard = a.node().lock(&n).await.unwrap();
 
     fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
-    partition.freeze(true);
-    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
-    let _m_guard = b.node().lock(&m).await.unwrap();
-    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
-    m.set("raced", 1).unwrap();
-    partition.freeze(false);
-    until("bravo to read alpha's new incarnation's hello", || {
-        let alphas = b.node().peers();
-        alphas.iter().filter(|p| p.hostname() == "alpha").count() == 2
-    })
-    .await;
+    let _m_guard = race_a_grant(&partition, &a, &b).await;
+    new_incarnation_said_hello(&b).await;
     // The old incarnation queues a release after the hello, which is not
     // published until the new incarnation has taken its place.
     fail::cfg("nats-publish", "return(hold)").unwrap();
@@ -482,48 +438,33 @@ async fn frames_queued_after_the_hello_do_not_hold_up_the_hand_over() {
 async fn a_write_published_again_after_the_hello_is_judged() {
     let log = log();
     let _scenario = fail::FailScenario::setup();
-    let server = Server::start();
-    let partition = Partition::start(server.port).await;
-    let options = || options("again").nats(NatsOptions::new().lease(Duration::from_secs(600)));
-    let a = join(&partition.url(), "alpha", options()).await;
-    let b = join(&server.url(), "bravo", options()).await;
-    a.node().set_root(json!({"m": {}, "n": {}})).unwrap();
-    a.flush().await.unwrap();
-    converged(&[a.node(), b.node()]).await;
-    let held = |name: &str| {
-        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-        logged
-            .lines()
-            .filter(|l| l.contains("held at a fail point") && l.contains(name))
-            .count()
-    };
-    let before = held("nats-reload-before-hello");
-    let after = held("nats-reload-after-hello");
+    let (_server, partition, a, b) = alpha_behind_a_partition_with(
+        || options("again").nats(long_lease()),
+        json!({"m": {}, "n": {}}),
+    )
+    .await;
+    let before = log.held("nats-reload-before-hello");
+    let after = log.held("nats-reload-after-hello");
 
     // Alpha starts over for a write that raced a grant, and stops before
     // its new incarnation's hello.
     fail::cfg("nats-reload-before-hello", "return(hold)").unwrap();
-    partition.freeze(true);
-    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
-    let _m_guard = b.node().lock(&m).await.unwrap();
-    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
-    m.set("raced", 1).unwrap();
-    partition.freeze(false);
+    let _m_guard = race_a_grant(&partition, &a, &b).await;
     until("alpha to stop before its hello", || {
-        held("nats-reload-before-hello") > before
+        log.held("nats-reload-before-hello") > before
     })
     .await;
     // Granted after what alpha read: alpha's write to /n is refused.
-    let n = b.node().get("/n").unwrap().as_map().unwrap().clone();
+    let n = map(&b, "/n");
     let _n_guard = b.node().lock(&n).await.unwrap();
     fail::cfg("nats-publish", "return(hold)").unwrap();
-    let n = a.node().get("/n").unwrap().as_map().unwrap().clone();
+    let n = map(&a, "/n");
     // Larger than a pack: a message of its own.
     n.set("x", "x".repeat(70 << 10)).unwrap();
     fail::cfg("nats-reload-after-hello", "return(hold)").unwrap();
     fail::remove("nats-reload-before-hello");
     until("alpha to say hello", || {
-        held("nats-reload-after-hello") > after
+        log.held("nats-reload-after-hello") > after
     })
     .await;
     // The write's message fails, the hello's after it is stored, and the
@@ -546,33 +487,16 @@ async fn a_write_published_again_after_the_hello_is_judged() {
 async fn a_node_that_leaves_before_its_new_incarnations_hello_says_none() {
     let log = log();
     let _scenario = fail::FailScenario::setup();
-    let server = Server::start();
-    let partition = Partition::start(server.port).await;
-    let options = || options("nohello").nats(NatsOptions::new().lease(Duration::from_secs(600)));
-    let a = join(&partition.url(), "alpha", options()).await;
-    let b = join(&server.url(), "bravo", options()).await;
-    a.node().set_root(json!({"m": {}})).unwrap();
-    a.flush().await.unwrap();
-    converged(&[a.node(), b.node()]).await;
-    let held = |name: &str| {
-        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-        logged
-            .lines()
-            .filter(|l| l.contains("held at a fail point") && l.contains(name))
-            .count()
-    };
-    let before = held("nats-reload-before-hello");
-    let after = held("nats-reload-after-hello");
+    let (_server, partition, a, b) =
+        alpha_behind_a_partition_with(|| options("nohello").nats(long_lease()), json!({"m": {}}))
+            .await;
+    let before = log.held("nats-reload-before-hello");
+    let after = log.held("nats-reload-after-hello");
 
     fail::cfg("nats-reload-before-hello", "return(hold)").unwrap();
-    partition.freeze(true);
-    let m = b.node().get("/m").unwrap().as_map().unwrap().clone();
-    let _guard = b.node().lock(&m).await.unwrap();
-    let m = a.node().get("/m").unwrap().as_map().unwrap().clone();
-    m.set("raced", 1).unwrap();
-    partition.freeze(false);
+    let _guard = race_a_grant(&partition, &a, &b).await;
     until("alpha to stop before its hello", || {
-        held("nats-reload-before-hello") > before
+        log.held("nats-reload-before-hello") > before
     })
     .await;
     // A hello would stop here, and the start-over with it.
@@ -583,11 +507,12 @@ async fn a_node_that_leaves_before_its_new_incarnations_hello_says_none() {
         Ok(Err(net::NetError::WritesLost(1))) => {}
         other => panic!("the start-over did not end at the leave: {other:?}"),
     }
-    assert_eq!(held("nats-reload-after-hello"), after, "a hello went out");
+    assert_eq!(
+        log.held("nats-reload-after-hello"),
+        after,
+        "a hello went out"
+    );
     fail::remove("nats-reload-after-hello");
-    until("bravo to count alpha gone", || {
-        b.node().peers().iter().all(|p| p.hostname() != "alpha")
-    })
-    .await;
+    every_alpha_gone(&b).await;
     assert_eq!(a.rejoins(), 0);
 }

@@ -322,11 +322,20 @@ pub(crate) async fn converged(nodes: &[&Node]) -> Vec<u8> {
 pub(crate) async fn alpha_behind_a_partition(
     doc: &str,
 ) -> (Server, Partition, Connection, Connection) {
+    alpha_behind_a_partition_with(|| options(doc), json!({"log": []})).await
+}
+
+/// A server, alpha joined through a [`Partition`] and bravo directly, each
+/// with `options()`, once both read the `root` alpha set.
+pub(crate) async fn alpha_behind_a_partition_with(
+    options: impl Fn() -> ConnectOptions,
+    root: serde_json::Value,
+) -> (Server, Partition, Connection, Connection) {
     let server = Server::start();
     let partition = Partition::start(server.port).await;
-    let a = join(&partition.url(), "alpha", options(doc)).await;
-    let b = join(&server.url(), "bravo", options(doc)).await;
-    a.node().set_root(json!({"log": []})).unwrap();
+    let a = join(&partition.url(), "alpha", options()).await;
+    let b = join(&server.url(), "bravo", options()).await;
+    a.node().set_root(root).unwrap();
     a.flush().await.unwrap();
     converged(&[a.node(), b.node()]).await;
     (server, partition, a, b)
