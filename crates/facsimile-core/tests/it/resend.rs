@@ -136,21 +136,27 @@ fn writes_before_the_welcome(seed: u64, p: usize) -> (Sim, usize) {
     (sim, n)
 }
 
+/// Counts from here on the resend requests `n` sends replica `to`.
+fn resends_to(sim: &mut Sim, n: usize, to: usize) -> Arc<AtomicUsize> {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    let p = sim.tag(to);
+    sim.intercept(move |from, t| {
+        if from == n && t.to == Some(p) && kind_of(&t.bytes).as_deref() == Some("Resend") {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        Verdict::Deliver
+    });
+    asked
+}
+
 /// The newcomer follows the stream from its start, as the welcome would
 /// have it, and asks for it once however many of its messages came first.
 #[test]
 fn writes_that_reach_a_newcomer_before_their_sender_s_welcome_are_applied() {
     run_seeds(0..20, |seed| {
         let (mut sim, n) = writes_before_the_welcome(seed, 2);
-        let asked = Arc::new(AtomicUsize::new(0));
-        let count = asked.clone();
-        let p = sim.tag(2);
-        sim.intercept(move |from, t| {
-            if from == n && t.to == Some(p) && kind_of(&t.bytes).as_deref() == Some("Resend") {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            Verdict::Deliver
-        });
+        let asked = resends_to(&mut sim, n, 2);
         sim.settle();
         assert_eq!(asked.load(Ordering::Relaxed), 1, "seed {seed}");
         let root = sim.replica(n).root().as_ref_id().unwrap();
@@ -181,15 +187,7 @@ fn strangers_do_not_make_a_newcomer_ask_a_sender_again_at_each_message() {
             });
             sim.replica(n).handle_message(&stranger).unwrap();
         }
-        let asked = Arc::new(AtomicUsize::new(0));
-        let count = asked.clone();
-        let p = sim.tag(2);
-        sim.intercept(move |from, t| {
-            if from == n && t.to == Some(p) && kind_of(&t.bytes).as_deref() == Some("Resend") {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            Verdict::Deliver
-        });
+        let asked = resends_to(&mut sim, n, 2);
         sim.settle();
         assert_eq!(asked.load(Ordering::Relaxed), 1, "seed {seed}");
         let root = sim.replica(n).root().as_ref_id().unwrap();
