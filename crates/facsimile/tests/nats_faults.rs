@@ -516,3 +516,37 @@ async fn a_node_that_leaves_before_its_new_incarnations_hello_says_none() {
     every_alpha_gone(&b).await;
     assert_eq!(a.rejoins(), 0);
 }
+
+/// A claim won once the stream has gone quiet saves its snapshot then,
+/// not at the next message read: none may come for a long while (here,
+/// with no heartbeats, none at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_won_on_a_quiet_stream_saves_its_snapshot() {
+    const EVERY: u64 = 4;
+    let log = log();
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let options = options("quiet").nats(long_lease().snapshot_every(EVERY));
+    let a = join(&server.url(), "alpha", options).await;
+    a.node().set_root(json!({"n": 0})).unwrap();
+    a.flush().await.unwrap();
+    // Alpha claims once the stream holds EVERY messages; the claim waits
+    // until the writes are over and read.
+    let before = log.held("nats-claim");
+    fail::cfg("nats-claim", "return(hold)").unwrap();
+    let mut n = 0;
+    while log.held("nats-claim") == before {
+        assert!(n < 100, "alpha never claimed");
+        n += 1;
+        a.node().set_path("/n", n).unwrap();
+        a.flush().await.unwrap();
+    }
+    fail::remove("nats-claim");
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let claims = js.get_key_value("FACSIMILE_quiet_CLAIMS").await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while claims.get("current").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "alpha saves no snapshot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -2178,23 +2178,44 @@ impl SnapshotDuty {
             }
         }
         if !self.claimed && self.claiming.is_none() && seq >= self.known.saturating_add(every) {
-            let claims = ctx.snapshots.claims.clone();
-            self.claiming = Some(tokio::spawn(claim(claims, every, self.known, seq)));
+            let (claims, known) = (ctx.snapshots.claims.clone(), self.known);
+            let (snapshots, stream) = (ctx.snapshots.clone(), ctx.stream.clone());
+            let node = node.downgrade();
+            self.claiming = Some(tokio::spawn(async move {
+                let mut found = claim(claims, every, known, seq).await;
+                // The stream may say nothing more for a long while after
+                // the message claimed: save now if the state is a prefix of
+                // the log, rather than at the next batch read.
+                let saved = |n: Node| save(&snapshots, &stream, every, &n);
+                if found.won && Node::upgrade(&node).is_some_and(saved) {
+                    found.won = false;
+                }
+                found
+            }));
         }
-        if self.claimed {
-            if let Some(bytes) = node.log_snapshot() {
-                self.claimed = false;
-                let position = node.log_position();
-                tokio::spawn(save_snapshot(
-                    ctx.snapshots.clone(),
-                    ctx.stream.clone(),
-                    bytes,
-                    position,
-                    RETAINED_INTERVALS.saturating_mul(every),
-                ));
-            }
+        if self.claimed && save(&ctx.snapshots, &ctx.stream, every, node) {
+            self.claimed = false;
         }
     }
+}
+
+/// Saves a snapshot of `node`'s state, on a task of its own (a save under
+/// way outlives the reader), if that state is exactly a prefix of the log;
+/// `every` is the interval between snapshots.
+/// Returns whether it did.
+fn save(snapshots: &Snapshots, stream: &stream::Stream, every: u64, node: &Node) -> bool {
+    let Some(bytes) = node.log_snapshot() else {
+        return false;
+    };
+    let position = node.log_position();
+    tokio::spawn(save_snapshot(
+        snapshots.clone(),
+        stream.clone(),
+        bytes,
+        position,
+        RETAINED_INTERVALS.saturating_mul(every),
+    ));
+    true
 }
 
 /// Compare-and-set on the claims entry, for the snapshot at the message
