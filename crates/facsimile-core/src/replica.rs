@@ -1090,10 +1090,9 @@ impl Replica {
         // Whoever this replica knows and has not heard ask for a sync of
         // its own (or, live, heard complete it) holds the document; a peer
         // it knows nothing of may sync since before it listened.
-        let syncing: Vec<PeerIdx> = self.serve.syncing().collect();
         joining.trust(
             (self.peers.iter())
-                .filter(|&(p, _)| p != PeerIdx::SELF && !syncing.contains(&p))
+                .filter(|&(p, _)| p != PeerIdx::SELF && !self.serve.is_syncing(p))
                 .map(|(_, id)| Tag(id.incarnation())),
         );
         self.phase = Phase::Joining(Box::new(joining));
@@ -1788,7 +1787,7 @@ impl Replica {
                 let asked = self
                     .peers
                     .by_tag(from.0)
-                    .is_some_and(|p| self.serve.syncing().any(|s| s == p));
+                    .is_some_and(|p| self.serve.is_syncing(p));
                 if self.is_ready() && asked {
                     self.serve.fetched(from);
                     self.answer_fetches();

@@ -211,6 +211,11 @@ impl SyncServer {
         self.syncing.iter().copied()
     }
 
+    /// Whether `peer`'s sync request was read here and its `Joined` not.
+    pub(crate) fn is_syncing(&self, peer: PeerIdx) -> bool {
+        self.syncing.contains(&peer)
+    }
+
     /// Takes the syncing members of a transferred state.
     pub(crate) fn load(&mut self, syncing: Vec<PeerIdx>) {
         self.syncing = syncing
