@@ -829,16 +829,16 @@ impl<'t> Differ<'_, 't> {
                 None
             }
             (Some((o, ObjectKind::Map)), Tree::Variant(name, t)) => {
-                let same = self.variant(o).as_deref() == Some(*name);
+                // Sorted: the first is the variant the map reads as.
+                let keys = self.r.map_keys(o).unwrap_or_default();
+                let same = keys.first().map(SmolStr::as_str) == Some(*name);
                 match self.get(o, name)? {
                     Some(v) if same => {
                         if !self.revisit(o, cur, new)? {
                             // The keys of other variants a concurrent switch
                             // left (they read as this one).
-                            for k in self.r.map_keys(o).map_err(|e| ConvError::store(e.into()))? {
-                                if k != *name {
-                                    self.plan.writes.push(Write::Delete(o, k));
-                                }
+                            for k in keys.into_iter().skip(1) {
+                                self.plan.writes.push(Write::Delete(o, k));
                             }
                             if let Some(input) = self.diff(&v, t).map_err(|e| e.at_key(name))? {
                                 self.plan.writes.push(Write::Set(
