@@ -811,12 +811,10 @@ impl Doc {
                         doc = %self.name, peer = %c.hostname, addr = %c.addr, %reason, heard,
                         "client disconnected"
                     );
-                    if !heard {
-                        self.linger_unheard(conn);
-                    } else if self.config.reconnect_grace.is_zero() {
+                    if heard && self.config.reconnect_grace.is_zero() {
                         self.drop_client(conn, &format!("disconnected ({reason})"));
                     } else {
-                        self.linger(conn);
+                        self.linger(conn, heard);
                     }
                 }
             }
@@ -1440,32 +1438,23 @@ impl Doc {
     /// Forgets a broken connection but keeps the tags it spoke for
     /// members until its reconnection grace ends: a connection that says
     /// hello as one of them meanwhile takes it over.
-    fn linger(&mut self, conn: ConnId) {
+    ///
+    /// A connection that ended before it carried a frame (`heard` false)
+    /// ended before its node was seen to hear the welcome: a client that
+    /// gave up waiting for it (the relay was recovering the document) has
+    /// not left, and comes back. Its tags stay for the peer timeout (or the
+    /// grace, if longer), as a silent member's would; nothing of it was
+    /// applied, so no count of applied frames is taken from it.
+    fn linger(&mut self, conn: ConnId, heard: bool) {
         let Some(c) = self.clients.remove(&conn) else {
             return;
         };
-        self.note_applied(conn, &c);
+        let mut grace = self.config.reconnect_grace;
+        match heard {
+            true => self.note_applied(conn, &c),
+            false => grace = grace.max(self.config.peer_timeout),
+        }
         c.out.cancel.cancel();
-        let grace = self.config.reconnect_grace;
-        self.lingering
-            .push((later(Instant::now(), grace), grace, conn, c.tags));
-    }
-
-    /// Forgets a connection that ended before it carried a frame, so
-    /// before its node was seen to hear the welcome: a client that gave up
-    /// waiting for it (the relay was recovering the document) has not left,
-    /// and comes back. Its tags stay members for the peer timeout (or the
-    /// grace, if longer), as a silent member would, and a connection that
-    /// says hello as one of them meanwhile takes it over. Nothing of it
-    /// was applied, and its count of applied frames is not taken: the
-    /// node's frames were counted on the connection it last heard a
-    /// welcome on.
-    fn linger_unheard(&mut self, conn: ConnId) {
-        let Some(c) = self.clients.remove(&conn) else {
-            return;
-        };
-        c.out.cancel.cancel();
-        let grace = self.config.reconnect_grace.max(self.config.peer_timeout);
         self.lingering
             .push((later(Instant::now(), grace), grace, conn, c.tags));
     }
