@@ -620,19 +620,12 @@ impl Shared {
         let name = name.to_string();
         let id = inbox.id();
         Some(Box::new(move |quiet: &dyn Fn() -> bool| {
-            let Some(shared) = shared.upgrade() else {
-                return false;
-            };
-            let mut docs = shared.docs.lock().unwrap_or_else(|e| e.into_inner());
-            let ours = docs.get(&name).is_some_and(|inbox| inbox.is(&id));
             // Under the table's lock nobody can be handed the inbox: with
             // nobody on the way in and nothing in the channel, no client
             // can reach the document any more.
-            if ours && id.unjoined() && quiet() {
-                docs.remove(&name);
-                return true;
-            }
-            false
+            shared
+                .upgrade()
+                .is_some_and(|shared| shared.unlist_if(&name, &id, || id.unjoined() && quiet()))
         }))
     }
 
@@ -643,14 +636,23 @@ impl Shared {
         let name = name.to_string();
         let id = inbox.id();
         Box::new(move || {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let mut docs = shared.docs.lock().unwrap_or_else(|e| e.into_inner());
-            if docs.get(&name).is_some_and(|inbox| inbox.is(&id)) {
-                docs.remove(&name);
+            if let Some(shared) = shared.upgrade() {
+                shared.unlist_if(&name, &id, || true);
             }
         })
+    }
+
+    /// Takes document `name` out of the table if its entry is still the
+    /// inbox `id` names (a later opening may have replaced it) and `ready`
+    /// says so, asked under the table's lock. Returns whether it did.
+    fn unlist_if(&self, name: &str, id: &document::InboxId, ready: impl FnOnce() -> bool) -> bool {
+        let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        let ours = docs.get(name).is_some_and(|inbox| inbox.is(id));
+        if ours && ready() {
+            docs.remove(name);
+            return true;
+        }
+        false
     }
 
     /// Where document `name` is: open (the way in, counted as a client on
