@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use facsimile_core::sim::{Sim, Verdict, run_seeds};
-use facsimile_core::{Config, Input, ObjectId, ReceiveError, Replica, Transmit, Value, WireFormat};
+use facsimile_core::{
+    Config, Input, LockState, ObjectId, ReceiveError, Replica, Transmit, Value, WireFormat,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value as Json, json};
@@ -1819,5 +1821,75 @@ fn many_requests_for_one_lock_in_one_message_are_refused() {
         facsimile_core::LockState::Held(_)
     ));
     net.replica(M).unlock(root_m).unwrap();
+    still_converges(&mut net);
+}
+
+/// Mallory's next acknowledgement, taken off the network (to be sent on
+/// with [`Sim::send`]): its `obj` and `req` as mallory's stream names them.
+fn mallory_acks(net: &mut Sim) -> (Transmit, Json) {
+    let (_, ack) = net
+        .run_until(|from, t| from == M && String::from_utf8_lossy(&t.bytes).contains("LockAck"))
+        .expect("mallory acknowledges the request");
+    let mut v: Json = serde_json::from_slice(&edit_json(&ack.bytes, |_| {})).unwrap();
+    let a = op(&mut v, "LockAck");
+    let named = json!({"obj": a["obj"], "req": a["req"]});
+    (ack, named)
+}
+
+/// Regression: a release naming another peer's request was applied, so
+/// that any peer could free a lock its holder still relied on, or drop a
+/// waiting request from every queue. A replica releases only its own
+/// requests; such a message is refused whole.
+#[test]
+fn a_release_of_another_peer_s_request_is_refused() {
+    let mut net = world(WireFormat::Json);
+    let mt = net.tag(M);
+    // Alpha holds the lock on meta and bravo waits behind it.
+    let meta_a = child(&net, A, "meta");
+    net.replica(A).lock(meta_a, true).unwrap();
+    let (ack, alpha_req) = mallory_acks(&mut net);
+    net.send(M, ack);
+    net.run();
+    let meta_b = child(&net, B, "meta");
+    net.replica(B).lock(meta_b, true).unwrap();
+    let (ack, bravo_req) = mallory_acks(&mut net);
+    net.send(M, ack);
+    net.run();
+    let LockState::Held(token) = net[A].lock_state(meta_a) else {
+        panic!("alpha holds the lock");
+    };
+    assert_eq!(net[B].lock_state(meta_b), LockState::Waiting);
+    // Mallory's next message, its write turned into a release of another
+    // peer's request (withdrawal or release alike).
+    let write = mallory_writes(&mut net, |m, root| {
+        m.map_set(root, "m", 1.into()).unwrap();
+    });
+    let forged = |named: &Json, token: u64| {
+        edit_json(&write.bytes, |v| {
+            let ops = v["body"]["Ops"]["ops"].as_array_mut().unwrap();
+            let write = ops.iter_mut().find(|o| o.get("MapSet").is_some()).unwrap();
+            *write = json!({"Unlock": {"obj": named["obj"], "req": named["req"], "token": token}});
+        })
+    };
+    let tables = |net: &Sim| [net[A].lock_table(), net[B].lock_table()];
+    let before = tables(&net);
+    for (victim, named, token) in [
+        (B, &alpha_req, token),
+        (A, &alpha_req, token),
+        (A, &bravo_req, 0),
+        (B, &bravo_req, 0),
+    ] {
+        let e = refused(&mut net, victim, &forged(named, token));
+        assert!(is_invalid_from(&e, mt), "{e}");
+    }
+    assert_eq!(tables(&net), before, "a refused release changed a queue");
+    // The honest write still applies, and the lock passes as it should.
+    net.release(M);
+    net.run();
+    assert_eq!(net[A].lock_state(meta_a), LockState::Held(token));
+    net.replica(A).unlock(meta_a).unwrap();
+    net.run();
+    assert!(matches!(net[B].lock_state(meta_b), LockState::Held(t) if t > token));
+    net.replica(B).unlock(meta_b).unwrap();
     still_converges(&mut net);
 }

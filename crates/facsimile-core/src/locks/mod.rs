@@ -527,12 +527,16 @@ impl Locks {
 
     /// Refuses `ops`, a message of `sender` (`from`) being validated, when
     /// it would queue a second request of `sender` on one object beside
-    /// the first. An honest replica has one at most: it ends one (its
+    /// the first, or when it releases a request that is not `sender`'s.
+    /// An honest replica has one request at most: it ends one (its
     /// release or withdrawal comes first in its stream, or a log refused
     /// it unqueued) before it makes the next. Each request costs every
     /// receiver its place in an ordered queue and an acknowledgement
     /// listing the members, so a message of many would cost them work and
-    /// output out of all proportion to its size.
+    /// output out of all proportion to its size. A replica releases only
+    /// its own requests (a departed peer's go by its departure, read by
+    /// every replica), so a release of another's would free a lock its
+    /// holder still relies on, or drop a request from the queue.
     ///
     /// # Errors
     /// [`ReceiveError::Invalid`], before anything changed.
@@ -560,7 +564,13 @@ impl Locks {
                     }
                     *queued = Some(stamp);
                 }
-                Op::Unlock { obj, req, .. } if req.peer == sender => {
+                Op::Unlock { req, .. } if req.peer != sender => {
+                    return Err(ReceiveError::invalid(
+                        from,
+                        "a release of another peer's lock request",
+                    ));
+                }
+                Op::Unlock { obj, req, .. } => {
                     let queued = pending
                         .entry(obj)
                         .or_insert_with(|| q.request_of(obj, sender));

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use facsimile_core::sim::run_seeds;
 use facsimile_core::{
-    Config, Error, Event, Input, LockEvent, LockState, ObjectId, PeerId, Replica, Value, WireFormat,
+    Config, Error, Event, Input, LockEvent, LockState, ObjectId, PeerId, ReceiveError, Replica,
+    Value, WireFormat,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -795,4 +796,84 @@ fn a_new_incarnation_keeps_to_what_its_transport_carries() {
         .map_set(root, "s", Input::from("x".repeat(8000)))
         .unwrap_err();
     assert!(matches!(err, Error::TooLarge { limit: 4096, .. }), "{err}");
+}
+
+#[test]
+fn a_release_of_another_peer_s_request_is_refused_by_every_replica() {
+    // Replica 2 forges the release of replica 0's lock, which replica 1
+    // waits for: applied, it would grant replica 1 while replica 0 holds.
+    let mut log = Log::with_config(3, 41, config().wire_format(WireFormat::Json));
+    log.now = LEASE;
+    let child = Input::Map(vec![("c".into(), Input::Map(vec![]))]);
+    log.replicas[0].set_root(child).unwrap();
+    log.publish(0);
+    log.run();
+    let root = object(&log.replicas[0]).unwrap();
+    // The root map's counter, then the root's assignment, then the request.
+    let (_, root_counter) = log.replicas[0].object_origin(root);
+    let request = root_counter + 2;
+    log.replicas[0].lock(root, true).unwrap();
+    log.publish(0);
+    log.run();
+    let LockState::Held(token) = log.replicas[0].lock_state(root) else {
+        panic!("replica 0 holds the lock");
+    };
+    let theirs = object(&log.replicas[1]).unwrap();
+    log.replicas[1].lock(theirs, true).unwrap();
+    log.publish(1);
+    log.run();
+    assert_eq!(log.replicas[1].lock_state(theirs), LockState::Waiting);
+    // Replica 2's write to the child names replica 0's objects (its first
+    // peer); the forgery puts a release of replica 0's request in its place.
+    let mallory = object(&log.replicas[2]).unwrap();
+    let Ok(Some(Value::Ref(c))) = log.replicas[2].map_get(mallory, "c") else {
+        panic!("a child map");
+    };
+    log.replicas[2].map_set(c, "x", Input::from(1)).unwrap();
+    let write = log.take_sent(2);
+    let [write] = write.as_slice() else {
+        panic!("one message");
+    };
+    let forged = support::edit_json(write, |v| {
+        let ops = v["body"]["Ops"]["ops"].as_array_mut().unwrap();
+        let op = ops.iter_mut().find(|o| o.get("MapSet").is_some()).unwrap();
+        *op = serde_json::json!({"Unlock": {
+            "obj": {"p": 1, "c": root_counter},
+            "req": {"p": 1, "c": request},
+            "token": token,
+        }});
+    });
+    let tables = |log: &Log| [0, 1].map(|i| log.replicas[i].lock_table());
+    let before = tables(&log);
+    log.place([forged.clone()]);
+    let position = log.entries.len() as u64;
+    for i in [0, 1] {
+        let r = log.replicas[i].handle_ordered(&forged, position, log.now);
+        assert!(
+            matches!(r, Err(ReceiveError::Invalid { .. })),
+            "replica {i}: {r:?}"
+        );
+        log.cursors[i] += 1;
+    }
+    assert_eq!(tables(&log), before, "a refused release changed a queue");
+    assert_eq!(log.replicas[0].lock_state(root), LockState::Held(token));
+    assert_eq!(log.replicas[1].lock_state(theirs), LockState::Waiting);
+    // The sender's own message of that number still comes, and applies.
+    log.place([write.clone()]);
+    log.run();
+    assert_eq!(
+        log.replicas[1].lock_holder_token(theirs),
+        Some((log.replicas[0].peer_id().clone(), token))
+    );
+    // Replica 0's own release names the request the forgery named.
+    log.replicas[0].unlock(root).unwrap();
+    let release = log.take_sent(0);
+    let v: serde_json::Value =
+        serde_json::from_slice(&support::edit_json(&release[0], |_| {})).expect("a JSON message");
+    assert_eq!(v["body"]["Ops"]["ops"][0]["Unlock"]["req"]["c"], request);
+    log.place(release);
+    log.run();
+    assert!(matches!(log.replicas[1].lock_state(theirs), LockState::Held(t) if t > token));
+    nobody_left(&log);
+    assert_eq!(log.replicas[0].snapshot(), log.replicas[1].snapshot());
 }
