@@ -151,3 +151,73 @@ def test_a_field_left_none_keeps_a_stored_null():
     changes.clear()
     server.update(lambda g: setattr(g.players[0], "team", None), Game)
     assert changes == [("team", None)] and "team" not in client.store.players[0]
+
+
+@dataclasses.dataclass
+class Member:
+    name: str
+
+
+@dataclasses.dataclass
+class Club:
+    members: List[Member]
+    leader: Optional[Member] = None
+
+
+def test_keys_a_type_does_not_declare_stay_with_their_record():
+    net = Net("server", "client")
+    server, client = net
+    ada, bob, cy = ({"name": n, "secret": n.upper()} for n in ("ada", "bob", "cy"))
+    server.store = {"members": [ada, bob, cy]}
+    changes = []
+    client.on("change", lambda c: changes.append(c.key))
+
+    def reverse(c: Club):
+        c.members.reverse()
+
+    first = client.store.members[0]
+    server.update(reverse)
+    assert client.store.to_python() == {"members": [cy, bob, ada]}
+    # The elements moved, none was rewritten: each keeps its identity.
+    assert changes == [None] and client.store.members[2] is first
+
+    def drop_bob(c: Club):
+        del c.members[1]
+
+    server.update(drop_bob)
+    assert client.store.to_python() == {"members": [cy, ada]}
+
+    # A record moved to a field takes its keys along; a new one has none.
+    def promote(c: Club):
+        c.leader = c.members.pop(0)
+        c.members.insert(0, Member("dee"))
+
+    server.update(promote)
+    assert client.store.to_python() == {"members": [{"name": "dee"}, ada], "leader": cy}
+
+    # One assigned to a field is written over what the field held.
+    def replace_leader(c: Club):
+        c.leader = Member("eve")
+
+    server.update(replace_leader)
+    assert client.store.leader == {"name": "eve", "secret": "CY"}
+
+
+def test_pydantic_records_keep_their_undeclared_keys():
+    import pydantic
+
+    class Item(pydantic.BaseModel):
+        name: str
+
+    class Stock(pydantic.BaseModel):
+        items: List[Item]
+
+    a, b = Net("alpha", "bravo")
+    bolt, nut = {"name": "bolt", "bin": 1}, {"name": "nut", "bin": 2}
+    a.store = {"items": [bolt, nut]}
+
+    def drop_first(s: Stock):
+        s.items.pop(0)
+
+    a.update(drop_first)
+    assert b.store.to_python() == {"items": [nut]}
