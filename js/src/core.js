@@ -51,6 +51,10 @@ function createFacsimile(wasm, { platform }) {
   const AP = Array.prototype;
   const OP = Object.prototype;
   const EMPTY = [];
+  // What a typed array is, read from its internal slot (undefined for
+  // anything else, a Proxy around one too): no getter of the program's
+  // runs.
+  const typedArrayName = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), Symbol.toStringTag).get;
 
   const MESSAGES = {
     NO_SENDER: 'This object does not have support signalling',
@@ -169,6 +173,27 @@ function createFacsimile(wasm, { platform }) {
       return primitive(o);
     }
     return undefined;
+  }
+
+  // A copy of the bytes of `o` when it is a Uint8Array (a Buffer, a
+  // subclass), else undefined. The engine reads what it is handed inside
+  // its call: a `length` of the program's (a subclass's getter, a Proxy's
+  // trap) would run there, with the engine borrowed, and may throw or lie.
+  // The copy is made from the internal slots, and the engine reads only
+  // copies.
+  function bytesOf(o) {
+    if (typedArrayName.call(o) !== 'Uint8Array') return undefined;
+    return copyBytes(o);
+  }
+
+  // A copy of a Uint8Array, or of an ArrayBuffer's bytes (a detached
+  // buffer has none to copy).
+  function copyBytes(o) {
+    try {
+      return new Uint8Array(o instanceof ArrayBuffer ? new Uint8Array(o) : o);
+    } catch (e) {
+      throw fail('BAD_VALUE', `These bytes cannot be read: ${e.message}`, copyBytes);
+    }
   }
 
   function callable(f, what) {
@@ -1909,8 +1934,12 @@ function createFacsimile(wasm, { platform }) {
         if (t._n !== this) throw this._foreign();
         return { r: t._h };
       }
-      if (o instanceof Uint8Array) return o;
-      if (o instanceof ArrayBuffer) return new Uint8Array(o);
+      const bytes = bytesOf(o);
+      if (bytes !== undefined) return bytes;
+      if (o instanceof Uint8Array) {
+        throw fail('BAD_VALUE', 'This object passes for a Uint8Array but is not one (a Proxy around one?); store the Uint8Array itself');
+      }
+      if (o instanceof ArrayBuffer) return copyBytes(o);
       return undefined;
     }
 

@@ -1386,6 +1386,9 @@ impl Engine {
                 .map_err(|_| bad_input("a BigInt beyond 64 bits cannot be stored"))?;
             return Ok(Input::Value(Value::Int(i)));
         }
+        // Reading bytes reads their `length` as a property: the package
+        // hands over only plain Uint8Arrays of its own (copies of the
+        // program's), whose `length` is no code of the program's.
         if let Some(bytes) = v.dyn_ref::<Uint8Array>() {
             return Ok(Input::Value(Value::Bytes(bytes.to_vec().into())));
         }

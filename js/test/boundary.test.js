@@ -1,0 +1,90 @@
+'use strict';
+// What crosses into the engine: values and messages are read by the
+// package, outside the engine, from their internal slots, so that nothing
+// of the program's runs inside an engine call (a getter that throws there
+// would leave the engine borrowed for good) and nothing it says about
+// itself (a `length` that lies) decides what the engine copies.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { SyncNet } = require('./support/net');
+
+function pair(options) {
+  const net = new SyncNet({ wire: 'none', ...options });
+  return [net.join('a'), net.join('b'), net];
+}
+
+const hex = (bytes) => Buffer.from(bytes).toString('hex');
+
+// Both nodes still write, and agree.
+function working(a, b) {
+  a.store.after = 1;
+  b.store.after = 2;
+  assert.equal(a.store.after, 2);
+  assert.equal(hex(a.snapshot()), hex(b.snapshot()));
+}
+
+test('bytes are copied from their internal slots: a length getter of the program\'s never runs', () => {
+  const [a, b] = pair();
+  a.store = { x: 1 };
+  let calls = 0;
+  class Throws extends Uint8Array {
+    get length() {
+      calls++;
+      throw new Error('boom');
+    }
+  }
+  class Writes extends Uint8Array {
+    get length() {
+      calls++;
+      a.store.q = 1;
+      return super.length;
+    }
+  }
+  const own = new Uint8Array([7, 8]);
+  Object.defineProperty(own, 'length', { get: () => calls++ });
+  a.store.thrown = new Throws([1, 2, 3]);
+  a.store.nested = { list: [new Writes([4, 5])] };
+  a.store.own = own;
+  a.store.buffer = Buffer.from([9]);
+  assert.equal(calls, 0);
+  assert.deepEqual([...b.store.thrown], [1, 2, 3]);
+  assert.deepEqual([...b.store.nested.list[0]], [4, 5]);
+  assert.deepEqual([...b.store.own], [7, 8]);
+  assert.deepEqual([...b.store.buffer], [9]);
+  working(a, b);
+});
+
+test('what passes for a Uint8Array without being one (a Proxy around one) is refused, outside the engine', () => {
+  const [a, b] = pair();
+  a.store = { x: 1 };
+  const before = hex(a.snapshot());
+  for (const [what, v] of [
+    ['a Proxy', new Proxy(new Uint8Array([1, 2, 3]), {})],
+    ['an object of its prototype', Object.create(Uint8Array.prototype)],
+  ]) {
+    assert.throws(() => {
+      a.store.y = v;
+    }, { name: 'TypeError', code: 'BAD_VALUE' }, what);
+    assert.throws(() => {
+      a.store = { nested: [v] };
+    }, { name: 'TypeError', code: 'BAD_VALUE' }, `${what}, nested`);
+  }
+  // A trap that throws throws in the package, before the engine is called.
+  const trapped = new Proxy(new Uint8Array(1), {
+    get() {
+      throw new Error('trap');
+    },
+  });
+  assert.throws(() => {
+    a.store.y = trapped;
+  }, /trap/);
+  // Detached: nothing to copy.
+  const detached = new Uint8Array(4);
+  structuredClone(detached.buffer, { transfer: [detached.buffer] });
+  assert.throws(() => {
+    a.store.y = detached;
+  }, { name: 'TypeError', code: 'BAD_VALUE' }, 'detached');
+  assert.equal(hex(a.snapshot()), before, 'nothing changed');
+  working(a, b);
+});
