@@ -212,13 +212,14 @@ impl Facsimile {
     }
 
     /// Registers `callback` under `topic`; `subscribe` makes the engine's
-    /// subscription from the closure that calls it.
+    /// subscription from the closure that calls it. Returns the entry's
+    /// number, for [`Facsimile::unlisten_entry`].
     pub(crate) fn listen(
         &self,
         topic: Topic,
         callback: Py<PyAny>,
         subscribe: impl FnOnce(Weak<Shared>, u64) -> Subscription,
-    ) {
+    ) -> u64 {
         let id = {
             let mut refs = locked(&self.shared.refs);
             refs.next += 1;
@@ -233,6 +234,14 @@ impl Facsimile {
                 _sub: sub,
             },
         );
+        id
+    }
+
+    /// Removes the listener `listen` numbered `id`.
+    pub(crate) fn unlisten_entry(&self, id: u64) {
+        // Dropped outside the table's lock, as in `unlisten`.
+        let removed = locked(&self.shared.refs).listeners.remove(&id);
+        drop(removed);
     }
 
     /// Removes the listeners of `topic` that are `callback` (or equal to
@@ -835,7 +844,7 @@ impl Facsimile {
                     "unknown event {other:?}: \"change\", \"root_changed\" or \"ready\""
                 )));
             }
-        }
+        };
         Ok(())
     }
 

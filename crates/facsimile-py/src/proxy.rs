@@ -175,33 +175,56 @@ fn plain<'py>(other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     Ok(other.clone())
 }
 
+/// `UnknownObjectError` for an object not in the node's document.
+fn unknown(id: facsimile::ObjectId) -> PyErr {
+    errors::store(EngineError::UnknownObject(id).into())
+}
+
+/// Registers a listener on `object`, refused with `UnknownObjectError`
+/// when the object is not in the document: it would never fire, and the
+/// engine drops an object's listeners only when it reclaims the object.
 fn listen_object(
     owner: &Bound<'_, Facsimile>,
     object: ObjectRef,
     prop: Option<Prop>,
     callback: Py<PyAny>,
-) {
+) -> PyResult<()> {
     let f = owner.get();
     let id = object.id();
-    match prop {
+    let entry = match prop {
         None => f.listen(Topic::Object(id), callback, |w, i| {
             object.on(change_listener(w, i))
         }),
         Some(Prop::Key(k)) => {
-            let ObjectRef::Map(m) = &object else { return };
+            let ObjectRef::Map(m) = &object else {
+                return Ok(());
+            };
             let m = m.clone();
             f.listen(Topic::Prop(id, Prop::Key(k.clone())), callback, |w, i| {
                 m.on_key(&k, change_listener(w, i))
             })
         }
         Some(Prop::Index(n)) => {
-            let ObjectRef::Array(a) = &object else { return };
+            let ObjectRef::Array(a) = &object else {
+                return Ok(());
+            };
             let a = a.clone();
             f.listen(Topic::Prop(id, Prop::Index(n)), callback, |w, i| {
                 a.on_index(n, change_listener(w, i))
             })
         }
+    };
+    // Checked once subscribed: a reclamation after this check drops the
+    // listener with the object.
+    let exists = match &object {
+        ObjectRef::Map(m) => m.exists(),
+        ObjectRef::Array(a) => a.exists(),
+    };
+    if !exists {
+        f.unlisten_entry(entry);
+        return Err(unknown(id));
     }
+    Ok(())
 }
 
 /// `obj.on(cb)` or `obj.on(key, cb)`, parsed.
@@ -778,12 +801,12 @@ impl MapProxy {
     }
 
     /// `on(callback)`: every change of this map; `on(key, callback)`: of one
-    /// key. callback(change) runs after the change is applied.
+    /// key. callback(change) runs after the change is applied. Raises
+    /// UnknownObjectError when the map is no longer in the document.
     #[pyo3(signature = (*args))]
     fn on(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
         let (prop, cb) = on_args(args, |k| Ok(Prop::Key(k.extract::<String>()?.into())))?;
-        listen_object(self.owner.bind(py), ObjectRef::from(&self.map), prop, cb);
-        Ok(())
+        listen_object(self.owner.bind(py), ObjectRef::from(&self.map), prop, cb)
     }
 
     /// Removes listeners: `off(callback)`, `off(key, callback)`, `off(key)`
@@ -1296,12 +1319,12 @@ impl ListProxy {
 
     /// `on(callback)`: every change of this list (a method call is one
     /// change with key None); `on(index, callback)`: element sets at one
-    /// index.
+    /// index. Raises UnknownObjectError when the list is no longer in the
+    /// document.
     #[pyo3(signature = (*args))]
     fn on(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
         let (prop, cb) = on_args(args, |k| Ok(Prop::Index(k.extract::<usize>()?)))?;
-        listen_object(self.owner.bind(py), ObjectRef::from(&self.list), prop, cb);
-        Ok(())
+        listen_object(self.owner.bind(py), ObjectRef::from(&self.list), prop, cb)
     }
 
     /// Removes listeners, as `Map.off`.

@@ -2,9 +2,11 @@
 the async iterator of changes."""
 
 import asyncio
+import gc
 import sys
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -266,3 +268,36 @@ def test_an_exception_from_send_is_raised_by_the_call_that_sent():
         c.send = refuse
     with pytest.raises(BrokenPipeError):
         c.sync()
+
+
+def test_a_listener_on_an_object_not_in_the_document_is_refused():
+    # While a sync waits for its answer the node holds no object: a proxy
+    # read before names an object the document does not have, as one of a
+    # reclaimed object does. A listener on it would never fire, and would
+    # stay until the node went.
+    net = Net("alpha", "bravo", auto=False)
+    a, b = net
+    a.store = {"m": {"x": 1}, "l": [1]}
+    net.run()
+    m, l = b.store.m, b.store.l
+    b.sync()
+
+    class Callback:
+        def __call__(self, change):
+            pass
+
+    callback = Callback()
+    freed = weakref.ref(callback)
+    for listen in (m.on, lambda cb: m.on("x", cb), l.on, lambda cb: l.on(0, cb)):
+        with pytest.raises(facsimile.UnknownObjectError):
+            listen(callback)
+    del callback
+    gc.collect()
+    assert freed() is None  # not kept by the node
+
+    net.run()  # the document is back: listening works again
+    heard = []
+    m.on(lambda c: heard.append(c.key))
+    a.store.m.x = 2
+    net.run()
+    assert heard == ["x"]
