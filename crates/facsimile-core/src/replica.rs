@@ -1783,11 +1783,13 @@ impl Replica {
                 // Only a peer whose sync request was read here and whose
                 // sync has not completed fetches; a departed one too, as
                 // the state is how it learns of its eviction. For anyone
-                // else a fetch of a few bytes would cost the whole state.
+                // else a fetch of a few bytes would cost the whole state,
+                // and for the joiner too once answered: one answer a
+                // request.
                 let asked = self
                     .peers
                     .by_tag(from.0)
-                    .is_some_and(|p| self.serve.is_syncing(p));
+                    .is_some_and(|p| self.serve.awaits_answer(p));
                 if self.is_ready() && asked {
                     self.serve.fetched(from);
                     self.answer_fetches();

@@ -18,9 +18,12 @@ const MAX_JOINERS: usize = 4096;
 pub(crate) struct SyncServer {
     /// Joiners whose fetch waits for an answer.
     deferred: Vec<Tag>,
-    /// Members whose sync request was seen and whose sync has not completed.
-    /// A state lists them, so that the replica loading it offers to them.
-    syncing: FxHashSet<PeerIdx>,
+    /// Members whose sync request was seen and whose sync has not completed,
+    /// each with whether this replica answered it since that request: a
+    /// fetch is answered once per request, as each answer costs the whole
+    /// state. A state lists them, so that the replica loading it offers to
+    /// them.
+    syncing: FxHashMap<PeerIdx, Answered>,
     /// Joiners offered to on receipt of their request while this replica
     /// synced: their requests in its backlog need no second offer.
     early: FxHashSet<u32>,
@@ -32,6 +35,14 @@ pub(crate) struct SyncServer {
     order: BTreeMap<u64, u32>,
     /// Entries made so far.
     made: u64,
+}
+
+/// Whether a syncing member was answered here since its latest sync
+/// request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answered {
+    No,
+    Yes,
 }
 
 #[derive(Debug)]
@@ -86,7 +97,7 @@ impl SyncServer {
     /// `peer` (tag `joiner`) asked for the document among `members`.
     /// Returns whether this replica is yet to offer to it.
     pub(crate) fn requested(&mut self, joiner: Tag, peer: PeerIdx, members: &Membership) -> bool {
-        self.syncing.insert(peer);
+        self.syncing.insert(peer, Answered::No);
         // Only those already here can have sent what the joiner did not
         // hear; later members reach it directly. Those syncing too: one
         // may have completed, written and crashed before the joiner
@@ -109,7 +120,7 @@ impl SyncServer {
     pub(crate) fn completed(&mut self, members: &Membership, peers: &Peers) -> Vec<Tag> {
         let syncing: Vec<(Tag, PeerIdx)> = self
             .syncing
-            .iter()
+            .keys()
             .map(|&p| (Tag(peers.tag(p)), p))
             .collect();
         // Fetches kept meanwhile count as any other: only a joiner still
@@ -202,18 +213,30 @@ impl SyncServer {
         self.deferred = waiting;
         for &j in &ready {
             self.forget(j);
+            if let Some(a) = peers.by_tag(j.0).and_then(|p| self.syncing.get_mut(&p)) {
+                *a = Answered::Yes;
+            }
         }
         ready
     }
 
     /// The members known to be syncing, for a state transfer.
     pub(crate) fn syncing(&self) -> impl Iterator<Item = PeerIdx> + '_ {
-        self.syncing.iter().copied()
+        self.syncing.keys().copied()
     }
 
     /// Whether `peer`'s sync request was read here and its `Joined` not.
     pub(crate) fn is_syncing(&self, peer: PeerIdx) -> bool {
-        self.syncing.contains(&peer)
+        self.syncing.contains_key(&peer)
+    }
+
+    /// Whether a fetch of `peer`'s is to be answered: its sync request was
+    /// read here, its `Joined` not, and this replica has not answered it
+    /// since. A joiner that lost its answer asks again (its sync timer
+    /// sends a new request when no other peer offered), so a repeated
+    /// fetch, forged or replayed, costs nothing more.
+    pub(crate) fn awaits_answer(&self, peer: PeerIdx) -> bool {
+        self.syncing.get(&peer) == Some(&Answered::No)
     }
 
     /// Takes the syncing members of a transferred state.
@@ -221,6 +244,7 @@ impl SyncServer {
         self.syncing = syncing
             .into_iter()
             .filter(|&p| p != PeerIdx::SELF)
+            .map(|p| (p, Answered::No))
             .collect();
     }
 }

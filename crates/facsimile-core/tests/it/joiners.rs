@@ -77,8 +77,13 @@ impl Links {
 
     /// A new replica, which hears only what is sent from now on.
     fn add(&mut self, host: &str) -> usize {
+        self.add_with(host, Config::default())
+    }
+
+    /// [`Links::add`] with `config` (its messages in JSON).
+    fn add_with(&mut self, host: &str, config: Config) -> usize {
         let i = self.replicas.len();
-        let config = Config::default().wire_format(WireFormat::Json);
+        let config = config.wire_format(WireFormat::Json);
         let tag = u32::try_from(i).unwrap() + 1;
         self.replicas
             .push(Replica::new(PeerId::new(host, tag), config));
@@ -131,6 +136,20 @@ impl Links {
         let r = f(&mut self.replicas[i]);
         self.flush(i);
         r
+    }
+
+    /// Takes the last message on the link from `from` to `to` off it.
+    fn take_last(&mut self, from: usize, to: usize) -> Arc<[u8]> {
+        let q = self.queues.get_mut(&(from, to)).expect("a link");
+        q.pop_back().expect("a message in flight")
+    }
+
+    /// Hands `bytes` to replica `to` as if it came on a link, `times` times.
+    fn replay(&mut self, to: usize, bytes: &[u8], times: usize) {
+        for _ in 0..times {
+            self.replicas[to].handle_message(bytes).unwrap();
+            self.flush(to);
+        }
     }
 }
 
@@ -194,5 +213,46 @@ fn a_peer_syncing_when_fetched_answers_once_synced() {
     let first = net.replicas[s].snapshot();
     for r in &mut net.replicas[1..] {
         assert_eq!(r.snapshot(), first);
+    }
+}
+
+/// A joiner that never reports its sync complete cannot have the whole
+/// state sent to it again and again by repeating its fetch: a relay
+/// (which answers a fetch at once) and any replica serving a departed
+/// joiner (answered at once, to tell it) answer one fetch per sync
+/// request. A joiner that lost its answer asks again, and that request is
+/// answered.
+#[test]
+fn repeated_fetches_of_one_sync_request_cost_one_state() {
+    for relay in [true, false] {
+        let mut net = Links::new(&[]);
+        let config = match relay {
+            true => Config::default().relay(),
+            false => Config::default(),
+        };
+        let s = net.add_with("s", config);
+        net.with(s, |r| r.set_root(Input::Map(vec![])).unwrap());
+        let j = net.add("j");
+        net.run();
+        net.with(j, Replica::sync);
+        net.deliver(j, s);
+        if !relay {
+            // Evicted while it syncs: the state is how it learns it.
+            let gone = net.replicas[j].peer_id().clone();
+            net.with(s, |r| r.evict(&gone));
+        }
+        net.deliver(s, j);
+        let fetch = net.take_last(j, s);
+        assert_eq!(kind_of(&fetch).as_deref(), Some("SyncFetch"));
+        net.replay(s, &fetch, 50);
+        assert_eq!(net.answers, [(s, j)], "relay {relay}: one state");
+        // The answer lost, the joiner asks again (its sync timer would).
+        net.queues.clear();
+        net.with(j, Replica::sync);
+        net.deliver(j, s);
+        net.deliver(s, j);
+        let fetch = net.take_last(j, s);
+        net.replay(s, &fetch, 50);
+        assert_eq!(net.answers, [(s, j), (s, j)], "relay {relay}: asked again");
     }
 }
