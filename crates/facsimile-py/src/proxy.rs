@@ -435,6 +435,26 @@ impl MapProxy {
         self.owner.get().check_open()
     }
 
+    /// `UnknownObjectError` when the map is no longer in the document: the
+    /// engine's reads of it answer as for an empty map, which would let a
+    /// stale proxy pass for one. Asked after a read that found nothing, so
+    /// that the read itself costs nothing more.
+    fn present(&self) -> PyResult<()> {
+        match self.map.exists() {
+            true => Ok(()),
+            false => Err(unknown(self.map.id())),
+        }
+    }
+
+    /// The keys, or `UnknownObjectError` (see [`MapProxy::present`]).
+    fn keys_read(&self) -> PyResult<Vec<String>> {
+        let keys = self.map.keys();
+        if keys.is_empty() {
+            self.present()?;
+        }
+        Ok(keys)
+    }
+
     /// The entries as a plain dict, objects as proxies.
     fn shallow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let owner = self.owner.bind(py);
@@ -448,7 +468,7 @@ impl MapProxy {
     fn get_value(&self, py: Python<'_>, key: &str) -> PyResult<Option<Py<PyAny>>> {
         match self.map.get(key) {
             Some(v) => Ok(Some(to_py(self.owner.bind(py), v)?)),
-            None => Ok(None),
+            None => self.present().map(|()| None),
         }
     }
 
@@ -488,19 +508,27 @@ impl MapProxy {
         }
     }
 
-    fn __len__(&self) -> usize {
-        self.map.len()
+    fn __len__(&self) -> PyResult<usize> {
+        let n = self.map.len();
+        if n == 0 {
+            self.present()?;
+        }
+        Ok(n)
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        match key.cast::<PyString>() {
-            Ok(k) => Ok(self.map.contains_key(&k.to_cow()?)),
-            Err(_) => Ok(false),
+        let found = match key.cast::<PyString>() {
+            Ok(k) => self.map.contains_key(&k.to_cow()?),
+            Err(_) => false,
+        };
+        if !found {
+            self.present()?;
         }
+        Ok(found)
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        PyList::new(py, self.map.keys())?
+        PyList::new(py, self.keys_read()?)?
             .into_any()
             .try_iter()
             .map(Bound::into_any)
@@ -583,7 +611,10 @@ impl MapProxy {
     ) -> PyResult<Py<PyAny>> {
         let found = match key.cast::<PyString>() {
             Ok(k) => self.get_value(py, &k.to_cow()?)?,
-            Err(_) => None,
+            Err(_) => {
+                self.present()?;
+                None
+            }
         };
         Ok(found.or(default).unwrap_or_else(|| py.None()))
     }
@@ -615,7 +646,7 @@ impl MapProxy {
     fn popitem(&self, py: Python<'_>) -> PyResult<(String, Py<PyAny>)> {
         self.open()?;
         loop {
-            let Some(key) = self.map.keys().pop() else {
+            let Some(key) = self.keys_read()?.pop() else {
                 return Err(PyKeyError::new_err("popitem(): the map is empty"));
             };
             // Removed meanwhile by a message: the next last key.
@@ -774,7 +805,7 @@ impl MapProxy {
     }
 
     fn __reversed__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let mut keys = self.map.keys();
+        let mut keys = self.keys_read()?;
         keys.reverse();
         PyList::new(py, keys)?
             .into_any()
@@ -846,7 +877,13 @@ impl MapProxy {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!("Map({})", self.to_python(py)?.bind(py).repr()?))
+        let copy = self.to_python(py);
+        match copy.and_then(|c| Ok(c.bind(py).repr()?.to_string())) {
+            Ok(r) => Ok(format!("Map({r})")),
+            // Never an error for a stale proxy: debuggers and logs show it.
+            Err(_) if !self.map.exists() => Ok("<facsimile.Map (not in this document)>".into()),
+            Err(e) => Err(e),
+        }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -879,6 +916,15 @@ fn position(i: isize, len: usize) -> PyResult<usize> {
 impl ListProxy {
     fn open(&self) -> PyResult<()> {
         self.owner.get().check_open()
+    }
+
+    /// `UnknownObjectError` when the list is no longer in the document, as
+    /// [`MapProxy::present`].
+    fn present(&self) -> PyResult<()> {
+        match self.list.exists() {
+            true => Ok(()),
+            false => Err(unknown(self.list.id())),
+        }
     }
 
     /// The elements as a plain list, objects as proxies.
@@ -950,8 +996,12 @@ impl ListProxy {
 
 #[pymethods]
 impl ListProxy {
-    fn __len__(&self) -> usize {
-        self.list.len()
+    fn __len__(&self) -> PyResult<usize> {
+        let n = self.list.len();
+        if n == 0 {
+            self.present()?;
+        }
+        Ok(n)
     }
 
     fn __getitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
@@ -967,10 +1017,13 @@ impl ListProxy {
             return Ok(PyList::new(py, out)?.into_any().unbind());
         }
         let i = list_index(index)?;
-        let p = position(i, self.list.len())?;
+        let p = position(i, self.__len__()?)?;
         match self.list.get(p) {
             Some(v) => to_py(self.owner.bind(py), v),
-            None => Err(PyIndexError::new_err("list index out of range")),
+            None => {
+                self.present()?;
+                Err(PyIndexError::new_err("list index out of range"))
+            }
         }
     }
 
@@ -1192,7 +1245,7 @@ impl ListProxy {
         start: Option<&Bound<'_, PyAny>>,
         stop: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
-        let len = self.list.len() as isize;
+        let len = self.__len__()? as isize;
         let clamp = |i: isize| if i < 0 { (i + len).max(0) } else { i.min(len) } as usize;
         let start = start.map(slice_bound).transpose()?.unwrap_or(0);
         let stop = stop.map(slice_bound).transpose()?.unwrap_or(len);
@@ -1366,7 +1419,13 @@ impl ListProxy {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!("List({})", self.to_python(py)?.bind(py).repr()?))
+        let copy = self.to_python(py);
+        match copy.and_then(|c| Ok(c.bind(py).repr()?.to_string())) {
+            Ok(r) => Ok(format!("List({r})")),
+            // As `Map.__repr__`.
+            Err(_) if !self.list.exists() => Ok("<facsimile.List (not in this document)>".into()),
+            Err(e) => Err(e),
+        }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -547,3 +547,53 @@ def test_insert_and_pop_take_indices_as_lists_do(pair):
         with pytest.raises(TypeError):
             target.insert("0", 3)
     assert a.store == [1, 2]
+
+
+def test_a_proxy_of_an_object_not_in_the_document_raises_on_every_read():
+    # While a sync waits for its answer the node holds no object: proxies
+    # read before name objects the document does not have, as those of
+    # reclaimed objects do.
+    net = Net("alpha", "bravo", auto=False)
+    a, b = net
+    a.store = {"m": {"x": 1}, "l": [1, 2]}
+    net.run()
+    m, l = b.store.m, b.store.l
+    b.sync()
+    reads = {
+        "len(m)": lambda: len(m),
+        "bool(m)": lambda: bool(m),
+        "'x' in m": lambda: "x" in m,
+        "list(m)": lambda: list(m),
+        "reversed(m)": lambda: list(reversed(m)),
+        "m.keys()": lambda: list(m.keys()),
+        "m.items()": lambda: dict(m.items()),
+        "m.get('x')": lambda: m.get("x"),
+        "m['x']": lambda: m["x"],
+        "m.x": lambda: m.x,
+        "m == {}": lambda: m == {},
+        "m.copy()": lambda: m.copy(),
+        "m.popitem()": lambda: m.popitem(),
+        "len(l)": lambda: len(l),
+        "bool(l)": lambda: bool(l),
+        "l[0]": lambda: l[0],
+        "l[-1]": lambda: l[-1],
+        "l[:]": lambda: l[:],
+        "1 in l": lambda: 1 in l,
+        "list(l)": lambda: list(l),
+        "l.index(1)": lambda: l.index(1),
+        "l == []": lambda: l == [],
+    }
+    answered = []
+    for name, read in reads.items():
+        try:
+            answered.append((name, read()))
+        except facsimile.UnknownObjectError:
+            pass
+        except Exception as e:
+            answered.append((name, e))
+    assert answered == []
+    # repr never raises: it says what the proxy names is gone.
+    assert repr(m) == "<facsimile.Map (not in this document)>"
+    assert repr(l) == "<facsimile.List (not in this document)>"
+    net.run()
+    assert m == {"x": 1} and len(l) == 2 and repr(l) == "List([1, 2])"
