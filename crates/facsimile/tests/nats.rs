@@ -48,6 +48,43 @@ async fn three_nodes_converge() {
     }
 }
 
+/// A listener that panics on what its node reads from the stream stops at
+/// the listener: the node reads on (its flushes return, the others' later
+/// writes reach it) and its status stays `Connected`. The panic ended the
+/// reading task, and flushes waited for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_s_panic_leaves_the_node_reading() {
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("panicky")).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    let b = join(&server.url(), "bravo", options("panicky")).await;
+    let panics = Arc::new(AtomicUsize::new(0));
+    let count = panics.clone();
+    let _sub = b.node().on_change(move |ev| {
+        if matches!(ev.origin(), facsimile::Origin::Remote(_)) {
+            count.fetch_add(1, Ordering::SeqCst);
+            panic!("a listener's bug");
+        }
+    });
+    for k in 0..3i64 {
+        a.node().set_path("/k", k).unwrap();
+        a.flush().await.unwrap();
+        until("bravo to read alpha's write", || {
+            b.node().get("/k") == Some(Value::Int(k))
+        })
+        .await;
+    }
+    assert!(panics.load(Ordering::SeqCst) >= 3);
+    b.node().set_path("/j", 1).unwrap();
+    match tokio::time::timeout(PATIENCE, b.flush()).await {
+        Ok(Ok(())) => {}
+        other => panic!("bravo's flush after the panics: {other:?}"),
+    }
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(*b.status().borrow(), net::Status::Connected);
+}
+
 /// The stream's first and last sequence, read with a client of its own.
 async fn stream_bounds(url: &str, doc: &str) -> (u64, u64) {
     let client = async_nats::connect(url).await.unwrap();

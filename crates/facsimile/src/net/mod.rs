@@ -74,11 +74,11 @@ pub use tokio_rustls::rustls;
 /// reconnects with exponential backoff when the connection fails, sends
 /// again whatever the relay had not acknowledged, and catches up on what
 /// the node missed (or syncs again when the relay can no longer tell).
-/// Listeners of the node run on that task: do not block in them. A relay
-/// connection's task logs a listener's panic and goes on (the node's other
-/// listeners still hear the change, and the rest of what the relay sent is
-/// applied); a panic of the engine itself stops the connection for good,
-/// its status [`Status::Failed`].
+/// Listeners of the node run on that task: do not block in them. A
+/// connection's task (relay or NATS) logs a listener's panic and goes on
+/// (the node's other listeners still hear the change, and the rest of
+/// what the relay or the stream sent is applied); a panic of the engine
+/// itself stops the connection for good, its status [`Status::Failed`].
 ///
 /// # Errors
 /// [`NetError::Connect`], [`NetError::Tls`], [`NetError::NotARelay`] or

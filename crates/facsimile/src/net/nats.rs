@@ -83,7 +83,7 @@ use tokio::io::AsyncReadExt;
 
 use super::backoff::Backoff;
 use super::connection::{Connection, Shared, Status, StatusWriter};
-use super::driver::run_timers;
+use super::driver::{contained, run_timers};
 use super::error::NetError;
 use super::options::ConnectOptions;
 use super::protocol::Outbox;
@@ -311,18 +311,23 @@ impl Link {
     }
 
     /// The client connected (`true`) or lost its connection, as it
-    /// reports: the node and `status` are told, in the order of the
-    /// reports.
-    fn set(&self, connected: bool, status: &StatusWriter) {
+    /// reports: the node and the status are told, in the order of the
+    /// reports. Told on the client's task, the node runs its listeners
+    /// there: their panics stop at them ([`contained`]).
+    fn set(&self, connected: bool, shared: &Shared) {
         let mut st = self.state();
         st.connected = connected;
         st.lost |= !connected;
-        status.set(match connected {
+        shared.status.set(match connected {
             true => Status::Connected,
             false => Status::Disconnected("NATS connection lost".into()),
         });
         if let Some(n) = self.node.get().and_then(Node::upgrade) {
-            n.set_online(connected);
+            let during = match connected {
+                true => "going online",
+                false => "going offline",
+            };
+            contained(shared, during, || n.set_online(connected));
         }
     }
 
@@ -522,12 +527,12 @@ pub(crate) async fn connect(
                     async_nats::Event::Connected => {
                         // Before the count: the publisher's report of a
                         // failure on this connection is written after it.
-                        link.set(true, &events.status);
+                        link.set(true, &events);
                         connected.send_modify(|n| *n += 1);
                     }
                     async_nats::Event::Disconnected => {
                         // Writes made until the server is back go out packed.
-                        link.set(false, &events.status);
+                        link.set(false, &events);
                     }
                     _ => {}
                 }
@@ -1349,7 +1354,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
             _ => None,
         };
         match reason {
-            Stop::Dropped => {
+            Stop::Dropped | Stop::Failed => {
                 ctx.shared.cancel.cancel();
                 return;
             }
@@ -1388,7 +1393,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
                             attempts.reset();
                             break;
                         }
-                        Err(Stop::Dropped) => return,
+                        Err(Stop::Dropped | Stop::Failed) => return,
                         Err(Stop::Reload) => {
                             tracing::info!("starting over again")
                         }
@@ -1534,9 +1539,11 @@ async fn reload(
                     }
                     joining = true;
                     handing_over = !n.lease_lapsed();
-                    n.hand_over(handing_over);
-                    n.send_held();
-                    n.pump_all();
+                    guarded(ctx, "handing over to a new incarnation", || {
+                        n.hand_over(handing_over);
+                        n.send_held();
+                        n.pump_all();
+                    })?;
                     hello_at = ctx.shared.outbox().queued();
                 }
                 for frame in next.take_transmits() {
@@ -1576,29 +1583,35 @@ async fn reload(
             }
             // The snapshot covers the messages up to its position.
             let fresh = m.seq > snapshot_at;
-            for (i, frame) in m.frames.iter().enumerate() {
-                if !fresh {
-                    if let Some(n) = &n {
-                        if let Err(e) = n.receive_ordered(frame, m.position(i), m.time) {
-                            tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
+            guarded(ctx, "applying the stream's messages", || {
+                for (i, frame) in m.frames.iter().enumerate() {
+                    if !fresh {
+                        if let Some(n) = &n {
+                            if let Err(e) = n.receive_ordered(frame, m.position(i), m.time) {
+                                tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
+                            }
                         }
+                        continue;
                     }
-                    continue;
+                    if let Err(e) = next.receive_ordered(frame, m.position(i), m.time) {
+                        tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
+                    }
+                    if let Some(n) = &n {
+                        // Refused alike, and warned of, just above.
+                        let _ = n.receive_ordered(frame, m.position(i), m.time);
+                    }
                 }
-                if let Err(e) = next.receive_ordered(frame, m.position(i), m.time) {
-                    tracing::warn!(error = %e, seq = m.seq, i, "refused a message from the stream");
-                }
-                if let Some(n) = &n {
-                    // Refused alike, and warned of, just above.
-                    let _ = n.receive_ordered(frame, m.position(i), m.time);
-                }
-            }
+            })?;
             last = m.seq;
         }
         Ok(())
     }
     .await;
     if let Err(stop) = caught_up {
+        // Nothing more is done to a node whose engine panicked.
+        if matches!(stop, Stop::Failed) {
+            return Err(stop);
+        }
         // A new incarnation that said hello and goes no further says
         // goodbye, or it would stay a member, waited for by every round of
         // reclamation, until its lease ran out.
@@ -1609,7 +1622,7 @@ async fn reload(
         }
         if handing_over {
             if let Some(n) = Node::upgrade(node) {
-                n.hand_over(false);
+                guarded(ctx, "taking the node back", || n.hand_over(false))?;
             }
         }
         return Err(stop);
@@ -1623,19 +1636,22 @@ async fn reload(
                 ctx.shared.enqueue(frame);
             }
         }
-        n.pump_all();
+        guarded(ctx, "leaving", || n.pump_all())?;
         echoes.left(ctx, &n);
         return Ok(());
     }
     // Every frame queued so far but the new incarnation's hello is the
     // old incarnation's, what it holds included.
-    n.send_held();
-    n.pump_all();
+    guarded(ctx, "starting over", || {
+        n.send_held();
+        n.pump_all();
+    })?;
     let queued = ctx.shared.outbox().queued();
     let lapsed = n.lease_lapsed();
     let refused = n.read(|r| r.refused_writes());
     let hole = ctx.hole.send_replace(None);
-    let Some((carried, lost)) = n.install(next) else {
+    let installed = guarded(ctx, "starting over", || n.install(next));
+    let Some((carried, lost)) = installed? else {
         // It left meanwhile, and the new incarnation with it.
         ctx.hole.send_replace(hole);
         echoes.left(ctx, &n);
@@ -1643,11 +1659,11 @@ async fn reload(
     };
     // The new incarnation's frames, those carrying the writes it carried
     // over included, are queued now.
-    n.pump_all();
+    guarded(ctx, "starting over", || n.pump_all())?;
     let carried_to = (carried > 0).then(|| ctx.shared.outbox().queued());
     // The new incarnation holds its writes as the old one did (after the
     // carried ones are queued: a flush counts on them).
-    ctx.link.attach(&n);
+    guarded(ctx, "starting over", || ctx.link.attach(&n))?;
     let lost = match lapsed {
         true => Lost::Lapse {
             lost,
@@ -1693,6 +1709,14 @@ async fn injected(name: &str) -> Result<(), ()> {
     Ok(())
 }
 
+/// Runs `f`, a call of the reader into the node, which runs the node's
+/// listeners: their panics stop at them, and a panic of the engine itself
+/// stops the connection ([`contained`]), and the reader with
+/// [`Stop::Failed`].
+fn guarded<R>(ctx: &Ctx, during: &'static str, f: impl FnOnce() -> R) -> Result<R, Stop> {
+    contained(&ctx.shared, during, f).ok_or(Stop::Failed)
+}
+
 /// Whether the node that hands over to a new incarnation, reading beside
 /// it (`judging`), has read back every frame it queued before the new
 /// incarnation's hello (those before `hello_at`; frames below `read_to`
@@ -1722,6 +1746,9 @@ fn read_back(
 enum Stop {
     /// The node is gone.
     Dropped,
+    /// The node's engine panicked on the reader: the connection stopped
+    /// for good ([`contained`]).
+    Failed,
     /// The node must start over from the newest snapshot.
     Reload,
     /// Reading failed; it is tried again.
@@ -2065,10 +2092,15 @@ async fn read_from(
             let frames = m.frames.iter().enumerate();
             frames.map(|(i, frame)| (*frame, m.position(i), m.time))
         });
-        let (applied, reload) = n.receive_ordered_all(frames, |position, e| {
-            let (seq, i) = (position >> INDEX_BITS, position & ((1 << INDEX_BITS) - 1));
-            tracing::warn!(error = %e, seq, i, "refused a message from the stream");
+        let applied = contained(&ctx.shared, "applying the stream's messages", || {
+            n.receive_ordered_all(frames, |position, e| {
+                let (seq, i) = (position >> INDEX_BITS, position & ((1 << INDEX_BITS) - 1));
+                tracing::warn!(error = %e, seq, i, "refused a message from the stream");
+            })
         });
+        let Some((applied, reload)) = applied else {
+            return Stop::Failed;
+        };
         // What the frames applied say of this connection's own.
         let (mut left, mut own, before) = (applied, false, last);
         'reads: for m in &reads {
@@ -2330,16 +2362,17 @@ mod tests {
     /// stays as reported.
     #[test]
     fn a_first_connection_lost_before_the_start_is_not_reported_connected() {
-        let status = StatusWriter::new(Status::Disconnected("connecting".into()));
+        let shared = Shared::new(Outbox::over_log(|frame| writes_in(frame)));
+        let status = &shared.status;
         let link = Link::default();
-        link.set(true, &status);
-        link.set(false, &status);
+        link.set(true, &shared);
+        link.set(false, &shared);
         let mut seen = status.subscribe();
         futures_executor::block_on(
             seen.wait_for(|s| matches!(s, Status::Disconnected(r) if r != "connecting")),
         )
         .unwrap();
-        link.started(&status);
+        link.started(status);
         assert!(
             matches!(*status.subscribe().borrow(), Status::Disconnected(_)),
             "the lost connection is reported connected"
