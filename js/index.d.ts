@@ -117,9 +117,10 @@ declare class Facsimile<T = any> {
   /**
    * Leaves the document: the other nodes stop waiting for this one, its
    * locks are freed, its timers stop. Writes throw afterwards. On a node
-   * made by `Facsimile.connect`, it also waits (up to 5 s) for the relay to
-   * acknowledge the node's last messages, then closes the socket: the
-   * promise tells when.
+   * made by `Facsimile.connect`, it first waits for the relay to
+   * acknowledge the node's writes (rejecting with `WRITES_LOST` for those
+   * an eviction on its way dropped), then leaves and waits for the goodbye
+   * too, all within 5 s, and closes the socket: the promise tells when.
    */
   close(): void | Promise<void>;
 

@@ -370,17 +370,32 @@ function installConnect(Facsimile, wasm, fail) {
       if (!this.node._closed) this.node._leave();
     }
 
-    // Says goodbye, waits for the relay to acknowledge everything (up to
-    // `closeTimeout`), and closes the socket.
+    // Waits for the relay to acknowledge the node's writes (or to drop
+    // them: WRITES_LOST), says goodbye, waits for that too, all within 5 s,
+    // and closes the socket.
     close() {
       if (this.closing !== null) return this.closing;
-      this.node._leave();
-      const acked = this.over ? Promise.resolve() : this.flush();
+      // The writes first, as the Rust client's close: a node that left
+      // applies nothing more, so an eviction on its way would go unheard,
+      // and the relay's acknowledgement of the writes it dropped for it
+      // taken for done.
+      const leave = async () => {
+        if (this.over) {
+          this.node._leave();
+          return;
+        }
+        const outcome = (p) => p.then(() => null, (e) => e);
+        const writes = await outcome(this.flush());
+        this.node._leave();
+        const goodbye = this.over ? null : await outcome(this.flush());
+        const error = writes ?? goodbye;
+        if (error !== null) throw error;
+      };
       let timer;
       const timeout = new Promise((resolve, reject) => {
         timer = unref(setTimeout(() => reject(fail('TIMEOUT', 'the relay did not acknowledge the last messages in time')), 5000));
       });
-      this.closing = Promise.race([acked, timeout]).finally(() => {
+      this.closing = Promise.race([leave(), timeout]).finally(() => {
         clearTimeout(timer);
         this.shut(null);
       });

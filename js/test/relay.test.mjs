@@ -416,9 +416,10 @@ async function lostWrites(flushed) {
 /**
  * Node a of `link` writes three times once `b` has evicted it, while it
  * hears nothing yet: the relay drops those writes (a departed peer's), yet
- * acknowledges them. Returns a's incarnation before and a's flush of them.
+ * acknowledges them. Returns a's incarnation before and what `end(a)`
+ * returns (a's flush of them, by default).
  */
-async function writeOnceEvicted(a, b, link) {
+async function writeOnceEvicted(a, b, link, end = (n) => n.flush()) {
   a.store = { l: [0] };
   await a.flush();
   await waitFor(() => b.store?.l?.length === 1, 'b to have the document');
@@ -427,7 +428,7 @@ async function writeOnceEvicted(a, b, link) {
   assert.equal(b.evict(a.hostname), 1);
   await b.flush(); // the relay applied the eviction
   for (const i of [1, 2, 3]) a.store.l.push(i);
-  return { old, flushed: a.flush() };
+  return { old, flushed: end(a) };
 }
 
 test('writes a node made after the relay evicted it, while still connected, are reported lost by flush', async () => {
@@ -449,6 +450,19 @@ test('writes a node made after the relay evicted it, while still connected, are 
   await a.flush();
   await until(b, () => b.store.l.length === 2, "b sees a's new write");
   assert.deepEqual(await get('/l', 'evicted'), [0, 4]);
+});
+
+test('close reports as lost the writes a node made after the relay evicted it, while still connected', async () => {
+  const link = lateLink();
+  const a = await connect('closing-a', { doc: 'closing', WebSocket: link.WebSocket });
+  const b = await connect('closing-b', { doc: 'closing' });
+  // Closed before it hears of its eviction: it must still hear of it, or
+  // take the relay's acknowledgement of the writes it dropped for done.
+  const { flushed: closed } = await writeOnceEvicted(a, b, link, (n) => n.close());
+  link.release();
+  assert.equal(await lostWrites(closed), 3);
+  assert.equal(a.connection.status, 'closed');
+  assert.deepEqual(await get('/l', 'closing'), [0]);
 });
 
 test('a node evicted while connected, cut off before the relay acknowledged its dropped writes, reconnects as its new incarnation', async () => {
