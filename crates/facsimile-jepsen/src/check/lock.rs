@@ -15,8 +15,10 @@
 //! its own. The protocol allows an overlap only where a holder lost the
 //! lock without knowing: the earlier one was paused, killed or cut off, or
 //! a server or its disk was faulted, between its request and the later
-//! grant, or the later one was, between its request and its grant (a grant
-//! made before it was evicted, learned after). Such an overlap is counted
+//! grant; or the later one was granted first, lost the lock and learned of
+//! its grant only after the earlier one's, which needs it to have asked
+//! before the earlier grant was known and to have been faulted between its
+//! request and the earlier grant. Such an overlap is counted
 //! as information (the lock's safety then rests on fencing, which the
 //! counter checks); any other is [`AnomalyKind::ConcurrentHolders`], so an
 //! eviction or a lease lapse with no injected fault (a node starved of CPU
@@ -203,15 +205,7 @@ fn overlaps(
         open.retain(|e| h.start < e.end);
         for earlier in &open {
             let (first, second) = (ops[earlier.grant], ops[h.grant]);
-            // The earlier holder lost the lock between its request and the
-            // later grant, or the later one was granted the lock, lost it
-            // and learned of the grant only after.
-            let fault = faults.map(|faults| {
-                faults.iter().find(|f| {
-                    f.hits(first.process, first.invoke, second.end())
-                        || f.hits(second.process, second.invoke, second.end())
-                })
-            });
+            let fault = faults.map(|faults| explaining(faults, first, second));
             let (kind, why) = match fault {
                 Some(None) => (
                     AnomalyKind::ConcurrentHolders,
@@ -238,6 +232,24 @@ fn overlaps(
         }
         open.push(h);
     }
+}
+
+/// A fault that lets `second`'s hold overlap `first`'s, which began
+/// earlier. Either `first` lost the lock between its request and the
+/// later grant, or `second` was granted the lock before `first` was, lost
+/// it and learned of its grant only after: granted first it can have been
+/// only if it asked before `first`'s grant was known, and it must have
+/// lost the lock before `first`'s grant. A fault of `second` after that
+/// cost it its own lock, never `first`'s.
+fn explaining<'f>(
+    faults: &'f [FaultWindow],
+    first: &Operation,
+    second: &Operation,
+) -> Option<&'f FaultWindow> {
+    faults.iter().find(|f| {
+        f.hits(first.process, first.invoke, second.end())
+            || (second.invoke < first.end() && f.hits(second.process, second.invoke, first.end()))
+    })
 }
 
 /// Accepted increments under different tokens that overlap in real time.

@@ -138,8 +138,10 @@ pub enum AnomalyKind {
     /// Two holders of one lock at once, in real time, where the run's
     /// faults are known and none explains it: no pause, kill or cut of the
     /// earlier holder between its request and the later grant, nor of the
-    /// later holder between its request and its grant, and no fault of a
-    /// server or its disk in either window. Locks are exclusive among live
+    /// later holder between its request and the earlier grant (when it
+    /// asked before that grant was known, so that it may have been granted
+    /// first), and no fault of a server or its disk in either window.
+    /// Locks are exclusive among live
     /// nodes; an eviction or a lease lapse with no injected fault (a node
     /// starved of CPU past the relay's timeout, say) is reported as this.
     ConcurrentHolders,

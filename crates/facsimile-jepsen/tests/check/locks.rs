@@ -1,7 +1,7 @@
 use facsimile_jepsen::check::{AnomalyKind, check_locks, check_locks_with};
 use facsimile_jepsen::history::{FaultWindow, Kind, Op};
 
-use super::{History, assert_found, assert_valid, incr};
+use super::{History, assert_found, assert_valid, incr, recorded};
 
 #[test]
 fn paused_holders_refused_increments_and_unknown_outcomes_are_no_anomaly() {
@@ -187,22 +187,23 @@ fn an_overlap_is_two_holders_at_once_unless_a_fault_explains_it() {
         // 20; process 1 asks at 50, is granted at 60; process 0 releases
         // at 70.
         // No fault at all, or one of the later holder after its grant, or
-        // of the earlier one before it asked: a violation.
+        // while it waited but after the earlier grant (it was granted
+        // after), or of the earlier one before it asked: a violation.
         for faults in [
             vec![],
             vec![fault(Some(1), "pause-client", 61, 90)],
+            vec![fault(Some(1), "pause-client", 52, 58)],
             vec![fault(Some(0), "pause-client", 0, 9)],
             vec![fault(Some(2), "kill-client", 10, 90)],
         ] {
             let report = check_locks_with(&h.events, &faults);
             assert_found(&report, AnomalyKind::ConcurrentHolders);
         }
-        // Process 0 paused while it held the lock, or process 1 while it
-        // waited for its grant, or a server fault: the lock passed on
-        // without a holder's knowing, as the protocol allows.
+        // Process 0 paused while it held the lock, or a server fault: the
+        // lock passed on without its holder's knowing, as the protocol
+        // allows.
         for faults in [
             vec![fault(Some(0), "pause-client", 35, 45)],
-            vec![fault(Some(1), "pause-client", 52, 58)],
             vec![fault(None, "kill-relay", 35, 45)],
         ] {
             let report = check_locks_with(&h.events, &faults);
@@ -249,6 +250,43 @@ fn a_paused_holder_does_not_hide_two_others_overlapping() {
         .collect();
     assert_found(
         &check_locks_with(&without, &faults),
+        AnomalyKind::ConcurrentHolders,
+    );
+}
+
+/// Process 0 is granted lock 1 at 20 and releases it at 110; process 1
+/// asks at 30, once that grant is known, and is granted at 90.
+const GRANTED_AFTER_ASKING_LATE: &str = r#"
+{"process":0,"kind":"invoke","op":{"f":"acquire","lock":1,"token":null},"time":10}
+{"process":0,"kind":"ok","op":{"f":"acquire","lock":1,"token":1},"time":20}
+{"process":1,"kind":"invoke","op":{"f":"acquire","lock":1,"token":null},"time":30}
+{"process":1,"kind":"ok","op":{"f":"acquire","lock":1,"token":2},"time":90}
+{"process":1,"kind":"invoke","op":{"f":"release","lock":1,"token":2},"time":100}
+{"process":1,"kind":"ok","op":{"f":"release","lock":1,"token":2},"time":105}
+{"process":0,"kind":"invoke","op":{"f":"release","lock":1,"token":1},"time":110}
+{"process":0,"kind":"ok","op":{"f":"release","lock":1,"token":1},"time":120}
+"#;
+
+#[test]
+fn a_fault_of_the_later_holder_explains_an_overlap_only_if_it_could_have_been_granted_first() {
+    let events = recorded(GRANTED_AFTER_ASKING_LATE);
+    // Process 1 asked after process 0's grant was known: it was granted
+    // after, whatever befell it while it waited. Its eviction could cost
+    // it its own lock, never process 0's.
+    let paused = [fault(Some(1), "pause-client", 40, 80)];
+    assert_found(
+        &check_locks_with(&events, &paused),
+        AnomalyKind::ConcurrentHolders,
+    );
+    // Asked before: it may have been granted first, evicted while paused,
+    // and learned of its grant only after process 0's.
+    let asked_early = recorded(&GRANTED_AFTER_ASKING_LATE.replace(r#""time":30"#, r#""time":15"#));
+    let report = check_locks_with(&asked_early, &[fault(Some(1), "pause-client", 16, 80)]);
+    assert_valid(&report);
+    assert_eq!(report.count(AnomalyKind::OverlappingHolders), 1);
+    // Paused only once process 0's grant was known: too late to matter.
+    assert_found(
+        &check_locks_with(&asked_early, &[fault(Some(1), "pause-client", 40, 80)]),
         AnomalyKind::ConcurrentHolders,
     );
 }

@@ -13,7 +13,7 @@ mod snapshots;
 use std::collections::HashMap;
 
 use facsimile_jepsen::check::{AnomalyKind, CheckerReport};
-use facsimile_jepsen::history::{Event, Kind, Op};
+use facsimile_jepsen::history::{self, Event, Kind, Op};
 
 /// Builds a history event by event on a clock that ticks once per event.
 #[derive(Default)]
@@ -133,6 +133,12 @@ pub(crate) fn incr(counter: u32, token: u64, read: Option<u64>) -> Op {
         read,
         wrote: read.map(|r| r + 1),
     }
+}
+
+/// A history as a run's clients record it, one JSON event a line (the
+/// processes' files merged).
+pub(crate) fn recorded(lines: &str) -> Vec<Event> {
+    history::merge([history::read(lines.as_bytes()).expect("history lines")])
 }
 
 /// Asserts the report is valid, printing what it found otherwise.
