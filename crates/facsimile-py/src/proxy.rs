@@ -55,6 +55,14 @@ const MAP_METHODS: &[&str] = &[
 
 type Memo = std::collections::HashMap<facsimile::ObjectId, Py<PyAny>>;
 
+/// Whether `name` is of Python's own form (`__x__`): as an attribute of a
+/// map it is never a key, so that what Python and libraries set, delete or
+/// probe by such names (`__class__`, `__doc__`, `__array__`) never reaches
+/// the replicated store.
+fn python_name(name: &str) -> bool {
+    name.len() > 4 && name.starts_with("__") && name.ends_with("__")
+}
+
 /// Deep copy as plain Python data, shared objects and cycles kept (a memo
 /// by object). Objects nested deeper than [`facsimile::MAX_JSON_DEPTH`]
 /// raise `RecursionError`, as Python's own copies do, rather than overflow
@@ -422,8 +430,9 @@ fn index_error(e: facsimile::Error, message: &'static str) -> PyErr {
 }
 
 /// A map of the store: a `MutableMapping` whose keys are also attributes
-/// (`m.score` is `m["score"]` when no method has that name). Reads see the
-/// live document; writes replicate.
+/// (`m.score` is `m["score"]` when no method has that name and the name is
+/// not of the form `__x__`). Reads see the live document; writes
+/// replicate.
 #[pyclass(module = "facsimile", name = "Map", frozen, weakref, mapping)]
 pub(crate) struct MapProxy {
     pub(crate) owner: Py<Facsimile>,
@@ -535,6 +544,11 @@ impl MapProxy {
     }
 
     fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        if python_name(name) {
+            return Err(PyAttributeError::new_err(format!(
+                "'Map' object has no attribute {name:?} (a key of that name is m[{name:?}])"
+            )));
+        }
         self.get_value(py, name)?
             .ok_or_else(|| PyAttributeError::new_err(format!("the map has no key {name:?}")))
     }
@@ -545,10 +559,20 @@ impl MapProxy {
                 "{name} is a method of Map; set the key with m[{name:?}] = ..."
             )));
         }
+        if python_name(name) {
+            return Err(PyAttributeError::new_err(format!(
+                "{name} is a name of Python's, not a key, as an attribute; set the key with m[{name:?}] = ..."
+            )));
+        }
         self.set_value(name, value)
     }
 
     fn __delattr__(&self, name: &str) -> PyResult<()> {
+        if python_name(name) {
+            return Err(PyAttributeError::new_err(format!(
+                "{name} is a name of Python's, not a key, as an attribute; delete the key with del m[{name:?}]"
+            )));
+        }
         self.open()?;
         if self.map.delete(name).sent()? {
             Ok(())
@@ -568,6 +592,7 @@ impl MapProxy {
             self.map
                 .keys()
                 .into_iter()
+                .filter(|k| !python_name(k))
                 .map(|k| PyString::new(py, &k).into_any().unbind()),
         );
         Ok(names)

@@ -597,3 +597,21 @@ def test_a_proxy_of_an_object_not_in_the_document_raises_on_every_read():
     assert repr(l) == "<facsimile.List (not in this document)>"
     net.run()
     assert m == {"x": 1} and len(l) == 2 and repr(l) == "List([1, 2])"
+
+
+def test_names_of_python_s_own_are_no_keys_as_attributes(pair):
+    a, b = pair
+    a.store = {"m": {}}
+    m = a.store.m
+    for name in ("__doc__", "__class__", "__module__", "__x__"):
+        with pytest.raises(AttributeError, match=r"m\["):
+            setattr(m, name, "x")
+        with pytest.raises(AttributeError):
+            delattr(m, name)
+    assert b.store.m == {}
+    m["__x__"] = 1  # as an item, it is a key as any other
+    with pytest.raises(AttributeError):
+        m.__x__
+    assert b.store.m == {"__x__": 1} and m["__x__"] == 1
+    del m["__x__"]
+    assert b.store.m == {}
