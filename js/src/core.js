@@ -96,8 +96,54 @@ function createFacsimile(wasm, { platform }) {
   // rethrown from here, the stack shows the program's call. So are the
   // package's own, caught and passed on (a promise's rejection).
   function again(e) {
-    if (e instanceof Error && typeof e.code === 'string') return fail(e.code, e.message, again);
+    if (e instanceof Error && typeof e.code === 'string') {
+      const copy = fail(e.code, e.message, again);
+      if (e.cause !== undefined) copy.cause = e.cause;
+      return copy;
+    }
     return e;
+  }
+
+  // Marks the errors the engine makes for its refusals (`error` in
+  // crates/facsimile-wasm), which leave its node as it was.
+  const ENGINE_ERROR = Symbol.for('facsimile.engine');
+
+  // The node of each engine, for its failure.
+  const owners = new WeakMap();
+
+  // The engine with every call guarded. An exception that is not one of
+  // its refusals (a trap, a JavaScript exception that crossed its frames)
+  // leaves it unusable, borrowed for good: its node is closed, with that
+  // exception as the cause, rather than left half alive (peers counting it,
+  // its locks held, its later calls failing one by one).
+  class GuardedEngine extends Engine {}
+  for (const name of Object.getOwnPropertyNames(Engine.prototype)) {
+    const f = Object.getOwnPropertyDescriptor(Engine.prototype, name).value;
+    if (typeof f !== 'function' || name === 'constructor' || name === 'free' || name.startsWith('__')) continue;
+    const guarded = function (a, b, c, d, e) {
+      try {
+        return f.call(this, a, b, c, d, e);
+      } catch (err) {
+        throw failure(this, err);
+      }
+    };
+    Object.defineProperty(GuardedEngine.prototype, name, { value: guarded, writable: true, configurable: true });
+  }
+
+  function failure(engine, err) {
+    if (typeof err === 'object' && err !== null && err[ENGINE_ERROR] === true) return err;
+    const node = owners.get(engine);
+    return node === undefined ? err : node._fail(err);
+  }
+
+  // A failed node's engine: every call throws the node's CLOSED error,
+  // except those that only let go of something (a handle, change records).
+  function failedEngine(node) {
+    const refuse = () => {
+      throw node._closedError();
+    };
+    const nothing = () => {};
+    return new Proxy({}, { get: (_, name) => (name === 'release' || name === 'record_changes' ? nothing : refuse) });
   }
 
   const clock = typeof performance !== 'undefined' ? () => performance.now() : () => Date.now();
@@ -1053,7 +1099,7 @@ function createFacsimile(wasm, { platform }) {
       }
       this._hostname = name;
       this._binary = opts.binary === true;
-      this._engine = new Engine(
+      this._engine = new GuardedEngine(
         name,
         randomIncarnation(),
         !this._binary,
@@ -1063,9 +1109,12 @@ function createFacsimile(wasm, { platform }) {
         maxMessage,
         opts.observer === true,
       );
+      owners.set(this._engine, this);
       this._incarnation = this._engine.incarnation();
       this._pumping = false;
       this._closed = false;
+      // Why the node was closed when its engine failed (see GuardedEngine).
+      this._failure = null;
       this._readOnly = false;
       // Set by Facsimile.connect: the relay connection.
       this._connection = null;
@@ -1413,7 +1462,7 @@ function createFacsimile(wasm, { platform }) {
       for (const w of list) {
         if (state > 0) w.resolve(state);
         else if (state === -2) w.reject(fail('LOCKED', MESSAGES.LOCKED));
-        else if (this._closed) w.reject(fail('CLOSED', 'The node was closed'));
+        else if (this._closed) w.reject(this._closedError());
         else w.reject(fail('LOST', 'The lock request was withdrawn (a sync, or this node was evicted)'));
       }
     }
@@ -1511,11 +1560,55 @@ function createFacsimile(wasm, { platform }) {
       this._closed = true;
       this._clearTimer();
       this._pump();
+      this._rejectWaiters();
+    }
+
+    // The lock promises still waiting reject: the node was closed.
+    _rejectWaiters() {
       for (const h of [...this._waiters.keys()]) {
         const list = this._waiters.get(h);
         this._waiters.delete(h);
-        for (const w of list) w.reject(fail('CLOSED', 'The node was closed'));
+        for (const w of list) w.reject(this._closedError());
       }
+    }
+
+    // Closes the node once its engine failed (see GuardedEngine), without
+    // the goodbye the engine can no longer make: its peers evict it as a
+    // node that went silent. Returns the error to throw.
+    _fail(cause) {
+      if (this._failure === null) {
+        let what;
+        try {
+          what = String(cause);
+        } catch {
+          what = typeof cause;
+        }
+        const e = fail('CLOSED', `This node was closed: its engine failed (${what}); make a new node`, this._fail);
+        e.cause = cause;
+        this._failure = e;
+        this._engine = failedEngine(this);
+        this._closed = true;
+        this._bump();
+        this._rootValid = false;
+        this._clearTimer();
+        this._rejectWaiters();
+        const c = this._connection;
+        if (c !== null) {
+          c.settleFirst(e);
+          c.shut(e);
+        }
+      }
+      return this._closedError();
+    }
+
+    // What a closed node throws: CLOSED, its cause the engine's failure if
+    // that closed it.
+    _closedError() {
+      const failed = this._failure;
+      if (failed === null) return fail('CLOSED', 'This node was closed', this._closedError);
+      const e = fail('CLOSED', failed.message, this._closedError);
+      e.cause = failed.cause;
+      return e;
     }
 
     /**
@@ -1946,12 +2039,12 @@ function createFacsimile(wasm, { platform }) {
     // ------------------------------------------------------------- writes
 
     _checkOpen() {
-      if (this._closed) throw fail('CLOSED', 'This node was closed');
+      if (this._closed) throw this._closedError();
     }
 
     _checkWritable() {
       if (this._sender() === undefined) throw fail('NO_SENDER', MESSAGES.NO_SENDER);
-      if (this._closed) throw fail('CLOSED', 'This node was closed');
+      if (this._closed) throw this._closedError();
       if (this._readOnly) throw fail('READ_ONLY', 'This node joined its relay read-only');
     }
 

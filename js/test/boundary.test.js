@@ -88,3 +88,39 @@ test('what passes for a Uint8Array without being one (a Proxy around one) is ref
   assert.equal(hex(a.snapshot()), before, 'nothing changed');
   working(a, b);
 });
+
+test('an engine call that fails other than by a refusal closes the node, the failure as its cause', async () => {
+  const [a, b, net] = pair();
+  a.store = { x: 1, m: {} };
+  const c = net.join('c');
+  c.sync();
+  await b.lock(b.store.m);
+  let waiting = null;
+  a.lock(a.store.m).catch((e) => {
+    waiting = e;
+  });
+  const m = a.store.m;
+  // An engine that throws what is none of its refusals: here, freed under
+  // the node (in the field: a trap, an exception that crossed its frames).
+  a._engine.free();
+  const closed = (e) => e.code === 'CLOSED' && e.cause instanceof Error && /engine failed/.test(e.message);
+  assert.throws(() => {
+    a.store.y = 2;
+  }, closed, 'the write that met the failure');
+  await new Promise(setImmediate);
+  assert.ok(waiting !== null && closed(waiting), 'a lock promise still waiting rejects');
+  for (const [what, f] of [
+    ['a write', () => (m.z = 1)],
+    ['a read', () => a.store.x],
+    ['a read through a proxy', () => m.z],
+    ['sync', () => a.sync()],
+    ['snapshot', () => a.snapshot()],
+  ]) {
+    assert.throws(f, closed, what);
+  }
+  await assert.rejects(a.lock(m), closed);
+  assert.doesNotThrow(() => a.close());
+  // The others go on; a ignores their messages, as a closed node does.
+  b.store.x = 3;
+  assert.equal(c.store.x, 3);
+});

@@ -124,10 +124,16 @@ impl Handles {
     }
 }
 
-/// A JavaScript `Error` with the engine's `code`.
+/// A JavaScript `Error` with the engine's `code`, marked as the engine's
+/// by a hidden `Symbol.for('facsimile.engine')`: the package tells these
+/// refusals, which change nothing, from anything else an engine call may
+/// throw (a trap), which leaves the engine unusable.
 fn error(code: &str, message: &str) -> JsValue {
     let e = js_sys::Error::new(message);
     let _ = Reflect::set(&e, &"code".into(), &code.into());
+    let mark = js_sys::Object::new();
+    let _ = Reflect::set(&mark, &"value".into(), &JsValue::TRUE);
+    js_sys::Object::define_property(&e, &js_sys::Symbol::for_("facsimile.engine").into(), &mark);
     e.into()
 }
 
