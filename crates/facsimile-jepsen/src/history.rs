@@ -192,8 +192,8 @@ impl Op {
 /// `faults.jsonl` in the run's directory, one JSON object per line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultWindow {
-    /// The client process paused, killed or cut off; `None` for a fault of
-    /// a server or its disk, which every process may feel.
+    /// The client process paused, killed or cut off (`u32::MAX` when its
+    /// slot had none); `None` for a fault of a server or its disk.
     pub process: Option<u32>,
     /// The fault's kind (`pause-client`, `kill-relay`…).
     pub kind: String,
@@ -201,13 +201,53 @@ pub struct FaultWindow {
     pub start: u64,
     /// When it was healed (the run's end when its heal failed).
     pub end: u64,
+    /// Nanoseconds after `end` during which an eviction it caused may
+    /// still come: the run's failure detection (the relay's peer timeout
+    /// or the NATS lease) plus a heartbeat interval. A node cut off is
+    /// judged silent only once its first messages after the heal are
+    /// overdue, which TCP's retransmission backoff can delay; a restarted
+    /// relay evicts the members that are not back within its timeout.
+    /// Zero in records from before it was written.
+    #[serde(default)]
+    pub grace: u64,
 }
 
 impl FaultWindow {
-    /// Whether the fault may have hit `process` at some time in
-    /// `from..=to`.
-    pub fn hits(&self, process: u32, from: u64, to: u64) -> bool {
-        self.process.is_none_or(|p| p == process) && self.start <= to && self.end >= from
+    /// Whether a fault of this kind can evict a node, so that its locks
+    /// pass on without its knowing, and which: `Some(true)` the client
+    /// process it hit, `Some(false)` any, `None` none.
+    ///
+    /// - `pause-client`, `partition-client`, `kill-client`: the client it
+    ///   hit, silent past the failure detection or its connection closed.
+    /// - `kill-relay`: any; the restarted relay evicts the members that
+    ///   are not back within its peer timeout.
+    /// - `kill-server`, `isolate-server` (NATS): any; a node connected to
+    ///   that server must reach another before its lease runs out.
+    /// - `disk-stall`, `disk-slow`, and kinds unknown here: none. A slow
+    ///   or stalled disk delays acknowledgements: the relay counts the
+    ///   frames that arrived during a stall as heard before it judges
+    ///   anybody silent, and over NATS a silence of the whole log renews
+    ///   every lease (DESIGN.md).
+    fn evicts(&self) -> Option<bool> {
+        match self.kind.as_str() {
+            "pause-client" | "partition-client" | "kill-client" => Some(true),
+            "kill-relay" | "kill-server" | "isolate-server" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Whether the fault may have evicted `process` at some time in
+    /// `from..=to`: a fault of a kind that can evict it, injected by `to`
+    /// and healed no more than its grace before `from`.
+    pub fn may_evict(&self, process: u32, from: u64, to: u64) -> bool {
+        let whom = match self.evicts() {
+            None => return false,
+            Some(true) => self.process,
+            Some(false) => None,
+        };
+        whom.is_none_or(|p| p == process)
+            && self.start <= to
+            && self.end.saturating_add(self.grace) >= from
     }
 }
 

@@ -99,6 +99,9 @@ pub struct Summary {
     pub check: String,
     /// Anomalies the checker found.
     pub anomalies: u64,
+    /// Overlaps of two lock holders that a fault explains, by the fault's
+    /// kind ([`crate::check::CheckerReport::explained`]).
+    pub explained_overlaps: BTreeMap<String, usize>,
     /// Whether every final snapshot was byte for byte the same.
     pub snapshots_equal: bool,
     /// Client processes started (restarts included).
@@ -123,6 +126,8 @@ pub struct Verdict {
     pub valid: bool,
     /// Anomalies found.
     pub anomalies: u64,
+    /// Explained overlaps of lock holders, by the kind of fault.
+    pub explained_overlaps: BTreeMap<String, usize>,
     /// The checker's report.
     pub report: String,
 }
@@ -140,6 +145,7 @@ pub fn check(paths: &[PathBuf], faults: Option<&Path>) -> Result<Verdict, String
     Ok(Verdict {
         valid: report.valid(),
         anomalies,
+        explained_overlaps: report.locks.explained.clone(),
         report: report.to_string(),
     })
 }
@@ -738,6 +744,9 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
                     } else {
                         u64::MAX
                     },
+                    // The failure detection plus a heartbeat interval (1 s
+                    // for the relay, a third of the lease over NATS).
+                    grace: (detection_ms + 1000) * 1_000_000,
                 };
                 append_fault(&faults_path, &window)?;
                 if let Err(e) = healed {
@@ -877,6 +886,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         faults: runner.faults.clone(),
         check: verdict.report,
         anomalies: verdict.anomalies,
+        explained_overlaps: verdict.explained_overlaps,
         snapshots_equal,
         processes: runner.next_process,
         counters: storage.values().into_iter().collect(),

@@ -13,14 +13,18 @@
 //! from its grant's acknowledgement to its release's invocation, or to its
 //! last event when it never released). Every overlapping pair is judged on
 //! its own. The protocol allows an overlap only where a holder lost the
-//! lock without knowing: the earlier one was paused, killed or cut off, or
-//! a server or its disk was faulted, between its request and the later
-//! grant; or the later one was granted first, lost the lock and learned of
-//! its grant only after the earlier one's, which needs it to have asked
-//! before the earlier grant was known and to have been faulted between its
-//! request and the earlier grant. Such an overlap is counted
-//! as information (the lock's safety then rests on fencing, which the
-//! counter checks); any other is [`AnomalyKind::ConcurrentHolders`], so an
+//! lock without knowing: the earlier one was evicted between its request
+//! and the later grant; or the later one was granted first, evicted and
+//! told of its grant only after the earlier one's, which needs it to have
+//! asked before the earlier grant was known and to have been evicted
+//! between its request and the earlier grant. An eviction needs a fault
+//! that can cause one ([`FaultWindow::may_evict`]: a pause, kill or cut of
+//! that holder, a kill of the relay, a kill or cut of a NATS server; not a
+//! slow or stalled disk), injected by the end of that window and healed no
+//! more than the run's failure detection before its start. Such an
+//! overlap is counted
+//! as information, by the kind of fault that explains it (the lock's
+//! safety then rests on fencing, which the counter checks); any other is [`AnomalyKind::ConcurrentHolders`], so an
 //! eviction or a lease lapse with no injected fault (a node starved of CPU
 //! past the relay's timeout, say) is reported as a violation. Without the
 //! run's faults (a history checked alone) every overlap counts as
@@ -209,12 +213,15 @@ fn overlaps(
             let (kind, why) = match fault {
                 Some(None) => (
                     AnomalyKind::ConcurrentHolders,
-                    "with no fault of either (nor of a server) meanwhile".to_string(),
+                    "with no fault that could evict either (nor a server's) meanwhile".to_string(),
                 ),
-                Some(Some(f)) => (
-                    AnomalyKind::OverlappingHolders,
-                    format!("after a {} fault", f.kind),
-                ),
+                Some(Some(f)) => {
+                    *report.explained.entry(f.kind.clone()).or_insert(0) += 1;
+                    (
+                        AnomalyKind::OverlappingHolders,
+                        format!("after a {} fault", f.kind),
+                    )
+                }
                 None => (
                     AnomalyKind::OverlappingHolders,
                     "(the run's faults are unknown)".to_string(),
@@ -247,8 +254,9 @@ fn explaining<'f>(
     second: &Operation,
 ) -> Option<&'f FaultWindow> {
     faults.iter().find(|f| {
-        f.hits(first.process, first.invoke, second.end())
-            || (second.invoke < first.end() && f.hits(second.process, second.invoke, first.end()))
+        f.may_evict(first.process, first.invoke, second.end())
+            || (second.invoke < first.end()
+                && f.may_evict(second.process, second.invoke, first.end()))
     })
 }
 

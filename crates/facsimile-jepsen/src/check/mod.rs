@@ -18,9 +18,10 @@
 //!   tokens; the accepted increments (each a fenced read, then a write of
 //!   one more) form one chain whose tokens never go backwards and whose
 //!   holders never interleave; two holders never overlap in real time
-//!   unless a fault of either (or of a server) explains it.
-//!   Explained overlaps, and increments under different tokens that
-//!   overlap in real time, are counted apart, as information.
+//!   unless a fault that can evict one of them explains it.
+//!   Explained overlaps (by the fault's kind), and increments under
+//!   different tokens that overlap in real time, are counted apart, as
+//!   information.
 //! - [`check_snapshots`]: the replicas' final snapshots are byte-identical.
 //!
 //! [`check_all`] runs the three history checkers, [`check_run`] does so
@@ -140,17 +141,19 @@ pub enum AnomalyKind {
     /// earlier holder between its request and the later grant, nor of the
     /// later holder between its request and the earlier grant (when it
     /// asked before that grant was known, so that it may have been granted
-    /// first), and no fault of a server or its disk in either window.
-    /// Locks are exclusive among live
+    /// first), and no kill of the relay, nor kill or cut of a NATS server,
+    /// in either window (a slow or stalled disk evicts nobody; see
+    /// [`FaultWindow::may_evict`]). Locks are exclusive among live
     /// nodes; an eviction or a lease lapse with no injected fault (a node
     /// starved of CPU past the relay's timeout, say) is reported as this.
     ConcurrentHolders,
     /// Information, not a violation: two holders' intervals of one lock
-    /// overlap in real time after a fault of either (or of a server) that
-    /// explains it, as for [`AnomalyKind::ConcurrentHolders`], which the
-    /// protocol allows when a holder was paused or cut off past the failure
-    /// detection; fencing then keeps the resource safe. Every overlap
-    /// counts as this when the run's faults are unknown.
+    /// overlap in real time after a fault that explains it, as for
+    /// [`AnomalyKind::ConcurrentHolders`], which the protocol allows when
+    /// a holder was paused or cut off past the failure detection; fencing
+    /// then keeps the resource safe. Counted by the fault's kind in
+    /// [`CheckerReport::explained`]. Every overlap counts as this when the
+    /// run's faults are unknown.
     OverlappingHolders,
     /// Information, not a violation: accepted increments under different
     /// tokens overlap in real time (a holder paused while its increment
@@ -254,6 +257,10 @@ pub struct CheckerReport {
     pub anomalies: BTreeMap<AnomalyKind, usize>,
     /// Informational findings, by kind; they leave the verdict valid.
     pub informational: BTreeMap<AnomalyKind, usize>,
+    /// Overlaps of two lock holders that a fault explains, by the kind of
+    /// the fault (the first that explains each): what the protocol allowed
+    /// and fencing had to cover.
+    pub explained: BTreeMap<String, usize>,
     /// Up to [`EXAMPLES_PER_KIND`] findings of each kind, in full.
     pub examples: Vec<Anomaly>,
     /// No violation found.
@@ -268,6 +275,7 @@ impl CheckerReport {
             final_reads: 0,
             anomalies: BTreeMap::new(),
             informational: BTreeMap::new(),
+            explained: BTreeMap::new(),
             examples: Vec::new(),
             valid: true,
         }
@@ -356,7 +364,16 @@ impl fmt::Display for Report {
                 writeln!(f, "  {}: {kind} x{n}", c.name)?;
             }
             for (kind, n) in &c.informational {
-                writeln!(f, "  {}: {kind} x{n} (information)", c.name)?;
+                write!(f, "  {}: {kind} x{n} (information", c.name)?;
+                if *kind == AnomalyKind::OverlappingHolders && !c.explained.is_empty() {
+                    let by: Vec<String> = c
+                        .explained
+                        .iter()
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect();
+                    write!(f, "; after {}", by.join(", "))?;
+                }
+                writeln!(f, ")")?;
             }
         }
         write!(
@@ -378,9 +395,9 @@ pub fn check_all(history: &[Event]) -> Report {
 
 /// Runs every checker on a history whose run injected `faults` (all of
 /// them, on the history's clock): two lock holders that overlap are a
-/// violation ([`AnomalyKind::ConcurrentHolders`]) unless a fault of either
-/// holder, or of a server or its disk, explains it (with no faults, none
-/// does). So an eviction or a lease lapse with no injected fault (a node
+/// violation ([`AnomalyKind::ConcurrentHolders`]) unless a fault that can
+/// evict one of them, at a time when that lets them overlap, explains it
+/// ([`FaultWindow::may_evict`]; with no faults, none does). So an eviction or a lease lapse with no injected fault (a node
 /// starved of CPU past the relay's timeout, say) is reported as a
 /// violation.
 pub fn check_run(history: &[Event], faults: &[FaultWindow]) -> Report {

@@ -1,4 +1,4 @@
-use facsimile_jepsen::check::{AnomalyKind, check_locks, check_locks_with};
+use facsimile_jepsen::check::{AnomalyKind, check_locks, check_locks_with, check_run};
 use facsimile_jepsen::history::{FaultWindow, Kind, Op};
 
 use super::{History, assert_found, assert_valid, incr, recorded};
@@ -170,6 +170,7 @@ fn fault(process: Option<u32>, kind: &str, start: u64, end: u64) -> FaultWindow 
         kind: kind.into(),
         start,
         end,
+        grace: 0,
     }
 }
 
@@ -288,5 +289,58 @@ fn a_fault_of_the_later_holder_explains_an_overlap_only_if_it_could_have_been_gr
     assert_found(
         &check_locks_with(&asked_early, &[fault(Some(1), "pause-client", 40, 80)]),
         AnomalyKind::ConcurrentHolders,
+    );
+}
+
+/// Process 0 holds lock 1 from 110 to 400, process 1 from 210 to 300.
+const NESTED_HOLDERS: &str = r#"
+{"process":0,"kind":"invoke","op":{"f":"acquire","lock":1,"token":null},"time":100}
+{"process":0,"kind":"ok","op":{"f":"acquire","lock":1,"token":1},"time":110}
+{"process":1,"kind":"invoke","op":{"f":"acquire","lock":1,"token":null},"time":200}
+{"process":1,"kind":"ok","op":{"f":"acquire","lock":1,"token":2},"time":210}
+{"process":1,"kind":"invoke","op":{"f":"release","lock":1,"token":2},"time":300}
+{"process":1,"kind":"ok","op":{"f":"release","lock":1,"token":2},"time":310}
+{"process":0,"kind":"invoke","op":{"f":"release","lock":1,"token":1},"time":400}
+{"process":0,"kind":"ok","op":{"f":"release","lock":1,"token":1},"time":410}
+"#;
+
+#[test]
+fn only_a_fault_that_can_evict_a_holder_while_the_lock_passed_explains_an_overlap() {
+    let events = recorded(NESTED_HOLDERS);
+    // A slow or stalled disk delays acknowledgements and evicts nobody; a
+    // fault over before process 0 asked cost it nothing.
+    for faults in [
+        vec![fault(None, "disk-slow", 90, 101)],
+        vec![fault(None, "disk-slow", 150, 160)],
+        vec![fault(None, "disk-stall", 150, 160)],
+        vec![fault(None, "kill-relay", 50, 60)],
+        vec![fault(Some(0), "pause-client", 50, 60)],
+    ] {
+        assert_found(
+            &check_locks_with(&events, &faults),
+            AnomalyKind::ConcurrentHolders,
+        );
+    }
+    for faults in [
+        vec![fault(None, "kill-relay", 150, 160)],
+        vec![fault(Some(0), "partition-client", 150, 160)],
+        vec![fault(Some(0), "pause-client", 205, 300)],
+    ] {
+        let report = check_locks_with(&events, &faults);
+        assert_valid(&report);
+        assert_eq!(report.count(AnomalyKind::OverlappingHolders), 1);
+        let kind = faults[0].kind.clone();
+        assert_eq!(report.explained, [(kind, 1)].into(), "{report:#?}");
+    }
+    // An eviction may follow a heal by up to the failure detection.
+    let late = FaultWindow {
+        grace: 40,
+        ..fault(None, "kill-relay", 50, 60)
+    };
+    assert_valid(&check_locks_with(&events, &[late.clone()]));
+    let text = check_run(&events, &[late]).to_string();
+    assert!(
+        text.contains("locks: overlapping-holders x1 (information; after kill-relay 1)"),
+        "{text}"
     );
 }
