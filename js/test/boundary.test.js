@@ -7,7 +7,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { SyncNet } = require('./support/net');
+const { SyncNet, Facsimile } = require('./support/net');
 
 function pair(options) {
   const net = new SyncNet({ wire: 'none', ...options });
@@ -123,4 +123,25 @@ test('an engine call that fails other than by a refusal closes the node, the fai
   // The others go on; a ignores their messages, as a closed node does.
   b.store.x = 3;
   assert.equal(c.store.x, 3);
+});
+
+test('bytes whose length reads differently each time are stored as they are, and nothing else', () => {
+  // Memory another node freed, which held data of its own.
+  const other = new Facsimile('other');
+  other.send = () => {};
+  other.store = { secret: 'S'.repeat(5000) };
+  other.store = null;
+  const [a, b] = pair();
+  a.store = {};
+  let reads = 0;
+  class Shifting extends Uint8Array {
+    get length() {
+      return reads++ % 3 === 0 ? 4000 : super.length;
+    }
+  }
+  for (let i = 0; i < 10; i++) {
+    a.store[`y${i}`] = new Shifting([1, 2, 3]);
+    assert.deepEqual([...b.store[`y${i}`]], [1, 2, 3]);
+  }
+  working(a, b);
 });
