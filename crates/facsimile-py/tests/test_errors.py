@@ -47,3 +47,12 @@ def test_raised_errors_are_caught_by_their_family():
     assert type(e.value) is facsimile.LockTimeoutError
     assert "withdrawn" in str(e.value)
     guard.release()
+
+
+@pytest.mark.parametrize(
+    "seconds", [(0, 0), (0, 1), (1, 0), (-1, 5), (1, float("inf")), (float("nan"), 1)]
+)
+def test_failure_detection_takes_positive_finite_seconds(seconds):
+    with pytest.raises(ValueError, match="failure_detection"):
+        facsimile.Facsimile("alpha", failure_detection=seconds)
+    facsimile.Facsimile("alpha", failure_detection=(0.5, 5))
