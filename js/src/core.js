@@ -222,23 +222,24 @@ function createFacsimile(wasm, { platform }) {
   }
 
   // A copy of the bytes of `o` when it is a Uint8Array (a Buffer, a
-  // subclass), else undefined. The engine reads what it is handed inside
-  // its call: a `length` of the program's (a subclass's getter, a Proxy's
-  // trap) would run there, with the engine borrowed, and may throw or lie.
-  // The copy is made from the internal slots, and the engine reads only
-  // copies.
-  function bytesOf(o) {
+  // subclass), else undefined. The engine, and the glue that hands it an
+  // argument, read the array's `length` as a property: a `length` of the
+  // program's (a subclass's getter, a Proxy's trap, an own property) would
+  // run inside the engine call, with the engine borrowed, and may throw;
+  // or lie, and have the glue copy more bytes than it allocated. The copy
+  // is made from the internal slots, and the engine reads only copies.
+  // Refused with `code` (a detached buffer has no bytes to copy).
+  function bytesOf(o, code) {
     if (typedArrayName.call(o) !== 'Uint8Array') return undefined;
-    return copyBytes(o);
+    return copyBytes(o, code);
   }
 
-  // A copy of a Uint8Array, or of an ArrayBuffer's bytes (a detached
-  // buffer has none to copy).
-  function copyBytes(o) {
+  // A copy of a Uint8Array, or of an ArrayBuffer's bytes.
+  function copyBytes(o, code) {
     try {
       return new Uint8Array(o instanceof ArrayBuffer ? new Uint8Array(o) : o);
     } catch (e) {
-      throw fail('BAD_VALUE', `These bytes cannot be read: ${e.message}`, copyBytes);
+      throw fail(code, `These bytes cannot be read: ${e.message}`, copyBytes);
     }
   }
 
@@ -1204,11 +1205,11 @@ function createFacsimile(wasm, { platform }) {
         if (to !== this._incarnation) return;
       }
       let text = false;
+      let bytes;
       if (typeof message === 'string') text = true;
-      else if (message instanceof ArrayBuffer) message = new Uint8Array(message);
-      else if (!(message instanceof Uint8Array)) {
-        throw fail('MALFORMED', 'a message is a string or a Uint8Array');
-      }
+      else if ((bytes = bytesOf(message, 'MALFORMED')) !== undefined) message = bytes;
+      else if (message instanceof ArrayBuffer) message = copyBytes(message, 'MALFORMED');
+      else throw fail('MALFORMED', 'a message is a string or a Uint8Array');
       const refused = this._apply(message, text);
       if (refused !== null) throw refused;
     }
@@ -2027,12 +2028,12 @@ function createFacsimile(wasm, { platform }) {
         if (t._n !== this) throw this._foreign();
         return { r: t._h };
       }
-      const bytes = bytesOf(o);
+      const bytes = bytesOf(o, 'BAD_VALUE');
       if (bytes !== undefined) return bytes;
       if (o instanceof Uint8Array) {
         throw fail('BAD_VALUE', 'This object passes for a Uint8Array but is not one (a Proxy around one?); store the Uint8Array itself');
       }
-      if (o instanceof ArrayBuffer) return copyBytes(o);
+      if (o instanceof ArrayBuffer) return copyBytes(o, 'BAD_VALUE');
       return undefined;
     }
 
@@ -2272,7 +2273,10 @@ function createFacsimile(wasm, { platform }) {
      */
     _tree(expanded, openDepth, objects) {
       const wanted = Uint32Array.from(objects, (o) => this._own(o)._h);
-      return JSON.parse(this._engine.tree(expanded, openDepth, wanted));
+      // An array of strings of the package's own: the glue reads the
+      // length at each element, and the engine takes strings only.
+      const paths = Array.from(expanded, String);
+      return JSON.parse(this._engine.tree(paths, openDepth, wanted));
     }
 
     /** For the inspector: the place (a JSON pointer, or null) of each of `objects`. */

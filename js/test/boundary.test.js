@@ -145,3 +145,59 @@ test('bytes whose length reads differently each time are stored as they are, and
   }
   working(a, b);
 });
+
+test('receive reads a message\'s bytes from the array itself, whatever its length says', () => {
+  const a = new Facsimile('a', { binary: true });
+  const sent = [];
+  a.send = (m) => sent.push(m);
+  a.store = { x: 'y'.repeat(100) };
+  a.store.n = 1;
+  let calls = 0;
+  class Short extends Uint8Array {
+    get length() {
+      calls++;
+      return 1;
+    }
+  }
+  class Long extends Uint8Array {
+    get length() {
+      calls++;
+      return 1 << 20;
+    }
+  }
+  const b = new Facsimile('b', { binary: true });
+  b.send = () => {};
+  for (const m of sent.slice(0, -1)) b.receive(Short.from(m));
+  const own = Uint8Array.from(sent.at(-1));
+  Object.defineProperty(own, 'length', { value: 3 });
+  b.receive(own);
+  assert.equal(calls, 0);
+  assert.equal(hex(b.snapshot()), hex(a.snapshot()));
+  // A message whose bytes are garbage, whatever it says of its length, is
+  // refused and changes nothing.
+  const before = hex(b.snapshot());
+  for (const m of [Short.from(new Uint8Array(4096).fill(0x41)), Long.from([1, 2, 3])]) {
+    assert.throws(() => b.receive(m), (e) => typeof e.code === 'string' && !(e instanceof WebAssembly.RuntimeError));
+  }
+  assert.throws(() => b.receive(new Proxy(Uint8Array.from(sent[0]), {})), { code: 'MALFORMED' });
+  assert.equal(hex(b.snapshot()), before);
+  // The module's memory is whole: other nodes of it still work.
+  const [c, d] = pair();
+  c.store = { list: [] };
+  for (let i = 0; i < 50; i++) c.store.list.push({ i });
+  assert.equal(d.store.list.length, 50);
+});
+
+test('the inspector\'s tree takes its paths as any list, read outside the engine', () => {
+  const [a] = pair();
+  a.store = { x: { y: 1 } };
+  const lying = new Proxy(['', '/x'], {
+    get(t, k, r) {
+      return k === 'length' ? 1 : Reflect.get(t, k, r);
+    },
+  });
+  assert.deepEqual(a._tree(lying, 0, []), a._tree([''], 0, []));
+  assert.deepEqual(a._tree(['', 7], 0, []), a._tree(['', '7'], 0, []), 'paths as strings');
+  a.store.after = 1;
+  assert.equal(a.store.after, 1);
+});
