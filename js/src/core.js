@@ -35,6 +35,10 @@ function createFacsimile(wasm, { platform }) {
   const KIND_MAP = 1;
   const KIND_ARRAY = 2;
   const MAX_HOSTNAME = 1024;
+  // A JSON message is handed to `send` as a string, and V8 makes none
+  // longer than this (in UTF-16 code units, which a UTF-8 message has at
+  // most as many of as bytes): the most a JSON node's maxMessage may be.
+  const MAX_JSON_MESSAGE = 0x1fffffe8;
   // Writing past the end of an array pads it with nulls (arrays are dense);
   // a write further than this past the end is refused rather than
   // allocating millions of nulls by mistake.
@@ -1098,8 +1102,12 @@ function createFacsimile(wasm, { platform }) {
       if (maxMessage !== undefined && !(Number.isSafeInteger(maxMessage) && maxMessage > 0)) {
         throw fail('BAD_OPTION', 'maxMessage is a positive number of bytes');
       }
+      const binary = opts.binary === true;
+      if (!binary && maxMessage > MAX_JSON_MESSAGE) {
+        throw fail('BAD_OPTION', `maxMessage is at most ${MAX_JSON_MESSAGE} bytes with JSON messages (the longest string JavaScript makes); binary messages may be larger`);
+      }
       this._hostname = name;
-      this._binary = opts.binary === true;
+      this._binary = binary;
       this._engine = new GuardedEngine(
         name,
         randomIncarnation(),

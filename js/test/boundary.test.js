@@ -201,3 +201,17 @@ test('the inspector\'s tree takes its paths as any list, read outside the engine
   a.store.after = 1;
   assert.equal(a.store.after, 1);
 });
+
+test('a JSON node\'s maxMessage is at most the longest string JavaScript makes', () => {
+  // A larger one let a write make a message `send` could not be handed
+  // (the string made inside the engine call, which threw there).
+  const MAX = 0x1fffffe8;
+  assert.throws(() => new Facsimile('a', { maxMessage: MAX + 1 }), { name: 'RangeError', code: 'BAD_OPTION' });
+  assert.throws(() => new Facsimile('a', { maxMessage: 2 ** 32 }), { name: 'RangeError', code: 'BAD_OPTION' });
+  for (const options of [{ maxMessage: MAX }, { binary: true, maxMessage: 2 ** 32 }]) {
+    const net = new SyncNet({ wire: 'none' });
+    const [a, b] = [net.join('a', options), net.join('b', options)];
+    a.store = { x: 'é' };
+    assert.equal(b.store.x, 'é');
+  }
+});

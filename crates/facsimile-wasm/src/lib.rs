@@ -56,6 +56,11 @@ const KIND_ARRAY: u8 = 2;
 /// The largest integer a JavaScript number holds exactly.
 const MAX_SAFE: i64 = (1 << 53) - 1;
 
+/// The longest string V8 makes, in UTF-16 code units (other engines make
+/// longer ones). Making a longer one throws inside the engine call, which
+/// leaves the engine unusable.
+const MAX_JS_STRING: usize = (1 << 29) - 24;
+
 /// How deep an input tree may nest. The engine creates an input's objects
 /// recursively, on WebAssembly's shadow stack (1 MiB), which a tree of
 /// about 1,500 levels overflows: the module's memory is then corrupt for
@@ -296,12 +301,17 @@ impl Engine {
     /// The next message to send: a string (JSON) or a `Uint8Array`, or
     /// `undefined` when none waits. [`Engine::transmit_to`] then tells its
     /// recipient.
+    ///
+    /// A JSON message too long for a JavaScript string (a sync answer: the
+    /// package keeps a JSON node's writes within one) comes as its UTF-8
+    /// bytes, which `receive` takes as well.
     pub fn poll_transmit(&mut self) -> JsValue {
         let Some(t) = self.replica.poll_transmit() else {
             return JsValue::UNDEFINED;
         };
         self.last_to = t.to;
-        if t.bytes.first() == Some(&b'{') {
+        // A UTF-8 text has at most as many UTF-16 code units as bytes.
+        if t.bytes.first() == Some(&b'{') && t.bytes.len() <= MAX_JS_STRING {
             // The JSON form is UTF-8 by construction.
             JsValue::from_str(&String::from_utf8_lossy(&t.bytes))
         } else {
