@@ -105,6 +105,14 @@ pub async fn connect(
     }
 }
 
+/// How an increment that was not accepted ended.
+enum Refused {
+    /// The storage refused the token as stale.
+    Stale,
+    /// `Fail` (certainly without effect) or `Info` (unknown).
+    Other(Kind),
+}
+
 struct Client {
     conn: Connection,
     rec: Recorder<BufWriter<File>>,
@@ -295,14 +303,14 @@ impl Client {
         };
         for _ in 0..self.rng.random_range(1..=2) {
             self.record(Kind::Invoke, &inc(None, None));
-            let kind = match self.increment(lock, token).await {
+            match self.increment(lock, token).await {
                 Ok(read) => {
                     self.record(Kind::Ok, &inc(Some(read), Some(read + 1)));
                     continue;
                 }
-                Err(kind) => kind,
-            };
-            self.record(kind, &inc(None, None));
+                Err(Refused::Stale) => self.record_failure(&inc(None, None), LockFailure::Stale),
+                Err(Refused::Other(kind)) => self.record(kind, &inc(None, None)),
+            }
             break;
         }
         let release = Op::Release { lock, token };
@@ -314,14 +322,16 @@ impl Client {
     }
 
     /// Reads `counter` under `token`, works, writes back one more: the
-    /// value read, or how the increment ended (`Fail`: certainly without
-    /// effect, the read refused or unanswered or the write refused or not
-    /// sent; `Info`: the write went unanswered).
-    async fn increment(&mut self, counter: u32, token: u64) -> Result<u64, Kind> {
+    /// value read, or how the increment ended (`Stale`: the storage
+    /// refused the token, at the read or the write; `Fail`: certainly
+    /// without effect, the read unanswered or the write not sent; `Info`:
+    /// the write went unanswered).
+    async fn increment(&mut self, counter: u32, token: u64) -> Result<u64, Refused> {
         let read = match storage::request(self.storage, Request::Read { counter, token }).await {
             Ok(Answer::Ok { value }) => value,
+            Ok(Answer::Stale { .. }) => return Err(Refused::Stale),
             // A read changes no value.
-            _ => return Err(Kind::Fail),
+            Err(_) => return Err(Refused::Other(Kind::Fail)),
         };
         tokio::time::sleep(INCREMENT_WORK).await;
         let write = Request::Write {
@@ -331,8 +341,9 @@ impl Client {
         };
         match storage::request(self.storage, write).await {
             Ok(Answer::Ok { .. }) => Ok(read),
-            Ok(Answer::Stale { .. }) | Err(RequestError::NotSent(_)) => Err(Kind::Fail),
-            Err(RequestError::NoAnswer(_)) => Err(Kind::Info),
+            Ok(Answer::Stale { .. }) => Err(Refused::Stale),
+            Err(RequestError::NotSent(_)) => Err(Refused::Other(Kind::Fail)),
+            Err(RequestError::NoAnswer(_)) => Err(Refused::Other(Kind::Info)),
         }
     }
 

@@ -28,8 +28,10 @@ pub struct Event {
     /// Nanoseconds on the machine's monotonic clock ([`now`]), which every
     /// process of a run shares.
     pub time: u64,
-    /// On the `fail` completion of an `Acquire` or `Release`: why. Absent
-    /// otherwise, and in histories recorded before it was.
+    /// On the `fail` completion of an `Acquire` or `Release`: why; of an
+    /// `Increment`: [`LockFailure::Stale`] when the fenced storage refused
+    /// its token. Absent otherwise, and in histories recorded before it
+    /// was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<LockFailure>,
 }
@@ -49,7 +51,8 @@ pub enum Kind {
 }
 
 /// Why a lock operation failed: the kind of [`facsimile::LockError`], or
-/// that the node had no copy of the lock's object to lock.
+/// that the node had no copy of the lock's object to lock, or (an
+/// increment) that the fenced storage refused the holder's token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LockFailure {
     /// The node has no document yet (it is joining or starting over), or
@@ -77,6 +80,9 @@ pub enum LockFailure {
     Engine,
     /// A kind added to [`facsimile::LockError`] since.
     Other,
+    /// The fenced storage refused an increment's token as stale: it had
+    /// accepted a higher one, so the lock had passed on.
+    Stale,
 }
 
 impl From<&facsimile::LockError> for LockFailure {
@@ -120,8 +126,9 @@ pub enum Op {
     Acquire { lock: u32, token: Option<u64> },
     /// Locks: as holder with `token`, read the fenced counter `counter` from
     /// the storage and write back one more. On completion, `read` is what
-    /// the storage had and `wrote` what it accepted (`Fail` when the
-    /// storage refused the token as stale).
+    /// the storage had and `wrote` what it accepted (`Fail` with the error
+    /// [`LockFailure::Stale`] when the storage refused the token as stale,
+    /// plain `Fail` when it could not be reached).
     Increment {
         counter: u32,
         token: u64,
@@ -301,7 +308,8 @@ impl<W: Write> Recorder<W> {
         self.write(Kind::Ok, &Op::Settle { acknowledged, lost }, None)
     }
 
-    /// Records that the lock operation `op` failed, and why.
+    /// Records that the lock operation `op` (or an increment) failed, and
+    /// why.
     pub fn record_failure(&mut self, op: &Op, error: LockFailure) -> io::Result<()> {
         self.write(Kind::Fail, op, Some(error))
     }

@@ -22,9 +22,9 @@
 //! that holder, a kill of the relay, a kill or cut of a NATS server; not a
 //! slow or stalled disk), injected by the end of that window and healed no
 //! more than the run's failure detection before its start. Such an
-//! overlap is counted
-//! as information, by the kind of fault that explains it (the lock's
-//! safety then rests on fencing, which the counter checks); any other is [`AnomalyKind::ConcurrentHolders`], so an
+//! overlap is counted as information, by the kind of fault that explains
+//! it (the lock's safety then rests on fencing, which the counter
+//! checks); any other is [`AnomalyKind::ConcurrentHolders`], so an
 //! eviction or a lease lapse with no injected fault (a node starved of CPU
 //! past the relay's timeout, say) is reported as a violation. Without the
 //! run's faults (a history checked alone) every overlap counts as
@@ -35,6 +35,16 @@
 //! a paused holder's release is acknowledged after the lock passed on, as
 //! the runs show.
 //!
+//! Tokens: a grant invoked after another grant was acknowledged carries a
+//! higher token, faults or not. A hold that began after another ended
+//! carries a higher token too, unless its holder was granted first,
+//! learned of it late and lost the lock before the other grant: the same
+//! eviction of the later holder that explains an overlap. And the fenced
+//! storage refuses a holder's token as stale only once a higher one was
+//! accepted, so the lock passed on while the holder thought it held it: a
+//! refusal is information when a fault could have evicted the holder since
+//! its request, and [`AnomalyKind::StaleRefusal`] otherwise.
+//!
 //! Increments under different tokens that overlap in real time (a holder
 //! paused while its increment was in flight) are counted as information:
 //! the storage's order decides, and is checked.
@@ -42,7 +52,7 @@
 use rustc_hash::FxHashMap;
 
 use super::{AnomalyKind, CheckerReport, Operation};
-use crate::history::{FaultWindow, Kind, Op};
+use crate::history::{FaultWindow, Kind, LockFailure, Op};
 
 /// One holder's time with a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,6 +118,10 @@ pub(super) fn check(all: &[Operation], faults: Option<&[FaultWindow]>) -> Checke
                 }
                 accepted.entry(counter).or_default().push(i);
             }
+            Op::Increment { counter, token, .. } if op.error == Some(LockFailure::Stale) => {
+                let grant = held.get(&(op.process, counter, token)).copied();
+                stale_refusal(&mut report, &ops, counter, grant, i, faults);
+            }
             Op::Increment { counter, .. } if op.outcome != Kind::Fail => {
                 *unknown.entry(counter).or_insert(0) += 1;
             }
@@ -129,6 +143,7 @@ pub(super) fn check(all: &[Operation], faults: Option<&[FaultWindow]>) -> Checke
         check_grants(&mut report, &ops, lock, &grants[&lock]);
         if let Some(h) = holders.get_mut(&lock) {
             overlaps(&mut report, &ops, lock, h, faults);
+            token_order(&mut report, &ops, lock, h, faults);
         }
     }
     let mut counters: Vec<u32> = accepted.keys().copied().collect();
@@ -254,10 +269,142 @@ fn explaining<'f>(
     second: &Operation,
 ) -> Option<&'f FaultWindow> {
     faults.iter().find(|f| {
-        f.may_evict(first.process, first.invoke, second.end())
-            || (second.invoke < first.end()
-                && f.may_evict(second.process, second.invoke, first.end()))
+        f.may_evict(first.process, first.invoke, second.end()) || granted_first(f, first, second)
     })
+}
+
+/// Whether `f` lets `second` have been granted the lock before `first`
+/// was (though it learned of it after), and lose it before `first`'s
+/// grant: `second` asked before `first`'s grant was known and `f` may have
+/// evicted it between its request and that grant.
+fn granted_first(f: &FaultWindow, first: &Operation, second: &Operation) -> bool {
+    second.invoke < first.end() && f.may_evict(second.process, second.invoke, first.end())
+}
+
+/// Holds one after the other in real time carry increasing tokens. A
+/// lower token on the later hold means its grant came first: its holder
+/// learned of it late and lost the lock before the earlier hold's grant,
+/// which only an eviction of it explains (the two held at once, as far as
+/// the protocol goes). Grants that began after another had ended are
+/// judged apart ([`check_grants`]), whatever befell them. One finding per
+/// later hold: a violation if a hold before it is unexplained.
+fn token_order(
+    report: &mut CheckerReport,
+    ops: &[&Operation],
+    lock: u32,
+    holders: &[Holder],
+    faults: Option<&[FaultWindow]>,
+) {
+    let token = |h: &Holder| match ops[h.grant].op {
+        Op::Acquire { token, .. } => token.unwrap_or(0),
+        _ => unreachable!("holders are grants"),
+    };
+    for later in holders {
+        let second = ops[later.grant];
+        let mut explained: Option<(&Holder, Option<&FaultWindow>)> = None;
+        let mut unexplained = None;
+        for earlier in holders.iter().take_while(|e| e.start < later.start) {
+            let first = ops[earlier.grant];
+            if earlier.end >= later.start
+                || token(earlier) <= token(later)
+                || second.invoke >= first.end()
+            {
+                continue;
+            }
+            match faults.map(|fs| fs.iter().find(|f| granted_first(f, first, second))) {
+                Some(None) => {
+                    unexplained = Some(earlier);
+                    break;
+                }
+                fault => explained = explained.or(Some((earlier, fault.flatten()))),
+            }
+        }
+        let (kind, earlier, why) = match (unexplained, explained) {
+            (Some(earlier), _) => (
+                AnomalyKind::TokenRegression,
+                earlier,
+                "with no fault that could evict it before that grant".to_string(),
+            ),
+            (None, Some((earlier, Some(f)))) => {
+                *report.explained.entry(f.kind.clone()).or_insert(0) += 1;
+                (
+                    AnomalyKind::OverlappingHolders,
+                    earlier,
+                    format!("granted first, after a {} fault", f.kind),
+                )
+            }
+            (None, Some((earlier, None))) => (
+                AnomalyKind::OverlappingHolders,
+                earlier,
+                "(the run's faults are unknown)".to_string(),
+            ),
+            (None, None) => continue,
+        };
+        let first = ops[earlier.grant];
+        report.add(
+            kind,
+            lock,
+            format!(
+                "process {} held lock {lock} with token {} after process {}'s hold with {} ended, {why}",
+                second.process,
+                token(later),
+                first.process,
+                token(earlier)
+            ),
+            vec![first.clone(), second.clone()],
+        );
+    }
+}
+
+/// An increment the storage refused as stale: a higher token was accepted
+/// before, so the lock passed on while its holder thought it held it,
+/// which only an eviction of the holder since its request explains.
+fn stale_refusal(
+    report: &mut CheckerReport,
+    ops: &[&Operation],
+    counter: u32,
+    grant: Option<usize>,
+    refused: usize,
+    faults: Option<&[FaultWindow]>,
+) {
+    let op = ops[refused];
+    let Some(g) = grant else {
+        report.add(
+            AnomalyKind::Malformed,
+            counter,
+            format!(
+                "process {} incremented under a token it holds no grant of",
+                op.process
+            ),
+            vec![op.clone()],
+        );
+        return;
+    };
+    let since = ops[g].invoke;
+    let explaining = faults.map(|fs| fs.iter().find(|f| f.may_evict(op.process, since, op.end())));
+    let (kind, why) = match explaining {
+        Some(None) => (
+            AnomalyKind::StaleRefusal,
+            "with no fault that could evict it since its request".to_string(),
+        ),
+        Some(Some(f)) => (
+            AnomalyKind::FencedRefusal,
+            format!("after a {} fault", f.kind),
+        ),
+        None => (
+            AnomalyKind::FencedRefusal,
+            "(the run's faults are unknown)".to_string(),
+        ),
+    };
+    report.add(
+        kind,
+        counter,
+        format!(
+            "the storage refused process {}'s token for counter {counter} as stale, {why}",
+            op.process
+        ),
+        vec![ops[g].clone(), op.clone()],
+    );
 }
 
 /// Accepted increments under different tokens that overlap in real time.

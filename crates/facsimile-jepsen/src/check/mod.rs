@@ -14,11 +14,13 @@
 //!   append visible, read-your-writes, monotonic reads, one order for every
 //!   pair of elements, converged final reads holding every durable append
 //!   (acknowledged, or seen by another process).
-//! - [`check_locks`]: grants and fenced increments. Unique, increasing
-//!   tokens; the accepted increments (each a fenced read, then a write of
+//! - [`check_locks`]: grants and fenced increments. Unique tokens,
+//!   increasing from one hold to the next in real time; the accepted
+//!   increments (each a fenced read, then a write of
 //!   one more) form one chain whose tokens never go backwards and whose
-//!   holders never interleave; two holders never overlap in real time
-//!   unless a fault that can evict one of them explains it.
+//!   holders never interleave; two holders never overlap in real time,
+//!   nor does the storage refuse a holder's token as stale, unless a fault
+//!   that can evict one of them explains it.
 //!   Explained overlaps (by the fault's kind), and increments under
 //!   different tokens that overlap in real time, are counted apart, as
 //!   information.
@@ -117,7 +119,11 @@ pub enum AnomalyKind {
     /// Two grants of one lock carry the same fencing token.
     DuplicateToken,
     /// A grant that began after another grant of the same lock had ended
-    /// carries a smaller token.
+    /// carries a smaller token; or a hold that began after another had
+    /// ended (released) carries a smaller token, where the run's faults
+    /// are known and none explains its having been granted first, learned
+    /// late (an eviction of its holder between its request and the other
+    /// grant).
     TokenRegression,
     /// The storage accepted an increment whose token is lower than one it
     /// had accepted before.
@@ -159,6 +165,15 @@ pub enum AnomalyKind {
     /// tokens overlap in real time (a holder paused while its increment
     /// was in flight); the storage's order decides, and is checked.
     OverlappingIncrements,
+    /// The fenced storage refused a holder's token as stale (it had
+    /// accepted a higher one: the lock passed on while the holder thought
+    /// it held it), where the run's faults are known and none could have
+    /// evicted the holder since its request.
+    StaleRefusal,
+    /// Information, not a violation: the fenced storage refused a holder's
+    /// token as stale after a fault that could have evicted it (or the
+    /// run's faults are unknown): fencing at work.
+    FencedRefusal,
 }
 
 impl AnomalyKind {
@@ -166,7 +181,9 @@ impl AnomalyKind {
     pub fn is_informational(self) -> bool {
         matches!(
             self,
-            AnomalyKind::OverlappingHolders | AnomalyKind::OverlappingIncrements
+            AnomalyKind::OverlappingHolders
+                | AnomalyKind::OverlappingIncrements
+                | AnomalyKind::FencedRefusal
         )
     }
 
@@ -193,6 +210,8 @@ impl AnomalyKind {
             AnomalyKind::ConcurrentHolders => "concurrent-holders",
             AnomalyKind::OverlappingHolders => "overlapping-holders",
             AnomalyKind::OverlappingIncrements => "overlapping-increments",
+            AnomalyKind::StaleRefusal => "stale-refusal",
+            AnomalyKind::FencedRefusal => "fenced-refusal",
         }
     }
 }
@@ -257,9 +276,10 @@ pub struct CheckerReport {
     pub anomalies: BTreeMap<AnomalyKind, usize>,
     /// Informational findings, by kind; they leave the verdict valid.
     pub informational: BTreeMap<AnomalyKind, usize>,
-    /// Overlaps of two lock holders that a fault explains, by the kind of
-    /// the fault (the first that explains each): what the protocol allowed
-    /// and fencing had to cover.
+    /// Overlaps of two lock holders that a fault explains (in real time,
+    /// or a later hold with a lower token), by the kind of the fault (the
+    /// first that explains each): what the protocol allowed and fencing
+    /// had to cover.
     pub explained: BTreeMap<String, usize>,
     /// Up to [`EXAMPLES_PER_KIND`] findings of each kind, in full.
     pub examples: Vec<Anomaly>,

@@ -3,7 +3,7 @@
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use crate::history::{Event, Kind, Op};
+use crate::history::{Event, Kind, LockFailure, Op};
 
 /// One operation: an invocation and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -20,6 +20,10 @@ pub struct Operation {
     pub invoke: u64,
     /// When it completed; `None` when a crash left it unfinished.
     pub complete: Option<u64>,
+    /// Why it failed, as its completion recorded
+    /// ([`Event::error`](crate::history::Event::error)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<LockFailure>,
     /// The invocation's position in the history.
     pub invoke_index: usize,
     /// The completion's position in the history.
@@ -59,6 +63,7 @@ pub fn operations(history: &[Event]) -> (Vec<Operation>, Vec<(String, Operation)
         op: e.op.clone(),
         invoke: e.time,
         complete: None,
+        error: e.error,
         invoke_index: i,
         complete_index: None,
     };
@@ -87,6 +92,7 @@ pub fn operations(history: &[Event]) -> (Vec<Operation>, Vec<(String, Operation)
                 op: e.op.clone(),
                 invoke: history[inv].time,
                 complete: Some(e.time),
+                error: e.error,
                 invoke_index: inv,
                 complete_index: Some(i),
             }),

@@ -1,5 +1,5 @@
 use facsimile_jepsen::check::{AnomalyKind, check_locks, check_locks_with, check_run};
-use facsimile_jepsen::history::{FaultWindow, Kind, Op};
+use facsimile_jepsen::history::{Event, FaultWindow, Kind, LockFailure, Op};
 
 use super::{History, assert_found, assert_valid, incr, recorded};
 
@@ -337,10 +337,84 @@ fn only_a_fault_that_can_evict_a_holder_while_the_lock_passed_explains_an_overla
         grace: 40,
         ..fault(None, "kill-relay", 50, 60)
     };
-    assert_valid(&check_locks_with(&events, &[late.clone()]));
+    assert_valid(&check_locks_with(&events, std::slice::from_ref(&late)));
     let text = check_run(&events, &[late]).to_string();
     assert!(
         text.contains("locks: overlapping-holders x1 (information; after kill-relay 1)"),
         "{text}"
     );
+}
+
+/// Process 0 holds lock 1 with token 5 from 110 to 140; process 1, which
+/// asked at 105, holds it with token 3 from 160, and the storage refuses
+/// its increment as stale.
+const LOWER_TOKEN_AFTER: &str = r#"
+{"process":0,"kind":"invoke","op":{"f":"acquire","lock":1,"token":null},"time":100}
+{"process":0,"kind":"ok","op":{"f":"acquire","lock":1,"token":5},"time":110}
+{"process":0,"kind":"invoke","op":{"f":"increment","counter":1,"token":5,"read":null,"wrote":null},"time":120}
+{"process":0,"kind":"ok","op":{"f":"increment","counter":1,"token":5,"read":0,"wrote":1},"time":130}
+{"process":0,"kind":"invoke","op":{"f":"release","lock":1,"token":5},"time":140}
+{"process":0,"kind":"ok","op":{"f":"release","lock":1,"token":5},"time":150}
+{"process":1,"kind":"invoke","op":{"f":"acquire","lock":1,"token":null},"time":105}
+{"process":1,"kind":"ok","op":{"f":"acquire","lock":1,"token":3},"time":160}
+{"process":1,"kind":"invoke","op":{"f":"increment","counter":1,"token":3,"read":null,"wrote":null},"time":170}
+{"process":1,"kind":"fail","op":{"f":"increment","counter":1,"token":3,"read":null,"wrote":null},"time":180,"error":"Stale"}
+{"process":1,"kind":"invoke","op":{"f":"release","lock":1,"token":3},"time":190}
+{"process":1,"kind":"ok","op":{"f":"release","lock":1,"token":3},"time":200}
+"#;
+
+#[test]
+fn a_hold_after_another_carries_a_higher_token_and_a_refusal_needs_an_eviction() {
+    let events = recorded(LOWER_TOKEN_AFTER);
+    let report = check_locks_with(&events, &[]);
+    assert_found(&report, AnomalyKind::TokenRegression);
+    assert_found(&report, AnomalyKind::StaleRefusal);
+    // Process 1 paused while it waited, before process 0's grant: it may
+    // have been granted token 3 first, evicted, and told of its grant
+    // late; the storage then refused it, as fencing should.
+    let report = check_locks_with(&events, &[fault(Some(1), "pause-client", 106, 108)]);
+    assert_valid(&report);
+    assert_eq!(report.count(AnomalyKind::OverlappingHolders), 1);
+    assert_eq!(report.count(AnomalyKind::FencedRefusal), 1);
+    assert_eq!(report.explained, [("pause-client".into(), 1)].into());
+    // Paused only after process 0's grant: granted after it, so not with
+    // a lower token; and the refusal still has its eviction to explain.
+    let report = check_locks_with(&events, &[fault(Some(1), "pause-client", 150, 155)]);
+    assert_found(&report, AnomalyKind::TokenRegression);
+    assert_eq!(report.count(AnomalyKind::StaleRefusal), 0);
+    // Without the run's faults, both are information.
+    let report = check_locks(&events);
+    assert_valid(&report);
+    assert_eq!(report.count(AnomalyKind::FencedRefusal), 1);
+}
+
+#[test]
+fn a_stale_refusal_of_a_holder_no_fault_evicted_is_two_holders_at_once() {
+    // Process 0 holds lock 1 (token 1) when the storage refuses it: some
+    // holder of a higher token worked meanwhile.
+    let mut h = History::new();
+    h.acquire(0, 1, 1).invoke(0, incr(1, 1, None)).invoke(
+        1,
+        Op::Acquire {
+            lock: 1,
+            token: None,
+        },
+    );
+    let at = h.events.last().unwrap().time;
+    h.events.push(Event {
+        process: 0,
+        kind: Kind::Fail,
+        op: incr(1, 1, None),
+        time: at + 10,
+        error: Some(LockFailure::Stale),
+    });
+    assert_found(&check_locks_with(&h.events, &[]), AnomalyKind::StaleRefusal);
+    // A slow disk evicts nobody; a cut of process 0 may have.
+    assert_found(
+        &check_locks_with(&h.events, &[fault(None, "disk-slow", 0, at)]),
+        AnomalyKind::StaleRefusal,
+    );
+    let report = check_locks_with(&h.events, &[fault(Some(0), "partition-client", 25, 26)]);
+    assert_valid(&report);
+    assert_eq!(report.count(AnomalyKind::FencedRefusal), 1);
 }
