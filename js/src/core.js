@@ -170,6 +170,19 @@ function createFacsimile(wasm, { platform }) {
     return n;
   }
 
+  // A lower bound of the UTF-8 size of `s`, exact when it may be more than
+  // `room` (a string has at most 3 bytes per UTF-16 code unit).
+  function textSize(s, room) {
+    return s.length * 3 <= room ? s.length : utf8Length(s);
+  }
+
+  // Whether `key` is longer than any key of `node`'s document: each came in
+  // a message, or was written, within its maxMessage. Such a key is not
+  // copied into the engine's memory only to be found absent.
+  function unheld(node, key) {
+    return textSize(key, node._maxMessage) > node._maxMessage;
+  }
+
   // The index a property key names, or -1 (a canonical array index).
   function keyIndex(key) {
     const n = key.length;
@@ -795,7 +808,7 @@ function createFacsimile(wasm, { platform }) {
         const v = m.ents.get(key);
         return v === undefined ? Reflect.get(MapProto, key, recv) : v;
       }
-      const v = node._engine.map_get(t._h, key);
+      const v = unheld(node, key) ? undefined : node._engine.map_get(t._h, key);
       if (v === undefined) return Reflect.get(MapProto, key, recv);
       return typeof v === 'object' && v !== null && v.constructor === Array ? node._wrap(v[0], v[1]) : v;
     },
@@ -810,7 +823,7 @@ function createFacsimile(wasm, { platform }) {
       if (typeof key === 'string') {
         const cache = t._n._cache;
         const m = cache === null ? undefined : cache.get(t);
-        if (m !== undefined ? m.ents.has(key) : t._n._engine.map_has(t._h, key)) return true;
+        if (m !== undefined ? m.ents.has(key) : !unheld(t._n, key) && t._n._engine.map_has(t._h, key)) return true;
       }
       return key in MapProto;
     },
@@ -831,7 +844,7 @@ function createFacsimile(wasm, { platform }) {
       const m = node._cache === null ? undefined : node._cache.get(t);
       if (m !== undefined) {
         v = m.ents.get(key);
-      } else {
+      } else if (!unheld(node, key)) {
         v = node._engine.map_get(t._h, key);
         if (v !== undefined) v = node._value(v);
       }
@@ -1119,6 +1132,7 @@ function createFacsimile(wasm, { platform }) {
         opts.observer === true,
       );
       owners.set(this._engine, this);
+      this._maxMessage = this._engine.max_message();
       this._incarnation = this._engine.incarnation();
       this._pumping = false;
       this._closed = false;
@@ -1218,6 +1232,11 @@ function createFacsimile(wasm, { platform }) {
       else if ((bytes = bytesOf(message, 'MALFORMED')) !== undefined) message = bytes;
       else if (message instanceof ArrayBuffer) message = copyBytes(message, 'MALFORMED');
       else throw fail('MALFORMED', 'a message is a string or a Uint8Array');
+      // Refused before the engine is called: copied into its memory first,
+      // a message too large would grow that memory for good.
+      const max = this._maxMessage;
+      const size = text ? textSize(message, max) : message.length;
+      if (size > max) throw fail('TOO_LARGE', `message of ${size} bytes exceeds the limit of ${max} bytes`);
       const refused = this._apply(message, text);
       if (refused !== null) throw refused;
     }
@@ -1321,7 +1340,7 @@ function createFacsimile(wasm, { platform }) {
       const entries = [];
       for (const src of sources) {
         if (src == null) continue;
-        for (const k of Object.keys(src)) entries.push(k, this._input(src[k], k));
+        for (const k of Object.keys(src)) entries.push(this._text(k), this._input(src[k], k));
       }
       if (entries.length > 0) {
         this._write(() => this._engine.map_assign(t._h, entries));
@@ -1968,16 +1987,49 @@ function createFacsimile(wasm, { platform }) {
     _input(v, key = '') {
       switch (typeof v) {
         case 'number':
-        case 'string':
         case 'boolean':
         case 'bigint':
         case 'undefined':
           return v;
-        case 'object':
-          return v === null ? null : this._objectInput(v, null, key);
+        case 'string':
+          return this._text(v);
+        case 'object': {
+          if (v === null) return null;
+          const out = this._objectInput(v, null, key);
+          if (out instanceof Uint8Array && out.length > this._maxMessage) throw this._tooLarge();
+          return out;
+        }
         default:
           throw fail('BAD_VALUE', `A ${typeof v} cannot be stored`);
       }
+    }
+
+    // The strings and bytes of a write are refused before the engine is
+    // called when they alone are more than a message may be (a write's
+    // message holds them all): the engine would refuse the write as well,
+    // but only once they were copied into its memory, which never shrinks.
+    _text(s) {
+      if (textSize(s, this._maxMessage) > this._maxMessage) throw this._tooLarge();
+      return s;
+    }
+
+    _tooLarge() {
+      const max = this._maxMessage;
+      return fail('TOO_LARGE', `this write makes a message of more than ${max} bytes, the limit; write it in parts, or raise the limit on every node and the transport`, this._tooLarge);
+    }
+
+    // Counts `n` bytes of the value being copied (see `_text`) against the
+    // room its `path` has left.
+    _spend(path, n) {
+      if ((path.room -= n) < 0) throw this._tooLarge();
+    }
+
+    // An element or a value of plain data being copied into an input.
+    _child(x, path, key) {
+      const out = typeof x === 'object' && x !== null ? this._objectInput(x, path, key) : this._input(x);
+      if (typeof out === 'string') this._spend(path, textSize(out, path.room));
+      else if (out instanceof Uint8Array) this._spend(path, out.length);
+      return out;
     }
 
     // An object as an input. As JSON.stringify: toJSON is called once per
@@ -2000,7 +2052,12 @@ function createFacsimile(wasm, { platform }) {
       }
       const primitive = unboxed(o);
       if (primitive !== undefined) return primitive;
-      const path = stack === null ? [] : stack;
+      let path = stack;
+      if (path === null) {
+        path = [];
+        // What is left of maxMessage for its strings, keys and bytes.
+        path.room = this._maxMessage;
+      }
       if (path.includes(o)) {
         throw fail('CYCLE', 'Plain data with a cycle cannot be stored; store the object, then a reference to its proxy');
       }
@@ -2011,16 +2068,13 @@ function createFacsimile(wasm, { platform }) {
       let out;
       if (Array.isArray(o)) {
         const a = new Array(o.length);
-        for (let i = 0; i < o.length; i++) {
-          const x = o[i];
-          a[i] = typeof x === 'object' && x !== null ? this._objectInput(x, path, String(i)) : this._input(x);
-        }
+        for (let i = 0; i < o.length; i++) a[i] = this._child(o[i], path, String(i));
         out = { a };
       } else {
         const m = [];
         for (const k of Object.keys(o)) {
-          const x = o[k];
-          m.push(k, typeof x === 'object' && x !== null ? this._objectInput(x, path, k) : this._input(x));
+          this._spend(path, textSize(k, path.room));
+          m.push(k, this._child(o[k], path, k));
         }
         out = { m };
       }
@@ -2078,7 +2132,8 @@ function createFacsimile(wasm, { platform }) {
 
     _mapSet(h, key, value) {
       if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
-      const input = typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' ? this._input(value, key) : value;
+      this._text(key);
+      const input = typeof value === 'number' || typeof value === 'boolean' ? value : this._input(value, key);
       this._bump();
       try {
         this._engine.map_set(h, key, input);
@@ -2090,6 +2145,7 @@ function createFacsimile(wasm, { platform }) {
 
     _mapDelete(h, key) {
       this._checkWritable();
+      this._text(key);
       this._write(() => this._engine.map_delete(h, key));
     }
 
@@ -2123,7 +2179,7 @@ function createFacsimile(wasm, { platform }) {
       const engine = this._engine;
       if (items.length === 1) {
         const v = items[0];
-        const input = typeof v === 'object' || typeof v === 'function' || typeof v === 'symbol' ? this._input(v) : v;
+        const input = typeof v === 'number' || typeof v === 'boolean' ? v : this._input(v);
         this._bump();
         let n;
         try {

@@ -215,3 +215,38 @@ test('a JSON node\'s maxMessage is at most the longest string JavaScript makes',
     assert.equal(b.store.x, 'é');
   }
 });
+
+test('what cannot fit in a message is refused before it is copied into the engine\'s memory', () => {
+  // The module's memory never shrinks: a value or a message as large as
+  // all of it, copied in to be refused there, would grow it for good.
+  const n = Facsimile._memoryBytes();
+  const net = new SyncNet({ wire: 'none' });
+  const [a, b] = [net.join('a', { maxMessage: n }), net.join('b', { maxMessage: n })];
+  a.store = { x: 1, list: [] };
+  const before = hex(a.snapshot());
+  const grown = Facsimile._memoryBytes();
+  const long = 'é'.repeat(n); // n UTF-16 code units, 2n bytes of UTF-8
+  const tooLarge = { code: 'TOO_LARGE' };
+  for (const [what, write] of [
+    ['a string', () => (a.store.x = long)],
+    ['a key', () => (a.store[long] = 1)],
+    ['bytes', () => (a.store.x = new Uint8Array(n + 1))],
+    ['plain data whose strings add up', () => (a.store.x = { p: 'x'.repeat(0.6 * n), q: ['x'.repeat(0.6 * n)] })],
+    ['plain data whose keys add up', () => (a.store.x = { ['p'.repeat(0.6 * n)]: 1, ['q'.repeat(0.6 * n)]: 2 })],
+    ['a push', () => a.store.list.push(long)],
+    ['a push of several', () => a.store.list.push(1, long)],
+    ['an element', () => (a.store.list[0] = long)],
+    ['assign', () => a.assign(a.store, { [long]: 1 })],
+    ['a delete', () => delete a.store[long]],
+  ]) {
+    assert.throws(write, tooLarge, what);
+  }
+  assert.equal(a.store[long], undefined, 'a key no message can hold is absent');
+  assert.equal(long in a.store, false);
+  assert.equal(Object.getOwnPropertyDescriptor(a.store, long), undefined);
+  assert.throws(() => b.receive(`{${' '.repeat(n)}}`), tooLarge, 'a JSON message');
+  assert.throws(() => b.receive(new Uint8Array(n + 1)), tooLarge, 'a binary message');
+  assert.equal(Facsimile._memoryBytes(), grown, 'the module\'s memory did not grow');
+  assert.equal(hex(a.snapshot()), before, 'nothing changed');
+  working(a, b);
+});

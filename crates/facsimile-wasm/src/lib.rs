@@ -286,6 +286,14 @@ impl Engine {
         self.replica.record_changes(on);
     }
 
+    /// The largest message this replica accepts, and its writes may make,
+    /// in bytes (`max_message`, or the default): the package refuses what
+    /// cannot fit before it copies it into the module's memory.
+    pub fn max_message(&self) -> f64 {
+        // A usize of wasm32: exact as a number.
+        self.replica.config().message_size_limit() as f64
+    }
+
     /// This replica's incarnation (its tag on the wire).
     pub fn incarnation(&self) -> u32 {
         self.replica.peer_id().incarnation()
