@@ -305,22 +305,26 @@ fn shallow_list<'py>(other: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, Py
     }
 }
 
-/// A list index: IndexError for an integer no position can be (as
-/// `list`'s), TypeError for what is not an integer.
+/// A list index, converted as `list`'s: IndexError for an integer no
+/// position can be, TypeError for what is not an integer, and what an
+/// `__index__` raises as it is (it is the caller's error, not a bad
+/// position).
 fn list_index(index: &Bound<'_, PyAny>) -> PyResult<isize> {
-    index.extract::<isize>().map_err(|e| {
-        if index.is_instance_of::<PyInt>() || index.hasattr("__index__").unwrap_or(false) {
-            PyIndexError::new_err("cannot fit 'int' into an index-sized integer")
-        } else if e.is_instance_of::<PyTypeError>(index.py()) {
-            let name = index.get_type().name().map(|n| n.to_string());
-            PyTypeError::new_err(format!(
-                "list indices must be integers or slices, not {}",
-                name.unwrap_or_default()
-            ))
-        } else {
-            e
-        }
-    })
+    let py = index.py();
+    let int = if index.is_instance_of::<PyInt>() {
+        index.clone()
+    } else if index.get_type().hasattr(intern!(py, "__index__"))? {
+        py.import(intern!(py, "operator"))?
+            .getattr(intern!(py, "index"))?
+            .call1((index,))?
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "list indices must be integers or slices, not {}",
+            index.get_type().name()?
+        )));
+    };
+    int.extract::<isize>()
+        .map_err(|_| PyIndexError::new_err("cannot fit 'int' into an index-sized integer"))
 }
 
 /// A bound of `index(x, start, stop)`: integers past any position are
@@ -957,6 +961,21 @@ impl ListProxy {
         PyList::new(py, self.values(py)?)
     }
 
+    /// The index of `on(index, ..)` and `off(index)`: negative from the
+    /// end of the list as it is now, as its own indices; one past the end
+    /// listens to an element yet to come.
+    fn listened_index(&self, index: &Bound<'_, PyAny>) -> PyResult<Prop> {
+        let i = list_index(index)?;
+        if i >= 0 {
+            return Ok(Prop::Index(i as usize));
+        }
+        let p = i + self.__len__()? as isize;
+        if p < 0 {
+            return Err(PyIndexError::new_err("list index out of range"));
+        }
+        Ok(Prop::Index(p as usize))
+    }
+
     fn values(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let owner = self.owner.bind(py);
         self.list
@@ -1397,18 +1416,18 @@ impl ListProxy {
 
     /// `on(callback)`: every change of this list (a method call is one
     /// change with key None); `on(index, callback)`: element sets at one
-    /// index. Raises UnknownObjectError when the list is no longer in the
+    /// index (a negative one counts from the end as the list is now). Raises UnknownObjectError when the list is no longer in the
     /// document.
     #[pyo3(signature = (*args))]
     fn on(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        let (prop, cb) = on_args(args, |k| Ok(Prop::Index(k.extract::<usize>()?)))?;
+        let (prop, cb) = on_args(args, |k| self.listened_index(k))?;
         listen_object(self.owner.bind(py), ObjectRef::from(&self.list), prop, cb)
     }
 
     /// Removes listeners, as `Map.off`.
     #[pyo3(signature = (*args))]
     fn off(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        let (prop, cb) = off_args(args, |k| Ok(Prop::Index(k.extract::<usize>()?)))?;
+        let (prop, cb) = off_args(args, |k| self.listened_index(k))?;
         off(self.owner.bind(py), self.list.id(), prop, cb.as_ref())
     }
 

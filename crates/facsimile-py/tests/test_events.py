@@ -301,3 +301,17 @@ def test_a_listener_on_an_object_not_in_the_document_is_refused():
     a.store.m.x = 2
     net.run()
     assert heard == ["x"]
+
+
+def test_index_listeners_take_negative_indices_as_lists_do(pair):
+    a, b = pair
+    a.store = [0, 1, 2]
+    heard = []
+    b.store.on(-1, lambda c: heard.append(c.key))
+    a.store[1] = 10
+    a.store[2] = 20
+    assert heard == [2]
+    assert b.store.off(-1) and not b.store.off(2)
+    for call in (lambda: b.store.on(-4, print), lambda: b.store.off(-4)):
+        with pytest.raises(IndexError):
+            call()

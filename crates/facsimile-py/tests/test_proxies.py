@@ -615,3 +615,26 @@ def test_names_of_python_s_own_are_no_keys_as_attributes(pair):
     assert b.store.m == {"__x__": 1} and m["__x__"] == 1
     del m["__x__"]
     assert b.store.m == {}
+
+
+def test_an_exception_an_index_raises_is_the_callers(pair):
+    class Bad:
+        def __index__(self):
+            raise ZeroDivisionError("no index")
+
+    a, b = pair
+    a.store = [1]
+    for target in (a.store, [1]):
+        with pytest.raises(ZeroDivisionError):
+            target[Bad()]
+        with pytest.raises(ZeroDivisionError):
+            target[Bad()] = 2
+        with pytest.raises(ZeroDivisionError):
+            del target[Bad()]
+        with pytest.raises(IndexError, match="index-sized"):
+            target[10**30]
+        with pytest.raises(TypeError, match="not str"):
+            target["0"]
+    with pytest.raises(ZeroDivisionError):
+        a.store.on(Bad(), print)
+    assert a.store == [1]
