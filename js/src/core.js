@@ -1569,10 +1569,13 @@ function createFacsimile(wasm, { platform }) {
      */
     evict(hostname, incarnation) {
       if (typeof hostname !== 'string') throw fail('BAD_ARGUMENT', 'a hostname is a string');
-      if (incarnation !== undefined && incarnation !== null && !Number.isInteger(incarnation)) {
-        throw fail('BAD_ARGUMENT', 'an incarnation is an integer');
+      // The engine takes a 32-bit incarnation, which the glue would make of
+      // any number by wrapping it (2^32 + i evicting incarnation i).
+      if (incarnation !== undefined && incarnation !== null && !(Number.isInteger(incarnation) && incarnation >= 0 && incarnation <= 0xffffffff)) {
+        throw fail('BAD_ARGUMENT', 'an incarnation is an integer from 0 to 2^32 - 1');
       }
-      if (this._closed) return 0;
+      // Peers refuse a longer hostname: no member has one.
+      if (this._closed || textSize(hostname, MAX_HOSTNAME) > MAX_HOSTNAME) return 0;
       this._bump();
       const n = this._engine.evict(hostname, incarnation ?? undefined);
       this._pump();
@@ -2340,7 +2343,9 @@ function createFacsimile(wasm, { platform }) {
       // An array of strings of the package's own: the glue reads the
       // length at each element, and the engine takes strings only.
       const paths = Array.from(expanded, String);
-      return JSON.parse(this._engine.tree(paths, openDepth, wanted));
+      // A u32, which the glue would wrap (-1 opening everything).
+      const depth = Math.min(Math.max(toInteger(openDepth), 0), 0xffffffff);
+      return JSON.parse(this._engine.tree(paths, depth, wanted));
     }
 
     /** For the inspector: the place (a JSON pointer, or null) of each of `objects`. */

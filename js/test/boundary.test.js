@@ -250,3 +250,26 @@ test('what cannot fit in a message is refused before it is copied into the engin
   assert.equal(hex(a.snapshot()), before, 'nothing changed');
   working(a, b);
 });
+
+test('evict takes an incarnation from 0 to 2^32 - 1, never one wrapped into that range', () => {
+  const [a, b] = pair();
+  a.store = { x: 1 };
+  const old = b.incarnation;
+  // b starts over as a new incarnation once evicted.
+  const member = () => a._peers().some((p) => p.hostname === 'b' && p.incarnation === old);
+  for (const bad of [old + 2 ** 32, old - 2 ** 32, -1, 2 ** 32, 2 ** 53, 0.5]) {
+    assert.throws(() => a.evict('b', bad), { name: 'TypeError', code: 'BAD_ARGUMENT' }, String(bad));
+  }
+  assert.ok(member(), 'b is still a member');
+  assert.equal(a.evict('x'.repeat(5000)), 0, 'a hostname longer than any');
+  assert.equal(a.evict('b', old), 1);
+  assert.ok(!member());
+});
+
+test('the inspector\'s tree takes its open depth as a count, clamped, never wrapped', () => {
+  const [a] = pair();
+  a.store = { x: { y: { z: 1 } } };
+  assert.deepEqual(a._tree([], -1, []), a._tree([], 0, []));
+  assert.deepEqual(a._tree([], 2 ** 32, []), a._tree([], 10, []));
+  assert.deepEqual(a._tree([], Infinity, []), a._tree([], 10, []));
+});
