@@ -1893,3 +1893,49 @@ fn a_release_of_another_peer_s_request_is_refused() {
     net.replica(B).unlock(meta_b).unwrap();
     still_converges(&mut net);
 }
+
+/// Regression: an acknowledgement could announce another peer's request
+/// as granted. Receivers moved that request among the grants, ahead of
+/// the real holder's, and a requester so moved was granted while the
+/// holder still held. A replica announces only its own grant; such a
+/// message is refused whole.
+#[test]
+fn an_acknowledgement_announcing_another_peer_s_grant_is_refused() {
+    let mut net = world(WireFormat::Json);
+    let mt = net.tag(M);
+    let meta_a = child(&net, A, "meta");
+    net.replica(A).lock(meta_a, true).unwrap();
+    net.run();
+    let LockState::Held(token) = net[A].lock_state(meta_a) else {
+        panic!("alpha holds the lock");
+    };
+    let meta_b = child(&net, B, "meta");
+    net.replica(B).lock(meta_b, true).unwrap();
+    let (ack, _) = mallory_acks(&mut net);
+    // Mallory's acknowledgement of bravo's request, announcing that very
+    // request granted, with a token below alpha's.
+    let forged = edit_json(&ack.bytes, |v| {
+        let a = op(v, "LockAck");
+        a["held"] = json!([a["req"].clone(), 1]);
+    });
+    let tables = |net: &Sim| [net[A].lock_table(), net[B].lock_table()];
+    let before = tables(&net);
+    for victim in [B, A] {
+        let e = refused(&mut net, victim, &forged);
+        assert!(is_invalid_from(&e, mt), "{e}");
+    }
+    assert_eq!(
+        tables(&net),
+        before,
+        "a refused acknowledgement changed a queue"
+    );
+    net.send(M, ack);
+    net.run();
+    assert_eq!(net[A].lock_state(meta_a), LockState::Held(token));
+    assert_eq!(net[B].lock_state(meta_b), LockState::Waiting);
+    net.replica(A).unlock(meta_a).unwrap();
+    net.run();
+    assert!(matches!(net[B].lock_state(meta_b), LockState::Held(t) if t > token));
+    net.replica(B).unlock(meta_b).unwrap();
+    still_converges(&mut net);
+}

@@ -527,7 +527,8 @@ impl Locks {
 
     /// Refuses `ops`, a message of `sender` (`from`) being validated, when
     /// it would queue a second request of `sender` on one object beside
-    /// the first, or when it releases a request that is not `sender`'s.
+    /// the first, or when it releases a request that is not `sender`'s or
+    /// announces another peer's grant.
     /// An honest replica has one request at most: it ends one (its
     /// release or withdrawal comes first in its stream, or a log refused
     /// it unqueued) before it makes the next. Each request costs every
@@ -536,7 +537,10 @@ impl Locks {
     /// output out of all proportion to its size. A replica releases only
     /// its own requests (a departed peer's go by its departure, read by
     /// every replica), so a release of another's would free a lock its
-    /// holder still relies on, or drop a request from the queue.
+    /// holder still relies on, or drop a request from the queue. Likewise
+    /// an acknowledgement announces only its sender's own grant: one
+    /// announcing another's would move that request among the grants,
+    /// ahead of the real holder, and grant it while the holder holds.
     ///
     /// # Errors
     /// [`ReceiveError::Invalid`], before anything changed.
@@ -568,6 +572,15 @@ impl Locks {
                     return Err(ReceiveError::invalid(
                         from,
                         "a release of another peer's lock request",
+                    ));
+                }
+                Op::LockAck {
+                    held: Some((held, _)),
+                    ..
+                } if held.peer != sender => {
+                    return Err(ReceiveError::invalid(
+                        from,
+                        "an acknowledgement announcing another peer's grant",
                     ));
                 }
                 Op::Unlock { obj, req, .. } => {
