@@ -170,17 +170,26 @@ function createFacsimile(wasm, { platform }) {
     return n;
   }
 
+  // Whether `s` is well-formed UTF-16: no lone surrogate (half of a pair),
+  // which UTF-8, the engine's strings, has no form for (TextEncoder writes
+  // U+FFFD instead, so that '\uD800' and '\uDC00' would be one key).
+  const isWellFormed = String.prototype.isWellFormed;
+  const LONE_SURROGATE = /\p{Cs}/u;
+  const wellFormed =
+    typeof isWellFormed === 'function' ? (s) => isWellFormed.call(s) : (s) => !LONE_SURROGATE.test(s);
+
   // A lower bound of the UTF-8 size of `s`, exact when it may be more than
   // `room` (a string has at most 3 bytes per UTF-16 code unit).
   function textSize(s, room) {
     return s.length * 3 <= room ? s.length : utf8Length(s);
   }
 
-  // Whether `key` is longer than any key of `node`'s document: each came in
-  // a message, or was written, within its maxMessage. Such a key is not
-  // copied into the engine's memory only to be found absent.
+  // Whether `key` is no key of `node`'s document: longer than any (each
+  // came in a message, or was written, within its maxMessage), or not
+  // well-formed. Such a key is not copied into the engine's memory only to
+  // be found absent (or, a lone surrogate made U+FFFD, found as another).
   function unheld(node, key) {
-    return textSize(key, node._maxMessage) > node._maxMessage;
+    return textSize(key, node._maxMessage) > node._maxMessage || !wellFormed(key);
   }
 
   // The index a property key names, or -1 (a canonical array index).
@@ -1096,6 +1105,9 @@ function createFacsimile(wasm, { platform }) {
       if (utf8Length(name) > MAX_HOSTNAME) {
         throw fail('BAD_HOSTNAME', `a hostname is at most ${MAX_HOSTNAME} bytes of UTF-8`);
       }
+      if (!wellFormed(name)) {
+        throw fail('BAD_HOSTNAME', 'a hostname with a lone surrogate (half of a UTF-16 pair) has no UTF-8 form');
+      }
       const opts = options == null ? {} : options;
       // Absent: the engine's default; 0 keeps no message to resend.
       const resendLog = opts.resendLog ?? undefined;
@@ -1340,7 +1352,7 @@ function createFacsimile(wasm, { platform }) {
       const entries = [];
       for (const src of sources) {
         if (src == null) continue;
-        for (const k of Object.keys(src)) entries.push(this._text(k), this._input(src[k], k));
+        for (const k of Object.keys(src)) entries.push(this._key(k), this._input(src[k], k));
       }
       if (entries.length > 0) {
         this._write(() => this._engine.map_assign(t._h, entries));
@@ -1574,8 +1586,9 @@ function createFacsimile(wasm, { platform }) {
       if (incarnation !== undefined && incarnation !== null && !(Number.isInteger(incarnation) && incarnation >= 0 && incarnation <= 0xffffffff)) {
         throw fail('BAD_ARGUMENT', 'an incarnation is an integer from 0 to 2^32 - 1');
       }
-      // Peers refuse a longer hostname: no member has one.
-      if (this._closed || textSize(hostname, MAX_HOSTNAME) > MAX_HOSTNAME) return 0;
+      // Peers refuse a longer hostname, and nodes one that is not
+      // well-formed: no member has one.
+      if (this._closed || textSize(hostname, MAX_HOSTNAME) > MAX_HOSTNAME || !wellFormed(hostname)) return 0;
       this._bump();
       const n = this._engine.evict(hostname, incarnation ?? undefined);
       this._pump();
@@ -1995,7 +2008,7 @@ function createFacsimile(wasm, { platform }) {
         case 'undefined':
           return v;
         case 'string':
-          return this._text(v);
+          return this._text(v, 'BAD_VALUE');
         case 'object': {
           if (v === null) return null;
           const out = this._objectInput(v, null, key);
@@ -2011,9 +2024,19 @@ function createFacsimile(wasm, { platform }) {
     // called when they alone are more than a message may be (a write's
     // message holds them all): the engine would refuse the write as well,
     // but only once they were copied into its memory, which never shrinks.
-    _text(s) {
+    // A string that is not well-formed is refused (`code`): stored, its
+    // lone surrogates would be U+FFFD.
+    _text(s, code) {
+      if (!wellFormed(s)) {
+        const what = code === 'BAD_KEY' ? 'A key' : 'A string';
+        throw fail(code, `${what} with a lone surrogate (half of a UTF-16 pair) cannot be stored: UTF-8 has no form for it`, this._text);
+      }
       if (textSize(s, this._maxMessage) > this._maxMessage) throw this._tooLarge();
       return s;
+    }
+
+    _key(k) {
+      return this._text(k, 'BAD_KEY');
     }
 
     _tooLarge() {
@@ -2054,7 +2077,7 @@ function createFacsimile(wasm, { platform }) {
         if (done !== undefined) return done;
       }
       const primitive = unboxed(o);
-      if (primitive !== undefined) return primitive;
+      if (primitive !== undefined) return this._input(primitive);
       let path = stack;
       if (path === null) {
         path = [];
@@ -2076,7 +2099,7 @@ function createFacsimile(wasm, { platform }) {
       } else {
         const m = [];
         for (const k of Object.keys(o)) {
-          this._spend(path, textSize(k, path.room));
+          this._spend(path, textSize(this._key(k), path.room));
           m.push(k, this._child(o[k], path, k));
         }
         out = { m };
@@ -2135,7 +2158,7 @@ function createFacsimile(wasm, { platform }) {
 
     _mapSet(h, key, value) {
       if (this._sendFn === undefined || this._closed || this._readOnly) this._checkWritable();
-      this._text(key);
+      this._key(key);
       const input = typeof value === 'number' || typeof value === 'boolean' ? value : this._input(value, key);
       this._bump();
       try {
@@ -2148,7 +2171,7 @@ function createFacsimile(wasm, { platform }) {
 
     _mapDelete(h, key) {
       this._checkWritable();
-      this._text(key);
+      this._key(key);
       this._write(() => this._engine.map_delete(h, key));
     }
 

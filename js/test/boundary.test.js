@@ -273,3 +273,36 @@ test('the inspector\'s tree takes its open depth as a count, clamped, never wrap
   assert.deepEqual(a._tree([], 2 ** 32, []), a._tree([], 10, []));
   assert.deepEqual(a._tree([], Infinity, []), a._tree([], 10, []));
 });
+
+test('strings that are not well-formed UTF-16 are refused, keys and values alike: none is stored as another', () => {
+  // UTF-8 has no form for a lone surrogate (half of a UTF-16 pair): stored,
+  // '\uD800' and '\uDC00' both became U+FFFD, one key.
+  const [a, b] = pair();
+  a.store = { x: 1 };
+  const before = hex(a.snapshot());
+  const badKey = { name: 'TypeError', code: 'BAD_KEY' };
+  const badValue = { name: 'TypeError', code: 'BAD_VALUE' };
+  for (const s of ['\uD800', '\uDC00', 'a\uD800b', '\uDC00\uD800', 'x\uD83D']) {
+    assert.throws(() => (a.store[s] = 1), badKey);
+    assert.throws(() => Object.defineProperty(a.store, s, { value: 1, writable: true, enumerable: true, configurable: true }), badKey);
+    assert.throws(() => a.assign(a.store, { [s]: 1 }), badKey);
+    assert.throws(() => delete a.store[s], badKey);
+    assert.throws(() => (a.store.x = { nested: { [s]: 1 } }), badKey);
+    assert.throws(() => (a.store.x = s), badValue);
+    assert.throws(() => (a.store.x = ['ok', s]), badValue);
+    assert.throws(() => (a.store.x = new String(s)), badValue);
+    assert.throws(() => (a.store.x = { toJSON: () => s }), badValue);
+    assert.throws(() => new Facsimile(s), { name: 'RangeError', code: 'BAD_HOSTNAME' });
+    assert.equal(a.evict(s), 0);
+  }
+  assert.equal(hex(a.snapshot()), before, 'nothing changed');
+  // Nor is such a key read as the one it would have become.
+  a.store['\uFFFD'] = 'replacement';
+  assert.equal(a.store['\uD800'], undefined);
+  assert.equal('\uD800' in a.store, false);
+  assert.equal(Object.getOwnPropertyDescriptor(a.store, '\uD800'), undefined);
+  // Pairs are well-formed.
+  a.store['\uD834\uDD1E'] = 'a\uD834\uDD1E';
+  assert.equal(b.store['\uD834\uDD1E'], 'a\uD834\uDD1E');
+  working(a, b);
+});

@@ -212,13 +212,13 @@ test('values: what can be stored and how it comes back', () => {
   assert.equal(s.undef, null, 'undefined is stored as null');
   assert.equal(a.store.big, 2n ** 62n);
   // Integers read back by value: a BigInt within 2^53 as a number; a
-  // number beyond it stays one. Lone surrogates are stored as U+FFFD.
+  // number beyond it stays one. Surrogate pairs travel as they are.
   a.store.small = 5n;
   a.store.wide = 2 ** 60;
-  a.store['\uD800'] = 'a\uDC00';
+  a.store['\uD834\uDD1E'] = 'a\uD834\uDD1E';
   assert.equal(s.small, 5);
   assert.equal(s.wide, 2 ** 60);
-  assert.equal(s['\uFFFD'], 'a\uFFFD');
+  assert.equal(s['\uD834\uDD1E'], 'a\uD834\uDD1E');
 
   assert.throws(() => {
     a.store.f = () => {};
