@@ -129,7 +129,8 @@ declare class Facsimile<T = any> {
    * when given), as a transport of your own does when it finds a peer's
    * connection lost for good: every node frees its locks and stops waiting
    * for it. Returns how many members that was. (A relay connection and the
-   * `failureDetection` option do this by themselves.)
+   * `failureDetection` option do this by themselves.) An incarnation is an
+   * integer from 0 to 2^32 - 1: another throws `BAD_ARGUMENT`.
    */
   evict(hostname: string, incarnation?: number): number;
 
@@ -256,7 +257,8 @@ declare namespace Facsimile {
      * The largest message, in bytes, this node accepts and its writes may
      * make (default 64 MiB): a larger write throws `TOO_LARGE` and changes
      * nothing. Give every node of a document the same limit. A positive
-     * integer: 0 throws `BAD_OPTION`.
+     * integer: 0 throws `BAD_OPTION`, as does more than 0x1fffffe8 (the
+     * longest string JavaScript makes) with JSON messages.
      */
     maxMessage?: number;
     /**
