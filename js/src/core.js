@@ -1129,7 +1129,10 @@ function createFacsimile(wasm, { platform }) {
       }
       const binary = opts.binary === true;
       if (!binary && maxMessage > MAX_JSON_MESSAGE) {
-        throw fail('BAD_OPTION', `maxMessage is at most ${MAX_JSON_MESSAGE} bytes with JSON messages (the longest string JavaScript makes); binary messages may be larger`);
+        throw fail(
+          'BAD_OPTION',
+          `maxMessage is at most ${MAX_JSON_MESSAGE} bytes with JSON messages (the longest string JavaScript makes); binary messages may be larger`,
+        );
       }
       this._hostname = name;
       this._binary = binary;
@@ -1583,7 +1586,8 @@ function createFacsimile(wasm, { platform }) {
       if (typeof hostname !== 'string') throw fail('BAD_ARGUMENT', 'a hostname is a string');
       // The engine takes a 32-bit incarnation, which the glue would make of
       // any number by wrapping it (2^32 + i evicting incarnation i).
-      if (incarnation !== undefined && incarnation !== null && !(Number.isInteger(incarnation) && incarnation >= 0 && incarnation <= 0xffffffff)) {
+      const wraps = !(Number.isInteger(incarnation) && incarnation >= 0 && incarnation <= 0xffffffff);
+      if (incarnation !== undefined && incarnation !== null && wraps) {
         throw fail('BAD_ARGUMENT', 'an incarnation is an integer from 0 to 2^32 - 1');
       }
       // Peers refuse a longer hostname, and nodes one that is not
@@ -2041,7 +2045,11 @@ function createFacsimile(wasm, { platform }) {
 
     _tooLarge() {
       const max = this._maxMessage;
-      return fail('TOO_LARGE', `this write makes a message of more than ${max} bytes, the limit; write it in parts, or raise the limit on every node and the transport`, this._tooLarge);
+      return fail(
+        'TOO_LARGE',
+        `this write makes a message of more than ${max} bytes, the limit; write it in parts, or raise the limit on every node and the transport`,
+        this._tooLarge,
+      );
     }
 
     // Counts `n` bytes of the value being copied (see `_text`) against the
