@@ -42,13 +42,15 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
     // Appends of unknown outcome no other process has seen yet.
     let mut unconfirmed: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
     let mut durable_by_key: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
+    // Few appends fail: each read is checked against its key's, whole.
+    let mut failed_by_key: FxHashMap<u32, Vec<(u64, usize)>> = FxHashMap::default();
     for (i, op) in ops.iter().enumerate() {
         report.ops.count(op);
         if let Op::Append { key, element } = op.op {
             appends.insert((key, element), i);
             match op.outcome {
                 Kind::Ok => durable_by_key.entry(key).or_default().push(i),
-                Kind::Fail => {}
+                Kind::Fail => failed_by_key.entry(key).or_default().push((element, i)),
                 _ => unconfirmed.entry(key).or_default().push(i),
             }
             let end = appends_end.entry(key).or_insert(0);
@@ -110,22 +112,25 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                         vec![(*op).clone()],
                     );
                 }
-                let mut phantoms = Vec::new();
-                let mut failed = Vec::new();
-                for &e in &fresh {
-                    match appends.get(&(key, e)) {
-                        None => phantoms.push(e),
+                // An element of the prefix was no phantom when it was fresh.
+                let phantoms: Vec<u64> = fresh
+                    .iter()
+                    .copied()
+                    .filter(|&e| !appends.contains_key(&(key, e)))
+                    .collect();
+                // Whether a failed append is visible depends on the reader,
+                // so the prefix another process read is checked too.
+                let failed: Vec<usize> = failed_by_key
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .filter(|&&(e, a)| {
                         // The writer's own reads before it learned of the
                         // loss (a settled one) may show it: its replica had it.
-                        Some(&a)
-                            if ops[a].outcome == Kind::Fail
-                                && !(ops[a].process == p && op.invoke < ops[a].end()) =>
-                        {
-                            failed.push(a)
-                        }
-                        Some(_) => {}
-                    }
-                }
+                        set.contains(&e) && !(ops[a].process == p && op.invoke < ops[a].end())
+                    })
+                    .map(|&(_, a)| a)
+                    .collect();
                 if !phantoms.is_empty() {
                     report.add(
                         AnomalyKind::PhantomRead,

@@ -1,7 +1,7 @@
 use facsimile_jepsen::check::{AnomalyKind, check_lists};
 use facsimile_jepsen::history::{Kind, Op};
 
-use super::{History, assert_found, assert_valid};
+use super::{History, assert_found, assert_valid, recorded};
 
 #[test]
 fn concurrent_unknown_failed_and_crashed_appends_are_no_anomaly() {
@@ -189,4 +189,35 @@ fn an_append_a_later_flush_reported_lost_is_seen_only_by_its_writer_before() {
         .append(0, Kind::Fail, 1, 2)
         .settle(0, &[], &[1]);
     assert_found(&check_lists(&h.events), AnomalyKind::FailedWriteVisible);
+}
+
+/// Process 0's append of 7 times out, its own replica shows it, and a
+/// later flush reports it lost; process 1 reads the list at 130, whole,
+/// and at the end.
+const LOST_APPEND_SEEN: &str = r#"
+{"process":0,"kind":"invoke","op":{"f":"append","key":1,"element":7},"time":100}
+{"process":0,"kind":"info","op":{"f":"append","key":1,"element":7},"time":110}
+{"process":0,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":120}
+{"process":0,"kind":"ok","op":{"f":"read_list","key":1,"elements":[7]},"time":125}
+{"process":0,"kind":"ok","op":{"f":"settle","lost":[7]},"time":200}
+{"process":1,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":130}
+{"process":1,"kind":"ok","op":{"f":"read_list","key":1,"elements":[7]},"time":135}
+{"process":1,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":300}
+{"process":1,"kind":"ok","op":{"f":"read_list","key":1,"elements":[7]},"time":305}
+"#;
+
+#[test]
+fn a_failed_append_is_visible_to_another_process_whoever_read_the_list_before() {
+    // Process 1 reads after process 0 or before it: either way it saw an
+    // append the relay never had.
+    for first_read in ["130", "115"] {
+        let lines = LOST_APPEND_SEEN.replace(r#""time":130"#, &format!(r#""time":{first_read}"#));
+        let report = check_lists(&recorded(&lines));
+        assert_found(&report, AnomalyKind::FailedWriteVisible);
+        assert_eq!(
+            report.count(AnomalyKind::FailedWriteVisible),
+            2,
+            "{first_read}"
+        );
+    }
 }
