@@ -702,10 +702,40 @@ pub(crate) async fn connect(
     }
 }
 
-/// The messages after the one `seq` that a stream whose first message is
-/// `first` no longer holds, from and to, if it lacks the next one.
-fn missing_after(first: u64, seq: u64) -> Option<(u64, u64)> {
-    (first > seq.saturating_add(1)).then(|| (seq + 1, first - 1))
+/// Where a node starts reading the log from: the newest snapshot, and the
+/// stream's first message when it was read (after the snapshot).
+struct Start {
+    /// The snapshot and the log position it covers.
+    snapshot: Option<(Vec<u8>, u64)>,
+    first: u64,
+}
+
+impl Start {
+    async fn read(snapshots: &Snapshots, stream: &stream::Stream) -> Result<Start, NetError> {
+        let snapshot = snapshots.newest().await?;
+        let first = stream
+            .get_info()
+            .await
+            .map_err(|e| nats_error("reading the stream's state", e))?
+            .state
+            .first_sequence;
+        Ok(Start { snapshot, first })
+    }
+
+    /// The messages after the snapshot that the stream lacks, from and to:
+    /// before its first message (purged or removed past the snapshot), or
+    /// those reading `jumped` past (removed from the middle) that the
+    /// snapshot does not cover. The log cannot be read on from the
+    /// snapshot past them.
+    fn gap(&self, jumped: Option<(u64, u64)>) -> Option<(u64, u64)> {
+        let at = self.snapshot.as_ref().map_or(0, |(_, p)| p >> INDEX_BITS);
+        if self.first > at.saturating_add(1) {
+            return Some((at + 1, self.first - 1));
+        }
+        jumped
+            .filter(|&(_, to)| to > at)
+            .map(|(from, to)| (from.max(at + 1), to))
+    }
 }
 
 /// The newest snapshot, once the stream holds every message after it: one
@@ -719,16 +749,9 @@ async fn covered_snapshot(
 ) -> Result<Option<(Vec<u8>, u64)>, NetError> {
     let mut tries = 0;
     loop {
-        let snapshot = snapshots.newest().await?;
-        let first = stream
-            .get_info()
-            .await
-            .map_err(|e| nats_error("reading the stream's state", e))?
-            .state
-            .first_sequence;
-        let at = snapshot.as_ref().map_or(0, |(_, p)| p >> INDEX_BITS);
-        let Some((from, to)) = missing_after(first, at) else {
-            return Ok(snapshot);
+        let start = Start::read(snapshots, stream).await?;
+        let Some((from, to)) = start.gap(None) else {
+            return Ok(start.snapshot);
         };
         tries += 1;
         if tries == 2 {
@@ -1455,31 +1478,18 @@ async fn reload(
             return Ok(());
         }
     }
-    let (snapshot, position) = ctx
-        .snapshots
-        .newest()
+    let start = Start::read(&ctx.snapshots, &ctx.stream)
         .await
-        .map_err(|e| Stop::Error(e.into()))?
-        .unzip();
-    let first = ctx
-        .stream
-        .get_info()
-        .await
-        .map_err(|e| Stop::Error(e.into()))?
-        .state
-        .first_sequence;
+        .map_err(|e| Stop::Error(e.into()))?;
     // The new incarnation says nothing before it knows it can read the log
-    // on from its snapshot.
-    // Nor when reading jumped past messages the snapshot does not cover:
-    // the stream lacks them (an operator removed them), not only where it
-    // starts.
-    let at = position.unwrap_or(0) >> INDEX_BITS;
-    if let Some((from, to)) = missing_after(first, at) {
+    // on from its snapshot: neither when the stream starts past it nor
+    // when reading jumped past messages it does not cover (an operator
+    // removed them).
+    if let Some((from, to)) = start.gap(missing) {
         return Err(Stop::Gap(from, to));
     }
-    if let Some((from, to)) = missing.filter(|&(_, to)| to > at) {
-        return Err(Stop::Gap(from.max(at + 1), to));
-    }
+    let Start { snapshot, first } = start;
+    let snapshot = snapshot.map(|(bytes, _)| bytes);
     let (mut next, read) = {
         let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
         let next = n
@@ -2540,6 +2550,26 @@ mod tests {
         assert_eq!(encoded_name("ab"), "YWI=");
         assert_eq!(encoded_name("a"), "YQ==");
         assert_eq!(encoded_name("\u{fb}\u{ff}"), "w7vDvw==");
+    }
+
+    #[test]
+    fn a_gap_is_what_the_stream_lacks_past_the_snapshot() {
+        let start = |at: Option<u64>, first| Start {
+            snapshot: at.map(|seq| (Vec::new(), seq << INDEX_BITS | 3)),
+            first,
+        };
+        // A stream that starts right after the snapshot, or before it.
+        assert_eq!(start(None, 1).gap(None), None);
+        assert_eq!(start(None, 0).gap(None), None);
+        assert_eq!(start(Some(10), 11).gap(None), None);
+        assert_eq!(start(Some(10), 4).gap(None), None);
+        // Purged past it.
+        assert_eq!(start(None, 5).gap(None), Some((1, 4)));
+        assert_eq!(start(Some(10), 13).gap(Some((2, 3))), Some((11, 12)));
+        // Reading jumped past messages the snapshot covers, wholly or in part.
+        assert_eq!(start(Some(10), 1).gap(Some((4, 10))), None);
+        assert_eq!(start(Some(10), 1).gap(Some((4, 12))), Some((11, 12)));
+        assert_eq!(start(Some(10), 1).gap(Some((14, 15))), Some((14, 15)));
     }
 
     #[test]
