@@ -169,7 +169,7 @@ family_exception!(
 );
 family_exception!(
     ClosedError(NetError, PyConnectionError),
-    "The connection is closed: close() or abort() was called, or it failed for good; or the node left the document (leave())."
+    "The node is closed: close() or abort() was called, its connection failed for good, or it left the document (leave())."
 );
 family_exception!(
     NetTimeoutError(NetError, PyTimeoutError),

@@ -291,19 +291,29 @@ impl Facsimile {
     pub(crate) fn check_open(&self) -> PyResult<()> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(errors::ClosedError::new_err(
-                "this node's connection is closed (close() or abort()): its store can be read, not written",
+                "this node is closed (close() or abort()): its store can be read, not written",
             ));
         }
         Ok(())
     }
 
-    /// Marks the node closed and returns its connection, unless it was
-    /// closed already.
-    fn take_conn(&self) -> PyResult<Option<Connection>> {
-        let conn = locked(&self.shared.conn).clone().ok_or_else(|| {
-            PyRuntimeError::new_err("this node is not connected: use facsimile.connect")
-        })?;
-        Ok((!self.shared.closed.swap(true, Ordering::AcqRel)).then_some(conn))
+    /// The connection of a node from `connect`; None for one wired by hand.
+    fn connection(&self) -> Option<Connection> {
+        locked(&self.shared.conn).clone()
+    }
+
+    /// Marks the node closed; false when it was closed already.
+    fn mark_closed(&self) -> bool {
+        !self.shared.closed.swap(true, Ordering::AcqRel)
+    }
+
+    /// `close` of a node wired by hand: `leave`, whose goodbye goes out
+    /// through `send`.
+    fn close_wired(&self) -> PyResult<()> {
+        if self.mark_closed() {
+            self.node().leave();
+        }
+        PyResult::Ok(()).sent()
     }
 }
 
@@ -1019,16 +1029,20 @@ impl Facsimile {
 
     /// Leaves the document (locks freed at once), waits up to `timeout`
     /// seconds for the relay to acknowledge everything and closes the
-    /// connection. Connected nodes only. The store can still be read;
-    /// writes and locks raise ClosedError. Closing again does nothing;
-    /// interrupted (Ctrl-C), it drops the connection at once, as `abort`.
+    /// connection; on a node wired by hand (`send`), it is `leave`. The
+    /// store can still be read; writes and locks raise ClosedError. Closing
+    /// again does nothing; interrupted (Ctrl-C), it drops the connection at
+    /// once, as `abort`.
     #[pyo3(signature = (timeout=5.0))]
     fn close(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        refuse_on_io_thread("close()")?;
         let t = bounded(timeout)?;
-        let Some(conn) = self.take_conn()? else {
-            return Ok(());
+        let Some(conn) = self.connection() else {
+            return self.close_wired();
         };
+        refuse_on_io_thread("close()")?;
+        if !self.mark_closed() {
+            return Ok(());
+        }
         match runtime::block_on(py, conn.clone().close(t)) {
             Ok(r) => r.map_err(errors::net),
             Err(interrupted) => {
@@ -1042,7 +1056,13 @@ impl Facsimile {
     #[pyo3(signature = (timeout=5.0))]
     fn close_async(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
         let t = bounded(timeout)?;
-        let conn = self.take_conn()?;
+        let conn = match self.connection() {
+            Some(conn) => self.mark_closed().then_some(conn),
+            None => {
+                self.close_wired()?;
+                None
+            }
+        };
         runtime::to_asyncio(
             py,
             async move {
@@ -1056,11 +1076,21 @@ impl Facsimile {
     }
 
     /// Drops the connection at once, without a goodbye, as a crash would:
-    /// the relay evicts the node and frees its locks. The store can still
-    /// be read, as after `close`.
+    /// the relay evicts the node and frees its locks. A node wired by hand
+    /// stops as silently: it sends nothing more (its `send` is dropped) and
+    /// ignores what it receives, so its peers wait for it until their
+    /// failure detection or `evict` finds it gone. The store can still be
+    /// read, as after `close`.
     fn abort(&self) -> PyResult<()> {
-        if let Some(conn) = self.take_conn()? {
-            conn.abort();
+        match self.connection() {
+            Some(conn) if self.mark_closed() => conn.abort(),
+            None if self.mark_closed() => {
+                // Dropped first, so that not even the goodbye goes out.
+                let send = locked(&self.shared.refs).sender.take();
+                self.node().leave();
+                drop(send);
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -407,3 +407,39 @@ def test_a_node_that_left_frees_its_locks_and_raises_closed_error(pair):
     with b.lock(b.store):
         b.store.k = 2
     assert a.store == {"k": 0} and b.store == {"k": 2}
+
+
+def test_close_of_a_node_wired_by_hand_leaves_the_document(pair):
+    a, b = pair
+    a.store = {"k": 0}
+    guard = a.lock(a.store)
+    a.close()
+    assert not guard.held and not a.connected
+    with pytest.raises(facsimile.ClosedError):
+        a.store.k = 1
+    with pytest.raises(facsimile.ClosedError):
+        a.leave()
+    with b.lock(b.store, timeout=10):  # the goodbye freed a's lock
+        b.store.k = 2
+    a.close()  # again: nothing to do
+    a.abort()
+    assert a.store == {"k": 0} and b.store == {"k": 2}
+
+
+def test_abort_of_a_node_wired_by_hand_stops_it_without_a_goodbye():
+    net = Net("alpha", "bravo")
+    a, b = net
+    a.store = {"k": 0}
+    sent = net.sent
+    a.abort()
+    assert net.sent == sent and a.send is None  # no goodbye, as a crash
+    assert b.peers == ["alpha"]
+    with pytest.raises(facsimile.ClosedError):
+        a.store.k = 1
+    b.store.k = 2
+    assert a.store == {"k": 0}  # what it receives is ignored
+    b.evict("alpha")  # what its transport would say of a dead peer
+    with b.lock(b.store, timeout=10):
+        b.store.k = 3
+    a.close()
+    assert a.store == {"k": 0}
