@@ -84,6 +84,12 @@ create_exception!(
 );
 create_exception!(
     facsimile,
+    ChangesOverflowError,
+    FacsimileError,
+    "More changes waited to be read in `node.changes()` than its `maxsize`: those after were not kept, and the iteration ended."
+);
+create_exception!(
+    facsimile,
     NetError,
     FacsimileError,
     "Connecting to a relay or NATS failed, or the connection did."
@@ -275,6 +281,10 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LockLostError", py.get_type::<LockLostError>())?;
     m.add("ForeignHandleError", py.get_type::<ForeignHandleError>())?;
     m.add("CycleError", py.get_type::<CycleError>())?;
+    m.add(
+        "ChangesOverflowError",
+        py.get_type::<ChangesOverflowError>(),
+    )?;
     m.add("ReceiveError", ReceiveError::type_object(py)?)?;
     m.add("TypeMismatchError", TypeMismatchError::type_object(py)?)?;
     m.add("NetError", py.get_type::<NetError>())?;

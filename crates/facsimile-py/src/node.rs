@@ -970,11 +970,15 @@ impl Facsimile {
 
     /// An async iterator of this node's changes, for asyncio code (call it
     /// with a running loop): `async for change in node.changes(): ...`.
-    fn changes<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+    /// At most `maxsize` changes wait to be read (no bound for 0): a change
+    /// that finds that many is not kept, nor any after it, and the
+    /// iteration raises ChangesOverflowError once it gave those it kept.
+    #[pyo3(signature = (*, maxsize=10_000))]
+    fn changes<'py>(slf: &Bound<'py, Self>, maxsize: isize) -> PyResult<Bound<'py, PyAny>> {
         slf.py()
             .import("facsimile._aio")?
             .getattr("Changes")?
-            .call1((slf,))
+            .call1((slf, maxsize))
     }
 
     /// Reads the store as `cls` (a dataclass or a pydantic model; taken

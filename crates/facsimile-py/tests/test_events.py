@@ -315,3 +315,24 @@ def test_index_listeners_take_negative_indices_as_lists_do(pair):
     for call in (lambda: b.store.on(-4, print), lambda: b.store.off(-4)):
         with pytest.raises(IndexError):
             call()
+
+
+def test_changes_waiting_to_be_read_are_bounded_and_their_overflow_raised():
+    net = Net("alpha", "bravo")
+    a, b = net
+    a.store = {"n": 0}
+
+    async def main():
+        changes = b.changes(maxsize=3)
+        for i in range(1, 6):
+            a.store.n = i
+        got = [(await changes.__anext__()).new for _ in range(3)]
+        # The changes after the third were not kept: the iteration says so
+        # once it has given those it kept, and ends.
+        with pytest.raises(facsimile.ChangesOverflowError, match="3"):
+            await changes.__anext__()
+        with pytest.raises(StopAsyncIteration):
+            await changes.__anext__()
+        return got
+
+    assert asyncio.run(main()) == [1, 2, 3]

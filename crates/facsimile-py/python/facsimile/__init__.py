@@ -30,6 +30,7 @@ from collections.abc import MutableMapping, MutableSequence
 
 from ._facsimile import (
     Change,
+    ChangesOverflowError,
     ClosedError,
     ConnectError,
     CycleError,
@@ -67,6 +68,7 @@ MutableSequence.register(List)
 
 __all__ = [
     "Change",
+    "ChangesOverflowError",
     "ClosedError",
     "ConnectError",
     "CycleError",

@@ -1,6 +1,9 @@
 """Glue between the engine's runtime thread and asyncio."""
 
 import asyncio
+import threading
+
+from ._facsimile import ChangesOverflowError
 
 # How often a waiting `lock_async` runs the node's timers (seconds): the
 # blocking `lock`'s interval.
@@ -62,18 +65,48 @@ class PendingLockAwaitable:
 
 # What `aclose` queues: it wakes a task waiting for a change.
 _CLOSED = object()
+# What is queued in place of the first change a full queue refused.
+_OVERFLOW = object()
+
+
+class _Bound:
+    """How many changes wait in a `Changes` queue: counted as they are
+    delivered (on whichever thread applies them) and as they are read."""
+
+    def __init__(self, maxsize):
+        self.maxsize = maxsize
+        self.lock = threading.Lock()
+        self.waiting = 0
+        self.overflowed = False
 
 
 class Changes:
     """An async iterator of a node's changes (`node.changes()`); the
-    listener is removed by `aclose()` or when the iterator is collected."""
+    listener is removed by `aclose()` or when the iterator is collected.
 
-    def __init__(self, node):
+    At most `maxsize` changes wait to be read (no bound for 0 or less): an
+    iterator made and not read, or read slower than the node changes, would
+    otherwise hold every change. A change that finds the queue full is not
+    kept, nor any after it; the iteration gives those it kept, then raises
+    ChangesOverflowError and ends, so that no change is missed unknown."""
+
+    def __init__(self, node, maxsize):
         self._node = node
         self._queue = asyncio.Queue()
+        self._bound = bound = _Bound(maxsize)
         loop = asyncio.get_running_loop()
 
-        def deliver(change, queue=self._queue, loop=loop):
+        # Holds no reference to the iterator: the node's listener must not
+        # keep it from being collected (and its listener removed).
+        def deliver(change, queue=self._queue, loop=loop, bound=bound):
+            with bound.lock:
+                if bound.overflowed:
+                    return
+                if 0 < bound.maxsize <= bound.waiting:
+                    bound.overflowed = True
+                    change = _OVERFLOW
+                else:
+                    bound.waiting += 1
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, change)
             except RuntimeError:
@@ -93,6 +126,15 @@ class Changes:
             # For the next waiter, if another task waits too.
             self._queue.put_nowait(_CLOSED)
             raise StopAsyncIteration
+        if change is _OVERFLOW:
+            await self.aclose()
+            raise ChangesOverflowError(
+                f"more than {self._bound.maxsize} changes waited to be read: those after "
+                "were not kept and the iteration ended; read the store for its state "
+                "and iterate node.changes() anew (or give it a larger maxsize)"
+            )
+        with self._bound.lock:
+            self._bound.waiting -= 1
         return change
 
     async def aclose(self):
