@@ -436,7 +436,10 @@ fn index_error(e: facsimile::Error, message: &'static str) -> PyErr {
 /// A map of the store: a `MutableMapping` whose keys are also attributes
 /// (`m.score` is `m["score"]` when no method has that name and the name is
 /// not of the form `__x__`). Reads see the live document; writes
-/// replicate.
+/// replicate. `copy()` and `dict(m.items())` read it once; `dict(m)` and
+/// `{**m}` read key by key (Python's protocol for a mapping that is not a
+/// dict), so a key another thread's message deletes in between raises
+/// KeyError there.
 #[pyclass(module = "facsimile", name = "Map", frozen, weakref, mapping)]
 pub(crate) struct MapProxy {
     pub(crate) owner: Py<Facsimile>,
