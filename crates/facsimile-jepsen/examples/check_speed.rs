@@ -13,6 +13,22 @@ use facsimile_jepsen::history::{Event, Kind, Op};
 
 const PROCESSES: u32 = 8;
 
+fn read(key: u32, value: Option<u64>) -> Op {
+    Op::Read {
+        key,
+        value,
+        missing: None,
+    }
+}
+
+fn read_list(key: u32, elements: Option<Vec<u64>>) -> Op {
+    Op::ReadList {
+        key,
+        elements,
+        missing: None,
+    }
+}
+
 fn main() {
     let target: usize = std::env::args()
         .nth(1)
@@ -66,12 +82,9 @@ fn main() {
             1 => push(
                 &mut events,
                 p,
-                Op::Read { key, value: None },
+                read(key, None),
                 Kind::Ok,
-                Op::Read {
-                    key,
-                    value: registers[key as usize],
-                },
+                read(key, registers[key as usize]),
             ),
             2 => {
                 next += 1;
@@ -82,15 +95,9 @@ fn main() {
             3 => push(
                 &mut events,
                 p,
-                Op::ReadList {
-                    key,
-                    elements: None,
-                },
+                read_list(key, None),
                 Kind::Ok,
-                Op::ReadList {
-                    key,
-                    elements: Some(lists[key as usize].clone()),
-                },
+                read_list(key, Some(lists[key as usize].clone())),
             ),
             _ => {
                 token += 1;
@@ -120,20 +127,29 @@ fn main() {
             }
         }
     }
+    // Every process marks its final reads, then reads every key.
     for p in 0..PROCESSES {
+        let last = events.last().map_or(0, |e: &Event| e.time);
+        events.push(Event {
+            process: p,
+            kind: Kind::Ok,
+            op: Op::Final {
+                live: (0..PROCESSES).collect(),
+                keys: (0..keys).collect(),
+            },
+            time: last + 1,
+            error: None,
+        });
         for key in 0..keys {
+            let value = registers[key as usize];
+            push(&mut events, p, read(key, None), Kind::Ok, read(key, value));
+            let elements = Some(lists[key as usize].clone());
             push(
                 &mut events,
                 p,
-                Op::ReadList {
-                    key,
-                    elements: None,
-                },
+                read_list(key, None),
                 Kind::Ok,
-                Op::ReadList {
-                    key,
-                    elements: Some(lists[key as usize].clone()),
-                },
+                read_list(key, elements),
             );
         }
     }

@@ -15,7 +15,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::history::{Kind, LockFailure, Op, Recorder};
+use crate::history::{Kind, LockFailure, Missing, Op, Recorder};
 use crate::storage::{self, Answer, Request, RequestError};
 
 /// Registers, lists and locks per run (keys `0..KEYS`).
@@ -127,19 +127,37 @@ struct Client {
     unresolved: Vec<u64>,
 }
 
-fn map(conn: &Connection, path: &[&str]) -> Option<MapRef> {
-    let mut m = conn.node().root_map()?;
-    for p in path {
-        m = m.get(p)?.as_map()?.clone();
+/// The map at `path` from the root, or why there is none: no document
+/// (joining, or syncing after an eviction), or a document without it.
+fn find_map(conn: &Connection, path: &[&str]) -> Result<MapRef, Missing> {
+    let node = conn.node();
+    let root = node.root();
+    if root.is_null() || !node.is_ready() {
+        return Err(Missing::Document);
     }
-    Some(m)
+    let mut m = root.as_map().ok_or(Missing::Object)?.clone();
+    for p in path {
+        m = m
+            .get(p)
+            .and_then(|v| v.as_map().cloned())
+            .ok_or(Missing::Object)?;
+    }
+    Ok(m)
+}
+
+fn map(conn: &Connection, path: &[&str]) -> Option<MapRef> {
+    find_map(conn, path).ok()
+}
+
+fn find_list(conn: &Connection, key: u32) -> Result<ArrayRef, Missing> {
+    find_map(conn, &["l"])?
+        .get(&key.to_string())
+        .and_then(|v| v.as_array().cloned())
+        .ok_or(Missing::Object)
 }
 
 fn list(conn: &Connection, key: u32) -> Option<ArrayRef> {
-    map(conn, &["l"])?
-        .get(&key.to_string())?
-        .as_array()
-        .cloned()
+    find_list(conn, key).ok()
 }
 
 impl Client {
@@ -218,19 +236,27 @@ impl Client {
         }
     }
 
+    /// Reads register `key`; a missing register map is recorded as what
+    /// the read found, for the checker to judge.
     fn read(&mut self, key: u32) {
-        let invoked = Op::Read { key, value: None };
-        self.record(Kind::Invoke, &invoked);
-        match map(&self.conn, &["r"]) {
-            Some(r) => {
-                let value = r
-                    .get(&key.to_string())
-                    .and_then(|v| v.as_i64())
-                    .map(|v| v as u64);
-                self.record(Kind::Ok, &Op::Read { key, value });
+        let mut op = Op::Read {
+            key,
+            value: None,
+            missing: None,
+        };
+        self.record(Kind::Invoke, &op);
+        if let Op::Read { value, missing, .. } = &mut op {
+            match find_map(&self.conn, &["r"]) {
+                Ok(r) => {
+                    *value = r
+                        .get(&key.to_string())
+                        .and_then(|v| v.as_i64())
+                        .map(|v| v as u64)
+                }
+                Err(m) => *missing = Some(m),
             }
-            None => self.record(Kind::Fail, &invoked),
         }
+        self.record(Kind::Ok, &op);
     }
 
     async fn append(&mut self) {
@@ -244,30 +270,35 @@ impl Client {
         }
     }
 
+    /// Reads list `key`; a missing list is recorded as what the read
+    /// found, for the checker to judge.
     fn read_list(&mut self, key: u32) {
-        let invoked = Op::ReadList {
+        let mut op = Op::ReadList {
             key,
             elements: None,
+            missing: None,
         };
-        self.record(Kind::Invoke, &invoked);
-        let elements = list(&self.conn, key)
-            .and_then(|l| l.to_vec().ok())
-            .map(|v| {
-                v.iter()
-                    .filter_map(|e| e.as_i64())
-                    .map(|e| e as u64)
-                    .collect::<Vec<_>>()
-            });
-        match elements {
-            Some(elements) => self.record(
-                Kind::Ok,
-                &Op::ReadList {
-                    key,
-                    elements: Some(elements),
-                },
-            ),
-            None => self.record(Kind::Fail, &invoked),
+        self.record(Kind::Invoke, &op);
+        let values = find_list(&self.conn, key).map(|l| l.to_vec());
+        if let Op::ReadList {
+            elements, missing, ..
+        } = &mut op
+        {
+            match values {
+                Ok(Ok(v)) => {
+                    *elements = Some(
+                        v.iter()
+                            .filter_map(|e| e.as_i64())
+                            .map(|e| e as u64)
+                            .collect(),
+                    )
+                }
+                // Reclaimed between the lookup and the read.
+                Ok(Err(_)) | Err(Missing::Object) => *missing = Some(Missing::Object),
+                Err(Missing::Document) => *missing = Some(Missing::Document),
+            }
         }
+        self.record(Kind::Ok, &op);
     }
 
     /// Acquire, work, increment the fenced counter once or twice (a read,
@@ -417,6 +448,9 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        self.rec
+            .record_final(live.to_vec(), (0..KEYS).collect())
+            .expect("recording the history");
         for key in 0..KEYS {
             self.read(key);
             self.read_list(key);

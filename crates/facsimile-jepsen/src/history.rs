@@ -113,14 +113,23 @@ impl From<&facsimile::LockError> for LockFailure {
 pub enum Op {
     /// Registers: set `key` to `value` (values are unique per run).
     Write { key: u32, value: u64 },
-    /// Registers: read `key`; on completion, what was there (`None`: absent).
-    Read { key: u32, value: Option<u64> },
+    /// Registers: read `key`; on completion, what was there (`None`: absent),
+    /// or that the register map itself was `missing`.
+    Read {
+        key: u32,
+        value: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        missing: Option<Missing>,
+    },
     /// Lists: append `element` (unique per run) to the list `key`.
     Append { key: u32, element: u64 },
-    /// Lists: read the list `key`; on completion, its elements in order.
+    /// Lists: read the list `key`; on completion, its elements in order, or
+    /// that the list was `missing` (`elements` then `None`).
     ReadList {
         key: u32,
         elements: Option<Vec<u64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        missing: Option<Missing>,
     },
     /// Locks: acquire the lock `lock`; on completion, the fencing token.
     Acquire { lock: u32, token: Option<u64> },
@@ -149,6 +158,25 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         lost: Vec<u64>,
     },
+    /// Not an operation: the process begins its final reads, in one lone
+    /// `ok` event. Every fault healed, every process in `live` (the ones
+    /// alive at the end) wrote its marker and this one has them all; it
+    /// then reads the register and the list of every key in `keys` once
+    /// more. Every process in `live` must do so: those reads are final.
+    Final { live: Vec<u32>, keys: Vec<u32> },
+}
+
+/// What a read found instead of the register map or the list it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Missing {
+    /// No document: the node was joining, or starting over (over the relay
+    /// an evicted node shows nothing until its sync completes). Allowed
+    /// but at a final read.
+    Document,
+    /// A document without the register map or the list: the runner creates
+    /// them before any client starts and nobody removes them.
+    Object,
 }
 
 impl Op {
@@ -161,7 +189,7 @@ impl Op {
             | Op::ReadList { key, .. } => key,
             Op::Acquire { lock, .. } | Op::Release { lock, .. } => lock,
             Op::Increment { counter, .. } => counter,
-            Op::Settle { .. } => 0,
+            Op::Settle { .. } | Op::Final { .. } => 0,
         }
     }
 
@@ -188,7 +216,7 @@ impl Op {
             (Op::Release { lock: l, token: t }, Op::Release { lock, token }) => {
                 l == lock && t == token
             }
-            (Op::Settle { .. }, Op::Settle { .. }) => true,
+            (Op::Settle { .. }, Op::Settle { .. }) | (Op::Final { .. }, Op::Final { .. }) => true,
             _ => false,
         }
     }
@@ -306,6 +334,12 @@ impl<W: Write> Recorder<W> {
     /// of unknown outcome ([`Op::Settle`]).
     pub fn record_settle(&mut self, acknowledged: Vec<u64>, lost: Vec<u64>) -> io::Result<()> {
         self.write(Kind::Ok, &Op::Settle { acknowledged, lost }, None)
+    }
+
+    /// Records that the process begins its final reads of `keys`, every
+    /// process in `live` doing the same ([`Op::Final`]).
+    pub fn record_final(&mut self, live: Vec<u32>, keys: Vec<u32>) -> io::Result<()> {
+        self.write(Kind::Ok, &Op::Final { live, keys }, None)
     }
 
     /// Records that the lock operation `op` (or an increment) failed, and

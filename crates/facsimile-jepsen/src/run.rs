@@ -1121,6 +1121,7 @@ mod tests {
         let read = Op::Read {
             key: 1,
             value: None,
+            missing: None,
         };
         let append = |element| Op::Append { key: 1, element };
         let events = vec![
@@ -1131,6 +1132,7 @@ mod tests {
                 Op::Read {
                     key: 1,
                     value: Some(3),
+                    missing: None,
                 },
             ),
             ev(0, Kind::Invoke, append(1)),

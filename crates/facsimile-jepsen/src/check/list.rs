@@ -12,7 +12,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::graph::Precedence;
-use super::{AnomalyKind, CheckerReport, Operation};
+use super::{AnomalyKind, CheckerReport, Finals, Operation};
 use crate::history::{Kind, Op};
 
 #[derive(Default)]
@@ -38,7 +38,6 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
         .filter(|o| matches!(o.op, Op::Append { .. } | Op::ReadList { .. }))
         .collect();
     let mut appends: FxHashMap<(u32, u64), usize> = FxHashMap::default();
-    let mut appends_end: FxHashMap<u32, u64> = FxHashMap::default();
     // Appends of unknown outcome no other process has seen yet.
     let mut unconfirmed: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
     let mut durable_by_key: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
@@ -53,14 +52,16 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                 Kind::Fail => failed_by_key.entry(key).or_default().push((element, i)),
                 _ => unconfirmed.entry(key).or_default().push(i),
             }
-            let end = appends_end.entry(key).or_insert(0);
-            *end = (*end).max(op.end());
         }
     }
 
+    let finals = Finals::new(all);
     let mut state: FxHashMap<(u32, u32), ProcessKey> = FxHashMap::default();
     let mut order: FxHashMap<u32, Precedence> = FxHashMap::default();
-    let mut last_read: FxHashMap<(u32, u32), usize> = FxHashMap::default();
+    // Each process's last final read of each key, and the processes and
+    // keys that made one (found or not).
+    let mut final_read: FxHashMap<(u32, u32), usize> = FxHashMap::default();
+    let mut covered: FxHashSet<(u32, u32)> = FxHashSet::default();
     let mut cache: FxHashMap<u32, (Option<usize>, FxHashSet<u64>)> = FxHashMap::default();
     for (i, op) in ops.iter().enumerate() {
         let p = op.process;
@@ -68,8 +69,19 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
             Op::Append { key, .. } if op.is_ok() => {
                 state.entry((p, *key)).or_default().acked_since_read.push(i);
             }
-            Op::ReadList { key, elements } if op.is_ok() => {
+            Op::ReadList {
+                key,
+                elements,
+                missing,
+            } if op.is_ok() => {
                 let key = *key;
+                let is_final = finals.is_final(op);
+                if is_final {
+                    covered.insert((p, key));
+                }
+                if !finals.judge_missing(&mut report, op, key, *missing) {
+                    continue;
+                }
                 let Some(els) = elements else {
                     report.add(
                         AnomalyKind::Malformed,
@@ -79,7 +91,9 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                     );
                     continue;
                 };
-                last_read.insert((p, key), i);
+                if is_final {
+                    final_read.insert((p, key), i);
+                }
                 // Reads mostly extend the key's previous read: its checked
                 // elements, their set and their order are reused, and only
                 // the new tail is looked at.
@@ -226,11 +240,10 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
 
     let mut keys: Vec<u32> = order.keys().copied().collect();
     keys.sort_unstable();
+    finals.judge_coverage(&mut report, &covered);
     let mut finals: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
-    for (&(_, key), &r) in &last_read {
-        if appends_end.get(&key).is_none_or(|&end| ops[r].invoke > end) {
-            finals.entry(key).or_default().push(r);
-        }
+    for (&(_, key), &r) in &final_read {
+        finals.entry(key).or_default().push(r);
     }
     for key in keys {
         for cycle in order[&key].cycles() {

@@ -34,22 +34,28 @@
 //! are settled by its later [`Op::Settle`](crate::history::Op::Settle)
 //! event, if any: acknowledged by a later successful flush, or lost.
 //!
-//! Final reads: the history has no marker for the end of the faults, so a
-//! read counts as final when it is its process's last completed read of that
-//! key and it was invoked after every write to that key had ended (completed,
-//! or, for one a crash cut short, been invoked). A process killed mid-run
-//! thus does not count its last, old read as final.
+//! Final reads: once every fault is healed, each live process records a
+//! marker ([`Op::Final`](crate::history::Op::Final)) naming the live
+//! processes and the keys, then reads every key's register and list once
+//! more. Its reads after its marker are final; every process a marker
+//! names must make one of each key's register and list
+//! ([`AnomalyKind::MissingFinalRead`]), and must find it
+//! ([`AnomalyKind::MissingObject`]). A read earlier in the run may find no
+//! document (the node was joining or starting over): it observed nothing.
 //!
 //! ```
 //! use facsimile_jepsen::check::{check_all, AnomalyKind};
 //! use facsimile_jepsen::history::{Event, Kind, Op};
 //!
 //! let ev = |process, kind, op, time| Event { process, kind, op, time, error: None };
+//! let read = |elements| Op::ReadList { key: 1, elements, missing: None };
 //! let history = vec![
 //!     ev(0, Kind::Invoke, Op::Append { key: 1, element: 7 }, 10),
 //!     ev(0, Kind::Ok, Op::Append { key: 1, element: 7 }, 20),
-//!     ev(1, Kind::Invoke, Op::ReadList { key: 1, elements: None }, 30),
-//!     ev(1, Kind::Ok, Op::ReadList { key: 1, elements: Some(vec![]) }, 40),
+//!     // Process 1, the one alive at the end, reads list 1 once more.
+//!     ev(1, Kind::Ok, Op::Final { live: vec![1], keys: vec![1] }, 25),
+//!     ev(1, Kind::Invoke, read(None), 30),
+//!     ev(1, Kind::Ok, read(Some(vec![])), 40),
 //! ];
 //! let report = check_all(&history);
 //! assert!(!report.valid());
@@ -72,7 +78,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::history::{self, Event, FaultWindow, Kind, ReadError};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::history::{self, Event, FaultWindow, Kind, Missing, Op, ReadError};
 
 pub use self::ops::{Operation, operations};
 pub use self::snapshot::{SnapshotReport, check_snapshots};
@@ -174,6 +182,14 @@ pub enum AnomalyKind {
     /// token as stale after a fault that could have evicted it (or the
     /// run's faults are unknown): fencing at work.
     FencedRefusal,
+    /// A read found no register map or list where one must exist: the
+    /// document lacked it (the runner creates them before any client
+    /// starts and nobody removes them), or a final read found no document.
+    MissingObject,
+    /// A process alive at the end (listed in a final marker,
+    /// [`Op::Final`]) made no final read of a key's register or list:
+    /// convergence and loss went unchecked there.
+    MissingFinalRead,
 }
 
 impl AnomalyKind {
@@ -212,6 +228,8 @@ impl AnomalyKind {
             AnomalyKind::OverlappingIncrements => "overlapping-increments",
             AnomalyKind::StaleRefusal => "stale-refusal",
             AnomalyKind::FencedRefusal => "fenced-refusal",
+            AnomalyKind::MissingObject => "missing-object",
+            AnomalyKind::MissingFinalRead => "missing-final-read",
         }
     }
 }
@@ -270,7 +288,8 @@ pub struct CheckerReport {
     /// The operations it looked at.
     pub ops: OpCounts,
     /// Reads that counted as final (registers and lists; see the module
-    /// docs): zero means convergence and loss went unchecked.
+    /// docs), their object found: zero means convergence and loss went
+    /// unchecked.
     pub final_reads: usize,
     /// Violations found, by kind.
     pub anomalies: BTreeMap<AnomalyKind, usize>,
@@ -427,7 +446,7 @@ pub fn check_run(history: &[Event], faults: &[FaultWindow]) -> Report {
 fn check_history(history: &[Event], faults: Option<&[FaultWindow]>) -> Report {
     let (ops, malformed) = operations(history);
     let mut shape = CheckerReport::new("history");
-    for op in &ops {
+    for op in ops.iter().filter(|o| !matches!(o.op, Op::Final { .. })) {
         shape.ops.count(op);
     }
     for (detail, op) in malformed {
@@ -438,6 +457,107 @@ fn check_history(history: &[Event], faults: Option<&[FaultWindow]>) -> Report {
         registers: register::check(&ops),
         lists: list::check(&ops),
         locks: lock::check(&ops, faults),
+    }
+}
+
+/// The final reads a history marks ([`Op::Final`]): each process's reads
+/// invoked after its marker, and the processes and keys that must have
+/// them.
+struct Finals {
+    /// Each process's marker.
+    markers: FxHashMap<u32, Operation>,
+    /// For each live process, the first marker that names it.
+    named_by: FxHashMap<u32, Operation>,
+    /// The processes alive at the end, as the markers name them.
+    live: Vec<u32>,
+    keys: Vec<u32>,
+}
+
+impl Finals {
+    fn new(ops: &[Operation]) -> Self {
+        let (mut markers, mut named_by) = (FxHashMap::default(), FxHashMap::default());
+        let (mut live, mut keys) = (FxHashSet::default(), FxHashSet::default());
+        for op in ops {
+            if let Op::Final { live: l, keys: k } = &op.op {
+                for &p in l {
+                    live.insert(p);
+                    named_by.entry(p).or_insert_with(|| op.clone());
+                }
+                keys.extend(k.iter().copied());
+                markers.entry(op.process).or_insert_with(|| op.clone());
+            }
+        }
+        let mut live: Vec<u32> = live.into_iter().collect();
+        let mut keys: Vec<u32> = keys.into_iter().collect();
+        live.sort_unstable();
+        keys.sort_unstable();
+        Finals {
+            markers,
+            named_by,
+            live,
+            keys,
+        }
+    }
+
+    /// Whether `op` is one of its process's final reads.
+    fn is_final(&self, op: &Operation) -> bool {
+        self.markers
+            .get(&op.process)
+            .is_some_and(|m| op.invoke > m.invoke)
+    }
+
+    /// Reports a read whose object was missing: a violation where it must
+    /// exist (any time for the object, at the end for the document).
+    /// Returns whether the read observed something.
+    fn judge_missing(
+        &self,
+        report: &mut CheckerReport,
+        op: &Operation,
+        key: u32,
+        missing: Option<Missing>,
+    ) -> bool {
+        let Some(missing) = missing else {
+            return true;
+        };
+        if missing == Missing::Object || self.is_final(op) {
+            let what = match missing {
+                Missing::Object => "the document lacked it",
+                Missing::Document => "no document at its final read",
+            };
+            report.add(
+                AnomalyKind::MissingObject,
+                key,
+                format!(
+                    "process {}'s read of key {key} ({}) found nothing to read: {what}",
+                    op.process, report.name
+                ),
+                vec![op.clone()],
+            );
+        }
+        false
+    }
+
+    /// Reports every live process and key without a final read among
+    /// `covered` (the processes and keys that made one, found or not).
+    fn judge_coverage(&self, report: &mut CheckerReport, covered: &FxHashSet<(u32, u32)>) {
+        for &p in &self.live {
+            for &key in &self.keys {
+                if !covered.contains(&(p, key)) {
+                    report.add(
+                        AnomalyKind::MissingFinalRead,
+                        key,
+                        format!("process {p}, alive at the end, made no final read of key {key}"),
+                        // Its own marker, or the one that names it.
+                        self.markers
+                            .get(&p)
+                            .or_else(|| self.named_by.get(&p))
+                            .into_iter()
+                            .cloned()
+                            .collect(),
+                    );
+                }
+            }
+        }
     }
 }
 

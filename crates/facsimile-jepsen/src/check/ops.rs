@@ -52,7 +52,9 @@ impl Operation {
 ///
 /// A process's [`Op::Settle`] events are no operations: they settle its
 /// earlier writes and appends of unknown outcome, which become `ok` (or
-/// `fail`) as of the settling event, its time and position.
+/// `fail`) as of the settling event, its time and position. Its
+/// [`Op::Final`] event stays, as an operation begun and ended at once, to
+/// tell its final reads.
 pub fn operations(history: &[Event]) -> (Vec<Operation>, Vec<(String, Operation)>) {
     let mut ops = Vec::with_capacity(history.len() / 2 + 1);
     let mut malformed = Vec::new();
@@ -71,6 +73,13 @@ pub fn operations(history: &[Event]) -> (Vec<Operation>, Vec<(String, Operation)
     for (i, e) in history.iter().enumerate() {
         if let Op::Settle { acknowledged, lost } = &e.op {
             settles.push((i, e, acknowledged, lost));
+            continue;
+        }
+        if let Op::Final { .. } = e.op {
+            ops.push(Operation {
+                complete: Some(e.time),
+                ..lone(i, e)
+            });
             continue;
         }
         if e.kind == Kind::Invoke {

@@ -19,7 +19,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::graph::Precedence;
-use super::{AnomalyKind, CheckerReport, Operation};
+use super::{AnomalyKind, CheckerReport, Finals, Operation};
 use crate::history::{Kind, Op};
 
 #[derive(Default)]
@@ -31,7 +31,6 @@ struct ProcessKey {
     writes: usize,
     /// The number and operation of its last acknowledged write.
     last_ack: Option<(usize, usize)>,
-    last_read: Option<usize>,
 }
 
 pub(super) fn check(all: &[Operation]) -> CheckerReport {
@@ -41,19 +40,21 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
         .filter(|o| matches!(o.op, Op::Write { .. } | Op::Read { .. }))
         .collect();
     let mut writes: FxHashMap<(u32, u64), usize> = FxHashMap::default();
-    let mut writes_end: FxHashMap<u32, u64> = FxHashMap::default();
     for (i, op) in ops.iter().enumerate() {
         report.ops.count(op);
         if let Op::Write { key, value } = op.op {
             writes.insert((key, value), i);
-            let end = writes_end.entry(key).or_insert(0);
-            *end = (*end).max(op.end());
         }
     }
 
+    let finals = Finals::new(all);
     let mut state: FxHashMap<(u32, u32), ProcessKey> = FxHashMap::default();
     let mut seen_elsewhere: FxHashSet<usize> = FxHashSet::default();
     let mut order: FxHashMap<u32, Precedence> = FxHashMap::default();
+    // Each process's last final read of each key, and the processes and
+    // keys that made one (found or not).
+    let mut final_read: FxHashMap<(u32, u32), usize> = FxHashMap::default();
+    let mut covered: FxHashSet<(u32, u32)> = FxHashSet::default();
     for (i, op) in ops.iter().enumerate() {
         let p = op.process;
         match op.op {
@@ -66,9 +67,22 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                     observe(st, order.entry(key).or_default(), value, i);
                 }
             }
-            Op::Read { key, value } if op.is_ok() => {
+            Op::Read {
+                key,
+                value,
+                missing,
+            } if op.is_ok() => {
+                let is_final = finals.is_final(op);
+                if is_final {
+                    covered.insert((p, key));
+                }
+                if !finals.judge_missing(&mut report, op, key, missing) {
+                    continue;
+                }
+                if is_final {
+                    final_read.insert((p, key), i);
+                }
                 let st = state.entry((p, key)).or_default();
-                st.last_read = Some(i);
                 let Some(v) = value else {
                     if let Some((_, w)) = st.last_ack {
                         report.add(
@@ -131,13 +145,10 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
         }
     }
 
+    finals.judge_coverage(&mut report, &covered);
     let mut finals: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
-    for (&(_, key), st) in &state {
-        if let Some(r) = st.last_read {
-            if writes_end.get(&key).is_none_or(|&end| ops[r].invoke > end) {
-                finals.entry(key).or_default().push(r);
-            }
-        }
+    for (&(_, key), &r) in &final_read {
+        finals.entry(key).or_default().push(r);
     }
     let mut keys: Vec<u32> = order.keys().chain(finals.keys()).copied().collect();
     keys.sort_unstable();

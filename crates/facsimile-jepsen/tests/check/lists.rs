@@ -22,6 +22,7 @@ fn concurrent_unknown_failed_and_crashed_appends_are_no_anomaly() {
         .append(0, Kind::Fail, 1, 5)
         // Cut short by a crash, yet it reached the relay.
         .invoke(3, Op::Append { key: 1, element: 4 })
+        .all_final(&[0, 1, 2], &[1])
         .read_list(0, 1, &[1, 2, 4])
         .read_list(1, 1, &[1, 2, 4])
         .read_list(2, 1, &[1, 2, 4]);
@@ -39,6 +40,7 @@ fn an_acknowledged_append_missing_from_final_reads_is_lost() {
     let mut h = History::new();
     h.append(0, Kind::Ok, 1, 1)
         .append(0, Kind::Ok, 1, 2)
+        .all_final(&[1, 2], &[1])
         .read_list(1, 1, &[1])
         .read_list(2, 1, &[1]);
     let report = check_lists(&h.events);
@@ -118,6 +120,7 @@ fn final_reads_must_agree() {
     let mut h = History::new();
     h.append(0, Kind::Ok, 1, 1)
         .append(2, Kind::Info, 1, 3)
+        .all_final(&[0, 1], &[1])
         .read_list(0, 1, &[1])
         .read_list(1, 1, &[1, 3]);
     assert_found(&check_lists(&h.events), AnomalyKind::Divergence);
@@ -131,6 +134,7 @@ fn an_append_of_unknown_outcome_seen_by_another_process_is_durable() {
         // Process 1 saw it, so the relay had it on disk.
         .read_list(1, 1, &[1, 2])
         .invoke(1, Op::Append { key: 1, element: 3 })
+        .all_final(&[2, 3], &[1])
         .read_list(2, 1, &[1])
         .read_list(3, 1, &[1]);
     let report = check_lists(&h.events);
@@ -146,6 +150,7 @@ fn an_append_of_unknown_outcome_a_later_flush_acknowledged_must_not_be_lost() {
     h.append(0, Kind::Info, 1, 1)
         .append(0, Kind::Ok, 1, 2)
         .settle(0, &[1], &[])
+        .all_final(&[0, 1], &[1])
         .read_list(0, 1, &[2])
         .read_list(1, 1, &[2]);
     let report = check_lists(&h.events);
@@ -154,6 +159,7 @@ fn an_append_of_unknown_outcome_a_later_flush_acknowledged_must_not_be_lost() {
     let mut h = History::new();
     h.append(0, Kind::Info, 1, 1)
         .append(0, Kind::Ok, 1, 2)
+        .all_final(&[0, 1], &[1])
         .read_list(0, 1, &[2])
         .read_list(1, 1, &[2]);
     assert_valid(&check_lists(&h.events));
@@ -162,6 +168,7 @@ fn an_append_of_unknown_outcome_a_later_flush_acknowledged_must_not_be_lost() {
     h.append(0, Kind::Info, 1, 1)
         .append(0, Kind::Ok, 1, 2)
         .settle(0, &[1], &[])
+        .all_final(&[0, 1], &[1])
         .read_list(0, 1, &[1, 2])
         .read_list(1, 1, &[1, 2]);
     let report = check_lists(&h.events);
@@ -177,6 +184,7 @@ fn an_append_a_later_flush_reported_lost_is_seen_only_by_its_writer_before() {
         .read_list(0, 1, &[1])
         .append(0, Kind::Fail, 1, 2)
         .settle(0, &[], &[1])
+        .all_final(&[0, 1], &[1])
         .read_list(0, 1, &[])
         .read_list(1, 1, &[]);
     let report = check_lists(&h.events);

@@ -59,12 +59,7 @@ impl History {
     }
 
     pub(crate) fn read(&mut self, p: u32, key: u32, value: Option<u64>) -> &mut Self {
-        self.op(
-            p,
-            Kind::Ok,
-            Op::Read { key, value: None },
-            Op::Read { key, value },
-        )
+        self.op(p, Kind::Ok, read(key, None), read(key, value))
     }
 
     pub(crate) fn append(&mut self, p: u32, kind: Kind, key: u32, element: u64) -> &mut Self {
@@ -76,15 +71,28 @@ impl History {
         self.op(
             p,
             Kind::Ok,
-            Op::ReadList {
-                key,
-                elements: None,
-            },
-            Op::ReadList {
-                key,
-                elements: Some(elements.to_vec()),
-            },
+            read_list(key, None),
+            read_list(key, Some(elements.to_vec())),
         )
+    }
+
+    /// Process `p` begins its final reads of `keys`, every process in
+    /// `live` doing the same.
+    pub(crate) fn begin_final(&mut self, p: u32, live: &[u32], keys: &[u32]) -> &mut Self {
+        let op = Op::Final {
+            live: live.to_vec(),
+            keys: keys.to_vec(),
+        };
+        self.push(p, Kind::Ok, op);
+        self
+    }
+
+    /// Every process in `live` begins its final reads of `keys`.
+    pub(crate) fn all_final(&mut self, live: &[u32], keys: &[u32]) -> &mut Self {
+        for &p in live {
+            self.begin_final(p, live, keys);
+        }
+        self
     }
 
     pub(crate) fn acquire(&mut self, p: u32, lock: u32, token: u64) -> &mut Self {
@@ -122,6 +130,24 @@ impl History {
     pub(crate) fn release(&mut self, p: u32, lock: u32, token: u64) -> &mut Self {
         let op = Op::Release { lock, token };
         self.op(p, Kind::Ok, op.clone(), op)
+    }
+}
+
+/// A register read as invoked (`value` `None`) or as completed.
+pub(crate) fn read(key: u32, value: Option<u64>) -> Op {
+    Op::Read {
+        key,
+        value,
+        missing: None,
+    }
+}
+
+/// A list read as invoked (`elements` `None`) or as completed.
+pub(crate) fn read_list(key: u32, elements: Option<Vec<u64>>) -> Op {
+    Op::ReadList {
+        key,
+        elements,
+        missing: None,
     }
 }
 
@@ -194,4 +220,29 @@ pub(crate) fn record(
         });
     }
     events.len() - 1
+}
+
+/// Records process `p` beginning its final reads of `keys` at `at` (or
+/// once its previous operation ended), every process in `live` doing the
+/// same.
+pub(crate) fn record_final(
+    events: &mut Vec<Event>,
+    busy_until: &mut HashMap<u32, u64>,
+    p: u32,
+    at: u64,
+    live: &[u32],
+    keys: &[u32],
+) {
+    let time = busy_until.get(&p).map_or(0, |t| t + 1).max(at);
+    busy_until.insert(p, time);
+    events.push(Event {
+        process: p,
+        kind: Kind::Ok,
+        op: Op::Final {
+            live: live.to_vec(),
+            keys: keys.to_vec(),
+        },
+        time,
+        error: None,
+    });
 }

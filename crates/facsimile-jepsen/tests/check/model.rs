@@ -7,10 +7,10 @@
 use std::collections::{HashMap, HashSet};
 
 use facsimile_jepsen::check::{AnomalyKind, CheckerReport, Report, check_all};
-use facsimile_jepsen::history::{self, Event, Kind, Op};
+use facsimile_jepsen::history::{self, Event, Kind, Missing, Op};
 use proptest::prelude::*;
 
-use super::{incr, record};
+use super::{incr, read_list, record, record_final};
 
 const PROCESSES: u32 = 5;
 const KEYS: u32 = 2;
@@ -238,10 +238,10 @@ impl Model {
         }
         // After healing, every live process reads everything.
         at += 1000;
-        for p in 0..PROCESSES {
-            if self.dead.contains(&p) {
-                continue;
-            }
+        let live: Vec<u32> = (0..PROCESSES).filter(|p| !self.dead.contains(p)).collect();
+        let keys: Vec<u32> = (0..KEYS).collect();
+        for &p in &live {
+            record_final(&mut self.events, &mut self.busy_until, p, at, &live, &keys);
             for key in 0..KEYS {
                 at += 100;
                 let value = self.registers.get(&key).copied();
@@ -259,8 +259,8 @@ impl Model {
             at,
             e,
             l,
-            Op::Read { key, value: None },
-            Some((Kind::Ok, Op::Read { key, value })),
+            super::read(key, None),
+            Some((Kind::Ok, super::read(key, value))),
         )
     }
 
@@ -271,17 +271,8 @@ impl Model {
             at,
             e,
             l,
-            Op::ReadList {
-                key,
-                elements: None,
-            },
-            Some((
-                Kind::Ok,
-                Op::ReadList {
-                    key,
-                    elements: Some(elements),
-                },
-            )),
+            read_list(key, None),
+            Some((Kind::Ok, read_list(key, Some(elements)))),
         )
     }
 
@@ -497,6 +488,10 @@ proptest! {
     }
 }
 
+fn missing() -> impl Strategy<Value = Missing> {
+    prop_oneof![Just(Missing::Document), Just(Missing::Object)]
+}
+
 /// Any operation, on few objects and values so that they meet, with
 /// extreme values among them.
 fn any_op() -> impl Strategy<Value = Op> {
@@ -504,13 +499,24 @@ fn any_op() -> impl Strategy<Value = Op> {
     let maybe = prop::option::of(value.clone());
     prop_oneof![
         (0..2u32, value.clone()).prop_map(|(key, value)| Op::Write { key, value }),
-        (0..2u32, maybe.clone()).prop_map(|(key, value)| Op::Read { key, value }),
+        (0..2u32, maybe.clone(), prop::option::of(missing())).prop_map(|(key, value, missing)| {
+            Op::Read {
+                key,
+                value,
+                missing,
+            }
+        }),
         (0..2u32, value.clone()).prop_map(|(key, element)| Op::Append { key, element }),
         (
             0..2u32,
             prop::option::of(prop::collection::vec(value.clone(), 0..5))
         )
-            .prop_map(|(key, elements)| Op::ReadList { key, elements }),
+            .prop_map(|(key, elements)| read_list(key, elements)),
+        (
+            prop::collection::vec(0..3u32, 0..3),
+            prop::collection::vec(0..2u32, 0..3)
+        )
+            .prop_map(|(live, keys)| Op::Final { live, keys }),
         (0..2u32, maybe.clone()).prop_map(|(lock, token)| Op::Acquire { lock, token }),
         (0..2u32, value.clone(), maybe.clone(), maybe).prop_map(|(counter, token, read, wrote)| {
             Op::Increment {

@@ -24,6 +24,7 @@ fn concurrent_unknown_and_crashed_writes_are_no_anomaly() {
         // A write the storage refused, and one a crash cut short.
         .write(0, Kind::Fail, 1, 5)
         .invoke(3, Op::Write { key: 1, value: 4 })
+        .all_final(&[0, 1, 2], &[1])
         .read(0, 1, Some(2))
         .read(1, 1, Some(2))
         .read(2, 1, Some(2));
@@ -100,6 +101,7 @@ fn an_acknowledged_write_below_the_final_value_is_lost() {
     let mut h = History::new();
     h.write(0, Kind::Ok, 1, 1)
         .write(0, Kind::Ok, 1, 2)
+        .all_final(&[1, 2], &[1])
         .read(1, 1, Some(1))
         .read(2, 1, Some(1));
     let report = check_registers(&h.events);
@@ -107,7 +109,9 @@ fn an_acknowledged_write_below_the_final_value_is_lost() {
     assert_eq!(report.final_reads, 2);
     // Nothing at all at the end.
     let mut h = History::new();
-    h.write(0, Kind::Ok, 1, 1).read(1, 1, None);
+    h.write(0, Kind::Ok, 1, 1)
+        .all_final(&[1], &[1])
+        .read(1, 1, None);
     assert_found(&check_registers(&h.events), AnomalyKind::LostWrite);
 }
 
@@ -116,9 +120,12 @@ fn an_unacknowledged_write_may_be_lost() {
     let mut h = History::new();
     h.write(0, Kind::Ok, 1, 1)
         .write(0, Kind::Info, 1, 2)
+        .all_final(&[1, 2], &[1])
         .read(1, 1, Some(1))
         .read(2, 1, Some(1));
-    assert_valid(&check_registers(&h.events));
+    let report = check_registers(&h.events);
+    assert_valid(&report);
+    assert_eq!(report.final_reads, 2);
 }
 
 #[test]
@@ -126,6 +133,7 @@ fn final_reads_must_agree() {
     let mut h = History::new();
     h.write(0, Kind::Ok, 1, 1)
         .write(1, Kind::Ok, 1, 2)
+        .all_final(&[0, 1], &[1])
         .read(0, 1, Some(1))
         .read(1, 1, Some(2));
     assert_found(&check_registers(&h.events), AnomalyKind::Divergence);
@@ -140,6 +148,7 @@ fn a_write_of_unknown_outcome_seen_by_another_process_is_durable() {
         .read(2, 1, Some(1))
         .read(2, 1, Some(2))
         .invoke(2, Op::Write { key: 1, value: 3 })
+        .all_final(&[3, 4], &[1])
         .read(3, 1, Some(1))
         .read(4, 1, Some(1));
     assert_found(&check_registers(&h.events), AnomalyKind::LostWrite);
@@ -151,6 +160,7 @@ fn a_write_of_unknown_outcome_a_later_flush_acknowledged_must_not_be_lost() {
     h.write(0, Kind::Info, 1, 1)
         .write(0, Kind::Ok, 2, 2)
         .settle(0, &[1], &[])
+        .all_final(&[1], &[1, 2])
         .read(1, 1, None)
         .read(1, 2, Some(2));
     assert_found(&check_registers(&h.events), AnomalyKind::LostWrite);
@@ -158,6 +168,7 @@ fn a_write_of_unknown_outcome_a_later_flush_acknowledged_must_not_be_lost() {
     let mut h = History::new();
     h.write(0, Kind::Info, 1, 1)
         .write(0, Kind::Ok, 2, 2)
+        .all_final(&[1], &[1, 2])
         .read(1, 1, None)
         .read(1, 2, Some(2));
     assert_valid(&check_registers(&h.events));
@@ -166,6 +177,7 @@ fn a_write_of_unknown_outcome_a_later_flush_acknowledged_must_not_be_lost() {
     h.write(0, Kind::Info, 1, 1)
         .read(0, 1, Some(1))
         .settle(0, &[], &[1])
+        .all_final(&[0, 1], &[1])
         .read(0, 1, None)
         .read(1, 1, None);
     assert_valid(&check_registers(&h.events));

@@ -11,7 +11,7 @@ use facsimile_jepsen::check::check_all;
 use facsimile_jepsen::history::{self, Event, Kind, Op};
 use proptest::prelude::*;
 
-use super::record;
+use super::{read, read_list, record, record_final};
 
 const PROCESSES: u32 = 4;
 const KEYS: u32 = 2;
@@ -215,9 +215,12 @@ impl World {
             }
         }
         at += 1000;
+        let live: Vec<u32> = (0..PROCESSES).collect();
+        let keys: Vec<u32> = (0..KEYS).collect();
         for p in 0..PROCESSES {
             let relay = self.relay.clone();
             self.local[p as usize].merge(&relay);
+            record_final(&mut self.events, &mut self.busy_until, p, at, &live, &keys);
             for key in 0..KEYS {
                 at += 100;
                 self.read(p, (at, 0, 0), key);
@@ -235,8 +238,8 @@ impl World {
             busy,
             p,
             when,
-            Op::Read { key, value: None },
-            Some((Kind::Ok, Op::Read { key, value })),
+            read(key, None),
+            Some((Kind::Ok, read(key, value))),
         );
     }
 
@@ -248,11 +251,8 @@ impl World {
             busy,
             p,
             when,
-            Op::ReadList {
-                key,
-                elements: None,
-            },
-            Some((Kind::Ok, Op::ReadList { key, elements })),
+            read_list(key, None),
+            Some((Kind::Ok, read_list(key, elements))),
         );
     }
 }

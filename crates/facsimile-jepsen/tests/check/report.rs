@@ -2,9 +2,9 @@ use std::fs;
 use std::path::PathBuf;
 
 use facsimile_jepsen::check::{AnomalyKind, CheckError, check_all, check_files};
-use facsimile_jepsen::history::{Event, Kind, Op, Recorder};
+use facsimile_jepsen::history::{Event, Kind, Missing, Op, Recorder};
 
-use super::History;
+use super::{History, assert_found, assert_valid, read_list, recorded};
 
 /// A fresh directory for this test's files.
 fn scratch(name: &str) -> PathBuf {
@@ -24,12 +24,21 @@ fn history_files_of_several_processes_are_merged_and_checked() {
     writer.record(Kind::Ok, &append).unwrap();
     drop(writer);
     let mut reader = Recorder::new(fs::File::create(&b).unwrap(), 1);
+    reader.record_final(vec![1], vec![1]).unwrap();
+    let register = Op::Read {
+        key: 1,
+        value: None,
+        missing: None,
+    };
+    reader.record(Kind::Invoke, &register).unwrap();
+    reader.record(Kind::Ok, &register).unwrap();
     reader
         .record(
             Kind::Invoke,
             &Op::ReadList {
                 key: 1,
                 elements: None,
+                missing: None,
             },
         )
         .unwrap();
@@ -39,6 +48,7 @@ fn history_files_of_several_processes_are_merged_and_checked() {
             &Op::ReadList {
                 key: 1,
                 elements: Some(vec![7]),
+                missing: None,
             },
         )
         .unwrap();
@@ -50,12 +60,21 @@ fn history_files_of_several_processes_are_merged_and_checked() {
 
     // The reader, had it seen nothing, lost the acknowledged append.
     let mut reader = Recorder::new(fs::File::create(&b).unwrap(), 1);
+    reader.record_final(vec![1], vec![1]).unwrap();
+    let register = Op::Read {
+        key: 1,
+        value: None,
+        missing: None,
+    };
+    reader.record(Kind::Invoke, &register).unwrap();
+    reader.record(Kind::Ok, &register).unwrap();
     reader
         .record(
             Kind::Invoke,
             &Op::ReadList {
                 key: 1,
                 elements: None,
+                missing: None,
             },
         )
         .unwrap();
@@ -65,6 +84,7 @@ fn history_files_of_several_processes_are_merged_and_checked() {
             &Op::ReadList {
                 key: 1,
                 elements: Some(vec![]),
+                missing: None,
             },
         )
         .unwrap();
@@ -106,11 +126,11 @@ fn the_summary_is_a_table_with_each_kind_found() {
     };
     assert_eq!(
         row("lists"),
-        ["lists", "2", "2", "0", "0", "1", "1", "INVALID"]
+        ["lists", "2", "2", "0", "0", "0", "1", "INVALID"]
     );
     assert_eq!(
         row("registers"),
-        ["registers", "2", "1", "1", "0", "1", "1", "INVALID"]
+        ["registers", "2", "1", "1", "0", "0", "1", "INVALID"]
     );
     assert_eq!(
         row("locks"),
@@ -163,4 +183,64 @@ fn checking_a_directory_without_histories_is_an_error() {
         String::from_utf8_lossy(&out.stderr).contains("no history-*.jsonl"),
         "{out:?}"
     );
+}
+
+/// Process 0 appends 7 to list 1 and writes 9 to register 1; at the end,
+/// process 0's document lacks both, and process 1 has no document.
+const OBJECTS_GONE_AT_THE_END: &str = r#"
+{"process":0,"kind":"invoke","op":{"f":"append","key":1,"element":7},"time":100}
+{"process":0,"kind":"ok","op":{"f":"append","key":1,"element":7},"time":110}
+{"process":0,"kind":"invoke","op":{"f":"write","key":1,"value":9},"time":120}
+{"process":0,"kind":"ok","op":{"f":"write","key":1,"value":9},"time":130}
+{"process":1,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":140}
+{"process":1,"kind":"ok","op":{"f":"read_list","key":1,"elements":[7]},"time":141}
+{"process":0,"kind":"ok","op":{"f":"final","live":[0,1],"keys":[1]},"time":299}
+{"process":0,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":300}
+{"process":0,"kind":"ok","op":{"f":"read_list","key":1,"elements":null,"missing":"object"},"time":301}
+{"process":0,"kind":"invoke","op":{"f":"read","key":1,"value":null},"time":302}
+{"process":0,"kind":"ok","op":{"f":"read","key":1,"value":null,"missing":"object"},"time":303}
+{"process":1,"kind":"ok","op":{"f":"final","live":[0,1],"keys":[1]},"time":309}
+{"process":1,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":310}
+{"process":1,"kind":"ok","op":{"f":"read_list","key":1,"elements":null,"missing":"document"},"time":311}
+{"process":1,"kind":"invoke","op":{"f":"read","key":1,"value":null},"time":312}
+{"process":1,"kind":"ok","op":{"f":"read","key":1,"value":null,"missing":"document"},"time":313}
+"#;
+
+#[test]
+fn final_reads_must_find_their_objects_and_every_live_process_must_make_them() {
+    let report = check_all(&recorded(OBJECTS_GONE_AT_THE_END));
+    for checker in [&report.registers, &report.lists] {
+        assert_found(checker, AnomalyKind::MissingObject);
+        assert_eq!(checker.count(AnomalyKind::MissingObject), 2, "{report}");
+        assert_eq!(checker.count(AnomalyKind::MissingFinalRead), 0, "{report}");
+        assert_eq!(checker.final_reads, 0, "{report}");
+    }
+    // Process 1 never got to its final reads, which process 0's marker
+    // says it must make.
+    let lines: String = OBJECTS_GONE_AT_THE_END
+        .lines()
+        .filter(|l| !(l.contains(r#""process":1"#) && l.contains(r#""time":3"#)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let report = check_all(&recorded(&lines));
+    for checker in [&report.registers, &report.lists] {
+        assert_found(checker, AnomalyKind::MissingFinalRead);
+        assert_eq!(checker.count(AnomalyKind::MissingFinalRead), 1, "{report}");
+    }
+    // Before its final reads a node may have no document (it is joining
+    // or starting over): it observed nothing. A document without the
+    // object is wrong at any time.
+    let mut h = History::new();
+    let missing = |missing| Op::ReadList {
+        key: 1,
+        elements: None,
+        missing: Some(missing),
+    };
+    h.append(0, Kind::Ok, 1, 7)
+        .read_list(1, 1, &[7])
+        .op(1, Kind::Ok, read_list(1, None), missing(Missing::Document))
+        .read_list(1, 1, &[7]);
+    assert_valid(&check_all(&h.events).lists);
+    h.op(1, Kind::Ok, read_list(1, None), missing(Missing::Object));
+    assert_found(&check_all(&h.events).lists, AnomalyKind::MissingObject);
 }
