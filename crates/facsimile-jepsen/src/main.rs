@@ -298,6 +298,9 @@ async fn runs(args: RunArgs) -> ExitCode {
                 for w in &summary.stalls {
                     println!("stall: {w}");
                 }
+                for w in &summary.shortfalls {
+                    println!("too little: {w}");
+                }
                 valid &= summary.valid;
                 rows.push(run::row(&summary));
             }

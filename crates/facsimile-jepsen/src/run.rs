@@ -116,6 +116,9 @@ pub struct Summary {
     /// (every fault is healed well before the end, so locks must be
     /// granted again).
     pub stalls: Vec<String>,
+    /// What the run did too little of for its verdict to mean anything
+    /// ([`shortfalls`]), which makes it invalid.
+    pub shortfalls: Vec<String>,
     /// Everything passed.
     pub valid: bool,
 }
@@ -862,7 +865,12 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     let acknowledged = acknowledged(&merged);
     write_merged(&config.out.join("history.jsonl"), &merged)?;
     let verdict = check(&runner.histories, Some(&faults_path))?;
-    let valid = verdict.valid && snapshots_equal && runner.errors.is_empty() && stalls.is_empty();
+    let shortfalls = shortfalls(&config, &acknowledged, &schedule, &runner.faults);
+    let valid = verdict.valid
+        && snapshots_equal
+        && runner.errors.is_empty()
+        && stalls.is_empty()
+        && shortfalls.is_empty();
     let summary = Summary {
         command,
         network: if runner.net.is_some() {
@@ -892,12 +900,53 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         counters: storage.values().into_iter().collect(),
         errors: runner.errors.clone(),
         stalls,
+        shortfalls,
         valid,
         config,
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(summary.config.out.join("summary.json"), json).map_err(|e| e.to_string())?;
     Ok(summary)
+}
+
+/// What a run did too little of for its verdict to mean anything: fewer
+/// acknowledged operations than one a second of each kind its workload
+/// makes that changes something (`write`, `append`, `acquire`,
+/// `increment`; reads are local and prove nothing), or a kind of fault its
+/// schedule holds that was never injected. (The history's own minimum,
+/// acknowledged operations and final reads at all, is the checkers':
+/// [`crate::check::Report::unchecked`].)
+pub fn shortfalls(
+    config: &Config,
+    acknowledged: &BTreeMap<String, u64>,
+    schedule: &[Step],
+    injected: &BTreeMap<String, u32>,
+) -> Vec<String> {
+    let kinds: &[&str] = match config.workload {
+        Workload::Registers => &["write"],
+        Workload::Lists => &["append"],
+        Workload::Locks => &["acquire", "increment"],
+        Workload::All => &["write", "append", "acquire", "increment"],
+    };
+    let least = config.duration;
+    let mut short = Vec::new();
+    for &op in kinds {
+        let n = acknowledged.get(op).copied().unwrap_or(0);
+        if n < least {
+            short.push(format!(
+                "{n} {op}(s) acknowledged, fewer than {least} (one a second)"
+            ));
+        }
+    }
+    let mut scheduled: Vec<&str> = schedule.iter().map(|s| s.fault.kind()).collect();
+    scheduled.sort_unstable();
+    scheduled.dedup();
+    for kind in scheduled {
+        if !injected.contains_key(kind) {
+            short.push(format!("no {kind} injected, though the schedule has one"));
+        }
+    }
+    short
 }
 
 /// Appends a fault to the run's `faults.jsonl`.
@@ -1107,6 +1156,63 @@ mod tests {
             acquire(30, Kind::Ok),
         ];
         assert!(lock_stall(&granted).is_empty());
+    }
+
+    #[test]
+    fn a_run_with_too_few_acknowledged_operations_or_faults_that_never_fired_falls_short() {
+        let config = |workload| Config {
+            backend: Backend::Relay,
+            workload,
+            clients: 4,
+            seed: 1,
+            duration: 40,
+            out: PathBuf::from("/nonexistent"),
+            proxies: false,
+            disk_stalls: true,
+            disk_slow: true,
+            nats_sync_always: false,
+        };
+        let counts = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            pairs.iter().map(|&(k, n)| (k.to_string(), n)).collect()
+        };
+        let step = |fault| Step {
+            at_ms: 2000,
+            hold_ms: 1000,
+            fault,
+        };
+        let schedule = [
+            step(Fault::KillRelay),
+            step(Fault::DiskStall { server: Some(0) }),
+        ];
+        let injected: BTreeMap<String, u32> =
+            [("kill-relay".to_string(), 1), ("disk-stall".to_string(), 1)].into();
+        let enough = counts(&[
+            ("write", 40),
+            ("append", 41),
+            ("acquire", 90),
+            ("increment", 99),
+        ]);
+        assert!(shortfalls(&config(Workload::All), &enough, &schedule, &injected).is_empty());
+        // An empty history, or a run whose scheduled faults never fired.
+        let short = shortfalls(
+            &config(Workload::All),
+            &counts(&[]),
+            &schedule,
+            &BTreeMap::new(),
+        );
+        assert_eq!(short.len(), 6, "{short:?}");
+        assert!(
+            short
+                .iter()
+                .any(|s| s == "no disk-stall injected, though the schedule has one")
+        );
+        // Each workload needs only the operations it makes.
+        let locks = counts(&[("acquire", 40), ("increment", 40)]);
+        assert!(shortfalls(&config(Workload::Locks), &locks, &[], &BTreeMap::new()).is_empty());
+        assert_eq!(
+            shortfalls(&config(Workload::Registers), &locks, &[], &BTreeMap::new()),
+            ["0 write(s) acknowledged, fewer than 40 (one a second)"]
+        );
     }
 
     #[test]

@@ -11,15 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The least each run must have acknowledged of each kind of operation
-/// that changes something (reads are local and prove nothing).
-const MINIMUM: [(&str, u64); 4] = [
-    ("write", 40),
-    ("append", 40),
-    ("acquire", 40),
-    ("increment", 40),
-];
-
 /// The runs' directory, kept and printed when the test fails.
 struct Evidence {
     dir: Option<tempfile::TempDir>,
@@ -97,23 +88,15 @@ fn the_smoke_runs_pass_on_the_relay_and_on_nats() {
     }
     assert!(status.success(), "a smoke run failed: {status}");
     assert_eq!(summaries.len(), 2, "a run wrote no summary.json");
+    // A run's verdict includes enough acknowledged operations of each
+    // kind, final reads, and every kind of fault its schedule holds
+    // injected (`shortfalls` in the summary); as root the schedule of a
+    // 40 s run has a disk stall.
     for (run, summary) in &summaries {
         assert_eq!(summary["valid"], true, "{run}: {summary:#}");
-        let acknowledged = &summary["acknowledged"];
-        for (op, least) in MINIMUM {
-            let n = acknowledged[op].as_u64().unwrap_or(0);
-            assert!(
-                n >= least,
-                "{run}: {n} {op}(s) acknowledged, fewer than {least}: {acknowledged}"
-            );
-        }
-        let faults = summary["faults"].as_object().unwrap();
-        assert!(!faults.is_empty(), "{run}: no fault injected");
-        if summary["disks"] == "loop ext4 + fsfreeze" {
-            assert!(
-                faults.contains_key("disk-stall"),
-                "{run}: no disk stall: {faults:?}"
-            );
-        }
+        assert!(
+            !summary["schedule"].as_array().unwrap().is_empty(),
+            "{run}: no fault scheduled"
+        );
     }
 }

@@ -364,9 +364,30 @@ pub struct Report {
 }
 
 impl Report {
-    /// No checker found a violation.
+    /// No checker found a violation, and the history proves something
+    /// ([`Report::unchecked`] is empty).
     pub fn valid(&self) -> bool {
+        self.violation_free() && self.unchecked().is_empty()
+    }
+
+    /// No checker found a violation (whether or not there was anything to
+    /// check).
+    pub fn violation_free(&self) -> bool {
         self.checkers().iter().all(|c| c.valid)
+    }
+
+    /// Why the history proves too little to be valid: no operation was
+    /// acknowledged, or no read was final (convergence and loss went
+    /// unchecked). An empty history passes every checker, vacuously.
+    pub fn unchecked(&self) -> Vec<&'static str> {
+        let mut why = Vec::new();
+        if self.history.ops.ok == 0 {
+            why.push("no acknowledged operation");
+        }
+        if self.registers.final_reads + self.lists.final_reads == 0 {
+            why.push("no final read");
+        }
+        why
     }
 
     /// The checkers' reports, in table order.
@@ -376,7 +397,9 @@ impl Report {
 }
 
 /// A table: one row per checker (operations by outcome, final reads,
-/// violations, verdict), then one line per kind of finding.
+/// violations, verdict), then one line per kind of finding and per reason
+/// the history proves too little, then the verdict: `valid`, `INVALID`
+/// (a violation), or `UNCHECKED` (none, but nothing to check).
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -415,11 +438,17 @@ impl fmt::Display for Report {
                 writeln!(f, ")")?;
             }
         }
-        write!(
-            f,
-            "verdict: {}",
-            if self.valid() { "valid" } else { "INVALID" }
-        )
+        let unchecked = self.unchecked();
+        for why in &unchecked {
+            writeln!(f, "  unchecked: {why}")?;
+        }
+        if !self.violation_free() {
+            write!(f, "verdict: INVALID")
+        } else if !unchecked.is_empty() {
+            write!(f, "verdict: UNCHECKED ({})", unchecked.join(", "))
+        } else {
+            write!(f, "verdict: valid")
+        }
     }
 }
 

@@ -466,7 +466,8 @@ proptest! {
         let mut model = Model::default();
         model.run(&steps);
         let report = check_all(&history(model));
-        prop_assert!(report.valid(), "{report}\n{report:#?}");
+        // Valid but for what it may not prove: every process may die.
+        prop_assert!(report.violation_free(), "{report}\n{report:#?}");
     }
 
     #[test]
@@ -481,7 +482,7 @@ proptest! {
         prop_assume!(planted.is_some());
         let (kind, checker) = planted.expect("assumed");
         let report = check_all(&history(model));
-        prop_assert!(!report.valid(), "{kind} planted: {report}");
+        prop_assert!(!report.violation_free(), "{kind} planted: {report}");
         let found = checker(&report);
         prop_assert!(found.count(kind) > 0, "{kind} planted: {report}");
         prop_assert!(found.examples.iter().any(|a| a.kind == kind));

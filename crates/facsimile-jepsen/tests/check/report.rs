@@ -1,7 +1,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use facsimile_jepsen::check::{AnomalyKind, CheckError, check_all, check_files};
+use facsimile_jepsen::check::{AnomalyKind, CheckError, check_all, check_files, check_run};
 use facsimile_jepsen::history::{Event, Kind, Missing, Op, Recorder};
 
 use super::{History, assert_found, assert_valid, read_list, recorded};
@@ -243,4 +243,60 @@ fn final_reads_must_find_their_objects_and_every_live_process_must_make_them() {
     assert_valid(&check_all(&h.events).lists);
     h.op(1, Kind::Ok, read_list(1, None), missing(Missing::Object));
     assert_found(&check_all(&h.events).lists, AnomalyKind::MissingObject);
+}
+
+/// As the clients recorded before they marked their final reads: reads
+/// that found no list or register map were recorded as failed.
+const NO_FINAL_MARKER: &str = r#"
+{"process":0,"kind":"invoke","op":{"f":"append","key":1,"element":7},"time":100}
+{"process":0,"kind":"ok","op":{"f":"append","key":1,"element":7},"time":110}
+{"process":0,"kind":"invoke","op":{"f":"write","key":2,"value":9},"time":120}
+{"process":0,"kind":"ok","op":{"f":"write","key":2,"value":9},"time":130}
+{"process":0,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":300}
+{"process":0,"kind":"fail","op":{"f":"read_list","key":1,"elements":null},"time":301}
+{"process":0,"kind":"invoke","op":{"f":"read","key":2,"value":null},"time":302}
+{"process":0,"kind":"fail","op":{"f":"read","key":2,"value":null},"time":303}
+{"process":1,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":140}
+{"process":1,"kind":"ok","op":{"f":"read_list","key":1,"elements":[7]},"time":141}
+{"process":1,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":310}
+{"process":1,"kind":"fail","op":{"f":"read_list","key":1,"elements":null},"time":311}
+{"process":1,"kind":"invoke","op":{"f":"read","key":2,"value":null},"time":312}
+{"process":1,"kind":"fail","op":{"f":"read","key":2,"value":null},"time":313}
+"#;
+
+#[test]
+fn a_history_without_final_reads_or_acknowledged_operations_is_unchecked() {
+    let report = check_run(&recorded(NO_FINAL_MARKER), &[]);
+    assert!(report.violation_free(), "{report}");
+    assert!(!report.valid(), "{report}");
+    assert_eq!(report.unchecked(), ["no final read"]);
+    assert!(
+        report
+            .to_string()
+            .ends_with("verdict: UNCHECKED (no final read)"),
+        "{report}"
+    );
+    let report = check_run(&[], &[]);
+    assert!(!report.valid(), "{report}");
+    assert_eq!(
+        report.unchecked(),
+        ["no acknowledged operation", "no final read"]
+    );
+}
+
+#[test]
+fn checking_an_empty_run_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("history-0.jsonl"), "").unwrap();
+    std::fs::write(dir.path().join("faults.jsonl"), "").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facsimile-jepsen"))
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("UNCHECKED"),
+        "{out:?}"
+    );
 }
