@@ -81,6 +81,10 @@ pub(crate) struct Outbox {
     moved: bool,
     queue: VecDeque<Transmit>,
     log: ResendLog,
+    /// For each peer resent to, the last position resent: a range asked
+    /// for again is not resent whole (each answer may be the whole log)
+    /// until the peer's next sync request ([`Outbox::forget_resent`]).
+    resent: FxHashMap<u32, u64>,
     /// Encoding buffer, reused between messages.
     scratch: Vec<u8>,
 }
@@ -354,6 +358,7 @@ impl Outbox {
             moved: false,
             queue: VecDeque::new(),
             log: ResendLog::default(),
+            resent: FxHashMap::default(),
             scratch: Vec::new(),
         }
     }
@@ -851,17 +856,36 @@ impl Outbox {
     }
 
     /// Answers a peer's request to resend from `from_seq`: the messages if
-    /// the log still has them, a refusal if not.
+    /// the log still has them, a refusal if not. What was resent to that
+    /// peer already is on its way, in order (the transport loses nothing),
+    /// so only the rest goes: a peer asks again for a range it was sent
+    /// only after dropping the streams it followed, which its sync
+    /// request tells ([`Outbox::forget_resent`]).
     pub(crate) fn resend(&mut self, to: Tag, from_seq: u64) {
+        let from_seq = match self.resent.get(&to.0) {
+            Some(&through) => from_seq.max(through + 1),
+            None => from_seq,
+        };
+        if from_seq > self.seq {
+            // Asked for what was never sent, or resent already.
+            return;
+        }
         match self.log.since(from_seq) {
-            Some(again) => self.queue.extend(again.into_iter().map(|bytes| Transmit {
-                to: Some(to.0),
-                bytes,
-            })),
-            // Asked for what was never sent: nothing to do.
-            None if from_seq > self.seq => {}
+            Some(again) => {
+                self.queue.extend(again.into_iter().map(|bytes| Transmit {
+                    to: Some(to.0),
+                    bytes,
+                }));
+                self.resent.insert(to.0, self.seq);
+            }
             None => self.send_to(to, Directed::ResendGone),
         }
+    }
+
+    /// `peer` asked for a sync: it dropped the streams it followed, and
+    /// may need again what was resent to it.
+    pub(crate) fn forget_resent(&mut self, peer: Tag) {
+        self.resent.remove(&peer.0);
     }
 
     /// The next message to send.

@@ -1087,6 +1087,9 @@ impl Replica {
         };
         let mut joining = Joining::new(gc_deadline);
         joining.before = before;
+        if let Phase::Joining(old) = &mut self.phase {
+            joining.keep_senders(old);
+        }
         // Whoever this replica knows and has not heard ask for a sync of
         // its own (or, live, heard complete it) holds the document; a peer
         // it knows nothing of may sync since before it listened.
@@ -1433,6 +1436,14 @@ impl Replica {
         Tag(self.me.incarnation())
     }
 
+    /// Whether `tag` is a peer known here or, while this replica syncs,
+    /// one whose messages wait to be read. A peer's first message (its
+    /// announcement) comes before any request of its.
+    fn heard_from(&self, tag: Tag) -> bool {
+        self.peers.by_tag(tag.0).is_some()
+            || matches!(&self.phase, Phase::Joining(j) if j.holds_from(tag))
+    }
+
     /// Records that the writes made so far may depend on a lock, if this
     /// replica holds one (it is about to stop holding it).
     fn note_locks(&mut self) {
@@ -1561,6 +1572,16 @@ impl Replica {
         // Operations of an open local group must not straddle a remote
         // message: their counters would no longer be consecutive.
         self.out.close_all();
+        if let Message::Sequenced {
+            body: Sequenced::SyncRequest { .. },
+            ..
+        } = &frame.msg
+        {
+            // Its sender dropped the streams it followed: what was resent
+            // to it may be due again. Taken on arrival, held or not: a
+            // request to resend it sends after it comes after it.
+            self.out.outbox.forget_resent(from);
+        }
         match frame.msg {
             Message::Directed { to, body } if to == me => self.handle_directed(from, body),
             Message::Directed { .. } => Ok(()),
@@ -1872,7 +1893,14 @@ impl Replica {
                     self.out.send_to(from, Directed::Resend { from_seq });
                 }
             }
-            Directed::Resend { from_seq } => self.out.outbox.resend(from, from_seq),
+            // Only for a peer heard from (a member, an observer, one gone
+            // that must still read its eviction; while this replica syncs,
+            // one whose announcement waits in the backlog): a request of a
+            // few bytes may cost the whole resend log.
+            Directed::Resend { from_seq } if self.heard_from(from) => {
+                self.out.outbox.resend(from, from_seq)
+            }
+            Directed::Resend { .. } => {}
             Directed::ResendGone => self.out.events.push(Event::NeedsSync),
         }
         Ok(())

@@ -35,6 +35,9 @@ pub(crate) struct Joining {
     ready: FxHashSet<Tag>,
     /// Sequenced messages received meanwhile: sender, position, body, size.
     backlog: Vec<(Tag, u64, Sequenced, usize)>,
+    /// The senders of the backlog: peers that may ask this replica to
+    /// resend before it reads their announcement.
+    senders: FxHashSet<Tag>,
     backlog_bytes: usize,
     /// The reclamation deadline, set aside until the document is here.
     pub(crate) gc_deadline: Option<Duration>,
@@ -136,7 +139,19 @@ impl Joining {
         }
         self.backlog_bytes += size;
         self.backlog.push((from, seq, body, size));
+        self.senders.insert(from);
         Ok(())
+    }
+
+    /// Takes over the senders `old` heard from: a sync begun again drops
+    /// the backlog, not what it told of who may ask to resend.
+    pub(crate) fn keep_senders(&mut self, old: &mut Joining) {
+        self.senders = std::mem::take(&mut old.senders);
+    }
+
+    /// Whether a message of `from`'s waits in the backlog.
+    pub(crate) fn holds_from(&self, from: Tag) -> bool {
+        self.senders.contains(&from)
     }
 
     /// Whether a state from `from` is the one asked for.

@@ -230,3 +230,92 @@ fn a_sender_that_crashed_before_its_welcome_does_not_stop_reclamation() {
     }
     sim.assert_converged();
 }
+
+/// A request to resend is answered only for a peer this replica has heard
+/// of, and a range once: asked again, only what the requester was not
+/// sent yet goes, until the requester's sync request (it drops the streams
+/// it followed) makes the whole range due again. Each answer may be the
+/// whole log, for a request of a few bytes.
+#[test]
+fn resends_go_to_known_peers_and_a_range_once_a_sync() {
+    let config = Config::default()
+        .wire_format(WireFormat::Json)
+        .resend_log(16);
+    let (mut a, mut b) = pair(config);
+    let sent = pushes(&mut a, 6);
+    // The first message is lost; the second shows the gap.
+    deliver(&mut b, sent[1..2].iter().cloned());
+    let ask = drain(&mut b)
+        .into_iter()
+        .find(|t| t.to == Some(1) && kind_of(&t.bytes).as_deref() == Some("Resend"))
+        .expect("the gap is reported");
+    let stranger = edit_json(&ask.bytes, |v| v["from"] = serde_json::json!("00000bad"));
+    for _ in 0..10 {
+        a.handle_message(&stranger).unwrap();
+    }
+    assert!(drain(&mut a).is_empty(), "nothing for a stranger");
+    for _ in 0..10 {
+        a.handle_message(&ask.bytes).unwrap();
+    }
+    assert_eq!(to_reader(drain(&mut a)).len(), 6, "the range once");
+    // Asked again later: only what was sent since.
+    let more = pushes(&mut a, 2);
+    a.handle_message(&ask.bytes).unwrap();
+    let since: Vec<Transmit> = to_reader(drain(&mut a));
+    let bytes = |m: &[Transmit]| m.iter().map(|t| t.bytes.to_vec()).collect::<Vec<_>>();
+    assert_eq!(bytes(&since), bytes(&more));
+    // The reader syncs, and asks again from where the state it loads
+    // leaves it: the whole range is due again.
+    b.sync();
+    deliver(&mut a, drain(&mut b));
+    drain(&mut a);
+    a.handle_message(&ask.bytes).unwrap();
+    let whole = to_reader(drain(&mut a));
+    // The eight, and the writer's offer to the sync.
+    assert_eq!(whole.len(), 9, "after a sync request");
+    assert_eq!(bytes(&whole[..6]), bytes(&sent));
+    assert_eq!(bytes(&whole[6..8]), bytes(&more));
+}
+
+/// A replica that syncs resends its stream to a peer whose announcement
+/// waits in its backlog: that peer is heard from, though not yet read.
+#[test]
+fn a_syncing_replica_resends_to_a_peer_it_holds_messages_of() {
+    let config = Config::default().wire_format(WireFormat::Json);
+    let mut a = Replica::new(PeerId::new("a", 1), config.clone());
+    a.set_root(Input::Map(vec![])).unwrap();
+    drain(&mut a);
+    // `s` syncs; its hello and request reach nobody yet.
+    let mut s = Replica::new(PeerId::new("s", 2), config.clone());
+    s.sync();
+    drain(&mut s);
+    // `n` starts listening after them, and syncs.
+    let mut n = Replica::new(PeerId::new("n", 3), config);
+    n.sync();
+    let from_n = drain(&mut n);
+    deliver(&mut s, from_n.iter().cloned());
+    deliver(&mut a, from_n);
+    // `s`, syncing, offers to `n` at once; `a`, which knows nothing of
+    // `s`, answers `n`.
+    deliver(&mut n, drain(&mut s));
+    deliver(&mut n, drain(&mut a));
+    deliver(&mut a, drain(&mut n));
+    deliver(&mut n, drain(&mut a));
+    assert!(n.is_ready() && !s.is_ready());
+    // `n` read `s`'s offer without the start of its stream, and asks for it.
+    let ask: Vec<Transmit> = drain(&mut n)
+        .into_iter()
+        .filter(|t| t.to == Some(2) && kind_of(&t.bytes).as_deref() == Some("Resend"))
+        .collect();
+    assert_eq!(ask.len(), 1, "the gap is reported");
+    deliver(&mut s, ask);
+    let again: Vec<Transmit> = drain(&mut s)
+        .into_iter()
+        .filter(|t| t.to == Some(3))
+        .collect();
+    let kinds: Vec<Option<String>> = again.iter().map(|t| kind_of(&t.bytes)).collect();
+    assert_eq!(
+        kinds,
+        ["Hello", "SyncRequest", "SyncOffer"].map(|k| Some(k.to_string()))
+    );
+}
