@@ -36,7 +36,9 @@ const INCREMENT_WORK: Duration = Duration::from_millis(40);
 pub const NATS_LEASE: Duration = Duration::from_secs(2);
 
 /// Which operations a client runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Workload {
     /// `Write` and `Read` of registers.

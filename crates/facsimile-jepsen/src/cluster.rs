@@ -114,7 +114,9 @@ pub fn kill_orphans() -> usize {
 pub const RELAY_PEER_TIMEOUT: u64 = 3;
 
 /// Which system the clients write to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// One relay, `facsimile serve`.

@@ -4,7 +4,7 @@
 //! then checks what the clients recorded; `client` is one client process,
 //! started by `run`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,12 +26,18 @@ enum Cmd {
     /// One client process (started by `run`).
     Client(ClientArgs),
     /// Check recorded histories again: history files, or run directories
-    /// whose `history-*.jsonl` files are read together (with the run's
-    /// `faults.jsonl`, when there is one).
+    /// whose `history-*.jsonl` files are read together, with the run's
+    /// `faults.jsonl` (without one the lock check is UNCHECKED), and what
+    /// else the run's verdict covered (snapshots, stalls, the run's errors
+    /// and shortfalls). Fails unless everything checked passed.
     Check {
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// The faults injected (a `faults.jsonl`), for history files, or
+        /// instead of a directory's own.
+        #[arg(long)]
+        faults: Option<PathBuf>,
     },
     /// Runs a program that dies with the runner that started it (started
     /// by `run`, for its servers).
@@ -113,7 +119,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Check { paths } => check(&paths),
+        Cmd::Check { paths, faults } => check(&paths, faults.as_deref()),
         Cmd::Guard { command } => {
             eprintln!("{}", facsimile_jepsen::cluster::guard(&command));
             ExitCode::FAILURE
@@ -157,9 +163,11 @@ async fn stop_signal() -> nix::sys::signal::Signal {
 }
 
 /// Checks each run directory (or the given files, together) and prints
-/// the checkers' report.
-fn check(paths: &[PathBuf]) -> ExitCode {
-    let mut groups: Vec<(String, Vec<PathBuf>, Option<PathBuf>)> = Vec::new();
+/// the checkers' report and what else was checked or could not be.
+fn check(paths: &[PathBuf], faults: Option<&Path>) -> ExitCode {
+    // A group: its name, its histories, its faults, its run directory.
+    type Group = (String, Vec<PathBuf>, Option<PathBuf>, Option<PathBuf>);
+    let mut groups: Vec<Group> = Vec::new();
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -180,21 +188,22 @@ fn check(paths: &[PathBuf]) -> ExitCode {
                 eprintln!("{}: no history-*.jsonl file to check", p.display());
                 return ExitCode::FAILURE;
             }
-            let faults = Some(p.join("faults.jsonl")).filter(|f| f.is_file());
-            groups.push((p.display().to_string(), histories, faults));
+            let own = Some(p.join("faults.jsonl")).filter(|f| f.is_file());
+            let faults = faults.map(Path::to_owned).or(own);
+            groups.push((p.display().to_string(), histories, faults, Some(p.clone())));
         } else {
             files.push(p.clone());
         }
     }
     if !files.is_empty() {
-        groups.push(("files".to_string(), files, None));
+        groups.push(("files".to_string(), files, faults.map(Path::to_owned), None));
     }
     let mut valid = true;
-    for (name, histories, faults) in groups {
-        match run::check(&histories, faults.as_deref()) {
-            Ok(verdict) => {
-                println!("{name}: {} histories\n{}", histories.len(), verdict.report);
-                valid &= verdict.valid;
+    for (name, histories, faults, dir) in groups {
+        match run::recheck(&histories, faults.as_deref(), dir.as_deref()) {
+            Ok(recheck) => {
+                println!("{name}: {} histories\n{}", histories.len(), recheck.text);
+                valid &= recheck.valid;
             }
             Err(e) => {
                 eprintln!("{name}: {e}");

@@ -8,10 +8,10 @@ use std::fmt;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
     /// Cut client `slot` off the network (from the servers and the
@@ -81,7 +81,7 @@ impl Fault {
 }
 
 /// A fault at an offset from the start, held for a while.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     /// Milliseconds from the start of the workload.
     pub at_ms: u64,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
@@ -26,7 +26,7 @@ use crate::proxy::Proxy;
 use crate::storage::Storage;
 
 /// One run's settings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     /// The system under test.
     pub backend: Backend,
@@ -150,6 +150,160 @@ pub fn check(paths: &[PathBuf], faults: Option<&Path>) -> Result<Verdict, String
         anomalies,
         explained_overlaps: report.locks.explained.clone(),
         report: report.to_string(),
+    })
+}
+
+/// What `check` finds in a run's directory or in history files: the
+/// checkers' report, then what else a run's verdict covers, checked again
+/// where the files allow, and what could not be.
+#[derive(Debug)]
+pub struct Recheck {
+    /// The report and one line for each further finding.
+    pub text: String,
+    /// Everything checked passed, and nothing a verdict needs went
+    /// unchecked (for history files alone: the histories and the stalls).
+    pub valid: bool,
+}
+
+/// What the run recorded in `summary.json` that `check` needs.
+#[derive(Deserialize)]
+struct Recorded {
+    config: Config,
+    schedule: Vec<Step>,
+    errors: Vec<String>,
+}
+
+/// Checks `histories` again, with the run's faults from `faults` when
+/// given, and when `run` (the run's directory) is given, what else its
+/// verdict covers: the final snapshots of the live processes, stalls of
+/// lock grants, the errors the run recorded (shown as recorded) and its
+/// shortfalls ([`shortfalls`], from its `summary.json`).
+pub fn recheck(
+    histories: &[PathBuf],
+    faults: Option<&Path>,
+    run: Option<&Path>,
+) -> Result<Recheck, String> {
+    let mut all = Vec::new();
+    for p in histories {
+        let file = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        all.push(
+            history::read(std::io::BufReader::new(file))
+                .map_err(|e| format!("{}: {e}", p.display()))?,
+        );
+    }
+    let events = history::merge(all);
+    let windows = match faults {
+        Some(path) => {
+            let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(
+                history::read_faults(std::io::BufReader::new(file))
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let report = match &windows {
+        Some(w) => crate::check::check_run(&events, w),
+        None => crate::check::check_all(&events),
+    };
+    let mut valid = report.valid();
+    let mut lines = vec![report.to_string()];
+    let mut fail = |line: String, lines: &mut Vec<String>| {
+        valid = false;
+        lines.push(line);
+    };
+    if windows.is_none() && report.locks.ops.total() > 0 {
+        fail(
+            "locks: UNCHECKED (no fault record: every overlap of holders and stale refusal \
+             counts as explained; give --faults)"
+                .into(),
+            &mut lines,
+        );
+    }
+    for stall in lock_stall(&events) {
+        fail(format!("stall: {stall}"), &mut lines);
+    }
+    let Some(dir) = run else {
+        lines.push(
+            "not a run's directory: snapshots, the run's errors and shortfalls not re-checked"
+                .into(),
+        );
+        return Ok(Recheck {
+            text: lines.join("\n"),
+            valid,
+        });
+    };
+    // The live processes at the end, as their final markers name them.
+    let mut live: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match &e.op {
+            history::Op::Final { live, .. } => Some(live.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    live.sort_unstable();
+    live.dedup();
+    let mut snapshots = Vec::new();
+    for p in &live {
+        match std::fs::read(dir.join(format!("snapshot-{p}.bin"))) {
+            Ok(bytes) => snapshots.push((p.to_string(), bytes)),
+            Err(e) => fail(format!("snapshots: process {p}'s: {e}"), &mut lines),
+        }
+    }
+    let compared = crate::check::check_snapshots(&snapshots);
+    if live.is_empty() {
+        fail(
+            "snapshots: UNCHECKED (no final marker names a live process)".into(),
+            &mut lines,
+        );
+    } else if compared.identical {
+        lines.push(format!("snapshots: {} identical", snapshots.len()));
+    } else {
+        fail(
+            format!(
+                "snapshots: DIFFER (processes {} against the rest)",
+                compared.odd_ones_out.join(", ")
+            ),
+            &mut lines,
+        );
+    }
+    let summary = dir.join("summary.json");
+    let recorded: Option<Recorded> = std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    match recorded {
+        None => fail(
+            format!(
+                "run: UNCHECKED (no readable {}: the run's errors and shortfalls)",
+                summary.display()
+            ),
+            &mut lines,
+        ),
+        Some(r) => {
+            for e in r.errors {
+                fail(format!("error (as the run recorded it): {e}"), &mut lines);
+            }
+            let mut injected: BTreeMap<String, u32> = BTreeMap::new();
+            for w in windows.iter().flatten() {
+                *injected.entry(w.kind.clone()).or_default() += 1;
+            }
+            let acked = acknowledged(&events);
+            // Without the fault record, which faults fired is unknown
+            // (the locks are reported unchecked above).
+            let schedule = if windows.is_some() {
+                &r.schedule[..]
+            } else {
+                &[]
+            };
+            for short in shortfalls(&r.config, &acked, schedule, &injected) {
+                fail(format!("too little: {short}"), &mut lines);
+            }
+        }
+    }
+    Ok(Recheck {
+        text: lines.join("\n"),
+        valid,
     })
 }
 

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use facsimile_jepsen::check::{AnomalyKind, CheckError, check_all, check_files, check_run};
 use facsimile_jepsen::history::{Event, Kind, Missing, Op, Recorder};
+use facsimile_jepsen::run;
 
 use super::{History, assert_found, assert_valid, read_list, recorded};
 
@@ -299,4 +300,132 @@ fn checking_an_empty_run_fails() {
         String::from_utf8_lossy(&out.stdout).contains("UNCHECKED"),
         "{out:?}"
     );
+}
+
+/// Two holders of lock 1 at once, process 1 granted while process 0
+/// held it, each incrementing counter 1 once.
+const TWO_HOLDERS: &str = r#"
+{"process":0,"kind":"invoke","op":{"f":"acquire","lock":1,"token":null},"time":100}
+{"process":0,"kind":"ok","op":{"f":"acquire","lock":1,"token":1},"time":110}
+{"process":0,"kind":"invoke","op":{"f":"increment","counter":1,"token":1,"read":null,"wrote":null},"time":120}
+{"process":0,"kind":"ok","op":{"f":"increment","counter":1,"token":1,"read":0,"wrote":1},"time":130}
+{"process":1,"kind":"invoke","op":{"f":"acquire","lock":1,"token":null},"time":200}
+{"process":1,"kind":"ok","op":{"f":"acquire","lock":1,"token":2},"time":210}
+{"process":1,"kind":"invoke","op":{"f":"increment","counter":1,"token":2,"read":null,"wrote":null},"time":220}
+{"process":1,"kind":"ok","op":{"f":"increment","counter":1,"token":2,"read":1,"wrote":2},"time":230}
+{"process":1,"kind":"invoke","op":{"f":"release","lock":1,"token":2},"time":300}
+{"process":1,"kind":"ok","op":{"f":"release","lock":1,"token":2},"time":310}
+{"process":0,"kind":"invoke","op":{"f":"release","lock":1,"token":1},"time":400}
+{"process":0,"kind":"ok","op":{"f":"release","lock":1,"token":1},"time":410}
+{"process":0,"kind":"ok","op":{"f":"final","live":[0,1],"keys":[1]},"time":500}
+{"process":0,"kind":"invoke","op":{"f":"read","key":1,"value":null},"time":510}
+{"process":0,"kind":"ok","op":{"f":"read","key":1,"value":null},"time":511}
+{"process":0,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":512}
+{"process":0,"kind":"ok","op":{"f":"read_list","key":1,"elements":[]},"time":513}
+{"process":1,"kind":"ok","op":{"f":"final","live":[0,1],"keys":[1]},"time":520}
+{"process":1,"kind":"invoke","op":{"f":"read","key":1,"value":null},"time":530}
+{"process":1,"kind":"ok","op":{"f":"read","key":1,"value":null},"time":531}
+{"process":1,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":532}
+{"process":1,"kind":"ok","op":{"f":"read_list","key":1,"elements":[]},"time":533}
+"#;
+
+/// A run's directory holding `TWO_HOLDERS`, one history file per process.
+fn run_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for p in 0..2 {
+        let lines: String = TWO_HOLDERS
+            .lines()
+            .filter(|l| l.contains(&format!(r#""process":{p},"#)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(dir.path().join(format!("history-{p}.jsonl")), lines).unwrap();
+    }
+    dir
+}
+
+fn check_dir(dir: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facsimile-jepsen"))
+        .arg("check")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), text)
+}
+
+#[test]
+fn checking_a_run_without_its_fault_record_leaves_the_locks_unchecked() {
+    let dir = run_dir();
+    let (passed, text) = check_dir(dir.path());
+    assert!(!passed, "{text}");
+    assert!(text.contains("locks: UNCHECKED (no fault record"), "{text}");
+    // With the record (no fault at all), the overlap is a violation.
+    fs::write(dir.path().join("faults.jsonl"), "").unwrap();
+    let (passed, text) = check_dir(dir.path());
+    assert!(!passed, "{text}");
+    assert!(text.contains("locks: concurrent-holders x1"), "{text}");
+}
+
+#[test]
+fn checking_a_run_again_covers_its_snapshots_errors_and_shortfalls() {
+    let dir = run_dir();
+    let path = dir.path();
+    // Without the overlap: process 0 releases before process 1 asks.
+    for p in 0..2 {
+        let file = path.join(format!("history-{p}.jsonl"));
+        let text = fs::read_to_string(&file)
+            .unwrap()
+            .replace(r#""time":400"#, r#""time":150"#)
+            .replace(r#""time":410"#, r#""time":160"#);
+        fs::write(&file, text).unwrap();
+    }
+    fs::write(path.join("faults.jsonl"), "").unwrap();
+    let histories: Vec<PathBuf> = (0..2)
+        .map(|p| path.join(format!("history-{p}.jsonl")))
+        .collect();
+    let faults = path.join("faults.jsonl");
+    let recheck = || run::recheck(&histories, Some(&faults), Some(path)).unwrap();
+    let summary = |errors: &str, duration: u64| {
+        let json = format!(
+            r#"{{"config": {{"backend": "relay", "workload": "locks", "clients": 2, "seed": 1,
+                "duration": {duration}, "out": "{}", "proxies": false, "disk_stalls": false,
+                "disk_slow": false, "nats_sync_always": false}},
+              "schedule": [], "errors": [{errors}], "valid": true}}"#,
+            path.display()
+        );
+        fs::write(path.join("summary.json"), json).unwrap();
+    };
+    // Neither snapshots nor a summary: unchecked.
+    let r = recheck();
+    assert!(!r.valid, "{}", r.text);
+    assert!(r.text.contains("snapshots: process 0's"), "{}", r.text);
+    assert!(r.text.contains("run: UNCHECKED (no readable"), "{}", r.text);
+    fs::write(path.join("snapshot-0.bin"), b"same").unwrap();
+    fs::write(path.join("snapshot-1.bin"), b"same").unwrap();
+    summary("", 2);
+    let r = recheck();
+    assert!(r.valid, "{}", r.text);
+    assert!(r.text.contains("snapshots: 2 identical"), "{}", r.text);
+    // What the run recorded as wrong stays wrong; a run of 3 s needs 3
+    // grants.
+    summary(r#""process 1 did not say `done`""#, 3);
+    let r = recheck();
+    assert!(!r.valid, "{}", r.text);
+    assert!(
+        r.text
+            .contains("error (as the run recorded it): process 1 did not say `done`"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text
+            .contains("too little: 2 acquire(s) acknowledged, fewer than 3"),
+        "{}",
+        r.text
+    );
+    summary("", 2);
+    fs::write(path.join("snapshot-1.bin"), b"other").unwrap();
+    let r = recheck();
+    assert!(!r.valid, "{}", r.text);
+    assert!(r.text.contains("snapshots: DIFFER"), "{}", r.text);
 }
