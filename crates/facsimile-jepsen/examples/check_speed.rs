@@ -18,6 +18,7 @@ fn read(key: u32, value: Option<u64>) -> Op {
         key,
         value,
         missing: None,
+        foreign: None,
     }
 }
 
@@ -26,6 +27,7 @@ fn read_list(key: u32, elements: Option<Vec<u64>>) -> Op {
         key,
         elements,
         missing: None,
+        foreign: Vec::new(),
     }
 }
 

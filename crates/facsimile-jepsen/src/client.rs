@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use facsimile::net::{self, ConnectOptions, Connection, NatsOptions, NetError, Status};
-use facsimile::{ArrayRef, MapRef};
+use facsimile::{ArrayRef, MapRef, Value};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -105,6 +105,27 @@ pub async fn connect(
             Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
+}
+
+/// A value as JSON, for the history; one that does not convert (a map
+/// gone meanwhile) says why.
+fn as_json(v: &Value) -> String {
+    v.to_json_with_refs("")
+        .map_or_else(|e| format!("<{e}>"), |j| j.to_string())
+}
+
+/// A list's elements: the integers, as the workload writes them, and the
+/// others as JSON (the checker flags them: nobody appends them).
+fn integers(values: &[Value]) -> (Vec<u64>, Vec<String>) {
+    let mut ints = Vec::with_capacity(values.len());
+    let mut others = Vec::new();
+    for v in values {
+        match v.as_i64() {
+            Some(i) => ints.push(i as u64),
+            None => others.push(as_json(v)),
+        }
+    }
+    (ints, others)
 }
 
 /// How an increment that was not accepted ended.
@@ -245,16 +266,24 @@ impl Client {
             key,
             value: None,
             missing: None,
+            foreign: None,
         };
         self.record(Kind::Invoke, &op);
-        if let Op::Read { value, missing, .. } = &mut op {
+        if let Op::Read {
+            value,
+            missing,
+            foreign,
+            ..
+        } = &mut op
+        {
             match find_map(&self.conn, &["r"]) {
-                Ok(r) => {
-                    *value = r
-                        .get(&key.to_string())
-                        .and_then(|v| v.as_i64())
-                        .map(|v| v as u64)
-                }
+                Ok(r) => match r.get(&key.to_string()) {
+                    None => {}
+                    Some(v) => match v.as_i64() {
+                        Some(i) => *value = Some(i as u64),
+                        None => *foreign = Some(as_json(&v)),
+                    },
+                },
                 Err(m) => *missing = Some(m),
             }
         }
@@ -279,21 +308,22 @@ impl Client {
             key,
             elements: None,
             missing: None,
+            foreign: Vec::new(),
         };
         self.record(Kind::Invoke, &op);
         let values = find_list(&self.conn, key).map(|l| l.to_vec());
         if let Op::ReadList {
-            elements, missing, ..
+            elements,
+            missing,
+            foreign,
+            ..
         } = &mut op
         {
             match values {
                 Ok(Ok(v)) => {
-                    *elements = Some(
-                        v.iter()
-                            .filter_map(|e| e.as_i64())
-                            .map(|e| e as u64)
-                            .collect(),
-                    )
+                    let (ints, others) = integers(&v);
+                    *elements = Some(ints);
+                    *foreign = others;
                 }
                 // Reclaimed between the lookup and the read.
                 Ok(Err(_)) | Err(Missing::Object) => *missing = Some(Missing::Object),
@@ -511,4 +541,23 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
     println!("done");
     let _ = client.conn.close(Duration::from_secs(5)).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_elements_that_are_no_integers_are_kept_apart_not_dropped() {
+        let values = [
+            Value::Int(7),
+            Value::String("x".into()),
+            Value::Float(1.5),
+            Value::Null,
+            Value::Int(-1),
+        ];
+        let (ints, others) = integers(&values);
+        assert_eq!(ints, [7, u64::MAX]);
+        assert_eq!(others, [r#""x""#, "1.5", "null"]);
+    }
 }

@@ -113,23 +113,29 @@ impl From<&facsimile::LockError> for LockFailure {
 pub enum Op {
     /// Registers: set `key` to `value` (values are unique per run).
     Write { key: u32, value: u64 },
-    /// Registers: read `key`; on completion, what was there (`None`: absent),
-    /// or that the register map itself was `missing`.
+    /// Registers: read `key`; on completion, what was there (`None`:
+    /// absent), or a value that is no integer (`foreign`, as JSON), or that
+    /// the register map itself was `missing`.
     Read {
         key: u32,
         value: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         missing: Option<Missing>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        foreign: Option<String>,
     },
     /// Lists: append `element` (unique per run) to the list `key`.
     Append { key: u32, element: u64 },
-    /// Lists: read the list `key`; on completion, its elements in order, or
+    /// Lists: read the list `key`; on completion, its integer elements in
+    /// order and those that are no integer apart (`foreign`, as JSON), or
     /// that the list was `missing` (`elements` then `None`).
     ReadList {
         key: u32,
         elements: Option<Vec<u64>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         missing: Option<Missing>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        foreign: Vec<String>,
     },
     /// Locks: acquire the lock `lock`; on completion, the fencing token.
     Acquire { lock: u32, token: Option<u64> },

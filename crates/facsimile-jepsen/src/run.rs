@@ -1382,6 +1382,7 @@ mod tests {
             key: 1,
             value: None,
             missing: None,
+            foreign: None,
         };
         let append = |element| Op::Append { key: 1, element };
         let events = vec![
@@ -1393,6 +1394,7 @@ mod tests {
                     key: 1,
                     value: Some(3),
                     missing: None,
+                    foreign: None,
                 },
             ),
             ev(0, Kind::Invoke, append(1)),

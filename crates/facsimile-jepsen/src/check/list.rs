@@ -73,6 +73,7 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                 key,
                 elements,
                 missing,
+                foreign,
             } if op.is_ok() => {
                 let key = *key;
                 let is_final = finals.is_final(op);
@@ -81,6 +82,17 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                 }
                 if !finals.judge_missing(&mut report, op, key, *missing) {
                     continue;
+                }
+                if !foreign.is_empty() {
+                    report.add(
+                        AnomalyKind::PhantomRead,
+                        key,
+                        format!(
+                            "read of list {key} holds {}, no integer: never appended to it",
+                            foreign.join(", ")
+                        ),
+                        vec![(*op).clone()],
+                    );
                 }
                 let Some(els) = elements else {
                     report.add(

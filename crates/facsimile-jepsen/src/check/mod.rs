@@ -48,7 +48,7 @@
 //! use facsimile_jepsen::history::{Event, Kind, Op};
 //!
 //! let ev = |process, kind, op, time| Event { process, kind, op, time, error: None };
-//! let read = |elements| Op::ReadList { key: 1, elements, missing: None };
+//! let read = |elements| Op::ReadList { key: 1, elements, missing: None, foreign: vec![] };
 //! let history = vec![
 //!     ev(0, Kind::Invoke, Op::Append { key: 1, element: 7 }, 10),
 //!     ev(0, Kind::Ok, Op::Append { key: 1, element: 7 }, 20),
@@ -99,7 +99,8 @@ pub enum AnomalyKind {
     /// operation missing what it should have observed.
     Malformed,
     /// A read returned a value or element that no invoked write or append
-    /// of that key produced.
+    /// of that key produced (one that is no integer among them: the
+    /// workload writes only integers).
     PhantomRead,
     /// A read returned a value or element whose write or append failed
     /// (certainly took no effect).

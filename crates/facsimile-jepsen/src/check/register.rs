@@ -71,12 +71,22 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
                 key,
                 value,
                 missing,
+                ref foreign,
             } if op.is_ok() => {
                 let is_final = finals.is_final(op);
                 if is_final {
                     covered.insert((p, key));
                 }
                 if !finals.judge_missing(&mut report, op, key, missing) {
+                    continue;
+                }
+                if let Some(v) = foreign {
+                    report.add(
+                        AnomalyKind::PhantomRead,
+                        key,
+                        format!("read {v}, no integer: no write of key {key} wrote it"),
+                        vec![(*op).clone()],
+                    );
                     continue;
                 }
                 if is_final {

@@ -229,3 +229,16 @@ fn a_failed_append_is_visible_to_another_process_whoever_read_the_list_before() 
         );
     }
 }
+
+#[test]
+fn an_element_that_is_no_integer_is_a_phantom() {
+    let read = r#"
+{"process":0,"kind":"invoke","op":{"f":"append","key":1,"element":7},"time":10}
+{"process":0,"kind":"ok","op":{"f":"append","key":1,"element":7},"time":20}
+{"process":1,"kind":"invoke","op":{"f":"read_list","key":1,"elements":null},"time":30}
+{"process":1,"kind":"ok","op":{"f":"read_list","key":1,"elements":[7],"foreign":["1.5"]},"time":40}
+"#;
+    let report = check_lists(&recorded(read));
+    assert_found(&report, AnomalyKind::PhantomRead);
+    assert_eq!(report.count(AnomalyKind::PhantomRead), 1);
+}

@@ -139,6 +139,7 @@ pub(crate) fn read(key: u32, value: Option<u64>) -> Op {
         key,
         value,
         missing: None,
+        foreign: None,
     }
 }
 
@@ -148,6 +149,7 @@ pub(crate) fn read_list(key: u32, elements: Option<Vec<u64>>) -> Op {
         key,
         elements,
         missing: None,
+        foreign: Vec::new(),
     }
 }
 

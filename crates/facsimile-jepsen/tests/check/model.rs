@@ -505,6 +505,7 @@ fn any_op() -> impl Strategy<Value = Op> {
                 key,
                 value,
                 missing,
+                foreign: None,
             }
         }),
         (0..2u32, value.clone()).prop_map(|(key, element)| Op::Append { key, element }),

@@ -1,7 +1,7 @@
 use facsimile_jepsen::check::{AnomalyKind, check_registers};
 use facsimile_jepsen::history::{Kind, Op};
 
-use super::{History, assert_found, assert_valid};
+use super::{History, assert_found, assert_valid, recorded};
 
 #[test]
 fn concurrent_unknown_and_crashed_writes_are_no_anomaly() {
@@ -186,4 +186,18 @@ fn a_write_of_unknown_outcome_a_later_flush_acknowledged_must_not_be_lost() {
         .settle(0, &[], &[1])
         .read(1, 1, Some(1));
     assert_found(&check_registers(&h.events), AnomalyKind::FailedWriteVisible);
+}
+
+#[test]
+fn a_value_that_is_no_integer_is_a_phantom() {
+    // Process 1 read a string where process 0 wrote 7: no write wrote it.
+    let read = r#"
+{"process":0,"kind":"invoke","op":{"f":"write","key":1,"value":7},"time":10}
+{"process":0,"kind":"ok","op":{"f":"write","key":1,"value":7},"time":20}
+{"process":1,"kind":"invoke","op":{"f":"read","key":1,"value":null},"time":30}
+{"process":1,"kind":"ok","op":{"f":"read","key":1,"value":null,"foreign":"\"x\""},"time":40}
+"#;
+    let report = check_registers(&recorded(read));
+    assert_found(&report, AnomalyKind::PhantomRead);
+    assert_eq!(report.count(AnomalyKind::ReadYourWrites), 0);
 }

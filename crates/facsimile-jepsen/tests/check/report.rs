@@ -30,6 +30,7 @@ fn history_files_of_several_processes_are_merged_and_checked() {
         key: 1,
         value: None,
         missing: None,
+        foreign: None,
     };
     reader.record(Kind::Invoke, &register).unwrap();
     reader.record(Kind::Ok, &register).unwrap();
@@ -40,6 +41,7 @@ fn history_files_of_several_processes_are_merged_and_checked() {
                 key: 1,
                 elements: None,
                 missing: None,
+                foreign: Vec::new(),
             },
         )
         .unwrap();
@@ -50,6 +52,7 @@ fn history_files_of_several_processes_are_merged_and_checked() {
                 key: 1,
                 elements: Some(vec![7]),
                 missing: None,
+                foreign: Vec::new(),
             },
         )
         .unwrap();
@@ -66,6 +69,7 @@ fn history_files_of_several_processes_are_merged_and_checked() {
         key: 1,
         value: None,
         missing: None,
+        foreign: None,
     };
     reader.record(Kind::Invoke, &register).unwrap();
     reader.record(Kind::Ok, &register).unwrap();
@@ -76,6 +80,7 @@ fn history_files_of_several_processes_are_merged_and_checked() {
                 key: 1,
                 elements: None,
                 missing: None,
+                foreign: Vec::new(),
             },
         )
         .unwrap();
@@ -86,6 +91,7 @@ fn history_files_of_several_processes_are_merged_and_checked() {
                 key: 1,
                 elements: Some(vec![]),
                 missing: None,
+                foreign: Vec::new(),
             },
         )
         .unwrap();
@@ -236,6 +242,7 @@ fn final_reads_must_find_their_objects_and_every_live_process_must_make_them() {
         key: 1,
         elements: None,
         missing: Some(missing),
+        foreign: Vec::new(),
     };
     h.append(0, Kind::Ok, 1, 7)
         .read_list(1, 1, &[7])
