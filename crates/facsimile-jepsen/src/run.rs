@@ -70,15 +70,15 @@ pub struct Summary {
     pub throttled_bytes: u64,
     /// The nemesis's schedule.
     pub schedule: Vec<Step>,
-    /// Operations invoked.
+    /// Operations invoked ([`outcomes`]).
     pub operations: u64,
-    /// Completed `ok`.
+    /// Completed `ok` (or settled so later).
     pub ok: u64,
-    /// Completed `fail`.
+    /// Completed `fail` (or settled so later).
     pub fail: u64,
     /// Completed `info`, or never completed (the process was killed).
     pub info: u64,
-    /// Completions by operation (`write`, `acquire`…) and kind (`ok`,
+    /// Operations by name (`write`, `acquire`…) and outcome (`ok`,
     /// `fail`, `info`).
     pub by_op: BTreeMap<String, BTreeMap<String, u64>>,
     /// Acknowledged operations that change something, by operation:
@@ -994,26 +994,13 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
         );
     }
     let merged = history::merge(all);
-    let (mut operations, mut ok, mut fail, mut info) = (0, 0, 0, 0);
-    let mut by_op: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for e in &merged {
-        let f = serde_json::to_value(&e.op)
-            .ok()
-            .and_then(|v| v["f"].as_str().map(str::to_string));
-        let kind = format!("{:?}", e.kind).to_lowercase();
-        *by_op
-            .entry(f.unwrap_or_default())
-            .or_default()
-            .entry(kind)
-            .or_default() += 1;
-        match e.kind {
-            Kind::Invoke => operations += 1,
-            Kind::Ok => ok += 1,
-            Kind::Fail => fail += 1,
-            Kind::Info => info += 1,
-        }
-    }
-    info += operations - ok - fail - info;
+    let Outcomes {
+        operations,
+        ok,
+        fail,
+        info,
+        by_op,
+    } = outcomes(&merged);
     let lock_failures = lock_failures(&merged);
     let stalls = lock_stall(&merged);
     let acknowledged = acknowledged(&merged);
@@ -1114,6 +1101,58 @@ fn append_fault(path: &Path, fault: &FaultWindow) -> Result<(), String> {
         .open(path)
         .and_then(|mut f| f.write_all(line.as_bytes()))
         .map_err(why)
+}
+
+/// A history's operations by outcome.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Operations invoked.
+    pub operations: u64,
+    /// Ended `ok`.
+    pub ok: u64,
+    /// Ended `fail`.
+    pub fail: u64,
+    /// Ended `info`, or never (the process was killed).
+    pub info: u64,
+    /// By operation name and outcome.
+    pub by_op: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Counts a history's operations by outcome, each invocation paired with
+/// its completion ([`crate::check::operations`]): a write or append whose
+/// outcome a later flush settled counts as settled. A settling event or a
+/// final marker is no operation (a lone `ok` event with no invocation),
+/// so it is not counted, and the outcomes add up to the operations.
+pub fn outcomes(events: &[history::Event]) -> Outcomes {
+    let mut counts = Outcomes::default();
+    for op in crate::check::operations(events).0 {
+        if matches!(op.op, history::Op::Final { .. }) {
+            continue;
+        }
+        let name = serde_json::to_value(&op.op)
+            .ok()
+            .and_then(|v| v["f"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let outcome = match op.outcome {
+            Kind::Ok => &mut counts.ok,
+            Kind::Fail => &mut counts.fail,
+            _ => &mut counts.info,
+        };
+        *outcome += 1;
+        counts.operations += 1;
+        let kind = match op.outcome {
+            Kind::Ok => "ok",
+            Kind::Fail => "fail",
+            _ => "info",
+        };
+        *counts
+            .by_op
+            .entry(name)
+            .or_default()
+            .entry(kind.to_string())
+            .or_default() += 1;
+    }
+    counts
 }
 
 /// Acknowledged operations that change something, by operation (see
@@ -1366,6 +1405,54 @@ mod tests {
         assert_eq!(
             shortfalls(&config(Workload::Registers), &locks, &[], &BTreeMap::new()),
             ["0 write(s) acknowledged, fewer than 40 (one a second)"]
+        );
+    }
+
+    #[test]
+    fn settled_writes_count_once_and_settling_events_and_markers_not_at_all() {
+        let ev = |process, kind, op, time| Event {
+            process,
+            kind,
+            op,
+            time,
+            error: None,
+        };
+        let write = |value| Op::Write { key: 1, value };
+        let events = vec![
+            // Timed out, then acknowledged by a later flush.
+            ev(0, Kind::Invoke, write(1), 1),
+            ev(0, Kind::Info, write(1), 2),
+            ev(0, Kind::Invoke, write(2), 3),
+            ev(0, Kind::Ok, write(2), 4),
+            ev(
+                0,
+                Kind::Ok,
+                Op::Settle {
+                    acknowledged: vec![1],
+                    lost: vec![],
+                },
+                5,
+            ),
+            ev(
+                0,
+                Kind::Ok,
+                Op::Final {
+                    live: vec![0],
+                    keys: vec![1],
+                },
+                6,
+            ),
+            // Killed mid-write.
+            ev(1, Kind::Invoke, write(3), 7),
+        ];
+        let counts = outcomes(&events);
+        assert_eq!(
+            (counts.operations, counts.ok, counts.fail, counts.info),
+            (3, 2, 0, 1)
+        );
+        assert_eq!(
+            counts.by_op["write"],
+            [("info".to_string(), 1), ("ok".to_string(), 2)].into()
         );
     }
 
