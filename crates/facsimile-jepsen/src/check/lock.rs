@@ -106,17 +106,28 @@ pub(super) fn check(all: &[Operation], faults: Option<&[FaultWindow]>) -> Checke
                     });
                 }
             }
-            Op::Increment { counter, wrote, .. } if op.is_ok() => {
-                if wrote.is_none() {
-                    report.add(
-                        AnomalyKind::Malformed,
-                        counter,
-                        "an accepted increment without the value written".into(),
-                        vec![(*op).clone()],
-                    );
-                    continue;
-                }
-                accepted.entry(counter).or_default().push(i);
+            Op::Increment {
+                counter,
+                read,
+                wrote,
+                ..
+            } if op.is_ok() => {
+                // Both values place it in the storage's order: one taken
+                // for 0 would fake a chain or a lost increment.
+                let lacks = match (read, wrote) {
+                    (None, _) => "the value read",
+                    (_, None) => "the value written",
+                    _ => {
+                        accepted.entry(counter).or_default().push(i);
+                        continue;
+                    }
+                };
+                report.add(
+                    AnomalyKind::Malformed,
+                    counter,
+                    format!("an accepted increment without {lacks}"),
+                    vec![(*op).clone()],
+                );
             }
             Op::Increment { counter, token, .. } if op.error == Some(LockFailure::Stale) => {
                 let grant = held.get(&(op.process, counter, token)).copied();
@@ -451,9 +462,12 @@ fn check_chain(
 ) {
     let fields = |i: usize| match ops[i].op {
         Op::Increment {
-            token, read, wrote, ..
-        } => (token, read.unwrap_or(0), wrote.unwrap_or(0)),
-        _ => unreachable!("only increments are accepted"),
+            token,
+            read: Some(read),
+            wrote: Some(wrote),
+            ..
+        } => (token, read, wrote),
+        _ => unreachable!("only increments with both values are accepted"),
     };
     accepted.sort_unstable_by_key(|&i| (fields(i).2, ops[i].end()));
     let mut prev: Option<usize> = None;

@@ -418,3 +418,20 @@ fn a_stale_refusal_of_a_holder_no_fault_evicted_is_two_holders_at_once() {
     assert_valid(&report);
     assert_eq!(report.count(AnomalyKind::FencedRefusal), 1);
 }
+
+#[test]
+fn an_accepted_increment_without_the_value_read_is_malformed() {
+    let mut h = History::new();
+    h.op(
+        0,
+        Kind::Ok,
+        incr(1, 1, None),
+        Op::Increment {
+            counter: 1,
+            token: 1,
+            read: None,
+            wrote: Some(1),
+        },
+    );
+    assert_found(&check_locks(&h.events), AnomalyKind::Malformed);
+}
