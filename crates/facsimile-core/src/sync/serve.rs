@@ -14,6 +14,11 @@ use crate::wire::Tag;
 /// offers could grow; honest joiners leave it when heard complete or gone.
 const MAX_JOINERS: usize = 4096;
 
+/// Bounds the record of each peer's latest sync request; past it the
+/// record starts over, and no offer read before then is carried into a
+/// joiner's next sync ([`SyncServer::joined`]).
+const MAX_REQUESTERS: usize = 4096;
+
 #[derive(Debug, Default)]
 pub(crate) struct SyncServer {
     /// Joiners whose fetch waits for an answer.
@@ -28,13 +33,19 @@ pub(crate) struct SyncServer {
     /// synced: their requests in its backlog need no second offer.
     early: FxHashSet<u32>,
     /// For each joiner, from its request or the first offer to it read here
-    /// until it is heard complete, gone or answered.
+    /// until it is heard complete or gone.
     joiners: FxHashMap<u32, Joiner>,
     /// The joiners with an entry, oldest first: the count of entries made
     /// at each one's making.
     order: BTreeMap<u64, u32>,
     /// Entries made so far.
     made: u64,
+    /// Sync requests read here so far.
+    requests: u64,
+    /// For each peer, the count of requests at its latest sync request.
+    requested_at: FxHashMap<u32, u64>,
+    /// The count of requests when `requested_at` last started over.
+    requests_kept_since: u64,
 }
 
 /// Whether a syncing member was answered here since its latest sync
@@ -52,14 +63,25 @@ struct Joiner {
     /// The members whose offer its answer waits for, once its request is
     /// read here.
     wait: Option<Vec<PeerIdx>>,
-    /// The peers whose offer to it was applied here.
-    offers: FxHashSet<u32>,
+    /// For each peer, how many of its offers to the joiner were applied
+    /// here since the joiner's latest `Joined` read here (or since this
+    /// entry was made).
+    offers: FxHashMap<u32, u32>,
+    /// The joiner's sync requests read here in that time; `None` when some
+    /// may have gone unread (a state this replica loaded covers them).
+    requests: Option<u32>,
+    /// The count of requests read here when that time began.
+    since: u64,
 }
 
 impl SyncServer {
-    /// Drops the fetches waiting for an answer (this replica syncs itself).
+    /// This replica syncs itself: drops the fetches waiting for an answer;
+    /// the state it loads may cover requests of the joiners it follows.
     pub(crate) fn drop_fetches(&mut self) {
         self.deferred.clear();
+        for e in self.joiners.values_mut() {
+            e.requests = None;
+        }
     }
 
     /// The entry of `joiner`, made if new. At the bound, the oldest entry
@@ -80,11 +102,13 @@ impl SyncServer {
             self.made += 1;
             self.order.insert(self.made, joiner.0);
         }
-        let made = self.made;
+        let (made, since) = (self.made, self.requests);
         self.joiners.entry(joiner.0).or_insert_with(|| Joiner {
             made,
             wait: None,
-            offers: FxHashSet::default(),
+            offers: FxHashMap::default(),
+            requests: Some(0),
+            since,
         })
     }
 
@@ -98,12 +122,20 @@ impl SyncServer {
     /// Returns whether this replica is yet to offer to it.
     pub(crate) fn requested(&mut self, joiner: Tag, peer: PeerIdx, members: &Membership) -> bool {
         self.syncing.insert(peer, Answered::No);
+        self.requests += 1;
+        if self.requested_at.len() >= MAX_REQUESTERS && !self.requested_at.contains_key(&joiner.0) {
+            self.requested_at.clear();
+            self.requests_kept_since = self.requests;
+        }
+        self.requested_at.insert(joiner.0, self.requests);
         // Only those already here can have sent what the joiner did not
         // hear; later members reach it directly. Those syncing too: one
         // may have completed, written and crashed before the joiner
         // listened, its `Joined` not read here yet.
         let wait = members.iter().filter(|&m| m != peer).collect();
-        self.joiner(joiner).wait = Some(wait);
+        let entry = self.joiner(joiner);
+        entry.wait = Some(wait);
+        entry.requests = entry.requests.map(|n| n.saturating_add(1));
         !self.early.contains(&joiner.0)
     }
 
@@ -142,11 +174,38 @@ impl SyncServer {
     }
 
     /// `peer` (tag `joiner`) completed its sync: nothing waits for it now,
-    /// and a later sync of its starts over.
+    /// and a later sync of its starts over, with the offers to it that
+    /// belong to that sync. A member offers once for each sync request it
+    /// reads, so a member's offers beyond the number of the joiner's
+    /// requests read here were made for the next sync: it read this
+    /// `Joined` and a new request before this replica read this `Joined`,
+    /// and offers no more for them. Such offers are carried over, unless
+    /// the count is unsure: some of the joiner's requests went unread here,
+    /// or the member asked for a sync of its own meanwhile (it may then
+    /// have offered twice for one request: once synced, to the joiners its
+    /// state lists, and again on reading a request its state left out).
     pub(crate) fn joined(&mut self, joiner: Tag, peer: PeerIdx) {
         self.syncing.remove(&peer);
-        self.forget(joiner);
         self.deferred.retain(|&j| j != joiner);
+        let carried: FxHashMap<u32, u32> = match self.joiners.get(&joiner.0) {
+            Some(Joiner {
+                offers,
+                requests: Some(n),
+                since,
+                ..
+            }) if *n > 0 && *since >= self.requests_kept_since => offers
+                .iter()
+                .filter(|&(from, &count)| {
+                    count > *n && self.requested_at.get(from).is_none_or(|at| at <= since)
+                })
+                .map(|(&from, &count)| (from, count - n))
+                .collect(),
+            _ => FxHashMap::default(),
+        };
+        self.forget(joiner);
+        if !carried.is_empty() {
+            self.joiner(joiner).offers = carried;
+        }
     }
 
     /// `joiner` is gone for good: nothing waits for it now, and a fetch of
@@ -158,7 +217,8 @@ impl SyncServer {
 
     /// `from`'s offer to `joiner` was applied here.
     pub(crate) fn offer_seen(&mut self, joiner: Tag, from: Tag) {
-        self.joiner(joiner).offers.insert(from.0);
+        let count = self.joiner(joiner).offers.entry(from.0).or_insert(0);
+        *count = count.saturating_add(1);
     }
 
     /// `joiner` fetches the document from this replica.
@@ -204,15 +264,16 @@ impl SyncServer {
             };
             let answered = wait
                 .iter()
-                .all(|&m| !members.is_member(m) || offers.contains(&peers.tag(m)));
+                .all(|&m| !members.is_member(m) || offers.contains_key(&peers.tag(m)));
             match answered {
                 true => ready.push(j),
                 false => waiting.push(j),
             }
         }
         self.deferred = waiting;
+        // The entries stay until the joiners' `Joined`: what they count
+        // tells which offers read meanwhile belong to a next sync.
         for &j in &ready {
-            self.forget(j);
             if let Some(a) = peers.by_tag(j.0).and_then(|p| self.syncing.get_mut(&p)) {
                 *a = Answered::Yes;
             }
@@ -239,13 +300,18 @@ impl SyncServer {
         self.syncing.get(&peer) == Some(&Answered::No)
     }
 
-    /// Takes the syncing members of a transferred state.
-    pub(crate) fn load(&mut self, syncing: Vec<PeerIdx>) {
+    /// Takes the syncing members of a transferred state. Their requests
+    /// the state covers are never read here.
+    pub(crate) fn load(&mut self, syncing: Vec<PeerIdx>, peers: &Peers) {
         self.syncing = syncing
             .into_iter()
             .filter(|&p| p != PeerIdx::SELF)
             .map(|p| (p, Answered::No))
             .collect();
+        let tags: Vec<Tag> = self.syncing.keys().map(|&p| Tag(peers.tag(p))).collect();
+        for j in tags {
+            self.joiner(j).requests = None;
+        }
     }
 }
 
@@ -300,6 +366,41 @@ mod tests {
         serve.offer_seen(Tag(3), Tag(2));
         others(&mut serve, &mut peers, &members, false);
         assert_eq!(serve.take_ready(&members, &peers, false), [Tag(3)]);
+    }
+
+    /// `j` completes a sync whose request was read here, after the offers
+    /// of `b` made here (`offers` of them) and `b`'s own sync requests
+    /// (`synced`) of them, read in that order; then asks again and fetches.
+    /// Returns whether the fetch is answered without another offer.
+    fn next_sync_answered(requests: u32, offers: u32, synced: bool) -> bool {
+        let (mut serve, peers, members) = waiting();
+        for _ in 1..requests {
+            serve.requested(Tag(3), PeerIdx(2), &members);
+        }
+        serve.offer_seen(Tag(3), Tag(2));
+        if synced {
+            serve.requested(Tag(2), PeerIdx(1), &members);
+        }
+        for _ in 1..offers {
+            serve.offer_seen(Tag(3), Tag(2));
+        }
+        serve.joined(Tag(3), PeerIdx(2));
+        serve.requested(Tag(3), PeerIdx(2), &members);
+        serve.fetched(Tag(3));
+        !serve.take_ready(&members, &peers, false).is_empty()
+    }
+
+    /// A member offers once for each request it reads: what it offers
+    /// beyond that before this replica reads the joiner's `Joined` is for
+    /// the joiner's next sync, unless the member synced meanwhile (it may
+    /// have offered twice for one request).
+    #[test]
+    fn offers_beyond_one_a_request_go_to_the_next_sync() {
+        assert!(!next_sync_answered(1, 1, false), "1 offer, 1 request");
+        assert!(next_sync_answered(1, 2, false), "2 offers, 1 request");
+        assert!(!next_sync_answered(2, 2, false), "2 offers, 2 requests");
+        assert!(next_sync_answered(2, 3, false), "3 offers, 2 requests");
+        assert!(!next_sync_answered(1, 2, true), "synced meanwhile");
     }
 
     /// Offers to joiners never heard complete (a hostile stream of them)

@@ -256,3 +256,45 @@ fn repeated_fetches_of_one_sync_request_cost_one_state() {
         assert_eq!(net.answers, [(s, j), (s, j)], "relay {relay}: asked again");
     }
 }
+
+/// A joiner syncs again as soon as it is done, and a member reads its
+/// `Joined` and new request and offers before the answerer has read that
+/// `Joined`: the answerer keeps the offer for the new sync, and answers
+/// it without a sync timeout. The first sync is answered by the answerer
+/// itself or by the member.
+#[test]
+fn an_offer_to_a_joiner_s_next_sync_read_before_its_joined_counts() {
+    for first in ["s", "b"] {
+        let (s, b, j) = (0, 1, 2);
+        let mut net = Links::new(&["s", "b", "j"]);
+        net.run();
+        net.with(s, |r| r.set_root(Input::Map(vec![])).unwrap());
+        net.run();
+        net.with(j, Replica::sync);
+        net.deliver(j, b);
+        net.deliver(j, s);
+        net.deliver(b, s);
+        net.deliver(s, b);
+        // The joiner fetches from the offer it reads first.
+        let (x, y) = if first == "s" { (s, b) } else { (b, s) };
+        net.deliver(x, j);
+        net.deliver(y, j);
+        net.deliver(j, x);
+        net.deliver(x, j);
+        assert!(net.replicas[j].is_ready(), "{first}: the first sync");
+        net.with(j, Replica::sync);
+        // b reads the Joined and the new request, and offers; s reads that
+        // offer before the Joined.
+        net.deliver(j, b);
+        net.deliver(b, s);
+        net.deliver(j, s);
+        net.deliver(s, j);
+        net.deliver(b, j);
+        // The joiner fetches from s. No time passes: no sync timer fires.
+        net.run();
+        assert!(net.replicas[j].is_ready(), "{first}: the second sync");
+        assert_eq!(net.answers, [(x, j), (s, j)], "{first}");
+        let snapshot = net.replicas[s].snapshot();
+        assert_eq!(net.replicas[j].snapshot(), snapshot);
+    }
+}
