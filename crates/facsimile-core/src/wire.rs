@@ -298,7 +298,8 @@ pub(crate) enum WireOp {
         token: u64,
     },
     /// Acknowledges the request `req` on `obj`: whether the sender holds
-    /// the lock itself (its request and token) and the members it knows.
+    /// the lock itself (its request and token) and the members it knows
+    /// that its earlier acknowledgements did not name.
     LockAck {
         obj: WireId,
         req: WireId,

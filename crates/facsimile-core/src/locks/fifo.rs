@@ -3,7 +3,8 @@
 //!
 //! A request is an operation stamped like any other; every replica that
 //! reads it acknowledges it with a later operation, telling whether it holds
-//! the lock and which members it knows. A requester is granted when its
+//! the lock and which members it knows (those its earlier acknowledgements
+//! did not name). A requester is granted when its
 //! request heads its queue, no grant is known, and every live member
 //! acknowledged this very request: by each sender's order, every request
 //! stamped earlier has arrived by then. The fencing token is the request's
@@ -39,6 +40,9 @@ pub(crate) struct FifoLocks {
     lost_races: Vec<Id>,
     /// Own fail-fast requests refused so, until the next request.
     pub(super) refused: FxHashSet<Id>,
+    /// Tags of the members this replica's acknowledgements have named
+    /// already (itself included): each is named once in its stream.
+    listed: FxHashSet<u32>,
 }
 
 impl FifoLocks {
@@ -50,6 +54,7 @@ impl FifoLocks {
             peer_timeout,
             lost_races: Vec::new(),
             refused: FxHashSet::default(),
+            listed: FxHashSet::default(),
         }
     }
 
@@ -249,15 +254,19 @@ impl FifoLocks {
 
     fn send_owed(&mut self, me: &PeerId, members: &Membership, out: &mut Outputs, peers: &Peers) {
         let owed = std::mem::take(&mut self.owed);
-        let listed: Vec<(Tag, Hostname)> = members
+        // Only the members this stream has not named yet: every receiver
+        // reads the stream whole, or takes a state that covers what it
+        // skips (membership included), and admission only ever adds, so
+        // naming a member again tells nobody anything. Naming them all
+        // cost every acknowledgement a hostname per member.
+        let mut fresh: Vec<(Tag, Hostname)> = members
             .iter()
-            .map(|m| {
-                let p = peers.get(m);
-                (Tag(p.incarnation()), Hostname::of(p))
-            })
-            .chain(std::iter::once((Tag(me.incarnation()), Hostname::of(me))))
+            .map(|m| peers.get(m))
+            .chain(std::iter::once(me))
+            .filter(|p| self.listed.insert(p.incarnation()))
+            .map(|p| (Tag(p.incarnation()), Hostname::of(p)))
             .collect();
-        let bound = lock_ack_bound(listed.iter().map(|(_, h)| h.as_str()), out.outbox.format());
+        let bound = lock_ack_bound(fresh.iter().map(|(_, h)| h.as_str()), out.outbox.format());
         out.begin();
         for (obj, req) in owed {
             // Many acknowledgements listing many long hostnames take more
@@ -276,7 +285,8 @@ impl FifoLocks {
                 obj: wobj,
                 req: wreq,
                 held,
-                members: listed.clone(),
+                // The first of the batch names them, for all.
+                members: std::mem::take(&mut fresh),
             });
         }
         out.end();
