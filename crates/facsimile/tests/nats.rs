@@ -1436,6 +1436,83 @@ async fn a_joiner_refuses_a_stream_missing_a_message_midway() {
     }
 }
 
+/// Alpha and bravo, bravo behind a partition, once bravo, which read
+/// none of them, has read up to messages removed from the middle of the
+/// stream (an operator's `rmm`) that no snapshot covers, and says so: its
+/// status is `Degraded` with the gap. Returns the message removed.
+async fn a_node_behind_a_gap(
+    doc: &str,
+    every: u64,
+) -> (Server, Partition, net::Connection, net::Connection, u64) {
+    let server = Server::start();
+    let partition = Partition::start(server.port).await;
+    let options = || options(doc).nats(nats().lease(Duration::from_secs(3)).snapshot_every(every));
+    let a = join(&server.url(), "alpha", options()).await;
+    a.node().set_root(json!({"k": 0})).unwrap();
+    a.flush().await.unwrap();
+    let b = join(&partition.url(), "bravo", options()).await;
+    converged(&[a.node(), b.node()]).await;
+    // Bravo's client gives its connection up, with what the server had
+    // sent on it: it reads none of what follows before it reconnects.
+    partition.freeze(true);
+    let mut status = b.status();
+    status
+        .wait_for(|s| matches!(s, net::Status::Disconnected(_)))
+        .await
+        .unwrap();
+    let mut written = Vec::new();
+    for k in 1..=3i64 {
+        a.node().set_path("/k", k).unwrap();
+        a.flush().await.unwrap();
+        written.push(stream_bounds(&server.url(), doc).await.1);
+    }
+    assert!(
+        written[2] < every,
+        "a snapshot may cover the gap: {written:?}"
+    );
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    js.get_stream(format!("FACSIMILE_{doc}"))
+        .await
+        .unwrap()
+        .delete_message(written[1])
+        .await
+        .unwrap();
+    partition.freeze(false);
+    let degraded = tokio::time::timeout(
+        PATIENCE,
+        status.wait_for(|s| matches!(s, net::Status::Degraded(r) if r.contains("lacks"))),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    assert!(degraded, "bravo's status: {:?}", *b.status().borrow());
+    (server, partition, a, b, written[1])
+}
+
+/// A running node that meets a gap no snapshot covers says so by its
+/// status rather than stay `Connected` while it cannot read on; once it
+/// starts over past the gap it is `Connected` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_that_meets_a_gap_says_so() {
+    let (_server, _partition, a, b, _) = a_node_behind_a_gap("gapped", 20).await;
+    // Alpha writes on until bravo starts over past the gap.
+    let mut k = 3;
+    while !matches!(*b.status().borrow(), net::Status::Connected) {
+        assert!(
+            k < 5000,
+            "bravo never recovered: {:?}",
+            *b.status().borrow()
+        );
+        k += 1;
+        a.node().set_path("/k", k).unwrap();
+        a.flush().await.unwrap();
+    }
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(b.rejoins(), 1);
+    b.node().set_path("/j", 1).unwrap();
+    b.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+}
+
 /// A message whose id another publisher forged to carry a node's own
 /// prefix (its hostname and incarnation, which the stream shows) with
 /// indices the node never sent is not taken for the node's own: the node

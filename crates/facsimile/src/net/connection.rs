@@ -31,6 +31,11 @@ pub enum Status {
     /// of one: a node that writes nothing finds out by its heartbeat,
     /// published every third of its lease. Writes wait and are published
     /// again; the status returns to `Connected` once a publish is stored.
+    /// Or, over NATS, the node cannot read on past messages the stream
+    /// lacks that no snapshot covers (the reason is
+    /// [`NetError::LogGap`]'s): its flushes wait until a node that read
+    /// past them saves a snapshot, from which it starts over, `Connected`
+    /// again.
     Degraded(String),
     /// Closed by [`Connection::close`] or [`Connection::abort`], or, for a
     /// node that left ([`Node::leave`](crate::Node::leave)) without

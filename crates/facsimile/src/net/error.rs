@@ -135,7 +135,9 @@ pub enum NetError {
     /// document cannot be read: found at once when they are at the
     /// stream's head, when the reader reaches them when further on.
     /// Connecting again helps once a node that read past them saves a
-    /// snapshot.
+    /// snapshot. A node already connected that meets them says so by its
+    /// status ([`Status::Degraded`](super::Status::Degraded), with this
+    /// message) and starts over from that snapshot.
     #[error("the NATS stream {stream} lacks the messages {from} to {to}, which no snapshot covers")]
     LogGap {
         /// The stream's name.

@@ -39,7 +39,10 @@
 //!   is given up only when nothing arrives for the sync timeout) and
 //!   replays the stream from the next sequence with an ordered consumer; a
 //!   node that falls further behind than the purge does the same, and
-//!   reports what that changed as a sync does.
+//!   reports what that changed as a sync does. A gap no snapshot covers
+//!   (messages removed by hand) fails a joiner with
+//!   [`NetError::LogGap`]; a node that meets it is
+//!   [`Status::Degraded`] until a snapshot past it is saved.
 //! - When a publish fails while the client is connected (the stream
 //!   stores nothing: no quorum, JetStream unavailable), the status is
 //!   [`Status::Degraded`] until a publish is stored. Every node publishes
@@ -282,7 +285,9 @@ struct Ctx {
     /// ever, so the node starts over.
     hole: tokio::sync::watch::Sender<Option<u64>>,
     /// The messages, from and to, the stream lacks where the reader found
-    /// it jumped and no snapshot covers them: a joiner fails with them.
+    /// it jumped and no snapshot covers them, until the node starts over
+    /// past them: a joiner fails with them, a running node's status says
+    /// so ([`gap_found`]).
     gap: tokio::sync::watch::Sender<Option<(u64, u64)>>,
 }
 
@@ -1115,8 +1120,69 @@ fn stored(ctx: &Ctx) {
     if ctx.degraded.swap(0, Ordering::AcqRel) == 0 {
         return;
     }
-    ctx.shared.status.change(|s| match s {
-        Status::Degraded(_) => {
+    // A gap the node cannot read past stays the status.
+    let gap = gap_status(ctx);
+    ctx.shared.status.change(move |s| match s {
+        Status::Degraded(_) if Some(&*s) != gap.as_ref() => {
+            *s = Status::Connected;
+            true
+        }
+        _ => false,
+    });
+}
+
+/// The status of a node that cannot read past a gap in the stream, while
+/// it cannot ([`Ctx::gap`]).
+fn gap_status(ctx: &Ctx) -> Option<Status> {
+    let (from, to) = (*ctx.gap.borrow())?;
+    let gap = NetError::LogGap {
+        stream: ctx.names.stream.clone(),
+        from,
+        to,
+    };
+    Some(Status::Degraded(format!(
+        "{gap}: the node reads nothing more until a node that read past them saves a snapshot"
+    )))
+}
+
+/// The node must start over and cannot: the stream lacks the messages
+/// `from` to `to`, which the newest snapshot does not cover. A joiner
+/// fails with [`NetError::LogGap`]; a running node says so by its status
+/// ([`Status::Degraded`], over `Connected` and a failed publish's) and
+/// tries again, until a node that read past the gap saves a snapshot
+/// covering it. Written again at every try: a reconnection meanwhile
+/// reports `Connected`.
+fn gap_found(ctx: &Ctx, from: u64, to: u64) {
+    if ctx.gap.send_replace(Some((from, to))) != Some((from, to)) {
+        tracing::error!(
+            from,
+            to,
+            "the stream lacks messages no snapshot covers; waiting for a newer snapshot"
+        );
+    }
+    let Some(gapped) = gap_status(ctx) else {
+        return;
+    };
+    ctx.shared.status.change(move |s| match s {
+        Status::Connected | Status::Degraded(_) if *s != gapped => {
+            *s = gapped;
+            true
+        }
+        _ => false,
+    });
+}
+
+/// The node started over past the gap it had found, if it had: it reads
+/// on, `Connected` again. A publish that fails from then on is reported
+/// again.
+fn gap_closed(ctx: &Ctx) {
+    let Some(gapped) = gap_status(ctx) else {
+        return;
+    };
+    ctx.gap.send_replace(None);
+    ctx.degraded.store(0, Ordering::Release);
+    ctx.shared.status.change(move |s| match s {
+        Status::Degraded(_) if *s == gapped => {
             *s = Status::Connected;
             true
         }
@@ -1414,6 +1480,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
                     match reload(&ctx, &node, &mut echoes, missing).await {
                         Ok(()) => {
                             attempts.reset();
+                            gap_closed(&ctx);
                             break;
                         }
                         Err(Stop::Dropped | Stop::Failed) => return,
@@ -1424,14 +1491,7 @@ async fn read_log(ctx: Arc<Ctx>, node: Weak<Inner>) {
                             missing = Some((from, to));
                             tracing::info!("the stream was purged meanwhile; starting over again")
                         }
-                        Err(Stop::Gap(from, to)) => {
-                            ctx.gap.send_replace(Some((from, to)));
-                            tracing::error!(
-                                from,
-                                to,
-                                "the stream lacks messages no snapshot covers; waiting for a newer snapshot"
-                            )
-                        }
+                        Err(Stop::Gap(from, to)) => gap_found(&ctx, from, to),
                         Err(Stop::Error(e)) => {
                             tracing::warn!(error = %e, "starting over from the snapshot failed; retrying")
                         }
