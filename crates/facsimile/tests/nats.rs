@@ -1513,6 +1513,46 @@ async fn a_running_node_that_meets_a_gap_says_so() {
     converged(&[a.node(), b.node()]).await;
 }
 
+/// The position of the document's current snapshot, as its key names it.
+async fn current_snapshot(js: &async_nats::jetstream::Context, doc: &str) -> Option<u64> {
+    let claims = js
+        .get_key_value(format!("FACSIMILE_{doc}_CLAIMS"))
+        .await
+        .unwrap();
+    let name = claims.get("current").await.unwrap()?;
+    let name = std::str::from_utf8(&name).unwrap();
+    name.split('-').nth(1).and_then(|p| p.parse().ok())
+}
+
+/// A node that cannot read past a gap starts over once a snapshot covers
+/// it: it no longer reads beside its new incarnation up to the gap and
+/// fails there, again and again, until the stream was purged past where
+/// it had read, ten snapshots on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_gap_starts_over_once_a_snapshot_covers_it() {
+    let (server, _partition, a, b, removed) = a_node_behind_a_gap("covered", 20).await;
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut k = 3;
+    while current_snapshot(&js, "covered")
+        .await
+        .is_none_or(|p| p >> 16 <= removed)
+    {
+        assert!(k < 1000, "alpha saves no snapshot");
+        k += 1;
+        a.node().set_path("/k", k).unwrap();
+        a.flush().await.unwrap();
+    }
+    until("bravo to start over past the gap", || {
+        matches!(*b.status().borrow(), net::Status::Connected)
+    })
+    .await;
+    converged(&[a.node(), b.node()]).await;
+    assert_eq!(b.rejoins(), 1);
+    b.node().set_path("/j", 1).unwrap();
+    b.flush().await.unwrap();
+    converged(&[a.node(), b.node()]).await;
+}
+
 /// A message whose id another publisher forged to carry a node's own
 /// prefix (its hostname and incarnation, which the stream shows) with
 /// indices the node never sent is not taken for the node's own: the node

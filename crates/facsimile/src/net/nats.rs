@@ -1563,7 +1563,7 @@ async fn reload(
     // The node reads on beside the new incarnation from where it stopped,
     // also when the snapshot is past that (what it wrote there is its to
     // judge), unless the stream no longer holds that.
-    let beside = snapshot_at < until || first <= until;
+    let mut beside = snapshot_at < until || first <= until;
     let mut last = match beside {
         true => snapshot_at.min(until.saturating_sub(1)),
         false => snapshot_at,
@@ -1624,9 +1624,19 @@ async fn reload(
             }
             let message = messages.next().await?;
             let m = Read::of(ctx, &message)?;
-            // A purge behind a newer snapshot meanwhile starts over from it.
-            if !m.follows(last)? {
-                continue;
+            match m.follows(last) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                // Messages the snapshot covers that the stream lacks
+                // (removed from the middle) are no loss to the new
+                // incarnation. The node cannot read on past them beside
+                // it, and judges none of its frames after them, as when
+                // the stream was purged past where it had read (it
+                // waited for a purge past it, ten snapshots on).
+                Err(Stop::Behind(_, to)) if to <= snapshot_at => beside = false,
+                // A purge behind a newer snapshot meanwhile starts over
+                // from it.
+                Err(stop) => return Err(stop),
             }
             if ctx.shared.cancel.is_cancelled() {
                 return Err(Stop::Dropped);
