@@ -2365,7 +2365,7 @@ impl Replica {
             self.members.admit_quietly(m);
         }
         self.locks.load(t.queues, t.last_token, t.log);
-        self.serve.load(t.syncing, &self.peers);
+        self.serve.load(t.syncing, t.waits, &self.peers);
         let origin = Origin::Remote(self.peers.get(t.origin).clone());
         if let Some(before) = before.filter(|_| self.out.events.recording()) {
             let rename = |o: ObjectId| before.successions.iter().fold(o, |o, s| o.after(s));

@@ -778,6 +778,12 @@ pub(crate) struct TransferState<O = Vec<ObjState>> {
     /// counter). Since saved state version 5.
     #[serde(default)]
     pub(crate) unheard: Vec<UnheardState>,
+    /// Per syncing member whose sync the answerer follows: the members its
+    /// answer waits for and those whose offer to it the state covers, so
+    /// that the joiner answers it as the answerer would (the offers made
+    /// before it listened, it never reads). Since saved state version 6.
+    #[serde(default)]
+    pub(crate) waits: Vec<SyncWaitState>,
 }
 
 /// One object's lock queue in a transferred state: the object, its
@@ -787,6 +793,11 @@ pub(crate) type LockQueueState = (WireId, Vec<(WireId, Option<u64>)>, u64);
 /// One object's unheard departed requesters in a transferred state: the
 /// object, how many, and their highest request counter.
 pub(crate) type UnheardState = (WireId, u64, u64);
+
+/// One syncing member's sync as its answerer follows it: the member, the
+/// members its answer waits for (once its request was read), and those
+/// whose offer to it was applied.
+pub(crate) type SyncWaitState = (u32, Option<Vec<u32>>, Vec<u32>);
 
 /// Where the answerer stands in one sender's stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

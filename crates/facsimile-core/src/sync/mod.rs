@@ -21,4 +21,4 @@ mod serve;
 pub(crate) mod transfer;
 
 pub(crate) use join::{Before, Joining, Phase, Retry};
-pub(crate) use serve::SyncServer;
+pub(crate) use serve::{SyncServer, SyncWait};

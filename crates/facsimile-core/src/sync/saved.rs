@@ -65,8 +65,8 @@ use crate::wire::{EntryState, ObjState, SlotState, WireId, WireValue};
 /// The version byte of a saved state in this format (the first format,
 /// postcard throughout, has the wire version 1; version 2 had no departed
 /// peers, version 3 no shapes and no string prefixes, version 4 no
-/// unheard departed lock requesters).
-pub(crate) const VERSION: u8 = 5;
+/// unheard departed lock requesters, version 5 no syncing members' waits).
+pub(crate) const VERSION: u8 = 6;
 
 /// How an object's id is given.
 const ID_NEXT: u8 = 0;

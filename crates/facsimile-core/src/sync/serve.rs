@@ -56,6 +56,18 @@ enum Answered {
     Yes,
 }
 
+/// What a replica keeps of one syncing member's sync, as a state carries
+/// it to the replica that loads it.
+#[derive(Debug)]
+pub(crate) struct SyncWait {
+    /// The syncing member.
+    pub(crate) joiner: PeerIdx,
+    /// The members its answer waits for, once its request was read.
+    pub(crate) wait: Option<Vec<PeerIdx>>,
+    /// The peers whose offer to it was applied.
+    pub(crate) offered: Vec<PeerIdx>,
+}
+
 #[derive(Debug)]
 struct Joiner {
     /// The count of entries at this one's making.
@@ -147,8 +159,10 @@ impl SyncServer {
     /// This replica's own sync completed, its backlog applied: returns the
     /// joiners still syncing that it is yet to offer to (those its state
     /// lists whose request it did not hear). A joiner whose request the
-    /// state covers has no wait here yet: its answer waits for every
-    /// member.
+    /// state covers waits as the state's sender had it wait, with the
+    /// offers the sender had applied ([`SyncServer::load`]); when the
+    /// state told nothing of it (its sender had dropped its entry), for
+    /// every member.
     pub(crate) fn completed(&mut self, members: &Membership, peers: &Peers) -> Vec<Tag> {
         let syncing: Vec<(Tag, PeerIdx)> = self
             .syncing
@@ -286,6 +300,28 @@ impl SyncServer {
         self.syncing.keys().copied()
     }
 
+    /// What is kept of each syncing member's sync, for a state transfer,
+    /// in order.
+    pub(crate) fn waits(&self, peers: &Peers) -> Vec<SyncWait> {
+        let sorted = |mut ps: Vec<PeerIdx>| {
+            ps.sort_unstable_by_key(|p| p.0);
+            ps
+        };
+        let mut waits: Vec<SyncWait> = (self.syncing.keys())
+            .filter_map(|&joiner| {
+                let e = self.joiners.get(&peers.tag(joiner))?;
+                let offered = e.offers.keys().filter_map(|&t| peers.by_tag(t));
+                Some(SyncWait {
+                    joiner,
+                    wait: e.wait.clone().map(sorted),
+                    offered: sorted(offered.collect()),
+                })
+            })
+            .collect();
+        waits.sort_unstable_by_key(|w| w.joiner.0);
+        waits
+    }
+
     /// Whether `peer`'s sync request was read here and its `Joined` not.
     pub(crate) fn is_syncing(&self, peer: PeerIdx) -> bool {
         self.syncing.contains_key(&peer)
@@ -300,9 +336,12 @@ impl SyncServer {
         self.syncing.get(&peer) == Some(&Answered::No)
     }
 
-    /// Takes the syncing members of a transferred state. Their requests
-    /// the state covers are never read here.
-    pub(crate) fn load(&mut self, syncing: Vec<PeerIdx>, peers: &Peers) {
+    /// Takes the syncing members of a transferred state, and what its
+    /// sender kept of their syncs: this replica answers them as the sender
+    /// would. The offers the sender applied the state covers, and those
+    /// made before this replica listened it never reads. Their requests
+    /// the state covers are never read here either.
+    pub(crate) fn load(&mut self, syncing: Vec<PeerIdx>, waits: Vec<SyncWait>, peers: &Peers) {
         self.syncing = syncing
             .into_iter()
             .filter(|&p| p != PeerIdx::SELF)
@@ -311,6 +350,19 @@ impl SyncServer {
         let tags: Vec<Tag> = self.syncing.keys().map(|&p| Tag(peers.tag(p))).collect();
         for j in tags {
             self.joiner(j).requests = None;
+        }
+        for w in waits {
+            if !self.syncing.contains_key(&w.joiner) {
+                continue;
+            }
+            let entry = self.joiner(Tag(peers.tag(w.joiner)));
+            if entry.wait.is_none() {
+                let others = |m: &PeerIdx| *m != PeerIdx::SELF && *m != w.joiner;
+                entry.wait = w.wait.map(|ms| ms.into_iter().filter(others).collect());
+            }
+            for p in w.offered {
+                entry.offers.entry(peers.tag(p)).or_insert(1);
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::membership::Membership;
 use crate::op::MAX_COUNTER;
 use crate::outbox::Outbox;
 use crate::streams::{Stream, Streams};
-use crate::sync::{SyncServer, saved};
+use crate::sync::{SyncServer, SyncWait, saved};
 use crate::value::{Id, PeerId, PeerIdx, Value};
 use crate::wire::{
     Hostname, ObjState, SlotState, StreamState, Tag, TransferState, WireId, WireValue,
@@ -108,6 +108,15 @@ pub(crate) fn view(src: Source<'_>) -> TransferState<ObjectsView<'_>> {
         log,
         departed,
         unheard,
+        waits: src
+            .serve
+            .waits(src.peers)
+            .into_iter()
+            .map(|w| {
+                let indices = |ps: Vec<PeerIdx>| ps.into_iter().map(|p| p.0).collect();
+                (w.joiner.0, w.wait.map(indices), indices(w.offered))
+            })
+            .collect(),
     }
 }
 
@@ -136,6 +145,8 @@ pub(crate) struct Transferred {
     pub(crate) last_token: LoadedTokens,
     pub(crate) log: Option<LoadedLog>,
     pub(crate) syncing: Vec<PeerIdx>,
+    /// What the sender kept of syncing members' syncs.
+    pub(crate) waits: Vec<SyncWait>,
     pub(crate) departed: Vec<PeerIdx>,
 }
 
@@ -221,7 +232,8 @@ pub(crate) fn export(src: Source<'_>) -> Vec<u8> {
         saved::write_objects(&objects.0, out)
     });
     let out = put(out, &state.departed);
-    put(out, &state.unheard)
+    let out = put(out, &state.unheard);
+    put(out, &state.waits)
 }
 
 /// [`export`] in the first format (version byte 1): postcard throughout,
@@ -261,7 +273,8 @@ fn put<T: Serialize>(out: Vec<u8>, value: &T) -> Vec<u8> {
 /// Validates a state saved by `export_state` (after its version byte,
 /// `version`: 1 for the first format, postcard throughout; 2 with the
 /// objects in [`saved`]'s format; 3 adds the departed peers, 5 the
-/// unheard departed lock requesters), building each object as soon as it
+/// unheard departed lock requesters, 6 the syncing members' waits),
+/// building each object as soon as it
 /// is decoded instead of decoding the whole state first.
 fn decode_saved(
     version: u8,
@@ -310,6 +323,7 @@ fn decode_saved(
     let log = take(b)?;
     let departed = if version >= 3 { take(b)? } else { Vec::new() };
     let unheard = if version >= 5 { take(b)? } else { Vec::new() };
+    let waits = if version >= 6 { take(b)? } else { Vec::new() };
     if !b.is_empty() {
         return Err(ReceiveError::Malformed(
             "bytes after the end of the saved state".into(),
@@ -328,6 +342,7 @@ fn decode_saved(
         log,
         departed,
         unheard,
+        waits,
     };
     let built = builder.finish();
     validate(from, &table, fresh, built, state, target)
@@ -504,6 +519,23 @@ fn validate(
         .iter()
         .map(|&m| lookup(m, "unknown departed peer"))
         .collect::<Result<_, _>>()?;
+    let peers_of = |ps: &[u32], what: &str| -> Result<Vec<PeerIdx>, ReceiveError> {
+        ps.iter().map(|&p| lookup(p, what)).collect()
+    };
+    let waits: Vec<SyncWait> = state
+        .waits
+        .iter()
+        .map(|(joiner, wait, offered)| {
+            Ok(SyncWait {
+                joiner: lookup(*joiner, "unknown syncing member")?,
+                wait: wait
+                    .as_deref()
+                    .map(|w| peers_of(w, "unknown awaited member"))
+                    .transpose()?,
+                offered: peers_of(offered, "unknown offering peer")?,
+            })
+        })
+        .collect::<Result<_, ReceiveError>>()?;
     if departed.iter().any(|d| members.contains(d)) {
         return Err(bad("a peer both a member and departed"));
     }
@@ -528,6 +560,7 @@ fn validate(
         last_token,
         log,
         syncing,
+        waits,
         departed,
     })
 }

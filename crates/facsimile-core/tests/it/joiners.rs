@@ -58,16 +58,23 @@ fn a_write_the_answerer_has_not_read_when_asked_is_in_the_answer() {
 struct Links {
     replicas: Vec<Replica>,
     queues: BTreeMap<(usize, usize), VecDeque<Arc<[u8]>>>,
-    /// The sender and recipient of each state sent.
+    /// The sender and recipient of each state sent (in JSON only).
     answers: Vec<(usize, usize)>,
+    format: WireFormat,
 }
 
 impl Links {
     fn new(hosts: &[&str]) -> Links {
+        Links::in_format(hosts, WireFormat::Json)
+    }
+
+    /// Replicas whose messages are in `format`.
+    fn in_format(hosts: &[&str], format: WireFormat) -> Links {
         let mut links = Links {
             replicas: Vec::new(),
             queues: BTreeMap::new(),
             answers: Vec::new(),
+            format,
         };
         for h in hosts {
             links.add(h);
@@ -80,10 +87,10 @@ impl Links {
         self.add_with(host, Config::default())
     }
 
-    /// [`Links::add`] with `config` (its messages in JSON).
+    /// [`Links::add`] with `config` (its messages in the links' format).
     fn add_with(&mut self, host: &str, config: Config) -> usize {
         let i = self.replicas.len();
-        let config = config.wire_format(WireFormat::Json);
+        let config = config.wire_format(self.format);
         let tag = u32::try_from(i).unwrap() + 1;
         self.replicas
             .push(Replica::new(PeerId::new(host, tag), config));
@@ -296,5 +303,62 @@ fn an_offer_to_a_joiner_s_next_sync_read_before_its_joined_counts() {
         assert_eq!(net.answers, [(x, j), (s, j)], "{first}");
         let snapshot = net.replicas[s].snapshot();
         assert_eq!(net.replicas[j].snapshot(), snapshot);
+    }
+}
+
+/// A newcomer completes its sync while a joiner that asked before it
+/// listened still syncs: it offers to that joiner, which fetches from it
+/// (it heard it complete, and no other offer reached it yet). The offers
+/// to the joiner were made before the newcomer listened, and the state it
+/// loaded covers them: it answers without a sync timeout.
+#[test]
+fn a_joiner_fetching_from_a_newcomer_that_completed_is_answered() {
+    for format in [WireFormat::Json, WireFormat::Binary] {
+        a_newcomer_that_completed_answers(format);
+    }
+}
+
+fn a_newcomer_that_completed_answers(format: WireFormat) {
+    let (s, t) = (0, 1);
+    let mut net = Links::in_format(&["s", "t"], format);
+    net.run();
+    net.with(s, |r| r.set_root(Input::Map(vec![])).unwrap());
+    net.run();
+    let j = net.add("j");
+    net.run();
+    net.with(j, Replica::sync);
+    // s and t offer to j; the offers do not reach j yet.
+    net.deliver(j, s);
+    net.deliver(j, t);
+    net.deliver(t, s);
+    net.deliver(s, t);
+    let n = net.add("n");
+    net.with(n, Replica::sync);
+    for to in [s, t, j] {
+        net.deliver(n, to);
+    }
+    // n fetches from s, which answers once t and j offered to n.
+    net.deliver(s, n);
+    net.deliver(n, s);
+    net.deliver(t, s);
+    net.deliver(j, s);
+    net.deliver(s, n);
+    assert!(net.replicas[n].is_ready());
+    assert!(!net.replicas[j].is_ready());
+    // j hears n complete and offer, and fetches from it.
+    let before = net.queues[&(j, n)].len();
+    net.deliver(n, j);
+    assert_eq!(net.queues[&(j, n)].len(), before + 1, "{format:?}: a fetch");
+    // No time passes: no sync timer fires.
+    net.deliver(j, n);
+    net.deliver(n, j);
+    assert!(net.replicas[j].is_ready(), "{format:?}");
+    net.run();
+    if format == WireFormat::Json {
+        assert_eq!(net.answers, [(s, n), (n, j)]);
+    }
+    let first = net.replicas[s].snapshot();
+    for r in &mut net.replicas[1..] {
+        assert_eq!(r.snapshot(), first);
     }
 }
