@@ -1571,11 +1571,11 @@ async fn reload(
     let caught_up_at = until.max(snapshot_at);
     let mut joining = false;
     let mut handing_over = false;
-    // Every frame of this connection below this index has been read back
-    // by the node; and those read back past a frame not read yet (one
-    // published again after later ones), first and end.
-    let mut read_to = echoes.accepted;
-    let mut ahead = std::collections::BTreeMap::new();
+    // The frames of this connection the node has read back, from where
+    // its reader had got, the frames it read past one not read yet
+    // included. Kept apart until the start-over ends: read back after a
+    // lapse, they are refused.
+    let mut seen = echoes.read.clone();
     // The frames before this one are those the old incarnation queued
     // before the hello. Those it queues after carry no write (it takes
     // none), and waiting for them could chase them for ever.
@@ -1587,7 +1587,7 @@ async fn reload(
         let mut node_at = until;
         while last < caught_up_at
             || !next.joined_log()
-            || !read_back(ctx, node, handing_over && beside, read_to, hello_at)?
+            || !read_back(ctx, node, handing_over && beside, &seen, hello_at)?
         {
             if last >= caught_up_at && !joining {
                 // From the hello on, the node takes no writes: it could
@@ -1650,16 +1650,9 @@ async fn reload(
             if follows {
                 node_at = m.seq;
             }
-            if let Some(first) = m.own {
-                let end = first.saturating_add(m.count);
-                let at = ahead.entry(first).or_insert(end);
-                *at = end.max(*at);
-                while let Some(entry) = ahead.first_entry() {
-                    if *entry.key() > read_to {
-                        break;
-                    }
-                    read_to = read_to.max(entry.remove());
-                }
+            // Those before where the node had read it read back then.
+            if let Some(first) = m.own.filter(|_| follows || m.seq < until) {
+                seen.read(first, first.saturating_add(m.count));
             }
             // The snapshot covers the messages up to its position.
             let fresh = m.seq > snapshot_at;
@@ -1691,6 +1684,12 @@ async fn reload(
         // Nothing more is done to a node whose engine panicked.
         if matches!(stop, Stop::Failed) {
             return Err(stop);
+        }
+        // The node reads on from past what it read beside the new
+        // incarnation: what it read back there counts, unless its lease
+        // lapsed (the log refused it then).
+        if Node::upgrade(node).is_some_and(|n| !n.lease_lapsed()) {
+            echoes.read = seen;
         }
         // A new incarnation that said hello and goes no further says
         // goodbye, or it would stay a member, waited for by every round of
@@ -1799,16 +1798,16 @@ fn guarded<R>(ctx: &Ctx, during: &'static str, f: impl FnOnce() -> R) -> Result<
 
 /// Whether the node that hands over to a new incarnation, reading beside
 /// it (`judging`), has read back every frame it queued before the new
-/// incarnation's hello (those before `hello_at`; frames below `read_to`
-/// all), so that it has judged each of its writes and the new incarnation
-/// shows them: always after a lapse, whose frames the log refuses and the
-/// new incarnation carries over, and once a frame was dropped, up to it
-/// (the log holds those after it for ever).
+/// incarnation's hello (those before `hello_at`; `seen` says which it
+/// read back), so that it has judged each of its writes and the new
+/// incarnation shows them: always after a lapse, whose frames the log
+/// refuses and the new incarnation carries over, and once a frame was
+/// dropped, up to it (the log holds those after it for ever).
 fn read_back(
     ctx: &Ctx,
     node: &Weak<Inner>,
     judging: bool,
-    read_to: u64,
+    seen: &ReadBack,
     hello_at: u64,
 ) -> Result<bool, Stop> {
     if !judging {
@@ -1819,7 +1818,7 @@ fn read_back(
         .borrow()
         .map_or(hello_at, |hole| hole.min(hello_at));
     let n = Node::upgrade(node).ok_or(Stop::Dropped)?;
-    Ok(n.lease_lapsed() || to <= read_to)
+    Ok(n.lease_lapsed() || to <= seen.accepted)
 }
 
 /// Why reading the stream stopped.
@@ -1844,11 +1843,80 @@ enum Stop {
 /// What the reader learnt of this connection's own frames in the log.
 #[derive(Default)]
 struct Echoes {
-    /// Every frame below this index was read back and accepted.
-    accepted: u64,
+    read: ReadBack,
     /// What the log refused of the node's writes was counted when it left
     /// (its refused writes are counted once).
     left: bool,
+}
+
+/// Which frames of this connection the node has read back from the log,
+/// by their connection-wide indices.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct ReadBack {
+    /// Every frame below this index was read back. Only a frame read back
+    /// moves it: the frames after one not read yet (its publish failed
+    /// and is tried again, after later ones were stored) leave it where
+    /// it is, for that one may be lost or refused yet. (Moved to the
+    /// highest read, it let a start-over after a lapse take such a frame
+    /// as read back, so that its writes were neither carried over nor
+    /// reported lost.)
+    accepted: u64,
+    /// The frames read back past `accepted`: first and end of each run.
+    ahead: std::collections::BTreeMap<u64, u64>,
+}
+
+impl ReadBack {
+    /// The frames `first` to `end` (excluded) were read back. Returns
+    /// whether `accepted` moved.
+    fn read(&mut self, first: u64, end: u64) -> bool {
+        if end <= self.accepted {
+            return false;
+        }
+        if first > self.accepted {
+            // Joined to a run it follows, so that the runs stay few.
+            let before = self.ahead.range_mut(..=first).next_back();
+            match before {
+                Some((_, run)) if *run >= first => *run = (*run).max(end),
+                _ => {
+                    let run = self.ahead.entry(first).or_insert(end);
+                    *run = (*run).max(end);
+                }
+            }
+            return false;
+        }
+        self.reach(end);
+        true
+    }
+
+    /// Every frame below `to` counts as read back.
+    fn reach(&mut self, to: u64) {
+        self.accepted = self.accepted.max(to);
+        while let Some(run) = self.ahead.first_entry() {
+            if *run.key() > self.accepted {
+                break;
+            }
+            self.accepted = self.accepted.max(run.remove());
+        }
+    }
+
+    /// The runs of frames below `to` not read back: first and end of each.
+    fn unread(&self, to: u64) -> Vec<(u64, u64)> {
+        let mut runs = Vec::new();
+        let mut at = self.accepted;
+        for (&first, &end) in &self.ahead {
+            if first >= to {
+                break;
+            }
+            if first > at {
+                runs.push((at, first));
+            }
+            at = at.max(end);
+        }
+        if at < to {
+            runs.push((at, to));
+        }
+        runs
+    }
 }
 
 /// What the old incarnation of a node that started over lost.
@@ -1880,8 +1948,9 @@ impl Echoes {
     /// sees the loss. Heartbeats and the like are refused too, but lose no
     /// write.
     fn started_over(&mut self, shared: &Shared, queued: u64, lost: Lost) {
-        let from = self.accepted;
-        self.accepted = self.accepted.max(queued);
+        let from = self.read.accepted;
+        let unread = self.read.unread(queued);
+        self.read.reach(queued);
         let lapsed = matches!(lost, Lost::Lapse { .. } | Lost::Abandoned);
         let count = shared.complete(|outbox| {
             let count = match lost {
@@ -1902,9 +1971,13 @@ impl Echoes {
                     let behind = hole.map_or(0, |h| outbox.count_refused_between(h, queued));
                     refused + behind
                 }
-                Lost::Abandoned => outbox.count_refused_between(from, queued),
+                // Those read back before the lapse stand.
+                Lost::Abandoned => unread
+                    .iter()
+                    .map(|&(first, end)| outbox.count_refused_between(first, end))
+                    .sum(),
             };
-            outbox.read_back(self.accepted);
+            outbox.read_back(self.read.accepted);
             count
         });
         if count > 0 {
@@ -2182,29 +2255,28 @@ async fn read_from(
             return Stop::Failed;
         };
         // What the frames applied say of this connection's own.
-        let (mut left, mut own, before) = (applied, false, last);
-        'reads: for m in &reads {
-            for i in 0..m.frames.len() {
-                if left == 0 {
-                    // Not applied: the node needed a reload before it.
-                    break 'reads;
-                }
-                left -= 1;
-                if reload && left == 0 {
-                    break 'reads;
-                }
-                if let Some(first) = m.own {
-                    own = true;
-                    // Below what the outbox queued (`Read::of`).
-                    echoes.accepted = echoes.accepted.max(first + i as u64 + 1);
-                }
+        let (mut left, mut moved, before) = (applied, false, last);
+        for m in &reads {
+            // The frames of `m` applied, but the one that made the node
+            // start over: it is judged then.
+            let taken = match reload {
+                true => m.frames.len().min(left.saturating_sub(1)),
+                false => m.frames.len().min(left),
+            };
+            left -= m.frames.len().min(left);
+            if let Some(first) = m.own.filter(|_| taken > 0) {
+                // Below what the outbox queued (`Read::of`).
+                moved |= echoes.read.read(first, first + taken as u64);
+            }
+            if taken < m.frames.len() {
+                break;
             }
             last = m.seq;
         }
         drop(reads);
         batch.clear();
-        if own {
-            ctx.shared.outbox().read_back(echoes.accepted);
+        if moved {
+            ctx.shared.outbox().read_back(echoes.read.accepted);
         }
         if last > before {
             // Past every frame the last message read whole may carry.
@@ -2620,6 +2692,76 @@ mod tests {
         assert_eq!(encoded_name("ab"), "YWI=");
         assert_eq!(encoded_name("a"), "YQ==");
         assert_eq!(encoded_name("\u{fb}\u{ff}"), "w7vDvw==");
+    }
+
+    #[test]
+    fn frames_read_back_past_one_not_read_leave_it_unread() {
+        let mut seen = ReadBack::default();
+        assert!(seen.read(0, 3));
+        // Frame 3's publish failed; 4 and 5, then 6 and 7, were read back.
+        assert!(!seen.read(4, 6));
+        assert!(!seen.read(6, 8));
+        assert_eq!(seen.accepted, 3);
+        assert_eq!(seen.unread(10), [(3, 4), (8, 10)]);
+        assert_eq!(seen.unread(4), [(3, 4)]);
+        // Read twice.
+        assert!(!seen.read(1, 2));
+        assert!(seen.read(3, 4));
+        assert_eq!(seen.accepted, 8);
+        assert!(seen.ahead.is_empty());
+        assert_eq!(seen.unread(8), []);
+        seen.read(9, 10);
+        seen.reach(12);
+        assert_eq!((seen.accepted, seen.ahead.len()), (12, 0));
+    }
+
+    /// A connection whose frames 0 to 4, one write each, the log stored,
+    /// and whose node read back all but frame 2 (its publish failed, and
+    /// it is published again after the later ones).
+    fn all_read_back_but_frame_2(echoes: &mut Echoes) -> Shared {
+        let shared = Shared::new(Outbox::over_log(|frame| writes_in(frame)));
+        for i in 0..5u8 {
+            shared.enqueue(Bytes::from(vec![0xff, i]));
+        }
+        shared.complete(|outbox| {
+            outbox.take_batch(5, &mut Vec::new());
+            for i in 0..5 {
+                outbox.ack_oldest((10 + i) << INDEX_BITS);
+            }
+        });
+        for (first, end) in [(0, 2), (3, 5)] {
+            if echoes.read.read(first, end) {
+                shared.outbox().read_back(echoes.read.accepted);
+            }
+        }
+        shared
+    }
+
+    /// A node whose lease lapsed and which left before starting over
+    /// reports lost the frame it had not read back, and not the ones it
+    /// read back past it.
+    #[test]
+    fn a_frame_not_read_back_is_lost_with_the_lease() {
+        let mut echoes = Echoes::default();
+        let shared = all_read_back_but_frame_2(&mut echoes);
+        echoes.started_over(&shared, 5, Lost::Abandoned);
+        assert_eq!(shared.outbox().dropped(), 1);
+    }
+
+    /// After a lapse, a flush waiting for a frame the node had not read
+    /// back waits for the frames its writes were carried over into.
+    #[test]
+    fn a_frame_not_read_back_is_carried_over_after_a_lapse() {
+        let mut echoes = Echoes::default();
+        let shared = all_read_back_but_frame_2(&mut echoes);
+        let lost = Lost::Lapse {
+            lost: 0,
+            carried_to: Some(7),
+            refused: 0,
+        };
+        echoes.started_over(&shared, 5, lost);
+        assert_eq!(shared.outbox().flush_target(3), 7);
+        assert_eq!(echoes.read.accepted, 5);
     }
 
     #[test]
