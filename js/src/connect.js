@@ -218,6 +218,10 @@ function installConnect(Facsimile, wasm, fail) {
       // end the session on, a write that fits here: such writes throw
       // TOO_LARGE instead.
       this.node._engine.limit_sent_messages(this.client.relay_max_message() ?? Number.MAX_VALUE);
+      // So would it a backlog of writes held offline and packed for a
+      // larger limit: split to this one before anything is sent. (Messages
+      // a rejoin drops need no splitting.)
+      if (admission !== ADMISSION_REJOIN && !this.node._closed) this.client.split_unsent(this.node._engine);
       this.status = 'connected';
       this.watch(ws);
       if (admission === ADMISSION_REJOIN) {
@@ -333,7 +337,8 @@ function installConnect(Facsimile, wasm, fail) {
       const closed = this.client.is_closed();
       const rest = [];
       for (const f of this.flushes) {
-        if (done >= f.target) {
+        // Messages split since the flush began are waited for whole.
+        if (done >= this.client.flush_target(f.target)) {
           const dropped = this.client.dropped();
           this.reported = Math.max(this.reported, dropped);
           const lost = dropped - f.reported;

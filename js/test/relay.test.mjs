@@ -250,6 +250,40 @@ test('writes made while the relay is down reach it packed, in a few messages', a
   await a.close();
 });
 
+test('writes held while the relay is down, packed for its frame limit, reach it come back with a smaller one', async () => {
+  const shrinking = await new Relay(['--max-frame', String(1 << 20)]).start();
+  try {
+    const a = await Facsimile.connect(shrinking.url, 'backlog', {
+      token: TOKEN,
+      WebSocket,
+      doc: 'backlog',
+      backoff: { min: 20, max: 200 },
+    });
+    nodes.push(a);
+    a.store = { k: {} };
+    await a.flush();
+    const member = a.incarnation;
+    await shrinking.kill();
+    await waitFor(() => a.connection.status === 'disconnected', 'the node to notice');
+    // Some 200 KiB of writes, held into one message; the document stays
+    // small (ten keys), so that its state fits a small frame.
+    const value = (i) => `${String(i).padStart(4, '0')}${'x'.repeat(100)}`;
+    for (let i = 0; i < 2000; i++) a.store.k[`k${i % 10}`] = value(i);
+    const flushed = a.flush();
+    shrinking.extra = ['--max-frame', String(16 << 10)];
+    await shrinking.start();
+    // Sent packed as it was, the relay would refuse the frame and evict
+    // the node: its writes reported lost.
+    await flushed;
+    const got = await cli(shrinking, ['get', '@', '/k/k9', '--doc', 'backlog', '--compact']);
+    assert.equal(JSON.parse(got), value(1999));
+    assert.equal(a.incarnation, member, 'resumed, not rejoined');
+  } finally {
+    await Promise.allSettled(nodes.splice(0).map((n) => n.close()));
+    await shrinking.stop();
+  }
+});
+
 test('a read-only node mirrors, refuses its own writes even past the package\'s check, and is no member', async () => {
   const w = await connect('writer');
   w.store = { n: 1 };

@@ -20,7 +20,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::resend::ResendLog;
 use crate::value::{Id, Input, PeerIdx, Value};
-use crate::wire::{Directed, Frame, Hostname, Message, Sequenced, Tag, WireId, WireOp, WireValue};
+use crate::wire::{
+    Directed, Frame, Hostname, Message, Ops, Sequenced, Tag, WireId, WireOp, WireValue,
+};
 
 /// An outgoing message. Send `bytes` to every other replica (or only to
 /// `to` when set; broadcasting those is harmless), in the order polled.
@@ -769,6 +771,56 @@ impl Outbox {
         true
     }
 
+    /// Splits this stream's latest messages, `messages`, which no peer has
+    /// received yet (a transport holds them), so that each operations
+    /// message above `max` bytes goes as several of at most `max` bytes,
+    /// as far as its operations allow; they are numbered again from the
+    /// first's position and kept for retransmission in place of the old
+    /// ones. `None`, with nothing changed, when `messages` are not this
+    /// stream's messages from some position to the last, or when none is
+    /// above `max`.
+    pub(crate) fn split_unsent(
+        &mut self,
+        messages: &[&[u8]],
+        max: usize,
+    ) -> Option<Vec<Arc<[u8]>>> {
+        if messages.iter().all(|m| m.len() <= max) {
+            return None;
+        }
+        let first = self.seq.checked_sub(messages.len() as u64)? + 1;
+        let mut bodies = Vec::with_capacity(messages.len());
+        for (seq, bytes) in (first..).zip(messages) {
+            match codec::decode(bytes, usize::MAX).ok()? {
+                Frame {
+                    from,
+                    msg: Message::Sequenced { seq: s, body },
+                } if from == self.tag && s == seq => bodies.push((bytes.len() > max, body)),
+                _ => return None,
+            }
+        }
+        let mut split = Vec::with_capacity(bodies.len());
+        for (large, body) in bodies {
+            match body {
+                Sequenced::Ops { tick, ops } if large => {
+                    split_ops(self.tag, self.format, tick, ops, max, &mut split)
+                }
+                body => split.push(body),
+            }
+        }
+        self.log.truncate_from(first);
+        self.seq = first - 1;
+        let renumbered = split
+            .into_iter()
+            .map(|body| {
+                let frame = self.number(body);
+                let bytes: Arc<[u8]> = codec::encode(&frame, self.format).into();
+                self.log.push(self.seq, &bytes, self.keep);
+                bytes
+            })
+            .collect();
+        Some(renumbered)
+    }
+
     /// Whether an operations message went out since the last call.
     pub(crate) fn take_moved(&mut self) -> bool {
         std::mem::take(&mut self.moved)
@@ -896,5 +948,171 @@ impl Outbox {
     /// Whether a message waits to be polled.
     pub(crate) fn has_transmits(&self) -> bool {
         !self.queue.is_empty()
+    }
+}
+
+/// The operations message `tick`, `ops` of the stream `tag` as consecutive
+/// messages of at most `max` bytes each, onto `out`: halved until each
+/// part fits, or holds one operation that takes a counter. Each part keeps
+/// the counters its operations had: an operation that takes none (an
+/// introduction, a list delete) goes with the next one that takes some,
+/// since a message of such operations only takes a counter of its own,
+/// and the ones after the last stay with it. The first part moves the
+/// counter by `tick`, as the whole did; each next part starts right after
+/// the one before (a tick of 1).
+fn split_ops(
+    tag: Tag,
+    format: WireFormat,
+    tick: u64,
+    ops: Ops,
+    max: usize,
+    out: &mut Vec<Sequenced>,
+) {
+    let ops = ops.into_vec();
+    let mut bounds = vec![0];
+    if let Some(last) = ops.iter().rposition(|op| op.counters() > 0) {
+        bounds.extend((1..=last).filter(|&j| ops[j - 1].counters() > 0));
+    }
+    bounds.push(ops.len());
+    let fits = |part: &[WireOp]| {
+        // The largest position and tick, which no real one encodes longer.
+        let frame = Frame {
+            from: tag,
+            msg: Message::Sequenced {
+                seq: u64::MAX,
+                body: Sequenced::Ops {
+                    tick: u64::MAX,
+                    ops: part.iter().cloned().collect(),
+                },
+            },
+        };
+        codec::encode(&frame, format).len() <= max
+    };
+    let mut parts = Vec::new();
+    halve(
+        &bounds,
+        &|r: std::ops::Range<usize>| fits(&ops[r]),
+        &mut parts,
+    );
+    for (i, r) in parts.into_iter().enumerate() {
+        out.push(Sequenced::Ops {
+            tick: if i == 0 { tick } else { 1 },
+            ops: ops[r].iter().cloned().collect(),
+        });
+    }
+}
+
+/// The parts of the operations between `bounds`' first and last that
+/// [`split_ops`] makes, in order, each between two of `bounds`.
+fn halve(
+    bounds: &[usize],
+    fits: &dyn Fn(std::ops::Range<usize>) -> bool,
+    parts: &mut Vec<std::ops::Range<usize>>,
+) {
+    let whole = bounds[0]..bounds[bounds.len() - 1];
+    if bounds.len() <= 2 || fits(whole.clone()) {
+        parts.push(whole);
+        return;
+    }
+    let mid = bounds.len() / 2;
+    halve(&bounds[..=mid], fits, parts);
+    halve(&bounds[mid..], fits, parts);
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Input, PeerId, Replica, Value, WireFormat};
+
+    /// Hands every message each replica sends to all the others until
+    /// none sends anything.
+    fn settle(replicas: &mut [&mut Replica]) {
+        loop {
+            let mut sent = Vec::new();
+            for (i, r) in replicas.iter_mut().enumerate() {
+                while let Some(t) = r.poll_transmit() {
+                    sent.push((i, t.bytes));
+                }
+            }
+            if sent.is_empty() {
+                return;
+            }
+            for (from, bytes) in sent {
+                for (i, r) in replicas.iter_mut().enumerate() {
+                    if i != from {
+                        r.handle_message(&bytes).unwrap();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A backlog gathered offline whose operations introduce other peers
+    /// (they name their elements) and delete list elements (operations
+    /// that take no counter) splits into parts within the limit that apply
+    /// as the whole did; the stream goes on after them, numbered on.
+    #[test]
+    fn a_split_backlog_applies_as_the_whole() {
+        for format in [WireFormat::Binary, WireFormat::Json] {
+            let config = Config::default().wire_format(format);
+            let mut a = Replica::new(PeerId::new("a", 1), config.clone());
+            let mut b = Replica::new(PeerId::new("b", 2), config.clone());
+            let mut c = Replica::new(PeerId::new("c", 3), config);
+            let list = Input::Array((0..20).map(Input::from).collect());
+            let root = Input::Map(vec![("l".into(), list), ("m".into(), Input::Map(vec![]))]);
+            b.set_root(root).unwrap();
+            settle(&mut [&mut a, &mut b, &mut c]);
+            // Object ids are each replica's own.
+            let ref_of = |r: &Replica, key| {
+                let root = r.root().as_ref_id().unwrap();
+                match r.map_get(root, key).unwrap() {
+                    Some(Value::Ref(id)) => id,
+                    other => panic!("{other:?}"),
+                }
+            };
+            let (l, m) = (ref_of(&a, "l"), ref_of(&a, "m"));
+            c.list_splice(ref_of(&c, "l"), 10, 0, [Input::from("c")])
+                .unwrap();
+            settle(&mut [&mut a, &mut b, &mut c]);
+
+            a.set_online(false);
+            for i in 0..400_i64 {
+                let long = format!("{i:060}");
+                match i % 4 {
+                    0 => a.list_push(l, Input::from(long)).unwrap(),
+                    1 => drop(a.list_splice(l, 0, 1, []).unwrap()),
+                    2 => drop(
+                        a.map_set(m, &format!("k{}", i % 7), Input::from(long))
+                            .unwrap(),
+                    ),
+                    _ => drop(a.list_splice(l, 1, 0, [Input::from(i)]).unwrap()),
+                }
+            }
+            a.set_online(true);
+            let held: Vec<_> = std::iter::from_fn(|| a.poll_transmit())
+                .map(|t| t.bytes)
+                .collect();
+            let held: Vec<&[u8]> = held.iter().map(|m| &m[..]).collect();
+            const MAX: usize = 1024;
+            assert!(held.iter().any(|m| m.len() > 8 * MAX), "{format:?}");
+            // Not the stream's latest messages: left alone.
+            let twice = [held[held.len() - 1], held[held.len() - 1]];
+            assert!(a.resplit_unsent(&twice, MAX).is_none());
+            let parts = a.resplit_unsent(&held, MAX).expect("split");
+            assert!(parts.len() > 10, "{format:?}: {} parts", parts.len());
+            assert!(parts.iter().all(|p| p.len() <= MAX), "{format:?}");
+            // Nothing is above the limit any more: nothing to split.
+            let again: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+            assert!(a.resplit_unsent(&again, MAX).is_none());
+            for part in &parts {
+                b.handle_message(part).unwrap();
+                c.handle_message(part).unwrap();
+            }
+            a.map_set(m, "after", Input::from(1)).unwrap();
+            settle(&mut [&mut a, &mut b, &mut c]);
+            assert_eq!(b.snapshot(), a.snapshot(), "{format:?}");
+            assert_eq!(c.snapshot(), a.snapshot(), "{format:?}");
+            let after = b.map_get(ref_of(&b, "m"), "after").unwrap();
+            assert_eq!(after, Some(Value::Int(1)));
+        }
     }
 }

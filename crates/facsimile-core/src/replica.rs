@@ -619,6 +619,59 @@ impl Replica {
             .set_max_message(bytes.min(self.config.max_message));
     }
 
+    /// For a transport whose limit fell below what some of this replica's
+    /// messages take (a relay that came back with a smaller frame limit,
+    /// announced in its welcome): splits `messages`, this replica's latest
+    /// sequenced messages, which the transport holds and has delivered to
+    /// nobody, so that each operations message above `max` bytes (a
+    /// backlog gathered offline, [`Replica::set_online`]) goes as several
+    /// of at most `max` bytes, as far as its operations allow (one write
+    /// larger than `max` stays whole). Each part applies as the operations
+    /// it carries did in the whole. The messages are numbered again from
+    /// the first's position and replace the old ones for retransmission;
+    /// the transport sends what this returns in place of `messages`.
+    ///
+    /// `None`, with nothing changed, when `messages` are not this
+    /// replica's messages from some position to its last (a message it
+    /// queued since is not among them), when none is above `max`, or over
+    /// an ordered log ([`Replica::is_ordered`]), where the positions of
+    /// this replica's messages decide its locks.
+    ///
+    /// ```
+    /// use facsimile_core::{Config, Input, PeerId, Replica};
+    ///
+    /// let mut a = Replica::new(PeerId::new("a", 1), Config::default());
+    /// let mut b = Replica::new(PeerId::new("b", 2), Config::default());
+    /// let root = a.set_root(Input::Map(vec![])).unwrap().unwrap();
+    /// while let Some(t) = a.poll_transmit() {
+    ///     b.handle_message(&t.bytes)?;
+    /// }
+    /// a.set_online(false);
+    /// for i in 0..1000 {
+    ///     a.map_set(root, &format!("k{}", i % 10), Input::from(format!("{i:0100}"))).unwrap();
+    /// }
+    /// a.set_online(true);
+    /// let backlog = a.poll_transmit().expect("one message for the 1000 writes");
+    /// assert!(backlog.bytes.len() > 100_000);
+    /// let parts = a.resplit_unsent(&[&backlog.bytes[..]], 16 << 10).expect("split");
+    /// assert!(parts.len() > 1 && parts.iter().all(|p| p.len() <= 16 << 10));
+    /// for part in &parts {
+    ///     b.handle_message(part)?;
+    /// }
+    /// assert_eq!(b.snapshot(), a.snapshot());
+    /// # Ok::<(), facsimile_core::ReceiveError>(())
+    /// ```
+    pub fn resplit_unsent(
+        &mut self,
+        messages: &[&[u8]],
+        max: usize,
+    ) -> Option<Vec<std::sync::Arc<[u8]>>> {
+        if self.is_ordered() {
+            return None;
+        }
+        self.out.outbox.split_unsent(messages, max)
+    }
+
     /// Whether writes made while offline ([`Replica::set_online`]) wait to
     /// be sent.
     pub fn has_held(&self) -> bool {

@@ -71,6 +71,17 @@ impl ResendLog {
         }
     }
 
+    /// Drops the messages from `seq` on: they were numbered again
+    /// ([`crate::Replica::resplit_unsent`]).
+    pub(crate) fn truncate_from(&mut self, seq: u64) {
+        while self.entries.back().is_some_and(|&(s, _)| s >= seq) {
+            if let Some((_, Kept::Buffered(len))) = self.entries.pop_back() {
+                // The small messages are back to back: the last is at the end.
+                self.bytes.truncate(self.bytes.len() - len);
+            }
+        }
+    }
+
     /// Every message from `from_seq` on, oldest first; `None` when the log
     /// no longer reaches back to `from_seq`.
     pub(crate) fn since(&self, from_seq: u64) -> Option<Vec<Arc<[u8]>>> {
@@ -123,6 +134,26 @@ mod tests {
                 assert_eq!(log.since(from), Some(want), "seq {seq} from {from}");
             }
         }
+    }
+
+    #[test]
+    fn truncated_messages_are_replaced_by_the_ones_kept_after() {
+        let mut log = ResendLog::default();
+        for seq in 1..=30 {
+            log.push(seq, &msg(seq), 25);
+        }
+        log.truncate_from(21);
+        assert_eq!(log.since(21), Some(Vec::new()));
+        for seq in 21..=40 {
+            log.push(seq, &msg(seq + 100), 25);
+        }
+        let want: Vec<Arc<[u8]>> = (16..=20).map(msg).chain((121..=140).map(msg)).collect();
+        assert_eq!(log.since(16), Some(want));
+        // Truncated whole, then kept again from the start of the buffer.
+        log.truncate_from(1);
+        assert_eq!(log.since(1), None);
+        log.push(1, &msg(1), 25);
+        assert_eq!(log.since(1), Some(vec![msg(1)]));
     }
 
     #[test]

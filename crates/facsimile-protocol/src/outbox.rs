@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::frame::ProtocolError;
+use crate::frame::{ProtocolError, Up, max_message};
 
 /// A node's frames on their way out: queued, or sent on the current
 /// connection and awaiting their acknowledgement.
@@ -33,6 +33,8 @@ pub struct Outbox {
     queued: u64,
     /// Frames ever completed.
     done: u64,
+    /// Frames ever sent on some connection: those of indices below.
+    sent: u64,
     /// Writes of the frames ever dropped unacknowledged, or refused by the
     /// log after it stored them.
     dropped: u64,
@@ -55,7 +57,9 @@ pub struct Outbox {
     /// Over a log: from which frame on the log refused the frames of an
     /// incarnation whose lease ran out, and before which frame its
     /// successor carried their writes over
-    /// ([`Outbox::carried_over`]).
+    /// ([`Outbox::carried_over`]); over a relay, from which frame on the
+    /// frames were split, and before which frame the parts end
+    /// ([`Outbox::split_unsent`]).
     carried: Vec<(u64, u64)>,
 }
 
@@ -111,7 +115,72 @@ impl Outbox {
             batch.push(frame.clone());
             self.unacked.push_back(frame);
         }
+        self.sent = self.sent.max(first + n as u64);
         first
+    }
+
+    /// Whether a frame queued and never sent on any connection is larger
+    /// than `max_frame` bytes: one [`Outbox::split_unsent`] would split.
+    pub fn has_unsent_above(&self, max_frame: usize) -> bool {
+        self.first_unsent_above(max_frame).is_some()
+    }
+
+    /// Where in `pending` the first frame never sent and larger than
+    /// `max_frame` bytes is.
+    fn first_unsent_above(&self, max_frame: usize) -> Option<usize> {
+        let unsent = self.sent.max(self.done + self.unacked.len() as u64);
+        let skip = usize::try_from(unsent - self.done).unwrap_or(usize::MAX) - self.unacked.len();
+        self.pending
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .find_map(|(i, f)| (f.len() > max_frame).then_some(i))
+    }
+
+    /// Splits the frames queued and never sent on any connection, from the
+    /// first larger than `max_frame` bytes on, for a relay whose frame
+    /// limit (announced in its welcome, [`crate::Session::relay_max_frame`])
+    /// is smaller than the one they were made for: a backlog of writes held
+    /// while the relay was out of reach, packed for the limit of before.
+    /// `split` gets their messages (a frame that is not a message for
+    /// everybody among them leaves them as they are) and the largest
+    /// message such a frame carries, and returns the messages to send in
+    /// their place, or `None` to leave them. A flush waiting for any of
+    /// the frames replaced waits for all that replace them
+    /// ([`Outbox::flush_target`]). Returns whether it replaced any.
+    pub fn split_unsent<M: AsRef<[u8]>>(
+        &mut self,
+        max_frame: usize,
+        split: impl FnOnce(&[&[u8]], usize) -> Option<Vec<M>>,
+    ) -> bool {
+        let Some(at) = self.first_unsent_above(max_frame) else {
+            return false;
+        };
+        // Frames counted lost already are the relay's to drop, not to split.
+        if self.counted > self.unacked.len() + at {
+            return false;
+        }
+        let mut messages = Vec::with_capacity(self.pending.len() - at);
+        for frame in self.pending.range(at..) {
+            match Up::decode(frame.clone()) {
+                Ok(Up::Broadcast(message)) => messages.push(message),
+                _ => return false,
+            }
+        }
+        let slices: Vec<&[u8]> = messages.iter().map(|m| &m[..]).collect();
+        let Some(parts) = split(&slices, max_message(max_frame)) else {
+            return false;
+        };
+        self.pending.truncate(at);
+        self.pending.extend(
+            parts
+                .iter()
+                .map(|m| Up::Broadcast(Bytes::copy_from_slice(m.as_ref())).encode()),
+        );
+        let from = self.done + (self.unacked.len() + at) as u64;
+        self.queued = self.done + (self.unacked.len() + self.pending.len()) as u64;
+        self.carried.push((from, self.queued));
+        true
     }
 
     /// On a new connection: the unacknowledged frames go out again first,
@@ -275,7 +344,7 @@ impl Outbox {
     }
 
     /// What a flush of the frames before index `target` waits for: those,
-    /// and those their writes were carried over into, in turn.
+    /// and those their writes were carried over or split into, in turn.
     pub fn flush_target(&self, mut target: u64) -> u64 {
         loop {
             let next = self
@@ -567,5 +636,54 @@ mod tests {
         out.carried_over(5, 9);
         assert_eq!(out.flush_target(3), 9, "in turn");
         assert_eq!(out.flush_target(1), 1);
+    }
+
+    /// Only frames never sent on any connection are split, from the first
+    /// above the limit on; a flush waiting for one of them waits for all
+    /// its parts, and one that did not wait for them is not held up.
+    #[test]
+    fn frames_never_sent_are_split_from_the_first_too_large() {
+        let up = |n: usize| Up::Broadcast(Bytes::from(vec![7; n])).encode();
+        let mut out = Outbox::default();
+        // Sent on a connection now gone, not acknowledged: stays whole.
+        out.enqueue(up(100));
+        let mut batch = Vec::new();
+        out.take_batch(usize::MAX, &mut batch);
+        out.requeue_unacked();
+        for n in [10, 100, 10] {
+            out.enqueue(up(n));
+        }
+        let seen = std::cell::RefCell::new(Vec::new());
+        let halves = |messages: &[&[u8]], max: usize| {
+            seen.borrow_mut().extend(messages.iter().map(|m| m.len()));
+            assert_eq!(max, 50 - crate::FRAME_OVERHEAD);
+            Some(vec![vec![1; max], vec![2; 30], vec![3; 10]])
+        };
+        assert!(out.has_unsent_above(50) && !out.has_unsent_above(101));
+        assert!(out.split_unsent(50, halves));
+        assert!(!out.has_unsent_above(50));
+        assert_eq!(*seen.borrow(), [100, 10], "from the first too large on");
+        assert_eq!((out.queued(), out.done()), (5, 0));
+        batch.clear();
+        out.take_batch(usize::MAX, &mut batch);
+        let lens: Vec<usize> = batch.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [101, 11, 50 - crate::FRAME_OVERHEAD + 1, 31, 11]);
+        // A flush of the first two frames waits for them only; one that
+        // waited for the split frame waits for every part.
+        assert_eq!(out.flush_target(2), 2);
+        assert_eq!(out.flush_target(3), 5);
+        // Sent now: never split again, nor when `split` declines.
+        out.requeue_unacked();
+        assert!(!out.split_unsent(10, |_, _| -> Option<Vec<Vec<u8>>> {
+            panic!("nothing to split")
+        }));
+        out.enqueue(up(100));
+        assert!(!out.split_unsent(50, |_, _| None::<Vec<Vec<u8>>>));
+        assert_eq!(out.queued(), 6);
+        // A directed frame among them leaves them whole.
+        out.enqueue(Up::To(3, Bytes::from_static(b"x")).encode());
+        assert!(!out.split_unsent(50, |_, _| -> Option<Vec<Vec<u8>>> {
+            panic!("not only broadcasts")
+        }));
     }
 }

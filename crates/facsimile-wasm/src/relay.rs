@@ -7,7 +7,7 @@ use bytes::Bytes;
 use facsimile_protocol::{Admission, HelloError, Incoming, Outbox, Session, Up};
 use wasm_bindgen::prelude::*;
 
-use crate::error;
+use crate::{Engine, error};
 
 /// One node's session with a relay, across its connections.
 #[wasm_bindgen]
@@ -44,6 +44,28 @@ impl RelayClient {
     pub fn relay_max_message(&self) -> Option<f64> {
         let frame = self.session.relay_max_frame()?;
         Some(facsimile_protocol::max_message(frame) as f64)
+    }
+
+    /// After a welcome that does not drop them: splits the node's
+    /// messages queued and never sent (a backlog of writes held offline)
+    /// that a frame of the relay's limit cannot carry, packed as they were
+    /// for a larger one, so that the relay takes them rather than ending
+    /// the connection on them. Returns whether it split any.
+    pub fn split_unsent(&mut self, engine: &mut Engine) -> bool {
+        let Some(max_frame) = self.session.relay_max_frame() else {
+            return false;
+        };
+        self.outbox.split_unsent(max_frame, |messages, max| {
+            engine.replica.resplit_unsent(messages, max)
+        })
+    }
+
+    /// What a flush of the messages queued before `target`
+    /// ([`RelayClient::queued`] then) waits for `done` to reach: more, when
+    /// some of them were split since.
+    pub fn flush_target(&self, target: f64) -> f64 {
+        // A count of messages: exact as a number.
+        self.outbox.flush_target(target as u64) as f64
     }
 
     /// A connection's first frame, for the node of this hostname and

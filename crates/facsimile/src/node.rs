@@ -1497,6 +1497,27 @@ impl Node {
         self.pump();
     }
 
+    /// Runs `f` on the replica once every message it queued is with the
+    /// sender, holding the pump so that none is on its way there
+    /// meanwhile: for a transport that replaces messages it holds (a relay
+    /// client splitting them to a smaller frame limit). Not for listeners.
+    #[cfg(feature = "tcp")]
+    pub(crate) fn with_all_sent<R>(&self, f: impl FnOnce(&mut Replica) -> R) -> R {
+        let r = loop {
+            self.pump_all();
+            let pump = self.inner.pump.lock().unwrap_or_else(|e| e.into_inner());
+            let _pump = PumpGuard::new(pump);
+            let mut st = self.state();
+            // Queued by another thread since: sent first.
+            if st.sender.is_none() || !st.replica.has_transmits() {
+                break f(&mut st.replica);
+            }
+        };
+        // Work another thread left to the pump meanwhile.
+        self.pump();
+        r
+    }
+
     /// [`Node::pump`] for a caller that holds the state: it drains under
     /// that lock instead of taking it again.
     fn pump_holding(&self, mut st: MutexGuard<'_, State>) {

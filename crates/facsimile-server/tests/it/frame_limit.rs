@@ -202,3 +202,60 @@ async fn a_connection_ended_by_a_refused_frame_counts_as_heard() {
         "dave's lock, with carol's connections ending on refused frames: {granted:?}"
     );
 }
+
+/// Writes a node made while its relay was down, packed into a message as
+/// large as that relay's frames allowed, reach the relay come back with a
+/// smaller frame limit: the client splits them to the limit its welcome
+/// announces before sending them, so every write arrives and is
+/// acknowledged, instead of the relay refusing the frame (and ending the
+/// connection) on every reconnection. Over TCP and over WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_packed_under_a_larger_frame_limit_reaches_a_smaller_one() {
+    const WRITES: usize = 2_000;
+    let mut relay = Relay::start(|c| c.max_frame(1 << 20)).await;
+    let writers = [
+        tcp_node(&relay, "tcp-backlog").await,
+        net::connect(&relay.ws_url(), "ws-backlog", options())
+            .await
+            .unwrap(),
+    ];
+    writers[0]
+        .node()
+        .set_root(json!({"tcp": {}, "ws": {}}))
+        .unwrap();
+    writers[0].flush().await.unwrap();
+    converge(&[writers[0].node(), writers[1].node()]).await;
+    let members: Vec<_> = writers.iter().map(|w| w.node().peer_id()).collect();
+
+    relay.stop().await;
+    for (writer, key) in writers.iter().zip(["tcp", "ws"]) {
+        disconnected(writer, "the writer notices the relay is gone").await;
+        // Some 200 KiB of writes, held into one message; the document stays
+        // small (ten keys), so that a joiner's state fits a small frame.
+        let map = writer.node().get(&format!("/{key}")).unwrap();
+        let map = map.as_map().unwrap();
+        for i in 0..WRITES {
+            let value = format!("{i:04}{}", "x".repeat(100));
+            map.set(&format!("k{}", i % 10), value).unwrap();
+        }
+    }
+    relay.start_again_with(|c| c.max_frame(16 << 10)).await;
+    for writer in &writers {
+        let flushed = tokio::time::timeout(Duration::from_secs(30), writer.flush()).await;
+        assert!(
+            matches!(flushed, Ok(Ok(()))),
+            "every write acknowledged: {flushed:?}"
+        );
+    }
+    let reader = tcp_node(&relay, "backlog-reader").await;
+    converge(&[writers[0].node(), writers[1].node(), reader.node()]).await;
+    let last = format!("{:04}{}", WRITES - 1, "x".repeat(100));
+    for key in ["tcp", "ws"] {
+        let got = reader.node().get(&format!("/{key}/k9"));
+        assert_eq!(got, Some(facsimile::Value::from(last.as_str())), "{key}");
+    }
+    for (writer, member) in writers.iter().zip(members) {
+        assert_eq!(writer.node().peer_id(), member, "resumed, not rejoined");
+        assert_eq!(writer.rejoins(), 0);
+    }
+}

@@ -234,6 +234,23 @@ async fn establish(
     // close the connection on, a write that fits here.
     let relay = session.relay_max_frame().unwrap_or(options.max_frame);
     node.limit_sent_messages(protocol::max_message(relay));
+    // So would it a backlog of writes held offline and packed for a larger
+    // limit: split to this one before anything is sent (frames a rejoin
+    // drops need none). Only for such a frame does the task wait for the
+    // node's pump, which a listener on another thread may hold a while.
+    let rejoin = matches!(admission, Admission::Rejoin { .. });
+    if !rejoin && shared.outbox().has_unsent_above(relay) {
+        // The outbox is taken once every message is in it: the sender
+        // takes it too.
+        let split = || {
+            node.with_all_sent(|replica| {
+                shared
+                    .outbox()
+                    .split_unsent(relay, |messages, max| replica.resplit_unsent(messages, max))
+            })
+        };
+        contained(shared, "splitting held messages", split);
+    }
     Ok((Conn { reader, writer }, admission, synced_by))
 }
 
