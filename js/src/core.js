@@ -2031,12 +2031,21 @@ function createFacsimile(wasm, { platform }) {
     // A string that is not well-formed is refused (`code`): stored, its
     // lone surrogates would be U+FFFD.
     _text(s, code) {
+      this._measure(s, code, this._maxMessage);
+      return s;
+    }
+
+    // Checks `s` as `_text` does, against `room` bytes (at most
+    // maxMessage), and returns its size (`textSize`): one walk of a long
+    // string serves both the check and the count of plain data's room.
+    _measure(s, code, room) {
       if (!wellFormed(s)) {
         const what = code === 'BAD_KEY' ? 'A key' : 'A string';
-        throw fail(code, `${what} with a lone surrogate (half of a UTF-16 pair) cannot be stored: UTF-8 has no form for it`, this._text);
+        throw fail(code, `${what} with a lone surrogate (half of a UTF-16 pair) cannot be stored: UTF-8 has no form for it`, this._measure);
       }
-      if (textSize(s, this._maxMessage) > this._maxMessage) throw this._tooLarge();
-      return s;
+      const n = textSize(s, room);
+      if (n > room) throw this._tooLarge();
+      return n;
     }
 
     _key(k) {
@@ -2060,7 +2069,12 @@ function createFacsimile(wasm, { platform }) {
 
     // An element or a value of plain data being copied into an input.
     _child(x, path, key) {
+      if (typeof x === 'string') {
+        path.room -= this._measure(x, 'BAD_VALUE', path.room);
+        return x;
+      }
       const out = typeof x === 'object' && x !== null ? this._objectInput(x, path, key) : this._input(x);
+      // A string a toJSON returned, or a String object's.
       if (typeof out === 'string') this._spend(path, textSize(out, path.room));
       else if (out instanceof Uint8Array) this._spend(path, out.length);
       return out;
@@ -2107,7 +2121,7 @@ function createFacsimile(wasm, { platform }) {
       } else {
         const m = [];
         for (const k of Object.keys(o)) {
-          this._spend(path, textSize(this._key(k), path.room));
+          path.room -= this._measure(k, 'BAD_KEY', path.room);
           m.push(k, this._child(o[k], path, k));
         }
         out = { m };
