@@ -23,8 +23,9 @@ after(async () => {
   await relay.stop();
 });
 
-async function connect(hostname, options = {}) {
-  const node = await Facsimile.connect(relay.url, hostname, { token: TOKEN, WebSocket, doc: 'js', ...options });
+/** A node of `on` (the shared relay by default), closed after the test. */
+async function connect(hostname, options = {}, on = relay) {
+  const node = await Facsimile.connect(on.url, hostname, { token: TOKEN, WebSocket, doc: 'js', ...options });
   nodes.push(node);
   return node;
 }
@@ -173,8 +174,7 @@ test('with a reconnection grace, writes made while cut off survive the reconnect
 test('a node takes a relay\'s smaller frame limit from its welcome', async () => {
   const small = await new Relay(['--max-frame', '65536']).start();
   try {
-    const a = await Facsimile.connect(small.url, 'limited', { token: TOKEN, WebSocket, doc: 'limit' });
-    nodes.push(a);
+    const a = await connect('limited', { doc: 'limit' }, small);
     a.store = { n: 0 };
     // Sent, it would end the session: the relay refuses what it cannot pass on.
     assert.throws(
@@ -253,13 +253,7 @@ test('writes made while the relay is down reach it packed, in a few messages', a
 test('writes held while the relay is down, packed for its frame limit, reach it come back with a smaller one', async () => {
   const shrinking = await new Relay(['--max-frame', String(1 << 20)]).start();
   try {
-    const a = await Facsimile.connect(shrinking.url, 'backlog', {
-      token: TOKEN,
-      WebSocket,
-      doc: 'backlog',
-      backoff: { min: 20, max: 200 },
-    });
-    nodes.push(a);
+    const a = await connect('backlog', { doc: 'backlog', backoff: { min: 20, max: 200 } }, shrinking);
     a.store = { k: {} };
     await a.flush();
     const member = a.incarnation;
