@@ -127,6 +127,13 @@ impl Links {
         }
     }
 
+    /// Delivers what is on each link of `links`, `(from, to)`, in turn.
+    fn deliver_each(&mut self, links: &[(usize, usize)]) {
+        for &(from, to) in links {
+            self.deliver(from, to);
+        }
+    }
+
     /// Delivers everything, link by link, until nothing is in flight.
     fn run(&mut self) {
         while let Some(&link) = self
@@ -143,6 +150,22 @@ impl Links {
         let r = f(&mut self.replicas[i]);
         self.flush(i);
         r
+    }
+
+    /// Replica 0 sets a map as the root, and every replica hears of it
+    /// and of every other.
+    fn set_root(&mut self) {
+        self.run();
+        self.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
+        self.run();
+    }
+
+    /// Every replica's snapshot is replica 0's.
+    fn assert_agree(&mut self) {
+        let first = self.replicas[0].snapshot();
+        for r in &mut self.replicas[1..] {
+            assert_eq!(r.snapshot(), first);
+        }
     }
 
     /// Takes the last message on the link from `from` to `to` off it.
@@ -167,27 +190,17 @@ impl Links {
 fn two_joiners_whose_answerers_read_them_in_opposite_orders_are_both_answered() {
     let (s, t, j, p) = (0, 1, 2, 3);
     let mut net = Links::new(&["s", "t", "j", "p"]);
-    net.run();
-    net.with(s, |r| r.set_root(Input::Map(vec![])).unwrap());
-    net.run();
+    net.set_root();
     net.with(j, Replica::sync);
     net.with(p, Replica::sync);
-    net.deliver(p, s);
-    net.deliver(j, s);
-    net.deliver(j, t);
-    net.deliver(p, t);
-    net.deliver(p, j);
-    net.deliver(j, p);
+    net.deliver_each(&[(p, s), (j, s), (j, t), (p, t), (p, j), (j, p)]);
     // j fetches from s, p from t.
     net.deliver(s, j);
     net.deliver(t, p);
     // No time passes: no sync timer fires.
     net.run();
     assert!(net.replicas[j].is_ready() && net.replicas[p].is_ready());
-    let first = net.replicas[s].snapshot();
-    for r in &mut net.replicas[1..] {
-        assert_eq!(r.snapshot(), first);
-    }
+    net.assert_agree();
 }
 
 /// A joiner whose only offer, when its sync timer fires, is from a peer
@@ -197,9 +210,7 @@ fn two_joiners_whose_answerers_read_them_in_opposite_orders_are_both_answered() 
 fn a_peer_syncing_when_fetched_answers_once_synced() {
     let (s, p) = (0, 1);
     let mut net = Links::new(&["s", "p"]);
-    net.run();
-    net.with(s, |r| r.set_root(Input::Map(vec![])).unwrap());
-    net.run();
+    net.set_root();
     net.with(p, Replica::sync);
     net.deliver(p, s);
     let j = net.add("j");
@@ -217,10 +228,7 @@ fn a_peer_syncing_when_fetched_answers_once_synced() {
     net.run();
     assert!(net.replicas[p].is_ready() && net.replicas[j].is_ready());
     assert_eq!(net.answers, [(s, p), (p, j)]);
-    let first = net.replicas[s].snapshot();
-    for r in &mut net.replicas[1..] {
-        assert_eq!(r.snapshot(), first);
-    }
+    net.assert_agree();
 }
 
 /// A joiner that never reports its sync complete cannot have the whole
@@ -274,29 +282,17 @@ fn an_offer_to_a_joiner_s_next_sync_read_before_its_joined_counts() {
     for first in ["s", "b"] {
         let (s, b, j) = (0, 1, 2);
         let mut net = Links::new(&["s", "b", "j"]);
-        net.run();
-        net.with(s, |r| r.set_root(Input::Map(vec![])).unwrap());
-        net.run();
+        net.set_root();
         net.with(j, Replica::sync);
-        net.deliver(j, b);
-        net.deliver(j, s);
-        net.deliver(b, s);
-        net.deliver(s, b);
+        net.deliver_each(&[(j, b), (j, s), (b, s), (s, b)]);
         // The joiner fetches from the offer it reads first.
         let (x, y) = if first == "s" { (s, b) } else { (b, s) };
-        net.deliver(x, j);
-        net.deliver(y, j);
-        net.deliver(j, x);
-        net.deliver(x, j);
+        net.deliver_each(&[(x, j), (y, j), (j, x), (x, j)]);
         assert!(net.replicas[j].is_ready(), "{first}: the first sync");
         net.with(j, Replica::sync);
         // b reads the Joined and the new request, and offers; s reads that
         // offer before the Joined.
-        net.deliver(j, b);
-        net.deliver(b, s);
-        net.deliver(j, s);
-        net.deliver(s, j);
-        net.deliver(b, j);
+        net.deliver_each(&[(j, b), (b, s), (j, s), (s, j), (b, j)]);
         // The joiner fetches from s. No time passes: no sync timer fires.
         net.run();
         assert!(net.replicas[j].is_ready(), "{first}: the second sync");
@@ -321,28 +317,19 @@ fn a_joiner_fetching_from_a_newcomer_that_completed_is_answered() {
 fn a_newcomer_that_completed_answers(format: WireFormat) {
     let (s, t) = (0, 1);
     let mut net = Links::in_format(&["s", "t"], format);
-    net.run();
-    net.with(s, |r| r.set_root(Input::Map(vec![])).unwrap());
-    net.run();
+    net.set_root();
     let j = net.add("j");
     net.run();
     net.with(j, Replica::sync);
     // s and t offer to j; the offers do not reach j yet.
-    net.deliver(j, s);
-    net.deliver(j, t);
-    net.deliver(t, s);
-    net.deliver(s, t);
+    net.deliver_each(&[(j, s), (j, t), (t, s), (s, t)]);
     let n = net.add("n");
     net.with(n, Replica::sync);
     for to in [s, t, j] {
         net.deliver(n, to);
     }
     // n fetches from s, which answers once t and j offered to n.
-    net.deliver(s, n);
-    net.deliver(n, s);
-    net.deliver(t, s);
-    net.deliver(j, s);
-    net.deliver(s, n);
+    net.deliver_each(&[(s, n), (n, s), (t, s), (j, s), (s, n)]);
     assert!(net.replicas[n].is_ready());
     assert!(!net.replicas[j].is_ready());
     // j hears n complete and offer, and fetches from it.
@@ -357,8 +344,5 @@ fn a_newcomer_that_completed_answers(format: WireFormat) {
     if format == WireFormat::Json {
         assert_eq!(net.answers, [(s, n), (n, j)]);
     }
-    let first = net.replicas[s].snapshot();
-    for r in &mut net.replicas[1..] {
-        assert_eq!(r.snapshot(), first);
-    }
+    net.assert_agree();
 }
