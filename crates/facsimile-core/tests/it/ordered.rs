@@ -448,6 +448,16 @@ fn root_held_by_replica_0(seed: u64) -> (Log, ObjectId, u64) {
     (log, root, token)
 }
 
+/// Replica 0 sets a root map holding a map `c`, and every replica reads
+/// it. Returns the root.
+fn root_with_child(log: &mut Log) -> ObjectId {
+    let child = Input::Map(vec![("c".into(), Input::Map(vec![]))]);
+    log.replicas[0].set_root(child).unwrap();
+    log.publish(0);
+    log.run();
+    object(&log.replicas[0]).unwrap()
+}
+
 /// Nobody was evicted, left or had to start over.
 fn nobody_left(log: &Log) {
     for events in &log.events {
@@ -750,11 +760,7 @@ fn an_own_write_read_back_early_is_judged_where_the_peers_apply_it() {
     // over), or it keeps a write no peer has.
     let mut log = Log::new(2, 37);
     log.now = LEASE;
-    let child = Input::Map(vec![("c".into(), Input::Map(vec![]))]);
-    log.replicas[0].set_root(child).unwrap();
-    log.publish(0);
-    log.run();
-    let root = object(&log.replicas[0]).unwrap();
+    let root = root_with_child(&mut log);
     let Ok(Some(Value::Ref(child))) = log.replicas[0].map_get(root, "c") else {
         panic!("a child map");
     };
@@ -804,11 +810,7 @@ fn a_release_of_another_peer_s_request_is_refused_by_every_replica() {
     // waits for: applied, it would grant replica 1 while replica 0 holds.
     let mut log = Log::with_config(3, 41, config().wire_format(WireFormat::Json));
     log.now = LEASE;
-    let child = Input::Map(vec![("c".into(), Input::Map(vec![]))]);
-    log.replicas[0].set_root(child).unwrap();
-    log.publish(0);
-    log.run();
-    let root = object(&log.replicas[0]).unwrap();
+    let root = root_with_child(&mut log);
     // The root map's counter, then the root's assignment, then the request.
     let (_, root_counter) = log.replicas[0].object_origin(root);
     let request = root_counter + 2;
