@@ -183,25 +183,11 @@ pub fn recheck(
     faults: Option<&Path>,
     run: Option<&Path>,
 ) -> Result<Recheck, String> {
-    let mut all = Vec::new();
-    for p in histories {
-        let file = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        all.push(
-            history::read(std::io::BufReader::new(file))
-                .map_err(|e| format!("{}: {e}", p.display()))?,
-        );
-    }
-    let events = history::merge(all);
-    let windows = match faults {
-        Some(path) => {
-            let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Some(
-                history::read_faults(std::io::BufReader::new(file))
-                    .map_err(|e| format!("{}: {e}", path.display()))?,
-            )
-        }
-        None => None,
-    };
+    let events = crate::check::read_history_files(histories).map_err(|e| e.to_string())?;
+    let windows = faults
+        .map(crate::check::read_fault_file)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let report = match &windows {
         Some(w) => crate::check::check_run(&events, w),
         None => crate::check::check_all(&events),

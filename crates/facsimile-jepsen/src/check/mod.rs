@@ -658,33 +658,54 @@ pub fn check_run_files<P: AsRef<Path>>(
     paths: impl IntoIterator<Item = P>,
     faults: Option<&Path>,
 ) -> Result<Report, CheckError> {
-    let faults = match faults {
-        Some(path) => {
-            let file = File::open(path).map_err(|source| CheckError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-            Some(
-                history::read_faults(BufReader::new(file)).map_err(|source| CheckError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?,
-            )
-        }
-        None => None,
-    };
+    let faults = faults.map(read_fault_file).transpose()?;
+    Ok(check_history(
+        &read_history_files(paths)?,
+        faults.as_deref(),
+    ))
+}
+
+/// Reads history files (one or several processes' each) and merges them.
+///
+/// # Errors
+///
+/// [`CheckError`] when a file cannot be opened or holds a line that is not
+/// an event (a last line cut short by a crash is skipped).
+pub fn read_history_files<P: AsRef<Path>>(
+    paths: impl IntoIterator<Item = P>,
+) -> Result<Vec<Event>, CheckError> {
     let mut histories = Vec::new();
     for path in paths {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| CheckError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        let events = history::read(BufReader::new(file)).map_err(|source| CheckError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        histories.push(events);
+        histories.push(
+            history::read(open(path)?).map_err(|source| CheckError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+        );
     }
-    Ok(check_history(&history::merge(histories), faults.as_deref()))
+    Ok(history::merge(histories))
+}
+
+/// Reads the faults a run injected (a `faults.jsonl` as the runner writes
+/// it).
+///
+/// # Errors
+///
+/// [`CheckError`] when the file cannot be opened or holds a line that is
+/// not a fault.
+pub fn read_fault_file(path: &Path) -> Result<Vec<FaultWindow>, CheckError> {
+    history::read_faults(open(path)?).map_err(|source| CheckError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, CheckError> {
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|source| CheckError::Open {
+            path: path.to_owned(),
+            source,
+        })
 }
