@@ -262,32 +262,29 @@ impl Client {
     /// Reads register `key`; a missing register map is recorded as what
     /// the read found, for the checker to judge.
     fn read(&mut self, key: u32) {
-        let mut op = Op::Read {
+        let invoked = Op::Read {
             key,
             value: None,
             missing: None,
             foreign: None,
         };
-        self.record(Kind::Invoke, &op);
-        if let Op::Read {
+        self.record(Kind::Invoke, &invoked);
+        let (mut value, mut missing, mut foreign) = (None, None, None);
+        match find_map(&self.conn, &["r"]).map(|r| r.get(&key.to_string())) {
+            Ok(None) => {}
+            Ok(Some(v)) => match v.as_i64() {
+                Some(i) => value = Some(i as u64),
+                None => foreign = Some(as_json(&v)),
+            },
+            Err(m) => missing = Some(m),
+        }
+        let read = Op::Read {
+            key,
             value,
             missing,
             foreign,
-            ..
-        } = &mut op
-        {
-            match find_map(&self.conn, &["r"]) {
-                Ok(r) => match r.get(&key.to_string()) {
-                    None => {}
-                    Some(v) => match v.as_i64() {
-                        Some(i) => *value = Some(i as u64),
-                        None => *foreign = Some(as_json(&v)),
-                    },
-                },
-                Err(m) => *missing = Some(m),
-            }
-        }
-        self.record(Kind::Ok, &op);
+        };
+        self.record(Kind::Ok, &read);
     }
 
     async fn append(&mut self) {
@@ -304,33 +301,29 @@ impl Client {
     /// Reads list `key`; a missing list is recorded as what the read
     /// found, for the checker to judge.
     fn read_list(&mut self, key: u32) {
-        let mut op = Op::ReadList {
+        let invoked = Op::ReadList {
             key,
             elements: None,
             missing: None,
             foreign: Vec::new(),
         };
-        self.record(Kind::Invoke, &op);
-        let values = find_list(&self.conn, key).map(|l| l.to_vec());
-        if let Op::ReadList {
+        self.record(Kind::Invoke, &invoked);
+        let (elements, missing, foreign) = match find_list(&self.conn, key).map(|l| l.to_vec()) {
+            Ok(Ok(v)) => {
+                let (ints, others) = integers(&v);
+                (Some(ints), None, others)
+            }
+            // Reclaimed between the lookup and the read.
+            Ok(Err(_)) => (None, Some(Missing::Object), Vec::new()),
+            Err(m) => (None, Some(m), Vec::new()),
+        };
+        let read = Op::ReadList {
+            key,
             elements,
             missing,
             foreign,
-            ..
-        } = &mut op
-        {
-            match values {
-                Ok(Ok(v)) => {
-                    let (ints, others) = integers(&v);
-                    *elements = Some(ints);
-                    *foreign = others;
-                }
-                // Reclaimed between the lookup and the read.
-                Ok(Err(_)) | Err(Missing::Object) => *missing = Some(Missing::Object),
-                Err(Missing::Document) => *missing = Some(Missing::Document),
-            }
-        }
-        self.record(Kind::Ok, &op);
+        };
+        self.record(Kind::Ok, &read);
     }
 
     /// Acquire, work, increment the fenced counter once or twice (a read,
