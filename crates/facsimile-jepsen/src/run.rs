@@ -1119,18 +1119,13 @@ pub fn outcomes(events: &[history::Event]) -> Outcomes {
             .ok()
             .and_then(|v| v["f"].as_str().map(str::to_string))
             .unwrap_or_default();
-        let outcome = match op.outcome {
-            Kind::Ok => &mut counts.ok,
-            Kind::Fail => &mut counts.fail,
-            _ => &mut counts.info,
+        let (count, kind) = match op.outcome {
+            Kind::Ok => (&mut counts.ok, "ok"),
+            Kind::Fail => (&mut counts.fail, "fail"),
+            _ => (&mut counts.info, "info"),
         };
-        *outcome += 1;
+        *count += 1;
         counts.operations += 1;
-        let kind = match op.outcome {
-            Kind::Ok => "ok",
-            Kind::Fail => "fail",
-            _ => "info",
-        };
         *counts
             .by_op
             .entry(name)
