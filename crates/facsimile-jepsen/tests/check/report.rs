@@ -5,7 +5,7 @@ use facsimile_jepsen::check::{AnomalyKind, CheckError, check_all, check_files, c
 use facsimile_jepsen::history::{Event, Kind, Missing, Op, Recorder};
 use facsimile_jepsen::run;
 
-use super::{History, assert_found, assert_valid, read_list, recorded};
+use super::{History, assert_found, assert_valid, read, read_list, recorded};
 
 /// A fresh directory for this test's files.
 fn scratch(name: &str) -> PathBuf {
@@ -13,6 +13,20 @@ fn scratch(name: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Writes process 1's history to `path`: its final marker, then its final
+/// reads of register 1 (empty) and of list 1 (`elements`).
+fn final_reads(path: &std::path::Path, elements: &[u64]) {
+    let mut reader = Recorder::new(fs::File::create(path).unwrap(), 1);
+    reader.record_final(vec![1], vec![1]).unwrap();
+    let register = read(1, None);
+    reader.record(Kind::Invoke, &register).unwrap();
+    reader.record(Kind::Ok, &register).unwrap();
+    reader.record(Kind::Invoke, &read_list(1, None)).unwrap();
+    reader
+        .record(Kind::Ok, &read_list(1, Some(elements.to_vec())))
+        .unwrap();
 }
 
 #[test]
@@ -24,78 +38,14 @@ fn history_files_of_several_processes_are_merged_and_checked() {
     writer.record(Kind::Invoke, &append).unwrap();
     writer.record(Kind::Ok, &append).unwrap();
     drop(writer);
-    let mut reader = Recorder::new(fs::File::create(&b).unwrap(), 1);
-    reader.record_final(vec![1], vec![1]).unwrap();
-    let register = Op::Read {
-        key: 1,
-        value: None,
-        missing: None,
-        foreign: None,
-    };
-    reader.record(Kind::Invoke, &register).unwrap();
-    reader.record(Kind::Ok, &register).unwrap();
-    reader
-        .record(
-            Kind::Invoke,
-            &Op::ReadList {
-                key: 1,
-                elements: None,
-                missing: None,
-                foreign: Vec::new(),
-            },
-        )
-        .unwrap();
-    reader
-        .record(
-            Kind::Ok,
-            &Op::ReadList {
-                key: 1,
-                elements: Some(vec![7]),
-                missing: None,
-                foreign: Vec::new(),
-            },
-        )
-        .unwrap();
-    drop(reader);
+    final_reads(&b, &[7]);
     let report = check_files([&a, &b]).unwrap();
     assert!(report.valid(), "{report}");
     assert_eq!(report.lists.ops.ok, 2);
     assert_eq!(report.lists.final_reads, 1);
 
     // The reader, had it seen nothing, lost the acknowledged append.
-    let mut reader = Recorder::new(fs::File::create(&b).unwrap(), 1);
-    reader.record_final(vec![1], vec![1]).unwrap();
-    let register = Op::Read {
-        key: 1,
-        value: None,
-        missing: None,
-        foreign: None,
-    };
-    reader.record(Kind::Invoke, &register).unwrap();
-    reader.record(Kind::Ok, &register).unwrap();
-    reader
-        .record(
-            Kind::Invoke,
-            &Op::ReadList {
-                key: 1,
-                elements: None,
-                missing: None,
-                foreign: Vec::new(),
-            },
-        )
-        .unwrap();
-    reader
-        .record(
-            Kind::Ok,
-            &Op::ReadList {
-                key: 1,
-                elements: Some(vec![]),
-                missing: None,
-                foreign: Vec::new(),
-            },
-        )
-        .unwrap();
-    drop(reader);
+    final_reads(&b, &[]);
     let report = check_files([&a, &b]).unwrap();
     assert_eq!(report.lists.count(AnomalyKind::LostWrite), 1);
 
@@ -297,16 +247,9 @@ fn checking_an_empty_run_fails() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("history-0.jsonl"), "").unwrap();
     std::fs::write(dir.path().join("faults.jsonl"), "").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facsimile-jepsen"))
-        .arg("check")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("UNCHECKED"),
-        "{out:?}"
-    );
+    let (passed, text) = check_dir(dir.path());
+    assert!(!passed, "{text}");
+    assert!(text.contains("UNCHECKED"), "{text}");
 }
 
 /// Two holders of lock 1 at once, process 1 granted while process 0
