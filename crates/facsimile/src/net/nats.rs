@@ -2254,16 +2254,13 @@ async fn read_from(
         let Some((applied, reload)) = applied else {
             return Stop::Failed;
         };
-        // What the frames applied say of this connection's own.
-        let (mut left, mut moved, before) = (applied, false, last);
+        // What the frames applied say of this connection's own: all but
+        // the one that made the node start over, judged then.
+        let mut left = applied.saturating_sub(usize::from(reload));
+        let (mut moved, before) = (false, last);
         for m in &reads {
-            // The frames of `m` applied, but the one that made the node
-            // start over: it is judged then.
-            let taken = match reload {
-                true => m.frames.len().min(left.saturating_sub(1)),
-                false => m.frames.len().min(left),
-            };
-            left -= m.frames.len().min(left);
+            let taken = m.frames.len().min(left);
+            left -= taken;
             if let Some(first) = m.own.filter(|_| taken > 0) {
                 // Below what the outbox queued (`Read::of`).
                 moved |= echoes.read.read(first, first + taken as u64);
