@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -645,9 +646,13 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     std::fs::create_dir_all(&config.out).map_err(|e| format!("{}: {e}", config.out.display()))?;
     let built = std::env::current_exe().map_err(|e| e.to_string())?;
     // Processes start from links to the binaries as they are now, so that
-    // a build replacing them during the run does not break it.
+    // a build replacing them during the run does not break it. The runner
+    // itself is linked from the first run's link: once a build replaced
+    // it, the path it was started from names another binary or none.
+    static RUNNER: OnceLock<PathBuf> = OnceLock::new();
     let bin = config.out.join("bin");
-    let exe = pinned(&built, &bin)?;
+    let exe = pinned(RUNNER.get().filter(|p| p.is_file()).unwrap_or(&built), &bin)?;
+    let _ = RUNNER.set(exe.clone());
     let program = match config.backend {
         Backend::Relay => {
             let p = built
