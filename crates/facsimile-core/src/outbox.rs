@@ -85,7 +85,8 @@ pub(crate) struct Outbox {
     log: ResendLog,
     /// For each peer resent to, the last position resent: a range asked
     /// for again is not resent whole (each answer may be the whole log)
-    /// until the peer's next sync request ([`Outbox::forget_resent`]).
+    /// until the peer's next sync request or its departure
+    /// ([`Outbox::forget_resent`]).
     resent: FxHashMap<u32, u64>,
     /// Encoding buffer, reused between messages.
     scratch: Vec<u8>,
@@ -935,9 +936,15 @@ impl Outbox {
     }
 
     /// `peer` asked for a sync: it dropped the streams it followed, and
-    /// may need again what was resent to it.
+    /// may need again what was resent to it. Or it departed.
     pub(crate) fn forget_resent(&mut self, peer: Tag) {
         self.resent.remove(&peer.0);
+    }
+
+    /// How many peers a record of resends is kept for.
+    #[cfg(test)]
+    pub(crate) fn resent_records(&self) -> usize {
+        self.resent.len()
     }
 
     /// The next message to send.
@@ -1044,6 +1051,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The record of what was resent to a peer goes with the peer: its
+    /// next incarnation has another tag, and would never clear it.
+    #[test]
+    fn a_departed_peer_leaves_no_record_of_resends() {
+        let config = Config::default().resend_log(16);
+        let mut a = Replica::new(PeerId::new("a", 1), config.clone());
+        a.set_root(Input::Array(vec![])).unwrap();
+        while a.poll_transmit().is_some() {}
+        let mut b = Replica::from_exported(PeerId::new("b", 2), config, &a.export_state()).unwrap();
+        settle(&mut [&mut a, &mut b]);
+        let list = a.root().as_ref_id().unwrap();
+        for i in 0..2 {
+            a.list_splice(list, i, 0, [Input::from(i as i64)]).unwrap();
+        }
+        let sent: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+        assert_eq!(sent.len(), 2);
+        // The first is lost: the second shows the gap, and `b` asks.
+        b.handle_message(&sent[1].bytes).unwrap();
+        settle(&mut [&mut a, &mut b]);
+        let at_b = b.root().as_ref_id().unwrap();
+        assert_eq!(b.list_len(at_b).unwrap(), 2, "resent");
+        assert_eq!(a.resent_records(), 1);
+        b.leave();
+        settle(&mut [&mut a, &mut b]);
+        assert_eq!(a.resent_records(), 0);
     }
 
     /// A backlog gathered offline whose operations introduce other peers

@@ -2111,6 +2111,9 @@ impl Replica {
         self.locks
             .drop_peer(peer, &self.members, &mut self.out.events);
         self.serve.departed(Tag(self.peers.tag(peer)));
+        // A departed incarnation never asks again: its next one has a tag
+        // of its own.
+        self.out.outbox.forget_resent(Tag(self.peers.tag(peer)));
     }
 
     /// Queues the eviction of `p` in the open group and lets it go.
@@ -2502,6 +2505,11 @@ impl Replica {
         self.doc.sort_maps();
         let state = transfer::view(self.transfer_source());
         codec::encode(&wire::answer_frame(self.tag(), to, &state), format)
+    }
+
+    /// How many peers the outbox keeps a record of resends for.
+    pub(crate) fn resent_records(&self) -> usize {
+        self.out.outbox.resent_records()
     }
 
     /// Loads a transferred state as a sync answer from its first peer.
