@@ -659,6 +659,12 @@ impl MapProxy {
         key: &Bound<'_, PyAny>,
         default: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<PyAny>> {
+        if default.len() > 1 {
+            return Err(PyTypeError::new_err(format!(
+                "pop expected at most 2 arguments, got {}",
+                default.len() + 1
+            )));
+        }
         self.open()?;
         // A key that is not a string is never in the map.
         let removed = match key.cast::<PyString>() {

@@ -378,6 +378,9 @@ def test_dict_operators_copies_and_pickle_as_a_dict(pair):
     m.update([["k", 1]], v=2)
     m.update((("j", 5),))
     assert (b.store.m.k, b.store.m.v, b.store.m.j) == (1, 2, 5)
+    with pytest.raises(TypeError, match="at most 2 arguments, got 3"):
+        m.pop("k", 1, 2)  # as dict's, and nothing removed
+    assert m.k == 1
     with pytest.raises(ValueError, match="element #0 has length 3"):
         m.update([("a", 1, 2)])
     shallow = copy.copy(m)
