@@ -1118,8 +1118,10 @@ function createFacsimile(wasm, { platform }) {
       let timeout = 0;
       if (opts.failureDetection != null) {
         ({ heartbeat, timeout } = opts.failureDetection);
-        if (!(heartbeat > 0 && timeout > 0 && Number.isFinite(heartbeat) && Number.isFinite(timeout))) {
-          throw fail('BAD_OPTION', 'failureDetection is { heartbeat, timeout } in milliseconds');
+        // Below the timers' resolution, a heartbeat would go at nearly
+        // every call into the node, and a timeout evict every peer at once.
+        if (!(heartbeat >= 1 && timeout >= 1 && Number.isFinite(heartbeat) && Number.isFinite(timeout))) {
+          throw fail('BAD_OPTION', 'failureDetection is { heartbeat, timeout } in milliseconds, each at least 1');
         }
       }
       // No message fits in 0 bytes: refused rather than meaning the default.

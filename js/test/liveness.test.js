@@ -202,6 +202,9 @@ test('options are checked', () => {
   assert.throws(() => new Facsimile('x', { resendLog: 1.5 }), { code: 'BAD_OPTION' });
   assert.throws(() => new Facsimile('x', { failureDetection: { heartbeat: 100 } }), { code: 'BAD_OPTION' });
   assert.throws(() => new Facsimile('x', { failureDetection: { heartbeat: 100, timeout: Infinity } }), { code: 'BAD_OPTION' });
+  assert.throws(() => new Facsimile('x', { failureDetection: { heartbeat: 1e-6, timeout: 100 } }), { code: 'BAD_OPTION' });
+  assert.throws(() => new Facsimile('x', { failureDetection: { heartbeat: 100, timeout: 0.5 } }), { code: 'BAD_OPTION' });
+  new Facsimile('x', { failureDetection: { heartbeat: 1, timeout: 1 } }).close();
   const n = new Facsimile('x', { manualTime: true });
   n._advance(Number.MAX_VALUE); // time past what the engine counts: nothing runs, nothing breaks
   n.send = () => {};

@@ -640,8 +640,8 @@ impl Facsimile {
     /// A node with an empty document (the store is None) and no transport:
     /// assign `send` before writing. The hostname decides ties between
     /// concurrent writes (the higher wins). `failure_detection=(heartbeat,
-    /// timeout)` in seconds (each above 0 and finite) evicts peers silent
-    /// for `timeout`.
+    /// timeout)` in seconds (each at least a millisecond and finite) evicts
+    /// peers silent for `timeout`.
     /// `max_message` is the largest message in bytes the node accepts and
     /// its writes may make (64 MiB by default): a larger write raises
     /// `TooLargeError` and changes nothing. `observer=True` makes a node
@@ -665,11 +665,12 @@ impl Facsimile {
             config = config.max_message_size(bytes);
         }
         if let Some((h, t)) = failure_detection {
-            // A heartbeat of 0 would send one at every call into the node,
-            // and a timeout of 0 evict every peer at once.
-            if ![h, t].iter().all(|s| *s > 0.0 && s.is_finite()) {
+            // A heartbeat below the timers' resolution would send one at
+            // nearly every call into the node, and such a timeout evict
+            // every peer at once.
+            if ![h, t].iter().all(|s| *s >= 1e-3 && s.is_finite()) {
                 return Err(PyValueError::new_err(format!(
-                    "failure_detection=(heartbeat, timeout) takes seconds above 0 and finite, not ({h}, {t})"
+                    "failure_detection=(heartbeat, timeout) takes seconds of at least 0.001 and finite, not ({h}, {t})"
                 )));
             }
             config = config.failure_detection(bounded(h)?, bounded(t)?);

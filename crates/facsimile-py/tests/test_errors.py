@@ -50,9 +50,11 @@ def test_raised_errors_are_caught_by_their_family():
 
 
 @pytest.mark.parametrize(
-    "seconds", [(0, 0), (0, 1), (1, 0), (-1, 5), (1, float("inf")), (float("nan"), 1)]
+    "seconds",
+    [(0, 0), (0, 1), (1, 0), (-1, 5), (1, float("inf")), (float("nan"), 1), (1e-9, 1), (1, 1e-4)],
 )
 def test_failure_detection_takes_positive_finite_seconds(seconds):
     with pytest.raises(ValueError, match="failure_detection"):
         facsimile.Facsimile("alpha", failure_detection=seconds)
     facsimile.Facsimile("alpha", failure_detection=(0.5, 5))
+    facsimile.Facsimile("alpha", failure_detection=(0.001, 0.001))
