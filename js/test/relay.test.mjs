@@ -679,3 +679,67 @@ test('timeouts and waits past what a timer holds mean never, not at once', async
   assert.equal(conn.ws, null, 'no attempt made yet');
   assert.equal(a.connection.status, 'disconnected');
 });
+
+test('an engine failure ends the relay connection with it; peers evict the node', { timeout: 30_000 }, async () => {
+  // Short failure detection: a node whose connection ends is evicted at
+  // once, one gone silent after 3 s.
+  const strict = await new Relay(['--peer-timeout', '3', '--reconnect-grace', '0']).start();
+  try {
+    const options = { doc: 'failing', heartbeat: 100, backoff: { min: 20, max: 100 } };
+    const a = await connect('failing-a', options, strict);
+    a.store = { m: {}, n: 1 };
+    const held = await a.lock(a.store.m);
+    await a.flush();
+    const b = await connect('failing-b', options, strict);
+    await assert.rejects(b.request(b.store.m), { code: 'LOCKED' }, 'b sees the lock a holds');
+    const granted = b.lock(b.store.m);
+    // Rejected (closed) only when the test fails before it is granted.
+    granted.catch(() => {});
+    const m = a.store.m;
+    const ws = a._connection.ws;
+    const socketClosed = new Promise((resolve) => ws.once('close', resolve));
+    // An engine that throws what is none of its refusals: here, freed under
+    // the node (in the field: a trap, an exception that crossed its frames).
+    a._engine.free();
+    let failure = null;
+    try {
+      a.store.n = 2;
+    } catch (e) {
+      failure = e;
+    }
+    assert.ok(failure !== null, 'the write that met the failure throws');
+    assert.equal(failure.code, 'CLOSED', String(failure));
+    const cause = failure.cause;
+    assert.ok(cause instanceof Error, `the failure is the cause (${cause})`);
+    const closed = (e) => e != null && e.code === 'CLOSED' && e.cause === cause;
+    // The connection ends, with the failure as its error.
+    await socketClosed;
+    assert.equal(a.connection.status, 'closed');
+    assert.ok(closed(a.connection.error), `the connection's error: ${a.connection.error}`);
+    // Every later call of the node throws CLOSED, the failure as its cause.
+    for (const [what, f] of [
+      ['a write', () => (a.store.n = 3)],
+      ['a read', () => a.store.n],
+      ['sync', () => a.sync()],
+      ['snapshot', () => a.snapshot()],
+      ['a read through a proxy', () => m.k],
+      ['release', () => a.release(m)],
+    ]) {
+      assert.throws(f, closed, what);
+    }
+    await assert.rejects(a.lock(m), closed, 'lock');
+    // The relay evicted a (its connection ended without a goodbye): the
+    // lock it held goes to b, which goes on writing.
+    const token = await granted;
+    assert.ok(token > held, `${token} > ${held}`);
+    assert.ok(!b._peers().some((p) => p.hostname === 'failing-a'), 'a is no longer a member of b');
+    b.store.m.k = 1;
+    await b.flush();
+    assert.equal(JSON.parse(await cli(strict, ['get', '@', '/m/k', '--doc', 'failing', '--compact'])), 1);
+    await a.close();
+    assert.equal(a.connection.status, 'closed');
+  } finally {
+    await Promise.allSettled(nodes.splice(0).map((n) => n.close()));
+    await strict.stop();
+  }
+});
