@@ -306,3 +306,132 @@ test('strings that are not well-formed UTF-16 are refused, keys and values alike
   assert.equal(b.store['\uD834\uDD1E'], 'a\uD834\uDD1E');
   working(a, b);
 });
+
+// A JSON message too long for a JavaScript string (a sync answer for a
+// document of more than 512 MiB) is handed to `send` as its UTF-8 bytes,
+// which every node's `receive` takes. A network that hands every JSON
+// message over that way, in turn as a Uint8Array, a Buffer and an
+// ArrayBuffer.
+class BytesNet extends SyncNet {
+  constructor() {
+    super({ wire: 'none' });
+    this.asBytes = 0;
+    this.answers = 0; // of them, meant for one node (sync answers)
+  }
+
+  deliver(source, [message, to]) {
+    const forms = [(b) => b, (b) => Buffer.from(b), (b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)];
+    for (const target of this.nodes) {
+      if (target === source) continue;
+      let m = message;
+      if (typeof message === 'string') {
+        m = forms[this.asBytes++ % forms.length](new TextEncoder().encode(message));
+        if (to !== undefined) this.answers++;
+      }
+      target.receive(m, to);
+    }
+  }
+}
+
+test('a JSON message handed over as its UTF-8 bytes is applied as its string is, by JSON and binary nodes alike', async () => {
+  const net = new BytesNet();
+  const a = net.join('a');
+  const b = net.join('b');
+  const c = net.join('c', { binary: true });
+  const doc = {
+    text: 'héllo wörld 🎉 "quoted" \\ back\nslash \u0001 \u2028 \u{10FFFF}',
+    keys: { 'clé 🔑': 'valeur', '': 'the empty key', '{"v":1}': 'a key that reads as a message' },
+    numbers: [0, -0, 1.5, -(2 ** 53) + 1, 2 ** 53 + 2, NaN, Infinity, -Infinity, 1e300, 5e-324],
+    big: 2n ** 60n,
+    negative: -(2n ** 63n),
+    bytes: new Uint8Array([0, 0x7b, 0xc3, 0xff]),
+    flags: [true, false, null],
+    nested: { list: [{ deep: [[]] }] },
+  };
+  a.store = doc;
+  a.store.alias = a.store.nested;
+  a.store.self = a.store;
+  b.store.flags.splice(1, 1, 'ë');
+  c.store.keys['ü'] = 'from the binary node';
+  const expected = {
+    ...doc,
+    flags: [true, 'ë', null],
+    keys: { ...doc.keys, ü: 'from the binary node' },
+  };
+  for (const n of [a, b, c]) {
+    const s = n.store;
+    for (const k of Object.keys(doc)) {
+      if (k === 'flags' || k === 'keys') continue;
+      assert.deepStrictEqual(s[k], doc[k], `${n.hostname}: ${k}`);
+    }
+    assert.deepStrictEqual(s.flags, expected.flags, `${n.hostname}: flags`);
+    assert.deepStrictEqual(s.keys, expected.keys, `${n.hostname}: keys`);
+    assert.ok(Object.is(s.numbers[1], -0), `${n.hostname}: -0`);
+    assert.equal(s.alias, s.nested, `${n.hostname}: a shared reference`);
+    assert.equal(s.self, s, `${n.hostname}: a cycle`);
+  }
+  // Locks, and a late joiner whose sync answer comes as bytes.
+  const token = await a.lock(a.store.nested);
+  assert.throws(() => (c.store.nested.x = 1), { code: 'NOT_OWNER' });
+  await assert.rejects(b.request(b.store.nested), { code: 'LOCKED' });
+  const d = net.join('d');
+  d.sync();
+  assert.ok(d.ready);
+  assert.deepStrictEqual(d.store.keys, expected.keys);
+  assert.equal(d.store.text, doc.text);
+  assert.equal(d.store.self, d.store);
+  a.release(a.store.nested);
+  assert.ok((await d.lock(d.store.nested)) > token);
+  d.store.nested.x = 'ß';
+  assert.equal(c.store.nested.x, 'ß');
+  assert.ok(net.answers > 0, 'a sync answer went over as bytes');
+  assert.ok(net.asBytes > 20, `${net.asBytes} JSON messages went over as bytes`);
+  for (const n of [b, c, d]) assert.equal(hex(n.snapshot()), hex(a.snapshot()), n.hostname);
+});
+
+test('a JSON message as bytes that is not valid is refused with its code, and changes nothing', () => {
+  const a = new Facsimile('a');
+  const sent = [];
+  a.send = (m) => sent.push(m);
+  a.store = { s: 'é' };
+  // The last message, the longest.
+  const value = 'ü'.padEnd(300, 'x');
+  a.store['clé'] = value;
+  const encoder = new TextEncoder();
+  const last = encoder.encode(sent.at(-1));
+  assert.ok(sent.slice(0, -1).every((m) => encoder.encode(m).length < last.length));
+  // Where the UTF-8 of 'é' and of 'ü' stand in the last message.
+  const at = (bytes, text) => Buffer.from(bytes).indexOf(Buffer.from(text));
+  const patched = (bytes, index, ...values) => {
+    const copy = Uint8Array.from(bytes);
+    copy.set(values, index);
+    return copy;
+  };
+  assert.ok(at(last, 'é') > 0 && at(last, 'ü') > 0, sent.at(-1));
+  const refusals = [
+    ['a key that is not UTF-8', patched(last, at(last, 'é'), 0xc3, 0x28), 'MALFORMED'],
+    ['a value that is not UTF-8', patched(last, at(last, 'ü'), 0xff), 'MALFORMED'],
+    ['a surrogate encoded in UTF-8', patched(last, at(last, 'ü'), 0xed, 0xa0, 0x80), 'MALFORMED'],
+    ['cut short', last.subarray(0, last.length - 1), 'MALFORMED'],
+    ['cut in half', last.slice(0, last.length >> 1), 'MALFORMED'],
+    ['another version', encoder.encode(`{"v":2,${sent.at(-1).slice('{"v":1,'.length)}`), 'UNSUPPORTED_VERSION'],
+  ];
+  for (const binary of [false, true]) {
+    // At most the message and one byte more.
+    const v = new Facsimile('v', { binary, maxMessage: last.length + 1 });
+    v.send = () => {};
+    for (const m of sent.slice(0, -1)) v.receive(encoder.encode(m));
+    const before = hex(v.snapshot());
+    for (const [what, m, code] of [
+      ...refusals,
+      ['longer than maxMessage', Uint8Array.from([...last, 0x20, 0x20]), 'TOO_LARGE'],
+    ]) {
+      assert.throws(() => v.receive(m), { code }, `${binary ? 'binary' : 'JSON'} node: ${what}`);
+      assert.equal(hex(v.snapshot()), before, `${what}: nothing changed`);
+    }
+    // The message itself, with a trailing space: within maxMessage, applied.
+    v.receive(Uint8Array.from([...last, 0x20]));
+    assert.equal(v.store['clé'], value);
+    assert.equal(hex(v.snapshot()), hex(a.snapshot()));
+  }
+});
