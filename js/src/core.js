@@ -2119,14 +2119,18 @@ function createFacsimile(wasm, { platform }) {
       if (Array.isArray(o)) {
         const a = new Array(o.length);
         for (let i = 0; i < o.length; i++) a[i] = this._child(o[i], path, String(i));
-        out = { a };
+        // The engine looks for `r`, then `m`, then `a`: each one it passes
+        // is an own property, so that none is looked up on Object.prototype,
+        // where a program's getter would run inside the engine, or a value
+        // put there would be read as a reference.
+        out = { r: undefined, m: undefined, a };
       } else {
         const m = [];
         for (const k of Object.keys(o)) {
           path.room -= this._measure(k, 'BAD_KEY', path.room);
           m.push(k, this._child(o[k], path, k));
         }
-        out = { m };
+        out = { r: undefined, m };
       }
       path.pop();
       return out;

@@ -307,6 +307,42 @@ test('strings that are not well-formed UTF-16 are refused, keys and values alike
   working(a, b);
 });
 
+test('a written value is read by the engine from its own properties: getters on Object.prototype never run inside it', () => {
+  const [a, b] = pair();
+  a.store = { m: {} };
+  const seen = new Set();
+  const added = ['r', 'm', 'a'].filter((k) => !(k in Object.prototype));
+  for (const k of added) {
+    Object.defineProperty(Object.prototype, k, {
+      configurable: true,
+      get() {
+        seen.add(k);
+        throw new Error(`${k} read from Object.prototype`);
+      },
+    });
+  }
+  try {
+    a.store.m.x = { list: [1, [2, { y: 3 }]], n: null, ref: a.store.m };
+    a.store.m.y = [{}, []];
+  } finally {
+    for (const k of added) delete Object.prototype[k];
+  }
+  assert.deepEqual([...seen], []);
+  assert.deepEqual(b.store.m.x.list, [1, [2, { y: 3 }]]);
+  assert.deepEqual(b.store.m.y, [{}, []]);
+  // A value put there is not read as a reference to an object.
+  if (!('r' in Object.prototype)) {
+    Object.prototype.r = 1;
+    try {
+      a.store.m.z = { k: [1] };
+    } finally {
+      delete Object.prototype.r;
+    }
+    assert.deepEqual(b.store.m.z, { k: [1] });
+  }
+  working(a, b);
+});
+
 // A JSON message too long for a JavaScript string (a sync answer for a
 // document of more than 512 MiB) is handed to `send` as its UTF-8 bytes,
 // which every node's `receive` takes. A network that hands every JSON
