@@ -319,6 +319,10 @@ function installConnect(Facsimile, wasm, fail) {
     }
 
     flush() {
+      // A node whose engine failed sends nothing more: its flush rejects
+      // with the CLOSED error its calls throw (the failure its cause)
+      // rather than throwing it.
+      if (this.node._failure !== null) return Promise.reject(this.node._closedError());
       this.node._sendHeld();
       const target = this.client.queued();
       // Drops no flush has reported yet count too: those messages were
@@ -349,12 +353,18 @@ function installConnect(Facsimile, wasm, fail) {
           }
           else f.resolve();
         } else if (closed) {
-          f.reject(this.error && this.error.code === 'REFUSED' ? this.error : fail('CLOSED', 'The node was closed'));
+          f.reject(this.error && this.error.code === 'REFUSED' ? this.error : this.closedError());
         } else {
           rest.push(f);
         }
       }
       this.flushes = rest;
+    }
+
+    // Why a flush cannot be done: the node was closed (by its engine's
+    // failure, which is then the error's cause).
+    closedError() {
+      return this.node._failure !== null ? this.node._closedError() : fail('CLOSED', 'The node was closed');
     }
 
     // Ends the connection for good.

@@ -698,12 +698,18 @@ test('an engine failure ends the relay connection with it; peers evict the node'
     const m = a.store.m;
     const ws = a._connection.ws;
     const socketClosed = new Promise((resolve) => ws.once('close', resolve));
+    // A write the relay has not acknowledged yet: its flush is under way.
+    a.store.n = 2;
+    const underWay = a.flush().then(
+      () => null,
+      (e) => e,
+    );
     // An engine that throws what is none of its refusals: here, freed under
     // the node (in the field: a trap, an exception that crossed its frames).
     a._engine.free();
     let failure = null;
     try {
-      a.store.n = 2;
+      a.store.n = 3;
     } catch (e) {
       failure = e;
     }
@@ -716,9 +722,11 @@ test('an engine failure ends the relay connection with it; peers evict the node'
     await socketClosed;
     assert.equal(a.connection.status, 'closed');
     assert.ok(closed(a.connection.error), `the connection's error: ${a.connection.error}`);
+    const flushed = await underWay;
+    assert.ok(flushed !== null && closed(flushed), `the flush under way rejects: ${flushed}`);
     // Every later call of the node throws CLOSED, the failure as its cause.
     for (const [what, f] of [
-      ['a write', () => (a.store.n = 3)],
+      ['a write', () => (a.store.n = 4)],
       ['a read', () => a.store.n],
       ['sync', () => a.sync()],
       ['snapshot', () => a.snapshot()],
@@ -728,6 +736,7 @@ test('an engine failure ends the relay connection with it; peers evict the node'
       assert.throws(f, closed, what);
     }
     await assert.rejects(a.lock(m), closed, 'lock');
+    await assert.rejects(() => a.flush(), closed, 'flush');
     // The relay evicted a (its connection ended without a goodbye): the
     // lock it held goes to b, which goes on writing.
     const token = await granted;
