@@ -217,7 +217,10 @@ function installConnect(Facsimile, wasm, fail) {
       // A relay of a smaller frame limit than maxFrame would refuse, and
       // end the session on, a write that fits here: such writes throw
       // TOO_LARGE instead.
-      this.node._engine.limit_sent_messages(this.client.relay_max_message() ?? Number.MAX_VALUE);
+      const relayMax = this.client.relay_max_message() ?? Number.MAX_VALUE;
+      this.node._engine.limit_sent_messages(relayMax);
+      // Refused before they are copied into the engine's memory, too.
+      this.node._maxWrite = Math.min(this.node._maxMessage, relayMax);
       // So would it a backlog of writes held offline and packed for a
       // larger limit: split to this one before anything is sent. (Messages
       // a rejoin drops need no splitting.)

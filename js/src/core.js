@@ -1150,6 +1150,9 @@ function createFacsimile(wasm, { platform }) {
       );
       owners.set(this._engine, this);
       this._maxMessage = this._engine.max_message();
+      // What a write's message may take: less than what is accepted once a
+      // relay says its frames carry less (see connect).
+      this._maxWrite = this._maxMessage;
       this._incarnation = this._engine.incarnation();
       this._pumping = false;
       this._closed = false;
@@ -2018,7 +2021,7 @@ function createFacsimile(wasm, { platform }) {
         case 'object': {
           if (v === null) return null;
           const out = this._objectInput(v, null, key);
-          if (out instanceof Uint8Array && out.length > this._maxMessage) throw this._tooLarge();
+          if (out instanceof Uint8Array && out.length > this._maxWrite) throw this._tooLarge();
           return out;
         }
         default:
@@ -2033,7 +2036,7 @@ function createFacsimile(wasm, { platform }) {
     // A string that is not well-formed is refused (`code`): stored, its
     // lone surrogates would be U+FFFD.
     _text(s, code) {
-      this._measure(s, code, this._maxMessage);
+      this._measure(s, code, this._maxWrite);
       return s;
     }
 
@@ -2055,7 +2058,7 @@ function createFacsimile(wasm, { platform }) {
     }
 
     _tooLarge() {
-      const max = this._maxMessage;
+      const max = this._maxWrite;
       return fail(
         'TOO_LARGE',
         `this write makes a message of more than ${max} bytes, the limit; write it in parts, or raise the limit on every node and the transport`,
@@ -2106,7 +2109,7 @@ function createFacsimile(wasm, { platform }) {
       if (path === null) {
         path = [];
         // What is left of maxMessage for its strings, keys and bytes.
-        path.room = this._maxMessage;
+        path.room = this._maxWrite;
       }
       if (path.includes(o)) {
         throw fail('CYCLE', 'Plain data with a cycle cannot be stored; store the object, then a reference to its proxy');

@@ -183,6 +183,16 @@ test('a node takes a relay\'s smaller frame limit from its welcome', async () =>
       },
       (e) => e.code === 'TOO_LARGE',
     );
+    // Refused before it is copied into the engine's memory, which would
+    // grow for good: the node's own maxMessage (64 MiB) would take it.
+    const memory = Facsimile._memoryBytes();
+    assert.throws(
+      () => {
+        a.store.big = 'z'.repeat(memory);
+      },
+      (e) => e.code === 'TOO_LARGE',
+    );
+    assert.equal(Facsimile._memoryBytes(), memory);
     a.store.fits = 'y'.repeat(60000);
     a.store.n = 1;
     await a.flush();
