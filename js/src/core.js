@@ -1257,6 +1257,11 @@ function createFacsimile(wasm, { platform }) {
       const max = this._maxMessage;
       const size = text ? textSize(message, max) : message.length;
       if (size > max) throw fail('TOO_LARGE', `message of ${size} bytes exceeds the limit of ${max} bytes`);
+      // Handed to the engine, a lone surrogate would be read as U+FFFD: the
+      // same message as bytes, or escaped, is refused, and so is this.
+      if (text && !wellFormed(message)) {
+        throw fail('MALFORMED', 'a message with a lone surrogate (half of a UTF-16 pair) is no UTF-8 text');
+      }
       const refused = this._apply(message, text);
       if (refused !== null) throw refused;
     }

@@ -465,6 +465,13 @@ test('a JSON message as bytes that is not valid is refused with its code, and ch
       assert.throws(() => v.receive(m), { code }, `${binary ? 'binary' : 'JSON'} node: ${what}`);
       assert.equal(hex(v.snapshot()), before, `${what}: nothing changed`);
     }
+    if (!binary) {
+      // As a string, a lone surrogate would read as U+FFFD: refused as the
+      // bytes above are.
+      const lone = sent.at(-1).replace('ü', '\ud800');
+      assert.throws(() => v.receive(lone), { code: 'MALFORMED' }, 'a lone surrogate in a string');
+      assert.equal(hex(v.snapshot()), before, 'a lone surrogate: nothing changed');
+    }
     // The message itself, with a trailing space: within maxMessage, applied.
     v.receive(Uint8Array.from([...last, 0x20]));
     assert.equal(v.store['clé'], value);
