@@ -554,6 +554,10 @@ impl Node {
         let mut reload = st.reload_due();
         if !reload {
             for (bytes, position, time) in frames {
+                // What a bug in applying a message does, under the state
+                // lock.
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("node-apply-ordered");
                 if let Err(e) = self.apply_ordered(&mut st, bytes, position, time, &mut wake.0) {
                     refused(position, e);
                 }

@@ -550,3 +550,28 @@ async fn a_claim_won_on_a_quiet_stream_saves_its_snapshot() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A fault of the engine itself, applying what the node read from the
+/// stream, stops the connection for good: its status says `Failed`, and a
+/// flush fails rather than wait for ever for a reader that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_panic_while_reading_fails_the_connection() {
+    let _scenario = fail::FailScenario::setup();
+    let server = Server::start();
+    let a = join(&server.url(), "alpha", options("faulty")).await;
+    a.node().set_root(json!({})).unwrap();
+    a.flush().await.unwrap();
+    let mut status = a.status();
+    fail::cfg("node-apply-ordered", "1*panic(an engine fault)").unwrap();
+    a.node().set_path("/k", 1).unwrap();
+    let flushed = tokio::time::timeout(PATIENCE, a.flush()).await;
+    fail::remove("node-apply-ordered");
+    assert!(matches!(flushed, Ok(Err(_))), "the flush: {flushed:?}");
+    let failed = tokio::time::timeout(
+        PATIENCE,
+        status.wait_for(|s| matches!(s, net::Status::Failed(_))),
+    )
+    .await
+    .is_ok_and(|s| s.is_ok());
+    assert!(failed, "status {:?}", *status.borrow());
+}
