@@ -215,6 +215,7 @@ for (const binary of [false, true]) {
     s.i = s.i;
     s.l[0] = s.l[0];
     a.assign(s, { f: 3, g: -2 });
+    s.l.fill(3, 0, 1);
     assert.equal(sent, 0, 'no message');
     assert.deepEqual(changes, [], 'no change event');
     await settle();
@@ -228,6 +229,11 @@ for (const binary of [false, true]) {
     s.l[1] = 2;
     assert.equal(sent, 2);
     assert.deepEqual(changes, [['f', 3.5, 3], ['1', 2, 1]]);
+    // A fill writes the elements of another value only.
+    changes.length = 0;
+    s.l.fill(3);
+    assert.equal(sent, 3);
+    assert.deepEqual(changes, [['1', 3, 2]]);
     await settle();
     assert.equal(rust.errors.length, 0, rust.errors.join('; '));
     assert.equal(await rust.snapshot(), hex(a.snapshot()));

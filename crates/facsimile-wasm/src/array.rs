@@ -155,7 +155,20 @@ pub(crate) fn fill(
     // `value` at `from..to` from index `at` on: in place below `len`,
     // appended from there (after nulls up to `at`).
     let writes = |at: usize, value: &Input| {
-        let set = (at..to.min(len)).map(|i| (i, value.clone())).collect();
+        // A number over an element holding the same number, in the other
+        // representation, keeps it: as `a[i] = a[i]`, it changes nothing.
+        let kept = |i: usize| match value {
+            Input::Value(new @ (Value::Int(_) | Value::Float(_))) => r
+                .list_get(id, i)
+                .ok()
+                .flatten()
+                .filter(|old| crate::same_number(new, old))
+                .map(Input::Value),
+            _ => None,
+        };
+        let set = (at..to.min(len))
+            .map(|i| (i, kept(i).unwrap_or_else(|| value.clone())))
+            .collect();
         let appended =
             nulls(at.saturating_sub(len)).chain((at.max(len)..to).map(|_| value.clone()));
         [Write::Set(set), Write::Splice(len, 0, appended.collect())]
