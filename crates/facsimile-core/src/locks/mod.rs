@@ -88,6 +88,12 @@ impl Unheard {
     }
 }
 
+/// Raises the highest token known on `obj` to `token`.
+fn raise(last_token: &mut IdMap<u64>, obj: Id, token: u64) {
+    let last = last_token.entry(obj).or_insert(0);
+    *last = (*last).max(token);
+}
+
 /// The lock state both protocols keep.
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
@@ -144,8 +150,7 @@ impl Queues {
     }
 
     fn raise_token(&mut self, obj: Id, token: u64) {
-        let last = self.last_token.entry(obj).or_insert(0);
-        *last = (*last).max(token);
+        raise(&mut self.last_token, obj, token);
     }
 
     /// The token of a grant here, on `obj`, of a request with `counter`:
@@ -172,19 +177,13 @@ impl Queues {
         for (obj, q) in self.queues.iter_mut() {
             for r in q.iter().filter(|r| r.stamp.peer == peer) {
                 match r.held {
-                    Some(token) => {
-                        let last = self.last_token.entry(*obj).or_insert(0);
-                        *last = (*last).max(token);
-                    }
+                    Some(token) => raise(&mut self.last_token, *obj, token),
                     None if unheard_grants => {
                         let u = self.unheard.entry(*obj).or_default();
                         u.count += 1;
                         u.counter = u.counter.max(r.stamp.counter);
                     }
-                    None => {
-                        let last = self.last_token.entry(*obj).or_insert(0);
-                        *last = (*last).max(r.stamp.counter);
-                    }
+                    None => raise(&mut self.last_token, *obj, r.stamp.counter),
                 }
             }
             q.retain(|r| r.stamp.peer != peer);
