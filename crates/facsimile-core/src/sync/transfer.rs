@@ -475,6 +475,13 @@ fn validate(
                 })
             })
             .collect::<Result<Vec<_>, ReceiveError>>()?;
+        // A peer has at most one request an object, as receivers hold it
+        // to in its messages (`Locks::check_requests`).
+        let mut requesters: Vec<PeerIdx> = queue.iter().map(|r| r.stamp.peer).collect();
+        requesters.sort_unstable();
+        if requesters.windows(2).any(|w| w[0] == w[1]) {
+            return Err(bad("two lock requests of one peer on one object"));
+        }
         if !queue.is_empty() {
             queues.insert(obj, queue);
         }
@@ -1276,6 +1283,45 @@ mod tests {
         let mut loaded =
             Replica::from_exported(PeerId::new("j", 9), Config::default(), &saved).unwrap();
         assert_eq!(unheard(&loaded.export_state()), recorded);
+    }
+
+    /// A state whose lock queue holds two requests of one peer on one
+    /// object is refused whole: an honest one never does, and every
+    /// receiver refuses a message that would make it so.
+    #[test]
+    fn a_state_with_two_requests_of_one_peer_on_an_object_is_refused() {
+        let c = Config::default();
+        let mut net = crate::sim::Sim::with_hosts(1, [("z", c.clone()), ("y", c)]);
+        net.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
+        net.run();
+        for i in 0..2 {
+            let o = net.replica(i).root().as_ref_id().unwrap();
+            net.with(i, |r| r.lock(o, true)).unwrap();
+        }
+        net.run();
+        let answer = codec::decode(
+            &net.replica(0).sync_answer(Tag(7), WireFormat::Binary),
+            usize::MAX,
+        )
+        .unwrap();
+        let crate::wire::Message::Directed {
+            body: crate::wire::Directed::SyncAnswer { state },
+            ..
+        } = answer.msg
+        else {
+            panic!("not a sync answer");
+        };
+        let load = |state: TransferState| {
+            Replica::new(PeerId::new("joiner", 9), Config::default()).load_answer(state)
+        };
+        assert!(load((*state).clone()).is_ok(), "the state as sent");
+        let mut twice = *state;
+        let queue = &mut twice.locks[0].1;
+        assert_eq!(queue.len(), 2, "z holds, y waits");
+        let mut again = queue[1];
+        again.0.c += 1;
+        queue.push(again);
+        assert!(matches!(load(twice), Err(ReceiveError::Invalid { .. })));
     }
 
     #[test]
