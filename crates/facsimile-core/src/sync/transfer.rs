@@ -516,6 +516,16 @@ fn validate(
         }),
         None => None,
     };
+    // Over a log a requester loses its locks when its lease runs out: one
+    // without a lease would hold for ever. An honest state leases every
+    // peer it queues (a request renews its maker's lease, and an expiry
+    // drops the requests with it).
+    if let Some(l) = &log {
+        let leased = |p: PeerIdx| p == PeerIdx::SELF || l.seen.iter().any(|&(s, _)| s == p);
+        if !queues.values().flatten().all(|r| leased(r.stamp.peer)) {
+            return Err(bad("a lock request of a peer without a lease"));
+        }
+    }
     let syncing: Vec<PeerIdx> = state
         .syncing
         .iter()
@@ -1322,6 +1332,64 @@ mod tests {
         again.0.c += 1;
         queue.push(again);
         assert!(matches!(load(twice), Err(ReceiveError::Invalid { .. })));
+    }
+
+    /// Over a log, a state that queues a request of a peer it holds no
+    /// lease of is refused whole: that request would never lapse.
+    #[test]
+    fn a_log_state_with_a_request_of_a_peer_without_a_lease_is_refused() {
+        fn run(rs: &mut [Replica], entries: &mut Vec<Vec<u8>>, read: &mut [usize]) {
+            loop {
+                for r in rs.iter_mut() {
+                    entries
+                        .extend(std::iter::from_fn(|| r.poll_transmit()).map(|t| t.bytes.to_vec()));
+                }
+                let mut any = false;
+                for (r, at) in rs.iter_mut().zip(read.iter_mut()) {
+                    while *at < entries.len() {
+                        *at += 1;
+                        r.handle_ordered(&entries[*at - 1], *at as u64, Duration::from_secs(10))
+                            .unwrap();
+                        any = true;
+                    }
+                }
+                if !any {
+                    return;
+                }
+            }
+        }
+        let c = Config::default().ordered(Duration::from_secs(3));
+        let mut rs = [
+            Replica::new(PeerId::new("z", 1), c.clone()),
+            Replica::new(PeerId::new("y", 2), c.clone()),
+        ];
+        let (mut entries, mut read) = (Vec::new(), [0, 0]);
+        run(&mut rs, &mut entries, &mut read);
+        rs[0].set_root(Input::Map(vec![])).unwrap();
+        run(&mut rs, &mut entries, &mut read);
+        for i in 0..2 {
+            let o = rs[i].root().as_ref_id().unwrap();
+            rs[i].lock(o, true).unwrap();
+            run(&mut rs, &mut entries, &mut read);
+        }
+        let answer =
+            codec::decode(&rs[0].sync_answer(Tag(7), WireFormat::Binary), usize::MAX).unwrap();
+        let crate::wire::Message::Directed {
+            body: crate::wire::Directed::SyncAnswer { state },
+            ..
+        } = answer.msg
+        else {
+            panic!("not a sync answer");
+        };
+        let load =
+            |state: TransferState| Replica::new(PeerId::new("j", 9), c.clone()).load_answer(state);
+        assert_eq!(state.locks[0].1.len(), 2, "z holds, y waits");
+        assert!(load((*state).clone()).is_ok(), "the state as sent");
+        let mut unleased = *state;
+        let y = unleased.locks[0].1[1].0.p;
+        let log = unleased.log.as_mut().expect("a log state");
+        log.seen.retain(|&(p, _)| p != y);
+        assert!(matches!(load(unleased), Err(ReceiveError::Invalid { .. })));
     }
 
     #[test]
