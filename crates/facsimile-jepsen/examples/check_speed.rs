@@ -138,6 +138,7 @@ fn main() {
             op: Op::Final {
                 live: (0..PROCESSES).collect(),
                 keys: (0..keys).collect(),
+                locks: vec![],
             },
             time: last + 1,
             error: None,

@@ -45,7 +45,8 @@ pub enum Workload {
     Registers,
     /// `Append` and `ReadList` of lists.
     Lists,
-    /// `Acquire`, `Increment` on the fenced storage, `Release`.
+    /// `Acquire`, `Increment` on the fenced storage, `DocIncrement` of the
+    /// locked map's counter, `Release`.
     Locks,
     /// All three, mixed.
     All,
@@ -200,7 +201,8 @@ impl Client {
     }
 
     /// Waits for the acknowledgement of a write (`written`: its value or
-    /// element) or a release just made and records its completion, then
+    /// element, or a document increment's id) or a release just made and
+    /// records its completion, then
     /// what the flush says of the earlier unresolved writes.
     async fn acknowledge(&mut self, op: &Op, written: Option<u64>) {
         let flushed = tokio::time::timeout(ACK_TIMEOUT, self.conn.flush()).await;
@@ -220,7 +222,12 @@ impl Client {
             (None, Kind::Fail) => Kind::Info,
             _ => kind,
         };
-        self.record(recorded, op);
+        match (recorded, op) {
+            (Kind::Fail, Op::DocIncrement { .. }) => {
+                self.record_failure(op, LockFailure::WritesLost)
+            }
+            _ => self.record(recorded, op),
+        }
         match (kind, &flushed) {
             (Kind::Ok, _) => self.settle(Kind::Ok),
             (Kind::Fail, _) => self.settle(Kind::Fail),
@@ -327,7 +334,9 @@ impl Client {
     }
 
     /// Acquire, work, increment the fenced counter once or twice (a read,
-    /// work, then a write of one more, each under the token), release.
+    /// work, then a write of one more, each under the token), increment
+    /// the counter of the locked map itself ([`Client::doc_increment`]),
+    /// release.
     async fn locked_increment(&mut self) {
         let lock = self.rng.random_range(0..KEYS);
         let acquire = Op::Acquire { lock, token: None };
@@ -369,12 +378,83 @@ impl Client {
             }
             break;
         }
+        // Also after a refusal: a holder that lost the lock must not
+        // overwrite its successor's writes.
+        self.doc_increment(&object, lock, token).await;
         let release = Op::Release { lock, token };
         self.record(Kind::Invoke, &release);
         match guard.release() {
             Ok(()) => self.acknowledge(&release, None).await,
             Err(e) => self.record_failure(&release, (&e).into()),
         }
+    }
+
+    /// As holder of `lock` with `token`, reads the counter `n` of its map
+    /// `object` (absent: 0), works, writes one more and waits for the
+    /// flush: `ok` when it returns, `fail` when the node refuses the write
+    /// (with why) or the flush reports it lost as a write's would be
+    /// ([`Client::acknowledge`]), `info` otherwise. A value there that is
+    /// no integer is recorded as `foreign` and nothing is written.
+    async fn doc_increment(&mut self, object: &MapRef, lock: u32, token: u64) {
+        let id = self.unique();
+        let op = |read, foreign| Op::DocIncrement {
+            lock,
+            token,
+            id,
+            read,
+            foreign,
+        };
+        self.record(Kind::Invoke, &op(None, None));
+        // One read of the whole map, which fails when the map is gone
+        // (where `get` would say absent).
+        let read = match object.entries() {
+            Ok(entries) => match entries
+                .iter()
+                .find(|(k, _)| k.as_str() == "n")
+                .map(|(_, v)| v)
+            {
+                None => 0,
+                Some(v) => match v.as_i64() {
+                    Some(n) if n >= 0 => n as u64,
+                    _ => return self.record(Kind::Fail, &op(None, Some(as_json(v)))),
+                },
+            },
+            Err(e) => return self.record_failure(&op(None, None), (&e).into()),
+        };
+        tokio::time::sleep(INCREMENT_WORK).await;
+        let done = op(Some(read), None);
+        match object.set("n", read.saturating_add(1) as i64) {
+            Ok(()) => self.acknowledge(&done, Some(id)).await,
+            Err(e) => self.record_failure(&done, (&e).into()),
+        }
+    }
+
+    /// Reads the counter of lock `lock`'s map (a final read); a missing
+    /// map is recorded as what the read found, for the checker to judge.
+    fn doc_read(&mut self, lock: u32) {
+        let invoked = Op::DocRead {
+            lock,
+            value: None,
+            missing: None,
+            foreign: None,
+        };
+        self.record(Kind::Invoke, &invoked);
+        let (mut value, mut missing, mut foreign) = (None, None, None);
+        match find_map(&self.conn, &["k", &lock.to_string()]).map(|m| m.get("n")) {
+            Ok(None) => {}
+            Ok(Some(v)) => match v.as_i64() {
+                Some(i) if i >= 0 => value = Some(i as u64),
+                _ => foreign = Some(as_json(&v)),
+            },
+            Err(m) => missing = Some(m),
+        }
+        let read = Op::DocRead {
+            lock,
+            value,
+            missing,
+            foreign,
+        };
+        self.record(Kind::Ok, &read);
     }
 
     /// Reads `counter` under `token`, works, writes back one more: the
@@ -428,7 +508,8 @@ impl Client {
 
     /// Stops writing, waits until every process in `live` has written its
     /// marker (so this node has every message ordered before the last of
-    /// them), reads every key and saves the snapshot.
+    /// them), reads every key (register, list and lock's counter) and
+    /// saves the snapshot.
     async fn finish(&mut self, live: &[u32], snapshot: &PathBuf) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut status = self.conn.status();
@@ -474,11 +555,12 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.rec
-            .record_final(live.to_vec(), (0..KEYS).collect())
+            .record_final(live.to_vec(), (0..KEYS).collect(), (0..KEYS).collect())
             .expect("recording the history");
         for key in 0..KEYS {
             self.read(key);
             self.read_list(key);
+            self.doc_read(key);
         }
         std::fs::write(snapshot, self.conn.node().snapshot()).map_err(|e| e.to_string())
     }

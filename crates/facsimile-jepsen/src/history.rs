@@ -30,8 +30,9 @@ pub struct Event {
     pub time: u64,
     /// On the `fail` completion of an `Acquire` or `Release`: why; of an
     /// `Increment`: [`LockFailure::Stale`] when the fenced storage refused
-    /// its token. Absent otherwise, and in histories recorded before it
-    /// was.
+    /// its token; of a `DocIncrement`: why the node refused the write, or
+    /// [`LockFailure::WritesLost`]. Absent otherwise, and in histories
+    /// recorded before it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<LockFailure>,
 }
@@ -52,7 +53,9 @@ pub enum Kind {
 
 /// Why a lock operation failed: the kind of [`facsimile::LockError`], or
 /// that the node had no copy of the lock's object to lock, or (an
-/// increment) that the fenced storage refused the holder's token.
+/// increment) that the fenced storage refused the holder's token, or (a
+/// document increment) why the node refused the write or that its flush
+/// reported it lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LockFailure {
     /// The node has no document yet (it is joining or starting over), or
@@ -83,6 +86,9 @@ pub enum LockFailure {
     /// The fenced storage refused an increment's token as stale: it had
     /// accepted a higher one, so the lock had passed on.
     Stale,
+    /// A document increment's flush reported it lost
+    /// ([`facsimile::net::NetError::WritesLost`]).
+    WritesLost,
 }
 
 impl From<&facsimile::LockError> for LockFailure {
@@ -100,6 +106,29 @@ impl From<&facsimile::LockError> for LockFailure {
             E::Lost { .. } => LockFailure::Lost,
             E::Engine(_) => LockFailure::Engine,
             _ => LockFailure::Other,
+        }
+    }
+}
+
+/// Why the node refused a write (a document increment's): the engine's
+/// refusals that are a lock's by their lock kind, any other refusal as
+/// [`LockFailure::Engine`].
+impl From<&facsimile::Error> for LockFailure {
+    fn from(e: &facsimile::Error) -> Self {
+        use facsimile::EngineError as E;
+        match e {
+            facsimile::Error::NoSender => LockFailure::NoSender,
+            facsimile::Error::ForeignHandle(_) => LockFailure::ForeignHandle,
+            _ => match e.engine() {
+                Some(E::NotOwner(_)) => LockFailure::NotOwner,
+                Some(E::Locked(_)) => LockFailure::Locked,
+                Some(E::NotLocked(_)) => LockFailure::NotLocked,
+                Some(E::UnknownObject(_)) => LockFailure::UnknownObject,
+                Some(E::Syncing) => LockFailure::Syncing,
+                Some(E::Evicted) => LockFailure::Evicted,
+                Some(_) => LockFailure::Engine,
+                None => LockFailure::Other,
+            },
         }
     }
 }
@@ -152,10 +181,38 @@ pub enum Op {
     },
     /// Locks: release the lock held with `token`.
     Release { lock: u32, token: u64 },
+    /// Locks: as holder of `lock` with `token`, read the counter `n` of
+    /// the locked map `k[lock]` (absent: 0), work, write one more and wait
+    /// for the flush, like a write. `id` is unique in the run, as a
+    /// write's value is, and names the write in a later [`Op::Settle`]. On
+    /// completion, `read` is what it read (on every completion after the
+    /// read, whatever the outcome), or `foreign` a value that is no
+    /// integer (as JSON; nothing is written then).
+    DocIncrement {
+        lock: u32,
+        token: u64,
+        id: u64,
+        read: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        foreign: Option<String>,
+    },
+    /// Locks: read the counter `n` of the map `k[lock]` (a final read,
+    /// after the marker); on completion, what was there (`None`: absent,
+    /// which counts as 0), or a value that is no integer (`foreign`), or
+    /// that the map was `missing`.
+    DocRead {
+        lock: u32,
+        value: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        missing: Option<Missing>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        foreign: Option<String>,
+    },
     /// Not an operation but what a process learned later of its earlier
-    /// writes and appends recorded `info` (their flush timed out), in one
-    /// lone `ok` event: a later flush succeeded, so those it lists in
-    /// `acknowledged` (by value or element) were acknowledged too; or a
+    /// writes, appends and document increments recorded `info` (their
+    /// flush timed out), in one lone `ok` event: a later flush succeeded,
+    /// so those it lists in `acknowledged` (by value, element or id) were
+    /// acknowledged too; or a
     /// flush reported exactly as many writes lost as it had unresolved,
     /// so those in `lost` took no effect.
     Settle {
@@ -168,8 +225,15 @@ pub enum Op {
     /// `ok` event. Every fault healed, every process in `live` (the ones
     /// alive at the end) wrote its marker and this one has them all; it
     /// then reads the register and the list of every key in `keys` once
-    /// more. Every process in `live` must do so: those reads are final.
-    Final { live: Vec<u32>, keys: Vec<u32> },
+    /// more, and the counter of every lock in `locks` ([`Op::DocRead`]).
+    /// Every process in `live` must do so: those reads are final.
+    /// (`locks` is empty in histories from before document increments.)
+    Final {
+        live: Vec<u32>,
+        keys: Vec<u32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        locks: Vec<u32>,
+    },
 }
 
 /// What a read found instead of the register map or the list it reads.
@@ -193,7 +257,10 @@ impl Op {
             | Op::Read { key, .. }
             | Op::Append { key, .. }
             | Op::ReadList { key, .. } => key,
-            Op::Acquire { lock, .. } | Op::Release { lock, .. } => lock,
+            Op::Acquire { lock, .. }
+            | Op::Release { lock, .. }
+            | Op::DocIncrement { lock, .. }
+            | Op::DocRead { lock, .. } => lock,
             Op::Increment { counter, .. } => counter,
             Op::Settle { .. } | Op::Final { .. } => 0,
         }
@@ -222,6 +289,18 @@ impl Op {
             (Op::Release { lock: l, token: t }, Op::Release { lock, token }) => {
                 l == lock && t == token
             }
+            (
+                Op::DocIncrement {
+                    lock: l,
+                    token: t,
+                    id: i,
+                    ..
+                },
+                Op::DocIncrement {
+                    lock, token, id, ..
+                },
+            ) => l == lock && t == token && i == id,
+            (Op::DocRead { lock: l, .. }, Op::DocRead { lock, .. }) => l == lock,
             (Op::Settle { .. }, Op::Settle { .. }) | (Op::Final { .. }, Op::Final { .. }) => true,
             _ => false,
         }
@@ -342,14 +421,20 @@ impl<W: Write> Recorder<W> {
         self.write(Kind::Ok, &Op::Settle { acknowledged, lost }, None)
     }
 
-    /// Records that the process begins its final reads of `keys`, every
-    /// process in `live` doing the same ([`Op::Final`]).
-    pub fn record_final(&mut self, live: Vec<u32>, keys: Vec<u32>) -> io::Result<()> {
-        self.write(Kind::Ok, &Op::Final { live, keys }, None)
+    /// Records that the process begins its final reads of `keys` and of
+    /// the counters of `locks`, every process in `live` doing the same
+    /// ([`Op::Final`]).
+    pub fn record_final(
+        &mut self,
+        live: Vec<u32>,
+        keys: Vec<u32>,
+        locks: Vec<u32>,
+    ) -> io::Result<()> {
+        self.write(Kind::Ok, &Op::Final { live, keys, locks }, None)
     }
 
-    /// Records that the lock operation `op` (or an increment) failed, and
-    /// why.
+    /// Records that the lock operation `op` (or an increment, or a
+    /// document increment) failed, and why.
     pub fn record_failure(&mut self, op: &Op, error: LockFailure) -> io::Result<()> {
         self.write(Kind::Fail, op, Some(error))
     }
@@ -463,5 +548,44 @@ mod tests {
         let older =
             r#"{"process":1,"kind":"fail","op":{"f":"acquire","lock":2,"token":null},"time":5}"#;
         assert_eq!(read(older.as_bytes()).unwrap()[0].error, None);
+    }
+
+    #[test]
+    fn markers_name_the_locks_they_read_and_older_markers_still_read() {
+        let mut buf = Vec::new();
+        let mut rec = Recorder::new(&mut buf, 1);
+        rec.record_final(vec![1], vec![0, 1], vec![0, 1]).unwrap();
+        rec.record_final(vec![1], vec![0], vec![]).unwrap();
+        let increment = Op::DocIncrement {
+            lock: 1,
+            token: 4,
+            id: 9,
+            read: Some(3),
+            foreign: None,
+        };
+        rec.record_failure(&increment, LockFailure::WritesLost)
+            .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains(r#""locks":[0,1]"#), "{text}");
+        // Empty, it is left out: the line is as it was before.
+        assert!(!lines[1].contains("locks"), "{text}");
+        assert!(
+            lines[2].contains(r#""f":"doc_increment""#)
+                && lines[2].contains(r#""error":"WritesLost""#),
+            "{text}"
+        );
+        let events = read(text.as_bytes()).unwrap();
+        assert_eq!(events[2].op, increment);
+        let older =
+            r#"{"process":1,"kind":"ok","op":{"f":"final","live":[1],"keys":[0]},"time":5}"#;
+        assert_eq!(
+            read(older.as_bytes()).unwrap()[0].op,
+            Op::Final {
+                live: vec![1],
+                keys: vec![0],
+                locks: vec![]
+            }
+        );
     }
 }

@@ -83,12 +83,14 @@ pub struct Summary {
     /// `fail`, `info`).
     pub by_op: BTreeMap<String, BTreeMap<String, u64>>,
     /// Acknowledged operations that change something, by operation:
-    /// `write`, `append`, `acquire` (grants), `increment` and `release`
-    /// (writes and appends of unknown outcome that a later flush
-    /// acknowledged included; reads, which are local, are not counted).
+    /// `write`, `append`, `acquire` (grants), `increment`,
+    /// `doc_increment` and `release` (writes, appends and document
+    /// increments of unknown outcome that a later flush acknowledged
+    /// included; reads, which are local, are not counted).
     pub acknowledged: BTreeMap<String, u64>,
-    /// Failed lock operations (`acquire`, `release`) by why they failed
-    /// (`unrecorded` in histories from before the reason was recorded).
+    /// Failed lock operations (`acquire`, `release`, `doc_increment`) by
+    /// why they failed (`unrecorded` in histories from before the reason
+    /// was recorded).
     pub lock_failures: BTreeMap<String, BTreeMap<String, u64>>,
     /// The workload's start on the histories' clock
     /// ([`history::now`]): a fault of the schedule starts at this plus
@@ -283,7 +285,12 @@ pub fn recheck(
             } else {
                 &[]
             };
-            for short in shortfalls(&r.config, &acked, schedule, &injected) {
+            // Histories from before document increments: their markers
+            // name no lock.
+            let doc_increments = events
+                .iter()
+                .any(|e| matches!(&e.op, history::Op::Final { locks, .. } if !locks.is_empty()));
+            for short in shortfalls(&r.config, &acked, doc_increments, schedule, &injected) {
                 fail(format!("too little: {short}"), &mut lines);
             }
         }
@@ -997,7 +1004,7 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
     let acknowledged = acknowledged(&merged);
     write_merged(&config.out.join("history.jsonl"), &merged)?;
     let verdict = check(&runner.histories, Some(&faults_path))?;
-    let shortfalls = shortfalls(&config, &acknowledged, &schedule, &runner.faults);
+    let shortfalls = shortfalls(&config, &acknowledged, true, &schedule, &runner.faults);
     let valid = verdict.valid
         && snapshots_equal
         && runner.errors.is_empty()
@@ -1044,25 +1051,31 @@ pub async fn run(config: Config, command: String) -> Result<Summary, String> {
 /// What a run did too little of for its verdict to mean anything: fewer
 /// acknowledged operations than one a second of each kind its workload
 /// makes that changes something (`write`, `append`, `acquire`,
-/// `increment`; reads are local and prove nothing), or a kind of fault its
-/// schedule holds that was never injected. (The history's own minimum,
-/// acknowledged operations and final reads at all, is the checkers':
+/// `increment`, and `doc_increment` when `doc_increments`: false for a
+/// history recorded before the lock workload made them; reads are local
+/// and prove nothing), or a kind of fault its schedule holds that was
+/// never injected. (The history's own minimum, acknowledged operations and
+/// final reads at all, is the checkers':
 /// [`crate::check::Report::unchecked`].)
 pub fn shortfalls(
     config: &Config,
     acknowledged: &BTreeMap<String, u64>,
+    doc_increments: bool,
     schedule: &[Step],
     injected: &BTreeMap<String, u32>,
 ) -> Vec<String> {
     let kinds: &[&str] = match config.workload {
         Workload::Registers => &["write"],
         Workload::Lists => &["append"],
-        Workload::Locks => &["acquire", "increment"],
-        Workload::All => &["write", "append", "acquire", "increment"],
+        Workload::Locks => &["acquire", "increment", "doc_increment"],
+        Workload::All => &["write", "append", "acquire", "increment", "doc_increment"],
     };
     let least = config.duration;
     let mut short = Vec::new();
-    for &op in kinds {
+    for &op in kinds
+        .iter()
+        .filter(|&&k| doc_increments || k != "doc_increment")
+    {
         let n = acknowledged.get(op).copied().unwrap_or(0);
         if n < least {
             short.push(format!(
@@ -1151,6 +1164,7 @@ pub fn acknowledged(events: &[history::Event]) -> BTreeMap<String, u64> {
             history::Op::Append { .. } => "append",
             history::Op::Acquire { .. } => "acquire",
             history::Op::Increment { .. } => "increment",
+            history::Op::DocIncrement { .. } => "doc_increment",
             history::Op::Release { .. } => "release",
             _ => continue,
         };
@@ -1161,13 +1175,15 @@ pub fn acknowledged(events: &[history::Event]) -> BTreeMap<String, u64> {
     by
 }
 
-/// Failed acquisitions and releases by why they failed.
+/// Failed acquisitions, releases and document increments by why they
+/// failed.
 pub fn lock_failures(events: &[history::Event]) -> BTreeMap<String, BTreeMap<String, u64>> {
     let mut by = BTreeMap::<String, BTreeMap<String, u64>>::new();
     for e in events.iter().filter(|e| e.kind == Kind::Fail) {
         let op = match e.op {
             history::Op::Acquire { .. } => "acquire",
             history::Op::Release { .. } => "release",
+            history::Op::DocIncrement { .. } => "doc_increment",
             _ => continue,
         };
         let why = e
@@ -1370,26 +1386,66 @@ mod tests {
             ("append", 41),
             ("acquire", 90),
             ("increment", 99),
+            ("doc_increment", 45),
         ]);
-        assert!(shortfalls(&config(Workload::All), &enough, &schedule, &injected).is_empty());
+        assert!(shortfalls(&config(Workload::All), &enough, true, &schedule, &injected).is_empty());
         // An empty history, or a run whose scheduled faults never fired.
         let short = shortfalls(
             &config(Workload::All),
             &counts(&[]),
+            true,
             &schedule,
             &BTreeMap::new(),
         );
-        assert_eq!(short.len(), 6, "{short:?}");
+        assert_eq!(short.len(), 7, "{short:?}");
         assert!(
             short
                 .iter()
                 .any(|s| s == "no disk-stall injected, though the schedule has one")
         );
         // Each workload needs only the operations it makes.
-        let locks = counts(&[("acquire", 40), ("increment", 40)]);
-        assert!(shortfalls(&config(Workload::Locks), &locks, &[], &BTreeMap::new()).is_empty());
+        let locks = counts(&[("acquire", 40), ("increment", 40), ("doc_increment", 40)]);
+        assert!(
+            shortfalls(
+                &config(Workload::Locks),
+                &locks,
+                true,
+                &[],
+                &BTreeMap::new()
+            )
+            .is_empty()
+        );
+        // The locks workload writes the locked maps too.
+        let fenced_only = counts(&[("acquire", 40), ("increment", 40)]);
         assert_eq!(
-            shortfalls(&config(Workload::Registers), &locks, &[], &BTreeMap::new()),
+            shortfalls(
+                &config(Workload::Locks),
+                &fenced_only,
+                true,
+                &[],
+                &BTreeMap::new()
+            ),
+            ["0 doc_increment(s) acknowledged, fewer than 40 (one a second)"]
+        );
+        // Unless the history is from before it did.
+        assert!(
+            shortfalls(
+                &config(Workload::Locks),
+                &fenced_only,
+                false,
+                &[],
+                &BTreeMap::new()
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            shortfalls(
+                &config(Workload::Registers),
+                &locks,
+                true,
+                &[],
+                &BTreeMap::new()
+            ),
             ["0 write(s) acknowledged, fewer than 40 (one a second)"]
         );
     }
@@ -1425,6 +1481,7 @@ mod tests {
                 Op::Final {
                     live: vec![0],
                     keys: vec![1],
+                    locks: vec![],
                 },
                 6,
             ),

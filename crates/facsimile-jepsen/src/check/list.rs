@@ -252,7 +252,7 @@ pub(super) fn check(all: &[Operation]) -> CheckerReport {
 
     let mut keys: Vec<u32> = order.keys().copied().collect();
     keys.sort_unstable();
-    finals.judge_coverage(&mut report, &covered);
+    finals.judge_coverage(&mut report, &finals.keys, &covered);
     let mut finals: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
     for (&(_, key), &r) in &final_read {
         finals.entry(key).or_default().push(r);

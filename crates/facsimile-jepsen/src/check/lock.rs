@@ -54,35 +54,162 @@ use rustc_hash::FxHashMap;
 use super::{AnomalyKind, CheckerReport, Operation};
 use crate::history::{FaultWindow, Kind, LockFailure, Op};
 
-/// One holder's time with a lock.
+/// One holder's time with a lock: from its grant's acknowledgement to its
+/// release's invocation, or to its last operation of the lock workload
+/// when it never released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Holder {
-    start: u64,
-    end: u64,
-    grant: usize,
+pub(super) struct Holder {
+    /// When its grant was acknowledged.
+    pub(super) start: u64,
+    /// When it released, or its last event.
+    pub(super) end: u64,
+    /// Its grant, an index into the operations [`lock_ops`] picks.
+    pub(super) grant: usize,
+}
+
+/// The lock workload's operations (grants, fenced increments, releases,
+/// document increments), in order of invocation: the ones the holds
+/// ([`holds`]) are made of, so that a grant's index means the same to
+/// every checker that uses them.
+pub(super) fn lock_ops(all: &[Operation]) -> Vec<&Operation> {
+    all.iter()
+        .filter(|o| {
+            matches!(
+                o.op,
+                Op::Acquire { .. }
+                    | Op::Increment { .. }
+                    | Op::Release { .. }
+                    | Op::DocIncrement { .. }
+            )
+        })
+        .collect()
+}
+
+/// Holds by holder process, lock and token.
+pub(super) type Holds = FxHashMap<(u32, u32, u64), Vec<Holder>>;
+
+/// Every hold in `ops` ([`lock_ops`]), by holder process, lock and token
+/// (several, in order of grant, where one process was granted one token
+/// twice).
+pub(super) fn holds(ops: &[&Operation]) -> Holds {
+    let mut held: FxHashMap<(u32, u32, u64), usize> = FxHashMap::default();
+    let mut holds = Holds::default();
+    let mut last_seen: FxHashMap<u32, u64> = FxHashMap::default();
+    for (i, op) in ops.iter().enumerate() {
+        let seen = last_seen.entry(op.process).or_insert(0);
+        *seen = (*seen).max(op.end());
+        match op.op {
+            Op::Acquire {
+                lock,
+                token: Some(token),
+            } if op.is_ok() => {
+                held.insert((op.process, lock, token), i);
+            }
+            Op::Release { lock, token } => {
+                let key = (op.process, lock, token);
+                if let Some(g) = held.remove(&key) {
+                    let hold = Holder {
+                        start: ops[g].end(),
+                        end: op.invoke,
+                        grant: g,
+                    };
+                    holds.entry(key).or_default().push(hold);
+                }
+            }
+            _ => {}
+        }
+    }
+    // A holder that never released held the lock until its last event.
+    for (key @ (p, _, _), g) in held {
+        let hold = Holder {
+            start: ops[g].end(),
+            end: last_seen[&p],
+            grant: g,
+        };
+        holds.entry(key).or_default().push(hold);
+    }
+    for h in holds.values_mut() {
+        h.sort_unstable_by_key(|h| h.grant);
+    }
+    holds
+}
+
+/// The hold of `key` (holder process, lock, token) that operation `i` of
+/// [`lock_ops`] was made in: the last granted before it.
+pub(super) fn hold_before(holds: &Holds, key: (u32, u32, u64), i: usize) -> Option<Holder> {
+    holds
+        .get(&key)?
+        .iter()
+        .take_while(|h| h.grant < i)
+        .last()
+        .copied()
+}
+
+/// How two holds of one lock stand to each other, judged as the overlaps
+/// and the token order are here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pair<'f> {
+    /// One after the other, in real time and in token order.
+    Apart,
+    /// They held at once (they overlap in real time, or the later one has
+    /// the lower token: granted first, told late) and a fault that can
+    /// evict one of them explains it; `None` when the run's faults are
+    /// unknown.
+    Explained(Option<&'f FaultWindow>),
+    /// They held at once and no fault explains it.
+    Unexplained,
+}
+
+/// Judges two holds of one lock as [`overlaps`] and [`token_order`] do:
+/// holds that overlap in real time by [`explaining`], a later hold with a
+/// lower token whose holder asked before the earlier grant was known by
+/// [`granted_first`].
+pub(super) fn pair<'f>(
+    ops: &[&Operation],
+    a: &Holder,
+    b: &Holder,
+    faults: Option<&'f [FaultWindow]>,
+) -> Pair<'f> {
+    let (first, second) = if (a.start, a.grant) <= (b.start, b.grant) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let (f, s) = (ops[first.grant], ops[second.grant]);
+    let token = |o: &Operation| match o.op {
+        Op::Acquire { token, .. } => token.unwrap_or(0),
+        _ => unreachable!("holds are grants"),
+    };
+    let fault = if second.start < first.end {
+        faults.map(|fs| explaining(fs, f, s))
+    } else if token(s) < token(f) && s.invoke < f.end() {
+        faults.map(|fs| fs.iter().find(|w| granted_first(w, f, s)))
+    } else {
+        return Pair::Apart;
+    };
+    match fault {
+        Some(None) => Pair::Unexplained,
+        known => Pair::Explained(known.flatten()),
+    }
 }
 
 pub(super) fn check(all: &[Operation], faults: Option<&[FaultWindow]>) -> CheckerReport {
     let mut report = CheckerReport::new("locks");
-    let ops: Vec<&Operation> = all
-        .iter()
-        .filter(|o| {
-            matches!(
-                o.op,
-                Op::Acquire { .. } | Op::Increment { .. } | Op::Release { .. }
-            )
-        })
-        .collect();
+    let ops = lock_ops(all);
+    let hold_of = holds(&ops);
     let mut grants: FxHashMap<u32, Vec<(usize, u64)>> = FxHashMap::default();
     let mut accepted: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
     let mut unknown: FxHashMap<u32, u64> = FxHashMap::default();
-    let mut held: FxHashMap<(u32, u32, u64), usize> = FxHashMap::default();
     let mut holders: FxHashMap<u32, Vec<Holder>> = FxHashMap::default();
-    let mut last_seen: FxHashMap<u32, u64> = FxHashMap::default();
+    for (&(_, lock, _), hs) in &hold_of {
+        holders.entry(lock).or_default().extend(hs);
+    }
     for (i, op) in ops.iter().enumerate() {
+        // Document increments are the document checker's.
+        if matches!(op.op, Op::DocIncrement { .. }) {
+            continue;
+        }
         report.ops.count(op);
-        let seen = last_seen.entry(op.process).or_insert(0);
-        *seen = (*seen).max(op.end());
         match op.op {
             Op::Acquire { lock, token } if op.is_ok() => {
                 let Some(token) = token else {
@@ -95,16 +222,6 @@ pub(super) fn check(all: &[Operation], faults: Option<&[FaultWindow]>) -> Checke
                     continue;
                 };
                 grants.entry(lock).or_default().push((i, token));
-                held.insert((op.process, lock, token), i);
-            }
-            Op::Release { lock, token } => {
-                if let Some(g) = held.remove(&(op.process, lock, token)) {
-                    holders.entry(lock).or_default().push(Holder {
-                        start: ops[g].end(),
-                        end: op.invoke,
-                        grant: g,
-                    });
-                }
             }
             Op::Increment {
                 counter,
@@ -130,7 +247,7 @@ pub(super) fn check(all: &[Operation], faults: Option<&[FaultWindow]>) -> Checke
                 );
             }
             Op::Increment { counter, token, .. } if op.error == Some(LockFailure::Stale) => {
-                let grant = held.get(&(op.process, counter, token)).copied();
+                let grant = hold_before(&hold_of, (op.process, counter, token), i).map(|h| h.grant);
                 stale_refusal(&mut report, &ops, counter, grant, i, faults);
             }
             Op::Increment { counter, .. } if op.outcome != Kind::Fail => {
@@ -138,14 +255,6 @@ pub(super) fn check(all: &[Operation], faults: Option<&[FaultWindow]>) -> Checke
             }
             _ => {}
         }
-    }
-    // A holder that never released held the lock until its last event.
-    for ((p, lock, _), g) in held {
-        holders.entry(lock).or_default().push(Holder {
-            start: ops[g].end(),
-            end: last_seen[&p],
-            grant: g,
-        });
     }
 
     let mut locks: Vec<u32> = grants.keys().copied().collect();

@@ -24,9 +24,19 @@
 //!   Explained overlaps (by the fault's kind), and increments under
 //!   different tokens that overlap in real time, are counted apart, as
 //!   information.
+//! - [`check_doc_locks`]: the counter a holder increments in the locked
+//!   map itself (a read, then a write of one more, flushed). No two
+//!   acknowledged increments read the same value (a lost update) unless
+//!   their holds overlapped and a fault that can evict a holder explains
+//!   it, as for the locks; each reads at least what every acknowledged
+//!   increment finished before its grant wrote, unless their holds
+//!   overlapped so; no read above what the increments made could have
+//!   written; the final value, agreed by every final read, at least the
+//!   number of values acknowledged increments wrote and at most the
+//!   number of increments that may have taken effect.
 //! - [`check_snapshots`]: the replicas' final snapshots are byte-identical.
 //!
-//! [`check_all`] runs the three history checkers, [`check_run`] does so
+//! [`check_all`] runs the four history checkers, [`check_run`] does so
 //! knowing the run's faults ([`FaultWindow`]), and [`check_files`] reads
 //! and merges the history files first.
 //!
@@ -36,9 +46,10 @@
 //!
 //! Final reads: once every fault is healed, each live process records a
 //! marker ([`Op::Final`](crate::history::Op::Final)) naming the live
-//! processes and the keys, then reads every key's register and list once
-//! more. Its reads after its marker are final; every process a marker
-//! names must make one of each key's register and list
+//! processes, the keys and the locks, then reads every key's register and
+//! list and every lock's counter once more. Its reads after its marker are
+//! final; every process a marker names must make one of each key's
+//! register and list and of each lock's counter
 //! ([`AnomalyKind::MissingFinalRead`]), and must find it
 //! ([`AnomalyKind::MissingObject`]). A read earlier in the run may find no
 //! document (the node was joining or starting over): it observed nothing.
@@ -53,7 +64,7 @@
 //!     ev(0, Kind::Invoke, Op::Append { key: 1, element: 7 }, 10),
 //!     ev(0, Kind::Ok, Op::Append { key: 1, element: 7 }, 20),
 //!     // Process 1, the one alive at the end, reads list 1 once more.
-//!     ev(1, Kind::Ok, Op::Final { live: vec![1], keys: vec![1] }, 25),
+//!     ev(1, Kind::Ok, Op::Final { live: vec![1], keys: vec![1], locks: vec![] }, 25),
 //!     ev(1, Kind::Invoke, read(None), 30),
 //!     ev(1, Kind::Ok, read(Some(vec![])), 40),
 //! ];
@@ -63,6 +74,7 @@
 //! println!("{report}");
 //! ```
 
+mod doc_lock;
 mod graph;
 mod list;
 mod lock;
@@ -188,9 +200,36 @@ pub enum AnomalyKind {
     /// starts and nobody removes them), or a final read found no document.
     MissingObject,
     /// A process alive at the end (listed in a final marker,
-    /// [`Op::Final`]) made no final read of a key's register or list:
-    /// convergence and loss went unchecked there.
+    /// [`Op::Final`]) made no final read of a key's register or list, or
+    /// of a lock's counter the marker names: convergence and loss went
+    /// unchecked there.
     MissingFinalRead,
+    /// Two acknowledged increments of a locked map's counter read the same
+    /// value, so one overwrote the other, though their holds did not
+    /// overlap, or overlapped with no fault that can evict a holder to
+    /// explain it (as for [`AnomalyKind::ConcurrentHolders`]).
+    LostUpdate,
+    /// Information, not a violation: a lost update whose two holds
+    /// overlapped after a fault that explains it (or the run's faults are
+    /// unknown): one holder had lost the lock without knowing. Counted by
+    /// the fault's kind in [`CheckerReport::explained`].
+    ExplainedLostUpdate,
+    /// An acknowledged increment of a locked map's counter read less than
+    /// an acknowledged increment whose flush completed before its grant
+    /// had written: its holder did not see a write made before its lock
+    /// was granted.
+    StaleRead,
+    /// Information, not a violation: a read below such a write, where the
+    /// two holds overlapped after a fault that explains it (or the run's
+    /// faults are unknown), so the write may have come after the grant.
+    ExplainedStaleRead,
+    /// A lock's counter ends below the number of values acknowledged
+    /// increments wrote: an acknowledged increment was lost.
+    FinalTooLow,
+    /// A lock's counter ends above the number of increments that may have
+    /// taken effect (acknowledged or of unknown outcome): an increment
+    /// recorded as failed took effect, or one counted twice.
+    FinalTooHigh,
 }
 
 impl AnomalyKind {
@@ -201,6 +240,8 @@ impl AnomalyKind {
             AnomalyKind::OverlappingHolders
                 | AnomalyKind::OverlappingIncrements
                 | AnomalyKind::FencedRefusal
+                | AnomalyKind::ExplainedLostUpdate
+                | AnomalyKind::ExplainedStaleRead
         )
     }
 
@@ -231,6 +272,12 @@ impl AnomalyKind {
             AnomalyKind::FencedRefusal => "fenced-refusal",
             AnomalyKind::MissingObject => "missing-object",
             AnomalyKind::MissingFinalRead => "missing-final-read",
+            AnomalyKind::LostUpdate => "lost-update",
+            AnomalyKind::ExplainedLostUpdate => "explained-lost-update",
+            AnomalyKind::StaleRead => "stale-read",
+            AnomalyKind::ExplainedStaleRead => "explained-stale-read",
+            AnomalyKind::FinalTooLow => "final-too-low",
+            AnomalyKind::FinalTooHigh => "final-too-high",
         }
     }
 }
@@ -284,13 +331,14 @@ impl OpCounts {
 /// What one checker found.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckerReport {
-    /// The checker: "history", "registers", "lists" or "locks".
+    /// The checker: "history", "registers", "lists", "locks" or
+    /// "doc-locks".
     pub name: &'static str,
     /// The operations it looked at.
     pub ops: OpCounts,
-    /// Reads that counted as final (registers and lists; see the module
-    /// docs), their object found: zero means convergence and loss went
-    /// unchecked.
+    /// Reads that counted as final (registers, lists and the locks'
+    /// counters; see the module docs), their object found: zero means
+    /// convergence and loss went unchecked.
     pub final_reads: usize,
     /// Violations found, by kind.
     pub anomalies: BTreeMap<AnomalyKind, usize>,
@@ -299,10 +347,15 @@ pub struct CheckerReport {
     /// Overlaps of two lock holders that a fault explains (in real time,
     /// or a later hold with a lower token), by the kind of the fault (the
     /// first that explains each): what the protocol allowed and fencing
-    /// had to cover.
+    /// had to cover. For the document's counters, the lost updates so
+    /// explained.
     pub explained: BTreeMap<String, usize>,
     /// Up to [`EXAMPLES_PER_KIND`] findings of each kind, in full.
     pub examples: Vec<Anomaly>,
+    /// Why this checker proved too little where the history says it must
+    /// prove something (see [`Report::unchecked`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unchecked: Vec<&'static str>,
     /// No violation found.
     pub valid: bool,
 }
@@ -317,6 +370,7 @@ impl CheckerReport {
             informational: BTreeMap::new(),
             explained: BTreeMap::new(),
             examples: Vec::new(),
+            unchecked: Vec::new(),
             valid: true,
         }
     }
@@ -360,8 +414,10 @@ pub struct Report {
     pub registers: CheckerReport,
     /// The list workload.
     pub lists: CheckerReport,
-    /// The lock workload.
+    /// The lock workload: grants and the fenced storage.
     pub locks: CheckerReport,
+    /// The lock workload: the counters in the locked maps.
+    pub doc_locks: CheckerReport,
 }
 
 impl Report {
@@ -379,7 +435,10 @@ impl Report {
 
     /// Why the history proves too little to be valid: no operation was
     /// acknowledged, or no read was final (convergence and loss went
-    /// unchecked). An empty history passes every checker, vacuously.
+    /// unchecked), or what a checker says it could not prove (the
+    /// document's counters: grants but no acknowledged increment of one,
+    /// or increments but no final read of one). An empty history passes
+    /// every checker, vacuously.
     pub fn unchecked(&self) -> Vec<&'static str> {
         let mut why = Vec::new();
         if self.history.ops.ok == 0 {
@@ -388,12 +447,21 @@ impl Report {
         if self.registers.final_reads + self.lists.final_reads == 0 {
             why.push("no final read");
         }
+        for c in self.checkers() {
+            why.extend(c.unchecked.iter().copied());
+        }
         why
     }
 
     /// The checkers' reports, in table order.
-    pub fn checkers(&self) -> [&CheckerReport; 4] {
-        [&self.history, &self.registers, &self.lists, &self.locks]
+    pub fn checkers(&self) -> [&CheckerReport; 5] {
+        [
+            &self.history,
+            &self.registers,
+            &self.lists,
+            &self.locks,
+            &self.doc_locks,
+        ]
     }
 }
 
@@ -428,7 +496,11 @@ impl fmt::Display for Report {
             }
             for (kind, n) in &c.informational {
                 write!(f, "  {}: {kind} x{n} (information", c.name)?;
-                if *kind == AnomalyKind::OverlappingHolders && !c.explained.is_empty() {
+                let by_fault = matches!(
+                    kind,
+                    AnomalyKind::OverlappingHolders | AnomalyKind::ExplainedLostUpdate
+                );
+                if by_fault && !c.explained.is_empty() {
                     let by: Vec<String> = c
                         .explained
                         .iter()
@@ -456,8 +528,9 @@ impl fmt::Display for Report {
 /// Runs every checker on a history (events of all processes, in any order
 /// between processes; each process's own events in the order recorded).
 /// The run's faults are unknown, so every overlap of two lock holders
-/// counts as explained ([`AnomalyKind::OverlappingHolders`]); use
-/// [`check_run`] to judge them.
+/// counts as explained ([`AnomalyKind::OverlappingHolders`], and so do the
+/// lost updates and stale reads of the document's counters that such an
+/// overlap would explain); use [`check_run`] to judge them.
 pub fn check_all(history: &[Event]) -> Report {
     check_history(history, None)
 }
@@ -487,6 +560,7 @@ fn check_history(history: &[Event], faults: Option<&[FaultWindow]>) -> Report {
         registers: register::check(&ops),
         lists: list::check(&ops),
         locks: lock::check(&ops, faults),
+        doc_locks: doc_lock::check(&ops, faults),
     }
 }
 
@@ -501,31 +575,43 @@ struct Finals {
     /// The processes alive at the end, as the markers name them.
     live: Vec<u32>,
     keys: Vec<u32>,
+    /// The locks whose counters the final reads cover (none in histories
+    /// from before).
+    locks: Vec<u32>,
 }
 
 impl Finals {
     fn new(ops: &[Operation]) -> Self {
         let (mut markers, mut named_by) = (FxHashMap::default(), FxHashMap::default());
         let (mut live, mut keys) = (FxHashSet::default(), FxHashSet::default());
+        let mut locks = FxHashSet::default();
         for op in ops {
-            if let Op::Final { live: l, keys: k } = &op.op {
+            if let Op::Final {
+                live: l,
+                keys: k,
+                locks: c,
+            } = &op.op
+            {
                 for &p in l {
                     live.insert(p);
                     named_by.entry(p).or_insert_with(|| op.clone());
                 }
                 keys.extend(k.iter().copied());
+                locks.extend(c.iter().copied());
                 markers.entry(op.process).or_insert_with(|| op.clone());
             }
         }
-        let mut live: Vec<u32> = live.into_iter().collect();
-        let mut keys: Vec<u32> = keys.into_iter().collect();
-        live.sort_unstable();
-        keys.sort_unstable();
+        let sorted = |set: FxHashSet<u32>| {
+            let mut v: Vec<u32> = set.into_iter().collect();
+            v.sort_unstable();
+            v
+        };
         Finals {
             markers,
             named_by,
-            live,
-            keys,
+            live: sorted(live),
+            keys: sorted(keys),
+            locks: sorted(locks),
         }
     }
 
@@ -567,16 +653,25 @@ impl Finals {
         false
     }
 
-    /// Reports every live process and key without a final read among
-    /// `covered` (the processes and keys that made one, found or not).
-    fn judge_coverage(&self, report: &mut CheckerReport, covered: &FxHashSet<(u32, u32)>) {
+    /// Reports every live process and key of `keys` (the markers' keys or
+    /// locks) without a final read among `covered` (the processes and keys
+    /// that made one, found or not).
+    fn judge_coverage(
+        &self,
+        report: &mut CheckerReport,
+        keys: &[u32],
+        covered: &FxHashSet<(u32, u32)>,
+    ) {
         for &p in &self.live {
-            for &key in &self.keys {
+            for &key in keys {
                 if !covered.contains(&(p, key)) {
                     report.add(
                         AnomalyKind::MissingFinalRead,
                         key,
-                        format!("process {p}, alive at the end, made no final read of key {key}"),
+                        format!(
+                            "process {p}, alive at the end, made no final read of key {key} ({})",
+                            report.name
+                        ),
                         // Its own marker, or the one that names it.
                         self.markers
                             .get(&p)
@@ -610,6 +705,18 @@ pub fn check_locks(history: &[Event]) -> CheckerReport {
 /// `faults` (see [`check_run`]).
 pub fn check_locks_with(history: &[Event], faults: &[FaultWindow]) -> CheckerReport {
     lock::check(&operations(history).0, Some(faults))
+}
+
+/// Checks the increments of the locked maps' counters of a history (see
+/// [`check_all`]; the run's faults unknown).
+pub fn check_doc_locks(history: &[Event]) -> CheckerReport {
+    doc_lock::check(&operations(history).0, None)
+}
+
+/// Checks the increments of the locked maps' counters of a history whose
+/// run injected `faults` (see [`check_run`]).
+pub fn check_doc_locks_with(history: &[Event], faults: &[FaultWindow]) -> CheckerReport {
+    doc_lock::check(&operations(history).0, Some(faults))
 }
 
 /// Why history files could not be checked.

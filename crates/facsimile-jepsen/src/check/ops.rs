@@ -51,7 +51,8 @@ impl Operation {
 /// open), each as an operation of its own that the checkers do not see.
 ///
 /// A process's [`Op::Settle`] events are no operations: they settle its
-/// earlier writes and appends of unknown outcome, which become `ok` (or
+/// earlier writes, appends and document increments of unknown outcome
+/// (named by value, element or id), which become `ok` (or
 /// `fail`) as of the settling event, its time and position. Its
 /// [`Op::Final`] event stays, as an operation begun and ended at once, to
 /// tell its final reads.
@@ -130,7 +131,10 @@ pub fn operations(history: &[Event]) -> (Vec<Operation>, Vec<(String, Operation)
     ops.sort_by_key(|op| op.invoke_index);
     for (i, e, acknowledged, lost) in settles {
         for op in ops.iter_mut() {
-            let (Op::Write { value: v, .. } | Op::Append { element: v, .. }) = op.op else {
+            let (Op::Write { value: v, .. }
+            | Op::Append { element: v, .. }
+            | Op::DocIncrement { id: v, .. }) = op.op
+            else {
                 continue;
             };
             if op.process != e.process || op.outcome != Kind::Info || op.invoke > e.time {

@@ -1,6 +1,7 @@
 //! The checkers on hand-built histories (valid ones, and ones with one
 //! planted anomaly each) and on histories generated from sequential models.
 
+mod doc_locks;
 mod lists;
 mod locks;
 mod model;
@@ -79,9 +80,22 @@ impl History {
     /// Process `p` begins its final reads of `keys`, every process in
     /// `live` doing the same.
     pub(crate) fn begin_final(&mut self, p: u32, live: &[u32], keys: &[u32]) -> &mut Self {
+        self.begin_final_of(p, live, keys, &[])
+    }
+
+    /// Process `p` begins its final reads of `keys` and of the counters of
+    /// `locks`, every process in `live` doing the same.
+    pub(crate) fn begin_final_of(
+        &mut self,
+        p: u32,
+        live: &[u32],
+        keys: &[u32],
+        locks: &[u32],
+    ) -> &mut Self {
         let op = Op::Final {
             live: live.to_vec(),
             keys: keys.to_vec(),
+            locks: locks.to_vec(),
         };
         self.push(p, Kind::Ok, op);
         self
@@ -130,6 +144,52 @@ impl History {
     pub(crate) fn release(&mut self, p: u32, lock: u32, token: u64) -> &mut Self {
         let op = Op::Release { lock, token };
         self.op(p, Kind::Ok, op.clone(), op)
+    }
+
+    /// Process `p`, holding `lock` with `token`, reads `read` from the
+    /// locked map's counter and writes one more, ending `kind`; `id` names
+    /// it as a write's value does.
+    pub(crate) fn doc_increment(
+        &mut self,
+        p: u32,
+        kind: Kind,
+        lock: u32,
+        token: u64,
+        id: u64,
+        read: u64,
+    ) -> &mut Self {
+        self.op(
+            p,
+            kind,
+            doc_incr(lock, token, id, None),
+            doc_incr(lock, token, id, Some(read)),
+        )
+    }
+
+    /// Process `p` reads `value` from lock `lock`'s counter.
+    pub(crate) fn doc_read(&mut self, p: u32, lock: u32, value: Option<u64>) -> &mut Self {
+        self.op(p, Kind::Ok, doc_read(lock, None), doc_read(lock, value))
+    }
+}
+
+/// A document increment as invoked (`read` `None`) or as completed.
+pub(crate) fn doc_incr(lock: u32, token: u64, id: u64, read: Option<u64>) -> Op {
+    Op::DocIncrement {
+        lock,
+        token,
+        id,
+        read,
+        foreign: None,
+    }
+}
+
+/// A read of a lock's counter as invoked (`value` `None`) or as completed.
+pub(crate) fn doc_read(lock: u32, value: Option<u64>) -> Op {
+    Op::DocRead {
+        lock,
+        value,
+        missing: None,
+        foreign: None,
     }
 }
 
@@ -243,6 +303,7 @@ pub(crate) fn record_final(
         op: Op::Final {
             live: live.to_vec(),
             keys: keys.to_vec(),
+            locks: Vec::new(),
         },
         time,
         error: None,

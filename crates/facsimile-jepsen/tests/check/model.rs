@@ -516,19 +516,39 @@ fn any_op() -> impl Strategy<Value = Op> {
             .prop_map(|(key, elements)| read_list(key, elements)),
         (
             prop::collection::vec(0..3u32, 0..3),
+            prop::collection::vec(0..2u32, 0..3),
             prop::collection::vec(0..2u32, 0..3)
         )
-            .prop_map(|(live, keys)| Op::Final { live, keys }),
+            .prop_map(|(live, keys, locks)| Op::Final { live, keys, locks }),
         (0..2u32, maybe.clone()).prop_map(|(lock, token)| Op::Acquire { lock, token }),
-        (0..2u32, value.clone(), maybe.clone(), maybe).prop_map(|(counter, token, read, wrote)| {
-            Op::Increment {
-                counter,
+        (0..2u32, value.clone(), maybe.clone(), maybe.clone()).prop_map(
+            |(counter, token, read, wrote)| {
+                Op::Increment {
+                    counter,
+                    token,
+                    read,
+                    wrote,
+                }
+            }
+        ),
+        (0..2u32, value.clone()).prop_map(|(lock, token)| Op::Release { lock, token }),
+        (0..2u32, value.clone(), value.clone(), maybe.clone()).prop_map(
+            |(lock, token, id, read)| Op::DocIncrement {
+                lock,
                 token,
+                id,
                 read,
-                wrote,
+                foreign: None,
+            }
+        ),
+        (0..2u32, maybe, prop::option::of(missing())).prop_map(|(lock, value, missing)| {
+            Op::DocRead {
+                lock,
+                value,
+                missing,
+                foreign: None,
             }
         }),
-        (0..2u32, value).prop_map(|(lock, token)| Op::Release { lock, token }),
     ]
 }
 

@@ -19,7 +19,7 @@ fn scratch(name: &str) -> PathBuf {
 /// reads of register 1 (empty) and of list 1 (`elements`).
 fn final_reads(path: &std::path::Path, elements: &[u64]) {
     let mut reader = Recorder::new(fs::File::create(path).unwrap(), 1);
-    reader.record_final(vec![1], vec![1]).unwrap();
+    reader.record_final(vec![1], vec![1], vec![]).unwrap();
     let register = read(1, None);
     reader.record(Kind::Invoke, &register).unwrap();
     reader.record(Kind::Ok, &register).unwrap();
