@@ -1241,15 +1241,7 @@ mod tests {
         let saved = r.export_state();
         let me = || PeerId::new("joiner", 9);
         let mut streamed = Replica::from_exported(me(), Config::default(), &saved).unwrap();
-        let answer = codec::decode(&r.sync_answer(Tag(7), WireFormat::Binary), usize::MAX).unwrap();
-        let crate::wire::Message::Directed {
-            body: crate::wire::Directed::SyncAnswer { state },
-            ..
-        } = answer.msg
-        else {
-            panic!("not a sync answer");
-        };
-        let state = *state;
+        let state = answer_of(&mut r);
         let mut decoded = Replica::new(me(), Config::default());
         decoded.load_answer(state).unwrap();
         assert_eq!(streamed.export_state(), decoded.export_state());
@@ -1259,11 +1251,11 @@ mod tests {
     /// A departed requester whose grant may have gone unheard travels with
     /// a saved state, and on from the replica that loads it: the next grant
     /// anywhere it lands must pass it.
-    #[test]
-    fn an_unheard_departed_requester_travels_with_the_state() {
-        let c = Config::default();
-        let mut net =
-            crate::sim::Sim::with_hosts(1, [("z", c.clone()), ("y", c.clone()), ("a", c)]);
+    /// `hosts` (`z`, then `y`, then any others) where `z` holds the lock
+    /// on the root and `y` waits behind it.
+    fn z_holds_y_waits(hosts: &[&str]) -> crate::sim::Sim {
+        let hosts = hosts.iter().map(|&h| (h, Config::default()));
+        let mut net = crate::sim::Sim::with_hosts(1, hosts);
         net.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
         net.run();
         for i in 0..2 {
@@ -1271,6 +1263,25 @@ mod tests {
             net.with(i, |r| r.lock(o, true)).unwrap();
         }
         net.run();
+        net
+    }
+
+    /// `r`'s answer to a sync, decoded.
+    fn answer_of(r: &mut Replica) -> TransferState {
+        let answer = codec::decode(&r.sync_answer(Tag(7), WireFormat::Binary), usize::MAX).unwrap();
+        let crate::wire::Message::Directed {
+            body: crate::wire::Directed::SyncAnswer { state },
+            ..
+        } = answer.msg
+        else {
+            panic!("not a sync answer");
+        };
+        *state
+    }
+
+    #[test]
+    fn an_unheard_departed_requester_travels_with_the_state() {
+        let mut net = z_holds_y_waits(&["z", "y", "a"]);
         // y waits behind z: a cannot know whether y was granted before it
         // went.
         let y = net.replica(1).peer_id().clone();
@@ -1300,32 +1311,13 @@ mod tests {
     /// receiver refuses a message that would make it so.
     #[test]
     fn a_state_with_two_requests_of_one_peer_on_an_object_is_refused() {
-        let c = Config::default();
-        let mut net = crate::sim::Sim::with_hosts(1, [("z", c.clone()), ("y", c)]);
-        net.with(0, |r| r.set_root(Input::Map(vec![])).unwrap());
-        net.run();
-        for i in 0..2 {
-            let o = net.replica(i).root().as_ref_id().unwrap();
-            net.with(i, |r| r.lock(o, true)).unwrap();
-        }
-        net.run();
-        let answer = codec::decode(
-            &net.replica(0).sync_answer(Tag(7), WireFormat::Binary),
-            usize::MAX,
-        )
-        .unwrap();
-        let crate::wire::Message::Directed {
-            body: crate::wire::Directed::SyncAnswer { state },
-            ..
-        } = answer.msg
-        else {
-            panic!("not a sync answer");
-        };
+        let mut net = z_holds_y_waits(&["z", "y"]);
+        let state = answer_of(net.replica(0));
         let load = |state: TransferState| {
             Replica::new(PeerId::new("joiner", 9), Config::default()).load_answer(state)
         };
-        assert!(load((*state).clone()).is_ok(), "the state as sent");
-        let mut twice = *state;
+        assert!(load(state.clone()).is_ok(), "the state as sent");
+        let mut twice = state;
         let queue = &mut twice.locks[0].1;
         assert_eq!(queue.len(), 2, "z holds, y waits");
         let mut again = queue[1];
@@ -1372,20 +1364,12 @@ mod tests {
             rs[i].lock(o, true).unwrap();
             run(&mut rs, &mut entries, &mut read);
         }
-        let answer =
-            codec::decode(&rs[0].sync_answer(Tag(7), WireFormat::Binary), usize::MAX).unwrap();
-        let crate::wire::Message::Directed {
-            body: crate::wire::Directed::SyncAnswer { state },
-            ..
-        } = answer.msg
-        else {
-            panic!("not a sync answer");
-        };
+        let state = answer_of(&mut rs[0]);
         let load =
             |state: TransferState| Replica::new(PeerId::new("j", 9), c.clone()).load_answer(state);
         assert_eq!(state.locks[0].1.len(), 2, "z holds, y waits");
-        assert!(load((*state).clone()).is_ok(), "the state as sent");
-        let mut unleased = *state;
+        assert!(load(state.clone()).is_ok(), "the state as sent");
+        let mut unleased = state;
         let y = unleased.locks[0].1[1].0.p;
         let log = unleased.log.as_mut().expect("a log state");
         log.seen.retain(|&(p, _)| p != y);
