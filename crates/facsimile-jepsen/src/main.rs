@@ -130,7 +130,8 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("a tokio runtime");
-            // The run is dropped on `SIGTERM` or `SIGINT`, which cleans up
+            // The run is dropped on `SIGTERM`, `SIGINT`, `SIGHUP` (its
+            // terminal closed) or `SIGQUIT`, which cleans up
             // (`Runner`'s drop), and exits as the signal would have.
             rt.block_on(async {
                 tokio::select! {
@@ -145,13 +146,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// The first `SIGTERM` or `SIGINT`.
+/// The first `SIGTERM`, `SIGINT`, `SIGHUP` or `SIGQUIT`: each would end
+/// the runner and leave its processes, namespaces and disks behind.
 async fn stop_signal() -> nix::sys::signal::Signal {
     use nix::sys::signal::Signal;
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut quit)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::quit()),
     ) else {
         // Without handlers the default action stands.
         return std::future::pending().await;
@@ -159,6 +163,8 @@ async fn stop_signal() -> nix::sys::signal::Signal {
     tokio::select! {
         _ = term.recv() => Signal::SIGTERM,
         _ = int.recv() => Signal::SIGINT,
+        _ = hup.recv() => Signal::SIGHUP,
+        _ = quit.recv() => Signal::SIGQUIT,
     }
 }
 

@@ -78,9 +78,16 @@ impl Net {
     /// Creates the run's bridge.
     pub fn new() -> io::Result<Net> {
         let pid = std::process::id();
+        // A /24 no other run's bridge holds: two runs on one /24 would
+        // each route the other's addresses to its own bridge.
+        let held = ip_output(&["-o", "-4", "addr", "show"]);
+        let subnet = (0..250)
+            .map(|k| ((pid + k) % 250) as u8)
+            .find(|s| !held.contains(&format!(" 10.77.{s}.254/")))
+            .ok_or_else(|| io::Error::other("every /24 of 10.77.0.0/16 is in use"))?;
         let net = Net {
             prefix: format!("fj{:06x}", pid & 0xff_ffff),
-            subnet: (pid % 250) as u8,
+            subnet,
             namespaces: Vec::new(),
         };
         let br = net.bridge();

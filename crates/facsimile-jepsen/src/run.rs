@@ -362,11 +362,11 @@ struct Runner {
     errors: Vec<String>,
 }
 
-/// A runner stopped early (an error, a panic, or `SIGTERM`/`SIGINT`, whose
-/// handler drops the run) still cleans up: the disks are thawed so that
-/// kills take effect, the servers killed and waited for, the clients
-/// killed; then the fields go, the namespaces and the disks' mounts with
-/// them.
+/// A runner stopped early (an error, a panic, or `SIGTERM`, `SIGINT`,
+/// `SIGHUP` or `SIGQUIT`, whose handler drops the run) still cleans up:
+/// the disks are thawed so that kills take effect, the servers killed and
+/// waited for, the clients killed; then the fields go, the namespaces and
+/// the disks' mounts with them.
 impl Drop for Runner {
     fn drop(&mut self) {
         for d in &self.disks {
