@@ -55,21 +55,9 @@ fn main() {
     };
     let mut push = |events: &mut Vec<Event>, p: u32, invoked: Op, kind: Kind, done: Op| {
         time += 10;
-        events.push(Event {
-            process: p,
-            kind: Kind::Invoke,
-            op: invoked,
-            time,
-            error: None,
-        });
+        events.push(Event::new(p, Kind::Invoke, invoked, time));
         time += 10;
-        events.push(Event {
-            process: p,
-            kind,
-            op: done,
-            time,
-            error: None,
-        });
+        events.push(Event::new(p, kind, done, time));
     };
     while events.len() < target {
         let p = draw(PROCESSES as u64) as u32;

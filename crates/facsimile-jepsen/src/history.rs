@@ -37,6 +37,19 @@ pub struct Event {
     pub error: Option<LockFailure>,
 }
 
+impl Event {
+    /// An event without an error.
+    pub fn new(process: u32, kind: Kind, op: Op, time: u64) -> Event {
+        Event {
+            process,
+            kind,
+            op,
+            time,
+            error: None,
+        }
+    }
+}
+
 /// Whether an event starts an operation or how it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

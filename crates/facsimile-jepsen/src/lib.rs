@@ -9,8 +9,8 @@
 //! use facsimile_jepsen::history::{Event, Kind, Op};
 //!
 //! let history = vec![
-//!     Event { process: 0, kind: Kind::Invoke, op: Op::Write { key: 1, value: 7 }, time: 10, error: None },
-//!     Event { process: 0, kind: Kind::Ok, op: Op::Write { key: 1, value: 7 }, time: 20, error: None },
+//!     Event::new(0, Kind::Invoke, Op::Write { key: 1, value: 7 }, 10),
+//!     Event::new(0, Kind::Ok, Op::Write { key: 1, value: 7 }, 20),
 //! ];
 //! let line = serde_json::to_string(&history[1]).unwrap();
 //! assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), history[1]);

@@ -1280,16 +1280,9 @@ mod tests {
     use crate::history::{Event, Op};
 
     fn acquire(time_s: u64, kind: Kind) -> Event {
-        Event {
-            process: 0,
-            kind,
-            op: Op::Acquire {
-                lock: 0,
-                token: (kind == Kind::Ok).then_some(time_s),
-            },
-            time: time_s * 1_000_000_000,
-            error: None,
-        }
+        let token = (kind == Kind::Ok).then_some(time_s);
+        let op = Op::Acquire { lock: 0, token };
+        Event::new(0, kind, op, time_s * 1_000_000_000)
     }
 
     #[test]
@@ -1452,13 +1445,7 @@ mod tests {
 
     #[test]
     fn settled_writes_count_once_and_settling_events_and_markers_not_at_all() {
-        let ev = |process, kind, op, time| Event {
-            process,
-            kind,
-            op,
-            time,
-            error: None,
-        };
+        let ev = Event::new;
         let write = |value| Op::Write { key: 1, value };
         let events = vec![
             // Timed out, then acknowledged by a later flush.
@@ -1501,13 +1488,7 @@ mod tests {
 
     #[test]
     fn acknowledged_counts_writes_appends_and_grants_not_reads() {
-        let ev = |process, kind, op| Event {
-            process,
-            kind,
-            op,
-            time: 0,
-            error: None,
-        };
+        let ev = |process, kind, op| Event::new(process, kind, op, 0);
         let read = Op::Read {
             key: 1,
             value: None,

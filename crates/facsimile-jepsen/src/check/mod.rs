@@ -58,7 +58,7 @@
 //! use facsimile_jepsen::check::{check_all, AnomalyKind};
 //! use facsimile_jepsen::history::{Event, Kind, Op};
 //!
-//! let ev = |process, kind, op, time| Event { process, kind, op, time, error: None };
+//! let ev = Event::new;
 //! let read = |elements| Op::ReadList { key: 1, elements, missing: None, foreign: vec![] };
 //! let history = vec![
 //!     ev(0, Kind::Invoke, Op::Append { key: 1, element: 7 }, 10),

@@ -159,25 +159,15 @@ pub fn operations(history: &[Event]) -> (Vec<Operation>, Vec<(String, Operation)
 mod tests {
     use super::*;
 
-    fn ev(process: u32, kind: Kind, op: Op, time: u64) -> Event {
-        Event {
-            process,
-            kind,
-            op,
-            time,
-            error: None,
-        }
-    }
-
     #[test]
     fn invocations_pair_with_their_completions_and_unfinished_ones_are_info() {
         let w = |v| Op::Write { key: 1, value: v };
         let history = vec![
-            ev(0, Kind::Invoke, w(1), 1),
-            ev(1, Kind::Invoke, w(2), 2),
-            ev(0, Kind::Ok, w(1), 3),
-            ev(2, Kind::Fail, w(3), 4),
-            ev(1, Kind::Ok, w(9), 5),
+            Event::new(0, Kind::Invoke, w(1), 1),
+            Event::new(1, Kind::Invoke, w(2), 2),
+            Event::new(0, Kind::Ok, w(1), 3),
+            Event::new(2, Kind::Fail, w(3), 4),
+            Event::new(1, Kind::Ok, w(9), 5),
         ];
         let (ops, malformed) = operations(&history);
         assert_eq!(ops.len(), 2);

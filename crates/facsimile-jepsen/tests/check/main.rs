@@ -30,13 +30,7 @@ impl History {
 
     fn push(&mut self, process: u32, kind: Kind, op: Op) {
         self.time += 10;
-        self.events.push(Event {
-            process,
-            kind,
-            op,
-            time: self.time,
-            error: None,
-        });
+        self.events.push(Event::new(process, kind, op, self.time));
     }
 
     pub(crate) fn invoke(&mut self, process: u32, op: Op) -> &mut Self {
@@ -263,23 +257,11 @@ pub(crate) fn record(
 ) -> usize {
     let busy = busy_until.get(&p).map_or(0, |t| t + 1);
     let invoke = busy.max(at.saturating_sub(early));
-    events.push(Event {
-        process: p,
-        kind: Kind::Invoke,
-        op: invoked,
-        time: invoke,
-        error: None,
-    });
+    events.push(Event::new(p, Kind::Invoke, invoked, invoke));
     let complete = at + late;
     busy_until.insert(p, complete);
     if let Some((kind, op)) = completed {
-        events.push(Event {
-            process: p,
-            kind,
-            op,
-            time: complete,
-            error: None,
-        });
+        events.push(Event::new(p, kind, op, complete));
     }
     events.len() - 1
 }

@@ -562,7 +562,7 @@ proptest! {
     ) {
         let history: Vec<Event> = events
             .into_iter()
-            .map(|(process, kind, op, time)| Event { process, kind, op, time, error: None })
+            .map(|(process, kind, op, time)| Event::new(process, kind, op, time))
             .collect();
         let report = check_all(&history);
         let _ = report.to_string();

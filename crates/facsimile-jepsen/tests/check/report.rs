@@ -107,13 +107,7 @@ fn the_summary_is_a_table_with_each_kind_found() {
 
 #[test]
 fn malformed_events_make_the_history_invalid() {
-    let ev = |process, kind, op, time| Event {
-        process,
-        kind,
-        op,
-        time,
-        error: None,
-    };
+    let ev = Event::new;
     let history = vec![
         ev(0, Kind::Ok, Op::Write { key: 1, value: 1 }, 1),
         ev(1, Kind::Invoke, Op::Write { key: 1, value: 2 }, 2),
