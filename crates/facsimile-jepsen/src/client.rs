@@ -173,6 +173,25 @@ fn map(conn: &Connection, path: &[&str]) -> Option<MapRef> {
     find_map(conn, path).ok()
 }
 
+/// What a read of `key` in the map at `path` found: the integer `int`
+/// makes of its value, the map missing, or a value that is no such
+/// integer (as JSON); all `None` for an absent key.
+fn observe(
+    conn: &Connection,
+    path: &[&str],
+    key: &str,
+    int: fn(i64) -> Option<u64>,
+) -> (Option<u64>, Option<Missing>, Option<String>) {
+    match find_map(conn, path).map(|m| m.get(key)) {
+        Ok(None) => (None, None, None),
+        Ok(Some(v)) => match v.as_i64().and_then(int) {
+            Some(i) => (Some(i), None, None),
+            None => (None, None, Some(as_json(&v))),
+        },
+        Err(m) => (None, Some(m), None),
+    }
+}
+
 fn find_list(conn: &Connection, key: u32) -> Result<ArrayRef, Missing> {
     find_map(conn, &["l"])?
         .get(&key.to_string())
@@ -276,15 +295,8 @@ impl Client {
             foreign: None,
         };
         self.record(Kind::Invoke, &invoked);
-        let (mut value, mut missing, mut foreign) = (None, None, None);
-        match find_map(&self.conn, &["r"]).map(|r| r.get(&key.to_string())) {
-            Ok(None) => {}
-            Ok(Some(v)) => match v.as_i64() {
-                Some(i) => value = Some(i as u64),
-                None => foreign = Some(as_json(&v)),
-            },
-            Err(m) => missing = Some(m),
-        }
+        let (value, missing, foreign) =
+            observe(&self.conn, &["r"], &key.to_string(), |i| Some(i as u64));
         let read = Op::Read {
             key,
             value,
@@ -439,15 +451,8 @@ impl Client {
             foreign: None,
         };
         self.record(Kind::Invoke, &invoked);
-        let (mut value, mut missing, mut foreign) = (None, None, None);
-        match find_map(&self.conn, &["k", &lock.to_string()]).map(|m| m.get("n")) {
-            Ok(None) => {}
-            Ok(Some(v)) => match v.as_i64() {
-                Some(i) if i >= 0 => value = Some(i as u64),
-                _ => foreign = Some(as_json(&v)),
-            },
-            Err(m) => missing = Some(m),
-        }
+        let path = ["k", &lock.to_string()];
+        let (value, missing, foreign) = observe(&self.conn, &path, "n", |i| u64::try_from(i).ok());
         let read = Op::DocRead {
             lock,
             value,
