@@ -124,7 +124,8 @@ impl Config {
     /// Detects silent peers: send a heartbeat when nothing was sent for
     /// `heartbeat`, and evict a member not heard from for `timeout` (its
     /// locks are freed and it is no longer waited for). Off by default, since
-    /// it needs [`Replica::handle_timeout`] to be called regularly.
+    /// it needs [`Replica::handle_timeout`] to be called regularly. A
+    /// heartbeat shorter than a millisecond is one.
     ///
     /// ```
     /// use std::time::Duration;
@@ -132,7 +133,7 @@ impl Config {
     ///     .failure_detection(Duration::from_millis(500), Duration::from_secs(5));
     /// ```
     pub fn failure_detection(mut self, heartbeat: Duration, timeout: Duration) -> Self {
-        self.heartbeat = at_most_forever(heartbeat);
+        self.heartbeat = heartbeat_period(heartbeat);
         self.peer_timeout = Some(at_most_forever(timeout));
         self
     }
@@ -141,7 +142,7 @@ impl Config {
     /// are granted by log order with the log position as fencing token, and
     /// a peer whose last message in the log is older than `lease` (by the
     /// log's timestamps) loses its locks and membership. Heartbeats go out
-    /// every third of the lease. Such a replica takes writes and lock
+    /// every third of the lease (at most every millisecond). Such a replica takes writes and lock
     /// requests once it has read its own first message back from the log
     /// ([`Replica::joined_log`]).
     ///
@@ -152,7 +153,7 @@ impl Config {
     pub fn ordered(mut self, lease: Duration) -> Self {
         let lease = at_most_forever(lease);
         self.lease = Some(lease);
-        self.heartbeat = lease / 3;
+        self.heartbeat = heartbeat_period(lease / 3);
         self
     }
 
@@ -214,4 +215,31 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn at_most_forever(d: Duration) -> Duration {
     d.min(FOREVER)
+}
+
+/// A heartbeat period as given, within a millisecond and [`FOREVER`]:
+/// a shorter one would send a heartbeat at nearly every call into the
+/// replica.
+fn heartbeat_period(d: Duration) -> Duration {
+    at_most_forever(d).max(Duration::from_millis(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Config;
+
+    #[test]
+    fn a_heartbeat_is_at_least_a_millisecond() {
+        let ns = Duration::from_nanos(1);
+        let ms = Duration::from_millis(1);
+        assert_eq!(Config::default().failure_detection(ns, ns).heartbeat(), ms);
+        assert_eq!(Config::default().ordered(ns).heartbeat(), ms);
+        let s = Duration::from_secs(3);
+        assert_eq!(
+            Config::default().ordered(s).heartbeat(),
+            Duration::from_secs(1)
+        );
+    }
 }
